@@ -1,0 +1,9 @@
+//! funnel: a connection-multiplexing daemon for MySQL and MariaDB.
+//!
+//! Thousands of client connections are authenticated by the funnel itself and
+//! their commands are queued in a bounded backlog and run over a small, fixed
+//! set of backend connections to mysqld.
+
+pub mod config;
+pub mod protocol;
+pub mod server;

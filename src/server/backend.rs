@@ -1,0 +1,1206 @@
+//! Backend connections: the funnel's own connections to mysqld.
+//!
+//! connecting → greeting → authenticating → internal steps (session tracking
+//! setup, baseline) → idle ⇄ (replay steps →) running a client's command →
+//! idle; pinned to one client while its session holds state; reset before
+//! anyone else gets it; lost → reconnect with backoff.
+
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::Interest;
+
+use super::io::{Buf, ReadOutcome, Stream};
+use super::pool::ClientRef;
+use super::session::{PinCause, SessionVars};
+use super::timer::TimerKind;
+use super::{token, Server, KIND_BACKEND, READ_CAP_PER_EVENT};
+use crate::config::BackendAddr;
+use crate::protocol::auth::scramble_native;
+use crate::protocol::consts::*;
+use crate::protocol::handshake::{AuthSwitchRequest, HandshakeResponse, HandshakeV10};
+use crate::protocol::lenenc::Reader;
+use crate::protocol::packet::{next_frame, set_seq, write_packet, HEADER_LEN};
+use crate::protocol::response::{decode_err, decode_ok, encode_ok, OkPacket};
+use crate::protocol::tracker::{
+    expect_for, EndKind, Expect, PacketKind, Progress, ResponseTracker,
+};
+
+/// What the funnel asks of a backend connection for itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Internal {
+    /// Turn on session tracking.
+    Setup,
+    /// Read the character-set variables the handshake gave this connection.
+    Baseline,
+    /// Read the collation table (once per process).
+    LoadCollations,
+    /// Replay a client's schema.
+    InitDb,
+    /// Replay a client's session variables.
+    SetVars,
+    /// `COM_RESET_CONNECTION` after a pinned client left.
+    Reset,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendState {
+    Connecting,
+    AwaitGreeting,
+    Authenticating,
+    Internal(Internal),
+    Idle,
+    /// Forwarding the response to a client's command.
+    Running,
+    /// The client left mid-response: read and discard the rest.
+    Draining,
+}
+
+pub struct Backend {
+    pub serial: u64,
+    pub pool: usize,
+    pub stream: Stream,
+    pub state: BackendState,
+    pub rbuf: Buf,
+    pub wbuf: Buf,
+    pub tracker: ResponseTracker,
+    /// Capabilities negotiated with mysqld.
+    pub capabilities: u32,
+    pub thread_id: u32,
+    pub charset: u8,
+    pub scramble: Vec<u8>,
+    /// The session this connection carries now.
+    pub session: SessionVars,
+    /// The client whose command runs (or will run after the replay steps),
+    /// or who holds this backend pinned.
+    pub client: Option<ClientRef>,
+    /// Held by `client` (not in the shared set).
+    pub pinned: bool,
+    /// Stopped reading because the client's output is over its high watermark.
+    pub paused: bool,
+    /// Response to a command that came with `LOCAL INFILE`: the client's
+    /// file packets are being forwarded.
+    pub infile: bool,
+    /// Rows of an internal query's result.
+    pub rows: Vec<Vec<Option<String>>>,
+    /// The client command currently running: its first byte.
+    pub command: u8,
+    /// When the command (or internal step) was sent.
+    pub sent_at: Instant,
+    /// Session changes seen during the current response.
+    pub saw_state_change: bool,
+    pub saw_unreplayable: bool,
+    /// Offset added to sequence ids forwarded to the client (non-zero only
+    /// when the command is one the funnel issued in the client's handshake).
+    pub seq_offset: u8,
+    /// Set when the connection must be closed once its response completes.
+    pub close_when_done: bool,
+    /// Not yet logged in and set up (counted in the pool's `connecting`).
+    pub connecting: bool,
+}
+
+/// Capabilities the funnel asks of mysqld. No `CLIENT_DEPRECATE_EOF`, because
+/// the funnel's clients are not offered it either: result sets pass through
+/// byte for byte. `CLIENT_SESSION_TRACK` is how session state is learned.
+pub const BACKEND_CAPS: u32 = CLIENT_LONG_PASSWORD
+    | CLIENT_LONG_FLAG
+    | CLIENT_PROTOCOL_41
+    | CLIENT_TRANSACTIONS
+    | CLIENT_SECURE_CONNECTION
+    | CLIENT_MULTI_STATEMENTS
+    | CLIENT_MULTI_RESULTS
+    | CLIENT_PS_MULTI_RESULTS
+    | CLIENT_PLUGIN_AUTH
+    | CLIENT_CONNECT_ATTRS
+    | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | CLIENT_SESSION_TRACK;
+
+const SETUP_SQL: &[u8] = b"SET SESSION session_track_schema = ON, session_track_system_variables = '*', session_track_state_change = ON";
+const BASELINE_SQL: &[u8] = b"SELECT @@character_set_client, @@character_set_connection, @@character_set_results, @@collation_connection, DATABASE()";
+const COLLATIONS_SQL: &[u8] = b"SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLLATIONS WHERE ID IS NOT NULL AND ID < 256";
+const CHARSET_VARS: [&str; 4] = [
+    "character_set_client",
+    "character_set_connection",
+    "character_set_results",
+    "collation_connection",
+];
+
+impl Server {
+    /// Open one more backend connection for a pool.
+    pub(super) fn open_backend(&mut self, pool: usize, pinned: bool) {
+        let stream = match &self.config.backend.address {
+            BackendAddr::Tcp(addr) => mio::net::TcpStream::connect(*addr).map(|s| {
+                let _ = s.set_nodelay(true);
+                Stream::Tcp(s)
+            }),
+            BackendAddr::Unix(path) => mio::net::UnixStream::connect(path).map(Stream::Unix),
+        };
+        let mut stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                self.backend_connect_failed(pool, format!("cannot connect: {e}"));
+                return;
+            }
+        };
+        let serial = self.next_serial();
+        let entry = self.backends.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            token(KIND_BACKEND, key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.backend_connect_failed(pool, format!("cannot register socket: {e}"));
+            return;
+        }
+        entry.insert(Backend {
+            serial,
+            pool,
+            stream,
+            state: BackendState::Connecting,
+            rbuf: Buf::new(),
+            wbuf: Buf::new(),
+            tracker: ResponseTracker::new(BACKEND_CAPS),
+            capabilities: BACKEND_CAPS,
+            thread_id: 0,
+            charset: 0,
+            scramble: Vec::new(),
+            session: SessionVars::new(),
+            client: None,
+            pinned,
+            paused: false,
+            infile: false,
+            rows: Vec::new(),
+            command: 0,
+            sent_at: self.now,
+            saw_state_change: false,
+            saw_unreplayable: false,
+            seq_offset: 0,
+            close_when_done: false,
+            connecting: true,
+        });
+        let p = &mut self.pools[pool];
+        if pinned {
+            p.pinned += 1;
+        } else {
+            p.shared += 1;
+        }
+        p.connecting += 1;
+        self.counters.backend_connects += 1;
+        let at = self.now + self.config.backend.connect_timeout;
+        self.add_timer(at, TimerKind::BackendConnect { key, serial });
+    }
+
+    fn backend_connect_failed(&mut self, pool: usize, reason: String) {
+        self.counters.backend_connect_failures += 1;
+        let min = self.config.backend.reconnect_backoff_min;
+        let max = self.config.backend.reconnect_backoff_max;
+        let p = &mut self.pools[pool];
+        p.backoff = if p.backoff.is_zero() {
+            min
+        } else {
+            (p.backoff * 2).min(max)
+        };
+        // Jitter (up to a quarter of the delay) so that many funnels do not
+        // hammer a restarting mysqld in lockstep.
+        let jitter = p.backoff.as_micros() as u64 / 4;
+        let jitter = if jitter > 0 { random_u64() % jitter } else { 0 };
+        p.next_connect_at = self.now + p.backoff + Duration::from_micros(jitter);
+        if p.last_backend_error.as_deref() != Some(reason.as_str()) {
+            warn!(
+                "pool {}: backend {} unavailable: {reason}; retrying in {} ms",
+                p.user.name,
+                self.config.backend.address,
+                p.backoff.as_millis()
+            );
+        }
+        p.last_backend_error = Some(reason);
+    }
+
+    /// Keep the pool at its configured number of shared backends.
+    pub(super) fn maintain_pool(&mut self, pool: usize) {
+        if self.shutting_down.is_some() {
+            return;
+        }
+        let p = &self.pools[pool];
+        let missing = p.missing_shared();
+        if missing == 0 || self.now < p.next_connect_at {
+            return;
+        }
+        // While mysqld is failing, probe with one connection at a time.
+        let n = if p.backoff.is_zero() { missing } else { 1 };
+        let n = n.saturating_sub(if p.backoff.is_zero() { 0 } else { p.connecting });
+        for _ in 0..n {
+            self.open_backend(pool, false);
+        }
+    }
+
+    pub(super) fn backend_connect_timeout(&mut self, key: usize, serial: u64) {
+        let Some(b) = self.backends.get(key) else {
+            return;
+        };
+        if b.serial != serial {
+            return;
+        }
+        if b.connecting {
+            let ms = self.config.backend.connect_timeout.as_millis();
+            self.backend_lost(key, format!("connect timed out after {ms} ms"));
+        }
+    }
+
+    pub(super) fn backend_event(&mut self, key: usize, readable: bool, writable: bool) {
+        let Some(b) = self.backends.get_mut(key) else {
+            return;
+        };
+        if b.state == BackendState::Connecting {
+            if !writable && !readable {
+                return;
+            }
+            match b.stream.take_error() {
+                Ok(None) if b.stream.is_connected() => b.state = BackendState::AwaitGreeting,
+                Ok(None) => return, // spurious wake-up: still connecting
+                Ok(Some(e)) | Err(e) => {
+                    self.backend_lost(key, format!("cannot connect: {e}"));
+                    return;
+                }
+            }
+        }
+        if writable {
+            self.flush_backend(key);
+        }
+        if readable || writable {
+            self.backend_read(key);
+        }
+    }
+
+    pub(super) fn flush_backend(&mut self, key: usize) {
+        let Some(b) = self.backends.get_mut(key) else {
+            return;
+        };
+        if b.wbuf.is_empty() || b.state == BackendState::Connecting {
+            return;
+        }
+        match b.wbuf.write_to(&mut b.stream) {
+            Ok(true) => self.bufs.release(&mut b.wbuf),
+            Ok(false) => {}
+            Err(e) => self.backend_lost(key, format!("write failed: {e}")),
+        }
+    }
+
+    pub(super) fn backend_read(&mut self, key: usize) {
+        let Some(b) = self.backends.get_mut(key) else {
+            return;
+        };
+        if b.paused || b.state == BackendState::Connecting {
+            return;
+        }
+        self.bufs.ensure(&mut b.rbuf);
+        let outcome = b.rbuf.read_from(&mut b.stream, READ_CAP_PER_EVENT);
+        match outcome {
+            Ok(ReadOutcome::Drained(_)) => self.process_backend_input(key),
+            Ok(ReadOutcome::Capped(_)) => {
+                self.process_backend_input(key);
+                // More may be waiting and edge-triggered readiness will not
+                // say so again: come back to it (at the end of this loop pass
+                // at the latest, through the client write path or here).
+                if let Some(b) = self.backends.get(key) {
+                    if !b.paused {
+                        self.backend_read(key);
+                    }
+                }
+            }
+            Ok(ReadOutcome::Closed(_)) => {
+                self.process_backend_input(key);
+                if self.backends.contains(key) {
+                    self.backend_lost(key, "connection closed by the server".into());
+                }
+            }
+            Err(e) => {
+                self.process_backend_input(key);
+                if self.backends.contains(key) {
+                    self.backend_lost(key, format!("read failed: {e}"));
+                }
+            }
+        }
+        if let Some(b) = self.backends.get_mut(key) {
+            self.bufs.release(&mut b.rbuf);
+        }
+    }
+
+    /// Handle every complete packet in the backend's input buffer.
+    fn process_backend_input(&mut self, key: usize) {
+        loop {
+            let Some(b) = self.backends.get_mut(key) else {
+                return;
+            };
+            match b.state {
+                BackendState::Running | BackendState::Draining => {
+                    self.forward_response(key);
+                    return;
+                }
+                BackendState::Connecting => return,
+                _ => {}
+            }
+            let Some((header, _)) = next_frame(b.rbuf.as_slice()) else {
+                return;
+            };
+            let total = header.total_len();
+            let seq = header.seq;
+            // Copy the (small) packet out so the handlers may borrow `self`.
+            self.scratch.clear();
+            self.scratch
+                .extend_from_slice(&b.rbuf.as_slice()[HEADER_LEN..total]);
+            b.rbuf.consume(total);
+            let payload = std::mem::take(&mut self.scratch);
+            match b.state {
+                BackendState::AwaitGreeting => self.backend_greeting(key, &payload),
+                BackendState::Authenticating => self.backend_auth_reply(key, &payload, seq),
+                BackendState::Internal(step) => self.backend_internal_packet(key, step, &payload),
+                BackendState::Idle => {
+                    // mysqld speaks unasked only to say goodbye (KILL, wait_timeout).
+                    let msg = decode_err(&payload)
+                        .map(|e| String::from_utf8_lossy(e.message).into_owned())
+                        .unwrap_or_else(|_| "unexpected packet".into());
+                    self.scratch = payload;
+                    self.backend_lost(key, format!("server closed the idle connection: {msg}"));
+                    return;
+                }
+                _ => {}
+            }
+            self.scratch = payload;
+        }
+    }
+
+    fn backend_greeting(&mut self, key: usize, payload: &[u8]) {
+        if payload.first() == Some(&ERR_HEADER) {
+            let msg = decode_err(payload)
+                .map(|e| format!("{} ({})", String::from_utf8_lossy(e.message), e.code))
+                .unwrap_or_else(|_| "malformed error".into());
+            self.backend_lost(key, format!("server refused the connection: {msg}"));
+            return;
+        }
+        let greeting = match HandshakeV10::decode(payload) {
+            Ok(g) => g,
+            Err(e) => {
+                self.backend_lost(key, format!("bad handshake from server: {e}"));
+                return;
+            }
+        };
+        if self.backend_version.is_none() {
+            info!(
+                "backend {} is {}",
+                self.config.backend.address, greeting.server_version
+            );
+            self.backend_version = Some(greeting.server_version.clone());
+        }
+        let b = &mut self.backends[key];
+        let pool = &self.pools[b.pool].user;
+        b.capabilities = BACKEND_CAPS & greeting.capabilities;
+        b.tracker = ResponseTracker::new(b.capabilities);
+        b.thread_id = greeting.connection_id;
+        b.charset = greeting.charset;
+        self.backend_charset.get_or_insert(greeting.charset);
+        b.scramble = greeting.scramble.clone();
+        let response = HandshakeResponse {
+            capabilities: b.capabilities,
+            max_packet: 1 << 30,
+            charset: greeting.charset,
+            username: pool.backend_user.clone(),
+            auth_response: scramble_native(pool.backend_password.as_bytes(), &greeting.scramble),
+            database: None,
+            auth_plugin: Some(MYSQL_NATIVE_PASSWORD.to_string()),
+            attrs: vec![
+                ("_client_name".into(), "funnel".into()),
+                ("_client_version".into(), env!("CARGO_PKG_VERSION").into()),
+            ],
+        };
+        self.scratch.clear();
+        response.encode(&mut self.scratch);
+        b.state = BackendState::Authenticating;
+        let payload = std::mem::take(&mut self.scratch);
+        self.send_to_backend(key, 1, &payload);
+        self.scratch = payload;
+    }
+
+    fn backend_auth_reply(&mut self, key: usize, payload: &[u8], seq: u8) {
+        match payload.first() {
+            Some(&OK_HEADER) => {
+                let b = &mut self.backends[key];
+                debug!("backend {} (thread {}) logged in", key, b.thread_id);
+                self.start_internal(key, Internal::Setup, SETUP_SQL.to_vec());
+            }
+            Some(&AUTH_SWITCH_HEADER) => {
+                let req = match AuthSwitchRequest::decode(payload) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.backend_lost(key, format!("bad auth switch from server: {e}"));
+                        return;
+                    }
+                };
+                if req.plugin != MYSQL_NATIVE_PASSWORD {
+                    self.backend_lost(
+                        key,
+                        format!(
+                            "server asks for auth plugin {}; the funnel logs in with mysql_native_password only",
+                            req.plugin
+                        ),
+                    );
+                    return;
+                }
+                let b = &self.backends[key];
+                let pw = self.pools[b.pool].user.backend_password.clone();
+                let resp = scramble_native(pw.as_bytes(), &req.data);
+                self.send_to_backend(key, seq.wrapping_add(1), &resp);
+            }
+            Some(&ERR_HEADER) => {
+                let msg = decode_err(payload)
+                    .map(|e| format!("{} ({})", String::from_utf8_lossy(e.message), e.code))
+                    .unwrap_or_else(|_| "malformed error".into());
+                self.backend_lost(key, format!("login refused: {msg}"));
+            }
+            _ => self.backend_lost(key, "unexpected packet during login".into()),
+        }
+    }
+
+    /// Frame `payload` as packets starting at `seq` and queue it for mysqld.
+    fn send_to_backend(&mut self, key: usize, seq: u8, payload: &[u8]) {
+        let Some(b) = self.backends.get_mut(key) else {
+            return;
+        };
+        self.bufs.ensure(&mut b.wbuf);
+        let mut framed = std::mem::take(&mut self.scratch);
+        framed.clear();
+        write_packet(&mut framed, seq, payload);
+        b.wbuf.extend_from_slice(&framed);
+        self.scratch = framed;
+        self.flush_backend(key);
+    }
+
+    /// Send a command the funnel itself needs answered.
+    fn start_internal(&mut self, key: usize, step: Internal, sql: Vec<u8>) {
+        let Some(b) = self.backends.get_mut(key) else {
+            return;
+        };
+        let (cmd, expect) = match step {
+            Internal::InitDb => (COM_INIT_DB, Expect::Simple),
+            Internal::Reset => (COM_RESET_CONNECTION, Expect::Simple),
+            _ => (COM_QUERY, Expect::Query),
+        };
+        b.state = BackendState::Internal(step);
+        b.tracker.start(expect);
+        b.rows.clear();
+        b.sent_at = self.now;
+        let mut payload = Vec::with_capacity(sql.len() + 1);
+        payload.push(cmd);
+        payload.extend_from_slice(&sql);
+        self.send_to_backend(key, 0, &payload);
+    }
+
+    fn backend_internal_packet(&mut self, key: usize, step: Internal, payload: &[u8]) {
+        let b = &mut self.backends[key];
+        let progress = match b.tracker.feed(payload) {
+            Ok(p) => p,
+            Err(e) => {
+                self.backend_lost(key, format!("malformed response to {step:?}: {e}"));
+                return;
+            }
+        };
+        match b.tracker.last_kind() {
+            PacketKind::Row => b.rows.push(parse_text_row(payload)),
+            PacketKind::Ok => {
+                if let Ok(ok) = decode_ok(payload, b.capabilities) {
+                    if let Some(block) = ok.session_state {
+                        b.session.apply_tracked(block);
+                    }
+                }
+            }
+            _ => {}
+        }
+        let Progress::Complete { end, .. } = progress else {
+            if progress == Progress::LocalInfile {
+                self.backend_lost(key, "unexpected LOCAL INFILE request".into());
+            }
+            return;
+        };
+        if end == EndKind::Err {
+            let msg = decode_err(payload)
+                .map(|e| format!("{} ({})", String::from_utf8_lossy(e.message), e.code))
+                .unwrap_or_else(|_| "malformed error".into());
+            self.internal_failed(key, step, msg);
+            return;
+        }
+        self.internal_done(key, step);
+    }
+
+    fn internal_done(&mut self, key: usize, step: Internal) {
+        match step {
+            Internal::Setup => {
+                self.start_internal(key, Internal::Baseline, BASELINE_SQL.to_vec());
+            }
+            Internal::Baseline => {
+                let b = &mut self.backends[key];
+                let row = b.rows.first().cloned().unwrap_or_default();
+                let mut session = SessionVars::new();
+                for (i, name) in CHARSET_VARS.iter().enumerate() {
+                    if let Some(Some(v)) = row.get(i) {
+                        session.set_var(name, v);
+                    }
+                }
+                session.set_schema(row.get(4).cloned().flatten());
+                b.session = session;
+                if self.charsets.is_none() {
+                    self.start_internal(key, Internal::LoadCollations, COLLATIONS_SQL.to_vec());
+                } else {
+                    self.backend_ready(key);
+                }
+            }
+            Internal::LoadCollations => {
+                let b = &mut self.backends[key];
+                let mut table = super::CharsetTable::new();
+                let rows_seen = b.rows.len();
+                for row in b.rows.drain(..) {
+                    if let [Some(id), Some(cs), Some(coll)] = row.as_slice() {
+                        if let Ok(id) = id.parse::<u8>() {
+                            table.insert(id, (cs.clone(), coll.clone()));
+                        }
+                    }
+                }
+                debug!(
+                    "loaded {} collations from the backend ({} rows)",
+                    table.len(),
+                    rows_seen
+                );
+                self.charsets = Some(table);
+                self.backend_ready(key);
+            }
+            Internal::Reset => {
+                // The reset returned the session to the server defaults:
+                // tracking is off again, and the charset is the handshake's.
+                self.start_internal(key, Internal::Setup, SETUP_SQL.to_vec());
+            }
+            Internal::InitDb | Internal::SetVars => {
+                let b = &mut self.backends[key];
+                let Some(client) = b.client else {
+                    // The client left while its state was being replayed.
+                    self.backend_ready(key);
+                    return;
+                };
+                if step == Internal::SetVars {
+                    if let Some(c) = self.clients.get(client.key) {
+                        b.session.copy_from(&c.session);
+                    }
+                }
+                self.continue_request(key);
+            }
+        }
+    }
+
+    fn internal_failed(&mut self, key: usize, step: Internal, msg: String) {
+        match step {
+            Internal::InitDb => {
+                // The client's schema is gone (dropped since): tell the client,
+                // as its next statement would have told it on a direct
+                // connection; the backend itself is fine.
+                let b = &mut self.backends[key];
+                let client = b.client.take();
+                if let Some(client) = client {
+                    self.fail_request(
+                        client,
+                        crate::protocol::consts::err::ER_BAD_DB_ERROR,
+                        &format!("funnel: cannot restore your default schema: {msg}"),
+                    );
+                }
+                self.backend_ready(key);
+            }
+            _ => {
+                let b = &mut self.backends[key];
+                if let Some(client) = b.client.take() {
+                    self.fail_request(
+                        client,
+                        crate::protocol::consts::err::ER_UNKNOWN_ERROR,
+                        &format!(
+                            "funnel: cannot restore your session on a backend connection: {msg}"
+                        ),
+                    );
+                }
+                self.backend_lost(key, format!("{step:?} failed: {msg}"));
+            }
+        }
+    }
+
+    /// The backend is set up (or freed): give it to the pinned client that
+    /// waits for it, or back to its pool.
+    pub(super) fn backend_ready(&mut self, key: usize) {
+        let b = &mut self.backends[key];
+        let pool = b.pool;
+        if b.state == BackendState::Connecting
+            || matches!(
+                b.state,
+                BackendState::AwaitGreeting | BackendState::Authenticating
+            )
+        {
+            return;
+        }
+        let was_connecting = b.connecting;
+        b.connecting = false;
+        b.state = BackendState::Idle;
+        b.client = None;
+        let p = &mut self.pools[pool];
+        if was_connecting && p.connecting > 0 {
+            p.connecting -= 1;
+            if !p.backoff.is_zero() {
+                info!(
+                    "pool {}: backend {} reachable again",
+                    p.user.name, self.config.backend.address
+                );
+            }
+            p.backoff = Duration::ZERO;
+            p.last_backend_error = None;
+        }
+        if b.pinned {
+            b.pinned = false;
+            p.pinned -= 1;
+            p.shared += 1;
+        }
+        if b.close_when_done || p.shared > p.user.connections {
+            // More shared backends than configured: this was a pinned
+            // client's extra connection; close it.
+            self.close_backend(key);
+            return;
+        }
+        p.idle.push(key);
+        self.dispatch(pool);
+    }
+
+    /// Pair queued requests with idle backends.
+    pub(super) fn dispatch(&mut self, pool: usize) {
+        if self.paused {
+            return;
+        }
+        loop {
+            if self.pools[pool].idle.is_empty() {
+                return;
+            }
+            let Some(req) = self.pools[pool].pop() else {
+                return;
+            };
+            let Some(c) = self.clients.get(req.client.key) else {
+                continue;
+            };
+            if c.serial != req.client.serial || !c.is_queued() {
+                continue;
+            }
+            let fingerprint = c.session.fingerprint();
+            let backends = &self.backends;
+            let Some(b) = self.pools[pool].take_idle(|b| {
+                u32::from(backends.get(b).map(|b| b.session.fingerprint()) == Some(fingerprint))
+            }) else {
+                self.pools[pool].push_front(req);
+                return;
+            };
+            let waited = self.now.saturating_duration_since(req.enqueued);
+            self.stats_queue_wait(pool, waited);
+            self.start_request(b, req.client);
+        }
+    }
+
+    /// Give a backend to a client's command: replay its session first where
+    /// the backend's differs, then send the command.
+    pub(super) fn start_request(&mut self, key: usize, client: ClientRef) {
+        self.ensure_client_session(client.key);
+        let b = &mut self.backends[key];
+        b.client = Some(client);
+        if let Some(c) = self.clients.get_mut(client.key) {
+            c.set_running(key);
+        }
+        self.continue_request(key);
+    }
+
+    /// Next step for the client's command on this backend.
+    fn continue_request(&mut self, key: usize) {
+        let b = &self.backends[key];
+        let Some(client) = b.client else {
+            self.backend_ready(key);
+            return;
+        };
+        let Some(c) = self
+            .clients
+            .get(client.key)
+            .filter(|c| c.serial == client.serial)
+        else {
+            self.backends[key].client = None;
+            self.backend_ready(key);
+            return;
+        };
+        if c.session.fingerprint() != b.session.fingerprint() {
+            if c.session.schema.is_some() && c.session.schema != b.session.schema {
+                let schema = c.session.schema.clone().unwrap_or_default();
+                self.counters.replays += 1;
+                self.start_internal(key, Internal::InitDb, schema.into_bytes());
+                return;
+            }
+            if let Some(sql) = c.session.replay_vars_sql(&b.session) {
+                self.counters.replays += 1;
+                self.start_internal(key, Internal::SetVars, sql);
+                return;
+            }
+        }
+        self.send_client_command(key, client);
+    }
+
+    /// Copy the client's command from its input buffer to the backend.
+    fn send_client_command(&mut self, key: usize, client: ClientRef) {
+        let Some(c) = self.clients.get_mut(client.key) else {
+            return;
+        };
+        let Some(span) = c.current else {
+            // Nothing to send (cannot happen: a running client has a command).
+            self.backends[key].client = None;
+            self.backend_ready(key);
+            return;
+        };
+        let b = &mut self.backends[key];
+        let cmd = c.rbuf.as_slice().get(HEADER_LEN).copied().unwrap_or(0);
+        self.bufs.ensure(&mut b.wbuf);
+        b.wbuf
+            .extend_from_slice(&c.rbuf.as_slice()[..span.wire_len]);
+        c.rbuf.consume(span.wire_len);
+        c.current = None;
+        b.command = cmd;
+        b.seq_offset = c.seq_offset;
+        b.sent_at = self.now;
+        b.saw_state_change = false;
+        b.saw_unreplayable = false;
+        let expect = expect_for(cmd);
+        b.tracker.start(expect);
+        b.state = BackendState::Running;
+        c.command_sent_at = self.now;
+        self.flush_backend(key);
+        if expect == Expect::None {
+            // COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA: no answer comes.
+            self.finish_response(key, 0, EndKind::Other);
+        }
+    }
+
+    /// Forward complete response packets to the client, rewriting only OK
+    /// packets (their session-tracking part is the funnel's, not the client's).
+    fn forward_response(&mut self, key: usize) {
+        let b = &mut self.backends[key];
+        let client = b.client;
+        let draining = b.state == BackendState::Draining;
+        let mut c = match client {
+            Some(cr) if !draining => self
+                .clients
+                .get_mut(cr.key)
+                .filter(|c| c.serial == cr.serial),
+            _ => None,
+        };
+        if let Some(c) = c.as_deref_mut() {
+            self.bufs.ensure(&mut c.wbuf);
+        }
+        let mut pos = 0; // bytes of rbuf handled
+        let mut run_start = 0; // start of frames not yet copied to the client
+        let mut finished: Option<(u16, EndKind)> = None;
+        let mut infile = false;
+        let mut error: Option<String> = None;
+        let offset = b.seq_offset;
+        {
+            let data = b.rbuf.as_mut_slice();
+            while let Some((header, _)) = next_frame(&data[pos..]) {
+                let total = header.total_len();
+                if offset != 0 {
+                    set_seq(&mut data[pos..pos + total], header.seq.wrapping_add(offset));
+                }
+                let payload = &data[pos + HEADER_LEN..pos + total];
+                let progress = match b.tracker.feed(payload) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        error = Some(format!("malformed response: {e}"));
+                        break;
+                    }
+                };
+                match b.tracker.last_kind() {
+                    PacketKind::Ok => {
+                        if let Ok(ok) = decode_ok(payload, b.capabilities) {
+                            if ok.session_state.is_some()
+                                || ok.status & SERVER_SESSION_STATE_CHANGED != 0
+                            {
+                                if let Some(block) = ok.session_state {
+                                    let changes = b.session.apply_tracked(block);
+                                    b.saw_unreplayable |= changes.unreplayable;
+                                    // "State changed" with no schema or
+                                    // variable entry: something the funnel
+                                    // cannot see (user variables, temporary
+                                    // tables, SQL PREPARE).
+                                    b.saw_state_change |=
+                                        changes.state_changed && changes.applied == 0;
+                                } else {
+                                    b.saw_state_change = true;
+                                }
+                                if let Some(c) = c.as_deref_mut() {
+                                    c.wbuf.extend_from_slice(&data[run_start..pos]);
+                                    let seq = header.seq;
+                                    let rewritten = OkPacket {
+                                        status: ok.status & !SERVER_SESSION_STATE_CHANGED,
+                                        session_state: None,
+                                        ..ok
+                                    };
+                                    self.scratch.clear();
+                                    encode_ok(&mut self.scratch, &rewritten, c.capabilities);
+                                    // An OK packet is far below the 16 MiB split.
+                                    let len = self.scratch.len();
+                                    c.wbuf.extend_from_slice(&[
+                                        len as u8,
+                                        (len >> 8) as u8,
+                                        (len >> 16) as u8,
+                                        seq,
+                                    ]);
+                                    c.wbuf.extend_from_slice(&self.scratch);
+                                }
+                                run_start = pos + total;
+                            }
+                            if let Some(c) = c.as_deref_mut() {
+                                c.last_insert_id = ok.last_insert_id;
+                            }
+                        }
+                    }
+                    PacketKind::Eof => {
+                        if let Ok(eof) = crate::protocol::response::decode_eof(payload) {
+                            if eof.status & SERVER_SESSION_STATE_CHANGED != 0 {
+                                b.saw_state_change = true;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                pos += total;
+                match progress {
+                    Progress::NeedMore => {}
+                    Progress::Complete { status, end } => {
+                        finished = Some((status, end));
+                        break;
+                    }
+                    Progress::LocalInfile => {
+                        infile = true;
+                        break;
+                    }
+                }
+            }
+            if let Some(c) = c.as_deref_mut() {
+                c.wbuf.extend_from_slice(&data[run_start..pos]);
+                c.bytes_out += pos as u64;
+            }
+        }
+        b.rbuf.consume(pos);
+        self.counters.bytes_to_clients += pos as u64;
+        if let Some(reason) = error {
+            self.backend_lost(key, reason);
+            return;
+        }
+        if infile {
+            b.infile = true;
+        }
+        // The session after the command: the backend's is the client's.
+        if let Some(cr) = client {
+            if !draining {
+                if let Some(c) = self.clients.get_mut(cr.key) {
+                    if c.serial == cr.serial {
+                        c.session.copy_from(&b.session);
+                    }
+                }
+            }
+        }
+        if let Some(cr) = client {
+            if !draining {
+                self.flush_client(cr.key);
+            }
+        }
+        if infile {
+            // The client now sends the file; its input is forwarded.
+            if let Some(cr) = client {
+                self.process_client_input(cr.key);
+            }
+        }
+        if let Some((status, end)) = finished {
+            self.finish_response(key, status, end);
+            // Pipelined responses cannot follow (one command at a time), but
+            // a draining backend may already hold its next use's bytes: none.
+        }
+    }
+
+    /// A response is complete: decide what happens to the client and backend.
+    pub(super) fn finish_response(&mut self, key: usize, status: u16, end: EndKind) {
+        let b = &mut self.backends[key];
+        let pool = b.pool;
+        let service = self.now.saturating_duration_since(b.sent_at);
+        b.infile = false;
+        let client = b.client;
+        let draining = b.state == BackendState::Draining;
+        let cmd = b.command;
+        let mut pins_now = None;
+        if let Some(cr) = client.filter(|_| !draining) {
+            if let Some(c) = self
+                .clients
+                .get_mut(cr.key)
+                .filter(|c| c.serial == cr.serial)
+            {
+                if end == EndKind::Err {
+                    // An ERR carries no status flags. A transaction that was
+                    // open stays open; with autocommit off, the failed
+                    // statement may have opened one.
+                    if c.session
+                        .vars
+                        .get("autocommit")
+                        .is_some_and(|v| v.eq_ignore_ascii_case("OFF"))
+                    {
+                        c.pins.insert(PinCause::Transaction);
+                    }
+                } else {
+                    c.last_status = status;
+                    if status & SERVER_STATUS_IN_TRANS != 0 {
+                        c.pins.insert(PinCause::Transaction);
+                    } else {
+                        c.pins.remove(PinCause::Transaction);
+                    }
+                }
+                if c.running_connect_db.is_some() && end == EndKind::Err {
+                    // The schema given at login does not exist: the login fails.
+                    c.close_after_flush = true;
+                }
+                if b.tracker.cursor_opened() {
+                    c.pins.insert(PinCause::Cursor);
+                } else if cmd == COM_STMT_FETCH && status & SERVER_STATUS_LAST_ROW_SENT != 0 {
+                    c.pins.remove(PinCause::Cursor);
+                }
+                if cmd == COM_STMT_PREPARE && end == EndKind::Ok {
+                    c.pins.insert(PinCause::PreparedStatement);
+                }
+                if c.pin_after_command && end != EndKind::Err {
+                    c.pins.insert(PinCause::Lock);
+                }
+                c.pin_after_command = false;
+                if b.saw_state_change || b.saw_unreplayable {
+                    c.pins.insert(PinCause::SessionState);
+                }
+                pins_now = Some(c.pins);
+            }
+        }
+        self.stats_service_time(pool, service);
+        let b = &mut self.backends[key];
+        b.state = BackendState::Idle;
+        match (client, pins_now) {
+            (Some(cr), Some(pins)) if !pins.is_empty() => {
+                // The client keeps this backend.
+                let newly = !b.pinned;
+                if newly {
+                    let p = &mut self.pools[pool];
+                    if p.pinned >= p.user.max_pinned_backends {
+                        // Over the cap: the state dies with a reset, and the
+                        // client learns at its next command.
+                        let limit = p.user.max_pinned_backends;
+                        if let Some(c) = self.clients.get_mut(cr.key) {
+                            c.pins.clear();
+                            c.pending_error = Some((
+                                crate::protocol::consts::err::ER_CON_COUNT_ERROR,
+                                format!(
+                                    "funnel: too many pinned clients in pool '{}' (max_pinned_backends = {limit}); your transaction or session state was discarded",
+                                    p.user.name
+                                ),
+                            ));
+                            c.set_idle();
+                        }
+                        warn!("pool {}: max_pinned_backends = {limit} reached; a client's session state was discarded", p.user.name);
+                        b.client = None;
+                        self.reset_backend(key);
+                        self.client_ready(cr.key);
+                        return;
+                    }
+                    b.pinned = true;
+                    p.shared -= 1;
+                    p.pinned += 1;
+                }
+                if let Some(c) = self.clients.get_mut(cr.key) {
+                    c.pinned = Some(key);
+                    c.set_idle();
+                }
+                self.client_ready(cr.key);
+                self.maintain_pool(pool);
+            }
+            (Some(cr), Some(_)) => {
+                // Nothing holds the client to this backend any more.
+                let mut closing = false;
+                if let Some(c) = self.clients.get_mut(cr.key) {
+                    c.pinned = None;
+                    c.set_idle();
+                    closing = c.close_after_flush;
+                }
+                b.client = None;
+                self.backend_ready(key);
+                if closing {
+                    self.flush_client(cr.key);
+                } else {
+                    self.client_ready(cr.key);
+                }
+            }
+            _ => {
+                // The client left during the response: whatever the command
+                // did to the session (a transaction, variables, locks) must
+                // not reach the next client.
+                b.client = None;
+                if b.close_when_done {
+                    self.close_backend(key);
+                } else {
+                    self.reset_backend(key);
+                }
+            }
+        }
+    }
+
+    /// Return a backend's session to a clean state before anyone else uses it.
+    pub(super) fn reset_backend(&mut self, key: usize) {
+        let b = &mut self.backends[key];
+        b.client = None;
+        b.session = SessionVars::new();
+        self.start_internal(key, Internal::Reset, Vec::new());
+    }
+
+    /// The client that held this backend pinned has left.
+    pub(super) fn release_pinned(&mut self, key: usize) {
+        let Some(b) = self.backends.get_mut(key) else {
+            return;
+        };
+        b.client = None;
+        match b.state {
+            BackendState::Idle => self.reset_backend(key),
+            BackendState::Running => b.state = BackendState::Draining,
+            // Draining or internal steps: finish_response / internal_done
+            // see that the client is gone.
+            _ => {}
+        }
+    }
+
+    /// Stop paying attention to a backend's output because the client's
+    /// output queue is full, or resume when it has drained.
+    pub(super) fn set_backend_paused(&mut self, key: usize, paused: bool) {
+        let Some(b) = self.backends.get_mut(key) else {
+            return;
+        };
+        if b.paused == paused {
+            return;
+        }
+        b.paused = paused;
+        if !paused {
+            self.backend_read(key);
+        }
+    }
+
+    /// The backend connection broke or was found unusable.
+    pub(super) fn backend_lost(&mut self, key: usize, reason: String) {
+        let Some(b) = self.backends.get(key) else {
+            return;
+        };
+        let pool = b.pool;
+        let client = b.client;
+        let state = b.state;
+        let connecting = b.connecting;
+        if connecting {
+            self.close_backend(key);
+            self.backend_connect_failed(pool, reason);
+            return;
+        }
+        self.counters.backend_lost += 1;
+        warn!(
+            "pool {}: lost backend connection (thread {}): {reason}",
+            self.pools[pool].user.name, b.thread_id
+        );
+        if let Some(cr) = client {
+            let running = matches!(state, BackendState::Running | BackendState::Internal(_));
+            if let Some(c) = self
+                .clients
+                .get_mut(cr.key)
+                .filter(|c| c.serial == cr.serial)
+            {
+                let had_state = !c.pins.is_empty();
+                c.pins.clear();
+                c.pinned = None;
+                if running && c.is_running() {
+                    let msg = if had_state {
+                        "funnel: lost connection to backend during query; the session's transaction and state are gone"
+                    } else {
+                        "funnel: lost connection to backend during query"
+                    };
+                    let seq = 1u8.wrapping_add(c.seq_offset);
+                    c.set_idle();
+                    self.client_error(
+                        cr.key,
+                        seq,
+                        crate::protocol::consts::err::CR_SERVER_LOST,
+                        msg,
+                    );
+                    self.client_ready(cr.key);
+                } else if had_state {
+                    c.pending_error = Some((
+                        crate::protocol::consts::err::CR_SERVER_LOST,
+                        "funnel: lost connection to backend; the session's transaction and state are gone".into(),
+                    ));
+                }
+            }
+        }
+        self.close_backend(key);
+        self.maintain_pool(pool);
+    }
+
+    /// Remove a backend connection and fix the pool's counts.
+    pub(super) fn close_backend(&mut self, key: usize) {
+        if !self.backends.contains(key) {
+            return;
+        }
+        let mut b = self.backends.remove(key);
+        let _ = self.poll.registry().deregister(&mut b.stream);
+        let p = &mut self.pools[b.pool];
+        p.remove_idle(key);
+        if b.pinned {
+            p.pinned = p.pinned.saturating_sub(1);
+        } else {
+            p.shared = p.shared.saturating_sub(1);
+        }
+        if b.connecting {
+            p.connecting = p.connecting.saturating_sub(1);
+        }
+        let mut rbuf = b.rbuf;
+        let mut wbuf = b.wbuf;
+        rbuf.clear();
+        wbuf.clear();
+        self.bufs.release(&mut rbuf);
+        self.bufs.release(&mut wbuf);
+    }
+}
+
+/// Parse a text-protocol row into strings (NULL → None). Only used for the
+/// funnel's own small queries.
+fn parse_text_row(payload: &[u8]) -> Vec<Option<String>> {
+    let mut r = Reader::new(payload);
+    let mut out = Vec::new();
+    while !r.is_empty() {
+        if payload.get(r.pos()) == Some(&0xfb) {
+            let _ = r.u8();
+            out.push(None);
+            continue;
+        }
+        match r.lenenc_str() {
+            Ok(s) => out.push(Some(String::from_utf8_lossy(s).into_owned())),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::getrandom(&mut b);
+    u64::from_le_bytes(b)
+}
+
+pub(super) fn charset_vars() -> [&'static str; 4] {
+    CHARSET_VARS
+}

@@ -1,0 +1,978 @@
+//! Client connections: the funnel's front end.
+//!
+//! handshake → (auth switch) → (connect-with-db check) → idle ⇄ queued →
+//! running on a backend → idle; closing at any point. The funnel
+//! authenticates clients itself, so a client costs mysqld nothing until it
+//! sends a command.
+
+use std::time::Instant;
+
+use log::{debug, info};
+use mio::Interest;
+
+use super::io::{Buf, ReadOutcome, Stream};
+use super::pool::{ClientRef, Request};
+use super::session::{first_keyword, statement_pins, PinCause, PinSet, SessionVars};
+use super::timer::TimerKind;
+use super::{token, Deferred, Server, KIND_CLIENT, READ_CAP_PER_EVENT};
+use crate::config::Credential;
+use crate::protocol::auth::{native_password_stage2, verify_native};
+use crate::protocol::command::command_name;
+use crate::protocol::consts::err::*;
+use crate::protocol::consts::*;
+use crate::protocol::handshake::{
+    is_ssl_request, AuthSwitchRequest, HandshakeResponse, HandshakeV10,
+};
+use crate::protocol::packet::{scan_message, write_packet, MessageSpan, HEADER_LEN};
+use crate::protocol::response::{encode_eof, encode_err, encode_ok, OkPacket};
+use crate::protocol::ProtocolError;
+
+/// Largest handshake response the funnel reads (attributes included).
+const MAX_HANDSHAKE_PACKET: usize = 64 * 1024;
+
+/// What the funnel offers clients. No `CLIENT_SSL` (not yet), no
+/// `CLIENT_COMPRESS`, no `CLIENT_DEPRECATE_EOF` and no `CLIENT_SESSION_TRACK`
+/// (result sets pass through byte for byte from backends that use neither),
+/// no `CLIENT_FOUND_ROWS` (backends count affected rows mysqld's default way).
+pub const SERVER_CAPS: u32 = CLIENT_LONG_PASSWORD
+    | CLIENT_LONG_FLAG
+    | CLIENT_CONNECT_WITH_DB
+    | CLIENT_NO_SCHEMA
+    | CLIENT_ODBC
+    | CLIENT_IGNORE_SPACE
+    | CLIENT_PROTOCOL_41
+    | CLIENT_INTERACTIVE
+    | CLIENT_IGNORE_SIGPIPE
+    | CLIENT_TRANSACTIONS
+    | CLIENT_SECURE_CONNECTION
+    | CLIENT_MULTI_STATEMENTS
+    | CLIENT_MULTI_RESULTS
+    | CLIENT_PS_MULTI_RESULTS
+    | CLIENT_PLUGIN_AUTH
+    | CLIENT_CONNECT_ATTRS
+    | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA;
+
+#[derive(Clone, Debug)]
+pub struct PendingAuth {
+    pub pool: Option<usize>,
+    pub user: String,
+    pub database: Option<String>,
+    pub capabilities: u32,
+    pub charset: u8,
+}
+
+#[derive(Clone, Debug)]
+pub enum ClientState {
+    /// Greeting sent; waiting for the handshake response.
+    Handshake,
+    /// Asked the client to switch to mysql_native_password.
+    AuthSwitch(Box<PendingAuth>),
+    /// Authenticated; the schema it asked for is being checked on a backend.
+    ConnectDb,
+    Idle,
+    /// A command waits in the pool's backlog.
+    Queued,
+    /// A command runs on this backend.
+    Running(usize),
+}
+
+pub struct Client {
+    pub serial: u64,
+    /// The connection id the funnel announced (what `CONNECTION_ID()` should say).
+    pub id: u32,
+    pub stream: Stream,
+    pub state: ClientState,
+    pub pool: usize,
+    pub rbuf: Buf,
+    pub wbuf: Buf,
+    pub capabilities: u32,
+    pub charset: u8,
+    pub scramble: [u8; 20],
+    pub user: String,
+    pub host: String,
+    pub session: SessionVars,
+    pub session_ready: bool,
+    /// The backend this client holds (pinned), if any.
+    pub pinned: Option<usize>,
+    pub pins: PinSet,
+    /// The command being handled: the first message in `rbuf`.
+    pub current: Option<MessageSpan>,
+    /// Added to backend sequence ids (non-zero only for the connect-with-db check).
+    pub seq_offset: u8,
+    pub command_read_at: Instant,
+    pub command_sent_at: Instant,
+    pub last_insert_id: u64,
+    pub last_status: u16,
+    pub bytes_out: u64,
+    /// An error to give as the answer to the next command.
+    pub pending_error: Option<((u16, &'static str), String)>,
+    /// The running statement does something mysqld does not report (GET_LOCK, ...).
+    pub pin_after_command: bool,
+    pub multi_statements: bool,
+    /// Stopped reading: too much unprocessed input.
+    pub read_paused: bool,
+    pub close_after_flush: bool,
+    /// The backend checking the connect-with-db schema, while in `ConnectDb`.
+    pub running_connect_db: Option<usize>,
+}
+
+impl Client {
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self.state,
+            ClientState::Queued | ClientState::Running(_) | ClientState::ConnectDb
+        )
+    }
+    pub fn is_queued(&self) -> bool {
+        matches!(self.state, ClientState::Queued | ClientState::ConnectDb) && self.current.is_some()
+    }
+    pub fn is_running(&self) -> bool {
+        matches!(self.state, ClientState::Running(_))
+    }
+    pub fn set_running(&mut self, backend: usize) {
+        if matches!(self.state, ClientState::ConnectDb) {
+            // Stay in ConnectDb: its completion is handled differently.
+            self.running_connect_db = Some(backend);
+            return;
+        }
+        self.state = ClientState::Running(backend);
+    }
+    pub fn set_idle(&mut self) {
+        self.state = ClientState::Idle;
+        self.seq_offset = 0;
+        self.running_connect_db = None;
+    }
+    fn cref(&self, key: usize) -> ClientRef {
+        ClientRef {
+            key,
+            serial: self.serial,
+        }
+    }
+}
+
+impl Server {
+    pub(super) fn new_client(&mut self, mut stream: Stream) {
+        self.counters.clients_accepted += 1;
+        if self.clients.len() >= self.config.max_client_connections {
+            self.counters.clients_refused += 1;
+            let mut payload = Vec::new();
+            encode_err(
+                &mut payload,
+                ER_CON_COUNT_ERROR.0,
+                ER_CON_COUNT_ERROR.1,
+                "Too many connections",
+            );
+            let mut framed = Vec::new();
+            write_packet(&mut framed, 0, &payload);
+            let mut buf = Buf::new();
+            buf.extend_from_slice(&framed);
+            let _ = buf.write_to(&mut stream);
+            self.log_limited_refusal();
+            return;
+        }
+        let serial = self.next_serial();
+        let id = self.next_connection_id;
+        self.next_connection_id = self.next_connection_id.wrapping_add(1).max(1);
+        let mut scramble = [0u8; 20];
+        fill_scramble(&mut scramble);
+        let entry = self.clients.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            token(KIND_CLIENT, key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            debug!("cannot register client socket: {e}");
+            return;
+        }
+        let host = stream.peer_host();
+        entry.insert(Client {
+            serial,
+            id,
+            stream,
+            state: ClientState::Handshake,
+            pool: 0,
+            rbuf: Buf::new(),
+            wbuf: Buf::new(),
+            capabilities: 0,
+            charset: 0,
+            scramble,
+            user: String::new(),
+            host,
+            session: SessionVars::new(),
+            session_ready: false,
+            pinned: None,
+            pins: PinSet::default(),
+            current: None,
+            seq_offset: 0,
+            command_read_at: self.now,
+            command_sent_at: self.now,
+            last_insert_id: 0,
+            last_status: SERVER_STATUS_AUTOCOMMIT,
+            bytes_out: 0,
+            pending_error: None,
+            pin_after_command: false,
+            multi_statements: true,
+            read_paused: false,
+            close_after_flush: false,
+            running_connect_db: None,
+        });
+        let greeting = HandshakeV10 {
+            server_version: self.announced_version(),
+            connection_id: id,
+            scramble: scramble.to_vec(),
+            capabilities: SERVER_CAPS
+                | if self.config.allow_local_infile {
+                    CLIENT_LOCAL_FILES
+                } else {
+                    0
+                },
+            charset: self.backend_charset.unwrap_or(45),
+            status: SERVER_STATUS_AUTOCOMMIT,
+            auth_plugin: MYSQL_NATIVE_PASSWORD.to_string(),
+        };
+        self.scratch.clear();
+        greeting.encode(&mut self.scratch);
+        let payload = std::mem::take(&mut self.scratch);
+        self.send_to_client(key, 0, &payload);
+        self.scratch = payload;
+        let at = self.now + self.config.handshake_timeout;
+        self.add_timer(at, TimerKind::ClientHandshake { key, serial });
+    }
+
+    fn announced_version(&self) -> String {
+        if !self.config.server_version.is_empty() {
+            return self.config.server_version.clone();
+        }
+        match &self.backend_version {
+            Some(v) => v.clone(),
+            // Until a backend has answered: MariaDB's own convention, so
+            // clients that look for "MariaDB" see it.
+            None => "5.5.5-10.11.0-MariaDB-funnel".to_string(),
+        }
+    }
+
+    fn log_limited_refusal(&mut self) {
+        // One line per second at most, so a flood cannot fill the disk.
+        if self.now.saturating_duration_since(self.last_refusal_log)
+            >= std::time::Duration::from_secs(1)
+        {
+            log::warn!(
+                "refusing clients: max_client_connections = {} reached ({} refused so far)",
+                self.config.max_client_connections,
+                self.counters.clients_refused
+            );
+            self.last_refusal_log = self.now;
+        }
+    }
+
+    pub(super) fn client_event(&mut self, key: usize, readable: bool, writable: bool) {
+        if writable {
+            self.flush_client(key);
+        }
+        if readable {
+            self.client_read(key);
+        }
+    }
+
+    pub(super) fn client_read(&mut self, key: usize) {
+        let Some(c) = self.clients.get_mut(key) else {
+            return;
+        };
+        if c.read_paused || c.close_after_flush {
+            return;
+        }
+        self.bufs.ensure(&mut c.rbuf);
+        let outcome = c.rbuf.read_from(&mut c.stream, READ_CAP_PER_EVENT);
+        match outcome {
+            Ok(ReadOutcome::Drained(n)) => {
+                self.counters.bytes_from_clients += n as u64;
+                self.process_client_input(key);
+            }
+            Ok(ReadOutcome::Capped(n)) => {
+                self.counters.bytes_from_clients += n as u64;
+                self.process_client_input(key);
+                if let Some(c) = self.clients.get(key) {
+                    self.deferred.push(Deferred::ClientRead(key, c.serial));
+                }
+            }
+            Ok(ReadOutcome::Closed(n)) => {
+                self.counters.bytes_from_clients += n as u64;
+                self.process_client_input(key);
+                self.close_client(key, "client closed the connection");
+            }
+            Err(e) => {
+                self.close_client(key, &format!("read failed: {e}"));
+            }
+        }
+        if let Some(c) = self.clients.get_mut(key) {
+            self.bufs.release(&mut c.rbuf);
+        }
+    }
+
+    /// Handle what the client sent, as far as its state allows.
+    pub(super) fn process_client_input(&mut self, key: usize) {
+        loop {
+            let Some(c) = self.clients.get_mut(key) else {
+                return;
+            };
+            if c.close_after_flush {
+                return;
+            }
+            match c.state {
+                ClientState::Handshake | ClientState::AuthSwitch(_) => {
+                    let span = match scan_message(c.rbuf.as_slice(), MAX_HANDSHAKE_PACKET) {
+                        Ok(Some(span)) => span,
+                        Ok(None) => break,
+                        Err(_) => {
+                            self.close_client_with_error(key, ER_HANDSHAKE_ERROR, "Bad handshake");
+                            return;
+                        }
+                    };
+                    self.scratch.clear();
+                    crate::protocol::packet::join_payload(
+                        c.rbuf.as_slice(),
+                        &span,
+                        &mut self.scratch,
+                    );
+                    c.rbuf.consume(span.wire_len);
+                    let payload = std::mem::take(&mut self.scratch);
+                    if matches!(c.state, ClientState::Handshake) {
+                        self.client_handshake_response(key, &payload, span.last_seq);
+                    } else {
+                        self.client_auth_switch_response(key, &payload, span.last_seq);
+                    }
+                    self.scratch = payload;
+                }
+                ClientState::Idle => {
+                    if c.current.is_some() {
+                        break;
+                    }
+                    let span = match scan_message(c.rbuf.as_slice(), self.config.max_allowed_packet)
+                    {
+                        Ok(Some(span)) => span,
+                        Ok(None) => break,
+                        Err(ProtocolError::TooLarge { len, max }) => {
+                            let msg = format!(
+                                "funnel: got a packet of {len} bytes, bigger than max_allowed_packet ({max} bytes)"
+                            );
+                            self.close_client_with_error(key, ER_NET_PACKET_TOO_LARGE, &msg);
+                            return;
+                        }
+                        Err(e) => {
+                            let msg = format!("funnel: malformed packet from client: {e}");
+                            self.close_client_with_error(key, ER_NET_PACKETS_OUT_OF_ORDER, &msg);
+                            return;
+                        }
+                    };
+                    if span.first_seq != 0 {
+                        self.close_client_with_error(
+                            key,
+                            ER_NET_PACKETS_OUT_OF_ORDER,
+                            "Got packets out of order",
+                        );
+                        return;
+                    }
+                    c.current = Some(span);
+                    c.command_read_at = self.now;
+                    self.handle_command(key);
+                }
+                ClientState::Running(b) => {
+                    if self.backends.get(b).is_some_and(|b| b.infile) {
+                        if !self.forward_infile(key, b) {
+                            break;
+                        }
+                    } else {
+                        break;
+                    }
+                }
+                ClientState::Queued | ClientState::ConnectDb => break,
+            }
+        }
+        // Bound the unprocessed input one client may hold.
+        let limit =
+            self.config.max_allowed_packet + HEADER_LEN + self.config.max_client_pending_input;
+        if let Some(c) = self.clients.get_mut(key) {
+            if c.rbuf.len() > limit {
+                c.read_paused = true;
+            } else if c.read_paused {
+                c.read_paused = false;
+                self.deferred.push(Deferred::ClientRead(key, c.serial));
+            }
+        }
+    }
+
+    /// Forward one packet of a `LOAD DATA LOCAL INFILE` upload. Returns false
+    /// when no complete packet is buffered.
+    fn forward_infile(&mut self, key: usize, backend: usize) -> bool {
+        let c = &mut self.clients[key];
+        let Some((header, _)) = crate::protocol::packet::next_frame(c.rbuf.as_slice()) else {
+            return false;
+        };
+        let total = header.total_len();
+        let b = &mut self.backends[backend];
+        self.bufs.ensure(&mut b.wbuf);
+        b.wbuf.extend_from_slice(&c.rbuf.as_slice()[..total]);
+        c.rbuf.consume(total);
+        if header.payload_len == 0 {
+            b.infile = false;
+            b.tracker.infile_sent();
+        }
+        self.flush_backend(backend);
+        true
+    }
+
+    fn client_handshake_response(&mut self, key: usize, payload: &[u8], seq: u8) {
+        if is_ssl_request(payload) {
+            self.close_client_with_error(
+                key,
+                ER_HANDSHAKE_ERROR,
+                "funnel: TLS is not supported; connect without TLS (e.g. --ssl-mode=DISABLED / --skip-ssl)",
+            );
+            return;
+        }
+        let resp = match HandshakeResponse::decode(payload) {
+            Ok(r) => r,
+            Err(_) => {
+                self.close_client_with_error(key, ER_HANDSHAKE_ERROR, "Bad handshake");
+                return;
+            }
+        };
+        let pool = self.pools.iter().position(|p| p.user.name == resp.username);
+        let pending = PendingAuth {
+            pool,
+            user: resp.username.clone(),
+            database: resp.database.clone().filter(|d| !d.is_empty()),
+            capabilities: resp.capabilities,
+            charset: resp.charset,
+        };
+        let plugin_ok = match &resp.auth_plugin {
+            None => true,
+            Some(p) => p == MYSQL_NATIVE_PASSWORD || p.is_empty(),
+        };
+        if !plugin_ok && resp.capabilities & CLIENT_PLUGIN_AUTH != 0 {
+            let c = &mut self.clients[key];
+            let mut data = c.scramble.to_vec();
+            data.push(0);
+            let switch = AuthSwitchRequest {
+                plugin: MYSQL_NATIVE_PASSWORD.to_string(),
+                data,
+            };
+            c.state = ClientState::AuthSwitch(Box::new(pending));
+            let mut out = Vec::new();
+            switch.encode(&mut out);
+            self.send_to_client(key, seq.wrapping_add(1), &out);
+            return;
+        }
+        self.client_verify(key, pending, &resp.auth_response, seq.wrapping_add(1));
+    }
+
+    fn client_auth_switch_response(&mut self, key: usize, payload: &[u8], seq: u8) {
+        let c = &mut self.clients[key];
+        let ClientState::AuthSwitch(pending) =
+            std::mem::replace(&mut c.state, ClientState::Handshake)
+        else {
+            return;
+        };
+        self.client_verify(key, *pending, payload, seq.wrapping_add(1));
+    }
+
+    fn client_verify(&mut self, key: usize, auth: PendingAuth, response: &[u8], seq: u8) {
+        let verified = auth.pool.is_some_and(|p| {
+            let stage2 = match &self.pools[p].user.credential {
+                Credential::Plain(pw) if pw.is_empty() => None,
+                Credential::Plain(pw) => Some(native_password_stage2(pw.as_bytes())),
+                Credential::Stage2(h) => Some(*h),
+            };
+            verify_native(stage2.as_ref(), &self.clients[key].scramble, response)
+        });
+        let c = &mut self.clients[key];
+        if !verified {
+            self.counters.auth_failures += 1;
+            let msg = format!(
+                "Access denied for user '{}'@'{}' (using password: {})",
+                auth.user,
+                c.host,
+                if response.is_empty() { "NO" } else { "YES" }
+            );
+            info!("client {} refused: {msg}", c.host);
+            c.state = ClientState::Idle;
+            self.client_error(key, seq, ER_ACCESS_DENIED_ERROR, &msg);
+            if let Some(c) = self.clients.get_mut(key) {
+                c.close_after_flush = true;
+            }
+            self.flush_client(key);
+            return;
+        }
+        let pool = auth.pool.unwrap_or(0);
+        c.pool = pool;
+        c.user = auth.user;
+        c.capabilities = auth.capabilities & (SERVER_CAPS | CLIENT_LOCAL_FILES);
+        c.charset = auth.charset;
+        c.multi_statements = auth.capabilities & CLIENT_MULTI_STATEMENTS != 0;
+        debug!("client {} ({}) authenticated as {}", c.id, c.host, c.user);
+        match auth.database {
+            Some(db) => {
+                // The schema must exist: ask a backend, and let its answer
+                // (OK, or ERR 1049) be the answer to the login.
+                let mut payload = Vec::with_capacity(db.len() + 1);
+                payload.push(COM_INIT_DB);
+                payload.extend_from_slice(db.as_bytes());
+                let mut framed = Vec::new();
+                write_packet(&mut framed, 0, &payload);
+                let rest = c.rbuf.as_slice().to_vec();
+                c.rbuf.clear();
+                c.rbuf.extend_from_slice(&framed);
+                c.rbuf.extend_from_slice(&rest);
+                c.seq_offset = seq.wrapping_sub(1);
+                c.state = ClientState::ConnectDb;
+                match scan_message(c.rbuf.as_slice(), usize::MAX) {
+                    Ok(Some(span)) => c.current = Some(span),
+                    _ => {
+                        self.close_client_with_error(key, ER_HANDSHAKE_ERROR, "Bad handshake");
+                        return;
+                    }
+                }
+                self.enqueue_current(key);
+            }
+            None => {
+                c.state = ClientState::Idle;
+                self.client_ok(key, seq);
+                self.process_client_input(key);
+            }
+        }
+    }
+
+    pub(super) fn client_handshake_timeout(&mut self, key: usize, serial: u64) {
+        let Some(c) = self.clients.get(key) else {
+            return;
+        };
+        if c.serial == serial
+            && matches!(c.state, ClientState::Handshake | ClientState::AuthSwitch(_))
+        {
+            let ms = self.config.handshake_timeout.as_millis();
+            self.close_client_with_error(
+                key,
+                ER_HANDSHAKE_ERROR,
+                &format!("funnel: handshake not completed within handshake_timeout_ms = {ms}"),
+            );
+        }
+    }
+
+    /// Decide what to do with the client's next command.
+    fn handle_command(&mut self, key: usize) {
+        let c = &mut self.clients[key];
+        let Some(span) = c.current else {
+            return;
+        };
+        let data = c.rbuf.as_slice();
+        let cmd = data.get(HEADER_LEN).copied();
+        let Some(cmd) = cmd.filter(|_| span.payload_len > 0) else {
+            self.close_client_with_error(key, ER_NET_READ_ERROR, "funnel: empty command packet");
+            return;
+        };
+        if cmd == COM_QUIT {
+            self.close_client(key, "quit");
+            return;
+        }
+        if let Some((code, msg)) = c.pending_error.take() {
+            self.discard_current(key);
+            self.client_error(key, 1, code, &msg);
+            return;
+        }
+        let pinned = c.pinned;
+        match cmd {
+            COM_PING => {
+                self.discard_current(key);
+                self.client_ok(key, 1);
+            }
+            COM_SET_OPTION => {
+                // Per client: the backend keeps multi-statements on.
+                let on = data.get(HEADER_LEN + 1) == Some(&0);
+                c.multi_statements = on;
+                self.discard_current(key);
+                self.client_eof(key, 1);
+            }
+            COM_RESET_CONNECTION => {
+                // The client gets a fresh session; the backend it held (if
+                // any) is reset before anyone else uses it.
+                self.discard_current(key);
+                self.reset_client_session(key);
+                self.client_ok(key, 1);
+            }
+            COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA if pinned.is_none() => {
+                // No answer is due, and no backend knows the statement.
+                self.discard_current(key);
+            }
+            COM_QUERY
+                if first_keyword(
+                    &data[HEADER_LEN + 1
+                        ..HEADER_LEN + span.payload_len.min(data.len() - HEADER_LEN)],
+                )
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"KILL")) =>
+            {
+                self.discard_current(key);
+                self.client_error(
+                    key,
+                    1,
+                    ER_UNKNOWN_COM_ERROR,
+                    "funnel: KILL through the funnel is not supported yet (connection ids are the funnel's, not mysqld's)",
+                );
+            }
+            COM_QUERY
+            | COM_INIT_DB
+            | COM_FIELD_LIST
+            | COM_STATISTICS
+            | COM_STMT_PREPARE
+            | COM_STMT_EXECUTE
+            | COM_STMT_SEND_LONG_DATA
+            | COM_STMT_CLOSE
+            | COM_STMT_RESET
+            | COM_STMT_FETCH
+            | COM_PROCESS_INFO
+            | COM_REFRESH
+            | COM_DEBUG
+            | COM_CREATE_DB
+            | COM_DROP_DB => {
+                if cmd == COM_QUERY {
+                    let end = (HEADER_LEN + span.payload_len).min(data.len());
+                    c.pin_after_command = statement_pins(&data[HEADER_LEN + 1..end]);
+                }
+                self.counters.requests += 1;
+                match pinned {
+                    Some(b) => {
+                        let cref = c.cref(key);
+                        self.start_request(b, cref);
+                    }
+                    None => self.enqueue_current(key),
+                }
+            }
+            _ => {
+                self.discard_current(key);
+                let msg = format!(
+                    "funnel: {} is not supported through the funnel (commands are multiplexed over shared backend connections)",
+                    command_name(cmd)
+                );
+                self.client_error(key, 1, ER_UNKNOWN_COM_ERROR, &msg);
+            }
+        }
+    }
+
+    /// Put the client's current command in its pool's backlog.
+    fn enqueue_current(&mut self, key: usize) {
+        let c = &mut self.clients[key];
+        let pool = c.pool;
+        let req = Request {
+            client: c.cref(key),
+            enqueued: self.now,
+        };
+        if !matches!(c.state, ClientState::ConnectDb) {
+            c.state = ClientState::Queued;
+        }
+        match self.pools[pool].enqueue(req) {
+            Ok(()) => self.dispatch(pool),
+            Err(full) => {
+                self.counters.backlog_full += 1;
+                let msg = format!(
+                    "funnel: backlog full in pool '{}' (backlog_size = {}); the command was not run",
+                    self.pools[pool].user.name, full.limit
+                );
+                self.fail_request(req.client, ER_CON_COUNT_ERROR, &msg);
+            }
+        }
+    }
+
+    /// Answer a queued (or just started) command with an error instead.
+    pub(super) fn fail_request(&mut self, client: ClientRef, code: (u16, &'static str), msg: &str) {
+        let Some(c) = self
+            .clients
+            .get_mut(client.key)
+            .filter(|c| c.serial == client.serial)
+        else {
+            return;
+        };
+        let connect_db = matches!(c.state, ClientState::ConnectDb);
+        let seq = 1u8.wrapping_add(c.seq_offset);
+        if let Some(span) = c.current.take() {
+            c.rbuf.consume(span.wire_len);
+        }
+        c.set_idle();
+        self.client_error(client.key, seq, code, msg);
+        if connect_db {
+            if let Some(c) = self.clients.get_mut(client.key) {
+                c.close_after_flush = true;
+            }
+            self.flush_client(client.key);
+            return;
+        }
+        self.client_ready(client.key);
+    }
+
+    pub(super) fn queue_timeout(&mut self, req: Request) {
+        let Some(c) = self.clients.get(req.client.key) else {
+            return;
+        };
+        if c.serial != req.client.serial || !c.is_queued() {
+            return;
+        }
+        self.counters.queue_timeouts += 1;
+        let pool = &self.pools[c.pool];
+        let mut msg = format!(
+            "funnel: the command waited {} ms in the backlog of pool '{}' (queue_timeout_ms = {}) without getting a backend connection; it was not run",
+            self.now.saturating_duration_since(req.enqueued).as_millis(),
+            pool.user.name,
+            pool.user.queue_timeout.as_millis()
+        );
+        if let Some(e) = &pool.last_backend_error {
+            msg.push_str(&format!(" (backend unavailable: {e})"));
+        }
+        self.fail_request(req.client, ER_STATEMENT_TIMEOUT, &msg);
+    }
+
+    /// The client's command is done: handle what it sent meanwhile.
+    pub(super) fn client_ready(&mut self, key: usize) {
+        if let Some(c) = self.clients.get_mut(key) {
+            if c.close_after_flush {
+                return;
+            }
+            self.process_client_input(key);
+        }
+    }
+
+    /// Drop the current command's bytes (it was answered by the funnel).
+    fn discard_current(&mut self, key: usize) {
+        if let Some(c) = self.clients.get_mut(key) {
+            if let Some(span) = c.current.take() {
+                c.rbuf.consume(span.wire_len);
+            }
+        }
+    }
+
+    /// Back to the session the client had right after its login.
+    fn reset_client_session(&mut self, key: usize) {
+        let c = &mut self.clients[key];
+        let schema = c.session.schema.clone();
+        c.session = SessionVars::new();
+        c.session.set_schema(schema);
+        c.session_ready = false;
+        c.pins.clear();
+        c.last_status = SERVER_STATUS_AUTOCOMMIT;
+        if let Some(b) = c.pinned.take() {
+            self.release_pinned(b);
+        }
+    }
+
+    /// Give a client the character-set variables its handshake asked for.
+    pub(super) fn ensure_client_session(&mut self, key: usize) {
+        let Some(c) = self.clients.get_mut(key) else {
+            return;
+        };
+        if c.session_ready {
+            return;
+        }
+        if let Some(table) = &self.charsets {
+            if let Some((cs, coll)) = table.get(&c.charset) {
+                let names = super::backend::charset_vars();
+                for name in &names[..3] {
+                    c.session.set_var(name, cs);
+                }
+                c.session.set_var(names[3], coll);
+            }
+            c.session_ready = true;
+        }
+    }
+
+    fn send_to_client(&mut self, key: usize, seq: u8, payload: &[u8]) {
+        let Some(c) = self.clients.get_mut(key) else {
+            return;
+        };
+        self.bufs.ensure(&mut c.wbuf);
+        let mut framed = std::mem::take(&mut self.scratch);
+        framed.clear();
+        write_packet(&mut framed, seq, payload);
+        c.wbuf.extend_from_slice(&framed);
+        self.scratch = framed;
+        self.flush_client(key);
+    }
+
+    pub(super) fn client_ok(&mut self, key: usize, seq: u8) {
+        let Some(c) = self.clients.get(key) else {
+            return;
+        };
+        let ok = OkPacket {
+            header: OK_HEADER,
+            affected_rows: 0,
+            last_insert_id: 0,
+            status: c.last_status & !SERVER_SESSION_STATE_CHANGED,
+            warnings: 0,
+            info: b"",
+            session_state: None,
+        };
+        let mut payload = Vec::with_capacity(16);
+        encode_ok(&mut payload, &ok, c.capabilities);
+        self.send_to_client(key, seq, &payload);
+    }
+
+    fn client_eof(&mut self, key: usize, seq: u8) {
+        let Some(c) = self.clients.get(key) else {
+            return;
+        };
+        let mut payload = Vec::with_capacity(8);
+        encode_eof(&mut payload, 0, c.last_status);
+        self.send_to_client(key, seq, &payload);
+    }
+
+    pub(super) fn client_error(
+        &mut self,
+        key: usize,
+        seq: u8,
+        code: (u16, &'static str),
+        msg: &str,
+    ) {
+        let mut payload = Vec::with_capacity(msg.len() + 16);
+        encode_err(&mut payload, code.0, code.1, msg);
+        self.send_to_client(key, seq, &payload);
+    }
+
+    /// Write what is queued for the client; apply backpressure to the
+    /// backend that feeds it.
+    pub(super) fn flush_client(&mut self, key: usize) {
+        let Some(c) = self.clients.get_mut(key) else {
+            return;
+        };
+        if !c.wbuf.is_empty() {
+            if let Err(e) = c.wbuf.write_to(&mut c.stream) {
+                self.close_client(key, &format!("write failed: {e}"));
+                return;
+            }
+        }
+        let pending = c.wbuf.len();
+        if pending == 0 {
+            self.bufs.release(&mut c.wbuf);
+            if c.close_after_flush {
+                self.close_client(key, "closed after error");
+                return;
+            }
+        }
+        let feeding = match c.state {
+            ClientState::Running(b) => Some(b),
+            _ => c.running_connect_db,
+        };
+        if let Some(b) = feeding {
+            if pending > self.config.output_high_watermark {
+                self.set_backend_paused(b, true);
+            } else if pending <= self.config.output_low_watermark
+                && self.backends.get(b).is_some_and(|b| b.paused)
+            {
+                if let Some(bk) = self.backends.get_mut(b) {
+                    bk.paused = false;
+                    self.deferred.push(Deferred::BackendRead(b, bk.serial));
+                }
+            }
+        }
+    }
+
+    /// Send an error and close the connection.
+    pub(super) fn close_client_with_error(
+        &mut self,
+        key: usize,
+        code: (u16, &'static str),
+        msg: &str,
+    ) {
+        let Some(c) = self.clients.get_mut(key) else {
+            return;
+        };
+        let seq = match c.state {
+            ClientState::Handshake => 2,
+            ClientState::AuthSwitch(_) => 4,
+            _ => 1u8.wrapping_add(c.seq_offset),
+        };
+        c.close_after_flush = true;
+        let mut payload = Vec::with_capacity(msg.len() + 16);
+        encode_err(&mut payload, code.0, code.1, msg);
+        self.bufs.ensure(&mut c.wbuf);
+        let mut framed = Vec::new();
+        write_packet(&mut framed, seq, &payload);
+        c.wbuf.extend_from_slice(&framed);
+        // One attempt: a client that does not read its error is not waited for.
+        let _ = c.wbuf.write_to(&mut c.stream);
+        self.close_client(key, msg);
+    }
+
+    /// Remove a client; whatever backend it was using is drained or reset.
+    pub(super) fn close_client(&mut self, key: usize, reason: &str) {
+        if !self.clients.contains(key) {
+            return;
+        }
+        let mut c = self.clients.remove(key);
+        debug!("client {} ({}) closed: {reason}", c.id, c.host);
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        let running = match c.state {
+            ClientState::Running(b) => Some(b),
+            _ => c.running_connect_db,
+        };
+        if let Some(b) = running {
+            if let Some(bk) = self.backends.get_mut(b) {
+                if bk.client.map(|r| r.serial) == Some(c.serial) {
+                    bk.client = None;
+                    if bk.state == super::backend::BackendState::Running {
+                        bk.state = super::backend::BackendState::Draining;
+                        bk.paused = false;
+                        self.deferred.push(Deferred::BackendRead(b, bk.serial));
+                    }
+                }
+            }
+        }
+        if let Some(b) = c.pinned {
+            if running != Some(b) {
+                self.release_pinned(b);
+            } else if let Some(bk) = self.backends.get_mut(b) {
+                // Drained first, then reset (finish_response sees `pinned`).
+                bk.client = None;
+            }
+        }
+        c.rbuf.clear();
+        c.wbuf.clear();
+        self.bufs.release(&mut c.rbuf);
+        self.bufs.release(&mut c.wbuf);
+    }
+}
+
+/// A scramble of printable ASCII without NUL, as mysqld generates, so that
+/// clients that treat it as a C string read all 20 bytes.
+fn fill_scramble(out: &mut [u8; 20]) {
+    let mut raw = [0u8; 20];
+    let _ = getrandom::getrandom(&mut raw);
+    for (o, r) in out.iter_mut().zip(raw) {
+        *o = 0x21 + (r % 94);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scramble_is_printable_and_fresh() {
+        let mut a = [0u8; 20];
+        let mut b = [0u8; 20];
+        fill_scramble(&mut a);
+        fill_scramble(&mut b);
+        assert!(a.iter().all(|&x| (0x21..0x7f).contains(&x)));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn pin_causes_are_distinct_bits() {
+        let mut s = PinSet::default();
+        for c in PinCause::ALL {
+            s.insert(c);
+        }
+        for c in PinCause::ALL {
+            assert!(s.contains(c));
+            s.remove(c);
+            assert!(!s.contains(c));
+        }
+        assert!(s.is_empty());
+    }
+}

@@ -1,0 +1,304 @@
+//! Sockets and buffers shared by client and backend connections.
+
+use std::io::{self, Read, Write};
+
+use mio::event::Source;
+use mio::net::{TcpStream, UnixStream};
+use mio::{Interest, Registry, Token};
+
+/// A connected socket: TCP or a Unix-domain stream.
+#[derive(Debug)]
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        match self {
+            Stream::Tcp(s) => s.take_error(),
+            Stream::Unix(s) => s.take_error(),
+        }
+    }
+
+    /// Non-blocking connect is complete once the socket has a peer.
+    pub fn is_connected(&self) -> bool {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().is_ok(),
+            Stream::Unix(s) => s.peer_addr().is_ok(),
+        }
+    }
+
+    pub fn peer_description(&self) -> String {
+        match self {
+            Stream::Tcp(s) => s
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| "?".into()),
+            Stream::Unix(_) => "unix socket".into(),
+        }
+    }
+
+    /// The host part mysqld would show in `'user'@'host'`.
+    pub fn peer_host(&self) -> String {
+        match self {
+            Stream::Tcp(s) => s
+                .peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_else(|_| "unknown".into()),
+            Stream::Unix(_) => "localhost".into(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Source for Stream {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.register(r, t, i),
+            Stream::Unix(s) => s.register(r, t, i),
+        }
+    }
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.reregister(r, t, i),
+            Stream::Unix(s) => s.reregister(r, t, i),
+        }
+    }
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.deregister(r),
+            Stream::Unix(s) => s.deregister(r),
+        }
+    }
+}
+
+/// What a read attempt found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// Read this many bytes and the socket has no more for now.
+    Drained(usize),
+    /// Stopped at the cap; more may be waiting (readiness must be remembered).
+    Capped(usize),
+    /// The peer closed its side (after the bytes counted here, if any).
+    Closed(usize),
+}
+
+/// Size of the chunks read from a socket into a connection buffer.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+/// A byte buffer with a read position, so consuming the front is O(1) and
+/// reading from a socket needs no zero-filling: the backing memory stays
+/// initialised for the buffer's life.
+#[derive(Debug, Default)]
+pub struct Buf {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Buf {
+    pub const fn new() -> Self {
+        Buf {
+            data: Vec::new(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Bytes of backing memory held.
+    pub fn capacity(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.data[self.start..self.end]
+    }
+
+    /// Drop `n` bytes from the front.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.start = 0;
+        self.end = 0;
+    }
+
+    /// Make room for `n` more bytes at the end.
+    pub fn reserve(&mut self, n: usize) {
+        if self.data.len() - self.end >= n {
+            return;
+        }
+        if self.start > 0 {
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.data.len() - self.end >= n {
+                return;
+            }
+        }
+        let want = (self.end + n).max(self.data.len() * 2).max(1024);
+        self.data.resize(want, 0);
+    }
+
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.reserve(bytes.len());
+        self.data[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
+    }
+
+    /// Read from `stream` until it would block, the peer closes, or `cap`
+    /// bytes were read (so one busy connection cannot starve the loop).
+    pub fn read_from(&mut self, stream: &mut Stream, cap: usize) -> io::Result<ReadOutcome> {
+        let mut total = 0;
+        loop {
+            if total >= cap {
+                return Ok(ReadOutcome::Capped(total));
+            }
+            if self.data.len() - self.end < READ_CHUNK / 4 {
+                self.reserve(READ_CHUNK);
+            }
+            match stream.read(&mut self.data[self.end..]) {
+                Ok(0) => return Ok(ReadOutcome::Closed(total)),
+                Ok(n) => {
+                    self.end += n;
+                    total += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(ReadOutcome::Drained(total))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Write as much as the socket takes, consuming what was written.
+    /// Returns true when the buffer is empty afterwards.
+    pub fn write_to(&mut self, stream: &mut Stream) -> io::Result<bool> {
+        while !self.is_empty() {
+            match stream.write(self.as_slice()) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket closed")),
+                Ok(n) => self.consume(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Backing memory lent to connections while they have bytes pending, so an
+/// idle client holds no buffer at all and a busy one reuses memory instead
+/// of allocating per packet.
+pub struct BufPool {
+    free: Vec<Vec<u8>>,
+    /// Buffers at most this large go back to the pool; larger ones are freed
+    /// so one huge result does not keep its memory forever.
+    keep_capacity: usize,
+    max_free: usize,
+}
+
+impl BufPool {
+    pub fn new(keep_capacity: usize, max_free: usize) -> Self {
+        BufPool {
+            free: Vec::new(),
+            keep_capacity,
+            max_free,
+        }
+    }
+
+    /// Give `buf` backing memory from the pool if it has none.
+    pub fn ensure(&mut self, buf: &mut Buf) {
+        if buf.data.is_empty() {
+            if let Some(b) = self.free.pop() {
+                buf.data = b;
+            }
+        }
+    }
+
+    /// Take `buf`'s memory back if it holds no bytes.
+    pub fn release(&mut self, buf: &mut Buf) {
+        if buf.is_empty() && !buf.data.is_empty() {
+            let b = std::mem::take(&mut buf.data);
+            buf.clear();
+            if b.len() <= self.keep_capacity && self.free.len() < self.max_free {
+                self.free.push(b);
+            }
+        }
+    }
+
+    pub fn free_count(&self) -> usize {
+        self.free.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buf_consume_and_compact() {
+        let mut b = Buf::new();
+        b.extend_from_slice(b"hello world");
+        b.consume(6);
+        assert_eq!(b.as_slice(), b"world");
+        b.reserve(b.capacity()); // forces a compaction and growth
+        b.extend_from_slice(b"!");
+        assert_eq!(b.as_slice(), b"world!");
+        b.consume(100);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn pool_lends_and_takes_back() {
+        let mut pool = BufPool::new(64 * 1024, 4);
+        let mut b = Buf::new();
+        b.extend_from_slice(b"x");
+        b.consume(1);
+        pool.release(&mut b);
+        assert_eq!(b.capacity(), 0);
+        assert_eq!(pool.free_count(), 1);
+        pool.ensure(&mut b);
+        assert!(b.capacity() > 0);
+        assert_eq!(pool.free_count(), 0);
+    }
+}

@@ -1,0 +1,440 @@
+//! The funnel daemon: one mio event loop that owns every client and backend
+//! connection, the pools with their backlogs, and the timers.
+//!
+//! Loop order, once per iteration with one cached `now`: poll (timeout = the
+//! next deadline), dispatch events by token, fire due timers, expire backlog
+//! heads, top up pools, retry paused accepts.
+
+mod backend;
+mod client;
+pub mod io;
+pub mod pool;
+pub mod session;
+mod stats;
+mod timer;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io as stdio;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+use mio::net::{TcpListener, UnixListener};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::protocol::consts::err;
+use backend::Backend;
+use client::Client;
+use io::BufPool;
+use pool::Pool;
+use timer::{Timer, TimerKind};
+
+/// Token space: the low two bits say what a token is for, so a client key can
+/// never be read as a backend key.
+const KIND_BITS: usize = 2;
+const KIND_CLIENT: usize = 0;
+const KIND_BACKEND: usize = 1;
+const KIND_LISTENER: usize = 2;
+const KIND_SPECIAL: usize = 3;
+const SIGNAL_TOKEN: Token = Token(KIND_SPECIAL);
+
+fn token(kind: usize, key: usize) -> Token {
+    Token((key << KIND_BITS) | kind)
+}
+
+fn token_parts(t: Token) -> (usize, usize) {
+    (t.0 & ((1 << KIND_BITS) - 1), t.0 >> KIND_BITS)
+}
+
+/// Bytes read from one socket per readiness event before the loop moves on.
+const READ_CAP_PER_EVENT: usize = 256 * 1024;
+/// How long to stop accepting after the process ran out of descriptors.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Upper bound on the poll timeout, so periodic work runs without a timer.
+const MAX_POLL_TIMEOUT: Duration = Duration::from_millis(1000);
+
+enum Listener {
+    Tcp(TcpListener, SocketAddr),
+    Unix(UnixListener, std::path::PathBuf),
+}
+
+/// Collation id → (character set name, collation name), read from the
+/// backend once so that a client's handshake charset can be replayed.
+pub type CharsetTable = HashMap<u8, (String, String)>;
+
+/// Counters kept by the loop (the stats issue turns these into the admin
+/// and metrics views).
+#[derive(Default, Debug, Clone)]
+pub struct Counters {
+    pub clients_accepted: u64,
+    pub clients_refused: u64,
+    pub auth_failures: u64,
+    pub requests: u64,
+    pub backlog_full: u64,
+    pub queue_timeouts: u64,
+    pub backend_lost: u64,
+    pub backend_connects: u64,
+    pub backend_connect_failures: u64,
+    pub replays: u64,
+    pub bytes_from_clients: u64,
+    pub bytes_to_clients: u64,
+}
+
+/// Work postponed to the end of the current loop pass, so that resuming one
+/// connection from inside another's handler cannot recurse.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Deferred {
+    ClientRead(usize, u64),
+    BackendRead(usize, u64),
+}
+
+pub struct Server {
+    config: Config,
+    poll: Poll,
+    listeners: Vec<Listener>,
+    clients: Slab<Client>,
+    backends: Slab<Backend>,
+    pools: Vec<Pool>,
+    timers: BinaryHeap<Reverse<Timer>>,
+    bufs: BufPool,
+    /// Scratch space for packets the funnel builds itself.
+    scratch: Vec<u8>,
+    serial: u64,
+    next_connection_id: u32,
+    charsets: Option<CharsetTable>,
+    accept_paused_until: Option<Instant>,
+    shutting_down: Option<Instant>,
+    now: Instant,
+    pub counters: Counters,
+    signals: signal_hook_mio::v1_0::Signals,
+    deferred: Vec<Deferred>,
+    backend_version: Option<String>,
+    backend_charset: Option<u8>,
+    /// Admin PAUSE: requests stay in the backlog.
+    paused: bool,
+    last_refusal_log: Instant,
+    pool_stats: Vec<stats::PoolStats>,
+}
+
+/// Run the funnel until it is told to stop.
+pub fn run(config: Config) -> Result<(), String> {
+    let mut server = Server::new(config)?;
+    server.run_loop()
+}
+
+impl Server {
+    fn new(config: Config) -> Result<Server, String> {
+        let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
+        let now = Instant::now();
+        let mut listeners = Vec::new();
+        for addr in &config.listen {
+            let l = bind_tcp(*addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let local = l.local_addr().unwrap_or(*addr);
+            info!("listening on {local}");
+            listeners.push(Listener::Tcp(l, local));
+        }
+        if let Some(path) = &config.unix_socket {
+            // A socket file left by a previous run would make bind fail.
+            if path.exists() {
+                let _ = std::fs::remove_file(path);
+            }
+            let l = UnixListener::bind(path)
+                .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+            info!("listening on {}", path.display());
+            listeners.push(Listener::Unix(l, path.clone()));
+        }
+        for (i, l) in listeners.iter_mut().enumerate() {
+            let t = token(KIND_LISTENER, i);
+            let r = match l {
+                Listener::Tcp(l, _) => poll.registry().register(l, t, Interest::READABLE),
+                Listener::Unix(l, _) => poll.registry().register(l, t, Interest::READABLE),
+            };
+            r.map_err(|e| format!("cannot register listener: {e}"))?;
+        }
+        let mut signals = signal_hook_mio::v1_0::Signals::new([
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGHUP,
+        ])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        poll.registry()
+            .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)
+            .map_err(|e| format!("cannot register signals: {e}"))?;
+        let npools = config.users.len();
+        let pools = config
+            .users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| Pool::new(i, u.clone(), now))
+            .collect();
+        Ok(Server {
+            config,
+            poll,
+            listeners,
+            clients: Slab::with_capacity(1024),
+            backends: Slab::with_capacity(64),
+            pools,
+            timers: BinaryHeap::new(),
+            bufs: BufPool::new(256 * 1024, 1024),
+            scratch: Vec::with_capacity(4096),
+            serial: 0,
+            next_connection_id: 1,
+            charsets: None,
+            accept_paused_until: None,
+            shutting_down: None,
+            now,
+            counters: Counters::default(),
+            signals,
+            deferred: Vec::new(),
+            backend_version: None,
+            backend_charset: None,
+            paused: false,
+            last_refusal_log: now - Duration::from_secs(10),
+            pool_stats: (0..npools).map(|_| stats::PoolStats::default()).collect(),
+        })
+    }
+
+    fn next_serial(&mut self) -> u64 {
+        self.serial += 1;
+        self.serial
+    }
+
+    fn run_loop(&mut self) -> Result<(), String> {
+        let mut events = Events::with_capacity(1024);
+        self.now = Instant::now();
+        for p in 0..self.pools.len() {
+            self.maintain_pool(p);
+        }
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == stdio::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(format!("poll failed: {e}"));
+            }
+            self.now = Instant::now();
+            for event in events.iter() {
+                let (kind, key) = token_parts(event.token());
+                match kind {
+                    KIND_CLIENT => self.client_event(key, event.is_readable(), event.is_writable()),
+                    KIND_BACKEND => {
+                        self.backend_event(key, event.is_readable(), event.is_writable())
+                    }
+                    KIND_LISTENER => self.accept(key),
+                    _ => self.handle_signals(),
+                }
+            }
+            self.run_deferred();
+            self.fire_timers();
+            self.expire_backlogs();
+            for p in 0..self.pools.len() {
+                self.maintain_pool(p);
+            }
+            if let Some(until) = self.accept_paused_until {
+                if self.now >= until {
+                    self.accept_paused_until = None;
+                    for i in 0..self.listeners.len() {
+                        self.accept(i);
+                    }
+                }
+            }
+            if self.shutdown_complete() {
+                info!("shutdown complete");
+                return Ok(());
+            }
+        }
+    }
+
+    fn run_deferred(&mut self) {
+        // Each pass may defer more work; bound the passes so a pathological
+        // chain cannot starve the poll.
+        for _ in 0..64 {
+            if self.deferred.is_empty() {
+                return;
+            }
+            let work = std::mem::take(&mut self.deferred);
+            for d in work {
+                match d {
+                    Deferred::ClientRead(key, serial) => {
+                        if self.clients.get(key).is_some_and(|c| c.serial == serial) {
+                            self.client_read(key);
+                        }
+                    }
+                    Deferred::BackendRead(key, serial) => {
+                        if self.backends.get(key).is_some_and(|b| b.serial == serial) {
+                            self.backend_read(key);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn stats_queue_wait(&mut self, pool: usize, d: Duration) {
+        if let Some(s) = self.pool_stats.get_mut(pool) {
+            s.queue_wait.record(d);
+        }
+    }
+
+    fn stats_service_time(&mut self, pool: usize, d: Duration) {
+        if let Some(s) = self.pool_stats.get_mut(pool) {
+            s.service.record(d);
+        }
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        let mut next = self.now + MAX_POLL_TIMEOUT;
+        if let Some(Reverse(t)) = self.timers.peek() {
+            next = next.min(t.at);
+        }
+        for p in &self.pools {
+            if let Some(at) = p.next_expiry() {
+                next = next.min(at);
+            }
+            if p.missing_shared() > 0 {
+                next = next.min(p.next_connect_at.max(self.now));
+            }
+        }
+        if let Some(at) = self.accept_paused_until {
+            next = next.min(at);
+        }
+        if !self.deferred.is_empty() {
+            return Duration::ZERO;
+        }
+        // Round up so a timer is not polled for a few microseconds early.
+        next.saturating_duration_since(self.now) + Duration::from_micros(200)
+    }
+
+    fn add_timer(&mut self, at: Instant, kind: TimerKind) {
+        self.timers.push(Reverse(Timer { at, kind }));
+    }
+
+    fn fire_timers(&mut self) {
+        while let Some(Reverse(t)) = self.timers.peek() {
+            if t.at > self.now {
+                break;
+            }
+            let Some(Reverse(t)) = self.timers.pop() else {
+                break;
+            };
+            match t.kind {
+                TimerKind::ClientHandshake { key, serial } => {
+                    self.client_handshake_timeout(key, serial)
+                }
+                TimerKind::BackendConnect { key, serial } => {
+                    self.backend_connect_timeout(key, serial)
+                }
+            }
+        }
+    }
+
+    fn expire_backlogs(&mut self) {
+        for p in 0..self.pools.len() {
+            while let Some(req) = self.pools[p].pop_expired(self.now) {
+                self.queue_timeout(req);
+            }
+        }
+    }
+
+    fn accept(&mut self, index: usize) {
+        if self.accept_paused_until.is_some() || self.shutting_down.is_some() {
+            return;
+        }
+        loop {
+            let accepted = match self.listeners.get_mut(index) {
+                Some(Listener::Tcp(l, _)) => l.accept().map(|(s, _)| {
+                    let _ = s.set_nodelay(true);
+                    let sock = socket2::SockRef::from(&s);
+                    let _ = sock.set_keepalive(true);
+                    io::Stream::Tcp(s)
+                }),
+                Some(Listener::Unix(l, _)) => l.accept().map(|(s, _)| io::Stream::Unix(s)),
+                None => return,
+            };
+            match accepted {
+                Ok(stream) => self.new_client(stream),
+                Err(e) if e.kind() == stdio::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == stdio::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE/ENFILE/ENOBUFS: the pending connection stays in
+                    // the kernel queue; try again shortly.
+                    warn!(
+                        "accept failed ({e}); pausing accepts for {} ms",
+                        ACCEPT_PAUSE.as_millis()
+                    );
+                    self.accept_paused_until = Some(self.now + ACCEPT_PAUSE);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn handle_signals(&mut self) {
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for sig in pending {
+            match sig {
+                signal_hook::consts::SIGHUP => {
+                    warn!("SIGHUP received: live reload is not supported yet; configuration unchanged")
+                }
+                _ => self.begin_shutdown(),
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.shutting_down.is_some() {
+            return;
+        }
+        info!(
+            "shutting down: no new clients; finishing running and queued requests for up to {} ms",
+            self.config.shutdown_timeout.as_millis()
+        );
+        self.shutting_down = Some(self.now + self.config.shutdown_timeout);
+        for l in &mut self.listeners {
+            let _ = match l {
+                Listener::Tcp(l, _) => self.poll.registry().deregister(l),
+                Listener::Unix(l, path) => {
+                    let _ = std::fs::remove_file(&*path);
+                    self.poll.registry().deregister(l)
+                }
+            };
+        }
+    }
+
+    /// During shutdown: idle clients are closed at once; busy ones when done
+    /// or when the deadline passes.
+    fn shutdown_complete(&mut self) -> bool {
+        let Some(deadline) = self.shutting_down else {
+            return false;
+        };
+        let past_deadline = self.now >= deadline;
+        let keys: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let busy = self.clients.get(key).is_some_and(|c| c.is_busy());
+            if !busy || past_deadline {
+                self.close_client_with_error(
+                    key,
+                    err::ER_SERVER_SHUTDOWN,
+                    "funnel: server shutdown in progress",
+                );
+            }
+        }
+        self.clients.is_empty()
+    }
+}
+
+fn bind_tcp(addr: SocketAddr) -> stdio::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    // The kernel caps this at net.core.somaxconn; ask for plenty so a burst
+    // of web servers connecting at once is queued rather than refused.
+    socket.listen(8192)?;
+    Ok(TcpListener::from_std(socket.into()))
+}

@@ -1,0 +1,212 @@
+//! A pool: one per configured user. It owns the bounded backlog of requests
+//! waiting for a backend, and the set of idle shared backends. The rule that
+//! pairs them is deliberately small: the oldest request goes to an idle
+//! backend, preferring one whose session already matches the client's.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::config::UserConfig;
+
+/// A client as seen from elsewhere: its slab key plus a serial number, so a
+/// reused slab slot is never mistaken for the client that left it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientRef {
+    pub key: usize,
+    pub serial: u64,
+}
+
+/// A command waiting in the backlog. The command's bytes stay in the
+/// client's input buffer: a client has at most one command in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub client: ClientRef,
+    pub enqueued: Instant,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct BacklogFull {
+    pub limit: usize,
+}
+
+pub struct Pool {
+    pub index: usize,
+    pub user: UserConfig,
+    backlog: VecDeque<Request>,
+    /// Idle shared backends, most recently used last.
+    pub idle: Vec<usize>,
+    /// Shared backends that exist (connecting, idle or busy).
+    pub shared: usize,
+    /// Backends held by pinned clients.
+    pub pinned: usize,
+    /// Backends being connected (included in `shared`).
+    pub connecting: usize,
+    /// Next time a backend connection may be attempted (reconnect backoff).
+    pub next_connect_at: Instant,
+    pub backoff: Duration,
+    /// Most recent backend connect or login failure, for clients' errors.
+    pub last_backend_error: Option<String>,
+    pub backlog_max: usize,
+}
+
+impl Pool {
+    pub fn new(index: usize, user: UserConfig, now: Instant) -> Self {
+        Pool {
+            index,
+            user,
+            backlog: VecDeque::new(),
+            idle: Vec::new(),
+            shared: 0,
+            pinned: 0,
+            connecting: 0,
+            next_connect_at: now,
+            backoff: Duration::ZERO,
+            last_backend_error: None,
+            backlog_max: 0,
+        }
+    }
+
+    pub fn backlog_len(&self) -> usize {
+        self.backlog.len()
+    }
+
+    /// Add a request at the tail, or refuse it when the backlog is full.
+    pub fn enqueue(&mut self, req: Request) -> Result<(), BacklogFull> {
+        if self.backlog.len() >= self.user.backlog_size {
+            return Err(BacklogFull {
+                limit: self.user.backlog_size,
+            });
+        }
+        self.backlog.push_back(req);
+        self.backlog_max = self.backlog_max.max(self.backlog.len());
+        Ok(())
+    }
+
+    pub fn pop(&mut self) -> Option<Request> {
+        self.backlog.pop_front()
+    }
+
+    /// Put a request back at the head (its backend could not take it).
+    pub fn push_front(&mut self, req: Request) {
+        self.backlog.push_front(req);
+    }
+
+    /// Remove and return the oldest request if it has waited its limit.
+    pub fn pop_expired(&mut self, now: Instant) -> Option<Request> {
+        let head = self.backlog.front()?;
+        if now.duration_since(head.enqueued) >= self.user.queue_timeout {
+            self.backlog.pop_front()
+        } else {
+            None
+        }
+    }
+
+    /// When the oldest request times out.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.backlog
+            .front()
+            .map(|r| r.enqueued + self.user.queue_timeout)
+    }
+
+    /// Take an idle backend, the best by `score` (higher is better; ties go
+    /// to the most recently used, whose caches are warm).
+    pub fn take_idle(&mut self, mut score: impl FnMut(usize) -> u32) -> Option<usize> {
+        let mut best: Option<(usize, u32)> = None;
+        for (i, &b) in self.idle.iter().enumerate().rev() {
+            let s = score(b);
+            if best.is_none_or(|(_, bs)| s > bs) {
+                best = Some((i, s));
+            }
+        }
+        best.map(|(i, _)| self.idle.remove(i))
+    }
+
+    pub fn remove_idle(&mut self, backend: usize) -> bool {
+        if let Some(i) = self.idle.iter().position(|&b| b == backend) {
+            self.idle.remove(i);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Shared backends missing from the configured count.
+    pub fn missing_shared(&self) -> usize {
+        self.user.connections.saturating_sub(self.shared)
+    }
+
+    /// Requests of clients that left are skipped by the caller; this drops
+    /// every request of one client (used when a client is killed).
+    pub fn remove_client(&mut self, client: ClientRef) -> bool {
+        let before = self.backlog.len();
+        self.backlog.retain(|r| r.client != client);
+        before != self.backlog.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Credential;
+
+    fn user(backlog: usize, timeout_ms: u64) -> UserConfig {
+        UserConfig {
+            name: "u".into(),
+            credential: Credential::Plain("p".into()),
+            backend_user: "u".into(),
+            backend_password: "p".into(),
+            connections: 2,
+            backlog_size: backlog,
+            queue_timeout: Duration::from_millis(timeout_ms),
+            max_pinned_backends: 1,
+        }
+    }
+
+    fn req(key: usize, at: Instant) -> Request {
+        Request {
+            client: ClientRef { key, serial: 1 },
+            enqueued: at,
+        }
+    }
+
+    #[test]
+    fn backlog_is_bounded_fifo() {
+        let now = Instant::now();
+        let mut p = Pool::new(0, user(3, 1000), now);
+        for k in 0..3 {
+            p.enqueue(req(k, now)).unwrap();
+        }
+        assert_eq!(p.enqueue(req(9, now)), Err(BacklogFull { limit: 3 }));
+        assert_eq!(p.pop().unwrap().client.key, 0);
+        assert_eq!(p.pop().unwrap().client.key, 1);
+        p.enqueue(req(7, now)).unwrap();
+        assert_eq!(p.pop().unwrap().client.key, 2);
+        assert_eq!(p.pop().unwrap().client.key, 7);
+        assert!(p.pop().is_none());
+        assert_eq!(p.backlog_max, 3);
+    }
+
+    #[test]
+    fn expiry_takes_only_old_heads() {
+        let t0 = Instant::now();
+        let mut p = Pool::new(0, user(10, 100), t0);
+        p.enqueue(req(1, t0)).unwrap();
+        p.enqueue(req(2, t0 + Duration::from_millis(50))).unwrap();
+        assert!(p.pop_expired(t0 + Duration::from_millis(99)).is_none());
+        assert_eq!(p.next_expiry(), Some(t0 + Duration::from_millis(100)));
+        let later = t0 + Duration::from_millis(120);
+        assert_eq!(p.pop_expired(later).unwrap().client.key, 1);
+        assert!(p.pop_expired(later).is_none());
+        assert_eq!(p.backlog_len(), 1);
+    }
+
+    #[test]
+    fn idle_choice_prefers_score_then_recency() {
+        let mut p = Pool::new(0, user(10, 100), Instant::now());
+        p.idle = vec![10, 11, 12];
+        assert_eq!(p.take_idle(|_| 0), Some(12));
+        assert_eq!(p.take_idle(|b| u32::from(b == 10)), Some(10));
+        assert_eq!(p.take_idle(|_| 0), Some(11));
+        assert_eq!(p.take_idle(|_| 0), None);
+    }
+}

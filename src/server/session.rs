@@ -1,0 +1,443 @@
+//! A client's session state as the funnel tracks it, and the statements that
+//! bring a backend connection's session to a client's.
+//!
+//! The source of truth is mysqld's session tracker: backend connections run
+//! with `session_track_schema`, `session_track_system_variables='*'` and
+//! `session_track_state_change` on, and every OK packet reports what the
+//! command changed. The funnel does not parse SQL to learn state, except for
+//! the few things the server does not report (see [`statement_pins`]).
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+
+use crate::protocol::session_track::{session_state_changes, StateChange};
+
+/// Why a client keeps its backend connection to itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PinCause {
+    /// `SERVER_STATUS_IN_TRANS`: an open transaction.
+    Transaction,
+    /// A server-side prepared statement (`COM_STMT_PREPARE`) lives on that backend.
+    PreparedStatement,
+    /// The tracker reported a state change the funnel cannot replay (user
+    /// variables, temporary tables, SQL `PREPARE`, ...).
+    SessionState,
+    /// `GET_LOCK`, `LOCK TABLES`, `SQL_CALC_FOUND_ROWS`: state mysqld does not report.
+    Lock,
+    /// An open cursor (`SERVER_STATUS_CURSOR_EXISTS`).
+    Cursor,
+}
+
+impl PinCause {
+    pub const ALL: [PinCause; 5] = [
+        PinCause::Transaction,
+        PinCause::PreparedStatement,
+        PinCause::SessionState,
+        PinCause::Lock,
+        PinCause::Cursor,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PinCause::Transaction => "transaction",
+            PinCause::PreparedStatement => "prepared_statement",
+            PinCause::SessionState => "session_state",
+            PinCause::Lock => "lock",
+            PinCause::Cursor => "cursor",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// A set of pin causes, as bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PinSet(u8);
+
+impl PinSet {
+    pub fn insert(&mut self, c: PinCause) {
+        self.0 |= c.bit();
+    }
+    pub fn remove(&mut self, c: PinCause) {
+        self.0 &= !c.bit();
+    }
+    pub fn contains(self, c: PinCause) -> bool {
+        self.0 & c.bit() != 0
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    pub fn clear(&mut self) {
+        self.0 = 0;
+    }
+    /// The first cause, for stats and messages.
+    pub fn primary(self) -> Option<PinCause> {
+        PinCause::ALL.into_iter().find(|c| self.contains(*c))
+    }
+}
+
+/// Replayable session state: default schema and session system variables.
+///
+/// `vars` holds every variable whose session value may differ from the
+/// server's global default; on a backend connection that includes the
+/// character-set variables its handshake set. A variable absent from the map
+/// has its default value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionVars {
+    pub schema: Option<String>,
+    pub vars: BTreeMap<String, String>,
+    /// Hash of `schema` and `vars`, kept current so that the common case
+    /// (client and backend already agree) costs one comparison.
+    fingerprint: u64,
+}
+
+/// Variables that a client must not change on a shared backend, because the
+/// funnel's own view of the session depends on them.
+const UNREPLAYABLE_VARS: &[&str] = &[
+    "session_track_schema",
+    "session_track_system_variables",
+    "session_track_state_change",
+    "session_track_transaction_info",
+];
+
+/// What one OK packet's session-state information told us.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TrackedChanges {
+    /// The tracker said "state changed" (type 2).
+    pub state_changed: bool,
+    /// Number of schema and system-variable changes applied.
+    pub applied: usize,
+    /// A change the funnel cannot replay was reported.
+    pub unreplayable: bool,
+}
+
+impl SessionVars {
+    pub fn new() -> Self {
+        let mut s = SessionVars::default();
+        s.refresh_fingerprint();
+        s
+    }
+
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    fn refresh_fingerprint(&mut self) {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.schema.hash(&mut h);
+        self.vars.hash(&mut h);
+        self.fingerprint = h.finish();
+    }
+
+    pub fn set_schema(&mut self, schema: Option<String>) {
+        self.schema = schema;
+        self.refresh_fingerprint();
+    }
+
+    pub fn set_var(&mut self, name: &str, value: &str) {
+        let name = name.to_ascii_lowercase();
+        if self.vars.get(&name).map(String::as_str) != Some(value) {
+            self.vars.insert(name, value.to_string());
+            self.refresh_fingerprint();
+        }
+    }
+
+    /// Replace the whole state (used when a backend has taken a client's state).
+    pub fn copy_from(&mut self, other: &SessionVars) {
+        self.schema.clone_from(&other.schema);
+        self.vars.clone_from(&other.vars);
+        self.fingerprint = other.fingerprint;
+    }
+
+    /// Apply the session-state-change block of an OK packet.
+    pub fn apply_tracked(&mut self, block: &[u8]) -> TrackedChanges {
+        let mut out = TrackedChanges::default();
+        for change in session_state_changes(block) {
+            match change {
+                Ok(StateChange::Schema(name)) => {
+                    let name = String::from_utf8_lossy(name).into_owned();
+                    self.schema = if name.is_empty() { None } else { Some(name) };
+                    out.applied += 1;
+                }
+                Ok(StateChange::SystemVariable { name, value }) => {
+                    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+                    if UNREPLAYABLE_VARS.contains(&name.as_str()) {
+                        out.unreplayable = true;
+                        continue;
+                    }
+                    let value = String::from_utf8_lossy(value).into_owned();
+                    self.vars.insert(name, value);
+                    out.applied += 1;
+                }
+                Ok(StateChange::StateChanged(changed)) => out.state_changed |= changed,
+                // Transaction state and characteristics are reported by the
+                // status flags the funnel already reads; GTIDs are not state.
+                Ok(StateChange::Gtids(_))
+                | Ok(StateChange::TransactionCharacteristics(_))
+                | Ok(StateChange::TransactionState(_)) => {}
+                Ok(StateChange::Unknown { .. }) | Err(_) => {
+                    out.unreplayable = true;
+                    break;
+                }
+            }
+        }
+        self.refresh_fingerprint();
+        out
+    }
+
+    /// The `SET SESSION ...` statement that turns a backend whose state is
+    /// `backend` into one whose variables equal `self`'s, or None when they
+    /// already agree. Schema is handled separately (`COM_INIT_DB`).
+    pub fn replay_vars_sql(&self, backend: &SessionVars) -> Option<Vec<u8>> {
+        let mut sql = Vec::new();
+        for (name, value) in &self.vars {
+            if backend.vars.get(name) != Some(value) {
+                push_assignment(&mut sql, name, Some(value));
+            }
+        }
+        for name in backend.vars.keys() {
+            if !self.vars.contains_key(name) {
+                push_assignment(&mut sql, name, None);
+            }
+        }
+        if sql.is_empty() {
+            None
+        } else {
+            Some(sql)
+        }
+    }
+
+    /// True when variables (not schema) agree.
+    pub fn vars_equal(&self, other: &SessionVars) -> bool {
+        self.vars == other.vars
+    }
+}
+
+fn push_assignment(sql: &mut Vec<u8>, name: &str, value: Option<&str>) {
+    if sql.is_empty() {
+        sql.extend_from_slice(b"SET SESSION ");
+    } else {
+        sql.extend_from_slice(b", ");
+    }
+    // Names come from the server's own tracker; quote them anyway.
+    sql.push(b'`');
+    for &b in name.as_bytes() {
+        if b == b'`' {
+            sql.push(b'`');
+        }
+        sql.push(b);
+    }
+    sql.extend_from_slice(b"` = ");
+    match value {
+        None => sql.extend_from_slice(b"DEFAULT"),
+        Some(v) => push_value_literal(sql, v),
+    }
+}
+
+/// The tracker reports values as text. Numeric variables reject string
+/// literals ("Incorrect argument type"), so numbers go unquoted; everything
+/// else is a quoted string, which enum, set and string variables accept.
+fn push_value_literal(sql: &mut Vec<u8>, v: &str) {
+    if is_numeric_literal(v) {
+        sql.extend_from_slice(v.as_bytes());
+        return;
+    }
+    sql.push(b'\'');
+    for &b in v.as_bytes() {
+        match b {
+            b'\'' => sql.extend_from_slice(b"''"),
+            b'\\' => sql.extend_from_slice(b"\\\\"),
+            0 => sql.extend_from_slice(b"\\0"),
+            _ => sql.push(b),
+        }
+    }
+    sql.push(b'\'');
+}
+
+fn is_numeric_literal(v: &str) -> bool {
+    let digits = v.strip_prefix('-').unwrap_or(v);
+    if digits.is_empty() {
+        return false;
+    }
+    let mut seen_dot = false;
+    for (i, c) in digits.char_indices() {
+        match c {
+            '0'..='9' => {}
+            '.' if !seen_dot && i > 0 && i + 1 < digits.len() => seen_dot = true,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Things a statement can do to its session that mysqld's tracker does not
+/// report: found by a small scan that skips comments and string literals.
+pub fn statement_pins(sql: &[u8]) -> bool {
+    const KEYWORDS: &[&[u8]] = &[b"GET_LOCK", b"SQL_CALC_FOUND_ROWS", b"FOUND_ROWS"];
+    let mut found = false;
+    let mut index = 0;
+    let mut first_is_lock = false;
+    scan_words(sql, |word| {
+        if KEYWORDS.iter().any(|k| word.eq_ignore_ascii_case(k)) {
+            found = true;
+        }
+        // `LOCK TABLE(S)` as a statement; `... LOCK IN SHARE MODE` is not one.
+        if index == 0 {
+            first_is_lock = word.eq_ignore_ascii_case(b"LOCK");
+        } else if index == 1
+            && first_is_lock
+            && (word.eq_ignore_ascii_case(b"TABLES") || word.eq_ignore_ascii_case(b"TABLE"))
+        {
+            found = true;
+        }
+        index += 1;
+    });
+    found
+}
+
+/// The first bare word of a statement (after comments), e.g. `KILL`.
+pub fn first_keyword(sql: &[u8]) -> Option<&[u8]> {
+    let mut first: Option<(usize, usize)> = None;
+    scan_words_at(sql, |start, end| {
+        if first.is_none() {
+            first = Some((start, end));
+        }
+    });
+    first.map(|(s, e)| &sql[s..e])
+}
+
+fn scan_words(sql: &[u8], mut f: impl FnMut(&[u8])) {
+    scan_words_at(sql, |s, e| f(&sql[s..e]));
+}
+
+/// Calls `f` with the bounds of every bare word (identifier-like run) of `sql` outside
+/// comments, quoted strings and quoted identifiers.
+fn scan_words_at(sql: &[u8], mut f: impl FnMut(usize, usize)) {
+    let mut i = 0;
+    let n = sql.len();
+    while i < n {
+        let c = sql[i];
+        match c {
+            b'\'' | b'"' | b'`' => {
+                i += 1;
+                while i < n {
+                    if sql[i] == b'\\' && c != b'`' {
+                        i += 2;
+                        continue;
+                    }
+                    if sql[i] == c {
+                        // A doubled quote is an escaped quote.
+                        if i + 1 < n && sql[i + 1] == c {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'#' => {
+                while i < n && sql[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'-' if i + 2 < n && sql[i + 1] == b'-' && sql[i + 2].is_ascii_whitespace() => {
+                while i < n && sql[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            // `/*! ... */` and `/*M! ... */` are executable comments: scan inside them.
+            b'/' if i + 1 < n && sql[i + 1] == b'*' => {
+                if i + 2 < n && (sql[i + 2] == b'!' || sql[i + 2] == b'M') {
+                    i += 3;
+                    continue;
+                }
+                i += 2;
+                while i + 1 < n && !(sql[i] == b'*' && sql[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 2;
+            }
+            _ if c.is_ascii_alphanumeric() || c == b'_' || c == b'$' => {
+                let start = i;
+                while i < n && (sql[i].is_ascii_alphanumeric() || sql[i] == b'_' || sql[i] == b'$')
+                {
+                    i += 1;
+                }
+                f(start, i);
+            }
+            _ => i += 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_sets_differences_and_defaults_the_rest() {
+        let mut client = SessionVars::new();
+        client.set_var("sql_mode", "ANSI_QUOTES");
+        client.set_var("sql_select_limit", "10");
+        let mut backend = SessionVars::new();
+        backend.set_var("time_zone", "+01:00");
+        backend.set_var("sql_select_limit", "10");
+        let sql = client.replay_vars_sql(&backend).unwrap();
+        assert_eq!(
+            String::from_utf8(sql).unwrap(),
+            "SET SESSION `sql_mode` = 'ANSI_QUOTES', `time_zone` = DEFAULT"
+        );
+        backend.copy_from(&client);
+        assert!(client.replay_vars_sql(&backend).is_none());
+        assert_eq!(client.fingerprint(), backend.fingerprint());
+    }
+
+    #[test]
+    fn literals_are_quoted_unless_numeric() {
+        let mut sql = Vec::new();
+        push_value_literal(&mut sql, "it's\\");
+        assert_eq!(sql, b"'it''s\\\\'");
+        for n in ["0", "10", "-3", "1.5"] {
+            assert!(is_numeric_literal(n), "{n}");
+        }
+        for s in ["", "-", "+01:00", "1.", ".5", "1e5", "ON", "1.2.3"] {
+            assert!(!is_numeric_literal(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn fingerprint_follows_content() {
+        let mut a = SessionVars::new();
+        let b = SessionVars::new();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        a.set_schema(Some("x".into()));
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        a.set_schema(None);
+        assert_eq!(a.fingerprint(), b.fingerprint());
+    }
+
+    #[test]
+    fn pin_scan_skips_comments_and_strings() {
+        assert!(statement_pins(b"SELECT GET_LOCK('a', 1)"));
+        assert!(statement_pins(b"lock tables t read"));
+        assert!(statement_pins(b"SELECT SQL_CALC_FOUND_ROWS * FROM t"));
+        assert!(statement_pins(b"/*!40101 SELECT get_lock('x',0) */"));
+        assert!(!statement_pins(b"SELECT 'GET_LOCK(1)'"));
+        assert!(!statement_pins(b"SELECT `lock` FROM t"));
+        assert!(!statement_pins(b"SELECT 1 -- GET_LOCK\n"));
+        assert!(!statement_pins(b"SELECT 1 /* LOCK */"));
+        assert!(!statement_pins(b"SELECT 1 # lock"));
+        assert!(!statement_pins(b"SELECT blocked, locks FROM t"));
+        assert!(!statement_pins(b"SELECT * FROM t LOCK IN SHARE MODE"));
+        assert!(!statement_pins(b"SELECT 'it''s LOCK' , \"a\\\"LOCK\""));
+        assert_eq!(first_keyword(b"/* x */ kill 5"), Some(&b"kill"[..]));
+        assert_eq!(first_keyword(b"  "), None);
+        // Unterminated input must not panic.
+        assert!(!statement_pins(b"SELECT 'abc"));
+        assert!(!statement_pins(b"/* abc"));
+    }
+}

@@ -1,0 +1,32 @@
+//! Deadlines kept in a binary heap. Timers are never cancelled: each carries
+//! the serial of the connection it was set for, and a timer whose connection
+//! is gone or has moved on is ignored when it fires.
+
+use std::cmp::Ordering;
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerKind {
+    /// A client must finish its handshake and authentication by now.
+    ClientHandshake { key: usize, serial: u64 },
+    /// A backend connection must be connected and logged in by now.
+    BackendConnect { key: usize, serial: u64 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timer {
+    pub at: Instant,
+    pub kind: TimerKind,
+}
+
+impl Ord for Timer {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.at.cmp(&other.at)
+    }
+}
+
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
