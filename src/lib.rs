@@ -4,6 +4,7 @@
 //! their commands are queued in a bounded backlog and run over a small, fixed
 //! set of backend connections to mysqld.
 
+pub mod admin;
 pub mod config;
 pub mod protocol;
 pub mod server;

@@ -97,6 +97,8 @@ pub struct Backend {
     pub close_when_done: bool,
     /// Not yet logged in and set up (counted in the pool's `connecting`).
     pub connecting: bool,
+    /// Shape id of the running query (0: not a tracked query).
+    pub query_shape: u32,
 }
 
 /// Capabilities the funnel asks of mysqld. No `CLIENT_DEPRECATE_EOF`, because
@@ -178,6 +180,7 @@ impl Server {
             seq_offset: 0,
             close_when_done: false,
             connecting: true,
+            query_shape: 0,
         });
         let p = &mut self.pools[pool];
         if pinned {
@@ -186,13 +189,13 @@ impl Server {
             p.shared += 1;
         }
         p.connecting += 1;
-        self.counters.backend_connects += 1;
+        self.bump(pool, |c| c.backend_connects += 1);
         let at = self.now + self.config.backend.connect_timeout;
         self.add_timer(at, TimerKind::BackendConnect { key, serial });
     }
 
     fn backend_connect_failed(&mut self, pool: usize, reason: String) {
-        self.counters.backend_connect_failures += 1;
+        self.bump(pool, |c| c.backend_connect_failures += 1);
         let min = self.config.backend.reconnect_backoff_min;
         let max = self.config.backend.reconnect_backoff_max;
         let p = &mut self.pools[pool];
@@ -574,6 +577,7 @@ impl Server {
                 self.backend_ready(key);
             }
             Internal::Reset => {
+                self.bump(self.backends[key].pool, |c| c.backend_resets += 1);
                 // The reset returned the session to the server defaults:
                 // tracking is off again, and the charset is the handshake's.
                 self.start_internal(key, Internal::Setup, SETUP_SQL.to_vec());
@@ -735,12 +739,12 @@ impl Server {
         if c.session.fingerprint() != b.session.fingerprint() {
             if c.session.schema.is_some() && c.session.schema != b.session.schema {
                 let schema = c.session.schema.clone().unwrap_or_default();
-                self.counters.replays += 1;
+                self.bump(b.pool, |c| c.replays += 1);
                 self.start_internal(key, Internal::InitDb, schema.into_bytes());
                 return;
             }
             if let Some(sql) = c.session.replay_vars_sql(&b.session) {
-                self.counters.replays += 1;
+                self.bump(b.pool, |c| c.replays += 1);
                 self.start_internal(key, Internal::SetVars, sql);
                 return;
             }
@@ -761,6 +765,13 @@ impl Server {
         };
         let b = &mut self.backends[key];
         let cmd = c.rbuf.as_slice().get(HEADER_LEN).copied().unwrap_or(0);
+        b.query_shape = if cmd == COM_QUERY {
+            let end = span.wire_len.min(HEADER_LEN + span.payload_len);
+            self.stats
+                .query_shape(b.pool, &c.rbuf.as_slice()[HEADER_LEN + 1..end])
+        } else {
+            0
+        };
         self.bufs.ensure(&mut b.wbuf);
         b.wbuf
             .extend_from_slice(&c.rbuf.as_slice()[..span.wire_len]);
@@ -795,7 +806,7 @@ impl Server {
                 .filter(|c| c.serial == cr.serial),
             _ => None,
         };
-        if let Some(c) = c.as_deref_mut() {
+        if let Some(c) = c.as_mut() {
             self.bufs.ensure(&mut c.wbuf);
         }
         let mut pos = 0; // bytes of rbuf handled
@@ -837,7 +848,7 @@ impl Server {
                                 } else {
                                     b.saw_state_change = true;
                                 }
-                                if let Some(c) = c.as_deref_mut() {
+                                if let Some(c) = c.as_mut() {
                                     c.wbuf.extend_from_slice(&data[run_start..pos]);
                                     let seq = header.seq;
                                     let rewritten = OkPacket {
@@ -859,7 +870,7 @@ impl Server {
                                 }
                                 run_start = pos + total;
                             }
-                            if let Some(c) = c.as_deref_mut() {
+                            if let Some(c) = c.as_mut() {
                                 c.last_insert_id = ok.last_insert_id;
                             }
                         }
@@ -886,13 +897,15 @@ impl Server {
                     }
                 }
             }
-            if let Some(c) = c.as_deref_mut() {
+            if let Some(c) = c.as_mut() {
                 c.wbuf.extend_from_slice(&data[run_start..pos]);
                 c.bytes_out += pos as u64;
             }
         }
         b.rbuf.consume(pos);
+        let pool = b.pool;
         self.counters.bytes_to_clients += pos as u64;
+        self.pools[pool].counters.bytes_to_clients += pos as u64;
         if let Some(reason) = error {
             self.backend_lost(key, reason);
             return;
@@ -979,6 +992,12 @@ impl Server {
                     c.pins.insert(PinCause::Lock);
                 }
                 c.pin_after_command = false;
+                if c.wbuf.is_empty() {
+                    let d = self.now.saturating_duration_since(c.command_read_at);
+                    self.stats.end_to_end(pool, d, self.now);
+                } else {
+                    c.e2e_pending = true;
+                }
                 if b.saw_state_change || b.saw_unreplayable {
                     c.pins.insert(PinCause::SessionState);
                 }
@@ -986,6 +1005,14 @@ impl Server {
             }
         }
         self.stats_service_time(pool, service);
+        let b = &mut self.backends[key];
+        if b.query_shape != 0 {
+            self.stats
+                .query_done(pool, b.query_shape, service, end == EndKind::Err);
+        }
+        if end == EndKind::Err {
+            self.bump(pool, |c| c.backend_errors += 1);
+        }
         let b = &mut self.backends[key];
         b.state = BackendState::Idle;
         match (client, pins_now) {
@@ -1108,10 +1135,11 @@ impl Server {
             self.backend_connect_failed(pool, reason);
             return;
         }
-        self.counters.backend_lost += 1;
+        let thread_id = b.thread_id;
+        self.bump(pool, |c| c.backend_lost += 1);
         warn!(
-            "pool {}: lost backend connection (thread {}): {reason}",
-            self.pools[pool].user.name, b.thread_id
+            "pool {}: lost backend connection (thread {thread_id}): {reason}",
+            self.pools[pool].user.name
         );
         if let Some(cr) = client {
             let running = matches!(state, BackendState::Running | BackendState::Internal(_));

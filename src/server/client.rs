@@ -12,7 +12,7 @@ use mio::Interest;
 
 use super::io::{Buf, ReadOutcome, Stream};
 use super::pool::{ClientRef, Request};
-use super::session::{first_keyword, statement_pins, PinCause, PinSet, SessionVars};
+use super::session::{first_keyword, statement_pins, PinSet, SessionVars};
 use super::timer::TimerKind;
 use super::{token, Deferred, Server, KIND_CLIENT, READ_CAP_PER_EVENT};
 use crate::config::Credential;
@@ -112,6 +112,9 @@ pub struct Client {
     /// Stopped reading: too much unprocessed input.
     pub read_paused: bool,
     pub close_after_flush: bool,
+    /// A response finished; end-to-end latency is recorded when its last
+    /// byte is written.
+    pub e2e_pending: bool,
     /// The backend checking the connect-with-db schema, while in `ConnectDb`.
     pub running_connect_db: Option<usize>,
 }
@@ -216,6 +219,7 @@ impl Server {
             read_paused: false,
             close_after_flush: false,
             running_connect_db: None,
+            e2e_pending: false,
         });
         let greeting = HandshakeV10 {
             server_version: self.announced_version(),
@@ -488,7 +492,11 @@ impl Server {
         });
         let c = &mut self.clients[key];
         if !verified {
-            self.counters.auth_failures += 1;
+            match auth.pool {
+                Some(p) => self.bump(p, |c| c.auth_failures += 1),
+                None => self.counters.auth_failures += 1,
+            }
+            let c = &mut self.clients[key];
             let msg = format!(
                 "Access denied for user '{}'@'{}' (using password: {})",
                 auth.user,
@@ -638,12 +646,11 @@ impl Server {
                     let end = (HEADER_LEN + span.payload_len).min(data.len());
                     c.pin_after_command = statement_pins(&data[HEADER_LEN + 1..end]);
                 }
-                self.counters.requests += 1;
+                let pool = c.pool;
+                let cref = c.cref(key);
+                self.bump(pool, |c| c.requests += 1);
                 match pinned {
-                    Some(b) => {
-                        let cref = c.cref(key);
-                        self.start_request(b, cref);
-                    }
+                    Some(b) => self.start_request(b, cref),
                     None => self.enqueue_current(key),
                 }
             }
@@ -672,7 +679,7 @@ impl Server {
         match self.pools[pool].enqueue(req) {
             Ok(()) => self.dispatch(pool),
             Err(full) => {
-                self.counters.backlog_full += 1;
+                self.bump(pool, |c| c.backlog_full += 1);
                 let msg = format!(
                     "funnel: backlog full in pool '{}' (backlog_size = {}); the command was not run",
                     self.pools[pool].user.name, full.limit
@@ -715,8 +722,9 @@ impl Server {
         if c.serial != req.client.serial || !c.is_queued() {
             return;
         }
-        self.counters.queue_timeouts += 1;
-        let pool = &self.pools[c.pool];
+        let pool = c.pool;
+        self.bump(pool, |c| c.queue_timeouts += 1);
+        let pool = &self.pools[pool];
         let mut msg = format!(
             "funnel: the command waited {} ms in the backlog of pool '{}' (queue_timeout_ms = {}) without getting a backend connection; it was not run",
             self.now.saturating_duration_since(req.enqueued).as_millis(),
@@ -849,6 +857,11 @@ impl Server {
         let pending = c.wbuf.len();
         if pending == 0 {
             self.bufs.release(&mut c.wbuf);
+            if c.e2e_pending {
+                c.e2e_pending = false;
+                let d = self.now.saturating_duration_since(c.command_read_at);
+                self.stats.end_to_end(c.pool, d, self.now);
+            }
             if c.close_after_flush {
                 self.close_client(key, "closed after error");
                 return;
@@ -951,6 +964,7 @@ fn fill_scramble(out: &mut [u8; 20]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::session::PinCause;
 
     #[test]
     fn scramble_is_printable_and_fresh() {

@@ -7,7 +7,9 @@
 
 mod backend;
 mod client;
+pub mod control;
 pub mod io;
+mod ops;
 pub mod pool;
 pub mod session;
 mod stats;
@@ -19,7 +21,7 @@ use std::io as stdio;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use log::{error, info, warn};
+use log::{info, warn};
 use mio::net::{TcpListener, UnixListener};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
@@ -40,6 +42,7 @@ const KIND_BACKEND: usize = 1;
 const KIND_LISTENER: usize = 2;
 const KIND_SPECIAL: usize = 3;
 const SIGNAL_TOKEN: Token = Token(KIND_SPECIAL);
+const WAKER_TOKEN: Token = Token((1 << KIND_BITS) | KIND_SPECIAL);
 
 fn token(kind: usize, key: usize) -> Token {
     Token((key << KIND_BITS) | kind)
@@ -57,7 +60,7 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 const MAX_POLL_TIMEOUT: Duration = Duration::from_millis(1000);
 
 enum Listener {
-    Tcp(TcpListener, SocketAddr),
+    Tcp(TcpListener),
     Unix(UnixListener, std::path::PathBuf),
 }
 
@@ -70,6 +73,12 @@ pub type CharsetTable = HashMap<u8, (String, String)>;
 #[derive(Default, Debug, Clone)]
 pub struct Counters {
     pub clients_accepted: u64,
+    /// Commands answered by mysqld with an ERR.
+    pub backend_errors: u64,
+    /// Requests removed or stopped by KILL.
+    pub killed: u64,
+    /// Backend connections reset before reuse.
+    pub backend_resets: u64,
     pub clients_refused: u64,
     pub auth_failures: u64,
     pub requests: u64,
@@ -89,6 +98,26 @@ pub struct Counters {
 pub(crate) enum Deferred {
     ClientRead(usize, u64),
     BackendRead(usize, u64),
+}
+
+impl Counters {
+    pub fn add(&mut self, o: &Counters) {
+        self.clients_accepted += o.clients_accepted;
+        self.backend_errors += o.backend_errors;
+        self.killed += o.killed;
+        self.backend_resets += o.backend_resets;
+        self.clients_refused += o.clients_refused;
+        self.auth_failures += o.auth_failures;
+        self.requests += o.requests;
+        self.backlog_full += o.backlog_full;
+        self.queue_timeouts += o.queue_timeouts;
+        self.backend_lost += o.backend_lost;
+        self.backend_connects += o.backend_connects;
+        self.backend_connect_failures += o.backend_connect_failures;
+        self.replays += o.replays;
+        self.bytes_from_clients += o.bytes_from_clients;
+        self.bytes_to_clients += o.bytes_to_clients;
+    }
 }
 
 pub struct Server {
@@ -116,12 +145,22 @@ pub struct Server {
     /// Admin PAUSE: requests stay in the backlog.
     paused: bool,
     last_refusal_log: Instant,
-    pool_stats: Vec<stats::PoolStats>,
+    stats: stats::Stats,
+    control: Option<control::ControlReceiver>,
+    started: Instant,
 }
 
 /// Run the funnel until it is told to stop.
 pub fn run(config: Config) -> Result<(), String> {
     let mut server = Server::new(config)?;
+    if server.config.admin.is_some() || server.config.stats.is_some() {
+        let waker = mio::Waker::new(server.poll.registry(), WAKER_TOKEN)
+            .map_err(|e| format!("cannot create the admin waker: {e}"))?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let handle = control::ControlHandle::new(tx, std::sync::Arc::new(waker));
+        crate::admin::spawn(&server.config, handle)?;
+        server.control = Some(rx);
+    }
     server.run_loop()
 }
 
@@ -134,7 +173,7 @@ impl Server {
             let l = bind_tcp(*addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             let local = l.local_addr().unwrap_or(*addr);
             info!("listening on {local}");
-            listeners.push(Listener::Tcp(l, local));
+            listeners.push(Listener::Tcp(l));
         }
         if let Some(path) = &config.unix_socket {
             // A socket file left by a previous run would make bind fail.
@@ -149,7 +188,7 @@ impl Server {
         for (i, l) in listeners.iter_mut().enumerate() {
             let t = token(KIND_LISTENER, i);
             let r = match l {
-                Listener::Tcp(l, _) => poll.registry().register(l, t, Interest::READABLE),
+                Listener::Tcp(l) => poll.registry().register(l, t, Interest::READABLE),
                 Listener::Unix(l, _) => poll.registry().register(l, t, Interest::READABLE),
             };
             r.map_err(|e| format!("cannot register listener: {e}"))?;
@@ -193,7 +232,9 @@ impl Server {
             backend_charset: None,
             paused: false,
             last_refusal_log: now - Duration::from_secs(10),
-            pool_stats: (0..npools).map(|_| stats::PoolStats::default()).collect(),
+            stats: stats::Stats::new(npools),
+            control: None,
+            started: now,
         })
     }
 
@@ -225,10 +266,12 @@ impl Server {
                         self.backend_event(key, event.is_readable(), event.is_writable())
                     }
                     KIND_LISTENER => self.accept(key),
+                    _ if event.token() == WAKER_TOKEN => self.handle_control(),
                     _ => self.handle_signals(),
                 }
             }
             self.run_deferred();
+            self.stats.tick(self.now);
             self.fire_timers();
             self.expire_backlogs();
             for p in 0..self.pools.len() {
@@ -274,16 +317,20 @@ impl Server {
         }
     }
 
-    fn stats_queue_wait(&mut self, pool: usize, d: Duration) {
-        if let Some(s) = self.pool_stats.get_mut(pool) {
-            s.queue_wait.record(d);
+    /// Count something for a pool and in the totals.
+    fn bump(&mut self, pool: usize, f: impl Fn(&mut Counters)) {
+        f(&mut self.counters);
+        if let Some(p) = self.pools.get_mut(pool) {
+            f(&mut p.counters);
         }
     }
 
+    fn stats_queue_wait(&mut self, pool: usize, d: Duration) {
+        self.stats.queue_wait(pool, d, self.now);
+    }
+
     fn stats_service_time(&mut self, pool: usize, d: Duration) {
-        if let Some(s) = self.pool_stats.get_mut(pool) {
-            s.service.record(d);
-        }
+        self.stats.service(pool, d, self.now);
     }
 
     fn poll_timeout(&self) -> Duration {
@@ -346,7 +393,7 @@ impl Server {
         }
         loop {
             let accepted = match self.listeners.get_mut(index) {
-                Some(Listener::Tcp(l, _)) => l.accept().map(|(s, _)| {
+                Some(Listener::Tcp(l)) => l.accept().map(|(s, _)| {
                     let _ = s.set_nodelay(true);
                     let sock = socket2::SockRef::from(&s);
                     let _ = sock.set_keepalive(true);
@@ -378,7 +425,8 @@ impl Server {
         for sig in pending {
             match sig {
                 signal_hook::consts::SIGHUP => {
-                    warn!("SIGHUP received: live reload is not supported yet; configuration unchanged")
+                    info!("SIGHUP received: reloading {}", self.config.source);
+                    let _ = self.reload();
                 }
                 _ => self.begin_shutdown(),
             }
@@ -396,7 +444,7 @@ impl Server {
         self.shutting_down = Some(self.now + self.config.shutdown_timeout);
         for l in &mut self.listeners {
             let _ = match l {
-                Listener::Tcp(l, _) => self.poll.registry().deregister(l),
+                Listener::Tcp(l) => self.poll.registry().deregister(l),
                 Listener::Unix(l, path) => {
                     let _ = std::fs::remove_file(&*path);
                     self.poll.registry().deregister(l)

@@ -47,6 +47,7 @@ pub struct Pool {
     /// Most recent backend connect or login failure, for clients' errors.
     pub last_backend_error: Option<String>,
     pub backlog_max: usize,
+    pub counters: super::Counters,
 }
 
 impl Pool {
@@ -63,6 +64,7 @@ impl Pool {
             backoff: Duration::ZERO,
             last_backend_error: None,
             backlog_max: 0,
+            counters: super::Counters::default(),
         }
     }
 
@@ -99,6 +101,10 @@ impl Pool {
         } else {
             None
         }
+    }
+
+    pub fn oldest_enqueued(&self) -> Option<Instant> {
+        self.backlog.front().map(|r| r.enqueued)
     }
 
     /// When the oldest request times out.

@@ -1,0 +1,282 @@
+//! Operations asked of the loop from outside: admin requests, reload,
+//! snapshots for the stats side.
+
+use std::time::Duration;
+
+use log::{info, warn};
+
+use super::backend::BackendState;
+use super::client::ClientState;
+use super::control::{
+    BackendCounts, BackendRow, ClientCounts, ClientRow, Control, PoolSnapshot, Snapshot,
+};
+use super::pool::Pool;
+use super::session::PinCause;
+use super::Server;
+use crate::config::Config;
+
+impl Server {
+    pub(super) fn handle_control(&mut self) {
+        let Some(rx) = self.control.clone() else {
+            return;
+        };
+        while let Ok(req) = rx.try_recv() {
+            match req {
+                Control::Snapshot { detail, reply } => {
+                    let _ = reply.send(Box::new(self.snapshot(detail)));
+                }
+                Control::Pause { reply } => {
+                    self.paused = true;
+                    info!("paused by admin: requests stay in the backlog");
+                    let _ = reply.send("paused: requests wait in the backlog until RESUME".into());
+                }
+                Control::Resume { reply } => {
+                    self.paused = false;
+                    info!("resumed by admin");
+                    for p in 0..self.pools.len() {
+                        self.dispatch(p);
+                    }
+                    let _ = reply.send("resumed".into());
+                }
+                Control::Reload { reply } => {
+                    let _ = reply.send(self.reload());
+                }
+                Control::Shutdown { reply } => {
+                    let _ = reply.send("shutting down".into());
+                    self.begin_shutdown();
+                }
+            }
+        }
+    }
+
+    /// Re-read the configuration file and apply what can change live.
+    pub(super) fn reload(&mut self) -> Result<String, String> {
+        let path = std::path::PathBuf::from(&self.config.source);
+        let new = Config::from_file(&path).map_err(|e| {
+            let msg = format!("reload refused, keeping the current configuration: {e}");
+            warn!("{msg}");
+            msg
+        })?;
+        let mut notes = Vec::new();
+        let fixed = self.config.restart_required_changes(&new);
+        for key in &fixed {
+            if !key.contains("connections") {
+                notes.push(format!("{key} changed but needs a restart"));
+            }
+        }
+        // Pools: existing users are updated in place; new users get a pool;
+        // removed users keep theirs (clients connected as them keep working)
+        // but can no longer log in.
+        for user in &new.users {
+            match self.pools.iter_mut().find(|p| p.user.name == user.name) {
+                Some(p) => {
+                    if p.user.connections != user.connections {
+                        notes.push(format!(
+                            "pool {}: connections {} -> {}",
+                            user.name, p.user.connections, user.connections
+                        ));
+                    }
+                    p.user = user.clone();
+                }
+                None => {
+                    let index = self.pools.len();
+                    self.pools.push(Pool::new(index, user.clone(), self.now));
+                    self.stats.add_pool();
+                    notes.push(format!("pool {} added", user.name));
+                }
+            }
+        }
+        for p in &mut self.pools {
+            if !new.users.iter().any(|u| u.name == p.user.name) && !p.user.name.starts_with('\0') {
+                notes.push(format!("user {} removed: no new logins", p.user.name));
+                // A name no client can send: the pool stays for the clients
+                // already connected.
+                p.user.name = format!("\0removed:{}", p.user.name);
+            }
+        }
+        if std::env::var_os("RUST_LOG").is_none() {
+            log::set_max_level(new.log_level);
+        }
+        let keep_listen = self.config.listen.clone();
+        let keep_socket = self.config.unix_socket.clone();
+        let keep_backend = self.config.backend.address.clone();
+        self.config = new;
+        // What needs a restart keeps its running value.
+        self.config.listen = keep_listen;
+        self.config.unix_socket = keep_socket;
+        self.config.backend.address = keep_backend;
+        for p in 0..self.pools.len() {
+            self.shrink_pool(p);
+            self.maintain_pool(p);
+            self.dispatch(p);
+        }
+        let summary = if notes.is_empty() {
+            "configuration reloaded (no changes that matter)".to_string()
+        } else {
+            format!("configuration reloaded: {}", notes.join("; "))
+        };
+        info!("{summary}");
+        Ok(summary)
+    }
+
+    /// Close idle shared backends beyond the configured count.
+    fn shrink_pool(&mut self, pool: usize) {
+        while self.pools[pool].shared > self.pools[pool].user.connections {
+            let Some(b) = self.pools[pool].idle.pop() else {
+                // Busy ones close when they come back (backend_ready).
+                return;
+            };
+            self.close_backend(b);
+        }
+    }
+
+    pub(super) fn snapshot(&self, detail: bool) -> Snapshot {
+        let mut pools: Vec<PoolSnapshot> = self
+            .pools
+            .iter()
+            .map(|p| PoolSnapshot {
+                name: p.user.name.trim_start_matches('\0').to_string(),
+                backend_user: p.user.backend_user.clone(),
+                configured_connections: p.user.connections,
+                max_pinned_backends: p.user.max_pinned_backends,
+                backlog_size: p.user.backlog_size,
+                queue_timeout: p.user.queue_timeout,
+                clients: ClientCounts {
+                    pinned: PinCause::ALL.iter().map(|c| (c.name(), 0)).collect(),
+                    ..ClientCounts::default()
+                },
+                backends: BackendCounts::default(),
+                backlog_depth: p.backlog_len(),
+                backlog_max_since_start: p.backlog_max,
+                backend_up: false,
+                last_backend_error: p.last_backend_error.clone(),
+                counters: p.counters.clone(),
+                latency: self.stats.pool_latency(p.index),
+                oldest_wait: p
+                    .oldest_enqueued()
+                    .map(|t| self.now.saturating_duration_since(t))
+                    .unwrap_or(Duration::ZERO),
+            })
+            .collect();
+        let mut clients = Vec::new();
+        let mut handshaking = 0;
+        for (_, c) in &self.clients {
+            let authed = !matches!(c.state, ClientState::Handshake | ClientState::AuthSwitch(_));
+            if !authed {
+                handshaking += 1;
+            }
+            let state = match c.state {
+                ClientState::Handshake | ClientState::AuthSwitch(_) => "handshake",
+                ClientState::ConnectDb => "connecting",
+                ClientState::Idle => "idle",
+                ClientState::Queued => "queued",
+                ClientState::Running(_) => "running",
+            };
+            if authed {
+                if let Some(p) = pools.get_mut(c.pool) {
+                    let cc = &mut p.clients;
+                    cc.connected += 1;
+                    match c.state {
+                        ClientState::Idle => cc.idle += 1,
+                        ClientState::Queued | ClientState::ConnectDb => cc.queued += 1,
+                        ClientState::Running(_) => cc.running += 1,
+                        _ => {}
+                    }
+                    if let Some(cause) = c.pins.primary() {
+                        if let Some(e) = cc.pinned.iter_mut().find(|(n, _)| *n == cause.name()) {
+                            e.1 += 1;
+                        }
+                    }
+                }
+            }
+            if detail {
+                clients.push(ClientRow {
+                    id: c.id,
+                    user: c.user.clone(),
+                    host: c.host.clone(),
+                    state,
+                    schema: c.session.schema.clone(),
+                    pinned_backend: c
+                        .pinned
+                        .and_then(|b| self.backends.get(b))
+                        .map(|b| b.thread_id),
+                    pin_cause: c.pins.primary().map(|p| p.name()),
+                    busy_for: if c.is_busy() {
+                        self.now.saturating_duration_since(c.command_read_at)
+                    } else {
+                        Duration::ZERO
+                    },
+                    bytes_out: c.bytes_out,
+                });
+            }
+        }
+        let mut backends = Vec::new();
+        for (_, b) in &self.backends {
+            let Some(p) = pools.get_mut(b.pool) else {
+                continue;
+            };
+            let state = match b.state {
+                BackendState::Connecting
+                | BackendState::AwaitGreeting
+                | BackendState::Authenticating => "connecting",
+                BackendState::Internal(_) if b.connecting => "connecting",
+                BackendState::Internal(_) => "internal",
+                BackendState::Idle => "idle",
+                BackendState::Running => "busy",
+                BackendState::Draining => "draining",
+            };
+            if !b.connecting {
+                p.backend_up = true;
+            }
+            let bc = &mut p.backends;
+            match state {
+                "connecting" => bc.connecting += 1,
+                _ if b.pinned => bc.pinned += 1,
+                "idle" => bc.idle += 1,
+                "internal" => bc.internal += 1,
+                _ => bc.busy += 1,
+            }
+            if detail {
+                backends.push(BackendRow {
+                    pool: p.name.clone(),
+                    thread_id: b.thread_id,
+                    state,
+                    pinned: b.pinned,
+                    client_id: b
+                        .client
+                        .and_then(|cr| self.clients.get(cr.key).filter(|c| c.serial == cr.serial))
+                        .map(|c| c.id),
+                    schema: b.session.schema.clone(),
+                    busy_for: if state == "idle" {
+                        Duration::ZERO
+                    } else {
+                        self.now.saturating_duration_since(b.sent_at)
+                    },
+                });
+            }
+        }
+        let counters = self.counters.clone();
+        Snapshot {
+            taken_at: std::time::SystemTime::now(),
+            uptime: self.now.saturating_duration_since(self.started),
+            version: env!("CARGO_PKG_VERSION"),
+            backend_version: self.backend_version.clone(),
+            backend_address: self.config.backend.address.to_string(),
+            paused: self.paused,
+            shutting_down: self.shutting_down.is_some(),
+            counters,
+            clients_connected: self.clients.len(),
+            clients_handshaking: handshaking,
+            pools,
+            clients,
+            backends,
+            config_text: self.config.describe(),
+            max_client_connections: self.config.max_client_connections,
+            health_backlog_ratio: self
+                .config
+                .stats
+                .as_ref()
+                .map_or(0.9, |s| s.health_backlog_ratio),
+        }
+    }
+}

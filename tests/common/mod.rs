@@ -1,0 +1,56 @@
+//! Shared harness for funnel's integration tests. Include it from a test
+//! binary with `mod common;`.
+//!
+//! * [`mariadb()`]: the binary's shared private MariaDB server, started on
+//!   first use (one per test binary). [`MariaDb::new()`]: an owned server for
+//!   tests that kill/restart/freeze it ([`MariaDb::kill`], [`MariaDb::stop`],
+//!   [`MariaDb::start`], [`MariaDb::signal`]).
+//! * [`url`], [`opts`], [`mysql_direct`], [`admin_sql`], [`root_url`]: clients.
+//! * [`FunnelProcess`]: runs the real `funnel` binary with a given config.
+//! * [`free_port`].
+//!
+//! Nothing runs before a test asks for it. Servers and funnel processes are
+//! killed and their scratch directories deleted when the test binary exits,
+//! whether tests passed, failed or panicked; if the test binary itself is
+//! killed, the kernel kills them (see `process.rs` for how and why).
+//!
+//! Environment knobs: FUNNEL_TEST_KEEP=1 keeps scratch dirs (datadirs, logs);
+//! FUNNEL_TEST_NO_TEMPLATE=1 runs mariadb-install-db per server;
+//! FUNNEL_MARIADBD / FUNNEL_MARIADB_INSTALL_DB / FUNNEL_MARIADB_CLIENT force
+//! binary paths; RUST_LOG sets funnel's log filter (default "debug").
+// Each test binary uses a different subset of the harness.
+#![allow(dead_code, unused_imports)]
+
+mod funnel;
+mod mariadb;
+mod process;
+
+pub use funnel::{funnel_bin, FunnelBuilder, FunnelProcess, DIR_PLACEHOLDER};
+pub use mariadb::{
+    admin_sql, mariadb, mariadb_client, mysql_direct, opts, root_url, url, MariaDb, PASS_A, PASS_B,
+    TEST_DB, USER_A, USER_B,
+};
+pub use process::{pid_alive, sweep_stale_dirs, wait_until, SCRATCH_PREFIX};
+
+use std::net::TcpListener;
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it by
+/// binding port 0, so parallel tests and binaries get different ports; the
+/// MariaDB helper additionally retries if it loses a race for it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("cannot bind 127.0.0.1:0")
+        .port()
+}
+
+/// A table name unique within this test run, for tests sharing funnel_test.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
