@@ -12,7 +12,7 @@ use mio::Interest;
 
 use super::io::{Buf, ReadOutcome, Stream};
 use super::pool::ClientRef;
-use super::session::{PinCause, SessionVars};
+use super::session::{user_var_literal, PinCause, SessionVars};
 use super::timer::TimerKind;
 use super::{token, Server, KIND_BACKEND, READ_CAP_PER_EVENT};
 use crate::config::BackendAddr;
@@ -41,6 +41,11 @@ pub enum Internal {
     SetVars,
     /// `COM_RESET_CONNECTION` after a pinned client left.
     Reset,
+    /// Read the user variables after a statement changed session state.
+    ReadUserVars,
+    /// Give the backend the client's `LAST_INSERT_ID()` before a statement
+    /// that reads it.
+    SetInsertId,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +104,10 @@ pub struct Backend {
     pub connecting: bool,
     /// Shape id of the running query (0: not a tracked query).
     pub query_shape: u32,
+    /// What `LAST_INSERT_ID()` returns on this connection.
+    pub last_insert_id: u64,
+    /// Bytes of the current response already forwarded to the client.
+    pub response_bytes: u64,
 }
 
 /// Capabilities the funnel asks of mysqld. No `CLIENT_DEPRECATE_EOF`, because
@@ -120,6 +129,7 @@ pub const BACKEND_CAPS: u32 = CLIENT_LONG_PASSWORD
 const SETUP_SQL: &[u8] = b"SET SESSION session_track_schema = ON, session_track_system_variables = '*', session_track_state_change = ON";
 const BASELINE_SQL: &[u8] = b"SELECT @@character_set_client, @@character_set_connection, @@character_set_results, @@collation_connection, DATABASE()";
 const COLLATIONS_SQL: &[u8] = b"SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLLATIONS WHERE ID IS NOT NULL AND ID < 256";
+const USER_VARS_SQL: &[u8] = b"SELECT VARIABLE_NAME, VARIABLE_VALUE, VARIABLE_TYPE, CHARACTER_SET_NAME FROM information_schema.USER_VARIABLES";
 const CHARSET_VARS: [&str; 4] = [
     "character_set_client",
     "character_set_connection",
@@ -181,6 +191,8 @@ impl Server {
             close_when_done: false,
             connecting: true,
             query_shape: 0,
+            last_insert_id: 0,
+            response_bytes: 0,
         });
         let p = &mut self.pools[pool];
         if pinned {
@@ -582,6 +594,50 @@ impl Server {
                 // tracking is off again, and the charset is the handshake's.
                 self.start_internal(key, Internal::Setup, SETUP_SQL.to_vec());
             }
+            Internal::ReadUserVars => {
+                let b = &mut self.backends[key];
+                let mut vars = std::collections::BTreeMap::new();
+                let mut exact = true;
+                for row in b.rows.drain(..) {
+                    let [Some(name), value, Some(ty), charset] = row.as_slice() else {
+                        exact = false;
+                        continue;
+                    };
+                    match user_var_literal(value.as_deref(), ty, charset.as_deref()) {
+                        // NULL is what an unset variable reads as: drop it.
+                        Some(lit) if lit == "NULL" => {}
+                        Some(lit) => {
+                            vars.insert(name.clone(), lit);
+                        }
+                        None => exact = false,
+                    }
+                }
+                b.session.set_user_vars(vars);
+                if let Some(cr) = b.client {
+                    if let Some(c) = self
+                        .clients
+                        .get_mut(cr.key)
+                        .filter(|c| c.serial == cr.serial)
+                    {
+                        c.session.copy_from(&b.session);
+                        if !exact {
+                            c.pins.insert(PinCause::SessionState);
+                        }
+                    }
+                }
+                self.release_after_response(key, false);
+            }
+            Internal::SetInsertId => {
+                let b = &mut self.backends[key];
+                if let Some(c) = b.client.and_then(|cr| self.clients.get(cr.key)) {
+                    b.last_insert_id = c.last_insert_id;
+                }
+                if b.client.is_some() {
+                    self.continue_request(key);
+                } else {
+                    self.backend_ready(key);
+                }
+            }
             Internal::InitDb | Internal::SetVars => {
                 let b = &mut self.backends[key];
                 let Some(client) = b.client else {
@@ -749,6 +805,12 @@ impl Server {
                 return;
             }
         }
+        if c.reads_insert_id && c.last_insert_id != b.last_insert_id {
+            let sql = format!("SELECT LAST_INSERT_ID({})", c.last_insert_id);
+            self.bump(b.pool, |c| c.replays += 1);
+            self.start_internal(key, Internal::SetInsertId, sql.into_bytes());
+            return;
+        }
         self.send_client_command(key, client);
     }
 
@@ -782,6 +844,7 @@ impl Server {
         b.sent_at = self.now;
         b.saw_state_change = false;
         b.saw_unreplayable = false;
+        b.response_bytes = 0;
         let expect = expect_for(cmd);
         b.tracker.start(expect);
         b.state = BackendState::Running;
@@ -850,7 +913,7 @@ impl Server {
                                 }
                                 if let Some(c) = c.as_mut() {
                                     c.wbuf.extend_from_slice(&data[run_start..pos]);
-                                    let seq = header.seq;
+                                    let seq = header.seq.wrapping_add(offset);
                                     let rewritten = OkPacket {
                                         status: ok.status & !SERVER_SESSION_STATE_CHANGED,
                                         session_state: None,
@@ -870,8 +933,11 @@ impl Server {
                                 }
                                 run_start = pos + total;
                             }
-                            if let Some(c) = c.as_mut() {
-                                c.last_insert_id = ok.last_insert_id;
+                            if ok.last_insert_id != 0 {
+                                b.last_insert_id = ok.last_insert_id;
+                                if let Some(c) = c.as_mut() {
+                                    c.last_insert_id = ok.last_insert_id;
+                                }
                             }
                         }
                     }
@@ -903,6 +969,7 @@ impl Server {
             }
         }
         b.rbuf.consume(pos);
+        b.response_bytes += pos as u64;
         let pool = b.pool;
         self.counters.bytes_to_clients += pos as u64;
         self.pools[pool].counters.bytes_to_clients += pos as u64;
@@ -941,7 +1008,8 @@ impl Server {
         }
     }
 
-    /// A response is complete: decide what happens to the client and backend.
+    /// A response is complete: update the client's session and pins, then
+    /// decide what happens to the client and the backend.
     pub(super) fn finish_response(&mut self, key: usize, status: u16, end: EndKind) {
         let b = &mut self.backends[key];
         let pool = b.pool;
@@ -950,7 +1018,10 @@ impl Server {
         let client = b.client;
         let draining = b.state == BackendState::Draining;
         let cmd = b.command;
-        let mut pins_now = None;
+        // COM_STMT_CLOSE / SEND_LONG_DATA have no answer, COM_STATISTICS no
+        // status: neither says anything about the transaction.
+        let has_status = end != EndKind::Other;
+        let mut read_user_vars = false;
         if let Some(cr) = client.filter(|_| !draining) {
             if let Some(c) = self
                 .clients
@@ -968,7 +1039,7 @@ impl Server {
                     {
                         c.pins.insert(PinCause::Transaction);
                     }
-                } else {
+                } else if has_status {
                     c.last_status = status;
                     if status & SERVER_STATUS_IN_TRANS != 0 {
                         c.pins.insert(PinCause::Transaction);
@@ -985,23 +1056,40 @@ impl Server {
                 } else if cmd == COM_STMT_FETCH && status & SERVER_STATUS_LAST_ROW_SENT != 0 {
                     c.pins.remove(PinCause::Cursor);
                 }
-                if cmd == COM_STMT_PREPARE && end == EndKind::Ok {
-                    c.pins.insert(PinCause::PreparedStatement);
+                match cmd {
+                    COM_STMT_PREPARE if end == EndKind::Ok => {
+                        c.open_statements += 1;
+                        c.pins.insert(PinCause::PreparedStatement);
+                    }
+                    COM_STMT_CLOSE => {
+                        c.open_statements = c.open_statements.saturating_sub(1);
+                        if c.open_statements == 0 {
+                            c.pins.remove(PinCause::PreparedStatement);
+                        }
+                    }
+                    _ => {}
                 }
                 if c.pin_after_command && end != EndKind::Err {
                     c.pins.insert(PinCause::Lock);
                 }
                 c.pin_after_command = false;
+                if b.saw_unreplayable {
+                    c.pins.insert(PinCause::SessionState);
+                } else if b.saw_state_change {
+                    // Most often user variables, which the funnel reads back
+                    // and replays; what it cannot read back pins.
+                    if cmd == COM_QUERY && !c.opaque_state {
+                        read_user_vars = true;
+                    } else {
+                        c.pins.insert(PinCause::SessionState);
+                    }
+                }
                 if c.wbuf.is_empty() {
                     let d = self.now.saturating_duration_since(c.command_read_at);
                     self.stats.end_to_end(pool, d, self.now);
                 } else {
                     c.e2e_pending = true;
                 }
-                if b.saw_state_change || b.saw_unreplayable {
-                    c.pins.insert(PinCause::SessionState);
-                }
-                pins_now = Some(c.pins);
             }
         }
         self.stats_service_time(pool, service);
@@ -1013,13 +1101,28 @@ impl Server {
         if end == EndKind::Err {
             self.bump(pool, |c| c.backend_errors += 1);
         }
+        if read_user_vars {
+            self.start_internal(key, Internal::ReadUserVars, USER_VARS_SQL.to_vec());
+            return;
+        }
+        self.release_after_response(key, draining);
+    }
+
+    /// The client's command is over: the backend stays with the client
+    /// (pinned), goes back to the pool, or is reset.
+    fn release_after_response(&mut self, key: usize, draining: bool) {
         let b = &mut self.backends[key];
+        let pool = b.pool;
+        let client = b.client;
         b.state = BackendState::Idle;
+        let pins_now = client
+            .filter(|_| !draining)
+            .and_then(|cr| self.clients.get(cr.key).filter(|c| c.serial == cr.serial))
+            .map(|c| c.pins);
         match (client, pins_now) {
             (Some(cr), Some(pins)) if !pins.is_empty() => {
                 // The client keeps this backend.
-                let newly = !b.pinned;
-                if newly {
+                if !b.pinned {
                     let p = &mut self.pools[pool];
                     if p.pinned >= p.user.max_pinned_backends {
                         // Over the cap: the state dies with a reset, and the
@@ -1027,6 +1130,7 @@ impl Server {
                         let limit = p.user.max_pinned_backends;
                         if let Some(c) = self.clients.get_mut(cr.key) {
                             c.pins.clear();
+                            c.open_statements = 0;
                             c.pending_error = Some((
                                 crate::protocol::consts::err::ER_CON_COUNT_ERROR,
                                 format!(
@@ -1036,7 +1140,10 @@ impl Server {
                             ));
                             c.set_idle();
                         }
-                        warn!("pool {}: max_pinned_backends = {limit} reached; a client's session state was discarded", p.user.name);
+                        warn!(
+                            "pool {}: max_pinned_backends = {limit} reached; a client's session state was discarded",
+                            p.user.name
+                        );
                         b.client = None;
                         self.reset_backend(key);
                         self.client_ready(cr.key);
@@ -1087,6 +1194,7 @@ impl Server {
     pub(super) fn reset_backend(&mut self, key: usize) {
         let b = &mut self.backends[key];
         b.client = None;
+        b.last_insert_id = 0;
         b.session = SessionVars::new();
         self.start_internal(key, Internal::Reset, Vec::new());
     }
@@ -1136,13 +1244,22 @@ impl Server {
             return;
         }
         let thread_id = b.thread_id;
+        let forwarded = b.response_bytes > 0;
         self.bump(pool, |c| c.backend_lost += 1);
         warn!(
             "pool {}: lost backend connection (thread {thread_id}): {reason}",
             self.pools[pool].user.name
         );
         if let Some(cr) = client {
-            let running = matches!(state, BackendState::Running | BackendState::Internal(_));
+            // Still before or inside the client's command (not the funnel's
+            // own read-back after it, when the answer is already complete).
+            let in_command = matches!(
+                state,
+                BackendState::Running
+                    | BackendState::Internal(
+                        Internal::InitDb | Internal::SetVars | Internal::SetInsertId
+                    )
+            );
             if let Some(c) = self
                 .clients
                 .get_mut(cr.key)
@@ -1150,13 +1267,19 @@ impl Server {
             {
                 let had_state = !c.pins.is_empty();
                 c.pins.clear();
+                c.open_statements = 0;
                 c.pinned = None;
-                if running && c.is_running() {
-                    let msg = if had_state {
-                        "funnel: lost connection to backend during query; the session's transaction and state are gone"
-                    } else {
-                        "funnel: lost connection to backend during query"
-                    };
+                let msg = if had_state {
+                    "funnel: lost connection to backend during query; the session's transaction and state are gone"
+                } else {
+                    "funnel: lost connection to backend during query"
+                };
+                if c.running_connect_db == Some(key) || (in_command && forwarded && c.is_running())
+                {
+                    // Mid-answer (or mid-login): no ERR can be placed in
+                    // sequence; close, as a direct connection would be.
+                    self.close_client(cr.key, msg);
+                } else if in_command && c.is_running() {
                     let seq = 1u8.wrapping_add(c.seq_offset);
                     c.set_idle();
                     self.client_error(
@@ -1166,11 +1289,17 @@ impl Server {
                         msg,
                     );
                     self.client_ready(cr.key);
-                } else if had_state {
-                    c.pending_error = Some((
-                        crate::protocol::consts::err::CR_SERVER_LOST,
-                        "funnel: lost connection to backend; the session's transaction and state are gone".into(),
-                    ));
+                } else {
+                    if had_state {
+                        c.pending_error = Some((
+                            crate::protocol::consts::err::CR_SERVER_LOST,
+                            "funnel: lost connection to backend; the session's transaction and state are gone".into(),
+                        ));
+                    }
+                    if c.is_running() {
+                        c.set_idle();
+                        self.client_ready(cr.key);
+                    }
                 }
             }
         }

@@ -12,7 +12,10 @@ use mio::Interest;
 
 use super::io::{Buf, ReadOutcome, Stream};
 use super::pool::{ClientRef, Request};
-use super::session::{first_keyword, statement_pins, PinSet, SessionVars};
+use super::session::{
+    first_keyword, funnel_answered_select, statement_has_opaque_state, statement_pins,
+    statement_reads_insert_id, FunnelAnswered, PinSet, SessionVars,
+};
 use super::timer::TimerKind;
 use super::{token, Deferred, Server, KIND_CLIENT, READ_CAP_PER_EVENT};
 use crate::config::Credential;
@@ -112,6 +115,12 @@ pub struct Client {
     /// Stopped reading: too much unprocessed input.
     pub read_paused: bool,
     pub close_after_flush: bool,
+    /// Server-side prepared statements open (pinned while > 0).
+    pub open_statements: u32,
+    /// The current statement reads `LAST_INSERT_ID()`.
+    pub reads_insert_id: bool,
+    /// The current statement may create state the funnel cannot read back.
+    pub opaque_state: bool,
     /// A response finished; end-to-end latency is recorded when its last
     /// byte is written.
     pub e2e_pending: bool,
@@ -220,6 +229,9 @@ impl Server {
             close_after_flush: false,
             running_connect_db: None,
             e2e_pending: false,
+            open_statements: 0,
+            reads_insert_id: false,
+            opaque_state: false,
         });
         let greeting = HandshakeV10 {
             server_version: self.announced_version(),
@@ -642,9 +654,23 @@ impl Server {
             | COM_DEBUG
             | COM_CREATE_DB
             | COM_DROP_DB => {
+                c.reads_insert_id = false;
+                c.opaque_state = false;
                 if cmd == COM_QUERY {
                     let end = (HEADER_LEN + span.payload_len).min(data.len());
-                    c.pin_after_command = statement_pins(&data[HEADER_LEN + 1..end]);
+                    let sql = &data[HEADER_LEN + 1..end];
+                    if let Some((which, name)) = funnel_answered_select(sql) {
+                        let value = match which {
+                            FunnelAnswered::LastInsertId => c.last_insert_id,
+                            FunnelAnswered::ConnectionId => u64::from(c.id),
+                        };
+                        self.discard_current(key);
+                        self.client_single_value(key, &name, value);
+                        return;
+                    }
+                    c.pin_after_command = statement_pins(sql);
+                    c.reads_insert_id = statement_reads_insert_id(sql);
+                    c.opaque_state = statement_has_opaque_state(sql);
                 }
                 let pool = c.pool;
                 let cref = c.cref(key);
@@ -764,6 +790,8 @@ impl Server {
         c.session.set_schema(schema);
         c.session_ready = false;
         c.pins.clear();
+        c.open_statements = 0;
+        c.last_insert_id = 0;
         c.last_status = SERVER_STATUS_AUTOCOMMIT;
         if let Some(b) = c.pinned.take() {
             self.release_pinned(b);
@@ -819,6 +847,45 @@ impl Server {
         let mut payload = Vec::with_capacity(16);
         encode_ok(&mut payload, &ok, c.capabilities);
         self.send_to_client(key, seq, &payload);
+    }
+
+    /// Answer with a one-row, one-column result set of an unsigned integer,
+    /// typed as mysqld types `LAST_INSERT_ID()` (BIGINT UNSIGNED NOT NULL).
+    fn client_single_value(&mut self, key: usize, column: &[u8], value: u64) {
+        use crate::protocol::response::{encode_column_def, encode_text_row};
+        let Some(c) = self.clients.get(key) else {
+            return;
+        };
+        let status = c.last_status & !SERVER_SESSION_STATE_CHANGED;
+        let mut out = Vec::with_capacity(128);
+        let mut payload = Vec::with_capacity(64);
+        let mut seq = write_packet(&mut out, 1, &[1]);
+        let name = String::from_utf8_lossy(column);
+        // LONGLONG, binary charset, NOT_NULL | UNSIGNED | BINARY | NUM.
+        encode_column_def(
+            &mut payload,
+            &name,
+            0x08,
+            63,
+            21,
+            0x0001 | 0x0020 | 0x0080 | 0x8000,
+            0,
+        );
+        seq = write_packet(&mut out, seq, &payload);
+        payload.clear();
+        encode_eof(&mut payload, 0, status);
+        seq = write_packet(&mut out, seq, &payload);
+        payload.clear();
+        let text = value.to_string();
+        encode_text_row(&mut payload, &[Some(text.as_bytes())]);
+        seq = write_packet(&mut out, seq, &payload);
+        payload.clear();
+        encode_eof(&mut payload, 0, status);
+        write_packet(&mut out, seq, &payload);
+        let c = &mut self.clients[key];
+        self.bufs.ensure(&mut c.wbuf);
+        c.wbuf.extend_from_slice(&out);
+        self.flush_client(key);
     }
 
     fn client_eof(&mut self, key: usize, seq: u8) {

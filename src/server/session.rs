@@ -88,6 +88,10 @@ impl PinSet {
 pub struct SessionVars {
     pub schema: Option<String>,
     pub vars: BTreeMap<String, String>,
+    /// User variables: name → SQL literal that recreates the value with its
+    /// type (read back from `information_schema.USER_VARIABLES`). A variable
+    /// set to NULL is the same as one never set, as `SELECT @x` sees it.
+    pub user_vars: BTreeMap<String, String>,
     /// Hash of `schema` and `vars`, kept current so that the common case
     /// (client and backend already agree) costs one comparison.
     fingerprint: u64,
@@ -128,6 +132,7 @@ impl SessionVars {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.schema.hash(&mut h);
         self.vars.hash(&mut h);
+        self.user_vars.hash(&mut h);
         self.fingerprint = h.finish();
     }
 
@@ -148,6 +153,7 @@ impl SessionVars {
     pub fn copy_from(&mut self, other: &SessionVars) {
         self.schema.clone_from(&other.schema);
         self.vars.clone_from(&other.vars);
+        self.user_vars.clone_from(&other.user_vars);
         self.fingerprint = other.fingerprint;
     }
 
@@ -187,11 +193,27 @@ impl SessionVars {
         out
     }
 
-    /// The `SET SESSION ...` statement that turns a backend whose state is
+    /// Replace the user variables (after reading them back from mysqld).
+    pub fn set_user_vars(&mut self, vars: BTreeMap<String, String>) {
+        self.user_vars = vars;
+        self.refresh_fingerprint();
+    }
+
+    /// The `SET ...` statement that turns a backend whose state is
     /// `backend` into one whose variables equal `self`'s, or None when they
     /// already agree. Schema is handled separately (`COM_INIT_DB`).
     pub fn replay_vars_sql(&self, backend: &SessionVars) -> Option<Vec<u8>> {
         let mut sql = Vec::new();
+        for (name, literal) in &self.user_vars {
+            if backend.user_vars.get(name) != Some(literal) {
+                push_user_var(&mut sql, name, literal);
+            }
+        }
+        for name in backend.user_vars.keys() {
+            if !self.user_vars.contains_key(name) {
+                push_user_var(&mut sql, name, "NULL");
+            }
+        }
         for (name, value) in &self.vars {
             if backend.vars.get(name) != Some(value) {
                 push_assignment(&mut sql, name, Some(value));
@@ -215,13 +237,15 @@ impl SessionVars {
     }
 }
 
-fn push_assignment(sql: &mut Vec<u8>, name: &str, value: Option<&str>) {
+fn push_separator(sql: &mut Vec<u8>) {
     if sql.is_empty() {
-        sql.extend_from_slice(b"SET SESSION ");
+        sql.extend_from_slice(b"SET ");
     } else {
         sql.extend_from_slice(b", ");
     }
-    // Names come from the server's own tracker; quote them anyway.
+}
+
+fn push_quoted_name(sql: &mut Vec<u8>, name: &str) {
     sql.push(b'`');
     for &b in name.as_bytes() {
         if b == b'`' {
@@ -229,7 +253,23 @@ fn push_assignment(sql: &mut Vec<u8>, name: &str, value: Option<&str>) {
         }
         sql.push(b);
     }
-    sql.extend_from_slice(b"` = ");
+    sql.push(b'`');
+}
+
+fn push_user_var(sql: &mut Vec<u8>, name: &str, literal: &str) {
+    push_separator(sql);
+    sql.push(b'@');
+    push_quoted_name(sql, name);
+    sql.extend_from_slice(b" = ");
+    sql.extend_from_slice(literal.as_bytes());
+}
+
+fn push_assignment(sql: &mut Vec<u8>, name: &str, value: Option<&str>) {
+    push_separator(sql);
+    // Names come from the server's own tracker; quote them anyway.
+    sql.extend_from_slice(b"SESSION ");
+    push_quoted_name(sql, name);
+    sql.extend_from_slice(b" = ");
     match value {
         None => sql.extend_from_slice(b"DEFAULT"),
         Some(v) => push_value_literal(sql, v),
@@ -270,6 +310,37 @@ fn is_numeric_literal(v: &str) -> bool {
         }
     }
     true
+}
+
+/// The literal that recreates a user variable read from
+/// `information_schema.USER_VARIABLES` (value, type, character set), or None
+/// when the value cannot be recreated exactly from its text (floating point,
+/// binary strings): then the client stays pinned instead.
+pub fn user_var_literal(value: Option<&str>, ty: &str, charset: Option<&str>) -> Option<String> {
+    let Some(value) = value else {
+        return Some("NULL".into());
+    };
+    match ty.to_ascii_uppercase().as_str() {
+        "INT" | "INTEGER" if is_numeric_literal(value) && !value.contains('.') => {
+            Some(value.into())
+        }
+        "DECIMAL" if is_numeric_literal(value) => Some(value.into()),
+        "STRING" => {
+            let cs = charset.filter(|c| {
+                !c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            })?;
+            if cs.eq_ignore_ascii_case("binary") {
+                return None;
+            }
+            let mut lit = format!("_{cs} X'");
+            for b in value.as_bytes() {
+                lit.push_str(&format!("{b:02X}"));
+            }
+            lit.push('\'');
+            Some(lit)
+        }
+        _ => None,
+    }
 }
 
 /// Things a statement can do to its session that mysqld's tracker does not
@@ -389,11 +460,55 @@ mod tests {
         let sql = client.replay_vars_sql(&backend).unwrap();
         assert_eq!(
             String::from_utf8(sql).unwrap(),
-            "SET SESSION `sql_mode` = 'ANSI_QUOTES', `time_zone` = DEFAULT"
+            "SET SESSION `sql_mode` = 'ANSI_QUOTES', SESSION `time_zone` = DEFAULT"
         );
         backend.copy_from(&client);
         assert!(client.replay_vars_sql(&backend).is_none());
         assert_eq!(client.fingerprint(), backend.fingerprint());
+    }
+
+    #[test]
+    fn user_variables_replay_before_system_variables() {
+        let mut client = SessionVars::new();
+        let mut vars = BTreeMap::new();
+        vars.insert("me".to_string(), "42".to_string());
+        client.set_user_vars(vars);
+        let mut backend = SessionVars::new();
+        let mut other = BTreeMap::new();
+        other.insert("old".to_string(), "1".to_string());
+        backend.set_user_vars(other);
+        backend.set_var("time_zone", "+01:00");
+        let sql = String::from_utf8(client.replay_vars_sql(&backend).unwrap()).unwrap();
+        assert_eq!(
+            sql,
+            "SET @`me` = 42, @`old` = NULL, SESSION `time_zone` = DEFAULT"
+        );
+    }
+
+    #[test]
+    fn user_variable_literals_keep_type_or_refuse() {
+        assert_eq!(
+            user_var_literal(Some("42"), "INT", None).as_deref(),
+            Some("42")
+        );
+        assert_eq!(
+            user_var_literal(Some("-1.50"), "DECIMAL", None).as_deref(),
+            Some("-1.50")
+        );
+        assert_eq!(
+            user_var_literal(None, "STRING", Some("utf8mb4")).as_deref(),
+            Some("NULL")
+        );
+        assert_eq!(
+            user_var_literal(Some("a'b"), "STRING", Some("utf8mb4")).as_deref(),
+            Some("_utf8mb4 X'612762'")
+        );
+        assert_eq!(user_var_literal(Some("1.5"), "REAL", None), None);
+        assert_eq!(user_var_literal(Some("x"), "STRING", Some("binary")), None);
+        assert_eq!(
+            user_var_literal(Some("x"), "STRING", Some("bad name")),
+            None
+        );
     }
 
     #[test]
@@ -439,5 +554,164 @@ mod tests {
         // Unterminated input must not panic.
         assert!(!statement_pins(b"SELECT 'abc"));
         assert!(!statement_pins(b"/* abc"));
+    }
+}
+
+/// Statements the funnel answers itself, because only it knows the answer
+/// for this client (its id, its last insert id), whatever backend ran what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FunnelAnswered {
+    LastInsertId,
+    ConnectionId,
+}
+
+/// Recognise exactly `SELECT LAST_INSERT_ID()` or `SELECT CONNECTION_ID()`,
+/// with an optional alias (`AS x`, `x`, quoted) and trailing `;`. Returns the
+/// column name mysqld would give (the alias, or the expression as typed).
+pub fn funnel_answered_select(sql: &[u8]) -> Option<(FunnelAnswered, Vec<u8>)> {
+    let mut s = sql.trim_ascii();
+    while let Some(rest) = s.strip_suffix(b";") {
+        s = rest.trim_ascii_end();
+    }
+    let (kw, rest) = s.split_at_checked(6)?;
+    if !kw.eq_ignore_ascii_case(b"SELECT") || !rest.first()?.is_ascii_whitespace() {
+        return None;
+    }
+    let rest = rest.trim_ascii_start();
+    let (which, name_len) =
+        if rest.len() >= 14 && rest[..14].eq_ignore_ascii_case(b"LAST_INSERT_ID") {
+            (FunnelAnswered::LastInsertId, 14)
+        } else if rest.len() >= 13 && rest[..13].eq_ignore_ascii_case(b"CONNECTION_ID") {
+            (FunnelAnswered::ConnectionId, 13)
+        } else {
+            return None;
+        };
+    let after = rest[name_len..].trim_ascii_start();
+    let after = after.strip_prefix(b"(")?.trim_ascii_start();
+    let after = after.strip_prefix(b")")?;
+    let expr_len = rest.len() - after.len();
+    let expr = &rest[..expr_len];
+    let tail = after.trim_ascii();
+    if tail.is_empty() {
+        return Some((which, expr.to_vec()));
+    }
+    if !after.first()?.is_ascii_whitespace() && !matches!(after.first(), Some(b'`' | b'\'' | b'"'))
+    {
+        return None;
+    }
+    let mut alias = tail;
+    if alias.len() > 3 && alias[..2].eq_ignore_ascii_case(b"AS") && alias[2].is_ascii_whitespace() {
+        alias = alias[3..].trim_ascii_start();
+    }
+    match alias.first() {
+        Some(&q @ (b'`' | b'\'' | b'"')) => {
+            let inner = alias.get(1..alias.len() - 1)?;
+            if alias.len() < 2
+                || alias[alias.len() - 1] != q
+                || inner.contains(&q)
+                || inner.contains(&b'\\')
+            {
+                return None;
+            }
+            Some((which, inner.to_vec()))
+        }
+        Some(_)
+            if alias
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'$') =>
+        {
+            if alias.eq_ignore_ascii_case(b"FROM") || alias[0].is_ascii_digit() {
+                return None;
+            }
+            Some((which, alias.to_vec()))
+        }
+        _ => None,
+    }
+}
+
+/// The statement reads `LAST_INSERT_ID()`: the backend must carry the
+/// client's value first.
+pub fn statement_reads_insert_id(sql: &[u8]) -> bool {
+    let mut found = false;
+    scan_words(sql, |w| found |= w.eq_ignore_ascii_case(b"LAST_INSERT_ID"));
+    found
+}
+
+/// The statement may create session state that mysqld's tracker reports
+/// only as "state changed" and the funnel cannot read back (temporary
+/// tables, SQL prepared statements, HANDLER, sequences, procedures): a
+/// state change after it pins the client instead of reading user variables.
+pub fn statement_has_opaque_state(sql: &[u8]) -> bool {
+    const WORDS: &[&[u8]] = &[
+        b"TEMPORARY",
+        b"PREPARE",
+        b"DEALLOCATE",
+        b"HANDLER",
+        b"NEXTVAL",
+        b"LASTVAL",
+        b"SETVAL",
+        b"PREVIOUS",
+        b"CALL",
+    ];
+    let mut found = false;
+    scan_words(sql, |w| {
+        if WORDS.iter().any(|k| w.eq_ignore_ascii_case(k)) {
+            found = true;
+        }
+    });
+    found
+}
+
+#[cfg(test)]
+mod answered_tests {
+    use super::*;
+
+    #[test]
+    fn recognises_only_the_exact_selects() {
+        let ok = |s: &str| {
+            funnel_answered_select(s.as_bytes()).map(|(w, n)| (w, String::from_utf8(n).unwrap()))
+        };
+        assert_eq!(
+            ok("SELECT LAST_INSERT_ID()"),
+            Some((FunnelAnswered::LastInsertId, "LAST_INSERT_ID()".into()))
+        );
+        assert_eq!(
+            ok(" select  last_insert_id( ) ; "),
+            Some((FunnelAnswered::LastInsertId, "last_insert_id( )".into()))
+        );
+        assert_eq!(
+            ok("SELECT CONNECTION_ID() AS id"),
+            Some((FunnelAnswered::ConnectionId, "id".into()))
+        );
+        assert_eq!(
+            ok("SELECT CONNECTION_ID() `my id`"),
+            Some((FunnelAnswered::ConnectionId, "my id".into()))
+        );
+        assert_eq!(
+            ok("SELECT CONNECTION_ID() cid;"),
+            Some((FunnelAnswered::ConnectionId, "cid".into()))
+        );
+        assert_eq!(ok("SELECT LAST_INSERT_ID(5)"), None);
+        assert_eq!(ok("SELECT LAST_INSERT_ID() + 1"), None);
+        assert_eq!(ok("SELECT LAST_INSERT_ID() FROM t"), None);
+        assert_eq!(ok("SELECT CONNECTION_ID(), 1"), None);
+        assert_eq!(ok("SELECTCONNECTION_ID()"), None);
+        assert_eq!(ok("SELECT CONNECTION_ID() 'a''b'"), None);
+        assert_eq!(ok("SELECT"), None);
+        assert_eq!(ok(""), None);
+    }
+
+    #[test]
+    fn scans_for_insert_id_and_opaque_state() {
+        assert!(statement_reads_insert_id(
+            b"INSERT INTO c VALUES (LAST_INSERT_ID())"
+        ));
+        assert!(!statement_reads_insert_id(b"SELECT 'LAST_INSERT_ID()'"));
+        assert!(statement_has_opaque_state(
+            b"create temporary table t (a int)"
+        ));
+        assert!(statement_has_opaque_state(b"PREPARE s FROM 'SELECT 1'"));
+        assert!(!statement_has_opaque_state(b"SET @a = 1"));
+        assert!(!statement_has_opaque_state(b"SELECT 'temporary'"));
     }
 }
