@@ -46,6 +46,8 @@ pub enum Internal {
     /// Give the backend the client's `LAST_INSERT_ID()` before a statement
     /// that reads it.
     SetInsertId,
+    /// `KILL QUERY` on behalf of a client (killer connections only).
+    KillQuery,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +110,21 @@ pub struct Backend {
     pub last_insert_id: u64,
     /// Bytes of the current response already forwarded to the client.
     pub response_bytes: u64,
+    /// A short-lived connection that only runs `KILL QUERY <thread>` (not
+    /// counted in the pool).
+    pub kill_query: Option<KillTarget>,
+    /// Client commands sent on this connection (identifies one command for KILL).
+    pub commands: u64,
+}
+
+/// The command a killer connection is to stop: only if that backend is
+/// still running that very command when the KILL is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KillTarget {
+    pub backend: usize,
+    pub serial: u64,
+    pub command: u64,
+    pub thread: u32,
 }
 
 /// Capabilities the funnel asks of mysqld. No `CLIENT_DEPRECATE_EOF`, because
@@ -140,6 +157,25 @@ const CHARSET_VARS: [&str; 4] = [
 impl Server {
     /// Open one more backend connection for a pool.
     pub(super) fn open_backend(&mut self, pool: usize, pinned: bool) {
+        self.open_backend_for(pool, pinned, None);
+    }
+
+    /// Open a connection that runs `KILL QUERY thread` and closes: mysqld
+    /// accepts KILL only from another connection.
+    pub(super) fn open_killer(&mut self, pool: usize, backend: usize) {
+        let Some(b) = self.backends.get(backend) else {
+            return;
+        };
+        let target = KillTarget {
+            backend,
+            serial: b.serial,
+            command: b.commands,
+            thread: b.thread_id,
+        };
+        self.open_backend_for(pool, false, Some(target));
+    }
+
+    fn open_backend_for(&mut self, pool: usize, pinned: bool, kill_query: Option<KillTarget>) {
         let stream = match &self.config.backend.address {
             BackendAddr::Tcp(addr) => mio::net::TcpStream::connect(*addr).map(|s| {
                 let _ = s.set_nodelay(true);
@@ -149,6 +185,10 @@ impl Server {
         };
         let mut stream = match stream {
             Ok(s) => s,
+            Err(e) if kill_query.is_some() => {
+                warn!("cannot open a connection for KILL QUERY: {e}");
+                return;
+            }
             Err(e) => {
                 self.backend_connect_failed(pool, format!("cannot connect: {e}"));
                 return;
@@ -193,7 +233,14 @@ impl Server {
             query_shape: 0,
             last_insert_id: 0,
             response_bytes: 0,
+            kill_query,
+            commands: 0,
         });
+        if kill_query.is_some() {
+            let at = self.now + self.config.backend.connect_timeout;
+            self.add_timer(at, TimerKind::BackendConnect { key, serial });
+            return;
+        }
         let p = &mut self.pools[pool];
         if pinned {
             p.pinned += 1;
@@ -257,7 +304,7 @@ impl Server {
         if b.serial != serial {
             return;
         }
-        if b.connecting {
+        if b.connecting || b.kill_query.is_some() {
             let ms = self.config.backend.connect_timeout.as_millis();
             self.backend_lost(key, format!("connect timed out after {ms} ms"));
         }
@@ -594,6 +641,7 @@ impl Server {
                 // tracking is off again, and the charset is the handshake's.
                 self.start_internal(key, Internal::Setup, SETUP_SQL.to_vec());
             }
+            Internal::KillQuery => self.close_backend(key),
             Internal::ReadUserVars => {
                 let b = &mut self.backends[key];
                 let mut vars = std::collections::BTreeMap::new();
@@ -699,6 +747,23 @@ impl Server {
                 BackendState::AwaitGreeting | BackendState::Authenticating
             )
         {
+            return;
+        }
+        if let Some(target) = b.kill_query {
+            b.connecting = false;
+            let still_running = b.state != BackendState::Internal(Internal::KillQuery)
+                && self.backends.get(target.backend).is_some_and(|t| {
+                    t.serial == target.serial
+                        && t.commands == target.command
+                        && t.state == BackendState::Running
+                });
+            if still_running {
+                let sql = format!("KILL QUERY {}", target.thread);
+                self.start_internal(key, Internal::KillQuery, sql.into_bytes());
+            } else {
+                // Done already (or the KILL ran): never stop someone else's query.
+                self.close_backend(key);
+            }
             return;
         }
         let was_connecting = b.connecting;
@@ -845,6 +910,7 @@ impl Server {
         b.saw_state_change = false;
         b.saw_unreplayable = false;
         b.response_bytes = 0;
+        b.commands += 1;
         let expect = expect_for(cmd);
         b.tracker.start(expect);
         b.state = BackendState::Running;
@@ -1237,6 +1303,11 @@ impl Server {
         let pool = b.pool;
         let client = b.client;
         let state = b.state;
+        if b.kill_query.is_some() {
+            warn!("KILL QUERY connection failed: {reason}");
+            self.close_backend(key);
+            return;
+        }
         let connecting = b.connecting;
         if connecting {
             self.close_backend(key);
@@ -1314,6 +1385,9 @@ impl Server {
         }
         let mut b = self.backends.remove(key);
         let _ = self.poll.registry().deregister(&mut b.stream);
+        if b.kill_query.is_some() {
+            return;
+        }
         let p = &mut self.pools[b.pool];
         p.remove_idle(key);
         if b.pinned {

@@ -13,8 +13,8 @@ use mio::Interest;
 use super::io::{Buf, ReadOutcome, Stream};
 use super::pool::{ClientRef, Request};
 use super::session::{
-    first_keyword, funnel_answered_select, statement_has_opaque_state, statement_pins,
-    statement_reads_insert_id, FunnelAnswered, PinSet, SessionVars,
+    first_keyword, funnel_answered_select, parse_kill, statement_has_opaque_state, statement_pins,
+    statement_reads_insert_id, FunnelAnswered, Kill, PinSet, SessionVars,
 };
 use super::timer::TimerKind;
 use super::{token, Deferred, Server, KIND_CLIENT, READ_CAP_PER_EVENT};
@@ -198,6 +198,7 @@ impl Server {
             return;
         }
         let host = stream.peer_host();
+        self.client_ids.insert(id, key);
         entry.insert(Client {
             serial,
             id,
@@ -626,18 +627,23 @@ impl Server {
             }
             COM_QUERY
                 if first_keyword(
-                    &data[HEADER_LEN + 1
-                        ..HEADER_LEN + span.payload_len.min(data.len() - HEADER_LEN)],
+                    &data[HEADER_LEN + 1..(HEADER_LEN + span.payload_len).min(data.len())],
                 )
                 .is_some_and(|w| w.eq_ignore_ascii_case(b"KILL")) =>
             {
-                self.discard_current(key);
-                self.client_error(
-                    key,
-                    1,
-                    ER_UNKNOWN_COM_ERROR,
-                    "funnel: KILL through the funnel is not supported yet (connection ids are the funnel's, not mysqld's)",
+                let parsed = parse_kill(
+                    &data[HEADER_LEN + 1..(HEADER_LEN + span.payload_len).min(data.len())],
                 );
+                self.discard_current(key);
+                match parsed {
+                    Ok(Some(kill)) => self.kill(key, kill),
+                    _ => self.client_error(
+                        key,
+                        1,
+                        ER_UNKNOWN_COM_ERROR,
+                        "funnel: only KILL [CONNECTION | QUERY] <id> is supported, with the id CONNECTION_ID() returns",
+                    ),
+                }
             }
             COM_QUERY
             | COM_INIT_DB
@@ -689,6 +695,62 @@ impl Server {
                 self.client_error(key, 1, ER_UNKNOWN_COM_ERROR, &msg);
             }
         }
+    }
+
+    /// `KILL [QUERY] id` from client `key`, for a funnel connection id.
+    fn kill(&mut self, key: usize, kill: Kill) {
+        const ER_KILL_DENIED: (u16, &str) = (1095, "HY000");
+        let target = u32::try_from(kill.id)
+            .ok()
+            .and_then(|id| self.client_ids.get(&id).copied())
+            .filter(|&t| {
+                self.clients.get(t).is_some_and(|c| {
+                    !matches!(c.state, ClientState::Handshake | ClientState::AuthSwitch(_))
+                })
+            });
+        let Some(target) = target else {
+            self.client_error(
+                key,
+                1,
+                ER_NO_SUCH_THREAD,
+                &format!("Unknown thread id: {}", kill.id),
+            );
+            return;
+        };
+        // A client may kill what its own user may kill: its user's connections.
+        if self.clients[target].user != self.clients[key].user {
+            self.client_error(
+                key,
+                1,
+                ER_KILL_DENIED,
+                &format!("You are not owner of thread {}", kill.id),
+            );
+            return;
+        }
+        let pool = self.clients[target].pool;
+        self.bump(pool, |c| c.killed += 1);
+        let tref = self.clients[target].cref(target);
+        match self.clients[target].state {
+            ClientState::Queued => {
+                self.pools[pool].remove_client(tref);
+                self.fail_request(
+                    tref,
+                    ER_QUERY_INTERRUPTED,
+                    "Query execution was interrupted",
+                );
+            }
+            ClientState::Running(b) => self.open_killer(pool, b),
+            _ => {}
+        }
+        if !kill.query_only {
+            if target == key {
+                // mysqld answers a self-kill with an error and closes.
+                self.close_client_with_error(key, (1927, "70100"), "Connection was killed");
+                return;
+            }
+            self.close_client(target, "killed");
+        }
+        self.client_ok(key, 1);
     }
 
     /// Put the client's current command in its pool's backlog.
@@ -985,6 +1047,7 @@ impl Server {
             return;
         }
         let mut c = self.clients.remove(key);
+        self.client_ids.remove(&c.id);
         debug!("client {} ({}) closed: {reason}", c.id, c.host);
         let _ = self.poll.registry().deregister(&mut c.stream);
         let running = match c.state {

@@ -140,6 +140,8 @@ pub struct Server {
     pub counters: Counters,
     signals: signal_hook_mio::v1_0::Signals,
     deferred: Vec<Deferred>,
+    /// Funnel connection id → client key, for KILL.
+    client_ids: HashMap<u32, usize>,
     backend_version: Option<String>,
     backend_charset: Option<u8>,
     /// Admin PAUSE: requests stay in the backlog.
@@ -228,6 +230,7 @@ impl Server {
             counters: Counters::default(),
             signals,
             deferred: Vec::new(),
+            client_ids: HashMap::new(),
             backend_version: None,
             backend_charset: None,
             paused: false,

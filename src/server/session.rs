@@ -662,6 +662,64 @@ pub fn statement_has_opaque_state(sql: &[u8]) -> bool {
     found
 }
 
+/// A `KILL` statement the funnel carries out itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kill {
+    /// `KILL QUERY n`: stop the running statement, keep the connection.
+    pub query_only: bool,
+    pub id: u64,
+}
+
+/// Parse `KILL [HARD|SOFT] [CONNECTION|QUERY] n`. `Ok(None)`: not a KILL;
+/// `Err(())`: a KILL form the funnel does not support (`KILL USER`,
+/// `KILL QUERY ID`).
+#[allow(clippy::result_unit_err)]
+pub fn parse_kill(sql: &[u8]) -> Result<Option<Kill>, ()> {
+    let mut words: Vec<&[u8]> = Vec::with_capacity(5);
+    let mut other = false;
+    scan_words_at(sql, |s, e| words.push(&sql[s..e]));
+    // Anything besides words, spaces and a trailing ';' makes it unsupported.
+    for &b in sql {
+        if !(b.is_ascii_alphanumeric() || b == b'_' || b.is_ascii_whitespace() || b == b';') {
+            other = true;
+        }
+    }
+    let mut it = words.into_iter().peekable();
+    match it.next() {
+        Some(w) if w.eq_ignore_ascii_case(b"KILL") => {}
+        _ => return Ok(None),
+    }
+    if other {
+        return Err(());
+    }
+    if it
+        .peek()
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"HARD") || w.eq_ignore_ascii_case(b"SOFT"))
+    {
+        it.next();
+    }
+    let mut query_only = false;
+    match it.peek() {
+        Some(w) if w.eq_ignore_ascii_case(b"CONNECTION") => {
+            it.next();
+        }
+        Some(w) if w.eq_ignore_ascii_case(b"QUERY") => {
+            query_only = true;
+            it.next();
+        }
+        _ => {}
+    }
+    let id = it
+        .next()
+        .and_then(|w| std::str::from_utf8(w).ok())
+        .and_then(|w| w.parse::<u64>().ok())
+        .ok_or(())?;
+    if it.next().is_some() {
+        return Err(());
+    }
+    Ok(Some(Kill { query_only, id }))
+}
+
 #[cfg(test)]
 mod answered_tests {
     use super::*;
@@ -699,6 +757,35 @@ mod answered_tests {
         assert_eq!(ok("SELECT CONNECTION_ID() 'a''b'"), None);
         assert_eq!(ok("SELECT"), None);
         assert_eq!(ok(""), None);
+    }
+
+    #[test]
+    fn parses_kill_forms() {
+        assert_eq!(
+            parse_kill(b"KILL 5"),
+            Ok(Some(Kill {
+                query_only: false,
+                id: 5
+            }))
+        );
+        assert_eq!(
+            parse_kill(b"kill query 7;"),
+            Ok(Some(Kill {
+                query_only: true,
+                id: 7
+            }))
+        );
+        assert_eq!(
+            parse_kill(b"KILL HARD CONNECTION 9"),
+            Ok(Some(Kill {
+                query_only: false,
+                id: 9
+            }))
+        );
+        assert_eq!(parse_kill(b"KILL USER bob"), Err(()));
+        assert_eq!(parse_kill(b"KILL QUERY ID 3"), Err(()));
+        assert_eq!(parse_kill(b"KILL 1+1"), Err(()));
+        assert_eq!(parse_kill(b"SELECT 1"), Ok(None));
     }
 
     #[test]
