@@ -48,6 +48,8 @@ pub enum Internal {
     SetInsertId,
     /// `KILL QUERY` on behalf of a client (killer connections only).
     KillQuery,
+    /// `COM_PING` health check of an idle backend.
+    Ping,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,6 +117,8 @@ pub struct Backend {
     pub kill_query: Option<KillTarget>,
     /// Client commands sent on this connection (identifies one command for KILL).
     pub commands: u64,
+    /// When it last became idle (for the health check).
+    pub idle_since: Instant,
 }
 
 /// The command a killer connection is to stop: only if that backend is
@@ -235,6 +239,7 @@ impl Server {
             response_bytes: 0,
             kill_query,
             commands: 0,
+            idle_since: self.now,
         });
         if kill_query.is_some() {
             let at = self.now + self.config.backend.connect_timeout;
@@ -546,6 +551,7 @@ impl Server {
         let (cmd, expect) = match step {
             Internal::InitDb => (COM_INIT_DB, Expect::Simple),
             Internal::Reset => (COM_RESET_CONNECTION, Expect::Simple),
+            Internal::Ping => (COM_PING, Expect::Simple),
             _ => (COM_QUERY, Expect::Query),
         };
         b.state = BackendState::Internal(step);
@@ -642,6 +648,7 @@ impl Server {
                 self.start_internal(key, Internal::Setup, SETUP_SQL.to_vec());
             }
             Internal::KillQuery => self.close_backend(key),
+            Internal::Ping => self.backend_ready(key),
             Internal::ReadUserVars => {
                 let b = &mut self.backends[key];
                 let mut vars = std::collections::BTreeMap::new();
@@ -793,6 +800,7 @@ impl Server {
             self.close_backend(key);
             return;
         }
+        b.idle_since = self.now;
         p.idle.push(key);
         self.dispatch(pool);
     }
@@ -1254,6 +1262,11 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// Health check of an idle backend (taken out of the idle list).
+    pub(super) fn ping_backend(&mut self, key: usize) {
+        self.start_internal(key, Internal::Ping, Vec::new());
     }
 
     /// Return a backend's session to a clean state before anyone else uses it.

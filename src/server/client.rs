@@ -115,6 +115,8 @@ pub struct Client {
     /// Stopped reading: too much unprocessed input.
     pub read_paused: bool,
     pub close_after_flush: bool,
+    /// Output has been waiting since then without the client reading it.
+    pub write_stalled_since: Option<Instant>,
     /// Server-side prepared statements open (pinned while > 0).
     pub open_statements: u32,
     /// The current statement reads `LAST_INSERT_ID()`.
@@ -231,6 +233,7 @@ impl Server {
             running_connect_db: None,
             e2e_pending: false,
             open_statements: 0,
+            write_stalled_since: None,
             reads_insert_id: false,
             opaque_state: false,
         });
@@ -977,6 +980,7 @@ impl Server {
         let Some(c) = self.clients.get_mut(key) else {
             return;
         };
+        let before = c.wbuf.len();
         if !c.wbuf.is_empty() {
             if let Err(e) = c.wbuf.write_to(&mut c.stream) {
                 self.close_client(key, &format!("write failed: {e}"));
@@ -984,6 +988,12 @@ impl Server {
             }
         }
         let pending = c.wbuf.len();
+        if pending == 0 {
+            c.write_stalled_since = None;
+        } else if pending < before || c.write_stalled_since.is_none() {
+            // Progress (or new output): the stall clock starts now.
+            c.write_stalled_since = Some(self.now);
+        }
         if pending == 0 {
             self.bufs.release(&mut c.wbuf);
             if c.e2e_pending {

@@ -56,6 +56,8 @@ fn token_parts(t: Token) -> (usize, usize) {
 const READ_CAP_PER_EVENT: usize = 256 * 1024;
 /// How long to stop accepting after the process ran out of descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// How often the janitor sweeps (health checks, stalled writers).
+const JANITOR_INTERVAL: Duration = Duration::from_millis(1000);
 /// Upper bound on the poll timeout, so periodic work runs without a timer.
 const MAX_POLL_TIMEOUT: Duration = Duration::from_millis(1000);
 
@@ -147,6 +149,7 @@ pub struct Server {
     /// Admin PAUSE: requests stay in the backlog.
     paused: bool,
     last_refusal_log: Instant,
+    last_janitor: Instant,
     stats: stats::Stats,
     control: Option<control::ControlReceiver>,
     started: Instant,
@@ -235,6 +238,7 @@ impl Server {
             backend_charset: None,
             paused: false,
             last_refusal_log: now - Duration::from_secs(10),
+            last_janitor: now,
             stats: stats::Stats::new(npools),
             control: None,
             started: now,
@@ -277,6 +281,10 @@ impl Server {
             self.stats.tick(self.now);
             self.fire_timers();
             self.expire_backlogs();
+            if self.now.saturating_duration_since(self.last_janitor) >= JANITOR_INTERVAL {
+                self.last_janitor = self.now;
+                self.janitor();
+            }
             for p in 0..self.pools.len() {
                 self.maintain_pool(p);
             }
@@ -379,6 +387,47 @@ impl Server {
                     self.backend_connect_timeout(key, serial)
                 }
             }
+        }
+    }
+
+    /// Periodic sweep: ping backends idle longer than the health-check
+    /// interval (a dead one is replaced before a client meets it), and close
+    /// clients that have not read their pending output for
+    /// `client_write_timeout_ms`.
+    fn janitor(&mut self) {
+        let interval = self.config.backend.health_check_interval;
+        for p in 0..self.pools.len() {
+            let due: Vec<usize> = self.pools[p]
+                .idle
+                .iter()
+                .copied()
+                .filter(|&b| {
+                    self.backends.get(b).is_some_and(|b| {
+                        self.now.saturating_duration_since(b.idle_since) >= interval
+                    })
+                })
+                .collect();
+            for b in due {
+                self.pools[p].remove_idle(b);
+                self.ping_backend(b);
+            }
+        }
+        let timeout = self.config.client_write_timeout;
+        let stalled: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| {
+                c.write_stalled_since
+                    .is_some_and(|t| self.now.saturating_duration_since(t) >= timeout)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for key in stalled {
+            warn!(
+                "closing a client that read none of its pending output for {} ms (client_write_timeout_ms)",
+                timeout.as_millis()
+            );
+            self.close_client(key, "client_write_timeout_ms exceeded");
         }
     }
 
