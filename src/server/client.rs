@@ -20,6 +20,7 @@ use super::timer::TimerKind;
 use super::{token, Deferred, Server, KIND_CLIENT, READ_CAP_PER_EVENT};
 use crate::config::Credential;
 use crate::protocol::auth::{native_password_stage2, verify_native};
+use crate::protocol::change_user::{decode_change_user, ChangeUser};
 use crate::protocol::command::command_name;
 use crate::protocol::consts::err::*;
 use crate::protocol::consts::*;
@@ -617,6 +618,23 @@ impl Server {
                 self.discard_current(key);
                 self.client_eof(key, 1);
             }
+            COM_CHANGE_USER => {
+                let end = (HEADER_LEN + span.payload_len).min(data.len());
+                let parsed = if span.packets == 1 {
+                    decode_change_user(&data[HEADER_LEN..end], c.capabilities).ok()
+                } else {
+                    None
+                };
+                self.discard_current(key);
+                match parsed {
+                    Some(cu) => self.change_user(key, cu),
+                    None => self.close_client_with_error(
+                        key,
+                        ER_NET_READ_ERROR,
+                        "funnel: malformed COM_CHANGE_USER packet",
+                    ),
+                }
+            }
             COM_RESET_CONNECTION => {
                 // The client gets a fresh session; the backend it held (if
                 // any) is reset before anyone else uses it.
@@ -845,6 +863,42 @@ impl Server {
                 c.rbuf.consume(span.wire_len);
             }
         }
+    }
+
+    /// COM_CHANGE_USER: a fresh session, authenticated again against the
+    /// funnel's users and moved to that user's pool.
+    fn change_user(&mut self, key: usize, cu: ChangeUser) {
+        self.reset_client_session(key);
+        let c = &mut self.clients[key];
+        c.session.set_schema(None);
+        if let Some(cs) = cu.charset.and_then(|cs| u8::try_from(cs).ok()) {
+            c.charset = cs;
+        }
+        let pending = PendingAuth {
+            pool: self.pools.iter().position(|p| p.user.name == cu.username),
+            user: cu.username,
+            database: cu.database,
+            capabilities: c.capabilities,
+            charset: c.charset,
+        };
+        let native = cu
+            .auth_plugin
+            .as_deref()
+            .is_none_or(|p| p.is_empty() || p == MYSQL_NATIVE_PASSWORD);
+        if !native {
+            let mut data = c.scramble.to_vec();
+            data.push(0);
+            let switch = AuthSwitchRequest {
+                plugin: MYSQL_NATIVE_PASSWORD.to_string(),
+                data,
+            };
+            c.state = ClientState::AuthSwitch(Box::new(pending));
+            let mut out = Vec::new();
+            switch.encode(&mut out);
+            self.send_to_client(key, 1, &out);
+            return;
+        }
+        self.client_verify(key, pending, &cu.auth_response, 1);
     }
 
     /// Back to the session the client had right after its login.

@@ -1,0 +1,267 @@
+//! Fuzz entry points: each takes arbitrary bytes, runs the decoders that
+//! read network input on them, and checks the invariants that must hold
+//! whatever the input (no panic, consistent spans, decode/encode round
+//! trips, tracker idle state). Shared by the cargo-fuzz targets in `fuzz/`
+//! and by the deterministic smoke test that runs in `cargo test`.
+//!
+//! Not part of the funnel's API.
+
+use std::cell::RefCell;
+
+use super::command::decode_command;
+use super::consts::*;
+use super::handshake::{is_ssl_request, AuthSwitchRequest, HandshakeResponse, HandshakeV10};
+use super::lenenc::{lenenc_int_len, write_lenenc_int, write_lenenc_str, Reader};
+use super::packet::{join_payload, next_frame, peek_header, scan_message, MAX_PAYLOAD_LEN};
+use super::response::*;
+use super::session_track::{encode_state_change, session_state_changes};
+use super::tracker::{Expect, Progress, ResponseTracker};
+use super::ProtocolError;
+
+/// Packet framing: `scan_message` with a few limits, `next_frame`.
+pub fn packet(data: &[u8]) {
+    if let Some((h, payload)) = next_frame(data) {
+        assert_eq!(payload.len(), h.payload_len);
+        assert_eq!(peek_header(data), Some(h));
+    }
+    for max in [0usize, 16, 1 << 20, usize::MAX] {
+        match scan_message(data, max) {
+            Ok(Some(span)) => {
+                assert!(span.wire_len <= data.len());
+                assert!(span.payload_len <= max);
+                assert!(span.packets >= 1);
+                assert_eq!(span.wire_len, span.payload_len + 4 * span.packets);
+                let mut out = Vec::new();
+                join_payload(data, &span, &mut out);
+                assert_eq!(out.len(), span.payload_len);
+            }
+            Ok(None) => {}
+            Err(ProtocolError::TooLarge { len, max: m }) => assert!(len > m && m == max),
+            Err(ProtocolError::BadSequence { expected, got }) => assert_ne!(expected, got),
+            Err(e) => panic!("unexpected scan_message error {e:?}"),
+        }
+    }
+}
+
+/// Connection-phase packets from either side.
+pub fn handshake(data: &[u8]) {
+    if let Ok(hs) = HandshakeV10::decode(data) {
+        let _ = hs.version();
+        let mut out = Vec::new();
+        hs.encode(&mut out);
+        // What was decoded encodes to something that decodes again.
+        let again = HandshakeV10::decode(&out).expect("re-decode handshake");
+        assert_eq!(again.server_version, hs.server_version);
+        assert_eq!(again.connection_id, hs.connection_id);
+        assert_eq!(again.capabilities, hs.capabilities);
+    }
+    let _ = is_ssl_request(data);
+    if let Ok(r) = HandshakeResponse::decode(data) {
+        let mut out = Vec::new();
+        r.encode(&mut out);
+        let again = HandshakeResponse::decode(&out).expect("re-decode handshake response");
+        assert_eq!(again.username, r.username);
+        assert_eq!(again.attrs, r.attrs);
+        // The 1-byte length form truncates longer responses to 255 bytes.
+        if r.auth_response.len() <= 255 {
+            assert_eq!(again.auth_response, r.auth_response);
+        }
+    }
+    if let Ok(a) = AuthSwitchRequest::decode(data) {
+        let mut out = Vec::new();
+        a.encode(&mut out);
+        let _ = AuthSwitchRequest::decode(&out).expect("re-decode auth switch");
+    }
+}
+
+/// Client commands.
+pub fn command(data: &[u8]) {
+    match decode_command(data) {
+        Ok(c) => assert_eq!(Some(&c.byte()), data.first()),
+        Err(ProtocolError::Truncated(_)) => {}
+        Err(e) => panic!("unexpected decode_command error {e:?}"),
+    }
+}
+
+/// Server responses and the session-state block.
+pub fn response(data: &[u8]) {
+    for caps in [
+        CLIENT_PROTOCOL_41,
+        CLIENT_PROTOCOL_41 | CLIENT_SESSION_TRACK,
+    ] {
+        if let Ok(ok) = decode_ok(data, caps) {
+            assert_eq!(ok_status(data), Ok(ok.status));
+            let mut out = Vec::new();
+            encode_ok(&mut out, &ok, caps);
+            assert_eq!(decode_ok(&out, caps).as_ref(), Ok(&ok));
+            if let Some(block) = ok.session_state {
+                session_state(block);
+            }
+        }
+    }
+    session_state(data);
+    if let Ok(e) = decode_err(data) {
+        assert!(e.message.len() < data.len());
+    }
+    if let Ok(eof) = decode_eof(data) {
+        let mut out = Vec::new();
+        encode_eof(&mut out, eof.warnings, eof.status);
+        assert_eq!(decode_eof(&out), Ok(eof));
+        assert!(is_eof(data));
+    }
+    if let Ok(p) = decode_stmt_prepare_ok(data) {
+        let mut out = Vec::new();
+        p.encode(&mut out);
+        assert_eq!(decode_stmt_prepare_ok(&out), Ok(p));
+    }
+    let _ = decode_column_count(data);
+    let _ = (is_ok(data), is_err(data), is_eof_ok(data));
+}
+
+fn session_state(block: &[u8]) {
+    let mut changes = Vec::new();
+    let mut failed = false;
+    let mut it = session_state_changes(block);
+    for c in it.by_ref() {
+        match c {
+            Ok(c) => changes.push(c),
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        it.next().is_none(),
+        "iterator must stop after an error or the end"
+    );
+    if !failed {
+        let mut out = Vec::new();
+        for c in &changes {
+            encode_state_change(&mut out, c);
+        }
+        let again: Vec<_> = session_state_changes(&out)
+            .collect::<Result<_, _>>()
+            .expect("re-decode session state");
+        assert_eq!(again, changes);
+    }
+}
+
+/// Length-encoded primitives, driven by the input.
+pub fn lenenc(data: &[u8]) {
+    let mut r = Reader::new(data);
+    let mut ops = data.iter().rev().copied();
+    while !r.is_empty() {
+        let before = r.pos();
+        let res = match ops.next().unwrap_or(0) % 8 {
+            // Non-minimal encodings are accepted, so at least the minimal length.
+            0 => r
+                .lenenc_int()
+                .map(|v| assert!(r.pos() - before >= lenenc_int_len(v))),
+            1 => r.lenenc_int_or_null().map(drop),
+            2 => r.lenenc_str().map(|s| {
+                let mut out = Vec::new();
+                write_lenenc_str(&mut out, s);
+                assert_eq!(Reader::new(&out).lenenc_str(), Ok(s));
+            }),
+            3 => r.null_str().map(drop),
+            4 => r.u16().map(drop),
+            5 => r.u24().map(drop),
+            6 => r.u64().map(|v| {
+                let mut out = Vec::new();
+                write_lenenc_int(&mut out, v);
+                assert_eq!(Reader::new(&out).lenenc_int(), Ok(v));
+            }),
+            _ => r.u8().map(drop),
+        };
+        if res.is_err() {
+            assert_eq!(r.pos(), before, "a failed read must not move the cursor");
+            r.skip(1).expect("not empty");
+        }
+    }
+}
+
+thread_local! {
+    /// A reusable full-size payload, so that continued (16 MiB) packets can
+    /// be fed to the tracker without allocating for each input.
+    static BIG: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn expect_from(b: u8) -> Expect {
+    match b % 7 {
+        0 => Expect::Query,
+        1 => Expect::Prepare,
+        2 => Expect::FieldList,
+        3 => Expect::Statistics,
+        4 => Expect::Fetch,
+        5 => Expect::Simple,
+        _ => Expect::None,
+    }
+}
+
+/// Control bytes of the tracker input format (see [`tracker`]).
+pub const TRACKER_BIG: u8 = 0xff;
+pub const TRACKER_INFILE_SENT: u8 = 0xfe;
+pub const TRACKER_START: u8 = 0xfd;
+
+/// The response tracker. Input format: byte 0 bit 0 = CLIENT_DEPRECATE_EOF,
+/// byte 1 = initial `Expect` (mod 7); then a sequence of
+/// - `len` (< 0xfd), then `len` payload bytes: one packet;
+/// - `0xff`, `b`: a full 16 MiB - 1 packet whose first byte is `b`;
+/// - `0xfe`: `infile_sent()`;
+/// - `0xfd`, `e`: `start(e)`.
+pub fn tracker(data: &[u8]) {
+    let mut it = data.iter().copied();
+    let caps = match it.next() {
+        Some(b) if b & 1 != 0 => CLIENT_PROTOCOL_41 | CLIENT_DEPRECATE_EOF,
+        _ => CLIENT_PROTOCOL_41,
+    };
+    let mut t = ResponseTracker::new(caps);
+    t.start(expect_from(it.next().unwrap_or(0)));
+    let rest: Vec<u8> = it.collect();
+    let mut r = Reader::new(&rest);
+    while let Ok(c) = r.u8() {
+        let res = match c {
+            TRACKER_BIG => {
+                let first = r.u8().unwrap_or(0);
+                BIG.with(|big| {
+                    let mut big = big.borrow_mut();
+                    big.resize(MAX_PAYLOAD_LEN, 0x41);
+                    big[0] = first;
+                    t.feed(&big)
+                })
+            }
+            TRACKER_INFILE_SENT => {
+                t.infile_sent();
+                continue;
+            }
+            TRACKER_START => {
+                t.start(expect_from(r.u8().unwrap_or(0)));
+                continue;
+            }
+            len => {
+                let p = r.bytes(usize::from(len)).unwrap_or_else(|_| r.rest());
+                t.feed(p)
+            }
+        };
+        match res {
+            Ok(Progress::Complete { status, .. }) => {
+                assert!(t.is_idle());
+                assert_eq!(status, t.status());
+            }
+            Ok(Progress::NeedMore) | Ok(Progress::LocalInfile) => assert!(!t.is_idle()),
+            Err(_) => assert!(t.is_idle()),
+        }
+        let _ = (t.last_kind(), t.cursor_opened(), t.prepared());
+    }
+}
+
+/// Every entry point.
+pub fn all(data: &[u8]) {
+    packet(data);
+    handshake(data);
+    command(data);
+    response(data);
+    lenenc(data);
+    tracker(data);
+}
