@@ -486,7 +486,7 @@ static OPTIONS: [OptionSpec; 35] = [
     opt(S::Backend, "reconnect_backoff_max_ms", K::Millis, D::Millis(DEFAULT_RECONNECT_BACKOFF_MAX_MS), true,
         "The reconnect delay doubles up to this"),
     // [pool]
-    opt(S::Pool, "connections", ANY_COUNT_FROM_1, D::Count(DEFAULT_POOL_CONNECTIONS), false,
+    opt(S::Pool, "connections", ANY_COUNT_FROM_1, D::Count(DEFAULT_POOL_CONNECTIONS), true,
         "Backend connections shared by each user's clients"),
     opt(S::Pool, "backlog_size", ANY_COUNT_FROM_1, D::Count(DEFAULT_BACKLOG_SIZE), true,
         "Commands that may wait for a backend connection per user; more are refused with an error"),
@@ -503,7 +503,7 @@ static OPTIONS: [OptionSpec; 35] = [
         "User the funnel logs in to mysqld as (new backend connections)"),
     opt(S::User, "backend_password", K::Secret, D::Derived("password"), true,
         "Password the funnel logs in to mysqld with (new backend connections)"),
-    opt(S::User, "connections", ANY_COUNT_FROM_1, D::Derived("[pool] connections"), false,
+    opt(S::User, "connections", ANY_COUNT_FROM_1, D::Derived("[pool] connections"), true,
         "Overrides [pool] connections for this user"),
     opt(S::User, "backlog_size", ANY_COUNT_FROM_1, D::Derived("[pool] backlog_size"), true,
         "Overrides [pool] backlog_size for this user"),
@@ -2307,11 +2307,7 @@ mod tests {
         ));
         assert_eq!(
             old.restart_required_changes(&new),
-            vec![
-                "[funnel] listen",
-                "[user app] connections",
-                "[admin] listen"
-            ]
+            vec!["[funnel] listen", "[admin] listen"]
         );
     }
 

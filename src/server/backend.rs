@@ -462,7 +462,12 @@ impl Server {
         }
         let b = &mut self.backends[key];
         let pool = &self.pools[b.pool].user;
-        b.capabilities = BACKEND_CAPS & greeting.capabilities;
+        let local_files = if self.config.allow_local_infile {
+            CLIENT_LOCAL_FILES
+        } else {
+            0
+        };
+        b.capabilities = (BACKEND_CAPS | local_files) & greeting.capabilities;
         b.tracker = ResponseTracker::new(b.capabilities);
         b.thread_id = greeting.connection_id;
         b.charset = greeting.charset;
