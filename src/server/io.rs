@@ -195,11 +195,19 @@ impl Buf {
             if self.data.len() - self.end < READ_CHUNK / 4 {
                 self.reserve(READ_CHUNK);
             }
+            let room = self.data.len() - self.end;
             match stream.read(&mut self.data[self.end..]) {
                 Ok(0) => return Ok(ReadOutcome::Closed(total)),
                 Ok(n) => {
                     self.end += n;
                     total += n;
+                    if n < room {
+                        // The socket had less than we asked for: it is empty
+                        // now, and under edge-triggered polling new data
+                        // brings a new event, so skip the read that would
+                        // only say WouldBlock (one syscall per event saved).
+                        return Ok(ReadOutcome::Drained(total));
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     return Ok(ReadOutcome::Drained(total))
