@@ -13,6 +13,7 @@ use mio::Interest;
 use super::io::{Buf, ReadOutcome, Stream};
 use super::pool::ClientRef;
 use super::session::{user_var_literal, PinCause, SessionVars};
+use super::stmt::{execute_layout, rewrite_execute, stmt_key, ClientStmt, StmtCache};
 use super::timer::TimerKind;
 use super::{token, Server, KIND_BACKEND, READ_CAP_PER_EVENT};
 use crate::config::BackendAddr;
@@ -25,6 +26,7 @@ use crate::protocol::response::{decode_err, decode_ok, encode_ok, OkPacket};
 use crate::protocol::tracker::{
     expect_for, EndKind, Expect, PacketKind, Progress, ResponseTracker,
 };
+use std::rc::Rc;
 
 /// What the funnel asks of a backend connection for itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +52,8 @@ pub enum Internal {
     KillQuery,
     /// `COM_PING` health check of an idle backend.
     Ping,
+    /// Prepare a client's statement here before running its execute.
+    Prepare,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +123,17 @@ pub struct Backend {
     pub commands: u64,
     /// When it last became idle (for the health check).
     pub idle_since: Instant,
+    /// Statements prepared on this connection.
+    pub stmts: StmtCache,
+    /// A client's COM_STMT_PREPARE in flight: the id the funnel gives it.
+    pub prepare: Option<PendingPrepare>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PendingPrepare {
+    pub funnel_id: u32,
+    pub sql: Rc<[u8]>,
+    pub schema: Option<String>,
 }
 
 /// The command a killer connection is to stop: only if that backend is
@@ -240,6 +255,8 @@ impl Server {
             kill_query,
             commands: 0,
             idle_since: self.now,
+            stmts: StmtCache::default(),
+            prepare: None,
         });
         if kill_query.is_some() {
             let at = self.now + self.config.backend.connect_timeout;
@@ -557,6 +574,7 @@ impl Server {
             Internal::InitDb => (COM_INIT_DB, Expect::Simple),
             Internal::Reset => (COM_RESET_CONNECTION, Expect::Simple),
             Internal::Ping => (COM_PING, Expect::Simple),
+            Internal::Prepare => (COM_STMT_PREPARE, Expect::Prepare),
             _ => (COM_QUERY, Expect::Query),
         };
         b.state = BackendState::Internal(step);
@@ -595,6 +613,19 @@ impl Server {
             }
             return;
         };
+        if end == EndKind::Err && step == Internal::Prepare {
+            // The statement no longer prepares (a table dropped since): the
+            // client gets mysqld's error for its execute.
+            let (code, msg) = decode_err(payload)
+                .map(|e| (e.code, String::from_utf8_lossy(e.message).into_owned()))
+                .unwrap_or((1105, "malformed error".into()));
+            let b = &mut self.backends[key];
+            if let Some(client) = b.client.take() {
+                self.fail_request_code(client, code, &msg);
+            }
+            self.backend_ready(key);
+            return;
+        }
         if end == EndKind::Err {
             let msg = decode_err(payload)
                 .map(|e| format!("{} ({})", String::from_utf8_lossy(e.message), e.code))
@@ -653,6 +684,27 @@ impl Server {
                 self.start_internal(key, Internal::Setup, SETUP_SQL.to_vec());
             }
             Internal::KillQuery => self.close_backend(key),
+            Internal::Prepare => {
+                let b = &mut self.backends[key];
+                let prepared = b.tracker.prepared();
+                let st = b
+                    .client
+                    .and_then(|cr| self.clients.get(cr.key).filter(|c| c.serial == cr.serial))
+                    .and_then(|c| c.current_stmt.and_then(|id| c.stmts.get(&id)));
+                match (prepared, st) {
+                    (Some(ok), Some(st)) => {
+                        b.stmts
+                            .insert(st.key, ok.statement_id, st.sql.clone(), st.schema.clone());
+                        self.continue_request(key);
+                    }
+                    (Some(ok), None) => {
+                        // The client left meanwhile: keep nothing half-known.
+                        b.stmts.to_close.push(ok.statement_id);
+                        self.continue_request(key);
+                    }
+                    _ => self.continue_request(key),
+                }
+            }
             Internal::Ping => self.backend_ready(key),
             Internal::ReadUserVars => {
                 let b = &mut self.backends[key];
@@ -870,6 +922,25 @@ impl Server {
             self.backend_ready(key);
             return;
         };
+        if let Some(st) = c.current_stmt.and_then(|id| c.stmts.get(&id)) {
+            let cached = self.backends[key]
+                .stmts
+                .get_mut(st.key, st.schema.as_deref(), &st.sql)
+                .is_some();
+            if !cached {
+                let b = &self.backends[key];
+                if st.schema.is_some() && st.schema != b.session.schema {
+                    // Prepare in the schema the client prepared it in.
+                    let schema = st.schema.clone().unwrap_or_default();
+                    self.start_internal(key, Internal::InitDb, schema.into_bytes());
+                } else {
+                    let sql = st.sql.to_vec();
+                    self.start_internal(key, Internal::Prepare, sql);
+                }
+                return;
+            }
+        }
+        let b = &self.backends[key];
         if c.session.fingerprint() != b.session.fingerprint() {
             if c.session.schema.is_some() && c.session.schema != b.session.schema {
                 let schema = c.session.schema.clone().unwrap_or_default();
@@ -913,8 +984,73 @@ impl Server {
             0
         };
         self.bufs.ensure(&mut b.wbuf);
-        b.wbuf
-            .extend_from_slice(&c.rbuf.as_slice()[..span.wire_len]);
+        // Statements this backend no longer needs (no answer comes).
+        for id in b.stmts.to_close.drain(..) {
+            let mut close = [0u8; 9];
+            close[0] = 5;
+            close[4] = COM_STMT_CLOSE;
+            close[5..9].copy_from_slice(&id.to_le_bytes());
+            b.wbuf.extend_from_slice(&close);
+        }
+        let stmt = c.current_stmt.and_then(|id| c.stmts.get(&id));
+        match (cmd, stmt) {
+            (COM_STMT_PREPARE, _) => {
+                let end = span.wire_len.min(HEADER_LEN + span.payload_len);
+                c.next_stmt_id = c.next_stmt_id.wrapping_add(1).max(1);
+                b.prepare = Some(PendingPrepare {
+                    funnel_id: c.next_stmt_id,
+                    sql: Rc::from(&c.rbuf.as_slice()[HEADER_LEN + 1..end]),
+                    schema: c.session.schema.clone(),
+                });
+                b.wbuf
+                    .extend_from_slice(&c.rbuf.as_slice()[..span.wire_len]);
+            }
+            (
+                COM_STMT_EXECUTE | COM_STMT_SEND_LONG_DATA | COM_STMT_RESET | COM_STMT_FETCH,
+                Some(st),
+            ) => {
+                // The backend's own id for this statement, and for an
+                // execute the parameter types it needs.
+                let mut payload = std::mem::take(&mut self.scratch);
+                payload.clear();
+                crate::protocol::packet::join_payload(c.rbuf.as_slice(), &span, &mut payload);
+                let mut out =
+                    Vec::with_capacity(payload.len() + 2 * usize::from(st.num_params) + 1);
+                if let Some(entry) = b.stmts.get_mut(st.key, st.schema.as_deref(), &st.sql) {
+                    if cmd == COM_STMT_EXECUTE {
+                        let layout = execute_layout(&payload, st.num_params);
+                        match layout {
+                            Some(layout) => {
+                                let insert = (!layout.bound
+                                    && layout.bound_at.is_some()
+                                    && !st.types.is_empty()
+                                    && entry.types != st.types)
+                                    .then_some(st.types.as_slice());
+                                rewrite_execute(&mut out, &payload, entry.id, layout, insert);
+                                if layout.bound || insert.is_some() {
+                                    entry.types.clone_from(&st.types);
+                                }
+                            }
+                            None => out.extend_from_slice(&payload),
+                        }
+                    } else {
+                        out.extend_from_slice(&payload);
+                        if out.len() >= 5 {
+                            out[1..5].copy_from_slice(&entry.id.to_le_bytes());
+                        }
+                    }
+                } else {
+                    out.extend_from_slice(&payload);
+                }
+                let mut framed = Vec::with_capacity(out.len() + 8);
+                write_packet(&mut framed, 0, &out);
+                b.wbuf.extend_from_slice(&framed);
+                self.scratch = payload;
+            }
+            _ => b
+                .wbuf
+                .extend_from_slice(&c.rbuf.as_slice()[..span.wire_len]),
+        }
         c.rbuf.consume(span.wire_len);
         c.current = None;
         b.command = cmd;
@@ -972,7 +1108,41 @@ impl Server {
                         break;
                     }
                 };
-                match b.tracker.last_kind() {
+                let kind = b.tracker.last_kind();
+                if kind == PacketKind::PrepareOk {
+                    if let (Some(p), Ok(ok)) = (
+                        b.prepare.take(),
+                        crate::protocol::response::decode_stmt_prepare_ok(payload),
+                    ) {
+                        let key_hash = stmt_key(p.schema.as_deref(), &p.sql);
+                        b.stmts
+                            .insert(key_hash, ok.statement_id, p.sql.clone(), p.schema.clone());
+                        if let Some(c) = c.as_mut() {
+                            c.stmts.insert(
+                                p.funnel_id,
+                                ClientStmt {
+                                    sql: p.sql,
+                                    schema: p.schema,
+                                    key: key_hash,
+                                    num_params: ok.num_params,
+                                    types: Vec::new(),
+                                },
+                            );
+                        }
+                        // The client sees the funnel's id, not this backend's.
+                        let at = pos + HEADER_LEN + 1;
+                        data[at..at + 4].copy_from_slice(&p.funnel_id.to_le_bytes());
+                    }
+                    pos += total;
+                    match progress {
+                        Progress::Complete { status, end } => {
+                            finished = Some((status, end));
+                            break;
+                        }
+                        _ => continue,
+                    }
+                }
+                match kind {
                     PacketKind::Ok => {
                         if let Ok(ok) = decode_ok(payload, b.capabilities) {
                             if ok.session_state.is_some()
@@ -1094,6 +1264,7 @@ impl Server {
         let pool = b.pool;
         let service = self.now.saturating_duration_since(b.sent_at);
         b.infile = false;
+        b.prepare = None;
         let client = b.client;
         let draining = b.state == BackendState::Draining;
         let cmd = b.command;
@@ -1136,16 +1307,10 @@ impl Server {
                     c.pins.remove(PinCause::Cursor);
                 }
                 match cmd {
-                    COM_STMT_PREPARE if end == EndKind::Ok => {
-                        c.open_statements += 1;
-                        c.pins.insert(PinCause::PreparedStatement);
-                    }
-                    COM_STMT_CLOSE => {
-                        c.open_statements = c.open_statements.saturating_sub(1);
-                        if c.open_statements == 0 {
-                            c.pins.remove(PinCause::PreparedStatement);
-                        }
-                    }
+                    // Long data lives in that backend's statement until the
+                    // execute (or a reset) consumes it.
+                    COM_STMT_SEND_LONG_DATA => c.pins.insert(PinCause::PreparedStatement),
+                    COM_STMT_EXECUTE | COM_STMT_RESET => c.pins.remove(PinCause::PreparedStatement),
                     _ => {}
                 }
                 if c.pin_after_command && end != EndKind::Err {
@@ -1278,6 +1443,8 @@ impl Server {
     pub(super) fn reset_backend(&mut self, key: usize) {
         let b = &mut self.backends[key];
         b.client = None;
+        b.stmts.clear();
+        b.prepare = None;
         b.last_insert_id = 0;
         b.session = SessionVars::new();
         self.start_internal(key, Internal::Reset, Vec::new());

@@ -5,6 +5,7 @@
 //! authenticates clients itself, so a client costs mysqld nothing until it
 //! sends a command.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use log::{debug, info};
@@ -16,6 +17,7 @@ use super::session::{
     first_keyword, funnel_answered_select, parse_kill, statement_has_opaque_state, statement_pins,
     statement_reads_insert_id, FunnelAnswered, Kill, PinSet, SessionVars,
 };
+use super::stmt::{execute_layout, execute_types, ClientStmt};
 use super::timer::TimerKind;
 use super::{token, Deferred, Server, KIND_CLIENT, READ_CAP_PER_EVENT};
 use crate::config::Credential;
@@ -120,6 +122,11 @@ pub struct Client {
     pub write_stalled_since: Option<Instant>,
     /// Server-side prepared statements open (pinned while > 0).
     pub open_statements: u32,
+    /// The client's prepared statements, by the ids the funnel gave them.
+    pub stmts: HashMap<u32, ClientStmt>,
+    pub next_stmt_id: u32,
+    /// The statement the current command is about.
+    pub current_stmt: Option<u32>,
     /// The current statement reads `LAST_INSERT_ID()`.
     pub reads_insert_id: bool,
     /// The current statement may create state the funnel cannot read back.
@@ -234,6 +241,9 @@ impl Server {
             running_connect_db: None,
             e2e_pending: false,
             open_statements: 0,
+            stmts: HashMap::new(),
+            next_stmt_id: 0,
+            current_stmt: None,
             write_stalled_since: None,
             reads_insert_id: false,
             opaque_state: false,
@@ -642,9 +652,63 @@ impl Server {
                 self.reset_client_session(key);
                 self.client_ok(key, 1);
             }
-            COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA if pinned.is_none() => {
-                // No answer is due, and no backend knows the statement.
+            COM_STMT_CLOSE => {
+                // No answer is due; backends keep the statement in their
+                // cache for whoever prepares the same SQL next.
+                if let Some(id) = stmt_id_of(&data[HEADER_LEN..]) {
+                    c.stmts.remove(&id);
+                }
                 self.discard_current(key);
+            }
+            COM_STMT_EXECUTE | COM_STMT_SEND_LONG_DATA | COM_STMT_RESET | COM_STMT_FETCH => {
+                let end = (HEADER_LEN + span.payload_len).min(data.len());
+                let payload = &data[HEADER_LEN..end];
+                let Some(id) = stmt_id_of(payload) else {
+                    self.close_client_with_error(
+                        key,
+                        ER_NET_READ_ERROR,
+                        "funnel: malformed statement command",
+                    );
+                    return;
+                };
+                let Some(st) = c.stmts.get_mut(&id) else {
+                    self.discard_current(key);
+                    if cmd != COM_STMT_SEND_LONG_DATA {
+                        let msg = format!(
+                            "Unknown prepared statement handler ({id}) given to {}",
+                            match cmd {
+                                COM_STMT_EXECUTE => "mysqld_stmt_execute",
+                                COM_STMT_RESET => "mysqld_stmt_reset",
+                                _ => "mysqld_stmt_fetch",
+                            }
+                        );
+                        self.client_error(key, 1, ER_UNKNOWN_STMT_HANDLER, &msg);
+                    }
+                    return;
+                };
+                if cmd == COM_STMT_EXECUTE {
+                    let Some(layout) = execute_layout(payload, st.num_params) else {
+                        self.close_client_with_error(
+                            key,
+                            ER_NET_READ_ERROR,
+                            "funnel: malformed COM_STMT_EXECUTE",
+                        );
+                        return;
+                    };
+                    if let Some(types) = execute_types(payload, layout, st.num_params) {
+                        if st.types != types {
+                            st.types = types.to_vec();
+                        }
+                    }
+                }
+                if cmd == COM_STMT_RESET && pinned.is_none() {
+                    // Nothing (long data, cursor) is pending anywhere.
+                    self.discard_current(key);
+                    self.client_ok(key, 1);
+                    return;
+                }
+                c.current_stmt = Some(id);
+                self.forward_current(key);
             }
             COM_QUERY
                 if first_keyword(
@@ -666,21 +730,8 @@ impl Server {
                     ),
                 }
             }
-            COM_QUERY
-            | COM_INIT_DB
-            | COM_FIELD_LIST
-            | COM_STATISTICS
-            | COM_STMT_PREPARE
-            | COM_STMT_EXECUTE
-            | COM_STMT_SEND_LONG_DATA
-            | COM_STMT_CLOSE
-            | COM_STMT_RESET
-            | COM_STMT_FETCH
-            | COM_PROCESS_INFO
-            | COM_REFRESH
-            | COM_DEBUG
-            | COM_CREATE_DB
-            | COM_DROP_DB => {
+            COM_QUERY | COM_INIT_DB | COM_FIELD_LIST | COM_STATISTICS | COM_STMT_PREPARE
+            | COM_PROCESS_INFO | COM_REFRESH | COM_DEBUG | COM_CREATE_DB | COM_DROP_DB => {
                 c.reads_insert_id = false;
                 c.opaque_state = false;
                 if cmd == COM_QUERY {
@@ -699,13 +750,8 @@ impl Server {
                     c.reads_insert_id = statement_reads_insert_id(sql);
                     c.opaque_state = statement_has_opaque_state(sql);
                 }
-                let pool = c.pool;
-                let cref = c.cref(key);
-                self.bump(pool, |c| c.requests += 1);
-                match pinned {
-                    Some(b) => self.start_request(b, cref),
-                    None => self.enqueue_current(key),
-                }
+                c.current_stmt = None;
+                self.forward_current(key);
             }
             _ => {
                 self.discard_current(key);
@@ -774,6 +820,19 @@ impl Server {
         self.client_ok(key, 1);
     }
 
+    /// Send the current command to the client's pinned backend, or queue it.
+    fn forward_current(&mut self, key: usize) {
+        let c = &self.clients[key];
+        let pool = c.pool;
+        let cref = c.cref(key);
+        let pinned = c.pinned;
+        self.bump(pool, |c| c.requests += 1);
+        match pinned {
+            Some(b) => self.start_request(b, cref),
+            None => self.enqueue_current(key),
+        }
+    }
+
     /// Put the client's current command in its pool's backlog.
     fn enqueue_current(&mut self, key: usize) {
         let c = &mut self.clients[key];
@@ -822,6 +881,11 @@ impl Server {
             return;
         }
         self.client_ready(client.key);
+    }
+
+    /// Like `fail_request`, with an error code mysqld chose.
+    pub(super) fn fail_request_code(&mut self, client: ClientRef, code: u16, msg: &str) {
+        self.fail_request(client, (code, "HY000"), msg);
     }
 
     pub(super) fn queue_timeout(&mut self, req: Request) {
@@ -910,6 +974,7 @@ impl Server {
         c.session_ready = false;
         c.pins.clear();
         c.open_statements = 0;
+        c.stmts.clear();
         c.last_insert_id = 0;
         c.last_status = SERVER_STATUS_AUTOCOMMIT;
         if let Some(b) = c.pinned.take() {
@@ -1183,4 +1248,10 @@ mod tests {
         }
         assert!(s.is_empty());
     }
+}
+
+/// The statement id of a COM_STMT_* payload (command byte at 0).
+fn stmt_id_of(payload: &[u8]) -> Option<u32> {
+    let b = payload.get(1..5)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }

@@ -13,6 +13,7 @@ mod ops;
 pub mod pool;
 pub mod session;
 mod stats;
+pub mod stmt;
 mod timer;
 
 use std::cmp::Reverse;

@@ -1,0 +1,249 @@
+//! Server-side prepared statements across backends.
+//!
+//! Clients see statement ids the funnel assigns. Each client keeps, per
+//! statement, its SQL text, the schema it was prepared in, its parameter
+//! count and the parameter types it last sent. Each backend keeps a bounded
+//! cache of the statements prepared on it, keyed by (schema, SQL): a
+//! `COM_STMT_EXECUTE` runs on whichever backend is free, is prepared there
+//! first when that backend has not seen the SQL, and gets its statement id
+//! (and, where needed, its parameter types) rewritten.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+
+/// Statements a backend keeps prepared before the least recently used is
+/// closed.
+pub const BACKEND_STMT_CACHE: usize = 256;
+
+#[derive(Clone, Debug)]
+pub struct ClientStmt {
+    pub sql: Rc<[u8]>,
+    pub schema: Option<String>,
+    /// Hash of (schema, sql): the backend cache key.
+    pub key: u64,
+    pub num_params: u16,
+    /// Parameter types (2 bytes each) the client last sent with
+    /// new-params-bound = 1; empty until then.
+    pub types: Vec<u8>,
+}
+
+pub fn stmt_key(schema: Option<&str>, sql: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    schema.hash(&mut h);
+    sql.hash(&mut h);
+    h.finish()
+}
+
+#[derive(Clone, Debug)]
+pub struct CachedStmt {
+    pub id: u32,
+    pub sql: Rc<[u8]>,
+    pub schema: Option<String>,
+    /// Types the backend statement holds from its last execute with
+    /// new-params-bound = 1 (empty: none yet).
+    pub types: Vec<u8>,
+    pub last_used: u64,
+}
+
+/// A backend's prepared statements.
+#[derive(Default, Debug)]
+pub struct StmtCache {
+    entries: HashMap<u64, CachedStmt>,
+    clock: u64,
+    /// Backend statement ids to close before the next command.
+    pub to_close: Vec<u32>,
+}
+
+impl StmtCache {
+    pub fn get_mut(
+        &mut self,
+        key: u64,
+        schema: Option<&str>,
+        sql: &[u8],
+    ) -> Option<&mut CachedStmt> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.entries
+            .get_mut(&key)
+            .filter(|e| e.schema.as_deref() == schema && &*e.sql == sql)
+            .map(|e| {
+                e.last_used = clock;
+                e
+            })
+    }
+
+    /// Record a statement prepared on the backend; an older one for the same
+    /// key, or the least recently used when full, is queued for closing.
+    pub fn insert(&mut self, key: u64, id: u32, sql: Rc<[u8]>, schema: Option<String>) {
+        self.clock += 1;
+        if let Some(old) = self.entries.insert(
+            key,
+            CachedStmt {
+                id,
+                sql,
+                schema,
+                types: Vec::new(),
+                last_used: self.clock,
+            },
+        ) {
+            if old.id != id {
+                self.to_close.push(old.id);
+            }
+        }
+        if self.entries.len() > BACKEND_STMT_CACHE {
+            if let Some((&k, _)) = self.entries.iter().min_by_key(|(_, e)| e.last_used) {
+                if let Some(e) = self.entries.remove(&k) {
+                    self.to_close.push(e.id);
+                }
+            }
+        }
+    }
+
+    /// The backend's statements are gone (reset or reconnect).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.to_close.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Where the parts of a `COM_STMT_EXECUTE` payload are (command byte at 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecuteLayout {
+    /// Offset of the new-params-bound flag, if the statement has parameters.
+    pub bound_at: Option<usize>,
+    pub bound: bool,
+}
+
+/// Find the new-params-bound flag of an execute for a statement with
+/// `num_params` parameters. None: the packet is too short.
+pub fn execute_layout(payload: &[u8], num_params: u16) -> Option<ExecuteLayout> {
+    // cmd(1) stmt_id(4) flags(1) iteration_count(4)
+    const FIXED: usize = 10;
+    if payload.len() < FIXED {
+        return None;
+    }
+    if num_params == 0 {
+        return Some(ExecuteLayout {
+            bound_at: None,
+            bound: false,
+        });
+    }
+    let at = FIXED + (usize::from(num_params) + 7) / 8;
+    let flag = *payload.get(at)?;
+    Some(ExecuteLayout {
+        bound_at: Some(at),
+        bound: flag == 1,
+    })
+}
+
+/// The types a bound execute carries (2 bytes per parameter).
+pub fn execute_types(payload: &[u8], layout: ExecuteLayout, num_params: u16) -> Option<&[u8]> {
+    let at = layout.bound_at? + 1;
+    if !layout.bound {
+        return None;
+    }
+    payload.get(at..at + 2 * usize::from(num_params))
+}
+
+/// Write `payload` with the statement id replaced and, when `insert_types`
+/// is given (the client sent no types but the backend statement needs
+/// them), the new-params-bound flag set and the types inserted after it.
+pub fn rewrite_execute(
+    out: &mut Vec<u8>,
+    payload: &[u8],
+    backend_id: u32,
+    layout: ExecuteLayout,
+    insert_types: Option<&[u8]>,
+) {
+    out.extend_from_slice(&payload[..1]);
+    out.extend_from_slice(&backend_id.to_le_bytes());
+    match (layout.bound_at, insert_types) {
+        (Some(at), Some(types)) if !layout.bound => {
+            out.extend_from_slice(&payload[5..at]);
+            out.push(1);
+            out.extend_from_slice(types);
+            out.extend_from_slice(&payload[at + 1..]);
+        }
+        _ => out.extend_from_slice(&payload[5..]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn execute(id: u32, params: u16, bound: bool, types: &[u8], values: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x17];
+        p.extend_from_slice(&id.to_le_bytes());
+        p.push(0);
+        p.extend_from_slice(&1u32.to_le_bytes());
+        if params > 0 {
+            p.extend(std::iter::repeat_n(0u8, (usize::from(params) + 7) / 8));
+            p.push(u8::from(bound));
+            if bound {
+                p.extend_from_slice(types);
+            }
+            p.extend_from_slice(values);
+        }
+        p
+    }
+
+    #[test]
+    fn rewrites_id_and_inserts_types() {
+        let types = [8u8, 0, 253, 0];
+        let unbound = execute(7, 2, false, &[], b"VALUES");
+        let layout = execute_layout(&unbound, 2).unwrap();
+        assert_eq!(
+            layout,
+            ExecuteLayout {
+                bound_at: Some(11),
+                bound: false
+            }
+        );
+        let mut out = Vec::new();
+        rewrite_execute(&mut out, &unbound, 99, layout, Some(&types));
+        assert_eq!(out, execute(99, 2, true, &types, b"VALUES"));
+
+        let bound = execute(7, 2, true, &types, b"V");
+        let layout = execute_layout(&bound, 2).unwrap();
+        assert_eq!(execute_types(&bound, layout, 2), Some(&types[..]));
+        out.clear();
+        rewrite_execute(&mut out, &bound, 5, layout, Some(&types));
+        assert_eq!(out, execute(5, 2, true, &types, b"V"));
+
+        let none = execute(1, 0, false, &[], &[]);
+        let layout = execute_layout(&none, 0).unwrap();
+        out.clear();
+        rewrite_execute(&mut out, &none, 2, layout, None);
+        assert_eq!(out, execute(2, 0, false, &[], &[]));
+        assert!(execute_layout(&none[..5], 0).is_none());
+        assert!(execute_layout(&none, 9).is_none());
+    }
+
+    #[test]
+    fn cache_matches_text_and_schema_and_evicts() {
+        let mut c = StmtCache::default();
+        let sql: Rc<[u8]> = Rc::from(&b"SELECT ?"[..]);
+        let k = stmt_key(Some("a"), &sql);
+        c.insert(k, 1, sql.clone(), Some("a".into()));
+        assert_eq!(c.get_mut(k, Some("a"), &sql).map(|e| e.id), Some(1));
+        assert!(c.get_mut(k, Some("b"), &sql).is_none());
+        c.insert(k, 2, sql.clone(), Some("a".into()));
+        assert_eq!(c.to_close, vec![1]);
+        for i in 0..BACKEND_STMT_CACHE as u32 + 1 {
+            let s: Rc<[u8]> = Rc::from(format!("SELECT {i}").as_bytes());
+            c.insert(stmt_key(None, &s), 100 + i, s, None);
+        }
+        assert_eq!(c.len(), BACKEND_STMT_CACHE);
+        assert!(c.to_close.contains(&2));
+    }
+}
