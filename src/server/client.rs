@@ -1220,6 +1220,12 @@ fn fill_scramble(out: &mut [u8; 20]) {
     }
 }
 
+/// The statement id of a COM_STMT_* payload (command byte at 0).
+fn stmt_id_of(payload: &[u8]) -> Option<u32> {
+    let b = payload.get(1..5)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1248,10 +1254,4 @@ mod tests {
         }
         assert!(s.is_empty());
     }
-}
-
-/// The statement id of a COM_STMT_* payload (command byte at 0).
-fn stmt_id_of(payload: &[u8]) -> Option<u32> {
-    let b = payload.get(1..5)?;
-    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }

@@ -64,13 +64,12 @@ impl StmtCache {
     ) -> Option<&mut CachedStmt> {
         self.clock += 1;
         let clock = self.clock;
-        self.entries
+        let e = self
+            .entries
             .get_mut(&key)
-            .filter(|e| e.schema.as_deref() == schema && &*e.sql == sql)
-            .map(|e| {
-                e.last_used = clock;
-                e
-            })
+            .filter(|e| e.schema.as_deref() == schema && &*e.sql == sql)?;
+        e.last_used = clock;
+        Some(e)
     }
 
     /// Record a statement prepared on the backend; an older one for the same
@@ -137,7 +136,7 @@ pub fn execute_layout(payload: &[u8], num_params: u16) -> Option<ExecuteLayout> 
             bound: false,
         });
     }
-    let at = FIXED + (usize::from(num_params) + 7) / 8;
+    let at = FIXED + usize::from(num_params).div_ceil(8);
     let flag = *payload.get(at)?;
     Some(ExecuteLayout {
         bound_at: Some(at),
@@ -187,7 +186,7 @@ mod tests {
         p.push(0);
         p.extend_from_slice(&1u32.to_le_bytes());
         if params > 0 {
-            p.extend(std::iter::repeat_n(0u8, (usize::from(params) + 7) / 8));
+            p.extend(std::iter::repeat_n(0u8, usize::from(params).div_ceil(8)));
             p.push(u8::from(bound));
             if bound {
                 p.extend_from_slice(types);
