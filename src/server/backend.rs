@@ -54,6 +54,8 @@ pub enum Internal {
     Ping,
     /// Prepare a client's statement here before running its execute.
     Prepare,
+    /// `COM_SET_OPTION`: multi-statements on or off, as the client has it.
+    SetOption,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +129,8 @@ pub struct Backend {
     pub stmts: StmtCache,
     /// A client's COM_STMT_PREPARE in flight: the id the funnel gives it.
     pub prepare: Option<PendingPrepare>,
+    /// Multi-statements allowed on this connection (COM_SET_OPTION).
+    pub multi_statements: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -257,6 +261,7 @@ impl Server {
             idle_since: self.now,
             stmts: StmtCache::default(),
             prepare: None,
+            multi_statements: true,
         });
         if kill_query.is_some() {
             let at = self.now + self.config.backend.connect_timeout;
@@ -575,6 +580,7 @@ impl Server {
             Internal::Reset => (COM_RESET_CONNECTION, Expect::Simple),
             Internal::Ping => (COM_PING, Expect::Simple),
             Internal::Prepare => (COM_STMT_PREPARE, Expect::Prepare),
+            Internal::SetOption => (COM_SET_OPTION, Expect::Simple),
             _ => (COM_QUERY, Expect::Query),
         };
         b.state = BackendState::Internal(step);
@@ -684,6 +690,11 @@ impl Server {
                 self.start_internal(key, Internal::Setup, SETUP_SQL.to_vec());
             }
             Internal::KillQuery => self.close_backend(key),
+            Internal::SetOption => {
+                let b = &mut self.backends[key];
+                b.multi_statements = !b.multi_statements;
+                self.continue_request(key);
+            }
             Internal::Prepare => {
                 let b = &mut self.backends[key];
                 let prepared = b.tracker.prepared();
@@ -941,6 +952,12 @@ impl Server {
             }
         }
         let b = &self.backends[key];
+        if c.multi_statements != b.multi_statements {
+            // 0 = MYSQL_OPTION_MULTI_STATEMENTS_ON, 1 = OFF.
+            let option: u16 = if c.multi_statements { 0 } else { 1 };
+            self.start_internal(key, Internal::SetOption, option.to_le_bytes().to_vec());
+            return;
+        }
         if c.session.fingerprint() != b.session.fingerprint() {
             if c.session.schema.is_some() && c.session.schema != b.session.schema {
                 let schema = c.session.schema.clone().unwrap_or_default();
@@ -1442,6 +1459,7 @@ impl Server {
     /// Return a backend's session to a clean state before anyone else uses it.
     pub(super) fn reset_backend(&mut self, key: usize) {
         let b = &mut self.backends[key];
+        // The option survives COM_RESET_CONNECTION (it is a capability).
         b.client = None;
         b.stmts.clear();
         b.prepare = None;
