@@ -566,15 +566,23 @@ fn real_main() -> Result<ExitCode, String> {
         acc.into()
     };
 
+    let mut text = String::new();
     if results.len() == 1 {
-        print!("{}", stats::summary(&results[0], &cli.work));
+        text += &stats::summary(&results[0], &cli.work);
     } else {
         if cli.verbose {
             for r in &results {
-                println!("{}", stats::summary(r, &cli.work));
+                text += &stats::summary(r, &cli.work);
+                text.push('\n');
             }
         }
-        print!("{}", stats::comparison(&results[0], &results[1], &cli.work));
+        text += &stats::comparison(&results[0], &results[1], &cli.work);
+    }
+    // With --json - stdout carries the JSON alone.
+    if cli.json.as_deref() == Some("-") {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
     }
 
     if let Some(path) = &cli.json {

@@ -131,6 +131,8 @@ pub struct Backend {
     pub prepare: Option<PendingPrepare>,
     /// Multi-statements allowed on this connection (COM_SET_OPTION).
     pub multi_statements: bool,
+    /// The schema a client's COM_INIT_DB in flight asks for.
+    pub init_db: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -262,6 +264,7 @@ impl Server {
             stmts: StmtCache::default(),
             prepare: None,
             multi_statements: true,
+            init_db: None,
         });
         if kill_query.is_some() {
             let at = self.now + self.config.backend.connect_timeout;
@@ -763,6 +766,9 @@ impl Server {
             }
             Internal::InitDb | Internal::SetVars => {
                 let b = &mut self.backends[key];
+                if let Some(schema) = b.init_db.take() {
+                    b.session.set_schema(Some(schema));
+                }
                 let Some(client) = b.client else {
                     // The client left while its state was being replayed.
                     self.backend_ready(key);
@@ -943,6 +949,7 @@ impl Server {
                 if st.schema.is_some() && st.schema != b.session.schema {
                     // Prepare in the schema the client prepared it in.
                     let schema = st.schema.clone().unwrap_or_default();
+                    self.backends[key].init_db = Some(schema.clone());
                     self.start_internal(key, Internal::InitDb, schema.into_bytes());
                 } else {
                     let sql = st.sql.to_vec();
@@ -962,6 +969,7 @@ impl Server {
             if c.session.schema.is_some() && c.session.schema != b.session.schema {
                 let schema = c.session.schema.clone().unwrap_or_default();
                 self.bump(b.pool, |c| c.replays += 1);
+                self.backends[key].init_db = Some(schema.clone());
                 self.start_internal(key, Internal::InitDb, schema.into_bytes());
                 return;
             }
@@ -1010,6 +1018,12 @@ impl Server {
             b.wbuf.extend_from_slice(&close);
         }
         let stmt = c.current_stmt.and_then(|id| c.stmts.get(&id));
+        b.init_db = None;
+        if cmd == COM_INIT_DB {
+            let end = span.wire_len.min(HEADER_LEN + span.payload_len);
+            b.init_db =
+                Some(String::from_utf8_lossy(&c.rbuf.as_slice()[HEADER_LEN + 1..end]).into_owned());
+        }
         match (cmd, stmt) {
             (COM_STMT_PREPARE, _) => {
                 let end = span.wire_len.min(HEADER_LEN + span.payload_len);
@@ -1334,7 +1348,14 @@ impl Server {
                     c.pins.insert(PinCause::Lock);
                 }
                 c.pin_after_command = false;
-                if b.saw_unreplayable {
+                if cmd == COM_INIT_DB && end == EndKind::Ok {
+                    // The command's whole effect is the schema, whatever
+                    // else the tracker says: take it from the command.
+                    if let Some(schema) = b.init_db.take() {
+                        b.session.set_schema(Some(schema));
+                        c.session.copy_from(&b.session);
+                    }
+                } else if b.saw_unreplayable {
                     c.pins.insert(PinCause::SessionState);
                 } else if b.saw_state_change {
                     // Most often user variables, which the funnel reads back
