@@ -114,7 +114,10 @@ fn main() {
     bench.run("backlog: enqueue + pop at depth 10,000", 10_000, || {
         for k in 0..10_000 {
             let _ = pool.enqueue(Request {
-                client: ClientRef { key: k, serial: k as u64 },
+                client: ClientRef {
+                    key: k,
+                    serial: k as u64,
+                },
                 enqueued: now,
             });
         }

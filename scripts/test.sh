@@ -12,7 +12,7 @@
 # Each check is cheap, so on a ready machine this adds well under a second.
 # FUNNEL_SKIP_INSTALL=1 skips the checks.
 #
-# Then runs `cargo test --all-targets` (or `cargo test "$@"` if arguments are
+# Then runs `cargo test --workspace --all-targets` (or `cargo test "$@"` if arguments are
 # given) and exits with its status.
 set -euo pipefail
 
@@ -158,7 +158,7 @@ command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust: https://
 if [ "$#" -gt 0 ]; then
     set -- test "$@"
 else
-    set -- test --all-targets
+    set -- test --workspace --all-targets
 fi
 log "cargo $*"
 # Not exec: the EXIT trap must still be able to run.
