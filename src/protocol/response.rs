@@ -59,7 +59,19 @@ pub fn decode_ok(payload: &[u8], capabilities: u32) -> Result<OkPacket<'_>> {
             }
         }
     } else {
-        info = r.rest();
+        // mysqld writes the info as a lenenc string here too (net_send_ok
+        // uses net_store_data), although the protocol pages describe
+        // string<EOF>; accept both.
+        let rest = r.rest();
+        info = match Reader::new(rest).lenenc_str() {
+            Ok(s)
+                if s.len() + crate::protocol::lenenc::lenenc_int_len(s.len() as u64)
+                    == rest.len() =>
+            {
+                s
+            }
+            _ => rest,
+        };
     }
     Ok(OkPacket {
         header,
@@ -86,8 +98,8 @@ pub fn ok_status(payload: &[u8]) -> Result<u16> {
 /// Appends an OK payload. The session state block is written only with
 /// CLIENT_SESSION_TRACK in `capabilities` and SERVER_SESSION_STATE_CHANGED
 /// in `ok.status`; as mysqld does, the lenenc info is then written only if
-/// non-empty or followed by a state block. Without CLIENT_SESSION_TRACK the
-/// info is written as `string<EOF>` and the other fields as given.
+/// non-empty or followed by a state block. Without CLIENT_SESSION_TRACK a
+/// non-empty info is written length-encoded too (mysqld's net_send_ok).
 pub fn encode_ok(out: &mut Vec<u8>, ok: &OkPacket<'_>, capabilities: u32) {
     out.push(ok.header);
     write_lenenc_int(out, ok.affected_rows);
@@ -104,8 +116,9 @@ pub fn encode_ok(out: &mut Vec<u8>, ok: &OkPacket<'_>, capabilities: u32) {
         if let Some(s) = state {
             write_lenenc_str(out, s);
         }
-    } else {
-        out.extend_from_slice(ok.info);
+    } else if !ok.info.is_empty() {
+        // As mysqld does, and as libmysqlclient reads it: length-encoded.
+        write_lenenc_str(out, ok.info);
     }
 }
 
@@ -316,6 +329,33 @@ pub mod column_flag {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn info_without_session_track_is_length_encoded_as_mysqld_sends_it() {
+        // mysqld's net_send_ok stores the info with net_store_data (lenenc),
+        // and libmysqlclient reads it that way: "Rows matched: 1 ..." after
+        // an UPDATE broke the mariadb CLI when written raw.
+        let info = b"Rows matched: 1  Changed: 1  Warnings: 0";
+        let ok = OkPacket {
+            header: 0,
+            affected_rows: 1,
+            last_insert_id: 0,
+            status: 2,
+            warnings: 0,
+            info,
+            session_state: None,
+        };
+        let mut out = Vec::new();
+        encode_ok(&mut out, &ok, CLIENT_PROTOCOL_41);
+        assert_eq!(out[7] as usize, info.len());
+        assert_eq!(&out[8..], info);
+        let back = decode_ok(&out, CLIENT_PROTOCOL_41).unwrap();
+        assert_eq!(back.info, info);
+        // A raw string<EOF> info (what the protocol pages describe) still decodes.
+        let mut raw = out[..7].to_vec();
+        raw.extend_from_slice(b"hello");
+        assert_eq!(decode_ok(&raw, CLIENT_PROTOCOL_41).unwrap().info, b"hello");
+    }
+
     use super::*;
 
     // https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_basic_ok_packet.html
