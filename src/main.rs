@@ -37,12 +37,16 @@ fn options() -> Options {
 }
 
 fn usage(opts: &Options) -> String {
-    opts.usage("Usage: funnel [-c PATH] [--check-config]")
+    opts.usage("Usage: funnel [-c PATH] [--check-config]\n       funnel stats [--admin HOST:PORT] [--user NAME] [--password PW] [--interval SECS]")
 }
 
 fn main() -> ExitCode {
     let opts = options();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("stats") {
+        // `funnel stats ...`: the top-like view over a running funnel's admin console.
+        return ExitCode::from(funnel::admin::cli::main(&args[1..]));
+    }
     let matches = match opts.parse(&args) {
         Ok(m) => m,
         Err(e) => {

@@ -1,10 +1,222 @@
 //! The admin port (MySQL protocol) and the stats port (HTTP), served from
-//! their own thread with snapshots from the event loop.
+//! their own threads with snapshots from the event loop.
+//!
+//! Threads: one acceptor per listener, and one short-lived thread per
+//! accepted connection, at most [`MAX_ADMIN_CONNECTIONS`] /
+//! [`MAX_HTTP_CONNECTIONS`] at once (more are answered with an error and
+//! closed). They talk to the loop only through the [`ControlHandle`]: a
+//! request on a channel plus a wake-up, the answer on a one-shot channel,
+//! with a timeout; nothing here shares a lock with the loop.
+//!
+//! * [`console`]: the admin console (`mariadb -h127.0.0.1 -P6033 -uadmin -p`).
+//! * [`report`]: the tables behind its SHOW commands.
+//! * [`http`]: `/metrics`, `/stats.json`, `/health` and the live page `/`.
+//! * [`cli`]: `funnel stats`, a top-like view over the admin console.
+
+pub mod cli;
+mod client;
+mod console;
+mod http;
+mod json;
+mod metrics;
+pub mod report;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{info, warn};
 
 use crate::config::Config;
-use crate::server::control::ControlHandle;
+use crate::server::control::{ControlHandle, Snapshot};
 
-/// Bind the admin and stats listeners and serve them from a new thread.
-pub fn spawn(_config: &Config, _control: ControlHandle) -> Result<(), String> {
+/// Admin console sessions served at once.
+pub const MAX_ADMIN_CONNECTIONS: usize = 16;
+/// HTTP requests served at once.
+pub const MAX_HTTP_CONNECTIONS: usize = 32;
+/// How long to wait for the loop to answer a snapshot request.
+pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for PAUSE/RESUME/RELOAD/SHUTDOWN to be carried out.
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bind the admin and stats listeners and serve them from new threads.
+/// A listener that cannot be bound is an error (nothing was started).
+pub fn spawn(config: &Config, control: ControlHandle) -> Result<(), String> {
+    let admin = match &config.admin {
+        Some(a) => {
+            let l = bind(a.listen, "admin console")?;
+            Some((l, console::Credentials::new(&a.user, &a.password)))
+        }
+        None => None,
+    };
+    let stats = match &config.stats {
+        Some(s) => Some(bind(s.listen, "stats")?),
+        None => None,
+    };
+    if let Some((listener, creds)) = admin {
+        let shared = Arc::new(console::Shared::new(control.clone(), creds));
+        let limit = Limit::new(MAX_ADMIN_CONNECTIONS);
+        std::thread::Builder::new()
+            .name("funnel-admin".into())
+            .spawn(move || {
+                accept_loop(listener, limit, "admin", move |stream, peer, slot| {
+                    let shared = Arc::clone(&shared);
+                    spawn_conn("funnel-admin-conn", move || {
+                        let _slot = slot;
+                        console::serve(stream, peer, &shared);
+                    })
+                })
+            })
+            .map_err(|e| format!("cannot start the admin thread: {e}"))?;
+    }
+    if let Some(listener) = stats {
+        let limit = Limit::new(MAX_HTTP_CONNECTIONS);
+        std::thread::Builder::new()
+            .name("funnel-stats".into())
+            .spawn(move || {
+                accept_loop(listener, limit, "stats", move |stream, peer, slot| {
+                    let control = control.clone();
+                    spawn_conn("funnel-stats-conn", move || {
+                        let _slot = slot;
+                        http::serve(stream, peer, &control);
+                    })
+                })
+            })
+            .map_err(|e| format!("cannot start the stats thread: {e}"))?;
+    }
     Ok(())
+}
+
+fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
+    let l =
+        TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))?;
+    let local = l.local_addr().unwrap_or(addr);
+    info!("{what} listening on {local}");
+    Ok(l)
+}
+
+fn spawn_conn(name: &str, f: impl FnOnce() + Send + 'static) -> bool {
+    match std::thread::Builder::new().name(name.into()).spawn(f) {
+        Ok(_) => true,
+        Err(e) => {
+            warn!("cannot start a thread for a connection: {e}");
+            false
+        }
+    }
+}
+
+/// Counts connections being served; a [`Slot`] gives its place back on drop.
+#[derive(Clone)]
+struct Limit {
+    active: Arc<AtomicUsize>,
+    max: usize,
+}
+
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Limit {
+    fn new(max: usize) -> Self {
+        Limit {
+            active: Arc::new(AtomicUsize::new(0)),
+            max,
+        }
+    }
+
+    fn try_take(&self) -> Option<Slot> {
+        let mut n = self.active.load(Ordering::Acquire);
+        loop {
+            if n >= self.max {
+                return None;
+            }
+            match self
+                .active
+                .compare_exchange(n, n + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Some(Slot(Arc::clone(&self.active))),
+                Err(now) => n = now,
+            }
+        }
+    }
+}
+
+/// Accept connections for ever. `start` gets each one with its slot and
+/// returns false if it could not start serving it. Over the limit, the
+/// connection is answered by `refuse` (an error in its protocol) and closed.
+fn accept_loop(
+    listener: TcpListener,
+    limit: Limit,
+    what: &'static str,
+    start: impl Fn(TcpStream, SocketAddr, Slot) -> bool,
+) {
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(c) => c,
+            Err(e) => {
+                // EMFILE and the like: wait a little rather than spin.
+                warn!("{what}: accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        match limit.try_take() {
+            Some(slot) => {
+                if !start(stream, peer, slot) {
+                    continue;
+                }
+            }
+            None => {
+                info!(
+                    "{what}: refusing {peer}: {} connections already open",
+                    limit.max
+                );
+                let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+                if what == "admin" {
+                    console::refuse_busy(stream);
+                } else {
+                    http::refuse_busy(stream);
+                }
+            }
+        }
+    }
+}
+
+/// Health as `/health` reports it: Ok(summary) or Err(one-line reason).
+pub fn health(s: &Snapshot) -> Result<String, String> {
+    if s.shutting_down {
+        return Err("draining for shutdown".into());
+    }
+    if s.paused {
+        return Err("paused by the admin console (RESUME to continue)".into());
+    }
+    let mut pools = 0;
+    for p in s.pools.iter().filter(|p| !report::is_removed(p)) {
+        pools += 1;
+        if !p.backend_up {
+            let why = p
+                .last_backend_error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
+            return Err(format!(
+                "backend down: pool {} has no backend connection up{why}",
+                p.name
+            ));
+        }
+        let limit = (p.backlog_size as f64 * s.health_backlog_ratio).max(1.0);
+        if p.backlog_depth as f64 >= limit {
+            return Err(format!(
+                "backlog saturated: pool {} has {} of {} requests queued (health_backlog_ratio = {})",
+                p.name, p.backlog_depth, p.backlog_size, s.health_backlog_ratio
+            ));
+        }
+    }
+    Ok(format!("OK: {pools} pool(s) up, backlog below the limit"))
 }

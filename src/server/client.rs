@@ -845,7 +845,11 @@ impl Server {
             c.state = ClientState::Queued;
         }
         match self.pools[pool].enqueue(req) {
-            Ok(()) => self.dispatch(pool),
+            Ok(()) => {
+                self.stats
+                    .backlog_depth(pool, self.pools[pool].backlog_len(), self.now);
+                self.dispatch(pool)
+            }
             Err(full) => {
                 self.bump(pool, |c| c.backlog_full += 1);
                 let msg = format!(

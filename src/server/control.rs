@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::stats::PoolLatency;
+pub use super::stats::{Hist, LatencyStat, PoolLatency, QueryStat, SecondLatency, SecondSummary};
 use super::Counters;
 
 /// What the admin side may ask of the loop.
@@ -91,6 +91,9 @@ pub struct BackendCounts {
     pub connecting: usize,
     /// Being reset or replaying state (busy for the funnel itself).
     pub internal: usize,
+    /// Configured shared connections that do not exist right now (failed,
+    /// waiting for the reconnect backoff).
+    pub broken: usize,
 }
 
 #[derive(Clone)]
@@ -164,4 +167,9 @@ pub struct Snapshot {
     pub max_client_connections: usize,
     /// Fill ratio of the backlog above which /health says "saturated".
     pub health_backlog_ratio: f64,
+    /// The query-shape table, most total time first (only with `detail`).
+    pub queries: Vec<QueryStat>,
+    /// The admin console's user and SHA1(SHA1(password)), as configured now
+    /// (reloadable), so the admin thread checks logins against them.
+    pub admin_auth: Option<(String, [u8; 20])>,
 }

@@ -279,6 +279,10 @@ impl Server {
                 }
             }
             self.run_deferred();
+            for p in 0..self.pools.len() {
+                self.stats
+                    .backlog_depth(p, self.pools[p].backlog_len(), self.now);
+            }
             self.stats.tick(self.now);
             self.fire_timers();
             self.expire_backlogs();

@@ -145,7 +145,10 @@ impl Server {
                     pinned: PinCause::ALL.iter().map(|c| (c.name(), 0)).collect(),
                     ..ClientCounts::default()
                 },
-                backends: BackendCounts::default(),
+                backends: BackendCounts {
+                    broken: p.missing_shared(),
+                    ..BackendCounts::default()
+                },
                 backlog_depth: p.backlog_len(),
                 backlog_max_since_start: p.backlog_max,
                 backend_up: false,
@@ -277,6 +280,15 @@ impl Server {
                 .stats
                 .as_ref()
                 .map_or(0.9, |s| s.health_backlog_ratio),
+            queries: if detail {
+                self.stats.query_table()
+            } else {
+                Vec::new()
+            },
+            admin_auth: self.config.admin.as_ref().map(|a| {
+                let stage2 = crate::protocol::auth::native_password_stage2(a.password.as_bytes());
+                (a.user.clone(), stage2)
+            }),
         }
     }
 }

@@ -224,7 +224,8 @@ pub struct PoolLatency {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct QueryStat {
     pub pool: usize,
-    /// Normalized text: literals replaced by `?`, lists of them by `?+`,
+    /// Normalized text: literals replaced by `?`, lists of them in
+    /// parentheses by `?+`,
     /// comments removed, whitespace folded.
     pub shape: String,
     pub count: u64,
@@ -567,7 +568,11 @@ impl ShapeTable {
             return;
         }
         // Gone if it was evicted since the query started.
-        if let Some(e) = self.entries.get_mut(i - 1).filter(|e| e.id == id && e.pool == pool) {
+        if let Some(e) = self
+            .entries
+            .get_mut(i - 1)
+            .filter(|e| e.id == id && e.pool == pool)
+        {
             e.count += 1;
             e.errors += u64::from(error);
             e.total_us = e.total_us.saturating_add(us);
@@ -690,8 +695,9 @@ impl Normalizer<'_> {
                 self.space = !self.out.is_empty();
             }
         }
-        // `?, ?` → `?+`: a list of literals is one shape whatever its length.
-        if self.out.ends_with(b"?,") || self.out.ends_with(b"?+,") {
+        // `(?, ?` → `(?+`: a parenthesized list of literals (IN lists,
+        // VALUES rows) is one shape whatever its length.
+        if self.out.ends_with(b"(?,") || self.out.ends_with(b"(?+,") {
             self.out.pop();
             if self.out.last() == Some(&b'?') {
                 self.out.push(b'+');
@@ -745,7 +751,7 @@ impl Normalizer<'_> {
 }
 
 /// Normalizes SQL into a query shape: string, number, hex and bit literals
-/// become `?`, lists of them `?+`, repeated `(...)` groups after a comma
+/// become `?`, parenthesized lists of them (`IN (1, 2)`) `(?+)`, repeated `(...)` groups after a comma
 /// (multi-row VALUES) one group; comments are removed (the contents of
 /// `/*! ... */` kept), whitespace folded to one space, none after `(` or
 /// before `,` `)`, one after `,`; a trailing `;` dropped. Keywords and
@@ -770,14 +776,18 @@ pub fn normalize_query(sql: &[u8], out: &mut Vec<u8>) {
                 n.space = true;
                 i += 1;
             }
-            b'-' if next == Some(b'-')
-                && s.get(i + 2).is_none_or(|b| b.is_ascii_whitespace()) =>
-            {
-                i = s[i..].iter().position(|&b| b == b'\n').map_or(s.len(), |p| i + p);
+            b'-' if next == Some(b'-') && s.get(i + 2).is_none_or(|b| b.is_ascii_whitespace()) => {
+                i = s[i..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(s.len(), |p| i + p);
                 n.space = true;
             }
             b'#' => {
-                i = s[i..].iter().position(|&b| b == b'\n').map_or(s.len(), |p| i + p);
+                i = s[i..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(s.len(), |p| i + p);
                 n.space = true;
             }
             b'/' if next == Some(b'*') => {
@@ -831,7 +841,7 @@ pub fn normalize_query(sql: &[u8], out: &mut Vec<u8>) {
                 if c.is_ascii_digit() {
                     i = scan_number(s, i);
                     let tok = &s[start..i];
-                    if is_number(tok) && !n.out.last().is_some_and(|&b| b == b'.') {
+                    if is_number(tok) && n.out.last().is_none_or(|&b| b != b'.') {
                         n.literal();
                         continue;
                     }
@@ -893,14 +903,12 @@ fn scan_number(s: &[u8], i: usize) -> usize {
     let mut j = i;
     while j < s.len() {
         let b = s[j];
-        if is_word_byte(b) || b == b'.' {
-            j += 1;
-        } else if (b == b'+' || b == b'-')
+        let exponent_sign = (b == b'+' || b == b'-')
             && j > i
             && matches!(s[j - 1], b'e' | b'E')
             && s[i].is_ascii_digit()
-            && !matches!(s.get(i + 1), Some(b'x' | b'X'))
-        {
+            && !matches!(s.get(i + 1), Some(b'x' | b'X'));
+        if is_word_byte(b) || b == b'.' || exponent_sign {
             j += 1;
         } else {
             break;
@@ -922,25 +930,59 @@ mod tests {
     #[test]
     fn normalizes_literals_comments_and_whitespace() {
         let cases = [
-            ("SELECT * FROM t WHERE id = 42", "SELECT * FROM t WHERE id = ?"),
-            ("select  *\n\tfrom t where id=42;", "select * from t where id=?"),
-            ("SELECT 'a''b', \"c\\\"d\", 1.5e-3, .5, 0x1F, X'0A', b'01', 0b11 FROM t",
-             "SELECT ?+ FROM t"),
-            ("SELECT a, b FROM t WHERE x IN (1, 2, 3) AND y IN ('a','b')",
-             "SELECT a, b FROM t WHERE x IN (?+) AND y IN (?+)"),
-            ("SELECT a FROM t WHERE x IN (7)", "SELECT a FROM t WHERE x IN (?)"),
-            ("INSERT INTO t (a,b) VALUES (1,'x'),(2,'y'), (3, 'z')",
-             "INSERT INTO t (a, b) VALUES (?+)"),
-            ("INSERT INTO t VALUES (1, NOW()), (2, NOW())", "INSERT INTO t VALUES (?, NOW())"),
+            (
+                "SELECT * FROM t WHERE id = 42",
+                "SELECT * FROM t WHERE id = ?",
+            ),
+            (
+                "select  *\n\tfrom t where id=42;",
+                "select * from t where id=?",
+            ),
+            (
+                "SELECT 'a''b', \"c\\\"d\", 1.5e-3, .5, 0x1F, X'0A', b'01', 0b11 FROM t",
+                "SELECT ?, ?, ?, ?, ?, ?, ?, ? FROM t",
+            ),
+            (
+                "SELECT sleep(0.1), 'slow', 5 FROM t LIMIT 10, 20",
+                "SELECT sleep(?), ?, ? FROM t LIMIT ?, ?",
+            ),
+            ("SELECT f(1,2,3), (4)", "SELECT f(?+), (?)"),
+            (
+                "SELECT a, b FROM t WHERE x IN (1, 2, 3) AND y IN ('a','b')",
+                "SELECT a, b FROM t WHERE x IN (?+) AND y IN (?+)",
+            ),
+            (
+                "SELECT a FROM t WHERE x IN (7)",
+                "SELECT a FROM t WHERE x IN (?)",
+            ),
+            (
+                "INSERT INTO t (a,b) VALUES (1,'x'),(2,'y'), (3, 'z')",
+                "INSERT INTO t (a, b) VALUES (?+)",
+            ),
+            (
+                "INSERT INTO t VALUES (1, NOW()), (2, NOW())",
+                "INSERT INTO t VALUES (?, NOW())",
+            ),
             ("/* app:42 */ SELECT 1 -- trailing\n", "SELECT ?"),
             ("SELECT 1 # mysql comment\n FROM dual", "SELECT ? FROM dual"),
-            ("SELECT /*+ MAX_EXECUTION_TIME(10) */ a FROM t", "SELECT a FROM t"),
+            (
+                "SELECT /*+ MAX_EXECUTION_TIME(10) */ a FROM t",
+                "SELECT a FROM t",
+            ),
             ("/*!40101 SET NAMES utf8mb4 */", "SET NAMES utf8mb4"),
-            ("SELECT * FROM t1 JOIN `t 2` ON t1.id = `t 2`.id WHERE t1.c2 > -5",
-             "SELECT * FROM t1 JOIN `t 2` ON t1.id = `t 2`.id WHERE t1.c2 > ?"),
+            (
+                "SELECT * FROM t1 JOIN `t 2` ON t1.id = `t 2`.id WHERE t1.c2 > -5",
+                "SELECT * FROM t1 JOIN `t 2` ON t1.id = `t 2`.id WHERE t1.c2 > ?",
+            ),
             ("SELECT a-1, a - 1 FROM t", "SELECT a-?, a - ? FROM t"),
-            ("SELECT _utf8mb4'x' COLLATE utf8mb4_bin", "SELECT ? COLLATE utf8mb4_bin"),
-            ("SELECT * FROM 2fa_codes WHERE c = 'x'", "SELECT * FROM 2fa_codes WHERE c = ?"),
+            (
+                "SELECT _utf8mb4'x' COLLATE utf8mb4_bin",
+                "SELECT ? COLLATE utf8mb4_bin",
+            ),
+            (
+                "SELECT * FROM 2fa_codes WHERE c = 'x'",
+                "SELECT * FROM 2fa_codes WHERE c = ?",
+            ),
             ("SELECT SLEEP(0.5)", "SELECT SLEEP(?)"),
             ("  ", ""),
             ("SELECT 'unterminated", "SELECT ?"),
@@ -1075,7 +1117,9 @@ mod tests {
         let mut x: u64 = 12345;
         let mut sum = 0;
         for _ in 0..20_000 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let v = 1 + (x >> 33) % 2_000_000;
             h.record(v).unwrap();
             sum += v;

@@ -1,0 +1,916 @@
+//! The admin console: a MySQL-protocol server (blocking I/O, one thread per
+//! session) that answers SHOW commands from snapshots of the loop and
+//! carries out PAUSE, RESUME, RELOAD and SHUTDOWN through the control
+//! channel. It also answers what client libraries and the `mariadb` CLI send
+//! on their own (`SELECT @@version_comment LIMIT 1`, `SET NAMES`, `SELECT
+//! DATABASE()`, COM_PING, ...) so that they work interactively.
+//!
+//! Every error a client sees is an ERR packet with a real error code.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+
+use super::report::{self, Cell, Kind, Table};
+use super::{CONTROL_TIMEOUT, SNAPSHOT_TIMEOUT};
+use crate::protocol::auth::{native_password_stage2, verify_native};
+use crate::protocol::command::{command_name, decode_command, Command};
+use crate::protocol::consts::*;
+use crate::protocol::handshake::{
+    is_ssl_request, AuthSwitchRequest, HandshakeResponse, HandshakeV10,
+};
+use crate::protocol::lenenc::{write_lenenc_int, write_lenenc_str};
+use crate::protocol::packet::{join_payload, scan_message, write_packet};
+use crate::protocol::response::{
+    column_flag, column_type, encode_column_def, encode_eof, encode_err, encode_ok,
+    encode_text_row, OkPacket,
+};
+use crate::server::control::{Control, ControlHandle, Snapshot};
+
+/// Largest command accepted from an admin client.
+const MAX_COMMAND: usize = 1 << 20;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// An admin session idle this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// utf8mb4_general_ci for text columns, binary for numbers.
+const CHARSET_UTF8MB4: u16 = 45;
+const CHARSET_BINARY: u16 = 63;
+
+/// What the console offers clients: protocol 4.1 with plugin auth; no TLS,
+/// no compression, no multi-statements, no CLIENT_DEPRECATE_EOF.
+const CAPS: u32 = CLIENT_LONG_PASSWORD
+    | CLIENT_LONG_FLAG
+    | CLIENT_CONNECT_WITH_DB
+    | CLIENT_PROTOCOL_41
+    | CLIENT_INTERACTIVE
+    | CLIENT_IGNORE_SIGPIPE
+    | CLIENT_TRANSACTIONS
+    | CLIENT_SECURE_CONNECTION
+    | CLIENT_MULTI_RESULTS
+    | CLIENT_PLUGIN_AUTH
+    | CLIENT_CONNECT_ATTRS
+    | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA;
+
+/// The credentials from the configuration at start-up; a snapshot brings
+/// the current ones after a reload.
+#[derive(Clone)]
+pub struct Credentials {
+    pub user: String,
+    pub stage2: [u8; 20],
+}
+
+impl Credentials {
+    pub fn new(user: &str, password: &str) -> Self {
+        Credentials {
+            user: user.to_string(),
+            stage2: native_password_stage2(password.as_bytes()),
+        }
+    }
+}
+
+pub struct Shared {
+    control: ControlHandle,
+    initial: Credentials,
+    next_id: AtomicU32,
+}
+
+impl Shared {
+    pub fn new(control: ControlHandle, initial: Credentials) -> Self {
+        Shared {
+            control,
+            initial,
+            next_id: AtomicU32::new(1),
+        }
+    }
+}
+
+/// Over the connection limit: ERR 1040 as the first packet, as mysqld does.
+pub fn refuse_busy(mut stream: TcpStream) {
+    let mut payload = Vec::new();
+    let (code, state) = err::ER_CON_COUNT_ERROR;
+    encode_err(
+        &mut payload,
+        code,
+        state,
+        "Too many connections to the funnel admin console",
+    );
+    let mut out = Vec::new();
+    write_packet(&mut out, 0, &payload);
+    let _ = stream.write_all(&out);
+}
+
+/// A session's socket with its packet framing.
+struct Conn {
+    stream: TcpStream,
+    rbuf: Vec<u8>,
+    out: Vec<u8>,
+    /// Next sequence id to send.
+    seq: u8,
+    caps: u32,
+    /// Until logged in: the whole handshake must be done by then.
+    deadline: Option<Instant>,
+}
+
+enum ReadError {
+    Closed,
+    Io(io::Error),
+    /// Protocol violation or oversized packet: (code, message).
+    Bad((u16, &'static str), String),
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> Self {
+        ReadError::Io(e)
+    }
+}
+
+impl Conn {
+    /// Reads one logical message; returns its payload and sets the next seq.
+    fn read(&mut self) -> Result<Vec<u8>, ReadError> {
+        loop {
+            match scan_message(&self.rbuf, MAX_COMMAND) {
+                Ok(Some(span)) => {
+                    let mut payload = Vec::with_capacity(span.payload_len);
+                    join_payload(&self.rbuf, &span, &mut payload);
+                    self.rbuf.drain(..span.wire_len);
+                    self.seq = span.last_seq.wrapping_add(1);
+                    return Ok(payload);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let code = match e {
+                        crate::protocol::ProtocolError::TooLarge { .. } => {
+                            err::ER_NET_PACKET_TOO_LARGE
+                        }
+                        _ => err::ER_NET_PACKETS_OUT_OF_ORDER,
+                    };
+                    return Err(ReadError::Bad(code, format!("funnel admin: {e}")));
+                }
+            }
+            if let Some(deadline) = self.deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(ReadError::Io(io::ErrorKind::TimedOut.into()));
+                }
+                self.stream.set_read_timeout(Some(left))?;
+            }
+            let mut chunk = [0u8; 8192];
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(ReadError::Closed);
+            }
+            self.rbuf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn queue(&mut self, payload: &[u8]) {
+        self.seq = write_packet(&mut self.out, self.seq, payload);
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let r = self.stream.write_all(&self.out);
+        self.out.clear();
+        r
+    }
+
+    fn ok(&mut self, info: &str) -> io::Result<()> {
+        // mysqld writes the info as a length-encoded string whatever the
+        // capabilities, and libmariadb reads it so: do the same.
+        let mut lenenc_info = Vec::new();
+        if !info.is_empty() {
+            write_lenenc_str(&mut lenenc_info, info.as_bytes());
+        }
+        let mut p = Vec::new();
+        encode_ok(
+            &mut p,
+            &OkPacket {
+                header: OK_HEADER,
+                affected_rows: 0,
+                last_insert_id: 0,
+                status: SERVER_STATUS_AUTOCOMMIT,
+                warnings: 0,
+                info: &lenenc_info,
+                session_state: None,
+            },
+            self.caps,
+        );
+        self.queue(&p);
+        self.flush()
+    }
+
+    fn error(&mut self, (code, state): (u16, &str), message: &str) -> io::Result<()> {
+        let mut p = Vec::new();
+        encode_err(&mut p, code, state, message);
+        self.queue(&p);
+        self.flush()
+    }
+
+    fn eof(&mut self) {
+        let mut p = Vec::new();
+        encode_eof(&mut p, 0, SERVER_STATUS_AUTOCOMMIT);
+        self.queue(&p);
+    }
+
+    fn table(&mut self, t: &Table) -> io::Result<()> {
+        let mut p = Vec::new();
+        write_lenenc_int(&mut p, t.columns.len() as u64);
+        self.queue(&p);
+        for (name, kind) in &t.columns {
+            p.clear();
+            match kind {
+                Kind::Int => encode_column_def(
+                    &mut p,
+                    name,
+                    column_type::MYSQL_TYPE_LONGLONG,
+                    CHARSET_BINARY,
+                    20,
+                    column_flag::UNSIGNED | column_flag::BINARY,
+                    0,
+                ),
+                Kind::Str => encode_column_def(
+                    &mut p,
+                    name,
+                    column_type::MYSQL_TYPE_VAR_STRING,
+                    CHARSET_UTF8MB4,
+                    4 * 4096,
+                    0,
+                    0,
+                ),
+            }
+            self.queue(&p);
+        }
+        self.eof();
+        for row in &t.rows {
+            p.clear();
+            let texts: Vec<Option<String>> = row.iter().map(Cell::text).collect();
+            let values: Vec<Option<&[u8]>> = texts
+                .iter()
+                .map(|v| v.as_deref().map(str::as_bytes))
+                .collect();
+            encode_text_row(&mut p, &values);
+            self.queue(&p);
+            if self.out.len() > 256 * 1024 {
+                let r = self.stream.write_all(&self.out);
+                self.out.clear();
+                r?;
+            }
+        }
+        self.eof();
+        self.flush()
+    }
+}
+
+/// A scramble of printable ASCII without NUL or '$', as mysqld makes them.
+fn new_scramble() -> [u8; 20] {
+    let mut raw = [0u8; 20];
+    if getrandom::getrandom(&mut raw).is_err() {
+        // No OS randomness: fall back to the clock (still unique per session).
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        for (i, b) in raw.iter_mut().enumerate() {
+            *b = (t >> ((i % 16) * 8)) as u8 ^ (i as u8).wrapping_mul(151);
+        }
+    }
+    let mut out = [0u8; 20];
+    for (o, r) in out.iter_mut().zip(raw) {
+        // 0x21..=0x7e minus '$' (0x24): 93 values.
+        let mut c = 0x21 + r % 93;
+        if c >= b'$' {
+            c += 1;
+        }
+        *o = c;
+    }
+    out
+}
+
+/// Serve one admin session until it quits or fails.
+pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+    let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let mut conn = Conn {
+        stream,
+        rbuf: Vec::new(),
+        out: Vec::new(),
+        seq: 0,
+        caps: 0,
+        deadline: Some(Instant::now() + HANDSHAKE_TIMEOUT),
+    };
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let user = match login(&mut conn, peer, id, shared) {
+        Ok(Some(user)) => user,
+        Ok(None) => return,
+        Err(e) => {
+            debug!("admin console: {peer}: login failed: {e}");
+            return;
+        }
+    };
+    conn.deadline = None;
+    let _ = conn.stream.set_read_timeout(Some(IDLE_TIMEOUT));
+    let session = Session {
+        id,
+        user,
+        peer,
+        shared,
+    };
+    loop {
+        let payload = match conn.read() {
+            Ok(p) => p,
+            Err(ReadError::Closed) => return,
+            Err(ReadError::Io(e)) => {
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) {
+                    debug!("admin console: {peer}: idle for {IDLE_TIMEOUT:?}, closing");
+                } else {
+                    debug!("admin console: {peer}: {e}");
+                }
+                return;
+            }
+            Err(ReadError::Bad(code, msg)) => {
+                conn.seq = 1;
+                let _ = conn.error(code, &msg);
+                return;
+            }
+        };
+        match session.command(&mut conn, &payload) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                debug!("admin console: {peer}: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// The handshake. Ok(Some(user)) once logged in; Ok(None) if refused (the
+/// client got its ERR).
+fn login(
+    conn: &mut Conn,
+    peer: SocketAddr,
+    id: u32,
+    shared: &Shared,
+) -> io::Result<Option<String>> {
+    let scramble = new_scramble();
+    let greeting = HandshakeV10 {
+        server_version: format!("{}-funnel-admin", env!("CARGO_PKG_VERSION")),
+        connection_id: id,
+        scramble: scramble.to_vec(),
+        capabilities: CAPS,
+        charset: CHARSET_UTF8MB4 as u8,
+        status: SERVER_STATUS_AUTOCOMMIT,
+        auth_plugin: MYSQL_NATIVE_PASSWORD.to_string(),
+    };
+    let mut p = Vec::new();
+    greeting.encode(&mut p);
+    conn.seq = 0;
+    conn.queue(&p);
+    conn.flush()?;
+    let payload = match conn.read() {
+        Ok(p) => p,
+        Err(ReadError::Bad(code, msg)) => {
+            conn.error(code, &msg)?;
+            return Ok(None);
+        }
+        Err(ReadError::Closed) => return Ok(None),
+        Err(ReadError::Io(e)) => return Err(e),
+    };
+    if is_ssl_request(&payload) {
+        conn.error(
+            err::ER_HANDSHAKE_ERROR,
+            "funnel admin: TLS is not supported; connect without TLS (--skip-ssl / --ssl-mode=DISABLED)",
+        )?;
+        return Ok(None);
+    }
+    let resp = match HandshakeResponse::decode(&payload) {
+        Ok(r) => r,
+        Err(_) => {
+            conn.error(err::ER_HANDSHAKE_ERROR, "Bad handshake")?;
+            return Ok(None);
+        }
+    };
+    conn.caps = resp.capabilities & CAPS;
+    let mut auth = resp.auth_response.clone();
+    let plugin_ok = match &resp.auth_plugin {
+        None => true,
+        Some(p) => p == MYSQL_NATIVE_PASSWORD || p.is_empty(),
+    };
+    if !plugin_ok {
+        if resp.capabilities & CLIENT_PLUGIN_AUTH == 0 {
+            conn.error(err::ER_NOT_SUPPORTED_AUTH_MODE, "Client does not support authentication protocol requested by server; consider upgrading MySQL client")?;
+            return Ok(None);
+        }
+        let mut data = scramble.to_vec();
+        data.push(0);
+        let mut p = Vec::new();
+        AuthSwitchRequest {
+            plugin: MYSQL_NATIVE_PASSWORD.to_string(),
+            data,
+        }
+        .encode(&mut p);
+        conn.queue(&p);
+        conn.flush()?;
+        auth = match conn.read() {
+            Ok(p) => p,
+            Err(ReadError::Bad(code, msg)) => {
+                conn.error(code, &msg)?;
+                return Ok(None);
+            }
+            Err(ReadError::Closed) => return Ok(None),
+            Err(ReadError::Io(e)) => return Err(e),
+        };
+    }
+    // The credentials in force now (they are reloadable); the ones from
+    // start-up if the loop does not answer.
+    let creds = shared
+        .control
+        .snapshot(false, SNAPSHOT_TIMEOUT)
+        .and_then(|s| s.admin_auth.clone())
+        .map(|(user, stage2)| Credentials { user, stage2 })
+        .unwrap_or_else(|| shared.initial.clone());
+    let ok = resp.username == creds.user && verify_native(Some(&creds.stage2), &scramble, &auth);
+    if !ok {
+        let msg = format!(
+            "Access denied for user '{}'@'{}' (using password: {})",
+            resp.username,
+            peer.ip(),
+            if auth.is_empty() { "NO" } else { "YES" }
+        );
+        warn!("admin console: {msg}");
+        conn.error(err::ER_ACCESS_DENIED_ERROR, &msg)?;
+        return Ok(None);
+    }
+    info!("admin console: {} logged in from {peer}", resp.username);
+    conn.ok("")?;
+    Ok(Some(resp.username))
+}
+
+struct Session<'a> {
+    id: u32,
+    user: String,
+    peer: SocketAddr,
+    shared: &'a Shared,
+}
+
+/// What a query is answered with.
+enum Answer {
+    Table(Table),
+    Ok(String),
+    Err((u16, &'static str), String),
+    /// OK first, then the shutdown: the process may exit as soon as the
+    /// loop has it, before this thread could write anything more.
+    Shutdown,
+}
+
+const ER_PARSE_ERROR: (u16, &str) = (1064, "42000");
+const ER_EMPTY_QUERY: (u16, &str) = (1065, "42000");
+const ER_UNKNOWN_SYSTEM_VARIABLE: (u16, &str) = (1193, "HY000");
+
+impl Session<'_> {
+    /// Answer one command; false when the session ends.
+    fn command(&self, conn: &mut Conn, payload: &[u8]) -> io::Result<bool> {
+        let cmd = match decode_command(payload) {
+            Ok(c) => c,
+            Err(e) => {
+                conn.error(err::ER_UNKNOWN_COM_ERROR, &format!("funnel admin: {e}"))?;
+                return Ok(true);
+            }
+        };
+        match cmd {
+            Command::Quit => return Ok(false),
+            Command::Ping | Command::InitDb(_) | Command::ResetConnection => conn.ok("")?,
+            Command::Query(sql) => {
+                let sql = String::from_utf8_lossy(sql);
+                match self.query(&sql) {
+                    Answer::Table(t) => conn.table(&t)?,
+                    Answer::Ok(info) => conn.ok(&info)?,
+                    Answer::Err(code, msg) => conn.error(code, &msg)?,
+                    Answer::Shutdown => {
+                        info!(
+                            "admin console: {} from {} asks: SHUTDOWN",
+                            self.user, self.peer
+                        );
+                        conn.ok("shutting down")?;
+                        let (reply, _) = crossbeam_channel::bounded(1);
+                        if !self.shared.control.send(Control::Shutdown { reply }) {
+                            warn!("admin console: SHUTDOWN: the event loop is already gone");
+                        }
+                    }
+                }
+            }
+            Command::FieldList { .. } | Command::SetOption(_) => {
+                conn.eof();
+                conn.flush()?;
+            }
+            Command::Statistics => {
+                let text = match self.snapshot(false) {
+                    Ok(s) => format!(
+                        "Uptime: {}  Clients: {}  Pools: {}  Paused: {}",
+                        s.uptime.as_secs(),
+                        s.clients_connected,
+                        s.pools.len(),
+                        if s.paused { "yes" } else { "no" }
+                    ),
+                    Err(e) => e,
+                };
+                conn.queue(text.as_bytes());
+                conn.flush()?;
+            }
+            other => {
+                let name = command_name(other.byte());
+                conn.error(
+                    err::ER_UNKNOWN_COM_ERROR,
+                    &format!("funnel admin: {name} is not supported by the admin console"),
+                )?;
+            }
+        }
+        Ok(true)
+    }
+
+    fn snapshot(&self, detail: bool) -> Result<Box<Snapshot>, String> {
+        self.shared
+            .control
+            .snapshot(detail, SNAPSHOT_TIMEOUT)
+            .ok_or_else(|| {
+                format!(
+                    "funnel admin: the event loop did not answer within {} s (shutting down?)",
+                    SNAPSHOT_TIMEOUT.as_secs()
+                )
+            })
+    }
+
+    fn with_snapshot(&self, detail: bool, f: impl FnOnce(&Snapshot) -> Table) -> Answer {
+        match self.snapshot(detail) {
+            Ok(s) => Answer::Table(f(&s)),
+            Err(e) => Answer::Err(err::ER_UNKNOWN_ERROR, e),
+        }
+    }
+
+    fn control<T: Send + 'static>(
+        &self,
+        what: &str,
+        make: impl FnOnce(crossbeam_channel::Sender<T>) -> Control,
+    ) -> Result<T, Answer> {
+        info!(
+            "admin console: {} from {} asks: {what}",
+            self.user, self.peer
+        );
+        self.shared.control.call(make, CONTROL_TIMEOUT).ok_or_else(|| {
+            Answer::Err(
+                err::ER_UNKNOWN_ERROR,
+                format!(
+                    "funnel admin: the event loop did not answer {what} within {} s (shutting down?)",
+                    CONTROL_TIMEOUT.as_secs()
+                ),
+            )
+        })
+    }
+
+    fn query(&self, sql: &str) -> Answer {
+        let text = clean(sql);
+        if text.is_empty() {
+            return Answer::Err(ER_EMPTY_QUERY, "Query was empty".into());
+        }
+        let upper = text.to_ascii_uppercase();
+        match upper.as_str() {
+            "SHOW STATS" => return self.with_snapshot(false, report::show_stats),
+            "SHOW POOLS" => return self.with_snapshot(false, report::show_pools),
+            "SHOW CLIENTS" => return self.with_snapshot(true, report::show_clients),
+            "SHOW BACKENDS" => return self.with_snapshot(true, report::show_backends),
+            "SHOW BACKLOG" => return self.with_snapshot(false, report::show_backlog),
+            "SHOW LATENCY" => return self.with_snapshot(false, report::show_latency),
+            "SHOW QUERIES" => return self.with_snapshot(true, report::show_queries),
+            "SHOW CONFIG" => return self.with_snapshot(false, report::show_config),
+            "SHOW VERSION" => return self.with_snapshot(false, report::show_version),
+            "HELP" | "SHOW HELP" | "SHOW COMMANDS" => return Answer::Table(report::show_help()),
+            "PAUSE" => {
+                return match self.control("PAUSE", |reply| Control::Pause { reply }) {
+                    Ok(msg) => Answer::Ok(msg),
+                    Err(a) => a,
+                }
+            }
+            "RESUME" => {
+                return match self.control("RESUME", |reply| Control::Resume { reply }) {
+                    Ok(msg) => Answer::Ok(msg),
+                    Err(a) => a,
+                }
+            }
+            "RELOAD" => {
+                return match self.control("RELOAD", |reply| Control::Reload { reply }) {
+                    Ok(Ok(msg)) => Answer::Ok(msg),
+                    Ok(Err(msg)) => Answer::Err(err::ER_UNKNOWN_ERROR, msg),
+                    Err(a) => a,
+                }
+            }
+            "SHUTDOWN" => return Answer::Shutdown,
+            // What clients send on their own.
+            "SHOW WARNINGS" | "SHOW ERRORS" => {
+                return Answer::Table(Table::new(&[
+                    ("Level", Kind::Str),
+                    ("Code", Kind::Int),
+                    ("Message", Kind::Str),
+                ]))
+            }
+            "SHOW DATABASES" | "SHOW SCHEMAS" => {
+                return Answer::Table(Table::new(&[("Database", Kind::Str)]))
+            }
+            "SHOW TABLES" => return Answer::Table(Table::new(&[("Tables_in_funnel", Kind::Str)])),
+            "BEGIN" | "COMMIT" | "ROLLBACK" | "START TRANSACTION" => {
+                return Answer::Ok(String::new())
+            }
+            _ => {}
+        }
+        if upper.starts_with("SET ") || upper.starts_with("USE ") {
+            return Answer::Ok(String::new());
+        }
+        if let Some(rest) = strip_word(&text, "SELECT") {
+            return self.select(rest);
+        }
+        unknown(&text)
+    }
+
+    /// The few SELECTs clients send by themselves: system variables,
+    /// DATABASE(), USER(), VERSION(), CONNECTION_ID() and literals.
+    fn select(&self, rest: &str) -> Answer {
+        let mut items = rest.trim();
+        // An optional trailing LIMIT n.
+        if let Some(pos) = items.to_ascii_uppercase().rfind(" LIMIT ") {
+            let n = items[pos + 7..].trim();
+            if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
+                items = items[..pos].trim();
+            }
+        }
+        let mut t = Table::default();
+        let mut row = Vec::new();
+        for item in split_items(items) {
+            let (expr, alias) = split_alias(item);
+            let name = alias.unwrap_or(expr).to_string();
+            let value = match self.eval(expr) {
+                Ok(v) => v,
+                Err(a) => return a,
+            };
+            let kind = if matches!(value, Cell::Int(_)) {
+                Kind::Int
+            } else {
+                Kind::Str
+            };
+            t.columns.push((name, kind));
+            row.push(value);
+        }
+        if row.is_empty() {
+            return unknown(&format!("SELECT {rest}"));
+        }
+        t.rows.push(row);
+        Answer::Table(t)
+    }
+
+    fn eval(&self, expr: &str) -> Result<Cell, Answer> {
+        let e = expr.trim();
+        let upper = e.to_ascii_uppercase();
+        if let Some(var) = upper.strip_prefix("@@") {
+            let var = var
+                .strip_prefix("SESSION.")
+                .or_else(|| var.strip_prefix("GLOBAL."))
+                .or_else(|| var.strip_prefix("LOCAL."))
+                .unwrap_or(var);
+            return system_variable(&var.to_ascii_lowercase()).ok_or_else(|| {
+                Answer::Err(
+                    ER_UNKNOWN_SYSTEM_VARIABLE,
+                    format!("Unknown system variable '{}'", var.to_ascii_lowercase()),
+                )
+            });
+        }
+        if !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit()) {
+            return e
+                .parse::<u64>()
+                .map(Cell::Int)
+                .map_err(|_| unknown(&format!("SELECT {e}")));
+        }
+        if e.len() >= 2
+            && (e.starts_with('\'') && e.ends_with('\'') || e.starts_with('"') && e.ends_with('"'))
+        {
+            return Ok(Cell::Str(e[1..e.len() - 1].to_string()));
+        }
+        let compact: String = upper.chars().filter(|c| !c.is_whitespace()).collect();
+        match compact.as_str() {
+            "DATABASE()" | "SCHEMA()" => Ok(Cell::Null),
+            "USER()" | "CURRENT_USER()" | "CURRENT_USER" | "SESSION_USER()" | "SYSTEM_USER()" => {
+                Ok(Cell::Str(format!("{}@{}", self.user, self.peer.ip())))
+            }
+            "VERSION()" => Ok(Cell::Str(format!(
+                "{}-funnel-admin",
+                env!("CARGO_PKG_VERSION")
+            ))),
+            "CONNECTION_ID()" => Ok(Cell::Int(u64::from(self.id))),
+            _ => Err(unknown(&format!("SELECT {e}"))),
+        }
+    }
+}
+
+fn unknown(text: &str) -> Answer {
+    let shown: String = text.chars().take(80).collect();
+    Answer::Err(
+        ER_PARSE_ERROR,
+        format!(
+            "funnel admin: unknown command '{shown}'; valid commands: {}",
+            report::command_names()
+        ),
+    )
+}
+
+/// System variables clients ask for at connect time.
+fn system_variable(name: &str) -> Option<Cell> {
+    let int = |v: u64| Some(Cell::Int(v));
+    let s = |v: &str| Some(Cell::Str(v.to_string()));
+    match name {
+        "version_comment" => s("funnel admin console"),
+        "version" => s(&format!("{}-funnel-admin", env!("CARGO_PKG_VERSION"))),
+        "max_allowed_packet" => int(MAX_COMMAND as u64),
+        "wait_timeout" | "interactive_timeout" => int(IDLE_TIMEOUT.as_secs()),
+        "net_write_timeout" | "net_read_timeout" => int(WRITE_TIMEOUT.as_secs()),
+        "autocommit" | "auto_increment_increment" | "auto_increment_offset" => int(1),
+        "lower_case_table_names" | "sql_auto_is_null" | "read_only" => int(0),
+        "socket" | "hostname" => Some(Cell::Null),
+        "sql_mode" => s(""),
+        "character_set_client"
+        | "character_set_connection"
+        | "character_set_results"
+        | "character_set_server"
+        | "character_set_database" => s("utf8mb4"),
+        "collation_connection" | "collation_server" | "collation_database" => {
+            s("utf8mb4_general_ci")
+        }
+        "tx_isolation" | "transaction_isolation" => s("REPEATABLE-READ"),
+        "tx_read_only" | "transaction_read_only" => int(0),
+        "time_zone" => s("SYSTEM"),
+        "system_time_zone" => s("UTC"),
+        "license" => s("MIT"),
+        "performance_schema" => int(0),
+        "net_buffer_length" => int(16384),
+        "query_cache_size" | "query_cache_type" => int(0),
+        _ => None,
+    }
+}
+
+/// The query without comments, trailing `;` and surrounding whitespace,
+/// inner whitespace folded (outside quotes).
+pub(crate) fn clean(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    let mut quote: Option<char> = None;
+    let mut space = false;
+    while let Some(c) = chars.next() {
+        if let Some(q) = quote {
+            out.push(c);
+            if c == '\\' {
+                if let Some(n) = chars.next() {
+                    out.push(n);
+                }
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut prev = ' ';
+                for n in chars.by_ref() {
+                    if prev == '*' && n == '/' {
+                        break;
+                    }
+                    prev = n;
+                }
+                space = true;
+            }
+            '-' if chars.peek() == Some(&'-') => {
+                for n in chars.by_ref() {
+                    if n == '\n' {
+                        break;
+                    }
+                }
+                space = true;
+            }
+            '#' => {
+                for n in chars.by_ref() {
+                    if n == '\n' {
+                        break;
+                    }
+                }
+                space = true;
+            }
+            c if c.is_whitespace() => space = true,
+            c => {
+                if space && !out.is_empty() {
+                    out.push(' ');
+                }
+                space = false;
+                if c == '\'' || c == '"' || c == '`' {
+                    quote = Some(c);
+                }
+                out.push(c);
+            }
+        }
+    }
+    while out.ends_with(';') || out.ends_with(' ') {
+        out.pop();
+    }
+    out
+}
+
+/// `text` without its first word if that is `word` (any case).
+fn strip_word<'a>(text: &'a str, word: &str) -> Option<&'a str> {
+    let head = text.get(..word.len())?;
+    let rest = &text[word.len()..];
+    if head.eq_ignore_ascii_case(word) && (rest.is_empty() || rest.starts_with(' ')) {
+        Some(rest.trim_start())
+    } else {
+        None
+    }
+}
+
+/// Splits a select list at top-level commas.
+fn split_items(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"' | '`') => quote = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                out.push(s[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    let last = s[start..].trim();
+    if !last.is_empty() || !out.is_empty() {
+        out.push(last);
+    }
+    out
+}
+
+/// `expr AS alias` → (expr, Some(alias)), quotes around the alias removed.
+fn split_alias(item: &str) -> (&str, Option<&str>) {
+    let upper = item.to_ascii_uppercase();
+    match upper.rfind(" AS ") {
+        Some(pos) => {
+            let alias = item[pos + 4..]
+                .trim()
+                .trim_matches(|c| c == '`' || c == '\'' || c == '"');
+            (item[..pos].trim(), Some(alias))
+        }
+        None => (item, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_strips_comments_semicolons_and_folds_space() {
+        assert_eq!(clean("  show\n\tpools ;; "), "show pools");
+        assert_eq!(clean("/* x */ SHOW /* y */ STATS -- z"), "SHOW STATS");
+        assert_eq!(clean("select 'a  ;b' ;"), "select 'a  ;b'");
+        assert_eq!(clean(""), "");
+    }
+
+    #[test]
+    fn select_lists() {
+        assert_eq!(
+            split_items("@@a, f(1, 2) AS x, 'a,b'"),
+            vec!["@@a", "f(1, 2) AS x", "'a,b'"]
+        );
+        assert_eq!(
+            split_alias("@@version_comment"),
+            ("@@version_comment", None)
+        );
+        assert_eq!(
+            split_alias("DATABASE() as `db`"),
+            ("DATABASE()", Some("db"))
+        );
+        assert_eq!(strip_word("select 1", "SELECT"), Some("1"));
+        assert_eq!(strip_word("selected", "SELECT"), None);
+    }
+
+    #[test]
+    fn scrambles_are_printable() {
+        let a = new_scramble();
+        assert!(a.iter().all(|&b| (0x21..=0x7e).contains(&b) && b != b'$'));
+        assert_ne!(a, new_scramble());
+    }
+}

@@ -1,0 +1,421 @@
+//! `/metrics`: the Prometheus text exposition format (version 0.0.4).
+//! Names start with `funnel_`; the pool is a label; durations are seconds;
+//! the three latency measures since start are Prometheus histograms.
+
+use std::fmt::Write as _;
+
+use super::json::BUCKETS_US;
+use super::report::{backlog_max_1m, measures, WINDOWS};
+use crate::server::control::{Hist, Snapshot};
+
+struct Out(String);
+
+fn escape(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+fn labels(pairs: &[(&str, &str)]) -> String {
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let inner: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+fn num(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v}")
+    } else if v.is_nan() {
+        "NaN".into()
+    } else if v > 0.0 {
+        "+Inf".into()
+    } else {
+        "-Inf".into()
+    }
+}
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, pairs: &[(&str, &str)], v: f64) {
+        let _ = writeln!(self.0, "{name}{} {}", labels(pairs), num(v));
+    }
+
+    /// One family with one sample per pool.
+    fn per_pool(
+        &mut self,
+        s: &Snapshot,
+        name: &str,
+        kind: &str,
+        help: &str,
+        f: impl Fn(&crate::server::control::PoolSnapshot) -> f64,
+    ) {
+        self.family(name, kind, help);
+        for p in &s.pools {
+            self.sample(name, &[("pool", &p.name)], f(p));
+        }
+    }
+
+    fn histogram(&mut self, name: &str, pool: &str, h: &Hist) {
+        for le in BUCKETS_US {
+            let le_s = num(le as f64 / 1e6);
+            self.sample(
+                &format!("{name}_bucket"),
+                &[("pool", pool), ("le", &le_s)],
+                h.count_le(le) as f64,
+            );
+        }
+        self.sample(
+            &format!("{name}_bucket"),
+            &[("pool", pool), ("le", "+Inf")],
+            h.count as f64,
+        );
+        self.sample(
+            &format!("{name}_sum"),
+            &[("pool", pool)],
+            h.sum_us as f64 / 1e6,
+        );
+        self.sample(&format!("{name}_count"), &[("pool", pool)], h.count as f64);
+    }
+}
+
+pub fn render(s: &Snapshot) -> String {
+    let mut o = Out(String::with_capacity(16 * 1024));
+    let b = |v: bool| if v { 1.0 } else { 0.0 };
+
+    o.family(
+        "funnel_info",
+        "gauge",
+        "Always 1; the labels give the funnel's and the backend's versions.",
+    );
+    o.sample(
+        "funnel_info",
+        &[
+            ("version", s.version),
+            (
+                "backend_version",
+                super::report::backend_version(s).unwrap_or(""),
+            ),
+            ("backend_address", &s.backend_address),
+        ],
+        1.0,
+    );
+    o.family(
+        "funnel_uptime_seconds",
+        "gauge",
+        "Seconds since the funnel started.",
+    );
+    o.sample("funnel_uptime_seconds", &[], s.uptime.as_secs_f64());
+    o.family(
+        "funnel_paused",
+        "gauge",
+        "1 while PAUSE (admin console) holds requests in the backlog.",
+    );
+    o.sample("funnel_paused", &[], b(s.paused));
+    o.family(
+        "funnel_shutting_down",
+        "gauge",
+        "1 while draining for shutdown.",
+    );
+    o.sample("funnel_shutting_down", &[], b(s.shutting_down));
+    o.family("funnel_healthy", "gauge", "1 when /health answers 200.");
+    o.sample("funnel_healthy", &[], b(super::health(s).is_ok()));
+    o.family(
+        "funnel_client_connections",
+        "gauge",
+        "Client connections open, authenticated or not.",
+    );
+    o.sample("funnel_client_connections", &[], s.clients_connected as f64);
+    o.family(
+        "funnel_client_connections_handshaking",
+        "gauge",
+        "Client connections still logging in.",
+    );
+    o.sample(
+        "funnel_client_connections_handshaking",
+        &[],
+        s.clients_handshaking as f64,
+    );
+    o.family(
+        "funnel_client_connections_max",
+        "gauge",
+        "max_client_connections.",
+    );
+    o.sample(
+        "funnel_client_connections_max",
+        &[],
+        s.max_client_connections as f64,
+    );
+
+    o.family(
+        "funnel_pool_clients",
+        "gauge",
+        "Authenticated clients of a pool by state.",
+    );
+    for p in &s.pools {
+        let c = &p.clients;
+        for (state, n) in [
+            ("idle", c.idle),
+            ("queued", c.queued),
+            ("running", c.running),
+        ] {
+            o.sample(
+                "funnel_pool_clients",
+                &[("pool", &p.name), ("state", state)],
+                n as f64,
+            );
+        }
+    }
+    o.family(
+        "funnel_pool_clients_pinned",
+        "gauge",
+        "Clients holding a backend of their own, by the first cause.",
+    );
+    for p in &s.pools {
+        for (cause, n) in &p.clients.pinned {
+            o.sample(
+                "funnel_pool_clients_pinned",
+                &[("pool", &p.name), ("cause", cause)],
+                *n as f64,
+            );
+        }
+    }
+    o.family("funnel_pool_backends", "gauge", "Backend connections of a pool by state (broken: configured but missing, waiting to reconnect).");
+    for p in &s.pools {
+        let k = &p.backends;
+        for (state, n) in [
+            ("idle", k.idle),
+            ("busy", k.busy),
+            ("pinned", k.pinned),
+            ("connecting", k.connecting),
+            ("internal", k.internal),
+            ("broken", k.broken),
+        ] {
+            o.sample(
+                "funnel_pool_backends",
+                &[("pool", &p.name), ("state", state)],
+                n as f64,
+            );
+        }
+    }
+    o.per_pool(
+        s,
+        "funnel_pool_backends_configured",
+        "gauge",
+        "Shared backend connections configured.",
+        |p| p.configured_connections as f64,
+    );
+    o.per_pool(
+        s,
+        "funnel_pool_backend_up",
+        "gauge",
+        "1 while at least one backend connection is logged in.",
+        |p| b(p.backend_up),
+    );
+    o.per_pool(
+        s,
+        "funnel_pool_backlog_depth",
+        "gauge",
+        "Requests waiting for a backend now.",
+        |p| p.backlog_depth as f64,
+    );
+    o.per_pool(
+        s,
+        "funnel_pool_backlog_max_last_minute",
+        "gauge",
+        "Deepest backlog over the last minute.",
+        |p| backlog_max_1m(p) as f64,
+    );
+    o.per_pool(
+        s,
+        "funnel_pool_backlog_max",
+        "gauge",
+        "Deepest backlog since start.",
+        |p| p.backlog_max_since_start as f64,
+    );
+    o.per_pool(
+        s,
+        "funnel_pool_backlog_size",
+        "gauge",
+        "backlog_size: more waiting requests are refused.",
+        |p| p.backlog_size as f64,
+    );
+    o.per_pool(
+        s,
+        "funnel_pool_oldest_wait_seconds",
+        "gauge",
+        "Age of the oldest queued request.",
+        |p| p.oldest_wait.as_secs_f64(),
+    );
+
+    o.per_pool(
+        s,
+        "funnel_requests_total",
+        "counter",
+        "Commands received from clients.",
+        |p| p.counters.requests as f64,
+    );
+    o.family(
+        "funnel_errors_total",
+        "counter",
+        "Requests that failed, by kind.",
+    );
+    for p in &s.pools {
+        let c = &p.counters;
+        for (kind, n) in [
+            ("backlog_full", c.backlog_full),
+            ("queue_timeout", c.queue_timeouts),
+            ("backend_lost", c.backend_lost),
+            ("auth_failure", c.auth_failures),
+            ("killed", c.killed),
+            ("backend_error", c.backend_errors),
+        ] {
+            o.sample(
+                "funnel_errors_total",
+                &[("pool", &p.name), ("kind", kind)],
+                n as f64,
+            );
+        }
+    }
+    let pool_auth: u64 = s.pools.iter().map(|p| p.counters.auth_failures).sum();
+    o.family(
+        "funnel_auth_failures_unknown_user_total",
+        "counter",
+        "Logins refused for a user name no pool has.",
+    );
+    o.sample(
+        "funnel_auth_failures_unknown_user_total",
+        &[],
+        s.counters.auth_failures.saturating_sub(pool_auth) as f64,
+    );
+    o.per_pool(
+        s,
+        "funnel_received_bytes_total",
+        "counter",
+        "Bytes read from clients.",
+        |p| p.counters.bytes_from_clients as f64,
+    );
+    o.per_pool(
+        s,
+        "funnel_sent_bytes_total",
+        "counter",
+        "Bytes written to clients.",
+        |p| p.counters.bytes_to_clients as f64,
+    );
+    o.per_pool(
+        s,
+        "funnel_backend_connects_total",
+        "counter",
+        "Backend connections logged in (reconnects included).",
+        |p| p.counters.backend_connects as f64,
+    );
+    o.per_pool(
+        s,
+        "funnel_backend_connect_failures_total",
+        "counter",
+        "Backend connection or login attempts that failed.",
+        |p| p.counters.backend_connect_failures as f64,
+    );
+    o.per_pool(
+        s,
+        "funnel_backend_resets_total",
+        "counter",
+        "Backend connections reset before reuse.",
+        |p| p.counters.backend_resets as f64,
+    );
+    o.per_pool(
+        s,
+        "funnel_session_replays_total",
+        "counter",
+        "Session state replayed on a backend before a request.",
+        |p| p.counters.replays as f64,
+    );
+    o.family(
+        "funnel_clients_accepted_total",
+        "counter",
+        "Client connections accepted.",
+    );
+    o.sample(
+        "funnel_clients_accepted_total",
+        &[],
+        s.counters.clients_accepted as f64,
+    );
+    o.family(
+        "funnel_clients_refused_total",
+        "counter",
+        "Client connections refused (max_client_connections, shutdown).",
+    );
+    o.sample(
+        "funnel_clients_refused_total",
+        &[],
+        s.counters.clients_refused as f64,
+    );
+
+    let names = [
+        ("queue_wait", "funnel_queue_wait_seconds", "Time requests waited in the backlog for a backend, since start."),
+        ("service", "funnel_service_seconds", "Backend service time: command sent to mysqld until its answer is complete, since start."),
+        ("end_to_end", "funnel_request_duration_seconds", "End to end: command read from the client until the last byte of the answer is written, since start."),
+    ];
+    for (i, (_, name, help)) in names.iter().enumerate() {
+        o.family(name, "histogram", help);
+        for p in &s.pools {
+            o.histogram(name, &p.name, &measures(&p.latency)[i].1.total);
+        }
+    }
+    o.family(
+        "funnel_latency_recent_seconds",
+        "gauge",
+        "Latency percentiles over a sliding window (metric: queue_wait, service, end_to_end; window: 10s, 60s).",
+    );
+    for p in &s.pools {
+        for (metric, l) in measures(&p.latency) {
+            for (win, secs) in WINDOWS.iter().filter(|(_, secs)| *secs > 0) {
+                let h = l.last(*secs);
+                for (q, qs) in [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99"), (0.999, "0.999")] {
+                    o.sample(
+                        "funnel_latency_recent_seconds",
+                        &[
+                            ("pool", &p.name),
+                            ("metric", metric),
+                            ("window", win),
+                            ("quantile", qs),
+                        ],
+                        h.quantile(q) as f64 / 1e6,
+                    );
+                }
+            }
+        }
+    }
+    o.family(
+        "funnel_latency_recent_count",
+        "gauge",
+        "Requests measured in the sliding window.",
+    );
+    for p in &s.pools {
+        for (metric, l) in measures(&p.latency) {
+            for (win, secs) in WINDOWS.iter().filter(|(_, secs)| *secs > 0) {
+                o.sample(
+                    "funnel_latency_recent_count",
+                    &[("pool", &p.name), ("metric", metric), ("window", win)],
+                    l.last(*secs).count as f64,
+                );
+            }
+        }
+    }
+    o.0
+}

@@ -1,0 +1,546 @@
+//! The tables behind the admin console's SHOW commands, built from a
+//! snapshot. Integers are counts, bytes or durations in µs (or ms where the
+//! column name says so); strings are everything else.
+
+use crate::server::control::{Hist, LatencyStat, PoolSnapshot, Snapshot};
+use crate::server::Counters;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Unsigned integer (MYSQL_TYPE_LONGLONG).
+    Int,
+    /// Text (MYSQL_TYPE_VAR_STRING).
+    Str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cell {
+    Int(u64),
+    Str(String),
+    Null,
+}
+
+impl Cell {
+    pub fn text(&self) -> Option<String> {
+        match self {
+            Cell::Int(v) => Some(v.to_string()),
+            Cell::Str(s) => Some(s.clone()),
+            Cell::Null => None,
+        }
+    }
+}
+
+impl From<u64> for Cell {
+    fn from(v: u64) -> Self {
+        Cell::Int(v)
+    }
+}
+
+impl From<usize> for Cell {
+    fn from(v: usize) -> Self {
+        Cell::Int(v as u64)
+    }
+}
+
+impl From<u32> for Cell {
+    fn from(v: u32) -> Self {
+        Cell::Int(u64::from(v))
+    }
+}
+
+impl From<&str> for Cell {
+    fn from(v: &str) -> Self {
+        Cell::Str(v.to_string())
+    }
+}
+
+impl From<String> for Cell {
+    fn from(v: String) -> Self {
+        Cell::Str(v)
+    }
+}
+
+impl<T: Into<Cell>> From<Option<T>> for Cell {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Cell::Null, Into::into)
+    }
+}
+
+/// A result set: named, typed columns and rows of cells.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Table {
+    pub columns: Vec<(String, Kind)>,
+    pub rows: Vec<Vec<Cell>>,
+}
+
+impl Table {
+    pub fn new(columns: &[(&str, Kind)]) -> Self {
+        Table {
+            columns: columns.iter().map(|(n, k)| (n.to_string(), *k)).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, row: Vec<Cell>) {
+        debug_assert_eq!(row.len(), self.columns.len());
+        self.rows.push(row);
+    }
+
+    /// Index of a column by name.
+    pub fn col(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|(n, _)| n == name)
+    }
+}
+
+use Kind::{Int, Str};
+
+/// The backend's version as mysqld reports it, without MariaDB's "5.5.5-"
+/// replication prefix.
+pub fn backend_version(s: &Snapshot) -> Option<&str> {
+    s.backend_version.as_deref().map(|v| {
+        match v.strip_prefix(crate::protocol::handshake::MARIADB_RPL_HACK_PREFIX) {
+            Some(rest) if !rest.is_empty() => rest,
+            _ => v,
+        }
+    })
+}
+
+/// A pool kept after its user was removed from the configuration.
+pub fn is_removed(p: &PoolSnapshot) -> bool {
+    p.name.starts_with("removed:")
+}
+
+fn yes_no(b: bool) -> Cell {
+    Cell::from(if b { "yes" } else { "no" })
+}
+
+fn us(d: std::time::Duration) -> Cell {
+    Cell::Int(d.as_micros().min(u128::from(u64::MAX)) as u64)
+}
+
+fn ms(d: std::time::Duration) -> Cell {
+    Cell::Int(d.as_millis().min(u128::from(u64::MAX)) as u64)
+}
+
+/// "transaction=2 lock=1" (causes with no client left out).
+pub fn pinned_causes(p: &PoolSnapshot) -> String {
+    p.clients
+        .pinned
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(c, n)| format!("{c}={n}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn pinned_total(p: &PoolSnapshot) -> usize {
+    p.clients.pinned.iter().map(|(_, n)| n).sum()
+}
+
+pub fn show_pools(s: &Snapshot) -> Table {
+    let mut t = Table::new(&[
+        ("pool", Str),
+        ("backend_user", Str),
+        ("clients", Int),
+        ("clients_idle", Int),
+        ("clients_queued", Int),
+        ("clients_running", Int),
+        ("clients_pinned", Int),
+        ("pinned_by", Str),
+        ("backends", Int),
+        ("backends_idle", Int),
+        ("backends_busy", Int),
+        ("backends_pinned", Int),
+        ("backends_connecting", Int),
+        ("backends_internal", Int),
+        ("backends_broken", Int),
+        ("backend_up", Str),
+        ("backlog", Int),
+        ("backlog_max_1m", Int),
+        ("backlog_max", Int),
+        ("backlog_size", Int),
+        ("oldest_wait_us", Int),
+        ("queue_timeout_ms", Int),
+        ("max_pinned_backends", Int),
+        ("last_backend_error", Str),
+    ]);
+    for p in &s.pools {
+        let c = &p.clients;
+        let b = &p.backends;
+        t.push(vec![
+            p.name.as_str().into(),
+            p.backend_user.as_str().into(),
+            c.connected.into(),
+            c.idle.into(),
+            c.queued.into(),
+            c.running.into(),
+            pinned_total(p).into(),
+            pinned_causes(p).into(),
+            p.configured_connections.into(),
+            b.idle.into(),
+            b.busy.into(),
+            b.pinned.into(),
+            b.connecting.into(),
+            b.internal.into(),
+            b.broken.into(),
+            yes_no(p.backend_up),
+            p.backlog_depth.into(),
+            backlog_max_1m(p).into(),
+            p.backlog_max_since_start.into(),
+            p.backlog_size.into(),
+            us(p.oldest_wait),
+            ms(p.queue_timeout),
+            p.max_pinned_backends.into(),
+            p.last_backend_error.as_deref().into(),
+        ]);
+    }
+    t
+}
+
+/// The deepest backlog over the last minute, never below the depth now.
+pub fn backlog_max_1m(p: &PoolSnapshot) -> usize {
+    p.latency.backlog_max_last_minute.max(p.backlog_depth)
+}
+
+/// Every counter, by name, in a fixed order.
+pub fn counter_list(c: &Counters) -> [(&'static str, u64); 15] {
+    [
+        ("requests", c.requests),
+        ("backend_errors", c.backend_errors),
+        ("backlog_full", c.backlog_full),
+        ("queue_timeouts", c.queue_timeouts),
+        ("backend_lost", c.backend_lost),
+        ("auth_failures", c.auth_failures),
+        ("killed", c.killed),
+        ("bytes_in", c.bytes_from_clients),
+        ("bytes_out", c.bytes_to_clients),
+        ("backend_connects", c.backend_connects),
+        ("backend_connect_failures", c.backend_connect_failures),
+        ("backend_resets", c.backend_resets),
+        ("replays", c.replays),
+        ("clients_accepted", c.clients_accepted),
+        ("clients_refused", c.clients_refused),
+    ]
+}
+
+/// The pseudo pool name of totals rows.
+pub const TOTAL: &str = "(total)";
+
+pub fn show_stats(s: &Snapshot) -> Table {
+    let mut columns = vec![("pool", Str)];
+    columns.extend(counter_list(&s.counters).iter().map(|(n, _)| (*n, Int)));
+    let mut t = Table::new(&columns);
+    let rows = s
+        .pools
+        .iter()
+        .map(|p| (p.name.as_str(), &p.counters))
+        .chain(std::iter::once((TOTAL, &s.counters)));
+    for (name, c) in rows {
+        let mut row = vec![Cell::from(name)];
+        row.extend(counter_list(c).iter().map(|(_, v)| Cell::Int(*v)));
+        t.push(row);
+    }
+    t
+}
+
+pub fn show_clients(s: &Snapshot) -> Table {
+    let mut t = Table::new(&[
+        ("id", Int),
+        ("user", Str),
+        ("host", Str),
+        ("state", Str),
+        ("schema", Str),
+        ("pinned_backend", Int),
+        ("pin_cause", Str),
+        ("busy_us", Int),
+        ("bytes_out", Int),
+    ]);
+    for c in &s.clients {
+        t.push(vec![
+            c.id.into(),
+            c.user.as_str().into(),
+            c.host.as_str().into(),
+            c.state.into(),
+            c.schema.as_deref().into(),
+            c.pinned_backend.into(),
+            c.pin_cause.into(),
+            us(c.busy_for),
+            c.bytes_out.into(),
+        ]);
+    }
+    t
+}
+
+pub fn show_backends(s: &Snapshot) -> Table {
+    let mut t = Table::new(&[
+        ("pool", Str),
+        ("thread_id", Int),
+        ("state", Str),
+        ("pinned", Str),
+        ("client_id", Int),
+        ("schema", Str),
+        ("busy_us", Int),
+    ]);
+    for b in &s.backends {
+        t.push(vec![
+            b.pool.as_str().into(),
+            b.thread_id.into(),
+            b.state.into(),
+            yes_no(b.pinned),
+            b.client_id.into(),
+            b.schema.as_deref().into(),
+            us(b.busy_for),
+        ]);
+    }
+    t
+}
+
+pub fn show_backlog(s: &Snapshot) -> Table {
+    let mut t = Table::new(&[
+        ("pool", Str),
+        ("depth", Int),
+        ("max_1m", Int),
+        ("max_since_start", Int),
+        ("backlog_size", Int),
+        ("fill_pct", Int),
+        ("oldest_wait_us", Int),
+        ("queue_timeout_ms", Int),
+        ("clients_queued", Int),
+        ("paused", Str),
+    ]);
+    for p in &s.pools {
+        let fill = (p.backlog_depth * 100)
+            .checked_div(p.backlog_size)
+            .unwrap_or(0);
+        t.push(vec![
+            p.name.as_str().into(),
+            p.backlog_depth.into(),
+            backlog_max_1m(p).into(),
+            p.backlog_max_since_start.into(),
+            p.backlog_size.into(),
+            fill.into(),
+            us(p.oldest_wait),
+            ms(p.queue_timeout),
+            p.clients.queued.into(),
+            yes_no(s.paused),
+        ]);
+    }
+    t
+}
+
+/// The windows reported, as (name, seconds; 0 = since start).
+pub const WINDOWS: [(&str, usize); 3] = [("10s", 10), ("60s", 60), ("total", 0)];
+
+pub fn window(l: &LatencyStat, seconds: usize) -> Hist {
+    if seconds == 0 {
+        l.total.clone()
+    } else {
+        l.last(seconds)
+    }
+}
+
+/// The names of the three latency measures, in [`measures`] order.
+pub const MEASURES: [&str; 3] = ["queue_wait", "service", "end_to_end"];
+
+/// The three measures of a pool, by name.
+pub fn measures(p: &crate::server::control::PoolLatency) -> [(&'static str, &LatencyStat); 3] {
+    [
+        (MEASURES[0], &p.queue_wait),
+        (MEASURES[1], &p.service),
+        (MEASURES[2], &p.end_to_end),
+    ]
+}
+
+/// Every pool's histograms for one measure and window, merged.
+fn all_pools(s: &Snapshot, measure: usize, seconds: usize) -> Hist {
+    let parts: Vec<Hist> = s
+        .pools
+        .iter()
+        .map(|p| window(measures(&p.latency)[measure].1, seconds))
+        .collect();
+    Hist::merge(parts.iter())
+}
+
+pub fn show_latency(s: &Snapshot) -> Table {
+    let mut t = Table::new(&[
+        ("pool", Str),
+        ("metric", Str),
+        ("window", Str),
+        ("count", Int),
+        ("min_us", Int),
+        ("p50_us", Int),
+        ("p90_us", Int),
+        ("p99_us", Int),
+        ("p999_us", Int),
+        ("max_us", Int),
+        ("mean_us", Int),
+    ]);
+    let mut add = |pool: &str, metric: &str, win: &str, h: &Hist| {
+        t.push(vec![
+            pool.into(),
+            metric.into(),
+            win.into(),
+            h.count.into(),
+            h.min_us.into(),
+            h.quantile(0.5).into(),
+            h.quantile(0.9).into(),
+            h.quantile(0.99).into(),
+            h.quantile(0.999).into(),
+            h.max_us.into(),
+            h.mean_us().into(),
+        ]);
+    };
+    for p in &s.pools {
+        for (metric, l) in measures(&p.latency) {
+            for (win, secs) in WINDOWS {
+                add(&p.name, metric, win, &window(l, secs));
+            }
+        }
+    }
+    if s.pools.len() > 1 {
+        for (i, metric) in MEASURES.iter().enumerate() {
+            for (win, secs) in WINDOWS {
+                add(TOTAL, metric, win, &all_pools(s, i, secs));
+            }
+        }
+    }
+    t
+}
+
+pub fn show_queries(s: &Snapshot) -> Table {
+    let mut t = Table::new(&[
+        ("pool", Str),
+        ("shape", Str),
+        ("count", Int),
+        ("errors", Int),
+        ("total_us", Int),
+        ("avg_us", Int),
+        ("max_us", Int),
+    ]);
+    for q in &s.queries {
+        let pool = s.pools.get(q.pool).map_or("?", |p| p.name.as_str());
+        t.push(vec![
+            pool.into(),
+            q.shape.as_str().into(),
+            q.count.into(),
+            q.errors.into(),
+            q.total_us.into(),
+            q.total_us.checked_div(q.count).unwrap_or(0).into(),
+            q.max_us.into(),
+        ]);
+    }
+    t
+}
+
+/// The effective configuration (passwords masked by the loop) as
+/// (section, name, value) rows.
+pub fn show_config(s: &Snapshot) -> Table {
+    let mut t = Table::new(&[("section", Str), ("name", Str), ("value", Str)]);
+    let mut section = String::new();
+    for line in s.config_text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line.starts_with('[') {
+            section = line.to_string();
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            t.push(vec![
+                section.as_str().into(),
+                k.trim().into(),
+                v.trim().into(),
+            ]);
+        }
+    }
+    t
+}
+
+pub fn show_version(s: &Snapshot) -> Table {
+    let mut t = Table::new(&[
+        ("version", Str),
+        ("backend_version", Str),
+        ("backend_address", Str),
+        ("uptime_s", Int),
+        ("clients", Int),
+        ("clients_handshaking", Int),
+        ("max_client_connections", Int),
+        ("paused", Str),
+        ("shutting_down", Str),
+    ]);
+    t.push(vec![
+        format!("funnel {}", s.version).into(),
+        backend_version(s).into(),
+        s.backend_address.as_str().into(),
+        s.uptime.as_secs().into(),
+        s.clients_connected.into(),
+        s.clients_handshaking.into(),
+        s.max_client_connections.into(),
+        yes_no(s.paused),
+        yes_no(s.shutting_down),
+    ]);
+    t
+}
+
+/// The commands of the admin console and what they do.
+pub const COMMANDS: [(&str, &str); 14] = [
+    (
+        "SHOW STATS",
+        "request, error and byte counters per pool and in total",
+    ),
+    (
+        "SHOW POOLS",
+        "clients and backends per pool by state, backlog, backend health",
+    ),
+    (
+        "SHOW CLIENTS",
+        "every client connection: user, host, state, pinning, time in its command",
+    ),
+    (
+        "SHOW BACKENDS",
+        "every backend connection: pool, mysqld thread id, state, client served",
+    ),
+    (
+        "SHOW BACKLOG",
+        "backlog depth now, max over the last minute and since start, oldest wait",
+    ),
+    (
+        "SHOW LATENCY",
+        "queue wait, service and end-to-end percentiles per pool, last 10 s / 60 s / since start",
+    ),
+    (
+        "SHOW QUERIES",
+        "query shapes (literals replaced) by total backend time",
+    ),
+    (
+        "SHOW CONFIG",
+        "the effective configuration, passwords masked",
+    ),
+    ("SHOW VERSION", "funnel and backend versions, uptime"),
+    (
+        "PAUSE",
+        "stop handing requests to backends; they wait in the backlog",
+    ),
+    ("RESUME", "hand queued requests to backends again"),
+    ("RELOAD", "re-read the configuration file"),
+    ("SHUTDOWN", "graceful shutdown, as on SIGTERM"),
+    ("HELP", "this list"),
+];
+
+pub fn show_help() -> Table {
+    let mut t = Table::new(&[("command", Str), ("description", Str)]);
+    for (c, d) in COMMANDS {
+        t.push(vec![c.into(), d.into()]);
+    }
+    t
+}
+
+/// "SHOW STATS, SHOW POOLS, ..., HELP".
+pub fn command_names() -> String {
+    COMMANDS
+        .iter()
+        .map(|(c, _)| *c)
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,882 @@
+//! The admin console (MySQL protocol) and the stats port (HTTP) against a
+//! real funnel process and a real MariaDB: known traffic in, exact numbers out.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{
+    funnel_bin, mariadb, wait_until, FunnelProcess, MariaDb, PASS_A, PASS_B, USER_A, USER_B,
+};
+use mysql::prelude::Queryable;
+
+const ADMIN_USER: &str = "admin";
+const ADMIN_PW: &str = "admin-secret";
+
+type Row = HashMap<String, Option<String>>;
+
+struct Env {
+    f: FunnelProcess,
+    admin_port: u16,
+    stats_port: u16,
+}
+
+/// A funnel in front of `db_port` with an admin console and a stats port;
+/// `users` is the `[user ...]` sections. Waits until every pool is up.
+fn start_on(db_port: u16, users: &str, pools: &[&str]) -> Env {
+    let [port, admin_port, stats_port] = ports();
+    let config = format!(
+        "[funnel]\nlisten = 127.0.0.1:{port}\nshutdown_timeout_ms = 2000\n\
+         [backend]\naddress = 127.0.0.1:{db_port}\nhealth_check_interval_ms = 300\n\
+         reconnect_backoff_min_ms = 100\nreconnect_backoff_max_ms = 500\n\
+         [pool]\nconnections = 2\n{users}\n\
+         [admin]\nlisten = 127.0.0.1:{admin_port}\nuser = {ADMIN_USER}\npassword = {ADMIN_PW}\n\
+         [stats]\nlisten = 127.0.0.1:{stats_port}\nhealth_backlog_ratio = 0.5\n"
+    );
+    let f = FunnelProcess::builder(&config).port(port).start();
+    let env = Env {
+        f,
+        admin_port,
+        stats_port,
+    };
+    let mut c = env.admin();
+    let up = wait_until(Duration::from_secs(20), || {
+        let rows = query(&mut c, "SHOW POOLS");
+        pools.iter().all(|p| {
+            rows.iter().any(|r| {
+                s(r, "pool") == *p && s(r, "backend_up") == "yes" && num(r, "backends_idle") == 2
+            })
+        })
+    });
+    assert!(
+        up,
+        "pools did not come up: {:?}",
+        query(&mut c, "SHOW POOLS")
+    );
+    env
+}
+
+/// Three distinct free ports (held together while picking, so the kernel
+/// cannot hand out the same one twice).
+fn ports() -> [u16; 3] {
+    let held: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    let p = |i: usize| held[i].local_addr().unwrap().port();
+    [p(0), p(1), p(2)]
+}
+
+fn start(users: &str, pools: &[&str]) -> Env {
+    start_on(mariadb().port, users, pools)
+}
+
+fn user_a(extra: &str) -> String {
+    format!("[user {USER_A}]\npassword = {PASS_A}\n{extra}\n")
+}
+
+fn user_b(extra: &str) -> String {
+    format!("[user {USER_B}]\npassword = {PASS_B}\n{extra}\n")
+}
+
+fn admin_opts(port: u16, user: &str, pw: &str) -> mysql::Opts {
+    mysql::OptsBuilder::new()
+        .ip_or_hostname(Some("127.0.0.1"))
+        .tcp_port(port)
+        .user(Some(user))
+        .pass(Some(pw))
+        .prefer_socket(false)
+        .tcp_connect_timeout(Some(Duration::from_secs(10)))
+        .read_timeout(Some(Duration::from_secs(30)))
+        .write_timeout(Some(Duration::from_secs(30)))
+        .into()
+}
+
+impl Env {
+    fn admin(&self) -> mysql::Conn {
+        mysql::Conn::new(admin_opts(self.admin_port, ADMIN_USER, ADMIN_PW))
+            .unwrap_or_else(|e| panic!("admin console login failed: {e}"))
+    }
+
+    /// A client through the funnel, without a default database: a login
+    /// with one sends COM_INIT_DB through the backlog, which would blur the
+    /// exact counts these tests check.
+    fn client(&self, user: &str, pw: &str) -> mysql::Conn {
+        let opts = mysql::OptsBuilder::from_opts(self.f.opts(user, pw)).db_name(None::<String>);
+        mysql::Conn::new(opts).unwrap_or_else(|e| panic!("cannot connect through the funnel: {e}"))
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        http(self.stats_port, "GET", path)
+    }
+}
+
+fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the stats port");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: test\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8(raw).expect("UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("response head");
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("Content-Length");
+    if method != "HEAD" {
+        assert_eq!(body.len(), len, "Content-Length of {path}");
+    }
+    (status, body.to_string())
+}
+
+fn cell(v: &mysql::Value) -> Option<String> {
+    match v {
+        mysql::Value::NULL => None,
+        mysql::Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        other => Some(other.as_sql(true).trim_matches('\'').to_string()),
+    }
+}
+
+fn query(c: &mut mysql::Conn, sql: &str) -> Vec<Row> {
+    let rows: Vec<mysql::Row> = c.query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.iter()
+        .map(|r| {
+            r.columns_ref()
+                .iter()
+                .enumerate()
+                .map(|(i, col)| (col.name_str().into_owned(), r.as_ref(i).and_then(cell)))
+                .collect()
+        })
+        .collect()
+}
+
+fn s<'a>(r: &'a Row, col: &str) -> &'a str {
+    r.get(col)
+        .unwrap_or_else(|| panic!("no column {col} in {r:?}"))
+        .as_deref()
+        .unwrap_or("")
+}
+
+fn num(r: &Row, col: &str) -> u64 {
+    s(r, col)
+        .parse()
+        .unwrap_or_else(|_| panic!("{col} is not a number in {r:?}"))
+}
+
+fn pool_row(c: &mut mysql::Conn, sql: &str, pool: &str) -> Row {
+    query(c, sql)
+        .into_iter()
+        .find(|r| s(r, "pool") == pool)
+        .unwrap_or_else(|| panic!("no row for pool {pool} in {sql}"))
+}
+
+fn latency(c: &mut mysql::Conn, pool: &str, metric: &str, window: &str) -> Row {
+    query(c, "SHOW LATENCY")
+        .into_iter()
+        .find(|r| s(r, "pool") == pool && s(r, "metric") == metric && s(r, "window") == window)
+        .unwrap_or_else(|| panic!("no latency row {pool}/{metric}/{window}"))
+}
+
+fn error_code<T>(r: Result<T, mysql::Error>) -> (u16, String) {
+    match r {
+        Err(mysql::Error::MySqlError(e)) => (e.code, e.message),
+        Err(e) => panic!("expected a server error, got {e:?}"),
+        Ok(_) => panic!("expected a server error, got success"),
+    }
+}
+
+fn json(env: &Env, path: &str) -> serde_json::Value {
+    let (status, body) = env.get(path);
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: invalid JSON: {e}\n{body}"))
+}
+
+/// Parses /metrics with prometheus-parse, and checks that it skipped no line
+/// (it ignores what it cannot parse) and that every family is documented.
+fn metrics(env: &Env) -> prometheus_parse::Scrape {
+    let (status, body) = env.get("/metrics");
+    assert_eq!(status, 200);
+    let sample_lines = body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .count();
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .expect("metrics parse");
+    let parsed: usize = scrape
+        .samples
+        .iter()
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(b) => b.len(),
+            _ => 1,
+        })
+        .sum();
+    assert_eq!(
+        parsed, sample_lines,
+        "some /metrics lines did not parse:\n{body}"
+    );
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let name = rest.split_whitespace().next().unwrap();
+            assert!(name.starts_with("funnel_"), "{line}");
+            assert!(
+                body.contains(&format!("# HELP {name} ")),
+                "no HELP for {name}"
+            );
+        } else if !line.starts_with('#') {
+            assert!(line.starts_with("funnel_"), "{line}");
+        }
+    }
+    scrape
+}
+
+fn metric(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let s = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .unwrap_or_else(|| panic!("no sample {name} {labels:?}"));
+    match &s.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => *v,
+        other => panic!("{name}: not a single value: {other:?}"),
+    }
+}
+
+fn histogram(
+    scrape: &prometheus_parse::Scrape,
+    name: &str,
+    pool: &str,
+) -> Vec<prometheus_parse::HistogramCount> {
+    let s = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && s.labels.get("pool") == Some(pool))
+        .unwrap_or_else(|| panic!("no histogram {name} for {pool}"));
+    match &s.value {
+        prometheus_parse::Value::Histogram(b) => b.clone(),
+        other => panic!("{name}: not a histogram: {other:?}"),
+    }
+}
+
+#[test]
+fn console_login_commands_and_config_masking() {
+    let env = start(&user_a(""), &[USER_A]);
+
+    // Wrong password, unknown user, no password: ERR 1045.
+    for (user, pw) in [(ADMIN_USER, "wrong"), ("root", ADMIN_PW), (ADMIN_USER, "")] {
+        let (code, msg) = error_code(mysql::Conn::new(admin_opts(env.admin_port, user, pw)));
+        assert_eq!(code, 1045, "{user}/{pw}: {msg}");
+        assert!(msg.contains("Access denied"), "{msg}");
+    }
+    // The funnel's own users are not admins.
+    let (code, _) = error_code(mysql::Conn::new(admin_opts(env.admin_port, USER_A, PASS_A)));
+    assert_eq!(code, 1045);
+
+    let mut c = env.admin();
+    c.ping().expect("COM_PING");
+    // What client programs send on their own.
+    let v: Option<String> = c.query_first("SELECT @@version_comment LIMIT 1").unwrap();
+    assert_eq!(v.as_deref(), Some("funnel admin console"));
+    let db: Option<Option<String>> = c.query_first("SELECT DATABASE()").unwrap();
+    assert_eq!(db, Some(None));
+    c.query_drop("SET NAMES utf8mb4").unwrap();
+    c.query_drop("SET autocommit = 1").unwrap();
+    c.query_drop("USE anything").unwrap();
+    let (code, _) = error_code(c.query_drop("SELECT @@no_such_variable"));
+    assert_eq!(code, 1193);
+
+    // Case-insensitive, comments and trailing semicolons allowed.
+    let rows = query(&mut c, "  show   version ; ");
+    assert_eq!(rows.len(), 1);
+    assert!(s(&rows[0], "version").starts_with("funnel "), "{rows:?}");
+    assert!(
+        s(&rows[0], "backend_version").contains("MariaDB"),
+        "{rows:?}"
+    );
+    assert_eq!(query(&mut c, "/* x */ Show Pools;;").len(), 1);
+
+    // Typed columns: counters are LONGLONG, names VAR_STRING.
+    let result = c.query_iter("SHOW STATS").unwrap();
+    let cols = result.columns();
+    let cols = cols.as_ref();
+    let ty = |name: &str| {
+        cols.iter()
+            .find(|c| c.name_str() == name)
+            .map(|c| c.column_type())
+            .unwrap()
+    };
+    assert_eq!(
+        ty("requests"),
+        mysql::consts::ColumnType::MYSQL_TYPE_LONGLONG
+    );
+    assert_eq!(ty("pool"), mysql::consts::ColumnType::MYSQL_TYPE_VAR_STRING);
+    drop(result);
+    let stats: Vec<(String, u64)> = c.query("SELECT 'x', 7").unwrap();
+    assert_eq!(stats, vec![("x".to_string(), 7)]);
+
+    // Unknown commands list the valid ones.
+    for bad in ["SHOW FOO", "DROP TABLE x", "SELECT * FROM t"] {
+        let (code, msg) = error_code(c.query_drop(bad));
+        assert_eq!(code, 1064, "{bad}: {msg}");
+        assert!(
+            msg.contains("SHOW POOLS") && msg.contains("SHUTDOWN"),
+            "{msg}"
+        );
+    }
+    let (code, _) = error_code(c.query_drop(""));
+    assert_eq!(code, 1065);
+    assert_eq!(query(&mut c, "HELP").len(), 14);
+
+    // SHOW CONFIG: the effective configuration with every secret masked.
+    let config = query(&mut c, "SHOW CONFIG");
+    let all: String = config
+        .iter()
+        .map(|r| format!("{} {} = {}\n", s(r, "section"), s(r, "name"), s(r, "value")))
+        .collect();
+    assert!(!all.contains(PASS_A) && !all.contains(ADMIN_PW), "{all}");
+    assert!(all.contains("[admin] password = "), "{all}");
+    assert!(
+        all.contains(&format!("[user {USER_A}] password = ")),
+        "{all}"
+    );
+    assert!(all.contains("[stats] health_backlog_ratio = 0.5"), "{all}");
+
+    // The mariadb command-line client works against it.
+    let out = Command::new(common::mariadb_client())
+        .arg("--no-defaults")
+        .args(["-h127.0.0.1", &format!("-P{}", env.admin_port)])
+        .args([&format!("-u{ADMIN_USER}"), &format!("-p{ADMIN_PW}")])
+        .args(["-e", "SHOW POOLS; SHOW LATENCY"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("backlog_max_1m") && stdout.contains(USER_A),
+        "{stdout}"
+    );
+    assert!(stdout.contains("end_to_end"), "{stdout}");
+    let out = Command::new(common::mariadb_client())
+        .arg("--no-defaults")
+        .args(["-h127.0.0.1", &format!("-P{}", env.admin_port)])
+        .args([&format!("-u{ADMIN_USER}"), "-pnope", "-e", "SHOW POOLS"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1045"));
+}
+
+#[test]
+fn request_and_histogram_counts_are_exact() {
+    let env = start(&user_a(""), &[USER_A]);
+    let mut a = env.admin();
+    let mut c = env.client(USER_A, PASS_A);
+    c.query_drop("SELECT 1").unwrap();
+
+    let before_req = num(&pool_row(&mut a, "SHOW STATS", USER_A), "requests");
+    let before: Vec<u64> = ["queue_wait", "service", "end_to_end"]
+        .iter()
+        .map(|m| num(&latency(&mut a, USER_A, m, "total"), "count"))
+        .collect();
+    const N: u64 = 50;
+    for i in 0..N {
+        let v: Option<i64> = c.query_first(format!("SELECT {i} + 1")).unwrap();
+        assert_eq!(v, Some(i as i64 + 1));
+    }
+    let stats = pool_row(&mut a, "SHOW STATS", USER_A);
+    assert_eq!(num(&stats, "requests") - before_req, N);
+    let totals = pool_row(&mut a, "SHOW STATS", "(total)");
+    assert_eq!(num(&totals, "requests"), num(&stats, "requests"));
+    for (m, b) in ["queue_wait", "service", "end_to_end"].iter().zip(&before) {
+        let total = latency(&mut a, USER_A, m, "total");
+        assert_eq!(num(&total, "count") - b, N, "{m}: {total:?}");
+        // Everything happened in the last minute.
+        let last60 = latency(&mut a, USER_A, m, "60s");
+        assert_eq!(num(&last60, "count"), num(&total, "count"), "{m}");
+        let (p50, p99, max) = (
+            num(&total, "p50_us"),
+            num(&total, "p99_us"),
+            num(&total, "max_us"),
+        );
+        assert!(
+            num(&total, "min_us") <= p50 && p50 <= p99 && p99 <= max,
+            "{total:?}"
+        );
+    }
+    let service = latency(&mut a, USER_A, "service", "total");
+    let e2e = latency(&mut a, USER_A, "end_to_end", "total");
+    assert!(num(&service, "min_us") >= 1 && num(&e2e, "p50_us") >= num(&service, "min_us"));
+
+    // The query shape table saw exactly N of this shape.
+    let shapes = query(&mut a, "SHOW QUERIES");
+    let shape = shapes
+        .iter()
+        .find(|r| s(r, "shape") == "SELECT ? + ?")
+        .unwrap_or_else(|| panic!("{shapes:?}"));
+    assert_eq!((num(shape, "count"), num(shape, "errors")), (N, 0));
+    assert!(num(shape, "total_us") >= num(shape, "max_us"));
+    assert_eq!(s(shape, "pool"), USER_A);
+
+    // /metrics and /stats.json say the same.
+    let m = metrics(&env);
+    assert_eq!(
+        metric(&m, "funnel_requests_total", &[("pool", USER_A)]) as u64,
+        num(&stats, "requests")
+    );
+    for (name, metric_name) in [
+        ("funnel_queue_wait_seconds", "queue_wait"),
+        ("funnel_service_seconds", "service"),
+        ("funnel_request_duration_seconds", "end_to_end"),
+    ] {
+        let buckets = histogram(&m, name, USER_A);
+        let count = num(&latency(&mut a, USER_A, metric_name, "total"), "count");
+        assert!(buckets
+            .windows(2)
+            .all(|w| w[0].less_than < w[1].less_than && w[0].count <= w[1].count));
+        let inf = buckets.last().unwrap();
+        assert!(inf.less_than.is_infinite());
+        assert_eq!(inf.count as u64, count, "{name}");
+        assert_eq!(
+            metric(&m, &format!("{name}_count"), &[("pool", USER_A)]) as u64,
+            count
+        );
+        assert!(metric(&m, &format!("{name}_sum"), &[("pool", USER_A)]) > 0.0);
+    }
+    let j = json(&env, "/stats.json");
+    let pool = &j["pools"][0];
+    assert_eq!(pool["name"], USER_A);
+    assert_eq!(
+        pool["counters"]["requests"].as_u64(),
+        Some(num(&stats, "requests"))
+    );
+    assert_eq!(
+        pool["latency"]["end_to_end"]["since_start"]["count"].as_u64(),
+        Some(num(&e2e, "count"))
+    );
+    assert!(j["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|q| q["shape"] == "SELECT ? + ?"));
+    assert!(j["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["user"] == USER_A));
+    assert_eq!(j["backends"].as_array().unwrap().len(), 2);
+    let light = json(&env, "/stats.json?detail=0");
+    assert!(light.get("clients").is_none() && light.get("queries").is_none());
+    assert!(light["pools"][0]["history"]["backlog_max"].is_array());
+}
+
+#[test]
+fn backlog_pile_up_while_paused() {
+    let env = start(&user_a(""), &[USER_A]);
+    let mut a = env.admin();
+    const N: usize = 8;
+    let conns: Vec<mysql::Conn> = (0..N).map(|_| env.client(USER_A, PASS_A)).collect();
+    let before_wait = num(&latency(&mut a, USER_A, "queue_wait", "total"), "count");
+
+    let r = a.query_iter("PAUSE").unwrap();
+    assert!(r.info_str().contains("paused"), "{}", r.info_str());
+    drop(r);
+    let (status, body) = env.get("/health");
+    assert_eq!(status, 503);
+    assert!(body.contains("paused"), "{body}");
+
+    let started = Instant::now();
+    let workers: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            thread::spawn(move || {
+                let v: Option<i64> = c.query_first(format!("SELECT {i} * 2")).unwrap();
+                assert_eq!(v, Some(i as i64 * 2));
+            })
+        })
+        .collect();
+    let piled = wait_until(Duration::from_secs(20), || {
+        num(&pool_row(&mut a, "SHOW BACKLOG", USER_A), "depth") == N as u64
+    });
+    assert!(piled, "{:?}", query(&mut a, "SHOW BACKLOG"));
+    thread::sleep(Duration::from_millis(300));
+    let backlog = pool_row(&mut a, "SHOW BACKLOG", USER_A);
+    assert_eq!(num(&backlog, "depth"), N as u64);
+    assert_eq!(num(&backlog, "clients_queued"), N as u64);
+    assert!(num(&backlog, "max_1m") >= N as u64);
+    assert!(num(&backlog, "max_since_start") >= N as u64);
+    assert!(num(&backlog, "oldest_wait_us") >= 300_000, "{backlog:?}");
+    assert_eq!(s(&backlog, "paused"), "yes");
+    let pools = pool_row(&mut a, "SHOW POOLS", USER_A);
+    assert_eq!(num(&pools, "clients_queued"), N as u64);
+    assert_eq!(num(&pools, "backlog"), N as u64);
+    let clients = query(&mut a, "SHOW CLIENTS");
+    assert_eq!(
+        clients.iter().filter(|r| s(r, "state") == "queued").count(),
+        N
+    );
+    let m = metrics(&env);
+    assert_eq!(
+        metric(&m, "funnel_pool_backlog_depth", &[("pool", USER_A)]) as usize,
+        N
+    );
+    assert_eq!(metric(&m, "funnel_paused", &[]), 1.0);
+
+    let r = a.query_iter("RESUME").unwrap();
+    assert_eq!(r.info_str(), "resumed");
+    drop(r);
+    for w in workers {
+        w.join().expect("a queued request failed");
+    }
+    let waited = started.elapsed();
+    let backlog = pool_row(&mut a, "SHOW BACKLOG", USER_A);
+    assert_eq!(num(&backlog, "depth"), 0);
+    assert!(num(&backlog, "max_since_start") >= N as u64);
+    assert!(num(&backlog, "max_1m") >= N as u64, "{backlog:?}");
+    let wait = latency(&mut a, USER_A, "queue_wait", "total");
+    assert_eq!(num(&wait, "count") - before_wait, N as u64);
+    assert!(
+        num(&wait, "max_us") >= 300_000 && num(&wait, "max_us") <= waited.as_micros() as u64 + 5000
+    );
+    let (status, _) = env.get("/health");
+    assert_eq!(status, 200);
+    // The per-second history (for the live page) has the pile-up once its
+    // second is complete.
+    let mut history = Vec::new();
+    let seen = wait_until(Duration::from_secs(5), || {
+        let j = json(&env, "/stats.json?detail=0");
+        history = j["pools"][0]["history"]["backlog_max"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        history.contains(&(N as u64))
+    });
+    assert!(seen, "{history:?}");
+}
+
+#[test]
+fn forced_errors_move_their_counters() {
+    let users = format!(
+        "{}{}",
+        user_a("backlog_size = 2"),
+        user_b("queue_timeout_ms = 300")
+    );
+    let env = start(&users, &[USER_A, USER_B]);
+    let mut a = env.admin();
+    // Log everyone in first: a login with a database queues like a command.
+    let mut a2 = env.client(USER_A, PASS_A);
+    let a3 = env.client(USER_A, PASS_A);
+    let mut a4 = env.client(USER_A, PASS_A);
+    let mut b1 = env.client(USER_B, PASS_B);
+    let a2_id: u64 = a2.query_first("SELECT CONNECTION_ID()").unwrap().unwrap();
+
+    a.query_drop("PAUSE").unwrap();
+    let victim = thread::spawn(move || a2.query_drop("SELECT 1"));
+    assert!(wait_until(Duration::from_secs(20), || num(
+        &pool_row(&mut a, "SHOW BACKLOG", USER_A),
+        "depth"
+    ) == 1));
+    let survivor = thread::spawn(move || {
+        let mut a3 = a3;
+        a3.query_drop("SELECT 2")
+    });
+    assert!(wait_until(Duration::from_secs(20), || num(
+        &pool_row(&mut a, "SHOW BACKLOG", USER_A),
+        "depth"
+    ) == 2));
+    // Backlog full: funnel_a may queue 2.
+    let (code, msg) = error_code(a4.query_drop("SELECT 3"));
+    assert_eq!(code, 1040, "{msg}");
+    assert!(msg.contains("backlog full"), "{msg}");
+    // Killed: KILL QUERY of a queued request, from another connection of the user.
+    a4.query_drop(format!("KILL QUERY {a2_id}")).unwrap();
+    let (code, _) = error_code(victim.join().unwrap());
+    assert_eq!(code, 1317);
+    // Queue timeout: funnel_b waits at most 300 ms.
+    let t = Instant::now();
+    let (code, msg) = error_code(b1.query_drop("SELECT 4"));
+    assert_eq!(code, 1969, "{msg}");
+    assert!(t.elapsed() >= Duration::from_millis(250));
+    a.query_drop("RESUME").unwrap();
+    survivor
+        .join()
+        .unwrap()
+        .expect("the queued request runs after RESUME");
+
+    // Auth failures: wrong password for a known user, and an unknown user.
+    let (code, _) = error_code(env.f.try_conn(USER_A, "wrong"));
+    assert_eq!(code, 1045);
+    let (code, _) = error_code(env.f.try_conn("nobody", "x"));
+    assert_eq!(code, 1045);
+
+    // Backend error: mysqld answers ERR; counted, and on the query shape.
+    let (code, _) =
+        error_code(b1.query_drop("SELECT * FROM funnel_test.no_such_table_here WHERE id = 5"));
+    assert_eq!(code, 1146);
+
+    let sa = pool_row(&mut a, "SHOW STATS", USER_A);
+    let sb = pool_row(&mut a, "SHOW STATS", USER_B);
+    let total = pool_row(&mut a, "SHOW STATS", "(total)");
+    assert_eq!(num(&sa, "backlog_full"), 1, "{sa:?}");
+    assert_eq!(num(&sa, "killed"), 1, "{sa:?}");
+    assert_eq!(num(&sa, "auth_failures"), 1, "{sa:?}");
+    assert_eq!(num(&sb, "queue_timeouts"), 1, "{sb:?}");
+    assert_eq!(num(&sb, "backend_errors"), 1, "{sb:?}");
+    assert_eq!(num(&total, "auth_failures"), 2, "{total:?}");
+    for col in ["backlog_full", "killed", "queue_timeouts", "backend_errors"] {
+        assert_eq!(num(&total, col), num(&sa, col) + num(&sb, col), "{col}");
+    }
+    let shapes = query(&mut a, "SHOW QUERIES");
+    let bad = shapes
+        .iter()
+        .find(|r| s(r, "shape") == "SELECT * FROM funnel_test.no_such_table_here WHERE id = ?")
+        .unwrap_or_else(|| panic!("{shapes:?}"));
+    assert_eq!((num(bad, "count"), num(bad, "errors")), (1, 1));
+    assert_eq!(s(bad, "pool"), USER_B);
+
+    let m = metrics(&env);
+    let err = |pool: &str, kind: &str| {
+        metric(&m, "funnel_errors_total", &[("pool", pool), ("kind", kind)]) as u64
+    };
+    assert_eq!(err(USER_A, "backlog_full"), 1);
+    assert_eq!(err(USER_A, "killed"), 1);
+    assert_eq!(err(USER_A, "auth_failure"), 1);
+    assert_eq!(err(USER_B, "queue_timeout"), 1);
+    assert_eq!(err(USER_B, "backend_error"), 1);
+    assert_eq!(err(USER_B, "backlog_full"), 0);
+    assert_eq!(
+        metric(&m, "funnel_auth_failures_unknown_user_total", &[]) as u64,
+        1
+    );
+
+    // Backend lost: mysqld kills the connection serving a long query.
+    let before_lost = num(&pool_row(&mut a, "SHOW STATS", USER_B), "backend_lost");
+    let sleeper = thread::spawn(move || b1.query_drop("SELECT SLEEP(30)"));
+    let mut thread_id = 0;
+    assert!(wait_until(Duration::from_secs(20), || {
+        let busy = query(&mut a, "SHOW BACKENDS")
+            .into_iter()
+            .find(|r| s(r, "pool") == USER_B && s(r, "state") == "busy");
+        if let Some(r) = busy {
+            thread_id = num(&r, "thread_id");
+        }
+        thread_id != 0
+    }));
+    common::admin_sql(&format!("KILL CONNECTION {thread_id}"));
+    let r = sleeper.join().unwrap();
+    assert!(r.is_err(), "the client sees its backend go");
+    assert!(wait_until(Duration::from_secs(10), || num(
+        &pool_row(&mut a, "SHOW STATS", USER_B),
+        "backend_lost"
+    ) == before_lost + 1));
+}
+
+#[test]
+fn health_follows_the_backend() {
+    let db = MariaDb::new();
+    let env = start_on(db.port, &user_a(""), &[USER_A]);
+    let (status, body) = env.get("/health");
+    assert_eq!(
+        (status, body.trim()),
+        (200, "OK: 1 pool(s) up, backlog below the limit")
+    );
+    let (status, body) = http(env.stats_port, "HEAD", "/health");
+    assert_eq!((status, body.as_str()), (200, ""));
+
+    db.stop();
+    let mut last = String::new();
+    let down = wait_until(Duration::from_secs(30), || {
+        let (status, body) = env.get("/health");
+        last = body;
+        status == 503
+    });
+    assert!(down, "still healthy: {last}");
+    assert!(last.starts_with("backend down: pool funnel_a"), "{last}");
+    assert_eq!(last.lines().count(), 1);
+    let mut a = env.admin();
+    assert_eq!(
+        s(&pool_row(&mut a, "SHOW POOLS", USER_A), "backend_up"),
+        "no"
+    );
+    let m = metrics(&env);
+    assert_eq!(metric(&m, "funnel_healthy", &[]), 0.0);
+    assert_eq!(
+        metric(&m, "funnel_pool_backend_up", &[("pool", USER_A)]),
+        0.0
+    );
+
+    db.start();
+    let up = wait_until(Duration::from_secs(30), || env.get("/health").0 == 200);
+    assert!(up, "{:?}", env.get("/health"));
+}
+
+#[test]
+fn backlog_saturation_makes_health_fail() {
+    // health_backlog_ratio = 0.5 of backlog_size 4: unhealthy from 2 queued.
+    let env = start(&user_a("backlog_size = 4"), &[USER_A]);
+    let mut a = env.admin();
+    let conns: Vec<mysql::Conn> = (0..4).map(|_| env.client(USER_A, PASS_A)).collect();
+    // Two long queries hold both backends; two more queue behind them.
+    let workers: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            let sql = if i < 2 { "SELECT SLEEP(3)" } else { "SELECT 1" };
+            if i == 2 {
+                // Let the sleepers take the backends first.
+                thread::sleep(Duration::from_millis(300));
+            }
+            thread::spawn(move || c.query_drop(sql))
+        })
+        .collect();
+    assert!(wait_until(Duration::from_secs(20), || num(
+        &pool_row(&mut a, "SHOW BACKLOG", USER_A),
+        "depth"
+    ) == 2));
+    let (status, body) = env.get("/health");
+    assert_eq!(status, 503);
+    assert!(
+        body.starts_with("backlog saturated: pool funnel_a has 2 of 4"),
+        "{body}"
+    );
+    let j = json(&env, "/stats.json?detail=0");
+    assert_eq!(j["health"]["ok"], false);
+    for w in workers {
+        w.join().unwrap().unwrap();
+    }
+    assert_eq!(env.get("/health").0, 200);
+    let pools = pool_row(&mut a, "SHOW POOLS", USER_A);
+    assert!(num(&pools, "backlog_max") >= 2);
+}
+
+#[test]
+fn stats_port_pages_and_errors() {
+    let env = start(&user_a(""), &[USER_A]);
+    let (status, page) = env.get("/");
+    assert_eq!(status, 200);
+    assert!(page.contains("<canvas") && page.contains("/stats.json"));
+    assert!(!page.contains("http://") && !page.contains("https://") && !page.contains("src="));
+    assert_eq!(env.get("/nope").0, 404);
+    assert_eq!(http(env.stats_port, "POST", "/metrics").0, 405);
+    let (status, body) = http(env.stats_port, "HEAD", "/metrics");
+    assert_eq!((status, body.as_str()), (200, ""));
+    // Garbage instead of a request.
+    let mut s = TcpStream::connect(("127.0.0.1", env.stats_port)).unwrap();
+    s.write_all(b"\x16\x03\x01 hello\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 400 "), "{raw}");
+    // Metrics parse even before any traffic.
+    metrics(&env);
+}
+
+#[test]
+fn stats_command_line_view() {
+    let env = start(&format!("{}{}", user_a(""), user_b("")), &[USER_A, USER_B]);
+    let mut c = env.client(USER_A, PASS_A);
+    c.query_drop("SELECT 1").unwrap();
+    let out = Command::new(funnel_bin())
+        .args(["stats", "--admin", &format!("127.0.0.1:{}", env.admin_port)])
+        .args(["--user", ADMIN_USER, "--password", ADMIN_PW])
+        .args(["--interval", "0.2", "--count", "2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("POOL ").count(), 2, "{stdout}");
+    assert!(
+        stdout.contains(USER_A) && stdout.contains(USER_B) && stdout.contains("(total)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("E2E p99") && stdout.contains("backend 127.0.0.1:"),
+        "{stdout}"
+    );
+
+    let out = Command::new(funnel_bin())
+        .args(["stats", "--admin", &format!("127.0.0.1:{}", env.admin_port)])
+        .args(["--password", "wrong", "--count", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1045"));
+    let out = Command::new(funnel_bin())
+        .args(["stats", "--interval", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn reload_changes_admin_credentials_and_shutdown_stops() {
+    let mut env = start(&user_a(""), &[USER_A]);
+    let mut a = env.admin();
+    // Rewrite the config with a new admin password (reloadable).
+    let text = std::fs::read_to_string(&env.f.config_path).unwrap();
+    env.f
+        .write_config(&text.replace(&format!("password = {ADMIN_PW}"), "password = next-secret"));
+    let r = a.query_iter("RELOAD").unwrap();
+    assert!(r.info_str().contains("reloaded"), "{}", r.info_str());
+    drop(r);
+    let (code, _) = error_code(mysql::Conn::new(admin_opts(
+        env.admin_port,
+        ADMIN_USER,
+        ADMIN_PW,
+    )));
+    assert_eq!(code, 1045);
+    let mut a2 = mysql::Conn::new(admin_opts(env.admin_port, ADMIN_USER, "next-secret")).unwrap();
+    // A broken file is refused with an error, the running config stays.
+    env.f.write_config("[funnel]\nnonsense\n");
+    let (code, msg) = error_code(a2.query_drop("RELOAD"));
+    assert_eq!(code, 1105);
+    assert!(msg.contains("reload refused"), "{msg}");
+
+    // Too many admin sessions: the one over the limit gets ERR 1040.
+    thread::sleep(Duration::from_millis(300));
+    let mut held = Vec::new();
+    for _ in 0..14 {
+        held.push(mysql::Conn::new(admin_opts(env.admin_port, ADMIN_USER, "next-secret")).unwrap());
+    }
+    let (code, _) = error_code(mysql::Conn::new(admin_opts(
+        env.admin_port,
+        ADMIN_USER,
+        "next-secret",
+    )));
+    assert_eq!(code, 1040);
+    drop(held);
+
+    let r = a2.query_iter("SHUTDOWN").unwrap();
+    assert!(r.info_str().contains("shutting down"));
+    drop(r);
+    let status = env
+        .f
+        .wait_exit(Duration::from_secs(20))
+        .expect("funnel exits after SHUTDOWN");
+    assert!(status.success(), "{status}");
+    drop(a);
+}
