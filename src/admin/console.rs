@@ -22,7 +22,7 @@ use crate::protocol::consts::*;
 use crate::protocol::handshake::{
     is_ssl_request, AuthSwitchRequest, HandshakeResponse, HandshakeV10,
 };
-use crate::protocol::lenenc::{write_lenenc_int, write_lenenc_str};
+use crate::protocol::lenenc::write_lenenc_int;
 use crate::protocol::packet::{join_payload, scan_message, write_packet};
 use crate::protocol::response::{
     column_flag, column_type, encode_column_def, encode_eof, encode_err, encode_ok,
@@ -178,12 +178,7 @@ impl Conn {
     }
 
     fn ok(&mut self, info: &str) -> io::Result<()> {
-        // mysqld writes the info as a length-encoded string whatever the
-        // capabilities, and libmariadb reads it so: do the same.
-        let mut lenenc_info = Vec::new();
-        if !info.is_empty() {
-            write_lenenc_str(&mut lenenc_info, info.as_bytes());
-        }
+        // encode_ok writes the info length-encoded, as mysqld does.
         let mut p = Vec::new();
         encode_ok(
             &mut p,
@@ -193,7 +188,7 @@ impl Conn {
                 last_insert_id: 0,
                 status: SERVER_STATUS_AUTOCOMMIT,
                 warnings: 0,
-                info: &lenenc_info,
+                info: info.as_bytes(),
                 session_state: None,
             },
             self.caps,
