@@ -561,6 +561,11 @@ impl Server {
                 c.rbuf.extend_from_slice(&rest);
                 c.seq_offset = seq.wrapping_sub(1);
                 c.state = ClientState::ConnectDb;
+                // Counted as a request: it waits in the backlog and runs on
+                // a backend like one, so latency counts stay equal to it.
+                self.pools[pool].counters.requests += 1;
+                self.counters.requests += 1;
+                let c = &mut self.clients[key];
                 match scan_message(c.rbuf.as_slice(), usize::MAX) {
                     Ok(Some(span)) => c.current = Some(span),
                     _ => {
