@@ -88,10 +88,17 @@ impl<'a> SessionStateIter<'a> {
                 first
             }
             SESSION_TRACK_SCHEMA => StateChange::Schema(d.lenenc_str().field("session schema")?),
-            SESSION_TRACK_STATE_CHANGE => match d.lenenc_str().field("session state flag")? {
+            // mysqld and MariaDB write the flag as the entry's whole data
+            // (`02 01 31`: Session_state_change_tracker::store); accept a
+            // length-encoded flag too.
+            SESSION_TRACK_STATE_CHANGE => match data {
                 b"1" => StateChange::StateChanged(true),
                 b"0" => StateChange::StateChanged(false),
-                _ => return Err(ProtocolError::Invalid("session state change flag")),
+                _ => match d.lenenc_str().field("session state flag")? {
+                    b"1" => StateChange::StateChanged(true),
+                    b"0" => StateChange::StateChanged(false),
+                    _ => return Err(ProtocolError::Invalid("session state change flag")),
+                },
             },
             SESSION_TRACK_GTIDS => {
                 d.u8().field("session GTIDs encoding")?;
@@ -146,8 +153,8 @@ pub fn encode_state_change(out: &mut Vec<u8>, change: &StateChange<'_>) {
         }
         StateChange::StateChanged(b) => {
             out.push(SESSION_TRACK_STATE_CHANGE);
-            write_lenenc_int(out, 2);
-            write_lenenc_str(out, if *b { b"1" } else { b"0" });
+            write_lenenc_int(out, 1);
+            out.push(if *b { b'1' } else { b'0' });
         }
         StateChange::Gtids(g) => {
             out.push(SESSION_TRACK_GTIDS);
@@ -174,6 +181,27 @@ pub fn encode_state_change(out: &mut Vec<u8>, change: &StateChange<'_>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn state_change_as_mysqld_writes_it() {
+        // The OK after `USE mysql` on MariaDB 10.11: schema entry, then
+        // the state-change entry `02 01 31`.
+        let block = [1u8, 6, 5, b'm', b'y', b's', b'q', b'l', 2, 1, b'1'];
+        let v: Vec<_> = session_state_changes(&block).collect();
+        assert_eq!(
+            v,
+            vec![
+                Ok(StateChange::Schema(b"mysql")),
+                Ok(StateChange::StateChanged(true))
+            ]
+        );
+        // The length-encoded form is accepted too.
+        let alt = [2u8, 2, 1, b'0'];
+        assert_eq!(
+            session_state_changes(&alt).collect::<Vec<_>>(),
+            vec![Ok(StateChange::StateChanged(false))]
+        );
+    }
+
     use super::*;
 
     fn collect(block: &[u8]) -> Vec<Result<StateChange<'_>>> {
@@ -193,14 +221,15 @@ mod tests {
 
     // SET autocommit=0 with session_track_system_variables=autocommit and
     // session_track_state_change=ON, as mysqld writes it (one entry per
-    // variable): 00 0f 0a "autocommit" 03 "OFF", 02 02 01 "1".
+    // variable): 00 0f 0a "autocommit" 03 "OFF", 02 01 "1"
+    // (Session_state_change_tracker::store writes the flag as the data).
     #[test]
     fn system_variables_and_state_change() {
         let mut block = vec![0x00, 0x0f, 0x0a];
         block.extend_from_slice(b"autocommit");
         block.push(0x03);
         block.extend_from_slice(b"OFF");
-        block.extend_from_slice(&[0x02, 0x02, 0x01, b'1']);
+        block.extend_from_slice(&[0x02, 0x01, b'1']);
         assert_eq!(
             collect(&block),
             vec![

@@ -105,6 +105,8 @@ pub struct Backend {
     /// Session changes seen during the current response.
     pub saw_state_change: bool,
     pub saw_unreplayable: bool,
+    /// A character-set variable changed: re-read collation_connection.
+    pub charset_changed: bool,
     /// Offset added to sequence ids forwarded to the client (non-zero only
     /// when the command is one the funnel issued in the client's handshake).
     pub seq_offset: u8,
@@ -171,7 +173,12 @@ pub const BACKEND_CAPS: u32 = CLIENT_LONG_PASSWORD
 const SETUP_SQL: &[u8] = b"SET SESSION session_track_schema = ON, session_track_system_variables = '*', session_track_state_change = ON";
 const BASELINE_SQL: &[u8] = b"SELECT @@character_set_client, @@character_set_connection, @@character_set_results, @@collation_connection, DATABASE()";
 const COLLATIONS_SQL: &[u8] = b"SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLLATIONS WHERE ID IS NOT NULL AND ID < 256";
-const USER_VARS_SQL: &[u8] = b"SELECT VARIABLE_NAME, VARIABLE_VALUE, VARIABLE_TYPE, CHARACTER_SET_NAME FROM information_schema.USER_VARIABLES";
+/// Reads the user variables back, plus `collation_connection`, which
+/// MariaDB's tracker does not report after `SET NAMES x COLLATE y` (the row
+/// with [`COLLATION_ROW`] as its name: a user variable cannot start with a
+/// space and a colon-prefixed tag together by accident).
+const USER_VARS_SQL: &[u8] = b"SELECT VARIABLE_NAME, VARIABLE_VALUE, VARIABLE_TYPE, CHARACTER_SET_NAME FROM information_schema.USER_VARIABLES UNION ALL SELECT ' funnel:collation_connection', @@collation_connection, 'SYSVAR', NULL";
+const COLLATION_ROW: &str = " funnel:collation_connection";
 const CHARSET_VARS: [&str; 4] = [
     "character_set_client",
     "character_set_connection",
@@ -252,6 +259,7 @@ impl Server {
             sent_at: self.now,
             saw_state_change: false,
             saw_unreplayable: false,
+            charset_changed: false,
             seq_offset: 0,
             close_when_done: false,
             connecting: true,
@@ -729,6 +737,12 @@ impl Server {
                         exact = false;
                         continue;
                     };
+                    if name == COLLATION_ROW {
+                        if let Some(v) = value {
+                            b.session.set_var("collation_connection", v);
+                        }
+                        continue;
+                    }
                     match user_var_literal(value.as_deref(), ty, charset.as_deref()) {
                         // NULL is what an unset variable reads as: drop it.
                         Some(lit) if lit == "NULL" => {}
@@ -1089,6 +1103,7 @@ impl Server {
         b.sent_at = self.now;
         b.saw_state_change = false;
         b.saw_unreplayable = false;
+        b.charset_changed = false;
         b.response_bytes = 0;
         b.commands += 1;
         let expect = expect_for(cmd);
@@ -1186,8 +1201,14 @@ impl Server {
                                     // variable entry: something the funnel
                                     // cannot see (user variables, temporary
                                     // tables, SQL PREPARE).
-                                    b.saw_state_change |=
-                                        changes.state_changed && changes.applied == 0;
+                                    // Variables reported beside a state
+                                    // change may hide a user variable set
+                                    // in the same statement.
+                                    let mentions_user_var =
+                                        c.as_ref().is_none_or(|c| c.mentions_user_var);
+                                    b.saw_state_change |= changes.state_changed
+                                        && (changes.applied == 0 || mentions_user_var);
+                                    b.charset_changed |= changes.charset_changed;
                                 } else {
                                     b.saw_state_change = true;
                                 }
@@ -1357,10 +1378,11 @@ impl Server {
                     }
                 } else if b.saw_unreplayable {
                     c.pins.insert(PinCause::SessionState);
-                } else if b.saw_state_change {
+                } else if b.saw_state_change || b.charset_changed {
                     // Most often user variables, which the funnel reads back
-                    // and replays; what it cannot read back pins.
-                    if cmd == COM_QUERY && !c.opaque_state {
+                    // and replays (with the collation the tracker omits);
+                    // what it cannot read back pins.
+                    if cmd == COM_QUERY && (!c.opaque_state || !b.saw_state_change) {
                         read_user_vars = true;
                     } else {
                         c.pins.insert(PinCause::SessionState);
@@ -1394,6 +1416,9 @@ impl Server {
     /// (pinned), goes back to the pool, or is reset.
     fn release_after_response(&mut self, key: usize, draining: bool) {
         let b = &mut self.backends[key];
+        // A big last packet may have paused it; the response is complete,
+        // so nothing is left to hold back (the next answer must be read).
+        b.paused = false;
         let pool = b.pool;
         let client = b.client;
         b.state = BackendState::Idle;
@@ -1406,7 +1431,7 @@ impl Server {
                 // The client keeps this backend.
                 if !b.pinned {
                     let p = &mut self.pools[pool];
-                    if p.pinned >= p.user.max_pinned_backends {
+                    if p.pinned >= p.pin_limit() {
                         // Over the cap: the state dies with a reset, and the
                         // client learns at its next command.
                         let limit = p.user.max_pinned_backends;

@@ -14,8 +14,9 @@ use mio::Interest;
 use super::io::{Buf, ReadOutcome, Stream};
 use super::pool::{ClientRef, Request};
 use super::session::{
-    first_keyword, funnel_answered_select, parse_kill, statement_has_opaque_state, statement_pins,
-    statement_reads_insert_id, FunnelAnswered, Kill, PinSet, SessionVars,
+    first_keyword, funnel_answered_select, parse_kill, statement_has_opaque_state,
+    statement_mentions_user_var, statement_pins, statement_reads_insert_id, FunnelAnswered, Kill,
+    PinSet, SessionVars,
 };
 use super::stmt::{execute_layout, execute_types, ClientStmt};
 use super::timer::TimerKind;
@@ -127,6 +128,8 @@ pub struct Client {
     pub next_stmt_id: u32,
     /// The statement the current command is about.
     pub current_stmt: Option<u32>,
+    /// The current statement mentions a user variable.
+    pub mentions_user_var: bool,
     /// The current statement reads `LAST_INSERT_ID()`.
     pub reads_insert_id: bool,
     /// The current statement may create state the funnel cannot read back.
@@ -246,6 +249,7 @@ impl Server {
             current_stmt: None,
             write_stalled_since: None,
             reads_insert_id: false,
+            mentions_user_var: false,
             opaque_state: false,
         });
         let greeting = HandshakeV10 {
@@ -738,6 +742,7 @@ impl Server {
             COM_QUERY | COM_INIT_DB | COM_FIELD_LIST | COM_STATISTICS | COM_STMT_PREPARE
             | COM_PROCESS_INFO | COM_REFRESH | COM_DEBUG | COM_CREATE_DB | COM_DROP_DB => {
                 c.reads_insert_id = false;
+                c.mentions_user_var = false;
                 c.opaque_state = false;
                 if cmd == COM_QUERY {
                     let end = (HEADER_LEN + span.payload_len).min(data.len());
@@ -753,6 +758,7 @@ impl Server {
                     }
                     c.pin_after_command = statement_pins(sql);
                     c.reads_insert_id = statement_reads_insert_id(sql);
+                    c.mentions_user_var = statement_mentions_user_var(sql);
                     c.opaque_state = statement_has_opaque_state(sql);
                 }
                 c.current_stmt = None;

@@ -138,7 +138,24 @@ impl Pool {
 
     /// Shared backends missing from the configured count.
     pub fn missing_shared(&self) -> usize {
-        self.user.connections.saturating_sub(self.shared)
+        if self.user.max_pinned_backends == 0 {
+            // No extra connections: pinned ones come out of the configured count.
+            self.user
+                .connections
+                .saturating_sub(self.shared + self.pinned)
+        } else {
+            self.user.connections.saturating_sub(self.shared)
+        }
+    }
+
+    /// How many clients may hold a backend pinned at once.
+    pub fn pin_limit(&self) -> usize {
+        if self.user.max_pinned_backends == 0 {
+            // One connection always stays shared, so unpinned clients progress.
+            self.user.connections.saturating_sub(1)
+        } else {
+            self.user.max_pinned_backends
+        }
     }
 
     /// Requests of clients that left are skipped by the caller; this drops

@@ -115,6 +115,8 @@ pub struct TrackedChanges {
     pub applied: usize,
     /// A change the funnel cannot replay was reported.
     pub unreplayable: bool,
+    /// A character-set variable changed.
+    pub charset_changed: bool,
 }
 
 impl SessionVars {
@@ -174,6 +176,8 @@ impl SessionVars {
                         continue;
                     }
                     let value = String::from_utf8_lossy(value).into_owned();
+                    out.charset_changed |=
+                        name.starts_with("character_set_") || name == "collation_connection";
                     self.vars.insert(name, value);
                     out.applied += 1;
                 }
@@ -629,6 +633,15 @@ pub fn funnel_answered_select(sql: &[u8]) -> Option<(FunnelAnswered, Vec<u8>)> {
     }
 }
 
+/// The statement mentions a user variable (`@x`, not `@@x`): a state
+/// change reported beside system variables may then include one.
+pub fn statement_mentions_user_var(sql: &[u8]) -> bool {
+    sql.windows(2)
+        .enumerate()
+        .any(|(i, w)| w[0] == b'@' && w[1] != b'@' && (i == 0 || sql[i - 1] != b'@'))
+        || sql.last() == Some(&b'@')
+}
+
 /// The statement reads `LAST_INSERT_ID()`: the backend must carry the
 /// client's value first.
 pub fn statement_reads_insert_id(sql: &[u8]) -> bool {
@@ -786,6 +799,15 @@ mod answered_tests {
         assert_eq!(parse_kill(b"KILL QUERY ID 3"), Err(()));
         assert_eq!(parse_kill(b"KILL 1+1"), Err(()));
         assert_eq!(parse_kill(b"SELECT 1"), Ok(None));
+    }
+
+    #[test]
+    fn finds_user_variables_not_system_ones() {
+        assert!(statement_mentions_user_var(b"SET @a = 1, sql_mode = ''"));
+        assert!(statement_mentions_user_var(b"SELECT @x := 5"));
+        assert!(!statement_mentions_user_var(b"SET @@session.sql_mode = ''"));
+        assert!(!statement_mentions_user_var(b"SELECT @@version"));
+        assert!(!statement_mentions_user_var(b"SET NAMES utf8mb4"));
     }
 
     #[test]
