@@ -1,0 +1,728 @@
+//! Real client libraries through the funnel ("The funnel" issue, part 8):
+//! Python (PyMySQL, mysql-connector-python pure and C extension,
+//! mysqlclient), PHP (mysqli with prepared statements, PDO with emulated and
+//! native prepares), the `mariadb` command-line client and the Rust `mysql`
+//! crate with prepared statements.
+//!
+//! The Python and PHP flows live in `tests/clients/`; each prints a final
+//! `OK <n> checks` line and exits 0, or exits 1 on failure, or prints
+//! `SKIP: <reason>` and exits 77 when its driver is not installed. A missing
+//! interpreter or driver skips the test with the reason printed (run
+//! `bash scripts/test.sh` to install them); set FUNNEL_E2E_REQUIRE_CLIENTS=1
+//! to make such a skip a failure.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{FunnelProcess, PASS_A, PASS_B, TEST_DB, USER_A, USER_B};
+use mysql::prelude::Queryable;
+use mysql::{Conn, OptsBuilder, Value};
+
+// ---------------------------------------------------------------------------
+// Helpers.
+
+/// Starts a funnel for funnel_a and funnel_b (plus `extra_users`, given as
+/// (name, password)), with `pool` lines in [pool].
+fn start_funnel(pool: &[&str], extra_users: &[(&str, &str)]) -> FunnelProcess {
+    let db = common::mariadb();
+    let port = common::free_port();
+    let mut cfg = format!(
+        "[funnel]\nlisten = 127.0.0.1:{port}\n\n[backend]\naddress = 127.0.0.1:{}\n\n[pool]\n",
+        db.port
+    );
+    for l in pool {
+        cfg.push_str(l);
+        cfg.push('\n');
+    }
+    let users = [(USER_A, PASS_A), (USER_B, PASS_B)];
+    for (name, pw) in users.iter().chain(extra_users) {
+        cfg.push_str(&format!("\n[user \"{name}\"]\npassword = \"{pw}\"\n"));
+    }
+    FunnelProcess::start(&cfg, port)
+}
+
+fn script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(name)
+}
+
+fn require_clients() -> bool {
+    std::env::var("FUNNEL_E2E_REQUIRE_CLIENTS").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Reports a skipped test loudly (or fails it under FUNNEL_E2E_REQUIRE_CLIENTS).
+fn skip(test: &str, reason: &str) {
+    if require_clients() {
+        panic!("{test}: {reason} (FUNNEL_E2E_REQUIRE_CLIENTS is set)");
+    }
+    println!("SKIPPED {test}: {reason}");
+    eprintln!("SKIPPED {test}: {reason}");
+}
+
+/// True if `program --version` runs.
+fn have(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A client script run: the command and how to describe it.
+struct Run {
+    what: String,
+    cmd: Command,
+}
+
+impl Run {
+    fn python(driver: &str, f: &FunnelProcess, table: &str) -> Run {
+        let mut cmd = Command::new("python3");
+        cmd.arg(script("python_flow.py")).arg(driver);
+        add_conn_args(&mut cmd, f, table);
+        Run {
+            what: format!("python {driver}"),
+            cmd,
+        }
+    }
+
+    fn mysqli(f: &FunnelProcess, table: &str) -> Run {
+        let mut cmd = Command::new("php");
+        cmd.arg(script("mysqli_flow.php"));
+        add_conn_args(&mut cmd, f, table);
+        Run {
+            what: "php mysqli".into(),
+            cmd,
+        }
+    }
+
+    fn pdo(mode: &str, f: &FunnelProcess, table: &str) -> Run {
+        let mut cmd = Command::new("php");
+        cmd.arg(script("pdo_flow.php")).arg(mode);
+        add_conn_args(&mut cmd, f, table);
+        Run {
+            what: format!("php pdo {mode}"),
+            cmd,
+        }
+    }
+
+    fn spawn(mut self) -> (String, Child) {
+        let child = self
+            .cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.what));
+        (self.what, child)
+    }
+}
+
+fn add_conn_args(cmd: &mut Command, f: &FunnelProcess, table: &str) {
+    cmd.args([
+        "127.0.0.1",
+        &f.port.to_string(),
+        USER_A,
+        PASS_A,
+        TEST_DB,
+        table,
+    ]);
+}
+
+/// Outcome of a client script.
+enum Verdict {
+    Passed(usize),
+    Skipped(String),
+}
+
+/// Judges a finished script: `OK <n> checks` on the last line and exit 0, or
+/// a skip (exit 77); anything else panics with its output and the funnel log.
+fn judge(what: &str, out: Output, f: &FunnelProcess) -> Verdict {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(77) {
+        let reason = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("SKIP: "))
+            .unwrap_or("no reason given")
+            .to_string();
+        return Verdict::Skipped(reason);
+    }
+    let last = stdout.lines().last().unwrap_or("");
+    let n = last
+        .strip_prefix("OK ")
+        .and_then(|r| r.strip_suffix(" checks"))
+        .and_then(|n| n.parse::<usize>().ok());
+    match n {
+        Some(n) if out.status.success() && n > 0 => Verdict::Passed(n),
+        _ => panic!(
+            "{what} failed ({}).\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}\n\
+             --- funnel log ---\n{}",
+            out.status,
+            tail(&f.log(), 20_000)
+        ),
+    }
+}
+
+fn tail(s: &str, n: usize) -> &str {
+    let mut start = s.len().saturating_sub(n);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// Runs one client flow through its own funnel and asserts it passed.
+fn run_flow(test: &str, interpreter: &str, make: impl FnOnce(&FunnelProcess, &str) -> Run) {
+    if !have(interpreter) {
+        skip(test, &format!("`{interpreter}` is not installed"));
+        return;
+    }
+    let f = start_funnel(&["connections = 2"], &[]);
+    let table = common::unique_name("e2e_cl");
+    let (what, child) = make(&f, &table).spawn();
+    let out = wait_output(child, Duration::from_secs(120), &what);
+    match judge(&what, out, &f) {
+        Verdict::Passed(n) => println!("{what}: {n} checks passed"),
+        Verdict::Skipped(reason) => skip(test, &reason),
+    }
+}
+
+/// Waits for a child, killing it (and panicking) after `timeout`.
+fn wait_output(mut child: Child, timeout: Duration, what: &str) -> Output {
+    let deadline = Instant::now() + timeout;
+    // Read the pipes in threads so a chatty child cannot block on them.
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t_out = thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut so, &mut v).ok();
+        v
+    });
+    let t_err = thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut se, &mut v).ok();
+        v
+    });
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Python.
+
+#[test]
+fn python_pymysql() {
+    run_flow("python_pymysql", "python3", |f, t| {
+        Run::python("pymysql", f, t)
+    });
+}
+
+#[test]
+fn python_mysql_connector_pure() {
+    run_flow("python_mysql_connector_pure", "python3", |f, t| {
+        Run::python("connector-pure", f, t)
+    });
+}
+
+#[test]
+fn python_mysql_connector_cext() {
+    run_flow("python_mysql_connector_cext", "python3", |f, t| {
+        Run::python("connector-cext", f, t)
+    });
+}
+
+#[test]
+fn python_mysqlclient() {
+    run_flow("python_mysqlclient", "python3", |f, t| {
+        Run::python("mysqlclient", f, t)
+    });
+}
+
+// ---------------------------------------------------------------------------
+// PHP.
+
+#[test]
+fn php_mysqli_prepared() {
+    run_flow("php_mysqli_prepared", "php", Run::mysqli);
+}
+
+#[test]
+fn php_pdo_emulated_prepares() {
+    run_flow("php_pdo_emulated_prepares", "php", |f, t| {
+        Run::pdo("emulated", f, t)
+    });
+}
+
+#[test]
+fn php_pdo_native_prepares() {
+    run_flow("php_pdo_native_prepares", "php", |f, t| {
+        Run::pdo("native", f, t)
+    });
+}
+
+/// Every available library at once, on one funnel whose pool has a single
+/// shared backend connection: their sessions (charsets, modes, transactions,
+/// prepared statements) interleave on it.
+#[test]
+fn all_libraries_at_once_on_one_backend() {
+    let f = start_funnel(&["connections = 1", "max_pinned_backends = 16"], &[]);
+    let mut runs = Vec::new();
+    if have("python3") {
+        for d in ["pymysql", "connector-pure", "connector-cext", "mysqlclient"] {
+            runs.push(Run::python(d, &f, &common::unique_name("e2e_all")));
+        }
+    } else {
+        skip(
+            "all_libraries_at_once (python part)",
+            "`python3` is not installed",
+        );
+    }
+    if have("php") {
+        runs.push(Run::mysqli(&f, &common::unique_name("e2e_all")));
+        runs.push(Run::pdo("emulated", &f, &common::unique_name("e2e_all")));
+        runs.push(Run::pdo("native", &f, &common::unique_name("e2e_all")));
+    } else {
+        skip("all_libraries_at_once (php part)", "`php` is not installed");
+    }
+    let children: Vec<_> = runs.into_iter().map(Run::spawn).collect();
+    let mut passed = 0;
+    for (what, child) in children {
+        let out = wait_output(child, Duration::from_secs(180), &what);
+        match judge(&what, out, &f) {
+            Verdict::Passed(n) => {
+                println!("{what}: {n} checks passed");
+                passed += 1;
+            }
+            Verdict::Skipped(reason) => skip(&format!("all_libraries_at_once: {what}"), &reason),
+        }
+    }
+    println!("{passed} client libraries passed concurrently");
+}
+
+// ---------------------------------------------------------------------------
+// The mariadb command-line client.
+
+struct Cli {
+    port: u16,
+}
+
+impl Cli {
+    fn cmd(&self, user: &str, pw: &str, db: Option<&str>) -> Command {
+        let mut cmd = Command::new(common::mariadb_client());
+        cmd.arg("--no-defaults")
+            .arg("--protocol=TCP")
+            .arg("--host=127.0.0.1")
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--user={user}"))
+            .arg(format!("--password={pw}"))
+            .arg("--skip-ssl")
+            .arg("--connect-timeout=10");
+        if let Some(db) = db {
+            cmd.arg(format!("--database={db}"));
+        }
+        cmd
+    }
+
+    /// Runs `-N -B -e sql` as funnel_a; (exit code, stdout, stderr).
+    fn run(&self, args: &[&str], sql: &str) -> (i32, String, String) {
+        let out = self
+            .cmd(USER_A, PASS_A, Some(TEST_DB))
+            .args(["-N", "-B"])
+            .args(args)
+            .args(["-e", sql])
+            .output()
+            .expect("run mariadb");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn ok(&self, sql: &str) -> String {
+        let (code, out, err) = self.run(&[], sql);
+        assert_eq!(code, 0, "mariadb -e {sql:?} failed: {err}");
+        out
+    }
+
+    /// Feeds `script` on stdin.
+    fn stdin(&self, args: &[&str], script: &str) -> (i32, String, String) {
+        use std::io::Write;
+        let mut child = self
+            .cmd(USER_A, PASS_A, Some(TEST_DB))
+            .args(["-N", "-B"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run mariadb");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let out = wait_output(child, Duration::from_secs(60), "mariadb");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+#[test]
+fn mariadb_cli() {
+    let f = start_funnel(&["connections = 2"], &[]);
+    let cli = Cli { port: f.port };
+    let db = common::mariadb();
+    let mut checks = 0;
+
+    assert_eq!(
+        cli.ok("SELECT 1 + 1; SELECT DATABASE(); USE mysql; SELECT DATABASE(); SET @x = 5; SELECT @x * 2"),
+        "2\nfunnel_test\nmysql\n10\n"
+    );
+    checks += 1;
+    let out = cli.ok("SELECT CURRENT_USER(), VERSION() LIKE '%MariaDB%'");
+    assert_eq!(out, "funnel_a@127.0.0.1\t1\n");
+    checks += 1;
+    // The charset the CLI asks for in its handshake is the session's.
+    for cs in ["utf8mb4", "latin1", "utf8mb3"] {
+        let (code, out, err) = cli.run(
+            &[&format!("--default-character-set={cs}")],
+            "SELECT @@character_set_client, @@character_set_results, @@character_set_connection",
+        );
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out, format!("{cs}\t{cs}\t{cs}\n"));
+    }
+    checks += 1;
+
+    // A script on stdin: DDL, DML, a stored procedure (DELIMITER is the
+    // client's, CALL returns several results), a transaction.
+    let t = common::unique_name("e2e_cli");
+    let script = format!(
+        "CREATE TABLE {t} (id INT PRIMARY KEY, name VARCHAR(50)) ENGINE=InnoDB;\n\
+         INSERT INTO {t} VALUES (1, 'one'), (2, 'two'), (3, 'three');\n\
+         DELIMITER $$\n\
+         CREATE PROCEDURE {t}_p(IN n INT)\n\
+         BEGIN\n\
+           SELECT COUNT(*) FROM {t} WHERE id <= n;\n\
+           SELECT name FROM {t} WHERE id = n;\n\
+         END$$\n\
+         DELIMITER ;\n\
+         CALL {t}_p(2);\n\
+         BEGIN;\n\
+         DELETE FROM {t};\n\
+         SELECT COUNT(*) FROM {t};\n\
+         ROLLBACK;\n\
+         SELECT GROUP_CONCAT(name ORDER BY id) FROM {t};\n\
+         DROP PROCEDURE {t}_p;\n\
+         DROP TABLE {t};\n"
+    );
+    let (code, out, err) = cli.stdin(&[], &script);
+    assert_eq!(code, 0, "script failed: {err}");
+    assert_eq!(out, "2\ntwo\n0\none,two,three\n");
+    checks += 1;
+
+    // Errors: mysqld's messages, exit code 1; --force carries on.
+    let (code, _, err) = cli.run(&[], "SELEC 1");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("ERROR 1064 (42000) at line 1: You have an error in your SQL syntax"),
+        "{err}"
+    );
+    checks += 1;
+    // (The exit code with --force differs between client versions.)
+    let (_, out, err) = cli.stdin(
+        &["--force"],
+        "SELECT 1;\nSELECT * FROM no_such_table_e2e;\nSELECT 2;\n",
+    );
+    assert_eq!(out, "1\n2\n");
+    assert!(
+        err.contains(
+            "ERROR 1146 (42S02) at line 2: Table 'funnel_test.no_such_table_e2e' doesn't exist"
+        ),
+        "{err}"
+    );
+    checks += 1;
+
+    // Refused logins, word for word like mysqld's.
+    for (user, pw, schema, want) in [
+        (
+            USER_A,
+            "wrong",
+            Some(TEST_DB),
+            "ERROR 1045 (28000): Access denied for user 'funnel_a'@'127.0.0.1' (using password: YES)",
+        ),
+        (
+            "nobody",
+            "x",
+            None,
+            "ERROR 1045 (28000): Access denied for user 'nobody'@'127.0.0.1' (using password: YES)",
+        ),
+        (
+            USER_A,
+            PASS_A,
+            Some("no_such_db_e2e"),
+            "ERROR 1049 (42000): Unknown database 'no_such_db_e2e'",
+        ),
+    ] {
+        let out = cli.cmd(user, pw, schema).args(["-e", "SELECT 1"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end(), want);
+        // The same command against mysqld directly says the same.
+        let direct = Command::new(common::mariadb_client())
+            .arg("--no-defaults")
+            .args(["--protocol=TCP", "--host=127.0.0.1", "--skip-ssl"])
+            .arg(format!("--port={}", db.port))
+            .arg(format!("--user={user}"))
+            .arg(format!("--password={pw}"))
+            .args(schema.map(|s| format!("--database={s}")))
+            .args(["-e", "SELECT 1"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&direct.stderr).trim_end(), want);
+        checks += 1;
+    }
+
+    // A large result, printed in full and in order.
+    let out = cli.ok("SELECT seq, MD5(seq) FROM seq_1_to_100000");
+    let mut n = 0;
+    for (i, line) in out.lines().enumerate() {
+        let (seq, _) = line.split_once('\t').unwrap();
+        assert_eq!(seq, (i + 1).to_string());
+        n += 1;
+    }
+    assert_eq!(n, 100_000);
+    checks += 1;
+
+    // funnel_b's privileges are its own.
+    let out = cli
+        .cmd(USER_B, PASS_B, Some(TEST_DB))
+        .args([
+            "-N",
+            "-B",
+            "-e",
+            "SELECT CURRENT_USER(); CREATE DATABASE e2e_b_forbidden",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "funnel_b@127.0.0.1\n");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ERROR 1044 (42000)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    checks += 1;
+    println!("mariadb CLI: OK {checks} checks");
+}
+
+// ---------------------------------------------------------------------------
+// The Rust mysql crate with prepared statements.
+
+fn private_account(tag: &str) -> (String, String) {
+    let user = common::unique_name(&format!("e2e_{tag}"));
+    let pw = format!("pw-{user}");
+    common::admin_sql(&format!(
+        "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED VIA mysql_native_password \
+           USING PASSWORD('{pw}')"
+    ));
+    common::admin_sql(&format!(
+        "GRANT ALL PRIVILEGES ON *.* TO '{user}'@'127.0.0.1'"
+    ));
+    (user, pw)
+}
+
+fn server_code<T: std::fmt::Debug>(r: Result<T, mysql::Error>) -> u16 {
+    match r {
+        Err(mysql::Error::MySqlError(e)) => e.code,
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}
+
+#[test]
+fn rust_mysql_crate_prepared_statements() {
+    const CLIENTS: usize = 4;
+    let (user, pw) = private_account("prep");
+    let f = start_funnel(
+        &["connections = 1", "max_pinned_backends = 8"],
+        &[(&user, &pw)],
+    );
+    let t = common::unique_name("e2e_prep");
+    common::admin_sql(&format!(
+        "CREATE TABLE {TEST_DB}.{t} (id INT PRIMARY KEY, owner INT, name VARCHAR(64), \
+         d DATE, amount DECIMAL(12,3), x DOUBLE, b BLOB) ENGINE=InnoDB"
+    ));
+    let opts = OptsBuilder::from_opts(f.opts(&user, &pw)).max_allowed_packet(Some(64 << 20));
+    let handles: Vec<_> = (0..CLIENTS)
+        .map(|k| {
+            let opts = opts.clone();
+            let t = t.clone();
+            thread::spawn(move || {
+                let mut c = Conn::new(opts).unwrap();
+                // One statement, many executions with different parameters.
+                let echo = c.prep("SELECT ?, ? + 1, CONCAT(?, '-x'), ?, ?").unwrap();
+                for i in 0..50i64 {
+                    let blob = vec![i as u8, 0, 255, k as u8];
+                    let row: (i64, i64, String, Option<i64>, Vec<u8>) = c
+                        .exec_first(
+                            &echo,
+                            (i, i * 10, format!("c{k}-{i}"), None::<i64>, blob.clone()),
+                        )
+                        .unwrap()
+                        .unwrap();
+                    assert_eq!(row, (i, i * 10 + 1, format!("c{k}-{i}-x"), None, blob));
+                }
+                // exec_batch, then read back through another statement.
+                let base = (k as i64 + 1) * 1000;
+                c.exec_batch(
+                    format!(
+                        "INSERT INTO {t} (id, owner, name, d, amount, x, b) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    ),
+                    (0..100i64).map(|i| {
+                        (
+                            base + i,
+                            k as i64,
+                            format!("n{i}"),
+                            mysql::Value::Date(
+                                2024,
+                                1 + (i % 12) as u8,
+                                1 + (i % 28) as u8,
+                                0,
+                                0,
+                                0,
+                                0,
+                            ),
+                            format!("{}.125", i),
+                            i as f64 / 8.0,
+                            vec![i as u8; i as usize],
+                        )
+                    }),
+                )
+                .unwrap();
+                let rows: Vec<(i64, String, Value, String, f64, Vec<u8>)> = c
+                    .exec(
+                        format!(
+                            "SELECT id, name, d, amount, x, b FROM {t} \
+                             WHERE owner = ? AND id BETWEEN ? AND ? ORDER BY id"
+                        ),
+                        (k as i64, base, base + 99),
+                    )
+                    .unwrap();
+                assert_eq!(rows.len(), 100);
+                for (i, (id, name, d, amount, x, b)) in rows.into_iter().enumerate() {
+                    let i = i as i64;
+                    assert_eq!(id, base + i);
+                    assert_eq!(name, format!("n{i}"));
+                    assert_eq!(
+                        d,
+                        Value::Date(2024, 1 + (i % 12) as u8, 1 + (i % 28) as u8, 0, 0, 0, 0)
+                    );
+                    assert_eq!(amount, format!("{i}.125"));
+                    assert_eq!(x, i as f64 / 8.0);
+                    assert_eq!(b, vec![i as u8; i as usize]);
+                }
+                // Named parameters, exec_iter.
+                let named = c
+                    .prep(format!(
+                        "SELECT COUNT(*) FROM {t} WHERE owner = :o AND id >= :from"
+                    ))
+                    .unwrap();
+                let n: i64 = c
+                    .exec_first(
+                        &named,
+                        mysql::Params::from(vec![
+                            ("o", Value::from(k as i64)),
+                            ("from", Value::from(base + 50)),
+                        ]),
+                    )
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(n, 50);
+                let mut sum = 0i64;
+                for row in c
+                    .exec_iter(format!("SELECT id FROM {t} WHERE owner = ?"), (k as i64,))
+                    .unwrap()
+                {
+                    sum += mysql::from_row::<i64>(row.unwrap());
+                }
+                assert_eq!(sum, (0..100).map(|i| base + i).sum::<i64>());
+
+                // Errors: at prepare and at execute; the connection goes on.
+                assert_eq!(server_code(c.prep("SELEC ?")), 1064);
+                assert_eq!(
+                    server_code(c.exec_drop(format!("INSERT INTO {t} (id) VALUES (?)"), (base,))),
+                    1062
+                );
+                // A prepared statement inside a transaction that is rolled back.
+                c.query_drop("BEGIN").unwrap();
+                c.exec_drop(format!("DELETE FROM {t} WHERE owner = ?"), (k as i64,))
+                    .unwrap();
+                let n: i64 = c
+                    .exec_first(
+                        format!("SELECT COUNT(*) FROM {t} WHERE owner = ?"),
+                        (k as i64,),
+                    )
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(n, 0);
+                c.query_drop("ROLLBACK").unwrap();
+                let n: i64 = c
+                    .exec_first(
+                        format!("SELECT COUNT(*) FROM {t} WHERE owner = ?"),
+                        (k as i64,),
+                    )
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(n, 100);
+                // Closing statements, then using the connection.
+                c.close(echo).unwrap();
+                c.close(named).unwrap();
+                let v: i64 = c.exec_first("SELECT ? * 2", (21,)).unwrap().unwrap();
+                assert_eq!(v, 42);
+                k
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    // The pinned backends of the clients that left are not kept.
+    let db = common::mariadb();
+    assert!(
+        common::wait_until(Duration::from_secs(20), || db.connections_of(&user) <= 1),
+        "backend connections left: {}",
+        db.connections_of(&user)
+    );
+    let mut c = Conn::new(opts).unwrap();
+    let n: i64 = c
+        .query_first(format!("SELECT COUNT(*) FROM {t}"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 100 * CLIENTS as i64);
+    c.query_drop(format!("DROP TABLE {t}")).unwrap();
+}
