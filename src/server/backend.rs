@@ -1097,6 +1097,9 @@ impl Server {
                 .extend_from_slice(&c.rbuf.as_slice()[..span.wire_len]),
         }
         c.rbuf.consume(span.wire_len);
+        // An idle client holds no buffer: the command may have waited in
+        // the backlog, after the read that would have released it.
+        self.bufs.release(&mut c.rbuf);
         c.current = None;
         b.command = cmd;
         b.seq_offset = c.seq_offset;

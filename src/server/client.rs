@@ -886,6 +886,7 @@ impl Server {
         if let Some(span) = c.current.take() {
             c.rbuf.consume(span.wire_len);
         }
+        self.bufs.release(&mut c.rbuf);
         c.set_idle();
         self.client_error(client.key, seq, code, msg);
         if connect_db {
