@@ -14,9 +14,8 @@ use mio::Interest;
 use super::io::{Buf, ReadOutcome, Stream};
 use super::pool::{ClientRef, Request};
 use super::session::{
-    first_keyword, funnel_answered_select, parse_kill, statement_has_opaque_state,
-    statement_mentions_user_var, statement_pins, statement_reads_insert_id, FunnelAnswered, Kill,
-    PinSet, SessionVars,
+    funnel_answered_select, parse_kill, statement_mentions_user_var, statement_traits,
+    FunnelAnswered, Kill, PinSet, SessionVars,
 };
 use super::stmt::{execute_layout, execute_types, ClientStmt};
 use super::timer::TimerKind;
@@ -720,10 +719,10 @@ impl Server {
                 self.forward_current(key);
             }
             COM_QUERY
-                if first_keyword(
+                if statement_traits(
                     &data[HEADER_LEN + 1..(HEADER_LEN + span.payload_len).min(data.len())],
                 )
-                .is_some_and(|w| w.eq_ignore_ascii_case(b"KILL")) =>
+                .first_is_kill =>
             {
                 let parsed = parse_kill(
                     &data[HEADER_LEN + 1..(HEADER_LEN + span.payload_len).min(data.len())],
@@ -756,10 +755,11 @@ impl Server {
                         self.client_single_value(key, &name, value);
                         return;
                     }
-                    c.pin_after_command = statement_pins(sql);
-                    c.reads_insert_id = statement_reads_insert_id(sql);
+                    let traits = statement_traits(sql);
+                    c.pin_after_command = traits.pins;
+                    c.reads_insert_id = traits.reads_insert_id;
                     c.mentions_user_var = statement_mentions_user_var(sql);
-                    c.opaque_state = statement_has_opaque_state(sql);
+                    c.opaque_state = traits.opaque_state;
                 }
                 c.current_stmt = None;
                 self.forward_current(key);

@@ -350,26 +350,68 @@ pub fn user_var_literal(value: Option<&str>, ty: &str, charset: Option<&str>) ->
 /// Things a statement can do to its session that mysqld's tracker does not
 /// report: found by a small scan that skips comments and string literals.
 pub fn statement_pins(sql: &[u8]) -> bool {
-    const KEYWORDS: &[&[u8]] = &[b"GET_LOCK", b"SQL_CALC_FOUND_ROWS", b"FOUND_ROWS"];
-    let mut found = false;
+    statement_traits(sql).pins
+}
+
+/// What the funnel needs to know about a `COM_QUERY`, from one pass over
+/// its words (comments and string literals skipped).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatementTraits {
+    /// The statement is a `KILL`.
+    pub first_is_kill: bool,
+    /// It does something mysqld does not report (GET_LOCK, LOCK TABLES,
+    /// SQL_CALC_FOUND_ROWS / FOUND_ROWS): pins.
+    pub pins: bool,
+    /// It reads `LAST_INSERT_ID()`.
+    pub reads_insert_id: bool,
+    /// It may create state the funnel cannot read back.
+    pub opaque_state: bool,
+}
+
+/// Words that make a state change opaque (see [`statement_has_opaque_state`]).
+const OPAQUE_WORDS: &[&[u8]] = &[
+    b"TEMPORARY",
+    b"PREPARE",
+    b"DEALLOCATE",
+    b"HANDLER",
+    b"NEXTVAL",
+    b"LASTVAL",
+    b"SETVAL",
+    b"PREVIOUS",
+    b"CALL",
+];
+
+pub fn statement_traits(sql: &[u8]) -> StatementTraits {
+    let mut t = StatementTraits::default();
     let mut index = 0;
     let mut first_is_lock = false;
-    scan_words(sql, |word| {
-        if KEYWORDS.iter().any(|k| word.eq_ignore_ascii_case(k)) {
-            found = true;
-        }
-        // `LOCK TABLE(S)` as a statement; `... LOCK IN SHARE MODE` is not one.
+    scan_words(sql, |w| {
         if index == 0 {
-            first_is_lock = word.eq_ignore_ascii_case(b"LOCK");
+            first_is_lock = w.eq_ignore_ascii_case(b"LOCK");
+            t.first_is_kill = w.eq_ignore_ascii_case(b"KILL");
         } else if index == 1
             && first_is_lock
-            && (word.eq_ignore_ascii_case(b"TABLES") || word.eq_ignore_ascii_case(b"TABLE"))
+            && (w.eq_ignore_ascii_case(b"TABLES") || w.eq_ignore_ascii_case(b"TABLE"))
         {
-            found = true;
+            t.pins = true;
         }
         index += 1;
+        // Every keyword here has 4 to 19 letters: skip the rest cheaply.
+        if !(4..=19).contains(&w.len()) {
+            return;
+        }
+        if w.eq_ignore_ascii_case(b"GET_LOCK")
+            || w.eq_ignore_ascii_case(b"SQL_CALC_FOUND_ROWS")
+            || w.eq_ignore_ascii_case(b"FOUND_ROWS")
+        {
+            t.pins = true;
+        } else if w.eq_ignore_ascii_case(b"LAST_INSERT_ID") {
+            t.reads_insert_id = true;
+        } else if OPAQUE_WORDS.iter().any(|k| w.eq_ignore_ascii_case(k)) {
+            t.opaque_state = true;
+        }
     });
-    found
+    t
 }
 
 /// The first bare word of a statement (after comments), e.g. `KILL`.
@@ -645,9 +687,7 @@ pub fn statement_mentions_user_var(sql: &[u8]) -> bool {
 /// The statement reads `LAST_INSERT_ID()`: the backend must carry the
 /// client's value first.
 pub fn statement_reads_insert_id(sql: &[u8]) -> bool {
-    let mut found = false;
-    scan_words(sql, |w| found |= w.eq_ignore_ascii_case(b"LAST_INSERT_ID"));
-    found
+    statement_traits(sql).reads_insert_id
 }
 
 /// The statement may create session state that mysqld's tracker reports
@@ -655,24 +695,7 @@ pub fn statement_reads_insert_id(sql: &[u8]) -> bool {
 /// tables, SQL prepared statements, HANDLER, sequences, procedures): a
 /// state change after it pins the client instead of reading user variables.
 pub fn statement_has_opaque_state(sql: &[u8]) -> bool {
-    const WORDS: &[&[u8]] = &[
-        b"TEMPORARY",
-        b"PREPARE",
-        b"DEALLOCATE",
-        b"HANDLER",
-        b"NEXTVAL",
-        b"LASTVAL",
-        b"SETVAL",
-        b"PREVIOUS",
-        b"CALL",
-    ];
-    let mut found = false;
-    scan_words(sql, |w| {
-        if WORDS.iter().any(|k| w.eq_ignore_ascii_case(k)) {
-            found = true;
-        }
-    });
-    found
+    statement_traits(sql).opaque_state
 }
 
 /// A `KILL` statement the funnel carries out itself.
@@ -799,6 +822,18 @@ mod answered_tests {
         assert_eq!(parse_kill(b"KILL QUERY ID 3"), Err(()));
         assert_eq!(parse_kill(b"KILL 1+1"), Err(()));
         assert_eq!(parse_kill(b"SELECT 1"), Ok(None));
+    }
+
+    #[test]
+    fn one_pass_finds_every_trait() {
+        let t = statement_traits(b"/* c */ KILL QUERY 5");
+        assert!(t.first_is_kill && !t.pins);
+        let t = statement_traits(
+            b"INSERT INTO t SELECT GET_LOCK('a',1), LAST_INSERT_ID() FROM temporary",
+        );
+        assert!(t.pins && t.reads_insert_id && t.opaque_state && !t.first_is_kill);
+        let t = statement_traits(b"SELECT 'KILL', `GET_LOCK` FROM t");
+        assert_eq!(t, StatementTraits::default());
     }
 
     #[test]
