@@ -15,6 +15,7 @@ use funnel::protocol::response::{encode_column_def, encode_eof, encode_text_row}
 use funnel::protocol::tracker::{Expect, Progress, ResponseTracker};
 use funnel::server::pool::{ClientRef, Pool, Request};
 use funnel::server::session::SessionVars;
+use funnel::server::stats::Stats;
 
 struct Bench {
     full: bool,
@@ -148,5 +149,18 @@ fn main() {
     backend.set_var("sql_select_limit", "10");
     bench.run("session: build replay SET (3 changes)", 1, || {
         black_box(client.replay_vars_sql(&backend));
+    });
+
+    // Stats recording on the hot path: three latency samples and the
+    // query-shape lookup of one query.
+    let mut stats = Stats::new(1);
+    let t0 = Instant::now();
+    let sql = b"SELECT c FROM sbtest1 WHERE id = 4711";
+    bench.run("stats: record 3 latencies + query shape", 1, || {
+        let shape = stats.query_shape(0, black_box(sql));
+        stats.queue_wait(0, Duration::from_micros(120), t0);
+        stats.service(0, Duration::from_micros(80), t0);
+        stats.end_to_end(0, Duration::from_micros(230), t0);
+        stats.query_done(0, shape, Duration::from_micros(80), false);
     });
 }

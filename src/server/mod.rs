@@ -12,7 +12,7 @@ pub mod io;
 mod ops;
 pub mod pool;
 pub mod session;
-mod stats;
+pub mod stats;
 pub mod stmt;
 mod timer;
 
