@@ -726,3 +726,53 @@ fn rust_mysql_crate_prepared_statements() {
     assert_eq!(n, 100 * CLIENTS as i64);
     c.query_drop(format!("DROP TABLE {t}")).unwrap();
 }
+
+/// A funnel like `start_funnel`'s, with `allow_local_infile` set as given.
+fn start_funnel_infile(allow: bool) -> FunnelProcess {
+    let db = common::mariadb();
+    let port = common::free_port();
+    let cfg = format!(
+        "[funnel]\nlisten = 127.0.0.1:{port}\nallow_local_infile = {allow}\n\n\
+         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = 1\n\n\
+         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n",
+        db.port
+    );
+    FunnelProcess::start(&cfg, port)
+}
+
+/// LOAD DATA LOCAL INFILE passes the client's file to mysqld when the
+/// funnel's config and the client both allow it; otherwise mysqld's refusal
+/// reaches the client and the connection stays usable.
+#[test]
+fn load_data_local_infile() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("rows.csv");
+    let body: String = (1..=2000).map(|i| format!("{i},{}\n", i * 3)).collect();
+    std::fs::write(&csv, body).expect("write csv");
+    let t = common::unique_name("e2e_infile");
+    let load = format!(
+        "CREATE TABLE {t} (a INT, b INT); \
+         LOAD DATA LOCAL INFILE '{}' INTO TABLE {t} FIELDS TERMINATED BY ','; \
+         SELECT COUNT(*), SUM(b) FROM {t}; DROP TABLE {t}",
+        csv.display()
+    );
+
+    let f = start_funnel_infile(true);
+    let cli = Cli { port: f.port };
+    let (code, out, err) = cli.run(&["--local-infile=1"], &load);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("2000\t{}\n", 3 * 2000 * 2001 / 2));
+
+    // The funnel does not offer LOCAL INFILE to mysqld: its error, and the
+    // next statement on the same connection still works.
+    let f = start_funnel_infile(false);
+    let cli = Cli { port: f.port };
+    let (code, _out, err) = cli.run(
+        &["--local-infile=1", "--force"],
+        &format!("{load}; SELECT 'still here'"),
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("ERROR"), "{err}");
+    let (_, out, _) = cli.run(&[], &format!("DROP TABLE IF EXISTS {t}; SELECT 'ok'"));
+    assert_eq!(out, "ok\n");
+}
