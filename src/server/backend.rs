@@ -1381,11 +1381,13 @@ impl Server {
                     }
                 } else if b.saw_unreplayable {
                     c.pins.insert(PinCause::SessionState);
-                } else if b.saw_state_change || b.charset_changed {
+                } else if b.saw_state_change || b.charset_changed || c.assigns_user_var {
                     // Most often user variables, which the funnel reads back
                     // and replays (with the collation the tracker omits);
                     // what it cannot read back pins.
-                    if cmd == COM_QUERY && (!c.opaque_state || !b.saw_state_change) {
+                    if cmd == COM_QUERY
+                        && (!c.opaque_state || !(b.saw_state_change || c.assigns_user_var))
+                    {
                         read_user_vars = true;
                     } else {
                         c.pins.insert(PinCause::SessionState);

@@ -129,6 +129,8 @@ pub struct Client {
     pub current_stmt: Option<u32>,
     /// The current statement mentions a user variable.
     pub mentions_user_var: bool,
+    /// ... and may assign one with `:=` inside an expression.
+    pub assigns_user_var: bool,
     /// The current statement reads `LAST_INSERT_ID()`.
     pub reads_insert_id: bool,
     /// The current statement may create state the funnel cannot read back.
@@ -249,6 +251,7 @@ impl Server {
             write_stalled_since: None,
             reads_insert_id: false,
             mentions_user_var: false,
+            assigns_user_var: false,
             opaque_state: false,
         });
         let greeting = HandshakeV10 {
@@ -742,6 +745,7 @@ impl Server {
             | COM_PROCESS_INFO | COM_REFRESH | COM_DEBUG | COM_CREATE_DB | COM_DROP_DB => {
                 c.reads_insert_id = false;
                 c.mentions_user_var = false;
+                c.assigns_user_var = false;
                 c.opaque_state = false;
                 if cmd == COM_QUERY {
                     let end = (HEADER_LEN + span.payload_len).min(data.len());
@@ -759,6 +763,9 @@ impl Server {
                     c.pin_after_command = traits.pins;
                     c.reads_insert_id = traits.reads_insert_id;
                     c.mentions_user_var = statement_mentions_user_var(sql);
+                    // `SELECT @x := ...` ends with an EOF, which carries no
+                    // session-state report: read the variables back anyway.
+                    c.assigns_user_var = c.mentions_user_var && sql.windows(2).any(|w| w == b":=");
                     c.opaque_state = traits.opaque_state;
                 }
                 c.current_stmt = None;
