@@ -395,7 +395,9 @@ impl Server {
             return;
         }
         self.bufs.ensure(&mut b.rbuf);
-        let outcome = b.rbuf.read_from(&mut b.stream, READ_CAP_PER_EVENT);
+        let outcome = b
+            .rbuf
+            .read_from(&mut b.stream, READ_CAP_PER_EVENT, self.stop_on_short_read);
         match outcome {
             Ok(ReadOutcome::Drained(_)) => self.process_backend_input(key),
             Ok(ReadOutcome::Capped(_)) => {

@@ -320,7 +320,9 @@ impl Server {
             return;
         }
         self.bufs.ensure(&mut c.rbuf);
-        let outcome = c.rbuf.read_from(&mut c.stream, READ_CAP_PER_EVENT);
+        let outcome = c
+            .rbuf
+            .read_from(&mut c.stream, READ_CAP_PER_EVENT, self.stop_on_short_read);
         match outcome {
             Ok(ReadOutcome::Drained(n)) => {
                 self.counters.bytes_from_clients += n as u64;

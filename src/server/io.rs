@@ -186,7 +186,16 @@ impl Buf {
 
     /// Read from `stream` until it would block, the peer closes, or `cap`
     /// bytes were read (so one busy connection cannot starve the loop).
-    pub fn read_from(&mut self, stream: &mut Stream, cap: usize) -> io::Result<ReadOutcome> {
+    ///
+    /// With `stop_on_short`, a read that returns less than asked for ends
+    /// the loop (see below); callers pass false when the peer may have
+    /// closed, so the close is seen now rather than never.
+    pub fn read_from(
+        &mut self,
+        stream: &mut Stream,
+        cap: usize,
+        stop_on_short: bool,
+    ) -> io::Result<ReadOutcome> {
         let mut total = 0;
         loop {
             if total >= cap {
@@ -201,7 +210,7 @@ impl Buf {
                 Ok(n) => {
                     self.end += n;
                     total += n;
-                    if n < room {
+                    if stop_on_short && n < room {
                         // The socket had less than we asked for: it is empty
                         // now, and under edge-triggered polling new data
                         // brings a new event, so skip the read that would

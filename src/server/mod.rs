@@ -151,6 +151,8 @@ pub struct Server {
     paused: bool,
     last_refusal_log: Instant,
     last_janitor: Instant,
+    /// See `Buf::read_from`: set per event from its read-closed flag.
+    stop_on_short_read: bool,
     stats: stats::Stats,
     control: Option<control::ControlReceiver>,
     started: Instant,
@@ -240,6 +242,7 @@ impl Server {
             paused: false,
             last_refusal_log: now - Duration::from_secs(10),
             last_janitor: now,
+            stop_on_short_read: false,
             stats: stats::Stats::new(npools),
             control: None,
             started: now,
@@ -268,6 +271,10 @@ impl Server {
             self.now = Instant::now();
             for event in events.iter() {
                 let (kind, key) = token_parts(event.token());
+                // A short read may skip the read that would say WouldBlock,
+                // unless this event says the peer closed: data and FIN that
+                // arrive together raise one edge, and the FIN must be seen.
+                self.stop_on_short_read = !(event.is_read_closed() || event.is_error());
                 match kind {
                     KIND_CLIENT => self.client_event(key, event.is_readable(), event.is_writable()),
                     KIND_BACKEND => {
@@ -278,6 +285,8 @@ impl Server {
                     _ => self.handle_signals(),
                 }
             }
+            // Work outside an event (deferred reads, resumes) has no hint.
+            self.stop_on_short_read = false;
             self.run_deferred();
             for p in 0..self.pools.len() {
                 self.stats
@@ -417,6 +426,28 @@ impl Server {
                 self.ping_backend(b);
             }
         }
+        // The funnel's own steps (health-check pings, resets, replays) get
+        // connect_timeout_ms to answer: a connection a firewall silently
+        // dropped would otherwise stay out of service, and out of reach
+        // of the pool's refill, for TCP's retransmission timeout.
+        let step_timeout = self.config.backend.connect_timeout;
+        let hung: Vec<usize> = self
+            .backends
+            .iter()
+            .filter(|(_, b)| {
+                !b.connecting
+                    && matches!(b.state, backend::BackendState::Internal(_))
+                    && self.now.saturating_duration_since(b.sent_at) >= step_timeout
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for key in hung {
+            let ms = step_timeout.as_millis();
+            self.backend_lost(
+                key,
+                format!("no answer to the funnel's own command within {ms} ms"),
+            );
+        }
         let timeout = self.config.client_write_timeout;
         let stalled: Vec<usize> = self
             .clients
@@ -508,6 +539,9 @@ impl Server {
                 }
             };
         }
+        // Close them too: a deregistered listener still completes
+        // handshakes in the kernel, and those clients would hang.
+        self.listeners.clear();
     }
 
     /// During shutdown: idle clients are closed at once; busy ones when done
