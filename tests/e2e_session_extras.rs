@@ -209,3 +209,48 @@ fn kill_query_stops_a_running_statement_and_the_connection_stays_usable() {
     let unknown = killer.query_drop("KILL 4000000000");
     assert!(format!("{unknown:?}").contains("1094"), "{unknown:?}");
 }
+
+/// Multi-statements follow each client's own capability and COM_SET_OPTION,
+/// whatever another client on the same backend asked for (PyMySQL can ask
+/// for either at connect).
+#[test]
+fn multi_statements_are_per_client() {
+    let f = start("connections = 1");
+    let script = format!(
+        r#"
+import sys
+try:
+    import pymysql
+    from pymysql.constants import CLIENT
+except ImportError:
+    print("SKIP no pymysql"); sys.exit(0)
+kw = dict(host="127.0.0.1", port={port}, user="{USER_A}", password="{PASS_A}", database="{TEST_DB}")
+multi = pymysql.connect(client_flag=CLIENT.MULTI_STATEMENTS, **kw)
+single = pymysql.connect(**kw)
+c = multi.cursor(); c.execute("SELECT 1; SELECT 2"); assert c.fetchall() == ((1,),)
+try:
+    single.cursor().execute("SELECT 1; SELECT 2")
+    print("FAIL: a client without multi-statements ran two"); sys.exit(1)
+except pymysql.err.ProgrammingError as e:
+    assert e.args[0] == 1064, e
+c = multi.cursor(); c.execute("SELECT 3; SELECT 4"); assert c.fetchall() == ((3,),)
+print("OK")
+"#,
+        port = f.port
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if stdout.starts_with("SKIP") {
+        eprintln!("skipped: {stdout}");
+        return;
+    }
+    assert_eq!(stdout.trim(), "OK");
+}
