@@ -490,20 +490,26 @@ impl Server {
             Some(p) => p == MYSQL_NATIVE_PASSWORD || p.is_empty(),
         };
         if !plugin_ok && resp.capabilities & CLIENT_PLUGIN_AUTH != 0 {
-            let c = &mut self.clients[key];
-            let mut data = c.scramble.to_vec();
-            data.push(0);
-            let switch = AuthSwitchRequest {
-                plugin: MYSQL_NATIVE_PASSWORD.to_string(),
-                data,
-            };
-            c.state = ClientState::AuthSwitch(Box::new(pending));
-            let mut out = Vec::new();
-            switch.encode(&mut out);
-            self.send_to_client(key, seq.wrapping_add(1), &out);
+            self.ask_auth_switch(key, pending, seq.wrapping_add(1));
             return;
         }
         self.client_verify(key, pending, &resp.auth_response, seq.wrapping_add(1));
+    }
+
+    /// The client offered another auth plugin: ask it to switch to
+    /// mysql_native_password with this connection's scramble.
+    fn ask_auth_switch(&mut self, key: usize, pending: PendingAuth, seq: u8) {
+        let c = &mut self.clients[key];
+        let mut data = c.scramble.to_vec();
+        data.push(0);
+        let switch = AuthSwitchRequest {
+            plugin: MYSQL_NATIVE_PASSWORD.to_string(),
+            data,
+        };
+        c.state = ClientState::AuthSwitch(Box::new(pending));
+        let mut out = Vec::new();
+        switch.encode(&mut out);
+        self.send_to_client(key, seq, &out);
     }
 
     fn client_auth_switch_response(&mut self, key: usize, payload: &[u8], seq: u8) {
@@ -975,16 +981,7 @@ impl Server {
             .as_deref()
             .is_none_or(|p| p.is_empty() || p == MYSQL_NATIVE_PASSWORD);
         if !native {
-            let mut data = c.scramble.to_vec();
-            data.push(0);
-            let switch = AuthSwitchRequest {
-                plugin: MYSQL_NATIVE_PASSWORD.to_string(),
-                data,
-            };
-            c.state = ClientState::AuthSwitch(Box::new(pending));
-            let mut out = Vec::new();
-            switch.encode(&mut out);
-            self.send_to_client(key, 1, &out);
+            self.ask_auth_switch(key, pending, 1);
             return;
         }
         self.client_verify(key, pending, &cu.auth_response, 1);
