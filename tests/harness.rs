@@ -199,11 +199,14 @@ fn server_is_cleaned_up_when_the_test_process_ends() {
         let pid: i32 = pid.parse().unwrap();
         let dir = PathBuf::from(dir);
         assert!(dir.exists());
+        let go = PathBuf::from(format!("{}.go", out_file.path().display()));
+        std::fs::write(&go, b"").unwrap();
 
         if mode == "sigkill" {
             child.kill().unwrap();
         }
         let status = child.wait().unwrap();
+        let _ = std::fs::remove_file(&go);
         match mode {
             "ok" => assert!(status.success(), "{status}"),
             "panic" => assert_eq!(status.code(), Some(101)),
@@ -230,7 +233,15 @@ fn child_process_body() {
     };
     let db = mariadb();
     let report = format!("{} {}\n", db.pid().unwrap(), db.dir.display());
-    std::fs::write(std::env::var("FUNNEL_HARNESS_CHILD_OUT").unwrap(), report).unwrap();
+    let out = std::env::var("FUNNEL_HARNESS_CHILD_OUT").unwrap();
+    std::fs::write(&out, report).unwrap();
+    // Wait until the parent has seen the server alive, so that it does not
+    // race with this process's own clean-up.
+    let go = PathBuf::from(format!("{out}.go"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !go.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     match mode.as_str() {
         "ok" => {}
         "panic" => panic!("deliberate panic"),
