@@ -17,7 +17,11 @@ fn start(pool: &str) -> FunnelProcess {
 
 fn start_with_admin(pool: &str, admin_port: Option<u16>) -> FunnelProcess {
     let db = common::mariadb();
-    let port = common::free_port();
+    // free_port() may hand out the same port twice in a row.
+    let mut port = common::free_port();
+    while Some(port) == admin_port {
+        port = common::free_port();
+    }
     let mut cfg = format!(
         "[funnel]\nlisten = 127.0.0.1:{port}\n\n[backend]\naddress = 127.0.0.1:{}\n\n[pool]\n{pool}\n\n\
          [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n\n[user \"{USER_B}\"]\npassword = \"{PASS_B}\"\n",

@@ -38,10 +38,22 @@ use std::net::TcpListener;
 /// binding port 0, so parallel tests and binaries get different ports; the
 /// MariaDB helper additionally retries if it loses a race for it).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("cannot bind 127.0.0.1:0")
-        .port()
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    // The kernel may hand out the same ephemeral port again right after the
+    // probe socket closes; never give the same port twice in one process.
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("cannot bind 127.0.0.1:0")
+            .port();
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A table name unique within this test run, for tests sharing funnel_test.
