@@ -169,6 +169,7 @@ pub fn run(config: Config) -> Result<(), String> {
         crate::admin::spawn(&server.config, handle)?;
         server.control = Some(rx);
     }
+    server.bind_listeners()?;
     server.run_loop()
 }
 
@@ -176,31 +177,6 @@ impl Server {
     fn new(config: Config) -> Result<Server, String> {
         let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
         let now = Instant::now();
-        let mut listeners = Vec::new();
-        for addr in &config.listen {
-            let l = bind_tcp(*addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            let local = l.local_addr().unwrap_or(*addr);
-            info!("listening on {local}");
-            listeners.push(Listener::Tcp(l));
-        }
-        if let Some(path) = &config.unix_socket {
-            // A socket file left by a previous run would make bind fail.
-            if path.exists() {
-                let _ = std::fs::remove_file(path);
-            }
-            let l = UnixListener::bind(path)
-                .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-            info!("listening on {}", path.display());
-            listeners.push(Listener::Unix(l, path.clone()));
-        }
-        for (i, l) in listeners.iter_mut().enumerate() {
-            let t = token(KIND_LISTENER, i);
-            let r = match l {
-                Listener::Tcp(l) => poll.registry().register(l, t, Interest::READABLE),
-                Listener::Unix(l, _) => poll.registry().register(l, t, Interest::READABLE),
-            };
-            r.map_err(|e| format!("cannot register listener: {e}"))?;
-        }
         let mut signals = signal_hook_mio::v1_0::Signals::new([
             signal_hook::consts::SIGTERM,
             signal_hook::consts::SIGINT,
@@ -220,7 +196,7 @@ impl Server {
         Ok(Server {
             config,
             poll,
-            listeners,
+            listeners: Vec::new(),
             clients: Slab::with_capacity(1024),
             backends: Slab::with_capacity(64),
             pools,
@@ -247,6 +223,41 @@ impl Server {
             control: None,
             started: now,
         })
+    }
+
+    /// Bind the client listeners. Done last at start-up (after the admin
+    /// and stats ports), so that a client port that accepts means the whole
+    /// funnel is up.
+    fn bind_listeners(&mut self) -> Result<(), String> {
+        let config = &self.config;
+        let poll = &self.poll;
+        let mut listeners = Vec::new();
+        for addr in &config.listen {
+            let l = bind_tcp(*addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let local = l.local_addr().unwrap_or(*addr);
+            info!("listening on {local}");
+            listeners.push(Listener::Tcp(l));
+        }
+        if let Some(path) = &config.unix_socket {
+            // A socket file left by a previous run would make bind fail.
+            if path.exists() {
+                let _ = std::fs::remove_file(path);
+            }
+            let l = UnixListener::bind(path)
+                .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+            info!("listening on {}", path.display());
+            listeners.push(Listener::Unix(l, path.clone()));
+        }
+        for (i, l) in listeners.iter_mut().enumerate() {
+            let t = token(KIND_LISTENER, i);
+            let r = match l {
+                Listener::Tcp(l) => poll.registry().register(l, t, Interest::READABLE),
+                Listener::Unix(l, _) => poll.registry().register(l, t, Interest::READABLE),
+            };
+            r.map_err(|e| format!("cannot register listener: {e}"))?;
+        }
+        self.listeners = listeners;
+        Ok(())
     }
 
     fn next_serial(&mut self) -> u64 {
