@@ -808,6 +808,9 @@ impl Server {
                 // connection; the backend itself is fine.
                 let b = &mut self.backends[key];
                 let client = b.client.take();
+                if let Some(schema) = b.init_db.take() {
+                    self.pools[b.pool].known_schemas.remove(&schema);
+                }
                 if let Some(client) = client {
                     self.fail_request(
                         client,
@@ -1378,8 +1381,13 @@ impl Server {
                     // The command's whole effect is the schema, whatever
                     // else the tracker says: take it from the command.
                     if let Some(schema) = b.init_db.take() {
+                        self.pools[pool].schema_confirmed(&schema);
                         b.session.set_schema(Some(schema));
                         c.session.copy_from(&b.session);
+                    }
+                } else if cmd == COM_INIT_DB {
+                    if let Some(schema) = b.init_db.take() {
+                        self.pools[pool].known_schemas.remove(&schema);
                     }
                 } else if b.saw_unreplayable {
                     c.pins.insert(PinCause::SessionState);

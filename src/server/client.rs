@@ -561,6 +561,15 @@ impl Server {
         c.multi_statements = auth.capabilities & CLIENT_MULTI_STATEMENTS != 0;
         debug!("client {} ({}) authenticated as {}", c.id, c.host, c.user);
         match auth.database {
+            Some(db) if self.pools[pool].known_schemas.contains(&db) => {
+                // mysqld confirmed this schema for this user before: no
+                // need to wait in the backlog for it again.
+                let c = &mut self.clients[key];
+                c.session.set_schema(Some(db));
+                c.state = ClientState::Idle;
+                self.client_ok(key, seq);
+                self.process_client_input(key);
+            }
             Some(db) => {
                 // The schema must exist: ask a backend, and let its answer
                 // (OK, or ERR 1049) be the answer to the login.

@@ -48,7 +48,14 @@ pub struct Pool {
     pub last_backend_error: Option<String>,
     pub backlog_max: usize,
     pub counters: super::Counters,
+    /// Schemas mysqld confirmed this user can use (a COM_INIT_DB that
+    /// succeeded): a login naming one of them is answered at once instead
+    /// of waiting in the backlog for a check. Forgotten when mysqld refuses.
+    pub known_schemas: std::collections::HashSet<String>,
 }
+
+/// Bound on `known_schemas`, so a client cycling through names cannot grow it.
+const KNOWN_SCHEMAS_MAX: usize = 4096;
 
 impl Pool {
     pub fn new(index: usize, user: UserConfig, now: Instant) -> Self {
@@ -65,6 +72,16 @@ impl Pool {
             last_backend_error: None,
             backlog_max: 0,
             counters: super::Counters::default(),
+            known_schemas: std::collections::HashSet::new(),
+        }
+    }
+
+    pub fn schema_confirmed(&mut self, schema: &str) {
+        if self.known_schemas.len() >= KNOWN_SCHEMAS_MAX {
+            self.known_schemas.clear();
+        }
+        if !self.known_schemas.contains(schema) {
+            self.known_schemas.insert(schema.to_string());
         }
     }
 
