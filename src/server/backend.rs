@@ -1452,7 +1452,6 @@ impl Server {
                         let limit = p.user.max_pinned_backends;
                         if let Some(c) = self.clients.get_mut(cr.key) {
                             c.pins.clear();
-                            c.open_statements = 0;
                             c.pending_error = Some((
                                 crate::protocol::consts::err::ER_CON_COUNT_ERROR,
                                 format!(
@@ -1602,7 +1601,6 @@ impl Server {
             {
                 let had_state = !c.pins.is_empty();
                 c.pins.clear();
-                c.open_statements = 0;
                 c.pinned = None;
                 let msg = if had_state {
                     "funnel: lost connection to backend during query; the session's transaction and state are gone"

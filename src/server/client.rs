@@ -120,8 +120,6 @@ pub struct Client {
     pub close_after_flush: bool,
     /// Output has been waiting since then without the client reading it.
     pub write_stalled_since: Option<Instant>,
-    /// Server-side prepared statements open (pinned while > 0).
-    pub open_statements: u32,
     /// The client's prepared statements, by the ids the funnel gave them.
     pub stmts: HashMap<u32, ClientStmt>,
     pub next_stmt_id: u32,
@@ -244,7 +242,6 @@ impl Server {
             close_after_flush: false,
             running_connect_db: None,
             e2e_pending: false,
-            open_statements: 0,
             stmts: HashMap::new(),
             next_stmt_id: 0,
             current_stmt: None,
@@ -1004,7 +1001,6 @@ impl Server {
         c.session.set_schema(schema);
         c.session_ready = false;
         c.pins.clear();
-        c.open_statements = 0;
         c.stmts.clear();
         c.last_insert_id = 0;
         c.last_status = SERVER_STATUS_AUTOCOMMIT;

@@ -5,7 +5,7 @@
 //! with `session_track_schema`, `session_track_system_variables='*'` and
 //! `session_track_state_change` on, and every OK packet reports what the
 //! command changed. The funnel does not parse SQL to learn state, except for
-//! the few things the server does not report (see [`statement_pins`]).
+//! the few things the server does not report (see [`statement_traits`]).
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -347,12 +347,6 @@ pub fn user_var_literal(value: Option<&str>, ty: &str, charset: Option<&str>) ->
     }
 }
 
-/// Things a statement can do to its session that mysqld's tracker does not
-/// report: found by a small scan that skips comments and string literals.
-pub fn statement_pins(sql: &[u8]) -> bool {
-    statement_traits(sql).pins
-}
-
 /// What the funnel needs to know about a `COM_QUERY`, from one pass over
 /// its words (comments and string literals skipped).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -368,7 +362,10 @@ pub struct StatementTraits {
     pub opaque_state: bool,
 }
 
-/// Words that make a state change opaque (see [`statement_has_opaque_state`]).
+/// Words that make a state change opaque: the statement may create state
+/// that mysqld's tracker reports only as "state changed" and the funnel
+/// cannot read back (temporary tables, SQL prepared statements, HANDLER,
+/// sequences, procedures).
 const OPAQUE_WORDS: &[&[u8]] = &[
     b"TEMPORARY",
     b"PREPARE",
@@ -412,17 +409,6 @@ pub fn statement_traits(sql: &[u8]) -> StatementTraits {
         }
     });
     t
-}
-
-/// The first bare word of a statement (after comments), e.g. `KILL`.
-pub fn first_keyword(sql: &[u8]) -> Option<&[u8]> {
-    let mut first: Option<(usize, usize)> = None;
-    scan_words_at(sql, |start, end| {
-        if first.is_none() {
-            first = Some((start, end));
-        }
-    });
-    first.map(|(s, e)| &sql[s..e])
 }
 
 fn scan_words(sql: &[u8], mut f: impl FnMut(&[u8])) {
@@ -494,6 +480,10 @@ fn scan_words_at(sql: &[u8], mut f: impl FnMut(usize, usize)) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn traits_pins(sql: &[u8]) -> bool {
+        statement_traits(sql).pins
+    }
 
     #[test]
     fn replay_sets_differences_and_defaults_the_rest() {
@@ -583,23 +573,23 @@ mod tests {
 
     #[test]
     fn pin_scan_skips_comments_and_strings() {
-        assert!(statement_pins(b"SELECT GET_LOCK('a', 1)"));
-        assert!(statement_pins(b"lock tables t read"));
-        assert!(statement_pins(b"SELECT SQL_CALC_FOUND_ROWS * FROM t"));
-        assert!(statement_pins(b"/*!40101 SELECT get_lock('x',0) */"));
-        assert!(!statement_pins(b"SELECT 'GET_LOCK(1)'"));
-        assert!(!statement_pins(b"SELECT `lock` FROM t"));
-        assert!(!statement_pins(b"SELECT 1 -- GET_LOCK\n"));
-        assert!(!statement_pins(b"SELECT 1 /* LOCK */"));
-        assert!(!statement_pins(b"SELECT 1 # lock"));
-        assert!(!statement_pins(b"SELECT blocked, locks FROM t"));
-        assert!(!statement_pins(b"SELECT * FROM t LOCK IN SHARE MODE"));
-        assert!(!statement_pins(b"SELECT 'it''s LOCK' , \"a\\\"LOCK\""));
-        assert_eq!(first_keyword(b"/* x */ kill 5"), Some(&b"kill"[..]));
-        assert_eq!(first_keyword(b"  "), None);
+        assert!(traits_pins(b"SELECT GET_LOCK('a', 1)"));
+        assert!(traits_pins(b"lock tables t read"));
+        assert!(traits_pins(b"SELECT SQL_CALC_FOUND_ROWS * FROM t"));
+        assert!(traits_pins(b"/*!40101 SELECT get_lock('x',0) */"));
+        assert!(!traits_pins(b"SELECT 'GET_LOCK(1)'"));
+        assert!(!traits_pins(b"SELECT `lock` FROM t"));
+        assert!(!traits_pins(b"SELECT 1 -- GET_LOCK\n"));
+        assert!(!traits_pins(b"SELECT 1 /* LOCK */"));
+        assert!(!traits_pins(b"SELECT 1 # lock"));
+        assert!(!traits_pins(b"SELECT blocked, locks FROM t"));
+        assert!(!traits_pins(b"SELECT * FROM t LOCK IN SHARE MODE"));
+        assert!(!traits_pins(b"SELECT 'it''s LOCK' , \"a\\\"LOCK\""));
+        assert!(statement_traits(b"/* x */ kill 5").first_is_kill);
+        assert_eq!(statement_traits(b"  "), StatementTraits::default());
         // Unterminated input must not panic.
-        assert!(!statement_pins(b"SELECT 'abc"));
-        assert!(!statement_pins(b"/* abc"));
+        assert!(!traits_pins(b"SELECT 'abc"));
+        assert!(!traits_pins(b"/* abc"));
     }
 }
 
@@ -684,20 +674,6 @@ pub fn statement_mentions_user_var(sql: &[u8]) -> bool {
         || sql.last() == Some(&b'@')
 }
 
-/// The statement reads `LAST_INSERT_ID()`: the backend must carry the
-/// client's value first.
-pub fn statement_reads_insert_id(sql: &[u8]) -> bool {
-    statement_traits(sql).reads_insert_id
-}
-
-/// The statement may create session state that mysqld's tracker reports
-/// only as "state changed" and the funnel cannot read back (temporary
-/// tables, SQL prepared statements, HANDLER, sequences, procedures): a
-/// state change after it pins the client instead of reading user variables.
-pub fn statement_has_opaque_state(sql: &[u8]) -> bool {
-    statement_traits(sql).opaque_state
-}
-
 /// A `KILL` statement the funnel carries out itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Kill {
@@ -759,6 +735,14 @@ pub fn parse_kill(sql: &[u8]) -> Result<Option<Kill>, ()> {
 #[cfg(test)]
 mod answered_tests {
     use super::*;
+
+    fn traits_reads_insert_id(sql: &[u8]) -> bool {
+        statement_traits(sql).reads_insert_id
+    }
+
+    fn traits_opaque_state(sql: &[u8]) -> bool {
+        statement_traits(sql).opaque_state
+    }
 
     #[test]
     fn recognises_only_the_exact_selects() {
@@ -847,15 +831,13 @@ mod answered_tests {
 
     #[test]
     fn scans_for_insert_id_and_opaque_state() {
-        assert!(statement_reads_insert_id(
+        assert!(traits_reads_insert_id(
             b"INSERT INTO c VALUES (LAST_INSERT_ID())"
         ));
-        assert!(!statement_reads_insert_id(b"SELECT 'LAST_INSERT_ID()'"));
-        assert!(statement_has_opaque_state(
-            b"create temporary table t (a int)"
-        ));
-        assert!(statement_has_opaque_state(b"PREPARE s FROM 'SELECT 1'"));
-        assert!(!statement_has_opaque_state(b"SET @a = 1"));
-        assert!(!statement_has_opaque_state(b"SELECT 'temporary'"));
+        assert!(!traits_reads_insert_id(b"SELECT 'LAST_INSERT_ID()'"));
+        assert!(traits_opaque_state(b"create temporary table t (a int)"));
+        assert!(traits_opaque_state(b"PREPARE s FROM 'SELECT 1'"));
+        assert!(!traits_opaque_state(b"SET @a = 1"));
+        assert!(!traits_opaque_state(b"SELECT 'temporary'"));
     }
 }
