@@ -195,27 +195,6 @@ fn kill_query(id: u64) {
     common::admin_sql(&format!("KILL QUERY {id}"));
 }
 
-/// Raises the soft open-files limit (inherited by the funnel it spawns
-/// afterwards) to at least `want`, or as high as the hard limit allows.
-fn raise_nofile(want: u64) -> u64 {
-    // SAFETY: plain getrlimit/setrlimit on a local struct.
-    unsafe {
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut r), 0);
-        if r.rlim_cur < want as libc::rlim_t {
-            r.rlim_cur = r.rlim_max.min(want as libc::rlim_t);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
-        }
-        #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
-        let cur = r.rlim_cur as u64;
-        cur
-    }
-}
-
 /// Watches mysqld's process list for `user` in the background and records
 /// the largest number of connections seen.
 struct BackendWatch {
@@ -982,7 +961,7 @@ fn two_thousand_clients_on_four_backends() {
     const CLIENTS: usize = 2000;
     const THREADS: usize = 50;
     const ROUNDS: u64 = 5;
-    let limit = raise_nofile(CLIENTS as u64 * 2 + 500);
+    let limit = common::raise_nofile(CLIENTS as u64 * 2 + 500);
     assert!(
         limit >= CLIENTS as u64 + 200,
         "open files limit {limit} too low for {CLIENTS} clients"
@@ -1085,7 +1064,7 @@ fn two_thousand_clients_on_four_backends() {
 fn two_thousand_pipelining_clients_at_once() {
     const CLIENTS: usize = 2000;
     const THREADS: usize = 40;
-    let limit = raise_nofile(CLIENTS as u64 * 2 + 500);
+    let limit = common::raise_nofile(CLIENTS as u64 * 2 + 500);
     assert!(limit >= CLIENTS as u64 + 200, "open files limit {limit}");
     let (user, pw) = private_account("burst");
     let f = Setup::empty()

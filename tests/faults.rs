@@ -135,26 +135,6 @@ fn select_n(c: &mut Conn, n: i64) {
     assert_eq!(got, Some(n));
 }
 
-/// Raises the soft open-files limit of this process (and of the funnel it
-/// spawns afterwards) to `want`, or to the hard limit; returns the result.
-#[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux but not everywhere
-fn raise_nofile(want: u64) -> u64 {
-    // SAFETY: getrlimit/setrlimit on a local struct.
-    unsafe {
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut r), 0);
-        if r.rlim_cur < want as libc::rlim_t {
-            r.rlim_cur = r.rlim_max.min(want as libc::rlim_t);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
-        }
-        r.rlim_cur as u64
-    }
-}
-
 /// Resident set size of a process in KiB (VmRSS).
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -1513,7 +1493,7 @@ fn stalled_reader_is_bounded_then_closed() {
 #[test]
 fn flood_of_silent_connections_and_connection_limit() {
     const FLOOD: usize = 2000;
-    let limit = raise_nofile(FLOOD as u64 * 2 + 1000);
+    let limit = common::raise_nofile(FLOOD as u64 * 2 + 1000);
     let flood = FLOOD.min((limit as usize).saturating_sub(500) / 2);
     let db = common::mariadb();
     let f = Cfg::new(db.port)

@@ -66,3 +66,24 @@ pub fn unique_name(prefix: &str) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// Raises the soft open-files limit of this process (inherited by the
+/// funnel it spawns afterwards) to at least `want`, or as high as the hard
+/// limit allows; returns the limit now in force.
+#[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux but not everywhere
+pub fn raise_nofile(want: u64) -> u64 {
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut r), 0);
+        if r.rlim_cur < want as libc::rlim_t {
+            r.rlim_cur = r.rlim_max.min(want as libc::rlim_t);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        }
+        r.rlim_cur as u64
+    }
+}
