@@ -880,3 +880,117 @@ fn reload_changes_admin_credentials_and_shutdown_stops() {
     assert!(status.success(), "{status}");
     drop(a);
 }
+
+/// Clients that negotiate CLIENT_FOUND_ROWS run on a second pool of their
+/// user, created at the first such login and listed as `<user>/found_rows`
+/// everywhere; a reload changes and removes both pools of a user together.
+#[test]
+fn found_rows_clients_get_a_pool_of_their_own() {
+    let users = format!("{}{}", user_a(""), user_b(""));
+    let env = start(&users, &[USER_A, USER_B]);
+    let mut a = env.admin();
+    let twin = format!("{USER_A}/found_rows");
+    let pools = |a: &mut mysql::Conn| -> Vec<String> {
+        query(a, "SHOW POOLS")
+            .iter()
+            .map(|r| s(r, "pool").to_string())
+            .collect()
+    };
+    let requests =
+        |a: &mut mysql::Conn, pool: &str| num(&pool_row(a, "SHOW STATS", pool), "requests");
+    assert_eq!(
+        pools(&mut a),
+        [USER_A, USER_B],
+        "no found_rows pool before such a login"
+    );
+
+    let mut plain = env.client(USER_A, PASS_A);
+    let found_opts = mysql::OptsBuilder::from_opts(env.f.opts(USER_A, PASS_A))
+        .db_name(None::<String>)
+        .additional_capabilities(mysql::consts::CapabilityFlags::CLIENT_FOUND_ROWS);
+    let mut found = mysql::Conn::new(found_opts.clone()).unwrap();
+    assert_eq!(pools(&mut a), [USER_A, USER_B, twin.as_str()]);
+    let (plain_before, found_before) = (requests(&mut a, USER_A), requests(&mut a, &twin));
+    plain.query_drop("SELECT 1").unwrap();
+    found.query_drop("SELECT 1").unwrap();
+    found.query_drop("SELECT 2").unwrap();
+    let up = wait_until(Duration::from_secs(20), || {
+        let r = pool_row(&mut a, "SHOW POOLS", &twin);
+        s(&r, "backend_up") == "yes" && num(&r, "backends_idle") == 2
+    });
+    assert!(up, "{:?}", pool_row(&mut a, "SHOW POOLS", &twin));
+    let row = pool_row(&mut a, "SHOW POOLS", &twin);
+    assert_eq!(
+        (
+            s(&row, "backend_user"),
+            num(&row, "clients"),
+            num(&row, "backends")
+        ),
+        (USER_A, 1, 2)
+    );
+    assert_eq!(num(&pool_row(&mut a, "SHOW POOLS", USER_A), "clients"), 1);
+    assert_eq!(requests(&mut a, USER_A) - plain_before, 1);
+    assert_eq!(requests(&mut a, &twin) - found_before, 2);
+    let scrape = metrics(&env);
+    assert_eq!(
+        metric(&scrape, "funnel_requests_total", &[("pool", &twin)]),
+        (found_before + 2) as f64
+    );
+    let j = json(&env, "/stats.json");
+    let listed: Vec<(String, bool)> = j["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["found_rows"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (USER_A.to_string(), false),
+            (USER_B.to_string(), false),
+            (twin.clone(), true)
+        ]
+    );
+
+    // A reload changes the user's limits in both of its pools...
+    let text = std::fs::read_to_string(&env.f.config_path).unwrap();
+    let text = text.replace(&user_a(""), &user_a("connections = 3"));
+    env.f.write_config(&text);
+    let r = a.query_iter("RELOAD").unwrap();
+    let info = r.info_str().into_owned();
+    drop(r);
+    assert!(
+        info.contains(&format!("pool {twin}: connections 2 -> 3")),
+        "{info}"
+    );
+    let grown = wait_until(Duration::from_secs(20), || {
+        [USER_A, twin.as_str()]
+            .iter()
+            .all(|p| num(&pool_row(&mut a, "SHOW POOLS", p), "backends_idle") == 3)
+    });
+    assert!(grown, "{:?}", query(&mut a, "SHOW POOLS"));
+    // ... and removes both: connected clients keep working, logins stop.
+    env.f
+        .write_config(&text.replace(&user_a("connections = 3"), ""));
+    a.query_drop("RELOAD").unwrap();
+    assert_eq!(
+        pools(&mut a),
+        [
+            format!("removed:{USER_A}"),
+            USER_B.to_string(),
+            format!("removed:{twin}")
+        ]
+    );
+    found.query_drop("SELECT 3").unwrap();
+    plain.query_drop("SELECT 3").unwrap();
+    assert_eq!(error_code(mysql::Conn::new(found_opts)).0, 1045);
+    assert_eq!(
+        requests(&mut a, &format!("removed:{twin}")) - found_before,
+        3
+    );
+}

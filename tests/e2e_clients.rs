@@ -111,6 +111,26 @@ impl Run {
         }
     }
 
+    /// `found_rows.php`: `api` is pdo or mysqli.
+    fn found_rows(api: &str, f: &FunnelProcess, table: &str) -> Run {
+        let mut cmd = Command::new("php");
+        cmd.arg(script("found_rows.php")).arg(api).args([
+            "127.0.0.1",
+            &f.port.to_string(),
+            &common::mariadb().port.to_string(),
+            USER_A,
+            PASS_A,
+            USER_B,
+            PASS_B,
+            TEST_DB,
+            table,
+        ]);
+        Run {
+            what: format!("php {api} found_rows"),
+            cmd,
+        }
+    }
+
     fn spawn(mut self) -> (String, Child) {
         let child = self
             .cmd
@@ -278,6 +298,27 @@ fn php_pdo_native_prepares() {
     run_flow("php_pdo_native_prepares", "php", |f, t| {
         Run::pdo("native", f, t)
     });
+}
+
+/// PDO and mysqli clients with and without CLIENT_FOUND_ROWS interleaved on
+/// a funnel with one shared backend per pool; each affected-row count is
+/// what a direct connection with the same flag gets (mysqli: also after
+/// COM_CHANGE_USER).
+#[test]
+fn php_found_rows() {
+    if !have("php") {
+        skip("php_found_rows", "`php` is not installed");
+        return;
+    }
+    let f = start_funnel(&["connections = 1"], &[]);
+    for api in ["pdo", "mysqli"] {
+        let (what, child) = Run::found_rows(api, &f, &common::unique_name("e2e_frows")).spawn();
+        let out = wait_output(child, Duration::from_secs(120), &what);
+        match judge(&what, out, &f) {
+            Verdict::Passed(n) => println!("{what}: {n} checks passed"),
+            Verdict::Skipped(reason) => skip("php_found_rows", &reason),
+        }
+    }
 }
 
 /// Every available library at once, on one funnel whose pool has a single
@@ -725,6 +766,112 @@ fn rust_mysql_crate_prepared_statements() {
         .unwrap();
     assert_eq!(n, 100 * CLIENTS as i64);
     c.query_drop(format!("DROP TABLE {t}")).unwrap();
+}
+
+/// What a data-changing statement told the client: affected rows and the
+/// OK packet's info text (`Rows matched: 1  Changed: 0  Warnings: 0`).
+fn outcome(c: &mut Conn, sql: &str) -> (u64, String) {
+    c.query_drop(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    (c.affected_rows(), c.info_str().into_owned())
+}
+
+/// Options asking for `CLIENT_FOUND_ROWS` (affected rows = rows matched) or not.
+fn with_found_rows(opts: mysql::Opts, on: bool) -> mysql::Opts {
+    let flags = if on {
+        mysql::consts::CapabilityFlags::CLIENT_FOUND_ROWS
+    } else {
+        mysql::consts::CapabilityFlags::empty()
+    };
+    OptsBuilder::from_opts(opts)
+        .additional_capabilities(flags)
+        .into()
+}
+
+/// Clients with and without `CLIENT_FOUND_ROWS` interleaved on one funnel
+/// whose pools have a single shared backend each: every statement reports
+/// what a direct connection with the same flag reports, also after
+/// COM_CHANGE_USER, and mysqld sees one connection per kind.
+#[test]
+fn rust_mysql_crate_found_rows_per_client() {
+    let (user, pw) = private_account("frows");
+    let f = start_funnel(
+        &["connections = 1", "max_pinned_backends = 4"],
+        &[(&user, &pw)],
+    );
+    let db = common::mariadb();
+    let t = common::unique_name("e2e_frows");
+    common::admin_sql(&format!(
+        "CREATE TABLE {TEST_DB}.{t} (id INT PRIMARY KEY, v INT) ENGINE=InnoDB"
+    ));
+    common::admin_sql(&format!(
+        "INSERT INTO {TEST_DB}.{t} VALUES (1, 10), (2, 20), (3, 30)"
+    ));
+    let statements = [
+        // Matched 1, changed 0: the case the flag is about.
+        format!("UPDATE {t} SET v = v WHERE id = 1"),
+        format!("UPDATE {t} SET v = 20 WHERE id IN (1, 2, 3)"),
+        format!("UPDATE {t} SET v = v + 1 WHERE id = 3"),
+        format!("UPDATE {t} SET v = v - 1 WHERE id = 3"),
+        format!("UPDATE {t} SET v = v WHERE id = 99"),
+        // An existing row set to its current values: 0, or 1 with the flag.
+        format!("INSERT INTO {t} VALUES (2, 20) ON DUPLICATE KEY UPDATE v = VALUES(v)"),
+    ];
+    let through = |on| Conn::new(with_found_rows(f.opts(&user, &pw), on)).unwrap();
+    let direct =
+        |on| Conn::new(with_found_rows(common::opts(USER_A, PASS_A, db.port), on)).unwrap();
+    // Three of each kind through the funnel, one of each kind direct.
+    let mut funnel: Vec<(bool, Conn)> = (0..6).map(|i| (i % 2 == 0, through(i % 2 == 0))).collect();
+    let mut reference = [direct(false), direct(true)];
+    // Each statement runs on the same rows for both sides of a comparison.
+    let mut setup = direct(false);
+    let reset = format!("UPDATE {t} SET v = id * 10");
+    let mut fresh = move || setup.query_drop(&reset).unwrap();
+    let mut check_round =
+        |funnel: &mut Vec<(bool, Conn)>, reference: &mut [Conn; 2], what: &str| {
+            for sql in &statements {
+                for (on, c) in funnel.iter_mut() {
+                    fresh();
+                    let got = outcome(c, sql);
+                    fresh();
+                    let want = outcome(&mut reference[usize::from(*on)], sql);
+                    assert_eq!(got, want, "{what}: {sql} (found_rows = {on})");
+                }
+            }
+            // The point of it all, spelled out.
+            for (on, c) in funnel.iter_mut() {
+                let same = format!("UPDATE {t} SET v = v WHERE id = 1");
+                assert_eq!(
+                    outcome(c, &same).0,
+                    u64::from(*on),
+                    "{what}: found_rows = {on}"
+                );
+            }
+        };
+    check_round(&mut funnel, &mut reference, "after login");
+    // One shared backend per pool: the default one and the found_rows one.
+    assert_eq!(db.connections_of(&user), 2);
+
+    // COM_CHANGE_USER keeps the client's flag (it is the connection's, as
+    // on mysqld), whichever user it becomes.
+    let to = |name: &str, pw: &str| {
+        mysql::ChangeUserOpts::default()
+            .with_user(Some(name.into()))
+            .with_pass(Some(pw.into()))
+            .with_db_name(Some(TEST_DB.into()))
+    };
+    for (_, c) in funnel.iter_mut() {
+        c.change_user(to(USER_B, PASS_B)).unwrap();
+    }
+    for c in reference.iter_mut() {
+        c.change_user(to(USER_B, PASS_B)).unwrap();
+    }
+    check_round(&mut funnel, &mut reference, "after change-user to funnel_b");
+    for (_, c) in funnel.iter_mut() {
+        c.change_user(to(&user, &pw)).unwrap();
+    }
+    check_round(&mut funnel, &mut reference, "after change-user back");
+    assert_eq!(db.connections_of(&user), 2);
+    common::admin_sql(&format!("DROP TABLE {TEST_DB}.{t}"));
 }
 
 /// A funnel like `start_funnel`'s, with `allow_local_infile` set as given.

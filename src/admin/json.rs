@@ -204,6 +204,7 @@ fn pool(s: &Snapshot, p: &PoolSnapshot) -> Json {
         ("name", p.name.as_str().into()),
         ("backend_user", p.backend_user.as_str().into()),
         ("removed", report::is_removed(p).into()),
+        ("found_rows", p.found_rows.into()),
         (
             "clients",
             Json::Obj(vec![

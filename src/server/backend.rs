@@ -157,6 +157,7 @@ pub struct KillTarget {
 /// Capabilities the funnel asks of mysqld. No `CLIENT_DEPRECATE_EOF`, because
 /// the funnel's clients are not offered it either: result sets pass through
 /// byte for byte. `CLIENT_SESSION_TRACK` is how session state is learned.
+/// `CLIENT_FOUND_ROWS` is added for the backends of a `found_rows` pool only.
 pub const BACKEND_CAPS: u32 = CLIENT_LONG_PASSWORD
     | CLIENT_LONG_FLAG
     | CLIENT_PROTOCOL_41
@@ -309,7 +310,7 @@ impl Server {
         if p.last_backend_error.as_deref() != Some(reason.as_str()) {
             warn!(
                 "pool {}: backend {} unavailable: {reason}; retrying in {} ms",
-                p.user.name,
+                p.name(),
                 self.config.backend.address,
                 p.backoff.as_millis()
             );
@@ -496,13 +497,18 @@ impl Server {
             self.backend_version = Some(greeting.server_version.clone());
         }
         let b = &mut self.backends[key];
+        let found_rows = if self.pools[b.pool].found_rows {
+            CLIENT_FOUND_ROWS
+        } else {
+            0
+        };
         let pool = &self.pools[b.pool].user;
         let local_files = if self.config.allow_local_infile {
             CLIENT_LOCAL_FILES
         } else {
             0
         };
-        b.capabilities = (BACKEND_CAPS | local_files) & greeting.capabilities;
+        b.capabilities = (BACKEND_CAPS | local_files | found_rows) & greeting.capabilities;
         b.tracker = ResponseTracker::new(b.capabilities);
         b.thread_id = greeting.connection_id;
         b.charset = greeting.charset;
@@ -876,7 +882,8 @@ impl Server {
             if !p.backoff.is_zero() {
                 info!(
                     "pool {}: backend {} reachable again",
-                    p.user.name, self.config.backend.address
+                    p.name(),
+                    self.config.backend.address
                 );
             }
             p.backoff = Duration::ZERO;
@@ -1456,14 +1463,14 @@ impl Server {
                                 crate::protocol::consts::err::ER_CON_COUNT_ERROR,
                                 format!(
                                     "funnel: too many pinned clients in pool '{}' (max_pinned_backends = {limit}); your transaction or session state was discarded",
-                                    p.user.name
+                                    p.name()
                                 ),
                             ));
                             c.set_idle();
                         }
                         warn!(
                             "pool {}: max_pinned_backends = {limit} reached; a client's session state was discarded",
-                            p.user.name
+                            p.name()
                         );
                         b.client = None;
                         self.reset_backend(key);
@@ -1582,7 +1589,7 @@ impl Server {
         self.bump(pool, |c| c.backend_lost += 1);
         warn!(
             "pool {}: lost backend connection (thread {thread_id}): {reason}",
-            self.pools[pool].user.name
+            self.pools[pool].name()
         );
         if let Some(cr) = client {
             // Still before or inside the client's command (not the funnel's

@@ -38,9 +38,11 @@ const MAX_HANDSHAKE_PACKET: usize = 64 * 1024;
 
 /// What the funnel offers clients. No `CLIENT_SSL` (not yet), no
 /// `CLIENT_COMPRESS`, no `CLIENT_DEPRECATE_EOF` and no `CLIENT_SESSION_TRACK`
-/// (result sets pass through byte for byte from backends that use neither),
-/// no `CLIENT_FOUND_ROWS` (backends count affected rows mysqld's default way).
+/// (result sets pass through byte for byte from backends that use neither).
+/// `CLIENT_FOUND_ROWS` is honoured by running such clients' commands on
+/// backends that logged in with it (the user's `found_rows` pool).
 pub const SERVER_CAPS: u32 = CLIENT_LONG_PASSWORD
+    | CLIENT_FOUND_ROWS
     | CLIENT_LONG_FLAG
     | CLIENT_CONNECT_WITH_DB
     | CLIENT_NO_SCHEMA
@@ -474,9 +476,8 @@ impl Server {
                 return;
             }
         };
-        let pool = self.pools.iter().position(|p| p.user.name == resp.username);
         let pending = PendingAuth {
-            pool,
+            pool: self.user_pool(&resp.username),
             user: resp.username.clone(),
             database: resp.database.clone().filter(|d| !d.is_empty()),
             capabilities: resp.capabilities,
@@ -528,7 +529,6 @@ impl Server {
             };
             verify_native(stage2.as_ref(), &self.clients[key].scramble, response)
         });
-        let c = &mut self.clients[key];
         if !verified {
             match auth.pool {
                 Some(p) => self.bump(p, |c| c.auth_failures += 1),
@@ -550,7 +550,8 @@ impl Server {
             self.flush_client(key);
             return;
         }
-        let pool = auth.pool.unwrap_or(0);
+        let pool = self.login_pool(auth.pool.unwrap_or(0), auth.capabilities);
+        let c = &mut self.clients[key];
         c.pool = pool;
         c.user = auth.user;
         c.capabilities = auth.capabilities & (SERVER_CAPS | CLIENT_LOCAL_FILES);
@@ -601,6 +602,38 @@ impl Server {
                 self.process_client_input(key);
             }
         }
+    }
+
+    /// The pool that verifies logins as `user` (its `CLIENT_FOUND_ROWS`
+    /// twin has the same user).
+    fn user_pool(&self, user: &str) -> Option<usize> {
+        self.pools
+            .iter()
+            .position(|p| p.user.name == user && !p.found_rows)
+    }
+
+    /// The pool a client logged in through `user_pool` runs its commands
+    /// in: that one, or for a client that negotiated `CLIENT_FOUND_ROWS`
+    /// its twin, created at the first such login.
+    fn login_pool(&mut self, user_pool: usize, capabilities: u32) -> usize {
+        if capabilities & CLIENT_FOUND_ROWS == 0 {
+            return user_pool;
+        }
+        let name = &self.pools[user_pool].user.name;
+        if let Some(twin) = self
+            .pools
+            .iter()
+            .position(|p| p.found_rows && p.user.name == *name)
+        {
+            return twin;
+        }
+        let twin = self.pools[user_pool].found_rows_twin(self.pools.len(), self.now);
+        info!(
+            "pool {} added: the first client of user {} that asked for CLIENT_FOUND_ROWS",
+            twin.name(),
+            twin.user.name
+        );
+        self.add_pool(twin)
     }
 
     pub(super) fn client_handshake_timeout(&mut self, key: usize, serial: u64) {
@@ -886,7 +919,7 @@ impl Server {
                 self.bump(pool, |c| c.backlog_full += 1);
                 let msg = format!(
                     "funnel: backlog full in pool '{}' (backlog_size = {}); the command was not run",
-                    self.pools[pool].user.name, full.limit
+                    self.pools[pool].name(), full.limit
                 );
                 self.fail_request(req.client, ER_CON_COUNT_ERROR, &msg);
             }
@@ -938,7 +971,7 @@ impl Server {
         let mut msg = format!(
             "funnel: the command waited {} ms in the backlog of pool '{}' (queue_timeout_ms = {}) without getting a backend connection; it was not run",
             self.now.saturating_duration_since(req.enqueued).as_millis(),
-            pool.user.name,
+            pool.name(),
             pool.user.queue_timeout.as_millis()
         );
         if let Some(e) = &pool.last_backend_error {
@@ -970,13 +1003,14 @@ impl Server {
     /// funnel's users and moved to that user's pool.
     fn change_user(&mut self, key: usize, cu: ChangeUser) {
         self.reset_client_session(key);
+        let pool = self.user_pool(&cu.username);
         let c = &mut self.clients[key];
         c.session.set_schema(None);
         if let Some(cs) = cu.charset.and_then(|cs| u8::try_from(cs).ok()) {
             c.charset = cs;
         }
         let pending = PendingAuth {
-            pool: self.pools.iter().position(|p| p.user.name == cu.username),
+            pool,
             user: cu.username,
             database: cu.database,
             capabilities: c.capabilities,

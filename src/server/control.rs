@@ -99,6 +99,8 @@ pub struct BackendCounts {
 #[derive(Clone)]
 pub struct PoolSnapshot {
     pub name: String,
+    /// The pool of the user's clients that negotiated `CLIENT_FOUND_ROWS`.
+    pub found_rows: bool,
     pub backend_user: String,
     pub configured_connections: usize,
     pub max_pinned_backends: usize,

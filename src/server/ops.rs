@@ -64,31 +64,35 @@ impl Server {
                 notes.push(format!("{key} changed but needs a restart"));
             }
         }
-        // Pools: existing users are updated in place; new users get a pool;
+        // Pools: existing users are updated in place (both pools of a user
+        // whose clients use CLIENT_FOUND_ROWS); new users get a pool;
         // removed users keep theirs (clients connected as them keep working)
         // but can no longer log in.
         for user in &new.users {
-            match self.pools.iter_mut().find(|p| p.user.name == user.name) {
-                Some(p) => {
-                    if p.user.connections != user.connections {
-                        notes.push(format!(
-                            "pool {}: connections {} -> {}",
-                            user.name, p.user.connections, user.connections
-                        ));
-                    }
-                    p.user = user.clone();
+            let mut known = false;
+            for p in self.pools.iter_mut().filter(|p| p.user.name == user.name) {
+                known = true;
+                if p.user.connections != user.connections {
+                    notes.push(format!(
+                        "pool {}: connections {} -> {}",
+                        p.name(),
+                        p.user.connections,
+                        user.connections
+                    ));
                 }
-                None => {
-                    let index = self.pools.len();
-                    self.pools.push(Pool::new(index, user.clone(), self.now));
-                    self.stats.add_pool();
-                    notes.push(format!("pool {} added", user.name));
-                }
+                p.user = user.clone();
+            }
+            if !known {
+                let index = self.pools.len();
+                self.add_pool(Pool::new(index, user.clone(), self.now));
+                notes.push(format!("pool {} added", user.name));
             }
         }
         for p in &mut self.pools {
             if !new.users.iter().any(|u| u.name == p.user.name) && !p.user.name.starts_with('\0') {
-                notes.push(format!("user {} removed: no new logins", p.user.name));
+                if !p.found_rows {
+                    notes.push(format!("user {} removed: no new logins", p.user.name));
+                }
                 // A name no client can send: the pool stays for the clients
                 // already connected.
                 p.user.name = format!("\0removed:{}", p.user.name);
@@ -119,6 +123,16 @@ impl Server {
         Ok(summary)
     }
 
+    /// Start serving a new pool (its index must be `self.pools.len()`).
+    pub(super) fn add_pool(&mut self, pool: Pool) -> usize {
+        let index = self.pools.len();
+        debug_assert_eq!(pool.index, index);
+        self.pools.push(pool);
+        self.stats.add_pool();
+        self.maintain_pool(index);
+        index
+    }
+
     /// Close idle shared backends beyond the configured count.
     fn shrink_pool(&mut self, pool: usize) {
         while self.pools[pool].shared > self.pools[pool].user.connections {
@@ -135,7 +149,8 @@ impl Server {
             .pools
             .iter()
             .map(|p| PoolSnapshot {
-                name: p.user.name.trim_start_matches('\0').to_string(),
+                name: p.name(),
+                found_rows: p.found_rows,
                 backend_user: p.user.backend_user.clone(),
                 configured_connections: p.user.connections,
                 max_pinned_backends: p.user.max_pinned_backends,

@@ -1,7 +1,9 @@
-//! A pool: one per configured user. It owns the bounded backlog of requests
-//! waiting for a backend, and the set of idle shared backends. The rule that
-//! pairs them is deliberately small: the oldest request goes to an idle
-//! backend, preferring one whose session already matches the client's.
+//! A pool: one per configured user, plus a second one for the user's clients
+//! that negotiated `CLIENT_FOUND_ROWS` (see `found_rows`). It owns the
+//! bounded backlog of requests waiting for a backend, and the set of idle
+//! shared backends. The rule that pairs them is deliberately small: the
+//! oldest request goes to an idle backend, preferring one whose session
+//! already matches the client's.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -32,6 +34,11 @@ pub struct BacklogFull {
 pub struct Pool {
     pub index: usize,
     pub user: UserConfig,
+    /// Its backends log in with `CLIENT_FOUND_ROWS` (affected rows count the
+    /// rows matched, not changed). The flag is fixed per connection at login
+    /// and cannot be replayed, so clients that ask for it get a pool of their
+    /// own, created at the first such login.
+    pub found_rows: bool,
     backlog: VecDeque<Request>,
     /// Idle shared backends, most recently used last.
     pub idle: Vec<usize>,
@@ -62,6 +69,7 @@ impl Pool {
         Pool {
             index,
             user,
+            found_rows: false,
             backlog: VecDeque::new(),
             idle: Vec::new(),
             shared: 0,
@@ -73,6 +81,29 @@ impl Pool {
             backlog_max: 0,
             counters: super::Counters::default(),
             known_schemas: std::collections::HashSet::new(),
+        }
+    }
+
+    /// The pool of this pool's user for clients that negotiated
+    /// `CLIENT_FOUND_ROWS`: same user, limits and confirmed schemas (the
+    /// schemas are a matter of grants, which the flag does not change).
+    pub fn found_rows_twin(&self, index: usize, now: Instant) -> Self {
+        Pool {
+            found_rows: true,
+            known_schemas: self.known_schemas.clone(),
+            ..Pool::new(index, self.user.clone(), now)
+        }
+    }
+
+    /// The name operators and clients see: the user's name, with
+    /// `/found_rows` for the `CLIENT_FOUND_ROWS` pool and `removed:` before
+    /// a user no longer in the configuration.
+    pub fn name(&self) -> String {
+        let user = self.user.name.trim_start_matches('\0');
+        if self.found_rows {
+            format!("{user}/found_rows")
+        } else {
+            user.to_string()
         }
     }
 
@@ -248,5 +279,25 @@ mod tests {
         assert_eq!(p.take_idle(|b| u32::from(b == 10)), Some(10));
         assert_eq!(p.take_idle(|_| 0), Some(11));
         assert_eq!(p.take_idle(|_| 0), None);
+    }
+
+    #[test]
+    fn found_rows_twin_shares_user_and_schemas_not_backlog() {
+        let now = Instant::now();
+        let mut p = Pool::new(0, user(3, 1000), now);
+        p.schema_confirmed("app");
+        p.enqueue(req(1, now)).unwrap();
+        let twin = p.found_rows_twin(5, now);
+        assert!(twin.found_rows && !p.found_rows);
+        assert_eq!(twin.index, 5);
+        assert_eq!(twin.user.name, "u");
+        assert!(twin.known_schemas.contains("app"));
+        assert_eq!(twin.backlog_len(), 0);
+        assert_eq!(
+            (p.name().as_str(), twin.name().as_str()),
+            ("u", "u/found_rows")
+        );
+        p.user.name = "\0removed:u".into();
+        assert_eq!(p.name(), "removed:u");
     }
 }
