@@ -7,10 +7,11 @@
 
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, info};
 use mio::Interest;
 
 use super::io::{Buf, ReadOutcome, Stream};
+use super::log_limit::LogEvent;
 use super::pool::ClientRef;
 use super::session::{user_var_literal, PinCause, SessionVars};
 use super::stmt::{execute_layout, rewrite_execute, stmt_key, ClientStmt, StmtCache};
@@ -219,7 +220,11 @@ impl Server {
         let mut stream = match stream {
             Ok(s) => s,
             Err(e) if kill_query.is_some() => {
-                warn!("cannot open a connection for KILL QUERY: {e}");
+                log_limited!(
+                    self,
+                    LogEvent::BackendConnectFailed,
+                    "cannot open a connection for KILL QUERY: {e}"
+                );
                 return;
             }
             Err(e) => {
@@ -308,7 +313,9 @@ impl Server {
         let jitter = if jitter > 0 { random_u64() % jitter } else { 0 };
         p.next_connect_at = self.now + p.backoff + Duration::from_micros(jitter);
         if p.last_backend_error.as_deref() != Some(reason.as_str()) {
-            warn!(
+            log_limited!(
+                self,
+                LogEvent::BackendConnectFailed,
                 "pool {}: backend {} unavailable: {reason}; retrying in {} ms",
                 p.name(),
                 self.config.backend.address,
@@ -880,7 +887,9 @@ impl Server {
         if was_connecting && p.connecting > 0 {
             p.connecting -= 1;
             if !p.backoff.is_zero() {
-                info!(
+                log_limited!(
+                    self,
+                    LogEvent::BackendRestored,
                     "pool {}: backend {} reachable again",
                     p.name(),
                     self.config.backend.address
@@ -1468,7 +1477,9 @@ impl Server {
                             ));
                             c.set_idle();
                         }
-                        warn!(
+                        log_limited!(
+                            self,
+                            LogEvent::PinnedExhausted,
                             "pool {}: max_pinned_backends = {limit} reached; a client's session state was discarded",
                             p.name()
                         );
@@ -1574,7 +1585,11 @@ impl Server {
         let client = b.client;
         let state = b.state;
         if b.kill_query.is_some() {
-            warn!("KILL QUERY connection failed: {reason}");
+            log_limited!(
+                self,
+                LogEvent::BackendConnectFailed,
+                "KILL QUERY connection failed: {reason}"
+            );
             self.close_backend(key);
             return;
         }
@@ -1587,7 +1602,9 @@ impl Server {
         let thread_id = b.thread_id;
         let forwarded = b.response_bytes > 0;
         self.bump(pool, |c| c.backend_lost += 1);
-        warn!(
+        log_limited!(
+            self,
+            LogEvent::BackendLost,
             "pool {}: lost backend connection (thread {thread_id}): {reason}",
             self.pools[pool].name()
         );

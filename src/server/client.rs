@@ -12,6 +12,7 @@ use log::{debug, info};
 use mio::Interest;
 
 use super::io::{Buf, ReadOutcome, Stream};
+use super::log_limit::LogEvent;
 use super::pool::{ClientRef, Request};
 use super::session::{
     funnel_answered_select, parse_kill, statement_mentions_user_var, statement_traits,
@@ -193,7 +194,13 @@ impl Server {
             let mut buf = Buf::new();
             buf.extend_from_slice(&framed);
             let _ = buf.write_to(&mut stream);
-            self.log_limited_refusal();
+            log_limited!(
+                self,
+                LogEvent::ClientRefused,
+                "refusing a client: max_client_connections = {} reached ({} refused so far)",
+                self.config.max_client_connections,
+                self.counters.clients_refused
+            );
             return;
         }
         let serial = self.next_serial();
@@ -288,20 +295,6 @@ impl Server {
         }
     }
 
-    fn log_limited_refusal(&mut self) {
-        // One line per second at most, so a flood cannot fill the disk.
-        if self.now.saturating_duration_since(self.last_refusal_log)
-            >= std::time::Duration::from_secs(1)
-        {
-            log::warn!(
-                "refusing clients: max_client_connections = {} reached ({} refused so far)",
-                self.config.max_client_connections,
-                self.counters.clients_refused
-            );
-            self.last_refusal_log = self.now;
-        }
-    }
-
     pub(super) fn client_event(&mut self, key: usize, readable: bool, writable: bool) {
         if writable {
             self.flush_client(key);
@@ -363,7 +356,12 @@ impl Server {
                         Ok(Some(span)) => span,
                         Ok(None) => break,
                         Err(_) => {
-                            self.close_client_with_error(key, ER_HANDSHAKE_ERROR, "Bad handshake");
+                            self.close_client_logged(
+                                key,
+                                LogEvent::BadClientInput,
+                                ER_HANDSHAKE_ERROR,
+                                "Bad handshake",
+                            );
                             return;
                         }
                     };
@@ -394,18 +392,29 @@ impl Server {
                             let msg = format!(
                                 "funnel: got a packet of {len} bytes, bigger than max_allowed_packet ({max} bytes)"
                             );
-                            self.close_client_with_error(key, ER_NET_PACKET_TOO_LARGE, &msg);
+                            self.close_client_logged(
+                                key,
+                                LogEvent::PacketTooLarge,
+                                ER_NET_PACKET_TOO_LARGE,
+                                &msg,
+                            );
                             return;
                         }
                         Err(e) => {
                             let msg = format!("funnel: malformed packet from client: {e}");
-                            self.close_client_with_error(key, ER_NET_PACKETS_OUT_OF_ORDER, &msg);
+                            self.close_client_logged(
+                                key,
+                                LogEvent::BadClientInput,
+                                ER_NET_PACKETS_OUT_OF_ORDER,
+                                &msg,
+                            );
                             return;
                         }
                     };
                     if span.first_seq != 0 {
-                        self.close_client_with_error(
+                        self.close_client_logged(
                             key,
+                            LogEvent::BadClientInput,
                             ER_NET_PACKETS_OUT_OF_ORDER,
                             "Got packets out of order",
                         );
@@ -462,8 +471,9 @@ impl Server {
 
     fn client_handshake_response(&mut self, key: usize, payload: &[u8], seq: u8) {
         if is_ssl_request(payload) {
-            self.close_client_with_error(
+            self.close_client_logged(
                 key,
+                LogEvent::ClientRefused,
                 ER_HANDSHAKE_ERROR,
                 "funnel: TLS is not supported; connect without TLS (e.g. --ssl-mode=DISABLED / --skip-ssl)",
             );
@@ -472,7 +482,12 @@ impl Server {
         let resp = match HandshakeResponse::decode(payload) {
             Ok(r) => r,
             Err(_) => {
-                self.close_client_with_error(key, ER_HANDSHAKE_ERROR, "Bad handshake");
+                self.close_client_logged(
+                    key,
+                    LogEvent::BadClientInput,
+                    ER_HANDSHAKE_ERROR,
+                    "Bad handshake",
+                );
                 return;
             }
         };
@@ -541,7 +556,12 @@ impl Server {
                 c.host,
                 if response.is_empty() { "NO" } else { "YES" }
             );
-            info!("client {} refused: {msg}", c.host);
+            log_limited!(
+                self,
+                LogEvent::AuthFailure,
+                "client {} refused: {msg}",
+                c.host
+            );
             c.state = ClientState::Idle;
             self.client_error(key, seq, ER_ACCESS_DENIED_ERROR, &msg);
             if let Some(c) = self.clients.get_mut(key) {
@@ -644,8 +664,9 @@ impl Server {
             && matches!(c.state, ClientState::Handshake | ClientState::AuthSwitch(_))
         {
             let ms = self.config.handshake_timeout.as_millis();
-            self.close_client_with_error(
+            self.close_client_logged(
                 key,
+                LogEvent::HandshakeTimeout,
                 ER_HANDSHAKE_ERROR,
                 &format!("funnel: handshake not completed within handshake_timeout_ms = {ms}"),
             );
@@ -661,7 +682,12 @@ impl Server {
         let data = c.rbuf.as_slice();
         let cmd = data.get(HEADER_LEN).copied();
         let Some(cmd) = cmd.filter(|_| span.payload_len > 0) else {
-            self.close_client_with_error(key, ER_NET_READ_ERROR, "funnel: empty command packet");
+            self.close_client_logged(
+                key,
+                LogEvent::BadClientInput,
+                ER_NET_READ_ERROR,
+                "funnel: empty command packet",
+            );
             return;
         };
         if cmd == COM_QUIT {
@@ -696,8 +722,9 @@ impl Server {
                 self.discard_current(key);
                 match parsed {
                     Some(cu) => self.change_user(key, cu),
-                    None => self.close_client_with_error(
+                    None => self.close_client_logged(
                         key,
+                        LogEvent::BadClientInput,
                         ER_NET_READ_ERROR,
                         "funnel: malformed COM_CHANGE_USER packet",
                     ),
@@ -722,8 +749,9 @@ impl Server {
                 let end = (HEADER_LEN + span.payload_len).min(data.len());
                 let payload = &data[HEADER_LEN..end];
                 let Some(id) = stmt_id_of(payload) else {
-                    self.close_client_with_error(
+                    self.close_client_logged(
                         key,
+                        LogEvent::BadClientInput,
                         ER_NET_READ_ERROR,
                         "funnel: malformed statement command",
                     );
@@ -746,8 +774,9 @@ impl Server {
                 };
                 if cmd == COM_STMT_EXECUTE {
                     let Some(layout) = execute_layout(payload, st.num_params) else {
-                        self.close_client_with_error(
+                        self.close_client_logged(
                             key,
+                            LogEvent::BadClientInput,
                             ER_NET_READ_ERROR,
                             "funnel: malformed COM_STMT_EXECUTE",
                         );
@@ -921,6 +950,14 @@ impl Server {
                     "funnel: backlog full in pool '{}' (backlog_size = {}); the command was not run",
                     self.pools[pool].name(), full.limit
                 );
+                let c = &self.clients[key];
+                log_limited!(
+                    self,
+                    LogEvent::BacklogFull,
+                    "client {} ({}): {msg}",
+                    c.id,
+                    c.host
+                );
                 self.fail_request(req.client, ER_CON_COUNT_ERROR, &msg);
             }
         }
@@ -977,6 +1014,14 @@ impl Server {
         if let Some(e) = &pool.last_backend_error {
             msg.push_str(&format!(" (backend unavailable: {e})"));
         }
+        let c = &self.clients[req.client.key];
+        log_limited!(
+            self,
+            LogEvent::QueueTimeout,
+            "client {} ({}): {msg}",
+            c.id,
+            c.host
+        );
         self.fail_request(req.client, ER_STATEMENT_TIMEOUT, &msg);
     }
 
@@ -1202,6 +1247,21 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// Close a client with an error because of `kind` of event, and say so
+    /// in the log (rate-limited).
+    fn close_client_logged(
+        &mut self,
+        key: usize,
+        kind: LogEvent,
+        code: (u16, &'static str),
+        msg: &str,
+    ) {
+        if let Some(c) = self.clients.get(key) {
+            log_limited!(self, kind, "client {} ({}) closed: {msg}", c.id, c.host);
+        }
+        self.close_client_with_error(key, code, msg);
     }
 
     /// Send an error and close the connection.

@@ -5,6 +5,10 @@
 //! next deadline), dispatch events by token, fire due timers, expire backlog
 //! heads, top up pools, retry paused accepts.
 
+// First: its `log_limited!` macro is used by the modules below.
+#[macro_use]
+mod log_limit;
+
 mod backend;
 mod client;
 pub mod control;
@@ -22,7 +26,7 @@ use std::io as stdio;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::info;
 use mio::net::{TcpListener, UnixListener};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
@@ -32,6 +36,7 @@ use crate::protocol::consts::err;
 use backend::Backend;
 use client::Client;
 use io::BufPool;
+use log_limit::LogEvent;
 use pool::Pool;
 use timer::{Timer, TimerKind};
 
@@ -149,7 +154,8 @@ pub struct Server {
     backend_charset: Option<u8>,
     /// Admin PAUSE: requests stay in the backlog.
     paused: bool,
-    last_refusal_log: Instant,
+    /// Rate limit of the log lines remote parties and failures cause.
+    log_limit: log_limit::LogLimiter,
     last_janitor: Instant,
     /// See `Buf::read_from`: set per event from its read-closed flag.
     stop_on_short_read: bool,
@@ -216,7 +222,7 @@ impl Server {
             backend_version: None,
             backend_charset: None,
             paused: false,
-            last_refusal_log: now - Duration::from_secs(10),
+            log_limit: log_limit::LogLimiter::default(),
             last_janitor: now,
             stop_on_short_read: false,
             stats: stats::Stats::new(npools),
@@ -322,6 +328,7 @@ impl Server {
                 }
             }
             if self.shutdown_complete() {
+                self.log_limit.take_all(log_limit::log_suppressed);
                 info!("shutdown complete");
                 return Ok(());
             }
@@ -420,6 +427,9 @@ impl Server {
     /// clients that have not read their pending output for
     /// `client_write_timeout_ms`.
     fn janitor(&mut self) {
+        // Said even when no event of the kind follows.
+        self.log_limit
+            .take_ended(self.now, log_limit::log_suppressed);
         let interval = self.config.backend.health_check_interval;
         for p in 0..self.pools.len() {
             let due: Vec<usize> = self.pools[p]
@@ -470,8 +480,13 @@ impl Server {
             .map(|(k, _)| k)
             .collect();
         for key in stalled {
-            warn!(
-                "closing a client that read none of its pending output for {} ms (client_write_timeout_ms)",
+            let c = &self.clients[key];
+            log_limited!(
+                self,
+                LogEvent::ClientWriteTimeout,
+                "client {} ({}) closed: it read none of its pending output for {} ms (client_write_timeout_ms)",
+                c.id,
+                c.host,
                 timeout.as_millis()
             );
             self.close_client(key, "client_write_timeout_ms exceeded");
@@ -508,7 +523,9 @@ impl Server {
                 Err(e) => {
                     // EMFILE/ENFILE/ENOBUFS: the pending connection stays in
                     // the kernel queue; try again shortly.
-                    warn!(
+                    log_limited!(
+                        self,
+                        LogEvent::AcceptPaused,
                         "accept failed ({e}); pausing accepts for {} ms",
                         ACCEPT_PAUSE.as_millis()
                     );
@@ -524,8 +541,7 @@ impl Server {
         for sig in pending {
             match sig {
                 signal_hook::consts::SIGHUP => {
-                    info!("SIGHUP received: reloading {}", self.config.source);
-                    let _ = self.reload();
+                    let _ = self.reload("SIGHUP");
                 }
                 _ => self.begin_shutdown(),
             }

@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
-use log::{info, warn};
+use log::info;
 
 use super::backend::BackendState;
 use super::client::ClientState;
 use super::control::{
     BackendCounts, BackendRow, ClientCounts, ClientRow, Control, PoolSnapshot, Snapshot,
 };
+use super::log_limit::LogEvent;
 use super::pool::Pool;
 use super::session::PinCause;
 use super::Server;
@@ -39,7 +40,7 @@ impl Server {
                     let _ = reply.send("resumed".into());
                 }
                 Control::Reload { reply } => {
-                    let _ = reply.send(self.reload());
+                    let _ = reply.send(self.reload("admin RELOAD"));
                 }
                 Control::Shutdown { reply } => {
                     let _ = reply.send("shutting down".into());
@@ -49,14 +50,18 @@ impl Server {
         }
     }
 
-    /// Re-read the configuration file and apply what can change live.
-    pub(super) fn reload(&mut self) -> Result<String, String> {
+    /// Re-read the configuration file and apply what can change live;
+    /// `trigger` (SIGHUP, admin RELOAD) is named in the log line.
+    pub(super) fn reload(&mut self, trigger: &str) -> Result<String, String> {
         let path = std::path::PathBuf::from(&self.config.source);
-        let new = Config::from_file(&path).map_err(|e| {
-            let msg = format!("reload refused, keeping the current configuration: {e}");
-            warn!("{msg}");
-            msg
-        })?;
+        let new = match Config::from_file(&path) {
+            Ok(new) => new,
+            Err(e) => {
+                let msg = format!("reload refused, keeping the current configuration: {e}");
+                log_limited!(self, LogEvent::ReloadRefused, "{msg} ({trigger})");
+                return Err(msg);
+            }
+        };
         let mut notes = Vec::new();
         let fixed = self.config.restart_required_changes(&new);
         for key in &fixed {
@@ -119,7 +124,12 @@ impl Server {
         } else {
             format!("configuration reloaded: {}", notes.join("; "))
         };
-        info!("{summary}");
+        log_limited!(
+            self,
+            LogEvent::ReloadDone,
+            "{summary} ({trigger}, {})",
+            self.config.source
+        );
         Ok(summary)
     }
 
