@@ -1,6 +1,8 @@
 //! Floods of notable events (the "Logs" part of the issue): the funnel's log
 //! stays small, every event is either logged or counted in a "suppressed"
-//! line, and the stats counters count every event.
+//! line, and the stats counters count every event. The floods come from a
+//! real client library (failed logins, to the funnel and to its admin
+//! console) and from garbage instead of a handshake.
 
 mod common;
 
@@ -45,11 +47,21 @@ fn garbage_connection(port: u16) {
     let _ = s.read_to_end(&mut sink);
 }
 
+fn admin_opts(port: u16, password: &str) -> mysql::OptsBuilder {
+    mysql::OptsBuilder::new()
+        .ip_or_hostname(Some("127.0.0.1"))
+        .tcp_port(port)
+        .user(Some("admin"))
+        .pass(Some(password))
+        .prefer_socket(false)
+}
+
 #[test]
 fn a_flood_of_failed_logins_and_garbage_leaves_a_bounded_log() {
     const THREADS: usize = 4;
     const FAILED_LOGINS: usize = 2000;
     const GARBAGE: usize = 300;
+    const ADMIN_FAILED_LOGINS: usize = 300;
     let db = common::mariadb();
     let port = common::free_port();
     let admin_port = common::free_port();
@@ -87,6 +99,15 @@ fn a_flood_of_failed_logins_and_garbage_leaves_a_bounded_log() {
                 }
             })
         }))
+        .chain(std::iter::once(thread::spawn(move || {
+            // The admin console's threads have limits of their own.
+            for n in 0..ADMIN_FAILED_LOGINS {
+                match mysql::Conn::new(admin_opts(admin_port, "wrong")) {
+                    Err(mysql::Error::MySqlError(e)) => assert_eq!(e.code, 1045),
+                    other => panic!("admin login {n}: expected ERR 1045, got {other:?}"),
+                }
+            }
+        })))
         .collect();
     for t in threads {
         t.join().unwrap();
@@ -95,32 +116,36 @@ fn a_flood_of_failed_logins_and_garbage_leaves_a_bounded_log() {
 
     // Every event is either a line or counted in a summary line, which comes
     // once its window is over, with no further event of its kind.
-    let accounted = |log: &str| {
+    let kinds = [
         (
-            tally(log, "refused: Access denied for user", "login refused"),
-            tally(log, "closed: Bad handshake", "bad client input"),
-        )
-    };
+            "client 127.0.0.1 refused: Access denied for user",
+            "login refused",
+            FAILED_LOGINS,
+        ),
+        ("closed: Bad handshake", "bad client input", GARBAGE),
+        (
+            "admin console: Access denied for user",
+            "admin login refused",
+            ADMIN_FAILED_LOGINS,
+        ),
+    ];
+    let tallies = |log: &str| kinds.map(|(line, kind, _)| tally(log, line, kind));
     let done = wait_until(WINDOW * 3, || {
-        let ((l1, s1, _), (l2, s2, _)) = accounted(&f.log());
-        l1 + s1 == FAILED_LOGINS && l2 + s2 == GARBAGE
+        tallies(&f.log())
+            .iter()
+            .zip(&kinds)
+            .all(|((logged, suppressed, _), (_, _, events))| logged + suppressed == *events)
     });
     let log = f.log();
-    let (
-        (logins_logged, logins_suppressed, login_summaries),
-        (garbage_logged, garbage_suppressed, garbage_summaries),
-    ) = accounted(&log);
+    let counted = tallies(&log);
     assert!(
         done,
-        "not every event is accounted for: logins {logins_logged} logged + {logins_suppressed} \
-         suppressed of {FAILED_LOGINS}, garbage {garbage_logged} + {garbage_suppressed} of {GARBAGE}\n{log}"
+        "not every event is accounted for: (logged, suppressed, summaries) {counted:?} of {kinds:?}\n{log}"
     );
     // At most LINES_PER_WINDOW lines per window the flood spanned.
     let windows = (flood.as_secs_f64() / WINDOW.as_secs_f64()).ceil() as usize + 1;
-    for (what, logged, summaries) in [
-        ("login", logins_logged, login_summaries),
-        ("garbage", garbage_logged, garbage_summaries),
-    ] {
+    for ((logged, _, summaries), (what, _, _)) in counted.iter().zip(&kinds) {
+        let (logged, summaries) = (*logged, *summaries);
         assert!(
             (1..=LINES_PER_WINDOW * windows).contains(&logged),
             "{what}: {logged} lines over {windows} windows"
@@ -132,19 +157,13 @@ fn a_flood_of_failed_logins_and_garbage_leaves_a_bounded_log() {
     }
     let added = log.lines().count() - lines_at_start;
     assert!(
-        added <= 2 * (LINES_PER_WINDOW + 1) * windows + 5,
+        added <= kinds.len() * (LINES_PER_WINDOW + 1) * windows + 5,
         "{added} log lines for {} events in {flood:?}:\n{log}",
-        FAILED_LOGINS + GARBAGE
+        FAILED_LOGINS + GARBAGE + ADMIN_FAILED_LOGINS
     );
 
     // The counters count every event.
-    let admin = mysql::OptsBuilder::new()
-        .ip_or_hostname(Some("127.0.0.1"))
-        .tcp_port(admin_port)
-        .user(Some("admin"))
-        .pass(Some("admin-pw"))
-        .prefer_socket(false);
-    let mut a = mysql::Conn::new(admin).unwrap();
+    let mut a = mysql::Conn::new(admin_opts(admin_port, "admin-pw")).unwrap();
     let rows: Vec<mysql::Row> = a.query("SHOW STATS").unwrap();
     let total = rows
         .iter()
@@ -159,8 +178,8 @@ fn a_flood_of_failed_logins_and_garbage_leaves_a_bounded_log() {
     assert_eq!(counter("auth_failures"), FAILED_LOGINS as u64);
     assert!(counter("clients_accepted") >= (FAILED_LOGINS + GARBAGE) as u64);
     println!(
-        "flood of {FAILED_LOGINS} failed logins and {GARBAGE} garbage connections in {flood:?}: \
-         {added} log lines ({logins_logged} + {login_summaries} summaries for logins, \
-         {garbage_logged} + {garbage_summaries} for garbage)"
+        "flood of {FAILED_LOGINS} failed logins, {GARBAGE} garbage connections and \
+         {ADMIN_FAILED_LOGINS} failed admin logins in {flood:?}: {added} log lines; \
+         (logged, suppressed, summary lines) per kind: {counted:?}"
     );
 }

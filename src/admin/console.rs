@@ -10,6 +10,7 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -29,6 +30,7 @@ use crate::protocol::response::{
     encode_text_row, OkPacket,
 };
 use crate::server::control::{Control, ControlHandle, Snapshot};
+use crate::server::log_limit::{LogEvent, ThreadLogLimiter};
 
 /// Largest command accepted from an admin client.
 const MAX_COMMAND: usize = 1 << 20;
@@ -76,14 +78,20 @@ pub struct Shared {
     control: ControlHandle,
     initial: Credentials,
     next_id: AtomicU32,
+    pub log_limit: Arc<ThreadLogLimiter>,
 }
 
 impl Shared {
-    pub fn new(control: ControlHandle, initial: Credentials) -> Self {
+    pub fn new(
+        control: ControlHandle,
+        initial: Credentials,
+        log_limit: Arc<ThreadLogLimiter>,
+    ) -> Self {
         Shared {
             control,
             initial,
             next_id: AtomicU32::new(1),
+            log_limit,
         }
     }
 }
@@ -438,7 +446,9 @@ fn login(
             peer.ip(),
             if auth.is_empty() { "NO" } else { "YES" }
         );
-        warn!("admin console: {msg}");
+        if shared.log_limit.admit(LogEvent::AdminLoginRefused) {
+            warn!("admin console: {msg}");
+        }
         conn.error(err::ER_ACCESS_DENIED_ERROR, &msg)?;
         return Ok(None);
     }

@@ -30,6 +30,7 @@ use log::{info, warn};
 
 use crate::config::Config;
 use crate::server::control::{ControlHandle, Snapshot};
+use crate::server::log_limit::{LogEvent, ThreadLogLimiter};
 
 /// Admin console sessions served at once.
 pub const MAX_ADMIN_CONNECTIONS: usize = 16;
@@ -54,9 +55,25 @@ pub fn spawn(config: &Config, control: ControlHandle) -> Result<(), String> {
         Some(s) => Some(bind(s.listen, "stats")?),
         None => None,
     };
+    let log_limit = Arc::new(ThreadLogLimiter::default());
+    if admin.is_some() || stats.is_some() {
+        // Summaries of windows that left lines out, also when nothing follows.
+        let log_limit = Arc::clone(&log_limit);
+        std::thread::Builder::new()
+            .name("funnel-log-limit".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_secs(1));
+                log_limit.report_ended();
+            })
+            .map_err(|e| format!("cannot start the log-limit thread: {e}"))?;
+    }
     if let Some((listener, creds)) = admin {
-        let shared = Arc::new(console::Shared::new(control.clone(), creds));
-        let limit = Limit::new(MAX_ADMIN_CONNECTIONS);
+        let shared = Arc::new(console::Shared::new(
+            control.clone(),
+            creds,
+            Arc::clone(&log_limit),
+        ));
+        let limit = Limit::new(MAX_ADMIN_CONNECTIONS, Arc::clone(&log_limit));
         std::thread::Builder::new()
             .name("funnel-admin".into())
             .spawn(move || {
@@ -71,7 +88,7 @@ pub fn spawn(config: &Config, control: ControlHandle) -> Result<(), String> {
             .map_err(|e| format!("cannot start the admin thread: {e}"))?;
     }
     if let Some(listener) = stats {
-        let limit = Limit::new(MAX_HTTP_CONNECTIONS);
+        let limit = Limit::new(MAX_HTTP_CONNECTIONS, log_limit);
         std::thread::Builder::new()
             .name("funnel-stats".into())
             .spawn(move || {
@@ -96,14 +113,11 @@ fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
     Ok(l)
 }
 
-fn spawn_conn(name: &str, f: impl FnOnce() + Send + 'static) -> bool {
-    match std::thread::Builder::new().name(name.into()).spawn(f) {
-        Ok(_) => true,
-        Err(e) => {
-            warn!("cannot start a thread for a connection: {e}");
-            false
-        }
-    }
+fn spawn_conn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(|_| ())
 }
 
 /// Counts connections being served; a [`Slot`] gives its place back on drop.
@@ -111,6 +125,8 @@ fn spawn_conn(name: &str, f: impl FnOnce() + Send + 'static) -> bool {
 struct Limit {
     active: Arc<AtomicUsize>,
     max: usize,
+    /// For the lines about connections refused or not accepted.
+    log_limit: Arc<ThreadLogLimiter>,
 }
 
 struct Slot(Arc<AtomicUsize>);
@@ -122,10 +138,11 @@ impl Drop for Slot {
 }
 
 impl Limit {
-    fn new(max: usize) -> Self {
+    fn new(max: usize, log_limit: Arc<ThreadLogLimiter>) -> Self {
         Limit {
             active: Arc::new(AtomicUsize::new(0)),
             max,
+            log_limit,
         }
     }
 
@@ -147,20 +164,22 @@ impl Limit {
 }
 
 /// Accept connections for ever. `start` gets each one with its slot and
-/// returns false if it could not start serving it. Over the limit, the
+/// fails if it could not start serving it. Over the limit, the
 /// connection is answered by `refuse` (an error in its protocol) and closed.
 fn accept_loop(
     listener: TcpListener,
     limit: Limit,
     what: &'static str,
-    start: impl Fn(TcpStream, SocketAddr, Slot) -> bool,
+    start: impl Fn(TcpStream, SocketAddr, Slot) -> std::io::Result<()>,
 ) {
     loop {
         let (stream, peer) = match listener.accept() {
             Ok(c) => c,
             Err(e) => {
                 // EMFILE and the like: wait a little rather than spin.
-                warn!("{what}: accept failed: {e}");
+                if limit.log_limit.admit(LogEvent::AcceptPaused) {
+                    warn!("{what}: accept failed: {e}");
+                }
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
@@ -168,15 +187,19 @@ fn accept_loop(
         let _ = stream.set_nodelay(true);
         match limit.try_take() {
             Some(slot) => {
-                if !start(stream, peer, slot) {
-                    continue;
+                if let Err(e) = start(stream, peer, slot) {
+                    if limit.log_limit.admit(LogEvent::AdminConnectionRefused) {
+                        warn!("{what}: cannot start a thread for a connection: {e}");
+                    }
                 }
             }
             None => {
-                info!(
-                    "{what}: refusing {peer}: {} connections already open",
-                    limit.max
-                );
+                if limit.log_limit.admit(LogEvent::AdminConnectionRefused) {
+                    warn!(
+                        "{what}: refusing {peer}: {} connections already open",
+                        limit.max
+                    );
+                }
                 let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
                 if what == "admin" {
                     console::refuse_busy(stream);

@@ -7,8 +7,10 @@
 //!
 //! A window starts at the first event of its kind and lasts [`WINDOW`];
 //! the loop's janitor reports windows that ended with lines left out even
-//! when no further event of that kind comes.
+//! when no further event of that kind comes. The admin and stats threads
+//! have their own counts ([`ThreadLogLimiter`]): the loop shares no lock.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use log::Level;
@@ -46,10 +48,14 @@ pub enum LogEvent {
     AcceptPaused,
     ReloadDone,
     ReloadRefused,
+    /// Wrong admin console credentials.
+    AdminLoginRefused,
+    /// An admin or stats connection not served: too many open, no thread.
+    AdminConnectionRefused,
 }
 
 impl LogEvent {
-    pub const ALL: [LogEvent; 15] = [
+    pub const ALL: [LogEvent; 17] = [
         LogEvent::ClientRefused,
         LogEvent::AuthFailure,
         LogEvent::BadClientInput,
@@ -65,6 +71,8 @@ impl LogEvent {
         LogEvent::AcceptPaused,
         LogEvent::ReloadDone,
         LogEvent::ReloadRefused,
+        LogEvent::AdminLoginRefused,
+        LogEvent::AdminConnectionRefused,
     ];
 
     /// How the summary line names the kind.
@@ -85,6 +93,8 @@ impl LogEvent {
             LogEvent::AcceptPaused => "accept paused",
             LogEvent::ReloadDone => "reload",
             LogEvent::ReloadRefused => "reload refused",
+            LogEvent::AdminLoginRefused => "admin login refused",
+            LogEvent::AdminConnectionRefused => "admin/stats connection refused",
         }
     }
 
@@ -193,6 +203,34 @@ impl LogLimiter {
             }
             *w = KindWindow::default();
         }
+    }
+}
+
+/// A limiter for threads other than the event loop's, shared among them.
+#[derive(Default)]
+pub struct ThreadLogLimiter(Mutex<LogLimiter>);
+
+impl ThreadLogLimiter {
+    /// Like [`LogLimiter::admit`], writing the ended window's summary line.
+    pub fn admit(&self, kind: LogEvent) -> bool {
+        let admission = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(kind, Instant::now());
+        if admission.ended_suppressed > 0 {
+            log_suppressed(kind, admission.ended_suppressed);
+        }
+        admission.log
+    }
+
+    /// Write the summary lines of the windows that are over (call this
+    /// about once a second).
+    pub fn report_ended(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_ended(Instant::now(), log_suppressed);
     }
 }
 
@@ -321,6 +359,16 @@ mod tests {
         l.take_all(|k, n| out.push((k, n)));
         assert_eq!(out, [(LogEvent::ClientRefused, 1)]);
         assert_eq!(reports(&mut l, t0 + Duration::from_secs(20)), []);
+    }
+
+    #[test]
+    fn thread_limiter_admits_up_to_the_limit() {
+        let l = ThreadLogLimiter::default();
+        let admitted = (0..100)
+            .filter(|_| l.admit(LogEvent::AdminLoginRefused))
+            .count();
+        assert_eq!(admitted, LINES_PER_WINDOW as usize);
+        assert!(l.admit(LogEvent::AdminConnectionRefused));
     }
 
     #[test]

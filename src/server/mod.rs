@@ -7,7 +7,7 @@
 
 // First: its `log_limited!` macro is used by the modules below.
 #[macro_use]
-mod log_limit;
+pub mod log_limit;
 
 mod backend;
 mod client;
