@@ -1211,6 +1211,20 @@ impl Server {
             _ => c.running_connect_db,
         };
         if let Some(b) = running {
+            if self
+                .backends
+                .get(b)
+                .is_some_and(|bk| bk.infile && bk.client.map(|r| r.serial) == Some(c.serial))
+            {
+                // mysqld waits for the rest of the file and nothing will
+                // send it: close the connection, as the client's own
+                // disconnect would have, so mysqld rolls the statement back
+                // (an empty packet would commit a partial load instead).
+                debug!("closing backend {b}: its client left during a LOAD DATA LOCAL upload");
+                let pool = self.backends[b].pool;
+                self.close_backend(b);
+                self.maintain_pool(pool);
+            }
             if let Some(bk) = self.backends.get_mut(b) {
                 if bk.client.map(|r| r.serial) == Some(c.serial) {
                     bk.client = None;
