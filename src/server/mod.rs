@@ -102,6 +102,8 @@ pub struct Counters {
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Deferred {
     ClientRead(usize, u64),
+    /// Handle input already buffered (a read may be paused meanwhile).
+    ClientInput(usize, u64),
     BackendRead(usize, u64),
 }
 
@@ -386,6 +388,11 @@ impl Server {
                     Deferred::ClientRead(key, serial) => {
                         if self.clients.get(key).is_some_and(|c| c.serial == serial) {
                             self.client_read(key);
+                        }
+                    }
+                    Deferred::ClientInput(key, serial) => {
+                        if self.clients.get(key).is_some_and(|c| c.serial == serial) {
+                            self.process_client_input(key);
                         }
                     }
                     Deferred::BackendRead(key, serial) => {

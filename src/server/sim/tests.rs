@@ -215,3 +215,15 @@ fn write_sim_fuzz_seeds() {
 fn a_client_leaving_during_an_infile_upload_frees_its_backend() {
     run_case(&[2, 14, 5, 4, 4, 14, 5, 8]).unwrap();
 }
+
+/// Found by the fuzzer: an upload packet bigger than the client's input
+/// bound could never be relayed whole, so the upload stopped for good and
+/// the client (its reading paused) was never seen leaving.
+#[test]
+fn an_upload_packet_bigger_than_the_input_bound_is_relayed() {
+    let input = [
+        2u8, 2, 4, 14, 255, 255, 255, 255, 91, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+        255, 255, 14, 255, 255, 255, 255, 91, 255, 255, 255, 255, 255,
+    ];
+    run_case(&input).unwrap();
+}
