@@ -98,6 +98,8 @@ pub struct Backend {
     pub infile: bool,
     /// Where the client's upload is, while `infile`.
     pub upload: UploadFramer,
+    /// When the client left mid-response (state `Draining`).
+    pub drain_started: Instant,
     /// Rows of an internal query's result.
     pub rows: Vec<Vec<Option<String>>>,
     /// The client command currently running: its first byte.
@@ -257,6 +259,7 @@ impl Server {
             paused: false,
             infile: false,
             upload: UploadFramer::default(),
+            drain_started: self.now,
             rows: Vec::new(),
             command: 0,
             sent_at: self.now,
@@ -1545,7 +1548,10 @@ impl Server {
         b.client = None;
         match b.state {
             BackendState::Idle => self.reset_backend(key),
-            BackendState::Running => b.state = BackendState::Draining,
+            BackendState::Running => {
+                b.state = BackendState::Draining;
+                b.drain_started = self.now;
+            }
             // Draining or internal steps: finish_response / internal_done
             // see that the client is gone.
             _ => {}

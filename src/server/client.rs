@@ -1238,6 +1238,7 @@ impl Server {
                     bk.client = None;
                     if bk.state == super::backend::BackendState::Running {
                         bk.state = super::backend::BackendState::Draining;
+                        bk.drain_started = self.now;
                         bk.paused = false;
                         self.deferred.push(Deferred::BackendRead(b, bk.serial));
                     }

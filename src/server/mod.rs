@@ -511,6 +511,27 @@ impl Server {
                 format!("no answer to the funnel's own command within {ms} ms"),
             );
         }
+        // A response whose client left is read to its end so the
+        // connection can be reused, but not for longer than that either: a
+        // long report query would hold a shared backend for nobody.
+        let slow_drains: Vec<usize> = self
+            .backends
+            .iter()
+            .filter(|(_, b)| {
+                b.state == backend::BackendState::Draining
+                    && self.now.saturating_duration_since(b.drain_started) >= step_timeout
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for key in slow_drains {
+            info!(
+                "closing backend connection {key}: the rest of a response its client left did not arrive within {} ms",
+                step_timeout.as_millis()
+            );
+            let pool = self.backends[key].pool;
+            self.close_backend(key);
+            self.maintain_pool(pool);
+        }
         let timeout = self.config.client_write_timeout;
         let stalled: Vec<usize> = self
             .clients

@@ -227,3 +227,14 @@ fn an_upload_packet_bigger_than_the_input_bound_is_relayed() {
     ];
     run_case(&input).unwrap();
 }
+
+/// Found by the fuzzer: a backend whose client left while mysqld had not
+/// finished the response (here: never will) stayed draining forever.
+#[test]
+fn a_response_that_never_ends_does_not_hold_its_backend_forever() {
+    let input = [
+        221u8, 221, 221, 221, 221, 221, 221, 221, 221, 221, 221, 221, 221, 221, 221, 221, 221, 221,
+        221, 221, 221, 221, 2, 42, 100, 2, 108, 29, 3, 4, 5, 199,
+    ];
+    run_case(&input).unwrap();
+}
