@@ -910,6 +910,15 @@ fn load_data_local_infile() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, format!("2000\t{}\n", 3 * 2000 * 2001 / 2));
 
+    // A file of several MiB: relayed as it arrives, with mysqld's reading
+    // pace holding the client back (the funnel buffers only a bounded part).
+    let rows = 400_000u64;
+    let big: String = (1..=rows).map(|i| format!("{i},{}\n", i * 3)).collect();
+    std::fs::write(&csv, &big).expect("write csv");
+    let (code, out, err) = cli.run(&["--local-infile=1"], &load);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("{rows}\t{}\n", 3 * rows * (rows + 1) / 2));
+
     // The funnel does not offer LOCAL INFILE to mysqld: its error, and the
     // next statement on the same connection still works.
     let f = start_funnel_infile(false);

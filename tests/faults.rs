@@ -1150,6 +1150,48 @@ fn mysqld_killed_mid_result_closes_the_client() {
     assert!(f.is_running());
 }
 
+/// A client that disconnects while its statement runs does not hold the
+/// backend for the statement's whole run: the rest of the answer is drained
+/// for at most connect_timeout_ms, then the connection is closed and
+/// replaced, and a queued client is served.
+#[test]
+fn client_leaving_a_long_statement_frees_the_backend() {
+    let db = common::mariadb();
+    let f = Cfg::new(db.port)
+        .pool("connections = 1")
+        .pool("queue_timeout_ms = 25000")
+        .backend("connect_timeout_ms = 1000")
+        .start();
+    let mut cli = std::process::Command::new("mariadb")
+        .args(["-h127.0.0.1", &format!("-P{}", f.port)])
+        .args([&format!("-u{USER_A}"), &format!("-p{PASS_A}")])
+        .args(["-e", "SELECT SLEEP(20) AS funnel_drain_probe"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run mariadb");
+    assert!(
+        wait_until(Duration::from_secs(10), || !threads_of(
+            db,
+            USER_A,
+            Some("SELECT SLEEP(20) AS funnel_drain_probe")
+        )
+        .is_empty()),
+        "the long statement never ran"
+    );
+    cli.kill().expect("kill the client");
+    let _ = cli.wait();
+    let t = Instant::now();
+    let mut c = mconn(&f, Duration::from_secs(15));
+    select_n(&mut c, 2);
+    let waited = t.elapsed();
+    assert!(
+        waited < Duration::from_secs(8),
+        "the next client waited {waited:?} for a backend whose client had left"
+    );
+    assert!(f.wait_for_log("did not arrive within 1000 ms", Duration::from_secs(2)));
+}
+
 // ---------------------------------------------------------------------------
 // 2. mysqld down longer than queue_timeout_ms.
 

@@ -12,7 +12,9 @@ use super::command::decode_command;
 use super::consts::*;
 use super::handshake::{is_ssl_request, AuthSwitchRequest, HandshakeResponse, HandshakeV10};
 use super::lenenc::{lenenc_int_len, write_lenenc_int, write_lenenc_str, Reader};
-use super::packet::{join_payload, next_frame, peek_header, scan_message, MAX_PAYLOAD_LEN};
+use super::packet::{
+    join_payload, next_frame, peek_header, scan_message, UploadFramer, MAX_PAYLOAD_LEN,
+};
 use super::response::*;
 use super::session_track::{encode_state_change, session_state_changes};
 use super::tracker::{Expect, Progress, ResponseTracker};
@@ -41,6 +43,19 @@ pub fn packet(data: &[u8]) {
             Err(e) => panic!("unexpected scan_message error {e:?}"),
         }
     }
+    // Relaying an upload in two pieces covers the same bytes as in one.
+    let mut whole = UploadFramer::default();
+    let (n, done) = whole.advance(data);
+    assert!(n <= data.len());
+    let split = data.first().map_or(0, |&b| usize::from(b)).min(data.len());
+    let mut parts = UploadFramer::default();
+    let (a, done_a) = parts.advance(&data[..split]);
+    let (b, done_b) = if done_a {
+        (0, true)
+    } else {
+        parts.advance(&data[a..])
+    };
+    assert_eq!((a + b, done_a || done_b), (n, done));
 }
 
 /// Connection-phase packets from either side.

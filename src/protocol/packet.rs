@@ -51,6 +51,49 @@ pub fn peek_header(buf: &[u8]) -> Option<FrameHeader> {
     }
 }
 
+/// Follows the client's side of a `LOAD DATA LOCAL INFILE` exchange (file
+/// contents in packets of any size, ended by an empty packet) as its bytes
+/// pass through, so they can be relayed as they arrive instead of waiting
+/// for whole packets, which may be bigger than any input bound.
+/// An empty packet right after a full 16 MiB one only ends that logical
+/// packet, not the upload.
+/// <https://mariadb.com/kb/en/local_infile-packet/>
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UploadFramer {
+    /// Payload bytes of the current packet not yet seen.
+    frame_left: usize,
+    /// The previous packet was full size: the next one continues it.
+    continued: bool,
+}
+
+impl UploadFramer {
+    /// How many bytes at the start of `buf` belong to the upload and can be
+    /// relayed now, and whether they complete it (the empty packet
+    /// included). A partial header is left for the next call.
+    pub fn advance(&mut self, buf: &[u8]) -> (usize, bool) {
+        let mut pos = 0;
+        loop {
+            if self.frame_left > 0 {
+                let n = self.frame_left.min(buf.len() - pos);
+                pos += n;
+                self.frame_left -= n;
+                if self.frame_left > 0 {
+                    return (pos, false);
+                }
+            }
+            let Some(h) = peek_header(&buf[pos..]) else {
+                return (pos, false);
+            };
+            pos += HEADER_LEN;
+            if h.payload_len == 0 && !self.continued {
+                return (pos, true);
+            }
+            self.continued = h.is_continued();
+            self.frame_left = h.payload_len;
+        }
+    }
+}
+
 /// The first complete physical packet in `buf` as (header, payload), or
 /// `None` if `buf` does not hold all of it yet.
 pub fn next_frame(buf: &[u8]) -> Option<(FrameHeader, &[u8])> {
@@ -338,5 +381,42 @@ mod tests {
         let mut out = Vec::new();
         join_payload(COM_QUIT_FRAME, &span, &mut out);
         assert_eq!(out, [1]);
+    }
+
+    #[test]
+    fn upload_framer_relays_partial_packets_and_finds_the_end() {
+        let mut wire = Vec::new();
+        write_packet(&mut wire, 2, b"line one\n");
+        write_packet(&mut wire, 3, b"two\n");
+        write_packet(&mut wire, 4, b"");
+        wire.extend_from_slice(b"\x01\x00\x00\x00\x0e"); // the next command
+        let end = wire.len() - 5;
+        // Fed a byte at a time, like a slow client.
+        let mut f = UploadFramer::default();
+        let mut relayed = 0;
+        let mut done = false;
+        for i in 1..=wire.len() {
+            let (n, finished) = f.advance(&wire[relayed..i]);
+            relayed += n;
+            if finished {
+                done = true;
+                break;
+            }
+        }
+        assert!(done);
+        assert_eq!(relayed, end);
+        // All at once.
+        let mut f = UploadFramer::default();
+        assert_eq!(f.advance(&wire), (end, true));
+    }
+
+    #[test]
+    fn upload_framer_does_not_end_at_a_continuation_terminator() {
+        let mut f = UploadFramer::default();
+        let mut head = vec![0xff, 0xff, 0xff, 2];
+        head.extend(std::iter::repeat_n(b'x', MAX_PAYLOAD_LEN));
+        assert_eq!(f.advance(&head), (head.len(), false));
+        // The empty packet closing the 16 MiB one, then the real end.
+        assert_eq!(f.advance(&[0, 0, 0, 3, 0, 0, 0, 4]), (8, true));
     }
 }

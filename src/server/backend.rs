@@ -16,13 +16,13 @@ use super::pool::ClientRef;
 use super::session::{user_var_literal, PinCause, SessionVars};
 use super::stmt::{execute_layout, rewrite_execute, stmt_key, ClientStmt, StmtCache};
 use super::timer::TimerKind;
-use super::{token, Server, KIND_BACKEND, READ_CAP_PER_EVENT};
+use super::{token, Deferred, Server, KIND_BACKEND, READ_CAP_PER_EVENT};
 use crate::config::BackendAddr;
 use crate::protocol::auth::scramble_native;
 use crate::protocol::consts::*;
 use crate::protocol::handshake::{AuthSwitchRequest, HandshakeResponse, HandshakeV10};
 use crate::protocol::lenenc::Reader;
-use crate::protocol::packet::{next_frame, set_seq, write_packet, HEADER_LEN};
+use crate::protocol::packet::{next_frame, set_seq, write_packet, UploadFramer, HEADER_LEN};
 use crate::protocol::response::{decode_err, decode_ok, encode_ok, OkPacket};
 use crate::protocol::tracker::{
     expect_for, EndKind, Expect, PacketKind, Progress, ResponseTracker,
@@ -97,6 +97,10 @@ pub struct Backend {
     /// Response to a command that came with `LOCAL INFILE`: the client's
     /// file packets are being forwarded.
     pub infile: bool,
+    /// Where the client's upload is, while `infile`.
+    pub upload: UploadFramer,
+    /// When the client left mid-response (state `Draining`).
+    pub drain_started: Instant,
     /// Rows of an internal query's result.
     pub rows: Vec<Vec<Option<String>>>,
     /// The client command currently running: its first byte.
@@ -260,6 +264,8 @@ impl Server {
             pinned,
             paused: false,
             infile: false,
+            upload: UploadFramer::default(),
+            drain_started: self.now,
             rows: Vec::new(),
             command: 0,
             sent_at: self.now,
@@ -389,7 +395,13 @@ impl Server {
             return;
         }
         match b.wbuf.write_to(&mut b.stream) {
-            Ok(true) => self.bufs.release(&mut b.wbuf),
+            Ok(true) => {
+                self.bufs.release(&mut b.wbuf);
+                if let (true, Some(c)) = (b.infile, b.client) {
+                    // An upload waiting for room can go on.
+                    self.deferred.push(Deferred::ClientInput(c.key, c.serial));
+                }
+            }
             Ok(false) => {}
             Err(e) => self.backend_lost(key, format!("write failed: {e}")),
         }
@@ -1554,7 +1566,10 @@ impl Server {
         b.client = None;
         match b.state {
             BackendState::Idle => self.reset_backend(key),
-            BackendState::Running => b.state = BackendState::Draining,
+            BackendState::Running => {
+                b.state = BackendState::Draining;
+                b.drain_started = self.now;
+            }
             // Draining or internal steps: finish_response / internal_done
             // see that the client is gone.
             _ => {}

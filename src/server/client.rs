@@ -30,7 +30,7 @@ use crate::protocol::consts::*;
 use crate::protocol::handshake::{
     is_ssl_request, AuthSwitchRequest, HandshakeResponse, HandshakeV10,
 };
-use crate::protocol::packet::{scan_message, write_packet, MessageSpan, HEADER_LEN};
+use crate::protocol::packet::{scan_message, write_packet, MessageSpan, UploadFramer, HEADER_LEN};
 use crate::protocol::response::{encode_eof, encode_err, encode_ok, OkPacket};
 use crate::protocol::ProtocolError;
 
@@ -449,20 +449,28 @@ impl Server {
         }
     }
 
-    /// Forward one packet of a `LOAD DATA LOCAL INFILE` upload. Returns false
-    /// when no complete packet is buffered.
+    /// Relay what the client sent of a `LOAD DATA LOCAL INFILE` upload, as
+    /// it arrives (its packets may be bigger than the input bound). Returns
+    /// false when nothing could be relayed.
     fn forward_infile(&mut self, key: usize, backend: usize) -> bool {
         let c = &mut self.clients[key];
-        let Some((header, _)) = crate::protocol::packet::next_frame(c.rbuf.as_slice()) else {
-            return false;
-        };
-        let total = header.total_len();
         let b = &mut self.backends[backend];
+        if b.wbuf.len() >= self.config.output_high_watermark {
+            // mysqld reads slower than the client sends: wait for it to
+            // drain (flush_backend resumes us); the client's input bound
+            // then stops reading from the client.
+            return false;
+        }
+        let (n, done) = b.upload.advance(c.rbuf.as_slice());
+        if n == 0 && !done {
+            return false;
+        }
         self.bufs.ensure(&mut b.wbuf);
-        b.wbuf.extend_from_slice(&c.rbuf.as_slice()[..total]);
-        c.rbuf.consume(total);
-        if header.payload_len == 0 {
+        b.wbuf.extend_from_slice(&c.rbuf.as_slice()[..n]);
+        c.rbuf.consume(n);
+        if done {
             b.infile = false;
+            b.upload = UploadFramer::default();
             b.tracker.infile_sent();
         }
         self.flush_backend(backend);
@@ -1305,11 +1313,26 @@ impl Server {
             _ => c.running_connect_db,
         };
         if let Some(b) = running {
+            if self
+                .backends
+                .get(b)
+                .is_some_and(|bk| bk.infile && bk.client.map(|r| r.serial) == Some(c.serial))
+            {
+                // mysqld waits for the rest of the file and nothing will
+                // send it: close the connection, as the client's own
+                // disconnect would have, so mysqld rolls the statement back
+                // (an empty packet would commit a partial load instead).
+                debug!("closing backend {b}: its client left during a LOAD DATA LOCAL upload");
+                let pool = self.backends[b].pool;
+                self.close_backend(b);
+                self.maintain_pool(pool);
+            }
             if let Some(bk) = self.backends.get_mut(b) {
                 if bk.client.map(|r| r.serial) == Some(c.serial) {
                     bk.client = None;
                     if bk.state == super::backend::BackendState::Running {
                         bk.state = super::backend::BackendState::Draining;
+                        bk.drain_started = self.now;
                         bk.paused = false;
                         self.deferred.push(Deferred::BackendRead(b, bk.serial));
                     }

@@ -16,6 +16,8 @@ pub mod io;
 mod ops;
 pub mod pool;
 pub mod session;
+#[doc(hidden)]
+pub mod sim;
 pub mod stats;
 pub mod stmt;
 mod timer;
@@ -105,6 +107,8 @@ pub struct Counters {
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Deferred {
     ClientRead(usize, u64),
+    /// Handle input already buffered (a read may be paused meanwhile).
+    ClientInput(usize, u64),
     BackendRead(usize, u64),
 }
 
@@ -146,7 +150,12 @@ pub struct Server {
     shutting_down: Option<Instant>,
     now: Instant,
     pub counters: Counters,
-    signals: signal_hook_mio::v1_0::Signals,
+    /// None in the in-process simulation (`sim`), which must not take over
+    /// the process's signal handlers.
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+    /// Added to the real clock: lets the simulation move time forward.
+    clock_offset: Duration,
+    events: Events,
     deferred: Vec<Deferred>,
     /// Funnel connection id → client key, for KILL.
     client_ids: HashMap<u32, usize>,
@@ -167,6 +176,7 @@ pub struct Server {
 /// Run the funnel until it is told to stop.
 pub fn run(config: Config) -> Result<(), String> {
     let mut server = Server::new(config)?;
+    server.install_signal_handlers()?;
     if server.config.admin.is_some() || server.config.stats.is_some() {
         let waker = mio::Waker::new(server.poll.registry(), WAKER_TOKEN)
             .map_err(|e| format!("cannot create the admin waker: {e}"))?;
@@ -183,15 +193,6 @@ impl Server {
     fn new(config: Config) -> Result<Server, String> {
         let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
         let now = Instant::now();
-        let mut signals = signal_hook_mio::v1_0::Signals::new([
-            signal_hook::consts::SIGTERM,
-            signal_hook::consts::SIGINT,
-            signal_hook::consts::SIGHUP,
-        ])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        poll.registry()
-            .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)
-            .map_err(|e| format!("cannot register signals: {e}"))?;
         let npools = config.users.len();
         let pools = config
             .users
@@ -216,7 +217,9 @@ impl Server {
             shutting_down: None,
             now,
             counters: Counters::default(),
-            signals,
+            signals: None,
+            clock_offset: Duration::ZERO,
+            events: Events::with_capacity(1024),
             deferred: Vec::new(),
             client_ids: HashMap::new(),
             backend_version: None,
@@ -271,68 +274,112 @@ impl Server {
         self.serial
     }
 
+    fn install_signal_handlers(&mut self) -> Result<(), String> {
+        let mut signals = signal_hook_mio::v1_0::Signals::new([
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGHUP,
+        ])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)
+            .map_err(|e| format!("cannot register signals: {e}"))?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
+    fn clock(&self) -> Instant {
+        Instant::now() + self.clock_offset
+    }
+
     fn run_loop(&mut self) -> Result<(), String> {
-        let mut events = Events::with_capacity(1024);
-        self.now = Instant::now();
+        self.start();
+        while !self.turn(None)? {}
+        Ok(())
+    }
+
+    /// Before the first turn: open the pools' backend connections.
+    fn start(&mut self) {
+        self.now = self.clock();
         for p in 0..self.pools.len() {
             self.maintain_pool(p);
         }
-        loop {
-            let timeout = self.poll_timeout();
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() == stdio::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(format!("poll failed: {e}"));
+    }
+
+    /// One pass of the loop: poll (for at most `max_wait`, else until the
+    /// next deadline), dispatch, then the periodic work. True once a
+    /// shutdown has completed.
+    fn turn(&mut self, max_wait: Option<Duration>) -> Result<bool, String> {
+        let mut timeout = self.poll_timeout();
+        if let Some(max) = max_wait {
+            timeout = timeout.min(max);
+        }
+        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        let polled = self.poll.poll(&mut events, Some(timeout));
+        let result = match polled {
+            Err(e) if e.kind() == stdio::ErrorKind::Interrupted => Ok(false),
+            Err(e) => Err(format!("poll failed: {e}")),
+            Ok(()) => {
+                self.dispatch_events(&events);
+                Ok(self.after_events())
             }
-            self.now = Instant::now();
-            for event in events.iter() {
-                let (kind, key) = token_parts(event.token());
-                // A short read may skip the read that would say WouldBlock,
-                // unless this event says the peer closed: data and FIN that
-                // arrive together raise one edge, and the FIN must be seen.
-                self.stop_on_short_read = !(event.is_read_closed() || event.is_error());
-                match kind {
-                    KIND_CLIENT => self.client_event(key, event.is_readable(), event.is_writable()),
-                    KIND_BACKEND => {
-                        self.backend_event(key, event.is_readable(), event.is_writable())
-                    }
-                    KIND_LISTENER => self.accept(key),
-                    _ if event.token() == WAKER_TOKEN => self.handle_control(),
-                    _ => self.handle_signals(),
-                }
-            }
-            // Work outside an event (deferred reads, resumes) has no hint.
-            self.stop_on_short_read = false;
-            self.run_deferred();
-            for p in 0..self.pools.len() {
-                self.stats
-                    .backlog_depth(p, self.pools[p].backlog_len(), self.now);
-            }
-            self.stats.tick(self.now);
-            self.fire_timers();
-            self.expire_backlogs();
-            if self.now.saturating_duration_since(self.last_janitor) >= JANITOR_INTERVAL {
-                self.last_janitor = self.now;
-                self.janitor();
-            }
-            for p in 0..self.pools.len() {
-                self.maintain_pool(p);
-            }
-            if let Some(until) = self.accept_paused_until {
-                if self.now >= until {
-                    self.accept_paused_until = None;
-                    for i in 0..self.listeners.len() {
-                        self.accept(i);
-                    }
-                }
-            }
-            if self.shutdown_complete() {
-                self.log_limit.take_all(log_limit::log_suppressed);
-                info!("shutdown complete");
-                return Ok(());
+        };
+        self.events = events;
+        result
+    }
+
+    fn dispatch_events(&mut self, events: &Events) {
+        self.now = self.clock();
+        for event in events.iter() {
+            let (kind, key) = token_parts(event.token());
+            // A short read may skip the read that would say WouldBlock,
+            // unless this event says the peer closed: data and FIN that
+            // arrive together raise one edge, and the FIN must be seen.
+            self.stop_on_short_read = !(event.is_read_closed() || event.is_error());
+            match kind {
+                KIND_CLIENT => self.client_event(key, event.is_readable(), event.is_writable()),
+                KIND_BACKEND => self.backend_event(key, event.is_readable(), event.is_writable()),
+                KIND_LISTENER => self.accept(key),
+                _ if event.token() == WAKER_TOKEN => self.handle_control(),
+                _ => self.handle_signals(),
             }
         }
+        // Work outside an event (deferred reads, resumes) has no hint.
+        self.stop_on_short_read = false;
+    }
+
+    /// The periodic work after each poll. True once a shutdown has completed.
+    fn after_events(&mut self) -> bool {
+        self.run_deferred();
+        for p in 0..self.pools.len() {
+            self.stats
+                .backlog_depth(p, self.pools[p].backlog_len(), self.now);
+        }
+        self.stats.tick(self.now);
+        self.fire_timers();
+        self.expire_backlogs();
+        if self.now.saturating_duration_since(self.last_janitor) >= JANITOR_INTERVAL {
+            self.last_janitor = self.now;
+            self.janitor();
+        }
+        for p in 0..self.pools.len() {
+            self.maintain_pool(p);
+        }
+        if let Some(until) = self.accept_paused_until {
+            if self.now >= until {
+                self.accept_paused_until = None;
+                for i in 0..self.listeners.len() {
+                    self.accept(i);
+                }
+            }
+        }
+        if self.shutdown_complete() {
+            self.log_limit.take_all(log_limit::log_suppressed);
+            info!("shutdown complete");
+            return true;
+        }
+        false
     }
 
     fn run_deferred(&mut self) {
@@ -348,6 +395,11 @@ impl Server {
                     Deferred::ClientRead(key, serial) => {
                         if self.clients.get(key).is_some_and(|c| c.serial == serial) {
                             self.client_read(key);
+                        }
+                    }
+                    Deferred::ClientInput(key, serial) => {
+                        if self.clients.get(key).is_some_and(|c| c.serial == serial) {
+                            self.process_client_input(key);
                         }
                     }
                     Deferred::BackendRead(key, serial) => {
@@ -469,6 +521,27 @@ impl Server {
                 format!("no answer to the funnel's own command within {ms} ms"),
             );
         }
+        // A response whose client left is read to its end so the
+        // connection can be reused, but not for longer than that either: a
+        // long report query would hold a shared backend for nobody.
+        let slow_drains: Vec<usize> = self
+            .backends
+            .iter()
+            .filter(|(_, b)| {
+                b.state == backend::BackendState::Draining
+                    && self.now.saturating_duration_since(b.drain_started) >= step_timeout
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for key in slow_drains {
+            info!(
+                "closing backend connection {key}: the rest of a response its client left did not arrive within {} ms",
+                step_timeout.as_millis()
+            );
+            let pool = self.backends[key].pool;
+            self.close_backend(key);
+            self.maintain_pool(pool);
+        }
         let timeout = self.config.client_write_timeout;
         let stalled: Vec<usize> = self
             .clients
@@ -537,7 +610,10 @@ impl Server {
     }
 
     fn handle_signals(&mut self) {
-        let pending: Vec<i32> = self.signals.pending().collect();
+        let Some(signals) = self.signals.as_mut() else {
+            return;
+        };
+        let pending: Vec<i32> = signals.pending().collect();
         for sig in pending {
             match sig {
                 signal_hook::consts::SIGHUP => {

@@ -120,6 +120,11 @@ impl Pool {
         self.backlog.len()
     }
 
+    /// The client has a request in the backlog.
+    pub fn is_waiting(&self, client: ClientRef) -> bool {
+        self.backlog.iter().any(|r| r.client == client)
+    }
+
     /// Add a request at the tail, or refuse it when the backlog is full.
     pub fn enqueue(&mut self, req: Request) -> Result<(), BacklogFull> {
         if self.backlog.len() >= self.user.backlog_size {

@@ -1,0 +1,741 @@
+//! A scripted MySQL server for the simulation: answers the funnel's own
+//! queries (session tracking setup, baseline, collations, user variables)
+//! and clients' commands the way mysqld would, unless the script says to
+//! misbehave for the next answer (errors, garbage, a dropped connection, a
+//! stall, a big result, an unreplayable session change).
+//!
+//! Non-blocking and driven by `pump`; it never waits.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+
+use crate::protocol::consts::*;
+use crate::protocol::handshake::HandshakeV10;
+use crate::protocol::lenenc::write_lenenc_str;
+use crate::protocol::packet::{next_frame, write_packet};
+use crate::protocol::response::{
+    encode_column_def, encode_eof, encode_err, encode_ok, encode_text_row, OkPacket, StmtPrepareOk,
+};
+use crate::protocol::session_track::{encode_state_change, StateChange};
+
+/// How the next command is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// As mysqld would.
+    Normal,
+    Err,
+    /// OK with a session-tracker entry the funnel cannot replay.
+    Unreplayable,
+    /// A result set of about 600 KiB (past the output watermarks).
+    Big,
+    /// Two result sets and an OK (SERVER_MORE_RESULTS_EXISTS).
+    MultiResult,
+    /// A packet that does not fit the response's framing.
+    Garbage,
+    /// Half a packet, then the connection closes.
+    HalfThenClose,
+    /// The connection closes without an answer (mysqld killed).
+    Close,
+    /// No answer until released.
+    Stall,
+}
+
+impl Answer {
+    pub fn from_byte(b: u8) -> Answer {
+        match b % 9 {
+            0 => Answer::Normal,
+            1 => Answer::Err,
+            2 => Answer::Unreplayable,
+            3 => Answer::Big,
+            4 => Answer::MultiResult,
+            5 => Answer::Garbage,
+            6 => Answer::HalfThenClose,
+            7 => Answer::Close,
+            _ => Answer::Stall,
+        }
+    }
+}
+
+const CAPS: u32 = CLIENT_LONG_PASSWORD
+    | CLIENT_FOUND_ROWS
+    | CLIENT_LONG_FLAG
+    | CLIENT_CONNECT_WITH_DB
+    | CLIENT_PROTOCOL_41
+    | CLIENT_TRANSACTIONS
+    | CLIENT_SECURE_CONNECTION
+    | CLIENT_MULTI_STATEMENTS
+    | CLIENT_MULTI_RESULTS
+    | CLIENT_PS_MULTI_RESULTS
+    | CLIENT_PLUGIN_AUTH
+    | CLIENT_CONNECT_ATTRS
+    | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | CLIENT_LOCAL_FILES
+    | CLIENT_SESSION_TRACK
+    | CLIENT_DEPRECATE_EOF;
+
+const UTF8MB4: u16 = 45;
+const T_VAR_STRING: u8 = 0xfd;
+/// Rows a cursor opened by COM_STMT_EXECUTE holds.
+const CURSOR_ROWS: u32 = 3;
+
+#[derive(Default)]
+struct Statement {
+    columns: u16,
+    cursor_rows_left: u32,
+}
+
+struct Conn {
+    stream: UnixStream,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    logged_in: bool,
+    /// Capabilities the funnel asked for.
+    caps: u32,
+    /// Reading a LOCAL INFILE upload: the sequence id of the next packet.
+    infile_seq: Option<u8>,
+    stalled: bool,
+    closed: bool,
+    in_trans: bool,
+    autocommit: bool,
+    user_var_set: bool,
+    stmts: HashMap<u32, Statement>,
+    next_stmt: u32,
+}
+
+pub struct FakeMysqld {
+    listener: UnixListener,
+    conns: Vec<Conn>,
+    script: VecDeque<Answer>,
+    /// Refuses connections (mysqld down).
+    pub down: bool,
+    next_thread: u32,
+    /// Commands answered, for the driver's progress checks.
+    pub answered: u64,
+}
+
+impl FakeMysqld {
+    pub fn bind(path: &Path) -> std::io::Result<FakeMysqld> {
+        let listener = UnixListener::bind(path)?;
+        listener.set_nonblocking(true)?;
+        Ok(FakeMysqld {
+            listener,
+            conns: Vec::new(),
+            script: VecDeque::new(),
+            down: false,
+            next_thread: 100,
+            answered: 0,
+        })
+    }
+
+    /// The next command any connection receives is answered this way.
+    pub fn script(&mut self, a: Answer) {
+        if self.script.len() < 64 {
+            self.script.push_back(a);
+        }
+    }
+
+    /// Back to answering like mysqld: no script, stalls answered, up.
+    pub fn behave(&mut self) {
+        self.script.clear();
+        self.down = false;
+        for c in &mut self.conns {
+            c.stalled = false;
+        }
+    }
+
+    /// Close the `which`-th live connection (as mysqld's KILL or a crash).
+    pub fn kill(&mut self, which: u8) {
+        let live: Vec<usize> = (0..self.conns.len())
+            .filter(|&i| !self.conns[i].closed)
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let i = live[usize::from(which) % live.len()];
+        self.conns[i].closed = true;
+        let _ = self.conns[i].stream.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Accept, read, answer and write whatever can be done now.
+    pub fn pump(&mut self) {
+        while let Ok((stream, _)) = self.listener.accept() {
+            if self.down || stream.set_nonblocking(true).is_err() {
+                continue; // dropped: the funnel sees the connection close
+            }
+            self.next_thread += 1;
+            let mut conn = Conn {
+                stream,
+                input: Vec::new(),
+                output: Vec::new(),
+                logged_in: false,
+                caps: 0,
+                infile_seq: None,
+                stalled: false,
+                closed: false,
+                in_trans: false,
+                autocommit: true,
+                user_var_set: false,
+                stmts: HashMap::new(),
+                next_stmt: 1,
+            };
+            let greeting = HandshakeV10 {
+                server_version: "5.5.5-10.11.6-MariaDB-sim".into(),
+                connection_id: self.next_thread,
+                scramble: b"abcdefghijklmnopqrst".to_vec(),
+                capabilities: CAPS,
+                charset: UTF8MB4 as u8,
+                status: SERVER_STATUS_AUTOCOMMIT,
+                auth_plugin: MYSQL_NATIVE_PASSWORD.into(),
+            };
+            let mut payload = Vec::new();
+            greeting.encode(&mut payload);
+            write_packet(&mut conn.output, 0, &payload);
+            self.conns.push(conn);
+        }
+        let mut i = 0;
+        while i < self.conns.len() {
+            self.pump_conn(i);
+            if self.conns[i].closed && self.conns[i].output.is_empty() {
+                self.conns.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn pump_conn(&mut self, i: usize) {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let c = &mut self.conns[i];
+            if c.closed {
+                break;
+            }
+            match c.stream.read(&mut buf) {
+                Ok(0) => {
+                    c.closed = true;
+                    break;
+                }
+                Ok(n) => c.input.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    c.closed = true;
+                    break;
+                }
+            }
+        }
+        loop {
+            let c = &mut self.conns[i];
+            if c.closed || c.stalled {
+                break;
+            }
+            let Some((header, payload)) = next_frame(&c.input) else {
+                break;
+            };
+            let total = header.total_len();
+            let payload = payload.to_vec();
+            c.input.drain(..total);
+            self.handle_packet(i, header.seq, &payload);
+        }
+        let c = &mut self.conns[i];
+        while !c.output.is_empty() {
+            match c.stream.write(&c.output) {
+                Ok(0) => break,
+                Ok(n) => {
+                    c.output.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    c.closed = true;
+                    c.output.clear();
+                }
+            }
+        }
+    }
+
+    fn handle_packet(&mut self, i: usize, seq: u8, payload: &[u8]) {
+        let c = &mut self.conns[i];
+        if !c.logged_in {
+            c.logged_in = true;
+            c.caps = payload
+                .get(..4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .unwrap_or(0);
+            let mut r = Reply::new(c, seq.wrapping_add(1));
+            r.ok(0, None);
+            return;
+        }
+        if let Some(next) = c.infile_seq {
+            if payload.is_empty() {
+                c.infile_seq = None;
+                let mut r = Reply::new(c, seq.wrapping_add(1));
+                r.ok(1, None);
+            } else {
+                c.infile_seq = Some(next.wrapping_add(1));
+            }
+            return;
+        }
+        let Some(&cmd) = payload.first() else {
+            return;
+        };
+        // Commands without an answer do not consume a scripted one.
+        if matches!(cmd, COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA) {
+            if cmd == COM_STMT_CLOSE {
+                if let Some(id) = stmt_id(payload) {
+                    c.stmts.remove(&id);
+                }
+            }
+            return;
+        }
+        if cmd == COM_QUIT {
+            c.closed = true;
+            return;
+        }
+        let answer = self.script.pop_front().unwrap_or(Answer::Normal);
+        self.answered += 1;
+        let c = &mut self.conns[i];
+        let mut r = Reply::new(c, seq.wrapping_add(1));
+        match answer {
+            Answer::Normal => r.normal(cmd, &payload[1..]),
+            Answer::Err => r.err(1064, "42000", "You have an error in your SQL syntax (sim)"),
+            Answer::Unreplayable => {
+                // An entry of a type the funnel does not know.
+                let mut state = vec![0x20, 1, b'x'];
+                encode_state_change(&mut state, &StateChange::StateChanged(true));
+                r.ok(0, Some(&state));
+            }
+            Answer::Big => r.big_result(),
+            Answer::MultiResult => {
+                r.text_result(&["a"], &[&[Some(b"1")]], SERVER_MORE_RESULTS_EXISTS);
+                r.text_result(&["b"], &[&[Some(b"2")]], SERVER_MORE_RESULTS_EXISTS);
+                r.ok(0, None);
+            }
+            Answer::Garbage => {
+                // A column count of 0xfc with no bytes after it.
+                r.packet(&[0xfc]);
+            }
+            Answer::HalfThenClose => {
+                r.conn.output.extend_from_slice(&[20, 0, 0, r.seq, 3, b'd']);
+                r.conn.closed_after_write();
+            }
+            Answer::Close => {
+                r.conn.closed = true;
+                let _ = r.conn.stream.shutdown(std::net::Shutdown::Both);
+            }
+            Answer::Stall => {
+                // Put the command back and wait for `behave`.
+                r.conn.stalled = true;
+                let mut again = Vec::new();
+                write_packet(&mut again, seq, payload);
+                again.extend_from_slice(&r.conn.input);
+                r.conn.input = again;
+                self.answered -= 1;
+            }
+        }
+    }
+}
+
+impl Conn {
+    /// Write what is queued (best effort), then close.
+    fn closed_after_write(&mut self) {
+        let _ = self.stream.write(&self.output);
+        self.output.clear();
+        self.closed = true;
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+fn stmt_id(payload: &[u8]) -> Option<u32> {
+    let b = payload.get(1..5)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// One response being written, with its running sequence id.
+struct Reply<'a> {
+    conn: &'a mut Conn,
+    seq: u8,
+    scratch: Vec<u8>,
+}
+
+impl<'a> Reply<'a> {
+    fn new(conn: &'a mut Conn, seq: u8) -> Self {
+        Reply {
+            conn,
+            seq,
+            scratch: Vec::new(),
+        }
+    }
+
+    fn packet(&mut self, payload: &[u8]) {
+        self.seq = write_packet(&mut self.conn.output, self.seq, payload);
+    }
+
+    fn status(&self) -> u16 {
+        let mut s = 0;
+        if self.conn.autocommit {
+            s |= SERVER_STATUS_AUTOCOMMIT;
+        }
+        if self.conn.in_trans {
+            s |= SERVER_STATUS_IN_TRANS;
+        }
+        s
+    }
+
+    fn ok(&mut self, affected: u64, state: Option<&[u8]>) {
+        let mut status = self.status();
+        if state.is_some() {
+            status |= SERVER_SESSION_STATE_CHANGED;
+        }
+        let ok = OkPacket {
+            header: OK_HEADER,
+            affected_rows: affected,
+            last_insert_id: 0,
+            status,
+            warnings: 0,
+            info: b"",
+            session_state: state,
+        };
+        self.scratch.clear();
+        encode_ok(&mut self.scratch, &ok, self.conn.caps);
+        let p = std::mem::take(&mut self.scratch);
+        self.packet(&p);
+    }
+
+    fn err(&mut self, code: u16, state: &str, msg: &str) {
+        self.scratch.clear();
+        encode_err(&mut self.scratch, code, state, msg);
+        let p = std::mem::take(&mut self.scratch);
+        self.packet(&p);
+    }
+
+    fn eof(&mut self, extra_status: u16) {
+        let status = self.status() | extra_status;
+        self.scratch.clear();
+        encode_eof(&mut self.scratch, 0, status);
+        let p = std::mem::take(&mut self.scratch);
+        self.packet(&p);
+    }
+
+    fn column_defs(&mut self, names: &[&str]) {
+        for name in names {
+            self.scratch.clear();
+            encode_column_def(&mut self.scratch, name, T_VAR_STRING, UTF8MB4, 256, 0, 0);
+            let p = std::mem::take(&mut self.scratch);
+            self.packet(&p);
+        }
+    }
+
+    /// The connection negotiated OK packets instead of EOFs.
+    fn deprecate_eof(&self) -> bool {
+        self.conn.caps & CLIENT_DEPRECATE_EOF != 0
+    }
+
+    fn end_of_rows(&mut self, extra_status: u16) {
+        if self.deprecate_eof() {
+            let ok = OkPacket {
+                header: EOF_HEADER,
+                affected_rows: 0,
+                last_insert_id: 0,
+                status: self.status() | extra_status,
+                warnings: 0,
+                info: b"",
+                session_state: None,
+            };
+            self.scratch.clear();
+            encode_ok(&mut self.scratch, &ok, self.conn.caps);
+            let p = std::mem::take(&mut self.scratch);
+            self.packet(&p);
+        } else {
+            self.eof(extra_status);
+        }
+    }
+
+    fn text_result(&mut self, names: &[&str], rows: &[&[Option<&[u8]>]], extra_status: u16) {
+        self.packet(&[names.len() as u8]);
+        self.column_defs(names);
+        if !self.deprecate_eof() {
+            self.eof(0);
+        }
+        for row in rows {
+            self.scratch.clear();
+            encode_text_row(&mut self.scratch, row);
+            let p = std::mem::take(&mut self.scratch);
+            self.packet(&p);
+        }
+        self.end_of_rows(extra_status);
+    }
+
+    fn big_result(&mut self) {
+        self.packet(&[1]);
+        self.column_defs(&["big"]);
+        if !self.deprecate_eof() {
+            self.eof(0);
+        }
+        let value = vec![b'x'; 60_000];
+        for _ in 0..10 {
+            self.scratch.clear();
+            write_lenenc_str(&mut self.scratch, &value);
+            let p = std::mem::take(&mut self.scratch);
+            self.packet(&p);
+        }
+        self.end_of_rows(0);
+    }
+
+    /// One binary-protocol row of one VARCHAR column.
+    fn binary_row(&mut self, value: &[u8]) {
+        self.scratch.clear();
+        self.scratch.push(0); // header
+        self.scratch.push(0); // NULL bitmap (offset 2): nothing NULL
+        write_lenenc_str(&mut self.scratch, value);
+        let p = std::mem::take(&mut self.scratch);
+        self.packet(&p);
+    }
+
+    fn normal(&mut self, cmd: u8, arg: &[u8]) {
+        match cmd {
+            COM_QUERY => self.query(arg),
+            COM_INIT_DB => {
+                let mut state = Vec::new();
+                encode_state_change(&mut state, &StateChange::Schema(arg));
+                self.ok(0, Some(&state));
+            }
+            COM_FIELD_LIST => {
+                self.column_defs(&["a", "b"]);
+                self.eof(0);
+            }
+            COM_STATISTICS => self.packet(b"Uptime: 1  Threads: 1  Questions: 1"),
+            COM_PROCESS_INFO => self.text_result(&["Id"], &[&[Some(b"1")]], 0),
+            COM_RESET_CONNECTION => {
+                self.conn.in_trans = false;
+                self.conn.autocommit = true;
+                self.conn.user_var_set = false;
+                self.conn.stmts.clear();
+                self.ok(0, None);
+            }
+            COM_STMT_PREPARE => self.prepare(arg),
+            COM_STMT_EXECUTE => self.execute(arg),
+            COM_STMT_FETCH => self.fetch(arg),
+            COM_STMT_RESET => {
+                let id = arg
+                    .get(..4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                match id.and_then(|id| self.conn.stmts.get_mut(&id)) {
+                    Some(st) => {
+                        st.cursor_rows_left = 0;
+                        self.ok(0, None);
+                    }
+                    None => self.err(1243, "HY000", "Unknown prepared statement handler"),
+                }
+            }
+            _ => self.ok(0, None),
+        }
+    }
+
+    fn query(&mut self, sql: &[u8]) {
+        let text = String::from_utf8_lossy(sql).to_ascii_uppercase();
+        let text = text.trim_start();
+        if text.starts_with("SET SESSION SESSION_TRACK") {
+            self.ok(0, None);
+        } else if text.contains("@@CHARACTER_SET_CLIENT") {
+            self.text_result(
+                &["a", "b", "c", "d", "e"],
+                &[&[
+                    Some(b"utf8mb4"),
+                    Some(b"utf8mb4"),
+                    Some(b"utf8mb4"),
+                    Some(b"utf8mb4_general_ci"),
+                    None,
+                ]],
+                0,
+            );
+        } else if text.contains("INFORMATION_SCHEMA.COLLATIONS") {
+            self.text_result(
+                &["ID", "CHARACTER_SET_NAME", "COLLATION_NAME"],
+                &[
+                    &[Some(b"8"), Some(b"latin1"), Some(b"latin1_swedish_ci")],
+                    &[Some(b"33"), Some(b"utf8mb3"), Some(b"utf8mb3_general_ci")],
+                    &[Some(b"45"), Some(b"utf8mb4"), Some(b"utf8mb4_general_ci")],
+                    &[Some(b"63"), Some(b"binary"), Some(b"binary")],
+                ],
+                0,
+            );
+        } else if text.contains("INFORMATION_SCHEMA.USER_VARIABLES") {
+            let collation: &[Option<&[u8]>] = &[
+                Some(b" funnel:collation_connection"),
+                Some(b"utf8mb4_general_ci"),
+                Some(b"SYSVAR"),
+                None,
+            ];
+            let var: &[Option<&[u8]>] = &[Some(b"a"), Some(b"1"), Some(b"INT"), None];
+            let names = [
+                "VARIABLE_NAME",
+                "VARIABLE_VALUE",
+                "VARIABLE_TYPE",
+                "CHARACTER_SET_NAME",
+            ];
+            if self.conn.user_var_set {
+                self.text_result(&names, &[var, collation], 0);
+            } else {
+                self.text_result(&names, &[collation], 0);
+            }
+        } else if text.starts_with("BEGIN") || text.starts_with("START TRANSACTION") {
+            self.conn.in_trans = true;
+            self.ok(0, None);
+        } else if text.starts_with("COMMIT") || text.starts_with("ROLLBACK") {
+            self.conn.in_trans = false;
+            self.ok(0, None);
+        } else if let Some(schema) = text.strip_prefix("USE ") {
+            let schema = schema.trim().to_ascii_lowercase();
+            let mut state = Vec::new();
+            encode_state_change(&mut state, &StateChange::Schema(schema.as_bytes()));
+            self.ok(0, Some(&state));
+        } else if text.starts_with("SET") && text.contains('@') && !text.contains("@@") {
+            self.conn.user_var_set = true;
+            let mut state = Vec::new();
+            encode_state_change(&mut state, &StateChange::StateChanged(true));
+            self.ok(0, Some(&state));
+        } else if text.starts_with("SET AUTOCOMMIT") {
+            self.conn.autocommit = text.ends_with('1') || text.ends_with("ON");
+            let value: &[u8] = if self.conn.autocommit { b"ON" } else { b"OFF" };
+            let mut state = Vec::new();
+            encode_state_change(
+                &mut state,
+                &StateChange::SystemVariable {
+                    name: b"autocommit",
+                    value,
+                },
+            );
+            self.ok(0, Some(&state));
+        } else if text.starts_with("SET") {
+            let mut state = Vec::new();
+            encode_state_change(
+                &mut state,
+                &StateChange::SystemVariable {
+                    name: b"sql_mode",
+                    value: b"ANSI_QUOTES",
+                },
+            );
+            self.ok(0, Some(&state));
+        } else if text.starts_with("CREATE TEMPORARY") {
+            let mut state = Vec::new();
+            encode_state_change(&mut state, &StateChange::StateChanged(true));
+            self.ok(0, Some(&state));
+        } else if text.starts_with("LOAD DATA LOCAL") && self.conn.caps & CLIENT_LOCAL_FILES != 0 {
+            self.conn.infile_seq = Some(self.seq.wrapping_add(1));
+            self.packet(b"\xfb/tmp/sim-infile");
+        } else if text.starts_with("SELECT") || text.starts_with("SHOW") {
+            self.text_result(&["1"], &[&[Some(b"1")]], 0);
+        } else {
+            self.ok(1, None);
+        }
+    }
+
+    fn prepare(&mut self, sql: &[u8]) {
+        let text = String::from_utf8_lossy(sql).to_ascii_uppercase();
+        if text.contains("NO_SUCH_TABLE") {
+            self.err(1146, "42S02", "Table 'sim.no_such_table' doesn't exist");
+            return;
+        }
+        let params = sql.iter().filter(|&&b| b == b'?').count().min(8) as u16;
+        let columns = u16::from(text.trim_start().starts_with("SELECT"));
+        let id = self.conn.next_stmt;
+        self.conn.next_stmt += 1;
+        self.conn.stmts.insert(
+            id,
+            Statement {
+                columns,
+                cursor_rows_left: 0,
+            },
+        );
+        self.scratch.clear();
+        StmtPrepareOk {
+            statement_id: id,
+            num_columns: columns,
+            num_params: params,
+            warnings: 0,
+        }
+        .encode(&mut self.scratch);
+        let p = std::mem::take(&mut self.scratch);
+        self.packet(&p);
+        let deprecate = self.deprecate_eof();
+        if params > 0 {
+            let names: Vec<String> = (0..params).map(|i| format!("?{i}")).collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            self.column_defs(&names);
+            if !deprecate {
+                self.eof(0);
+            }
+        }
+        if columns > 0 {
+            self.column_defs(&["c"]);
+            if !deprecate {
+                self.eof(0);
+            }
+        }
+    }
+
+    fn execute(&mut self, arg: &[u8]) {
+        let id = arg
+            .get(..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let flags = arg.get(4).copied().unwrap_or(0);
+        let Some(st) = id.and_then(|id| self.conn.stmts.get_mut(&id)) else {
+            self.err(1243, "HY000", "Unknown prepared statement handler");
+            return;
+        };
+        if st.columns == 0 {
+            self.ok(1, None);
+            return;
+        }
+        let cursor = flags & 0x01 != 0; // CURSOR_TYPE_READ_ONLY
+        if cursor {
+            st.cursor_rows_left = CURSOR_ROWS;
+        }
+        self.packet(&[1]);
+        self.column_defs(&["c"]);
+        if cursor {
+            // mysqld ends the metadata with an EOF either way and sends no rows.
+            self.eof(SERVER_STATUS_CURSOR_EXISTS);
+            return;
+        }
+        if !self.deprecate_eof() {
+            self.eof(0);
+        }
+        self.binary_row(b"one");
+        self.binary_row(b"two");
+        self.end_of_rows(0);
+    }
+
+    fn fetch(&mut self, arg: &[u8]) {
+        let id = arg
+            .get(..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let rows = arg
+            .get(4..8)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .unwrap_or(1);
+        let Some(st) = id.and_then(|id| self.conn.stmts.get_mut(&id)) else {
+            self.err(1243, "HY000", "Unknown prepared statement handler");
+            return;
+        };
+        if st.cursor_rows_left == 0 {
+            self.err(1421, "HY000", "The statement (sim) has no open cursor");
+            return;
+        }
+        let n = rows.clamp(1, st.cursor_rows_left);
+        st.cursor_rows_left -= n;
+        let last = st.cursor_rows_left == 0;
+        for _ in 0..n {
+            self.binary_row(b"row");
+        }
+        let flag = if last {
+            SERVER_STATUS_LAST_ROW_SENT
+        } else {
+            SERVER_STATUS_CURSOR_EXISTS
+        };
+        self.end_of_rows(flag);
+    }
+}

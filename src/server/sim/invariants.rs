@@ -1,0 +1,226 @@
+//! What must hold between any two turns of the loop, whatever clients and
+//! mysqld did: every client waiting for an answer is either queued or on a
+//! backend that knows it, every backend is accounted for in its pool, no
+//! idle backend is lost, and buffers stay within their configured bounds.
+
+use super::super::backend::BackendState;
+use super::super::client::ClientState;
+use super::super::pool::ClientRef;
+use super::super::{Server, READ_CAP_PER_EVENT};
+use crate::protocol::packet::HEADER_LEN;
+
+/// Output the funnel writes itself on top of relayed packets (an error, a
+/// rewritten OK): small, but counted so the bound is exact.
+const OWN_OUTPUT_SLACK: usize = 64 * 1024;
+
+impl Server {
+    pub(crate) fn check_invariants(&self) -> Result<(), String> {
+        self.check_clients()?;
+        self.check_backends()?;
+        self.check_pools()
+    }
+
+    fn check_clients(&self) -> Result<(), String> {
+        let input_bound = self.config.max_allowed_packet
+            + HEADER_LEN
+            + self.config.max_client_pending_input
+            + READ_CAP_PER_EVENT;
+        let output_bound = self.config.output_high_watermark
+            + READ_CAP_PER_EVENT
+            + self.config.max_allowed_packet
+            + OWN_OUTPUT_SLACK;
+        for (key, c) in self.clients.iter() {
+            let me = ClientRef {
+                key,
+                serial: c.serial,
+            };
+            let on_backend = |b: usize| -> Result<(), String> {
+                match self.backends.get(b) {
+                    Some(bk) if bk.client == Some(me) => Ok(()),
+                    Some(bk) => Err(format!(
+                        "client {key} runs on backend {b}, which serves {:?} ({:?})",
+                        bk.client, bk.state
+                    )),
+                    None => Err(format!("client {key} runs on backend {b}, which is gone")),
+                }
+            };
+            match c.state {
+                ClientState::Running(b) => on_backend(b)?,
+                ClientState::ConnectDb if c.running_connect_db.is_some() => {
+                    on_backend(c.running_connect_db.unwrap_or_default())?
+                }
+                ClientState::Queued | ClientState::ConnectDb
+                    if !self.pools[c.pool].is_waiting(me) =>
+                {
+                    return Err(format!(
+                        "client {key} is {:?} but not in pool {}'s backlog: it would wait forever",
+                        c.state, c.pool
+                    ));
+                }
+                _ => {}
+            }
+            if let Some(b) = c.pinned {
+                let bk = self.backends.get(b).ok_or_else(|| {
+                    format!("client {key} is pinned to backend {b}, which is gone")
+                })?;
+                if !bk.pinned || bk.client != Some(me) {
+                    return Err(format!(
+                        "client {key} is pinned to backend {b}, which has pinned = {} and serves {:?}",
+                        bk.pinned, bk.client
+                    ));
+                }
+            }
+            if self.client_ids.get(&c.id) != Some(&key) {
+                return Err(format!("client {key}'s id {} is not in the id map", c.id));
+            }
+            if c.rbuf.len() > input_bound {
+                return Err(format!(
+                    "client {key} holds {} bytes of input (bound {input_bound})",
+                    c.rbuf.len()
+                ));
+            }
+            if c.wbuf.len() > output_bound {
+                return Err(format!(
+                    "client {key} holds {} bytes of output (bound {output_bound})",
+                    c.wbuf.len()
+                ));
+            }
+        }
+        if self.client_ids.len() != self.clients.len() {
+            return Err(format!(
+                "{} ids for {} clients",
+                self.client_ids.len(),
+                self.clients.len()
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_backends(&self) -> Result<(), String> {
+        for (key, b) in self.backends.iter() {
+            if b.kill_query.is_some() {
+                continue;
+            }
+            if let Some(cr) = b.client {
+                let c = self
+                    .clients
+                    .get(cr.key)
+                    .filter(|c| c.serial == cr.serial)
+                    .ok_or_else(|| {
+                        format!("backend {key} ({:?}) serves a client that left", b.state)
+                    })?;
+                let running_here = matches!(c.state, ClientState::Running(k) if k == key)
+                    || c.running_connect_db == Some(key);
+                if !running_here && c.pinned != Some(key) {
+                    return Err(format!(
+                        "backend {key} ({:?}) serves client {} which is {:?}, pinned to {:?}",
+                        b.state, cr.key, c.state, c.pinned
+                    ));
+                }
+            }
+            if b.state == BackendState::Running && b.client.is_none() {
+                return Err(format!("backend {key} runs a command for nobody"));
+            }
+            let in_idle = self.pools[b.pool].idle.contains(&key);
+            let should_be_idle = b.state == BackendState::Idle && !b.pinned;
+            if in_idle != should_be_idle {
+                return Err(format!(
+                    "backend {key} is {:?} (pinned {}) but {} the idle list",
+                    b.state,
+                    b.pinned,
+                    if in_idle { "in" } else { "not in" }
+                ));
+            }
+            if in_idle && b.client.is_some() {
+                return Err(format!("idle backend {key} still serves {:?}", b.client));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_pools(&self) -> Result<(), String> {
+        for (p, pool) in self.pools.iter().enumerate() {
+            let mine = || {
+                self.backends
+                    .iter()
+                    .filter(move |(_, b)| b.pool == p && b.kill_query.is_none())
+            };
+            let shared = mine().filter(|(_, b)| !b.pinned).count();
+            let pinned = mine().filter(|(_, b)| b.pinned).count();
+            let connecting = mine().filter(|(_, b)| b.connecting).count();
+            if (shared, pinned, connecting) != (pool.shared, pool.pinned, pool.connecting) {
+                return Err(format!(
+                    "pool {p} counts shared/pinned/connecting {}/{}/{} but has {shared}/{pinned}/{connecting}",
+                    pool.shared, pool.pinned, pool.connecting
+                ));
+            }
+            let mut idle = pool.idle.clone();
+            idle.sort_unstable();
+            idle.dedup();
+            if idle.len() != pool.idle.len() {
+                return Err(format!("pool {p} lists a backend twice as idle"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Nothing left to do: no clients, no queued work, every backend idle
+    /// (or gone) and the pools back at their configured size.
+    pub(crate) fn is_settled(&self) -> bool {
+        self.clients.is_empty()
+            && self
+                .pools
+                .iter()
+                .all(|p| p.backlog_len() == 0 && p.missing_shared() == 0)
+            && self
+                .backends
+                .iter()
+                .all(|(_, b)| b.state == BackendState::Idle && !b.pinned && b.client.is_none())
+    }
+
+    /// A one-line picture of the loop's state, for failure messages.
+    pub(crate) fn describe_state(&self) -> String {
+        let clients: Vec<String> = self
+            .clients
+            .iter()
+            .map(|(k, c)| format!("{k}:{:?}", c.state))
+            .collect();
+        let backends: Vec<String> = self
+            .backends
+            .iter()
+            .map(|(k, b)| {
+                format!(
+                    "{k}:{:?}{}{}",
+                    b.state,
+                    if b.pinned { " pinned" } else { "" },
+                    if b.kill_query.is_some() {
+                        " killer"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect();
+        let pools: Vec<String> = self
+            .pools
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}: shared {} pinned {} connecting {} idle {:?} backlog {}",
+                    p.user.name,
+                    p.shared,
+                    p.pinned,
+                    p.connecting,
+                    p.idle,
+                    p.backlog_len()
+                )
+            })
+            .collect();
+        format!(
+            "clients [{}] backends [{}] pools [{}]",
+            clients.join(", "),
+            backends.join(", "),
+            pools.join("; ")
+        )
+    }
+}

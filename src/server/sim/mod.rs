@@ -1,0 +1,729 @@
+//! The whole funnel in one thread, driven by a byte string: the fuzz target
+//! for the client and backend state machines (the codec has its own).
+//!
+//! The real `Server` runs its real loop over real unix sockets, one turn at
+//! a time with a zero poll timeout and a clock the input can move forward.
+//! Its backend is [`fake_mysqld::FakeMysqld`], a scripted MySQL server in
+//! the same thread; up to four clients do what the input says: raw bytes,
+//! framed packets, proper logins, canned commands (prepared statements,
+//! cursors, transactions, locks, KILL, change-user, LOCAL INFILE, …),
+//! pipelines, stopping reading, closing. The input can also make mysqld
+//! misbehave, die or go down, and reload the configuration.
+//!
+//! Checked after every turn: the loop's invariants
+//! ([`Server::check_invariants`]), and that everything each client received
+//! is well-framed with every ERR well-formed. At the end every client
+//! leaves; the funnel must settle (no clients, no queued work, every
+//! backend idle, pools refilled) and then serve a new client's `SELECT 1`.
+//! No panic anywhere, of course.
+
+mod fake_mysqld;
+mod invariants;
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::Server;
+use crate::config::Config;
+use crate::protocol::auth::scramble_native;
+use crate::protocol::consts::*;
+use crate::protocol::handshake::{AuthSwitchRequest, HandshakeResponse, HandshakeV10};
+use crate::protocol::lenenc::write_lenenc_str;
+use crate::protocol::packet::{next_frame, write_packet, HEADER_LEN};
+use crate::protocol::response::decode_err;
+use fake_mysqld::{Answer, FakeMysqld};
+
+const MAX_CLIENTS: usize = 4;
+/// Operations read from one input; the rest is ignored.
+const MAX_OPS: usize = 256;
+/// Steps allowed for the funnel to settle at the end.
+const SETTLE_STEPS: usize = 600;
+/// Clock moved forward per settling step after the first few, so that
+/// timeouts and reconnect backoffs run out.
+const SETTLE_TICK: Duration = Duration::from_millis(25);
+/// Bytes a client may have written but the socket not yet taken.
+const MAX_UNSENT: usize = 1 << 20;
+
+const USERS: [(&str, &str); 2] = [("app", "app_pw"), ("other", "other_pw")];
+
+static CASE: AtomicU64 = AtomicU64::new(0);
+
+/// Run one input. `Err` means an invariant broke (the fuzz target panics
+/// with it); inputs that make no sense simply do less.
+pub fn run_case(input: &[u8]) -> Result<(), String> {
+    let mut sim = Sim::new()?;
+    let result = sim.run(input).and_then(|()| sim.finish());
+    result.map_err(|e| format!("{e}\nstate: {}", sim.server.describe_state()))
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Login {
+    None,
+    /// Handshake response (or change-user) sent with this password; an auth
+    /// switch is answered with it.
+    Sent(&'static str),
+    Done,
+    Refused,
+}
+
+struct SimClient {
+    stream: UnixStream,
+    received: Vec<u8>,
+    /// Bytes of `received` already checked as whole frames.
+    checked: usize,
+    reading: bool,
+    scramble: Vec<u8>,
+    got_greeting: bool,
+    login: Login,
+    unsent: Vec<u8>,
+    peer_closed: bool,
+    /// Frames received since the last `take_frames`.
+    frames: Vec<Vec<u8>>,
+}
+
+struct Sim {
+    server: Server,
+    dir: PathBuf,
+    mysqld: FakeMysqld,
+    clients: Vec<Option<SimClient>>,
+    op: usize,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn config_text(dir: &std::path::Path, variant: u8) -> String {
+    let connections = 1 + variant % 3;
+    let backlog = 2 + variant % 4;
+    let pinned = variant % 2;
+    let max_clients = 5 + variant % 3;
+    let broken = if variant % 7 == 6 {
+        "connections = many\n"
+    } else {
+        ""
+    };
+    format!(
+        "[funnel]
+listen =
+unix_socket = {dir}/funnel.sock
+max_client_connections = {max_clients}
+handshake_timeout_ms = 3000
+max_allowed_packet = 65536
+max_client_pending_input = 65536
+client_write_timeout_ms = 4000
+output_high_watermark = 131072
+output_low_watermark = 32768
+shutdown_timeout_ms = 1000
+allow_local_infile = true
+
+[backend]
+address = {dir}/backend.sock
+connect_timeout_ms = 1000
+health_check_interval_ms = 2000
+reconnect_backoff_min_ms = 10
+reconnect_backoff_max_ms = 200
+
+[pool]
+connections = {connections}
+backlog_size = {backlog}
+queue_timeout_ms = 1500
+max_pinned_backends = {pinned}
+{broken}
+[user app]
+password = app_pw
+
+[user other]
+password = other_pw
+",
+        dir = dir.display()
+    )
+}
+
+impl Sim {
+    fn new() -> Result<Sim, String> {
+        let n = CASE.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("funnel-sim-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let config_path = dir.join("funnel.conf");
+        std::fs::write(&config_path, config_text(&dir, 1))
+            .map_err(|e| format!("cannot write the config: {e}"))?;
+        let config = Config::from_file(&config_path).map_err(|e| format!("config: {e}"))?;
+        let mysqld = FakeMysqld::bind(&dir.join("backend.sock"))
+            .map_err(|e| format!("cannot bind the fake mysqld: {e}"))?;
+        let mut server = Server::new(config)?;
+        server.bind_listeners()?;
+        server.start();
+        let mut sim = Sim {
+            server,
+            dir,
+            mysqld,
+            clients: (0..MAX_CLIENTS).map(|_| None).collect(),
+            op: 0,
+        };
+        // Let the pools connect, so that most inputs start from a served state.
+        for _ in 0..40 {
+            sim.step()?;
+            if sim.server.is_settled() {
+                break;
+            }
+        }
+        Ok(sim)
+    }
+
+    /// One turn of the funnel's loop, then mysqld and the clients do what
+    /// they can; then the checks.
+    fn step(&mut self) -> Result<(), String> {
+        self.server.turn(Some(Duration::ZERO))?;
+        self.mysqld.pump();
+        for i in 0..MAX_CLIENTS {
+            self.pump_client(i)?;
+        }
+        self.server
+            .check_invariants()
+            .map_err(|e| format!("after op {}: invariant broken: {e}", self.op))
+    }
+
+    fn steps(&mut self, n: usize) -> Result<(), String> {
+        for _ in 0..n {
+            self.step()?;
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.server.clock_offset += d;
+    }
+
+    fn run(&mut self, input: &[u8]) -> Result<(), String> {
+        let mut r = Input {
+            data: input,
+            pos: 0,
+        };
+        while self.op < MAX_OPS {
+            let Some(b) = r.byte() else {
+                break;
+            };
+            self.op += 1;
+            let who = usize::from(b >> 5) % MAX_CLIENTS;
+            match (b & 0x1f) % 18 {
+                0 => {
+                    let bytes = r.chunk();
+                    self.send(who, bytes)?;
+                }
+                1 => {
+                    let seq = r.byte().unwrap_or(0);
+                    let payload = r.chunk();
+                    let mut framed = Vec::new();
+                    write_packet(&mut framed, seq, payload);
+                    self.send(who, &framed)?;
+                }
+                2 => {
+                    let flags = r.byte().unwrap_or(0);
+                    self.login(who, flags)?;
+                }
+                3 => {
+                    let cmd = r.byte().unwrap_or(COM_QUERY);
+                    let mut payload = vec![cmd];
+                    payload.extend_from_slice(r.chunk());
+                    self.command(who, &payload)?;
+                }
+                4 => {
+                    let idx = r.byte().unwrap_or(0);
+                    let payload = self.canned(who, idx);
+                    self.command(who, &payload)?;
+                }
+                5 => {
+                    let n = usize::from(r.byte().unwrap_or(0) % 16) + 1;
+                    self.steps(n)?;
+                }
+                6 => {
+                    let ms = u64::from(r.byte().unwrap_or(0)) * 10;
+                    self.advance(Duration::from_millis(ms));
+                }
+                7 => self.set_reading(who, false),
+                8 => self.set_reading(who, true),
+                9 => self.clients[who] = None,
+                10 => {
+                    if let Some(c) = &self.clients[who] {
+                        let _ = c.stream.shutdown(std::net::Shutdown::Write);
+                    }
+                }
+                11 => {
+                    let a = Answer::from_byte(r.byte().unwrap_or(0));
+                    self.mysqld.script(a);
+                }
+                12 => {
+                    let which = r.byte().unwrap_or(0);
+                    self.mysqld.kill(which);
+                }
+                13 => self.mysqld.down = !self.mysqld.down,
+                14 => {
+                    let kib = usize::from(r.byte().unwrap_or(0));
+                    let mut payload = vec![COM_QUERY];
+                    payload.extend_from_slice(b"SELECT '");
+                    payload.resize(payload.len() + kib * 1024, b'x');
+                    payload.push(b'\'');
+                    self.command(who, &payload)?;
+                }
+                15 => {
+                    let variant = r.byte().unwrap_or(0);
+                    self.reload(variant)?;
+                }
+                16 => {
+                    let n = r.byte().unwrap_or(0) % 8;
+                    let mut framed = Vec::new();
+                    for _ in 0..n {
+                        let payload = self.canned(who, r.byte().unwrap_or(0));
+                        write_packet(&mut framed, 0, &payload);
+                    }
+                    self.send(who, &framed)?;
+                }
+                _ => self.mysqld.behave(),
+            }
+            self.step()?;
+        }
+        Ok(())
+    }
+
+    /// Everyone leaves; the funnel must settle, then serve a newcomer.
+    fn finish(&mut self) -> Result<(), String> {
+        self.op = usize::MAX;
+        self.mysqld.behave();
+        for c in &mut self.clients {
+            *c = None;
+        }
+        self.settle()?;
+        self.serve_newcomer()?;
+        self.clients[0] = None;
+        self.settle()
+    }
+
+    fn settle(&mut self) -> Result<(), String> {
+        for i in 0..SETTLE_STEPS {
+            self.step()?;
+            if self.server.is_settled() {
+                return Ok(());
+            }
+            if i >= 8 {
+                self.advance(SETTLE_TICK);
+            }
+        }
+        Err("the funnel did not settle after every client left".into())
+    }
+
+    fn serve_newcomer(&mut self) -> Result<(), String> {
+        self.clients[0] = None;
+        self.login(0, 0)?;
+        for _ in 0..SETTLE_STEPS {
+            if self.clients[0]
+                .as_ref()
+                .is_none_or(|c| c.login != Login::Sent("app_pw"))
+            {
+                break;
+            }
+            self.step()?;
+            self.advance(SETTLE_TICK);
+        }
+        let login = self.clients[0].as_ref().map(|c| c.login.clone());
+        if login != Some(Login::Done) {
+            return Err(format!("a newcomer could not log in: {login:?}"));
+        }
+        if let Some(c) = self.clients[0].as_mut() {
+            c.frames.clear();
+        }
+        self.command(0, b"\x03SELECT 1")?;
+        for _ in 0..SETTLE_STEPS {
+            self.step()?;
+            let frames = self.clients[0]
+                .as_ref()
+                .map(|c| c.frames.clone())
+                .unwrap_or_default();
+            if let Some(err) = frames.iter().find(|f| f.first() == Some(&ERR_HEADER)) {
+                let e = decode_err(err).map(|e| String::from_utf8_lossy(e.message).into_owned());
+                return Err(format!("a newcomer's SELECT 1 failed: {e:?}"));
+            }
+            // Column count, definition, EOF, row, EOF.
+            if frames.len() >= 5 {
+                if frames[0] != [1]
+                    || frames[3] != [1, b'1']
+                    || frames[4].first() != Some(&EOF_HEADER)
+                {
+                    return Err(format!("a newcomer's SELECT 1 got {frames:?}"));
+                }
+                return Ok(());
+            }
+            self.advance(SETTLE_TICK);
+        }
+        Err("a newcomer's SELECT 1 got no answer".into())
+    }
+
+    fn connect(&mut self, who: usize) -> Result<(), String> {
+        if self.clients[who].is_some() {
+            return Ok(());
+        }
+        let Ok(stream) = UnixStream::connect(self.dir.join("funnel.sock")) else {
+            return Ok(()); // refused (e.g. the listen queue is full): fine
+        };
+        stream
+            .set_nonblocking(true)
+            .map_err(|e| format!("set_nonblocking: {e}"))?;
+        self.clients[who] = Some(SimClient {
+            stream,
+            received: Vec::new(),
+            checked: 0,
+            reading: true,
+            scramble: Vec::new(),
+            got_greeting: false,
+            login: Login::None,
+            unsent: Vec::new(),
+            peer_closed: false,
+            frames: Vec::new(),
+        });
+        Ok(())
+    }
+
+    fn send(&mut self, who: usize, bytes: &[u8]) -> Result<(), String> {
+        self.connect(who)?;
+        if let Some(c) = self.clients[who].as_mut() {
+            let room = MAX_UNSENT.saturating_sub(c.unsent.len());
+            c.unsent
+                .extend_from_slice(bytes.get(..room).unwrap_or(bytes));
+        }
+        self.pump_client(who)
+    }
+
+    fn command(&mut self, who: usize, payload: &[u8]) -> Result<(), String> {
+        let mut framed = Vec::new();
+        write_packet(&mut framed, 0, payload);
+        self.send(who, &framed)
+    }
+
+    fn set_reading(&mut self, who: usize, reading: bool) {
+        if let Some(c) = self.clients[who].as_mut() {
+            c.reading = reading;
+        }
+    }
+
+    /// A client's proper login. `flags`: bit 0 wrong password, bit 1 the
+    /// other user, bit 2 with a default schema, bit 3 CLIENT_DEPRECATE_EOF,
+    /// bit 4 another auth plugin (the funnel asks to switch), bit 5 LOCAL
+    /// INFILE, bit 6 no multi-statements, bit 7 CLIENT_FOUND_ROWS (a pool
+    /// of its own).
+    fn login(&mut self, who: usize, flags: u8) -> Result<(), String> {
+        self.connect(who)?;
+        for _ in 0..50 {
+            match &self.clients[who] {
+                Some(c) if !c.got_greeting && !c.peer_closed => self.step()?,
+                _ => break,
+            }
+        }
+        let Some(c) = self.clients[who].as_mut() else {
+            return Ok(());
+        };
+        if !c.got_greeting || c.login != Login::None {
+            return Ok(());
+        }
+        let (user, right) = USERS[usize::from(flags & 2 != 0)];
+        let password = if flags & 1 != 0 { "wrong" } else { right };
+        let mut caps = CLIENT_LONG_PASSWORD
+            | CLIENT_LONG_FLAG
+            | CLIENT_PROTOCOL_41
+            | CLIENT_TRANSACTIONS
+            | CLIENT_SECURE_CONNECTION
+            | CLIENT_MULTI_RESULTS
+            | CLIENT_PS_MULTI_RESULTS
+            | CLIENT_PLUGIN_AUTH
+            | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+            | CLIENT_CONNECT_ATTRS;
+        if flags & 4 != 0 {
+            caps |= CLIENT_CONNECT_WITH_DB;
+        }
+        if flags & 8 != 0 {
+            caps |= CLIENT_DEPRECATE_EOF;
+        }
+        if flags & 32 != 0 {
+            caps |= CLIENT_LOCAL_FILES;
+        }
+        if flags & 64 == 0 {
+            caps |= CLIENT_MULTI_STATEMENTS;
+        }
+        if flags & 128 != 0 {
+            caps |= CLIENT_FOUND_ROWS;
+        }
+        let other_plugin = flags & 16 != 0;
+        let response = HandshakeResponse {
+            capabilities: caps,
+            max_packet: 1 << 24,
+            charset: 45,
+            username: user.into(),
+            auth_response: if other_plugin {
+                vec![1; 32]
+            } else {
+                scramble_native(password.as_bytes(), &c.scramble)
+            },
+            database: (flags & 4 != 0).then(|| "db1".to_string()),
+            auth_plugin: Some(
+                if other_plugin {
+                    "caching_sha2_password"
+                } else {
+                    MYSQL_NATIVE_PASSWORD
+                }
+                .into(),
+            ),
+            attrs: vec![("_client_name".into(), "sim".into())],
+        };
+        let mut payload = Vec::new();
+        response.encode(&mut payload);
+        let mut framed = Vec::new();
+        write_packet(&mut framed, 1, &payload);
+        c.login = Login::Sent(password_static(password));
+        self.send(who, &framed)
+    }
+
+    /// A meaningful command, picked by `idx`.
+    fn canned(&self, who: usize, idx: u8) -> Vec<u8> {
+        const QUERIES: [&[u8]; 24] = [
+            b"SELECT 1",
+            b"SET @a = 1",
+            b"SELECT @a",
+            b"BEGIN",
+            b"COMMIT",
+            b"USE db2",
+            b"SET autocommit = 0",
+            b"SET autocommit = 1",
+            b"SET sql_mode = 'ANSI_QUOTES'",
+            b"SELECT GET_LOCK('l', 0)",
+            b"SELECT RELEASE_ALL_LOCKS()",
+            b"SELECT LAST_INSERT_ID()",
+            b"SELECT CONNECTION_ID()",
+            b"CREATE TEMPORARY TABLE t (a INT)",
+            b"LOAD DATA LOCAL INFILE '/tmp/x' INTO TABLE t",
+            b"KILL QUERY 1",
+            b"KILL 2",
+            b"SELECT SQL_CALC_FOUND_ROWS 1",
+            b"SELECT FOUND_ROWS()",
+            b"SET NAMES latin1",
+            b"SELECT 1; SELECT 2",
+            b"SELECT @x := 5",
+            b"LOCK TABLES t READ",
+            b"UNLOCK TABLES",
+        ];
+        let i = usize::from(idx);
+        if let Some(q) = QUERIES.get(i) {
+            let mut p = vec![COM_QUERY];
+            p.extend_from_slice(q);
+            return p;
+        }
+        let stmt = |id: u32, rest: &[u8]| {
+            let mut p = id.to_le_bytes().to_vec();
+            p.extend_from_slice(rest);
+            p
+        };
+        let (cmd, arg): (u8, Vec<u8>) = match i - QUERIES.len() {
+            0 => (COM_INIT_DB, b"db1".to_vec()),
+            1 => (COM_PING, vec![]),
+            2 => (COM_STATISTICS, vec![]),
+            3 => (COM_PROCESS_INFO, vec![]),
+            4 => (COM_FIELD_LIST, b"t\0".to_vec()),
+            5 => (COM_RESET_CONNECTION, vec![]),
+            6 => (COM_SET_OPTION, vec![0, 0]),
+            7 => (COM_SET_OPTION, vec![1, 0]),
+            8 => (COM_STMT_PREPARE, b"SELECT ?".to_vec()),
+            9 => (COM_STMT_PREPARE, b"INSERT INTO t VALUES (?, ?)".to_vec()),
+            10 => (COM_STMT_PREPARE, b"SELECT * FROM no_such_table".to_vec()),
+            // id 1, no cursor, 1 iteration, NULL bitmap, types bound, VAR_STRING, "x"
+            11 => (
+                COM_STMT_EXECUTE,
+                stmt(1, &[0, 1, 0, 0, 0, 0, 1, 0xfd, 0, 1, b'x']),
+            ),
+            12 => (
+                COM_STMT_EXECUTE,
+                stmt(1, &[1, 1, 0, 0, 0, 0, 1, 0xfd, 0, 1, b'y']),
+            ),
+            // id 2 without types: the funnel supplies the cached ones.
+            13 => (
+                COM_STMT_EXECUTE,
+                stmt(2, &[0, 1, 0, 0, 0, 0, 0, 1, b'a', 1, b'b']),
+            ),
+            14 => (COM_STMT_FETCH, stmt(1, &[2, 0, 0, 0])),
+            15 => (COM_STMT_SEND_LONG_DATA, stmt(1, &[0, 0, b'a', b'b', b'c'])),
+            16 => (COM_STMT_RESET, stmt(1, &[])),
+            17 => (COM_STMT_CLOSE, stmt(1, &[])),
+            18 => (COM_STMT_CLOSE, stmt(2, &[])),
+            19 => return self.change_user(who, false),
+            20 => return self.change_user(who, true),
+            21 => (COM_QUIT, vec![]),
+            22 => (COM_BINLOG_DUMP, vec![0; 10]),
+            23 => (COM_STMT_EXECUTE, stmt(77, &[0, 1, 0, 0, 0])),
+            _ => (COM_QUERY, b"SELECT 1".to_vec()),
+        };
+        let mut p = vec![cmd];
+        p.extend_from_slice(&arg);
+        p
+    }
+
+    /// COM_CHANGE_USER to the other user (or back), scrambled with the
+    /// funnel's greeting.
+    fn change_user(&self, who: usize, wrong: bool) -> Vec<u8> {
+        let scramble = self.clients[who]
+            .as_ref()
+            .map(|c| c.scramble.clone())
+            .unwrap_or_default();
+        let (user, password) = USERS[1];
+        let password = if wrong { "wrong" } else { password };
+        let mut p = vec![COM_CHANGE_USER];
+        p.extend_from_slice(user.as_bytes());
+        p.push(0);
+        let auth = scramble_native(password.as_bytes(), &scramble);
+        p.push(auth.len() as u8);
+        p.extend_from_slice(&auth);
+        p.extend_from_slice(b"db1\0");
+        p.extend_from_slice(&45u16.to_le_bytes());
+        p.extend_from_slice(MYSQL_NATIVE_PASSWORD.as_bytes());
+        p.push(0);
+        write_lenenc_str(&mut p, b"");
+        p
+    }
+
+    fn reload(&mut self, variant: u8) -> Result<(), String> {
+        let path = self.dir.join("funnel.conf");
+        std::fs::write(&path, config_text(&self.dir, variant))
+            .map_err(|e| format!("cannot write the config: {e}"))?;
+        let _ = self.server.reload("sim");
+        Ok(())
+    }
+
+    /// Write what the client has queued, read what it is sent (if it reads),
+    /// and check every complete frame.
+    fn pump_client(&mut self, who: usize) -> Result<(), String> {
+        let Some(c) = self.clients[who].as_mut() else {
+            return Ok(());
+        };
+        while !c.unsent.is_empty() && !c.peer_closed {
+            match c.stream.write(&c.unsent) {
+                Ok(0) => break,
+                Ok(n) => {
+                    c.unsent.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    c.unsent.clear();
+                    break;
+                }
+            }
+        }
+        let mut buf = [0u8; 64 * 1024];
+        while c.reading && !c.peer_closed {
+            match c.stream.read(&mut buf) {
+                Ok(0) => c.peer_closed = true,
+                Ok(n) => c.received.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => c.peer_closed = true,
+            }
+        }
+        let reply = c.check_frames().map_err(|e| format!("client {who}: {e}"))?;
+        if let Some(reply) = reply {
+            c.unsent.extend_from_slice(&reply);
+        }
+        // Keep only the unchecked tail.
+        c.received.drain(..c.checked);
+        c.checked = 0;
+        Ok(())
+    }
+}
+
+impl SimClient {
+    /// Check the complete frames received so far; returns what the client
+    /// answers (an auth switch).
+    fn check_frames(&mut self) -> Result<Option<Vec<u8>>, String> {
+        let mut reply = None;
+        while let Some((header, payload)) = next_frame(&self.received[self.checked..]) {
+            self.checked += HEADER_LEN + header.payload_len;
+            if let Some(&ERR_HEADER) = payload.first() {
+                let e = decode_err(payload).map_err(|e| format!("malformed ERR: {e}"))?;
+                if e.code == 0 || e.message.is_empty() || e.sql_state.is_none() {
+                    return Err(format!(
+                        "ERR without a code, SQLSTATE or message: {:?}",
+                        String::from_utf8_lossy(payload)
+                    ));
+                }
+            }
+            if !self.got_greeting {
+                self.got_greeting = true;
+                match HandshakeV10::decode(payload) {
+                    Ok(g) => self.scramble = g.scramble,
+                    Err(_) if payload.first() == Some(&ERR_HEADER) => self.login = Login::Refused,
+                    Err(e) => return Err(format!("bad greeting: {e}")),
+                }
+                continue;
+            }
+            if let Login::Sent(password) = self.login {
+                match payload.first() {
+                    Some(&OK_HEADER) => self.login = Login::Done,
+                    Some(&ERR_HEADER) => self.login = Login::Refused,
+                    Some(&AUTH_SWITCH_HEADER) => {
+                        let req = AuthSwitchRequest::decode(payload)
+                            .map_err(|e| format!("bad auth switch: {e}"))?;
+                        let data = req.data.strip_suffix(&[0]).unwrap_or(&req.data);
+                        let mut framed = Vec::new();
+                        write_packet(
+                            &mut framed,
+                            header.seq.wrapping_add(1),
+                            &scramble_native(password.as_bytes(), data),
+                        );
+                        reply = Some(framed);
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            if self.frames.len() < 64 {
+                self.frames.push(payload.to_vec());
+            }
+        }
+        Ok(reply)
+    }
+}
+
+fn password_static(p: &str) -> &'static str {
+    match p {
+        "app_pw" => "app_pw",
+        "other_pw" => "other_pw",
+        _ => "wrong",
+    }
+}
+
+/// Reads the input: bytes, and chunks with a length byte first.
+struct Input<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Input<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.data.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    fn chunk(&mut self) -> &'a [u8] {
+        let n = usize::from(self.byte().unwrap_or(0));
+        let end = (self.pos + n).min(self.data.len());
+        let s = &self.data[self.pos..end];
+        self.pos = end;
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests;
