@@ -458,6 +458,18 @@ impl Server {
             match b.state {
                 BackendState::Running | BackendState::Draining => {
                     self.forward_response(key);
+                    // mysqld answers one command at a time: bytes after a
+                    // complete answer are not the next one's. Left to the
+                    // next command, they would be taken for its answer;
+                    // handled now, an idle backend that speaks unasked is
+                    // closed.
+                    let leftover = self.backends.get(key).is_some_and(|b| {
+                        !matches!(b.state, BackendState::Running | BackendState::Draining)
+                            && !b.rbuf.is_empty()
+                    });
+                    if leftover {
+                        continue;
+                    }
                     return;
                 }
                 BackendState::Connecting => return,
@@ -480,11 +492,15 @@ impl Server {
                 BackendState::Internal(step) => self.backend_internal_packet(key, step, &payload),
                 BackendState::Idle => {
                     // mysqld speaks unasked only to say goodbye (KILL, wait_timeout).
-                    let msg = decode_err(&payload)
-                        .map(|e| String::from_utf8_lossy(e.message).into_owned())
-                        .unwrap_or_else(|_| "unexpected packet".into());
+                    let reason = match decode_err(&payload) {
+                        Ok(e) => format!(
+                            "server closed the idle connection: {}",
+                            String::from_utf8_lossy(e.message)
+                        ),
+                        Err(_) => "server sent a packet no command asked for".into(),
+                    };
                     self.scratch = payload;
-                    self.backend_lost(key, format!("server closed the idle connection: {msg}"));
+                    self.backend_lost(key, reason);
                     return;
                 }
                 _ => {}

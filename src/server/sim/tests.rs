@@ -238,3 +238,15 @@ fn a_response_that_never_ends_does_not_hold_its_backend_forever() {
     ];
     run_case(&input).unwrap();
 }
+
+/// Found by the fuzzer: mysqld sent more than the answer (here a scripted
+/// multi-result to a command answered with one packet); the extra packets
+/// were left in the buffer and taken for the next command's answer.
+#[test]
+fn bytes_after_a_complete_answer_close_the_backend() {
+    let input = [
+        2u8, 8, 34, 0, 5, 8, 4, 32, 5, 255, 255, 255, 255, 255, 255, 255, 2, 108, 29, 4, 40, 237,
+        29, 5, 8, 4, 38, 8, 38, 36, 2, 108, 3, 29,
+    ];
+    run_case(&input).unwrap();
+}
