@@ -15,7 +15,7 @@ use super::pool::ClientRef;
 use super::session::{user_var_literal, PinCause, SessionVars};
 use super::stmt::{execute_layout, rewrite_execute, stmt_key, ClientStmt, StmtCache};
 use super::timer::TimerKind;
-use super::{token, Server, KIND_BACKEND, READ_CAP_PER_EVENT};
+use super::{token, Deferred, Server, KIND_BACKEND, READ_CAP_PER_EVENT};
 use crate::config::BackendAddr;
 use crate::protocol::auth::scramble_native;
 use crate::protocol::consts::*;
@@ -403,11 +403,12 @@ impl Server {
             Ok(ReadOutcome::Capped(_)) => {
                 self.process_backend_input(key);
                 // More may be waiting and edge-triggered readiness will not
-                // say so again: come back to it (at the end of this loop pass
-                // at the latest, through the client write path or here).
+                // say so again: come back to it at the end of this loop pass
+                // (not by recursion: a result read on for a slow reader may
+                // be thousands of caps long, and others must get a turn).
                 if let Some(b) = self.backends.get(key) {
                     if !b.paused {
-                        self.backend_read(key);
+                        self.deferred.push(Deferred::BackendRead(key, b.serial));
                     }
                 }
             }
