@@ -55,6 +55,8 @@ fn token_parts(t: Token) -> (usize, usize) {
 
 /// Bytes read from one socket per readiness event before the loop moves on.
 const READ_CAP_PER_EVENT: usize = 256 * 1024;
+/// Largest buffer the buffer pool keeps for reuse; larger ones are freed.
+const POOLED_BUF_MAX: usize = 256 * 1024;
 /// How long to stop accepting after the process ran out of descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// How often the janitor sweeps (health checks, stalled writers).
@@ -93,6 +95,12 @@ pub struct Counters {
     pub replays: u64,
     pub bytes_from_clients: u64,
     pub bytes_to_clients: u64,
+    /// Connection first: responses read completely past a slow client's
+    /// output_high_watermark, so their backend was freed early.
+    pub buffered_results: u64,
+    /// Connection first: responses held back at the backend after all
+    /// (max_buffered_result outgrown or max_buffered_total reached).
+    pub buffered_fallbacks: u64,
 }
 
 /// Work postponed to the end of the current loop pass, so that resuming one
@@ -120,6 +128,8 @@ impl Counters {
         self.replays += o.replays;
         self.bytes_from_clients += o.bytes_from_clients;
         self.bytes_to_clients += o.bytes_to_clients;
+        self.buffered_results += o.buffered_results;
+        self.buffered_fallbacks += o.buffered_fallbacks;
     }
 }
 
@@ -141,6 +151,8 @@ pub struct Server {
     shutting_down: Option<Instant>,
     now: Instant,
     pub counters: Counters,
+    /// Sum of the clients' `buffered` bytes (bounded by max_buffered_total).
+    buffered_total: usize,
     signals: signal_hook_mio::v1_0::Signals,
     deferred: Vec<Deferred>,
     /// Funnel connection id → client key, for KILL.
@@ -201,7 +213,7 @@ impl Server {
             backends: Slab::with_capacity(64),
             pools,
             timers: BinaryHeap::new(),
-            bufs: BufPool::new(256 * 1024, 1024),
+            bufs: BufPool::new(POOLED_BUF_MAX, 1024),
             scratch: Vec::with_capacity(4096),
             serial: 0,
             next_connection_id: 1,
@@ -210,6 +222,7 @@ impl Server {
             shutting_down: None,
             now,
             counters: Counters::default(),
+            buffered_total: 0,
             signals,
             deferred: Vec::new(),
             client_ids: HashMap::new(),
