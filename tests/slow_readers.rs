@@ -497,6 +497,33 @@ fn write_timeout_closes_a_buffered_reader_and_frees_its_memory() {
     assert_eq!(select(&mut other, 2).unwrap(), Some(2));
 }
 
+/// On SIGTERM a client still reading a buffered result is not cut off: its
+/// answer is being delivered, as a running command's would be. Then the
+/// funnel exits 0.
+#[test]
+fn shutdown_lets_a_buffered_reader_finish() {
+    const ROWS: u64 = 30_000;
+    let mut env = start(
+        "max_buffered_result = 64M\nshutdown_timeout_ms = 30000",
+        3000,
+    );
+    let mut slow = env.slow_conn();
+    let stalled = stall_on(&mut slow, "shutdown", ROWS);
+    env.wait_metric(
+        "funnel_buffered_results_total",
+        1.0,
+        Duration::from_secs(20),
+    );
+    env.f.signal(libc::SIGTERM);
+    assert!(env.f.wait_for_log("shutting down", Duration::from_secs(10)));
+    read_rest(stalled, ROWS);
+    let status = env.f.wait_exit(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "funnel did not exit 0 after the reader finished: {status:?}"
+    );
+}
+
 /// Bad values refuse to start (exit 2, the key and the reason named); a
 /// reload switches the mode live; a bad reload is refused and the running
 /// values stay.

@@ -569,7 +569,9 @@ impl Server {
     }
 
     /// During shutdown: idle clients are closed at once; busy ones when done
-    /// or when the deadline passes.
+    /// or when the deadline passes. A client with output still to write is
+    /// busy too: it is receiving an answer (a whole result buffered for a
+    /// slow reader, with max_buffered_result).
     fn shutdown_complete(&mut self) -> bool {
         let Some(deadline) = self.shutting_down else {
             return false;
@@ -577,7 +579,10 @@ impl Server {
         let past_deadline = self.now >= deadline;
         let keys: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
         for key in keys {
-            let busy = self.clients.get(key).is_some_and(|c| c.is_busy());
+            let busy = self
+                .clients
+                .get(key)
+                .is_some_and(|c| c.is_busy() || !c.wbuf.is_empty());
             if !busy || past_deadline {
                 self.close_client_with_error(
                     key,
