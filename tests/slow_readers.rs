@@ -30,6 +30,7 @@ use mysql::prelude::Queryable;
 use mysql::{Conn, QueryResult, Text};
 
 const MIB: f64 = 1024.0 * 1024.0;
+const ADMIN_PW: &str = "slow-admin";
 /// Bytes of text per row of a big result.
 const ROW_BYTES: usize = 1000;
 
@@ -38,6 +39,7 @@ const ROW_BYTES: usize = 1000;
 struct Env {
     f: FunnelProcess,
     stats_port: u16,
+    admin_port: u16,
     /// Config text without the `[funnel]` lines the test chose (see `start`).
     template: String,
 }
@@ -51,12 +53,14 @@ fn start(funnel_lines: &str, queue_timeout_ms: u64) -> Env {
     let db = common::mariadb();
     let port = common::free_port();
     let stats_port = common::free_port();
+    let admin_port = common::free_port();
     let template = format!(
         "[funnel]\nlisten = 127.0.0.1:{port}\nunix_socket = @DIR@/funnel.sock\n@FUNNEL@\n\n\
          [backend]\naddress = 127.0.0.1:{}\n\n\
          [pool]\nconnections = 1\nqueue_timeout_ms = {queue_timeout_ms}\n\n\
          [user {USER_A}]\npassword = \"{PASS_A}\"\n\n\
-         [stats]\nlisten = 127.0.0.1:{stats_port}\n",
+         [stats]\nlisten = 127.0.0.1:{stats_port}\n\n\
+         [admin]\nlisten = 127.0.0.1:{admin_port}\npassword = \"{ADMIN_PW}\"\n",
         db.port
     );
     let f = FunnelProcess::builder(&config(&template, funnel_lines))
@@ -66,6 +70,7 @@ fn start(funnel_lines: &str, queue_timeout_ms: u64) -> Env {
     Env {
         f,
         stats_port,
+        admin_port,
         template,
     }
 }
@@ -86,6 +91,29 @@ impl Env {
     /// A client over TCP.
     fn conn(&self) -> Conn {
         self.f.conn(USER_A, PASS_A)
+    }
+
+    /// The value in `column` of the admin console's `show` row for the pool.
+    fn admin_value(&self, show: &str, column: &str) -> u64 {
+        let opts = mysql::OptsBuilder::new()
+            .ip_or_hostname(Some("127.0.0.1"))
+            .tcp_port(self.admin_port)
+            .user(Some("admin"))
+            .pass(Some(ADMIN_PW))
+            .prefer_socket(false);
+        let mut admin = Conn::new(opts).expect("admin console login");
+        let rows: Vec<mysql::Row> = admin.query(show).expect(show);
+        let row = rows
+            .into_iter()
+            .find(|r| r.get::<String, _>("pool").as_deref() == Some(USER_A))
+            .unwrap_or_else(|| panic!("no row for {USER_A} in {show}"));
+        row.get::<u64, _>(column)
+            .unwrap_or_else(|| panic!("no column {column} in {show}"))
+    }
+
+    fn stats_json(&self) -> serde_json::Value {
+        serde_json::from_str(&http_get(self.stats_port, "/stats.json?detail=0"))
+            .expect("/stats.json is JSON")
     }
 
     fn pid(&self) -> u32 {
@@ -257,6 +285,16 @@ fn connection_first_frees_the_backend_for_others() {
         "funnel_buffered_bytes = {held}"
     );
     assert_eq!(env.metric("funnel_pool_buffered_bytes"), held);
+    // The same in /stats.json and the admin console.
+    let doc = env.stats_json();
+    assert_eq!(doc["buffered"]["bytes"].as_f64(), Some(held), "{doc}");
+    assert_eq!(doc["buffered"]["max_buffered_result"], 64 << 20);
+    let pool = &doc["pools"][0];
+    assert_eq!(pool["buffered_bytes"].as_f64(), Some(held));
+    assert_eq!(pool["counters"]["buffered_results"], 1);
+    assert_eq!(pool["counters"]["buffered_fallbacks"], 0);
+    assert_eq!(env.admin_value("SHOW POOLS", "buffered_bytes") as f64, held);
+    assert_eq!(env.admin_value("SHOW STATS", "buffered_results"), 1);
     let rss_held = rss(pid);
     eprintln!(
         "[slow_readers] connection first: SELECT answered in {waited:?} while a slow reader \
@@ -435,6 +473,7 @@ fn total_bound_makes_further_results_fall_back() {
     read_rest(stalled1, ROWS);
     assert_eq!(env.metric("funnel_buffered_results_total"), 1.0);
     assert_eq!(env.metric("funnel_buffered_fallbacks_total"), 1.0);
+    assert_eq!(env.admin_value("SHOW STATS", "buffered_fallbacks"), 1);
     env.wait_metric("funnel_buffered_bytes", 0.0, Duration::from_secs(10));
     assert_eq!(select(&mut other, 3).unwrap(), Some(3));
     assert_eq!(select(&mut slow1, 4).unwrap(), Some(4));
