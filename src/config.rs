@@ -47,6 +47,9 @@ pub const DEFAULT_MAX_CLIENT_PENDING_INPUT: usize = 1 << 20;
 pub const DEFAULT_CLIENT_WRITE_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_OUTPUT_HIGH_WATERMARK: usize = 1 << 20;
 pub const DEFAULT_OUTPUT_LOW_WATERMARK: usize = 256 << 10;
+/// 0: memory first (slow readers hold their backend; see `max_buffered_result`).
+pub const DEFAULT_MAX_BUFFERED_RESULT: usize = 0;
+pub const DEFAULT_MAX_BUFFERED_TOTAL: usize = 256 << 20;
 pub const DEFAULT_SERVER_VERSION: &str = "";
 pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
@@ -76,6 +79,10 @@ pub const MAX_DURATION_MS: u64 = 7 * 24 * 3600 * 1000;
 const MAX_PACKET_LIMIT: usize = 1 << 30;
 const MIN_PACKET_LIMIT: usize = 1 << 10;
 
+/// Ceiling of the buffered-result sizes: far above any sane setting, low
+/// enough that sums of them cannot overflow.
+const MAX_BUFFERED_LIMIT: usize = 64 << 30;
+
 /// `sockaddr_un.sun_path` is 108 bytes on Linux including the NUL; a longer
 /// path would only fail later, at bind or connect time.
 const MAX_UNIX_PATH: usize = 107;
@@ -103,6 +110,12 @@ pub struct Config {
     pub client_write_timeout: Duration,
     pub output_high_watermark: usize,
     pub output_low_watermark: usize,
+    /// Connection first: output of one response a slow client may have
+    /// pending while the funnel still reads its backend past
+    /// `output_high_watermark`; 0 = off (memory first).
+    pub max_buffered_result: usize,
+    /// Bound on the output held that way for all clients together.
+    pub max_buffered_total: usize,
     /// Empty: announce the backend's own version.
     pub server_version: String,
     pub log_level: LevelFilter,
@@ -440,13 +453,17 @@ const BUFFER_SIZE: OptionKind = OptionKind::Size {
     min: 0,
     max: MAX_PACKET_LIMIT,
 };
+const BUFFERED_RESULT_SIZE: OptionKind = OptionKind::Size {
+    min: 0,
+    max: MAX_BUFFERED_LIMIT,
+};
 
 use OptionDefault as D;
 use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-static OPTIONS: [OptionSpec; 35] = [
+static OPTIONS: [OptionSpec; 37] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -466,6 +483,10 @@ static OPTIONS: [OptionSpec; 35] = [
         "Pending output to one client above which the funnel stops reading that client's backend"),
     opt(S::Funnel, "output_low_watermark", BUFFER_SIZE, D::Size(DEFAULT_OUTPUT_LOW_WATERMARK), true,
         "Pending output below which reading the backend resumes; must be below output_high_watermark"),
+    opt(S::Funnel, "max_buffered_result", BUFFERED_RESULT_SIZE, D::Size(DEFAULT_MAX_BUFFERED_RESULT), true,
+        "Connection first: a result is read on past output_high_watermark while a slow client's pending output stays within this, so its backend is freed at once; 0 = memory first"),
+    opt(S::Funnel, "max_buffered_total", BUFFERED_RESULT_SIZE, D::Size(DEFAULT_MAX_BUFFERED_TOTAL), true,
+        "Output held past output_high_watermark (max_buffered_result) for all clients together; at this bound further results get backpressure"),
     opt(S::Funnel, "server_version", K::Text, D::Text(DEFAULT_SERVER_VERSION), true,
         "Version string announced to clients; empty announces the backend's own"),
     opt(S::Funnel, "log_level", K::LogLevel, D::Level(DEFAULT_LOG_LEVEL), true,
@@ -1283,6 +1304,8 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
     let client_write_timeout = funnel.required("client_write_timeout_ms", Value::millis)?;
     let output_high_watermark = funnel.required("output_high_watermark", Value::count)?;
     let output_low_watermark = funnel.required("output_low_watermark", Value::count)?;
+    let max_buffered_result = funnel.required("max_buffered_result", Value::count)?;
+    let max_buffered_total = funnel.required("max_buffered_total", Value::count)?;
     let server_version = funnel.required("server_version", Value::text)?;
     let log_level = funnel.required("log_level", Value::level)?;
     let shutdown_timeout = funnel.required("shutdown_timeout_ms", Value::millis)?;
@@ -1306,6 +1329,33 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
                 "output_low_watermark ({}) must be below output_high_watermark ({})",
                 format_size(output_low_watermark),
                 format_size(output_high_watermark)
+            ),
+        ));
+    }
+    if max_buffered_result > 0 && max_buffered_result <= output_high_watermark {
+        return Err(funnel.err(
+            "max_buffered_result",
+            format!(
+                "must be 0 (off: memory first) or above output_high_watermark ({}): \
+                 output up to the high watermark is never held back anyway, got {}",
+                format_size(output_high_watermark),
+                format_size(max_buffered_result)
+            ),
+        ));
+    }
+    if max_buffered_result > 0 && max_buffered_total < max_buffered_result {
+        let key = if funnel.entry("max_buffered_total").is_some() {
+            "max_buffered_total"
+        } else {
+            "max_buffered_result"
+        };
+        return Err(funnel.err(
+            key,
+            format!(
+                "max_buffered_total ({}) must be at least max_buffered_result ({}), \
+                 or no result could ever be buffered whole",
+                format_size(max_buffered_total),
+                format_size(max_buffered_result)
             ),
         ));
     }
@@ -1482,6 +1532,8 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
         client_write_timeout,
         output_high_watermark,
         output_low_watermark,
+        max_buffered_result,
+        max_buffered_total,
         server_version,
         log_level,
         shutdown_timeout,
@@ -1656,6 +1708,8 @@ impl Config {
                         "output_low_watermark",
                         format_size(self.output_low_watermark),
                     ),
+                    ("max_buffered_result", format_size(self.max_buffered_result)),
+                    ("max_buffered_total", format_size(self.max_buffered_total)),
                     ("server_version", quote(&self.server_version)),
                     ("log_level", level_name(self.log_level).to_string()),
                     ("shutdown_timeout_ms", ms(self.shutdown_timeout)),
@@ -1961,6 +2015,13 @@ mod tests {
             ("[funnel]\nclient_write_timeout_ms =", "[funnel] client_write_timeout_ms", "milliseconds"),
             ("[funnel]\noutput_low_watermark = 2M", "[funnel] output_low_watermark", "must be below"),
             ("[funnel]\noutput_high_watermark = 128K", "[funnel] output_high_watermark", "must be below"),
+            ("[funnel]\nmax_buffered_result = 512K", "[funnel] max_buffered_result", "above output_high_watermark (1M)"),
+            ("[funnel]\nmax_buffered_result = 1M", "[funnel] max_buffered_result", "must be 0 (off: memory first)"),
+            ("[funnel]\nmax_buffered_result = 1G", "[funnel] max_buffered_result", "max_buffered_total (256M) must be at least max_buffered_result (1G)"),
+            ("[funnel]\nmax_buffered_result = 64M\nmax_buffered_total = 32M", "[funnel] max_buffered_total", "must be at least max_buffered_result (64M)"),
+            ("[funnel]\nmax_buffered_result = 65G", "[funnel] max_buffered_result", "from 0 to 64G"),
+            ("[funnel]\nmax_buffered_total = -1", "[funnel] max_buffered_total", "a size in bytes"),
+            ("[funnel]\nmax_buffered_total = 1T", "[funnel] max_buffered_total", "K/M/G"),
             ("[funnel]\nlog_level = loud", "[funnel] log_level", "one of off"),
             ("[funnel]\nallow_local_infile = maybe", "[funnel] allow_local_infile", "true or false"),
             ("[funnel]\nserver_version = MySQL", "[funnel] server_version", "version number"),
@@ -1999,6 +2060,35 @@ mod tests {
             assert!(line > base_lines, "{snippet}: {msg}");
             assert!(msg.starts_with(&format!("t.conf:{line}: {key}: ")), "{msg}");
         }
+    }
+
+    #[test]
+    fn buffered_result_modes() {
+        // Off by default: memory first.
+        let config = parse(BASE);
+        assert_eq!(config.max_buffered_result, DEFAULT_MAX_BUFFERED_RESULT);
+        assert_eq!(config.max_buffered_result, 0);
+        assert_eq!(config.max_buffered_total, DEFAULT_MAX_BUFFERED_TOTAL);
+        // The total alone may be set (it then bounds nothing until the
+        // mode is switched on by a reload).
+        let config = parse(&with_funnel("max_buffered_total = 1K"));
+        assert_eq!(config.max_buffered_total, 1024);
+        // Connection first, with a total equal to the per-result limit.
+        let config = parse(&with_funnel(
+            "max_buffered_result = 64M\nmax_buffered_total = 64M",
+        ));
+        assert_eq!(config.max_buffered_result, 64 << 20);
+        assert_eq!(config.max_buffered_total, 64 << 20);
+        let described = config.describe();
+        assert!(
+            described.contains("max_buffered_result = 64M\nmax_buffered_total = 64M\n"),
+            "{described}"
+        );
+        // Just above the high watermark is the smallest useful limit.
+        let config = parse(&with_funnel(
+            "output_high_watermark = 64K\noutput_low_watermark = 16K\nmax_buffered_result = 65K",
+        ));
+        assert_eq!(config.max_buffered_result, 65 << 10);
     }
 
     #[test]

@@ -258,6 +258,7 @@ fn pool(s: &Snapshot, p: &PoolSnapshot) -> Json {
                 ),
             ]),
         ),
+        ("buffered_bytes", p.buffered_bytes.into()),
         ("counters", counters(&p.counters)),
         ("latency", Json::Map(latency)),
         ("history", history),
@@ -306,6 +307,14 @@ pub fn stats_json(s: &Snapshot, detail: bool) -> String {
         ("clients_handshaking", s.clients_handshaking.into()),
         ("max_client_connections", s.max_client_connections.into()),
         ("health_backlog_ratio", Json::Float(s.health_backlog_ratio)),
+        (
+            "buffered",
+            Json::Obj(vec![
+                ("bytes", s.buffered_bytes.into()),
+                ("max_buffered_total", s.max_buffered_total.into()),
+                ("max_buffered_result", s.max_buffered_result.into()),
+            ]),
+        ),
         ("counters", counters(&s.counters)),
         (
             "pools",

@@ -263,6 +263,36 @@ pub fn render(s: &Snapshot) -> String {
         |p| p.oldest_wait.as_secs_f64(),
     );
 
+    o.family(
+        "funnel_buffered_bytes",
+        "gauge",
+        "Output held for slow readers past output_high_watermark so their backends could be freed (connection first); bounded by max_buffered_total.",
+    );
+    o.sample("funnel_buffered_bytes", &[], s.buffered_bytes as f64);
+    o.family("funnel_buffered_bytes_max", "gauge", "max_buffered_total.");
+    o.sample(
+        "funnel_buffered_bytes_max",
+        &[],
+        s.max_buffered_total as f64,
+    );
+    o.family(
+        "funnel_buffered_result_bytes_max",
+        "gauge",
+        "max_buffered_result (0: memory first, slow readers hold their backend).",
+    );
+    o.sample(
+        "funnel_buffered_result_bytes_max",
+        &[],
+        s.max_buffered_result as f64,
+    );
+    o.per_pool(
+        s,
+        "funnel_pool_buffered_bytes",
+        "gauge",
+        "Output held for the pool's slow readers past output_high_watermark (connection first).",
+        |p| p.buffered_bytes as f64,
+    );
+
     o.per_pool(
         s,
         "funnel_requests_total",
@@ -344,6 +374,20 @@ pub fn render(s: &Snapshot) -> String {
         "counter",
         "Session state replayed on a backend before a request.",
         |p| p.counters.replays as f64,
+    );
+    o.per_pool(
+        s,
+        "funnel_buffered_results_total",
+        "counter",
+        "Results read completely past a slow reader's output_high_watermark (max_buffered_result), freeing their backend before the client read them.",
+        |p| p.counters.buffered_results as f64,
+    );
+    o.per_pool(
+        s,
+        "funnel_buffered_fallbacks_total",
+        "counter",
+        "Results held back at the backend after all: max_buffered_result outgrown or max_buffered_total reached.",
+        |p| p.counters.buffered_fallbacks as f64,
     );
     o.family(
         "funnel_clients_accepted_total",

@@ -163,6 +163,7 @@ pub fn show_pools(s: &Snapshot) -> Table {
         ("queue_timeout_ms", Int),
         ("max_pinned_backends", Int),
         ("last_backend_error", Str),
+        ("buffered_bytes", Int),
     ]);
     for p in &s.pools {
         let c = &p.clients;
@@ -192,6 +193,7 @@ pub fn show_pools(s: &Snapshot) -> Table {
             ms(p.queue_timeout),
             p.max_pinned_backends.into(),
             p.last_backend_error.as_deref().into(),
+            p.buffered_bytes.into(),
         ]);
     }
     t
@@ -203,7 +205,7 @@ pub fn backlog_max_1m(p: &PoolSnapshot) -> usize {
 }
 
 /// Every counter, by name, in a fixed order.
-pub fn counter_list(c: &Counters) -> [(&'static str, u64); 15] {
+pub fn counter_list(c: &Counters) -> [(&'static str, u64); 17] {
     [
         ("requests", c.requests),
         ("backend_errors", c.backend_errors),
@@ -218,6 +220,8 @@ pub fn counter_list(c: &Counters) -> [(&'static str, u64); 15] {
         ("backend_connect_failures", c.backend_connect_failures),
         ("backend_resets", c.backend_resets),
         ("replays", c.replays),
+        ("buffered_results", c.buffered_results),
+        ("buffered_fallbacks", c.buffered_fallbacks),
         ("clients_accepted", c.clients_accepted),
         ("clients_refused", c.clients_refused),
     ]

@@ -72,6 +72,20 @@ pub enum BackendState {
     Draining,
 }
 
+/// How the running response treats a client that reads it more slowly
+/// than mysqld sends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlowReader {
+    /// The watermarks decide: the client kept up so far, or memory first.
+    Watermarks,
+    /// Connection first: read on past output_high_watermark, the client's
+    /// output buffered, so the backend is freed when the response ends.
+    Buffering,
+    /// Outgrew max_buffered_result or met max_buffered_total: the
+    /// watermarks decide for the rest of the response.
+    FellBack,
+}
+
 pub struct Backend {
     pub serial: u64,
     pub pool: usize,
@@ -94,6 +108,8 @@ pub struct Backend {
     pub pinned: bool,
     /// Stopped reading because the client's output is over its high watermark.
     pub paused: bool,
+    /// How the running response treats a slow client (reset per command).
+    pub slow_reader: SlowReader,
     /// Response to a command that came with `LOCAL INFILE`: the client's
     /// file packets are being forwarded.
     pub infile: bool,
@@ -263,6 +279,7 @@ impl Server {
             client: None,
             pinned,
             paused: false,
+            slow_reader: SlowReader::Watermarks,
             infile: false,
             upload: UploadFramer::default(),
             drain_started: self.now,
@@ -423,11 +440,12 @@ impl Server {
             Ok(ReadOutcome::Capped(_)) => {
                 self.process_backend_input(key);
                 // More may be waiting and edge-triggered readiness will not
-                // say so again: come back to it (at the end of this loop pass
-                // at the latest, through the client write path or here).
+                // say so again: come back to it at the end of this loop pass
+                // (not by recursion: a result read on for a slow reader may
+                // be thousands of caps long, and others must get a turn).
                 if let Some(b) = self.backends.get(key) {
                     if !b.paused {
-                        self.backend_read(key);
+                        self.deferred.push(Deferred::BackendRead(key, b.serial));
                     }
                 }
             }
@@ -1157,6 +1175,7 @@ impl Server {
         b.saw_unreplayable = false;
         b.charset_changed = false;
         b.response_bytes = 0;
+        b.slow_reader = SlowReader::Watermarks;
         b.commands += 1;
         let expect = expect_for(cmd);
         b.tracker.start(expect);
@@ -1372,6 +1391,8 @@ impl Server {
         let client = b.client;
         let draining = b.state == BackendState::Draining;
         let cmd = b.command;
+        let buffered_whole =
+            b.slow_reader == SlowReader::Buffering && client.is_some() && !draining;
         // COM_STMT_CLOSE / SEND_LONG_DATA have no answer, COM_STATISTICS no
         // status: neither says anything about the transaction.
         let has_status = end != EndKind::Other;
@@ -1463,6 +1484,9 @@ impl Server {
         }
         if end == EndKind::Err {
             self.bump(pool, |c| c.backend_errors += 1);
+        }
+        if buffered_whole {
+            self.bump(pool, |c| c.buffered_results += 1);
         }
         if read_user_vars {
             self.start_internal(key, Internal::ReadUserVars, USER_VARS_SQL.to_vec());
@@ -1605,6 +1629,43 @@ impl Server {
         if !paused {
             self.backend_read(key);
         }
+    }
+
+    /// Connection first (`max_buffered_result`): whether to go on reading
+    /// backend `key` although the output pending for `client` passed
+    /// output_high_watermark. Yes while that output stays within
+    /// max_buffered_result and all output held this way within
+    /// max_buffered_total; the first no falls back to the watermarks for
+    /// the rest of the response, and is counted.
+    pub(super) fn keep_reading_for_slow_reader(&mut self, key: usize, client: usize) -> bool {
+        let limit = self.config.max_buffered_result;
+        let (Some(b), Some(c)) = (self.backends.get_mut(key), self.clients.get_mut(client)) else {
+            return false;
+        };
+        match (b.state, b.slow_reader) {
+            (BackendState::Running, SlowReader::FellBack) => return false,
+            // Memory first; and a pinned client would free nothing.
+            (BackendState::Running, SlowReader::Watermarks) if limit == 0 || b.pinned => {
+                return false
+            }
+            (BackendState::Running, _) => {}
+            // The response is complete, buffered whole: the funnel's own
+            // step after it (reading user variables back) adds no output.
+            (_, SlowReader::Buffering) => return true,
+            _ => return false,
+        }
+        let pending = c.wbuf.len();
+        let others = self.buffered_total - c.buffered;
+        if pending <= limit && others + pending <= self.config.max_buffered_total {
+            b.slow_reader = SlowReader::Buffering;
+            self.buffered_total = others + pending;
+            c.buffered = pending;
+            return true;
+        }
+        b.slow_reader = SlowReader::FellBack;
+        let pool = b.pool;
+        self.bump(pool, |c| c.buffered_fallbacks += 1);
+        false
     }
 
     /// The backend connection broke or was found unusable.

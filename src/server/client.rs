@@ -20,7 +20,7 @@ use super::session::{
 };
 use super::stmt::{execute_layout, execute_types, ClientStmt};
 use super::timer::TimerKind;
-use super::{token, Deferred, Server, KIND_CLIENT, READ_CAP_PER_EVENT};
+use super::{token, Deferred, Server, KIND_CLIENT, POOLED_BUF_MAX, READ_CAP_PER_EVENT};
 use crate::config::Credential;
 use crate::protocol::auth::{native_password_stage2, verify_native};
 use crate::protocol::change_user::{decode_change_user, ChangeUser};
@@ -123,6 +123,10 @@ pub struct Client {
     pub close_after_flush: bool,
     /// Output has been waiting since then without the client reading it.
     pub write_stalled_since: Option<Instant>,
+    /// Bytes of pending output held for this slow reader past
+    /// output_high_watermark (connection first), counted in the server's
+    /// `buffered_total`; 0 once the output has drained.
+    pub buffered: usize,
     /// The client's prepared statements, by the ids the funnel gave them.
     pub stmts: HashMap<u32, ClientStmt>,
     pub next_stmt_id: u32,
@@ -255,6 +259,7 @@ impl Server {
             next_stmt_id: 0,
             current_stmt: None,
             write_stalled_since: None,
+            buffered: 0,
             reads_insert_id: false,
             mentions_user_var: false,
             assigns_user_var: false,
@@ -1227,6 +1232,14 @@ impl Server {
             // Progress (or new output): the stall clock starts now.
             c.write_stalled_since = Some(self.now);
         }
+        if c.buffered > 0 {
+            // Output held for a slow reader: the charge follows what is
+            // left, and the memory too as it drains (down to what the
+            // buffer pool would keep).
+            c.wbuf.shrink_to_pending(POOLED_BUF_MAX);
+            self.buffered_total = self.buffered_total - c.buffered + pending;
+            c.buffered = pending;
+        }
         if pending == 0 {
             self.bufs.release(&mut c.wbuf);
             if c.e2e_pending {
@@ -1245,7 +1258,9 @@ impl Server {
         };
         if let Some(b) = feeding {
             if pending > self.config.output_high_watermark {
-                self.set_backend_paused(b, true);
+                if !self.keep_reading_for_slow_reader(b, key) {
+                    self.set_backend_paused(b, true);
+                }
             } else if pending <= self.config.output_low_watermark
                 && self.backends.get(b).is_some_and(|b| b.paused)
             {
@@ -1306,6 +1321,7 @@ impl Server {
         }
         let mut c = self.clients.remove(key);
         self.client_ids.remove(&c.id);
+        self.buffered_total -= c.buffered;
         debug!("client {} ({}) closed: {reason}", c.id, c.host);
         let _ = self.poll.registry().deregister(&mut c.stream);
         let running = match c.state {

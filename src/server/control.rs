@@ -117,6 +117,9 @@ pub struct PoolSnapshot {
     pub latency: PoolLatency,
     /// Age of the oldest queued request.
     pub oldest_wait: Duration,
+    /// Output held for this pool's slow readers past output_high_watermark
+    /// (connection first).
+    pub buffered_bytes: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -167,6 +170,11 @@ pub struct Snapshot {
     /// The effective configuration, passwords masked.
     pub config_text: String,
     pub max_client_connections: usize,
+    /// Output held for slow readers past output_high_watermark, all pools.
+    pub buffered_bytes: usize,
+    /// max_buffered_result (0: memory first) and max_buffered_total.
+    pub max_buffered_result: usize,
+    pub max_buffered_total: usize,
     /// Fill ratio of the backlog above which /health says "saturated".
     pub health_backlog_ratio: f64,
     /// The query-shape table, most total time first (only with `detail`).

@@ -184,6 +184,26 @@ impl Buf {
         self.end += bytes.len();
     }
 
+    /// Give back backing memory the bytes held no longer need: once they
+    /// fill at most half of it, keep one and a half times their size (at
+    /// least `floor`). With growth by doubling, a buffer so never holds
+    /// more than twice its bytes (or `floor`), and the room left keeps a
+    /// buffer that is filled and drained at once from copying back and
+    /// forth on every write. Returns whether it shrank.
+    pub fn shrink_to_pending(&mut self, floor: usize) -> bool {
+        let len = self.len();
+        let target = (len + len / 2).max(floor);
+        if len * 2 > self.data.len() || target >= self.data.len() {
+            return false;
+        }
+        self.data.copy_within(self.start..self.end, 0);
+        self.start = 0;
+        self.end = len;
+        self.data.truncate(target);
+        self.data.shrink_to_fit();
+        true
+    }
+
     /// Read from `stream` until it would block, the peer closes, or `cap`
     /// bytes were read (so one busy connection cannot starve the loop).
     ///
@@ -302,6 +322,47 @@ mod tests {
         b.extend_from_slice(b"!");
         assert_eq!(b.as_slice(), b"world!");
         b.consume(100);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn shrink_follows_the_bytes_held() {
+        let mut b = Buf::new();
+        b.extend_from_slice(&[7u8; 10_000]);
+        let grown = b.capacity();
+        assert_eq!(grown, 10_000);
+        // More than half full: kept.
+        b.consume(4_000);
+        assert!(!b.shrink_to_pending(1024));
+        assert_eq!(b.capacity(), grown);
+        // At most half full: one and a half times the bytes held, which
+        // are intact.
+        b.consume(999);
+        assert_eq!(b.len(), 5_001);
+        assert!(!b.shrink_to_pending(1024));
+        b.consume(1_001);
+        assert!(b.shrink_to_pending(1024));
+        assert_eq!(b.capacity(), 6_000);
+        assert_eq!(b.len(), 4_000);
+        b.consume(3_990);
+        b.extend_from_slice(&[9u8; 3]);
+        assert!(b.as_slice()[..10].iter().all(|&x| x == 7));
+        assert_eq!(&b.as_slice()[10..], &[9, 9, 9]);
+        // Never below the floor, and not at all once there.
+        assert!(b.shrink_to_pending(2048));
+        assert_eq!(b.capacity(), 2048);
+        assert_eq!(b.as_slice(), &[7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 9, 9, 9]);
+        assert!(!b.shrink_to_pending(2048));
+        // Filling what was left room for does not grow it again.
+        b.extend_from_slice(&[1u8; 2035]);
+        assert_eq!(b.capacity(), 2048);
+        b.extend_from_slice(&[1u8; 1]);
+        assert_eq!(b.capacity(), 4096);
+        assert_eq!(b.len(), 2049);
+        // An empty buffer shrinks to the floor.
+        b.clear();
+        assert!(b.shrink_to_pending(1024));
+        assert_eq!(b.capacity(), 1024);
         assert!(b.is_empty());
     }
 

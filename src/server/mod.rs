@@ -62,6 +62,8 @@ fn token_parts(t: Token) -> (usize, usize) {
 
 /// Bytes read from one socket per readiness event before the loop moves on.
 const READ_CAP_PER_EVENT: usize = 256 * 1024;
+/// Largest buffer the buffer pool keeps for reuse; larger ones are freed.
+const POOLED_BUF_MAX: usize = 256 * 1024;
 /// How long to stop accepting after the process ran out of descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// How often the janitor sweeps (health checks, stalled writers).
@@ -100,6 +102,12 @@ pub struct Counters {
     pub replays: u64,
     pub bytes_from_clients: u64,
     pub bytes_to_clients: u64,
+    /// Connection first: responses read completely past a slow client's
+    /// output_high_watermark, so their backend was freed early.
+    pub buffered_results: u64,
+    /// Connection first: responses held back at the backend after all
+    /// (max_buffered_result outgrown or max_buffered_total reached).
+    pub buffered_fallbacks: u64,
 }
 
 /// Work postponed to the end of the current loop pass, so that resuming one
@@ -129,6 +137,8 @@ impl Counters {
         self.replays += o.replays;
         self.bytes_from_clients += o.bytes_from_clients;
         self.bytes_to_clients += o.bytes_to_clients;
+        self.buffered_results += o.buffered_results;
+        self.buffered_fallbacks += o.buffered_fallbacks;
     }
 }
 
@@ -150,6 +160,8 @@ pub struct Server {
     shutting_down: Option<Instant>,
     now: Instant,
     pub counters: Counters,
+    /// Sum of the clients' `buffered` bytes (bounded by max_buffered_total).
+    buffered_total: usize,
     /// None in the in-process simulation (`sim`), which must not take over
     /// the process's signal handlers.
     signals: Option<signal_hook_mio::v1_0::Signals>,
@@ -208,7 +220,7 @@ impl Server {
             backends: Slab::with_capacity(64),
             pools,
             timers: BinaryHeap::new(),
-            bufs: BufPool::new(256 * 1024, 1024),
+            bufs: BufPool::new(POOLED_BUF_MAX, 1024),
             scratch: Vec::with_capacity(4096),
             serial: 0,
             next_connection_id: 1,
@@ -217,6 +229,7 @@ impl Server {
             shutting_down: None,
             now,
             counters: Counters::default(),
+            buffered_total: 0,
             signals: None,
             clock_offset: Duration::ZERO,
             events: Events::with_capacity(1024),
@@ -648,7 +661,9 @@ impl Server {
     }
 
     /// During shutdown: idle clients are closed at once; busy ones when done
-    /// or when the deadline passes.
+    /// or when the deadline passes. A client with output still to write is
+    /// busy too: it is receiving an answer (a whole result buffered for a
+    /// slow reader, with max_buffered_result).
     fn shutdown_complete(&mut self) -> bool {
         let Some(deadline) = self.shutting_down else {
             return false;
@@ -656,7 +671,10 @@ impl Server {
         let past_deadline = self.now >= deadline;
         let keys: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
         for key in keys {
-            let busy = self.clients.get(key).is_some_and(|c| c.is_busy());
+            let busy = self
+                .clients
+                .get(key)
+                .is_some_and(|c| c.is_busy() || !c.wbuf.is_empty());
             if !busy || past_deadline {
                 self.close_client_with_error(
                     key,

@@ -184,6 +184,7 @@ impl Server {
                     .oldest_enqueued()
                     .map(|t| self.now.saturating_duration_since(t))
                     .unwrap_or(Duration::ZERO),
+                buffered_bytes: 0,
             })
             .collect();
         let mut clients = Vec::new();
@@ -202,6 +203,7 @@ impl Server {
             };
             if authed {
                 if let Some(p) = pools.get_mut(c.pool) {
+                    p.buffered_bytes += c.buffered;
                     let cc = &mut p.clients;
                     cc.connected += 1;
                     match c.state {
@@ -300,6 +302,9 @@ impl Server {
             backends,
             config_text: self.config.describe(),
             max_client_connections: self.config.max_client_connections,
+            buffered_bytes: self.buffered_total,
+            max_buffered_result: self.config.max_buffered_result,
+            max_buffered_total: self.config.max_buffered_total,
             health_backlog_ratio: self
                 .config
                 .stats

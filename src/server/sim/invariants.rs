@@ -25,7 +25,10 @@ impl Server {
             + HEADER_LEN
             + self.config.max_client_pending_input
             + READ_CAP_PER_EVENT;
-        let output_bound = self.config.output_high_watermark
+        let output_bound = self
+            .config
+            .output_high_watermark
+            .max(self.config.max_buffered_result)
             + READ_CAP_PER_EVENT
             + self.config.max_allowed_packet
             + OWN_OUTPUT_SLACK;
@@ -85,6 +88,19 @@ impl Server {
                     c.wbuf.len()
                 ));
             }
+        }
+        let buffered: usize = self.clients.iter().map(|(_, c)| c.buffered).sum();
+        if buffered != self.buffered_total {
+            return Err(format!(
+                "clients hold {buffered} buffered bytes but the total says {}",
+                self.buffered_total
+            ));
+        }
+        if self.buffered_total > self.config.max_buffered_total + READ_CAP_PER_EVENT {
+            return Err(format!(
+                "{} bytes buffered for slow readers, over max_buffered_total {} by more than one read",
+                self.buffered_total, self.config.max_buffered_total
+            ));
         }
         if self.client_ids.len() != self.clients.len() {
             return Err(format!(

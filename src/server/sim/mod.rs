@@ -108,6 +108,8 @@ fn config_text(dir: &std::path::Path, variant: u8) -> String {
     } else {
         ""
     };
+    // Connection first (see max_buffered_result) in half the variants.
+    let buffered = if variant & 8 != 0 { 1 << 20 } else { 0 };
     format!(
         "[funnel]
 listen =
@@ -119,6 +121,8 @@ max_client_pending_input = 65536
 client_write_timeout_ms = 4000
 output_high_watermark = 131072
 output_low_watermark = 32768
+max_buffered_result = {buffered}
+max_buffered_total = 1572864
 shutdown_timeout_ms = 1000
 allow_local_infile = true
 
