@@ -1723,21 +1723,20 @@ impl Server {
                 } else {
                     "funnel: lost connection to backend during query"
                 };
-                if c.running_connect_db == Some(key) || (in_command && forwarded && c.is_running())
-                {
+                let running = c.is_running();
+                // Still in the client's buffer: the funnel was replaying the
+                // session or preparing the statement; mysqld never saw it.
+                let unsent = running && c.current.is_some();
+                if c.running_connect_db == Some(key) || (in_command && forwarded && running) {
                     // Mid-answer (or mid-login): no ERR can be placed in
                     // sequence; close, as a direct connection would be.
                     self.close_client(cr.key, msg);
-                } else if in_command && c.is_running() {
-                    let seq = 1u8.wrapping_add(c.seq_offset);
-                    c.set_idle();
-                    self.client_error(
-                        cr.key,
-                        seq,
-                        crate::protocol::consts::err::CR_SERVER_LOST,
-                        msg,
-                    );
-                    self.client_ready(cr.key);
+                } else if unsent && !had_state {
+                    // Nothing ran and nothing of the session was lost:
+                    // another backend can take the command.
+                    self.enqueue_current(cr.key);
+                } else if (in_command || unsent) && running {
+                    self.fail_request(cr, crate::protocol::consts::err::CR_SERVER_LOST, msg);
                 } else {
                     if had_state {
                         c.pending_error = Some((
@@ -1745,7 +1744,7 @@ impl Server {
                             "funnel: lost connection to backend; the session's transaction and state are gone".into(),
                         ));
                     }
-                    if c.is_running() {
+                    if running {
                         c.set_idle();
                         self.client_ready(cr.key);
                     }

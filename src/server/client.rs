@@ -941,7 +941,7 @@ impl Server {
     }
 
     /// Put the client's current command in its pool's backlog.
-    fn enqueue_current(&mut self, key: usize) {
+    pub(super) fn enqueue_current(&mut self, key: usize) {
         let c = &mut self.clients[key];
         let pool = c.pool;
         let req = Request {

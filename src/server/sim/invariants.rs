@@ -60,6 +60,11 @@ impl Server {
                         c.state, c.pool
                     ));
                 }
+                ClientState::Idle if c.current.is_some() && !c.close_after_flush => {
+                    return Err(format!(
+                        "client {key} is idle with a command nobody handles: it would wait forever"
+                    ));
+                }
                 _ => {}
             }
             if let Some(b) = c.pinned {

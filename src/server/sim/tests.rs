@@ -250,3 +250,18 @@ fn bytes_after_a_complete_answer_close_the_backend() {
     ];
     run_case(&input).unwrap();
 }
+
+/// Found by the fuzzer: a backend lost while the funnel prepared a
+/// client's statement or replayed its session (before the command itself
+/// was sent) left the client idle with its command in hand, unanswered for
+/// good. The command now goes back to the backlog (it never ran), or fails
+/// with 2013 when the client's session state was lost with the backend.
+#[test]
+fn a_backend_lost_before_the_command_was_sent_does_not_strand_it() {
+    let input = [
+        2u8, 8, 34, 0, 164, 8, 4, 32, 255, 255, 255, 255, 255, 255, 255, 69, 244, 251, 219, 226,
+        226, 226, 226, 226, 29, 29, 29, 40, 29, 29, 29, 43, 29, 36, 237, 5, 8, 38, 5, 8, 4, 38, 36,
+        2, 174, 174, 174, 174, 174, 174, 40, 5, 4, 40, 5, 8, 15,
+    ];
+    run_case(&input).unwrap();
+}
