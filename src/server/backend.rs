@@ -19,6 +19,7 @@ use super::{token, Server, KIND_BACKEND, READ_CAP_PER_EVENT};
 use crate::config::BackendAddr;
 use crate::protocol::auth::scramble_native;
 use crate::protocol::consts::*;
+use crate::protocol::deprecate_eof::{EofAction, EofTranslator};
 use crate::protocol::handshake::{AuthSwitchRequest, HandshakeResponse, HandshakeV10};
 use crate::protocol::lenenc::Reader;
 use crate::protocol::packet::{next_frame, set_seq, write_packet, HEADER_LEN};
@@ -133,6 +134,9 @@ pub struct Backend {
     pub prepare: Option<PendingPrepare>,
     /// Multi-statements allowed on this connection (COM_SET_OPTION).
     pub multi_statements: bool,
+    /// Turns the running command's EOF packets into what its client
+    /// negotiated (CLIENT_DEPRECATE_EOF).
+    pub eof: EofTranslator,
     /// The schema a client's COM_INIT_DB in flight asks for.
     pub init_db: Option<String>,
 }
@@ -154,9 +158,12 @@ pub struct KillTarget {
     pub thread: u32,
 }
 
-/// Capabilities the funnel asks of mysqld. No `CLIENT_DEPRECATE_EOF`, because
-/// the funnel's clients are not offered it either: result sets pass through
-/// byte for byte. `CLIENT_SESSION_TRACK` is how session state is learned.
+/// Capabilities the funnel asks of mysqld. No `CLIENT_DEPRECATE_EOF`: every
+/// backend frames responses with EOF packets, which pass through byte for
+/// byte to clients without it and are translated (`EofTranslator`) for
+/// clients with it, since an EOF cannot be made from an OK terminator
+/// (the metadata EOF's status is not in it). `CLIENT_SESSION_TRACK` is how
+/// session state is learned.
 pub const BACKEND_CAPS: u32 = CLIENT_LONG_PASSWORD
     | CLIENT_LONG_FLAG
     | CLIENT_PROTOCOL_41
@@ -273,6 +280,7 @@ impl Server {
             prepare: None,
             multi_statements: true,
             init_db: None,
+            eof: EofTranslator::new(0),
         });
         if kill_query.is_some() {
             let at = self.now + self.config.backend.connect_timeout;
@@ -1108,6 +1116,7 @@ impl Server {
         c.current = None;
         b.command = cmd;
         b.seq_offset = c.seq_offset;
+        b.eof = EofTranslator::new(c.capabilities);
         b.sent_at = self.now;
         b.saw_state_change = false;
         b.saw_unreplayable = false;
@@ -1151,9 +1160,6 @@ impl Server {
             let data = b.rbuf.as_mut_slice();
             while let Some((header, _)) = next_frame(&data[pos..]) {
                 let total = header.total_len();
-                if offset != 0 {
-                    set_seq(&mut data[pos..pos + total], header.seq.wrapping_add(offset));
-                }
                 let payload = &data[pos + HEADER_LEN..pos + total];
                 let progress = match b.tracker.feed(payload) {
                     Ok(p) => p,
@@ -1163,6 +1169,34 @@ impl Server {
                     }
                 };
                 let kind = b.tracker.last_kind();
+                // What the client gets for this packet: the backend speaks
+                // EOF packets, the client may have asked for OK terminators.
+                let action = match b.eof.translate(kind, payload) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        error = Some(format!("malformed response: {e}"));
+                        break;
+                    }
+                };
+                let seq = b.eof.client_seq(header.seq.wrapping_add(offset));
+                match action {
+                    EofAction::Pass if seq != header.seq => {
+                        set_seq(&mut data[pos..pos + total], seq);
+                    }
+                    EofAction::Pass => {}
+                    EofAction::Drop | EofAction::ReplaceWithOk(_) => {
+                        if let Some(c) = c.as_mut() {
+                            c.wbuf.extend_from_slice(&data[run_start..pos]);
+                            if let EofAction::ReplaceWithOk(ok) = action {
+                                let len = ok.len() as u8;
+                                c.wbuf.extend_from_slice(&[len, 0, 0, seq]);
+                                c.wbuf.extend_from_slice(&ok);
+                            }
+                        }
+                        run_start = pos + total;
+                    }
+                }
+                let payload = &data[pos + HEADER_LEN..pos + total];
                 if kind == PacketKind::PrepareOk {
                     if let (Some(p), Ok(ok)) = (
                         b.prepare.take(),
@@ -1222,7 +1256,6 @@ impl Server {
                                 }
                                 if let Some(c) = c.as_mut() {
                                     c.wbuf.extend_from_slice(&data[run_start..pos]);
-                                    let seq = header.seq.wrapping_add(offset);
                                     let rewritten = OkPacket {
                                         status: ok.status & !SERVER_SESSION_STATE_CHANGED,
                                         session_state: None,
@@ -1250,7 +1283,7 @@ impl Server {
                             }
                         }
                     }
-                    PacketKind::Eof => {
+                    PacketKind::Eof | PacketKind::MetadataEof => {
                         if let Ok(eof) = crate::protocol::response::decode_eof(payload) {
                             if eof.status & SERVER_SESSION_STATE_CHANGED != 0 {
                                 b.saw_state_change = true;

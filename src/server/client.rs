@@ -26,6 +26,7 @@ use crate::protocol::change_user::{decode_change_user, ChangeUser};
 use crate::protocol::command::command_name;
 use crate::protocol::consts::err::*;
 use crate::protocol::consts::*;
+use crate::protocol::deprecate_eof::encode_end_of_rows;
 use crate::protocol::handshake::{
     is_ssl_request, AuthSwitchRequest, HandshakeResponse, HandshakeV10,
 };
@@ -36,10 +37,12 @@ use crate::protocol::ProtocolError;
 /// Largest handshake response the funnel reads (attributes included).
 const MAX_HANDSHAKE_PACKET: usize = 64 * 1024;
 
-/// What the funnel offers clients. No `CLIENT_SSL` (not yet), no
-/// `CLIENT_COMPRESS`, no `CLIENT_DEPRECATE_EOF` and no `CLIENT_SESSION_TRACK`
-/// (result sets pass through byte for byte from backends that use neither),
-/// no `CLIENT_FOUND_ROWS` (backends count affected rows mysqld's default way).
+/// What the funnel offers clients. `CLIENT_DEPRECATE_EOF` is honoured per
+/// client: backends always answer with EOF packets, which reach a client
+/// that asked for OK terminators translated (`protocol::deprecate_eof`).
+/// No `CLIENT_SSL` (not yet), no `CLIENT_COMPRESS`, no `CLIENT_SESSION_TRACK`
+/// (the backends' session tracking is the funnel's own), no
+/// `CLIENT_FOUND_ROWS` (backends count affected rows mysqld's default way).
 pub const SERVER_CAPS: u32 = CLIENT_LONG_PASSWORD
     | CLIENT_LONG_FLAG
     | CLIENT_CONNECT_WITH_DB
@@ -56,7 +59,8 @@ pub const SERVER_CAPS: u32 = CLIENT_LONG_PASSWORD
     | CLIENT_PS_MULTI_RESULTS
     | CLIENT_PLUGIN_AUTH
     | CLIENT_CONNECT_ATTRS
-    | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA;
+    | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | CLIENT_DEPRECATE_EOF;
 
 #[derive(Clone, Debug)]
 pub struct PendingAuth {
@@ -165,6 +169,18 @@ impl Client {
         self.state = ClientState::Idle;
         self.seq_offset = 0;
         self.running_connect_db = None;
+    }
+    /// Status flags for an answer the funnel makes itself: those of the
+    /// session (transaction, autocommit, backslash escapes) as the last
+    /// response left them, without those that described only the statement
+    /// that gave it (no index used, more results, cursor, ...), as mysqld's
+    /// own answer to the next command would have them.
+    pub fn answer_status(&self) -> u16 {
+        self.last_status
+            & (SERVER_STATUS_IN_TRANS
+                | SERVER_STATUS_AUTOCOMMIT
+                | SERVER_STATUS_NO_BACKSLASH_ESCAPES
+                | SERVER_STATUS_IN_TRANS_READONLY)
     }
     fn cref(&self, key: usize) -> ClientRef {
         ClientRef {
@@ -447,6 +463,12 @@ impl Server {
         };
         let total = header.total_len();
         let b = &mut self.backends[backend];
+        // The client numbers its file after the request it saw, which
+        // comes later in the backend's numbering if EOFs were left out.
+        let seq = b.eof.backend_seq(header.seq);
+        if seq != header.seq {
+            crate::protocol::packet::set_seq(&mut c.rbuf.as_mut_slice()[..total], seq);
+        }
         self.bufs.ensure(&mut b.wbuf);
         b.wbuf.extend_from_slice(&c.rbuf.as_slice()[..total]);
         c.rbuf.consume(total);
@@ -1050,7 +1072,7 @@ impl Server {
             header: OK_HEADER,
             affected_rows: 0,
             last_insert_id: 0,
-            status: c.last_status & !SERVER_SESSION_STATE_CHANGED,
+            status: c.answer_status(),
             warnings: 0,
             info: b"",
             session_state: None,
@@ -1067,7 +1089,7 @@ impl Server {
         let Some(c) = self.clients.get(key) else {
             return;
         };
-        let status = c.last_status & !SERVER_SESSION_STATE_CHANGED;
+        let status = c.answer_status();
         let mut out = Vec::with_capacity(128);
         let mut payload = Vec::with_capacity(64);
         let mut seq = write_packet(&mut out, 1, &[1]);
@@ -1083,15 +1105,17 @@ impl Server {
             0,
         );
         seq = write_packet(&mut out, seq, &payload);
-        payload.clear();
-        encode_eof(&mut payload, 0, status);
-        seq = write_packet(&mut out, seq, &payload);
+        if c.capabilities & CLIENT_DEPRECATE_EOF == 0 {
+            payload.clear();
+            encode_eof(&mut payload, 0, status);
+            seq = write_packet(&mut out, seq, &payload);
+        }
         payload.clear();
         let text = value.to_string();
         encode_text_row(&mut payload, &[Some(text.as_bytes())]);
         seq = write_packet(&mut out, seq, &payload);
         payload.clear();
-        encode_eof(&mut payload, 0, status);
+        encode_end_of_rows(&mut payload, c.capabilities, 0, status);
         write_packet(&mut out, seq, &payload);
         let c = &mut self.clients[key];
         self.bufs.ensure(&mut c.wbuf);
@@ -1099,12 +1123,15 @@ impl Server {
         self.flush_client(key);
     }
 
+    /// The answer to COM_SET_OPTION: an EOF, or an OK with a 0xfe header
+    /// under CLIENT_DEPRECATE_EOF, as mysqld answers it.
     fn client_eof(&mut self, key: usize, seq: u8) {
         let Some(c) = self.clients.get(key) else {
             return;
         };
         let mut payload = Vec::with_capacity(8);
-        encode_eof(&mut payload, 0, c.last_status);
+        let status = c.answer_status();
+        encode_end_of_rows(&mut payload, c.capabilities, 0, status);
         self.send_to_client(key, seq, &payload);
     }
 
