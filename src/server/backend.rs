@@ -13,7 +13,7 @@ use mio::Interest;
 use super::io::{Buf, ReadOutcome, Stream};
 use super::pool::ClientRef;
 use super::session::{user_var_literal, PinCause, SessionVars};
-use super::stmt::{execute_layout, rewrite_execute, stmt_key, ClientStmt, StmtCache};
+use super::stmt::{execute_layout, own_stmt_key, rewrite_execute, stmt_key, ClientStmt, StmtCache};
 use super::timer::TimerKind;
 use super::{token, Server, KIND_BACKEND, READ_CAP_PER_EVENT};
 use crate::config::BackendAddr;
@@ -1202,7 +1202,12 @@ impl Server {
                         b.prepare.take(),
                         crate::protocol::response::decode_stmt_prepare_ok(payload),
                     ) {
-                        let key_hash = stmt_key(p.schema.as_deref(), &p.sql);
+                        let mut key_hash = stmt_key(p.schema.as_deref(), &p.sql);
+                        if c.as_ref()
+                            .is_some_and(|c| c.stmts.values().any(|s| s.key == key_hash))
+                        {
+                            key_hash = own_stmt_key(key_hash, p.funnel_id);
+                        }
                         b.stmts
                             .insert(key_hash, ok.statement_id, p.sql.clone(), p.schema.clone());
                         if let Some(c) = c.as_mut() {
@@ -1394,10 +1399,20 @@ impl Server {
                     // The schema given at login does not exist: the login fails.
                     c.close_after_flush = true;
                 }
-                if b.tracker.cursor_opened() {
-                    c.pins.insert(PinCause::Cursor);
-                } else if cmd == COM_STMT_FETCH && status & SERVER_STATUS_LAST_ROW_SENT != 0 {
-                    c.pins.remove(PinCause::Cursor);
+                // A statement's cursor is open from the execute that opens
+                // it until the fetch that reads its last row, a reset, an
+                // execute without one (mysqld closes the cursor of a
+                // statement it runs again) or the statement's close. After
+                // an ERR it is left as it was.
+                if let Some(stmt) = c.current_stmt.filter(|_| end != EndKind::Err) {
+                    match cmd {
+                        COM_STMT_EXECUTE => c.set_cursor_open(stmt, b.tracker.cursor_opened()),
+                        COM_STMT_FETCH if status & SERVER_STATUS_LAST_ROW_SENT != 0 => {
+                            c.set_cursor_open(stmt, false)
+                        }
+                        COM_STMT_RESET => c.set_cursor_open(stmt, false),
+                        _ => {}
+                    }
                 }
                 match cmd {
                     // Long data lives in that backend's statement until the
@@ -1484,7 +1499,7 @@ impl Server {
                         // client learns at its next command.
                         let limit = p.user.max_pinned_backends;
                         if let Some(c) = self.clients.get_mut(cr.key) {
-                            c.pins.clear();
+                            c.drop_pins();
                             c.pending_error = Some((
                                 crate::protocol::consts::err::ER_CON_COUNT_ERROR,
                                 format!(
@@ -1540,6 +1555,27 @@ impl Server {
                 } else {
                     self.reset_backend(key);
                 }
+            }
+        }
+    }
+
+    /// The idle client `key` holds a pinned backend but nothing pins it any
+    /// more (it closed its last open cursor): the backend goes back to the
+    /// pool as after a response.
+    pub(super) fn unpin_if_free(&mut self, key: usize) {
+        let Some(c) = self.clients.get_mut(key) else {
+            return;
+        };
+        if !c.pins.is_empty() || c.is_busy() {
+            return;
+        }
+        let Some(b) = c.pinned.take() else {
+            return;
+        };
+        if let Some(bk) = self.backends.get_mut(b) {
+            bk.client = None;
+            if bk.state == BackendState::Idle {
+                self.backend_ready(b);
             }
         }
     }
@@ -1633,7 +1669,7 @@ impl Server {
                 .filter(|c| c.serial == cr.serial)
             {
                 let had_state = !c.pins.is_empty();
-                c.pins.clear();
+                c.drop_pins();
                 c.pinned = None;
                 let msg = if had_state {
                     "funnel: lost connection to backend during query; the session's transaction and state are gone"

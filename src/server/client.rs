@@ -15,7 +15,7 @@ use super::io::{Buf, ReadOutcome, Stream};
 use super::pool::{ClientRef, Request};
 use super::session::{
     funnel_answered_select, parse_kill, statement_mentions_user_var, statement_traits,
-    FunnelAnswered, Kill, PinSet, SessionVars,
+    FunnelAnswered, Kill, PinCause, PinSet, SessionVars,
 };
 use super::stmt::{execute_layout, execute_types, ClientStmt};
 use super::timer::TimerKind;
@@ -129,6 +129,8 @@ pub struct Client {
     pub next_stmt_id: u32,
     /// The statement the current command is about.
     pub current_stmt: Option<u32>,
+    /// Statements whose cursor is open on the pinned backend (PinCause::Cursor).
+    pub open_cursors: Vec<u32>,
     /// The current statement mentions a user variable.
     pub mentions_user_var: bool,
     /// ... and may assign one with `:=` inside an expression.
@@ -170,6 +172,27 @@ impl Client {
         self.seq_offset = 0;
         self.running_connect_db = None;
     }
+    /// The session state that held the client to its backend is gone (the
+    /// backend is reset or lost).
+    pub fn drop_pins(&mut self) {
+        self.pins.clear();
+        self.open_cursors.clear();
+    }
+
+    /// Track whether `stmt` has an open cursor; the cursor pin lasts while
+    /// any statement has one.
+    pub fn set_cursor_open(&mut self, stmt: u32, open: bool) {
+        self.open_cursors.retain(|&s| s != stmt);
+        if open {
+            self.open_cursors.push(stmt);
+        }
+        if self.open_cursors.is_empty() {
+            self.pins.remove(PinCause::Cursor);
+        } else {
+            self.pins.insert(PinCause::Cursor);
+        }
+    }
+
     /// Status flags for an answer the funnel makes itself: those of the
     /// session (transaction, autocommit, backslash escapes) as the last
     /// response left them, without those that described only the statement
@@ -261,6 +284,7 @@ impl Server {
             stmts: HashMap::new(),
             next_stmt_id: 0,
             current_stmt: None,
+            open_cursors: Vec::new(),
             write_stalled_since: None,
             reads_insert_id: false,
             mentions_user_var: false,
@@ -701,11 +725,21 @@ impl Server {
             }
             COM_STMT_CLOSE => {
                 // No answer is due; backends keep the statement in their
-                // cache for whoever prepares the same SQL next.
-                if let Some(id) = stmt_id_of(&data[HEADER_LEN..]) {
-                    c.stmts.remove(&id);
-                }
+                // cache for whoever prepares the same SQL next, unless its
+                // cursor is open: that backend statement is closed (before
+                // the backend's next command), and the client may be free.
+                let id = stmt_id_of(&data[HEADER_LEN..]);
+                let st = id.and_then(|id| c.stmts.remove(&id));
+                let cursor = id.filter(|id| c.open_cursors.contains(id));
                 self.discard_current(key);
+                if let (Some(id), Some(st)) = (cursor, st) {
+                    let c = &mut self.clients[key];
+                    c.set_cursor_open(id, false);
+                    if let Some(b) = c.pinned.and_then(|b| self.backends.get_mut(b)) {
+                        b.stmts.close(st.key);
+                    }
+                    self.unpin_if_free(key);
+                }
             }
             COM_STMT_EXECUTE | COM_STMT_SEND_LONG_DATA | COM_STMT_RESET | COM_STMT_FETCH => {
                 let end = (HEADER_LEN + span.payload_len).min(data.len());
@@ -1022,7 +1056,7 @@ impl Server {
         c.session = SessionVars::new();
         c.session.set_schema(schema);
         c.session_ready = false;
-        c.pins.clear();
+        c.drop_pins();
         c.stmts.clear();
         c.last_insert_id = 0;
         c.last_status = SERVER_STATUS_AUTOCOMMIT;
