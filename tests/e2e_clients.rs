@@ -2,7 +2,10 @@
 //! Python (PyMySQL, mysql-connector-python pure and C extension,
 //! mysqlclient), PHP (mysqli with prepared statements, PDO with emulated and
 //! native prepares), the `mariadb` command-line client and the Rust `mysql`
-//! crate with prepared statements.
+//! crate with prepared statements; libmysqlclient (which negotiates
+//! CLIENT_DEPRECATE_EOF) and MariaDB Connector/C through their C API, for
+//! every kind of response, compared with mysqld; server-side cursors
+//! (COM_STMT_FETCH) with mysqli and the C libraries, and the pins they hold.
 //!
 //! The Python and PHP flows live in `tests/clients/`; each prints a final
 //! `OK <n> checks` line and exits 0, or exits 1 on failure, or prints
