@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use funnel::config::{Credential, UserConfig};
 use funnel::protocol::consts::*;
+use funnel::protocol::deprecate_eof::{EofAction, EofTranslator};
 use funnel::protocol::packet::{next_frame, write_packet, HEADER_LEN};
 use funnel::protocol::response::{encode_column_def, encode_eof, encode_text_row};
 use funnel::protocol::tracker::{Expect, Progress, ResponseTracker};
@@ -98,6 +99,32 @@ fn main() {
         }
         black_box(pos);
     });
+
+    // The same for a client with CLIENT_DEPRECATE_EOF: every packet also
+    // gets its translation decision and renumbered sequence id.
+    bench.run(
+        "frame + track + DEPRECATE_EOF (per row)",
+        rows as u64,
+        || {
+            let mut t = ResponseTracker::new(CLIENT_PROTOCOL_41);
+            let mut x = EofTranslator::new(CLIENT_PROTOCOL_41 | CLIENT_DEPRECATE_EOF);
+            t.start(Expect::Query);
+            let mut pos = 0;
+            let mut seqs = 0u32;
+            while let Some((h, _)) = next_frame(&rs[pos..]) {
+                let payload = &rs[pos + HEADER_LEN..pos + h.total_len()];
+                pos += h.total_len();
+                let progress = t.feed(payload);
+                if let Ok(EofAction::Pass) = x.translate(t.last_kind(), payload) {
+                    seqs += u32::from(x.client_seq(h.seq));
+                }
+                if let Ok(Progress::Complete { .. }) = progress {
+                    break;
+                }
+            }
+            black_box((pos, seqs));
+        },
+    );
 
     // The dispatcher with 10,000 queued requests: enqueue, pop, expire.
     let user = UserConfig {

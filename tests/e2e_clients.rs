@@ -2,7 +2,10 @@
 //! Python (PyMySQL, mysql-connector-python pure and C extension,
 //! mysqlclient), PHP (mysqli with prepared statements, PDO with emulated and
 //! native prepares), the `mariadb` command-line client and the Rust `mysql`
-//! crate with prepared statements.
+//! crate with prepared statements; libmysqlclient (which negotiates
+//! CLIENT_DEPRECATE_EOF) and MariaDB Connector/C through their C API, for
+//! every kind of response, compared with mysqld; server-side cursors
+//! (COM_STMT_FETCH) with mysqli and the C libraries, and the pins they hold.
 //!
 //! The Python and PHP flows live in `tests/clients/`; each prints a final
 //! `OK <n> checks` line and exits 0, or exits 1 on failure, or prints
@@ -931,4 +934,483 @@ fn load_data_local_infile() {
     assert!(err.contains("ERROR"), "{err}");
     let (_, out, _) = cli.run(&[], &format!("DROP TABLE IF EXISTS {t}; SELECT 'ok'"));
     assert_eq!(out, "ok\n");
+}
+
+// ---------------------------------------------------------------------------
+// Every response kind through the C client libraries' own API, compared with
+// mysqld: libmysqlclient negotiates CLIENT_DEPRECATE_EOF, Connector/C does
+// not. Both must read through the funnel exactly what they read from mysqld;
+// libmysqlclient must moreover receive the same packets.
+
+/// Relays one TCP connection to 127.0.0.1:`target` and records both
+/// directions.
+struct Recorder {
+    port: u16,
+    done: thread::JoinHandle<Recording>,
+}
+
+/// Both directions of a relayed connection.
+struct Recording {
+    /// What the client sent.
+    sent: Vec<u8>,
+    /// What the client received.
+    received: Vec<u8>,
+}
+
+impl Recorder {
+    fn start(target: u16) -> Recorder {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind relay");
+        let port = listener.local_addr().unwrap().port();
+        let done = thread::spawn(move || {
+            let (client, _) = listener.accept().expect("relay accept");
+            let server =
+                std::net::TcpStream::connect(("127.0.0.1", target)).expect("relay connect");
+            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let up = thread::spawn(move || pump(c2, s2));
+            let received = pump(server, client);
+            Recording {
+                sent: up.join().unwrap(),
+                received,
+            }
+        });
+        Recorder { port, done }
+    }
+
+    /// The recording, once both sides closed.
+    fn finish(self) -> Recording {
+        self.done.join().expect("relay thread")
+    }
+}
+
+/// Copies `from` to `to` until EOF; returns the bytes copied.
+fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+    seen
+}
+
+/// A recorded stream as (sequence id, payload) packets.
+fn packets(mut stream: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while stream.len() >= 4 {
+        let len =
+            usize::from(stream[0]) | usize::from(stream[1]) << 8 | usize::from(stream[2]) << 16;
+        assert!(stream.len() >= 4 + len, "truncated packet in the recording");
+        out.push((stream[3], stream[4..4 + len].to_vec()));
+        stream = &stream[4 + len..];
+    }
+    assert!(stream.is_empty(), "trailing bytes in the recording");
+    out
+}
+
+/// Capability flags of the client's handshake response.
+fn client_capabilities(sent: &[u8]) -> u32 {
+    let (seq, p) = packets(sent)
+        .into_iter()
+        .next()
+        .expect("no handshake response");
+    assert_eq!(seq, 1);
+    u32::from_le_bytes([p[0], p[1], p[2], p[3]])
+}
+
+const CLIENT_DEPRECATE_EOF: u32 = 1 << 24;
+
+/// Runs tests/clients/capi_flow.py with this table and data file; its
+/// transcript, or None if skipped.
+fn capi_flow(
+    test: &str,
+    library: &str,
+    port: u16,
+    (table, datafile): (&str, &std::path::Path),
+    f: &FunnelProcess,
+) -> Option<String> {
+    let mut cmd = Command::new("python3");
+    cmd.arg(script("capi_flow.py")).arg(library).args([
+        "127.0.0.1",
+        &port.to_string(),
+        USER_A,
+        PASS_A,
+        TEST_DB,
+        table,
+    ]);
+    cmd.arg(datafile);
+    let what = format!("capi_flow.py {library} (port {port})");
+    let (_, child) = Run {
+        what: what.clone(),
+        cmd,
+    }
+    .spawn();
+    let out = wait_output(child, Duration::from_secs(120), &what);
+    let transcript = String::from_utf8_lossy(&out.stdout).into_owned();
+    match judge(&what, out, f) {
+        Verdict::Passed(_) => Some(transcript),
+        Verdict::Skipped(reason) => {
+            skip(test, &reason);
+            None
+        }
+    }
+}
+
+/// The C API flow of `library` through the funnel and directly: the same
+/// transcript. Returns the recordings (through the funnel, direct) and the
+/// transcript.
+fn capi_against_direct(test: &str, library: &str) -> Option<(Recording, Recording, String)> {
+    if !have("python3") {
+        skip(test, "`python3` is not installed");
+        return None;
+    }
+    let f = start_funnel_infile(true);
+    let db = common::mariadb();
+    // The same names both times: they are in the answers (column
+    // definitions, the LOCAL INFILE request).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let names = (common::unique_name("e2e_capi"), dir.path().join("rows.csv"));
+    let names = (names.0.as_str(), names.1.as_path());
+    let relay = Recorder::start(db.port);
+    let direct = capi_flow(test, library, relay.port, names, &f)?;
+    let direct_wire = relay.finish();
+    let relay = Recorder::start(f.port);
+    let through = capi_flow(test, library, relay.port, names, &f)?;
+    let funnel_wire = relay.finish();
+    assert_eq!(
+        through,
+        direct,
+        "{library} reads something else through the funnel than from mysqld\n--- funnel log ---\n{}",
+        tail(&f.log(), 20_000)
+    );
+    Some((funnel_wire, direct_wire, through))
+}
+
+/// Compares what libmysqlclient received through the funnel with what it
+/// received from mysqld, packet by packet after the login. Equal bytes, or:
+/// OK packets with the same fields (the direct connection has
+/// CLIENT_SESSION_TRACK, so its OKs may carry state the funnel's do not),
+/// COM_STMT_PREPARE answers differing only in the statement id, and the
+/// column definitions and CONNECTION_ID() value of the two SELECTs the
+/// funnel answers itself.
+fn assert_same_packets(through: &[u8], direct: &[u8]) {
+    use funnel::protocol::consts::{CLIENT_PROTOCOL_41, CLIENT_SESSION_TRACK};
+    use funnel::protocol::response::decode_ok;
+    let after_login = |p: Vec<(u8, Vec<u8>)>| -> Vec<(u8, Vec<u8>)> {
+        let at = p
+            .iter()
+            .position(|(_, p)| p.first() == Some(&0))
+            .expect("no login OK");
+        p[at + 1..].to_vec()
+    };
+    let (f, d) = (after_login(packets(through)), after_login(packets(direct)));
+    let ok_fields = |p: &[u8], caps| {
+        decode_ok(p, caps).ok().map(|ok| {
+            let status = ok.status & !funnel::protocol::consts::SERVER_SESSION_STATE_CHANGED;
+            (
+                ok.header,
+                ok.affected_rows,
+                ok.last_insert_id,
+                status,
+                ok.warnings,
+                ok.info.to_vec(),
+            )
+        })
+    };
+    let mut funnel_answered = false;
+    let mut explained = 0;
+    for (i, ((fs, fp), (ds, dp))) in f.iter().zip(&d).enumerate() {
+        let context = || {
+            let from = i.saturating_sub(4);
+            format!(
+                "packet {i}: funnel {fs} {fp:02x?}\n  direct {ds} {dp:02x?}\nbefore it (funnel): {:02x?}",
+                &f[from..i]
+            )
+        };
+        assert_eq!(fs, ds, "sequence ids differ at {}", context());
+        if fp == dp {
+            continue;
+        }
+        explained += 1;
+        let is_def = |p: &[u8], name: &[u8]| {
+            p.starts_with(b"\x03def") && p.windows(name.len()).any(|w| w == name)
+        };
+        if is_def(dp, b"CONNECTION_ID()") || is_def(dp, b"LAST_INSERT_ID()") {
+            // The funnel's own column definition (type details differ).
+            funnel_answered = is_def(dp, b"CONNECTION_ID()");
+            continue;
+        }
+        if funnel_answered {
+            // The CONNECTION_ID() value: the funnel's id, not mysqld's.
+            funnel_answered = false;
+            continue;
+        }
+        if dp.len() == 12 && fp.len() == 12 && dp[0] == 0 && fp[5..] == dp[5..] {
+            continue; // prepare OK: the funnel's statement id
+        }
+        let f_ok = ok_fields(fp, CLIENT_PROTOCOL_41);
+        assert!(
+            f_ok.is_some() && f_ok == ok_fields(dp, CLIENT_PROTOCOL_41 | CLIENT_SESSION_TRACK),
+            "different packets at {}",
+            context()
+        );
+    }
+    assert_eq!(
+        f.len(),
+        d.len(),
+        "funnel sent {} packets, mysqld {}",
+        f.len(),
+        d.len()
+    );
+    println!(
+        "{} packets compared, {explained} differ in what the funnel may change",
+        f.len()
+    );
+}
+
+#[test]
+fn libmysqlclient_c_api_with_deprecate_eof() {
+    let test = "libmysqlclient_c_api_with_deprecate_eof";
+    let Some((through, direct, transcript)) = capi_against_direct(test, "libmysqlclient") else {
+        return;
+    };
+    // The point of this test: the client asks for OK terminators, and does
+    // so through the funnel too.
+    assert_ne!(client_capabilities(&direct.sent) & CLIENT_DEPRECATE_EOF, 0);
+    assert_ne!(client_capabilities(&through.sent) & CLIENT_DEPRECATE_EOF, 0);
+    // It ran every kind of response (COM_STMT_FETCH, COM_FIELD_LIST, ...).
+    for line in [
+        "cursor-all[0] rows=50",
+        "fields ['id', 'name', 'n']",
+        "exec-call[3]",
+        "load[0] ok affected=201",
+        "multi-load[1] ok affected=0 warnings=202",
+    ] {
+        assert!(transcript.contains(line), "{line:?} not in\n{transcript}");
+    }
+    assert_same_packets(&through.received, &direct.received);
+}
+
+#[test]
+fn libmariadb_c_api_with_eof_packets() {
+    let test = "libmariadb_c_api_with_eof_packets";
+    let Some((through, direct, transcript)) = capi_against_direct(test, "libmariadb") else {
+        return;
+    };
+    assert_eq!(client_capabilities(&direct.sent) & CLIENT_DEPRECATE_EOF, 0);
+    assert_eq!(client_capabilities(&through.sent) & CLIENT_DEPRECATE_EOF, 0);
+    assert!(transcript.contains("cursor-all[0] rows=50"), "{transcript}");
+}
+
+// ---------------------------------------------------------------------------
+// Server-side cursors (COM_STMT_FETCH) through the funnel, with PHP mysqli.
+
+/// A column of an admin console row as text (None for NULL).
+fn admin_cell(row: &mysql::Row, column: &str) -> Option<String> {
+    let i = row
+        .columns_ref()
+        .iter()
+        .position(|c| c.name_str() == column)
+        .unwrap_or_else(|| panic!("no column {column}"));
+    match row.as_ref(i) {
+        None | Some(Value::NULL) => None,
+        Some(Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+        Some(v) => Some(v.as_sql(true).trim_matches('\'').to_string()),
+    }
+}
+
+/// The pin cause SHOW CLIENTS gives for the client with this id.
+fn pin_cause(admin: &mut Conn, id: u32) -> Option<String> {
+    let rows: Vec<mysql::Row> = admin.query("SHOW CLIENTS").expect("SHOW CLIENTS");
+    let row = rows
+        .iter()
+        .find(|r| admin_cell(r, "id") == Some(id.to_string()))
+        .unwrap_or_else(|| panic!("client {id} not in SHOW CLIENTS"));
+    admin_cell(row, "pin_cause")
+}
+
+/// A client reads multi-row results through cursors (COM_STMT_EXECUTE
+/// opens, COM_STMT_FETCH reads) while others run statements on the same
+/// single shared backend. `cmd` runs a script that prints "PAUSE <step>
+/// <connection id>" after each step and waits for a line on stdin; at each
+/// step the client's pin cause must be `want`'s: "cursor" exactly while a
+/// cursor is open (until the last row, COM_STMT_RESET, COM_STMT_CLOSE, an
+/// execute without cursor, or its leaving). The others' answers must be
+/// their own, and the pinned backend must come back once the client left.
+fn cursor_pins(test: &str, what: &str, mut cmd: Command, want: &[(&str, Option<&str>)]) {
+    let db = common::mariadb();
+    let port = common::free_port();
+    let mut admin_port = common::free_port();
+    while admin_port == port {
+        admin_port = common::free_port();
+    }
+    let cfg = format!(
+        "[funnel]\nlisten = 127.0.0.1:{port}\n\n[backend]\naddress = 127.0.0.1:{}\n\n\
+         [pool]\nconnections = 1\nmax_pinned_backends = 2\n\n\
+         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n\n\
+         [admin]\nlisten = 127.0.0.1:{admin_port}\npassword = adm\n",
+        db.port
+    );
+    let f = FunnelProcess::start(&cfg, port);
+    let mut admin = Conn::new(
+        OptsBuilder::new()
+            .ip_or_hostname(Some("127.0.0.1"))
+            .tcp_port(admin_port)
+            .prefer_socket(false)
+            .user(Some("admin"))
+            .pass(Some("adm")),
+    )
+    .expect("admin console");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let others: Vec<_> = (0..3i64)
+        .map(|k| {
+            let (opts, stop) = (f.opts(USER_A, PASS_A), stop.clone());
+            thread::spawn(move || {
+                let mut c = Conn::new(opts).unwrap();
+                let st = c.prep("SELECT ?, CONCAT('other-', ?)").unwrap();
+                let mut n = 0i64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let v = k * 1_000_000 + n;
+                    let row: (i64, String) = c.exec_first(&st, (v, v)).unwrap().unwrap();
+                    assert_eq!(row, (v, format!("other-{v}")));
+                    let seq: Vec<i64> = c.query("SELECT seq FROM seq_1_to_5").unwrap();
+                    assert_eq!(seq, vec![1, 2, 3, 4, 5]);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+
+    cmd.args(["127.0.0.1", &port.to_string(), USER_A, PASS_A, TEST_DB])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let mut go = child.stdin.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let stderr = thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut stderr, &mut v).ok();
+        v
+    });
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut transcript = String::new();
+    let mut steps = Vec::new();
+    for line in lines {
+        let line = line.expect("script output");
+        transcript.push_str(&line);
+        transcript.push('\n');
+        if let Some(rest) = line.strip_prefix("PAUSE ") {
+            let (step, id) = rest.split_once(' ').expect("PAUSE step id");
+            let id: u32 = id.parse().expect("connection id");
+            steps.push((step.to_string(), pin_cause(&mut admin, id)));
+            // (The script may have failed meanwhile and closed its stdin.)
+            let _ = std::io::Write::write_all(&mut go, b"\n");
+        }
+    }
+    drop(go);
+    let out = Output {
+        status: child.wait().expect("wait for the script"),
+        stdout: transcript.clone().into_bytes(),
+        stderr: stderr.join().unwrap(),
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rounds: Vec<i64> = others.into_iter().map(|h| h.join().unwrap()).collect();
+    match judge(what, out, &f) {
+        Verdict::Passed(n) => println!("{what}: {n} checks passed; others ran {rounds:?} rounds"),
+        Verdict::Skipped(reason) => return skip(test, &reason),
+    }
+    let got: Vec<(&str, Option<&str>)> = steps
+        .iter()
+        .map(|(s, c)| (s.as_str(), c.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        want,
+        "pin causes at each step of {what}\n{transcript}\n--- funnel log ---\n{}",
+        tail(&f.log(), 20_000)
+    );
+    assert!(rounds.iter().all(|&n| n > 0), "{rounds:?}");
+    // The backend pinned by the cursor left open is reset and returned.
+    assert!(
+        common::wait_until(Duration::from_secs(20), || {
+            let row: mysql::Row = admin.query_first("SHOW POOLS").unwrap().unwrap();
+            admin_cell(&row, "backends_pinned").as_deref() == Some("0")
+                && admin_cell(&row, "clients_pinned").as_deref() == Some("0")
+        }),
+        "{:?}",
+        admin.query_first::<mysql::Row, _>("SHOW POOLS")
+    );
+}
+
+/// mysqlnd reads a cursor one row per COM_STMT_FETCH, and reads it to the
+/// end itself before COM_STMT_RESET or COM_STMT_CLOSE.
+#[test]
+fn php_mysqli_cursor_fetch() {
+    let test = "php_mysqli_cursor_fetch";
+    if !have("php") {
+        return skip(test, "`php` is not installed");
+    }
+    let mut cmd = Command::new("php");
+    cmd.arg(script("mysqli_cursor.php"));
+    let want = [
+        ("opened", Some("cursor")),
+        ("midway", Some("cursor")),
+        ("exhausted", None),
+        ("reopened", Some("cursor")),
+        ("reset", None),
+        ("short", None),
+        ("closed", None),
+        ("leaving", Some("cursor")),
+    ];
+    cursor_pins(test, "php mysqli cursor", cmd, &want);
+}
+
+/// The C libraries read 5 rows per COM_STMT_FETCH, and reset or close
+/// statements whose cursor still has rows.
+fn c_api_cursor_fetch(test: &str, library: &str) {
+    if !have("python3") {
+        return skip(test, "`python3` is not installed");
+    }
+    let mut cmd = Command::new("python3");
+    cmd.arg(script("capi_flow.py"))
+        .args(["--cursor-pins", library]);
+    let want = [
+        ("opened", Some("cursor")),
+        ("midway", Some("cursor")),
+        ("exhausted", None),
+        ("reopened", Some("cursor")),
+        ("reset", None),
+        ("closed", None),
+        ("one-left", Some("cursor")),
+        ("none-left", None),
+        ("reopened-a", Some("cursor")),
+        ("no-cursor", None),
+        ("leaving", Some("cursor")),
+    ];
+    cursor_pins(test, &format!("{library} cursors"), cmd, &want);
+}
+
+#[test]
+fn libmysqlclient_cursor_fetch_with_deprecate_eof() {
+    c_api_cursor_fetch(
+        "libmysqlclient_cursor_fetch_with_deprecate_eof",
+        "libmysqlclient",
+    );
+}
+
+#[test]
+fn libmariadb_cursor_fetch() {
+    c_api_cursor_fetch("libmariadb_cursor_fetch", "libmariadb");
 }

@@ -276,6 +276,32 @@ fn corpus() -> Vec<Vec<u8>> {
         big.extend_from_slice(&eof(0));
         c.push(big);
     }
+    // EOF-framed responses as the CLIENT_DEPRECATE_EOF translation sees
+    // them: a cursor opened by an execute, and LOCAL INFILE after a result
+    // set whose metadata EOF the client does not get.
+    let more = SERVER_STATUS_AUTOCOMMIT | SERVER_MORE_RESULTS_EXISTS;
+    c.push(tracker_input(
+        false,
+        0,
+        &[vec![1u8], coldef("a"), eof(SERVER_STATUS_CURSOR_EXISTS)],
+    ));
+    let mut infile = tracker_input(
+        true,
+        0,
+        &[
+            vec![1u8],
+            coldef("a"),
+            eof(more),
+            b"\x011".to_vec(),
+            eof(more),
+            b"\xfbf".to_vec(),
+        ],
+    );
+    infile.push(TRACKER_INFILE_SENT);
+    let ok = ok_packet(0, 0, b"", None, caps41);
+    infile.push(ok.len() as u8);
+    infile.extend_from_slice(&ok);
+    c.push(infile);
     c
 }
 
@@ -384,6 +410,7 @@ fn write_fuzz_seeds() {
         "command",
         "response",
         "tracker",
+        "deprecate_eof",
         "lenenc",
     ] {
         let dir = root.join(target);

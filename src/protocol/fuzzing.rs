@@ -10,14 +10,15 @@ use std::cell::RefCell;
 
 use super::command::decode_command;
 use super::consts::*;
+use super::deprecate_eof::{EofAction, EofTranslator, OK_FOR_EOF_LEN};
 use super::handshake::{is_ssl_request, AuthSwitchRequest, HandshakeResponse, HandshakeV10};
 use super::lenenc::{lenenc_int_len, write_lenenc_int, write_lenenc_str, Reader};
 use super::packet::{
-    join_payload, next_frame, peek_header, scan_message, UploadFramer, MAX_PAYLOAD_LEN,
+    join_payload, next_frame, peek_header, scan_message, UploadFramer, HEADER_LEN, MAX_PAYLOAD_LEN,
 };
 use super::response::*;
 use super::session_track::{encode_state_change, session_state_changes};
-use super::tracker::{Expect, Progress, ResponseTracker};
+use super::tracker::{EndKind, Expect, PacketKind, Progress, ResponseTracker};
 use super::ProtocolError;
 
 /// Packet framing: `scan_message` with a few limits, `next_frame`.
@@ -43,18 +44,23 @@ pub fn packet(data: &[u8]) {
             Err(e) => panic!("unexpected scan_message error {e:?}"),
         }
     }
-    // Relaying an upload in two pieces covers the same bytes as in one.
+    // Relaying an upload in two pieces covers the same bytes as in one,
+    // and renumbering changes nothing but sequence ids.
     let mut whole = UploadFramer::default();
-    let (n, done) = whole.advance(data);
+    let mut copy = data.to_vec();
+    let (n, done) = whole.advance(&mut copy, 0);
     assert!(n <= data.len());
+    assert_eq!(copy, data);
     let split = data.first().map_or(0, |&b| usize::from(b)).min(data.len());
     let mut parts = UploadFramer::default();
-    let (a, done_a) = parts.advance(&data[..split]);
+    let (a, done_a) = parts.advance(&mut copy[..split], 3);
     let (b, done_b) = if done_a {
         (0, true)
     } else {
-        parts.advance(&data[a..])
+        parts.advance(&mut copy[a..], 3)
     };
+    let changed = copy.iter().zip(data).filter(|(x, y)| x != y).count();
+    assert!(changed <= n / HEADER_LEN + 1);
     assert_eq!((a + b, done_a || done_b), (n, done));
 }
 
@@ -219,6 +225,40 @@ pub const TRACKER_BIG: u8 = 0xff;
 pub const TRACKER_INFILE_SENT: u8 = 0xfe;
 pub const TRACKER_START: u8 = 0xfd;
 
+/// One step of a tracker input (format in [`tracker`]).
+enum TrackerOp<'a> {
+    Feed(&'a [u8]),
+    InfileSent,
+    Start(Expect),
+}
+
+/// Splits a tracker input into its steps: byte 1 is the first `start`.
+fn tracker_ops(data: &[u8], mut step: impl FnMut(TrackerOp<'_>)) {
+    step(TrackerOp::Start(expect_from(
+        data.get(1).copied().unwrap_or(0),
+    )));
+    let mut r = Reader::new(data.get(2..).unwrap_or(&[]));
+    while let Ok(c) = r.u8() {
+        match c {
+            TRACKER_BIG => {
+                let first = r.u8().unwrap_or(0);
+                BIG.with(|big| {
+                    let mut big = big.borrow_mut();
+                    big.resize(MAX_PAYLOAD_LEN, 0x41);
+                    big[0] = first;
+                    step(TrackerOp::Feed(&big));
+                });
+            }
+            TRACKER_INFILE_SENT => step(TrackerOp::InfileSent),
+            TRACKER_START => step(TrackerOp::Start(expect_from(r.u8().unwrap_or(0)))),
+            len => {
+                let p = r.bytes(usize::from(len)).unwrap_or_else(|_| r.rest());
+                step(TrackerOp::Feed(p));
+            }
+        }
+    }
+}
+
 /// The response tracker. Input format: byte 0 bit 0 = CLIENT_DEPRECATE_EOF,
 /// byte 1 = initial `Expect` (mod 7); then a sequence of
 /// - `len` (< 0xfd), then `len` payload bytes: one packet;
@@ -226,38 +266,16 @@ pub const TRACKER_START: u8 = 0xfd;
 /// - `0xfe`: `infile_sent()`;
 /// - `0xfd`, `e`: `start(e)`.
 pub fn tracker(data: &[u8]) {
-    let mut it = data.iter().copied();
-    let caps = match it.next() {
+    let caps = match data.first() {
         Some(b) if b & 1 != 0 => CLIENT_PROTOCOL_41 | CLIENT_DEPRECATE_EOF,
         _ => CLIENT_PROTOCOL_41,
     };
     let mut t = ResponseTracker::new(caps);
-    t.start(expect_from(it.next().unwrap_or(0)));
-    let rest: Vec<u8> = it.collect();
-    let mut r = Reader::new(&rest);
-    while let Ok(c) = r.u8() {
-        let res = match c {
-            TRACKER_BIG => {
-                let first = r.u8().unwrap_or(0);
-                BIG.with(|big| {
-                    let mut big = big.borrow_mut();
-                    big.resize(MAX_PAYLOAD_LEN, 0x41);
-                    big[0] = first;
-                    t.feed(&big)
-                })
-            }
-            TRACKER_INFILE_SENT => {
-                t.infile_sent();
-                continue;
-            }
-            TRACKER_START => {
-                t.start(expect_from(r.u8().unwrap_or(0)));
-                continue;
-            }
-            len => {
-                let p = r.bytes(usize::from(len)).unwrap_or_else(|_| r.rest());
-                t.feed(p)
-            }
+    tracker_ops(data, |op| {
+        let res = match op {
+            TrackerOp::Feed(p) => t.feed(p),
+            TrackerOp::InfileSent => return t.infile_sent(),
+            TrackerOp::Start(e) => return t.start(e),
         };
         match res {
             Ok(Progress::Complete { status, .. }) => {
@@ -268,7 +286,134 @@ pub fn tracker(data: &[u8]) {
             Err(_) => assert!(t.is_idle()),
         }
         let _ = (t.last_kind(), t.cursor_opened(), t.prepared());
+    });
+}
+
+/// The CLIENT_DEPRECATE_EOF translation of an EOF-framed backend response
+/// (input as for [`tracker`]; byte 0 bit 0 = the client also has
+/// CLIENT_SESSION_TRACK). What the client gets must be numbered
+/// consecutively, and must frame as the same response for a tracker with
+/// CLIENT_DEPRECATE_EOF: complete at the same point with the same status.
+/// (Not checked once a row, column count or definition that starts with
+/// 0xfe is passed on: mysqld never sends one shorter than 16 MiB, and the
+/// two framings read it differently.)
+pub fn deprecate_eof(data: &[u8]) {
+    let mut client_caps = CLIENT_PROTOCOL_41 | CLIENT_DEPRECATE_EOF;
+    if data.first().is_some_and(|b| b & 1 != 0) {
+        client_caps |= CLIENT_SESSION_TRACK;
     }
+    let mut backend = ResponseTracker::new(CLIENT_PROTOCOL_41 | CLIENT_SESSION_TRACK);
+    let mut client = ResponseTracker::new(client_caps);
+    let mut x = EofTranslator::new(client_caps);
+    // Sequence ids of the last packet each side sent within the response.
+    let mut backend_seq = 0u8;
+    let mut client_seq = 0u8;
+    let mut comparable = true;
+    let mut out = [0u8; OK_FOR_EOF_LEN];
+    tracker_ops(data, |op| {
+        let p = match op {
+            TrackerOp::Start(e) => {
+                backend.start(e);
+                client.start(e);
+                x = EofTranslator::new(client_caps);
+                (backend_seq, client_seq) = (0, 0);
+                comparable = true;
+                return;
+            }
+            TrackerOp::InfileSent => {
+                // The client sends one (empty) packet after the request it
+                // saw; the backend must get it numbered after its own.
+                if backend.last_kind() == PacketKind::LocalInfile {
+                    client_seq = client_seq.wrapping_add(1);
+                    backend_seq = backend_seq.wrapping_add(1);
+                    assert_eq!(x.backend_seq(client_seq), backend_seq);
+                }
+                backend.infile_sent();
+                client.infile_sent();
+                return;
+            }
+            TrackerOp::Feed(p) => p,
+        };
+        let Ok(progress) = backend.feed(p) else {
+            comparable = false;
+            return;
+        };
+        backend_seq = backend_seq.wrapping_add(1);
+        let kind = backend.last_kind();
+        let action = x
+            .translate(kind, p)
+            .expect("the tracker classified it: it decodes");
+        let forwarded: &[u8] = match action {
+            EofAction::Drop => {
+                if let Progress::Complete { .. } = progress {
+                    // Only a prepare ends on a metadata EOF; the client's
+                    // framing ended at the definition before it.
+                    assert!(!comparable || client.is_idle());
+                }
+                return;
+            }
+            EofAction::Pass => p,
+            EofAction::ReplaceWithOk(ok) => {
+                out = ok;
+                &out
+            }
+        };
+        client_seq = client_seq.wrapping_add(1);
+        assert_eq!(x.client_seq(backend_seq), client_seq, "{kind:?}");
+        if matches!(
+            kind,
+            PacketKind::Row | PacketKind::ColumnDef | PacketKind::ColumnCount
+        ) && p.first() == Some(&EOF_HEADER)
+            && p.len() < MAX_PAYLOAD_LEN
+        {
+            comparable = false;
+        }
+        // A cursor comes from one SELECT: never with more results. The
+        // EOF framing ends the response at the cursor, the other at neither.
+        let cursor_and_more = SERVER_STATUS_CURSOR_EXISTS | SERVER_MORE_RESULTS_EXISTS;
+        if kind == PacketKind::Eof && backend.status() & cursor_and_more == cursor_and_more {
+            comparable = false;
+        }
+        if client.is_idle() {
+            // The client's framing ended a prepare at its last definition;
+            // mysqld sends only the left-out EOF after it.
+            comparable = false;
+        }
+        if !comparable {
+            return;
+        }
+        let seen = client.feed(forwarded);
+        let mask = |s: u16| {
+            if client_caps & CLIENT_SESSION_TRACK != 0 {
+                s
+            } else {
+                s & !SERVER_SESSION_STATE_CHANGED
+            }
+        };
+        match (progress, seen) {
+            (Progress::NeedMore, Ok(Progress::NeedMore))
+            | (Progress::LocalInfile, Ok(Progress::LocalInfile)) => {}
+            // A prepare's last definition ends the client's framing.
+            (Progress::NeedMore, Ok(Progress::Complete { .. })) if backend.prepared().is_some() => {
+            }
+            (Progress::Complete { status, end }, Ok(Progress::Complete { status: s, end: e })) => {
+                let end = if end == EndKind::Eof {
+                    EndKind::Ok
+                } else {
+                    end
+                };
+                assert_eq!(end, e);
+                // Otherwise both report the last status seen, and the
+                // client saw none of the left-out EOFs.
+                match kind {
+                    PacketKind::Eof => assert_eq!(mask(status), s),
+                    PacketKind::Ok => assert_eq!(status, s),
+                    _ => {}
+                }
+            }
+            (a, b) => panic!("backend framing {a:?}, client framing {b:?} on {kind:?} {p:02x?}"),
+        }
+    });
 }
 
 /// Every entry point.
@@ -279,4 +424,5 @@ pub fn all(data: &[u8]) {
     response(data);
     lenenc(data);
     tracker(data);
+    deprecate_eof(data);
 }

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod change_user;
 pub mod command;
 pub mod consts;
+pub mod deprecate_eof;
 #[cfg(test)]
 mod fuzz_smoke;
 #[doc(hidden)]

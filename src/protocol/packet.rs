@@ -69,8 +69,10 @@ pub struct UploadFramer {
 impl UploadFramer {
     /// How many bytes at the start of `buf` belong to the upload and can be
     /// relayed now, and whether they complete it (the empty packet
-    /// included). A partial header is left for the next call.
-    pub fn advance(&mut self, buf: &[u8]) -> (usize, bool) {
+    /// included). A partial header is left for the next call. Each header
+    /// passed has `seq_shift` added to its sequence id (the receiver may
+    /// number the exchange differently).
+    pub fn advance(&mut self, buf: &mut [u8], seq_shift: u8) -> (usize, bool) {
         let mut pos = 0;
         loop {
             if self.frame_left > 0 {
@@ -84,6 +86,9 @@ impl UploadFramer {
             let Some(h) = peek_header(&buf[pos..]) else {
                 return (pos, false);
             };
+            if seq_shift != 0 {
+                buf[pos + 3] = h.seq.wrapping_add(seq_shift);
+            }
             pos += HEADER_LEN;
             if h.payload_len == 0 && !self.continued {
                 return (pos, true);
@@ -395,8 +400,9 @@ mod tests {
         let mut f = UploadFramer::default();
         let mut relayed = 0;
         let mut done = false;
+        let original = wire.clone();
         for i in 1..=wire.len() {
-            let (n, finished) = f.advance(&wire[relayed..i]);
+            let (n, finished) = f.advance(&mut wire[relayed..i], 0);
             relayed += n;
             if finished {
                 done = true;
@@ -405,9 +411,13 @@ mod tests {
         }
         assert!(done);
         assert_eq!(relayed, end);
-        // All at once.
+        assert_eq!(wire, original);
+        // All at once, renumbered by 2.
         let mut f = UploadFramer::default();
-        assert_eq!(f.advance(&wire), (end, true));
+        assert_eq!(f.advance(&mut wire, 2), (end, true));
+        let seqs: Vec<u8> = [0, 13, 21].iter().map(|&at| wire[at + 3]).collect();
+        assert_eq!(seqs, [4, 5, 6]);
+        assert_eq!(wire[end..], original[end..]);
     }
 
     #[test]
@@ -415,8 +425,8 @@ mod tests {
         let mut f = UploadFramer::default();
         let mut head = vec![0xff, 0xff, 0xff, 2];
         head.extend(std::iter::repeat_n(b'x', MAX_PAYLOAD_LEN));
-        assert_eq!(f.advance(&head), (head.len(), false));
+        assert_eq!(f.advance(&mut head, 0), (head.len(), false));
         // The empty packet closing the 16 MiB one, then the real end.
-        assert_eq!(f.advance(&[0, 0, 0, 3, 0, 0, 0, 4]), (8, true));
+        assert_eq!(f.advance(&mut [0, 0, 0, 3, 0, 0, 0, 4], 0), (8, true));
     }
 }

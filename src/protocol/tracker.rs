@@ -120,8 +120,16 @@ pub enum PacketKind {
     /// `response::decode_ok`.
     Ok,
     Err,
-    /// An EOF packet (`response::decode_eof`).
+    /// An EOF packet that ends rows, a response (COM_FIELD_LIST,
+    /// COM_SET_OPTION) or, with SERVER_STATUS_CURSOR_EXISTS, the column
+    /// definitions of a COM_STMT_EXECUTE that opened a cursor: what a client
+    /// with CLIENT_DEPRECATE_EOF gets as an OK packet with a 0xfe header
+    /// (`response::decode_eof`).
     Eof,
+    /// An EOF packet that only closes a block of column or parameter
+    /// definitions, and that CLIENT_DEPRECATE_EOF leaves out
+    /// (`response::decode_eof`).
+    MetadataEof,
     /// LOCAL INFILE request (0xfb + file name).
     LocalInfile,
     /// First packet of a result set.
@@ -366,7 +374,7 @@ impl ResponseTracker {
             ));
         }
         let status = decode_eof(p)?.status;
-        self.last = PacketKind::Eof;
+        self.last = PacketKind::MetadataEof;
         self.saw_status(status);
         Ok(status)
     }
@@ -447,6 +455,8 @@ impl ResponseTracker {
             State::ColumnsEof => {
                 let status = self.metadata_eof(p)?;
                 if status & SERVER_STATUS_CURSOR_EXISTS != 0 {
+                    // No rows follow: this EOF ends the response.
+                    self.last = PacketKind::Eof;
                     Ok(self.complete(EndKind::Eof))
                 } else {
                     self.state = State::Rows;
@@ -1091,7 +1101,7 @@ mod tests {
             }
             let mut want = vec![PacketKind::ColumnCount, PacketKind::ColumnDef];
             if !dep {
-                want.push(PacketKind::Eof);
+                want.push(PacketKind::MetadataEof);
             }
             want.push(PacketKind::Row);
             want.push(if dep { PacketKind::Ok } else { PacketKind::Eof });
@@ -1104,6 +1114,17 @@ mod tests {
         assert_eq!(t.last_kind(), PacketKind::PrepareOk);
         t.feed(&coldef("?")).unwrap();
         assert_eq!(t.last_kind(), PacketKind::ColumnDef);
+        t.feed(&eof(0)).unwrap();
+        assert_eq!(t.last_kind(), PacketKind::MetadataEof);
+        // The EOF after the column definitions of an execute that opened a
+        // cursor ends the response: a terminator, not metadata.
+        t.start(Expect::Query);
+        t.feed(&[1]).unwrap();
+        t.feed(&coldef("a")).unwrap();
+        t.feed(&eof(SERVER_STATUS_CURSOR_EXISTS)).unwrap();
+        assert_eq!(t.last_kind(), PacketKind::Eof);
+        t.start(Expect::FieldList);
+        t.feed(&coldef("a")).unwrap();
         t.feed(&eof(0)).unwrap();
         assert_eq!(t.last_kind(), PacketKind::Eof);
         t.start(Expect::Query);

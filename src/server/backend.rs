@@ -14,12 +14,13 @@ use super::io::{Buf, ReadOutcome, Stream};
 use super::log_limit::LogEvent;
 use super::pool::ClientRef;
 use super::session::{user_var_literal, PinCause, SessionVars};
-use super::stmt::{execute_layout, rewrite_execute, stmt_key, ClientStmt, StmtCache};
+use super::stmt::{execute_layout, own_stmt_key, rewrite_execute, stmt_key, ClientStmt, StmtCache};
 use super::timer::TimerKind;
 use super::{token, Deferred, Server, KIND_BACKEND, READ_CAP_PER_EVENT};
 use crate::config::BackendAddr;
 use crate::protocol::auth::scramble_native;
 use crate::protocol::consts::*;
+use crate::protocol::deprecate_eof::{EofAction, EofTranslator};
 use crate::protocol::handshake::{AuthSwitchRequest, HandshakeResponse, HandshakeV10};
 use crate::protocol::lenenc::Reader;
 use crate::protocol::packet::{next_frame, set_seq, write_packet, UploadFramer, HEADER_LEN};
@@ -154,6 +155,9 @@ pub struct Backend {
     pub prepare: Option<PendingPrepare>,
     /// Multi-statements allowed on this connection (COM_SET_OPTION).
     pub multi_statements: bool,
+    /// Turns the running command's EOF packets into what its client
+    /// negotiated (CLIENT_DEPRECATE_EOF).
+    pub eof: EofTranslator,
     /// The schema a client's COM_INIT_DB in flight asks for.
     pub init_db: Option<String>,
 }
@@ -175,10 +179,13 @@ pub struct KillTarget {
     pub thread: u32,
 }
 
-/// Capabilities the funnel asks of mysqld. No `CLIENT_DEPRECATE_EOF`, because
-/// the funnel's clients are not offered it either: result sets pass through
-/// byte for byte. `CLIENT_SESSION_TRACK` is how session state is learned.
-/// `CLIENT_FOUND_ROWS` is added for the backends of a `found_rows` pool only.
+/// Capabilities the funnel asks of mysqld. No `CLIENT_DEPRECATE_EOF`: every
+/// backend frames responses with EOF packets, which pass through byte for
+/// byte to clients without it and are translated (`EofTranslator`) for
+/// clients with it, since an EOF cannot be made from an OK terminator
+/// (the metadata EOF's status is not in it). `CLIENT_SESSION_TRACK` is how
+/// session state is learned. `CLIENT_FOUND_ROWS` is added for the backends
+/// of a `found_rows` pool only.
 pub const BACKEND_CAPS: u32 = CLIENT_LONG_PASSWORD
     | CLIENT_LONG_FLAG
     | CLIENT_PROTOCOL_41
@@ -302,6 +309,7 @@ impl Server {
             prepare: None,
             multi_statements: true,
             init_db: None,
+            eof: EofTranslator::new(0),
         });
         if kill_query.is_some() {
             let at = self.now + self.config.backend.connect_timeout;
@@ -1170,6 +1178,7 @@ impl Server {
         c.current = None;
         b.command = cmd;
         b.seq_offset = c.seq_offset;
+        b.eof = EofTranslator::new(c.capabilities);
         b.sent_at = self.now;
         b.saw_state_change = false;
         b.saw_unreplayable = false;
@@ -1214,9 +1223,6 @@ impl Server {
             let data = b.rbuf.as_mut_slice();
             while let Some((header, _)) = next_frame(&data[pos..]) {
                 let total = header.total_len();
-                if offset != 0 {
-                    set_seq(&mut data[pos..pos + total], header.seq.wrapping_add(offset));
-                }
                 let payload = &data[pos + HEADER_LEN..pos + total];
                 let progress = match b.tracker.feed(payload) {
                     Ok(p) => p,
@@ -1226,12 +1232,45 @@ impl Server {
                     }
                 };
                 let kind = b.tracker.last_kind();
+                // What the client gets for this packet: the backend speaks
+                // EOF packets, the client may have asked for OK terminators.
+                let action = match b.eof.translate(kind, payload) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        error = Some(format!("malformed response: {e}"));
+                        break;
+                    }
+                };
+                let seq = b.eof.client_seq(header.seq.wrapping_add(offset));
+                match action {
+                    EofAction::Pass if seq != header.seq => {
+                        set_seq(&mut data[pos..pos + total], seq);
+                    }
+                    EofAction::Pass => {}
+                    EofAction::Drop | EofAction::ReplaceWithOk(_) => {
+                        if let Some(c) = c.as_mut() {
+                            c.wbuf.extend_from_slice(&data[run_start..pos]);
+                            if let EofAction::ReplaceWithOk(ok) = action {
+                                let len = ok.len() as u8;
+                                c.wbuf.extend_from_slice(&[len, 0, 0, seq]);
+                                c.wbuf.extend_from_slice(&ok);
+                            }
+                        }
+                        run_start = pos + total;
+                    }
+                }
+                let payload = &data[pos + HEADER_LEN..pos + total];
                 if kind == PacketKind::PrepareOk {
                     if let (Some(p), Ok(ok)) = (
                         b.prepare.take(),
                         crate::protocol::response::decode_stmt_prepare_ok(payload),
                     ) {
-                        let key_hash = stmt_key(p.schema.as_deref(), &p.sql);
+                        let mut key_hash = stmt_key(p.schema.as_deref(), &p.sql);
+                        if c.as_ref()
+                            .is_some_and(|c| c.stmts.values().any(|s| s.key == key_hash))
+                        {
+                            key_hash = own_stmt_key(key_hash, p.funnel_id);
+                        }
                         b.stmts
                             .insert(key_hash, ok.statement_id, p.sql.clone(), p.schema.clone());
                         if let Some(c) = c.as_mut() {
@@ -1285,7 +1324,6 @@ impl Server {
                                 }
                                 if let Some(c) = c.as_mut() {
                                     c.wbuf.extend_from_slice(&data[run_start..pos]);
-                                    let seq = header.seq.wrapping_add(offset);
                                     let rewritten = OkPacket {
                                         status: ok.status & !SERVER_SESSION_STATE_CHANGED,
                                         session_state: None,
@@ -1313,7 +1351,7 @@ impl Server {
                             }
                         }
                     }
-                    PacketKind::Eof => {
+                    PacketKind::Eof | PacketKind::MetadataEof => {
                         if let Ok(eof) = crate::protocol::response::decode_eof(payload) {
                             if eof.status & SERVER_SESSION_STATE_CHANGED != 0 {
                                 b.saw_state_change = true;
@@ -1426,10 +1464,20 @@ impl Server {
                     // The schema given at login does not exist: the login fails.
                     c.close_after_flush = true;
                 }
-                if b.tracker.cursor_opened() {
-                    c.pins.insert(PinCause::Cursor);
-                } else if cmd == COM_STMT_FETCH && status & SERVER_STATUS_LAST_ROW_SENT != 0 {
-                    c.pins.remove(PinCause::Cursor);
+                // A statement's cursor is open from the execute that opens
+                // it until the fetch that reads its last row, a reset, an
+                // execute without one (mysqld closes the cursor of a
+                // statement it runs again) or the statement's close. After
+                // an ERR it is left as it was.
+                if let Some(stmt) = c.current_stmt.filter(|_| end != EndKind::Err) {
+                    match cmd {
+                        COM_STMT_EXECUTE => c.set_cursor_open(stmt, b.tracker.cursor_opened()),
+                        COM_STMT_FETCH if status & SERVER_STATUS_LAST_ROW_SENT != 0 => {
+                            c.set_cursor_open(stmt, false)
+                        }
+                        COM_STMT_RESET => c.set_cursor_open(stmt, false),
+                        _ => {}
+                    }
                 }
                 match cmd {
                     // Long data lives in that backend's statement until the
@@ -1519,7 +1567,7 @@ impl Server {
                         // client learns at its next command.
                         let limit = p.user.max_pinned_backends;
                         if let Some(c) = self.clients.get_mut(cr.key) {
-                            c.pins.clear();
+                            c.drop_pins();
                             c.pending_error = Some((
                                 crate::protocol::consts::err::ER_CON_COUNT_ERROR,
                                 format!(
@@ -1577,6 +1625,27 @@ impl Server {
                 } else {
                     self.reset_backend(key);
                 }
+            }
+        }
+    }
+
+    /// The idle client `key` holds a pinned backend but nothing pins it any
+    /// more (it closed its last open cursor): the backend goes back to the
+    /// pool as after a response.
+    pub(super) fn unpin_if_free(&mut self, key: usize) {
+        let Some(c) = self.clients.get_mut(key) else {
+            return;
+        };
+        if !c.pins.is_empty() || c.is_busy() {
+            return;
+        }
+        let Some(b) = c.pinned.take() else {
+            return;
+        };
+        if let Some(bk) = self.backends.get_mut(b) {
+            bk.client = None;
+            if bk.state == BackendState::Idle {
+                self.backend_ready(b);
             }
         }
     }
@@ -1716,7 +1785,7 @@ impl Server {
                 .filter(|c| c.serial == cr.serial)
             {
                 let had_state = !c.pins.is_empty();
-                c.pins.clear();
+                c.drop_pins();
                 c.pinned = None;
                 let msg = if had_state {
                     "funnel: lost connection to backend during query; the session's transaction and state are gone"

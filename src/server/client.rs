@@ -16,7 +16,7 @@ use super::log_limit::LogEvent;
 use super::pool::{ClientRef, Request};
 use super::session::{
     funnel_answered_select, parse_kill, statement_mentions_user_var, statement_traits,
-    FunnelAnswered, Kill, PinSet, SessionVars,
+    FunnelAnswered, Kill, PinCause, PinSet, SessionVars,
 };
 use super::stmt::{execute_layout, execute_types, ClientStmt};
 use super::timer::TimerKind;
@@ -27,6 +27,7 @@ use crate::protocol::change_user::{decode_change_user, ChangeUser};
 use crate::protocol::command::command_name;
 use crate::protocol::consts::err::*;
 use crate::protocol::consts::*;
+use crate::protocol::deprecate_eof::encode_end_of_rows;
 use crate::protocol::handshake::{
     is_ssl_request, AuthSwitchRequest, HandshakeResponse, HandshakeV10,
 };
@@ -37,11 +38,13 @@ use crate::protocol::ProtocolError;
 /// Largest handshake response the funnel reads (attributes included).
 const MAX_HANDSHAKE_PACKET: usize = 64 * 1024;
 
-/// What the funnel offers clients. No `CLIENT_SSL` (not yet), no
-/// `CLIENT_COMPRESS`, no `CLIENT_DEPRECATE_EOF` and no `CLIENT_SESSION_TRACK`
-/// (result sets pass through byte for byte from backends that use neither).
+/// What the funnel offers clients. `CLIENT_DEPRECATE_EOF` is honoured per
+/// client: backends always answer with EOF packets, which reach a client
+/// that asked for OK terminators translated (`protocol::deprecate_eof`).
 /// `CLIENT_FOUND_ROWS` is honoured by running such clients' commands on
 /// backends that logged in with it (the user's `found_rows` pool).
+/// No `CLIENT_SSL` (not yet), no `CLIENT_COMPRESS`, no `CLIENT_SESSION_TRACK`
+/// (the backends' session tracking is the funnel's own).
 pub const SERVER_CAPS: u32 = CLIENT_LONG_PASSWORD
     | CLIENT_FOUND_ROWS
     | CLIENT_LONG_FLAG
@@ -59,7 +62,8 @@ pub const SERVER_CAPS: u32 = CLIENT_LONG_PASSWORD
     | CLIENT_PS_MULTI_RESULTS
     | CLIENT_PLUGIN_AUTH
     | CLIENT_CONNECT_ATTRS
-    | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA;
+    | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | CLIENT_DEPRECATE_EOF;
 
 #[derive(Clone, Debug)]
 pub struct PendingAuth {
@@ -132,6 +136,8 @@ pub struct Client {
     pub next_stmt_id: u32,
     /// The statement the current command is about.
     pub current_stmt: Option<u32>,
+    /// Statements whose cursor is open on the pinned backend (PinCause::Cursor).
+    pub open_cursors: Vec<u32>,
     /// The current statement mentions a user variable.
     pub mentions_user_var: bool,
     /// ... and may assign one with `:=` inside an expression.
@@ -172,6 +178,39 @@ impl Client {
         self.state = ClientState::Idle;
         self.seq_offset = 0;
         self.running_connect_db = None;
+    }
+    /// The session state that held the client to its backend is gone (the
+    /// backend is reset or lost).
+    pub fn drop_pins(&mut self) {
+        self.pins.clear();
+        self.open_cursors.clear();
+    }
+
+    /// Track whether `stmt` has an open cursor; the cursor pin lasts while
+    /// any statement has one.
+    pub fn set_cursor_open(&mut self, stmt: u32, open: bool) {
+        self.open_cursors.retain(|&s| s != stmt);
+        if open {
+            self.open_cursors.push(stmt);
+        }
+        if self.open_cursors.is_empty() {
+            self.pins.remove(PinCause::Cursor);
+        } else {
+            self.pins.insert(PinCause::Cursor);
+        }
+    }
+
+    /// Status flags for an answer the funnel makes itself: those of the
+    /// session (transaction, autocommit, backslash escapes) as the last
+    /// response left them, without those that described only the statement
+    /// that gave it (no index used, more results, cursor, ...), as mysqld's
+    /// own answer to the next command would have them.
+    pub fn answer_status(&self) -> u16 {
+        self.last_status
+            & (SERVER_STATUS_IN_TRANS
+                | SERVER_STATUS_AUTOCOMMIT
+                | SERVER_STATUS_NO_BACKSLASH_ESCAPES
+                | SERVER_STATUS_IN_TRANS_READONLY)
     }
     fn cref(&self, key: usize) -> ClientRef {
         ClientRef {
@@ -258,6 +297,7 @@ impl Server {
             stmts: HashMap::new(),
             next_stmt_id: 0,
             current_stmt: None,
+            open_cursors: Vec::new(),
             write_stalled_since: None,
             buffered: 0,
             reads_insert_id: false,
@@ -466,7 +506,10 @@ impl Server {
             // then stops reading from the client.
             return false;
         }
-        let (n, done) = b.upload.advance(c.rbuf.as_slice());
+        // The client numbers its file after the request it saw, which
+        // comes later in the backend's numbering if EOFs were left out.
+        let seq_shift = b.eof.backend_seq(0);
+        let (n, done) = b.upload.advance(c.rbuf.as_mut_slice(), seq_shift);
         if n == 0 && !done {
             return false;
         }
@@ -752,11 +795,21 @@ impl Server {
             }
             COM_STMT_CLOSE => {
                 // No answer is due; backends keep the statement in their
-                // cache for whoever prepares the same SQL next.
-                if let Some(id) = stmt_id_of(&data[HEADER_LEN..]) {
-                    c.stmts.remove(&id);
-                }
+                // cache for whoever prepares the same SQL next, unless its
+                // cursor is open: that backend statement is closed (before
+                // the backend's next command), and the client may be free.
+                let id = stmt_id_of(&data[HEADER_LEN..]);
+                let st = id.and_then(|id| c.stmts.remove(&id));
+                let cursor = id.filter(|id| c.open_cursors.contains(id));
                 self.discard_current(key);
+                if let (Some(id), Some(st)) = (cursor, st) {
+                    let c = &mut self.clients[key];
+                    c.set_cursor_open(id, false);
+                    if let Some(b) = c.pinned.and_then(|b| self.backends.get_mut(b)) {
+                        b.stmts.close(st.key);
+                    }
+                    self.unpin_if_free(key);
+                }
             }
             COM_STMT_EXECUTE | COM_STMT_SEND_LONG_DATA | COM_STMT_RESET | COM_STMT_FETCH => {
                 let end = (HEADER_LEN + span.payload_len).min(data.len());
@@ -1092,7 +1145,7 @@ impl Server {
         c.session = SessionVars::new();
         c.session.set_schema(schema);
         c.session_ready = false;
-        c.pins.clear();
+        c.drop_pins();
         c.stmts.clear();
         c.last_insert_id = 0;
         c.last_status = SERVER_STATUS_AUTOCOMMIT;
@@ -1142,7 +1195,7 @@ impl Server {
             header: OK_HEADER,
             affected_rows: 0,
             last_insert_id: 0,
-            status: c.last_status & !SERVER_SESSION_STATE_CHANGED,
+            status: c.answer_status(),
             warnings: 0,
             info: b"",
             session_state: None,
@@ -1159,7 +1212,7 @@ impl Server {
         let Some(c) = self.clients.get(key) else {
             return;
         };
-        let status = c.last_status & !SERVER_SESSION_STATE_CHANGED;
+        let status = c.answer_status();
         let mut out = Vec::with_capacity(128);
         let mut payload = Vec::with_capacity(64);
         let mut seq = write_packet(&mut out, 1, &[1]);
@@ -1175,15 +1228,17 @@ impl Server {
             0,
         );
         seq = write_packet(&mut out, seq, &payload);
-        payload.clear();
-        encode_eof(&mut payload, 0, status);
-        seq = write_packet(&mut out, seq, &payload);
+        if c.capabilities & CLIENT_DEPRECATE_EOF == 0 {
+            payload.clear();
+            encode_eof(&mut payload, 0, status);
+            seq = write_packet(&mut out, seq, &payload);
+        }
         payload.clear();
         let text = value.to_string();
         encode_text_row(&mut payload, &[Some(text.as_bytes())]);
         seq = write_packet(&mut out, seq, &payload);
         payload.clear();
-        encode_eof(&mut payload, 0, status);
+        encode_end_of_rows(&mut payload, c.capabilities, 0, status);
         write_packet(&mut out, seq, &payload);
         let c = &mut self.clients[key];
         self.bufs.ensure(&mut c.wbuf);
@@ -1191,12 +1246,15 @@ impl Server {
         self.flush_client(key);
     }
 
+    /// The answer to COM_SET_OPTION: an EOF, or an OK with a 0xfe header
+    /// under CLIENT_DEPRECATE_EOF, as mysqld answers it.
     fn client_eof(&mut self, key: usize, seq: u8) {
         let Some(c) = self.clients.get(key) else {
             return;
         };
         let mut payload = Vec::with_capacity(8);
-        encode_eof(&mut payload, 0, c.last_status);
+        let status = c.answer_status();
+        encode_end_of_rows(&mut payload, c.capabilities, 0, status);
         self.send_to_client(key, seq, &payload);
     }
 

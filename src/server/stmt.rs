@@ -35,6 +35,17 @@ pub fn stmt_key(schema: Option<&str>, sql: &[u8]) -> u64 {
     h.finish()
 }
 
+/// The cache key of a client's statement whose SQL (and schema) another of
+/// its live statements already has: one of its own, so that the two get
+/// separate backend statements (a cursor or long data belongs to one
+/// statement; with a shared one, executing either would clobber the other's).
+pub fn own_stmt_key(key: u64, funnel_id: u32) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    funnel_id.hash(&mut h);
+    h.finish()
+}
+
 #[derive(Clone, Debug)]
 pub struct CachedStmt {
     pub id: u32,
@@ -96,6 +107,14 @@ impl StmtCache {
                     self.to_close.push(e.id);
                 }
             }
+        }
+    }
+
+    /// Forget a statement and queue it for closing (which also closes its
+    /// cursor on the backend).
+    pub fn close(&mut self, key: u64) {
+        if let Some(e) = self.entries.remove(&key) {
+            self.to_close.push(e.id);
         }
     }
 
@@ -244,5 +263,25 @@ mod tests {
         }
         assert_eq!(c.len(), BACKEND_STMT_CACHE);
         assert!(c.to_close.contains(&2));
+    }
+
+    #[test]
+    fn own_keys_for_copies_and_closing() {
+        let mut c = StmtCache::default();
+        let sql: Rc<[u8]> = Rc::from(&b"SELECT ?"[..]);
+        let k = stmt_key(None, &sql);
+        let (k7, k8) = (own_stmt_key(k, 7), own_stmt_key(k, 8));
+        assert!(k7 != k && k8 != k && k7 != k8);
+        assert_eq!(own_stmt_key(k, 7), k7);
+        c.insert(k, 1, sql.clone(), None);
+        c.insert(k7, 2, sql.clone(), None);
+        // A copy does not replace (and close) the original.
+        assert!(c.to_close.is_empty());
+        assert_eq!(c.get_mut(k7, None, &sql).map(|e| e.id), Some(2));
+        c.close(k7);
+        c.close(k7);
+        assert_eq!(c.to_close, vec![2]);
+        assert!(c.get_mut(k7, None, &sql).is_none());
+        assert_eq!(c.get_mut(k, None, &sql).map(|e| e.id), Some(1));
     }
 }

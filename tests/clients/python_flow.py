@@ -38,6 +38,17 @@ class Driver:
             if name == "pymysql":
                 import pymysql as m
             elif name in ("connector-pure", "connector-cext"):
+                if name == "connector-cext":
+                    # Load the extension before anything imports `ssl`: it
+                    # needs the newer OpenSSL vendored beside it, and
+                    # Python's `ssl` would otherwise load the system's older
+                    # libssl.so.3 first (the extension then fails with
+                    # "version OPENSSL_3.2.0 not found" and HAVE_CEXT is
+                    # false).
+                    try:
+                        import _mysql_connector  # noqa: F401
+                    except ImportError:
+                        pass  # reported below
                 import mysql.connector as m
 
                 if name == "connector-cext":
