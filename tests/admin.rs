@@ -994,3 +994,50 @@ fn found_rows_clients_get_a_pool_of_their_own() {
         3
     );
 }
+
+/// What multiplexing costs is visible: replays are counted, and the time
+/// backends spend on them adds up, in SHOW STATS, /stats.json and /metrics.
+#[test]
+fn session_replays_and_their_time_are_counted() {
+    let env = start(&user_a(""), &[USER_A]);
+    let mut a = env.admin();
+    let before = num(&pool_row(&mut a, "SHOW STATS", USER_A), "replays");
+    let mut x = env.client(USER_A, PASS_A);
+    let mut y = env.client(USER_A, PASS_A);
+    let mut z = env.client(USER_A, PASS_A);
+    x.query_drop("SET SESSION sql_mode = 'ANSI_QUOTES'")
+        .unwrap();
+    z.query_drop("SET SESSION sql_mode = 'PIPES_AS_CONCAT'")
+        .unwrap();
+    // Three sessions on two backends: every round, one of them at least
+    // must be replayed.
+    for _ in 0..5 {
+        let m: String = y.query_first("SELECT @@sql_mode").unwrap().unwrap();
+        assert!(!m.contains("ANSI_QUOTES") && !m.contains("PIPES"), "{m}");
+        let m: String = x.query_first("SELECT @@sql_mode").unwrap().unwrap();
+        assert_eq!(m, "ANSI_QUOTES");
+        let m: String = z.query_first("SELECT @@sql_mode").unwrap().unwrap();
+        assert_eq!(m, "PIPES_AS_CONCAT");
+    }
+    let row = pool_row(&mut a, "SHOW STATS", USER_A);
+    let replays = num(&row, "replays") - before;
+    assert!(replays >= 5, "{row:?}");
+    assert!(num(&row, "replay_us") > 0, "{row:?}");
+    let j = json(&env, "/stats.json");
+    let pool = j["pools"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == USER_A))
+        .unwrap_or_else(|| panic!("no pool {USER_A} in {j}"));
+    assert!(
+        pool["counters"]["replay_us"].as_u64().unwrap_or(0) > 0,
+        "{pool}"
+    );
+    let scrape = metrics(&env);
+    let seconds = metric(
+        &scrape,
+        "funnel_session_replay_seconds_total",
+        &[("pool", USER_A)],
+    );
+    assert!(seconds > 0.0 && seconds < 10.0, "{seconds}");
+    assert!(metric(&scrape, "funnel_session_replays_total", &[("pool", USER_A)]) >= 5.0);
+}

@@ -377,6 +377,13 @@ pub fn render(s: &Snapshot) -> String {
     );
     o.per_pool(
         s,
+        "funnel_session_replay_seconds_total",
+        "counter",
+        "Time backends spent on the funnel's own steps for clients' sessions: replaying schema, variables, insert id and multi-statements, preparing statements again, reading user variables back.",
+        |p| p.counters.replay_micros as f64 / 1e6,
+    );
+    o.per_pool(
+        s,
         "funnel_buffered_results_total",
         "counter",
         "Results read completely past a slow reader's output_high_watermark (max_buffered_result), freeing their backend before the client read them.",

@@ -205,7 +205,7 @@ pub fn backlog_max_1m(p: &PoolSnapshot) -> usize {
 }
 
 /// Every counter, by name, in a fixed order.
-pub fn counter_list(c: &Counters) -> [(&'static str, u64); 17] {
+pub fn counter_list(c: &Counters) -> [(&'static str, u64); 18] {
     [
         ("requests", c.requests),
         ("backend_errors", c.backend_errors),
@@ -220,6 +220,7 @@ pub fn counter_list(c: &Counters) -> [(&'static str, u64); 17] {
         ("backend_connect_failures", c.backend_connect_failures),
         ("backend_resets", c.backend_resets),
         ("replays", c.replays),
+        ("replay_us", c.replay_micros),
         ("buffered_results", c.buffered_results),
         ("buffered_fallbacks", c.buffered_fallbacks),
         ("clients_accepted", c.clients_accepted),

@@ -699,6 +699,20 @@ impl Server {
             }
             return;
         };
+        if matches!(
+            step,
+            Internal::InitDb
+                | Internal::SetVars
+                | Internal::SetInsertId
+                | Internal::SetOption
+                | Internal::Prepare
+                | Internal::ReadUserVars
+        ) {
+            // What multiplexing costs a client, beyond its own commands.
+            let b = &self.backends[key];
+            let spent = self.now.saturating_duration_since(b.sent_at).as_micros() as u64;
+            self.bump(b.pool, |c| c.replay_micros += spent);
+        }
         if end == EndKind::Err && step == Internal::Prepare {
             // The statement no longer prepares (a table dropped since): the
             // client gets mysqld's error for its execute.

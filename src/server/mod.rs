@@ -100,6 +100,9 @@ pub struct Counters {
     pub backend_connects: u64,
     pub backend_connect_failures: u64,
     pub replays: u64,
+    /// Time backends spent on the funnel's steps for clients' sessions
+    /// (replays, statement re-prepares, user-variable read-backs), in µs.
+    pub replay_micros: u64,
     pub bytes_from_clients: u64,
     pub bytes_to_clients: u64,
     /// Connection first: responses read completely past a slow client's
@@ -135,6 +138,7 @@ impl Counters {
         self.backend_connects += o.backend_connects;
         self.backend_connect_failures += o.backend_connect_failures;
         self.replays += o.replays;
+        self.replay_micros += o.replay_micros;
         self.bytes_from_clients += o.bytes_from_clients;
         self.bytes_to_clients += o.bytes_to_clients;
         self.buffered_results += o.buffered_results;
