@@ -8,7 +8,8 @@
 //! framed packets, proper logins, canned commands (prepared statements,
 //! cursors, transactions, locks, KILL, change-user, LOCAL INFILE, …),
 //! pipelines, stopping reading, closing. The input can also make mysqld
-//! misbehave, die or go down, and reload the configuration.
+//! misbehave, die or go down, reload the configuration, and send the
+//! admin console's requests (snapshot, pause, resume, reload).
 //!
 //! Checked after every turn: the loop's invariants
 //! ([`Server::check_invariants`]), and that everything each client received
@@ -26,6 +27,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::control::Control;
 use super::Server;
 use crate::config::Config;
 use crate::protocol::auth::scramble_native;
@@ -48,6 +50,7 @@ const SETTLE_TICK: Duration = Duration::from_millis(25);
 const MAX_UNSENT: usize = 1 << 20;
 
 const USERS: [(&str, &str); 2] = [("app", "app_pw"), ("other", "other_pw")];
+const ADMIN_RESUME: u8 = 2;
 
 static CASE: AtomicU64 = AtomicU64::new(0);
 
@@ -86,6 +89,8 @@ struct SimClient {
 
 struct Sim {
     server: Server,
+    /// The admin side of the loop's control channel.
+    control: crossbeam_channel::Sender<Control>,
     dir: PathBuf,
     mysqld: FakeMysqld,
     clients: Vec<Option<SimClient>>,
@@ -163,10 +168,13 @@ impl Sim {
         let mysqld = FakeMysqld::bind(&dir.join("backend.sock"))
             .map_err(|e| format!("cannot bind the fake mysqld: {e}"))?;
         let mut server = Server::new(config)?;
+        let (control, rx) = crossbeam_channel::unbounded();
+        server.control = Some(rx);
         server.bind_listeners()?;
         server.start();
         let mut sim = Sim {
             server,
+            control,
             dir,
             mysqld,
             clients: (0..MAX_CLIENTS).map(|_| None).collect(),
@@ -217,7 +225,7 @@ impl Sim {
             };
             self.op += 1;
             let who = usize::from(b >> 5) % MAX_CLIENTS;
-            match (b & 0x1f) % 18 {
+            match (b & 0x1f) % 19 {
                 0 => {
                     let bytes = r.chunk();
                     self.send(who, bytes)?;
@@ -290,7 +298,11 @@ impl Sim {
                     }
                     self.send(who, &framed)?;
                 }
-                _ => self.mysqld.behave(),
+                17 => self.mysqld.behave(),
+                _ => {
+                    let what = r.byte().unwrap_or(0);
+                    self.admin(what);
+                }
             }
             self.step()?;
         }
@@ -301,6 +313,7 @@ impl Sim {
     fn finish(&mut self) -> Result<(), String> {
         self.op = usize::MAX;
         self.mysqld.behave();
+        self.admin(ADMIN_RESUME);
         for c in &mut self.clients {
             *c = None;
         }
@@ -595,6 +608,25 @@ impl Sim {
         p.push(0);
         write_lenenc_str(&mut p, b"");
         p
+    }
+
+    /// What the admin console asks of the loop (the answers are dropped:
+    /// the console's side is tested in tests/admin.rs).
+    fn admin(&mut self, what: u8) {
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        let (tx_s, _rx_s) = crossbeam_channel::bounded(1);
+        let (tx_r, _rx_r) = crossbeam_channel::bounded(1);
+        let req = match what % 4 {
+            0 => Control::Snapshot {
+                detail: what & 4 != 0,
+                reply: tx_s,
+            },
+            1 => Control::Pause { reply: tx },
+            ADMIN_RESUME => Control::Resume { reply: tx },
+            _ => Control::Reload { reply: tx_r },
+        };
+        let _ = self.control.send(req);
+        self.server.handle_control();
     }
 
     fn reload(&mut self, variant: u8) -> Result<(), String> {
