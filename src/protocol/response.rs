@@ -264,8 +264,9 @@ impl StmtPrepareOk {
     }
 }
 
-/// Appends a ColumnDefinition41 payload with catalog "def", empty schema,
-/// table and org_table, and org_name = name.
+/// Appends a ColumnDefinition41 payload as mysqld describes an expression
+/// (`SELECT LAST_INSERT_ID()`): catalog "def", empty schema, table,
+/// org_table and org_name.
 /// <https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_com_query_response_text_resultset_column_definition.html>
 pub fn encode_column_def(
     out: &mut Vec<u8>,
@@ -281,7 +282,7 @@ pub fn encode_column_def(
     write_lenenc_str(out, b"");
     write_lenenc_str(out, b"");
     write_lenenc_str(out, name.as_bytes());
-    write_lenenc_str(out, name.as_bytes());
+    write_lenenc_str(out, b"");
     write_lenenc_int(out, 0x0c);
     out.extend_from_slice(&charset.to_le_bytes());
     out.extend_from_slice(&column_length.to_le_bytes());
@@ -632,7 +633,7 @@ mod tests {
         assert_eq!(r.lenenc_str().unwrap(), b"");
         assert_eq!(r.lenenc_str().unwrap(), b"");
         assert_eq!(r.lenenc_str().unwrap(), b"id");
-        assert_eq!(r.lenenc_str().unwrap(), b"id");
+        assert_eq!(r.lenenc_str().unwrap(), b"");
         assert_eq!(r.lenenc_int().unwrap(), 0x0c);
         assert_eq!(r.u16().unwrap(), 63);
         assert_eq!(r.u32().unwrap(), 21);
@@ -641,7 +642,7 @@ mod tests {
         assert_eq!(r.u8().unwrap(), 0);
         assert_eq!(r.u16().unwrap(), 0);
         assert!(r.is_empty());
-        assert_eq!(out.len(), 4 + 1 + 1 + 1 + 3 + 3 + 1 + 12);
+        assert_eq!(out.len(), 4 + 1 + 1 + 1 + 3 + 1 + 1 + 12);
     }
 
     // https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_com_query_response_text_resultset_row.html

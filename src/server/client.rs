@@ -893,12 +893,13 @@ impl Server {
                     let end = (HEADER_LEN + span.payload_len).min(data.len());
                     let sql = &data[HEADER_LEN + 1..end];
                     if let Some((which, name)) = funnel_answered_select(sql) {
-                        let value = match which {
-                            FunnelAnswered::LastInsertId => c.last_insert_id,
-                            FunnelAnswered::ConnectionId => u64::from(c.id),
+                        // Typed as MariaDB types them.
+                        let (value, column_type, length) = match which {
+                            FunnelAnswered::LastInsertId => (c.last_insert_id, 0x08, 21),
+                            FunnelAnswered::ConnectionId => (u64::from(c.id), 0x03, 10),
                         };
                         self.discard_current(key);
-                        self.client_single_value(key, &name, value);
+                        self.client_single_value(key, &name, value, column_type, length);
                         return;
                     }
                     let traits = statement_traits(sql);
@@ -1207,7 +1208,14 @@ impl Server {
 
     /// Answer with a one-row, one-column result set of an unsigned integer,
     /// typed as mysqld types `LAST_INSERT_ID()` (BIGINT UNSIGNED NOT NULL).
-    fn client_single_value(&mut self, key: usize, column: &[u8], value: u64) {
+    fn client_single_value(
+        &mut self,
+        key: usize,
+        column: &[u8],
+        value: u64,
+        column_type: u8,
+        length: u32,
+    ) {
         use crate::protocol::response::{encode_column_def, encode_text_row};
         let Some(c) = self.clients.get(key) else {
             return;
@@ -1217,14 +1225,14 @@ impl Server {
         let mut payload = Vec::with_capacity(64);
         let mut seq = write_packet(&mut out, 1, &[1]);
         let name = String::from_utf8_lossy(column);
-        // LONGLONG, binary charset, NOT_NULL | UNSIGNED | BINARY | NUM.
+        // Binary charset, NOT_NULL | UNSIGNED | BINARY.
         encode_column_def(
             &mut payload,
             &name,
-            0x08,
+            column_type,
             63,
-            21,
-            0x0001 | 0x0020 | 0x0080 | 0x8000,
+            length,
+            0x0001 | 0x0020 | 0x0080,
             0,
         );
         seq = write_packet(&mut out, seq, &payload);
