@@ -2217,3 +2217,90 @@ fn connection_churn() {
     let mut c = connect(&f, &user, &pw);
     assert_eq!(one::<i64>(&mut c, "SELECT 1"), 1);
 }
+
+/// A lock pin ends when the locks are released, where the funnel can know
+/// it: `UNLOCK TABLES` for table locks, `RELEASE_ALL_LOCKS()` for named
+/// locks (also taken by a prepared statement); `RELEASE_LOCK(name)` may
+/// leave others, so the pin stays. The backend a pin held is reset and
+/// given back, so mysqld sees the pool's own connections again.
+#[test]
+fn lock_pins_end_when_the_locks_are_released() {
+    let (user, pw) = private_account("unlock");
+    let f = Setup::empty()
+        .pool("connections = 1")
+        .user(&user, &pw, &[])
+        .start();
+    let db = common::mariadb();
+    let lock = common::unique_name("e2e_unlock");
+    let table = format!("{TEST_DB}.{}", common::unique_name("e2e_unlock_t"));
+    let mut a = connect(&f, &user, &pw);
+    let mut b = connect(&f, &user, &pw);
+    a.query_drop(format!("CREATE TABLE {table} (x INT)"))
+        .unwrap();
+    let settles_at =
+        |n: usize| common::wait_until(Duration::from_secs(10), || db.connections_of(&user) == n);
+    let stays_at = |n: usize| {
+        std::thread::sleep(Duration::from_millis(300));
+        db.connections_of(&user) == n
+    };
+    assert!(settles_at(1), "{}", db.connections_of(&user));
+
+    // A named lock pins; RELEASE_LOCK of it keeps the pin (there may be
+    // others), RELEASE_ALL_LOCKS ends it.
+    assert_eq!(
+        one::<i64>(&mut a, &format!("SELECT GET_LOCK('{lock}', 0)")),
+        1
+    );
+    assert!(settles_at(2), "the named lock did not pin");
+    a.query_drop(format!("DO RELEASE_LOCK('{lock}')")).unwrap();
+    assert!(stays_at(2), "RELEASE_LOCK of one lock ended the pin");
+    assert_eq!(
+        one::<i64>(&mut a, &format!("SELECT GET_LOCK('{lock}', 0)")),
+        1
+    );
+    a.query_drop("DO RELEASE_ALL_LOCKS()").unwrap();
+    assert!(settles_at(1), "RELEASE_ALL_LOCKS did not end the pin");
+    assert_eq!(
+        one::<i64>(&mut b, &format!("SELECT GET_LOCK('{lock}', 0)")),
+        1
+    );
+    b.query_drop("DO RELEASE_ALL_LOCKS()").unwrap();
+
+    // Table locks: UNLOCK TABLES ends the pin, unless a named lock is held.
+    a.query_drop(format!("LOCK TABLES {table} READ")).unwrap();
+    assert!(settles_at(2), "LOCK TABLES did not pin");
+    assert_eq!(
+        one::<i64>(&mut a, &format!("SELECT COUNT(*) FROM {table}")),
+        0
+    );
+    a.query_drop("UNLOCK TABLES").unwrap();
+    assert!(settles_at(1), "UNLOCK TABLES did not end the pin");
+    a.query_drop(format!("LOCK TABLES {table} READ")).unwrap();
+    assert_eq!(
+        one::<i64>(&mut a, &format!("SELECT GET_LOCK('{lock}', 0)")),
+        1
+    );
+    a.query_drop("UNLOCK TABLES").unwrap();
+    assert!(stays_at(2), "UNLOCK TABLES ended the pin of a named lock");
+    a.query_drop("DO RELEASE_ALL_LOCKS()").unwrap();
+    assert!(settles_at(1));
+
+    // A prepared GET_LOCK pins like the text one.
+    let got: Option<i64> = a
+        .exec_first("SELECT GET_LOCK(?, 0)", (lock.as_str(),))
+        .unwrap();
+    assert_eq!(got, Some(1));
+    assert!(settles_at(2), "a prepared GET_LOCK did not pin");
+    let holder_is_b: Option<i64> = one(
+        &mut b,
+        &format!("SELECT IS_USED_LOCK('{lock}') = CONNECTION_ID()"),
+    );
+    assert_eq!(
+        holder_is_b,
+        Some(0),
+        "the lock went to another client's backend"
+    );
+    a.query_drop("DO RELEASE_ALL_LOCKS()").unwrap();
+    assert!(settles_at(1));
+    b.query_drop(format!("DROP TABLE {table}")).unwrap();
+}

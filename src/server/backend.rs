@@ -1500,10 +1500,17 @@ impl Server {
                     COM_STMT_EXECUTE | COM_STMT_RESET => c.pins.remove(PinCause::PreparedStatement),
                     _ => {}
                 }
-                if c.pin_after_command && end != EndKind::Err {
-                    c.pins.insert(PinCause::Lock);
+                if end != EndKind::Err {
+                    c.unreported_held =
+                        (c.unreported_held & !c.unreported_released) | c.unreported_taken;
+                    if c.unreported_held != 0 {
+                        c.pins.insert(PinCause::Lock);
+                    } else {
+                        c.pins.remove(PinCause::Lock);
+                    }
                 }
-                c.pin_after_command = false;
+                c.unreported_taken = 0;
+                c.unreported_released = 0;
                 if cmd == COM_INIT_DB && end == EndKind::Ok {
                     // The command's whole effect is the schema, whatever
                     // else the tracker says: take it from the command.

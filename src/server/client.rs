@@ -119,8 +119,12 @@ pub struct Client {
     pub bytes_out: u64,
     /// An error to give as the answer to the next command.
     pub pending_error: Option<((u16, &'static str), String)>,
-    /// The running statement does something mysqld does not report (GET_LOCK, ...).
-    pub pin_after_command: bool,
+    /// What the running statement may take and release of the session
+    /// state mysqld does not report (`session::unreported` bits).
+    pub unreported_taken: u8,
+    pub unreported_released: u8,
+    /// That state, held now: pins while not empty.
+    pub unreported_held: u8,
     pub multi_statements: bool,
     /// Stopped reading: too much unprocessed input.
     pub read_paused: bool,
@@ -183,6 +187,7 @@ impl Client {
     /// backend is reset or lost).
     pub fn drop_pins(&mut self) {
         self.pins.clear();
+        self.unreported_held = 0;
         self.open_cursors.clear();
     }
 
@@ -288,7 +293,9 @@ impl Server {
             last_status: SERVER_STATUS_AUTOCOMMIT,
             bytes_out: 0,
             pending_error: None,
-            pin_after_command: false,
+            unreported_taken: 0,
+            unreported_released: 0,
+            unreported_held: 0,
             multi_statements: true,
             read_paused: false,
             close_after_flush: false,
@@ -756,6 +763,9 @@ impl Server {
             return;
         }
         let pinned = c.pinned;
+        // Set again below for the commands that may take or release locks.
+        c.unreported_taken = 0;
+        c.unreported_released = 0;
         match cmd {
             COM_PING => {
                 self.discard_current(key);
@@ -839,6 +849,11 @@ impl Server {
                     return;
                 };
                 if cmd == COM_STMT_EXECUTE {
+                    // A prepared `SELECT GET_LOCK(?, 0)` takes a lock as
+                    // surely as the text one.
+                    let traits = statement_traits(&st.sql);
+                    c.unreported_taken = traits.takes;
+                    c.unreported_released = traits.releases;
                     let Some(layout) = execute_layout(payload, st.num_params) else {
                         self.close_client_logged(
                             key,
@@ -903,7 +918,8 @@ impl Server {
                         return;
                     }
                     let traits = statement_traits(sql);
-                    c.pin_after_command = traits.pins;
+                    c.unreported_taken = traits.takes;
+                    c.unreported_released = traits.releases;
                     c.reads_insert_id = traits.reads_insert_id;
                     c.mentions_user_var = statement_mentions_user_var(sql);
                     // `SELECT @x := ...` ends with an EOF, which carries no

@@ -353,13 +353,28 @@ pub fn user_var_literal(value: Option<&str>, ty: &str, charset: Option<&str>) ->
 pub struct StatementTraits {
     /// The statement is a `KILL`.
     pub first_is_kill: bool,
-    /// It does something mysqld does not report (GET_LOCK, LOCK TABLES,
-    /// SQL_CALC_FOUND_ROWS / FOUND_ROWS): pins.
-    pub pins: bool,
+    /// Session state mysqld does not report that it may create (bits of
+    /// [`unreported`]): pins while held.
+    pub takes: u8,
+    /// ... and that it releases (`UNLOCK TABLES`, `RELEASE_ALL_LOCKS()`).
+    pub releases: u8,
     /// It reads `LAST_INSERT_ID()`.
     pub reads_insert_id: bool,
     /// It may create state the funnel cannot read back.
     pub opaque_state: bool,
+}
+
+/// Session state mysqld does not report, found by the statement scan.
+/// `RELEASE_LOCK(name)` releases one lock of maybe several, so only
+/// `RELEASE_ALL_LOCKS()` ends the user-lock pin; `SQL_CALC_FOUND_ROWS`
+/// state lasts until the client leaves.
+pub mod unreported {
+    /// `LOCK TABLES`, until `UNLOCK TABLES`.
+    pub const TABLE_LOCKS: u8 = 1;
+    /// `GET_LOCK()`, until `RELEASE_ALL_LOCKS()`.
+    pub const USER_LOCKS: u8 = 2;
+    /// `SQL_CALC_FOUND_ROWS` / `FOUND_ROWS()`.
+    pub const FOUND_ROWS: u8 = 4;
 }
 
 /// Words that make a state change opaque: the statement may create state
@@ -382,26 +397,34 @@ pub fn statement_traits(sql: &[u8]) -> StatementTraits {
     let mut t = StatementTraits::default();
     let mut index = 0;
     let mut first_is_lock = false;
+    let mut first_is_unlock = false;
     scan_words(sql, |w| {
         if index == 0 {
             first_is_lock = w.eq_ignore_ascii_case(b"LOCK");
+            first_is_unlock = w.eq_ignore_ascii_case(b"UNLOCK");
             t.first_is_kill = w.eq_ignore_ascii_case(b"KILL");
         } else if index == 1
-            && first_is_lock
             && (w.eq_ignore_ascii_case(b"TABLES") || w.eq_ignore_ascii_case(b"TABLE"))
         {
-            t.pins = true;
+            if first_is_lock {
+                t.takes |= unreported::TABLE_LOCKS;
+            } else if first_is_unlock {
+                t.releases |= unreported::TABLE_LOCKS;
+            }
         }
         index += 1;
         // Every keyword here has 4 to 19 letters: skip the rest cheaply.
         if !(4..=19).contains(&w.len()) {
             return;
         }
-        if w.eq_ignore_ascii_case(b"GET_LOCK")
-            || w.eq_ignore_ascii_case(b"SQL_CALC_FOUND_ROWS")
+        if w.eq_ignore_ascii_case(b"GET_LOCK") {
+            t.takes |= unreported::USER_LOCKS;
+        } else if w.eq_ignore_ascii_case(b"RELEASE_ALL_LOCKS") {
+            t.releases |= unreported::USER_LOCKS;
+        } else if w.eq_ignore_ascii_case(b"SQL_CALC_FOUND_ROWS")
             || w.eq_ignore_ascii_case(b"FOUND_ROWS")
         {
-            t.pins = true;
+            t.takes |= unreported::FOUND_ROWS;
         } else if w.eq_ignore_ascii_case(b"LAST_INSERT_ID") {
             t.reads_insert_id = true;
         } else if OPAQUE_WORDS.iter().any(|k| w.eq_ignore_ascii_case(k)) {
@@ -482,7 +505,7 @@ mod tests {
     use super::*;
 
     fn traits_pins(sql: &[u8]) -> bool {
-        statement_traits(sql).pins
+        statement_traits(sql).takes != 0
     }
 
     #[test]
@@ -590,6 +613,27 @@ mod tests {
         // Unterminated input must not panic.
         assert!(!traits_pins(b"SELECT 'abc"));
         assert!(!traits_pins(b"/* abc"));
+    }
+
+    #[test]
+    fn lock_scan_tells_what_is_taken_and_released() {
+        use super::unreported::*;
+        let t = |sql: &[u8]| {
+            let t = statement_traits(sql);
+            (t.takes, t.releases)
+        };
+        assert_eq!(t(b"LOCK TABLES t READ"), (TABLE_LOCKS, 0));
+        assert_eq!(t(b"unlock tables"), (0, TABLE_LOCKS));
+        assert_eq!(t(b"SELECT GET_LOCK('a', 0)"), (USER_LOCKS, 0));
+        assert_eq!(t(b"DO RELEASE_ALL_LOCKS()"), (0, USER_LOCKS));
+        // One of maybe several: still held.
+        assert_eq!(t(b"DO RELEASE_LOCK('a')"), (0, 0));
+        assert_eq!(t(b"SELECT FOUND_ROWS()"), (FOUND_ROWS, 0));
+        assert_eq!(
+            t(b"SELECT RELEASE_ALL_LOCKS(), GET_LOCK('b', 0)"),
+            (USER_LOCKS, USER_LOCKS)
+        );
+        assert_eq!(t(b"SELECT 'UNLOCK TABLES', `RELEASE_ALL_LOCKS`"), (0, 0));
     }
 }
 
@@ -811,11 +855,11 @@ mod answered_tests {
     #[test]
     fn one_pass_finds_every_trait() {
         let t = statement_traits(b"/* c */ KILL QUERY 5");
-        assert!(t.first_is_kill && !t.pins);
+        assert!(t.first_is_kill && t.takes == 0);
         let t = statement_traits(
             b"INSERT INTO t SELECT GET_LOCK('a',1), LAST_INSERT_ID() FROM temporary",
         );
-        assert!(t.pins && t.reads_insert_id && t.opaque_state && !t.first_is_kill);
+        assert!(t.takes != 0 && t.reads_insert_id && t.opaque_state && !t.first_is_kill);
         let t = statement_traits(b"SELECT 'KILL', `GET_LOCK` FROM t");
         assert_eq!(t, StatementTraits::default());
     }
