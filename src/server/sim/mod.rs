@@ -36,6 +36,7 @@ use crate::protocol::handshake::{AuthSwitchRequest, HandshakeResponse, Handshake
 use crate::protocol::lenenc::write_lenenc_str;
 use crate::protocol::packet::{next_frame, write_packet, HEADER_LEN};
 use crate::protocol::response::decode_err;
+use crate::protocol::tracker::{expect_for, Expect, Progress, ResponseTracker};
 use fake_mysqld::{Answer, FakeMysqld};
 
 const MAX_CLIENTS: usize = 4;
@@ -85,6 +86,17 @@ struct SimClient {
     peer_closed: bool,
     /// Frames received since the last `take_frames`.
     frames: Vec<Vec<u8>>,
+    /// Capabilities it logged in with.
+    caps: u32,
+    /// Sent nothing but whole commands since it logged in: what it
+    /// receives must be the answers to them, in order, each well-formed
+    /// for its capabilities with consecutive sequence ids.
+    clean: bool,
+    /// Commands sent whose answer has not started.
+    awaiting: std::collections::VecDeque<u8>,
+    /// Follows the answer being received (None: between answers).
+    answer: Option<(ResponseTracker, u8)>,
+    answer_seq: u8,
 }
 
 struct Sim {
@@ -228,9 +240,11 @@ impl Sim {
             match (b & 0x1f) % 19 {
                 0 => {
                     let bytes = r.chunk();
+                    self.unclean(who);
                     self.send(who, bytes)?;
                 }
                 1 => {
+                    self.unclean(who);
                     let seq = r.byte().unwrap_or(0);
                     let payload = r.chunk();
                     let mut framed = Vec::new();
@@ -242,6 +256,7 @@ impl Sim {
                     self.login(who, flags)?;
                 }
                 3 => {
+                    self.unclean(who);
                     let cmd = r.byte().unwrap_or(COM_QUERY);
                     let mut payload = vec![cmd];
                     payload.extend_from_slice(r.chunk());
@@ -264,6 +279,7 @@ impl Sim {
                 8 => self.set_reading(who, true),
                 9 => self.clients[who] = None,
                 10 => {
+                    self.unclean(who);
                     if let Some(c) = &self.clients[who] {
                         let _ = c.stream.shutdown(std::net::Shutdown::Write);
                     }
@@ -278,6 +294,7 @@ impl Sim {
                 }
                 13 => self.mysqld.down = !self.mysqld.down,
                 14 => {
+                    self.unclean(who);
                     let kib = usize::from(r.byte().unwrap_or(0));
                     let mut payload = vec![COM_QUERY];
                     payload.extend_from_slice(b"SELECT '");
@@ -294,6 +311,7 @@ impl Sim {
                     let mut framed = Vec::new();
                     for _ in 0..n {
                         let payload = self.canned(who, r.byte().unwrap_or(0));
+                        self.expect_answer(who, &payload);
                         write_packet(&mut framed, 0, &payload);
                     }
                     self.send(who, &framed)?;
@@ -403,6 +421,11 @@ impl Sim {
             unsent: Vec::new(),
             peer_closed: false,
             frames: Vec::new(),
+            caps: 0,
+            clean: false,
+            awaiting: std::collections::VecDeque::new(),
+            answer: None,
+            answer_seq: 0,
         });
         Ok(())
     }
@@ -418,9 +441,33 @@ impl Sim {
     }
 
     fn command(&mut self, who: usize, payload: &[u8]) -> Result<(), String> {
+        self.expect_answer(who, payload);
         let mut framed = Vec::new();
         write_packet(&mut framed, 0, payload);
         self.send(who, &framed)
+    }
+
+    /// Note the answer a command sent now must get (see `SimClient::clean`).
+    fn expect_answer(&mut self, who: usize, payload: &[u8]) {
+        let Some(c) = self.clients[who].as_mut() else {
+            return;
+        };
+        let cmd = payload.first().copied().unwrap_or(0);
+        if !c.clean || c.login != Login::Done {
+            return;
+        }
+        match cmd {
+            // Answered by an auth exchange, or by nothing and a close.
+            COM_CHANGE_USER | COM_QUIT => c.clean = false,
+            _ if expect_for(cmd) == Expect::None => {}
+            _ => c.awaiting.push_back(cmd),
+        }
+    }
+
+    fn unclean(&mut self, who: usize) {
+        if let Some(c) = self.clients[who].as_mut() {
+            c.clean = false;
+        }
     }
 
     fn set_reading(&mut self, who: usize, reading: bool) {
@@ -502,6 +549,7 @@ impl Sim {
         let mut framed = Vec::new();
         write_packet(&mut framed, 1, &payload);
         c.login = Login::Sent(password_static(password));
+        c.caps = caps;
         self.send(who, &framed)
     }
 
@@ -682,8 +730,15 @@ impl SimClient {
     /// Check the complete frames received so far; returns what the client
     /// answers (an auth switch).
     fn check_frames(&mut self) -> Result<Option<Vec<u8>>, String> {
+        let received = std::mem::take(&mut self.received);
+        let result = self.check_received(&received);
+        self.received = received;
+        result
+    }
+
+    fn check_received(&mut self, received: &[u8]) -> Result<Option<Vec<u8>>, String> {
         let mut reply = None;
-        while let Some((header, payload)) = next_frame(&self.received[self.checked..]) {
+        while let Some((header, payload)) = next_frame(&received[self.checked..]) {
             self.checked += HEADER_LEN + header.payload_len;
             if let Some(&ERR_HEADER) = payload.first() {
                 let e = decode_err(payload).map_err(|e| format!("malformed ERR: {e}"))?;
@@ -705,7 +760,10 @@ impl SimClient {
             }
             if let Login::Sent(password) = self.login {
                 match payload.first() {
-                    Some(&OK_HEADER) => self.login = Login::Done,
+                    Some(&OK_HEADER) => {
+                        self.login = Login::Done;
+                        self.clean = true;
+                    }
                     Some(&ERR_HEADER) => self.login = Login::Refused,
                     Some(&AUTH_SWITCH_HEADER) => {
                         let req = AuthSwitchRequest::decode(payload)
@@ -726,8 +784,56 @@ impl SimClient {
             if self.frames.len() < 64 {
                 self.frames.push(payload.to_vec());
             }
+            if self.clean {
+                self.check_answer(header.seq, payload)?;
+            }
         }
         Ok(reply)
+    }
+
+    /// One packet of the answers a clean client is owed.
+    fn check_answer(&mut self, seq: u8, payload: &[u8]) -> Result<(), String> {
+        if self.answer.is_none() {
+            let Some(cmd) = self.awaiting.pop_front() else {
+                if payload.first() == Some(&ERR_HEADER) {
+                    // A parting error (the connection closes after it).
+                    self.clean = false;
+                    return Ok(());
+                }
+                return Err(format!("a packet no command asked for: {payload:02x?}"));
+            };
+            let mut tracker = ResponseTracker::new(self.caps);
+            tracker.start(expect_for(cmd));
+            self.answer = Some((tracker, cmd));
+            self.answer_seq = 1;
+        }
+        let Some((tracker, cmd)) = self.answer.as_mut() else {
+            return Ok(());
+        };
+        let cmd = *cmd;
+        if seq != self.answer_seq {
+            return Err(format!(
+                "answer to command 0x{cmd:02x}: sequence id {seq}, expected {}",
+                self.answer_seq
+            ));
+        }
+        self.answer_seq = self.answer_seq.wrapping_add(1);
+        match tracker.feed(payload) {
+            Err(e) => Err(format!(
+                "malformed answer to command 0x{cmd:02x} (caps {:#x}): {e}: {payload:02x?}",
+                self.caps
+            )),
+            Ok(Progress::Complete { .. }) => {
+                self.answer = None;
+                Ok(())
+            }
+            Ok(Progress::LocalInfile) => {
+                // It would now have to send a file: it never does.
+                self.clean = false;
+                Ok(())
+            }
+            Ok(Progress::NeedMore) => Ok(()),
+        }
     }
 }
 

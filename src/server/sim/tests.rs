@@ -41,9 +41,12 @@ fn a_plain_session_runs_clean() {
     let mut sim = Sim::new().unwrap();
     sim.run(&plain_session()).unwrap();
     // It really got that far: three answers, the last one a result set.
-    let frames = &sim.clients[0].as_ref().unwrap().frames;
+    let c = sim.clients[0].as_ref().unwrap();
+    let frames = &c.frames;
     assert_eq!(frames.len(), 5 + 1 + 5, "{frames:?}");
     assert_eq!(frames[5][0], OK_HEADER);
+    // Every answer was checked and complete.
+    assert!(c.clean && c.awaiting.is_empty() && c.answer.is_none());
     sim.finish().unwrap();
 }
 
@@ -264,4 +267,42 @@ fn a_backend_lost_before_the_command_was_sent_does_not_strand_it() {
         174, 46, 174, 46, 174, 40, 5, 4, 40, 5, 8, 15,
     ];
     run_case(&input).unwrap();
+}
+
+#[test]
+fn the_answer_checker_sees_wrong_sequence_ids_and_stray_packets() {
+    let (stream, _peer) = UnixStream::pair().unwrap();
+    let client = || SimClient {
+        stream: stream.try_clone().unwrap(),
+        received: Vec::new(),
+        checked: 0,
+        reading: true,
+        scramble: Vec::new(),
+        got_greeting: true,
+        login: Login::Done,
+        unsent: Vec::new(),
+        peer_closed: false,
+        frames: Vec::new(),
+        caps: CLIENT_PROTOCOL_41,
+        clean: true,
+        awaiting: [COM_PING].into(),
+        answer: None,
+        answer_seq: 0,
+    };
+    let ok = [7, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0];
+    let mut c = client();
+    c.received.extend_from_slice(&ok);
+    assert!(c.check_frames().is_ok());
+    c.received.extend_from_slice(&ok);
+    let e = c.check_frames().unwrap_err();
+    assert!(e.contains("no command asked for"), "{e}");
+    let mut c = client();
+    c.received
+        .extend_from_slice(&[7, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0]);
+    let e = c.check_frames().unwrap_err();
+    assert!(e.contains("sequence id 2, expected 1"), "{e}");
+    let mut c = client();
+    c.received.extend_from_slice(&[1, 0, 0, 1, 0xfe]);
+    let e = c.check_frames().unwrap_err();
+    assert!(e.contains("malformed answer"), "{e}");
 }
