@@ -88,7 +88,7 @@ struct SimClient {
     frames: Vec<Vec<u8>>,
     /// Capabilities it logged in with.
     caps: u32,
-    /// Sent nothing but whole commands since it logged in: what it
+    /// Sent nothing but whole commands since its login: what it
     /// receives must be the answers to them, in order, each well-formed
     /// for its capabilities with consecutive sequence ids.
     clean: bool,
@@ -453,7 +453,7 @@ impl Sim {
             return;
         };
         let cmd = payload.first().copied().unwrap_or(0);
-        if !c.clean || c.login != Login::Done {
+        if !c.clean {
             return;
         }
         match cmd {
@@ -550,6 +550,8 @@ impl Sim {
         write_packet(&mut framed, 1, &payload);
         c.login = Login::Sent(password_static(password));
         c.caps = caps;
+        // Commands may follow at once, before the login's answer.
+        c.clean = true;
         self.send(who, &framed)
     }
 
@@ -760,11 +762,11 @@ impl SimClient {
             }
             if let Login::Sent(password) = self.login {
                 match payload.first() {
-                    Some(&OK_HEADER) => {
-                        self.login = Login::Done;
-                        self.clean = true;
+                    Some(&OK_HEADER) => self.login = Login::Done,
+                    Some(&ERR_HEADER) => {
+                        self.login = Login::Refused;
+                        self.clean = false;
                     }
-                    Some(&ERR_HEADER) => self.login = Login::Refused,
                     Some(&AUTH_SWITCH_HEADER) => {
                         let req = AuthSwitchRequest::decode(payload)
                             .map_err(|e| format!("bad auth switch: {e}"))?;

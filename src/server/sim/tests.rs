@@ -306,3 +306,10 @@ fn the_answer_checker_sees_wrong_sequence_ids_and_stray_packets() {
     let e = c.check_frames().unwrap_err();
     assert!(e.contains("malformed answer"), "{e}");
 }
+
+/// A command sent right behind the login (before its answer) is owed an
+/// answer too (found by the fuzzer: the checker itself missed it).
+#[test]
+fn a_command_right_behind_the_login_is_answered() {
+    run_case(&[2, 44, 4, 32, 8]).unwrap();
+}
