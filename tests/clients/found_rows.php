@@ -23,15 +23,7 @@ if (!extension_loaded($extension)) {
 }
 mysqli_report(MYSQLI_REPORT_ERROR | MYSQLI_REPORT_STRICT);
 
-$checks = 0;
-function eq($got, $want, string $what): void
-{
-    global $checks;
-    if ($got !== $want) {
-        throw new RuntimeException("$what: got " . var_export($got, true) . ", want " . var_export($want, true));
-    }
-    $checks++;
-}
+require __DIR__ . '/checks.php';
 
 /** One connection of either API, with or without CLIENT_FOUND_ROWS. */
 final class Client

@@ -20,15 +20,7 @@ if ($argc != 6) {
 }
 [, $host, $port, $user, $password, $database] = $argv;
 
-$checks = 0;
-function eq($got, $want, string $what): void
-{
-    global $checks;
-    if ($got !== $want) {
-        throw new RuntimeException("$what: got " . var_export($got, true) . ", want " . var_export($want, true));
-    }
-    $checks++;
-}
+require __DIR__ . '/checks.php';
 
 function pause(string $step, mysqli $m): void
 {

@@ -19,15 +19,7 @@ if ($argc != 7) {
 [, $host, $port, $user, $password, $database, $table] = $argv;
 $port = (int)$port;
 
-$checks = 0;
-function eq($got, $want, string $what): void
-{
-    global $checks;
-    if ($got !== $want) {
-        throw new RuntimeException("$what: got " . var_export($got, true) . ", want " . var_export($want, true));
-    }
-    $checks++;
-}
+require __DIR__ . '/checks.php';
 
 function one(mysqli $m, string $sql): array
 {

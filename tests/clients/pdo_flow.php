@@ -20,15 +20,7 @@ if ($argc != 8 || !in_array($argv[1], ['emulated', 'native'], true)) {
 [, $mode, $host, $port, $user, $password, $database, $table] = $argv;
 $emulated = $mode === 'emulated';
 
-$checks = 0;
-function eq($got, $want, string $what): void
-{
-    global $checks;
-    if ($got !== $want) {
-        throw new RuntimeException("$what: got " . var_export($got, true) . ", want " . var_export($want, true));
-    }
-    $checks++;
-}
+require __DIR__ . '/checks.php';
 
 function connect(string $host, string $port, string $user, string $password, string $database, bool $emulated): PDO
 {
