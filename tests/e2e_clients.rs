@@ -757,11 +757,7 @@ fn rust_mysql_crate_prepared_statements() {
     }
     // The pinned backends of the clients that left are not kept.
     let db = common::mariadb();
-    assert!(
-        common::wait_until(Duration::from_secs(20), || db.connections_of(&user) <= 1),
-        "backend connections left: {}",
-        db.connections_of(&user)
-    );
+    db.wait_connections_at_most(&user, 1, Duration::from_secs(20));
     let mut c = Conn::new(opts).unwrap();
     let n: i64 = c
         .query_first(format!("SELECT COUNT(*) FROM {t}"))

@@ -1302,11 +1302,7 @@ fn client_gone_mid_result_does_not_leak_its_backend() {
     // The half-read backends were recycled, not leaked: only the shared
     // connection remains once the pinned one (odd rounds) is gone.
     let db = common::mariadb();
-    assert!(
-        common::wait_until(Duration::from_secs(20), || db.connections_of(&user) <= 1),
-        "backend connections left: {}",
-        db.connections_of(&user)
-    );
+    db.wait_connections_at_most(&user, 1, Duration::from_secs(20));
 }
 
 // ---------------------------------------------------------------------------
@@ -1984,11 +1980,7 @@ fn user_variables_are_per_client() {
     assert_eq!(one::<Option<i64>>(&mut bystander, "SELECT @me"), None);
     // The extra (pinned) backend connections are closed again.
     let db = common::mariadb();
-    assert!(
-        common::wait_until(Duration::from_secs(20), || db.connections_of(&user) <= 1),
-        "backend connections left: {}",
-        db.connections_of(&user)
-    );
+    db.wait_connections_at_most(&user, 1, Duration::from_secs(20));
 }
 
 /// State that cannot move to another backend connection stays with its
@@ -2068,11 +2060,7 @@ fn unmovable_state_stays_with_its_client() {
     // the shared connection remains.)
     drop(b);
     let db = common::mariadb();
-    assert!(
-        common::wait_until(Duration::from_secs(20), || db.connections_of(&user) <= 1),
-        "backend connections left: {}",
-        db.connections_of(&user)
-    );
+    db.wait_connections_at_most(&user, 1, Duration::from_secs(20));
 }
 
 /// Past max_pinned_backends a client's unmovable state (here: an open

@@ -169,19 +169,6 @@ fn threads_of(db: &MariaDb, user: &str, info_prefix: Option<&str>) -> Vec<u64> {
     db.admin_query(&sql)
 }
 
-/// Polls until `user` has exactly `n` connections on `db`.
-fn wait_connections(db: &MariaDb, user: &str, n: usize, timeout: Duration) {
-    let mut last = 0;
-    let ok = wait_until(timeout, || {
-        last = db.connections_of(user);
-        last == n
-    });
-    assert!(
-        ok,
-        "{user} has {last} connections on the server, expected {n} (waited {timeout:?})"
-    );
-}
-
 /// A raw client logged in as funnel_a with database funnel_test; panics on failure.
 fn raw_a(f: &FunnelProcess) -> Raw {
     Raw::open(f.port, USER_A, PASS_A, Some(TEST_DB))
@@ -1099,7 +1086,7 @@ fn mysqld_sigkill_under_load_then_restart() {
     // The same client connection works again, and the pool is full again.
     sleeper.set_read_timeout(Duration::from_secs(10));
     assert_eq!(single(&sleeper.query("SELECT 42")), "42");
-    wait_connections(&db, USER_A, POOL, Duration::from_secs(10));
+    db.wait_connections(USER_A, POOL, Duration::from_secs(10));
     let mut f = f;
     assert!(f.is_running(), "the funnel died");
 }
@@ -1302,7 +1289,7 @@ fn mysqld_down_longer_than_queue_timeout() {
     assert_eq!(single(&fresh.query("SELECT 7")), "7");
     let mut after = raw_a(&f);
     assert_eq!(single(&after.query("SELECT DATABASE()")), TEST_DB);
-    wait_connections(&db, USER_A, 2, Duration::from_secs(10));
+    db.wait_connections(USER_A, 2, Duration::from_secs(10));
     assert!(f.is_running());
 }
 
@@ -1315,7 +1302,7 @@ fn dba_kills_backend_connections() {
     let f = Cfg::new(db.port).pool("connections = 2").start();
     let mut c1 = mconn(&f, Duration::from_secs(10));
     select_n(&mut c1, 1);
-    wait_connections(&db, USER_A, 2, Duration::from_secs(10));
+    db.wait_connections(USER_A, 2, Duration::from_secs(10));
 
     // Idle backends killed: the funnel notices and replaces them.
     let killed = threads_of(&db, USER_A, None);
@@ -1409,7 +1396,7 @@ fn dba_kills_backend_connections() {
     // The victim's connection to the funnel still works.
     let mut x = sleeper.join().unwrap();
     select_n(&mut x, 5);
-    wait_connections(&db, USER_A, 2, Duration::from_secs(10));
+    db.wait_connections(USER_A, 2, Duration::from_secs(10));
 
     // A client pinned by an open transaction, whose backend is killed while
     // idle: its next command is told the transaction is gone (README), the
@@ -1829,7 +1816,7 @@ fn sighup_resizes_pool_live_and_refuses_broken_config() {
         .iter_mut()
         .map(|c| c.query_first("SELECT CONNECTION_ID()").unwrap().unwrap())
         .collect();
-    wait_connections(&db, USER_A, 2, Duration::from_secs(10));
+    db.wait_connections(USER_A, 2, Duration::from_secs(10));
     let same_clients = |clients: &mut Vec<Conn>, when: &str| {
         for (c, id) in clients.iter_mut().zip(&ids) {
             let now: u64 = c
@@ -1844,7 +1831,7 @@ fn sighup_resizes_pool_live_and_refuses_broken_config() {
     // 2 -> 4, live.
     f.write_config(&text.replace("connections = 2", "connections = 4"));
     f.signal(libc::SIGHUP);
-    wait_connections(&db, USER_A, 4, Duration::from_secs(10));
+    db.wait_connections(USER_A, 4, Duration::from_secs(10));
     assert!(f.wait_for_log("connections 2 -> 4", Duration::from_secs(5)));
     same_clients(&mut clients, "after growing the pool");
     // All four are really used: four sleeps run at once.
@@ -1893,7 +1880,7 @@ fn sighup_resizes_pool_live_and_refuses_broken_config() {
     // And a valid reload after it still applies (4 -> 1).
     f.write_config(&text.replace("connections = 2", "connections = 1"));
     f.signal(libc::SIGHUP);
-    wait_connections(&db, USER_A, 1, Duration::from_secs(10));
+    db.wait_connections(USER_A, 1, Duration::from_secs(10));
     for c in clients.iter_mut() {
         select_n(c, 14);
     }

@@ -322,6 +322,36 @@ impl MariaDb {
         n[0] as usize
     }
 
+    /// Polls until `user` has exactly `n` connections; panics with the count
+    /// seen last otherwise.
+    pub fn wait_connections(&self, user: &str, n: usize, timeout: Duration) {
+        self.wait_connections_until(user, &format!("{n}"), |c| c == n, timeout);
+    }
+
+    /// Polls until `user` has at most `n` connections (a funnel closed the
+    /// extra ones); panics with the count seen last otherwise.
+    pub fn wait_connections_at_most(&self, user: &str, n: usize, timeout: Duration) {
+        self.wait_connections_until(user, &format!("at most {n}"), |c| c <= n, timeout);
+    }
+
+    fn wait_connections_until(
+        &self,
+        user: &str,
+        expected: &str,
+        ok: impl Fn(usize) -> bool,
+        timeout: Duration,
+    ) {
+        let mut last = 0;
+        let done = wait_until(timeout, || {
+            last = self.connections_of(user);
+            ok(last)
+        });
+        assert!(
+            done,
+            "{user} has {last} connections on the server, expected {expected} (waited {timeout:?})"
+        );
+    }
+
     /// A `mariadb` CLI command connected as root over the socket (add `-e SQL`).
     pub fn cli(&self) -> Command {
         let mut cmd = Command::new(mariadb_client());
