@@ -54,6 +54,20 @@ impl<T: Into<Json>> From<Option<T>> for Json {
     }
 }
 
+/// `{"k":v,...}`: Obj and Map differ only in who owns the keys.
+fn object<'a>(out: &mut String, fields: impl Iterator<Item = (&'a str, &'a Json)>) {
+    out.push('{');
+    for (i, (k, v)) in fields.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        string(out, k);
+        out.push(':');
+        v.write(out);
+    }
+    out.push('}');
+}
+
 fn string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
@@ -96,30 +110,8 @@ impl Json {
                 }
                 out.push(']');
             }
-            Json::Obj(fields) => {
-                out.push('{');
-                for (i, (k, v)) in fields.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    string(out, k);
-                    out.push(':');
-                    v.write(out);
-                }
-                out.push('}');
-            }
-            Json::Map(fields) => {
-                out.push('{');
-                for (i, (k, v)) in fields.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    string(out, k);
-                    out.push(':');
-                    v.write(out);
-                }
-                out.push('}');
-            }
+            Json::Obj(fields) => object(out, fields.iter().map(|(k, v)| (*k, v))),
+            Json::Map(fields) => object(out, fields.iter().map(|(k, v)| (k.as_str(), v))),
         }
     }
 
