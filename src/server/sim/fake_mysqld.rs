@@ -7,10 +7,11 @@
 //! Non-blocking and driven by `pump`; it never waits.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
+use super::{read_now, write_now};
 use crate::protocol::consts::*;
 use crate::protocol::handshake::HandshakeV10;
 use crate::protocol::lenenc::write_lenenc_str;
@@ -206,25 +207,9 @@ impl FakeMysqld {
     }
 
     fn pump_conn(&mut self, i: usize) {
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            let c = &mut self.conns[i];
-            if c.closed {
-                break;
-            }
-            match c.stream.read(&mut buf) {
-                Ok(0) => {
-                    c.closed = true;
-                    break;
-                }
-                Ok(n) => c.input.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    c.closed = true;
-                    break;
-                }
-            }
+        let c = &mut self.conns[i];
+        if !c.closed && !read_now(&mut c.stream, &mut c.input) {
+            c.closed = true;
         }
         loop {
             let c = &mut self.conns[i];
@@ -240,19 +225,9 @@ impl FakeMysqld {
             self.handle_packet(i, header.seq, &payload);
         }
         let c = &mut self.conns[i];
-        while !c.output.is_empty() {
-            match c.stream.write(&c.output) {
-                Ok(0) => break,
-                Ok(n) => {
-                    c.output.drain(..n);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    c.closed = true;
-                    c.output.clear();
-                }
-            }
+        if !write_now(&mut c.stream, &mut c.output) {
+            c.closed = true;
+            c.output.clear();
         }
     }
 

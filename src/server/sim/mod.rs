@@ -693,29 +693,11 @@ impl Sim {
         let Some(c) = self.clients[who].as_mut() else {
             return Ok(());
         };
-        while !c.unsent.is_empty() && !c.peer_closed {
-            match c.stream.write(&c.unsent) {
-                Ok(0) => break,
-                Ok(n) => {
-                    c.unsent.drain(..n);
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    c.unsent.clear();
-                    break;
-                }
-            }
+        if !c.peer_closed && !write_now(&mut c.stream, &mut c.unsent) {
+            c.unsent.clear();
         }
-        let mut buf = [0u8; 64 * 1024];
-        while c.reading && !c.peer_closed {
-            match c.stream.read(&mut buf) {
-                Ok(0) => c.peer_closed = true,
-                Ok(n) => c.received.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => c.peer_closed = true,
-            }
+        if c.reading && !c.peer_closed && !read_now(&mut c.stream, &mut c.received) {
+            c.peer_closed = true;
         }
         let reply = c.check_frames().map_err(|e| format!("client {who}: {e}"))?;
         if let Some(reply) = reply {
@@ -835,6 +817,38 @@ impl SimClient {
                 Ok(())
             }
             Ok(Progress::NeedMore) => Ok(()),
+        }
+    }
+}
+
+/// Writes what the socket takes now from the front of `queued`; false if
+/// the socket failed.
+fn write_now(stream: &mut UnixStream, queued: &mut Vec<u8>) -> bool {
+    while !queued.is_empty() {
+        match stream.write(queued) {
+            Ok(0) => break,
+            Ok(n) => {
+                queued.drain(..n);
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Appends what the socket holds now to `into`; false once the peer has
+/// closed (or the socket failed).
+fn read_now(stream: &mut UnixStream, into: &mut Vec<u8>) -> bool {
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) => into.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
         }
     }
 }
