@@ -1257,15 +1257,7 @@ fn cursor_pins(test: &str, what: &str, mut cmd: Command, want: &[(&str, Option<&
         db.port
     );
     let f = FunnelProcess::start(&cfg, port);
-    let mut admin = Conn::new(
-        OptsBuilder::new()
-            .ip_or_hostname(Some("127.0.0.1"))
-            .tcp_port(admin_port)
-            .prefer_socket(false)
-            .user(Some("admin"))
-            .pass(Some("adm")),
-    )
-    .expect("admin console");
+    let mut admin = common::admin_console(admin_port, "admin", "adm");
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let others: Vec<_> = (0..3i64)

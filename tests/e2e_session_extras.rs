@@ -150,15 +150,7 @@ fn change_user_reauthenticates_and_resets_the_session() {
 fn kill_query_stops_a_running_statement_and_the_connection_stays_usable() {
     let admin_port = common::free_port();
     let f = start_with_admin("connections = 1", Some(admin_port));
-    let mut admin = Conn::new(
-        mysql::OptsBuilder::new()
-            .ip_or_hostname(Some("127.0.0.1"))
-            .tcp_port(admin_port)
-            .prefer_socket(false)
-            .user(Some("admin"))
-            .pass(Some("adm")),
-    )
-    .expect("admin console");
+    let mut admin = common::admin_console(admin_port, "admin", "adm");
     let mut backlog = move || -> i64 {
         let row: mysql::Row = admin.query_first("SHOW POOLS").unwrap().unwrap();
         let cols = row.columns();
