@@ -803,13 +803,14 @@ mod fake {
                 s.write_all(&packets.concat())
             };
             if sql.contains("@@character_set_client") {
-                let cols = ["a", "b", "c", "d", "e"];
+                let cols = ["a", "b", "c", "d", "e", "clean"];
                 let row = vec![
                     Some("utf8mb4"),
                     Some("utf8mb4"),
                     Some("utf8mb4"),
                     Some("utf8mb4_general_ci"),
                     None,
+                    Some("1"),
                 ];
                 send(&mut s, &result_set(&cols, &[row]))?;
             } else if sql.contains("information_schema.COLLATIONS") {

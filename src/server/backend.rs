@@ -13,7 +13,7 @@ use mio::Interest;
 use super::io::{Buf, ReadOutcome, Stream};
 use super::log_limit::LogEvent;
 use super::pool::ClientRef;
-use super::session::{user_var_literal, PinCause, SessionVars};
+use super::session::{user_var_literal, PinCause, PinSet, SessionVars};
 use super::stmt::{execute_layout, own_stmt_key, rewrite_execute, stmt_key, ClientStmt, StmtCache};
 use super::timer::TimerKind;
 use super::{token, Deferred, Server, KIND_BACKEND, READ_CAP_PER_EVENT};
@@ -58,6 +58,9 @@ pub enum Internal {
     Prepare,
     /// `COM_SET_OPTION`: multi-statements on or off, as the client has it.
     SetOption,
+    /// Empty the diagnostics area another client's statement left, before
+    /// a client's `SHOW WARNINGS` (or the like) runs here.
+    ClearDiagnostics,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +74,12 @@ pub enum BackendState {
     Running,
     /// The client left mid-response: read and discard the rest.
     Draining,
+    /// The response is complete, but a `KILL QUERY` for it may still be on
+    /// its way to mysqld: nobody gets this connection until it has landed.
+    AwaitKill {
+        read_back: bool,
+        draining: bool,
+    },
 }
 
 /// How the running response treats a client that reads it more slowly
@@ -124,9 +133,24 @@ pub struct Backend {
     pub command: u8,
     /// When the command (or internal step) was sent.
     pub sent_at: Instant,
-    /// Session changes seen during the current response.
+    /// Session changes seen during the current response: mysqld said
+    /// "state changed" (in an OK, with `state_applied` schema and variable
+    /// changes the funnel applied), or said so in an EOF, whose details it
+    /// sends only with a later OK.
     pub saw_state_change: bool,
+    pub state_applied: usize,
+    pub saw_eof_state_change: bool,
     pub saw_unreplayable: bool,
+    /// The session holds something `COM_RESET_CONNECTION` does not undo
+    /// (the profiling history): closed instead of reset.
+    pub discard_on_reset: bool,
+    /// Warnings of the last statement of the current response.
+    pub last_warnings: u16,
+    /// The client (by serial) whose warnings or error this connection's
+    /// diagnostics area may hold.
+    pub diagnostics_of: Option<u64>,
+    /// `KILL QUERY` connections opened against this one, not yet closed.
+    pub kills_pending: u32,
     /// A character-set variable changed: re-read collation_connection.
     pub charset_changed: bool,
     /// Offset added to sequence ids forwarded to the client (non-zero only
@@ -200,14 +224,37 @@ pub const BACKEND_CAPS: u32 = CLIENT_LONG_PASSWORD
     | CLIENT_SESSION_TRACK;
 
 const SETUP_SQL: &[u8] = b"SET SESSION session_track_schema = ON, session_track_system_variables = '*', session_track_state_change = ON";
-const BASELINE_SQL: &[u8] = b"SELECT @@character_set_client, @@character_set_connection, @@character_set_results, @@collation_connection, DATABASE()";
+/// The session a new or reset connection starts with, and the check that
+/// it is clean: no user variables, no transaction, no profiling, tracking
+/// as set up, and the variables that change what others' statements
+/// return at their global values. A connection that fails it is closed.
+const BASELINE_SQL: &[u8] = b"SELECT @@character_set_client, @@character_set_connection, @@character_set_results, @@collation_connection, DATABASE(), \
+(SELECT COUNT(*) FROM information_schema.USER_VARIABLES) = 0 AND @@in_transaction = 0 AND @@profiling = 0 \
+AND @@session.session_track_system_variables = '*' AND @@session.session_track_state_change = 1 AND @@session.session_track_schema = 1 \
+AND @@session.sql_select_limit <=> @@global.sql_select_limit AND @@session.max_statement_time <=> @@global.max_statement_time \
+AND @@session.time_zone <=> @@global.time_zone AND @@session.sql_mode <=> @@global.sql_mode AND @@session.tx_read_only <=> @@global.tx_read_only \
+AND @@session.autocommit <=> @@global.autocommit AND @@session.max_join_size <=> @@global.max_join_size";
+/// Column of [`BASELINE_SQL`] that says the session is clean ("1").
+const BASELINE_CLEAN: usize = 5;
+/// Empties the diagnostics area: a statement that uses a table does (a
+/// `SET` or `DO 0` does not).
+const CLEAR_DIAGNOSTICS_SQL: &[u8] = b"DO (SELECT 1 FROM information_schema.ENGINES LIMIT 0)";
 const COLLATIONS_SQL: &[u8] = b"SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLLATIONS WHERE ID IS NOT NULL AND ID < 256";
 /// Reads the user variables back, plus `collation_connection`, which
 /// MariaDB's tracker does not report after `SET NAMES x COLLATE y` (the row
 /// with [`COLLATION_ROW`] as its name: a user variable cannot start with a
 /// space and a colon-prefixed tag together by accident).
-const USER_VARS_SQL: &[u8] = b"SELECT VARIABLE_NAME, VARIABLE_VALUE, VARIABLE_TYPE, CHARACTER_SET_NAME FROM information_schema.USER_VARIABLES UNION ALL SELECT ' funnel:collation_connection', @@collation_connection, 'SYSVAR', NULL";
+///
+/// Also `LAST_INSERT_ID()`, for statements that set it with an argument.
+/// Run with the limits a client may have set on its own statements lifted
+/// (a read-back killed by the client's `max_statement_time` would leave
+/// its session unknown).
+const USER_VARS_SQL: &[u8] = b"SET STATEMENT max_statement_time = 0, max_join_size = DEFAULT, sql_select_limit = DEFAULT FOR \
+SELECT VARIABLE_NAME, VARIABLE_VALUE, VARIABLE_TYPE, CHARACTER_SET_NAME FROM information_schema.USER_VARIABLES \
+UNION ALL SELECT ' funnel:collation_connection', @@collation_connection, 'SYSVAR', NULL \
+UNION ALL SELECT ' funnel:last_insert_id', LAST_INSERT_ID(), 'SYSVAR', NULL";
 const COLLATION_ROW: &str = " funnel:collation_connection";
+const INSERT_ID_ROW: &str = " funnel:last_insert_id";
 const CHARSET_VARS: [&str; 4] = [
     "character_set_client",
     "character_set_connection",
@@ -233,7 +280,13 @@ impl Server {
             command: b.commands,
             thread: b.thread_id,
         };
+        let before = self.backends.len();
         self.open_backend_for(pool, false, Some(target));
+        if self.backends.len() > before {
+            // Until this killer is gone, the target is handed to nobody,
+            // so its KILL cannot land on someone else's statement.
+            self.backends[backend].kills_pending += 1;
+        }
     }
 
     fn open_backend_for(&mut self, pool: usize, pinned: bool, kill_query: Option<KillTarget>) {
@@ -294,7 +347,13 @@ impl Server {
             command: 0,
             sent_at: self.now,
             saw_state_change: false,
+            state_applied: 0,
+            saw_eof_state_change: false,
             saw_unreplayable: false,
+            discard_on_reset: false,
+            last_warnings: 0,
+            diagnostics_of: None,
+            kills_pending: 0,
             charset_changed: false,
             seq_offset: 0,
             close_when_done: false,
@@ -687,7 +746,8 @@ impl Server {
             PacketKind::Ok => {
                 if let Ok(ok) = decode_ok(payload, b.capabilities) {
                     if let Some(block) = ok.session_state {
-                        b.session.apply_tracked(block);
+                        let changes = b.session.apply_tracked(block);
+                        b.discard_on_reset |= changes.survives_reset;
                     }
                 }
             }
@@ -752,6 +812,13 @@ impl Server {
                 }
                 session.set_schema(row.get(4).cloned().flatten());
                 b.session = session;
+                if row.get(BASELINE_CLEAN).cloned().flatten().as_deref() != Some("1") {
+                    self.backend_lost(
+                        key,
+                        "session not clean after connect or reset (user variables, transaction, profiling, tracking or a variable left)".into(),
+                    );
+                    return;
+                }
                 if self.charsets.is_none() {
                     self.start_internal(key, Internal::LoadCollations, COLLATIONS_SQL.to_vec());
                 } else {
@@ -811,10 +878,15 @@ impl Server {
                 }
             }
             Internal::Ping => self.backend_ready(key),
+            Internal::ClearDiagnostics => {
+                self.backends[key].diagnostics_of = None;
+                self.continue_request(key);
+            }
             Internal::ReadUserVars => {
                 let b = &mut self.backends[key];
                 let mut vars = std::collections::BTreeMap::new();
                 let mut exact = true;
+                let mut insert_id = None;
                 for row in b.rows.drain(..) {
                     let [Some(name), value, Some(ty), charset] = row.as_slice() else {
                         exact = false;
@@ -824,6 +896,10 @@ impl Server {
                         if let Some(v) = value {
                             b.session.set_var("collation_connection", v);
                         }
+                        continue;
+                    }
+                    if name == INSERT_ID_ROW {
+                        insert_id = value.as_deref().and_then(|v| v.parse::<u64>().ok());
                         continue;
                     }
                     match user_var_literal(value.as_deref(), ty, charset.as_deref()) {
@@ -845,6 +921,12 @@ impl Server {
                         c.session.copy_from(&b.session);
                         if !exact {
                             c.pins.insert(PinCause::SessionState);
+                        }
+                        // Only the client's own `LAST_INSERT_ID(expr)` made
+                        // this connection's value the client's.
+                        if let Some(id) = insert_id.filter(|_| c.facts.sets_insert_id) {
+                            c.last_insert_id = id;
+                            b.last_insert_id = id;
                         }
                     }
                 }
@@ -900,6 +982,21 @@ impl Server {
                     );
                 }
                 self.backend_ready(key);
+            }
+            Internal::ReadUserVars => {
+                // The client has its answer already: an ERR now would be
+                // taken as the answer to its next command. The session is
+                // unknown, so the client keeps this backend instead.
+                let b = &self.backends[key];
+                if let Some(c) = b.client.and_then(|cr| {
+                    self.clients
+                        .get_mut(cr.key)
+                        .filter(|c| c.serial == cr.serial)
+                }) {
+                    c.pins.insert(PinCause::SessionState);
+                }
+                debug!("user-variable read-back failed, the client keeps its backend: {msg}");
+                self.release_after_response(key, false);
             }
             _ => {
                 let b = &mut self.backends[key];
@@ -1082,7 +1179,17 @@ impl Server {
                 return;
             }
         }
-        if c.reads_insert_id && c.last_insert_id != b.last_insert_id {
+        if c.facts.reads_diagnostics && b.diagnostics_of.is_some_and(|s| s != client.serial) {
+            // Another client's warnings are in this connection's
+            // diagnostics area: empty it first.
+            self.start_internal(
+                key,
+                Internal::ClearDiagnostics,
+                CLEAR_DIAGNOSTICS_SQL.to_vec(),
+            );
+            return;
+        }
+        if c.facts.reads_insert_id && c.last_insert_id != b.last_insert_id {
             let sql = format!("SELECT LAST_INSERT_ID({})", c.last_insert_id);
             self.bump(b.pool, |c| c.replays += 1);
             self.start_internal(key, Internal::SetInsertId, sql.into_bytes());
@@ -1195,8 +1302,11 @@ impl Server {
         b.eof = EofTranslator::new(c.capabilities);
         b.sent_at = self.now;
         b.saw_state_change = false;
+        b.state_applied = 0;
+        b.saw_eof_state_change = false;
         b.saw_unreplayable = false;
         b.charset_changed = false;
+        b.last_warnings = 0;
         b.response_bytes = 0;
         b.slow_reader = SlowReader::Watermarks;
         b.commands += 1;
@@ -1321,17 +1431,9 @@ impl Server {
                                 if let Some(block) = ok.session_state {
                                     let changes = b.session.apply_tracked(block);
                                     b.saw_unreplayable |= changes.unreplayable;
-                                    // "State changed" with no schema or
-                                    // variable entry: something the funnel
-                                    // cannot see (user variables, temporary
-                                    // tables, SQL PREPARE).
-                                    // Variables reported beside a state
-                                    // change may hide a user variable set
-                                    // in the same statement.
-                                    let mentions_user_var =
-                                        c.as_ref().is_none_or(|c| c.mentions_user_var);
-                                    b.saw_state_change |= changes.state_changed
-                                        && (changes.applied == 0 || mentions_user_var);
+                                    b.discard_on_reset |= changes.survives_reset;
+                                    b.saw_state_change |= changes.state_changed;
+                                    b.state_applied += changes.applied;
                                     b.charset_changed |= changes.charset_changed;
                                 } else {
                                     b.saw_state_change = true;
@@ -1357,6 +1459,7 @@ impl Server {
                                 }
                                 run_start = pos + total;
                             }
+                            b.last_warnings = ok.warnings;
                             if ok.last_insert_id != 0 {
                                 b.last_insert_id = ok.last_insert_id;
                                 if let Some(c) = c.as_mut() {
@@ -1368,7 +1471,10 @@ impl Server {
                     PacketKind::Eof | PacketKind::MetadataEof => {
                         if let Ok(eof) = crate::protocol::response::decode_eof(payload) {
                             if eof.status & SERVER_SESSION_STATE_CHANGED != 0 {
-                                b.saw_state_change = true;
+                                b.saw_eof_state_change = true;
+                            }
+                            if kind == PacketKind::Eof {
+                                b.last_warnings = eof.warnings;
                             }
                         }
                     }
@@ -1523,18 +1629,57 @@ impl Server {
                     if let Some(schema) = b.init_db.take() {
                         self.pools[pool].known_schemas.remove(&schema);
                     }
-                } else if b.saw_unreplayable {
-                    c.pins.insert(PinCause::SessionState);
-                } else if b.saw_state_change || b.charset_changed || c.assigns_user_var {
-                    // Most often user variables, which the funnel reads back
-                    // and replays (with the collation the tracker omits);
-                    // what it cannot read back pins.
-                    if cmd == COM_QUERY
-                        && (!c.opaque_state || !(b.saw_state_change || c.assigns_user_var))
-                    {
-                        read_user_vars = true;
-                    } else {
+                } else {
+                    let facts = c.facts;
+                    // "State changed" that no schema or variable change
+                    // explains (or that may hide a user variable beside
+                    // them): user variables, temporary tables, ...
+                    let unexplained =
+                        b.saw_state_change && (b.state_applied == 0 || facts.mentions_user_var);
+                    let dirty = facts
+                        .unproven
+                        .or(b
+                            .saw_eof_state_change
+                            .then_some("a stored program changed the session"))
+                        .or((b.saw_state_change && facts.may_fire_triggers)
+                            .then_some("a trigger changed the session"));
+                    let clean_end = end != EndKind::Err && b.last_warnings == 0;
+                    if let Some(why) = dirty {
+                        if !c.pins.contains(PinCause::Unproven) {
+                            debug!(
+                                "client {}: backend dirty ({why}); pinned until it leaves",
+                                c.id
+                            );
+                        }
+                        c.pins.insert(PinCause::Unproven);
+                    } else if b.saw_unreplayable {
                         c.pins.insert(PinCause::SessionState);
+                    } else if unexplained
+                        || b.charset_changed
+                        || facts.assigns_user_var
+                        || facts.sets_insert_id
+                    {
+                        // Most often user variables, which the funnel reads
+                        // back and replays (with the collation the tracker
+                        // omits). The read-back would clear the statement's
+                        // warnings, so a statement with any keeps its
+                        // backend instead, as does what cannot be read back.
+                        if matches!(cmd, COM_QUERY | COM_STMT_EXECUTE)
+                            && !(facts.opaque_state && unexplained)
+                            && clean_end
+                        {
+                            read_user_vars = true;
+                        } else {
+                            c.pins.insert(PinCause::SessionState);
+                        }
+                    }
+                    if !clean_end {
+                        // SHOW WARNINGS / SHOW ERRORS may follow: they must
+                        // run here, and nobody else may see these.
+                        c.pins.insert(PinCause::Diagnostics);
+                        b.diagnostics_of = Some(cr.serial);
+                    } else if !facts.reads_diagnostics {
+                        c.pins.remove(PinCause::Diagnostics);
                     }
                 }
                 if c.wbuf.is_empty() {
@@ -1557,11 +1702,40 @@ impl Server {
         if buffered_whole {
             self.bump(pool, |c| c.buffered_results += 1);
         }
-        if read_user_vars {
+        let b = &mut self.backends[key];
+        if b.kills_pending > 0 {
+            b.state = BackendState::AwaitKill {
+                read_back: read_user_vars,
+                draining,
+            };
+            return;
+        }
+        self.after_response(key, read_user_vars, draining);
+    }
+
+    fn after_response(&mut self, key: usize, read_back: bool, draining: bool) {
+        if read_back {
             self.start_internal(key, Internal::ReadUserVars, USER_VARS_SQL.to_vec());
             return;
         }
         self.release_after_response(key, draining);
+    }
+
+    /// The last `KILL QUERY` against this connection has landed (or given
+    /// up): carry on with what its response's end decided.
+    pub(super) fn resume_after_kill(&mut self, key: usize) {
+        let Some(b) = self.backends.get(key) else {
+            return;
+        };
+        if let BackendState::AwaitKill {
+            read_back,
+            draining,
+        } = b.state
+        {
+            if b.kills_pending == 0 {
+                self.after_response(key, read_back, draining);
+            }
+        }
     }
 
     /// The client's command is over: the backend stays with the client
@@ -1583,6 +1757,14 @@ impl Server {
                 // The client keeps this backend.
                 if !b.pinned {
                     let p = &mut self.pools[pool];
+                    if p.pinned >= p.pin_limit() && pins == PinSet::only(PinCause::Diagnostics) {
+                        // Warnings are worth a pin only while one is free;
+                        // they stay marked as this client's on the backend.
+                        if let Some(c) = self.clients.get_mut(cr.key) {
+                            c.pins.remove(PinCause::Diagnostics);
+                        }
+                        return self.release_after_response(key, draining);
+                    }
                     if p.pinned >= p.pin_limit() {
                         // Over the cap: the state dies with a reset, and the
                         // client learns at its next command.
@@ -1685,6 +1867,14 @@ impl Server {
         b.prepare = None;
         b.last_insert_id = 0;
         b.session = SessionVars::new();
+        b.diagnostics_of = None;
+        if b.discard_on_reset {
+            // Its profiling history would survive the reset.
+            let pool = b.pool;
+            self.close_backend(key);
+            self.maintain_pool(pool);
+            return;
+        }
         self.start_internal(key, Internal::Reset, Vec::new());
     }
 
@@ -1852,7 +2042,18 @@ impl Server {
         }
         let mut b = self.backends.remove(key);
         let _ = self.poll.registry().deregister(&mut b.stream);
-        if b.kill_query.is_some() {
+        if let Some(target) = b.kill_query {
+            if let Some(t) = self
+                .backends
+                .get_mut(target.backend)
+                .filter(|t| t.serial == target.serial)
+            {
+                t.kills_pending = t.kills_pending.saturating_sub(1);
+                if t.kills_pending == 0 && matches!(t.state, BackendState::AwaitKill { .. }) {
+                    self.deferred
+                        .push(Deferred::ResumeAfterKill(target.backend, target.serial));
+                }
+            }
             return;
         }
         let p = &mut self.pools[b.pool];

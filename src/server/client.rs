@@ -15,9 +15,9 @@ use super::io::{Buf, ReadOutcome, Stream};
 use super::log_limit::LogEvent;
 use super::pool::{ClientRef, Request};
 use super::session::{
-    funnel_answered_select, parse_kill, statement_mentions_user_var, statement_traits,
-    FunnelAnswered, Kill, PinCause, PinSet, SessionVars,
+    funnel_answered_select, parse_kill, FunnelAnswered, Kill, PinCause, PinSet, SessionVars,
 };
+use super::statement::{statement_facts, StatementFacts};
 use super::stmt::{execute_layout, execute_types, ClientStmt};
 use super::timer::TimerKind;
 use super::{token, Deferred, Server, KIND_CLIENT, POOLED_BUF_MAX, READ_CAP_PER_EVENT};
@@ -142,14 +142,9 @@ pub struct Client {
     pub current_stmt: Option<u32>,
     /// Statements whose cursor is open on the pinned backend (PinCause::Cursor).
     pub open_cursors: Vec<u32>,
-    /// The current statement mentions a user variable.
-    pub mentions_user_var: bool,
-    /// ... and may assign one with `:=` inside an expression.
-    pub assigns_user_var: bool,
-    /// The current statement reads `LAST_INSERT_ID()`.
-    pub reads_insert_id: bool,
-    /// The current statement may create state the funnel cannot read back.
-    pub opaque_state: bool,
+    /// What the current statement may do to the session (default for
+    /// commands that are not statements).
+    pub facts: StatementFacts,
     /// A response finished; end-to-end latency is recorded when its last
     /// byte is written.
     pub e2e_pending: bool,
@@ -307,10 +302,7 @@ impl Server {
             open_cursors: Vec::new(),
             write_stalled_since: None,
             buffered: 0,
-            reads_insert_id: false,
-            mentions_user_var: false,
-            assigns_user_var: false,
-            opaque_state: false,
+            facts: StatementFacts::default(),
         });
         let greeting = HandshakeV10 {
             server_version: self.announced_version(),
@@ -848,12 +840,15 @@ impl Server {
                     }
                     return;
                 };
+                c.facts = StatementFacts::default();
                 if cmd == COM_STMT_EXECUTE {
                     // A prepared `SELECT GET_LOCK(?, 0)` takes a lock as
-                    // surely as the text one.
-                    let traits = statement_traits(&st.sql);
-                    c.unreported_taken = traits.takes;
-                    c.unreported_released = traits.releases;
+                    // surely as the text one, and a prepared `CALL` is as
+                    // unproven.
+                    let facts = statement_facts(&st.sql);
+                    c.unreported_taken = facts.takes;
+                    c.unreported_released = facts.releases;
+                    c.facts = facts;
                     let Some(layout) = execute_layout(payload, st.num_params) else {
                         self.close_client_logged(
                             key,
@@ -878,32 +873,13 @@ impl Server {
                 c.current_stmt = Some(id);
                 self.forward_current(key);
             }
-            COM_QUERY
-                if statement_traits(
-                    &data[HEADER_LEN + 1..(HEADER_LEN + span.payload_len).min(data.len())],
-                )
-                .first_is_kill =>
-            {
-                let parsed = parse_kill(
-                    &data[HEADER_LEN + 1..(HEADER_LEN + span.payload_len).min(data.len())],
-                );
-                self.discard_current(key);
-                match parsed {
-                    Ok(Some(kill)) => self.kill(key, kill),
-                    _ => self.client_error(
-                        key,
-                        1,
-                        ER_UNKNOWN_COM_ERROR,
-                        "funnel: only KILL [CONNECTION | QUERY] <id> is supported, with the id CONNECTION_ID() returns",
-                    ),
-                }
-            }
             COM_QUERY | COM_INIT_DB | COM_FIELD_LIST | COM_STATISTICS | COM_STMT_PREPARE
             | COM_PROCESS_INFO | COM_REFRESH | COM_DEBUG | COM_CREATE_DB | COM_DROP_DB => {
-                c.reads_insert_id = false;
-                c.mentions_user_var = false;
-                c.assigns_user_var = false;
-                c.opaque_state = false;
+                c.facts = StatementFacts::default();
+                if cmd == COM_REFRESH {
+                    // FLUSH by another name (it resets session status, too).
+                    c.facts.unproven = Some("COM_REFRESH");
+                }
                 if cmd == COM_QUERY {
                     let end = (HEADER_LEN + span.payload_len).min(data.len());
                     let sql = &data[HEADER_LEN + 1..end];
@@ -917,15 +893,24 @@ impl Server {
                         self.client_single_value(key, &name, value, column_type, length);
                         return;
                     }
-                    let traits = statement_traits(sql);
-                    c.unreported_taken = traits.takes;
-                    c.unreported_released = traits.releases;
-                    c.reads_insert_id = traits.reads_insert_id;
-                    c.mentions_user_var = statement_mentions_user_var(sql);
-                    // `SELECT @x := ...` ends with an EOF, which carries no
-                    // session-state report: read the variables back anyway.
-                    c.assigns_user_var = c.mentions_user_var && sql.windows(2).any(|w| w == b":=");
-                    c.opaque_state = traits.opaque_state;
+                    let facts = statement_facts(sql);
+                    if facts.first_is_kill {
+                        let parsed = parse_kill(sql);
+                        self.discard_current(key);
+                        match parsed {
+                            Ok(Some(kill)) => self.kill(key, kill),
+                            _ => self.client_error(
+                                key,
+                                1,
+                                ER_UNKNOWN_COM_ERROR,
+                                "funnel: only KILL [CONNECTION | QUERY] <id> is supported, with the id CONNECTION_ID() returns",
+                            ),
+                        }
+                        return;
+                    }
+                    c.unreported_taken = facts.takes;
+                    c.unreported_released = facts.releases;
+                    c.facts = facts;
                 }
                 c.current_stmt = None;
                 self.forward_current(key);

@@ -18,6 +18,7 @@ pub mod pool;
 pub mod session;
 #[doc(hidden)]
 pub mod sim;
+pub mod statement;
 pub mod stats;
 pub mod stmt;
 mod timer;
@@ -121,6 +122,8 @@ pub(crate) enum Deferred {
     /// Handle input already buffered (a read may be paused meanwhile).
     ClientInput(usize, u64),
     BackendRead(usize, u64),
+    /// The last `KILL QUERY` against a backend is over.
+    ResumeAfterKill(usize, u64),
 }
 
 impl Counters {
@@ -422,6 +425,11 @@ impl Server {
                     Deferred::BackendRead(key, serial) => {
                         if self.backends.get(key).is_some_and(|b| b.serial == serial) {
                             self.backend_read(key);
+                        }
+                    }
+                    Deferred::ResumeAfterKill(key, serial) => {
+                        if self.backends.get(key).is_some_and(|b| b.serial == serial) {
+                            self.resume_after_kill(key);
                         }
                     }
                 }

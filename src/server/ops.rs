@@ -252,7 +252,7 @@ impl Server {
                 BackendState::Internal(_) if b.connecting => "connecting",
                 BackendState::Internal(_) => "internal",
                 BackendState::Idle => "idle",
-                BackendState::Running => "busy",
+                BackendState::Running | BackendState::AwaitKill { .. } => "busy",
                 BackendState::Draining => "draining",
             };
             if !b.connecting {

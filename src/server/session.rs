@@ -5,7 +5,7 @@
 //! with `session_track_schema`, `session_track_system_variables='*'` and
 //! `session_track_state_change` on, and every OK packet reports what the
 //! command changed. The funnel does not parse SQL to learn state, except for
-//! the few things the server does not report (see [`statement_traits`]).
+//! the few things the server does not report (see `statement.rs`).
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -26,15 +26,26 @@ pub enum PinCause {
     Lock,
     /// An open cursor (`SERVER_STATUS_CURSOR_EXISTS`).
     Cursor,
+    /// A statement whose effect on the session the funnel cannot prove
+    /// (stored routines, dynamic SQL, `FLUSH`, a trigger or stored
+    /// function that changed the session, ...): the backend is dirty, the
+    /// client keeps it until it leaves, and it is reset after.
+    Unproven,
+    /// The last statement left warnings or an error: the client keeps the
+    /// backend for the `SHOW WARNINGS` that may follow, until a statement
+    /// without any.
+    Diagnostics,
 }
 
 impl PinCause {
-    pub const ALL: [PinCause; 5] = [
+    pub const ALL: [PinCause; 7] = [
         PinCause::Transaction,
         PinCause::PreparedStatement,
         PinCause::SessionState,
         PinCause::Lock,
         PinCause::Cursor,
+        PinCause::Unproven,
+        PinCause::Diagnostics,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +55,8 @@ impl PinCause {
             PinCause::SessionState => "session_state",
             PinCause::Lock => "lock",
             PinCause::Cursor => "cursor",
+            PinCause::Unproven => "unproven_statement",
+            PinCause::Diagnostics => "diagnostics",
         }
     }
 
@@ -57,6 +70,9 @@ impl PinCause {
 pub struct PinSet(u8);
 
 impl PinSet {
+    pub fn only(c: PinCause) -> PinSet {
+        PinSet(c.bit())
+    }
     pub fn insert(&mut self, c: PinCause) {
         self.0 |= c.bit();
     }
@@ -99,12 +115,28 @@ pub struct SessionVars {
 
 /// Variables that a client must not change on a shared backend, because the
 /// funnel's own view of the session depends on them.
+/// Variables that a client must not change on a shared backend: the
+/// funnel's own view of the session depends on them (tracking), replaying
+/// them would hand one client's value to others' statements (`profiling`
+/// records their texts), or they describe one connection's statements.
 const UNREPLAYABLE_VARS: &[&str] = &[
     "session_track_schema",
     "session_track_system_variables",
     "session_track_state_change",
     "session_track_transaction_info",
+    "profiling",
+    "profiling_history_size",
+    "pseudo_thread_id",
+    "insert_id",
+    "last_insert_id",
+    "identity",
+    "rand_seed1",
+    "rand_seed2",
 ];
+
+/// Of those, what `COM_RESET_CONNECTION` does not undo: the profiling
+/// history (it survives a reset). A backend that had it is closed instead.
+const SURVIVES_RESET_VARS: &[&str] = &["profiling", "profiling_history_size"];
 
 /// What one OK packet's session-state information told us.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -117,6 +149,8 @@ pub struct TrackedChanges {
     pub unreplayable: bool,
     /// A character-set variable changed.
     pub charset_changed: bool,
+    /// A change a reset does not undo: the backend must be closed after.
+    pub survives_reset: bool,
 }
 
 impl SessionVars {
@@ -173,6 +207,7 @@ impl SessionVars {
                     let name = String::from_utf8_lossy(name).to_ascii_lowercase();
                     if UNREPLAYABLE_VARS.contains(&name.as_str()) {
                         out.unreplayable = true;
+                        out.survives_reset |= SURVIVES_RESET_VARS.contains(&name.as_str());
                         continue;
                     }
                     let value = String::from_utf8_lossy(value).into_owned();
@@ -347,166 +382,9 @@ pub fn user_var_literal(value: Option<&str>, ty: &str, charset: Option<&str>) ->
     }
 }
 
-/// What the funnel needs to know about a `COM_QUERY`, from one pass over
-/// its words (comments and string literals skipped).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StatementTraits {
-    /// The statement is a `KILL`.
-    pub first_is_kill: bool,
-    /// Session state mysqld does not report that it may create (bits of
-    /// [`unreported`]): pins while held.
-    pub takes: u8,
-    /// ... and that it releases (`UNLOCK TABLES`, `RELEASE_ALL_LOCKS()`).
-    pub releases: u8,
-    /// It reads `LAST_INSERT_ID()`.
-    pub reads_insert_id: bool,
-    /// It may create state the funnel cannot read back.
-    pub opaque_state: bool,
-}
-
-/// Session state mysqld does not report, found by the statement scan.
-/// `RELEASE_LOCK(name)` releases one lock of maybe several, so only
-/// `RELEASE_ALL_LOCKS()` ends the user-lock pin; `SQL_CALC_FOUND_ROWS`
-/// state lasts until the client leaves.
-pub mod unreported {
-    /// `LOCK TABLES`, until `UNLOCK TABLES`.
-    pub const TABLE_LOCKS: u8 = 1;
-    /// `GET_LOCK()`, until `RELEASE_ALL_LOCKS()`.
-    pub const USER_LOCKS: u8 = 2;
-    /// `SQL_CALC_FOUND_ROWS` / `FOUND_ROWS()`.
-    pub const FOUND_ROWS: u8 = 4;
-}
-
-/// Words that make a state change opaque: the statement may create state
-/// that mysqld's tracker reports only as "state changed" and the funnel
-/// cannot read back (temporary tables, SQL prepared statements, HANDLER,
-/// sequences, procedures).
-const OPAQUE_WORDS: &[&[u8]] = &[
-    b"TEMPORARY",
-    b"PREPARE",
-    b"DEALLOCATE",
-    b"HANDLER",
-    b"NEXTVAL",
-    b"LASTVAL",
-    b"SETVAL",
-    b"PREVIOUS",
-    b"CALL",
-];
-
-pub fn statement_traits(sql: &[u8]) -> StatementTraits {
-    let mut t = StatementTraits::default();
-    let mut index = 0;
-    let mut first_is_lock = false;
-    let mut first_is_unlock = false;
-    scan_words(sql, |w| {
-        if index == 0 {
-            first_is_lock = w.eq_ignore_ascii_case(b"LOCK");
-            first_is_unlock = w.eq_ignore_ascii_case(b"UNLOCK");
-            t.first_is_kill = w.eq_ignore_ascii_case(b"KILL");
-        } else if index == 1
-            && (w.eq_ignore_ascii_case(b"TABLES") || w.eq_ignore_ascii_case(b"TABLE"))
-        {
-            if first_is_lock {
-                t.takes |= unreported::TABLE_LOCKS;
-            } else if first_is_unlock {
-                t.releases |= unreported::TABLE_LOCKS;
-            }
-        }
-        index += 1;
-        // Every keyword here has 4 to 19 letters: skip the rest cheaply.
-        if !(4..=19).contains(&w.len()) {
-            return;
-        }
-        if w.eq_ignore_ascii_case(b"GET_LOCK") {
-            t.takes |= unreported::USER_LOCKS;
-        } else if w.eq_ignore_ascii_case(b"RELEASE_ALL_LOCKS") {
-            t.releases |= unreported::USER_LOCKS;
-        } else if w.eq_ignore_ascii_case(b"SQL_CALC_FOUND_ROWS")
-            || w.eq_ignore_ascii_case(b"FOUND_ROWS")
-        {
-            t.takes |= unreported::FOUND_ROWS;
-        } else if w.eq_ignore_ascii_case(b"LAST_INSERT_ID") {
-            t.reads_insert_id = true;
-        } else if OPAQUE_WORDS.iter().any(|k| w.eq_ignore_ascii_case(k)) {
-            t.opaque_state = true;
-        }
-    });
-    t
-}
-
-fn scan_words(sql: &[u8], mut f: impl FnMut(&[u8])) {
-    scan_words_at(sql, |s, e| f(&sql[s..e]));
-}
-
-/// Calls `f` with the bounds of every bare word (identifier-like run) of `sql` outside
-/// comments, quoted strings and quoted identifiers.
-fn scan_words_at(sql: &[u8], mut f: impl FnMut(usize, usize)) {
-    let mut i = 0;
-    let n = sql.len();
-    while i < n {
-        let c = sql[i];
-        match c {
-            b'\'' | b'"' | b'`' => {
-                i += 1;
-                while i < n {
-                    if sql[i] == b'\\' && c != b'`' {
-                        i += 2;
-                        continue;
-                    }
-                    if sql[i] == c {
-                        // A doubled quote is an escaped quote.
-                        if i + 1 < n && sql[i + 1] == c {
-                            i += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    i += 1;
-                }
-                i += 1;
-            }
-            b'#' => {
-                while i < n && sql[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'-' if i + 2 < n && sql[i + 1] == b'-' && sql[i + 2].is_ascii_whitespace() => {
-                while i < n && sql[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            // `/*! ... */` and `/*M! ... */` are executable comments: scan inside them.
-            b'/' if i + 1 < n && sql[i + 1] == b'*' => {
-                if i + 2 < n && (sql[i + 2] == b'!' || sql[i + 2] == b'M') {
-                    i += 3;
-                    continue;
-                }
-                i += 2;
-                while i + 1 < n && !(sql[i] == b'*' && sql[i + 1] == b'/') {
-                    i += 1;
-                }
-                i += 2;
-            }
-            _ if c.is_ascii_alphanumeric() || c == b'_' || c == b'$' => {
-                let start = i;
-                while i < n && (sql[i].is_ascii_alphanumeric() || sql[i] == b'_' || sql[i] == b'$')
-                {
-                    i += 1;
-                }
-                f(start, i);
-            }
-            _ => i += 1,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn traits_pins(sql: &[u8]) -> bool {
-        statement_traits(sql).takes != 0
-    }
 
     #[test]
     fn replay_sets_differences_and_defaults_the_rest() {
@@ -593,48 +471,6 @@ mod tests {
         a.set_schema(None);
         assert_eq!(a.fingerprint(), b.fingerprint());
     }
-
-    #[test]
-    fn pin_scan_skips_comments_and_strings() {
-        assert!(traits_pins(b"SELECT GET_LOCK('a', 1)"));
-        assert!(traits_pins(b"lock tables t read"));
-        assert!(traits_pins(b"SELECT SQL_CALC_FOUND_ROWS * FROM t"));
-        assert!(traits_pins(b"/*!40101 SELECT get_lock('x',0) */"));
-        assert!(!traits_pins(b"SELECT 'GET_LOCK(1)'"));
-        assert!(!traits_pins(b"SELECT `lock` FROM t"));
-        assert!(!traits_pins(b"SELECT 1 -- GET_LOCK\n"));
-        assert!(!traits_pins(b"SELECT 1 /* LOCK */"));
-        assert!(!traits_pins(b"SELECT 1 # lock"));
-        assert!(!traits_pins(b"SELECT blocked, locks FROM t"));
-        assert!(!traits_pins(b"SELECT * FROM t LOCK IN SHARE MODE"));
-        assert!(!traits_pins(b"SELECT 'it''s LOCK' , \"a\\\"LOCK\""));
-        assert!(statement_traits(b"/* x */ kill 5").first_is_kill);
-        assert_eq!(statement_traits(b"  "), StatementTraits::default());
-        // Unterminated input must not panic.
-        assert!(!traits_pins(b"SELECT 'abc"));
-        assert!(!traits_pins(b"/* abc"));
-    }
-
-    #[test]
-    fn lock_scan_tells_what_is_taken_and_released() {
-        use super::unreported::*;
-        let t = |sql: &[u8]| {
-            let t = statement_traits(sql);
-            (t.takes, t.releases)
-        };
-        assert_eq!(t(b"LOCK TABLES t READ"), (TABLE_LOCKS, 0));
-        assert_eq!(t(b"unlock tables"), (0, TABLE_LOCKS));
-        assert_eq!(t(b"SELECT GET_LOCK('a', 0)"), (USER_LOCKS, 0));
-        assert_eq!(t(b"DO RELEASE_ALL_LOCKS()"), (0, USER_LOCKS));
-        // One of maybe several: still held.
-        assert_eq!(t(b"DO RELEASE_LOCK('a')"), (0, 0));
-        assert_eq!(t(b"SELECT FOUND_ROWS()"), (FOUND_ROWS, 0));
-        assert_eq!(
-            t(b"SELECT RELEASE_ALL_LOCKS(), GET_LOCK('b', 0)"),
-            (USER_LOCKS, USER_LOCKS)
-        );
-        assert_eq!(t(b"SELECT 'UNLOCK TABLES', `RELEASE_ALL_LOCKS`"), (0, 0));
-    }
 }
 
 /// Statements the funnel answers itself, because only it knows the answer
@@ -709,15 +545,6 @@ pub fn funnel_answered_select(sql: &[u8]) -> Option<(FunnelAnswered, Vec<u8>)> {
     }
 }
 
-/// The statement mentions a user variable (`@x`, not `@@x`): a state
-/// change reported beside system variables may then include one.
-pub fn statement_mentions_user_var(sql: &[u8]) -> bool {
-    sql.windows(2)
-        .enumerate()
-        .any(|(i, w)| w[0] == b'@' && w[1] != b'@' && (i == 0 || sql[i - 1] != b'@'))
-        || sql.last() == Some(&b'@')
-}
-
 /// A `KILL` statement the funnel carries out itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Kill {
@@ -733,7 +560,7 @@ pub struct Kill {
 pub fn parse_kill(sql: &[u8]) -> Result<Option<Kill>, ()> {
     let mut words: Vec<&[u8]> = Vec::with_capacity(5);
     let mut other = false;
-    scan_words_at(sql, |s, e| words.push(&sql[s..e]));
+    words.extend(super::statement::words(sql));
     // Anything besides words, spaces and a trailing ';' makes it unsupported.
     for &b in sql {
         if !(b.is_ascii_alphanumeric() || b == b'_' || b.is_ascii_whitespace() || b == b';') {
@@ -779,14 +606,6 @@ pub fn parse_kill(sql: &[u8]) -> Result<Option<Kill>, ()> {
 #[cfg(test)]
 mod answered_tests {
     use super::*;
-
-    fn traits_reads_insert_id(sql: &[u8]) -> bool {
-        statement_traits(sql).reads_insert_id
-    }
-
-    fn traits_opaque_state(sql: &[u8]) -> bool {
-        statement_traits(sql).opaque_state
-    }
 
     #[test]
     fn recognises_only_the_exact_selects() {
@@ -850,38 +669,5 @@ mod answered_tests {
         assert_eq!(parse_kill(b"KILL QUERY ID 3"), Err(()));
         assert_eq!(parse_kill(b"KILL 1+1"), Err(()));
         assert_eq!(parse_kill(b"SELECT 1"), Ok(None));
-    }
-
-    #[test]
-    fn one_pass_finds_every_trait() {
-        let t = statement_traits(b"/* c */ KILL QUERY 5");
-        assert!(t.first_is_kill && t.takes == 0);
-        let t = statement_traits(
-            b"INSERT INTO t SELECT GET_LOCK('a',1), LAST_INSERT_ID() FROM temporary",
-        );
-        assert!(t.takes != 0 && t.reads_insert_id && t.opaque_state && !t.first_is_kill);
-        let t = statement_traits(b"SELECT 'KILL', `GET_LOCK` FROM t");
-        assert_eq!(t, StatementTraits::default());
-    }
-
-    #[test]
-    fn finds_user_variables_not_system_ones() {
-        assert!(statement_mentions_user_var(b"SET @a = 1, sql_mode = ''"));
-        assert!(statement_mentions_user_var(b"SELECT @x := 5"));
-        assert!(!statement_mentions_user_var(b"SET @@session.sql_mode = ''"));
-        assert!(!statement_mentions_user_var(b"SELECT @@version"));
-        assert!(!statement_mentions_user_var(b"SET NAMES utf8mb4"));
-    }
-
-    #[test]
-    fn scans_for_insert_id_and_opaque_state() {
-        assert!(traits_reads_insert_id(
-            b"INSERT INTO c VALUES (LAST_INSERT_ID())"
-        ));
-        assert!(!traits_reads_insert_id(b"SELECT 'LAST_INSERT_ID()'"));
-        assert!(traits_opaque_state(b"create temporary table t (a int)"));
-        assert!(traits_opaque_state(b"PREPARE s FROM 'SELECT 1'"));
-        assert!(!traits_opaque_state(b"SET @a = 1"));
-        assert!(!traits_opaque_state(b"SELECT 'temporary'"));
     }
 }

@@ -516,13 +516,14 @@ impl<'a> Reply<'a> {
             self.ok(0, None);
         } else if text.contains("@@CHARACTER_SET_CLIENT") {
             self.text_result(
-                &["a", "b", "c", "d", "e"],
+                &["a", "b", "c", "d", "e", "clean"],
                 &[&[
                     Some(b"utf8mb4"),
                     Some(b"utf8mb4"),
                     Some(b"utf8mb4"),
                     Some(b"utf8mb4_general_ci"),
                     None,
+                    Some(b"1"),
                 ]],
                 0,
             );

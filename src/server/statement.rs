@@ -1,0 +1,1149 @@
+//! One look at a `COM_QUERY`'s text: what the funnel must know about the
+//! statements in it to keep clients' sessions apart.
+//!
+//! The rule is "proven or dirty": a statement is multiplex-safe only when
+//! this scan can tell everything it may do to the session, which mysqld's
+//! session tracker then reports or the funnel reads back. Anything else
+//! (stored routines, dynamic SQL, `FLUSH`, `BACKUP`, `XA`, `SET TRANSACTION`,
+//! an unknown statement, a call of a function that is not built in) is
+//! *unproven*: its client keeps the backend for as long as it stays, and the
+//! backend is reset before anyone else uses it.
+//!
+//! The scan skips comments, strings and quoted identifiers, reads inside
+//! executable comments, and splits multi-statement queries at `;`. Whether
+//! `\` escapes inside strings depends on `NO_BACKSLASH_ESCAPES`; a query
+//! whose strings hold a backslash is scanned both ways and the facts merged,
+//! so no `sql_mode` can hide a statement from the funnel.
+
+/// Session state mysqld does not report, found by the statement scan.
+/// `RELEASE_LOCK(name)` releases one lock of maybe several, so only
+/// `RELEASE_ALL_LOCKS()` ends the user-lock pin; `SQL_CALC_FOUND_ROWS`
+/// state lasts until the client leaves.
+pub mod unreported {
+    /// `LOCK TABLES`, until `UNLOCK TABLES`.
+    pub const TABLE_LOCKS: u8 = 1;
+    /// `GET_LOCK()`, until `RELEASE_ALL_LOCKS()`.
+    pub const USER_LOCKS: u8 = 2;
+    /// `SQL_CALC_FOUND_ROWS` / `FOUND_ROWS()`.
+    pub const FOUND_ROWS: u8 = 4;
+}
+
+/// What the funnel needs to know about a `COM_QUERY`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatementFacts {
+    /// The first statement is a `KILL`.
+    pub first_is_kill: bool,
+    /// Unreported state it may take (bits of [`unreported`]): pins while held.
+    pub takes: u8,
+    /// ... and release (`UNLOCK TABLES`, `RELEASE_ALL_LOCKS()`).
+    pub releases: u8,
+    /// It reads `LAST_INSERT_ID()`.
+    pub reads_insert_id: bool,
+    /// It sets it: `LAST_INSERT_ID(expr)`.
+    pub sets_insert_id: bool,
+    /// It reads what the previous statement left: `ROW_COUNT()`.
+    pub reads_row_count: bool,
+    /// It reads the diagnostics area of the previous statement (`SHOW
+    /// WARNINGS`, `SHOW ERRORS`, `GET DIAGNOSTICS`, `@@warning_count`, ...).
+    pub reads_diagnostics: bool,
+    /// It mentions a user variable (`@x`, not `@@x`).
+    pub mentions_user_var: bool,
+    /// ... and may assign one in a way mysqld's tracker does not report
+    /// (`:=`, `INTO @x`, `GET DIAGNOSTICS @x`, `SET @x`).
+    pub assigns_user_var: bool,
+    /// It may create state mysqld reports only as "state changed" and the
+    /// funnel cannot read back (temporary tables, sequences): pins when
+    /// mysqld says the state changed.
+    pub opaque_state: bool,
+    /// It may fire triggers (`INSERT`, `UPDATE`, `DELETE`, `REPLACE`,
+    /// `LOAD`), whose effects on the session the scan cannot see.
+    pub may_fire_triggers: bool,
+    /// Why the funnel cannot prove what it does to the session, if it cannot.
+    pub unproven: Option<&'static str>,
+}
+
+impl StatementFacts {
+    fn merge(&mut self, o: &StatementFacts) {
+        self.first_is_kill |= o.first_is_kill;
+        self.takes |= o.takes;
+        self.releases &= o.releases;
+        self.reads_insert_id |= o.reads_insert_id;
+        self.sets_insert_id |= o.sets_insert_id;
+        self.reads_row_count |= o.reads_row_count;
+        self.reads_diagnostics |= o.reads_diagnostics;
+        self.mentions_user_var |= o.mentions_user_var;
+        self.assigns_user_var |= o.assigns_user_var;
+        self.opaque_state |= o.opaque_state;
+        self.may_fire_triggers |= o.may_fire_triggers;
+        self.unproven = self.unproven.or(o.unproven);
+    }
+}
+
+/// Scan a `COM_QUERY` (or a prepared statement's text).
+pub fn statement_facts(sql: &[u8]) -> StatementFacts {
+    let facts = scan(sql, true);
+    if !sql.contains(&b'\\') {
+        return facts;
+    }
+    // `\` is an escape unless NO_BACKSLASH_ESCAPES: take the union of what
+    // either reading may do (and only what both release).
+    let mut both = facts;
+    both.merge(&scan(sql, false));
+    both
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tok {
+    /// A bare word: keyword, identifier, number.
+    Word,
+    /// A backquoted identifier (or a double-quoted string, which is one
+    /// under ANSI_QUOTES).
+    QuotedName,
+    Str,
+    /// `@name`, `@'name'`, `` @`name` ``.
+    UserVar,
+    /// `@@name`, `@@session.name` (the token covers the name).
+    SysVar,
+    Punct(u8),
+}
+
+struct Lexer<'a> {
+    sql: &'a [u8],
+    i: usize,
+    backslash_escapes: bool,
+}
+
+impl<'a> Lexer<'a> {
+    /// Skip a quoted run starting at `self.i` (the opening quote).
+    fn skip_quoted(&mut self) {
+        let sql = self.sql;
+        let q = sql[self.i];
+        let n = sql.len();
+        let mut i = self.i + 1;
+        while i < n {
+            let c = sql[i];
+            if c == b'\\' && q != b'`' && self.backslash_escapes {
+                i += 2;
+                continue;
+            }
+            if c == q {
+                if i + 1 < n && sql[i + 1] == q {
+                    i += 2;
+                    continue;
+                }
+                break;
+            }
+            i += 1;
+        }
+        self.i = (i + 1).min(n);
+    }
+
+    fn word_end(&self, mut i: usize) -> usize {
+        let sql = self.sql;
+        while i < sql.len() && is_word_byte(sql[i]) {
+            i += 1;
+        }
+        i
+    }
+}
+
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
+impl Iterator for Lexer<'_> {
+    type Item = (Tok, usize, usize);
+
+    fn next(&mut self) -> Option<(Tok, usize, usize)> {
+        let sql = self.sql;
+        let n = sql.len();
+        while self.i < n {
+            let start = self.i;
+            let c = sql[start];
+            match c {
+                b'\'' | b'"' => {
+                    self.skip_quoted();
+                    return Some((Tok::Str, start, self.i));
+                }
+                b'`' => {
+                    self.skip_quoted();
+                    return Some((Tok::QuotedName, start, self.i));
+                }
+                b'#' => {
+                    while self.i < n && sql[self.i] != b'\n' {
+                        self.i += 1;
+                    }
+                }
+                b'-' if start + 2 < n
+                    && sql[start + 1] == b'-'
+                    && sql[start + 2].is_ascii_whitespace() =>
+                {
+                    while self.i < n && sql[self.i] != b'\n' {
+                        self.i += 1;
+                    }
+                }
+                b'/' if start + 1 < n && sql[start + 1] == b'*' => {
+                    // `/*! ... */` and `/*M! ... */` run: scan inside them.
+                    let exec = sql.get(start + 2) == Some(&b'!')
+                        || (sql.get(start + 2) == Some(&b'M') && sql.get(start + 3) == Some(&b'!'));
+                    if exec {
+                        let mut i = start + if sql[start + 2] == b'M' { 4 } else { 3 };
+                        while i < n && sql[i].is_ascii_digit() {
+                            i += 1;
+                        }
+                        self.i = i;
+                        continue;
+                    }
+                    let mut i = start + 2;
+                    while i + 1 < n && !(sql[i] == b'*' && sql[i + 1] == b'/') {
+                        i += 1;
+                    }
+                    self.i = (i + 2).min(n);
+                }
+                b'@' => {
+                    if sql.get(start + 1) == Some(&b'@') {
+                        // @@[session.|global.|local.]name
+                        let mut i = start + 2;
+                        let mut end = self.word_end(i);
+                        if sql.get(end) == Some(&b'.') {
+                            i = end + 1;
+                            end = self.word_end(i);
+                        }
+                        self.i = end;
+                        return Some((Tok::SysVar, i, end));
+                    }
+                    self.i = start + 1;
+                    match sql.get(start + 1) {
+                        Some(b'\'' | b'"' | b'`') => self.skip_quoted(),
+                        _ => self.i = self.word_end(start + 1),
+                    }
+                    return Some((Tok::UserVar, start, self.i));
+                }
+                _ if is_word_byte(c) => {
+                    self.i = self.word_end(start);
+                    return Some((Tok::Word, start, self.i));
+                }
+                _ if c.is_ascii_whitespace() => self.i += 1,
+                _ => {
+                    self.i += 1;
+                    return Some((Tok::Punct(c), start, start + 1));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The bare words of `sql` outside comments, strings and quoted names.
+pub fn words(sql: &[u8]) -> impl Iterator<Item = &[u8]> {
+    Lexer {
+        sql,
+        i: 0,
+        backslash_escapes: true,
+    }
+    .filter(|t| t.0 == Tok::Word)
+    .map(move |(_, s, e)| &sql[s..e])
+}
+
+/// Statements whose whole effect on the session the funnel can tell (with
+/// the checks in `first_word_rule`); any other first word is unproven.
+const PROVEN_FIRST_WORDS: &[&str] = &[
+    "ALTER",
+    "ANALYZE",
+    "BEGIN",
+    "CHECK",
+    "CHECKSUM",
+    "COMMIT",
+    "CREATE",
+    "DELETE",
+    "DESC",
+    "DESCRIBE",
+    "DO",
+    "DROP",
+    "EXPLAIN",
+    "GET",
+    "GRANT",
+    "HELP",
+    "INSERT",
+    "KILL",
+    "LOAD",
+    "LOCK",
+    "OPTIMIZE",
+    "RELEASE",
+    "RENAME",
+    "REPAIR",
+    "REPLACE",
+    "REVOKE",
+    "ROLLBACK",
+    "SAVEPOINT",
+    "SELECT",
+    "SET",
+    "SHOW",
+    "START",
+    "TABLE",
+    "TRUNCATE",
+    "UNLOCK",
+    "UPDATE",
+    "USE",
+    "VALUES",
+    "WITH",
+];
+
+/// Words after which `name (` is a table, index, routine or CTE being
+/// named, not a function being called.
+const NAME_CONTEXTS: &[&str] = &[
+    "CONSTRAINT",
+    "EVENT",
+    "FUNCTION",
+    "IGNORE",
+    "INDEX",
+    "INSERT",
+    "INTO",
+    "KEY",
+    "ON",
+    "PARTITION",
+    "PROCEDURE",
+    "REFERENCES",
+    "REPLACE",
+    "TABLE",
+    "TRIGGER",
+    "UPDATE",
+    "VIEW",
+    "WITH",
+];
+
+/// Built-in functions of MariaDB (`information_schema.SQL_FUNCTIONS` of
+/// 10.11) and the grammar words that may stand before `(`. A name not here
+/// followed by `(` may be a stored function, which can do anything to the
+/// session: unproven. Sorted (byte order) for binary search.
+const BUILTINS: &[&str] = &[
+    "ABS",
+    "ACOS",
+    "ADDDATE",
+    "ADDTIME",
+    "ADD_MONTHS",
+    "AES_DECRYPT",
+    "AES_ENCRYPT",
+    "AGAINST",
+    "ALL",
+    "AND",
+    "ANY",
+    "AS",
+    "ASCII",
+    "ASIN",
+    "ATAN",
+    "ATAN2",
+    "AVG",
+    "BENCHMARK",
+    "BETWEEN",
+    "BIGINT",
+    "BIN",
+    "BINARY",
+    "BINLOG_GTID_POS",
+    "BIT",
+    "BIT_AND",
+    "BIT_COUNT",
+    "BIT_LENGTH",
+    "BIT_OR",
+    "BIT_XOR",
+    "BLOB",
+    "BY",
+    "CASE",
+    "CAST",
+    "CEIL",
+    "CEILING",
+    "CHAR",
+    "CHARACTER",
+    "CHARACTER_LENGTH",
+    "CHARSET",
+    "CHAR_LENGTH",
+    "CHECK",
+    "CHR",
+    "COALESCE",
+    "COERCIBILITY",
+    "COLLATION",
+    "COLUMNS",
+    "COLUMN_CHECK",
+    "COLUMN_EXISTS",
+    "COLUMN_JSON",
+    "COLUMN_LIST",
+    "COMPRESS",
+    "CONCAT",
+    "CONCAT_OPERATOR_ORACLE",
+    "CONCAT_WS",
+    "CONNECTION_ID",
+    "CONSTRAINT",
+    "CONTAINS",
+    "CONV",
+    "CONVERT",
+    "CONVERT_TZ",
+    "COS",
+    "COT",
+    "COUNT",
+    "CRC32",
+    "CRC32C",
+    "CUME_DIST",
+    "CURDATE",
+    "CURRENT_DATE",
+    "CURRENT_ROLE",
+    "CURRENT_TIME",
+    "CURRENT_TIMESTAMP",
+    "CURRENT_USER",
+    "CURTIME",
+    "DATABASE",
+    "DATE",
+    "DATEDIFF",
+    "DATETIME",
+    "DATE_ADD",
+    "DATE_FORMAT",
+    "DATE_SUB",
+    "DAY",
+    "DAYNAME",
+    "DAYOFMONTH",
+    "DAYOFWEEK",
+    "DAYOFYEAR",
+    "DEC",
+    "DECIMAL",
+    "DECODE",
+    "DECODE_HISTOGRAM",
+    "DECODE_ORACLE",
+    "DEFAULT",
+    "DEGREES",
+    "DENSE_RANK",
+    "DES_DECRYPT",
+    "DES_ENCRYPT",
+    "DISTINCT",
+    "DIV",
+    "DOUBLE",
+    "ELSE",
+    "ELT",
+    "ENCODE",
+    "ENCRYPT",
+    "ENUM",
+    "EXCEPT",
+    "EXISTS",
+    "EXP",
+    "EXPORT_SET",
+    "EXTRACT",
+    "EXTRACTVALUE",
+    "FIELD",
+    "FIND_IN_SET",
+    "FIRST_VALUE",
+    "FLOAT",
+    "FLOOR",
+    "FOREIGN",
+    "FORMAT",
+    "FOUND_ROWS",
+    "FROM",
+    "FROM_BASE64",
+    "FROM_DAYS",
+    "FROM_UNIXTIME",
+    "GEOMETRYCOLLECTION",
+    "GET_FORMAT",
+    "GET_LOCK",
+    "GREATEST",
+    "GROUP",
+    "GROUP_CONCAT",
+    "HAVING",
+    "HEX",
+    "HOUR",
+    "IF",
+    "IFNULL",
+    "IN",
+    "INDEX",
+    "INET6_ATON",
+    "INET6_NTOA",
+    "INET_ATON",
+    "INET_NTOA",
+    "INSERT",
+    "INSTR",
+    "INT",
+    "INTEGER",
+    "INTERSECT",
+    "INTERVAL",
+    "INTO",
+    "IS",
+    "ISNULL",
+    "IS_FREE_LOCK",
+    "IS_IPV4",
+    "IS_IPV4_COMPAT",
+    "IS_IPV4_MAPPED",
+    "IS_IPV6",
+    "IS_USED_LOCK",
+    "JOIN",
+    "JSON_ARRAY",
+    "JSON_ARRAYAGG",
+    "JSON_ARRAY_APPEND",
+    "JSON_ARRAY_INSERT",
+    "JSON_COMPACT",
+    "JSON_CONTAINS",
+    "JSON_CONTAINS_PATH",
+    "JSON_DEPTH",
+    "JSON_DETAILED",
+    "JSON_EQUALS",
+    "JSON_EXISTS",
+    "JSON_EXTRACT",
+    "JSON_INSERT",
+    "JSON_KEYS",
+    "JSON_LENGTH",
+    "JSON_LOOSE",
+    "JSON_MERGE",
+    "JSON_MERGE_PATCH",
+    "JSON_MERGE_PRESERVE",
+    "JSON_NORMALIZE",
+    "JSON_OBJECT",
+    "JSON_OBJECTAGG",
+    "JSON_OVERLAPS",
+    "JSON_PRETTY",
+    "JSON_QUERY",
+    "JSON_QUOTE",
+    "JSON_REMOVE",
+    "JSON_REPLACE",
+    "JSON_SEARCH",
+    "JSON_SET",
+    "JSON_TABLE",
+    "JSON_TYPE",
+    "JSON_UNQUOTE",
+    "JSON_VALID",
+    "JSON_VALUE",
+    "KEY",
+    "LAG",
+    "LASTVAL",
+    "LAST_DAY",
+    "LAST_INSERT_ID",
+    "LAST_VALUE",
+    "LATERAL",
+    "LCASE",
+    "LEAD",
+    "LEAST",
+    "LEFT",
+    "LENGTH",
+    "LENGTHB",
+    "LIKE",
+    "LIMIT",
+    "LINESTRING",
+    "LN",
+    "LOAD_FILE",
+    "LOCALTIME",
+    "LOCALTIMESTAMP",
+    "LOCATE",
+    "LOG",
+    "LOG10",
+    "LOG2",
+    "LOWER",
+    "LPAD",
+    "LPAD_ORACLE",
+    "LTRIM",
+    "LTRIM_ORACLE",
+    "MAKEDATE",
+    "MAKETIME",
+    "MAKE_SET",
+    "MASTER_GTID_WAIT",
+    "MASTER_POS_WAIT",
+    "MATCH",
+    "MAX",
+    "MD5",
+    "MEDIAN",
+    "MEDIUMINT",
+    "MICROSECOND",
+    "MID",
+    "MIN",
+    "MINUTE",
+    "MOD",
+    "MONTH",
+    "MONTHNAME",
+    "MULTILINESTRING",
+    "MULTIPOINT",
+    "MULTIPOLYGON",
+    "NAME_CONST",
+    "NATURAL_SORT_KEY",
+    "NCHAR",
+    "NEXTVAL",
+    "NOT",
+    "NOW",
+    "NTH_VALUE",
+    "NTILE",
+    "NULLIF",
+    "NUMERIC",
+    "NVL",
+    "NVL2",
+    "OCT",
+    "OCTET_LENGTH",
+    "OLD_PASSWORD",
+    "ON",
+    "OR",
+    "ORD",
+    "ORDER",
+    "OVER",
+    "PARTITION",
+    "PASSWORD",
+    "PERCENTILE_CONT",
+    "PERCENTILE_DISC",
+    "PERCENT_RANK",
+    "PERIOD_ADD",
+    "PERIOD_DIFF",
+    "PI",
+    "POINT",
+    "POLYGON",
+    "POSITION",
+    "POW",
+    "POWER",
+    "PREVIOUS",
+    "PRIMARY",
+    "QUARTER",
+    "QUOTE",
+    "RADIANS",
+    "RAND",
+    "RANDOM_BYTES",
+    "RANK",
+    "REAL",
+    "RECURSIVE",
+    "REFERENCES",
+    "REGEXP",
+    "REGEXP_INSTR",
+    "REGEXP_REPLACE",
+    "REGEXP_SUBSTR",
+    "RELEASE_ALL_LOCKS",
+    "RELEASE_LOCK",
+    "REPEAT",
+    "REPLACE",
+    "REPLACE_ORACLE",
+    "RETURNING",
+    "REVERSE",
+    "RIGHT",
+    "RLIKE",
+    "ROUND",
+    "ROW",
+    "ROW_COUNT",
+    "ROW_NUMBER",
+    "RPAD",
+    "RPAD_ORACLE",
+    "RTRIM",
+    "RTRIM_ORACLE",
+    "SCHEMA",
+    "SCHEMAS",
+    "SECOND",
+    "SEC_TO_TIME",
+    "SELECT",
+    "SESSION_USER",
+    "SETVAL",
+    "SFORMAT",
+    "SHA",
+    "SHA1",
+    "SHA2",
+    "SIGN",
+    "SIN",
+    "SLEEP",
+    "SMALLINT",
+    "SOME",
+    "SOUNDEX",
+    "SPACE",
+    "SQRT",
+    "STD",
+    "STDDEV",
+    "STDDEV_POP",
+    "STDDEV_SAMP",
+    "STRCMP",
+    "STR_TO_DATE",
+    "SUBDATE",
+    "SUBSTR",
+    "SUBSTRING",
+    "SUBSTRING_INDEX",
+    "SUBSTR_ORACLE",
+    "SUBTIME",
+    "SUM",
+    "SYSDATE",
+    "SYSTEM_USER",
+    "SYS_GUID",
+    "TABLE",
+    "TAN",
+    "TEXT",
+    "THEN",
+    "TIME",
+    "TIMEDIFF",
+    "TIMESTAMP",
+    "TIMESTAMPADD",
+    "TIMESTAMPDIFF",
+    "TIME_FORMAT",
+    "TIME_TO_SEC",
+    "TINYINT",
+    "TO_BASE64",
+    "TO_CHAR",
+    "TO_DAYS",
+    "TO_SECONDS",
+    "TRIM",
+    "TRIM_ORACLE",
+    "TRUNCATE",
+    "UCASE",
+    "UNCOMPRESS",
+    "UNCOMPRESSED_LENGTH",
+    "UNHEX",
+    "UNION",
+    "UNIQUE",
+    "UNIX_TIMESTAMP",
+    "UPDATEXML",
+    "UPPER",
+    "USER",
+    "USING",
+    "UTC_DATE",
+    "UTC_TIME",
+    "UTC_TIMESTAMP",
+    "UUID",
+    "UUID_SHORT",
+    "VALUE",
+    "VALUES",
+    "VARBINARY",
+    "VARCHAR",
+    "VARIANCE",
+    "VAR_POP",
+    "VAR_SAMP",
+    "VERSION",
+    "WEEK",
+    "WEEKDAY",
+    "WEEKOFYEAR",
+    "WEIGHT_STRING",
+    "WHEN",
+    "WHERE",
+    "WINDOW",
+    "WITH",
+    "WSREP_LAST_SEEN_GTID",
+    "WSREP_LAST_WRITTEN_GTID",
+    "WSREP_SYNC_WAIT_UPTO_GTID",
+    "XOR",
+    "YEAR",
+    "YEARWEEK",
+];
+
+fn upper<'b>(word: &[u8], buf: &'b mut [u8; 32]) -> Option<&'b str> {
+    if word.len() > buf.len() {
+        return None;
+    }
+    let out = &mut buf[..word.len()];
+    out.copy_from_slice(word);
+    out.make_ascii_uppercase();
+    std::str::from_utf8(out).ok()
+}
+
+fn is_builtin(word: &[u8]) -> bool {
+    let mut buf = [0u8; 32];
+    let Some(w) = upper(word, &mut buf) else {
+        return false;
+    };
+    BUILTINS.binary_search(&w).is_ok() || w.starts_with("ST_") || w.starts_with("MBR")
+}
+
+fn word_in(word: &[u8], list: &[&str]) -> bool {
+    list.iter().any(|k| word.eq_ignore_ascii_case(k.as_bytes()))
+}
+
+/// What one statement's first words say.
+fn first_word_rule(first: &[u8], second: &[u8], f: &mut StatementFacts) {
+    let is = |w: &[u8], k: &str| w.eq_ignore_ascii_case(k.as_bytes());
+    if !word_in(first, PROVEN_FIRST_WORDS) {
+        f.unproven = f.unproven.or(Some(unproven_statement(first)));
+        return;
+    }
+    if is(first, "KILL") {
+        f.first_is_kill = true;
+    } else if is(first, "LOCK") {
+        if is(second, "TABLES") || is(second, "TABLE") {
+            f.takes |= unreported::TABLE_LOCKS;
+        } else {
+            f.unproven = f.unproven.or(Some("LOCK statement"));
+        }
+    } else if is(first, "UNLOCK") && (is(second, "TABLES") || is(second, "TABLE")) {
+        f.releases |= unreported::TABLE_LOCKS;
+    } else if is(first, "SET") {
+        if is(second, "TRANSACTION") {
+            // Applies to the next transaction only, and mysqld does not say so.
+            f.unproven = f.unproven.or(Some("SET TRANSACTION"));
+        } else if is(second, "ROLE") {
+            f.unproven = f.unproven.or(Some("SET ROLE"));
+        }
+    } else if is(first, "BEGIN") && is(second, "NOT") {
+        f.unproven = f.unproven.or(Some("compound statement"));
+    } else if is(first, "START") && !is(second, "TRANSACTION") {
+        f.unproven = f.unproven.or(Some("START statement"));
+    } else if is(first, "GET") {
+        if is(second, "DIAGNOSTICS") || is(second, "CURRENT") || is(second, "STACKED") {
+            f.reads_diagnostics = true;
+        } else {
+            f.unproven = f.unproven.or(Some("GET statement"));
+        }
+    } else if is(first, "SHOW")
+        && (is(second, "WARNINGS") || is(second, "ERRORS") || is(second, "COUNT"))
+    {
+        f.reads_diagnostics = true;
+    } else if word_in(first, &["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD"]) {
+        f.may_fire_triggers = true;
+    }
+}
+
+fn unproven_statement(first: &[u8]) -> &'static str {
+    const NAMED: &[&str] = &[
+        "BACKUP",
+        "CALL",
+        "DEALLOCATE",
+        "EXECUTE",
+        "FLUSH",
+        "HANDLER",
+        "PREPARE",
+        "XA",
+    ];
+    NAMED
+        .iter()
+        .find(|k| first.eq_ignore_ascii_case(k.as_bytes()))
+        .copied()
+        .unwrap_or("statement the funnel does not know")
+}
+
+fn scan(sql: &[u8], backslash_escapes: bool) -> StatementFacts {
+    let mut f = StatementFacts::default();
+    let lexer = Lexer {
+        sql,
+        i: 0,
+        backslash_escapes,
+    };
+    // Per statement: its first two words, and whether anything came yet.
+    let mut first: Option<(usize, usize)> = None;
+    let mut second: Option<(usize, usize)> = None;
+    let mut started = false;
+    let mut rule_done = false;
+    let mut statement_index = 0;
+    // The last three tokens, newest first, to read `ctx name (` and
+    // `ctx schema . name (`.
+    let mut prev: [Option<(Tok, usize, usize)>; 4] = [None; 4];
+    let mut into_seen = false;
+    let mut set_seen = false;
+    let mut colon = false;
+    // After `LAST_INSERT_ID (`: the next token says read or set.
+    let mut insert_id_call = 0u8;
+    let word = |r: (usize, usize)| &sql[r.0..r.1];
+    let finish = |first: Option<(usize, usize)>,
+                  second: Option<(usize, usize)>,
+                  f: &mut StatementFacts,
+                  statement_index: usize| {
+        if let Some(fr) = first {
+            let sw = second.map(word).unwrap_or(b"");
+            let before_kill = f.first_is_kill;
+            first_word_rule(word(fr), sw, f);
+            if statement_index > 0 && f.first_is_kill && !before_kill {
+                // Only a query's first statement is the funnel's KILL.
+                f.first_is_kill = false;
+                f.unproven = f.unproven.or(Some("KILL inside a multi-statement query"));
+            }
+        }
+    };
+    for tok in lexer {
+        let (kind, s, e) = tok;
+        if kind == Tok::Punct(b';') {
+            if !rule_done {
+                finish(first, second, &mut f, statement_index);
+            }
+            if started {
+                statement_index += 1;
+            }
+            first = None;
+            second = None;
+            started = false;
+            rule_done = false;
+            prev = [None; 4];
+            colon = false;
+            continue;
+        }
+        if !started {
+            started = true;
+            match kind {
+                Tok::Word => {
+                    first = Some((s, e));
+                    set_seen |= sql[s..e].eq_ignore_ascii_case(b"SET");
+                }
+                // `(SELECT ...)`: a parenthesised query.
+                Tok::Punct(b'(') => {
+                    rule_done = true;
+                }
+                _ => {
+                    f.unproven = f.unproven.or(Some("statement the funnel does not know"));
+                    rule_done = true;
+                }
+            }
+        } else if first.is_some() && second.is_none() && !rule_done {
+            second = Some((s, e));
+            finish(first, second, &mut f, statement_index);
+            rule_done = true;
+        }
+        if insert_id_call > 0 {
+            if kind != Tok::Punct(b')') {
+                f.sets_insert_id = true;
+            }
+            insert_id_call = 0;
+        }
+        match kind {
+            Tok::Word => {
+                let w = &sql[s..e];
+                let len = w.len();
+                if (4..=19).contains(&len) {
+                    if w.eq_ignore_ascii_case(b"GET_LOCK") {
+                        f.takes |= unreported::USER_LOCKS;
+                    } else if w.eq_ignore_ascii_case(b"RELEASE_ALL_LOCKS") {
+                        f.releases |= unreported::USER_LOCKS;
+                    } else if w.eq_ignore_ascii_case(b"SQL_CALC_FOUND_ROWS")
+                        || w.eq_ignore_ascii_case(b"FOUND_ROWS")
+                    {
+                        f.takes |= unreported::FOUND_ROWS;
+                    } else if w.eq_ignore_ascii_case(b"LAST_INSERT_ID") {
+                        f.reads_insert_id = true;
+                    } else if w.eq_ignore_ascii_case(b"ROW_COUNT") {
+                        f.reads_row_count = true;
+                    } else if word_in(
+                        w,
+                        &["TEMPORARY", "NEXTVAL", "LASTVAL", "SETVAL", "PREVIOUS"],
+                    ) {
+                        f.opaque_state = true;
+                    } else if w.eq_ignore_ascii_case(b"INTO") {
+                        into_seen = true;
+                    }
+                }
+            }
+            Tok::SysVar => {
+                let w = &sql[s..e];
+                if w.eq_ignore_ascii_case(b"warning_count")
+                    || w.eq_ignore_ascii_case(b"error_count")
+                {
+                    f.reads_diagnostics = true;
+                }
+            }
+            Tok::UserVar => f.mentions_user_var = true,
+            Tok::Punct(b'(') => {
+                if let Some(reason) = call_check(sql, &prev) {
+                    f.unproven = f.unproven.or(Some(reason));
+                }
+                if matches!(prev[0], Some((Tok::Word, ps, pe)) if sql[ps..pe].eq_ignore_ascii_case(b"LAST_INSERT_ID"))
+                {
+                    insert_id_call = 1;
+                }
+            }
+            Tok::Punct(b'=') if colon && f.mentions_user_var => f.assigns_user_var = true,
+            _ => {}
+        }
+        colon = kind == Tok::Punct(b':');
+        prev = [Some(tok), prev[0], prev[1], prev[2]];
+    }
+    if !rule_done {
+        finish(first, second, &mut f, statement_index);
+    }
+    if f.mentions_user_var {
+        // `SELECT ... INTO @x`, `SET @x = ...`, `GET DIAGNOSTICS @x = ...`:
+        // mysqld's tracker reports none of these reliably.
+        f.assigns_user_var |= into_seen || set_seen || f.reads_diagnostics;
+    }
+    f
+}
+
+/// At a `(`: is the name before it a call of something not built in?
+fn call_check(sql: &[u8], prev: &[Option<(Tok, usize, usize)>; 4]) -> Option<&'static str> {
+    let (kind, s, e) = prev[0]?;
+    match kind {
+        Tok::Word if is_builtin(&sql[s..e]) || sql[s].is_ascii_digit() => return None,
+        Tok::Word | Tok::QuotedName => {}
+        _ => return None,
+    }
+    // `schema.name (`: the context is before the qualifier.
+    let qualified = matches!(prev[1], Some((Tok::Punct(b'.'), _, _)));
+    let ctx = if qualified { prev[3] } else { prev[1] };
+    if let Some((Tok::Word, cs, ce)) = ctx {
+        if word_in(&sql[cs..ce], NAME_CONTEXTS) {
+            return None;
+        }
+    }
+    Some("call of a stored function")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unreported::*;
+    use super::*;
+
+    fn pins(sql: &[u8]) -> bool {
+        statement_facts(sql).takes != 0
+    }
+
+    fn unproven(sql: &str) -> bool {
+        statement_facts(sql.as_bytes()).unproven.is_some()
+    }
+
+    #[test]
+    fn builtin_table_is_sorted_and_upper_case() {
+        assert!(BUILTINS.windows(2).all(|w| w[0] < w[1]));
+        assert!(BUILTINS
+            .iter()
+            .all(|w| w.bytes().all(|b| !b.is_ascii_lowercase())));
+    }
+
+    #[test]
+    fn lock_scan_skips_comments_and_strings() {
+        assert!(pins(b"SELECT GET_LOCK('a', 1)"));
+        assert!(pins(b"lock tables t read"));
+        assert!(pins(b"SELECT SQL_CALC_FOUND_ROWS * FROM t"));
+        assert!(pins(b"/*!40101 SELECT get_lock('x',0) */"));
+        assert!(pins(b"/*M!100100 SELECT get_lock('x',0) */"));
+        assert!(!pins(b"SELECT 'GET_LOCK(1)'"));
+        assert!(!pins(b"SELECT `lock` FROM t"));
+        assert!(!pins(b"SELECT 1 -- GET_LOCK\n"));
+        assert!(!pins(b"SELECT 1 /* LOCK */"));
+        assert!(!pins(b"SELECT 1 # lock"));
+        assert!(!pins(b"SELECT blocked, locks FROM t"));
+        assert!(!pins(b"SELECT * FROM t LOCK IN SHARE MODE"));
+        assert!(!pins(b"SELECT 'it''s LOCK' , \"a\\\"LOCK\""));
+        assert!(statement_facts(b"/* x */ kill 5").first_is_kill);
+        assert_eq!(statement_facts(b"  "), StatementFacts::default());
+        // Unterminated input must not panic.
+        assert!(!pins(b"SELECT 'abc"));
+        assert!(!pins(b"/* abc"));
+        assert!(!pins(b"@"));
+        assert!(!pins(b"@@"));
+        assert!(!pins(b"/*!"));
+    }
+
+    #[test]
+    fn lock_scan_tells_what_is_taken_and_released() {
+        let t = |sql: &[u8]| {
+            let t = statement_facts(sql);
+            (t.takes, t.releases)
+        };
+        assert_eq!(t(b"LOCK TABLES t READ"), (TABLE_LOCKS, 0));
+        assert_eq!(t(b"unlock tables"), (0, TABLE_LOCKS));
+        assert_eq!(t(b"SELECT GET_LOCK('a', 0)"), (USER_LOCKS, 0));
+        assert_eq!(t(b"DO RELEASE_ALL_LOCKS()"), (0, USER_LOCKS));
+        // One of maybe several: still held.
+        assert_eq!(t(b"DO RELEASE_LOCK('a')"), (0, 0));
+        assert_eq!(t(b"SELECT FOUND_ROWS()"), (FOUND_ROWS, 0));
+        assert_eq!(
+            t(b"SELECT RELEASE_ALL_LOCKS(), GET_LOCK('b', 0)"),
+            (USER_LOCKS, USER_LOCKS)
+        );
+        assert_eq!(t(b"SELECT 'UNLOCK TABLES', `RELEASE_ALL_LOCKS`"), (0, 0));
+        // Not the first statement of a multi-statement query: still seen.
+        assert_eq!(t(b"SELECT 1; LOCK TABLES t WRITE"), (TABLE_LOCKS, 0));
+    }
+
+    #[test]
+    fn no_sql_mode_hides_a_lock() {
+        // With NO_BACKSLASH_ESCAPES the string ends at `\'`, and GET_LOCK runs.
+        assert!(pins(b"SELECT 'a\\', GET_LOCK('m', 0), '\\'"));
+        // With escapes, the string goes on past `\'`, and GET_LOCK runs.
+        assert!(pins(b"SELECT 'a\\' ', GET_LOCK('m', 0) -- '"));
+    }
+
+    #[test]
+    fn proven_statements() {
+        for sql in [
+            "SELECT 1",
+            "select now(), concat('a', 'b'), count(*), avg(x), if(a, b, c) from t where id in (1, 2)",
+            "SELECT CAST(x AS CHAR(10)), CONVERT(y, DECIMAL(10,2)) FROM t",
+            "(SELECT 1) UNION (SELECT 2)",
+            "WITH c AS (SELECT 1) SELECT * FROM c",
+            "INSERT INTO t (a, b) VALUES (1, 2)",
+            "INSERT INTO db.t(a) VALUES (1) ON DUPLICATE KEY UPDATE a = VALUES(a)",
+            "REPLACE t (a) VALUES (1)",
+            "UPDATE t SET a = a + 1 WHERE b = 2",
+            "DELETE FROM t WHERE a = 1",
+            "SET sql_mode = 'ANSI', @@session.time_zone = '+00:00'",
+            "SET NAMES utf8mb4",
+            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "SET STATEMENT max_statement_time = 1 FOR SELECT 1",
+            "USE db",
+            "BEGIN",
+            "START TRANSACTION READ ONLY",
+            "COMMIT",
+            "ROLLBACK TO SAVEPOINT s",
+            "SHOW TABLES",
+            "SHOW WARNINGS",
+            "EXPLAIN SELECT * FROM t",
+            "CREATE TABLE t (a INT PRIMARY KEY, b VARCHAR(10))",
+            "CREATE INDEX i ON t (a)",
+            "DROP TABLE t",
+            "SELECT ST_X(POINT(1, 2))",
+            "select 1; select 2",
+            "DO 1",
+        ] {
+            assert!(!unproven(sql), "{sql}: {:?}", statement_facts(sql.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn unproven_statements() {
+        for sql in [
+            "SELECT my_func()",
+            "SELECT `my func`(1)",
+            "SELECT db.f(1)",
+            "SELECT a FROM t WHERE my_func (a) > 1",
+            "INSERT INTO t VALUES (f())",
+            "CALL p()",
+            "EXECUTE IMMEDIATE 'SET @x = 1'",
+            "PREPARE s FROM 'SELECT 1'",
+            "EXECUTE s",
+            "DEALLOCATE PREPARE s",
+            "HANDLER t OPEN",
+            "FLUSH TABLES WITH READ LOCK",
+            "FLUSH TABLES t WITH READ LOCK",
+            "BACKUP LOCK t",
+            "BACKUP STAGE START",
+            "XA START 'x'",
+            "SET TRANSACTION READ ONLY",
+            "SET ROLE r",
+            "BEGIN NOT ATOMIC SELECT 1; END",
+            "SELECT 1; CALL p()",
+            "SELECT 1; KILL 5",
+            "SIGNAL SQLSTATE '45000'",
+            "-- only a comment\n'x'",
+            "START SLAVE",
+        ] {
+            assert!(unproven(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn session_reads_and_writes() {
+        let f = statement_facts(b"SELECT LAST_INSERT_ID(42)");
+        assert!(f.reads_insert_id && f.sets_insert_id);
+        let f = statement_facts(b"SELECT LAST_INSERT_ID()");
+        assert!(f.reads_insert_id && !f.sets_insert_id);
+        assert!(statement_facts(b"UPDATE t SET id = LAST_INSERT_ID(id + 1)").sets_insert_id);
+        assert!(statement_facts(b"SELECT ROW_COUNT()").reads_row_count);
+        for sql in [
+            "SHOW WARNINGS",
+            "show errors limit 1",
+            "SHOW COUNT(*) WARNINGS",
+            "SELECT @@warning_count",
+            "select @@session.error_count",
+            "GET DIAGNOSTICS @n = NUMBER",
+        ] {
+            assert!(statement_facts(sql.as_bytes()).reads_diagnostics, "{sql}");
+        }
+        assert!(!statement_facts(b"SELECT 'SHOW WARNINGS'").reads_diagnostics);
+        for sql in [
+            "SET @a = 1",
+            "SELECT @x := 5",
+            "SELECT 1 INTO @y",
+            "GET DIAGNOSTICS @n = NUMBER",
+        ] {
+            let f = statement_facts(sql.as_bytes());
+            assert!(f.mentions_user_var && f.assigns_user_var, "{sql}");
+        }
+        let f = statement_facts(b"SELECT @v");
+        assert!(f.mentions_user_var && !f.assigns_user_var);
+        assert!(!statement_facts(b"SELECT @@version").mentions_user_var);
+        assert!(!statement_facts(b"SELECT '@x'").mentions_user_var);
+        assert!(statement_facts(b"create temporary table t (a int)").opaque_state);
+        assert!(statement_facts(b"SELECT NEXTVAL(s)").opaque_state);
+        assert!(statement_facts(b"INSERT INTO t VALUES (1)").may_fire_triggers);
+        assert!(!statement_facts(b"SELECT * FROM t").may_fire_triggers);
+    }
+
+    #[test]
+    fn words_skip_strings_and_comments() {
+        let w: Vec<&[u8]> = words(b"KILL /* x */ QUERY 'a' `b` 5").collect();
+        assert_eq!(w, vec![&b"KILL"[..], b"QUERY", b"5"]);
+    }
+}
