@@ -146,11 +146,16 @@ pub struct Backend {
     pub discard_on_reset: bool,
     /// Warnings of the last statement of the current response.
     pub last_warnings: u16,
+    /// Affected rows of the current response's last OK packet.
+    pub last_affected_rows: u64,
     /// The client (by serial) whose warnings or error this connection's
     /// diagnostics area may hold.
     pub diagnostics_of: Option<u64>,
     /// `KILL QUERY` connections opened against this one, not yet closed.
     pub kills_pending: u32,
+    /// A client ran an unproven statement here: until a reset, this
+    /// connection may hold anything of that client's.
+    pub dirty: bool,
     /// A character-set variable changed: re-read collation_connection.
     pub charset_changed: bool,
     /// Offset added to sequence ids forwarded to the client (non-zero only
@@ -352,8 +357,10 @@ impl Server {
             saw_unreplayable: false,
             discard_on_reset: false,
             last_warnings: 0,
+            last_affected_rows: 0,
             diagnostics_of: None,
             kills_pending: 0,
+            dirty: false,
             charset_changed: false,
             seq_offset: 0,
             close_when_done: false,
@@ -1460,6 +1467,7 @@ impl Server {
                                 run_start = pos + total;
                             }
                             b.last_warnings = ok.warnings;
+                            b.last_affected_rows = ok.affected_rows;
                             if ok.last_insert_id != 0 {
                                 b.last_insert_id = ok.last_insert_id;
                                 if let Some(c) = c.as_mut() {
@@ -1580,6 +1588,12 @@ impl Server {
                         c.pins.remove(PinCause::Transaction);
                     }
                 }
+                if matches!(cmd, COM_QUERY | COM_STMT_EXECUTE) {
+                    c.row_count = match end {
+                        EndKind::Ok => i64::try_from(b.last_affected_rows).unwrap_or(i64::MAX),
+                        _ => -1,
+                    };
+                }
                 if c.running_connect_db.is_some() && end == EndKind::Err {
                     // The schema given at login does not exist: the login fails.
                     c.close_after_flush = true;
@@ -1638,8 +1652,7 @@ impl Server {
                         b.saw_state_change && (b.state_applied == 0 || facts.mentions_user_var);
                     let dirty = facts
                         .unproven
-                        .or(b
-                            .saw_eof_state_change
+                        .or((b.saw_eof_state_change && !facts.set_statement)
                             .then_some("a stored program changed the session"))
                         .or((b.saw_state_change && facts.may_fire_triggers)
                             .then_some("a trigger changed the session"));
@@ -1652,6 +1665,7 @@ impl Server {
                             );
                         }
                         c.pins.insert(PinCause::Unproven);
+                        b.dirty = true;
                     } else if b.saw_unreplayable {
                         c.pins.insert(PinCause::SessionState);
                     } else if unexplained
@@ -1868,6 +1882,7 @@ impl Server {
         b.last_insert_id = 0;
         b.session = SessionVars::new();
         b.diagnostics_of = None;
+        b.dirty = false;
         if b.discard_on_reset {
             // Its profiling history would survive the reset.
             let pool = b.pool;

@@ -115,6 +115,9 @@ pub struct Client {
     pub command_read_at: Instant,
     pub command_sent_at: Instant,
     pub last_insert_id: u64,
+    /// What `ROW_COUNT()` returns: the client's previous statement's
+    /// affected rows, -1 after a result set or an error.
+    pub row_count: i64,
     pub last_status: u16,
     pub bytes_out: u64,
     /// An error to give as the answer to the next command.
@@ -285,6 +288,7 @@ impl Server {
             command_read_at: self.now,
             command_sent_at: self.now,
             last_insert_id: 0,
+            row_count: 0,
             last_status: SERVER_STATUS_AUTOCOMMIT,
             bytes_out: 0,
             pending_error: None,
@@ -884,13 +888,23 @@ impl Server {
                     let end = (HEADER_LEN + span.payload_len).min(data.len());
                     let sql = &data[HEADER_LEN + 1..end];
                     if let Some((which, name)) = funnel_answered_select(sql) {
-                        // Typed as MariaDB types them.
-                        let (value, column_type, length) = match which {
-                            FunnelAnswered::LastInsertId => (c.last_insert_id, 0x08, 21),
-                            FunnelAnswered::ConnectionId => (u64::from(c.id), 0x03, 10),
+                        // Typed as MariaDB types them: (type, length, flags).
+                        const UNSIGNED: u16 = 0x0001 | 0x0020 | 0x0080;
+                        let (value, column) = match which {
+                            FunnelAnswered::LastInsertId => {
+                                (c.last_insert_id.to_string(), (0x08, 21, UNSIGNED))
+                            }
+                            FunnelAnswered::ConnectionId => {
+                                (c.id.to_string(), (0x03, 10, UNSIGNED))
+                            }
+                            FunnelAnswered::RowCount => {
+                                (c.row_count.to_string(), (0x08, 21, 0x0001 | 0x0080))
+                            }
                         };
+                        // As after any SELECT.
+                        c.row_count = -1;
                         self.discard_current(key);
-                        self.client_single_value(key, &name, value, column_type, length);
+                        self.client_single_value(key, &name, &value, column);
                         return;
                     }
                     let facts = statement_facts(sql);
@@ -1212,10 +1226,9 @@ impl Server {
     fn client_single_value(
         &mut self,
         key: usize,
-        column: &[u8],
-        value: u64,
-        column_type: u8,
-        length: u32,
+        name: &[u8],
+        value: &str,
+        (column_type, length, flags): (u8, u32, u16),
     ) {
         use crate::protocol::response::{encode_column_def, encode_text_row};
         let Some(c) = self.clients.get(key) else {
@@ -1225,17 +1238,9 @@ impl Server {
         let mut out = Vec::with_capacity(128);
         let mut payload = Vec::with_capacity(64);
         let mut seq = write_packet(&mut out, 1, &[1]);
-        let name = String::from_utf8_lossy(column);
-        // Binary charset, NOT_NULL | UNSIGNED | BINARY.
-        encode_column_def(
-            &mut payload,
-            &name,
-            column_type,
-            63,
-            length,
-            0x0001 | 0x0020 | 0x0080,
-            0,
-        );
+        let name = String::from_utf8_lossy(name);
+        // Binary charset; `column` is (type, display length, flags).
+        encode_column_def(&mut payload, &name, column_type, 63, length, flags, 0);
         seq = write_packet(&mut out, seq, &payload);
         if c.capabilities & CLIENT_DEPRECATE_EOF == 0 {
             payload.clear();
@@ -1243,8 +1248,7 @@ impl Server {
             seq = write_packet(&mut out, seq, &payload);
         }
         payload.clear();
-        let text = value.to_string();
-        encode_text_row(&mut payload, &[Some(text.as_bytes())]);
+        encode_text_row(&mut payload, &[Some(value.as_bytes())]);
         seq = write_packet(&mut out, seq, &payload);
         payload.clear();
         encode_end_of_rows(&mut payload, c.capabilities, 0, status);

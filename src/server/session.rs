@@ -479,9 +479,13 @@ mod tests {
 pub enum FunnelAnswered {
     LastInsertId,
     ConnectionId,
+    /// `ROW_COUNT()`: what the client's own previous statement changed,
+    /// whatever ran on the backend since.
+    RowCount,
 }
 
-/// Recognise exactly `SELECT LAST_INSERT_ID()` or `SELECT CONNECTION_ID()`,
+/// Recognise exactly `SELECT LAST_INSERT_ID()`, `SELECT CONNECTION_ID()` or
+/// `SELECT ROW_COUNT()`,
 /// with an optional alias (`AS x`, `x`, quoted) and trailing `;`. Returns the
 /// column name mysqld would give (the alias, or the expression as typed).
 pub fn funnel_answered_select(sql: &[u8]) -> Option<(FunnelAnswered, Vec<u8>)> {
@@ -499,6 +503,8 @@ pub fn funnel_answered_select(sql: &[u8]) -> Option<(FunnelAnswered, Vec<u8>)> {
             (FunnelAnswered::LastInsertId, 14)
         } else if rest.len() >= 13 && rest[..13].eq_ignore_ascii_case(b"CONNECTION_ID") {
             (FunnelAnswered::ConnectionId, 13)
+        } else if rest.len() >= 9 && rest[..9].eq_ignore_ascii_case(b"ROW_COUNT") {
+            (FunnelAnswered::RowCount, 9)
         } else {
             return None;
         };
@@ -632,6 +638,11 @@ mod answered_tests {
             ok("SELECT CONNECTION_ID() cid;"),
             Some((FunnelAnswered::ConnectionId, "cid".into()))
         );
+        assert_eq!(
+            ok("select row_count() rc"),
+            Some((FunnelAnswered::RowCount, "rc".into()))
+        );
+        assert_eq!(ok("SELECT ROW_COUNT() + 1"), None);
         assert_eq!(ok("SELECT LAST_INSERT_ID(5)"), None);
         assert_eq!(ok("SELECT LAST_INSERT_ID() + 1"), None);
         assert_eq!(ok("SELECT LAST_INSERT_ID() FROM t"), None);

@@ -58,6 +58,9 @@ pub struct StatementFacts {
     /// It may fire triggers (`INSERT`, `UPDATE`, `DELETE`, `REPLACE`,
     /// `LOAD`), whose effects on the session the scan cannot see.
     pub may_fire_triggers: bool,
+    /// `SET STATEMENT ... FOR`: mysqld flags the restored variables as a
+    /// state change in the result's EOF.
+    pub set_statement: bool,
     /// Why the funnel cannot prove what it does to the session, if it cannot.
     pub unproven: Option<&'static str>,
 }
@@ -75,6 +78,7 @@ impl StatementFacts {
         self.assigns_user_var |= o.assigns_user_var;
         self.opaque_state |= o.opaque_state;
         self.may_fire_triggers |= o.may_fire_triggers;
+        self.set_statement |= o.set_statement;
         self.unproven = self.unproven.or(o.unproven);
     }
 }
@@ -759,6 +763,8 @@ fn first_word_rule(first: &[u8], second: &[u8], f: &mut StatementFacts) {
             f.unproven = f.unproven.or(Some("SET TRANSACTION"));
         } else if is(second, "ROLE") {
             f.unproven = f.unproven.or(Some("SET ROLE"));
+        } else if is(second, "STATEMENT") {
+            f.set_statement = true;
         }
     } else if is(first, "BEGIN") && is(second, "NOT") {
         f.unproven = f.unproven.or(Some("compound statement"));

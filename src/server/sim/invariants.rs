@@ -155,6 +155,11 @@ impl Server {
             if in_idle && b.client.is_some() {
                 return Err(format!("idle backend {key} still serves {:?}", b.client));
             }
+            if b.dirty && b.client.is_none() && b.state == BackendState::Idle {
+                return Err(format!(
+                    "backend {key} is dirty (an unproven statement ran) but neither pinned nor being reset"
+                ));
+            }
         }
         Ok(())
     }
