@@ -370,6 +370,20 @@ pub fn render(s: &Snapshot) -> String {
     );
     o.per_pool(
         s,
+        "funnel_dirty_backends_total",
+        "counter",
+        "Backends made dirty by a statement whose effect on the session could not be proven (pinned, then reset).",
+        |p| p.counters.dirty_backends as f64,
+    );
+    o.per_pool(
+        s,
+        "funnel_diagnostics_cleared_total",
+        "counter",
+        "Backend diagnostics areas emptied of another client's warnings before a SHOW WARNINGS.",
+        |p| p.counters.diagnostics_cleared as f64,
+    );
+    o.per_pool(
+        s,
         "funnel_session_replays_total",
         "counter",
         "Session state replayed on a backend before a request.",

@@ -205,7 +205,7 @@ pub fn backlog_max_1m(p: &PoolSnapshot) -> usize {
 }
 
 /// Every counter, by name, in a fixed order.
-pub fn counter_list(c: &Counters) -> [(&'static str, u64); 18] {
+pub fn counter_list(c: &Counters) -> [(&'static str, u64); 20] {
     [
         ("requests", c.requests),
         ("backend_errors", c.backend_errors),
@@ -219,6 +219,8 @@ pub fn counter_list(c: &Counters) -> [(&'static str, u64); 18] {
         ("backend_connects", c.backend_connects),
         ("backend_connect_failures", c.backend_connect_failures),
         ("backend_resets", c.backend_resets),
+        ("dirty_backends", c.dirty_backends),
+        ("diagnostics_cleared", c.diagnostics_cleared),
         ("replays", c.replays),
         ("replay_us", c.replay_micros),
         ("buffered_results", c.buffered_results),

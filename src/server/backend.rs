@@ -151,8 +151,10 @@ pub struct Backend {
     /// The client (by serial) whose warnings or error this connection's
     /// diagnostics area may hold.
     pub diagnostics_of: Option<u64>,
-    /// `KILL QUERY` connections opened against this one, not yet closed.
+    /// `KILL QUERY` connections opened against this one, not yet closed,
+    /// and the command (by `commands` count) the last one was opened for.
     pub kills_pending: u32,
+    pub killing: u64,
     /// A client ran an unproven statement here: until a reset, this
     /// connection may hold anything of that client's.
     pub dirty: bool,
@@ -279,6 +281,10 @@ impl Server {
         let Some(b) = self.backends.get(backend) else {
             return;
         };
+        if b.kills_pending > 0 && b.killing == b.commands {
+            // A KILL for this very statement is on its way already.
+            return;
+        }
         let target = KillTarget {
             backend,
             serial: b.serial,
@@ -290,7 +296,9 @@ impl Server {
         if self.backends.len() > before {
             // Until this killer is gone, the target is handed to nobody,
             // so its KILL cannot land on someone else's statement.
-            self.backends[backend].kills_pending += 1;
+            let b = &mut self.backends[backend];
+            b.kills_pending += 1;
+            b.killing = b.commands;
         }
     }
 
@@ -360,6 +368,7 @@ impl Server {
             last_affected_rows: 0,
             diagnostics_of: None,
             kills_pending: 0,
+            killing: 0,
             dirty: false,
             charset_changed: false,
             seq_offset: 0,
@@ -1189,6 +1198,7 @@ impl Server {
         if c.facts.reads_diagnostics && b.diagnostics_of.is_some_and(|s| s != client.serial) {
             // Another client's warnings are in this connection's
             // diagnostics area: empty it first.
+            self.bump(b.pool, |c| c.diagnostics_cleared += 1);
             self.start_internal(
                 key,
                 Internal::ClearDiagnostics,
@@ -1665,7 +1675,11 @@ impl Server {
                             );
                         }
                         c.pins.insert(PinCause::Unproven);
-                        b.dirty = true;
+                        if !b.dirty {
+                            b.dirty = true;
+                            self.pools[pool].counters.dirty_backends += 1;
+                            self.counters.dirty_backends += 1;
+                        }
                     } else if b.saw_unreplayable {
                         c.pins.insert(PinCause::SessionState);
                     } else if unexplained

@@ -92,6 +92,11 @@ pub struct Counters {
     pub killed: u64,
     /// Backend connections reset before reuse.
     pub backend_resets: u64,
+    /// Backends made dirty by a statement whose effect on the session the
+    /// funnel could not prove (each costs a pin, then a reset).
+    pub dirty_backends: u64,
+    /// Diagnostics areas emptied before a client's `SHOW WARNINGS`.
+    pub diagnostics_cleared: u64,
     pub clients_refused: u64,
     pub auth_failures: u64,
     pub requests: u64,
@@ -132,6 +137,8 @@ impl Counters {
         self.backend_errors += o.backend_errors;
         self.killed += o.killed;
         self.backend_resets += o.backend_resets;
+        self.dirty_backends += o.dirty_backends;
+        self.diagnostics_cleared += o.diagnostics_cleared;
         self.clients_refused += o.clients_refused;
         self.auth_failures += o.auth_failures;
         self.requests += o.requests;
