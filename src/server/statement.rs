@@ -901,11 +901,16 @@ fn scan(sql: &[u8], backslash_escapes: bool) -> StatementFacts {
                         f.reads_insert_id = true;
                     } else if w.eq_ignore_ascii_case(b"ROW_COUNT") {
                         f.reads_row_count = true;
-                    } else if word_in(
-                        w,
-                        &["TEMPORARY", "NEXTVAL", "LASTVAL", "SETVAL", "PREVIOUS"],
-                    ) {
+                    } else if w.eq_ignore_ascii_case(b"TEMPORARY") {
                         f.opaque_state = true;
+                    } else if w.eq_ignore_ascii_case(b"NEXTVAL")
+                        || w.eq_ignore_ascii_case(b"SETVAL")
+                        || (w.eq_ignore_ascii_case(b"VALUE")
+                            && matches!(prev[0], Some((Tok::Word, ps, pe)) if sql[ps..pe].eq_ignore_ascii_case(b"NEXT")))
+                    {
+                        // The session's last value of the sequence, which
+                        // LASTVAL() reads and mysqld does not report.
+                        f.unproven = f.unproven.or(Some("sequence"));
                     } else if w.eq_ignore_ascii_case(b"INTO") {
                         into_seen = true;
                     }
@@ -917,6 +922,10 @@ fn scan(sql: &[u8], backslash_escapes: bool) -> StatementFacts {
                     || w.eq_ignore_ascii_case(b"error_count")
                 {
                     f.reads_diagnostics = true;
+                } else if w.eq_ignore_ascii_case(b"last_insert_id")
+                    || w.eq_ignore_ascii_case(b"identity")
+                {
+                    f.reads_insert_id = true;
                 }
             }
             Tok::UserVar => f.mentions_user_var = true,
@@ -1142,7 +1151,12 @@ mod tests {
         assert!(!statement_facts(b"SELECT @@version").mentions_user_var);
         assert!(!statement_facts(b"SELECT '@x'").mentions_user_var);
         assert!(statement_facts(b"create temporary table t (a int)").opaque_state);
-        assert!(statement_facts(b"SELECT NEXTVAL(s)").opaque_state);
+        assert!(unproven("SELECT NEXTVAL(s)"));
+        assert!(unproven("SELECT NEXT VALUE FOR s"));
+        assert!(unproven("SELECT SETVAL(s, 10)"));
+        assert!(!unproven("SELECT LASTVAL(s), PREVIOUS VALUE FOR s"));
+        assert!(statement_facts(b"SELECT @@last_insert_id").reads_insert_id);
+        assert!(statement_facts(b"SELECT @@session.identity").reads_insert_id);
         assert!(statement_facts(b"INSERT INTO t VALUES (1)").may_fire_triggers);
         assert!(!statement_facts(b"SELECT * FROM t").may_fire_triggers);
     }
