@@ -148,6 +148,10 @@ pub struct Backend {
     pub last_warnings: u16,
     /// Affected rows of the current response's last OK packet.
     pub last_affected_rows: u64,
+    /// The current response is a parse error and nothing else: mysqld ran
+    /// nothing of the query (it stops at a statement it cannot parse, and
+    /// any earlier statement's result would have come first).
+    pub parse_error_only: bool,
     /// The client (by serial) whose warnings or error this connection's
     /// diagnostics area may hold.
     pub diagnostics_of: Option<u64>,
@@ -366,6 +370,7 @@ impl Server {
             discard_on_reset: false,
             last_warnings: 0,
             last_affected_rows: 0,
+            parse_error_only: false,
             diagnostics_of: None,
             kills_pending: 0,
             killing: 0,
@@ -1324,6 +1329,7 @@ impl Server {
         b.saw_unreplayable = false;
         b.charset_changed = false;
         b.last_warnings = 0;
+        b.parse_error_only = false;
         b.response_bytes = 0;
         b.slow_reader = SlowReader::Watermarks;
         b.commands += 1;
@@ -1440,6 +1446,11 @@ impl Server {
                     }
                 }
                 match kind {
+                    PacketKind::Err if pos == 0 && b.response_bytes == 0 => {
+                        b.parse_error_only = decode_err(payload).is_ok_and(|e| {
+                            e.code == crate::protocol::consts::err::ER_PARSE_ERROR.0
+                        });
+                    }
                     PacketKind::Ok => {
                         if let Ok(ok) = decode_ok(payload, b.capabilities) {
                             if ok.session_state.is_some()
@@ -1662,6 +1673,7 @@ impl Server {
                         b.saw_state_change && (b.state_applied == 0 || facts.mentions_user_var);
                     let dirty = facts
                         .unproven
+                        .filter(|_| !b.parse_error_only)
                         .or((b.saw_eof_state_change && !facts.set_statement)
                             .then_some("a stored program changed the session"))
                         .or((b.saw_state_change && facts.may_fire_triggers)
