@@ -1792,6 +1792,16 @@ impl Server {
             .filter(|_| !draining)
             .and_then(|cr| self.clients.get(cr.key).filter(|c| c.serial == cr.serial))
             .map(|c| c.pins);
+        let p = &self.pools[pool];
+        if !b.pinned
+            && p.pinned >= p.pin_limit()
+            && pins_now.is_some_and(|s| !s.is_empty() && s != PinSet::only(PinCause::Diagnostics))
+        {
+            // An idle client's warnings may make room for state that must
+            // not be lost.
+            self.revoke_diagnostics_pin(pool, key);
+        }
+        let b = &mut self.backends[key];
         match (client, pins_now) {
             (Some(cr), Some(pins)) if !pins.is_empty() => {
                 // The client keeps this backend.
@@ -1870,6 +1880,33 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// Take back one pinned backend of `pool` (not `except`) that only an
+    /// idle client's warnings hold: they are lost (that client's next
+    /// `SHOW WARNINGS` shows none), so that a transaction or a lock can
+    /// have the pin.
+    fn revoke_diagnostics_pin(&mut self, pool: usize, except: usize) {
+        let found = self.backends.iter().find_map(|(k, b)| {
+            let cr = b.client?;
+            let c = self.clients.get(cr.key).filter(|c| c.serial == cr.serial)?;
+            (k != except
+                && b.pool == pool
+                && b.pinned
+                && b.state == BackendState::Idle
+                && !c.is_busy()
+                && c.pins == PinSet::only(PinCause::Diagnostics))
+            .then_some((k, cr.key))
+        });
+        let Some((backend, client)) = found else {
+            return;
+        };
+        if let Some(c) = self.clients.get_mut(client) {
+            c.pins.remove(PinCause::Diagnostics);
+            c.pinned = None;
+        }
+        self.backends[backend].client = None;
+        self.backend_ready(backend);
     }
 
     /// The idle client `key` holds a pinned backend but nothing pins it any

@@ -1,0 +1,104 @@
+//! Warnings keep their client's backend for the `SHOW WARNINGS` that may
+//! follow, but never at the price of state that must not be lost: when the
+//! pinned allowance is full, warnings give way (to a transaction, or to
+//! nothing), and no client gets an error for it.
+
+mod common;
+
+use common::{FunnelProcess, PASS_A, TEST_DB, USER_A};
+use mysql::prelude::Queryable;
+use mysql::{Conn, Row};
+
+fn start(pool: &str) -> FunnelProcess {
+    let db = common::mariadb();
+    let port = common::free_port();
+    let cfg = format!(
+        "[funnel]\nlisten = 127.0.0.1:{port}\n\n[backend]\naddress = 127.0.0.1:{}\n\n\
+         [pool]\n{pool}\n\n[user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n",
+        db.port
+    );
+    FunnelProcess::start(&cfg, port)
+}
+
+fn conn(f: &FunnelProcess) -> Conn {
+    let mut c = f.conn(USER_A, PASS_A);
+    c.query_drop(format!("USE {TEST_DB}")).expect("USE");
+    c
+}
+
+fn warnings(c: &mut Conn) -> Vec<(String, u32, String)> {
+    c.query::<Row, _>("SHOW WARNINGS")
+        .expect("SHOW WARNINGS")
+        .into_iter()
+        .map(|r| mysql::from_row::<(String, u32, String)>(r))
+        .collect()
+}
+
+#[test]
+fn warnings_are_shown_to_their_client_only() {
+    let f = start("connections = 1\nmax_pinned_backends = 4");
+    let mut a = conn(&f);
+    let mut b = conn(&f);
+    a.query_drop("SELECT 1/0").expect("1/0");
+    assert!(warnings(&mut b).is_empty(), "B saw A's warnings");
+    b.query_drop("SELECT CAST('x' AS INT)").expect("cast");
+    let wa = warnings(&mut a);
+    assert_eq!(wa.len(), 1, "A's own warnings: {wa:?}");
+    assert_eq!(wa[0].1, 1365, "division by 0: {wa:?}");
+    let wb = warnings(&mut b);
+    assert_eq!(wb.len(), 1, "B's own warnings: {wb:?}");
+    assert_eq!(wb[0].1, 1292, "truncated value: {wb:?}");
+    // After a statement without warnings, the pin ends; another client's
+    // SHOW WARNINGS on that backend still sees nothing of A's.
+    a.query_drop("SELECT 1").expect("select 1");
+    let mut c = conn(&f);
+    assert!(warnings(&mut c).is_empty(), "C saw someone's warnings");
+    let count: Option<u32> = c.query_first("SELECT @@warning_count").expect("count");
+    assert_eq!(count, Some(0));
+}
+
+#[test]
+fn warnings_give_way_to_a_transaction_when_pins_run_out() {
+    let f = start("connections = 1\nmax_pinned_backends = 2");
+    let t = common::unique_name("diag_tx");
+    let mut setup = conn(&f);
+    setup
+        .query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+        .expect("create");
+    // Two idle clients hold the whole allowance with their warnings.
+    let mut a = conn(&f);
+    let mut b = conn(&f);
+    a.query_drop("SELECT 1/0").expect("a 1/0");
+    b.query_drop("SELECT 1/0").expect("b 1/0");
+    // A transaction still gets its backend and keeps it to the end.
+    let mut c = conn(&f);
+    c.query_drop("BEGIN").expect("begin");
+    c.query_drop(format!("INSERT INTO {t} VALUES (1)"))
+        .expect("insert");
+    c.query_drop(format!("INSERT INTO {t} VALUES (2)"))
+        .expect("insert 2");
+    c.query_drop("COMMIT").expect("commit");
+    let n: Option<u32> = setup
+        .query_first(format!("SELECT COUNT(*) FROM {t}"))
+        .expect("count");
+    assert_eq!(n, Some(2));
+    // A client whose statement has warnings while no pin is free gets its
+    // answer, no error; its warnings may be gone, but never someone else's.
+    let mut d = conn(&f);
+    d.query_drop("BEGIN").expect("d begin");
+    let mut e = conn(&f);
+    e.query_drop("BEGIN").expect("e begin");
+    e.query_drop(format!("SELECT * FROM {t} FOR UPDATE"))
+        .expect("e lock");
+    d.query_drop(format!("SELECT * FROM {t}")).expect("d read");
+    let mut g = conn(&f);
+    g.query_drop("SELECT 1/0").expect("g 1/0 answered");
+    let wg = warnings(&mut g);
+    assert!(
+        wg.iter().all(|w| w.1 == 1365),
+        "G must see its own warning or none: {wg:?}"
+    );
+    d.query_drop("COMMIT").expect("d commit");
+    e.query_drop("COMMIT").expect("e commit");
+    setup.query_drop(format!("DROP TABLE {t}")).expect("drop");
+}
