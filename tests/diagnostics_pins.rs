@@ -30,7 +30,7 @@ fn warnings(c: &mut Conn) -> Vec<(String, u32, String)> {
     c.query::<Row, _>("SHOW WARNINGS")
         .expect("SHOW WARNINGS")
         .into_iter()
-        .map(|r| mysql::from_row::<(String, u32, String)>(r))
+        .map(mysql::from_row::<(String, u32, String)>)
         .collect()
 }
 
