@@ -255,7 +255,7 @@ fn run_sql(c: &mut Conn, sql: &str, mask: &[usize]) -> String {
         Err(e) => return err_str(&e),
         Ok(mut res) => {
             let mut n = 0;
-            'sets: while let Some(mut set) = res.iter() {
+            while let Some(mut set) = res.iter() {
                 let cols: Vec<mysql::Column> = set.columns().as_ref().to_vec();
                 let mut part = format!("#{n}");
                 // OK results: affected rows etc. are known now (iterating
@@ -316,7 +316,8 @@ fn run_sql(c: &mut Conn, sql: &str, mask: &[usize]) -> String {
                             } else {
                                 format!(
                                     "{name}:{}/cs{}/len{}/dec{}",
-                                    format!("{:?}", c.column_type()).trim_start_matches("MYSQL_TYPE_"),
+                                    format!("{:?}", c.column_type())
+                                        .trim_start_matches("MYSQL_TYPE_"),
                                     c.character_set(),
                                     c.column_length(),
                                     c.decimals()
@@ -324,7 +325,11 @@ fn run_sql(c: &mut Conn, sql: &str, mask: &[usize]) -> String {
                             }
                         })
                         .collect();
-                    part.push_str(&format!(" cols[{}] rows[{}]", descr.join(", "), rows.join(" ")));
+                    part.push_str(&format!(
+                        " cols[{}] rows[{}]",
+                        descr.join(", "),
+                        rows.join(" ")
+                    ));
                 }
                 out.push(part);
                 if let Some(e) = error {
@@ -683,7 +688,10 @@ fn s01_warnings_and_diagnostics_stay_with_their_client() {
         q(B, "SELECT @n"),
         q(A, "SELECT @n"),
         q(A, format!("SELECT * FROM {missing}")),
-        q(A, "GET DIAGNOSTICS CONDITION 1 @m = MESSAGE_TEXT, @e = MYSQL_ERRNO"),
+        q(
+            A,
+            "GET DIAGNOSTICS CONDITION 1 @m = MESSAGE_TEXT, @e = MYSQL_ERRNO",
+        ),
         q(B, "SELECT @m, @e"),
         q(A, "SELECT @m, @e"),
         // Does a statement without tables clear the warnings? Whatever
@@ -790,29 +798,37 @@ fn s03_execute_immediate_changes_stay_with_their_client() {
         .uvars(&["ei"]);
     let temp = Scenario::new(&format!("{t} EXECUTE IMMEDIATE temporary table"))
         .steps(vec![
-            q(A, format!("EXECUTE IMMEDIATE 'CREATE TEMPORARY TABLE {tmp} (x INT)'")),
+            q(
+                A,
+                format!("EXECUTE IMMEDIATE 'CREATE TEMPORARY TABLE {tmp} (x INT)'"),
+            ),
             q(B, format!("SELECT * FROM {tmp}")),
             q(A, format!("INSERT INTO {tmp} VALUES (1)")),
             q(A, format!("SELECT * FROM {tmp}")),
             q(B, format!("SELECT * FROM {tmp}")),
         ])
         .temps(&[&tmp]);
-    let tracking = Scenario::new(&format!("{t} EXECUTE IMMEDIATE session_track_system_variables"))
-        .steps(vec![
-            q(A, "EXECUTE IMMEDIATE 'SET SESSION session_track_system_variables = '''''"),
-            q(A, "SET @@sql_select_limit = 2"),
-            q(B, format!("SELECT * FROM {five} ORDER BY id")),
-            q(A, format!("SELECT * FROM {five} ORDER BY id")),
-            q(A, "SET @tr = 'after tracking off'"),
-            q(B, "SELECT @tr, @@sql_select_limit"),
-            q(A, "SELECT @tr, @@sql_select_limit"),
-            q(A, "SELECT @@session_track_system_variables"),
-            q(B, "SELECT @@session_track_system_variables"),
-            q(A, "SET time_zone = '+07:00'"),
-            q(B, "SELECT @@time_zone"),
-            q(A, "SELECT @@time_zone"),
-        ])
-        .uvars(&["tr"]);
+    let tracking = Scenario::new(&format!(
+        "{t} EXECUTE IMMEDIATE session_track_system_variables"
+    ))
+    .steps(vec![
+        q(
+            A,
+            "EXECUTE IMMEDIATE 'SET SESSION session_track_system_variables = '''''",
+        ),
+        q(A, "SET @@sql_select_limit = 2"),
+        q(B, format!("SELECT * FROM {five} ORDER BY id")),
+        q(A, format!("SELECT * FROM {five} ORDER BY id")),
+        q(A, "SET @tr = 'after tracking off'"),
+        q(B, "SELECT @tr, @@sql_select_limit"),
+        q(A, "SELECT @tr, @@sql_select_limit"),
+        q(A, "SELECT @@session_track_system_variables"),
+        q(B, "SELECT @@session_track_system_variables"),
+        q(A, "SET time_zone = '+07:00'"),
+        q(B, "SELECT @@time_zone"),
+        q(A, "SELECT @@time_zone"),
+    ])
+    .uvars(&["tr"]);
     check(vec![limit, temp, tracking]);
 }
 
@@ -845,7 +861,10 @@ fn s04_temporary_tables_from_stored_routines_stay_with_their_client() {
     let f = format!(
         "CREATE FUNCTION {t}_mkf() RETURNS INT BEGIN CREATE TEMPORARY TABLE {tf} (x INT); RETURN 1; END"
     );
-    match r.query_drop(format!("USE {TEST_DB}")).and_then(|_| r.query_drop(&f)) {
+    match r
+        .query_drop(format!("USE {TEST_DB}"))
+        .and_then(|_| r.query_drop(&f))
+    {
         Ok(()) => scs.push(
             Scenario::new(&format!("{t} function creates a temporary table"))
                 .steps(vec![
@@ -909,7 +928,7 @@ fn s06_profiles_stay_with_their_client() {
         masked(B, "SHOW PROFILES", &[0, 1]),
         masked(A, "SHOW PROFILES", &[0, 1]),
         q(A, "SELECT COUNT(*) > 0 FROM information_schema.PROFILING"),
-        q(B, format!("SELECT COUNT(*) FROM information_schema.PROFILING WHERE 0")),
+        q(B, "SELECT COUNT(*) > 0 FROM information_schema.PROFILING"),
     ]);
     check(vec![sc]);
 }
@@ -994,10 +1013,16 @@ fn s09_locks_of_a_leaving_client_are_released() {
         .steps(vec![
             q(A, "FLUSH TABLES WITH READ LOCK"),
             q(B, "SET SESSION lock_wait_timeout = 1"),
-            q(B, format!("INSERT INTO {probe} (at) VALUES ('b during ftwrl')")),
+            q(
+                B,
+                format!("INSERT INTO {probe} (at) VALUES ('b during ftwrl')"),
+            ),
             Step::Quit(A),
             q(B, "SET SESSION lock_wait_timeout = 10"),
-            q(B, format!("INSERT INTO {probe} (at) VALUES ('b after ftwrl')")),
+            q(
+                B,
+                format!("INSERT INTO {probe} (at) VALUES ('b after ftwrl')"),
+            ),
         ]);
     let backup = Scenario::new(&format!("{t} BACKUP LOCK then quit"))
         .exclusive()
@@ -1007,7 +1032,9 @@ fn s09_locks_of_a_leaving_client_are_released() {
             q(B, format!("SELECT COUNT(*) FROM {tbl}")),
             Step::Quit(A),
         ])
-        .root_probe(format!("ALTER TABLE {TEST_DB}.{tbl} COMMENT = 'after backup lock'"));
+        .root_probe(format!(
+            "ALTER TABLE {TEST_DB}.{tbl} COMMENT = 'after backup lock'"
+        ));
     let lock_tables = Scenario::new(&format!("{t} multi-statement LOCK TABLES then quit"))
         .fixture(format!("CREATE TABLE {tbl}2 (id INT)"))
         .reset(format!("DELETE FROM {tbl}2"))
@@ -1024,8 +1051,14 @@ fn s09_locks_of_a_leaving_client_are_released() {
     let lx = format!("{t}_x");
     let named = Scenario::new(&format!("{t} EXECUTE IMMEDIATE GET_LOCK then quit"))
         .steps(vec![
-            q(A, format!("EXECUTE IMMEDIATE 'SELECT GET_LOCK(''{lx}'', 0)'")),
-            q(B, format!("SELECT IS_FREE_LOCK('{lx}'), GET_LOCK('{lx}', 0)")),
+            q(
+                A,
+                format!("EXECUTE IMMEDIATE 'SELECT GET_LOCK(''{lx}'', 0)'"),
+            ),
+            q(
+                B,
+                format!("SELECT IS_FREE_LOCK('{lx}'), GET_LOCK('{lx}', 0)"),
+            ),
             Step::Quit(A),
         ])
         .locks(&[&lx]);
@@ -1045,8 +1078,14 @@ fn s10_named_locks_exclude_other_clients() {
     let probes = |m: &str| {
         vec![
             q(B, format!("SELECT GET_LOCK('{m}', 0)")),
-            q(B, format!("SELECT IS_USED_LOCK('{m}') IS NOT NULL, IS_FREE_LOCK('{m}')")),
-            q(A, format!("SELECT IS_USED_LOCK('{m}') IS NOT NULL, IS_FREE_LOCK('{m}')")),
+            q(
+                B,
+                format!("SELECT IS_USED_LOCK('{m}') IS NOT NULL, IS_FREE_LOCK('{m}')"),
+            ),
+            q(
+                A,
+                format!("SELECT IS_USED_LOCK('{m}') IS NOT NULL, IS_FREE_LOCK('{m}')"),
+            ),
             q(B, format!("SELECT RELEASE_LOCK('{m}')")),
             q(A, format!("SELECT RELEASE_LOCK('{m}')")),
             q(B, format!("SELECT GET_LOCK('{m}', 0)")),
@@ -1079,9 +1118,11 @@ fn s10_named_locks_exclude_other_clients() {
     steps.extend(probes(&m3));
     steps.push(q(A, format!("SELECT 'a\\\\', GET_LOCK('{m4}', 0)")));
     steps.extend(probes(&m4));
-    let nbe = Scenario::new(&format!("{t} GET_LOCK after a backslash, NO_BACKSLASH_ESCAPES"))
-        .steps(steps)
-        .locks(&[&m3, &m4]);
+    let nbe = Scenario::new(&format!(
+        "{t} GET_LOCK after a backslash, NO_BACKSLASH_ESCAPES"
+    ))
+    .steps(steps)
+    .locks(&[&m3, &m4]);
     check(vec![func, ei, nbe]);
 }
 
@@ -1119,7 +1160,10 @@ fn s11_user_variables_of_every_type() {
         steps.push(q(A, format!("SET @v = {v}")));
         steps.push(q(B, format!("SET @v = 'b-{i}'")));
         steps.push(q(A, "SELECT @v"));
-        steps.push(q(A, "SELECT @v IS NULL, HEX(@v), CHARSET(@v), COLLATION(@v), @v + 0"));
+        steps.push(q(
+            A,
+            "SELECT @v IS NULL, HEX(@v), CHARSET(@v), COLLATION(@v), @v + 0",
+        ));
         steps.push(q(B, "SELECT @v"));
         steps.push(q(
             A,
@@ -1183,7 +1227,10 @@ fn s12_last_insert_id_with_an_argument() {
             q(B, "SELECT LAST_INSERT_ID()"),
             q(A, "SELECT LAST_INSERT_ID()"),
             q(A, "SELECT LAST_INSERT_ID() + 0"),
-            q(A, format!("UPDATE {tbl} SET id = LAST_INSERT_ID(id + 10) WHERE id = 2")),
+            q(
+                A,
+                format!("UPDATE {tbl} SET id = LAST_INSERT_ID(id + 10) WHERE id = 2"),
+            ),
             q(A, "SELECT LAST_INSERT_ID()"),
             q(B, "SELECT LAST_INSERT_ID()"),
             q(B, format!("INSERT INTO {auto} (v) VALUES (1), (2)")),
@@ -1194,7 +1241,10 @@ fn s12_last_insert_id_with_an_argument() {
             q(B, "SELECT LAST_INSERT_ID()"),
             q(A, "SELECT LAST_INSERT_ID(LAST_INSERT_ID() + 1)"),
             q(A, "SELECT LAST_INSERT_ID()"),
-            q(A, format!("INSERT INTO {auto} (v) VALUES (LAST_INSERT_ID())")),
+            q(
+                A,
+                format!("INSERT INTO {auto} (v) VALUES (LAST_INSERT_ID())"),
+            ),
             q(A, format!("SELECT * FROM {auto} ORDER BY id")),
             q(A, "SELECT LAST_INSERT_ID()"),
         ])
@@ -1230,18 +1280,20 @@ fn s13_max_join_size_answers_are_not_shifted() {
             q(A, "SELECT 6"),
         ])
         .uvars(&["a"]);
-    let mst = Scenario::new(&format!("{t} max_statement_time = 0.2 s, SLEEP interrupted"))
-        .steps(vec![
-            q(A, "SET max_statement_time = 0.2"),
-            q(A, "SELECT SLEEP(1)"),
-            q(A, "SET @a = 1"),
-            q(A, "SELECT @a"),
-            q(B, "SELECT SLEEP(0.3)"),
-            q(A, "SELECT 2"),
-            q(A, "SELECT @@max_statement_time"),
-            q(B, "SELECT @@max_statement_time"),
-        ])
-        .uvars(&["a"]);
+    let mst = Scenario::new(&format!(
+        "{t} max_statement_time = 0.2 s, SLEEP interrupted"
+    ))
+    .steps(vec![
+        q(A, "SET max_statement_time = 0.2"),
+        q(A, "SELECT SLEEP(1)"),
+        q(A, "SET @a = 1"),
+        q(A, "SELECT @a"),
+        q(B, "SELECT SLEEP(0.3)"),
+        q(A, "SELECT 2"),
+        q(A, "SELECT @@max_statement_time"),
+        q(B, "SELECT @@max_statement_time"),
+    ])
+    .uvars(&["a"]);
     check(vec![sc, mst]);
 }
 
@@ -1292,16 +1344,20 @@ fn s13_tiny_max_statement_time_answers_are_not_shifted() {
             };
             expect("A SELECT @a", got, &[want]);
             let got = run_sql(&mut b, &format!("SELECT {i} + 2000, @a"), &[]);
-            if got.contains("ERR") {
-                problems.push(format!("{label} B step {i}: {got}"));
-            } else if !got.contains(&format!("rows[('{}', NULL)]", i + 2000)) {
+            if !got.contains(&format!("rows[('{}', NULL)]", i + 2000)) {
                 problems.push(format!("{label} B step {i}: {got}"));
             }
         }
-        stats.push(format!("{}: {interrupted} of 180 interrupted", target.label()));
+        stats.push(format!(
+            "{}: {interrupted} of 180 interrupted",
+            target.label()
+        ));
         drop((a, b));
     }
-    eprintln!("[isolation] max_statement_time = 1 µs: {}", stats.join("; "));
+    eprintln!(
+        "[isolation] max_statement_time = 1 µs: {}",
+        stats.join("; ")
+    );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
@@ -1435,7 +1491,11 @@ mod raw {
             Some(0xfe) if p.len() < 9 => "EOF".into(),
             Some(0xff) => {
                 let code = u16::from_le_bytes([p[1], p[2]]);
-                let msg = if p.get(3) == Some(&b'#') { &p[9..] } else { &p[3..] };
+                let msg = if p.get(3) == Some(&b'#') {
+                    &p[9..]
+                } else {
+                    &p[3..]
+                };
                 format!("ERR {code}: {}", String::from_utf8_lossy(msg))
             }
             _ => format!("packet {:02x?}", &p[..p.len().min(16)]),
