@@ -94,6 +94,7 @@ const CHANGES: &[&str] = &[
     "USE funnel_test",
     "SET @a = {n}, sql_mode = 'NO_ZERO_DATE'",
     "SELECT @x := {n}",
+    "SELECT {n} INTO @x",
     "COMMIT",
     "SELECT 1/0",
     "SELECT CAST('x{n}' AS INT)",

@@ -1388,6 +1388,97 @@ fn s13_kill_query_of_an_idle_client() {
 }
 
 // ---------------------------------------------------------------------------
+// 16. Other ways to change the session: user variables set by statements
+// other than SET, SET STATEMENT ... FOR (must not persist), a trigger that
+// changes a session variable.
+
+#[test]
+fn s16_other_ways_to_change_the_session() {
+    let t = tag("oth");
+    let five = format!("{t}_five");
+    let uvars = Scenario::new(&format!("{t} user variables set without SET"))
+        .fixture(five_rows(&five))
+        .steps(vec![
+            q(A, "SELECT 5 INTO @si"),
+            q(B, "SELECT @si"),
+            q(A, "SELECT @si"),
+            q(A, "DO @sc := 7"),
+            q(B, "SELECT @sc"),
+            q(A, "SELECT @sc"),
+            q(
+                A,
+                format!("SELECT id FROM {five} WHERE (@sd := id) >= 4 ORDER BY id"),
+            ),
+            q(B, "SELECT @sd"),
+            q(A, "SELECT @sd"),
+            q(A, format!("SET @sb = (SELECT COUNT(*) FROM {five})")),
+            q(B, "SELECT @sb"),
+            q(A, "SELECT @sb"),
+            q(A, format!("SELECT MAX(id) INTO @sm FROM {five}")),
+            q(B, "SELECT @sm"),
+            q(A, "SELECT @sm"),
+            q(A, "SELECT @sa := 'assigned', @sa2 := 2.5"),
+            q(B, "SELECT @sa, @sa2"),
+            q(A, "SELECT @sa, @sa2"),
+        ])
+        .uvars(&["si", "sc", "sd", "sb", "sm", "sa", "sa2"]);
+    let set_statement = Scenario::new(&format!("{t} SET STATEMENT ... FOR")).steps(vec![
+        q(
+            A,
+            format!("SET STATEMENT sql_select_limit = 1 FOR SELECT * FROM {five} ORDER BY id"),
+        ),
+        q(A, format!("SELECT * FROM {five} ORDER BY id")),
+        q(B, format!("SELECT * FROM {five} ORDER BY id")),
+        q(
+            A,
+            "SET STATEMENT time_zone = '+01:00' FOR SELECT @@time_zone",
+        ),
+        q(A, "SELECT @@time_zone"),
+        q(B, "SELECT @@time_zone"),
+        q(
+            A,
+            "SET @@session.sql_select_limit = 2, @@local.time_zone = '+02:00'",
+        ),
+        q(B, format!("SELECT * FROM {five} ORDER BY id")),
+        q(A, format!("SELECT * FROM {five} ORDER BY id")),
+        q(A, "SELECT @@time_zone"),
+        q(B, "SELECT @@time_zone"),
+    ]);
+    let mut scs = vec![uvars, set_statement];
+    // A trigger that changes a session variable, if MariaDB allows it.
+    let mut r = root();
+    let trg = format!("{t}_trg");
+    let created = r
+        .query_drop(format!(
+            "CREATE TABLE {trg} (id INT AUTO_INCREMENT PRIMARY KEY, v INT)"
+        ))
+        .and_then(|_| {
+            r.query_drop(format!(
+                "CREATE TRIGGER {trg}_ai AFTER INSERT ON {trg} FOR EACH ROW \
+                 SET SESSION sql_select_limit = 2"
+            ))
+        });
+    match created {
+        Ok(()) => scs.push(
+            Scenario::new(&format!("{t} trigger sets a session variable"))
+                .reset(format!("TRUNCATE TABLE {trg}"))
+                .steps(vec![
+                    q(A, format!("INSERT INTO {trg} (v) VALUES (1)")),
+                    q(B, format!("SELECT * FROM {five} ORDER BY id")),
+                    q(A, format!("SELECT * FROM {five} ORDER BY id")),
+                    q(B, "SELECT @@sql_select_limit"),
+                    q(A, "SELECT @@sql_select_limit"),
+                ]),
+        ),
+        Err(e) => eprintln!(
+            "[isolation] MariaDB refuses SET SESSION in a trigger: {}",
+            err_str(&e)
+        ),
+    }
+    check(scs);
+}
+
+// ---------------------------------------------------------------------------
 // 14. COM_SET_OPTION with an unknown option.
 
 mod raw {
