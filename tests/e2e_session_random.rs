@@ -2,6 +2,13 @@
 //! connections; each runs a random mix of session-changing statements, and
 //! after every step its answer through the funnel must equal the answer of
 //! its twin, a direct connection to mysqld that ran the same statements.
+//!
+//! Besides plain `SET`s the mix has statements that change the session
+//! behind the funnel's back (stored functions, a trigger, `EXECUTE
+//! IMMEDIATE`), leave diagnostics (warnings, `ROW_COUNT()`), and take named
+//! locks. Locks are server-global, so the funnel clients and their twins use
+//! separate lock names (`rnd_f_K` and `rnd_d_K`, shared by the clients of
+//! each side, so contention is mirrored exactly).
 
 mod common;
 
@@ -11,6 +18,8 @@ use mysql::{Conn, Row, Value};
 
 const CLIENTS: usize = 200;
 const STEPS: usize = 3000;
+/// Clients whose index is a multiple of this run the lock statements.
+const LOCKERS: usize = 8;
 
 /// A tiny deterministic PRNG (xorshift64*), so a failure names its seed.
 struct Rng(u64);
@@ -27,11 +36,44 @@ impl Rng {
     }
 }
 
-fn values(row: Option<Row>) -> Vec<Value> {
-    row.map(|r| r.unwrap()).unwrap_or_default()
+/// A probe row as (column, value) pairs, so a failure names what differs.
+fn values(row: Option<Row>) -> Vec<(String, Value)> {
+    let Some(row) = row else { return Vec::new() };
+    let names: Vec<String> = row
+        .columns_ref()
+        .iter()
+        .map(|c| c.name_str().into_owned())
+        .collect();
+    names.into_iter().zip(row.unwrap()).collect()
 }
 
-/// The statements a step may run; `{n}` is a random number.
+/// All rows of a statement's answer, or its error code.
+fn answer(c: &mut Conn, sql: &str) -> Result<Vec<Vec<Value>>, String> {
+    c.query::<Row, _>(sql)
+        .map(|rows| rows.into_iter().map(|r| r.unwrap()).collect())
+        .map_err(|e| match e {
+            mysql::Error::MySqlError(m) => format!("ERR {}", m.code),
+            other => format!("client error: {other}"),
+        })
+}
+
+/// Stored functions and a trigger the statement mix uses.
+const FIXTURE: &str = "
+    CREATE OR REPLACE FUNCTION funnel_test.rnd_set_limit(n INT) RETURNS INT
+      BEGIN SET SESSION sql_select_limit = n; RETURN n; END;
+    CREATE OR REPLACE FUNCTION funnel_test.rnd_set_tz() RETURNS INT
+      BEGIN SET SESSION time_zone = '+04:00'; RETURN 4; END;
+    CREATE OR REPLACE FUNCTION funnel_test.rnd_set_uvar(n INT) RETURNS INT
+      BEGIN SET @fv = n; RETURN n; END;
+    CREATE OR REPLACE FUNCTION funnel_test.rnd_take(name VARCHAR(64)) RETURNS INT
+      RETURN GET_LOCK(name, 0);
+    CREATE OR REPLACE TABLE funnel_test.rnd_trg (id INT AUTO_INCREMENT PRIMARY KEY, c INT);
+    CREATE TRIGGER funnel_test.rnd_trg_ai AFTER INSERT ON funnel_test.rnd_trg
+      FOR EACH ROW SET @trig = NEW.c;
+";
+
+/// The statements a step may run; `{n}` is a random number, `{d}` a digit
+/// (1-9), `{lock}` one of three lock names of the client's side.
 const CHANGES: &[&str] = &[
     "SET @v = {n}",
     "SET @s = CONCAT('client-', {n})",
@@ -52,13 +94,39 @@ const CHANGES: &[&str] = &[
     "USE funnel_test",
     "SET @a = {n}, sql_mode = 'NO_ZERO_DATE'",
     "SELECT @x := {n}",
+    "SELECT {n} INTO @x",
     "COMMIT",
+    "SELECT 1/0",
+    "SELECT CAST('x{n}' AS INT)",
+    "SHOW WARNINGS",
+    "SHOW COUNT(*) WARNINGS",
+    "SELECT funnel_test.rnd_set_limit({d})",
+    "SELECT funnel_test.rnd_set_tz()",
+    "SELECT funnel_test.rnd_set_uvar({n})",
+    "INSERT INTO funnel_test.rnd_trg (c) VALUES ({n})",
+    "EXECUTE IMMEDIATE 'SET @ei = {n}'",
+    "EXECUTE IMMEDIATE 'SET SESSION sql_select_limit = {d}0'",
+    "SELECT GET_LOCK('{lock}', 0)",
+    "SELECT funnel_test.rnd_take('{lock}')",
+    "EXECUTE IMMEDIATE 'SELECT GET_LOCK(''{lock}'', 0)'",
+    "SELECT RELEASE_LOCK('{lock}')",
+    "SELECT RELEASE_ALL_LOCKS()",
+    "SELECT ROW_COUNT()",
 ];
 
-const PROBE: &str = "SELECT @v, @s, @d, @a, @x, @@sql_mode, @@time_zone, \
+/// `{side}` is `f` (funnel) or `d` (direct twin). `@@warning_count` is that
+/// of the client's previous statement. (`ROW_COUNT()` is not probed: it is
+/// compared where the mix runs `SELECT ROW_COUNT()`.)
+const PROBE: &str = "SELECT @@warning_count, @v, @s, @d, @a, @x, @fv, @trig, @ei, \
+    @@sql_mode, @@time_zone, \
     @@character_set_client, @@character_set_connection, @@character_set_results, \
     @@collation_connection, @@autocommit, @@group_concat_max_len, @@sql_select_limit, \
-    DATABASE(), @@in_transaction";
+    DATABASE(), @@in_transaction, IS_USED_LOCK('rnd_{side}_0') IS NOT NULL AS lock0, \
+    IS_USED_LOCK('rnd_{side}_1') IS NOT NULL AS lock1, IS_USED_LOCK('rnd_{side}_2') IS NOT NULL AS lock2";
+
+fn probe(side: char) -> String {
+    PROBE.replace("{side}", &side.to_string())
+}
 
 #[test]
 fn random_session_mixes_answer_as_direct_connections_do() {
@@ -72,6 +140,7 @@ fn random_session_mixes_answer_as_direct_connections_do() {
          [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n",
         db.port
     );
+    common::admin_sql(FIXTURE);
     let funnel = FunnelProcess::builder(&cfg)
         .port(port)
         .rust_log("warn")
@@ -91,29 +160,34 @@ fn random_session_mixes_answer_as_direct_connections_do() {
         })
         .collect();
     for step in 0..STEPS {
-        let i = rng.below(CLIENTS);
+        let mut i = rng.below(CLIENTS);
         let n = rng.below(1000);
-        let sql = CHANGES[rng.below(CHANGES.len())]
+        let lock = rng.below(3);
+        let template = CHANGES[rng.below(CHANGES.len())];
+        if template.contains("{lock}") {
+            // A named lock pins its client until RELEASE_ALL_LOCKS: only
+            // every LOCKERS-th client takes locks, which keeps the number of
+            // pinned backends (and the run time) down.
+            i -= i % LOCKERS;
+        }
+        let sql = template
             .replace("{n}", &n.to_string())
             .replace("{d}", &(n % 9 + 1).to_string());
+        let sql_f = sql.replace("{lock}", &format!("rnd_f_{lock}"));
+        let sql_d = sql.replace("{lock}", &format!("rnd_d_{lock}"));
         let (f, d) = &mut pairs[i];
-        let rf = f
-            .query_iter(&sql)
-            .map(|mut r| r.next().transpose().ok().flatten().map(|r| r.unwrap()));
-        let rd = d
-            .query_iter(&sql)
-            .map(|mut r| r.next().transpose().ok().flatten().map(|r| r.unwrap()));
+        let rf = answer(f, &sql_f);
+        let rd = answer(d, &sql_d);
         assert_eq!(
-            rf.is_ok(),
-            rd.is_ok(),
-            "seed {seed} step {step} client {i}: {sql}: funnel {rf:?} direct {rd:?}"
+            rf, rd,
+            "seed {seed} step {step} client {i}: {sql_f}: funnel answer differs from direct"
         );
         // Every few steps, and always after a statement, probe the session
         // of this client and of another one chosen at random.
         for j in [i, rng.below(CLIENTS)] {
             let (f, d) = &mut pairs[j];
-            let pf = values(f.query_first(PROBE).expect("funnel probe"));
-            let pd = values(d.query_first(PROBE).expect("direct probe"));
+            let pf = values(f.query_first(probe('f')).expect("funnel probe"));
+            let pd = values(d.query_first(probe('d')).expect("direct probe"));
             assert_eq!(
                 pf, pd,
                 "seed {seed} step {step}: client {j} after client {i} ran {sql}: funnel session differs from direct"
