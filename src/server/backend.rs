@@ -945,10 +945,14 @@ impl Server {
                         }
                         // Only the client's own `LAST_INSERT_ID(expr)` made
                         // this connection's value the client's.
-                        if let Some(id) = insert_id.filter(|_| c.facts.sets_insert_id) {
+                        if let Some(id) =
+                            insert_id.filter(|_| c.facts.sets_insert_id || c.read_back_insert_id)
+                        {
                             c.last_insert_id = id;
                             b.last_insert_id = id;
                         }
+                        c.read_back_pending = false;
+                        c.read_back_insert_id = false;
                     }
                 }
                 self.release_after_response(key, false);
@@ -1679,6 +1683,11 @@ impl Server {
                         .or((b.saw_state_change && facts.may_fire_triggers)
                             .then_some("a trigger changed the session"));
                     let clean_end = end != EndKind::Err && b.last_warnings == 0;
+                    // After this statement, the diagnostics area holds the
+                    // client's warnings, which a read-back (it reads a
+                    // table) would empty.
+                    let holds_diagnostics = !clean_end
+                        || (c.pins.contains(PinCause::Diagnostics) && !facts.clears_diagnostics);
                     if let Some(why) = dirty {
                         if !c.pins.contains(PinCause::Unproven) {
                             debug!(
@@ -1701,25 +1710,31 @@ impl Server {
                     {
                         // Most often user variables, which the funnel reads
                         // back and replays (with the collation the tracker
-                        // omits). The read-back would clear the statement's
-                        // warnings, so a statement with any keeps its
-                        // backend instead, as does what cannot be read back.
-                        if matches!(cmd, COM_QUERY | COM_STMT_EXECUTE)
-                            && !(facts.opaque_state && unexplained)
-                            && clean_end
+                        // omits); what cannot be read back pins. While the
+                        // client's warnings are on the backend (it keeps it
+                        // meanwhile), the read-back waits for the statement
+                        // that empties them.
+                        if !matches!(cmd, COM_QUERY | COM_STMT_EXECUTE)
+                            || (facts.opaque_state && unexplained)
                         {
-                            read_user_vars = true;
-                        } else {
                             c.pins.insert(PinCause::SessionState);
+                        } else if holds_diagnostics {
+                            c.read_back_pending = true;
+                            c.read_back_insert_id |= facts.sets_insert_id;
+                        } else {
+                            read_user_vars = true;
                         }
                     }
                     if !clean_end {
                         // SHOW WARNINGS / SHOW ERRORS may follow: they must
-                        // run here, and nobody else may see these.
+                        // run here, and nobody else may see these. They
+                        // last until a statement that empties the area.
                         c.pins.insert(PinCause::Diagnostics);
                         b.diagnostics_of = Some(cr.serial);
-                    } else if !facts.reads_diagnostics {
+                    } else if facts.clears_diagnostics {
                         c.pins.remove(PinCause::Diagnostics);
+                        b.diagnostics_of = None;
+                        read_user_vars |= c.read_back_pending && dirty.is_none();
                     }
                 }
                 if c.wbuf.is_empty() {
@@ -1895,6 +1910,7 @@ impl Server {
                 && b.pinned
                 && b.state == BackendState::Idle
                 && !c.is_busy()
+                && !c.read_back_pending
                 && c.pins == PinSet::only(PinCause::Diagnostics))
             .then_some((k, cr.key))
         });

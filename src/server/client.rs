@@ -148,6 +148,11 @@ pub struct Client {
     /// What the current statement may do to the session (default for
     /// commands that are not statements).
     pub facts: StatementFacts,
+    /// Its user variables (and, with `read_back_insert_id`, its
+    /// `LAST_INSERT_ID()`) changed while its warnings were on its backend:
+    /// they are read back after the statement that empties the warnings.
+    pub read_back_pending: bool,
+    pub read_back_insert_id: bool,
     /// A response finished; end-to-end latency is recorded when its last
     /// byte is written.
     pub e2e_pending: bool,
@@ -185,6 +190,8 @@ impl Client {
     /// backend is reset or lost).
     pub fn drop_pins(&mut self) {
         self.pins.clear();
+        self.read_back_pending = false;
+        self.read_back_insert_id = false;
         self.unreported_held = 0;
         self.open_cursors.clear();
     }
@@ -307,6 +314,8 @@ impl Server {
             write_stalled_since: None,
             buffered: 0,
             facts: StatementFacts::default(),
+            read_back_pending: false,
+            read_back_insert_id: false,
         });
         let greeting = HandshakeV10 {
             server_version: self.announced_version(),

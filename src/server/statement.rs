@@ -46,6 +46,11 @@ pub struct StatementFacts {
     /// It reads the diagnostics area of the previous statement (`SHOW
     /// WARNINGS`, `SHOW ERRORS`, `GET DIAGNOSTICS`, `@@warning_count`, ...).
     pub reads_diagnostics: bool,
+    /// It surely empties the diagnostics area when it runs: mysqld does so
+    /// for a statement that uses a table (`FROM t`, a derived table, DML,
+    /// a non-diagnostics `SHOW`), not for `SELECT 1`, `SET`, `DO`, `USE`,
+    /// `BEGIN`, `FROM DUAL` or `INTO @x` (checked on MariaDB 10.11).
+    pub clears_diagnostics: bool,
     /// It mentions a user variable (`@x`, not `@@x`).
     pub mentions_user_var: bool,
     /// ... and may assign one in a way mysqld's tracker does not report
@@ -79,6 +84,8 @@ impl StatementFacts {
         self.opaque_state |= o.opaque_state;
         self.may_fire_triggers |= o.may_fire_triggers;
         self.set_statement |= o.set_statement;
+        // Only what both readings agree on.
+        self.clears_diagnostics &= o.clears_diagnostics;
         self.unproven = self.unproven.or(o.unproven);
     }
 }
@@ -776,12 +783,15 @@ fn first_word_rule(first: &[u8], second: &[u8], f: &mut StatementFacts) {
         } else {
             f.unproven = f.unproven.or(Some("GET statement"));
         }
-    } else if is(first, "SHOW")
-        && (is(second, "WARNINGS") || is(second, "ERRORS") || is(second, "COUNT"))
-    {
-        f.reads_diagnostics = true;
+    } else if is(first, "SHOW") {
+        if is(second, "WARNINGS") || is(second, "ERRORS") || is(second, "COUNT") {
+            f.reads_diagnostics = true;
+        } else {
+            f.clears_diagnostics = true;
+        }
     } else if word_in(first, &["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD"]) {
         f.may_fire_triggers = true;
+        f.clears_diagnostics = true;
     }
 }
 
@@ -877,6 +887,15 @@ fn scan(sql: &[u8], backslash_escapes: bool) -> StatementFacts {
             second = Some((s, e));
             finish(first, second, &mut f, statement_index);
             rule_done = true;
+        }
+        if matches!(prev[0], Some((Tok::Word, ps, pe)) if sql[ps..pe].eq_ignore_ascii_case(b"FROM"))
+        {
+            // `FROM t`, `FROM (SELECT ...)`, `` FROM `t` ``; not `FROM DUAL`.
+            f.clears_diagnostics |= match kind {
+                Tok::Word => !sql[s..e].eq_ignore_ascii_case(b"DUAL"),
+                Tok::QuotedName | Tok::Punct(b'(') => true,
+                _ => false,
+            };
         }
         if insert_id_call > 0 {
             if kind != Tok::Punct(b')') {
@@ -1159,6 +1178,39 @@ mod tests {
         assert!(statement_facts(b"SELECT @@session.identity").reads_insert_id);
         assert!(statement_facts(b"INSERT INTO t VALUES (1)").may_fire_triggers);
         assert!(!statement_facts(b"SELECT * FROM t").may_fire_triggers);
+    }
+
+    #[test]
+    fn tells_what_empties_the_diagnostics_area() {
+        for sql in [
+            "SELECT * FROM t",
+            "select 1 from `t`",
+            "SELECT * FROM (SELECT 1) x",
+            "SELECT (SELECT 1 FROM t LIMIT 1)",
+            "SET @z = (SELECT 1 FROM t LIMIT 1)",
+            "INSERT INTO t VALUES (1)",
+            "UPDATE t SET a = 1",
+            "SHOW TABLES",
+            "SHOW VARIABLES LIKE 'x'",
+        ] {
+            assert!(statement_facts(sql.as_bytes()).clears_diagnostics, "{sql}");
+        }
+        for sql in [
+            "SELECT 1",
+            "SELECT 1 FROM DUAL",
+            "SELECT 1 INTO @x",
+            "SET @a = 1",
+            "DO 0",
+            "USE db",
+            "BEGIN",
+            "COMMIT",
+            "SHOW WARNINGS",
+            "SHOW COUNT(*) ERRORS",
+            "SELECT @@warning_count",
+            "SELECT 'FROM t'",
+        ] {
+            assert!(!statement_facts(sql.as_bytes()).clears_diagnostics, "{sql}");
+        }
     }
 
     #[test]
