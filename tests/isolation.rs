@@ -1200,7 +1200,7 @@ fn s11_forty_clients_with_string_variables_on_two_backends() {
     }
     assert!(
         failures.is_empty(),
-        "{} of 40 clients (connections = 2, max_pinned_backends = 4):\n{}",
+        "{} failed answers from 40 clients (connections = 2, max_pinned_backends = 4):\n{}",
         failures.len(),
         failures.join("\n")
     );
