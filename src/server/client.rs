@@ -979,6 +979,16 @@ impl Server {
             );
             return;
         }
+        if kill.query_only && target == key {
+            // The statement being killed is the KILL itself, as on mysqld.
+            self.client_error(
+                key,
+                1,
+                ER_QUERY_INTERRUPTED,
+                "Query execution was interrupted",
+            );
+            return;
+        }
         let pool = self.clients[target].pool;
         self.bump(pool, |c| c.killed += 1);
         let tref = self.clients[target].cref(target);
