@@ -16,6 +16,7 @@ use funnel::protocol::response::{encode_column_def, encode_eof, encode_text_row}
 use funnel::protocol::tracker::{Expect, Progress, ResponseTracker};
 use funnel::server::pool::{ClientRef, Pool, Request};
 use funnel::server::session::SessionVars;
+use funnel::server::statement::statement_facts;
 use funnel::server::stats::Stats;
 
 struct Bench {
@@ -189,5 +190,17 @@ fn main() {
         stats.service(0, Duration::from_micros(80), t0);
         stats.end_to_end(0, Duration::from_micros(230), t0);
         stats.query_done(0, shape, Duration::from_micros(80), false);
+    });
+
+    // The one scan of each COM_QUERY (the proven-or-dirty rule).
+    let point = b"SELECT c FROM sbtest1 WHERE id = 4711";
+    bench.run("statement facts: point select", 1, || {
+        black_box(statement_facts(black_box(point)));
+    });
+    let busy = b"SELECT a.id, CONCAT(a.name, ' ', b.title), COUNT(*), MAX(b.at) FROM t1 a \
+        JOIN t2 b ON b.a_id = a.id WHERE a.created > NOW() - INTERVAL 1 DAY AND b.kind IN (1, 2, 3) \
+        GROUP BY a.id ORDER BY COUNT(*) DESC LIMIT 20";
+    bench.run("statement facts: join with 5 function calls", 1, || {
+        black_box(statement_facts(black_box(busy)));
     });
 }
