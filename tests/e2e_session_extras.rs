@@ -1,6 +1,7 @@
 //! What the funnel answers or carries itself: LAST_INSERT_ID() and
-//! CONNECTION_ID() per client on shared backends, COM_CHANGE_USER, and
-//! KILL QUERY with the ids clients know.
+//! CONNECTION_ID() per client on shared backends, COM_CHANGE_USER,
+//! KILL QUERY with the ids clients know, the limits on prepared statements,
+//! and user variables of every type carried across backends.
 
 mod common;
 
@@ -16,6 +17,11 @@ fn start(pool: &str) -> FunnelProcess {
 }
 
 fn start_with_admin(pool: &str, admin_port: Option<u16>) -> FunnelProcess {
+    start_full("", pool, admin_port)
+}
+
+/// A funnel with extra `[funnel]` lines, `[pool]` lines and maybe an admin port.
+fn start_full(funnel: &str, pool: &str, admin_port: Option<u16>) -> FunnelProcess {
     let db = common::mariadb();
     // free_port() may hand out the same port twice in a row.
     let mut port = common::free_port();
@@ -23,7 +29,7 @@ fn start_with_admin(pool: &str, admin_port: Option<u16>) -> FunnelProcess {
         port = common::free_port();
     }
     let mut cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n[backend]\naddress = 127.0.0.1:{}\n\n[pool]\n{pool}\n\n\
+        "[funnel]\nlisten = 127.0.0.1:{port}\n{funnel}\n\n[backend]\naddress = 127.0.0.1:{}\n\n[pool]\n{pool}\n\n\
          [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n\n[user \"{USER_B}\"]\npassword = \"{PASS_B}\"\n",
         db.port
     );
@@ -249,4 +255,183 @@ print("OK")
         return;
     }
     assert_eq!(stdout.trim(), "OK");
+}
+
+/// The MySQL error of a result, as (code, state, message).
+fn mysql_err<T: std::fmt::Debug>(r: Result<T, mysql::Error>) -> (u16, String, String) {
+    match r {
+        Err(mysql::Error::MySqlError(e)) => (e.code, e.state, e.message),
+        other => panic!("expected a MySQL error, got {other:?}"),
+    }
+}
+
+/// A client without the mysql crate's statement cache: every `prep` is a
+/// COM_STMT_PREPARE and nothing is closed behind the test's back.
+fn uncached_conn(f: &FunnelProcess) -> Conn {
+    let opts = mysql::OptsBuilder::from_opts(f.opts(USER_A, PASS_A))
+        .db_name(Some(TEST_DB))
+        .stmt_cache_size(0);
+    Conn::new(opts).expect("connect through the funnel")
+}
+
+/// The value of column `col` in the row of `SHOW <what>` whose `key_col` is `key`.
+fn admin_value(
+    admin: &mut Conn,
+    what: &str,
+    key_col: &str,
+    key: &str,
+    col: &str,
+) -> Option<String> {
+    let rows: Vec<mysql::Row> = admin.query(format!("SHOW {what}")).unwrap();
+    for row in rows {
+        let cols = row.columns();
+        let k = cols.iter().position(|c| c.name_str() == key_col)?;
+        let i = cols.iter().position(|c| c.name_str() == col)?;
+        let key_here: Option<String> = row.get(k).unwrap_or(None);
+        if key_here.as_deref() == Some(key) {
+            return row.get::<Option<String>, _>(i).unwrap_or(None);
+        }
+    }
+    None
+}
+
+fn pool_prepared(admin: &mut Conn) -> u64 {
+    admin_value(admin, "POOLS", "pool", USER_A, "prepared_stmts")
+        .and_then(|v| v.parse().ok())
+        .expect("prepared_stmts of the pool")
+}
+
+#[test]
+fn prepared_statements_are_limited_per_client_and_in_total() {
+    let admin_port = common::free_port();
+    let f = start_full(
+        "max_prepared_stmts_per_client = 5\nmax_prepared_stmt_count = 8",
+        "connections = 2",
+        Some(admin_port),
+    );
+    let mut admin = common::admin_console(admin_port, "admin", "adm");
+    let mut a = uncached_conn(&f);
+    let mut a_stmts = Vec::new();
+    for i in 0..5 {
+        a_stmts.push(
+            a.prep(format!("SELECT {i} + ?"))
+                .expect("prepare within the limit"),
+        );
+    }
+    let (code, state, msg) = mysql_err(a.prep("SELECT 'sixth'"));
+    assert_eq!((code, state.as_str()), (1461, "42000"), "{msg}");
+    assert!(
+        msg.starts_with(
+            "Can't create more than max_prepared_stmts_per_client statements (current value: 5)"
+        ),
+        "{msg}"
+    );
+    // The connection and its statements still work.
+    assert_eq!(a.query_first::<i64, _>("SELECT 7").unwrap(), Some(7));
+    assert_eq!(
+        a.exec_first::<i64, _, _>(&a_stmts[4], (10,)).unwrap(),
+        Some(14)
+    );
+    // Closing one frees its slot.
+    a.close(a_stmts.remove(0)).unwrap();
+    a_stmts.push(a.prep("SELECT 'again'").expect("a freed slot"));
+    assert_eq!(pool_prepared(&mut admin), 5);
+
+    // The funnel-wide total: 5 + 3 = 8.
+    let mut b = uncached_conn(&f);
+    let mut b_stmts = Vec::new();
+    for i in 0..3 {
+        b_stmts.push(b.prep(format!("SELECT 'b{i}'")).unwrap());
+    }
+    let (code, state, msg) = mysql_err(b.prep("SELECT 'b3'"));
+    assert_eq!((code, state.as_str()), (1461, "42000"));
+    assert_eq!(
+        msg,
+        "Can't create more than max_prepared_stmt_count statements (current value: 8)"
+    );
+    a.close(a_stmts.remove(0)).unwrap();
+    a.close(a_stmts.remove(0)).unwrap();
+    // COM_STMT_CLOSE has no answer: the next command is ordered after it.
+    a.query_drop("DO 1").unwrap();
+    b.prep("SELECT 'b3'")
+        .expect("slots freed by the other client");
+    assert_eq!(pool_prepared(&mut admin), 7);
+
+    // Reset, change-user and leaving give the slots back.
+    a.reset().expect("COM_RESET_CONNECTION");
+    assert_eq!(pool_prepared(&mut admin), 4);
+    b.change_user(
+        ChangeUserOpts::default()
+            .with_user(Some(USER_A.into()))
+            .with_pass(Some(PASS_A.into()))
+            .with_db_name(Some(TEST_DB.into())),
+    )
+    .expect("change user");
+    assert_eq!(pool_prepared(&mut admin), 0);
+    let mut c = uncached_conn(&f);
+    for i in 0..5 {
+        c.prep(format!("SELECT 'c{i}'")).unwrap();
+    }
+    assert_eq!(pool_prepared(&mut admin), 5);
+    drop(c);
+    wait_for("the leaving client's statements to be forgotten", || {
+        pool_prepared(&mut admin) == 0
+    });
+    // mysqld's limit is not what refused: prepares work again.
+    for i in 0..5 {
+        a.prep(format!("SELECT 'a{i}'")).unwrap();
+    }
+}
+
+/// The funnel's resident set size in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn memory_of_many_prepared_statements_is_returned_when_the_client_leaves() {
+    const N: usize = 20_000;
+    let admin_port = common::free_port();
+    let f = start_full(
+        &format!("max_prepared_stmts_per_client = {N}\nmax_prepared_stmt_count = {N}"),
+        "connections = 1",
+        Some(admin_port),
+    );
+    let pid = f.pid().expect("funnel pid");
+    let mut admin = common::admin_console(admin_port, "admin", "adm");
+    let mut warm = uncached_conn(&f);
+    for i in 0..300 {
+        warm.prep(format!("SELECT {i}, '{}'", "w".repeat(4000)))
+            .unwrap();
+    }
+    drop(warm);
+    wait_for("the warm-up client to leave", || {
+        pool_prepared(&mut admin) == 0
+    });
+    let before = rss_kib(pid);
+    let mut c = uncached_conn(&f);
+    let pad = "x".repeat(4000);
+    for i in 0..N {
+        c.prep(format!("SELECT {i}, '{pad}'")).expect("prepare");
+    }
+    assert_eq!(pool_prepared(&mut admin), N as u64);
+    let full = rss_kib(pid);
+    // The SQL alone is 80 MB: the funnel holds it while the client may execute.
+    assert!(full > before + 60_000, "RSS {before} KiB -> {full} KiB");
+    drop(c);
+    wait_for("the client's statements to be forgotten", || {
+        pool_prepared(&mut admin) == 0
+    });
+    let after = rss_kib(pid);
+    eprintln!("funnel RSS: {before} KiB before, {full} KiB with {N} statements, {after} KiB after");
+    assert!(
+        after < before + 16 * 1024,
+        "RSS stayed at {after} KiB after the client left (was {before} KiB before, {full} KiB full)"
+    );
 }

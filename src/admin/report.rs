@@ -164,6 +164,7 @@ pub fn show_pools(s: &Snapshot) -> Table {
         ("max_pinned_backends", Int),
         ("last_backend_error", Str),
         ("buffered_bytes", Int),
+        ("prepared_stmts", Int),
     ]);
     for p in &s.pools {
         let c = &p.clients;
@@ -194,6 +195,7 @@ pub fn show_pools(s: &Snapshot) -> Table {
             p.max_pinned_backends.into(),
             p.last_backend_error.as_deref().into(),
             p.buffered_bytes.into(),
+            p.prepared_stmts.into(),
         ]);
     }
     t
@@ -259,6 +261,8 @@ pub fn show_clients(s: &Snapshot) -> Table {
         ("pin_cause", Str),
         ("busy_us", Int),
         ("bytes_out", Int),
+        ("prepared_stmts", Int),
+        ("user_vars", Int),
     ]);
     for c in &s.clients {
         t.push(vec![
@@ -271,6 +275,8 @@ pub fn show_clients(s: &Snapshot) -> Table {
             c.pin_cause.into(),
             us(c.busy_for),
             c.bytes_out.into(),
+            c.prepared_stmts.into(),
+            c.user_vars.into(),
         ]);
     }
     t

@@ -5,7 +5,6 @@
 //! authenticates clients itself, so a client costs mysqld nothing until it
 //! sends a command.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use log::{debug, info};
@@ -18,7 +17,9 @@ use super::session::{
     funnel_answered_select, parse_kill, statement_mentions_user_var, statement_traits,
     FunnelAnswered, Kill, PinCause, PinSet, SessionVars,
 };
-use super::stmt::{execute_layout, execute_types, ClientStmt};
+use super::stmt::{
+    execute_layout, execute_types, release_free_memory, ClientStmts, TRIM_AFTER_BYTES,
+};
 use super::timer::TimerKind;
 use super::{token, Deferred, Server, KIND_CLIENT, POOLED_BUF_MAX, READ_CAP_PER_EVENT};
 use crate::config::Credential;
@@ -136,7 +137,7 @@ pub struct Client {
     /// `buffered_total`; 0 once the output has drained.
     pub buffered: usize,
     /// The client's prepared statements, by the ids the funnel gave them.
-    pub stmts: HashMap<u32, ClientStmt>,
+    pub stmts: ClientStmts,
     pub next_stmt_id: u32,
     /// The statement the current command is about.
     pub current_stmt: Option<u32>,
@@ -301,7 +302,7 @@ impl Server {
             close_after_flush: false,
             running_connect_db: None,
             e2e_pending: false,
-            stmts: HashMap::new(),
+            stmts: ClientStmts::new(self.prepared_stmts.clone()),
             next_stmt_id: 0,
             current_stmt: None,
             open_cursors: Vec::new(),
@@ -762,6 +763,22 @@ impl Server {
             self.client_error(key, 1, code, &msg);
             return;
         }
+        // A slot taken for the previous command's prepare that made no
+        // statement (mysqld refused it) is free again.
+        c.stmts.release();
+        if cmd == COM_STMT_PREPARE {
+            let (per_client, total) = (
+                self.config.max_prepared_stmts_per_client,
+                self.config.max_prepared_stmt_count,
+            );
+            if let Err(limit) = c.stmts.reserve(per_client, total) {
+                self.discard_current(key);
+                self.client_error(key, 1, ER_MAX_PREPARED_STMT_COUNT_REACHED, &limit.message());
+                return;
+            }
+        }
+        let c = &mut self.clients[key];
+        let data = c.rbuf.as_slice();
         let pinned = c.pinned;
         // Set again below for the commands that may take or release locks.
         c.unreported_taken = 0;
@@ -1163,11 +1180,15 @@ impl Server {
         c.session.set_schema(schema);
         c.session_ready = false;
         c.drop_pins();
+        let trim = c.stmts.bytes() >= TRIM_AFTER_BYTES;
         c.stmts.clear();
         c.last_insert_id = 0;
         c.last_status = SERVER_STATUS_AUTOCOMMIT;
         if let Some(b) = c.pinned.take() {
             self.release_pinned(b);
+        }
+        if trim {
+            release_free_memory();
         }
     }
 
@@ -1449,6 +1470,13 @@ impl Server {
         c.wbuf.clear();
         self.bufs.release(&mut c.rbuf);
         self.bufs.release(&mut c.wbuf);
+        let trim = c.stmts.bytes() >= TRIM_AFTER_BYTES;
+        drop(c);
+        if trim {
+            // Its statements' SQL was many small blocks: without this,
+            // glibc keeps them and the RSS stays where the client left it.
+            release_free_memory();
+        }
     }
 }
 

@@ -166,6 +166,9 @@ pub struct Server {
     pub counters: Counters,
     /// Sum of the clients' `buffered` bytes (bounded by max_buffered_total).
     buffered_total: usize,
+    /// Prepared statements all clients hold (max_prepared_stmt_count),
+    /// kept by each client's `ClientStmts`.
+    prepared_stmts: std::rc::Rc<std::cell::Cell<usize>>,
     /// None in the in-process simulation (`sim`), which must not take over
     /// the process's signal handlers.
     signals: Option<signal_hook_mio::v1_0::Signals>,
@@ -234,6 +237,7 @@ impl Server {
             now,
             counters: Counters::default(),
             buffered_total: 0,
+            prepared_stmts: Default::default(),
             signals: None,
             clock_offset: Duration::ZERO,
             events: Events::with_capacity(1024),
