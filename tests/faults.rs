@@ -1802,6 +1802,53 @@ fn pipelined_commands_are_answered_in_order() {
     blocker.join().unwrap();
 }
 
+/// COM_SET_OPTION gets what mysqld answers, byte for byte: EOF for
+/// MULTI_STATEMENTS_ON (0) and OFF (1), missing bytes read as 0 and extra
+/// ones ignored; ERR 1047 "Unknown command" for any other option, with
+/// the setting unchanged.
+#[test]
+fn set_option_is_answered_as_mysqld_answers_it() {
+    let db = common::mariadb();
+    let f = Cfg::new(db.port).pool("connections = 1").start();
+    // The answer to the option, and what "SELECT 1; SELECT 2" gets then.
+    let run = |port: u16, payload: &[u8]| -> (Vec<u8>, String) {
+        let mut r = Raw::open(port, USER_A, PASS_A, Some(TEST_DB));
+        let mut p = vec![0x1b]; // COM_SET_OPTION
+        p.extend_from_slice(payload);
+        r.write(&raw::frame(0, &p)).unwrap();
+        let (_, answer) = r.read_packet().expect("an answer to COM_SET_OPTION");
+        let multi = match r.query("SELECT 1; SELECT 2") {
+            Reply::Rows(rows) => {
+                let second = r.read_reply();
+                format!("{rows:?} then {second:?}")
+            }
+            other => format!("{other:?}"),
+        };
+        (answer, multi)
+    };
+    let cases: [&[u8]; 8] = [
+        &[0, 0],
+        &[1, 0],
+        &[2, 0],
+        &[0xff, 0xff],
+        &[0, 1],
+        &[],
+        &[1],
+        &[1, 0, 7],
+    ];
+    for payload in cases {
+        let direct = run(db.port, payload);
+        let funnel = run(f.port, payload);
+        assert_eq!(funnel, direct, "COM_SET_OPTION {payload:?}");
+    }
+    let (answer, _) = run(f.port, &[2, 0]);
+    let err = raw::parse_err(&answer);
+    assert_eq!(
+        (err.code, err.state.as_str(), err.message.as_str()),
+        (1047, "08S01", "Unknown command")
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 8. Reload.
 

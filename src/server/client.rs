@@ -790,10 +790,22 @@ impl Server {
             }
             COM_SET_OPTION => {
                 // Per client: the backend keeps multi-statements on.
-                let on = data.get(HEADER_LEN + 1) == Some(&0);
-                c.multi_statements = on;
+                let end = (HEADER_LEN + span.payload_len).min(data.len());
+                let option = set_option_value(&data[HEADER_LEN..end]);
+                let known = matches!(
+                    option,
+                    MYSQL_OPTION_MULTI_STATEMENTS_ON | MYSQL_OPTION_MULTI_STATEMENTS_OFF
+                );
+                if known {
+                    c.multi_statements = option == MYSQL_OPTION_MULTI_STATEMENTS_ON;
+                }
                 self.discard_current(key);
-                self.client_eof(key, 1);
+                if known {
+                    self.client_eof(key, 1);
+                } else {
+                    // As mysqld answers it, the setting unchanged.
+                    self.client_error(key, 1, ER_UNKNOWN_COM_ERROR, "Unknown command");
+                }
             }
             COM_CHANGE_USER => {
                 let end = (HEADER_LEN + span.payload_len).min(data.len());
@@ -1490,6 +1502,17 @@ fn fill_scramble(out: &mut [u8; 20]) {
     }
 }
 
+const MYSQL_OPTION_MULTI_STATEMENTS_ON: u16 = 0;
+const MYSQL_OPTION_MULTI_STATEMENTS_OFF: u16 = 1;
+
+/// The option of a COM_SET_OPTION payload (command byte at 0): two bytes,
+/// little-endian, read as mysqld reads them: bytes the packet lacks count
+/// as 0, bytes after them are ignored.
+fn set_option_value(payload: &[u8]) -> u16 {
+    let byte = |i: usize| payload.get(i).copied().unwrap_or(0);
+    u16::from_le_bytes([byte(1), byte(2)])
+}
+
 /// The statement id of a COM_STMT_* payload (command byte at 0).
 fn stmt_id_of(payload: &[u8]) -> Option<u32> {
     let b = payload.get(1..5)?;
@@ -1509,6 +1532,18 @@ mod tests {
         fill_scramble(&mut b);
         assert!(a.iter().all(|&x| (0x21..0x7f).contains(&x)));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn set_option_reads_two_bytes_padded_with_zeros() {
+        assert_eq!(set_option_value(&[COM_SET_OPTION, 0, 0]), 0);
+        assert_eq!(set_option_value(&[COM_SET_OPTION, 1, 0]), 1);
+        assert_eq!(set_option_value(&[COM_SET_OPTION, 2, 0]), 2);
+        assert_eq!(set_option_value(&[COM_SET_OPTION, 0, 1]), 256);
+        // Truncated packets, as mysqld reads them: empty = ON, [1] = OFF.
+        assert_eq!(set_option_value(&[COM_SET_OPTION]), 0);
+        assert_eq!(set_option_value(&[COM_SET_OPTION, 1]), 1);
+        assert_eq!(set_option_value(&[COM_SET_OPTION, 1, 0, 9]), 1);
     }
 
     #[test]
