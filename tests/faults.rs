@@ -1849,6 +1849,51 @@ fn set_option_is_answered_as_mysqld_answers_it() {
     );
 }
 
+/// A client that sends its commands and then shuts down its sending side
+/// gets every answer, then the funnel closes, as mysqld does.
+#[test]
+fn half_closed_client_gets_its_answers() {
+    let db = common::mariadb();
+    let f = Cfg::new(db.port).pool("connections = 1").start();
+    let mut busy = mconn(&f, Duration::from_secs(10));
+    for port in [db.port, f.port] {
+        let mut r = Raw::open(port, USER_A, PASS_A, Some(TEST_DB));
+        r.send_query("SELECT 1").unwrap();
+        r.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(single(&r.read_reply()), "1", "port {port}");
+        let rest = read_until_closed(&mut r.stream, Duration::from_secs(5));
+        assert!(rest.is_empty(), "port {port}: {rest:?}");
+
+        // Pipelined, one of them queued behind another client's statement.
+        let blocker = (port == f.port).then(|| {
+            let mut c = mconn(&f, Duration::from_secs(10));
+            thread::spawn(move || {
+                let _: Option<i64> = c.query_first("SELECT SLEEP(0.3)").unwrap();
+            })
+        });
+        let mut r = Raw::open(port, USER_A, PASS_A, Some(TEST_DB));
+        let mut bytes = raw::query_packet("SELECT 2");
+        bytes.extend(raw::query_packet("SELECT SLEEP(0.1) + 3"));
+        bytes.extend(raw::frame(0, &[0x0e])); // COM_PING
+        bytes.extend(raw::query_packet("SELECT 4"));
+        // Half a command: never complete, never answered.
+        bytes.extend_from_slice(&[0x20, 0x00]);
+        r.write(&bytes).unwrap();
+        r.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(single(&r.read_reply()), "2", "port {port}");
+        assert_eq!(single(&r.read_reply()), "3", "port {port}");
+        assert_eq!(r.read_reply(), Reply::Ok, "port {port}");
+        assert_eq!(single(&r.read_reply()), "4", "port {port}");
+        let rest = read_until_closed(&mut r.stream, Duration::from_secs(5));
+        assert!(rest.is_empty(), "port {port}: {rest:?}");
+        if let Some(b) = blocker {
+            b.join().unwrap();
+        }
+    }
+    // Nothing was left behind: the pool still serves.
+    select_n(&mut busy, 5);
+}
+
 // ---------------------------------------------------------------------------
 // 8. Reload.
 

@@ -130,6 +130,9 @@ pub struct Client {
     /// Stopped reading: too much unprocessed input.
     pub read_paused: bool,
     pub close_after_flush: bool,
+    /// The client shut down its sending side (FIN): what it sent before is
+    /// answered, then the connection is closed, as mysqld does.
+    pub read_closed: bool,
     /// Output has been waiting since then without the client reading it.
     pub write_stalled_since: Option<Instant>,
     /// Bytes of pending output held for this slow reader past
@@ -300,6 +303,7 @@ impl Server {
             multi_statements: true,
             read_paused: false,
             close_after_flush: false,
+            read_closed: false,
             running_connect_db: None,
             e2e_pending: false,
             stmts: ClientStmts::new(self.prepared_stmts.clone()),
@@ -361,7 +365,7 @@ impl Server {
         let Some(c) = self.clients.get_mut(key) else {
             return;
         };
-        if c.read_paused || c.close_after_flush {
+        if c.read_paused || c.close_after_flush || c.read_closed {
             return;
         }
         self.bufs.ensure(&mut c.rbuf);
@@ -382,8 +386,13 @@ impl Server {
             }
             Ok(ReadOutcome::Closed(n)) => {
                 self.counters.bytes_from_clients += n as u64;
+                // Commands the client sent before its FIN still get their
+                // answers (process_client_input closes once they are out).
+                if let Some(c) = self.clients.get_mut(key) {
+                    c.read_closed = true;
+                }
                 self.process_client_input(key);
-                self.close_client(key, "client closed the connection");
+                self.watch_half_closed(key);
             }
             Err(e) => {
                 self.close_client(key, &format!("read failed: {e}"));
@@ -407,6 +416,10 @@ impl Server {
                 ClientState::Handshake | ClientState::AuthSwitch(_) => {
                     let span = match scan_message(c.rbuf.as_slice(), MAX_HANDSHAKE_PACKET) {
                         Ok(Some(span)) => span,
+                        Ok(None) if c.read_closed => {
+                            self.close_client(key, "client closed the connection");
+                            return;
+                        }
                         Ok(None) => break,
                         Err(_) => {
                             self.close_client_logged(
@@ -440,6 +453,13 @@ impl Server {
                     let span = match scan_message(c.rbuf.as_slice(), self.config.max_allowed_packet)
                     {
                         Ok(Some(span)) => span,
+                        Ok(None) if c.read_closed => {
+                            // Every command sent before the FIN is answered
+                            // (a partial one never will be complete).
+                            c.close_after_flush = true;
+                            self.flush_client(key);
+                            return;
+                        }
                         Ok(None) => break,
                         Err(ProtocolError::TooLarge { len, max }) => {
                             let msg = format!(
@@ -499,6 +519,41 @@ impl Server {
                 c.read_paused = false;
                 self.deferred.push(Deferred::ClientRead(key, c.serial));
             }
+        }
+    }
+
+    /// A client that sent its FIN while a command of its was queued or
+    /// running: check on it after `connect_timeout_ms`.
+    fn watch_half_closed(&mut self, key: usize) {
+        if let Some(c) = self.clients.get(key) {
+            if c.is_busy() && !c.close_after_flush {
+                let at = self.now + self.config.backend.connect_timeout;
+                let serial = c.serial;
+                self.add_timer(at, TimerKind::ClientHalfClosed { key, serial });
+            }
+        }
+    }
+
+    /// A half-closed client's command still waits or runs. A client that
+    /// only shut down its sending side reads the answer, but one that is
+    /// gone (the same FIN) would hold a shared backend for nobody: a
+    /// command still running after `connect_timeout_ms` is treated as the
+    /// client having left (its backend drained, then reset or replaced).
+    pub(super) fn client_half_closed_timeout(&mut self, key: usize, serial: u64) {
+        let Some(c) = self.clients.get(key) else {
+            return;
+        };
+        if c.serial != serial || c.close_after_flush {
+            return;
+        }
+        match c.state {
+            ClientState::Running(_) | ClientState::ConnectDb => self.close_client(
+                key,
+                "client closed the connection; its command was still running after connect_timeout_ms",
+            ),
+            // Not yet on a backend: nothing is held for it.
+            ClientState::Queued => self.watch_half_closed(key),
+            _ => {}
         }
     }
 

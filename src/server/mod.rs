@@ -491,6 +491,9 @@ impl Server {
                 TimerKind::BackendConnect { key, serial } => {
                     self.backend_connect_timeout(key, serial)
                 }
+                TimerKind::ClientHalfClosed { key, serial } => {
+                    self.client_half_closed_timeout(key, serial)
+                }
             }
         }
     }
