@@ -5,6 +5,7 @@
 //! idle; pinned to one client while its session holds state; reset before
 //! anyone else gets it; lost → reconnect with backoff.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use log::{debug, info};
@@ -13,7 +14,10 @@ use mio::Interest;
 use super::io::{Buf, ReadOutcome, Stream};
 use super::log_limit::LogEvent;
 use super::pool::ClientRef;
-use super::session::{user_var_literal, PinCause, SessionVars};
+use super::session::{
+    string_user_var_literal, unhex_name, user_var_literal, user_var_values_sql, PinCause,
+    SessionVars, UserVarRead,
+};
 use super::stmt::{execute_layout, own_stmt_key, rewrite_execute, stmt_key, ClientStmt, StmtCache};
 use super::timer::TimerKind;
 use super::{token, Deferred, Server, KIND_BACKEND, READ_CAP_PER_EVENT};
@@ -47,6 +51,8 @@ pub enum Internal {
     Reset,
     /// Read the user variables after a statement changed session state.
     ReadUserVars,
+    /// Read the string user variables' bytes, character sets and collations.
+    ReadUserVarValues,
     /// Give the backend the client's `LAST_INSERT_ID()` before a statement
     /// that reads it.
     SetInsertId,
@@ -160,6 +166,27 @@ pub struct Backend {
     pub eof: EofTranslator,
     /// The schema a client's COM_INIT_DB in flight asks for.
     pub init_db: Option<String>,
+    /// User variables read back so far, while the string ones' values are
+    /// being read (`Internal::ReadUserVarValues`).
+    pub user_vars_pending: Option<UserVarsRead>,
+}
+
+/// A user-variable read-back half done.
+#[derive(Clone, Debug, Default)]
+pub struct UserVarsRead {
+    /// Name → literal, of the numbers (and, after the second step, strings).
+    pub vars: BTreeMap<String, String>,
+    /// Every variable read so far can be recreated exactly.
+    pub exact: bool,
+    /// String variables whose values the second step reads, in its order.
+    pub strings: Vec<String>,
+}
+
+/// What reading a client's user variables back found.
+enum UserVarsOutcome {
+    Read(BTreeMap<String, String>, bool),
+    /// The values could not be read: the client stays pinned.
+    Failed,
 }
 
 #[derive(Clone, Debug)]
@@ -309,6 +336,7 @@ impl Server {
             prepare: None,
             multi_statements: true,
             init_db: None,
+            user_vars_pending: None,
             eof: EofTranslator::new(0),
         });
         if kill_query.is_some() {
@@ -707,6 +735,7 @@ impl Server {
                 | Internal::SetOption
                 | Internal::Prepare
                 | Internal::ReadUserVars
+                | Internal::ReadUserVarValues
         ) {
             // What multiplexing costs a client, beyond its own commands.
             let b = &self.backends[key];
@@ -811,45 +840,8 @@ impl Server {
                 }
             }
             Internal::Ping => self.backend_ready(key),
-            Internal::ReadUserVars => {
-                let b = &mut self.backends[key];
-                let mut vars = std::collections::BTreeMap::new();
-                let mut exact = true;
-                for row in b.rows.drain(..) {
-                    let [Some(name), value, Some(ty), charset] = row.as_slice() else {
-                        exact = false;
-                        continue;
-                    };
-                    if name == COLLATION_ROW {
-                        if let Some(v) = value {
-                            b.session.set_var("collation_connection", v);
-                        }
-                        continue;
-                    }
-                    match user_var_literal(value.as_deref(), ty, charset.as_deref()) {
-                        // NULL is what an unset variable reads as: drop it.
-                        Some(lit) if lit == "NULL" => {}
-                        Some(lit) => {
-                            vars.insert(name.clone(), lit);
-                        }
-                        None => exact = false,
-                    }
-                }
-                b.session.set_user_vars(vars);
-                if let Some(cr) = b.client {
-                    if let Some(c) = self
-                        .clients
-                        .get_mut(cr.key)
-                        .filter(|c| c.serial == cr.serial)
-                    {
-                        c.session.copy_from(&b.session);
-                        if !exact {
-                            c.pins.insert(PinCause::SessionState);
-                        }
-                    }
-                }
-                self.release_after_response(key, false);
-            }
+            Internal::ReadUserVars => self.user_vars_read(key),
+            Internal::ReadUserVarValues => self.user_var_values_read(key),
             Internal::SetInsertId => {
                 let b = &mut self.backends[key];
                 if let Some(c) = b.client.and_then(|cr| self.clients.get(cr.key)) {
@@ -901,6 +893,14 @@ impl Server {
                 }
                 self.backend_ready(key);
             }
+            Internal::ReadUserVarValues => {
+                // The client has its answer; what could not be read back
+                // keeps it on this backend.
+                debug!("backend {key}: reading user variables failed: {msg}");
+                let b = &mut self.backends[key];
+                b.user_vars_pending = None;
+                self.finish_user_vars(key, UserVarsOutcome::Failed);
+            }
             _ => {
                 let b = &mut self.backends[key];
                 if let Some(client) = b.client.take() {
@@ -915,6 +915,108 @@ impl Server {
                 self.backend_lost(key, format!("{step:?} failed: {msg}"));
             }
         }
+    }
+
+    /// The user variables of the client of `key` were read back from
+    /// `information_schema.USER_VARIABLES`: numbers are exact as shown;
+    /// strings are read again with their bytes, character set and
+    /// collation; a client with more than `max_replayed_user_vars` stays
+    /// on this backend instead.
+    fn user_vars_read(&mut self, key: usize) {
+        let b = &mut self.backends[key];
+        let mut read = UserVarsRead {
+            exact: true,
+            ..UserVarsRead::default()
+        };
+        for row in b.rows.drain(..) {
+            let [Some(name), value, Some(ty), _charset] = row.as_slice() else {
+                read.exact = false;
+                continue;
+            };
+            if name == COLLATION_ROW {
+                if let Some(v) = value {
+                    b.session.set_var("collation_connection", v);
+                }
+                continue;
+            }
+            match user_var_literal(value.as_deref(), ty) {
+                // NULL is what an unset variable reads as: drop it.
+                UserVarRead::Null => continue,
+                UserVarRead::Literal(lit) => {
+                    read.vars.insert(name.clone(), lit);
+                }
+                UserVarRead::String => read.strings.push(name.clone()),
+                UserVarRead::Inexact => read.exact = false,
+            }
+        }
+        if read.strings.is_empty() {
+            self.finish_user_vars(key, UserVarsOutcome::Read(read.vars, read.exact));
+            return;
+        }
+        let names: Vec<&str> = read.strings.iter().map(String::as_str).collect();
+        let sql = user_var_values_sql(&names);
+        b.user_vars_pending = Some(read);
+        self.start_internal(key, Internal::ReadUserVarValues, sql);
+    }
+
+    /// The string user variables' values arrived (`user_var_values_sql`).
+    fn user_var_values_read(&mut self, key: usize) {
+        let b = &mut self.backends[key];
+        let Some(mut read) = b.user_vars_pending.take() else {
+            self.finish_user_vars(key, UserVarsOutcome::Failed);
+            return;
+        };
+        if b.rows.len() != read.strings.len() {
+            read.exact = false;
+        }
+        for (row, name) in b.rows.drain(..).zip(&read.strings) {
+            let literal = match row.as_slice() {
+                [Some(hex_name), value, charset, collation]
+                    if unhex_name(hex_name).as_deref() == Some(name.as_str()) =>
+                {
+                    match (value, charset, collation) {
+                        // Set to NULL meanwhile: the same as unset.
+                        (None, _, _) => continue,
+                        (Some(hex), Some(cs), Some(coll)) => string_user_var_literal(hex, cs, coll),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            match literal {
+                Some(lit) => {
+                    read.vars.insert(name.clone(), lit);
+                }
+                None => read.exact = false,
+            }
+        }
+        self.finish_user_vars(key, UserVarsOutcome::Read(read.vars, read.exact));
+    }
+
+    /// Record what the read-back found, for the backend and its client, and
+    /// finish the client's command.
+    fn finish_user_vars(&mut self, key: usize, outcome: UserVarsOutcome) {
+        let b = &mut self.backends[key];
+        let pin = match outcome {
+            UserVarsOutcome::Read(vars, exact) => {
+                b.session.set_user_vars(vars);
+                (!exact).then_some(PinCause::SessionState)
+            }
+            UserVarsOutcome::Failed => Some(PinCause::SessionState),
+        };
+        if let Some(cr) = b.client {
+            if let Some(c) = self
+                .clients
+                .get_mut(cr.key)
+                .filter(|c| c.serial == cr.serial)
+            {
+                c.session.copy_from(&b.session);
+                if let Some(pin) = pin {
+                    c.pins.insert(pin);
+                }
+            }
+        }
+        self.release_after_response(key, false);
     }
 
     /// The backend is set up (or freed): give it to the pinned client that
