@@ -407,6 +407,13 @@ pub fn render(s: &Snapshot) -> String {
     );
     o.per_pool(
         s,
+        "funnel_user_vars_replayed_total",
+        "counter",
+        "User variables set or unset on backends by session replays (max_replayed_user_vars bounds them per client).",
+        |p| p.counters.user_vars_replayed as f64,
+    );
+    o.per_pool(
+        s,
         "funnel_buffered_results_total",
         "counter",
         "Results read completely past a slow reader's output_high_watermark (max_buffered_result), freeing their backend before the client read them.",

@@ -207,7 +207,7 @@ pub fn backlog_max_1m(p: &PoolSnapshot) -> usize {
 }
 
 /// Every counter, by name, in a fixed order.
-pub fn counter_list(c: &Counters) -> [(&'static str, u64); 18] {
+pub fn counter_list(c: &Counters) -> [(&'static str, u64); 19] {
     [
         ("requests", c.requests),
         ("backend_errors", c.backend_errors),
@@ -223,6 +223,7 @@ pub fn counter_list(c: &Counters) -> [(&'static str, u64); 18] {
         ("backend_resets", c.backend_resets),
         ("replays", c.replays),
         ("replay_us", c.replay_micros),
+        ("user_vars_replayed", c.user_vars_replayed),
         ("buffered_results", c.buffered_results),
         ("buffered_fallbacks", c.buffered_fallbacks),
         ("clients_accepted", c.clients_accepted),

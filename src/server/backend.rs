@@ -185,9 +185,15 @@ pub struct UserVarsRead {
 /// What reading a client's user variables back found.
 enum UserVarsOutcome {
     Read(BTreeMap<String, String>, bool),
+    /// More than `max_replayed_user_vars` (or too many bytes of them).
+    TooMany,
     /// The values could not be read: the client stays pinned.
     Failed,
 }
+
+/// Bytes of user-variable literals (names included) one replay may carry;
+/// a client with more is kept on its backend like one with too many.
+pub const MAX_REPLAYED_USER_VAR_BYTES: usize = 1 << 20;
 
 #[derive(Clone, Debug)]
 pub struct PendingPrepare {
@@ -923,11 +929,13 @@ impl Server {
     /// collation; a client with more than `max_replayed_user_vars` stays
     /// on this backend instead.
     fn user_vars_read(&mut self, key: usize) {
+        let limit = self.config.max_replayed_user_vars;
         let b = &mut self.backends[key];
         let mut read = UserVarsRead {
             exact: true,
             ..UserVarsRead::default()
         };
+        let mut count = 0usize;
         for row in b.rows.drain(..) {
             let [Some(name), value, Some(ty), _charset] = row.as_slice() else {
                 read.exact = false;
@@ -948,6 +956,11 @@ impl Server {
                 UserVarRead::String => read.strings.push(name.clone()),
                 UserVarRead::Inexact => read.exact = false,
             }
+            count += 1;
+        }
+        if count > limit {
+            self.finish_user_vars(key, UserVarsOutcome::TooMany);
+            return;
         }
         if read.strings.is_empty() {
             self.finish_user_vars(key, UserVarsOutcome::Read(read.vars, read.exact));
@@ -997,10 +1010,25 @@ impl Server {
     /// finish the client's command.
     fn finish_user_vars(&mut self, key: usize, outcome: UserVarsOutcome) {
         let b = &mut self.backends[key];
+        let outcome = match outcome {
+            UserVarsOutcome::Read(vars, _)
+                if vars.iter().map(|(n, l)| n.len() + l.len()).sum::<usize>()
+                    > MAX_REPLAYED_USER_VAR_BYTES =>
+            {
+                UserVarsOutcome::TooMany
+            }
+            other => other,
+        };
         let pin = match outcome {
             UserVarsOutcome::Read(vars, exact) => {
                 b.session.set_user_vars(vars);
                 (!exact).then_some(PinCause::SessionState)
+            }
+            UserVarsOutcome::TooMany => {
+                // Nothing will be replayed: the client keeps this backend,
+                // whose variables are its own.
+                b.session.set_user_vars(BTreeMap::new());
+                Some(PinCause::UserVars)
             }
             UserVarsOutcome::Failed => Some(PinCause::SessionState),
         };
@@ -1011,6 +1039,9 @@ impl Server {
                 .filter(|c| c.serial == cr.serial)
             {
                 c.session.copy_from(&b.session);
+                if pin != Some(PinCause::UserVars) {
+                    c.pins.remove(PinCause::UserVars);
+                }
                 if let Some(pin) = pin {
                     c.pins.insert(pin);
                 }
@@ -1179,7 +1210,11 @@ impl Server {
                 return;
             }
             if let Some(sql) = c.session.replay_vars_sql(&b.session) {
-                self.bump(b.pool, |c| c.replays += 1);
+                let vars = c.session.user_vars_to_replay(&b.session) as u64;
+                self.bump(b.pool, |c| {
+                    c.replays += 1;
+                    c.user_vars_replayed += vars;
+                });
                 self.start_internal(key, Internal::SetVars, sql);
                 return;
             }

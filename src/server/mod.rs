@@ -103,6 +103,8 @@ pub struct Counters {
     /// Time backends spent on the funnel's steps for clients' sessions
     /// (replays, statement re-prepares, user-variable read-backs), in µs.
     pub replay_micros: u64,
+    /// User variables set (or unset) by those replays.
+    pub user_vars_replayed: u64,
     pub bytes_from_clients: u64,
     pub bytes_to_clients: u64,
     /// Connection first: responses read completely past a slow client's
@@ -139,6 +141,7 @@ impl Counters {
         self.backend_connect_failures += o.backend_connect_failures;
         self.replays += o.replays;
         self.replay_micros += o.replay_micros;
+        self.user_vars_replayed += o.user_vars_replayed;
         self.bytes_from_clients += o.bytes_from_clients;
         self.bytes_to_clients += o.bytes_to_clients;
         self.buffered_results += o.buffered_results;

@@ -26,15 +26,19 @@ pub enum PinCause {
     Lock,
     /// An open cursor (`SERVER_STATUS_CURSOR_EXISTS`).
     Cursor,
+    /// More user variables than `max_replayed_user_vars` (or too many bytes
+    /// of them) to replay on another backend: kept on this one until fewer.
+    UserVars,
 }
 
 impl PinCause {
-    pub const ALL: [PinCause; 5] = [
+    pub const ALL: [PinCause; 6] = [
         PinCause::Transaction,
         PinCause::PreparedStatement,
         PinCause::SessionState,
         PinCause::Lock,
         PinCause::Cursor,
+        PinCause::UserVars,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +48,7 @@ impl PinCause {
             PinCause::SessionState => "session_state",
             PinCause::Lock => "lock",
             PinCause::Cursor => "cursor",
+            PinCause::UserVars => "user_vars",
         }
     }
 
@@ -233,6 +238,21 @@ impl SessionVars {
         } else {
             Some(sql)
         }
+    }
+
+    /// How many user variables `replay_vars_sql` sets (or unsets).
+    pub fn user_vars_to_replay(&self, backend: &SessionVars) -> usize {
+        let differ = self
+            .user_vars
+            .iter()
+            .filter(|(name, literal)| backend.user_vars.get(*name) != Some(*literal))
+            .count();
+        let gone = backend
+            .user_vars
+            .keys()
+            .filter(|name| !self.user_vars.contains_key(*name))
+            .count();
+        differ + gone
     }
 
     /// True when variables (not schema) agree.
@@ -505,6 +525,22 @@ mod user_var_tests {
         assert_eq!(unhex_name("626063").as_deref(), Some("b`c"));
         assert_eq!(unhex_name("6"), None);
         assert_eq!(unhex_name("FF"), None);
+    }
+
+    #[test]
+    fn counts_the_variables_a_replay_sets() {
+        let mut client = SessionVars::new();
+        let mut backend = SessionVars::new();
+        let vars = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        client.set_user_vars(vars(&[("a", "1"), ("b", "2"), ("c", "3")]));
+        backend.set_user_vars(vars(&[("a", "1"), ("b", "9"), ("z", "0")]));
+        assert_eq!(client.user_vars_to_replay(&backend), 3);
+        assert_eq!(client.user_vars_to_replay(&client.clone()), 0);
     }
 }
 
