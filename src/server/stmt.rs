@@ -157,6 +157,12 @@ impl ClientStmts {
         self.map.is_empty()
     }
 
+    /// Slots this set takes in the funnel-wide total: its statements and a
+    /// reserved one.
+    pub fn held(&self) -> usize {
+        self.map.len() + usize::from(self.reserved)
+    }
+
     /// Bytes of SQL text the statements hold.
     pub fn bytes(&self) -> usize {
         self.bytes
