@@ -629,3 +629,20 @@ fn replayed_user_variables_are_counted() {
     );
     assert_eq!(replayed() - before, 9);
 }
+
+/// The funnel reads a client's variables back in the client's own session:
+/// its sql_select_limit must not cut the list short.
+#[test]
+fn user_variables_are_read_back_whatever_the_sql_select_limit() {
+    let f = start("connections = 1");
+    let mut a = conn(&f);
+    let mut b = conn(&f);
+    a.query_drop("SET sql_select_limit = 1").unwrap();
+    a.query_drop("SET @x = 1, @y = 'two', @z = 3.5").unwrap();
+    // The other client overwrites all three on the only shared backend.
+    b.query_drop("SET @x = 100, @y = 'bee', @z = 0").unwrap();
+    let got: (i64, String, String) = a.query_first("SELECT @x, @y, @z").unwrap().unwrap();
+    assert_eq!(got, (1, "two".to_string(), "3.5".to_string()));
+    let got: (i64, String, i64) = b.query_first("SELECT @x, @y, @z").unwrap().unwrap();
+    assert_eq!(got, (100, "bee".to_string(), 0));
+}

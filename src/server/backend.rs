@@ -238,8 +238,9 @@ const COLLATIONS_SQL: &[u8] = b"SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FR
 /// Reads the user variables back, plus `collation_connection`, which
 /// MariaDB's tracker does not report after `SET NAMES x COLLATE y` (the row
 /// with [`COLLATION_ROW`] as its name: a user variable cannot start with a
-/// space and a colon-prefixed tag together by accident).
-const USER_VARS_SQL: &[u8] = b"SELECT VARIABLE_NAME, VARIABLE_VALUE, VARIABLE_TYPE, CHARACTER_SET_NAME FROM information_schema.USER_VARIABLES UNION ALL SELECT ' funnel:collation_connection', @@collation_connection, 'SYSVAR', NULL";
+/// space and a colon-prefixed tag together by accident). The LIMIT keeps a
+/// client's `sql_select_limit` from cutting the list short.
+const USER_VARS_SQL: &[u8] = b"SELECT VARIABLE_NAME, VARIABLE_VALUE, VARIABLE_TYPE, CHARACTER_SET_NAME FROM information_schema.USER_VARIABLES UNION ALL SELECT ' funnel:collation_connection', @@collation_connection, 'SYSVAR', NULL LIMIT 18446744073709551615";
 const COLLATION_ROW: &str = " funnel:collation_connection";
 const CHARSET_VARS: [&str; 4] = [
     "character_set_client",
@@ -947,6 +948,12 @@ impl Server {
                 }
                 continue;
             }
+            if name.contains(char::REPLACEMENT_CHARACTER) {
+                // Not UTF-8 as read (the client's character_set_results):
+                // a replay could not name it.
+                read.exact = false;
+                continue;
+            }
             match user_var_literal(value.as_deref(), ty) {
                 // NULL is what an unset variable reads as: drop it.
                 UserVarRead::Null => continue,
@@ -988,9 +995,9 @@ impl Server {
                     if unhex_name(hex_name).as_deref() == Some(name.as_str()) =>
                 {
                     match (value, charset, collation) {
-                        // Set to NULL meanwhile: the same as unset.
-                        (None, _, _) => continue,
                         (Some(hex), Some(cs), Some(coll)) => string_user_var_literal(hex, cs, coll),
+                        // Not NULL a moment ago: the name did not reach
+                        // the variable (a character lost on the way).
                         _ => None,
                     }
                 }

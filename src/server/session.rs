@@ -414,7 +414,7 @@ fn is_plain_name(name: &str) -> bool {
 /// its name (as hex, to be matched whatever the result character set),
 /// `HEX()` of its bytes, its character set and its collation.
 pub fn user_var_values_sql(names: &[&str]) -> Vec<u8> {
-    let mut sql = Vec::with_capacity(names.len() * 120);
+    let mut sql = Vec::with_capacity(names.len() * 120 + 32);
     for (i, name) in names.iter().enumerate() {
         if i > 0 {
             sql.extend_from_slice(b" UNION ALL ");
@@ -432,6 +432,8 @@ pub fn user_var_values_sql(names: &[&str]) -> Vec<u8> {
             sql.push(b')');
         }
     }
+    // Whatever the client's sql_select_limit.
+    sql.extend_from_slice(b" LIMIT 18446744073709551615");
     sql
 }
 
@@ -505,7 +507,8 @@ mod user_var_tests {
         assert_eq!(
             String::from_utf8(user_var_values_sql(&["a", "b`c"])).unwrap(),
             "SELECT '61', HEX(@`a`), CHARSET(@`a`), COLLATION(@`a`) UNION ALL \
-             SELECT '626063', HEX(@`b``c`), CHARSET(@`b``c`), COLLATION(@`b``c`)"
+             SELECT '626063', HEX(@`b``c`), CHARSET(@`b``c`), COLLATION(@`b``c`) \
+             LIMIT 18446744073709551615"
         );
         assert_eq!(
             string_user_var_literal("612762", "utf8mb4", "utf8mb4_bin").as_deref(),
