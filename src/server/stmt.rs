@@ -119,6 +119,9 @@ impl ClientStmts {
         if self.map.is_empty() {
             // Give the table's memory back, not just its entries.
             self.map = HashMap::new();
+        } else if self.map.capacity() > 64 && self.map.len() < self.map.capacity() / 4 {
+            // Most were closed: the table shrinks with them (amortised).
+            self.map.shrink_to(self.map.len() * 2);
         }
         Some(st)
     }
@@ -394,6 +397,21 @@ mod tests {
         assert_eq!(b.reserve(5, 3), Err(PrepareLimit::Total(3)));
         assert!(a.remove(&1).is_some());
         assert!(a.remove(&1).is_none());
+        // A table most of whose statements were closed shrinks.
+        let mut big = ClientStmts::new(Rc::new(Cell::new(0)));
+        for i in 0..1000 {
+            big.insert(i, stmt("s"));
+        }
+        let full = big.map.capacity();
+        for i in 0..990 {
+            big.remove(&i);
+        }
+        assert!(
+            big.map.capacity() < full / 10,
+            "{} of {full}",
+            big.map.capacity()
+        );
+        assert_eq!(big.len(), 10);
         assert_eq!(total.get(), 2);
         a.clear();
         assert_eq!((total.get(), a.len(), a.bytes()), (1, 0, 0));
