@@ -54,6 +54,10 @@ pub const DEFAULT_SERVER_VERSION: &str = "";
 pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_ALLOW_LOCAL_INFILE: bool = false;
+/// mysqld's own default for its global `max_prepared_stmt_count`.
+pub const DEFAULT_MAX_PREPARED_STMT_COUNT: usize = 16_382;
+pub const DEFAULT_MAX_PREPARED_STMTS_PER_CLIENT: usize = 1_024;
+pub const DEFAULT_MAX_REPLAYED_USER_VARS: usize = 256;
 
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_HEALTH_CHECK_INTERVAL_MS: u64 = 30_000;
@@ -121,6 +125,13 @@ pub struct Config {
     pub log_level: LevelFilter,
     pub shutdown_timeout: Duration,
     pub allow_local_infile: bool,
+    /// Prepared statements all clients together may hold (ERR 1461 past it).
+    pub max_prepared_stmt_count: usize,
+    /// Prepared statements one client may hold (ERR 1461 past it).
+    pub max_prepared_stmts_per_client: usize,
+    /// User variables a client may have replayed on another backend; a
+    /// client with more is kept on its backend instead.
+    pub max_replayed_user_vars: usize,
     pub backend: BackendConfig,
     /// At least one; names are unique.
     pub users: Vec<UserConfig>,
@@ -463,7 +474,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-static OPTIONS: [OptionSpec; 37] = [
+static OPTIONS: [OptionSpec; 40] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -495,6 +506,12 @@ static OPTIONS: [OptionSpec; 37] = [
         "On SIGTERM/SIGINT, how long running commands may finish before connections are closed"),
     opt(S::Funnel, "allow_local_infile", K::Bool, D::Bool(DEFAULT_ALLOW_LOCAL_INFILE), true,
         "Allow LOAD DATA LOCAL INFILE (the backend then reads files from the client)"),
+    opt(S::Funnel, "max_prepared_stmt_count", ANY_COUNT_FROM_0, D::Count(DEFAULT_MAX_PREPARED_STMT_COUNT), true,
+        "Prepared statements all clients together may hold; a prepare past it gets ERR 1461, as from mysqld"),
+    opt(S::Funnel, "max_prepared_stmts_per_client", ANY_COUNT_FROM_0, D::Count(DEFAULT_MAX_PREPARED_STMTS_PER_CLIENT), true,
+        "Prepared statements one client may hold; a prepare past it gets ERR 1461"),
+    opt(S::Funnel, "max_replayed_user_vars", ANY_COUNT_FROM_0, D::Count(DEFAULT_MAX_REPLAYED_USER_VARS), true,
+        "User variables a client may have replayed when it moves to another backend; a client with more stays on its backend (pinned)"),
     // [backend]
     opt(S::Backend, "address", K::BackendAddr, D::Required, false,
         "mysqld to connect to: host:port (resolved at start-up) or a unix socket path starting with '/'"),
@@ -1310,6 +1327,10 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
     let log_level = funnel.required("log_level", Value::level)?;
     let shutdown_timeout = funnel.required("shutdown_timeout_ms", Value::millis)?;
     let allow_local_infile = funnel.required("allow_local_infile", Value::boolean)?;
+    let max_prepared_stmt_count = funnel.required("max_prepared_stmt_count", Value::count)?;
+    let max_prepared_stmts_per_client =
+        funnel.required("max_prepared_stmts_per_client", Value::count)?;
+    let max_replayed_user_vars = funnel.required("max_replayed_user_vars", Value::count)?;
 
     if listen.is_empty() && unix_socket.is_none() {
         return Err(funnel.err(
@@ -1538,6 +1559,9 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
         log_level,
         shutdown_timeout,
         allow_local_infile,
+        max_prepared_stmt_count,
+        max_prepared_stmts_per_client,
+        max_replayed_user_vars,
         backend: backend_config,
         users,
         admin,
@@ -1714,6 +1738,18 @@ impl Config {
                     ("log_level", level_name(self.log_level).to_string()),
                     ("shutdown_timeout_ms", ms(self.shutdown_timeout)),
                     ("allow_local_infile", self.allow_local_infile.to_string()),
+                    (
+                        "max_prepared_stmt_count",
+                        self.max_prepared_stmt_count.to_string(),
+                    ),
+                    (
+                        "max_prepared_stmts_per_client",
+                        self.max_prepared_stmts_per_client.to_string(),
+                    ),
+                    (
+                        "max_replayed_user_vars",
+                        self.max_replayed_user_vars.to_string(),
+                    ),
                 ],
             ),
             (

@@ -1,6 +1,7 @@
 //! What the funnel answers or carries itself: LAST_INSERT_ID() and
-//! CONNECTION_ID() per client on shared backends, COM_CHANGE_USER, and
-//! KILL QUERY with the ids clients know.
+//! CONNECTION_ID() per client on shared backends, COM_CHANGE_USER,
+//! KILL QUERY with the ids clients know, the limits on prepared statements,
+//! and user variables of every type carried across backends.
 
 mod common;
 
@@ -16,6 +17,11 @@ fn start(pool: &str) -> FunnelProcess {
 }
 
 fn start_with_admin(pool: &str, admin_port: Option<u16>) -> FunnelProcess {
+    start_full("", pool, admin_port)
+}
+
+/// A funnel with extra `[funnel]` lines, `[pool]` lines and maybe an admin port.
+fn start_full(funnel: &str, pool: &str, admin_port: Option<u16>) -> FunnelProcess {
     let db = common::mariadb();
     // free_port() may hand out the same port twice in a row.
     let mut port = common::free_port();
@@ -23,7 +29,7 @@ fn start_with_admin(pool: &str, admin_port: Option<u16>) -> FunnelProcess {
         port = common::free_port();
     }
     let mut cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n[backend]\naddress = 127.0.0.1:{}\n\n[pool]\n{pool}\n\n\
+        "[funnel]\nlisten = 127.0.0.1:{port}\n{funnel}\n\n[backend]\naddress = 127.0.0.1:{}\n\n[pool]\n{pool}\n\n\
          [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n\n[user \"{USER_B}\"]\npassword = \"{PASS_B}\"\n",
         db.port
     );
@@ -249,4 +255,394 @@ print("OK")
         return;
     }
     assert_eq!(stdout.trim(), "OK");
+}
+
+/// The MySQL error of a result, as (code, state, message).
+fn mysql_err<T: std::fmt::Debug>(r: Result<T, mysql::Error>) -> (u16, String, String) {
+    match r {
+        Err(mysql::Error::MySqlError(e)) => (e.code, e.state, e.message),
+        other => panic!("expected a MySQL error, got {other:?}"),
+    }
+}
+
+/// A client without the mysql crate's statement cache: every `prep` is a
+/// COM_STMT_PREPARE and nothing is closed behind the test's back.
+fn uncached_conn(f: &FunnelProcess) -> Conn {
+    let opts = mysql::OptsBuilder::from_opts(f.opts(USER_A, PASS_A))
+        .db_name(Some(TEST_DB))
+        .stmt_cache_size(0);
+    Conn::new(opts).expect("connect through the funnel")
+}
+
+/// The value of column `col` in the row of `SHOW <what>` whose `key_col` is `key`.
+fn admin_value(
+    admin: &mut Conn,
+    what: &str,
+    key_col: &str,
+    key: &str,
+    col: &str,
+) -> Option<String> {
+    let rows: Vec<mysql::Row> = admin.query(format!("SHOW {what}")).unwrap();
+    for row in rows {
+        let cols = row.columns();
+        let k = cols.iter().position(|c| c.name_str() == key_col)?;
+        let i = cols.iter().position(|c| c.name_str() == col)?;
+        let key_here: Option<String> = row.get(k).unwrap_or(None);
+        if key_here.as_deref() == Some(key) {
+            return row.get::<Option<String>, _>(i).unwrap_or(None);
+        }
+    }
+    None
+}
+
+fn pool_prepared(admin: &mut Conn) -> u64 {
+    admin_value(admin, "POOLS", "pool", USER_A, "prepared_stmts")
+        .and_then(|v| v.parse().ok())
+        .expect("prepared_stmts of the pool")
+}
+
+#[test]
+fn prepared_statements_are_limited_per_client_and_in_total() {
+    let admin_port = common::free_port();
+    let f = start_full(
+        "max_prepared_stmts_per_client = 5\nmax_prepared_stmt_count = 8",
+        "connections = 2",
+        Some(admin_port),
+    );
+    let mut admin = common::admin_console(admin_port, "admin", "adm");
+    let mut a = uncached_conn(&f);
+    let mut a_stmts = Vec::new();
+    for i in 0..5 {
+        a_stmts.push(
+            a.prep(format!("SELECT {i} + ?"))
+                .expect("prepare within the limit"),
+        );
+    }
+    let (code, state, msg) = mysql_err(a.prep("SELECT 'sixth'"));
+    assert_eq!((code, state.as_str()), (1461, "42000"), "{msg}");
+    assert!(
+        msg.starts_with(
+            "Can't create more than max_prepared_stmts_per_client statements (current value: 5)"
+        ),
+        "{msg}"
+    );
+    // The connection and its statements still work.
+    assert_eq!(a.query_first::<i64, _>("SELECT 7").unwrap(), Some(7));
+    assert_eq!(
+        a.exec_first::<i64, _, _>(&a_stmts[4], (10,)).unwrap(),
+        Some(14)
+    );
+    // Closing one frees its slot.
+    a.close(a_stmts.remove(0)).unwrap();
+    a_stmts.push(a.prep("SELECT 'again'").expect("a freed slot"));
+    assert_eq!(pool_prepared(&mut admin), 5);
+
+    // The funnel-wide total: 5 + 3 = 8.
+    let mut b = uncached_conn(&f);
+    let mut b_stmts = Vec::new();
+    for i in 0..3 {
+        b_stmts.push(b.prep(format!("SELECT 'b{i}'")).unwrap());
+    }
+    let (code, state, msg) = mysql_err(b.prep("SELECT 'b3'"));
+    assert_eq!((code, state.as_str()), (1461, "42000"));
+    assert_eq!(
+        msg,
+        "Can't create more than max_prepared_stmt_count statements (current value: 8)"
+    );
+    a.close(a_stmts.remove(0)).unwrap();
+    a.close(a_stmts.remove(0)).unwrap();
+    // COM_STMT_CLOSE has no answer: the next command is ordered after it.
+    a.query_drop("DO 1").unwrap();
+    b.prep("SELECT 'b3'")
+        .expect("slots freed by the other client");
+    assert_eq!(pool_prepared(&mut admin), 7);
+
+    // Reset, change-user and leaving give the slots back.
+    a.reset().expect("COM_RESET_CONNECTION");
+    assert_eq!(pool_prepared(&mut admin), 4);
+    b.change_user(
+        ChangeUserOpts::default()
+            .with_user(Some(USER_A.into()))
+            .with_pass(Some(PASS_A.into()))
+            .with_db_name(Some(TEST_DB.into())),
+    )
+    .expect("change user");
+    assert_eq!(pool_prepared(&mut admin), 0);
+    let mut c = uncached_conn(&f);
+    for i in 0..5 {
+        c.prep(format!("SELECT 'c{i}'")).unwrap();
+    }
+    assert_eq!(pool_prepared(&mut admin), 5);
+    drop(c);
+    wait_for("the leaving client's statements to be forgotten", || {
+        pool_prepared(&mut admin) == 0
+    });
+    // mysqld's limit is not what refused: prepares work again.
+    for i in 0..5 {
+        a.prep(format!("SELECT 'a{i}'")).unwrap();
+    }
+}
+
+/// The funnel's resident set size in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn memory_of_many_prepared_statements_is_returned_when_the_client_leaves() {
+    const N: usize = 20_000;
+    let admin_port = common::free_port();
+    let f = start_full(
+        &format!("max_prepared_stmts_per_client = {N}\nmax_prepared_stmt_count = {N}"),
+        "connections = 1",
+        Some(admin_port),
+    );
+    let pid = f.pid().expect("funnel pid");
+    let mut admin = common::admin_console(admin_port, "admin", "adm");
+    let mut warm = uncached_conn(&f);
+    for i in 0..300 {
+        warm.prep(format!("SELECT {i}, '{}'", "w".repeat(4000)))
+            .unwrap();
+    }
+    drop(warm);
+    wait_for("the warm-up client to leave", || {
+        pool_prepared(&mut admin) == 0
+    });
+    let before = rss_kib(pid);
+    let mut c = uncached_conn(&f);
+    let pad = "x".repeat(4000);
+    for i in 0..N {
+        c.prep(format!("SELECT {i}, '{pad}'")).expect("prepare");
+    }
+    assert_eq!(pool_prepared(&mut admin), N as u64);
+    let full = rss_kib(pid);
+    // The SQL alone is 80 MB: the funnel holds it while the client may execute.
+    assert!(full > before + 60_000, "RSS {before} KiB -> {full} KiB");
+    drop(c);
+    wait_for("the client's statements to be forgotten", || {
+        pool_prepared(&mut admin) == 0
+    });
+    let after = rss_kib(pid);
+    eprintln!("funnel RSS: {before} KiB before, {full} KiB with {N} statements, {after} KiB after");
+    assert!(
+        after < before + 16 * 1024,
+        "RSS stayed at {after} KiB after the client left (was {before} KiB before, {full} KiB full)"
+    );
+}
+
+/// One expression of every type MariaDB gives user variables: integers
+/// (signed, unsigned), decimals, doubles, strings of several character sets
+/// and collations, long ones (information_schema cuts values at 2048
+/// characters), binary strings, bits, temporal values, JSON and NULL.
+const USER_VAR_VALUES: [&str; 40] = [
+    "42",
+    "-5",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "CAST(5 AS UNSIGNED)",
+    "18446744073709551615",
+    "TRUE",
+    "1/3",
+    "12.50",
+    "CAST(12 AS DECIMAL)",
+    "-0.001",
+    "CAST(1 AS DECIMAL(30,20))",
+    "1e0/3",
+    "0.1e0 + 0.2e0",
+    "1.5e300",
+    "-2.5e-10",
+    "PI()",
+    "CAST(1 AS DOUBLE)",
+    "-0e0",
+    "'text'",
+    "''",
+    "'it''s \\\\ \"q\"'",
+    "'x' COLLATE utf8mb4_bin",
+    "'a' COLLATE utf8mb4_unicode_ci",
+    "CONVERT('é' USING latin1)",
+    "_latin1 'abc' COLLATE latin1_bin",
+    "CONVERT('日本' USING ucs2)",
+    "CONVERT('x' USING utf16)",
+    "'😀 ok'",
+    "REPEAT('ab', 3000)",
+    "CONVERT('abc' USING ascii)",
+    "BINARY 'ab'",
+    "X'00FF'",
+    "b'101'",
+    "UNHEX('00')",
+    "CAST('2024-01-02' AS DATE)",
+    "CAST('2024-01-02 03:04:05.123' AS DATETIME(3))",
+    "CAST('12:00:00' AS TIME)",
+    "JSON_OBJECT('a', 1)",
+    "NULL",
+];
+
+/// `SELECT @v, CHARSET(@v), COLLATION(@v), COERCIBILITY(@v)`: the values
+/// and the type of the first column.
+fn read_v(c: &mut Conn) -> (Vec<mysql::Value>, (String, u16, u8)) {
+    let row: mysql::Row = c
+        .query_first("SELECT @v, CHARSET(@v), COLLATION(@v), COERCIBILITY(@v)")
+        .unwrap()
+        .unwrap();
+    let col = &row.columns()[0];
+    let ty = (
+        format!("{:?}", col.column_type()),
+        col.character_set(),
+        col.decimals(),
+    );
+    (row.unwrap(), ty)
+}
+
+#[test]
+fn user_variables_of_every_type_move_between_backends_exactly() {
+    let admin_port = common::free_port();
+    let f = start_with_admin("connections = 2\nmax_pinned_backends = 4", Some(admin_port));
+    let mut admin = common::admin_console(admin_port, "admin", "adm");
+    let mut direct = common::mysql_direct(USER_A, PASS_A);
+    let mut want = Vec::new();
+    for v in USER_VAR_VALUES {
+        direct.query_drop(format!("SET @v = {v}")).unwrap();
+        want.push(read_v(&mut direct));
+    }
+    let mut clients: Vec<Conn> = (0..USER_VAR_VALUES.len()).map(|_| conn(&f)).collect();
+    for (c, v) in clients.iter_mut().zip(USER_VAR_VALUES) {
+        c.query_drop(format!("SET @v = {v}"))
+            .unwrap_or_else(|e| panic!("SET @v = {v}: {e}"));
+    }
+    // Two rounds: on two shared backends every client's command runs after
+    // others' and needs its variable replayed.
+    for round in 0..2 {
+        for (i, c) in clients.iter_mut().enumerate() {
+            let got = read_v(c);
+            if USER_VAR_VALUES[i] == "NULL" {
+                // NULL is the same as unset (README): the value is, the
+                // character set of a NULL variable depends on its history.
+                assert_eq!(got.0[0], mysql::Value::NULL);
+                continue;
+            }
+            assert_eq!(
+                got, want[i],
+                "round {round}: @v = {} through the funnel",
+                USER_VAR_VALUES[i]
+            );
+        }
+    }
+    let pinned = admin_value(&mut admin, "POOLS", "pool", USER_A, "clients_pinned");
+    let pinned_by = admin_value(&mut admin, "POOLS", "pool", USER_A, "pinned_by");
+    assert_eq!(pinned.as_deref(), Some("0"), "pinned by {pinned_by:?}");
+    let replayed: u64 = admin_value(&mut admin, "STATS", "pool", USER_A, "user_vars_replayed")
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(replayed >= USER_VAR_VALUES.len() as u64, "{replayed}");
+}
+
+#[test]
+fn a_client_with_too_many_user_variables_keeps_its_backend() {
+    let admin_port = common::free_port();
+    let f = start_full(
+        "max_replayed_user_vars = 10",
+        "connections = 1\nmax_pinned_backends = 2",
+        Some(admin_port),
+    );
+    let mut admin = common::admin_console(admin_port, "admin", "adm");
+    let mut many = conn(&f);
+    let id = many.connection_id().to_string();
+    let pin_cause = |admin: &mut Conn| admin_value(admin, "CLIENTS", "id", &id, "pin_cause");
+    let set: Vec<String> = (1..=11).map(|i| format!("@m{i} = {i}")).collect();
+    // The client has its OK before the funnel has read its variables back;
+    // its next command waits for that: `DO 0` makes the state settle.
+    many.query_drop(format!("SET {}", set[..10].join(", ")))
+        .unwrap();
+    many.query_drop("DO 0").unwrap();
+    assert_eq!(pin_cause(&mut admin), None, "10 variables are replayed");
+    many.query_drop(format!("SET {}", set[10])).unwrap();
+    many.query_drop("DO 0").unwrap();
+    assert_eq!(pin_cause(&mut admin).as_deref(), Some("user_vars"));
+    // A neighbour runs meanwhile, on the shared backend.
+    let mut other = conn(&f);
+    other.query_drop("SET @o = 'neighbour'").unwrap();
+    assert_eq!(
+        other
+            .query_first::<String, _>("SELECT @o")
+            .unwrap()
+            .as_deref(),
+        Some("neighbour")
+    );
+    let sum: Option<i64> = many
+        .query_first(format!(
+            "SELECT {}",
+            (1..=11)
+                .map(|i| format!("@m{i}"))
+                .collect::<Vec<_>>()
+                .join(" + ")
+        ))
+        .unwrap();
+    assert_eq!(sum, Some(66), "all its variables");
+    assert_eq!(pin_cause(&mut admin).as_deref(), Some("user_vars"));
+    // Back to 10: replayed again, the pin ends.
+    many.query_drop("SET @m11 = NULL").unwrap();
+    many.query_drop("DO 0").unwrap();
+    assert_eq!(pin_cause(&mut admin), None);
+    assert_eq!(
+        many.query_first::<i64, _>("SELECT @m1 + @m10").unwrap(),
+        Some(11)
+    );
+    assert_eq!(
+        other
+            .query_first::<String, _>("SELECT @o")
+            .unwrap()
+            .as_deref(),
+        Some("neighbour")
+    );
+}
+
+#[test]
+fn replayed_user_variables_are_counted() {
+    let admin_port = common::free_port();
+    let f = start_with_admin("connections = 1", Some(admin_port));
+    let mut admin = common::admin_console(admin_port, "admin", "adm");
+    let mut replayed = || -> u64 {
+        admin_value(&mut admin, "STATS", "pool", USER_A, "user_vars_replayed")
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    let mut b = conn(&f);
+    let mut d = conn(&f);
+    b.query_drop("SET @b1 = 1, @b2 = 'two'").unwrap();
+    d.query_drop("SET @d1 = 1.5").unwrap();
+    let before = replayed();
+    // Each switch sets the client's own and unsets the other's: 3 each.
+    assert_eq!(b.query_first::<i64, _>("SELECT @b1").unwrap(), Some(1));
+    assert_eq!(
+        d.query_first::<String, _>("SELECT @d1").unwrap().as_deref(),
+        Some("1.5")
+    );
+    assert_eq!(
+        b.query_first::<String, _>("SELECT @b2").unwrap().as_deref(),
+        Some("two")
+    );
+    assert_eq!(replayed() - before, 9);
+}
+
+/// The funnel reads a client's variables back in the client's own session:
+/// its sql_select_limit must not cut the list short.
+#[test]
+fn user_variables_are_read_back_whatever_the_sql_select_limit() {
+    let f = start("connections = 1");
+    let mut a = conn(&f);
+    let mut b = conn(&f);
+    a.query_drop("SET sql_select_limit = 1").unwrap();
+    a.query_drop("SET @x = 1, @y = 'two', @z = 3.5").unwrap();
+    // The other client overwrites all three on the only shared backend.
+    b.query_drop("SET @x = 100, @y = 'bee', @z = 0").unwrap();
+    let got: (i64, String, String) = a.query_first("SELECT @x, @y, @z").unwrap().unwrap();
+    assert_eq!(got, (1, "two".to_string(), "3.5".to_string()));
+    let got: (i64, String, i64) = b.query_first("SELECT @x, @y, @z").unwrap().unwrap();
+    assert_eq!(got, (100, "bee".to_string(), 0));
 }

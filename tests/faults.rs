@@ -1803,6 +1803,98 @@ fn pipelined_commands_are_answered_in_order() {
     blocker.join().unwrap();
 }
 
+/// COM_SET_OPTION gets what mysqld answers, byte for byte: EOF for
+/// MULTI_STATEMENTS_ON (0) and OFF (1), missing bytes read as 0 and extra
+/// ones ignored; ERR 1047 "Unknown command" for any other option, with
+/// the setting unchanged.
+#[test]
+fn set_option_is_answered_as_mysqld_answers_it() {
+    let db = common::mariadb();
+    let f = Cfg::new(db.port).pool("connections = 1").start();
+    // The answer to the option, and what "SELECT 1; SELECT 2" gets then.
+    let run = |port: u16, payload: &[u8]| -> (Vec<u8>, String) {
+        let mut r = Raw::open(port, USER_A, PASS_A, Some(TEST_DB));
+        let mut p = vec![0x1b]; // COM_SET_OPTION
+        p.extend_from_slice(payload);
+        r.write(&raw::frame(0, &p)).unwrap();
+        let (_, answer) = r.read_packet().expect("an answer to COM_SET_OPTION");
+        let multi = match r.query("SELECT 1; SELECT 2") {
+            Reply::Rows(rows) => {
+                let second = r.read_reply();
+                format!("{rows:?} then {second:?}")
+            }
+            other => format!("{other:?}"),
+        };
+        (answer, multi)
+    };
+    let cases: [&[u8]; 8] = [
+        &[0, 0],
+        &[1, 0],
+        &[2, 0],
+        &[0xff, 0xff],
+        &[0, 1],
+        &[],
+        &[1],
+        &[1, 0, 7],
+    ];
+    for payload in cases {
+        let direct = run(db.port, payload);
+        let funnel = run(f.port, payload);
+        assert_eq!(funnel, direct, "COM_SET_OPTION {payload:?}");
+    }
+    let (answer, _) = run(f.port, &[2, 0]);
+    let err = raw::parse_err(&answer);
+    assert_eq!(
+        (err.code, err.state.as_str(), err.message.as_str()),
+        (1047, "08S01", "Unknown command")
+    );
+}
+
+/// A client that sends its commands and then shuts down its sending side
+/// gets every answer, then the funnel closes, as mysqld does.
+#[test]
+fn half_closed_client_gets_its_answers() {
+    let db = common::mariadb();
+    let f = Cfg::new(db.port).pool("connections = 1").start();
+    let mut busy = mconn(&f, Duration::from_secs(10));
+    for port in [db.port, f.port] {
+        let mut r = Raw::open(port, USER_A, PASS_A, Some(TEST_DB));
+        r.send_query("SELECT 1").unwrap();
+        r.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(single(&r.read_reply()), "1", "port {port}");
+        let rest = read_until_closed(&mut r.stream, Duration::from_secs(5));
+        assert!(rest.is_empty(), "port {port}: {rest:?}");
+
+        // Pipelined, one of them queued behind another client's statement.
+        let blocker = (port == f.port).then(|| {
+            let mut c = mconn(&f, Duration::from_secs(10));
+            thread::spawn(move || {
+                let _: Option<i64> = c.query_first("SELECT SLEEP(0.3)").unwrap();
+            })
+        });
+        let mut r = Raw::open(port, USER_A, PASS_A, Some(TEST_DB));
+        let mut bytes = raw::query_packet("SELECT 2");
+        bytes.extend(raw::query_packet("SELECT SLEEP(0.1) + 3"));
+        bytes.extend(raw::frame(0, &[0x0e])); // COM_PING
+        bytes.extend(raw::query_packet("SELECT 4"));
+        // Half a command: never complete, never answered.
+        bytes.extend_from_slice(&[0x20, 0x00]);
+        r.write(&bytes).unwrap();
+        r.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(single(&r.read_reply()), "2", "port {port}");
+        assert_eq!(single(&r.read_reply()), "3", "port {port}");
+        assert_eq!(r.read_reply(), Reply::Ok, "port {port}");
+        assert_eq!(single(&r.read_reply()), "4", "port {port}");
+        let rest = read_until_closed(&mut r.stream, Duration::from_secs(5));
+        assert!(rest.is_empty(), "port {port}: {rest:?}");
+        if let Some(b) = blocker {
+            b.join().unwrap();
+        }
+    }
+    // Nothing was left behind: the pool still serves.
+    select_n(&mut busy, 5);
+}
+
 // ---------------------------------------------------------------------------
 // 8. Reload.
 

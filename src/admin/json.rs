@@ -251,6 +251,7 @@ fn pool(s: &Snapshot, p: &PoolSnapshot) -> Json {
             ]),
         ),
         ("buffered_bytes", p.buffered_bytes.into()),
+        ("prepared_stmts", p.prepared_stmts.into()),
         ("counters", counters(&p.counters)),
         ("latency", Json::Map(latency)),
         ("history", history),
@@ -305,6 +306,13 @@ pub fn stats_json(s: &Snapshot, detail: bool) -> String {
                 ("bytes", s.buffered_bytes.into()),
                 ("max_buffered_total", s.max_buffered_total.into()),
                 ("max_buffered_result", s.max_buffered_result.into()),
+            ]),
+        ),
+        (
+            "prepared_stmts",
+            Json::Obj(vec![
+                ("count", s.prepared_stmts.into()),
+                ("max_prepared_stmt_count", s.max_prepared_stmt_count.into()),
             ]),
         ),
         ("counters", counters(&s.counters)),

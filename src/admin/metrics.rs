@@ -285,6 +285,29 @@ pub fn render(s: &Snapshot) -> String {
         &[],
         s.max_buffered_result as f64,
     );
+    o.family(
+        "funnel_prepared_stmts",
+        "gauge",
+        "Prepared statements all clients hold; a prepare past max_prepared_stmt_count gets ERR 1461.",
+    );
+    o.sample("funnel_prepared_stmts", &[], s.prepared_stmts as f64);
+    o.family(
+        "funnel_prepared_stmts_max",
+        "gauge",
+        "max_prepared_stmt_count.",
+    );
+    o.sample(
+        "funnel_prepared_stmts_max",
+        &[],
+        s.max_prepared_stmt_count as f64,
+    );
+    o.per_pool(
+        s,
+        "funnel_pool_prepared_stmts",
+        "gauge",
+        "Prepared statements the pool's clients hold.",
+        |p| p.prepared_stmts as f64,
+    );
     o.per_pool(
         s,
         "funnel_pool_buffered_bytes",
@@ -395,6 +418,13 @@ pub fn render(s: &Snapshot) -> String {
         "counter",
         "Time backends spent on the funnel's own steps for clients' sessions: replaying schema, variables, insert id and multi-statements, preparing statements again, reading user variables back.",
         |p| p.counters.replay_micros as f64 / 1e6,
+    );
+    o.per_pool(
+        s,
+        "funnel_user_vars_replayed_total",
+        "counter",
+        "User variables set or unset on backends by session replays (max_replayed_user_vars bounds them per client).",
+        |p| p.counters.user_vars_replayed as f64,
     );
     o.per_pool(
         s,

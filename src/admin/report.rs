@@ -164,6 +164,7 @@ pub fn show_pools(s: &Snapshot) -> Table {
         ("max_pinned_backends", Int),
         ("last_backend_error", Str),
         ("buffered_bytes", Int),
+        ("prepared_stmts", Int),
     ]);
     for p in &s.pools {
         let c = &p.clients;
@@ -194,6 +195,7 @@ pub fn show_pools(s: &Snapshot) -> Table {
             p.max_pinned_backends.into(),
             p.last_backend_error.as_deref().into(),
             p.buffered_bytes.into(),
+            p.prepared_stmts.into(),
         ]);
     }
     t
@@ -205,7 +207,7 @@ pub fn backlog_max_1m(p: &PoolSnapshot) -> usize {
 }
 
 /// Every counter, by name, in a fixed order.
-pub fn counter_list(c: &Counters) -> [(&'static str, u64); 20] {
+pub fn counter_list(c: &Counters) -> [(&'static str, u64); 21] {
     [
         ("requests", c.requests),
         ("backend_errors", c.backend_errors),
@@ -223,6 +225,7 @@ pub fn counter_list(c: &Counters) -> [(&'static str, u64); 20] {
         ("diagnostics_cleared", c.diagnostics_cleared),
         ("replays", c.replays),
         ("replay_us", c.replay_micros),
+        ("user_vars_replayed", c.user_vars_replayed),
         ("buffered_results", c.buffered_results),
         ("buffered_fallbacks", c.buffered_fallbacks),
         ("clients_accepted", c.clients_accepted),
@@ -261,6 +264,8 @@ pub fn show_clients(s: &Snapshot) -> Table {
         ("pin_cause", Str),
         ("busy_us", Int),
         ("bytes_out", Int),
+        ("prepared_stmts", Int),
+        ("user_vars", Int),
     ]);
     for c in &s.clients {
         t.push(vec![
@@ -273,6 +278,8 @@ pub fn show_clients(s: &Snapshot) -> Table {
             c.pin_cause.into(),
             us(c.busy_for),
             c.bytes_out.into(),
+            c.prepared_stmts.into(),
+            c.user_vars.into(),
         ]);
     }
     t

@@ -5,6 +5,7 @@
 //! idle; pinned to one client while its session holds state; reset before
 //! anyone else gets it; lost → reconnect with backoff.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use log::{debug, info};
@@ -13,7 +14,10 @@ use mio::Interest;
 use super::io::{Buf, ReadOutcome, Stream};
 use super::log_limit::LogEvent;
 use super::pool::ClientRef;
-use super::session::{user_var_literal, PinCause, PinSet, SessionVars};
+use super::session::{
+    string_user_var_literal, unhex_name, user_var_literal, user_var_values_sql, PinCause, PinSet,
+    SessionVars, UserVarRead,
+};
 use super::stmt::{execute_layout, own_stmt_key, rewrite_execute, stmt_key, ClientStmt, StmtCache};
 use super::timer::TimerKind;
 use super::{token, Deferred, Server, KIND_BACKEND, READ_CAP_PER_EVENT};
@@ -47,6 +51,8 @@ pub enum Internal {
     Reset,
     /// Read the user variables after a statement changed session state.
     ReadUserVars,
+    /// Read the string user variables' bytes, character sets and collations.
+    ReadUserVarValues,
     /// Give the backend the client's `LAST_INSERT_ID()` before a statement
     /// that reads it.
     SetInsertId,
@@ -195,7 +201,36 @@ pub struct Backend {
     pub eof: EofTranslator,
     /// The schema a client's COM_INIT_DB in flight asks for.
     pub init_db: Option<String>,
+    /// User variables read back so far, while the string ones' values are
+    /// being read (`Internal::ReadUserVarValues`).
+    pub user_vars_pending: Option<UserVarsRead>,
 }
+
+/// A user-variable read-back half done.
+#[derive(Clone, Debug, Default)]
+pub struct UserVarsRead {
+    /// Name → literal, of the numbers (and, after the second step, strings).
+    pub vars: BTreeMap<String, String>,
+    /// Every variable read so far can be recreated exactly.
+    pub exact: bool,
+    /// String variables whose values the second step reads, in its order.
+    pub strings: Vec<String>,
+    /// `LAST_INSERT_ID()` on the backend after the statement.
+    pub insert_id: Option<u64>,
+}
+
+/// What reading a client's user variables back found.
+enum UserVarsOutcome {
+    Read(BTreeMap<String, String>, bool),
+    /// More than `max_replayed_user_vars` (or too many bytes of them).
+    TooMany,
+    /// The values could not be read: the client stays pinned.
+    Failed,
+}
+
+/// Bytes of user-variable literals (names included) one replay may carry;
+/// a client with more is kept on its backend like one with too many.
+pub const MAX_REPLAYED_USER_VAR_BYTES: usize = 1 << 20;
 
 #[derive(Clone, Debug)]
 pub struct PendingPrepare {
@@ -258,8 +293,8 @@ const COLLATIONS_SQL: &[u8] = b"SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FR
 ///
 /// Also `LAST_INSERT_ID()`, for statements that set it with an argument.
 /// Run with the limits a client may have set on its own statements lifted
-/// (a read-back killed by the client's `max_statement_time` would leave
-/// its session unknown).
+/// (a read-back killed by the client's `max_statement_time`, or cut short
+/// by its `sql_select_limit`, would leave its session unknown).
 const USER_VARS_SQL: &[u8] = b"SET STATEMENT max_statement_time = 0, max_join_size = DEFAULT, sql_select_limit = DEFAULT FOR \
 SELECT VARIABLE_NAME, VARIABLE_VALUE, VARIABLE_TYPE, CHARACTER_SET_NAME FROM information_schema.USER_VARIABLES \
 UNION ALL SELECT ' funnel:collation_connection', @@collation_connection, 'SYSVAR', NULL \
@@ -389,6 +424,7 @@ impl Server {
             prepare: None,
             multi_statements: true,
             init_db: None,
+            user_vars_pending: None,
             eof: EofTranslator::new(0),
         });
         if kill_query.is_some() {
@@ -788,6 +824,7 @@ impl Server {
                 | Internal::SetOption
                 | Internal::Prepare
                 | Internal::ReadUserVars
+                | Internal::ReadUserVarValues
         ) {
             // What multiplexing costs a client, beyond its own commands.
             let b = &self.backends[key];
@@ -903,60 +940,8 @@ impl Server {
                 self.backends[key].diagnostics_of = None;
                 self.continue_request(key);
             }
-            Internal::ReadUserVars => {
-                let b = &mut self.backends[key];
-                let mut vars = std::collections::BTreeMap::new();
-                let mut exact = true;
-                let mut insert_id = None;
-                for row in b.rows.drain(..) {
-                    let [Some(name), value, Some(ty), charset] = row.as_slice() else {
-                        exact = false;
-                        continue;
-                    };
-                    if name == COLLATION_ROW {
-                        if let Some(v) = value {
-                            b.session.set_var("collation_connection", v);
-                        }
-                        continue;
-                    }
-                    if name == INSERT_ID_ROW {
-                        insert_id = value.as_deref().and_then(|v| v.parse::<u64>().ok());
-                        continue;
-                    }
-                    match user_var_literal(value.as_deref(), ty, charset.as_deref()) {
-                        // NULL is what an unset variable reads as: drop it.
-                        Some(lit) if lit == "NULL" => {}
-                        Some(lit) => {
-                            vars.insert(name.clone(), lit);
-                        }
-                        None => exact = false,
-                    }
-                }
-                b.session.set_user_vars(vars);
-                if let Some(cr) = b.client {
-                    if let Some(c) = self
-                        .clients
-                        .get_mut(cr.key)
-                        .filter(|c| c.serial == cr.serial)
-                    {
-                        c.session.copy_from(&b.session);
-                        if !exact {
-                            c.pins.insert(PinCause::SessionState);
-                        }
-                        // Only the client's own `LAST_INSERT_ID(expr)` made
-                        // this connection's value the client's.
-                        if let Some(id) =
-                            insert_id.filter(|_| c.facts.sets_insert_id || c.read_back_insert_id)
-                        {
-                            c.last_insert_id = id;
-                            b.last_insert_id = id;
-                        }
-                        c.read_back_pending = false;
-                        c.read_back_insert_id = false;
-                    }
-                }
-                self.release_after_response(key, false);
-            }
+            Internal::ReadUserVars => self.user_vars_read(key),
+            Internal::ReadUserVarValues => self.user_var_values_read(key),
             Internal::SetInsertId => {
                 let b = &mut self.backends[key];
                 if let Some(c) = b.client.and_then(|cr| self.clients.get(cr.key)) {
@@ -1008,20 +993,14 @@ impl Server {
                 }
                 self.backend_ready(key);
             }
-            Internal::ReadUserVars => {
+            Internal::ReadUserVars | Internal::ReadUserVarValues => {
                 // The client has its answer already: an ERR now would be
-                // taken as the answer to its next command. The session is
-                // unknown, so the client keeps this backend instead.
-                let b = &self.backends[key];
-                if let Some(c) = b.client.and_then(|cr| {
-                    self.clients
-                        .get_mut(cr.key)
-                        .filter(|c| c.serial == cr.serial)
-                }) {
-                    c.pins.insert(PinCause::SessionState);
-                }
-                debug!("user-variable read-back failed, the client keeps its backend: {msg}");
-                self.release_after_response(key, false);
+                // taken as the answer to its next command. What could not
+                // be read back keeps the client on this backend instead.
+                debug!("backend {key}: reading user variables failed: {msg}");
+                let b = &mut self.backends[key];
+                b.user_vars_pending = None;
+                self.finish_user_vars(key, UserVarsOutcome::Failed, None);
             }
             _ => {
                 let b = &mut self.backends[key];
@@ -1037,6 +1016,157 @@ impl Server {
                 self.backend_lost(key, format!("{step:?} failed: {msg}"));
             }
         }
+    }
+
+    /// The user variables of the client of `key` were read back from
+    /// `information_schema.USER_VARIABLES`: numbers are exact as shown;
+    /// strings are read again with their bytes, character set and
+    /// collation; a client with more than `max_replayed_user_vars` stays
+    /// on this backend instead.
+    fn user_vars_read(&mut self, key: usize) {
+        let limit = self.config.max_replayed_user_vars;
+        let b = &mut self.backends[key];
+        let mut read = UserVarsRead {
+            exact: true,
+            ..UserVarsRead::default()
+        };
+        let mut count = 0usize;
+        for row in b.rows.drain(..) {
+            let [Some(name), value, Some(ty), _charset] = row.as_slice() else {
+                read.exact = false;
+                continue;
+            };
+            if name == COLLATION_ROW {
+                if let Some(v) = value {
+                    b.session.set_var("collation_connection", v);
+                }
+                continue;
+            }
+            if name == INSERT_ID_ROW {
+                read.insert_id = value.as_deref().and_then(|v| v.parse::<u64>().ok());
+                continue;
+            }
+            if name.contains(char::REPLACEMENT_CHARACTER) {
+                // Not UTF-8 as read (the client's character_set_results):
+                // a replay could not name it.
+                read.exact = false;
+                continue;
+            }
+            match user_var_literal(value.as_deref(), ty) {
+                // NULL is what an unset variable reads as: drop it.
+                UserVarRead::Null => continue,
+                UserVarRead::Literal(lit) => {
+                    read.vars.insert(name.clone(), lit);
+                }
+                UserVarRead::String => read.strings.push(name.clone()),
+                UserVarRead::Inexact => read.exact = false,
+            }
+            count += 1;
+        }
+        if count > limit {
+            self.finish_user_vars(key, UserVarsOutcome::TooMany, read.insert_id);
+            return;
+        }
+        if read.strings.is_empty() {
+            let insert_id = read.insert_id;
+            self.finish_user_vars(key, UserVarsOutcome::Read(read.vars, read.exact), insert_id);
+            return;
+        }
+        let names: Vec<&str> = read.strings.iter().map(String::as_str).collect();
+        // As USER_VARS_SQL, whatever the client's max_statement_time.
+        let mut sql = b"SET STATEMENT max_statement_time = 0 FOR ".to_vec();
+        sql.extend_from_slice(&user_var_values_sql(&names));
+        b.user_vars_pending = Some(read);
+        self.start_internal(key, Internal::ReadUserVarValues, sql);
+    }
+
+    /// The string user variables' values arrived (`user_var_values_sql`).
+    fn user_var_values_read(&mut self, key: usize) {
+        let b = &mut self.backends[key];
+        let Some(mut read) = b.user_vars_pending.take() else {
+            self.finish_user_vars(key, UserVarsOutcome::Failed, None);
+            return;
+        };
+        if b.rows.len() != read.strings.len() {
+            read.exact = false;
+        }
+        for (row, name) in b.rows.drain(..).zip(&read.strings) {
+            let literal = match row.as_slice() {
+                [Some(hex_name), value, charset, collation]
+                    if unhex_name(hex_name).as_deref() == Some(name.as_str()) =>
+                {
+                    match (value, charset, collation) {
+                        (Some(hex), Some(cs), Some(coll)) => string_user_var_literal(hex, cs, coll),
+                        // Not NULL a moment ago: the name did not reach
+                        // the variable (a character lost on the way).
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            match literal {
+                Some(lit) => {
+                    read.vars.insert(name.clone(), lit);
+                }
+                None => read.exact = false,
+            }
+        }
+        let insert_id = read.insert_id;
+        self.finish_user_vars(key, UserVarsOutcome::Read(read.vars, read.exact), insert_id);
+    }
+
+    /// Record what the read-back found, for the backend and its client, and
+    /// finish the client's command.
+    fn finish_user_vars(&mut self, key: usize, outcome: UserVarsOutcome, insert_id: Option<u64>) {
+        let b = &mut self.backends[key];
+        let outcome = match outcome {
+            UserVarsOutcome::Read(vars, _)
+                if vars.iter().map(|(n, l)| n.len() + l.len()).sum::<usize>()
+                    > MAX_REPLAYED_USER_VAR_BYTES =>
+            {
+                UserVarsOutcome::TooMany
+            }
+            other => other,
+        };
+        let pin = match outcome {
+            UserVarsOutcome::Read(vars, exact) => {
+                b.session.set_user_vars(vars);
+                (!exact).then_some(PinCause::SessionState)
+            }
+            UserVarsOutcome::TooMany => {
+                // Nothing will be replayed: the client keeps this backend,
+                // whose variables are its own.
+                b.session.set_user_vars(BTreeMap::new());
+                Some(PinCause::UserVars)
+            }
+            UserVarsOutcome::Failed => Some(PinCause::SessionState),
+        };
+        if let Some(cr) = b.client {
+            if let Some(c) = self
+                .clients
+                .get_mut(cr.key)
+                .filter(|c| c.serial == cr.serial)
+            {
+                c.session.copy_from(&b.session);
+                if pin != Some(PinCause::UserVars) {
+                    c.pins.remove(PinCause::UserVars);
+                }
+                if let Some(pin) = pin {
+                    c.pins.insert(pin);
+                }
+                // Only the client's own `LAST_INSERT_ID(expr)` made this
+                // connection's value the client's.
+                if let Some(id) =
+                    insert_id.filter(|_| c.facts.sets_insert_id || c.read_back_insert_id)
+                {
+                    c.last_insert_id = id;
+                    b.last_insert_id = id;
+                }
+                c.read_back_pending = false;
+                c.read_back_insert_id = false;
+            }
+        }
+        self.release_after_response(key, false);
     }
 
     /// The backend is set up (or freed): give it to the pinned client that
@@ -1199,7 +1329,11 @@ impl Server {
                 return;
             }
             if let Some(sql) = c.session.replay_vars_sql(&b.session) {
-                self.bump(b.pool, |c| c.replays += 1);
+                let vars = c.session.user_vars_to_replay(&b.session) as u64;
+                self.bump(b.pool, |c| {
+                    c.replays += 1;
+                    c.user_vars_replayed += vars;
+                });
                 self.start_internal(key, Internal::SetVars, sql);
                 return;
             }

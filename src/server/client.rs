@@ -5,7 +5,6 @@
 //! authenticates clients itself, so a client costs mysqld nothing until it
 //! sends a command.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use log::{debug, info};
@@ -18,7 +17,9 @@ use super::session::{
     funnel_answered_select, parse_kill, FunnelAnswered, Kill, PinCause, PinSet, SessionVars,
 };
 use super::statement::{statement_facts, StatementFacts};
-use super::stmt::{execute_layout, execute_types, ClientStmt};
+use super::stmt::{
+    execute_layout, execute_types, release_free_memory, ClientStmts, TRIM_AFTER_BYTES,
+};
 use super::timer::TimerKind;
 use super::{token, Deferred, Server, KIND_CLIENT, POOLED_BUF_MAX, READ_CAP_PER_EVENT};
 use crate::config::Credential;
@@ -132,6 +133,9 @@ pub struct Client {
     /// Stopped reading: too much unprocessed input.
     pub read_paused: bool,
     pub close_after_flush: bool,
+    /// The client shut down its sending side (FIN): what it sent before is
+    /// answered, then the connection is closed, as mysqld does.
+    pub read_closed: bool,
     /// Output has been waiting since then without the client reading it.
     pub write_stalled_since: Option<Instant>,
     /// Bytes of pending output held for this slow reader past
@@ -139,7 +143,7 @@ pub struct Client {
     /// `buffered_total`; 0 once the output has drained.
     pub buffered: usize,
     /// The client's prepared statements, by the ids the funnel gave them.
-    pub stmts: HashMap<u32, ClientStmt>,
+    pub stmts: ClientStmts,
     pub next_stmt_id: u32,
     /// The statement the current command is about.
     pub current_stmt: Option<u32>,
@@ -305,9 +309,10 @@ impl Server {
             multi_statements: true,
             read_paused: false,
             close_after_flush: false,
+            read_closed: false,
             running_connect_db: None,
             e2e_pending: false,
-            stmts: HashMap::new(),
+            stmts: ClientStmts::new(self.prepared_stmts.clone()),
             next_stmt_id: 0,
             current_stmt: None,
             open_cursors: Vec::new(),
@@ -365,7 +370,7 @@ impl Server {
         let Some(c) = self.clients.get_mut(key) else {
             return;
         };
-        if c.read_paused || c.close_after_flush {
+        if c.read_paused || c.close_after_flush || c.read_closed {
             return;
         }
         self.bufs.ensure(&mut c.rbuf);
@@ -386,8 +391,13 @@ impl Server {
             }
             Ok(ReadOutcome::Closed(n)) => {
                 self.counters.bytes_from_clients += n as u64;
+                // Commands the client sent before its FIN still get their
+                // answers (process_client_input closes once they are out).
+                if let Some(c) = self.clients.get_mut(key) {
+                    c.read_closed = true;
+                }
                 self.process_client_input(key);
-                self.close_client(key, "client closed the connection");
+                self.watch_half_closed(key);
             }
             Err(e) => {
                 self.close_client(key, &format!("read failed: {e}"));
@@ -411,6 +421,10 @@ impl Server {
                 ClientState::Handshake | ClientState::AuthSwitch(_) => {
                     let span = match scan_message(c.rbuf.as_slice(), MAX_HANDSHAKE_PACKET) {
                         Ok(Some(span)) => span,
+                        Ok(None) if c.read_closed => {
+                            self.close_client(key, "client closed the connection");
+                            return;
+                        }
                         Ok(None) => break,
                         Err(_) => {
                             self.close_client_logged(
@@ -444,6 +458,13 @@ impl Server {
                     let span = match scan_message(c.rbuf.as_slice(), self.config.max_allowed_packet)
                     {
                         Ok(Some(span)) => span,
+                        Ok(None) if c.read_closed => {
+                            // Every command sent before the FIN is answered
+                            // (a partial one never will be complete).
+                            c.close_after_flush = true;
+                            self.flush_client(key);
+                            return;
+                        }
                         Ok(None) => break,
                         Err(ProtocolError::TooLarge { len, max }) => {
                             let msg = format!(
@@ -503,6 +524,41 @@ impl Server {
                 c.read_paused = false;
                 self.deferred.push(Deferred::ClientRead(key, c.serial));
             }
+        }
+    }
+
+    /// A client that sent its FIN while a command of its was queued or
+    /// running: check on it after `connect_timeout_ms`.
+    fn watch_half_closed(&mut self, key: usize) {
+        if let Some(c) = self.clients.get(key) {
+            if c.is_busy() && !c.close_after_flush {
+                let at = self.now + self.config.backend.connect_timeout;
+                let serial = c.serial;
+                self.add_timer(at, TimerKind::ClientHalfClosed { key, serial });
+            }
+        }
+    }
+
+    /// A half-closed client's command still waits or runs. A client that
+    /// only shut down its sending side reads the answer, but one that is
+    /// gone (the same FIN) would hold a shared backend for nobody: a
+    /// command still running after `connect_timeout_ms` is treated as the
+    /// client having left (its backend drained, then reset or replaced).
+    pub(super) fn client_half_closed_timeout(&mut self, key: usize, serial: u64) {
+        let Some(c) = self.clients.get(key) else {
+            return;
+        };
+        if c.serial != serial || c.close_after_flush {
+            return;
+        }
+        match c.state {
+            ClientState::Running(_) | ClientState::ConnectDb => self.close_client(
+                key,
+                "client closed the connection; its command was still running after connect_timeout_ms",
+            ),
+            // Not yet on a backend: nothing is held for it.
+            ClientState::Queued => self.watch_half_closed(key),
+            _ => {}
         }
     }
 
@@ -767,6 +823,22 @@ impl Server {
             self.client_error(key, 1, code, &msg);
             return;
         }
+        // A slot taken for the previous command's prepare that made no
+        // statement (mysqld refused it) is free again.
+        c.stmts.release();
+        if cmd == COM_STMT_PREPARE {
+            let (per_client, total) = (
+                self.config.max_prepared_stmts_per_client,
+                self.config.max_prepared_stmt_count,
+            );
+            if let Err(limit) = c.stmts.reserve(per_client, total) {
+                self.discard_current(key);
+                self.client_error(key, 1, ER_MAX_PREPARED_STMT_COUNT_REACHED, &limit.message());
+                return;
+            }
+        }
+        let c = &mut self.clients[key];
+        let data = c.rbuf.as_slice();
         let pinned = c.pinned;
         // Set again below for the commands that may take or release locks.
         c.unreported_taken = 0;
@@ -778,10 +850,22 @@ impl Server {
             }
             COM_SET_OPTION => {
                 // Per client: the backend keeps multi-statements on.
-                let on = data.get(HEADER_LEN + 1) == Some(&0);
-                c.multi_statements = on;
+                let end = (HEADER_LEN + span.payload_len).min(data.len());
+                let option = set_option_value(&data[HEADER_LEN..end]);
+                let known = matches!(
+                    option,
+                    MYSQL_OPTION_MULTI_STATEMENTS_ON | MYSQL_OPTION_MULTI_STATEMENTS_OFF
+                );
+                if known {
+                    c.multi_statements = option == MYSQL_OPTION_MULTI_STATEMENTS_ON;
+                }
                 self.discard_current(key);
-                self.client_eof(key, 1);
+                if known {
+                    self.client_eof(key, 1);
+                } else {
+                    // As mysqld answers it, the setting unchanged.
+                    self.client_error(key, 1, ER_UNKNOWN_COM_ERROR, "Unknown command");
+                }
             }
             COM_CHANGE_USER => {
                 let end = (HEADER_LEN + span.payload_len).min(data.len());
@@ -1181,11 +1265,15 @@ impl Server {
         c.session.set_schema(schema);
         c.session_ready = false;
         c.drop_pins();
+        let trim = c.stmts.bytes() >= TRIM_AFTER_BYTES;
         c.stmts.clear();
         c.last_insert_id = 0;
         c.last_status = SERVER_STATUS_AUTOCOMMIT;
         if let Some(b) = c.pinned.take() {
             self.release_pinned(b);
+        }
+        if trim {
+            release_free_memory();
         }
     }
 
@@ -1457,6 +1545,13 @@ impl Server {
         c.wbuf.clear();
         self.bufs.release(&mut c.rbuf);
         self.bufs.release(&mut c.wbuf);
+        let trim = c.stmts.bytes() >= TRIM_AFTER_BYTES;
+        drop(c);
+        if trim {
+            // Its statements' SQL was many small blocks: without this,
+            // glibc keeps them and the RSS stays where the client left it.
+            release_free_memory();
+        }
     }
 }
 
@@ -1468,6 +1563,17 @@ fn fill_scramble(out: &mut [u8; 20]) {
     for (o, r) in out.iter_mut().zip(raw) {
         *o = 0x21 + (r % 94);
     }
+}
+
+const MYSQL_OPTION_MULTI_STATEMENTS_ON: u16 = 0;
+const MYSQL_OPTION_MULTI_STATEMENTS_OFF: u16 = 1;
+
+/// The option of a COM_SET_OPTION payload (command byte at 0): two bytes,
+/// little-endian, read as mysqld reads them: bytes the packet lacks count
+/// as 0, bytes after them are ignored.
+fn set_option_value(payload: &[u8]) -> u16 {
+    let byte = |i: usize| payload.get(i).copied().unwrap_or(0);
+    u16::from_le_bytes([byte(1), byte(2)])
 }
 
 /// The statement id of a COM_STMT_* payload (command byte at 0).
@@ -1489,6 +1595,18 @@ mod tests {
         fill_scramble(&mut b);
         assert!(a.iter().all(|&x| (0x21..0x7f).contains(&x)));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn set_option_reads_two_bytes_padded_with_zeros() {
+        assert_eq!(set_option_value(&[COM_SET_OPTION, 0, 0]), 0);
+        assert_eq!(set_option_value(&[COM_SET_OPTION, 1, 0]), 1);
+        assert_eq!(set_option_value(&[COM_SET_OPTION, 2, 0]), 2);
+        assert_eq!(set_option_value(&[COM_SET_OPTION, 0, 1]), 256);
+        // Truncated packets, as mysqld reads them: empty = ON, [1] = OFF.
+        assert_eq!(set_option_value(&[COM_SET_OPTION]), 0);
+        assert_eq!(set_option_value(&[COM_SET_OPTION, 1]), 1);
+        assert_eq!(set_option_value(&[COM_SET_OPTION, 1, 0, 9]), 1);
     }
 
     #[test]

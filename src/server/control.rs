@@ -120,6 +120,8 @@ pub struct PoolSnapshot {
     /// Output held for this pool's slow readers past output_high_watermark
     /// (connection first).
     pub buffered_bytes: usize,
+    /// Prepared statements the pool's clients hold.
+    pub prepared_stmts: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -131,6 +133,11 @@ pub struct ClientRow {
     pub schema: Option<String>,
     pub pinned_backend: Option<u32>,
     pub pin_cause: Option<&'static str>,
+    /// Prepared statements it holds.
+    pub prepared_stmts: usize,
+    /// User variables the funnel replays for it (0 while pinned for
+    /// having too many).
+    pub user_vars: usize,
     /// Time in the current state's command (queued or running), if any.
     pub busy_for: Duration,
     pub bytes_out: u64,
@@ -175,6 +182,9 @@ pub struct Snapshot {
     /// max_buffered_result (0: memory first) and max_buffered_total.
     pub max_buffered_result: usize,
     pub max_buffered_total: usize,
+    /// Prepared statements all clients hold, and max_prepared_stmt_count.
+    pub prepared_stmts: usize,
+    pub max_prepared_stmt_count: usize,
     /// Fill ratio of the backlog above which /health says "saturated".
     pub health_backlog_ratio: f64,
     /// The query-shape table, most total time first (only with `detail`).

@@ -109,6 +109,8 @@ pub struct Counters {
     /// Time backends spent on the funnel's steps for clients' sessions
     /// (replays, statement re-prepares, user-variable read-backs), in µs.
     pub replay_micros: u64,
+    /// User variables set (or unset) by those replays.
+    pub user_vars_replayed: u64,
     pub bytes_from_clients: u64,
     pub bytes_to_clients: u64,
     /// Connection first: responses read completely past a slow client's
@@ -149,6 +151,7 @@ impl Counters {
         self.backend_connect_failures += o.backend_connect_failures;
         self.replays += o.replays;
         self.replay_micros += o.replay_micros;
+        self.user_vars_replayed += o.user_vars_replayed;
         self.bytes_from_clients += o.bytes_from_clients;
         self.bytes_to_clients += o.bytes_to_clients;
         self.buffered_results += o.buffered_results;
@@ -176,6 +179,9 @@ pub struct Server {
     pub counters: Counters,
     /// Sum of the clients' `buffered` bytes (bounded by max_buffered_total).
     buffered_total: usize,
+    /// Prepared statements all clients hold (max_prepared_stmt_count),
+    /// kept by each client's `ClientStmts`.
+    prepared_stmts: std::rc::Rc<std::cell::Cell<usize>>,
     /// None in the in-process simulation (`sim`), which must not take over
     /// the process's signal handlers.
     signals: Option<signal_hook_mio::v1_0::Signals>,
@@ -244,6 +250,7 @@ impl Server {
             now,
             counters: Counters::default(),
             buffered_total: 0,
+            prepared_stmts: Default::default(),
             signals: None,
             clock_offset: Duration::ZERO,
             events: Events::with_capacity(1024),
@@ -501,6 +508,9 @@ impl Server {
                 }
                 TimerKind::BackendConnect { key, serial } => {
                     self.backend_connect_timeout(key, serial)
+                }
+                TimerKind::ClientHalfClosed { key, serial } => {
+                    self.client_half_closed_timeout(key, serial)
                 }
             }
         }

@@ -185,6 +185,7 @@ impl Server {
                     .map(|t| self.now.saturating_duration_since(t))
                     .unwrap_or(Duration::ZERO),
                 buffered_bytes: 0,
+                prepared_stmts: 0,
             })
             .collect();
         let mut clients = Vec::new();
@@ -204,6 +205,7 @@ impl Server {
             if authed {
                 if let Some(p) = pools.get_mut(c.pool) {
                     p.buffered_bytes += c.buffered;
+                    p.prepared_stmts += c.stmts.len();
                     let cc = &mut p.clients;
                     cc.connected += 1;
                     match c.state {
@@ -231,6 +233,8 @@ impl Server {
                         .and_then(|b| self.backends.get(b))
                         .map(|b| b.thread_id),
                     pin_cause: c.pins.primary().map(|p| p.name()),
+                    prepared_stmts: c.stmts.len(),
+                    user_vars: c.session.user_vars.len(),
                     busy_for: if c.is_busy() {
                         self.now.saturating_duration_since(c.command_read_at)
                     } else {
@@ -305,6 +309,8 @@ impl Server {
             buffered_bytes: self.buffered_total,
             max_buffered_result: self.config.max_buffered_result,
             max_buffered_total: self.config.max_buffered_total,
+            prepared_stmts: self.prepared_stmts.get(),
+            max_prepared_stmt_count: self.config.max_prepared_stmt_count,
             health_backlog_ratio: self
                 .config
                 .stats

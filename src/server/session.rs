@@ -33,12 +33,15 @@ pub enum PinCause {
     Unproven,
     /// The last statement left warnings or an error: the client keeps the
     /// backend for the `SHOW WARNINGS` that may follow, until a statement
-    /// without any.
+    /// that empties them.
     Diagnostics,
+    /// More user variables than `max_replayed_user_vars` (or too many bytes
+    /// of them) to replay on another backend: kept on this one until fewer.
+    UserVars,
 }
 
 impl PinCause {
-    pub const ALL: [PinCause; 7] = [
+    pub const ALL: [PinCause; 8] = [
         PinCause::Transaction,
         PinCause::PreparedStatement,
         PinCause::SessionState,
@@ -46,6 +49,7 @@ impl PinCause {
         PinCause::Cursor,
         PinCause::Unproven,
         PinCause::Diagnostics,
+        PinCause::UserVars,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +61,7 @@ impl PinCause {
             PinCause::Cursor => "cursor",
             PinCause::Unproven => "unproven_statement",
             PinCause::Diagnostics => "diagnostics",
+            PinCause::UserVars => "user_vars",
         }
     }
 
@@ -270,6 +275,21 @@ impl SessionVars {
         }
     }
 
+    /// How many user variables `replay_vars_sql` sets (or unsets).
+    pub fn user_vars_to_replay(&self, backend: &SessionVars) -> usize {
+        let differ = self
+            .user_vars
+            .iter()
+            .filter(|(name, literal)| backend.user_vars.get(*name) != Some(*literal))
+            .count();
+        let gone = backend
+            .user_vars
+            .keys()
+            .filter(|name| !self.user_vars.contains_key(*name))
+            .count();
+        differ + gone
+    }
+
     /// True when variables (not schema) agree.
     pub fn vars_equal(&self, other: &SessionVars) -> bool {
         self.vars == other.vars
@@ -351,34 +371,214 @@ fn is_numeric_literal(v: &str) -> bool {
     true
 }
 
-/// The literal that recreates a user variable read from
-/// `information_schema.USER_VARIABLES` (value, type, character set), or None
-/// when the value cannot be recreated exactly from its text (floating point,
-/// binary strings): then the client stays pinned instead.
-pub fn user_var_literal(value: Option<&str>, ty: &str, charset: Option<&str>) -> Option<String> {
+/// What a row of `information_schema.USER_VARIABLES` (value, type, character
+/// set) says about recreating the variable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserVarRead {
+    /// This literal recreates it with its type (numbers: their text is exact).
+    Literal(String),
+    /// NULL: the same as never set.
+    Null,
+    /// A string: its bytes, character set and collation must be read with
+    /// [`user_var_values_sql`] (the table shows the value converted to
+    /// utf8mb3, cut at 2048 characters, and no collation).
+    String,
+    /// A type the funnel does not know how to recreate: the client stays pinned.
+    Inexact,
+}
+
+/// Classify a user variable read from `information_schema.USER_VARIABLES`.
+/// MariaDB 10.5+ names the types `INT`, `INT UNSIGNED`, `DECIMAL`, `DOUBLE`
+/// and `VARCHAR` (strings of every character set, binary ones, bit values,
+/// dates and times, NULL); older versions `INTEGER`, `DECIMAL`, `REAL` and
+/// `STRING`.
+pub fn user_var_literal(value: Option<&str>, ty: &str) -> UserVarRead {
     let Some(value) = value else {
-        return Some("NULL".into());
+        return UserVarRead::Null;
     };
     match ty.to_ascii_uppercase().as_str() {
-        "INT" | "INTEGER" if is_numeric_literal(value) && !value.contains('.') => {
-            Some(value.into())
+        "INT" | "INTEGER" | "BIGINT" if is_integer(value) => UserVarRead::Literal(value.into()),
+        // Unsigned: a value that fits a signed BIGINT would come back signed.
+        "INT UNSIGNED" | "INTEGER UNSIGNED" | "BIGINT UNSIGNED"
+            if is_integer(value) && !value.starts_with('-') =>
+        {
+            UserVarRead::Literal(format!("CAST({value} AS UNSIGNED)"))
         }
-        "DECIMAL" if is_numeric_literal(value) => Some(value.into()),
-        "STRING" => {
-            let cs = charset.filter(|c| {
-                !c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            })?;
-            if cs.eq_ignore_ascii_case("binary") {
-                return None;
-            }
-            let mut lit = format!("_{cs} X'");
-            for b in value.as_bytes() {
-                lit.push_str(&format!("{b:02X}"));
-            }
-            lit.push('\'');
-            Some(lit)
+        // `12.` is DECIMAL where `12` would be an integer.
+        "DECIMAL" if is_numeric_literal(value) && !value.contains('.') => {
+            UserVarRead::Literal(format!("{value}."))
         }
-        _ => None,
+        "DECIMAL" if is_numeric_literal(value) => UserVarRead::Literal(value.into()),
+        // MariaDB prints a DOUBLE as the shortest text that reads back as
+        // the same value; an exponent makes the literal a DOUBLE too.
+        "DOUBLE" | "REAL" if is_double_text(value) => {
+            if value.contains(['e', 'E']) {
+                UserVarRead::Literal(value.into())
+            } else {
+                UserVarRead::Literal(format!("{value}e0"))
+            }
+        }
+        "VARCHAR" | "STRING" | "CHAR" | "TEXT" => UserVarRead::String,
+        _ => UserVarRead::Inexact,
+    }
+}
+
+fn is_integer(v: &str) -> bool {
+    is_numeric_literal(v) && !v.contains('.')
+}
+
+/// `-1.5`, `1e301`, `2.2250738585072014e-308`, `-0`.
+fn is_double_text(v: &str) -> bool {
+    let (mantissa, exponent) = match v.find(['e', 'E']) {
+        Some(i) => (&v[..i], Some(&v[i + 1..])),
+        None => (v, None),
+    };
+    let exponent_ok = exponent.is_none_or(|e| {
+        let digits = e.strip_prefix(['-', '+']).unwrap_or(e);
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+    });
+    is_numeric_literal(mantissa) && exponent_ok
+}
+
+/// A name the funnel may put into SQL unquoted (character sets, collations).
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The query that reads the string variables `names` exactly: per variable
+/// its name (as hex, to be matched whatever the result character set),
+/// `HEX()` of its bytes, its character set and its collation.
+pub fn user_var_values_sql(names: &[&str]) -> Vec<u8> {
+    let mut sql = Vec::with_capacity(names.len() * 120 + 32);
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            sql.extend_from_slice(b" UNION ALL ");
+        }
+        sql.extend_from_slice(b"SELECT '");
+        for b in name.as_bytes() {
+            sql.extend_from_slice(format!("{b:02X}").as_bytes());
+        }
+        sql.push(b'\'');
+        for f in ["HEX(", "CHARSET(", "COLLATION("] {
+            sql.extend_from_slice(b", ");
+            sql.extend_from_slice(f.as_bytes());
+            sql.push(b'@');
+            push_quoted_name(&mut sql, name);
+            sql.push(b')');
+        }
+    }
+    // Whatever the client's sql_select_limit.
+    sql.extend_from_slice(b" LIMIT 18446744073709551615");
+    sql
+}
+
+/// The literal that recreates a string variable from its `HEX()`, character
+/// set and collation (a row of [`user_var_values_sql`]), or None when the
+/// row does not make one.
+pub fn string_user_var_literal(hex: &str, charset: &str, collation: &str) -> Option<String> {
+    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    if !is_plain_name(charset) || !is_plain_name(collation) {
+        return None;
+    }
+    if charset.eq_ignore_ascii_case("binary") {
+        return Some(format!("_binary X'{hex}'"));
+    }
+    Some(format!("_{charset} X'{hex}' COLLATE `{collation}`"))
+}
+
+/// Decode the hex text of a name read back by [`user_var_values_sql`].
+pub fn unhex_name(hex: &str) -> Option<String> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
+}
+
+#[cfg(test)]
+mod user_var_tests {
+    use super::*;
+
+    #[test]
+    fn every_reported_type_is_classified() {
+        let lit = |v: &str, ty: &str| match user_var_literal(Some(v), ty) {
+            UserVarRead::Literal(l) => Some(l),
+            _ => None,
+        };
+        assert_eq!(lit("42", "INT").as_deref(), Some("42"));
+        assert_eq!(lit("-5", "INTEGER").as_deref(), Some("-5"));
+        assert_eq!(
+            lit("18446744073709551615", "INT UNSIGNED").as_deref(),
+            Some("CAST(18446744073709551615 AS UNSIGNED)")
+        );
+        assert_eq!(lit("-1.50", "DECIMAL").as_deref(), Some("-1.50"));
+        assert_eq!(lit("12", "DECIMAL").as_deref(), Some("12."));
+        assert_eq!(
+            lit("0.30000000000000004", "DOUBLE").as_deref(),
+            Some("0.30000000000000004e0")
+        );
+        assert_eq!(lit("1e301", "DOUBLE").as_deref(), Some("1e301"));
+        assert_eq!(
+            lit("2.2250738585072014e-308", "REAL").as_deref(),
+            Some("2.2250738585072014e-308")
+        );
+        assert_eq!(lit("-0", "DOUBLE").as_deref(), Some("-0e0"));
+        assert_eq!(lit("1.5", "INT"), None);
+        assert_eq!(lit("x", "DOUBLE"), None);
+        assert_eq!(lit("1e", "DOUBLE"), None);
+        assert_eq!(user_var_literal(None, "VARCHAR"), UserVarRead::Null);
+        assert_eq!(user_var_literal(Some("x"), "VARCHAR"), UserVarRead::String);
+        assert_eq!(user_var_literal(Some("x"), "STRING"), UserVarRead::String);
+        assert_eq!(user_var_literal(Some("x"), "ROW"), UserVarRead::Inexact);
+    }
+
+    #[test]
+    fn strings_come_back_as_hex_with_charset_and_collation() {
+        assert_eq!(
+            String::from_utf8(user_var_values_sql(&["a", "b`c"])).unwrap(),
+            "SELECT '61', HEX(@`a`), CHARSET(@`a`), COLLATION(@`a`) UNION ALL \
+             SELECT '626063', HEX(@`b``c`), CHARSET(@`b``c`), COLLATION(@`b``c`) \
+             LIMIT 18446744073709551615"
+        );
+        assert_eq!(
+            string_user_var_literal("612762", "utf8mb4", "utf8mb4_bin").as_deref(),
+            Some("_utf8mb4 X'612762' COLLATE `utf8mb4_bin`")
+        );
+        assert_eq!(
+            string_user_var_literal("00FF", "binary", "binary").as_deref(),
+            Some("_binary X'00FF'")
+        );
+        assert_eq!(
+            string_user_var_literal("", "latin1", "latin1_swedish_ci").as_deref(),
+            Some("_latin1 X'' COLLATE `latin1_swedish_ci`")
+        );
+        assert_eq!(string_user_var_literal("0", "latin1", "latin1_bin"), None);
+        assert_eq!(string_user_var_literal("ZZ", "latin1", "latin1_bin"), None);
+        assert_eq!(string_user_var_literal("41", "bad name", "x"), None);
+        assert_eq!(unhex_name("626063").as_deref(), Some("b`c"));
+        assert_eq!(unhex_name("6"), None);
+        assert_eq!(unhex_name("FF"), None);
+    }
+
+    #[test]
+    fn counts_the_variables_a_replay_sets() {
+        let mut client = SessionVars::new();
+        let mut backend = SessionVars::new();
+        let vars = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        client.set_user_vars(vars(&[("a", "1"), ("b", "2"), ("c", "3")]));
+        backend.set_user_vars(vars(&[("a", "1"), ("b", "9"), ("z", "0")]));
+        assert_eq!(client.user_vars_to_replay(&backend), 3);
+        assert_eq!(client.user_vars_to_replay(&client.clone()), 0);
     }
 }
 
@@ -419,32 +619,6 @@ mod tests {
         assert_eq!(
             sql,
             "SET @`me` = 42, @`old` = NULL, SESSION `time_zone` = DEFAULT"
-        );
-    }
-
-    #[test]
-    fn user_variable_literals_keep_type_or_refuse() {
-        assert_eq!(
-            user_var_literal(Some("42"), "INT", None).as_deref(),
-            Some("42")
-        );
-        assert_eq!(
-            user_var_literal(Some("-1.50"), "DECIMAL", None).as_deref(),
-            Some("-1.50")
-        );
-        assert_eq!(
-            user_var_literal(None, "STRING", Some("utf8mb4")).as_deref(),
-            Some("NULL")
-        );
-        assert_eq!(
-            user_var_literal(Some("a'b"), "STRING", Some("utf8mb4")).as_deref(),
-            Some("_utf8mb4 X'612762'")
-        );
-        assert_eq!(user_var_literal(Some("1.5"), "REAL", None), None);
-        assert_eq!(user_var_literal(Some("x"), "STRING", Some("binary")), None);
-        assert_eq!(
-            user_var_literal(Some("x"), "STRING", Some("bad name")),
-            None
         );
     }
 

@@ -8,6 +8,7 @@
 //! first when that backend has not seen the SQL, and gets its statement id
 //! (and, where needed, its parameter types) rewritten.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
@@ -26,6 +27,168 @@ pub struct ClientStmt {
     /// Parameter types (2 bytes each) the client last sent with
     /// new-params-bound = 1; empty until then.
     pub types: Vec<u8>,
+}
+
+/// A client's prepared statements, by the ids the funnel gave them, counted
+/// in a funnel-wide total (`max_prepared_stmt_count`): every insert, removal,
+/// clear and the drop of the whole set (the client left) keeps the total
+/// right, wherever it happens.
+#[derive(Debug)]
+pub struct ClientStmts {
+    map: HashMap<u32, ClientStmt>,
+    /// Statements of all clients, plus reserved slots.
+    total: Rc<Cell<usize>>,
+    /// A slot taken in `total` for a prepare on its way to mysqld: turned
+    /// into the statement by `insert`, or given back by `release` (the next
+    /// command) or the drop.
+    reserved: bool,
+    /// Bytes of SQL held (for giving memory back to the OS).
+    bytes: usize,
+}
+
+/// Why a prepare is refused: which limit, and its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrepareLimit {
+    PerClient(usize),
+    Total(usize),
+}
+
+impl PrepareLimit {
+    /// mysqld's ERR 1461 message, naming the funnel's limit.
+    pub fn message(self) -> String {
+        match self {
+            PrepareLimit::Total(n) => format!(
+                "Can't create more than max_prepared_stmt_count statements (current value: {n})"
+            ),
+            PrepareLimit::PerClient(n) => format!(
+                "Can't create more than max_prepared_stmts_per_client statements (current value: {n}); funnel: close some of this connection's prepared statements"
+            ),
+        }
+    }
+}
+
+impl ClientStmts {
+    pub fn new(total: Rc<Cell<usize>>) -> Self {
+        ClientStmts {
+            map: HashMap::new(),
+            total,
+            reserved: false,
+            bytes: 0,
+        }
+    }
+
+    /// Take a slot for one more statement, or say which limit forbids it.
+    pub fn reserve(&mut self, per_client: usize, max_total: usize) -> Result<(), PrepareLimit> {
+        self.release();
+        if self.map.len() >= per_client {
+            return Err(PrepareLimit::PerClient(per_client));
+        }
+        if self.total.get() >= max_total {
+            return Err(PrepareLimit::Total(max_total));
+        }
+        self.total.set(self.total.get() + 1);
+        self.reserved = true;
+        Ok(())
+    }
+
+    /// Give back a slot whose prepare did not make a statement.
+    pub fn release(&mut self) {
+        if self.reserved {
+            self.reserved = false;
+            self.total.set(self.total.get().saturating_sub(1));
+        }
+    }
+
+    pub fn insert(&mut self, id: u32, st: ClientStmt) -> Option<ClientStmt> {
+        if self.reserved {
+            self.reserved = false;
+        } else {
+            self.total.set(self.total.get() + 1);
+        }
+        self.bytes += st.sql.len();
+        let old = self.map.insert(id, st);
+        if let Some(old) = &old {
+            self.forget(old);
+        }
+        old
+    }
+
+    pub fn remove(&mut self, id: &u32) -> Option<ClientStmt> {
+        let st = self.map.remove(id)?;
+        self.forget(&st);
+        if self.map.is_empty() {
+            // Give the table's memory back, not just its entries.
+            self.map = HashMap::new();
+        } else if self.map.capacity() > 64 && self.map.len() < self.map.capacity() / 4 {
+            // Most were closed: the table shrinks with them (amortised).
+            self.map.shrink_to(self.map.len() * 2);
+        }
+        Some(st)
+    }
+
+    fn forget(&mut self, st: &ClientStmt) {
+        self.total.set(self.total.get().saturating_sub(1));
+        self.bytes = self.bytes.saturating_sub(st.sql.len());
+    }
+
+    /// Forget every statement and free the table itself.
+    pub fn clear(&mut self) {
+        self.total
+            .set(self.total.get().saturating_sub(self.map.len()));
+        self.release();
+        self.map = HashMap::new();
+        self.bytes = 0;
+    }
+
+    pub fn get(&self, id: &u32) -> Option<&ClientStmt> {
+        self.map.get(id)
+    }
+
+    pub fn get_mut(&mut self, id: &u32) -> Option<&mut ClientStmt> {
+        self.map.get_mut(id)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &ClientStmt> {
+        self.map.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Slots this set takes in the funnel-wide total: its statements and a
+    /// reserved one.
+    pub fn held(&self) -> usize {
+        self.map.len() + usize::from(self.reserved)
+    }
+
+    /// Bytes of SQL text the statements hold.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for ClientStmts {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// Memory freed by a client that held this many bytes of statements is
+/// handed back to the OS at once (glibc keeps freed small blocks otherwise).
+pub const TRIM_AFTER_BYTES: usize = 1 << 20;
+
+/// Return freed heap memory to the OS (glibc only; elsewhere a no-op).
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 pub fn stmt_key(schema: Option<&str>, sql: &[u8]) -> u64 {
@@ -198,6 +361,67 @@ pub fn rewrite_execute(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stmt(sql: &str) -> ClientStmt {
+        ClientStmt {
+            sql: Rc::from(sql.as_bytes()),
+            schema: None,
+            key: 0,
+            num_params: 0,
+            types: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn client_stmts_count_in_the_total_and_refuse_past_limits() {
+        let total = Rc::new(Cell::new(0));
+        let mut a = ClientStmts::new(total.clone());
+        let mut b = ClientStmts::new(total.clone());
+        assert_eq!(a.reserve(2, 3), Ok(()));
+        a.insert(1, stmt("SELECT 1"));
+        assert_eq!(a.reserve(2, 3), Ok(()));
+        a.insert(2, stmt("SELECT 22"));
+        assert_eq!((total.get(), a.bytes()), (2, 17));
+        assert_eq!(a.reserve(2, 3), Err(PrepareLimit::PerClient(2)));
+        // A reserved slot counts until the next command gives it back.
+        assert_eq!(b.reserve(5, 3), Ok(()));
+        assert_eq!(total.get(), 3);
+        assert_eq!(
+            b.reserve(5, 3),
+            Ok(()),
+            "its own stale slot is given back first"
+        );
+        b.release();
+        assert_eq!(total.get(), 2);
+        b.insert(7, stmt("x"));
+        assert_eq!(b.reserve(5, 3), Err(PrepareLimit::Total(3)));
+        assert!(a.remove(&1).is_some());
+        assert!(a.remove(&1).is_none());
+        // A table most of whose statements were closed shrinks.
+        let mut big = ClientStmts::new(Rc::new(Cell::new(0)));
+        for i in 0..1000 {
+            big.insert(i, stmt("s"));
+        }
+        let full = big.map.capacity();
+        for i in 0..990 {
+            big.remove(&i);
+        }
+        assert!(
+            big.map.capacity() < full / 10,
+            "{} of {full}",
+            big.map.capacity()
+        );
+        assert_eq!(big.len(), 10);
+        assert_eq!(total.get(), 2);
+        a.clear();
+        assert_eq!((total.get(), a.len(), a.bytes()), (1, 0, 0));
+        assert_eq!(b.reserve(5, 3), Ok(()));
+        drop(b);
+        assert_eq!(total.get(), 0);
+        assert!(PrepareLimit::Total(16382).message().starts_with(
+            "Can't create more than max_prepared_stmt_count statements (current value: 16382)"
+        ));
+    }
 
     fn execute(id: u32, params: u16, bound: bool, types: &[u8], values: &[u8]) -> Vec<u8> {
         let mut p = vec![0x17];

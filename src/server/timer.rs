@@ -9,6 +9,8 @@ use std::time::Instant;
 pub enum TimerKind {
     /// A client must finish its handshake and authentication by now.
     ClientHandshake { key: usize, serial: u64 },
+    /// A client that sent its FIN with a command still queued or running.
+    ClientHalfClosed { key: usize, serial: u64 },
     /// A backend connection must be connected and logged in by now.
     BackendConnect { key: usize, serial: u64 },
 }

@@ -94,6 +94,30 @@ impl Server {
                 ));
             }
         }
+        let held: usize = self.clients.iter().map(|(_, c)| c.stmts.held()).sum();
+        if held != self.prepared_stmts.get() {
+            return Err(format!(
+                "clients hold {held} prepared statements (and reserved slots) but the total says {}",
+                self.prepared_stmts.get()
+            ));
+        }
+        if let Some((key, c)) = self
+            .clients
+            .iter()
+            .find(|(_, c)| c.stmts.len() > self.config.max_prepared_stmts_per_client)
+        {
+            return Err(format!(
+                "client {key} holds {} prepared statements, over max_prepared_stmts_per_client {}",
+                c.stmts.len(),
+                self.config.max_prepared_stmts_per_client
+            ));
+        }
+        if held > self.config.max_prepared_stmt_count {
+            return Err(format!(
+                "{held} prepared statements, over max_prepared_stmt_count {}",
+                self.config.max_prepared_stmt_count
+            ));
+        }
         let buffered: usize = self.clients.iter().map(|(_, c)| c.buffered).sum();
         if buffered != self.buffered_total {
             return Err(format!(

@@ -140,6 +140,8 @@ output_high_watermark = 131072
 output_low_watermark = 32768
 max_buffered_result = {buffered}
 max_buffered_total = 1572864
+max_prepared_stmts_per_client = 4
+max_prepared_stmt_count = 6
 shutdown_timeout_ms = 1000
 allow_local_infile = true
 
