@@ -56,7 +56,9 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_ALLOW_LOCAL_INFILE: bool = false;
 /// mysqld's own default for its global `max_prepared_stmt_count`.
 pub const DEFAULT_MAX_PREPARED_STMT_COUNT: usize = 16_382;
-pub const DEFAULT_MAX_PREPARED_STMTS_PER_CLIENT: usize = 1_024;
+/// As on mysqld, where one connection may hold every statement the global
+/// count allows.
+pub const DEFAULT_MAX_PREPARED_STMTS_PER_CLIENT: usize = 16_382;
 pub const DEFAULT_MAX_REPLAYED_USER_VARS: usize = 256;
 
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
@@ -507,7 +509,7 @@ static OPTIONS: [OptionSpec; 40] = [
     opt(S::Funnel, "allow_local_infile", K::Bool, D::Bool(DEFAULT_ALLOW_LOCAL_INFILE), true,
         "Allow LOAD DATA LOCAL INFILE (the backend then reads files from the client)"),
     opt(S::Funnel, "max_prepared_stmt_count", ANY_COUNT_FROM_0, D::Count(DEFAULT_MAX_PREPARED_STMT_COUNT), true,
-        "Prepared statements all clients together may hold; a prepare past it gets ERR 1461, as from mysqld"),
+        "Prepared statements all clients together may hold (never more than the backend server's own max_prepared_stmt_count); a prepare past it gets ERR 1461, as from mysqld"),
     opt(S::Funnel, "max_prepared_stmts_per_client", ANY_COUNT_FROM_0, D::Count(DEFAULT_MAX_PREPARED_STMTS_PER_CLIENT), true,
         "Prepared statements one client may hold; a prepare past it gets ERR 1461"),
     opt(S::Funnel, "max_replayed_user_vars", ANY_COUNT_FROM_0, D::Count(DEFAULT_MAX_REPLAYED_USER_VARS), true,

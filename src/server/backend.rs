@@ -279,9 +279,13 @@ const BASELINE_SQL: &[u8] = b"SELECT @@character_set_client, @@character_set_con
 AND @@session.session_track_system_variables = '*' AND @@session.session_track_state_change = 1 AND @@session.session_track_schema = 1 \
 AND @@session.sql_select_limit <=> @@global.sql_select_limit AND @@session.max_statement_time <=> @@global.max_statement_time \
 AND @@session.time_zone <=> @@global.time_zone AND @@session.sql_mode <=> @@global.sql_mode AND @@session.tx_read_only <=> @@global.tx_read_only \
-AND @@session.autocommit <=> @@global.autocommit AND @@session.max_join_size <=> @@global.max_join_size";
+AND @@session.autocommit <=> @@global.autocommit AND @@session.max_join_size <=> @@global.max_join_size, \
+@@global.max_prepared_stmt_count";
 /// Column of [`BASELINE_SQL`] that says the session is clean ("1").
 const BASELINE_CLEAN: usize = 5;
+/// Column of [`BASELINE_SQL`]: the server's own prepared-statement limit,
+/// which caps the funnel's (clients' statements are the server's, to them).
+const BASELINE_MAX_PREPARED: usize = 6;
 /// Empties the diagnostics area: a statement that uses a table does (a
 /// `SET` or `DO 0` does not).
 const CLEAR_DIAGNOSTICS_SQL: &[u8] = b"DO (SELECT 1 FROM information_schema.ENGINES LIMIT 0)";
@@ -870,6 +874,14 @@ impl Server {
                 }
                 session.set_schema(row.get(4).cloned().flatten());
                 b.session = session;
+                if let Some(n) = row
+                    .get(BASELINE_MAX_PREPARED)
+                    .cloned()
+                    .flatten()
+                    .and_then(|v| v.parse::<usize>().ok())
+                {
+                    self.backend_max_prepared = Some(n);
+                }
                 if row.get(BASELINE_CLEAN).cloned().flatten().as_deref() != Some("1") {
                     self.backend_lost(
                         key,
@@ -1053,7 +1065,7 @@ impl Server {
                 continue;
             }
             match user_var_literal(value.as_deref(), ty) {
-                // NULL is what an unset variable reads as: drop it.
+                // A NULL of a type the funnel does not know: as if unset.
                 UserVarRead::Null => continue,
                 UserVarRead::Literal(lit) => {
                     read.vars.insert(name.clone(), lit);
@@ -1061,7 +1073,10 @@ impl Server {
                 UserVarRead::String => read.strings.push(name.clone()),
                 UserVarRead::Inexact => read.exact = false,
             }
-            count += 1;
+            // A variable set to NULL is replayed (for its type) but does not
+            // count against max_replayed_user_vars: setting one to NULL is
+            // how a client goes back below it.
+            count += usize::from(value.is_some());
         }
         if count > limit {
             self.finish_user_vars(key, UserVarsOutcome::TooMany, read.insert_id);
@@ -1096,9 +1111,11 @@ impl Server {
                     if unhex_name(hex_name).as_deref() == Some(name.as_str()) =>
                 {
                     match (value, charset, collation) {
-                        (Some(hex), Some(cs), Some(coll)) => string_user_var_literal(hex, cs, coll),
-                        // Not NULL a moment ago: the name did not reach
-                        // the variable (a character lost on the way).
+                        (hex, Some(cs), Some(coll)) => {
+                            string_user_var_literal(hex.as_deref(), cs, coll)
+                        }
+                        // No character set: the name did not reach the
+                        // variable (a character lost on the way).
                         _ => None,
                     }
                 }

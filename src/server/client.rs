@@ -829,7 +829,9 @@ impl Server {
         if cmd == COM_STMT_PREPARE {
             let (per_client, total) = (
                 self.config.max_prepared_stmts_per_client,
-                self.config.max_prepared_stmt_count,
+                self.config
+                    .max_prepared_stmt_count
+                    .min(self.backend_max_prepared.unwrap_or(usize::MAX)),
             );
             if let Err(limit) = c.stmts.reserve(per_client, total) {
                 self.discard_current(key);

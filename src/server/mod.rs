@@ -193,6 +193,8 @@ pub struct Server {
     client_ids: HashMap<u32, usize>,
     backend_version: Option<String>,
     backend_charset: Option<u8>,
+    /// The backend server's `max_prepared_stmt_count`, once read.
+    backend_max_prepared: Option<usize>,
     /// Admin PAUSE: requests stay in the backlog.
     paused: bool,
     /// Rate limit of the log lines remote parties and failures cause.
@@ -258,6 +260,7 @@ impl Server {
             client_ids: HashMap::new(),
             backend_version: None,
             backend_charset: None,
+            backend_max_prepared: None,
             paused: false,
             log_limit: log_limit::LogLimiter::default(),
             last_janitor: now,

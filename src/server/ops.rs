@@ -310,7 +310,10 @@ impl Server {
             max_buffered_result: self.config.max_buffered_result,
             max_buffered_total: self.config.max_buffered_total,
             prepared_stmts: self.prepared_stmts.get(),
-            max_prepared_stmt_count: self.config.max_prepared_stmt_count,
+            max_prepared_stmt_count: self
+                .config
+                .max_prepared_stmt_count
+                .min(self.backend_max_prepared.unwrap_or(usize::MAX)),
             health_backlog_ratio: self
                 .config
                 .stats

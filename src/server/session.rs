@@ -393,10 +393,22 @@ pub enum UserVarRead {
 /// dates and times, NULL); older versions `INTEGER`, `DECIMAL`, `REAL` and
 /// `STRING`.
 pub fn user_var_literal(value: Option<&str>, ty: &str) -> UserVarRead {
+    let ty = ty.to_ascii_uppercase();
     let Some(value) = value else {
-        return UserVarRead::Null;
+        // A variable set to NULL keeps its type (and a string its
+        // character set and collation, read like a string's value).
+        return match ty.as_str() {
+            "INT" | "INTEGER" | "BIGINT" => UserVarRead::Literal("CAST(NULL AS SIGNED)".into()),
+            "INT UNSIGNED" | "INTEGER UNSIGNED" | "BIGINT UNSIGNED" => {
+                UserVarRead::Literal("CAST(NULL AS UNSIGNED)".into())
+            }
+            "DECIMAL" => UserVarRead::Literal("CAST(NULL AS DECIMAL)".into()),
+            "DOUBLE" | "REAL" => UserVarRead::Literal("CAST(NULL AS DOUBLE)".into()),
+            "VARCHAR" | "STRING" | "CHAR" | "TEXT" => UserVarRead::String,
+            _ => UserVarRead::Null,
+        };
     };
-    match ty.to_ascii_uppercase().as_str() {
+    match ty.as_str() {
         "INT" | "INTEGER" | "BIGINT" if is_integer(value) => UserVarRead::Literal(value.into()),
         // Unsigned: a value that fits a signed BIGINT would come back signed.
         "INT UNSIGNED" | "INTEGER UNSIGNED" | "BIGINT UNSIGNED"
@@ -475,14 +487,27 @@ pub fn user_var_values_sql(names: &[&str]) -> Vec<u8> {
 /// The literal that recreates a string variable from its `HEX()`, character
 /// set and collation (a row of [`user_var_values_sql`]), or None when the
 /// row does not make one.
-pub fn string_user_var_literal(hex: &str, charset: &str, collation: &str) -> Option<String> {
-    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
+/// A NULL string (`hex` None) keeps its character set and collation.
+pub fn string_user_var_literal(
+    hex: Option<&str>,
+    charset: &str,
+    collation: &str,
+) -> Option<String> {
     if !is_plain_name(charset) || !is_plain_name(collation) {
         return None;
     }
-    if charset.eq_ignore_ascii_case("binary") {
+    let binary = charset.eq_ignore_ascii_case("binary");
+    let Some(hex) = hex else {
+        return Some(if binary {
+            "CAST(NULL AS BINARY)".into()
+        } else {
+            format!("CAST(NULL AS CHAR CHARACTER SET {charset}) COLLATE `{collation}`")
+        });
+    };
+    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    if binary {
         return Some(format!("_binary X'{hex}'"));
     }
     Some(format!("_{charset} X'{hex}' COLLATE `{collation}`"))
@@ -531,7 +556,12 @@ mod user_var_tests {
         assert_eq!(lit("1.5", "INT"), None);
         assert_eq!(lit("x", "DOUBLE"), None);
         assert_eq!(lit("1e", "DOUBLE"), None);
-        assert_eq!(user_var_literal(None, "VARCHAR"), UserVarRead::Null);
+        assert_eq!(user_var_literal(None, "VARCHAR"), UserVarRead::String);
+        assert_eq!(
+            user_var_literal(None, "INT UNSIGNED"),
+            UserVarRead::Literal("CAST(NULL AS UNSIGNED)".into())
+        );
+        assert_eq!(user_var_literal(None, "ROW"), UserVarRead::Null);
         assert_eq!(user_var_literal(Some("x"), "VARCHAR"), UserVarRead::String);
         assert_eq!(user_var_literal(Some("x"), "STRING"), UserVarRead::String);
         assert_eq!(user_var_literal(Some("x"), "ROW"), UserVarRead::Inexact);
@@ -546,20 +576,34 @@ mod user_var_tests {
              LIMIT 18446744073709551615"
         );
         assert_eq!(
-            string_user_var_literal("612762", "utf8mb4", "utf8mb4_bin").as_deref(),
+            string_user_var_literal(Some("612762"), "utf8mb4", "utf8mb4_bin").as_deref(),
             Some("_utf8mb4 X'612762' COLLATE `utf8mb4_bin`")
         );
         assert_eq!(
-            string_user_var_literal("00FF", "binary", "binary").as_deref(),
+            string_user_var_literal(Some("00FF"), "binary", "binary").as_deref(),
             Some("_binary X'00FF'")
         );
         assert_eq!(
-            string_user_var_literal("", "latin1", "latin1_swedish_ci").as_deref(),
+            string_user_var_literal(Some(""), "latin1", "latin1_swedish_ci").as_deref(),
             Some("_latin1 X'' COLLATE `latin1_swedish_ci`")
         );
-        assert_eq!(string_user_var_literal("0", "latin1", "latin1_bin"), None);
-        assert_eq!(string_user_var_literal("ZZ", "latin1", "latin1_bin"), None);
-        assert_eq!(string_user_var_literal("41", "bad name", "x"), None);
+        assert_eq!(
+            string_user_var_literal(Some("0"), "latin1", "latin1_bin"),
+            None
+        );
+        assert_eq!(
+            string_user_var_literal(Some("ZZ"), "latin1", "latin1_bin"),
+            None
+        );
+        assert_eq!(string_user_var_literal(Some("41"), "bad name", "x"), None);
+        assert_eq!(
+            string_user_var_literal(None, "latin1", "latin1_bin").as_deref(),
+            Some("CAST(NULL AS CHAR CHARACTER SET latin1) COLLATE `latin1_bin`")
+        );
+        assert_eq!(
+            string_user_var_literal(None, "binary", "binary").as_deref(),
+            Some("CAST(NULL AS BINARY)")
+        );
         assert_eq!(unhex_name("626063").as_deref(), Some("b`c"));
         assert_eq!(unhex_name("6"), None);
         assert_eq!(unhex_name("FF"), None);

@@ -80,11 +80,12 @@ impl ClientStmts {
     /// Take a slot for one more statement, or say which limit forbids it.
     pub fn reserve(&mut self, per_client: usize, max_total: usize) -> Result<(), PrepareLimit> {
         self.release();
-        if self.map.len() >= per_client {
-            return Err(PrepareLimit::PerClient(per_client));
-        }
+        // mysqld's own limit (and message) first, when both are reached.
         if self.total.get() >= max_total {
             return Err(PrepareLimit::Total(max_total));
+        }
+        if self.map.len() >= per_client {
+            return Err(PrepareLimit::PerClient(per_client));
         }
         self.total.set(self.total.get() + 1);
         self.reserved = true;
