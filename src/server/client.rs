@@ -1003,7 +1003,7 @@ impl Server {
                         return;
                     }
                     let facts = statement_facts(sql);
-                    if facts.first_is_kill {
+                    if facts.first_is_kill || facts.later_kill {
                         let parsed = parse_kill(sql);
                         self.discard_current(key);
                         match parsed {
@@ -1012,7 +1012,7 @@ impl Server {
                                 key,
                                 1,
                                 ER_UNKNOWN_COM_ERROR,
-                                "funnel: only KILL [CONNECTION | QUERY] <id> is supported, with the id CONNECTION_ID() returns",
+                                "funnel: only KILL [CONNECTION | QUERY] <id> is supported, as a query of its own, with the id CONNECTION_ID() returns",
                             ),
                         }
                         return;

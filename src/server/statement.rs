@@ -33,6 +33,9 @@ pub mod unreported {
 pub struct StatementFacts {
     /// The first statement is a `KILL`.
     pub first_is_kill: bool,
+    /// A later statement of the query is a `KILL`: mysqld would take its id
+    /// for one of its own threads, not the funnel's client.
+    pub later_kill: bool,
     /// Unreported state it may take (bits of [`unreported`]): pins while held.
     pub takes: u8,
     /// ... and release (`UNLOCK TABLES`, `RELEASE_ALL_LOCKS()`).
@@ -73,6 +76,7 @@ pub struct StatementFacts {
 impl StatementFacts {
     fn merge(&mut self, o: &StatementFacts) {
         self.first_is_kill |= o.first_is_kill;
+        self.later_kill |= o.later_kill;
         self.takes |= o.takes;
         self.releases &= o.releases;
         self.reads_insert_id |= o.reads_insert_id;
@@ -895,7 +899,7 @@ fn scan(sql: &[u8], backslash_escapes: bool) -> StatementFacts {
             if statement_index > 0 && f.first_is_kill && !before_kill {
                 // Only a query's first statement is the funnel's KILL.
                 f.first_is_kill = false;
-                f.unproven = f.unproven.or(Some("KILL inside a multi-statement query"));
+                f.later_kill = true;
             }
         }
     };
@@ -1198,13 +1202,21 @@ mod tests {
             "SET ROLE r",
             "BEGIN NOT ATOMIC SELECT 1; END",
             "SELECT 1; CALL p()",
-            "SELECT 1; KILL 5",
             "SIGNAL SQLSTATE '45000'",
             "-- only a comment\n'x'",
             "START SLAVE",
         ] {
             assert!(unproven(sql), "{sql}");
         }
+    }
+
+    #[test]
+    fn a_kill_after_the_first_statement_is_seen() {
+        let f = statement_facts(b"SELECT 1; KILL 5");
+        assert!(f.later_kill && !f.first_is_kill);
+        let f = statement_facts(b"KILL 5; SELECT 1");
+        assert!(f.first_is_kill && !f.later_kill);
+        assert!(!statement_facts(b"SELECT 'KILL 5'; SELECT 1").later_kill);
     }
 
     #[test]
