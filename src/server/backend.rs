@@ -168,6 +168,9 @@ pub struct Backend {
     /// A client ran an unproven statement here: until a reset, this
     /// connection may hold anything of that client's.
     pub dirty: bool,
+    /// mysqld sent more than the answer to the command: closed once the
+    /// client's answer is settled.
+    pub garbage_after_answer: bool,
     /// A character-set variable changed: re-read collation_connection.
     pub charset_changed: bool,
     /// Offset added to sequence ids forwarded to the client (non-zero only
@@ -414,6 +417,7 @@ impl Server {
             kills_pending: 0,
             killing: 0,
             dirty: false,
+            garbage_after_answer: false,
             charset_changed: false,
             seq_offset: 0,
             close_when_done: false,
@@ -962,7 +966,7 @@ impl Server {
                 if b.client.is_some() {
                     self.continue_request(key);
                 } else {
-                    self.backend_ready(key);
+                    self.release_orphan(key);
                 }
             }
             Internal::InitDb | Internal::SetVars => {
@@ -972,7 +976,7 @@ impl Server {
                 }
                 let Some(client) = b.client else {
                     // The client left while its state was being replayed.
-                    self.backend_ready(key);
+                    self.release_orphan(key);
                     return;
                 };
                 if step == Internal::SetVars {
@@ -1299,7 +1303,7 @@ impl Server {
     fn continue_request(&mut self, key: usize) {
         let b = &self.backends[key];
         let Some(client) = b.client else {
-            self.backend_ready(key);
+            self.release_orphan(key);
             return;
         };
         let Some(c) = self
@@ -1308,7 +1312,7 @@ impl Server {
             .filter(|c| c.serial == client.serial)
         else {
             self.backends[key].client = None;
-            self.backend_ready(key);
+            self.release_orphan(key);
             return;
         };
         if let Some(st) = c.current_stmt.and_then(|id| c.stmts.get(&id)) {
@@ -1716,9 +1720,13 @@ impl Server {
             }
         }
         if let Some((status, end)) = finished {
+            // mysqld answers one command at a time: bytes after a complete
+            // answer are no answer to anything. The backend goes once the
+            // client's answer is settled, before a command pipelined behind
+            // it could be sent there and take them for its own.
+            let b = &mut self.backends[key];
+            b.garbage_after_answer = !b.rbuf.is_empty();
             self.finish_response(key, status, end);
-            // Pipelined responses cannot follow (one command at a time), but
-            // a draining backend may already hold its next use's bytes: none.
         }
     }
 
@@ -1909,6 +1917,13 @@ impl Server {
             self.bump(pool, |c| c.buffered_results += 1);
         }
         let b = &mut self.backends[key];
+        if b.garbage_after_answer {
+            // As if lost while idle: the client's answer is complete; a
+            // session it held is gone, and it hears so at its next command.
+            b.state = BackendState::Idle;
+            self.backend_lost(key, "server sent bytes after a complete answer".into());
+            return;
+        }
         if b.kills_pending > 0 {
             b.state = BackendState::AwaitKill {
                 read_back: read_user_vars,
@@ -2045,6 +2060,20 @@ impl Server {
                     self.reset_backend(key);
                 }
             }
+        }
+    }
+
+    /// The client a step of the funnel's own ran for has left before its
+    /// command: a backend it held pinned (or made dirty) carries its session
+    /// and is reset; a shared one only had its tracked session replayed,
+    /// which the backend's own view records, and goes back to the pool.
+    fn release_orphan(&mut self, key: usize) {
+        let b = &mut self.backends[key];
+        b.client = None;
+        if b.pinned || b.dirty {
+            self.reset_backend(key);
+        } else {
+            self.backend_ready(key);
         }
     }
 

@@ -818,10 +818,14 @@ impl Server {
             self.close_client(key, "quit");
             return;
         }
-        if let Some((code, msg)) = c.pending_error.take() {
-            self.discard_current(key);
-            self.client_error(key, 1, code, &msg);
-            return;
+        // The error is the answer to the next command that has one
+        // (COM_STMT_CLOSE and COM_STMT_SEND_LONG_DATA have none).
+        if !matches!(cmd, COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA) {
+            if let Some((code, msg)) = c.pending_error.take() {
+                self.discard_current(key);
+                self.client_error(key, 1, code, &msg);
+                return;
+            }
         }
         // A slot taken for the previous command's prepare that made no
         // statement (mysqld refused it) is free again.
