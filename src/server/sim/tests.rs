@@ -273,6 +273,9 @@ fn a_backend_lost_before_the_command_was_sent_does_not_strand_it() {
 fn the_answer_checker_sees_wrong_sequence_ids_and_stray_packets() {
     let (stream, _peer) = UnixStream::pair().unwrap();
     let client = || SimClient {
+        tag: 1,
+        conn_id: Some(1),
+        raw_tail: Vec::new(),
         stream: stream.try_clone().unwrap(),
         received: Vec::new(),
         checked: 0,
@@ -285,9 +288,10 @@ fn the_answer_checker_sees_wrong_sequence_ids_and_stray_packets() {
         frames: Vec::new(),
         caps: CLIENT_PROTOCOL_41,
         clean: true,
-        awaiting: [COM_PING].into(),
+        awaiting: [Awaited::plain(COM_PING)].into(),
         answer: None,
         answer_seq: 0,
+        answer_sleeps: false,
     };
     let ok = [7, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0];
     let mut c = client();
