@@ -206,6 +206,11 @@ impl FakeMysqld {
             .and_then(|c| c.hidden_owner)
     }
 
+    /// The connection with this thread id has a transaction open.
+    pub fn in_transaction(&self, thread: u32) -> bool {
+        self.conns.iter().any(|c| c.thread == thread && c.in_trans)
+    }
+
     /// The next command any connection receives is answered this way.
     pub fn script(&mut self, a: Answer) {
         if self.script.len() < 64 {
@@ -396,6 +401,10 @@ impl FakeMysqld {
                 r.err(1064, "42000", "You have an error in your SQL syntax (sim)")
             }
             Answer::Unreplayable => {
+                if cmd == COM_RESET_CONNECTION {
+                    // An OK to a reset says it happened, whatever it tracks.
+                    r.conn.reset_session();
+                }
                 // An entry of a type the funnel does not know.
                 let mut state = vec![0x20, 1, b'x'];
                 encode_state_change(&mut state, &StateChange::StateChanged(true));
@@ -503,6 +512,16 @@ fn owner_value(tag: u32) -> Vec<u8> {
 }
 
 impl Conn {
+    /// COM_RESET_CONNECTION: it releases everything the session held.
+    fn reset_session(&mut self) {
+        self.in_trans = false;
+        self.autocommit = true;
+        self.user_var_set = false;
+        self.stmts.clear();
+        self.hidden_owner = None;
+        self.warnings_owner = None;
+    }
+
     /// Write what is queued (best effort), then close.
     fn closed_after_write(&mut self) {
         let _ = self.stream.write(&self.output);
@@ -692,13 +711,7 @@ impl<'a> Reply<'a> {
             COM_STATISTICS => self.packet(b"Uptime: 1  Threads: 1  Questions: 1"),
             COM_PROCESS_INFO => self.text_result(&["Id"], &[&[Some(b"1")]], 0),
             COM_RESET_CONNECTION => {
-                self.conn.in_trans = false;
-                self.conn.autocommit = true;
-                self.conn.user_var_set = false;
-                self.conn.stmts.clear();
-                // It releases everything the session held.
-                self.conn.hidden_owner = None;
-                self.conn.warnings_owner = None;
+                self.conn.reset_session();
                 self.ok(0, None);
             }
             COM_STMT_PREPARE => self.prepare(arg),

@@ -322,16 +322,24 @@ impl Sim {
     }
 
     /// No backend another client may get holds a client's hidden session
-    /// state (by the fake mysqld's account of the connection behind it).
+    /// state or an open transaction (by the fake mysqld's account of the
+    /// connection behind it).
     fn check_hidden_state(&self) -> Result<(), String> {
         for (key, b) in self.server.backends.iter() {
             if b.kill_query.is_some() {
                 continue;
             }
+            let idle = self.server.pools[b.pool].idle.contains(&key);
+            if idle && self.mysqld.in_transaction(b.thread_id) {
+                return Err(format!(
+                    "idle backend {key} (thread {}) has a transaction open",
+                    b.thread_id
+                ));
+            }
             let Some(owner) = self.mysqld.hidden_owner(b.thread_id) else {
                 continue;
             };
-            if self.server.pools[b.pool].idle.contains(&key) {
+            if idle {
                 return Err(format!(
                     "idle backend {key} (thread {}) holds client tag {owner}'s hidden session state",
                     b.thread_id
