@@ -211,6 +211,15 @@ impl FakeMysqld {
         self.conns.iter().any(|c| c.thread == thread && c.in_trans)
     }
 
+    /// The tag of the client whose diagnostics the connection holds.
+    #[cfg(test)]
+    pub fn warnings_owner(&self, thread: u32) -> Option<u32> {
+        self.conns
+            .iter()
+            .find(|c| c.thread == thread)
+            .and_then(|c| c.warnings_owner)
+    }
+
     /// The next command any connection receives is answered this way.
     pub fn script(&mut self, a: Answer) {
         if self.script.len() < 64 {
