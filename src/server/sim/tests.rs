@@ -687,6 +687,108 @@ fn a_command_right_behind_the_login_is_answered() {
     run_case(&[2, 44, 4, 32, 8]).unwrap();
 }
 
+/// A pinned client (`pin`: canned commands) leaves while the funnel runs a
+/// step of its own on the client's backend before the client's command
+/// (here COM_SET_OPTION, as the client turned multi-statements off, which
+/// mysqld stalls), with mysqld refusing new connections so that the pool
+/// has no other backend.
+fn pinned_client_leaves_during_a_setup_step(pin: u8) -> Vec<u8> {
+    case(&[
+        &reload(3), // one backend, one pin
+        &turns(8),
+        &login(0, LOGIN_APP),
+        &turns(8),
+        &[op(0, 13)], // mysqld refuses new connections
+        &canned(0, pin),
+        &turns(8),
+        &canned(0, 24 + 7), // COM_SET_OPTION: multi-statements off
+        &turns(4),
+        &[op(0, 11), 8], // mysqld stalls the next command
+        &canned(0, 0),   // SELECT 1: the funnel sets the option first
+        &turns(4),
+        &close(0),
+        &turns(8),
+        &[op(0, 17)], // mysqld answers (and accepts) again
+        &turns(8),
+    ])
+}
+
+/// FUNNEL BUG, found by the sim's random sessions, not fixed here (it is
+/// in src/server/backend.rs): when the setup step ends, `continue_request`
+/// finds the client gone and calls `backend_ready`, which unpins the
+/// backend and puts it in the idle list without COM_RESET_CONNECTION
+/// (`release_pinned` left it to "internal_done" to see the client gone).
+/// The next client gets the departed client's session: here its hidden
+/// state from a `CALL` (the backend is even still marked dirty), or its
+/// open transaction. The same holds for every setup step that goes on
+/// with `continue_request` (InitDb, SetVars, Prepare, ClearDiagnostics,
+/// SetInsertId, SetOption). When the pool has another backend, the freed
+/// one is surplus and closed, which hides it.
+#[test]
+#[ignore = "funnel bug: a pinned backend whose client left during a setup step is not reset"]
+fn a_pinned_client_leaving_during_a_setup_step_gets_its_backend_reset() {
+    for pin in [CALL_PROC, 3 /* BEGIN */] {
+        if let Err(e) = run_case(&pinned_client_leaves_during_a_setup_step(pin)) {
+            panic!("pinned by canned {pin}: {e}");
+        }
+    }
+}
+
+/// Client 0 takes the pool's only pin (BEGIN); client 1's `CALL` then
+/// finds no pin free, so the funnel resets its backend and keeps an error
+/// for its next command; that command is a COM_STMT_CLOSE (no answer is
+/// due), then a COM_PING.
+fn pending_error_meets_a_command_without_an_answer() -> Vec<u8> {
+    case(&[
+        &login(0, LOGIN_APP),
+        &login(1, LOGIN_APP),
+        &turns(8),
+        &canned(0, 3), // BEGIN: client 0 holds the one pin
+        &turns(8),
+        &canned(1, CALL_PROC),
+        &turns(8),
+        &[op(1, 16), 2, 24 + 17, 24 + 1], // COM_STMT_CLOSE, COM_PING
+        &turns(8),
+    ])
+}
+
+/// FUNNEL BUG, found by the sim's random sessions, not fixed here (it is
+/// in src/server/client.rs, `handle_command`): the error kept for a client
+/// whose session state was discarded over max_pinned_backends
+/// (`pending_error`) is sent as the answer to whatever command comes next,
+/// even a COM_STMT_CLOSE or COM_STMT_SEND_LONG_DATA, which have none. The
+/// client takes that ERR for the answer to its next command (here the
+/// PING), and every answer after it is off by one.
+#[test]
+#[ignore = "funnel bug: the pending error answers a command that has no answer"]
+fn a_pending_error_waits_for_a_command_with_an_answer() {
+    run_case(&pending_error_meets_a_command_without_an_answer()).unwrap();
+}
+
+/// FUNNEL BUG, found by the sim's random sessions, not fixed here (it is
+/// in src/server/backend.rs, `process_backend_input`): mysqld answers a
+/// COM_FIELD_LIST with a whole result set (scripted: more than the answer
+/// the funnel's tracker frames), and the client has pipelined a `SELECT 1`
+/// behind it. When the answer is complete the funnel hands the same
+/// backend the next command at once, so the leftover bytes are no longer
+/// seen as "bytes after a complete answer" (the check needs the backend
+/// not Running) and are relayed as the `SELECT 1`'s answer (sequence id 4
+/// where 1 is due). Only a misbehaving server sends more than the answer,
+/// but the earlier fix for exactly this (see
+/// `bytes_after_a_complete_answer_close_the_backend`) misses this path.
+#[test]
+#[ignore = "funnel bug: leftover bytes become the answer of a command dispatched in the same turn"]
+fn bytes_after_a_complete_answer_are_not_the_next_pipelined_commands() {
+    let input = case(&[
+        &login(0, LOGIN_APP),
+        &turns(8),
+        &[op(0, 11), 3], // mysqld answers the next command with a result set
+        &[op(0, 16), 2, 24 + 4, 0], // COM_FIELD_LIST, SELECT 1
+        &turns(16),
+    ]);
+    run_case(&input).unwrap();
+}
+
 /// Replays one input with the funnel's debug log, for a failure's story:
 /// `SIM_INPUT="2, 0, 5, 8" cargo test --lib replay_sim_input -- --ignored --nocapture`.
 #[test]
