@@ -4,6 +4,36 @@
 //! misbehave for the next answer (errors, garbage, a dropped connection, a
 //! stall, a big result, an unreplayable session change).
 //!
+//! Each connection also holds session state the funnel cannot see, owned
+//! by a simulated client's tag, so that the simulation can check isolation
+//! by what clients are told rather than by the funnel's own bookkeeping:
+//!
+//! - hidden state (`hidden_owner`), as stored programs and the like leave
+//!   it: `CALL sim_p<t>()` and `EXECUTE IMMEDIATE 'sim<t>'` (an OK without
+//!   any tracking information: a procedure can act silently), `SELECT
+//!   sim_f<t>()` (a result whose EOF flags nothing, like a stored function
+//!   taking a GET_LOCK), `SELECT sim_fs<t>()` (its EOF has
+//!   SERVER_SESSION_STATE_CHANGED), `INSERT INTO sim_trig VALUES (<t>)`
+//!   (an OK saying "state changed", as a trigger setting a user variable
+//!   gives), `FLUSH TABLES WITH READ LOCK /* <t> */`, and the first four
+//!   prepared and executed. `SHOW STATUS LIKE 'sim_owner'` (which the
+//!   funnel can prove harmless) answers one row naming the owner, or none.
+//!   Only COM_RESET_CONNECTION clears it.
+//! - the diagnostics area (`warnings_owner`): `SELECT 1/0 AS w<t>` answers
+//!   a row with one warning, `SELECT * FROM sim_missing<t>` an error;
+//!   `SHOW WARNINGS` / `SHOW ERRORS` answer a row naming their owner (or
+//!   none). As in mysqld, a statement without diagnostics that reads no
+//!   table (`SELECT 1`) leaves them; `DO (SELECT 1 FROM
+//!   information_schema.ENGINES LIMIT 0)`, a scripted error (its statement's
+//!   tag, if any) and COM_RESET_CONNECTION replace or clear them.
+//!
+//! Rows naming an owner carry `sim-owner:<t>` (see [`OWNER_MARK`]).
+//!
+//! `SELECT SLEEP(n)` runs for `n` pumps (at most 64), and answers "0", or
+//! "1" if a `KILL QUERY <thread>` from another connection reached it while
+//! it ran (as MariaDB's SLEEP does). A KILL QUERY finding nothing running
+//! does nothing: only the statement running when it arrives is stopped.
+//!
 //! Non-blocking and driven by `pump`; it never waits.
 
 use std::collections::{HashMap, VecDeque};
@@ -81,10 +111,28 @@ const T_VAR_STRING: u8 = 0xfd;
 /// Rows a cursor opened by COM_STMT_EXECUTE holds.
 const CURSOR_ROWS: u32 = 3;
 
+/// What rows naming a session state's owner carry before the owner's tag.
+pub const OWNER_MARK: &[u8] = b"sim-owner:";
+
+/// Pumps a `SELECT SLEEP(n)` may run at most.
+const MAX_SLEEP: u32 = 64;
+
 #[derive(Default)]
 struct Statement {
     columns: u16,
     cursor_rows_left: u32,
+    /// Its text, upper case (for the hidden state executing it leaves).
+    sql: String,
+}
+
+/// A `SELECT SLEEP(n)` running.
+struct Sleeping {
+    /// Sequence id of its answer.
+    seq: u8,
+    /// Pumps until it ends.
+    left: u32,
+    /// A KILL QUERY reached it.
+    interrupted: bool,
 }
 
 struct Conn {
@@ -103,6 +151,13 @@ struct Conn {
     user_var_set: bool,
     stmts: HashMap<u32, Statement>,
     next_stmt: u32,
+    /// The connection id its greeting gave (the funnel's `thread_id`).
+    thread: u32,
+    /// The client tag whose hidden session state this connection holds.
+    hidden_owner: Option<u32>,
+    /// The client tag whose warnings or error the diagnostics area holds.
+    warnings_owner: Option<u32>,
+    sleeping: Option<Sleeping>,
 }
 
 pub struct FakeMysqld {
@@ -114,6 +169,14 @@ pub struct FakeMysqld {
     next_thread: u32,
     /// Commands answered, for the driver's progress checks.
     pub answered: u64,
+    /// KILL QUERYs that stopped a running statement, and that found
+    /// nothing running on their thread.
+    pub kills_landed: u64,
+    pub kills_missed: u64,
+    /// `DO (SELECT 1 FROM information_schema.ENGINES LIMIT 0)` run.
+    pub diagnostics_cleared: u64,
+    /// COM_RESET_CONNECTIONs answered.
+    pub resets: u64,
 }
 
 impl FakeMysqld {
@@ -127,7 +190,34 @@ impl FakeMysqld {
             down: false,
             next_thread: 100,
             answered: 0,
+            kills_landed: 0,
+            kills_missed: 0,
+            diagnostics_cleared: 0,
+            resets: 0,
         })
+    }
+
+    /// The tag of the client whose hidden session state the connection
+    /// with this thread id holds.
+    pub fn hidden_owner(&self, thread: u32) -> Option<u32> {
+        self.conns
+            .iter()
+            .find(|c| c.thread == thread)
+            .and_then(|c| c.hidden_owner)
+    }
+
+    /// The connection with this thread id has a transaction open.
+    pub fn in_transaction(&self, thread: u32) -> bool {
+        self.conns.iter().any(|c| c.thread == thread && c.in_trans)
+    }
+
+    /// The tag of the client whose diagnostics the connection holds.
+    #[cfg(test)]
+    pub fn warnings_owner(&self, thread: u32) -> Option<u32> {
+        self.conns
+            .iter()
+            .find(|c| c.thread == thread)
+            .and_then(|c| c.warnings_owner)
     }
 
     /// The next command any connection receives is answered this way.
@@ -180,6 +270,10 @@ impl FakeMysqld {
                 user_var_set: false,
                 stmts: HashMap::new(),
                 next_stmt: 1,
+                thread: self.next_thread,
+                hidden_owner: None,
+                warnings_owner: None,
+                sleeping: None,
             };
             let greeting = HandshakeV10 {
                 server_version: "5.5.5-10.11.6-MariaDB-sim".into(),
@@ -211,9 +305,19 @@ impl FakeMysqld {
         if !c.closed && !read_now(&mut c.stream, &mut c.input) {
             c.closed = true;
         }
+        if let Some(s) = c.sleeping.as_mut() {
+            if s.interrupted || s.left == 0 {
+                let value: &[u8] = if s.interrupted { b"1" } else { b"0" };
+                let seq = s.seq;
+                c.sleeping = None;
+                Reply::new(c, seq).text_result(&["SLEEP"], &[&[Some(value)]], 0);
+            } else {
+                s.left -= 1;
+            }
+        }
         loop {
             let c = &mut self.conns[i];
-            if c.closed || c.stalled {
+            if c.closed || c.stalled || c.sleeping.is_some() {
                 break;
             }
             let Some((header, payload)) = next_frame(&c.input) else {
@@ -271,12 +375,45 @@ impl FakeMysqld {
         }
         let answer = self.script.pop_front().unwrap_or(Answer::Normal);
         self.answered += 1;
+        let sql = if cmd == COM_QUERY {
+            String::from_utf8_lossy(&payload[1..]).to_ascii_uppercase()
+        } else {
+            String::new()
+        };
+        if answer == Answer::Normal {
+            if let Some(thread) = kill_query_target(&sql) {
+                self.kill_query(i, seq.wrapping_add(1), thread);
+                return;
+            }
+            if let Some(n) = digits_after(&sql, "SELECT SLEEP(") {
+                self.conns[i].sleeping = Some(Sleeping {
+                    seq: seq.wrapping_add(1),
+                    left: n.min(MAX_SLEEP),
+                    interrupted: false,
+                });
+                return;
+            }
+            if sql.trim_start().starts_with(CLEAR_DIAGNOSTICS) {
+                self.diagnostics_cleared += 1;
+            }
+            if cmd == COM_RESET_CONNECTION {
+                self.resets += 1;
+            }
+        }
         let c = &mut self.conns[i];
         let mut r = Reply::new(c, seq.wrapping_add(1));
         match answer {
             Answer::Normal => r.normal(cmd, &payload[1..]),
-            Answer::Err => r.err(1064, "42000", "You have an error in your SQL syntax (sim)"),
+            Answer::Err => {
+                // The error is what the diagnostics area holds now.
+                r.conn.warnings_owner = diagnostics_tag(&sql).or_else(|| hidden_tag(&sql));
+                r.err(1064, "42000", "You have an error in your SQL syntax (sim)")
+            }
             Answer::Unreplayable => {
+                if cmd == COM_RESET_CONNECTION {
+                    // An OK to a reset says it happened, whatever it tracks.
+                    r.conn.reset_session();
+                }
                 // An entry of a type the funnel does not know.
                 let mut state = vec![0x20, 1, b'x'];
                 encode_state_change(&mut state, &StateChange::StateChanged(true));
@@ -313,7 +450,87 @@ impl FakeMysqld {
     }
 }
 
+impl FakeMysqld {
+    /// `KILL QUERY thread` from connection `i`: stops the statement running
+    /// on that thread now, if any.
+    fn kill_query(&mut self, i: usize, seq: u8, thread: u32) {
+        let target = self
+            .conns
+            .iter_mut()
+            .find(|c| c.thread == thread && !c.closed);
+        let found = target.is_some();
+        match target.and_then(|t| t.sleeping.as_mut()) {
+            Some(s) => {
+                s.interrupted = true;
+                self.kills_landed += 1;
+            }
+            None if found => self.kills_missed += 1,
+            None => {}
+        }
+        let mut r = Reply::new(&mut self.conns[i], seq);
+        if found {
+            r.ok(0, None);
+        } else {
+            r.err(1094, "HY000", &format!("Unknown thread id: {thread}"));
+        }
+    }
+}
+
+/// What the funnel runs to empty a connection's diagnostics area (upper case).
+const CLEAR_DIAGNOSTICS: &str = "DO (SELECT 1 FROM INFORMATION_SCHEMA.ENGINES LIMIT 0)";
+
+/// The decimal number right after `prefix` at the start of `sql` (upper
+/// case, leading blanks skipped).
+fn digits_after(sql: &str, prefix: &str) -> Option<u32> {
+    let rest = sql.trim_start().strip_prefix(prefix)?;
+    let end = rest
+        .find(|ch: char| !ch.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// `KILL QUERY n` (upper case): `n`.
+fn kill_query_target(sql: &str) -> Option<u32> {
+    digits_after(sql, "KILL QUERY ")
+}
+
+/// The client tag of a statement that leaves hidden session state.
+fn hidden_tag(sql: &str) -> Option<u32> {
+    [
+        "CALL SIM_P",
+        "EXECUTE IMMEDIATE 'SIM",
+        "SELECT SIM_FS",
+        "SELECT SIM_F",
+        "INSERT INTO SIM_TRIG VALUES (",
+        "FLUSH TABLES WITH READ LOCK /* ",
+    ]
+    .iter()
+    .find_map(|p| digits_after(sql, p))
+}
+
+/// The client tag of a statement that leaves diagnostics.
+fn diagnostics_tag(sql: &str) -> Option<u32> {
+    digits_after(sql, "SELECT 1/0 AS W").or_else(|| digits_after(sql, "SELECT * FROM SIM_MISSING"))
+}
+
+/// A row value naming a state's owner.
+fn owner_value(tag: u32) -> Vec<u8> {
+    let mut v = OWNER_MARK.to_vec();
+    v.extend_from_slice(tag.to_string().as_bytes());
+    v
+}
+
 impl Conn {
+    /// COM_RESET_CONNECTION: it releases everything the session held.
+    fn reset_session(&mut self) {
+        self.in_trans = false;
+        self.autocommit = true;
+        self.user_var_set = false;
+        self.stmts.clear();
+        self.hidden_owner = None;
+        self.warnings_owner = None;
+    }
+
     /// Write what is queued (best effort), then close.
     fn closed_after_write(&mut self) {
         let _ = self.stream.write(&self.output);
@@ -387,9 +604,13 @@ impl<'a> Reply<'a> {
     }
 
     fn eof(&mut self, extra_status: u16) {
+        self.eof_warnings(extra_status, 0);
+    }
+
+    fn eof_warnings(&mut self, extra_status: u16, warnings: u16) {
         let status = self.status() | extra_status;
         self.scratch.clear();
-        encode_eof(&mut self.scratch, 0, status);
+        encode_eof(&mut self.scratch, warnings, status);
         let p = std::mem::take(&mut self.scratch);
         self.packet(&p);
     }
@@ -408,27 +629,42 @@ impl<'a> Reply<'a> {
         self.conn.caps & CLIENT_DEPRECATE_EOF != 0
     }
 
-    fn end_of_rows(&mut self, extra_status: u16) {
+    fn end_of_rows(&mut self, extra_status: u16, warnings: u16) {
         if self.deprecate_eof() {
+            // An OK that says "state changed" says which state.
+            let mut state = Vec::new();
+            if extra_status & SERVER_SESSION_STATE_CHANGED != 0 {
+                encode_state_change(&mut state, &StateChange::StateChanged(true));
+            }
             let ok = OkPacket {
                 header: EOF_HEADER,
                 affected_rows: 0,
                 last_insert_id: 0,
                 status: self.status() | extra_status,
-                warnings: 0,
+                warnings,
                 info: b"",
-                session_state: None,
+                session_state: (!state.is_empty()).then_some(&state[..]),
             };
             self.scratch.clear();
             encode_ok(&mut self.scratch, &ok, self.conn.caps);
             let p = std::mem::take(&mut self.scratch);
             self.packet(&p);
         } else {
-            self.eof(extra_status);
+            self.eof_warnings(extra_status, warnings);
         }
     }
 
     fn text_result(&mut self, names: &[&str], rows: &[&[Option<&[u8]>]], extra_status: u16) {
+        self.text_result_warnings(names, rows, extra_status, 0);
+    }
+
+    fn text_result_warnings(
+        &mut self,
+        names: &[&str],
+        rows: &[&[Option<&[u8]>]],
+        extra_status: u16,
+        warnings: u16,
+    ) {
         self.packet(&[names.len() as u8]);
         self.column_defs(names);
         if !self.deprecate_eof() {
@@ -440,7 +676,7 @@ impl<'a> Reply<'a> {
             let p = std::mem::take(&mut self.scratch);
             self.packet(&p);
         }
-        self.end_of_rows(extra_status);
+        self.end_of_rows(extra_status, warnings);
     }
 
     fn big_result(&mut self) {
@@ -456,7 +692,7 @@ impl<'a> Reply<'a> {
             let p = std::mem::take(&mut self.scratch);
             self.packet(&p);
         }
-        self.end_of_rows(0);
+        self.end_of_rows(0, 0);
     }
 
     /// One binary-protocol row of one VARCHAR column.
@@ -484,10 +720,7 @@ impl<'a> Reply<'a> {
             COM_STATISTICS => self.packet(b"Uptime: 1  Threads: 1  Questions: 1"),
             COM_PROCESS_INFO => self.text_result(&["Id"], &[&[Some(b"1")]], 0),
             COM_RESET_CONNECTION => {
-                self.conn.in_trans = false;
-                self.conn.autocommit = true;
-                self.conn.user_var_set = false;
-                self.conn.stmts.clear();
+                self.conn.reset_session();
                 self.ok(0, None);
             }
             COM_STMT_PREPARE => self.prepare(arg),
@@ -557,6 +790,47 @@ impl<'a> Reply<'a> {
             } else {
                 self.text_result(&names, &[collation], 0);
             }
+        } else if let Some(tag) = hidden_tag(text) {
+            self.conn.hidden_owner = Some(tag);
+            if text.starts_with("SELECT SIM_FS") {
+                self.text_result(&["f"], &[&[Some(b"1")]], SERVER_SESSION_STATE_CHANGED);
+            } else if text.starts_with("SELECT") {
+                self.text_result(&["f"], &[&[Some(b"1")]], 0);
+            } else if text.starts_with("INSERT") {
+                let mut state = Vec::new();
+                encode_state_change(&mut state, &StateChange::StateChanged(true));
+                self.ok(1, Some(&state));
+            } else {
+                self.ok(0, None);
+            }
+        } else if let Some(tag) = digits_after(text, "SELECT 1/0 AS W") {
+            self.conn.warnings_owner = Some(tag);
+            self.text_result_warnings(&["w"], &[&[None]], 0, 1);
+        } else if let Some(tag) = digits_after(text, "SELECT * FROM SIM_MISSING") {
+            self.conn.warnings_owner = Some(tag);
+            self.err(
+                1146,
+                "42S02",
+                &format!("Table 'sim.sim_missing{tag}' doesn't exist"),
+            );
+        } else if text.starts_with("SHOW WARNINGS") || text.starts_with("SHOW ERRORS") {
+            let message = self.conn.warnings_owner.map(|t| {
+                let mut m = b"Division by 0 (".to_vec();
+                m.extend_from_slice(&owner_value(t));
+                m.push(b')');
+                m
+            });
+            let row: [Option<&[u8]>; 3] = [Some(b"Warning"), Some(b"1365"), message.as_deref()];
+            let rows: &[&[Option<&[u8]>]] = if message.is_some() { &[&row] } else { &[] };
+            self.text_result(&["Level", "Code", "Message"], rows, 0);
+        } else if text.starts_with("SHOW STATUS LIKE 'SIM_OWNER'") {
+            let value = self.conn.hidden_owner.map(owner_value);
+            let row: [Option<&[u8]>; 2] = [Some(b"sim_owner"), value.as_deref()];
+            let rows: &[&[Option<&[u8]>]] = if value.is_some() { &[&row] } else { &[] };
+            self.text_result(&["Variable_name", "Value"], rows, 0);
+        } else if text.starts_with(CLEAR_DIAGNOSTICS) {
+            self.conn.warnings_owner = None;
+            self.ok(0, None);
         } else if text.starts_with("BEGIN") || text.starts_with("START TRANSACTION") {
             self.conn.in_trans = true;
             self.ok(0, None);
@@ -624,6 +898,7 @@ impl<'a> Reply<'a> {
             Statement {
                 columns,
                 cursor_rows_left: 0,
+                sql: text.trim_start().to_string(),
             },
         );
         self.scratch.clear();
@@ -662,8 +937,27 @@ impl<'a> Reply<'a> {
             self.err(1243, "HY000", "Unknown prepared statement handler");
             return;
         };
+        let hidden = hidden_tag(&st.sql);
+        let stored_function_status = if st.sql.starts_with("SELECT SIM_FS") {
+            SERVER_SESSION_STATE_CHANGED
+        } else {
+            0
+        };
+        let trigger = hidden.is_some() && st.sql.starts_with("INSERT");
+        if hidden.is_some() {
+            self.conn.hidden_owner = hidden;
+        }
+        let Some(st) = id.and_then(|id| self.conn.stmts.get_mut(&id)) else {
+            return;
+        };
         if st.columns == 0 {
-            self.ok(1, None);
+            if trigger {
+                let mut state = Vec::new();
+                encode_state_change(&mut state, &StateChange::StateChanged(true));
+                self.ok(1, Some(&state));
+            } else {
+                self.ok(1, None);
+            }
             return;
         }
         let cursor = flags & 0x01 != 0; // CURSOR_TYPE_READ_ONLY
@@ -682,7 +976,7 @@ impl<'a> Reply<'a> {
         }
         self.binary_row(b"one");
         self.binary_row(b"two");
-        self.end_of_rows(0);
+        self.end_of_rows(stored_function_status, 0);
     }
 
     fn fetch(&mut self, arg: &[u8]) {
@@ -712,6 +1006,6 @@ impl<'a> Reply<'a> {
         } else {
             SERVER_STATUS_CURSOR_EXISTS
         };
-        self.end_of_rows(flag);
+        self.end_of_rows(flag, 0);
     }
 }

@@ -17,6 +17,18 @@
 //! leaves; the funnel must settle (no clients, no queued work, every
 //! backend idle, pools refilled) and then serve a new client's `SELECT 1`.
 //! No panic anywhere, of course.
+//!
+//! Isolation is checked by content. Every client has a tag of its own
+//! (never reused within a case) and runs statements that leave session
+//! state the funnel cannot see in the fake mysqld's connection (stored
+//! procedures and functions, `EXECUTE IMMEDIATE`, a trigger, `FLUSH TABLES
+//! WITH READ LOCK`) or warnings in its diagnostics area; the probes
+//! `SHOW STATUS LIKE 'sim_owner'`, `SHOW WARNINGS` and `SHOW ERRORS` answer
+//! whose state they find, and must never name another client. After every
+//! turn, no backend in an idle list, and none serving a client, may hold
+//! another client's hidden state. And no statement may be interrupted
+//! (ERR 1317, or `SLEEP` answering 1) unless a `KILL` was in flight while
+//! it was outstanding.
 
 mod fake_mysqld;
 mod invariants;
@@ -37,7 +49,7 @@ use crate::protocol::lenenc::write_lenenc_str;
 use crate::protocol::packet::{next_frame, write_packet, HEADER_LEN};
 use crate::protocol::response::decode_err;
 use crate::protocol::tracker::{expect_for, Expect, Progress, ResponseTracker};
-use fake_mysqld::{Answer, FakeMysqld};
+use fake_mysqld::{Answer, FakeMysqld, OWNER_MARK};
 
 const MAX_CLIENTS: usize = 4;
 /// Operations read from one input; the rest is ignored.
@@ -49,6 +61,9 @@ const SETTLE_STEPS: usize = 600;
 const SETTLE_TICK: Duration = Duration::from_millis(25);
 /// Bytes a client may have written but the socket not yet taken.
 const MAX_UNSENT: usize = 1 << 20;
+
+/// The first canned command index of [`Sim::isolation_command`]'s.
+const ISOLATION_CANNED: u8 = 48;
 
 const USERS: [(&str, &str); 2] = [("app", "app_pw"), ("other", "other_pw")];
 const ADMIN_RESUME: u8 = 2;
@@ -63,6 +78,78 @@ pub fn run_case(input: &[u8]) -> Result<(), String> {
     result.map_err(|e| format!("{e}\nstate: {}", sim.server.describe_state()))
 }
 
+/// What an answer is checked for beyond its form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Probe {
+    None,
+    /// `SHOW STATUS LIKE 'sim_owner'`, `SHOW WARNINGS`, `SHOW ERRORS`: may
+    /// name no other client's tag.
+    Owner,
+    /// `SELECT SLEEP(n)`: "1" when a KILL QUERY stopped it.
+    Sleep,
+    /// A `KILL`: until its answer, any client's statement may be stopped.
+    Kill,
+}
+
+/// A command whose answer has not ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Awaited {
+    cmd: u8,
+    probe: Probe,
+    /// A KILL was in flight while it was outstanding: it may be interrupted.
+    killable: bool,
+}
+
+#[cfg(test)]
+impl Awaited {
+    fn plain(cmd: u8) -> Awaited {
+        Awaited {
+            cmd,
+            probe: Probe::None,
+            killable: false,
+        }
+    }
+}
+
+fn probe_of(payload: &[u8]) -> Probe {
+    if payload.first() != Some(&COM_QUERY) {
+        return Probe::None;
+    }
+    let sql = String::from_utf8_lossy(&payload[1..]).to_ascii_lowercase();
+    let sql = sql.trim_start();
+    if sql.contains("kill") {
+        Probe::Kill
+    } else if sql.starts_with("show warnings")
+        || sql.starts_with("show errors")
+        || sql.starts_with("show status like 'sim_owner'")
+    {
+        Probe::Owner
+    } else if sql.contains("sleep(") {
+        Probe::Sleep
+    } else {
+        Probe::None
+    }
+}
+
+/// The tag a row names after [`OWNER_MARK`], if it names one.
+fn owner_named(payload: &[u8]) -> Option<u32> {
+    let at = payload
+        .windows(OWNER_MARK.len())
+        .position(|w| w == OWNER_MARK)?;
+    let digits: Vec<u8> = payload[at + OWNER_MARK.len()..]
+        .iter()
+        .copied()
+        .take_while(u8::is_ascii_digit)
+        .collect();
+    // A mark without a number names nobody the client could be.
+    Some(
+        std::str::from_utf8(&digits)
+            .ok()?
+            .parse()
+            .unwrap_or(u32::MAX),
+    )
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Login {
     None,
@@ -74,6 +161,12 @@ enum Login {
 }
 
 struct SimClient {
+    /// Its own, in the statements that leave session state.
+    tag: u32,
+    /// The connection id the funnel's greeting gave it.
+    conn_id: Option<u32>,
+    /// The last bytes it sent raw, to spot a KILL spread over two sends.
+    raw_tail: Vec<u8>,
     stream: UnixStream,
     received: Vec<u8>,
     /// Bytes of `received` already checked as whole frames.
@@ -93,10 +186,13 @@ struct SimClient {
     /// for its capabilities with consecutive sequence ids.
     clean: bool,
     /// Commands sent whose answer has not started.
-    awaiting: std::collections::VecDeque<u8>,
+    awaiting: std::collections::VecDeque<Awaited>,
     /// Follows the answer being received (None: between answers).
-    answer: Option<(ResponseTracker, u8)>,
+    answer: Option<(ResponseTracker, Awaited)>,
     answer_seq: u8,
+    /// The answer being received is the fake mysqld's to `SLEEP` (its
+    /// column is named so), not a scripted one.
+    answer_sleeps: bool,
 }
 
 struct Sim {
@@ -107,6 +203,12 @@ struct Sim {
     mysqld: FakeMysqld,
     clients: Vec<Option<SimClient>>,
     op: usize,
+    /// The tag the next client gets.
+    next_tag: u32,
+    /// A KILL went out that nobody follows to its answer (raw bytes, a
+    /// client that stopped checking or left): from now on any statement
+    /// may be interrupted.
+    kill_unknown: bool,
 }
 
 impl Drop for Sim {
@@ -193,6 +295,8 @@ impl Sim {
             mysqld,
             clients: (0..MAX_CLIENTS).map(|_| None).collect(),
             op: 0,
+            next_tag: 1,
+            kill_unknown: false,
         };
         // Let the pools connect, so that most inputs start from a served state.
         for _ in 0..40 {
@@ -214,7 +318,102 @@ impl Sim {
         }
         self.server
             .check_invariants()
-            .map_err(|e| format!("after op {}: invariant broken: {e}", self.op))
+            .map_err(|e| format!("after op {}: invariant broken: {e}", self.op))?;
+        self.check_hidden_state()
+            .map_err(|e| format!("after op {}: isolation broken: {e}", self.op))
+    }
+
+    /// No backend another client may get holds a client's hidden session
+    /// state or an open transaction (by the fake mysqld's account of the
+    /// connection behind it).
+    fn check_hidden_state(&self) -> Result<(), String> {
+        for (key, b) in self.server.backends.iter() {
+            if b.kill_query.is_some() {
+                continue;
+            }
+            let idle = self.server.pools[b.pool].idle.contains(&key);
+            if idle && self.mysqld.in_transaction(b.thread_id) {
+                return Err(format!(
+                    "idle backend {key} (thread {}) has a transaction open",
+                    b.thread_id
+                ));
+            }
+            let Some(owner) = self.mysqld.hidden_owner(b.thread_id) else {
+                continue;
+            };
+            if idle {
+                return Err(format!(
+                    "idle backend {key} (thread {}) holds client tag {owner}'s hidden session state",
+                    b.thread_id
+                ));
+            }
+            let serves = b
+                .client
+                .and_then(|cr| {
+                    self.server
+                        .clients
+                        .get(cr.key)
+                        .filter(|c| c.serial == cr.serial)
+                })
+                .and_then(|c| self.tag_of_connection(c.id));
+            if let Some(tag) = serves.filter(|&t| t != owner) {
+                return Err(format!(
+                    "backend {key} (thread {}, {:?}) serves client tag {tag} but holds client tag {owner}'s hidden session state",
+                    b.thread_id, b.state
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The tag of the simulated client the funnel gave this connection id.
+    fn tag_of_connection(&self, id: u32) -> Option<u32> {
+        self.clients
+            .iter()
+            .flatten()
+            .find(|c| c.conn_id == Some(id))
+            .map(|c| c.tag)
+    }
+
+    /// A KILL may be on its way: any statement outstanding may be stopped.
+    fn kill_in_flight(&self) -> bool {
+        self.kill_unknown || self.clients.iter().flatten().any(SimClient::awaits_kill)
+    }
+
+    /// A KILL went out now: every statement outstanding may be stopped.
+    fn kill_sent(&mut self) {
+        for c in self.clients.iter_mut().flatten() {
+            for a in &mut c.awaiting {
+                a.killable = true;
+            }
+            if let Some((_, a)) = c.answer.as_mut() {
+                a.killable = true;
+            }
+        }
+    }
+
+    /// Bytes a client sends unchecked: if they may hold a KILL, nobody
+    /// knows when it lands.
+    fn scan_raw(&mut self, who: usize, bytes: &[u8]) {
+        let Some(c) = self.clients[who].as_mut() else {
+            return;
+        };
+        let mut seen = std::mem::take(&mut c.raw_tail);
+        seen.extend_from_slice(bytes);
+        seen.make_ascii_lowercase();
+        let kill = seen.windows(4).any(|w| w == b"kill");
+        c.raw_tail = seen[seen.len().saturating_sub(3)..].to_vec();
+        if kill {
+            self.kill_sent();
+            self.kill_unknown = true;
+        }
+    }
+
+    fn drop_client(&mut self, who: usize) {
+        if self.clients[who].take().is_some_and(|c| c.awaits_kill()) {
+            // Its KILL may still be read and carried out.
+            self.kill_unknown = true;
+        }
     }
 
     fn steps(&mut self, n: usize) -> Result<(), String> {
@@ -243,6 +442,8 @@ impl Sim {
                 0 => {
                     let bytes = r.chunk();
                     self.unclean(who);
+                    self.connect(who)?;
+                    self.scan_raw(who, bytes);
                     self.send(who, bytes)?;
                 }
                 1 => {
@@ -251,6 +452,8 @@ impl Sim {
                     let payload = r.chunk();
                     let mut framed = Vec::new();
                     write_packet(&mut framed, seq, payload);
+                    self.connect(who)?;
+                    self.scan_raw(who, &framed);
                     self.send(who, &framed)?;
                 }
                 2 => {
@@ -262,6 +465,8 @@ impl Sim {
                     let cmd = r.byte().unwrap_or(COM_QUERY);
                     let mut payload = vec![cmd];
                     payload.extend_from_slice(r.chunk());
+                    self.connect(who)?;
+                    self.scan_raw(who, &payload);
                     self.command(who, &payload)?;
                 }
                 4 => {
@@ -279,7 +484,7 @@ impl Sim {
                 }
                 7 => self.set_reading(who, false),
                 8 => self.set_reading(who, true),
-                9 => self.clients[who] = None,
+                9 => self.drop_client(who),
                 10 => {
                     self.unclean(who);
                     if let Some(c) = &self.clients[who] {
@@ -334,12 +539,12 @@ impl Sim {
         self.op = usize::MAX;
         self.mysqld.behave();
         self.admin(ADMIN_RESUME);
-        for c in &mut self.clients {
-            *c = None;
+        for who in 0..MAX_CLIENTS {
+            self.drop_client(who);
         }
         self.settle()?;
         self.serve_newcomer()?;
-        self.clients[0] = None;
+        self.drop_client(0);
         self.settle()
     }
 
@@ -357,7 +562,7 @@ impl Sim {
     }
 
     fn serve_newcomer(&mut self) -> Result<(), String> {
-        self.clients[0] = None;
+        self.drop_client(0);
         self.login(0, 0)?;
         for _ in 0..SETTLE_STEPS {
             if self.clients[0]
@@ -412,7 +617,12 @@ impl Sim {
         stream
             .set_nonblocking(true)
             .map_err(|e| format!("set_nonblocking: {e}"))?;
+        let tag = self.next_tag;
+        self.next_tag += 1;
         self.clients[who] = Some(SimClient {
+            tag,
+            conn_id: None,
+            raw_tail: Vec::new(),
             stream,
             received: Vec::new(),
             checked: 0,
@@ -428,6 +638,7 @@ impl Sim {
             awaiting: std::collections::VecDeque::new(),
             answer: None,
             answer_seq: 0,
+            answer_sleeps: false,
         });
         Ok(())
     }
@@ -451,6 +662,17 @@ impl Sim {
 
     /// Note the answer a command sent now must get (see `SimClient::clean`).
     fn expect_answer(&mut self, who: usize, payload: &[u8]) {
+        let Some(clean) = self.clients[who].as_ref().map(|c| c.clean) else {
+            return;
+        };
+        let probe = probe_of(payload);
+        if probe == Probe::Kill {
+            self.kill_sent();
+            if !clean {
+                self.kill_unknown = true;
+            }
+        }
+        let killable = self.kill_in_flight();
         let Some(c) = self.clients[who].as_mut() else {
             return;
         };
@@ -462,7 +684,11 @@ impl Sim {
             // Answered by an auth exchange, or by nothing and a close.
             COM_CHANGE_USER | COM_QUIT => c.clean = false,
             _ if expect_for(cmd) == Expect::None => {}
-            _ => c.awaiting.push_back(cmd),
+            _ => c.awaiting.push_back(Awaited {
+                cmd,
+                probe,
+                killable,
+            }),
         }
     }
 
@@ -632,11 +858,64 @@ impl Sim {
             21 => (COM_QUIT, vec![]),
             22 => (COM_BINLOG_DUMP, vec![0; 10]),
             23 => (COM_STMT_EXECUTE, stmt(77, &[0, 1, 0, 0, 0])),
-            _ => (COM_QUERY, b"SELECT 1".to_vec()),
+            n => match self
+                .isolation_command(who, n + QUERIES.len() - usize::from(ISOLATION_CANNED))
+            {
+                Some(p) => return p,
+                None => (COM_QUERY, b"SELECT 1".to_vec()),
+            },
         };
         let mut p = vec![cmd];
         p.extend_from_slice(&arg);
         p
+    }
+
+    /// Canned commands from index [`ISOLATION_CANNED`] on: statements that leave
+    /// session state the funnel cannot see, tagged with the client's tag,
+    /// the probes that show it, slow statements and KILL QUERYs.
+    fn isolation_command(&self, who: usize, n: usize) -> Option<Vec<u8>> {
+        let tag = self.clients[who].as_ref().map_or(0, |c| c.tag);
+        let id_of = |other: usize| {
+            self.clients[other % MAX_CLIENTS]
+                .as_ref()
+                .and_then(|c| c.conn_id)
+                .unwrap_or(0)
+        };
+        let (cmd, sql) = match n {
+            0 => (COM_QUERY, format!("CALL sim_p{tag}()")),
+            1 => (COM_QUERY, format!("EXECUTE IMMEDIATE 'sim{tag}'")),
+            2 => (COM_QUERY, format!("SELECT sim_f{tag}()")),
+            3 => (COM_QUERY, format!("SELECT sim_fs{tag}()")),
+            4 => (COM_QUERY, format!("INSERT INTO sim_trig VALUES ({tag})")),
+            5 => (
+                COM_QUERY,
+                format!("FLUSH TABLES WITH READ LOCK /* {tag} */"),
+            ),
+            6 => (COM_QUERY, format!("SELECT 1/0 AS w{tag}")),
+            7 => (COM_QUERY, format!("SELECT * FROM sim_missing{tag}")),
+            8 => (COM_QUERY, "SHOW WARNINGS".into()),
+            9 => (COM_QUERY, "SHOW ERRORS".into()),
+            10 => (COM_QUERY, "SHOW STATUS LIKE 'sim_owner'".into()),
+            11 => (
+                COM_QUERY,
+                "DO (SELECT 1 FROM information_schema.ENGINES LIMIT 0)".into(),
+            ),
+            12 => (COM_QUERY, "SELECT SLEEP(3)".into()),
+            13 => (COM_QUERY, "SELECT SLEEP(24)".into()),
+            14 => (COM_QUERY, format!("KILL QUERY {}", id_of(who + 1))),
+            15 => (COM_QUERY, format!("KILL QUERY {}", id_of(who + 3))),
+            16 => (COM_STMT_PREPARE, format!("CALL sim_p{tag}()")),
+            17 => (COM_STMT_PREPARE, format!("SELECT sim_f{tag}()")),
+            18 => (COM_STMT_PREPARE, format!("SELECT sim_fs{tag}()")),
+            19 => (
+                COM_STMT_PREPARE,
+                format!("INSERT INTO sim_trig VALUES ({tag})"),
+            ),
+            _ => return None,
+        };
+        let mut p = vec![cmd];
+        p.extend_from_slice(sql.as_bytes());
+        Some(p)
     }
 
     /// COM_CHANGE_USER to the other user (or back), scrambled with the
@@ -738,7 +1017,10 @@ impl SimClient {
             if !self.got_greeting {
                 self.got_greeting = true;
                 match HandshakeV10::decode(payload) {
-                    Ok(g) => self.scramble = g.scramble,
+                    Ok(g) => {
+                        self.scramble = g.scramble;
+                        self.conn_id = Some(g.connection_id);
+                    }
                     Err(_) if payload.first() == Some(&ERR_HEADER) => self.login = Login::Refused,
                     Err(e) => return Err(format!("bad greeting: {e}")),
                 }
@@ -777,10 +1059,49 @@ impl SimClient {
         Ok(reply)
     }
 
+    /// A KILL it sent has not been answered.
+    fn awaits_kill(&self) -> bool {
+        self.awaiting.iter().any(|a| a.probe == Probe::Kill)
+            || self
+                .answer
+                .as_ref()
+                .is_some_and(|(_, a)| a.probe == Probe::Kill)
+    }
+
+    /// What one packet of an answer says: no other client's session state,
+    /// no interruption without a KILL.
+    fn check_content(&mut self, a: Awaited, payload: &[u8]) -> Result<(), String> {
+        if a.probe == Probe::Sleep && payload.windows(6).any(|w| w == b"\x05SLEEP") {
+            self.answer_sleeps = true;
+        }
+        if !a.killable {
+            let interrupted = decode_err(payload).is_ok_and(|e| e.code == 1317)
+                || (self.answer_sleeps && payload == [1, b'1']);
+            if interrupted {
+                return Err(format!(
+                    "client tag {}: command 0x{:02x} interrupted with no KILL in flight: {:?}",
+                    self.tag,
+                    a.cmd,
+                    String::from_utf8_lossy(payload)
+                ));
+            }
+        }
+        if a.probe == Probe::Owner {
+            if let Some(owner) = owner_named(payload).filter(|&t| t != self.tag) {
+                return Err(format!(
+                    "client tag {} sees client tag {owner}'s session state: {:?}",
+                    self.tag,
+                    String::from_utf8_lossy(payload)
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// One packet of the answers a clean client is owed.
     fn check_answer(&mut self, seq: u8, payload: &[u8]) -> Result<(), String> {
         if self.answer.is_none() {
-            let Some(cmd) = self.awaiting.pop_front() else {
+            let Some(awaited) = self.awaiting.pop_front() else {
                 if payload.first() == Some(&ERR_HEADER) {
                     // A parting error (the connection closes after it).
                     self.clean = false;
@@ -789,14 +1110,19 @@ impl SimClient {
                 return Err(format!("a packet no command asked for: {payload:02x?}"));
             };
             let mut tracker = ResponseTracker::new(self.caps);
-            tracker.start(expect_for(cmd));
-            self.answer = Some((tracker, cmd));
+            tracker.start(expect_for(awaited.cmd));
+            self.answer = Some((tracker, awaited));
             self.answer_seq = 1;
+            self.answer_sleeps = false;
         }
-        let Some((tracker, cmd)) = self.answer.as_mut() else {
+        let Some(&(_, awaited)) = self.answer.as_ref() else {
             return Ok(());
         };
-        let cmd = *cmd;
+        self.check_content(awaited, payload)?;
+        let Some((tracker, _)) = self.answer.as_mut() else {
+            return Ok(());
+        };
+        let cmd = awaited.cmd;
         if seq != self.answer_seq {
             return Err(format!(
                 "answer to command 0x{cmd:02x}: sequence id {seq}, expected {}",

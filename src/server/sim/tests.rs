@@ -157,33 +157,371 @@ fn the_checker_sees_a_queued_client_missing_from_the_backlog() {
     assert!(e.contains("would wait forever"), "{e}");
 }
 
-/// A deterministic sample of random inputs through the whole funnel (the
-/// cargo-fuzz target `funnel` explores far more; see fuzz/README.md).
+// Canned isolation commands (see `Sim::isolation_command`).
+const CALL_PROC: u8 = ISOLATION_CANNED;
+const WARN: u8 = ISOLATION_CANNED + 6;
+const MISSING_TABLE: u8 = ISOLATION_CANNED + 7;
+const SHOW_WARNINGS: u8 = ISOLATION_CANNED + 8;
+const SHOW_ERRORS: u8 = ISOLATION_CANNED + 9;
+const PROBE_OWNER: u8 = ISOLATION_CANNED + 10;
+const PREPARE_CALL: u8 = ISOLATION_CANNED + 16;
+const EXECUTE_1: u8 = 24 + 11;
+
+fn reload(variant: u8) -> [u8; 2] {
+    [op(0, 15), variant]
+}
+
+fn close(client: u8) -> [u8; 1] {
+    [op(client, 9)]
+}
+
+/// Client 0 leaves session state the funnel cannot see (`state`: canned
+/// commands), client 1 probes, client 0 probes, client 0 leaves, client 1
+/// probes again. In config `variant`.
+fn unproven_then_probe(variant: u8, state: &[u8]) -> Vec<u8> {
+    let mut parts: Vec<Vec<u8>> = vec![
+        reload(variant).to_vec(),
+        turns(8).to_vec(),
+        login(0, LOGIN_APP).to_vec(),
+        login(1, LOGIN_APP).to_vec(),
+        turns(8).to_vec(),
+    ];
+    for &idx in state {
+        parts.push(canned(0, idx).to_vec());
+        parts.push(turns(8).to_vec());
+    }
+    for part in [
+        canned(1, PROBE_OWNER),
+        turns(8),
+        canned(1, 0),
+        canned(1, PROBE_OWNER),
+        turns(8),
+        canned(0, PROBE_OWNER),
+        turns(8),
+    ] {
+        parts.push(part.to_vec());
+    }
+    parts.push(close(0).to_vec());
+    for part in [turns(16), canned(1, PROBE_OWNER), turns(8)] {
+        parts.push(part.to_vec());
+    }
+    parts.concat()
+}
+
+fn frames_name(frames: &[Vec<u8>], tag: u32) -> bool {
+    frames.iter().any(|f| owner_named(f) == Some(tag))
+}
+
 #[test]
-fn random_inputs_keep_the_invariants() {
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
+fn hidden_session_state_stays_with_its_client() {
+    let kinds: [&[u8]; 7] = [
+        &[CALL_PROC],
+        &[CALL_PROC + 1], // EXECUTE IMMEDIATE
+        &[CALL_PROC + 2], // stored function, EOF says nothing
+        &[CALL_PROC + 3], // stored function, EOF says "state changed"
+        &[CALL_PROC + 4], // trigger: an INSERT whose OK says "state changed"
+        &[CALL_PROC + 5], // FLUSH TABLES WITH READ LOCK
+        &[PREPARE_CALL, EXECUTE_1],
+    ];
+    // The start's config (two backends, a pin to spare), and one backend
+    // with no pin to spare: the state is reset at once, the backend reused.
+    for (variant, state) in [1, 0].into_iter().flat_map(|v| kinds.map(|k| (v, k))) {
+        let mut sim = Sim::new().unwrap();
+        let resets = sim.mysqld.resets;
+        sim.run(&unproven_then_probe(variant, state))
+            .unwrap_or_else(|e| panic!("{variant} {state:?}: {e}"));
+        assert!(sim.mysqld.resets > resets, "{variant} {state:?}: no reset");
+        // Client 0 saw its own state (so the probe does show it), client 1
+        // never saw any, and nobody holds it after client 0 left.
+        let tag1 = sim.clients[1].as_ref().unwrap().tag;
+        let c1 = sim.clients[1].as_ref().unwrap();
+        assert!(c1.clean && c1.awaiting.is_empty(), "{state:?}");
+        assert!(
+            !c1.frames.iter().any(|f| owner_named(f).is_some()),
+            "{state:?}: {:?}",
+            c1.frames
+        );
+        assert_eq!(tag1, 2);
+        assert!(
+            sim.server
+                .backends
+                .iter()
+                .all(|(_, b)| sim.mysqld.hidden_owner(b.thread_id).is_none()),
+            "{state:?}: the state outlived its client"
+        );
+        sim.finish().unwrap();
+    }
+    // The probe does show an owner to the owner.
+    let mut sim = Sim::new().unwrap();
+    sim.run(&case(&[
+        &login(0, LOGIN_APP),
+        &turns(8),
+        &canned(0, CALL_PROC),
+        &turns(8),
+        &canned(0, PROBE_OWNER),
+        &turns(8),
+    ]))
+    .unwrap();
+    let c0 = sim.clients[0].as_ref().unwrap();
+    assert!(frames_name(&c0.frames, c0.tag), "{:?}", c0.frames);
+    sim.finish().unwrap();
+}
+
+/// Client 0's warnings (or error) stay on its backend after client 0 ran
+/// a statement without any (`SELECT 1` leaves them, as in mysqld); client
+/// 1's `SHOW WARNINGS` must not show them. With one backend and no pin to
+/// spare (config variant 0) the warnings are left on the shared backend,
+/// and the funnel must empty the diagnostics area before client 1's
+/// `SHOW WARNINGS`; with a pin to spare (3) client 0 keeps its backend
+/// while its warnings last, and the backend it frees is a surplus one.
+fn warnings_then_other_client(variant: u8, diagnostics: u8, show: u8) -> Vec<u8> {
+    case(&[
+        &reload(variant),
+        &turns(16),
+        &login(0, LOGIN_APP),
+        &login(1, LOGIN_APP),
+        &turns(8),
+        &canned(0, diagnostics),
+        &turns(8),
+        &canned(0, show),
+        &turns(8),
+        &canned(0, 0),
+        &turns(8),
+        &canned(1, show),
+        &turns(8),
+        &canned(1, SHOW_WARNINGS),
+        &turns(8),
+    ])
+}
+
+#[test]
+fn warnings_stay_with_their_client() {
+    for variant in [0, 3] {
+        for (diagnostics, show) in [(WARN, SHOW_WARNINGS), (MISSING_TABLE, SHOW_ERRORS)] {
+            let what = (variant, diagnostics, show);
+            let mut sim = Sim::new().unwrap();
+            sim.run(&warnings_then_other_client(variant, diagnostics, show))
+                .unwrap_or_else(|e| panic!("{what:?}: {e}"));
+            let c0 = sim.clients[0].as_ref().unwrap();
+            let c1 = sim.clients[1].as_ref().unwrap();
+            assert!(c0.clean && c1.clean && c1.awaiting.is_empty(), "{what:?}");
+            assert!(frames_name(&c0.frames, c0.tag), "{what:?}: {:?}", c0.frames);
+            assert!(
+                !c1.frames.iter().any(|f| owner_named(f).is_some()),
+                "{what:?}"
+            );
+            if variant == 0 {
+                // Client 1 did run where client 0's warnings were, and
+                // they are gone.
+                assert!(sim.mysqld.diagnostics_cleared >= 1, "{what:?}");
+                assert!(sim
+                    .server
+                    .backends
+                    .iter()
+                    .all(|(_, b)| sim.mysqld.warnings_owner(b.thread_id).is_none()));
+            }
+            sim.finish().unwrap();
+        }
+    }
+}
+
+/// Steps until client `who` has every answer it is owed.
+fn until_answered(sim: &mut Sim, who: usize) {
+    for _ in 0..400 {
+        let c = sim.clients[who].as_ref().unwrap();
+        if c.awaiting.is_empty() && c.answer.is_none() {
+            return;
+        }
+        sim.step().unwrap();
+    }
+    panic!(
+        "client {who} got no answer: {}",
+        sim.server.describe_state()
+    );
+}
+
+/// Client 2 kills client 1's `SLEEP` `delay` turns after it started, on
+/// the only backend; client 3's `SLEEP`, sent once client 2 has its answer,
+/// must not be interrupted, wherever the KILL lands. Returns the fake's
+/// (landed, missed) KILL QUERY counts.
+fn kill_racing_a_finishing_statement(delay: usize, sleep: u32) -> (u64, u64) {
+    let mut sim = Sim::new().unwrap();
+    sim.run(&case(&[
+        &reload(3),
+        &turns(16),
+        &login(1, LOGIN_APP),
+        &login(2, LOGIN_APP),
+        &login(3, LOGIN_APP),
+        &turns(8),
+    ]))
+    .unwrap();
+    let slow = format!("\x03SELECT SLEEP({sleep})");
+    sim.command(1, slow.as_bytes()).unwrap();
+    sim.steps(delay).unwrap();
+    let id = sim.clients[1].as_ref().unwrap().conn_id.unwrap();
+    sim.command(2, format!("\x03KILL QUERY {id}").as_bytes())
+        .unwrap();
+    until_answered(&mut sim, 2);
+    sim.command(3, slow.as_bytes()).unwrap();
+    until_answered(&mut sim, 3);
+    until_answered(&mut sim, 1);
+    for who in 1..4 {
+        let c = sim.clients[who].as_ref().unwrap();
+        assert!(c.clean, "client {who}");
+    }
+    let c3 = sim.clients[3].as_ref().unwrap();
+    // Its SLEEP ran to the end: the row says 0.
+    assert!(
+        c3.frames.iter().any(|f| f.as_slice() == [1, b'0']),
+        "{:?}",
+        c3.frames
+    );
+    let kills = (sim.mysqld.kills_landed, sim.mysqld.kills_missed);
+    sim.finish().unwrap();
+    kills
+}
+
+#[test]
+fn a_kill_racing_a_finishing_statement_stops_nobody_else() {
+    let mut landed = 0;
+    let mut missed = 0;
+    for sleep in [2, 5] {
+        for delay in 0..12 {
+            let (l, m) = kill_racing_a_finishing_statement(delay, sleep);
+            landed += l;
+            missed += m;
+        }
+    }
+    // Both sides of the race were run: KILLs that stopped client 1's
+    // statement, and KILLs that reached mysqld after it had ended.
+    assert!(landed > 0 && missed > 0, "landed {landed}, missed {missed}");
+}
+
+const RANDOM_CASES: usize = 300;
+
+/// xorshift64: the same inputs on every run.
+fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
         seed
-    };
-    for n in 0..150 {
-        let len = (next() % 160) as usize;
-        let mut input = Vec::with_capacity(len);
-        for _ in 0..len {
-            // Bias towards the structured ops and small arguments.
+    }
+}
+
+/// Random bytes, biased towards the structured ops and small arguments
+/// (up to the last canned isolation command).
+fn random_bytes(next: &mut impl FnMut() -> u64) -> Vec<u8> {
+    let len = (next() % 160) as usize;
+    (0..len)
+        .map(|_| {
             let r = next();
-            input.push(if r % 3 == 0 {
-                (r >> 8) as u8 % 40
+            if r % 3 == 0 {
+                (r >> 8) as u8 % 72
             } else {
                 (r >> 16) as u8
-            });
+            }
+        })
+        .collect()
+}
+
+/// A random session of well-formed steps: logins, canned commands (most
+/// of them the isolation ones), pipelines, turns, time, some mysqld
+/// trouble and clients leaving.
+fn random_session(next: &mut impl FnMut() -> u64) -> Vec<u8> {
+    let mut input = Vec::new();
+    for who in 0..4 {
+        // Sometimes the other user, DEPRECATE_EOF or FOUND_ROWS.
+        let r = next();
+        let flags = if r % 4 == 0 { (r >> 8) as u8 & 0x8a } else { 0 };
+        input.extend_from_slice(&login(who, flags));
+    }
+    input.extend_from_slice(&turns(8));
+    let canned_idx = |r: u64| -> u8 {
+        if r % 3 == 0 {
+            (r >> 8) as u8 % ISOLATION_CANNED
+        } else {
+            ISOLATION_CANNED + (r >> 8) as u8 % 20
         }
-        if let Err(e) = run_case(&input) {
-            panic!("case {n} failed: {e}\ninput: {input:?}");
+    };
+    for _ in 0..(next() % 40) {
+        let r = next();
+        let who = (r >> 4) as u8 % 4;
+        let arg = (r >> 16) as u8;
+        match r % 16 {
+            0..=6 => input.extend_from_slice(&canned(who, canned_idx(r >> 24))),
+            7 => {
+                let n = arg % 4 + 1;
+                input.extend_from_slice(&[op(who, 16), n]);
+                for i in 0..n {
+                    input.push(canned_idx(r >> (24 + 8 * u32::from(i))));
+                }
+            }
+            8..=10 => input.extend_from_slice(&turns(arg)),
+            11 => input.extend_from_slice(&[op(who, 6), arg]),
+            12 => input.extend_from_slice(&[op(who, 11), arg]),
+            13 => input.extend_from_slice(&[op(who, 12), arg]),
+            14 => input.extend_from_slice(&close(who)),
+            _ => input.extend_from_slice(&login(who, arg & 0x8a)),
         }
     }
+    input
+}
+
+/// Runs `cases` random inputs; returns the failures, one input per kind
+/// of message (digits left out), with how often each kind came up.
+fn random_cases(seed: u64, cases: usize, keep_going: bool) -> Vec<(String, usize, Vec<u8>)> {
+    let mut next = xorshift(seed);
+    let mut failures: Vec<(String, usize, Vec<u8>)> = Vec::new();
+    for n in 0..cases {
+        let input = if n % 2 == 0 {
+            random_bytes(&mut next)
+        } else {
+            random_session(&mut next)
+        };
+        let Err(e) = run_case(&input) else {
+            continue;
+        };
+        if !keep_going {
+            panic!("case {n} (seed {seed:#x}) failed: {e}\ninput: {input:?}");
+        }
+        let first = e.lines().next().unwrap_or_default();
+        let kind: String = first.chars().filter(|c| !c.is_ascii_digit()).collect();
+        match failures.iter_mut().find(|f| f.0 == kind) {
+            Some(f) => f.1 += 1,
+            None => {
+                eprintln!("case {n} (seed {seed:#x}) failed: {e}\ninput: {input:?}");
+                failures.push((kind, 1, input));
+            }
+        }
+    }
+    failures
+}
+
+/// A deterministic sample of random inputs through the whole funnel (the
+/// cargo-fuzz target `funnel` explores far more; see fuzz/README.md).
+#[test]
+fn random_inputs_keep_the_invariants() {
+    random_cases(0x9e37_79b9_7f4a_7c15, RANDOM_CASES, false);
+}
+
+/// Many more random inputs, for a machine without cargo-fuzz; it goes on
+/// after a failure and reports each kind once:
+/// `SIM_CASES=100000 SIM_SEED=7 cargo test --lib many_random_inputs -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn many_random_inputs_keep_the_invariants() {
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let failures = random_cases(env("SIM_SEED", 1), env("SIM_CASES", 10_000) as usize, true);
+    for (kind, count, input) in &failures {
+        eprintln!("{count} x {kind}\n  first input: {input:?}");
+    }
+    assert!(failures.is_empty(), "{} kinds of failure", failures.len());
 }
 
 /// Seeds for the cargo-fuzz target `funnel`:
@@ -199,12 +537,43 @@ fn write_sim_fuzz_seeds() {
         dying_backend_and_garbage(),
     ];
     // Every canned command once, after a login.
-    for idx in 0..48 {
+    for idx in 0..ISOLATION_CANNED + 20 {
         seeds.push(case(&[
             &login(0, idx % 128),
             &turns(4),
             &canned(0, idx),
             &turns(8),
+        ]));
+    }
+    // Session state left by one client, probed by another.
+    for idx in ISOLATION_CANNED..ISOLATION_CANNED + 20 {
+        seeds.push(unproven_then_probe(1, &[idx]));
+        seeds.push(unproven_then_probe(0, &[idx, SHOW_WARNINGS]));
+    }
+    for variant in [0, 3] {
+        seeds.push(warnings_then_other_client(variant, WARN, SHOW_WARNINGS));
+        seeds.push(warnings_then_other_client(
+            variant,
+            MISSING_TABLE,
+            SHOW_ERRORS,
+        ));
+    }
+    // Client 2 kills client 1's SLEEP about as it ends; client 3 follows.
+    for delay in [0, 8, 16, 20, 24] {
+        seeds.push(case(&[
+            &reload(3),
+            &turns(8),
+            &login(1, LOGIN_APP),
+            &login(2, LOGIN_APP),
+            &login(3, LOGIN_APP),
+            &turns(8),
+            &canned(1, ISOLATION_CANNED + 13), // SELECT SLEEP(24)
+            &turns(delay),
+            &canned(2, ISOLATION_CANNED + 15), // KILL QUERY <client 1>
+            &turns(2),
+            &canned(3, ISOLATION_CANNED + 13),
+            &turns(16),
+            &turns(16),
         ]));
     }
     for (i, s) in seeds.iter().enumerate() {
@@ -273,6 +642,9 @@ fn a_backend_lost_before_the_command_was_sent_does_not_strand_it() {
 fn the_answer_checker_sees_wrong_sequence_ids_and_stray_packets() {
     let (stream, _peer) = UnixStream::pair().unwrap();
     let client = || SimClient {
+        tag: 1,
+        conn_id: Some(1),
+        raw_tail: Vec::new(),
         stream: stream.try_clone().unwrap(),
         received: Vec::new(),
         checked: 0,
@@ -285,9 +657,10 @@ fn the_answer_checker_sees_wrong_sequence_ids_and_stray_packets() {
         frames: Vec::new(),
         caps: CLIENT_PROTOCOL_41,
         clean: true,
-        awaiting: [COM_PING].into(),
+        awaiting: [Awaited::plain(COM_PING)].into(),
         answer: None,
         answer_seq: 0,
+        answer_sleeps: false,
     };
     let ok = [7, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0];
     let mut c = client();
@@ -312,4 +685,125 @@ fn the_answer_checker_sees_wrong_sequence_ids_and_stray_packets() {
 #[test]
 fn a_command_right_behind_the_login_is_answered() {
     run_case(&[2, 44, 4, 32, 8]).unwrap();
+}
+
+/// A pinned client (`pin`: canned commands) leaves while the funnel runs a
+/// step of its own on the client's backend before the client's command
+/// (here COM_SET_OPTION, as the client turned multi-statements off, which
+/// mysqld stalls), with mysqld refusing new connections so that the pool
+/// has no other backend.
+fn pinned_client_leaves_during_a_setup_step(pin: u8) -> Vec<u8> {
+    case(&[
+        &reload(3), // one backend, one pin
+        &turns(8),
+        &login(0, LOGIN_APP),
+        &turns(8),
+        &[op(0, 13)], // mysqld refuses new connections
+        &canned(0, pin),
+        &turns(8),
+        &canned(0, 24 + 7), // COM_SET_OPTION: multi-statements off
+        &turns(4),
+        &[op(0, 11), 8], // mysqld stalls the next command
+        &canned(0, 0),   // SELECT 1: the funnel sets the option first
+        &turns(4),
+        &close(0),
+        &turns(8),
+        &[op(0, 17)], // mysqld answers (and accepts) again
+        &turns(8),
+    ])
+}
+
+/// FUNNEL BUG, found by the sim's random sessions, not fixed here (it is
+/// in src/server/backend.rs): when the setup step ends, `continue_request`
+/// finds the client gone and calls `backend_ready`, which unpins the
+/// backend and puts it in the idle list without COM_RESET_CONNECTION
+/// (`release_pinned` left it to "internal_done" to see the client gone).
+/// The next client gets the departed client's session: here its hidden
+/// state from a `CALL` (the backend is even still marked dirty), or its
+/// open transaction. The same holds for every setup step that goes on
+/// with `continue_request` (InitDb, SetVars, Prepare, ClearDiagnostics,
+/// SetInsertId, SetOption). When the pool has another backend, the freed
+/// one is surplus and closed, which hides it.
+#[test]
+#[ignore = "funnel bug: a pinned backend whose client left during a setup step is not reset"]
+fn a_pinned_client_leaving_during_a_setup_step_gets_its_backend_reset() {
+    for pin in [CALL_PROC, 3 /* BEGIN */] {
+        if let Err(e) = run_case(&pinned_client_leaves_during_a_setup_step(pin)) {
+            panic!("pinned by canned {pin}: {e}");
+        }
+    }
+}
+
+/// Client 0 takes the pool's only pin (BEGIN); client 1's `CALL` then
+/// finds no pin free, so the funnel resets its backend and keeps an error
+/// for its next command; that command is a COM_STMT_CLOSE (no answer is
+/// due), then a COM_PING.
+fn pending_error_meets_a_command_without_an_answer() -> Vec<u8> {
+    case(&[
+        &login(0, LOGIN_APP),
+        &login(1, LOGIN_APP),
+        &turns(8),
+        &canned(0, 3), // BEGIN: client 0 holds the one pin
+        &turns(8),
+        &canned(1, CALL_PROC),
+        &turns(8),
+        &[op(1, 16), 2, 24 + 17, 24 + 1], // COM_STMT_CLOSE, COM_PING
+        &turns(8),
+    ])
+}
+
+/// FUNNEL BUG, found by the sim's random sessions, not fixed here (it is
+/// in src/server/client.rs, `handle_command`): the error kept for a client
+/// whose session state was discarded over max_pinned_backends
+/// (`pending_error`) is sent as the answer to whatever command comes next,
+/// even a COM_STMT_CLOSE or COM_STMT_SEND_LONG_DATA, which have none. The
+/// client takes that ERR for the answer to its next command (here the
+/// PING), and every answer after it is off by one.
+#[test]
+#[ignore = "funnel bug: the pending error answers a command that has no answer"]
+fn a_pending_error_waits_for_a_command_with_an_answer() {
+    run_case(&pending_error_meets_a_command_without_an_answer()).unwrap();
+}
+
+/// FUNNEL BUG, found by the sim's random sessions, not fixed here (it is
+/// in src/server/backend.rs, `process_backend_input`): mysqld answers a
+/// COM_FIELD_LIST with a whole result set (scripted: more than the answer
+/// the funnel's tracker frames), and the client has pipelined a `SELECT 1`
+/// behind it. When the answer is complete the funnel hands the same
+/// backend the next command at once, so the leftover bytes are no longer
+/// seen as "bytes after a complete answer" (the check needs the backend
+/// not Running) and are relayed as the `SELECT 1`'s answer (sequence id 4
+/// where 1 is due). Only a misbehaving server sends more than the answer,
+/// but the earlier fix for exactly this (see
+/// `bytes_after_a_complete_answer_close_the_backend`) misses this path.
+#[test]
+#[ignore = "funnel bug: leftover bytes become the answer of a command dispatched in the same turn"]
+fn bytes_after_a_complete_answer_are_not_the_next_pipelined_commands() {
+    let input = case(&[
+        &login(0, LOGIN_APP),
+        &turns(8),
+        &[op(0, 11), 3], // mysqld answers the next command with a result set
+        &[op(0, 16), 2, 24 + 4, 0], // COM_FIELD_LIST, SELECT 1
+        &turns(16),
+    ]);
+    run_case(&input).unwrap();
+}
+
+/// Replays one input with the funnel's debug log, for a failure's story:
+/// `SIM_INPUT="2, 0, 5, 8" cargo test --lib replay_sim_input -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn replay_sim_input() {
+    let _ = env_logger::builder()
+        .is_test(true)
+        .filter_level(log::LevelFilter::Debug)
+        .try_init();
+    let input: Vec<u8> = std::env::var("SIM_INPUT")
+        .unwrap_or_default()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let mut sim = Sim::new().unwrap();
+    let result = sim.run(&input).and_then(|()| sim.finish());
+    eprintln!("{result:?}\nstate: {}", sim.server.describe_state());
 }
