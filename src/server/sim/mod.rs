@@ -672,7 +672,8 @@ impl Sim {
                 self.kill_unknown = true;
             }
         }
-        let killable = self.kill_in_flight();
+        // A KILL QUERY of one's own id is answered 1317, as by mysqld.
+        let killable = probe == Probe::Kill || self.kill_in_flight();
         let Some(c) = self.clients[who].as_mut() else {
             return;
         };
