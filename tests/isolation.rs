@@ -1499,7 +1499,6 @@ fn s16_other_ways_to_change_the_session() {
 // 14. COM_SET_OPTION with an unknown option.
 
 mod raw {
-    use sha1::{Digest, Sha1};
     use std::io::{Read, Write};
     use std::net::TcpStream;
     use std::time::Duration;
@@ -1509,14 +1508,9 @@ mod raw {
         seq: u8,
     }
 
+    /// mysql_native_password's answer, as the funnel computes it.
     fn token(pw: &str, scramble: &[u8]) -> Vec<u8> {
-        let s1 = Sha1::digest(pw.as_bytes());
-        let s2 = Sha1::digest(s1);
-        let mut h = Sha1::new();
-        h.update(scramble);
-        h.update(s2);
-        let s3 = h.finalize();
-        s1.iter().zip(s3.iter()).map(|(a, b)| a ^ b).collect()
+        funnel::protocol::auth::scramble_native(pw.as_bytes(), scramble)
     }
 
     impl Raw {
