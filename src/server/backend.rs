@@ -824,6 +824,19 @@ impl Server {
             }
             return;
         };
+        // A step of the funnel's own that ended with an error or warnings
+        // left them in the diagnostics area: nobody's to see but the
+        // client it ran for (0: nobody's).
+        let warnings = match b.tracker.last_kind() {
+            PacketKind::Ok => decode_ok(payload, b.capabilities).map_or(0, |ok| ok.warnings),
+            PacketKind::Eof => {
+                crate::protocol::response::decode_eof(payload).map_or(0, |e| e.warnings)
+            }
+            _ => 0,
+        };
+        if end == EndKind::Err || warnings > 0 {
+            b.diagnostics_of = Some(b.client.map_or(0, |c| c.serial));
+        }
         if matches!(
             step,
             Internal::InitDb

@@ -23,7 +23,8 @@
 //!   a row with one warning, `SELECT * FROM sim_missing<t>` an error;
 //!   `SHOW WARNINGS` / `SHOW ERRORS` answer a row naming their owner (or
 //!   none). As in mysqld, a statement without diagnostics that reads no
-//!   table (`SELECT 1`) leaves them; `DO (SELECT 1 FROM
+//!   table (`SELECT 1`) leaves them; one that uses a table (`FROM t`, DML), a
+//!   `SHOW` other than of diagnostics, the funnel's `DO (SELECT 1 FROM
 //!   information_schema.ENGINES LIMIT 0)`, a scripted error (its statement's
 //!   tag, if any) and COM_RESET_CONNECTION replace or clear them.
 //!
@@ -745,6 +746,20 @@ impl<'a> Reply<'a> {
     fn query(&mut self, sql: &[u8]) {
         let text = String::from_utf8_lossy(sql).to_ascii_uppercase();
         let text = text.trim_start();
+        // As in mysqld (10.11): a statement that uses a table, or a SHOW
+        // other than of the diagnostics, empties the diagnostics area.
+        let diagnostics_show = ["SHOW WARNINGS", "SHOW ERRORS", "SHOW COUNT"]
+            .iter()
+            .any(|p| text.starts_with(p));
+        let dml = ["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD"]
+            .iter()
+            .any(|p| text.starts_with(p));
+        if dml
+            || (text.starts_with("SHOW") && !diagnostics_show)
+            || (text.contains(" FROM ") && !text.contains(" FROM DUAL"))
+        {
+            self.conn.warnings_owner = None;
+        }
         if text.starts_with("SET SESSION SESSION_TRACK") {
             self.ok(0, None);
         } else if text.contains("@@CHARACTER_SET_CLIENT") {
