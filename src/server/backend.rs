@@ -858,11 +858,7 @@ impl Server {
             let (code, msg) = decode_err(payload)
                 .map(|e| (e.code, String::from_utf8_lossy(e.message).into_owned()))
                 .unwrap_or((1105, "malformed error".into()));
-            let b = &mut self.backends[key];
-            if let Some(client) = b.client.take() {
-                self.fail_request_code(client, code, &msg);
-            }
-            self.backend_ready(key);
+            self.fail_before_command(key, (code, "HY000"), &msg);
             return;
         }
         if end == EndKind::Err {
@@ -1009,18 +1005,14 @@ impl Server {
                 // as its next statement would have told it on a direct
                 // connection; the backend itself is fine.
                 let b = &mut self.backends[key];
-                let client = b.client.take();
                 if let Some(schema) = b.init_db.take() {
                     self.pools[b.pool].known_schemas.remove(&schema);
                 }
-                if let Some(client) = client {
-                    self.fail_request(
-                        client,
-                        crate::protocol::consts::err::ER_BAD_DB_ERROR,
-                        &format!("funnel: cannot restore your default schema: {msg}"),
-                    );
-                }
-                self.backend_ready(key);
+                self.fail_before_command(
+                    key,
+                    crate::protocol::consts::err::ER_BAD_DB_ERROR,
+                    &format!("funnel: cannot restore your default schema: {msg}"),
+                );
             }
             Internal::ReadUserVars | Internal::ReadUserVarValues => {
                 // The client has its answer already: an ERR now would be
@@ -1034,6 +1026,16 @@ impl Server {
             _ => {
                 let b = &mut self.backends[key];
                 if let Some(client) = b.client.take() {
+                    // The backend goes: a client that held it pinned holds
+                    // nothing any more (its state went with it).
+                    if let Some(c) = self
+                        .clients
+                        .get_mut(client.key)
+                        .filter(|c| c.serial == client.serial && c.pinned == Some(key))
+                    {
+                        c.pinned = None;
+                        c.drop_pins();
+                    }
                     self.fail_request(
                         client,
                         crate::protocol::consts::err::ER_UNKNOWN_ERROR,
@@ -2073,6 +2075,28 @@ impl Server {
                     self.reset_backend(key);
                 }
             }
+        }
+    }
+
+    /// A step of the funnel's own before a client's command failed in a way
+    /// that leaves the backend fine: the command is answered with the
+    /// error instead of run. A backend the client holds pinned stays its
+    /// (idle, before the client may send its next command); a shared one
+    /// goes back to the pool.
+    fn fail_before_command(&mut self, key: usize, code: (u16, &'static str), msg: &str) {
+        let b = &mut self.backends[key];
+        let client = b.client;
+        let pinned_here = client
+            .and_then(|cr| self.clients.get(cr.key).filter(|c| c.serial == cr.serial))
+            .is_some_and(|c| c.pinned == Some(key));
+        if pinned_here {
+            b.state = BackendState::Idle;
+        } else {
+            b.client = None;
+            self.backend_ready(key);
+        }
+        if let Some(cr) = client {
+            self.fail_request(cr, code, msg);
         }
     }
 

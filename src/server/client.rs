@@ -1181,11 +1181,6 @@ impl Server {
         self.client_ready(client.key);
     }
 
-    /// Like `fail_request`, with an error code mysqld chose.
-    pub(super) fn fail_request_code(&mut self, client: ClientRef, code: u16, msg: &str) {
-        self.fail_request(client, (code, "HY000"), msg);
-    }
-
     pub(super) fn queue_timeout(&mut self, req: Request) {
         let Some(c) = self.clients.get(req.client.key) else {
             return;
