@@ -789,6 +789,34 @@ fn bytes_after_a_complete_answer_are_not_the_next_pipelined_commands() {
     run_case(&input).unwrap();
 }
 
+/// FUNNEL BUG, found by the `funnel` fuzz target, not fixed here (it is
+/// in src/server/backend.rs, the error path of a failed setup step): a
+/// pinned client's setup step (COM_SET_OPTION here, as the client turned
+/// multi-statements off) fails with an ERR; the funnel takes the client
+/// off the backend (`b.client.take()`) before `backend_lost`, which
+/// therefore never clears the client's `pinned`: the client stays pinned
+/// to a backend that is gone ("client 0 is pinned to backend 0, which is
+/// gone"), and its next command is sent to whatever backend reuses that
+/// slab key. The same for every setup step but InitDb and ReadUserVars.
+#[test]
+#[ignore = "funnel bug: a failed setup step leaves its client pinned to a closed backend"]
+fn a_failed_setup_step_unpins_its_client() {
+    let input = case(&[
+        &login(0, LOGIN_APP),
+        &turns(8),
+        &canned(0, 3), // BEGIN: pinned
+        &turns(8),
+        &canned(0, 24 + 7), // COM_SET_OPTION: multi-statements off
+        &turns(4),
+        &[op(0, 11), 1], // mysqld fails the next command
+        &canned(0, 0),   // SELECT 1: the funnel sets the option first
+        &turns(8),
+        &canned(0, 0),
+        &turns(8),
+    ]);
+    run_case(&input).unwrap();
+}
+
 /// Replays one input with the funnel's debug log, for a failure's story:
 /// `SIM_INPUT="2, 0, 5, 8" cargo test --lib replay_sim_input -- --ignored --nocapture`.
 #[test]
