@@ -754,11 +754,12 @@ fn pending_error_meets_a_command_without_an_answer() -> Vec<u8> {
 
 /// FUNNEL BUG, found by the sim's random sessions, not fixed here (it is
 /// in src/server/client.rs, `handle_command`): the error kept for a client
-/// whose session state was discarded over max_pinned_backends
-/// (`pending_error`) is sent as the answer to whatever command comes next,
-/// even a COM_STMT_CLOSE or COM_STMT_SEND_LONG_DATA, which have none. The
-/// client takes that ERR for the answer to its next command (here the
-/// PING), and every answer after it is off by one.
+/// whose session state was lost (`pending_error`: discarded over
+/// max_pinned_backends, as here, or its pinned backend lost while it was
+/// idle, in `backend_lost`) is sent as the answer to whatever command
+/// comes next, even a COM_STMT_CLOSE or COM_STMT_SEND_LONG_DATA, which
+/// have none. The client takes that ERR for the answer to its next command
+/// (here the PING), and every answer after it is off by one.
 #[test]
 #[ignore = "funnel bug: the pending error answers a command that has no answer"]
 fn a_pending_error_waits_for_a_command_with_an_answer() {
