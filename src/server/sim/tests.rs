@@ -639,7 +639,7 @@ fn a_backend_lost_before_the_command_was_sent_does_not_strand_it() {
 }
 
 #[test]
-fn the_answer_checker_sees_wrong_sequence_ids_and_stray_packets() {
+fn the_answer_checker_sees_wrong_answers_and_foreign_content() {
     let (stream, _peer) = UnixStream::pair().unwrap();
     let client = || SimClient {
         tag: 1,
@@ -678,6 +678,52 @@ fn the_answer_checker_sees_wrong_sequence_ids_and_stray_packets() {
     c.received.extend_from_slice(&[1, 0, 0, 1, 0xfe]);
     let e = c.check_frames().unwrap_err();
     assert!(e.contains("malformed answer"), "{e}");
+    // By content: another client's state in a probe's answer (a text row
+    // naming tag 7, the client being 1), and an interruption with no KILL
+    // in flight (an ERR 1317, or SLEEP's row saying 1), but not with one.
+    let frame = |seq: u8, payload: &[u8]| {
+        let mut f = Vec::new();
+        write_packet(&mut f, seq, payload);
+        f
+    };
+    let awaiting = |probe, killable| {
+        std::collections::VecDeque::from([Awaited {
+            cmd: COM_QUERY,
+            probe,
+            killable,
+        }])
+    };
+    let mut row = Vec::new();
+    write_lenenc_str(&mut row, b"sim-owner:7");
+    let mut c = client();
+    c.awaiting = awaiting(Probe::Owner, true);
+    c.received.extend_from_slice(&frame(1, &[1]));
+    c.received.extend_from_slice(&frame(2, &row));
+    let e = c.check_frames().unwrap_err();
+    assert!(e.contains("sees client tag 7"), "{e}");
+    let mut interrupted = Vec::new();
+    crate::protocol::response::encode_err(
+        &mut interrupted,
+        1317,
+        "70100",
+        "Query execution was interrupted",
+    );
+    for killable in [false, true] {
+        let mut c = client();
+        c.awaiting = awaiting(Probe::None, killable);
+        c.received.extend_from_slice(&frame(1, &interrupted));
+        assert_eq!(c.check_frames().is_err(), !killable);
+        let mut c = client();
+        c.awaiting = awaiting(Probe::Sleep, killable);
+        let mut def = Vec::new();
+        crate::protocol::response::encode_column_def(&mut def, "SLEEP", 0xfd, 45, 1, 0, 0);
+        c.received.extend_from_slice(&frame(1, &[1]));
+        c.received.extend_from_slice(&frame(2, &def));
+        c.received.extend_from_slice(&frame(3, &[0xfe, 0, 0, 2, 0]));
+        c.received.extend_from_slice(&frame(4, &[1, b'1']));
+        let r = c.check_frames();
+        assert_eq!(r.is_err(), !killable, "{r:?}");
+    }
 }
 
 /// A command sent right behind the login (before its answer) is owed an
