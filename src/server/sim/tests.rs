@@ -479,7 +479,17 @@ fn random_cases(seed: u64, cases: usize, keep_going: bool) -> Vec<(String, usize
         } else {
             random_session(&mut next)
         };
-        let Err(e) = run_case(&input) else {
+        // A panic in the funnel is a failure like any other, with its input.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case(&input)))
+            .unwrap_or_else(|p| {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                Err(format!("panic: {msg}"))
+            });
+        let Err(e) = result else {
             continue;
         };
         if !keep_going {
@@ -859,6 +869,35 @@ fn a_failed_setup_step_unpins_its_client() {
         &canned(0, 0),   // SELECT 1: the funnel sets the option first
         &turns(8),
         &canned(0, 0),
+        &turns(8),
+    ]);
+    run_case(&input).unwrap();
+}
+
+/// FUNNEL BUG (a panic: the daemon's loop dies), found by the sim's random
+/// sessions, not fixed here (it is in src/server/backend.rs,
+/// `send_client_command`): a pinned client (its `CALL`) has pipelined a
+/// COM_STMT_SEND_LONG_DATA behind a `SELECT SLEEP(3)`; mysqld closes the
+/// connection right after writing the SLEEP's answer. The funnel reads the
+/// answer, hands the backend the next command at once, and the write of
+/// that command fails: `flush_backend` loses (removes) the backend, then,
+/// as the command has no answer, `finish_response(key, ..)` indexes the
+/// removed backend: "invalid key" at `let b = &mut self.backends[key]`.
+/// Any command without an answer (COM_STMT_CLOSE too) sent to a backend
+/// whose write fails does the same.
+#[test]
+#[ignore = "funnel bug: panic when a command without an answer cannot be written"]
+fn a_command_without_an_answer_to_a_dead_backend_does_not_panic() {
+    let input = case(&[
+        &login(0, LOGIN_APP),
+        &turns(8),
+        &canned(0, CALL_PROC), // pinned: everything below on one backend
+        &turns(8),
+        &canned(0, PREPARE),
+        &turns(8),
+        &[op(0, 16), 2, ISOLATION_CANNED + 12, 24 + 15], // SELECT SLEEP(3), LONG_DATA 1
+        &turns(2),       // three turns: the SLEEP's answer is written
+        &[op(0, 12), 1], // mysqld closes that connection
         &turns(8),
     ]);
     run_case(&input).unwrap();
