@@ -28,6 +28,9 @@
 //!   information_schema.ENGINES LIMIT 0)`, a scripted error (its statement's
 //!   tag, if any) and COM_RESET_CONNECTION replace or clear them.
 //!
+//! A reset or that `DO` still runs when the script gives it an odd answer
+//! (anything but an error): the funnel may take such an answer for done.
+//!
 //! Rows naming an owner carry `sim-owner:<t>` (see [`OWNER_MARK`]).
 //!
 //! `SELECT SLEEP(n)` runs for `n` pumps (at most 64), and answers "0", or
@@ -381,6 +384,17 @@ impl FakeMysqld {
         } else {
             String::new()
         };
+        if !matches!(answer, Answer::Err | Answer::Stall) {
+            // These ran, however odd the answer the script gives them.
+            if cmd == COM_RESET_CONNECTION {
+                self.resets += 1;
+                self.conns[i].reset_session();
+            }
+            if sql.trim_start().starts_with(CLEAR_DIAGNOSTICS) {
+                self.diagnostics_cleared += 1;
+                self.conns[i].warnings_owner = None;
+            }
+        }
         if answer == Answer::Normal {
             if let Some(thread) = kill_query_target(&sql) {
                 self.kill_query(i, seq.wrapping_add(1), thread);
@@ -394,12 +408,6 @@ impl FakeMysqld {
                 });
                 return;
             }
-            if sql.trim_start().starts_with(CLEAR_DIAGNOSTICS) {
-                self.diagnostics_cleared += 1;
-            }
-            if cmd == COM_RESET_CONNECTION {
-                self.resets += 1;
-            }
         }
         let c = &mut self.conns[i];
         let mut r = Reply::new(c, seq.wrapping_add(1));
@@ -411,10 +419,6 @@ impl FakeMysqld {
                 r.err(1064, "42000", "You have an error in your SQL syntax (sim)")
             }
             Answer::Unreplayable => {
-                if cmd == COM_RESET_CONNECTION {
-                    // An OK to a reset says it happened, whatever it tracks.
-                    r.conn.reset_session();
-                }
                 // An entry of a type the funnel does not know.
                 let mut state = vec![0x20, 1, b'x'];
                 encode_state_change(&mut state, &StateChange::StateChanged(true));

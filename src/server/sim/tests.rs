@@ -479,7 +479,17 @@ fn random_cases(seed: u64, cases: usize, keep_going: bool) -> Vec<(String, usize
         } else {
             random_session(&mut next)
         };
-        let Err(e) = run_case(&input) else {
+        // A panic in the funnel is a failure like any other, with its input.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case(&input)))
+            .unwrap_or_else(|p| {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                Err(format!("panic: {msg}"))
+            });
+        let Err(e) = result else {
             continue;
         };
         if !keep_going {
@@ -639,7 +649,7 @@ fn a_backend_lost_before_the_command_was_sent_does_not_strand_it() {
 }
 
 #[test]
-fn the_answer_checker_sees_wrong_sequence_ids_and_stray_packets() {
+fn the_answer_checker_sees_wrong_answers_and_foreign_content() {
     let (stream, _peer) = UnixStream::pair().unwrap();
     let client = || SimClient {
         tag: 1,
@@ -678,6 +688,52 @@ fn the_answer_checker_sees_wrong_sequence_ids_and_stray_packets() {
     c.received.extend_from_slice(&[1, 0, 0, 1, 0xfe]);
     let e = c.check_frames().unwrap_err();
     assert!(e.contains("malformed answer"), "{e}");
+    // By content: another client's state in a probe's answer (a text row
+    // naming tag 7, the client being 1), and an interruption with no KILL
+    // in flight (an ERR 1317, or SLEEP's row saying 1), but not with one.
+    let frame = |seq: u8, payload: &[u8]| {
+        let mut f = Vec::new();
+        write_packet(&mut f, seq, payload);
+        f
+    };
+    let awaiting = |probe, killable| {
+        std::collections::VecDeque::from([Awaited {
+            cmd: COM_QUERY,
+            probe,
+            killable,
+        }])
+    };
+    let mut row = Vec::new();
+    write_lenenc_str(&mut row, b"sim-owner:7");
+    let mut c = client();
+    c.awaiting = awaiting(Probe::Owner, true);
+    c.received.extend_from_slice(&frame(1, &[1]));
+    c.received.extend_from_slice(&frame(2, &row));
+    let e = c.check_frames().unwrap_err();
+    assert!(e.contains("sees client tag 7"), "{e}");
+    let mut interrupted = Vec::new();
+    crate::protocol::response::encode_err(
+        &mut interrupted,
+        1317,
+        "70100",
+        "Query execution was interrupted",
+    );
+    for killable in [false, true] {
+        let mut c = client();
+        c.awaiting = awaiting(Probe::None, killable);
+        c.received.extend_from_slice(&frame(1, &interrupted));
+        assert_eq!(c.check_frames().is_err(), !killable);
+        let mut c = client();
+        c.awaiting = awaiting(Probe::Sleep, killable);
+        let mut def = Vec::new();
+        crate::protocol::response::encode_column_def(&mut def, "SLEEP", 0xfd, 45, 1, 0, 0);
+        c.received.extend_from_slice(&frame(1, &[1]));
+        c.received.extend_from_slice(&frame(2, &def));
+        c.received.extend_from_slice(&frame(3, &[0xfe, 0, 0, 2, 0]));
+        c.received.extend_from_slice(&frame(4, &[1, b'1']));
+        let r = c.check_frames();
+        assert_eq!(r.is_err(), !killable, "{r:?}");
+    }
 }
 
 /// A command sent right behind the login (before its answer) is owed an
@@ -754,11 +810,12 @@ fn pending_error_meets_a_command_without_an_answer() -> Vec<u8> {
 
 /// FUNNEL BUG, found by the sim's random sessions, not fixed here (it is
 /// in src/server/client.rs, `handle_command`): the error kept for a client
-/// whose session state was discarded over max_pinned_backends
-/// (`pending_error`) is sent as the answer to whatever command comes next,
-/// even a COM_STMT_CLOSE or COM_STMT_SEND_LONG_DATA, which have none. The
-/// client takes that ERR for the answer to its next command (here the
-/// PING), and every answer after it is off by one.
+/// whose session state was lost (`pending_error`: discarded over
+/// max_pinned_backends, as here, or its pinned backend lost while it was
+/// idle, in `backend_lost`) is sent as the answer to whatever command
+/// comes next, even a COM_STMT_CLOSE or COM_STMT_SEND_LONG_DATA, which
+/// have none. The client takes that ERR for the answer to its next command
+/// (here the PING), and every answer after it is off by one.
 #[test]
 #[ignore = "funnel bug: the pending error answers a command that has no answer"]
 fn a_pending_error_waits_for_a_command_with_an_answer() {
@@ -785,6 +842,63 @@ fn bytes_after_a_complete_answer_are_not_the_next_pipelined_commands() {
         &[op(0, 11), 3], // mysqld answers the next command with a result set
         &[op(0, 16), 2, 24 + 4, 0], // COM_FIELD_LIST, SELECT 1
         &turns(16),
+    ]);
+    run_case(&input).unwrap();
+}
+
+/// FUNNEL BUG, found by the `funnel` fuzz target, not fixed here (it is
+/// in src/server/backend.rs, the error path of a failed setup step): a
+/// pinned client's setup step (COM_SET_OPTION here, as the client turned
+/// multi-statements off) fails with an ERR; the funnel takes the client
+/// off the backend (`b.client.take()`) before `backend_lost`, which
+/// therefore never clears the client's `pinned`: the client stays pinned
+/// to a backend that is gone ("client 0 is pinned to backend 0, which is
+/// gone"), and its next command is sent to whatever backend reuses that
+/// slab key. The same for every setup step but InitDb and ReadUserVars.
+#[test]
+#[ignore = "funnel bug: a failed setup step leaves its client pinned to a closed backend"]
+fn a_failed_setup_step_unpins_its_client() {
+    let input = case(&[
+        &login(0, LOGIN_APP),
+        &turns(8),
+        &canned(0, 3), // BEGIN: pinned
+        &turns(8),
+        &canned(0, 24 + 7), // COM_SET_OPTION: multi-statements off
+        &turns(4),
+        &[op(0, 11), 1], // mysqld fails the next command
+        &canned(0, 0),   // SELECT 1: the funnel sets the option first
+        &turns(8),
+        &canned(0, 0),
+        &turns(8),
+    ]);
+    run_case(&input).unwrap();
+}
+
+/// FUNNEL BUG (a panic: the daemon's loop dies), found by the sim's random
+/// sessions, not fixed here (it is in src/server/backend.rs,
+/// `send_client_command`): a pinned client (its `CALL`) has pipelined a
+/// COM_STMT_SEND_LONG_DATA behind a `SELECT SLEEP(3)`; mysqld closes the
+/// connection right after writing the SLEEP's answer. The funnel reads the
+/// answer, hands the backend the next command at once, and the write of
+/// that command fails: `flush_backend` loses (removes) the backend, then,
+/// as the command has no answer, `finish_response(key, ..)` indexes the
+/// removed backend: "invalid key" at `let b = &mut self.backends[key]`.
+/// Any command without an answer (COM_STMT_CLOSE too) sent to a backend
+/// whose write fails does the same.
+#[test]
+#[ignore = "funnel bug: panic when a command without an answer cannot be written"]
+fn a_command_without_an_answer_to_a_dead_backend_does_not_panic() {
+    let input = case(&[
+        &login(0, LOGIN_APP),
+        &turns(8),
+        &canned(0, CALL_PROC), // pinned: everything below on one backend
+        &turns(8),
+        &canned(0, PREPARE),
+        &turns(8),
+        &[op(0, 16), 2, ISOLATION_CANNED + 12, 24 + 15], // SELECT SLEEP(3), LONG_DATA 1
+        &turns(2),       // three turns: the SLEEP's answer is written
+        &[op(0, 12), 1], // mysqld closes that connection
+        &turns(8),
     ]);
     run_case(&input).unwrap();
 }
