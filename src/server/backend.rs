@@ -1511,8 +1511,11 @@ impl Server {
         b.tracker.start(expect);
         b.state = BackendState::Running;
         c.command_sent_at = self.now;
+        let serial = b.serial;
         self.flush_backend(key);
-        if expect == Expect::None {
+        // A failed write has lost the backend (and told its client).
+        let alive = self.backends.get(key).is_some_and(|b| b.serial == serial);
+        if expect == Expect::None && alive {
             // COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA: no answer comes.
             self.finish_response(key, 0, EndKind::Other);
         }
@@ -2267,6 +2270,7 @@ impl Server {
         let pool = b.pool;
         let client = b.client;
         let state = b.state;
+        let command = b.command;
         if b.kill_query.is_some() {
             log_limited!(
                 self,
@@ -2294,13 +2298,16 @@ impl Server {
         if let Some(cr) = client {
             // Still before or inside the client's command (not the funnel's
             // own read-back after it, when the answer is already complete).
+            // A command without an answer (COM_STMT_CLOSE, long data) is
+            // owed nothing: the client hears at its next command.
+            let owes_answer = expect_for(command) != Expect::None;
             let in_command = matches!(
                 state,
                 BackendState::Running
                     | BackendState::Internal(
                         Internal::InitDb | Internal::SetVars | Internal::SetInsertId
                     )
-            );
+            ) && (owes_answer || state != BackendState::Running);
             if let Some(c) = self
                 .clients
                 .get_mut(cr.key)

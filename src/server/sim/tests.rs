@@ -781,7 +781,6 @@ fn pinned_client_leaves_during_a_setup_step(pin: u8) -> Vec<u8> {
 /// SetInsertId, SetOption). When the pool has another backend, the freed
 /// one is surplus and closed, which hides it.
 #[test]
-#[ignore = "funnel bug: a pinned backend whose client left during a setup step is not reset"]
 fn a_pinned_client_leaving_during_a_setup_step_gets_its_backend_reset() {
     for pin in [CALL_PROC, 3 /* BEGIN */] {
         if let Err(e) = run_case(&pinned_client_leaves_during_a_setup_step(pin)) {
@@ -817,7 +816,6 @@ fn pending_error_meets_a_command_without_an_answer() -> Vec<u8> {
 /// have none. The client takes that ERR for the answer to its next command
 /// (here the PING), and every answer after it is off by one.
 #[test]
-#[ignore = "funnel bug: the pending error answers a command that has no answer"]
 fn a_pending_error_waits_for_a_command_with_an_answer() {
     run_case(&pending_error_meets_a_command_without_an_answer()).unwrap();
 }
@@ -834,7 +832,6 @@ fn a_pending_error_waits_for_a_command_with_an_answer() {
 /// but the earlier fix for exactly this (see
 /// `bytes_after_a_complete_answer_close_the_backend`) misses this path.
 #[test]
-#[ignore = "funnel bug: leftover bytes become the answer of a command dispatched in the same turn"]
 fn bytes_after_a_complete_answer_are_not_the_next_pipelined_commands() {
     let input = case(&[
         &login(0, LOGIN_APP),
@@ -856,7 +853,6 @@ fn bytes_after_a_complete_answer_are_not_the_next_pipelined_commands() {
 /// gone"), and its next command is sent to whatever backend reuses that
 /// slab key. The same for every setup step but InitDb and ReadUserVars.
 #[test]
-#[ignore = "funnel bug: a failed setup step leaves its client pinned to a closed backend"]
 fn a_failed_setup_step_unpins_its_client() {
     let input = case(&[
         &login(0, LOGIN_APP),
@@ -886,7 +882,6 @@ fn a_failed_setup_step_unpins_its_client() {
 /// Any command without an answer (COM_STMT_CLOSE too) sent to a backend
 /// whose write fails does the same.
 #[test]
-#[ignore = "funnel bug: panic when a command without an answer cannot be written"]
 fn a_command_without_an_answer_to_a_dead_backend_does_not_panic() {
     let input = case(&[
         &login(0, LOGIN_APP),
