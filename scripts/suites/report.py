@@ -22,7 +22,7 @@ import sys
 import xml.etree.ElementTree as ET
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-MESSAGE_LINES = 8
+MESSAGE_LINES = 12
 
 
 def strip_ansi(s):
@@ -84,12 +84,27 @@ def poku_message(path, name):
         if inside:
             out.append(line)
     interesting = [
-        l.strip() for l in out
+        l.rstrip() for l in out
         if l.strip() and not re.match(r"^[─-]+$", l.strip())
+        and not l.strip().startswith("●")  # per-test timing lines
+        and not re.match(r"^at |^\}$", l.strip())  # stack frames
     ]
-    # Lead with the lines that say what failed.
-    key = [l for l in interesting if re.search(r"✘|Error|error|expected|actual|assert|Timeout|timed out", l)]
-    return (key or interesting)[:MESSAGE_LINES]
+    # From the first line that says what failed (with the test title before
+    # it): the assertion, its operator, actual and expected values.
+    first = next(
+        (i for i, l in enumerate(interesting)
+         if re.search(r"✘|Error\b|Error:|Timeout|timed out", l)),
+        None,
+    )
+    if first is None:
+        return [l.strip() for l in interesting[:MESSAGE_LINES]]
+    title = next(
+        (interesting[i].strip() for i in range(first - 1, -1, -1)
+         if interesting[i].strip().startswith("◌")),
+        None,
+    )
+    picked = [l.strip() for l in interesting[first:first + MESSAGE_LINES]]
+    return ([title] if title else []) + picked
 
 
 def read_tsv(path):
