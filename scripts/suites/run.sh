@@ -25,8 +25,9 @@
 # --report-only, which only prints them), 2 when the run itself broke
 # (setup failed, a suite did not run).
 #
-# Time: about 5 minutes on a 2-core machine with the funnel already built
-# (README, "Tests"). Each suite run is limited to FUNNEL_SUITES_TIMEOUT
+# Time: about 7 minutes on a 2-core machine with the funnel already built
+# (PyMySQL 1, mysql2 6: its own runner, 227 test files, each in its own
+# Node process). Each suite run is limited to FUNNEL_SUITES_TIMEOUT
 # seconds (default 600). FUNNEL_SUITES_CACHE (default
 # /tmp/funnel-suites-cache) keeps the Python venv between runs.
 set -euo pipefail
@@ -46,7 +47,7 @@ for arg in "$@"; do
     --keep) KEEP=1 ;;
     pymysql | mysql2) SUITES+=("$arg") ;;
     -h | --help)
-        sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
@@ -73,9 +74,27 @@ die() {
 for tgz in "$PYMYSQL_TGZ" "$MYSQL2_TGZ"; do
     [ -f "$tgz" ] || die "missing $tgz (the suites archives, see ../shared/suites/README.md; FUNNEL_SUITES_DIR overrides)"
 done
-command -v python3 >/dev/null || die "python3 is needed"
-if [[ " ${SUITES[*]} " == *" mysql2 "* ]]; then
-    command -v npm >/dev/null || die "node and npm are needed for the mysql2 suite"
+# Node.js for mysql2 (its CI uses Node 18 to 24) and python3-venv for PyMySQL's
+# dependencies: installed with apt-get when missing and we can (root or
+# password-less sudo), as scripts/test.sh does for its tools.
+need_apt=()
+command -v python3 >/dev/null || need_apt+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [[ " ${SUITES[*]} " == *" mysql2 "* ]] && ! command -v npm >/dev/null; then
+    need_apt+=(nodejs npm)
+fi
+if [ "${#need_apt[@]}" -gt 0 ]; then
+    SUDO=()
+    [ "$(id -u)" -eq 0 ] || SUDO=(sudo -n)
+    if command -v apt-get >/dev/null && { [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; }; then
+        log "apt-get install -y ${need_apt[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${need_apt[@]}" >&2 ||
+            { "${SUDO[@]}" apt-get update -q >&2 && "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${need_apt[@]}" >&2; } ||
+            die "apt-get install ${need_apt[*]} failed"
+    else
+        die "missing: ${need_apt[*]} (install them, e.g. sudo apt-get install -y ${need_apt[*]})"
+    fi
 fi
 
 # Short path: MariaDB's and the funnel's unix sockets live in it.
