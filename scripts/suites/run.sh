@@ -179,7 +179,27 @@ for f in init mysql mariadb; do
     admin_sql --comments <"$PYMYSQL/ci/docker-entrypoint-initdb.d/$f.sql" ||
         die "PyMySQL's ci/docker-entrypoint-initdb.d/$f.sql failed"
 done
-reset_databases() { # fresh suite databases before each run
+# Global variables as set up, so that each run starts from them: a test that
+# fails before restoring what it SET GLOBAL (mysql2's
+# max_prepared_stmt_count=10 tests) must not make later tests fail.
+admin_sql -N -e 'SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES' \
+    >"$SCRATCH/globals.tsv" || die "reading MariaDB's global variables failed"
+restore_globals() {
+    admin_sql -N -e 'SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES' |
+        python3 -c '
+import sys
+# (values as the client prints them in batch mode: already backslash-escaped)
+def read(lines):
+    return dict(l.rstrip("\n").split("\t", 1) for l in lines if "\t" in l)
+saved, now = read(open(sys.argv[1])), read(sys.stdin)
+for name, value in sorted(saved.items()):
+    if now.get(name, value) != value:
+        literal = value if value.lstrip("-").isdigit() else "\x27" + value.replace("\x27", "\x27\x27") + "\x27"
+        print(f"SET GLOBAL {name} = {literal};")
+' "$SCRATCH/globals.tsv" | admin_sql --force 2>/dev/null || true
+}
+reset_databases() { # fresh suite databases and the initial globals before each run
+    restore_globals
     admin_sql <<'SQL'
 DROP DATABASE IF EXISTS test1;
 DROP DATABASE IF EXISTS test2;
@@ -310,6 +330,15 @@ message_of() { # SUITE OUT_PREFIX NAME
     fi
 }
 
+# A funnel that died would turn every later test into a "regression": stop
+# counting and say so instead (exit 2).
+funnel_alive() {
+    kill -0 "$FUNNEL_PID" 2>/dev/null && return 0
+    log "the funnel exited during the run; funnel.log ends with:"
+    tail -n 30 "$SCRATCH/funnel.log" >&2
+    return 1
+}
+
 declare -A SUITE_SECS
 broken=0
 for suite in "${SUITES[@]}"; do
@@ -322,11 +351,13 @@ for suite in "${SUITES[@]}"; do
             tail -n 20 "$RESULTS/$suite.$mode.log" >&2
             broken=1
         fi
+        funnel_alive || broken=1
     done
     : >"$RESULTS/$suite.regressions"
     : >"$RESULTS/$suite.flaky"
     mapfile -t candidates < <(python3 "$HERE/report.py" candidates "$RESULTS/$suite.direct.tsv" "$RESULTS/$suite.funnel.tsv")
     [ "${#candidates[@]}" -eq 0 ] || log "$suite: ${#candidates[@]} failed through the funnel only; re-running each alone"
+    [ "$broken" = 0 ] || candidates=()
     n=0
     for name in "${candidates[@]}"; do
         n=$((n + 1))
@@ -365,8 +396,14 @@ done
 echo "time: total $(($(date +%s) - T0)) s"
 [ "$KEEP" = 1 ] || echo "(--keep keeps the logs and per-test results)"
 
+if grep -q 'panicked' "$SCRATCH/funnel.log"; then
+    echo
+    echo "=== the funnel panicked (funnel.log) ==="
+    grep -A5 'panicked' "$SCRATCH/funnel.log" | head -n 30
+    broken=1
+fi
 if [ "$broken" = 1 ]; then
-    echo "a suite did not run completely: see the output above" >&2
+    echo "a suite did not run completely, or the funnel failed: see the output above" >&2
     exit 2
 fi
 if [ "$status" -ne 0 ] && [ "$REPORT_ONLY" = 1 ]; then
