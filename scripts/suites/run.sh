@@ -25,11 +25,12 @@
 # --report-only, which only prints them), 2 when the run itself broke
 # (setup failed, a suite did not run).
 #
-# Time: about 7 minutes on a 2-core machine with the funnel already built
-# (PyMySQL 1, mysql2 6: its own runner, 227 test files, each in its own
-# Node process); up to 10 while other builds share the cores. Each suite run is limited to FUNNEL_SUITES_TIMEOUT
-# seconds (default 600). FUNNEL_SUITES_CACHE (default
-# /tmp/funnel-suites-cache) keeps the Python venv between runs.
+# Time: about 6-7 minutes on a 2-core machine with the funnel already built
+# (PyMySQL 1, mysql2 5-6: its own runner, 227 test files, each in its own
+# Node process); up to 10 while other builds share the cores. Each suite
+# run is limited to FUNNEL_SUITES_TIMEOUT seconds (default 600).
+# FUNNEL_SUITES_CACHE (default /tmp/funnel-suites-cache) keeps the Python
+# venv between runs.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
