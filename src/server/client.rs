@@ -34,6 +34,7 @@ use crate::protocol::handshake::{
 };
 use crate::protocol::packet::{scan_message, write_packet, MessageSpan, UploadFramer, HEADER_LEN};
 use crate::protocol::response::{encode_eof, encode_err, encode_ok, OkPacket};
+use crate::protocol::tracker::{expect_for, Expect};
 use crate::protocol::ProtocolError;
 
 /// Largest handshake response the funnel reads (attributes included).
@@ -1165,11 +1166,25 @@ impl Server {
         };
         let connect_db = matches!(c.state, ClientState::ConnectDb);
         let seq = 1u8.wrapping_add(c.seq_offset);
+        let cmd = c
+            .current
+            .and_then(|_| c.rbuf.as_slice().get(HEADER_LEN).copied());
         if let Some(span) = c.current.take() {
             c.rbuf.consume(span.wire_len);
         }
         self.bufs.release(&mut c.rbuf);
         c.set_idle();
+        if cmd.is_some_and(|cmd| expect_for(cmd) == Expect::None) {
+            // COM_STMT_SEND_LONG_DATA, COM_STMT_CLOSE: no answer is due
+            // (an ERR now would answer the next command); mysqld reports a
+            // long-data error at the execute, the funnel at the next
+            // command that has an answer.
+            if c.pending_error.is_none() {
+                c.pending_error = Some((code, msg.to_string()));
+            }
+            self.client_ready(client.key);
+            return;
+        }
         self.client_error(client.key, seq, code, msg);
         if connect_db {
             if let Some(c) = self.clients.get_mut(client.key) {
