@@ -932,6 +932,40 @@ fn load_data_local_infile() {
     assert_eq!(out, "ok\n");
 }
 
+/// A client that did not enable local files gets mysqld's own ERR 4166 for
+/// LOAD DATA LOCAL, even from a funnel that allows them (its backends would
+/// ask for the file): the request for a file never reaches that client, it
+/// sees exactly what mysqld shows it, and nothing is loaded.
+#[test]
+fn load_data_local_from_a_client_without_local_files_is_refused_as_by_mysqld() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("rows.csv");
+    std::fs::write(&csv, "1,2\n3,4\n").expect("write csv");
+    let t = common::unique_name("e2e_noinfile");
+    common::admin_sql(&format!("CREATE TABLE {TEST_DB}.{t} (a INT, b INT)"));
+    let load = format!(
+        "LOAD DATA LOCAL INFILE '{}' INTO TABLE {t} FIELDS TERMINATED BY ','; \
+         SELECT COUNT(*) FROM {t}",
+        csv.display()
+    );
+    let direct = Cli {
+        port: common::mariadb().port,
+    };
+    let (direct_code, direct_out, direct_err) = direct.run(&["--local-infile=0", "--force"], &load);
+    let f = start_funnel_infile(true);
+    let funnel = Cli { port: f.port };
+    let (code, out, err) = funnel.run(&["--local-infile=0", "--force"], &load);
+    assert!(
+        direct_err.contains("ERROR 4166 (HY000)"),
+        "direct: {direct_err}"
+    );
+    assert_eq!((code, &out, &err), (direct_code, &direct_out, &direct_err));
+    let rows: Vec<u64> =
+        common::mariadb().admin_query(&format!("SELECT COUNT(*) FROM {TEST_DB}.{t}"));
+    assert_eq!(rows, vec![0], "nothing loaded");
+    common::admin_sql(&format!("DROP TABLE {TEST_DB}.{t}"));
+}
+
 // ---------------------------------------------------------------------------
 // Every response kind through the C client libraries' own API, compared with
 // mysqld: libmysqlclient negotiates CLIENT_DEPRECATE_EOF, Connector/C does

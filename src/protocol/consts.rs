@@ -97,6 +97,7 @@ pub mod err {
     pub const ER_UNKNOWN_COM_ERROR: (u16, &str) = (1047, "08S01");
     pub const ER_BAD_DB_ERROR: (u16, &str) = (1049, "42000");
     pub const ER_PARSE_ERROR: (u16, &str) = (1064, "42000");
+    pub const ER_LOAD_INFILE_CAPABILITY_DISABLED: (u16, &str) = (4166, "HY000");
     pub const ER_HANDSHAKE_ERROR: (u16, &str) = (1043, "08S01");
     pub const ER_UNKNOWN_ERROR: (u16, &str) = (1105, "HY000");
     pub const ER_NET_PACKET_TOO_LARGE: (u16, &str) = (1153, "08S01");

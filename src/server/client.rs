@@ -1022,6 +1022,18 @@ impl Server {
                         }
                         return;
                     }
+                    if facts.load_local && c.capabilities & CLIENT_LOCAL_FILES == 0 {
+                        // As mysqld answers such a client, which must never
+                        // get the backend's request for a file.
+                        self.discard_current(key);
+                        self.client_error(
+                            key,
+                            1,
+                            ER_LOAD_INFILE_CAPABILITY_DISABLED,
+                            "The used command is not allowed because the MariaDB server or client has disabled the local infile capability",
+                        );
+                        return;
+                    }
                     c.unreported_taken = facts.takes;
                     c.unreported_released = facts.releases;
                     c.facts = facts;

@@ -66,6 +66,9 @@ pub struct StatementFacts {
     /// It may fire triggers (`INSERT`, `UPDATE`, `DELETE`, `REPLACE`,
     /// `LOAD`), whose effects on the session the scan cannot see.
     pub may_fire_triggers: bool,
+    /// A `LOAD DATA LOCAL` / `LOAD XML LOCAL`: mysqld asks the client for a
+    /// file, which only a client with `CLIENT_LOCAL_FILES` may be asked.
+    pub load_local: bool,
     /// `SET STATEMENT ... FOR`: mysqld flags the restored variables as a
     /// state change in the result's EOF.
     pub set_statement: bool,
@@ -88,6 +91,7 @@ impl StatementFacts {
         self.opaque_state |= o.opaque_state;
         self.may_fire_triggers |= o.may_fire_triggers;
         self.set_statement |= o.set_statement;
+        self.load_local |= o.load_local;
         // Only what both readings agree on.
         self.clears_diagnostics &= o.clears_diagnostics;
         self.unproven = self.unproven.or(o.unproven);
@@ -883,6 +887,8 @@ fn scan(sql: &[u8], backslash_escapes: bool) -> StatementFacts {
     // `ctx schema . name (`.
     let mut prev: [Option<(Tok, usize, usize)>; 4] = [None; 4];
     let mut into_seen = false;
+    // In a LOAD statement, before its INFILE: LOCAL may come.
+    let mut in_load = false;
     let mut set_seen = false;
     let mut colon = false;
     // After `LAST_INSERT_ID (`: the next token says read or set.
@@ -915,6 +921,7 @@ fn scan(sql: &[u8], backslash_escapes: bool) -> StatementFacts {
             first = None;
             second = None;
             started = false;
+            in_load = false;
             rule_done = false;
             prev = [None; 4];
             colon = false;
@@ -926,6 +933,7 @@ fn scan(sql: &[u8], backslash_escapes: bool) -> StatementFacts {
                 Tok::Word => {
                     first = Some((s, e));
                     set_seen |= sql[s..e].eq_ignore_ascii_case(b"SET");
+                    in_load = sql[s..e].eq_ignore_ascii_case(b"LOAD");
                 }
                 // `(SELECT ...)`: a parenthesised query.
                 Tok::Punct(b'(') => {
@@ -949,6 +957,14 @@ fn scan(sql: &[u8], backslash_escapes: bool) -> StatementFacts {
                 Tok::QuotedName | Tok::Punct(b'(') => true,
                 _ => false,
             };
+        }
+        if in_load && kind == Tok::Word {
+            let w = &sql[s..e];
+            if w.eq_ignore_ascii_case(b"LOCAL") {
+                f.load_local = true;
+            } else if w.eq_ignore_ascii_case(b"INFILE") {
+                in_load = false;
+            }
         }
         if insert_id_call > 0 {
             if kind != Tok::Punct(b')') {
@@ -1217,6 +1233,26 @@ mod tests {
         let f = statement_facts(b"KILL 5; SELECT 1");
         assert!(f.first_is_kill && !f.later_kill);
         assert!(!statement_facts(b"SELECT 'KILL 5'; SELECT 1").later_kill);
+    }
+
+    #[test]
+    fn finds_load_data_local() {
+        for sql in [
+            "LOAD DATA LOCAL INFILE '/x' INTO TABLE t",
+            "load data low_priority local infile '/x' into table t",
+            "LOAD XML LOCAL INFILE '/x' INTO TABLE t",
+            "SELECT 1; LOAD DATA CONCURRENT LOCAL INFILE '/x' INTO TABLE t",
+        ] {
+            assert!(statement_facts(sql.as_bytes()).load_local, "{sql}");
+        }
+        for sql in [
+            "LOAD DATA INFILE '/x' INTO TABLE t",
+            "LOAD DATA INFILE '/x' INTO TABLE local",
+            "SELECT 'LOAD DATA LOCAL'",
+            "SELECT local FROM t",
+        ] {
+            assert!(!statement_facts(sql.as_bytes()).load_local, "{sql}");
+        }
     }
 
     #[test]
