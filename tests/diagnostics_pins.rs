@@ -102,3 +102,49 @@ fn warnings_give_way_to_a_transaction_when_pins_run_out() {
     e.query_drop("COMMIT").expect("e commit");
     setup.query_drop(format!("DROP TABLE {t}")).expect("drop");
 }
+
+/// A statement that would surely pin (here a temporary table) while the
+/// pinned allowance is full is refused before it runs, with a clear error,
+/// instead of being run and its state discarded: the connection stays
+/// usable, and the same statement works once a pin is free.
+#[test]
+fn a_statement_that_would_pin_is_refused_when_no_pin_is_free() {
+    let f = start("connections = 1\nmax_pinned_backends = 1");
+    let tmp = common::unique_name("pin_tmp");
+    let mut a = conn(&f);
+    a.query_drop("BEGIN").expect("begin");
+    a.query_drop("SELECT 1").expect("a holds the only pin");
+    let mut b = conn(&f);
+    let err = b
+        .query_drop(format!("CREATE TEMPORARY TABLE {tmp} (x INT)"))
+        .expect_err("no pin is free");
+    let mysql::Error::MySqlError(e) = err else {
+        panic!("expected a server error, got {err}");
+    };
+    assert_eq!(e.code, 1040, "{e:?}");
+    assert!(
+        e.message.contains("max_pinned_backends = 1") && e.message.contains("was not run"),
+        "{}",
+        e.message
+    );
+    // Usable, and the statement really did not run.
+    assert_eq!(b.query_first::<u32, _>("SELECT 7").unwrap(), Some(7));
+    let missing = b
+        .query_drop(format!("SELECT * FROM {tmp}"))
+        .expect_err("no table");
+    assert!(
+        matches!(missing, mysql::Error::MySqlError(ref e) if e.code == 1146),
+        "{missing}"
+    );
+    // Once the pin is free, the same statement runs and pins B.
+    a.query_drop("COMMIT").expect("commit");
+    b.query_drop(format!("CREATE TEMPORARY TABLE {tmp} (x INT)"))
+        .expect("a pin is free now");
+    b.query_drop(format!("INSERT INTO {tmp} VALUES (1)"))
+        .unwrap();
+    assert_eq!(
+        b.query_first::<u32, _>(format!("SELECT COUNT(*) FROM {tmp}"))
+            .unwrap(),
+        Some(1)
+    );
+}

@@ -2072,9 +2072,11 @@ fn unmovable_state_stays_with_its_client() {
     db.wait_connections_at_most(&user, 1, Duration::from_secs(20));
 }
 
-/// Past max_pinned_backends a client's unmovable state (here: an open
-/// transaction) is discarded, and the client is told so (ERR 1040 naming the
-/// setting) instead of silently sharing a backend that carries it.
+/// Past max_pinned_backends a client's unmovable state is never silently
+/// shared: a statement known to pin (here BEGIN) is refused before it runs
+/// (ERR 1040 naming the setting; the connection stays usable), and state a
+/// statement made anyway (here: autocommit off, then an INSERT opens the
+/// transaction) is discarded and the client told so at its next command.
 #[test]
 fn pinned_clients_over_the_cap_are_told() {
     let f = Setup::new()
@@ -2093,13 +2095,23 @@ fn pinned_clients_over_the_cap_are_told() {
             break;
         }
     }
-    // The third transaction has nowhere to go.
-    conns[2].query_drop("BEGIN").unwrap();
-    let (code, _, msg) =
-        server_error(conns[2].query_drop(format!("INSERT INTO {t} VALUES (2, 2)")));
+    // The third transaction has nowhere to go: BEGIN is refused at once.
+    let (code, _, msg) = server_error(conns[2].query_drop("BEGIN"));
     assert_eq!(code, 1040, "{msg}");
     assert!(msg.starts_with("funnel:"), "{msg}");
     assert!(msg.contains("max_pinned_backends = 2"), "{msg}");
+    assert!(msg.contains("was not run"), "{msg}");
+    // A transaction opened by a statement the scan cannot foresee pinning
+    // runs, and its state is discarded with ERR 1040 at the next command.
+    conns[2].query_drop("SET autocommit = 0").unwrap();
+    conns[2]
+        .query_drop(format!("INSERT INTO {t} VALUES (2, 2)"))
+        .unwrap();
+    let (code, _, msg) = server_error(conns[2].query_drop("SELECT 1"));
+    assert_eq!(code, 1040, "{msg}");
+    assert!(msg.contains("max_pinned_backends = 2"), "{msg}");
+    assert!(msg.contains("discarded"), "{msg}");
+    conns[2].query_drop("SET autocommit = 1").unwrap();
     // Its transaction is gone (it is not in one any more), the others' live
     // (each sees exactly its own uncommitted row).
     let n: i64 = one(&mut conns[2], &format!("SELECT COUNT(*) FROM {t}"));

@@ -2117,12 +2117,18 @@ impl Server {
         }
     }
 
-    /// Take back one pinned backend of `pool` (not `except`) that only an
-    /// idle client's warnings hold: they are lost (that client's next
-    /// `SHOW WARNINGS` shows none), so that a transaction or a lock can
-    /// have the pin.
-    fn revoke_diagnostics_pin(&mut self, pool: usize, except: usize) {
-        let found = self.backends.iter().find_map(|(k, b)| {
+    /// A client of `pool` could be given a pinned backend now: the allowance
+    /// has room, or an idle client's warnings hold one that can be taken
+    /// back.
+    pub(super) fn pin_available(&self, pool: usize) -> bool {
+        let p = &self.pools[pool];
+        p.pinned < p.pin_limit() || self.revocable_pin(pool, usize::MAX).is_some()
+    }
+
+    /// A pinned backend of `pool` (not `except`) that only an idle client's
+    /// warnings hold, and that client: (backend, client key).
+    fn revocable_pin(&self, pool: usize, except: usize) -> Option<(usize, usize)> {
+        self.backends.iter().find_map(|(k, b)| {
             let cr = b.client?;
             let c = self.clients.get(cr.key).filter(|c| c.serial == cr.serial)?;
             (k != except
@@ -2133,8 +2139,15 @@ impl Server {
                 && !c.read_back_pending
                 && c.pins == PinSet::only(PinCause::Diagnostics))
             .then_some((k, cr.key))
-        });
-        let Some((backend, client)) = found else {
+        })
+    }
+
+    /// Take back one pinned backend of `pool` (not `except`) that only an
+    /// idle client's warnings hold: they are lost (that client's next
+    /// `SHOW WARNINGS` shows none), so that a transaction or a lock can
+    /// have the pin.
+    fn revoke_diagnostics_pin(&mut self, pool: usize, except: usize) {
+        let Some((backend, client)) = self.revocable_pin(pool, except) else {
             return;
         };
         if let Some(c) = self.clients.get_mut(client) {

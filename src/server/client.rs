@@ -1034,11 +1034,33 @@ impl Server {
                         );
                         return;
                     }
+                    let (pool, unpinned) = (c.pool, c.pinned.is_none());
+                    if facts.will_pin() && unpinned && !self.pin_available(pool) {
+                        // Refused before it runs, rather than run and its
+                        // state discarded after: the connection stays usable.
+                        let p = &self.pools[pool];
+                        let msg = format!(
+                            "funnel: too many pinned clients in pool '{}' (max_pinned_backends = {}); this statement would keep a backend connection for this client and was not run",
+                            p.name(),
+                            p.user.max_pinned_backends
+                        );
+                        log_limited!(
+                            self,
+                            LogEvent::PinnedExhausted,
+                            "pool {}: max_pinned_backends = {} reached; a statement that would pin was refused",
+                            p.name(),
+                            p.user.max_pinned_backends
+                        );
+                        self.discard_current(key);
+                        self.client_error(key, 1, ER_CON_COUNT_ERROR, &msg);
+                        return;
+                    }
+                    let c = &mut self.clients[key];
                     c.unreported_taken = facts.takes;
                     c.unreported_released = facts.releases;
                     c.facts = facts;
                 }
-                c.current_stmt = None;
+                self.clients[key].current_stmt = None;
                 self.forward_current(key);
             }
             _ => {

@@ -66,6 +66,8 @@ pub struct StatementFacts {
     /// It may fire triggers (`INSERT`, `UPDATE`, `DELETE`, `REPLACE`,
     /// `LOAD`), whose effects on the session the scan cannot see.
     pub may_fire_triggers: bool,
+    /// `BEGIN` / `START TRANSACTION`: the transaction pins its client.
+    pub begins_transaction: bool,
     /// A `LOAD DATA LOCAL` / `LOAD XML LOCAL`: mysqld asks the client for a
     /// file, which only a client with `CLIENT_LOCAL_FILES` may be asked.
     pub load_local: bool,
@@ -77,6 +79,11 @@ pub struct StatementFacts {
 }
 
 impl StatementFacts {
+    /// Running it surely leaves its client pinned.
+    pub fn will_pin(&self) -> bool {
+        self.unproven.is_some() || self.opaque_state || self.takes != 0 || self.begins_transaction
+    }
+
     fn merge(&mut self, o: &StatementFacts) {
         self.first_is_kill |= o.first_is_kill;
         self.later_kill |= o.later_kill;
@@ -92,6 +99,7 @@ impl StatementFacts {
         self.may_fire_triggers |= o.may_fire_triggers;
         self.set_statement |= o.set_statement;
         self.load_local |= o.load_local;
+        self.begins_transaction |= o.begins_transaction;
         // Only what both readings agree on.
         self.clears_diagnostics &= o.clears_diagnostics;
         self.unproven = self.unproven.or(o.unproven);
@@ -832,8 +840,12 @@ fn first_word_rule(first: &[u8], second: &[u8], f: &mut StatementFacts) {
         }
     } else if is(first, "BEGIN") && is(second, "NOT") {
         f.unproven = f.unproven.or(Some("compound statement"));
+    } else if is(first, "BEGIN") {
+        f.begins_transaction = true;
     } else if is(first, "START") && !is(second, "TRANSACTION") {
         f.unproven = f.unproven.or(Some("START statement"));
+    } else if is(first, "START") {
+        f.begins_transaction = true;
     } else if is(first, "GET") {
         if is(second, "DIAGNOSTICS") || is(second, "CURRENT") || is(second, "STACKED") {
             f.reads_diagnostics = true;

@@ -224,13 +224,24 @@ fn hidden_session_state_stays_with_its_client() {
         &[PREPARE_CALL, EXECUTE_1],
     ];
     // The start's config (two backends, a pin to spare), and one backend
-    // with no pin to spare: the state is reset at once, the backend reused.
+    // with no pin to spare: a statement the scan knows will pin is then
+    // refused before it runs (nothing to reset); one found dirty only by
+    // what mysqld answered (the trigger, a prepared CALL) is reset at once,
+    // the backend reused.
     for (variant, state) in [1, 0].into_iter().flat_map(|v| kinds.map(|k| (v, k))) {
         let mut sim = Sim::new().unwrap();
         let resets = sim.mysqld.resets;
         sim.run(&unproven_then_probe(variant, state))
             .unwrap_or_else(|e| panic!("{variant} {state:?}: {e}"));
-        assert!(sim.mysqld.resets > resets, "{variant} {state:?}: no reset");
+        let refused_up_front = variant == 0 && state.len() == 1 && state[0] != CALL_PROC + 4;
+        if refused_up_front {
+            assert_eq!(
+                sim.mysqld.resets, resets,
+                "{variant} {state:?}: nothing ran, nothing to reset"
+            );
+        } else {
+            assert!(sim.mysqld.resets > resets, "{variant} {state:?}: no reset");
+        }
         // Client 0 saw its own state (so the probe does show it), client 1
         // never saw any, and nobody holds it after client 0 left.
         let tag1 = sim.clients[1].as_ref().unwrap().tag;
