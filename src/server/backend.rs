@@ -806,18 +806,27 @@ impl Server {
                 return;
             }
         };
-        match b.tracker.last_kind() {
-            PacketKind::Row => b.rows.push(parse_text_row(payload)),
-            PacketKind::Ok => {
-                if let Ok(ok) = decode_ok(payload, b.capabilities) {
+        // Warnings of this packet, if it is an OK or a rows' EOF.
+        let warnings = match b.tracker.last_kind() {
+            PacketKind::Row => {
+                b.rows.push(parse_text_row(payload));
+                0
+            }
+            PacketKind::Ok => match decode_ok(payload, b.capabilities) {
+                Ok(ok) => {
                     if let Some(block) = ok.session_state {
                         let changes = b.session.apply_tracked(block);
                         b.discard_on_reset |= changes.survives_reset;
                     }
+                    ok.warnings
                 }
+                Err(_) => 0,
+            },
+            PacketKind::Eof => {
+                crate::protocol::response::decode_eof(payload).map_or(0, |e| e.warnings)
             }
-            _ => {}
-        }
+            _ => 0,
+        };
         let Progress::Complete { end, .. } = progress else {
             if progress == Progress::LocalInfile {
                 self.backend_lost(key, "unexpected LOCAL INFILE request".into());
@@ -827,13 +836,6 @@ impl Server {
         // A step of the funnel's own that ended with an error or warnings
         // left them in the diagnostics area: nobody's to see but the
         // client it ran for (0: nobody's).
-        let warnings = match b.tracker.last_kind() {
-            PacketKind::Ok => decode_ok(payload, b.capabilities).map_or(0, |ok| ok.warnings),
-            PacketKind::Eof => {
-                crate::protocol::response::decode_eof(payload).map_or(0, |e| e.warnings)
-            }
-            _ => 0,
-        };
         if end == EndKind::Err || warnings > 0 {
             b.diagnostics_of = Some(b.client.map_or(0, |c| c.serial));
         }
@@ -1765,6 +1767,7 @@ impl Server {
         // status: neither says anything about the transaction.
         let has_status = end != EndKind::Other;
         let mut read_user_vars = false;
+        let mut newly_dirty = false;
         if let Some(cr) = client.filter(|_| !draining) {
             if let Some(c) = self
                 .clients
@@ -1873,11 +1876,8 @@ impl Server {
                             );
                         }
                         c.pins.insert(PinCause::Unproven);
-                        if !b.dirty {
-                            b.dirty = true;
-                            self.pools[pool].counters.dirty_backends += 1;
-                            self.counters.dirty_backends += 1;
-                        }
+                        newly_dirty = !b.dirty;
+                        b.dirty = true;
                     } else if b.saw_unreplayable {
                         c.pins.insert(PinCause::SessionState);
                     } else if unexplained
@@ -1921,6 +1921,9 @@ impl Server {
                     c.e2e_pending = true;
                 }
             }
+        }
+        if newly_dirty {
+            self.bump(pool, |c| c.dirty_backends += 1);
         }
         self.stats_service_time(pool, service);
         let b = &mut self.backends[key];
