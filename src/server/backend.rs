@@ -2644,3 +2644,33 @@ fn random_u64() -> u64 {
 pub(super) fn charset_vars() -> [&'static str; 4] {
     CHARSET_VARS
 }
+
+#[cfg(test)]
+mod session_score_tests {
+    use super::*;
+
+    fn with_schema(schema: Option<&str>) -> SessionVars {
+        let mut s = SessionVars::new();
+        s.set_schema(schema.map(str::to_string));
+        s
+    }
+
+    #[test]
+    fn clients_keep_to_backends_of_their_kind() {
+        let none = with_schema(None);
+        let app = with_schema(Some("app"));
+        let other = with_schema(Some("other"));
+        let score = |b: &SessionVars, c: &SessionVars| {
+            session_score(b, c.fingerprint(), c.schema.as_deref())
+        };
+        // Without a schema: any backend without one beats every backend
+        // with one (that would cost a COM_CHANGE_USER).
+        let mut none_vars = with_schema(None);
+        none_vars.set_var("time_zone", "+01:00");
+        assert!(score(&none_vars, &none) > score(&app, &none));
+        assert!(score(&none, &none) > score(&none_vars, &none));
+        // With a schema: its own, then some other schema, then none.
+        assert!(score(&app, &app) > score(&other, &app));
+        assert!(score(&other, &app) > score(&none, &app));
+    }
+}
