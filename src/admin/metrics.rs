@@ -407,6 +407,13 @@ pub fn render(s: &Snapshot) -> String {
     );
     o.per_pool(
         s,
+        "funnel_schema_unsets_total",
+        "counter",
+        "Backend connections brought back to no default schema (COM_CHANGE_USER) for a client without one.",
+        |p| p.counters.schema_unsets as f64,
+    );
+    o.per_pool(
+        s,
         "funnel_session_replays_total",
         "counter",
         "Session state replayed on a backend before a request.",

@@ -207,7 +207,7 @@ pub fn backlog_max_1m(p: &PoolSnapshot) -> usize {
 }
 
 /// Every counter, by name, in a fixed order.
-pub fn counter_list(c: &Counters) -> [(&'static str, u64); 21] {
+pub fn counter_list(c: &Counters) -> [(&'static str, u64); 22] {
     [
         ("requests", c.requests),
         ("backend_errors", c.backend_errors),
@@ -223,6 +223,7 @@ pub fn counter_list(c: &Counters) -> [(&'static str, u64); 21] {
         ("backend_resets", c.backend_resets),
         ("dirty_backends", c.dirty_backends),
         ("diagnostics_cleared", c.diagnostics_cleared),
+        ("schema_unsets", c.schema_unsets),
         ("replays", c.replays),
         ("replay_us", c.replay_micros),
         ("user_vars_replayed", c.user_vars_replayed),

@@ -3,7 +3,7 @@
 //! and <https://mariadb.com/kb/en/com_change_user/>.
 
 use super::consts::*;
-use super::lenenc::Reader;
+use super::lenenc::{lenenc_int_len, write_lenenc_int, write_lenenc_str, Reader};
 use super::{ProtocolError, Result};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,6 +59,51 @@ pub fn decode_change_user(payload: &[u8], capabilities: u32) -> Result<ChangeUse
     })
 }
 
+impl ChangeUser {
+    /// Append the payload (command byte included), as a client with these
+    /// capabilities sends it: the auth response length-prefixed with one
+    /// byte (`CLIENT_SECURE_CONNECTION`; at most 255 bytes), the schema
+    /// (empty: none), the collation id, the plugin name
+    /// (`CLIENT_PLUGIN_AUTH`) and the connection attributes
+    /// (`CLIENT_CONNECT_ATTRS`).
+    pub fn encode(&self, out: &mut Vec<u8>, capabilities: u32, attrs: &[(String, String)]) {
+        out.push(COM_CHANGE_USER);
+        out.extend_from_slice(self.username.as_bytes());
+        out.push(0);
+        if capabilities & CLIENT_SECURE_CONNECTION != 0 {
+            let a = self.auth_response.get(..255).unwrap_or(&self.auth_response);
+            out.push(a.len() as u8);
+            out.extend_from_slice(a);
+        } else {
+            out.extend_from_slice(&self.auth_response);
+            out.push(0);
+        }
+        out.extend_from_slice(self.database.as_deref().unwrap_or("").as_bytes());
+        out.push(0);
+        out.extend_from_slice(&self.charset.unwrap_or(0).to_le_bytes());
+        if capabilities & CLIENT_PLUGIN_AUTH != 0 {
+            out.extend_from_slice(self.auth_plugin.as_deref().unwrap_or("").as_bytes());
+            out.push(0);
+        }
+        if capabilities & CLIENT_CONNECT_ATTRS != 0 {
+            let len: usize = attrs
+                .iter()
+                .map(|(k, v)| {
+                    lenenc_int_len(k.len() as u64)
+                        + k.len()
+                        + lenenc_int_len(v.len() as u64)
+                        + v.len()
+                })
+                .sum();
+            write_lenenc_int(out, len as u64);
+            for (k, v) in attrs {
+                write_lenenc_str(out, k.as_bytes());
+                write_lenenc_str(out, v.as_bytes());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +138,30 @@ mod tests {
         }
         assert!(decode_change_user(&full, caps).is_ok());
         assert!(decode_change_user(&[COM_QUERY], caps).is_err());
+    }
+
+    #[test]
+    fn encode_then_decode_gives_it_back() {
+        let caps = CLIENT_SECURE_CONNECTION | CLIENT_PLUGIN_AUTH | CLIENT_CONNECT_ATTRS;
+        let cu = ChangeUser {
+            username: "app".into(),
+            auth_response: vec![9u8; 20],
+            database: None,
+            charset: Some(45),
+            auth_plugin: Some(MYSQL_NATIVE_PASSWORD.into()),
+        };
+        let mut p = Vec::new();
+        cu.encode(&mut p, caps, &[("_client_name".into(), "funnel".into())]);
+        assert_eq!(decode_change_user(&p, caps).unwrap(), cu);
+        // The schema is an empty NUL-terminated string: none.
+        let at = 1 + 4 + 1 + 20;
+        assert_eq!(&p[at..at + 3], &[0, 45, 0]);
+        let with_db = ChangeUser {
+            database: Some("db".into()),
+            ..cu.clone()
+        };
+        p.clear();
+        with_db.encode(&mut p, caps, &[]);
+        assert_eq!(decode_change_user(&p, caps).unwrap(), with_db);
     }
 }

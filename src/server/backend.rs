@@ -23,6 +23,7 @@ use super::timer::TimerKind;
 use super::{token, Deferred, Server, KIND_BACKEND, READ_CAP_PER_EVENT};
 use crate::config::BackendAddr;
 use crate::protocol::auth::scramble_native;
+use crate::protocol::change_user::ChangeUser;
 use crate::protocol::consts::*;
 use crate::protocol::deprecate_eof::{EofAction, EofTranslator};
 use crate::protocol::handshake::{AuthSwitchRequest, HandshakeResponse, HandshakeV10};
@@ -67,6 +68,12 @@ pub enum Internal {
     /// Empty the diagnostics area another client's statement left, before
     /// a client's `SHOW WARNINGS` (or the like) runs here.
     ClearDiagnostics,
+    /// `COM_CHANGE_USER` to the pool's own backend account without a
+    /// schema: the only way to bring a connection back to "no default
+    /// schema" (MariaDB has no `USE NULL`), for a client that has none. It
+    /// resets the session like `COM_RESET_CONNECTION`; tracking is set up
+    /// and the baseline checked again after it.
+    ChangeUser,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,6 +214,12 @@ pub struct Backend {
     /// User variables read back so far, while the string ones' values are
     /// being read (`Internal::ReadUserVarValues`).
     pub user_vars_pending: Option<UserVarsRead>,
+    /// The current client command already had this connection's schema
+    /// unset (`Internal::ChangeUser`): at most once per command.
+    pub schema_unset_tried: bool,
+    /// When that `COM_CHANGE_USER` was sent (its cost, with the set-up after
+    /// it, counts as replay time).
+    pub schema_unset_at: Instant,
 }
 
 /// A user-variable read-back half done.
@@ -434,6 +447,8 @@ impl Server {
             init_db: None,
             user_vars_pending: None,
             eof: EofTranslator::new(0),
+            schema_unset_tried: false,
+            schema_unset_at: self.now,
         });
         if kill_query.is_some() {
             let at = self.now + self.config.backend.connect_timeout;
@@ -639,6 +654,9 @@ impl Server {
             match b.state {
                 BackendState::AwaitGreeting => self.backend_greeting(key, &payload),
                 BackendState::Authenticating => self.backend_auth_reply(key, &payload, seq),
+                BackendState::Internal(Internal::ChangeUser) => {
+                    self.backend_change_user_reply(key, &payload, seq)
+                }
                 BackendState::Internal(step) => self.backend_internal_packet(key, step, &payload),
                 BackendState::Idle => {
                     // mysqld speaks unasked only to say goodbye (KILL, wait_timeout).
@@ -863,6 +881,15 @@ impl Server {
             self.fail_before_command(key, (code, "HY000"), &msg);
             return;
         }
+        if end == EndKind::Err
+            && step == Internal::InitDb
+            && decode_err(payload)
+                .is_ok_and(|e| e.code == crate::protocol::consts::err::ER_BAD_DB_ERROR.0)
+            && self.forget_dropped_stmt_schema(key)
+        {
+            self.continue_request(key);
+            return;
+        }
         if end == EndKind::Err {
             let msg = decode_err(payload)
                 .map(|e| format!("{} ({})", String::from_utf8_lossy(e.message), e.code))
@@ -904,7 +931,16 @@ impl Server {
                     );
                     return;
                 }
-                if self.charsets.is_none() {
+                if b.client.is_some() {
+                    // Set up again after a COM_CHANGE_USER that unset the
+                    // schema for a client's command (a new or reset
+                    // connection has no client): the command goes on.
+                    let spent = self.now.saturating_duration_since(b.schema_unset_at);
+                    let spent = spent.as_micros() as u64;
+                    let pool = b.pool;
+                    self.bump(pool, |c| c.replay_micros += spent);
+                    self.continue_request(key);
+                } else if self.charsets.is_none() {
                     self.start_internal(key, Internal::LoadCollations, COLLATIONS_SQL.to_vec());
                 } else {
                     self.backend_ready(key);
@@ -936,6 +972,8 @@ impl Server {
                 self.start_internal(key, Internal::Setup, SETUP_SQL.to_vec());
             }
             Internal::KillQuery => self.close_backend(key),
+            // Its answer is read by `backend_change_user_reply`, not here.
+            Internal::ChangeUser => self.start_internal(key, Internal::Setup, SETUP_SQL.to_vec()),
             Internal::SetOption => {
                 let b = &mut self.backends[key];
                 b.multi_statements = !b.multi_statements;
@@ -992,12 +1030,56 @@ impl Server {
                 };
                 if step == Internal::SetVars {
                     if let Some(c) = self.clients.get(client.key) {
+                        // The variables are the client's now; the schema
+                        // is what the connection has (a SET leaves it).
+                        let schema = b.session.schema.take();
                         b.session.copy_from(&c.session);
+                        b.session.set_schema(schema);
                     }
                 }
                 self.continue_request(key);
             }
         }
+    }
+
+    /// The schema a client's statement was prepared in no longer exists
+    /// (the `COM_INIT_DB` before re-preparing it here failed with 1049),
+    /// though it is not the client's own schema: mysqld runs such a
+    /// statement with no default schema, so the statement is prepared
+    /// without one from now on (under a key of its own: the backend
+    /// statement is not the one others prepared in that schema). False when
+    /// this was not such a step.
+    fn forget_dropped_stmt_schema(&mut self, key: usize) -> bool {
+        let b = &mut self.backends[key];
+        let (Some(schema), Some(cr)) = (b.init_db.clone(), b.client) else {
+            return false;
+        };
+        let Some(c) = self
+            .clients
+            .get_mut(cr.key)
+            .filter(|c| c.serial == cr.serial)
+        else {
+            return false;
+        };
+        if c.session.schema.as_deref() == Some(schema.as_str()) {
+            return false;
+        }
+        let Some(id) = c.current_stmt else {
+            return false;
+        };
+        let Some(st) = c.stmts.get_mut(&id) else {
+            return false;
+        };
+        if st.schema.as_deref() != Some(schema.as_str()) {
+            return false;
+        }
+        st.schema = None;
+        st.key = own_stmt_key(stmt_key(None, &st.sql), id);
+        b.init_db = None;
+        // The failed COM_INIT_DB's error is nobody's to see.
+        b.diagnostics_of = Some(0);
+        self.pools[b.pool].known_schemas.remove(&schema);
+        true
     }
 
     fn internal_failed(&mut self, key: usize, step: Internal, msg: String) {
@@ -1291,9 +1373,12 @@ impl Server {
                 continue;
             }
             let fingerprint = c.session.fingerprint();
+            let schema = c.session.schema.as_deref();
             let backends = &self.backends;
             let Some(b) = self.pools[pool].take_idle(|b| {
-                u32::from(backends.get(b).map(|b| b.session.fingerprint()) == Some(fingerprint))
+                backends
+                    .get(b)
+                    .map_or(0, |b| session_score(&b.session, fingerprint, schema))
             }) else {
                 self.pools[pool].push_front(req);
                 return;
@@ -1310,6 +1395,7 @@ impl Server {
         self.ensure_client_session(client.key);
         let b = &mut self.backends[key];
         b.client = Some(client);
+        b.schema_unset_tried = false;
         if let Some(c) = self.clients.get_mut(client.key) {
             c.set_running(key);
         }
@@ -1332,6 +1418,30 @@ impl Server {
             self.release_orphan(key);
             return;
         };
+        // A statement prepared without a default schema runs without one
+        // (mysqld switches to the statement's schema for each execute,
+        // NULL included): it is prepared here on a connection without one.
+        let stmt_needs_no_schema = match c.current_stmt.and_then(|id| c.stmts.get(&id)) {
+            Some(st) if st.schema.is_none() => self.backends[key]
+                .stmts
+                .get_mut(st.key, None, &st.sql)
+                .is_none(),
+            _ => false,
+        };
+        let b = &self.backends[key];
+        if (c.session.schema.is_none() || stmt_needs_no_schema)
+            && b.session.schema.is_some()
+            && !b.pinned
+            && !b.dirty
+            && !b.schema_unset_tried
+        {
+            // A client without a default schema must not run where another
+            // client's schema is (its unqualified names would resolve there,
+            // and DATABASE() would show it). Before anything else: the
+            // change-user forgets the connection's prepared statements.
+            self.unset_schema(key);
+            return;
+        }
         if let Some(st) = c.current_stmt.and_then(|id| c.stmts.get(&id)) {
             let cached = self.backends[key]
                 .stmts
@@ -2187,6 +2297,88 @@ impl Server {
         self.start_internal(key, Internal::Ping, Vec::new());
     }
 
+    /// Bring the connection back to "no default schema" for the client
+    /// whose command is about to run on it: `COM_CHANGE_USER` to the pool's
+    /// own backend account, without a schema (then tracking is set up and
+    /// the baseline checked, as after a reset, and the command goes on).
+    fn unset_schema(&mut self, key: usize) {
+        let b = &mut self.backends[key];
+        let user = &self.pools[b.pool].user;
+        b.schema_unset_tried = true;
+        b.schema_unset_at = self.now;
+        // What the change-user clears, as a reset does.
+        b.stmts.clear();
+        b.prepare = None;
+        b.last_insert_id = 0;
+        b.session = SessionVars::new();
+        b.diagnostics_of = None;
+        let cu = ChangeUser {
+            username: user.backend_user.clone(),
+            auth_response: scramble_native(user.backend_password.as_bytes(), &b.scramble),
+            database: None,
+            charset: Some(u16::from(b.charset)),
+            auth_plugin: Some(MYSQL_NATIVE_PASSWORD.to_string()),
+        };
+        let attrs = [
+            ("_client_name".to_string(), "funnel".to_string()),
+            (
+                "_client_version".to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            ),
+        ];
+        let mut payload = Vec::with_capacity(64 + cu.username.len());
+        cu.encode(&mut payload, b.capabilities, &attrs);
+        b.state = BackendState::Internal(Internal::ChangeUser);
+        b.rows.clear();
+        b.sent_at = self.now;
+        self.send_to_backend(key, 0, &payload);
+    }
+
+    /// mysqld's answer to [`Server::unset_schema`]'s `COM_CHANGE_USER`.
+    fn backend_change_user_reply(&mut self, key: usize, payload: &[u8], seq: u8) {
+        match payload.first() {
+            Some(&OK_HEADER) => {
+                self.bump(self.backends[key].pool, |c| c.schema_unsets += 1);
+                // The session is the account's fresh one: tracking is off
+                // again, and the charset is the one the packet named.
+                self.start_internal(key, Internal::Setup, SETUP_SQL.to_vec());
+            }
+            Some(&AUTH_SWITCH_HEADER) => {
+                let data = match AuthSwitchRequest::decode(payload) {
+                    Ok(req) if req.plugin == MYSQL_NATIVE_PASSWORD => req.data,
+                    Ok(req) => {
+                        let msg = format!(
+                            "server asks for auth plugin {}; the funnel logs in with mysql_native_password only",
+                            req.plugin
+                        );
+                        self.internal_failed(key, Internal::ChangeUser, msg);
+                        return;
+                    }
+                    Err(e) => {
+                        let msg = format!("bad auth switch from server: {e}");
+                        self.internal_failed(key, Internal::ChangeUser, msg);
+                        return;
+                    }
+                };
+                let b = &self.backends[key];
+                let pw = &self.pools[b.pool].user.backend_password;
+                let resp = scramble_native(pw.as_bytes(), &data);
+                self.send_to_backend(key, seq.wrapping_add(1), &resp);
+            }
+            Some(&ERR_HEADER) => {
+                let msg = decode_err(payload)
+                    .map(|e| format!("{} ({})", String::from_utf8_lossy(e.message), e.code))
+                    .unwrap_or_else(|_| "malformed error".into());
+                self.internal_failed(key, Internal::ChangeUser, msg);
+            }
+            _ => self.internal_failed(
+                key,
+                Internal::ChangeUser,
+                "unexpected packet in answer to COM_CHANGE_USER".into(),
+            ),
+        }
+    }
+
     /// Return a backend's session to a clean state before anyone else uses it.
     pub(super) fn reset_backend(&mut self, key: usize) {
         let b = &mut self.backends[key];
@@ -2411,6 +2603,21 @@ impl Server {
 
 /// Parse a text-protocol row into strings (NULL → None). Only used for the
 /// funnel's own small queries.
+/// How well an idle backend's session suits a client's (higher is better).
+/// The same session needs no replay, the same schema no `COM_INIT_DB`. A
+/// backend with a schema would cost a client without one a
+/// `COM_CHANGE_USER`, the dearest step, so for such a client any backend
+/// without a schema comes first; a client with a schema prefers a backend
+/// with some schema, so that the ones without stay so for the clients that
+/// need them.
+fn session_score(backend: &SessionVars, fingerprint: u64, schema: Option<&str>) -> u32 {
+    let same = backend.fingerprint() == fingerprint;
+    let same_schema = same || backend.schema.as_deref() == schema;
+    4 * u32::from(same_schema)
+        + 2 * u32::from(same)
+        + u32::from(backend.schema.is_some() == schema.is_some())
+}
+
 fn parse_text_row(payload: &[u8]) -> Vec<Option<String>> {
     let mut r = Reader::new(payload);
     let mut out = Vec::new();
@@ -2436,4 +2643,34 @@ fn random_u64() -> u64 {
 
 pub(super) fn charset_vars() -> [&'static str; 4] {
     CHARSET_VARS
+}
+
+#[cfg(test)]
+mod session_score_tests {
+    use super::*;
+
+    fn with_schema(schema: Option<&str>) -> SessionVars {
+        let mut s = SessionVars::new();
+        s.set_schema(schema.map(str::to_string));
+        s
+    }
+
+    #[test]
+    fn clients_keep_to_backends_of_their_kind() {
+        let none = with_schema(None);
+        let app = with_schema(Some("app"));
+        let other = with_schema(Some("other"));
+        let score = |b: &SessionVars, c: &SessionVars| {
+            session_score(b, c.fingerprint(), c.schema.as_deref())
+        };
+        // Without a schema: any backend without one beats every backend
+        // with one (that would cost a COM_CHANGE_USER).
+        let mut none_vars = with_schema(None);
+        none_vars.set_var("time_zone", "+01:00");
+        assert!(score(&none_vars, &none) > score(&app, &none));
+        assert!(score(&none, &none) > score(&none_vars, &none));
+        // With a schema: its own, then some other schema, then none.
+        assert!(score(&app, &app) > score(&other, &app));
+        assert!(score(&other, &app) > score(&none, &app));
+    }
 }

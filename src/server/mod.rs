@@ -97,6 +97,9 @@ pub struct Counters {
     pub dirty_backends: u64,
     /// Diagnostics areas emptied before a client's `SHOW WARNINGS`.
     pub diagnostics_cleared: u64,
+    /// Backend connections brought back to "no default schema" (a
+    /// `COM_CHANGE_USER`) for a client without one.
+    pub schema_unsets: u64,
     pub clients_refused: u64,
     pub auth_failures: u64,
     pub requests: u64,
@@ -141,6 +144,7 @@ impl Counters {
         self.backend_resets += o.backend_resets;
         self.dirty_backends += o.dirty_backends;
         self.diagnostics_cleared += o.diagnostics_cleared;
+        self.schema_unsets += o.schema_unsets;
         self.clients_refused += o.clients_refused;
         self.auth_failures += o.auth_failures;
         self.requests += o.requests;

@@ -181,6 +181,8 @@ pub struct FakeMysqld {
     pub diagnostics_cleared: u64,
     /// COM_RESET_CONNECTIONs answered.
     pub resets: u64,
+    /// COM_CHANGE_USERs answered (the funnel unsetting a schema).
+    pub change_users: u64,
 }
 
 impl FakeMysqld {
@@ -198,6 +200,7 @@ impl FakeMysqld {
             kills_missed: 0,
             diagnostics_cleared: 0,
             resets: 0,
+            change_users: 0,
         })
     }
 
@@ -388,6 +391,11 @@ impl FakeMysqld {
             // These ran, however odd the answer the script gives them.
             if cmd == COM_RESET_CONNECTION {
                 self.resets += 1;
+                self.conns[i].reset_session();
+            }
+            if cmd == COM_CHANGE_USER {
+                // To the same account without a schema: a reset too.
+                self.change_users += 1;
                 self.conns[i].reset_session();
             }
             if sql.trim_start().starts_with(CLEAR_DIAGNOSTICS) {
