@@ -74,6 +74,12 @@ pub enum Internal {
     /// resets the session like `COM_RESET_CONNECTION`; tracking is set up
     /// and the baseline checked again after it.
     ChangeUser,
+    /// Give the backend the client's `wait_timeout` and
+    /// `interactive_timeout` before a statement that may read them.
+    SetTimeouts,
+    /// Bring them back to the global values after such a statement (or
+    /// one that set them), before the backend idles or serves anyone else.
+    RestoreTimeouts,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,6 +226,12 @@ pub struct Backend {
     /// When that `COM_CHANGE_USER` was sent (its cost, with the set-up after
     /// it, counts as replay time).
     pub schema_unset_at: Instant,
+    /// Its session's `wait_timeout` / `interactive_timeout` may be a
+    /// client's, not the global values: restored after the response.
+    pub own_timeouts: bool,
+    /// The user-variable read-back the response's end asked for, while
+    /// `Internal::RestoreTimeouts` runs first.
+    pub read_back_after_restore: bool,
 }
 
 /// A user-variable read-back half done.
@@ -296,12 +308,23 @@ AND @@session.session_track_system_variables = '*' AND @@session.session_track_s
 AND @@session.sql_select_limit <=> @@global.sql_select_limit AND @@session.max_statement_time <=> @@global.max_statement_time \
 AND @@session.time_zone <=> @@global.time_zone AND @@session.sql_mode <=> @@global.sql_mode AND @@session.tx_read_only <=> @@global.tx_read_only \
 AND @@session.autocommit <=> @@global.autocommit AND @@session.max_join_size <=> @@global.max_join_size, \
-@@global.max_prepared_stmt_count";
+@@global.max_prepared_stmt_count, \
+@@global.wait_timeout, @@global.interactive_timeout, \
+@@session.wait_timeout = @@global.wait_timeout AND @@session.interactive_timeout = @@global.interactive_timeout";
 /// Column of [`BASELINE_SQL`] that says the session is clean ("1").
 const BASELINE_CLEAN: usize = 5;
 /// Column of [`BASELINE_SQL`]: the server's own prepared-statement limit,
 /// which caps the funnel's (clients' statements are the server's, to them).
 const BASELINE_MAX_PREPARED: usize = 6;
+/// Columns of [`BASELINE_SQL`]: the server's global `wait_timeout` and
+/// `interactive_timeout` (clients' defaults), and whether the session has
+/// them ("1"; a server that does not say is taken as clean).
+const BASELINE_WAIT_TIMEOUT: usize = 7;
+const BASELINE_INTERACTIVE_TIMEOUT: usize = 8;
+const BASELINE_TIMEOUTS_CLEAN: usize = 9;
+/// Gives a backend back the global timeouts (see `Internal::RestoreTimeouts`).
+const RESTORE_TIMEOUTS_SQL: &[u8] =
+    b"SET SESSION wait_timeout = DEFAULT, interactive_timeout = DEFAULT";
 /// Empties the diagnostics area: a statement that uses a table does (a
 /// `SET` or `DO 0` does not).
 const CLEAR_DIAGNOSTICS_SQL: &[u8] = b"DO (SELECT 1 FROM information_schema.ENGINES LIMIT 0)";
@@ -446,6 +469,8 @@ impl Server {
             multi_statements: true,
             init_db: None,
             user_vars_pending: None,
+            own_timeouts: false,
+            read_back_after_restore: false,
             eof: EofTranslator::new(0),
             schema_unset_tried: false,
             schema_unset_at: self.now,
@@ -866,6 +891,8 @@ impl Server {
                 | Internal::Prepare
                 | Internal::ReadUserVars
                 | Internal::ReadUserVarValues
+                | Internal::SetTimeouts
+                | Internal::RestoreTimeouts
         ) {
             // What multiplexing costs a client, beyond its own commands.
             let b = &self.backends[key];
@@ -924,13 +951,35 @@ impl Server {
                 {
                     self.backend_max_prepared = Some(n);
                 }
-                if row.get(BASELINE_CLEAN).cloned().flatten().as_deref() != Some("1") {
+                let global = |i: usize| {
+                    row.get(i)
+                        .cloned()
+                        .flatten()
+                        .and_then(|v| v.parse::<u64>().ok())
+                };
+                if let (Some(wait), Some(interactive)) = (
+                    global(BASELINE_WAIT_TIMEOUT),
+                    global(BASELINE_INTERACTIVE_TIMEOUT),
+                ) {
+                    self.set_server_timeouts(super::session::ServerTimeouts { wait, interactive });
+                }
+                let timeouts_clean = row
+                    .get(BASELINE_TIMEOUTS_CLEAN)
+                    .cloned()
+                    .flatten()
+                    .as_deref()
+                    != Some("0");
+                self.backends[key].own_timeouts = false;
+                if row.get(BASELINE_CLEAN).cloned().flatten().as_deref() != Some("1")
+                    || !timeouts_clean
+                {
                     self.backend_lost(
                         key,
                         "session not clean after connect or reset (user variables, transaction, profiling, tracking or a variable left)".into(),
                     );
                     return;
                 }
+                let b = &self.backends[key];
                 if b.client.is_some() {
                     // Set up again after a COM_CHANGE_USER that unset the
                     // schema for a client's command (a new or reset
@@ -1004,6 +1053,19 @@ impl Server {
             Internal::ClearDiagnostics => {
                 self.backends[key].diagnostics_of = None;
                 self.continue_request(key);
+            }
+            Internal::SetTimeouts => {
+                if self.backends[key].client.is_some() {
+                    self.continue_request(key);
+                } else {
+                    self.release_orphan(key);
+                }
+            }
+            Internal::RestoreTimeouts => {
+                let b = &mut self.backends[key];
+                b.own_timeouts = false;
+                let read_back = std::mem::take(&mut b.read_back_after_restore);
+                self.after_response(key, read_back, false);
             }
             Internal::ReadUserVars => self.user_vars_read(key),
             Internal::ReadUserVarValues => self.user_var_values_read(key),
@@ -1097,6 +1159,17 @@ impl Server {
                     crate::protocol::consts::err::ER_BAD_DB_ERROR,
                     &format!("funnel: cannot restore your default schema: {msg}"),
                 );
+            }
+            Internal::RestoreTimeouts => {
+                // The client has its answer already (see below); the
+                // backend, which may keep the client's timeouts, goes
+                // once the client is done with it.
+                debug!("backend {key}: restoring the global timeouts failed: {msg}");
+                let b = &mut self.backends[key];
+                b.own_timeouts = false;
+                b.close_when_done = true;
+                let read_back = std::mem::take(&mut b.read_back_after_restore);
+                self.after_response(key, read_back, false);
             }
             Internal::ReadUserVars | Internal::ReadUserVarValues => {
                 // The client has its answer already: an ERR now would be
@@ -1503,6 +1576,20 @@ impl Server {
             self.start_internal(key, Internal::SetInsertId, sql.into_bytes());
             return;
         }
+        if c.facts.mentions_timeouts && !b.own_timeouts {
+            // The statement may read the client's timeouts: the backend
+            // has the global ones (restored after the response).
+            let (wait, interactive) = c.timeouts.effective(self.server_timeouts);
+            if (wait, interactive) != (self.server_timeouts.wait, self.server_timeouts.interactive)
+            {
+                let sql = format!(
+                    "SET SESSION wait_timeout = {wait}, interactive_timeout = {interactive}"
+                );
+                self.backends[key].own_timeouts = true;
+                self.start_internal(key, Internal::SetTimeouts, sql.into_bytes());
+                return;
+            }
+        }
         self.send_client_command(key, client);
     }
 
@@ -1653,6 +1740,7 @@ impl Server {
         let mut run_start = 0; // start of frames not yet copied to the client
         let mut finished: Option<(u16, EndKind)> = None;
         let mut infile = false;
+        let mut timeouts_changed = false;
         let mut error: Option<String> = None;
         let offset = b.seq_offset;
         {
@@ -1752,6 +1840,17 @@ impl Server {
                                     b.saw_state_change |= changes.state_changed;
                                     b.state_applied += changes.applied;
                                     b.charset_changed |= changes.charset_changed;
+                                    if changes.wait_timeout.is_some()
+                                        || changes.interactive_timeout.is_some()
+                                    {
+                                        // The client's own; the backend
+                                        // gets the global ones back.
+                                        b.own_timeouts = true;
+                                        if let Some(c) = c.as_mut() {
+                                            c.timeouts.apply(&changes);
+                                            timeouts_changed = true;
+                                        }
+                                    }
                                 } else {
                                     b.saw_state_change = true;
                                 }
@@ -1840,6 +1939,10 @@ impl Server {
         }
         if let Some(cr) = client {
             if !draining {
+                if timeouts_changed {
+                    // A smaller wait_timeout may come due before the timer set.
+                    self.arm_idle_timer(cr.key);
+                }
                 self.flush_client(cr.key);
             }
         }
@@ -2066,6 +2169,19 @@ impl Server {
     }
 
     fn after_response(&mut self, key: usize, read_back: bool, draining: bool) {
+        let b = &mut self.backends[key];
+        if b.own_timeouts && !draining && b.client.is_some() {
+            // A client's timeouts must not stay on a backend: mysqld would
+            // close it when idle for the client's wait_timeout. (A backend
+            // whose client left is reset, which restores them too.)
+            b.read_back_after_restore = read_back;
+            self.start_internal(
+                key,
+                Internal::RestoreTimeouts,
+                RESTORE_TIMEOUTS_SQL.to_vec(),
+            );
+            return;
+        }
         if read_back {
             self.start_internal(key, Internal::ReadUserVars, USER_VARS_SQL.to_vec());
             return;
@@ -2223,7 +2339,7 @@ impl Server {
     fn release_orphan(&mut self, key: usize) {
         let b = &mut self.backends[key];
         b.client = None;
-        if b.pinned || b.dirty {
+        if b.pinned || b.dirty || b.own_timeouts {
             self.reset_backend(key);
         } else {
             self.backend_ready(key);
@@ -2390,6 +2506,7 @@ impl Server {
         b.session = SessionVars::new();
         b.diagnostics_of = None;
         b.dirty = false;
+        b.own_timeouts = false;
         if b.discard_on_reset {
             // Its profiling history would survive the reset.
             let pool = b.pool;
@@ -2513,7 +2630,10 @@ impl Server {
                 state,
                 BackendState::Running
                     | BackendState::Internal(
-                        Internal::InitDb | Internal::SetVars | Internal::SetInsertId
+                        Internal::InitDb
+                            | Internal::SetVars
+                            | Internal::SetInsertId
+                            | Internal::SetTimeouts
                     )
             ) && (owes_answer || state != BackendState::Running);
             if let Some(c) = self

@@ -5,7 +5,7 @@
 //! authenticates clients itself, so a client costs mysqld nothing until it
 //! sends a command.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, info};
 use mio::Interest;
@@ -14,7 +14,8 @@ use super::io::{Buf, ReadOutcome, Stream};
 use super::log_limit::LogEvent;
 use super::pool::{ClientRef, Request};
 use super::session::{
-    funnel_answered_select, parse_kill, FunnelAnswered, Kill, PinCause, PinSet, SessionVars,
+    funnel_answered_select, parse_kill, ClientTimeouts, FunnelAnswered, Kill, PinCause, PinSet,
+    SessionVars,
 };
 use super::statement::{statement_facts, StatementFacts};
 use super::stmt::{
@@ -163,6 +164,15 @@ pub struct Client {
     pub e2e_pending: bool,
     /// The backend checking the connect-with-db schema, while in `ConnectDb`.
     pub running_connect_db: Option<usize>,
+    /// Its own `wait_timeout` / `interactive_timeout` (never replayed).
+    pub timeouts: ClientTimeouts,
+    /// When it last sent a command or was written to: its idle time, for
+    /// its `wait_timeout`, counts from here.
+    pub last_active: Instant,
+    /// When its one `TimerKind::ClientIdle` in the heap fires (an earlier
+    /// one may be added when its `wait_timeout` shrinks; the later one is
+    /// then ignored when it fires).
+    pub idle_timer_at: Option<Instant>,
 }
 
 impl Client {
@@ -185,6 +195,11 @@ impl Client {
             return;
         }
         self.state = ClientState::Running(backend);
+    }
+    /// Waiting for its next command, as mysqld's `wait_timeout` counts:
+    /// nothing queued or running, its answers all written.
+    pub fn waits_for_command(&self) -> bool {
+        matches!(self.state, ClientState::Idle) && self.current.is_none() && self.wbuf.is_empty()
     }
     pub fn set_idle(&mut self) {
         self.state = ClientState::Idle;
@@ -322,6 +337,9 @@ impl Server {
             facts: StatementFacts::default(),
             read_back_pending: false,
             read_back_insert_id: false,
+            timeouts: ClientTimeouts::default(),
+            last_active: self.now,
+            idle_timer_at: None,
         });
         let greeting = HandshakeV10 {
             server_version: self.announced_version(),
@@ -501,6 +519,7 @@ impl Server {
                     }
                     c.current = Some(span);
                     c.command_read_at = self.now;
+                    c.last_active = self.now;
                     self.handle_command(key);
                 }
                 ClientState::Running(b) => {
@@ -616,6 +635,9 @@ impl Server {
                 return;
             }
         };
+        // mysqld gives an interactive client's session wait_timeout the
+        // global interactive_timeout, at login only.
+        self.clients[key].timeouts.interactive_login = resp.capabilities & CLIENT_INTERACTIVE != 0;
         let pending = PendingAuth {
             pool: self.user_pool(&resp.username),
             user: resp.username.clone(),
@@ -702,6 +724,7 @@ impl Server {
         c.capabilities = auth.capabilities & (SERVER_CAPS | CLIENT_LOCAL_FILES);
         c.charset = auth.charset;
         c.multi_statements = auth.capabilities & CLIENT_MULTI_STATEMENTS != 0;
+        c.last_active = self.now;
         debug!("client {} ({}) authenticated as {}", c.id, c.host, c.user);
         match auth.database {
             Some(db) if self.pools[pool].known_schemas.contains(&db) => {
@@ -710,6 +733,7 @@ impl Server {
                 let c = &mut self.clients[key];
                 c.session.set_schema(Some(db));
                 c.state = ClientState::Idle;
+                self.arm_idle_timer(key);
                 self.client_ok(key, seq);
                 self.process_client_input(key);
             }
@@ -739,10 +763,12 @@ impl Server {
                         return;
                     }
                 }
+                self.arm_idle_timer(key);
                 self.enqueue_current(key);
             }
             None => {
                 c.state = ClientState::Idle;
+                self.arm_idle_timer(key);
                 self.client_ok(key, seq);
                 self.process_client_input(key);
             }
@@ -1270,6 +1296,80 @@ impl Server {
         }
     }
 
+    /// Make sure the client's idle timer fires no later than its
+    /// `wait_timeout` allows: counted from its last activity when it waits
+    /// for a command, from now when busy (checked again then). One timer
+    /// per client, moved on only when it fires, so a command costs no heap
+    /// operation; an earlier one is added only when the timeout shrinks.
+    pub(super) fn arm_idle_timer(&mut self, key: usize) {
+        let server = self.server_timeouts;
+        let Some(c) = self.clients.get_mut(key) else {
+            return;
+        };
+        if c.close_after_flush
+            || matches!(c.state, ClientState::Handshake | ClientState::AuthSwitch(_))
+        {
+            return;
+        }
+        let (wait, _) = c.timeouts.effective(server);
+        let from = if c.waits_for_command() {
+            c.last_active
+        } else {
+            self.now
+        };
+        let Some(at) = from.checked_add(Duration::from_secs(wait)) else {
+            return;
+        };
+        if c.idle_timer_at.is_some_and(|t| t <= at) {
+            return;
+        }
+        c.idle_timer_at = Some(at);
+        let serial = c.serial;
+        self.add_timer(at, TimerKind::ClientIdle { key, serial });
+    }
+
+    /// A client's idle timer fired: close the client if it has waited for
+    /// a command for its whole `wait_timeout`, as mysqld does (MariaDB
+    /// 10.11 sends nothing and resets the connection: the client's next
+    /// read or write fails), else set the timer again.
+    pub(super) fn client_idle_timer(&mut self, key: usize, serial: u64, at: Instant) {
+        let server = self.server_timeouts;
+        let Some(c) = self.clients.get_mut(key).filter(|c| c.serial == serial) else {
+            return;
+        };
+        if c.idle_timer_at != Some(at) {
+            // Superseded by an earlier one.
+            return;
+        }
+        c.idle_timer_at = None;
+        let (wait, _) = c.timeouts.effective(server);
+        if c.waits_for_command()
+            && self.now.saturating_duration_since(c.last_active) >= Duration::from_secs(wait)
+        {
+            if let super::io::Stream::Tcp(s) = &c.stream {
+                // mysqld's close: SO_LINGER 0, so the client gets a reset.
+                let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+            }
+            let reason = format!("idle longer than its wait_timeout ({wait} s)");
+            self.close_client(key, &reason);
+            return;
+        }
+        self.arm_idle_timer(key);
+    }
+
+    /// The server's global timeouts were read (or changed): clients'
+    /// defaults change, and a smaller one must come due sooner.
+    pub(super) fn set_server_timeouts(&mut self, t: super::session::ServerTimeouts) {
+        if self.server_timeouts == t {
+            return;
+        }
+        self.server_timeouts = t;
+        let keys: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.arm_idle_timer(key);
+        }
+    }
+
     /// Drop the current command's bytes (it was answered by the funnel).
     fn discard_current(&mut self, key: usize) {
         if let Some(c) = self.clients.get_mut(key) {
@@ -1319,9 +1419,13 @@ impl Server {
         c.stmts.clear();
         c.last_insert_id = 0;
         c.last_status = SERVER_STATUS_AUTOCOMMIT;
+        // The global wait_timeout, even for an interactive client (as
+        // MariaDB 10.11 does after a reset or a change of user).
+        c.timeouts = ClientTimeouts::default();
         if let Some(b) = c.pinned.take() {
             self.release_pinned(b);
         }
+        self.arm_idle_timer(key);
         if trim {
             release_free_memory();
         }
@@ -1447,6 +1551,10 @@ impl Server {
             return;
         };
         let before = c.wbuf.len();
+        if before > 0 {
+            // mysqld's wait_timeout counts from its last write.
+            c.last_active = self.now;
+        }
         if !c.wbuf.is_empty() {
             if let Err(e) = c.wbuf.write_to(&mut c.stream) {
                 self.close_client(key, &format!("write failed: {e}"));

@@ -199,6 +199,9 @@ pub struct Server {
     backend_charset: Option<u8>,
     /// The backend server's `max_prepared_stmt_count`, once read.
     backend_max_prepared: Option<usize>,
+    /// The backend server's global `wait_timeout` / `interactive_timeout`
+    /// (mysqld's defaults until a backend has said): clients' defaults.
+    server_timeouts: session::ServerTimeouts,
     /// Admin PAUSE: requests stay in the backlog.
     paused: bool,
     /// Rate limit of the log lines remote parties and failures cause.
@@ -265,6 +268,7 @@ impl Server {
             backend_version: None,
             backend_charset: None,
             backend_max_prepared: None,
+            server_timeouts: session::ServerTimeouts::default(),
             paused: false,
             log_limit: log_limit::LogLimiter::default(),
             last_janitor: now,
@@ -519,6 +523,7 @@ impl Server {
                 TimerKind::ClientHalfClosed { key, serial } => {
                     self.client_half_closed_timeout(key, serial)
                 }
+                TimerKind::ClientIdle { key, serial } => self.client_idle_timer(key, serial, t.at),
             }
         }
     }

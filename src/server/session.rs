@@ -156,6 +156,71 @@ pub struct TrackedChanges {
     pub charset_changed: bool,
     /// A change a reset does not undo: the backend must be closed after.
     pub survives_reset: bool,
+    /// New session values of `wait_timeout` and `interactive_timeout`:
+    /// the client's own (they govern its idle time at the funnel), never
+    /// part of the replayed session.
+    pub wait_timeout: Option<u64>,
+    pub interactive_timeout: Option<u64>,
+}
+
+/// A client's own `wait_timeout` and `interactive_timeout` (seconds). They
+/// are not replayed onto backends (mysqld would close a shared backend
+/// idle for the client's `wait_timeout`): the funnel closes the client
+/// itself, and gives a backend the client's values only for a statement
+/// that may read them (`StatementFacts::mentions_timeouts`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    /// Set by the client (as mysqld's tracker reported it); None: the default.
+    pub wait: Option<u64>,
+    pub interactive: Option<u64>,
+    /// Logged in with `CLIENT_INTERACTIVE`: mysqld starts such a session
+    /// with `wait_timeout` = the global `interactive_timeout` (and, checked
+    /// on MariaDB 10.11, not again after `COM_RESET_CONNECTION` or
+    /// `COM_CHANGE_USER`, which give the global `wait_timeout`).
+    pub interactive_login: bool,
+}
+
+/// The server's global `wait_timeout` and `interactive_timeout` (what a
+/// backend connection's session has when no client's values are on it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerTimeouts {
+    pub wait: u64,
+    pub interactive: u64,
+}
+
+impl Default for ServerTimeouts {
+    /// mysqld's defaults, until a backend has said.
+    fn default() -> Self {
+        ServerTimeouts {
+            wait: 28800,
+            interactive: 28800,
+        }
+    }
+}
+
+impl ClientTimeouts {
+    /// The client's session values: (`wait_timeout`, `interactive_timeout`).
+    pub fn effective(&self, server: ServerTimeouts) -> (u64, u64) {
+        let default_wait = if self.interactive_login {
+            server.interactive
+        } else {
+            server.wait
+        };
+        (
+            self.wait.unwrap_or(default_wait),
+            self.interactive.unwrap_or(server.interactive),
+        )
+    }
+
+    /// Take what a statement's OK reported.
+    pub fn apply(&mut self, changes: &TrackedChanges) {
+        if changes.wait_timeout.is_some() {
+            self.wait = changes.wait_timeout;
+        }
+        if changes.interactive_timeout.is_some() {
+            self.interactive = changes.interactive_timeout;
+        }
+    }
 }
 
 impl SessionVars {
@@ -210,6 +275,19 @@ impl SessionVars {
                 }
                 Ok(StateChange::SystemVariable { name, value }) => {
                     let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+                    let timeout_slot = match name.as_str() {
+                        "wait_timeout" => Some(&mut out.wait_timeout),
+                        "interactive_timeout" => Some(&mut out.interactive_timeout),
+                        _ => None,
+                    };
+                    if let Some(slot) = timeout_slot {
+                        // The client's own, not the backend's session.
+                        match std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()) {
+                            Some(v) => *slot = Some(v),
+                            None => out.unreplayable = true,
+                        }
+                        continue;
+                    }
                     if UNREPLAYABLE_VARS.contains(&name.as_str()) {
                         out.unreplayable = true;
                         out.survives_reset |= SURVIVES_RESET_VARS.contains(&name.as_str());
@@ -677,6 +755,49 @@ mod tests {
         for s in ["", "-", "+01:00", "1.", ".5", "1e5", "ON", "1.2.3"] {
             assert!(!is_numeric_literal(s), "{s}");
         }
+    }
+
+    #[test]
+    fn timeouts_are_the_clients_not_the_replayed_session() {
+        use crate::protocol::session_track::encode_state_change;
+        let mut block = Vec::new();
+        for (name, value) in [
+            (&b"wait_timeout"[..], &b"1"[..]),
+            (b"interactive_timeout", b"7"),
+            (b"sql_mode", b"ANSI"),
+        ] {
+            encode_state_change(&mut block, &StateChange::SystemVariable { name, value });
+        }
+        let mut s = SessionVars::new();
+        let changes = s.apply_tracked(&block);
+        assert_eq!(changes.wait_timeout, Some(1));
+        assert_eq!(changes.interactive_timeout, Some(7));
+        assert!(!changes.unreplayable);
+        assert_eq!(changes.applied, 1);
+        assert!(!s.vars.contains_key("wait_timeout"));
+        assert!(!s.vars.contains_key("interactive_timeout"));
+        assert_eq!(s.vars.get("sql_mode").map(String::as_str), Some("ANSI"));
+
+        let server = ServerTimeouts {
+            wait: 100,
+            interactive: 50,
+        };
+        let mut t = ClientTimeouts::default();
+        assert_eq!(t.effective(server), (100, 50));
+        t.interactive_login = true;
+        assert_eq!(t.effective(server), (50, 50));
+        t.apply(&changes);
+        assert_eq!(t.effective(server), (1, 7));
+        let mut only_interactive = ClientTimeouts {
+            interactive_login: true,
+            ..Default::default()
+        };
+        only_interactive.apply(&TrackedChanges {
+            interactive_timeout: Some(9),
+            ..Default::default()
+        });
+        // The session's wait_timeout was set at login, not by this.
+        assert_eq!(only_interactive.effective(server), (50, 9));
     }
 
     #[test]

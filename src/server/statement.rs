@@ -76,6 +76,12 @@ pub struct StatementFacts {
     pub set_statement: bool,
     /// Why the funnel cannot prove what it does to the session, if it cannot.
     pub unproven: Option<&'static str>,
+    /// It may read or set the session's `wait_timeout` or
+    /// `interactive_timeout`: a word, quoted name or `@@` variable that
+    /// names a timeout (`@@wait_timeout`, `SET interactive_timeout`) or
+    /// ends in `VARIABLES` (`SHOW VARIABLES`, `SESSION_VARIABLES`). The
+    /// client's own values are put on the backend for it.
+    pub mentions_timeouts: bool,
 }
 
 impl StatementFacts {
@@ -100,6 +106,7 @@ impl StatementFacts {
         self.set_statement |= o.set_statement;
         self.load_local |= o.load_local;
         self.begins_transaction |= o.begins_transaction;
+        self.mentions_timeouts |= o.mentions_timeouts;
         // Only what both readings agree on.
         self.clears_diagnostics &= o.clears_diagnostics;
         self.unproven = self.unproven.or(o.unproven);
@@ -970,6 +977,12 @@ fn scan(sql: &[u8], backslash_escapes: bool) -> StatementFacts {
                 _ => false,
             };
         }
+        if !f.mentions_timeouts
+            && matches!(kind, Tok::Word | Tok::QuotedName | Tok::SysVar)
+            && names_timeouts(&sql[s..e])
+        {
+            f.mentions_timeouts = true;
+        }
         if in_load && kind == Tok::Word {
             let w = &sql[s..e];
             if w.eq_ignore_ascii_case(b"LOCAL") {
@@ -1053,6 +1066,14 @@ fn scan(sql: &[u8], backslash_escapes: bool) -> StatementFacts {
         f.assigns_user_var |= into_seen || set_seen || f.reads_diagnostics;
     }
     f
+}
+
+/// A name that may stand for `wait_timeout` / `interactive_timeout` or a
+/// list of variables that holds them: one that contains `timeout` or
+/// `variables` (any case).
+fn names_timeouts(w: &[u8]) -> bool {
+    w.len() >= 7 && w.windows(7).any(|x| x.eq_ignore_ascii_case(b"timeout"))
+        || w.len() >= 9 && w.windows(9).any(|x| x.eq_ignore_ascii_case(b"variables"))
 }
 
 /// At a `(`: is the name before it a call of something not built in?
@@ -1264,6 +1285,33 @@ mod tests {
             "SELECT local FROM t",
         ] {
             assert!(!statement_facts(sql.as_bytes()).load_local, "{sql}");
+        }
+    }
+
+    #[test]
+    fn timeouts_mentioned() {
+        for sql in [
+            "SELECT @@wait_timeout",
+            "select @@session.interactive_timeout",
+            "SET wait_timeout = 1",
+            "SET SESSION `wait_timeout` = DEFAULT",
+            "SHOW VARIABLES LIKE 'w%'",
+            "show session variables",
+            "SELECT * FROM information_schema.SESSION_VARIABLES",
+            "SELECT * FROM `information_schema`.`SYSTEM_VARIABLES`",
+            "SELECT 1; SELECT @@Wait_Timeout",
+            "SELECT 'it\\'s', @@net_read_timeout",
+        ] {
+            assert!(statement_facts(sql.as_bytes()).mentions_timeouts, "{sql}");
+        }
+        for sql in [
+            "SELECT 1",
+            "SELECT 'wait_timeout'",
+            "SELECT @@sql_mode /* wait_timeout */",
+            "SET @wait = 1",
+            "SHOW STATUS",
+        ] {
+            assert!(!statement_facts(sql.as_bytes()).mentions_timeouts, "{sql}");
         }
     }
 

@@ -11,6 +11,9 @@ pub enum TimerKind {
     ClientHandshake { key: usize, serial: u64 },
     /// A client that sent its FIN with a command still queued or running.
     ClientHalfClosed { key: usize, serial: u64 },
+    /// A logged-in client's `wait_timeout` may be over: one per client in
+    /// the heap (`Client::idle_timer_at`), moved on as it keeps busy.
+    ClientIdle { key: usize, serial: u64 },
     /// A backend connection must be connected and logged in by now.
     BackendConnect { key: usize, serial: u64 },
 }
