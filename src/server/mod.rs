@@ -193,6 +193,9 @@ pub struct Server {
     client_ids: HashMap<u32, usize>,
     backend_version: Option<String>,
     backend_charset: Option<u8>,
+    /// MariaDB's extended capabilities the funnel negotiates with mysqld
+    /// (of `MARIADB_CAPS`), from the latest backend greeting.
+    backend_mariadb_caps: Option<u32>,
     /// The backend server's `max_prepared_stmt_count`, once read.
     backend_max_prepared: Option<usize>,
     /// Admin PAUSE: requests stay in the backlog.
@@ -260,6 +263,7 @@ impl Server {
             client_ids: HashMap::new(),
             backend_version: None,
             backend_charset: None,
+            backend_mariadb_caps: None,
             backend_max_prepared: None,
             paused: false,
             log_limit: log_limit::LogLimiter::default(),
