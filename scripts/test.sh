@@ -5,7 +5,7 @@
 # tests/common/); nothing needs to be running beforehand. This script first
 # makes sure the tools the tests use are installed, installing the missing
 # ones when it can (root, or password-less sudo):
-#   Debian: mariadb-server mariadb-client php-cli php-mysql sysbench
+#   Debian: mariadb-server mariadb-client php-cli php-mysql sysbench nodejs npm
 #           (+ pkg-config default-libmysqlclient-dev gcc python3-dev python3-pip
 #            only if the mysqlclient Python module must be built)
 #   pip:    PyMySQL mysql-connector-python mysqlclient
@@ -95,6 +95,9 @@ install_deps() {
         apt+=(php-mysql)
     fi
     have sysbench || apt+=(sysbench)
+    # Node's mysql2 and mariadb packages (tests/mariadb_ext.rs installs them
+    # with npm into a cache directory).
+    have npm || apt+=(nodejs npm)
 
     have python3 || apt+=(python3)
     if have python3; then

@@ -989,6 +989,16 @@ struct Recording {
 
 impl Recorder {
     fn start(target: u16) -> Recorder {
+        Recorder::start_offering(target, None)
+    }
+
+    /// With `mariadb_caps`: the server's greeting reaches the client
+    /// announcing only these of MariaDB's extended capabilities (what the
+    /// funnel offers), so that a direct connection negotiates what one
+    /// through the funnel can.
+    fn start_offering(target: u16, mariadb_caps: Option<u32>) -> Recorder {
+        use funnel::protocol::mariadb_ext::{greeting_mariadb_caps, set_greeting_mariadb_caps};
+        use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind relay");
         let port = listener.local_addr().unwrap().port();
         let done = thread::spawn(move || {
@@ -996,11 +1006,27 @@ impl Recorder {
             let server =
                 std::net::TcpStream::connect(("127.0.0.1", target)).expect("relay connect");
             let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let mut greeting = Vec::new();
+            if let Some(mask) = mariadb_caps {
+                let (mut server, mut client) = (&server, &client);
+                let mut header = [0u8; 4];
+                server.read_exact(&mut header).expect("relay: greeting");
+                let len = usize::from(header[0])
+                    | usize::from(header[1]) << 8
+                    | usize::from(header[2]) << 16;
+                let mut payload = vec![0u8; len];
+                server.read_exact(&mut payload).expect("relay: greeting");
+                let offered = greeting_mariadb_caps(&payload);
+                assert!(set_greeting_mariadb_caps(&mut payload, offered & mask));
+                greeting.extend_from_slice(&header);
+                greeting.extend_from_slice(&payload);
+                client.write_all(&greeting).expect("relay: greeting");
+            }
             let up = thread::spawn(move || pump(c2, s2));
-            let received = pump(server, client);
+            greeting.extend(pump(server, client));
             Recording {
                 sent: up.join().unwrap(),
-                received,
+                received: greeting,
             }
         });
         Recorder { port, done }
@@ -1097,6 +1123,16 @@ fn capi_flow(
 /// transcript. Returns the recordings (through the funnel, direct) and the
 /// transcript.
 fn capi_against_direct(test: &str, library: &str) -> Option<(Recording, Recording, String)> {
+    capi_against_direct_offering(test, library, None)
+}
+
+/// The same, the direct connection offered only `mariadb_caps` of mysqld's
+/// extended capabilities (see `Recorder::start_offering`).
+fn capi_against_direct_offering(
+    test: &str,
+    library: &str,
+    mariadb_caps: Option<u32>,
+) -> Option<(Recording, Recording, String)> {
     if !have("python3") {
         skip(test, "`python3` is not installed");
         return None;
@@ -1108,7 +1144,7 @@ fn capi_against_direct(test: &str, library: &str) -> Option<(Recording, Recordin
     let dir = tempfile::tempdir().expect("tempdir");
     let names = (common::unique_name("e2e_capi"), dir.path().join("rows.csv"));
     let names = (names.0.as_str(), names.1.as_path());
-    let relay = Recorder::start(db.port);
+    let relay = Recorder::start_offering(db.port, mariadb_caps);
     let direct = capi_flow(test, library, relay.port, names, &f)?;
     let direct_wire = relay.finish();
     let relay = Recorder::start(f.port);
@@ -1233,13 +1269,53 @@ fn libmysqlclient_c_api_with_deprecate_eof() {
 #[test]
 fn libmariadb_c_api_with_eof_packets() {
     let test = "libmariadb_c_api_with_eof_packets";
-    let Some((through, direct, transcript)) = capi_against_direct(test, "libmariadb") else {
+    // What the funnel offers of MariaDB's extensions (not the metadata
+    // cache, with which mysqld leaves column definitions out of results).
+    let offered = MARIADB_CLIENT_EXTENDED_METADATA | MARIADB_CLIENT_STMT_BULK_OPERATIONS;
+    let Some((through, direct, transcript)) =
+        capi_against_direct_offering(test, "libmariadb", Some(offered))
+    else {
         return;
     };
     assert_eq!(client_capabilities(&direct.sent) & CLIENT_DEPRECATE_EOF, 0);
     assert_eq!(client_capabilities(&through.sent) & CLIENT_DEPRECATE_EOF, 0);
     assert!(transcript.contains("cursor-all[0] rows=50"), "{transcript}");
+    // libmariadb asks for MariaDB's extended type information when offered,
+    // through the funnel as from mysqld, and gets the same column
+    // definitions (type names and formats of JSON, UUID, INET4 columns) in
+    // every kind of response.
+    for (sent, way) in [
+        (&direct.sent, "directly"),
+        (&through.sent, "through the funnel"),
+    ] {
+        assert_ne!(
+            client_mariadb_capabilities(sent) & MARIADB_CLIENT_EXTENDED_METADATA,
+            0,
+            "libmariadb did not ask for extended metadata {way}"
+        );
+    }
+    for line in [
+        "ext-text[0] columns=['id', 'j', 'u', 'i4'] rows=1",
+        "ext-prep prepared params=2 columns=4",
+        "ext-fields ['id', 'j', 'u', 'i4']",
+    ] {
+        assert!(transcript.contains(line), "{line:?} not in\n{transcript}");
+    }
+    assert_same_packets(&through.received, &direct.received);
 }
+
+/// MariaDB's extended capabilities in the client's handshake response
+/// (the last 4 filler bytes, meaningful only without CLIENT_MYSQL).
+fn client_mariadb_capabilities(sent: &[u8]) -> u32 {
+    let (_, p) = packets(sent)
+        .into_iter()
+        .next()
+        .expect("no handshake response");
+    funnel::protocol::mariadb_ext::response_mariadb_caps(&p)
+}
+
+const MARIADB_CLIENT_EXTENDED_METADATA: u32 = 1 << 3;
+const MARIADB_CLIENT_STMT_BULK_OPERATIONS: u32 = 1 << 2;
 
 // ---------------------------------------------------------------------------
 // Server-side cursors (COM_STMT_FETCH) through the funnel, with PHP mysqli.

@@ -108,6 +108,10 @@ pub mod err {
     pub const ER_UNKNOWN_STMT_HANDLER: (u16, &str) = (1243, "HY000");
     pub const ER_NO_SUCH_THREAD: (u16, &str) = (1094, "HY000");
     pub const ER_MAX_PREPARED_STMT_COUNT_REACHED: (u16, &str) = (1461, "42000");
+    /// "This command is not supported in the prepared statement protocol
+    /// yet": mysqld's answer to COM_STMT_BULK_EXECUTE from a client that did
+    /// not negotiate MARIADB_CLIENT_STMT_BULK_OPERATIONS.
+    pub const ER_UNSUPPORTED_PS: (u16, &str) = (1295, "HY000");
     /// Client-side "Lost connection to MySQL server during query"; sent by the
     /// funnel as an ERR when the backend running a client's command is lost.
     pub const CR_SERVER_LOST: (u16, &str) = (2013, "HY000");

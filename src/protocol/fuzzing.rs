@@ -416,8 +416,56 @@ pub fn deprecate_eof(data: &[u8]) {
     });
 }
 
+/// MariaDB's extended capabilities and column metadata, and the bulk
+/// execute layout: no panic; what is written reads back; a stripped column
+/// definition is a plain one that would get the field back where it was.
+pub fn mariadb_ext(data: &[u8]) {
+    use super::mariadb_ext::*;
+    let _ = greeting_mariadb_caps(data);
+    let _ = response_mariadb_caps(data);
+    let mut copy = data.to_vec();
+    if set_greeting_mariadb_caps(&mut copy, 0x1d) {
+        assert_eq!(greeting_mariadb_caps(&copy), 0x1d);
+    }
+    copy.copy_from_slice(data);
+    if set_response_mariadb_caps(&mut copy, 0x0c) {
+        assert_eq!(response_mariadb_caps(&copy), 0x0c);
+    }
+    let _ = column_def_ext_metadata(data);
+    if let Ok(ColumnDefEdit::Strip { at, len }) = column_def_edit(data, true, false) {
+        assert!(at + len <= data.len());
+        let mut plain = data[..at].to_vec();
+        plain.extend_from_slice(&data[at + len..]);
+        assert_eq!(
+            column_def_edit(&plain, false, true),
+            Ok(ColumnDefEdit::InsertEmpty { at })
+        );
+    }
+    if let Ok(ColumnDefEdit::InsertEmpty { at }) = column_def_edit(data, false, true) {
+        assert!(at <= data.len());
+    }
+    for params in [0u16, 1, 3] {
+        if let Ok(l) = bulk_layout(data, params) {
+            let types = bulk_types(data, l, params);
+            assert_eq!(types.is_some(), l.has_types);
+            let mut out = Vec::new();
+            rewrite_bulk(
+                &mut out,
+                data,
+                7,
+                l,
+                Some(&[1, 2, 3, 4, 5, 6][..2 * usize::from(params)]),
+            );
+            let back = bulk_layout(&out, params).expect("a rewritten bulk execute decodes");
+            assert!(back.has_types || params == 0 || !l.has_types);
+            assert_eq!(out.get(1..5), Some(&7u32.to_le_bytes()[..]));
+        }
+    }
+}
+
 /// Every entry point.
 pub fn all(data: &[u8]) {
+    mariadb_ext(data);
     packet(data);
     handshake(data);
     command(data);

@@ -16,6 +16,7 @@ mod fuzz_smoke;
 pub mod fuzzing;
 pub mod handshake;
 pub mod lenenc;
+pub mod mariadb_ext;
 pub mod packet;
 pub mod response;
 pub mod session_track;

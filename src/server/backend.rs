@@ -28,6 +28,11 @@ use crate::protocol::consts::*;
 use crate::protocol::deprecate_eof::{EofAction, EofTranslator};
 use crate::protocol::handshake::{AuthSwitchRequest, HandshakeResponse, HandshakeV10};
 use crate::protocol::lenenc::Reader;
+use crate::protocol::mariadb_ext::{
+    bulk_layout, column_def_edit, greeting_mariadb_caps, rewrite_bulk, set_response_mariadb_caps,
+    ColumnDefEdit, CLIENT_MYSQL, MARIADB_CLIENT_EXTENDED_METADATA,
+    MARIADB_CLIENT_STMT_BULK_OPERATIONS,
+};
 use crate::protocol::packet::{next_frame, set_seq, write_packet, UploadFramer, HEADER_LEN};
 use crate::protocol::response::{decode_err, decode_ok, encode_ok, OkPacket};
 use crate::protocol::tracker::{
@@ -125,6 +130,8 @@ pub struct Backend {
     pub tracker: ResponseTracker,
     /// Capabilities negotiated with mysqld.
     pub capabilities: u32,
+    /// MariaDB's extended capabilities negotiated with mysqld (`mariadb_ext`).
+    pub mariadb_caps: u32,
     pub thread_id: u32,
     pub charset: u8,
     pub scramble: Vec<u8>,
@@ -297,6 +304,20 @@ pub const BACKEND_CAPS: u32 = CLIENT_LONG_PASSWORD
     | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
     | CLIENT_SESSION_TRACK;
 
+/// MariaDB's extended capabilities the funnel asks of mysqld when offered:
+/// `EXTENDED_METADATA` (column definitions carry type name and format; cut
+/// out for clients that did not ask, see `mariadb_ext::column_def_edit`)
+/// and `STMT_BULK_OPERATIONS` (COM_STMT_BULK_EXECUTE, which mysqld refuses
+/// on a connection without it, and which only clients that negotiated it
+/// may send). Not `PROGRESS` (progress packets in the middle of a
+/// response, for `ALTER TABLE` and the like: the tracker does not know
+/// them), `CACHE_METADATA` (a result set without its column definitions
+/// when the client has them cached: per statement and per connection, so
+/// not across backends), `COM_MULTI` (deprecated, not offered by 10.11) nor
+/// `BULK_UNIT_RESULTS` (11.5+, not tested here).
+pub const MARIADB_CAPS: u32 =
+    MARIADB_CLIENT_EXTENDED_METADATA | MARIADB_CLIENT_STMT_BULK_OPERATIONS;
+
 const SETUP_SQL: &[u8] = b"SET SESSION session_track_schema = ON, session_track_system_variables = '*', session_track_state_change = ON";
 /// The session a new or reset connection starts with, and the check that
 /// it is clean: no user variables, no transaction, no profiling, tracking
@@ -427,6 +448,7 @@ impl Server {
             wbuf: Buf::new(),
             tracker: ResponseTracker::new(BACKEND_CAPS),
             capabilities: BACKEND_CAPS,
+            mariadb_caps: 0,
             thread_id: 0,
             charset: 0,
             scramble: Vec::new(),
@@ -737,6 +759,14 @@ impl Server {
             0
         };
         b.capabilities = (BACKEND_CAPS | local_files | found_rows) & greeting.capabilities;
+        // MariaDB's extensions, when mysqld offers them (it reads the
+        // client's only when the client leaves CLIENT_MYSQL out, as it does).
+        b.mariadb_caps = if greeting.capabilities & CLIENT_MYSQL == 0 {
+            greeting_mariadb_caps(payload) & MARIADB_CAPS
+        } else {
+            0
+        };
+        self.backend_mariadb_caps = Some(b.mariadb_caps);
         b.tracker = ResponseTracker::new(b.capabilities);
         b.thread_id = greeting.connection_id;
         b.charset = greeting.charset;
@@ -757,6 +787,9 @@ impl Server {
         };
         self.scratch.clear();
         response.encode(&mut self.scratch);
+        if b.mariadb_caps != 0 {
+            set_response_mariadb_caps(&mut self.scratch, b.mariadb_caps);
+        }
         b.state = BackendState::Authenticating;
         let payload = std::mem::take(&mut self.scratch);
         self.send_to_backend(key, 1, &payload);
@@ -1642,7 +1675,11 @@ impl Server {
                     .extend_from_slice(&c.rbuf.as_slice()[..span.wire_len]);
             }
             (
-                COM_STMT_EXECUTE | COM_STMT_SEND_LONG_DATA | COM_STMT_RESET | COM_STMT_FETCH,
+                COM_STMT_EXECUTE
+                | COM_STMT_BULK_EXECUTE
+                | COM_STMT_SEND_LONG_DATA
+                | COM_STMT_RESET
+                | COM_STMT_FETCH,
                 Some(st),
             ) => {
                 // The backend's own id for this statement, and for an
@@ -1668,6 +1705,22 @@ impl Server {
                                 }
                             }
                             None => out.extend_from_slice(&payload),
+                        }
+                    } else if cmd == COM_STMT_BULK_EXECUTE {
+                        match bulk_layout(&payload, st.num_params) {
+                            Ok(layout) => {
+                                // Types inserted as for an execute: the
+                                // backend's statement keeps the last it got.
+                                let insert = (!layout.has_types
+                                    && !st.types.is_empty()
+                                    && entry.types != st.types)
+                                    .then_some(st.types.as_slice());
+                                rewrite_bulk(&mut out, &payload, entry.id, layout, insert);
+                                if layout.has_types || insert.is_some() {
+                                    entry.types.clone_from(&st.types);
+                                }
+                            }
+                            Err(_) => out.extend_from_slice(&payload),
                         }
                     } else {
                         out.extend_from_slice(&payload);
@@ -1743,6 +1796,11 @@ impl Server {
         let mut timeouts_changed = false;
         let mut error: Option<String> = None;
         let offset = b.seq_offset;
+        // Extended column metadata: the backend's and the client's.
+        let ext_backend = b.mariadb_caps & MARIADB_CLIENT_EXTENDED_METADATA != 0;
+        let ext_client = c.as_ref().map_or(ext_backend, |c| {
+            c.mariadb_caps & MARIADB_CLIENT_EXTENDED_METADATA != 0
+        });
         {
             let data = b.rbuf.as_mut_slice();
             while let Some((header, _)) = next_frame(&data[pos..]) {
@@ -1821,6 +1879,41 @@ impl Server {
                         }
                         _ => continue,
                     }
+                }
+                if kind == PacketKind::ColumnDef && ext_backend != ext_client {
+                    // As mysqld describes columns to this client: with or
+                    // without the extended metadata it negotiated.
+                    let edit = match column_def_edit(payload, ext_backend, ext_client) {
+                        Ok(e) => e,
+                        Err(e) => {
+                            error = Some(format!("malformed column definition: {e}"));
+                            break;
+                        }
+                    };
+                    if let Some(c) = c.as_mut() {
+                        c.wbuf.extend_from_slice(&data[run_start..pos]);
+                        let (head, pad, rest): (&[u8], &[u8], &[u8]) = match edit {
+                            ColumnDefEdit::Strip { at, len } => {
+                                (&payload[..at], &[], &payload[at + len..])
+                            }
+                            ColumnDefEdit::InsertEmpty { at } => {
+                                (&payload[..at], &[0], &payload[at..])
+                            }
+                            ColumnDefEdit::Pass => (payload, &[], &[]),
+                        };
+                        // A column definition is far below the 16 MiB split.
+                        let len = head.len() + pad.len() + rest.len();
+                        c.wbuf.extend_from_slice(&[
+                            len as u8,
+                            (len >> 8) as u8,
+                            (len >> 16) as u8,
+                            seq,
+                        ]);
+                        c.wbuf.extend_from_slice(head);
+                        c.wbuf.extend_from_slice(pad);
+                        c.wbuf.extend_from_slice(rest);
+                    }
+                    run_start = pos + total;
                 }
                 match kind {
                     PacketKind::Err if pos == 0 && b.response_bytes == 0 => {
@@ -2006,7 +2099,7 @@ impl Server {
                         c.pins.remove(PinCause::Transaction);
                     }
                 }
-                if matches!(cmd, COM_QUERY | COM_STMT_EXECUTE) {
+                if matches!(cmd, COM_QUERY | COM_STMT_EXECUTE | COM_STMT_BULK_EXECUTE) {
                     c.row_count = match end {
                         EndKind::Ok => i64::try_from(b.last_affected_rows).unwrap_or(i64::MAX),
                         _ => -1,
@@ -2023,7 +2116,9 @@ impl Server {
                 // an ERR it is left as it was.
                 if let Some(stmt) = c.current_stmt.filter(|_| end != EndKind::Err) {
                     match cmd {
-                        COM_STMT_EXECUTE => c.set_cursor_open(stmt, b.tracker.cursor_opened()),
+                        COM_STMT_EXECUTE | COM_STMT_BULK_EXECUTE => {
+                            c.set_cursor_open(stmt, b.tracker.cursor_opened())
+                        }
                         COM_STMT_FETCH if status & SERVER_STATUS_LAST_ROW_SENT != 0 => {
                             c.set_cursor_open(stmt, false)
                         }
@@ -2104,7 +2199,7 @@ impl Server {
                         // client's warnings are on the backend (it keeps it
                         // meanwhile), the read-back waits for the statement
                         // that empties them.
-                        if !matches!(cmd, COM_QUERY | COM_STMT_EXECUTE)
+                        if !matches!(cmd, COM_QUERY | COM_STMT_EXECUTE | COM_STMT_BULK_EXECUTE)
                             || (facts.opaque_state && unexplained)
                         {
                             c.pins.insert(PinCause::SessionState);

@@ -33,6 +33,11 @@ use crate::protocol::deprecate_eof::encode_end_of_rows;
 use crate::protocol::handshake::{
     is_ssl_request, AuthSwitchRequest, HandshakeResponse, HandshakeV10,
 };
+use crate::protocol::mariadb_ext::{
+    bulk_layout, bulk_types, column_def_names_end, response_mariadb_caps,
+    set_greeting_mariadb_caps, MARIADB_CLIENT_EXTENDED_METADATA,
+    MARIADB_CLIENT_STMT_BULK_OPERATIONS,
+};
 use crate::protocol::packet::{scan_message, write_packet, MessageSpan, UploadFramer, HEADER_LEN};
 use crate::protocol::response::{encode_eof, encode_err, encode_ok, OkPacket};
 use crate::protocol::tracker::{expect_for, Expect};
@@ -75,6 +80,8 @@ pub struct PendingAuth {
     pub database: Option<String>,
     pub capabilities: u32,
     pub charset: u8,
+    /// MariaDB's extended capabilities it asked for, of those offered.
+    pub mariadb_caps: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -102,6 +109,8 @@ pub struct Client {
     pub rbuf: Buf,
     pub wbuf: Buf,
     pub capabilities: u32,
+    /// MariaDB's extended capabilities negotiated (`mariadb_ext`).
+    pub mariadb_caps: u32,
     pub charset: u8,
     pub scramble: [u8; 20],
     pub user: String,
@@ -302,6 +311,7 @@ impl Server {
             rbuf: Buf::new(),
             wbuf: Buf::new(),
             capabilities: 0,
+            mariadb_caps: 0,
             charset: 0,
             scramble,
             user: String::new(),
@@ -357,11 +367,23 @@ impl Server {
         };
         self.scratch.clear();
         greeting.encode(&mut self.scratch);
+        let offered = self.offered_mariadb_caps();
+        if offered != 0 {
+            // As MariaDB announces them: without CLIENT_MYSQL.
+            set_greeting_mariadb_caps(&mut self.scratch, offered);
+        }
         let payload = std::mem::take(&mut self.scratch);
         self.send_to_client(key, 0, &payload);
         self.scratch = payload;
         let at = self.now + self.config.handshake_timeout;
         self.add_timer(at, TimerKind::ClientHandshake { key, serial });
+    }
+
+    /// MariaDB's extended capabilities offered to clients: those the
+    /// backends negotiated with mysqld (see `backend::MARIADB_CAPS`), none
+    /// until a backend has answered.
+    fn offered_mariadb_caps(&self) -> u32 {
+        self.backend_mariadb_caps.unwrap_or(0)
     }
 
     fn announced_version(&self) -> String {
@@ -644,6 +666,7 @@ impl Server {
             database: resp.database.clone().filter(|d| !d.is_empty()),
             capabilities: resp.capabilities,
             charset: resp.charset,
+            mariadb_caps: response_mariadb_caps(payload) & self.offered_mariadb_caps(),
         };
         let plugin_ok = match &resp.auth_plugin {
             None => true,
@@ -722,6 +745,7 @@ impl Server {
         c.pool = pool;
         c.user = auth.user;
         c.capabilities = auth.capabilities & (SERVER_CAPS | CLIENT_LOCAL_FILES);
+        c.mariadb_caps = auth.mariadb_caps;
         c.charset = auth.charset;
         c.multi_statements = auth.capabilities & CLIENT_MULTI_STATEMENTS != 0;
         c.last_active = self.now;
@@ -943,7 +967,22 @@ impl Server {
                     self.unpin_if_free(key);
                 }
             }
-            COM_STMT_EXECUTE | COM_STMT_SEND_LONG_DATA | COM_STMT_RESET | COM_STMT_FETCH => {
+            COM_STMT_BULK_EXECUTE if c.mariadb_caps & MARIADB_CLIENT_STMT_BULK_OPERATIONS == 0 => {
+                // mysqld's answer to a bulk execute from a client that did
+                // not negotiate bulk operations.
+                self.discard_current(key);
+                self.client_error(
+                    key,
+                    1,
+                    ER_UNSUPPORTED_PS,
+                    "This command is not supported in the prepared statement protocol yet",
+                );
+            }
+            COM_STMT_EXECUTE
+            | COM_STMT_BULK_EXECUTE
+            | COM_STMT_SEND_LONG_DATA
+            | COM_STMT_RESET
+            | COM_STMT_FETCH => {
                 let end = (HEADER_LEN + span.payload_len).min(data.len());
                 let payload = &data[HEADER_LEN..end];
                 let Some(id) = stmt_id_of(payload) else {
@@ -962,6 +1001,7 @@ impl Server {
                             "Unknown prepared statement handler ({id}) given to {}",
                             match cmd {
                                 COM_STMT_EXECUTE => "mysqld_stmt_execute",
+                                COM_STMT_BULK_EXECUTE => "mysqld_stmt_bulk_execute",
                                 COM_STMT_RESET => "mysqld_stmt_reset",
                                 _ => "mysqld_stmt_fetch",
                             }
@@ -971,6 +1011,27 @@ impl Server {
                     return;
                 };
                 c.facts = StatementFacts::default();
+                if cmd == COM_STMT_BULK_EXECUTE {
+                    // Judged, counted and pinned as an execute of its statement.
+                    let facts = statement_facts(&st.sql);
+                    c.unreported_taken = facts.takes;
+                    c.unreported_released = facts.releases;
+                    c.facts = facts;
+                    let Ok(layout) = bulk_layout(payload, st.num_params) else {
+                        self.close_client_logged(
+                            key,
+                            LogEvent::BadClientInput,
+                            ER_NET_READ_ERROR,
+                            "funnel: malformed COM_STMT_BULK_EXECUTE",
+                        );
+                        return;
+                    };
+                    if let Some(types) = bulk_types(payload, layout, st.num_params) {
+                        if st.types != types {
+                            st.types = types.to_vec();
+                        }
+                    }
+                }
                 if cmd == COM_STMT_EXECUTE {
                     // A prepared `SELECT GET_LOCK(?, 0)` takes a lock as
                     // surely as the text one, and a prepared `CALL` is as
@@ -1395,6 +1456,7 @@ impl Server {
             database: cu.database,
             capabilities: c.capabilities,
             charset: c.charset,
+            mariadb_caps: c.mariadb_caps,
         };
         let native = cu
             .auth_plugin
@@ -1502,6 +1564,12 @@ impl Server {
         let name = String::from_utf8_lossy(name);
         // Binary charset; `column` is (type, display length, flags).
         encode_column_def(&mut payload, &name, column_type, 63, length, flags, 0);
+        if c.mariadb_caps & MARIADB_CLIENT_EXTENDED_METADATA != 0 {
+            // mysqld's empty extended metadata for a plain type.
+            if let Ok(at) = column_def_names_end(&payload) {
+                payload.insert(at, 0);
+            }
+        }
         seq = write_packet(&mut out, seq, &payload);
         if c.capabilities & CLIENT_DEPRECATE_EOF == 0 {
             payload.clear();

@@ -197,6 +197,9 @@ pub struct Server {
     client_ids: HashMap<u32, usize>,
     backend_version: Option<String>,
     backend_charset: Option<u8>,
+    /// MariaDB's extended capabilities the funnel negotiates with mysqld
+    /// (of `MARIADB_CAPS`), from the latest backend greeting.
+    backend_mariadb_caps: Option<u32>,
     /// The backend server's `max_prepared_stmt_count`, once read.
     backend_max_prepared: Option<usize>,
     /// The backend server's global `wait_timeout` / `interactive_timeout`
@@ -267,6 +270,7 @@ impl Server {
             client_ids: HashMap::new(),
             backend_version: None,
             backend_charset: None,
+            backend_mariadb_caps: None,
             backend_max_prepared: None,
             server_timeouts: session::ServerTimeouts::default(),
             paused: false,

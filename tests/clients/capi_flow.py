@@ -416,6 +416,25 @@ def run(lib, plugin_dir, host, port, user, password, database, table, datafile):
     f.check(not res, "list_fields of a missing table")
     f.out("fields-missing error %s" % f.err(m))
 
+    # MariaDB's own types (JSON, UUID, INET4): a client that negotiated
+    # MARIADB_CLIENT_EXTENDED_METADATA gets their type name and format in
+    # every column definition (text and binary result sets, prepare's
+    # parameters and columns, COM_FIELD_LIST); one that did not, none.
+    x = t + "_x"
+    f.query(m, "DROP TABLE IF EXISTS %s; CREATE TABLE %s (id INT PRIMARY KEY, j JSON, u UUID, i4 INET4)"
+            % (x, x), "ext-create")
+    f.query(m, "INSERT INTO %s VALUES (1, '{\"a\": [1, 2]}', '123e4567-e89b-12d3-a456-426655440000', "
+               "'10.0.0.1')" % x, "ext-insert")
+    f.query(m, "SELECT * FROM %s" % x, "ext-text")
+    st = f.prepare(m, "SELECT j, u, i4, JSON_OBJECT('k', ?) FROM %s WHERE id = ?" % x, "ext-prep")
+    f.execute(st, [5, 1], "ext-exec")
+    L.mysql_stmt_close(st)
+    res = L.mysql_list_fields(m, x.encode(), None)
+    f.check(res, "list_fields of %s: %s" % (x, f.err(m)))
+    f.out("ext-fields %s" % f.fields(res))
+    L.mysql_free_result(res)
+    f.query(m, "DROP TABLE %s" % x, "ext-drop")
+
     # Stored procedures: several results, then the CALL's own OK.
     f.query(m, "CREATE PROCEDURE %s_p(IN k INT, OUT total INT) BEGIN "
                "SELECT id, name FROM %s WHERE id <= k ORDER BY id; "
