@@ -97,6 +97,10 @@ pub struct Counters {
     pub dirty_backends: u64,
     /// Diagnostics areas emptied before a client's `SHOW WARNINGS`.
     pub diagnostics_cleared: u64,
+    /// Commands put back in the backlog after their backend died before
+    /// any of their answer reached the client (never sent to mysqld, or
+    /// safe to repeat).
+    pub retried: u64,
     pub clients_refused: u64,
     pub auth_failures: u64,
     pub requests: u64,
@@ -141,6 +145,7 @@ impl Counters {
         self.backend_resets += o.backend_resets;
         self.dirty_backends += o.dirty_backends;
         self.diagnostics_cleared += o.diagnostics_cleared;
+        self.retried += o.retried;
         self.clients_refused += o.clients_refused;
         self.auth_failures += o.auth_failures;
         self.requests += o.requests;
