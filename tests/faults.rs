@@ -37,6 +37,8 @@ struct Cfg {
     funnel: Vec<String>,
     backend: Vec<String>,
     pool: Vec<String>,
+    /// Whole sections added at the end (`[admin]`, `[stats]`).
+    sections: Vec<String>,
     rust_log: &'static str,
 }
 
@@ -47,6 +49,7 @@ impl Cfg {
             funnel: Vec::new(),
             backend: Vec::new(),
             pool: Vec::new(),
+            sections: Vec::new(),
             rust_log: "debug",
         }
     }
@@ -60,6 +63,10 @@ impl Cfg {
     }
     fn pool(mut self, line: &str) -> Cfg {
         self.pool.push(line.into());
+        self
+    }
+    fn section(mut self, text: &str) -> Cfg {
+        self.sections.push(text.into());
         self
     }
     fn rust_log(mut self, filter: &'static str) -> Cfg {
@@ -85,6 +92,9 @@ impl Cfg {
         }
         for (u, p) in [(USER_A, PASS_A), (USER_B, PASS_B)] {
             s.push_str(&format!("\n[user {u}]\npassword = \"{p}\"\n"));
+        }
+        for section in &self.sections {
+            s.push_str(&format!("\n{section}\n"));
         }
         s
     }
@@ -167,6 +177,22 @@ fn threads_of(db: &MariaDb, user: &str, info_prefix: Option<&str>) -> Vec<u64> {
         sql.push_str(&format!(" AND INFO LIKE '{p}%'"));
     }
     db.admin_query(&sql)
+}
+
+/// A funnel_a counter of `SHOW STATS` on the admin console at `admin_port`
+/// (user admin, password adm: [`admin_section`]).
+fn pool_stat(admin_port: u16, counter: &str) -> u64 {
+    let mut a = common::admin_console(admin_port, "admin", "adm");
+    let rows: Vec<mysql::Row> = a.query("SHOW STATS").unwrap();
+    rows.iter()
+        .find(|r| r.get::<String, _>("pool").as_deref() == Some(USER_A))
+        .and_then(|r| r.get::<u64, _>(counter))
+        .unwrap_or_else(|| panic!("SHOW STATS has no {counter} for pool {USER_A}"))
+}
+
+/// An `[admin]` section for [`Cfg::section`], read by [`pool_stat`].
+fn admin_section(admin_port: u16) -> String {
+    format!("[admin]\nlisten = 127.0.0.1:{admin_port}\nuser = admin\npassword = adm")
 }
 
 /// A raw client logged in as funnel_a with database funnel_test; panics on failure.
@@ -561,7 +587,15 @@ mod raw {
 /// * `fault:garbage_later` — answer properly, then 0.2 s later send unasked
 ///   garbage on the idle connection;
 /// * `fault:blackhole` — answer properly, then read every further command on
-///   this connection and answer none ([`ignored`](FakeMysql::ignored) counts them).
+///   this connection and answer none ([`ignored`](FakeMysql::ignored) counts them);
+/// * `fault:close_n` anywhere in any statement — close the connection
+///   instead of answering while [`close_budget`](FakeMysql::close_budget)
+///   lasts (one per close), then answer as usual;
+/// * `fault:partial` — send two bytes of the first packet's header, close.
+///
+/// Only the word after `fault:` counts (`SELECT fault:close FOR UPDATE` is
+/// `fault:close`). Every statement that mentions `fault:` is recorded
+/// ([`seen`](FakeMysql::seen)).
 ///
 /// New connections can be made to get a garbage greeting
 /// ([`bad_greetings`](FakeMysql::bad_greetings)) or half a greeting and then
@@ -589,7 +623,23 @@ mod fake {
         pub gate_open: Arc<AtomicBool>,
         /// Commands read and left unanswered by black-holed connections.
         pub ignored: Arc<AtomicUsize>,
+        /// Closes left for `fault:close_n`.
+        pub close_budget: Arc<AtomicUsize>,
+        /// Statements received that mention `fault:`, in order.
+        pub seen: Arc<std::sync::Mutex<Vec<String>>>,
         stop: Arc<AtomicBool>,
+    }
+
+    impl FakeMysql {
+        /// How many times a statement with exactly this text was received.
+        pub fn times_seen(&self, sql: &str) -> usize {
+            self.seen
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|s| s.as_str() == sql)
+                .count()
+        }
     }
 
     /// What the connection threads share with the test.
@@ -598,6 +648,8 @@ mod fake {
         gate_reached: Arc<AtomicBool>,
         gate_open: Arc<AtomicBool>,
         ignored: Arc<AtomicUsize>,
+        close_budget: Arc<AtomicUsize>,
+        seen: Arc<std::sync::Mutex<Vec<String>>>,
         stop: Arc<AtomicBool>,
     }
 
@@ -626,6 +678,8 @@ mod fake {
                 gate_reached: Arc::default(),
                 gate_open: Arc::default(),
                 ignored: Arc::default(),
+                close_budget: Arc::default(),
+                seen: Arc::default(),
                 stop: Arc::default(),
             };
             let (accepted, bad, stall) = (
@@ -638,6 +692,8 @@ mod fake {
                 gate_reached: fake.gate_reached.clone(),
                 gate_open: fake.gate_open.clone(),
                 ignored: fake.ignored.clone(),
+                close_budget: fake.close_budget.clone(),
+                seen: fake.seen.clone(),
                 stop: fake.stop.clone(),
             });
             thread::spawn(move || {
@@ -802,6 +858,13 @@ mod fake {
             let send = |s: &mut TcpStream, packets: &[Vec<u8>]| -> io::Result<()> {
                 s.write_all(&packets.concat())
             };
+            if sql.contains("fault:") {
+                shared.seen.lock().unwrap().push(sql.clone());
+            }
+            if sql.contains("fault:close_n") && take(&shared.close_budget) {
+                let _ = s.shutdown(Shutdown::Both);
+                return Ok(());
+            }
             if sql.contains("@@character_set_client") {
                 let cols = ["a", "b", "c", "d", "e", "clean"];
                 let row = vec![
@@ -819,6 +882,7 @@ mod fake {
             } else if sql.contains("USER_VARIABLES") {
                 send(&mut s, &result_set(&["N", "V", "T", "C"], &[]))?;
             } else if let Some(what) = sql.strip_prefix("SELECT fault:") {
+                let what = what.split(' ').next().unwrap_or_default();
                 let rs = result_set(&["v"], &[vec![Some(what)]]);
                 match what {
                     "close" => {
@@ -847,6 +911,12 @@ mod fake {
                         send(&mut s, &rs[..3])?;
                         thread::sleep(Duration::from_millis(1200));
                         send(&mut s, &rs[3..])?;
+                    }
+                    "partial" => {
+                        s.write_all(&rs[0][..2])?;
+                        thread::sleep(Duration::from_millis(50));
+                        let _ = s.shutdown(Shutdown::Both);
+                        return Ok(());
                     }
                     "stall_close" => {
                         send(&mut s, &rs[..1])?;
@@ -1090,6 +1160,252 @@ fn mysqld_sigkill_under_load_then_restart() {
     db.wait_connections(USER_A, POOL, Duration::from_secs(10));
     let mut f = f;
     assert!(f.is_running(), "the funnel died");
+}
+
+/// mysqld is killed while statements wait for a table lock (so they surely
+/// reached it, and surely had no answer yet), then restarted within
+/// queue_timeout_ms: the plain reads (text and prepared) are run again and
+/// answered, as if nothing happened; the write, the locking read and the
+/// read in a transaction get ERR 2013, and the write did not happen.
+#[test]
+fn mysqld_killed_under_blocked_statements() {
+    let db = MariaDb::new();
+    db.admin_sql(
+        "CREATE TABLE funnel_test.retry_t (id INT PRIMARY KEY, v INT) ENGINE=InnoDB; \
+         INSERT INTO funnel_test.retry_t VALUES (1, 10)",
+    );
+    let admin_port = common::free_port();
+    let f = Cfg::new(db.port)
+        .pool("connections = 6")
+        .pool("queue_timeout_ms = 30000")
+        .backend("connect_timeout_ms = 2000")
+        .backend("reconnect_backoff_min_ms = 50")
+        .backend("reconnect_backoff_max_ms = 300")
+        .section(&admin_section(admin_port))
+        .rust_log("info")
+        .start();
+    let read = "SELECT v FROM retry_t WHERE id = 1";
+    let open = || {
+        let r = raw_a(&f);
+        r.set_read_timeout(Duration::from_secs(90));
+        r
+    };
+    let mut prepared = mconn(&f, Duration::from_secs(90));
+    let stmt = prepared.prep("SELECT v FROM retry_t WHERE id = ?").unwrap();
+    let (mut text, mut write, mut locking, mut in_trx) = (open(), open(), open(), open());
+    assert_eq!(single(&text.query(read)), "10");
+    assert_eq!(in_trx.query("BEGIN"), Reply::Ok);
+
+    let mut locker = db.admin_conn();
+    locker
+        .query_drop("LOCK TABLES funnel_test.retry_t WRITE")
+        .unwrap();
+    text.send_query(read).unwrap();
+    write
+        .send_query("UPDATE retry_t SET v = v + 1 WHERE id = 1")
+        .unwrap();
+    locking.send_query(&format!("{read} FOR UPDATE")).unwrap();
+    in_trx.send_query(read).unwrap();
+    let exec = thread::spawn(move || {
+        let r = prepared.exec_first::<i64, _, _>(&stmt, (1,));
+        (r, prepared)
+    });
+    let waiting = || -> u64 {
+        db.admin_query::<u64>(&format!(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = '{USER_A}' \
+             AND STATE = 'Waiting for table metadata lock'"
+        ))[0]
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || waiting() == 5),
+        "the five statements are not all waiting for the lock: {}",
+        waiting()
+    );
+
+    db.kill();
+    drop(locker);
+    thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    db.start();
+    eprintln!("[faults] mysqld restarted in {:?}", t.elapsed());
+
+    // The reads: answered, no error.
+    assert_eq!(single(&text.read_reply()), "10");
+    let (r, mut prepared) = exec.join().unwrap();
+    assert_eq!(r.unwrap(), Some(10));
+    // The others: 2013.
+    let lost = |reply: Reply, what: &str, state_gone: bool| match reply {
+        Reply::Err(e) => {
+            assert_eq!(e.code, 2013, "{what}: {e:?}");
+            assert!(
+                e.message
+                    .starts_with("funnel: lost connection to backend during query"),
+                "{what}: {e:?}"
+            );
+            assert_eq!(
+                e.message.contains("transaction and state are gone"),
+                state_gone,
+                "{what}: {e:?}"
+            );
+        }
+        other => panic!("{what}: expected ERR 2013, got {other:?}"),
+    };
+    lost(write.read_reply(), "the UPDATE", false);
+    lost(locking.read_reply(), "the locking read", false);
+    lost(in_trx.read_reply(), "the read in a transaction", true);
+    // (A retry may first meet another connection that died with mysqld,
+    // not yet noticed: then it is retried once more.)
+    let retried = pool_stat(admin_port, "retried");
+    assert!((2..=8).contains(&retried), "retried {retried}");
+
+    // The write was not run again; every connection goes on.
+    let v: Vec<i64> = db.admin_query("SELECT v FROM funnel_test.retry_t WHERE id = 1");
+    assert_eq!(v, vec![10]);
+    for c in [&mut text, &mut write, &mut locking, &mut in_trx] {
+        assert_eq!(single(&c.query(read)), "10");
+    }
+    assert_eq!(
+        prepared
+            .exec_first::<i64, _, _>("SELECT v FROM retry_t WHERE id = ?", (1,))
+            .unwrap(),
+        Some(10)
+    );
+}
+
+/// Many clients run point selects (text and prepared) while mysqld is
+/// SIGKILLed and restarted within queue_timeout_ms: no client sees an
+/// error; the commands the crash caught in flight were run again.
+#[test]
+fn point_selects_survive_a_mysqld_restart() {
+    const THREADS: usize = 4;
+    const PER_THREAD: usize = 50;
+    const PREPARED_THREADS: usize = 4;
+    const ROWS: i64 = 1000;
+
+    let db = MariaDb::new();
+    db.admin_sql(&format!(
+        "CREATE TABLE funnel_test.retry_load (id INT PRIMARY KEY, v INT) ENGINE=InnoDB; \
+         INSERT INTO funnel_test.retry_load SELECT seq, seq * 7 FROM funnel_test.seq_1_to_{ROWS}"
+    ));
+    let admin_port = common::free_port();
+    let f = Cfg::new(db.port)
+        .pool("connections = 4")
+        .pool("queue_timeout_ms = 30000")
+        .backend("connect_timeout_ms = 2000")
+        .backend("reconnect_backoff_min_ms = 50")
+        .backend("reconnect_backoff_max_ms = 300")
+        .section(&admin_section(admin_port))
+        .rust_log("info")
+        .start();
+
+    // 0: before the kill, 1: mysqld dead, 2: restarted.
+    let phase = Arc::new(AtomicU8::new(0));
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut handles = Vec::new();
+    for t in 0..THREADS {
+        let (phase, rounds, errors, port) = (phase.clone(), rounds.clone(), errors.clone(), f.port);
+        handles.push(thread::spawn(move || {
+            let mut clients: Vec<Raw> = (0..PER_THREAD)
+                .map(|_| {
+                    let r = Raw::open(port, USER_A, PASS_A, Some(TEST_DB));
+                    r.set_read_timeout(Duration::from_secs(90));
+                    r
+                })
+                .collect();
+            let mut after_restart = 0;
+            for round in 0i64.. {
+                let ids: Vec<i64> = (0..PER_THREAD as i64)
+                    .map(|i| (round * 31 + i * 17 + t as i64) % ROWS + 1)
+                    .collect();
+                for (c, id) in clients.iter_mut().zip(&ids) {
+                    c.send_query(&format!("SELECT v FROM retry_load WHERE id = {id}"))
+                        .unwrap();
+                }
+                for (i, (c, id)) in clients.iter_mut().zip(&ids).enumerate() {
+                    match c.read_reply() {
+                        Reply::Rows(rows) if rows == vec![vec![Some((id * 7).to_string())]] => {}
+                        other => {
+                            errors
+                                .lock()
+                                .unwrap()
+                                .push(format!("text client {t}-{i}, id {id}: {other:?}"));
+                            return;
+                        }
+                    }
+                }
+                rounds.fetch_add(1, Ordering::SeqCst);
+                if phase.load(Ordering::SeqCst) == 2 {
+                    after_restart += 1;
+                    if after_restart >= 3 {
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    for t in 0..PREPARED_THREADS {
+        let (phase, errors) = (phase.clone(), errors.clone());
+        let mut c = mconn(&f, Duration::from_secs(90));
+        handles.push(thread::spawn(move || {
+            let stmt = c.prep("SELECT v FROM retry_load WHERE id = ?").unwrap();
+            let mut after_restart = 0;
+            for n in 0i64.. {
+                let id = (n * 13 + t as i64) % ROWS + 1;
+                match c.exec_first::<i64, _, _>(&stmt, (id,)) {
+                    Ok(Some(v)) if v == id * 7 => {}
+                    other => {
+                        errors
+                            .lock()
+                            .unwrap()
+                            .push(format!("prepared client {t}, id {id}: {other:?}"));
+                        return;
+                    }
+                }
+                if phase.load(Ordering::SeqCst) == 2 {
+                    after_restart += 1;
+                    if after_restart >= 50 {
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    assert!(
+        wait_until(Duration::from_secs(60), || rounds.load(Ordering::SeqCst)
+            >= 3 * THREADS),
+        "the load did not get going: {} rounds, errors {:?}",
+        rounds.load(Ordering::SeqCst),
+        errors.lock().unwrap()
+    );
+    db.kill();
+    phase.store(1, Ordering::SeqCst);
+    thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    db.start();
+    phase.store(2, Ordering::SeqCst);
+    eprintln!("[faults] mysqld restarted in {:?}", t.elapsed());
+    for h in handles {
+        h.join().expect("load thread panicked");
+    }
+    let errors = errors.lock().unwrap();
+    let retried = pool_stat(admin_port, "retried");
+    let lost = pool_stat(admin_port, "backend_lost");
+    eprintln!(
+        "[faults] point selects through a mysqld restart: {retried} retried, {lost} backends lost"
+    );
+    assert!(
+        errors.is_empty(),
+        "{} clients saw an error, e.g. {:?}\n{}",
+        errors.len(),
+        &errors[..errors.len().min(5)],
+        tail(&f.log(), 4000)
+    );
+    assert!(
+        lost >= 4,
+        "mysqld's death went unnoticed: {lost} backends lost"
+    );
+    assert!(retried >= 1, "the crash caught no command in flight");
 }
 
 /// mysqld dies while a slow client's large result is held back by the
@@ -2089,12 +2405,15 @@ fn misbehaving_backend_garbage_half_packets_and_stalls() {
     assert_eq!(single(&r.query("SELECT hello")), "hello");
 
     // Connection closed instead of an answer: 2013; the client goes on.
-    lost(&r.query("SELECT fault:close"), "close");
+    // (A locking read, so that it is not repeated on another backend:
+    // `backend_dying_before_the_answer_repeats_only_safe_statements`.)
+    lost(&r.query("SELECT fault:close FOR UPDATE"), "close");
+    assert_eq!(fake.times_seen("SELECT fault:close FOR UPDATE"), 1);
     assert_eq!(single(&r.query("SELECT after close")), "after close");
 
     // An invalid first packet: 2013; the backend is replaced.
     let before = fake.logged_in.load(Ordering::SeqCst);
-    lost(&r.query("SELECT fault:empty"), "empty packet");
+    lost(&r.query("SELECT fault:empty FOR UPDATE"), "empty packet");
     assert_eq!(single(&r.query("SELECT after empty")), "after empty");
     assert!(fake.logged_in.load(Ordering::SeqCst) > before);
 
@@ -2110,6 +2429,8 @@ fn misbehaving_backend_garbage_half_packets_and_stalls() {
         Reply::Closed(_) => {}
         other => panic!("half a result: expected the connection closed, got {other:?}"),
     }
+    // A read, but its answer had started: not repeated.
+    assert_eq!(fake.times_seen("SELECT fault:half"), 1);
     assert!(t.elapsed() < Duration::from_secs(3));
     let mut r = open();
     assert_eq!(single(&r.query("SELECT after half")), "after half");
@@ -2119,6 +2440,7 @@ fn misbehaving_backend_garbage_half_packets_and_stalls() {
         Reply::Closed(_) => {}
         other => panic!("stall + close: expected the connection closed, got {other:?}"),
     }
+    assert_eq!(fake.times_seen("SELECT fault:stall_close"), 1);
     let mut r = open();
 
     // Unasked garbage on an idle backend: dropped and replaced; clients
@@ -2140,7 +2462,10 @@ fn misbehaving_backend_garbage_half_packets_and_stalls() {
     // (connect_timeout_ms): a command sent meanwhile waits and is served.
     fake.bad_greetings.store(2, Ordering::SeqCst);
     fake.stall_greetings.store(1, Ordering::SeqCst);
-    lost(&r.query("SELECT fault:close"), "close before bad greetings");
+    lost(
+        &r.query("SELECT fault:close FOR UPDATE"),
+        "close before bad greetings",
+    );
     let t = Instant::now();
     assert_eq!(single(&r.query("SELECT patient")), "patient");
     eprintln!(
@@ -2150,6 +2475,84 @@ fn misbehaving_backend_garbage_half_packets_and_stalls() {
     assert_eq!(fake.bad_greetings.load(Ordering::SeqCst), 0);
     assert_eq!(fake.stall_greetings.load(Ordering::SeqCst), 0);
     assert!(f.is_running(), "the funnel died");
+}
+
+/// A backend that dies after it received a statement and before any of the
+/// answer reached the client: a plain read is sent again (to the next
+/// backend connection), at most twice to a newly connected backend; a
+/// write, a locking read, a lock, a sleep, a stored function, or a read
+/// whose answer had started (`misbehaving_backend_...`) gets ERR 2013 (or
+/// the connection closed) and is not repeated. (The fake knows no
+/// transactions: `mysqld_killed_under_blocked_statements` has those.)
+#[test]
+fn backend_dying_before_the_answer_repeats_only_safe_statements() {
+    let fake = fake::FakeMysql::start();
+    let admin_port = common::free_port();
+    let f = Cfg::new(fake.port)
+        .pool("connections = 1")
+        .pool("queue_timeout_ms = 8000")
+        .backend("connect_timeout_ms = 500")
+        .backend("reconnect_backoff_min_ms = 20")
+        .backend("reconnect_backoff_max_ms = 100")
+        .section(&admin_section(admin_port))
+        .start();
+    let retried = || pool_stat(admin_port, "retried");
+    let mut r = Raw::open(f.port, USER_A, PASS_A, None);
+    r.set_read_timeout(Duration::from_secs(10));
+    assert_eq!(single(&r.query("SELECT warm")), "warm");
+    assert_eq!(retried(), 0);
+
+    // Closed once after receiving a plain read: answered by the next
+    // backend connection, no error.
+    fake.close_budget.store(1, Ordering::SeqCst);
+    assert_eq!(single(&r.query("SELECT fault:close_n")), "close_n");
+    assert_eq!(fake.times_seen("SELECT fault:close_n"), 2);
+    assert_eq!(retried(), 1);
+
+    // Always closed: tried on three connections (two retries), then 2013.
+    let before = fake.times_seen("SELECT fault:close_n");
+    fake.close_budget.store(100, Ordering::SeqCst);
+    match r.query("SELECT fault:close_n") {
+        Reply::Err(e) => assert_eq!(
+            (e.code, e.message.as_str()),
+            (2013, "funnel: lost connection to backend during query")
+        ),
+        other => panic!("a read that kills every backend: {other:?}"),
+    }
+    assert_eq!(fake.times_seen("SELECT fault:close_n") - before, 3);
+    assert_eq!(retried(), 3);
+    fake.close_budget.store(0, Ordering::SeqCst);
+
+    // Bytes of the answer arrived but none reached the client (half a
+    // header): still safe to repeat; the fake does it every time: 2013.
+    match r.query("SELECT fault:partial") {
+        Reply::Err(e) => assert_eq!(e.code, 2013, "{e:?}"),
+        other => panic!("half a header every time: {other:?}"),
+    }
+    assert_eq!(fake.times_seen("SELECT fault:partial"), 3);
+    assert_eq!(retried(), 5);
+
+    // What may have changed something is not repeated: 2013 at once.
+    for sql in [
+        "INSERT INTO t VALUES ('fault:close_n')",
+        "UPDATE t SET v = 'fault:close_n'",
+        "SELECT v FROM t WHERE v = 'fault:close_n' FOR UPDATE",
+        "SELECT 'fault:close_n' INTO @x",
+        "SELECT GET_LOCK('fault:close_n', 0)",
+        "SELECT SLEEP(0), 'fault:close_n'",
+        "SELECT my_function('fault:close_n')",
+    ] {
+        fake.close_budget.store(1, Ordering::SeqCst);
+        match r.query(sql) {
+            Reply::Err(e) => assert_eq!(e.code, 2013, "{sql}: {e:?}"),
+            other => panic!("{sql}: expected ERR 2013, got {other:?}"),
+        }
+        assert_eq!(fake.times_seen(sql), 1, "{sql} was repeated");
+        assert_eq!(single(&r.query("SELECT next")), "next", "after {sql}");
+    }
+    assert_eq!(retried(), 5);
+
+    assert_eq!(single(&r.query("SELECT after")), "after");
 }
 
 /// The backend sends the last bytes it will ever send and closes at once, so

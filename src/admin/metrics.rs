@@ -386,6 +386,13 @@ pub fn render(s: &Snapshot) -> String {
     );
     o.per_pool(
         s,
+        "funnel_retried_commands_total",
+        "counter",
+        "Commands put back in the backlog after their backend connection died before any of their answer reached the client: never sent to mysqld, or a plain read safe to repeat.",
+        |p| p.counters.retried as f64,
+    );
+    o.per_pool(
+        s,
         "funnel_backend_resets_total",
         "counter",
         "Backend connections reset before reuse.",

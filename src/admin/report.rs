@@ -207,13 +207,14 @@ pub fn backlog_max_1m(p: &PoolSnapshot) -> usize {
 }
 
 /// Every counter, by name, in a fixed order.
-pub fn counter_list(c: &Counters) -> [(&'static str, u64); 22] {
+pub fn counter_list(c: &Counters) -> [(&'static str, u64); 23] {
     [
         ("requests", c.requests),
         ("backend_errors", c.backend_errors),
         ("backlog_full", c.backlog_full),
         ("queue_timeouts", c.queue_timeouts),
         ("backend_lost", c.backend_lost),
+        ("retried", c.retried),
         ("auth_failures", c.auth_failures),
         ("killed", c.killed),
         ("bytes_in", c.bytes_from_clients),

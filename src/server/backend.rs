@@ -206,6 +206,13 @@ pub struct Backend {
     pub last_insert_id: u64,
     /// Bytes of the current response already forwarded to the client.
     pub response_bytes: u64,
+    /// Bytes of the running client command put in `wbuf` (last): while
+    /// `wbuf` still holds that many, none of it was written.
+    pub command_len: usize,
+    /// When it was logged in and set up: a command that failed on a
+    /// connection older than its previous try may have met the same
+    /// mysqld twice (see `backend_lost`).
+    pub ready_at: Instant,
     /// A short-lived connection that only runs `KILL QUERY <thread>` (not
     /// counted in the pool).
     pub kill_query: Option<KillTarget>,
@@ -262,6 +269,11 @@ enum UserVarsOutcome {
     /// The values could not be read: the client stays pinned.
     Failed,
 }
+
+/// Retries of one command after its backend died (see `backend_lost`), and
+/// of those, retries after it may have reached a mysqld not tried before.
+const MAX_RETRIES: u8 = 8;
+const MAX_RETRIES_REACHED: u8 = 2;
 
 /// Bytes of user-variable literals (names included) one replay may carry;
 /// a client with more is kept on its backend like one with too many.
@@ -483,6 +495,8 @@ impl Server {
             query_shape: 0,
             last_insert_id: 0,
             response_bytes: 0,
+            command_len: 0,
+            ready_at: self.now,
             kill_query,
             commands: 0,
             idle_since: self.now,
@@ -1427,6 +1441,9 @@ impl Server {
         }
         let was_connecting = b.connecting;
         b.connecting = false;
+        if was_connecting {
+            b.ready_at = self.now;
+        }
         b.state = BackendState::Idle;
         b.client = None;
         let p = &mut self.pools[pool];
@@ -1662,6 +1679,7 @@ impl Server {
             b.init_db =
                 Some(String::from_utf8_lossy(&c.rbuf.as_slice()[HEADER_LEN + 1..end]).into_owned());
         }
+        let queued_before = b.wbuf.len();
         match (cmd, stmt) {
             (COM_STMT_PREPARE, _) => {
                 let end = span.wire_len.min(HEADER_LEN + span.payload_len);
@@ -1740,11 +1758,11 @@ impl Server {
                 .wbuf
                 .extend_from_slice(&c.rbuf.as_slice()[..span.wire_len]),
         }
-        c.rbuf.consume(span.wire_len);
-        // An idle client holds no buffer: the command may have waited in
-        // the backlog, after the read that would have released it.
-        self.bufs.release(&mut c.rbuf);
+        // The command stays in the client's input until its answer starts:
+        // if this backend dies first, it may be sent again elsewhere.
+        b.command_len = b.wbuf.len() - queued_before;
         c.current = None;
+        c.sent = Some(span);
         b.command = cmd;
         b.seq_offset = c.seq_offset;
         b.eof = EofTranslator::new(c.capabilities);
@@ -2006,6 +2024,11 @@ impl Server {
             if let Some(c) = c.as_mut() {
                 c.wbuf.extend_from_slice(&data[run_start..pos]);
                 c.bytes_out += pos as u64;
+                if pos > 0 && c.sent.is_some() {
+                    // The answer has started: the command cannot be sent again.
+                    c.drop_sent();
+                    self.bufs.release(&mut c.rbuf);
+                }
             }
         }
         b.rbuf.consume(pos);
@@ -2080,6 +2103,11 @@ impl Server {
                 .get_mut(cr.key)
                 .filter(|c| c.serial == cr.serial)
             {
+                if c.sent.is_some() {
+                    // A command without an answer (COM_STMT_SEND_LONG_DATA).
+                    c.drop_sent();
+                    self.bufs.release(&mut c.rbuf);
+                }
                 if end == EndKind::Err {
                     // An ERR carries no status flags. A transaction that was
                     // open stays open; with autocommit off, the failed
@@ -2708,6 +2736,13 @@ impl Server {
         }
         let thread_id = b.thread_id;
         let forwarded = b.response_bytes > 0;
+        // The running command was written, and none of it reached the
+        // socket (an upload, which follows an answer, is never this).
+        let unwritten =
+            state == BackendState::Running && !b.infile && b.wbuf.len() >= b.command_len;
+        // A KILL QUERY was asked for the running command: not run again.
+        let kill_asked = b.killing == b.commands && b.commands > 0;
+        let ready_at = b.ready_at;
         self.bump(pool, |c| c.backend_lost += 1);
         log_limited!(
             self,
@@ -2737,6 +2772,7 @@ impl Server {
                 .filter(|c| c.serial == cr.serial)
             {
                 let had_state = !c.pins.is_empty();
+                let was_pinned = c.pinned.is_some();
                 c.drop_pins();
                 c.pinned = None;
                 let msg = if had_state {
@@ -2748,14 +2784,55 @@ impl Server {
                 // Still in the client's buffer: the funnel was replaying the
                 // session or preparing the statement; mysqld never saw it.
                 let unsent = running && c.current.is_some();
+                // Sent here (or being written), none of its answer forwarded.
+                let awaiting =
+                    running && c.sent.is_some() && state == BackendState::Running && !forwarded;
+                let never_reached = unsent || (awaiting && unwritten);
+                // It may have run, but running it again is running it once:
+                // a plain read, in autocommit mode, with nothing of the
+                // session on this backend alone.
+                let repeatable = awaiting
+                    && c.facts.safe_to_repeat
+                    && !had_state
+                    && !was_pinned
+                    && !kill_asked
+                    && c.last_status & SERVER_STATUS_IN_TRANS == 0
+                    && !c
+                        .session
+                        .vars
+                        .get("autocommit")
+                        .is_some_and(|v| v.eq_ignore_ascii_case("OFF"));
+                // Bounded: at most MAX_RETRIES_REACHED retries of a command
+                // that may have reached a mysqld (a statement that crashes
+                // mysqld must not crash it forever), counting only backends
+                // set up since its last try (a crash kills every connection
+                // at once: those that die with it tell nothing more), and
+                // MAX_RETRIES in all.
+                let reached = !never_reached && c.retried_at.is_none_or(|t| ready_at > t);
+                let within_bound = c.retries < MAX_RETRIES
+                    && (!reached || c.retries_reached < MAX_RETRIES_REACHED);
                 if c.running_connect_db == Some(key) || (in_command && forwarded && running) {
                     // Mid-answer (or mid-login): no ERR can be placed in
                     // sequence; close, as a direct connection would be.
                     self.close_client(cr.key, msg);
-                } else if unsent && !had_state {
-                    // Nothing ran and nothing of the session was lost:
-                    // another backend can take the command.
-                    self.enqueue_current(cr.key);
+                } else if ((never_reached && !had_state) || repeatable) && within_bound {
+                    // Nothing ran (and nothing of the session was lost), or
+                    // what ran may run again: another backend (or this
+                    // mysqld, once back) can take the command.
+                    if reached {
+                        c.retries_reached += 1;
+                    }
+                    debug!(
+                        "client {}: command {} after its backend was lost; retry {}",
+                        c.id,
+                        if never_reached {
+                            "not sent"
+                        } else {
+                            "safe to repeat"
+                        },
+                        c.retries + 1
+                    );
+                    self.retry_current(cr.key);
                 } else if (in_command || unsent) && running {
                     self.fail_request(cr, crate::protocol::consts::err::CR_SERVER_LOST, msg);
                 } else {

@@ -122,6 +122,17 @@ pub struct Client {
     pub pins: PinSet,
     /// The command being handled: the first message in `rbuf`.
     pub current: Option<MessageSpan>,
+    /// The command sent to a backend whose answer has not started: still
+    /// the first message in `rbuf`, so that it can be sent again if that
+    /// backend dies first (see `Server::retry_current`). Dropped when the
+    /// answer starts, or the client goes idle.
+    pub sent: Option<MessageSpan>,
+    /// The current command's retries after its backend died: all of them,
+    /// and those after it may have reached a mysqld that had not yet been
+    /// tried (`retried_at`: when the last one was made).
+    pub retries: u8,
+    pub retries_reached: u8,
+    pub retried_at: Option<Instant>,
     /// Added to backend sequence ids (non-zero only for the connect-with-db check).
     pub seq_offset: u8,
     pub command_read_at: Instant,
@@ -211,9 +222,17 @@ impl Client {
         matches!(self.state, ClientState::Idle) && self.current.is_none() && self.wbuf.is_empty()
     }
     pub fn set_idle(&mut self) {
+        self.drop_sent();
         self.state = ClientState::Idle;
         self.seq_offset = 0;
         self.running_connect_db = None;
+    }
+    /// The answer to the command sent has started (or it is over): its
+    /// bytes are no longer needed.
+    pub fn drop_sent(&mut self) {
+        if let Some(span) = self.sent.take() {
+            self.rbuf.consume(span.wire_len);
+        }
     }
     /// The session state that held the client to its backend is gone (the
     /// backend is reset or lost).
@@ -321,6 +340,10 @@ impl Server {
             pinned: None,
             pins: PinSet::default(),
             current: None,
+            sent: None,
+            retries: 0,
+            retries_reached: 0,
+            retried_at: None,
             seq_offset: 0,
             command_read_at: self.now,
             command_sent_at: self.now,
@@ -542,6 +565,9 @@ impl Server {
                     c.current = Some(span);
                     c.command_read_at = self.now;
                     c.last_active = self.now;
+                    c.retries = 0;
+                    c.retries_reached = 0;
+                    c.retried_at = None;
                     self.handle_command(key);
                 }
                 ClientState::Running(b) => {
@@ -1276,6 +1302,34 @@ impl Server {
         }
     }
 
+    /// Put the client's command back at the head of its pool's backlog: its
+    /// backend died before any of its answer reached the client, and the
+    /// command either never reached mysqld or is safe to repeat (see
+    /// `Server::backend_lost`). It waits for a backend like any queued
+    /// command, and times out like one: its clock is that of the oldest
+    /// command waiting (its own, now, when none is), so the backlog stays
+    /// in the order of its clocks.
+    pub(super) fn retry_current(&mut self, key: usize) {
+        let c = &mut self.clients[key];
+        if let Some(span) = c.sent.take() {
+            // Still the first message in the client's input.
+            c.current = Some(span);
+        }
+        c.retries = c.retries.saturating_add(1);
+        c.retried_at = Some(self.now);
+        c.state = ClientState::Queued;
+        let pool = c.pool;
+        let client = c.cref(key);
+        let p = &mut self.pools[pool];
+        let enqueued = p.oldest_enqueued().map_or(self.now, |t| t.min(self.now));
+        // Not refused when the backlog is full: the command was let in once.
+        p.push_front(Request { client, enqueued });
+        self.bump(pool, |c| c.retried += 1);
+        self.stats
+            .backlog_depth(pool, self.pools[pool].backlog_len(), self.now);
+        self.dispatch(pool);
+    }
+
     /// Answer a queued (or just started) command with an error instead.
     pub(super) fn fail_request(&mut self, client: ClientRef, code: (u16, &'static str), msg: &str) {
         let Some(c) = self
@@ -1293,6 +1347,7 @@ impl Server {
         if let Some(span) = c.current.take() {
             c.rbuf.consume(span.wire_len);
         }
+        c.drop_sent();
         self.bufs.release(&mut c.rbuf);
         c.set_idle();
         if cmd.is_some_and(|cmd| expect_for(cmd) == Expect::None) {

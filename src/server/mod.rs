@@ -100,6 +100,10 @@ pub struct Counters {
     /// Backend connections brought back to "no default schema" (a
     /// `COM_CHANGE_USER`) for a client without one.
     pub schema_unsets: u64,
+    /// Commands put back in the backlog after their backend died before
+    /// any of their answer reached the client (never sent to mysqld, or
+    /// safe to repeat).
+    pub retried: u64,
     pub clients_refused: u64,
     pub auth_failures: u64,
     pub requests: u64,
@@ -145,6 +149,7 @@ impl Counters {
         self.dirty_backends += o.dirty_backends;
         self.diagnostics_cleared += o.diagnostics_cleared;
         self.schema_unsets += o.schema_unsets;
+        self.retried += o.retried;
         self.clients_refused += o.clients_refused;
         self.auth_failures += o.auth_failures;
         self.requests += o.requests;

@@ -82,6 +82,18 @@ pub struct StatementFacts {
     /// ends in `VARIABLES` (`SHOW VARIABLES`, `SESSION_VARIABLES`). The
     /// client's own values are put on the backend for it.
     pub mentions_timeouts: bool,
+    /// Running it again has no effect a client could tell from running it
+    /// once: every statement is a plain read (`SELECT`, `WITH`, `VALUES`,
+    /// `TABLE`, `SHOW`, `EXPLAIN`/`DESCRIBE`, `HELP`, a parenthesised
+    /// query) that calls only built-in functions and has no locking read
+    /// (`FOR UPDATE`, `LOCK IN SHARE MODE`), no `INTO` (a file or user
+    /// variables), no lock function, no `SLEEP`/`BENCHMARK`/wait, no
+    /// `LAST_INSERT_ID(expr)`, no sequence, no user-variable assignment, no
+    /// `FOUND_ROWS` state and reads no state the previous statement left
+    /// (warnings, `ROW_COUNT()`). Such a statement may be run again on
+    /// another backend when its backend died before any of its answer
+    /// reached the client.
+    pub safe_to_repeat: bool,
 }
 
 impl StatementFacts {
@@ -109,6 +121,7 @@ impl StatementFacts {
         self.mentions_timeouts |= o.mentions_timeouts;
         // Only what both readings agree on.
         self.clears_diagnostics &= o.clears_diagnostics;
+        self.safe_to_repeat &= o.safe_to_repeat;
         self.unproven = self.unproven.or(o.unproven);
     }
 }
@@ -322,6 +335,42 @@ const PROVEN_FIRST_WORDS: &[&str] = &[
     "VALUES",
     "WITH",
 ];
+
+/// First words of the statements that only read (with the checks of
+/// [`StatementFacts::safe_to_repeat`]).
+const READ_FIRST_WORDS: &[&str] = &[
+    "DESC", "DESCRIBE", "EXPLAIN", "HELP", "SELECT", "SHOW", "TABLE", "VALUES", "WITH",
+];
+
+/// Words that, anywhere in a read, may make running it twice differ from
+/// running it once: locking reads (`FOR UPDATE`, `LOCK IN SHARE MODE`),
+/// `INTO` (`OUTFILE`, `DUMPFILE`, user variables), DML (`EXPLAIN UPDATE`
+/// runs nothing, but is no loss), functions that lock, wait or sleep.
+fn repeat_unsafe_word(word: &[u8]) -> bool {
+    let mut buf = [0u8; 32];
+    let Some(w) = upper(word, &mut buf) else {
+        return false;
+    };
+    matches!(
+        w,
+        "UPDATE"
+            | "DELETE"
+            | "LOCK"
+            | "SHARE"
+            | "INTO"
+            | "ANALYZE"
+            | "SLEEP"
+            | "BENCHMARK"
+            | "GET_LOCK"
+            | "RELEASE_LOCK"
+            | "RELEASE_ALL_LOCKS"
+            | "MASTER_POS_WAIT"
+            | "MASTER_GTID_WAIT"
+            | "WSREP_SYNC_WAIT_UPTO_GTID"
+            | "NEXTVAL"
+            | "SETVAL"
+    )
+}
 
 /// Words after which `name (` is a table, index, routine or CTE being
 /// named, not a function being called.
@@ -912,6 +961,10 @@ fn scan(sql: &[u8], backslash_escapes: bool) -> StatementFacts {
     let mut colon = false;
     // After `LAST_INSERT_ID (`: the next token says read or set.
     let mut insert_id_call = 0u8;
+    // Every statement so far is a read with no word that makes running it
+    // twice unsafe (see `safe_to_repeat`), and there was one.
+    let mut reads_only = true;
+    let mut any_statement = false;
     let word = |r: (usize, usize)| &sql[r.0..r.1];
     let finish = |first: Option<(usize, usize)>,
                   second: Option<(usize, usize)>,
@@ -948,8 +1001,10 @@ fn scan(sql: &[u8], backslash_escapes: bool) -> StatementFacts {
         }
         if !started {
             started = true;
+            any_statement = true;
             match kind {
                 Tok::Word => {
+                    reads_only &= word_in(&sql[s..e], READ_FIRST_WORDS);
                     first = Some((s, e));
                     set_seen |= sql[s..e].eq_ignore_ascii_case(b"SET");
                     in_load = sql[s..e].eq_ignore_ascii_case(b"LOAD");
@@ -1001,6 +1056,9 @@ fn scan(sql: &[u8], backslash_escapes: bool) -> StatementFacts {
             Tok::Word => {
                 let w = &sql[s..e];
                 let len = w.len();
+                if reads_only && (4..=25).contains(&len) && repeat_unsafe_word(w) {
+                    reads_only = false;
+                }
                 if (4..=19).contains(&len) {
                     if w.eq_ignore_ascii_case(b"GET_LOCK") {
                         f.takes |= unreported::USER_LOCKS;
@@ -1065,6 +1123,22 @@ fn scan(sql: &[u8], backslash_escapes: bool) -> StatementFacts {
         // mysqld's tracker reports none of these reliably.
         f.assigns_user_var |= into_seen || set_seen || f.reads_diagnostics;
     }
+    f.safe_to_repeat = reads_only
+        && any_statement
+        && f.unproven.is_none()
+        && f.takes == 0
+        && f.releases == 0
+        && !f.sets_insert_id
+        && !f.assigns_user_var
+        && !f.opaque_state
+        && !f.may_fire_triggers
+        && !f.begins_transaction
+        && !f.load_local
+        && !f.first_is_kill
+        && !f.later_kill
+        && !f.reads_diagnostics
+        && !f.reads_row_count
+        && !f.set_statement;
     f
 }
 
@@ -1395,5 +1469,89 @@ mod tests {
     fn words_skip_strings_and_comments() {
         let w: Vec<&[u8]> = words(b"KILL /* x */ QUERY 'a' `b` 5").collect();
         assert_eq!(w, vec![&b"KILL"[..], b"QUERY", b"5"]);
+    }
+
+    #[test]
+    fn only_plain_reads_are_safe_to_repeat() {
+        let safe = |sql: &str| statement_facts(sql.as_bytes()).safe_to_repeat;
+        for sql in [
+            "SELECT 1",
+            "select v from t where id = 5",
+            "SELECT * FROM t WHERE id = ? AND name = 'FOR UPDATE'",
+            "SELECT @x, @@sql_mode",
+            "SELECT 1; SELECT 2",
+            "(SELECT 1) UNION (SELECT 2)",
+            "WITH c AS (SELECT 1) SELECT * FROM c",
+            "VALUES (1), (2)",
+            "TABLE t",
+            "SHOW TABLES",
+            "SHOW CREATE TABLE t",
+            "EXPLAIN SELECT 1",
+            "DESCRIBE t",
+            "HELP 'select'",
+            "SELECT LAST_INSERT_ID()",
+            "SELECT NOW(), RAND(), UUID() /* SLEEP(1) */",
+            "SELECT `lock`, `update` FROM `into`",
+            "SELECT IS_FREE_LOCK('l')",
+        ] {
+            assert!(safe(sql), "{sql}");
+        }
+        for sql in [
+            "",
+            ";",
+            "INSERT INTO t VALUES (1)",
+            "UPDATE t SET a = 1",
+            "DELETE FROM t",
+            "REPLACE INTO t VALUES (1)",
+            "SET @a = 1",
+            "SET STATEMENT max_statement_time = 1 FOR SELECT 1",
+            "DO 1",
+            "BEGIN",
+            "START TRANSACTION",
+            "COMMIT",
+            "USE db",
+            "CALL p()",
+            "SELECT f(1)",
+            "SELECT * FROM t FOR UPDATE",
+            "SELECT * FROM t WHERE id = 1 LOCK IN SHARE MODE",
+            "SELECT * FROM t FOR UPDATE SKIP LOCKED",
+            "SELECT 1 INTO @x",
+            "SELECT 1 INTO OUTFILE '/tmp/x'",
+            "SELECT 1 INTO DUMPFILE '/tmp/x'",
+            "SELECT @x := 1",
+            "SELECT GET_LOCK('l', 1)",
+            "SELECT RELEASE_LOCK('l')",
+            "SELECT RELEASE_ALL_LOCKS()",
+            "SELECT SLEEP(1)",
+            "SELECT BENCHMARK(1000, MD5('a'))",
+            "SELECT MASTER_POS_WAIT('f', 4)",
+            "SELECT LAST_INSERT_ID(5)",
+            "SELECT NEXTVAL(s)",
+            "SELECT NEXT VALUE FOR s",
+            "SELECT SQL_CALC_FOUND_ROWS * FROM t",
+            "SELECT FOUND_ROWS()",
+            "SELECT ROW_COUNT()",
+            "SHOW WARNINGS",
+            "SELECT @@warning_count",
+            "GET DIAGNOSTICS @n = NUMBER",
+            "SELECT 1; INSERT INTO t VALUES (1)",
+            "SELECT 1; KILL 5",
+            "KILL QUERY 5",
+            "CREATE TEMPORARY TABLE t (a INT)",
+            "ANALYZE SELECT 1",
+            "EXPLAIN UPDATE t SET a = 1",
+            "LOAD DATA LOCAL INFILE 'x' INTO TABLE t",
+            "EXECUTE IMMEDIATE 'SELECT 1'",
+            "FLUSH TABLES",
+            "LOCK TABLES t READ",
+            "/*!40101 SELECT 1 FOR UPDATE */",
+        ] {
+            assert!(!safe(sql), "{sql}");
+        }
+        // Both readings of a backslash must agree: with escapes this is one
+        // string; under NO_BACKSLASH_ESCAPES the string ends early and the
+        // statement has FOR UPDATE.
+        assert!(!safe(r"SELECT 'a\' FOR UPDATE -- '"));
+        assert!(safe(r"SELECT 'a\' -- '"));
     }
 }

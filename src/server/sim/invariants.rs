@@ -67,6 +67,27 @@ impl Server {
                 }
                 _ => {}
             }
+            if let Some(sent) = c.sent {
+                // Kept only while its backend may still die before the
+                // answer starts: it is then queued again from the buffer.
+                let on = match c.state {
+                    ClientState::Running(b) => Some(b),
+                    ClientState::ConnectDb => c.running_connect_db,
+                    _ => None,
+                };
+                let awaiting = on
+                    .and_then(|b| self.backends.get(b))
+                    .is_some_and(|bk| bk.state == BackendState::Running && bk.response_bytes == 0);
+                if !awaiting || c.current.is_some() || c.rbuf.len() < sent.wire_len {
+                    return Err(format!(
+                        "client {key} ({:?}) keeps a sent command ({} bytes of {} in its input, current {:?}) whose answer is no longer awaited",
+                        c.state,
+                        sent.wire_len,
+                        c.rbuf.len(),
+                        c.current
+                    ));
+                }
+            }
             if let Some(b) = c.pinned {
                 let bk = self.backends.get(b).ok_or_else(|| {
                     format!("client {key} is pinned to backend {b}, which is gone")
