@@ -28,7 +28,7 @@ use crate::protocol::deprecate_eof::{EofAction, EofTranslator};
 use crate::protocol::handshake::{AuthSwitchRequest, HandshakeResponse, HandshakeV10};
 use crate::protocol::lenenc::Reader;
 use crate::protocol::packet::{next_frame, set_seq, write_packet, UploadFramer, HEADER_LEN};
-use crate::protocol::response::{decode_err, decode_ok, encode_ok, OkPacket};
+use crate::protocol::response::{add_status_flags, decode_err, decode_ok, encode_ok, OkPacket};
 use crate::protocol::tracker::{
     expect_for, EndKind, Expect, PacketKind, Progress, ResponseTracker,
 };
@@ -1545,6 +1545,11 @@ impl Server {
         let mut infile = false;
         let mut error: Option<String> = None;
         let offset = b.seq_offset;
+        // A query with a KILL after this part: its last result must say
+        // that more follow, as in mysqld's answer to the whole query.
+        let more_after = c
+            .as_ref()
+            .is_some_and(|c| c.multi_rest.as_ref().is_some_and(|m| !m.ready));
         {
             let data = b.rbuf.as_mut_slice();
             while let Some((header, _)) = next_frame(&data[pos..]) {
@@ -1558,6 +1563,23 @@ impl Server {
                     }
                 };
                 let kind = b.tracker.last_kind();
+                let part_done = more_after
+                    && matches!(progress, Progress::Complete { end, .. } if end != EndKind::Err);
+                if more_after
+                    && matches!(
+                        kind,
+                        PacketKind::Ok | PacketKind::Eof | PacketKind::MetadataEof
+                    )
+                {
+                    // Every status of a result but the last already says
+                    // so; the last one's too (its column definitions' EOF
+                    // included).
+                    add_status_flags(
+                        &mut data[pos + HEADER_LEN..pos + total],
+                        SERVER_MORE_RESULTS_EXISTS,
+                    );
+                }
+                let payload = &data[pos + HEADER_LEN..pos + total];
                 // What the client gets for this packet: the backend speaks
                 // EOF packets, the client may have asked for OK terminators.
                 let action = match b.eof.translate(kind, payload) {
@@ -1568,6 +1590,12 @@ impl Server {
                     }
                 };
                 let seq = b.eof.client_seq(header.seq.wrapping_add(offset));
+                if part_done {
+                    if let Some(m) = c.as_mut().and_then(|c| c.multi_rest.as_mut()) {
+                        m.ready = true;
+                        m.seq = seq.wrapping_add(1);
+                    }
+                }
                 match action {
                     EofAction::Pass if seq != header.seq => {
                         set_seq(&mut data[pos..pos + total], seq);

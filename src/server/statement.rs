@@ -261,6 +261,105 @@ impl Iterator for Lexer<'_> {
     }
 }
 
+/// Where a multi-statement query's first `KILL` statement is, for running
+/// the query in parts: what comes before it on a backend, the `KILL` by the
+/// funnel (whose ids are the clients'), the rest after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KillSplit {
+    /// End of the statements before the `KILL` (the `;` before it
+    /// excluded); `None` when the `KILL` is the query's first statement.
+    pub before: Option<usize>,
+    /// The `KILL` statement's text, without its `;`.
+    pub kill: (usize, usize),
+    /// Start of what follows the `KILL`'s `;` (`sql.len()` if nothing does).
+    pub rest: usize,
+}
+
+impl KillSplit {
+    /// Something follows the `KILL` that mysqld would answer (a statement,
+    /// or a comment, which it answers with an OK): more than spaces and `;`.
+    pub fn more_after(&self, sql: &[u8]) -> bool {
+        sql.get(self.rest..)
+            .is_some_and(|r| r.iter().any(|&b| !b.is_ascii_whitespace() && b != b';'))
+    }
+}
+
+/// The first statement of `sql` that is a `KILL`, if any. `Err(())` when the
+/// query cannot be split safely: the two readings of `\` disagree, or a
+/// compound statement (`BEGIN NOT ATOMIC`, a stored program's body), whose
+/// `;` do not end statements, comes before the `KILL`.
+#[allow(clippy::result_unit_err)]
+pub fn kill_split(sql: &[u8]) -> Result<Option<KillSplit>, ()> {
+    let one = kill_split_with(sql, true)?;
+    if sql.contains(&b'\\') && kill_split_with(sql, false)? != one {
+        return Err(());
+    }
+    Ok(one)
+}
+
+fn kill_split_with(sql: &[u8], backslash_escapes: bool) -> Result<Option<KillSplit>, ()> {
+    const COMPOUND: &[&str] = &[
+        "ATOMIC",
+        "PROCEDURE",
+        "FUNCTION",
+        "TRIGGER",
+        "EVENT",
+        "PACKAGE",
+    ];
+    let lexer = Lexer {
+        sql,
+        i: 0,
+        backslash_escapes,
+    };
+    let mut started = false;
+    let mut any_before = false;
+    let mut last_semicolon = 0;
+    let mut kill_start: Option<usize> = None;
+    for (kind, s, e) in lexer {
+        if kind == Tok::Punct(b';') {
+            if let Some(k) = kill_start {
+                return Ok(Some(KillSplit {
+                    before: any_before.then_some(last_semicolon),
+                    kill: (k, s),
+                    rest: e,
+                }));
+            }
+            started = false;
+            last_semicolon = s;
+            continue;
+        }
+        if kill_start.is_some() {
+            continue;
+        }
+        if kind == Tok::Word && word_in(&sql[s..e], COMPOUND) {
+            return Err(());
+        }
+        if !started {
+            started = true;
+            if kind == Tok::Word && sql[s..e].eq_ignore_ascii_case(b"KILL") {
+                kill_start = Some(s);
+                continue;
+            }
+            any_before = true;
+        }
+    }
+    Ok(kill_start.map(|k| KillSplit {
+        before: any_before.then_some(last_semicolon),
+        kill: (k, sql.len()),
+        rest: sql.len(),
+    }))
+}
+
+/// `sql` holds nothing but words (and `;`) outside comments.
+pub fn only_words(sql: &[u8]) -> bool {
+    Lexer {
+        sql,
+        i: 0,
+        backslash_escapes: true,
+    }
+    .all(|t| matches!(t.0, Tok::Word | Tok::Punct(b';')))
+}
+
 /// The bare words of `sql` outside comments, strings and quoted names.
 pub fn words(sql: &[u8]) -> impl Iterator<Item = &[u8]> {
     Lexer {
@@ -1236,6 +1335,32 @@ mod tests {
         ] {
             assert!(unproven(sql), "{sql}");
         }
+    }
+
+    #[test]
+    fn a_query_splits_at_its_first_kill() {
+        let split = |s: &str| kill_split(s.as_bytes());
+        let k = split("SELECT 1; KILL 5; SELECT 2").unwrap().unwrap();
+        let sql = b"SELECT 1; KILL 5; SELECT 2";
+        assert_eq!(&sql[..k.before.unwrap()], b"SELECT 1");
+        assert_eq!(&sql[k.kill.0..k.kill.1], b"KILL 5");
+        assert_eq!(&sql[k.rest..], b" SELECT 2");
+        assert!(k.more_after(sql));
+        let k = split("kill query 7 ;  ").unwrap().unwrap();
+        assert_eq!((k.before, k.kill, k.rest), (None, (0, 13), 14));
+        assert!(!k.more_after(b"kill query 7 ;  "));
+        let sql = b"SELECT ';KILL 1'; /* ; */ KILL 2 -- c\n";
+        let k = kill_split(sql).unwrap().unwrap();
+        assert_eq!(&sql[..k.before.unwrap()], b"SELECT ';KILL 1'");
+        assert_eq!(&sql[k.kill.0..k.kill.1], b"KILL 2 -- c\n");
+        assert!(!k.more_after(sql));
+        let sql = b"KILL 1; -- c";
+        let k = kill_split(sql).unwrap().unwrap();
+        assert!(k.more_after(sql), "mysqld answers a comment with an OK");
+        assert_eq!(split("SELECT 1; SELECT 'KILL 2'"), Ok(None));
+        assert_eq!(split("BEGIN NOT ATOMIC SELECT 1; KILL 5; END"), Err(()));
+        // The two readings of a backslash put the `KILL` in different places.
+        assert_eq!(split("SELECT 'a\\'; KILL 5; '"), Err(()));
     }
 
     #[test]

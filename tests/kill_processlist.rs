@@ -1,0 +1,278 @@
+//! `KILL` inside multi-statement queries, and the process list, through the
+//! funnel compared with a direct connection to the private MariaDB.
+//!
+//! The funnel's connection ids are what its clients see and KILL, so a
+//! query such as `SELECT 1; KILL 12; SELECT 2` runs in parts (the statements
+//! before the KILL on a backend, the KILL by the funnel, the rest after);
+//! the client must get exactly the packets mysqld would send for the whole
+//! query. Each script runs with fresh connections directly and through
+//! funnels with one and two backend connections; every packet of every
+//! answer (sequence ids, status flags, errors) is compared, with and without
+//! CLIENT_DEPRECATE_EOF.
+
+mod common;
+
+use common::{FunnelProcess, PASS_A, TEST_DB, USER_A};
+
+fn start_funnel(connections: usize) -> FunnelProcess {
+    let db = common::mariadb();
+    let port = common::free_port();
+    let cfg = format!(
+        "[funnel]\nlisten = 127.0.0.1:{port}\n\n\
+         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = {connections}\n\n\
+         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n\n\
+         [user \"{}\"]\npassword = \"{}\"\n",
+        db.port,
+        common::USER_B,
+        common::PASS_B
+    );
+    FunnelProcess::builder(&cfg)
+        .port(port)
+        .rust_log("warn")
+        .start()
+}
+
+mod raw {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    pub const DEPRECATE_EOF: u32 = 1 << 24;
+
+    pub struct Raw {
+        s: TcpStream,
+        seq: u8,
+        pub caps: u32,
+        pub id: u32,
+    }
+
+    impl Raw {
+        pub fn connect(port: u16, user: &str, pw: &str, db: &str, extra_caps: u32) -> Raw {
+            let s = TcpStream::connect(("127.0.0.1", port)).expect("raw connect");
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut c = Raw {
+                s,
+                seq: 0,
+                caps: 0,
+                id: 0,
+            };
+            let g = c.read().expect("greeting");
+            assert_eq!(g[0], 10, "protocol version");
+            let mut i = 1 + g[1..].iter().position(|&b| b == 0).unwrap() + 1;
+            c.id = u32::from_le_bytes([g[i], g[i + 1], g[i + 2], g[i + 3]]);
+            i += 4;
+            let mut scramble = g[i..i + 8].to_vec();
+            i += 9 + 2 + 1 + 2 + 2;
+            let auth_len = g[i] as usize;
+            i += 11;
+            let part2 = auth_len.saturating_sub(8).max(13) - 1;
+            scramble.extend_from_slice(&g[i..i + part2]);
+            // LONG_PASSWORD, LONG_FLAG, CONNECT_WITH_DB, PROTOCOL_41,
+            // TRANSACTIONS, SECURE_CONNECTION, MULTI_STATEMENTS,
+            // MULTI_RESULTS, PLUGIN_AUTH.
+            let caps: u32 =
+                (1 | 4 | 8 | 0x200 | 0x2000 | 0x8000 | 0x1_0000 | 0x2_0000 | 0x8_0000) | extra_caps;
+            c.caps = caps;
+            let mut p = caps.to_le_bytes().to_vec();
+            p.extend_from_slice(&(16u32 << 20).to_le_bytes());
+            p.push(45);
+            p.extend_from_slice(&[0; 23]);
+            p.extend_from_slice(user.as_bytes());
+            p.push(0);
+            let t = funnel::protocol::auth::scramble_native(pw.as_bytes(), &scramble);
+            p.push(t.len() as u8);
+            p.extend_from_slice(&t);
+            p.extend_from_slice(db.as_bytes());
+            p.push(0);
+            p.extend_from_slice(b"mysql_native_password\0");
+            c.write(&p);
+            loop {
+                let r = c.read().expect("login answer");
+                match r[0] {
+                    0x00 => return c,
+                    0xfe => {
+                        let nul = r[1..].iter().position(|&b| b == 0).unwrap() + 1;
+                        let data = &r[nul + 1..];
+                        let data = data.strip_suffix(&[0]).unwrap_or(data);
+                        let t = funnel::protocol::auth::scramble_native(pw.as_bytes(), data);
+                        c.write(&t);
+                    }
+                    _ => panic!("login failed: {r:02x?}"),
+                }
+            }
+        }
+
+        /// A packet, or `None` when the connection is closed.
+        pub fn read(&mut self) -> Option<Vec<u8>> {
+            let mut h = [0u8; 4];
+            self.s.read_exact(&mut h).ok()?;
+            let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
+            self.seq = h[3];
+            let mut p = vec![0; len];
+            self.s.read_exact(&mut p).ok()?;
+            Some(p)
+        }
+
+        pub fn write(&mut self, p: &[u8]) {
+            let mut out = (p.len() as u32).to_le_bytes()[..3].to_vec();
+            self.seq = self.seq.wrapping_add(1);
+            out.push(self.seq);
+            out.extend_from_slice(p);
+            self.s.write_all(&out).expect("write");
+        }
+
+        fn command(&mut self, p: &[u8]) {
+            let mut out = (p.len() as u32).to_le_bytes()[..3].to_vec();
+            out.push(0);
+            out.extend_from_slice(p);
+            let _ = self.s.write_all(&out);
+        }
+
+        /// Every packet of the answer to `sql` (all its result sets), as
+        /// `seq:hex`, with "closed" when the connection closes.
+        pub fn query(&mut self, sql: &str) -> Vec<String> {
+            let mut q = vec![3u8];
+            q.extend_from_slice(sql.as_bytes());
+            self.command(&q);
+            self.answer()
+        }
+
+        pub fn ping(&mut self) -> Vec<String> {
+            self.command(&[0x0e]);
+            self.answer()
+        }
+
+        fn answer(&mut self) -> Vec<String> {
+            let deprecate = self.caps & DEPRECATE_EOF != 0;
+            let mut out = Vec::new();
+            let mut next = |out: &mut Vec<String>| -> Option<Vec<u8>> {
+                let p = self.read();
+                match &p {
+                    Some(p) => out.push(format!("{}:{}", self.seq, hex(p))),
+                    None => out.push("closed".into()),
+                }
+                p
+            };
+            loop {
+                let Some(first) = next(&mut out) else {
+                    return out;
+                };
+                let status = match first[0] {
+                    0xff => return out,
+                    0x00 => ok_status(&first),
+                    _ => {
+                        // A result set: column definitions, then rows.
+                        let n = first[0] as usize;
+                        for _ in 0..n {
+                            if next(&mut out).is_none() {
+                                return out;
+                            }
+                        }
+                        if !deprecate && next(&mut out).is_none() {
+                            return out;
+                        }
+                        loop {
+                            let Some(p) = next(&mut out) else {
+                                return out;
+                            };
+                            if p[0] == 0xff {
+                                return out;
+                            }
+                            if p[0] == 0xfe && p.len() < 9 && !deprecate {
+                                break u16::from_le_bytes([p[3], p[4]]);
+                            }
+                            if p[0] == 0xfe && deprecate {
+                                break ok_status(&p);
+                            }
+                        }
+                    }
+                };
+                if status & 8 == 0 {
+                    return out;
+                }
+            }
+        }
+    }
+
+    fn lenenc_len(b: u8) -> usize {
+        match b {
+            0xfc => 3,
+            0xfd => 4,
+            0xfe => 9,
+            _ => 1,
+        }
+    }
+
+    fn ok_status(p: &[u8]) -> u16 {
+        let mut i = 1;
+        i += lenenc_len(p[i]);
+        i += lenenc_len(p[i]);
+        u16::from_le_bytes([p[i], p[i + 1]])
+    }
+
+    fn hex(p: &[u8]) -> String {
+        p.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+use raw::Raw;
+
+/// Multi-statement scripts; `{a}` is the running client's own id, `{b}`
+/// the id of another (idle) connection of the same user.
+const SCRIPTS: &[&str] = &[
+    "SELECT 1; KILL QUERY {b}; SELECT 2",
+    "KILL QUERY {b}; SELECT 2",
+    "KILL {b}; SELECT 3",
+    "SELECT 1; KILL {b}; SELECT 3",
+    "SELECT 1; KILL QUERY {b}",
+    "SELECT 1; KILL QUERY {b};",
+    "SELECT 1; KILL QUERY {b}; -- a comment",
+    "SELECT 1; KILL QUERY {a}; SELECT 2",
+    "KILL QUERY {a}; SELECT 2",
+    "SELECT 1; KILL {a}; SELECT 2",
+    "KILL CONNECTION {a}; SELECT 2",
+    "SELECT 1; KILL 999999; SELECT 2",
+    "SELECT 1; KILL QUERY 999999",
+    "DO 1; KILL QUERY {b}; KILL QUERY {b}; SELECT 7 AS seven; KILL QUERY {b}",
+    "SELECT * FROM no_such_table_here; KILL {b}; SELECT 1",
+    "SET @x = 5; KILL QUERY {b}; SELECT @x, 'a;b' AS s",
+    "SELECT 1 /* KILL 5; */; SELECT 'KILL 5'",
+];
+
+/// What the two clients see for one script: the answer to it, then
+/// whether each connection still answers a ping.
+fn run_script(port: u16, script: &str, caps: u32) -> Vec<String> {
+    let mut a = Raw::connect(port, USER_A, PASS_A, TEST_DB, caps);
+    let mut b = Raw::connect(port, USER_A, PASS_A, TEST_DB, caps);
+    let sql = script
+        .replace("{a}", &a.id.to_string())
+        .replace("{b}", &b.id.to_string());
+    let mut seen = a.query(&sql);
+    seen.push("-- a ping".into());
+    seen.extend(a.ping());
+    seen.push("-- b ping".into());
+    seen.extend(b.ping());
+    seen
+}
+
+#[test]
+fn kill_inside_multi_statement_queries_is_answered_as_by_mysqld() {
+    let db = common::mariadb();
+    let funnels = [start_funnel(1), start_funnel(2)];
+    let mut failures = Vec::new();
+    for caps in [0, raw::DEPRECATE_EOF] {
+        for script in SCRIPTS {
+            let direct = run_script(db.port, script, caps);
+            for (f, n) in funnels.iter().zip([1, 2]) {
+                let got = run_script(f.port, script, caps);
+                if got != direct {
+                    failures.push(format!(
+                        "{script:?} (connections = {n}, deprecate_eof = {}):\n  direct: {direct:?}\n  funnel: {got:?}",
+                        caps != 0
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
