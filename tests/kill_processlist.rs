@@ -14,6 +14,14 @@ mod common;
 
 use common::{FunnelProcess, PASS_A, TEST_DB, USER_A};
 
+/// The tests of this binary run one at a time: a direct process list must
+/// not show the backend connections of another test's funnel.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn start_funnel(connections: usize) -> FunnelProcess {
     let db = common::mariadb();
     let port = common::free_port();
@@ -257,6 +265,7 @@ fn run_script(port: u16, script: &str, caps: u32) -> Vec<String> {
 
 #[test]
 fn kill_inside_multi_statement_queries_is_answered_as_by_mysqld() {
+    let _serial = serial();
     let db = common::mariadb();
     let funnels = [start_funnel(1), start_funnel(2)];
     let mut failures = Vec::new();
@@ -275,4 +284,135 @@ fn kill_inside_multi_statement_queries_is_answered_as_by_mysqld() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// `(Id, User, db, Command, Info)` of every row of `sql`'s answer.
+type PlRow = (u64, String, Option<String>, String, Option<String>);
+
+fn processlist(c: &mut mysql::Conn, sql: &str) -> Vec<PlRow> {
+    use mysql::prelude::Queryable;
+    let rows: Vec<mysql::Row> = c.query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.into_iter()
+        .map(|mut r| {
+            (
+                r.take::<u64, _>("Id").unwrap(),
+                r.take::<String, _>("User").unwrap(),
+                r.take::<Option<String>, _>("db").unwrap(),
+                r.take::<String, _>("Command").unwrap(),
+                r.take::<Option<String>, _>("Info").unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn connection_id(c: &mut mysql::Conn) -> u64 {
+    use mysql::prelude::Queryable;
+    c.query_first("SELECT CONNECTION_ID()").unwrap().unwrap()
+}
+
+/// How a query on a killed connection fails: mysqld's error code, or the
+/// connection is gone.
+fn failure(e: &mysql::Error) -> String {
+    match e {
+        mysql::Error::MySqlError(e) => format!("ERR {}", e.code),
+        _ => "connection lost".into(),
+    }
+}
+
+/// One user's view of the process list, then KILL of its other connection
+/// found there, as PyMySQL's test_issue_36 does; `port` is mysqld's or a
+/// funnel's. Returns what may be compared with a direct connection.
+fn find_and_kill(port: u16) -> Vec<String> {
+    use mysql::prelude::Queryable;
+    let user = |u: &str, p: &str| mysql::Conn::new(common::opts(u, p, port)).unwrap();
+    let (ub, pb) = (common::USER_B, common::PASS_B);
+    let mut me = user(ub, pb);
+    let mut other = user(ub, pb);
+    let mut third = user(ub, pb);
+    // Another user's connection: not visible without PROCESS.
+    let mut stranger = user(USER_A, PASS_A);
+    stranger.query_drop("DO 1").unwrap();
+    let ids: Vec<u64> = [&mut me, &mut other, &mut third]
+        .into_iter()
+        .map(connection_id)
+        .collect();
+    let mut seen = Vec::new();
+    for sql in ["SHOW PROCESSLIST", "SHOW FULL PROCESSLIST"] {
+        let rows = processlist(&mut me, sql);
+        let mut listed: Vec<u64> = rows.iter().map(|r| r.0).collect();
+        listed.sort_unstable();
+        let mut want = ids.clone();
+        want.sort_unstable();
+        assert_eq!(
+            listed, want,
+            "{sql} on port {port} lists exactly this user's connections: {rows:?}"
+        );
+        let mut summary: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                let who = if r.0 == ids[0] { "me" } else { "other" };
+                format!("{who} {} {:?} {} {:?}", r.1, r.2, r.3, r.4)
+            })
+            .collect();
+        summary.sort();
+        seen.push(format!("{sql}: {summary:?}"));
+    }
+    // Find the other connection by its id in the list, and kill it.
+    let target = processlist(&mut me, "SHOW PROCESSLIST")
+        .into_iter()
+        .map(|r| r.0)
+        .find(|&id| id == ids[1])
+        .expect("the other connection is listed");
+    me.query_drop(format!("KILL {target}")).unwrap();
+    let killed = other.query_drop("SELECT 1");
+    seen.push(format!(
+        "killed connection: {}",
+        killed
+            .as_ref()
+            .map_or_else(failure, |_| "still works".into())
+    ));
+    third.query_drop("SELECT 1").unwrap();
+    let after: Vec<u64> = processlist(&mut me, "SHOW PROCESSLIST")
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    seen.push(format!(
+        "killed one listed after: {}",
+        after.contains(&target)
+    ));
+    seen
+}
+
+#[test]
+fn show_processlist_lists_the_users_funnel_connections_to_find_and_kill() {
+    let _serial = serial();
+    let db = common::mariadb();
+    let direct = find_and_kill(db.port);
+    for n in [1, 2] {
+        let f = start_funnel(n);
+        let got = find_and_kill(f.port);
+        assert_eq!(got, direct, "connections = {n}");
+    }
+}
+
+#[test]
+fn show_processlist_columns_are_typed_as_by_mysqld() {
+    let _serial = serial();
+    let db = common::mariadb();
+    let f = start_funnel(1);
+    for caps in [0, raw::DEPRECATE_EOF] {
+        for sql in ["SHOW PROCESSLIST", "SHOW FULL PROCESSLIST"] {
+            let head = |port: u16| -> Vec<String> {
+                let mut c = Raw::connect(port, common::USER_B, common::PASS_B, TEST_DB, caps);
+                let all = c.query(sql);
+                // Column count and definitions (and their EOF), then the
+                // last packet (status); rows differ by nature.
+                let mut v: Vec<String> = all[..if caps == 0 { 11 } else { 10 }].to_vec();
+                let last = all.last().unwrap();
+                v.push(last.split_once(':').unwrap().1.to_string());
+                v
+            };
+            assert_eq!(head(f.port), head(db.port), "{sql}, caps {caps:#x}");
+        }
+    }
 }

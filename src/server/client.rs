@@ -1023,6 +1023,15 @@ impl Server {
                 if cmd == COM_QUERY {
                     let end = (HEADER_LEN + span.payload_len).min(data.len());
                     let sql = &data[HEADER_LEN + 1..end];
+                    if let Some(full) = super::processlist::processlist_query(sql) {
+                        // mysqld would list backend connections: the
+                        // funnel lists its clients, with the ids they KILL.
+                        let sql = sql.to_vec();
+                        let seq = 1u8.wrapping_add(c.seq_offset);
+                        self.discard_current(key);
+                        self.answer_processlist(key, seq, full, &sql);
+                        return;
+                    }
                     if let Some((which, name)) = funnel_answered_select(sql) {
                         // Typed as MariaDB types them: (type, length, flags).
                         const UNSIGNED: u16 = 0x0001 | 0x0020 | 0x0080;
