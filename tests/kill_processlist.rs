@@ -416,3 +416,216 @@ fn show_processlist_columns_are_typed_as_by_mysqld() {
         }
     }
 }
+
+/// `(id, User, Command)` rows for `ids` only, in the order of `ids`, from
+/// `sql`'s answer (the id first, then the user, and a column named
+/// `Command` in any case).
+fn rows_for(c: &mut mysql::Conn, sql: &str, ids: &[u64]) -> Vec<(u64, String, String)> {
+    use mysql::prelude::Queryable;
+    let rows: Vec<(u64, String, String)> = c
+        .query_map(sql, |r: mysql::Row| {
+            let at = r
+                .columns_ref()
+                .iter()
+                .position(|c| c.name_str().eq_ignore_ascii_case("command"))
+                .unwrap();
+            let (id, user, command): (u64, String, String) =
+                (r.get(0).unwrap(), r.get(1).unwrap(), r.get(at).unwrap());
+            (id, user, command)
+        })
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    ids.iter()
+        .map(|id| {
+            rows.iter().find(|r| r.0 == *id).cloned().unwrap_or((
+                *id,
+                "missing".into(),
+                String::new(),
+            ))
+        })
+        .collect()
+}
+
+/// Every id `sql` lists.
+fn listed_ids(c: &mut mysql::Conn, sql: &str) -> Vec<u64> {
+    use mysql::prelude::Queryable;
+    let mut ids: Vec<u64> = c
+        .query_map(sql, |r: mysql::Row| r.get::<u64, _>(0).unwrap())
+        .unwrap();
+    ids.sort_unstable();
+    ids
+}
+
+/// What a user with PROCESS and CONNECTION ADMIN (USER_A: ALL PRIVILEGES
+/// ON *.*) and one without (USER_B) see and may KILL; `port` is mysqld's
+/// or a funnel's. Returns what is compared with a direct connection, and
+/// the ids the privileged user listed beyond the test's own connections.
+fn privileged_view(port: u16) -> (Vec<String>, Vec<u64>) {
+    use mysql::prelude::Queryable;
+    let user = |u: &str, p: &str| mysql::Conn::new(common::opts(u, p, port)).unwrap();
+    let (ub, pb) = (common::USER_B, common::PASS_B);
+    let mut a1 = user(USER_A, PASS_A);
+    let mut a2 = user(USER_A, PASS_A);
+    let mut b1 = user(ub, pb);
+    let mut b2 = user(ub, pb);
+    let mut b3 = user(ub, pb);
+    let ids: Vec<u64> = [&mut a1, &mut a2, &mut b1, &mut b2, &mut b3]
+        .into_iter()
+        .map(connection_id)
+        .collect();
+    let name = |id: u64| {
+        ["a1", "a2", "b1", "b2", "b3"][ids.iter().position(|&i| i == id).unwrap()].to_string()
+    };
+    let mut seen = Vec::new();
+    let mut extra = Vec::new();
+    const SHOW: &str = "SHOW PROCESSLIST";
+    const SHOW_FULL: &str = "SHOW FULL PROCESSLIST";
+    const IS: &str = "SELECT ID, USER, COMMAND, INFO FROM information_schema.PROCESSLIST";
+    const IS_ALIAS: &str =
+        "SELECT p.ID, p.USER AS u, `p`.COMMAND FROM INFORMATION_SCHEMA.`PROCESSLIST` p WHERE p.TIME >= 0 ORDER BY p.ID DESC";
+    for sql in [SHOW, SHOW_FULL, IS, IS_ALIAS] {
+        // With PROCESS: everyone's connections (on mysqld, its own threads
+        // and the funnel's backends too; those must not show through it).
+        let rows = rows_for(&mut a1, sql, &ids);
+        // Another connection's Command may still say Query for a moment
+        // after its answer on mysqld: only the asking one's is compared.
+        let rows: Vec<String> = rows
+            .iter()
+            .map(|(id, u, c)| match *id == ids[0] {
+                true => format!("{} {u} {c}", name(*id)),
+                false => format!("{} {u}", name(*id)),
+            })
+            .collect();
+        seen.push(format!("{sql} as a1: {rows:?}"));
+        extra.extend(
+            listed_ids(&mut a1, sql)
+                .into_iter()
+                .filter(|id| !ids.contains(id)),
+        );
+        // Without: its own user's only, exactly.
+        let listed = listed_ids(&mut b1, sql);
+        let names: Vec<String> = listed.iter().map(|&id| name(id)).collect();
+        seen.push(format!("{sql} as b1: {names:?}"));
+    }
+    // The asking connection's own row, by CONNECTION_ID() (the funnel's id).
+    let own: Vec<(String, Option<String>, Option<String>, i64)> = b1
+        .query(
+            "SELECT COMMAND, STATE, INFO, TIME FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()",
+        )
+        .unwrap();
+    seen.push(format!("own row: {own:?}"));
+    let count: Option<u64> = b1
+        .query_first("SELECT COUNT(*) FROM (SELECT 1 FROM information_schema.PROCESSLIST WHERE USER = CURRENT_USER() OR USER = SUBSTRING_INDEX(USER(), '@', 1)) t")
+        .unwrap();
+    seen.push(format!("b1 counts its user's: {count:?}"));
+    // Column names as mysqld's table has them.
+    let cols: Vec<String> = b1
+        .query_iter("SELECT * FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()")
+        .unwrap()
+        .columns()
+        .as_ref()
+        .iter()
+        .map(|c| c.name_str().to_string())
+        .collect();
+    seen.push(format!("columns: {cols:?}"));
+    // Without CONNECTION ADMIN no KILL of another user's connection ...
+    let denied = b1.query_drop(format!("KILL {}", ids[1]));
+    seen.push(format!(
+        "b1 KILL a2: {}",
+        denied.as_ref().map_or_else(failure, |_| "OK".into())
+    ));
+    // ... with it, yes, whoever's: found in the list, then killed.
+    let target = listed_ids(&mut a1, IS)
+        .into_iter()
+        .find(|&id| id == ids[3])
+        .expect("b2 is listed for a1");
+    let killed = a1.query_drop(format!("KILL {target}"));
+    seen.push(format!(
+        "a1 KILL b2: {}",
+        killed.as_ref().map_or_else(failure, |_| "OK".into())
+    ));
+    let after = b2.query_drop("SELECT 1");
+    seen.push(format!(
+        "b2 after: {}",
+        after
+            .as_ref()
+            .map_or_else(failure, |_| "still works".into())
+    ));
+    let q = a1.query_drop(format!("KILL QUERY {}", ids[4]));
+    seen.push(format!(
+        "a1 KILL QUERY b3 (idle): {}",
+        q.as_ref().map_or_else(failure, |_| "OK".into())
+    ));
+    b3.query_drop("SELECT 1").unwrap();
+    a2.query_drop("SELECT 1").unwrap();
+    (seen, extra)
+}
+
+#[test]
+fn privileges_decide_whose_connections_are_listed_and_killed_as_on_mysqld() {
+    let _serial = serial();
+    let db = common::mariadb();
+    let (direct, _) = privileged_view(db.port);
+    for n in [1, 2] {
+        let f = start_funnel(n);
+        let (got, extra) = privileged_view(f.port);
+        assert_eq!(got, direct, "connections = {n}");
+        assert!(
+            extra.is_empty(),
+            "connections = {n}: the funnel listed ids that are none of its clients' (backends?): {extra:?}"
+        );
+    }
+}
+
+/// find_and_kill's flow, the other connection found in
+/// information_schema.PROCESSLIST inside a larger query.
+#[test]
+fn information_schema_processlist_finds_the_connection_to_kill() {
+    use mysql::prelude::Queryable;
+    let _serial = serial();
+    let db = common::mariadb();
+    let run = |port: u16| -> Vec<String> {
+        let user = || mysql::Conn::new(common::opts(common::USER_B, common::PASS_B, port)).unwrap();
+        let (mut me, mut other) = (user(), user());
+        let other_id = connection_id(&mut other);
+        let found: Vec<(u64, String)> = me
+            .query(
+                "SELECT ID, COMMAND FROM information_schema.PROCESSLIST \
+                 WHERE ID <> CONNECTION_ID() AND USER = 'funnel_b' ORDER BY ID",
+            )
+            .unwrap();
+        let mut seen = vec![format!(
+            "found: {:?}",
+            found
+                .iter()
+                .map(|(id, c)| (*id == other_id, c.clone()))
+                .collect::<Vec<_>>()
+        )];
+        let (id, _) = found[0].clone();
+        // The KILL and a look at the list again, in one query.
+        let mut r = me
+            .query_iter(format!(
+                "KILL {id}; SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {id} AND COMMAND <> 'Killed'"
+            ))
+            .unwrap();
+        while let Some(set) = r.iter() {
+            for row in set {
+                let row = row.unwrap();
+                seen.push(format!("row: {:?}", row.unwrap()));
+            }
+        }
+        drop(r);
+        let after = other.query_drop("SELECT 1");
+        seen.push(format!(
+            "killed: {}",
+            after
+                .as_ref()
+                .map_or_else(failure, |_| "still works".into())
+        ));
+        seen
+    };
+    let direct = run(db.port);
+    for n in [1, 2] {
+        let f = start_funnel(n);
+        assert_eq!(run(f.port), direct, "connections = {n}");
+    }
+}

@@ -14,6 +14,7 @@ use mio::Interest;
 use super::io::{Buf, ReadOutcome, Stream};
 use super::log_limit::LogEvent;
 use super::pool::ClientRef;
+use super::processlist::PRIVILEGES_SQL;
 use super::session::{
     string_user_var_literal, unhex_name, user_var_literal, user_var_values_sql, PinCause, PinSet,
     SessionVars, UserVarRead,
@@ -67,6 +68,9 @@ pub enum Internal {
     /// Empty the diagnostics area another client's statement left, before
     /// a client's `SHOW WARNINGS` (or the like) runs here.
     ClearDiagnostics,
+    /// Read the pool's backend user's privileges, before a client's command
+    /// the funnel answers by them (`KILL`, the process list).
+    Privileges,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -907,7 +911,7 @@ impl Server {
                 if self.charsets.is_none() {
                     self.start_internal(key, Internal::LoadCollations, COLLATIONS_SQL.to_vec());
                 } else {
-                    self.backend_ready(key);
+                    self.setup_done(key);
                 }
             }
             Internal::LoadCollations => {
@@ -927,7 +931,7 @@ impl Server {
                     rows_seen
                 );
                 self.charsets = Some(table);
-                self.backend_ready(key);
+                self.setup_done(key);
             }
             Internal::Reset => {
                 self.bump(self.backends[key].pool, |c| c.backend_resets += 1);
@@ -969,6 +973,25 @@ impl Server {
             }
             Internal::ReadUserVars => self.user_vars_read(key),
             Internal::ReadUserVarValues => self.user_var_values_read(key),
+            Internal::Privileges => {
+                let b = &mut self.backends[key];
+                let privileges = super::processlist::Privileges::from_grants(
+                    b.rows.iter().filter_map(|r| r.first()?.as_deref()),
+                );
+                b.rows.clear();
+                debug!(
+                    "pool {}: privileges {privileges:?}",
+                    self.pools[b.pool].name()
+                );
+                let p = &mut self.pools[b.pool];
+                p.privileges = Some(privileges);
+                p.privileges_stale = false;
+                if b.client.is_some() {
+                    self.continue_request(key);
+                } else {
+                    self.backend_ready(key);
+                }
+            }
             Internal::SetInsertId => {
                 let b = &mut self.backends[key];
                 if let Some(c) = b.client.and_then(|cr| self.clients.get(cr.key)) {
@@ -1000,6 +1023,18 @@ impl Server {
         }
     }
 
+    /// A backend connection (new or reset) is set up: the first of its
+    /// pool (or the first after a reload) also learns the pool user's
+    /// privileges, so that a KILL never waits for a busy pool to ask.
+    fn setup_done(&mut self, key: usize) {
+        let p = &self.pools[self.backends[key].pool];
+        if p.privileges.is_none() || p.privileges_stale {
+            self.start_internal(key, Internal::Privileges, PRIVILEGES_SQL.to_vec());
+        } else {
+            self.backend_ready(key);
+        }
+    }
+
     fn internal_failed(&mut self, key: usize, step: Internal, msg: String) {
         match step {
             Internal::InitDb => {
@@ -1015,6 +1050,20 @@ impl Server {
                     crate::protocol::consts::err::ER_BAD_DB_ERROR,
                     &format!("funnel: cannot restore your default schema: {msg}"),
                 );
+            }
+            Internal::Privileges => {
+                // mysqld refused to say: none beyond the user's own
+                // connections, as for a user without them.
+                debug!("backend {key}: reading privileges failed: {msg}");
+                let pool = self.backends[key].pool;
+                let p = &mut self.pools[pool];
+                p.privileges = Some(Default::default());
+                p.privileges_stale = false;
+                if self.backends[key].client.is_some() {
+                    self.continue_request(key);
+                } else {
+                    self.backend_ready(key);
+                }
             }
             Internal::ReadUserVars | Internal::ReadUserVarValues => {
                 // The client has its answer already: an ERR now would be
@@ -1332,6 +1381,17 @@ impl Server {
             self.release_orphan(key);
             return;
         };
+        if c.awaiting_privileges {
+            // The command is the funnel's to answer once the user's
+            // privileges are known: learn them here, then give it back.
+            let pool = self.backends[key].pool;
+            if self.pools[pool].privileges.is_none() {
+                self.start_internal(key, Internal::Privileges, PRIVILEGES_SQL.to_vec());
+            } else {
+                self.hand_back(key, client);
+            }
+            return;
+        }
         if let Some(st) = c.current_stmt.and_then(|id| c.stmts.get(&id)) {
             let cached = self.backends[key]
                 .stmts
@@ -2131,6 +2191,29 @@ impl Server {
         }
         if let Some(cr) = client {
             self.fail_request(cr, code, msg);
+        }
+    }
+
+    /// The client's command waited for a backend only for a step of the
+    /// funnel's own: the backend goes back (to the pool, or idle with the
+    /// client that holds it pinned) and the funnel handles the command.
+    fn hand_back(&mut self, key: usize, client: ClientRef) {
+        let pinned_here = self
+            .clients
+            .get(client.key)
+            .is_some_and(|c| c.pinned == Some(key));
+        let b = &mut self.backends[key];
+        if pinned_here {
+            b.state = BackendState::Idle;
+        } else {
+            b.client = None;
+            self.backend_ready(key);
+        }
+        if let Some(c) = self.clients.get_mut(client.key) {
+            c.awaiting_privileges = false;
+            // Not set_idle: the command's sequence ids stay as they were.
+            c.state = super::client::ClientState::Idle;
+            self.handle_command(client.key);
         }
     }
 

@@ -170,6 +170,12 @@ pub struct Client {
     /// The rest of a multi-statement query that holds a `KILL`, run in
     /// parts (see [`MultiRest`]).
     pub multi_rest: Option<MultiRest>,
+    /// The current command is the funnel's to answer by the user's
+    /// privileges, which a backend is asked for first.
+    pub awaiting_privileges: bool,
+    /// The current command is a query whose process-list references the
+    /// funnel replaced already (not to be looked at again).
+    pub rewritten: bool,
 }
 
 /// What is left of a multi-statement query with a `KILL` in it: the
@@ -337,6 +343,8 @@ impl Server {
             read_closed: false,
             running_connect_db: None,
             multi_rest: None,
+            awaiting_privileges: false,
+            rewritten: false,
             e2e_pending: false,
             stmts: ClientStmts::new(self.prepared_stmts.clone()),
             next_stmt_id: 0,
@@ -834,7 +842,7 @@ impl Server {
     }
 
     /// Decide what to do with the client's next command.
-    fn handle_command(&mut self, key: usize) {
+    pub(super) fn handle_command(&mut self, key: usize) {
         let c = &mut self.clients[key];
         let Some(span) = c.current else {
             return;
@@ -883,6 +891,8 @@ impl Server {
         let c = &mut self.clients[key];
         let data = c.rbuf.as_slice();
         let pinned = c.pinned;
+        // Set again below where the command waits for them.
+        c.awaiting_privileges = false;
         // Set again below for the commands that may take or release locks.
         c.unreported_taken = 0;
         c.unreported_released = 0;
@@ -1023,6 +1033,17 @@ impl Server {
                 if cmd == COM_QUERY {
                     let end = (HEADER_LEN + span.payload_len).min(data.len());
                     let sql = &data[HEADER_LEN + 1..end];
+                    if self.pools[c.pool].privileges.is_none()
+                        && super::processlist::needs_privileges(sql)
+                    {
+                        // What the funnel answers (KILL, the process list)
+                        // depends on the user's privileges: a backend is
+                        // asked for them first, then the command comes back.
+                        c.awaiting_privileges = true;
+                        c.current_stmt = None;
+                        self.forward_current(key);
+                        return;
+                    }
                     if let Some(full) = super::processlist::processlist_query(sql) {
                         // mysqld would list backend connections: the
                         // funnel lists its clients, with the ids they KILL.
@@ -1060,6 +1081,30 @@ impl Server {
                         self.discard_current(key);
                         self.query_with_kill(key, sql, seq);
                         return;
+                    }
+                    if !std::mem::take(&mut c.rewritten)
+                        && super::statement::mentions_processlist(sql)
+                    {
+                        let bare = c
+                            .session
+                            .schema
+                            .as_deref()
+                            .is_some_and(|s| s.eq_ignore_ascii_case("information_schema"));
+                        if let Ok(refs) = super::statement::processlist_refs(sql, bare) {
+                            if refs.iter().any(|r| !r.connection_id) {
+                                // mysqld's table lists backend connections:
+                                // the client gets the funnel's clients, for
+                                // mysqld to evaluate the query over.
+                                let sql = sql.to_vec();
+                                let sql = self.rewrite_processlist(key, &sql, &refs);
+                                let seq = 1u8.wrapping_add(self.clients[key].seq_offset);
+                                self.discard_current(key);
+                                self.push_query_part(key, &sql, seq);
+                                self.clients[key].rewritten = true;
+                                self.handle_command(key);
+                                return;
+                            }
+                        }
                     }
                     if facts.load_local && c.capabilities & CLIENT_LOCAL_FILES == 0 {
                         // As mysqld answers such a client, which must never
@@ -1206,8 +1251,10 @@ impl Server {
             );
             return false;
         };
-        // A client may kill what its own user may kill: its user's connections.
-        if self.clients[target].user != self.clients[key].user {
+        // As mysqld decides: its own user's connections, any with SUPER or
+        // CONNECTION ADMIN.
+        if self.clients[target].user != self.clients[key].user && !self.privileges_of(key).kill_any
+        {
             self.client_error(
                 key,
                 seq,
