@@ -95,6 +95,29 @@ pub fn ok_status(payload: &[u8]) -> Result<u16> {
     r.u16().field("OK status flags")
 }
 
+/// Sets `flags` in the status of an OK packet (header 0x00 or 0xfe) or an
+/// EOF packet, in place. `false` (nothing changed) for anything else.
+pub fn add_status_flags(payload: &mut [u8], flags: u16) -> bool {
+    let at = match payload.first() {
+        Some(&EOF_HEADER) if payload.len() < EOF_MAX_LEN => 3,
+        Some(&OK_HEADER | &EOF_HEADER) => {
+            let mut r = Reader::new(payload);
+            let skipped = r.skip(1).is_ok() && r.lenenc_int().is_ok() && r.lenenc_int().is_ok();
+            if !skipped {
+                return false;
+            }
+            payload.len() - r.rest().len()
+        }
+        _ => return false,
+    };
+    let Some(status) = payload.get_mut(at..at + 2) else {
+        return false;
+    };
+    let v = u16::from_le_bytes([status[0], status[1]]) | flags;
+    status.copy_from_slice(&v.to_le_bytes());
+    true
+}
+
 /// Appends an OK payload. The session state block is written only with
 /// CLIENT_SESSION_TRACK in `capabilities` and SERVER_SESSION_STATE_CHANGED
 /// in `ok.status`; as mysqld does, the lenenc info is then written only if
@@ -330,6 +353,35 @@ pub mod column_flag {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn status_flags_are_added_in_place() {
+        let mut ok = Vec::new();
+        let p = OkPacket {
+            header: OK_HEADER,
+            affected_rows: 300,
+            last_insert_id: 7,
+            status: SERVER_STATUS_AUTOCOMMIT,
+            warnings: 1,
+            info: b"",
+            session_state: None,
+        };
+        encode_ok(&mut ok, &p, 0);
+        assert!(add_status_flags(&mut ok, SERVER_MORE_RESULTS_EXISTS));
+        let got = decode_ok(&ok, 0).unwrap();
+        assert_eq!(
+            got.status,
+            SERVER_STATUS_AUTOCOMMIT | SERVER_MORE_RESULTS_EXISTS
+        );
+        assert_eq!((got.affected_rows, got.warnings), (300, 1));
+        let mut eof = Vec::new();
+        encode_eof(&mut eof, 2, 0);
+        assert!(add_status_flags(&mut eof, SERVER_MORE_RESULTS_EXISTS));
+        assert_eq!(decode_eof(&eof).unwrap().status, SERVER_MORE_RESULTS_EXISTS);
+        assert!(!add_status_flags(&mut [0xff, 1, 2][..], 8));
+        assert!(!add_status_flags(&mut [0x00, 0xfc][..], 8));
+        assert!(!add_status_flags(&mut [][..], 8));
+    }
+
     #[test]
     fn info_without_session_track_is_length_encoded_as_mysqld_sends_it() {
         // mysqld's net_send_ok stores the info with net_store_data (lenenc),

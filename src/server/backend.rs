@@ -14,6 +14,7 @@ use mio::Interest;
 use super::io::{Buf, ReadOutcome, Stream};
 use super::log_limit::LogEvent;
 use super::pool::ClientRef;
+use super::processlist::PRIVILEGES_SQL;
 use super::session::{
     string_user_var_literal, unhex_name, user_var_literal, user_var_values_sql, PinCause, PinSet,
     SessionVars, UserVarRead,
@@ -34,7 +35,7 @@ use crate::protocol::mariadb_ext::{
     MARIADB_CLIENT_STMT_BULK_OPERATIONS,
 };
 use crate::protocol::packet::{next_frame, set_seq, write_packet, UploadFramer, HEADER_LEN};
-use crate::protocol::response::{decode_err, decode_ok, encode_ok, OkPacket};
+use crate::protocol::response::{add_status_flags, decode_err, decode_ok, encode_ok, OkPacket};
 use crate::protocol::tracker::{
     expect_for, EndKind, Expect, PacketKind, Progress, ResponseTracker,
 };
@@ -85,6 +86,9 @@ pub enum Internal {
     /// Bring them back to the global values after such a statement (or
     /// one that set them), before the backend idles or serves anyone else.
     RestoreTimeouts,
+    /// Read the pool's backend user's privileges, before a client's command
+    /// the funnel answers by them (`KILL`, the process list).
+    Privileges,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1039,7 +1043,7 @@ impl Server {
                 } else if self.charsets.is_none() {
                     self.start_internal(key, Internal::LoadCollations, COLLATIONS_SQL.to_vec());
                 } else {
-                    self.backend_ready(key);
+                    self.setup_done(key);
                 }
             }
             Internal::LoadCollations => {
@@ -1059,7 +1063,7 @@ impl Server {
                     rows_seen
                 );
                 self.charsets = Some(table);
-                self.backend_ready(key);
+                self.setup_done(key);
             }
             Internal::Reset => {
                 self.bump(self.backends[key].pool, |c| c.backend_resets += 1);
@@ -1116,6 +1120,25 @@ impl Server {
             }
             Internal::ReadUserVars => self.user_vars_read(key),
             Internal::ReadUserVarValues => self.user_var_values_read(key),
+            Internal::Privileges => {
+                let b = &mut self.backends[key];
+                let privileges = super::processlist::Privileges::from_grants(
+                    b.rows.iter().filter_map(|r| r.first()?.as_deref()),
+                );
+                b.rows.clear();
+                debug!(
+                    "pool {}: privileges {privileges:?}",
+                    self.pools[b.pool].name()
+                );
+                let p = &mut self.pools[b.pool];
+                p.privileges = Some(privileges);
+                p.privileges_stale = false;
+                if b.client.is_some() {
+                    self.continue_request(key);
+                } else {
+                    self.backend_ready(key);
+                }
+            }
             Internal::SetInsertId => {
                 let b = &mut self.backends[key];
                 if let Some(c) = b.client.and_then(|cr| self.clients.get(cr.key)) {
@@ -1191,6 +1214,18 @@ impl Server {
         true
     }
 
+    /// A backend connection (new or reset) is set up: the first of its
+    /// pool (or the first after a reload) also learns the pool user's
+    /// privileges, so that a KILL never waits for a busy pool to ask.
+    fn setup_done(&mut self, key: usize) {
+        let p = &self.pools[self.backends[key].pool];
+        if p.privileges.is_none() || p.privileges_stale {
+            self.start_internal(key, Internal::Privileges, PRIVILEGES_SQL.to_vec());
+        } else {
+            self.backend_ready(key);
+        }
+    }
+
     fn internal_failed(&mut self, key: usize, step: Internal, msg: String) {
         match step {
             Internal::InitDb => {
@@ -1217,6 +1252,20 @@ impl Server {
                 b.close_when_done = true;
                 let read_back = std::mem::take(&mut b.read_back_after_restore);
                 self.after_response(key, read_back, false);
+            }
+            Internal::Privileges => {
+                // mysqld refused to say: none beyond the user's own
+                // connections, as for a user without them.
+                debug!("backend {key}: reading privileges failed: {msg}");
+                let pool = self.backends[key].pool;
+                let p = &mut self.pools[pool];
+                p.privileges = Some(Default::default());
+                p.privileges_stale = false;
+                if self.backends[key].client.is_some() {
+                    self.continue_request(key);
+                } else {
+                    self.backend_ready(key);
+                }
             }
             Internal::ReadUserVars | Internal::ReadUserVarValues => {
                 // The client has its answer already: an ERR now would be
@@ -1541,6 +1590,17 @@ impl Server {
             self.release_orphan(key);
             return;
         };
+        if c.awaiting_privileges {
+            // The command is the funnel's to answer once the user's
+            // privileges are known: learn them here, then give it back.
+            let pool = self.backends[key].pool;
+            if self.pools[pool].privileges.is_none() {
+                self.start_internal(key, Internal::Privileges, PRIVILEGES_SQL.to_vec());
+            } else {
+                self.hand_back(key, client);
+            }
+            return;
+        }
         // A statement prepared without a default schema runs without one
         // (mysqld switches to the statement's schema for each execute,
         // NULL included): it is prepared here on a connection without one.
@@ -1819,6 +1879,11 @@ impl Server {
         let ext_client = c.as_ref().map_or(ext_backend, |c| {
             c.mariadb_caps & MARIADB_CLIENT_EXTENDED_METADATA != 0
         });
+        // A query with a KILL after this part: its last result must say
+        // that more follow, as in mysqld's answer to the whole query.
+        let more_after = c
+            .as_ref()
+            .is_some_and(|c| c.multi_rest.as_ref().is_some_and(|m| !m.ready));
         {
             let data = b.rbuf.as_mut_slice();
             while let Some((header, _)) = next_frame(&data[pos..]) {
@@ -1832,6 +1897,23 @@ impl Server {
                     }
                 };
                 let kind = b.tracker.last_kind();
+                let part_done = more_after
+                    && matches!(progress, Progress::Complete { end, .. } if end != EndKind::Err);
+                if more_after
+                    && matches!(
+                        kind,
+                        PacketKind::Ok | PacketKind::Eof | PacketKind::MetadataEof
+                    )
+                {
+                    // Every status of a result but the last already says
+                    // so; the last one's too (its column definitions' EOF
+                    // included).
+                    add_status_flags(
+                        &mut data[pos + HEADER_LEN..pos + total],
+                        SERVER_MORE_RESULTS_EXISTS,
+                    );
+                }
+                let payload = &data[pos + HEADER_LEN..pos + total];
                 // What the client gets for this packet: the backend speaks
                 // EOF packets, the client may have asked for OK terminators.
                 let action = match b.eof.translate(kind, payload) {
@@ -1842,6 +1924,12 @@ impl Server {
                     }
                 };
                 let seq = b.eof.client_seq(header.seq.wrapping_add(offset));
+                if part_done {
+                    if let Some(m) = c.as_mut().and_then(|c| c.multi_rest.as_mut()) {
+                        m.ready = true;
+                        m.seq = seq.wrapping_add(1);
+                    }
+                }
                 match action {
                     EofAction::Pass if seq != header.seq => {
                         set_seq(&mut data[pos..pos + total], seq);
@@ -2452,6 +2540,29 @@ impl Server {
         }
         if let Some(cr) = client {
             self.fail_request(cr, code, msg);
+        }
+    }
+
+    /// The client's command waited for a backend only for a step of the
+    /// funnel's own: the backend goes back (to the pool, or idle with the
+    /// client that holds it pinned) and the funnel handles the command.
+    fn hand_back(&mut self, key: usize, client: ClientRef) {
+        let pinned_here = self
+            .clients
+            .get(client.key)
+            .is_some_and(|c| c.pinned == Some(key));
+        let b = &mut self.backends[key];
+        if pinned_here {
+            b.state = BackendState::Idle;
+        } else {
+            b.client = None;
+            self.backend_ready(key);
+        }
+        if let Some(c) = self.clients.get_mut(client.key) {
+            c.awaiting_privileges = false;
+            // Not set_idle: the command's sequence ids stay as they were.
+            c.state = super::client::ClientState::Idle;
+            self.handle_command(client.key);
         }
     }
 

@@ -17,7 +17,7 @@ use super::session::{
     funnel_answered_select, parse_kill, ClientTimeouts, FunnelAnswered, Kill, PinCause, PinSet,
     SessionVars,
 };
-use super::statement::{statement_facts, StatementFacts};
+use super::statement::{kill_split, statement_facts, StatementFacts};
 use super::stmt::{
     execute_layout, execute_types, release_free_memory, ClientStmts, TRIM_AFTER_BYTES,
 };
@@ -42,6 +42,10 @@ use crate::protocol::packet::{scan_message, write_packet, MessageSpan, UploadFra
 use crate::protocol::response::{encode_eof, encode_err, encode_ok, OkPacket};
 use crate::protocol::tracker::{expect_for, Expect};
 use crate::protocol::ProtocolError;
+
+/// The answer to a `KILL` the funnel cannot run for its clients.
+const KILL_UNSUPPORTED: &str =
+    "funnel: only KILL [CONNECTION | QUERY] <id> is supported, with the id CONNECTION_ID() returns";
 
 /// Largest handshake response the funnel reads (attributes included).
 const MAX_HANDSHAKE_PACKET: usize = 64 * 1024;
@@ -193,6 +197,32 @@ pub struct Client {
     /// one may be added when its `wait_timeout` shrinks; the later one is
     /// then ignored when it fires).
     pub idle_timer_at: Option<Instant>,
+    /// The rest of a multi-statement query that holds a `KILL`, run in
+    /// parts (see [`MultiRest`]).
+    pub multi_rest: Option<MultiRest>,
+    /// The current command is the funnel's to answer by the user's
+    /// privileges, which a backend is asked for first.
+    pub awaiting_privileges: bool,
+    /// The current command is a query whose process-list references the
+    /// funnel replaced already (not to be looked at again).
+    pub rewritten: bool,
+}
+
+/// What is left of a multi-statement query with a `KILL` in it: the
+/// funnel runs such a query in parts (the statements before the `KILL` on a
+/// backend, the `KILL` itself, the rest after), and the client gets one
+/// answer stream, as from mysqld.
+#[derive(Clone, Debug)]
+pub struct MultiRest {
+    /// The query text left to run.
+    pub sql: Vec<u8>,
+    /// Sequence id of the rest's first packet to the client.
+    pub seq: u8,
+    /// The part before ended without an error (its last result now says
+    /// more results follow): the rest runs. Not ready when the client is
+    /// idle again means the part ended with an error: as mysqld, the
+    /// statements after it are not run.
+    pub ready: bool,
 }
 
 impl Client {
@@ -360,6 +390,9 @@ impl Server {
             close_after_flush: false,
             read_closed: false,
             running_connect_db: None,
+            multi_rest: None,
+            awaiting_privileges: false,
+            rewritten: false,
             e2e_pending: false,
             stmts: ClientStmts::new(self.prepared_stmts.clone()),
             next_stmt_id: 0,
@@ -519,6 +552,13 @@ impl Server {
                     if c.current.is_some() {
                         break;
                     }
+                    if let Some(m) = c.multi_rest.take() {
+                        if m.ready {
+                            // The next part of the client's query.
+                            self.start_multi_rest(key, m);
+                        }
+                        continue;
+                    }
                     let span = match scan_message(c.rbuf.as_slice(), self.config.max_allowed_packet)
                     {
                         Ok(Some(span)) => span,
@@ -563,6 +603,9 @@ impl Server {
                         return;
                     }
                     c.current = Some(span);
+                    // A command from the client: its answer starts at 1
+                    // (only parts of a query with a KILL number on).
+                    c.seq_offset = 0;
                     c.command_read_at = self.now;
                     c.last_active = self.now;
                     c.retries = 0;
@@ -875,7 +918,7 @@ impl Server {
     }
 
     /// Decide what to do with the client's next command.
-    fn handle_command(&mut self, key: usize) {
+    pub(super) fn handle_command(&mut self, key: usize) {
         let c = &mut self.clients[key];
         let Some(span) = c.current else {
             return;
@@ -899,8 +942,9 @@ impl Server {
         // (COM_STMT_CLOSE and COM_STMT_SEND_LONG_DATA have none).
         if !matches!(cmd, COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA) {
             if let Some((code, msg)) = c.pending_error.take() {
+                let seq = 1u8.wrapping_add(c.seq_offset);
                 self.discard_current(key);
-                self.client_error(key, 1, code, &msg);
+                self.client_error(key, seq, code, &msg);
                 return;
             }
         }
@@ -923,6 +967,8 @@ impl Server {
         let c = &mut self.clients[key];
         let data = c.rbuf.as_slice();
         let pinned = c.pinned;
+        // Set again below where the command waits for them.
+        c.awaiting_privileges = false;
         // Set again below for the commands that may take or release locks.
         c.unreported_taken = 0;
         c.unreported_released = 0;
@@ -1100,6 +1146,26 @@ impl Server {
                 if cmd == COM_QUERY {
                     let end = (HEADER_LEN + span.payload_len).min(data.len());
                     let sql = &data[HEADER_LEN + 1..end];
+                    if self.pools[c.pool].privileges.is_none()
+                        && super::processlist::needs_privileges(sql)
+                    {
+                        // What the funnel answers (KILL, the process list)
+                        // depends on the user's privileges: a backend is
+                        // asked for them first, then the command comes back.
+                        c.awaiting_privileges = true;
+                        c.current_stmt = None;
+                        self.forward_current(key);
+                        return;
+                    }
+                    if let Some(full) = super::processlist::processlist_query(sql) {
+                        // mysqld would list backend connections: the
+                        // funnel lists its clients, with the ids they KILL.
+                        let sql = sql.to_vec();
+                        let seq = 1u8.wrapping_add(c.seq_offset);
+                        self.discard_current(key);
+                        self.answer_processlist(key, seq, full, &sql);
+                        return;
+                    }
                     if let Some((which, name)) = funnel_answered_select(sql) {
                         // Typed as MariaDB types them: (type, length, flags).
                         const UNSIGNED: u16 = 0x0001 | 0x0020 | 0x0080;
@@ -1116,32 +1182,51 @@ impl Server {
                         };
                         // As after any SELECT.
                         c.row_count = -1;
+                        let seq = 1u8.wrapping_add(c.seq_offset);
                         self.discard_current(key);
-                        self.client_single_value(key, &name, &value, column);
+                        self.client_single_value(key, seq, &name, &value, column);
                         return;
                     }
                     let facts = statement_facts(sql);
                     if facts.first_is_kill || facts.later_kill {
-                        let parsed = parse_kill(sql);
+                        let sql = sql.to_vec();
+                        let seq = 1u8.wrapping_add(c.seq_offset);
                         self.discard_current(key);
-                        match parsed {
-                            Ok(Some(kill)) => self.kill(key, kill),
-                            _ => self.client_error(
-                                key,
-                                1,
-                                ER_UNKNOWN_COM_ERROR,
-                                "funnel: only KILL [CONNECTION | QUERY] <id> is supported, as a query of its own, with the id CONNECTION_ID() returns",
-                            ),
-                        }
+                        self.query_with_kill(key, sql, seq);
                         return;
+                    }
+                    if !std::mem::take(&mut c.rewritten)
+                        && super::statement::mentions_processlist(sql)
+                    {
+                        let bare = c
+                            .session
+                            .schema
+                            .as_deref()
+                            .is_some_and(|s| s.eq_ignore_ascii_case("information_schema"));
+                        if let Ok(refs) = super::statement::processlist_refs(sql, bare) {
+                            if refs.iter().any(|r| !r.connection_id) {
+                                // mysqld's table lists backend connections:
+                                // the client gets the funnel's clients, for
+                                // mysqld to evaluate the query over.
+                                let sql = sql.to_vec();
+                                let sql = self.rewrite_processlist(key, &sql, &refs);
+                                let seq = 1u8.wrapping_add(self.clients[key].seq_offset);
+                                self.discard_current(key);
+                                self.push_query_part(key, &sql, seq);
+                                self.clients[key].rewritten = true;
+                                self.handle_command(key);
+                                return;
+                            }
+                        }
                     }
                     if facts.load_local && c.capabilities & CLIENT_LOCAL_FILES == 0 {
                         // As mysqld answers such a client, which must never
                         // get the backend's request for a file.
+                        let seq = 1u8.wrapping_add(c.seq_offset);
                         self.discard_current(key);
                         self.client_error(
                             key,
-                            1,
+                            seq,
                             ER_LOAD_INFILE_CAPABILITY_DISABLED,
                             "The used command is not allowed because the MariaDB server or client has disabled the local infile capability",
                         );
@@ -1164,8 +1249,9 @@ impl Server {
                             p.name(),
                             p.user.max_pinned_backends
                         );
+                        let seq = 1u8.wrapping_add(self.clients[key].seq_offset);
                         self.discard_current(key);
-                        self.client_error(key, 1, ER_CON_COUNT_ERROR, &msg);
+                        self.client_error(key, seq, ER_CON_COUNT_ERROR, &msg);
                         return;
                     }
                     let c = &mut self.clients[key];
@@ -1187,8 +1273,79 @@ impl Server {
         }
     }
 
-    /// `KILL [QUERY] id` from client `key`, for a funnel connection id.
-    fn kill(&mut self, key: usize, kill: Kill) {
+    /// A query with a `KILL` statement in it: the statements before the
+    /// first `KILL` run on a backend as a query of their own, the `KILL` is
+    /// the funnel's, and the rest runs after, each part's answer numbered on
+    /// from the last (`seq`: the first answer packet's sequence id).
+    fn query_with_kill(&mut self, key: usize, sql: Vec<u8>, seq: u8) {
+        let split = match kill_split(&sql) {
+            Ok(Some(split)) => split,
+            _ => {
+                // Not splittable: a KILL inside a compound statement, ...
+                self.client_error(key, seq, ER_UNKNOWN_COM_ERROR, KILL_UNSUPPORTED);
+                return;
+            }
+        };
+        if let Some(end) = split.before {
+            // The statements before the KILL, as a query of their own; the
+            // KILL and what follows wait for its answer.
+            let rest = sql[split.kill.0..].to_vec();
+            self.clients[key].multi_rest = Some(MultiRest {
+                sql: rest,
+                seq: 0,
+                ready: false,
+            });
+            self.push_query_part(key, &sql[..end], seq);
+            self.handle_command(key);
+            return;
+        }
+        let more = split.more_after(&sql);
+        match parse_kill(&sql[split.kill.0..split.kill.1]) {
+            Ok(Some(kill)) => {
+                if self.kill(key, kill, seq, more) && more {
+                    if let Some(c) = self.clients.get_mut(key) {
+                        c.multi_rest = Some(MultiRest {
+                            sql: sql[split.rest..].to_vec(),
+                            seq: seq.wrapping_add(1),
+                            ready: true,
+                        });
+                    }
+                }
+            }
+            _ => self.client_error(key, seq, ER_UNKNOWN_COM_ERROR, KILL_UNSUPPORTED),
+        }
+    }
+
+    /// Make `sql` the client's current command, a `COM_QUERY` whose answer
+    /// starts with sequence id `seq`, ahead of anything it sent after.
+    fn push_query_part(&mut self, key: usize, sql: &[u8], seq: u8) {
+        let c = &mut self.clients[key];
+        let mut payload = Vec::with_capacity(sql.len() + 1);
+        payload.push(COM_QUERY);
+        payload.extend_from_slice(sql);
+        let mut framed = Vec::with_capacity(payload.len() + 8);
+        write_packet(&mut framed, 0, &payload);
+        let Ok(Some(span)) = scan_message(&framed, usize::MAX) else {
+            return;
+        };
+        framed.extend_from_slice(c.rbuf.as_slice());
+        c.rbuf.clear();
+        self.bufs.ensure(&mut c.rbuf);
+        c.rbuf.extend_from_slice(&framed);
+        c.current = Some(span);
+        c.seq_offset = seq.wrapping_sub(1);
+    }
+
+    /// The next part of a query with a `KILL` in it.
+    fn start_multi_rest(&mut self, key: usize, m: MultiRest) {
+        self.push_query_part(key, &m.sql, m.seq);
+        self.handle_command(key);
+    }
+
+    /// `KILL [QUERY] id` from client `key`, for a funnel connection id,
+    /// answered with sequence id `seq`; `more`: statements follow in the
+    /// same query. `true` when the client got an OK and its query goes on.
+    fn kill(&mut self, key: usize, kill: Kill, seq: u8, more: bool) -> bool {
         const ER_KILL_DENIED: (u16, &str) = (1095, "HY000");
         let target = u32::try_from(kill.id)
             .ok()
@@ -1201,31 +1358,33 @@ impl Server {
         let Some(target) = target else {
             self.client_error(
                 key,
-                1,
+                seq,
                 ER_NO_SUCH_THREAD,
                 &format!("Unknown thread id: {}", kill.id),
             );
-            return;
+            return false;
         };
-        // A client may kill what its own user may kill: its user's connections.
-        if self.clients[target].user != self.clients[key].user {
+        // As mysqld decides: its own user's connections, any with SUPER or
+        // CONNECTION ADMIN.
+        if self.clients[target].user != self.clients[key].user && !self.privileges_of(key).kill_any
+        {
             self.client_error(
                 key,
-                1,
+                seq,
                 ER_KILL_DENIED,
                 &format!("You are not owner of thread {}", kill.id),
             );
-            return;
+            return false;
         }
         if kill.query_only && target == key {
             // The statement being killed is the KILL itself, as on mysqld.
             self.client_error(
                 key,
-                1,
+                seq,
                 ER_QUERY_INTERRUPTED,
                 "Query execution was interrupted",
             );
-            return;
+            return false;
         }
         let pool = self.clients[target].pool;
         self.bump(pool, |c| c.killed += 1);
@@ -1245,12 +1404,15 @@ impl Server {
         if !kill.query_only {
             if target == key {
                 // mysqld answers a self-kill with an error and closes.
+                self.clients[key].seq_offset = seq.wrapping_sub(1);
                 self.close_client_with_error(key, (1927, "70100"), "Connection was killed");
-                return;
+                return false;
             }
             self.close_client(target, "killed");
         }
-        self.client_ok(key, 1);
+        let more = if more { SERVER_MORE_RESULTS_EXISTS } else { 0 };
+        self.client_ok_with(key, seq, more);
+        true
     }
 
     /// Send the current command to the client's pinned backend, or queue it.
@@ -1582,6 +1744,11 @@ impl Server {
     }
 
     pub(super) fn client_ok(&mut self, key: usize, seq: u8) {
+        self.client_ok_with(key, seq, 0);
+    }
+
+    /// An OK whose status has `flags` besides the session's.
+    fn client_ok_with(&mut self, key: usize, seq: u8, flags: u16) {
         let Some(c) = self.clients.get(key) else {
             return;
         };
@@ -1589,7 +1756,7 @@ impl Server {
             header: OK_HEADER,
             affected_rows: 0,
             last_insert_id: 0,
-            status: c.answer_status(),
+            status: c.answer_status() | flags,
             warnings: 0,
             info: b"",
             session_state: None,
@@ -1604,6 +1771,7 @@ impl Server {
     fn client_single_value(
         &mut self,
         key: usize,
+        seq: u8,
         name: &[u8],
         value: &str,
         (column_type, length, flags): (u8, u32, u16),
@@ -1612,10 +1780,15 @@ impl Server {
         let Some(c) = self.clients.get(key) else {
             return;
         };
-        let status = c.answer_status();
+        let mut status = c.answer_status();
+        let more = c.multi_rest.as_ref().is_some_and(|m| !m.ready);
+        if more {
+            // A part of a query with a KILL after it.
+            status |= SERVER_MORE_RESULTS_EXISTS;
+        }
         let mut out = Vec::with_capacity(128);
         let mut payload = Vec::with_capacity(64);
-        let mut seq = write_packet(&mut out, 1, &[1]);
+        let mut seq = write_packet(&mut out, seq, &[1]);
         let name = String::from_utf8_lossy(name);
         // Binary charset; `column` is (type, display length, flags).
         encode_column_def(&mut payload, &name, column_type, 63, length, flags, 0);
@@ -1636,8 +1809,12 @@ impl Server {
         seq = write_packet(&mut out, seq, &payload);
         payload.clear();
         encode_end_of_rows(&mut payload, c.capabilities, 0, status);
-        write_packet(&mut out, seq, &payload);
+        let next = write_packet(&mut out, seq, &payload);
         let c = &mut self.clients[key];
+        if let Some(m) = c.multi_rest.as_mut().filter(|_| more) {
+            m.ready = true;
+            m.seq = next;
+        }
         self.bufs.ensure(&mut c.wbuf);
         c.wbuf.extend_from_slice(&out);
         self.flush_client(key);

@@ -85,6 +85,12 @@ impl Server {
                         user.connections
                     ));
                 }
+                // The backend user or its grants may have changed: ask
+                // mysqld again (a new backend user's are unknown until then).
+                if p.user.backend_user != user.backend_user {
+                    p.privileges = None;
+                }
+                p.privileges_stale = true;
                 p.user = user.clone();
             }
             if !known {

@@ -59,6 +59,14 @@ pub struct Pool {
     /// succeeded): a login naming one of them is answered at once instead
     /// of waiting in the backlog for a check. Forgotten when mysqld refuses.
     pub known_schemas: std::collections::HashSet<String>,
+    /// What mysqld lets this pool's backend user do with other users'
+    /// connections (process list, KILL); asked on its first backend
+    /// connection (or by the first command that needs it, if that comes
+    /// first).
+    pub privileges: Option<super::processlist::Privileges>,
+    /// A reload happened since: ask again on the next backend connection
+    /// set up (new or reset), using the old answer until then.
+    pub privileges_stale: bool,
 }
 
 /// Bound on `known_schemas`, so a client cycling through names cannot grow it.
@@ -81,6 +89,8 @@ impl Pool {
             backlog_max: 0,
             counters: super::Counters::default(),
             known_schemas: std::collections::HashSet::new(),
+            privileges: None,
+            privileges_stale: false,
         }
     }
 
@@ -91,6 +101,7 @@ impl Pool {
         Pool {
             found_rows: true,
             known_schemas: self.known_schemas.clone(),
+            privileges: self.privileges,
             ..Pool::new(index, self.user.clone(), now)
         }
     }

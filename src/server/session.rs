@@ -904,14 +904,9 @@ pub struct Kill {
 #[allow(clippy::result_unit_err)]
 pub fn parse_kill(sql: &[u8]) -> Result<Option<Kill>, ()> {
     let mut words: Vec<&[u8]> = Vec::with_capacity(5);
-    let mut other = false;
     words.extend(super::statement::words(sql));
-    // Anything besides words, spaces and a trailing ';' makes it unsupported.
-    for &b in sql {
-        if !(b.is_ascii_alphanumeric() || b == b'_' || b.is_ascii_whitespace() || b == b';') {
-            other = true;
-        }
-    }
+    // Anything besides words, comments and a trailing ';' makes it unsupported.
+    let other = !super::statement::only_words(sql);
     let mut it = words.into_iter().peekable();
     match it.next() {
         Some(w) if w.eq_ignore_ascii_case(b"KILL") => {}

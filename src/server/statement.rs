@@ -281,6 +281,267 @@ impl Iterator for Lexer<'_> {
     }
 }
 
+/// Where a multi-statement query's first `KILL` statement is, for running
+/// the query in parts: what comes before it on a backend, the `KILL` by the
+/// funnel (whose ids are the clients'), the rest after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KillSplit {
+    /// End of the statements before the `KILL` (the `;` before it
+    /// excluded); `None` when the `KILL` is the query's first statement.
+    pub before: Option<usize>,
+    /// The `KILL` statement's text, without its `;`.
+    pub kill: (usize, usize),
+    /// Start of what follows the `KILL`'s `;` (`sql.len()` if nothing does).
+    pub rest: usize,
+}
+
+impl KillSplit {
+    /// Something follows the `KILL` that mysqld would answer (a statement,
+    /// or a comment, which it answers with an OK): more than spaces and `;`.
+    pub fn more_after(&self, sql: &[u8]) -> bool {
+        sql.get(self.rest..)
+            .is_some_and(|r| r.iter().any(|&b| !b.is_ascii_whitespace() && b != b';'))
+    }
+}
+
+/// The first statement of `sql` that is a `KILL`, if any. `Err(())` when the
+/// query cannot be split safely: the two readings of `\` disagree, or a
+/// compound statement (`BEGIN NOT ATOMIC`, a stored program's body), whose
+/// `;` do not end statements, comes before the `KILL`.
+#[allow(clippy::result_unit_err)]
+pub fn kill_split(sql: &[u8]) -> Result<Option<KillSplit>, ()> {
+    let one = kill_split_with(sql, true)?;
+    if sql.contains(&b'\\') && kill_split_with(sql, false)? != one {
+        return Err(());
+    }
+    Ok(one)
+}
+
+fn kill_split_with(sql: &[u8], backslash_escapes: bool) -> Result<Option<KillSplit>, ()> {
+    const COMPOUND: &[&str] = &[
+        "ATOMIC",
+        "PROCEDURE",
+        "FUNCTION",
+        "TRIGGER",
+        "EVENT",
+        "PACKAGE",
+    ];
+    let lexer = Lexer {
+        sql,
+        i: 0,
+        backslash_escapes,
+    };
+    let mut started = false;
+    let mut any_before = false;
+    let mut last_semicolon = 0;
+    let mut kill_start: Option<usize> = None;
+    for (kind, s, e) in lexer {
+        if kind == Tok::Punct(b';') {
+            if let Some(k) = kill_start {
+                return Ok(Some(KillSplit {
+                    before: any_before.then_some(last_semicolon),
+                    kill: (k, s),
+                    rest: e,
+                }));
+            }
+            started = false;
+            last_semicolon = s;
+            continue;
+        }
+        if kill_start.is_some() {
+            continue;
+        }
+        if kind == Tok::Word && word_in(&sql[s..e], COMPOUND) {
+            return Err(());
+        }
+        if !started {
+            started = true;
+            if kind == Tok::Word && sql[s..e].eq_ignore_ascii_case(b"KILL") {
+                kill_start = Some(s);
+                continue;
+            }
+            any_before = true;
+        }
+    }
+    Ok(kill_start.map(|k| KillSplit {
+        before: any_before.then_some(last_semicolon),
+        kill: (k, sql.len()),
+        rest: sql.len(),
+    }))
+}
+
+/// A reference to `information_schema.PROCESSLIST` in a query, which the
+/// funnel replaces with a derived table of its own clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcesslistRef {
+    /// The bytes to replace: the (qualified) table name.
+    pub span: (usize, usize),
+    /// What replaces them: `false` a derived table (`alias`: whether the
+    /// query names it itself), `true` just `PROCESSLIST` (the name
+    /// qualifies a column: `information_schema.PROCESSLIST.ID`).
+    pub qualifier: bool,
+    pub alias: bool,
+    /// Not the table but `CONNECTION_ID()` in the same query: mysqld would
+    /// say the backend's thread id, and the rows have the funnel's ids.
+    pub connection_id: bool,
+}
+
+/// Quick test before [`processlist_refs`]: the word occurs at all.
+pub fn mentions_processlist(sql: &[u8]) -> bool {
+    sql.windows(11)
+        .any(|w| w.eq_ignore_ascii_case(b"processlist"))
+}
+
+/// The references to `information_schema.PROCESSLIST` in `sql`, in order;
+/// `bare`: the default schema is `information_schema`, so `FROM PROCESSLIST`
+/// is one too. `Err(())` when the two readings of `\` disagree (the
+/// query is then left as it is). Statements that name the table without
+/// reading its rows (`SHOW`, `DESCRIBE`, `DESC`) keep it.
+#[allow(clippy::result_unit_err)]
+pub fn processlist_refs(sql: &[u8], bare: bool) -> Result<Vec<ProcesslistRef>, ()> {
+    let one = processlist_refs_with(sql, bare, true);
+    if sql.contains(&b'\\') && processlist_refs_with(sql, bare, false) != one {
+        return Err(());
+    }
+    Ok(one)
+}
+
+fn processlist_refs_with(sql: &[u8], bare: bool, backslash_escapes: bool) -> Vec<ProcesslistRef> {
+    /// Words that may follow a table reference without being its alias.
+    const AFTER_TABLE: &[&str] = &[
+        "CROSS",
+        "EXCEPT",
+        "FETCH",
+        "FOR",
+        "FORCE",
+        "FULL",
+        "GROUP",
+        "HAVING",
+        "IGNORE",
+        "INNER",
+        "INTERSECT",
+        "INTO",
+        "JOIN",
+        "LEFT",
+        "LIMIT",
+        "LOCK",
+        "MINUS",
+        "NATURAL",
+        "OFFSET",
+        "ON",
+        "ORDER",
+        "PARTITION",
+        "PROCEDURE",
+        "RETURNING",
+        "RIGHT",
+        "SET",
+        "STRAIGHT_JOIN",
+        "UNION",
+        "USE",
+        "USING",
+        "WHERE",
+        "WINDOW",
+        "WITH",
+    ];
+    let toks: Vec<(Tok, usize, usize)> = Lexer {
+        sql,
+        i: 0,
+        backslash_escapes,
+    }
+    .collect();
+    let name = |t: &(Tok, usize, usize), want: &[u8]| -> bool {
+        let (kind, s, e) = *t;
+        match kind {
+            Tok::Word => sql[s..e].eq_ignore_ascii_case(want),
+            Tok::QuotedName if sql[s] == b'`' && e >= s + 2 => {
+                sql[s + 1..e - 1].eq_ignore_ascii_case(want)
+            }
+            _ => false,
+        }
+    };
+    let punct = |i: usize, c: u8| toks.get(i).is_some_and(|t| t.0 == Tok::Punct(c));
+    let mut refs = Vec::new();
+    let mut first_word: Option<usize> = None;
+    for i in 0..toks.len() {
+        if toks[i].0 == Tok::Punct(b';') {
+            first_word = None;
+            continue;
+        }
+        if first_word.is_none() {
+            first_word = Some(i);
+        }
+        let reads_rows = first_word.is_some_and(|f| {
+            let (kind, s, e) = toks[f];
+            !(kind == Tok::Word && word_in(&sql[s..e], &["SHOW", "DESC", "DESCRIBE"]))
+        });
+        if name(&toks[i], b"CONNECTION_ID") && punct(i + 1, b'(') && punct(i + 2, b')') {
+            refs.push(ProcesslistRef {
+                span: (toks[i].1, toks[i + 2].2),
+                qualifier: false,
+                alias: false,
+                connection_id: true,
+            });
+            continue;
+        }
+        if !reads_rows || !name(&toks[i], b"PROCESSLIST") {
+            continue;
+        }
+        // `information_schema . PROCESSLIST`, not `x.information_schema.PROCESSLIST`.
+        let qualified = i >= 2
+            && punct(i - 1, b'.')
+            && name(&toks[i - 2], b"information_schema")
+            && !(i >= 3 && punct(i - 3, b'.'));
+        if !qualified {
+            // Another schema's table, or a column; a bare `PROCESSLIST` is
+            // the table only right after FROM or JOIN, with
+            // information_schema the default schema.
+            let after_from = i > 0
+                && toks[i - 1].0 == Tok::Word
+                && word_in(
+                    &sql[toks[i - 1].1..toks[i - 1].2],
+                    &["FROM", "JOIN", "STRAIGHT_JOIN"],
+                );
+            if !bare || !after_from {
+                continue;
+            }
+        }
+        let start = if qualified { toks[i - 2].1 } else { toks[i].1 };
+        if punct(i + 1, b'.') {
+            if qualified {
+                refs.push(ProcesslistRef {
+                    span: (start, toks[i].2),
+                    qualifier: true,
+                    alias: false,
+                    connection_id: false,
+                });
+            }
+            continue;
+        }
+        let alias = match toks.get(i + 1) {
+            Some(&(Tok::Word, s, e)) => !word_in(&sql[s..e], AFTER_TABLE),
+            Some(&(Tok::QuotedName, _, _)) => true,
+            _ => false,
+        };
+        refs.push(ProcesslistRef {
+            span: (start, toks[i].2),
+            qualifier: false,
+            alias,
+            connection_id: false,
+        });
+    }
+    refs
+}
+
+/// `sql` holds nothing but words (and `;`) outside comments.
+pub fn only_words(sql: &[u8]) -> bool {
+    Lexer {
+        sql,
+        i: 0,
+        backslash_escapes: true,
+    }
+    .all(|t| matches!(t.0, Tok::Word | Tok::Punct(b';')))
+}
+
 /// The bare words of `sql` outside comments, strings and quoted names.
 pub fn words(sql: &[u8]) -> impl Iterator<Item = &[u8]> {
     Lexer {
@@ -1331,6 +1592,120 @@ mod tests {
         ] {
             assert!(unproven(sql), "{sql}");
         }
+    }
+
+    #[test]
+    fn processlist_references_are_found_where_they_name_the_table() {
+        let refs = |s: &str, bare: bool| -> Vec<(String, bool, bool)> {
+            processlist_refs(s.as_bytes(), bare)
+                .unwrap()
+                .into_iter()
+                .filter(|r| !r.connection_id)
+                .map(|r| (s[r.span.0..r.span.1].to_string(), r.qualifier, r.alias))
+                .collect()
+        };
+        let table = |t: &str, alias: bool| (t.to_string(), false, alias);
+        assert_eq!(
+            refs(
+                "SELECT * FROM information_schema.PROCESSLIST WHERE ID = 1",
+                false
+            ),
+            [table("information_schema.PROCESSLIST", false)]
+        );
+        assert_eq!(
+            refs(
+                "select id from `INFORMATION_SCHEMA` . `processlist` p",
+                false
+            ),
+            [table("`INFORMATION_SCHEMA` . `processlist`", true)]
+        );
+        assert_eq!(
+            refs(
+                "SELECT information_schema.PROCESSLIST.ID FROM information_schema.PROCESSLIST AS x, t JOIN information_schema.processlist;",
+                false
+            ),
+            [
+                ("information_schema.PROCESSLIST".to_string(), true, false),
+                table("information_schema.PROCESSLIST", true),
+                table("information_schema.processlist", false),
+            ]
+        );
+        assert_eq!(
+            refs(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM information_schema.PROCESSLIST) t",
+                false
+            ),
+            [table("information_schema.PROCESSLIST", false)]
+        );
+        // Not the table, or not its rows.
+        assert!(refs("SELECT 'information_schema.PROCESSLIST'", false).is_empty());
+        assert!(refs("SELECT 1 -- information_schema.PROCESSLIST", false).is_empty());
+        assert!(refs("SELECT * FROM db.information_schema.PROCESSLIST", false).is_empty());
+        assert!(refs("SELECT * FROM mydb.PROCESSLIST", true).is_empty());
+        assert!(refs("SHOW COLUMNS FROM information_schema.PROCESSLIST", false).is_empty());
+        assert!(refs("DESC information_schema.PROCESSLIST", false).is_empty());
+        assert!(refs("SHOW PROCESSLIST", true).is_empty());
+        assert_eq!(
+            refs(
+                "DESC t; SELECT * FROM information_schema.PROCESSLIST",
+                false
+            )
+            .len(),
+            1
+        );
+        // Bare, with information_schema the default schema.
+        assert!(refs("SELECT * FROM PROCESSLIST", false).is_empty());
+        assert_eq!(
+            refs("SELECT * FROM PROCESSLIST WHERE 1", true),
+            [table("PROCESSLIST", false)]
+        );
+        assert!(refs("SELECT PROCESSLIST FROM t", true).is_empty());
+        let with_id = processlist_refs(
+            b"SELECT CONNECTION_ID() AS me FROM information_schema.PROCESSLIST WHERE ID = connection_id ( )",
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            with_id
+                .iter()
+                .map(|r| (r.span, r.connection_id))
+                .collect::<Vec<_>>(),
+            [((7, 22), true), ((34, 64), false), ((76, 93), true)]
+        );
+        // The two readings of a backslash disagree.
+        assert_eq!(
+            processlist_refs(
+                b"SELECT 'a\\'; SELECT * FROM information_schema.PROCESSLIST; '",
+                false
+            ),
+            Err(())
+        );
+    }
+
+    #[test]
+    fn a_query_splits_at_its_first_kill() {
+        let split = |s: &str| kill_split(s.as_bytes());
+        let k = split("SELECT 1; KILL 5; SELECT 2").unwrap().unwrap();
+        let sql = b"SELECT 1; KILL 5; SELECT 2";
+        assert_eq!(&sql[..k.before.unwrap()], b"SELECT 1");
+        assert_eq!(&sql[k.kill.0..k.kill.1], b"KILL 5");
+        assert_eq!(&sql[k.rest..], b" SELECT 2");
+        assert!(k.more_after(sql));
+        let k = split("kill query 7 ;  ").unwrap().unwrap();
+        assert_eq!((k.before, k.kill, k.rest), (None, (0, 13), 14));
+        assert!(!k.more_after(b"kill query 7 ;  "));
+        let sql = b"SELECT ';KILL 1'; /* ; */ KILL 2 -- c\n";
+        let k = kill_split(sql).unwrap().unwrap();
+        assert_eq!(&sql[..k.before.unwrap()], b"SELECT ';KILL 1'");
+        assert_eq!(&sql[k.kill.0..k.kill.1], b"KILL 2 -- c\n");
+        assert!(!k.more_after(sql));
+        let sql = b"KILL 1; -- c";
+        let k = kill_split(sql).unwrap().unwrap();
+        assert!(k.more_after(sql), "mysqld answers a comment with an OK");
+        assert_eq!(split("SELECT 1; SELECT 'KILL 2'"), Ok(None));
+        assert_eq!(split("BEGIN NOT ATOMIC SELECT 1; KILL 5; END"), Err(()));
+        // The two readings of a backslash put the `KILL` in different places.
+        assert_eq!(split("SELECT 'a\\'; KILL 5; '"), Err(()));
     }
 
     #[test]
