@@ -1331,9 +1331,12 @@ impl Server {
         c.stmts.clear();
         c.last_insert_id = 0;
         c.last_status = SERVER_STATUS_AUTOCOMMIT;
+        let cref = c.cref(key);
         if let Some(b) = c.pinned.take() {
             self.release_pinned(b);
         }
+        // Its statements are gone, as on mysqld, before its next command.
+        self.close_released_stmts(Some(cref));
         if trim {
             release_free_memory();
         }

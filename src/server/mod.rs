@@ -404,11 +404,6 @@ impl Server {
     /// The periodic work after each poll. True once a shutdown has completed.
     fn after_events(&mut self) -> bool {
         self.run_deferred();
-        if self.stmt_holders.borrow().has_released() {
-            // Statements let go of by clients that left (or reset).
-            self.close_released_stmts(None);
-            self.run_deferred();
-        }
         for p in 0..self.pools.len() {
             self.stats
                 .backlog_depth(p, self.pools[p].backlog_len(), self.now);
@@ -430,6 +425,14 @@ impl Server {
                     self.accept(i);
                 }
             }
+        }
+        // Statements let go of by clients that left: closed on the backends.
+        for _ in 0..8 {
+            if !self.stmt_holders.borrow().has_released() {
+                break;
+            }
+            self.close_released_stmts(None);
+            self.run_deferred();
         }
         if self.shutdown_complete() {
             self.log_limit.take_all(log_limit::log_suppressed);

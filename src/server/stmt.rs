@@ -388,6 +388,11 @@ impl StmtCache {
         self.entries.len()
     }
 
+    /// The keys of the statements prepared here.
+    pub fn keys(&self) -> impl Iterator<Item = u64> + '_ {
+        self.entries.keys().copied()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
