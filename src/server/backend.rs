@@ -1416,14 +1416,26 @@ impl Server {
                     }
                 }
             } else {
-                let b = &mut self.backends[key];
-                self.bufs.ensure(&mut b.wbuf);
-                let n = write_stmt_closes(&mut b.wbuf, &mut b.stmts.to_close) as u64;
-                self.bump(pool, |c| c.stmts_closed += n);
-                self.flush_backend(key);
+                self.write_stmt_closes_now(key);
             }
         }
         waits
+    }
+
+    /// Send the closes queued on a backend that waits for its pinned
+    /// client's next command (no answer comes; they go ahead of it).
+    fn write_stmt_closes_now(&mut self, key: usize) {
+        let Some(b) = self.backends.get_mut(key) else {
+            return;
+        };
+        if b.stmts.to_close.is_empty() {
+            return;
+        }
+        self.bufs.ensure(&mut b.wbuf);
+        let n = write_stmt_closes(&mut b.wbuf, &mut b.stmts.to_close) as u64;
+        let pool = b.pool;
+        self.bump(pool, |c| c.stmts_closed += n);
+        self.flush_backend(key);
     }
 
     /// This backend's closes are done (or it is gone): tell who waited.
@@ -2387,6 +2399,9 @@ impl Server {
                     c.pinned = Some(key);
                     c.set_idle();
                 }
+                // Statements let go of meanwhile go now, not with the
+                // client's next command.
+                self.write_stmt_closes_now(key);
                 self.client_ready(cr.key);
                 self.maintain_pool(pool);
             }
