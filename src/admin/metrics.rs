@@ -454,6 +454,20 @@ pub fn render(s: &Snapshot) -> String {
         "Results held back at the backend after all: max_buffered_result outgrown or max_buffered_total reached.",
         |p| p.counters.buffered_fallbacks as f64,
     );
+    o.per_pool(
+        s,
+        "funnel_backend_stmts_closed_total",
+        "counter",
+        "Prepared statements closed on backend connections: no client held them any more, or they were cached copies making room after mysqld's ERR 1461.",
+        |p| p.counters.stmts_closed as f64,
+    );
+    o.per_pool(
+        s,
+        "funnel_prepare_retries_total",
+        "counter",
+        "Prepares sent again after mysqld refused them with ERR 1461 and cached statements made room.",
+        |p| p.counters.prepare_retries as f64,
+    );
     o.family(
         "funnel_clients_accepted_total",
         "counter",

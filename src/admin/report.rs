@@ -207,7 +207,7 @@ pub fn backlog_max_1m(p: &PoolSnapshot) -> usize {
 }
 
 /// Every counter, by name, in a fixed order.
-pub fn counter_list(c: &Counters) -> [(&'static str, u64); 23] {
+pub fn counter_list(c: &Counters) -> [(&'static str, u64); 25] {
     [
         ("requests", c.requests),
         ("backend_errors", c.backend_errors),
@@ -230,6 +230,8 @@ pub fn counter_list(c: &Counters) -> [(&'static str, u64); 23] {
         ("user_vars_replayed", c.user_vars_replayed),
         ("buffered_results", c.buffered_results),
         ("buffered_fallbacks", c.buffered_fallbacks),
+        ("stmts_closed", c.stmts_closed),
+        ("prepare_retries", c.prepare_retries),
         ("clients_accepted", c.clients_accepted),
         ("clients_refused", c.clients_refused),
     ]

@@ -89,6 +89,13 @@ pub enum Internal {
     /// Read the pool's backend user's privileges, before a client's command
     /// the funnel answers by them (`KILL`, the process list).
     Privileges,
+    /// `COM_STMT_CLOSE`s of statements no client holds any more, then a
+    /// `COM_PING`: its answer says mysqld has closed them.
+    CloseStmts,
+    /// mysqld refused a prepare (ERR 1461, out of statement slots): other
+    /// backends are closing the statements they keep only as a cache; the
+    /// prepare is sent again when they have. Nothing is in flight.
+    AwaitCloses,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,6 +257,50 @@ pub struct Backend {
     /// The user-variable read-back the response's end asked for, while
     /// `Internal::RestoreTimeouts` runs first.
     pub read_back_after_restore: bool,
+    /// Who waits for this backend's `Internal::CloseStmts` to be answered.
+    pub close_waiters: Vec<CloseWaiter>,
+    /// Other backends' closes this one waits for (`Internal::AwaitCloses`).
+    pub closes_awaited: u16,
+    /// Times the current prepare was sent again after ERR 1461.
+    pub prepare_retries: u8,
+}
+
+/// Waits for a backend's statement closes to be done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseWaiter {
+    /// The client whose `COM_STMT_CLOSE` let go of the statements: its next
+    /// command.
+    Client(ClientRef),
+    /// A backend whose prepare mysqld refused for want of slots: its retry.
+    Backend(usize, u64),
+}
+
+/// How often a prepare refused with ERR 1461 is sent again after the
+/// backends' cached statements made room.
+const PREPARE_RETRIES: u8 = 2;
+
+/// What making room for a refused prepare achieved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StmtRoom {
+    /// This backend's cached statements are queued for closing: retry now.
+    Now,
+    /// Other backends are closing theirs: retry when they have.
+    Wait,
+    /// Nothing to close: the client gets mysqld's error.
+    None,
+}
+
+/// Queue `COM_STMT_CLOSE` for each id (no answer comes); how many.
+fn write_stmt_closes(wbuf: &mut Buf, ids: &mut Vec<u32>) -> usize {
+    let n = ids.len();
+    for id in ids.drain(..) {
+        let mut close = [0u8; 9];
+        close[0] = 5;
+        close[4] = COM_STMT_CLOSE;
+        close[5..9].copy_from_slice(&id.to_le_bytes());
+        wbuf.extend_from_slice(&close);
+    }
+    n
 }
 
 /// A user-variable read-back half done.
@@ -506,6 +557,9 @@ impl Server {
             idle_since: self.now,
             stmts: StmtCache::default(),
             prepare: None,
+            close_waiters: Vec::new(),
+            closes_awaited: 0,
+            prepare_retries: 0,
             multi_statements: true,
             init_db: None,
             user_vars_pending: None,
@@ -876,7 +930,7 @@ impl Server {
         let (cmd, expect) = match step {
             Internal::InitDb => (COM_INIT_DB, Expect::Simple),
             Internal::Reset => (COM_RESET_CONNECTION, Expect::Simple),
-            Internal::Ping => (COM_PING, Expect::Simple),
+            Internal::Ping | Internal::CloseStmts => (COM_PING, Expect::Simple),
             Internal::Prepare => (COM_STMT_PREPARE, Expect::Prepare),
             Internal::SetOption => (COM_SET_OPTION, Expect::Simple),
             _ => (COM_QUERY, Expect::Query),
@@ -956,6 +1010,14 @@ impl Server {
             let (code, msg) = decode_err(payload)
                 .map(|e| (e.code, String::from_utf8_lossy(e.message).into_owned()))
                 .unwrap_or((1105, "malformed error".into()));
+            if code == crate::protocol::consts::err::ER_MAX_PREPARED_STMT_COUNT_REACHED.0 {
+                // Out of statement slots: cached statements make room.
+                match self.make_stmt_room(key) {
+                    StmtRoom::Now => return self.retry_prepare(key),
+                    StmtRoom::Wait => return,
+                    StmtRoom::None => {}
+                }
+            }
             self.fail_before_command(key, (code, "HY000"), &msg);
             return;
         }
@@ -1101,6 +1163,18 @@ impl Server {
                 }
             }
             Internal::Ping => self.backend_ready(key),
+            Internal::CloseStmts => {
+                let mut waiters = std::mem::take(&mut self.backends[key].close_waiters);
+                self.closes_done(&mut waiters);
+                if let Some(b) = self.backends.get_mut(key) {
+                    b.close_waiters = waiters;
+                }
+                self.backend_ready(key);
+            }
+            // Nothing is in flight in this state: an answer is unasked for.
+            Internal::AwaitCloses => {
+                self.backend_lost(key, "server sent a packet no command asked for".into())
+            }
             Internal::ClearDiagnostics => {
                 self.backends[key].diagnostics_of = None;
                 self.continue_request(key);
@@ -1206,7 +1280,8 @@ impl Server {
             return false;
         }
         st.schema = None;
-        st.key = own_stmt_key(stmt_key(None, &st.sql), id);
+        let new_key = own_stmt_key(stmt_key(b.pool, None, &st.sql), id);
+        c.stmts.rekey(id, new_key);
         b.init_db = None;
         // The failed COM_INIT_DB's error is nobody's to see.
         b.diagnostics_of = Some(0);
@@ -1521,9 +1596,230 @@ impl Server {
             self.close_backend(key);
             return;
         }
+        if !b.stmts.to_close.is_empty() {
+            // Statements nobody holds any more go before the backend is
+            // anyone's again, and it is idle once mysqld has closed them.
+            self.start_close_stmts(key);
+            return;
+        }
         b.idle_since = self.now;
         p.idle.push(key);
         self.dispatch(pool);
+    }
+
+    /// Close the statements queued on this backend, then `COM_PING`:
+    /// `Internal::CloseStmts` until its answer.
+    fn start_close_stmts(&mut self, key: usize) {
+        let b = &mut self.backends[key];
+        self.bufs.ensure(&mut b.wbuf);
+        let n = write_stmt_closes(&mut b.wbuf, &mut b.stmts.to_close) as u64;
+        let pool = b.pool;
+        self.bump(pool, |c| c.stmts_closed += n);
+        self.start_internal(key, Internal::CloseStmts, Vec::new());
+    }
+
+    /// Close on every backend the statements no client holds any more
+    /// (see `StmtHolders`). `waiter`: the client whose `COM_STMT_CLOSE` let
+    /// go of them; its next command waits until the idle backends have
+    /// closed them.
+    pub(super) fn close_released_stmts(&mut self, waiter: Option<ClientRef>) {
+        let mut keys = std::mem::take(&mut self.released_keys);
+        self.stmt_holders.borrow_mut().take_released(&mut keys);
+        if !keys.is_empty() {
+            for (_, b) in self.backends.iter_mut() {
+                if b.stmts.is_empty() {
+                    continue;
+                }
+                for &k in &keys {
+                    b.stmts.close(k);
+                }
+            }
+        }
+        keys.clear();
+        self.released_keys = keys;
+        let waits = self.send_stmt_closes(waiter.map(CloseWaiter::Client));
+        if let Some(c) = waiter.and_then(|cr| {
+            self.clients
+                .get_mut(cr.key)
+                .filter(|c| c.serial == cr.serial)
+        }) {
+            c.closes_awaited = c.closes_awaited.saturating_add(waits);
+        }
+    }
+
+    /// Send the closes queued on idle backends now (a busy one sends its
+    /// own before its next command, or when it goes idle). An idle shared
+    /// backend closes them as `Internal::CloseStmts`, and `waiter` waits
+    /// for it; a pinned one gets them ahead of its client's next command.
+    /// How many backends `waiter` waits for.
+    fn send_stmt_closes(&mut self, waiter: Option<CloseWaiter>) -> u16 {
+        let mut waits = 0u16;
+        let mut i = 0;
+        while let Some((key, b)) = self
+            .backends
+            .iter()
+            .find(|&(k, b)| k >= i && b.state == BackendState::Idle && !b.stmts.to_close.is_empty())
+        {
+            i = key + 1;
+            let pool = b.pool;
+            if self.pools[pool].remove_idle(key) {
+                self.start_close_stmts(key);
+                if let (Some(w), Some(b)) = (waiter, self.backends.get_mut(key)) {
+                    if b.state == BackendState::Internal(Internal::CloseStmts) {
+                        b.close_waiters.push(w);
+                        waits = waits.saturating_add(1);
+                    }
+                }
+            } else {
+                self.write_stmt_closes_now(key);
+            }
+        }
+        waits
+    }
+
+    /// Send the closes queued on a backend that waits for its pinned
+    /// client's next command (no answer comes; they go ahead of it).
+    fn write_stmt_closes_now(&mut self, key: usize) {
+        let Some(b) = self.backends.get_mut(key) else {
+            return;
+        };
+        if b.stmts.to_close.is_empty() {
+            return;
+        }
+        self.bufs.ensure(&mut b.wbuf);
+        let n = write_stmt_closes(&mut b.wbuf, &mut b.stmts.to_close) as u64;
+        let pool = b.pool;
+        self.bump(pool, |c| c.stmts_closed += n);
+        self.flush_backend(key);
+    }
+
+    /// This backend's closes are done (or it is gone): tell who waited.
+    fn closes_done(&mut self, waiters: &mut Vec<CloseWaiter>) {
+        for w in waiters.drain(..) {
+            match w {
+                CloseWaiter::Client(cr) => {
+                    if let Some(c) = self
+                        .clients
+                        .get_mut(cr.key)
+                        .filter(|c| c.serial == cr.serial)
+                    {
+                        c.closes_awaited = c.closes_awaited.saturating_sub(1);
+                        if c.closes_awaited == 0 {
+                            self.deferred.push(Deferred::ClientInput(cr.key, cr.serial));
+                        }
+                    }
+                }
+                CloseWaiter::Backend(key, serial) => {
+                    if let Some(b) = self.backends.get_mut(key).filter(|b| {
+                        b.serial == serial
+                            && b.state == BackendState::Internal(Internal::AwaitCloses)
+                    }) {
+                        b.closes_awaited = b.closes_awaited.saturating_sub(1);
+                        if b.closes_awaited == 0 {
+                            self.retry_prepare(key);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The statement keys on backend `key` that must not be closed to make
+    /// room: those of the client pinned there while it has a cursor open
+    /// or long data sent (they live in that backend statement).
+    fn protected_stmt_keys(&self, key: usize) -> Vec<u64> {
+        let Some(b) = self.backends.get(key) else {
+            return Vec::new();
+        };
+        b.client
+            .filter(|_| b.pinned)
+            .and_then(|cr| self.clients.get(cr.key).filter(|c| c.serial == cr.serial))
+            .filter(|c| !c.open_cursors.is_empty() || c.pins.contains(PinCause::PreparedStatement))
+            .map(|c| c.stmts.values().map(|s| s.key).collect())
+            .unwrap_or_default()
+    }
+
+    /// mysqld refused to prepare a statement on backend `key` with ERR
+    /// 1461: it holds `max_prepared_stmt_count` statements, the funnel's
+    /// backend caches among them (the funnel's own limit already keeps the
+    /// clients' statements within it). Make room: the cached statements of
+    /// this backend go first (closed ahead of the retried prepare); failing
+    /// those, the idle shared backends', and the retry waits for them.
+    fn make_stmt_room(&mut self, key: usize) -> StmtRoom {
+        if self.backends[key].prepare_retries >= PREPARE_RETRIES {
+            return StmtRoom::None;
+        }
+        let keep = self.protected_stmt_keys(key);
+        if self.backends[key].stmts.evict(|k| keep.contains(&k)) > 0 {
+            return StmtRoom::Now;
+        }
+        let idle: Vec<usize> = self
+            .backends
+            .iter()
+            .filter(|&(k, b)| {
+                k != key
+                    && b.state == BackendState::Idle
+                    && !b.pinned
+                    && b.kill_query.is_none()
+                    && !b.stmts.is_empty()
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for k in idle {
+            self.backends[k].stmts.evict(|_| false);
+        }
+        let serial = self.backends[key].serial;
+        let waits = self.send_stmt_closes(Some(CloseWaiter::Backend(key, serial)));
+        if waits == 0 {
+            return StmtRoom::None;
+        }
+        let b = &mut self.backends[key];
+        b.closes_awaited = waits;
+        b.state = BackendState::Internal(Internal::AwaitCloses);
+        b.sent_at = self.now;
+        StmtRoom::Wait
+    }
+
+    /// Send the refused prepare again, after the closes that made room:
+    /// the client's own `COM_STMT_PREPARE` (its answer is forwarded as if
+    /// it were the first), or the funnel's before a client's execute.
+    fn retry_prepare(&mut self, key: usize) {
+        let b = &mut self.backends[key];
+        let client_alive = b.client.is_some_and(|cr| {
+            self.clients
+                .get(cr.key)
+                .is_some_and(|c| c.serial == cr.serial)
+        });
+        if !client_alive {
+            b.prepare = None;
+            self.release_orphan(key);
+            return;
+        }
+        b.prepare_retries += 1;
+        let pool = b.pool;
+        self.bump(pool, |c| c.prepare_retries += 1);
+        let b = &mut self.backends[key];
+        self.bufs.ensure(&mut b.wbuf);
+        let n = write_stmt_closes(&mut b.wbuf, &mut b.stmts.to_close) as u64;
+        self.bump(pool, |c| c.stmts_closed += n);
+        let b = &mut self.backends[key];
+        let Some(sql) = b.prepare.as_ref().map(|p| p.sql.clone()) else {
+            // The funnel's own prepare for an execute: the next step is it
+            // again, the statement not being on this backend yet.
+            b.state = BackendState::Running;
+            self.continue_request(key);
+            return;
+        };
+        let mut payload = Vec::with_capacity(sql.len() + 1);
+        payload.push(COM_STMT_PREPARE);
+        payload.extend_from_slice(&sql);
+        if let Some(c) = b.client.and_then(|cr| self.clients.get(cr.key)) {
+            b.eof = EofTranslator::new(c.capabilities);
+        }
+        b.tracker.start(Expect::Prepare);
+        b.state = BackendState::Running;
+        b.sent_at = self.now;
+        self.send_to_backend(key, 0, &payload);
     }
 
     /// Pair queued requests with idle backends.
@@ -1568,6 +1864,9 @@ impl Server {
         let b = &mut self.backends[key];
         b.client = Some(client);
         b.schema_unset_tried = false;
+        b.prepare_retries = 0;
+        // Nothing of this command has been forwarded yet.
+        b.response_bytes = 0;
         if let Some(c) = self.clients.get_mut(client.key) {
             c.set_running(key);
         }
@@ -1725,12 +2024,12 @@ impl Server {
         };
         self.bufs.ensure(&mut b.wbuf);
         // Statements this backend no longer needs (no answer comes).
-        for id in b.stmts.to_close.drain(..) {
-            let mut close = [0u8; 9];
-            close[0] = 5;
-            close[4] = COM_STMT_CLOSE;
-            close[5..9].copy_from_slice(&id.to_le_bytes());
-            b.wbuf.extend_from_slice(&close);
+        let closed = write_stmt_closes(&mut b.wbuf, &mut b.stmts.to_close) as u64;
+        if closed > 0 {
+            self.counters.stmts_closed += closed;
+            if let Some(p) = self.pools.get_mut(b.pool) {
+                p.counters.stmts_closed += closed;
+            }
         }
         let stmt = c.current_stmt.and_then(|id| c.stmts.get(&id));
         b.init_db = None;
@@ -1873,6 +2172,9 @@ impl Server {
         let mut infile = false;
         let mut timeouts_changed = false;
         let mut error: Option<String> = None;
+        // mysqld's ERR 1461 to a client's prepare, held back while cached
+        // statements make room for a retry: the frame, and its end.
+        let mut refused: Option<(Vec<u8>, u16, EndKind)> = None;
         let offset = b.seq_offset;
         // Extended column metadata: the backend's and the client's.
         let ext_backend = b.mariadb_caps & MARIADB_CLIENT_EXTENDED_METADATA != 0;
@@ -1930,6 +2232,26 @@ impl Server {
                         m.seq = seq.wrapping_add(1);
                     }
                 }
+                if kind == PacketKind::Err
+                    && b.command == COM_STMT_PREPARE
+                    && pos == 0
+                    && b.response_bytes == 0
+                    && c.is_some()
+                    && b.prepare.is_some()
+                    && b.prepare_retries < PREPARE_RETRIES
+                    && decode_err(payload).is_ok_and(|e| {
+                        e.code == crate::protocol::consts::err::ER_MAX_PREPARED_STMT_COUNT_REACHED.0
+                    })
+                {
+                    if let Progress::Complete { status, end } = progress {
+                        let mut frame = data[pos..pos + total].to_vec();
+                        set_seq(&mut frame, seq);
+                        refused = Some((frame, status, end));
+                        pos += total;
+                        run_start = pos;
+                        break;
+                    }
+                }
                 match action {
                     EofAction::Pass if seq != header.seq => {
                         set_seq(&mut data[pos..pos + total], seq);
@@ -1953,7 +2275,7 @@ impl Server {
                         b.prepare.take(),
                         crate::protocol::response::decode_stmt_prepare_ok(payload),
                     ) {
-                        let mut key_hash = stmt_key(p.schema.as_deref(), &p.sql);
+                        let mut key_hash = stmt_key(b.pool, p.schema.as_deref(), &p.sql);
                         if c.as_ref()
                             .is_some_and(|c| c.stmts.values().any(|s| s.key == key_hash))
                         {
@@ -1961,6 +2283,10 @@ impl Server {
                         }
                         b.stmts
                             .insert(key_hash, ok.statement_id, p.sql.clone(), p.schema.clone());
+                        if c.is_none() && !self.stmt_holders.borrow().is_held(key_hash) {
+                            // Its client left: nobody will execute it.
+                            b.stmts.close(key_hash);
+                        }
                         if let Some(c) = c.as_mut() {
                             c.stmts.insert(
                                 p.funnel_id,
@@ -2120,6 +2446,29 @@ impl Server {
             }
         }
         b.rbuf.consume(pos);
+        if let Some((frame, status, end)) = refused {
+            match self.make_stmt_room(key) {
+                StmtRoom::Now => self.retry_prepare(key),
+                StmtRoom::Wait => {}
+                StmtRoom::None => {
+                    // As mysqld said it.
+                    let b = &mut self.backends[key];
+                    b.response_bytes += frame.len() as u64;
+                    if let Some(cr) = b.client {
+                        if let Some(c) = self.clients.get_mut(cr.key) {
+                            self.bufs.ensure(&mut c.wbuf);
+                            c.wbuf.extend_from_slice(&frame);
+                            c.bytes_out += frame.len() as u64;
+                        }
+                        self.flush_client(cr.key);
+                    }
+                    let b = &mut self.backends[key];
+                    b.garbage_after_answer = !b.rbuf.is_empty();
+                    self.finish_response(key, status, end);
+                }
+            }
+            return;
+        }
         b.response_bytes += pos as u64;
         let pool = b.pool;
         self.counters.bytes_to_clients += pos as u64;
@@ -2488,6 +2837,9 @@ impl Server {
                     c.pinned = Some(key);
                     c.set_idle();
                 }
+                // Statements let go of meanwhile go now, not with the
+                // client's next command.
+                self.write_stmt_closes_now(key);
                 self.client_ready(cr.key);
                 self.maintain_pool(pool);
             }
@@ -2875,6 +3227,7 @@ impl Server {
                             | Internal::SetVars
                             | Internal::SetInsertId
                             | Internal::SetTimeouts
+                            | Internal::AwaitCloses
                     )
             ) && (owes_answer || state != BackendState::Running);
             if let Some(c) = self
@@ -2971,6 +3324,10 @@ impl Server {
         }
         let mut b = self.backends.remove(key);
         let _ = self.poll.registry().deregister(&mut b.stream);
+        if !b.close_waiters.is_empty() {
+            // Its statements are gone with it.
+            self.closes_done(&mut b.close_waiters);
+        }
         if let Some(target) = b.kill_query {
             if let Some(t) = self
                 .backends

@@ -173,6 +173,10 @@ pub struct Client {
     pub next_stmt_id: u32,
     /// The statement the current command is about.
     pub current_stmt: Option<u32>,
+    /// Backends closing statements this client let go of: its next command
+    /// waits until they have (mysqld's `Prepared_stmt_count` is down then,
+    /// as after a close on a direct connection).
+    pub closes_awaited: u16,
     /// Statements whose cursor is open on the pinned backend (PinCause::Cursor).
     pub open_cursors: Vec<u32>,
     /// What the current statement may do to the session (default for
@@ -394,7 +398,8 @@ impl Server {
             awaiting_privileges: false,
             rewritten: false,
             e2e_pending: false,
-            stmts: ClientStmts::new(self.prepared_stmts.clone()),
+            stmts: ClientStmts::new(self.prepared_stmts.clone(), self.stmt_holders.clone()),
+            closes_awaited: 0,
             next_stmt_id: 0,
             current_stmt: None,
             open_cursors: Vec::new(),
@@ -549,7 +554,7 @@ impl Server {
                     self.scratch = payload;
                 }
                 ClientState::Idle => {
-                    if c.current.is_some() {
+                    if c.current.is_some() || c.closes_awaited > 0 {
                         break;
                     }
                     if let Some(m) = c.multi_rest.take() {
@@ -1022,21 +1027,28 @@ impl Server {
                 self.client_ok(key, 1);
             }
             COM_STMT_CLOSE => {
-                // No answer is due; backends keep the statement in their
-                // cache for whoever prepares the same SQL next, unless its
-                // cursor is open: that backend statement is closed (before
-                // the backend's next command), and the client may be free.
+                // No answer is due. Backends keep the statement while
+                // another client holds the same SQL (and schema); when none
+                // does, its copies are closed, and this client's next
+                // command waits for the idle backends to have done so. An
+                // open cursor's statement is closed on the pinned backend
+                // in any case (before its next command), and the client may
+                // be free.
                 let id = stmt_id_of(&data[HEADER_LEN..]);
                 let st = id.and_then(|id| c.stmts.remove(&id));
                 let cursor = id.filter(|id| c.open_cursors.contains(id));
+                let cref = c.cref(key);
                 self.discard_current(key);
-                if let (Some(id), Some(st)) = (cursor, st) {
+                if let (Some(id), Some(st)) = (cursor, &st) {
                     let c = &mut self.clients[key];
                     c.set_cursor_open(id, false);
                     if let Some(b) = c.pinned.and_then(|b| self.backends.get_mut(b)) {
                         b.stmts.close(st.key);
                     }
                     self.unpin_if_free(key);
+                }
+                if st.is_some() {
+                    self.close_released_stmts(Some(cref));
                 }
             }
             COM_STMT_BULK_EXECUTE if c.mariadb_caps & MARIADB_CLIENT_STMT_BULK_OPERATIONS == 0 => {
@@ -1701,9 +1713,12 @@ impl Server {
         // The global wait_timeout, even for an interactive client (as
         // MariaDB 10.11 does after a reset or a change of user).
         c.timeouts = ClientTimeouts::default();
+        let cref = c.cref(key);
         if let Some(b) = c.pinned.take() {
             self.release_pinned(b);
         }
+        // Its statements are gone, as on mysqld, before its next command.
+        self.close_released_stmts(Some(cref));
         self.arm_idle_timer(key);
         if trim {
             release_free_memory();

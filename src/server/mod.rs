@@ -127,6 +127,12 @@ pub struct Counters {
     /// Connection first: responses held back at the backend after all
     /// (max_buffered_result outgrown or max_buffered_total reached).
     pub buffered_fallbacks: u64,
+    /// Statements closed on backends (no client held them any more, or
+    /// mysqld ran out of statement slots and cached copies made room).
+    pub stmts_closed: u64,
+    /// Prepares sent again after mysqld's ERR 1461, once cached
+    /// statements made room.
+    pub prepare_retries: u64,
 }
 
 /// Work postponed to the end of the current loop pass, so that resuming one
@@ -166,6 +172,8 @@ impl Counters {
         self.bytes_to_clients += o.bytes_to_clients;
         self.buffered_results += o.buffered_results;
         self.buffered_fallbacks += o.buffered_fallbacks;
+        self.stmts_closed += o.stmts_closed;
+        self.prepare_retries += o.prepare_retries;
     }
 }
 
@@ -192,6 +200,11 @@ pub struct Server {
     /// Prepared statements all clients hold (max_prepared_stmt_count),
     /// kept by each client's `ClientStmts`.
     prepared_stmts: std::rc::Rc<std::cell::Cell<usize>>,
+    /// Which backend cache keys clients' statements hold; the keys let go
+    /// of are closed on the backends (`close_released_stmts`).
+    stmt_holders: std::rc::Rc<std::cell::RefCell<stmt::StmtHolders>>,
+    /// Scratch list of released keys.
+    released_keys: Vec<u64>,
     /// None in the in-process simulation (`sim`), which must not take over
     /// the process's signal handlers.
     signals: Option<signal_hook_mio::v1_0::Signals>,
@@ -269,6 +282,8 @@ impl Server {
             counters: Counters::default(),
             buffered_total: 0,
             prepared_stmts: Default::default(),
+            stmt_holders: Default::default(),
+            released_keys: Vec::new(),
             signals: None,
             clock_offset: Duration::ZERO,
             events: Events::with_capacity(1024),
@@ -428,6 +443,14 @@ impl Server {
                     self.accept(i);
                 }
             }
+        }
+        // Statements let go of by clients that left: closed on the backends.
+        for _ in 0..8 {
+            if !self.stmt_holders.borrow().has_released() {
+                break;
+            }
+            self.close_released_stmts(None);
+            self.run_deferred();
         }
         if self.shutdown_complete() {
             self.log_limit.take_all(log_limit::log_suppressed);

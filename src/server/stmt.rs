@@ -8,7 +8,7 @@
 //! first when that backend has not seen the SQL, and gets its statement id
 //! (and, where needed, its parameter types) rewritten.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
@@ -29,15 +29,76 @@ pub struct ClientStmt {
     pub types: Vec<u8>,
 }
 
+/// How many client statements hold each backend cache key (funnel-wide).
+/// A key no client holds any more is listed in `released`: its copies on
+/// the backends are closed (the loop drains the list), so that mysqld's
+/// `Prepared_stmt_count` goes back down as it would on direct connections.
+#[derive(Debug, Default)]
+pub struct StmtHolders {
+    counts: HashMap<u64, u32>,
+    released: Vec<u64>,
+}
+
+impl StmtHolders {
+    fn hold(&mut self, key: u64) {
+        *self.counts.entry(key).or_insert(0) += 1;
+    }
+
+    fn let_go(&mut self, key: u64) {
+        if let Some(n) = self.counts.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.counts.remove(&key);
+                self.released.push(key);
+            }
+        }
+    }
+
+    /// Some client statement holds `key`.
+    pub fn is_held(&self, key: u64) -> bool {
+        self.counts.contains_key(&key)
+    }
+
+    /// Keys no client holds any more (one that was held again since is
+    /// left out), in the order they were let go.
+    pub fn take_released(&mut self, out: &mut Vec<u64>) {
+        out.clear();
+        for key in self.released.drain(..) {
+            if !self.counts.contains_key(&key) {
+                out.push(key);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        if self.counts.is_empty() && self.counts.capacity() > 64 {
+            self.counts = HashMap::new();
+        }
+    }
+
+    pub fn has_released(&self) -> bool {
+        !self.released.is_empty()
+    }
+
+    /// Distinct keys held.
+    pub fn len(&self) -> usize {
+        self.counts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+}
+
 /// A client's prepared statements, by the ids the funnel gave them, counted
-/// in a funnel-wide total (`max_prepared_stmt_count`): every insert, removal,
-/// clear and the drop of the whole set (the client left) keeps the total
-/// right, wherever it happens.
+/// in a funnel-wide total (`max_prepared_stmt_count`) and in the holders of
+/// their backend cache keys: every insert, removal, clear and the drop of
+/// the whole set (the client left) keeps both right, wherever it happens.
 #[derive(Debug)]
 pub struct ClientStmts {
     map: HashMap<u32, ClientStmt>,
     /// Statements of all clients, plus reserved slots.
     total: Rc<Cell<usize>>,
+    holders: Rc<RefCell<StmtHolders>>,
     /// A slot taken in `total` for a prepare on its way to mysqld: turned
     /// into the statement by `insert`, or given back by `release` (the next
     /// command) or the drop.
@@ -68,10 +129,11 @@ impl PrepareLimit {
 }
 
 impl ClientStmts {
-    pub fn new(total: Rc<Cell<usize>>) -> Self {
+    pub fn new(total: Rc<Cell<usize>>, holders: Rc<RefCell<StmtHolders>>) -> Self {
         ClientStmts {
             map: HashMap::new(),
             total,
+            holders,
             reserved: false,
             bytes: 0,
         }
@@ -107,6 +169,7 @@ impl ClientStmts {
             self.total.set(self.total.get() + 1);
         }
         self.bytes += st.sql.len();
+        self.holders.borrow_mut().hold(st.key);
         let old = self.map.insert(id, st);
         if let Some(old) = &old {
             self.forget(old);
@@ -130,15 +193,33 @@ impl ClientStmts {
     fn forget(&mut self, st: &ClientStmt) {
         self.total.set(self.total.get().saturating_sub(1));
         self.bytes = self.bytes.saturating_sub(st.sql.len());
+        self.holders.borrow_mut().let_go(st.key);
     }
 
     /// Forget every statement and free the table itself.
     pub fn clear(&mut self) {
         self.total
             .set(self.total.get().saturating_sub(self.map.len()));
+        {
+            let mut holders = self.holders.borrow_mut();
+            for st in self.map.values() {
+                holders.let_go(st.key);
+            }
+        }
         self.release();
         self.map = HashMap::new();
         self.bytes = 0;
+    }
+
+    /// Give statement `id` another backend cache key (its schema was
+    /// dropped, so it is prepared without one), keeping the holders right.
+    pub fn rekey(&mut self, id: u32, key: u64) {
+        if let Some(st) = self.map.get_mut(&id) {
+            let mut holders = self.holders.borrow_mut();
+            holders.hold(key);
+            holders.let_go(st.key);
+            st.key = key;
+        }
     }
 
     pub fn get(&self, id: &u32) -> Option<&ClientStmt> {
@@ -192,8 +273,11 @@ pub fn release_free_memory() {
     }
 }
 
-pub fn stmt_key(schema: Option<&str>, sql: &[u8]) -> u64 {
+/// The backend cache key of a statement prepared in `schema` by a client of
+/// `pool` (whose backends alone can run it).
+pub fn stmt_key(pool: usize, schema: Option<&str>, sql: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
+    pool.hash(&mut h);
     schema.hash(&mut h);
     sql.hash(&mut h);
     h.finish()
@@ -275,11 +359,34 @@ impl StmtCache {
     }
 
     /// Forget a statement and queue it for closing (which also closes its
-    /// cursor on the backend).
-    pub fn close(&mut self, key: u64) {
-        if let Some(e) = self.entries.remove(&key) {
-            self.to_close.push(e.id);
+    /// cursor on the backend). True if this backend had it.
+    pub fn close(&mut self, key: u64) -> bool {
+        match self.entries.remove(&key) {
+            Some(e) => {
+                self.to_close.push(e.id);
+                true
+            }
+            None => false,
         }
+    }
+
+    /// Queue for closing every statement but those `keep` names (mysqld is
+    /// out of statement slots: the cache gives way, and what a client
+    /// executes again is prepared again). How many were queued.
+    pub fn evict(&mut self, keep: impl Fn(u64) -> bool) -> usize {
+        let before = self.to_close.len();
+        let to_close = &mut self.to_close;
+        self.entries.retain(|&k, e| {
+            let kept = keep(k);
+            if !kept {
+                to_close.push(e.id);
+            }
+            kept
+        });
+        if self.entries.is_empty() {
+            self.entries = HashMap::new();
+        }
+        self.to_close.len() - before
     }
 
     /// The backend's statements are gone (reset or reconnect).
@@ -290,6 +397,11 @@ impl StmtCache {
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// The keys of the statements prepared here.
+    pub fn keys(&self) -> impl Iterator<Item = u64> + '_ {
+        self.entries.keys().copied()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -376,8 +488,9 @@ mod tests {
     #[test]
     fn client_stmts_count_in_the_total_and_refuse_past_limits() {
         let total = Rc::new(Cell::new(0));
-        let mut a = ClientStmts::new(total.clone());
-        let mut b = ClientStmts::new(total.clone());
+        let holders = Rc::new(RefCell::new(StmtHolders::default()));
+        let mut a = ClientStmts::new(total.clone(), holders.clone());
+        let mut b = ClientStmts::new(total.clone(), holders.clone());
         assert_eq!(a.reserve(2, 3), Ok(()));
         a.insert(1, stmt("SELECT 1"));
         assert_eq!(a.reserve(2, 3), Ok(()));
@@ -399,7 +512,7 @@ mod tests {
         assert!(a.remove(&1).is_some());
         assert!(a.remove(&1).is_none());
         // A table most of whose statements were closed shrinks.
-        let mut big = ClientStmts::new(Rc::new(Cell::new(0)));
+        let mut big = ClientStmts::new(Rc::new(Cell::new(0)), holders.clone());
         for i in 0..1000 {
             big.insert(i, stmt("s"));
         }
@@ -422,6 +535,68 @@ mod tests {
         assert!(PrepareLimit::Total(16382).message().starts_with(
             "Can't create more than max_prepared_stmt_count statements (current value: 16382)"
         ));
+    }
+
+    fn keyed(key: u64) -> ClientStmt {
+        ClientStmt {
+            key,
+            ..stmt("SELECT ?")
+        }
+    }
+
+    #[test]
+    fn a_key_is_released_when_its_last_holder_lets_go() {
+        let total = Rc::new(Cell::new(0));
+        let holders = Rc::new(RefCell::new(StmtHolders::default()));
+        let mut a = ClientStmts::new(total.clone(), holders.clone());
+        let mut b = ClientStmts::new(total.clone(), holders.clone());
+        let mut out = Vec::new();
+        a.insert(1, keyed(10));
+        a.insert(2, keyed(10));
+        b.insert(1, keyed(10));
+        b.insert(2, keyed(20));
+        assert_eq!(holders.borrow().len(), 2);
+        a.remove(&1);
+        b.remove(&1);
+        assert!(!holders.borrow().has_released(), "a still holds 10");
+        a.remove(&2);
+        assert!(!holders.borrow().is_held(10));
+        // Replaced under the same id: the old key is let go.
+        b.insert(2, keyed(30));
+        holders.borrow_mut().take_released(&mut out);
+        assert_eq!(out, vec![10, 20]);
+        // Let go and held again before the loop looked: not released.
+        b.remove(&2);
+        a.insert(3, keyed(30));
+        holders.borrow_mut().take_released(&mut out);
+        assert!(out.is_empty());
+        // A client that leaves lets go of all it held.
+        drop(a);
+        holders.borrow_mut().take_released(&mut out);
+        assert_eq!(out, vec![30]);
+        b.insert(5, keyed(40));
+        b.clear();
+        holders.borrow_mut().take_released(&mut out);
+        assert_eq!(out, vec![40]);
+        assert!(holders.borrow().is_empty());
+        assert_eq!(total.get(), 0);
+    }
+
+    #[test]
+    fn evict_keeps_what_it_is_told_to() {
+        let mut c = StmtCache::default();
+        for i in 0..5u32 {
+            let s: Rc<[u8]> = Rc::from(format!("SELECT {i}").as_bytes());
+            c.insert(u64::from(i), 100 + i, s, None);
+        }
+        assert_eq!(c.evict(|k| k == 3), 4);
+        assert_eq!(c.len(), 1);
+        let mut closed = c.to_close.clone();
+        closed.sort_unstable();
+        assert_eq!(closed, vec![100, 101, 102, 104]);
+        assert!(c.close(3));
+        assert!(!c.close(3));
+        assert!(c.is_empty());
     }
 
     fn execute(id: u32, params: u16, bound: bool, types: &[u8], values: &[u8]) -> Vec<u8> {
@@ -476,7 +651,8 @@ mod tests {
     fn cache_matches_text_and_schema_and_evicts() {
         let mut c = StmtCache::default();
         let sql: Rc<[u8]> = Rc::from(&b"SELECT ?"[..]);
-        let k = stmt_key(Some("a"), &sql);
+        let k = stmt_key(0, Some("a"), &sql);
+        assert_ne!(k, stmt_key(1, Some("a"), &sql), "pools do not share keys");
         c.insert(k, 1, sql.clone(), Some("a".into()));
         assert_eq!(c.get_mut(k, Some("a"), &sql).map(|e| e.id), Some(1));
         assert!(c.get_mut(k, Some("b"), &sql).is_none());
@@ -484,7 +660,7 @@ mod tests {
         assert_eq!(c.to_close, vec![1]);
         for i in 0..BACKEND_STMT_CACHE as u32 + 1 {
             let s: Rc<[u8]> = Rc::from(format!("SELECT {i}").as_bytes());
-            c.insert(stmt_key(None, &s), 100 + i, s, None);
+            c.insert(stmt_key(0, None, &s), 100 + i, s, None);
         }
         assert_eq!(c.len(), BACKEND_STMT_CACHE);
         assert!(c.to_close.contains(&2));
@@ -494,7 +670,7 @@ mod tests {
     fn own_keys_for_copies_and_closing() {
         let mut c = StmtCache::default();
         let sql: Rc<[u8]> = Rc::from(&b"SELECT ?"[..]);
-        let k = stmt_key(None, &sql);
+        let k = stmt_key(0, None, &sql);
         let (k7, k8) = (own_stmt_key(k, 7), own_stmt_key(k, 8));
         assert!(k7 != k && k8 != k && k7 != k8);
         assert_eq!(own_stmt_key(k, 7), k7);

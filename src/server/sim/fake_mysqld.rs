@@ -183,6 +183,11 @@ pub struct FakeMysqld {
     pub resets: u64,
     /// COM_CHANGE_USERs answered (the funnel unsetting a schema).
     pub change_users: u64,
+    /// mysqld's `max_prepared_stmt_count`: statements of all connections;
+    /// a prepare past it gets ERR 1461.
+    pub stmt_limit: usize,
+    /// Prepares refused with ERR 1461.
+    pub stmts_refused: u64,
 }
 
 impl FakeMysqld {
@@ -201,6 +206,11 @@ impl FakeMysqld {
             diagnostics_cleared: 0,
             resets: 0,
             change_users: 0,
+            // Below the funnel's own limit in the simulation (6): the
+            // backends' cached copies must make room (the funnel retries
+            // the prepare), and a client with more gets mysqld's ERR 1461.
+            stmt_limit: 2,
+            stmts_refused: 0,
         })
     }
 
@@ -414,6 +424,25 @@ impl FakeMysqld {
                     left: n.min(MAX_SLEEP),
                     interrupted: false,
                 });
+                return;
+            }
+        }
+        if cmd == COM_STMT_PREPARE && answer == Answer::Normal {
+            let held: usize = self
+                .conns
+                .iter()
+                .filter(|c| !c.closed)
+                .map(|c| c.stmts.len())
+                .sum();
+            if held >= self.stmt_limit {
+                self.stmts_refused += 1;
+                let limit = self.stmt_limit;
+                let mut r = Reply::new(&mut self.conns[i], seq.wrapping_add(1));
+                r.err(
+                    1461,
+                    "42000",
+                    &format!("Can't create more than max_prepared_stmt_count statements (current value: {limit})"),
+                );
                 return;
             }
         }

@@ -139,6 +139,36 @@ impl Server {
                 self.config.max_prepared_stmt_count
             ));
         }
+        // A backend keeps prepared only statements some client holds: the
+        // others were closed (or queued for closing) when let go of.
+        let holders = self.stmt_holders.borrow();
+        if holders.has_released() {
+            return Err("statements let go of were left unclosed after a turn".into());
+        }
+        let keys_held: usize = self
+            .clients
+            .iter()
+            .map(|(_, c)| {
+                let mut keys: Vec<u64> = c.stmts.values().map(|s| s.key).collect();
+                keys.sort_unstable();
+                keys.dedup();
+                keys.len()
+            })
+            .sum();
+        if holders.len() > keys_held {
+            return Err(format!(
+                "{} statement keys held, but clients hold at most {keys_held} distinct ones",
+                holders.len()
+            ));
+        }
+        for (key, b) in self.backends.iter() {
+            if let Some(k) = b.stmts.keys().find(|&k| !holders.is_held(k)) {
+                return Err(format!(
+                    "backend {key} keeps statement key {k:x} prepared, which no client holds"
+                ));
+            }
+        }
+        drop(holders);
         let buffered: usize = self.clients.iter().map(|(_, c)| c.buffered).sum();
         if buffered != self.buffered_total {
             return Err(format!(
