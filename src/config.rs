@@ -60,6 +60,8 @@ pub const DEFAULT_MAX_PREPARED_STMT_COUNT: usize = 16_382;
 /// count allows.
 pub const DEFAULT_MAX_PREPARED_STMTS_PER_CLIENT: usize = 16_382;
 pub const DEFAULT_MAX_REPLAYED_USER_VARS: usize = 256;
+pub const DEFAULT_UNLISTED_USERS: &str = "refuse";
+pub const DEFAULT_MAX_UNLISTED_CONNECTIONS: usize = 64;
 
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_HEALTH_CHECK_INTERVAL_MS: u64 = 30_000;
@@ -134,6 +136,11 @@ pub struct Config {
     /// User variables a client may have replayed on another backend; a
     /// client with more is kept on its backend instead.
     pub max_replayed_user_vars: usize,
+    /// Logins of users no `[user]` section lists: refused by the funnel, or
+    /// relayed to mysqld, each on a backend connection of its own.
+    pub relay_unlisted: bool,
+    /// Relayed logins (backend connections of unlisted users) at once.
+    pub max_unlisted_connections: usize,
     pub backend: BackendConfig,
     /// At least one; names are unique.
     pub users: Vec<UserConfig>,
@@ -476,7 +483,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-static OPTIONS: [OptionSpec; 40] = [
+static OPTIONS: [OptionSpec; 42] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -514,6 +521,10 @@ static OPTIONS: [OptionSpec; 40] = [
         "Prepared statements one client may hold; a prepare past it gets ERR 1461"),
     opt(S::Funnel, "max_replayed_user_vars", ANY_COUNT_FROM_0, D::Count(DEFAULT_MAX_REPLAYED_USER_VARS), true,
         "User variables a client may have replayed when it moves to another backend; a client with more stays on its backend (pinned)"),
+    opt(S::Funnel, "unlisted_users", K::Text, D::Text(DEFAULT_UNLISTED_USERS), true,
+        "Logins of users no [user] section lists: refuse (ERR 1045 from the funnel) or relay (mysqld authenticates them, any auth plugin, each client on a backend connection of its own, never shared; needs a host:port backend address)"),
+    opt(S::Funnel, "max_unlisted_connections", ANY_COUNT_FROM_1, D::Count(DEFAULT_MAX_UNLISTED_CONNECTIONS), true,
+        "Relayed logins (unlisted_users = relay) at once, each holding one backend connection; one more gets ERR 1040"),
     // [backend]
     opt(S::Backend, "address", K::BackendAddr, D::Required, false,
         "mysqld to connect to: host:port (resolved at start-up) or a unix socket path starting with '/'"),
@@ -1333,6 +1344,12 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
     let max_prepared_stmts_per_client =
         funnel.required("max_prepared_stmts_per_client", Value::count)?;
     let max_replayed_user_vars = funnel.required("max_replayed_user_vars", Value::count)?;
+    let relay_unlisted = match funnel.required("unlisted_users", Value::text)?.as_str() {
+        "refuse" => false,
+        "relay" => true,
+        _ => return Err(funnel.err("unlisted_users", "must be refuse or relay")),
+    };
+    let max_unlisted_connections = funnel.required("max_unlisted_connections", Value::count)?;
 
     if listen.is_empty() && unix_socket.is_none() {
         return Err(funnel.err(
@@ -1541,6 +1558,14 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
             if unix_socket.as_deref() == Some(path.as_path()) {
                 return Err(backend.err("address", "is the funnel's own unix_socket, not a mysqld"));
             }
+            if relay_unlisted {
+                // Over a unix socket, mysqld's unix_socket plugin would take
+                // the funnel's own OS user for the relayed client's.
+                return Err(funnel.err(
+                    "unlisted_users",
+                    "= relay needs a host:port [backend] address: over a unix socket, accounts identified via unix_socket would log in as the funnel's own OS user",
+                ));
+            }
         }
     }
 
@@ -1564,6 +1589,8 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
         max_prepared_stmt_count,
         max_prepared_stmts_per_client,
         max_replayed_user_vars,
+        relay_unlisted,
+        max_unlisted_connections,
         backend: backend_config,
         users,
         admin,
@@ -1751,6 +1778,19 @@ impl Config {
                     (
                         "max_replayed_user_vars",
                         self.max_replayed_user_vars.to_string(),
+                    ),
+                    (
+                        "unlisted_users",
+                        if self.relay_unlisted {
+                            "relay"
+                        } else {
+                            "refuse"
+                        }
+                        .to_string(),
+                    ),
+                    (
+                        "max_unlisted_connections",
+                        self.max_unlisted_connections.to_string(),
                     ),
                 ],
             ),

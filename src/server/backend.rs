@@ -207,6 +207,9 @@ pub struct Backend {
     /// User variables read back so far, while the string ones' values are
     /// being read (`Internal::ReadUserVarValues`).
     pub user_vars_pending: Option<UserVarsRead>,
+    /// A relayed login's connection (`unlisted_users = relay`): it belongs
+    /// to that client alone for its life (`relay.rs`).
+    pub relay: Option<Box<super::relay::Relay>>,
 }
 
 /// A user-variable read-back half done.
@@ -327,6 +330,10 @@ impl Server {
         let Some(b) = self.backends.get(backend) else {
             return;
         };
+        if b.relay.is_some() {
+            // No credentials to open another connection as that user.
+            return;
+        }
         if b.kills_pending > 0 && b.killing == b.commands {
             // A KILL for this very statement is on its way already.
             return;
@@ -434,6 +441,7 @@ impl Server {
             init_db: None,
             user_vars_pending: None,
             eof: EofTranslator::new(0),
+            relay: None,
         });
         if kill_query.is_some() {
             let at = self.now + self.config.backend.connect_timeout;
@@ -682,6 +690,12 @@ impl Server {
             self.backend_version = Some(greeting.server_version.clone());
         }
         let b = &mut self.backends[key];
+        b.thread_id = greeting.connection_id;
+        b.scramble = greeting.scramble.clone();
+        if self.relay_greeting(key, &greeting) {
+            return;
+        }
+        let b = &mut self.backends[key];
         let found_rows = if self.pools[b.pool].found_rows {
             CLIENT_FOUND_ROWS
         } else {
@@ -721,6 +735,9 @@ impl Server {
     }
 
     fn backend_auth_reply(&mut self, key: usize, payload: &[u8], seq: u8) {
+        if self.relay_auth_reply(key, payload, seq) {
+            return;
+        }
         match payload.first() {
             Some(&OK_HEADER) => {
                 let b = &mut self.backends[key];
@@ -761,7 +778,7 @@ impl Server {
     }
 
     /// Frame `payload` as packets starting at `seq` and queue it for mysqld.
-    fn send_to_backend(&mut self, key: usize, seq: u8, payload: &[u8]) {
+    pub(super) fn send_to_backend(&mut self, key: usize, seq: u8, payload: &[u8]) {
         let Some(b) = self.backends.get_mut(key) else {
             return;
         };
@@ -775,7 +792,7 @@ impl Server {
     }
 
     /// Send a command the funnel itself needs answered.
-    fn start_internal(&mut self, key: usize, step: Internal, sql: Vec<u8>) {
+    pub(super) fn start_internal(&mut self, key: usize, step: Internal, sql: Vec<u8>) {
         let Some(b) = self.backends.get_mut(key) else {
             return;
         };
@@ -1237,6 +1254,10 @@ impl Server {
             }
             return;
         }
+        if self.relay_backend_ready(key) {
+            return;
+        }
+        let b = &mut self.backends[key];
         let was_connecting = b.connecting;
         b.connecting = false;
         b.state = BackendState::Idle;
@@ -2214,6 +2235,12 @@ impl Server {
             return;
         };
         b.client = None;
+        if b.state == BackendState::Idle && b.relay.is_some() {
+            // A relayed login's connection is never anyone else's.
+            b.relay = None;
+            self.close_backend(key);
+            return;
+        }
         match b.state {
             BackendState::Idle => self.reset_backend(key),
             BackendState::Running => {
@@ -2406,6 +2433,9 @@ impl Server {
         wbuf.clear();
         self.bufs.release(&mut rbuf);
         self.bufs.release(&mut wbuf);
+        if let Some(relay) = b.relay.take() {
+            self.relay_backend_closed(key, *relay);
+        }
     }
 }
 

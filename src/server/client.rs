@@ -82,6 +82,12 @@ pub enum ClientState {
     Handshake,
     /// Asked the client to switch to mysql_native_password.
     AuthSwitch(Box<PendingAuth>),
+    /// Waits for its relayed login's connection (`relay.rs`): logging in
+    /// (`login`: its packets go to mysqld), or being reset.
+    Relay {
+        backend: usize,
+        login: bool,
+    },
     /// Authenticated; the schema it asked for is being checked on a backend.
     ConnectDb,
     Idle,
@@ -419,7 +425,9 @@ impl Server {
                 return;
             }
             match c.state {
-                ClientState::Handshake | ClientState::AuthSwitch(_) => {
+                ClientState::Handshake
+                | ClientState::AuthSwitch(_)
+                | ClientState::Relay { login: true, .. } => {
                     let span = match scan_message(c.rbuf.as_slice(), MAX_HANDSHAKE_PACKET) {
                         Ok(Some(span)) => span,
                         Ok(None) if c.read_closed => {
@@ -445,7 +453,9 @@ impl Server {
                     );
                     c.rbuf.consume(span.wire_len);
                     let payload = std::mem::take(&mut self.scratch);
-                    if matches!(c.state, ClientState::Handshake) {
+                    if let ClientState::Relay { backend, .. } = c.state {
+                        self.relay_client_packet(key, backend, &payload, span.last_seq);
+                    } else if matches!(c.state, ClientState::Handshake) {
                         self.client_handshake_response(key, &payload, span.last_seq);
                     } else {
                         self.client_auth_switch_response(key, &payload, span.last_seq);
@@ -512,7 +522,7 @@ impl Server {
                         break;
                     }
                 }
-                ClientState::Queued | ClientState::ConnectDb => break,
+                ClientState::Queued | ClientState::ConnectDb | ClientState::Relay { .. } => break,
             }
         }
         // Bound the unprocessed input one client may hold.
@@ -616,6 +626,10 @@ impl Server {
                 return;
             }
         };
+        if self.config.relay_unlisted && self.user_pool(&resp.username).is_none() {
+            self.relay_login(key, resp, seq);
+            return;
+        }
         let pending = PendingAuth {
             pool: self.user_pool(&resp.username),
             user: resp.username.clone(),
@@ -786,7 +800,12 @@ impl Server {
             return;
         };
         if c.serial == serial
-            && matches!(c.state, ClientState::Handshake | ClientState::AuthSwitch(_))
+            && matches!(
+                c.state,
+                ClientState::Handshake
+                    | ClientState::AuthSwitch(_)
+                    | ClientState::Relay { login: true, .. }
+            )
         {
             let ms = self.config.handshake_timeout.as_millis();
             self.close_client_logged(
@@ -896,6 +915,9 @@ impl Server {
                 // The client gets a fresh session; the backend it held (if
                 // any) is reset before anyone else uses it.
                 self.discard_current(key);
+                if self.relay_reset(key) {
+                    return;
+                }
                 self.reset_client_session(key);
                 self.client_ok(key, 1);
             }
@@ -1282,6 +1304,7 @@ impl Server {
     /// COM_CHANGE_USER: a fresh session, authenticated again against the
     /// funnel's users and moved to that user's pool.
     fn change_user(&mut self, key: usize, cu: ChangeUser) {
+        self.relay_drop(key);
         self.reset_client_session(key);
         let pool = self.user_pool(&cu.username);
         let c = &mut self.clients[key];
@@ -1347,7 +1370,7 @@ impl Server {
         }
     }
 
-    fn send_to_client(&mut self, key: usize, seq: u8, payload: &[u8]) {
+    pub(super) fn send_to_client(&mut self, key: usize, seq: u8, payload: &[u8]) {
         let Some(c) = self.clients.get_mut(key) else {
             return;
         };

@@ -15,6 +15,7 @@ pub mod control;
 pub mod io;
 mod ops;
 pub mod pool;
+mod relay;
 pub mod session;
 #[doc(hidden)]
 pub mod sim;
