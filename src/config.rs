@@ -61,6 +61,7 @@ pub const DEFAULT_MAX_PREPARED_STMT_COUNT: usize = 16_382;
 pub const DEFAULT_MAX_PREPARED_STMTS_PER_CLIENT: usize = 16_382;
 pub const DEFAULT_MAX_REPLAYED_USER_VARS: usize = 256;
 pub const DEFAULT_UNLISTED_USERS: &str = "refuse";
+pub const DEFAULT_AUTH_PLUGIN: &str = "mysql_native_password";
 pub const DEFAULT_MAX_UNLISTED_CONNECTIONS: usize = 64;
 
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
@@ -181,6 +182,9 @@ pub enum Credential {
     /// SHA1(SHA1(password)), from `password_hash = *HEX` as stored in
     /// mysql.user; enough to verify mysql_native_password, not to log in.
     Stage2([u8; 20]),
+    /// The plaintext password, verified with MariaDB's `client_ed25519`
+    /// (`auth_plugin = client_ed25519`): clients are asked to switch to it.
+    Ed25519(String),
 }
 
 impl fmt::Debug for Credential {
@@ -189,6 +193,7 @@ impl fmt::Debug for Credential {
         match self {
             Credential::Plain(_) => write!(f, "Plain({MASK})"),
             Credential::Stage2(_) => write!(f, "Stage2({MASK})"),
+            Credential::Ed25519(_) => write!(f, "Ed25519({MASK})"),
         }
     }
 }
@@ -483,7 +488,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-static OPTIONS: [OptionSpec; 42] = [
+static OPTIONS: [OptionSpec; 43] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -550,6 +555,8 @@ static OPTIONS: [OptionSpec; 42] = [
         "Plaintext password: verifies clients and logs in to mysqld (give this or password_hash)"),
     opt(S::User, "password_hash", K::PasswordHash, D::Unset, true,
         "*HEX hash as in mysql.user / PASSWORD() to verify clients; then backend_password is required"),
+    opt(S::User, "auth_plugin", K::Text, D::Text(DEFAULT_AUTH_PLUGIN), true,
+        "How the funnel verifies this user's clients: mysql_native_password, or client_ed25519 (MariaDB's ed25519; needs password, not password_hash)"),
     opt(S::User, "backend_user", K::Text, D::Derived("the user's NAME"), true,
         "User the funnel logs in to mysqld as (new backend connections)"),
     opt(S::User, "backend_password", K::Secret, D::Derived("password"), true,
@@ -1450,6 +1457,24 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
                 return Err(user.err("password", "one of password or password_hash is required"))
             }
         };
+        let credential = match user.get("auth_plugin", Value::text)?.as_deref() {
+            None | Some("mysql_native_password") => credential,
+            Some("client_ed25519") => match credential {
+                Credential::Plain(pw) => Credential::Ed25519(pw),
+                _ => {
+                    return Err(user.err(
+                        "password_hash",
+                        "cannot verify client_ed25519 (auth_plugin): give password",
+                    ))
+                }
+            },
+            Some(_) => {
+                return Err(user.err(
+                    "auth_plugin",
+                    "must be mysql_native_password or client_ed25519",
+                ))
+            }
+        };
         let backend_password = match (user.get("backend_password", Value::text)?, password) {
             (Some(backend_password), _) => backend_password,
             (None, Some(password)) => password,
@@ -1817,6 +1842,10 @@ impl Config {
         for user in &self.users {
             let mut entries = match &user.credential {
                 Credential::Plain(password) => vec![("password", secret(password))],
+                Credential::Ed25519(password) => vec![
+                    ("password", secret(password)),
+                    ("auth_plugin", "client_ed25519".to_string()),
+                ],
                 Credential::Stage2(hash) => {
                     let hex: String = hash.iter().map(|b| format!("{b:02X}")).collect();
                     vec![("password_hash", secret(&format!("*{hex}")))]

@@ -274,3 +274,82 @@ fn relay_needs_a_tcp_backend() {
         .to_string();
     assert!(err.contains("unlisted_users"), "{err}");
 }
+
+/// Base64 without padding, as mysqld shows ed25519 keys.
+fn base64_nopad(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[test]
+fn ed25519_configured_users_both_ways() {
+    ed25519_plugin();
+    let db = common::mariadb();
+    account("ed_back", "VIA ed25519 USING PASSWORD('back pw')");
+    account("ed_both", "VIA ed25519 USING PASSWORD('both pw')");
+    // The key the funnel derives is the one mysqld stores.
+    let stored: Vec<String> = db.admin_query(
+        "SELECT JSON_VALUE(Priv, '$.authentication_string') FROM mysql.global_priv \
+         WHERE User = 'ed_back'",
+    );
+    assert_eq!(
+        stored,
+        vec![base64_nopad(&funnel::protocol::auth::ed25519_public_key(
+            b"back pw"
+        ))]
+    );
+    let port = common::free_port();
+    let cfg = format!(
+        "[funnel]\nlisten = 127.0.0.1:{port}\n\n\
+         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = 1\n\n\
+         [user ed_back]\npassword = \"back pw\"\n\n\
+         [user ed_both]\npassword = \"both pw\"\nauth_plugin = client_ed25519\n",
+        db.port
+    );
+    let f = FunnelProcess::builder(&cfg)
+        .port(port)
+        .rust_log("debug")
+        .start();
+    // Towards mysqld: the funnel answers its switch to client_ed25519
+    // (clients log in to the funnel with mysql_native_password).
+    let mut c = f.conn("ed_back", "back pw");
+    let who: String = c.query_first("SELECT CURRENT_USER()").unwrap().unwrap();
+    assert_eq!(who, "ed_back@%");
+    // Towards clients: asked to switch to client_ed25519, checked with the
+    // key of the configured password; as mysqld answers the same logins.
+    same_direct_and_funnel(&f, "ed_both", "both pw", "'ed_both@%'");
+    same_direct_and_funnel(&f, "ed_both", "wrong", "ERR 1045");
+    let cli = |pw: &str| {
+        let out = Command::new(common::mariadb_client())
+            .args(["--no-defaults", "-h127.0.0.1", "-N", "-ued_both"])
+            .arg(format!("-P{}", f.port))
+            .arg(format!("-p{pw}"))
+            .args(["-e", "SELECT CURRENT_USER()"])
+            .output()
+            .expect("mariadb CLI");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    assert!(cli("both pw").contains("ed_both@%"), "{}", f.log());
+    assert!(cli("nope").contains("ERROR 1045"));
+    // The Rust crate does not speak client_ed25519: it fails the same way
+    // directly and through the funnel (never let in).
+    let direct = mysql::Conn::new(db.opts("ed_both", "both pw")).expect_err("direct");
+    let through = f
+        .try_conn("ed_both", "both pw")
+        .expect_err("through the funnel");
+    assert_eq!(through.to_string(), direct.to_string());
+}

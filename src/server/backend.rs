@@ -752,11 +752,21 @@ impl Server {
                         return;
                     }
                 };
+                if req.plugin == crate::protocol::auth::CLIENT_ED25519 {
+                    // The nonce is the rest of the packet as is: 32 random
+                    // bytes (decode drops a last NUL, which may be one).
+                    let nonce = payload.get(2 + req.plugin.len()..).unwrap_or_default();
+                    let b = &self.backends[key];
+                    let pw = self.pools[b.pool].user.backend_password.clone();
+                    let resp = crate::protocol::auth::sign_ed25519(pw.as_bytes(), nonce);
+                    self.send_to_backend(key, seq.wrapping_add(1), &resp);
+                    return;
+                }
                 if req.plugin != MYSQL_NATIVE_PASSWORD {
                     self.backend_lost(
                         key,
                         format!(
-                            "server asks for auth plugin {}; the funnel logs in with mysql_native_password only",
+                            "server asks for auth plugin {}; the funnel logs in with mysql_native_password or client_ed25519 only",
                             req.plugin
                         ),
                     );

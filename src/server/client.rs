@@ -23,7 +23,10 @@ use super::stmt::{
 use super::timer::TimerKind;
 use super::{token, Deferred, Server, KIND_CLIENT, POOLED_BUF_MAX, READ_CAP_PER_EVENT};
 use crate::config::Credential;
-use crate::protocol::auth::{native_password_stage2, verify_native};
+use crate::protocol::auth::{
+    ed25519_public_key, native_password_stage2, verify_ed25519, verify_native, CLIENT_ED25519,
+    ED25519_NONCE_LEN,
+};
 use crate::protocol::change_user::{decode_change_user, ChangeUser};
 use crate::protocol::command::command_name;
 use crate::protocol::consts::err::*;
@@ -74,6 +77,8 @@ pub struct PendingAuth {
     pub database: Option<String>,
     pub capabilities: u32,
     pub charset: u8,
+    /// The nonce of a client_ed25519 auth switch sent for this login.
+    pub nonce: Option<[u8; ED25519_NONCE_LEN]>,
 }
 
 #[derive(Clone, Debug)]
@@ -636,12 +641,14 @@ impl Server {
             database: resp.database.clone().filter(|d| !d.is_empty()),
             capabilities: resp.capabilities,
             charset: resp.charset,
+            nonce: None,
         };
         let plugin_ok = match &resp.auth_plugin {
             None => true,
             Some(p) => p == MYSQL_NATIVE_PASSWORD || p.is_empty(),
         };
-        if !plugin_ok && resp.capabilities & CLIENT_PLUGIN_AUTH != 0 {
+        let switch = !plugin_ok || self.verifies_ed25519(pending.pool);
+        if switch && resp.capabilities & CLIENT_PLUGIN_AUTH != 0 {
             self.ask_auth_switch(key, pending, seq.wrapping_add(1));
             return;
         }
@@ -650,18 +657,34 @@ impl Server {
 
     /// The client offered another auth plugin: ask it to switch to
     /// mysql_native_password with this connection's scramble.
-    fn ask_auth_switch(&mut self, key: usize, pending: PendingAuth, seq: u8) {
-        let c = &mut self.clients[key];
-        let mut data = c.scramble.to_vec();
-        data.push(0);
-        let switch = AuthSwitchRequest {
-            plugin: MYSQL_NATIVE_PASSWORD.to_string(),
-            data,
+    fn ask_auth_switch(&mut self, key: usize, mut pending: PendingAuth, seq: u8) {
+        let switch = if self.verifies_ed25519(pending.pool) {
+            // MariaDB's ed25519: a fresh 32-byte nonce, as mysqld sends it.
+            let mut nonce = [0u8; ED25519_NONCE_LEN];
+            let _ = getrandom::getrandom(&mut nonce);
+            pending.nonce = Some(nonce);
+            AuthSwitchRequest {
+                plugin: CLIENT_ED25519.to_string(),
+                data: nonce.to_vec(),
+            }
+        } else {
+            let mut data = self.clients[key].scramble.to_vec();
+            data.push(0);
+            AuthSwitchRequest {
+                plugin: MYSQL_NATIVE_PASSWORD.to_string(),
+                data,
+            }
         };
+        let c = &mut self.clients[key];
         c.state = ClientState::AuthSwitch(Box::new(pending));
         let mut out = Vec::new();
         switch.encode(&mut out);
         self.send_to_client(key, seq, &out);
+    }
+
+    /// The user of this pool is configured with `auth_plugin = client_ed25519`.
+    fn verifies_ed25519(&self, pool: Option<usize>) -> bool {
+        pool.is_some_and(|p| matches!(self.pools[p].user.credential, Credential::Ed25519(_)))
     }
 
     fn client_auth_switch_response(&mut self, key: usize, payload: &[u8], seq: u8) {
@@ -680,6 +703,11 @@ impl Server {
                 Credential::Plain(pw) if pw.is_empty() => None,
                 Credential::Plain(pw) => Some(native_password_stage2(pw.as_bytes())),
                 Credential::Stage2(h) => Some(*h),
+                Credential::Ed25519(pw) => {
+                    return auth.nonce.is_some_and(|nonce| {
+                        verify_ed25519(&ed25519_public_key(pw.as_bytes()), &nonce, response)
+                    })
+                }
             };
             verify_native(stage2.as_ref(), &self.clients[key].scramble, response)
         });
@@ -1318,12 +1346,13 @@ impl Server {
             database: cu.database,
             capabilities: c.capabilities,
             charset: c.charset,
+            nonce: None,
         };
         let native = cu
             .auth_plugin
             .as_deref()
             .is_none_or(|p| p.is_empty() || p == MYSQL_NATIVE_PASSWORD);
-        if !native {
+        if !native || self.verifies_ed25519(pending.pool) {
             self.ask_auth_switch(key, pending, 1);
             return;
         }
