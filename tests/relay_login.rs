@@ -353,3 +353,76 @@ fn ed25519_configured_users_both_ways() {
         .expect_err("through the funnel");
     assert_eq!(through.to_string(), direct.to_string());
 }
+
+#[test]
+fn relayed_client_kill_change_user_lost_backend_and_admin() {
+    let db = common::mariadb();
+    account("relay_k", "BY 'kpw'");
+    let port = common::free_port();
+    let admin_port = common::free_port();
+    let cfg = format!(
+        "[funnel]\nlisten = 127.0.0.1:{port}\nunlisted_users = relay\n\n\
+         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = 1\n\n\
+         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n\n\
+         [admin]\nlisten = 127.0.0.1:{admin_port}\nuser = adm\npassword = admpw\n",
+        db.port
+    );
+    let f = FunnelProcess::builder(&cfg)
+        .port(port)
+        .rust_log("debug")
+        .start();
+    let mut a = relayed_conn(&f, "relay_k", "kpw").expect("relayed login");
+    let mut b = relayed_conn(&f, "relay_k", "kpw").expect("relayed login");
+    // The admin console shows the pin and the pool.
+    let mut adm = common::admin_console(admin_port, "adm", "admpw");
+    let rows: Vec<mysql::Row> = adm.query("SHOW CLIENTS").unwrap();
+    let causes: Vec<String> = rows
+        .iter()
+        .filter(|r| r.get::<String, _>("user").as_deref() == Some("relay_k"))
+        .map(|r| r.get::<String, _>("pin_cause").unwrap_or_default())
+        .collect();
+    assert_eq!(causes, ["unlisted_user", "unlisted_user"], "{rows:?}");
+    let pools: Vec<mysql::Row> = adm.query("SHOW POOLS").unwrap();
+    assert!(
+        pools
+            .iter()
+            .any(|r| r.get::<String, _>("pool").as_deref() == Some("unlisted")),
+        "{pools:?}"
+    );
+    // KILL QUERY of a relayed client's running statement: refused, the
+    // statement runs on; KILL CONNECTION works.
+    let a_id: u32 = a.query_first("SELECT CONNECTION_ID()").unwrap().unwrap();
+    let sleeper = std::thread::spawn(move || {
+        let r: Result<Option<u64>, _> = a.query_first("SELECT SLEEP(2)");
+        (a, r)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let err = b
+        .query_drop(format!("KILL QUERY {a_id}"))
+        .expect_err("KILL QUERY of a relayed client");
+    assert!(err.to_string().contains("1047"), "{err}");
+    let (mut a, r) = sleeper.join().unwrap();
+    assert_eq!(r.unwrap(), Some(0));
+    // COM_CHANGE_USER to a configured user: the relayed connection goes.
+    a.change_user(
+        mysql::ChangeUserOpts::default()
+            .with_user(Some(USER_A.into()))
+            .with_pass(Some(PASS_A.into())),
+    )
+    .expect("change user");
+    let who: String = a.query_first("SELECT CURRENT_USER()").unwrap().unwrap();
+    assert!(who.starts_with(USER_A), "{who}");
+    db.wait_connections("relay_k", 1, Duration::from_secs(10));
+    // mysqld kills b's connection: b is disconnected, as from mysqld.
+    let thread: Vec<u64> =
+        db.admin_query("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'relay_k'");
+    db.admin_sql(&format!("KILL {}", thread[0]));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(b.query_drop("SELECT 1").is_err());
+    assert!(b.query_drop("SELECT 1").is_err());
+    db.wait_connections("relay_k", 0, Duration::from_secs(10));
+    // A new relayed login works after all that.
+    let mut c = relayed_conn(&f, "relay_k", "kpw").expect("relayed login again");
+    let who: String = c.query_first("SELECT CURRENT_USER()").unwrap().unwrap();
+    assert_eq!(who, "relay_k@%");
+}

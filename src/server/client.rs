@@ -1132,7 +1132,12 @@ impl Server {
             .and_then(|id| self.client_ids.get(&id).copied())
             .filter(|&t| {
                 self.clients.get(t).is_some_and(|c| {
-                    !matches!(c.state, ClientState::Handshake | ClientState::AuthSwitch(_))
+                    !matches!(
+                        c.state,
+                        ClientState::Handshake
+                            | ClientState::AuthSwitch(_)
+                            | ClientState::Relay { login: true, .. }
+                    )
                 })
             });
         let Some(target) = target else {
@@ -1161,6 +1166,20 @@ impl Server {
                 1,
                 ER_QUERY_INTERRUPTED,
                 "Query execution was interrupted",
+            );
+            return;
+        }
+        if kill.query_only
+            && self.clients[target].is_running()
+            && self.relayed_backend(target).is_some()
+        {
+            // Stopping it takes a second connection as that user, which
+            // only mysqld could authenticate.
+            self.client_error(
+                key,
+                1,
+                ER_UNKNOWN_COM_ERROR,
+                "funnel: KILL QUERY of a relayed login's statement is not supported; KILL CONNECTION is",
             );
             return;
         }

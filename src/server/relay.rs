@@ -31,7 +31,7 @@ use super::Server;
 use crate::config::{Config, Credential, UserConfig};
 use crate::protocol::consts::err::*;
 use crate::protocol::consts::*;
-use crate::protocol::handshake::{HandshakeResponse, HandshakeV10};
+use crate::protocol::handshake::{AuthSwitchRequest, HandshakeResponse, HandshakeV10};
 use crate::protocol::response::encode_err;
 
 /// The plugin the funnel names in its handshake response for a relayed
@@ -304,6 +304,15 @@ impl Server {
             _ => {
                 // An auth switch or more plugin data: the client's turn.
                 relay.client_seq = seq.wrapping_add(1);
+                if let Ok(switch) = AuthSwitchRequest::decode(payload) {
+                    if let Some(scramble) = switch.data.get(..20) {
+                        if switch.plugin == MYSQL_NATIVE_PASSWORD {
+                            // Clients answer a later COM_CHANGE_USER with
+                            // the scramble they saw last (mysqld's own).
+                            self.clients[owner.key].scramble.copy_from_slice(scramble);
+                        }
+                    }
+                }
                 self.send_to_client(owner.key, seq, payload);
                 true
             }
