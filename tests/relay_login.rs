@@ -308,13 +308,19 @@ fn ed25519_configured_users_both_ways() {
             b"back pw"
         ))]
     );
+    let both_key: Vec<String> = db.admin_query(
+        "SELECT JSON_VALUE(Priv, '$.authentication_string') FROM mysql.global_priv \
+         WHERE User = 'ed_both'",
+    );
     let port = common::free_port();
     let cfg = format!(
         "[funnel]\nlisten = 127.0.0.1:{port}\n\n\
          [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = 1\n\n\
          [user ed_back]\npassword = \"back pw\"\n\n\
-         [user ed_both]\npassword = \"both pw\"\nauth_plugin = client_ed25519\n",
-        db.port
+         [user ed_both]\npassword = \"both pw\"\nauth_plugin = client_ed25519\n\n\
+         [user ed_key]\ned25519_public_key = {}\nauth_plugin = client_ed25519\n\
+         backend_user = ed_both\nbackend_password = \"both pw\"\n",
+        db.port, both_key[0]
     );
     let f = FunnelProcess::builder(&cfg)
         .port(port)
@@ -345,6 +351,15 @@ fn ed25519_configured_users_both_ways() {
     };
     assert!(cli("both pw").contains("ed_both@%"), "{}", f.log());
     assert!(cli("nope").contains("ERROR 1045"));
+    // Verified with the key as mysqld stores it (no password in the config
+    // for clients).
+    let out = pymysql(f.port, "ed_key", "both pw", &["SELECT CURRENT_USER()"]);
+    assert_eq!(out, "ROWS (('ed_both@%',),)\n");
+    let out = pymysql(f.port, "ed_key", "ed_key pw", &["SELECT CURRENT_USER()"]);
+    assert!(
+        out.starts_with("ERR 1045 Access denied for user 'ed_key'"),
+        "{out}"
+    );
     // The Rust crate does not speak client_ed25519: it fails the same way
     // directly and through the funnel (never let in).
     let direct = mysql::Conn::new(db.opts("ed_both", "both pw")).expect_err("direct");

@@ -684,7 +684,12 @@ impl Server {
 
     /// The user of this pool is configured with `auth_plugin = client_ed25519`.
     fn verifies_ed25519(&self, pool: Option<usize>) -> bool {
-        pool.is_some_and(|p| matches!(self.pools[p].user.credential, Credential::Ed25519(_)))
+        pool.is_some_and(|p| {
+            matches!(
+                self.pools[p].user.credential,
+                Credential::Ed25519(_) | Credential::Ed25519Key(_)
+            )
+        })
     }
 
     fn client_auth_switch_response(&mut self, key: usize, payload: &[u8], seq: u8) {
@@ -707,6 +712,11 @@ impl Server {
                     return auth.nonce.is_some_and(|nonce| {
                         verify_ed25519(&ed25519_public_key(pw.as_bytes()), &nonce, response)
                     })
+                }
+                Credential::Ed25519Key(key) => {
+                    return auth
+                        .nonce
+                        .is_some_and(|nonce| verify_ed25519(key, &nonce, response))
                 }
             };
             verify_native(stage2.as_ref(), &self.clients[key].scramble, response)
