@@ -1609,6 +1609,14 @@ impl Server {
         let seq = match c.state {
             ClientState::Handshake => 2,
             ClientState::AuthSwitch(_) => 4,
+            ClientState::Relay {
+                backend,
+                login: true,
+            } => self
+                .backends
+                .get(backend)
+                .and_then(|b| b.relay.as_ref())
+                .map_or(2, |r| r.client_seq),
             _ => 1u8.wrapping_add(c.seq_offset),
         };
         c.close_after_flush = true;

@@ -459,10 +459,12 @@ impl Server {
     /// would from a mysqld that closed its connection.
     pub(super) fn relay_backend_closed(&mut self, key: usize, relay: Relay) {
         let owner = relay.owner;
+        // (A failed step may have unpinned it already: it is still this
+        // connection's client, with no way to another.)
         let Some(c) = self
             .clients
             .get_mut(owner.key)
-            .filter(|c| c.serial == owner.serial && c.pinned == Some(key))
+            .filter(|c| c.serial == owner.serial && (c.pinned == Some(key) || c.pinned.is_none()))
         else {
             return;
         };
