@@ -60,6 +60,9 @@ pub const DEFAULT_MAX_PREPARED_STMT_COUNT: usize = 16_382;
 /// count allows.
 pub const DEFAULT_MAX_PREPARED_STMTS_PER_CLIENT: usize = 16_382;
 pub const DEFAULT_MAX_REPLAYED_USER_VARS: usize = 256;
+pub const DEFAULT_UNLISTED_USERS: &str = "refuse";
+pub const DEFAULT_AUTH_PLUGIN: &str = "mysql_native_password";
+pub const DEFAULT_MAX_UNLISTED_CONNECTIONS: usize = 64;
 
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_HEALTH_CHECK_INTERVAL_MS: u64 = 30_000;
@@ -134,6 +137,11 @@ pub struct Config {
     /// User variables a client may have replayed on another backend; a
     /// client with more is kept on its backend instead.
     pub max_replayed_user_vars: usize,
+    /// Logins of users no `[user]` section lists: refused by the funnel, or
+    /// relayed to mysqld, each on a backend connection of its own.
+    pub relay_unlisted: bool,
+    /// Relayed logins (backend connections of unlisted users) at once.
+    pub max_unlisted_connections: usize,
     pub backend: BackendConfig,
     /// At least one; names are unique.
     pub users: Vec<UserConfig>,
@@ -174,6 +182,12 @@ pub enum Credential {
     /// SHA1(SHA1(password)), from `password_hash = *HEX` as stored in
     /// mysql.user; enough to verify mysql_native_password, not to log in.
     Stage2([u8; 20]),
+    /// The plaintext password, verified with MariaDB's `client_ed25519`
+    /// (`auth_plugin = client_ed25519`): clients are asked to switch to it.
+    Ed25519(String),
+    /// The account's ed25519 public key (`ed25519_public_key`, as mysqld
+    /// stores it): verifies client_ed25519, cannot log in to mysqld.
+    Ed25519Key([u8; 32]),
 }
 
 impl fmt::Debug for Credential {
@@ -182,6 +196,8 @@ impl fmt::Debug for Credential {
         match self {
             Credential::Plain(_) => write!(f, "Plain({MASK})"),
             Credential::Stage2(_) => write!(f, "Stage2({MASK})"),
+            Credential::Ed25519(_) => write!(f, "Ed25519({MASK})"),
+            Credential::Ed25519Key(_) => write!(f, "Ed25519Key({MASK})"),
         }
     }
 }
@@ -476,7 +492,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-static OPTIONS: [OptionSpec; 40] = [
+static OPTIONS: [OptionSpec; 44] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -514,6 +530,10 @@ static OPTIONS: [OptionSpec; 40] = [
         "Prepared statements one client may hold; a prepare past it gets ERR 1461"),
     opt(S::Funnel, "max_replayed_user_vars", ANY_COUNT_FROM_0, D::Count(DEFAULT_MAX_REPLAYED_USER_VARS), true,
         "User variables a client may have replayed when it moves to another backend; a client with more stays on its backend (pinned)"),
+    opt(S::Funnel, "unlisted_users", K::Text, D::Text(DEFAULT_UNLISTED_USERS), true,
+        "Logins of users no [user] section lists: refuse (ERR 1045 from the funnel) or relay (mysqld authenticates them, any auth plugin, each client on a backend connection of its own, never shared; needs a host:port backend address)"),
+    opt(S::Funnel, "max_unlisted_connections", ANY_COUNT_FROM_1, D::Count(DEFAULT_MAX_UNLISTED_CONNECTIONS), true,
+        "Relayed logins (unlisted_users = relay) at once, each holding one backend connection; one more gets ERR 1040"),
     // [backend]
     opt(S::Backend, "address", K::BackendAddr, D::Required, false,
         "mysqld to connect to: host:port (resolved at start-up) or a unix socket path starting with '/'"),
@@ -539,6 +559,10 @@ static OPTIONS: [OptionSpec; 40] = [
         "Plaintext password: verifies clients and logs in to mysqld (give this or password_hash)"),
     opt(S::User, "password_hash", K::PasswordHash, D::Unset, true,
         "*HEX hash as in mysql.user / PASSWORD() to verify clients; then backend_password is required"),
+    opt(S::User, "auth_plugin", K::Text, D::Text(DEFAULT_AUTH_PLUGIN), true,
+        "How the funnel verifies this user's clients: mysql_native_password, or client_ed25519 (MariaDB's ed25519; needs password, not password_hash)"),
+    opt(S::User, "ed25519_public_key", K::Text, D::Unset, true,
+        "Instead of password, with auth_plugin = client_ed25519: the account's key as mysql.global_priv shows it (base64); then backend_password is required"),
     opt(S::User, "backend_user", K::Text, D::Derived("the user's NAME"), true,
         "User the funnel logs in to mysqld as (new backend connections)"),
     opt(S::User, "backend_password", K::Secret, D::Derived("password"), true,
@@ -1333,6 +1357,12 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
     let max_prepared_stmts_per_client =
         funnel.required("max_prepared_stmts_per_client", Value::count)?;
     let max_replayed_user_vars = funnel.required("max_replayed_user_vars", Value::count)?;
+    let relay_unlisted = match funnel.required("unlisted_users", Value::text)?.as_str() {
+        "refuse" => false,
+        "relay" => true,
+        _ => return Err(funnel.err("unlisted_users", "must be refuse or relay")),
+    };
+    let max_unlisted_connections = funnel.required("max_unlisted_connections", Value::count)?;
 
     if listen.is_empty() && unix_socket.is_none() {
         return Err(funnel.err(
@@ -1420,7 +1450,12 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
         // parse_header guarantees a non-empty name for [user].
         let name = raw.name.clone().unwrap_or_default();
         let password = user.get("password", Value::text)?;
-        let credential = match (&password, user.get("password_hash", Value::hash)?) {
+        let password_hash = user.get("password_hash", Value::hash)?;
+        let credential = match (&password, password_hash) {
+            (None, None) if user.entry("ed25519_public_key").is_some() => {
+                // Checked against auth_plugin below.
+                Credential::Stage2([0; 20])
+            }
             (Some(_), Some(_)) => {
                 return Err(user.err(
                     "password_hash",
@@ -1431,6 +1466,46 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
             (None, Some(hash)) => Credential::Stage2(hash),
             (None, None) => {
                 return Err(user.err("password", "one of password or password_hash is required"))
+            }
+        };
+        let ed25519_key = user.get("ed25519_public_key", Value::text)?;
+        let credential = match user.get("auth_plugin", Value::text)?.as_deref() {
+            None | Some("mysql_native_password") if ed25519_key.is_some() => {
+                return Err(user.err(
+                    "ed25519_public_key",
+                    "needs auth_plugin = client_ed25519",
+                ))
+            }
+            None | Some("mysql_native_password") => credential,
+            Some("client_ed25519") => match (credential, ed25519_key) {
+                (Credential::Plain(pw), None) => Credential::Ed25519(pw),
+                (Credential::Plain(_), Some(_)) => {
+                    return Err(user.err(
+                        "ed25519_public_key",
+                        "give either password or ed25519_public_key, not both",
+                    ))
+                }
+                (_, None) => {
+                    return Err(user.err(
+                        "password_hash",
+                        "cannot verify client_ed25519 (auth_plugin): give password or ed25519_public_key",
+                    ))
+                }
+                (_, Some(key)) => match decode_ed25519_key(&key) {
+                    Some(key) => Credential::Ed25519Key(key),
+                    None => {
+                        return Err(user.err(
+                            "ed25519_public_key",
+                            "expected 32 bytes in base64 (43 characters, as mysql.global_priv shows it)",
+                        ))
+                    }
+                },
+            },
+            Some(_) => {
+                return Err(user.err(
+                    "auth_plugin",
+                    "must be mysql_native_password or client_ed25519",
+                ))
             }
         };
         let backend_password = match (user.get("backend_password", Value::text)?, password) {
@@ -1541,6 +1616,14 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
             if unix_socket.as_deref() == Some(path.as_path()) {
                 return Err(backend.err("address", "is the funnel's own unix_socket, not a mysqld"));
             }
+            if relay_unlisted {
+                // Over a unix socket, mysqld's unix_socket plugin would take
+                // the funnel's own OS user for the relayed client's.
+                return Err(funnel.err(
+                    "unlisted_users",
+                    "= relay needs a host:port [backend] address: over a unix socket, accounts identified via unix_socket would log in as the funnel's own OS user",
+                ));
+            }
         }
     }
 
@@ -1564,11 +1647,52 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
         max_prepared_stmt_count,
         max_prepared_stmts_per_client,
         max_replayed_user_vars,
+        relay_unlisted,
+        max_unlisted_connections,
         backend: backend_config,
         users,
         admin,
         stats,
     })
+}
+
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// An ed25519 public key as mysqld stores it: base64 of 32 bytes, without
+/// padding (43 characters; a padded one is accepted too).
+fn decode_ed25519_key(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim().trim_end_matches('=');
+    let mut bits: u32 = 0;
+    let mut nbits = 0;
+    let mut out = Vec::with_capacity(33);
+    for ch in text.bytes() {
+        let v = BASE64.iter().position(|&c| c == ch)? as u32;
+        bits = (bits << 6) | v;
+        nbits += 6;
+        if nbits >= 8 {
+            nbits -= 8;
+            out.push((bits >> nbits) as u8);
+            bits &= (1 << nbits) - 1;
+        }
+    }
+    if bits != 0 {
+        return None;
+    }
+    out.try_into().ok()
+}
+
+fn encode_base64(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(BASE64[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
 }
 
 /// Would binding both fail? (Port 0 asks the kernel for a free port.)
@@ -1752,6 +1876,19 @@ impl Config {
                         "max_replayed_user_vars",
                         self.max_replayed_user_vars.to_string(),
                     ),
+                    (
+                        "unlisted_users",
+                        if self.relay_unlisted {
+                            "relay"
+                        } else {
+                            "refuse"
+                        }
+                        .to_string(),
+                    ),
+                    (
+                        "max_unlisted_connections",
+                        self.max_unlisted_connections.to_string(),
+                    ),
                 ],
             ),
             (
@@ -1777,6 +1914,14 @@ impl Config {
         for user in &self.users {
             let mut entries = match &user.credential {
                 Credential::Plain(password) => vec![("password", secret(password))],
+                Credential::Ed25519(password) => vec![
+                    ("password", secret(password)),
+                    ("auth_plugin", "client_ed25519".to_string()),
+                ],
+                Credential::Ed25519Key(key) => vec![
+                    ("ed25519_public_key", secret(&encode_base64(key))),
+                    ("auth_plugin", "client_ed25519".to_string()),
+                ],
                 Credential::Stage2(hash) => {
                     let hex: String = hash.iter().map(|b| format!("{b:02X}")).collect();
                     vec![("password_hash", secret(&format!("*{hex}")))]
@@ -1894,7 +2039,9 @@ mod tests {
                 continue;
             }
             let is_key = bare.split_once(" = ").is_some_and(|(k, _)| {
-                !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                !k.is_empty()
+                    && k.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
             });
             if !is_key {
                 if line.starts_with('#') {
@@ -1945,6 +2092,40 @@ mod tests {
                 spec.section,
                 spec.name
             );
+        }
+    }
+
+    #[test]
+    fn ed25519_users() {
+        let base = "[backend]\naddress = 127.0.0.1:3306\n";
+        let key = "ZIgUREUg5PVgQ6LskhXmO+eZLS0nC8be6HPjYWR4YJY";
+        let c = Config::parse(
+            &format!("{base}[user e]\npassword = secret\nauth_plugin = client_ed25519\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.users[0].credential, Credential::Ed25519("secret".into()));
+        assert_eq!(c.users[0].backend_password, "secret");
+        let c = Config::parse(
+            &format!(
+                "{base}[user e]\ned25519_public_key = {key}\nauth_plugin = client_ed25519\nbackend_password = x\n"
+            ),
+            "t",
+        )
+        .unwrap();
+        let expected = crate::protocol::auth::ed25519_public_key(b"secret");
+        assert_eq!(c.users[0].credential, Credential::Ed25519Key(expected));
+        assert_eq!(encode_base64(&expected), key);
+        assert_eq!(decode_ed25519_key(&format!("{key}=")), Some(expected));
+        for (text, bad_key) in [
+            (format!("[user e]\ned25519_public_key = {key}\nbackend_password = x\n"), "ed25519_public_key"),
+            (format!("[user e]\ned25519_public_key = {key}\nauth_plugin = client_ed25519\n"), "backend_password"),
+            ("[user e]\ned25519_public_key = abc\nauth_plugin = client_ed25519\nbackend_password = x\n".into(), "ed25519_public_key"),
+            ("[user e]\npassword_hash = *2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19\nauth_plugin = client_ed25519\nbackend_password = x\n".into(), "password_hash"),
+            ("[user e]\npassword = x\nauth_plugin = sha256_password\n".into(), "auth_plugin"),
+        ] {
+            let err = Config::parse(&format!("{base}{text}"), "t").unwrap_err().to_string();
+            assert!(err.contains(bad_key), "{text}: {err}");
         }
     }
 

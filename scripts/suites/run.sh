@@ -231,6 +231,9 @@ unix_socket = $FSOCK
 log_level = info
 # PyMySQL's CI runs with local_infile on, and its tests use it.
 allow_local_infile = true
+# Accounts the suites create themselves (PyMySQL's testAuthEd25519's
+# pymysql_ed25519, ...) log in through mysqld.
+unlisted_users = relay
 
 [backend]
 address = 127.0.0.1:$MPORT

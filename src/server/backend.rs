@@ -263,6 +263,9 @@ pub struct Backend {
     pub closes_awaited: u16,
     /// Times the current prepare was sent again after ERR 1461.
     pub prepare_retries: u8,
+    /// A relayed login's connection (`unlisted_users = relay`): it belongs
+    /// to that client alone for its life (`relay.rs`).
+    pub relay: Option<Box<super::relay::Relay>>,
 }
 
 /// Waits for a backend's statement closes to be done.
@@ -451,6 +454,10 @@ impl Server {
         let Some(b) = self.backends.get(backend) else {
             return;
         };
+        if b.relay.is_some() {
+            // No credentials to open another connection as that user.
+            return;
+        }
         if b.kills_pending > 0 && b.killing == b.commands {
             // A KILL for this very statement is on its way already.
             return;
@@ -568,6 +575,7 @@ impl Server {
             eof: EofTranslator::new(0),
             schema_unset_tried: false,
             schema_unset_at: self.now,
+            relay: None,
         });
         if kill_query.is_some() {
             let at = self.now + self.config.backend.connect_timeout;
@@ -819,6 +827,12 @@ impl Server {
             self.backend_version = Some(greeting.server_version.clone());
         }
         let b = &mut self.backends[key];
+        b.thread_id = greeting.connection_id;
+        b.scramble = greeting.scramble.clone();
+        if self.relay_greeting(key, &greeting, payload) {
+            return;
+        }
+        let b = &mut self.backends[key];
         let found_rows = if self.pools[b.pool].found_rows {
             CLIENT_FOUND_ROWS
         } else {
@@ -869,6 +883,9 @@ impl Server {
     }
 
     fn backend_auth_reply(&mut self, key: usize, payload: &[u8], seq: u8) {
+        if self.relay_auth_reply(key, payload, seq) {
+            return;
+        }
         match payload.first() {
             Some(&OK_HEADER) => {
                 let b = &mut self.backends[key];
@@ -883,11 +900,21 @@ impl Server {
                         return;
                     }
                 };
+                if req.plugin == crate::protocol::auth::CLIENT_ED25519 {
+                    // The nonce is the rest of the packet as is: 32 random
+                    // bytes (decode drops a last NUL, which may be one).
+                    let nonce = payload.get(2 + req.plugin.len()..).unwrap_or_default();
+                    let b = &self.backends[key];
+                    let pw = self.pools[b.pool].user.backend_password.clone();
+                    let resp = crate::protocol::auth::sign_ed25519(pw.as_bytes(), nonce);
+                    self.send_to_backend(key, seq.wrapping_add(1), &resp);
+                    return;
+                }
                 if req.plugin != MYSQL_NATIVE_PASSWORD {
                     self.backend_lost(
                         key,
                         format!(
-                            "server asks for auth plugin {}; the funnel logs in with mysql_native_password only",
+                            "server asks for auth plugin {}; the funnel logs in with mysql_native_password or client_ed25519 only",
                             req.plugin
                         ),
                     );
@@ -909,7 +936,7 @@ impl Server {
     }
 
     /// Frame `payload` as packets starting at `seq` and queue it for mysqld.
-    fn send_to_backend(&mut self, key: usize, seq: u8, payload: &[u8]) {
+    pub(super) fn send_to_backend(&mut self, key: usize, seq: u8, payload: &[u8]) {
         let Some(b) = self.backends.get_mut(key) else {
             return;
         };
@@ -923,7 +950,7 @@ impl Server {
     }
 
     /// Send a command the funnel itself needs answered.
-    fn start_internal(&mut self, key: usize, step: Internal, sql: Vec<u8>) {
+    pub(super) fn start_internal(&mut self, key: usize, step: Internal, sql: Vec<u8>) {
         let Some(b) = self.backends.get_mut(key) else {
             return;
         };
@@ -1204,10 +1231,8 @@ impl Server {
                     "pool {}: privileges {privileges:?}",
                     self.pools[b.pool].name()
                 );
-                let p = &mut self.pools[b.pool];
-                p.privileges = Some(privileges);
-                p.privileges_stale = false;
-                if b.client.is_some() {
+                self.store_privileges(key, privileges);
+                if self.backends[key].client.is_some() {
                     self.continue_request(key);
                 } else {
                     self.backend_ready(key);
@@ -1293,8 +1318,17 @@ impl Server {
     /// pool (or the first after a reload) also learns the pool user's
     /// privileges, so that a KILL never waits for a busy pool to ask.
     fn setup_done(&mut self, key: usize) {
-        let p = &self.pools[self.backends[key].pool];
-        if p.privileges.is_none() || p.privileges_stale {
+        let b = &self.backends[key];
+        let p = &self.pools[b.pool];
+        let ask = match &b.relay {
+            // A relayed login's own user: asked on its own connection.
+            Some(r) => self
+                .clients
+                .get(r.owner.key)
+                .is_some_and(|c| c.relay_privileges.is_none()),
+            None => p.privileges.is_none() || p.privileges_stale,
+        };
+        if ask {
             self.start_internal(key, Internal::Privileges, PRIVILEGES_SQL.to_vec());
         } else {
             self.backend_ready(key);
@@ -1332,10 +1366,7 @@ impl Server {
                 // mysqld refused to say: none beyond the user's own
                 // connections, as for a user without them.
                 debug!("backend {key}: reading privileges failed: {msg}");
-                let pool = self.backends[key].pool;
-                let p = &mut self.pools[pool];
-                p.privileges = Some(Default::default());
-                p.privileges_stale = false;
+                self.store_privileges(key, Default::default());
                 if self.backends[key].client.is_some() {
                     self.continue_request(key);
                 } else {
@@ -1563,6 +1594,10 @@ impl Server {
             }
             return;
         }
+        if self.relay_backend_ready(key) {
+            return;
+        }
+        let b = &mut self.backends[key];
         let was_connecting = b.connecting;
         b.connecting = false;
         if was_connecting {
@@ -1892,8 +1927,7 @@ impl Server {
         if c.awaiting_privileges {
             // The command is the funnel's to answer once the user's
             // privileges are known: learn them here, then give it back.
-            let pool = self.backends[key].pool;
-            if self.pools[pool].privileges.is_none() {
+            if !self.privileges_known(client.key) {
                 self.start_internal(key, Internal::Privileges, PRIVILEGES_SQL.to_vec());
             } else {
                 self.hand_back(key, client);
@@ -3109,6 +3143,12 @@ impl Server {
             return;
         };
         b.client = None;
+        if b.state == BackendState::Idle && b.relay.is_some() {
+            // A relayed login's connection is never anyone else's.
+            b.relay = None;
+            self.close_backend(key);
+            return;
+        }
         match b.state {
             BackendState::Idle => self.reset_backend(key),
             BackendState::Running => {
@@ -3358,6 +3398,9 @@ impl Server {
         wbuf.clear();
         self.bufs.release(&mut rbuf);
         self.bufs.release(&mut wbuf);
+        if let Some(relay) = b.relay.take() {
+            self.relay_backend_closed(key, *relay);
+        }
     }
 }
 

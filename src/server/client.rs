@@ -24,7 +24,10 @@ use super::stmt::{
 use super::timer::TimerKind;
 use super::{token, Deferred, Server, KIND_CLIENT, POOLED_BUF_MAX, READ_CAP_PER_EVENT};
 use crate::config::Credential;
-use crate::protocol::auth::{native_password_stage2, verify_native};
+use crate::protocol::auth::{
+    ed25519_public_key, native_password_stage2, verify_ed25519, verify_native, CLIENT_ED25519,
+    ED25519_NONCE_LEN,
+};
 use crate::protocol::change_user::{decode_change_user, ChangeUser};
 use crate::protocol::command::command_name;
 use crate::protocol::consts::err::*;
@@ -86,6 +89,8 @@ pub struct PendingAuth {
     pub charset: u8,
     /// MariaDB's extended capabilities it asked for, of those offered.
     pub mariadb_caps: u32,
+    /// The nonce of a client_ed25519 auth switch sent for this login.
+    pub nonce: Option<[u8; ED25519_NONCE_LEN]>,
 }
 
 #[derive(Clone, Debug)]
@@ -94,6 +99,12 @@ pub enum ClientState {
     Handshake,
     /// Asked the client to switch to mysql_native_password.
     AuthSwitch(Box<PendingAuth>),
+    /// Waits for its relayed login's connection (`relay.rs`): logging in
+    /// (`login`: its packets go to mysqld), or being reset.
+    Relay {
+        backend: usize,
+        login: bool,
+    },
     /// Authenticated; the schema it asked for is being checked on a backend.
     ConnectDb,
     Idle,
@@ -210,6 +221,9 @@ pub struct Client {
     /// The current command is a query whose process-list references the
     /// funnel replaced already (not to be looked at again).
     pub rewritten: bool,
+    /// A relayed login's own privileges (its pool is shared by every
+    /// unlisted user, so they cannot be the pool's).
+    pub relay_privileges: Option<super::processlist::Privileges>,
 }
 
 /// What is left of a multi-statement query with a `KILL` in it: the
@@ -397,6 +411,7 @@ impl Server {
             multi_rest: None,
             awaiting_privileges: false,
             rewritten: false,
+            relay_privileges: None,
             e2e_pending: false,
             stmts: ClientStmts::new(self.prepared_stmts.clone(), self.stmt_holders.clone()),
             closes_awaited: 0,
@@ -520,7 +535,9 @@ impl Server {
                 return;
             }
             match c.state {
-                ClientState::Handshake | ClientState::AuthSwitch(_) => {
+                ClientState::Handshake
+                | ClientState::AuthSwitch(_)
+                | ClientState::Relay { login: true, .. } => {
                     let span = match scan_message(c.rbuf.as_slice(), MAX_HANDSHAKE_PACKET) {
                         Ok(Some(span)) => span,
                         Ok(None) if c.read_closed => {
@@ -546,7 +563,9 @@ impl Server {
                     );
                     c.rbuf.consume(span.wire_len);
                     let payload = std::mem::take(&mut self.scratch);
-                    if matches!(c.state, ClientState::Handshake) {
+                    if let ClientState::Relay { backend, .. } = c.state {
+                        self.relay_client_packet(key, backend, &payload, span.last_seq);
+                    } else if matches!(c.state, ClientState::Handshake) {
                         self.client_handshake_response(key, &payload, span.last_seq);
                     } else {
                         self.client_auth_switch_response(key, &payload, span.last_seq);
@@ -627,7 +646,7 @@ impl Server {
                         break;
                     }
                 }
-                ClientState::Queued | ClientState::ConnectDb => break,
+                ClientState::Queued | ClientState::ConnectDb | ClientState::Relay { .. } => break,
             }
         }
         // Bound the unprocessed input one client may hold.
@@ -734,6 +753,14 @@ impl Server {
         // mysqld gives an interactive client's session wait_timeout the
         // global interactive_timeout, at login only.
         self.clients[key].timeouts.interactive_login = resp.capabilities & CLIENT_INTERACTIVE != 0;
+        if self.config.relay_unlisted && self.user_pool(&resp.username).is_none() {
+            // What it negotiated of MariaDB's extensions with the funnel's
+            // greeting (its column definitions are edited to it).
+            self.clients[key].mariadb_caps =
+                response_mariadb_caps(payload) & self.offered_mariadb_caps();
+            self.relay_login(key, resp, seq);
+            return;
+        }
         let pending = PendingAuth {
             pool: self.user_pool(&resp.username),
             user: resp.username.clone(),
@@ -741,12 +768,14 @@ impl Server {
             capabilities: resp.capabilities,
             charset: resp.charset,
             mariadb_caps: response_mariadb_caps(payload) & self.offered_mariadb_caps(),
+            nonce: None,
         };
         let plugin_ok = match &resp.auth_plugin {
             None => true,
             Some(p) => p == MYSQL_NATIVE_PASSWORD || p.is_empty(),
         };
-        if !plugin_ok && resp.capabilities & CLIENT_PLUGIN_AUTH != 0 {
+        let switch = !plugin_ok || self.verifies_ed25519(pending.pool);
+        if switch && resp.capabilities & CLIENT_PLUGIN_AUTH != 0 {
             self.ask_auth_switch(key, pending, seq.wrapping_add(1));
             return;
         }
@@ -755,18 +784,39 @@ impl Server {
 
     /// The client offered another auth plugin: ask it to switch to
     /// mysql_native_password with this connection's scramble.
-    fn ask_auth_switch(&mut self, key: usize, pending: PendingAuth, seq: u8) {
-        let c = &mut self.clients[key];
-        let mut data = c.scramble.to_vec();
-        data.push(0);
-        let switch = AuthSwitchRequest {
-            plugin: MYSQL_NATIVE_PASSWORD.to_string(),
-            data,
+    fn ask_auth_switch(&mut self, key: usize, mut pending: PendingAuth, seq: u8) {
+        let switch = if self.verifies_ed25519(pending.pool) {
+            // MariaDB's ed25519: a fresh 32-byte nonce, as mysqld sends it.
+            let mut nonce = [0u8; ED25519_NONCE_LEN];
+            let _ = getrandom::getrandom(&mut nonce);
+            pending.nonce = Some(nonce);
+            AuthSwitchRequest {
+                plugin: CLIENT_ED25519.to_string(),
+                data: nonce.to_vec(),
+            }
+        } else {
+            let mut data = self.clients[key].scramble.to_vec();
+            data.push(0);
+            AuthSwitchRequest {
+                plugin: MYSQL_NATIVE_PASSWORD.to_string(),
+                data,
+            }
         };
+        let c = &mut self.clients[key];
         c.state = ClientState::AuthSwitch(Box::new(pending));
         let mut out = Vec::new();
         switch.encode(&mut out);
         self.send_to_client(key, seq, &out);
+    }
+
+    /// The user of this pool is configured with `auth_plugin = client_ed25519`.
+    fn verifies_ed25519(&self, pool: Option<usize>) -> bool {
+        pool.is_some_and(|p| {
+            matches!(
+                self.pools[p].user.credential,
+                Credential::Ed25519(_) | Credential::Ed25519Key(_)
+            )
+        })
     }
 
     fn client_auth_switch_response(&mut self, key: usize, payload: &[u8], seq: u8) {
@@ -785,6 +835,16 @@ impl Server {
                 Credential::Plain(pw) if pw.is_empty() => None,
                 Credential::Plain(pw) => Some(native_password_stage2(pw.as_bytes())),
                 Credential::Stage2(h) => Some(*h),
+                Credential::Ed25519(pw) => {
+                    return auth.nonce.is_some_and(|nonce| {
+                        verify_ed25519(&ed25519_public_key(pw.as_bytes()), &nonce, response)
+                    })
+                }
+                Credential::Ed25519Key(key) => {
+                    return auth
+                        .nonce
+                        .is_some_and(|nonce| verify_ed25519(key, &nonce, response))
+                }
             };
             verify_native(stage2.as_ref(), &self.clients[key].scramble, response)
         });
@@ -910,7 +970,12 @@ impl Server {
             return;
         };
         if c.serial == serial
-            && matches!(c.state, ClientState::Handshake | ClientState::AuthSwitch(_))
+            && matches!(
+                c.state,
+                ClientState::Handshake
+                    | ClientState::AuthSwitch(_)
+                    | ClientState::Relay { login: true, .. }
+            )
         {
             let ms = self.config.handshake_timeout.as_millis();
             self.close_client_logged(
@@ -969,6 +1034,7 @@ impl Server {
                 return;
             }
         }
+        let privileges_known = self.privileges_known(key);
         let c = &mut self.clients[key];
         let data = c.rbuf.as_slice();
         let pinned = c.pinned;
@@ -1023,6 +1089,9 @@ impl Server {
                 // The client gets a fresh session; the backend it held (if
                 // any) is reset before anyone else uses it.
                 self.discard_current(key);
+                if self.relay_reset(key) {
+                    return;
+                }
                 self.reset_client_session(key);
                 self.client_ok(key, 1);
             }
@@ -1158,9 +1227,7 @@ impl Server {
                 if cmd == COM_QUERY {
                     let end = (HEADER_LEN + span.payload_len).min(data.len());
                     let sql = &data[HEADER_LEN + 1..end];
-                    if self.pools[c.pool].privileges.is_none()
-                        && super::processlist::needs_privileges(sql)
-                    {
+                    if !privileges_known && super::processlist::needs_privileges(sql) {
                         // What the funnel answers (KILL, the process list)
                         // depends on the user's privileges: a backend is
                         // asked for them first, then the command comes back.
@@ -1364,7 +1431,12 @@ impl Server {
             .and_then(|id| self.client_ids.get(&id).copied())
             .filter(|&t| {
                 self.clients.get(t).is_some_and(|c| {
-                    !matches!(c.state, ClientState::Handshake | ClientState::AuthSwitch(_))
+                    !matches!(
+                        c.state,
+                        ClientState::Handshake
+                            | ClientState::AuthSwitch(_)
+                            | ClientState::Relay { login: true, .. }
+                    )
                 })
             });
         let Some(target) = target else {
@@ -1395,6 +1467,20 @@ impl Server {
                 seq,
                 ER_QUERY_INTERRUPTED,
                 "Query execution was interrupted",
+            );
+            return false;
+        }
+        if kill.query_only
+            && self.clients[target].is_running()
+            && self.relayed_backend(target).is_some()
+        {
+            // Stopping it takes a second connection as that user, which
+            // only mysqld could authenticate.
+            self.client_error(
+                key,
+                seq,
+                ER_UNKNOWN_COM_ERROR,
+                "funnel: KILL QUERY of a relayed login's statement is not supported; KILL CONNECTION is",
             );
             return false;
         }
@@ -1672,6 +1758,7 @@ impl Server {
     /// COM_CHANGE_USER: a fresh session, authenticated again against the
     /// funnel's users and moved to that user's pool.
     fn change_user(&mut self, key: usize, cu: ChangeUser) {
+        self.relay_drop(key);
         self.reset_client_session(key);
         let pool = self.user_pool(&cu.username);
         let c = &mut self.clients[key];
@@ -1686,12 +1773,13 @@ impl Server {
             capabilities: c.capabilities,
             charset: c.charset,
             mariadb_caps: c.mariadb_caps,
+            nonce: None,
         };
         let native = cu
             .auth_plugin
             .as_deref()
             .is_none_or(|p| p.is_empty() || p == MYSQL_NATIVE_PASSWORD);
-        if !native {
+        if !native || self.verifies_ed25519(pending.pool) {
             self.ask_auth_switch(key, pending, 1);
             return;
         }
@@ -1745,7 +1833,7 @@ impl Server {
         }
     }
 
-    fn send_to_client(&mut self, key: usize, seq: u8, payload: &[u8]) {
+    pub(super) fn send_to_client(&mut self, key: usize, seq: u8, payload: &[u8]) {
         let Some(c) = self.clients.get_mut(key) else {
             return;
         };
@@ -1951,6 +2039,14 @@ impl Server {
         let seq = match c.state {
             ClientState::Handshake => 2,
             ClientState::AuthSwitch(_) => 4,
+            ClientState::Relay {
+                backend,
+                login: true,
+            } => self
+                .backends
+                .get(backend)
+                .and_then(|b| b.relay.as_ref())
+                .map_or(2, |r| r.client_seq),
             _ => 1u8.wrapping_add(c.seq_offset),
         };
         c.close_after_flush = true;

@@ -16,6 +16,7 @@ pub mod io;
 mod ops;
 pub mod pool;
 mod processlist;
+mod relay;
 pub mod session;
 #[doc(hidden)]
 pub mod sim;

@@ -99,6 +99,9 @@ impl Server {
                 notes.push(format!("pool {} added", user.name));
             }
         }
+        for p in self.pools.iter_mut().filter(|p| p.relay) {
+            p.user = super::relay::relay_pool_user(&new);
+        }
         for p in &mut self.pools {
             if !new.users.iter().any(|u| u.name == p.user.name) && !p.user.name.starts_with('\0') {
                 if !p.found_rows {
@@ -182,7 +185,8 @@ impl Server {
                 },
                 backlog_depth: p.backlog_len(),
                 backlog_max_since_start: p.backlog_max,
-                backend_up: false,
+                // The relayed logins' pool has no shared backends to be up.
+                backend_up: p.relay,
                 last_backend_error: p.last_backend_error.clone(),
                 counters: p.counters.clone(),
                 latency: self.stats.pool_latency(p.index),
@@ -197,12 +201,20 @@ impl Server {
         let mut clients = Vec::new();
         let mut handshaking = 0;
         for (_, c) in &self.clients {
-            let authed = !matches!(c.state, ClientState::Handshake | ClientState::AuthSwitch(_));
+            let authed = !matches!(
+                c.state,
+                ClientState::Handshake
+                    | ClientState::AuthSwitch(_)
+                    | ClientState::Relay { login: true, .. }
+            );
             if !authed {
                 handshaking += 1;
             }
             let state = match c.state {
-                ClientState::Handshake | ClientState::AuthSwitch(_) => "handshake",
+                ClientState::Handshake
+                | ClientState::AuthSwitch(_)
+                | ClientState::Relay { login: true, .. } => "handshake",
+                ClientState::Relay { login: false, .. } => "connecting",
                 ClientState::ConnectDb => "connecting",
                 ClientState::Idle => "idle",
                 ClientState::Queued => "queued",

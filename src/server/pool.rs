@@ -39,6 +39,9 @@ pub struct Pool {
     /// and cannot be replayed, so clients that ask for it get a pool of their
     /// own, created at the first such login.
     pub found_rows: bool,
+    /// The pool of relayed logins (`unlisted_users = relay`): no shared
+    /// backends; each of its backends belongs to one client for its life.
+    pub relay: bool,
     backlog: VecDeque<Request>,
     /// Idle shared backends, most recently used last.
     pub idle: Vec<usize>,
@@ -78,6 +81,7 @@ impl Pool {
             index,
             user,
             found_rows: false,
+            relay: false,
             backlog: VecDeque::new(),
             idle: Vec::new(),
             shared: 0,

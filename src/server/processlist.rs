@@ -170,11 +170,40 @@ impl Server {
     /// The privileges of client `key`'s user, as learnt from mysqld (none
     /// until then).
     pub(super) fn privileges_of(&self, key: usize) -> Privileges {
-        self.clients
-            .get(key)
-            .and_then(|c| self.pools.get(c.pool))
-            .and_then(|p| p.privileges)
-            .unwrap_or_default()
+        self.known_privileges(key).unwrap_or_default()
+    }
+
+    fn known_privileges(&self, key: usize) -> Option<Privileges> {
+        let c = self.clients.get(key)?;
+        if self.relayed_backend(key).is_some() {
+            return c.relay_privileges;
+        }
+        self.pools.get(c.pool)?.privileges
+    }
+
+    /// Whether client `key`'s user's privileges have been learnt.
+    pub(super) fn privileges_known(&self, key: usize) -> bool {
+        self.known_privileges(key).is_some()
+    }
+
+    /// What backend `key` learnt of its user's privileges: a relayed
+    /// login's are its owner's alone, any other's its pool's.
+    pub(super) fn store_privileges(&mut self, key: usize, privileges: Privileges) {
+        let b = &self.backends[key];
+        if let Some(r) = &b.relay {
+            let owner = r.owner;
+            if let Some(c) = self
+                .clients
+                .get_mut(owner.key)
+                .filter(|c| c.serial == owner.serial)
+            {
+                c.relay_privileges = Some(privileges);
+            }
+            return;
+        }
+        let p = &mut self.pools[b.pool];
+        p.privileges = Some(privileges);
+        p.privileges_stale = false;
     }
 
     /// Whether client `key` may see client `other` in the process list

@@ -38,10 +38,14 @@ pub enum PinCause {
     /// More user variables than `max_replayed_user_vars` (or too many bytes
     /// of them) to replay on another backend: kept on this one until fewer.
     UserVars,
+    /// A relayed login (`unlisted_users = relay`): mysqld authenticated the
+    /// client on this connection, which is the client's alone until it
+    /// leaves (then closed, never shared).
+    UnlistedUser,
 }
 
 impl PinCause {
-    pub const ALL: [PinCause; 8] = [
+    pub const ALL: [PinCause; 9] = [
         PinCause::Transaction,
         PinCause::PreparedStatement,
         PinCause::SessionState,
@@ -50,6 +54,7 @@ impl PinCause {
         PinCause::Unproven,
         PinCause::Diagnostics,
         PinCause::UserVars,
+        PinCause::UnlistedUser,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,17 +67,18 @@ impl PinCause {
             PinCause::Unproven => "unproven_statement",
             PinCause::Diagnostics => "diagnostics",
             PinCause::UserVars => "user_vars",
+            PinCause::UnlistedUser => "unlisted_user",
         }
     }
 
-    fn bit(self) -> u8 {
-        1 << (self as u8)
+    fn bit(self) -> u16 {
+        1 << (self as u16)
     }
 }
 
 /// A set of pin causes, as bits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PinSet(u8);
+pub struct PinSet(u16);
 
 impl PinSet {
     pub fn only(c: PinCause) -> PinSet {
