@@ -28,7 +28,7 @@ use crate::protocol::deprecate_eof::{EofAction, EofTranslator};
 use crate::protocol::handshake::{AuthSwitchRequest, HandshakeResponse, HandshakeV10};
 use crate::protocol::lenenc::Reader;
 use crate::protocol::packet::{next_frame, set_seq, write_packet, UploadFramer, HEADER_LEN};
-use crate::protocol::response::{decode_err, decode_ok, encode_ok, OkPacket};
+use crate::protocol::response::{column_def_charset, decode_err, decode_ok, encode_ok, OkPacket};
 use crate::protocol::tracker::{
     expect_for, EndKind, Expect, PacketKind, Progress, ResponseTracker,
 };
@@ -67,6 +67,14 @@ pub enum Internal {
     /// Empty the diagnostics area another client's statement left, before
     /// a client's `SHOW WARNINGS` (or the like) runs here.
     ClearDiagnostics,
+    /// [`CLEAR_TRACKER_SQL`] before a client's command: a result set (of
+    /// a step of the funnel's own, `SET STATEMENT ... FOR SELECT` restoring
+    /// the client's limits; or of a statement like it) left session-state
+    /// changes that mysqld has not reported yet; it would report them in the
+    /// next OK that reports anything (another client's `SET`, `USE`,
+    /// `COM_INIT_DB`), so they are taken first, by a statement that changes
+    /// nothing but is reported. What it reports is not applied.
+    ClearTracker,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,6 +143,14 @@ pub struct Backend {
     pub drain_started: Instant,
     /// Rows of an internal query's result.
     pub rows: Vec<Vec<Option<String>>>,
+    /// The collation id of an internal query's first column definition:
+    /// for a string column, `character_set_results`' collation.
+    pub rows_charset: Option<u16>,
+    /// That of the last baseline (the charset table may come after it).
+    pub baseline_results: Option<u16>,
+    /// A step of the funnel's own left session-state changes that mysqld
+    /// has not reported yet (`Internal::ClearTracker`).
+    pub tracker_pending: bool,
     /// The client command currently running: its first byte.
     pub command: u8,
     /// When the command (or internal step) was sent.
@@ -283,14 +299,26 @@ AND @@session.session_track_system_variables = '*' AND @@session.session_track_s
 AND @@session.sql_select_limit <=> @@global.sql_select_limit AND @@session.max_statement_time <=> @@global.max_statement_time \
 AND @@session.time_zone <=> @@global.time_zone AND @@session.sql_mode <=> @@global.sql_mode AND @@session.tx_read_only <=> @@global.tx_read_only \
 AND @@session.autocommit <=> @@global.autocommit AND @@session.max_join_size <=> @@global.max_join_size, \
-@@global.max_prepared_stmt_count";
+@@global.max_prepared_stmt_count, @@global.session_track_schema, @@global.session_track_state_change, \
+@@global.session_track_system_variables, @@global.session_track_transaction_info";
 /// Column of [`BASELINE_SQL`] that says the session is clean ("1").
 const BASELINE_CLEAN: usize = 5;
 /// Column of [`BASELINE_SQL`]: the server's own prepared-statement limit,
 /// which caps the funnel's (clients' statements are the server's, to them).
 const BASELINE_MAX_PREPARED: usize = 6;
+/// Columns of [`BASELINE_SQL`]: the server's `session_track_*` globals,
+/// what a client's own tracking starts with.
+const BASELINE_TRACK: [(usize, &str); 4] = [
+    (7, "session_track_schema"),
+    (8, "session_track_state_change"),
+    (9, "session_track_system_variables"),
+    (10, "session_track_transaction_info"),
+];
 /// Empties the diagnostics area: a statement that uses a table does (a
 /// `SET` or `DO 0` does not).
+/// Sets a variable to its own value: reported (with whatever is pending),
+/// no effect; leaves the diagnostics area alone.
+const CLEAR_TRACKER_SQL: &[u8] = b"SET SESSION sql_select_limit = @@session.sql_select_limit";
 const CLEAR_DIAGNOSTICS_SQL: &[u8] = b"DO (SELECT 1 FROM information_schema.ENGINES LIMIT 0)";
 const COLLATIONS_SQL: &[u8] = b"SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLLATIONS WHERE ID IS NOT NULL AND ID < 256";
 /// Reads the user variables back, plus `collation_connection`, which
@@ -403,6 +431,9 @@ impl Server {
             upload: UploadFramer::default(),
             drain_started: self.now,
             rows: Vec::new(),
+            rows_charset: None,
+            baseline_results: None,
+            tracker_pending: false,
             command: 0,
             sent_at: self.now,
             saw_state_change: false,
@@ -790,6 +821,7 @@ impl Server {
         b.state = BackendState::Internal(step);
         b.tracker.start(expect);
         b.rows.clear();
+        b.rows_charset = None;
         b.sent_at = self.now;
         let mut payload = Vec::with_capacity(sql.len() + 1);
         payload.push(cmd);
@@ -812,19 +844,32 @@ impl Server {
                 b.rows.push(parse_text_row(payload));
                 0
             }
+            PacketKind::ColumnDef if b.rows_charset.is_none() => {
+                b.rows_charset = column_def_charset(payload).ok();
+                0
+            }
             PacketKind::Ok => match decode_ok(payload, b.capabilities) {
                 Ok(ok) => {
-                    if let Some(block) = ok.session_state {
+                    if let Some(block) = ok.session_state.filter(|_| step != Internal::ClearTracker)
+                    {
                         let changes = b.session.apply_tracked(block);
                         b.discard_on_reset |= changes.survives_reset;
+                    }
+                    if ok.session_state.is_some() {
+                        // Reported: nothing is pending any more.
+                        b.tracker_pending = false;
                     }
                     ok.warnings
                 }
                 Err(_) => 0,
             },
-            PacketKind::Eof => {
-                crate::protocol::response::decode_eof(payload).map_or(0, |e| e.warnings)
-            }
+            PacketKind::Eof => match crate::protocol::response::decode_eof(payload) {
+                Ok(e) => {
+                    b.tracker_pending |= e.status & SERVER_SESSION_STATE_CHANGED != 0;
+                    e.warnings
+                }
+                Err(_) => 0,
+            },
             _ => 0,
         };
         let Progress::Complete { end, .. } = progress else {
@@ -888,7 +933,15 @@ impl Server {
                     }
                 }
                 session.set_schema(row.get(4).cloned().flatten());
+                let results = b.rows_charset;
+                b.baseline_results = results;
                 b.session = session;
+                self.learn_results_collation(key, results);
+                for (i, name) in BASELINE_TRACK {
+                    if let Some(Some(v)) = row.get(i) {
+                        self.track_defaults.set(name, v);
+                    }
+                }
                 if let Some(n) = row
                     .get(BASELINE_MAX_PREPARED)
                     .cloned()
@@ -927,6 +980,9 @@ impl Server {
                     rows_seen
                 );
                 self.charsets = Some(table);
+                // The baseline that came before could not name it yet.
+                let results = self.backends[key].baseline_results;
+                self.learn_results_collation(key, results);
                 self.backend_ready(key);
             }
             Internal::Reset => {
@@ -967,6 +1023,7 @@ impl Server {
                 self.backends[key].diagnostics_of = None;
                 self.continue_request(key);
             }
+            Internal::ClearTracker => self.continue_request(key),
             Internal::ReadUserVars => self.user_vars_read(key),
             Internal::ReadUserVarValues => self.user_var_values_read(key),
             Internal::SetInsertId => {
@@ -1051,12 +1108,29 @@ impl Server {
         }
     }
 
+    /// The collation `character_set_results` has on this backend, from an
+    /// internal query's metadata (`id`: its first column's, a string's).
+    /// Not known (None) when the table cannot name it or it is not of the
+    /// character set the variable names (`character_set_results` NULL: the
+    /// column's own).
+    fn learn_results_collation(&mut self, key: usize, id: Option<u16>) {
+        let b = &mut self.backends[key];
+        let name = id
+            .and_then(|id| u8::try_from(id).ok())
+            .and_then(|id| self.charsets.as_ref()?.get(&id))
+            .filter(|(cs, _)| b.session.vars.get("character_set_results") == Some(cs))
+            .map(|(_, coll)| coll.clone());
+        b.session.set_results_collation(name);
+    }
+
     /// The user variables of the client of `key` were read back from
     /// `information_schema.USER_VARIABLES`: numbers are exact as shown;
     /// strings are read again with their bytes, character set and
     /// collation; a client with more than `max_replayed_user_vars` stays
     /// on this backend instead.
     fn user_vars_read(&mut self, key: usize) {
+        let results = self.backends[key].rows_charset;
+        self.learn_results_collation(key, results);
         let limit = self.config.max_replayed_user_vars;
         let b = &mut self.backends[key];
         let mut read = UserVarsRead {
@@ -1393,6 +1467,10 @@ impl Server {
             self.start_internal(key, Internal::SetInsertId, sql.into_bytes());
             return;
         }
+        if self.backends[key].tracker_pending {
+            self.start_internal(key, Internal::ClearTracker, CLEAR_TRACKER_SQL.to_vec());
+            return;
+        }
         self.send_client_command(key, client);
     }
 
@@ -1524,7 +1602,9 @@ impl Server {
     }
 
     /// Forward complete response packets to the client, rewriting only OK
-    /// packets (their session-tracking part is the funnel's, not the client's).
+    /// packets that carry session state (their session-tracking part is the
+    /// funnel's: a client with CLIENT_SESSION_TRACK gets what its own
+    /// settings track, `client_track`; others nothing).
     fn forward_response(&mut self, key: usize) {
         let b = &mut self.backends[key];
         let client = b.client;
@@ -1636,6 +1716,8 @@ impl Server {
                                 || ok.status & SERVER_SESSION_STATE_CHANGED != 0
                             {
                                 if let Some(block) = ok.session_state {
+                                    // Whatever was pending is reported now.
+                                    b.tracker_pending = false;
                                     let changes = b.session.apply_tracked(block);
                                     b.saw_unreplayable |= changes.unreplayable;
                                     b.discard_on_reset |= changes.survives_reset;
@@ -1647,9 +1729,30 @@ impl Server {
                                 }
                                 if let Some(c) = c.as_mut() {
                                     c.wbuf.extend_from_slice(&data[run_start..pos]);
+                                    let mut state = None;
+                                    if let Some(block) = ok
+                                        .session_state
+                                        .filter(|_| c.capabilities & CLIENT_SESSION_TRACK != 0)
+                                    {
+                                        // mysqld reports the statement that
+                                        // changes the settings under the new ones.
+                                        c.track.update(block);
+                                        self.track_buf.clear();
+                                        if c.track
+                                            .filter(block, &mut self.track_buf)
+                                            .is_ok_and(|n| n > 0)
+                                        {
+                                            state = Some(&self.track_buf[..]);
+                                        }
+                                    }
+                                    let flag = if state.is_some() {
+                                        SERVER_SESSION_STATE_CHANGED
+                                    } else {
+                                        0
+                                    };
                                     let rewritten = OkPacket {
-                                        status: ok.status & !SERVER_SESSION_STATE_CHANGED,
-                                        session_state: None,
+                                        status: (ok.status & !SERVER_SESSION_STATE_CHANGED) | flag,
+                                        session_state: state,
                                         ..ok
                                     };
                                     self.scratch.clear();
@@ -1680,6 +1783,7 @@ impl Server {
                         if let Ok(eof) = crate::protocol::response::decode_eof(payload) {
                             if eof.status & SERVER_SESSION_STATE_CHANGED != 0 {
                                 b.saw_eof_state_change = true;
+                                b.tracker_pending = true;
                             }
                             if kind == PacketKind::Eof {
                                 b.last_warnings = eof.warnings;

@@ -11,6 +11,7 @@ pub mod log_limit;
 
 mod backend;
 mod client;
+mod client_track;
 pub mod control;
 pub mod io;
 mod ops;
@@ -193,6 +194,11 @@ pub struct Server {
     client_ids: HashMap<u32, usize>,
     backend_version: Option<String>,
     backend_charset: Option<u8>,
+    /// The server's global `session_track_*` settings: what a client with
+    /// CLIENT_SESSION_TRACK starts with (read with each backend's baseline).
+    track_defaults: client_track::TrackSettings,
+    /// A client's share of an OK's session-state block is built here.
+    track_buf: Vec<u8>,
     /// The backend server's `max_prepared_stmt_count`, once read.
     backend_max_prepared: Option<usize>,
     /// Admin PAUSE: requests stay in the backlog.
@@ -260,6 +266,8 @@ impl Server {
             client_ids: HashMap::new(),
             backend_version: None,
             backend_charset: None,
+            track_defaults: Default::default(),
+            track_buf: Vec::with_capacity(256),
             backend_max_prepared: None,
             paused: false,
             log_limit: log_limit::LogLimiter::default(),
