@@ -29,6 +29,7 @@ use crate::protocol::handshake::{AuthSwitchRequest, HandshakeResponse, Handshake
 use crate::protocol::lenenc::Reader;
 use crate::protocol::packet::{next_frame, set_seq, write_packet, UploadFramer, HEADER_LEN};
 use crate::protocol::response::{column_def_charset, decode_err, decode_ok, encode_ok, OkPacket};
+use crate::protocol::session_track::{session_state_changes, StateChange};
 use crate::protocol::tracker::{
     expect_for, EndKind, Expect, PacketKind, Progress, ResponseTracker,
 };
@@ -37,6 +38,11 @@ use std::rc::Rc;
 /// What the funnel asks of a backend connection for itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Internal {
+    /// On a new connection, before tracking is set up: set the variables
+    /// of MariaDB's default `session_track_system_variables` to their own
+    /// values, to learn in which order this server writes them
+    /// (`client_track`).
+    LearnTrackOrder,
     /// Turn on session tracking.
     Setup,
     /// Read the character-set variables the handshake gave this connection.
@@ -288,6 +294,12 @@ pub const BACKEND_CAPS: u32 = CLIENT_LONG_PASSWORD
     | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
     | CLIENT_SESSION_TRACK;
 
+/// [`Internal::LearnTrackOrder`]; reported only if the server tracks them
+/// by default (a reset or the baseline after it restores what changes).
+const LEARN_TRACK_ORDER_SQL: &[u8] = b"SET SESSION autocommit = @@session.autocommit, \
+time_zone = @@session.time_zone, character_set_client = @@session.character_set_client, \
+character_set_connection = @@session.character_set_connection, \
+character_set_results = @@session.character_set_results";
 const SETUP_SQL: &[u8] = b"SET SESSION session_track_schema = ON, session_track_system_variables = '*', session_track_state_change = ON";
 /// The session a new or reset connection starts with, and the check that
 /// it is clean: no user variables, no transaction, no profiling, tracking
@@ -756,7 +768,11 @@ impl Server {
             Some(&OK_HEADER) => {
                 let b = &mut self.backends[key];
                 debug!("backend {} (thread {}) logged in", key, b.thread_id);
-                self.start_internal(key, Internal::Setup, SETUP_SQL.to_vec());
+                self.start_internal(
+                    key,
+                    Internal::LearnTrackOrder,
+                    LEARN_TRACK_ORDER_SQL.to_vec(),
+                );
             }
             Some(&AUTH_SWITCH_HEADER) => {
                 let req = match AuthSwitchRequest::decode(payload) {
@@ -850,8 +866,19 @@ impl Server {
             }
             PacketKind::Ok => match decode_ok(payload, b.capabilities) {
                 Ok(ok) => {
-                    if let Some(block) = ok.session_state.filter(|_| step != Internal::ClearTracker)
-                    {
+                    if let (Some(block), Internal::LearnTrackOrder) = (ok.session_state, step) {
+                        self.track_order = session_state_changes(block)
+                            .filter_map(|c| match c {
+                                Ok(StateChange::SystemVariable { name, .. }) => {
+                                    Some(String::from_utf8_lossy(name).to_ascii_lowercase())
+                                }
+                                _ => None,
+                            })
+                            .collect();
+                    }
+                    if let Some(block) = ok.session_state.filter(|_| {
+                        !matches!(step, Internal::ClearTracker | Internal::LearnTrackOrder)
+                    }) {
                         let changes = b.session.apply_tracked(block);
                         b.discard_on_reset |= changes.survives_reset;
                     }
@@ -898,6 +925,11 @@ impl Server {
             let b = &self.backends[key];
             let spent = self.now.saturating_duration_since(b.sent_at).as_micros() as u64;
             self.bump(b.pool, |c| c.replay_micros += spent);
+        }
+        if step == Internal::LearnTrackOrder {
+            // Refused or not: tracking is set up next.
+            self.start_internal(key, Internal::Setup, SETUP_SQL.to_vec());
+            return;
         }
         if end == EndKind::Err && step == Internal::Prepare {
             // The statement no longer prepares (a table dropped since): the
@@ -1024,6 +1056,8 @@ impl Server {
                 self.continue_request(key);
             }
             Internal::ClearTracker => self.continue_request(key),
+            // Handled as its answer arrives.
+            Internal::LearnTrackOrder => {}
             Internal::ReadUserVars => self.user_vars_read(key),
             Internal::ReadUserVarValues => self.user_var_values_read(key),
             Internal::SetInsertId => {
@@ -1739,7 +1773,7 @@ impl Server {
                                         c.track.update(block);
                                         self.track_buf.clear();
                                         if c.track
-                                            .filter(block, &mut self.track_buf)
+                                            .filter(block, &mut self.track_buf, &self.track_order)
                                             .is_ok_and(|n| n > 0)
                                         {
                                             state = Some(&self.track_buf[..]);

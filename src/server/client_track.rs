@@ -47,17 +47,6 @@ pub struct TrackSettings {
 pub const DEFAULT_TRACKED_VARS: &str =
     "autocommit,character_set_client,character_set_connection,character_set_results,time_zone";
 
-/// The order in which MariaDB 10.11 writes the variables of its default
-/// list (recorded: `SET autocommit=1, time_zone='+00:00', NAMES utf8mb4`
-/// in any order reports them so).
-const DEFAULT_VARS_ORDER: [&str; 5] = [
-    "autocommit",
-    "character_set_connection",
-    "character_set_client",
-    "time_zone",
-    "character_set_results",
-];
-
 impl Default for TrackSettings {
     fn default() -> Self {
         TrackSettings {
@@ -168,19 +157,20 @@ impl TrackSettings {
     /// Appends to `out` what of a backend's state block this client gets;
     /// returns how many entries. mysqld writes the entries by tracker
     /// (variables, schema, state flag, transaction), and the variables in
-    /// the order of its tracker's hash of the tracked names, which for
-    /// MariaDB's default list is [`DEFAULT_VARS_ORDER`]; a backend that
-    /// tracks `*` writes them in the order it first saw them change. With
-    /// the default list, the variables are put in mysqld's order.
-    pub fn filter(&self, block: &[u8], out: &mut Vec<u8>) -> Result<usize> {
-        let default_list = matches!(&self.vars, TrackedVars::List(names)
-            if names.len() == DEFAULT_VARS_ORDER.len()
-                && names.iter().all(|n| DEFAULT_VARS_ORDER.contains(&n.as_str())));
-        if !default_list {
+    /// the order of its tracker's hash of the tracked variables (fixed for
+    /// one server process, not for another: `order`, learned by the
+    /// funnel); a backend that tracks `*` writes them in the order it first
+    /// saw them change. With the list `order` has, the variables are put
+    /// in that order.
+    pub fn filter(&self, block: &[u8], out: &mut Vec<u8>, order: &[String]) -> Result<usize> {
+        let ordered = matches!(&self.vars, TrackedVars::List(names)
+            if !order.is_empty() && names.len() == order.len()
+                && names.iter().all(|n| order.contains(n)));
+        if !ordered {
             return filter_session_state(block, out, |c| self.keeps(c));
         }
         let mut kept = 0;
-        for name in DEFAULT_VARS_ORDER {
+        for name in order {
             kept += filter_session_state(
                 block,
                 out,
@@ -226,8 +216,18 @@ mod tests {
             var("collation_connection", "koi8r_general_ci"),
             StateChange::StateChanged(true),
         ]);
+        // In the order this server writes the default list's variables.
+        let order: Vec<String> = [
+            "autocommit",
+            "character_set_connection",
+            "character_set_client",
+            "time_zone",
+            "character_set_results",
+        ]
+        .map(String::from)
+        .to_vec();
         let mut out = Vec::new();
-        assert_eq!(t.filter(&backend, &mut out), Ok(3));
+        assert_eq!(t.filter(&backend, &mut out, &order), Ok(3));
         assert_eq!(
             out,
             block(&[
@@ -236,14 +236,28 @@ mod tests {
                 var("character_set_results", "koi8r"),
             ])
         );
+        // Without a learned order (or for another list): the backend's.
+        out.clear();
+        assert_eq!(t.filter(&backend, &mut out, &[]), Ok(3));
+        assert_eq!(
+            out,
+            block(&[
+                var("character_set_client", "koi8r"),
+                var("character_set_connection", "koi8r"),
+                var("character_set_results", "koi8r"),
+            ])
+        );
+        out.clear();
+        assert_eq!(t.filter(&backend, &mut out, &order[1..]), Ok(3));
+        assert!(out.starts_with(&block(&[var("character_set_client", "koi8r")])));
         out.clear();
         let backend = block(&[var("sql_mode", ""), StateChange::StateChanged(true)]);
-        assert_eq!(t.filter(&backend, &mut out), Ok(0));
+        assert_eq!(t.filter(&backend, &mut out, &[]), Ok(0));
         let backend = block(&[
             StateChange::Schema(b"mysql"),
             StateChange::StateChanged(true),
         ]);
-        assert_eq!(t.filter(&backend, &mut out), Ok(1));
+        assert_eq!(t.filter(&backend, &mut out, &[]), Ok(1));
         assert_eq!(out, block(&[StateChange::Schema(b"mysql")]));
     }
 
@@ -257,7 +271,7 @@ mod tests {
         assert!(t.update(&backend));
         assert_eq!(t.vars, TrackedVars::All);
         let mut out = Vec::new();
-        assert_eq!(t.filter(&backend, &mut out), Ok(1));
+        assert_eq!(t.filter(&backend, &mut out, &[]), Ok(1));
         assert!(t.update(&block(&[var("SESSION_TRACK_STATE_CHANGE", "ON")])));
         assert!(t.state_change);
         assert!(t.update(&block(&[var("session_track_schema", "OFF")])));

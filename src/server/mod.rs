@@ -199,6 +199,9 @@ pub struct Server {
     track_defaults: client_track::TrackSettings,
     /// A client's share of an OK's session-state block is built here.
     track_buf: Vec<u8>,
+    /// The order in which the server writes the variables of its default
+    /// tracking list (learned on each new backend connection).
+    track_order: Vec<String>,
     /// The backend server's `max_prepared_stmt_count`, once read.
     backend_max_prepared: Option<usize>,
     /// Admin PAUSE: requests stay in the backlog.
@@ -268,6 +271,7 @@ impl Server {
             backend_charset: None,
             track_defaults: Default::default(),
             track_buf: Vec::with_capacity(256),
+            track_order: Vec::new(),
             backend_max_prepared: None,
             paused: false,
             log_limit: log_limit::LogLimiter::default(),

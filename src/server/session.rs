@@ -400,6 +400,9 @@ fn push_assignment(sql: &mut Vec<u8>, name: &str, value: Option<&str>) {
     sql.extend_from_slice(b" = ");
     match value {
         None => sql.extend_from_slice(b"DEFAULT"),
+        // `SET character_set_results = NULL` is reported as an empty value
+        // (no character set has an empty name).
+        Some("") if name.starts_with("character_set_") => sql.extend_from_slice(b"NULL"),
         Some(v) => push_value_literal(sql, v),
     }
 }
@@ -791,6 +794,17 @@ mod tests {
         assert_eq!(
             sql,
             "SET @`me` = 42, @`old` = NULL, SESSION `time_zone` = DEFAULT"
+        );
+    }
+
+    #[test]
+    fn a_null_character_set_is_replayed_as_null() {
+        let mut client = SessionVars::new();
+        client.set_var("character_set_results", "");
+        client.set_var("sql_mode", "");
+        assert_eq!(
+            String::from_utf8(client.replay_vars_sql(&SessionVars::new()).unwrap()).unwrap(),
+            "SET SESSION `character_set_results` = NULL, SESSION `sql_mode` = ''"
         );
     }
 
