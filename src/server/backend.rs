@@ -326,11 +326,11 @@ const BASELINE_TRACK: [(usize, &str); 4] = [
     (9, "session_track_system_variables"),
     (10, "session_track_transaction_info"),
 ];
-/// Empties the diagnostics area: a statement that uses a table does (a
-/// `SET` or `DO 0` does not).
 /// Sets a variable to its own value: reported (with whatever is pending),
 /// no effect; leaves the diagnostics area alone.
 const CLEAR_TRACKER_SQL: &[u8] = b"SET SESSION sql_select_limit = @@session.sql_select_limit";
+/// Empties the diagnostics area: a statement that uses a table does (a
+/// `SET` or `DO 0` does not).
 const CLEAR_DIAGNOSTICS_SQL: &[u8] = b"DO (SELECT 1 FROM information_schema.ENGINES LIMIT 0)";
 const COLLATIONS_SQL: &[u8] = b"SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLLATIONS WHERE ID IS NOT NULL AND ID < 256";
 /// Reads the user variables back, plus `collation_connection`, which
@@ -341,9 +341,12 @@ const COLLATIONS_SQL: &[u8] = b"SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FR
 /// Also `LAST_INSERT_ID()`, for statements that set it with an argument.
 /// Run with the limits a client may have set on its own statements lifted
 /// (a read-back killed by the client's `max_statement_time`, or cut short
-/// by its `sql_select_limit`, would leave its session unknown).
-const USER_VARS_SQL: &[u8] = b"SET STATEMENT max_statement_time = 0, max_join_size = DEFAULT, sql_select_limit = DEFAULT FOR \
-SELECT VARIABLE_NAME, VARIABLE_VALUE, VARIABLE_TYPE, CHARACTER_SET_NAME FROM information_schema.USER_VARIABLES \
+/// by its `sql_select_limit`, would leave its session unknown), when it has
+/// set them: `SET STATEMENT` leaves the restored values pending in mysqld's
+/// tracker, which costs an `Internal::ClearTracker` before the next command.
+const USER_VARS_LIFT: &[u8] =
+    b"SET STATEMENT max_statement_time = 0, max_join_size = DEFAULT, sql_select_limit = DEFAULT FOR ";
+const USER_VARS_SQL: &[u8] = b"SELECT VARIABLE_NAME, VARIABLE_VALUE, VARIABLE_TYPE, CHARACTER_SET_NAME FROM information_schema.USER_VARIABLES \
 UNION ALL SELECT ' funnel:collation_connection', @@collation_connection, 'SYSVAR', NULL \
 UNION ALL SELECT ' funnel:last_insert_id', LAST_INSERT_ID(), 'SYSVAR', NULL";
 const COLLATION_ROW: &str = " funnel:collation_connection";
@@ -1218,7 +1221,11 @@ impl Server {
         }
         let names: Vec<&str> = read.strings.iter().map(String::as_str).collect();
         // As USER_VARS_SQL, whatever the client's max_statement_time.
-        let mut sql = b"SET STATEMENT max_statement_time = 0 FOR ".to_vec();
+        let mut sql = if b.session.vars.contains_key("max_statement_time") {
+            b"SET STATEMENT max_statement_time = 0 FOR ".to_vec()
+        } else {
+            Vec::new()
+        };
         sql.extend_from_slice(&user_var_values_sql(&names));
         b.user_vars_pending = Some(read);
         self.start_internal(key, Internal::ReadUserVarValues, sql);
@@ -2095,7 +2102,15 @@ impl Server {
 
     fn after_response(&mut self, key: usize, read_back: bool, draining: bool) {
         if read_back {
-            self.start_internal(key, Internal::ReadUserVars, USER_VARS_SQL.to_vec());
+            let limited = ["max_statement_time", "max_join_size", "sql_select_limit"]
+                .iter()
+                .any(|v| self.backends[key].session.vars.contains_key(*v));
+            let mut sql = Vec::with_capacity(USER_VARS_LIFT.len() + USER_VARS_SQL.len());
+            if limited {
+                sql.extend_from_slice(USER_VARS_LIFT);
+            }
+            sql.extend_from_slice(USER_VARS_SQL);
+            self.start_internal(key, Internal::ReadUserVars, sql);
             return;
         }
         self.release_after_response(key, draining);
