@@ -771,11 +771,16 @@ impl Server {
             Some(&OK_HEADER) => {
                 let b = &mut self.backends[key];
                 debug!("backend {} (thread {}) logged in", key, b.thread_id);
-                self.start_internal(
-                    key,
-                    Internal::LearnTrackOrder,
-                    LEARN_TRACK_ORDER_SQL.to_vec(),
-                );
+                if b.kill_query.is_some() {
+                    // Runs one KILL for the funnel, for no client: quick.
+                    self.start_internal(key, Internal::Setup, SETUP_SQL.to_vec());
+                } else {
+                    self.start_internal(
+                        key,
+                        Internal::LearnTrackOrder,
+                        LEARN_TRACK_ORDER_SQL.to_vec(),
+                    );
+                }
             }
             Some(&AUTH_SWITCH_HEADER) => {
                 let req = match AuthSwitchRequest::decode(payload) {
