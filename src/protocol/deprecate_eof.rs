@@ -23,8 +23,10 @@
 //!
 //! The OK replacing an EOF has no affected rows nor insert id, and the EOF's
 //! status flags and warnings (`net_send_ok(thd, server_status,
-//! statement_warn_count, 0, 0, NULL, true)`); without CLIENT_SESSION_TRACK
-//! mysqld never flags a state change it cannot describe.
+//! statement_warn_count, 0, 0, NULL, true)`), less SERVER_SESSION_STATE_CHANGED:
+//! without CLIENT_SESSION_TRACK mysqld never flags a state change it cannot
+//! describe, and the funnel has no description to give (the backend's EOF
+//! carries none).
 //!
 //! References: <https://mariadb.com/kb/en/result-set-packets/>,
 //! <https://mariadb.com/kb/en/com_stmt_prepare/>,
@@ -59,8 +61,6 @@ pub enum EofAction {
 pub struct EofTranslator {
     /// The client negotiated CLIENT_DEPRECATE_EOF: there is work to do.
     active: bool,
-    /// ... and CLIENT_SESSION_TRACK.
-    session_track: bool,
     /// Packets left out so far in this response.
     dropped: u8,
 }
@@ -71,7 +71,6 @@ impl EofTranslator {
     pub fn new(client_capabilities: u32) -> Self {
         EofTranslator {
             active: client_capabilities & CLIENT_DEPRECATE_EOF != 0,
-            session_track: client_capabilities & CLIENT_SESSION_TRACK != 0,
             dropped: 0,
         }
     }
@@ -89,11 +88,11 @@ impl EofTranslator {
             }
             PacketKind::Eof => {
                 let eof = decode_eof(payload)?;
-                let status = if self.session_track {
-                    eof.status
-                } else {
-                    eof.status & !SERVER_SESSION_STATE_CHANGED
-                };
+                // The OK never carries session-state information here (the
+                // backend's EOF had none to give): it must not announce
+                // any, also to a client with CLIENT_SESSION_TRACK, whose
+                // OKs say exactly what its own tracking would report.
+                let status = eof.status & !SERVER_SESSION_STATE_CHANGED;
                 Ok(EofAction::ReplaceWithOk(ok_for_eof(eof.warnings, status)))
             }
             _ => Ok(EofAction::Pass),
@@ -389,18 +388,15 @@ mod tests {
     }
 
     #[test]
-    fn session_state_flag_only_for_clients_that_track() {
+    fn session_state_flag_never_without_its_information() {
         let changed = AUTOCOMMIT | SERVER_SESSION_STATE_CHANGED;
-        let mut x = EofTranslator::new(CLIENT_DEP);
-        assert_eq!(
-            x.translate(PacketKind::Eof, &eof(0, changed)),
-            Ok(EofAction::ReplaceWithOk(ok_for_eof(0, AUTOCOMMIT)))
-        );
-        let mut x = EofTranslator::new(CLIENT_DEP | CLIENT_SESSION_TRACK);
-        assert_eq!(
-            x.translate(PacketKind::Eof, &eof(0, changed)),
-            Ok(EofAction::ReplaceWithOk(ok_for_eof(0, changed)))
-        );
+        for caps in [CLIENT_DEP, CLIENT_DEP | CLIENT_SESSION_TRACK] {
+            let mut x = EofTranslator::new(caps);
+            assert_eq!(
+                x.translate(PacketKind::Eof, &eof(0, changed)),
+                Ok(EofAction::ReplaceWithOk(ok_for_eof(0, AUTOCOMMIT)))
+            );
+        }
     }
 
     // LOCAL INFILE after a result set in a multi-statement: the client

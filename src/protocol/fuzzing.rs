@@ -17,7 +17,7 @@ use super::packet::{
     join_payload, next_frame, peek_header, scan_message, UploadFramer, HEADER_LEN, MAX_PAYLOAD_LEN,
 };
 use super::response::*;
-use super::session_track::{encode_state_change, session_state_changes};
+use super::session_track::{encode_state_change, filter_session_state, session_state_changes};
 use super::tracker::{EndKind, Expect, PacketKind, Progress, ResponseTracker};
 use super::ProtocolError;
 
@@ -136,6 +136,8 @@ pub fn response(data: &[u8]) {
         assert_eq!(decode_stmt_prepare_ok(&out), Ok(p));
     }
     let _ = decode_column_count(data);
+    let _ = column_def_charset(data, false);
+    let _ = column_def_charset(data, true);
     let _ = (is_ok(data), is_err(data), is_eof_ok(data));
 }
 
@@ -156,11 +158,24 @@ fn session_state(block: &[u8]) {
         it.next().is_none(),
         "iterator must stop after an error or the end"
     );
+    // Filtering keeps what the predicate keeps, in mysqld's form.
+    let mut kept = Vec::new();
+    let mut n = 0usize;
+    let filtered = filter_session_state(block, &mut kept, |_| {
+        n += 1;
+        n % 2 == 1
+    });
+    assert_eq!(filtered.is_ok(), !failed);
     if !failed {
         let mut out = Vec::new();
         for c in &changes {
             encode_state_change(&mut out, c);
         }
+        let odd: Vec<_> = changes.iter().step_by(2).cloned().collect();
+        let again: Vec<_> = session_state_changes(&kept)
+            .collect::<Result<_, _>>()
+            .expect("re-decode filtered session state");
+        assert_eq!(again, odd);
         let again: Vec<_> = session_state_changes(&out)
             .collect::<Result<_, _>>()
             .expect("re-decode session state");
@@ -383,13 +398,7 @@ pub fn deprecate_eof(data: &[u8]) {
             return;
         }
         let seen = client.feed(forwarded);
-        let mask = |s: u16| {
-            if client_caps & CLIENT_SESSION_TRACK != 0 {
-                s
-            } else {
-                s & !SERVER_SESSION_STATE_CHANGED
-            }
-        };
+        let mask = |s: u16| s & !SERVER_SESSION_STATE_CHANGED;
         match (progress, seen) {
             (Progress::NeedMore, Ok(Progress::NeedMore))
             | (Progress::LocalInfile, Ok(Progress::LocalInfile)) => {}

@@ -315,6 +315,27 @@ pub fn encode_column_def(
     out.extend_from_slice(&[0, 0]);
 }
 
+/// The character set (collation id) field of a ColumnDefinition41
+/// payload: after catalog, schema, table, org_table, name, org_name and
+/// the length of the fixed fields. For a string column mysqld puts
+/// `character_set_results`' collation there (when it is not NULL).
+/// `extended`: the connection negotiated MariaDB's extended metadata (a
+/// further lenenc string after the names).
+pub fn column_def_charset(payload: &[u8], extended: bool) -> Result<u16> {
+    let mut r = Reader::new(payload);
+    for _ in 0..6 {
+        r.lenenc_str().field("column definition name")?;
+    }
+    if extended {
+        r.lenenc_str().field("column extended metadata")?;
+    }
+    let fixed = r.lenenc_int().field("column definition fixed length")?;
+    if fixed < 2 {
+        return Err(ProtocolError::Invalid("column definition fixed length"));
+    }
+    r.u16().field("column character set")
+}
+
 /// Appends a text-protocol row: each value a lenenc string, NULL as 0xfb.
 /// <https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_com_query_response_text_resultset_row.html>
 pub fn encode_text_row(out: &mut Vec<u8>, values: &[Option<&[u8]>]) {
@@ -410,6 +431,34 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn column_charset_of_a_definition() {
+        let mut def = Vec::new();
+        encode_column_def(
+            &mut def,
+            "x",
+            column_type::MYSQL_TYPE_VAR_STRING,
+            224,
+            4,
+            0,
+            39,
+        );
+        assert_eq!(column_def_charset(&def, false), Ok(224));
+        assert!(column_def_charset(&def[..def.len() - 12], false).is_err());
+        // With extended metadata: its block after the names is skipped.
+        let mut ext = Vec::new();
+        crate::protocol::lenenc::write_lenenc_str(&mut ext, b"def");
+        ext.extend_from_slice(&[0; 5]);
+        crate::protocol::lenenc::write_lenenc_str(&mut ext, b"\x01\x04json");
+        ext.extend_from_slice(b"\x0c\xe0\x00\x1c\x00\x00\x00\xfd\x00\x00'\x00\x00");
+        assert_eq!(column_def_charset(&ext, true), Ok(224));
+        assert_ne!(column_def_charset(&ext, false), Ok(224));
+        assert!(column_def_charset(&[], false).is_err());
+        // mysqld's column for @@character_set_client with results 224.
+        let from_server = b"\x03def\x00\x00\x00\x16@@character_set_client\x00\x0c\xe0\x00\x1c\x00\x00\x00\xfd\x00\x00'\x00\x00";
+        assert_eq!(column_def_charset(from_server, false), Ok(224));
+    }
 
     // https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_basic_ok_packet.html
     // "OK with CLIENT_PROTOCOL_41. 0 affected rows, last-insert-id was 0,

@@ -179,6 +179,26 @@ pub fn encode_state_change(out: &mut Vec<u8>, change: &StateChange<'_>) {
     }
 }
 
+/// Appends to `out` the entries of `block` that `keep` keeps, each in the
+/// form mysqld writes (one entry per system variable), and returns how many
+/// it kept. A block that does not decode is an error; `out` then holds what
+/// was kept before the bad entry.
+pub fn filter_session_state<'a>(
+    block: &'a [u8],
+    out: &mut Vec<u8>,
+    mut keep: impl FnMut(&StateChange<'a>) -> bool,
+) -> Result<usize> {
+    let mut kept = 0;
+    for change in session_state_changes(block) {
+        let change = change?;
+        if keep(&change) {
+            encode_state_change(out, &change);
+            kept += 1;
+        }
+    }
+    Ok(kept)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -298,6 +318,57 @@ mod tests {
         assert_eq!(&block[1..3], &[0x09, 0x08]);
         let got: Vec<_> = collect(&block).into_iter().map(|c| c.unwrap()).collect();
         assert_eq!(got, changes);
+    }
+
+    // What the funnel keeps of a backend's report for a client with
+    // MariaDB's default tracking (schema; five variables; no state flag).
+    #[test]
+    fn filter_keeps_what_the_predicate_keeps() {
+        let mut block = Vec::new();
+        for c in [
+            StateChange::SystemVariable {
+                name: b"sql_mode",
+                value: b"",
+            },
+            StateChange::SystemVariable {
+                name: b"time_zone",
+                value: b"+01:00",
+            },
+            StateChange::Schema(b"app"),
+            StateChange::StateChanged(true),
+        ] {
+            encode_state_change(&mut block, &c);
+        }
+        let mut out = Vec::new();
+        let n = filter_session_state(&block, &mut out, |c| match c {
+            StateChange::SystemVariable { name, .. } => *name == b"time_zone",
+            StateChange::Schema(_) => true,
+            _ => false,
+        })
+        .unwrap();
+        assert_eq!(n, 2);
+        let mut want = vec![0x00, 0x11, 0x09];
+        want.extend_from_slice(b"time_zone");
+        want.push(6);
+        want.extend_from_slice(b"+01:00");
+        want.extend_from_slice(&[0x01, 0x04, 0x03, b'a', b'p', b'p']);
+        assert_eq!(out, want);
+        out.clear();
+        assert_eq!(filter_session_state(&block, &mut out, |_| false), Ok(0));
+        assert!(out.is_empty());
+        // Several variables in one entry come out as one entry each.
+        let mut data = Vec::new();
+        write_lenenc_str(&mut data, b"a");
+        write_lenenc_str(&mut data, b"1");
+        write_lenenc_str(&mut data, b"b");
+        write_lenenc_str(&mut data, b"2");
+        let mut two = vec![0x00];
+        write_lenenc_str(&mut two, &data);
+        out.clear();
+        assert_eq!(filter_session_state(&two, &mut out, |_| true), Ok(2));
+        assert_eq!(out, [0, 4, 1, b'a', 1, b'1', 0, 4, 1, b'b', 1, b'2']);
+        // A broken block is an error.
+        assert!(filter_session_state(&[0x01, 0x09, 0x04], &mut out, |_| true).is_err());
     }
 
     #[test]

@@ -35,7 +35,10 @@ use crate::protocol::mariadb_ext::{
     MARIADB_CLIENT_STMT_BULK_OPERATIONS,
 };
 use crate::protocol::packet::{next_frame, set_seq, write_packet, UploadFramer, HEADER_LEN};
-use crate::protocol::response::{add_status_flags, decode_err, decode_ok, encode_ok, OkPacket};
+use crate::protocol::response::{
+    add_status_flags, column_def_charset, decode_err, decode_ok, encode_ok, OkPacket,
+};
+use crate::protocol::session_track::{session_state_changes, StateChange};
 use crate::protocol::tracker::{
     expect_for, EndKind, Expect, PacketKind, Progress, ResponseTracker,
 };
@@ -44,6 +47,11 @@ use std::rc::Rc;
 /// What the funnel asks of a backend connection for itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Internal {
+    /// On a new connection, before tracking is set up: set the variables
+    /// of MariaDB's default `session_track_system_variables` to their own
+    /// values, to learn in which order this server writes them
+    /// (`client_track`).
+    LearnTrackOrder,
     /// Turn on session tracking.
     Setup,
     /// Read the character-set variables the handshake gave this connection.
@@ -96,6 +104,14 @@ pub enum Internal {
     /// backends are closing the statements they keep only as a cache; the
     /// prepare is sent again when they have. Nothing is in flight.
     AwaitCloses,
+    /// [`CLEAR_TRACKER_SQL`] before a client's command: a result set (of
+    /// a step of the funnel's own, `SET STATEMENT ... FOR SELECT` restoring
+    /// the client's limits; or of a statement like it) left session-state
+    /// changes that mysqld has not reported yet; it would report them in the
+    /// next OK that reports anything (another client's `SET`, `USE`,
+    /// `COM_INIT_DB`), so they are taken first, by a statement that changes
+    /// nothing but is reported. What it reports is not applied.
+    ClearTracker,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,6 +182,14 @@ pub struct Backend {
     pub drain_started: Instant,
     /// Rows of an internal query's result.
     pub rows: Vec<Vec<Option<String>>>,
+    /// The collation id of an internal query's first column definition:
+    /// for a string column, `character_set_results`' collation.
+    pub rows_charset: Option<u16>,
+    /// That of the last baseline (the charset table may come after it).
+    pub baseline_results: Option<u16>,
+    /// A step of the funnel's own left session-state changes that mysqld
+    /// has not reported yet (`Internal::ClearTracker`).
+    pub tracker_pending: bool,
     /// The client command currently running: its first byte.
     pub command: u8,
     /// When the command (or internal step) was sent.
@@ -388,6 +412,12 @@ pub const BACKEND_CAPS: u32 = CLIENT_LONG_PASSWORD
 pub const MARIADB_CAPS: u32 =
     MARIADB_CLIENT_EXTENDED_METADATA | MARIADB_CLIENT_STMT_BULK_OPERATIONS;
 
+/// [`Internal::LearnTrackOrder`]; reported only if the server tracks them
+/// by default (a reset or the baseline after it restores what changes).
+const LEARN_TRACK_ORDER_SQL: &[u8] = b"SET SESSION autocommit = @@session.autocommit, \
+time_zone = @@session.time_zone, character_set_client = @@session.character_set_client, \
+character_set_connection = @@session.character_set_connection, \
+character_set_results = @@session.character_set_results";
 const SETUP_SQL: &[u8] = b"SET SESSION session_track_schema = ON, session_track_system_variables = '*', session_track_state_change = ON";
 /// The session a new or reset connection starts with, and the check that
 /// it is clean: no user variables, no transaction, no profiling, tracking
@@ -401,7 +431,9 @@ AND @@session.time_zone <=> @@global.time_zone AND @@session.sql_mode <=> @@glob
 AND @@session.autocommit <=> @@global.autocommit AND @@session.max_join_size <=> @@global.max_join_size, \
 @@global.max_prepared_stmt_count, \
 @@global.wait_timeout, @@global.interactive_timeout, \
-@@session.wait_timeout = @@global.wait_timeout AND @@session.interactive_timeout = @@global.interactive_timeout";
+@@session.wait_timeout = @@global.wait_timeout AND @@session.interactive_timeout = @@global.interactive_timeout, \
+@@global.session_track_schema, @@global.session_track_state_change, \
+@@global.session_track_system_variables, @@global.session_track_transaction_info";
 /// Column of [`BASELINE_SQL`] that says the session is clean ("1").
 const BASELINE_CLEAN: usize = 5;
 /// Column of [`BASELINE_SQL`]: the server's own prepared-statement limit,
@@ -416,6 +448,17 @@ const BASELINE_TIMEOUTS_CLEAN: usize = 9;
 /// Gives a backend back the global timeouts (see `Internal::RestoreTimeouts`).
 const RESTORE_TIMEOUTS_SQL: &[u8] =
     b"SET SESSION wait_timeout = DEFAULT, interactive_timeout = DEFAULT";
+/// Columns of [`BASELINE_SQL`]: the server's `session_track_*` globals,
+/// what a client's own tracking starts with.
+const BASELINE_TRACK: [(usize, &str); 4] = [
+    (10, "session_track_schema"),
+    (11, "session_track_state_change"),
+    (12, "session_track_system_variables"),
+    (13, "session_track_transaction_info"),
+];
+/// Sets a variable to its own value: reported (with whatever is pending),
+/// no effect; leaves the diagnostics area alone.
+const CLEAR_TRACKER_SQL: &[u8] = b"SET SESSION sql_select_limit = @@session.sql_select_limit";
 /// Empties the diagnostics area: a statement that uses a table does (a
 /// `SET` or `DO 0` does not).
 const CLEAR_DIAGNOSTICS_SQL: &[u8] = b"DO (SELECT 1 FROM information_schema.ENGINES LIMIT 0)";
@@ -428,9 +471,12 @@ const COLLATIONS_SQL: &[u8] = b"SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FR
 /// Also `LAST_INSERT_ID()`, for statements that set it with an argument.
 /// Run with the limits a client may have set on its own statements lifted
 /// (a read-back killed by the client's `max_statement_time`, or cut short
-/// by its `sql_select_limit`, would leave its session unknown).
-const USER_VARS_SQL: &[u8] = b"SET STATEMENT max_statement_time = 0, max_join_size = DEFAULT, sql_select_limit = DEFAULT FOR \
-SELECT VARIABLE_NAME, VARIABLE_VALUE, VARIABLE_TYPE, CHARACTER_SET_NAME FROM information_schema.USER_VARIABLES \
+/// by its `sql_select_limit`, would leave its session unknown), when it has
+/// set them: `SET STATEMENT` leaves the restored values pending in mysqld's
+/// tracker, which costs an `Internal::ClearTracker` before the next command.
+const USER_VARS_LIFT: &[u8] =
+    b"SET STATEMENT max_statement_time = 0, max_join_size = DEFAULT, sql_select_limit = DEFAULT FOR ";
+const USER_VARS_SQL: &[u8] = b"SELECT VARIABLE_NAME, VARIABLE_VALUE, VARIABLE_TYPE, CHARACTER_SET_NAME FROM information_schema.USER_VARIABLES \
 UNION ALL SELECT ' funnel:collation_connection', @@collation_connection, 'SYSVAR', NULL \
 UNION ALL SELECT ' funnel:last_insert_id', LAST_INSERT_ID(), 'SYSVAR', NULL";
 const COLLATION_ROW: &str = " funnel:collation_connection";
@@ -535,6 +581,9 @@ impl Server {
             upload: UploadFramer::default(),
             drain_started: self.now,
             rows: Vec::new(),
+            rows_charset: None,
+            baseline_results: None,
+            tracker_pending: false,
             command: 0,
             sent_at: self.now,
             saw_state_change: false,
@@ -890,7 +939,16 @@ impl Server {
             Some(&OK_HEADER) => {
                 let b = &mut self.backends[key];
                 debug!("backend {} (thread {}) logged in", key, b.thread_id);
-                self.start_internal(key, Internal::Setup, SETUP_SQL.to_vec());
+                if b.kill_query.is_some() {
+                    // Runs one KILL for the funnel, for no client: quick.
+                    self.start_internal(key, Internal::Setup, SETUP_SQL.to_vec());
+                } else {
+                    self.start_internal(
+                        key,
+                        Internal::LearnTrackOrder,
+                        LEARN_TRACK_ORDER_SQL.to_vec(),
+                    );
+                }
             }
             Some(&AUTH_SWITCH_HEADER) => {
                 let req = match AuthSwitchRequest::decode(payload) {
@@ -965,6 +1023,7 @@ impl Server {
         b.state = BackendState::Internal(step);
         b.tracker.start(expect);
         b.rows.clear();
+        b.rows_charset = None;
         b.sent_at = self.now;
         let mut payload = Vec::with_capacity(sql.len() + 1);
         payload.push(cmd);
@@ -987,19 +1046,47 @@ impl Server {
                 b.rows.push(parse_text_row(payload));
                 0
             }
+            PacketKind::ColumnDef if b.rows_charset.is_none() => {
+                b.rows_charset = column_def_charset(
+                    payload,
+                    b.mariadb_caps & MARIADB_CLIENT_EXTENDED_METADATA != 0,
+                )
+                .ok();
+                0
+            }
             PacketKind::Ok => match decode_ok(payload, b.capabilities) {
                 Ok(ok) => {
-                    if let Some(block) = ok.session_state {
+                    if let (Some(block), Internal::LearnTrackOrder) = (ok.session_state, step) {
+                        self.track_order = session_state_changes(block)
+                            .filter_map(|c| match c {
+                                Ok(StateChange::SystemVariable { name, .. }) => {
+                                    Some(String::from_utf8_lossy(name).to_ascii_lowercase())
+                                }
+                                _ => None,
+                            })
+                            .collect();
+                    }
+                    if let Some(block) = ok.session_state.filter(|_| {
+                        !matches!(step, Internal::ClearTracker | Internal::LearnTrackOrder)
+                    }) {
                         let changes = b.session.apply_tracked(block);
                         b.discard_on_reset |= changes.survives_reset;
+                    }
+                    if ok.session_state.is_some() {
+                        // Reported: nothing is pending any more.
+                        b.tracker_pending = false;
                     }
                     ok.warnings
                 }
                 Err(_) => 0,
             },
-            PacketKind::Eof => {
-                crate::protocol::response::decode_eof(payload).map_or(0, |e| e.warnings)
-            }
+            PacketKind::Eof => match crate::protocol::response::decode_eof(payload) {
+                Ok(e) => {
+                    b.tracker_pending |= e.status & SERVER_SESSION_STATE_CHANGED != 0;
+                    e.warnings
+                }
+                Err(_) => 0,
+            },
             _ => 0,
         };
         let Progress::Complete { end, .. } = progress else {
@@ -1030,6 +1117,11 @@ impl Server {
             let b = &self.backends[key];
             let spent = self.now.saturating_duration_since(b.sent_at).as_micros() as u64;
             self.bump(b.pool, |c| c.replay_micros += spent);
+        }
+        if step == Internal::LearnTrackOrder {
+            // Refused or not: tracking is set up next.
+            self.start_internal(key, Internal::Setup, SETUP_SQL.to_vec());
+            return;
         }
         if end == EndKind::Err && step == Internal::Prepare {
             // The statement no longer prepares (a table dropped since): the
@@ -1082,7 +1174,15 @@ impl Server {
                     }
                 }
                 session.set_schema(row.get(4).cloned().flatten());
+                let results = b.rows_charset;
+                b.baseline_results = results;
                 b.session = session;
+                self.learn_results_collation(key, results);
+                for (i, name) in BASELINE_TRACK {
+                    if let Some(Some(v)) = row.get(i) {
+                        self.track_defaults.set(name, v);
+                    }
+                }
                 if let Some(n) = row
                     .get(BASELINE_MAX_PREPARED)
                     .cloned()
@@ -1152,6 +1252,9 @@ impl Server {
                     rows_seen
                 );
                 self.charsets = Some(table);
+                // The baseline that came before could not name it yet.
+                let results = self.backends[key].baseline_results;
+                self.learn_results_collation(key, results);
                 self.setup_done(key);
             }
             Internal::Reset => {
@@ -1219,6 +1322,9 @@ impl Server {
                 let read_back = std::mem::take(&mut b.read_back_after_restore);
                 self.after_response(key, read_back, false);
             }
+            Internal::ClearTracker => self.continue_request(key),
+            // Handled as its answer arrives.
+            Internal::LearnTrackOrder => {}
             Internal::ReadUserVars => self.user_vars_read(key),
             Internal::ReadUserVarValues => self.user_var_values_read(key),
             Internal::Privileges => {
@@ -1408,12 +1514,29 @@ impl Server {
         }
     }
 
+    /// The collation `character_set_results` has on this backend, from an
+    /// internal query's metadata (`id`: its first column's, a string's).
+    /// Not known (None) when the table cannot name it or it is not of the
+    /// character set the variable names (`character_set_results` NULL: the
+    /// column's own).
+    fn learn_results_collation(&mut self, key: usize, id: Option<u16>) {
+        let b = &mut self.backends[key];
+        let name = id
+            .and_then(|id| u8::try_from(id).ok())
+            .and_then(|id| self.charsets.as_ref()?.get(&id))
+            .filter(|(cs, _)| b.session.vars.get("character_set_results") == Some(cs))
+            .map(|(_, coll)| coll.clone());
+        b.session.set_results_collation(name);
+    }
+
     /// The user variables of the client of `key` were read back from
     /// `information_schema.USER_VARIABLES`: numbers are exact as shown;
     /// strings are read again with their bytes, character set and
     /// collation; a client with more than `max_replayed_user_vars` stays
     /// on this backend instead.
     fn user_vars_read(&mut self, key: usize) {
+        let results = self.backends[key].rows_charset;
+        self.learn_results_collation(key, results);
         let limit = self.config.max_replayed_user_vars;
         let b = &mut self.backends[key];
         let mut read = UserVarsRead {
@@ -1467,7 +1590,11 @@ impl Server {
         }
         let names: Vec<&str> = read.strings.iter().map(String::as_str).collect();
         // As USER_VARS_SQL, whatever the client's max_statement_time.
-        let mut sql = b"SET STATEMENT max_statement_time = 0 FOR ".to_vec();
+        let mut sql = if b.session.vars.contains_key("max_statement_time") {
+            b"SET STATEMENT max_statement_time = 0 FOR ".to_vec()
+        } else {
+            Vec::new()
+        };
         sql.extend_from_slice(&user_var_values_sql(&names));
         b.user_vars_pending = Some(read);
         self.start_internal(key, Internal::ReadUserVarValues, sql);
@@ -2019,6 +2146,10 @@ impl Server {
             self.start_internal(key, Internal::SetInsertId, sql.into_bytes());
             return;
         }
+        if self.backends[key].tracker_pending {
+            self.start_internal(key, Internal::ClearTracker, CLEAR_TRACKER_SQL.to_vec());
+            return;
+        }
         if c.facts.mentions_timeouts && !b.own_timeouts {
             // The statement may read the client's timeouts: the backend
             // has the global ones (restored after the response).
@@ -2185,7 +2316,9 @@ impl Server {
     }
 
     /// Forward complete response packets to the client, rewriting only OK
-    /// packets (their session-tracking part is the funnel's, not the client's).
+    /// packets that carry session state (their session-tracking part is the
+    /// funnel's: a client with CLIENT_SESSION_TRACK gets what its own
+    /// settings track, `client_track`; others nothing).
     fn forward_response(&mut self, key: usize) {
         let b = &mut self.backends[key];
         let client = b.client;
@@ -2393,6 +2526,8 @@ impl Server {
                                 || ok.status & SERVER_SESSION_STATE_CHANGED != 0
                             {
                                 if let Some(block) = ok.session_state {
+                                    // Whatever was pending is reported now.
+                                    b.tracker_pending = false;
                                     let changes = b.session.apply_tracked(block);
                                     b.saw_unreplayable |= changes.unreplayable;
                                     b.discard_on_reset |= changes.survives_reset;
@@ -2415,9 +2550,30 @@ impl Server {
                                 }
                                 if let Some(c) = c.as_mut() {
                                     c.wbuf.extend_from_slice(&data[run_start..pos]);
+                                    let mut state = None;
+                                    if let Some(block) = ok
+                                        .session_state
+                                        .filter(|_| c.capabilities & CLIENT_SESSION_TRACK != 0)
+                                    {
+                                        // mysqld reports the statement that
+                                        // changes the settings under the new ones.
+                                        c.track.update(block);
+                                        self.track_buf.clear();
+                                        if c.track
+                                            .filter(block, &mut self.track_buf, &self.track_order)
+                                            .is_ok_and(|n| n > 0)
+                                        {
+                                            state = Some(&self.track_buf[..]);
+                                        }
+                                    }
+                                    let flag = if state.is_some() {
+                                        SERVER_SESSION_STATE_CHANGED
+                                    } else {
+                                        0
+                                    };
                                     let rewritten = OkPacket {
-                                        status: ok.status & !SERVER_SESSION_STATE_CHANGED,
-                                        session_state: None,
+                                        status: (ok.status & !SERVER_SESSION_STATE_CHANGED) | flag,
+                                        session_state: state,
                                         ..ok
                                     };
                                     self.scratch.clear();
@@ -2448,6 +2604,7 @@ impl Server {
                         if let Ok(eof) = crate::protocol::response::decode_eof(payload) {
                             if eof.status & SERVER_SESSION_STATE_CHANGED != 0 {
                                 b.saw_eof_state_change = true;
+                                b.tracker_pending = true;
                             }
                             if kind == PacketKind::Eof {
                                 b.last_warnings = eof.warnings;
@@ -2777,7 +2934,15 @@ impl Server {
             return;
         }
         if read_back {
-            self.start_internal(key, Internal::ReadUserVars, USER_VARS_SQL.to_vec());
+            let limited = ["max_statement_time", "max_join_size", "sql_select_limit"]
+                .iter()
+                .any(|v| self.backends[key].session.vars.contains_key(*v));
+            let mut sql = Vec::with_capacity(USER_VARS_LIFT.len() + USER_VARS_SQL.len());
+            if limited {
+                sql.extend_from_slice(USER_VARS_LIFT);
+            }
+            sql.extend_from_slice(USER_VARS_SQL);
+            self.start_internal(key, Internal::ReadUserVars, sql);
             return;
         }
         self.release_after_response(key, draining);

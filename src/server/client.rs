@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info};
 use mio::Interest;
 
+use super::client_track::TrackSettings;
 use super::io::{Buf, ReadOutcome, Stream};
 use super::log_limit::LogEvent;
 use super::pool::{ClientRef, Request};
@@ -43,6 +44,7 @@ use crate::protocol::mariadb_ext::{
 };
 use crate::protocol::packet::{scan_message, write_packet, MessageSpan, UploadFramer, HEADER_LEN};
 use crate::protocol::response::{encode_eof, encode_err, encode_ok, OkPacket};
+use crate::protocol::session_track::{encode_state_change, StateChange};
 use crate::protocol::tracker::{expect_for, Expect};
 use crate::protocol::ProtocolError;
 
@@ -58,8 +60,10 @@ const MAX_HANDSHAKE_PACKET: usize = 64 * 1024;
 /// that asked for OK terminators translated (`protocol::deprecate_eof`).
 /// `CLIENT_FOUND_ROWS` is honoured by running such clients' commands on
 /// backends that logged in with it (the user's `found_rows` pool).
-/// No `CLIENT_SSL` (not yet), no `CLIENT_COMPRESS`, no `CLIENT_SESSION_TRACK`
-/// (the backends' session tracking is the funnel's own).
+/// `CLIENT_SESSION_TRACK` is honoured per client: the backends track
+/// everything, and each client gets what its own `session_track_*` settings
+/// would report (`client_track`).
+/// No `CLIENT_SSL` (not yet), no `CLIENT_COMPRESS`.
 pub const SERVER_CAPS: u32 = CLIENT_LONG_PASSWORD
     | CLIENT_FOUND_ROWS
     | CLIENT_LONG_FLAG
@@ -78,6 +82,7 @@ pub const SERVER_CAPS: u32 = CLIENT_LONG_PASSWORD
     | CLIENT_PLUGIN_AUTH
     | CLIENT_CONNECT_ATTRS
     | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | CLIENT_SESSION_TRACK
     | CLIENT_DEPRECATE_EOF;
 
 #[derive(Clone, Debug)]
@@ -132,6 +137,8 @@ pub struct Client {
     pub host: String,
     pub session: SessionVars,
     pub session_ready: bool,
+    /// Its `session_track_*` settings (with CLIENT_SESSION_TRACK).
+    pub track: TrackSettings,
     /// The backend this client holds (pinned), if any.
     pub pinned: Option<usize>,
     pub pins: PinSet,
@@ -385,6 +392,7 @@ impl Server {
             host,
             session: SessionVars::new(),
             session_ready: false,
+            track: TrackSettings::default(),
             pinned: None,
             pins: PinSet::default(),
             current: None,
@@ -881,6 +889,7 @@ impl Server {
         c.capabilities = auth.capabilities & (SERVER_CAPS | CLIENT_LOCAL_FILES);
         c.mariadb_caps = auth.mariadb_caps;
         c.charset = auth.charset;
+        c.track.clone_from(&self.track_defaults);
         c.multi_statements = auth.capabilities & CLIENT_MULTI_STATEMENTS != 0;
         c.last_active = self.now;
         debug!("client {} ({}) authenticated as {}", c.id, c.host, c.user);
@@ -892,7 +901,7 @@ impl Server {
                 c.session.set_schema(Some(db));
                 c.state = ClientState::Idle;
                 self.arm_idle_timer(key);
-                self.client_ok(key, seq);
+                self.client_login_ok(key, seq);
                 self.process_client_input(key);
             }
             Some(db) => {
@@ -1793,6 +1802,7 @@ impl Server {
         c.session = SessionVars::new();
         c.session.set_schema(schema);
         c.session_ready = false;
+        c.track.clone_from(&self.track_defaults);
         c.drop_pins();
         let trim = c.stmts.bytes() >= TRIM_AFTER_BYTES;
         c.stmts.clear();
@@ -1828,6 +1838,8 @@ impl Server {
                     c.session.set_var(name, cs);
                 }
                 c.session.set_var(names[3], coll);
+                // The handshake's collation labels result columns, too.
+                c.session.set_results_collation(Some(coll.clone()));
             }
             c.session_ready = true;
         }
@@ -1865,6 +1877,37 @@ impl Server {
             session_state: None,
         };
         let mut payload = Vec::with_capacity(16);
+        encode_ok(&mut payload, &ok, c.capabilities);
+        self.send_to_client(key, seq, &payload);
+    }
+
+    /// The OK that ends a login with a default schema: mysqld reports the
+    /// schema in it to a client that tracks it.
+    fn client_login_ok(&mut self, key: usize, seq: u8) {
+        let Some(c) = self.clients.get(key) else {
+            return;
+        };
+        let Some(schema) = c
+            .session
+            .schema
+            .as_deref()
+            .filter(|_| c.capabilities & CLIENT_SESSION_TRACK != 0 && c.track.schema)
+        else {
+            self.client_ok(key, seq);
+            return;
+        };
+        let mut block = Vec::with_capacity(schema.len() + 4);
+        encode_state_change(&mut block, &StateChange::Schema(schema.as_bytes()));
+        let ok = OkPacket {
+            header: OK_HEADER,
+            affected_rows: 0,
+            last_insert_id: 0,
+            status: c.answer_status() | SERVER_SESSION_STATE_CHANGED,
+            warnings: 0,
+            info: b"",
+            session_state: Some(&block),
+        };
+        let mut payload = Vec::with_capacity(16 + block.len());
         encode_ok(&mut payload, &ok, c.capabilities);
         self.send_to_client(key, seq, &payload);
     }

@@ -11,6 +11,7 @@ pub mod log_limit;
 
 mod backend;
 mod client;
+mod client_track;
 pub mod control;
 pub mod io;
 mod ops;
@@ -220,6 +221,14 @@ pub struct Server {
     /// MariaDB's extended capabilities the funnel negotiates with mysqld
     /// (of `MARIADB_CAPS`), from the latest backend greeting.
     backend_mariadb_caps: Option<u32>,
+    /// The server's global `session_track_*` settings: what a client with
+    /// CLIENT_SESSION_TRACK starts with (read with each backend's baseline).
+    track_defaults: client_track::TrackSettings,
+    /// A client's share of an OK's session-state block is built here.
+    track_buf: Vec<u8>,
+    /// The order in which the server writes the variables of its default
+    /// tracking list (learned on each new backend connection).
+    track_order: Vec<String>,
     /// The backend server's `max_prepared_stmt_count`, once read.
     backend_max_prepared: Option<usize>,
     /// The backend server's global `wait_timeout` / `interactive_timeout`
@@ -293,6 +302,9 @@ impl Server {
             backend_version: None,
             backend_charset: None,
             backend_mariadb_caps: None,
+            track_defaults: Default::default(),
+            track_buf: Vec::with_capacity(256),
+            track_order: Vec::new(),
             backend_max_prepared: None,
             server_timeouts: session::ServerTimeouts::default(),
             paused: false,

@@ -119,6 +119,15 @@ pub struct SessionVars {
     /// type (read back from `information_schema.USER_VARIABLES`). A variable
     /// set to NULL is the same as one never set, as `SELECT @x` sees it.
     pub user_vars: BTreeMap<String, String>,
+    /// The collation of `character_set_results`, when known: what result
+    /// columns are labelled with. `@@character_set_results` names only the
+    /// character set, but the handshake's collation id (and `SET NAMES x
+    /// COLLATE y`) sets it to that collation, where `SET
+    /// character_set_results = x` gives x's default: both show in column
+    /// metadata (utf8mb4_unicode_ci 224 vs utf8mb4_general_ci 45). Read
+    /// from the metadata of the funnel's own queries; None: not known (a
+    /// replay then sets only the variables).
+    pub results_collation: Option<String>,
     /// Hash of `schema` and `vars`, kept current so that the common case
     /// (client and backend already agree) costs one comparison.
     fingerprint: u64,
@@ -245,6 +254,7 @@ impl SessionVars {
         self.schema.hash(&mut h);
         self.vars.hash(&mut h);
         self.user_vars.hash(&mut h);
+        self.results_collation.hash(&mut h);
         self.fingerprint = h.finish();
     }
 
@@ -261,11 +271,19 @@ impl SessionVars {
         }
     }
 
+    pub fn set_results_collation(&mut self, collation: Option<String>) {
+        if self.results_collation != collation {
+            self.results_collation = collation;
+            self.refresh_fingerprint();
+        }
+    }
+
     /// Replace the whole state (used when a backend has taken a client's state).
     pub fn copy_from(&mut self, other: &SessionVars) {
         self.schema.clone_from(&other.schema);
         self.vars.clone_from(&other.vars);
         self.user_vars.clone_from(&other.user_vars);
+        self.results_collation.clone_from(&other.results_collation);
         self.fingerprint = other.fingerprint;
     }
 
@@ -302,6 +320,10 @@ impl SessionVars {
                     let value = String::from_utf8_lossy(value).into_owned();
                     out.charset_changed |=
                         name.starts_with("character_set_") || name == "collation_connection";
+                    if name == "character_set_results" {
+                        // Its collation is read back with the metadata.
+                        self.results_collation = None;
+                    }
                     self.vars.insert(name, value);
                     out.applied += 1;
                 }
@@ -332,6 +354,35 @@ impl SessionVars {
     /// already agree. Schema is handled separately (`COM_INIT_DB`).
     pub fn replay_vars_sql(&self, backend: &SessionVars) -> Option<Vec<u8>> {
         let mut sql = Vec::new();
+        // The collation of character_set_results can only be set with
+        // `SET NAMES cs COLLATE coll` (which sets the client and
+        // connection character sets and collation_connection too: the
+        // assignments after it compare against that).
+        let mut names: Option<(&str, &str)> = None;
+        if let (Some(coll), Some(cs)) = (
+            self.results_collation.as_deref(),
+            self.vars.get("character_set_results"),
+        ) {
+            if backend.results_collation.as_deref() != Some(coll)
+                && is_plain_name(cs)
+                && is_plain_name(coll)
+                && !NOT_CLIENT_CHARSETS.contains(&cs.as_str())
+            {
+                sql.extend_from_slice(b"SET NAMES '");
+                sql.extend_from_slice(cs.as_bytes());
+                sql.extend_from_slice(b"' COLLATE '");
+                sql.extend_from_slice(coll.as_bytes());
+                sql.push(b'\'');
+                names = Some((cs, coll));
+            }
+        }
+        let backend_var = |name: &str| -> Option<&str> {
+            match names {
+                Some((cs, _)) if RESULTS_NAMES[..3].contains(&name) => Some(cs),
+                Some((_, coll)) if name == RESULTS_NAMES[3] => Some(coll),
+                _ => backend.vars.get(name).map(String::as_str),
+            }
+        };
         for (name, literal) in &self.user_vars {
             if backend.user_vars.get(name) != Some(literal) {
                 push_user_var(&mut sql, name, literal);
@@ -343,11 +394,17 @@ impl SessionVars {
             }
         }
         for (name, value) in &self.vars {
-            if backend.vars.get(name) != Some(value) {
+            if backend_var(name) != Some(value.as_str()) {
                 push_assignment(&mut sql, name, Some(value));
             }
         }
-        for name in backend.vars.keys() {
+        let set_by_names = names.map_or(&[][..], |_| &RESULTS_NAMES[..]);
+        for name in backend.vars.keys().map(String::as_str).chain(
+            set_by_names
+                .iter()
+                .copied()
+                .filter(|n| !backend.vars.contains_key(*n)),
+        ) {
             if !self.vars.contains_key(name) {
                 push_assignment(&mut sql, name, None);
             }
@@ -379,6 +436,18 @@ impl SessionVars {
         self.vars == other.vars
     }
 }
+
+/// What `SET NAMES` sets.
+const RESULTS_NAMES: [&str; 4] = [
+    "character_set_client",
+    "character_set_connection",
+    "character_set_results",
+    "collation_connection",
+];
+
+/// Character sets mysqld refuses for `character_set_client` (so for `SET
+/// NAMES`): their results collation can only be their default.
+const NOT_CLIENT_CHARSETS: &[&str] = &["ucs2", "utf16", "utf16le", "utf32"];
 
 fn push_separator(sql: &mut Vec<u8>) {
     if sql.is_empty() {
@@ -415,6 +484,9 @@ fn push_assignment(sql: &mut Vec<u8>, name: &str, value: Option<&str>) {
     sql.extend_from_slice(b" = ");
     match value {
         None => sql.extend_from_slice(b"DEFAULT"),
+        // `SET character_set_results = NULL` is reported as an empty value
+        // (no character set has an empty name).
+        Some("") if name.starts_with("character_set_") => sql.extend_from_slice(b"NULL"),
         Some(v) => push_value_literal(sql, v),
     }
 }
@@ -733,6 +805,65 @@ mod tests {
     }
 
     #[test]
+    fn results_collation_is_replayed_with_set_names() {
+        let charset = |s: &mut SessionVars, cs: &str, coll: &str| {
+            for name in &RESULTS_NAMES[..3] {
+                s.set_var(name, cs);
+            }
+            s.set_var("collation_connection", coll);
+        };
+        // A client that logged in with utf8mb4_unicode_ci (224), a backend
+        // with utf8mb4_general_ci (45): same variables, other results.
+        let mut client = SessionVars::new();
+        charset(&mut client, "utf8mb4", "utf8mb4_unicode_ci");
+        client.results_collation = Some("utf8mb4_unicode_ci".into());
+        client.refresh_fingerprint();
+        let mut backend = SessionVars::new();
+        charset(&mut backend, "utf8mb4", "utf8mb4_unicode_ci");
+        backend.results_collation = Some("utf8mb4_general_ci".into());
+        backend.refresh_fingerprint();
+        assert_ne!(client.fingerprint(), backend.fingerprint());
+        assert_eq!(
+            String::from_utf8(client.replay_vars_sql(&backend).unwrap()).unwrap(),
+            "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_unicode_ci'"
+        );
+        // What SET NAMES sets and the client has otherwise is set after it.
+        client.set_var("character_set_client", "latin1");
+        client.set_var("collation_connection", "utf8mb4_bin");
+        client.set_var("time_zone", "+01:00");
+        backend.set_var("character_set_results", "latin1");
+        assert_eq!(
+            String::from_utf8(client.replay_vars_sql(&backend).unwrap()).unwrap(),
+            "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_unicode_ci', \
+             SESSION `character_set_client` = 'latin1', \
+             SESSION `collation_connection` = 'utf8mb4_bin', SESSION `time_zone` = '+01:00'"
+        );
+        // Same collation: no SET NAMES. Unknown on the client: none either.
+        backend.results_collation = client.results_collation.clone();
+        backend.refresh_fingerprint();
+        let sql = String::from_utf8(client.replay_vars_sql(&backend).unwrap()).unwrap();
+        assert!(!sql.contains("NAMES"), "{sql}");
+        client.results_collation = None;
+        backend.results_collation = Some("latin1_bin".into());
+        let sql = String::from_utf8(client.replay_vars_sql(&backend).unwrap()).unwrap();
+        assert!(!sql.contains("NAMES"), "{sql}");
+        // Not a client character set: SET NAMES would fail.
+        let mut client = SessionVars::new();
+        charset(&mut client, "ucs2", "ucs2_general_ci");
+        client.results_collation = Some("ucs2_general_ci".into());
+        let sql = String::from_utf8(client.replay_vars_sql(&SessionVars::new()).unwrap()).unwrap();
+        assert!(!sql.contains("NAMES"), "{sql}");
+        // A tracked change of character_set_results forgets the collation.
+        client.apply_tracked(&[
+            0, 0x1e, 0x15, b'c', b'h', b'a', b'r', b'a', b'c', b't', b'e', b'r', b'_', b's', b'e',
+            b't', b'_', b'r', b'e', b's', b'u', b'l', b't', b's', 7, b'u', b't', b'f', b'8', b'm',
+            b'b', b'4',
+        ]);
+        assert_eq!(client.results_collation, None);
+        assert_eq!(client.vars["character_set_results"], "utf8mb4");
+    }
+
+    #[test]
     fn user_variables_replay_before_system_variables() {
         let mut client = SessionVars::new();
         let mut vars = BTreeMap::new();
@@ -747,6 +878,17 @@ mod tests {
         assert_eq!(
             sql,
             "SET @`me` = 42, @`old` = NULL, SESSION `time_zone` = DEFAULT"
+        );
+    }
+
+    #[test]
+    fn a_null_character_set_is_replayed_as_null() {
+        let mut client = SessionVars::new();
+        client.set_var("character_set_results", "");
+        client.set_var("sql_mode", "");
+        assert_eq!(
+            String::from_utf8(client.replay_vars_sql(&SessionVars::new()).unwrap()).unwrap(),
+            "SET SESSION `character_set_results` = NULL, SESSION `sql_mode` = ''"
         );
     }
 
