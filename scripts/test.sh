@@ -8,7 +8,7 @@
 #   Debian: mariadb-server mariadb-client php-cli php-mysql sysbench nodejs npm
 #           (+ pkg-config default-libmysqlclient-dev gcc python3-dev python3-pip
 #            only if the mysqlclient Python module must be built)
-#   pip:    PyMySQL mysql-connector-python mysqlclient
+#   pip:    PyMySQL mysql-connector-python mysqlclient PyNaCl
 # Each check is cheap, so on a ready machine this adds well under a second.
 # FUNNEL_SKIP_INSTALL=1 skips the checks.
 #
@@ -104,8 +104,10 @@ install_deps() {
         py_has pymysql || py+=(PyMySQL)
         py_has mysql.connector || py+=(mysql-connector-python)
         py_has MySQLdb || py+=(mysqlclient)
+        # PyMySQL's client_ed25519 (tests/relay_login.rs).
+        py_has nacl || py+=(PyNaCl)
     else
-        py=(PyMySQL mysql-connector-python mysqlclient)
+        py=(PyMySQL mysql-connector-python mysqlclient PyNaCl)
     fi
     if [ "${#py[@]}" -gt 0 ]; then
         python3 -m pip --version >/dev/null 2>&1 || apt+=(python3-pip)
@@ -140,7 +142,7 @@ sys.exit(not os.access(sysconfig.get_paths()["purelib"], os.W_OK))'; then
         fi
         python3 -m pip install "${pip_args[@]}" "${py[@]}" ||
             die "pip install ${py[*]} failed"
-        for m in pymysql mysql.connector MySQLdb; do
+        for m in pymysql mysql.connector MySQLdb nacl; do
             py_has "$m" || die "Python module $m still not importable after pip install"
         done
     fi
