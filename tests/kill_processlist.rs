@@ -338,7 +338,17 @@ fn find_and_kill(port: u16) -> Vec<String> {
         .collect();
     let mut seen = Vec::new();
     for sql in ["SHOW PROCESSLIST", "SHOW FULL PROCESSLIST"] {
-        let rows = processlist(&mut me, sql);
+        // mysqld marks a thread `Sleep` only after it has sent its answer:
+        // on a busy machine another connection may still read `Query` for
+        // a moment after its client got the result. Look again then.
+        let mut rows = processlist(&mut me, sql);
+        for _ in 0..50 {
+            if rows.iter().all(|r| r.0 == ids[0] || r.3 != "Query") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            rows = processlist(&mut me, sql);
+        }
         let mut listed: Vec<u64> = rows.iter().map(|r| r.0).collect();
         listed.sort_unstable();
         let mut want = ids.clone();
@@ -587,12 +597,22 @@ fn information_schema_processlist_finds_the_connection_to_kill() {
         let user = || mysql::Conn::new(common::opts(common::USER_B, common::PASS_B, port)).unwrap();
         let (mut me, mut other) = (user(), user());
         let other_id = connection_id(&mut other);
-        let found: Vec<(u64, String)> = me
-            .query(
-                "SELECT ID, COMMAND FROM information_schema.PROCESSLIST \
-                 WHERE ID <> CONNECTION_ID() AND USER = 'funnel_b' ORDER BY ID",
-            )
-            .unwrap();
+        // mysqld marks a thread `Sleep` only after it has sent its answer:
+        // on a busy machine the other connection may still read `Query`
+        // for a moment after its client got the result. Look again then.
+        let mut found: Vec<(u64, String)> = Vec::new();
+        for _ in 0..50 {
+            found = me
+                .query(
+                    "SELECT ID, COMMAND FROM information_schema.PROCESSLIST \
+                     WHERE ID <> CONNECTION_ID() AND USER = 'funnel_b' ORDER BY ID",
+                )
+                .unwrap();
+            if found.iter().all(|(_, c)| c != "Query") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let mut seen = vec![format!(
             "found: {:?}",
             found
