@@ -1041,3 +1041,149 @@ fn session_replays_and_their_time_are_counted() {
     assert!(seconds > 0.0 && seconds < 10.0, "{seconds}");
     assert!(metric(&scrape, "funnel_session_replays_total", &[("pool", USER_A)]) >= 5.0);
 }
+
+/// A user removed by a reload: its pool takes no new logins, its connected
+/// clients keep working (a transaction in progress too), its idle backends
+/// close and none is reopened for nobody; once its last client leaves, the
+/// pool is gone from SHOW POOLS, /stats.json and /metrics. Listing the user
+/// again, before or after that, gives it exactly one pool.
+#[test]
+fn removed_user_pool_drains_and_disappears() {
+    let users = format!("{}{}", user_a(""), user_b(""));
+    let env = start(&users, &[USER_A, USER_B]);
+    let mut a = env.admin();
+    let removed = format!("removed:{USER_A}");
+    let pools = |a: &mut mysql::Conn| -> Vec<String> {
+        query(a, "SHOW POOLS")
+            .iter()
+            .map(|r| s(r, "pool").to_string())
+            .collect()
+    };
+    let threads = |a: &mut mysql::Conn, pool: &str| -> Vec<u64> {
+        query(a, "SHOW BACKENDS")
+            .iter()
+            .filter(|r| s(r, "pool") == pool)
+            .map(|r| num(r, "thread_id"))
+            .collect()
+    };
+    let mut root = mysql::Conn::new(mariadb().root_url().as_str()).unwrap();
+    let alive = |root: &mut mysql::Conn, ids: &[u64]| -> usize {
+        let list: Vec<u64> = root
+            .query("SELECT ID FROM information_schema.PROCESSLIST")
+            .unwrap();
+        ids.iter().filter(|id| list.contains(id)).count()
+    };
+    let reload = |a: &mut mysql::Conn| -> String {
+        let r = a.query_iter("RELOAD").unwrap();
+        let info = r.info_str().into_owned();
+        drop(r);
+        info
+    };
+    let without_a = users.replace(&user_a(""), "");
+    let full_text = std::fs::read_to_string(&env.f.config_path).unwrap();
+    let text_without_a = full_text.replace(&users, &without_a);
+    assert_ne!(full_text, text_without_a);
+
+    let mut idle = env.client(USER_A, PASS_A);
+    let mut txn = env.client(USER_A, PASS_A);
+    idle.query_drop("SELECT 1").unwrap();
+    txn.query_drop("START TRANSACTION").unwrap();
+    let pinned: Option<u64> = txn.query_first("SELECT CONNECTION_ID()").unwrap();
+    let before = threads(&mut a, USER_A);
+    assert!(before.len() >= 2, "{before:?}");
+    assert_eq!(alive(&mut root, &before), before.len());
+
+    // Removed while a client is connected and another is in a transaction.
+    env.f.write_config(&text_without_a);
+    let info = reload(&mut a);
+    assert!(info.contains(&format!("user {USER_A} removed")), "{info}");
+    assert_eq!(pools(&mut a), [removed.clone(), USER_B.to_string()]);
+    assert_eq!(error_code(env.f.try_conn(USER_A, PASS_A)).0, 1045);
+    // Idle backends close at once; the pinned one stays with its client.
+    let drained = wait_until(Duration::from_secs(10), || {
+        let left = threads(&mut a, &removed);
+        alive(&mut root, &before) == left.len() && left.len() == 1
+    });
+    assert!(drained, "{:?}", query(&mut a, "SHOW BACKENDS"));
+    let row = pool_row(&mut a, "SHOW POOLS", &removed);
+    assert_eq!(
+        (num(&row, "clients"), num(&row, "backends_idle")),
+        (2, 0),
+        "{row:?}"
+    );
+    // The transaction goes on on its backend and commits.
+    let same: Option<u64> = txn.query_first("SELECT CONNECTION_ID()").unwrap();
+    assert_eq!(same, pinned);
+    txn.query_drop("COMMIT").unwrap();
+    // The other client's commands still run (on a backend opened for them).
+    let two: Option<u64> = idle.query_first("SELECT 2").unwrap();
+    assert_eq!(two, Some(2));
+    // ... and nothing stays open for the pool once they are answered.
+    let closed = wait_until(Duration::from_secs(10), || {
+        threads(&mut a, &removed).is_empty() && alive(&mut root, &before) == 0
+    });
+    assert!(closed, "{:?}", query(&mut a, "SHOW BACKENDS"));
+    let connects = num(
+        &pool_row(&mut a, "SHOW STATS", &removed),
+        "backend_connects",
+    );
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        num(
+            &pool_row(&mut a, "SHOW STATS", &removed),
+            "backend_connects"
+        ),
+        connects,
+        "a drained pool opens no backend for nobody"
+    );
+
+    // Listed again while clients remain: the same pool, not a second one.
+    env.f.write_config(&full_text);
+    let info = reload(&mut a);
+    assert!(
+        info.contains(&format!("user {USER_A} added again")),
+        "{info}"
+    );
+    assert_eq!(pools(&mut a), [USER_A, USER_B]);
+    let row = pool_row(&mut a, "SHOW POOLS", USER_A);
+    assert_eq!(num(&row, "clients"), 2, "{row:?}");
+    let up = wait_until(Duration::from_secs(20), || {
+        num(&pool_row(&mut a, "SHOW POOLS", USER_A), "backends_idle") == 2
+    });
+    assert!(up, "{:?}", query(&mut a, "SHOW POOLS"));
+    env.client(USER_A, PASS_A).query_drop("SELECT 3").unwrap();
+    idle.query_drop("SELECT 3").unwrap();
+
+    // Removed again; once its clients leave, the pool is gone everywhere.
+    env.f.write_config(&text_without_a);
+    reload(&mut a);
+    assert_eq!(pools(&mut a), [removed.clone(), USER_B.to_string()]);
+    drop(idle);
+    drop(txn);
+    let gone = wait_until(Duration::from_secs(10), || {
+        pools(&mut a) == [USER_B.to_string()]
+    });
+    assert!(gone, "{:?}", query(&mut a, "SHOW POOLS"));
+    assert!(query(&mut a, "SHOW STATS")
+        .iter()
+        .all(|r| s(r, "pool") != removed));
+    let j = json(&env, "/stats.json");
+    let names: Vec<&str> = j["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, [USER_B]);
+    let (_, body) = env.get("/metrics");
+    assert!(!body.contains(&format!("pool=\"{removed}\"")), "{body}");
+
+    // Listed again after it was gone: one pool, working.
+    env.f.write_config(&full_text);
+    reload(&mut a);
+    assert_eq!(pools(&mut a), [USER_A, USER_B]);
+    let mut back = env.client(USER_A, PASS_A);
+    let four: Option<u64> = back.query_first("SELECT 4").unwrap();
+    assert_eq!(four, Some(4));
+    assert_eq!(pools(&mut a), [USER_A, USER_B]);
+}

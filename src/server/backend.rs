@@ -1752,9 +1752,13 @@ impl Server {
             p.pinned -= 1;
             p.shared += 1;
         }
-        if b.close_when_done || p.shared > p.user.connections {
+        if b.close_when_done
+            || p.shared > p.user.connections
+            || (p.is_removed() && p.backlog_len() == 0)
+        {
             // More shared backends than configured: this was a pinned
-            // client's extra connection; close it.
+            // client's extra connection; close it. A removed user's pool
+            // closes its backends as they go idle (none waits for them).
             self.close_backend(key);
             return;
         }
