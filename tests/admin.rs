@@ -1187,3 +1187,57 @@ fn removed_user_pool_drains_and_disappears() {
     assert_eq!(four, Some(4));
     assert_eq!(pools(&mut a), [USER_A, USER_B]);
 }
+
+/// A reload says exactly what changed, key by key, old -> new, in its
+/// answer and in the log (it said "no changes that matter" for limits it
+/// applied); keys only a restart can change say so.
+#[test]
+fn reload_summary_lists_each_changed_key() {
+    let env = start(&user_a(""), &[USER_A]);
+    let mut a = env.admin();
+    let text = std::fs::read_to_string(&env.f.config_path).unwrap();
+    let reload = |a: &mut mysql::Conn| -> String {
+        let r = a.query_iter("RELOAD").unwrap();
+        let info = r.info_str().into_owned();
+        drop(r);
+        info
+    };
+    assert!(reload(&mut a).contains("no changes"));
+    let value = |a: &mut mysql::Conn, section: &str, name: &str| -> String {
+        query(a, "SHOW CONFIG")
+            .iter()
+            .find(|r| s(r, "section") == section && s(r, "name") == name)
+            .map(|r| s(r, "value").to_string())
+            .unwrap_or_else(|| panic!("no {section} {name} in SHOW CONFIG"))
+    };
+    let user_section = format!("[user {USER_A}]");
+    let old_max = value(&mut a, "[funnel]", "max_client_connections");
+    let old_timeout = value(&mut a, &user_section, "queue_timeout_ms");
+    assert_ne!(old_max, "77");
+    assert_ne!(old_timeout, "1234");
+    let changed = text
+        .replace(
+            "[funnel]\n",
+            "[funnel]\nmax_client_connections = 77\nunix_socket = /tmp/nowhere.sock\n",
+        )
+        .replace(&user_a(""), &user_a("queue_timeout_ms = 1234"));
+    env.f.write_config(&changed);
+    let info = reload(&mut a);
+    let expect = [
+        format!("[funnel] max_client_connections: {old_max} -> 77"),
+        format!("[user {USER_A}] queue_timeout_ms: {old_timeout} -> 1234"),
+        "[funnel] unix_socket: \"\" -> \"/tmp/nowhere.sock\" (needs a restart)".to_string(),
+    ];
+    for e in &expect {
+        assert!(info.contains(e.as_str()), "{e:?} not in {info:?}");
+    }
+    assert!(!info.contains("no changes"), "{info}");
+    // Applied (the restart-only key keeps its running value).
+    assert_eq!(value(&mut a, "[funnel]", "max_client_connections"), "77");
+    assert_eq!(value(&mut a, &user_section, "queue_timeout_ms"), "1234");
+    let logged = wait_until(Duration::from_secs(5), || {
+        let log = env.f.log();
+        expect.iter().all(|e| log.contains(e.as_str()))
+    });
+    assert!(logged, "{}", env.f.log());
+}

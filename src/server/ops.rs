@@ -62,13 +62,8 @@ impl Server {
                 return Err(msg);
             }
         };
-        let mut notes = Vec::new();
-        let fixed = self.config.restart_required_changes(&new);
-        for key in &fixed {
-            if !key.contains("connections") {
-                notes.push(format!("{key} changed but needs a restart"));
-            }
-        }
+        // Every key that changed, old -> new (restart-only ones say so).
+        let mut notes = self.config.changes(&new);
         // Pools: existing users are updated in place (both pools of a user
         // whose clients use CLIENT_FOUND_ROWS); new users get a pool; a user
         // removed earlier and listed again gets its old pool back (one pool
@@ -143,7 +138,7 @@ impl Server {
             self.dispatch(p);
         }
         let summary = if notes.is_empty() {
-            "configuration reloaded (no changes that matter)".to_string()
+            "configuration reloaded (no changes)".to_string()
         } else {
             format!("configuration reloaded: {}", notes.join("; "))
         };
