@@ -231,13 +231,19 @@ fn metrics(env: &Env) -> prometheus_parse::Scrape {
     for line in body.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let name = rest.split_whitespace().next().unwrap();
-            assert!(name.starts_with("funnel_"), "{line}");
+            assert!(
+                name.starts_with("funnel_") || name.starts_with("process_"),
+                "{line}"
+            );
             assert!(
                 body.contains(&format!("# HELP {name} ")),
                 "no HELP for {name}"
             );
         } else if !line.starts_with('#') {
-            assert!(line.starts_with("funnel_"), "{line}");
+            assert!(
+                line.starts_with("funnel_") || line.starts_with("process_"),
+                "{line}"
+            );
         }
     }
     scrape
@@ -1240,4 +1246,177 @@ fn reload_summary_lists_each_changed_key() {
         expect.iter().all(|e| log.contains(e.as_str()))
     });
     assert!(logged, "{}", env.f.log());
+}
+
+/// Bytes read from clients count per pool and funnel-wide (the per-pool
+/// figure stayed 0); counters only the funnel as a whole has are NULL in
+/// pool rows; the process figures are there, in Prometheus' names.
+#[test]
+fn byte_counters_funnel_wide_nulls_and_process_metrics() {
+    let users = format!("{}{}", user_a(""), user_b(""));
+    let env = start(&users, &[USER_A, USER_B]);
+    let mut a = env.admin();
+    let stats = |a: &mut mysql::Conn, pool: &str| pool_row(a, "SHOW STATS", pool);
+    let before_a = num(&stats(&mut a, USER_A), "bytes_in");
+    let before_b = num(&stats(&mut a, USER_B), "bytes_in");
+    let before_total = num(&stats(&mut a, "(total)"), "bytes_in");
+    let mut c = env.client(USER_A, PASS_A);
+    let total_after_login = num(&stats(&mut a, "(total)"), "bytes_in");
+    assert!(total_after_login > before_total, "the login's bytes count");
+    let a_after_login = num(&stats(&mut a, USER_A), "bytes_in");
+    // A COM_QUERY of a known size: 4-byte header, command byte, the text.
+    let sql = format!("SELECT '{}'", "x".repeat(1000));
+    let _: Option<String> = c.query_first(&sql).unwrap();
+    let row = stats(&mut a, USER_A);
+    assert_eq!(
+        num(&row, "bytes_in") - a_after_login,
+        4 + 1 + sql.len() as u64,
+        "{row:?}"
+    );
+    assert!(num(&row, "bytes_out") > 1000, "{row:?}");
+    assert_eq!(num(&stats(&mut a, USER_B), "bytes_in"), before_b);
+    assert!(a_after_login >= before_a);
+    let total = stats(&mut a, "(total)");
+    assert_eq!(
+        num(&total, "bytes_in") - total_after_login,
+        4 + 1 + sql.len() as u64
+    );
+    // Per pool, what exists only funnel-wide is NULL; the total has it.
+    for name in ["clients_accepted", "clients_refused"] {
+        assert_eq!(row.get(name), Some(&None), "{name} in {row:?}");
+        assert!(total.get(name).unwrap().is_some(), "{name} in {total:?}");
+    }
+    let j = json(&env, "/stats.json");
+    let pool = j["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == USER_A)
+        .unwrap();
+    assert!(pool["counters"]["clients_accepted"].is_null(), "{pool}");
+    assert_eq!(
+        pool["counters"]["bytes_in"].as_u64(),
+        Some(num(&row, "bytes_in"))
+    );
+
+    let scrape = metrics(&env);
+    assert_eq!(
+        metric(&scrape, "funnel_received_bytes_total", &[("pool", USER_A)]),
+        num(&row, "bytes_in") as f64
+    );
+    let all = metric(&scrape, "funnel_received_bytes_all_total", &[]);
+    assert!(all >= num(&total, "bytes_in") as f64, "{all}");
+    let sent_all = metric(&scrape, "funnel_sent_bytes_all_total", &[]);
+    let sent_pools: f64 = [USER_A, USER_B]
+        .iter()
+        .map(|p| metric(&scrape, "funnel_sent_bytes_total", &[("pool", p)]))
+        .sum();
+    assert_eq!(sent_all, sent_pools);
+
+    // The funnel's own process, as /proc says.
+    let pid = env.f.pid().unwrap();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as f64;
+    let open = metric(&scrape, "process_open_fds", &[]);
+    assert!(
+        (open - fds).abs() <= 4.0,
+        "process_open_fds {open}, /proc says {fds}"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let soft: f64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert_eq!(metric(&scrape, "process_max_fds", &[]), soft);
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap();
+    let rss_pages: f64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let rss = metric(&scrape, "process_resident_memory_bytes", &[]);
+    assert!(
+        rss > rss_pages * 4096.0 * 0.5 && rss < rss_pages * 4096.0 * 2.0,
+        "{rss} vs {rss_pages} pages"
+    );
+    let cpu = metric(&scrape, "process_cpu_seconds_total", &[]);
+    assert!(cpu > 0.0 && cpu < 600.0, "{cpu}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = metric(&scrape, "process_start_time_seconds", &[]);
+    assert!(
+        started <= now + 1.0 && started > now - 600.0,
+        "started {started}, now {now}"
+    );
+}
+
+/// A descriptor limit below what max_client_connections and the backends
+/// need: raised up to the hard limit, and a warning when still short.
+#[test]
+fn fd_limit_below_need_warns_at_start() {
+    let [port, _, _] = ports();
+    let config = format!(
+        "[funnel]\nlisten = 127.0.0.1:{port}\nmax_client_connections = 5000\n\
+         [backend]\naddress = 127.0.0.1:{}\n[user {USER_A}]\npassword = {PASS_A}\n",
+        mariadb().port
+    );
+    let f = FunnelProcess::builder(&config)
+        .port(port)
+        .nofile_limit(256, 256)
+        .start();
+    assert!(
+        f.log()
+            .contains("open files limit (RLIMIT_NOFILE) is 256 (hard limit 256)"),
+        "{}",
+        f.log()
+    );
+    assert!(
+        f.log().contains("max_client_connections 5000"),
+        "{}",
+        f.log()
+    );
+    // Still serves.
+    f.conn(USER_A, PASS_A).query_drop("SELECT 1").unwrap();
+    drop(f);
+
+    // A hard limit with room: the soft one is raised to what is needed.
+    let (_, hard) = funnel::admin::process::nofile_limit().unwrap();
+    if hard < 10_000 {
+        eprintln!("hard RLIMIT_NOFILE {hard}: the raise is not testable here");
+        return;
+    }
+    let [port, _, _] = ports();
+    let config = config.replace(
+        &format!("127.0.0.1:{}", f_port(&config)),
+        &format!("127.0.0.1:{port}"),
+    );
+    let f = FunnelProcess::builder(&config)
+        .port(port)
+        .nofile_limit(256, hard)
+        .start();
+    let log = f.log();
+    assert!(
+        log.contains("raised the open files limit (RLIMIT_NOFILE) from 256 to "),
+        "{log}"
+    );
+    assert!(!log.contains("below the"), "{log}");
+    let pid = f.pid().unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let soft: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(soft > 5000 && soft < 6000, "{limits}");
+}
+
+/// The listen port in a config written by these tests.
+fn f_port(config: &str) -> u16 {
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = 127.0.0.1:"))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap()
 }
