@@ -676,6 +676,13 @@ impl Server {
         if self.shutting_down.is_some() {
             return;
         }
+        if self.pools[pool].is_removed() && self.pools[pool].backlog_len() == 0 {
+            // A removed user's pool keeps no idle backend (one can be left
+            // over when the request it was opened for went elsewhere).
+            while let Some(b) = self.pools[pool].idle.pop() {
+                self.close_backend(b);
+            }
+        }
         let p = &self.pools[pool];
         let missing = p.missing_shared();
         if missing == 0 || self.now < p.next_connect_at {

@@ -224,11 +224,12 @@ impl Pool {
             // Draining: no backends kept open for nobody (nor logins retried
             // against a mysqld that may refuse them now), only one for each
             // command still waiting, up to the configured count.
-            return self
-                .backlog
-                .len()
-                .min(self.user.connections)
-                .saturating_sub(self.shared);
+            let room = if self.user.max_pinned_backends == 0 {
+                self.user.connections.saturating_sub(self.pinned)
+            } else {
+                self.user.connections
+            };
+            return self.backlog.len().min(room).saturating_sub(self.shared);
         }
         if self.user.max_pinned_backends == 0 {
             // No extra connections: pinned ones come out of the configured count.
