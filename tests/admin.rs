@@ -1378,6 +1378,29 @@ fn fd_limit_below_need_warns_at_start() {
     );
     // Still serves.
     f.conn(USER_A, PASS_A).query_drop("SELECT 1").unwrap();
+    // A reload that lowers the need below the limit says nothing more; one
+    // that raises it warns again.
+    let warnings = |f: &FunnelProcess| f.log().matches("below the").count();
+    let reload = |f: &FunnelProcess, max: u32| {
+        let before = f.log().matches("configuration reloaded").count();
+        f.write_config(&config.replace(
+            "max_client_connections = 5000",
+            &format!("max_client_connections = {max}"),
+        ));
+        f.signal(libc::SIGHUP);
+        assert!(wait_until(Duration::from_secs(10), || {
+            f.log().matches("configuration reloaded").count() > before
+        }));
+    };
+    reload(&f, 100);
+    assert_eq!(warnings(&f), 1, "{}", f.log());
+    reload(&f, 6000);
+    assert_eq!(warnings(&f), 2, "{}", f.log());
+    assert!(
+        f.log().contains("max_client_connections 6000"),
+        "{}",
+        f.log()
+    );
     drop(f);
 
     // A hard limit with room: the soft one is raised to what is needed.

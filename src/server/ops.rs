@@ -132,6 +132,8 @@ impl Server {
         self.config.listen = keep_listen;
         self.config.unix_socket = keep_socket;
         self.config.backend.address = keep_backend;
+        // More clients or backends may now need more descriptors.
+        crate::admin::process::check_fd_limit(&self.config);
         for p in 0..self.pools.len() {
             self.shrink_pool(p);
             self.maintain_pool(p);
