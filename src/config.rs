@@ -1851,6 +1851,17 @@ impl Config {
             } else {
                 Section::from_name(header.trim_matches(|c| c == '[' || c == ']'))
             };
+            // Keys that come and go with the kind of credential.
+            for (key, _) in old_plain {
+                if !new_plain.iter().any(|(n, _)| n == key) {
+                    changes.push(format!("{header} {key} unset"));
+                }
+            }
+            for (key, _) in new_plain {
+                if !old_plain.iter().any(|(n, _)| n == key) {
+                    changes.push(format!("{header} {key} set"));
+                }
+            }
             for (j, (key, old_value)) in old_plain.iter().enumerate() {
                 let Some(k) = new_plain.iter().position(|(n, _)| n == key) else {
                     continue;
@@ -2713,6 +2724,14 @@ mod tests {
             ]
         );
         assert_eq!(new.changes(&old).last().unwrap(), "[admin] section removed");
+        let hashed = parse(
+            "[backend]\naddress = 127.0.0.1:3306\n\n[user app]\n\
+             password_hash = *94BDCEBE19083CE2A1F959FD02F964C7AF4CFC29\nbackend_password = secret\n",
+        );
+        assert_eq!(
+            old.changes(&hashed),
+            vec!["[user app] password unset", "[user app] password_hash set"]
+        );
     }
 
     #[test]
