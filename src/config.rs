@@ -440,6 +440,9 @@ impl OptionDefault {
     }
 }
 
+/// A section of `Config::effective`: header and (key, value) pairs.
+type EffectiveSection = (String, Vec<(&'static str, String)>);
+
 /// One configuration option.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OptionSpec {
@@ -1818,6 +1821,78 @@ impl Config {
         changes
     }
 
+    /// Every key whose effective value differs from `self` to `new`, as
+    /// `[section] key: old -> new` (secrets as `[user u] password changed`),
+    /// with `(needs a restart)` after those a reload cannot apply, and
+    /// `[admin]`/`[stats]` sections added or removed. Users added or removed
+    /// are not listed: that is the reload's business.
+    pub fn changes(&self, new: &Config) -> Vec<String> {
+        let sections = |c: &Config| {
+            let plain = c.effective(false);
+            let masked = c.effective(true);
+            plain.into_iter().zip(masked).collect::<Vec<_>>()
+        };
+        let old_sections = sections(self);
+        let new_sections = sections(new);
+        let find = |list: &[(EffectiveSection, EffectiveSection)], header: &str| {
+            list.iter().position(|((h, _), _)| h == header)
+        };
+        let mut changes = Vec::new();
+        for ((header, old_plain), (_, old_masked)) in &old_sections {
+            let Some(i) = find(&new_sections, header) else {
+                if !header.starts_with("[user ") {
+                    changes.push(format!("{header} section removed"));
+                }
+                continue;
+            };
+            let ((_, new_plain), (_, new_masked)) = &new_sections[i];
+            let section = if header.starts_with("[user ") {
+                Some(Section::User)
+            } else {
+                Section::from_name(header.trim_matches(|c| c == '[' || c == ']'))
+            };
+            // Keys that come and go with the kind of credential.
+            for (key, _) in old_plain {
+                if !new_plain.iter().any(|(n, _)| n == key) {
+                    changes.push(format!("{header} {key} unset"));
+                }
+            }
+            for (key, _) in new_plain {
+                if !old_plain.iter().any(|(n, _)| n == key) {
+                    changes.push(format!("{header} {key} set"));
+                }
+            }
+            for (j, (key, old_value)) in old_plain.iter().enumerate() {
+                let Some(k) = new_plain.iter().position(|(n, _)| n == key) else {
+                    continue;
+                };
+                if new_plain[k].1 == *old_value {
+                    continue;
+                }
+                let (shown_old, shown_new) = (&old_masked[j].1, &new_masked[k].1);
+                let mut line = if shown_old == old_value && shown_new == &new_plain[k].1 {
+                    format!("{header} {key}: {shown_old} -> {shown_new}")
+                } else {
+                    format!("{header} {key} changed")
+                };
+                let reloadable = OPTIONS
+                    .iter()
+                    .find(|spec| Some(spec.section) == section && spec.name == *key)
+                    .is_none_or(|spec| spec.reloadable);
+                if !reloadable {
+                    line.push_str(" (needs a restart)");
+                }
+                changes.push(line);
+            }
+        }
+        for ((header, _), _) in &new_sections {
+            if find(&old_sections, header).is_none() && !header.starts_with("[user ") {
+                changes.push(format!("{header} section added"));
+            }
+        }
+        changes
+    }
+
     /// Every section and key with its effective value as it would be
     /// written in the file, in documentation order.
     fn effective(&self, mask: bool) -> Vec<(String, Vec<(&'static str, String)>)> {
@@ -2617,6 +2692,45 @@ mod tests {
         assert_eq!(
             old.restart_required_changes(&new),
             vec!["[funnel] listen", "[admin] listen"]
+        );
+    }
+
+    #[test]
+    fn changes_list_every_key_old_to_new() {
+        let old = parse(BASE);
+        assert!(old.changes(&parse(BASE)).is_empty());
+        // Users added (or removed) are the reload's business, not listed here.
+        assert!(old
+            .changes(&parse(&format!("{BASE}[user other]\npassword = q\n")))
+            .is_empty());
+        let new = parse(
+            "[funnel]\nmax_client_connections = 77\nlisten = 127.0.0.1:4000\n\
+             [backend]\naddress = 127.0.0.1:3306\n\
+             [user app]\npassword = other\nqueue_timeout_ms = 50\n\
+             [admin]\npassword = x\n",
+        );
+        let default_max = old.max_client_connections;
+        let default_timeout = old.users[0].queue_timeout.as_millis();
+        assert_eq!(
+            old.changes(&new),
+            vec![
+                "[funnel] listen: 127.0.0.1:3307 -> 127.0.0.1:4000 (needs a restart)".to_string(),
+                format!("[funnel] max_client_connections: {default_max} -> 77"),
+                "[user app] password changed".to_string(),
+                // It defaults to the password.
+                "[user app] backend_password changed".to_string(),
+                format!("[user app] queue_timeout_ms: {default_timeout} -> 50"),
+                "[admin] section added".to_string(),
+            ]
+        );
+        assert_eq!(new.changes(&old).last().unwrap(), "[admin] section removed");
+        let hashed = parse(
+            "[backend]\naddress = 127.0.0.1:3306\n\n[user app]\n\
+             password_hash = *94BDCEBE19083CE2A1F959FD02F964C7AF4CFC29\nbackend_password = secret\n",
+        );
+        assert_eq!(
+            old.changes(&hashed),
+            vec!["[user app] password unset", "[user app] password_hash set"]
         );
     }
 

@@ -103,6 +103,7 @@ fn main() -> ExitCode {
         env!("CARGO_PKG_VERSION"),
         path.display()
     );
+    funnel::admin::process::check_fd_limit(&config);
     match funnel::server::run(config) {
         Ok(()) => {
             log::info!("funnel stopped");

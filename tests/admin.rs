@@ -231,13 +231,19 @@ fn metrics(env: &Env) -> prometheus_parse::Scrape {
     for line in body.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let name = rest.split_whitespace().next().unwrap();
-            assert!(name.starts_with("funnel_"), "{line}");
+            assert!(
+                name.starts_with("funnel_") || name.starts_with("process_"),
+                "{line}"
+            );
             assert!(
                 body.contains(&format!("# HELP {name} ")),
                 "no HELP for {name}"
             );
         } else if !line.starts_with('#') {
-            assert!(line.starts_with("funnel_"), "{line}");
+            assert!(
+                line.starts_with("funnel_") || line.starts_with("process_"),
+                "{line}"
+            );
         }
     }
     scrape
@@ -1040,4 +1046,400 @@ fn session_replays_and_their_time_are_counted() {
     );
     assert!(seconds > 0.0 && seconds < 10.0, "{seconds}");
     assert!(metric(&scrape, "funnel_session_replays_total", &[("pool", USER_A)]) >= 5.0);
+}
+
+/// A user removed by a reload: its pool takes no new logins, its connected
+/// clients keep working (a transaction in progress too), its idle backends
+/// close and none is reopened for nobody; once its last client leaves, the
+/// pool is gone from SHOW POOLS, /stats.json and /metrics. Listing the user
+/// again, before or after that, gives it exactly one pool.
+#[test]
+fn removed_user_pool_drains_and_disappears() {
+    let users = format!("{}{}", user_a(""), user_b(""));
+    let env = start(&users, &[USER_A, USER_B]);
+    let mut a = env.admin();
+    let removed = format!("removed:{USER_A}");
+    let pools = |a: &mut mysql::Conn| -> Vec<String> {
+        query(a, "SHOW POOLS")
+            .iter()
+            .map(|r| s(r, "pool").to_string())
+            .collect()
+    };
+    let threads = |a: &mut mysql::Conn, pool: &str| -> Vec<u64> {
+        query(a, "SHOW BACKENDS")
+            .iter()
+            .filter(|r| s(r, "pool") == pool)
+            .map(|r| num(r, "thread_id"))
+            .collect()
+    };
+    let mut root = mysql::Conn::new(mariadb().root_url().as_str()).unwrap();
+    let alive = |root: &mut mysql::Conn, ids: &[u64]| -> usize {
+        let list: Vec<u64> = root
+            .query("SELECT ID FROM information_schema.PROCESSLIST")
+            .unwrap();
+        ids.iter().filter(|id| list.contains(id)).count()
+    };
+    let reload = |a: &mut mysql::Conn| -> String {
+        let r = a.query_iter("RELOAD").unwrap();
+        let info = r.info_str().into_owned();
+        drop(r);
+        info
+    };
+    let without_a = users.replace(&user_a(""), "");
+    let full_text = std::fs::read_to_string(&env.f.config_path).unwrap();
+    let text_without_a = full_text.replace(&users, &without_a);
+    assert_ne!(full_text, text_without_a);
+
+    let mut idle = env.client(USER_A, PASS_A);
+    let mut txn = env.client(USER_A, PASS_A);
+    idle.query_drop("SELECT 1").unwrap();
+    txn.query_drop("START TRANSACTION").unwrap();
+    let pinned: Option<u64> = txn.query_first("SELECT CONNECTION_ID()").unwrap();
+    let before = threads(&mut a, USER_A);
+    assert!(before.len() >= 2, "{before:?}");
+    assert_eq!(alive(&mut root, &before), before.len());
+
+    // Removed while a client is connected and another is in a transaction.
+    env.f.write_config(&text_without_a);
+    let info = reload(&mut a);
+    assert!(info.contains(&format!("user {USER_A} removed")), "{info}");
+    assert_eq!(pools(&mut a), [removed.clone(), USER_B.to_string()]);
+    assert_eq!(error_code(env.f.try_conn(USER_A, PASS_A)).0, 1045);
+    // Idle backends close at once; the pinned one stays with its client.
+    let drained = wait_until(Duration::from_secs(10), || {
+        let left = threads(&mut a, &removed);
+        alive(&mut root, &before) == left.len() && left.len() == 1
+    });
+    assert!(drained, "{:?}", query(&mut a, "SHOW BACKENDS"));
+    let row = pool_row(&mut a, "SHOW POOLS", &removed);
+    assert_eq!(
+        (num(&row, "clients"), num(&row, "backends_idle")),
+        (2, 0),
+        "{row:?}"
+    );
+    // The transaction goes on on its backend and commits.
+    let same: Option<u64> = txn.query_first("SELECT CONNECTION_ID()").unwrap();
+    assert_eq!(same, pinned);
+    txn.query_drop("COMMIT").unwrap();
+    // The other client's commands still run (on a backend opened for them).
+    let two: Option<u64> = idle.query_first("SELECT 2").unwrap();
+    assert_eq!(two, Some(2));
+    // ... and nothing stays open for the pool once they are answered.
+    let closed = wait_until(Duration::from_secs(10), || {
+        threads(&mut a, &removed).is_empty() && alive(&mut root, &before) == 0
+    });
+    assert!(closed, "{:?}", query(&mut a, "SHOW BACKENDS"));
+    let connects = num(
+        &pool_row(&mut a, "SHOW STATS", &removed),
+        "backend_connects",
+    );
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        num(
+            &pool_row(&mut a, "SHOW STATS", &removed),
+            "backend_connects"
+        ),
+        connects,
+        "a drained pool opens no backend for nobody"
+    );
+
+    // Listed again while clients remain: the same pool, not a second one.
+    env.f.write_config(&full_text);
+    let info = reload(&mut a);
+    assert!(
+        info.contains(&format!("user {USER_A} added again")),
+        "{info}"
+    );
+    assert_eq!(pools(&mut a), [USER_A, USER_B]);
+    let row = pool_row(&mut a, "SHOW POOLS", USER_A);
+    assert_eq!(num(&row, "clients"), 2, "{row:?}");
+    let up = wait_until(Duration::from_secs(20), || {
+        num(&pool_row(&mut a, "SHOW POOLS", USER_A), "backends_idle") == 2
+    });
+    assert!(up, "{:?}", query(&mut a, "SHOW POOLS"));
+    env.client(USER_A, PASS_A).query_drop("SELECT 3").unwrap();
+    idle.query_drop("SELECT 3").unwrap();
+
+    // Removed again; once its clients leave, the pool is gone everywhere.
+    env.f.write_config(&text_without_a);
+    reload(&mut a);
+    assert_eq!(pools(&mut a), [removed.clone(), USER_B.to_string()]);
+    drop(idle);
+    drop(txn);
+    let gone = wait_until(Duration::from_secs(10), || {
+        pools(&mut a) == [USER_B.to_string()]
+    });
+    assert!(gone, "{:?}", query(&mut a, "SHOW POOLS"));
+    assert!(query(&mut a, "SHOW STATS")
+        .iter()
+        .all(|r| s(r, "pool") != removed));
+    let j = json(&env, "/stats.json");
+    let names: Vec<&str> = j["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, [USER_B]);
+    let (_, body) = env.get("/metrics");
+    assert!(!body.contains(&format!("pool=\"{removed}\"")), "{body}");
+
+    // Listed again after it was gone: one pool, working.
+    env.f.write_config(&full_text);
+    reload(&mut a);
+    assert_eq!(pools(&mut a), [USER_A, USER_B]);
+    let mut back = env.client(USER_A, PASS_A);
+    let four: Option<u64> = back.query_first("SELECT 4").unwrap();
+    assert_eq!(four, Some(4));
+    assert_eq!(pools(&mut a), [USER_A, USER_B]);
+}
+
+/// A reload says exactly what changed, key by key, old -> new, in its
+/// answer and in the log (it said "no changes that matter" for limits it
+/// applied); keys only a restart can change say so.
+#[test]
+fn reload_summary_lists_each_changed_key() {
+    let env = start(&user_a(""), &[USER_A]);
+    let mut a = env.admin();
+    let text = std::fs::read_to_string(&env.f.config_path).unwrap();
+    let reload = |a: &mut mysql::Conn| -> String {
+        let r = a.query_iter("RELOAD").unwrap();
+        let info = r.info_str().into_owned();
+        drop(r);
+        info
+    };
+    assert!(reload(&mut a).contains("no changes"));
+    let value = |a: &mut mysql::Conn, section: &str, name: &str| -> String {
+        query(a, "SHOW CONFIG")
+            .iter()
+            .find(|r| s(r, "section") == section && s(r, "name") == name)
+            .map(|r| s(r, "value").to_string())
+            .unwrap_or_else(|| panic!("no {section} {name} in SHOW CONFIG"))
+    };
+    let user_section = format!("[user {USER_A}]");
+    let old_max = value(&mut a, "[funnel]", "max_client_connections");
+    let old_timeout = value(&mut a, &user_section, "queue_timeout_ms");
+    assert_ne!(old_max, "77");
+    assert_ne!(old_timeout, "1234");
+    let changed = text
+        .replace(
+            "[funnel]\n",
+            "[funnel]\nmax_client_connections = 77\nunix_socket = /tmp/nowhere.sock\n",
+        )
+        .replace(&user_a(""), &user_a("queue_timeout_ms = 1234"));
+    env.f.write_config(&changed);
+    let info = reload(&mut a);
+    let expect = [
+        format!("[funnel] max_client_connections: {old_max} -> 77"),
+        format!("[user {USER_A}] queue_timeout_ms: {old_timeout} -> 1234"),
+        "[funnel] unix_socket: \"\" -> \"/tmp/nowhere.sock\" (needs a restart)".to_string(),
+    ];
+    for e in &expect {
+        assert!(info.contains(e.as_str()), "{e:?} not in {info:?}");
+    }
+    assert!(!info.contains("no changes"), "{info}");
+    // Applied (the restart-only key keeps its running value).
+    assert_eq!(value(&mut a, "[funnel]", "max_client_connections"), "77");
+    assert_eq!(value(&mut a, &user_section, "queue_timeout_ms"), "1234");
+    let logged = wait_until(Duration::from_secs(5), || {
+        let log = env.f.log();
+        expect.iter().all(|e| log.contains(e.as_str()))
+    });
+    assert!(logged, "{}", env.f.log());
+}
+
+/// Bytes read from clients count per pool and funnel-wide (the per-pool
+/// figure stayed 0); counters only the funnel as a whole has are NULL in
+/// pool rows; the process figures are there, in Prometheus' names.
+#[test]
+fn byte_counters_funnel_wide_nulls_and_process_metrics() {
+    let users = format!("{}{}", user_a(""), user_b(""));
+    let env = start(&users, &[USER_A, USER_B]);
+    let mut a = env.admin();
+    let stats = |a: &mut mysql::Conn, pool: &str| pool_row(a, "SHOW STATS", pool);
+    let before_a = num(&stats(&mut a, USER_A), "bytes_in");
+    let before_b = num(&stats(&mut a, USER_B), "bytes_in");
+    let before_total = num(&stats(&mut a, "(total)"), "bytes_in");
+    let mut c = env.client(USER_A, PASS_A);
+    let total_after_login = num(&stats(&mut a, "(total)"), "bytes_in");
+    assert!(total_after_login > before_total, "the login's bytes count");
+    let a_after_login = num(&stats(&mut a, USER_A), "bytes_in");
+    // A COM_QUERY of a known size: 4-byte header, command byte, the text.
+    let sql = format!("SELECT '{}'", "x".repeat(1000));
+    let _: Option<String> = c.query_first(&sql).unwrap();
+    let row = stats(&mut a, USER_A);
+    assert_eq!(
+        num(&row, "bytes_in") - a_after_login,
+        4 + 1 + sql.len() as u64,
+        "{row:?}"
+    );
+    assert!(num(&row, "bytes_out") > 1000, "{row:?}");
+    assert_eq!(num(&stats(&mut a, USER_B), "bytes_in"), before_b);
+    assert!(a_after_login >= before_a);
+    let total = stats(&mut a, "(total)");
+    assert_eq!(
+        num(&total, "bytes_in") - total_after_login,
+        4 + 1 + sql.len() as u64
+    );
+    // Per pool, what exists only funnel-wide is NULL; the total has it.
+    for name in ["clients_accepted", "clients_refused"] {
+        assert_eq!(row.get(name), Some(&None), "{name} in {row:?}");
+        assert!(total.get(name).unwrap().is_some(), "{name} in {total:?}");
+    }
+    let j = json(&env, "/stats.json");
+    let pool = j["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == USER_A)
+        .unwrap();
+    assert!(pool["counters"]["clients_accepted"].is_null(), "{pool}");
+    assert_eq!(
+        pool["counters"]["bytes_in"].as_u64(),
+        Some(num(&row, "bytes_in"))
+    );
+
+    let scrape = metrics(&env);
+    assert_eq!(
+        metric(&scrape, "funnel_received_bytes_total", &[("pool", USER_A)]),
+        num(&row, "bytes_in") as f64
+    );
+    let all = metric(&scrape, "funnel_received_bytes_all_total", &[]);
+    assert!(all >= num(&total, "bytes_in") as f64, "{all}");
+    let sent_all = metric(&scrape, "funnel_sent_bytes_all_total", &[]);
+    let sent_pools: f64 = [USER_A, USER_B]
+        .iter()
+        .map(|p| metric(&scrape, "funnel_sent_bytes_total", &[("pool", p)]))
+        .sum();
+    assert_eq!(sent_all, sent_pools);
+
+    // The funnel's own process, as /proc says.
+    let pid = env.f.pid().unwrap();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as f64;
+    let open = metric(&scrape, "process_open_fds", &[]);
+    assert!(
+        (open - fds).abs() <= 4.0,
+        "process_open_fds {open}, /proc says {fds}"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let soft: f64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert_eq!(metric(&scrape, "process_max_fds", &[]), soft);
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap();
+    let rss_pages: f64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let rss = metric(&scrape, "process_resident_memory_bytes", &[]);
+    assert!(
+        rss > rss_pages * 4096.0 * 0.5 && rss < rss_pages * 4096.0 * 2.0,
+        "{rss} vs {rss_pages} pages"
+    );
+    let cpu = metric(&scrape, "process_cpu_seconds_total", &[]);
+    assert!(cpu > 0.0 && cpu < 600.0, "{cpu}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = metric(&scrape, "process_start_time_seconds", &[]);
+    assert!(
+        started <= now + 1.0 && started > now - 600.0,
+        "started {started}, now {now}"
+    );
+}
+
+/// A descriptor limit below what max_client_connections and the backends
+/// need: raised up to the hard limit, and a warning when still short.
+#[test]
+fn fd_limit_below_need_warns_at_start() {
+    let [port, _, _] = ports();
+    let config = format!(
+        "[funnel]\nlisten = 127.0.0.1:{port}\nmax_client_connections = 5000\n\
+         [backend]\naddress = 127.0.0.1:{}\n[user {USER_A}]\npassword = {PASS_A}\n",
+        mariadb().port
+    );
+    let f = FunnelProcess::builder(&config)
+        .port(port)
+        .nofile_limit(256, 256)
+        .start();
+    assert!(
+        f.log()
+            .contains("open files limit (RLIMIT_NOFILE) is 256 (hard limit 256)"),
+        "{}",
+        f.log()
+    );
+    assert!(
+        f.log().contains("max_client_connections 5000"),
+        "{}",
+        f.log()
+    );
+    // Still serves.
+    f.conn(USER_A, PASS_A).query_drop("SELECT 1").unwrap();
+    // A reload that lowers the need below the limit says nothing more; one
+    // that raises it warns again.
+    let warnings = |f: &FunnelProcess| f.log().matches("below the").count();
+    let reload = |f: &FunnelProcess, max: u32| {
+        let before = f.log().matches("configuration reloaded").count();
+        f.write_config(&config.replace(
+            "max_client_connections = 5000",
+            &format!("max_client_connections = {max}"),
+        ));
+        f.signal(libc::SIGHUP);
+        assert!(wait_until(Duration::from_secs(10), || {
+            f.log().matches("configuration reloaded").count() > before
+        }));
+    };
+    reload(&f, 100);
+    assert_eq!(warnings(&f), 1, "{}", f.log());
+    reload(&f, 6000);
+    assert_eq!(warnings(&f), 2, "{}", f.log());
+    assert!(
+        f.log().contains("max_client_connections 6000"),
+        "{}",
+        f.log()
+    );
+    drop(f);
+
+    // A hard limit with room: the soft one is raised to what is needed.
+    let (_, hard) = funnel::admin::process::nofile_limit().unwrap();
+    if hard < 10_000 {
+        eprintln!("hard RLIMIT_NOFILE {hard}: the raise is not testable here");
+        return;
+    }
+    let [port, _, _] = ports();
+    let config = config.replace(
+        &format!("127.0.0.1:{}", f_port(&config)),
+        &format!("127.0.0.1:{port}"),
+    );
+    let f = FunnelProcess::builder(&config)
+        .port(port)
+        .nofile_limit(256, hard)
+        .start();
+    let log = f.log();
+    assert!(
+        log.contains("raised the open files limit (RLIMIT_NOFILE) from 256 to "),
+        "{log}"
+    );
+    assert!(!log.contains("below the"), "{log}");
+    let pid = f.pid().unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let soft: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(soft > 5000 && soft < 6000, "{limits}");
+}
+
+/// The listen port in a config written by these tests.
+fn f_port(config: &str) -> u16 {
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = 127.0.0.1:"))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap()
 }

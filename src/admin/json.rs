@@ -252,17 +252,26 @@ fn pool(s: &Snapshot, p: &PoolSnapshot) -> Json {
         ),
         ("buffered_bytes", p.buffered_bytes.into()),
         ("prepared_stmts", p.prepared_stmts.into()),
-        ("counters", counters(&p.counters)),
+        ("counters", counters(&p.counters, true)),
         ("latency", Json::Map(latency)),
         ("history", history),
     ])
 }
 
-fn counters(c: &crate::server::Counters) -> Json {
+/// A pool's counters (`pool`: those only the funnel as a whole has are
+/// null) or the totals.
+fn counters(c: &crate::server::Counters, pool: bool) -> Json {
     Json::Map(
         counter_list(c)
             .iter()
-            .map(|(n, v)| (n.to_string(), Json::Int(*v)))
+            .map(|(n, v)| {
+                let v = if pool && report::FUNNEL_WIDE.contains(n) {
+                    Json::Null
+                } else {
+                    Json::Int(*v)
+                };
+                (n.to_string(), v)
+            })
             .collect(),
     )
 }
@@ -315,7 +324,7 @@ pub fn stats_json(s: &Snapshot, detail: bool) -> String {
                 ("max_prepared_stmt_count", s.max_prepared_stmt_count.into()),
             ]),
         ),
-        ("counters", counters(&s.counters)),
+        ("counters", counters(&s.counters, false)),
         (
             "pools",
             Json::Arr(s.pools.iter().map(|p| pool(s, p)).collect()),

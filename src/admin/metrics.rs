@@ -370,6 +370,26 @@ pub fn render(s: &Snapshot) -> String {
         "Bytes written to clients.",
         |p| p.counters.bytes_to_clients as f64,
     );
+    o.family(
+        "funnel_received_bytes_all_total",
+        "counter",
+        "Bytes read from all clients, handshakes and logins included (funnel_received_bytes_total counts those of logged-in clients, per pool).",
+    );
+    o.sample(
+        "funnel_received_bytes_all_total",
+        &[],
+        s.counters.bytes_from_clients as f64,
+    );
+    o.family(
+        "funnel_sent_bytes_all_total",
+        "counter",
+        "Bytes written to all clients (the sum of funnel_sent_bytes_total over the pools, removed pools included).",
+    );
+    o.sample(
+        "funnel_sent_bytes_all_total",
+        &[],
+        s.counters.bytes_to_clients as f64,
+    );
     o.per_pool(
         s,
         "funnel_backend_connects_total",
@@ -540,5 +560,50 @@ pub fn render(s: &Snapshot) -> String {
             }
         }
     }
+    process(&mut o, &super::process::read());
     o.0
+}
+
+/// The process figures, named as the Prometheus client libraries name them
+/// (no `funnel_` prefix, so dashboards made for them work); a figure that
+/// cannot be read is left out.
+fn process(o: &mut Out, p: &super::process::ProcessStats) {
+    let figures = [
+        (
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            p.open_fds.map(|v| v as f64),
+        ),
+        (
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors (soft RLIMIT_NOFILE).",
+            p.max_fds.map(|v| v as f64),
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            p.resident_memory_bytes.map(|v| v as f64),
+        ),
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            p.cpu_seconds,
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            p.start_time_seconds,
+        ),
+    ];
+    for (name, kind, help, v) in figures {
+        if let Some(v) = v {
+            o.family(name, kind, help);
+            o.sample(name, &[], v);
+        }
+    }
 }

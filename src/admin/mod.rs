@@ -19,6 +19,7 @@ mod console;
 mod http;
 mod json;
 mod metrics;
+pub mod process;
 pub mod report;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};

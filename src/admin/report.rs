@@ -237,6 +237,10 @@ pub fn counter_list(c: &Counters) -> [(&'static str, u64); 25] {
     ]
 }
 
+/// Counters that exist only for the funnel as a whole (a connection is
+/// accepted or refused before it names a user): NULL in pool rows.
+pub const FUNNEL_WIDE: [&str; 2] = ["clients_accepted", "clients_refused"];
+
 /// The pseudo pool name of totals rows.
 pub const TOTAL: &str = "(total)";
 
@@ -247,11 +251,17 @@ pub fn show_stats(s: &Snapshot) -> Table {
     let rows = s
         .pools
         .iter()
-        .map(|p| (p.name.as_str(), &p.counters))
-        .chain(std::iter::once((TOTAL, &s.counters)));
-    for (name, c) in rows {
+        .map(|p| (p.name.as_str(), &p.counters, false))
+        .chain(std::iter::once((TOTAL, &s.counters, true)));
+    for (name, c, total) in rows {
         let mut row = vec![Cell::from(name)];
-        row.extend(counter_list(c).iter().map(|(_, v)| Cell::Int(*v)));
+        row.extend(counter_list(c).iter().map(|(n, v)| {
+            if !total && FUNNEL_WIDE.contains(n) {
+                Cell::Null
+            } else {
+                Cell::Int(*v)
+            }
+        }));
         t.push(row);
     }
     t

@@ -676,6 +676,13 @@ impl Server {
         if self.shutting_down.is_some() {
             return;
         }
+        if self.pools[pool].is_removed() && self.pools[pool].backlog_len() == 0 {
+            // A removed user's pool keeps no idle backend (one can be left
+            // over when the request it was opened for went elsewhere).
+            while let Some(b) = self.pools[pool].idle.pop() {
+                self.close_backend(b);
+            }
+        }
         let p = &self.pools[pool];
         let missing = p.missing_shared();
         if missing == 0 || self.now < p.next_connect_at {
@@ -1752,9 +1759,13 @@ impl Server {
             p.pinned -= 1;
             p.shared += 1;
         }
-        if b.close_when_done || p.shared > p.user.connections {
+        if b.close_when_done
+            || p.shared > p.user.connections
+            || (p.is_removed() && p.backlog_len() == 0)
+        {
             // More shared backends than configured: this was a pinned
-            // client's extra connection; close it.
+            // client's extra connection; close it. A removed user's pool
+            // closes its backends as they go idle (none waits for them).
             self.close_backend(key);
             return;
         }

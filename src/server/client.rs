@@ -498,24 +498,38 @@ impl Server {
         if c.read_paused || c.close_after_flush || c.read_closed {
             return;
         }
+        // Bytes count for the client's pool once it has one (logged in);
+        // the funnel-wide total counts the handshakes too.
+        let pool = (!matches!(
+            c.state,
+            ClientState::Handshake
+                | ClientState::AuthSwitch(_)
+                | ClientState::Relay { login: true, .. }
+        ))
+        .then_some(c.pool);
         self.bufs.ensure(&mut c.rbuf);
         let outcome = c
             .rbuf
             .read_from(&mut c.stream, READ_CAP_PER_EVENT, self.stop_on_short_read);
+        if let Ok(ReadOutcome::Drained(n) | ReadOutcome::Capped(n) | ReadOutcome::Closed(n)) =
+            outcome
+        {
+            self.counters.bytes_from_clients += n as u64;
+            if let Some(p) = pool.and_then(|p| self.pools.get_mut(p)) {
+                p.counters.bytes_from_clients += n as u64;
+            }
+        }
         match outcome {
-            Ok(ReadOutcome::Drained(n)) => {
-                self.counters.bytes_from_clients += n as u64;
+            Ok(ReadOutcome::Drained(_)) => {
                 self.process_client_input(key);
             }
-            Ok(ReadOutcome::Capped(n)) => {
-                self.counters.bytes_from_clients += n as u64;
+            Ok(ReadOutcome::Capped(_)) => {
                 self.process_client_input(key);
                 if let Some(c) = self.clients.get(key) {
                     self.deferred.push(Deferred::ClientRead(key, c.serial));
                 }
             }
-            Ok(ReadOutcome::Closed(n)) => {
-                self.counters.bytes_from_clients += n as u64;
+            Ok(ReadOutcome::Closed(_)) => {
                 // Commands the client sent before its FIN still get their
                 // answers (process_client_input closes once they are out).
                 if let Some(c) = self.clients.get_mut(key) {

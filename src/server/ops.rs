@@ -11,7 +11,7 @@ use super::control::{
     BackendCounts, BackendRow, ClientCounts, ClientRow, Control, PoolSnapshot, Snapshot,
 };
 use super::log_limit::LogEvent;
-use super::pool::Pool;
+use super::pool::{Pool, REMOVED_PREFIX};
 use super::session::PinCause;
 use super::Server;
 use crate::config::Config;
@@ -62,22 +62,30 @@ impl Server {
                 return Err(msg);
             }
         };
-        let mut notes = Vec::new();
-        let fixed = self.config.restart_required_changes(&new);
-        for key in &fixed {
-            if !key.contains("connections") {
-                notes.push(format!("{key} changed but needs a restart"));
-            }
-        }
+        // Every key that changed, old -> new (restart-only ones say so).
+        let mut notes = self.config.changes(&new);
         // Pools: existing users are updated in place (both pools of a user
-        // whose clients use CLIENT_FOUND_ROWS); new users get a pool;
-        // removed users keep theirs (clients connected as them keep working)
-        // but can no longer log in.
+        // whose clients use CLIENT_FOUND_ROWS); new users get a pool; a user
+        // removed earlier and listed again gets its old pool back (one pool
+        // per user, drained or not). Removed users' pools drain: no new
+        // logins, their clients keep working (as mysqld's sessions outlive
+        // a DROP USER) on backends opened only for their commands and
+        // closed as they go idle; the pool is no longer shown once it has
+        // neither clients nor backends.
         for user in &new.users {
             let mut known = false;
-            for p in self.pools.iter_mut().filter(|p| p.user.name == user.name) {
+            for p in self
+                .pools
+                .iter_mut()
+                .filter(|p| !p.relay)
+                .filter(|p| p.user.name == user.name || p.removed_user() == Some(&user.name))
+            {
                 known = true;
-                if p.user.connections != user.connections {
+                if p.is_removed() {
+                    if !p.found_rows {
+                        notes.push(format!("user {} added again: its pool is back", user.name));
+                    }
+                } else if p.user.connections != user.connections {
                     notes.push(format!(
                         "pool {}: connections {} -> {}",
                         p.name(),
@@ -103,13 +111,14 @@ impl Server {
             p.user = super::relay::relay_pool_user(&new);
         }
         for p in &mut self.pools {
-            if !new.users.iter().any(|u| u.name == p.user.name) && !p.user.name.starts_with('\0') {
+            if !p.relay && !p.is_removed() && !new.users.iter().any(|u| u.name == p.user.name) {
                 if !p.found_rows {
-                    notes.push(format!("user {} removed: no new logins", p.user.name));
+                    notes.push(format!(
+                        "user {} removed: no new logins, its pool drains",
+                        p.user.name
+                    ));
                 }
-                // A name no client can send: the pool stays for the clients
-                // already connected.
-                p.user.name = format!("\0removed:{}", p.user.name);
+                p.user.name = format!("{REMOVED_PREFIX}{}", p.user.name);
             }
         }
         if std::env::var_os("RUST_LOG").is_none() {
@@ -123,13 +132,15 @@ impl Server {
         self.config.listen = keep_listen;
         self.config.unix_socket = keep_socket;
         self.config.backend.address = keep_backend;
+        // More clients or backends may now need more descriptors.
+        crate::admin::process::check_fd_limit(&self.config);
         for p in 0..self.pools.len() {
             self.shrink_pool(p);
             self.maintain_pool(p);
             self.dispatch(p);
         }
         let summary = if notes.is_empty() {
-            "configuration reloaded (no changes that matter)".to_string()
+            "configuration reloaded (no changes)".to_string()
         } else {
             format!("configuration reloaded: {}", notes.join("; "))
         };
@@ -154,6 +165,11 @@ impl Server {
 
     /// Close idle shared backends beyond the configured count.
     fn shrink_pool(&mut self, pool: usize) {
+        if self.pools[pool].is_removed() && self.pools[pool].backlog_len() == 0 {
+            while let Some(b) = self.pools[pool].idle.pop() {
+                self.close_backend(b);
+            }
+        }
         while self.pools[pool].shared > self.pools[pool].user.connections {
             let Some(b) = self.pools[pool].idle.pop() else {
                 // Busy ones close when they come back (backend_ready).
@@ -307,6 +323,14 @@ impl Server {
                 });
             }
         }
+        // A removed user's pool is gone once it has drained.
+        pools.retain(|p| {
+            let b = &p.backends;
+            !(crate::admin::report::is_removed(p)
+                && p.clients.connected == 0
+                && p.backlog_depth == 0
+                && b.connecting + b.idle + b.busy + b.pinned + b.internal == 0)
+        });
         let counters = self.counters.clone();
         Snapshot {
             taken_at: std::time::SystemTime::now(),

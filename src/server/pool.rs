@@ -72,6 +72,9 @@ pub struct Pool {
     pub privileges_stale: bool,
 }
 
+/// Before the user name of a removed pool: a name no client can send.
+pub const REMOVED_PREFIX: &str = "\0removed:";
+
 /// Bound on `known_schemas`, so a client cycling through names cannot grow it.
 const KNOWN_SCHEMAS_MAX: usize = 4096;
 
@@ -120,6 +123,17 @@ impl Pool {
         } else {
             user.to_string()
         }
+    }
+
+    /// Its user was removed from the configuration by a reload: no new
+    /// logins, and it drains (see `missing_shared`).
+    pub fn is_removed(&self) -> bool {
+        self.user.name.starts_with(REMOVED_PREFIX)
+    }
+
+    /// The configured user a removed pool belonged to.
+    pub fn removed_user(&self) -> Option<&str> {
+        self.user.name.strip_prefix(REMOVED_PREFIX)
     }
 
     pub fn schema_confirmed(&mut self, schema: &str) {
@@ -206,6 +220,17 @@ impl Pool {
 
     /// Shared backends missing from the configured count.
     pub fn missing_shared(&self) -> usize {
+        if self.is_removed() {
+            // Draining: no backends kept open for nobody (nor logins retried
+            // against a mysqld that may refuse them now), only one for each
+            // command still waiting, up to the configured count.
+            let room = if self.user.max_pinned_backends == 0 {
+                self.user.connections.saturating_sub(self.pinned)
+            } else {
+                self.user.connections
+            };
+            return self.backlog.len().min(room).saturating_sub(self.shared);
+        }
         if self.user.max_pinned_backends == 0 {
             // No extra connections: pinned ones come out of the configured count.
             self.user
@@ -319,5 +344,24 @@ mod tests {
         );
         p.user.name = "\0removed:u".into();
         assert_eq!(p.name(), "removed:u");
+        assert!(p.is_removed() && !twin.is_removed());
+        assert_eq!(p.removed_user(), Some("u"));
+    }
+
+    #[test]
+    fn removed_pool_wants_backends_only_for_waiting_commands() {
+        let now = Instant::now();
+        let mut p = Pool::new(0, user(10, 1000), now);
+        assert_eq!(p.missing_shared(), 2);
+        p.user.name = format!("{REMOVED_PREFIX}u");
+        assert_eq!(p.missing_shared(), 0);
+        p.enqueue(req(1, now)).unwrap();
+        assert_eq!(p.missing_shared(), 1);
+        for k in 2..6 {
+            p.enqueue(req(k, now)).unwrap();
+        }
+        assert_eq!(p.missing_shared(), 2, "never beyond the configured count");
+        p.shared = 1;
+        assert_eq!(p.missing_shared(), 1);
     }
 }

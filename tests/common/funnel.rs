@@ -53,6 +53,7 @@ pub struct FunnelBuilder {
     envs: Vec<(OsString, OsString)>,
     rust_log: String,
     ready_timeout: Duration,
+    nofile: Option<(u64, u64)>,
 }
 
 impl FunnelBuilder {
@@ -74,6 +75,11 @@ impl FunnelBuilder {
     /// RUST_LOG for the process (default: $RUST_LOG, else "debug").
     pub fn rust_log(mut self, filter: &str) -> Self {
         self.rust_log = filter.to_string();
+        self
+    }
+    /// Start the process with this RLIMIT_NOFILE (soft, hard).
+    pub fn nofile_limit(mut self, soft: u64, hard: u64) -> Self {
+        self.nofile = Some((soft, hard));
         self
     }
     /// How long to wait for the port (default 30 s).
@@ -107,6 +113,22 @@ impl FunnelBuilder {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log fd"))
             .stderr(log);
+        if let Some((soft, hard)) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            let r = libc::rlimit {
+                rlim_cur: soft as libc::rlim_t,
+                rlim_max: hard as libc::rlim_t,
+            };
+            // SAFETY: setrlimit is async-signal-safe and only reads `r`.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let child = spawn_guarded(cmd)
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", funnel_bin().display()));
         proc.child = Some(child);
@@ -182,6 +204,7 @@ impl FunnelProcess {
             envs: Vec::new(),
             rust_log: std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into()),
             ready_timeout: Duration::from_secs(30),
+            nofile: None,
         }
     }
 
