@@ -324,12 +324,8 @@ impl Server {
         let config = &self.config;
         let poll = &self.poll;
         let mut listeners = Vec::new();
-        for addr in &config.listen {
-            let l = bind_tcp(*addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            let local = l.local_addr().unwrap_or(*addr);
-            info!("listening on {local}");
-            listeners.push(Listener::Tcp(l));
-        }
+        // The unix socket first: a TCP port that accepts then means the
+        // socket is there too.
         if let Some(path) = &config.unix_socket {
             // A socket file left by a previous run would make bind fail.
             if path.exists() {
@@ -339,6 +335,12 @@ impl Server {
                 .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
             info!("listening on {}", path.display());
             listeners.push(Listener::Unix(l, path.clone()));
+        }
+        for addr in &config.listen {
+            let l = bind_tcp(*addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let local = l.local_addr().unwrap_or(*addr);
+            info!("listening on {local}");
+            listeners.push(Listener::Tcp(l));
         }
         for (i, l) in listeners.iter_mut().enumerate() {
             let t = token(KIND_LISTENER, i);
