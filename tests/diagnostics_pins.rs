@@ -148,3 +148,28 @@ fn a_statement_that_would_pin_is_refused_when_no_pin_is_free() {
         Some(1)
     );
 }
+
+/// An error replaces the diagnostics area, whoever's warnings it held: on
+/// mysqld, `SHOW WARNINGS` after a failed prepare shows that error only.
+/// Through the funnel, with another client's warnings left on the only
+/// backend (no pin to keep them), the failed prepare's client sees its own
+/// error, as directly, and nothing of the other client's.
+#[test]
+fn a_failed_prepare_shows_its_own_error_only() {
+    let missing = common::unique_name("diag_missing");
+    let sql = format!("SELECT * FROM {missing}");
+    let mut direct = common::mysql_direct(USER_A, PASS_A);
+    direct.query_drop("SELECT 1/0").expect("direct 1/0");
+    direct.prep(&sql).expect_err("direct: no table");
+    let wd = warnings(&mut direct);
+    assert_eq!(wd.len(), 1, "direct: {wd:?}");
+    assert_eq!(wd[0].1, 1146, "direct: {wd:?}");
+    let f = start("connections = 1\nmax_pinned_backends = 0");
+    let mut a = conn(&f);
+    let mut b = conn(&f);
+    a.query_drop("SELECT 1/0").expect("a 1/0");
+    b.prep(&sql).expect_err("no table");
+    let wb = warnings(&mut b);
+    assert_eq!(wb.len(), 1, "{wb:?}");
+    assert_eq!(wb[0].1, 1146, "B's own error only: {wb:?}");
+}

@@ -25,8 +25,9 @@
 //!   none). As in mysqld, a statement without diagnostics that reads no
 //!   table (`SELECT 1`) leaves them; one that uses a table (`FROM t`, DML), a
 //!   `SHOW` other than of diagnostics, the funnel's `DO (SELECT 1 FROM
-//!   information_schema.ENGINES LIMIT 0)`, a scripted error (its statement's
-//!   tag, if any) and COM_RESET_CONNECTION replace or clear them.
+//!   information_schema.ENGINES LIMIT 0)`, any error (a failed prepare, an
+//!   unknown statement id, a scripted error: naming its statement's tag, if
+//!   any) and COM_RESET_CONNECTION replace or clear them.
 //!
 //! A reset or that `DO` still runs when the script gives it an odd answer
 //! (anything but an error): the funnel may take such an answer for done.
@@ -451,9 +452,9 @@ impl FakeMysqld {
         match answer {
             Answer::Normal => r.normal(cmd, &payload[1..]),
             Answer::Err => {
+                r.err(1064, "42000", "You have an error in your SQL syntax (sim)");
                 // The error is what the diagnostics area holds now.
                 r.conn.warnings_owner = diagnostics_tag(&sql).or_else(|| hidden_tag(&sql));
-                r.err(1064, "42000", "You have an error in your SQL syntax (sim)")
             }
             Answer::Unreplayable => {
                 // An entry of a type the funnel does not know.
@@ -638,7 +639,11 @@ impl<'a> Reply<'a> {
         self.packet(&p);
     }
 
+    /// An error, which (as in mysqld, any command's: a failed prepare's, an
+    /// unknown statement's) replaces what the diagnostics area held: it
+    /// names nobody unless the caller then says whose it is.
     fn err(&mut self, code: u16, state: &str, msg: &str) {
+        self.conn.warnings_owner = None;
         self.scratch.clear();
         encode_err(&mut self.scratch, code, state, msg);
         let p = std::mem::take(&mut self.scratch);
@@ -863,12 +868,12 @@ impl<'a> Reply<'a> {
             self.conn.warnings_owner = Some(tag);
             self.text_result_warnings(&["w"], &[&[None]], 0, 1);
         } else if let Some(tag) = digits_after(text, "SELECT * FROM SIM_MISSING") {
-            self.conn.warnings_owner = Some(tag);
             self.err(
                 1146,
                 "42S02",
                 &format!("Table 'sim.sim_missing{tag}' doesn't exist"),
             );
+            self.conn.warnings_owner = Some(tag);
         } else if text.starts_with("SHOW WARNINGS") || text.starts_with("SHOW ERRORS") {
             let message = self.conn.warnings_owner.map(|t| {
                 let mut m = b"Division by 0 (".to_vec();

@@ -177,6 +177,7 @@ const SHOW_WARNINGS: u8 = ISOLATION_CANNED + 8;
 const SHOW_ERRORS: u8 = ISOLATION_CANNED + 9;
 const PROBE_OWNER: u8 = ISOLATION_CANNED + 10;
 const PREPARE_CALL: u8 = ISOLATION_CANNED + 16;
+const PREPARE_MISSING: u8 = 24 + 10;
 const EXECUTE_1: u8 = 24 + 11;
 
 fn reload(variant: u8) -> [u8; 2] {
@@ -346,6 +347,66 @@ fn warnings_stay_with_their_client() {
             sim.finish().unwrap();
         }
     }
+}
+
+/// Another client's error replaces the warnings a client left on a shared
+/// backend, as in mysqld (checked against MariaDB 10.11: after `SELECT 1/0`,
+/// a failed `COM_STMT_PREPARE`'s `SHOW ERRORS` shows only its own error):
+/// the funnel takes the diagnostics area for the second client's and runs
+/// its `SHOW ERRORS` / `SHOW WARNINGS` as they are. The fake mysqld once
+/// left the warnings under a failed prepare (`SIM_SEED=99`: "client tag 1
+/// sees client tag 3's warnings"), which no mysqld does.
+#[test]
+fn an_error_replaces_another_clients_warnings() {
+    // One backend, no pin to spare: client 0's warnings stay on the
+    // backend client 1 then gets.
+    let input = case(&[
+        &reload(0),
+        &turns(16),
+        &login(0, LOGIN_APP),
+        &login(1, LOGIN_APP),
+        &turns(8),
+        &canned(0, WARN),
+        &turns(8),
+        &canned(1, PREPARE_MISSING),
+        &turns(8),
+    ]);
+    let mut sim = Sim::new().unwrap();
+    sim.run(&input).unwrap();
+    let c1 = sim.clients[1].as_ref().unwrap();
+    assert!(c1.clean && c1.awaiting.is_empty());
+    assert_eq!(c1.frames.last().map(|f| f[0]), Some(ERR_HEADER));
+    // The fake mysqld, as mysqld, holds the prepare's error only.
+    assert!(sim
+        .server
+        .backends
+        .iter()
+        .all(|(_, b)| sim.mysqld.warnings_owner(b.thread_id).is_none()));
+    sim.run(&case(&[
+        &canned(1, SHOW_ERRORS),
+        &turns(8),
+        &canned(1, SHOW_WARNINGS),
+        &turns(8),
+        &canned(0, SHOW_WARNINGS),
+        &turns(8),
+    ]))
+    .unwrap();
+    let c1 = sim.clients[1].as_ref().unwrap();
+    assert!(c1.clean && c1.awaiting.is_empty());
+    assert!(!c1.frames.iter().any(|f| owner_named(f).is_some()));
+    sim.finish().unwrap();
+}
+
+/// The input `SIM_CASES=10000 SIM_SEED=99` found (see above).
+#[test]
+fn a_failed_prepare_after_another_clients_warnings_shows_none_of_them() {
+    let input = [
+        2, 0, 34, 0, 66, 0, 98, 0, 5, 8, 5, 118, 34, 130, 100, 30, 43, 137, 76, 203, 36, 57, 112,
+        1, 64, 4, 57, 11, 224, 100, 66, 5, 158, 100, 35, 80, 3, 62, 54, 10, 43, 182, 105, 5, 54,
+        100, 67, 112, 4, 58, 67, 61, 50, 6, 215, 100, 63, 36, 57, 100, 61, 5, 90, 36, 57, 16, 4,
+        51, 34, 57, 60, 36, 36, 38, 106,
+    ];
+    run_case(&input).unwrap();
 }
 
 /// Steps until client `who` has every answer it is owed.
