@@ -20,7 +20,9 @@
 //!   funnel can prove harmless) answers one row naming the owner, or none.
 //!   Only COM_RESET_CONNECTION clears it.
 //! - the diagnostics area (`warnings_owner`): `SELECT 1/0 AS w<t>` answers
-//!   a row with one warning, `SELECT * FROM sim_missing<t>` an error;
+//!   a row with one warning (`SELECT 1/0 AS w<t>; SELECT 1` two results,
+//!   the warning counted in the first only, as mysqld counts each
+//!   statement's own), `SELECT * FROM sim_missing<t>` an error;
 //!   `SHOW WARNINGS` / `SHOW ERRORS` answer a row naming their owner (or
 //!   none). As in mysqld, a statement without diagnostics that reads no
 //!   table (`SELECT 1`) leaves them; one that uses a table (`FROM t`, DML), a
@@ -866,7 +868,15 @@ impl<'a> Reply<'a> {
             }
         } else if let Some(tag) = digits_after(text, "SELECT 1/0 AS W") {
             self.conn.warnings_owner = Some(tag);
-            self.text_result_warnings(&["w"], &[&[None]], 0, 1);
+            if text.contains(';') {
+                // `SELECT 1/0 AS w<t>; SELECT 1`: the warning is the first
+                // statement's; the last counts none of its own and, reading
+                // no table, leaves it in the diagnostics area.
+                self.text_result_warnings(&["w"], &[&[None]], SERVER_MORE_RESULTS_EXISTS, 1);
+                self.text_result(&["1"], &[&[Some(b"1")]], 0);
+            } else {
+                self.text_result_warnings(&["w"], &[&[None]], 0, 1);
+            }
         } else if let Some(tag) = digits_after(text, "SELECT * FROM SIM_MISSING") {
             self.err(
                 1146,

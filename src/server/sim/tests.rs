@@ -177,6 +177,7 @@ const SHOW_WARNINGS: u8 = ISOLATION_CANNED + 8;
 const SHOW_ERRORS: u8 = ISOLATION_CANNED + 9;
 const PROBE_OWNER: u8 = ISOLATION_CANNED + 10;
 const PREPARE_CALL: u8 = ISOLATION_CANNED + 16;
+const WARN_EARLIER: u8 = ISOLATION_CANNED + 20;
 const PREPARE_MISSING: u8 = 24 + 10;
 const EXECUTE_1: u8 = 24 + 11;
 
@@ -321,7 +322,11 @@ fn warnings_then_other_client(variant: u8, diagnostics: u8, show: u8) -> Vec<u8>
 #[test]
 fn warnings_stay_with_their_client() {
     for variant in [0, 3] {
-        for (diagnostics, show) in [(WARN, SHOW_WARNINGS), (MISSING_TABLE, SHOW_ERRORS)] {
+        for (diagnostics, show) in [
+            (WARN, SHOW_WARNINGS),
+            (MISSING_TABLE, SHOW_ERRORS),
+            (WARN_EARLIER, SHOW_WARNINGS),
+        ] {
             let what = (variant, diagnostics, show);
             let mut sim = Sim::new().unwrap();
             sim.run(&warnings_then_other_client(variant, diagnostics, show))
@@ -640,7 +645,7 @@ fn write_sim_fuzz_seeds() {
         ]));
     }
     // Session state left by one client, probed by another.
-    for idx in ISOLATION_CANNED..ISOLATION_CANNED + 20 {
+    for idx in ISOLATION_CANNED..=WARN_EARLIER {
         seeds.push(unproven_then_probe(1, &[idx]));
         seeds.push(unproven_then_probe(0, &[idx, SHOW_WARNINGS]));
     }
@@ -650,6 +655,11 @@ fn write_sim_fuzz_seeds() {
             variant,
             MISSING_TABLE,
             SHOW_ERRORS,
+        ));
+        seeds.push(warnings_then_other_client(
+            variant,
+            WARN_EARLIER,
+            SHOW_WARNINGS,
         ));
     }
     // Client 2 kills client 1's SLEEP about as it ends; client 3 follows.
