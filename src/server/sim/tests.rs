@@ -530,7 +530,7 @@ fn random_session(next: &mut impl FnMut() -> u64) -> Vec<u8> {
         if r % 3 == 0 {
             (r >> 8) as u8 % ISOLATION_CANNED
         } else {
-            ISOLATION_CANNED + (r >> 8) as u8 % 20
+            ISOLATION_CANNED + (r >> 8) as u8 % ISOLATION_COMMANDS
         }
     };
     for _ in 0..(next() % 40) {
@@ -636,7 +636,7 @@ fn write_sim_fuzz_seeds() {
         dying_backend_and_garbage(),
     ];
     // Every canned command once, after a login.
-    for idx in 0..ISOLATION_CANNED + 20 {
+    for idx in 0..ISOLATION_CANNED + ISOLATION_COMMANDS {
         seeds.push(case(&[
             &login(0, idx % 128),
             &turns(4),
@@ -645,7 +645,7 @@ fn write_sim_fuzz_seeds() {
         ]));
     }
     // Session state left by one client, probed by another.
-    for idx in ISOLATION_CANNED..=WARN_EARLIER {
+    for idx in ISOLATION_CANNED..ISOLATION_CANNED + ISOLATION_COMMANDS {
         seeds.push(unproven_then_probe(1, &[idx]));
         seeds.push(unproven_then_probe(0, &[idx, SHOW_WARNINGS]));
     }
