@@ -413,6 +413,10 @@ impl FakeMysqld {
             }
             if sql.trim_start().starts_with(CLEAR_DIAGNOSTICS) {
                 self.diagnostics_cleared += 1;
+            }
+            // A statement that uses a table empties the area when it starts,
+            // whatever its answer (rows, a big result, ...).
+            if empties_diagnostics(&sql) {
                 self.conns[i].warnings_owner = None;
             }
         }
@@ -523,6 +527,20 @@ impl FakeMysqld {
 
 /// What the funnel runs to empty a connection's diagnostics area (upper case).
 const CLEAR_DIAGNOSTICS: &str = "DO (SELECT 1 FROM INFORMATION_SCHEMA.ENGINES LIMIT 0)";
+
+/// As in mysqld (10.11): a statement (upper case) that uses a table, or a
+/// SHOW other than of the diagnostics, empties the diagnostics area.
+fn empties_diagnostics(text: &str) -> bool {
+    let text = text.trim_start();
+    let diagnostics_show = ["SHOW WARNINGS", "SHOW ERRORS", "SHOW COUNT"]
+        .iter()
+        .any(|p| text.starts_with(p));
+    let dml = ["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD"]
+        .iter()
+        .any(|p| text.starts_with(p));
+    dml || (text.starts_with("SHOW") && !diagnostics_show)
+        || (text.contains(" FROM ") && !text.contains(" FROM DUAL"))
+}
 
 /// The decimal number right after `prefix` at the start of `sql` (upper
 /// case, leading blanks skipped).
@@ -794,20 +812,6 @@ impl<'a> Reply<'a> {
     fn query(&mut self, sql: &[u8]) {
         let text = String::from_utf8_lossy(sql).to_ascii_uppercase();
         let text = text.trim_start();
-        // As in mysqld (10.11): a statement that uses a table, or a SHOW
-        // other than of the diagnostics, empties the diagnostics area.
-        let diagnostics_show = ["SHOW WARNINGS", "SHOW ERRORS", "SHOW COUNT"]
-            .iter()
-            .any(|p| text.starts_with(p));
-        let dml = ["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD"]
-            .iter()
-            .any(|p| text.starts_with(p));
-        if dml
-            || (text.starts_with("SHOW") && !diagnostics_show)
-            || (text.contains(" FROM ") && !text.contains(" FROM DUAL"))
-        {
-            self.conn.warnings_owner = None;
-        }
         if text.starts_with("SET SESSION SESSION_TRACK") {
             self.ok(0, None);
         } else if text.contains("@@CHARACTER_SET_CLIENT") {
