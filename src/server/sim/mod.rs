@@ -64,8 +64,6 @@ const MAX_UNSENT: usize = 1 << 20;
 
 /// The first canned command index of [`Sim::isolation_command`]'s.
 const ISOLATION_CANNED: u8 = 48;
-/// How many [`Sim::isolation_command`]s there are.
-const ISOLATION_COMMANDS: u8 = 21;
 
 const USERS: [(&str, &str); 2] = [("app", "app_pw"), ("other", "other_pw")];
 const ADMIN_RESUME: u8 = 2;

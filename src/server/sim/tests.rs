@@ -170,6 +170,8 @@ fn the_checker_sees_a_queued_client_missing_from_the_backlog() {
 }
 
 // Canned isolation commands (see `Sim::isolation_command`).
+/// How many there are.
+const ISOLATION_COMMANDS: u8 = 21;
 const CALL_PROC: u8 = ISOLATION_CANNED;
 const WARN: u8 = ISOLATION_CANNED + 6;
 const MISSING_TABLE: u8 = ISOLATION_CANNED + 7;
