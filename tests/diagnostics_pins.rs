@@ -148,3 +148,66 @@ fn a_statement_that_would_pin_is_refused_when_no_pin_is_free() {
         Some(1)
     );
 }
+
+/// A multi-statement query whose warnings come from a statement before the
+/// last: mysqld's last OK/EOF counts only the last statement's warnings
+/// (0 here), but the diagnostics area keeps the earlier statement's, as a
+/// direct connection shows. Those are the client's own (it keeps them, or
+/// they give way when no pin is free) and no other client may see them.
+#[test]
+fn warnings_of_an_earlier_statement_of_a_query_stay_with_their_client() {
+    const QUERY: &str = "SELECT 1/0 AS w; SELECT 1";
+    // As on mysqld: the last statement reports no warnings, yet they are there.
+    let mut direct = common::mysql_direct(USER_A, PASS_A);
+    direct.query_drop(QUERY).expect("direct query");
+    assert_eq!(direct.warnings(), 0, "the last statement's own count");
+    let wd = warnings(&mut direct);
+    assert_eq!(wd.len(), 1, "direct: {wd:?}");
+    assert_eq!(wd[0].1, 1365, "direct: {wd:?}");
+    for pins in [4, 0] {
+        let f = start(&format!("connections = 1\nmax_pinned_backends = {pins}"));
+        let mut a = conn(&f);
+        let mut b = conn(&f);
+        a.query_drop(QUERY).expect("a query");
+        let wb = warnings(&mut b);
+        assert!(
+            wb.is_empty(),
+            "max_pinned_backends = {pins}: B saw A's warnings: {wb:?}"
+        );
+        let count: Option<u32> = b.query_first("SELECT @@warning_count").expect("count");
+        assert_eq!(count, Some(0), "max_pinned_backends = {pins}");
+        let wa = warnings(&mut a);
+        if pins > 0 {
+            // A kept its backend for them, as a direct connection shows.
+            assert_eq!(wa, wd, "max_pinned_backends = {pins}: A's own warnings");
+        } else {
+            // No pin to keep them: they gave way (never someone else's).
+            assert!(wa.is_empty(), "max_pinned_backends = {pins}: {wa:?}");
+        }
+    }
+}
+
+/// An error replaces the diagnostics area, whoever's warnings it held: on
+/// mysqld, `SHOW WARNINGS` after a failed prepare shows that error only.
+/// Through the funnel, with another client's warnings left on the only
+/// backend (no pin to keep them), the failed prepare's client sees its own
+/// error, as directly, and nothing of the other client's.
+#[test]
+fn a_failed_prepare_shows_its_own_error_only() {
+    let missing = common::unique_name("diag_missing");
+    let sql = format!("SELECT * FROM {missing}");
+    let mut direct = common::mysql_direct(USER_A, PASS_A);
+    direct.query_drop("SELECT 1/0").expect("direct 1/0");
+    direct.prep(&sql).expect_err("direct: no table");
+    let wd = warnings(&mut direct);
+    assert_eq!(wd.len(), 1, "direct: {wd:?}");
+    assert_eq!(wd[0].1, 1146, "direct: {wd:?}");
+    let f = start("connections = 1\nmax_pinned_backends = 0");
+    let mut a = conn(&f);
+    let mut b = conn(&f);
+    a.query_drop("SELECT 1/0").expect("a 1/0");
+    b.prep(&sql).expect_err("no table");
+    let wb = warnings(&mut b);
+    assert_eq!(wb.len(), 1, "{wb:?}");
+    assert_eq!(wb[0].1, 1146, "B's own error only: {wb:?}");
+}

@@ -205,8 +205,11 @@ pub struct Backend {
     /// The session holds something `COM_RESET_CONNECTION` does not undo
     /// (the profiling history): closed instead of reset.
     pub discard_on_reset: bool,
-    /// Warnings of the last statement of the current response.
-    pub last_warnings: u16,
+    /// A statement of the current response reported warnings. Not only
+    /// the last: mysqld counts each statement's own warnings in its OK or
+    /// EOF, and a later statement that reads no table (`SELECT 1/0; SELECT
+    /// 1`) reports none but leaves the earlier one's in the diagnostics area.
+    pub saw_warnings: bool,
     /// Affected rows of the current response's last OK packet.
     pub last_affected_rows: u64,
     /// The current response is a parse error and nothing else: mysqld ran
@@ -591,7 +594,7 @@ impl Server {
             saw_eof_state_change: false,
             saw_unreplayable: false,
             discard_on_reset: false,
-            last_warnings: 0,
+            saw_warnings: false,
             last_affected_rows: 0,
             parse_error_only: false,
             diagnostics_of: None,
@@ -2307,7 +2310,7 @@ impl Server {
         b.saw_eof_state_change = false;
         b.saw_unreplayable = false;
         b.charset_changed = false;
-        b.last_warnings = 0;
+        b.saw_warnings = false;
         b.parse_error_only = false;
         b.response_bytes = 0;
         b.slow_reader = SlowReader::Watermarks;
@@ -2601,7 +2604,7 @@ impl Server {
                                 }
                                 run_start = pos + total;
                             }
-                            b.last_warnings = ok.warnings;
+                            b.saw_warnings |= ok.warnings > 0;
                             b.last_affected_rows = ok.affected_rows;
                             if ok.last_insert_id != 0 {
                                 b.last_insert_id = ok.last_insert_id;
@@ -2618,7 +2621,7 @@ impl Server {
                                 b.tracker_pending = true;
                             }
                             if kind == PacketKind::Eof {
-                                b.last_warnings = eof.warnings;
+                                b.saw_warnings |= eof.warnings > 0;
                             }
                         }
                     }
@@ -2837,7 +2840,7 @@ impl Server {
                             .then_some("a stored program changed the session"))
                         .or((b.saw_state_change && facts.may_fire_triggers)
                             .then_some("a trigger changed the session"));
-                    let clean_end = end != EndKind::Err && b.last_warnings == 0;
+                    let clean_end = end != EndKind::Err && !b.saw_warnings;
                     // After this statement, the diagnostics area holds the
                     // client's warnings, which a read-back (it reads a
                     // table) would empty.

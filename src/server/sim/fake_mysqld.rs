@@ -20,13 +20,16 @@
 //!   funnel can prove harmless) answers one row naming the owner, or none.
 //!   Only COM_RESET_CONNECTION clears it.
 //! - the diagnostics area (`warnings_owner`): `SELECT 1/0 AS w<t>` answers
-//!   a row with one warning, `SELECT * FROM sim_missing<t>` an error;
+//!   a row with one warning (`SELECT 1/0 AS w<t>; SELECT 1` two results,
+//!   the warning counted in the first only, as mysqld counts each
+//!   statement's own), `SELECT * FROM sim_missing<t>` an error;
 //!   `SHOW WARNINGS` / `SHOW ERRORS` answer a row naming their owner (or
 //!   none). As in mysqld, a statement without diagnostics that reads no
 //!   table (`SELECT 1`) leaves them; one that uses a table (`FROM t`, DML), a
 //!   `SHOW` other than of diagnostics, the funnel's `DO (SELECT 1 FROM
-//!   information_schema.ENGINES LIMIT 0)`, a scripted error (its statement's
-//!   tag, if any) and COM_RESET_CONNECTION replace or clear them.
+//!   information_schema.ENGINES LIMIT 0)`, any error (a failed prepare, an
+//!   unknown statement id, a scripted error: naming its statement's tag, if
+//!   any) and COM_RESET_CONNECTION replace or clear them.
 //!
 //! A reset or that `DO` still runs when the script gives it an odd answer
 //! (anything but an error): the funnel may take such an answer for done.
@@ -410,6 +413,10 @@ impl FakeMysqld {
             }
             if sql.trim_start().starts_with(CLEAR_DIAGNOSTICS) {
                 self.diagnostics_cleared += 1;
+            }
+            // A statement that uses a table empties the area when it starts,
+            // whatever its answer (rows, a big result, ...).
+            if empties_diagnostics(&sql) {
                 self.conns[i].warnings_owner = None;
             }
         }
@@ -451,9 +458,9 @@ impl FakeMysqld {
         match answer {
             Answer::Normal => r.normal(cmd, &payload[1..]),
             Answer::Err => {
+                r.err(1064, "42000", "You have an error in your SQL syntax (sim)");
                 // The error is what the diagnostics area holds now.
                 r.conn.warnings_owner = diagnostics_tag(&sql).or_else(|| hidden_tag(&sql));
-                r.err(1064, "42000", "You have an error in your SQL syntax (sim)")
             }
             Answer::Unreplayable => {
                 // An entry of a type the funnel does not know.
@@ -520,6 +527,20 @@ impl FakeMysqld {
 
 /// What the funnel runs to empty a connection's diagnostics area (upper case).
 const CLEAR_DIAGNOSTICS: &str = "DO (SELECT 1 FROM INFORMATION_SCHEMA.ENGINES LIMIT 0)";
+
+/// As in mysqld (10.11): a statement (upper case) that uses a table, or a
+/// SHOW other than of the diagnostics, empties the diagnostics area.
+fn empties_diagnostics(text: &str) -> bool {
+    let text = text.trim_start();
+    let diagnostics_show = ["SHOW WARNINGS", "SHOW ERRORS", "SHOW COUNT"]
+        .iter()
+        .any(|p| text.starts_with(p));
+    let dml = ["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD"]
+        .iter()
+        .any(|p| text.starts_with(p));
+    dml || (text.starts_with("SHOW") && !diagnostics_show)
+        || (text.contains(" FROM ") && !text.contains(" FROM DUAL"))
+}
 
 /// The decimal number right after `prefix` at the start of `sql` (upper
 /// case, leading blanks skipped).
@@ -638,7 +659,11 @@ impl<'a> Reply<'a> {
         self.packet(&p);
     }
 
+    /// An error, which (as in mysqld, any command's: a failed prepare's, an
+    /// unknown statement's) replaces what the diagnostics area held: it
+    /// names nobody unless the caller then says whose it is.
     fn err(&mut self, code: u16, state: &str, msg: &str) {
+        self.conn.warnings_owner = None;
         self.scratch.clear();
         encode_err(&mut self.scratch, code, state, msg);
         let p = std::mem::take(&mut self.scratch);
@@ -787,20 +812,6 @@ impl<'a> Reply<'a> {
     fn query(&mut self, sql: &[u8]) {
         let text = String::from_utf8_lossy(sql).to_ascii_uppercase();
         let text = text.trim_start();
-        // As in mysqld (10.11): a statement that uses a table, or a SHOW
-        // other than of the diagnostics, empties the diagnostics area.
-        let diagnostics_show = ["SHOW WARNINGS", "SHOW ERRORS", "SHOW COUNT"]
-            .iter()
-            .any(|p| text.starts_with(p));
-        let dml = ["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD"]
-            .iter()
-            .any(|p| text.starts_with(p));
-        if dml
-            || (text.starts_with("SHOW") && !diagnostics_show)
-            || (text.contains(" FROM ") && !text.contains(" FROM DUAL"))
-        {
-            self.conn.warnings_owner = None;
-        }
         if text.starts_with("SET SESSION SESSION_TRACK") {
             self.ok(0, None);
         } else if text.contains("@@CHARACTER_SET_CLIENT") {
@@ -861,14 +872,22 @@ impl<'a> Reply<'a> {
             }
         } else if let Some(tag) = digits_after(text, "SELECT 1/0 AS W") {
             self.conn.warnings_owner = Some(tag);
-            self.text_result_warnings(&["w"], &[&[None]], 0, 1);
+            if text.contains(';') {
+                // `SELECT 1/0 AS w<t>; SELECT 1`: the warning is the first
+                // statement's; the last counts none of its own and, reading
+                // no table, leaves it in the diagnostics area.
+                self.text_result_warnings(&["w"], &[&[None]], SERVER_MORE_RESULTS_EXISTS, 1);
+                self.text_result(&["1"], &[&[Some(b"1")]], 0);
+            } else {
+                self.text_result_warnings(&["w"], &[&[None]], 0, 1);
+            }
         } else if let Some(tag) = digits_after(text, "SELECT * FROM SIM_MISSING") {
-            self.conn.warnings_owner = Some(tag);
             self.err(
                 1146,
                 "42S02",
                 &format!("Table 'sim.sim_missing{tag}' doesn't exist"),
             );
+            self.conn.warnings_owner = Some(tag);
         } else if text.starts_with("SHOW WARNINGS") || text.starts_with("SHOW ERRORS") {
             let message = self.conn.warnings_owner.map(|t| {
                 let mut m = b"Division by 0 (".to_vec();

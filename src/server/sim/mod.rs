@@ -912,6 +912,8 @@ impl Sim {
                 COM_STMT_PREPARE,
                 format!("INSERT INTO sim_trig VALUES ({tag})"),
             ),
+            // Warnings from a statement before the last of a query.
+            20 => (COM_QUERY, format!("SELECT 1/0 AS w{tag}; SELECT 1")),
             _ => return None,
         };
         let mut p = vec![cmd];
