@@ -122,7 +122,7 @@ configuration stays)."
             "; restart to change"
         };
         out.push_str(&format!(
-            ".TP\n.B {}\n({}{reload})\n{}\n",
+            ".TP\n\\fB{}\\fR ({}{reload})\n{}\n",
             esc(spec.name),
             esc(&default),
             esc(spec.help)
@@ -142,7 +142,7 @@ mod tests {
         let page = funnel_conf_5();
         for spec in config::option_table() {
             assert!(
-                page.contains(&format!(".B {}\n", esc(spec.name))),
+                page.contains(&format!(".TP\n\\fB{}\\fR (", esc(spec.name))),
                 "{} missing",
                 spec.name
             );

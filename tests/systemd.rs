@@ -357,7 +357,7 @@ fn unit_file_and_package_metadata_agree() {
     assert_eq!(unit_value(&unit, "User"), "funnel");
     assert_eq!(unit_value(&unit, "Group"), "funnel");
     assert!(postinst.contains("adduser --system --group"), "{postinst}");
-    assert!(postinst.contains(" funnel >/dev/null"), "{postinst}");
+    assert!(postinst.contains("multiplexer\" funnel\n"), "{postinst}");
     assert!(postinst.contains("#DEBHELPER#"), "{postinst}");
     // The unix socket the example suggests lives in the RuntimeDirectory.
     let runtime = unit_value(&unit, "RuntimeDirectory");
