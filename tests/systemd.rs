@@ -73,26 +73,31 @@ impl NotifySocket {
     }
 }
 
-/// A TCP forwarder from 127.0.0.1:`port` to mysqld, started on demand:
-/// until then nothing listens on `port` and the funnel cannot reach its
-/// backend. Counts the bytes mysqld sent through it.
+/// A TCP forwarder from 127.0.0.1:`port` to mysqld, opened on demand.
+/// The port is bound (and so reserved) from the start, and the kernel
+/// completes the funnel's connections to it, but nothing answers them until
+/// `open`: mysqld "reachable" but silent, which must not count as ready.
+/// Counts the bytes mysqld sent through it.
 struct GatedProxy {
     port: u16,
+    listener: std::cell::Cell<Option<TcpListener>>,
     from_server: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
 impl GatedProxy {
     fn new() -> GatedProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy port");
         GatedProxy {
-            port: common::free_port(),
+            port: listener.local_addr().unwrap().port(),
+            listener: std::cell::Cell::new(Some(listener)),
             from_server: Arc::new(AtomicUsize::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
         }
     }
 
     fn open(&self, server_port: u16) {
-        let listener = TcpListener::bind(("127.0.0.1", self.port)).expect("bind the proxy port");
+        let listener = self.listener.take().expect("opened once");
         let from_server = self.from_server.clone();
         let stop = self.stop.clone();
         thread::spawn(move || {
@@ -160,11 +165,12 @@ fn ready_after_listening_and_mysqld_answered_then_reload_and_stop() {
         .env("NOTIFY_SOCKET", &notify.path)
         .start();
 
-    // Listening, but mysqld unreachable: not ready.
+    // Listening, but mysqld silent (connections to it accepted by the
+    // kernel, never answered; connect_timeout_ms is 1 s): not ready.
     assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
-    if let Some(msg) = notify.recv(Duration::from_millis(1500)) {
+    if let Some(msg) = notify.recv(Duration::from_millis(2500)) {
         panic!(
-            "{msg:?} sent while no backend was reachable; log:\n{}",
+            "{msg:?} sent while no backend had answered; log:\n{}",
             f.log()
         );
     }
@@ -212,8 +218,9 @@ fn ready_after_listening_and_mysqld_answered_then_reload_and_stop() {
 fn reload_before_ready_does_not_announce_readiness() {
     let notify = NotifySocket::bind();
     let port = common::free_port();
-    let unreachable = common::free_port();
-    let mut f = FunnelProcess::builder(&config(port, unreachable))
+    // A backend port that is reserved and never answers.
+    let silent = GatedProxy::new();
+    let mut f = FunnelProcess::builder(&config(port, silent.port))
         .port(port)
         .rust_log("info")
         .env("NOTIFY_SOCKET", &notify.path)
@@ -290,6 +297,70 @@ fn journal_lines_carry_priority_not_timestamp() {
     });
     assert!(text.starts_with("[20"), "{text}");
     assert!(!text.contains("<6>"), "{text}");
+}
+
+#[test]
+fn too_low_open_files_limit_is_reported_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let conf = dir.path().join("funnel.conf");
+    let text = config(port, common::free_port())
+        .replace("[funnel]\n", "[funnel]\nmax_client_connections = 5000\n");
+    std::fs::write(&conf, text).unwrap();
+    // The same configuration under a soft limit of 1024 and of 8192.
+    let run = |nofile: u64| {
+        let mut cmd = Command::new(common::funnel_bin());
+        cmd.arg("--config")
+            .arg(&conf)
+            .env("RUST_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe; lowering needs no privilege.
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut l = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
+                l.rlim_cur = nofile.min(l.rlim_max as u64) as libc::rlim_t;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("run funnel");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "funnel did not listen");
+            thread::sleep(Duration::from_millis(20));
+        }
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let low = run(1024);
+    assert!(
+        low.contains(
+            "open files limit is 1024 but max_client_connections and the pools may need 5"
+        ),
+        "{low}"
+    );
+    let hard: u64 = {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) };
+        l.rlim_max as u64
+    };
+    if hard >= 8192 {
+        let enough = run(8192);
+        assert!(!enough.contains("open files limit"), "{enough}");
+    }
 }
 
 // ---------------------------------------------------------------------------

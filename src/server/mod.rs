@@ -256,6 +256,7 @@ pub struct Server {
 
 /// Run the funnel until it is told to stop.
 pub fn run(config: Config) -> Result<(), String> {
+    warn_if_few_open_files(&config);
     let mut server = Server::new(config)?;
     server.notifier = notify::Notifier::from_env();
     server.notified_ready = server.notifier.is_none();
@@ -819,6 +820,40 @@ impl Server {
             }
         }
         self.clients.is_empty()
+    }
+}
+
+/// File descriptors the configuration may need at once: one per client and
+/// per backend connection (shared, pinned, relayed), plus listeners, the
+/// admin and stats ports and some slack.
+pub fn open_files_needed(config: &Config) -> u64 {
+    let backends: usize = config
+        .users
+        .iter()
+        .map(|u| u.connections + u.max_pinned_backends)
+        .sum();
+    (config.max_client_connections + backends + config.max_unlisted_connections + 64) as u64
+}
+
+/// A soft RLIMIT_NOFILE below what the configuration may need is not an
+/// error (the funnel pauses accepts when it runs out), but it is a
+/// misconfiguration to report at start-up: see LimitNOFILE in the unit.
+fn warn_if_few_open_files(config: &Config) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let needed = open_files_needed(config);
+    if limit.rlim_cur != libc::RLIM_INFINITY && (limit.rlim_cur as u64) < needed {
+        log::warn!(
+            "open files limit is {} but max_client_connections and the pools may need {needed}: \
+             raise it (ulimit -n, LimitNOFILE= in the systemd unit)",
+            limit.rlim_cur
+        );
     }
 }
 
