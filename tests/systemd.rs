@@ -308,7 +308,7 @@ fn too_low_open_files_limit_is_reported_at_start() {
         .replace("[funnel]\n", "[funnel]\nmax_client_connections = 5000\n");
     std::fs::write(&conf, text).unwrap();
     // The same configuration under a soft limit of 1024 and of 8192.
-    let run = |nofile: u64| {
+    let run = |nofile: libc::rlim_t| {
         let mut cmd = Command::new(common::funnel_bin());
         cmd.arg("--config")
             .arg(&conf)
@@ -327,12 +327,12 @@ fn too_low_open_files_limit_is_reported_at_start() {
                     rlim_max: 0,
                 };
                 libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
-                l.rlim_cur = nofile.min(l.rlim_max as u64) as libc::rlim_t;
+                l.rlim_cur = nofile.min(l.rlim_max);
                 libc::setrlimit(libc::RLIMIT_NOFILE, &l);
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().expect("run funnel");
+        let child = cmd.spawn().expect("run funnel");
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "funnel did not listen");
@@ -349,13 +349,13 @@ fn too_low_open_files_limit_is_reported_at_start() {
         ),
         "{low}"
     );
-    let hard: u64 = {
+    let hard: libc::rlim_t = {
         let mut l = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
         };
         unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) };
-        l.rlim_max as u64
+        l.rlim_max
     };
     if hard >= 8192 {
         let enough = run(8192);

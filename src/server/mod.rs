@@ -826,13 +826,13 @@ impl Server {
 /// File descriptors the configuration may need at once: one per client and
 /// per backend connection (shared, pinned, relayed), plus listeners, the
 /// admin and stats ports and some slack.
-pub fn open_files_needed(config: &Config) -> u64 {
+pub fn open_files_needed(config: &Config) -> usize {
     let backends: usize = config
         .users
         .iter()
         .map(|u| u.connections + u.max_pinned_backends)
         .sum();
-    (config.max_client_connections + backends + config.max_unlisted_connections + 64) as u64
+    config.max_client_connections + backends + config.max_unlisted_connections + 64
 }
 
 /// A soft RLIMIT_NOFILE below what the configuration may need is not an
@@ -848,7 +848,7 @@ fn warn_if_few_open_files(config: &Config) {
         return;
     }
     let needed = open_files_needed(config);
-    if limit.rlim_cur != libc::RLIM_INFINITY && (limit.rlim_cur as u64) < needed {
+    if limit.rlim_cur != libc::RLIM_INFINITY && limit.rlim_cur < needed as libc::rlim_t {
         log::warn!(
             "open files limit is {} but max_client_connections and the pools may need {needed}: \
              raise it (ulimit -n, LimitNOFILE= in the systemd unit)",
