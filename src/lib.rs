@@ -6,5 +6,6 @@
 
 pub mod admin;
 pub mod config;
+pub mod man;
 pub mod protocol;
 pub mod server;

@@ -31,6 +31,12 @@ fn options() -> Options {
         "check-config",
         "validate the configuration, print it with defaults filled in, and exit",
     );
+    opts.optopt(
+        "",
+        "man",
+        "print a man page in roff: funnel.8 or funnel.conf.5",
+        "PAGE",
+    );
     opts.optflag("h", "help", "print this help and the configuration keys");
     opts.optflag("V", "version", "print the version");
     opts
@@ -68,6 +74,17 @@ fn main() -> ExitCode {
             usage(&opts),
             config::options_help()
         );
+        return ExitCode::SUCCESS;
+    }
+    if let Some(page) = matches.opt_str("man") {
+        match page.as_str() {
+            "funnel.8" => print!("{}", funnel::man::funnel_8(&usage(&opts))),
+            "funnel.conf.5" => print!("{}", funnel::man::funnel_conf_5()),
+            other => {
+                eprintln!("funnel: no man page {other:?} (funnel.8 or funnel.conf.5)");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
         return ExitCode::SUCCESS;
     }
     if matches.opt_present("version") {
@@ -135,9 +152,32 @@ fn config_path(given: Option<String>) -> Result<PathBuf, String> {
 
 /// Timestamped logs on stderr. RUST_LOG, when set, replaces log_level
 /// entirely (including per-module filters).
+///
+/// When stderr is journald's stream (systemd sets `$JOURNAL_STREAM` to its
+/// device and inode), lines carry no timestamp (the journal stamps each one)
+/// and start with the syslog priority prefix `<N>` that journald turns into
+/// the entry's priority, so `journalctl -p warning` works.
 fn init_logging(level: LevelFilter) {
     let mut builder = env_logger::Builder::new();
-    builder.format_timestamp_millis();
+    if stderr_is_journal() {
+        builder.format(|buf, record| {
+            let priority = match record.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            writeln!(
+                buf,
+                "<{priority}>{} {}: {}",
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        });
+    } else {
+        builder.format_timestamp_millis();
+    }
     let from_env = std::env::var_os("RUST_LOG").is_some_and(|v| !v.is_empty());
     if from_env {
         builder.parse_env("RUST_LOG");
@@ -153,6 +193,27 @@ fn init_logging(level: LevelFilter) {
     if !from_env {
         log::set_max_level(level);
     }
+}
+
+/// `$JOURNAL_STREAM` is `DEVICE:INODE` of the stream systemd connected to
+/// stderr; only when stderr still is that stream (not redirected by a
+/// wrapper) does journald read what the funnel writes there.
+fn stderr_is_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    // SAFETY: fstat writes only into the zeroed stat buffer it is given.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(2, &mut st) } != 0 {
+        return false;
+    }
+    st.st_dev as u64 == dev && st.st_ino as u64 == ino
 }
 
 /// A panic means a broken invariant somewhere in the event loop; carrying on

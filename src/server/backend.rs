@@ -1739,6 +1739,7 @@ impl Server {
         b.connecting = false;
         if was_connecting {
             b.ready_at = self.now;
+            self.backend_reached = true;
         }
         b.state = BackendState::Idle;
         b.client = None;

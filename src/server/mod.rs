@@ -14,6 +14,7 @@ mod client;
 mod client_track;
 pub mod control;
 pub mod io;
+pub mod notify;
 mod ops;
 pub mod pool;
 mod processlist;
@@ -244,11 +245,20 @@ pub struct Server {
     stats: stats::Stats,
     control: Option<control::ControlReceiver>,
     started: Instant,
+    /// systemd's `$NOTIFY_SOCKET` (None in the simulation and when not
+    /// started by systemd).
+    notifier: Option<notify::Notifier>,
+    /// READY=1 sent (or nothing to send it to).
+    notified_ready: bool,
+    /// A backend connection has logged in to mysqld since start-up.
+    backend_reached: bool,
 }
 
 /// Run the funnel until it is told to stop.
 pub fn run(config: Config) -> Result<(), String> {
     let mut server = Server::new(config)?;
+    server.notifier = notify::Notifier::from_env();
+    server.notified_ready = server.notifier.is_none();
     server.install_signal_handlers()?;
     if server.config.admin.is_some() || server.config.stats.is_some() {
         let waker = mio::Waker::new(server.poll.registry(), WAKER_TOKEN)
@@ -314,6 +324,9 @@ impl Server {
             stats: stats::Stats::new(npools),
             control: None,
             started: now,
+            notifier: None,
+            notified_ready: true,
+            backend_reached: false,
         })
     }
 
@@ -437,6 +450,9 @@ impl Server {
     /// The periodic work after each poll. True once a shutdown has completed.
     fn after_events(&mut self) -> bool {
         self.run_deferred();
+        if !self.notified_ready {
+            self.notify_ready_when_up();
+        }
         for p in 0..self.pools.len() {
             self.stats
                 .backlog_depth(p, self.pools[p].backlog_len(), self.now);
@@ -719,11 +735,42 @@ impl Server {
         for sig in pending {
             match sig {
                 signal_hook::consts::SIGHUP => {
+                    // Only once READY=1 went out: a reload during start-up
+                    // must not announce readiness early.
+                    let notify = self.notified_ready && self.notifier.is_some();
+                    if notify {
+                        self.notify(&notify::reloading_message());
+                    }
                     let _ = self.reload("SIGHUP");
+                    if notify {
+                        self.notify("READY=1\nSTATUS=serving");
+                    }
                 }
                 _ => self.begin_shutdown(),
             }
         }
+    }
+
+    /// One message to systemd, if it listens.
+    fn notify(&mut self, state: &str) {
+        if let Some(n) = self.notifier.as_mut() {
+            n.send(state);
+        }
+    }
+
+    /// READY=1 once the client listeners are bound (they are, by the first
+    /// turn of the loop) and a backend connection has logged in to mysqld,
+    /// so that a client connecting then is served at once. A funnel with no
+    /// configured pool (only relayed users) opens no backend by itself and
+    /// is ready as soon as it listens.
+    fn notify_ready_when_up(&mut self) {
+        let no_pools = self.config.users.is_empty();
+        if self.shutting_down.is_some() || !(self.backend_reached || no_pools) {
+            return;
+        }
+        self.notified_ready = true;
+        info!("ready: listening, and mysqld answers");
+        self.notify("READY=1\nSTATUS=serving");
     }
 
     fn begin_shutdown(&mut self) {
@@ -735,6 +782,7 @@ impl Server {
             self.config.shutdown_timeout.as_millis()
         );
         self.shutting_down = Some(self.now + self.config.shutdown_timeout);
+        self.notify("STOPPING=1\nSTATUS=shutting down");
         for l in &mut self.listeners {
             let _ = match l {
                 Listener::Tcp(l) => self.poll.registry().deregister(l),
