@@ -1348,8 +1348,19 @@ fn byte_counters_funnel_wide_nulls_and_process_metrics() {
         rss > rss_pages * 4096.0 * 0.5 && rss < rss_pages * 4096.0 * 2.0,
         "{rss} vs {rss_pages} pages"
     );
+    // utime + stime of /proc/PID/stat (fields 14 and 15, in clock ticks of
+    // 1/100 s), read after the scrape: a young funnel may have used less
+    // than a tick, so compare rather than ask for more than zero.
     let cpu = metric(&scrape, "process_cpu_seconds_total", &[]);
-    assert!(cpu > 0.0 && cpu < 600.0, "{cpu}");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    let proc_cpu = ticks / 100.0;
+    assert!(
+        cpu >= 0.0 && cpu <= proc_cpu + 0.01 && proc_cpu - cpu < 1.0,
+        "process_cpu_seconds_total {cpu}, /proc says {proc_cpu}"
+    );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
