@@ -1343,7 +1343,15 @@ mod tests {
         assert_eq!(r.all_errors(), 0, "{:?} {:?}", r.errors, r.early_errors);
         assert!(r.pages.len() >= 5, "{}", r.pages.len());
         assert_eq!(r.pages_failed, 0);
-        assert!(r.connect.len() >= r.pages.len());
+        // A connect per page, but a page begun (queued) just before the
+        // window ends may start its connect after it, where connects are
+        // no longer counted: up to one per client.
+        assert!(
+            r.connect.len() + 3 >= r.pages.len(),
+            "{} connects, {} pages",
+            r.connect.len(),
+            r.pages.len()
+        );
         // Each page is 3 queries, each preceded by ~2 ms of thinking.
         assert!(r.pages.value_at_percentile(50.0) >= 3000);
         // Pages begun in the window are finished in the drain, so up to 3
