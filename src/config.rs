@@ -45,6 +45,11 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_MAX_ALLOWED_PACKET: usize = 64 << 20;
 pub const DEFAULT_MAX_CLIENT_PENDING_INPUT: usize = 1 << 20;
 pub const DEFAULT_CLIENT_WRITE_TIMEOUT_MS: u64 = 60_000;
+/// Consecutive failed logins (per client address, per user) answered without delay.
+pub const DEFAULT_AUTH_FAILURE_THRESHOLD: usize = 3;
+pub const DEFAULT_AUTH_FAILURE_DELAY_MS: usize = 500;
+/// Below the default handshake_timeout_ms, so that a held login still gets its answer.
+pub const DEFAULT_AUTH_FAILURE_MAX_DELAY_MS: u64 = 4_000;
 pub const DEFAULT_OUTPUT_HIGH_WATERMARK: usize = 1 << 20;
 pub const DEFAULT_OUTPUT_LOW_WATERMARK: usize = 256 << 10;
 /// 0: memory first (slow readers hold their backend; see `max_buffered_result`).
@@ -117,6 +122,12 @@ pub struct Config {
     /// beyond the command being processed.
     pub max_client_pending_input: usize,
     pub client_write_timeout: Duration,
+    /// Failed logins (per address, per user) before logins are held back.
+    pub auth_failure_threshold: usize,
+    /// The first hold once `auth_failure_threshold` is reached (doubled per
+    /// further failure); zero: never held.
+    pub auth_failure_delay: Duration,
+    pub auth_failure_max_delay: Duration,
     pub output_high_watermark: usize,
     pub output_low_watermark: usize,
     /// Connection first: output of one response a slow client may have
@@ -492,7 +503,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-static OPTIONS: [OptionSpec; 44] = [
+static OPTIONS: [OptionSpec; 47] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -508,6 +519,12 @@ static OPTIONS: [OptionSpec; 44] = [
         "Pipelined, not yet processed input one client may hold beyond the command being processed"),
     opt(S::Funnel, "client_write_timeout_ms", K::Millis, D::Millis(DEFAULT_CLIENT_WRITE_TIMEOUT_MS), true,
         "A client that accepts no output for this long is disconnected"),
+    opt(S::Funnel, "auth_failure_threshold", ANY_COUNT_FROM_1, D::Count(DEFAULT_AUTH_FAILURE_THRESHOLD), true,
+        "Consecutive failed logins from one client address (IPv6: its /64), or for one user, checked without delay; past it, each login attempt from that address or for that user is held before it is checked"),
+    opt(S::Funnel, "auth_failure_delay_ms", K::Count { min: 0, max: 3_600_000 }, D::Count(DEFAULT_AUTH_FAILURE_DELAY_MS), true,
+        "How long a login attempt is held once auth_failure_threshold is reached, doubled with each further failure; attempts are checked one at a time per address and per user; 0 = never held"),
+    opt(S::Funnel, "auth_failure_max_delay_ms", K::Millis, D::Millis(DEFAULT_AUTH_FAILURE_MAX_DELAY_MS), true,
+        "Longest hold of a login attempt; an attempt that could not be checked within handshake_timeout_ms is refused with ERR 1129 instead"),
     opt(S::Funnel, "output_high_watermark", K::Size { min: 1, max: MAX_PACKET_LIMIT }, D::Size(DEFAULT_OUTPUT_HIGH_WATERMARK), true,
         "Pending output to one client above which the funnel stops reading that client's backend"),
     opt(S::Funnel, "output_low_watermark", BUFFER_SIZE, D::Size(DEFAULT_OUTPUT_LOW_WATERMARK), true,
@@ -1345,6 +1362,10 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
     let max_allowed_packet = funnel.required("max_allowed_packet", Value::count)?;
     let max_client_pending_input = funnel.required("max_client_pending_input", Value::count)?;
     let client_write_timeout = funnel.required("client_write_timeout_ms", Value::millis)?;
+    let auth_failure_threshold = funnel.required("auth_failure_threshold", Value::count)?;
+    let auth_failure_delay =
+        Duration::from_millis(funnel.required("auth_failure_delay_ms", Value::count)? as u64);
+    let auth_failure_max_delay = funnel.required("auth_failure_max_delay_ms", Value::millis)?;
     let output_high_watermark = funnel.required("output_high_watermark", Value::count)?;
     let output_low_watermark = funnel.required("output_low_watermark", Value::count)?;
     let max_buffered_result = funnel.required("max_buffered_result", Value::count)?;
@@ -1636,6 +1657,9 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
         max_allowed_packet,
         max_client_pending_input,
         client_write_timeout,
+        auth_failure_threshold,
+        auth_failure_delay,
+        auth_failure_max_delay,
         output_high_watermark,
         output_low_watermark,
         max_buffered_result,
@@ -1850,6 +1874,12 @@ impl Config {
                         format_size(self.max_client_pending_input),
                     ),
                     ("client_write_timeout_ms", ms(self.client_write_timeout)),
+                    (
+                        "auth_failure_threshold",
+                        self.auth_failure_threshold.to_string(),
+                    ),
+                    ("auth_failure_delay_ms", ms(self.auth_failure_delay)),
+                    ("auth_failure_max_delay_ms", ms(self.auth_failure_max_delay)),
                     (
                         "output_high_watermark",
                         format_size(self.output_high_watermark),

@@ -9,6 +9,7 @@
 #[macro_use]
 pub mod log_limit;
 
+mod auth_throttle;
 mod backend;
 mod client;
 mod client_track;
@@ -109,6 +110,11 @@ pub struct Counters {
     pub retried: u64,
     pub clients_refused: u64,
     pub auth_failures: u64,
+    /// Login attempts held back after failed logins (`auth_failure_*`).
+    pub auth_held: u64,
+    /// Login attempts refused unchecked (ERR 1129): their hold would have
+    /// outlasted `handshake_timeout_ms`.
+    pub auth_throttled: u64,
     pub requests: u64,
     pub backlog_full: u64,
     pub queue_timeouts: u64,
@@ -161,6 +167,8 @@ impl Counters {
         self.retried += o.retried;
         self.clients_refused += o.clients_refused;
         self.auth_failures += o.auth_failures;
+        self.auth_held += o.auth_held;
+        self.auth_throttled += o.auth_throttled;
         self.requests += o.requests;
         self.backlog_full += o.backlog_full;
         self.queue_timeouts += o.queue_timeouts;
@@ -238,6 +246,8 @@ pub struct Server {
     paused: bool,
     /// Rate limit of the log lines remote parties and failures cause.
     log_limit: log_limit::LogLimiter,
+    /// Failed logins per client address and per user.
+    auth_throttle: auth_throttle::AuthThrottle,
     last_janitor: Instant,
     /// See `Buf::read_from`: set per event from its read-closed flag.
     stop_on_short_read: bool,
@@ -309,6 +319,7 @@ impl Server {
             server_timeouts: session::ServerTimeouts::default(),
             paused: false,
             log_limit: log_limit::LogLimiter::default(),
+            auth_throttle: auth_throttle::AuthThrottle::default(),
             last_janitor: now,
             stop_on_short_read: false,
             stats: stats::Stats::new(npools),
@@ -570,6 +581,9 @@ impl Server {
                     self.client_half_closed_timeout(key, serial)
                 }
                 TimerKind::ClientIdle { key, serial } => self.client_idle_timer(key, serial, t.at),
+                TimerKind::ClientAuthHold { key, serial } => {
+                    self.client_auth_hold_over(key, serial)
+                }
             }
         }
     }
@@ -582,6 +596,7 @@ impl Server {
         // Said even when no event of the kind follows.
         self.log_limit
             .take_ended(self.now, log_limit::log_suppressed);
+        self.auth_throttle.sweep(self.now);
         let interval = self.config.backend.health_check_interval;
         for p in 0..self.pools.len() {
             let due: Vec<usize> = self.pools[p]
