@@ -34,7 +34,9 @@ use crate::server::log_limit::{LogEvent, ThreadLogLimiter};
 
 /// Largest command accepted from an admin client.
 const MAX_COMMAND: usize = 1 << 20;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A silent connection (or one that does not log in) holds a slot this
+/// long at most.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// An admin session idle this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);

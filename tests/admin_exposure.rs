@@ -1,0 +1,146 @@
+//! The admin console and the stats port under silent connections (issue
+//! 16, "Security"): they are closed after a few seconds, one address cannot
+//! take every slot, a health check still gets its answer, and overload is
+//! answered with 429, which a load balancer does not read as "unhealthy".
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{wait_until, FunnelProcess, PASS_A, USER_A};
+use mysql::prelude::Queryable;
+
+struct Env {
+    f: FunnelProcess,
+    admin_port: u16,
+    stats_port: u16,
+}
+
+fn start() -> Env {
+    let db = common::mariadb();
+    let port = common::free_port();
+    let admin_port = common::free_port();
+    let stats_port = common::free_port();
+    let config = format!(
+        "[funnel]\nlisten = 127.0.0.1:{port}\n\n[backend]\naddress = 127.0.0.1:{}\n\n\
+         [pool]\nconnections = 1\n\n[user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n\n\
+         [admin]\nlisten = 127.0.0.1:{admin_port}\npassword = admin-pw\n\n\
+         [stats]\nlisten = 127.0.0.1:{stats_port}\n",
+        db.port
+    );
+    let f = FunnelProcess::builder(&config).port(port).start();
+    // A backend up, so that /health says 200.
+    f.conn(USER_A, PASS_A).query_drop("SELECT 1").unwrap();
+    Env {
+        f,
+        admin_port,
+        stats_port,
+    }
+}
+
+/// GET `path` from source address `from` with curl: (status, body).
+fn get_from(port: u16, path: &str, from: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "10",
+            "--interface",
+            from,
+            "-w",
+            "\n%{http_code}",
+        ])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn admin_from(port: u16, from: &str) -> Result<mysql::Conn, mysql::Error> {
+    let opts = mysql::OptsBuilder::new()
+        .ip_or_hostname(Some("127.0.0.1"))
+        .tcp_port(port)
+        .user(Some("admin"))
+        .pass(Some("admin-pw"))
+        .prefer_socket(false)
+        .bind_address(Some((from.parse::<std::net::IpAddr>().unwrap(), 0)))
+        .read_timeout(Some(Duration::from_secs(10)));
+    mysql::Conn::new(opts)
+}
+
+fn silent(port: u16, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            s
+        })
+        .collect()
+}
+
+/// Reads until the funnel closes the connection: what it said, and when.
+fn closed_after(mut s: TcpStream, t0: Instant) -> (Vec<u8>, Duration) {
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    (out, t0.elapsed())
+}
+
+#[test]
+fn silent_connections_do_not_starve_the_stats_port() {
+    let env = start();
+    let t0 = Instant::now();
+    // More silent connections than the stats port serves at once.
+    let idle = silent(env.stats_port, 40);
+    std::thread::sleep(Duration::from_millis(300));
+    // A health check from another address: answered, healthy.
+    let (status, body) = get_from(env.stats_port, "/health", "127.0.0.2");
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = get_from(env.stats_port, "/metrics", "127.0.0.2");
+    assert_eq!(status, 200);
+    // From the flooding address: /metrics is refused with 429, never 503.
+    let (status, body) = get_from(env.stats_port, "/metrics", "127.0.0.1");
+    assert_eq!(status, 429, "{body}");
+    // The silent ones are closed after a few seconds (408 for those
+    // served, 429 at once for those beyond every slot).
+    for s in idle {
+        let (out, took) = closed_after(s, t0);
+        let head = String::from_utf8_lossy(&out);
+        assert!(
+            head.starts_with("HTTP/1.1 408 ") || head.starts_with("HTTP/1.1 429 "),
+            "{head}"
+        );
+        assert!(took < Duration::from_secs(6), "open for {took:?}");
+    }
+    let (status, _) = get_from(env.stats_port, "/metrics", "127.0.0.1");
+    assert_eq!(status, 200);
+    drop(env.f);
+}
+
+#[test]
+fn silent_connections_do_not_lock_admins_out() {
+    let env = start();
+    let t0 = Instant::now();
+    let idle = silent(env.admin_port, 20);
+    std::thread::sleep(Duration::from_millis(300));
+    // An admin from another address logs in at once.
+    let mut a = admin_from(env.admin_port, "127.0.0.2").expect("admin login from 127.0.0.2");
+    let rows: Vec<mysql::Row> = a.query("SHOW POOLS").unwrap();
+    assert!(!rows.is_empty());
+    drop(a);
+    // The silent ones are closed within a few seconds.
+    for s in idle {
+        let (_, took) = closed_after(s, t0);
+        assert!(took < Duration::from_secs(6), "open for {took:?}");
+    }
+    // Then the flooding address may log in again.
+    assert!(wait_until(Duration::from_secs(5), || admin_from(
+        env.admin_port,
+        "127.0.0.1"
+    )
+    .is_ok()));
+}
