@@ -247,6 +247,9 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     pub user: String,
     pub password: String,
+    /// A read-only console account (SHOW commands only); empty: none.
+    pub stats_user: String,
+    pub stats_password: String,
 }
 
 impl fmt::Debug for AdminConfig {
@@ -255,6 +258,8 @@ impl fmt::Debug for AdminConfig {
             .field("listen", &self.listen)
             .field("user", &self.user)
             .field("password", &MASK)
+            .field("stats_user", &self.stats_user)
+            .field("stats_password", &MASK)
             .finish()
     }
 }
@@ -503,7 +508,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-static OPTIONS: [OptionSpec; 47] = [
+static OPTIONS: [OptionSpec; 49] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -599,6 +604,10 @@ static OPTIONS: [OptionSpec; 47] = [
         "User name for the admin console"),
     opt(S::Admin, "password", K::Secret, D::Required, true,
         "Password for the admin console"),
+    opt(S::Admin, "stats_user", K::Text, D::Text(""), true,
+        "A read-only console account: it may run SHOW commands only (PAUSE, RESUME, RELOAD, SHUTDOWN get ERR 1227); empty = none"),
+    opt(S::Admin, "stats_password", K::Secret, D::Text(""), true,
+        "Password of stats_user; required with it"),
     // [stats]
     opt(S::Stats, "listen", K::ListenAddr, D::Text(DEFAULT_STATS_LISTEN), false,
         "Address of the HTTP statistics and health endpoint"),
@@ -1583,7 +1592,15 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
                 listen: admin.required("listen", Value::addr)?,
                 user: admin.required("user", Value::text)?,
                 password: admin.required("password", Value::text)?,
+                stats_user: admin.required("stats_user", Value::text)?,
+                stats_password: admin.required("stats_password", Value::text)?,
             };
+            if !config.stats_user.is_empty() && config.stats_password.is_empty() {
+                return Err(admin.err("stats_password", "must not be empty when stats_user is set"));
+            }
+            if config.stats_user == config.user {
+                return Err(admin.err("stats_user", "must differ from user"));
+            }
             if config.user.is_empty() {
                 return Err(admin.err("user", "must not be empty"));
             }
@@ -1974,6 +1991,8 @@ impl Config {
                     ("listen", admin.listen.to_string()),
                     ("user", quote(&admin.user)),
                     ("password", secret(&admin.password)),
+                    ("stats_user", quote(&admin.stats_user)),
+                    ("stats_password", secret(&admin.stats_password)),
                 ],
             ));
         }
@@ -2291,6 +2310,8 @@ mod tests {
             ("[user bob]\npassword = a\nconnections = 0", "[user bob] connections", ">= 1"),
             ("[admin]\nuser = root", "[admin] password", "required"),
             ("[admin]\npassword = \"\"", "[admin] password", "empty"),
+            ("[admin]\npassword = x\nstats_user = w", "[admin] stats_password", "must not be empty"),
+            ("[admin]\npassword = x\nstats_user = admin\nstats_password = y", "[admin] stats_user", "must differ"),
             ("[admin]\npassword = x\nlisten = 127.0.0.1:3307", "[admin] listen", "already used by [funnel] listen"),
             ("[stats]\nhealth_backlog_ratio = 1.5", "[stats] health_backlog_ratio", "at most 1"),
             ("[stats]\nhealth_backlog_ratio = NaN", "[stats] health_backlog_ratio", "at most 1"),

@@ -20,6 +20,10 @@ struct Env {
 }
 
 fn start() -> Env {
+    start_with("")
+}
+
+fn start_with(admin_extra: &str) -> Env {
     let db = common::mariadb();
     let port = common::free_port();
     let admin_port = common::free_port();
@@ -27,7 +31,7 @@ fn start() -> Env {
     let config = format!(
         "[funnel]\nlisten = 127.0.0.1:{port}\n\n[backend]\naddress = 127.0.0.1:{}\n\n\
          [pool]\nconnections = 1\n\n[user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n\n\
-         [admin]\nlisten = 127.0.0.1:{admin_port}\npassword = admin-pw\n\n\
+         [admin]\nlisten = 127.0.0.1:{admin_port}\npassword = admin-pw\n{admin_extra}\n\n\
          [stats]\nlisten = 127.0.0.1:{stats_port}\n",
         db.port
     );
@@ -62,11 +66,15 @@ fn get_from(port: u16, path: &str, from: &str) -> (u16, String) {
 }
 
 fn admin_from(port: u16, from: &str) -> Result<mysql::Conn, mysql::Error> {
+    console_login(port, from, "admin", "admin-pw")
+}
+
+fn console_login(port: u16, from: &str, user: &str, pw: &str) -> Result<mysql::Conn, mysql::Error> {
     let opts = mysql::OptsBuilder::new()
         .ip_or_hostname(Some("127.0.0.1"))
         .tcp_port(port)
-        .user(Some("admin"))
-        .pass(Some("admin-pw"))
+        .user(Some(user))
+        .pass(Some(pw))
         .prefer_socket(false)
         .bind_address(Some((from.parse::<std::net::IpAddr>().unwrap(), 0)))
         .read_timeout(Some(Duration::from_secs(10)));
@@ -143,4 +151,55 @@ fn silent_connections_do_not_lock_admins_out() {
         "127.0.0.1"
     )
     .is_ok()));
+}
+
+#[test]
+fn the_stats_account_may_only_look() {
+    let env = start_with("stats_user = watcher\nstats_password = look-only");
+    let mut w = console_login(env.admin_port, "127.0.0.1", "watcher", "look-only")
+        .expect("stats account login");
+    for show in [
+        "SHOW POOLS",
+        "SHOW STATS",
+        "SHOW CLIENTS",
+        "SHOW BACKENDS",
+        "SHOW BACKLOG",
+        "SHOW LATENCY",
+        "SHOW QUERIES",
+        "SHOW VERSION",
+    ] {
+        let rows: Vec<mysql::Row> = w.query(show).unwrap_or_else(|e| panic!("{show}: {e}"));
+        let _ = rows;
+    }
+    let config: Vec<(String, String, String)> = w.query("SHOW CONFIG").unwrap();
+    let text = format!("{config:?}");
+    assert!(text.contains("watcher"), "{text}");
+    assert!(
+        !text.contains("look-only") && !text.contains("admin-pw"),
+        "a password in SHOW CONFIG: {text}"
+    );
+    for cmd in ["PAUSE", "RESUME", "RELOAD", "SHUTDOWN", "pause"] {
+        match w.query_drop(cmd) {
+            Err(mysql::Error::MySqlError(e)) => {
+                assert_eq!((e.code, e.state.as_str()), (1227, "42000"), "{cmd}");
+                assert!(
+                    e.message.starts_with("funnel admin: access denied"),
+                    "{}",
+                    e.message
+                );
+            }
+            other => panic!("{cmd} from the stats account: {other:?}"),
+        }
+    }
+    // Nothing happened: the funnel runs, unpaused.
+    let mut c = env.f.conn(USER_A, PASS_A);
+    assert_eq!(c.query_first::<u8, _>("SELECT 7").unwrap(), Some(7));
+    // A wrong password is refused; the admin account still acts.
+    match console_login(env.admin_port, "127.0.0.1", "watcher", "admin-pw") {
+        Err(mysql::Error::MySqlError(e)) => assert_eq!(e.code, 1045),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    let mut a = admin_from(env.admin_port, "127.0.0.1").unwrap();
+    a.query_drop("PAUSE").unwrap();
+    a.query_drop("RESUME").unwrap();
 }

@@ -59,7 +59,14 @@ pub fn spawn(config: &Config, control: ControlHandle) -> Result<(), String> {
     let admin = match &config.admin {
         Some(a) => {
             let l = bind(a.listen, "admin console")?;
-            Some((l, console::Credentials::new(&a.user, &a.password)))
+            let mut creds = console::Credentials::new(&a.user, &a.password);
+            if !a.stats_user.is_empty() {
+                creds.stats = Some((
+                    a.stats_user.clone(),
+                    crate::protocol::auth::native_password_stage2(a.stats_password.as_bytes()),
+                ));
+            }
+            Some((l, creds))
         }
         None => None,
     };
