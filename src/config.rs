@@ -40,6 +40,8 @@ use log::LevelFilter;
 pub const DEFAULT_CONFIG_PATH: &str = "funnel.conf";
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3307";
+/// As mysqld creates its socket: clients authenticate with a password.
+pub const DEFAULT_UNIX_SOCKET_MODE: &str = "0777";
 pub const DEFAULT_MAX_CLIENT_CONNECTIONS: usize = 20_000;
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_MAX_ALLOWED_PACKET: usize = 64 << 20;
@@ -115,6 +117,11 @@ pub struct Config {
     pub source: String,
     pub listen: Vec<SocketAddr>,
     pub unix_socket: Option<PathBuf>,
+    /// Permission bits of the unix socket file (mysqld's: 0777).
+    pub unix_socket_mode: u32,
+    /// Group (name or number) the unix socket file is given; None: the
+    /// process's own.
+    pub unix_socket_group: Option<String>,
     pub max_client_connections: usize,
     pub handshake_timeout: Duration,
     pub max_allowed_packet: usize,
@@ -508,12 +515,16 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-static OPTIONS: [OptionSpec; 49] = [
+static OPTIONS: [OptionSpec; 51] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
     opt(S::Funnel, "unix_socket", K::UnixPath, D::Unset, false,
         "Unix socket path to accept clients on, in addition to listen"),
+    opt(S::Funnel, "unix_socket_mode", K::Text, D::Text(DEFAULT_UNIX_SOCKET_MODE), false,
+        "Permissions of the unix socket file, in octal (connecting needs write permission); 0777 as mysqld's, or e.g. 0770 with unix_socket_group to let one group in"),
+    opt(S::Funnel, "unix_socket_group", K::Text, D::Text(""), false,
+        "Group (name or number) to give the unix socket file; empty = the funnel's own group"),
     opt(S::Funnel, "max_client_connections", ANY_COUNT_FROM_1, D::Count(DEFAULT_MAX_CLIENT_CONNECTIONS), true,
         "Client connections accepted at once; further ones are refused with ERR 1040"),
     opt(S::Funnel, "handshake_timeout_ms", K::Millis, D::Millis(DEFAULT_HANDSHAKE_TIMEOUT_MS), true,
@@ -1366,6 +1377,20 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
     let funnel = single(Section::Funnel).unwrap_or_else(|| Lookup::absent(source, Section::Funnel));
     let listen = funnel.required("listen", Value::addrs)?;
     let unix_socket = funnel.get("unix_socket", Value::path)?.flatten();
+    let unix_socket_mode = {
+        let text = funnel.required("unix_socket_mode", Value::text)?;
+        match u32::from_str_radix(text.trim(), 8) {
+            Ok(m) if m <= 0o777 && !text.trim().is_empty() => m,
+            _ => {
+                return Err(funnel.err(
+                    "unix_socket_mode",
+                    format!("expected octal permission bits from 0 to 0777, got {text:?}"),
+                ))
+            }
+        }
+    };
+    let unix_socket_group =
+        Some(funnel.required("unix_socket_group", Value::text)?).filter(|g| !g.trim().is_empty());
     let max_client_connections = funnel.required("max_client_connections", Value::count)?;
     let handshake_timeout = funnel.required("handshake_timeout_ms", Value::millis)?;
     let max_allowed_packet = funnel.required("max_allowed_packet", Value::count)?;
@@ -1669,6 +1694,8 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
         source: source.to_string(),
         listen,
         unix_socket,
+        unix_socket_mode,
+        unix_socket_group,
         max_client_connections,
         handshake_timeout,
         max_allowed_packet,
@@ -1880,6 +1907,11 @@ impl Config {
                 vec![
                     ("listen", listen),
                     ("unix_socket", unix_socket),
+                    ("unix_socket_mode", format!("{:04o}", self.unix_socket_mode)),
+                    (
+                        "unix_socket_group",
+                        quote(self.unix_socket_group.as_deref().unwrap_or("")),
+                    ),
                     (
                         "max_client_connections",
                         self.max_client_connections.to_string(),

@@ -335,22 +335,60 @@ impl Server {
         let config = &self.config;
         let poll = &self.poll;
         let mut listeners = Vec::new();
+        // The unix socket first, set up completely (mode, group) before any
+        // TCP port accepts: a client that saw a TCP port open finds it ready.
+        let mut unix = None;
+        if let Some(path) = &config.unix_socket {
+            // A socket file left by a previous run would make bind fail.
+            if path.exists() {
+                let _ = std::fs::remove_file(path);
+            }
+            // Created owner-only, then given its group and mode: never
+            // more open than configured, not even for a moment.
+            // SAFETY: umask only swaps the process's file mode mask.
+            let old_mask = unsafe { libc::umask(0o177) };
+            let bound = UnixListener::bind(path);
+            unsafe { libc::umask(old_mask) };
+            let l = bound.map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+            if let Some(group) = &config.unix_socket_group {
+                let gid = group_id(group)?;
+                std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| {
+                    format!(
+                        "cannot give {} to group {group} (unix_socket_group): {e}",
+                        path.display()
+                    )
+                })?;
+            }
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                path,
+                std::fs::Permissions::from_mode(config.unix_socket_mode),
+            )
+            .map_err(|e| {
+                format!(
+                    "cannot set the mode of {} to {:04o} (unix_socket_mode): {e}",
+                    path.display(),
+                    config.unix_socket_mode
+                )
+            })?;
+            info!(
+                "listening on {} (mode {:04o}{})",
+                path.display(),
+                config.unix_socket_mode,
+                config
+                    .unix_socket_group
+                    .as_ref()
+                    .map_or(String::new(), |g| format!(", group {g}"))
+            );
+            unix = Some(Listener::Unix(l, path.clone()));
+        }
         for addr in &config.listen {
             let l = bind_tcp(*addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             let local = l.local_addr().unwrap_or(*addr);
             info!("listening on {local}");
             listeners.push(Listener::Tcp(l));
         }
-        if let Some(path) = &config.unix_socket {
-            // A socket file left by a previous run would make bind fail.
-            if path.exists() {
-                let _ = std::fs::remove_file(path);
-            }
-            let l = UnixListener::bind(path)
-                .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-            info!("listening on {}", path.display());
-            listeners.push(Listener::Unix(l, path.clone()));
-        }
+        listeners.extend(unix);
         for (i, l) in listeners.iter_mut().enumerate() {
             let t = token(KIND_LISTENER, i);
             let r = match l {
@@ -799,4 +837,30 @@ fn bind_tcp(addr: SocketAddr) -> stdio::Result<TcpListener> {
     // of web servers connecting at once is queued rather than refused.
     socket.listen(8192)?;
     Ok(TcpListener::from_std(socket.into()))
+}
+
+/// The id of a group given by name or number (`unix_socket_group`).
+fn group_id(group: &str) -> Result<u32, String> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(group)
+        .map_err(|_| format!("unix_socket_group {group:?}: not a group name"))?;
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; buf outlives it.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
+        return Err(format!("unix_socket_group: no group named {group:?}"));
+    }
+    Ok(grp.gr_gid)
 }
