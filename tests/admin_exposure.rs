@@ -203,3 +203,89 @@ fn the_stats_account_may_only_look() {
     a.query_drop("PAUSE").unwrap();
     a.query_drop("RESUME").unwrap();
 }
+
+/// GET over plain TCP from 127.0.0.1 with optional extra header lines.
+fn get_raw(port: u16, path: &str, headers: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n{headers}\r\n").unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (status, body)
+}
+
+#[test]
+fn stats_and_console_never_show_secrets() {
+    let env = start_with("stats_user = watcher\nstats_password = stats-sekrit-pw");
+    // Statements with secrets in their literals, some still running while
+    // the pages are taken.
+    let mut c = env.f.conn(USER_A, PASS_A);
+    c.query_drop("SELECT 'single-sekrit-literal', \"double-sekrit-literal\", x'5345435245543432'")
+        .unwrap();
+    let _ = c.query_drop("SET PASSWORD = PASSWORD('set-password-sekrit')");
+    let _ = c.query_drop("CREATE USER nobody_here IDENTIFIED BY 'create-user-sekrit'");
+    let mut slow = env.f.conn(USER_A, PASS_A);
+    let running =
+        std::thread::spawn(move || slow.query_drop("SELECT SLEEP(2), 'running-sekrit-literal'"));
+    std::thread::sleep(Duration::from_millis(500));
+    let mut pages = Vec::new();
+    for path in [
+        "/metrics",
+        "/stats.json",
+        "/stats.json?detail=1",
+        "/",
+        "/health",
+    ] {
+        let (status, body) = get_raw(env.stats_port, path, "");
+        assert_eq!(status, 200, "{path}: {body}");
+        pages.push((path.to_string(), body));
+    }
+    let mut a = admin_from(env.admin_port, "127.0.0.1").unwrap();
+    for show in [
+        "SHOW QUERIES",
+        "SHOW CLIENTS",
+        "SHOW BACKENDS",
+        "SHOW CONFIG",
+        "SHOW POOLS",
+    ] {
+        let rows: Vec<mysql::Row> = a.query(show).unwrap();
+        let text: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| format!("{:?}", r.as_ref(i)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        pages.push((show.to_string(), text.join("\n")));
+    }
+    running.join().unwrap().unwrap();
+    let secrets = [
+        PASS_A,
+        "admin-pw",
+        "stats-sekrit-pw",
+        "sekrit",
+        "5345435245543432",
+    ];
+    // The query shapes are there, without their literals.
+    assert!(
+        pages.iter().any(|(_, b)| b.contains("SELECT ?")),
+        "no query shapes: {pages:?}"
+    );
+    for (page, body) in &pages {
+        for s in secrets {
+            assert!(!body.contains(s), "{page} shows {s:?}:\n{body}");
+        }
+    }
+}
