@@ -271,10 +271,22 @@ impl fmt::Debug for AdminConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct StatsConfig {
     pub listen: SocketAddr,
     pub health_backlog_ratio: f64,
+    /// Bearer token required for everything but `/health`; empty: none.
+    pub stats_token: String,
+}
+
+impl fmt::Debug for StatsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StatsConfig")
+            .field("listen", &self.listen)
+            .field("health_backlog_ratio", &self.health_backlog_ratio)
+            .field("stats_token", &MASK)
+            .finish()
+    }
 }
 
 /// A configuration problem, located as precisely as possible.
@@ -515,7 +527,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-static OPTIONS: [OptionSpec; 51] = [
+static OPTIONS: [OptionSpec; 52] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -624,6 +636,8 @@ static OPTIONS: [OptionSpec; 51] = [
         "Address of the HTTP statistics and health endpoint"),
     opt(S::Stats, "health_backlog_ratio", K::Ratio, D::Ratio(DEFAULT_HEALTH_BACKLOG_RATIO), true,
         "The health check fails while a pool's backlog is fuller than this fraction of backlog_size"),
+    opt(S::Stats, "stats_token", K::Secret, D::Text(""), false,
+        "Bearer token (Authorization: Bearer TOKEN) required for /metrics, /stats.json and the live page; /health stays open but says only OK or unhealthy without it; empty = no token"),
 ];
 
 /// Every option, in documentation order.
@@ -1642,6 +1656,7 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
         Some(stats) => Some(StatsConfig {
             listen: stats.required("listen", Value::addr)?,
             health_backlog_ratio: stats.required("health_backlog_ratio", Value::ratio)?,
+            stats_token: stats.required("stats_token", Value::text)?,
         }),
     };
 
@@ -2024,7 +2039,14 @@ impl Config {
                     ("user", quote(&admin.user)),
                     ("password", secret(&admin.password)),
                     ("stats_user", quote(&admin.stats_user)),
-                    ("stats_password", secret(&admin.stats_password)),
+                    (
+                        "stats_password",
+                        if admin.stats_password.is_empty() {
+                            quote("")
+                        } else {
+                            secret(&admin.stats_password)
+                        },
+                    ),
                 ],
             ));
         }
@@ -2036,6 +2058,14 @@ impl Config {
                     (
                         "health_backlog_ratio",
                         stats.health_backlog_ratio.to_string(),
+                    ),
+                    (
+                        "stats_token",
+                        if stats.stats_token.is_empty() {
+                            quote("")
+                        } else {
+                            secret(&stats.stats_token)
+                        },
                     ),
                 ],
             ));

@@ -42,6 +42,7 @@ fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        401 => "Unauthorized",
         408 => "Request Timeout",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
@@ -75,6 +76,9 @@ fn write_response(stream: &mut TcpStream, r: &Response, head_only: bool) -> io::
     );
     if r.allow {
         out.push_str("Allow: GET, HEAD\r\n");
+    }
+    if r.status == 401 {
+        out.push_str("WWW-Authenticate: Bearer realm=\"funnel stats\"\r\n");
     }
     if r.status == 429 {
         out.push_str("Retry-After: 1\r\n");
@@ -143,7 +147,16 @@ fn read_head(stream: &mut TcpStream, timeout: Duration) -> Result<String, Respon
 
 /// Serve one request. A `reserved` connection (over the limits) is served
 /// `/health` only, and gets less time to send its request.
-pub fn serve(mut stream: TcpStream, peer: SocketAddr, control: &ControlHandle, reserved: bool) {
+/// With a `token` (`stats_token`), everything but `/health` and the live
+/// page's HTML needs `Authorization: Bearer <token>`; `/health` without it
+/// says only OK or unhealthy.
+pub fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    control: &ControlHandle,
+    reserved: bool,
+    token: &str,
+) {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let timeout = if reserved {
         RESERVED_READ_TIMEOUT
@@ -162,10 +175,24 @@ pub fn serve(mut stream: TcpStream, peer: SocketAddr, control: &ControlHandle, r
                         t.split_once('?').map_or(t, |(p, _)| p),
                         "/health" | "/healthz"
                     );
+                    let authorized = token.is_empty() || bearer_matches(&head, token);
+                    let page = matches!(t, "/" | "/index.html");
                     let r = if reserved && !health {
                         busy()
+                    } else if !authorized && !health && !page {
+                        text(
+                            401,
+                            "this stats port needs Authorization: Bearer <stats_token>",
+                        )
                     } else if m == "GET" || m == "HEAD" {
-                        route(t, control)
+                        let r = route(t, control);
+                        if authorized || !health {
+                            r
+                        } else if r.status == 200 {
+                            text(200, "OK")
+                        } else {
+                            text(r.status, "unhealthy")
+                        }
                     } else {
                         let mut r = text(405, "only GET and HEAD are supported");
                         r.allow = true;
@@ -180,6 +207,28 @@ pub fn serve(mut stream: TcpStream, peer: SocketAddr, control: &ControlHandle, r
     };
     debug!("stats: {peer}: {}", response.status);
     let _ = write_response(&mut stream, &response, head_only);
+}
+
+/// Whether the request head carries `Authorization: Bearer <token>`
+/// (compared in constant time).
+fn bearer_matches(head: &str, token: &str) -> bool {
+    let given = head.lines().skip(1).find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        if !name.trim().eq_ignore_ascii_case("authorization") {
+            return None;
+        }
+        let (scheme, cred) = value.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| cred.trim())
+    });
+    let Some(given) = given else {
+        return false;
+    };
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for (i, &x) in b.iter().enumerate() {
+        diff |= usize::from(x ^ a.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
 }
 
 /// The answer for a GET of `target` (path and query).

@@ -112,6 +112,11 @@ pub fn spawn(config: &Config, control: ControlHandle) -> Result<(), String> {
             .map_err(|e| format!("cannot start the admin thread: {e}"))?;
     }
     if let Some(listener) = stats {
+        let token: Arc<str> = config
+            .stats
+            .as_ref()
+            .map_or("", |s| s.stats_token.as_str())
+            .into();
         let limit = Limit::new(
             MAX_HTTP_CONNECTIONS,
             MAX_HTTP_PER_ADDRESS,
@@ -127,9 +132,10 @@ pub fn spawn(config: &Config, control: ControlHandle) -> Result<(), String> {
                     "stats",
                     move |stream, peer, slot, reserved| {
                         let control = control.clone();
+                        let token = Arc::clone(&token);
                         spawn_conn("funnel-stats-conn", move || {
                             let _slot = slot;
-                            http::serve(stream, peer, &control, reserved);
+                            http::serve(stream, peer, &control, reserved, &token);
                         })
                     },
                 )
