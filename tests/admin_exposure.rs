@@ -321,7 +321,7 @@ fn a_stats_token_guards_everything_but_a_bare_health_check() {
     let (status, body) = get_raw(
         env.stats_port,
         "/stats.json",
-        &auth.to_lowercase().replace(token, token),
+        &format!("authorization: bearer {token}\r\n"),
     );
     assert_eq!(status, 200, "header names are case-insensitive: {body}");
     // /health: open, but only OK without the token; the full line with it.
