@@ -170,6 +170,15 @@ fn an_attempt_that_cannot_be_checked_in_time_gets_err_1129() {
     // From another address, for another user: unaffected.
     let (code, _) = attempt(opts_from(&f, USER_B, PASS_B, "127.0.0.2"));
     assert_eq!(code, 0);
-    assert_eq!(total_counter(admin_port, "auth_throttled"), 1);
-    assert_eq!(total_counter(admin_port, "auth_failures"), 1);
+    // Someone guessing USER_B's password elsewhere does not lock out the
+    // address USER_B logged in from; other addresses are held for it.
+    let (code, _) = attempt(opts_from(&f, USER_B, "wrong", "127.0.0.3"));
+    assert_eq!(code, 1045);
+    let (code, took) = attempt(opts_from(&f, USER_B, PASS_B, "127.0.0.2"));
+    assert_eq!(code, 0);
+    assert!(took < UNHELD, "{took:?}");
+    let (code, _) = attempt(opts_from(&f, USER_B, PASS_B, "127.0.0.4"));
+    assert_eq!(code, 1129);
+    assert_eq!(total_counter(admin_port, "auth_throttled"), 2);
+    assert_eq!(total_counter(admin_port, "auth_failures"), 2);
 }

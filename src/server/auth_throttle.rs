@@ -7,6 +7,11 @@
 //! login ends the hold for its address and its user; failures are
 //! forgotten [`FORGET_AFTER`] after the last one.
 //!
+//! An address that logged in as a user in the last [`TRUST_FOR`] is not
+//! held for that user's failures elsewhere (only for its own address's):
+//! someone guessing a user's password from other hosts cannot lock that
+//! user's applications out.
+//!
 //! The hold never blocks the event loop: the caller parks the login and
 //! sets a timer for the instant [`AuthThrottle::admit`] returns.
 
@@ -20,6 +25,8 @@ pub const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
 /// not tracked until the janitor forgets old ones. Unknown user names all
 /// share one entry, so only addresses can be many.
 pub const MAX_ENTRIES: usize = 100_000;
+/// How long a successful login keeps its address trusted for its user.
+pub const TRUST_FOR: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -73,6 +80,8 @@ impl AddrKey {
 pub struct AuthThrottle {
     by_addr: HashMap<AddrKey, Entry>,
     by_user: HashMap<String, Entry>,
+    /// (address, user) pairs with a successful login, and when.
+    trusted: HashMap<(AddrKey, String), Instant>,
 }
 
 impl AuthThrottle {
@@ -99,7 +108,12 @@ impl AuthThrottle {
     ) -> Admit {
         let mut at = now;
         let a = addr.and_then(|a| self.by_addr.get(&a)).copied();
-        let u = self.by_user.get(user).copied();
+        let trusted = addr.is_some_and(|a| self.trusted.contains_key(&(a, user.to_string())));
+        let u = if trusted {
+            None
+        } else {
+            self.by_user.get(user).copied()
+        };
         for e in [a, u].into_iter().flatten() {
             if !limits.delay_after(e.failures).is_zero() {
                 at = at.max(e.next_check);
@@ -114,7 +128,7 @@ impl AuthThrottle {
                 e.next_check = at + d;
             }
         }
-        if let Some(e) = self.by_user.get_mut(user) {
+        if let Some(e) = self.by_user.get_mut(user).filter(|_| !trusted) {
             let d = limits.delay_after(e.failures);
             if !d.is_zero() {
                 e.next_check = at + d;
@@ -158,12 +172,20 @@ impl AuthThrottle {
     }
 
     /// A successful login ends the hold for its address and its user.
-    pub fn succeeded(&mut self, addr: Option<AddrKey>, user: &str) {
-        if let Some(a) = addr {
-            self.by_addr.remove(&a);
-        }
-        if !self.by_user.is_empty() {
+    /// The user's failures end only for a login that was held for them
+    /// (not from a trusted address, whose logins would otherwise wipe the
+    /// count of someone guessing from elsewhere).
+    pub fn succeeded(&mut self, addr: Option<AddrKey>, user: &str, now: Instant) {
+        let key = addr.map(|a| (a, user.to_string()));
+        let was_trusted = key.as_ref().is_some_and(|k| self.trusted.contains_key(k));
+        if !was_trusted && !self.by_user.is_empty() {
             self.by_user.remove(user);
+        }
+        if let (Some(a), Some(k)) = (addr, key) {
+            self.by_addr.remove(&a);
+            if was_trusted || self.trusted.len() < MAX_ENTRIES {
+                self.trusted.insert(k, now);
+            }
         }
     }
 
@@ -172,6 +194,8 @@ impl AuthThrottle {
         let keep = |e: &mut Entry| now.saturating_duration_since(e.last_failure) < FORGET_AFTER;
         self.by_addr.retain(|_, e| keep(e));
         self.by_user.retain(|_, e| keep(e));
+        self.trusted
+            .retain(|_, at| now.saturating_duration_since(*at) < TRUST_FOR);
     }
 }
 
@@ -242,9 +266,49 @@ mod tests {
         );
         // Past the deadline: refused, nothing reserved.
         assert_eq!(t.admit(ip, "u", t0, t0 + ms(350), &LIMITS), Admit::Refuse);
-        t.succeeded(ip, "u");
+        t.succeeded(ip, "u", t0);
         assert_eq!(t.admit(ip, "u", t0, far, &LIMITS), Admit::Now);
         assert_eq!(t.failures(ip, "u"), (0, 0));
+    }
+
+    #[test]
+    fn failures_elsewhere_do_not_hold_a_trusted_address() {
+        let mut t = AuthThrottle::default();
+        let t0 = Instant::now();
+        let far = t0 + Duration::from_secs(60);
+        let app = Some(AddrKey::of("10.0.0.1".parse().unwrap()));
+        let attacker = Some(AddrKey::of("10.9.9.9".parse().unwrap()));
+        t.succeeded(app, "u", t0);
+        for _ in 0..10 {
+            t.failed(attacker, "u", t0, &LIMITS);
+        }
+        assert_eq!(t.admit(app, "u", t0, far, &LIMITS), Admit::Now);
+        t.succeeded(app, "u", t0);
+        assert_eq!(
+            t.failures(attacker, "u"),
+            (10, 10),
+            "a trusted login keeps the count"
+        );
+        // Others are held for the user, and so is the attacker.
+        let other = Some(AddrKey::of("10.0.0.2".parse().unwrap()));
+        assert!(matches!(
+            t.admit(other, "u", t0, far, &LIMITS),
+            Admit::HoldUntil(_)
+        ));
+        assert!(matches!(
+            t.admit(attacker, "v", t0, far, &LIMITS),
+            Admit::HoldUntil(_)
+        ));
+        // The trust ends TRUST_FOR after the login.
+        let t1 = t0 + TRUST_FOR;
+        t.sweep(t1);
+        for _ in 0..10 {
+            t.failed(attacker, "u", t1, &LIMITS);
+        }
+        assert!(matches!(
+            t.admit(app, "u", t1, far + TRUST_FOR, &LIMITS),
+            Admit::HoldUntil(_)
+        ));
     }
 
     #[test]

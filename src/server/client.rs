@@ -1002,7 +1002,7 @@ impl Server {
         }
         let addr = self.clients[key].host.parse().ok().map(AddrKey::of);
         self.auth_throttle
-            .succeeded(addr, Self::throttle_user(&auth));
+            .succeeded(addr, Self::throttle_user(&auth), self.now);
         let pool = self.login_pool(auth.pool.unwrap_or(0), auth.capabilities);
         let c = &mut self.clients[key];
         c.pool = pool;
