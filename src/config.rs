@@ -40,11 +40,18 @@ use log::LevelFilter;
 pub const DEFAULT_CONFIG_PATH: &str = "funnel.conf";
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3307";
+/// As mysqld creates its socket: clients authenticate with a password.
+pub const DEFAULT_UNIX_SOCKET_MODE: &str = "0777";
 pub const DEFAULT_MAX_CLIENT_CONNECTIONS: usize = 20_000;
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_MAX_ALLOWED_PACKET: usize = 64 << 20;
 pub const DEFAULT_MAX_CLIENT_PENDING_INPUT: usize = 1 << 20;
 pub const DEFAULT_CLIENT_WRITE_TIMEOUT_MS: u64 = 60_000;
+/// Consecutive failed logins (per client address, per user) answered without delay.
+pub const DEFAULT_AUTH_FAILURE_THRESHOLD: usize = 3;
+pub const DEFAULT_AUTH_FAILURE_DELAY_MS: usize = 500;
+/// Below the default handshake_timeout_ms, so that a held login still gets its answer.
+pub const DEFAULT_AUTH_FAILURE_MAX_DELAY_MS: u64 = 4_000;
 pub const DEFAULT_OUTPUT_HIGH_WATERMARK: usize = 1 << 20;
 pub const DEFAULT_OUTPUT_LOW_WATERMARK: usize = 256 << 10;
 /// 0: memory first (slow readers hold their backend; see `max_buffered_result`).
@@ -110,6 +117,11 @@ pub struct Config {
     pub source: String,
     pub listen: Vec<SocketAddr>,
     pub unix_socket: Option<PathBuf>,
+    /// Permission bits of the unix socket file (mysqld's: 0777).
+    pub unix_socket_mode: u32,
+    /// Group (name or number) the unix socket file is given; None: the
+    /// process's own.
+    pub unix_socket_group: Option<String>,
     pub max_client_connections: usize,
     pub handshake_timeout: Duration,
     pub max_allowed_packet: usize,
@@ -117,6 +129,12 @@ pub struct Config {
     /// beyond the command being processed.
     pub max_client_pending_input: usize,
     pub client_write_timeout: Duration,
+    /// Failed logins (per address, per user) before logins are held back.
+    pub auth_failure_threshold: usize,
+    /// The first hold once `auth_failure_threshold` is reached (doubled per
+    /// further failure); zero: never held.
+    pub auth_failure_delay: Duration,
+    pub auth_failure_max_delay: Duration,
     pub output_high_watermark: usize,
     pub output_low_watermark: usize,
     /// Connection first: output of one response a slow client may have
@@ -236,6 +254,9 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     pub user: String,
     pub password: String,
+    /// A read-only console account (SHOW commands only); empty: none.
+    pub stats_user: String,
+    pub stats_password: String,
 }
 
 impl fmt::Debug for AdminConfig {
@@ -244,14 +265,28 @@ impl fmt::Debug for AdminConfig {
             .field("listen", &self.listen)
             .field("user", &self.user)
             .field("password", &MASK)
+            .field("stats_user", &self.stats_user)
+            .field("stats_password", &MASK)
             .finish()
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct StatsConfig {
     pub listen: SocketAddr,
     pub health_backlog_ratio: f64,
+    /// Bearer token required for everything but `/health`; empty: none.
+    pub stats_token: String,
+}
+
+impl fmt::Debug for StatsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StatsConfig")
+            .field("listen", &self.listen)
+            .field("health_backlog_ratio", &self.health_backlog_ratio)
+            .field("stats_token", &MASK)
+            .finish()
+    }
 }
 
 /// A configuration problem, located as precisely as possible.
@@ -495,12 +530,16 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-static OPTIONS: [OptionSpec; 44] = [
+static OPTIONS: [OptionSpec; 52] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
     opt(S::Funnel, "unix_socket", K::UnixPath, D::Unset, false,
         "Unix socket path to accept clients on, in addition to listen"),
+    opt(S::Funnel, "unix_socket_mode", K::Text, D::Text(DEFAULT_UNIX_SOCKET_MODE), false,
+        "Permissions of the unix socket file, in octal (connecting needs write permission); 0777 as mysqld's, or e.g. 0770 with unix_socket_group to let one group in"),
+    opt(S::Funnel, "unix_socket_group", K::Text, D::Text(""), false,
+        "Group (name or number) to give the unix socket file; empty = the funnel's own group"),
     opt(S::Funnel, "max_client_connections", ANY_COUNT_FROM_1, D::Count(DEFAULT_MAX_CLIENT_CONNECTIONS), true,
         "Client connections accepted at once; further ones are refused with ERR 1040"),
     opt(S::Funnel, "handshake_timeout_ms", K::Millis, D::Millis(DEFAULT_HANDSHAKE_TIMEOUT_MS), true,
@@ -511,6 +550,12 @@ static OPTIONS: [OptionSpec; 44] = [
         "Pipelined, not yet processed input one client may hold beyond the command being processed"),
     opt(S::Funnel, "client_write_timeout_ms", K::Millis, D::Millis(DEFAULT_CLIENT_WRITE_TIMEOUT_MS), true,
         "A client that accepts no output for this long is disconnected"),
+    opt(S::Funnel, "auth_failure_threshold", ANY_COUNT_FROM_1, D::Count(DEFAULT_AUTH_FAILURE_THRESHOLD), true,
+        "Consecutive failed logins from one client address (IPv6: its /64), or for one user, checked without delay; past it, each login attempt from that address or for that user is held before it is checked"),
+    opt(S::Funnel, "auth_failure_delay_ms", K::Count { min: 0, max: 3_600_000 }, D::Count(DEFAULT_AUTH_FAILURE_DELAY_MS), true,
+        "How long a login attempt is held once auth_failure_threshold is reached, doubled with each further failure; attempts are checked one at a time per address and per user; 0 = never held"),
+    opt(S::Funnel, "auth_failure_max_delay_ms", K::Millis, D::Millis(DEFAULT_AUTH_FAILURE_MAX_DELAY_MS), true,
+        "Longest hold of a login attempt; an attempt that could not be checked within handshake_timeout_ms is refused with ERR 1129 instead"),
     opt(S::Funnel, "output_high_watermark", K::Size { min: 1, max: MAX_PACKET_LIMIT }, D::Size(DEFAULT_OUTPUT_HIGH_WATERMARK), true,
         "Pending output to one client above which the funnel stops reading that client's backend"),
     opt(S::Funnel, "output_low_watermark", BUFFER_SIZE, D::Size(DEFAULT_OUTPUT_LOW_WATERMARK), true,
@@ -585,11 +630,17 @@ static OPTIONS: [OptionSpec; 44] = [
         "User name for the admin console"),
     opt(S::Admin, "password", K::Secret, D::Required, true,
         "Password for the admin console"),
+    opt(S::Admin, "stats_user", K::Text, D::Text(""), true,
+        "A read-only console account: it may run SHOW commands only (PAUSE, RESUME, RELOAD, SHUTDOWN get ERR 1227); empty = none"),
+    opt(S::Admin, "stats_password", K::Secret, D::Text(""), true,
+        "Password of stats_user; required with it"),
     // [stats]
     opt(S::Stats, "listen", K::ListenAddr, D::Text(DEFAULT_STATS_LISTEN), false,
         "Address of the HTTP statistics and health endpoint"),
     opt(S::Stats, "health_backlog_ratio", K::Ratio, D::Ratio(DEFAULT_HEALTH_BACKLOG_RATIO), true,
         "The health check fails while a pool's backlog is fuller than this fraction of backlog_size"),
+    opt(S::Stats, "stats_token", K::Secret, D::Text(""), false,
+        "Bearer token (Authorization: Bearer TOKEN) required for /metrics, /stats.json and the live page; /health stays open but says only OK or unhealthy without it; empty = no token"),
 ];
 
 /// Every option, in documentation order.
@@ -1343,11 +1394,29 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
     let funnel = single(Section::Funnel).unwrap_or_else(|| Lookup::absent(source, Section::Funnel));
     let listen = funnel.required("listen", Value::addrs)?;
     let unix_socket = funnel.get("unix_socket", Value::path)?.flatten();
+    let unix_socket_mode = {
+        let text = funnel.required("unix_socket_mode", Value::text)?;
+        match u32::from_str_radix(text.trim(), 8) {
+            Ok(m) if m <= 0o777 && !text.trim().is_empty() => m,
+            _ => {
+                return Err(funnel.err(
+                    "unix_socket_mode",
+                    format!("expected octal permission bits from 0 to 0777, got {text:?}"),
+                ))
+            }
+        }
+    };
+    let unix_socket_group =
+        Some(funnel.required("unix_socket_group", Value::text)?).filter(|g| !g.trim().is_empty());
     let max_client_connections = funnel.required("max_client_connections", Value::count)?;
     let handshake_timeout = funnel.required("handshake_timeout_ms", Value::millis)?;
     let max_allowed_packet = funnel.required("max_allowed_packet", Value::count)?;
     let max_client_pending_input = funnel.required("max_client_pending_input", Value::count)?;
     let client_write_timeout = funnel.required("client_write_timeout_ms", Value::millis)?;
+    let auth_failure_threshold = funnel.required("auth_failure_threshold", Value::count)?;
+    let auth_failure_delay =
+        Duration::from_millis(funnel.required("auth_failure_delay_ms", Value::count)? as u64);
+    let auth_failure_max_delay = funnel.required("auth_failure_max_delay_ms", Value::millis)?;
     let output_high_watermark = funnel.required("output_high_watermark", Value::count)?;
     let output_low_watermark = funnel.required("output_low_watermark", Value::count)?;
     let max_buffered_result = funnel.required("max_buffered_result", Value::count)?;
@@ -1565,7 +1634,15 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
                 listen: admin.required("listen", Value::addr)?,
                 user: admin.required("user", Value::text)?,
                 password: admin.required("password", Value::text)?,
+                stats_user: admin.required("stats_user", Value::text)?,
+                stats_password: admin.required("stats_password", Value::text)?,
             };
+            if !config.stats_user.is_empty() && config.stats_password.is_empty() {
+                return Err(admin.err("stats_password", "must not be empty when stats_user is set"));
+            }
+            if config.stats_user == config.user {
+                return Err(admin.err("stats_user", "must differ from user"));
+            }
             if config.user.is_empty() {
                 return Err(admin.err("user", "must not be empty"));
             }
@@ -1582,6 +1659,7 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
         Some(stats) => Some(StatsConfig {
             listen: stats.required("listen", Value::addr)?,
             health_backlog_ratio: stats.required("health_backlog_ratio", Value::ratio)?,
+            stats_token: stats.required("stats_token", Value::text)?,
         }),
     };
 
@@ -1634,11 +1712,16 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
         source: source.to_string(),
         listen,
         unix_socket,
+        unix_socket_mode,
+        unix_socket_group,
         max_client_connections,
         handshake_timeout,
         max_allowed_packet,
         max_client_pending_input,
         client_write_timeout,
+        auth_failure_threshold,
+        auth_failure_delay,
+        auth_failure_max_delay,
         output_high_watermark,
         output_low_watermark,
         max_buffered_result,
@@ -1914,6 +1997,11 @@ impl Config {
                 vec![
                     ("listen", listen),
                     ("unix_socket", unix_socket),
+                    ("unix_socket_mode", format!("{:04o}", self.unix_socket_mode)),
+                    (
+                        "unix_socket_group",
+                        quote(self.unix_socket_group.as_deref().unwrap_or("")),
+                    ),
                     (
                         "max_client_connections",
                         self.max_client_connections.to_string(),
@@ -1925,6 +2013,12 @@ impl Config {
                         format_size(self.max_client_pending_input),
                     ),
                     ("client_write_timeout_ms", ms(self.client_write_timeout)),
+                    (
+                        "auth_failure_threshold",
+                        self.auth_failure_threshold.to_string(),
+                    ),
+                    ("auth_failure_delay_ms", ms(self.auth_failure_delay)),
+                    ("auth_failure_max_delay_ms", ms(self.auth_failure_max_delay)),
                     (
                         "output_high_watermark",
                         format_size(self.output_high_watermark),
@@ -2019,6 +2113,15 @@ impl Config {
                     ("listen", admin.listen.to_string()),
                     ("user", quote(&admin.user)),
                     ("password", secret(&admin.password)),
+                    ("stats_user", quote(&admin.stats_user)),
+                    (
+                        "stats_password",
+                        if admin.stats_password.is_empty() {
+                            quote("")
+                        } else {
+                            secret(&admin.stats_password)
+                        },
+                    ),
                 ],
             ));
         }
@@ -2030,6 +2133,14 @@ impl Config {
                     (
                         "health_backlog_ratio",
                         stats.health_backlog_ratio.to_string(),
+                    ),
+                    (
+                        "stats_token",
+                        if stats.stats_token.is_empty() {
+                            quote("")
+                        } else {
+                            secret(&stats.stats_token)
+                        },
                     ),
                 ],
             ));
@@ -2336,6 +2447,8 @@ mod tests {
             ("[user bob]\npassword = a\nconnections = 0", "[user bob] connections", ">= 1"),
             ("[admin]\nuser = root", "[admin] password", "required"),
             ("[admin]\npassword = \"\"", "[admin] password", "empty"),
+            ("[admin]\npassword = x\nstats_user = w", "[admin] stats_password", "must not be empty"),
+            ("[admin]\npassword = x\nstats_user = admin\nstats_password = y", "[admin] stats_user", "must differ"),
             ("[admin]\npassword = x\nlisten = 127.0.0.1:3307", "[admin] listen", "already used by [funnel] listen"),
             ("[stats]\nhealth_backlog_ratio = 1.5", "[stats] health_backlog_ratio", "at most 1"),
             ("[stats]\nhealth_backlog_ratio = NaN", "[stats] health_backlog_ratio", "at most 1"),

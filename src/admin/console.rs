@@ -34,7 +34,9 @@ use crate::server::log_limit::{LogEvent, ThreadLogLimiter};
 
 /// Largest command accepted from an admin client.
 const MAX_COMMAND: usize = 1 << 20;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A silent connection (or one that does not log in) holds a slot this
+/// long at most.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// An admin session idle this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -63,6 +65,8 @@ const CAPS: u32 = CLIENT_LONG_PASSWORD
 pub struct Credentials {
     pub user: String,
     pub stage2: [u8; 20],
+    /// The read-only account (`stats_user`): SHOW commands only.
+    pub stats: Option<(String, [u8; 20])>,
 }
 
 impl Credentials {
@@ -70,6 +74,7 @@ impl Credentials {
         Credentials {
             user: user.to_string(),
             stage2: native_password_stage2(password.as_bytes()),
+            stats: None,
         }
     }
 }
@@ -305,8 +310,8 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         deadline: Some(Instant::now() + HANDSHAKE_TIMEOUT),
     };
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let user = match login(&mut conn, peer, id, shared) {
-        Ok(Some(user)) => user,
+    let (user, read_only) = match login(&mut conn, peer, id, shared) {
+        Ok(Some(login)) => login,
         Ok(None) => return,
         Err(e) => {
             debug!("admin console: {peer}: login failed: {e}");
@@ -318,6 +323,7 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let session = Session {
         id,
         user,
+        read_only,
         peer,
         shared,
     };
@@ -360,7 +366,7 @@ fn login(
     peer: SocketAddr,
     id: u32,
     shared: &Shared,
-) -> io::Result<Option<String>> {
+) -> io::Result<Option<(String, bool)>> {
     let scramble = new_scramble();
     let greeting = HandshakeV10 {
         server_version: format!("{}-funnel-admin", env!("CARGO_PKG_VERSION")),
@@ -435,11 +441,21 @@ fn login(
     let creds = shared
         .control
         .snapshot(false, SNAPSHOT_TIMEOUT)
-        .and_then(|s| s.admin_auth.clone())
-        .map(|(user, stage2)| Credentials { user, stage2 })
+        .and_then(|s| {
+            let (user, stage2) = s.admin_auth.clone()?;
+            Some(Credentials {
+                user,
+                stage2,
+                stats: s.admin_stats_auth.clone(),
+            })
+        })
         .unwrap_or_else(|| shared.initial.clone());
-    let ok = resp.username == creds.user && verify_native(Some(&creds.stage2), &scramble, &auth);
-    if !ok {
+    let admin = resp.username == creds.user && verify_native(Some(&creds.stage2), &scramble, &auth);
+    let read_only = !admin
+        && creds.stats.as_ref().is_some_and(|(user, stage2)| {
+            resp.username == *user && verify_native(Some(stage2), &scramble, &auth)
+        });
+    if !admin && !read_only {
         let msg = format!(
             "Access denied for user '{}'@'{}' (using password: {})",
             resp.username,
@@ -452,14 +468,20 @@ fn login(
         conn.error(err::ER_ACCESS_DENIED_ERROR, &msg)?;
         return Ok(None);
     }
-    info!("admin console: {} logged in from {peer}", resp.username);
+    info!(
+        "admin console: {} logged in from {peer}{}",
+        resp.username,
+        if read_only { " (read-only)" } else { "" }
+    );
     conn.ok("")?;
-    Ok(Some(resp.username))
+    Ok(Some((resp.username, read_only)))
 }
 
 struct Session<'a> {
     id: u32,
     user: String,
+    /// The `stats_user` account: SHOW commands only.
+    read_only: bool,
     peer: SocketAddr,
     shared: &'a Shared,
 }
@@ -475,6 +497,7 @@ enum Answer {
 }
 
 const ER_PARSE_ERROR: (u16, &str) = (1064, "42000");
+const ER_SPECIFIC_ACCESS_DENIED_ERROR: (u16, &str) = (1227, "42000");
 const ER_EMPTY_QUERY: (u16, &str) = (1065, "42000");
 const ER_UNKNOWN_SYSTEM_VARIABLE: (u16, &str) = (1193, "HY000");
 
@@ -584,6 +607,19 @@ impl Session<'_> {
             return Answer::Err(ER_EMPTY_QUERY, "Query was empty".into());
         }
         let upper = text.to_ascii_uppercase();
+        if self.read_only && matches!(upper.as_str(), "PAUSE" | "RESUME" | "RELOAD" | "SHUTDOWN") {
+            info!(
+                "admin console: {} from {} (read-only) refused: {upper}",
+                self.user, self.peer
+            );
+            return Answer::Err(
+                ER_SPECIFIC_ACCESS_DENIED_ERROR,
+                format!(
+                    "funnel admin: access denied; {upper} needs the admin account, '{}' may run SHOW commands only",
+                    self.user
+                ),
+            );
+        }
         match upper.as_str() {
             "SHOW STATS" => return self.with_snapshot(false, report::show_stats),
             "SHOW POOLS" => return self.with_snapshot(false, report::show_pools),

@@ -21,7 +21,10 @@ use crate::server::control::ControlHandle;
 
 /// Largest request head read.
 const MAX_HEAD: usize = 16 * 1024;
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A silent connection holds a slot this long at most.
+const READ_TIMEOUT: Duration = Duration::from_secs(3);
+/// The same for a reserved connection (`super::RESERVED_HTTP_CONNECTIONS`).
+pub const RESERVED_READ_TIMEOUT: Duration = Duration::from_secs(1);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 const PAGE: &str = include_str!("live.html");
@@ -39,7 +42,9 @@ fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        401 => "Unauthorized",
         408 => "Request Timeout",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Error",
@@ -72,6 +77,12 @@ fn write_response(stream: &mut TcpStream, r: &Response, head_only: bool) -> io::
     if r.allow {
         out.push_str("Allow: GET, HEAD\r\n");
     }
+    if r.status == 401 {
+        out.push_str("WWW-Authenticate: Bearer realm=\"funnel stats\"\r\n");
+    }
+    if r.status == 429 {
+        out.push_str("Retry-After: 1\r\n");
+    }
     out.push_str("\r\n");
     stream.write_all(out.as_bytes())?;
     if !head_only {
@@ -80,19 +91,23 @@ fn write_response(stream: &mut TcpStream, r: &Response, head_only: bool) -> io::
     stream.flush()
 }
 
-/// Over the connection limit.
+/// Over the connection limit: 429, which a load balancer does not take
+/// for "unhealthy" the way it takes 503.
 pub fn refuse_busy(mut stream: TcpStream) {
-    let _ = write_response(
-        &mut stream,
-        &text(503, "too many concurrent requests to the stats port"),
-        false,
-    );
+    let _ = write_response(&mut stream, &busy(), false);
+}
+
+fn busy() -> Response {
+    text(
+        429,
+        "too many concurrent requests to the stats port (or from this address); try again",
+    )
 }
 
 /// Reads the request head (up to the blank line), within READ_TIMEOUT in
 /// all (a client trickling bytes cannot hold a connection slot for long).
-fn read_head(stream: &mut TcpStream) -> Result<String, Response> {
-    let deadline = std::time::Instant::now() + READ_TIMEOUT;
+fn read_head(stream: &mut TcpStream, timeout: Duration) -> Result<String, Response> {
+    let deadline = std::time::Instant::now() + timeout;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     loop {
@@ -130,9 +145,25 @@ fn read_head(stream: &mut TcpStream) -> Result<String, Response> {
     String::from_utf8(buf).map_err(|_| text(400, "request head is not UTF-8"))
 }
 
-pub fn serve(mut stream: TcpStream, peer: SocketAddr, control: &ControlHandle) {
+/// Serve one request. A `reserved` connection (over the limits) is served
+/// `/health` only, and gets less time to send its request.
+/// With a `token` (`stats_token`), everything but `/health` and the live
+/// page's HTML needs `Authorization: Bearer <token>`; `/health` without it
+/// says only OK or unhealthy.
+pub fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    control: &ControlHandle,
+    reserved: bool,
+    token: &str,
+) {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    let (response, head_only) = match read_head(&mut stream) {
+    let timeout = if reserved {
+        RESERVED_READ_TIMEOUT
+    } else {
+        READ_TIMEOUT
+    };
+    let (response, head_only) = match read_head(&mut stream, timeout) {
         Ok(head) => {
             let line = head.lines().next().unwrap_or("");
             let mut parts = line.split_whitespace();
@@ -140,8 +171,28 @@ pub fn serve(mut stream: TcpStream, peer: SocketAddr, control: &ControlHandle) {
             match (method, target, version) {
                 (Some(m), Some(t), Some(v)) if v.starts_with("HTTP/1.") => {
                     let head_only = m == "HEAD";
-                    let r = if m == "GET" || m == "HEAD" {
-                        route(t, control)
+                    let health = matches!(
+                        t.split_once('?').map_or(t, |(p, _)| p),
+                        "/health" | "/healthz"
+                    );
+                    let authorized = token.is_empty() || bearer_matches(&head, token);
+                    let page = matches!(t, "/" | "/index.html");
+                    let r = if reserved && !health {
+                        busy()
+                    } else if !authorized && !health && !page {
+                        text(
+                            401,
+                            "this stats port needs Authorization: Bearer <stats_token>",
+                        )
+                    } else if m == "GET" || m == "HEAD" {
+                        let r = route(t, control);
+                        if authorized || !health {
+                            r
+                        } else if r.status == 200 {
+                            text(200, "OK")
+                        } else {
+                            text(r.status, "unhealthy")
+                        }
                     } else {
                         let mut r = text(405, "only GET and HEAD are supported");
                         r.allow = true;
@@ -156,6 +207,28 @@ pub fn serve(mut stream: TcpStream, peer: SocketAddr, control: &ControlHandle) {
     };
     debug!("stats: {peer}: {}", response.status);
     let _ = write_response(&mut stream, &response, head_only);
+}
+
+/// Whether the request head carries `Authorization: Bearer <token>`
+/// (compared in constant time).
+fn bearer_matches(head: &str, token: &str) -> bool {
+    let given = head.lines().skip(1).find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        if !name.trim().eq_ignore_ascii_case("authorization") {
+            return None;
+        }
+        let (scheme, cred) = value.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| cred.trim())
+    });
+    let Some(given) = given else {
+        return false;
+    };
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for (i, &x) in b.iter().enumerate() {
+        diff |= usize::from(x ^ a.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
 }
 
 /// The answer for a GET of `target` (path and query).

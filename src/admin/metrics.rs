@@ -508,6 +508,22 @@ pub fn render(s: &Snapshot) -> String {
         &[],
         s.counters.clients_refused as f64,
     );
+    o.family(
+        "funnel_auth_held_total",
+        "counter",
+        "Login attempts held back after failed logins from their address or for their user (auth_failure_delay_ms).",
+    );
+    o.sample("funnel_auth_held_total", &[], s.counters.auth_held as f64);
+    o.family(
+        "funnel_auth_throttled_total",
+        "counter",
+        "Login attempts refused unchecked with ERR 1129: their hold would have outlasted handshake_timeout_ms.",
+    );
+    o.sample(
+        "funnel_auth_throttled_total",
+        &[],
+        s.counters.auth_throttled as f64,
+    );
 
     let names = [
         ("queue_wait", "funnel_queue_wait_seconds", "Time requests waited in the backlog for a backend, since start."),

@@ -22,9 +22,10 @@ mod metrics;
 pub mod process;
 pub mod report;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use log::{info, warn};
@@ -37,6 +38,17 @@ use crate::server::log_limit::{LogEvent, ThreadLogLimiter};
 pub const MAX_ADMIN_CONNECTIONS: usize = 16;
 /// HTTP requests served at once.
 pub const MAX_HTTP_CONNECTIONS: usize = 32;
+/// Of those, what one client address may hold: silent connections from one
+/// host cannot lock out the others (a load balancer's health check, an admin).
+pub const MAX_ADMIN_PER_ADDRESS: usize = 4;
+pub const MAX_HTTP_PER_ADDRESS: usize = 8;
+/// Connections served beyond the limits above, for a short time only: on
+/// the stats port they answer `/health` (anything else gets 429) after
+/// reading the request for at most [`http::RESERVED_READ_TIMEOUT`]; on the
+/// admin port they are a console session like any other, whose login must
+/// come within the console's (short) handshake timeout.
+pub const RESERVED_ADMIN_CONNECTIONS: usize = 1;
+pub const RESERVED_HTTP_CONNECTIONS: usize = 2;
 /// How long to wait for the loop to answer a snapshot request.
 pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to wait for PAUSE/RESUME/RELOAD/SHUTDOWN to be carried out.
@@ -48,7 +60,14 @@ pub fn spawn(config: &Config, control: ControlHandle) -> Result<(), String> {
     let admin = match &config.admin {
         Some(a) => {
             let l = bind(a.listen, "admin console")?;
-            Some((l, console::Credentials::new(&a.user, &a.password)))
+            let mut creds = console::Credentials::new(&a.user, &a.password);
+            if !a.stats_user.is_empty() {
+                creds.stats = Some((
+                    a.stats_user.clone(),
+                    crate::protocol::auth::native_password_stage2(a.stats_password.as_bytes()),
+                ));
+            }
+            Some((l, creds))
         }
         None => None,
     };
@@ -74,11 +93,16 @@ pub fn spawn(config: &Config, control: ControlHandle) -> Result<(), String> {
             creds,
             Arc::clone(&log_limit),
         ));
-        let limit = Limit::new(MAX_ADMIN_CONNECTIONS, Arc::clone(&log_limit));
+        let limit = Limit::new(
+            MAX_ADMIN_CONNECTIONS,
+            MAX_ADMIN_PER_ADDRESS,
+            RESERVED_ADMIN_CONNECTIONS,
+            Arc::clone(&log_limit),
+        );
         std::thread::Builder::new()
             .name("funnel-admin".into())
             .spawn(move || {
-                accept_loop(listener, limit, "admin", move |stream, peer, slot| {
+                accept_loop(listener, limit, "admin", move |stream, peer, slot, _| {
                     let shared = Arc::clone(&shared);
                     spawn_conn("funnel-admin-conn", move || {
                         let _slot = slot;
@@ -89,17 +113,33 @@ pub fn spawn(config: &Config, control: ControlHandle) -> Result<(), String> {
             .map_err(|e| format!("cannot start the admin thread: {e}"))?;
     }
     if let Some(listener) = stats {
-        let limit = Limit::new(MAX_HTTP_CONNECTIONS, log_limit);
+        let token: Arc<str> = config
+            .stats
+            .as_ref()
+            .map_or("", |s| s.stats_token.as_str())
+            .into();
+        let limit = Limit::new(
+            MAX_HTTP_CONNECTIONS,
+            MAX_HTTP_PER_ADDRESS,
+            RESERVED_HTTP_CONNECTIONS,
+            log_limit,
+        );
         std::thread::Builder::new()
             .name("funnel-stats".into())
             .spawn(move || {
-                accept_loop(listener, limit, "stats", move |stream, peer, slot| {
-                    let control = control.clone();
-                    spawn_conn("funnel-stats-conn", move || {
-                        let _slot = slot;
-                        http::serve(stream, peer, &control);
-                    })
-                })
+                accept_loop(
+                    listener,
+                    limit,
+                    "stats",
+                    move |stream, peer, slot, reserved| {
+                        let control = control.clone();
+                        let token = Arc::clone(&token);
+                        spawn_conn("funnel-stats-conn", move || {
+                            let _slot = slot;
+                            http::serve(stream, peer, &control, reserved, &token);
+                        })
+                    },
+                )
             })
             .map_err(|e| format!("cannot start the stats thread: {e}"))?;
     }
@@ -126,40 +166,92 @@ fn spawn_conn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<
 struct Limit {
     active: Arc<AtomicUsize>,
     max: usize,
+    /// Connections served per client address (only the acceptor adds).
+    per_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    max_per_address: usize,
+    /// Reserved connections being served, and how many may be.
+    reserved: Arc<AtomicUsize>,
+    max_reserved: usize,
     /// For the lines about connections refused or not accepted.
     log_limit: Arc<ThreadLogLimiter>,
 }
 
-struct Slot(Arc<AtomicUsize>);
+struct Slot {
+    /// The counter it was taken from (the normal or the reserved one).
+    count: Arc<AtomicUsize>,
+    per_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        if let Ok(mut m) = self.per_address.lock() {
+            if let Some(n) = m.get_mut(&self.ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(&self.ip);
+                }
+            }
+        }
     }
 }
 
 impl Limit {
-    fn new(max: usize, log_limit: Arc<ThreadLogLimiter>) -> Self {
+    fn new(
+        max: usize,
+        max_per_address: usize,
+        max_reserved: usize,
+        log_limit: Arc<ThreadLogLimiter>,
+    ) -> Self {
         Limit {
             active: Arc::new(AtomicUsize::new(0)),
             max,
+            per_address: Arc::new(Mutex::new(HashMap::new())),
+            max_per_address,
+            reserved: Arc::new(AtomicUsize::new(0)),
+            max_reserved,
             log_limit,
         }
     }
 
-    fn try_take(&self) -> Option<Slot> {
-        let mut n = self.active.load(Ordering::Acquire);
-        loop {
-            if n >= self.max {
-                return None;
-            }
-            match self
-                .active
-                .compare_exchange(n, n + 1, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return Some(Slot(Arc::clone(&self.active))),
-                Err(now) => n = now,
-            }
+    /// A slot for a connection from `ip`: a normal one while the address
+    /// and the whole port are within their limits, else a reserved one
+    /// (`true`) if one is free.
+    fn try_take(&self, ip: IpAddr) -> Option<(Slot, bool)> {
+        let Ok(mut m) = self.per_address.lock() else {
+            return None;
+        };
+        let mine = m.get(&ip).copied().unwrap_or(0);
+        let (count, reserved) = if mine < self.max_per_address && take(&self.active, self.max) {
+            (&self.active, false)
+        } else if take(&self.reserved, self.max_reserved) {
+            (&self.reserved, true)
+        } else {
+            return None;
+        };
+        *m.entry(ip).or_insert(0) += 1;
+        Some((
+            Slot {
+                count: Arc::clone(count),
+                per_address: Arc::clone(&self.per_address),
+                ip,
+            },
+            reserved,
+        ))
+    }
+}
+
+/// One more on `n` if it is below `max`.
+fn take(n: &AtomicUsize, max: usize) -> bool {
+    let mut cur = n.load(Ordering::Acquire);
+    loop {
+        if cur >= max {
+            return false;
+        }
+        match n.compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return true,
+            Err(now) => cur = now,
         }
     }
 }
@@ -171,7 +263,7 @@ fn accept_loop(
     listener: TcpListener,
     limit: Limit,
     what: &'static str,
-    start: impl Fn(TcpStream, SocketAddr, Slot) -> std::io::Result<()>,
+    start: impl Fn(TcpStream, SocketAddr, Slot, bool) -> std::io::Result<()>,
 ) {
     loop {
         let (stream, peer) = match listener.accept() {
@@ -186,9 +278,9 @@ fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        match limit.try_take() {
-            Some(slot) => {
-                if let Err(e) = start(stream, peer, slot) {
+        match limit.try_take(peer.ip()) {
+            Some((slot, reserved)) => {
+                if let Err(e) = start(stream, peer, slot, reserved) {
                     if limit.log_limit.admit(LogEvent::AdminConnectionRefused) {
                         warn!("{what}: cannot start a thread for a connection: {e}");
                     }
@@ -197,8 +289,8 @@ fn accept_loop(
             None => {
                 if limit.log_limit.admit(LogEvent::AdminConnectionRefused) {
                     warn!(
-                        "{what}: refusing {peer}: {} connections already open",
-                        limit.max
+                        "{what}: refusing {peer}: {} connections already open, or {} from its address",
+                        limit.max, limit.max_per_address
                     );
                 }
                 let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));

@@ -207,7 +207,7 @@ pub fn backlog_max_1m(p: &PoolSnapshot) -> usize {
 }
 
 /// Every counter, by name, in a fixed order.
-pub fn counter_list(c: &Counters) -> [(&'static str, u64); 25] {
+pub fn counter_list(c: &Counters) -> [(&'static str, u64); 27] {
     [
         ("requests", c.requests),
         ("backend_errors", c.backend_errors),
@@ -234,6 +234,8 @@ pub fn counter_list(c: &Counters) -> [(&'static str, u64); 25] {
         ("prepare_retries", c.prepare_retries),
         ("clients_accepted", c.clients_accepted),
         ("clients_refused", c.clients_refused),
+        ("auth_held", c.auth_held),
+        ("auth_throttled", c.auth_throttled),
     ]
 }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info};
 use mio::Interest;
 
+use super::auth_throttle::{AddrKey, Admit, Limits};
 use super::client_track::TrackSettings;
 use super::io::{Buf, ReadOutcome, Stream};
 use super::log_limit::LogEvent;
@@ -117,6 +118,14 @@ pub enum ClientState {
     Queued,
     /// A command runs on this backend.
     Running(usize),
+}
+
+/// A login held back by `auth_throttle` until its timer fires.
+#[derive(Debug)]
+pub struct AuthHold {
+    pub auth: PendingAuth,
+    pub response: Vec<u8>,
+    pub seq: u8,
 }
 
 pub struct Client {
@@ -231,6 +240,10 @@ pub struct Client {
     /// A relayed login's own privileges (its pool is shared by every
     /// unlisted user, so they cannot be the pool's).
     pub relay_privileges: Option<super::processlist::Privileges>,
+    /// When the connection was accepted (its login's deadline counts from it).
+    pub accepted_at: Instant,
+    /// A login held back after failed logins (`auth_throttle`).
+    pub auth_hold: Option<Box<AuthHold>>,
 }
 
 /// What is left of a multi-statement query with a `KILL` in it: the
@@ -434,6 +447,8 @@ impl Server {
             timeouts: ClientTimeouts::default(),
             last_active: self.now,
             idle_timer_at: None,
+            accepted_at: self.now,
+            auth_hold: None,
         });
         let greeting = HandshakeV10 {
             server_version: self.announced_version(),
@@ -554,6 +569,10 @@ impl Server {
                 return;
             };
             if c.close_after_flush {
+                return;
+            }
+            if c.auth_hold.is_some() {
+                // Its login is held: whatever else it sent waits.
                 return;
             }
             match c.state {
@@ -851,7 +870,99 @@ impl Server {
         self.client_verify(key, *pending, payload, seq.wrapping_add(1));
     }
 
+    /// The key a user's failed logins are counted under: unknown users
+    /// share one, so that made-up names cannot fill the table.
+    fn throttle_user(auth: &PendingAuth) -> &str {
+        if auth.pool.is_some() {
+            &auth.user
+        } else {
+            "\0unknown user"
+        }
+    }
+
     fn client_verify(&mut self, key: usize, auth: PendingAuth, response: &[u8], seq: u8) {
+        let limits = self.auth_limits();
+        if !limits.delay.is_zero() {
+            let c = &self.clients[key];
+            let addr = c.host.parse().ok().map(AddrKey::of);
+            let deadline = c.accepted_at + self.config.handshake_timeout;
+            let user = Self::throttle_user(&auth);
+            match self
+                .auth_throttle
+                .admit(addr, user, self.now, deadline, &limits)
+            {
+                Admit::Now => {}
+                Admit::HoldUntil(at) => {
+                    self.counters.auth_held += 1;
+                    let c = &mut self.clients[key];
+                    c.auth_hold = Some(Box::new(AuthHold {
+                        auth,
+                        response: response.to_vec(),
+                        seq,
+                    }));
+                    let serial = c.serial;
+                    self.add_timer(at, TimerKind::ClientAuthHold { key, serial });
+                    return;
+                }
+                Admit::Refuse => {
+                    self.counters.auth_throttled += 1;
+                    let c = &mut self.clients[key];
+                    let peer = c.stream.peer_description();
+                    log_limited!(
+                        self,
+                        LogEvent::AuthFailure,
+                        "client {} from {peer} refused unchecked: too many failed logins for user '{}' or from this address",
+                        c.id,
+                        auth.user
+                    );
+                    let c = &mut self.clients[key];
+                    let msg = format!(
+                        "funnel: Host '{}' is blocked because of many failed logins for this user or from this address; try again later",
+                        c.host
+                    );
+                    c.state = ClientState::Idle;
+                    self.client_error(key, seq, ER_HOST_IS_BLOCKED, &msg);
+                    if let Some(c) = self.clients.get_mut(key) {
+                        c.close_after_flush = true;
+                    }
+                    self.flush_client(key);
+                    return;
+                }
+            }
+        }
+        self.client_check(key, auth, response, seq);
+    }
+
+    fn auth_limits(&self) -> Limits {
+        Limits {
+            threshold: u32::try_from(self.config.auth_failure_threshold).unwrap_or(u32::MAX),
+            delay: self.config.auth_failure_delay,
+            max_delay: self.config.auth_failure_max_delay,
+        }
+    }
+
+    /// A held login's turn has come.
+    pub(super) fn client_auth_hold_over(&mut self, key: usize, serial: u64) {
+        let Some(c) = self.clients.get_mut(key) else {
+            return;
+        };
+        if c.serial != serial {
+            return;
+        }
+        let Some(hold) = c.auth_hold.take() else {
+            return;
+        };
+        let AuthHold {
+            auth,
+            response,
+            seq,
+        } = *hold;
+        self.client_check(key, auth, &response, seq);
+        // Whatever it sent meanwhile (a pipelined first command).
+        self.process_client_input(key);
+    }
+
+    fn client_check(&mut self, key: usize, auth: PendingAuth, response: &[u8], seq: u8) {
         let verified = auth.pool.is_some_and(|p| {
             let stage2 = match &self.pools[p].user.credential {
                 Credential::Plain(pw) if pw.is_empty() => None,
@@ -875,19 +986,26 @@ impl Server {
                 Some(p) => self.bump(p, |c| c.auth_failures += 1),
                 None => self.counters.auth_failures += 1,
             }
+            let limits = self.auth_limits();
             let c = &mut self.clients[key];
+            let addr = c.host.parse().ok().map(AddrKey::of);
+            let user = Self::throttle_user(&auth);
+            self.auth_throttle.failed(addr, user, self.now, &limits);
+            let (by_addr, by_user) = self.auth_throttle.failures(addr, user);
             let msg = format!(
                 "Access denied for user '{}'@'{}' (using password: {})",
                 auth.user,
                 c.host,
                 if response.is_empty() { "NO" } else { "YES" }
             );
+            let peer = c.stream.peer_description();
             log_limited!(
                 self,
                 LogEvent::AuthFailure,
-                "client {} refused: {msg}",
-                c.host
+                "client {} from {peer} refused: {msg} (consecutive failures: {by_addr} from this address, {by_user} for this user)",
+                c.id
             );
+            let c = &mut self.clients[key];
             c.state = ClientState::Idle;
             self.client_error(key, seq, ER_ACCESS_DENIED_ERROR, &msg);
             if let Some(c) = self.clients.get_mut(key) {
@@ -896,6 +1014,9 @@ impl Server {
             self.flush_client(key);
             return;
         }
+        let addr = self.clients[key].host.parse().ok().map(AddrKey::of);
+        self.auth_throttle
+            .succeeded(addr, Self::throttle_user(&auth), self.now);
         let pool = self.login_pool(auth.pool.unwrap_or(0), auth.capabilities);
         let c = &mut self.clients[key];
         c.pool = pool;
@@ -2094,6 +2215,7 @@ impl Server {
             return;
         };
         let seq = match c.state {
+            _ if c.auth_hold.is_some() => c.auth_hold.as_ref().map_or(2, |h| h.seq),
             ClientState::Handshake => 2,
             ClientState::AuthSwitch(_) => 4,
             ClientState::Relay {

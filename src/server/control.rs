@@ -192,4 +192,6 @@ pub struct Snapshot {
     /// The admin console's user and SHA1(SHA1(password)), as configured now
     /// (reloadable), so the admin thread checks logins against them.
     pub admin_auth: Option<(String, [u8; 20])>,
+    /// The same for the read-only account (`[admin] stats_user`), if any.
+    pub admin_stats_auth: Option<(String, [u8; 20])>,
 }

@@ -101,8 +101,7 @@ impl LogEvent {
     /// The level of the kind's lines and of its summary line.
     pub fn level(self) -> Level {
         match self {
-            LogEvent::AuthFailure
-            | LogEvent::BadClientInput
+            LogEvent::BadClientInput
             | LogEvent::HandshakeTimeout
             | LogEvent::BackendRestored
             | LogEvent::ReloadDone => Level::Info,

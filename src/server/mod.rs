@@ -9,6 +9,7 @@
 #[macro_use]
 pub mod log_limit;
 
+mod auth_throttle;
 mod backend;
 mod client;
 mod client_track;
@@ -110,6 +111,11 @@ pub struct Counters {
     pub retried: u64,
     pub clients_refused: u64,
     pub auth_failures: u64,
+    /// Login attempts held back after failed logins (`auth_failure_*`).
+    pub auth_held: u64,
+    /// Login attempts refused unchecked (ERR 1129): their hold would have
+    /// outlasted `handshake_timeout_ms`.
+    pub auth_throttled: u64,
     pub requests: u64,
     pub backlog_full: u64,
     pub queue_timeouts: u64,
@@ -162,6 +168,8 @@ impl Counters {
         self.retried += o.retried;
         self.clients_refused += o.clients_refused;
         self.auth_failures += o.auth_failures;
+        self.auth_held += o.auth_held;
+        self.auth_throttled += o.auth_throttled;
         self.requests += o.requests;
         self.backlog_full += o.backlog_full;
         self.queue_timeouts += o.queue_timeouts;
@@ -239,6 +247,8 @@ pub struct Server {
     paused: bool,
     /// Rate limit of the log lines remote parties and failures cause.
     log_limit: log_limit::LogLimiter,
+    /// Failed logins per client address and per user.
+    auth_throttle: auth_throttle::AuthThrottle,
     last_janitor: Instant,
     /// See `Buf::read_from`: set per event from its read-closed flag.
     stop_on_short_read: bool,
@@ -319,6 +329,7 @@ impl Server {
             server_timeouts: session::ServerTimeouts::default(),
             paused: false,
             log_limit: log_limit::LogLimiter::default(),
+            auth_throttle: auth_throttle::AuthThrottle::default(),
             last_janitor: now,
             stop_on_short_read: false,
             stats: stats::Stats::new(npools),
@@ -337,17 +348,52 @@ impl Server {
         let config = &self.config;
         let poll = &self.poll;
         let mut listeners = Vec::new();
-        // The unix socket first: a TCP port that accepts then means the
-        // socket is there too.
+        // The unix socket first, set up completely (mode, group) before any
+        // TCP port accepts: a client that saw a TCP port open finds it ready.
+        let mut unix = None;
         if let Some(path) = &config.unix_socket {
             // A socket file left by a previous run would make bind fail.
             if path.exists() {
                 let _ = std::fs::remove_file(path);
             }
-            let l = UnixListener::bind(path)
-                .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-            info!("listening on {}", path.display());
-            listeners.push(Listener::Unix(l, path.clone()));
+            // Created owner-only, then given its group and mode: never
+            // more open than configured, not even for a moment.
+            // SAFETY: umask only swaps the process's file mode mask.
+            let old_mask = unsafe { libc::umask(0o177) };
+            let bound = UnixListener::bind(path);
+            unsafe { libc::umask(old_mask) };
+            let l = bound.map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+            if let Some(group) = &config.unix_socket_group {
+                let gid = group_id(group)?;
+                std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| {
+                    format!(
+                        "cannot give {} to group {group} (unix_socket_group): {e}",
+                        path.display()
+                    )
+                })?;
+            }
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                path,
+                std::fs::Permissions::from_mode(config.unix_socket_mode),
+            )
+            .map_err(|e| {
+                format!(
+                    "cannot set the mode of {} to {:04o} (unix_socket_mode): {e}",
+                    path.display(),
+                    config.unix_socket_mode
+                )
+            })?;
+            info!(
+                "listening on {} (mode {:04o}{})",
+                path.display(),
+                config.unix_socket_mode,
+                config
+                    .unix_socket_group
+                    .as_ref()
+                    .map_or(String::new(), |g| format!(", group {g}"))
+            );
+            unix = Some(Listener::Unix(l, path.clone()));
         }
         for addr in &config.listen {
             let l = bind_tcp(*addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -355,6 +401,7 @@ impl Server {
             info!("listening on {local}");
             listeners.push(Listener::Tcp(l));
         }
+        listeners.extend(unix);
         for (i, l) in listeners.iter_mut().enumerate() {
             let t = token(KIND_LISTENER, i);
             let r = match l {
@@ -588,6 +635,9 @@ impl Server {
                     self.client_half_closed_timeout(key, serial)
                 }
                 TimerKind::ClientIdle { key, serial } => self.client_idle_timer(key, serial, t.at),
+                TimerKind::ClientAuthHold { key, serial } => {
+                    self.client_auth_hold_over(key, serial)
+                }
             }
         }
     }
@@ -600,6 +650,7 @@ impl Server {
         // Said even when no event of the kind follows.
         self.log_limit
             .take_ended(self.now, log_limit::log_suppressed);
+        self.auth_throttle.sweep(self.now);
         let interval = self.config.backend.health_check_interval;
         for p in 0..self.pools.len() {
             let due: Vec<usize> = self.pools[p]
@@ -834,4 +885,30 @@ fn bind_tcp(addr: SocketAddr) -> stdio::Result<TcpListener> {
     // of web servers connecting at once is queued rather than refused.
     socket.listen(8192)?;
     Ok(TcpListener::from_std(socket.into()))
+}
+
+/// The id of a group given by name or number (`unix_socket_group`).
+fn group_id(group: &str) -> Result<u32, String> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(group)
+        .map_err(|_| format!("unix_socket_group {group:?}: not a group name"))?;
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; buf outlives it.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
+        return Err(format!("unix_socket_group: no group named {group:?}"));
+    }
+    Ok(grp.gr_gid)
 }

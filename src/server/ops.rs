@@ -370,6 +370,16 @@ impl Server {
                 let stage2 = crate::protocol::auth::native_password_stage2(a.password.as_bytes());
                 (a.user.clone(), stage2)
             }),
+            admin_stats_auth: self
+                .config
+                .admin
+                .as_ref()
+                .filter(|a| !a.stats_user.is_empty())
+                .map(|a| {
+                    let stage2 =
+                        crate::protocol::auth::native_password_stage2(a.stats_password.as_bytes());
+                    (a.stats_user.clone(), stage2)
+                }),
         }
     }
 }

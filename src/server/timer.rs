@@ -14,6 +14,8 @@ pub enum TimerKind {
     /// A logged-in client's `wait_timeout` may be over: one per client in
     /// the heap (`Client::idle_timer_at`), moved on as it keeps busy.
     ClientIdle { key: usize, serial: u64 },
+    /// A login held back after failed logins may be checked now.
+    ClientAuthHold { key: usize, serial: u64 },
     /// A backend connection must be connected and logged in by now.
     BackendConnect { key: usize, serial: u64 },
 }
