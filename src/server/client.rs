@@ -1685,7 +1685,8 @@ impl Server {
             Ok(()) => {
                 self.stats
                     .backlog_depth(pool, self.pools[pool].backlog_len(), self.now);
-                self.dispatch(pool)
+                self.dispatch(pool);
+                self.fail_refused_backlog(pool);
             }
             Err(full) => {
                 self.bump(pool, |c| c.backlog_full += 1);

@@ -1,0 +1,117 @@
+//! Per-user security (issue 16): a backend login mysqld refuses is answered
+//! at once with ERR 1045 instead of waiting for `queue_timeout_ms`, and
+//! recovers by itself once the account is fixed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::FunnelProcess;
+use mysql::prelude::Queryable;
+use mysql::OptsBuilder;
+
+/// A funnel with one `[user NAME]` section (`user_lines` inside it).
+fn start_funnel(user: &str, user_lines: &str) -> FunnelProcess {
+    let db = common::mariadb();
+    let port = common::free_port();
+    let cfg = format!(
+        "[funnel]\nlisten = 127.0.0.1:{port}\n\n\
+         [backend]\naddress = 127.0.0.1:{}\nreconnect_backoff_min_ms = 100\nreconnect_backoff_max_ms = 400\n\n\
+         [pool]\nconnections = 2\nqueue_timeout_ms = 20000\n\n\
+         [user \"{user}\"]\n{user_lines}\n\
+         [admin]\nlisten = 127.0.0.1:{}\nuser = adm\npassword = adm_pw\n\
+         [stats]\nlisten = 127.0.0.1:{}\n",
+        db.port,
+        common::free_port(),
+        common::free_port()
+    );
+    FunnelProcess::builder(&cfg)
+        .port(port)
+        .rust_log("info")
+        .start()
+}
+
+/// Client options through the funnel, without a default schema.
+fn client_opts(f: &FunnelProcess, user: &str, pw: &str) -> mysql::Opts {
+    OptsBuilder::from_opts(f.opts(user, pw))
+        .db_name(None::<String>)
+        .into()
+}
+
+/// Connect and run `SELECT 1`: the error (code, message) of whichever step fails.
+fn select_one(f: &FunnelProcess, user: &str, pw: &str) -> Result<i64, (u16, String)> {
+    let as_err = |e: mysql::Error| match e {
+        mysql::Error::MySqlError(e) => (e.code, e.message),
+        e => (0, e.to_string()),
+    };
+    let mut c = mysql::Conn::new(client_opts(f, user, pw)).map_err(as_err)?;
+    let v: Option<i64> = c.query_first("SELECT 1").map_err(as_err)?;
+    Ok(v.unwrap_or(0))
+}
+
+#[test]
+fn refused_backend_login_is_answered_at_once_and_recovers() {
+    let db = common::mariadb();
+    let user = "sec_refused";
+    db.admin_sql(&format!(
+        "DROP USER IF EXISTS '{user}'@'%'; CREATE USER '{user}'@'%' IDENTIFIED BY 'right_pw'"
+    ));
+    let f = start_funnel(user, "password = client_pw\nbackend_password = wrong_pw\n");
+    // Several attempts: the first may come before the pool's first login
+    // was refused (then it waits for that refusal, still well within 1 s).
+    for attempt in 0..3 {
+        let t0 = Instant::now();
+        let got = select_one(&f, user, "client_pw");
+        let took = t0.elapsed();
+        let (code, msg) = match got {
+            Err(e) => e,
+            Ok(v) => {
+                panic!("attempt {attempt}: SELECT 1 answered {v} with a wrong backend password")
+            }
+        };
+        assert_eq!(code, 1045, "attempt {attempt}: {msg}\n{}", f.log());
+        assert!(
+            msg.starts_with(&format!("funnel: mysqld refused the pool's login as '{user}': Access denied for user '{user}'@")),
+            "attempt {attempt}: {msg}"
+        );
+        assert!(
+            took < Duration::from_secs(1),
+            "attempt {attempt} took {took:?}"
+        );
+    }
+    let log = f.log();
+    assert_eq!(
+        log.matches("mysqld refused the pool's login").count(),
+        1,
+        "logged once per change:\n{log}"
+    );
+
+    // The account is fixed on mysqld: after the backoff, clients work.
+    db.admin_sql(&format!(
+        "SET PASSWORD FOR '{user}'@'%' = PASSWORD('wrong_pw')"
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match select_one(&f, user, "client_pw") {
+            Ok(v) => {
+                assert_eq!(v, 1);
+                break;
+            }
+            Err((code, msg)) => {
+                assert_eq!(code, 1045, "{msg}");
+                assert!(
+                    Instant::now() < deadline,
+                    "never recovered: {msg}\n{}",
+                    f.log()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    assert!(
+        f.wait_for_log("accepts the pool's login again", Duration::from_secs(5)),
+        "{}",
+        f.log()
+    );
+    db.admin_sql(&format!("DROP USER IF EXISTS '{user}'@'%'"));
+}
