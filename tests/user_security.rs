@@ -1,6 +1,7 @@
 //! Per-user security (issue 16): a backend login mysqld refuses is answered
 //! at once with ERR 1045 instead of waiting for `queue_timeout_ms`, and
-//! recovers by itself once the account is fixed.
+//! recovers by itself once the account is fixed. Passwords by reference
+//! (`password_file`, `backend_password_env`).
 
 mod common;
 
@@ -10,8 +11,7 @@ use common::FunnelProcess;
 use mysql::prelude::Queryable;
 use mysql::OptsBuilder;
 
-/// A funnel with one `[user NAME]` section (`user_lines` inside it).
-fn start_funnel(user: &str, user_lines: &str) -> FunnelProcess {
+fn config(user: &str, user_lines: &str) -> (String, u16) {
     let db = common::mariadb();
     let port = common::free_port();
     let cfg = format!(
@@ -25,6 +25,12 @@ fn start_funnel(user: &str, user_lines: &str) -> FunnelProcess {
         common::free_port(),
         common::free_port()
     );
+    (cfg, port)
+}
+
+/// A funnel with one `[user NAME]` section (`user_lines` inside it).
+fn start_funnel(user: &str, user_lines: &str) -> FunnelProcess {
+    let (cfg, port) = config(user, user_lines);
     FunnelProcess::builder(&cfg)
         .port(port)
         .rust_log("info")
@@ -112,6 +118,51 @@ fn refused_backend_login_is_answered_at_once_and_recovers() {
         f.wait_for_log("accepts the pool's login again", Duration::from_secs(5)),
         "{}",
         f.log()
+    );
+    db.admin_sql(&format!("DROP USER IF EXISTS '{user}'@'%'"));
+}
+
+#[test]
+fn passwords_by_reference_log_in() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = common::mariadb();
+    let user = "sec_pwref";
+    db.admin_sql(&format!(
+        "DROP USER IF EXISTS '{user}'@'%'; CREATE USER '{user}'@'%' IDENTIFIED BY 'backend_secret'"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("client.pw");
+    std::fs::write(&file, "client_secret\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let lines = format!(
+        "password_file = {}\nbackend_password_env = SEC_PWREF_BACKEND\n",
+        file.display()
+    );
+    let (cfg, port) = config(user, &lines);
+    let f = FunnelProcess::builder(&cfg)
+        .port(port)
+        .env("SEC_PWREF_BACKEND", "backend_secret")
+        .rust_log("info")
+        .start();
+    let mut c = mysql::Conn::new(client_opts(&f, user, "client_secret"))
+        .unwrap_or_else(|e| panic!("{e}\n{}", f.log()));
+    let who: Option<String> = c.query_first("SELECT CURRENT_USER()").unwrap();
+    assert_eq!(who.as_deref(), Some("sec_pwref@%"));
+    match mysql::Conn::new(client_opts(&f, user, "backend_secret")) {
+        Err(mysql::Error::MySqlError(e)) => assert_eq!(e.code, 1045),
+        other => panic!("the backend password let a client in: {other:?}"),
+    }
+    assert!(!f.log().contains("client_secret") && !f.log().contains("backend_secret"));
+
+    // A password file others may read: refused at start-up, exit code 2.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (status, log) = FunnelProcess::builder(&cfg)
+        .env("SEC_PWREF_BACKEND", "backend_secret")
+        .run_to_exit(Duration::from_secs(20));
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{log}");
+    assert!(
+        log.contains("password_file") && log.contains("is readable by others"),
+        "{log}"
     );
     db.admin_sql(&format!("DROP USER IF EXISTS '{user}'@'%'"));
 }
