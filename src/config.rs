@@ -232,6 +232,78 @@ pub struct UserConfig {
     pub backlog_size: usize,
     pub queue_timeout: Duration,
     pub max_pinned_backends: usize,
+    /// Clients logged in as this user at once; 0 = no limit.
+    pub max_client_connections: usize,
+    /// Networks its clients may connect from; empty = anywhere.
+    pub allowed_networks: Vec<Network>,
+}
+
+/// An IP network (`10.0.0.0/8`, `::1/128`; a bare address is a /32 or /128).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Network {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    pub fn parse(text: &str) -> Option<Network> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a.parse::<IpAddr>().ok()?, Some(p)),
+            None => (text.parse::<IpAddr>().ok()?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse::<u8>().ok().filter(|&p| p <= max)?
+            }
+            Some(_) => return None,
+        };
+        // Host bits set (10.1.2.3/8) is almost always a typo: refuse it.
+        (Network::masked(addr, prefix) == addr).then_some(Network { addr, prefix })
+    }
+
+    fn masked(addr: IpAddr, prefix: u8) -> IpAddr {
+        match addr {
+            IpAddr::V4(a) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::V4((u32::from(a) & mask).into())
+            }
+            IpAddr::V6(a) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::V6((u128::from(a) & mask).into())
+            }
+        }
+    }
+
+    fn bits(&self, addr: IpAddr) -> IpAddr {
+        Network::masked(addr, self.prefix)
+    }
+
+    /// Whether `addr` is in the network (an IPv4-mapped IPv6 address counts
+    /// as its IPv4 address).
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        let addr = addr.to_canonical();
+        addr.is_ipv4() == self.addr.is_ipv4() && self.bits(addr) == self.addr
+    }
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+fn parse_networks(text: &str) -> Result<Vec<Network>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            Network::parse(t).ok_or_else(|| {
+                format!("{t:?} is not an IP network (ADDRESS/PREFIX, no host bits set, e.g. 10.0.0.0/8 or ::1/128)")
+            })
+        })
+        .collect()
 }
 
 impl fmt::Debug for UserConfig {
@@ -245,6 +317,8 @@ impl fmt::Debug for UserConfig {
             .field("backlog_size", &self.backlog_size)
             .field("queue_timeout", &self.queue_timeout)
             .field("max_pinned_backends", &self.max_pinned_backends)
+            .field("max_client_connections", &self.max_client_connections)
+            .field("allowed_networks", &self.allowed_networks)
             .finish()
     }
 }
@@ -530,7 +604,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-static OPTIONS: [OptionSpec; 56] = [
+static OPTIONS: [OptionSpec; 58] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -631,6 +705,10 @@ static OPTIONS: [OptionSpec; 56] = [
         "Overrides [pool] queue_timeout_ms for this user"),
     opt(S::User, "max_pinned_backends", ANY_COUNT_FROM_0, D::Derived("[pool] max_pinned_backends"), true,
         "Overrides [pool] max_pinned_backends for this user"),
+    opt(S::User, "max_client_connections", ANY_COUNT_FROM_0, D::Count(0), true,
+        "Clients logged in as this user at once (mysqld's max_user_connections); one more gets ERR 1203; 0 = no limit"),
+    opt(S::User, "allowed_networks", K::Text, D::Text(""), true,
+        "Networks (comma separated, e.g. 10.0.0.0/8, 127.0.0.1/32, ::1/128) this user's clients may connect from, others get ERR 1130; unix socket clients count as 127.0.0.1; empty = anywhere"),
     // [admin]
     opt(S::Admin, "listen", K::ListenAddr, D::Text(DEFAULT_ADMIN_LISTEN), false,
         "Address of the admin console (MySQL protocol)"),
@@ -1686,6 +1764,9 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
             max_pinned_backends: user
                 .get("max_pinned_backends", Value::count)?
                 .unwrap_or(pool_max_pinned),
+            max_client_connections: user.required("max_client_connections", Value::count)?,
+            allowed_networks: parse_networks(&user.required("allowed_networks", Value::text)?)
+                .map_err(|m| user.err("allowed_networks", m))?,
         });
     }
     if users.is_empty() {
@@ -2176,6 +2257,21 @@ impl Config {
                 ("backlog_size", user.backlog_size.to_string()),
                 ("queue_timeout_ms", ms(user.queue_timeout)),
                 ("max_pinned_backends", user.max_pinned_backends.to_string()),
+                (
+                    "max_client_connections",
+                    user.max_client_connections.to_string(),
+                ),
+                (
+                    "allowed_networks",
+                    quote(
+                        &user
+                            .allowed_networks
+                            .iter()
+                            .map(Network::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ),
+                ),
             ]);
             out.push((header_text(Section::User, Some(&user.name)), entries));
         }
@@ -2352,6 +2448,77 @@ mod tests {
                 spec.name
             );
         }
+    }
+
+    #[test]
+    fn networks() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let n = Network::parse("10.0.0.0/8").unwrap();
+        assert!(n.contains(ip("10.255.1.2")) && n.contains(ip("10.0.0.0")));
+        assert!(!n.contains(ip("11.0.0.1")) && !n.contains(ip("::ffff:11.0.0.1")));
+        assert!(
+            n.contains(ip("::ffff:10.1.2.3")),
+            "IPv4-mapped counts as IPv4"
+        );
+        assert!(!n.contains(ip("::a00:1")), "IPv4-compatible is IPv6");
+        let host = Network::parse("127.0.0.1").unwrap();
+        assert_eq!(host.to_string(), "127.0.0.1/32");
+        assert!(host.contains(ip("127.0.0.1")) && !host.contains(ip("127.0.0.2")));
+        let any = Network::parse("0.0.0.0/0").unwrap();
+        assert!(any.contains(ip("1.2.3.4")) && !any.contains(ip("::1")));
+        let v6 = Network::parse("2001:db8::/32").unwrap();
+        assert!(v6.contains(ip("2001:db8:ffff::1")) && !v6.contains(ip("2001:db9::1")));
+        assert!(Network::parse("::1/128").unwrap().contains(ip("::1")));
+        assert!(Network::parse("::/0").unwrap().contains(ip("fe80::1")));
+        assert!(Network::parse("192.168.1.128/25")
+            .unwrap()
+            .contains(ip("192.168.1.200")));
+        assert!(!Network::parse("192.168.1.128/25")
+            .unwrap()
+            .contains(ip("192.168.1.127")));
+        for bad in [
+            "10.1.2.3/8",
+            "10.0.0.0/33",
+            "::1/129",
+            "10.0.0.0/",
+            "10.0.0.0/+8",
+            "10.0.0/8",
+            "host",
+            "",
+            "1.2.3.4/8/1",
+            "::1/64",
+        ] {
+            assert_eq!(Network::parse(bad), None, "{bad}");
+        }
+        let base = "[backend]\naddress = 127.0.0.1:3306\n[user a]\npassword = p\n";
+        let c = Config::parse(&format!("{base}allowed_networks = 10.0.0.0/8, 127.0.0.1/32 ,::1/128\nmax_client_connections = 3\n"), "t").unwrap();
+        let u = &c.users[0];
+        assert_eq!(u.max_client_connections, 3);
+        assert_eq!(
+            u.allowed_networks
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>(),
+            ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]
+        );
+        let c = Config::parse(base, "t").unwrap();
+        assert_eq!(
+            (
+                c.users[0].max_client_connections,
+                c.users[0].allowed_networks.len()
+            ),
+            (0, 0)
+        );
+        let e = Config::parse(
+            &format!("{base}allowed_networks = 10.0.0.0/8, 10.1.0.0/8\n"),
+            "t",
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("[user a] allowed_networks"));
+        assert!(
+            e.message.contains("\"10.1.0.0/8\" is not an IP network"),
+            "{e}"
+        );
     }
 
     #[test]

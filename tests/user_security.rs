@@ -1,7 +1,9 @@
 //! Per-user security (issue 16): a backend login mysqld refuses is answered
 //! at once with ERR 1045 instead of waiting for `queue_timeout_ms`, and
 //! recovers by itself once the account is fixed. Passwords by reference
-//! (`password_file`, `backend_password_env`).
+//! (`password_file`, `backend_password_env`). Per-user
+//! `max_client_connections` (ERR 1203 as mysqld's max_user_connections)
+//! and `allowed_networks` (ERR 1130).
 
 mod common;
 
@@ -165,4 +167,105 @@ fn passwords_by_reference_log_in() {
         "{log}"
     );
     db.admin_sql(&format!("DROP USER IF EXISTS '{user}'@'%'"));
+}
+
+fn login_error(opts: mysql::Opts) -> (u16, String) {
+    match mysql::Conn::new(opts) {
+        Err(mysql::Error::MySqlError(e)) => (e.code, e.message),
+        Err(e) => panic!("expected an ERR, got {e}"),
+        Ok(_) => panic!("expected an ERR, the login succeeded"),
+    }
+}
+
+#[test]
+fn per_user_connection_limit_answers_as_mysqld() {
+    let db = common::mariadb();
+    let user = "sec_limit";
+    db.admin_sql(&format!(
+        "DROP USER IF EXISTS '{user}'@'%'; CREATE USER '{user}'@'%' IDENTIFIED BY 'limit_pw'"
+    ));
+    // mysqld's answer past its global max_user_connections (MariaDB 10.11's
+    // errmsg: "User %-.64s already has more than 'max_user_connections'
+    // active connections", 42000). It is not compared with a direct
+    // connection here: mysqld counts users' connections only when
+    // max_user_connections was set at its start, which would limit every
+    // other test's users on the shared server too; a per-account
+    // MAX_USER_CONNECTIONS is another error (1226).
+    let direct = (
+        1203,
+        format!("User {user} already has more than 'max_user_connections' active connections"),
+    );
+
+    let f = start_funnel(
+        user,
+        "password = limit_pw\nmax_client_connections = 2\nconnections = 1\n",
+    );
+    let mut c1 = mysql::Conn::new(client_opts(&f, user, "limit_pw")).unwrap();
+    let c2 = mysql::Conn::new(client_opts(&f, user, "limit_pw")).unwrap();
+    let through = login_error(client_opts(&f, user, "limit_pw"));
+    assert_eq!(through, direct, "funnel vs mysqld");
+    // A wrong password is still a wrong password.
+    assert_eq!(login_error(client_opts(&f, user, "nope")).0, 1045);
+    // The clients in are unaffected; one leaving makes room.
+    let one: Option<i64> = c1.query_first("SELECT 1").unwrap();
+    assert_eq!(one, Some(1));
+    drop(c2);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut c3 = loop {
+        match mysql::Conn::new(client_opts(&f, user, "limit_pw")) {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no room after a client left: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    let one: Option<i64> = c3.query_first("SELECT 1").unwrap();
+    assert_eq!(one, Some(1));
+    db.admin_sql(&format!("DROP USER IF EXISTS '{user}'@'%'"));
+}
+
+#[test]
+fn allowed_networks_refuse_other_hosts_with_1130() {
+    let db = common::mariadb();
+    for u in ["sec_net_in", "sec_net_out"] {
+        db.admin_sql(&format!(
+            "DROP USER IF EXISTS '{u}'@'%'; CREATE USER '{u}'@'%' IDENTIFIED BY 'net_pw'"
+        ));
+    }
+    let f = start_funnel(
+        "sec_net_in",
+        "password = net_pw\nallowed_networks = 10.0.0.0/8, 127.0.0.0/8\n\n\
+         [user sec_net_out]\npassword = net_pw\nallowed_networks = 10.0.0.0/8, 192.168.0.0/16, ::1/128\n",
+    );
+    let mut c = mysql::Conn::new(client_opts(&f, "sec_net_in", "net_pw"))
+        .unwrap_or_else(|e| panic!("{e}\n{}", f.log()));
+    let who: Option<String> = c.query_first("SELECT CURRENT_USER()").unwrap();
+    assert_eq!(who.as_deref(), Some("sec_net_in@%"));
+    for pw in ["net_pw", "wrong"] {
+        assert_eq!(
+            login_error(client_opts(&f, "sec_net_out", pw)),
+            (
+                1130,
+                "Host '127.0.0.1' is not allowed to connect to this MariaDB server".to_string()
+            ),
+            "password {pw}"
+        );
+    }
+    // COM_CHANGE_USER to the user from here is refused as well.
+    let r = c.change_user(
+        mysql::ChangeUserOpts::default()
+            .with_user(Some("sec_net_out".into()))
+            .with_pass(Some("net_pw".into())),
+    );
+    match r {
+        Err(mysql::Error::MySqlError(e)) => assert_eq!(e.code, 1130, "{e}"),
+        other => panic!("change_user to a user not allowed from here: {other:?}"),
+    }
+    for u in ["sec_net_in", "sec_net_out"] {
+        db.admin_sql(&format!("DROP USER IF EXISTS '{u}'@'%'"));
+    }
 }

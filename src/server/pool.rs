@@ -280,6 +280,8 @@ mod tests {
             backlog_size: backlog,
             queue_timeout: Duration::from_millis(timeout_ms),
             max_pinned_backends: 1,
+            max_client_connections: 0,
+            allowed_networks: Vec::new(),
         }
     }
 
