@@ -156,6 +156,21 @@ fn passwords_by_reference_log_in() {
     }
     assert!(!f.log().contains("client_secret") && !f.log().contains("backend_secret"));
 
+    // A new password in the file takes effect on a reload (SIGHUP).
+    std::fs::write(&file, "rotated_secret\n").unwrap();
+    let before = f.log().matches("configuration reloaded").count();
+    f.signal(libc::SIGHUP);
+    assert!(common::wait_until(Duration::from_secs(10), || {
+        f.log().matches("configuration reloaded").count() > before
+    }));
+    assert!(mysql::Conn::new(client_opts(&f, user, "rotated_secret")).is_ok());
+    assert_eq!(login_error(client_opts(&f, user, "client_secret")).0, 1045);
+    // One others may read is refused by a reload (the old password stays).
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o604)).unwrap();
+    f.signal(libc::SIGHUP);
+    assert!(f.wait_for_log("is readable by others", Duration::from_secs(10)));
+    assert!(mysql::Conn::new(client_opts(&f, user, "rotated_secret")).is_ok());
+
     // A password file others may read: refused at start-up, exit code 2.
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (status, log) = FunnelProcess::builder(&cfg)
