@@ -137,6 +137,8 @@ fn main() {
         backlog_size: 10_000,
         queue_timeout: Duration::from_secs(10),
         max_pinned_backends: 8,
+        max_client_connections: 0,
+        allowed_networks: Vec::new(),
     };
     let now = Instant::now();
     let mut pool = Pool::new(0, user, now);

@@ -232,6 +232,78 @@ pub struct UserConfig {
     pub backlog_size: usize,
     pub queue_timeout: Duration,
     pub max_pinned_backends: usize,
+    /// Clients logged in as this user at once; 0 = no limit.
+    pub max_client_connections: usize,
+    /// Networks its clients may connect from; empty = anywhere.
+    pub allowed_networks: Vec<Network>,
+}
+
+/// An IP network (`10.0.0.0/8`, `::1/128`; a bare address is a /32 or /128).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Network {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    pub fn parse(text: &str) -> Option<Network> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a.parse::<IpAddr>().ok()?, Some(p)),
+            None => (text.parse::<IpAddr>().ok()?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse::<u8>().ok().filter(|&p| p <= max)?
+            }
+            Some(_) => return None,
+        };
+        // Host bits set (10.1.2.3/8) is almost always a typo: refuse it.
+        (Network::masked(addr, prefix) == addr).then_some(Network { addr, prefix })
+    }
+
+    fn masked(addr: IpAddr, prefix: u8) -> IpAddr {
+        match addr {
+            IpAddr::V4(a) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::V4((u32::from(a) & mask).into())
+            }
+            IpAddr::V6(a) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::V6((u128::from(a) & mask).into())
+            }
+        }
+    }
+
+    fn bits(&self, addr: IpAddr) -> IpAddr {
+        Network::masked(addr, self.prefix)
+    }
+
+    /// Whether `addr` is in the network (an IPv4-mapped IPv6 address counts
+    /// as its IPv4 address).
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        let addr = addr.to_canonical();
+        addr.is_ipv4() == self.addr.is_ipv4() && self.bits(addr) == self.addr
+    }
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+fn parse_networks(text: &str) -> Result<Vec<Network>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            Network::parse(t).ok_or_else(|| {
+                format!("{t:?} is not an IP network (ADDRESS/PREFIX, no host bits set, e.g. 10.0.0.0/8 or ::1/128)")
+            })
+        })
+        .collect()
 }
 
 impl fmt::Debug for UserConfig {
@@ -245,6 +317,8 @@ impl fmt::Debug for UserConfig {
             .field("backlog_size", &self.backlog_size)
             .field("queue_timeout", &self.queue_timeout)
             .field("max_pinned_backends", &self.max_pinned_backends)
+            .field("max_client_connections", &self.max_client_connections)
+            .field("allowed_networks", &self.allowed_networks)
             .finish()
     }
 }
@@ -530,7 +604,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-static OPTIONS: [OptionSpec; 52] = [
+static OPTIONS: [OptionSpec; 58] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -605,6 +679,10 @@ static OPTIONS: [OptionSpec; 52] = [
     // [user NAME]
     opt(S::User, "password", K::Secret, D::Unset, true,
         "Plaintext password: verifies clients and logs in to mysqld (give this or password_hash)"),
+    opt(S::User, "password_file", K::Text, D::Unset, true,
+        "Instead of password: a file whose first line is the password (not readable by others)"),
+    opt(S::User, "password_env", K::Text, D::Unset, true,
+        "Instead of password: the environment variable holding it"),
     opt(S::User, "password_hash", K::PasswordHash, D::Unset, true,
         "*HEX hash as in mysql.user / PASSWORD() to verify clients; then backend_password is required"),
     opt(S::User, "auth_plugin", K::Text, D::Text(DEFAULT_AUTH_PLUGIN), true,
@@ -615,6 +693,10 @@ static OPTIONS: [OptionSpec; 52] = [
         "User the funnel logs in to mysqld as (new backend connections)"),
     opt(S::User, "backend_password", K::Secret, D::Derived("password"), true,
         "Password the funnel logs in to mysqld with (new backend connections)"),
+    opt(S::User, "backend_password_file", K::Text, D::Unset, true,
+        "Instead of backend_password: a file whose first line is it (not readable by others)"),
+    opt(S::User, "backend_password_env", K::Text, D::Unset, true,
+        "Instead of backend_password: the environment variable holding it"),
     opt(S::User, "connections", ANY_COUNT_FROM_1, D::Derived("[pool] connections"), true,
         "Overrides [pool] connections for this user"),
     opt(S::User, "backlog_size", ANY_COUNT_FROM_1, D::Derived("[pool] backlog_size"), true,
@@ -623,6 +705,10 @@ static OPTIONS: [OptionSpec; 52] = [
         "Overrides [pool] queue_timeout_ms for this user"),
     opt(S::User, "max_pinned_backends", ANY_COUNT_FROM_0, D::Derived("[pool] max_pinned_backends"), true,
         "Overrides [pool] max_pinned_backends for this user"),
+    opt(S::User, "max_client_connections", ANY_COUNT_FROM_0, D::Count(0), true,
+        "Clients logged in as this user at once (mysqld's max_user_connections); one more gets ERR 1203; 0 = no limit"),
+    opt(S::User, "allowed_networks", K::Text, D::Text(""), true,
+        "Networks (comma separated, e.g. 10.0.0.0/8, 127.0.0.1/32, ::1/128) this user's clients may connect from, others get ERR 1130; unix socket clients count as 127.0.0.1; empty = anywhere"),
     // [admin]
     opt(S::Admin, "listen", K::ListenAddr, D::Text(DEFAULT_ADMIN_LISTEN), false,
         "Address of the admin console (MySQL protocol)"),
@@ -1373,6 +1459,68 @@ impl<'a> Lookup<'a> {
     }
 }
 
+/// A secret given as `KEY`, `KEY_file` (the file's first line; the file
+/// must not be readable by others) or `KEY_env` (an environment variable):
+/// at most one of them. Read at start-up and on each reload.
+fn secret_ref(user: &Lookup, key: &str) -> Result<Option<String>, ConfigError> {
+    let file_key = format!("{key}_file");
+    let env_key = format!("{key}_env");
+    let given = [key, &file_key, &env_key]
+        .into_iter()
+        .filter(|k| user.entry(k).is_some())
+        .count();
+    if given > 1 {
+        return Err(user.err(
+            key,
+            format!("give only one of {key}, {file_key} and {env_key}"),
+        ));
+    }
+    if let Some(path) = user.get(&file_key, Value::text)? {
+        return read_secret_file(&path)
+            .map(Some)
+            .map_err(|m| user.err(&file_key, m));
+    }
+    if let Some(name) = user.get(&env_key, Value::text)? {
+        return match std::env::var(&name) {
+            Ok(v) => Ok(Some(v)),
+            Err(std::env::VarError::NotPresent) => Err(user.err(
+                &env_key,
+                format!("environment variable {name:?} is not set"),
+            )),
+            Err(std::env::VarError::NotUnicode(_)) => Err(user.err(
+                &env_key,
+                format!("environment variable {name:?} is not valid UTF-8"),
+            )),
+        };
+    }
+    user.get(key, Value::text)
+}
+
+/// The first line of a password file (its line end stripped), refused when
+/// others may read the file.
+fn read_secret_file(path: &str) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {path:?}: {e}"))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o004 != 0 {
+        return Err(format!(
+            "{path:?} is readable by others (mode {:04o}); chmod o-rwx it",
+            mode & 0o7777
+        ));
+    }
+    if !meta.is_file() {
+        return Err(format!("{path:?} is not a regular file"));
+    }
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {path:?}: {e}"))?;
+    let text = String::from_utf8(text).map_err(|_| format!("{path:?} is not valid UTF-8"))?;
+    let line = text.split('\n').next().unwrap_or_default();
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.is_empty() {
+        return Err(format!("{path:?}: its first line (the password) is empty"));
+    }
+    Ok(line.to_string())
+}
+
 fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
     let single = |section: Section| {
         sections
@@ -1521,7 +1669,7 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
         let user = Lookup::new(source, raw);
         // parse_header guarantees a non-empty name for [user].
         let name = raw.name.clone().unwrap_or_default();
-        let password = user.get("password", Value::text)?;
+        let password = secret_ref(&user, "password")?;
         let password_hash = user.get("password_hash", Value::hash)?;
         let credential = match (&password, password_hash) {
             (None, None) if user.entry("ed25519_public_key").is_some() => {
@@ -1537,7 +1685,10 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
             (Some(password), None) => Credential::Plain(password.clone()),
             (None, Some(hash)) => Credential::Stage2(hash),
             (None, None) => {
-                return Err(user.err("password", "one of password or password_hash is required"))
+                return Err(user.err(
+                    "password",
+                    "one of password, password_file, password_env or password_hash is required",
+                ))
             }
         };
         let ed25519_key = user.get("ed25519_public_key", Value::text)?;
@@ -1580,7 +1731,7 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
                 ))
             }
         };
-        let backend_password = match (user.get("backend_password", Value::text)?, password) {
+        let backend_password = match (secret_ref(&user, "backend_password")?, password) {
             (Some(backend_password), _) => backend_password,
             (None, Some(password)) => password,
             (None, None) => {
@@ -1613,6 +1764,9 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
             max_pinned_backends: user
                 .get("max_pinned_backends", Value::count)?
                 .unwrap_or(pool_max_pinned),
+            max_client_connections: user.required("max_client_connections", Value::count)?,
+            allowed_networks: parse_networks(&user.required("allowed_networks", Value::text)?)
+                .map_err(|m| user.err("allowed_networks", m))?,
         });
     }
     if users.is_empty() {
@@ -2103,6 +2257,21 @@ impl Config {
                 ("backlog_size", user.backlog_size.to_string()),
                 ("queue_timeout_ms", ms(user.queue_timeout)),
                 ("max_pinned_backends", user.max_pinned_backends.to_string()),
+                (
+                    "max_client_connections",
+                    user.max_client_connections.to_string(),
+                ),
+                (
+                    "allowed_networks",
+                    quote(
+                        &user
+                            .allowed_networks
+                            .iter()
+                            .map(Network::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ),
+                ),
             ]);
             out.push((header_text(Section::User, Some(&user.name)), entries));
         }
@@ -2282,6 +2451,170 @@ mod tests {
     }
 
     #[test]
+    fn networks() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let n = Network::parse("10.0.0.0/8").unwrap();
+        assert!(n.contains(ip("10.255.1.2")) && n.contains(ip("10.0.0.0")));
+        assert!(!n.contains(ip("11.0.0.1")) && !n.contains(ip("::ffff:11.0.0.1")));
+        assert!(
+            n.contains(ip("::ffff:10.1.2.3")),
+            "IPv4-mapped counts as IPv4"
+        );
+        assert!(!n.contains(ip("::a00:1")), "IPv4-compatible is IPv6");
+        let host = Network::parse("127.0.0.1").unwrap();
+        assert_eq!(host.to_string(), "127.0.0.1/32");
+        assert!(host.contains(ip("127.0.0.1")) && !host.contains(ip("127.0.0.2")));
+        let any = Network::parse("0.0.0.0/0").unwrap();
+        assert!(any.contains(ip("1.2.3.4")) && !any.contains(ip("::1")));
+        let v6 = Network::parse("2001:db8::/32").unwrap();
+        assert!(v6.contains(ip("2001:db8:ffff::1")) && !v6.contains(ip("2001:db9::1")));
+        assert!(Network::parse("::1/128").unwrap().contains(ip("::1")));
+        assert!(Network::parse("::/0").unwrap().contains(ip("fe80::1")));
+        assert!(Network::parse("192.168.1.128/25")
+            .unwrap()
+            .contains(ip("192.168.1.200")));
+        assert!(!Network::parse("192.168.1.128/25")
+            .unwrap()
+            .contains(ip("192.168.1.127")));
+        for bad in [
+            "10.1.2.3/8",
+            "10.0.0.0/33",
+            "::1/129",
+            "10.0.0.0/",
+            "10.0.0.0/+8",
+            "10.0.0/8",
+            "host",
+            "",
+            "1.2.3.4/8/1",
+            "::1/64",
+        ] {
+            assert_eq!(Network::parse(bad), None, "{bad}");
+        }
+        let base = "[backend]\naddress = 127.0.0.1:3306\n[user a]\npassword = p\n";
+        let c = Config::parse(&format!("{base}allowed_networks = 10.0.0.0/8, 127.0.0.1/32 ,::1/128\nmax_client_connections = 3\n"), "t").unwrap();
+        let u = &c.users[0];
+        assert_eq!(u.max_client_connections, 3);
+        assert_eq!(
+            u.allowed_networks
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>(),
+            ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]
+        );
+        let c = Config::parse(base, "t").unwrap();
+        assert_eq!(
+            (
+                c.users[0].max_client_connections,
+                c.users[0].allowed_networks.len()
+            ),
+            (0, 0)
+        );
+        let e = Config::parse(
+            &format!("{base}allowed_networks = 10.0.0.0/8, 10.1.0.0/8\n"),
+            "t",
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("[user a] allowed_networks"));
+        assert!(
+            e.message.contains("\"10.1.0.0/8\" is not an IP network"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn passwords_by_reference() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = "[backend]\naddress = 127.0.0.1:3306\n";
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "from-file\nsecond line\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let path = file.display();
+        let c = Config::parse(&format!("{base}[user a]\npassword_file = {path}\n"), "t").unwrap();
+        assert_eq!(c.users[0].credential, Credential::Plain("from-file".into()));
+        assert_eq!(c.users[0].backend_password, "from-file");
+        let crlf = dir.path().join("crlf");
+        std::fs::write(&crlf, "windows\r\n").unwrap();
+        std::fs::set_permissions(&crlf, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = Config::parse(
+            &format!(
+                "{base}[user a]\npassword = p\nbackend_password_file = {}\n",
+                crlf.display()
+            ),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.users[0].credential, Credential::Plain("p".into()));
+        assert_eq!(c.users[0].backend_password, "windows");
+
+        std::env::set_var("FUNNEL_CFG_TEST_PW", "from-env");
+        std::env::set_var("FUNNEL_CFG_TEST_BACKEND_PW", "backend-env");
+        let c = Config::parse(
+            &format!("{base}[user a]\npassword_env = FUNNEL_CFG_TEST_PW\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.users[0].credential, Credential::Plain("from-env".into()));
+        assert_eq!(c.users[0].backend_password, "from-env");
+        let c = Config::parse(
+            &format!("{base}[user a]\npassword_hash = *2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19\nbackend_password_env = FUNNEL_CFG_TEST_BACKEND_PW\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.users[0].backend_password, "backend-env");
+
+        let readable = dir.path().join("readable");
+        std::fs::write(&readable, "x\n").unwrap();
+        std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o600)).unwrap();
+        for (body, key, needle) in [
+            (
+                format!("password = x\npassword_file = {path}"),
+                "[user a] password",
+                "give only one of password, password_file and password_env",
+            ),
+            (
+                format!("password_env = FUNNEL_CFG_TEST_PW\npassword_file = {path}"),
+                "[user a] password",
+                "only one",
+            ),
+            (
+                "password = x\nbackend_password = y\nbackend_password_env = FUNNEL_CFG_TEST_PW"
+                    .into(),
+                "[user a] backend_password",
+                "only one",
+            ),
+            (
+                format!("password_file = {}", readable.display()),
+                "[user a] password_file",
+                "is readable by others (mode 0644)",
+            ),
+            (
+                format!("password_file = {}", empty.display()),
+                "[user a] password_file",
+                "is empty",
+            ),
+            (
+                format!("password_file = {}/missing", dir.path().display()),
+                "[user a] password_file",
+                "cannot read",
+            ),
+            (
+                "password_env = FUNNEL_CFG_TEST_UNSET_VAR".into(),
+                "[user a] password_env",
+                "\"FUNNEL_CFG_TEST_UNSET_VAR\" is not set",
+            ),
+        ] {
+            let e = Config::parse(&format!("{base}[user a]\n{body}\n"), "t").unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{body}: {e}");
+            assert!(e.message.contains(needle), "{body}: {e}");
+            assert!(!e.to_string().contains("from-file"), "{e}");
+        }
+    }
+
+    #[test]
     fn ed25519_users() {
         let base = "[backend]\naddress = 127.0.0.1:3306\n";
         let key = "ZIgUREUg5PVgQ6LskhXmO+eZLS0nC8be6HPjYWR4YJY";
@@ -2442,7 +2775,7 @@ mod tests {
             ("[user bob]\npassword_hash = 2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19", "[user bob] password_hash", "'*'"),
             ("[user bob]\npassword_hash = *2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19", "[user bob] backend_password", "required with password_hash"),
             ("[user bob]\npassword = a\npassword_hash = *2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19", "[user bob] password_hash", "not both"),
-            ("[user bob]\nbackend_user = x", "[user bob] password", "one of password or password_hash"),
+            ("[user bob]\nbackend_user = x", "[user bob] password", "one of password, password_file, password_env or password_hash"),
             ("[user bob]\npassword = a\nbackend_user = \"\"", "[user bob] backend_user", "empty"),
             ("[user bob]\npassword = a\nconnections = 0", "[user bob] connections", ">= 1"),
             ("[admin]\nuser = root", "[admin] password", "required"),

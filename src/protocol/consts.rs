@@ -95,6 +95,8 @@ pub mod err {
     pub const ER_CON_COUNT_ERROR: (u16, &str) = (1040, "08004");
     pub const ER_ACCESS_DENIED_ERROR: (u16, &str) = (1045, "28000");
     pub const ER_HOST_IS_BLOCKED: (u16, &str) = (1129, "HY000");
+    pub const ER_HOST_NOT_PRIVILEGED: (u16, &str) = (1130, "HY000");
+    pub const ER_TOO_MANY_USER_CONNECTIONS: (u16, &str) = (1203, "42000");
     pub const ER_UNKNOWN_COM_ERROR: (u16, &str) = (1047, "08S01");
     pub const ER_BAD_DB_ERROR: (u16, &str) = (1049, "42000");
     pub const ER_PARSE_ERROR: (u16, &str) = (1064, "42000");

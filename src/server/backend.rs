@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use log::{debug, info};
+use log::{debug, error, info};
 use mio::Interest;
 
 use super::io::{Buf, ReadOutcome, Stream};
@@ -308,6 +308,12 @@ pub enum CloseWaiter {
 /// How often a prepare refused with ERR 1461 is sent again after the
 /// backends' cached statements made room.
 const PREPARE_RETRIES: u8 = 2;
+
+/// Login errors that say the pool's configuration is wrong rather than that
+/// mysqld is busy: access denied (1044, 1045, 1698), the auth plugin
+/// (1251, 1524), host not allowed (1130), password expired (1820, 1862),
+/// account locked (4151).
+const LOGIN_REFUSALS: [u16; 9] = [1044, 1045, 1130, 1251, 1524, 1698, 1820, 1862, 4151];
 
 /// What making room for a refused prepare achieved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -646,6 +652,49 @@ impl Server {
         self.add_timer(at, TimerKind::BackendConnect { key, serial });
     }
 
+    /// mysqld refused the login of a backend of the pool: a configuration
+    /// error, not a transient one. The connection goes like any failed one
+    /// (retried with the backoff, so a fixed password or a reload recovers),
+    /// and the pool's waiting clients get ERR 1045 at once, as do new
+    /// commands that find no backend, until a login succeeds.
+    fn backend_login_refused(&mut self, key: usize, why: String) {
+        let Some(b) = self.backends.get(key) else {
+            return;
+        };
+        let pool = b.pool;
+        if b.kill_query.is_none() && b.relay.is_none() {
+            let p = &mut self.pools[pool];
+            let msg = format!(
+                "funnel: mysqld refused the pool's login as '{}': {why}",
+                p.user.backend_user
+            );
+            if p.login_refused.as_deref() != Some(msg.as_str()) {
+                error!("pool {}: {msg}", p.name());
+            }
+            p.login_refused = Some(msg);
+        }
+        self.backend_lost(key, format!("login refused: {why}"));
+        self.fail_refused_backlog(pool);
+    }
+
+    /// While the pool's login is refused and it has no backend logged in,
+    /// answer its waiting commands with that error instead of letting them
+    /// wait for `queue_timeout_ms`.
+    pub(super) fn fail_refused_backlog(&mut self, pool: usize) {
+        let p = &self.pools[pool];
+        if p.login_refused.is_none() || p.shared > p.connecting {
+            return;
+        }
+        while let Some(req) = self.pools[pool].pop() {
+            let Some(msg) = self.pools[pool].login_refused.clone() else {
+                return;
+            };
+            self.fail_request(req.client, super::err::ER_ACCESS_DENIED_ERROR, &msg);
+        }
+        self.stats
+            .backlog_depth(pool, self.pools[pool].backlog_len(), self.now);
+    }
+
     fn backend_connect_failed(&mut self, pool: usize, reason: String) {
         self.bump(pool, |c| c.backend_connect_failures += 1);
         let min = self.config.backend.reconnect_backoff_min;
@@ -979,13 +1028,11 @@ impl Server {
                     return;
                 }
                 if req.plugin != MYSQL_NATIVE_PASSWORD {
-                    self.backend_lost(
-                        key,
-                        format!(
-                            "server asks for auth plugin {}; the funnel logs in with mysql_native_password or client_ed25519 only",
-                            req.plugin
-                        ),
+                    let msg = format!(
+                        "server asks for auth plugin {}; the funnel logs in with mysql_native_password or client_ed25519 only",
+                        req.plugin
                     );
+                    self.backend_login_refused(key, msg);
                     return;
                 }
                 let b = &self.backends[key];
@@ -994,10 +1041,20 @@ impl Server {
                 self.send_to_backend(key, seq.wrapping_add(1), &resp);
             }
             Some(&ERR_HEADER) => {
-                let msg = decode_err(payload)
+                let err = decode_err(payload).ok();
+                let msg = err
+                    .as_ref()
                     .map(|e| format!("{} ({})", String::from_utf8_lossy(e.message), e.code))
-                    .unwrap_or_else(|_| "malformed error".into());
-                self.backend_lost(key, format!("login refused: {msg}"));
+                    .unwrap_or_else(|| "malformed error".into());
+                if err
+                    .as_ref()
+                    .is_some_and(|e| LOGIN_REFUSALS.contains(&e.code))
+                {
+                    let text = err.map(|e| String::from_utf8_lossy(e.message).into_owned());
+                    self.backend_login_refused(key, text.unwrap_or(msg));
+                } else {
+                    self.backend_lost(key, format!("login refused: {msg}"));
+                }
             }
             _ => self.backend_lost(key, "unexpected packet during login".into()),
         }
@@ -1757,6 +1814,9 @@ impl Server {
             }
             p.backoff = Duration::ZERO;
             p.last_backend_error = None;
+            if p.login_refused.take().is_some() {
+                error!("pool {}: mysqld accepts the pool's login again", p.name());
+            }
         }
         if b.pinned {
             b.pinned = false;

@@ -933,6 +933,33 @@ impl Server {
         self.client_check(key, auth, response, seq);
     }
 
+    /// Answer a login (or COM_CHANGE_USER) with an error and close.
+    fn refuse_login(
+        &mut self,
+        key: usize,
+        seq: u8,
+        code: (u16, &'static str),
+        msg: &str,
+        user: &str,
+    ) {
+        self.counters.clients_refused += 1;
+        let c = &mut self.clients[key];
+        let peer = c.stream.peer_description();
+        log_limited!(
+            self,
+            LogEvent::ClientRefused,
+            "client {} from {peer} refused as user '{user}': {msg}",
+            c.id
+        );
+        let c = &mut self.clients[key];
+        c.state = ClientState::Idle;
+        self.client_error(key, seq, code, msg);
+        if let Some(c) = self.clients.get_mut(key) {
+            c.close_after_flush = true;
+        }
+        self.flush_client(key);
+    }
+
     fn auth_limits(&self) -> Limits {
         Limits {
             threshold: u32::try_from(self.config.auth_failure_threshold).unwrap_or(u32::MAX),
@@ -963,6 +990,20 @@ impl Server {
     }
 
     fn client_check(&mut self, key: usize, auth: PendingAuth, response: &[u8], seq: u8) {
+        if let Some(p) = auth.pool {
+            // As mysqld checks the host before the password.
+            let nets = &self.pools[p].user.allowed_networks;
+            let host = &self.clients[key].host;
+            let ip = match host.as_str() {
+                "localhost" => Some(std::net::IpAddr::from([127, 0, 0, 1])),
+                h => h.parse().ok(),
+            };
+            if !nets.is_empty() && !ip.is_some_and(|ip| nets.iter().any(|n| n.contains(ip))) {
+                let msg = format!("Host '{host}' is not allowed to connect to this MariaDB server");
+                self.refuse_login(key, seq, ER_HOST_NOT_PRIVILEGED, &msg, &auth.user);
+                return;
+            }
+        }
         let verified = auth.pool.is_some_and(|p| {
             let stage2 = match &self.pools[p].user.credential {
                 Credential::Plain(pw) if pw.is_empty() => None,
@@ -1017,6 +1058,35 @@ impl Server {
         let addr = self.clients[key].host.parse().ok().map(AddrKey::of);
         self.auth_throttle
             .succeeded(addr, Self::throttle_user(&auth), self.now);
+        let max = auth
+            .pool
+            .map_or(0, |p| self.pools[p].user.max_client_connections);
+        if max > 0 {
+            // Only for users with a limit, so a scan of the clients is fine.
+            let others = self
+                .clients
+                .iter()
+                .filter(|(k, c)| {
+                    *k != key
+                        && c.user == auth.user
+                        && !c.close_after_flush
+                        && !matches!(
+                            c.state,
+                            ClientState::Handshake
+                                | ClientState::AuthSwitch(_)
+                                | ClientState::Relay { .. }
+                        )
+                })
+                .count();
+            if others >= max {
+                let msg = format!(
+                    "User {} already has more than 'max_user_connections' active connections",
+                    auth.user
+                );
+                self.refuse_login(key, seq, ER_TOO_MANY_USER_CONNECTIONS, &msg, &auth.user);
+                return;
+            }
+        }
         let pool = self.login_pool(auth.pool.unwrap_or(0), auth.capabilities);
         let c = &mut self.clients[key];
         c.pool = pool;
@@ -1685,7 +1755,8 @@ impl Server {
             Ok(()) => {
                 self.stats
                     .backlog_depth(pool, self.pools[pool].backlog_len(), self.now);
-                self.dispatch(pool)
+                self.dispatch(pool);
+                self.fail_refused_backlog(pool);
             }
             Err(full) => {
                 self.bump(pool, |c| c.backlog_full += 1);

@@ -56,6 +56,10 @@ pub struct Pool {
     pub backoff: Duration,
     /// Most recent backend connect or login failure, for clients' errors.
     pub last_backend_error: Option<String>,
+    /// mysqld refused the pool's login (wrong password, unknown account,
+    /// plugin): the ERR message clients get at once instead of waiting in
+    /// the backlog, until a backend login succeeds again.
+    pub login_refused: Option<String>,
     pub backlog_max: usize,
     pub counters: super::Counters,
     /// Schemas mysqld confirmed this user can use (a COM_INIT_DB that
@@ -93,6 +97,7 @@ impl Pool {
             next_connect_at: now,
             backoff: Duration::ZERO,
             last_backend_error: None,
+            login_refused: None,
             backlog_max: 0,
             counters: super::Counters::default(),
             known_schemas: std::collections::HashSet::new(),
@@ -275,6 +280,8 @@ mod tests {
             backlog_size: backlog,
             queue_timeout: Duration::from_millis(timeout_ms),
             max_pinned_backends: 1,
+            max_client_connections: 0,
+            allowed_networks: Vec::new(),
         }
     }
 

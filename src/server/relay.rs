@@ -83,6 +83,8 @@ pub fn relay_pool_user(config: &Config) -> UserConfig {
         backlog_size: defaults.map_or(1, |u| u.backlog_size),
         queue_timeout: defaults.map_or(std::time::Duration::from_secs(10), |u| u.queue_timeout),
         max_pinned_backends: config.max_unlisted_connections,
+        max_client_connections: 0,
+        allowed_networks: Vec::new(),
     }
 }
 
