@@ -29,6 +29,17 @@ pub enum Control {
     Reload {
         reply: Sender<Result<String, String>>,
     },
+    /// Close one client as `KILL CONNECTION` would (`Err`: no such client).
+    KillClient {
+        id: u64,
+        reply: Sender<Result<String, String>>,
+    },
+    /// PAUSE / RESUME of one user's pools (`Err`: no such pool).
+    PausePool {
+        pool: String,
+        pause: bool,
+        reply: Sender<Result<String, String>>,
+    },
     /// Graceful shutdown, as on SIGTERM.
     Shutdown {
         reply: Sender<String>,

@@ -42,11 +42,61 @@ impl Server {
                 Control::Reload { reply } => {
                     let _ = reply.send(self.reload("admin RELOAD"));
                 }
+                Control::KillClient { id, reply } => {
+                    let _ = reply.send(self.admin_kill_client(id));
+                }
+                Control::PausePool { pool, pause, reply } => {
+                    let _ = reply.send(self.admin_pause_pool(&pool, pause));
+                }
                 Control::Shutdown { reply } => {
                     let _ = reply.send("shutting down".into());
                     self.begin_shutdown();
                 }
             }
+        }
+    }
+
+    /// Admin `KILL CLIENT id`: as a client's `KILL CONNECTION id` would,
+    /// its running statement is killed on mysqld and its backend drained or
+    /// reset as when a client leaves.
+    fn admin_kill_client(&mut self, id: u64) -> Result<String, String> {
+        let target = u32::try_from(id)
+            .ok()
+            .and_then(|id| self.client_ids.get(&id).copied())
+            .filter(|&t| self.clients.contains(t));
+        let Some(target) = target else {
+            return Err(format!("Unknown thread id: {id}"));
+        };
+        self.interrupt_client(target);
+        info!("client {id} killed by admin");
+        self.close_client(target, "killed by admin");
+        Ok(format!("client {id} killed"))
+    }
+
+    /// Admin `PAUSE pool` / `RESUME pool`: the named user's pools (with
+    /// their found_rows twin) stop or resume handing requests to backends.
+    fn admin_pause_pool(&mut self, name: &str, pause: bool) -> Result<String, String> {
+        let mut found = Vec::new();
+        for p in self.pools.iter_mut() {
+            if !p.relay && !p.is_removed() && (p.user.name == name || p.name() == name) {
+                p.paused = pause;
+                found.push(p.index);
+            }
+        }
+        if found.is_empty() {
+            return Err(format!("funnel admin: no pool '{name}'"));
+        }
+        if pause {
+            info!("pool {name} paused by admin: its requests stay in the backlog");
+            Ok(format!(
+                "pool {name} paused: its requests wait in the backlog until RESUME {name}"
+            ))
+        } else {
+            info!("pool {name} resumed by admin");
+            for p in found {
+                self.dispatch(p);
+            }
+            Ok(format!("pool {name} resumed"))
         }
     }
 
