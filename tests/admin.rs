@@ -346,7 +346,7 @@ fn console_login_commands_and_config_masking() {
     }
     let (code, _) = error_code(c.query_drop(""));
     assert_eq!(code, 1065);
-    assert_eq!(query(&mut c, "HELP").len(), 17);
+    assert_eq!(query(&mut c, "HELP").len(), 18);
 
     // SHOW CONFIG: the effective configuration with every secret masked.
     let config = query(&mut c, "SHOW CONFIG");
@@ -1572,4 +1572,68 @@ fn pause_and_resume_one_pool() {
     drop(r);
     assert_eq!(worker.join().unwrap(), Some(42));
     assert_eq!(num(&pool_row(&mut a, "SHOW BACKLOG", USER_A), "depth"), 0);
+}
+
+/// mysqld's thread ids of `user`'s connections.
+fn mysqld_threads(user: &str) -> Vec<u64> {
+    let mut root = mariadb().admin_conn();
+    root.exec(
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ? ORDER BY ID",
+        (user,),
+    )
+    .unwrap()
+}
+
+#[test]
+fn reconnect_pool_replaces_its_backends_after_their_commands() {
+    let env = start(&format!("{}{}", user_a(""), user_b("")), &[USER_A, USER_B]);
+    let mut a = env.admin();
+    let (code, msg) = error_code(a.query_drop("RECONNECT nosuchpool"));
+    assert_eq!(code, 1105);
+    assert!(msg.contains("no pool 'nosuchpool'"), "{msg}");
+
+    let mut pinned = env.client(USER_A, PASS_A);
+    pinned.query_drop("BEGIN").unwrap();
+    let mut busy = env.client(USER_A, PASS_A);
+    let worker = thread::spawn(move || {
+        let v: Option<i64> = busy
+            .query_first("SELECT SLEEP(2) + 5 AS reconnect_marker")
+            .unwrap();
+        v
+    });
+    assert!(wait_until(Duration::from_secs(10), || mysqld_runs(
+        "reconnect_marker"
+    )));
+    let old = mysqld_threads(USER_A);
+    let others = mysqld_threads(USER_B);
+    assert!(old.len() >= 2, "{old:?}");
+
+    let r = a.query_iter(format!("RECONNECT {USER_A}")).unwrap();
+    let info = r.info_str().to_string();
+    drop(r);
+    assert!(info.starts_with(&format!("pool {USER_A}: ")), "{info}");
+    assert!(info.contains("busy ones close after"), "{info}");
+    // The running statement is not interrupted, the transaction goes on.
+    assert_eq!(worker.join().unwrap(), Some(5));
+    let v: Option<i64> = pinned.query_first("SELECT 3").unwrap();
+    assert_eq!(v, Some(3));
+    assert!(mysqld_threads(USER_A).iter().any(|t| old.contains(t)));
+    pinned.query_drop("COMMIT").unwrap();
+
+    // Every old connection goes, new ones take their place.
+    let replaced = wait_until(Duration::from_secs(15), || {
+        let now = mysqld_threads(USER_A);
+        !now.iter().any(|t| old.contains(t))
+            && num(&pool_row(&mut a, "SHOW POOLS", USER_A), "backends_idle") == 2
+    });
+    assert!(
+        replaced,
+        "old {old:?}, now {:?}, {:?}",
+        mysqld_threads(USER_A),
+        query(&mut a, "SHOW POOLS")
+    );
+    let v: Option<i64> = pinned.query_first("SELECT 4").unwrap();
+    assert_eq!(v, Some(4));
+    // The other pool's connections are untouched.
+    assert_eq!(mysqld_threads(USER_B), others);
 }

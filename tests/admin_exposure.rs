@@ -191,6 +191,7 @@ fn the_stats_account_may_only_look() {
         "PAUSE funnel_a",
         "RESUME funnel_a",
         "KILL CLIENT 1",
+        "RECONNECT funnel_a",
     ] {
         match w.query_drop(cmd) {
             Err(mysql::Error::MySqlError(e)) => {

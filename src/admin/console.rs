@@ -608,7 +608,12 @@ impl Session<'_> {
         }
         let upper = text.to_ascii_uppercase();
         let verb = upper.split(' ').next().unwrap_or("");
-        if self.read_only && matches!(verb, "PAUSE" | "RESUME" | "RELOAD" | "SHUTDOWN" | "KILL") {
+        if self.read_only
+            && matches!(
+                verb,
+                "PAUSE" | "RESUME" | "RELOAD" | "SHUTDOWN" | "KILL" | "RECONNECT"
+            )
+        {
             info!(
                 "admin console: {} from {} (read-only) refused: {upper}",
                 self.user, self.peer
@@ -676,6 +681,14 @@ impl Session<'_> {
             return match self.control("KILL CLIENT", |reply| Control::KillClient { id, reply }) {
                 Ok(Ok(msg)) => Answer::Ok(msg),
                 Ok(Err(msg)) => Answer::Err(err::ER_NO_SUCH_THREAD, msg),
+                Err(a) => a,
+            };
+        }
+        if let Some(pool) = strip_word(&text, "RECONNECT").filter(|p| !p.is_empty()) {
+            let pool = pool.trim_matches('`').to_string();
+            return match self.control("RECONNECT", |reply| Control::ReconnectPool { pool, reply }) {
+                Ok(Ok(msg)) => Answer::Ok(msg),
+                Ok(Err(msg)) => Answer::Err(err::ER_UNKNOWN_ERROR, msg),
                 Err(a) => a,
             };
         }

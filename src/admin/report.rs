@@ -514,7 +514,7 @@ pub fn show_version(s: &Snapshot) -> Table {
 }
 
 /// The commands of the admin console and what they do.
-pub const COMMANDS: [(&str, &str); 17] = [
+pub const COMMANDS: [(&str, &str); 18] = [
     (
         "SHOW STATS",
         "request, error and byte counters per pool and in total",
@@ -564,6 +564,10 @@ pub const COMMANDS: [(&str, &str); 17] = [
     (
         "KILL CLIENT id",
         "close a client as KILL CONNECTION id would (id from SHOW CLIENTS)",
+    ),
+    (
+        "RECONNECT pool",
+        "close the pool's backend connections (busy ones after their current command) and open new ones",
     ),
     ("RELOAD", "re-read the configuration file"),
     ("SHUTDOWN", "graceful shutdown, as on SIGTERM"),

@@ -40,6 +40,12 @@ pub enum Control {
         pause: bool,
         reply: Sender<Result<String, String>>,
     },
+    /// Close each backend of one user's pools after its current command
+    /// and open new ones (`Err`: no such pool).
+    ReconnectPool {
+        pool: String,
+        reply: Sender<Result<String, String>>,
+    },
     /// Graceful shutdown, as on SIGTERM.
     Shutdown {
         reply: Sender<String>,
