@@ -1556,6 +1556,11 @@ fn pause_and_resume_one_pool() {
     assert!(wait_until(Duration::from_secs(10), || {
         num(&pool_row(&mut a, "SHOW BACKLOG", USER_A), "depth") == 1
     }));
+    assert_eq!(
+        s(&pool_row(&mut a, "SHOW BACKLOG", USER_A), "paused"),
+        "yes"
+    );
+    assert_eq!(s(&pool_row(&mut a, "SHOW BACKLOG", USER_B), "paused"), "no");
     // The other pool is not paused.
     let v: Option<i64> = cb.query_first("SELECT 5").unwrap();
     assert_eq!(v, Some(5));
@@ -1572,6 +1577,7 @@ fn pause_and_resume_one_pool() {
     drop(r);
     assert_eq!(worker.join().unwrap(), Some(42));
     assert_eq!(num(&pool_row(&mut a, "SHOW BACKLOG", USER_A), "depth"), 0);
+    assert_eq!(s(&pool_row(&mut a, "SHOW BACKLOG", USER_A), "paused"), "no");
 }
 
 /// mysqld's thread ids of `user`'s connections.

@@ -352,7 +352,7 @@ pub fn show_backlog(s: &Snapshot) -> Table {
             us(p.oldest_wait),
             ms(p.queue_timeout),
             p.clients.queued.into(),
-            yes_no(s.paused),
+            yes_no(s.paused || p.paused),
         ]);
     }
     t

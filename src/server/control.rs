@@ -116,6 +116,8 @@ pub struct BackendCounts {
 #[derive(Clone)]
 pub struct PoolSnapshot {
     pub name: String,
+    /// Paused by the admin's `PAUSE pool` (the funnel-wide PAUSE is `Snapshot::paused`).
+    pub paused: bool,
     /// The pool of the user's clients that negotiated `CLIENT_FOUND_ROWS`.
     pub found_rows: bool,
     pub backend_user: String,

@@ -280,6 +280,7 @@ impl Server {
             .iter()
             .map(|p| PoolSnapshot {
                 name: p.name(),
+                paused: p.paused,
                 found_rows: p.found_rows,
                 backend_user: p.user.backend_user.clone(),
                 configured_connections: p.user.connections,
