@@ -110,7 +110,7 @@ fn main() -> ExitCode {
     // A socket directory that does not exist would fail only at bind time.
     if let Some(dir) = missing_socket_dir(&config) {
         eprintln!(
-            "funnel: {}: [funnel] unix_socket: directory {} does not exist (create it, or change unix_socket)",
+            "funnel: {}: [funnel] unix_socket: directory {} does not exist (create it, or change unix_socket; systemd's RuntimeDirectory= creates it only when the service starts)",
             path.display(),
             dir.display()
         );

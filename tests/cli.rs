@@ -140,7 +140,7 @@ fn check_config_reports_a_missing_unix_socket_directory() {
         assert_eq!(
             stderr,
             format!(
-                "funnel: funnel.conf: [funnel] unix_socket: directory {} does not exist (create it, or change unix_socket)\n",
+                "funnel: funnel.conf: [funnel] unix_socket: directory {} does not exist (create it, or change unix_socket; systemd's RuntimeDirectory= creates it only when the service starts)\n",
                 missing.display()
             ),
             "{args:?}"
