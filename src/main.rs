@@ -107,6 +107,15 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    // A socket directory that does not exist would fail only at bind time.
+    if let Some(dir) = missing_socket_dir(&config) {
+        eprintln!(
+            "funnel: {}: [funnel] unix_socket: directory {} does not exist (create it, or change unix_socket; systemd's RuntimeDirectory= creates it only when the service starts)",
+            path.display(),
+            dir.display()
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
     if matches.opt_present("check-config") {
         print!("{}", config.describe());
         println!("config OK");
@@ -131,6 +140,12 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_RUNTIME)
         }
     }
+}
+
+/// The directory of `[funnel] unix_socket` when it is not an existing directory.
+fn missing_socket_dir(config: &Config) -> Option<PathBuf> {
+    let dir = config.unix_socket.as_deref()?.parent()?;
+    (!dir.as_os_str().is_empty() && !dir.is_dir()).then(|| dir.to_path_buf())
 }
 
 /// `-c PATH`, or ./funnel.conf if it exists: a daemon silently running on

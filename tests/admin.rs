@@ -346,7 +346,7 @@ fn console_login_commands_and_config_masking() {
     }
     let (code, _) = error_code(c.query_drop(""));
     assert_eq!(code, 1065);
-    assert_eq!(query(&mut c, "HELP").len(), 14);
+    assert_eq!(query(&mut c, "HELP").len(), 18);
 
     // SHOW CONFIG: the effective configuration with every secret masked.
     let config = query(&mut c, "SHOW CONFIG");
@@ -1465,4 +1465,181 @@ fn f_port(config: &str) -> u16 {
         .find_map(|l| l.strip_prefix("listen = 127.0.0.1:"))
         .and_then(|p| p.trim().parse().ok())
         .unwrap()
+}
+
+/// Whether mysqld runs a statement whose text contains `marker`.
+fn mysqld_runs(marker: &str) -> bool {
+    let mut root = mariadb().admin_conn();
+    let n: Option<u64> = root
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE CONCAT('%', ?, '%') AND ID <> CONNECTION_ID()",
+            (marker,),
+        )
+        .unwrap();
+    n.unwrap_or(0) > 0
+}
+
+#[test]
+fn kill_client_closes_it_as_kill_connection_would() {
+    let env = start(&user_a(""), &[USER_A]);
+    let mut a = env.admin();
+
+    // Unknown ids: mysqld's own error.
+    let (code, msg) = error_code(a.query_drop("KILL CLIENT 987654"));
+    assert_eq!((code, msg.as_str()), (1094, "Unknown thread id: 987654"));
+    let (code, _) = error_code(a.query_drop("KILL CLIENT x"));
+    assert_eq!(code, 1064);
+
+    // An idle client: closed, its next command fails, the others go on.
+    let mut idle = env.client(USER_A, PASS_A);
+    let mut other = env.client(USER_A, PASS_A);
+    let idle_id = idle.connection_id();
+    let r = a.query_iter(format!("KILL CLIENT {idle_id}")).unwrap();
+    assert_eq!(r.info_str(), format!("client {idle_id} killed"));
+    drop(r);
+    assert!(idle.query_drop("SELECT 1").is_err());
+    assert!(!query(&mut a, "SHOW CLIENTS")
+        .iter()
+        .any(|r| num(r, "id") == u64::from(idle_id)));
+    let v: Option<i64> = other.query_first("SELECT 7").unwrap();
+    assert_eq!(v, Some(7));
+
+    // A running client: its statement is killed on mysqld, its backend
+    // comes back to the pool.
+    let mut busy = env.client(USER_A, PASS_A);
+    let busy_id = busy.connection_id();
+    let started = Instant::now();
+    let worker = thread::spawn(move || busy.query_drop("SELECT SLEEP(30) AS kill_client_marker"));
+    assert!(wait_until(Duration::from_secs(10), || mysqld_runs(
+        "kill_client_marker"
+    )));
+    a.query_drop(format!("KILL CLIENT {busy_id}")).unwrap();
+    let r = worker.join().unwrap();
+    assert!(r.is_err(), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(
+        wait_until(Duration::from_secs(10), || !mysqld_runs(
+            "kill_client_marker"
+        )),
+        "the statement still runs on mysqld"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            num(&pool_row(&mut a, "SHOW POOLS", USER_A), "backends_idle") == 2
+        }),
+        "{:?}",
+        query(&mut a, "SHOW POOLS")
+    );
+    assert_eq!(num(&pool_row(&mut a, "SHOW POOLS", USER_A), "clients"), 1);
+    let v: Option<i64> = other.query_first("SELECT 8").unwrap();
+    assert_eq!(v, Some(8));
+}
+
+#[test]
+fn pause_and_resume_one_pool() {
+    let env = start(&format!("{}{}", user_a(""), user_b("")), &[USER_A, USER_B]);
+    let mut a = env.admin();
+    let (code, msg) = error_code(a.query_drop("PAUSE nosuchpool"));
+    assert_eq!(code, 1105);
+    assert!(msg.contains("no pool 'nosuchpool'"), "{msg}");
+
+    // Logins go through the backlog too: these come first.
+    let mut ca = env.client(USER_A, PASS_A);
+    let mut cb = env.client(USER_B, PASS_B);
+    let r = a.query_iter(format!("PAUSE {USER_A}")).unwrap();
+    assert!(r.info_str().contains("paused"), "{}", r.info_str());
+    drop(r);
+    let worker = thread::spawn(move || {
+        let v: Option<i64> = ca.query_first("SELECT 41 + 1").unwrap();
+        v
+    });
+    assert!(wait_until(Duration::from_secs(10), || {
+        num(&pool_row(&mut a, "SHOW BACKLOG", USER_A), "depth") == 1
+    }));
+    assert_eq!(
+        s(&pool_row(&mut a, "SHOW BACKLOG", USER_A), "paused"),
+        "yes"
+    );
+    assert_eq!(s(&pool_row(&mut a, "SHOW BACKLOG", USER_B), "paused"), "no");
+    // The other pool is not paused.
+    let v: Option<i64> = cb.query_first("SELECT 5").unwrap();
+    assert_eq!(v, Some(5));
+    thread::sleep(Duration::from_millis(300));
+    assert!(!worker.is_finished());
+    assert_eq!(num(&pool_row(&mut a, "SHOW BACKLOG", USER_A), "depth"), 1);
+    // A funnel-wide RESUME does not undo a pool's PAUSE.
+    a.query_drop("RESUME").unwrap();
+    thread::sleep(Duration::from_millis(300));
+    assert!(!worker.is_finished());
+
+    let r = a.query_iter(format!("RESUME {USER_A}")).unwrap();
+    assert_eq!(r.info_str(), format!("pool {USER_A} resumed"));
+    drop(r);
+    assert_eq!(worker.join().unwrap(), Some(42));
+    assert_eq!(num(&pool_row(&mut a, "SHOW BACKLOG", USER_A), "depth"), 0);
+    assert_eq!(s(&pool_row(&mut a, "SHOW BACKLOG", USER_A), "paused"), "no");
+}
+
+/// mysqld's thread ids of `user`'s connections.
+fn mysqld_threads(user: &str) -> Vec<u64> {
+    let mut root = mariadb().admin_conn();
+    root.exec(
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ? ORDER BY ID",
+        (user,),
+    )
+    .unwrap()
+}
+
+#[test]
+fn reconnect_pool_replaces_its_backends_after_their_commands() {
+    let env = start(&format!("{}{}", user_a(""), user_b("")), &[USER_A, USER_B]);
+    let mut a = env.admin();
+    let (code, msg) = error_code(a.query_drop("RECONNECT nosuchpool"));
+    assert_eq!(code, 1105);
+    assert!(msg.contains("no pool 'nosuchpool'"), "{msg}");
+
+    let mut pinned = env.client(USER_A, PASS_A);
+    pinned.query_drop("BEGIN").unwrap();
+    let mut busy = env.client(USER_A, PASS_A);
+    let worker = thread::spawn(move || {
+        let v: Option<i64> = busy
+            .query_first("SELECT SLEEP(2) + 5 AS reconnect_marker")
+            .unwrap();
+        v
+    });
+    assert!(wait_until(Duration::from_secs(10), || mysqld_runs(
+        "reconnect_marker"
+    )));
+    let old = mysqld_threads(USER_A);
+    let others = mysqld_threads(USER_B);
+    assert!(old.len() >= 2, "{old:?}");
+
+    let r = a.query_iter(format!("RECONNECT {USER_A}")).unwrap();
+    let info = r.info_str().to_string();
+    drop(r);
+    assert!(info.starts_with(&format!("pool {USER_A}: ")), "{info}");
+    assert!(info.contains("busy ones close after"), "{info}");
+    // The running statement is not interrupted, the transaction goes on.
+    assert_eq!(worker.join().unwrap(), Some(5));
+    let v: Option<i64> = pinned.query_first("SELECT 3").unwrap();
+    assert_eq!(v, Some(3));
+    assert!(mysqld_threads(USER_A).iter().any(|t| old.contains(t)));
+    pinned.query_drop("COMMIT").unwrap();
+
+    // Every old connection goes, new ones take their place.
+    let replaced = wait_until(Duration::from_secs(15), || {
+        let now = mysqld_threads(USER_A);
+        !now.iter().any(|t| old.contains(t))
+            && num(&pool_row(&mut a, "SHOW POOLS", USER_A), "backends_idle") == 2
+    });
+    assert!(
+        replaced,
+        "old {old:?}, now {:?}, {:?}",
+        mysqld_threads(USER_A),
+        query(&mut a, "SHOW POOLS")
+    );
+    let v: Option<i64> = pinned.query_first("SELECT 4").unwrap();
+    assert_eq!(v, Some(4));
+    // The other pool's connections are untouched.
+    assert_eq!(mysqld_threads(USER_B), others);
 }

@@ -182,7 +182,17 @@ fn the_stats_account_may_only_look() {
         !text.contains("look-only") && !text.contains("admin-pw"),
         "a password in SHOW CONFIG: {text}"
     );
-    for cmd in ["PAUSE", "RESUME", "RELOAD", "SHUTDOWN", "pause"] {
+    for cmd in [
+        "PAUSE",
+        "RESUME",
+        "RELOAD",
+        "SHUTDOWN",
+        "pause",
+        "PAUSE funnel_a",
+        "RESUME funnel_a",
+        "KILL CLIENT 1",
+        "RECONNECT funnel_a",
+    ] {
         match w.query_drop(cmd) {
             Err(mysql::Error::MySqlError(e)) => {
                 assert_eq!((e.code, e.state.as_str()), (1227, "42000"), "{cmd}");

@@ -113,3 +113,70 @@ fn bad_command_lines_exit_2_with_usage() {
         assert!(stderr.contains("Usage: funnel"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn check_config_reports_a_missing_unix_socket_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir");
+    let conf = |socket: &Path| {
+        format!(
+            "[funnel]\nunix_socket = {}\n[backend]\naddress = 127.0.0.1:3306\n[user app]\npassword = x\n",
+            socket.display()
+        )
+    };
+    std::fs::write(
+        dir.path().join("funnel.conf"),
+        conf(&missing.join("funnel.sock")),
+    )
+    .unwrap();
+    for args in [
+        &["--check-config", "-c", "funnel.conf"][..],
+        &["-c", "funnel.conf"],
+    ] {
+        let out = funnel(args, dir.path());
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert_eq!(
+            stderr,
+            format!(
+                "funnel: funnel.conf: [funnel] unix_socket: directory {} does not exist (create it, or change unix_socket; systemd's RuntimeDirectory= creates it only when the service starts)\n",
+                missing.display()
+            ),
+            "{args:?}"
+        );
+    }
+    // The same file once the directory exists.
+    std::fs::create_dir(&missing).unwrap();
+    let out = funnel(&["--check-config", "-c", "funnel.conf"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_relative_config_path_is_the_callers() {
+    // Two directories each with a funnel.conf: the one in the caller's
+    // directory is read, whatever the binary's own location.
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let conf = |n: u32| {
+        format!("[funnel]\nmax_client_connections = {n}\n[backend]\naddress = 127.0.0.1:3306\n[user app]\npassword = x\n")
+    };
+    std::fs::write(dir.path().join("funnel.conf"), conf(11)).unwrap();
+    std::fs::write(sub.join("funnel.conf"), conf(22)).unwrap();
+    for (cwd, path, want) in [
+        (dir.path(), "funnel.conf", 11),
+        (sub.as_path(), "funnel.conf", 22),
+        (sub.as_path(), "../funnel.conf", 11),
+        (dir.path(), "sub/funnel.conf", 22),
+    ] {
+        let out = funnel(&["--check-config", "--config", path], cwd);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{path}: {}", text(&out.stderr));
+        assert!(
+            stdout.contains(&format!("max_client_connections = {want}\n")),
+            "{path} from {}: {stdout}",
+            cwd.display()
+        );
+    }
+}

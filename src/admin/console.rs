@@ -607,7 +607,13 @@ impl Session<'_> {
             return Answer::Err(ER_EMPTY_QUERY, "Query was empty".into());
         }
         let upper = text.to_ascii_uppercase();
-        if self.read_only && matches!(upper.as_str(), "PAUSE" | "RESUME" | "RELOAD" | "SHUTDOWN") {
+        let verb = upper.split(' ').next().unwrap_or("");
+        if self.read_only
+            && matches!(
+                verb,
+                "PAUSE" | "RESUME" | "RELOAD" | "SHUTDOWN" | "KILL" | "RECONNECT"
+            )
+        {
             info!(
                 "admin console: {} from {} (read-only) refused: {upper}",
                 self.user, self.peer
@@ -667,6 +673,34 @@ impl Session<'_> {
                 return Answer::Ok(String::new())
             }
             _ => {}
+        }
+        if let Some(id) = strip_word(&text, "KILL").and_then(|rest| strip_word(rest, "CLIENT")) {
+            let Ok(id) = id.parse::<u64>() else {
+                return unknown(&text);
+            };
+            return match self.control("KILL CLIENT", |reply| Control::KillClient { id, reply }) {
+                Ok(Ok(msg)) => Answer::Ok(msg),
+                Ok(Err(msg)) => Answer::Err(err::ER_NO_SUCH_THREAD, msg),
+                Err(a) => a,
+            };
+        }
+        if let Some(pool) = strip_word(&text, "RECONNECT").filter(|p| !p.is_empty()) {
+            let pool = pool.trim_matches('`').to_string();
+            return match self.control("RECONNECT", |reply| Control::ReconnectPool { pool, reply }) {
+                Ok(Ok(msg)) => Answer::Ok(msg),
+                Ok(Err(msg)) => Answer::Err(err::ER_UNKNOWN_ERROR, msg),
+                Err(a) => a,
+            };
+        }
+        for (word, pause) in [("PAUSE", true), ("RESUME", false)] {
+            if let Some(pool) = strip_word(&text, word).filter(|p| !p.is_empty()) {
+                let pool = pool.trim_matches('`').to_string();
+                return match self.control(word, |reply| Control::PausePool { pool, pause, reply }) {
+                    Ok(Ok(msg)) => Answer::Ok(msg),
+                    Ok(Err(msg)) => Answer::Err(err::ER_UNKNOWN_ERROR, msg),
+                    Err(a) => a,
+                };
+            }
         }
         if upper.starts_with("SET ") || upper.starts_with("USE ") {
             return Answer::Ok(String::new());

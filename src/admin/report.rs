@@ -352,7 +352,7 @@ pub fn show_backlog(s: &Snapshot) -> Table {
             us(p.oldest_wait),
             ms(p.queue_timeout),
             p.clients.queued.into(),
-            yes_no(s.paused),
+            yes_no(s.paused || p.paused),
         ]);
     }
     t
@@ -514,7 +514,7 @@ pub fn show_version(s: &Snapshot) -> Table {
 }
 
 /// The commands of the admin console and what they do.
-pub const COMMANDS: [(&str, &str); 14] = [
+pub const COMMANDS: [(&str, &str); 18] = [
     (
         "SHOW STATS",
         "request, error and byte counters per pool and in total",
@@ -553,6 +553,22 @@ pub const COMMANDS: [(&str, &str); 14] = [
         "stop handing requests to backends; they wait in the backlog",
     ),
     ("RESUME", "hand queued requests to backends again"),
+    (
+        "PAUSE pool",
+        "as PAUSE, for one user's pool; RESUME pool undoes it (a funnel-wide RESUME does not)",
+    ),
+    (
+        "RESUME pool",
+        "hand that pool's queued requests to backends again",
+    ),
+    (
+        "KILL CLIENT id",
+        "close a client as KILL CONNECTION id would (id from SHOW CLIENTS)",
+    ),
+    (
+        "RECONNECT pool",
+        "close the pool's backend connections (busy ones after their current command) and open new ones",
+    ),
     ("RELOAD", "re-read the configuration file"),
     ("SHUTDOWN", "graceful shutdown, as on SIGTERM"),
     ("HELP", "this list"),

@@ -2061,7 +2061,7 @@ impl Server {
 
     /// Pair queued requests with idle backends.
     pub(super) fn dispatch(&mut self, pool: usize) {
-        if self.paused {
+        if self.paused || self.pools[pool].paused {
             return;
         }
         loop {

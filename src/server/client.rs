@@ -1698,6 +1698,24 @@ impl Server {
             );
             return false;
         }
+        self.interrupt_client(target);
+        if !kill.query_only {
+            if target == key {
+                // mysqld answers a self-kill with an error and closes.
+                self.clients[key].seq_offset = seq.wrapping_sub(1);
+                self.close_client_with_error(key, (1927, "70100"), "Connection was killed");
+                return false;
+            }
+            self.close_client(target, "killed");
+        }
+        let more = if more { SERVER_MORE_RESULTS_EXISTS } else { 0 };
+        self.client_ok_with(key, seq, more);
+        true
+    }
+
+    /// What `KILL` does to its target's current command: taken out of the
+    /// backlog with an error, or killed on mysqld.
+    pub(super) fn interrupt_client(&mut self, target: usize) {
         let pool = self.clients[target].pool;
         self.bump(pool, |c| c.killed += 1);
         let tref = self.clients[target].cref(target);
@@ -1713,18 +1731,6 @@ impl Server {
             ClientState::Running(b) => self.open_killer(pool, b),
             _ => {}
         }
-        if !kill.query_only {
-            if target == key {
-                // mysqld answers a self-kill with an error and closes.
-                self.clients[key].seq_offset = seq.wrapping_sub(1);
-                self.close_client_with_error(key, (1927, "70100"), "Connection was killed");
-                return false;
-            }
-            self.close_client(target, "killed");
-        }
-        let more = if more { SERVER_MORE_RESULTS_EXISTS } else { 0 };
-        self.client_ok_with(key, seq, more);
-        true
     }
 
     /// Send the current command to the client's pinned backend, or queue it.

@@ -29,6 +29,23 @@ pub enum Control {
     Reload {
         reply: Sender<Result<String, String>>,
     },
+    /// Close one client as `KILL CONNECTION` would (`Err`: no such client).
+    KillClient {
+        id: u64,
+        reply: Sender<Result<String, String>>,
+    },
+    /// PAUSE / RESUME of one user's pools (`Err`: no such pool).
+    PausePool {
+        pool: String,
+        pause: bool,
+        reply: Sender<Result<String, String>>,
+    },
+    /// Close each backend of one user's pools after its current command
+    /// and open new ones (`Err`: no such pool).
+    ReconnectPool {
+        pool: String,
+        reply: Sender<Result<String, String>>,
+    },
     /// Graceful shutdown, as on SIGTERM.
     Shutdown {
         reply: Sender<String>,
@@ -99,6 +116,8 @@ pub struct BackendCounts {
 #[derive(Clone)]
 pub struct PoolSnapshot {
     pub name: String,
+    /// Paused by the admin's `PAUSE pool` (the funnel-wide PAUSE is `Snapshot::paused`).
+    pub paused: bool,
     /// The pool of the user's clients that negotiated `CLIENT_FOUND_ROWS`.
     pub found_rows: bool,
     pub backend_user: String,

@@ -42,12 +42,107 @@ impl Server {
                 Control::Reload { reply } => {
                     let _ = reply.send(self.reload("admin RELOAD"));
                 }
+                Control::KillClient { id, reply } => {
+                    let _ = reply.send(self.admin_kill_client(id));
+                }
+                Control::PausePool { pool, pause, reply } => {
+                    let _ = reply.send(self.admin_pause_pool(&pool, pause));
+                }
+                Control::ReconnectPool { pool, reply } => {
+                    let _ = reply.send(self.admin_reconnect_pool(&pool));
+                }
                 Control::Shutdown { reply } => {
                     let _ = reply.send("shutting down".into());
                     self.begin_shutdown();
                 }
             }
         }
+    }
+
+    /// Admin `KILL CLIENT id`: as a client's `KILL CONNECTION id` would,
+    /// its running statement is killed on mysqld and its backend drained or
+    /// reset as when a client leaves.
+    fn admin_kill_client(&mut self, id: u64) -> Result<String, String> {
+        let target = u32::try_from(id)
+            .ok()
+            .and_then(|id| self.client_ids.get(&id).copied())
+            .filter(|&t| self.clients.contains(t));
+        let Some(target) = target else {
+            return Err(format!("Unknown thread id: {id}"));
+        };
+        self.interrupt_client(target);
+        info!("client {id} killed by admin");
+        self.close_client(target, "killed by admin");
+        Ok(format!("client {id} killed"))
+    }
+
+    /// Admin `PAUSE pool` / `RESUME pool`: the named user's pools (with
+    /// their found_rows twin) stop or resume handing requests to backends.
+    fn admin_pause_pool(&mut self, name: &str, pause: bool) -> Result<String, String> {
+        let found = self.pools_named(name)?;
+        for &p in &found {
+            self.pools[p].paused = pause;
+        }
+        if pause {
+            info!("pool {name} paused by admin: its requests stay in the backlog");
+            Ok(format!(
+                "pool {name} paused: its requests wait in the backlog until RESUME {name}"
+            ))
+        } else {
+            info!("pool {name} resumed by admin");
+            for p in found {
+                self.dispatch(p);
+            }
+            Ok(format!("pool {name} resumed"))
+        }
+    }
+
+    /// The pools an admin command names: a user's pool and its found_rows
+    /// twin, or one pool by its SHOW POOLS name.
+    fn pools_named(&self, name: &str) -> Result<Vec<usize>, String> {
+        let found: Vec<usize> = self
+            .pools
+            .iter()
+            .filter(|p| !p.relay && !p.is_removed() && (p.user.name == name || p.name() == name))
+            .map(|p| p.index)
+            .collect();
+        if found.is_empty() {
+            return Err(format!("funnel admin: no pool '{name}'"));
+        }
+        Ok(found)
+    }
+
+    /// Admin `RECONNECT pool`: idle backends are closed now, busy and
+    /// pinned ones once their client is done with them (as a backend whose
+    /// state could not be restored), and new ones opened in their place.
+    fn admin_reconnect_pool(&mut self, name: &str) -> Result<String, String> {
+        let found = self.pools_named(name)?;
+        let keys: Vec<usize> = self
+            .backends
+            .iter()
+            .filter(|(_, b)| found.contains(&b.pool) && b.kill_query.is_none())
+            .map(|(k, _)| k)
+            .collect();
+        let (mut now, mut later) = (0, 0);
+        for k in keys {
+            let pool = self.backends[k].pool;
+            if self.pools[pool].idle.contains(&k) {
+                self.close_backend(k);
+                now += 1;
+            } else {
+                self.backends[k].close_when_done = true;
+                later += 1;
+            }
+        }
+        for &p in &found {
+            self.maintain_pool(p);
+        }
+        info!(
+            "pool {name}: reconnect by admin: {now} idle backends closed, {later} close when done"
+        );
+        Ok(format!(
+            "pool {name}: {now} idle backend connections closed and reopened, {later} busy ones close after their current command"
+        ))
     }
 
     /// Re-read the configuration file and apply what can change live;
@@ -185,6 +280,7 @@ impl Server {
             .iter()
             .map(|p| PoolSnapshot {
                 name: p.name(),
+                paused: p.paused,
                 found_rows: p.found_rows,
                 backend_user: p.user.backend_user.clone(),
                 configured_connections: p.user.connections,

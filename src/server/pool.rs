@@ -74,6 +74,8 @@ pub struct Pool {
     /// A reload happened since: ask again on the next backend connection
     /// set up (new or reset), using the old answer until then.
     pub privileges_stale: bool,
+    /// Admin `PAUSE pool`: no requests handed to backends until `RESUME pool`.
+    pub paused: bool,
 }
 
 /// Before the user name of a removed pool: a name no client can send.
@@ -103,6 +105,7 @@ impl Pool {
             known_schemas: std::collections::HashSet::new(),
             privileges: None,
             privileges_stale: false,
+            paused: false,
         }
     }
 
