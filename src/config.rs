@@ -1714,7 +1714,7 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
                         "cannot verify client_ed25519 (auth_plugin): give password or ed25519_public_key",
                     ))
                 }
-                (_, Some(key)) => match decode_ed25519_key(&key) {
+                (_, Some(key)) => match crate::protocol::auth::ed25519_key_from_text(&key) {
                     Some(key) => Credential::Ed25519Key(key),
                     None => {
                         return Err(user.err(
@@ -1894,45 +1894,6 @@ fn build(sections: &[RawSection], source: &str) -> Result<Config, ConfigError> {
         admin,
         stats,
     })
-}
-
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// An ed25519 public key as mysqld stores it: base64 of 32 bytes, without
-/// padding (43 characters; a padded one is accepted too).
-fn decode_ed25519_key(text: &str) -> Option<[u8; 32]> {
-    let text = text.trim().trim_end_matches('=');
-    let mut bits: u32 = 0;
-    let mut nbits = 0;
-    let mut out = Vec::with_capacity(33);
-    for ch in text.bytes() {
-        let v = BASE64.iter().position(|&c| c == ch)? as u32;
-        bits = (bits << 6) | v;
-        nbits += 6;
-        if nbits >= 8 {
-            nbits -= 8;
-            out.push((bits >> nbits) as u8);
-            bits &= (1 << nbits) - 1;
-        }
-    }
-    if bits != 0 {
-        return None;
-    }
-    out.try_into().ok()
-}
-
-fn encode_base64(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(BASE64[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
 }
 
 /// Would binding both fail? (Port 0 asks the kernel for a free port.)
@@ -2242,7 +2203,10 @@ impl Config {
                     ("auth_plugin", "client_ed25519".to_string()),
                 ],
                 Credential::Ed25519Key(key) => vec![
-                    ("ed25519_public_key", secret(&encode_base64(key))),
+                    (
+                        "ed25519_public_key",
+                        secret(&crate::protocol::auth::ed25519_key_text(key)),
+                    ),
                     ("auth_plugin", "client_ed25519".to_string()),
                 ],
                 Credential::Stage2(hash) => {
@@ -2634,8 +2598,11 @@ mod tests {
         .unwrap();
         let expected = crate::protocol::auth::ed25519_public_key(b"secret");
         assert_eq!(c.users[0].credential, Credential::Ed25519Key(expected));
-        assert_eq!(encode_base64(&expected), key);
-        assert_eq!(decode_ed25519_key(&format!("{key}=")), Some(expected));
+        assert_eq!(crate::protocol::auth::ed25519_key_text(&expected), key);
+        assert_eq!(
+            crate::protocol::auth::ed25519_key_from_text(&format!("{key}=")),
+            Some(expected)
+        );
         for (text, bad_key) in [
             (format!("[user e]\ned25519_public_key = {key}\nbackend_password = x\n"), "ed25519_public_key"),
             (format!("[user e]\ned25519_public_key = {key}\nauth_plugin = client_ed25519\n"), "backend_password"),

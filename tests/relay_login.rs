@@ -275,22 +275,6 @@ fn relay_needs_a_tcp_backend() {
     assert!(err.contains("unlisted_users"), "{err}");
 }
 
-/// Base64 without padding, as mysqld shows ed25519 keys.
-fn base64_nopad(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
 #[test]
 fn ed25519_configured_users_both_ways() {
     ed25519_plugin();
@@ -304,9 +288,9 @@ fn ed25519_configured_users_both_ways() {
     );
     assert_eq!(
         stored,
-        vec![base64_nopad(&funnel::protocol::auth::ed25519_public_key(
-            b"back pw"
-        ))]
+        vec![funnel::protocol::auth::ed25519_key_text(
+            &funnel::protocol::auth::ed25519_public_key(b"back pw")
+        )]
     );
     let both_key: Vec<String> = db.admin_query(
         "SELECT JSON_VALUE(Priv, '$.authentication_string') FROM mysql.global_priv \

@@ -104,6 +104,47 @@ pub fn ed25519_public_key(password: &[u8]) -> [u8; 32] {
     ed25519_dalek::VerifyingKey::from(&esk).to_bytes()
 }
 
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// An ed25519 public key as mysqld stores it: base64 of 32 bytes, without
+/// padding (43 characters; a padded one is accepted too).
+pub fn ed25519_key_from_text(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim().trim_end_matches('=');
+    let mut bits: u32 = 0;
+    let mut nbits = 0;
+    let mut out = Vec::with_capacity(33);
+    for ch in text.bytes() {
+        let v = BASE64.iter().position(|&c| c == ch)? as u32;
+        bits = (bits << 6) | v;
+        nbits += 6;
+        if nbits >= 8 {
+            nbits -= 8;
+            out.push((bits >> nbits) as u8);
+            bits &= (1 << nbits) - 1;
+        }
+    }
+    if bits != 0 {
+        return None;
+    }
+    out.try_into().ok()
+}
+
+/// An ed25519 public key as mysqld stores it (`mysql.global_priv`): base64
+/// without padding.
+pub fn ed25519_key_text(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(BASE64[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
 /// The client's answer to the server's `nonce`: a 64-byte signature.
 pub fn sign_ed25519(password: &[u8], nonce: &[u8]) -> [u8; 64] {
     let esk = ed25519_expanded(password);

@@ -93,6 +93,18 @@ pub fn handshake(data: &[u8]) {
         a.encode(&mut out);
         let _ = AuthSwitchRequest::decode(&out).expect("re-decode auth switch");
     }
+    // An ed25519 key as text (config, mysqld's mysql.global_priv): what
+    // decodes encodes back to the same key.
+    if let Some(key) = std::str::from_utf8(data)
+        .ok()
+        .and_then(crate::protocol::auth::ed25519_key_from_text)
+    {
+        let text = crate::protocol::auth::ed25519_key_text(&key);
+        assert_eq!(
+            crate::protocol::auth::ed25519_key_from_text(&text),
+            Some(key)
+        );
+    }
 }
 
 /// Client commands.
