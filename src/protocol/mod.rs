@@ -12,7 +12,9 @@ pub mod consts;
 pub mod deprecate_eof;
 #[cfg(test)]
 mod fuzz_smoke;
-#[doc(hidden)]
+/// Entry points of the fuzz targets (`fuzz/`): only with the `fuzzing`
+/// feature, so they are no part of the library's API.
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod handshake;
 pub mod lenenc;

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info};
-use mio::Interest;
 
-use super::io::{Buf, ReadOutcome, Stream};
+use super::action::{Action, ConnId};
+use super::io::{Buf, ReadOutcome};
 use super::log_limit::LogEvent;
 use super::pool::ClientRef;
 use super::processlist::PRIVILEGES_SQL;
@@ -21,8 +21,7 @@ use super::session::{
 };
 use super::stmt::{execute_layout, own_stmt_key, rewrite_execute, stmt_key, ClientStmt, StmtCache};
 use super::timer::TimerKind;
-use super::{token, Deferred, Server, KIND_BACKEND, READ_CAP_PER_EVENT};
-use crate::config::BackendAddr;
+use super::{Deferred, Engine};
 use crate::protocol::auth::scramble_native;
 use crate::protocol::change_user::ChangeUser;
 use crate::protocol::consts::*;
@@ -150,7 +149,11 @@ pub enum SlowReader {
 pub struct Backend {
     pub serial: u64,
     pub pool: usize,
-    pub stream: Stream,
+    /// Its socket in the I/O layer (`ConnId::NONE` until the connect
+    /// has been carried out).
+    pub conn: ConnId,
+    /// A `FlushBackend` action is queued.
+    pub flush_queued: bool,
     pub state: BackendState,
     pub rbuf: Buf,
     pub wbuf: Buf,
@@ -497,7 +500,7 @@ const CHARSET_VARS: [&str; 4] = [
     "collation_connection",
 ];
 
-impl Server {
+impl Engine {
     /// Open one more backend connection for a pool.
     pub(super) fn open_backend(&mut self, pool: usize, pinned: bool) {
         self.open_backend_for(pool, pinned, None);
@@ -535,43 +538,19 @@ impl Server {
     }
 
     fn open_backend_for(&mut self, pool: usize, pinned: bool, kill_query: Option<KillTarget>) {
-        let stream = match &self.config.backend.address {
-            BackendAddr::Tcp(addr) => mio::net::TcpStream::connect(*addr).map(|s| {
-                let _ = s.set_nodelay(true);
-                Stream::Tcp(s)
-            }),
-            BackendAddr::Unix(path) => mio::net::UnixStream::connect(path).map(Stream::Unix),
-        };
-        let mut stream = match stream {
-            Ok(s) => s,
-            Err(e) if kill_query.is_some() => {
-                log_limited!(
-                    self,
-                    LogEvent::BackendConnectFailed,
-                    "cannot open a connection for KILL QUERY: {e}"
-                );
-                return;
-            }
-            Err(e) => {
-                self.backend_connect_failed(pool, format!("cannot connect: {e}"));
-                return;
-            }
-        };
         let serial = self.next_serial();
         let entry = self.backends.vacant_entry();
         let key = entry.key();
-        if let Err(e) = self.poll.registry().register(
-            &mut stream,
-            token(KIND_BACKEND, key),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            self.backend_connect_failed(pool, format!("cannot register socket: {e}"));
-            return;
-        }
+        self.actions.push(Action::Connect {
+            key,
+            serial,
+            addr: self.config.backend.address.clone(),
+        });
         entry.insert(Backend {
             serial,
             pool,
-            stream,
+            conn: ConnId::NONE,
+            flush_queued: false,
             state: BackendState::Connecting,
             rbuf: Buf::new(),
             wbuf: Buf::new(),
@@ -761,62 +740,93 @@ impl Server {
         }
     }
 
-    pub(super) fn backend_event(&mut self, key: usize, readable: bool, writable: bool) {
-        let Some(b) = self.backends.get_mut(key) else {
-            return;
-        };
-        if b.state == BackendState::Connecting {
-            if !writable && !readable {
-                return;
-            }
-            match b.stream.take_error() {
-                Ok(None) if b.stream.is_connected() => b.state = BackendState::AwaitGreeting,
-                Ok(None) => return, // spurious wake-up: still connecting
-                Ok(Some(e)) | Err(e) => {
-                    self.backend_lost(key, format!("cannot connect: {e}"));
-                    return;
-                }
-            }
-        }
-        if writable {
-            self.flush_backend(key);
-        }
-        if readable || writable {
-            self.backend_read(key);
+    /// The I/O layer opened the backend's socket (the connect is under way).
+    pub(crate) fn backend_opened(&mut self, key: usize, serial: u64, conn: ConnId) {
+        if let Some(b) = self.backends.get_mut(key).filter(|b| b.serial == serial) {
+            b.conn = conn;
         }
     }
 
+    /// The I/O layer could not open the backend's socket, or its connect
+    /// failed.
+    pub(crate) fn backend_open_failed(&mut self, key: usize, e: std::io::Error) {
+        self.backend_lost(key, format!("cannot connect: {e}"));
+    }
+
+    /// The backend's socket waits for its connect to complete.
+    pub(crate) fn backend_awaits_connect(&self, key: usize) -> bool {
+        self.backends
+            .get(key)
+            .is_some_and(|b| b.state == BackendState::Connecting)
+    }
+
+    /// The backend's connect completed: mysqld's greeting comes next.
+    pub(crate) fn backend_connected(&mut self, key: usize) {
+        if let Some(b) = self.backends.get_mut(key) {
+            if b.state == BackendState::Connecting {
+                b.state = BackendState::AwaitGreeting;
+            }
+        }
+    }
+
+    /// Have the backend's pending output written (by the I/O layer, at the
+    /// end of the handler); `backend_written` follows.
     pub(super) fn flush_backend(&mut self, key: usize) {
         let Some(b) = self.backends.get_mut(key) else {
             return;
         };
-        if b.wbuf.is_empty() || b.state == BackendState::Connecting {
-            return;
-        }
-        match b.wbuf.write_to(&mut b.stream) {
-            Ok(true) => {
-                self.bufs.release(&mut b.wbuf);
-                if let (true, Some(c)) = (b.infile, b.client) {
-                    // An upload waiting for room can go on.
-                    self.deferred.push(Deferred::ClientInput(c.key, c.serial));
-                }
-            }
-            Ok(false) => {}
-            Err(e) => self.backend_lost(key, format!("write failed: {e}")),
+        if !b.flush_queued {
+            b.flush_queued = true;
+            self.actions.push(Action::FlushBackend {
+                key,
+                serial: b.serial,
+            });
         }
     }
 
-    pub(super) fn backend_read(&mut self, key: usize) {
+    /// Whether the I/O layer may write the backend's output now.
+    pub(crate) fn backend_may_write(&self, key: usize) -> bool {
+        self.backends
+            .get(key)
+            .is_some_and(|b| !b.wbuf.is_empty() && b.state != BackendState::Connecting)
+    }
+
+    /// The I/O layer wrote the backend's output (or failed).
+    pub(crate) fn backend_written(&mut self, key: usize, written: std::io::Result<usize>) {
         let Some(b) = self.backends.get_mut(key) else {
             return;
         };
-        if b.paused || b.state == BackendState::Connecting {
+        b.flush_queued = false;
+        if let Err(e) = written {
+            self.backend_lost(key, format!("write failed: {e}"));
             return;
         }
+        if b.wbuf.is_empty() {
+            self.bufs.release(&mut b.wbuf);
+            if let (true, Some(c)) = (b.infile, b.client) {
+                // An upload waiting for room can go on.
+                self.deferred.push(Deferred::ClientInput(c.key, c.serial));
+            }
+        }
+    }
+
+    /// Whether the I/O layer should read from the backend now (not while
+    /// paused by a slow client, nor before its connect completed).
+    pub(crate) fn backend_may_read(&self, key: usize) -> bool {
+        self.backends
+            .get(key)
+            .is_some_and(|b| !b.paused && b.state != BackendState::Connecting)
+    }
+
+    /// The buffer the I/O layer reads the backend's bytes into.
+    pub(crate) fn backend_rbuf(&mut self, key: usize) -> Option<&mut Buf> {
+        let b = self.backends.get_mut(key)?;
         self.bufs.ensure(&mut b.rbuf);
-        let outcome = b
-            .rbuf
-            .read_from(&mut b.stream, READ_CAP_PER_EVENT, self.stop_on_short_read);
+        Some(&mut b.rbuf)
+    }
+
+    /// The I/O layer read from the backend into `backend_rbuf`.
+    pub(crate) fn backend_read_done(&mut self, key: usize, outcome: std::io::Result<ReadOutcome>) {
         match outcome {
             Ok(ReadOutcome::Drained(_)) => self.process_backend_input(key),
             Ok(ReadOutcome::Capped(_)) => {
@@ -827,7 +837,10 @@ impl Server {
                 // be thousands of caps long, and others must get a turn).
                 if let Some(b) = self.backends.get(key) {
                     if !b.paused {
-                        self.deferred.push(Deferred::BackendRead(key, b.serial));
+                        self.actions.push(Action::ReadBackend {
+                            key,
+                            serial: b.serial,
+                        });
                     }
                 }
             }
@@ -3412,7 +3425,10 @@ impl Server {
         }
         b.paused = paused;
         if !paused {
-            self.backend_read(key);
+            self.actions.push(Action::ReadBackend {
+                key,
+                serial: b.serial,
+            });
         }
     }
 
@@ -3603,7 +3619,9 @@ impl Server {
             return;
         }
         let mut b = self.backends.remove(key);
-        let _ = self.poll.registry().deregister(&mut b.stream);
+        if b.conn != ConnId::NONE {
+            self.actions.push(Action::CloseBackend { conn: b.conn });
+        }
         if !b.close_waiters.is_empty() {
             // Its statements are gone with it.
             self.closes_done(&mut b.close_waiters);

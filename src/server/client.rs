@@ -8,11 +8,11 @@
 use std::time::{Duration, Instant};
 
 use log::{debug, info};
-use mio::Interest;
 
+use super::action::{Action, ConnId};
 use super::auth_throttle::{AddrKey, Admit, Limits};
 use super::client_track::TrackSettings;
-use super::io::{Buf, ReadOutcome, Stream};
+use super::io::{Buf, Peer, ReadOutcome};
 use super::log_limit::LogEvent;
 use super::pool::{ClientRef, Request};
 use super::session::{
@@ -24,7 +24,7 @@ use super::stmt::{
     execute_layout, execute_types, release_free_memory, ClientStmts, TRIM_AFTER_BYTES,
 };
 use super::timer::TimerKind;
-use super::{token, Deferred, Server, KIND_CLIENT, POOLED_BUF_MAX, READ_CAP_PER_EVENT};
+use super::{Engine, POOLED_BUF_MAX};
 use crate::config::Credential;
 use crate::protocol::auth::{
     ed25519_public_key, native_password_stage2, verify_ed25519, verify_native, CLIENT_ED25519,
@@ -132,7 +132,10 @@ pub struct Client {
     pub serial: u64,
     /// The connection id the funnel announced (what `CONNECTION_ID()` should say).
     pub id: u32,
-    pub stream: Stream,
+    /// Its socket in the I/O layer.
+    pub conn: ConnId,
+    /// Who connected (read once, at accept).
+    pub peer: Peer,
     pub state: ClientState,
     pub pool: usize,
     pub rbuf: Buf,
@@ -185,6 +188,8 @@ pub struct Client {
     pub multi_statements: bool,
     /// Stopped reading: too much unprocessed input.
     pub read_paused: bool,
+    /// A `FlushClient` action is queued (one per pass is enough).
+    pub flush_queued: bool,
     pub close_after_flush: bool,
     /// The client shut down its sending side (FIN): what it sent before is
     /// answered, then the connection is closed, as mysqld does.
@@ -346,8 +351,11 @@ impl Client {
     }
 }
 
-impl Server {
-    pub(super) fn new_client(&mut self, mut stream: Stream) {
+impl Engine {
+    /// The I/O layer accepted a connection: greet it, or refuse it (ERR
+    /// 1040) when `max_client_connections` is reached. The key and serial
+    /// of the new client, or None when refused.
+    pub(crate) fn accept_client(&mut self, conn: ConnId, peer: Peer) -> Option<(usize, u64)> {
         self.counters.clients_accepted += 1;
         if self.clients.len() >= self.config.max_client_connections {
             self.counters.clients_refused += 1;
@@ -360,17 +368,20 @@ impl Server {
             );
             let mut framed = Vec::new();
             write_packet(&mut framed, 0, &payload);
-            let mut buf = Buf::new();
-            buf.extend_from_slice(&framed);
-            let _ = buf.write_to(&mut stream);
+            self.actions.push(Action::CloseClient {
+                conn,
+                last_words: framed,
+                reset: false,
+            });
             log_limited!(
                 self,
                 LogEvent::ClientRefused,
-                "refusing a client: max_client_connections = {} reached ({} refused so far)",
+                "refusing a client from {}: max_client_connections = {} reached ({} refused so far)",
+                peer.description(),
                 self.config.max_client_connections,
                 self.counters.clients_refused
             );
-            return;
+            return None;
         }
         let serial = self.next_serial();
         let id = self.next_connection_id;
@@ -379,20 +390,13 @@ impl Server {
         fill_scramble(&mut scramble);
         let entry = self.clients.vacant_entry();
         let key = entry.key();
-        if let Err(e) = self.poll.registry().register(
-            &mut stream,
-            token(KIND_CLIENT, key),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            debug!("cannot register client socket: {e}");
-            return;
-        }
-        let host = stream.peer_host();
+        let host = peer.host();
         self.client_ids.insert(id, key);
         entry.insert(Client {
             serial,
             id,
-            stream,
+            conn,
+            peer,
             state: ClientState::Handshake,
             pool: 0,
             rbuf: Buf::new(),
@@ -426,6 +430,7 @@ impl Server {
             unreported_held: 0,
             multi_statements: true,
             read_paused: false,
+            flush_queued: false,
             close_after_flush: false,
             read_closed: false,
             running_connect_db: None,
@@ -476,6 +481,7 @@ impl Server {
         self.scratch = payload;
         let at = self.now + self.config.handshake_timeout;
         self.add_timer(at, TimerKind::ClientHandshake { key, serial });
+        Some((key, serial))
     }
 
     /// MariaDB's extended capabilities offered to clients: those the
@@ -497,22 +503,28 @@ impl Server {
         }
     }
 
-    pub(super) fn client_event(&mut self, key: usize, readable: bool, writable: bool) {
-        if writable {
-            self.flush_client(key);
-        }
-        if readable {
-            self.client_read(key);
-        }
+    /// Whether the I/O layer should read from the client now: not while
+    /// its reading is paused (a command in flight, backpressure), nor once
+    /// it is closing or has closed its side.
+    pub(crate) fn client_may_read(&self, key: usize) -> bool {
+        self.clients
+            .get(key)
+            .is_some_and(|c| !(c.read_paused || c.close_after_flush || c.read_closed))
     }
 
-    pub(super) fn client_read(&mut self, key: usize) {
+    /// The buffer the I/O layer reads the client's bytes into (lent from
+    /// the buffer pool until `client_read_done`).
+    pub(crate) fn client_rbuf(&mut self, key: usize) -> Option<&mut Buf> {
+        let c = self.clients.get_mut(key)?;
+        self.bufs.ensure(&mut c.rbuf);
+        Some(&mut c.rbuf)
+    }
+
+    /// The I/O layer read from the client into `client_rbuf`.
+    pub(crate) fn client_read_done(&mut self, key: usize, outcome: std::io::Result<ReadOutcome>) {
         let Some(c) = self.clients.get_mut(key) else {
             return;
         };
-        if c.read_paused || c.close_after_flush || c.read_closed {
-            return;
-        }
         // Bytes count for the client's pool once it has one (logged in);
         // the funnel-wide total counts the handshakes too.
         let pool = (!matches!(
@@ -522,10 +534,6 @@ impl Server {
                 | ClientState::Relay { login: true, .. }
         ))
         .then_some(c.pool);
-        self.bufs.ensure(&mut c.rbuf);
-        let outcome = c
-            .rbuf
-            .read_from(&mut c.stream, READ_CAP_PER_EVENT, self.stop_on_short_read);
         if let Ok(ReadOutcome::Drained(n) | ReadOutcome::Capped(n) | ReadOutcome::Closed(n)) =
             outcome
         {
@@ -541,7 +549,10 @@ impl Server {
             Ok(ReadOutcome::Capped(_)) => {
                 self.process_client_input(key);
                 if let Some(c) = self.clients.get(key) {
-                    self.deferred.push(Deferred::ClientRead(key, c.serial));
+                    self.actions.push(Action::ReadClient {
+                        key,
+                        serial: c.serial,
+                    });
                 }
             }
             Ok(ReadOutcome::Closed(_)) => {
@@ -698,7 +709,10 @@ impl Server {
                 c.read_paused = true;
             } else if c.read_paused {
                 c.read_paused = false;
-                self.deferred.push(Deferred::ClientRead(key, c.serial));
+                self.actions.push(Action::ReadClient {
+                    key,
+                    serial: c.serial,
+                });
             }
         }
     }
@@ -907,7 +921,7 @@ impl Server {
                 Admit::Refuse => {
                     self.counters.auth_throttled += 1;
                     let c = &mut self.clients[key];
-                    let peer = c.stream.peer_description();
+                    let peer = c.peer.description();
                     log_limited!(
                         self,
                         LogEvent::AuthFailure,
@@ -944,7 +958,7 @@ impl Server {
     ) {
         self.counters.clients_refused += 1;
         let c = &mut self.clients[key];
-        let peer = c.stream.peer_description();
+        let peer = c.peer.description();
         log_limited!(
             self,
             LogEvent::ClientRefused,
@@ -1039,7 +1053,7 @@ impl Server {
                 c.host,
                 if response.is_empty() { "NO" } else { "YES" }
             );
-            let peer = c.stream.peer_description();
+            let peer = c.peer.description();
             log_limited!(
                 self,
                 LogEvent::AuthFailure,
@@ -1943,12 +1957,9 @@ impl Server {
         if c.waits_for_command()
             && self.now.saturating_duration_since(c.last_active) >= Duration::from_secs(wait)
         {
-            if let super::io::Stream::Tcp(s) = &c.stream {
-                // mysqld's close: SO_LINGER 0, so the client gets a reset.
-                let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
-            }
             let reason = format!("idle longer than its wait_timeout ({wait} s)");
-            self.close_client(key, &reason);
+            // mysqld's close: SO_LINGER 0, so the client gets a reset.
+            self.close_client_socket(key, &reason, true);
             return;
         }
         self.arm_idle_timer(key);
@@ -2202,22 +2213,40 @@ impl Server {
         self.send_to_client(key, seq, &payload);
     }
 
-    /// Write what is queued for the client; apply backpressure to the
-    /// backend that feeds it.
+    /// Have what is queued for the client written (by the I/O layer, at
+    /// the end of the handler); `client_written` follows.
     pub(super) fn flush_client(&mut self, key: usize) {
         let Some(c) = self.clients.get_mut(key) else {
             return;
         };
-        let before = c.wbuf.len();
-        if before > 0 {
-            // mysqld's wait_timeout counts from its last write.
-            c.last_active = self.now;
+        if !c.flush_queued {
+            c.flush_queued = true;
+            self.actions.push(Action::FlushClient {
+                key,
+                serial: c.serial,
+            });
         }
-        if !c.wbuf.is_empty() {
-            if let Err(e) = c.wbuf.write_to(&mut c.stream) {
+    }
+
+    /// The I/O layer wrote `written` bytes of the client's output (or
+    /// failed): account for it, and apply backpressure to the backend
+    /// that feeds the client.
+    pub(crate) fn client_written(&mut self, key: usize, written: std::io::Result<usize>) {
+        let Some(c) = self.clients.get_mut(key) else {
+            return;
+        };
+        c.flush_queued = false;
+        let written = match written {
+            Ok(n) => n,
+            Err(e) => {
                 self.close_client(key, &format!("write failed: {e}"));
                 return;
             }
+        };
+        let before = c.wbuf.len() + written;
+        if before > 0 {
+            // mysqld's wait_timeout counts from its last write.
+            c.last_active = self.now;
         }
         let pending = c.wbuf.len();
         if pending == 0 {
@@ -2260,7 +2289,10 @@ impl Server {
             {
                 if let Some(bk) = self.backends.get_mut(b) {
                     bk.paused = false;
-                    self.deferred.push(Deferred::BackendRead(b, bk.serial));
+                    self.actions.push(Action::ReadBackend {
+                        key: b,
+                        serial: bk.serial,
+                    });
                 }
             }
         }
@@ -2312,21 +2344,41 @@ impl Server {
         let mut framed = Vec::new();
         write_packet(&mut framed, seq, &payload);
         c.wbuf.extend_from_slice(&framed);
-        // One attempt: a client that does not read its error is not waited for.
-        let _ = c.wbuf.write_to(&mut c.stream);
+        // Written once as the connection closes: a client that does not
+        // read its error is not waited for.
         self.close_client(key, msg);
     }
 
     /// Remove a client; whatever backend it was using is drained or reset.
     pub(super) fn close_client(&mut self, key: usize, reason: &str) {
+        self.close_client_socket(key, reason, false);
+    }
+
+    /// `close_client`; with `reset`, abortively (SO_LINGER 0).
+    pub(super) fn close_client_socket(&mut self, key: usize, reason: &str, reset: bool) {
         if !self.clients.contains(key) {
             return;
         }
         let mut c = self.clients.remove(key);
         self.client_ids.remove(&c.id);
         self.buffered_total -= c.buffered;
-        debug!("client {} ({}) closed: {reason}", c.id, c.host);
-        let _ = self.poll.registry().deregister(&mut c.stream);
+        debug!(
+            "client {} ({}) closed: {reason}",
+            c.id,
+            c.peer.description()
+        );
+        // An error queued for the client (close_after_flush) is written
+        // once as the socket closes; other pending output is dropped.
+        let last_words = if c.close_after_flush {
+            c.wbuf.as_slice().to_vec()
+        } else {
+            Vec::new()
+        };
+        self.actions.push(Action::CloseClient {
+            conn: c.conn,
+            last_words,
+            reset,
+        });
         let running = match c.state {
             ClientState::Running(b) => Some(b),
             _ => c.running_connect_db,
@@ -2353,7 +2405,10 @@ impl Server {
                         bk.state = super::backend::BackendState::Draining;
                         bk.drain_started = self.now;
                         bk.paused = false;
-                        self.deferred.push(Deferred::BackendRead(b, bk.serial));
+                        self.actions.push(Action::ReadBackend {
+                            key: b,
+                            serial: bk.serial,
+                        });
                     }
                 }
             }

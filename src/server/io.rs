@@ -29,24 +29,48 @@ impl Stream {
         }
     }
 
-    pub fn peer_description(&self) -> String {
+    /// Who is at the other end, read once when the connection is accepted.
+    pub fn peer(&self) -> Peer {
         match self {
-            Stream::Tcp(s) => s
-                .peer_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_else(|_| "?".into()),
-            Stream::Unix(_) => "unix socket".into(),
+            Stream::Tcp(s) => Peer::Tcp(s.peer_addr().ok()),
+            Stream::Unix(_) => Peer::Unix,
+        }
+    }
+}
+
+/// The other end of a client connection, as logs and `'user'@'host'` name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// None when the kernel could no longer say (the peer already left).
+    Tcp(Option<std::net::SocketAddr>),
+    Unix,
+}
+
+impl Peer {
+    /// Address and port (for logs).
+    pub fn description(&self) -> String {
+        match self {
+            Peer::Tcp(Some(a)) => a.to_string(),
+            Peer::Tcp(None) => "?".into(),
+            Peer::Unix => "unix socket".into(),
         }
     }
 
     /// The host part mysqld would show in `'user'@'host'`.
-    pub fn peer_host(&self) -> String {
+    pub fn host(&self) -> String {
         match self {
-            Stream::Tcp(s) => s
-                .peer_addr()
-                .map(|a| a.ip().to_string())
-                .unwrap_or_else(|_| "unknown".into()),
-            Stream::Unix(_) => "localhost".into(),
+            Peer::Tcp(Some(a)) => a.ip().to_string(),
+            Peer::Tcp(None) => "unknown".into(),
+            Peer::Unix => "localhost".into(),
+        }
+    }
+
+    /// The host column of mysqld's process list: `address:port`, or
+    /// `localhost` for a unix socket.
+    pub fn processlist_host(&self) -> String {
+        match self {
+            Peer::Unix => "localhost".into(),
+            _ => self.description(),
         }
     }
 }
@@ -210,9 +234,9 @@ impl Buf {
     /// With `stop_on_short`, a read that returns less than asked for ends
     /// the loop (see below); callers pass false when the peer may have
     /// closed, so the close is seen now rather than never.
-    pub fn read_from(
+    pub fn read_from<R: Read>(
         &mut self,
-        stream: &mut Stream,
+        stream: &mut R,
         cap: usize,
         stop_on_short: bool,
     ) -> io::Result<ReadOutcome> {
@@ -249,7 +273,7 @@ impl Buf {
 
     /// Write as much as the socket takes, consuming what was written.
     /// Returns true when the buffer is empty afterwards.
-    pub fn write_to(&mut self, stream: &mut Stream) -> io::Result<bool> {
+    pub fn write_to<W: Write>(&mut self, stream: &mut W) -> io::Result<bool> {
         while !self.is_empty() {
             match stream.write(self.as_slice()) {
                 Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket closed")),

@@ -1,19 +1,28 @@
-//! The funnel daemon: one mio event loop that owns every client and backend
-//! connection, the pools with their backlogs, and the timers.
+//! The funnel daemon, in two parts:
 //!
-//! Loop order, once per iteration with one cached `now`: poll (timeout = the
-//! next deadline), dispatch events by token, fire due timers, expire backlog
-//! heads, top up pools, retry paused accepts.
+//! - the **engine** ([`Engine`], this file and the files beside it): every
+//!   client's and backend's state and buffers, the pools with their
+//!   backlogs, sessions, timers and statistics. It does no I/O: it is fed
+//!   events (bytes read, output written, a connect done, the time) and
+//!   queues [`action::Action`]s (write, read on, connect, close).
+//! - the **I/O layer** ([`event_loop`]): one mio event loop that owns the
+//!   sockets and carries the actions out.
+//!
+//! Each pass, with one cached `now`: poll (timeout = the engine's next
+//! deadline), dispatch events, carry out the actions, then the engine's
+//! periodic work (timers, backlog expiry, janitor, pool top-up).
 
 // First: its `log_limited!` macro is used by the modules below.
 #[macro_use]
 pub mod log_limit;
 
+pub mod action;
 mod auth_throttle;
 mod backend;
 mod client;
 mod client_track;
 pub mod control;
+pub mod event_loop;
 pub mod io;
 pub mod notify;
 mod ops;
@@ -21,7 +30,9 @@ pub mod pool;
 mod processlist;
 mod relay;
 pub mod session;
-#[doc(hidden)]
+/// The whole-funnel simulation (unit tests and the `funnel` fuzz target):
+/// only in tests and with the `fuzzing` feature.
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod sim;
 pub mod statement;
 pub mod stats;
@@ -30,17 +41,14 @@ mod timer;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::io as stdio;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use log::info;
-use mio::net::{TcpListener, UnixListener};
-use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::config::Config;
 use crate::protocol::consts::err;
+use action::{Action, ConnId};
 use backend::Backend;
 use client::Client;
 use io::BufPool;
@@ -48,39 +56,12 @@ use log_limit::LogEvent;
 use pool::Pool;
 use timer::{Timer, TimerKind};
 
-/// Token space: the low two bits say what a token is for, so a client key can
-/// never be read as a backend key.
-const KIND_BITS: usize = 2;
-const KIND_CLIENT: usize = 0;
-const KIND_BACKEND: usize = 1;
-const KIND_LISTENER: usize = 2;
-const KIND_SPECIAL: usize = 3;
-const SIGNAL_TOKEN: Token = Token(KIND_SPECIAL);
-const WAKER_TOKEN: Token = Token((1 << KIND_BITS) | KIND_SPECIAL);
-
-fn token(kind: usize, key: usize) -> Token {
-    Token((key << KIND_BITS) | kind)
-}
-
-fn token_parts(t: Token) -> (usize, usize) {
-    (t.0 & ((1 << KIND_BITS) - 1), t.0 >> KIND_BITS)
-}
-
-/// Bytes read from one socket per readiness event before the loop moves on.
-const READ_CAP_PER_EVENT: usize = 256 * 1024;
 /// Largest buffer the buffer pool keeps for reuse; larger ones are freed.
 const POOLED_BUF_MAX: usize = 256 * 1024;
-/// How long to stop accepting after the process ran out of descriptors.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// How often the janitor sweeps (health checks, stalled writers).
 const JANITOR_INTERVAL: Duration = Duration::from_millis(1000);
 /// Upper bound on the poll timeout, so periodic work runs without a timer.
 const MAX_POLL_TIMEOUT: Duration = Duration::from_millis(1000);
-
-enum Listener {
-    Tcp(TcpListener),
-    Unix(UnixListener, std::path::PathBuf),
-}
 
 /// Collation id → (character set name, collation name), read from the
 /// backend once so that a client's handshake charset can be replayed.
@@ -144,14 +125,12 @@ pub struct Counters {
     pub prepare_retries: u64,
 }
 
-/// Work postponed to the end of the current loop pass, so that resuming one
-/// connection from inside another's handler cannot recurse.
+/// Engine work postponed to the end of the current handler, so that
+/// resuming one connection from inside another's handler cannot recurse.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Deferred {
-    ClientRead(usize, u64),
     /// Handle input already buffered (a read may be paused meanwhile).
     ClientInput(usize, u64),
-    BackendRead(usize, u64),
     /// The last `KILL QUERY` against a backend is over.
     ResumeAfterKill(usize, u64),
 }
@@ -188,10 +167,10 @@ impl Counters {
     }
 }
 
-pub struct Server {
+/// The funnel's state and decisions, without sockets (see the module
+/// documentation).
+pub struct Engine {
     config: Config,
-    poll: Poll,
-    listeners: Vec<Listener>,
     clients: Slab<Client>,
     backends: Slab<Backend>,
     pools: Vec<Pool>,
@@ -202,7 +181,6 @@ pub struct Server {
     serial: u64,
     next_connection_id: u32,
     charsets: Option<CharsetTable>,
-    accept_paused_until: Option<Instant>,
     shutting_down: Option<Instant>,
     now: Instant,
     pub counters: Counters,
@@ -216,13 +194,9 @@ pub struct Server {
     stmt_holders: std::rc::Rc<std::cell::RefCell<stmt::StmtHolders>>,
     /// Scratch list of released keys.
     released_keys: Vec<u64>,
-    /// None in the in-process simulation (`sim`), which must not take over
-    /// the process's signal handlers.
-    signals: Option<signal_hook_mio::v1_0::Signals>,
-    /// Added to the real clock: lets the simulation move time forward.
-    clock_offset: Duration,
-    events: Events,
     deferred: Vec<Deferred>,
+    /// What the I/O layer is to do (`take_actions`).
+    actions: Vec<Action>,
     /// Funnel connection id → client key, for KILL.
     client_ids: HashMap<u32, usize>,
     backend_version: Option<String>,
@@ -250,15 +224,10 @@ pub struct Server {
     /// Failed logins per client address and per user.
     auth_throttle: auth_throttle::AuthThrottle,
     last_janitor: Instant,
-    /// See `Buf::read_from`: set per event from its read-closed flag.
-    stop_on_short_read: bool,
     stats: stats::Stats,
     control: Option<control::ControlReceiver>,
     started: Instant,
-    /// systemd's `$NOTIFY_SOCKET` (None in the simulation and when not
-    /// started by systemd).
-    notifier: Option<notify::Notifier>,
-    /// READY=1 sent (or nothing to send it to).
+    /// READY=1 announced (`Action::Notify`).
     notified_ready: bool,
     /// A backend connection has logged in to mysqld since start-up.
     backend_reached: bool,
@@ -266,26 +235,11 @@ pub struct Server {
 
 /// Run the funnel until it is told to stop.
 pub fn run(config: Config) -> Result<(), String> {
-    let mut server = Server::new(config)?;
-    server.notifier = notify::Notifier::from_env();
-    server.notified_ready = server.notifier.is_none();
-    server.install_signal_handlers()?;
-    if server.config.admin.is_some() || server.config.stats.is_some() {
-        let waker = mio::Waker::new(server.poll.registry(), WAKER_TOKEN)
-            .map_err(|e| format!("cannot create the admin waker: {e}"))?;
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let handle = control::ControlHandle::new(tx, std::sync::Arc::new(waker));
-        crate::admin::spawn(&server.config, handle)?;
-        server.control = Some(rx);
-    }
-    server.bind_listeners()?;
-    server.run_loop()
+    event_loop::run(config)
 }
 
-impl Server {
-    fn new(config: Config) -> Result<Server, String> {
-        let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
-        let now = Instant::now();
+impl Engine {
+    fn new(config: Config, now: Instant) -> Engine {
         let npools = config.users.len();
         let pools = config
             .users
@@ -293,10 +247,8 @@ impl Server {
             .enumerate()
             .map(|(i, u)| Pool::new(i, u.clone(), now))
             .collect();
-        Ok(Server {
+        Engine {
             config,
-            poll,
-            listeners: Vec::new(),
             clients: Slab::with_capacity(1024),
             backends: Slab::with_capacity(64),
             pools,
@@ -306,7 +258,6 @@ impl Server {
             serial: 0,
             next_connection_id: 1,
             charsets: None,
-            accept_paused_until: None,
             shutting_down: None,
             now,
             counters: Counters::default(),
@@ -314,10 +265,8 @@ impl Server {
             prepared_stmts: Default::default(),
             stmt_holders: Default::default(),
             released_keys: Vec::new(),
-            signals: None,
-            clock_offset: Duration::ZERO,
-            events: Events::with_capacity(1024),
             deferred: Vec::new(),
+            actions: Vec::with_capacity(64),
             client_ids: HashMap::new(),
             backend_version: None,
             backend_charset: None,
@@ -331,87 +280,12 @@ impl Server {
             log_limit: log_limit::LogLimiter::default(),
             auth_throttle: auth_throttle::AuthThrottle::default(),
             last_janitor: now,
-            stop_on_short_read: false,
             stats: stats::Stats::new(npools),
             control: None,
             started: now,
-            notifier: None,
-            notified_ready: true,
+            notified_ready: false,
             backend_reached: false,
-        })
-    }
-
-    /// Bind the client listeners. Done last at start-up (after the admin
-    /// and stats ports), so that a client port that accepts means the whole
-    /// funnel is up.
-    fn bind_listeners(&mut self) -> Result<(), String> {
-        let config = &self.config;
-        let poll = &self.poll;
-        let mut listeners = Vec::new();
-        // The unix socket first, set up completely (mode, group) before any
-        // TCP port accepts: a client that saw a TCP port open finds it ready.
-        let mut unix = None;
-        if let Some(path) = &config.unix_socket {
-            // A socket file left by a previous run would make bind fail.
-            if path.exists() {
-                let _ = std::fs::remove_file(path);
-            }
-            // Created owner-only, then given its group and mode: never
-            // more open than configured, not even for a moment.
-            // SAFETY: umask only swaps the process's file mode mask.
-            let old_mask = unsafe { libc::umask(0o177) };
-            let bound = UnixListener::bind(path);
-            unsafe { libc::umask(old_mask) };
-            let l = bound.map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-            if let Some(group) = &config.unix_socket_group {
-                let gid = group_id(group)?;
-                std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| {
-                    format!(
-                        "cannot give {} to group {group} (unix_socket_group): {e}",
-                        path.display()
-                    )
-                })?;
-            }
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(
-                path,
-                std::fs::Permissions::from_mode(config.unix_socket_mode),
-            )
-            .map_err(|e| {
-                format!(
-                    "cannot set the mode of {} to {:04o} (unix_socket_mode): {e}",
-                    path.display(),
-                    config.unix_socket_mode
-                )
-            })?;
-            info!(
-                "listening on {} (mode {:04o}{})",
-                path.display(),
-                config.unix_socket_mode,
-                config
-                    .unix_socket_group
-                    .as_ref()
-                    .map_or(String::new(), |g| format!(", group {g}"))
-            );
-            unix = Some(Listener::Unix(l, path.clone()));
         }
-        for addr in &config.listen {
-            let l = bind_tcp(*addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            let local = l.local_addr().unwrap_or(*addr);
-            info!("listening on {local}");
-            listeners.push(Listener::Tcp(l));
-        }
-        listeners.extend(unix);
-        for (i, l) in listeners.iter_mut().enumerate() {
-            let t = token(KIND_LISTENER, i);
-            let r = match l {
-                Listener::Tcp(l) => poll.registry().register(l, t, Interest::READABLE),
-                Listener::Unix(l, _) => poll.registry().register(l, t, Interest::READABLE),
-            };
-            r.map_err(|e| format!("cannot register listener: {e}"))?;
-        }
-        self.listeners = listeners;
-        Ok(())
     }
 
     fn next_serial(&mut self) -> u64 {
@@ -419,83 +293,73 @@ impl Server {
         self.serial
     }
 
-    fn install_signal_handlers(&mut self) -> Result<(), String> {
-        let mut signals = signal_hook_mio::v1_0::Signals::new([
-            signal_hook::consts::SIGTERM,
-            signal_hook::consts::SIGINT,
-            signal_hook::consts::SIGHUP,
-        ])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        self.poll
-            .registry()
-            .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)
-            .map_err(|e| format!("cannot register signals: {e}"))?;
-        self.signals = Some(signals);
-        Ok(())
+    /// The time of this pass (set by the I/O layer).
+    pub(crate) fn set_now(&mut self, now: Instant) {
+        self.now = now;
     }
 
-    fn clock(&self) -> Instant {
-        Instant::now() + self.clock_offset
+    pub(crate) fn now(&self) -> Instant {
+        self.now
     }
 
-    fn run_loop(&mut self) -> Result<(), String> {
-        self.start();
-        while !self.turn(None)? {}
-        Ok(())
-    }
-
-    /// Before the first turn: open the pools' backend connections.
-    fn start(&mut self) {
-        self.now = self.clock();
+    /// Before the first pass: open the pools' backend connections.
+    pub(crate) fn start(&mut self, now: Instant) {
+        self.now = now;
         for p in 0..self.pools.len() {
             self.maintain_pool(p);
         }
     }
 
-    /// One pass of the loop: poll (for at most `max_wait`, else until the
-    /// next deadline), dispatch, then the periodic work. True once a
-    /// shutdown has completed.
-    fn turn(&mut self, max_wait: Option<Duration>) -> Result<bool, String> {
-        let mut timeout = self.poll_timeout();
-        if let Some(max) = max_wait {
-            timeout = timeout.min(max);
-        }
-        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
-        let polled = self.poll.poll(&mut events, Some(timeout));
-        let result = match polled {
-            Err(e) if e.kind() == stdio::ErrorKind::Interrupted => Ok(false),
-            Err(e) => Err(format!("poll failed: {e}")),
-            Ok(()) => {
-                self.dispatch_events(&events);
-                Ok(self.after_events())
-            }
-        };
-        self.events = events;
-        result
+    /// Hand the queued actions to the I/O layer (into `out`, which must be
+    /// empty; the two vectors swap).
+    pub(crate) fn take_actions(&mut self, out: &mut Vec<Action>) {
+        debug_assert!(out.is_empty());
+        std::mem::swap(&mut self.actions, out);
     }
 
-    fn dispatch_events(&mut self, events: &Events) {
-        self.now = self.clock();
-        for event in events.iter() {
-            let (kind, key) = token_parts(event.token());
-            // A short read may skip the read that would say WouldBlock,
-            // unless this event says the peer closed: data and FIN that
-            // arrive together raise one edge, and the FIN must be seen.
-            self.stop_on_short_read = !(event.is_read_closed() || event.is_error());
-            match kind {
-                KIND_CLIENT => self.client_event(key, event.is_readable(), event.is_writable()),
-                KIND_BACKEND => self.backend_event(key, event.is_readable(), event.is_writable()),
-                KIND_LISTENER => self.accept(key),
-                _ if event.token() == WAKER_TOKEN => self.handle_control(),
-                _ => self.handle_signals(),
-            }
-        }
-        // Work outside an event (deferred reads, resumes) has no hint.
-        self.stop_on_short_read = false;
+    pub(crate) fn client_is(&self, key: usize, serial: u64) -> bool {
+        self.clients.get(key).is_some_and(|c| c.serial == serial)
+    }
+
+    pub(crate) fn backend_is(&self, key: usize, serial: u64) -> bool {
+        self.backends.get(key).is_some_and(|b| b.serial == serial)
+    }
+
+    pub(crate) fn client_conn(&self, key: usize) -> Option<ConnId> {
+        self.clients.get(key).map(|c| c.conn)
+    }
+
+    pub(crate) fn backend_conn(&self, key: usize) -> Option<ConnId> {
+        self.backends
+            .get(key)
+            .map(|b| b.conn)
+            .filter(|&c| c != ConnId::NONE)
+    }
+
+    /// The client's socket and pending output, for the I/O layer to write.
+    pub(crate) fn client_output(&mut self, key: usize) -> Option<(ConnId, &mut io::Buf)> {
+        self.clients.get_mut(key).map(|c| (c.conn, &mut c.wbuf))
+    }
+
+    /// The backend's socket and pending output.
+    pub(crate) fn backend_output(&mut self, key: usize) -> Option<(ConnId, &mut io::Buf)> {
+        self.backends
+            .get_mut(key)
+            .filter(|b| b.conn != ConnId::NONE)
+            .map(|b| (b.conn, &mut b.wbuf))
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.is_some()
+    }
+
+    /// READY=1 has been announced.
+    pub(crate) fn ready_announced(&self) -> bool {
+        self.notified_ready
     }
 
     /// The periodic work after each poll. True once a shutdown has completed.
-    fn after_events(&mut self) -> bool {
+    pub(crate) fn after_events(&mut self) -> bool {
         self.run_deferred();
         if !self.notified_ready {
             self.notify_ready_when_up();
@@ -514,14 +378,6 @@ impl Server {
         for p in 0..self.pools.len() {
             self.maintain_pool(p);
         }
-        if let Some(until) = self.accept_paused_until {
-            if self.now >= until {
-                self.accept_paused_until = None;
-                for i in 0..self.listeners.len() {
-                    self.accept(i);
-                }
-            }
-        }
         // Statements let go of by clients that left: closed on the backends.
         for _ in 0..8 {
             if !self.stmt_holders.borrow().has_released() {
@@ -538,7 +394,8 @@ impl Server {
         false
     }
 
-    fn run_deferred(&mut self) {
+    /// Engine work deferred by handlers (see `Deferred`).
+    pub(crate) fn run_deferred(&mut self) {
         // Each pass may defer more work; bound the passes so a pathological
         // chain cannot starve the poll.
         for _ in 0..64 {
@@ -548,23 +405,13 @@ impl Server {
             let work = std::mem::take(&mut self.deferred);
             for d in work {
                 match d {
-                    Deferred::ClientRead(key, serial) => {
-                        if self.clients.get(key).is_some_and(|c| c.serial == serial) {
-                            self.client_read(key);
-                        }
-                    }
                     Deferred::ClientInput(key, serial) => {
-                        if self.clients.get(key).is_some_and(|c| c.serial == serial) {
+                        if self.client_is(key, serial) {
                             self.process_client_input(key);
                         }
                     }
-                    Deferred::BackendRead(key, serial) => {
-                        if self.backends.get(key).is_some_and(|b| b.serial == serial) {
-                            self.backend_read(key);
-                        }
-                    }
                     Deferred::ResumeAfterKill(key, serial) => {
-                        if self.backends.get(key).is_some_and(|b| b.serial == serial) {
+                        if self.backend_is(key, serial) {
                             self.resume_after_kill(key);
                         }
                     }
@@ -589,7 +436,10 @@ impl Server {
         self.stats.service(pool, d, self.now);
     }
 
-    fn poll_timeout(&self) -> Duration {
+    /// How long the I/O layer may wait for events: until the next
+    /// deadline (timers, backlog expiry, reconnects), or not at all when
+    /// work is pending.
+    pub(crate) fn poll_timeout(&self) -> Duration {
         let mut next = self.now + MAX_POLL_TIMEOUT;
         if let Some(Reverse(t)) = self.timers.peek() {
             next = next.min(t.at);
@@ -602,10 +452,7 @@ impl Server {
                 next = next.min(p.next_connect_at.max(self.now));
             }
         }
-        if let Some(at) = self.accept_paused_until {
-            next = next.min(at);
-        }
-        if !self.deferred.is_empty() {
+        if !self.deferred.is_empty() || !self.actions.is_empty() {
             return Duration::ZERO;
         }
         // Round up so a timer is not polled for a few microseconds early.
@@ -743,70 +590,9 @@ impl Server {
         }
     }
 
-    fn accept(&mut self, index: usize) {
-        if self.accept_paused_until.is_some() || self.shutting_down.is_some() {
-            return;
-        }
-        loop {
-            let accepted = match self.listeners.get_mut(index) {
-                Some(Listener::Tcp(l)) => l.accept().map(|(s, _)| {
-                    let _ = s.set_nodelay(true);
-                    let sock = socket2::SockRef::from(&s);
-                    let _ = sock.set_keepalive(true);
-                    io::Stream::Tcp(s)
-                }),
-                Some(Listener::Unix(l, _)) => l.accept().map(|(s, _)| io::Stream::Unix(s)),
-                None => return,
-            };
-            match accepted {
-                Ok(stream) => self.new_client(stream),
-                Err(e) if e.kind() == stdio::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == stdio::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // EMFILE/ENFILE/ENOBUFS: the pending connection stays in
-                    // the kernel queue; try again shortly.
-                    log_limited!(
-                        self,
-                        LogEvent::AcceptPaused,
-                        "accept failed ({e}); pausing accepts for {} ms",
-                        ACCEPT_PAUSE.as_millis()
-                    );
-                    self.accept_paused_until = Some(self.now + ACCEPT_PAUSE);
-                    return;
-                }
-            }
-        }
-    }
-
-    fn handle_signals(&mut self) {
-        let Some(signals) = self.signals.as_mut() else {
-            return;
-        };
-        let pending: Vec<i32> = signals.pending().collect();
-        for sig in pending {
-            match sig {
-                signal_hook::consts::SIGHUP => {
-                    // Only once READY=1 went out: a reload during start-up
-                    // must not announce readiness early.
-                    let notify = self.notified_ready && self.notifier.is_some();
-                    if notify {
-                        self.notify(&notify::reloading_message());
-                    }
-                    let _ = self.reload("SIGHUP");
-                    if notify {
-                        self.notify("READY=1\nSTATUS=serving");
-                    }
-                }
-                _ => self.begin_shutdown(),
-            }
-        }
-    }
-
     /// One message to systemd, if it listens.
     fn notify(&mut self, state: &str) {
-        if let Some(n) = self.notifier.as_mut() {
-            n.send(state);
-        }
+        self.actions.push(Action::Notify(state.to_string()));
     }
 
     /// READY=1 once the client listeners are bound (they are, by the first
@@ -824,7 +610,9 @@ impl Server {
         self.notify("READY=1\nSTATUS=serving");
     }
 
-    fn begin_shutdown(&mut self) {
+    /// Stop taking new clients (the I/O layer closes its listeners) and
+    /// finish the work in hand.
+    pub(crate) fn begin_shutdown(&mut self) {
         if self.shutting_down.is_some() {
             return;
         }
@@ -834,18 +622,6 @@ impl Server {
         );
         self.shutting_down = Some(self.now + self.config.shutdown_timeout);
         self.notify("STOPPING=1\nSTATUS=shutting down");
-        for l in &mut self.listeners {
-            let _ = match l {
-                Listener::Tcp(l) => self.poll.registry().deregister(l),
-                Listener::Unix(l, path) => {
-                    let _ = std::fs::remove_file(&*path);
-                    self.poll.registry().deregister(l)
-                }
-            };
-        }
-        // Close them too: a deregistered listener still completes
-        // handshakes in the kernel, and those clients would hang.
-        self.listeners.clear();
     }
 
     /// During shutdown: idle clients are closed at once; busy ones when done
@@ -873,42 +649,4 @@ impl Server {
         }
         self.clients.is_empty()
     }
-}
-
-fn bind_tcp(addr: SocketAddr) -> stdio::Result<TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    // The kernel caps this at net.core.somaxconn; ask for plenty so a burst
-    // of web servers connecting at once is queued rather than refused.
-    socket.listen(8192)?;
-    Ok(TcpListener::from_std(socket.into()))
-}
-
-/// The id of a group given by name or number (`unix_socket_group`).
-fn group_id(group: &str) -> Result<u32, String> {
-    if let Ok(gid) = group.parse::<u32>() {
-        return Ok(gid);
-    }
-    let name = std::ffi::CString::new(group)
-        .map_err(|_| format!("unix_socket_group {group:?}: not a group name"))?;
-    let mut grp: libc::group = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    let mut result: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call; buf outlives it.
-    let rc = unsafe {
-        libc::getgrnam_r(
-            name.as_ptr(),
-            &mut grp,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        return Err(format!("unix_socket_group: no group named {group:?}"));
-    }
-    Ok(grp.gr_gid)
 }

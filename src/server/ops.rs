@@ -13,10 +13,10 @@ use super::control::{
 use super::log_limit::LogEvent;
 use super::pool::{Pool, REMOVED_PREFIX};
 use super::session::PinCause;
-use super::Server;
+use super::Engine;
 use crate::config::Config;
 
-impl Server {
+impl Engine {
     pub(super) fn handle_control(&mut self) {
         let Some(rx) = self.control.clone() else {
             return;

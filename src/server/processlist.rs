@@ -7,8 +7,7 @@
 //! them for the client's `character_set_results`.
 
 use super::client::ClientState;
-use super::io::Stream;
-use super::Server;
+use super::Engine;
 use crate::protocol::command::command_name;
 use crate::protocol::consts::*;
 use crate::protocol::deprecate_eof::encode_end_of_rows;
@@ -128,13 +127,6 @@ fn command_label(cmd: u8) -> &'static str {
     }
 }
 
-fn host_of(stream: &Stream) -> String {
-    match stream {
-        Stream::Tcp(_) => stream.peer_description(),
-        Stream::Unix(_) => "localhost".into(),
-    }
-}
-
 /// One client as the process list shows it.
 pub(super) struct Row<'a> {
     pub id: u32,
@@ -166,7 +158,7 @@ fn utf8mb3_literal(out: &mut String, s: &[u8], n: usize) {
     out.push('\'');
 }
 
-impl Server {
+impl Engine {
     /// The privileges of client `key`'s user, as learnt from mysqld (none
     /// until then).
     pub(super) fn privileges_of(&self, key: usize) -> Privileges {
@@ -252,7 +244,7 @@ impl Server {
                 Row {
                     id,
                     user: &c.user,
-                    host: host_of(&c.stream),
+                    host: c.peer.processlist_host(),
                     db: c.session.schema.as_deref(),
                     command,
                     since,

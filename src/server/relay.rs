@@ -27,7 +27,7 @@ use super::client::{ClientState, SERVER_CAPS};
 use super::log_limit::LogEvent;
 use super::pool::{ClientRef, Pool};
 use super::session::{PinCause, SessionVars};
-use super::Server;
+use super::Engine;
 use crate::config::{Config, Credential, UserConfig};
 use crate::protocol::consts::err::*;
 use crate::protocol::consts::*;
@@ -88,7 +88,7 @@ pub fn relay_pool_user(config: &Config) -> UserConfig {
     }
 }
 
-impl Server {
+impl Engine {
     /// The pool of relayed logins, created at the first one.
     fn relay_pool(&mut self) -> usize {
         if let Some(p) = self.pools.iter().position(|p| p.relay) {

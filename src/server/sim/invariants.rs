@@ -5,15 +5,16 @@
 
 use super::super::backend::BackendState;
 use super::super::client::ClientState;
+use super::super::event_loop::READ_CAP_PER_EVENT;
 use super::super::pool::ClientRef;
-use super::super::{Server, READ_CAP_PER_EVENT};
+use super::super::Engine;
 use crate::protocol::packet::HEADER_LEN;
 
 /// Output the funnel writes itself on top of relayed packets (an error, a
 /// rewritten OK): small, but counted so the bound is exact.
 const OWN_OUTPUT_SLACK: usize = 64 * 1024;
 
-impl Server {
+impl Engine {
     pub(crate) fn check_invariants(&self) -> Result<(), String> {
         self.check_clients()?;
         self.check_backends()?;

@@ -1,7 +1,7 @@
 //! The whole funnel in one thread, driven by a byte string: the fuzz target
 //! for the client and backend state machines (the codec has its own).
 //!
-//! The real `Server` runs its real loop over real unix sockets, one turn at
+//! The real funnel (engine and event loop) runs over real unix sockets, one turn at
 //! a time with a zero poll timeout and a clock the input can move forward.
 //! Its backend is [`fake_mysqld::FakeMysqld`], a scripted MySQL server in
 //! the same thread; up to four clients do what the input says: raw bytes,
@@ -12,7 +12,7 @@
 //! admin console's requests (snapshot, pause, resume, reload).
 //!
 //! Checked after every turn: the loop's invariants
-//! ([`Server::check_invariants`]), and that everything each client received
+//! ([`Engine::check_invariants`](super::Engine)), and that everything each client received
 //! is well-framed with every ERR well-formed. At the end every client
 //! leaves; the funnel must settle (no clients, no queued work, every
 //! backend idle, pools refilled) and then serve a new client's `SELECT 1`.
@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::control::Control;
-use super::Server;
+use super::event_loop::EventLoop;
 use crate::config::Config;
 use crate::protocol::auth::scramble_native;
 use crate::protocol::consts::*;
@@ -75,7 +75,7 @@ static CASE: AtomicU64 = AtomicU64::new(0);
 pub fn run_case(input: &[u8]) -> Result<(), String> {
     let mut sim = Sim::new()?;
     let result = sim.run(input).and_then(|()| sim.finish());
-    result.map_err(|e| format!("{e}\nstate: {}", sim.server.describe_state()))
+    result.map_err(|e| format!("{e}\nstate: {}", sim.funnel.engine.describe_state()))
 }
 
 /// What an answer is checked for beyond its form.
@@ -196,7 +196,7 @@ struct SimClient {
 }
 
 struct Sim {
-    server: Server,
+    funnel: EventLoop,
     /// The admin side of the loop's control channel.
     control: crossbeam_channel::Sender<Control>,
     dir: PathBuf,
@@ -283,13 +283,13 @@ impl Sim {
         let config = Config::from_file(&config_path).map_err(|e| format!("config: {e}"))?;
         let mysqld = FakeMysqld::bind(&dir.join("backend.sock"))
             .map_err(|e| format!("cannot bind the fake mysqld: {e}"))?;
-        let mut server = Server::new(config)?;
+        let mut funnel = EventLoop::new(config)?;
         let (control, rx) = crossbeam_channel::unbounded();
-        server.control = Some(rx);
-        server.bind_listeners()?;
-        server.start();
+        funnel.engine.control = Some(rx);
+        funnel.bind_listeners()?;
+        funnel.start();
         let mut sim = Sim {
-            server,
+            funnel,
             control,
             dir,
             mysqld,
@@ -301,7 +301,7 @@ impl Sim {
         // Let the pools connect, so that most inputs start from a served state.
         for _ in 0..40 {
             sim.step()?;
-            if sim.server.is_settled() {
+            if sim.funnel.engine.is_settled() {
                 break;
             }
         }
@@ -311,12 +311,13 @@ impl Sim {
     /// One turn of the funnel's loop, then mysqld and the clients do what
     /// they can; then the checks.
     fn step(&mut self) -> Result<(), String> {
-        self.server.turn(Some(Duration::ZERO))?;
+        self.funnel.turn(Some(Duration::ZERO))?;
         self.mysqld.pump();
         for i in 0..MAX_CLIENTS {
             self.pump_client(i)?;
         }
-        self.server
+        self.funnel
+            .engine
             .check_invariants()
             .map_err(|e| format!("after op {}: invariant broken: {e}", self.op))?;
         self.check_hidden_state()
@@ -327,11 +328,11 @@ impl Sim {
     /// state or an open transaction (by the fake mysqld's account of the
     /// connection behind it).
     fn check_hidden_state(&self) -> Result<(), String> {
-        for (key, b) in self.server.backends.iter() {
+        for (key, b) in self.funnel.engine.backends.iter() {
             if b.kill_query.is_some() {
                 continue;
             }
-            let idle = self.server.pools[b.pool].idle.contains(&key);
+            let idle = self.funnel.engine.pools[b.pool].idle.contains(&key);
             if idle && self.mysqld.in_transaction(b.thread_id) {
                 return Err(format!(
                     "idle backend {key} (thread {}) has a transaction open",
@@ -350,7 +351,8 @@ impl Sim {
             let serves = b
                 .client
                 .and_then(|cr| {
-                    self.server
+                    self.funnel
+                        .engine
                         .clients
                         .get(cr.key)
                         .filter(|c| c.serial == cr.serial)
@@ -424,7 +426,7 @@ impl Sim {
     }
 
     fn advance(&mut self, d: Duration) {
-        self.server.clock_offset += d;
+        self.funnel.clock_offset += d;
     }
 
     fn run(&mut self, input: &[u8]) -> Result<(), String> {
@@ -551,7 +553,7 @@ impl Sim {
     fn settle(&mut self) -> Result<(), String> {
         for i in 0..SETTLE_STEPS {
             self.step()?;
-            if self.server.is_settled() {
+            if self.funnel.engine.is_settled() {
                 return Ok(());
             }
             if i >= 8 {
@@ -960,14 +962,14 @@ impl Sim {
             _ => Control::Reload { reply: tx_r },
         };
         let _ = self.control.send(req);
-        self.server.handle_control();
+        self.funnel.engine.handle_control();
     }
 
     fn reload(&mut self, variant: u8) -> Result<(), String> {
         let path = self.dir.join("funnel.conf");
         std::fs::write(&path, config_text(&self.dir, variant))
             .map_err(|e| format!("cannot write the config: {e}"))?;
-        let _ = self.server.reload("sim");
+        let _ = self.funnel.engine.reload("sim");
         Ok(())
     }
 

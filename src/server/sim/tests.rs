@@ -82,10 +82,10 @@ fn prepared_statements_cursors_and_pins_run_clean() {
     // Client 1 holds a pinned backend (its transaction); the cursor's
     // rows all arrived (2 + 1), the last with SERVER_STATUS_LAST_ROW_SENT.
     assert_eq!(
-        sim.server.pools[0].pinned,
+        sim.funnel.engine.pools[0].pinned,
         1,
         "{}",
-        sim.server.describe_state()
+        sim.funnel.engine.describe_state()
     );
     let frames = &sim.clients[0].as_ref().unwrap().frames;
     let rows = frames
@@ -121,9 +121,9 @@ fn a_dying_backend_and_garbage_clients_run_clean() {
     let mut sim = Sim::new().unwrap();
     sim.run(&dying_backend_and_garbage()).unwrap();
     assert!(
-        sim.server.counters.backend_lost >= 2,
+        sim.funnel.engine.counters.backend_lost >= 2,
         "{:?}",
-        sim.server.counters
+        sim.funnel.engine.counters
     );
     // The garbage client was closed with an ERR. Client 0's SELECTs were
     // repeated on another backend (none of their answer had reached it)
@@ -137,9 +137,9 @@ fn a_dying_backend_and_garbage_clients_run_clean() {
     let ones = frames.iter().filter(|f| f.as_slice() == b"\x011").count();
     assert_eq!(ones, 3, "{frames:?}");
     assert!(
-        sim.server.counters.retried >= 2,
+        sim.funnel.engine.counters.retried >= 2,
         "{:?}",
-        sim.server.counters
+        sim.funnel.engine.counters
     );
     sim.finish().unwrap();
 }
@@ -147,14 +147,14 @@ fn a_dying_backend_and_garbage_clients_run_clean() {
 #[test]
 fn the_checker_sees_a_lost_idle_backend() {
     let mut sim = Sim::new().unwrap();
-    sim.server.check_invariants().unwrap();
-    let Some(b) = sim.server.pools[0].idle.pop() else {
+    sim.funnel.engine.check_invariants().unwrap();
+    let Some(b) = sim.funnel.engine.pools[0].idle.pop() else {
         panic!(
             "no idle backend after start: {}",
-            sim.server.describe_state()
+            sim.funnel.engine.describe_state()
         );
     };
-    let e = sim.server.check_invariants().unwrap_err();
+    let e = sim.funnel.engine.check_invariants().unwrap_err();
     assert!(e.contains(&format!("backend {b}")), "{e}");
 }
 
@@ -163,9 +163,16 @@ fn the_checker_sees_a_queued_client_missing_from_the_backlog() {
     let mut sim = Sim::new().unwrap();
     sim.login(0, LOGIN_APP).unwrap();
     sim.steps(10).unwrap();
-    let key = sim.server.clients.iter().map(|(k, _)| k).next().unwrap();
-    sim.server.clients[key].state = super::super::client::ClientState::Queued;
-    let e = sim.server.check_invariants().unwrap_err();
+    let key = sim
+        .funnel
+        .engine
+        .clients
+        .iter()
+        .map(|(k, _)| k)
+        .next()
+        .unwrap();
+    sim.funnel.engine.clients[key].state = super::super::client::ClientState::Queued;
+    let e = sim.funnel.engine.check_invariants().unwrap_err();
     assert!(e.contains("would wait forever"), "{e}");
 }
 
@@ -270,7 +277,8 @@ fn hidden_session_state_stays_with_its_client() {
         );
         assert_eq!(tag1, 2);
         assert!(
-            sim.server
+            sim.funnel
+                .engine
                 .backends
                 .iter()
                 .all(|(_, b)| sim.mysqld.hidden_owner(b.thread_id).is_none()),
@@ -346,7 +354,8 @@ fn warnings_stay_with_their_client() {
                 // they are gone.
                 assert!(sim.mysqld.diagnostics_cleared >= 1, "{what:?}");
                 assert!(sim
-                    .server
+                    .funnel
+                    .engine
                     .backends
                     .iter()
                     .all(|(_, b)| sim.mysqld.warnings_owner(b.thread_id).is_none()));
@@ -385,7 +394,8 @@ fn an_error_replaces_another_clients_warnings() {
     assert_eq!(c1.frames.last().map(|f| f[0]), Some(ERR_HEADER));
     // The fake mysqld, as mysqld, holds the prepare's error only.
     assert!(sim
-        .server
+        .funnel
+        .engine
         .backends
         .iter()
         .all(|(_, b)| sim.mysqld.warnings_owner(b.thread_id).is_none()));
@@ -454,7 +464,7 @@ fn until_answered(sim: &mut Sim, who: usize) {
     }
     panic!(
         "client {who} got no answer: {}",
-        sim.server.describe_state()
+        sim.funnel.engine.describe_state()
     );
 }
 
@@ -1055,5 +1065,5 @@ fn replay_sim_input() {
         .collect();
     let mut sim = Sim::new().unwrap();
     let result = sim.run(&input).and_then(|()| sim.finish());
-    eprintln!("{result:?}\nstate: {}", sim.server.describe_state());
+    eprintln!("{result:?}\nstate: {}", sim.funnel.engine.describe_state());
 }

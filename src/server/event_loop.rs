@@ -1,0 +1,653 @@
+//! The I/O layer: one mio event loop that owns every socket (listeners,
+//! clients, backends, signals, the admin waker) and nothing else. It reads
+//! into and writes from the engine's buffers, feeds the engine events, and
+//! carries out the actions the engine queued (`action.rs`).
+//!
+//! Loop order, once per pass with one cached `now`: poll (timeout = the
+//! engine's next deadline), dispatch events by token (reads are handed to
+//! the engine at once, writes are queued by it), carry out the actions
+//! until none is left, then the engine's periodic work (timers, backlog
+//! expiry, janitor, pool top-up) and its actions, then paused accepts.
+
+use std::io as stdio;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::{debug, info};
+use mio::net::{TcpListener, UnixListener};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use super::action::{Action, ConnId};
+use super::io::{ReadOutcome, Stream};
+use super::log_limit::LogEvent;
+use super::notify;
+use super::Engine;
+use crate::config::{BackendAddr, Config};
+
+/// Token space: the low two bits say what a token is for.
+const KIND_BITS: usize = 2;
+const KIND_CONN: usize = 0;
+const KIND_LISTENER: usize = 2;
+const KIND_SPECIAL: usize = 3;
+const SIGNAL_TOKEN: Token = Token(KIND_SPECIAL);
+const WAKER_TOKEN: Token = Token((1 << KIND_BITS) | KIND_SPECIAL);
+
+fn token(kind: usize, key: usize) -> Token {
+    Token((key << KIND_BITS) | kind)
+}
+
+fn token_parts(t: Token) -> (usize, usize) {
+    (t.0 & ((1 << KIND_BITS) - 1), t.0 >> KIND_BITS)
+}
+
+/// Bytes read from one socket per readiness event before the loop moves on.
+pub(crate) const READ_CAP_PER_EVENT: usize = 256 * 1024;
+/// How long to stop accepting after the process ran out of descriptors.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Rounds of "carry out the actions, run the engine's deferred work" per
+/// pass: each round may queue more, and a pathological chain must not
+/// starve the poll.
+const SETTLE_ROUNDS: usize = 64;
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, std::path::PathBuf),
+}
+
+/// Whose socket a connection is. The engine may have let go of it (and
+/// reused the key) before its close is carried out: the serial tells.
+#[derive(Clone, Copy, Debug)]
+enum Owner {
+    Client {
+        key: usize,
+        serial: u64,
+    },
+    Backend {
+        key: usize,
+        serial: u64,
+    },
+    /// Accepted and refused, closing.
+    Nobody,
+}
+
+struct Conn {
+    stream: Stream,
+    owner: Owner,
+}
+
+pub struct EventLoop {
+    poll: Poll,
+    listeners: Vec<Listener>,
+    conns: Slab<Conn>,
+    pub engine: Engine,
+    /// None in the in-process simulation (`sim`), which must not take over
+    /// the process's signal handlers.
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+    events: Events,
+    /// The engine's actions being carried out (the two vectors swap, so
+    /// neither allocates per pass).
+    actions: Vec<Action>,
+    /// Added to the real clock: lets the simulation move time forward.
+    pub clock_offset: Duration,
+    accept_paused_until: Option<Instant>,
+    /// systemd's `$NOTIFY_SOCKET` (None in the simulation and when not
+    /// started by systemd).
+    notifier: Option<notify::Notifier>,
+    /// See `Buf::read_from`: set per event from its read-closed flag.
+    stop_on_short_read: bool,
+}
+
+/// Run the funnel until it is told to stop.
+pub fn run(config: Config) -> Result<(), String> {
+    let mut el = EventLoop::new(config)?;
+    el.notifier = notify::Notifier::from_env();
+    el.install_signal_handlers()?;
+    if el.engine.config.admin.is_some() || el.engine.config.stats.is_some() {
+        let waker = mio::Waker::new(el.poll.registry(), WAKER_TOKEN)
+            .map_err(|e| format!("cannot create the admin waker: {e}"))?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let handle = super::control::ControlHandle::new(tx, std::sync::Arc::new(waker));
+        crate::admin::spawn(&el.engine.config, handle)?;
+        el.engine.control = Some(rx);
+    }
+    el.bind_listeners()?;
+    el.start();
+    while !el.turn(None)? {}
+    Ok(())
+}
+
+impl EventLoop {
+    pub(crate) fn new(config: Config) -> Result<EventLoop, String> {
+        let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
+        Ok(EventLoop {
+            poll,
+            listeners: Vec::new(),
+            conns: Slab::with_capacity(1024),
+            engine: Engine::new(config, Instant::now()),
+            signals: None,
+            events: Events::with_capacity(1024),
+            actions: Vec::new(),
+            clock_offset: Duration::ZERO,
+            accept_paused_until: None,
+            notifier: None,
+            stop_on_short_read: false,
+        })
+    }
+
+    fn clock(&self) -> Instant {
+        Instant::now() + self.clock_offset
+    }
+
+    /// Before the first pass: the engine opens the pools' connections.
+    pub(crate) fn start(&mut self) {
+        self.engine.start(self.clock());
+        self.settle();
+    }
+
+    /// Bind the client listeners. Done last at start-up (after the admin
+    /// and stats ports), so that a client port that accepts means the whole
+    /// funnel is up.
+    pub(crate) fn bind_listeners(&mut self) -> Result<(), String> {
+        let config = &self.engine.config;
+        let poll = &self.poll;
+        let mut listeners = Vec::new();
+        // The unix socket first, set up completely (mode, group) before any
+        // TCP port accepts: a client that saw a TCP port open finds it ready.
+        let mut unix = None;
+        if let Some(path) = &config.unix_socket {
+            // A socket file left by a previous run would make bind fail.
+            if path.exists() {
+                let _ = std::fs::remove_file(path);
+            }
+            // Created owner-only, then given its group and mode: never
+            // more open than configured, not even for a moment.
+            // SAFETY: umask only swaps the process's file mode mask.
+            let old_mask = unsafe { libc::umask(0o177) };
+            let bound = UnixListener::bind(path);
+            unsafe { libc::umask(old_mask) };
+            let l = bound.map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+            if let Some(group) = &config.unix_socket_group {
+                let gid = group_id(group)?;
+                std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| {
+                    format!(
+                        "cannot give {} to group {group} (unix_socket_group): {e}",
+                        path.display()
+                    )
+                })?;
+            }
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                path,
+                std::fs::Permissions::from_mode(config.unix_socket_mode),
+            )
+            .map_err(|e| {
+                format!(
+                    "cannot set the mode of {} to {:04o} (unix_socket_mode): {e}",
+                    path.display(),
+                    config.unix_socket_mode
+                )
+            })?;
+            info!(
+                "listening on {} (mode {:04o}{})",
+                path.display(),
+                config.unix_socket_mode,
+                config
+                    .unix_socket_group
+                    .as_ref()
+                    .map_or(String::new(), |g| format!(", group {g}"))
+            );
+            unix = Some(Listener::Unix(l, path.clone()));
+        }
+        for addr in &config.listen {
+            let l = bind_tcp(*addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let local = l.local_addr().unwrap_or(*addr);
+            info!("listening on {local}");
+            listeners.push(Listener::Tcp(l));
+        }
+        listeners.extend(unix);
+        for (i, l) in listeners.iter_mut().enumerate() {
+            let t = token(KIND_LISTENER, i);
+            let r = match l {
+                Listener::Tcp(l) => poll.registry().register(l, t, Interest::READABLE),
+                Listener::Unix(l, _) => poll.registry().register(l, t, Interest::READABLE),
+            };
+            r.map_err(|e| format!("cannot register listener: {e}"))?;
+        }
+        self.listeners = listeners;
+        Ok(())
+    }
+
+    fn install_signal_handlers(&mut self) -> Result<(), String> {
+        let mut signals = signal_hook_mio::v1_0::Signals::new([
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGHUP,
+        ])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)
+            .map_err(|e| format!("cannot register signals: {e}"))?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
+    /// One pass of the loop: poll (for at most `max_wait`, else until the
+    /// engine's next deadline), dispatch, then the periodic work. True once
+    /// a shutdown has completed.
+    pub(crate) fn turn(&mut self, max_wait: Option<Duration>) -> Result<bool, String> {
+        let mut timeout = self.engine.poll_timeout();
+        if let Some(at) = self.accept_paused_until {
+            timeout = timeout.min(at.saturating_duration_since(self.engine.now()));
+        }
+        if let Some(max) = max_wait {
+            timeout = timeout.min(max);
+        }
+        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        let polled = self.poll.poll(&mut events, Some(timeout));
+        let result = match polled {
+            Err(e) if e.kind() == stdio::ErrorKind::Interrupted => Ok(false),
+            Err(e) => Err(format!("poll failed: {e}")),
+            Ok(()) => {
+                self.engine.set_now(self.clock());
+                self.dispatch_events(&events);
+                self.settle();
+                let done = self.engine.after_events();
+                self.settle();
+                self.after_engine();
+                Ok(done)
+            }
+        };
+        self.events = events;
+        result
+    }
+
+    fn dispatch_events(&mut self, events: &Events) {
+        for event in events.iter() {
+            let (kind, key) = token_parts(event.token());
+            // A short read may skip the read that would say WouldBlock,
+            // unless this event says the peer closed: data and FIN that
+            // arrive together raise one edge, and the FIN must be seen.
+            self.stop_on_short_read = !(event.is_read_closed() || event.is_error());
+            match kind {
+                KIND_CONN => self.conn_event(key, event.is_readable(), event.is_writable()),
+                KIND_LISTENER => self.accept(key),
+                _ if event.token() == WAKER_TOKEN => self.engine.handle_control(),
+                _ => self.handle_signals(),
+            }
+        }
+        // Work outside an event (deferred reads, resumes) has no hint.
+        self.stop_on_short_read = false;
+    }
+
+    fn conn_event(&mut self, id: usize, readable: bool, writable: bool) {
+        let Some(conn) = self.conns.get(id) else {
+            return;
+        };
+        match conn.owner {
+            Owner::Client { key, serial } => {
+                if !self.engine.client_is(key, serial) {
+                    return;
+                }
+                if writable {
+                    self.write_client(key);
+                }
+                if readable {
+                    self.read_client(key);
+                }
+            }
+            Owner::Backend { key, serial } => {
+                if !self.engine.backend_is(key, serial) {
+                    return;
+                }
+                if self.engine.backend_awaits_connect(key) {
+                    if !writable && !readable {
+                        return;
+                    }
+                    let stream = &self.conns[id].stream;
+                    match stream.take_error() {
+                        Ok(None) if stream.is_connected() => self.engine.backend_connected(key),
+                        Ok(None) => return, // spurious wake-up: still connecting
+                        Ok(Some(e)) | Err(e) => {
+                            self.engine.backend_open_failed(key, e);
+                            return;
+                        }
+                    }
+                }
+                if writable {
+                    self.write_backend(key);
+                }
+                if readable || writable {
+                    self.read_backend(key);
+                }
+            }
+            Owner::Nobody => {}
+        }
+    }
+
+    /// Carry out the engine's actions and run its deferred work until
+    /// neither is left (bounded).
+    fn settle(&mut self) {
+        for _ in 0..SETTLE_ROUNDS {
+            self.engine.run_deferred();
+            self.engine.take_actions(&mut self.actions);
+            if self.actions.is_empty() {
+                return;
+            }
+            let mut actions = std::mem::take(&mut self.actions);
+            for a in actions.drain(..) {
+                self.perform(a);
+            }
+            // Keep the (emptied) allocation for the next round.
+            self.actions = actions;
+        }
+    }
+
+    fn perform(&mut self, action: Action) {
+        match action {
+            Action::FlushClient { key, serial } => {
+                if self.engine.client_is(key, serial) {
+                    self.write_client(key);
+                }
+            }
+            Action::FlushBackend { key, serial } => {
+                if self.engine.backend_is(key, serial) {
+                    self.write_backend(key);
+                }
+            }
+            Action::ReadClient { key, serial } => {
+                if self.engine.client_is(key, serial) {
+                    self.read_client(key);
+                }
+            }
+            Action::ReadBackend { key, serial } => {
+                if self.engine.backend_is(key, serial) {
+                    self.read_backend(key);
+                }
+            }
+            Action::Connect { key, serial, addr } => self.connect(key, serial, &addr),
+            Action::CloseClient {
+                conn,
+                last_words,
+                reset,
+            } => {
+                let Some(mut c) = self.conns.try_remove(conn.0) else {
+                    return;
+                };
+                if !last_words.is_empty() {
+                    // One attempt: a client that does not read its error
+                    // is not waited for.
+                    let _ = c.stream.write(&last_words);
+                }
+                if reset {
+                    if let Stream::Tcp(s) = &c.stream {
+                        let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+                    }
+                }
+                let _ = self.poll.registry().deregister(&mut c.stream);
+            }
+            Action::CloseBackend { conn } => {
+                if let Some(mut c) = self.conns.try_remove(conn.0) {
+                    let _ = self.poll.registry().deregister(&mut c.stream);
+                }
+            }
+            Action::Notify(state) => {
+                if let Some(n) = self.notifier.as_mut() {
+                    n.send(&state);
+                }
+            }
+        }
+    }
+
+    fn write_client(&mut self, key: usize) {
+        let Some((conn, wbuf)) = self.engine.client_output(key) else {
+            return;
+        };
+        let before = wbuf.len();
+        let result = match self.conns.get_mut(conn.0) {
+            Some(c) if before > 0 => wbuf.write_to(&mut c.stream),
+            Some(_) => Ok(true),
+            None => Err(stdio::Error::other("socket gone")),
+        };
+        let written = before - wbuf.len();
+        self.engine.client_written(key, result.map(|_| written));
+    }
+
+    fn read_client(&mut self, key: usize) {
+        if !self.engine.client_may_read(key) {
+            return;
+        }
+        let Some(conn) = self.engine.client_conn(key) else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(conn.0) else {
+            return;
+        };
+        let Some(rbuf) = self.engine.client_rbuf(key) else {
+            return;
+        };
+        let outcome = rbuf.read_from(&mut c.stream, READ_CAP_PER_EVENT, self.stop_on_short_read);
+        self.engine.client_read_done(key, outcome);
+    }
+
+    fn write_backend(&mut self, key: usize) {
+        if !self.engine.backend_may_write(key) {
+            return;
+        }
+        let Some((conn, wbuf)) = self.engine.backend_output(key) else {
+            return;
+        };
+        let before = wbuf.len();
+        let result = match self.conns.get_mut(conn.0) {
+            Some(c) => wbuf.write_to(&mut c.stream),
+            None => Err(stdio::Error::other("socket gone")),
+        };
+        let written = before - wbuf.len();
+        self.engine.backend_written(key, result.map(|_| written));
+    }
+
+    fn read_backend(&mut self, key: usize) {
+        if !self.engine.backend_may_read(key) {
+            return;
+        }
+        let Some(conn) = self.engine.backend_conn(key) else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(conn.0) else {
+            return;
+        };
+        let Some(rbuf) = self.engine.backend_rbuf(key) else {
+            return;
+        };
+        let outcome: stdio::Result<ReadOutcome> =
+            rbuf.read_from(&mut c.stream, READ_CAP_PER_EVENT, self.stop_on_short_read);
+        self.engine.backend_read_done(key, outcome);
+    }
+
+    fn connect(&mut self, key: usize, serial: u64, addr: &BackendAddr) {
+        if !self.engine.backend_is(key, serial) {
+            return;
+        }
+        let stream = match addr {
+            BackendAddr::Tcp(addr) => mio::net::TcpStream::connect(*addr).map(|s| {
+                let _ = s.set_nodelay(true);
+                Stream::Tcp(s)
+            }),
+            BackendAddr::Unix(path) => mio::net::UnixStream::connect(path).map(Stream::Unix),
+        };
+        let mut stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                self.engine.backend_open_failed(key, e);
+                return;
+            }
+        };
+        let entry = self.conns.vacant_entry();
+        let id = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            token(KIND_CONN, id),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.engine.backend_open_failed(key, e);
+            return;
+        }
+        entry.insert(Conn {
+            stream,
+            owner: Owner::Backend { key, serial },
+        });
+        self.engine.backend_opened(key, serial, ConnId(id));
+    }
+
+    fn accept(&mut self, index: usize) {
+        if self.accept_paused_until.is_some() || self.engine.is_shutting_down() {
+            return;
+        }
+        loop {
+            let accepted = match self.listeners.get_mut(index) {
+                Some(Listener::Tcp(l)) => l.accept().map(|(s, _)| {
+                    let _ = s.set_nodelay(true);
+                    let sock = socket2::SockRef::from(&s);
+                    let _ = sock.set_keepalive(true);
+                    Stream::Tcp(s)
+                }),
+                Some(Listener::Unix(l, _)) => l.accept().map(|(s, _)| Stream::Unix(s)),
+                None => return,
+            };
+            match accepted {
+                Ok(stream) => self.new_client(stream),
+                Err(e) if e.kind() == stdio::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == stdio::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE/ENFILE/ENOBUFS: the pending connection stays in
+                    // the kernel queue; try again shortly.
+                    log_limited!(
+                        self.engine,
+                        LogEvent::AcceptPaused,
+                        "accept failed ({e}); pausing accepts for {} ms",
+                        ACCEPT_PAUSE.as_millis()
+                    );
+                    self.accept_paused_until = Some(self.engine.now() + ACCEPT_PAUSE);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn new_client(&mut self, mut stream: Stream) {
+        let peer = stream.peer();
+        let entry = self.conns.vacant_entry();
+        let id = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            token(KIND_CONN, id),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            debug!("cannot register client socket: {e}");
+            return;
+        }
+        entry.insert(Conn {
+            stream,
+            owner: Owner::Nobody,
+        });
+        if let Some((key, serial)) = self.engine.accept_client(ConnId(id), peer) {
+            self.conns[id].owner = Owner::Client { key, serial };
+        }
+    }
+
+    /// After the engine's periodic work: stop listening once it shuts
+    /// down, retry paused accepts when their pause is over.
+    fn after_engine(&mut self) {
+        if self.engine.is_shutting_down() && !self.listeners.is_empty() {
+            self.close_listeners();
+        }
+        if let Some(until) = self.accept_paused_until {
+            if self.engine.now() >= until {
+                self.accept_paused_until = None;
+                for i in 0..self.listeners.len() {
+                    self.accept(i);
+                }
+                self.settle();
+            }
+        }
+    }
+
+    fn close_listeners(&mut self) {
+        for l in &mut self.listeners {
+            let _ = match l {
+                Listener::Tcp(l) => self.poll.registry().deregister(l),
+                Listener::Unix(l, path) => {
+                    let _ = std::fs::remove_file(&*path);
+                    self.poll.registry().deregister(l)
+                }
+            };
+        }
+        // Close them too: a deregistered listener still completes
+        // handshakes in the kernel, and those clients would hang.
+        self.listeners.clear();
+    }
+
+    fn handle_signals(&mut self) {
+        let Some(signals) = self.signals.as_mut() else {
+            return;
+        };
+        let pending: Vec<i32> = signals.pending().collect();
+        for sig in pending {
+            match sig {
+                signal_hook::consts::SIGHUP => {
+                    // Only once READY=1 went out: a reload during start-up
+                    // must not announce readiness early.
+                    let notify = self.engine.ready_announced() && self.notifier.is_some();
+                    if notify {
+                        self.perform(Action::Notify(notify::reloading_message()));
+                    }
+                    let _ = self.engine.reload("SIGHUP");
+                    if notify {
+                        self.perform(Action::Notify("READY=1\nSTATUS=serving".into()));
+                    }
+                }
+                _ => self.engine.begin_shutdown(),
+            }
+        }
+    }
+}
+
+fn bind_tcp(addr: SocketAddr) -> stdio::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    // The kernel caps this at net.core.somaxconn; ask for plenty so a burst
+    // of web servers connecting at once is queued rather than refused.
+    socket.listen(8192)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+/// The id of a group given by name or number (`unix_socket_group`).
+fn group_id(group: &str) -> Result<u32, String> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(group)
+        .map_err(|_| format!("unix_socket_group {group:?}: not a group name"))?;
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; buf outlives it.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
+        return Err(format!("unix_socket_group: no group named {group:?}"));
+    }
+    Ok(grp.gr_gid)
+}
