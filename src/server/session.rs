@@ -280,10 +280,20 @@ impl SessionVars {
 
     /// Replace the whole state (used when a backend has taken a client's state).
     pub fn copy_from(&mut self, other: &SessionVars) {
-        self.schema.clone_from(&other.schema);
-        self.vars.clone_from(&other.vars);
-        self.user_vars.clone_from(&other.user_vars);
-        self.results_collation.clone_from(&other.results_collation);
+        // Done after every answer, and the session rarely changed: compare
+        // (no allocation) before cloning (an allocation per entry).
+        if self.schema != other.schema {
+            self.schema.clone_from(&other.schema);
+        }
+        if self.vars != other.vars {
+            self.vars.clone_from(&other.vars);
+        }
+        if self.user_vars != other.user_vars {
+            self.user_vars.clone_from(&other.user_vars);
+        }
+        if self.results_collation != other.results_collation {
+            self.results_collation.clone_from(&other.results_collation);
+        }
         self.fingerprint = other.fingerprint;
     }
 
@@ -802,6 +812,34 @@ mod tests {
         backend.copy_from(&client);
         assert!(client.replay_vars_sql(&backend).is_none());
         assert_eq!(client.fingerprint(), backend.fingerprint());
+    }
+
+    #[test]
+    fn copy_from_copies_every_part_whatever_already_matches() {
+        let mut a = SessionVars::new();
+        a.set_schema(Some("app".into()));
+        a.set_var("sql_mode", "ANSI");
+        a.set_user_vars([("x".to_string(), "1".to_string())].into());
+        a.results_collation = Some("utf8mb4_unicode_ci".into());
+        a.refresh_fingerprint();
+        let mut b = SessionVars::new();
+        b.set_var("sql_mode", "ANSI");
+        b.copy_from(&a);
+        assert_eq!(b.schema, a.schema);
+        assert_eq!(b.vars, a.vars);
+        assert_eq!(b.user_vars, a.user_vars);
+        assert_eq!(b.results_collation, a.results_collation);
+        assert_eq!(b.fingerprint(), a.fingerprint());
+        // And back to nothing, one part at a time.
+        let mut c = b.clone();
+        c.set_user_vars(BTreeMap::new());
+        b.copy_from(&c);
+        assert!(b.user_vars.is_empty());
+        assert_eq!(b.schema.as_deref(), Some("app"));
+        let empty = SessionVars::new();
+        b.copy_from(&empty);
+        assert!(b.vars.is_empty() && b.schema.is_none() && b.results_collation.is_none());
+        assert_eq!(b.fingerprint(), empty.fingerprint());
     }
 
     #[test]
