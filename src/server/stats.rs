@@ -246,11 +246,10 @@ struct Recorder {
 }
 
 impl Recorder {
+    /// One sample: recorded once, in the second in progress; `rotate`
+    /// folds each second into the total.
     fn record(&mut self, us: u64) {
         // Allocated on the pool's first sample, then reused for ever.
-        let total = self.total.get_or_insert_with(|| Box::new(new_histogram()));
-        total.saturating_record(us);
-        self.total_sum = self.total_sum.saturating_add(us);
         let current = self
             .current
             .get_or_insert_with(|| Box::new(new_histogram()));
@@ -258,11 +257,19 @@ impl Recorder {
         self.current_sum = self.current_sum.saturating_add(us);
     }
 
-    /// Close the second in progress; returns its summary.
+    /// Close the second in progress (folding it into the total); returns
+    /// its summary.
     fn rotate(&mut self, empty: &Arc<Hist>) -> SecondLatency {
         let slot = match self.current.as_deref_mut() {
             Some(h) if !h.is_empty() => {
                 let hist = Hist::from_histogram(h, self.current_sum);
+                let total = self.total.get_or_insert_with(|| Box::new(new_histogram()));
+                for &(value, count) in &hist.buckets {
+                    // Bucket values are recorded values' equivalents: the
+                    // total gets the same buckets.
+                    let _ = total.record_n(value, count);
+                }
+                self.total_sum = self.total_sum.saturating_add(self.current_sum);
                 h.reset();
                 Arc::new(hist)
             }
@@ -278,17 +285,20 @@ impl Recorder {
     }
 
     fn view(&self) -> LatencyStat {
+        let folded = self
+            .total
+            .as_deref()
+            .map(|h| Hist::from_histogram(h, self.total_sum))
+            .unwrap_or_default();
+        let current = self
+            .current
+            .as_deref()
+            .map(|h| Hist::from_histogram(h, self.current_sum))
+            .unwrap_or_default();
         LatencyStat {
-            total: self
-                .total
-                .as_deref()
-                .map(|h| Hist::from_histogram(h, self.total_sum))
-                .unwrap_or_default(),
-            current: self
-                .current
-                .as_deref()
-                .map(|h| Hist::from_histogram(h, self.current_sum))
-                .unwrap_or_default(),
+            // Everything since start: the folded seconds and this one.
+            total: Hist::merge([&folded, &current]),
+            current,
             recent: self.recent.iter().cloned().collect(),
         }
     }
@@ -1090,7 +1100,11 @@ mod tests {
         let v = s.pool_latency(0);
         assert_eq!(v.end_to_end.last(10).count, 0);
         assert_eq!(v.end_to_end.last(60).count, 101);
+        // The total holds every second folded in, with their exact sums.
         assert_eq!(v.end_to_end.total.count, 101);
+        assert_eq!(v.end_to_end.total.sum_us, 10_050);
+        assert_eq!(v.end_to_end.total.quantile(0.5), 51);
+        assert!(v.end_to_end.total.max_us >= 4995);
         assert_eq!(v.history.len(), 12);
         assert_eq!(v.history[1].backlog_max, 2);
         s.tick(t0 + Duration::from_millis(80_000));
