@@ -501,6 +501,13 @@ const CHARSET_VARS: [&str; 4] = [
 ];
 
 impl Engine {
+    /// The server a backend connection is to (its pool's).
+    pub(super) fn server_of(&self, key: usize) -> usize {
+        self.backends
+            .get(key)
+            .map_or(0, |b| self.pools[b.pool].server)
+    }
+
     /// Open one more backend connection for a pool.
     pub(super) fn open_backend(&mut self, pool: usize, pinned: bool) {
         self.open_backend_for(pool, pinned, None);
@@ -541,10 +548,11 @@ impl Engine {
         let serial = self.next_serial();
         let entry = self.backends.vacant_entry();
         let key = entry.key();
+        let server = self.pools[pool].server;
         self.actions.push(Action::Connect {
             key,
             serial,
-            addr: self.config.backend.address.clone(),
+            addr: self.servers[server].address.clone(),
         });
         entry.insert(Backend {
             serial,
@@ -695,7 +703,7 @@ impl Engine {
                 LogEvent::BackendConnectFailed,
                 "pool {}: backend {} unavailable: {reason}; retrying in {} ms",
                 p.name(),
-                self.config.backend.address,
+                self.servers[p.server].address,
                 p.backoff.as_millis()
             );
         }
@@ -940,12 +948,11 @@ impl Engine {
                 return;
             }
         };
-        if self.backend_version.is_none() {
-            info!(
-                "backend {} is {}",
-                self.config.backend.address, greeting.server_version
-            );
-            self.backend_version = Some(greeting.server_version.clone());
+        let server = self.server_of(key);
+        let srv = &mut self.servers[server];
+        if srv.version.is_none() {
+            info!("backend {} is {}", srv.address, greeting.server_version);
+            srv.version = Some(greeting.server_version.clone());
         }
         let b = &mut self.backends[key];
         b.thread_id = greeting.connection_id;
@@ -973,11 +980,11 @@ impl Engine {
         } else {
             0
         };
-        self.backend_mariadb_caps = Some(b.mariadb_caps);
+        self.servers[server].mariadb_caps = Some(b.mariadb_caps);
         b.tracker = ResponseTracker::new(b.capabilities);
         b.thread_id = greeting.connection_id;
         b.charset = greeting.charset;
-        self.backend_charset.get_or_insert(greeting.charset);
+        self.servers[server].charset.get_or_insert(greeting.charset);
         b.scramble = greeting.scramble.clone();
         let response = HandshakeResponse {
             capabilities: b.capabilities,
@@ -1137,7 +1144,8 @@ impl Engine {
             PacketKind::Ok => match decode_ok(payload, b.capabilities) {
                 Ok(ok) => {
                     if let (Some(block), Internal::LearnTrackOrder) = (ok.session_state, step) {
-                        self.track_order = session_state_changes(block)
+                        let server = self.pools[b.pool].server;
+                        self.servers[server].track_order = session_state_changes(block)
                             .filter_map(|c| match c {
                                 Ok(StateChange::SystemVariable { name, .. }) => {
                                     Some(String::from_utf8_lossy(name).to_ascii_lowercase())
@@ -1258,9 +1266,10 @@ impl Engine {
                 b.baseline_results = results;
                 b.session = session;
                 self.learn_results_collation(key, results);
+                let server = self.server_of(key);
                 for (i, name) in BASELINE_TRACK {
                     if let Some(Some(v)) = row.get(i) {
-                        self.track_defaults.set(name, v);
+                        self.servers[server].track_defaults.set(name, v);
                     }
                 }
                 if let Some(n) = row
@@ -1269,7 +1278,7 @@ impl Engine {
                     .flatten()
                     .and_then(|v| v.parse::<usize>().ok())
                 {
-                    self.backend_max_prepared = Some(n);
+                    self.servers[server].max_prepared = Some(n);
                 }
                 let global = |i: usize| {
                     row.get(i)
@@ -1281,7 +1290,10 @@ impl Engine {
                     global(BASELINE_WAIT_TIMEOUT),
                     global(BASELINE_INTERACTIVE_TIMEOUT),
                 ) {
-                    self.set_server_timeouts(super::session::ServerTimeouts { wait, interactive });
+                    self.set_server_timeouts(
+                        server,
+                        super::session::ServerTimeouts { wait, interactive },
+                    );
                 }
                 let timeouts_clean = row
                     .get(BASELINE_TIMEOUTS_CLEAN)
@@ -1309,15 +1321,16 @@ impl Engine {
                     let pool = b.pool;
                     self.bump(pool, |c| c.replay_micros += spent);
                     self.continue_request(key);
-                } else if self.charsets.is_none() {
+                } else if self.servers[self.server_of(key)].charsets.is_none() {
                     self.start_internal(key, Internal::LoadCollations, COLLATIONS_SQL.to_vec());
                 } else {
                     self.setup_done(key);
                 }
             }
             Internal::LoadCollations => {
+                let server = self.server_of(key);
                 let b = &mut self.backends[key];
-                let mut table = super::CharsetTable::new();
+                let mut table = super::backend_server::CharsetTable::new();
                 let rows_seen = b.rows.len();
                 for row in b.rows.drain(..) {
                     if let [Some(id), Some(cs), Some(coll)] = row.as_slice() {
@@ -1331,7 +1344,7 @@ impl Engine {
                     table.len(),
                     rows_seen
                 );
-                self.charsets = Some(table);
+                self.servers[server].charsets = Some(table);
                 // The baseline that came before could not name it yet.
                 let results = self.backends[key].baseline_results;
                 self.learn_results_collation(key, results);
@@ -1600,10 +1613,12 @@ impl Engine {
     /// character set the variable names (`character_set_results` NULL: the
     /// column's own).
     fn learn_results_collation(&mut self, key: usize, id: Option<u16>) {
+        let server = self.server_of(key);
         let b = &mut self.backends[key];
+        let charsets = self.servers[server].charsets.as_ref();
         let name = id
             .and_then(|id| u8::try_from(id).ok())
-            .and_then(|id| self.charsets.as_ref()?.get(&id))
+            .and_then(|id| charsets?.get(&id))
             .filter(|(cs, _)| b.session.vars.get("character_set_results") == Some(cs))
             .map(|(_, coll)| coll.clone());
         b.session.set_results_collation(name);
@@ -1809,7 +1824,8 @@ impl Engine {
         b.connecting = false;
         if was_connecting {
             b.ready_at = self.now;
-            self.backend_reached = true;
+            let server = self.pools[pool].server;
+            self.servers[server].reached = true;
         }
         b.state = BackendState::Idle;
         b.client = None;
@@ -1822,7 +1838,7 @@ impl Engine {
                     LogEvent::BackendRestored,
                     "pool {}: backend {} reachable again",
                     p.name(),
-                    self.config.backend.address
+                    self.servers[p.server].address
                 );
             }
             p.backoff = Duration::ZERO;
@@ -2241,9 +2257,9 @@ impl Engine {
         if c.facts.mentions_timeouts && !b.own_timeouts {
             // The statement may read the client's timeouts: the backend
             // has the global ones (restored after the response).
-            let (wait, interactive) = c.timeouts.effective(self.server_timeouts);
-            if (wait, interactive) != (self.server_timeouts.wait, self.server_timeouts.interactive)
-            {
+            let server = self.servers[self.pools[b.pool].server].timeouts;
+            let (wait, interactive) = c.timeouts.effective(server);
+            if (wait, interactive) != (server.wait, server.interactive) {
                 let sql = format!(
                     "SET SESSION wait_timeout = {wait}, interactive_timeout = {interactive}"
                 );
@@ -2408,6 +2424,7 @@ impl Engine {
     /// funnel's: a client with CLIENT_SESSION_TRACK gets what its own
     /// settings track, `client_track`; others nothing).
     fn forward_response(&mut self, key: usize) {
+        let track_server = self.server_of(key);
         let b = &mut self.backends[key];
         let client = b.client;
         let draining = b.state == BackendState::Draining;
@@ -2648,7 +2665,11 @@ impl Engine {
                                         c.track.update(block);
                                         self.track_buf.clear();
                                         if c.track
-                                            .filter(block, &mut self.track_buf, &self.track_order)
+                                            .filter(
+                                                block,
+                                                &mut self.track_buf,
+                                                &self.servers[track_server].track_order,
+                                            )
                                             .is_ok_and(|n| n > 0)
                                         {
                                             state = Some(&self.track_buf[..]);

@@ -465,7 +465,7 @@ impl Engine {
                 } else {
                     0
                 },
-            charset: self.backend_charset.unwrap_or(45),
+            charset: self.servers[0].charset.unwrap_or(45),
             status: SERVER_STATUS_AUTOCOMMIT,
             auth_plugin: MYSQL_NATIVE_PASSWORD.to_string(),
         };
@@ -484,18 +484,29 @@ impl Engine {
         Some((key, serial))
     }
 
+    /// The server a client's commands go to (its pool's; before login, the
+    /// first server, which clients are greeted as).
+    pub(super) fn client_server(&self, key: usize) -> &super::backend_server::BackendServer {
+        let server = self
+            .clients
+            .get(key)
+            .and_then(|c| self.pools.get(c.pool))
+            .map_or(0, |p| p.server);
+        &self.servers[server]
+    }
+
     /// MariaDB's extended capabilities offered to clients: those the
     /// backends negotiated with mysqld (see `backend::MARIADB_CAPS`), none
     /// until a backend has answered.
     fn offered_mariadb_caps(&self) -> u32 {
-        self.backend_mariadb_caps.unwrap_or(0)
+        self.servers[0].mariadb_caps.unwrap_or(0)
     }
 
     fn announced_version(&self) -> String {
         if !self.config.server_version.is_empty() {
             return self.config.server_version.clone();
         }
-        match &self.backend_version {
+        match &self.servers[0].version {
             Some(v) => v.clone(),
             // Until a backend has answered: MariaDB's own convention, so
             // clients that look for "MariaDB" see it.
@@ -1102,13 +1113,14 @@ impl Engine {
             }
         }
         let pool = self.login_pool(auth.pool.unwrap_or(0), auth.capabilities);
+        let server = self.pools[pool].server;
         let c = &mut self.clients[key];
         c.pool = pool;
         c.user = auth.user;
         c.capabilities = auth.capabilities & (SERVER_CAPS | CLIENT_LOCAL_FILES);
         c.mariadb_caps = auth.mariadb_caps;
         c.charset = auth.charset;
-        c.track.clone_from(&self.track_defaults);
+        c.track.clone_from(&self.servers[server].track_defaults);
         c.multi_statements = auth.capabilities & CLIENT_MULTI_STATEMENTS != 0;
         c.last_active = self.now;
         debug!("client {} ({}) authenticated as {}", c.id, c.host, c.user);
@@ -1252,9 +1264,11 @@ impl Engine {
         if cmd == COM_STMT_PREPARE {
             let (per_client, total) = (
                 self.config.max_prepared_stmts_per_client,
-                self.config
-                    .max_prepared_stmt_count
-                    .min(self.backend_max_prepared.unwrap_or(usize::MAX)),
+                self.config.max_prepared_stmt_count.min(
+                    self.servers[self.pools[c.pool].server]
+                        .max_prepared
+                        .unwrap_or(usize::MAX),
+                ),
             );
             if let Err(limit) = c.stmts.reserve(per_client, total) {
                 self.discard_current(key);
@@ -1913,7 +1927,7 @@ impl Engine {
     /// per client, moved on only when it fires, so a command costs no heap
     /// operation; an earlier one is added only when the timeout shrinks.
     pub(super) fn arm_idle_timer(&mut self, key: usize) {
-        let server = self.server_timeouts;
+        let server = self.client_server(key).timeouts;
         let Some(c) = self.clients.get_mut(key) else {
             return;
         };
@@ -1944,7 +1958,7 @@ impl Engine {
     /// 10.11 sends nothing and resets the connection: the client's next
     /// read or write fails), else set the timer again.
     pub(super) fn client_idle_timer(&mut self, key: usize, serial: u64, at: Instant) {
-        let server = self.server_timeouts;
+        let server = self.client_server(key).timeouts;
         let Some(c) = self.clients.get_mut(key).filter(|c| c.serial == serial) else {
             return;
         };
@@ -1967,12 +1981,17 @@ impl Engine {
 
     /// The server's global timeouts were read (or changed): clients'
     /// defaults change, and a smaller one must come due sooner.
-    pub(super) fn set_server_timeouts(&mut self, t: super::session::ServerTimeouts) {
-        if self.server_timeouts == t {
+    pub(super) fn set_server_timeouts(&mut self, server: usize, t: super::session::ServerTimeouts) {
+        if self.servers[server].timeouts == t {
             return;
         }
-        self.server_timeouts = t;
-        let keys: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
+        self.servers[server].timeouts = t;
+        let keys: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| self.pools.get(c.pool).is_some_and(|p| p.server == server))
+            .map(|(k, _)| k)
+            .collect();
         for key in keys {
             self.arm_idle_timer(key);
         }
@@ -2020,12 +2039,13 @@ impl Engine {
 
     /// Back to the session the client had right after its login.
     fn reset_client_session(&mut self, key: usize) {
+        let server = self.pools[self.clients[key].pool].server;
         let c = &mut self.clients[key];
         let schema = c.session.schema.clone();
         c.session = SessionVars::new();
         c.session.set_schema(schema);
         c.session_ready = false;
-        c.track.clone_from(&self.track_defaults);
+        c.track.clone_from(&self.servers[server].track_defaults);
         c.drop_pins();
         let trim = c.stmts.bytes() >= TRIM_AFTER_BYTES;
         c.stmts.clear();
@@ -2054,7 +2074,8 @@ impl Engine {
         if c.session_ready {
             return;
         }
-        if let Some(table) = &self.charsets {
+        let server = self.pools.get(c.pool).map_or(0, |p| p.server);
+        if let Some(table) = &self.servers[server].charsets {
             if let Some((cs, coll)) = table.get(&c.charset) {
                 let names = super::backend::charset_vars();
                 for name in &names[..3] {

@@ -19,6 +19,7 @@ pub mod log_limit;
 pub mod action;
 mod auth_throttle;
 mod backend;
+pub mod backend_server;
 mod client;
 mod client_track;
 pub mod control;
@@ -62,10 +63,6 @@ const POOLED_BUF_MAX: usize = 256 * 1024;
 const JANITOR_INTERVAL: Duration = Duration::from_millis(1000);
 /// Upper bound on the poll timeout, so periodic work runs without a timer.
 const MAX_POLL_TIMEOUT: Duration = Duration::from_millis(1000);
-
-/// Collation id → (character set name, collation name), read from the
-/// backend once so that a client's handshake charset can be replayed.
-pub type CharsetTable = HashMap<u8, (String, String)>;
 
 /// Counters kept by the loop (the stats issue turns these into the admin
 /// and metrics views).
@@ -180,7 +177,6 @@ pub struct Engine {
     scratch: Vec<u8>,
     serial: u64,
     next_connection_id: u32,
-    charsets: Option<CharsetTable>,
     shutting_down: Option<Instant>,
     now: Instant,
     pub counters: Counters,
@@ -199,24 +195,11 @@ pub struct Engine {
     actions: Vec<Action>,
     /// Funnel connection id → client key, for KILL.
     client_ids: HashMap<u32, usize>,
-    backend_version: Option<String>,
-    backend_charset: Option<u8>,
-    /// MariaDB's extended capabilities the funnel negotiates with mysqld
-    /// (of `MARIADB_CAPS`), from the latest backend greeting.
-    backend_mariadb_caps: Option<u32>,
-    /// The server's global `session_track_*` settings: what a client with
-    /// CLIENT_SESSION_TRACK starts with (read with each backend's baseline).
-    track_defaults: client_track::TrackSettings,
+    /// The mysqld servers, and what the funnel learnt of each; pools name
+    /// theirs. One, from `[backend] address`, for now.
+    servers: Vec<backend_server::BackendServer>,
     /// A client's share of an OK's session-state block is built here.
     track_buf: Vec<u8>,
-    /// The order in which the server writes the variables of its default
-    /// tracking list (learned on each new backend connection).
-    track_order: Vec<String>,
-    /// The backend server's `max_prepared_stmt_count`, once read.
-    backend_max_prepared: Option<usize>,
-    /// The backend server's global `wait_timeout` / `interactive_timeout`
-    /// (mysqld's defaults until a backend has said): clients' defaults.
-    server_timeouts: session::ServerTimeouts,
     /// Admin PAUSE: requests stay in the backlog.
     paused: bool,
     /// Rate limit of the log lines remote parties and failures cause.
@@ -229,8 +212,6 @@ pub struct Engine {
     started: Instant,
     /// READY=1 announced (`Action::Notify`).
     notified_ready: bool,
-    /// A backend connection has logged in to mysqld since start-up.
-    backend_reached: bool,
 }
 
 /// Run the funnel until it is told to stop.
@@ -241,6 +222,9 @@ pub fn run(config: Config) -> Result<(), String> {
 impl Engine {
     fn new(config: Config, now: Instant) -> Engine {
         let npools = config.users.len();
+        let servers = vec![backend_server::BackendServer::new(
+            config.backend.address.clone(),
+        )];
         let pools = config
             .users
             .iter()
@@ -257,7 +241,6 @@ impl Engine {
             scratch: Vec::with_capacity(4096),
             serial: 0,
             next_connection_id: 1,
-            charsets: None,
             shutting_down: None,
             now,
             counters: Counters::default(),
@@ -268,14 +251,8 @@ impl Engine {
             deferred: Vec::new(),
             actions: Vec::with_capacity(64),
             client_ids: HashMap::new(),
-            backend_version: None,
-            backend_charset: None,
-            backend_mariadb_caps: None,
-            track_defaults: Default::default(),
+            servers,
             track_buf: Vec::with_capacity(256),
-            track_order: Vec::new(),
-            backend_max_prepared: None,
-            server_timeouts: session::ServerTimeouts::default(),
             paused: false,
             log_limit: log_limit::LogLimiter::default(),
             auth_throttle: auth_throttle::AuthThrottle::default(),
@@ -284,7 +261,6 @@ impl Engine {
             control: None,
             started: now,
             notified_ready: false,
-            backend_reached: false,
         }
     }
 
@@ -602,7 +578,8 @@ impl Engine {
     /// is ready as soon as it listens.
     fn notify_ready_when_up(&mut self) {
         let no_pools = self.config.users.is_empty();
-        if self.shutting_down.is_some() || !(self.backend_reached || no_pools) {
+        let reached = self.servers.iter().any(|s| s.reached);
+        if self.shutting_down.is_some() || !(reached || no_pools) {
             return;
         }
         self.notified_ready = true;

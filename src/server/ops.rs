@@ -432,7 +432,7 @@ impl Engine {
             taken_at: std::time::SystemTime::now(),
             uptime: self.now.saturating_duration_since(self.started),
             version: env!("CARGO_PKG_VERSION"),
-            backend_version: self.backend_version.clone(),
+            backend_version: self.servers[0].version.clone(),
             backend_address: self.config.backend.address.to_string(),
             paused: self.paused,
             shutting_down: self.shutting_down.is_some(),
@@ -451,7 +451,7 @@ impl Engine {
             max_prepared_stmt_count: self
                 .config
                 .max_prepared_stmt_count
-                .min(self.backend_max_prepared.unwrap_or(usize::MAX)),
+                .min(self.servers[0].max_prepared.unwrap_or(usize::MAX)),
             health_backlog_ratio: self
                 .config
                 .stats

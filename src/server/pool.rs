@@ -34,6 +34,9 @@ pub struct BacklogFull {
 pub struct Pool {
     pub index: usize,
     pub user: UserConfig,
+    /// The backend server its connections go to (an index of the engine's
+    /// servers): a pool is per (user, server).
+    pub server: usize,
     /// Its backends log in with `CLIENT_FOUND_ROWS` (affected rows count the
     /// rows matched, not changed). The flag is fixed per connection at login
     /// and cannot be replayed, so clients that ask for it get a pool of their
@@ -89,6 +92,7 @@ impl Pool {
         Pool {
             index,
             user,
+            server: 0,
             found_rows: false,
             relay: false,
             backlog: VecDeque::new(),
