@@ -4,12 +4,14 @@ use super::options::{find_spec, OptionSpec, Section, OPTIONS, SECTIONS};
 use super::value::{parse_value, Value};
 use super::ConfigError;
 
+#[derive(Clone, PartialEq)]
 pub(super) struct Entry {
     pub(super) spec: &'static OptionSpec,
     pub(super) value: Value,
     pub(super) line: usize,
 }
 
+#[derive(Clone, PartialEq)]
 pub(super) struct RawSection {
     pub(super) section: Section,
     /// The NAME of `[user NAME]`.
@@ -169,7 +171,7 @@ pub(super) fn parse_header(line: &str) -> Result<(Section, Option<String>), Stri
 }
 
 /// Why `key` is not allowed in `section`, with a hint where possible.
-fn unknown_key_message(section: Section, key: &str) -> String {
+pub(super) fn unknown_key_message(section: Section, key: &str) -> String {
     let here = OPTIONS
         .iter()
         .filter(|s| s.section == section)
@@ -193,7 +195,10 @@ fn unknown_key_message(section: Section, key: &str) -> String {
 }
 
 /// The candidate closest to `word` if it is plausibly a typo of it.
-fn suggest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+pub(super) fn suggest<'a>(
+    word: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
     // my.cnf habits: `max-allowed-packet`, `Listen`.
     let norm = word.to_ascii_lowercase().replace('-', "_");
     let limit = (norm.chars().count() / 4).clamp(1, 3);

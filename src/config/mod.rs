@@ -26,6 +26,7 @@
 
 mod lexer;
 mod options;
+mod set;
 mod validate;
 mod value;
 
@@ -36,12 +37,13 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
-use lexer::{header_text, lex, quote};
+use lexer::{header_text, lex, quote, RawSection};
 use options::OPTIONS;
 use validate::build;
 use value::{format_size, level_name};
 
 pub use options::*;
+pub use set::{SetError, Setting};
 
 /// How secrets are shown by [`Config::describe`] and `Debug`.
 const MASK: &str = "********";
@@ -105,6 +107,21 @@ pub struct Config {
     pub users: Vec<UserConfig>,
     pub admin: Option<AdminConfig>,
     pub stats: Option<StatsConfig>,
+    /// The settings as the file gave them, with the admin console's SETs
+    /// since it was read: what [`Config::set`] changes one key of.
+    given: Given,
+}
+
+/// The checked settings of each section as given, before defaults and
+/// `[pool]` values are resolved; secrets among them, so `Debug` shows
+/// only how many sections there are.
+#[derive(Clone, PartialEq)]
+struct Given(Vec<RawSection>);
+
+impl fmt::Debug for Given {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Given({} sections)", self.0.len())
+    }
 }
 
 /// Where mysqld is.

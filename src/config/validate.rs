@@ -8,7 +8,7 @@ use super::options::{find_spec, Section};
 use super::value::{default_value, format_size, Value};
 use super::{
     parse_networks, AdminConfig, BackendAddr, BackendConfig, Config, ConfigError, Credential,
-    StatsConfig, UserConfig,
+    Given, StatsConfig, UserConfig,
 };
 
 /// Typed access to one section's values, falling back to the table's
@@ -523,6 +523,7 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
         users,
         admin,
         stats,
+        given: Given(sections.to_vec()),
     })
 }
 
