@@ -110,6 +110,17 @@ impl Env {
         mysql::Conn::new(opts).unwrap_or_else(|e| panic!("cannot connect through the funnel: {e}"))
     }
 
+    /// The mariadb command-line client run on the console as the admin.
+    fn mariadb_cli(&self, sql: &str) -> std::process::Output {
+        Command::new(common::mariadb_client())
+            .arg("--no-defaults")
+            .args(["-h127.0.0.1", &format!("-P{}", self.admin_port)])
+            .args([&format!("-u{ADMIN_USER}"), &format!("-p{ADMIN_PW}")])
+            .args(["-e", sql])
+            .output()
+            .unwrap()
+    }
+
     fn get(&self, path: &str) -> (u16, String) {
         http(self.stats_port, "GET", path)
     }
@@ -346,7 +357,7 @@ fn console_login_commands_and_config_masking() {
     }
     let (code, _) = error_code(c.query_drop(""));
     assert_eq!(code, 1065);
-    assert_eq!(query(&mut c, "HELP").len(), 18);
+    assert_eq!(query(&mut c, "HELP").len(), 19);
 
     // SHOW CONFIG: the effective configuration with every secret masked.
     let config = query(&mut c, "SHOW CONFIG");
@@ -363,13 +374,7 @@ fn console_login_commands_and_config_masking() {
     assert!(all.contains("[stats] health_backlog_ratio = 0.5"), "{all}");
 
     // The mariadb command-line client works against it.
-    let out = Command::new(common::mariadb_client())
-        .arg("--no-defaults")
-        .args(["-h127.0.0.1", &format!("-P{}", env.admin_port)])
-        .args([&format!("-u{ADMIN_USER}"), &format!("-p{ADMIN_PW}")])
-        .args(["-e", "SHOW POOLS; SHOW LATENCY"])
-        .output()
-        .unwrap();
+    let out = env.mariadb_cli("SHOW POOLS; SHOW LATENCY");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -1221,13 +1226,7 @@ fn reload_summary_lists_each_changed_key() {
         info
     };
     assert!(reload(&mut a).contains("no changes"));
-    let value = |a: &mut mysql::Conn, section: &str, name: &str| -> String {
-        query(a, "SHOW CONFIG")
-            .iter()
-            .find(|r| s(r, "section") == section && s(r, "name") == name)
-            .map(|r| s(r, "value").to_string())
-            .unwrap_or_else(|| panic!("no {section} {name} in SHOW CONFIG"))
-    };
+    let value = config_value;
     let user_section = format!("[user {USER_A}]");
     let old_max = value(&mut a, "[funnel]", "max_client_connections");
     let old_timeout = value(&mut a, &user_section, "queue_timeout_ms");
@@ -1561,6 +1560,8 @@ fn pause_and_resume_one_pool() {
         "yes"
     );
     assert_eq!(s(&pool_row(&mut a, "SHOW BACKLOG", USER_B), "paused"), "no");
+    assert_eq!(s(&pool_row(&mut a, "SHOW POOLS", USER_A), "paused"), "yes");
+    assert_eq!(s(&pool_row(&mut a, "SHOW POOLS", USER_B), "paused"), "no");
     // The other pool is not paused.
     let v: Option<i64> = cb.query_first("SELECT 5").unwrap();
     assert_eq!(v, Some(5));
@@ -1571,6 +1572,7 @@ fn pause_and_resume_one_pool() {
     a.query_drop("RESUME").unwrap();
     thread::sleep(Duration::from_millis(300));
     assert!(!worker.is_finished());
+    assert_eq!(s(&pool_row(&mut a, "SHOW POOLS", USER_A), "paused"), "yes");
 
     let r = a.query_iter(format!("RESUME {USER_A}")).unwrap();
     assert_eq!(r.info_str(), format!("pool {USER_A} resumed"));
@@ -1578,6 +1580,210 @@ fn pause_and_resume_one_pool() {
     assert_eq!(worker.join().unwrap(), Some(42));
     assert_eq!(num(&pool_row(&mut a, "SHOW BACKLOG", USER_A), "depth"), 0);
     assert_eq!(s(&pool_row(&mut a, "SHOW BACKLOG", USER_A), "paused"), "no");
+    assert_eq!(s(&pool_row(&mut a, "SHOW POOLS", USER_A), "paused"), "no");
+    // A funnel-wide PAUSE shows in every pool's row, until RESUME.
+    a.query_drop("PAUSE").unwrap();
+    for pool in [USER_A, USER_B] {
+        assert_eq!(s(&pool_row(&mut a, "SHOW POOLS", pool), "paused"), "yes");
+    }
+    a.query_drop("RESUME").unwrap();
+    for pool in [USER_A, USER_B] {
+        assert_eq!(s(&pool_row(&mut a, "SHOW POOLS", pool), "paused"), "no");
+    }
+}
+
+/// The value of `section` `name` in SHOW CONFIG.
+fn config_value(a: &mut mysql::Conn, section: &str, name: &str) -> String {
+    query(a, "SHOW CONFIG")
+        .iter()
+        .find(|r| s(r, "section") == section && s(r, "name") == name)
+        .map(|r| s(r, "value").to_string())
+        .unwrap_or_else(|| panic!("no {section} {name} in SHOW CONFIG"))
+}
+
+fn info(a: &mut mysql::Conn, sql: &str) -> String {
+    let r = a.query_iter(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let info = r.info_str().into_owned();
+    drop(r);
+    info
+}
+
+/// `SET key = value` changes a reloadable key as a reload would: logged,
+/// answered with what changed, shown by SHOW CONFIG, in effect at once
+/// (queue_timeout_ms, max_client_connections), until the next RELOAD.
+#[test]
+fn set_changes_a_reloadable_key_until_the_next_reload() {
+    let env = start(&user_a(""), &[USER_A]);
+    let mut a = env.admin();
+    let user_section = format!("[user {USER_A}]");
+    assert_eq!(
+        config_value(&mut a, &user_section, "queue_timeout_ms"),
+        "10000"
+    );
+
+    // [pool] queue_timeout_ms reaches the user, who does not override it.
+    let said = info(&mut a, "SET queue_timeout_ms = 300");
+    let change = format!("[user {USER_A}] queue_timeout_ms: 10000 -> 300");
+    assert!(said.contains(&change), "{said}");
+    assert!(said.contains("until the next reload"), "{said}");
+    assert!(
+        env.f.wait_for_log(
+            &format!("configuration changed by admin SET: {change}"),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        env.f.log()
+    );
+    assert_eq!(
+        config_value(&mut a, &user_section, "queue_timeout_ms"),
+        "300"
+    );
+    assert_eq!(
+        num(&pool_row(&mut a, "SHOW POOLS", USER_A), "queue_timeout_ms"),
+        300
+    );
+    // In effect: a paused pool's command times out after 300 ms, not 10 s.
+    let mut c = env.client(USER_A, PASS_A);
+    a.query_drop(format!("PAUSE {USER_A}")).unwrap();
+    let t0 = Instant::now();
+    let (code, msg) = error_code(c.query_drop("SELECT 1"));
+    assert_eq!(code, 1969, "{msg}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    a.query_drop(format!("RESUME {USER_A}")).unwrap();
+
+    // One client is connected: one more is too many once the limit is 1.
+    let said = info(&mut a, "SET GLOBAL max_client_connections = 1");
+    assert!(
+        said.contains("[funnel] max_client_connections: 20000 -> 1"),
+        "{said}"
+    );
+    let (code, msg) = error_code(env.f.try_conn(USER_A, PASS_A));
+    assert_eq!(code, 1040, "{msg}");
+    // DEFAULT: as if the file did not give it.
+    let said = info(&mut a, "SET max_client_connections = DEFAULT");
+    assert!(
+        said.contains("[funnel] max_client_connections: 1 -> 20000"),
+        "{said}"
+    );
+    drop(env.client(USER_A, PASS_A));
+    // A per-user key, with the user named.
+    let said = info(
+        &mut a,
+        &format!("SET user.{USER_A}.max_client_connections = 1"),
+    );
+    assert!(
+        said.contains(&format!("[user {USER_A}] max_client_connections: 0 -> 1")),
+        "{said}"
+    );
+    let (code, msg) = error_code(env.f.try_conn(USER_A, PASS_A));
+    assert_eq!(code, 1203, "{msg}");
+
+    // The next reload from the file undoes every SET.
+    let said = info(&mut a, "RELOAD");
+    assert!(
+        said.contains(&format!("[user {USER_A}] queue_timeout_ms: 300 -> 10000")),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("[user {USER_A}] max_client_connections: 1 -> 0")),
+        "{said}"
+    );
+    assert_eq!(
+        config_value(&mut a, &user_section, "queue_timeout_ms"),
+        "10000"
+    );
+    drop(env.client(USER_A, PASS_A));
+    drop(c);
+
+    // The read-only console account may not SET (client SETs still work).
+    let text = std::fs::read_to_string(&env.f.config_path).unwrap();
+    env.f.write_config(&text.replace(
+        "[admin]\n",
+        "[admin]\nstats_user = watcher\nstats_password = watcher-pw\n",
+    ));
+    assert!(info(&mut a, "RELOAD").contains("stats_user"));
+    let mut w = mysql::Conn::new(admin_opts(env.admin_port, "watcher", "watcher-pw")).unwrap();
+    w.query_drop("SET NAMES utf8mb4").unwrap();
+    let (code, msg) = error_code(w.query_drop("SET queue_timeout_ms = 5"));
+    assert_eq!(code, 1227, "{msg}");
+    assert_eq!(
+        config_value(&mut a, &user_section, "queue_timeout_ms"),
+        "10000"
+    );
+}
+
+/// A key that is unknown or only a restart can change, or a bad value, is
+/// refused with mysqld's error code and a `funnel:` message (a bad value
+/// with the message the file would get), and nothing changes.
+#[test]
+fn set_refuses_unknown_read_only_keys_and_bad_values() {
+    let env = start(&user_a(""), &[USER_A]);
+    let mut a = env.admin();
+    let before = query(&mut a, "SHOW CONFIG");
+    for (sql, code, part) in [
+        (
+            "SET no_such_key = 1",
+            1193,
+            "Unknown system variable 'no_such_key'",
+        ),
+        (
+            "SET queue_timeout = 1",
+            1193,
+            "did you mean \"queue_timeout_ms\"",
+        ),
+        ("SET user.nobody.connections = 1", 1193, "no [user nobody]"),
+        (
+            "SET funnel.listen = '127.0.0.1:1'",
+            1238,
+            "[funnel] listen is read only",
+        ),
+        (
+            "SET backend.address = '127.0.0.1:1'",
+            1238,
+            "[backend] address is read only",
+        ),
+        ("SET SESSION queue_timeout_ms = 5", 1229, "SET GLOBAL"),
+        (
+            "SET output_low_watermark = 2M",
+            1231,
+            "must be below output_high_watermark",
+        ),
+        (
+            "SET queue_timeout_ms = 1, connections = 2",
+            1064,
+            "one configuration key at a time",
+        ),
+    ] {
+        let (got, msg) = error_code(a.query_drop(sql));
+        assert_eq!(got, code, "{sql}: {msg}");
+        assert!(
+            msg.starts_with("funnel: ") && msg.contains(part),
+            "{sql}: {msg}"
+        );
+    }
+    // A bad value gets the message the file gets for it.
+    let (code, msg) = error_code(a.query_drop("SET pool.queue_timeout_ms = 'soon'"));
+    assert_eq!(code, 1231, "{msg}");
+    let text = std::fs::read_to_string(&env.f.config_path).unwrap();
+    env.f
+        .write_config(&text.replace("[pool]\n", "[pool]\nqueue_timeout_ms = soon\n"));
+    let (_, reload_msg) = error_code(a.query_drop("RELOAD"));
+    let file_says = reload_msg
+        .split_once("[pool] queue_timeout_ms: ")
+        .map(|(_, m)| m)
+        .unwrap_or_else(|| panic!("{reload_msg}"));
+    assert_eq!(msg, format!("funnel: [pool] queue_timeout_ms: {file_says}"));
+    env.f.write_config(&text);
+    assert_eq!(query(&mut a, "SHOW CONFIG"), before);
+
+    // The mariadb client shows the code and SQLSTATE.
+    let out = env.mariadb_cli("SET unix_socket = '/tmp/x.sock'");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ERROR 1238 (HY000)") && stderr.contains("funnel: "),
+        "{stderr}"
+    );
 }
 
 /// mysqld's thread ids of `user`'s connections.

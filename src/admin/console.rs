@@ -1,6 +1,6 @@
 //! The admin console: a MySQL-protocol server (blocking I/O, one thread per
 //! session) that answers SHOW commands from snapshots of the loop and
-//! carries out PAUSE, RESUME, RELOAD and SHUTDOWN through the control
+//! carries out PAUSE, RESUME, RELOAD, SET and SHUTDOWN through the control
 //! channel. It also answers what client libraries and the `mariadb` CLI send
 //! on their own (`SELECT @@version_comment LIMIT 1`, `SET NAMES`, `SELECT
 //! DATABASE()`, COM_PING, ...) so that they work interactively.
@@ -17,6 +17,7 @@ use log::{debug, info, warn};
 
 use super::report::{self, Cell, Kind, Table};
 use super::{CONTROL_TIMEOUT, SNAPSHOT_TIMEOUT};
+use crate::config::{SetError, Setting};
 use crate::protocol::auth::{native_password_stage2, verify_native};
 use crate::protocol::command::{command_name, decode_command, Command};
 use crate::protocol::consts::*;
@@ -500,6 +501,10 @@ const ER_PARSE_ERROR: (u16, &str) = (1064, "42000");
 const ER_SPECIFIC_ACCESS_DENIED_ERROR: (u16, &str) = (1227, "42000");
 const ER_EMPTY_QUERY: (u16, &str) = (1065, "42000");
 const ER_UNKNOWN_SYSTEM_VARIABLE: (u16, &str) = (1193, "HY000");
+const ER_GLOBAL_VARIABLE: (u16, &str) = (1229, "HY000");
+const ER_WRONG_VALUE_FOR_VAR: (u16, &str) = (1231, "42000");
+/// mysqld's ER_INCORRECT_GLOBAL_LOCAL_VAR: "Variable 'x' is a read only variable".
+const ER_VARIABLE_IS_READONLY: (u16, &str) = (1238, "HY000");
 
 impl Session<'_> {
     /// Answer one command; false when the session ends.
@@ -702,13 +707,72 @@ impl Session<'_> {
                 };
             }
         }
-        if upper.starts_with("SET ") || upper.starts_with("USE ") {
+        if let Some(rest) = strip_word(&text, "SET") {
+            return self.set(rest);
+        }
+        if upper.starts_with("USE ") {
             return Answer::Ok(String::new());
         }
         if let Some(rest) = strip_word(&text, "SELECT") {
             return self.select(rest);
         }
         unknown(&text)
+    }
+
+    /// `SET [GLOBAL] key = value` of a reloadable configuration key: the
+    /// running configuration with that value, applied as a reload and kept
+    /// until the next reload from the file. What client programs set for
+    /// their session (`SET NAMES`, `SET autocommit = 1`, `SET @x = 1`, ...)
+    /// is accepted with no effect.
+    fn set(&self, rest: &str) -> Answer {
+        let mut change = None;
+        for item in split_items(rest) {
+            match set_item(item) {
+                Ok(None) => {}
+                Ok(Some(_)) if change.is_some() => {
+                    return Answer::Err(
+                        ER_PARSE_ERROR,
+                        "funnel: SET changes one configuration key at a time".into(),
+                    )
+                }
+                Ok(Some(setting)) => change = Some(setting),
+                Err(answer) => return answer,
+            }
+        }
+        let Some((setting, value)) = change else {
+            return Answer::Ok(String::new());
+        };
+        if self.read_only {
+            info!(
+                "admin console: {} from {} (read-only) refused: SET {setting}",
+                self.user, self.peer
+            );
+            return Answer::Err(
+                ER_SPECIFIC_ACCESS_DENIED_ERROR,
+                format!(
+                    "funnel: access denied; SET needs the admin account, '{}' may run SHOW commands only",
+                    self.user
+                ),
+            );
+        }
+        // The value stays out of the log: it may be a password.
+        let what = format!("SET {setting}");
+        match self.control(&what, |reply| Control::Set {
+            setting,
+            value,
+            reply,
+        }) {
+            Ok(Ok(msg)) => Answer::Ok(msg),
+            Ok(Err(e)) => {
+                let code = match e {
+                    SetError::Unknown(_) => ER_UNKNOWN_SYSTEM_VARIABLE,
+                    SetError::ReadOnly(_) => ER_VARIABLE_IS_READONLY,
+                    SetError::Invalid(_) => ER_WRONG_VALUE_FOR_VAR,
+                };
+                Answer::Err(code, format!("funnel: {e}"))
+            }
+            Err(a) => a,
+        }
     }
 
     /// The few SELECTs clients send by themselves: system variables,
@@ -787,6 +851,130 @@ impl Session<'_> {
             _ => Err(unknown(&format!("SELECT {e}"))),
         }
     }
+}
+
+/// A configuration key and its new value (`None`: `DEFAULT`).
+type SetChange = (Setting, Option<String>);
+
+/// One assignment of a `SET`: `Ok(None)` for what a client sets for its
+/// session (no effect here), a configuration key with its value (`None`:
+/// `DEFAULT`), or the error to answer.
+fn set_item(item: &str) -> Result<Option<SetChange>, Answer> {
+    let first = item.split(' ').next().unwrap_or("").to_ascii_uppercase();
+    let Some((lhs, value)) = split_assignment(item) else {
+        let second = item.split(' ').nth(1).unwrap_or("").to_ascii_uppercase();
+        let session = matches!(
+            first.as_str(),
+            "NAMES" | "CHARACTER" | "CHARSET" | "TRANSACTION" | "PASSWORD" | "ROLE" | "DEFAULT"
+        ) || (matches!(first.as_str(), "SESSION" | "LOCAL" | "GLOBAL")
+            && second == "TRANSACTION");
+        if session {
+            return Ok(None);
+        }
+        return Err(Answer::Err(
+            ER_PARSE_ERROR,
+            format!(
+                "funnel: expected SET key = value, got SET {}",
+                item.chars().take(80).collect::<String>()
+            ),
+        ));
+    };
+    let lower = lhs.to_ascii_lowercase();
+    let (session, name) = if let Some(name) = strip_word(lhs, "GLOBAL") {
+        (false, name)
+    } else if let Some(name) = strip_word(lhs, "SESSION").or_else(|| strip_word(lhs, "LOCAL")) {
+        (true, name)
+    } else if lower.starts_with("@@global.") {
+        (false, &lhs[9..])
+    } else if lower.starts_with("@@session.") {
+        (true, &lhs[10..])
+    } else if lower.starts_with("@@local.") {
+        (true, &lhs[8..])
+    } else if let Some(name) = lhs.strip_prefix("@@") {
+        // mysqld's default scope for @@name is the session.
+        (true, name)
+    } else if lhs.starts_with('@') {
+        // A user variable.
+        return Ok(None);
+    } else {
+        (false, lhs)
+    };
+    let name = name.trim();
+    let client_variable = system_variable(&name.to_ascii_lowercase()).is_some()
+        || matches!(
+            name.to_ascii_lowercase().as_str(),
+            "sql_safe_updates" | "sql_select_limit" | "max_join_size"
+        );
+    let parsed = Setting::parse(name);
+    if session {
+        return match parsed {
+            Ok(_) | Err(SetError::ReadOnly(_)) if !client_variable => Err(Answer::Err(
+                ER_GLOBAL_VARIABLE,
+                format!(
+                    "funnel: Variable '{name}' is a GLOBAL variable and should be set with SET GLOBAL"
+                ),
+            )),
+            _ => Ok(None),
+        };
+    }
+    match parsed {
+        Ok(setting) => Ok(Some((setting, set_value(value)))),
+        Err(SetError::Unknown(_)) if client_variable => Ok(None),
+        Err(e @ SetError::ReadOnly(_)) => {
+            Err(Answer::Err(ER_VARIABLE_IS_READONLY, format!("funnel: {e}")))
+        }
+        Err(e) => Err(Answer::Err(
+            ER_UNKNOWN_SYSTEM_VARIABLE,
+            format!("funnel: Unknown system variable '{name}': {e}"),
+        )),
+    }
+}
+
+/// `name = value` (or `:=`) split at the first `=` outside quotes.
+fn split_assignment(item: &str) -> Option<(&str, &str)> {
+    let mut quote: Option<char> = None;
+    for (i, c) in item.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"' | '`') => quote = Some(c),
+            (None, '=') => {
+                let lhs = item[..i].trim_end();
+                let lhs = lhs.strip_suffix(':').unwrap_or(lhs).trim_end();
+                return Some((lhs, item[i + 1..].trim()));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The value as the file would hold it: a quoted string unquoted (`\x`
+/// and a doubled quote are escapes, as in SQL); `DEFAULT` is `None`.
+fn set_value(value: &str) -> Option<String> {
+    if value.eq_ignore_ascii_case("DEFAULT") {
+        return None;
+    }
+    let quoted = value.len() >= 2
+        && (value.starts_with('\'') && value.ends_with('\'')
+            || value.starts_with('"') && value.ends_with('"'));
+    if !quoted {
+        return Some(value.to_string());
+    }
+    let q = value.chars().next().unwrap_or('\'');
+    let mut out = String::new();
+    let mut chars = value[1..value.len() - 1].chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            c if c == q && chars.peek() == Some(&q) => {
+                chars.next();
+                out.push(q);
+            }
+            c => out.push(c),
+        }
+    }
+    Some(out)
 }
 
 fn unknown(text: &str) -> Answer {
@@ -980,6 +1168,90 @@ mod tests {
         );
         assert_eq!(strip_word("select 1", "SELECT"), Some("1"));
         assert_eq!(strip_word("selected", "SELECT"), None);
+    }
+
+    /// What `set_item` makes of one assignment: "session" (no effect),
+    /// "SETTING = VALUE", or the error code.
+    fn item(text: &str) -> String {
+        match set_item(&clean(text)) {
+            Ok(None) => "session".into(),
+            Ok(Some((s, v))) => format!("{s} = {v:?}"),
+            Err(Answer::Err((code, _), msg)) => {
+                assert!(msg.starts_with("funnel: "), "{msg}");
+                code.to_string()
+            }
+            Err(_) => panic!("{text}: not an error answer"),
+        }
+    }
+
+    #[test]
+    fn set_items() {
+        // What client programs set for their session: no effect, no error.
+        for text in [
+            "NAMES utf8mb4",
+            "NAMES utf8mb4 COLLATE utf8mb4_general_ci",
+            "CHARACTER SET utf8",
+            "autocommit = 1",
+            "AUTOCOMMIT=0",
+            "character_set_results = NULL",
+            "SESSION sql_mode = 'ANSI'",
+            "@@session.wait_timeout = 10",
+            "@x := 5",
+            "SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "sql_select_limit = DEFAULT",
+        ] {
+            assert_eq!(item(text), "session", "{text}");
+        }
+        // Funnel keys, in every accepted form.
+        for (text, expected) in [
+            (
+                "queue_timeout_ms = 50",
+                "[pool] queue_timeout_ms = Some(\"50\")",
+            ),
+            (
+                "GLOBAL queue_timeout_ms=50",
+                "[pool] queue_timeout_ms = Some(\"50\")",
+            ),
+            (
+                "@@global.pool.queue_timeout_ms = 50",
+                "[pool] queue_timeout_ms = Some(\"50\")",
+            ),
+            (
+                "user.app.connections := DEFAULT",
+                "[user app] connections = None",
+            ),
+            (
+                "max_allowed_packet = '16M'",
+                "[funnel] max_allowed_packet = Some(\"16M\")",
+            ),
+            (
+                "server_version = \"8.0 \\\"x\\\" 'y'\"",
+                "[funnel] server_version = Some(\"8.0 \\\"x\\\" 'y'\")",
+            ),
+            (
+                "server_version = 'it''s'",
+                "[funnel] server_version = Some(\"it's\")",
+            ),
+            (
+                "user.`a=b`.connections = 2",
+                "[user a=b] connections = Some(\"2\")",
+            ),
+        ] {
+            assert_eq!(item(text), expected, "{text}");
+        }
+        // Unknown, read only, session scope of a funnel key, not an assignment.
+        for (text, code) in [
+            ("no_such_key = 1", "1193"),
+            ("queue_timeout = 1", "1193"),
+            ("listen = '127.0.0.1:1'", "1193"),
+            ("funnel.listen = '127.0.0.1:1'", "1238"),
+            ("GLOBAL unix_socket = ''", "1238"),
+            ("SESSION queue_timeout_ms = 5", "1229"),
+            ("@@queue_timeout_ms = 5", "1229"),
+            ("queue_timeout_ms", "1064"),
+        ] {
+            assert_eq!(item(text), code, "{text}");
+        }
     }
 
     #[test]

@@ -155,6 +155,7 @@ pub fn show_pools(s: &Snapshot) -> Table {
         ("backends_internal", Int),
         ("backends_broken", Int),
         ("backend_up", Str),
+        ("paused", Str),
         ("backlog", Int),
         ("backlog_max_1m", Int),
         ("backlog_max", Int),
@@ -186,6 +187,8 @@ pub fn show_pools(s: &Snapshot) -> Table {
             b.internal.into(),
             b.broken.into(),
             yes_no(p.backend_up),
+            // By PAUSE pool or by the funnel-wide PAUSE.
+            yes_no(s.paused || p.paused),
             p.backlog_depth.into(),
             backlog_max_1m(p).into(),
             p.backlog_max_since_start.into(),
@@ -514,7 +517,7 @@ pub fn show_version(s: &Snapshot) -> Table {
 }
 
 /// The commands of the admin console and what they do.
-pub const COMMANDS: [(&str, &str); 18] = [
+pub const COMMANDS: [(&str, &str); 19] = [
     (
         "SHOW STATS",
         "request, error and byte counters per pool and in total",
@@ -570,6 +573,10 @@ pub const COMMANDS: [(&str, &str); 18] = [
         "close the pool's backend connections (busy ones after their current command) and open new ones",
     ),
     ("RELOAD", "re-read the configuration file"),
+    (
+        "SET key = value",
+        "change one reloadable key (key, section.key or user.NAME.key; DEFAULT unsets it) as a reload would, until the next RELOAD or SIGHUP",
+    ),
     ("SHUTDOWN", "graceful shutdown, as on SIGTERM"),
     ("HELP", "this list"),
 ];

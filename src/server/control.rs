@@ -10,6 +10,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 pub use super::stats::{Hist, LatencyStat, PoolLatency, QueryStat, SecondLatency, SecondSummary};
 use super::Counters;
+use crate::config::{SetError, Setting};
 
 /// What the admin side may ask of the loop.
 pub enum Control {
@@ -28,6 +29,14 @@ pub enum Control {
     /// Re-read the configuration file.
     Reload {
         reply: Sender<Result<String, String>>,
+    },
+    /// Apply the running configuration with one setting changed, as a
+    /// reload would (`value` None: as if not given). Lasts until the next
+    /// reload from the file.
+    Set {
+        setting: Setting,
+        value: Option<String>,
+        reply: Sender<Result<String, SetError>>,
     },
     /// Close one client as `KILL CONNECTION` would (`Err`: no such client).
     KillClient {

@@ -14,7 +14,7 @@ use super::log_limit::LogEvent;
 use super::pool::{Pool, REMOVED_PREFIX};
 use super::session::PinCause;
 use super::Engine;
-use crate::config::Config;
+use crate::config::{Config, SetError, Setting};
 
 impl Engine {
     pub(super) fn handle_control(&mut self) {
@@ -41,6 +41,13 @@ impl Engine {
                 }
                 Control::Reload { reply } => {
                     let _ = reply.send(self.reload("admin RELOAD"));
+                }
+                Control::Set {
+                    setting,
+                    value,
+                    reply,
+                } => {
+                    let _ = reply.send(self.admin_set(&setting, value.as_deref()));
                 }
                 Control::KillClient { id, reply } => {
                     let _ = reply.send(self.admin_kill_client(id));
@@ -157,6 +164,51 @@ impl Engine {
                 return Err(msg);
             }
         };
+        let notes = self.apply_config(new);
+        let summary = if notes.is_empty() {
+            "configuration reloaded (no changes)".to_string()
+        } else {
+            format!("configuration reloaded: {}", notes.join("; "))
+        };
+        log_limited!(
+            self,
+            LogEvent::ReloadDone,
+            "{summary} ({trigger}, {})",
+            self.config.source
+        );
+        Ok(summary)
+    }
+
+    /// Admin `SET key = value`: the running configuration with that one
+    /// setting changed, applied as a reload applies the file's; the next
+    /// reload from the file undoes it.
+    fn admin_set(&mut self, setting: &Setting, value: Option<&str>) -> Result<String, SetError> {
+        let new = self.config.set(setting, value)?;
+        let mut notes = self.apply_config(new);
+        // A SET never changes a restart-only key; such lines are a reloaded
+        // file's changes still waiting for the restart.
+        notes.retain(|n| !n.ends_with("(needs a restart)"));
+        let changed = if notes.is_empty() {
+            format!("{setting}: no change")
+        } else {
+            notes.join("; ")
+        };
+        let summary = format!(
+            "set {changed}; until the next reload of the file (RELOAD, SIGHUP) or a restart"
+        );
+        log_limited!(
+            self,
+            LogEvent::ReloadDone,
+            "configuration changed by admin SET: {changed} (until the next reload of {})",
+            self.config.source
+        );
+        Ok(summary)
+    }
+
+    /// Put a new configuration in place of the running one and apply what
+    /// can change live; what needs a restart keeps its running value.
+    /// Returns what changed, for the log and the admin's answer.
+    fn apply_config(&mut self, new: Config) -> Vec<String> {
         // Every key that changed, old -> new (restart-only ones say so).
         let mut notes = self.config.changes(&new);
         // Pools: existing users are updated in place (both pools of a user
@@ -234,18 +286,7 @@ impl Engine {
             self.maintain_pool(p);
             self.dispatch(p);
         }
-        let summary = if notes.is_empty() {
-            "configuration reloaded (no changes)".to_string()
-        } else {
-            format!("configuration reloaded: {}", notes.join("; "))
-        };
-        log_limited!(
-            self,
-            LogEvent::ReloadDone,
-            "{summary} ({trigger}, {})",
-            self.config.source
-        );
-        Ok(summary)
+        notes
     }
 
     /// Start serving a new pool (its index must be `self.pools.len()`).
