@@ -129,8 +129,15 @@ fn main() -> ExitCode {
         env!("CARGO_PKG_VERSION"),
         path.display()
     );
-    funnel::admin::process::check_fd_limit(&config);
-    match funnel::server::run(config) {
+    funnel::process::check_fd_limit(&config);
+    // The admin console and stats port, wired to the engine once it exists.
+    let admin: Option<funnel::server::AdminStarter> =
+        (config.admin.is_some() || config.stats.is_some()).then(|| {
+            let config = config.clone();
+            Box::new(move |handle| funnel::admin::spawn(&config, handle))
+                as funnel::server::AdminStarter
+        });
+    match funnel::server::run(config, admin) {
         Ok(()) => {
             log::info!("funnel stopped");
             ExitCode::SUCCESS

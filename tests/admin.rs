@@ -1426,7 +1426,7 @@ fn fd_limit_below_need_warns_at_start() {
     drop(f);
 
     // A hard limit with room: the soft one is raised to what is needed.
-    let (_, hard) = funnel::admin::process::nofile_limit().unwrap();
+    let (_, hard) = funnel::process::nofile_limit().unwrap();
     if hard < 10_000 {
         eprintln!("hard RLIMIT_NOFILE {hard}: the raise is not testable here");
         return;

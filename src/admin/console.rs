@@ -18,6 +18,8 @@ use log::{debug, info, warn};
 use super::report::{self, Cell, Kind, Table};
 use super::{CONTROL_TIMEOUT, SNAPSHOT_TIMEOUT};
 use crate::config::{SetError, Setting};
+use crate::control::{Control, ControlHandle, Snapshot};
+use crate::log_limit::{LogEvent, ThreadLogLimiter};
 use crate::protocol::auth::{native_password_stage2, verify_native};
 use crate::protocol::command::{command_name, decode_command, Command};
 use crate::protocol::consts::*;
@@ -30,8 +32,6 @@ use crate::protocol::response::{
     column_flag, column_type, encode_column_def, encode_eof, encode_err, encode_ok,
     encode_text_row, OkPacket,
 };
-use crate::server::control::{Control, ControlHandle, Snapshot};
-use crate::server::log_limit::{LogEvent, ThreadLogLimiter};
 
 /// Largest command accepted from an admin client.
 const MAX_COMMAND: usize = 1 << 20;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use log::debug;
 
 use super::SNAPSHOT_TIMEOUT;
-use crate::server::control::ControlHandle;
+use crate::control::ControlHandle;
 
 /// Largest request head read.
 const MAX_HEAD: usize = 16 * 1024;

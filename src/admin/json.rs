@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::report::{self, backlog_max_1m, counter_list, measures, window, WINDOWS};
-use crate::server::control::{Hist, PoolSnapshot, Snapshot};
+use crate::control::{Hist, PoolSnapshot, Snapshot};
 
 pub enum Json {
     Null,
@@ -173,7 +173,7 @@ fn pool(s: &Snapshot, p: &PoolSnapshot) -> Json {
         })
         .collect();
     let h = &p.latency.history;
-    let col = |f: &dyn Fn(&crate::server::control::SecondSummary) -> u32| {
+    let col = |f: &dyn Fn(&crate::control::SecondSummary) -> u32| {
         Json::Arr(h.iter().map(|x| Json::Int(u64::from(f(x)))).collect())
     };
     let history = Json::Obj(vec![
@@ -195,7 +195,7 @@ fn pool(s: &Snapshot, p: &PoolSnapshot) -> Json {
     Json::Obj(vec![
         ("name", p.name.as_str().into()),
         ("backend_user", p.backend_user.as_str().into()),
-        ("removed", report::is_removed(p).into()),
+        ("removed", p.is_removed().into()),
         ("found_rows", p.found_rows.into()),
         (
             "clients",
@@ -260,7 +260,7 @@ fn pool(s: &Snapshot, p: &PoolSnapshot) -> Json {
 
 /// A pool's counters (`pool`: those only the funnel as a whole has are
 /// null) or the totals.
-fn counters(c: &crate::server::Counters, pool: bool) -> Json {
+fn counters(c: &crate::control::Counters, pool: bool) -> Json {
     Json::Map(
         counter_list(c)
             .iter()

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use super::json::BUCKETS_US;
 use super::report::{backlog_max_1m, measures, WINDOWS};
-use crate::server::control::{Hist, Snapshot};
+use crate::control::{Hist, Snapshot};
 
 struct Out(String);
 
@@ -63,7 +63,7 @@ impl Out {
         name: &str,
         kind: &str,
         help: &str,
-        f: impl Fn(&crate::server::control::PoolSnapshot) -> f64,
+        f: impl Fn(&crate::control::PoolSnapshot) -> f64,
     ) {
         self.family(name, kind, help);
         for p in &s.pools {
@@ -576,14 +576,14 @@ pub fn render(s: &Snapshot) -> String {
             }
         }
     }
-    process(&mut o, &super::process::read());
+    process(&mut o, &crate::process::read());
     o.0
 }
 
 /// The process figures, named as the Prometheus client libraries name them
 /// (no `funnel_` prefix, so dashboards made for them work); a figure that
 /// cannot be read is left out.
-fn process(o: &mut Out, p: &super::process::ProcessStats) {
+fn process(o: &mut Out, p: &crate::process::ProcessStats) {
     let figures = [
         (
             "process_open_fds",

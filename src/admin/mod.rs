@@ -19,7 +19,7 @@ mod console;
 mod http;
 mod json;
 mod metrics;
-pub mod process;
+
 pub mod report;
 
 use std::collections::HashMap;
@@ -31,8 +31,8 @@ use std::time::Duration;
 use log::{info, warn};
 
 use crate::config::Config;
-use crate::server::control::{ControlHandle, Snapshot};
-use crate::server::log_limit::{LogEvent, ThreadLogLimiter};
+use crate::control::{ControlHandle, Snapshot};
+use crate::log_limit::{LogEvent, ThreadLogLimiter};
 
 /// Admin console sessions served at once.
 pub const MAX_ADMIN_CONNECTIONS: usize = 16;
@@ -313,7 +313,7 @@ pub fn health(s: &Snapshot) -> Result<String, String> {
         return Err("paused by the admin console (RESUME to continue)".into());
     }
     let mut pools = 0;
-    for p in s.pools.iter().filter(|p| !report::is_removed(p)) {
+    for p in s.pools.iter().filter(|p| !p.is_removed()) {
         pools += 1;
         if !p.backend_up {
             let why = p

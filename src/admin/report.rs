@@ -2,8 +2,8 @@
 //! snapshot. Integers are counts, bytes or durations in µs (or ms where the
 //! column name says so); strings are everything else.
 
-use crate::server::control::{Hist, LatencyStat, PoolSnapshot, Snapshot};
-use crate::server::Counters;
+use crate::control::Counters;
+use crate::control::{Hist, LatencyStat, PoolSnapshot, Snapshot};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -103,11 +103,6 @@ pub fn backend_version(s: &Snapshot) -> Option<&str> {
             _ => v,
         }
     })
-}
-
-/// A pool kept after its user was removed from the configuration.
-pub fn is_removed(p: &PoolSnapshot) -> bool {
-    p.name.starts_with("removed:")
 }
 
 fn yes_no(b: bool) -> Cell {
@@ -376,7 +371,7 @@ pub fn window(l: &LatencyStat, seconds: usize) -> Hist {
 pub const MEASURES: [&str; 3] = ["queue_wait", "service", "end_to_end"];
 
 /// The three measures of a pool, by name.
-pub fn measures(p: &crate::server::control::PoolLatency) -> [(&'static str, &LatencyStat); 3] {
+pub fn measures(p: &crate::control::PoolLatency) -> [(&'static str, &LatencyStat); 3] {
     [
         (MEASURES[0], &p.queue_wait),
         (MEASURES[1], &p.service),

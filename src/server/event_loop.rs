@@ -25,6 +25,7 @@ use super::log_limit::LogEvent;
 use super::notify;
 use super::Engine;
 use crate::config::{BackendAddr, Config};
+use crate::control::ControlHandle;
 
 /// Token space: the low two bits say what a token is for.
 const KIND_BITS: usize = 2;
@@ -99,24 +100,26 @@ pub struct EventLoop {
     stop_on_short_read: bool,
 }
 
-/// Run the funnel until it is told to stop.
-pub fn run(config: Config) -> Result<(), String> {
+/// Run the funnel until it is told to stop. `admin`, when given, is started
+/// with a handle to the engine once the loop exists, before the client
+/// listeners are bound (the caller wires the admin side in: the server does
+/// not depend on it).
+pub fn run(config: Config, admin: Option<AdminStarter>) -> Result<(), String> {
     let mut el = EventLoop::new(config)?;
     el.notifier = notify::Notifier::from_env();
     el.install_signal_handlers()?;
-    if el.engine.config.admin.is_some() || el.engine.config.stats.is_some() {
-        let waker = mio::Waker::new(el.poll.registry(), WAKER_TOKEN)
-            .map_err(|e| format!("cannot create the admin waker: {e}"))?;
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let handle = super::control::ControlHandle::new(tx, std::sync::Arc::new(waker));
-        crate::admin::spawn(&el.engine.config, handle)?;
-        el.engine.control = Some(rx);
+    if let Some(start_admin) = admin {
+        let handle = el.control_handle()?;
+        start_admin(handle)?;
     }
     el.bind_listeners()?;
     el.start();
     while !el.turn(None)? {}
     Ok(())
 }
+
+/// Starts the admin and stats side with its handle to the engine.
+pub type AdminStarter = Box<dyn FnOnce(ControlHandle) -> Result<(), String>>;
 
 impl EventLoop {
     pub(crate) fn new(config: Config) -> Result<EventLoop, String> {
@@ -134,6 +137,16 @@ impl EventLoop {
             notifier: None,
             stop_on_short_read: false,
         })
+    }
+
+    /// The admin side's handle: a channel to the engine and a waker for
+    /// this loop.
+    pub(crate) fn control_handle(&mut self) -> Result<ControlHandle, String> {
+        let waker = mio::Waker::new(self.poll.registry(), WAKER_TOKEN)
+            .map_err(|e| format!("cannot create the admin waker: {e}"))?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.engine.control = Some(rx);
+        Ok(ControlHandle::new(tx, std::sync::Arc::new(waker)))
     }
 
     fn clock(&self) -> Instant {

@@ -12,9 +12,8 @@
 //! deadline), dispatch events, carry out the actions, then the engine's
 //! periodic work (timers, backlog expiry, janitor, pool top-up).
 
-// First: its `log_limited!` macro is used by the modules below.
-#[macro_use]
-pub mod log_limit;
+pub use crate::control::Counters;
+pub(crate) use crate::log_limit;
 
 pub mod action;
 mod auth_throttle;
@@ -22,7 +21,6 @@ mod backend;
 pub mod backend_server;
 mod client;
 mod client_track;
-pub mod control;
 pub mod event_loop;
 pub mod io;
 pub mod notify;
@@ -64,64 +62,6 @@ const JANITOR_INTERVAL: Duration = Duration::from_millis(1000);
 /// Upper bound on the poll timeout, so periodic work runs without a timer.
 const MAX_POLL_TIMEOUT: Duration = Duration::from_millis(1000);
 
-/// Counters kept by the loop (the stats issue turns these into the admin
-/// and metrics views).
-#[derive(Default, Debug, Clone)]
-pub struct Counters {
-    pub clients_accepted: u64,
-    /// Commands answered by mysqld with an ERR.
-    pub backend_errors: u64,
-    /// Requests removed or stopped by KILL.
-    pub killed: u64,
-    /// Backend connections reset before reuse.
-    pub backend_resets: u64,
-    /// Backends made dirty by a statement whose effect on the session the
-    /// funnel could not prove (each costs a pin, then a reset).
-    pub dirty_backends: u64,
-    /// Diagnostics areas emptied before a client's `SHOW WARNINGS`.
-    pub diagnostics_cleared: u64,
-    /// Backend connections brought back to "no default schema" (a
-    /// `COM_CHANGE_USER`) for a client without one.
-    pub schema_unsets: u64,
-    /// Commands put back in the backlog after their backend died before
-    /// any of their answer reached the client (never sent to mysqld, or
-    /// safe to repeat).
-    pub retried: u64,
-    pub clients_refused: u64,
-    pub auth_failures: u64,
-    /// Login attempts held back after failed logins (`auth_failure_*`).
-    pub auth_held: u64,
-    /// Login attempts refused unchecked (ERR 1129): their hold would have
-    /// outlasted `handshake_timeout_ms`.
-    pub auth_throttled: u64,
-    pub requests: u64,
-    pub backlog_full: u64,
-    pub queue_timeouts: u64,
-    pub backend_lost: u64,
-    pub backend_connects: u64,
-    pub backend_connect_failures: u64,
-    pub replays: u64,
-    /// Time backends spent on the funnel's steps for clients' sessions
-    /// (replays, statement re-prepares, user-variable read-backs), in µs.
-    pub replay_micros: u64,
-    /// User variables set (or unset) by those replays.
-    pub user_vars_replayed: u64,
-    pub bytes_from_clients: u64,
-    pub bytes_to_clients: u64,
-    /// Connection first: responses read completely past a slow client's
-    /// output_high_watermark, so their backend was freed early.
-    pub buffered_results: u64,
-    /// Connection first: responses held back at the backend after all
-    /// (max_buffered_result outgrown or max_buffered_total reached).
-    pub buffered_fallbacks: u64,
-    /// Statements closed on backends (no client held them any more, or
-    /// mysqld ran out of statement slots and cached copies made room).
-    pub stmts_closed: u64,
-    /// Prepares sent again after mysqld's ERR 1461, once cached
-    /// statements made room.
-    pub prepare_retries: u64,
-}
-
 /// Engine work postponed to the end of the current handler, so that
 /// resuming one connection from inside another's handler cannot recurse.
 #[derive(Clone, Copy, Debug)]
@@ -130,38 +70,6 @@ pub(crate) enum Deferred {
     ClientInput(usize, u64),
     /// The last `KILL QUERY` against a backend is over.
     ResumeAfterKill(usize, u64),
-}
-
-impl Counters {
-    pub fn add(&mut self, o: &Counters) {
-        self.clients_accepted += o.clients_accepted;
-        self.backend_errors += o.backend_errors;
-        self.killed += o.killed;
-        self.backend_resets += o.backend_resets;
-        self.dirty_backends += o.dirty_backends;
-        self.diagnostics_cleared += o.diagnostics_cleared;
-        self.schema_unsets += o.schema_unsets;
-        self.retried += o.retried;
-        self.clients_refused += o.clients_refused;
-        self.auth_failures += o.auth_failures;
-        self.auth_held += o.auth_held;
-        self.auth_throttled += o.auth_throttled;
-        self.requests += o.requests;
-        self.backlog_full += o.backlog_full;
-        self.queue_timeouts += o.queue_timeouts;
-        self.backend_lost += o.backend_lost;
-        self.backend_connects += o.backend_connects;
-        self.backend_connect_failures += o.backend_connect_failures;
-        self.replays += o.replays;
-        self.replay_micros += o.replay_micros;
-        self.user_vars_replayed += o.user_vars_replayed;
-        self.bytes_from_clients += o.bytes_from_clients;
-        self.bytes_to_clients += o.bytes_to_clients;
-        self.buffered_results += o.buffered_results;
-        self.buffered_fallbacks += o.buffered_fallbacks;
-        self.stmts_closed += o.stmts_closed;
-        self.prepare_retries += o.prepare_retries;
-    }
 }
 
 /// The funnel's state and decisions, without sockets (see the module
@@ -208,16 +116,13 @@ pub struct Engine {
     auth_throttle: auth_throttle::AuthThrottle,
     last_janitor: Instant,
     stats: stats::Stats,
-    control: Option<control::ControlReceiver>,
+    control: Option<crate::control::ControlReceiver>,
     started: Instant,
     /// READY=1 announced (`Action::Notify`).
     notified_ready: bool,
 }
 
-/// Run the funnel until it is told to stop.
-pub fn run(config: Config) -> Result<(), String> {
-    event_loop::run(config)
-}
+pub use event_loop::{run, AdminStarter};
 
 impl Engine {
     fn new(config: Config, now: Instant) -> Engine {

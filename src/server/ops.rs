@@ -7,14 +7,14 @@ use log::info;
 
 use super::backend::BackendState;
 use super::client::ClientState;
-use super::control::{
-    BackendCounts, BackendRow, ClientCounts, ClientRow, Control, PoolSnapshot, Snapshot,
-};
 use super::log_limit::LogEvent;
 use super::pool::{Pool, REMOVED_PREFIX};
 use super::session::PinCause;
 use super::Engine;
 use crate::config::{Config, SetError, Setting};
+use crate::control::{
+    BackendCounts, BackendRow, ClientCounts, ClientRow, Control, PoolSnapshot, Snapshot,
+};
 
 impl Engine {
     pub(super) fn handle_control(&mut self) {
@@ -280,7 +280,7 @@ impl Engine {
         self.config.unix_socket = keep_socket;
         self.config.backend.address = keep_backend;
         // More clients or backends may now need more descriptors.
-        crate::admin::process::check_fd_limit(&self.config);
+        crate::process::check_fd_limit(&self.config);
         for p in 0..self.pools.len() {
             self.shrink_pool(p);
             self.maintain_pool(p);
@@ -463,7 +463,7 @@ impl Engine {
         // A removed user's pool is gone once it has drained.
         pools.retain(|p| {
             let b = &p.backends;
-            !(crate::admin::report::is_removed(p)
+            !(p.is_removed()
                 && p.clients.connected == 0
                 && p.backlog_depth == 0
                 && b.connecting + b.idle + b.busy + b.pinned + b.internal == 0)

@@ -39,9 +39,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::control::Control;
 use super::event_loop::EventLoop;
 use crate::config::Config;
+use crate::control::Control;
 use crate::protocol::auth::scramble_native;
 use crate::protocol::consts::*;
 use crate::protocol::handshake::{AuthSwitchRequest, HandshakeResponse, HandshakeV10};

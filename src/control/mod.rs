@@ -1,16 +1,19 @@
-//! How the admin and stats side (its own thread) talks to the event loop:
-//! requests over a channel plus a mio `Waker`; answers over a one-shot
-//! channel. The loop never blocks on the admin side and never shares a lock
-//! with it: a snapshot is a copy.
+//! The interface between the engine and the admin and stats side: requests
+//! over a channel plus a mio `Waker`; answers over a one-shot channel; the
+//! snapshot types and counters the answers carry. Both sides depend on this
+//! module, neither on the other (`main.rs` wires them). The loop never
+//! blocks on the admin side and never shares a lock with it: a snapshot is
+//! a copy.
+
+pub mod latency;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 
-pub use super::stats::{Hist, LatencyStat, PoolLatency, QueryStat, SecondLatency, SecondSummary};
-use super::Counters;
 use crate::config::{SetError, Setting};
+pub use latency::{Hist, LatencyStat, PoolLatency, QueryStat, SecondLatency, SecondSummary};
 
 /// What the admin side may ask of the loop.
 pub enum Control {
@@ -97,7 +100,7 @@ impl ControlHandle {
     }
 }
 
-pub(super) type ControlReceiver = Receiver<Control>;
+pub(crate) type ControlReceiver = Receiver<Control>;
 
 #[derive(Clone, Debug, Default)]
 pub struct ClientCounts {
@@ -150,6 +153,14 @@ pub struct PoolSnapshot {
     pub buffered_bytes: usize,
     /// Prepared statements the pool's clients hold.
     pub prepared_stmts: usize,
+}
+
+impl PoolSnapshot {
+    /// A pool kept after its user was removed from the configuration
+    /// (until it has drained).
+    pub fn is_removed(&self) -> bool {
+        self.name.starts_with("removed:")
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -222,4 +233,94 @@ pub struct Snapshot {
     pub admin_auth: Option<(String, [u8; 20])>,
     /// The same for the read-only account (`[admin] stats_user`), if any.
     pub admin_stats_auth: Option<(String, [u8; 20])>,
+}
+
+/// Counters kept by the loop (the stats issue turns these into the admin
+/// and metrics views).
+#[derive(Default, Debug, Clone)]
+pub struct Counters {
+    pub clients_accepted: u64,
+    /// Commands answered by mysqld with an ERR.
+    pub backend_errors: u64,
+    /// Requests removed or stopped by KILL.
+    pub killed: u64,
+    /// Backend connections reset before reuse.
+    pub backend_resets: u64,
+    /// Backends made dirty by a statement whose effect on the session the
+    /// funnel could not prove (each costs a pin, then a reset).
+    pub dirty_backends: u64,
+    /// Diagnostics areas emptied before a client's `SHOW WARNINGS`.
+    pub diagnostics_cleared: u64,
+    /// Backend connections brought back to "no default schema" (a
+    /// `COM_CHANGE_USER`) for a client without one.
+    pub schema_unsets: u64,
+    /// Commands put back in the backlog after their backend died before
+    /// any of their answer reached the client (never sent to mysqld, or
+    /// safe to repeat).
+    pub retried: u64,
+    pub clients_refused: u64,
+    pub auth_failures: u64,
+    /// Login attempts held back after failed logins (`auth_failure_*`).
+    pub auth_held: u64,
+    /// Login attempts refused unchecked (ERR 1129): their hold would have
+    /// outlasted `handshake_timeout_ms`.
+    pub auth_throttled: u64,
+    pub requests: u64,
+    pub backlog_full: u64,
+    pub queue_timeouts: u64,
+    pub backend_lost: u64,
+    pub backend_connects: u64,
+    pub backend_connect_failures: u64,
+    pub replays: u64,
+    /// Time backends spent on the funnel's steps for clients' sessions
+    /// (replays, statement re-prepares, user-variable read-backs), in µs.
+    pub replay_micros: u64,
+    /// User variables set (or unset) by those replays.
+    pub user_vars_replayed: u64,
+    pub bytes_from_clients: u64,
+    pub bytes_to_clients: u64,
+    /// Connection first: responses read completely past a slow client's
+    /// output_high_watermark, so their backend was freed early.
+    pub buffered_results: u64,
+    /// Connection first: responses held back at the backend after all
+    /// (max_buffered_result outgrown or max_buffered_total reached).
+    pub buffered_fallbacks: u64,
+    /// Statements closed on backends (no client held them any more, or
+    /// mysqld ran out of statement slots and cached copies made room).
+    pub stmts_closed: u64,
+    /// Prepares sent again after mysqld's ERR 1461, once cached
+    /// statements made room.
+    pub prepare_retries: u64,
+}
+
+impl Counters {
+    pub fn add(&mut self, o: &Counters) {
+        self.clients_accepted += o.clients_accepted;
+        self.backend_errors += o.backend_errors;
+        self.killed += o.killed;
+        self.backend_resets += o.backend_resets;
+        self.dirty_backends += o.dirty_backends;
+        self.diagnostics_cleared += o.diagnostics_cleared;
+        self.schema_unsets += o.schema_unsets;
+        self.retried += o.retried;
+        self.clients_refused += o.clients_refused;
+        self.auth_failures += o.auth_failures;
+        self.auth_held += o.auth_held;
+        self.auth_throttled += o.auth_throttled;
+        self.requests += o.requests;
+        self.backlog_full += o.backlog_full;
+        self.queue_timeouts += o.queue_timeouts;
+        self.backend_lost += o.backend_lost;
+        self.backend_connects += o.backend_connects;
+        self.backend_connect_failures += o.backend_connect_failures;
+        self.replays += o.replays;
+        self.replay_micros += o.replay_micros;
+        self.user_vars_replayed += o.user_vars_replayed;
+        self.bytes_from_clients += o.bytes_from_clients;
+        self.bytes_to_clients += o.bytes_to_clients;
+        self.buffered_results += o.buffered_results;
+        self.buffered_fallbacks += o.buffered_fallbacks;
+        self.stmts_closed += o.stmts_closed;
+        self.prepare_retries += o.prepare_retries;
+    }
 }

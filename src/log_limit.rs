@@ -248,10 +248,10 @@ pub fn log_suppressed(kind: LogEvent, lines: u64) {
 /// The arguments are only evaluated when the line is written.
 macro_rules! log_limited {
     ($server:expr, $kind:expr, $($arg:tt)+) => {{
-        let kind: $crate::server::log_limit::LogEvent = $kind;
+        let kind: $crate::log_limit::LogEvent = $kind;
         let admission = $server.log_limit.admit(kind, $server.now);
         if admission.ended_suppressed > 0 {
-            $crate::server::log_limit::log_suppressed(kind, admission.ended_suppressed);
+            $crate::log_limit::log_suppressed(kind, admission.ended_suppressed);
         }
         if admission.log {
             log::log!(kind.level(), $($arg)+);
