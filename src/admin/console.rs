@@ -441,13 +441,13 @@ fn login(
     // start-up if the loop does not answer.
     let creds = shared
         .control
-        .snapshot(false, SNAPSHOT_TIMEOUT)
-        .and_then(|s| {
-            let (user, stage2) = s.admin_auth.clone()?;
+        .call(|reply| Control::Credentials { reply }, SNAPSHOT_TIMEOUT)
+        .and_then(|c| {
+            let (user, stage2) = c.admin?;
             Some(Credentials {
                 user,
                 stage2,
-                stats: s.admin_stats_auth.clone(),
+                stats: c.stats,
             })
         })
         .unwrap_or_else(|| shared.initial.clone());

@@ -58,6 +58,10 @@ pub enum Control {
         pool: String,
         reply: Sender<Result<String, String>>,
     },
+    /// The admin accounts in force (for a console login: no snapshot).
+    Credentials {
+        reply: Sender<AdminCredentials>,
+    },
     /// Graceful shutdown, as on SIGTERM.
     Shutdown {
         reply: Sender<String>,
@@ -228,11 +232,15 @@ pub struct Snapshot {
     pub health_backlog_ratio: f64,
     /// The query-shape table, most total time first (only with `detail`).
     pub queries: Vec<QueryStat>,
-    /// The admin console's user and SHA1(SHA1(password)), as configured now
-    /// (reloadable), so the admin thread checks logins against them.
-    pub admin_auth: Option<(String, [u8; 20])>,
-    /// The same for the read-only account (`[admin] stats_user`), if any.
-    pub admin_stats_auth: Option<(String, [u8; 20])>,
+}
+
+/// The admin accounts as configured now (reloadable), so the admin thread
+/// checks console logins against them: user and SHA1(SHA1(password)).
+#[derive(Clone, Debug)]
+pub struct AdminCredentials {
+    pub admin: Option<(String, [u8; 20])>,
+    /// The read-only account (`[admin] stats_user`), if any.
+    pub stats: Option<(String, [u8; 20])>,
 }
 
 /// Counters kept by the loop (the stats issue turns these into the admin

@@ -13,7 +13,8 @@ use super::session::PinCause;
 use super::Engine;
 use crate::config::{Config, SetError, Setting};
 use crate::control::{
-    BackendCounts, BackendRow, ClientCounts, ClientRow, Control, PoolSnapshot, Snapshot,
+    AdminCredentials, BackendCounts, BackendRow, ClientCounts, ClientRow, Control, PoolSnapshot,
+    Snapshot,
 };
 
 impl Engine {
@@ -57,6 +58,9 @@ impl Engine {
                 }
                 Control::ReconnectPool { pool, reply } => {
                     let _ = reply.send(self.admin_reconnect_pool(&pool));
+                }
+                Control::Credentials { reply } => {
+                    let _ = reply.send(self.admin_credentials());
                 }
                 Control::Shutdown { reply } => {
                     let _ = reply.send("shutting down".into());
@@ -503,20 +507,20 @@ impl Engine {
             } else {
                 Vec::new()
             },
-            admin_auth: self.config.admin.as_ref().map(|a| {
-                let stage2 = crate::protocol::auth::native_password_stage2(a.password.as_bytes());
-                (a.user.clone(), stage2)
-            }),
-            admin_stats_auth: self
-                .config
-                .admin
-                .as_ref()
+        }
+    }
+
+    /// The admin accounts as configured now (reloadable): what a console
+    /// login is checked against. Cheap, unlike a snapshot.
+    fn admin_credentials(&self) -> AdminCredentials {
+        let stage2 =
+            |password: &str| crate::protocol::auth::native_password_stage2(password.as_bytes());
+        let admin = self.config.admin.as_ref();
+        AdminCredentials {
+            admin: admin.map(|a| (a.user.clone(), stage2(&a.password))),
+            stats: admin
                 .filter(|a| !a.stats_user.is_empty())
-                .map(|a| {
-                    let stage2 =
-                        crate::protocol::auth::native_password_stage2(a.stats_password.as_bytes());
-                    (a.stats_user.clone(), stage2)
-                }),
+                .map(|a| (a.stats_user.clone(), stage2(&a.stats_password))),
         }
     }
 }
