@@ -77,6 +77,11 @@ pub fn handshake(data: &[u8]) {
         assert_eq!(again.capabilities, hs.capabilities);
     }
     let _ = is_ssl_request(data);
+    // caching_sha2_password: AuthMoreData, and a server's public key.
+    if let Ok(more) = super::caching_sha2::decode_auth_more_data(data) {
+        let _ = super::caching_sha2::encrypt_password(b"pw", b"01234567890123456789", more);
+    }
+    let _ = super::caching_sha2::verify(Some(&[7; 32]), data, data);
     if let Ok(r) = HandshakeResponse::decode(data) {
         let mut out = Vec::new();
         r.encode(&mut out);

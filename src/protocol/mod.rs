@@ -6,6 +6,7 @@
 //! and <https://mariadb.com/kb/en/clientserver-protocol/>.
 
 pub mod auth;
+pub mod caching_sha2;
 pub mod change_user;
 pub mod command;
 pub mod consts;
