@@ -21,46 +21,10 @@ use std::process::Command;
 use common::{FunnelProcess, PASS_A, TEST_DB, USER_A};
 use mysql::prelude::Queryable;
 
-const MYSQL2: &str = "mysql2@3.26.1";
-const MARIADB: &str = "mariadb@3.5.4";
-
 fn script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/clients")
         .join(name)
-}
-
-/// node_modules holding mysql2 and mariadb, installed with npm if missing.
-fn node_modules() -> PathBuf {
-    let cache = std::env::var_os("FUNNEL_NODE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/funnel-node-cache"));
-    let dir = cache.join(format!("{MYSQL2}-{MARIADB}").replace('@', "-"));
-    let modules = dir.join("node_modules");
-    if modules.join("mysql2/package.json").exists() && modules.join("mariadb/package.json").exists()
-    {
-        return modules;
-    }
-    std::fs::create_dir_all(&dir).expect("node cache dir");
-    std::fs::write(dir.join("package.json"), "{\"private\": true}\n").expect("package.json");
-    let out = Command::new("npm")
-        .args([
-            "install",
-            "--no-audit",
-            "--no-fund",
-            "--loglevel=error",
-            MYSQL2,
-            MARIADB,
-        ])
-        .current_dir(&dir)
-        .output()
-        .expect("npm (Node.js) is needed for this test: apt-get install nodejs npm");
-    assert!(
-        out.status.success(),
-        "npm install {MYSQL2} {MARIADB} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    modules
 }
 
 fn start_funnel() -> FunnelProcess {
@@ -120,7 +84,7 @@ fn run(
 
 #[test]
 fn node_clients_get_extended_type_info_and_bulk_execute() {
-    let modules = node_modules();
+    let modules = common::node_modules();
     let f = start_funnel();
     let db = common::mariadb();
     let table = common::unique_name("ext_node");

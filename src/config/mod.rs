@@ -163,6 +163,10 @@ pub enum Credential {
     /// The account's ed25519 public key (`ed25519_public_key`, as mysqld
     /// stores it): verifies client_ed25519, cannot log in to mysqld.
     Ed25519Key([u8; 32]),
+    /// The plaintext password, verified with MySQL 8's
+    /// `caching_sha2_password` (`auth_plugin = caching_sha2_password`):
+    /// clients are asked to switch to it unless they answered with it.
+    CachingSha2(String),
 }
 
 impl fmt::Debug for Credential {
@@ -173,6 +177,7 @@ impl fmt::Debug for Credential {
             Credential::Stage2(_) => write!(f, "Stage2({MASK})"),
             Credential::Ed25519(_) => write!(f, "Ed25519({MASK})"),
             Credential::Ed25519Key(_) => write!(f, "Ed25519Key({MASK})"),
+            Credential::CachingSha2(_) => write!(f, "CachingSha2({MASK})"),
         }
     }
 }
@@ -647,6 +652,10 @@ impl Config {
                         secret(&crate::protocol::auth::ed25519_key_text(key)),
                     ),
                     ("auth_plugin", "client_ed25519".to_string()),
+                ],
+                Credential::CachingSha2(password) => vec![
+                    ("password", secret(password)),
+                    ("auth_plugin", "caching_sha2_password".to_string()),
                 ],
                 Credential::Stage2(hash) => {
                     let hex: String = hash.iter().map(|b| format!("{b:02X}")).collect();

@@ -366,7 +366,7 @@ pub(super) static OPTIONS: [OptionSpec; 58] = [
     opt(S::User, "password_hash", K::PasswordHash, D::Unset, true,
         "*HEX hash as in mysql.user / PASSWORD() to verify clients; then backend_password is required"),
     opt(S::User, "auth_plugin", K::Text, D::Text(DEFAULT_AUTH_PLUGIN), true,
-        "How the funnel verifies this user's clients: mysql_native_password, or client_ed25519 (MariaDB's ed25519; needs password, not password_hash)"),
+        "How the funnel verifies this user's clients: mysql_native_password, caching_sha2_password (MySQL 8's; needs password) or client_ed25519 (MariaDB's ed25519; needs password or ed25519_public_key)"),
     opt(S::User, "ed25519_public_key", K::Text, D::Unset, true,
         "Instead of password, with auth_plugin = client_ed25519: the account's key as mysql.global_priv shows it (base64); then backend_password is required"),
     opt(S::User, "backend_user", K::Text, D::Derived("the user's NAME"), true,

@@ -354,10 +354,25 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
                     }
                 },
             },
+            Some("caching_sha2_password") => match (credential, ed25519_key) {
+                (Credential::Plain(pw), None) => Credential::CachingSha2(pw),
+                (_, Some(_)) => {
+                    return Err(user.err(
+                        "ed25519_public_key",
+                        "needs auth_plugin = client_ed25519",
+                    ))
+                }
+                (_, None) => {
+                    return Err(user.err(
+                        "password_hash",
+                        "cannot verify caching_sha2_password (auth_plugin) with a mysql_native_password hash: give password",
+                    ))
+                }
+            },
             Some(_) => {
                 return Err(user.err(
                     "auth_plugin",
-                    "must be mysql_native_password or client_ed25519",
+                    "must be mysql_native_password, caching_sha2_password or client_ed25519",
                 ))
             }
         };

@@ -22,7 +22,9 @@ use super::session::{
 use super::stmt::{execute_layout, own_stmt_key, rewrite_execute, stmt_key, ClientStmt, StmtCache};
 use super::timer::TimerKind;
 use super::{Deferred, Engine};
+use crate::config::BackendAddr;
 use crate::protocol::auth::scramble_native;
+use crate::protocol::caching_sha2::{self, CACHING_SHA2_PASSWORD};
 use crate::protocol::change_user::ChangeUser;
 use crate::protocol::consts::*;
 use crate::protocol::deprecate_eof::{EofAction, EofTranslator};
@@ -986,14 +988,28 @@ impl Engine {
         b.charset = greeting.charset;
         self.servers[server].charset.get_or_insert(greeting.charset);
         b.scramble = greeting.scramble.clone();
+        // MySQL 8's default is answered in its own terms (saves the switch).
+        let (plugin, auth_response) = if greeting.auth_plugin == CACHING_SHA2_PASSWORD {
+            let pw = pool.backend_password.as_bytes();
+            (
+                CACHING_SHA2_PASSWORD,
+                caching_sha2::scramble(pw, &greeting.scramble),
+            )
+        } else {
+            let pw = pool.backend_password.as_bytes();
+            (
+                MYSQL_NATIVE_PASSWORD,
+                scramble_native(pw, &greeting.scramble),
+            )
+        };
         let response = HandshakeResponse {
             capabilities: b.capabilities,
             max_packet: 1 << 30,
             charset: greeting.charset,
             username: pool.backend_user.clone(),
-            auth_response: scramble_native(pool.backend_password.as_bytes(), &greeting.scramble),
+            auth_response,
             database: None,
-            auth_plugin: Some(MYSQL_NATIVE_PASSWORD.to_string()),
+            auth_plugin: Some(plugin.to_string()),
             attrs: vec![
                 ("_client_name".into(), "funnel".into()),
                 ("_client_version".into(), env!("CARGO_PKG_VERSION").into()),
@@ -1029,36 +1045,10 @@ impl Engine {
                     );
                 }
             }
-            Some(&AUTH_SWITCH_HEADER) => {
-                let req = match AuthSwitchRequest::decode(payload) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        self.backend_lost(key, format!("bad auth switch from server: {e}"));
-                        return;
-                    }
-                };
-                if req.plugin == crate::protocol::auth::CLIENT_ED25519 {
-                    // The nonce is the rest of the packet as is: 32 random
-                    // bytes (decode drops a last NUL, which may be one).
-                    let nonce = payload.get(2 + req.plugin.len()..).unwrap_or_default();
-                    let b = &self.backends[key];
-                    let pw = self.pools[b.pool].user.backend_password.clone();
-                    let resp = crate::protocol::auth::sign_ed25519(pw.as_bytes(), nonce);
-                    self.send_to_backend(key, seq.wrapping_add(1), &resp);
-                    return;
-                }
-                if req.plugin != MYSQL_NATIVE_PASSWORD {
-                    let msg = format!(
-                        "server asks for auth plugin {}; the funnel logs in with mysql_native_password or client_ed25519 only",
-                        req.plugin
-                    );
+            Some(&AUTH_SWITCH_HEADER | &caching_sha2::AUTH_MORE_DATA) => {
+                if let Err(msg) = self.answer_auth_request(key, payload, seq) {
                     self.backend_login_refused(key, msg);
-                    return;
                 }
-                let b = &self.backends[key];
-                let pw = self.pools[b.pool].user.backend_password.clone();
-                let resp = scramble_native(pw.as_bytes(), &req.data);
-                self.send_to_backend(key, seq.wrapping_add(1), &resp);
             }
             Some(&ERR_HEADER) => {
                 let err = decode_err(payload).ok();
@@ -1078,6 +1068,63 @@ impl Engine {
             }
             _ => self.backend_lost(key, "unexpected packet during login".into()),
         }
+    }
+
+    /// Answer mysqld's auth switch request or AuthMoreData packet during a
+    /// login or a `COM_CHANGE_USER`, as the account's plugin needs:
+    /// mysql_native_password, client_ed25519, or caching_sha2_password
+    /// (its fast path, or its full authentication: the password in clear
+    /// over a unix socket, as MySQL's clients send it there, else RSA-OAEP
+    /// encrypted with the server's public key). `Err`: what makes the
+    /// login impossible.
+    fn answer_auth_request(&mut self, key: usize, payload: &[u8], seq: u8) -> Result<(), String> {
+        let pool = self.backends[key].pool;
+        let pw = self.pools[pool].user.backend_password.clone();
+        let pw = pw.as_bytes();
+        let reply = if payload.first() == Some(&caching_sha2::AUTH_MORE_DATA) {
+            let data = caching_sha2::decode_auth_more_data(payload)
+                .map_err(|e| format!("bad AuthMoreData from server: {e}"))?;
+            match data {
+                [caching_sha2::FAST_AUTH_SUCCESS] => return Ok(()), // an OK follows
+                [caching_sha2::PERFORM_FULL_AUTH] => {
+                    let server = self.pools[pool].server;
+                    if matches!(self.servers[server].address, BackendAddr::Unix(_)) {
+                        let mut clear = pw.to_vec();
+                        clear.push(0);
+                        clear
+                    } else {
+                        vec![caching_sha2::REQUEST_PUBLIC_KEY]
+                    }
+                }
+                pem => caching_sha2::encrypt_password(pw, &self.backends[key].scramble, pem)
+                    .map_err(|e| format!("cannot use the server's RSA public key: {e}"))?,
+            }
+        } else {
+            let req = AuthSwitchRequest::decode(payload)
+                .map_err(|e| format!("bad auth switch from server: {e}"))?;
+            match req.plugin.as_str() {
+                MYSQL_NATIVE_PASSWORD => scramble_native(pw, &req.data),
+                CACHING_SHA2_PASSWORD => {
+                    let reply = caching_sha2::scramble(pw, &req.data);
+                    // Full authentication, if asked for, uses this nonce.
+                    self.backends[key].scramble = req.data;
+                    reply
+                }
+                crate::protocol::auth::CLIENT_ED25519 => {
+                    // The nonce is the rest of the packet as is: 32 random
+                    // bytes (decode drops a last NUL, which may be one).
+                    let nonce = payload.get(2 + req.plugin.len()..).unwrap_or_default();
+                    crate::protocol::auth::sign_ed25519(pw, nonce).to_vec()
+                }
+                other => {
+                    return Err(format!(
+                        "server asks for auth plugin {other}; the funnel logs in with mysql_native_password, caching_sha2_password or client_ed25519 only"
+                    ))
+                }
+            }
+        };
+        self.send_to_backend(key, seq.wrapping_add(1), &reply);
+        Ok(())
     }
 
     /// Frame `payload` as packets starting at `seq` and queue it for mysqld.
@@ -3353,27 +3400,10 @@ impl Engine {
                 // again, and the charset is the one the packet named.
                 self.start_internal(key, Internal::Setup, SETUP_SQL.to_vec());
             }
-            Some(&AUTH_SWITCH_HEADER) => {
-                let data = match AuthSwitchRequest::decode(payload) {
-                    Ok(req) if req.plugin == MYSQL_NATIVE_PASSWORD => req.data,
-                    Ok(req) => {
-                        let msg = format!(
-                            "server asks for auth plugin {}; the funnel logs in with mysql_native_password only",
-                            req.plugin
-                        );
-                        self.internal_failed(key, Internal::ChangeUser, msg);
-                        return;
-                    }
-                    Err(e) => {
-                        let msg = format!("bad auth switch from server: {e}");
-                        self.internal_failed(key, Internal::ChangeUser, msg);
-                        return;
-                    }
-                };
-                let b = &self.backends[key];
-                let pw = &self.pools[b.pool].user.backend_password;
-                let resp = scramble_native(pw.as_bytes(), &data);
-                self.send_to_backend(key, seq.wrapping_add(1), &resp);
+            Some(&AUTH_SWITCH_HEADER | &caching_sha2::AUTH_MORE_DATA) => {
+                if let Err(msg) = self.answer_auth_request(key, payload, seq) {
+                    self.internal_failed(key, Internal::ChangeUser, msg);
+                }
             }
             Some(&ERR_HEADER) => {
                 let msg = decode_err(payload)

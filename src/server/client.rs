@@ -30,6 +30,7 @@ use crate::protocol::auth::{
     ed25519_public_key, native_password_stage2, verify_ed25519, verify_native, CLIENT_ED25519,
     ED25519_NONCE_LEN,
 };
+use crate::protocol::caching_sha2::{self, CACHING_SHA2_PASSWORD};
 use crate::protocol::change_user::{decode_change_user, ChangeUser};
 use crate::protocol::command::command_name;
 use crate::protocol::consts::err::*;
@@ -97,6 +98,8 @@ pub struct PendingAuth {
     pub mariadb_caps: u32,
     /// The nonce of a client_ed25519 auth switch sent for this login.
     pub nonce: Option<[u8; ED25519_NONCE_LEN]>,
+    /// The response is caching_sha2_password's (over the scramble).
+    pub sha2: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -835,12 +838,19 @@ impl Engine {
             charset: resp.charset,
             mariadb_caps: response_mariadb_caps(payload) & self.offered_mariadb_caps(),
             nonce: None,
+            sha2: false,
         };
-        let plugin_ok = match &resp.auth_plugin {
-            None => true,
-            Some(p) => p == MYSQL_NATIVE_PASSWORD || p.is_empty(),
+        let plugin = resp.auth_plugin.as_deref().filter(|p| !p.is_empty());
+        let wanted = self.auth_plugin_of(pending.pool);
+        // A client that answered the greeting's scramble with the plugin
+        // its user needs goes on without a switch (MySQL 8 clients answer
+        // with caching_sha2_password by default).
+        let switch = match plugin {
+            None => wanted != MYSQL_NATIVE_PASSWORD,
+            Some(p) => p != wanted,
         };
-        let switch = !plugin_ok || self.verifies_ed25519(pending.pool);
+        let mut pending = pending;
+        pending.sha2 = !switch && wanted == CACHING_SHA2_PASSWORD;
         if switch && resp.capabilities & CLIENT_PLUGIN_AUTH != 0 {
             self.ask_auth_switch(key, pending, seq.wrapping_add(1));
             return;
@@ -848,10 +858,12 @@ impl Engine {
         self.client_verify(key, pending, &resp.auth_response, seq.wrapping_add(1));
     }
 
-    /// The client offered another auth plugin: ask it to switch to
-    /// mysql_native_password with this connection's scramble.
+    /// The client offered another auth plugin than its user's: ask it to
+    /// switch (to mysql_native_password or caching_sha2_password with this
+    /// connection's scramble, to client_ed25519 with a fresh nonce).
     fn ask_auth_switch(&mut self, key: usize, mut pending: PendingAuth, seq: u8) {
-        let switch = if self.verifies_ed25519(pending.pool) {
+        let wanted = self.auth_plugin_of(pending.pool);
+        let switch = if wanted == CLIENT_ED25519 {
             // MariaDB's ed25519: a fresh 32-byte nonce, as mysqld sends it.
             let mut nonce = [0u8; ED25519_NONCE_LEN];
             let _ = getrandom::getrandom(&mut nonce);
@@ -863,8 +875,9 @@ impl Engine {
         } else {
             let mut data = self.clients[key].scramble.to_vec();
             data.push(0);
+            pending.sha2 = wanted == CACHING_SHA2_PASSWORD;
             AuthSwitchRequest {
-                plugin: MYSQL_NATIVE_PASSWORD.to_string(),
+                plugin: wanted.to_string(),
                 data,
             }
         };
@@ -875,14 +888,14 @@ impl Engine {
         self.send_to_client(key, seq, &out);
     }
 
-    /// The user of this pool is configured with `auth_plugin = client_ed25519`.
-    fn verifies_ed25519(&self, pool: Option<usize>) -> bool {
-        pool.is_some_and(|p| {
-            matches!(
-                self.pools[p].user.credential,
-                Credential::Ed25519(_) | Credential::Ed25519Key(_)
-            )
-        })
+    /// The auth plugin a pool's user logs in with (`auth_plugin`); for an
+    /// unknown user, mysql_native_password (its login fails either way).
+    fn auth_plugin_of(&self, pool: Option<usize>) -> &'static str {
+        match pool.map(|p| &self.pools[p].user.credential) {
+            Some(Credential::Ed25519(_) | Credential::Ed25519Key(_)) => CLIENT_ED25519,
+            Some(Credential::CachingSha2(_)) => CACHING_SHA2_PASSWORD,
+            _ => MYSQL_NATIVE_PASSWORD,
+        }
     }
 
     fn client_auth_switch_response(&mut self, key: usize, payload: &[u8], seq: u8) {
@@ -1044,6 +1057,15 @@ impl Engine {
                         .nonce
                         .is_some_and(|nonce| verify_ed25519(key, &nonce, response))
                 }
+                Credential::CachingSha2(pw) => {
+                    let stage2 = (!pw.is_empty()).then(|| caching_sha2::stage2(pw.as_bytes()));
+                    return auth.sha2
+                        && caching_sha2::verify(
+                            stage2.as_ref(),
+                            &self.clients[key].scramble,
+                            response,
+                        );
+                }
             };
             verify_native(stage2.as_ref(), &self.clients[key].scramble, response)
         });
@@ -1083,6 +1105,21 @@ impl Engine {
         let addr = self.clients[key].host.parse().ok().map(AddrKey::of);
         self.auth_throttle
             .succeeded(addr, Self::throttle_user(&auth), self.now);
+        let mut seq = seq;
+        if auth.sha2 {
+            // caching_sha2_password: the fast path succeeded (the funnel
+            // knows the password: no full authentication ever). What
+            // follows (OK or an error) comes after it.
+            self.send_to_client(
+                key,
+                seq,
+                &[
+                    caching_sha2::AUTH_MORE_DATA,
+                    caching_sha2::FAST_AUTH_SUCCESS,
+                ],
+            );
+            seq = seq.wrapping_add(1);
+        }
         let max = auth
             .pool
             .map_or(0, |p| self.pools[p].user.max_client_connections);
@@ -2025,15 +2062,16 @@ impl Engine {
             charset: c.charset,
             mariadb_caps: c.mariadb_caps,
             nonce: None,
+            sha2: false,
         };
-        let native = cu
-            .auth_plugin
-            .as_deref()
-            .is_none_or(|p| p.is_empty() || p == MYSQL_NATIVE_PASSWORD);
-        if !native || self.verifies_ed25519(pending.pool) {
+        let plugin = cu.auth_plugin.as_deref().filter(|p| !p.is_empty());
+        let wanted = self.auth_plugin_of(pending.pool);
+        if plugin.unwrap_or(MYSQL_NATIVE_PASSWORD) != wanted {
             self.ask_auth_switch(key, pending, 1);
             return;
         }
+        let mut pending = pending;
+        pending.sha2 = wanted == CACHING_SHA2_PASSWORD;
         self.client_verify(key, pending, &cu.auth_response, 1);
     }
 

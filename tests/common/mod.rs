@@ -23,6 +23,7 @@
 
 mod funnel;
 mod mariadb;
+mod node;
 mod process;
 
 pub use funnel::{funnel_bin, FunnelBuilder, FunnelProcess, DIR_PLACEHOLDER};
@@ -30,6 +31,7 @@ pub use mariadb::{
     admin_sql, mariadb, mariadb_client, mysql_direct, opts, root_url, url, MariaDb, PASS_A, PASS_B,
     TEST_DB, USER_A, USER_B,
 };
+pub use node::{node_modules, MARIADB_JS, MYSQL2};
 pub use process::{pid_alive, sweep_stale_dirs, wait_until, SCRATCH_PREFIX};
 
 use std::net::TcpListener;
