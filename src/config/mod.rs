@@ -71,6 +71,8 @@ pub struct Config {
     /// beyond the command being processed.
     pub max_client_pending_input: usize,
     pub client_write_timeout: Duration,
+    /// The periodic summary log line (`stats_log_interval_ms`; zero: off).
+    pub stats_log_interval: Duration,
     /// Failed logins (per address, per user) before logins are held back.
     pub auth_failure_threshold: usize,
     /// The first hold once `auth_failure_threshold` is reached (doubled per
@@ -572,6 +574,7 @@ impl Config {
                         format_size(self.max_client_pending_input),
                     ),
                     ("client_write_timeout_ms", ms(self.client_write_timeout)),
+                    ("stats_log_interval_ms", ms(self.stats_log_interval)),
                     (
                         "auth_failure_threshold",
                         self.auth_failure_threshold.to_string(),

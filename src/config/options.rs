@@ -23,6 +23,7 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_MAX_ALLOWED_PACKET: usize = 64 << 20;
 pub const DEFAULT_MAX_CLIENT_PENDING_INPUT: usize = 1 << 20;
 pub const DEFAULT_CLIENT_WRITE_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_STATS_LOG_INTERVAL_MS: usize = 60_000;
 /// Consecutive failed logins (per client address, per user) answered without delay.
 pub const DEFAULT_AUTH_FAILURE_THRESHOLD: usize = 3;
 pub const DEFAULT_AUTH_FAILURE_DELAY_MS: usize = 500;
@@ -284,7 +285,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-pub(super) static OPTIONS: [OptionSpec; 58] = [
+pub(super) static OPTIONS: [OptionSpec; 59] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -304,6 +305,8 @@ pub(super) static OPTIONS: [OptionSpec; 58] = [
         "Pipelined, not yet processed input one client may hold beyond the command being processed"),
     opt(S::Funnel, "client_write_timeout_ms", K::Millis, D::Millis(DEFAULT_CLIENT_WRITE_TIMEOUT_MS), true,
         "A client that accepts no output for this long is disconnected"),
+    opt(S::Funnel, "stats_log_interval_ms", K::Count { min: 0, max: 86_400_000 }, D::Count(DEFAULT_STATS_LOG_INTERVAL_MS), true,
+        "Every this long, one log line sums up the interval: clients (and how many queued, running, pinned), backlog, queries per second, end-to-end p50/p99; 0 = never"),
     opt(S::Funnel, "auth_failure_threshold", ANY_COUNT_FROM_1, D::Count(DEFAULT_AUTH_FAILURE_THRESHOLD), true,
         "Consecutive failed logins from one client address (IPv6: its /64), or for one user, checked without delay; past it, each login attempt from that address or for that user is held before it is checked"),
     opt(S::Funnel, "auth_failure_delay_ms", K::Count { min: 0, max: 3_600_000 }, D::Count(DEFAULT_AUTH_FAILURE_DELAY_MS), true,

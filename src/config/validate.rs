@@ -191,6 +191,8 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
     let max_allowed_packet = funnel.required("max_allowed_packet", Value::count)?;
     let max_client_pending_input = funnel.required("max_client_pending_input", Value::count)?;
     let client_write_timeout = funnel.required("client_write_timeout_ms", Value::millis)?;
+    let stats_log_interval =
+        Duration::from_millis(funnel.required("stats_log_interval_ms", Value::count)? as u64);
     let auth_failure_threshold = funnel.required("auth_failure_threshold", Value::count)?;
     let auth_failure_delay =
         Duration::from_millis(funnel.required("auth_failure_delay_ms", Value::count)? as u64);
@@ -518,6 +520,7 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
         max_allowed_packet,
         max_client_pending_input,
         client_write_timeout,
+        stats_log_interval,
         auth_failure_threshold,
         auth_failure_delay,
         auth_failure_max_delay,

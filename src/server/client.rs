@@ -87,6 +87,20 @@ pub const SERVER_CAPS: u32 = CLIENT_LONG_PASSWORD
     | CLIENT_SESSION_TRACK
     | CLIENT_DEPRECATE_EOF;
 
+/// See [`Client::label`].
+struct ClientLabel<'a>(&'a Client);
+
+impl std::fmt::Display for ClientLabel<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = self.0;
+        match c.peer {
+            Peer::Unix => write!(f, "client {} (unix socket)", c.id),
+            Peer::Tcp(Some(a)) => write!(f, "client {} ({a})", c.id),
+            Peer::Tcp(None) => write!(f, "client {} ({})", c.id, c.host),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct PendingAuth {
     pub pool: Option<usize>,
@@ -339,6 +353,11 @@ impl Client {
     /// response left them, without those that described only the statement
     /// that gave it (no index used, more results, cursor, ...), as mysqld's
     /// own answer to the next command would have them.
+    /// How log lines name the client: its connection id, address and port.
+    pub fn label(&self) -> impl std::fmt::Display + '_ {
+        ClientLabel(self)
+    }
+
     pub fn answer_status(&self) -> u16 {
         self.last_status
             & (SERVER_STATUS_IN_TRANS
@@ -1160,7 +1179,7 @@ impl Engine {
         c.track.clone_from(&self.servers[server].track_defaults);
         c.multi_statements = auth.capabilities & CLIENT_MULTI_STATEMENTS != 0;
         c.last_active = self.now;
-        debug!("client {} ({}) authenticated as {}", c.id, c.host, c.user);
+        debug!("{} authenticated as {}", c.label(), c.user);
         match auth.database {
             Some(db) if self.pools[pool].known_schemas.contains(&db) => {
                 // mysqld confirmed this schema for this user before: no
@@ -1836,13 +1855,7 @@ impl Engine {
                     self.pools[pool].name(), full.limit
                 );
                 let c = &self.clients[key];
-                log_limited!(
-                    self,
-                    LogEvent::BacklogFull,
-                    "client {} ({}): {msg}",
-                    c.id,
-                    c.host
-                );
+                log_limited!(self, LogEvent::BacklogFull, "{}: {msg}", c.label());
                 self.fail_request(req.client, ER_CON_COUNT_ERROR, &msg);
             }
         }
@@ -1938,13 +1951,7 @@ impl Engine {
             msg.push_str(&format!(" (backend unavailable: {e})"));
         }
         let c = &self.clients[req.client.key];
-        log_limited!(
-            self,
-            LogEvent::QueueTimeout,
-            "client {} ({}): {msg}",
-            c.id,
-            c.host
-        );
+        log_limited!(self, LogEvent::QueueTimeout, "{}: {msg}", c.label());
         self.fail_request(req.client, ER_STATEMENT_TIMEOUT, &msg);
     }
 
@@ -2367,7 +2374,7 @@ impl Engine {
         msg: &str,
     ) {
         if let Some(c) = self.clients.get(key) {
-            log_limited!(self, kind, "client {} ({}) closed: {msg}", c.id, c.host);
+            log_limited!(self, kind, "{} closed: {msg}", c.label());
         }
         self.close_client_with_error(key, code, msg);
     }
@@ -2421,11 +2428,7 @@ impl Engine {
         let mut c = self.clients.remove(key);
         self.client_ids.remove(&c.id);
         self.buffered_total -= c.buffered;
-        debug!(
-            "client {} ({}) closed: {reason}",
-            c.id,
-            c.peer.description()
-        );
+        debug!("{} closed: {reason}", c.label());
         // An error queued for the client (close_after_flush) is written
         // once as the socket closes; other pending output is dropped.
         let last_words = if c.close_after_flush {

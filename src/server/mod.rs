@@ -115,6 +115,10 @@ pub struct Engine {
     /// Failed logins per client address and per user.
     auth_throttle: auth_throttle::AuthThrottle,
     last_janitor: Instant,
+    /// When the last periodic summary line was logged, and the request
+    /// count then (`stats_log_interval_ms`).
+    last_stats_log: Instant,
+    requests_at_stats_log: u64,
     stats: stats::Stats,
     control: Option<crate::control::ControlReceiver>,
     started: Instant,
@@ -162,6 +166,8 @@ impl Engine {
             log_limit: log_limit::LogLimiter::default(),
             auth_throttle: auth_throttle::AuthThrottle::default(),
             last_janitor: now,
+            last_stats_log: now,
+            requests_at_stats_log: 0,
             stats: stats::Stats::new(npools),
             control: None,
             started: now,
@@ -252,6 +258,10 @@ impl Engine {
         self.stats.tick(self.now);
         self.fire_timers();
         self.expire_backlogs();
+        let every = self.config.stats_log_interval;
+        if !every.is_zero() && self.now.saturating_duration_since(self.last_stats_log) >= every {
+            self.log_stats_summary();
+        }
         if self.now.saturating_duration_since(self.last_janitor) >= JANITOR_INTERVAL {
             self.last_janitor = self.now;
             self.janitor();
@@ -454,13 +464,42 @@ impl Engine {
             log_limited!(
                 self,
                 LogEvent::ClientWriteTimeout,
-                "client {} ({}) closed: it read none of its pending output for {} ms (client_write_timeout_ms)",
-                c.id,
-                c.host,
+                "{} closed: it read none of its pending output for {} ms (client_write_timeout_ms)",
+                c.label(),
                 timeout.as_millis()
             );
             self.close_client(key, "client_write_timeout_ms exceeded");
         }
+    }
+
+    /// The periodic summary line: clients, backlog, queries per second and
+    /// end-to-end latency over the interval since the last one.
+    fn log_stats_summary(&mut self) {
+        let elapsed = self.now.saturating_duration_since(self.last_stats_log);
+        self.last_stats_log = self.now;
+        let requests = self.counters.requests - self.requests_at_stats_log;
+        self.requests_at_stats_log = self.counters.requests;
+        let (mut queued, mut running, mut pinned) = (0, 0, 0);
+        for (_, c) in &self.clients {
+            queued += usize::from(c.is_queued());
+            running += usize::from(c.is_running());
+            pinned += usize::from(c.pinned.is_some());
+        }
+        let backlog: usize = self.pools.iter().map(|p| p.backlog_len()).sum();
+        let seconds = (elapsed.as_secs_f64().round() as usize).clamp(1, stats::WINDOW_SECONDS);
+        let latency: Vec<_> = (0..self.pools.len())
+            .map(|p| self.stats.pool_latency(p).end_to_end.last(seconds))
+            .collect();
+        let e2e = crate::control::Hist::merge(latency.iter());
+        let ms = |us: u64| us as f64 / 1000.0;
+        info!(
+            "stats: {} clients ({queued} queued, {running} running, {pinned} pinned), backlog {backlog}, {:.0} queries/s, end to end p50 {:.2} ms p99 {:.2} ms over the last {} s",
+            self.clients.len(),
+            requests as f64 / elapsed.as_secs_f64().max(0.001),
+            ms(e2e.quantile(0.5)),
+            ms(e2e.quantile(0.99)),
+            elapsed.as_secs()
+        );
     }
 
     fn expire_backlogs(&mut self) {

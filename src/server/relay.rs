@@ -158,8 +158,9 @@ impl Engine {
             login: true,
         };
         debug!(
-            "client {} ({}): relaying the login of unlisted user {} to backend {backend}",
-            c.id, c.host, c.user
+            "{}: relaying the login of unlisted user {} to backend {backend}",
+            c.label(),
+            c.user
         );
         let b = &mut self.backends[backend];
         b.client = Some(owner);
@@ -307,8 +308,8 @@ impl Engine {
                 log_limited!(
                     self,
                     LogEvent::AuthFailure,
-                    "client {} refused by mysqld (relayed login): {msg}",
-                    c.host
+                    "{} refused by mysqld (relayed login): {msg}",
+                    c.label()
                 );
                 self.send_to_client(owner.key, seq, payload);
                 if let Some(c) = self.clients.get_mut(owner.key) {
@@ -401,10 +402,7 @@ impl Engine {
             c.set_idle();
         }
         if let Some(seq) = ok_seq {
-            debug!(
-                "client {} ({}) logged in as {} by mysqld",
-                c.id, c.host, c.user
-            );
+            debug!("{} logged in as {} by mysqld", c.label(), c.user);
             self.client_ok(owner.key, seq);
         }
         self.client_ready(owner.key);
