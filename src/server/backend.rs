@@ -735,6 +735,7 @@ impl Server {
                 self.close_backend(b);
             }
         }
+        self.close_idle_extras(pool);
         let p = &self.pools[pool];
         let missing = p.missing_shared();
         if missing == 0 || self.now < p.next_connect_at {
@@ -745,6 +746,30 @@ impl Server {
         let n = n.saturating_sub(if p.backoff.is_zero() { 0 } else { p.connecting });
         for _ in 0..n {
             self.open_backend(pool, false);
+        }
+    }
+
+    /// Connections kept beyond `connections` after their pinned clients
+    /// left (`Pool::keeps_extra`) that no pin needed for a while
+    /// (`Pool::surplus_extras`) are closed, the longest idle first: a burst
+    /// of pins does not hold mysqld connections for long.
+    fn close_idle_extras(&mut self, pool: usize) {
+        let now = self.now;
+        for _ in 0..self.pools[pool].surplus_extras(now) {
+            let p = &self.pools[pool];
+            if p.shared <= p.user.connections {
+                return;
+            }
+            let backends = &self.backends;
+            let oldest = p
+                .idle
+                .iter()
+                .filter_map(|&k| Some((k, backends.get(k)?.idle_since)))
+                .min_by_key(|&(_, since)| since);
+            match oldest {
+                Some((k, _)) => self.close_backend(k),
+                None => return,
+            }
         }
     }
 
@@ -1818,18 +1843,21 @@ impl Server {
                 error!("pool {}: mysqld accepts the pool's login again", p.name());
             }
         }
+        let was_pinned = b.pinned;
         if b.pinned {
             b.pinned = false;
             p.pinned -= 1;
             p.shared += 1;
         }
         if b.close_when_done
-            || p.shared > p.user.connections
+            || (p.shared > p.user.connections && (was_pinned || !p.keeps_extra()))
             || (p.is_removed() && p.backlog_len() == 0)
         {
             // More shared backends than configured: this was a pinned
-            // client's extra connection; close it. A removed user's pool
-            // closes its backends as they go idle (none waits for them).
+            // client's extra connection, given back while the client stays
+            // (one whose client left may be kept: `Pool::keeps_extra`);
+            // close it. A removed user's pool closes its backends as they
+            // go idle (none waits for them).
             self.close_backend(key);
             return;
         }
@@ -3138,6 +3166,8 @@ impl Server {
                 // did to the session (a transaction, variables, locks) must
                 // not reach the next client.
                 b.client = None;
+                self.end_pin(key);
+                let b = &mut self.backends[key];
                 if b.close_when_done {
                     self.close_backend(key);
                 } else {
@@ -3200,6 +3230,7 @@ impl Server {
         let b = &mut self.backends[key];
         b.client = None;
         if b.pinned || b.dirty || b.own_timeouts {
+            self.end_pin(key);
             self.reset_backend(key);
         } else {
             self.backend_ready(key);
@@ -3355,6 +3386,20 @@ impl Server {
         }
     }
 
+    /// The client that held this backend pinned is gone: the pin is over,
+    /// and the connection counts among the pool's shared ones from now on
+    /// (while it is reset or rolled back), so that `backend_ready` may keep
+    /// it open for the next pinned client instead of closing it.
+    fn end_pin(&mut self, key: usize) {
+        let b = &mut self.backends[key];
+        if b.pinned && b.relay.is_none() {
+            b.pinned = false;
+            let p = &mut self.pools[b.pool];
+            p.pinned -= 1;
+            p.shared += 1;
+        }
+    }
+
     /// Return a backend's session to a clean state before anyone else uses it.
     pub(super) fn reset_backend(&mut self, key: usize) {
         let b = &mut self.backends[key];
@@ -3390,7 +3435,10 @@ impl Server {
             return;
         }
         match b.state {
-            BackendState::Idle => self.reset_backend(key),
+            BackendState::Idle => {
+                self.end_pin(key);
+                self.reset_backend(key);
+            }
             BackendState::Running => {
                 b.state = BackendState::Draining;
                 b.drain_started = self.now;
