@@ -420,6 +420,13 @@ pub fn render(s: &Snapshot) -> String {
     );
     o.per_pool(
         s,
+        "funnel_pin_rollbacks_total",
+        "counter",
+        "Pins that ended when their client left with only a transaction open: ended with a ROLLBACK instead of a reset.",
+        |p| p.counters.pin_rollbacks as f64,
+    );
+    o.per_pool(
+        s,
         "funnel_dirty_backends_total",
         "counter",
         "Backends made dirty by a statement whose effect on the session could not be proven (pinned, then reset).",

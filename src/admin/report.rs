@@ -205,7 +205,7 @@ pub fn backlog_max_1m(p: &PoolSnapshot) -> usize {
 }
 
 /// Every counter, by name, in a fixed order.
-pub fn counter_list(c: &Counters) -> [(&'static str, u64); 27] {
+pub fn counter_list(c: &Counters) -> [(&'static str, u64); 28] {
     [
         ("requests", c.requests),
         ("backend_errors", c.backend_errors),
@@ -220,6 +220,7 @@ pub fn counter_list(c: &Counters) -> [(&'static str, u64); 27] {
         ("backend_connects", c.backend_connects),
         ("backend_connect_failures", c.backend_connect_failures),
         ("backend_resets", c.backend_resets),
+        ("pin_rollbacks", c.pin_rollbacks),
         ("dirty_backends", c.dirty_backends),
         ("diagnostics_cleared", c.diagnostics_cleared),
         ("schema_unsets", c.schema_unsets),

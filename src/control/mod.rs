@@ -254,6 +254,9 @@ pub struct Counters {
     pub killed: u64,
     /// Backend connections reset before reuse.
     pub backend_resets: u64,
+    /// Pins that ended with their client, with nothing but a transaction
+    /// left on the backend: ended with one `ROLLBACK` instead of a reset.
+    pub pin_rollbacks: u64,
     /// Backends made dirty by a statement whose effect on the session the
     /// funnel could not prove (each costs a pin, then a reset).
     pub dirty_backends: u64,
@@ -307,6 +310,7 @@ impl Counters {
         self.backend_errors += o.backend_errors;
         self.killed += o.killed;
         self.backend_resets += o.backend_resets;
+        self.pin_rollbacks += o.pin_rollbacks;
         self.dirty_backends += o.dirty_backends;
         self.diagnostics_cleared += o.diagnostics_cleared;
         self.schema_unsets += o.schema_unsets;

@@ -65,6 +65,14 @@ pub enum Internal {
     SetVars,
     /// `COM_RESET_CONNECTION` after a pinned client left.
     Reset,
+    /// [`ROLLBACK_SQL`] instead, after a pinned client left whose pin was
+    /// an open transaction and nothing else (see `ends_with_rollback`);
+    /// with `restore`, followed in the same query by a `SET` that gives
+    /// the variables the client set their defaults back (`resting_session`).
+    Rollback { restore: bool },
+    /// That `SET` on its own, after the `ROLLBACK`, on a connection whose
+    /// multi-statements are off.
+    Restore,
     /// Read the user variables after a statement changed session state.
     ReadUserVars,
     /// Read the string user variables' bytes, character sets and collations.
@@ -432,6 +440,10 @@ const LEARN_TRACK_ORDER_SQL: &[u8] = b"SET SESSION autocommit = @@session.autoco
 time_zone = @@session.time_zone, character_set_client = @@session.character_set_client, \
 character_set_connection = @@session.character_set_connection, \
 character_set_results = @@session.character_set_results";
+/// Ends the transaction of a client that left ([`Internal::Rollback`]),
+/// whatever its `completion_type`: not chained into a new one, and the
+/// connection not released.
+const ROLLBACK_SQL: &[u8] = b"ROLLBACK AND NO CHAIN NO RELEASE";
 const SETUP_SQL: &[u8] = b"SET SESSION session_track_schema = ON, session_track_system_variables = '*', session_track_state_change = ON";
 /// The session a new or reset connection starts with, and the check that
 /// it is clean: no user variables, no transaction, no profiling, tracking
@@ -724,6 +736,7 @@ impl Engine {
                 self.close_backend(b);
             }
         }
+        self.close_idle_extras(pool);
         let p = &self.pools[pool];
         let missing = p.missing_shared();
         if missing == 0 || self.now < p.next_connect_at {
@@ -734,6 +747,30 @@ impl Engine {
         let n = n.saturating_sub(if p.backoff.is_zero() { 0 } else { p.connecting });
         for _ in 0..n {
             self.open_backend(pool, false);
+        }
+    }
+
+    /// Connections kept beyond `connections` after their pinned clients
+    /// left (`Pool::keeps_extra`) that no pin needed for a while
+    /// (`Pool::surplus_extras`) are closed, the longest idle first: a burst
+    /// of pins does not hold mysqld connections for long.
+    fn close_idle_extras(&mut self, pool: usize) {
+        let now = self.now;
+        for _ in 0..self.pools[pool].surplus_extras(now) {
+            let p = &self.pools[pool];
+            if p.shared <= p.user.connections {
+                return;
+            }
+            let backends = &self.backends;
+            let oldest = p
+                .idle
+                .iter()
+                .filter_map(|&k| Some((k, backends.get(k)?.idle_since)))
+                .min_by_key(|&(_, since)| since);
+            match oldest {
+                Some((k, _)) => self.close_backend(k),
+                None => return,
+            }
         }
     }
 
@@ -1211,6 +1248,20 @@ impl Engine {
                         // Reported: nothing is pending any more.
                         b.tracker_pending = false;
                     }
+                    if step == Internal::Restore && ok.status & SERVER_STATUS_IN_TRANS != 0 {
+                        b.dirty = true;
+                    }
+                    if let Internal::Rollback { restore } = step {
+                        // The ROLLBACK's own OK (followed by the SET's, with
+                        // `restore`) must report no change; no OK may say a
+                        // transaction is open. Otherwise more than the
+                        // transaction was there: reset (`internal_done`).
+                        let rollbacks = !restore || ok.status & SERVER_MORE_RESULTS_EXISTS != 0;
+                        let changed = ok.status & SERVER_SESSION_STATE_CHANGED != 0;
+                        if ok.status & SERVER_STATUS_IN_TRANS != 0 || (rollbacks && changed) {
+                            b.dirty = true;
+                        }
+                    }
                     ok.warnings
                 }
                 Err(_) => 0,
@@ -1396,6 +1447,35 @@ impl Engine {
                 let results = self.backends[key].baseline_results;
                 self.learn_results_collation(key, results);
                 self.setup_done(key);
+            }
+            Internal::Rollback { restore } => {
+                let b = &mut self.backends[key];
+                if b.dirty {
+                    self.reset_backend(key);
+                    return;
+                }
+                let pool = b.pool;
+                self.bump(pool, |c| c.pin_rollbacks += 1);
+                let b = &mut self.backends[key];
+                let resting = resting_session(&b.session);
+                if restore {
+                    // Set to their defaults: the session a new client of
+                    // the same character set and schema has.
+                    b.session = resting;
+                } else if let Some(sql) = resting.replay_vars_sql(&b.session) {
+                    self.start_internal(key, Internal::Restore, sql);
+                    return;
+                }
+                self.backend_ready(key);
+            }
+            Internal::Restore => {
+                let b = &mut self.backends[key];
+                if b.dirty {
+                    self.reset_backend(key);
+                    return;
+                }
+                b.session = resting_session(&b.session);
+                self.backend_ready(key);
             }
             Internal::Reset => {
                 self.bump(self.backends[key].pool, |c| c.backend_resets += 1);
@@ -1618,6 +1698,11 @@ impl Engine {
                 } else {
                     self.backend_ready(key);
                 }
+            }
+            Internal::Rollback { .. } | Internal::Restore => {
+                // (Say, an XA transaction's.) The reset ends whatever it is.
+                debug!("backend {key}: {step:?} failed: {msg}; resetting");
+                self.reset_backend(key);
             }
             Internal::ReadUserVars | Internal::ReadUserVarValues => {
                 // The client has its answer already: an ERR now would be
@@ -1894,18 +1979,21 @@ impl Engine {
                 error!("pool {}: mysqld accepts the pool's login again", p.name());
             }
         }
+        let was_pinned = b.pinned;
         if b.pinned {
             b.pinned = false;
             p.pinned -= 1;
             p.shared += 1;
         }
         if b.close_when_done
-            || p.shared > p.user.connections
+            || (p.shared > p.user.connections && (was_pinned || !p.keeps_extra()))
             || (p.is_removed() && p.backlog_len() == 0)
         {
             // More shared backends than configured: this was a pinned
-            // client's extra connection; close it. A removed user's pool
-            // closes its backends as they go idle (none waits for them).
+            // client's extra connection, given back while the client stays
+            // (one whose client left may be kept: `Pool::keeps_extra`);
+            // close it. A removed user's pool closes its backends as they
+            // go idle (none waits for them).
             self.close_backend(key);
             return;
         }
@@ -3219,6 +3307,8 @@ impl Engine {
                 // did to the session (a transaction, variables, locks) must
                 // not reach the next client.
                 b.client = None;
+                self.end_pin(key);
+                let b = &mut self.backends[key];
                 if b.close_when_done {
                     self.close_backend(key);
                 } else {
@@ -3281,6 +3371,7 @@ impl Engine {
         let b = &mut self.backends[key];
         b.client = None;
         if b.pinned || b.dirty || b.own_timeouts {
+            self.end_pin(key);
             self.reset_backend(key);
         } else {
             self.backend_ready(key);
@@ -3419,6 +3510,41 @@ impl Engine {
         }
     }
 
+    /// `ROLLBACK` the transaction a departed client left on its backend,
+    /// and give the variables it set their defaults back (in the same
+    /// query when multi-statements are on, else right after it), so that
+    /// the next new client, whose session is the default one, needs no
+    /// replay here.
+    fn end_transaction(&mut self, key: usize) {
+        let b = &self.backends[key];
+        let mut sql = ROLLBACK_SQL.to_vec();
+        let restore = resting_session(&b.session)
+            .replay_vars_sql(&b.session)
+            .filter(|_| b.multi_statements);
+        if let Some(set) = &restore {
+            sql.extend_from_slice(b"; ");
+            sql.extend_from_slice(set);
+        }
+        let step = Internal::Rollback {
+            restore: restore.is_some(),
+        };
+        self.start_internal(key, step, sql);
+    }
+
+    /// The client that held this backend pinned is gone: the pin is over,
+    /// and the connection counts among the pool's shared ones from now on
+    /// (while it is reset or rolled back), so that `backend_ready` may keep
+    /// it open for the next pinned client instead of closing it.
+    fn end_pin(&mut self, key: usize) {
+        let b = &mut self.backends[key];
+        if b.pinned && b.relay.is_none() {
+            b.pinned = false;
+            let p = &mut self.pools[b.pool];
+            p.pinned -= 1;
+            p.shared += 1;
+        }
+    }
+
     /// Return a backend's session to a clean state before anyone else uses it.
     pub(super) fn reset_backend(&mut self, key: usize) {
         let b = &mut self.backends[key];
@@ -3441,8 +3567,24 @@ impl Engine {
         self.start_internal(key, Internal::Reset, Vec::new());
     }
 
-    /// The client that held this backend pinned has left.
+    /// The client that held this backend pinned has let go of it with its
+    /// session (`COM_RESET_CONNECTION`, `COM_CHANGE_USER`): it is reset.
     pub(super) fn release_pinned(&mut self, key: usize) {
+        self.release_pinned_as(key, false);
+    }
+
+    /// The client `c` that held this backend pinned has left: a `ROLLBACK`
+    /// ends its session there when its pin was an open transaction and
+    /// nothing else (`ends_with_rollback`); otherwise it is reset.
+    pub(super) fn release_pinned_by(&mut self, key: usize, c: &super::client::Client) {
+        let rollback = self
+            .backends
+            .get(key)
+            .is_some_and(|b| ends_with_rollback(c, b));
+        self.release_pinned_as(key, rollback);
+    }
+
+    fn release_pinned_as(&mut self, key: usize, rollback: bool) {
         let Some(b) = self.backends.get_mut(key) else {
             return;
         };
@@ -3454,7 +3596,14 @@ impl Engine {
             return;
         }
         match b.state {
-            BackendState::Idle => self.reset_backend(key),
+            BackendState::Idle => {
+                self.end_pin(key);
+                if rollback {
+                    self.end_transaction(key);
+                } else {
+                    self.reset_backend(key);
+                }
+            }
             BackendState::Running => {
                 b.state = BackendState::Draining;
                 b.drain_started = self.now;
@@ -3711,6 +3860,50 @@ impl Engine {
             self.relay_backend_closed(key, *relay);
         }
     }
+}
+
+/// The session a connection rests in after `Internal::Rollback { restore:
+/// true }`: `s`'s character set, results collation and schema (a client's
+/// handshake and login give those), every other variable at its default.
+fn resting_session(s: &SessionVars) -> SessionVars {
+    let mut r = SessionVars::new();
+    for name in CHARSET_VARS {
+        if let Some(v) = s.vars.get(name) {
+            r.set_var(name, v);
+        }
+    }
+    r.set_results_collation(s.results_collation.clone());
+    r.set_schema(s.schema.clone());
+    r
+}
+
+/// Whether a `ROLLBACK` leaves the backend a client `c` held pinned as a
+/// reset would, when that client leaves: its only pin is an open
+/// transaction (no lock, temporary table or other state mysqld does not
+/// report or the funnel cannot replay, no cursor, no long data, no warnings
+/// kept for it, no unproven statement: the backend is not dirty), it has no
+/// user variables (nor any waiting to be read back), and the connection
+/// keeps none of the client's timeouts, profiling history or pending
+/// tracker reports. What the session holds besides is what any shared
+/// backend holds after a command: the tracked schema and session
+/// variables, which the next client's replay turns into its own. Row locks
+/// of the transaction (`FOR UPDATE`, `LOCK IN SHARE MODE`) go with the
+/// `ROLLBACK`; table locks and `GET_LOCK` do not, and pin as locks.
+fn ends_with_rollback(c: &super::client::Client, b: &Backend) -> bool {
+    c.pins == PinSet::only(PinCause::Transaction)
+        && !c.read_back_pending
+        && c.unreported_held == 0
+        && c.open_cursors.is_empty()
+        && c.session.user_vars.is_empty()
+        && b.session.user_vars.is_empty()
+        && b.state == BackendState::Idle
+        && b.relay.is_none()
+        && !b.dirty
+        && !b.own_timeouts
+        && !b.discard_on_reset
+        && !b.tracker_pending
+        && !b.close_when_done
+        && b.kills_pending == 0
 }
 
 /// Parse a text-protocol row into strings (NULL → None). Only used for the

@@ -2477,7 +2477,7 @@ impl Engine {
         }
         if let Some(b) = c.pinned {
             if running != Some(b) {
-                self.release_pinned(b);
+                self.release_pinned_by(b, &c);
             } else if let Some(bk) = self.backends.get_mut(b) {
                 // Drained first, then reset (finish_response sees `pinned`).
                 bk.client = None;

@@ -79,6 +79,11 @@ pub struct Pool {
     pub privileges_stale: bool,
     /// Admin `PAUSE pool`: no requests handed to backends until `RESUME pool`.
     pub paused: bool,
+    /// The fewest shared backends beyond `connections` there were at any
+    /// time since `extra_window_end - EXTRA_IDLE_TIMEOUT` (see
+    /// `surplus_extras`).
+    extra_low: usize,
+    extra_window_end: Instant,
 }
 
 /// Before the user name of a removed pool: a name no client can send.
@@ -86,6 +91,11 @@ pub const REMOVED_PREFIX: &str = "\0removed:";
 
 /// Bound on `known_schemas`, so a client cycling through names cannot grow it.
 const KNOWN_SCHEMAS_MAX: usize = 4096;
+
+/// How long connections kept beyond `connections` after their pinned
+/// clients left (see [`Pool::keeps_extra`]) may go unneeded by any pin
+/// before they are closed.
+pub const EXTRA_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Pool {
     pub fn new(index: usize, user: UserConfig, now: Instant) -> Self {
@@ -110,6 +120,8 @@ impl Pool {
             privileges: None,
             privileges_stale: false,
             paused: false,
+            extra_low: usize::MAX,
+            extra_window_end: now + EXTRA_IDLE_TIMEOUT,
         }
     }
 
@@ -209,8 +221,14 @@ impl Pool {
     }
 
     /// Take an idle backend, the best by `score` (higher is better; ties go
-    /// to the most recently used, whose caches are warm).
+    /// to the most recently used, whose caches are warm). None also when
+    /// `connections` shared backends are busy already: those kept beyond
+    /// it (`keeps_extra`) wait for pinned clients, they do not add to how
+    /// many commands run at once.
     pub fn take_idle(&mut self, mut score: impl FnMut(usize) -> u32) -> Option<usize> {
+        if self.shared.saturating_sub(self.idle.len()) >= self.user.connections {
+            return None;
+        }
         let mut best: Option<(usize, u32)> = None;
         for (i, &b) in self.idle.iter().enumerate().rev() {
             let s = score(b);
@@ -251,6 +269,37 @@ impl Pool {
         } else {
             self.user.connections.saturating_sub(self.shared)
         }
+    }
+
+    /// A shared backend beyond `connections` may stay open rather than be
+    /// closed: one whose pinned client left, kept for the next client that
+    /// pins (which takes a shared backend, and this one takes its place),
+    /// so that a pin costs no new mysqld connection. Only within the pinned
+    /// allowance: the pool never holds more than `connections +
+    /// max_pinned_backends`; and only while pins need them (`surplus_extras`).
+    pub fn keeps_extra(&self) -> bool {
+        self.user.max_pinned_backends > 0
+            && !self.relay
+            && !self.is_removed()
+            && self.shared + self.pinned <= self.user.connections + self.user.max_pinned_backends
+    }
+
+    /// Called at every turn of the loop: how many of the shared backends
+    /// beyond `connections` to close now. Those are the fewest there were
+    /// at any time over the last `EXTRA_IDLE_TIMEOUT`: that many were not
+    /// needed by any pin for that long (a burst of pins is over). Each pin
+    /// makes one fewer (it takes a shared backend), so under steady pins
+    /// the pool keeps what their peak needs.
+    pub fn surplus_extras(&mut self, now: Instant) -> usize {
+        let extra = self.shared.saturating_sub(self.user.connections);
+        self.extra_low = self.extra_low.min(extra);
+        if now < self.extra_window_end {
+            return 0;
+        }
+        let surplus = self.extra_low;
+        self.extra_low = usize::MAX;
+        self.extra_window_end = now + EXTRA_IDLE_TIMEOUT;
+        surplus
     }
 
     /// How many clients may hold a backend pinned at once.
@@ -360,6 +409,70 @@ mod tests {
         assert_eq!(p.name(), "removed:u");
         assert!(p.is_removed() && !twin.is_removed());
         assert_eq!(p.removed_user(), Some("u"));
+    }
+
+    #[test]
+    fn extras_never_run_more_than_connections_commands() {
+        let mut p = Pool::new(0, user(10, 100), Instant::now());
+        // connections = 2: two busy shared backends and two idle extras
+        // kept after their pinned clients left.
+        p.shared = 4;
+        p.idle = vec![10, 11];
+        assert_eq!(p.take_idle(|_| 0), None, "two commands run already");
+        p.idle = vec![10, 11, 12];
+        assert_eq!(p.take_idle(|_| 0), Some(12), "one of the two is done");
+        assert_eq!(p.take_idle(|_| 0), None);
+    }
+
+    #[test]
+    fn extras_are_kept_within_the_pinned_allowance_only() {
+        let mut p = Pool::new(0, user(10, 100), Instant::now());
+        // connections = 2, max_pinned_backends = 1.
+        p.shared = 3;
+        assert!(p.keeps_extra(), "2 shared + 1 for the allowance");
+        p.pinned = 1;
+        assert!(!p.keeps_extra(), "the allowance is in use by a pin");
+        p.pinned = 0;
+        p.shared = 4;
+        assert!(!p.keeps_extra());
+        p.shared = 3;
+        p.user.max_pinned_backends = 0;
+        assert!(!p.keeps_extra(), "pins come out of the shared ones");
+        p.user.max_pinned_backends = 1;
+        p.user.name = format!("{REMOVED_PREFIX}u");
+        assert!(!p.keeps_extra(), "a removed user's pool drains");
+    }
+
+    #[test]
+    fn extras_no_pin_needed_for_a_whole_window_are_surplus() {
+        let t0 = Instant::now();
+        let mut p = Pool::new(0, user(10, 100), t0);
+        p.user.max_pinned_backends = 4;
+        let w = EXTRA_IDLE_TIMEOUT;
+        let at = |k: u32| t0 + w * k / 4;
+        // Three extras; pins keep taking up to two of them in the first
+        // window: one was never needed.
+        p.shared = 5;
+        assert_eq!(p.surplus_extras(at(1)), 0);
+        p.shared = 3;
+        assert_eq!(p.surplus_extras(at(2)), 0);
+        p.shared = 5;
+        assert_eq!(p.surplus_extras(at(4)), 1);
+        p.shared = 4;
+        // A steady pin uses the one left over.
+        for k in 5..8 {
+            p.shared = if k % 2 == 0 { 2 } else { 4 };
+            assert_eq!(p.surplus_extras(at(k)), 0);
+        }
+        p.shared = 4;
+        assert_eq!(p.surplus_extras(at(8)), 0, "the window saw a pin take both");
+        // No pin for a whole window: both go.
+        for k in 9..12 {
+            assert_eq!(p.surplus_extras(at(k)), 0);
+        }
+        assert_eq!(p.surplus_extras(at(12)), 2);
+        p.shared = 2;
+        assert_eq!(p.surplus_extras(at(16)), 0);
     }
 
     #[test]
