@@ -669,6 +669,13 @@ fn many_random_inputs_keep_the_invariants() {
 fn write_sim_fuzz_seeds() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/funnel");
     std::fs::create_dir_all(&dir).unwrap();
+    for (i, s) in fuzz_seeds().iter().enumerate() {
+        std::fs::write(dir.join(format!("seed-{i:03}")), s).unwrap();
+    }
+}
+
+/// The seed inputs of the `funnel` fuzz target.
+fn fuzz_seeds() -> Vec<Vec<u8>> {
     let mut seeds = vec![
         plain_session(),
         statements_and_pins(),
@@ -719,9 +726,47 @@ fn write_sim_fuzz_seeds() {
             &turns(16),
         ]));
     }
-    for (i, s) in seeds.iter().enumerate() {
-        std::fs::write(dir.join(format!("seed-{i:03}")), s).unwrap();
+    seeds
+}
+
+/// How many cases a second the simulation runs: over the inputs of
+/// `SIM_CORPUS` (a directory, e.g. a cargo-fuzz corpus) if given, over
+/// the fuzz seeds, and over the random sample:
+/// `SIM_CORPUS=fuzz/corpus/funnel cargo test --lib sim_cases_per_second -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn sim_cases_per_second() {
+    let rate = |what: &str, inputs: &[Vec<u8>]| {
+        let start = std::time::Instant::now();
+        let failed = inputs.iter().filter(|i| run_case(i).is_err()).count();
+        let secs = start.elapsed().as_secs_f64();
+        eprintln!(
+            "{what}: {} cases ({failed} failed) in {secs:.2} s: {:.1} cases/s",
+            inputs.len(),
+            inputs.len() as f64 / secs
+        );
+    };
+    if let Ok(dir) = std::env::var("SIM_CORPUS") {
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        let inputs: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+        rate(&dir, &inputs);
     }
+    rate("fuzz seeds", &fuzz_seeds());
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
+    let random: Vec<Vec<u8>> = (0..RANDOM_CASES)
+        .map(|n| {
+            if n % 2 == 0 {
+                random_bytes(&mut next)
+            } else {
+                random_session(&mut next)
+            }
+        })
+        .collect();
+    rate("random sample", &random);
 }
 
 /// Found by the fuzzer: a client that left in the middle of a LOAD DATA
