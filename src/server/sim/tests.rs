@@ -828,12 +828,11 @@ fn a_backend_lost_before_the_command_was_sent_does_not_strand_it() {
 
 #[test]
 fn the_answer_checker_sees_wrong_answers_and_foreign_content() {
-    let (stream, _peer) = UnixStream::pair().unwrap();
     let client = || SimClient {
         tag: 1,
         conn_id: Some(1),
         raw_tail: Vec::new(),
-        stream: stream.try_clone().unwrap(),
+        stream: pipe::pipe().0,
         received: Vec::new(),
         checked: 0,
         reading: true,
@@ -843,6 +842,7 @@ fn the_answer_checker_sees_wrong_answers_and_foreign_content() {
         unsent: Vec::new(),
         peer_closed: false,
         frames: Vec::new(),
+        login_error: None,
         caps: CLIENT_PROTOCOL_41,
         clean: true,
         awaiting: [Awaited::plain(COM_PING)].into(),
