@@ -287,6 +287,12 @@ impl FakeMysqld {
         }
     }
 
+    /// Connects left pending now.
+    #[cfg(test)]
+    pub fn connects_pending(&self) -> usize {
+        self.hung.len()
+    }
+
     /// The tag of the client whose hidden session state the connection
     /// with this thread id holds.
     pub fn hidden_owner(&self, thread: u32) -> Option<u32> {

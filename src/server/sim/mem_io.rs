@@ -127,6 +127,12 @@ impl MemIo {
         Some(client)
     }
 
+    /// Connections the funnel holds.
+    #[cfg(test)]
+    pub fn open_connections(&self) -> usize {
+        self.conns.len()
+    }
+
     /// One pass of the loop, as `EventLoop::turn`. True once a shutdown
     /// has completed.
     pub fn turn(&mut self, mysqld: &mut FakeMysqld) -> bool {

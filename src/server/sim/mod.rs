@@ -1219,4 +1219,6 @@ impl<'a> Input<'a> {
 }
 
 #[cfg(test)]
+mod engine_tests;
+#[cfg(test)]
 mod tests;
