@@ -138,7 +138,6 @@ impl MemIo {
     pub fn turn(&mut self, mysqld: &mut FakeMysqld) -> bool {
         self.clock_offset += TURN_TIME;
         self.engine.set_now(self.clock());
-        self.accept();
         self.dispatch_events();
         self.settle(mysqld);
         let done = self.engine.after_events();
@@ -169,7 +168,9 @@ impl MemIo {
         }
     }
 
-    /// Report the edges raised since the last turn, oldest first.
+    /// Report the edges raised since the last turn, oldest first, and the
+    /// listener's: the connections it accepts report theirs next turn, as
+    /// sockets registered during a pass report theirs at the next poll.
     fn dispatch_events(&mut self) {
         let mut ready: Vec<(u64, usize)> = self
             .conns
@@ -187,6 +188,7 @@ impl MemIo {
                 (id, e.readable, e.writable, end.read_closed())
             })
             .collect();
+        self.accept();
         for (id, readable, writable, read_closed) in events {
             self.stop_on_short_read = !read_closed;
             self.conn_event(id, readable, writable);
