@@ -37,8 +37,9 @@ use super::fake_mysqld::FakeMysqld;
 use super::pipe::{pipe, PipeEnd};
 use crate::config::Config;
 
-/// How far the clock moves in one turn: about what a turn of the real
-/// loop over sockets took in the simulation (debug build).
+/// How far the clock moves in one turn: of the order of what a turn over
+/// sockets took in the simulation (debug build), so that short backoffs
+/// run out while a test waits a few hundred turns.
 pub const TURN_TIME: Duration = Duration::from_micros(100);
 
 /// As `EventLoop`'s: rounds of "carry out the actions, run the engine's
