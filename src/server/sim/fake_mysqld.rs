@@ -41,13 +41,18 @@
 //! it ran (as MariaDB's SLEEP does). A KILL QUERY finding nothing running
 //! does nothing: only the statement running when it arrives is stopped.
 //!
+//! Its connections are in-memory pipes ([`super::pipe`]): the
+//! simulation's I/O layer opens one for each connect the funnel makes
+//! ([`FakeMysqld::connect`]), which the script may refuse at once or
+//! leave pending ([`ConnectFate`]); a mysqld that is `down` accepts and
+//! drops the connection.
+//!
 //! Non-blocking and driven by `pump`; it never waits.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
 
+use super::pipe::{connecting, pipe, PipeEnd};
 use super::{read_now, write_now};
 use crate::protocol::consts::*;
 use crate::protocol::handshake::HandshakeV10;
@@ -78,6 +83,16 @@ pub enum Answer {
     Close,
     /// No answer until released.
     Stall,
+}
+
+/// What becomes of the next connection the funnel opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectFate {
+    /// Refused at once (ECONNREFUSED: nothing listens).
+    Refuse,
+    /// Left pending (a SYN into a black hole) until `behave`, or until the
+    /// funnel gives up on it.
+    Hang,
 }
 
 impl Answer {
@@ -124,6 +139,9 @@ pub const OWNER_MARK: &[u8] = b"sim-owner:";
 /// Pumps a `SELECT SLEEP(n)` may run at most.
 const MAX_SLEEP: u32 = 64;
 
+/// Queries kept in `FakeMysqld::queries`.
+const MAX_QUERIES_LOGGED: usize = 64;
+
 #[derive(Default)]
 struct Statement {
     columns: u16,
@@ -143,7 +161,7 @@ struct Sleeping {
 }
 
 struct Conn {
-    stream: UnixStream,
+    stream: PipeEnd,
     input: Vec<u8>,
     output: Vec<u8>,
     logged_in: bool,
@@ -168,10 +186,17 @@ struct Conn {
 }
 
 pub struct FakeMysqld {
-    listener: UnixListener,
+    /// Connections made and not yet accepted (the listen queue).
+    backlog: VecDeque<PipeEnd>,
+    /// Connects left pending (`ConnectFate::Hang`).
+    hung: Vec<PipeEnd>,
     conns: Vec<Conn>,
     script: VecDeque<Answer>,
-    /// Refuses connections (mysqld down).
+    /// What becomes of the next connects (then they are accepted).
+    connect_script: VecDeque<ConnectFate>,
+    /// Connects refused by the script.
+    pub connects_refused: u64,
+    /// Drops the connections it accepts (mysqld down; see `toggle_down`).
     pub down: bool,
     next_thread: u32,
     /// Commands answered, for the driver's progress checks.
@@ -191,16 +216,20 @@ pub struct FakeMysqld {
     pub stmt_limit: usize,
     /// Prepares refused with ERR 1461.
     pub stmts_refused: u64,
+    /// The latest queries run (`COM_QUERY`, upper case), with the thread
+    /// that ran each.
+    pub queries: VecDeque<(u32, String)>,
 }
 
 impl FakeMysqld {
-    pub fn bind(path: &Path) -> std::io::Result<FakeMysqld> {
-        let listener = UnixListener::bind(path)?;
-        listener.set_nonblocking(true)?;
-        Ok(FakeMysqld {
-            listener,
+    pub fn new() -> FakeMysqld {
+        FakeMysqld {
+            backlog: VecDeque::new(),
+            hung: Vec::new(),
             conns: Vec::new(),
             script: VecDeque::new(),
+            connect_script: VecDeque::new(),
+            connects_refused: 0,
             down: false,
             next_thread: 100,
             answered: 0,
@@ -214,7 +243,54 @@ impl FakeMysqld {
             // the prepare), and a client with more gets mysqld's ERR 1461.
             stmt_limit: 2,
             stmts_refused: 0,
-        })
+            queries: VecDeque::new(),
+        }
+    }
+
+    /// The funnel connects: its end of the connection, or the connect's
+    /// error. As on a unix socket, a connect completes once it is in the
+    /// listen queue, before `pump` accepts it.
+    pub fn connect(&mut self) -> std::io::Result<PipeEnd> {
+        match self.connect_script.pop_front() {
+            Some(ConnectFate::Refuse) => {
+                self.connects_refused += 1;
+                Err(std::io::ErrorKind::ConnectionRefused.into())
+            }
+            Some(ConnectFate::Hang) => {
+                let (funnel, mine) = connecting();
+                self.hung.push(mine);
+                Ok(funnel)
+            }
+            None => {
+                let (funnel, mine) = pipe();
+                self.backlog.push_back(mine);
+                Ok(funnel)
+            }
+        }
+    }
+
+    /// mysqld goes down (or comes back up). Going down, it refuses the
+    /// connects left pending: the host answers now, and nothing listens.
+    pub fn toggle_down(&mut self) {
+        self.down = !self.down;
+        if self.down {
+            for end in self.hung.drain(..) {
+                end.refuse_connect();
+            }
+        }
+    }
+
+    /// The next connect the funnel makes meets this fate.
+    pub fn script_connect(&mut self, fate: ConnectFate) {
+        if self.connect_script.len() < 64 {
+            self.connect_script.push_back(fate);
+        }
+    }
+
+    /// Connects left pending now.
+    #[cfg(test)]
+    pub fn connects_pending(&self) -> usize {
+        self.hung.len()
     }
 
     /// The tag of the client whose hidden session state the connection
@@ -247,9 +323,15 @@ impl FakeMysqld {
         }
     }
 
-    /// Back to answering like mysqld: no script, stalls answered, up.
+    /// Back to answering like mysqld: no script, stalls answered, up,
+    /// pending connects completed.
     pub fn behave(&mut self) {
         self.script.clear();
+        self.connect_script.clear();
+        for end in self.hung.drain(..) {
+            end.accept_connect();
+            self.backlog.push_back(end);
+        }
         self.down = false;
         for c in &mut self.conns {
             c.stalled = false;
@@ -271,8 +353,10 @@ impl FakeMysqld {
 
     /// Accept, read, answer and write whatever can be done now.
     pub fn pump(&mut self) {
-        while let Ok((stream, _)) = self.listener.accept() {
-            if self.down || stream.set_nonblocking(true).is_err() {
+        // A pending connect the funnel gave up on is forgotten.
+        self.hung.retain(|end| !end.peer_gone());
+        while let Some(stream) = self.backlog.pop_front() {
+            if self.down {
                 continue; // dropped: the funnel sees the connection close
             }
             self.next_thread += 1;
@@ -400,6 +484,12 @@ impl FakeMysqld {
         } else {
             String::new()
         };
+        if cmd == COM_QUERY && answer != Answer::Stall {
+            if self.queries.len() >= MAX_QUERIES_LOGGED {
+                self.queries.pop_front();
+            }
+            self.queries.push_back((self.conns[i].thread, sql.clone()));
+        }
         if !matches!(answer, Answer::Err | Answer::Stall) {
             // These ran, however odd the answer the script gives them.
             if cmd == COM_RESET_CONNECTION {

@@ -1,14 +1,18 @@
 //! The whole funnel in one thread, driven by a byte string: the fuzz target
 //! for the client and backend state machines (the codec has its own).
 //!
-//! The real funnel (engine and event loop) runs over real unix sockets, one turn at
-//! a time with a zero poll timeout and a clock the input can move forward.
-//! Its backend is [`fake_mysqld::FakeMysqld`], a scripted MySQL server in
-//! the same thread; up to four clients do what the input says: raw bytes,
-//! framed packets, proper logins, canned commands (prepared statements,
-//! cursors, transactions, locks, KILL, change-user, LOCAL INFILE, …),
-//! pipelines, stopping reading, closing. The input can also make mysqld
-//! misbehave, die or go down, reload the configuration, and send the
+//! The funnel's engine runs without sockets: [`mem_io::MemIo`], an I/O
+//! layer over in-memory pipes ([`pipe`]), drives it one turn at a time as
+//! the real event loop does over sockets (readiness reported
+//! edge-triggered, the engine's actions carried out), with a clock of the
+//! simulation's own that the input can move forward. So a case runs the
+//! same way every time. Its backend is [`fake_mysqld::FakeMysqld`], a
+//! scripted MySQL server in the same thread; up to four clients do what
+//! the input says: raw bytes, framed packets, proper logins, canned
+//! commands (prepared statements, cursors, transactions, locks, KILL,
+//! change-user, LOCAL INFILE, …), pipelines, stopping reading, closing.
+//! The input can also make mysqld misbehave, die, go down, refuse
+//! connects or leave them pending, reload the configuration, and send the
 //! admin console's requests (snapshot, pause, resume, reload).
 //!
 //! Checked after every turn: the loop's invariants
@@ -32,14 +36,14 @@
 
 mod fake_mysqld;
 mod invariants;
+mod mem_io;
+mod pipe;
 
-use std::io::{ErrorKind, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::{ErrorKind, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::event_loop::EventLoop;
 use crate::config::Config;
 use crate::control::Control;
 use crate::protocol::auth::scramble_native;
@@ -49,7 +53,9 @@ use crate::protocol::lenenc::write_lenenc_str;
 use crate::protocol::packet::{next_frame, write_packet, HEADER_LEN};
 use crate::protocol::response::decode_err;
 use crate::protocol::tracker::{expect_for, Expect, Progress, ResponseTracker};
-use fake_mysqld::{Answer, FakeMysqld, OWNER_MARK};
+use fake_mysqld::{Answer, ConnectFate, FakeMysqld, OWNER_MARK};
+use mem_io::MemIo;
+use pipe::PipeEnd;
 
 const MAX_CLIENTS: usize = 4;
 /// Operations read from one input; the rest is ignored.
@@ -167,7 +173,7 @@ struct SimClient {
     conn_id: Option<u32>,
     /// The last bytes it sent raw, to spot a KILL spread over two sends.
     raw_tail: Vec<u8>,
-    stream: UnixStream,
+    stream: PipeEnd,
     received: Vec<u8>,
     /// Bytes of `received` already checked as whole frames.
     checked: usize,
@@ -177,8 +183,10 @@ struct SimClient {
     login: Login,
     unsent: Vec<u8>,
     peer_closed: bool,
-    /// Frames received since the last `take_frames`.
+    /// The frames received after its login (the first 64).
     frames: Vec<Vec<u8>>,
+    /// The ERR that refused its login.
+    login_error: Option<Vec<u8>>,
     /// Capabilities it logged in with.
     caps: u32,
     /// Sent nothing but whole commands since its login: what it
@@ -196,7 +204,7 @@ struct SimClient {
 }
 
 struct Sim {
-    funnel: EventLoop,
+    funnel: MemIo,
     /// The admin side of the loop's control channel.
     control: crossbeam_channel::Sender<Control>,
     dir: PathBuf,
@@ -281,13 +289,11 @@ impl Sim {
         std::fs::write(&config_path, config_text(&dir, 1))
             .map_err(|e| format!("cannot write the config: {e}"))?;
         let config = Config::from_file(&config_path).map_err(|e| format!("config: {e}"))?;
-        let mysqld = FakeMysqld::bind(&dir.join("backend.sock"))
-            .map_err(|e| format!("cannot bind the fake mysqld: {e}"))?;
-        let mut funnel = EventLoop::new(config)?;
+        let mut mysqld = FakeMysqld::new();
+        let mut funnel = MemIo::new(config);
         let (control, rx) = crossbeam_channel::unbounded();
         funnel.engine.control = Some(rx);
-        funnel.bind_listeners()?;
-        funnel.start();
+        funnel.start(&mut mysqld);
         let mut sim = Sim {
             funnel,
             control,
@@ -311,7 +317,7 @@ impl Sim {
     /// One turn of the funnel's loop, then mysqld and the clients do what
     /// they can; then the checks.
     fn step(&mut self) -> Result<(), String> {
-        self.funnel.turn(Some(Duration::ZERO))?;
+        self.funnel.turn(&mut self.mysqld);
         self.mysqld.pump();
         for i in 0..MAX_CLIENTS {
             self.pump_client(i)?;
@@ -494,14 +500,20 @@ impl Sim {
                     }
                 }
                 11 => {
-                    let a = Answer::from_byte(r.byte().unwrap_or(0));
-                    self.mysqld.script(a);
+                    // From 0xf0 on, what becomes of the next connect; below,
+                    // the next answer (as before connects could be scripted).
+                    let b = r.byte().unwrap_or(0);
+                    match b {
+                        0xf0.. if b & 1 == 0 => self.mysqld.script_connect(ConnectFate::Refuse),
+                        0xf0.. => self.mysqld.script_connect(ConnectFate::Hang),
+                        _ => self.mysqld.script(Answer::from_byte(b)),
+                    }
                 }
                 12 => {
                     let which = r.byte().unwrap_or(0);
                     self.mysqld.kill(which);
                 }
-                13 => self.mysqld.down = !self.mysqld.down,
+                13 => self.mysqld.toggle_down(),
                 14 => {
                     self.unclean(who);
                     let kib = usize::from(r.byte().unwrap_or(0));
@@ -613,12 +625,9 @@ impl Sim {
         if self.clients[who].is_some() {
             return Ok(());
         }
-        let Ok(stream) = UnixStream::connect(self.dir.join("funnel.sock")) else {
-            return Ok(()); // refused (e.g. the listen queue is full): fine
+        let Some(stream) = self.funnel.connect_client() else {
+            return Ok(()); // refused (the funnel shuts down): fine
         };
-        stream
-            .set_nonblocking(true)
-            .map_err(|e| format!("set_nonblocking: {e}"))?;
         let tag = self.next_tag;
         self.next_tag += 1;
         self.clients[who] = Some(SimClient {
@@ -635,6 +644,7 @@ impl Sim {
             unsent: Vec::new(),
             peer_closed: false,
             frames: Vec::new(),
+            login_error: None,
             caps: 0,
             clean: false,
             awaiting: std::collections::VecDeque::new(),
@@ -1036,6 +1046,7 @@ impl SimClient {
                     Some(&OK_HEADER) => self.login = Login::Done,
                     Some(&ERR_HEADER) => {
                         self.login = Login::Refused;
+                        self.login_error = Some(payload.to_vec());
                         self.clean = false;
                     }
                     Some(&AUTH_SWITCH_HEADER) => {
@@ -1154,9 +1165,9 @@ impl SimClient {
     }
 }
 
-/// Writes what the socket takes now from the front of `queued`; false if
-/// the socket failed.
-fn write_now(stream: &mut UnixStream, queued: &mut Vec<u8>) -> bool {
+/// Writes what the stream takes now from the front of `queued`; false if
+/// the stream failed.
+fn write_now(stream: &mut impl Write, queued: &mut Vec<u8>) -> bool {
     while !queued.is_empty() {
         match stream.write(queued) {
             Ok(0) => break,
@@ -1171,14 +1182,13 @@ fn write_now(stream: &mut UnixStream, queued: &mut Vec<u8>) -> bool {
     true
 }
 
-/// Appends what the socket holds now to `into`; false once the peer has
-/// closed (or the socket failed).
-fn read_now(stream: &mut UnixStream, into: &mut Vec<u8>) -> bool {
-    let mut buf = [0u8; 64 * 1024];
+/// Appends what the stream holds now to `into`; false once the peer has
+/// closed (or the stream failed).
+fn read_now(stream: &mut PipeEnd, into: &mut Vec<u8>) -> bool {
     loop {
-        match stream.read(&mut buf) {
+        match stream.read_available(into) {
             Ok(0) => return false,
-            Ok(n) => into.extend_from_slice(&buf[..n]),
+            Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
             Err(_) => return false,
@@ -1208,5 +1218,7 @@ impl<'a> Input<'a> {
     }
 }
 
+#[cfg(test)]
+mod engine_tests;
 #[cfg(test)]
 mod tests;

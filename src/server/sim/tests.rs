@@ -669,6 +669,13 @@ fn many_random_inputs_keep_the_invariants() {
 fn write_sim_fuzz_seeds() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/funnel");
     std::fs::create_dir_all(&dir).unwrap();
+    for (i, s) in fuzz_seeds().iter().enumerate() {
+        std::fs::write(dir.join(format!("seed-{i:03}")), s).unwrap();
+    }
+}
+
+/// The seed inputs of the `funnel` fuzz target.
+fn fuzz_seeds() -> Vec<Vec<u8>> {
     let mut seeds = vec![
         plain_session(),
         statements_and_pins(),
@@ -701,6 +708,20 @@ fn write_sim_fuzz_seeds() {
             SHOW_WARNINGS,
         ));
     }
+    // mysqld refuses a reconnect, or leaves it pending (then goes down,
+    // or comes back, or never answers), while a client waits.
+    for (fate, then) in [(0xf0, 17), (0xf1, 13), (0xf1, 17), (0xf1, 5)] {
+        seeds.push(case(&[
+            &login(0, LOGIN_APP),
+            &turns(8),
+            &[op(0, 11), fate],
+            &[op(0, 12), 0], // mysqld kills a backend connection
+            &canned(0, 0),
+            &turns(4),
+            &[op(0, then), 8],
+            &turns(8),
+        ]));
+    }
     // Client 2 kills client 1's SLEEP about as it ends; client 3 follows.
     for delay in [0, 8, 16, 20, 24] {
         seeds.push(case(&[
@@ -719,9 +740,47 @@ fn write_sim_fuzz_seeds() {
             &turns(16),
         ]));
     }
-    for (i, s) in seeds.iter().enumerate() {
-        std::fs::write(dir.join(format!("seed-{i:03}")), s).unwrap();
+    seeds
+}
+
+/// How many cases a second the simulation runs: over the inputs of
+/// `SIM_CORPUS` (a directory, e.g. a cargo-fuzz corpus) if given, over
+/// the fuzz seeds, and over the random sample:
+/// `SIM_CORPUS=fuzz/corpus/funnel cargo test --lib sim_cases_per_second -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn sim_cases_per_second() {
+    let rate = |what: &str, inputs: &[Vec<u8>]| {
+        let start = std::time::Instant::now();
+        let failed = inputs.iter().filter(|i| run_case(i).is_err()).count();
+        let secs = start.elapsed().as_secs_f64();
+        eprintln!(
+            "{what}: {} cases ({failed} failed) in {secs:.2} s: {:.1} cases/s",
+            inputs.len(),
+            inputs.len() as f64 / secs
+        );
+    };
+    if let Ok(dir) = std::env::var("SIM_CORPUS") {
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        let inputs: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+        rate(&dir, &inputs);
     }
+    rate("fuzz seeds", &fuzz_seeds());
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
+    let random: Vec<Vec<u8>> = (0..RANDOM_CASES)
+        .map(|n| {
+            if n % 2 == 0 {
+                random_bytes(&mut next)
+            } else {
+                random_session(&mut next)
+            }
+        })
+        .collect();
+    rate("random sample", &random);
 }
 
 /// Found by the fuzzer: a client that left in the middle of a LOAD DATA
@@ -783,12 +842,11 @@ fn a_backend_lost_before_the_command_was_sent_does_not_strand_it() {
 
 #[test]
 fn the_answer_checker_sees_wrong_answers_and_foreign_content() {
-    let (stream, _peer) = UnixStream::pair().unwrap();
     let client = || SimClient {
         tag: 1,
         conn_id: Some(1),
         raw_tail: Vec::new(),
-        stream: stream.try_clone().unwrap(),
+        stream: pipe::pipe().0,
         received: Vec::new(),
         checked: 0,
         reading: true,
@@ -798,6 +856,7 @@ fn the_answer_checker_sees_wrong_answers_and_foreign_content() {
         unsent: Vec::new(),
         peer_closed: false,
         frames: Vec::new(),
+        login_error: None,
         caps: CLIENT_PROTOCOL_41,
         clean: true,
         awaiting: [Awaited::plain(COM_PING)].into(),
@@ -1047,6 +1106,42 @@ fn a_failed_prepare_for_long_data_answers_nothing() {
         4, 59, 6, 251, 36, 53, 4, 36, 100, 54, 5, 61,
     ];
     run_case(&input).unwrap();
+}
+
+/// FUNNEL BUG (or an invariant stricter than the loop), found by the
+/// long random runs (`SIM_CASES=10000`, seeds 1 and 7), not fixed here (it
+/// is in the engine's order of work, mod.rs `after_events` and the I/O
+/// layer's `turn`); it fails the same with the socket-based simulation. A
+/// queued command times out in `after_events` (`expire_backlogs`); its
+/// ERR is flushed in the `settle` that follows, the write fails (the
+/// client has closed), `close_client` lets go of the client's prepared
+/// statements, and nothing closes them until the next pass's
+/// `after_events`: "statements let go of were left unclosed after a turn".
+/// On the real loop the next pass may be up to a second away (nothing
+/// else is harmed meanwhile). Ignored until the engine closes released
+/// statements after the last settle, or the invariant allows for them.
+#[test]
+#[ignore]
+fn statements_released_by_a_failed_write_after_the_periodic_work_are_closed() {
+    let inputs: [&[u8]; 2] = [
+        &[
+            2, 0, 34, 0, 66, 0, 98, 0, 5, 8, 38, 102, 5, 165, 11, 199, 5, 209, 100, 61, 36, 67, 36,
+            56, 100, 49, 108, 217, 43, 227, 68, 22, 108, 139, 75, 185, 73, 108, 228, 4, 50, 100,
+            12, 36, 65, 73, 5, 116, 80, 1, 60, 41, 100, 38, 68, 59, 5, 184, 100, 54, 9, 80, 4, 67,
+            66, 56, 68, 68, 3, 102, 100, 38, 251, 112, 1, 28, 5, 83, 34, 130, 5, 192, 5, 188, 107,
+            226, 4, 14,
+        ],
+        &[
+            2, 0, 34, 0, 66, 0, 98, 0, 5, 8, 34, 130, 5, 236, 5, 98, 100, 52, 76, 233, 43, 183, 44,
+            109, 12, 200, 16, 2, 48, 67, 5, 222, 4, 63, 100, 62, 12, 30, 68, 46, 36, 54, 5, 56, 44,
+            161, 66, 0, 36, 57, 98, 138, 36, 65, 105, 70, 194, 44, 172, 112, 2, 59, 67, 4, 36, 6,
+            212, 66, 128, 107, 158, 38, 180, 5, 42, 4, 53, 9, 68, 59, 12, 168, 4, 59, 6, 193, 107,
+            169,
+        ],
+    ];
+    for input in inputs {
+        run_case(input).unwrap();
+    }
 }
 
 /// Replays one input with the funnel's debug log, for a failure's story:
