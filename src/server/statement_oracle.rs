@@ -3,7 +3,7 @@
 //! the one pass gives the same answers. Test-only: nothing here runs in the
 //! funnel.
 
-use super::{is_builtin, unreported, StatementFacts, NAME_CONTEXTS};
+use super::{unreported, StatementFacts, BUILTINS, NAME_CONTEXTS};
 
 /// The old `StatementFacts::merge` (the fields the old scan knew).
 fn merge(f: &mut StatementFacts, o: &StatementFacts) {
@@ -316,6 +316,14 @@ fn upper<'b>(word: &[u8], buf: &'b mut [u8; 32]) -> Option<&'b str> {
     out.copy_from_slice(word);
     out.make_ascii_uppercase();
     std::str::from_utf8(out).ok()
+}
+
+fn is_builtin(word: &[u8]) -> bool {
+    let mut buf = [0u8; 32];
+    let Some(w) = upper(word, &mut buf) else {
+        return false;
+    };
+    BUILTINS.binary_search(&w).is_ok() || w.starts_with("ST_") || w.starts_with("MBR")
 }
 
 fn word_in(word: &[u8], list: &[&str]) -> bool {
