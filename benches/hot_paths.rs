@@ -16,7 +16,7 @@ use funnel::protocol::response::{encode_column_def, encode_eof, encode_text_row}
 use funnel::protocol::tracker::{Expect, Progress, ResponseTracker};
 use funnel::server::pool::{ClientRef, Pool, Request};
 use funnel::server::session::SessionVars;
-use funnel::server::statement::statement_facts;
+use funnel::server::statement::{query_facts, statement_facts};
 use funnel::server::stats::Stats;
 
 struct Bench {
@@ -205,4 +205,30 @@ fn main() {
     bench.run("statement facts: join with 5 function calls", 1, || {
         black_box(statement_facts(black_box(busy)));
     });
+
+    // Everything the funnel reads of a COM_QUERY's text on its way to a
+    // backend: the one scan (the facts, what the funnel answers itself, the
+    // shape) and, when it goes to a backend, the stats' lookup of its shape.
+    let typical: [&[u8]; 8] = [
+        b"SELECT c FROM sbtest1 WHERE id=4711",
+        b"SELECT `users`.* FROM `users` WHERE `users`.`id` = 1 LIMIT 1",
+        b"INSERT INTO sbtest1 (id, k, c, pad) VALUES (5, 6, 'x', 'y')",
+        b"UPDATE sbtest1 SET k=k+1 WHERE id=5",
+        b"SET NAMES utf8mb4",
+        b"SELECT LAST_INSERT_ID()",
+        b"/* app:42 */ SELECT a, b FROM t WHERE x IN (1, 2, 3) AND y = 'it''s'",
+        busy,
+    ];
+    let mut shape = Vec::with_capacity(2048);
+    for sql in typical {
+        let name = String::from_utf8_lossy(&sql[..sql.len().min(28)]).into_owned();
+        bench.run(&format!("COM_QUERY text: {name}"), 1, || {
+            let sql = black_box(sql);
+            let f = query_facts(sql, &mut shape);
+            if f.answered.is_none() {
+                black_box(stats.query_shape_hashed(0, f.shape, sql));
+            }
+            black_box(f);
+        });
+    }
 }

@@ -19,6 +19,7 @@ use super::session::{
     string_user_var_literal, unhex_name, user_var_literal, user_var_values_sql, PinCause, PinSet,
     SessionVars, UserVarRead,
 };
+use super::statement::statement_facts;
 use super::stmt::{execute_layout, own_stmt_key, rewrite_execute, stmt_key, ClientStmt, StmtCache};
 use super::timer::TimerKind;
 use super::{Deferred, Engine};
@@ -2421,8 +2422,11 @@ impl Engine {
         let cmd = c.rbuf.as_slice().get(HEADER_LEN).copied().unwrap_or(0);
         b.query_shape = if cmd == COM_QUERY {
             let end = span.wire_len.min(HEADER_LEN + span.payload_len);
-            self.stats
-                .query_shape(b.pool, &c.rbuf.as_slice()[HEADER_LEN + 1..end])
+            self.stats.query_shape_hashed(
+                b.pool,
+                c.facts.shape,
+                &c.rbuf.as_slice()[HEADER_LEN + 1..end],
+            )
         } else {
             0
         };
@@ -2698,6 +2702,8 @@ impl Engine {
                             c.stmts.insert(
                                 p.funnel_id,
                                 ClientStmt {
+                                    // Scanned once, for all its executes.
+                                    facts: statement_facts(&p.sql),
                                     sql: p.sql,
                                     schema: p.schema,
                                     key: key_hash,

@@ -16,10 +16,9 @@ use super::io::{Buf, Peer, ReadOutcome};
 use super::log_limit::LogEvent;
 use super::pool::{ClientRef, Request};
 use super::session::{
-    funnel_answered_select, parse_kill, ClientTimeouts, FunnelAnswered, Kill, PinCause, PinSet,
-    SessionVars,
+    parse_kill, ClientTimeouts, FunnelAnswered, Kill, PinCause, PinSet, SessionVars,
 };
-use super::statement::{kill_split, statement_facts, StatementFacts};
+use super::statement::{kill_split, query_facts, StatementFacts};
 use super::stmt::{
     execute_layout, execute_types, release_free_memory, ClientStmts, TRIM_AFTER_BYTES,
 };
@@ -1464,7 +1463,7 @@ impl Engine {
                 c.facts = StatementFacts::default();
                 if cmd == COM_STMT_BULK_EXECUTE {
                     // Judged, counted and pinned as an execute of its statement.
-                    let facts = statement_facts(&st.sql);
+                    let facts = st.facts;
                     c.unreported_taken = facts.takes;
                     c.unreported_released = facts.releases;
                     c.facts = facts;
@@ -1487,7 +1486,7 @@ impl Engine {
                     // A prepared `SELECT GET_LOCK(?, 0)` takes a lock as
                     // surely as the text one, and a prepared `CALL` is as
                     // unproven.
-                    let facts = statement_facts(&st.sql);
+                    let facts = st.facts;
                     c.unreported_taken = facts.takes;
                     c.unreported_released = facts.releases;
                     c.facts = facts;
@@ -1525,7 +1524,8 @@ impl Engine {
                 if cmd == COM_QUERY {
                     let end = (HEADER_LEN + span.payload_len).min(data.len());
                     let sql = &data[HEADER_LEN + 1..end];
-                    if !privileges_known && super::processlist::needs_privileges(sql) {
+                    let facts = query_facts(sql, self.stats.shape_buf());
+                    if !privileges_known && facts.needs_privileges() {
                         // What the funnel answers (KILL, the process list)
                         // depends on the user's privileges: a backend is
                         // asked for them first, then the command comes back.
@@ -1534,7 +1534,7 @@ impl Engine {
                         self.forward_current(key);
                         return;
                     }
-                    if let Some(full) = super::processlist::processlist_query(sql) {
+                    if let Some(full) = facts.show_processlist {
                         // mysqld would list backend connections: the
                         // funnel lists its clients, with the ids they KILL.
                         let sql = sql.to_vec();
@@ -1543,7 +1543,8 @@ impl Engine {
                         self.answer_processlist(key, seq, full, &sql);
                         return;
                     }
-                    if let Some((which, name)) = funnel_answered_select(sql) {
+                    if let Some((which, (start, end))) = facts.answered {
+                        let name = sql[start..end].to_vec();
                         // Typed as MariaDB types them: (type, length, flags).
                         const UNSIGNED: u16 = 0x0001 | 0x0020 | 0x0080;
                         let (value, column) = match which {
@@ -1564,7 +1565,6 @@ impl Engine {
                         self.client_single_value(key, seq, &name, &value, column);
                         return;
                     }
-                    let facts = statement_facts(sql);
                     if facts.first_is_kill || facts.later_kill {
                         let sql = sql.to_vec();
                         let seq = 1u8.wrapping_add(c.seq_offset);
@@ -1572,9 +1572,7 @@ impl Engine {
                         self.query_with_kill(key, sql, seq);
                         return;
                     }
-                    if !std::mem::take(&mut c.rewritten)
-                        && super::statement::mentions_processlist(sql)
-                    {
+                    if !std::mem::take(&mut c.rewritten) && facts.names_processlist {
                         let bare = c
                             .session
                             .schema

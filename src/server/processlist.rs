@@ -15,21 +15,11 @@ use crate::protocol::packet::write_packet;
 use crate::protocol::response::{encode_column_def, encode_eof, encode_text_row};
 
 /// `SHOW PROCESSLIST` (`Some(false)`) or `SHOW FULL PROCESSLIST`
-/// (`Some(true)`) as a query of its own.
+/// (`Some(true)`) as a query of its own: what the statement scan says
+/// (`StatementFacts::show_processlist`).
+#[cfg(test)]
 pub fn processlist_query(sql: &[u8]) -> Option<bool> {
-    if !super::statement::only_words(sql) {
-        return None;
-    }
-    let mut w = super::statement::words(sql);
-    if !w.next()?.eq_ignore_ascii_case(b"SHOW") {
-        return None;
-    }
-    let mut next = w.next()?;
-    let full = next.eq_ignore_ascii_case(b"FULL");
-    if full {
-        next = w.next()?;
-    }
-    (next.eq_ignore_ascii_case(b"PROCESSLIST") && w.next().is_none()).then_some(full)
+    super::statement::statement_facts(sql).show_processlist
 }
 
 /// What a user's global privileges allow with connections, as mysqld
@@ -76,14 +66,6 @@ impl Privileges {
         }
         p
     }
-}
-
-/// A query whose answer the funnel builds from the user's privileges:
-/// a `KILL`, or one that reads the process list (a cheap look at the
-/// words; a false positive costs one question to mysqld per pool).
-pub fn needs_privileges(sql: &[u8]) -> bool {
-    super::statement::mentions_processlist(sql)
-        || sql.windows(4).any(|w| w.eq_ignore_ascii_case(b"KILL"))
 }
 
 /// What `Info` shows without FULL: the statement's first 100 characters.

@@ -1012,8 +1012,20 @@ pub enum FunnelAnswered {
 /// Recognise exactly `SELECT LAST_INSERT_ID()`, `SELECT CONNECTION_ID()` or
 /// `SELECT ROW_COUNT()`,
 /// with an optional alias (`AS x`, `x`, quoted) and trailing `;`. Returns the
-/// column name mysqld would give (the alias, or the expression as typed).
+/// column name mysqld would give (the alias, or the expression as typed),
+/// as the statement scan finds it (`StatementFacts::answered`).
 pub fn funnel_answered_select(sql: &[u8]) -> Option<(FunnelAnswered, Vec<u8>)> {
+    let (which, (start, end)) = super::statement::statement_facts(sql).answered?;
+    Some((which, sql[start..end].to_vec()))
+}
+
+/// [`funnel_answered_select`] with the column name as a span of `sql`: the
+/// statement scan's check, for a query whose first words are right.
+pub fn funnel_answered_span(sql: &[u8]) -> Option<(FunnelAnswered, (usize, usize))> {
+    let span = |part: &[u8]| {
+        let start = part.as_ptr() as usize - sql.as_ptr() as usize;
+        (start, start + part.len())
+    };
     let mut s = sql.trim_ascii();
     while let Some(rest) = s.strip_suffix(b";") {
         s = rest.trim_ascii_end();
@@ -1040,7 +1052,7 @@ pub fn funnel_answered_select(sql: &[u8]) -> Option<(FunnelAnswered, Vec<u8>)> {
     let expr = &rest[..expr_len];
     let tail = after.trim_ascii();
     if tail.is_empty() {
-        return Some((which, expr.to_vec()));
+        return Some((which, span(expr)));
     }
     if !after.first()?.is_ascii_whitespace() && !matches!(after.first(), Some(b'`' | b'\'' | b'"'))
     {
@@ -1060,7 +1072,7 @@ pub fn funnel_answered_select(sql: &[u8]) -> Option<(FunnelAnswered, Vec<u8>)> {
             {
                 return None;
             }
-            Some((which, inner.to_vec()))
+            Some((which, span(inner)))
         }
         Some(_)
             if alias
@@ -1070,7 +1082,7 @@ pub fn funnel_answered_select(sql: &[u8]) -> Option<(FunnelAnswered, Vec<u8>)> {
             if alias.eq_ignore_ascii_case(b"FROM") || alias[0].is_ascii_digit() {
                 return None;
             }
-            Some((which, alias.to_vec()))
+            Some((which, span(alias)))
         }
         _ => None,
     }

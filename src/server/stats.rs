@@ -231,6 +231,22 @@ impl Stats {
         self.shapes.lookup(pool, sql)
     }
 
+    /// [`Stats::query_shape`] for a query whose shape's hash the statement
+    /// scan found (`Some`, see [`ShapeWriter`]): its text is normalized
+    /// again only when the shape is not in the table.
+    pub fn query_shape_hashed(&mut self, pool: usize, hash: Option<u64>, sql: &[u8]) -> u32 {
+        match hash {
+            Some(h) => self.shapes.lookup_hashed(pool, h, sql),
+            None => self.shapes.lookup(pool, sql),
+        }
+    }
+
+    /// The buffer a [`ShapeWriter`] writes a shape into (its contents are
+    /// not kept: the table reuses it).
+    pub fn shape_buf(&mut self) -> &mut Vec<u8> {
+        &mut self.shapes.buf
+    }
+
     /// A query of this shape finished after `d` (service time), failed or not.
     pub fn query_done(&mut self, pool: usize, shape: u32, d: Duration, error: bool) {
         self.shapes.done(pool, shape, micros(d), error);
@@ -301,13 +317,41 @@ impl Hasher for IdentityHasher {
     }
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+/// A 64-bit hash of a shape's text, eight bytes at a time.
+fn text_hash(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mix = |h: u64, w: u64| {
+        let h = (h ^ w).wrapping_mul(K);
+        h ^ (h >> 29)
+    };
+    let mut h = (bytes.len() as u64).wrapping_mul(K);
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = mix(h, u64::from_le_bytes(w));
     }
-    h
+    let mut w = [0u8; 8];
+    let rest = chunks.remainder();
+    w[..rest.len()].copy_from_slice(rest);
+    h = mix(h, u64::from_le_bytes(w));
+    (h ^ (h >> 32)).wrapping_mul(K)
+}
+
+/// The table's key of a shape (its text's hash) in a pool.
+fn shape_key(hash: u64, pool: usize) -> u64 {
+    hash ^ (pool as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The hash of a normalized query text, as [`ShapeWriter::finish`] gives it:
+/// 0 for an empty text (no shape; a text whose hash is 0 is not tracked
+/// either).
+pub fn shape_hash(text: &[u8]) -> u64 {
+    if text.is_empty() {
+        0
+    } else {
+        text_hash(text)
+    }
 }
 
 /// Low bits of a shape id: entry index + 1 (so 0 is never an id).
@@ -351,7 +395,7 @@ impl ShapeTable {
         if self.buf.is_empty() {
             return 0;
         }
-        let key = fnv1a(&self.buf) ^ (pool as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let key = shape_key(text_hash(&self.buf), pool);
         if let Some(&i) = self.index.get(&key) {
             let e = &self.entries[i];
             // A hash collision between two shapes: leave the newcomer out.
@@ -395,6 +439,27 @@ impl ShapeTable {
         e.total_us = 0;
         e.max_us = 0;
         self.index.insert(key, i);
+        id
+    }
+
+    /// [`ShapeTable::lookup`] of a query whose shape's [`shape_hash`] is
+    /// known: the text is built only for a shape not in the table. A hit
+    /// trusts the 64-bit hash (two shapes that collide count as one).
+    fn lookup_hashed(&mut self, pool: usize, hash: u64, sql: &[u8]) -> u32 {
+        if hash == 0 {
+            return 0;
+        }
+        if let Some(&i) = self.index.get(&shape_key(hash, pool)) {
+            let e = &self.entries[i];
+            return if e.pool == pool { e.id } else { 0 };
+        }
+        let id = self.lookup(pool, sql);
+        debug_assert_eq!(
+            shape_hash(&self.buf),
+            hash,
+            "{:?}",
+            String::from_utf8_lossy(sql)
+        );
         id
     }
 
@@ -484,7 +549,31 @@ struct Normalizer<'a> {
     full: bool,
 }
 
-impl Normalizer<'_> {
+impl<'a> Normalizer<'a> {
+    /// Writes into `out`, cleared first.
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        out.clear();
+        Normalizer {
+            out,
+            space: false,
+            parens: [0; 32],
+            depth: 0,
+            full: false,
+        }
+    }
+
+    /// The trailing `;` and blanks dropped, `...` after a cut: the text.
+    fn finish(self) -> &'a [u8] {
+        let out = self.out;
+        while matches!(out.last(), Some(b';' | b' ')) {
+            out.pop();
+        }
+        if self.full {
+            out.extend_from_slice(b" ...");
+        }
+        out
+    }
+
     fn room(&mut self, n: usize) -> bool {
         if self.out.len() + n + 1 > MAX_SHAPE_LEN {
             self.full = true;
@@ -593,121 +682,266 @@ impl Normalizer<'_> {
 /// before `,` `)`, one after `,`; a trailing `;` dropped. Keywords and
 /// identifiers are kept as sent. Looks at most at the first 64 KiB.
 pub fn normalize_query(sql: &[u8], out: &mut Vec<u8>) {
-    out.clear();
     let s = &sql[..sql.len().min(MAX_SHAPE_SCAN)];
-    let mut n = Normalizer {
-        out,
-        space: false,
-        parens: [0; 32],
-        depth: 0,
-        full: false,
-    };
+    let mut n = Normalizer::new(out);
     let mut in_exec_comment = false;
     let mut i = 0;
     while i < s.len() && !n.full {
-        let c = s[i];
-        let next = s.get(i + 1).copied();
-        match c {
-            b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => {
-                n.space = true;
+        i = step(s, i, &mut n, &mut in_exec_comment);
+    }
+    n.finish();
+}
+
+/// One step of [`normalize_query`] at `i`, a place where it starts a token,
+/// a comment or a blank: what it reads there goes to `n`; returns where the
+/// next step starts.
+fn step(s: &[u8], mut i: usize, n: &mut Normalizer, in_exec_comment: &mut bool) -> usize {
+    let c = s[i];
+    let next = s.get(i + 1).copied();
+    match c {
+        b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => {
+            n.space = true;
+            i += 1;
+        }
+        b'-' if next == Some(b'-') && s.get(i + 2).is_none_or(|b| b.is_ascii_whitespace()) => {
+            i = s[i..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(s.len(), |p| i + p);
+            n.space = true;
+        }
+        b'#' => {
+            i = s[i..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(s.len(), |p| i + p);
+            n.space = true;
+        }
+        b'/' if next == Some(b'*') => {
+            let body = i + 2;
+            let exec = match s.get(body) {
+                Some(b'!') => Some(body + 1),
+                Some(b'M') if s.get(body + 1) == Some(&b'!') => Some(body + 2),
+                _ => None,
+            };
+            match exec {
+                Some(mut j) if !*in_exec_comment => {
+                    // Executable comment: its content is SQL.
+                    while j < s.len() && s[j].is_ascii_digit() {
+                        j += 1;
+                    }
+                    *in_exec_comment = true;
+                    i = j;
+                }
+                _ => {
+                    i = s[body..]
+                        .windows(2)
+                        .position(|w| w == b"*/")
+                        .map_or(s.len(), |p| body + p + 2);
+                }
+            }
+            n.space = true;
+        }
+        b'*' if *in_exec_comment && next == Some(b'/') => {
+            *in_exec_comment = false;
+            n.space = true;
+            i += 2;
+        }
+        b'\'' | b'"' => {
+            i = skip_quoted(s, i);
+            n.literal();
+        }
+        b'`' => {
+            let end = skip_quoted(s, i);
+            let end = end.min(i + MAX_SHAPE_LEN);
+            n.word(&s[i..end]);
+            i = end;
+        }
+        b'.' if next.is_some_and(|b| b.is_ascii_digit())
+            && !n.out.last().is_some_and(|&b| is_word_byte(b) || b == b'`') =>
+        {
+            i = scan_number(s, i);
+            n.literal();
+        }
+        _ if is_word_byte(c) => {
+            let start = i;
+            if c.is_ascii_digit() {
+                i = scan_number(s, i);
+                let tok = &s[start..i];
+                if is_number(tok) && n.out.last().is_none_or(|&b| b != b'.') {
+                    n.literal();
+                    return i;
+                }
+            }
+            while i < s.len() && is_word_byte(s[i]) {
                 i += 1;
             }
-            b'-' if next == Some(b'-') && s.get(i + 2).is_none_or(|b| b.is_ascii_whitespace()) => {
-                i = s[i..]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(s.len(), |p| i + p);
-                n.space = true;
-            }
-            b'#' => {
-                i = s[i..]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(s.len(), |p| i + p);
-                n.space = true;
-            }
-            b'/' if next == Some(b'*') => {
-                let body = i + 2;
-                let exec = match s.get(body) {
-                    Some(b'!') => Some(body + 1),
-                    Some(b'M') if s.get(body + 1) == Some(&b'!') => Some(body + 2),
-                    _ => None,
-                };
-                match exec {
-                    Some(mut j) if !in_exec_comment => {
-                        // Executable comment: its content is SQL.
-                        while j < s.len() && s[j].is_ascii_digit() {
-                            j += 1;
-                        }
-                        in_exec_comment = true;
-                        i = j;
-                    }
-                    _ => {
-                        i = s[body..]
-                            .windows(2)
-                            .position(|w| w == b"*/")
-                            .map_or(s.len(), |p| body + p + 2);
-                    }
-                }
-                n.space = true;
-            }
-            b'*' if in_exec_comment && next == Some(b'/') => {
-                in_exec_comment = false;
-                n.space = true;
-                i += 2;
-            }
-            b'\'' | b'"' => {
+            let tok = &s[start..i];
+            // x'..', b'..', N'..', _utf8mb4'..': one literal.
+            let introducer = matches!(tok, [b'x' | b'X' | b'b' | b'B' | b'n' | b'N'])
+                || (tok.first() == Some(&b'_') && tok.len() > 1);
+            if introducer && s.get(i) == Some(&b'\'') {
                 i = skip_quoted(s, i);
                 n.literal();
-            }
-            b'`' => {
-                let end = skip_quoted(s, i);
-                let end = end.min(i + MAX_SHAPE_LEN);
-                n.word(&s[i..end]);
-                i = end;
-            }
-            b'.' if next.is_some_and(|b| b.is_ascii_digit())
-                && !n.out.last().is_some_and(|&b| is_word_byte(b) || b == b'`') =>
-            {
-                i = scan_number(s, i);
-                n.literal();
-            }
-            _ if is_word_byte(c) => {
-                let start = i;
-                if c.is_ascii_digit() {
-                    i = scan_number(s, i);
-                    let tok = &s[start..i];
-                    if is_number(tok) && n.out.last().is_none_or(|&b| b != b'.') {
-                        n.literal();
-                        continue;
-                    }
-                }
-                while i < s.len() && is_word_byte(s[i]) {
-                    i += 1;
-                }
-                let tok = &s[start..i];
-                // x'..', b'..', N'..', _utf8mb4'..': one literal.
-                let introducer = matches!(tok, [b'x' | b'X' | b'b' | b'B' | b'n' | b'N'])
-                    || (tok.first() == Some(&b'_') && tok.len() > 1);
-                if introducer && s.get(i) == Some(&b'\'') {
-                    i = skip_quoted(s, i);
-                    n.literal();
-                } else {
-                    n.word(tok);
-                }
-            }
-            _ => {
-                n.punct(c);
-                i += 1;
+            } else {
+                n.word(tok);
             }
         }
+        _ => {
+            n.punct(c);
+            i += 1;
+        }
     }
-    let full = n.full;
-    while matches!(out.last(), Some(b';' | b' ')) {
-        out.pop();
+    i
+}
+
+/// A token of the statement scan, as [`ShapeWriter::token`] takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShapeToken {
+    /// A run of word bytes: keyword, name, number.
+    Word,
+    /// A string in `'` or `"`, read with backslash escapes.
+    Str,
+    /// A backquoted name.
+    QuotedName,
+    /// One byte that is none of the above.
+    Punct(u8),
+    /// Anything else (`@x`, `@@x`, whose span starts at the first `@`).
+    Other,
+}
+
+/// The text of [`normalize_query`], built from the tokens of a scan that
+/// reads the query anyway (the statement scan, see
+/// `statement::query_facts`) rather than in a pass of its own.
+///
+/// Where the scan's tokens are what the normalizer would read at the same
+/// place (a word, a string, a backquoted name, most punctuation, blanks and
+/// comments between tokens), the writer takes them whole; anywhere else
+/// (numbers such as `1.5e-3` or `.5`, `x'..'`, `@x`, the `*/` that ends an
+/// executable comment, `--` at the very end, byte 0x0b, an executable
+/// comment inside another) it reads the bytes with the normalizer's own
+/// [`step`], from where it stands. So the text is the same as
+/// [`normalize_query`]'s for any query, as long as the scan's tokens are in
+/// order, do not overlap, and leave only blanks and comments between them.
+pub struct ShapeWriter<'a> {
+    n: Normalizer<'a>,
+    /// Where the normalizer stands: a place where [`normalize_query`]
+    /// starts a step; everything before it is read.
+    pos: usize,
+    /// End of the scan's previous token.
+    prev_end: usize,
+    in_exec_comment: bool,
+}
+
+impl<'a> ShapeWriter<'a> {
+    /// A writer for a query of `len` bytes, or `None` when the query is
+    /// longer than the normalizer looks (its shape is then built by
+    /// [`Stats::query_shape_hashed`] from the text).
+    pub fn new(out: &'a mut Vec<u8>, len: usize) -> Option<Self> {
+        (len <= MAX_SHAPE_SCAN).then(|| ShapeWriter {
+            n: Normalizer::new(out),
+            pos: 0,
+            prev_end: 0,
+            in_exec_comment: false,
+        })
     }
-    if full {
-        out.extend_from_slice(b" ...");
+
+    /// The scan's next token: `start..end` of `s` (the whole query);
+    /// `exec_opens`: executable comments (`/*!`, `/*M!`) the scan entered
+    /// since its previous token.
+    #[inline]
+    pub fn token(&mut self, s: &[u8], kind: ShapeToken, start: usize, end: usize, exec_opens: u32) {
+        if self.n.full {
+            return;
+        }
+        self.gap(s, start, exec_opens);
+        self.prev_end = end;
+        if self.pos >= end || self.n.full {
+            // Read already, as part of a longer token of the normalizer's.
+            return;
+        }
+        if self.pos == start {
+            match kind {
+                ShapeToken::Word => {
+                    let w = &s[start..end];
+                    if w[0].is_ascii_digit() {
+                        // Digits alone, not followed by `.`: a number as
+                        // `scan_number` reads it (others are its to read).
+                        if s.get(end) != Some(&b'.') && w.iter().all(u8::is_ascii_digit) {
+                            if self.n.out.last() == Some(&b'.') {
+                                self.n.word(w);
+                            } else {
+                                self.n.literal();
+                            }
+                            self.pos = end;
+                            return;
+                        }
+                    } else {
+                        // `x'..'` is the normalizer's to read.
+                        let introducer = matches!(w, [b'x' | b'X' | b'b' | b'B' | b'n' | b'N'])
+                            || (w[0] == b'_' && w.len() > 1);
+                        if !(introducer && s.get(end) == Some(&b'\'')) {
+                            self.n.word(w);
+                            self.pos = end;
+                            return;
+                        }
+                    }
+                }
+                ShapeToken::Str => {
+                    self.n.literal();
+                    self.pos = end;
+                    return;
+                }
+                ShapeToken::QuotedName => {
+                    self.n.word(&s[start..end.min(start + MAX_SHAPE_LEN)]);
+                    self.pos = end;
+                    return;
+                }
+                // `-` may start a comment, `*` end one, `.` a number;
+                // 0x0b is a blank.
+                ShapeToken::Punct(c) if !matches!(c, b'-' | b'*' | b'.' | 0x0b) => {
+                    self.n.punct(c);
+                    self.pos = end;
+                    return;
+                }
+                _ => {}
+            }
+        }
+        self.read_to(s, end);
+    }
+
+    /// The end of the query (after its last token; `exec_opens` as for
+    /// [`ShapeWriter::token`]): the shape's [`shape_hash`].
+    pub fn finish(mut self, s: &[u8], exec_opens: u32) -> u64 {
+        if !self.n.full {
+            self.gap(s, s.len(), exec_opens);
+        }
+        shape_hash(self.n.finish())
+    }
+
+    /// What lies before the token at `start`: to the scan, blanks and
+    /// comments. When the normalizer stands at the end of the scan's
+    /// previous token, it would read them the same way (one blank), unless
+    /// an executable comment opens inside one; otherwise it reads them.
+    fn gap(&mut self, s: &[u8], start: usize, exec_opens: u32) {
+        if self.pos >= start {
+            return;
+        }
+        if self.pos == self.prev_end
+            && (exec_opens == 0 || (exec_opens == 1 && !self.in_exec_comment))
+        {
+            self.n.space = true;
+            self.in_exec_comment |= exec_opens == 1;
+            self.pos = start;
+        } else {
+            self.read_to(s, start);
+        }
+    }
+
+    fn read_to(&mut self, s: &[u8], to: usize) {
+        while self.pos < to && self.pos < s.len() && !self.n.full {
+            self.pos = step(s, self.pos, &mut self.n, &mut self.in_exec_comment);
+        }
     }
 }
 
@@ -886,6 +1120,33 @@ mod tests {
         assert!(t.iter().all(|r| r.pool == 0));
         let del = t.iter().find(|r| r.shape == "DELETE FROM t").unwrap();
         assert_eq!((del.count, del.total_us), (1, 7));
+    }
+
+    #[test]
+    fn a_shape_known_by_its_hash_is_not_normalized_again() {
+        let mut s = Stats::new(2);
+        let sql = b"SELECT * FROM t WHERE id = 1";
+        let mut text = Vec::new();
+        normalize_query(sql, &mut text);
+        let hash = shape_hash(&text);
+        // New: built from the text, under the same shape as without a hash.
+        let a = s.query_shape_hashed(0, Some(hash), sql);
+        assert_ne!(a, 0);
+        assert_eq!(s.query_shape(0, b"SELECT * FROM t WHERE id = 2"), a);
+        // Known: the hash alone finds it (the text is not looked at).
+        assert_eq!(s.query_shape_hashed(0, Some(hash), b"not even SQL"), a);
+        assert_eq!(
+            s.query_shape_hashed(0, None, b"SELECT * FROM t WHERE id = 3"),
+            a
+        );
+        // Another pool's, no shape, or an empty one.
+        let b = s.query_shape_hashed(1, Some(hash), sql);
+        assert!(b != 0 && b != a);
+        assert_eq!(s.query_shape_hashed(0, Some(0), b"  "), 0);
+        assert_eq!(shape_hash(b""), 0);
+        let t = s.query_table();
+        assert_eq!(t.len(), 2);
+        assert!(t.iter().all(|r| r.shape == "SELECT * FROM t WHERE id = ?"));
     }
 
     #[test]

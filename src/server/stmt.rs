@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 
+use super::statement::StatementFacts;
+
 /// Statements a backend keeps prepared before the least recently used is
 /// closed.
 pub const BACKEND_STMT_CACHE: usize = 256;
@@ -27,6 +29,9 @@ pub struct ClientStmt {
     /// Parameter types (2 bytes each) the client last sent with
     /// new-params-bound = 1; empty until then.
     pub types: Vec<u8>,
+    /// The statement scan of `sql`, made once when it was prepared: what
+    /// each execute may do to the session.
+    pub facts: StatementFacts,
 }
 
 /// How many client statements hold each backend cache key (funnel-wide).
@@ -314,6 +319,12 @@ pub struct StmtCache {
     pub to_close: Vec<u32>,
 }
 
+/// The same statement text; at once when it is the same copy (a client's
+/// statement and the backends' entries share theirs).
+fn same_text(a: &[u8], b: &[u8]) -> bool {
+    (std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len()) || a == b
+}
+
 impl StmtCache {
     pub fn get_mut(
         &mut self,
@@ -326,7 +337,7 @@ impl StmtCache {
         let e = self
             .entries
             .get_mut(&key)
-            .filter(|e| e.schema.as_deref() == schema && &*e.sql == sql)?;
+            .filter(|e| e.schema.as_deref() == schema && same_text(&e.sql, sql))?;
         e.last_used = clock;
         Some(e)
     }
@@ -482,6 +493,7 @@ mod tests {
             key: 0,
             num_params: 0,
             types: Vec::new(),
+            facts: StatementFacts::default(),
         }
     }
 
