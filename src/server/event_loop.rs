@@ -83,18 +83,15 @@ pub struct EventLoop {
     listeners: Vec<Listener>,
     conns: Slab<Conn>,
     pub engine: Engine,
-    /// None in the in-process simulation (`sim`), which must not take over
-    /// the process's signal handlers.
+    /// Set by `run` (not before: a loop built without it takes over no
+    /// signal handlers).
     signals: Option<signal_hook_mio::v1_0::Signals>,
     events: Events,
     /// The engine's actions being carried out (the two vectors swap, so
     /// neither allocates per pass).
     actions: Vec<Action>,
-    /// Added to the real clock: lets the simulation move time forward.
-    pub clock_offset: Duration,
     accept_paused_until: Option<Instant>,
-    /// systemd's `$NOTIFY_SOCKET` (None in the simulation and when not
-    /// started by systemd).
+    /// systemd's `$NOTIFY_SOCKET` (None when not started by systemd).
     notifier: Option<notify::Notifier>,
     /// See `Buf::read_from`: set per event from its read-closed flag.
     stop_on_short_read: bool,
@@ -114,7 +111,7 @@ pub fn run(config: Config, admin: Option<AdminStarter>) -> Result<(), String> {
     }
     el.bind_listeners()?;
     el.start();
-    while !el.turn(None)? {}
+    while !el.turn()? {}
     Ok(())
 }
 
@@ -132,7 +129,6 @@ impl EventLoop {
             signals: None,
             events: Events::with_capacity(1024),
             actions: Vec::new(),
-            clock_offset: Duration::ZERO,
             accept_paused_until: None,
             notifier: None,
             stop_on_short_read: false,
@@ -150,7 +146,7 @@ impl EventLoop {
     }
 
     fn clock(&self) -> Instant {
-        Instant::now() + self.clock_offset
+        Instant::now()
     }
 
     /// Before the first pass: the engine opens the pools' connections.
@@ -247,16 +243,12 @@ impl EventLoop {
         Ok(())
     }
 
-    /// One pass of the loop: poll (for at most `max_wait`, else until the
-    /// engine's next deadline), dispatch, then the periodic work. True once
-    /// a shutdown has completed.
-    pub(crate) fn turn(&mut self, max_wait: Option<Duration>) -> Result<bool, String> {
+    /// One pass of the loop: poll (until the engine's next deadline),
+    /// dispatch, then the periodic work. True once a shutdown has completed.
+    fn turn(&mut self) -> Result<bool, String> {
         let mut timeout = self.engine.poll_timeout();
         if let Some(at) = self.accept_paused_until {
             timeout = timeout.min(at.saturating_duration_since(self.engine.now()));
-        }
-        if let Some(max) = max_wait {
-            timeout = timeout.min(max);
         }
         let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         let polled = self.poll.poll(&mut events, Some(timeout));

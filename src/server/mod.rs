@@ -269,14 +269,8 @@ impl Engine {
         for p in 0..self.pools.len() {
             self.maintain_pool(p);
         }
-        // Statements let go of by clients that left: closed on the backends.
-        for _ in 0..8 {
-            if !self.stmt_holders.borrow().has_released() {
-                break;
-            }
-            self.close_released_stmts(None);
-            self.run_deferred();
-        }
+        // Includes closing the statements let go of meanwhile.
+        self.run_deferred();
         if self.shutdown_complete() {
             self.log_limit.take_all(log_limit::log_suppressed);
             info!("shutdown complete");
@@ -285,13 +279,21 @@ impl Engine {
         false
     }
 
-    /// Engine work deferred by handlers (see `Deferred`).
+    /// Engine work deferred by handlers (see `Deferred`), and the closing
+    /// of prepared statements nobody holds any more.
     pub(crate) fn run_deferred(&mut self) {
         // Each pass may defer more work; bound the passes so a pathological
         // chain cannot starve the poll.
         for _ in 0..64 {
             if self.deferred.is_empty() {
-                return;
+                // Statements let go of by clients that left (also by a
+                // close the I/O layer reported late in a pass): closed on
+                // the backends now, not a pass later.
+                if !self.stmt_holders.borrow().has_released() {
+                    return;
+                }
+                self.close_released_stmts(None);
+                continue;
             }
             let work = std::mem::take(&mut self.deferred);
             for d in work {
