@@ -642,13 +642,7 @@ impl Engine {
             self.add_timer(at, TimerKind::BackendConnect { key, serial });
             return;
         }
-        let p = &mut self.pools[pool];
-        if pinned {
-            p.pinned += 1;
-        } else {
-            p.shared += 1;
-        }
-        p.connecting += 1;
+        self.pools[pool].count_backend(pinned, true, true);
         self.bump(pool, |c| c.backend_connects += 1);
         let at = self.now + self.config.backend.connect_timeout;
         self.add_timer(at, TimerKind::BackendConnect { key, serial });
@@ -1933,8 +1927,9 @@ impl Engine {
             return;
         }
         if let Some(target) = b.kill_query {
-            b.connecting = false;
-            let still_running = b.state != BackendState::Internal(Internal::KillQuery)
+            let state = b.state;
+            self.set_backend_role(key, false, false);
+            let still_running = state != BackendState::Internal(Internal::KillQuery)
                 && self.backends.get(target.backend).is_some_and(|t| {
                     t.serial == target.serial
                         && t.commands == target.command
@@ -1952,9 +1947,12 @@ impl Engine {
         if self.relay_backend_ready(key) {
             return;
         }
+        let was_connecting = self.backends[key].connecting;
+        let was_pinned = self.backends[key].pinned;
+        // Connected now, and shared: a pinned connection whose client is
+        // gone is given back (closed below when it is one too many).
+        self.set_backend_role(key, false, false);
         let b = &mut self.backends[key];
-        let was_connecting = b.connecting;
-        b.connecting = false;
         if was_connecting {
             b.ready_at = self.now;
             let server = self.pools[pool].server;
@@ -1963,8 +1961,7 @@ impl Engine {
         b.state = BackendState::Idle;
         b.client = None;
         let p = &mut self.pools[pool];
-        if was_connecting && p.connecting > 0 {
-            p.connecting -= 1;
+        if was_connecting {
             if !p.backoff.is_zero() {
                 log_limited!(
                     self,
@@ -1979,12 +1976,6 @@ impl Engine {
             if p.login_refused.take().is_some() {
                 error!("pool {}: mysqld accepts the pool's login again", p.name());
             }
-        }
-        let was_pinned = b.pinned;
-        if b.pinned {
-            b.pinned = false;
-            p.pinned -= 1;
-            p.shared += 1;
         }
         if b.close_when_done
             || (p.shared > p.user.connections && (was_pinned || !p.keeps_extra()))
@@ -3278,9 +3269,8 @@ impl Engine {
                         self.client_ready(cr.key);
                         return;
                     }
-                    b.pinned = true;
-                    p.shared -= 1;
-                    p.pinned += 1;
+                    let connecting = b.connecting;
+                    self.set_backend_role(key, true, connecting);
                 }
                 if let Some(c) = self.clients.get_mut(cr.key) {
                     c.pinned = Some(key);
@@ -3542,13 +3532,25 @@ impl Engine {
     /// (while it is reset or rolled back), so that `backend_ready` may keep
     /// it open for the next pinned client instead of closing it.
     fn end_pin(&mut self, key: usize) {
-        let b = &mut self.backends[key];
+        let b = &self.backends[key];
         if b.pinned && b.relay.is_none() {
-            b.pinned = false;
-            let p = &mut self.pools[b.pool];
-            p.pinned -= 1;
-            p.shared += 1;
+            let connecting = b.connecting;
+            self.set_backend_role(key, false, connecting);
         }
+    }
+
+    /// The one place a backend's role in its pool changes (pinned or
+    /// shared, connecting or not): the pool's counts follow. A `KILL QUERY`
+    /// connection counts in no pool.
+    pub(super) fn set_backend_role(&mut self, key: usize, pinned: bool, connecting: bool) {
+        let b = &mut self.backends[key];
+        if b.kill_query.is_none() {
+            let p = &mut self.pools[b.pool];
+            p.count_backend(b.pinned, b.connecting, false);
+            p.count_backend(pinned, connecting, true);
+        }
+        b.pinned = pinned;
+        b.connecting = connecting;
     }
 
     /// Return a backend's session to a clean state before anyone else uses it.
@@ -3848,14 +3850,7 @@ impl Engine {
         }
         let p = &mut self.pools[b.pool];
         p.remove_idle(key);
-        if b.pinned {
-            p.pinned = p.pinned.saturating_sub(1);
-        } else {
-            p.shared = p.shared.saturating_sub(1);
-        }
-        if b.connecting {
-            p.connecting = p.connecting.saturating_sub(1);
-        }
+        p.count_backend(b.pinned, b.connecting, false);
         let mut rbuf = b.rbuf;
         let mut wbuf = b.wbuf;
         rbuf.clear();

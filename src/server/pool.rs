@@ -48,11 +48,13 @@ pub struct Pool {
     backlog: VecDeque<Request>,
     /// Idle shared backends, most recently used last.
     pub idle: Vec<usize>,
-    /// Shared backends that exist (connecting, idle or busy).
+    /// Shared backends that exist (connecting, idle or busy). These three
+    /// counts change only through `count_backend` (from the engine's
+    /// `open_backend_for`, `set_backend_role` and `close_backend`).
     pub shared: usize,
     /// Backends held by pinned clients.
     pub pinned: usize,
-    /// Backends being connected (included in `shared`).
+    /// Backends being connected (included in `shared` or `pinned`).
     pub connecting: usize,
     /// Next time a backend connection may be attempted (reconnect backoff).
     pub next_connect_at: Instant,
@@ -122,6 +124,28 @@ impl Pool {
             paused: false,
             extra_low: usize::MAX,
             extra_window_end: now + EXTRA_IDLE_TIMEOUT,
+        }
+    }
+
+    /// Count a backend of the pool in (`add`) or out, by its role.
+    pub fn count_backend(&mut self, pinned: bool, connecting: bool, add: bool) {
+        let step = |n: &mut usize| {
+            if add {
+                *n += 1;
+            } else {
+                // The simulation's invariants hold these counts to the
+                // backends that exist; a release build must not die of it.
+                debug_assert!(*n > 0, "a pool count went below zero");
+                *n = n.saturating_sub(1);
+            }
+        };
+        step(if pinned {
+            &mut self.pinned
+        } else {
+            &mut self.shared
+        });
+        if connecting {
+            step(&mut self.connecting);
         }
     }
 

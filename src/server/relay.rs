@@ -377,10 +377,10 @@ impl Engine {
         let owner = relay.owner;
         let ok_seq = relay.ok_seq.take();
         if b.connecting {
-            b.connecting = false;
-            let p = &mut self.pools[b.pool];
-            p.connecting = p.connecting.saturating_sub(1);
+            let pinned = b.pinned;
+            self.set_backend_role(key, pinned, false);
         }
+        let b = &mut self.backends[key];
         let alive = self.clients.get(owner.key).is_some_and(|c| {
             c.serial == owner.serial && !c.close_after_flush && c.pinned == Some(key)
         });
