@@ -1,0 +1,767 @@
+//! Pairing commands with backends: dispatch from the backlog, the session
+//! replay a command needs first, sending it, and what happens to the backend
+//! when its answer is complete (back to the pool, pinned, or reset).
+
+use super::*;
+
+impl Engine {
+    /// The backend is set up (or freed): give it to the pinned client that
+    /// waits for it, or back to its pool.
+    pub(in crate::server) fn backend_ready(&mut self, key: usize) {
+        let b = &mut self.backends[key];
+        let pool = b.pool;
+        if b.state == BackendState::Connecting
+            || matches!(
+                b.state,
+                BackendState::AwaitGreeting | BackendState::Authenticating
+            )
+        {
+            return;
+        }
+        if let Some(target) = b.kill_query {
+            let state = b.state;
+            self.set_backend_role(key, false, false);
+            let still_running = state != BackendState::Internal(Internal::KillQuery)
+                && self.backends.get(target.backend).is_some_and(|t| {
+                    t.serial == target.serial
+                        && t.commands == target.command
+                        && t.state == BackendState::Running
+                });
+            if still_running {
+                let sql = format!("KILL QUERY {}", target.thread);
+                self.start_internal(key, Internal::KillQuery, sql.into_bytes());
+            } else {
+                // Done already (or the KILL ran): never stop someone else's query.
+                self.close_backend(key);
+            }
+            return;
+        }
+        if self.relay_backend_ready(key) {
+            return;
+        }
+        let was_connecting = self.backends[key].connecting;
+        let was_pinned = self.backends[key].pinned;
+        // Connected now, and shared: a pinned connection whose client is
+        // gone is given back (closed below when it is one too many).
+        self.set_backend_role(key, false, false);
+        let b = &mut self.backends[key];
+        if was_connecting {
+            b.ready_at = self.now;
+            let server = self.pools[pool].server;
+            self.servers[server].reached = true;
+        }
+        b.state = BackendState::Idle;
+        b.client = None;
+        let p = &mut self.pools[pool];
+        if was_connecting {
+            if !p.backoff.is_zero() {
+                log_limited!(
+                    self,
+                    LogEvent::BackendRestored,
+                    "pool {}: backend {} reachable again",
+                    p.name(),
+                    self.servers[p.server].address
+                );
+            }
+            p.backoff = Duration::ZERO;
+            p.last_backend_error = None;
+            if p.login_refused.take().is_some() {
+                error!("pool {}: mysqld accepts the pool's login again", p.name());
+            }
+        }
+        if b.close_when_done
+            || (p.shared > p.user.connections && (was_pinned || !p.keeps_extra()))
+            || (p.is_removed() && p.backlog_len() == 0)
+        {
+            // More shared backends than configured: this was a pinned
+            // client's extra connection, given back while the client stays
+            // (one whose client left may be kept: `Pool::keeps_extra`);
+            // close it. A removed user's pool closes its backends as they
+            // go idle (none waits for them).
+            self.close_backend(key);
+            return;
+        }
+        if !b.stmts.to_close.is_empty() {
+            // Statements nobody holds any more go before the backend is
+            // anyone's again, and it is idle once mysqld has closed them.
+            self.start_close_stmts(key);
+            return;
+        }
+        b.idle_since = self.now;
+        p.idle.push(key);
+        self.dispatch(pool);
+    }
+
+    /// Pair queued requests with idle backends.
+    pub(in crate::server) fn dispatch(&mut self, pool: usize) {
+        if self.paused || self.pools[pool].paused {
+            return;
+        }
+        loop {
+            if self.pools[pool].idle.is_empty() {
+                return;
+            }
+            let Some(req) = self.pools[pool].pop() else {
+                return;
+            };
+            let Some(c) = self.clients.get(req.client.key) else {
+                continue;
+            };
+            if c.serial != req.client.serial || !c.is_queued() {
+                continue;
+            }
+            let fingerprint = c.session.fingerprint();
+            let schema = c.session.schema.as_deref();
+            let backends = &self.backends;
+            let Some(b) = self.pools[pool].take_idle(|b| {
+                backends
+                    .get(b)
+                    .map_or(0, |b| session_score(&b.session, fingerprint, schema))
+            }) else {
+                self.pools[pool].push_front(req);
+                return;
+            };
+            let waited = self.now.saturating_duration_since(req.enqueued);
+            self.stats_queue_wait(pool, waited);
+            self.start_request(b, req.client);
+        }
+    }
+
+    /// Give a backend to a client's command: replay its session first where
+    /// the backend's differs, then send the command.
+    pub(in crate::server) fn start_request(&mut self, key: usize, client: ClientRef) {
+        self.ensure_client_session(client.key);
+        let b = &mut self.backends[key];
+        b.client = Some(client);
+        b.schema_unset_tried = false;
+        b.prepare_retries = 0;
+        // Nothing of this command has been forwarded yet.
+        b.response_bytes = 0;
+        if let Some(c) = self.clients.get_mut(client.key) {
+            c.set_running(key);
+        }
+        self.continue_request(key);
+    }
+
+    /// Next step for the client's command on this backend.
+    pub(super) fn continue_request(&mut self, key: usize) {
+        let b = &self.backends[key];
+        let Some(client) = b.client else {
+            self.release_orphan(key);
+            return;
+        };
+        let Some(c) = self
+            .clients
+            .get(client.key)
+            .filter(|c| c.serial == client.serial)
+        else {
+            self.backends[key].client = None;
+            self.release_orphan(key);
+            return;
+        };
+        if c.awaiting_privileges {
+            // The command is the funnel's to answer once the user's
+            // privileges are known: learn them here, then give it back.
+            if !self.privileges_known(client.key) {
+                self.start_internal(key, Internal::Privileges, PRIVILEGES_SQL.to_vec());
+            } else {
+                self.hand_back(key, client);
+            }
+            return;
+        }
+        // A statement prepared without a default schema runs without one
+        // (mysqld switches to the statement's schema for each execute,
+        // NULL included): it is prepared here on a connection without one.
+        let stmt_needs_no_schema = match c.current_stmt.and_then(|id| c.stmts.get(&id)) {
+            Some(st) if st.schema.is_none() => self.backends[key]
+                .stmts
+                .get_mut(st.key, None, &st.sql)
+                .is_none(),
+            _ => false,
+        };
+        let b = &self.backends[key];
+        if (c.session.schema.is_none() || stmt_needs_no_schema)
+            && b.session.schema.is_some()
+            && !b.pinned
+            && !b.dirty
+            && !b.schema_unset_tried
+        {
+            // A client without a default schema must not run where another
+            // client's schema is (its unqualified names would resolve there,
+            // and DATABASE() would show it). Before anything else: the
+            // change-user forgets the connection's prepared statements.
+            self.unset_schema(key);
+            return;
+        }
+        if let Some(st) = c.current_stmt.and_then(|id| c.stmts.get(&id)) {
+            let cached = self.backends[key]
+                .stmts
+                .get_mut(st.key, st.schema.as_deref(), &st.sql)
+                .is_some();
+            if !cached {
+                let b = &self.backends[key];
+                if st.schema.is_some() && st.schema != b.session.schema {
+                    // Prepare in the schema the client prepared it in.
+                    let schema = st.schema.clone().unwrap_or_default();
+                    self.backends[key].init_db = Some(schema.clone());
+                    self.start_internal(key, Internal::InitDb, schema.into_bytes());
+                } else {
+                    let sql = st.sql.to_vec();
+                    self.start_internal(key, Internal::Prepare, sql);
+                }
+                return;
+            }
+        }
+        let b = &self.backends[key];
+        if c.multi_statements != b.multi_statements {
+            // 0 = MYSQL_OPTION_MULTI_STATEMENTS_ON, 1 = OFF.
+            let option: u16 = if c.multi_statements { 0 } else { 1 };
+            self.start_internal(key, Internal::SetOption, option.to_le_bytes().to_vec());
+            return;
+        }
+        if c.session.fingerprint() != b.session.fingerprint() {
+            if c.session.schema.is_some() && c.session.schema != b.session.schema {
+                let schema = c.session.schema.clone().unwrap_or_default();
+                self.bump(b.pool, |c| c.replays += 1);
+                self.backends[key].init_db = Some(schema.clone());
+                self.start_internal(key, Internal::InitDb, schema.into_bytes());
+                return;
+            }
+            if let Some(sql) = c.session.replay_vars_sql(&b.session) {
+                let vars = c.session.user_vars_to_replay(&b.session) as u64;
+                self.bump(b.pool, |c| {
+                    c.replays += 1;
+                    c.user_vars_replayed += vars;
+                });
+                self.start_internal(key, Internal::SetVars, sql);
+                return;
+            }
+        }
+        if c.facts.reads_diagnostics && b.diagnostics_of.is_some_and(|s| s != client.serial) {
+            // Another client's warnings are in this connection's
+            // diagnostics area: empty it first.
+            self.bump(b.pool, |c| c.diagnostics_cleared += 1);
+            self.start_internal(
+                key,
+                Internal::ClearDiagnostics,
+                CLEAR_DIAGNOSTICS_SQL.to_vec(),
+            );
+            return;
+        }
+        if c.facts.reads_insert_id && c.last_insert_id != b.last_insert_id {
+            let sql = format!("SELECT LAST_INSERT_ID({})", c.last_insert_id);
+            self.bump(b.pool, |c| c.replays += 1);
+            self.start_internal(key, Internal::SetInsertId, sql.into_bytes());
+            return;
+        }
+        if self.backends[key].tracker_pending {
+            self.start_internal(key, Internal::ClearTracker, CLEAR_TRACKER_SQL.to_vec());
+            return;
+        }
+        if c.facts.mentions_timeouts && !b.own_timeouts {
+            // The statement may read the client's timeouts: the backend
+            // has the global ones (restored after the response).
+            let server = self.servers[self.pools[b.pool].server].timeouts;
+            let (wait, interactive) = c.timeouts.effective(server);
+            if (wait, interactive) != (server.wait, server.interactive) {
+                let sql = format!(
+                    "SET SESSION wait_timeout = {wait}, interactive_timeout = {interactive}"
+                );
+                self.backends[key].own_timeouts = true;
+                self.start_internal(key, Internal::SetTimeouts, sql.into_bytes());
+                return;
+            }
+        }
+        self.send_client_command(key, client);
+    }
+
+    /// Copy the client's command from its input buffer to the backend.
+    pub(super) fn send_client_command(&mut self, key: usize, client: ClientRef) {
+        let Some(c) = self.clients.get_mut(client.key) else {
+            return;
+        };
+        let Some(span) = c.current else {
+            // Nothing to send (cannot happen: a running client has a command).
+            self.backends[key].client = None;
+            self.backend_ready(key);
+            return;
+        };
+        let b = &mut self.backends[key];
+        let cmd = c.rbuf.as_slice().get(HEADER_LEN).copied().unwrap_or(0);
+        b.query_shape = if cmd == COM_QUERY {
+            let end = span.wire_len.min(HEADER_LEN + span.payload_len);
+            self.stats.query_shape_hashed(
+                b.pool,
+                c.facts.shape,
+                &c.rbuf.as_slice()[HEADER_LEN + 1..end],
+            )
+        } else {
+            0
+        };
+        self.bufs.ensure(&mut b.wbuf);
+        // Statements this backend no longer needs (no answer comes).
+        let closed = write_stmt_closes(&mut b.wbuf, &mut b.stmts.to_close) as u64;
+        if closed > 0 {
+            self.counters.stmts_closed += closed;
+            if let Some(p) = self.pools.get_mut(b.pool) {
+                p.counters.stmts_closed += closed;
+            }
+        }
+        let stmt = c.current_stmt.and_then(|id| c.stmts.get(&id));
+        b.init_db = None;
+        if cmd == COM_INIT_DB {
+            let end = span.wire_len.min(HEADER_LEN + span.payload_len);
+            b.init_db =
+                Some(String::from_utf8_lossy(&c.rbuf.as_slice()[HEADER_LEN + 1..end]).into_owned());
+        }
+        let queued_before = b.wbuf.len();
+        match (cmd, stmt) {
+            (COM_STMT_PREPARE, _) => {
+                let end = span.wire_len.min(HEADER_LEN + span.payload_len);
+                c.next_stmt_id = c.next_stmt_id.wrapping_add(1).max(1);
+                b.prepare = Some(PendingPrepare {
+                    funnel_id: c.next_stmt_id,
+                    sql: Rc::from(&c.rbuf.as_slice()[HEADER_LEN + 1..end]),
+                    schema: c.session.schema.clone(),
+                });
+                b.wbuf
+                    .extend_from_slice(&c.rbuf.as_slice()[..span.wire_len]);
+            }
+            (
+                COM_STMT_EXECUTE
+                | COM_STMT_BULK_EXECUTE
+                | COM_STMT_SEND_LONG_DATA
+                | COM_STMT_RESET
+                | COM_STMT_FETCH,
+                Some(st),
+            ) => {
+                // The backend's own id for this statement, and for an
+                // execute the parameter types it needs.
+                let mut payload = std::mem::take(&mut self.scratch);
+                payload.clear();
+                crate::protocol::packet::join_payload(c.rbuf.as_slice(), &span, &mut payload);
+                let mut out =
+                    Vec::with_capacity(payload.len() + 2 * usize::from(st.num_params) + 1);
+                if let Some(entry) = b.stmts.get_mut(st.key, st.schema.as_deref(), &st.sql) {
+                    if cmd == COM_STMT_EXECUTE {
+                        let layout = execute_layout(&payload, st.num_params);
+                        match layout {
+                            Some(layout) => {
+                                let insert = (!layout.bound
+                                    && layout.bound_at.is_some()
+                                    && !st.types.is_empty()
+                                    && entry.types != st.types)
+                                    .then_some(st.types.as_slice());
+                                rewrite_execute(&mut out, &payload, entry.id, layout, insert);
+                                if layout.bound || insert.is_some() {
+                                    entry.types.clone_from(&st.types);
+                                }
+                            }
+                            None => out.extend_from_slice(&payload),
+                        }
+                    } else if cmd == COM_STMT_BULK_EXECUTE {
+                        match bulk_layout(&payload, st.num_params) {
+                            Ok(layout) => {
+                                // Types inserted as for an execute: the
+                                // backend's statement keeps the last it got.
+                                let insert = (!layout.has_types
+                                    && !st.types.is_empty()
+                                    && entry.types != st.types)
+                                    .then_some(st.types.as_slice());
+                                rewrite_bulk(&mut out, &payload, entry.id, layout, insert);
+                                if layout.has_types || insert.is_some() {
+                                    entry.types.clone_from(&st.types);
+                                }
+                            }
+                            Err(_) => out.extend_from_slice(&payload),
+                        }
+                    } else {
+                        out.extend_from_slice(&payload);
+                        if out.len() >= 5 {
+                            out[1..5].copy_from_slice(&entry.id.to_le_bytes());
+                        }
+                    }
+                } else {
+                    out.extend_from_slice(&payload);
+                }
+                let mut framed = Vec::with_capacity(out.len() + 8);
+                write_packet(&mut framed, 0, &out);
+                b.wbuf.extend_from_slice(&framed);
+                self.scratch = payload;
+            }
+            _ => b
+                .wbuf
+                .extend_from_slice(&c.rbuf.as_slice()[..span.wire_len]),
+        }
+        // The command stays in the client's input until its answer starts:
+        // if this backend dies first, it may be sent again elsewhere.
+        b.command_len = b.wbuf.len() - queued_before;
+        c.current = None;
+        c.sent = Some(span);
+        b.command = cmd;
+        b.seq_offset = c.seq_offset;
+        b.eof = EofTranslator::new(c.capabilities);
+        b.sent_at = self.now;
+        b.saw_state_change = false;
+        b.state_applied = 0;
+        b.saw_eof_state_change = false;
+        b.saw_unreplayable = false;
+        b.charset_changed = false;
+        b.saw_warnings = false;
+        b.parse_error_only = false;
+        b.response_bytes = 0;
+        b.slow_reader = SlowReader::Watermarks;
+        b.commands += 1;
+        let expect = expect_for(cmd);
+        b.tracker.start(expect);
+        b.state = BackendState::Running;
+        c.command_sent_at = self.now;
+        let serial = b.serial;
+        self.flush_backend(key);
+        // A failed write has lost the backend (and told its client).
+        let alive = self.backends.get(key).is_some_and(|b| b.serial == serial);
+        if expect == Expect::None && alive {
+            // COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA: no answer comes.
+            self.finish_response(key, 0, EndKind::Other);
+        }
+    }
+
+    pub(super) fn after_response(&mut self, key: usize, read_back: bool, draining: bool) {
+        let b = &mut self.backends[key];
+        if b.own_timeouts && !draining && b.client.is_some() {
+            // A client's timeouts must not stay on a backend: mysqld would
+            // close it when idle for the client's wait_timeout. (A backend
+            // whose client left is reset, which restores them too.)
+            b.read_back_after_restore = read_back;
+            self.start_internal(
+                key,
+                Internal::RestoreTimeouts,
+                RESTORE_TIMEOUTS_SQL.to_vec(),
+            );
+            return;
+        }
+        if read_back {
+            let limited = ["max_statement_time", "max_join_size", "sql_select_limit"]
+                .iter()
+                .any(|v| self.backends[key].session.vars.contains_key(*v));
+            let mut sql = Vec::with_capacity(USER_VARS_LIFT.len() + USER_VARS_SQL.len());
+            if limited {
+                sql.extend_from_slice(USER_VARS_LIFT);
+            }
+            sql.extend_from_slice(USER_VARS_SQL);
+            self.start_internal(key, Internal::ReadUserVars, sql);
+            return;
+        }
+        self.release_after_response(key, draining);
+    }
+
+    /// The last `KILL QUERY` against this connection has landed (or given
+    /// up): carry on with what its response's end decided.
+    pub(in crate::server) fn resume_after_kill(&mut self, key: usize) {
+        let Some(b) = self.backends.get(key) else {
+            return;
+        };
+        if let BackendState::AwaitKill {
+            read_back,
+            draining,
+        } = b.state
+        {
+            if b.kills_pending == 0 {
+                self.after_response(key, read_back, draining);
+            }
+        }
+    }
+
+    /// The client's command is over: the backend stays with the client
+    /// (pinned), goes back to the pool, or is reset.
+    pub(super) fn release_after_response(&mut self, key: usize, draining: bool) {
+        let b = &mut self.backends[key];
+        // A big last packet may have paused it; the response is complete,
+        // so nothing is left to hold back (the next answer must be read).
+        b.paused = false;
+        let pool = b.pool;
+        let client = b.client;
+        b.state = BackendState::Idle;
+        let pins_now = client
+            .filter(|_| !draining)
+            .and_then(|cr| self.clients.get(cr.key).filter(|c| c.serial == cr.serial))
+            .map(|c| c.pins);
+        let p = &self.pools[pool];
+        if !b.pinned
+            && p.pinned >= p.pin_limit()
+            && pins_now.is_some_and(|s| !s.is_empty() && s != PinSet::only(PinCause::Diagnostics))
+        {
+            // An idle client's warnings may make room for state that must
+            // not be lost.
+            self.revoke_diagnostics_pin(pool, key);
+        }
+        let b = &mut self.backends[key];
+        match (client, pins_now) {
+            (Some(cr), Some(pins)) if !pins.is_empty() => {
+                // The client keeps this backend.
+                if !b.pinned {
+                    let p = &mut self.pools[pool];
+                    if p.pinned >= p.pin_limit() && pins == PinSet::only(PinCause::Diagnostics) {
+                        // Warnings are worth a pin only while one is free;
+                        // they stay marked as this client's on the backend.
+                        if let Some(c) = self.clients.get_mut(cr.key) {
+                            c.pins.remove(PinCause::Diagnostics);
+                        }
+                        return self.release_after_response(key, draining);
+                    }
+                    if p.pinned >= p.pin_limit() {
+                        // Over the cap: the state dies with a reset, and the
+                        // client learns at its next command.
+                        let limit = p.user.max_pinned_backends;
+                        if let Some(c) = self.clients.get_mut(cr.key) {
+                            c.drop_pins();
+                            c.pending_error = Some((
+                                crate::protocol::consts::err::ER_CON_COUNT_ERROR,
+                                format!(
+                                    "funnel: too many pinned clients in pool '{}' (max_pinned_backends = {limit}); your transaction or session state was discarded",
+                                    p.name()
+                                ),
+                            ));
+                            c.set_idle();
+                        }
+                        log_limited!(
+                            self,
+                            LogEvent::PinnedExhausted,
+                            "pool {}: max_pinned_backends = {limit} reached; a client's session state was discarded",
+                            p.name()
+                        );
+                        b.client = None;
+                        self.reset_backend(key);
+                        self.client_ready(cr.key);
+                        return;
+                    }
+                    let connecting = b.connecting;
+                    self.set_backend_role(key, true, connecting);
+                }
+                if let Some(c) = self.clients.get_mut(cr.key) {
+                    c.pinned = Some(key);
+                    c.set_idle();
+                }
+                // Statements let go of meanwhile go now, not with the
+                // client's next command.
+                self.write_stmt_closes_now(key);
+                self.client_ready(cr.key);
+                self.maintain_pool(pool);
+            }
+            (Some(cr), Some(_)) => {
+                // Nothing holds the client to this backend any more.
+                let mut closing = false;
+                if let Some(c) = self.clients.get_mut(cr.key) {
+                    c.pinned = None;
+                    c.set_idle();
+                    closing = c.close_after_flush;
+                }
+                b.client = None;
+                self.backend_ready(key);
+                if closing {
+                    self.flush_client(cr.key);
+                } else {
+                    self.client_ready(cr.key);
+                }
+            }
+            _ => {
+                // The client left during the response: whatever the command
+                // did to the session (a transaction, variables, locks) must
+                // not reach the next client.
+                b.client = None;
+                self.end_pin(key);
+                let b = &mut self.backends[key];
+                if b.close_when_done {
+                    self.close_backend(key);
+                } else {
+                    self.reset_backend(key);
+                }
+            }
+        }
+    }
+
+    /// A step of the funnel's own before a client's command failed in a way
+    /// that leaves the backend fine: the command is answered with the
+    /// error instead of run. A backend the client holds pinned stays its
+    /// (idle, before the client may send its next command); a shared one
+    /// goes back to the pool.
+    pub(super) fn fail_before_command(&mut self, key: usize, code: (u16, &'static str), msg: &str) {
+        let b = &mut self.backends[key];
+        let client = b.client;
+        let pinned_here = client
+            .and_then(|cr| self.clients.get(cr.key).filter(|c| c.serial == cr.serial))
+            .is_some_and(|c| c.pinned == Some(key));
+        if pinned_here {
+            b.state = BackendState::Idle;
+        } else {
+            b.client = None;
+            self.backend_ready(key);
+        }
+        if let Some(cr) = client {
+            self.fail_request(cr, code, msg);
+        }
+    }
+
+    /// The client's command waited for a backend only for a step of the
+    /// funnel's own: the backend goes back (to the pool, or idle with the
+    /// client that holds it pinned) and the funnel handles the command.
+    pub(super) fn hand_back(&mut self, key: usize, client: ClientRef) {
+        let pinned_here = self
+            .clients
+            .get(client.key)
+            .is_some_and(|c| c.pinned == Some(key));
+        let b = &mut self.backends[key];
+        if pinned_here {
+            b.state = BackendState::Idle;
+        } else {
+            b.client = None;
+            self.backend_ready(key);
+        }
+        if let Some(c) = self.clients.get_mut(client.key) {
+            c.awaiting_privileges = false;
+            // Not set_idle: the command's sequence ids stay as they were.
+            c.state = crate::server::client::ClientState::Idle;
+            self.handle_command(client.key);
+        }
+    }
+
+    /// The client a step of the funnel's own ran for has left before its
+    /// command: a backend it held pinned (or made dirty) carries its session
+    /// and is reset; a shared one only had its tracked session replayed,
+    /// which the backend's own view records, and goes back to the pool.
+    pub(super) fn release_orphan(&mut self, key: usize) {
+        let b = &mut self.backends[key];
+        b.client = None;
+        if b.pinned || b.dirty || b.own_timeouts {
+            self.end_pin(key);
+            self.reset_backend(key);
+        } else {
+            self.backend_ready(key);
+        }
+    }
+
+    /// A client of `pool` could be given a pinned backend now: the allowance
+    /// has room, or an idle client's warnings hold one that can be taken
+    /// back.
+    pub(in crate::server) fn pin_available(&self, pool: usize) -> bool {
+        let p = &self.pools[pool];
+        p.pinned < p.pin_limit() || self.revocable_pin(pool, usize::MAX).is_some()
+    }
+
+    /// A pinned backend of `pool` (not `except`) that only an idle client's
+    /// warnings hold, and that client: (backend, client key).
+    pub(super) fn revocable_pin(&self, pool: usize, except: usize) -> Option<(usize, usize)> {
+        self.backends.iter().find_map(|(k, b)| {
+            let cr = b.client?;
+            let c = self.clients.get(cr.key).filter(|c| c.serial == cr.serial)?;
+            (k != except
+                && b.pool == pool
+                && b.pinned
+                && b.state == BackendState::Idle
+                && !c.is_busy()
+                && !c.read_back_pending
+                && c.pins == PinSet::only(PinCause::Diagnostics))
+            .then_some((k, cr.key))
+        })
+    }
+
+    /// Take back one pinned backend of `pool` (not `except`) that only an
+    /// idle client's warnings hold: they are lost (that client's next
+    /// `SHOW WARNINGS` shows none), so that a transaction or a lock can
+    /// have the pin.
+    pub(super) fn revoke_diagnostics_pin(&mut self, pool: usize, except: usize) {
+        let Some((backend, client)) = self.revocable_pin(pool, except) else {
+            return;
+        };
+        if let Some(c) = self.clients.get_mut(client) {
+            c.pins.remove(PinCause::Diagnostics);
+            c.pinned = None;
+        }
+        self.backends[backend].client = None;
+        self.backend_ready(backend);
+    }
+
+    /// The idle client `key` holds a pinned backend but nothing pins it any
+    /// more (it closed its last open cursor): the backend goes back to the
+    /// pool as after a response.
+    pub(in crate::server) fn unpin_if_free(&mut self, key: usize) {
+        let Some(c) = self.clients.get_mut(key) else {
+            return;
+        };
+        if !c.pins.is_empty() || c.is_busy() {
+            return;
+        }
+        let Some(b) = c.pinned.take() else {
+            return;
+        };
+        if let Some(bk) = self.backends.get_mut(b) {
+            bk.client = None;
+            if bk.state == BackendState::Idle {
+                self.backend_ready(b);
+            }
+        }
+    }
+
+    /// The client that held this backend pinned is gone: the pin is over,
+    /// and the connection counts among the pool's shared ones from now on
+    /// (while it is reset or rolled back), so that `backend_ready` may keep
+    /// it open for the next pinned client instead of closing it.
+    pub(super) fn end_pin(&mut self, key: usize) {
+        let b = &self.backends[key];
+        if b.pinned && b.relay.is_none() {
+            let connecting = b.connecting;
+            self.set_backend_role(key, false, connecting);
+        }
+    }
+
+    /// The client that held this backend pinned has let go of it with its
+    /// session (`COM_RESET_CONNECTION`, `COM_CHANGE_USER`): it is reset.
+    pub(in crate::server) fn release_pinned(&mut self, key: usize) {
+        self.release_pinned_as(key, false);
+    }
+
+    /// The client `c` that held this backend pinned has left: a `ROLLBACK`
+    /// ends its session there when its pin was an open transaction and
+    /// nothing else (`ends_with_rollback`); otherwise it is reset.
+    pub(in crate::server) fn release_pinned_by(
+        &mut self,
+        key: usize,
+        c: &crate::server::client::Client,
+    ) {
+        let rollback = self
+            .backends
+            .get(key)
+            .is_some_and(|b| ends_with_rollback(c, b));
+        self.release_pinned_as(key, rollback);
+    }
+
+    pub(super) fn release_pinned_as(&mut self, key: usize, rollback: bool) {
+        let Some(b) = self.backends.get_mut(key) else {
+            return;
+        };
+        b.client = None;
+        if b.state == BackendState::Idle && b.relay.is_some() {
+            // A relayed login's connection is never anyone else's.
+            b.relay = None;
+            self.close_backend(key);
+            return;
+        }
+        match b.state {
+            BackendState::Idle => {
+                self.end_pin(key);
+                if rollback {
+                    self.end_transaction(key);
+                } else {
+                    self.reset_backend(key);
+                }
+            }
+            BackendState::Running => {
+                b.state = BackendState::Draining;
+                b.drain_started = self.now;
+            }
+            // Draining or internal steps: finish_response / internal_done
+            // see that the client is gone.
+            _ => {}
+        }
+    }
+}
