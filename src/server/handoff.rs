@@ -32,7 +32,7 @@ use super::action::{Action, ConnId};
 use super::client::ClientState;
 use super::client_track::{TrackSettings, TrackedVars, TransactionInfo};
 use super::io::Peer;
-use super::session::{ClientTimeouts, SessionVars};
+use super::session::{ClientTimeouts, PinCause, PinSet, SessionVars};
 use super::stmt::{own_stmt_key, stmt_key, ClientStmt};
 use super::Engine;
 use crate::protocol::consts::err;
@@ -596,6 +596,7 @@ impl Engine {
     /// if it had left (its statements let go of, and so on). False when it
     /// cannot go now.
     fn hand_off_client(&mut self, key: usize) -> bool {
+        self.drop_warnings_pin(key);
         let Some(image) = self.client_image(key) else {
             return false;
         };
@@ -611,6 +612,23 @@ impl Engine {
         self.bufs.release(&mut c.rbuf);
         self.bufs.release(&mut c.wbuf);
         true
+    }
+
+    /// A client between commands that only its warnings keep on its
+    /// backend (until its next statement) would otherwise wait for the
+    /// deadline: it lets its warnings go (its next `SHOW WARNINGS`, on the
+    /// new funnel, shows none), as when the pinned allowance is full.
+    fn drop_warnings_pin(&mut self, key: usize) {
+        let Some(c) = self.clients.get_mut(key) else {
+            return;
+        };
+        if c.pins == PinSet::only(PinCause::Diagnostics)
+            && c.waits_for_command()
+            && !c.read_back_pending
+        {
+            c.pins.remove(PinCause::Diagnostics);
+            self.unpin_if_free(key);
+        }
     }
 
     /// During a shutdown, a client that is not busy with a command: handed
@@ -691,6 +709,8 @@ impl Engine {
             .as_ref()
             .map(|(code, state, msg)| ((*code, static_sqlstate(state)), msg.clone()));
         c.last_active = self.now.checked_sub(image.idle).unwrap_or(self.now);
+        // The process list's Time of an idle client counts from here.
+        c.command_read_at = c.last_active;
         for s in &image.stmts {
             let mut k = stmt_key(pool, s.schema.as_deref(), &s.sql);
             if c.stmts.values().any(|o| o.key == k) {
