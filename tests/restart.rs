@@ -323,6 +323,35 @@ fn another_funnel_on_the_same_port_is_refused() {
     assert!(log.contains("another process listens there"), "{log}");
 }
 
+/// A second funnel whose configuration differs from the running one's
+/// (same addresses) takes over, and says in which settings they differ.
+#[test]
+fn a_differing_configuration_is_logged_at_takeover() {
+    let db = common::mariadb();
+    let dir = tempfile::Builder::new()
+        .prefix("funnel-restart-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let (cfg, port, _, _) = shared_config(db.port, dir.path(), "");
+    let mut a = FunnelProcess::start(&cfg, port);
+    let mut c = conn(port);
+    let id = session(&mut c).0;
+    let changed = cfg.replace("connections = 4", "connections = 3");
+    let b = start_second(&changed);
+    assert!(
+        b.wait_for_log("differs from that of pid", Duration::from_secs(5)),
+        "{}",
+        b.log()
+    );
+    let log = b.log();
+    assert!(
+        log.contains("- connections = 4") && log.contains("+ connections = 3"),
+        "{log}"
+    );
+    a.terminate(Duration::from_secs(20));
+    assert_eq!(session(&mut c).0, id);
+}
+
 /// The measure: 500 clients running point selects without a pause through
 /// a restart (start the new funnel, SIGTERM the old): zero client errors.
 /// Prints the queries before, during and after the switch and the longest

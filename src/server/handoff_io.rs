@@ -799,19 +799,24 @@ impl EventLoop {
             "another funnel (pid {}, {}) answers on handoff socket {addr}: taking over its listeners; send it SIGTERM (kill -TERM {}) to hand its clients over to this one",
             p.pid, p.config, p.pid
         );
-        let ours = self.engine.config.describe();
-        let diff = config_differences(&p.described, &ours);
-        if p.config != self.engine.config.source || !diff.is_empty() {
+        let ours = &self.engine.config;
+        let diff = config_differences(&p.described, &ours.describe());
+        if !diff.is_empty() {
             warn!(
-                "the funnel taking over runs with {} ({} setting(s) differ from pid {}'s {}){}",
-                self.engine.config.source,
-                diff.len(),
+                "this funnel's configuration ({}) differs from that of pid {} ({}) in {} line(s) (- theirs, + ours):{}",
+                ours.source,
                 p.pid,
                 p.config,
+                diff.len(),
                 diff.iter()
-                    .take(12)
+                    .take(16)
                     .map(|l| format!("\n  {l}"))
                     .collect::<String>()
+            );
+        } else if p.config != ours.source {
+            info!(
+                "this funnel's configuration file {} has the same settings as pid {}'s {}",
+                ours.source, p.pid, p.config
             );
         }
         self.handoff.inherited = std::mem::take(&mut p.listeners);
