@@ -37,8 +37,9 @@ use super::stmt::{own_stmt_key, stmt_key, ClientStmt};
 use super::Engine;
 use crate::protocol::consts::err;
 
-/// Version of the image encoding; an image of another version is refused.
-const IMAGE_VERSION: u8 = 1;
+/// Version of the image encoding; an image of another version is refused
+/// (and `handoff_io::PROTOCOL_VERSION` includes it).
+pub(crate) const IMAGE_VERSION: u8 = 1;
 /// Client statement ids scanned to find a client's statements (ids run
 /// from 1 to its `next_stmt_id`); a client with more is not handed over.
 const MAX_STMT_ID_SCAN: u32 = 1 << 22;

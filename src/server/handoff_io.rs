@@ -46,12 +46,14 @@ use slab::Slab;
 
 use super::action::ConnId;
 use super::event_loop::{token, Conn, EventLoop, Listener, Owner, KIND_HANDOFF};
-use super::handoff::{Reader, WireError, Writer};
+use super::handoff::{Reader, WireError, Writer, IMAGE_VERSION};
 use super::io::Stream;
 use crate::config::HandoffSocket;
 
-/// The version both sides must speak.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The version both sides must speak: of these messages (high byte) and of
+/// the client image (`handoff::IMAGE_VERSION`, low byte), so that a change
+/// to either is refused at the greeting, not client by client.
+pub const PROTOCOL_VERSION: u16 = (1 << 8) | IMAGE_VERSION as u16;
 const MAGIC: &[u8; 14] = b"funnel-handoff";
 /// Largest message (a client image with many prepared statements).
 const MAX_FRAME: usize = 256 << 20;
@@ -1304,7 +1306,7 @@ mod tests {
                 purpose: Purpose::HandOff,
             },
             Msg::Welcome {
-                version: 1,
+                version: PROTOCOL_VERSION,
                 pid: 12,
                 config: "/etc/funnel/funnel.conf".into(),
                 described: "[funnel]\nlisten = 1.2.3.4:5\n".into(),
