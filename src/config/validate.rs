@@ -603,6 +603,63 @@ mod tests {
     use crate::config::tests::{fail, parse, with_funnel, BASE};
 
     #[test]
+    fn handoff_socket_values() {
+        let h = |lines: &str| parse(&with_funnel(lines)).handoff_socket;
+        let abs = |name: &str| Some(HandoffSocket::Abstract(name.to_string()));
+        // The default: after the unix socket, else the first address.
+        assert_eq!(h(""), abs("funnel:127.0.0.1:3307"));
+        assert_eq!(
+            h("listen = \"\"\nunix_socket = /run/f/f.sock"),
+            abs("funnel:/run/f/f.sock")
+        );
+        assert_eq!(
+            h("listen = 10.0.0.1:5, 10.0.0.2:6"),
+            abs("funnel:10.0.0.1:5")
+        );
+        assert_eq!(h("handoff_socket = off"), None);
+        assert_eq!(h("handoff_socket = @mine"), abs("mine"));
+        assert_eq!(
+            h("handoff_socket = /run/f/handoff.sock"),
+            Some(HandoffSocket::Path("/run/f/handoff.sock".into()))
+        );
+        // Too long for an abstract name: a stable hash instead.
+        let long = format!("/{}", "d".repeat(100));
+        let Some(HandoffSocket::Abstract(name)) =
+            h(&format!("listen = \"\"\nunix_socket = {long}"))
+        else {
+            panic!("not abstract");
+        };
+        assert_eq!(name.len(), "funnel:".len() + 16);
+        for bad in ["relative.sock", "@", "on"] {
+            let e = fail(&with_funnel(&format!("handoff_socket = {bad}")));
+            assert_eq!(
+                e.key.as_deref(),
+                Some("[funnel] handoff_socket"),
+                "{bad}: {e}"
+            );
+        }
+        // describe() says "" for the default, so a file that does not set
+        // it reads back the same, and a change of address is not one of it.
+        let c = parse(&with_funnel(""));
+        assert!(
+            c.describe().contains("handoff_socket = \"\"\n"),
+            "{}",
+            c.describe()
+        );
+        let moved = parse(&with_funnel("listen = 127.0.0.1:4000"));
+        assert!(!c
+            .changes(&moved)
+            .iter()
+            .any(|l| l.contains("handoff_socket")));
+        let set = parse(&with_funnel("handoff_socket = @x"));
+        assert!(
+            set.describe().contains("handoff_socket = \"@x\"\n"),
+            "{}",
+            set.describe()
+        );
+    }
+
+    #[test]
     fn passwords_by_reference() {
         use std::os::unix::fs::PermissionsExt;
         let base = "[backend]\naddress = 127.0.0.1:3306\n";

@@ -1054,6 +1054,11 @@ impl EventLoop {
                     ));
                 }
                 match purpose {
+                    // One successor only: a second would continue the same
+                    // connection ids.
+                    Purpose::Takeover if self.handoff.listeners_given_away => {
+                        Err("another funnel took over from this one already".into())
+                    }
                     Purpose::Takeover => self.welcome_successor(k),
                     Purpose::HandOff => {
                         if self.engine.is_shutting_down() {
@@ -1069,6 +1074,9 @@ impl EventLoop {
                 }
             }
             (Role::Successor, Msg::Takeover) => {
+                if self.handoff.listeners_given_away {
+                    return Err("another funnel took over from this one already".into());
+                }
                 self.give_listeners_away(pid);
                 let next_id = self.engine.next_connection_id();
                 self.handoff.links[k].queue(&Msg::Stopped { next_id }, Vec::new());
