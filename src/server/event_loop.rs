@@ -667,9 +667,9 @@ fn bind_tcp(addr: SocketAddr) -> stdio::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
-    // A funnel taking over from this one may bind beside it (it normally
-    // gets this very socket instead, see handoff_io.rs).
-    socket.set_reuse_port(true)?;
+    // No SO_REUSEPORT: a funnel taking over from this one gets this very
+    // socket (handoff_io.rs), so nothing else ever binds beside it, not
+    // even a second funnel started at the same instant.
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     // The kernel caps this at net.core.somaxconn; ask for plenty so a burst

@@ -17,8 +17,9 @@
 //!    (SO_REUSEPORT: those are shared until the old one exits), uses the
 //!    received listening sockets where its configuration names the same
 //!    addresses (the same sockets: not one connection waiting in their
-//!    queues is lost, unlike closing one of two SO_REUSEPORT sockets), binds
-//!    the others, then says `Takeover`.
+//!    queues is lost, unlike closing one of two SO_REUSEPORT sockets; and
+//!    the client ports need no SO_REUSEPORT, so nothing else can bind
+//!    beside them), binds the others, then says `Takeover`.
 //! 3. The old one stops accepting (closes its copies of the listeners, and
 //!    its handoff socket) and answers `Stopped` with its next connection id;
 //!    the new one continues from there (ids stay unique) and binds the
