@@ -43,6 +43,10 @@ pub(crate) const IMAGE_VERSION: u8 = 1;
 /// Client statement ids scanned to find a client's statements (ids run
 /// from 1 to its `next_stmt_id`); a client with more is not handed over.
 const MAX_STMT_ID_SCAN: u32 = 1 << 22;
+/// Largest encoded image handed over (statements' SQL and unread input
+/// make most of it); a client with a bigger one is not handed over (it is
+/// closed between its commands at the deadline).
+pub(crate) const MAX_IMAGE_BYTES: usize = 128 << 20;
 
 /// The engine's handoff state.
 #[derive(Debug, Default)]
@@ -527,6 +531,9 @@ impl Engine {
             return None;
         }
         let c = &self.clients[key];
+        if c.rbuf.len() + c.stmts.bytes() > MAX_IMAGE_BYTES / 2 {
+            return None;
+        }
         let mut stmts = Vec::with_capacity(c.stmts.len());
         if !c.stmts.is_empty() {
             // Ids are handed out from 1 up (`next_stmt_id`).
@@ -598,15 +605,18 @@ impl Engine {
     /// cannot go now.
     fn hand_off_client(&mut self, key: usize) -> bool {
         self.drop_warnings_pin(key);
-        let Some(image) = self.client_image(key) else {
+        let Some(image) = self.client_image(key).map(|i| i.encode()) else {
             return false;
         };
+        if image.len() > MAX_IMAGE_BYTES {
+            return false;
+        }
         let mut c = self.clients.remove(key);
         self.client_ids.remove(&c.id);
         debug!("client {} ({}) handed over", c.id, c.peer.description());
         self.actions.push(Action::HandOffClient {
             conn: c.conn,
-            image: image.encode(),
+            image,
         });
         self.handoff.handed_off += 1;
         c.rbuf.clear();

@@ -47,7 +47,7 @@ use slab::Slab;
 
 use super::action::ConnId;
 use super::event_loop::{token, Conn, EventLoop, Listener, Owner, KIND_HANDOFF};
-use super::handoff::{Reader, WireError, Writer, IMAGE_VERSION};
+use super::handoff::{Reader, WireError, Writer, IMAGE_VERSION, MAX_IMAGE_BYTES};
 use super::io::Stream;
 use crate::config::HandoffSocket;
 
@@ -56,8 +56,9 @@ use crate::config::HandoffSocket;
 /// to either is refused at the greeting, not client by client.
 pub const PROTOCOL_VERSION: u16 = (1 << 8) | IMAGE_VERSION as u16;
 const MAGIC: &[u8; 14] = b"funnel-handoff";
-/// Largest message (a client image with many prepared statements).
-const MAX_FRAME: usize = 256 << 20;
+/// Largest message: a client image with many prepared statements (the
+/// engine hands over none bigger than `MAX_IMAGE_BYTES`), or a welcome.
+const MAX_FRAME: usize = MAX_IMAGE_BYTES + (1 << 20);
 /// Descriptors one message may carry (listeners; one per client).
 const MAX_FDS_PER_MESSAGE: usize = 64;
 /// How long a starting funnel waits for each answer of the old one.
