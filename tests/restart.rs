@@ -60,6 +60,17 @@ fn unix_conn(dir: &std::path::Path) -> Conn {
     Conn::new(o).expect("connect over the unix socket")
 }
 
+/// The status code of `GET /health` on the stats port.
+fn health(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("stats port");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /health HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_whitespace().nth(1).unwrap_or("").to_string()
+}
+
 /// What an idle client set up, and reads back after the handoff.
 struct Idle {
     conn: Conn,
@@ -170,7 +181,7 @@ fn restart_hands_clients_over_with_their_sessions() {
     common::admin_console(admin, "admin", "adm")
         .query_drop("SHOW POOLS")
         .unwrap();
-    let _ = stats;
+    assert_eq!(health(stats), "200");
 
     // Clients of the old funnel running a statement when SIGTERM comes
     // get their result, and go over after it.
@@ -257,6 +268,7 @@ fn restart_hands_clients_over_with_their_sessions() {
     common::admin_console(admin, "admin", "adm")
         .query_drop("SHOW POOLS")
         .unwrap();
+    assert_eq!(health(stats), "200");
     in_tx.query_drop(format!("DROP TABLE {table}")).unwrap();
     db.admin_sql(&format!("DROP DATABASE {other_schema}"));
     // The socket file is the new funnel's: it was not removed by the old one.

@@ -8,6 +8,9 @@
 //! the engine at once, writes are queued by it), carry out the actions
 //! until none is left, then the engine's periodic work (timers, backlog
 //! expiry, janitor, pool top-up) and its actions, then paused accepts.
+//!
+//! The handoff socket, through which a newer funnel takes the listeners
+//! and the clients over, is served here too (`handoff_io.rs`).
 
 use std::io as stdio;
 use std::io::Write;
@@ -184,7 +187,9 @@ impl EventLoop {
         if let Some(path) = &config.unix_socket {
             let inherited = self
                 .handoff
-                .take_inherited(&ListenerInfo::Unix(path.clone()));
+                .take_inherited(&ListenerInfo::Unix(path.clone()))
+                // Its file gone, nobody reaches it: bind a new one.
+                .filter(|_| path.exists());
             let l = if let Some(fd) = inherited {
                 // The previous funnel's socket, at the same path: clients
                 // connecting meanwhile wait in its queue.
