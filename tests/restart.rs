@@ -337,6 +337,8 @@ fn another_funnel_on_the_same_port_is_refused() {
 
 /// A second funnel whose configuration differs from the running one's
 /// (same addresses) takes over, and says in which settings they differ.
+/// The handoff socket is a file here: the newest funnel's, removed by
+/// nobody else.
 #[test]
 fn a_differing_configuration_is_logged_at_takeover() {
     let db = common::mariadb();
@@ -344,12 +346,14 @@ fn a_differing_configuration_is_logged_at_takeover() {
         .prefix("funnel-restart-")
         .tempdir_in("/tmp")
         .unwrap();
-    let (cfg, port, _, _) = shared_config(db.port, dir.path(), "");
+    let handoff = dir.path().join("handoff.sock");
+    let extra = format!("handoff_socket = {}", handoff.display());
+    let (cfg, port, _, _) = shared_config(db.port, dir.path(), &extra);
     let mut a = FunnelProcess::start(&cfg, port);
     let mut c = conn(port);
     let id = session(&mut c).0;
     let changed = cfg.replace("connections = 4", "connections = 3");
-    let b = start_second(&changed);
+    let mut b = start_second(&changed);
     assert!(
         b.wait_for_log("differs from that of pid", Duration::from_secs(5)),
         "{}",
@@ -362,6 +366,16 @@ fn a_differing_configuration_is_logged_at_takeover() {
     );
     a.terminate(Duration::from_secs(20));
     assert_eq!(session(&mut c).0, id);
+    assert!(
+        handoff.exists(),
+        "the old funnel removed the new one's handoff socket"
+    );
+    drop(c);
+    b.terminate(Duration::from_secs(20));
+    assert!(
+        !handoff.exists(),
+        "the last funnel left its handoff socket behind"
+    );
 }
 
 /// The measure: 500 clients running point selects without a pause through
