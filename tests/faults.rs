@@ -2328,11 +2328,10 @@ fn sigterm_lets_running_query_finish_and_exits_zero() {
     assert!(took < Duration::from_millis(5000), "exit took {took:?}");
     let result = running.join().unwrap();
     assert_eq!(result.unwrap(), Some((0, marker.clone())));
-    // The idle client was told.
+    // The idle client's connection was closed between its commands, with
+    // no ERR 1053 left to answer the next command it sends (tests/restart.rs).
     let all = read_until_closed(&mut idle.stream, Duration::from_secs(5));
-    let errs = errors_in(&split_packets(&all));
-    assert_eq!(errs.len(), 1, "{errs:?}");
-    assert_eq!(errs[0].code, 1053);
+    assert!(all.is_empty(), "{:?}", errors_in(&split_packets(&all)));
     eprintln!("[faults] SIGTERM during SLEEP(1): exit 0 after {took:?}");
 
     // A statement longer than shutdown_timeout_ms is cut off at the deadline.

@@ -20,5 +20,6 @@ BACKEND=/tmp/perf-mdb/mysqld.sock TAG=-unix CLIENTS_LIST=64 SKIP_B=1 SKIP_C=1 ba
 bash "$D/06-latency.sh"                     # target 6
 bash "$D/07-churn.sh"                       # target 7 (+ unix socket vs TCP)
 bash "$D/07b-churn-nodb.sh"                 # target 7 evidence
+bash "$D/09-restart.sh"                     # restart without dropping clients, 500 clients
 cp /tmp/perf-out/4000-closed.svg "$D/../../docs/perf-4000-clients.svg"
 bash /tmp/perf-wt/scripts/mariadb-local.sh stop /tmp/perf-mdb

@@ -146,9 +146,20 @@ pub fn spawn(config: &Config, control: ControlHandle) -> Result<(), String> {
     Ok(())
 }
 
+/// Bound with SO_REUSEPORT: a funnel taking over from this one (same
+/// configuration, see `server/handoff_io.rs`) listens beside it until this
+/// one exits. Someone else on the port is refused before this is called.
 fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
-    let l =
-        TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))?;
+    use socket2::{Domain, Socket, Type};
+    let bind = || -> std::io::Result<TcpListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(128)?;
+        Ok(socket.into())
+    };
+    let l = bind().map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))?;
     let local = l.local_addr().unwrap_or(addr);
     info!("{what} listening on {local}");
     Ok(l)

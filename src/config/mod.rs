@@ -91,6 +91,9 @@ pub struct Config {
     pub server_version: String,
     pub log_level: LevelFilter,
     pub shutdown_timeout: Duration,
+    /// Where a newer funnel with this configuration takes over the
+    /// listeners and clients (`[funnel] handoff_socket`); None: off.
+    pub handoff_socket: Option<HandoffSocket>,
     pub allow_local_infile: bool,
     /// Prepared statements all clients together may hold (ERR 1461 past it).
     pub max_prepared_stmt_count: usize,
@@ -123,6 +126,25 @@ struct Given(Vec<RawSection>);
 impl fmt::Debug for Given {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Given({} sections)", self.0.len())
+    }
+}
+
+/// The unix socket of the handoff between an old and a new funnel
+/// (`[funnel] handoff_socket`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandoffSocket {
+    /// A socket file.
+    Path(PathBuf),
+    /// Linux's abstract namespace (no file; written `@name`), without the `@`.
+    Abstract(String),
+}
+
+impl fmt::Display for HandoffSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandoffSocket::Path(path) => write!(f, "{}", path.display()),
+            HandoffSocket::Abstract(name) => write!(f, "@{name}"),
+        }
     }
 }
 
@@ -537,6 +559,17 @@ impl Config {
         changes
     }
 
+    /// `handoff_socket` as the file would say it: empty when it is the
+    /// default derived from the addresses (which is logged at start-up).
+    fn handoff_socket_text(&self) -> String {
+        let derived = validate::handoff_socket("", self.unix_socket.as_deref(), &self.listen);
+        match &self.handoff_socket {
+            h if derived.as_ref() == Ok(h) => String::new(),
+            None => "off".to_string(),
+            Some(h) => h.to_string(),
+        }
+    }
+
     /// Every section and key with its effective value as it would be
     /// written in the file, in documentation order.
     fn effective(&self, mask: bool) -> Vec<(String, Vec<(&'static str, String)>)> {
@@ -594,6 +627,7 @@ impl Config {
                     ("server_version", quote(&self.server_version)),
                     ("log_level", level_name(self.log_level).to_string()),
                     ("shutdown_timeout_ms", ms(self.shutdown_timeout)),
+                    ("handoff_socket", quote(&self.handoff_socket_text())),
                     ("allow_local_infile", self.allow_local_infile.to_string()),
                     (
                         "max_prepared_stmt_count",

@@ -37,6 +37,8 @@ pub const DEFAULT_MAX_BUFFERED_TOTAL: usize = 256 << 20;
 pub const DEFAULT_SERVER_VERSION: &str = "";
 pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
+/// Empty: an abstract socket named after the funnel's first client address.
+pub const DEFAULT_HANDOFF_SOCKET: &str = "";
 pub const DEFAULT_ALLOW_LOCAL_INFILE: bool = false;
 /// mysqld's own default for its global `max_prepared_stmt_count`.
 pub const DEFAULT_MAX_PREPARED_STMT_COUNT: usize = 16_382;
@@ -285,7 +287,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-pub(super) static OPTIONS: [OptionSpec; 59] = [
+pub(super) static OPTIONS: [OptionSpec; 60] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -327,6 +329,8 @@ pub(super) static OPTIONS: [OptionSpec; 59] = [
         "error, warn, info, debug or trace; RUST_LOG, if set, overrides it"),
     opt(S::Funnel, "shutdown_timeout_ms", K::Millis, D::Millis(DEFAULT_SHUTDOWN_TIMEOUT_MS), true,
         "On SIGTERM/SIGINT, how long running commands may finish before connections are closed"),
+    opt(S::Funnel, "handoff_socket", K::Text, D::Text(DEFAULT_HANDOFF_SOCKET), false,
+        "Unix socket over which a funnel started with the same configuration takes over the listeners, and this one hands its clients over on SIGTERM: an absolute path, @name for an abstract socket, empty for @funnel:<unix_socket or first listen address>, or off"),
     opt(S::Funnel, "allow_local_infile", K::Bool, D::Bool(DEFAULT_ALLOW_LOCAL_INFILE), true,
         "Allow LOAD DATA LOCAL INFILE (the backend then reads files from the client)"),
     opt(S::Funnel, "max_prepared_stmt_count", ANY_COUNT_FROM_0, D::Count(DEFAULT_MAX_PREPARED_STMT_COUNT), true,

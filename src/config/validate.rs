@@ -8,7 +8,7 @@ use super::options::{find_spec, Section};
 use super::value::{default_value, format_size, Value};
 use super::{
     parse_networks, AdminConfig, BackendAddr, BackendConfig, Config, ConfigError, Credential,
-    Given, StatsConfig, UserConfig,
+    Given, HandoffSocket, StatsConfig, UserConfig,
 };
 
 /// Typed access to one section's values, falling back to the table's
@@ -204,6 +204,7 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
     let server_version = funnel.required("server_version", Value::text)?;
     let log_level = funnel.required("log_level", Value::level)?;
     let shutdown_timeout = funnel.required("shutdown_timeout_ms", Value::millis)?;
+    let handoff_text = funnel.required("handoff_socket", Value::text)?;
     let allow_local_infile = funnel.required("allow_local_infile", Value::boolean)?;
     let max_prepared_stmt_count = funnel.required("max_prepared_stmt_count", Value::count)?;
     let max_prepared_stmts_per_client =
@@ -222,6 +223,8 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
             "is empty and unix_socket is not set: clients would have no way to connect",
         ));
     }
+    let handoff_socket = handoff_socket(&handoff_text, unix_socket.as_deref(), &listen)
+        .map_err(|m| funnel.err("handoff_socket", m))?;
     if output_low_watermark >= output_high_watermark {
         let key = if funnel.entry("output_low_watermark").is_some() {
             "output_low_watermark"
@@ -531,6 +534,7 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
         server_version,
         log_level,
         shutdown_timeout,
+        handoff_socket,
         allow_local_infile,
         max_prepared_stmt_count,
         max_prepared_stmts_per_client,
@@ -543,6 +547,54 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
         stats,
         given: Given(sections.to_vec()),
     })
+}
+
+/// `[funnel] handoff_socket`: `off`, an absolute path, `@name` (abstract),
+/// or empty for the default, an abstract socket named after the unix
+/// socket or else the first listen address, so that two funnels started
+/// with the same configuration meet there.
+pub(super) fn handoff_socket(
+    text: &str,
+    unix_socket: Option<&std::path::Path>,
+    listen: &[SocketAddr],
+) -> Result<Option<HandoffSocket>, String> {
+    // sun_path has 108 bytes; an abstract name takes one for its leading NUL.
+    const MAX_ABSTRACT: usize = 107;
+    let text = text.trim();
+    if text == "off" {
+        return Ok(None);
+    }
+    if let Some(name) = text.strip_prefix('@') {
+        if name.is_empty() || name.contains('\0') || name.len() > MAX_ABSTRACT {
+            return Err(format!(
+                "@name must name an abstract socket of 1 to {MAX_ABSTRACT} bytes without NUL, got {text:?}"
+            ));
+        }
+        return Ok(Some(HandoffSocket::Abstract(name.to_string())));
+    }
+    if text.starts_with('/') {
+        return super::value::check_unix_path(text).map(|p| Some(HandoffSocket::Path(p)));
+    }
+    if !text.is_empty() {
+        return Err(format!(
+            "expected an absolute path, @name (an abstract socket), off, or empty for the default; got {text:?}"
+        ));
+    }
+    let of = match (unix_socket, listen.first()) {
+        (Some(path), _) => path.display().to_string(),
+        (None, Some(addr)) => addr.to_string(),
+        (None, None) => return Ok(None),
+    };
+    let mut name = format!("funnel:{of}");
+    if name.len() > MAX_ABSTRACT {
+        // A stable hash (the same in every build), not the std hasher's.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in of.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        name = format!("funnel:{h:016x}");
+    }
+    Ok(Some(HandoffSocket::Abstract(name)))
 }
 
 /// Would binding both fail? (Port 0 asks the kernel for a free port.)
@@ -567,6 +619,63 @@ mod tests {
     use super::*;
     use crate::config::options::{DEFAULT_MAX_BUFFERED_RESULT, DEFAULT_MAX_BUFFERED_TOTAL};
     use crate::config::tests::{fail, parse, with_funnel, BASE};
+
+    #[test]
+    fn handoff_socket_values() {
+        let h = |lines: &str| parse(&with_funnel(lines)).handoff_socket;
+        let abs = |name: &str| Some(HandoffSocket::Abstract(name.to_string()));
+        // The default: after the unix socket, else the first address.
+        assert_eq!(h(""), abs("funnel:127.0.0.1:3307"));
+        assert_eq!(
+            h("listen = \"\"\nunix_socket = /run/f/f.sock"),
+            abs("funnel:/run/f/f.sock")
+        );
+        assert_eq!(
+            h("listen = 10.0.0.1:5, 10.0.0.2:6"),
+            abs("funnel:10.0.0.1:5")
+        );
+        assert_eq!(h("handoff_socket = off"), None);
+        assert_eq!(h("handoff_socket = @mine"), abs("mine"));
+        assert_eq!(
+            h("handoff_socket = /run/f/handoff.sock"),
+            Some(HandoffSocket::Path("/run/f/handoff.sock".into()))
+        );
+        // Too long for an abstract name: a stable hash instead.
+        let long = format!("/{}", "d".repeat(100));
+        let Some(HandoffSocket::Abstract(name)) =
+            h(&format!("listen = \"\"\nunix_socket = {long}"))
+        else {
+            panic!("not abstract");
+        };
+        assert_eq!(name.len(), "funnel:".len() + 16);
+        for bad in ["relative.sock", "@", "on"] {
+            let e = fail(&with_funnel(&format!("handoff_socket = {bad}")));
+            assert_eq!(
+                e.key.as_deref(),
+                Some("[funnel] handoff_socket"),
+                "{bad}: {e}"
+            );
+        }
+        // describe() says "" for the default, so a file that does not set
+        // it reads back the same, and a change of address is not one of it.
+        let c = parse(&with_funnel(""));
+        assert!(
+            c.describe().contains("handoff_socket = \"\"\n"),
+            "{}",
+            c.describe()
+        );
+        let moved = parse(&with_funnel("listen = 127.0.0.1:4000"));
+        assert!(!c
+            .changes(&moved)
+            .iter()
+            .any(|l| l.contains("handoff_socket")));
+        let set = parse(&with_funnel("handoff_socket = @x"));
+        assert!(
+            set.describe().contains("handoff_socket = \"@x\"\n"),
+            "{}",
+            set.describe()
+        );
+    }
 
     #[test]
     fn passwords_by_reference() {

@@ -254,7 +254,7 @@ fn parse_listen_list(raw: &str) -> Result<Vec<SocketAddr>, String> {
     Ok(out)
 }
 
-fn check_unix_path(raw: &str) -> Result<PathBuf, String> {
+pub(super) fn check_unix_path(raw: &str) -> Result<PathBuf, String> {
     // Relative paths would depend on the daemon's working directory.
     if !raw.starts_with('/') {
         return Err(format!("expected an absolute path, got {raw:?}"));

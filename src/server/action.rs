@@ -55,6 +55,10 @@ pub enum Action {
     },
     /// Close a backend's connection.
     CloseBackend { conn: ConnId },
+    /// Give a client's connection to the funnel taking over (`handoff.rs`),
+    /// with its encoded image; without one, just close it (the client is
+    /// between commands).
+    HandOffClient { conn: ConnId, image: Vec<u8> },
     /// Tell systemd (sd_notify), when it listens.
     Notify(String),
 }

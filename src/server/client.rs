@@ -405,8 +405,7 @@ impl Engine {
             return None;
         }
         let serial = self.next_serial();
-        let id = self.next_connection_id;
-        self.next_connection_id = self.next_connection_id.wrapping_add(1).max(1);
+        let id = self.take_connection_id();
         let mut scramble = [0u8; 20];
         fill_scramble(&mut scramble);
         let entry = self.clients.vacant_entry();
@@ -503,6 +502,85 @@ impl Engine {
         let at = self.now + self.config.handshake_timeout;
         self.add_timer(at, TimerKind::ClientHandshake { key, serial });
         Some((key, serial))
+    }
+
+    /// A client another funnel process handed over (`handoff.rs`), as it
+    /// was there: logged in to `pool`, idle, with the image's session. Its
+    /// statements, pending error and input are the caller's to add.
+    pub(super) fn insert_adopted_client(
+        &mut self,
+        conn: ConnId,
+        peer: Peer,
+        pool: usize,
+        image: &super::handoff::ClientImage,
+    ) -> (usize, u64) {
+        let serial = self.next_serial();
+        let entry = self.clients.vacant_entry();
+        let key = entry.key();
+        entry.insert(Client {
+            serial,
+            id: image.id,
+            conn,
+            peer,
+            state: ClientState::Idle,
+            pool,
+            rbuf: Buf::new(),
+            wbuf: Buf::new(),
+            capabilities: image.capabilities,
+            mariadb_caps: image.mariadb_caps,
+            charset: image.charset,
+            scramble: image.scramble,
+            user: image.user.clone(),
+            host: image.host.clone(),
+            session: image.session(),
+            session_ready: image.session_ready,
+            track: image.track.clone(),
+            pinned: None,
+            pins: PinSet::default(),
+            current: None,
+            sent: None,
+            retries: 0,
+            retries_reached: 0,
+            retried_at: None,
+            seq_offset: 0,
+            command_read_at: self.now,
+            command_sent_at: self.now,
+            last_insert_id: image.last_insert_id,
+            row_count: image.row_count,
+            last_status: image.last_status,
+            bytes_out: 0,
+            pending_error: None,
+            unreported_taken: 0,
+            unreported_released: 0,
+            unreported_held: 0,
+            multi_statements: image.multi_statements,
+            read_paused: false,
+            flush_queued: false,
+            close_after_flush: false,
+            read_closed: false,
+            running_connect_db: None,
+            multi_rest: None,
+            awaiting_privileges: false,
+            rewritten: false,
+            relay_privileges: None,
+            e2e_pending: false,
+            stmts: ClientStmts::new(self.prepared_stmts.clone(), self.stmt_holders.clone()),
+            closes_awaited: 0,
+            next_stmt_id: image.next_stmt_id,
+            current_stmt: None,
+            open_cursors: Vec::new(),
+            write_stalled_since: None,
+            buffered: 0,
+            facts: StatementFacts::default(),
+            read_back_pending: false,
+            read_back_insert_id: false,
+            timeouts: image.timeouts,
+            last_active: self.now,
+            idle_timer_at: None,
+            accepted_at: self.now,
+            auth_hold: None,
+        });
+        (key, serial)
     }
 
     /// The server a client's commands go to (its pool's; before login, the
@@ -1230,7 +1308,7 @@ impl Engine {
 
     /// The pool that verifies logins as `user` (its `CLIENT_FOUND_ROWS`
     /// twin has the same user).
-    fn user_pool(&self, user: &str) -> Option<usize> {
+    pub(super) fn user_pool(&self, user: &str) -> Option<usize> {
         self.pools
             .iter()
             .position(|p| p.user.name == user && !p.found_rows)
@@ -1239,7 +1317,7 @@ impl Engine {
     /// The pool a client logged in through `user_pool` runs its commands
     /// in: that one, or for a client that negotiated `CLIENT_FOUND_ROWS`
     /// its twin, created at the first such login.
-    fn login_pool(&mut self, user_pool: usize, capabilities: u32) -> usize {
+    pub(super) fn login_pool(&mut self, user_pool: usize, capabilities: u32) -> usize {
         if capabilities & CLIENT_FOUND_ROWS == 0 {
             return user_pool;
         }

@@ -8,6 +8,9 @@
 //! the engine at once, writes are queued by it), carry out the actions
 //! until none is left, then the engine's periodic work (timers, backlog
 //! expiry, janitor, pool top-up) and its actions, then paused accepts.
+//!
+//! The handoff socket, through which a newer funnel takes the listeners
+//! and the clients over, is served here too (`handoff_io.rs`).
 
 use std::io as stdio;
 use std::io::Write;
@@ -20,6 +23,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::action::{Action, ConnId};
+use super::handoff_io::{self, HandoffState, ListenerInfo};
 use super::io::{ReadOutcome, Stream};
 use super::log_limit::LogEvent;
 use super::notify;
@@ -29,13 +33,15 @@ use crate::control::ControlHandle;
 
 /// Token space: the low two bits say what a token is for.
 const KIND_BITS: usize = 2;
-const KIND_CONN: usize = 0;
+pub(super) const KIND_CONN: usize = 0;
+/// The handoff socket (key 0) and its connections (`handoff_io.rs`).
+pub(super) const KIND_HANDOFF: usize = 1;
 const KIND_LISTENER: usize = 2;
 const KIND_SPECIAL: usize = 3;
 const SIGNAL_TOKEN: Token = Token(KIND_SPECIAL);
 const WAKER_TOKEN: Token = Token((1 << KIND_BITS) | KIND_SPECIAL);
 
-fn token(kind: usize, key: usize) -> Token {
+pub(super) fn token(kind: usize, key: usize) -> Token {
     Token((key << KIND_BITS) | kind)
 }
 
@@ -52,7 +58,7 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// starve the poll.
 const SETTLE_ROUNDS: usize = 64;
 
-enum Listener {
+pub(super) enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener, std::path::PathBuf),
 }
@@ -60,7 +66,7 @@ enum Listener {
 /// Whose socket a connection is. The engine may have let go of it (and
 /// reused the key) before its close is carried out: the serial tells.
 #[derive(Clone, Copy, Debug)]
-enum Owner {
+pub(super) enum Owner {
     Client {
         key: usize,
         serial: u64,
@@ -73,15 +79,15 @@ enum Owner {
     Nobody,
 }
 
-struct Conn {
-    stream: Stream,
-    owner: Owner,
+pub(super) struct Conn {
+    pub(super) stream: Stream,
+    pub(super) owner: Owner,
 }
 
 pub struct EventLoop {
-    poll: Poll,
-    listeners: Vec<Listener>,
-    conns: Slab<Conn>,
+    pub(super) poll: Poll,
+    pub(super) listeners: Vec<Listener>,
+    pub(super) conns: Slab<Conn>,
     pub engine: Engine,
     /// Set by `run` (not before: a loop built without it takes over no
     /// signal handlers).
@@ -95,6 +101,8 @@ pub struct EventLoop {
     notifier: Option<notify::Notifier>,
     /// See `Buf::read_from`: set per event from its read-closed flag.
     stop_on_short_read: bool,
+    /// Taking over from an older funnel, handing over to a newer one.
+    pub(super) handoff: HandoffState,
 }
 
 /// Run the funnel until it is told to stop. `admin`, when given, is started
@@ -105,13 +113,19 @@ pub fn run(config: Config, admin: Option<AdminStarter>) -> Result<(), String> {
     let mut el = EventLoop::new(config)?;
     el.notifier = notify::Notifier::from_env();
     el.install_signal_handlers()?;
+    // A funnel already running with this configuration gives us its
+    // listeners (`handoff_io.rs`); any other on our ports is refused.
+    el.greet_predecessor()?;
+    el.check_ports()?;
     if let Some(start_admin) = admin {
         let handle = el.control_handle()?;
         start_admin(handle)?;
     }
     el.bind_listeners()?;
+    el.complete_takeover();
     el.start();
     while !el.turn()? {}
+    el.finish_handoff();
     Ok(())
 }
 
@@ -132,6 +146,7 @@ impl EventLoop {
             accept_paused_until: None,
             notifier: None,
             stop_on_short_read: false,
+            handoff: HandoffState::default(),
         })
     }
 
@@ -166,17 +181,30 @@ impl EventLoop {
         // TCP port accepts: a client that saw a TCP port open finds it ready.
         let mut unix = None;
         if let Some(path) = &config.unix_socket {
-            // A socket file left by a previous run would make bind fail.
-            if path.exists() {
-                let _ = std::fs::remove_file(path);
-            }
-            // Created owner-only, then given its group and mode: never
-            // more open than configured, not even for a moment.
-            // SAFETY: umask only swaps the process's file mode mask.
-            let old_mask = unsafe { libc::umask(0o177) };
-            let bound = UnixListener::bind(path);
-            unsafe { libc::umask(old_mask) };
-            let l = bound.map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+            let inherited = self
+                .handoff
+                .take_inherited(&ListenerInfo::Unix(path.clone()))
+                // Its file gone, nobody reaches it: bind a new one.
+                .filter(|_| path.exists());
+            let l = if let Some(fd) = inherited {
+                // The previous funnel's socket, at the same path: clients
+                // connecting meanwhile wait in its queue.
+                handoff_io::unix_listener(fd)
+                    .map_err(|e| format!("cannot use the unix socket {}: {e}", path.display()))?
+            } else {
+                // A socket file left by a previous run would make bind fail.
+                if path.exists() {
+                    let _ = std::fs::remove_file(path);
+                }
+                // Created owner-only, then given its group and mode: never
+                // more open than configured, not even for a moment.
+                // SAFETY: umask only swaps the process's file mode mask.
+                let old_mask = unsafe { libc::umask(0o177) };
+                let bound = UnixListener::bind(path);
+                unsafe { libc::umask(old_mask) };
+                bound.map_err(|e| format!("cannot listen on {}: {e}", path.display()))?
+            };
+            self.handoff.unix_file_id = handoff_io::file_id(path);
             if let Some(group) = &config.unix_socket_group {
                 let gid = group_id(group)?;
                 std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| {
@@ -210,7 +238,11 @@ impl EventLoop {
             unix = Some(Listener::Unix(l, path.clone()));
         }
         for addr in &config.listen {
-            let l = bind_tcp(*addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let l = match self.handoff.take_inherited(&ListenerInfo::Tcp(*addr)) {
+                Some(fd) => handoff_io::tcp_listener(fd)
+                    .map_err(|e| format!("cannot use the listener on {addr}: {e}"))?,
+                None => bind_tcp(*addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?,
+            };
             let local = l.local_addr().unwrap_or(*addr);
             info!("listening on {local}");
             listeners.push(Listener::Tcp(l));
@@ -258,6 +290,11 @@ impl EventLoop {
             Ok(()) => {
                 self.engine.set_now(self.clock());
                 self.dispatch_events(&events);
+                if self.engine.is_shutting_down() && !self.handoff.heir_tried {
+                    // Before the engine closes anyone: is there a newer
+                    // funnel to hand the clients to?
+                    self.start_heir();
+                }
                 self.settle();
                 let done = self.engine.after_events();
                 self.settle();
@@ -279,6 +316,7 @@ impl EventLoop {
             match kind {
                 KIND_CONN => self.conn_event(key, event.is_readable(), event.is_writable()),
                 KIND_LISTENER => self.accept(key),
+                KIND_HANDOFF => self.handoff_event(key),
                 _ if event.token() == WAKER_TOKEN => self.engine.handle_control(),
                 _ => self.handle_signals(),
             }
@@ -398,6 +436,7 @@ impl EventLoop {
                     let _ = self.poll.registry().deregister(&mut c.stream);
                 }
             }
+            Action::HandOffClient { conn, image } => self.hand_off(conn, image),
             Action::Notify(state) => {
                 if let Some(n) = self.notifier.as_mut() {
                     n.send(&state);
@@ -584,7 +623,9 @@ impl EventLoop {
             let _ = match l {
                 Listener::Tcp(l) => self.poll.registry().deregister(l),
                 Listener::Unix(l, path) => {
-                    let _ = std::fs::remove_file(&*path);
+                    // Only while the file is ours: a newer funnel may have
+                    // put its own socket there.
+                    handoff_io::remove_if_ours(path, self.handoff.unix_file_id);
                     self.poll.registry().deregister(l)
                 }
             };
@@ -623,6 +664,9 @@ fn bind_tcp(addr: SocketAddr) -> stdio::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    // No SO_REUSEPORT: a funnel taking over from this one gets this very
+    // socket (handoff_io.rs), so nothing else ever binds beside it, not
+    // even a second funnel started at the same instant.
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     // The kernel caps this at net.core.somaxconn; ask for plenty so a burst

@@ -22,6 +22,8 @@ pub mod backend_server;
 mod client;
 mod client_track;
 pub mod event_loop;
+mod handoff;
+mod handoff_io;
 pub mod io;
 pub mod notify;
 mod ops;
@@ -124,6 +126,8 @@ pub struct Engine {
     started: Instant,
     /// READY=1 announced (`Action::Notify`).
     notified_ready: bool,
+    /// Handing clients to a newer funnel process, or adopting them.
+    handoff: handoff::Handoff,
 }
 
 pub use event_loop::{run, AdminStarter};
@@ -172,6 +176,7 @@ impl Engine {
             control: None,
             started: now,
             notified_ready: false,
+            handoff: handoff::Handoff::default(),
         }
     }
 
@@ -547,10 +552,11 @@ impl Engine {
         self.notify("STOPPING=1\nSTATUS=shutting down");
     }
 
-    /// During shutdown: idle clients are closed at once; busy ones when done
-    /// or when the deadline passes. A client with output still to write is
-    /// busy too: it is receiving an answer (a whole result buffered for a
-    /// slow reader, with max_buffered_result).
+    /// During shutdown: clients not busy with a command are handed over to
+    /// a successor, or closed between their commands (`handoff.rs`); busy
+    /// ones when done, or with ERR 1053 when the deadline passes. A client
+    /// with output still to write is busy too: it is receiving an answer (a
+    /// whole result buffered for a slow reader, with max_buffered_result).
     fn shutdown_complete(&mut self) -> bool {
         let Some(deadline) = self.shutting_down else {
             return false;
@@ -562,13 +568,18 @@ impl Engine {
                 .clients
                 .get(key)
                 .is_some_and(|c| c.is_busy() || !c.wbuf.is_empty());
-            if !busy || past_deadline {
+            if busy && past_deadline {
                 self.close_client_with_error(
                     key,
                     err::ER_SERVER_SHUTDOWN,
                     "funnel: server shutdown in progress",
                 );
+            } else if !busy {
+                self.shutdown_idle_client(key, past_deadline);
             }
+        }
+        if self.clients.is_empty() {
+            self.log_handoff_summary();
         }
         self.clients.is_empty()
     }

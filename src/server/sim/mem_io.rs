@@ -304,6 +304,12 @@ impl MemIo {
             Action::CloseBackend { conn } => {
                 self.conns.try_remove(conn.0);
             }
+            // The simulation has no successor funnel: the engine hands
+            // clients off only to one that took over, so this never comes;
+            // if it did, the client would simply be gone from here.
+            Action::HandOffClient { conn, .. } => {
+                self.conns.try_remove(conn.0);
+            }
             Action::Notify(state) => {
                 if self.notifications.len() >= MAX_NOTIFICATIONS {
                     self.notifications.pop_front();
