@@ -84,6 +84,9 @@ pub struct StatementFacts {
     /// `SET STATEMENT ... FOR`: mysqld flags the restored variables as a
     /// state change in the result's EOF.
     pub set_statement: bool,
+    /// The query is one `SET` statement and nothing else (but a `;`):
+    /// [`plain_set`] may tell what it assigns.
+    pub set_only: bool,
     /// Why the funnel cannot prove what it does to the session, if it cannot.
     pub unproven: Option<&'static str>,
     /// It may read or set the session's `wait_timeout` or
@@ -150,6 +153,7 @@ impl StatementFacts {
         self.opaque_state |= o.opaque_state;
         self.may_fire_triggers |= o.may_fire_triggers;
         self.set_statement |= o.set_statement;
+        self.set_only &= o.set_only;
         self.load_local |= o.load_local;
         self.begins_transaction |= o.begins_transaction;
         self.mentions_timeouts |= o.mentions_timeouts;
@@ -614,6 +618,202 @@ pub fn words(sql: &[u8]) -> impl Iterator<Item = &[u8]> {
     Lexer::new(sql, true)
         .filter(|t| t.0 == Tok::Word)
         .map(move |(_, s, e)| &sql[s..e])
+}
+
+/// What `SET NAMES` in a [`PlainSet`] says of the collation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SetNames {
+    /// `SET NAMES cs`: the character set's default collation, as the
+    /// server resolves it (MariaDB 11.2+ lets `character_set_collations`
+    /// choose it). The name as written, in lower case.
+    Charset(String),
+    /// `SET NAMES cs COLLATE coll`: that collation (names as written, in
+    /// lower case).
+    Collate(String, String),
+    /// `SET NAMES DEFAULT`, `... COLLATE DEFAULT`: what the server's
+    /// defaults say.
+    Default,
+}
+
+/// What a plain `SET` statement assigns ([`plain_set`]): session system
+/// variables, each given a constant, and `NAMES`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlainSet {
+    /// `NAMES` is among the assignments: `character_set_client`,
+    /// `character_set_connection`, `character_set_results`,
+    /// `collation_connection` and the results collation are set.
+    pub names: Option<SetNames>,
+    /// The variables assigned by name (lower case), in order, each with
+    /// its value as written (a quoted string with its quotes).
+    pub vars: Vec<(String, String)>,
+}
+
+/// Words that, where a `SET` assigns a variable by name, start another
+/// statement (`SET PASSWORD`, `SET GLOBAL x`, `SET DEFAULT ROLE`, ...).
+const SET_NOT_A_VARIABLE: &[&str] = &[
+    "CHARACTER",
+    "CHARSET",
+    "DEFAULT",
+    "GLOBAL",
+    "NAMES",
+    "PASSWORD",
+    "ROLE",
+    "STATEMENT",
+    "TRANSACTION",
+];
+
+/// The assignments of `sql` when it is exactly one `SET` statement (a `;`
+/// after it aside) that gives session system variables constants: each
+/// assignment is `[SESSION | LOCAL] name = value`, `@@[session. | local.]name
+/// = value` or `NAMES cs [COLLATE coll]`, where a value is one word (`ON`,
+/// `DEFAULT`, a number), a quoted string or name, or a signed or decimal
+/// number. Such a statement reads nothing of the session it runs in
+/// (except what the server parses it with: `sql_mode`, `old_mode` and
+/// `character_set_client`) and sets what it names whatever values they
+/// had. None for anything else: user variables, `GLOBAL`, expressions,
+/// functions, subqueries, `SET STATEMENT`, `SET TRANSACTION`, a `\` or a
+/// byte that is not ASCII anywhere in the text.
+pub fn plain_set(sql: &[u8]) -> Option<PlainSet> {
+    if !sql.is_ascii() || sql.contains(&b'\\') {
+        return None;
+    }
+    let mut lexer = Lexer::new(sql, true);
+    // Each token, and for `@@name` where its `@@` is.
+    let mut toks: Vec<(Tok, usize, usize, usize)> = Vec::with_capacity(16);
+    while let Some((kind, s, e)) = lexer.next() {
+        toks.push((kind, s, e, lexer.var_at));
+    }
+    if lexer.exec_opens > 0 {
+        return None;
+    }
+    while toks.last().is_some_and(|t| t.0 == Tok::Punct(b';')) {
+        toks.pop();
+    }
+    let text = |i: usize| -> &[u8] { toks.get(i).map_or(&[][..], |t| &sql[t.1..t.2]) };
+    let is_word = |i: usize, w: &str| {
+        toks.get(i).is_some_and(|t| t.0 == Tok::Word) && text(i).eq_ignore_ascii_case(w.as_bytes())
+    };
+    let punct = |i: usize, c: u8| toks.get(i).is_some_and(|t| t.0 == Tok::Punct(c));
+    // A name as written: a bare word or a quoted name or string.
+    let name = |i: usize| -> Option<String> {
+        let (kind, s, e, _) = *toks.get(i)?;
+        let raw = match kind {
+            Tok::Word => &sql[s..e],
+            Tok::QuotedName | Tok::Str if e >= s + 2 && sql[e - 1] == sql[s] => {
+                let inner = &sql[s + 1..e - 1];
+                if inner.contains(&sql[s]) {
+                    return None;
+                }
+                inner
+            }
+            _ => return None,
+        };
+        (!raw.is_empty()).then(|| String::from_utf8_lossy(raw).to_ascii_lowercase())
+    };
+    if !is_word(0, "SET") {
+        return None;
+    }
+    let mut out = PlainSet::default();
+    let mut i = 1;
+    loop {
+        if is_word(i, "NAMES") {
+            if out.names.is_some() {
+                return None;
+            }
+            let cs = name(i + 1)?;
+            i += 2;
+            let default = cs == "default" && toks[i - 1].0 == Tok::Word;
+            let mut names = if default {
+                SetNames::Default
+            } else {
+                SetNames::Charset(cs.clone())
+            };
+            if is_word(i, "COLLATE") {
+                let coll = name(i + 1)?;
+                names = if coll == "default" && toks[i + 1].0 == Tok::Word {
+                    SetNames::Default
+                } else if default {
+                    return None;
+                } else {
+                    SetNames::Collate(cs, coll)
+                };
+                i += 2;
+            }
+            out.names = Some(names);
+        } else {
+            // The variable.
+            let (kind, s, e, var_at) = *toks.get(i)?;
+            let var = match kind {
+                Tok::SysVar => {
+                    let scope = &sql[var_at + 2..s];
+                    if !(scope.is_empty()
+                        || scope.eq_ignore_ascii_case(b"session.")
+                        || scope.eq_ignore_ascii_case(b"local."))
+                    {
+                        return None;
+                    }
+                    i += 1;
+                    String::from_utf8_lossy(&sql[s..e]).to_ascii_lowercase()
+                }
+                Tok::Word | Tok::QuotedName => {
+                    if kind == Tok::Word && (is_word(i, "SESSION") || is_word(i, "LOCAL")) {
+                        i += 1;
+                    }
+                    let (kind, ..) = *toks.get(i)?;
+                    if kind == Tok::Word && word_in(text(i), SET_NOT_A_VARIABLE) {
+                        return None;
+                    }
+                    if !matches!(kind, Tok::Word | Tok::QuotedName) || text(i)[0].is_ascii_digit() {
+                        return None;
+                    }
+                    let var = name(i)?;
+                    i += 1;
+                    var
+                }
+                _ => return None,
+            };
+            // `=` or `:=`.
+            if punct(i, b':') {
+                i += 1;
+            }
+            if !punct(i, b'=') {
+                return None;
+            }
+            i += 1;
+            let value_at = toks.get(i)?.1;
+            // The value: one token, or a signed or decimal number.
+            if punct(i, b'-') || punct(i, b'+') {
+                i += 1;
+                if !toks.get(i).is_some_and(|t| t.0 == Tok::Word) || !text(i)[0].is_ascii_digit() {
+                    return None;
+                }
+            }
+            match toks.get(i)?.0 {
+                Tok::Word | Tok::Str | Tok::QuotedName => i += 1,
+                _ => return None,
+            }
+            if punct(i, b'.') {
+                // `1.5`: digits on both sides.
+                let digits = |j: usize| {
+                    toks.get(j).is_some_and(|t| t.0 == Tok::Word)
+                        && text(j).iter().all(u8::is_ascii_digit)
+                };
+                if !digits(i - 1) || !digits(i + 1) {
+                    return None;
+                }
+                i += 2;
+            }
+            let value = String::from_utf8_lossy(&sql[value_at..toks[i - 1].2]).into_owned();
+            out.vars.push((var, value));
+        }
+        if i == toks.len() {
+            return Some(out);
+        }
+        if !punct(i, b',') {
+            return None;
+        }
+        i += 1;
+    }
 }
 
 /// Declares [`Kw`], one value per word the statement scan looks for, and
@@ -1426,6 +1626,8 @@ fn scan(
     // In a LOAD statement, before its INFILE: LOCAL may come.
     let mut in_load = false;
     let mut set_seen = false;
+    // The first statement is a SET.
+    let mut first_is_set = false;
     let mut colon = false;
     // After `LAST_INSERT_ID (`: the next token says read or set.
     let mut insert_id_call = false;
@@ -1528,6 +1730,7 @@ fn scan(
                     reads_only &= kw.read_statement();
                     first = Some(kw);
                     set_seen |= kw == Kw::SET;
+                    first_is_set |= statement_index == 0 && kw == Kw::SET;
                     in_load = kw == Kw::LOAD;
                 }
                 // `(SELECT ...)`: a parenthesised query.
@@ -1644,6 +1847,7 @@ fn scan(
         && !f.reads_diagnostics
         && !f.reads_row_count
         && !f.set_statement;
+    f.set_only = first_is_set && statement_index + usize::from(started) == 1;
     f.show_processlist = match (only_words, words, first_words) {
         (true, 2, [Kw::SHOW, Kw::PROCESSLIST, _]) => Some(false),
         (true, 3, [Kw::SHOW, Kw::FULL, Kw::PROCESSLIST]) => Some(true),
@@ -2211,6 +2415,7 @@ mod one_pass_tests {
         StatementFacts {
             show_processlist: None,
             names_processlist: false,
+            set_only: false,
             answered: None,
             shape: None,
             ..*f
@@ -2673,6 +2878,152 @@ mod one_pass_tests {
         // Past what the normalizer reads: no shape from the scan.
         let huge = "SELECT '".to_string() + &"x".repeat(70_000) + "' /* ";
         agree(huge.as_bytes(), &mut buf);
+    }
+
+    #[test]
+    fn a_lone_set_statement_is_told_apart() {
+        for sql in [
+            "SET NAMES utf8mb4",
+            "set autocommit = 0;",
+            " /* c */ SET a = 1 ;; ",
+            "SET @x = 1",
+            "SET a = 'x;y'",
+        ] {
+            assert!(statement_facts(sql.as_bytes()).set_only, "{sql}");
+        }
+        for sql in [
+            "SET a = 1; SELECT 1",
+            "SELECT 1; SET a = 1",
+            "SET a = 1; SET b = 2",
+            "UPDATE t SET a = 1",
+            "SELECT 1",
+            "",
+            "(SET a = 1)",
+            "SET a = 'x\\'; SELECT 1; '",
+        ] {
+            assert!(!statement_facts(sql.as_bytes()).set_only, "{sql}");
+        }
+    }
+
+    #[test]
+    fn plain_sets_tell_what_they_assign() {
+        let vars = |sql: &str| plain_set(sql.as_bytes()).map(|p| (p.names, p.vars));
+        let own = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let charset = |cs: &str| Some(SetNames::Charset(cs.into()));
+        assert_eq!(
+            vars("SET NAMES utf8mb4"),
+            Some((charset("utf8mb4"), own(&[])))
+        );
+        assert_eq!(
+            vars("set names 'UTF8mb4' collate \"UTF8MB4_Bin\";"),
+            Some((
+                Some(SetNames::Collate("utf8mb4".into(), "utf8mb4_bin".into())),
+                own(&[])
+            ))
+        );
+        assert_eq!(
+            vars("SET NAMES `latin1` COLLATE `latin1_bin`"),
+            Some((
+                Some(SetNames::Collate("latin1".into(), "latin1_bin".into())),
+                own(&[])
+            ))
+        );
+        assert_eq!(
+            vars("SET NAMES DEFAULT"),
+            Some((Some(SetNames::Default), own(&[])))
+        );
+        assert_eq!(
+            vars("SET NAMES utf8mb4 COLLATE DEFAULT"),
+            Some((Some(SetNames::Default), own(&[])))
+        );
+        assert_eq!(
+            vars("SET NAMES 'default'"),
+            Some((charset("default"), own(&[])))
+        );
+        assert_eq!(
+            vars(
+                "SET AUTOCOMMIT = 0, SESSION sql_mode = 'ANSI', LOCAL `Time_Zone` := '+01:00', \
+                 @@session.max_join_size = -1, @@LOCAL.long_query_time = 1.5, @@x = ON, \
+                 y = DEFAULT, NAMES utf8mb4, z = NULL, w = +3"
+            ),
+            Some((
+                charset("utf8mb4"),
+                own(&[
+                    ("autocommit", "0"),
+                    ("sql_mode", "'ANSI'"),
+                    ("time_zone", "'+01:00'"),
+                    ("max_join_size", "-1"),
+                    ("long_query_time", "1.5"),
+                    ("x", "ON"),
+                    ("y", "DEFAULT"),
+                    ("z", "NULL"),
+                    ("w", "+3")
+                ])
+            ))
+        );
+        assert_eq!(
+            vars("SET a = 1 /* c */ ;"),
+            Some((None, own(&[("a", "1")])))
+        );
+        assert_eq!(
+            vars("SET a = 'it''s'"),
+            Some((None, own(&[("a", "'it''s'")])))
+        );
+        assert_eq!(
+            vars("SET a = - 1 . 5"),
+            Some((None, own(&[("a", "- 1 . 5")])))
+        );
+        for sql in [
+            "SET GLOBAL a = 1",
+            "SET @@global.a = 1",
+            "SET a = 1, GLOBAL b = 2",
+            "SET @a = 1",
+            "SET a = @b",
+            "SET a = @@b",
+            "SET a = 1 + 1",
+            "SET a = b.c",
+            "SET a = 1.x",
+            "SET a = f(1)",
+            "SET a = (SELECT 1)",
+            "SET a = 'x' 'y'",
+            "SET a = _latin1'x'",
+            "SET a = -x",
+            "SET a = 1e-5",
+            "SET a",
+            "SET a =",
+            "SET a = 1,",
+            "SET a 1",
+            "SET = 1",
+            "SET NAMES",
+            "SET NAMES utf8mb4 COLLATE",
+            "SET NAMES DEFAULT COLLATE latin1_bin",
+            "SET NAMES utf8mb4, NAMES latin1",
+            "SET NAMES utf8mb4 x",
+            "SET CHARACTER SET utf8mb4",
+            "SET CHARSET utf8mb4",
+            "SET PASSWORD = 'x'",
+            "SET DEFAULT ROLE r",
+            "SET ROLE r",
+            "SET TRANSACTION READ ONLY",
+            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "SET STATEMENT a = 1 FOR SELECT 1",
+            "SET a = 1; SELECT 1",
+            "SET NAMES 'utf8''mb4'",
+            "SET a = 'x\\'",
+            "SET a = '\u{e9}'",
+            "/*!40101 SET NAMES utf8mb4 */",
+            "SET a.b = 1",
+            "SET 1 = 1",
+            "UPDATE t SET a = 1",
+            "SELECT 1",
+            "",
+        ] {
+            assert_eq!(vars(sql), None, "{sql}");
+        }
     }
 
     #[test]
