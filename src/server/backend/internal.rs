@@ -75,17 +75,12 @@ impl Engine {
                         // Reported: nothing is pending any more.
                         b.tracker_pending = false;
                     }
-                    if step == Internal::Restore && ok.status & SERVER_STATUS_IN_TRANS != 0 {
-                        b.dirty = true;
-                    }
-                    if let Internal::Rollback { restore } = step {
-                        // The ROLLBACK's own OK (followed by the SET's, with
-                        // `restore`) must report no change; no OK may say a
-                        // transaction is open. Otherwise more than the
+                    if step == Internal::Rollback {
+                        // The ROLLBACK's OK must report no change, nor say
+                        // a transaction is open. Otherwise more than the
                         // transaction was there: reset (`internal_done`).
-                        let rollbacks = !restore || ok.status & SERVER_MORE_RESULTS_EXISTS != 0;
                         let changed = ok.status & SERVER_SESSION_STATE_CHANGED != 0;
-                        if ok.status & SERVER_STATUS_IN_TRANS != 0 || (rollbacks && changed) {
+                        if ok.status & SERVER_STATUS_IN_TRANS != 0 || changed {
                             b.dirty = true;
                         }
                     }
@@ -275,7 +270,7 @@ impl Engine {
                 self.learn_results_collation(key, results);
                 self.setup_done(key);
             }
-            Internal::Rollback { restore } => {
+            Internal::Rollback => {
                 let b = &mut self.backends[key];
                 if b.dirty {
                     self.reset_backend(key);
@@ -283,25 +278,9 @@ impl Engine {
                 }
                 let pool = b.pool;
                 self.bump(pool, |c| c.pin_rollbacks += 1);
-                let b = &mut self.backends[key];
-                let resting = resting_session(&b.session);
-                if restore {
-                    // Set to their defaults: the session a new client of
-                    // the same character set and schema has.
-                    b.session = resting;
-                } else if let Some(sql) = resting.replay_vars_sql(&b.session) {
-                    self.start_internal(key, Internal::Restore, sql);
-                    return;
-                }
-                self.backend_ready(key);
-            }
-            Internal::Restore => {
-                let b = &mut self.backends[key];
-                if b.dirty {
-                    self.reset_backend(key);
-                    return;
-                }
-                b.session = resting_session(&b.session);
+                // The variables stay as the client left them: the session
+                // is tracked, and whoever comes next has its own replayed
+                // where it differs, as after any shared command.
                 self.backend_ready(key);
             }
             Internal::Reset => {
@@ -526,7 +505,7 @@ impl Engine {
                     self.backend_ready(key);
                 }
             }
-            Internal::Rollback { .. } | Internal::Restore => {
+            Internal::Rollback => {
                 // (Say, an XA transaction's.) The reset ends whatever it is.
                 debug!("backend {key}: {step:?} failed: {msg}; resetting");
                 self.reset_backend(key);
@@ -750,25 +729,14 @@ impl Engine {
         self.release_after_response(key, false);
     }
 
-    /// `ROLLBACK` the transaction a departed client left on its backend,
-    /// and give the variables it set their defaults back (in the same
-    /// query when multi-statements are on, else right after it), so that
-    /// the next new client, whose session is the default one, needs no
-    /// replay here.
+    /// `ROLLBACK` the transaction a departed client left on its backend.
+    /// The variables it set stay: giving them their defaults back would
+    /// cost a statement whether or not the next command needs it, and the
+    /// next DB-API page sets autocommit off again (the funnel answers that
+    /// `SET` itself, so the page's first select finds a backend that has
+    /// it already).
     pub(super) fn end_transaction(&mut self, key: usize) {
-        let b = &self.backends[key];
-        let mut sql = ROLLBACK_SQL.to_vec();
-        let restore = resting_session(&b.session)
-            .replay_vars_sql(&b.session)
-            .filter(|_| b.multi_statements);
-        if let Some(set) = &restore {
-            sql.extend_from_slice(b"; ");
-            sql.extend_from_slice(set);
-        }
-        let step = Internal::Rollback {
-            restore: restore.is_some(),
-        };
-        self.start_internal(key, step, sql);
+        self.start_internal(key, Internal::Rollback, ROLLBACK_SQL.to_vec());
     }
 
     /// Return a backend's session to a clean state before anyone else uses it.

@@ -73,13 +73,8 @@ pub enum Internal {
     /// `COM_RESET_CONNECTION` after a pinned client left.
     Reset,
     /// [`ROLLBACK_SQL`] instead, after a pinned client left whose pin was
-    /// an open transaction and nothing else (see `ends_with_rollback`);
-    /// with `restore`, followed in the same query by a `SET` that gives
-    /// the variables the client set their defaults back (`resting_session`).
-    Rollback { restore: bool },
-    /// That `SET` on its own, after the `ROLLBACK`, on a connection whose
-    /// multi-statements are off.
-    Restore,
+    /// an open transaction and nothing else (see `ends_with_rollback`).
+    Rollback,
     /// Read the user variables after a statement changed session state.
     ReadUserVars,
     /// Read the string user variables' bytes, character sets and collations.
@@ -1165,21 +1160,6 @@ impl Engine {
             self.relay_backend_closed(key, *relay);
         }
     }
-}
-
-/// The session a connection rests in after `Internal::Rollback { restore:
-/// true }`: `s`'s character set, results collation and schema (a client's
-/// handshake and login give those), every other variable at its default.
-fn resting_session(s: &SessionVars) -> SessionVars {
-    let mut r = SessionVars::new();
-    for name in CHARSET_VARS {
-        if let Some(v) = s.vars.get(name) {
-            r.set_var(name, v);
-        }
-    }
-    r.set_results_collation(s.results_collation.clone());
-    r.set_schema(s.schema.clone());
-    r
 }
 
 /// Whether a `ROLLBACK` leaves the backend a client `c` held pinned as a
