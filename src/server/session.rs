@@ -445,6 +445,134 @@ impl SessionVars {
     pub fn vars_equal(&self, other: &SessionVars) -> bool {
         self.vars == other.vars
     }
+
+    /// Whether variable `name` is one that `o` overwrites on a backend
+    /// whose session is `backend`, for a client whose session is this.
+    fn overwritten(&self, backend: &SessionVars, o: &Overwrites, name: &str) -> bool {
+        o.vars.iter().any(|v| v == name)
+            || (RESULTS_NAMES.contains(&name) && o.skips_names(self, backend))
+    }
+
+    /// `backend` with what `o` overwrites at this session's values: where
+    /// the client's plain `SET` leaves it, as far as the replay before it
+    /// is concerned.
+    fn overwritten_by(&self, backend: &SessionVars, o: &Overwrites) -> SessionVars {
+        let mut to = backend.clone();
+        for name in self.vars.keys().chain(backend.vars.keys()) {
+            if self.overwritten(backend, o, name) {
+                match self.vars.get(name) {
+                    Some(v) => to.vars.insert(name.clone(), v.clone()),
+                    None => to.vars.remove(name),
+                };
+            }
+        }
+        if o.skips_names(self, backend) {
+            to.results_collation.clone_from(&self.results_collation);
+        }
+        to.refresh_fingerprint();
+        to
+    }
+
+    /// [`Self::replay_vars_sql`] for a command that is a plain `SET`: what
+    /// it overwrites (`o`) is left as the backend has it.
+    pub fn replay_vars_sql_except(&self, backend: &SessionVars, o: &Overwrites) -> Option<Vec<u8>> {
+        self.replay_vars_sql(&self.overwritten_by(backend, o))
+    }
+
+    /// The session of a backend (`backend` before) once that replay has
+    /// run: this one's variables and user variables, but what `o`
+    /// overwrites as the backend had it; the backend's schema.
+    pub fn replayed_except(&self, backend: &SessionVars, o: &Overwrites) -> SessionVars {
+        let mut after = self.clone();
+        for name in self.vars.keys().chain(backend.vars.keys()) {
+            if self.overwritten(backend, o, name) {
+                match backend.vars.get(name) {
+                    Some(v) => after.vars.insert(name.clone(), v.clone()),
+                    None => after.vars.remove(name),
+                };
+            }
+        }
+        if o.skips_names(self, backend) {
+            after
+                .results_collation
+                .clone_from(&backend.results_collation);
+        }
+        after.schema.clone_from(&backend.schema);
+        after.refresh_fingerprint();
+        after
+    }
+
+    /// The sessions are equal but for what `o` overwrites: a backend with
+    /// `other` runs the client's plain `SET` without a replay.
+    pub fn equal_except(&self, other: &SessionVars, o: &Overwrites) -> bool {
+        self.schema == other.schema
+            && self.user_vars == other.user_vars
+            && (self.results_collation == other.results_collation || o.skips_names(self, other))
+            && self
+                .vars
+                .iter()
+                .all(|(k, v)| other.vars.get(k) == Some(v) || self.overwritten(other, o, k))
+            && other
+                .vars
+                .keys()
+                .all(|k| self.vars.contains_key(k) || self.overwritten(other, o, k))
+    }
+
+    /// The sessions agree on what `o` overwrites.
+    pub fn agrees_on(&self, other: &SessionVars, o: &Overwrites) -> bool {
+        let names = o.skips_names(self, other);
+        (!names || self.results_collation == other.results_collation)
+            && o.vars
+                .iter()
+                .map(String::as_str)
+                .chain(RESULTS_NAMES.iter().copied().filter(|_| names))
+                .all(|k| self.vars.get(k) == other.vars.get(k))
+    }
+}
+
+/// What a client's command that is a plain `SET` (`statement::plain_set`)
+/// sets whatever the session had, so that a replay before it may leave it
+/// be: its value before is neither read nor kept. On a shared backend only
+/// (no transaction open there, which `SET autocommit = 1` would commit).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overwrites {
+    /// `SET NAMES`: the character-set variables and the results collation.
+    /// Only where the client and the backend have the same
+    /// `character_set_client`, which the statement's own text is read in.
+    pub names: bool,
+    /// Other variables, by name (lower case). Not the character-set ones,
+    /// which set each other (only `NAMES` sets them all), nor `sql_mode`
+    /// and `old_mode`, which the statement itself is parsed and checked
+    /// under.
+    pub vars: Vec<String>,
+}
+
+impl Overwrites {
+    /// What `set` overwrites, or None when nothing.
+    pub fn of(set: &super::statement::PlainSet) -> Option<Overwrites> {
+        let o = Overwrites {
+            names: set.names.is_some(),
+            vars: set
+                .vars
+                .iter()
+                .map(|(v, _)| v)
+                .filter(|v| {
+                    !(v.starts_with("character_set")
+                        || v.starts_with("collation")
+                        || matches!(v.as_str(), "sql_mode" | "old_mode"))
+                })
+                .cloned()
+                .collect(),
+        };
+        (o.names || !o.vars.is_empty()).then_some(o)
+    }
+
+    /// `SET NAMES` counts for a client whose session is `client` on a
+    /// backend whose session is `backend`.
+    fn skips_names(&self, client: &SessionVars, backend: &SessionVars) -> bool {
+        self.names
+            && client.vars.get("character_set_client") == backend.vars.get("character_set_client")
+    }
 }
 
 /// What `SET NAMES` sets.

@@ -113,10 +113,25 @@ impl Engine {
             let fingerprint = c.session.fingerprint();
             let schema = c.session.schema.as_deref();
             let backends = &self.backends;
+            let overwrites = command_overwrites(c);
             let Some(b) = self.pools[pool].take_idle(|b| {
-                backends
-                    .get(b)
-                    .map_or(0, |b| session_score(&b.session, fingerprint, schema))
+                backends.get(b).map_or(0, |b| {
+                    let score = session_score(&b.session, fingerprint, schema);
+                    match &overwrites {
+                        // A plain SET that overwrites all the backend has
+                        // otherwise needs no replay there either; such a
+                        // backend comes before the same session, which
+                        // stays for commands that need it as it is (the SET
+                        // makes its backend's session something else).
+                        Some(o)
+                            if b.session.fingerprint() != fingerprint
+                                && c.session.equal_except(&b.session, o) =>
+                        {
+                            2 * (score + 2) + 1
+                        }
+                        _ => 2 * score,
+                    }
+                })
             }) else {
                 self.pools[pool].push_front(req);
                 return;
@@ -227,12 +242,20 @@ impl Engine {
                 self.start_internal(key, Internal::InitDb, schema.into_bytes());
                 return;
             }
-            if let Some(sql) = c.session.replay_vars_sql(&b.session) {
+            // The variables a plain SET overwrites need no replay first
+            // (on a shared backend: no transaction is open there).
+            let overwrites = command_overwrites(c).filter(|_| !b.pinned && !b.dirty);
+            let sql = match &overwrites {
+                Some(o) => c.session.replay_vars_sql_except(&b.session, o),
+                None => c.session.replay_vars_sql(&b.session),
+            };
+            if let Some(sql) = sql {
                 let vars = c.session.user_vars_to_replay(&b.session) as u64;
                 self.bump(b.pool, |c| {
                     c.replays += 1;
                     c.user_vars_replayed += vars;
                 });
+                self.backends[key].replay_skip = overwrites;
                 self.start_internal(key, Internal::SetVars, sql);
                 return;
             }
@@ -314,6 +337,22 @@ impl Engine {
             b.init_db =
                 Some(String::from_utf8_lossy(&c.rbuf.as_slice()[HEADER_LEN + 1..end]).into_owned());
         }
+        let set = command_plain_set(c);
+        // A plain SET run where the backend's values of what it
+        // overwrites were left as they were (`continue_request`).
+        b.replay_skipped = set
+            .as_ref()
+            .and_then(Overwrites::of)
+            .is_some_and(|o| !b.pinned && !b.dirty && !c.session.agrees_on(&b.session, &o));
+        // A `SET NAMES` tells what the tracker does not report.
+        b.names_learn = None;
+        b.set_names = set
+            .filter(|p| {
+                !p.vars
+                    .iter()
+                    .any(|(v, _)| v.starts_with("character_set") || v.starts_with("collation"))
+            })
+            .and_then(|p| p.names);
         let queued_before = b.wbuf.len();
         match (cmd, stmt) {
             (COM_STMT_PREPARE, _) => {
@@ -764,4 +803,25 @@ impl Engine {
             _ => {}
         }
     }
+}
+
+/// The client's command, when it is a plain `SET` (`statement::plain_set`)
+/// sent as one packet: what it assigns.
+fn command_plain_set(c: &crate::server::client::Client) -> Option<PlainSet> {
+    if !c.facts.set_only {
+        return None;
+    }
+    let span = c.current?;
+    let buf = c.rbuf.as_slice();
+    if span.packets != 1 || buf.get(HEADER_LEN) != Some(&COM_QUERY) {
+        return None;
+    }
+    let end = span.wire_len.min(HEADER_LEN + span.payload_len);
+    plain_set(buf.get(HEADER_LEN + 1..end)?)
+}
+
+/// What the client's command overwrites whatever a backend's session has,
+/// when it is a plain `SET` (`Overwrites`).
+fn command_overwrites(c: &crate::server::client::Client) -> Option<Overwrites> {
+    Overwrites::of(&command_plain_set(c)?)
 }

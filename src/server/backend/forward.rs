@@ -368,9 +368,11 @@ impl Engine {
         if infile {
             b.infile = true;
         }
-        // The session after the command: the backend's is the client's.
+        // The session after the command: the backend's is the client's
+        // (after a plain SET that overwrote what the backend had of its
+        // own, once it has said OK: `finish_response`).
         if let Some(cr) = client {
-            if !draining {
+            if !draining && !b.replay_skipped {
                 if let Some(c) = self.clients.get_mut(cr.key) {
                     if c.serial == cr.serial {
                         c.session.copy_from(&b.session);
@@ -422,6 +424,10 @@ impl Engine {
         let has_status = end != EndKind::Other;
         let mut read_user_vars = false;
         let mut newly_dirty = false;
+        // A `SET NAMES` whose collation is known needs no read-back for it.
+        let names_known = self.set_names_collation(key, end);
+        let b = &mut self.backends[key];
+        let replay_skipped = std::mem::take(&mut b.replay_skipped);
         if let Some(cr) = client.filter(|_| !draining) {
             if let Some(c) = self
                 .clients
@@ -432,6 +438,9 @@ impl Engine {
                     // A command without an answer (COM_STMT_SEND_LONG_DATA).
                     c.drop_sent();
                     self.bufs.release(&mut c.rbuf);
+                }
+                if names_known || (replay_skipped && end != EndKind::Err) {
+                    c.session.copy_from(&b.session);
                 }
                 if end == EndKind::Err {
                     // An ERR carries no status flags. A transaction that was
@@ -542,7 +551,7 @@ impl Engine {
                     } else if b.saw_unreplayable {
                         c.pins.insert(PinCause::SessionState);
                     } else if unexplained
-                        || b.charset_changed
+                        || (b.charset_changed && !names_known)
                         || facts.assigns_user_var
                         || facts.sets_insert_id
                     {

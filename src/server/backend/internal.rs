@@ -185,6 +185,8 @@ impl Engine {
                 let results = b.rows_charset;
                 b.baseline_results = results;
                 b.session = session;
+                // A new session: `SET NAMES` is learnt again.
+                b.names_defaults.clear();
                 self.learn_results_collation(key, results);
                 let server = self.server_of(key);
                 for (i, name) in BASELINE_TRACK {
@@ -392,12 +394,18 @@ impl Engine {
                     return;
                 };
                 if step == Internal::SetVars {
+                    let skip = b.replay_skip.take();
                     if let Some(c) = self.clients.get(client.key) {
-                        // The variables are the client's now; the schema
+                        // The variables are the client's now (but what its
+                        // plain SET overwrites, left as it was); the schema
                         // is what the connection has (a SET leaves it).
-                        let schema = b.session.schema.take();
-                        b.session.copy_from(&c.session);
-                        b.session.set_schema(schema);
+                        if let Some(o) = skip {
+                            b.session = c.session.replayed_except(&b.session, &o);
+                        } else {
+                            let schema = b.session.schema.take();
+                            b.session.copy_from(&c.session);
+                            b.session.set_schema(schema);
+                        }
                     }
                 }
                 self.continue_request(key);
@@ -562,6 +570,58 @@ impl Engine {
         b.session.set_results_collation(name);
     }
 
+    /// A client's `SET NAMES` (`b.set_names`, taken) was answered with
+    /// `end`: when mysqld said OK, set `collation_connection` and the
+    /// results collation it gave, which its tracker does not report (it
+    /// reports the three character sets), if the funnel knows them without
+    /// reading them back: `SET NAMES cs COLLATE coll` gives both coll (as
+    /// the collation table names it), `SET NAMES cs` the collation an
+    /// earlier one gave on this connection (`names_defaults`); else the
+    /// read-back that follows learns it (`names_learn`). True when set.
+    pub(super) fn set_names_collation(&mut self, key: usize, end: EndKind) -> bool {
+        let b = &mut self.backends[key];
+        let Some(names) = b.set_names.take() else {
+            return false;
+        };
+        let server = self.pools[b.pool].server;
+        let vars = &b.session.vars;
+        let Some(cs) = vars.get("character_set_results") else {
+            return false;
+        };
+        if end != EndKind::Ok
+            || b.command != COM_QUERY
+            || !b.charset_changed
+            || vars.get("character_set_client") != Some(cs)
+            || vars.get("character_set_connection") != Some(cs)
+            || NAMES_CHOOSERS.iter().any(|v| vars.contains_key(*v))
+        {
+            return false;
+        }
+        let coll = match names {
+            SetNames::Charset(_) => match b.names_defaults.iter().find(|(c, _)| c == cs) {
+                Some((_, coll)) => coll.clone(),
+                None => {
+                    b.names_learn = Some(cs.clone());
+                    return false;
+                }
+            },
+            SetNames::Collate(_, name) => {
+                let table = self.servers[server].charsets.as_ref();
+                match table.and_then(|t| {
+                    t.values()
+                        .find(|(c, coll)| c == cs && coll.eq_ignore_ascii_case(&name))
+                }) {
+                    Some((_, coll)) => coll.clone(),
+                    None => return false,
+                }
+            }
+            SetNames::Default => return false,
+        };
+        b.session.set_var("collation_connection", &coll);
+        b.session.set_results_collation(Some(coll));
+        true
+    }
+
     /// The user variables of the client of `key` were read back from
     /// `information_schema.USER_VARIABLES`: numbers are exact as shown;
     /// strings are read again with their bytes, character set and
@@ -612,6 +672,22 @@ impl Engine {
             // how a client goes back below it.
             count += usize::from(value.is_some());
         }
+        if let Some(cs) = b.names_learn.take() {
+            // After `SET NAMES cs`: the collation it gave both.
+            let s = &b.session;
+            if let (Some(coll), Some(results)) = (
+                s.vars.get("collation_connection"),
+                s.results_collation.as_ref(),
+            ) {
+                if coll == results
+                    && s.vars.get("character_set_results") == Some(&cs)
+                    && !b.names_defaults.iter().any(|(c, _)| *c == cs)
+                {
+                    b.names_defaults.push((cs, coll.clone()));
+                }
+            }
+        }
+        let b = &mut self.backends[key];
         if count > limit {
             self.finish_user_vars(key, UserVarsOutcome::TooMany, read.insert_id);
             return;

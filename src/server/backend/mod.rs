@@ -22,10 +22,10 @@ use super::log_limit::LogEvent;
 use super::pool::ClientRef;
 use super::processlist::PRIVILEGES_SQL;
 use super::session::{
-    string_user_var_literal, unhex_name, user_var_literal, user_var_values_sql, PinCause, PinSet,
-    SessionVars, UserVarRead,
+    string_user_var_literal, unhex_name, user_var_literal, user_var_values_sql, Overwrites,
+    PinCause, PinSet, SessionVars, UserVarRead,
 };
-use super::statement::statement_facts;
+use super::statement::{plain_set, statement_facts, PlainSet, SetNames};
 use super::stmt::{execute_layout, own_stmt_key, rewrite_execute, stmt_key, ClientStmt, StmtCache};
 use super::timer::TimerKind;
 use super::{Deferred, Engine};
@@ -308,6 +308,26 @@ pub struct Backend {
     /// A relayed login's connection (`unlisted_users = relay`): it belongs
     /// to that client alone for its life (`relay.rs`).
     pub relay: Option<Box<super::relay::Relay>>,
+    /// The running client command is a plain `SET` with `NAMES`
+    /// (`statement::plain_set`): what it says of the collation, which
+    /// mysqld's tracker does not report (`Engine::set_names_collation`).
+    pub set_names: Option<SetNames>,
+    /// The collation `SET NAMES cs` gives on this connection, per
+    /// character set cs: the server's default for cs (or, on MariaDB 11.2+,
+    /// its `character_set_collations` choice), as read back after one.
+    /// Learnt per connection, forgotten when its session is set up again.
+    pub names_defaults: Vec<(String, String)>,
+    /// The read-back about to run follows a `SET NAMES cs` for this cs:
+    /// what it finds goes to `names_defaults`.
+    pub names_learn: Option<String>,
+    /// The replay running before a client's plain `SET` leaves what the
+    /// statement overwrites as it is (`SessionVars::replay_vars_sql_except`).
+    pub replay_skip: Option<Overwrites>,
+    /// The running client command is such a `SET`, and this backend's
+    /// session differed from the client's in what it overwrites: the
+    /// client takes the backend's session after its OK only (after an ERR
+    /// nothing was set, and the client's own values stand).
+    pub replay_skipped: bool,
 }
 
 /// Waits for a backend's statement closes to be done.
@@ -515,6 +535,10 @@ const CHARSET_VARS: [&str; 4] = [
     "character_set_results",
     "collation_connection",
 ];
+/// Session variables that choose the collation `SET NAMES cs` gives
+/// (MariaDB 11.2+, MySQL 8): a session that set one has its `SET NAMES`
+/// read back.
+const NAMES_CHOOSERS: [&str; 2] = ["character_set_collations", "default_collation_for_utf8mb4"];
 
 impl Engine {
     /// The server a backend connection is to (its pool's).
@@ -637,6 +661,11 @@ impl Engine {
             schema_unset_tried: false,
             schema_unset_at: self.now,
             relay: None,
+            set_names: None,
+            names_defaults: Vec::new(),
+            names_learn: None,
+            replay_skip: None,
+            replay_skipped: false,
         });
         if kill_query.is_some() {
             let at = self.now + self.config.backend.connect_timeout;
