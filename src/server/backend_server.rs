@@ -37,6 +37,10 @@ pub struct BackendServer {
     pub track_order: Vec<String>,
     /// A connection has logged in to it since start-up.
     pub reached: bool,
+    /// The collation `SET NAMES cs` gives, per character set cs, as read
+    /// back after one; kept only for a server where it is the character
+    /// set's fixed default (`names_default_fixed`).
+    pub names_defaults: HashMap<String, String>,
 }
 
 impl BackendServer {
@@ -52,6 +56,50 @@ impl BackendServer {
             track_defaults: TrackSettings::default(),
             track_order: Vec::new(),
             reached: false,
+            names_defaults: HashMap::new(),
+        }
+    }
+
+    /// `SET NAMES cs` gives cs's default collation whatever the session
+    /// (MariaDB before 11.2, which has no `character_set_collations`; not
+    /// MySQL, whose `default_collation_for_utf8mb4` may choose another).
+    pub fn names_default_fixed(&self) -> bool {
+        let Some(v) = self.version.as_deref() else {
+            return false;
+        };
+        if !v.contains("MariaDB") {
+            return false;
+        }
+        // MariaDB 10 greets with "5.5.5-" before its own version.
+        let v = v.strip_prefix("5.5.5-").unwrap_or(v);
+        let mut parts = v.split(['.', '-']).map(|p| p.parse::<u32>().ok());
+        match (parts.next().flatten(), parts.next().flatten()) {
+            (Some(major), Some(minor)) => (major, minor) < (11, 2),
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_defaults_are_fixed_on_mariadb_before_11_2() {
+        let mut s = BackendServer::new(BackendAddr::Unix("/tmp/x.sock".into()));
+        for (version, fixed) in [
+            (None, false),
+            (Some("5.5.5-10.11.14-MariaDB-0+deb12u2"), true),
+            (Some("10.6.2-MariaDB"), true),
+            (Some("11.1.6-MariaDB"), true),
+            (Some("11.2.1-MariaDB"), false),
+            (Some("11.8.2-MariaDB-ubu2404"), false),
+            (Some("8.4.3"), false),
+            (Some("5.7.44-log"), false),
+            (Some("MariaDB"), false),
+        ] {
+            s.version = version.map(str::to_string);
+            assert_eq!(s.names_default_fixed(), fixed, "{version:?}");
         }
     }
 }

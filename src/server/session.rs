@@ -587,6 +587,12 @@ const RESULTS_NAMES: [&str; 4] = [
 /// NAMES`): their results collation can only be their default.
 const NOT_CLIENT_CHARSETS: &[&str] = &["ucs2", "utf16", "utf16le", "utf32"];
 
+/// Whether mysqld takes character set `cs` for `character_set_client`
+/// (`SET NAMES cs`).
+pub fn is_client_charset(cs: &str) -> bool {
+    !NOT_CLIENT_CHARSETS.contains(&cs)
+}
+
 fn push_separator(sql: &mut Vec<u8>) {
     if sql.is_empty() {
         sql.extend_from_slice(b"SET ");

@@ -298,6 +298,89 @@ impl Engine {
         self.send_client_command(key, client);
     }
 
+    /// Whether the client's current command, a plain `SET` (`set`), can
+    /// be answered without a backend, because the funnel knows exactly
+    /// what mysqld would do and say: it sets only `autocommit` (to 0, 1,
+    /// ON or OFF) and `NAMES` (a character set whose collation for `SET
+    /// NAMES` the server's defaults fix and a read-back has told, or one
+    /// `COLLATE` names), for a client that holds no backend, no
+    /// transaction (which `autocommit = 1` would commit) and nothing else,
+    /// and that does not track its session (whose OK would list the
+    /// changes). If so, the client's session takes the changes as mysqld's
+    /// tracker reports them, and the backend that runs its next statement
+    /// gets them with the replay where it has not got them already; the
+    /// caller answers with an OK (no warnings, `ROW_COUNT()` 0 after it).
+    pub(in crate::server) fn set_without_backend(&mut self, key: usize, set: &PlainSet) -> bool {
+        self.ensure_client_session(key);
+        let Some(c) = self.clients.get(key) else {
+            return false;
+        };
+        if !c.session_ready
+            || !c.pins.is_empty()
+            || c.pinned.is_some()
+            || c.last_status & SERVER_STATUS_IN_TRANS != 0
+            || c.capabilities & CLIENT_SESSION_TRACK != 0
+            || c.multi_rest.is_some()
+            || c.read_back_pending
+        {
+            return false;
+        }
+        let mut autocommit = None;
+        for (name, value) in &set.vars {
+            if name != "autocommit" {
+                return false;
+            }
+            autocommit = Some(match value.to_ascii_uppercase().as_str() {
+                "0" | "OFF" => false,
+                "1" | "ON" => true,
+                _ => return false,
+            });
+        }
+        let srv = &self.servers[self.pools[c.pool].server];
+        let names = match &set.names {
+            None => None,
+            // Learnt (by name, as the server calls the character set) only
+            // where the server's default fixes it.
+            Some(SetNames::Charset(cs)) => match srv.names_defaults.get(cs) {
+                Some(coll) if srv.names_default_fixed() => Some((cs.clone(), coll.clone())),
+                _ => return false,
+            },
+            Some(SetNames::Collate(cs, coll)) => {
+                let table = srv.charsets.as_ref();
+                match table.and_then(|t| t.values().find(|(c, l)| c == cs && l == coll)) {
+                    Some(names) if is_client_charset(cs) => Some(names.clone()),
+                    _ => return false,
+                }
+            }
+            Some(SetNames::Default) => return false,
+        };
+        if names.is_some()
+            && NAMES_CHOOSERS
+                .iter()
+                .any(|v| c.session.vars.contains_key(*v))
+        {
+            return false;
+        }
+        let c = &mut self.clients[key];
+        if let Some(on) = autocommit {
+            c.session
+                .set_var("autocommit", if on { "ON" } else { "OFF" });
+            c.last_status &= !SERVER_STATUS_AUTOCOMMIT;
+            if on {
+                c.last_status |= SERVER_STATUS_AUTOCOMMIT;
+            }
+        }
+        if let Some((cs, coll)) = names {
+            for name in &CHARSET_VARS[..3] {
+                c.session.set_var(name, &cs);
+            }
+            c.session.set_var(CHARSET_VARS[3], &coll);
+            c.session.set_results_collation(Some(coll));
+        }
+        c.row_count = 0;
+        true
+    }
+
     /// Copy the client's command from its input buffer to the backend.
     pub(super) fn send_client_command(&mut self, key: usize, client: ClientRef) {
         let Some(c) = self.clients.get_mut(client.key) else {

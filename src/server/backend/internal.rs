@@ -683,7 +683,13 @@ impl Engine {
                     && s.vars.get("character_set_results") == Some(&cs)
                     && !b.names_defaults.iter().any(|(c, _)| *c == cs)
                 {
-                    b.names_defaults.push((cs, coll.clone()));
+                    let coll = coll.clone();
+                    b.names_defaults.push((cs.clone(), coll.clone()));
+                    let server = self.pools[b.pool].server;
+                    let srv = &mut self.servers[server];
+                    if srv.names_default_fixed() {
+                        srv.names_defaults.insert(cs, coll);
+                    }
                 }
             }
         }

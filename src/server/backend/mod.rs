@@ -22,8 +22,8 @@ use super::log_limit::LogEvent;
 use super::pool::ClientRef;
 use super::processlist::PRIVILEGES_SQL;
 use super::session::{
-    string_user_var_literal, unhex_name, user_var_literal, user_var_values_sql, Overwrites,
-    PinCause, PinSet, SessionVars, UserVarRead,
+    is_client_charset, string_user_var_literal, unhex_name, user_var_literal, user_var_values_sql,
+    Overwrites, PinCause, PinSet, SessionVars, UserVarRead,
 };
 use super::statement::{plain_set, statement_facts, PlainSet, SetNames};
 use super::stmt::{execute_layout, own_stmt_key, rewrite_execute, stmt_key, ClientStmt, StmtCache};

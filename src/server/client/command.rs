@@ -247,6 +247,9 @@ impl Engine {
                     let end = (HEADER_LEN + span.payload_len).min(data.len());
                     let sql = &data[HEADER_LEN + 1..end];
                     let facts = query_facts(sql, self.stats.shape_buf());
+                    let set = (facts.set_only && span.packets == 1)
+                        .then(|| crate::server::statement::plain_set(sql))
+                        .flatten();
                     if !privileges_known && facts.needs_privileges() {
                         // What the funnel answers (KILL, the process list)
                         // depends on the user's privileges: a backend is
@@ -350,6 +353,16 @@ impl Engine {
                         self.discard_current(key);
                         self.client_error(key, seq, ER_CON_COUNT_ERROR, &msg);
                         return;
+                    }
+                    if let Some(set) = set {
+                        // `SET autocommit = 0`, `SET NAMES cs`: known
+                        // exactly, they need no backend.
+                        if self.set_without_backend(key, &set) {
+                            let seq = 1u8.wrapping_add(self.clients[key].seq_offset);
+                            self.discard_current(key);
+                            self.client_ok(key, seq);
+                            return;
+                        }
                     }
                     let c = &mut self.clients[key];
                     c.unreported_taken = facts.takes;
