@@ -10,7 +10,8 @@
 # For each funnel: pages/s, ratio to direct (per round and of the medians),
 # and per page the deltas of backend_connects, backend_resets and
 # pin_rollbacks from /stats.json (a binary without pin_rollbacks shows 0);
-# for every target, the CPU mysqld and the funnel spent per page.
+# for every target, the CPU mysqld and the funnel spent per page, and the
+# statements (`Questions`) and connections mysqld saw per page.
 # The clients pass ssl_disabled=True: this PyMySQL (1.2.4 as pip names it)
 # otherwise builds a TLS context for every connection (TLS "preferred"),
 # ~20 ms of CPU loading the system's CA certificates, even towards a server
@@ -42,6 +43,7 @@ import pymysql
 
 rounds, secs, procs, out = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 mysqld = int(sys.argv[5])
+direct_port = int(sys.argv[6].split(":")[1])
 targets = []
 for t in sys.argv[6:]:
     label, port, stats, pid = t.split(":")
@@ -78,8 +80,18 @@ def counters(stats):
     with urllib.request.urlopen(f"http://127.0.0.1:{stats}/stats.json?detail=0") as r:
         return json.load(r)["counters"]
 
+def mysqld_status():  # statements and connections mysqld has seen
+    c = pymysql.connect(host="127.0.0.1", port=direct_port, user="app", password="app_pw",
+                        ssl_disabled=True, autocommit=None)
+    with c.cursor() as cur:
+        cur.execute("SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', 'Connections')")
+        got = {k: int(v) for k, v in cur.fetchall()}
+    c.close()
+    return got
+
 def run(port, stats, pid, secs):
     before = counters(stats)
+    status0 = mysqld_status()
     cpu0 = (cpu_ms(mysqld), cpu_ms(pid))
     q = mp.Queue()
     ps = [mp.Process(target=worker, args=(port, secs, q)) for _ in range(procs)]
@@ -91,6 +103,7 @@ def run(port, stats, pid, secs):
         p.join()
     elapsed = time.time() - t0
     cpu1 = (cpu_ms(mysqld), cpu_ms(pid))
+    status1 = mysqld_status()
     after = counters(stats)
     pages = sum(g[0] for g in got)
     delta = {k: after.get(k, 0) - before.get(k, 0)
@@ -98,7 +111,10 @@ def run(port, stats, pid, secs):
     n = max(pages, 1)
     return {"pages": pages, "errors": sum(g[1] for g in got), "secs": elapsed,
             "pages_per_s": pages / elapsed, "mysqld_ms_per_page": (cpu1[0] - cpu0[0]) / n,
-            "funnel_ms_per_page": (cpu1[1] - cpu0[1]) / n, **delta}
+            "funnel_ms_per_page": (cpu1[1] - cpu0[1]) / n,
+            # mysqld_status's own connection: 1 connection, SET NAMES and SHOW.
+            "mysqld_statements": status1["Questions"] - status0["Questions"] - 2,
+            "mysqld_connections": status1["Connections"] - status0["Connections"] - 1, **delta}
 
 for label, port, stats, pid in targets:     # warm-up, not counted
     run(port, stats, pid, 2)
@@ -113,16 +129,23 @@ for r in range(rounds):
             n = max(res["pages"], 1)
             extra = (f"; per page: backend connects {res['backend_connects'] / n:.4f},"
                      f" resets {res['backend_resets'] / n:.4f}, rollbacks {res['pin_rollbacks'] / n:.4f}")
+        n = max(res["pages"], 1)
         print(f"round {r + 1} {label}: {res['pages']} pages in {res['secs']:.1f} s = "
               f"{res['pages_per_s']:.0f} pages/s, errors {res['errors']}; CPU ms per page: mysqld "
-              f"{res['mysqld_ms_per_page']:.3f}, funnel {res['funnel_ms_per_page']:.3f}{extra}",
-              flush=True)
+              f"{res['mysqld_ms_per_page']:.3f}, funnel {res['funnel_ms_per_page']:.3f}; per page "
+              f"mysqld saw {res['mysqld_statements'] / n:.3f} statements, "
+              f"{res['mysqld_connections'] / n:.4f} connections{extra}", flush=True)
 
 med = lambda xs: sorted(xs)[len(xs) // 2]
 direct = [x["pages_per_s"] for x in results["direct"]]
 cpu = lambda rs, k: med([x[k] for x in rs])
+def seen(rs):  # what mysqld saw per page, over all rounds
+    pages = max(sum(x["pages"] for x in rs), 1)
+    return (f"mysqld saw {sum(x['mysqld_statements'] for x in rs) / pages:.3f} statements and "
+            f"{sum(x['mysqld_connections'] for x in rs) / pages:.4f} connections per page")
 print(f"direct: median {med(direct):.0f} pages/s, rounds {[round(x) for x in direct]}; "
-      f"CPU ms per page (medians): mysqld {cpu(results['direct'], 'mysqld_ms_per_page'):.3f}")
+      f"CPU ms per page (medians): mysqld {cpu(results['direct'], 'mysqld_ms_per_page'):.3f}; "
+      f"{seen(results['direct'])}")
 for label, _, stats, _ in targets:
     if not stats:
         continue
@@ -136,6 +159,6 @@ for label, _, stats, _ in targets:
           f"backend connects {per('backend_connects'):.4f}, resets {per('backend_resets'):.4f}, "
           f"rollbacks {per('pin_rollbacks'):.4f} per page; CPU ms per page (medians): mysqld "
           f"{cpu(rs, 'mysqld_ms_per_page'):.3f}, funnel {cpu(rs, 'funnel_ms_per_page'):.3f}; "
-          f"errors {sum(x['errors'] for x in rs)}")
+          f"{seen(rs)}; errors {sum(x['errors'] for x in rs)}")
 json.dump({"rounds": rounds, "secs": secs, "procs": procs, "results": results}, open(out, "w"), indent=1)
 PY
