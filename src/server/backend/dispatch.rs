@@ -420,22 +420,21 @@ impl Engine {
             b.init_db =
                 Some(String::from_utf8_lossy(&c.rbuf.as_slice()[HEADER_LEN + 1..end]).into_owned());
         }
-        let set = command_plain_set(c);
-        // A plain SET run where the backend's values of what it
-        // overwrites were left as they were (`continue_request`).
-        b.replay_skipped = set
-            .as_ref()
-            .and_then(Overwrites::of)
-            .is_some_and(|o| !b.pinned && !b.dirty && !c.session.agrees_on(&b.session, &o));
-        // A `SET NAMES` tells what the tracker does not report.
+        b.replay_skipped = false;
         b.names_learn = None;
-        b.set_names = set
-            .filter(|p| {
-                !p.vars
-                    .iter()
-                    .any(|(v, _)| v.starts_with("character_set") || v.starts_with("collation"))
-            })
-            .and_then(|p| p.names);
+        b.set_names = None;
+        if let Some(set) = command_plain_set(c) {
+            // A plain SET run where the backend's values of what it
+            // overwrites were left as they were (`continue_request`).
+            b.replay_skipped = Overwrites::of(&set)
+                .is_some_and(|o| !b.pinned && !b.dirty && !c.session.agrees_on(&b.session, &o));
+            // A `SET NAMES` tells what the tracker does not report.
+            let charset_vars = set
+                .vars
+                .iter()
+                .any(|(v, _)| v.starts_with("character_set") || v.starts_with("collation"));
+            b.set_names = set.names.filter(|_| !charset_vars);
+        }
         let queued_before = b.wbuf.len();
         match (cmd, stmt) {
             (COM_STMT_PREPARE, _) => {

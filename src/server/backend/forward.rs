@@ -425,7 +425,8 @@ impl Engine {
         let mut read_user_vars = false;
         let mut newly_dirty = false;
         // A `SET NAMES` whose collation is known needs no read-back for it.
-        let names_known = self.set_names_collation(key, end);
+        let names_known =
+            self.backends[key].set_names.is_some() && self.set_names_collation(key, end);
         let b = &mut self.backends[key];
         let replay_skipped = std::mem::take(&mut b.replay_skipped);
         if let Some(cr) = client.filter(|_| !draining) {
