@@ -347,6 +347,10 @@ fn set_names_labels_results_as_directly() {
         "SET NAMES no_such_charset",
         "SET NAMES latin1 COLLATE utf8mb4_bin",
         "SET NAMES utf8mb4 /* the last */",
+        // A statement of its own to mysqld (multi-statements are on).
+        "SET NAMES latin1; /* an OK of its own */",
+        "SET autocommit = 1; -- another",
+        "SET NAMES utf8mb4;;",
     ];
     for round in 0..3 {
         for i in 0..sets.len() {

@@ -646,6 +646,9 @@ pub struct PlainSet {
     /// The variables assigned by name (lower case), in order, each with
     /// its value as written (a quoted string with its quotes).
     pub vars: Vec<(String, String)>,
+    /// A comment follows a `;` after the statement: mysqld with
+    /// multi-statements on answers it as a statement of its own (an OK).
+    pub comment_after: bool,
 }
 
 /// Words that, where a `SET` assigns a variable by name, start another
@@ -686,7 +689,10 @@ pub fn plain_set(sql: &[u8]) -> Option<PlainSet> {
     if lexer.exec_opens > 0 {
         return None;
     }
-    while toks.last().is_some_and(|t| t.0 == Tok::Punct(b';')) {
+    let mut comment_after = false;
+    while let Some(&(Tok::Punct(b';'), _, e, _)) = toks.last() {
+        let rest = &sql[e..];
+        comment_after |= !rest.iter().all(|b| b.is_ascii_whitespace() || *b == b';');
         toks.pop();
     }
     let text = |i: usize| -> &[u8] { toks.get(i).map_or(&[][..], |t| &sql[t.1..t.2]) };
@@ -713,7 +719,10 @@ pub fn plain_set(sql: &[u8]) -> Option<PlainSet> {
     if !is_word(0, "SET") {
         return None;
     }
-    let mut out = PlainSet::default();
+    let mut out = PlainSet {
+        comment_after,
+        ..PlainSet::default()
+    };
     let mut i = 1;
     loop {
         if is_word(i, "NAMES") {
@@ -2969,6 +2978,13 @@ mod one_pass_tests {
             vars("SET a = 1 /* c */ ;"),
             Some((None, own(&[("a", "1")])))
         );
+        // What mysqld with multi-statements answers as a statement of its own.
+        let comment_after = |sql: &str| plain_set(sql.as_bytes()).map(|p| p.comment_after);
+        assert_eq!(comment_after("SET a = 1 /* c */ ;; ; "), Some(false));
+        assert_eq!(comment_after("SET a = 1 -- c"), Some(false));
+        assert_eq!(comment_after("SET a = 1; /* c */"), Some(true));
+        assert_eq!(comment_after("SET a = 1; -- c"), Some(true));
+        assert_eq!(comment_after("SET a = 1;# c\n;"), Some(true));
         assert_eq!(
             vars("SET a = 'it''s'"),
             Some((None, own(&[("a", "'it''s'")])))

@@ -306,7 +306,8 @@ impl Engine {
     /// `COLLATE` names), for a client that holds no backend, no
     /// transaction (which `autocommit = 1` would commit) and nothing else,
     /// and that does not track its session (whose OK would list the
-    /// changes). If so, the client's session takes the changes as mysqld's
+    /// changes); and nothing but the statement comes (a comment after a
+    /// `;` is a statement of its own to mysqld with multi-statements). If so, the client's session takes the changes as mysqld's
     /// tracker reports them, and the backend that runs its next statement
     /// gets them with the replay where it has not got them already; the
     /// caller answers with an OK (no warnings, `ROW_COUNT()` 0 after it).
@@ -322,6 +323,7 @@ impl Engine {
             || c.capabilities & CLIENT_SESSION_TRACK != 0
             || c.multi_rest.is_some()
             || c.read_back_pending
+            || set.comment_after
         {
             return false;
         }
