@@ -41,6 +41,10 @@ pub struct BackendServer {
     /// back after one; kept only for a server where it is the character
     /// set's fixed default (`names_default_fixed`).
     pub names_defaults: HashMap<String, String>,
+    /// Its global `long_query_time` (seconds), from each backend's
+    /// baseline: mysqld flags an answer `SERVER_QUERY_WAS_SLOW` when its
+    /// statement took that long, so a short one flags even a `SET`'s.
+    pub long_query_time: Option<f64>,
 }
 
 impl BackendServer {
@@ -57,6 +61,7 @@ impl BackendServer {
             track_order: Vec::new(),
             reached: false,
             names_defaults: HashMap::new(),
+            long_query_time: None,
         }
     }
 

@@ -327,6 +327,15 @@ impl Engine {
         {
             return false;
         }
+        let srv = &self.servers[self.pools[c.pool].server];
+        // mysqld flags an OK `SERVER_QUERY_WAS_SLOW` when the statement
+        // took `long_query_time` or more: with one of a second or more, a
+        // SET never does.
+        if c.session.vars.contains_key("long_query_time")
+            || !srv.long_query_time.is_some_and(|t| t >= 1.0)
+        {
+            return false;
+        }
         let mut autocommit = None;
         for (name, value) in &set.vars {
             if name != "autocommit" {
@@ -338,7 +347,6 @@ impl Engine {
                 _ => return false,
             });
         }
-        let srv = &self.servers[self.pools[c.pool].server];
         let names = match &set.names {
             None => None,
             // Learnt (by name, as the server calls the character set) only

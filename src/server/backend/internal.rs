@@ -189,6 +189,11 @@ impl Engine {
                 b.names_defaults.clear();
                 self.learn_results_collation(key, results);
                 let server = self.server_of(key);
+                self.servers[server].long_query_time = row
+                    .get(BASELINE_LONG_QUERY_TIME)
+                    .cloned()
+                    .flatten()
+                    .and_then(|v| v.parse::<f64>().ok());
                 for (i, name) in BASELINE_TRACK {
                     if let Some(Some(v)) = row.get(i) {
                         self.servers[server].track_defaults.set(name, v);

@@ -481,7 +481,8 @@ AND @@session.autocommit <=> @@global.autocommit AND @@session.max_join_size <=>
 @@global.wait_timeout, @@global.interactive_timeout, \
 @@session.wait_timeout = @@global.wait_timeout AND @@session.interactive_timeout = @@global.interactive_timeout, \
 @@global.session_track_schema, @@global.session_track_state_change, \
-@@global.session_track_system_variables, @@global.session_track_transaction_info";
+@@global.session_track_system_variables, @@global.session_track_transaction_info, \
+@@global.long_query_time";
 /// Column of [`BASELINE_SQL`] that says the session is clean ("1").
 const BASELINE_CLEAN: usize = 5;
 /// Column of [`BASELINE_SQL`]: the server's own prepared-statement limit,
@@ -496,6 +497,9 @@ const BASELINE_TIMEOUTS_CLEAN: usize = 9;
 /// Gives a backend back the global timeouts (see `Internal::RestoreTimeouts`).
 const RESTORE_TIMEOUTS_SQL: &[u8] =
     b"SET SESSION wait_timeout = DEFAULT, interactive_timeout = DEFAULT";
+/// Column of [`BASELINE_SQL`]: the server's global `long_query_time`
+/// (`BackendServer::long_query_time`).
+const BASELINE_LONG_QUERY_TIME: usize = 14;
 /// Columns of [`BASELINE_SQL`]: the server's `session_track_*` globals,
 /// what a client's own tracking starts with.
 const BASELINE_TRACK: [(usize, &str); 4] = [
