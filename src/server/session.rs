@@ -1121,6 +1121,62 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_set_leaves_what_it_overwrites_to_itself() {
+        use crate::server::statement::plain_set;
+        let of = |sql: &str| Overwrites::of(&plain_set(sql.as_bytes()).unwrap());
+        let text = |sql: Option<Vec<u8>>| sql.map(|s| String::from_utf8(s).unwrap());
+        let charset = |s: &mut SessionVars, cs: &str, coll: &str| {
+            for name in &RESULTS_NAMES[..3] {
+                s.set_var(name, cs);
+            }
+            s.set_var("collation_connection", coll);
+            s.set_results_collation(Some(coll.into()));
+        };
+        let mut client = SessionVars::new();
+        charset(&mut client, "utf8mb4", "utf8mb4_general_ci");
+        let mut backend = client.clone();
+        backend.set_var("autocommit", "OFF");
+        backend.set_var("time_zone", "+05:00");
+        let set = of("SET autocommit = 0").unwrap();
+        // The time zone is still replayed, autocommit left to the SET.
+        assert_eq!(
+            text(client.replay_vars_sql_except(&backend, &set)).as_deref(),
+            Some("SET SESSION `time_zone` = DEFAULT")
+        );
+        let after = client.replayed_except(&backend, &set);
+        assert_eq!(
+            after.vars.get("autocommit").map(String::as_str),
+            Some("OFF")
+        );
+        assert!(!after.vars.contains_key("time_zone"));
+        assert_eq!(client.replay_vars_sql_except(&after, &set), None);
+        assert!(!client.agrees_on(&after, &set));
+        assert!(client.equal_except(&after, &set));
+        assert!(!client.equal_except(&backend, &set));
+        assert!(client.agrees_on(&client.clone(), &set));
+        // The SET sets both: nothing to replay.
+        let both = of("SET time_zone = '+01:00', @@session.autocommit = 1").unwrap();
+        assert_eq!(client.replay_vars_sql_except(&backend, &both), None);
+        assert!(client.equal_except(&backend, &both));
+        // Never left: what the statement is read and checked under, and the
+        // character sets one by one.
+        assert_eq!(of("SET sql_mode = '', old_mode = ''"), None);
+        assert_eq!(of("SET character_set_results = latin1"), None);
+        // NAMES: the character sets and the results collation, where the
+        // statement's text is read in the same character_set_client.
+        let names = of("SET NAMES latin1").unwrap();
+        let mut other = client.clone();
+        charset(&mut other, "utf8mb4", "utf8mb4_unicode_ci");
+        other.set_var("character_set_results", "latin1");
+        assert_eq!(client.replay_vars_sql_except(&other, &names), None);
+        assert!(client.equal_except(&other, &names));
+        assert_eq!(client.replayed_except(&other, &names), other);
+        charset(&mut other, "latin1", "latin1_swedish_ci");
+        assert!(client.replay_vars_sql_except(&other, &names).is_some());
+        assert!(!client.equal_except(&other, &names));
+    }
+
+    #[test]
     fn fingerprint_follows_content() {
         let mut a = SessionVars::new();
         let b = SessionVars::new();
