@@ -26,6 +26,8 @@ use funnel::protocol::packet::{next_frame, write_packet, HEADER_LEN};
 use mysql::prelude::Queryable;
 
 const USER: &str = "sha_user";
+/// The same password, configured only as its SHA256(SHA256()).
+const HASH_USER: &str = "sha_hash_user";
 // ASCII: PyMySQL sends a str password in latin-1, the others in UTF-8.
 const PASS: &str = "sha pw 2x";
 
@@ -37,8 +39,16 @@ fn start_funnel() -> FunnelProcess {
          [backend]\naddress = 127.0.0.1:{}\n\n\
          [pool]\nconnections = 1\n\n\
          [user {USER}]\npassword = \"{PASS}\"\nauth_plugin = caching_sha2_password\n\
+         backend_user = {}\nbackend_password = {}\n\n\
+         [user {HASH_USER}]\ncaching_sha2_hash = {}\nauth_plugin = caching_sha2_password\n\
          backend_user = {}\nbackend_password = {}\n",
         db.port,
+        common::USER_A,
+        common::PASS_A,
+        caching_sha2::stage2(PASS.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
         common::USER_A,
         common::PASS_A,
     );
@@ -119,10 +129,14 @@ fn node_mysql2(port: u16, pw: &str) -> String {
 }
 
 fn rust(port: u16, pw: &str) -> String {
+    rust_as(port, USER, pw)
+}
+
+fn rust_as(port: u16, user: &str, pw: &str) -> String {
     let opts = mysql::OptsBuilder::new()
         .ip_or_hostname(Some("127.0.0.1"))
         .tcp_port(port)
-        .user(Some(USER))
+        .user(Some(user))
         .pass(Some(pw));
     match mysql::Conn::new(opts) {
         Ok(mut c) => c
@@ -152,6 +166,8 @@ fn clients_log_in_with_caching_sha2_password() {
         seen.push(format!("{name}: {ok} / {bad}"));
     };
     check("rust mysql", &|pw| rust(port, pw));
+    // A user configured with the hash only: verified all the same.
+    check("rust mysql, hash", &|pw| rust_as(port, HASH_USER, pw));
     for d in ["pymysql", "connector", "connector_sha2", "mysqlclient"] {
         check(d, &|pw| python(d, port, pw));
     }

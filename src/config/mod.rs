@@ -191,6 +191,9 @@ pub enum Credential {
     /// `caching_sha2_password` (`auth_plugin = caching_sha2_password`):
     /// clients are asked to switch to it unless they answered with it.
     CachingSha2(String),
+    /// SHA256(SHA256(password)) (`caching_sha2_hash`): verifies
+    /// caching_sha2_password's fast path, cannot log in to mysqld.
+    CachingSha2Hash([u8; 32]),
 }
 
 impl fmt::Debug for Credential {
@@ -202,6 +205,7 @@ impl fmt::Debug for Credential {
             Credential::Ed25519(_) => write!(f, "Ed25519({MASK})"),
             Credential::Ed25519Key(_) => write!(f, "Ed25519Key({MASK})"),
             Credential::CachingSha2(_) => write!(f, "CachingSha2({MASK})"),
+            Credential::CachingSha2Hash(_) => write!(f, "CachingSha2Hash({MASK})"),
         }
     }
 }
@@ -694,6 +698,13 @@ impl Config {
                     ("password", secret(password)),
                     ("auth_plugin", "caching_sha2_password".to_string()),
                 ],
+                Credential::CachingSha2Hash(hash) => {
+                    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+                    vec![
+                        ("caching_sha2_hash", secret(&hex)),
+                        ("auth_plugin", "caching_sha2_password".to_string()),
+                    ]
+                }
                 Credential::Stage2(hash) => {
                     let hex: String = hash.iter().map(|b| format!("{b:02X}")).collect();
                     vec![("password_hash", secret(&format!("*{hex}")))]

@@ -287,7 +287,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-pub(super) static OPTIONS: [OptionSpec; 60] = [
+pub(super) static OPTIONS: [OptionSpec; 61] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -374,6 +374,8 @@ pub(super) static OPTIONS: [OptionSpec; 60] = [
         "*HEX hash as in mysql.user / PASSWORD() to verify clients; then backend_password is required"),
     opt(S::User, "auth_plugin", K::Text, D::Text(DEFAULT_AUTH_PLUGIN), true,
         "How the funnel verifies this user's clients: mysql_native_password, caching_sha2_password (MySQL 8's; needs password) or client_ed25519 (MariaDB's ed25519; needs password or ed25519_public_key)"),
+    opt(S::User, "caching_sha2_hash", K::Secret, D::Unset, true,
+        "Instead of password, with auth_plugin = caching_sha2_password: SHA2(UNHEX(SHA2(password, 256)), 256) as 64 hex digits; then backend_password is required"),
     opt(S::User, "ed25519_public_key", K::Text, D::Unset, true,
         "Instead of password, with auth_plugin = client_ed25519: the account's key as mysql.global_priv shows it (base64); then backend_password is required"),
     opt(S::User, "backend_user", K::Text, D::Derived("the user's NAME"), true,

@@ -307,7 +307,10 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
         let password = secret_ref(&user, "password")?;
         let password_hash = user.get("password_hash", Value::hash)?;
         let credential = match (&password, password_hash) {
-            (None, None) if user.entry("ed25519_public_key").is_some() => {
+            (None, None)
+                if user.entry("ed25519_public_key").is_some()
+                    || user.entry("caching_sha2_hash").is_some() =>
+            {
                 // Checked against auth_plugin below.
                 Credential::Stage2([0; 20])
             }
@@ -327,6 +330,15 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
             }
         };
         let ed25519_key = user.get("ed25519_public_key", Value::text)?;
+        let sha2_hash = user.get("caching_sha2_hash", Value::text)?;
+        if sha2_hash.is_some()
+            && user.get("auth_plugin", Value::text)?.as_deref() != Some("caching_sha2_password")
+        {
+            return Err(user.err(
+                "caching_sha2_hash",
+                "needs auth_plugin = caching_sha2_password",
+            ));
+        }
         let credential = match user.get("auth_plugin", Value::text)?.as_deref() {
             None | Some("mysql_native_password") if ed25519_key.is_some() => {
                 return Err(user.err(
@@ -359,18 +371,33 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
                     }
                 },
             },
-            Some("caching_sha2_password") => match (credential, ed25519_key) {
-                (Credential::Plain(pw), None) => Credential::CachingSha2(pw),
-                (_, Some(_)) => {
+            Some("caching_sha2_password") => match (credential, ed25519_key, sha2_hash) {
+                (_, Some(_), _) => {
                     return Err(user.err(
                         "ed25519_public_key",
                         "needs auth_plugin = client_ed25519",
                     ))
                 }
-                (_, None) => {
+                (Credential::Plain(pw), None, None) => Credential::CachingSha2(pw),
+                (Credential::Plain(_), None, Some(_)) => {
+                    return Err(user.err(
+                        "caching_sha2_hash",
+                        "give either password or caching_sha2_hash, not both",
+                    ))
+                }
+                (_, None, Some(hex)) => match parse_hex32(&hex) {
+                    Some(h) => Credential::CachingSha2Hash(h),
+                    None => {
+                        return Err(user.err(
+                            "caching_sha2_hash",
+                            "expected 64 hex digits: SHA2(UNHEX(SHA2(password, 256)), 256)",
+                        ))
+                    }
+                },
+                (_, None, None) => {
                     return Err(user.err(
                         "password_hash",
-                        "cannot verify caching_sha2_password (auth_plugin) with a mysql_native_password hash: give password",
+                        "cannot verify caching_sha2_password (auth_plugin) with a mysql_native_password hash: give password or caching_sha2_hash",
                     ))
                 }
             },
@@ -387,7 +414,7 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
             (None, None) => {
                 return Err(user.err(
                     "backend_password",
-                    "is required with password_hash: a hash cannot log in to mysqld",
+                    "is required with password_hash, caching_sha2_hash or ed25519_public_key: a hash or a key cannot log in to mysqld",
                 ))
             }
         };
@@ -614,6 +641,21 @@ fn is_local(ip: IpAddr) -> bool {
     ip.is_loopback() || ip.is_unspecified()
 }
 
+/// 64 hex digits -> 32 bytes (`caching_sha2_hash`).
+fn parse_hex32(raw: &str) -> Option<[u8; 32]> {
+    let hex = raw.trim().as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -801,6 +843,40 @@ mod tests {
             ("[user e]\ned25519_public_key = abc\nauth_plugin = client_ed25519\nbackend_password = x\n".into(), "ed25519_public_key"),
             ("[user e]\npassword_hash = *2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19\nauth_plugin = client_ed25519\nbackend_password = x\n".into(), "password_hash"),
             ("[user e]\npassword = x\nauth_plugin = sha256_password\n".into(), "auth_plugin"),
+        ] {
+            let err = Config::parse(&format!("{base}{text}"), "t").unwrap_err().to_string();
+            assert!(err.contains(bad_key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn caching_sha2_users() {
+        let base = "[backend]\naddress = 127.0.0.1:3306\n";
+        let c = Config::parse(
+            &format!("{base}[user s]\npassword = secret\nauth_plugin = caching_sha2_password\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            c.users[0].credential,
+            Credential::CachingSha2("secret".into())
+        );
+        let hash = crate::protocol::caching_sha2::stage2(b"secret");
+        let hex: String = hash.iter().map(|b| format!("{b:02X}")).collect();
+        let c = Config::parse(
+            &format!(
+                "{base}[user s]\ncaching_sha2_hash = {hex}\nauth_plugin = caching_sha2_password\nbackend_password = x\n"
+            ),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.users[0].credential, Credential::CachingSha2Hash(hash));
+        for (text, bad_key) in [
+            (format!("[user s]\ncaching_sha2_hash = {hex}\nbackend_password = x\n"), "caching_sha2_hash"),
+            (format!("[user s]\ncaching_sha2_hash = {hex}\nauth_plugin = caching_sha2_password\n"), "backend_password"),
+            (format!("[user s]\ncaching_sha2_hash = {}\nauth_plugin = caching_sha2_password\nbackend_password = x\n", &hex[1..]), "caching_sha2_hash"),
+            (format!("[user s]\npassword = x\ncaching_sha2_hash = {hex}\nauth_plugin = caching_sha2_password\n"), "caching_sha2_hash"),
+            ("[user s]\npassword_hash = *2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19\nauth_plugin = caching_sha2_password\nbackend_password = x\n".into(), "password_hash"),
         ] {
             let err = Config::parse(&format!("{base}{text}"), "t").unwrap_err().to_string();
             assert!(err.contains(bad_key), "{text}: {err}");

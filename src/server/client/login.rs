@@ -120,7 +120,9 @@ impl Engine {
     pub(super) fn auth_plugin_of(&self, pool: Option<usize>) -> &'static str {
         match pool.map(|p| &self.pools[p].user.credential) {
             Some(Credential::Ed25519(_) | Credential::Ed25519Key(_)) => CLIENT_ED25519,
-            Some(Credential::CachingSha2(_)) => CACHING_SHA2_PASSWORD,
+            Some(Credential::CachingSha2(_) | Credential::CachingSha2Hash(_)) => {
+                CACHING_SHA2_PASSWORD
+            }
             _ => MYSQL_NATIVE_PASSWORD,
         }
     }
@@ -289,6 +291,10 @@ impl Engine {
                     return auth
                         .nonce
                         .is_some_and(|nonce| verify_ed25519(key, &nonce, response))
+                }
+                Credential::CachingSha2Hash(h) => {
+                    return auth.sha2
+                        && caching_sha2::verify(Some(h), &self.clients[key].scramble, response);
                 }
                 Credential::CachingSha2(pw) => {
                     let stage2 = (!pw.is_empty()).then(|| caching_sha2::stage2(pw.as_bytes()));
