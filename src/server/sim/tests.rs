@@ -1175,3 +1175,17 @@ fn a_kill_query_does_not_fail_a_queued_command_without_an_answer() {
     ];
     run_case(input).unwrap();
 }
+
+/// Found by a 300,000-case random run: mysqld answered the funnel's
+/// `ROLLBACK` (the end of a transaction-only pin) with a result set, which
+/// ran nothing; the backend went back to the pool with the transaction
+/// open. Only OKs prove the rollback; anything else resets the backend.
+#[test]
+fn a_rollback_answered_with_anything_but_ok_resets_the_backend() {
+    let input: &[u8] = &[
+        2, 0, 34, 0, 66, 0, 98, 0, 5, 8, 12, 220, 66, 10, 5, 231, 100, 67, 5, 112, 5, 117, 34, 130,
+        4, 68, 5, 108, 100, 60, 100, 3, 112, 1, 2, 76, 140, 2, 8, 5, 235, 5, 1, 4, 55, 36, 66, 4,
+        12, 75, 89, 107, 12, 41, 36, 32, 105, 68, 12, 36, 54, 5, 8, 4, 58,
+    ];
+    run_case(input).unwrap();
+}
