@@ -1189,3 +1189,17 @@ fn a_rollback_answered_with_anything_but_ok_resets_the_backend() {
     ];
     run_case(input).unwrap();
 }
+
+/// Found by a 150,000-case random run (and older than this session's
+/// changes): a backend made dirty by an unproven statement, whose client
+/// had left, came back through another step (closing statements) to
+/// `backend_ready` and into the idle list without a reset. A dirty backend
+/// is now reset wherever it becomes free.
+#[test]
+fn a_dirty_backend_is_reset_whatever_step_frees_it() {
+    let input: &[u8] = &[
+        2, 0, 34, 0, 66, 0, 98, 0, 5, 8, 4, 52, 68, 62, 100, 53, 4, 66, 38, 137, 2, 130, 100, 33,
+        80, 1, 15, 36, 57, 100, 58, 68, 61, 4, 67, 4, 39,
+    ];
+    run_case(input).unwrap();
+}
