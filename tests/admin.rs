@@ -11,7 +11,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    funnel_bin, mariadb, wait_until, FunnelProcess, MariaDb, PASS_A, PASS_B, USER_A, USER_B,
+    funnel_bin, mariadb, wait_until, FunnelConfig, FunnelProcess, MariaDb, PASS_A, PASS_B, USER_A,
+    USER_B,
 };
 use mysql::prelude::Queryable;
 
@@ -29,16 +30,20 @@ struct Env {
 /// A funnel in front of `db_port` with an admin console and a stats port;
 /// `users` is the `[user ...]` sections. Waits until every pool is up.
 fn start_on(db_port: u16, users: &str, pools: &[&str]) -> Env {
-    let [port, admin_port, stats_port] = ports();
-    let config = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\nshutdown_timeout_ms = 2000\n\
-         [backend]\naddress = 127.0.0.1:{db_port}\nhealth_check_interval_ms = 300\n\
-         reconnect_backoff_min_ms = 100\nreconnect_backoff_max_ms = 500\n\
-         [pool]\nconnections = 2\n{users}\n\
-         [admin]\nlisten = 127.0.0.1:{admin_port}\nuser = {ADMIN_USER}\npassword = {ADMIN_PW}\n\
-         [stats]\nlisten = 127.0.0.1:{stats_port}\nhealth_backlog_ratio = 0.5\n"
-    );
-    let f = FunnelProcess::builder(&config).port(port).start();
+    let admin_port = common::free_port();
+    let stats_port = common::free_port();
+    let f = FunnelConfig::empty()
+        .backend_port(db_port)
+        .funnel("shutdown_timeout_ms = 2000")
+        .backend("health_check_interval_ms = 300")
+        .backend("reconnect_backoff_min_ms = 100\nreconnect_backoff_max_ms = 500")
+        .pool("connections = 2")
+        .section(users)
+        .admin(admin_port, ADMIN_PW)
+        .admin_line(&format!("user = {ADMIN_USER}"))
+        .stats(stats_port)
+        .stats_line("health_backlog_ratio = 0.5")
+        .start();
     let env = Env {
         f,
         admin_port,

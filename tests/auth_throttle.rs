@@ -11,20 +11,16 @@ mod common;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{FunnelProcess, PASS_A, PASS_B, USER_A, USER_B};
+use common::{FunnelConfig, FunnelProcess, PASS_A, PASS_B, USER_A, USER_B};
 use mysql::prelude::Queryable;
 
 fn start(db_port: u16, funnel: &str) -> (FunnelProcess, u16) {
-    let port = common::free_port();
     let admin_port = common::free_port();
-    let config = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n{funnel}\n\n[backend]\naddress = 127.0.0.1:{db_port}\n\n\
-         [pool]\nconnections = 1\n\n[user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n\n\
-         [user \"{USER_B}\"]\npassword = \"{PASS_B}\"\n\n\
-         [admin]\nlisten = 127.0.0.1:{admin_port}\npassword = admin-pw\n"
-    );
-    let f = FunnelProcess::builder(&config)
-        .port(port)
+    let f = FunnelConfig::new()
+        .backend_port(db_port)
+        .funnel(funnel)
+        .pool("connections = 1")
+        .admin(admin_port, "admin-pw")
         .rust_log("warn")
         .start();
     (f, admin_port)

@@ -19,7 +19,7 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::FunnelProcess;
+use common::{FunnelConfig, FunnelProcess};
 use funnel::protocol::caching_sha2;
 use funnel::protocol::handshake::{HandshakeResponse, HandshakeV10};
 use funnel::protocol::packet::{next_frame, write_packet, HEADER_LEN};
@@ -30,19 +30,18 @@ const USER: &str = "sha_user";
 const PASS: &str = "sha pw 2x";
 
 fn start_funnel() -> FunnelProcess {
-    let db = common::mariadb();
-    let port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n\
-         [pool]\nconnections = 1\n\n\
-         [user {USER}]\npassword = \"{PASS}\"\nauth_plugin = caching_sha2_password\n\
-         backend_user = {}\nbackend_password = {}\n",
-        db.port,
-        common::USER_A,
-        common::PASS_A,
-    );
-    FunnelProcess::builder(&cfg).port(port).start()
+    FunnelConfig::empty()
+        .pool("connections = 1")
+        .user(
+            USER,
+            PASS,
+            &[
+                "auth_plugin = caching_sha2_password",
+                &format!("backend_user = {}", common::USER_A),
+                &format!("backend_password = {}", common::PASS_A),
+            ],
+        )
+        .start()
 }
 
 fn output(cmd: &mut Command) -> String {
@@ -297,16 +296,14 @@ fn the_funnel_logs_in_to_a_mysql84_server_both_ways() {
         let backend = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::channel();
         fake_mysql84(listener, "backend pw", full, tx);
-        let port = common::free_port();
-        let cfg = format!(
-            "[funnel]\nlisten = 127.0.0.1:{port}\n\n\
-             [backend]\naddress = {backend}\nreconnect_backoff_min_ms = 5000\n\n\
-             [pool]\nconnections = 1\n\n\
-             [user app]\npassword = x\nbackend_password = \"backend pw\"\n"
-        );
         // The scripted server answers no query after the login: the login
         // is what is checked.
-        let _f = FunnelProcess::builder(&cfg).port(port).start();
+        let _f = FunnelConfig::empty()
+            .backend_port(backend.port())
+            .backend("reconnect_backoff_min_ms = 5000")
+            .pool("connections = 1")
+            .user("app", "x", &["backend_password = \"backend pw\""])
+            .start();
         let got = rx.recv_timeout(Duration::from_secs(20)).expect("a login");
         let want = if full {
             "full: response right: true, asked for the key: true, password right: true"

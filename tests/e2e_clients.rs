@@ -21,7 +21,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{FunnelProcess, PASS_A, PASS_B, TEST_DB, USER_A, USER_B};
+use common::{FunnelConfig, FunnelProcess, PASS_A, PASS_B, TEST_DB, USER_A, USER_B};
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder, Value};
 
@@ -31,21 +31,14 @@ use mysql::{Conn, OptsBuilder, Value};
 /// Starts a funnel for funnel_a and funnel_b (plus `extra_users`, given as
 /// (name, password)), with `pool` lines in [pool].
 fn start_funnel(pool: &[&str], extra_users: &[(&str, &str)]) -> FunnelProcess {
-    let db = common::mariadb();
-    let port = common::free_port();
-    let mut cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n[backend]\naddress = 127.0.0.1:{}\n\n[pool]\n",
-        db.port
-    );
+    let mut cfg = FunnelConfig::new();
     for l in pool {
-        cfg.push_str(l);
-        cfg.push('\n');
+        cfg = cfg.pool(l);
     }
-    let users = [(USER_A, PASS_A), (USER_B, PASS_B)];
-    for (name, pw) in users.iter().chain(extra_users) {
-        cfg.push_str(&format!("\n[user \"{name}\"]\npassword = \"{pw}\"\n"));
+    for (name, pw) in extra_users {
+        cfg = cfg.user(name, pw, &[]);
     }
-    FunnelProcess::start(&cfg, port)
+    cfg.start()
 }
 
 fn script(name: &str) -> PathBuf {
@@ -875,15 +868,10 @@ fn rust_mysql_crate_found_rows_per_client() {
 
 /// A funnel like `start_funnel`'s, with `allow_local_infile` set as given.
 fn start_funnel_infile(allow: bool) -> FunnelProcess {
-    let db = common::mariadb();
-    let port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\nallow_local_infile = {allow}\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = 1\n\n\
-         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n",
-        db.port
-    );
-    FunnelProcess::start(&cfg, port)
+    FunnelConfig::user_a()
+        .funnel(&format!("allow_local_infile = {allow}"))
+        .pool("connections = 1")
+        .start()
 }
 
 /// LOAD DATA LOCAL INFILE passes the client's file to mysqld when the
@@ -1353,20 +1341,12 @@ fn pin_cause(admin: &mut Conn, id: u32) -> Option<String> {
 /// execute without cursor, or its leaving). The others' answers must be
 /// their own, and the pinned backend must come back once the client left.
 fn cursor_pins(test: &str, what: &str, mut cmd: Command, want: &[(&str, Option<&str>)]) {
-    let db = common::mariadb();
-    let port = common::free_port();
-    let mut admin_port = common::free_port();
-    while admin_port == port {
-        admin_port = common::free_port();
-    }
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n[backend]\naddress = 127.0.0.1:{}\n\n\
-         [pool]\nconnections = 1\nmax_pinned_backends = 2\n\n\
-         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n\n\
-         [admin]\nlisten = 127.0.0.1:{admin_port}\npassword = adm\n",
-        db.port
-    );
-    let f = FunnelProcess::start(&cfg, port);
+    let admin_port = common::free_port();
+    let f = FunnelConfig::user_a()
+        .pool("connections = 1\nmax_pinned_backends = 2")
+        .admin(admin_port, "adm")
+        .start();
+    let port = f.port;
     let mut admin = common::admin_console(admin_port, "admin", "adm");
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -20,100 +20,12 @@ use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{FunnelProcess, PASS_A, PASS_B, TEST_DB, USER_A, USER_B};
+use common::{FunnelConfig, FunnelProcess, PASS_A, PASS_B, TEST_DB, USER_A, USER_B};
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder, Value};
 
 // ---------------------------------------------------------------------------
 // Helpers.
-
-/// Builds a funnel config for the shared MariaDB and starts the funnel.
-struct Setup {
-    funnel: Vec<String>,
-    pool: Vec<String>,
-    users: Vec<(String, String, Vec<String>)>,
-    rust_log: Option<&'static str>,
-}
-
-impl Setup {
-    /// Users funnel_a and funnel_b with the harness passwords.
-    fn new() -> Setup {
-        Setup {
-            funnel: Vec::new(),
-            pool: Vec::new(),
-            users: vec![
-                (USER_A.into(), PASS_A.into(), Vec::new()),
-                (USER_B.into(), PASS_B.into(), Vec::new()),
-            ],
-            rust_log: None,
-        }
-    }
-
-    /// No users yet (add them with [`Setup::user`]).
-    fn empty() -> Setup {
-        Setup {
-            users: Vec::new(),
-            ..Setup::new()
-        }
-    }
-
-    fn funnel(mut self, line: &str) -> Setup {
-        self.funnel.push(line.into());
-        self
-    }
-
-    fn pool(mut self, line: &str) -> Setup {
-        self.pool.push(line.into());
-        self
-    }
-
-    fn user(mut self, name: &str, pw: &str, extra: &[&str]) -> Setup {
-        self.users.push((
-            name.into(),
-            pw.into(),
-            extra.iter().map(|s| s.to_string()).collect(),
-        ));
-        self
-    }
-
-    fn rust_log(mut self, filter: &'static str) -> Setup {
-        self.rust_log = Some(filter);
-        self
-    }
-
-    fn config(&self, port: u16) -> String {
-        let db = common::mariadb();
-        let mut s = format!("[funnel]\nlisten = 127.0.0.1:{port}\n");
-        for l in &self.funnel {
-            s.push_str(l);
-            s.push('\n');
-        }
-        s.push_str(&format!("\n[backend]\naddress = 127.0.0.1:{}\n", db.port));
-        s.push_str("\n[pool]\n");
-        for l in &self.pool {
-            s.push_str(l);
-            s.push('\n');
-        }
-        for (name, pw, extra) in &self.users {
-            s.push_str(&format!("\n[user \"{name}\"]\npassword = \"{pw}\"\n"));
-            for l in extra {
-                s.push_str(l);
-                s.push('\n');
-            }
-        }
-        s
-    }
-
-    fn start(self) -> FunnelProcess {
-        let port = common::free_port();
-        let cfg = self.config(port);
-        let mut b = FunnelProcess::builder(&cfg).port(port);
-        if let Some(f) = self.rust_log {
-            b = b.rust_log(f);
-        }
-        b.start()
-    }
-}
 
 /// A MySQL account of its own (ALL ON *.*, from 127.0.0.1), so that a test
 /// can count exactly the backend connections its funnel opened.
@@ -649,7 +561,7 @@ fn raw_a(f: &FunnelProcess) -> RawClient {
 
 #[test]
 fn login_query_schema_and_errors() {
-    let f = Setup::new().pool("connections = 1").start();
+    let f = FunnelConfig::new().pool("connections = 1").start();
     let mut c = conn_a(&f);
     let mut other = conn_a(&f);
 
@@ -742,7 +654,7 @@ fn login_query_schema_and_errors() {
 
 #[test]
 fn login_refusals_look_like_mysqld() {
-    let f = Setup::new().pool("connections = 1").start();
+    let f = FunnelConfig::new().pool("connections = 1").start();
     let db = common::mariadb();
 
     // Each refusal: same code, SQLSTATE and message as mysqld's own.
@@ -834,7 +746,7 @@ const LARGE_QUERY: &str =
 
 #[test]
 fn large_result_arrives_complete_and_in_order() {
-    let f = Setup::new().pool("connections = 2").start();
+    let f = FunnelConfig::new().pool("connections = 2").start();
     let mut c = conn_a(&f);
     let mut bytes = 0usize;
     let mut n = 0u64;
@@ -872,7 +784,7 @@ fn large_result_arrives_complete_and_in_order() {
 #[test]
 fn rows_over_16_mib_round_trip() {
     use sha1::{Digest, Sha1};
-    let f = Setup::new()
+    let f = FunnelConfig::new()
         .pool("connections = 1")
         .funnel("max_allowed_packet = 64M")
         .start();
@@ -967,7 +879,7 @@ fn two_thousand_clients_on_four_backends() {
         "open files limit {limit} too low for {CLIENTS} clients"
     );
     let (user, pw) = private_account("many");
-    let f = Setup::empty()
+    let f = FunnelConfig::empty()
         .funnel("max_client_connections = 2500")
         .pool("connections = 4")
         .pool("backlog_size = 5000")
@@ -1067,7 +979,7 @@ fn two_thousand_pipelining_clients_at_once() {
     let limit = common::raise_nofile(CLIENTS as u64 * 2 + 500);
     assert!(limit >= CLIENTS as u64 + 200, "open files limit {limit}");
     let (user, pw) = private_account("burst");
-    let f = Setup::empty()
+    let f = FunnelConfig::empty()
         .funnel("max_client_connections = 2500")
         .pool("connections = 4")
         .pool("backlog_size = 10000")
@@ -1153,7 +1065,7 @@ fn assert_interrupted(r: Result<Vec<mysql::Row>, mysql::Error>) {
 
 #[test]
 fn backlog_full_is_refused_then_served() {
-    let f = Setup::new()
+    let f = FunnelConfig::new()
         .pool("connections = 1")
         .pool("backlog_size = 2")
         .pool("queue_timeout_ms = 60000")
@@ -1214,7 +1126,7 @@ fn backlog_full_is_refused_then_served() {
 
 #[test]
 fn queue_timeout_then_served() {
-    let f = Setup::new()
+    let f = FunnelConfig::new()
         .pool("connections = 1")
         .pool("queue_timeout_ms = 400")
         .start();
@@ -1254,7 +1166,7 @@ fn queue_timeout_then_served() {
 #[test]
 fn client_gone_mid_result_does_not_leak_its_backend() {
     let (user, pw) = private_account("midres");
-    let f = Setup::empty()
+    let f = FunnelConfig::empty()
         .pool("connections = 1")
         .user(&user, &pw, &[])
         .start();
@@ -1358,7 +1270,7 @@ fn stop_readers(stop: Arc<AtomicBool>, handles: Vec<thread::JoinHandle<usize>>) 
 
 #[test]
 fn transactions_are_isolated_and_rolled_back() {
-    let f = Setup::new().pool("connections = 2").start();
+    let f = FunnelConfig::new().pool("connections = 2").start();
     let mut t_conn = conn_a(&f);
     let t = make_table(&mut t_conn, "e2e_tx", 10);
 
@@ -1441,7 +1353,7 @@ fn transactions_are_isolated_and_rolled_back() {
 
 #[test]
 fn disconnect_inside_transaction_leaves_no_row_and_no_lock() {
-    let f = Setup::new().pool("connections = 2").start();
+    let f = FunnelConfig::new().pool("connections = 2").start();
     let mut o = conn_a(&f);
     let t = make_table(&mut o, "e2e_txgone", 10);
     // Lock waits fail fast, so a lock left behind fails the test quickly
@@ -1539,7 +1451,7 @@ fn disconnect_inside_transaction_leaves_no_row_and_no_lock() {
 /// only" — a transaction must still work with max_pinned_backends = 0.
 #[test]
 fn transaction_with_max_pinned_backends_zero() {
-    let f = Setup::new()
+    let f = FunnelConfig::new()
         .pool("connections = 2")
         .pool("max_pinned_backends = 0")
         .start();
@@ -1610,7 +1522,7 @@ fn check_session(c: &mut Conn, e: &Expect, when: &str) {
 fn session_state_is_per_client_on_a_shared_backend() {
     const N: usize = 8;
     let (user, pw) = private_account("session");
-    let f = Setup::empty()
+    let f = FunnelConfig::empty()
         .pool("connections = 1")
         .user(&user, &pw, &[])
         .start();
@@ -1761,7 +1673,7 @@ fn session_state_is_per_client_on_a_shared_backend() {
 /// gets, whichever backend connection runs its commands.
 #[test]
 fn charset_given_at_connect_is_per_client() {
-    let f = Setup::new().pool("connections = 1").start();
+    let f = FunnelConfig::new().pool("connections = 1").start();
     let mut clients: Vec<(RawClient, &str, &[u8])> = Vec::new();
     for k in 0..6 {
         let (coll, cs, e_acute): (u8, &str, &[u8]) = if k % 2 == 0 {
@@ -1808,7 +1720,7 @@ fn charset_given_at_connect_is_per_client() {
 /// character_set_connection back).
 #[test]
 fn set_names_collate_survives_sharing() {
-    let f = Setup::new().pool("connections = 1").start();
+    let f = FunnelConfig::new().pool("connections = 1").start();
     let mut a = conn_a(&f);
     let mut b = conn_a(&f);
     let mut c = conn_a(&f);
@@ -1863,7 +1775,7 @@ fn set_names_collate_survives_sharing() {
 /// and the next command on that backend must still be answered.
 #[test]
 fn backend_is_not_left_paused_after_a_big_row() {
-    let f = Setup::new().pool("connections = 1").start();
+    let f = FunnelConfig::new().pool("connections = 1").start();
     let opts = opts_for(&f, USER_A, PASS_A).read_timeout(Some(Duration::from_secs(15)));
     let mut c = Conn::new(opts.clone()).unwrap();
     for n in [(16 << 20) + 100, (16 << 20) + 5000, 18 << 20] {
@@ -1882,7 +1794,7 @@ fn backend_is_not_left_paused_after_a_big_row() {
 
 #[test]
 fn autocommit_off_is_per_client() {
-    let f = Setup::new().pool("connections = 1").start();
+    let f = FunnelConfig::new().pool("connections = 1").start();
     let mut setup = conn_a(&f);
     let t = make_table(&mut setup, "e2e_ac", 0);
     let mut off = conn_a(&f);
@@ -1940,7 +1852,7 @@ fn autocommit_off_is_per_client() {
 fn user_variables_are_per_client() {
     const N: usize = 30;
     let (user, pw) = private_account("uvars");
-    let f = Setup::empty()
+    let f = FunnelConfig::empty()
         .pool("connections = 1")
         .pool("max_pinned_backends = 40")
         .user(&user, &pw, &[])
@@ -1999,7 +1911,7 @@ fn user_variables_are_per_client() {
 #[test]
 fn unmovable_state_stays_with_its_client() {
     let (user, pw) = private_account("unmovable");
-    let f = Setup::empty()
+    let f = FunnelConfig::empty()
         .pool("connections = 1")
         .user(&user, &pw, &[])
         .start();
@@ -2079,7 +1991,7 @@ fn unmovable_state_stays_with_its_client() {
 /// transaction) is discarded and the client told so at its next command.
 #[test]
 fn pinned_clients_over_the_cap_are_told() {
-    let f = Setup::new()
+    let f = FunnelConfig::new()
         .pool("connections = 1")
         .pool("max_pinned_backends = 2")
         .start();
@@ -2135,7 +2047,7 @@ fn pinned_clients_over_the_cap_are_told() {
 #[test]
 fn replayable_session_changes_do_not_pin() {
     let (user, pw) = private_account("nopin");
-    let f = Setup::empty()
+    let f = FunnelConfig::empty()
         .pool("connections = 1")
         .user(&user, &pw, &[])
         .start();
@@ -2180,7 +2092,7 @@ fn connection_churn() {
     const THREADS: usize = 4;
     const CYCLES: usize = 50;
     let (user, pw) = private_account("churn");
-    let f = Setup::empty()
+    let f = FunnelConfig::empty()
         .pool("connections = 2")
         .user(&user, &pw, &[])
         .start();
@@ -2235,7 +2147,7 @@ fn connection_churn() {
 #[test]
 fn lock_pins_end_when_the_locks_are_released() {
     let (user, pw) = private_account("unlock");
-    let f = Setup::empty()
+    let f = FunnelConfig::empty()
         .pool("connections = 1")
         .user(&user, &pw, &[])
         .start();

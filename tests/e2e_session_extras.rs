@@ -8,7 +8,7 @@ mod common;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{FunnelProcess, PASS_A, PASS_B, TEST_DB, USER_A, USER_B};
+use common::{FunnelConfig, FunnelProcess, PASS_A, PASS_B, TEST_DB, USER_A, USER_B};
 use mysql::prelude::Queryable;
 use mysql::{ChangeUserOpts, Conn};
 
@@ -22,23 +22,11 @@ fn start_with_admin(pool: &str, admin_port: Option<u16>) -> FunnelProcess {
 
 /// A funnel with extra `[funnel]` lines, `[pool]` lines and maybe an admin port.
 fn start_full(funnel: &str, pool: &str, admin_port: Option<u16>) -> FunnelProcess {
-    let db = common::mariadb();
-    // free_port() may hand out the same port twice in a row.
-    let mut port = common::free_port();
-    while Some(port) == admin_port {
-        port = common::free_port();
-    }
-    let mut cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n{funnel}\n\n[backend]\naddress = 127.0.0.1:{}\n\n[pool]\n{pool}\n\n\
-         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n\n[user \"{USER_B}\"]\npassword = \"{PASS_B}\"\n",
-        db.port
-    );
+    let mut cfg = FunnelConfig::new().funnel(funnel).pool(pool);
     if let Some(p) = admin_port {
-        cfg.push_str(&format!(
-            "\n[admin]\nlisten = 127.0.0.1:{p}\npassword = adm\n"
-        ));
+        cfg = cfg.admin(p, "adm");
     }
-    FunnelProcess::start(&cfg, port)
+    cfg.start()
 }
 
 /// Poll `what` (up to 20 s) until it holds.

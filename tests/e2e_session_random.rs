@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{FunnelProcess, PASS_A, TEST_DB, USER_A};
+use common::{FunnelConfig, PASS_A, TEST_DB, USER_A};
 use mysql::prelude::Queryable;
 use mysql::{Conn, Row, Value};
 
@@ -131,18 +131,12 @@ fn probe(side: char) -> String {
 #[test]
 fn random_session_mixes_answer_as_direct_connections_do() {
     let db = common::mariadb();
-    let port = common::free_port();
+    common::admin_sql(FIXTURE);
     // autocommit = 0 makes the next statement open a transaction, which
     // pins its client (as a direct connection holds it): allow all of them.
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\nmax_client_connections = 1000\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = 2\nmax_pinned_backends = 250\n\n\
-         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n",
-        db.port
-    );
-    common::admin_sql(FIXTURE);
-    let funnel = FunnelProcess::builder(&cfg)
-        .port(port)
+    let funnel = FunnelConfig::user_a()
+        .funnel("max_client_connections = 1000")
+        .pool("connections = 2\nmax_pinned_backends = 250")
         .rust_log("warn")
         .start();
     let seed = std::env::var("FUNNEL_RANDOM_SEED")

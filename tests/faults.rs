@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, FunnelProcess, MariaDb, PASS_A, PASS_B, TEST_DB, USER_A, USER_B};
+use common::{wait_until, FunnelConfig, FunnelProcess, MariaDb, PASS_A, TEST_DB, USER_A};
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder};
 use raw::{Raw, Reply};
@@ -31,80 +31,12 @@ use raw::{Raw, Reply};
 /// A ~200 MB result (200,000 rows of 1000 bytes; MariaDB's sequence engine).
 const BIG_QUERY: &str = "SELECT REPEAT('x', 1000) FROM seq_1_to_200000";
 
-/// A funnel configuration in front of a backend port.
-struct Cfg {
-    backend_port: u16,
-    funnel: Vec<String>,
-    backend: Vec<String>,
-    pool: Vec<String>,
-    /// Whole sections added at the end (`[admin]`, `[stats]`).
-    sections: Vec<String>,
-    rust_log: &'static str,
-}
-
-impl Cfg {
-    fn new(backend_port: u16) -> Cfg {
-        Cfg {
-            backend_port,
-            funnel: Vec::new(),
-            backend: Vec::new(),
-            pool: Vec::new(),
-            sections: Vec::new(),
-            rust_log: "debug",
-        }
-    }
-    fn funnel(mut self, line: &str) -> Cfg {
-        self.funnel.push(line.into());
-        self
-    }
-    fn backend(mut self, line: &str) -> Cfg {
-        self.backend.push(line.into());
-        self
-    }
-    fn pool(mut self, line: &str) -> Cfg {
-        self.pool.push(line.into());
-        self
-    }
-    fn section(mut self, text: &str) -> Cfg {
-        self.sections.push(text.into());
-        self
-    }
-    fn rust_log(mut self, filter: &'static str) -> Cfg {
-        self.rust_log = filter;
-        self
-    }
-    /// The config text, listening on `port`.
-    fn text(&self, port: u16) -> String {
-        let mut s = format!("[funnel]\nlisten = 127.0.0.1:{port}\n");
-        for l in &self.funnel {
-            s.push_str(&format!("{l}\n"));
-        }
-        s.push_str(&format!(
-            "\n[backend]\naddress = 127.0.0.1:{}\n",
-            self.backend_port
-        ));
-        for l in &self.backend {
-            s.push_str(&format!("{l}\n"));
-        }
-        s.push_str("\n[pool]\n");
-        for l in &self.pool {
-            s.push_str(&format!("{l}\n"));
-        }
-        for (u, p) in [(USER_A, PASS_A), (USER_B, PASS_B)] {
-            s.push_str(&format!("\n[user {u}]\npassword = \"{p}\"\n"));
-        }
-        for section in &self.sections {
-            s.push_str(&format!("\n{section}\n"));
-        }
-        s
-    }
-    fn start(&self) -> FunnelProcess {
-        let port = common::free_port();
-        FunnelProcess::builder(&self.text(port))
-            .port(port)
-            .rust_log(self.rust_log)
-            .start()
-    }
+/// A funnel configuration in front of `backend_port`: users funnel_a and
+/// funnel_b, logging at debug.
+fn cfg(backend_port: u16) -> FunnelConfig {
+    FunnelConfig::new()
+        .backend_port(backend_port)
+        .rust_log("debug")
 }
 
 /// A `mysql` crate connection through the funnel (database funnel_test)
@@ -180,7 +112,7 @@ fn threads_of(db: &MariaDb, user: &str, info_prefix: Option<&str>) -> Vec<u64> {
 }
 
 /// A funnel_a counter of `SHOW STATS` on the admin console at `admin_port`
-/// (user admin, password adm: [`admin_section`]).
+/// (user admin, password adm).
 fn pool_stat(admin_port: u16, counter: &str) -> u64 {
     let mut a = common::admin_console(admin_port, "admin", "adm");
     let rows: Vec<mysql::Row> = a.query("SHOW STATS").unwrap();
@@ -188,11 +120,6 @@ fn pool_stat(admin_port: u16, counter: &str) -> u64 {
         .find(|r| r.get::<String, _>("pool").as_deref() == Some(USER_A))
         .and_then(|r| r.get::<u64, _>(counter))
         .unwrap_or_else(|| panic!("SHOW STATS has no {counter} for pool {USER_A}"))
-}
-
-/// An `[admin]` section for [`Cfg::section`], read by [`pool_stat`].
-fn admin_section(admin_port: u16) -> String {
-    format!("[admin]\nlisten = 127.0.0.1:{admin_port}\nuser = admin\npassword = adm")
 }
 
 /// A raw client logged in as funnel_a with database funnel_test; panics on failure.
@@ -972,7 +899,7 @@ fn mysqld_sigkill_under_load_then_restart() {
     const ANSWER_BOUND: Duration = Duration::from_secs(12);
 
     let db = MariaDb::new();
-    let f = Cfg::new(db.port)
+    let f = cfg(db.port)
         .pool(&format!("connections = {POOL}"))
         .pool(&format!("queue_timeout_ms = {QUEUE_TIMEOUT_MS}"))
         .backend("connect_timeout_ms = 2000")
@@ -1175,13 +1102,13 @@ fn mysqld_killed_under_blocked_statements() {
          INSERT INTO funnel_test.retry_t VALUES (1, 10)",
     );
     let admin_port = common::free_port();
-    let f = Cfg::new(db.port)
+    let f = cfg(db.port)
         .pool("connections = 6")
         .pool("queue_timeout_ms = 30000")
         .backend("connect_timeout_ms = 2000")
         .backend("reconnect_backoff_min_ms = 50")
         .backend("reconnect_backoff_max_ms = 300")
-        .section(&admin_section(admin_port))
+        .admin(admin_port, "adm")
         .rust_log("info")
         .start();
     let read = "SELECT v FROM retry_t WHERE id = 1";
@@ -1288,13 +1215,13 @@ fn point_selects_survive_a_mysqld_restart() {
          INSERT INTO funnel_test.retry_load SELECT seq, seq * 7 FROM funnel_test.seq_1_to_{ROWS}"
     ));
     let admin_port = common::free_port();
-    let f = Cfg::new(db.port)
+    let f = cfg(db.port)
         .pool("connections = 4")
         .pool("queue_timeout_ms = 30000")
         .backend("connect_timeout_ms = 2000")
         .backend("reconnect_backoff_min_ms = 50")
         .backend("reconnect_backoff_max_ms = 300")
-        .section(&admin_section(admin_port))
+        .admin(admin_port, "adm")
         .rust_log("info")
         .start();
 
@@ -1415,7 +1342,7 @@ fn point_selects_survive_a_mysqld_restart() {
 #[test]
 fn mysqld_killed_mid_result_closes_the_client() {
     let db = MariaDb::new();
-    let mut f = Cfg::new(db.port)
+    let mut f = cfg(db.port)
         .pool("connections = 1")
         .backend("reconnect_backoff_min_ms = 50")
         .backend("reconnect_backoff_max_ms = 300")
@@ -1461,7 +1388,7 @@ fn mysqld_killed_mid_result_closes_the_client() {
 #[test]
 fn client_leaving_a_long_statement_frees_the_backend() {
     let db = common::mariadb();
-    let f = Cfg::new(db.port)
+    let f = cfg(db.port)
         .pool("connections = 1")
         .pool("queue_timeout_ms = 25000")
         .backend("connect_timeout_ms = 1000")
@@ -1502,7 +1429,7 @@ fn client_leaving_a_long_statement_frees_the_backend() {
 #[test]
 fn mysqld_down_longer_than_queue_timeout() {
     let db = MariaDb::new();
-    let mut f = Cfg::new(db.port)
+    let mut f = cfg(db.port)
         .pool("connections = 2")
         .pool("queue_timeout_ms = 1000")
         .backend("reconnect_backoff_min_ms = 50")
@@ -1616,7 +1543,7 @@ fn mysqld_down_longer_than_queue_timeout() {
 #[test]
 fn dba_kills_backend_connections() {
     let db = MariaDb::new();
-    let f = Cfg::new(db.port).pool("connections = 2").start();
+    let f = cfg(db.port).pool("connections = 2").start();
     let mut c1 = mconn(&f, Duration::from_secs(10));
     select_n(&mut c1, 1);
     db.wait_connections(USER_A, 2, Duration::from_secs(10));
@@ -1757,7 +1684,7 @@ fn stalled_reader_is_bounded_then_closed() {
     let db = common::mariadb();
 
     // Phase 1: memory stays bounded and other clients are served.
-    let f = Cfg::new(db.port).pool("connections = 2").start();
+    let f = cfg(db.port).pool("connections = 2").start();
     let pid = f.pid().unwrap();
     let rss_before = rss_kib(pid).unwrap();
     let mut stalled = raw_a(&f);
@@ -1794,7 +1721,7 @@ fn stalled_reader_is_bounded_then_closed() {
 
     // Phase 2: client_write_timeout_ms closes the stalled client; its only
     // backend is drained and reset, so the pool still serves.
-    let f = Cfg::new(db.port)
+    let f = cfg(db.port)
         .pool("connections = 1")
         .funnel("client_write_timeout_ms = 2000")
         .start();
@@ -1842,7 +1769,7 @@ fn flood_of_silent_connections_and_connection_limit() {
     let limit = common::raise_nofile(FLOOD as u64 * 2 + 1000);
     let flood = FLOOD.min((limit as usize).saturating_sub(500) / 2);
     let db = common::mariadb();
-    let f = Cfg::new(db.port)
+    let f = cfg(db.port)
         .funnel("handshake_timeout_ms = 1000")
         .pool("connections = 2")
         .rust_log("info")
@@ -1923,7 +1850,7 @@ fn flood_of_silent_connections_and_connection_limit() {
 
     // max_client_connections = N: the N+1th gets ERR 1040.
     const N: usize = 20;
-    let g = Cfg::new(db.port)
+    let g = cfg(db.port)
         .funnel(&format!("max_client_connections = {N}"))
         .pool("connections = 1")
         .start();
@@ -1958,7 +1885,7 @@ fn flood_of_silent_connections_and_connection_limit() {
 #[test]
 fn bad_input_closes_only_that_client() {
     let db = common::mariadb();
-    let mut f = Cfg::new(db.port)
+    let mut f = cfg(db.port)
         .funnel("max_allowed_packet = 1M")
         .pool("connections = 2")
         .start();
@@ -2080,7 +2007,7 @@ fn bad_input_closes_only_that_client() {
 #[test]
 fn pipelined_commands_are_answered_in_order() {
     let db = common::mariadb();
-    let f = Cfg::new(db.port).pool("connections = 1").start();
+    let f = cfg(db.port).pool("connections = 1").start();
     let mut r = raw_a(&f);
     let mut bytes = raw::query_packet("SELECT 1");
     bytes.extend(raw::query_packet("SELECT 2"));
@@ -2126,7 +2053,7 @@ fn pipelined_commands_are_answered_in_order() {
 #[test]
 fn set_option_is_answered_as_mysqld_answers_it() {
     let db = common::mariadb();
-    let f = Cfg::new(db.port).pool("connections = 1").start();
+    let f = cfg(db.port).pool("connections = 1").start();
     // The answer to the option, and what "SELECT 1; SELECT 2" gets then.
     let run = |port: u16, payload: &[u8]| -> (Vec<u8>, String) {
         let mut r = Raw::open(port, USER_A, PASS_A, Some(TEST_DB));
@@ -2171,7 +2098,7 @@ fn set_option_is_answered_as_mysqld_answers_it() {
 #[test]
 fn half_closed_client_gets_its_answers() {
     let db = common::mariadb();
-    let f = Cfg::new(db.port).pool("connections = 1").start();
+    let f = cfg(db.port).pool("connections = 1").start();
     let mut busy = mconn(&f, Duration::from_secs(10));
     for port in [db.port, f.port] {
         let mut r = Raw::open(port, USER_A, PASS_A, Some(TEST_DB));
@@ -2217,7 +2144,7 @@ fn half_closed_client_gets_its_answers() {
 #[test]
 fn sighup_resizes_pool_live_and_refuses_broken_config() {
     let db = MariaDb::new();
-    let cfg = Cfg::new(db.port).pool("connections = 2");
+    let cfg = cfg(db.port).pool("connections = 2");
     let f = cfg.start();
     let text = cfg.text(f.port);
     let mut clients: Vec<Conn> = (0..5).map(|_| mconn(&f, Duration::from_secs(10))).collect();
@@ -2303,7 +2230,7 @@ fn sighup_resizes_pool_live_and_refuses_broken_config() {
 #[test]
 fn sigterm_lets_running_query_finish_and_exits_zero() {
     let db = common::mariadb();
-    let mut f = Cfg::new(db.port)
+    let mut f = cfg(db.port)
         .funnel("shutdown_timeout_ms = 5000")
         .pool("connections = 2")
         .start();
@@ -2335,7 +2262,7 @@ fn sigterm_lets_running_query_finish_and_exits_zero() {
     eprintln!("[faults] SIGTERM during SLEEP(1): exit 0 after {took:?}");
 
     // A statement longer than shutdown_timeout_ms is cut off at the deadline.
-    let mut f = Cfg::new(db.port)
+    let mut f = cfg(db.port)
         .funnel("shutdown_timeout_ms = 1000")
         .pool("connections = 1")
         .start();
@@ -2378,7 +2305,7 @@ fn sigterm_lets_running_query_finish_and_exits_zero() {
 #[test]
 fn misbehaving_backend_garbage_half_packets_and_stalls() {
     let fake = fake::FakeMysql::start();
-    let mut f = Cfg::new(fake.port)
+    let mut f = cfg(fake.port)
         .pool("connections = 1")
         .pool("queue_timeout_ms = 8000")
         .backend("connect_timeout_ms = 500")
@@ -2487,13 +2414,13 @@ fn misbehaving_backend_garbage_half_packets_and_stalls() {
 fn backend_dying_before_the_answer_repeats_only_safe_statements() {
     let fake = fake::FakeMysql::start();
     let admin_port = common::free_port();
-    let f = Cfg::new(fake.port)
+    let f = cfg(fake.port)
         .pool("connections = 1")
         .pool("queue_timeout_ms = 8000")
         .backend("connect_timeout_ms = 500")
         .backend("reconnect_backoff_min_ms = 20")
         .backend("reconnect_backoff_max_ms = 100")
-        .section(&admin_section(admin_port))
+        .admin(admin_port, "adm")
         .start();
     let retried = || pool_stat(admin_port, "retried");
     let mut r = Raw::open(f.port, USER_A, PASS_A, None);
@@ -2561,7 +2488,7 @@ fn backend_dying_before_the_answer_repeats_only_safe_statements() {
 #[test]
 fn backend_close_arriving_with_its_last_data_is_noticed() {
     let fake = fake::FakeMysql::start();
-    let f = Cfg::new(fake.port)
+    let f = cfg(fake.port)
         .pool("connections = 1")
         .pool("queue_timeout_ms = 3000")
         .start();
@@ -2593,7 +2520,7 @@ fn backend_close_arriving_with_its_last_data_is_noticed() {
 #[test]
 fn sigterm_stops_accepting_at_once() {
     let db = common::mariadb();
-    let mut f = Cfg::new(db.port)
+    let mut f = cfg(db.port)
         .funnel("shutdown_timeout_ms = 5000")
         .pool("connections = 1")
         .start();
@@ -2645,7 +2572,7 @@ fn sigterm_stops_accepting_at_once() {
 fn out_of_file_descriptors_pauses_and_resumes_accepting() {
     const SILENT: usize = 100;
     let db = common::mariadb();
-    let mut f = Cfg::new(db.port)
+    let mut f = cfg(db.port)
         .funnel("handshake_timeout_ms = 500")
         .pool("connections = 1")
         .start();
@@ -2718,7 +2645,7 @@ fn out_of_file_descriptors_pauses_and_resumes_accepting() {
 #[test]
 fn unanswered_health_check_is_replaced() {
     let fake = fake::FakeMysql::start();
-    let f = Cfg::new(fake.port)
+    let f = cfg(fake.port)
         .pool("connections = 1")
         .pool("queue_timeout_ms = 4000")
         .backend("health_check_interval_ms = 300")

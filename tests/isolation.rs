@@ -20,7 +20,7 @@ use std::sync::{OnceLock, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{FunnelProcess, PASS_A, TEST_DB, USER_A};
+use common::{FunnelConfig, FunnelProcess, PASS_A, TEST_DB, USER_A};
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder, Value};
 
@@ -184,16 +184,10 @@ fn server_setup() -> &'static (String, bool) {
 }
 
 fn start_funnel(connections: usize, extra_pool: &str) -> FunnelProcess {
-    let db = common::mariadb();
-    let port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\nmax_client_connections = 1000\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = {connections}\n{extra_pool}\n\n\
-         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n",
-        db.port
-    );
-    FunnelProcess::builder(&cfg)
-        .port(port)
+    FunnelConfig::user_a()
+        .funnel("max_client_connections = 1000")
+        .pool(&format!("connections = {connections}"))
+        .pool(extra_pool)
         .rust_log("warn")
         .start()
 }

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{FunnelProcess, PASS_A, TEST_DB, USER_A};
+use common::{FunnelConfig, FunnelProcess, PASS_A, TEST_DB, USER_A};
 
 /// The tests of this binary run one at a time: a direct process list must
 /// not show the backend connections of another test's funnel.
@@ -23,19 +23,8 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn start_funnel(connections: usize) -> FunnelProcess {
-    let db = common::mariadb();
-    let port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = {connections}\n\n\
-         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n\n\
-         [user \"{}\"]\npassword = \"{}\"\n",
-        db.port,
-        common::USER_B,
-        common::PASS_B
-    );
-    FunnelProcess::builder(&cfg)
-        .port(port)
+    FunnelConfig::new()
+        .pool(&format!("connections = {connections}"))
         .rust_log("warn")
         .start()
 }

@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, FunnelProcess, PASS_A, USER_A};
+use common::{wait_until, FunnelConfig, USER_A};
 use mysql::prelude::Queryable;
 
 /// What `src/server/log_limit.rs` allows per kind of event and window.
@@ -62,23 +62,17 @@ fn a_flood_of_failed_logins_and_garbage_leaves_a_bounded_log() {
     const FAILED_LOGINS: usize = 2000;
     const GARBAGE: usize = 300;
     const ADMIN_FAILED_LOGINS: usize = 300;
-    let db = common::mariadb();
-    let port = common::free_port();
     let admin_port = common::free_port();
-    let config = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\nauth_failure_delay_ms = 0\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n\
-         [pool]\nconnections = 1\n\n[user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n\n\
-         [admin]\nlisten = 127.0.0.1:{admin_port}\npassword = admin-pw\n",
-        db.port
-    );
     // Refused logins are logged at warn; bad handshakes at info. Logins
     // are not held after failures (auth_failure_delay_ms = 0): this floods
     // the log from one address, tests/auth_throttle.rs tests the holds.
-    let f = FunnelProcess::builder(&config)
-        .port(port)
+    let f = FunnelConfig::user_a()
+        .funnel("auth_failure_delay_ms = 0")
+        .pool("connections = 1")
+        .admin(admin_port, "admin-pw")
         .rust_log("info")
         .start();
+    let port = f.port;
     let lines_at_start = f.log().lines().count();
 
     let t0 = Instant::now();

@@ -18,7 +18,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{FunnelProcess, PASS_A, TEST_DB, USER_A};
+use common::{FunnelConfig, FunnelProcess, PASS_A, TEST_DB, USER_A};
 use mysql::prelude::Queryable;
 
 fn script(name: &str) -> PathBuf {
@@ -28,15 +28,8 @@ fn script(name: &str) -> PathBuf {
 }
 
 fn start_funnel() -> FunnelProcess {
-    let db = common::mariadb();
-    let port = common::free_port();
     // Two backends: statements are prepared and bulk-executed on either.
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n[backend]\naddress = 127.0.0.1:{}\n\n\
-         [pool]\nconnections = 2\n\n[user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n",
-        db.port
-    );
-    FunnelProcess::start(&cfg, port)
+    FunnelConfig::user_a().pool("connections = 2").start()
 }
 
 /// mysqld's count of prepared-statement executions (a bulk execute counts

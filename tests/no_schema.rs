@@ -16,7 +16,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{FunnelProcess, PASS_A, TEST_DB, USER_A};
+use common::{FunnelConfig, FunnelProcess, PASS_A, TEST_DB, USER_A};
 use mysql::prelude::Queryable;
 use mysql::{ChangeUserOpts, Conn, OptsBuilder, Value};
 
@@ -31,20 +31,14 @@ struct Funnel {
 }
 
 fn start_funnel(connections: usize) -> Funnel {
-    let db = common::mariadb();
-    let port = common::free_port();
     let admin_port = common::free_port();
     let stats_port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\nmax_client_connections = 1000\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = {connections}\n\n\
-         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n\
-         [admin]\nlisten = 127.0.0.1:{admin_port}\nuser = {ADMIN_USER}\npassword = {ADMIN_PW}\n\
-         [stats]\nlisten = 127.0.0.1:{stats_port}\n",
-        db.port
-    );
-    let f = FunnelProcess::builder(&cfg)
-        .port(port)
+    let f = FunnelConfig::user_a()
+        .funnel("max_client_connections = 1000")
+        .pool(&format!("connections = {connections}"))
+        .admin(admin_port, ADMIN_PW)
+        .admin_line(&format!("user = {ADMIN_USER}"))
+        .stats(stats_port)
         .rust_log("warn")
         .start();
     Funnel {

@@ -18,7 +18,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, FunnelProcess, TEST_DB};
+use common::{wait_until, FunnelConfig, FunnelProcess, TEST_DB};
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder};
 
@@ -51,16 +51,12 @@ fn private_account(tag: &str) -> (String, String) {
 fn start(tag: &str, pool: &str, connections: usize) -> Env {
     let db = common::mariadb();
     let (user, pw) = private_account(tag);
-    let port = common::free_port();
     let admin_port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n[backend]\naddress = 127.0.0.1:{}\n\n\
-         [pool]\n{pool}\n\n[user \"{user}\"]\npassword = \"{pw}\"\n\n\
-         [admin]\nlisten = 127.0.0.1:{admin_port}\nuser = {ADMIN_USER}\npassword = {ADMIN_PW}\n",
-        db.port
-    );
-    let f = FunnelProcess::builder(&cfg)
-        .port(port)
+    let f = FunnelConfig::empty()
+        .pool(pool)
+        .user(&user, &pw, &[])
+        .admin(admin_port, ADMIN_PW)
+        .admin_line(&format!("user = {ADMIN_USER}"))
         .rust_log("info")
         .start();
     db.wait_connections(&user, connections, Duration::from_secs(10));

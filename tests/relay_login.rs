@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::Once;
 use std::time::Duration;
 
-use common::{FunnelProcess, PASS_A, USER_A};
+use common::{FunnelConfig, FunnelProcess, PASS_A, USER_A};
 use mysql::prelude::Queryable;
 
 /// MariaDB's ed25519 plugin on the shared test server, once.
@@ -42,16 +42,9 @@ fn account(name: &str, how: &str) {
 }
 
 fn start_funnel(funnel_extra: &str) -> FunnelProcess {
-    let db = common::mariadb();
-    let port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n{funnel_extra}\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = 1\n\n\
-         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n",
-        db.port
-    );
-    FunnelProcess::builder(&cfg)
-        .port(port)
+    FunnelConfig::user_a()
+        .funnel(funnel_extra)
+        .pool("connections = 1")
         .rust_log("debug")
         .start()
 }
@@ -296,18 +289,15 @@ fn ed25519_configured_users_both_ways() {
         "SELECT JSON_VALUE(Priv, '$.authentication_string') FROM mysql.global_priv \
          WHERE User = 'ed_both'",
     );
-    let port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = 1\n\n\
-         [user ed_back]\npassword = \"back pw\"\n\n\
-         [user ed_both]\npassword = \"both pw\"\nauth_plugin = client_ed25519\n\n\
-         [user ed_key]\ned25519_public_key = {}\nauth_plugin = client_ed25519\n\
-         backend_user = ed_both\nbackend_password = \"both pw\"\n",
-        db.port, both_key[0]
-    );
-    let f = FunnelProcess::builder(&cfg)
-        .port(port)
+    let f = FunnelConfig::empty()
+        .pool("connections = 1")
+        .user("ed_back", "back pw", &[])
+        .user("ed_both", "both pw", &["auth_plugin = client_ed25519"])
+        .section(&format!(
+            "[user ed_key]\ned25519_public_key = {}\nauth_plugin = client_ed25519\n\
+             backend_user = ed_both\nbackend_password = \"both pw\"",
+            both_key[0]
+        ))
         .rust_log("debug")
         .start();
     // Towards mysqld: the funnel answers its switch to client_ed25519
@@ -357,17 +347,12 @@ fn ed25519_configured_users_both_ways() {
 fn relayed_client_kill_change_user_lost_backend_and_admin() {
     let db = common::mariadb();
     account("relay_k", "BY 'kpw'");
-    let port = common::free_port();
     let admin_port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\nunlisted_users = relay\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = 1\n\n\
-         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n\n\
-         [admin]\nlisten = 127.0.0.1:{admin_port}\nuser = adm\npassword = admpw\n",
-        db.port
-    );
-    let f = FunnelProcess::builder(&cfg)
-        .port(port)
+    let f = FunnelConfig::user_a()
+        .funnel("unlisted_users = relay")
+        .pool("connections = 1")
+        .admin(admin_port, "admpw")
+        .admin_line("user = adm")
         .rust_log("debug")
         .start();
     let mut a = relayed_conn(&f, "relay_k", "kpw").expect("relayed login");

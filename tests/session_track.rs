@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{FunnelProcess, PASS_A, TEST_DB, USER_A};
+use common::{FunnelConfig, FunnelProcess, PASS_A, TEST_DB, USER_A};
 
 mod raw {
     use sha1::{Digest, Sha1};
@@ -378,16 +378,8 @@ fn run(port: u16) -> Vec<(String, Vec<Vec<u8>>)> {
 }
 
 fn start_funnel() -> FunnelProcess {
-    let db = common::mariadb();
-    let port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = 1\n\n\
-         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n",
-        db.port
-    );
-    FunnelProcess::builder(&cfg)
-        .port(port)
+    FunnelConfig::user_a()
+        .pool("connections = 1")
         .rust_log("warn")
         .start()
 }

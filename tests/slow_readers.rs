@@ -25,7 +25,7 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, FunnelProcess, PASS_A, USER_A};
+use common::{wait_until, FunnelConfig, FunnelProcess, PASS_A, USER_A};
 use mysql::prelude::Queryable;
 use mysql::{Conn, QueryResult, Text};
 
@@ -40,33 +40,21 @@ struct Env {
     f: FunnelProcess,
     stats_port: u16,
     admin_port: u16,
-    /// Config text without the `[funnel]` lines the test chose (see `start`).
-    template: String,
-}
-
-/// The config text; `funnel_lines` go into `[funnel]`.
-fn config(template: &str, funnel_lines: &str) -> String {
-    template.replace("@FUNNEL@", funnel_lines)
+    /// The config without the `[funnel]` lines the test chose (see `start`).
+    template: FunnelConfig,
 }
 
 fn start(funnel_lines: &str, queue_timeout_ms: u64) -> Env {
-    let db = common::mariadb();
-    let port = common::free_port();
     let stats_port = common::free_port();
     let admin_port = common::free_port();
-    let template = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\nunix_socket = @DIR@/funnel.sock\n@FUNNEL@\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n\
-         [pool]\nconnections = 1\nqueue_timeout_ms = {queue_timeout_ms}\n\n\
-         [user {USER_A}]\npassword = \"{PASS_A}\"\n\n\
-         [stats]\nlisten = 127.0.0.1:{stats_port}\n\n\
-         [admin]\nlisten = 127.0.0.1:{admin_port}\npassword = \"{ADMIN_PW}\"\n",
-        db.port
-    );
-    let f = FunnelProcess::builder(&config(&template, funnel_lines))
-        .port(port)
-        .rust_log("info")
-        .start();
+    let template = FunnelConfig::user_a()
+        .funnel("unix_socket = @DIR@/funnel.sock")
+        .pool("connections = 1")
+        .pool(&format!("queue_timeout_ms = {queue_timeout_ms}"))
+        .stats(stats_port)
+        .admin(admin_port, ADMIN_PW)
+        .rust_log("info");
+    let f = template.clone().funnel(funnel_lines).start();
     Env {
         f,
         stats_port,
@@ -76,6 +64,11 @@ fn start(funnel_lines: &str, queue_timeout_ms: u64) -> Env {
 }
 
 impl Env {
+    /// The config text with these `[funnel]` lines.
+    fn config(&self, funnel_lines: &str) -> String {
+        self.template.clone().funnel(funnel_lines).text(self.f.port)
+    }
+
     fn socket(&self) -> PathBuf {
         self.f.dir.join("funnel.sock")
     }
@@ -123,7 +116,7 @@ impl Env {
     /// Rewrites the config with other `[funnel]` lines and reloads.
     fn reload(&self, funnel_lines: &str) {
         let before = self.f.log().matches("configuration reloaded").count();
-        self.f.write_config(&config(&self.template, funnel_lines));
+        self.f.write_config(&self.config(funnel_lines));
         self.f.signal(libc::SIGHUP);
         assert!(
             wait_until(Duration::from_secs(10), || {
@@ -568,7 +561,6 @@ fn shutdown_lets_a_buffered_reader_finish() {
 /// values stay.
 #[test]
 fn config_is_checked_and_reload_switches_mode() {
-    let db = common::mariadb();
     for (lines, message) in [
         (
             "max_buffered_result = 512K",
@@ -583,13 +575,10 @@ fn config_is_checked_and_reload_switches_mode() {
             "[funnel] max_buffered_total: expected a size in bytes",
         ),
     ] {
-        let cfg = format!(
-            "[funnel]\nlisten = 127.0.0.1:{}\n{lines}\n[backend]\naddress = 127.0.0.1:{}\n\
-             [user {USER_A}]\npassword = \"{PASS_A}\"\n",
-            common::free_port(),
-            db.port
-        );
-        let (status, log) = FunnelProcess::builder(&cfg).run_to_exit(Duration::from_secs(10));
+        let (status, log) = FunnelConfig::user_a()
+            .funnel(lines)
+            .builder()
+            .run_to_exit(Duration::from_secs(10));
         assert_eq!(status.and_then(|s| s.code()), Some(2), "{lines}: {log}");
         assert!(log.contains(message), "{lines}: {log}");
     }
@@ -613,7 +602,7 @@ fn config_is_checked_and_reload_switches_mode() {
 
     // A bad value is refused; the running ones stay.
     env.f
-        .write_config(&config(&env.template, "max_buffered_result = 512K"));
+        .write_config(&env.config("max_buffered_result = 512K"));
     env.f.signal(libc::SIGHUP);
     assert!(env
         .f

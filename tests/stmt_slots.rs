@@ -23,7 +23,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{FunnelProcess, PASS_A, USER_A};
+use common::{FunnelConfig, FunnelProcess, PASS_A, USER_A};
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder};
 
@@ -44,23 +44,13 @@ const ADMIN_PW: &str = "slots-admin";
 /// A funnel with `connections` shared backends and an admin console on
 /// `admin_port` (0: none).
 fn start_funnel_with_admin(connections: usize, admin_port: u16) -> FunnelProcess {
-    let db = common::mariadb();
-    let port = common::free_port();
-    let admin = if admin_port == 0 {
-        String::new()
-    } else {
-        format!("\n[admin]\nlisten = 127.0.0.1:{admin_port}\npassword = \"{ADMIN_PW}\"\n")
-    };
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = {connections}\n\n\
-         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n{admin}",
-        db.port
-    );
-    FunnelProcess::builder(&cfg)
-        .port(port)
-        .rust_log("warn")
-        .start()
+    let mut cfg = FunnelConfig::user_a()
+        .pool(&format!("connections = {connections}"))
+        .rust_log("warn");
+    if admin_port != 0 {
+        cfg = cfg.admin(admin_port, ADMIN_PW);
+    }
+    cfg.start()
 }
 
 fn start_funnel(connections: usize) -> FunnelProcess {

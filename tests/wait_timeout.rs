@@ -10,7 +10,7 @@ use std::io::Read;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{FunnelProcess, MariaDb, TEST_DB};
+use common::{FunnelConfig, FunnelProcess, MariaDb, TEST_DB};
 use mysql::consts::CapabilityFlags;
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder};
@@ -28,13 +28,11 @@ fn own_user(db: &MariaDb, prefix: &str) -> (String, String) {
 }
 
 fn start_funnel(db: &MariaDb, user: &str, pw: &str, pool: &str) -> FunnelProcess {
-    let port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n[backend]\naddress = 127.0.0.1:{}\n\n[pool]\n{pool}\n\n\
-         [user \"{user}\"]\npassword = \"{pw}\"\n",
-        db.port
-    );
-    FunnelProcess::start(&cfg, port)
+    FunnelConfig::empty()
+        .backend_port(db.port)
+        .pool(pool)
+        .user(user, pw, &[])
+        .start()
 }
 
 fn conn_at(port: u16, user: &str, pw: &str, interactive: bool) -> Conn {

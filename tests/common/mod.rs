@@ -6,7 +6,8 @@
 //!   tests that kill/restart/freeze it ([`MariaDb::kill`], [`MariaDb::stop`],
 //!   [`MariaDb::start`], [`MariaDb::signal`]).
 //! * [`url`], [`opts`], [`mysql_direct`], [`admin_sql`], [`root_url`]: clients.
-//! * [`FunnelProcess`]: runs the real `funnel` binary with a given config.
+//! * [`FunnelProcess`]: runs the real `funnel` binary with a given config;
+//!   [`FunnelConfig`] builds one.
 //! * [`free_port`].
 //!
 //! Nothing runs before a test asks for it. Servers and funnel processes are
@@ -21,11 +22,13 @@
 // Each test binary uses a different subset of the harness.
 #![allow(dead_code, unused_imports)]
 
+mod config;
 mod funnel;
 mod mariadb;
 mod node;
 mod process;
 
+pub use config::FunnelConfig;
 pub use funnel::{funnel_bin, FunnelBuilder, FunnelProcess, DIR_PLACEHOLDER};
 pub use mariadb::{
     admin_sql, mariadb, mariadb_client, mysql_direct, opts, root_url, url, MariaDb, PASS_A, PASS_B,
