@@ -13,7 +13,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::process::Command;
 use std::sync::mpsc;
@@ -22,7 +22,7 @@ use std::time::Duration;
 use common::{FunnelConfig, FunnelProcess};
 use funnel::protocol::caching_sha2;
 use funnel::protocol::handshake::{HandshakeResponse, HandshakeV10};
-use funnel::protocol::packet::{next_frame, write_packet, HEADER_LEN};
+use funnel::protocol::packet::{next_frame, write_packet};
 use mysql::prelude::Queryable;
 
 const USER: &str = "sha_user";
@@ -170,12 +170,7 @@ fn clients_log_in_with_caching_sha2_password() {
 
 /// One packet from a blocking stream: (seq, payload).
 fn read_packet(s: &mut std::net::TcpStream) -> (u8, Vec<u8>) {
-    let mut head = [0u8; HEADER_LEN];
-    s.read_exact(&mut head).expect("packet header");
-    let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
-    let mut payload = vec![0; len];
-    s.read_exact(&mut payload).expect("packet payload");
-    (head[3], payload)
+    common::raw::read_packet_from(s).expect("packet")
 }
 
 fn send(s: &mut std::net::TcpStream, seq: u8, payload: &[u8]) {

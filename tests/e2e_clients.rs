@@ -1046,16 +1046,12 @@ fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream) -> Vec<u8> {
 }
 
 /// A recorded stream as (sequence id, payload) packets.
-fn packets(mut stream: &[u8]) -> Vec<(u8, Vec<u8>)> {
-    let mut out = Vec::new();
-    while stream.len() >= 4 {
-        let len =
-            usize::from(stream[0]) | usize::from(stream[1]) << 8 | usize::from(stream[2]) << 16;
-        assert!(stream.len() >= 4 + len, "truncated packet in the recording");
-        out.push((stream[3], stream[4..4 + len].to_vec()));
-        stream = &stream[4 + len..];
-    }
-    assert!(stream.is_empty(), "trailing bytes in the recording");
+fn packets(stream: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let (out, rest) = common::raw::split_packets(stream);
+    assert!(
+        rest.is_empty(),
+        "truncated packet or trailing bytes in the recording"
+    );
     out
 }
 

@@ -152,32 +152,16 @@ fn default_sql_mode() -> String {
     v[0].clone()
 }
 
-/// A minimal client speaking the MySQL protocol by hand, for what real
-/// client libraries will not do: drop the socket in the middle of a result,
-/// send commands without waiting for answers, or log in with any charset.
+/// A client speaking the MySQL protocol by hand ([`common::raw`]), for
+/// what real client libraries will not do: drop the socket in the middle
+/// of a result, send commands without waiting for answers, or log in with
+/// any charset.
 mod raw {
-    use sha1::{Digest, Sha1};
-    use std::io::{self, Read, Write};
-    use std::net::{Shutdown, TcpStream};
+    pub use super::common::raw::ServerError;
+    use super::common::raw::{Answer, Login, ReadFault, Wire, CLIENT_MULTI_STATEMENTS};
+    use std::io::{Read, Write};
+    use std::net::Shutdown;
     use std::time::Duration;
-
-    const CLIENT_LONG_PASSWORD: u32 = 1;
-    const CLIENT_LONG_FLAG: u32 = 4;
-    const CLIENT_CONNECT_WITH_DB: u32 = 8;
-    const CLIENT_PROTOCOL_41: u32 = 0x200;
-    const CLIENT_TRANSACTIONS: u32 = 0x2000;
-    const CLIENT_SECURE_CONNECTION: u32 = 0x8000;
-    const CLIENT_MULTI_STATEMENTS: u32 = 0x1_0000;
-    const CLIENT_MULTI_RESULTS: u32 = 0x2_0000;
-    const CLIENT_PLUGIN_AUTH: u32 = 0x8_0000;
-    const SERVER_MORE_RESULTS_EXISTS: u16 = 8;
-
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub struct ServerError {
-        pub code: u16,
-        pub state: String,
-        pub message: String,
-    }
 
     /// One statement's answer.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,64 +191,7 @@ mod raw {
     }
 
     pub struct RawClient {
-        pub stream: TcpStream,
-        seq: u8,
-    }
-
-    fn native_token(pw: &str, scramble: &[u8]) -> Vec<u8> {
-        if pw.is_empty() {
-            return Vec::new();
-        }
-        let s1 = Sha1::digest(pw.as_bytes());
-        let s2 = Sha1::digest(s1);
-        let mut h = Sha1::new();
-        h.update(scramble);
-        h.update(s2);
-        let s3 = h.finalize();
-        s1.iter().zip(s3.iter()).map(|(a, b)| a ^ b).collect()
-    }
-
-    fn lenenc(p: &[u8], pos: &mut usize) -> Option<u64> {
-        let b = p[*pos];
-        *pos += 1;
-        let (n, v) = match b {
-            0xfb => return None,
-            0xfc => (2, u16::from_le_bytes([p[*pos], p[*pos + 1]]) as u64),
-            0xfd => (
-                3,
-                u32::from_le_bytes([p[*pos], p[*pos + 1], p[*pos + 2], 0]) as u64,
-            ),
-            0xfe => (8, u64::from_le_bytes(p[*pos..*pos + 8].try_into().unwrap())),
-            x => (0, x as u64),
-        };
-        *pos += n;
-        Some(v)
-    }
-
-    fn parse_err(p: &[u8]) -> ServerError {
-        let code = u16::from_le_bytes([p[1], p[2]]);
-        let (state, msg) = if p.get(3) == Some(&b'#') {
-            (String::from_utf8_lossy(&p[4..9]).into_owned(), &p[9..])
-        } else {
-            (String::new(), &p[3..])
-        };
-        ServerError {
-            code,
-            state,
-            message: String::from_utf8_lossy(msg).into_owned(),
-        }
-    }
-
-    fn parse_ok(p: &[u8]) -> (u64, u16) {
-        let mut pos = 1;
-        let affected = lenenc(p, &mut pos).unwrap_or(0);
-        let _insert_id = lenenc(p, &mut pos);
-        let status = u16::from_le_bytes([p[pos], p[pos + 1]]);
-        (affected, status)
-    }
-
-    fn is_eof(p: &[u8]) -> bool {
-        p.first() == Some(&0xfe) && p.len() < 9
+        wire: Wire,
     }
 
     impl RawClient {
@@ -277,136 +204,22 @@ mod raw {
             db: Option<&str>,
             charset: u8,
         ) -> Result<RawClient, ServerError> {
-            Self::connect_caps(port, user, pw, db, charset, 0)
-        }
-
-        /// [`connect`](Self::connect) asking for extra capability flags.
-        pub fn connect_caps(
-            port: u16,
-            user: &str,
-            pw: &str,
-            db: Option<&str>,
-            charset: u8,
-            extra_caps: u32,
-        ) -> Result<RawClient, ServerError> {
-            let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to funnel");
-            stream
-                .set_read_timeout(Some(Duration::from_secs(60)))
-                .unwrap();
-            stream
-                .set_write_timeout(Some(Duration::from_secs(60)))
-                .unwrap();
-            stream.set_nodelay(true).unwrap();
-            let mut c = RawClient { stream, seq: 0 };
-            let greeting = c.read_packet().expect("read the greeting");
-            assert_eq!(greeting[0], 10, "protocol version");
-            let mut i = 1 + greeting[1..].iter().position(|&b| b == 0).unwrap() + 1;
-            i += 4; // connection id
-            let mut scramble = greeting[i..i + 8].to_vec();
-            i += 8 + 1; // + filler
-            i += 2 + 1 + 2 + 2; // caps low, charset, status, caps high
-            let auth_len = greeting[i] as usize;
-            i += 1 + 10;
-            let part2 = auth_len.saturating_sub(8).max(13) - 1;
-            scramble.extend_from_slice(&greeting[i..i + part2]);
-
-            let mut caps = CLIENT_LONG_PASSWORD
-                | CLIENT_LONG_FLAG
-                | CLIENT_PROTOCOL_41
-                | CLIENT_TRANSACTIONS
-                | CLIENT_SECURE_CONNECTION
-                | CLIENT_MULTI_STATEMENTS
-                | CLIENT_MULTI_RESULTS
-                | CLIENT_PLUGIN_AUTH
-                | extra_caps;
-            if db.is_some() {
-                caps |= CLIENT_CONNECT_WITH_DB;
-            }
-            let mut p = Vec::new();
-            p.extend_from_slice(&caps.to_le_bytes());
-            p.extend_from_slice(&(16u32 << 20).to_le_bytes());
-            p.push(charset);
-            p.extend_from_slice(&[0; 23]);
-            p.extend_from_slice(user.as_bytes());
-            p.push(0);
-            let token = native_token(pw, &scramble);
-            p.push(token.len() as u8);
-            p.extend_from_slice(&token);
-            if let Some(db) = db {
-                p.extend_from_slice(db.as_bytes());
-                p.push(0);
-            }
-            p.extend_from_slice(b"mysql_native_password\0");
-            c.write_packet(&p).expect("send the handshake response");
-            loop {
-                let reply = c.read_packet().expect("read the login reply");
-                match reply[0] {
-                    0x00 => return Ok(c),
-                    0xff => return Err(parse_err(&reply)),
-                    0xfe => {
-                        // Auth switch: plugin name, NUL, new scramble.
-                        let nul = reply[1..].iter().position(|&b| b == 0).unwrap() + 1;
-                        let data = &reply[nul + 1..];
-                        let data = data.strip_suffix(&[0]).unwrap_or(data);
-                        let token = native_token(pw, data);
-                        c.write_packet(&token).unwrap();
-                    }
-                    x => panic!("unexpected login reply 0x{x:02x}"),
-                }
-            }
-        }
-
-        pub fn read_packet(&mut self) -> io::Result<Vec<u8>> {
-            let mut out = Vec::new();
-            loop {
-                let mut h = [0u8; 4];
-                self.stream.read_exact(&mut h)?;
-                let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
-                self.seq = h[3].wrapping_add(1);
-                let start = out.len();
-                out.resize(start + len, 0);
-                self.stream.read_exact(&mut out[start..])?;
-                if len < 0xff_ffff {
-                    return Ok(out);
-                }
-            }
-        }
-
-        fn frame(&mut self, payload: &[u8], out: &mut Vec<u8>) {
-            let mut rest = payload;
-            loop {
-                let n = rest.len().min(0xff_ffff);
-                out.extend_from_slice(&(n as u32).to_le_bytes()[..3]);
-                out.push(self.seq);
-                self.seq = self.seq.wrapping_add(1);
-                out.extend_from_slice(&rest[..n]);
-                rest = &rest[n..];
-                if n < 0xff_ffff {
-                    return;
-                }
+            let d = Duration::from_secs(60);
+            let mut wire = Wire::connect(port, d, Some(d));
+            let greeting = wire.read_greeting().expect("read the greeting");
+            let login = Login::new(user, pw, db)
+                .charset(charset)
+                .caps(CLIENT_MULTI_STATEMENTS);
+            match wire.login(&greeting, &login).expect("read the login reply") {
+                Ok(_) => Ok(RawClient { wire }),
+                Err(reply) if reply.first() == Some(&0xff) => Err(ServerError::parse(&reply)),
+                Err(reply) => panic!("unexpected login reply {reply:02x?}"),
             }
         }
 
         /// Sends a command packet (sequence 0) without reading the answer.
         pub fn command(&mut self, payload: &[u8]) {
-            self.seq = 0;
-            self.write_packet(payload).expect("send command");
-        }
-
-        pub fn write_packet(&mut self, payload: &[u8]) -> io::Result<()> {
-            let mut out = Vec::new();
-            self.frame(payload, &mut out);
-            self.stream.write_all(&out)
-        }
-
-        /// Bytes of one COM_QUERY, framed (sequence 0).
-        pub fn query_bytes(&mut self, sql: &str) -> Vec<u8> {
-            self.seq = 0;
-            let mut payload = vec![0x03];
-            payload.extend_from_slice(sql.as_bytes());
-            let mut out = Vec::new();
-            self.frame(&payload, &mut out);
-            out
+            self.wire.command(payload).expect("send command");
         }
 
         /// Sends a COM_QUERY without reading the answer.
@@ -416,21 +229,17 @@ mod raw {
 
         /// Sends a COM_QUERY of any bytes (not necessarily UTF-8).
         pub fn send_query_bytes(&mut self, sql: &[u8]) {
-            self.seq = 0;
-            let mut payload = vec![0x03];
-            payload.extend_from_slice(sql);
-            let mut out = Vec::new();
-            self.frame(&payload, &mut out);
-            self.stream.write_all(&out).expect("send query");
+            self.wire.send_query(sql).expect("send query");
         }
 
         /// Sends several COM_QUERYs in one write (pipelined).
         pub fn send_pipelined(&mut self, sqls: &[&str]) {
             let mut all = Vec::new();
             for s in sqls {
-                all.extend(self.query_bytes(s));
+                self.wire.seq = 0;
+                all.extend(self.wire.frame(&[&[0x03][..], s.as_bytes()].concat()));
             }
-            self.stream.write_all(&all).expect("send queries");
+            self.wire.stream.write_all(&all).expect("send queries");
         }
 
         /// Reads the answer to one statement (the first result of a
@@ -449,57 +258,24 @@ mod raw {
         }
 
         fn read_one_result(&mut self) -> (Result<Reply, ServerError>, bool) {
-            let p = self.read_packet().expect("read reply");
-            match p[0] {
-                0x00 => {
-                    let (affected_rows, status) = parse_ok(&p);
-                    let more = status & SERVER_MORE_RESULTS_EXISTS != 0;
-                    (
-                        Ok(Reply::Ok {
-                            affected_rows,
-                            status,
-                        }),
-                        more,
-                    )
-                }
-                0xff => (Err(parse_err(&p)), false),
-                _ => {
-                    let mut pos = 0;
-                    let ncols = lenenc(&p, &mut pos).unwrap();
-                    for _ in 0..ncols {
-                        self.read_packet().expect("column definition");
-                    }
-                    let eof = self.read_packet().expect("EOF after columns");
-                    assert!(is_eof(&eof), "expected EOF after column definitions");
-                    let mut rows = Vec::new();
-                    loop {
-                        let p = self.read_packet().expect("row");
-                        if is_eof(&p) {
-                            let status = u16::from_le_bytes([p[3], p[4]]);
-                            return (
-                                Ok(Reply::Rows(rows)),
-                                status & SERVER_MORE_RESULTS_EXISTS != 0,
-                            );
-                        }
-                        if p[0] == 0xff {
-                            return (Err(parse_err(&p)), false);
-                        }
-                        let mut pos = 0;
-                        let mut row = Vec::new();
-                        for _ in 0..ncols {
-                            if p[pos] == 0xfb {
-                                pos += 1;
-                                row.push(None);
-                            } else {
-                                let n = lenenc(&p, &mut pos).unwrap() as usize;
-                                row.push(Some(p[pos..pos + n].to_vec()));
-                                pos += n;
-                            }
-                        }
-                        rows.push(row);
-                    }
-                }
-            }
+            let answer = match self.wire.read_result() {
+                Ok(a) => a,
+                Err(ReadFault::Io(e)) => panic!("read reply: {e}"),
+                Err(ReadFault::Garbage(what)) => panic!("read reply: {what}"),
+            };
+            let more = answer.more_results();
+            let reply = match answer {
+                Answer::Ok {
+                    affected_rows,
+                    status,
+                } => Ok(Reply::Ok {
+                    affected_rows,
+                    status,
+                }),
+                Answer::Rows { rows, .. } => Ok(Reply::Rows(rows)),
+                Answer::Err(p) => Err(ServerError::parse(&p)),
+            };
+            (reply, more)
         }
 
         /// Every result of a (multi-statement) query, up to the first error.
@@ -532,7 +308,7 @@ mod raw {
             let mut buf = vec![0u8; 64 * 1024];
             let mut got = 0;
             while got < n {
-                let k = self.stream.read(&mut buf).expect("read");
+                let k = self.wire.stream.read(&mut buf).expect("read");
                 assert!(k > 0, "connection closed after {got} bytes");
                 got += k;
             }
@@ -541,15 +317,14 @@ mod raw {
         /// Closes the socket at once (no COM_QUIT); unread input makes the
         /// kernel send a RST.
         pub fn abort(self) {
-            let _ = self.stream.shutdown(Shutdown::Both);
+            let _ = self.wire.stream.shutdown(Shutdown::Both);
         }
     }
 }
 
 use raw::RawClient;
 
-const UTF8MB4_GENERAL_CI: u8 = 45;
-const LATIN1_SWEDISH_CI: u8 = 8;
+use common::raw::{LATIN1_SWEDISH_CI, UTF8MB4_GENERAL_CI};
 
 fn raw_a(f: &FunnelProcess) -> RawClient {
     RawClient::connect(f.port, USER_A, PASS_A, Some(TEST_DB), UTF8MB4_GENERAL_CI)

@@ -164,17 +164,7 @@ fn read_until_closed(s: &mut TcpStream, timeout: Duration) -> Vec<u8> {
 /// The packets in `bytes` (payloads, in order; a trailing partial packet is
 /// ignored).
 fn split_packets(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos + 4 <= bytes.len() {
-        let len = u32::from_le_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], 0]) as usize;
-        if pos + 4 + len > bytes.len() {
-            break;
-        }
-        out.push((bytes[pos + 3], bytes[pos + 4..pos + 4 + len].to_vec()));
-        pos += 4 + len;
-    }
-    out
+    common::raw::split_packets(bytes).0
 }
 
 /// The ERR packets among `packets`, parsed (and checked to be well-formed).
@@ -190,35 +180,12 @@ fn errors_in(packets: &[(u8, Vec<u8>)]) -> Vec<raw::ServerError> {
 // A minimal client speaking the protocol by hand.
 
 mod raw {
-    use sha1::{Digest, Sha1};
-    use std::io::{self, Read, Write};
-    use std::net::TcpStream;
+    pub use super::common::raw::{frame, query_packet, ServerError};
+    use super::common::raw::{Answer, Greeting, Login, ReadFault, Wire};
+    pub use super::common::raw::{BASE_CAPS, CLIENT_SSL, UTF8MB4_GENERAL_CI};
+    use std::io::{self, Write};
+    use std::ops::{Deref, DerefMut};
     use std::time::Duration;
-
-    pub const UTF8MB4_GENERAL_CI: u8 = 45;
-    pub const CLIENT_LONG_PASSWORD: u32 = 1;
-    pub const CLIENT_LONG_FLAG: u32 = 4;
-    pub const CLIENT_CONNECT_WITH_DB: u32 = 8;
-    pub const CLIENT_PROTOCOL_41: u32 = 0x200;
-    pub const CLIENT_SSL: u32 = 0x800;
-    pub const CLIENT_TRANSACTIONS: u32 = 0x2000;
-    pub const CLIENT_SECURE_CONNECTION: u32 = 0x8000;
-    pub const CLIENT_MULTI_RESULTS: u32 = 0x2_0000;
-    pub const CLIENT_PLUGIN_AUTH: u32 = 0x8_0000;
-    pub const BASE_CAPS: u32 = CLIENT_LONG_PASSWORD
-        | CLIENT_LONG_FLAG
-        | CLIENT_PROTOCOL_41
-        | CLIENT_TRANSACTIONS
-        | CLIENT_SECURE_CONNECTION
-        | CLIENT_MULTI_RESULTS
-        | CLIENT_PLUGIN_AUTH;
-
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub struct ServerError {
-        pub code: u16,
-        pub state: String,
-        pub message: String,
-    }
 
     /// What came back for one command.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,71 +201,29 @@ mod raw {
         Garbage(String),
     }
 
+    /// A client at the packet level ([`Wire`]: `stream`, `read_packet`,
+    /// `first_seq`, the sequence id of the first packet of the last reply).
     pub struct Raw {
-        pub stream: TcpStream,
-        seq: u8,
-        scramble: Vec<u8>,
-        /// Sequence id of the first packet of the last reply.
-        pub first_seq: u8,
+        wire: Wire,
+        greeting: Option<Greeting>,
+    }
+
+    impl Deref for Raw {
+        type Target = Wire;
+        fn deref(&self) -> &Wire {
+            &self.wire
+        }
+    }
+
+    impl DerefMut for Raw {
+        fn deref_mut(&mut self) -> &mut Wire {
+            &mut self.wire
+        }
     }
 
     /// An ERR payload (0xff, code, '#', state, message), checked to be well-formed.
     pub fn parse_err(p: &[u8]) -> ServerError {
-        assert!(p.len() >= 3 && p[0] == 0xff, "not an ERR packet: {p:?}");
-        let code = u16::from_le_bytes([p[1], p[2]]);
-        assert_eq!(p.get(3), Some(&b'#'), "ERR packet without SQL state: {p:?}");
-        assert!(p.len() >= 9, "ERR packet with a short SQL state: {p:?}");
-        ServerError {
-            code,
-            state: String::from_utf8_lossy(&p[4..9]).into_owned(),
-            message: String::from_utf8_lossy(&p[9..]).into_owned(),
-        }
-    }
-
-    pub fn native_token(pw: &str, scramble: &[u8]) -> Vec<u8> {
-        if pw.is_empty() {
-            return Vec::new();
-        }
-        let s1 = Sha1::digest(pw.as_bytes());
-        let s2 = Sha1::digest(s1);
-        let mut h = Sha1::new();
-        h.update(scramble);
-        h.update(s2);
-        let s3 = h.finalize();
-        s1.iter().zip(s3.iter()).map(|(a, b)| a ^ b).collect()
-    }
-
-    fn lenenc(p: &[u8], pos: &mut usize) -> Option<Option<u64>> {
-        let b = *p.get(*pos)?;
-        *pos += 1;
-        let n = match b {
-            0xfb => return Some(None),
-            0xfc => 2,
-            0xfd => 3,
-            0xfe => 8,
-            x => return Some(Some(x as u64)),
-        };
-        let bytes = p.get(*pos..*pos + n)?;
-        *pos += n;
-        let mut v = [0u8; 8];
-        v[..n].copy_from_slice(bytes);
-        Some(Some(u64::from_le_bytes(v)))
-    }
-
-    /// One framed packet.
-    pub fn frame(seq: u8, payload: &[u8]) -> Vec<u8> {
-        assert!(payload.len() < 0xff_ffff);
-        let mut out = (payload.len() as u32).to_le_bytes()[..3].to_vec();
-        out.push(seq);
-        out.extend_from_slice(payload);
-        out
-    }
-
-    /// A framed COM_QUERY (sequence 0).
-    pub fn query_packet(sql: &str) -> Vec<u8> {
-        let mut p = vec![0x03];
-        p.extend_from_slice(sql.as_bytes());
-        frame(0, &p)
+        ServerError::parse_checked(p)
     }
 
     fn io_reply(e: io::Error) -> Reply {
@@ -311,17 +236,9 @@ mod raw {
     impl Raw {
         /// A TCP connection to the funnel (nothing read yet).
         pub fn connect(port: u16, read_timeout: Duration) -> Raw {
-            let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the funnel");
-            stream.set_read_timeout(Some(read_timeout)).unwrap();
-            stream
-                .set_write_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            stream.set_nodelay(true).unwrap();
             Raw {
-                stream,
-                seq: 0,
-                scramble: Vec::new(),
-                first_seq: 0,
+                wire: Wire::connect(port, read_timeout, Some(Duration::from_secs(10))),
+                greeting: None,
             }
         }
 
@@ -339,77 +256,23 @@ mod raw {
             self.stream.set_read_timeout(Some(d)).unwrap();
         }
 
-        /// Reads one physical packet: (sequence id, payload).
-        pub fn read_packet(&mut self) -> io::Result<(u8, Vec<u8>)> {
-            let mut h = [0u8; 4];
-            self.stream.read_exact(&mut h)?;
-            let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
-            let mut p = vec![0u8; len];
-            self.stream.read_exact(&mut p)?;
-            self.seq = h[3].wrapping_add(1);
-            Ok((h[3], p))
-        }
-
         /// Reads the greeting and keeps its scramble.
         pub fn read_greeting(&mut self) -> io::Result<()> {
-            let (_, g) = self.read_packet()?;
-            if g.first() != Some(&10) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("not a greeting: {g:?}"),
-                ));
-            }
-            let mut i = 1 + g[1..].iter().position(|&b| b == 0).unwrap() + 1;
-            i += 4; // connection id
-            let mut scramble = g[i..i + 8].to_vec();
-            i += 8 + 1 + 2 + 1 + 2 + 2; // filler, caps, charset, status, caps
-            let auth_len = g[i] as usize;
-            i += 1 + 10;
-            let part2 = auth_len.saturating_sub(8).max(13) - 1;
-            scramble.extend_from_slice(&g[i..i + part2]);
-            self.scramble = scramble;
+            self.greeting = Some(self.wire.read_greeting()?);
             Ok(())
         }
 
         /// Sends the handshake response and reads the answer (handles an
         /// auth switch to mysql_native_password).
         pub fn login(&mut self, user: &str, pw: &str, db: Option<&str>) -> Result<(), Reply> {
-            let mut caps = BASE_CAPS;
-            if db.is_some() {
-                caps |= CLIENT_CONNECT_WITH_DB;
-            }
-            let mut p = Vec::new();
-            p.extend_from_slice(&caps.to_le_bytes());
-            p.extend_from_slice(&(16u32 << 20).to_le_bytes());
-            p.push(UTF8MB4_GENERAL_CI);
-            p.extend_from_slice(&[0; 23]);
-            p.extend_from_slice(user.as_bytes());
-            p.push(0);
-            let token = native_token(pw, &self.scramble);
-            p.push(token.len() as u8);
-            p.extend_from_slice(&token);
-            if let Some(db) = db {
-                p.extend_from_slice(db.as_bytes());
-                p.push(0);
-            }
-            p.extend_from_slice(b"mysql_native_password\0");
-            let seq = self.seq;
-            self.write(&frame(seq, &p)).map_err(io_reply)?;
-            loop {
-                let (_, reply) = self.read_packet().map_err(io_reply)?;
-                match reply.first() {
-                    Some(0x00) => return Ok(()),
-                    Some(0xff) => return Err(Reply::Err(parse_err(&reply))),
-                    Some(0xfe) => {
-                        let nul = reply[1..].iter().position(|&b| b == 0).unwrap() + 1;
-                        let data = &reply[nul + 1..];
-                        let data = data.strip_suffix(&[0]).unwrap_or(data);
-                        let token = native_token(pw, data);
-                        let seq = self.seq;
-                        self.write(&frame(seq, &token)).map_err(io_reply)?;
-                    }
-                    _ => return Err(Reply::Garbage(format!("login reply {reply:?}"))),
+            let greeting = self.greeting.clone().expect("read_greeting first");
+            match self.wire.login(&greeting, &Login::new(user, pw, db)) {
+                Err(e) => Err(io_reply(e)),
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(reply)) if reply.first() == Some(&0xff) => {
+                    Err(Reply::Err(parse_err(&reply)))
                 }
+                Ok(Err(reply)) => Err(Reply::Garbage(format!("login reply {reply:?}"))),
             }
         }
 
@@ -435,59 +298,20 @@ mod raw {
 
         /// Reads the complete answer to one command (a single result).
         pub fn read_reply(&mut self) -> Reply {
-            let (seq, p) = match self.read_packet() {
-                Ok(x) => x,
-                Err(e) => return io_reply(e),
-            };
-            self.first_seq = seq;
-            match p.first() {
-                Some(0x00) => return Reply::Ok,
-                Some(0xff) => return Reply::Err(parse_err(&p)),
-                None => return Reply::Garbage("empty packet".into()),
-                _ => {}
-            }
-            let mut pos = 0;
-            let Some(Some(ncols)) = lenenc(&p, &mut pos) else {
-                return Reply::Garbage(format!("bad column count {p:?}"));
-            };
-            for _ in 0..ncols {
-                if let Err(e) = self.read_packet() {
-                    return io_reply(e);
-                }
-            }
-            match self.read_packet() {
-                Ok((_, p)) if p.first() == Some(&0xfe) && p.len() < 9 => {}
-                Ok((_, p)) => return Reply::Garbage(format!("expected EOF, got {p:?}")),
-                Err(e) => return io_reply(e),
-            }
-            let mut rows = Vec::new();
-            loop {
-                let p = match self.read_packet() {
-                    Ok((_, p)) => p,
-                    Err(e) => return io_reply(e),
-                };
-                if p.first() == Some(&0xfe) && p.len() < 9 {
-                    return Reply::Rows(rows);
-                }
-                if p.first() == Some(&0xff) {
-                    return Reply::Err(parse_err(&p));
-                }
-                let mut pos = 0;
-                let mut row = Vec::new();
-                for _ in 0..ncols {
-                    match lenenc(&p, &mut pos) {
-                        Some(None) => row.push(None),
-                        Some(Some(n)) => {
-                            let Some(v) = p.get(pos..pos + n as usize) else {
-                                return Reply::Garbage(format!("bad row {p:?}"));
-                            };
-                            row.push(Some(String::from_utf8_lossy(v).into_owned()));
-                            pos += n as usize;
-                        }
-                        None => return Reply::Garbage(format!("bad row {p:?}")),
-                    }
-                }
-                rows.push(row);
+            match self.wire.read_result() {
+                Ok(Answer::Ok { .. }) => Reply::Ok,
+                Ok(Answer::Err(p)) => Reply::Err(parse_err(&p)),
+                Ok(Answer::Rows { rows, .. }) => Reply::Rows(
+                    rows.into_iter()
+                        .map(|r| {
+                            r.into_iter()
+                                .map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned()))
+                                .collect()
+                        })
+                        .collect(),
+                ),
+                Err(ReadFault::Io(e)) => io_reply(e),
+                Err(ReadFault::Garbage(what)) => Reply::Garbage(what),
             }
         }
     }
@@ -528,6 +352,7 @@ mod raw {
 /// ([`bad_greetings`](FakeMysql::bad_greetings)) or half a greeting and then
 /// nothing ([`stall_greetings`](FakeMysql::stall_greetings)).
 mod fake {
+    use super::common::raw::{frame, read_packet_from as read_packet};
     use std::io::{self, Read, Write};
     use std::net::{Shutdown, TcpListener, TcpStream};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -646,22 +471,6 @@ mod fake {
             });
             fake
         }
-    }
-
-    fn frame(seq: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = (payload.len() as u32).to_le_bytes()[..3].to_vec();
-        out.push(seq);
-        out.extend_from_slice(payload);
-        out
-    }
-
-    fn read_packet(s: &mut TcpStream) -> io::Result<(u8, Vec<u8>)> {
-        let mut h = [0u8; 4];
-        s.read_exact(&mut h)?;
-        let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
-        let mut p = vec![0u8; len];
-        s.read_exact(&mut p)?;
-        Ok((h[3], p))
     }
 
     fn greeting(id: u32) -> Vec<u8> {

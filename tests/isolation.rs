@@ -1493,91 +1493,28 @@ fn s16_other_ways_to_change_the_session() {
 // 14. COM_SET_OPTION with an unknown option.
 
 mod raw {
-    use std::io::{Read, Write};
-    use std::net::TcpStream;
+    use super::common::raw::{Login, Wire, CLIENT_MULTI_STATEMENTS};
     use std::time::Duration;
 
     pub struct Raw {
-        s: TcpStream,
-        seq: u8,
-    }
-
-    /// mysql_native_password's answer, as the funnel computes it.
-    fn token(pw: &str, scramble: &[u8]) -> Vec<u8> {
-        funnel::protocol::auth::scramble_native(pw.as_bytes(), scramble)
+        wire: Wire,
     }
 
     impl Raw {
         pub fn connect(port: u16, user: &str, pw: &str, db: &str) -> Raw {
-            let s = TcpStream::connect(("127.0.0.1", port)).expect("raw connect");
-            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-            let mut c = Raw { s, seq: 0 };
-            let g = c.read();
-            assert_eq!(g[0], 10, "protocol version");
-            let mut i = 1 + g[1..].iter().position(|&b| b == 0).unwrap() + 1;
-            i += 4;
-            let mut scramble = g[i..i + 8].to_vec();
-            i += 9 + 2 + 1 + 2 + 2;
-            let auth_len = g[i] as usize;
-            i += 11;
-            let part2 = auth_len.saturating_sub(8).max(13) - 1;
-            scramble.extend_from_slice(&g[i..i + part2]);
-            // LONG_PASSWORD, LONG_FLAG, CONNECT_WITH_DB, PROTOCOL_41,
-            // TRANSACTIONS, SECURE_CONNECTION, MULTI_STATEMENTS,
-            // MULTI_RESULTS, PLUGIN_AUTH.
-            let caps: u32 = 1 | 4 | 8 | 0x200 | 0x2000 | 0x8000 | 0x1_0000 | 0x2_0000 | 0x8_0000;
-            let mut p = caps.to_le_bytes().to_vec();
-            p.extend_from_slice(&(16u32 << 20).to_le_bytes());
-            p.push(45);
-            p.extend_from_slice(&[0; 23]);
-            p.extend_from_slice(user.as_bytes());
-            p.push(0);
-            let t = token(pw, &scramble);
-            p.push(t.len() as u8);
-            p.extend_from_slice(&t);
-            p.extend_from_slice(db.as_bytes());
-            p.push(0);
-            p.extend_from_slice(b"mysql_native_password\0");
-            c.write(&p);
-            loop {
-                let r = c.read();
-                match r[0] {
-                    0x00 => return c,
-                    0xfe => {
-                        let nul = r[1..].iter().position(|&b| b == 0).unwrap() + 1;
-                        let data = &r[nul + 1..];
-                        let data = data.strip_suffix(&[0]).unwrap_or(data);
-                        let t = token(pw, data);
-                        c.write(&t);
-                    }
-                    _ => panic!("login failed: {}", describe(&r)),
-                }
+            let mut wire = Wire::connect(port, Duration::from_secs(30), None);
+            let g = wire.read_greeting().expect("greeting");
+            let login = Login::new(user, pw, Some(db)).caps(CLIENT_MULTI_STATEMENTS);
+            match wire.login(&g, &login).expect("login") {
+                Ok(_) => Raw { wire },
+                Err(r) => panic!("login failed: {}", describe(&r)),
             }
-        }
-
-        pub fn read(&mut self) -> Vec<u8> {
-            let mut h = [0u8; 4];
-            self.s.read_exact(&mut h).expect("read header");
-            let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
-            self.seq = h[3].wrapping_add(1);
-            let mut p = vec![0; len];
-            self.s.read_exact(&mut p).expect("read payload");
-            p
-        }
-
-        pub fn write(&mut self, p: &[u8]) {
-            let mut out = (p.len() as u32).to_le_bytes()[..3].to_vec();
-            out.push(self.seq);
-            self.seq = self.seq.wrapping_add(1);
-            out.extend_from_slice(p);
-            self.s.write_all(&out).expect("write");
         }
 
         /// Sends a command and describes the first packet of the answer.
         pub fn command(&mut self, p: &[u8]) -> String {
-            self.seq = 0;
-            self.write(p);
-            describe(&self.read())
+            self.wire.command(p).expect("write");
+            describe(&self.wire.read_packet().expect("read").1)
         }
     }
 

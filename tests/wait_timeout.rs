@@ -260,21 +260,12 @@ fn interactive_clients_get_interactive_timeout() {
     assert_eq!(seen[0][4], (0, 1));
 }
 
-/// Just enough of the protocol by hand to see what arrives on the socket.
+/// Just enough of the protocol by hand ([`common::raw`]) to see what
+/// arrives on the socket.
 mod raw {
-    use sha1::{Digest, Sha1};
-    use std::io::{self, Read, Write};
-    use std::net::TcpStream;
+    use super::common::raw::{Answer, Login, ReadFault, Wire, CLIENT_INTERACTIVE};
+    use std::ops::{Deref, DerefMut};
     use std::time::Duration;
-
-    const CLIENT_LONG_PASSWORD: u32 = 1;
-    const CLIENT_LONG_FLAG: u32 = 4;
-    const CLIENT_PROTOCOL_41: u32 = 0x200;
-    const CLIENT_INTERACTIVE: u32 = 0x400;
-    const CLIENT_TRANSACTIONS: u32 = 0x2000;
-    const CLIENT_SECURE_CONNECTION: u32 = 0x8000;
-    const CLIENT_MULTI_RESULTS: u32 = 0x2_0000;
-    const CLIENT_PLUGIN_AUTH: u32 = 0x8_0000;
 
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub enum Reply {
@@ -284,121 +275,56 @@ mod raw {
         Other(String),
     }
 
+    /// A logged-in client (its socket: `stream`).
     pub struct Raw {
-        pub stream: TcpStream,
-        scramble: Vec<u8>,
+        wire: Wire,
     }
 
-    fn native_token(pw: &str, scramble: &[u8]) -> Vec<u8> {
-        if pw.is_empty() {
-            return Vec::new();
+    impl Deref for Raw {
+        type Target = Wire;
+        fn deref(&self) -> &Wire {
+            &self.wire
         }
-        let s1 = Sha1::digest(pw.as_bytes());
-        let s2 = Sha1::digest(s1);
-        let mut h = Sha1::new();
-        h.update(scramble);
-        h.update(s2);
-        let s3 = h.finalize();
-        s1.iter().zip(s3.iter()).map(|(a, b)| a ^ b).collect()
     }
 
-    fn frame(seq: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = (payload.len() as u32).to_le_bytes()[..3].to_vec();
-        out.push(seq);
-        out.extend_from_slice(payload);
-        out
+    impl DerefMut for Raw {
+        fn deref_mut(&mut self) -> &mut Wire {
+            &mut self.wire
+        }
     }
 
     impl Raw {
         /// Connects to 127.0.0.1:`port` and logs in (database funnel_test);
         /// panics on failure.
         pub fn open(port: u16, user: &str, pw: &str, interactive: bool) -> Raw {
-            let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-            stream
-                .set_read_timeout(Some(Duration::from_secs(20)))
-                .unwrap();
-            let mut r = Raw {
-                stream,
-                scramble: Vec::new(),
-            };
-            let (_, g) = r.read_packet().expect("greeting");
-            assert_eq!(g.first(), Some(&10), "not a greeting: {g:?}");
-            let mut i = 1 + g[1..].iter().position(|&b| b == 0).unwrap() + 1;
-            i += 4;
-            r.scramble = g[i..i + 8].to_vec();
-            i += 8 + 1 + 2 + 1 + 2 + 2;
-            let auth_len = g[i] as usize;
-            i += 1 + 10;
-            let part2 = auth_len.saturating_sub(8).max(13) - 1;
-            r.scramble.extend_from_slice(&g[i..i + part2]);
-            let mut caps = CLIENT_LONG_PASSWORD
-                | CLIENT_LONG_FLAG
-                | CLIENT_PROTOCOL_41
-                | CLIENT_TRANSACTIONS
-                | CLIENT_SECURE_CONNECTION
-                | CLIENT_MULTI_RESULTS
-                | CLIENT_PLUGIN_AUTH
-                | 8; // CLIENT_CONNECT_WITH_DB
+            let mut login = Login::new(user, pw, Some(super::TEST_DB));
             if interactive {
-                caps |= CLIENT_INTERACTIVE;
+                login = login.caps(CLIENT_INTERACTIVE);
             }
-            let mut p = Vec::new();
-            p.extend_from_slice(&caps.to_le_bytes());
-            p.extend_from_slice(&(16u32 << 20).to_le_bytes());
-            p.push(45);
-            p.extend_from_slice(&[0; 23]);
-            p.extend_from_slice(user.as_bytes());
-            p.push(0);
-            let token = native_token(pw, &r.scramble);
-            p.push(token.len() as u8);
-            p.extend_from_slice(&token);
-            p.extend_from_slice(super::TEST_DB.as_bytes());
-            p.push(0);
-            p.extend_from_slice(b"mysql_native_password\0");
-            r.stream.write_all(&frame(1, &p)).unwrap();
-            let (_, reply) = r.read_packet().expect("login reply");
-            assert_eq!(reply.first(), Some(&0), "login failed: {reply:?}");
-            r
+            let (wire, _, _) = Wire::open(port, Duration::from_secs(20), &login);
+            Raw { wire }
         }
 
-        fn read_packet(&mut self) -> io::Result<(u8, Vec<u8>)> {
-            let mut h = [0u8; 4];
-            self.stream.read_exact(&mut h)?;
-            let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
-            let mut p = vec![0u8; len];
-            self.stream.read_exact(&mut p)?;
-            Ok((h[3], p))
-        }
-
-        /// Runs a query whose answer is an OK, an ERR or one-column rows.
+        /// Runs a query whose answer is an OK, an ERR or rows.
         pub fn query(&mut self, sql: &str) -> Reply {
-            let mut p = vec![0x03];
-            p.extend_from_slice(sql.as_bytes());
-            self.stream.write_all(&frame(0, &p)).unwrap();
-            let (_, first) = self.read_packet().expect("reply");
-            match first.first() {
-                Some(0x00) => return Reply::Ok,
-                Some(0xff) => {
-                    return Reply::Err(
-                        u16::from_le_bytes([first[1], first[2]]),
-                        String::from_utf8_lossy(&first[3..]).into_owned(),
-                    )
-                }
-                Some(1) => {}
-                _ => return Reply::Other(format!("{first:?}")),
-            }
-            self.read_packet().expect("column");
-            self.read_packet().expect("eof");
-            let mut rows = Vec::new();
-            loop {
-                let (_, p) = self.read_packet().expect("row");
-                if p.first() == Some(&0xfe) && p.len() < 9 {
-                    return Reply::Rows(rows);
-                }
-                let n = p[0] as usize;
-                rows.push(vec![Some(
-                    String::from_utf8_lossy(&p[1..1 + n]).into_owned(),
-                )]);
+            self.wire.send_query(sql.as_bytes()).unwrap();
+            match self.wire.read_result() {
+                Ok(Answer::Ok { .. }) => Reply::Ok,
+                Ok(Answer::Err(p)) => Reply::Err(
+                    u16::from_le_bytes([p[1], p[2]]),
+                    String::from_utf8_lossy(&p[3..]).into_owned(),
+                ),
+                Ok(Answer::Rows { rows, .. }) => Reply::Rows(
+                    rows.into_iter()
+                        .map(|r| {
+                            r.into_iter()
+                                .map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned()))
+                                .collect()
+                        })
+                        .collect(),
+                ),
+                Err(ReadFault::Garbage(what)) => Reply::Other(what),
+                Err(ReadFault::Io(e)) => panic!("reply: {e}"),
             }
         }
     }

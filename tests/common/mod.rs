@@ -27,6 +27,7 @@ mod funnel;
 mod mariadb;
 mod node;
 mod process;
+pub mod raw;
 
 pub use config::FunnelConfig;
 pub use funnel::{funnel_bin, FunnelBuilder, FunnelProcess, DIR_PLACEHOLDER};
