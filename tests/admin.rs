@@ -3,13 +3,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::admin::{query, Row};
 use common::{
     funnel_bin, mariadb, wait_until, FunnelConfig, FunnelProcess, MariaDb, PASS_A, PASS_B, USER_A,
     USER_B,
@@ -18,8 +18,6 @@ use mysql::prelude::Queryable;
 
 const ADMIN_USER: &str = "admin";
 const ADMIN_PW: &str = "admin-secret";
-
-type Row = HashMap<String, Option<String>>;
 
 struct Env {
     f: FunnelProcess,
@@ -89,12 +87,7 @@ fn user_b(extra: &str) -> String {
 }
 
 fn admin_opts(port: u16, user: &str, pw: &str) -> mysql::Opts {
-    mysql::OptsBuilder::new()
-        .ip_or_hostname(Some("127.0.0.1"))
-        .tcp_port(port)
-        .user(Some(user))
-        .pass(Some(pw))
-        .prefer_socket(false)
+    common::admin::admin_opts(port, user, pw)
         .tcp_connect_timeout(Some(Duration::from_secs(10)))
         .read_timeout(Some(Duration::from_secs(30)))
         .write_timeout(Some(Duration::from_secs(30)))
@@ -117,10 +110,7 @@ impl Env {
 
     /// The mariadb command-line client run on the console as the admin.
     fn mariadb_cli(&self, sql: &str) -> std::process::Output {
-        Command::new(common::mariadb_client())
-            .arg("--no-defaults")
-            .args(["-h127.0.0.1", &format!("-P{}", self.admin_port)])
-            .args([&format!("-u{ADMIN_USER}"), &format!("-p{ADMIN_PW}")])
+        common::clients::mariadb_cli(self.admin_port, ADMIN_USER, ADMIN_PW)
             .args(["-e", sql])
             .output()
             .unwrap()
@@ -131,23 +121,9 @@ impl Env {
     }
 }
 
+/// A request to the stats port, whose Content-Length must be right.
 fn http(port: u16, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the stats port");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: test\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8(raw).expect("UTF-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("response head");
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status code");
+    let common::stats::Response { status, head, body } = common::stats::request(port, method, path);
     let len: usize = head
         .lines()
         .find_map(|l| l.strip_prefix("Content-Length: "))
@@ -156,28 +132,7 @@ fn http(port: u16, method: &str, path: &str) -> (u16, String) {
     if method != "HEAD" {
         assert_eq!(body.len(), len, "Content-Length of {path}");
     }
-    (status, body.to_string())
-}
-
-fn cell(v: &mysql::Value) -> Option<String> {
-    match v {
-        mysql::Value::NULL => None,
-        mysql::Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        other => Some(other.as_sql(true).trim_matches('\'').to_string()),
-    }
-}
-
-fn query(c: &mut mysql::Conn, sql: &str) -> Vec<Row> {
-    let rows: Vec<mysql::Row> = c.query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    rows.iter()
-        .map(|r| {
-            r.columns_ref()
-                .iter()
-                .enumerate()
-                .map(|(i, col)| (col.name_str().into_owned(), r.as_ref(i).and_then(cell)))
-                .collect()
-        })
-        .collect()
+    (status, body)
 }
 
 fn s<'a>(r: &'a Row, col: &str) -> &'a str {
@@ -230,8 +185,7 @@ fn metrics(env: &Env) -> prometheus_parse::Scrape {
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .count();
-    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
-        .expect("metrics parse");
+    let scrape = common::stats::parse_metrics(&body);
     let parsed: usize = scrape
         .samples
         .iter()
@@ -271,12 +225,7 @@ fn metric(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]
         .iter()
         .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
         .unwrap_or_else(|| panic!("no sample {name} {labels:?}"));
-    match &s.value {
-        prometheus_parse::Value::Counter(v)
-        | prometheus_parse::Value::Gauge(v)
-        | prometheus_parse::Value::Untyped(v) => *v,
-        other => panic!("{name}: not a single value: {other:?}"),
-    }
+    common::stats::sample_value(s)
 }
 
 fn histogram(
@@ -391,10 +340,8 @@ fn console_login_commands_and_config_masking() {
         "{stdout}"
     );
     assert!(stdout.contains("end_to_end"), "{stdout}");
-    let out = Command::new(common::mariadb_client())
-        .arg("--no-defaults")
-        .args(["-h127.0.0.1", &format!("-P{}", env.admin_port)])
-        .args([&format!("-u{ADMIN_USER}"), "-pnope", "-e", "SHOW POOLS"])
+    let out = common::clients::mariadb_cli(env.admin_port, ADMIN_USER, "nope")
+        .args(["-e", "SHOW POOLS"])
         .output()
         .unwrap();
     assert!(!out.status.success());

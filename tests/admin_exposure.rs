@@ -71,12 +71,7 @@ fn admin_from(port: u16, from: &str) -> Result<mysql::Conn, mysql::Error> {
 }
 
 fn console_login(port: u16, from: &str, user: &str, pw: &str) -> Result<mysql::Conn, mysql::Error> {
-    let opts = mysql::OptsBuilder::new()
-        .ip_or_hostname(Some("127.0.0.1"))
-        .tcp_port(port)
-        .user(Some(user))
-        .pass(Some(pw))
-        .prefer_socket(false)
+    let opts = common::admin::admin_opts(port, user, pw)
         .bind_address(Some((from.parse::<std::net::IpAddr>().unwrap(), 0)))
         .read_timeout(Some(Duration::from_secs(10)));
     mysql::Conn::new(opts)

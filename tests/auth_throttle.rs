@@ -12,7 +12,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{FunnelConfig, FunnelProcess, PASS_A, PASS_B, USER_A, USER_B};
-use mysql::prelude::Queryable;
 
 fn start(db_port: u16, funnel: &str) -> (FunnelProcess, u16) {
     let admin_port = common::free_port();
@@ -44,22 +43,8 @@ fn attempt(opts: mysql::Opts) -> (u16, Duration) {
 }
 
 fn total_counter(admin_port: u16, name: &str) -> u64 {
-    let opts = mysql::OptsBuilder::new()
-        .ip_or_hostname(Some("127.0.0.1"))
-        .tcp_port(admin_port)
-        .user(Some("admin"))
-        .pass(Some("admin-pw"))
-        .prefer_socket(false);
-    let mut a = mysql::Conn::new(opts).unwrap();
-    let rows: Vec<mysql::Row> = a.query("SHOW STATS").unwrap();
-    let total = rows
-        .iter()
-        .find(|r| r.get::<mysql::Value, _>("pool") == Some(mysql::Value::from("(total)")))
-        .unwrap_or_else(|| panic!("no (total) row in {rows:?}"));
-    let v = total.get::<mysql::Value, _>(name);
-    v.clone()
-        .and_then(|v| mysql::from_value_opt(v).ok())
-        .unwrap_or_else(|| panic!("{name}: {v:?}"))
+    let mut a = common::admin_console(admin_port, "admin", "admin-pw");
+    common::admin::pool_counter(&mut a, "SHOW STATS", "(total)", name)
 }
 
 /// The hold spaces the checks: it counts from the previous failure, which

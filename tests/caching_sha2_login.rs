@@ -19,6 +19,7 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use common::clients::have;
 use common::{FunnelConfig, FunnelProcess};
 use funnel::protocol::caching_sha2;
 use funnel::protocol::handshake::{HandshakeResponse, HandshakeV10};
@@ -75,17 +76,8 @@ fn python(driver: &str, port: u16, pw: &str) -> String {
 }
 
 fn cli(port: u16, pw: &str) -> String {
-    let out = Command::new(common::mariadb_client())
-        .args([
-            "--no-defaults",
-            "-h127.0.0.1",
-            &format!("-P{port}"),
-            &format!("-u{USER}"),
-            &format!("-p{pw}"),
-            "-N",
-            "-e",
-            "SELECT 1 + 1",
-        ])
+    let out = common::clients::mariadb_cli(port, USER, pw)
+        .args(["-N", "-e", "SELECT 1 + 1"])
         .output()
         .expect("mariadb client");
     if out.status.success() {
@@ -131,13 +123,6 @@ fn rust(port: u16, pw: &str) -> String {
         Err(mysql::Error::MySqlError(e)) => format!("error {}", e.code),
         Err(e) => e.to_string(),
     }
-}
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd} >/dev/null")])
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 #[test]

@@ -16,11 +16,11 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::clients::{have, script, skip};
 use common::{FunnelConfig, FunnelProcess, PASS_A, PASS_B, TEST_DB, USER_A, USER_B};
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder, Value};
@@ -39,35 +39,6 @@ fn start_funnel(pool: &[&str], extra_users: &[(&str, &str)]) -> FunnelProcess {
         cfg = cfg.user(name, pw, &[]);
     }
     cfg.start()
-}
-
-fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/clients")
-        .join(name)
-}
-
-fn require_clients() -> bool {
-    std::env::var("FUNNEL_E2E_REQUIRE_CLIENTS").is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
-/// Reports a skipped test loudly (or fails it under FUNNEL_E2E_REQUIRE_CLIENTS).
-fn skip(test: &str, reason: &str) {
-    if require_clients() {
-        panic!("{test}: {reason} (FUNNEL_E2E_REQUIRE_CLIENTS is set)");
-    }
-    println!("SKIPPED {test}: {reason}");
-    eprintln!("SKIPPED {test}: {reason}");
-}
-
-/// True if `program --version` runs.
-fn have(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// A client script run: the command and how to describe it.
@@ -180,17 +151,9 @@ fn judge(what: &str, out: Output, f: &FunnelProcess) -> Verdict {
             "{what} failed ({}).\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}\n\
              --- funnel log ---\n{}",
             out.status,
-            tail(&f.log(), 20_000)
+            f.log_tail(20_000)
         ),
     }
-}
-
-fn tail(s: &str, n: usize) -> &str {
-    let mut start = s.len().saturating_sub(n);
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    &s[start..]
 }
 
 /// Runs one client flow through its own funnel and asserts it passed.
@@ -365,15 +328,8 @@ struct Cli {
 
 impl Cli {
     fn cmd(&self, user: &str, pw: &str, db: Option<&str>) -> Command {
-        let mut cmd = Command::new(common::mariadb_client());
-        cmd.arg("--no-defaults")
-            .arg("--protocol=TCP")
-            .arg("--host=127.0.0.1")
-            .arg(format!("--port={}", self.port))
-            .arg(format!("--user={user}"))
-            .arg(format!("--password={pw}"))
-            .arg("--skip-ssl")
-            .arg("--connect-timeout=10");
+        let mut cmd = common::clients::mariadb_cli(self.port, user, pw);
+        cmd.arg("--skip-ssl").arg("--connect-timeout=10");
         if let Some(db) = db {
             cmd.arg(format!("--database={db}"));
         }
@@ -530,12 +486,8 @@ fn mariadb_cli() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.trim_end(), want);
         // The same command against mysqld directly says the same.
-        let direct = Command::new(common::mariadb_client())
-            .arg("--no-defaults")
-            .args(["--protocol=TCP", "--host=127.0.0.1", "--skip-ssl"])
-            .arg(format!("--port={}", db.port))
-            .arg(format!("--user={user}"))
-            .arg(format!("--password={pw}"))
+        let direct = common::clients::mariadb_cli(db.port, user, pw)
+            .arg("--skip-ssl")
             .args(schema.map(|s| format!("--database={s}")))
             .args(["-e", "SELECT 1"])
             .output()
@@ -1138,7 +1090,7 @@ fn capi_against_direct_offering(
         through,
         direct,
         "{library} reads something else through the funnel than from mysqld\n--- funnel log ---\n{}",
-        tail(&f.log(), 20_000)
+        f.log_tail(20_000)
     );
     Some((funnel_wire, direct_wire, through))
 }
@@ -1304,28 +1256,14 @@ const MARIADB_CLIENT_STMT_BULK_OPERATIONS: u32 = 1 << 2;
 // ---------------------------------------------------------------------------
 // Server-side cursors (COM_STMT_FETCH) through the funnel, with PHP mysqli.
 
-/// A column of an admin console row as text (None for NULL).
-fn admin_cell(row: &mysql::Row, column: &str) -> Option<String> {
-    let i = row
-        .columns_ref()
-        .iter()
-        .position(|c| c.name_str() == column)
-        .unwrap_or_else(|| panic!("no column {column}"));
-    match row.as_ref(i) {
-        None | Some(Value::NULL) => None,
-        Some(Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
-        Some(v) => Some(v.as_sql(true).trim_matches('\'').to_string()),
-    }
-}
-
 /// The pin cause SHOW CLIENTS gives for the client with this id.
 fn pin_cause(admin: &mut Conn, id: u32) -> Option<String> {
     let rows: Vec<mysql::Row> = admin.query("SHOW CLIENTS").expect("SHOW CLIENTS");
     let row = rows
         .iter()
-        .find(|r| admin_cell(r, "id") == Some(id.to_string()))
+        .find(|r| common::admin::column_text(r, "id") == Some(id.to_string()))
         .unwrap_or_else(|| panic!("client {id} not in SHOW CLIENTS"));
-    admin_cell(row, "pin_cause")
+    common::admin::column_text(row, "pin_cause")
 }
 
 /// A client reads multi-row results through cursors (COM_STMT_EXECUTE
@@ -1415,15 +1353,15 @@ fn cursor_pins(test: &str, what: &str, mut cmd: Command, want: &[(&str, Option<&
         got,
         want,
         "pin causes at each step of {what}\n{transcript}\n--- funnel log ---\n{}",
-        tail(&f.log(), 20_000)
+        f.log_tail(20_000)
     );
     assert!(rounds.iter().all(|&n| n > 0), "{rounds:?}");
     // The backend pinned by the cursor left open is reset and returned.
     assert!(
         common::wait_until(Duration::from_secs(20), || {
             let row: mysql::Row = admin.query_first("SHOW POOLS").unwrap().unwrap();
-            admin_cell(&row, "backends_pinned").as_deref() == Some("0")
-                && admin_cell(&row, "clients_pinned").as_deref() == Some("0")
+            common::admin::column_text(&row, "backends_pinned").as_deref() == Some("0")
+                && common::admin::column_text(&row, "clients_pinned").as_deref() == Some("0")
         }),
         "{:?}",
         admin.query_first::<mysql::Row, _>("SHOW POOLS")

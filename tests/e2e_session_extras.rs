@@ -228,16 +228,7 @@ print("OK")
 "#,
         port = f.port
     );
-    let out = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::clients::python_ok(&script, &[]);
     if stdout.starts_with("SKIP") {
         eprintln!("skipped: {stdout}");
         return;
@@ -270,17 +261,10 @@ fn admin_value(
     key: &str,
     col: &str,
 ) -> Option<String> {
-    let rows: Vec<mysql::Row> = admin.query(format!("SHOW {what}")).unwrap();
-    for row in rows {
-        let cols = row.columns();
-        let k = cols.iter().position(|c| c.name_str() == key_col)?;
-        let i = cols.iter().position(|c| c.name_str() == col)?;
-        let key_here: Option<String> = row.get(k).unwrap_or(None);
-        if key_here.as_deref() == Some(key) {
-            return row.get::<Option<String>, _>(i).unwrap_or(None);
-        }
-    }
-    None
+    common::admin::query(admin, &format!("SHOW {what}"))
+        .into_iter()
+        .find(|r| r.get(key_col).cloned().flatten().as_deref() == Some(key))
+        .and_then(|r| r.get(col).cloned().flatten())
 }
 
 fn pool_prepared(admin: &mut Conn) -> u64 {

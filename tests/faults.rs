@@ -48,17 +48,9 @@ fn mconn(f: &FunnelProcess, read_timeout: Duration) -> Conn {
     Conn::new(opts).unwrap_or_else(|e| {
         panic!(
             "cannot connect through the funnel: {e}\n{}",
-            tail(&f.log(), 4000)
+            f.log_tail(4000)
         )
     })
-}
-
-fn tail(s: &str, n: usize) -> &str {
-    let mut start = s.len().saturating_sub(n);
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    &s[start..]
 }
 
 /// The MySQL error code of a failed call (None for a transport error).
@@ -115,11 +107,7 @@ fn threads_of(db: &MariaDb, user: &str, info_prefix: Option<&str>) -> Vec<u64> {
 /// (user admin, password adm).
 fn pool_stat(admin_port: u16, counter: &str) -> u64 {
     let mut a = common::admin_console(admin_port, "admin", "adm");
-    let rows: Vec<mysql::Row> = a.query("SHOW STATS").unwrap();
-    rows.iter()
-        .find(|r| r.get::<String, _>("pool").as_deref() == Some(USER_A))
-        .and_then(|r| r.get::<u64, _>(counter))
-        .unwrap_or_else(|| panic!("SHOW STATS has no {counter} for pool {USER_A}"))
+    common::admin::pool_counter(&mut a, "SHOW STATS", USER_A, counter)
 }
 
 /// A raw client logged in as funnel_a with database funnel_test; panics on failure.
@@ -883,7 +871,7 @@ fn mysqld_sigkill_under_load_then_restart() {
         "{} bad outcomes, e.g. {:?}\n{}",
         total.bad.len(),
         &total.bad[..total.bad.len().min(10)],
-        tail(&f.log(), 4000)
+        f.log_tail(4000)
     );
 
     assert!(
@@ -1135,7 +1123,7 @@ fn point_selects_survive_a_mysqld_restart() {
         "{} clients saw an error, e.g. {:?}\n{}",
         errors.len(),
         &errors[..errors.len().min(5)],
-        tail(&f.log(), 4000)
+        f.log_tail(4000)
     );
     assert!(
         lost >= 4,
@@ -2005,7 +1993,7 @@ fn sighup_resizes_pool_live_and_refuses_broken_config() {
     assert!(
         f.wait_for_log("reload refused", Duration::from_secs(5)),
         "{}",
-        tail(&f.log(), 2000)
+        f.log_tail(2000)
     );
     assert_eq!(db.connections_of(USER_A), 4);
     // (clients were re-ordered by the sleeper threads; compare as sets)

@@ -48,12 +48,7 @@ fn garbage_connection(port: u16) {
 }
 
 fn admin_opts(port: u16, password: &str) -> mysql::OptsBuilder {
-    mysql::OptsBuilder::new()
-        .ip_or_hostname(Some("127.0.0.1"))
-        .tcp_port(port)
-        .user(Some("admin"))
-        .pass(Some(password))
-        .prefer_socket(false)
+    common::admin::admin_opts(port, "admin", password)
 }
 
 #[test]

@@ -18,14 +18,9 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
+use common::clients::script;
 use common::{FunnelConfig, FunnelProcess, PASS_A, TEST_DB, USER_A};
 use mysql::prelude::Queryable;
-
-fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/clients")
-        .join(name)
-}
 
 fn start_funnel() -> FunnelProcess {
     // Two backends: statements are prepared and bulk-executed on either.

@@ -12,10 +12,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
-
 use common::{FunnelConfig, FunnelProcess, PASS_A, TEST_DB, USER_A};
 use mysql::prelude::Queryable;
 use mysql::{ChangeUserOpts, Conn, OptsBuilder, Value};
@@ -53,38 +49,11 @@ impl Funnel {
     /// A counter of this pool's `SHOW STATS` row.
     fn stat(&self, name: &str) -> u64 {
         let mut a = common::admin_console(self.admin_port, ADMIN_USER, ADMIN_PW);
-        let mut result = a.query_iter("SHOW STATS").unwrap();
-        let set = result.iter().unwrap();
-        let cols: Vec<String> = set
-            .columns()
-            .as_ref()
-            .iter()
-            .map(|c| c.name_str().to_string())
-            .collect();
-        let col = cols
-            .iter()
-            .position(|c| c == name)
-            .unwrap_or_else(|| panic!("SHOW STATS has no column {name}: {cols:?}"));
-        for row in set {
-            let row = row.unwrap();
-            let pool: String = row.get(0).unwrap();
-            if pool == USER_A {
-                let v: Value = row.as_ref(col).unwrap().clone();
-                return mysql::from_value::<u64>(v);
-            }
-        }
-        panic!("SHOW STATS has no row for pool {USER_A}");
+        common::admin::pool_counter(&mut a, "SHOW STATS", USER_A, name)
     }
 
     fn http_get(&self, path: &str) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.stats_port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).unwrap();
-        raw.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap()
+        common::stats::get(self.stats_port, path).1
     }
 
     /// The count of schema unsets, which SHOW STATS, /metrics and
@@ -436,10 +405,7 @@ fn change_user_and_reset_by_the_client() {
 /// `set_server_option` when Python has it.
 #[test]
 fn multi_statements_off_survives_the_schema_unset() {
-    let probe = std::process::Command::new("python3")
-        .args(["-c", "import MySQLdb"])
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
+    if !common::clients::python_has("MySQLdb") {
         eprintln!("[no_schema] python3 with MySQLdb not available: skipped");
         return;
     }
@@ -466,12 +432,7 @@ for i in range(3):
 print(" | ".join(out))
 "#;
     let run = |port: u16| {
-        let o = std::process::Command::new("python3")
-            .args(["-c", script, &port.to_string(), USER_A, PASS_A, TEST_DB])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        common::clients::python_ok(script, &[&port.to_string(), USER_A, PASS_A, TEST_DB])
     };
     let want = run(common::mariadb().port);
     assert!(want.contains("ERR 1064"), "{want}");

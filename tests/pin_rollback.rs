@@ -14,7 +14,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -85,11 +84,7 @@ impl Env {
     /// A counter of this pool's `SHOW STATS` row.
     fn stat(&self, counter: &str) -> u64 {
         let mut a = common::admin_console(self.admin_port, ADMIN_USER, ADMIN_PW);
-        let rows: Vec<mysql::Row> = a.query("SHOW STATS").unwrap();
-        rows.iter()
-            .find(|r| r.get::<String, _>("pool").as_deref() == Some(self.user.as_str()))
-            .and_then(|r| r.get::<u64, _>(counter))
-            .unwrap_or_else(|| panic!("SHOW STATS has no {counter} for pool {}", self.user))
+        common::admin::pool_counter(&mut a, "SHOW STATS", &self.user, counter)
     }
 
     /// backend_resets, pin_rollbacks, backend_connects.
@@ -254,17 +249,11 @@ fn dbapi_pages_end_with_a_rollback_on_kept_connections() {
 /// The same with PyMySQL, whose default is autocommit off.
 #[test]
 fn pymysql_pages_end_with_a_rollback() {
-    let have = Command::new("python3")
-        .args(["-c", "import pymysql"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have {
-        let why = "python3 with PyMySQL is not installed";
-        if std::env::var("FUNNEL_E2E_REQUIRE_CLIENTS").is_ok_and(|v| !v.is_empty() && v != "0") {
-            panic!("pymysql_pages_end_with_a_rollback: {why} (FUNNEL_E2E_REQUIRE_CLIENTS is set)");
-        }
-        println!("SKIPPED pymysql_pages_end_with_a_rollback: {why}");
-        eprintln!("SKIPPED pymysql_pages_end_with_a_rollback: {why}");
+    if !common::clients::python_has("pymysql") {
+        common::clients::skip(
+            "pymysql_pages_end_with_a_rollback",
+            "python3 with PyMySQL is not installed",
+        );
         return;
     }
     let env = start("pypages", "connections = 2\nmax_pinned_backends = 4", 2);
@@ -284,19 +273,8 @@ for k in range(pages):
     c.close()
 "#;
     let run = |pages: usize| {
-        let out = Command::new("python3")
-            .args(["-c", script])
-            .arg(env.f.port.to_string())
-            .args([&env.user, &env.pw, &t])
-            .arg(pages.to_string())
-            .output()
-            .expect("python3");
-        assert!(
-            out.status.success(),
-            "PyMySQL pages failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (port, pages) = (env.f.port.to_string(), pages.to_string());
+        common::clients::python_ok(script, &[&port, &env.user, &env.pw, &t, &pages]);
     };
     run(2);
     let (_, _, connects) = env.wait_ends(2);

@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Once;
 use std::time::Duration;
 
@@ -67,21 +66,12 @@ c.close()
 /// PyMySQL logs in as `user`/`pw` on `port` and runs `queries`; what it saw,
 /// one line per query (or the login's error).
 fn pymysql(port: u16, user: &str, pw: &str, queries: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(PYMYSQL_SCRIPT)
-        .arg(port.to_string())
-        .arg(user)
-        .arg(pw)
-        .args(queries)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "pymysql failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let port = port.to_string();
+    let args: Vec<&str> = [port.as_str(), user, pw]
+        .into_iter()
+        .chain(queries.iter().copied())
+        .collect();
+    common::clients::python_ok(PYMYSQL_SCRIPT, &args)
 }
 
 const WHO: &[&str] = &["SELECT CURRENT_USER(), USER(), @@character_set_client"];
@@ -148,11 +138,8 @@ fn relayed_logins_native_and_ed25519() {
         ("three", "ERROR 1045"),
     ] {
         let cli = |port: u16| {
-            let out = Command::new(common::mariadb_client())
-                .args(["--no-defaults", "-h127.0.0.1", "-N", "-urelay_either"])
-                .arg(format!("-P{port}"))
-                .arg(format!("-p{pw}"))
-                .args(["-e", "SELECT CURRENT_USER()"])
+            let out = common::clients::mariadb_cli(port, "relay_either", pw)
+                .args(["-N", "-e", "SELECT CURRENT_USER()"])
                 .output()
                 .expect("mariadb CLI");
             format!(
@@ -310,11 +297,8 @@ fn ed25519_configured_users_both_ways() {
     same_direct_and_funnel(&f, "ed_both", "both pw", "'ed_both@%'");
     same_direct_and_funnel(&f, "ed_both", "wrong", "ERR 1045");
     let cli = |pw: &str| {
-        let out = Command::new(common::mariadb_client())
-            .args(["--no-defaults", "-h127.0.0.1", "-N", "-ued_both"])
-            .arg(format!("-P{}", f.port))
-            .arg(format!("-p{pw}"))
-            .args(["-e", "SELECT CURRENT_USER()"])
+        let out = common::clients::mariadb_cli(f.port, "ed_both", pw)
+            .args(["-N", "-e", "SELECT CURRENT_USER()"])
             .output()
             .expect("mariadb CLI");
         format!(

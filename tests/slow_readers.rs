@@ -20,12 +20,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, FunnelConfig, FunnelProcess, PASS_A, USER_A};
+use common::{stats, wait_until, FunnelConfig, FunnelProcess, PASS_A, USER_A};
 use mysql::prelude::Queryable;
 use mysql::{Conn, QueryResult, Text};
 
@@ -88,25 +86,12 @@ impl Env {
 
     /// The value in `column` of the admin console's `show` row for the pool.
     fn admin_value(&self, show: &str, column: &str) -> u64 {
-        let opts = mysql::OptsBuilder::new()
-            .ip_or_hostname(Some("127.0.0.1"))
-            .tcp_port(self.admin_port)
-            .user(Some("admin"))
-            .pass(Some(ADMIN_PW))
-            .prefer_socket(false);
-        let mut admin = Conn::new(opts).expect("admin console login");
-        let rows: Vec<mysql::Row> = admin.query(show).expect(show);
-        let row = rows
-            .into_iter()
-            .find(|r| r.get::<String, _>("pool").as_deref() == Some(USER_A))
-            .unwrap_or_else(|| panic!("no row for {USER_A} in {show}"));
-        row.get::<u64, _>(column)
-            .unwrap_or_else(|| panic!("no column {column} in {show}"))
+        let mut admin = common::admin_console(self.admin_port, "admin", ADMIN_PW);
+        common::admin::pool_counter(&mut admin, show, USER_A, column)
     }
 
     fn stats_json(&self) -> serde_json::Value {
-        serde_json::from_str(&http_get(self.stats_port, "/stats.json?detail=0"))
-            .expect("/stats.json is JSON")
+        stats::json(self.stats_port, "/stats.json?detail=0")
     }
 
     fn pid(&self) -> u32 {
@@ -128,9 +113,7 @@ impl Env {
     }
 
     fn metrics(&self) -> prometheus_parse::Scrape {
-        let body = http_get(self.stats_port, "/metrics");
-        prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
-            .expect("/metrics parses")
+        stats::parse_metrics(&stats::get_ok(self.stats_port, "/metrics"))
     }
 
     /// A funnel-wide sample, or the pool's if the metric has a pool label.
@@ -141,12 +124,7 @@ impl Env {
             .iter()
             .find(|s| s.metric == name && s.labels.get("pool").is_none_or(|p| p == USER_A))
             .unwrap_or_else(|| panic!("no sample {name} in /metrics"));
-        match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            ref other => panic!("{name}: not a single value: {other:?}"),
-        }
+        stats::sample_value(s)
     }
 
     /// Waits until `name` reaches `want`; panics with what it was.
@@ -158,17 +136,6 @@ impl Env {
         });
         assert!(ok, "{name} is {last}, expected {want} (waited {timeout:?})");
     }
-}
-
-fn http_get(port: u16, path: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the stats port");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_string()
 }
 
 /// Resident set size of a process in bytes (VmRSS).

@@ -60,13 +60,7 @@ fn start_funnel(connections: usize) -> FunnelProcess {
 /// A column of the admin console's `SHOW STATS` row for the pool.
 fn stat(admin_port: u16, column: &str) -> u64 {
     let mut admin = common::admin_console(admin_port, "admin", ADMIN_PW);
-    let rows: Vec<mysql::Row> = admin.query("SHOW STATS").expect("SHOW STATS");
-    let row = rows
-        .into_iter()
-        .find(|r| r.get::<String, _>("pool").as_deref() == Some(USER_A))
-        .unwrap_or_else(|| panic!("no row for {USER_A} in SHOW STATS"));
-    row.get::<u64, _>(column)
-        .unwrap_or_else(|| panic!("no column {column} in SHOW STATS"))
+    common::admin::pool_counter(&mut admin, "SHOW STATS", USER_A, column)
 }
 
 fn connect(port: u16) -> Conn {
@@ -304,17 +298,8 @@ os._exit(0)
 "#,
         db = common::TEST_DB
     );
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("prepared"),
-        "python client: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::clients::python_ok(&script, &[]);
+    assert!(stdout.contains("prepared"), "python client: {stdout}");
 }
 
 /// Two clients, each holding `per_client` statements, execute them in turn

@@ -247,6 +247,16 @@ impl FunnelProcess {
         String::from_utf8_lossy(&fs::read(&self.log_path).unwrap_or_default()).into_owned()
     }
 
+    /// The last `max_bytes` (or a little less) of the log.
+    pub fn log_tail(&self, max_bytes: usize) -> String {
+        let log = self.log();
+        let mut start = log.len().saturating_sub(max_bytes);
+        while !log.is_char_boundary(start) {
+            start += 1;
+        }
+        log[start..].to_string()
+    }
+
     /// Waits until the log contains `needle`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
         wait_until(timeout, || self.log().contains(needle))

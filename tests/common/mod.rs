@@ -22,13 +22,17 @@
 // Each test binary uses a different subset of the harness.
 #![allow(dead_code, unused_imports)]
 
+pub mod admin;
+pub mod clients;
 mod config;
 mod funnel;
 mod mariadb;
 mod node;
 mod process;
 pub mod raw;
+pub mod stats;
 
+pub use admin::admin_console;
 pub use config::FunnelConfig;
 pub use funnel::{funnel_bin, FunnelBuilder, FunnelProcess, DIR_PLACEHOLDER};
 pub use mariadb::{
@@ -43,19 +47,6 @@ use std::net::TcpListener;
 /// A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it by
 /// binding port 0, so parallel tests and binaries get different ports; the
 /// MariaDB helper additionally retries if it loses a race for it).
-/// A connection to a funnel's admin console on 127.0.0.1:`port`.
-pub fn admin_console(port: u16, user: &str, password: &str) -> mysql::Conn {
-    mysql::Conn::new(
-        mysql::OptsBuilder::new()
-            .ip_or_hostname(Some("127.0.0.1"))
-            .tcp_port(port)
-            .prefer_socket(false)
-            .user(Some(user))
-            .pass(Some(password)),
-    )
-    .unwrap_or_else(|e| panic!("admin console on port {port}: {e}"))
-}
-
 pub fn free_port() -> u16 {
     use std::collections::HashSet;
     use std::sync::Mutex;
