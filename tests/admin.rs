@@ -162,12 +162,10 @@ fn latency(c: &mut mysql::Conn, pool: &str, metric: &str, window: &str) -> Row {
         .unwrap_or_else(|| panic!("no latency row {pool}/{metric}/{window}"))
 }
 
-fn error_code<T>(r: Result<T, mysql::Error>) -> (u16, String) {
-    match r {
-        Err(mysql::Error::MySqlError(e)) => (e.code, e.message),
-        Err(e) => panic!("expected a server error, got {e:?}"),
-        Ok(_) => panic!("expected a server error, got success"),
-    }
+/// The server error of a failed call: (code, message).
+fn error_code<T: std::fmt::Debug>(r: Result<T, mysql::Error>) -> (u16, String) {
+    let (code, _, message) = common::sql::server_error(r);
+    (code, message)
 }
 
 fn json(env: &Env, path: &str) -> serde_json::Value {

@@ -21,6 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::clients::{have, script, skip};
+use common::sql::server_error;
 use common::{FunnelConfig, FunnelProcess, PASS_A, PASS_B, TEST_DB, USER_A, USER_B};
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder, Value};
@@ -532,30 +533,10 @@ fn mariadb_cli() {
 // ---------------------------------------------------------------------------
 // The Rust mysql crate with prepared statements.
 
-fn private_account(tag: &str) -> (String, String) {
-    let user = common::unique_name(&format!("e2e_{tag}"));
-    let pw = format!("pw-{user}");
-    common::admin_sql(&format!(
-        "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED VIA mysql_native_password \
-           USING PASSWORD('{pw}')"
-    ));
-    common::admin_sql(&format!(
-        "GRANT ALL PRIVILEGES ON *.* TO '{user}'@'127.0.0.1'"
-    ));
-    (user, pw)
-}
-
-fn server_code<T: std::fmt::Debug>(r: Result<T, mysql::Error>) -> u16 {
-    match r {
-        Err(mysql::Error::MySqlError(e)) => e.code,
-        other => panic!("expected a server error, got {other:?}"),
-    }
-}
-
 #[test]
 fn rust_mysql_crate_prepared_statements() {
     const CLIENTS: usize = 4;
-    let (user, pw) = private_account("prep");
+    let (user, pw) = common::private_account("e2e_prep");
     let f = start_funnel(
         &["connections = 1", "max_pinned_backends = 8"],
         &[(&user, &pw)],
@@ -662,9 +643,10 @@ fn rust_mysql_crate_prepared_statements() {
                 assert_eq!(sum, (0..100).map(|i| base + i).sum::<i64>());
 
                 // Errors: at prepare and at execute; the connection goes on.
-                assert_eq!(server_code(c.prep("SELEC ?")), 1064);
+                assert_eq!(server_error(c.prep("SELEC ?")).0, 1064);
                 assert_eq!(
-                    server_code(c.exec_drop(format!("INSERT INTO {t} (id) VALUES (?)"), (base,))),
+                    server_error(c.exec_drop(format!("INSERT INTO {t} (id) VALUES (?)"), (base,)))
+                        .0,
                     1062
                 );
                 // A prepared statement inside a transaction that is rolled back.
@@ -737,7 +719,7 @@ fn with_found_rows(opts: mysql::Opts, on: bool) -> mysql::Opts {
 /// COM_CHANGE_USER, and mysqld sees one connection per kind.
 #[test]
 fn rust_mysql_crate_found_rows_per_client() {
-    let (user, pw) = private_account("frows");
+    let (user, pw) = common::private_account("e2e_frows");
     let f = start_funnel(
         &["connections = 1", "max_pinned_backends = 4"],
         &[(&user, &pw)],

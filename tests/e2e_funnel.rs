@@ -6,7 +6,7 @@
 //!
 //! Every test starts its own funnel with a small pool so that clients really
 //! share backend connections. Tests that count backend connections log the
-//! pool in to mysqld with a private account (see [`private_account`]), so
+//! pool in to mysqld with a private account (see [`common::private_account`]), so
 //! that tests running in parallel cannot disturb the count.
 //!
 //! Nothing here sleeps to synchronise: conditions are polled (mysqld's
@@ -20,27 +20,13 @@ use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::sql::{one, server_error};
 use common::{FunnelConfig, FunnelProcess, PASS_A, PASS_B, TEST_DB, USER_A, USER_B};
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder, Value};
 
 // ---------------------------------------------------------------------------
 // Helpers.
-
-/// A MySQL account of its own (ALL ON *.*, from 127.0.0.1), so that a test
-/// can count exactly the backend connections its funnel opened.
-fn private_account(tag: &str) -> (String, String) {
-    let user = common::unique_name(&format!("e2e_{tag}"));
-    let pw = format!("pw-{user}");
-    common::admin_sql(&format!(
-        "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED VIA mysql_native_password \
-           USING PASSWORD('{pw}')"
-    ));
-    common::admin_sql(&format!(
-        "GRANT ALL PRIVILEGES ON *.* TO '{user}'@'127.0.0.1'"
-    ));
-    (user, pw)
-}
 
 /// Connection options through the funnel; the client's own
 /// max_allowed_packet is given, so the crate does not ask the server.
@@ -59,21 +45,6 @@ fn connect(f: &FunnelProcess, user: &str, pw: &str) -> Conn {
 
 fn conn_a(f: &FunnelProcess) -> Conn {
     connect(f, USER_A, PASS_A)
-}
-
-/// The server error of a failed call: (code, SQLSTATE, message).
-fn server_error<T: std::fmt::Debug>(r: Result<T, mysql::Error>) -> (u16, String, String) {
-    match r {
-        Err(mysql::Error::MySqlError(e)) => (e.code, e.state, e.message),
-        Err(e) => panic!("expected a server error, got {e:?}"),
-        Ok(v) => panic!("expected a server error, got success: {v:?}"),
-    }
-}
-
-fn one<T: mysql::prelude::FromRow>(c: &mut Conn, sql: &str) -> T {
-    c.query_first(sql)
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .unwrap_or_else(|| panic!("{sql}: no row"))
 }
 
 /// Raw bytes of column `i` (None for NULL).
@@ -653,7 +624,7 @@ fn two_thousand_clients_on_four_backends() {
         limit >= CLIENTS as u64 + 200,
         "open files limit {limit} too low for {CLIENTS} clients"
     );
-    let (user, pw) = private_account("many");
+    let (user, pw) = common::private_account("e2e_many");
     let f = FunnelConfig::empty()
         .funnel("max_client_connections = 2500")
         .pool("connections = 4")
@@ -753,7 +724,7 @@ fn two_thousand_pipelining_clients_at_once() {
     const THREADS: usize = 40;
     let limit = common::raise_nofile(CLIENTS as u64 * 2 + 500);
     assert!(limit >= CLIENTS as u64 + 200, "open files limit {limit}");
-    let (user, pw) = private_account("burst");
+    let (user, pw) = common::private_account("e2e_burst");
     let f = FunnelConfig::empty()
         .funnel("max_client_connections = 2500")
         .pool("connections = 4")
@@ -940,7 +911,7 @@ fn queue_timeout_then_served() {
 
 #[test]
 fn client_gone_mid_result_does_not_leak_its_backend() {
-    let (user, pw) = private_account("midres");
+    let (user, pw) = common::private_account("e2e_midres");
     let f = FunnelConfig::empty()
         .pool("connections = 1")
         .user(&user, &pw, &[])
@@ -1296,7 +1267,7 @@ fn check_session(c: &mut Conn, e: &Expect, when: &str) {
 #[test]
 fn session_state_is_per_client_on_a_shared_backend() {
     const N: usize = 8;
-    let (user, pw) = private_account("session");
+    let (user, pw) = common::private_account("e2e_session");
     let f = FunnelConfig::empty()
         .pool("connections = 1")
         .user(&user, &pw, &[])
@@ -1626,7 +1597,7 @@ fn autocommit_off_is_per_client() {
 #[test]
 fn user_variables_are_per_client() {
     const N: usize = 30;
-    let (user, pw) = private_account("uvars");
+    let (user, pw) = common::private_account("e2e_uvars");
     let f = FunnelConfig::empty()
         .pool("connections = 1")
         .pool("max_pinned_backends = 40")
@@ -1685,7 +1656,7 @@ fn user_variables_are_per_client() {
 /// the next user of the connection) once its client leaves.
 #[test]
 fn unmovable_state_stays_with_its_client() {
-    let (user, pw) = private_account("unmovable");
+    let (user, pw) = common::private_account("e2e_unmovable");
     let f = FunnelConfig::empty()
         .pool("connections = 1")
         .user(&user, &pw, &[])
@@ -1821,7 +1792,7 @@ fn pinned_clients_over_the_cap_are_told() {
 /// variables) must not cost the client a backend connection of its own.
 #[test]
 fn replayable_session_changes_do_not_pin() {
-    let (user, pw) = private_account("nopin");
+    let (user, pw) = common::private_account("e2e_nopin");
     let f = FunnelConfig::empty()
         .pool("connections = 1")
         .user(&user, &pw, &[])
@@ -1866,7 +1837,7 @@ fn replayable_session_changes_do_not_pin() {
 fn connection_churn() {
     const THREADS: usize = 4;
     const CYCLES: usize = 50;
-    let (user, pw) = private_account("churn");
+    let (user, pw) = common::private_account("e2e_churn");
     let f = FunnelConfig::empty()
         .pool("connections = 2")
         .user(&user, &pw, &[])
@@ -1921,7 +1892,7 @@ fn connection_churn() {
 /// given back, so mysqld sees the pool's own connections again.
 #[test]
 fn lock_pins_end_when_the_locks_are_released() {
-    let (user, pw) = private_account("unlock");
+    let (user, pw) = common::private_account("e2e_unlock");
     let f = FunnelConfig::empty()
         .pool("connections = 1")
         .user(&user, &pw, &[])

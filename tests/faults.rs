@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, FunnelConfig, FunnelProcess, MariaDb, PASS_A, TEST_DB, USER_A};
+use common::sql::error_code;
+use common::{rss_kib, wait_until, FunnelConfig, FunnelProcess, MariaDb, PASS_A, TEST_DB, USER_A};
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder};
 use raw::{Raw, Reply};
@@ -53,27 +54,12 @@ fn mconn(f: &FunnelProcess, read_timeout: Duration) -> Conn {
     })
 }
 
-/// The MySQL error code of a failed call (None for a transport error).
-fn server_code<T>(r: &Result<T, mysql::Error>) -> Option<u16> {
-    match r {
-        Err(mysql::Error::MySqlError(e)) => Some(e.code),
-        _ => None,
-    }
-}
-
 /// `SELECT <n>` through a mysql-crate connection; panics unless it answers n.
 fn select_n(c: &mut Conn, n: i64) {
     let got: Option<i64> = c
         .query_first(format!("SELECT {n}"))
         .unwrap_or_else(|e| panic!("SELECT {n} failed: {e}"));
     assert_eq!(got, Some(n));
-}
-
-/// Resident set size of a process in KiB (VmRSS).
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// CPU time (user + system) a process has used so far.
@@ -91,16 +77,6 @@ fn cpu_time(pid: u32) -> Duration {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Duration::from_millis(ticks * 1000 / hz)
-}
-
-/// Thread ids of `user`'s connections on `db` (optionally only those whose
-/// statement starts with `info_prefix`).
-fn threads_of(db: &MariaDb, user: &str, info_prefix: Option<&str>) -> Vec<u64> {
-    let mut sql = format!("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '{user}'");
-    if let Some(p) = info_prefix {
-        sql.push_str(&format!(" AND INFO LIKE '{p}%'"));
-    }
-    db.admin_query(&sql)
 }
 
 /// A funnel_a counter of `SHOW STATS` on the admin console at `admin_port`
@@ -807,12 +783,9 @@ fn mysqld_sigkill_under_load_then_restart() {
     let mut sleeper = raw_a(&f);
     sleeper.send_query("SELECT SLEEP(30)").unwrap();
     assert!(
-        wait_until(Duration::from_secs(20), || !threads_of(
-            &db,
-            USER_A,
-            Some("SELECT SLEEP(30)")
-        )
-        .is_empty()),
+        wait_until(Duration::from_secs(20), || !db
+            .threads_of(USER_A, Some("SELECT SLEEP(30)"))
+            .is_empty()),
         "SELECT SLEEP(30) never ran"
     );
 
@@ -1147,12 +1120,9 @@ fn mysqld_killed_mid_result_closes_the_client() {
     let mut r = raw_a(&f);
     r.send_query(BIG_QUERY).unwrap();
     assert!(
-        wait_until(Duration::from_secs(10), || !threads_of(
-            &db,
-            USER_A,
-            Some("SELECT REPEAT")
-        )
-        .is_empty()),
+        wait_until(Duration::from_secs(10), || !db
+            .threads_of(USER_A, Some("SELECT REPEAT"))
+            .is_empty()),
         "the big statement never ran"
     );
     // Let the pipe fill up: the funnel pauses reading the backend.
@@ -1190,21 +1160,16 @@ fn client_leaving_a_long_statement_frees_the_backend() {
         .pool("queue_timeout_ms = 25000")
         .backend("connect_timeout_ms = 1000")
         .start();
-    let mut cli = std::process::Command::new("mariadb")
-        .args(["-h127.0.0.1", &format!("-P{}", f.port)])
-        .args([&format!("-u{USER_A}"), &format!("-p{PASS_A}")])
+    let mut cli = common::clients::mariadb_cli(f.port, USER_A, PASS_A)
         .args(["-e", "SELECT SLEEP(20) AS funnel_drain_probe"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("run mariadb");
     assert!(
-        wait_until(Duration::from_secs(10), || !threads_of(
-            db,
-            USER_A,
-            Some("SELECT SLEEP(20) AS funnel_drain_probe")
-        )
-        .is_empty()),
+        wait_until(Duration::from_secs(10), || !db
+            .threads_of(USER_A, Some("SELECT SLEEP(20) AS funnel_drain_probe"))
+            .is_empty()),
         "the long statement never ran"
     );
     cli.kill().expect("kill the client");
@@ -1346,13 +1311,13 @@ fn dba_kills_backend_connections() {
     db.wait_connections(USER_A, 2, Duration::from_secs(10));
 
     // Idle backends killed: the funnel notices and replaces them.
-    let killed = threads_of(&db, USER_A, None);
+    let killed = db.threads_of(USER_A, None);
     assert_eq!(killed.len(), 2);
     for id in &killed {
         db.admin_sql(&format!("KILL {id}"));
     }
     assert!(wait_until(Duration::from_secs(10), || {
-        let now = threads_of(&db, USER_A, None);
+        let now = db.threads_of(USER_A, None);
         killed.iter().all(|k| !now.contains(k))
     }));
     for n in 0..20 {
@@ -1361,7 +1326,7 @@ fn dba_kills_backend_connections() {
     let mut c2 = mconn(&f, Duration::from_secs(10));
     select_n(&mut c2, 2);
     assert!(wait_until(Duration::from_secs(10), || {
-        let now = threads_of(&db, USER_A, None);
+        let now = db.threads_of(USER_A, None);
         now.len() == 2 && now.iter().all(|t| !killed.contains(t))
     }));
 
@@ -1401,7 +1366,7 @@ fn dba_kills_backend_connections() {
     let mut target = Vec::new();
     assert!(
         wait_until(Duration::from_secs(10), || {
-            target = threads_of(&db, USER_A, Some("SELECT SLEEP(5)"));
+            target = db.threads_of(USER_A, Some("SELECT SLEEP(5)"));
             !target.is_empty()
         }),
         "SELECT SLEEP(5) never ran"
@@ -1415,7 +1380,7 @@ fn dba_kills_backend_connections() {
     let waited = at.saturating_duration_since(killed_at);
     eprintln!("[faults] DBA KILL during SLEEP(5): client got {result:?} after {waited:?}");
     assert!(
-        matches!(server_code(&result), Some(1927 | 2013)),
+        matches!(error_code(&result), Some(1927 | 2013)),
         "expected mysqld's 1927 or the funnel's 2013, got {result:?}"
     );
     assert!(waited < Duration::from_secs(2), "error after {waited:?}");
@@ -1451,10 +1416,9 @@ fn dba_kills_backend_connections() {
         db.admin_query("SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX");
     assert_eq!(trx.len(), 1, "{trx:?}");
     db.admin_sql(&format!("KILL {}", trx[0]));
-    assert!(wait_until(Duration::from_secs(10), || !threads_of(
-        &db, USER_A, None
-    )
-    .contains(&trx[0])));
+    assert!(wait_until(Duration::from_secs(10), || !db
+        .threads_of(USER_A, None)
+        .contains(&trx[0])));
     let r = p.query_drop("INSERT INTO faults_pinned VALUES (2)");
     match &r {
         Err(mysql::Error::MySqlError(e)) => {
@@ -1979,7 +1943,7 @@ fn sighup_resizes_pool_live_and_refuses_broken_config() {
         .collect();
     let mut most = 0;
     let all_four = wait_until(Duration::from_secs(5), || {
-        most = most.max(threads_of(&db, USER_A, Some("SELECT SLEEP(1.5)")).len());
+        most = most.max(db.threads_of(USER_A, Some("SELECT SLEEP(1.5)")).len());
         most == 4
     });
     for s in sleepers {
@@ -2087,7 +2051,7 @@ fn sigterm_lets_running_query_finish_and_exits_zero() {
     );
     let result = running.join().unwrap();
     assert!(
-        server_code(&result) == Some(1053) || matches!(result, Err(mysql::Error::IoError(_))),
+        error_code(&result) == Some(1053) || matches!(result, Err(mysql::Error::IoError(_))),
         "{result:?}"
     );
     // Do not leave the statement sleeping on the shared server.

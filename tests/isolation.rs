@@ -20,7 +20,8 @@ use std::sync::{OnceLock, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{FunnelConfig, FunnelProcess, PASS_A, TEST_DB, USER_A};
+use common::sql::err_str;
+use common::{mysql_direct, FunnelConfig, FunnelProcess, PASS_A, TEST_DB, USER_A};
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder, Value};
 
@@ -144,11 +145,6 @@ fn verbose() -> bool {
     std::env::var_os("FUNNEL_ISOTEST_VERBOSE").is_some()
 }
 
-fn root() -> Conn {
-    let db = common::mariadb();
-    Conn::new(common::opts("root", "", db.port)).expect("root connection")
-}
-
 /// Runs root statements one by one, panicking with the statement on error.
 fn root_sql(c: &mut Conn, sqls: &[String]) {
     for s in sqls {
@@ -162,7 +158,7 @@ fn root_sql(c: &mut Conn, sqls: &[String]) {
 fn server_setup() -> &'static (String, bool) {
     static SETUP: OnceLock<(String, bool)> = OnceLock::new();
     SETUP.get_or_init(|| {
-        let mut r = root();
+        let mut r = mysql_direct("root", "");
         let probe = common::unique_name("iso_probe");
         r.query_drop(format!(
             "CREATE TABLE {probe} (id INT AUTO_INCREMENT PRIMARY KEY, at VARCHAR(64))"
@@ -230,13 +226,6 @@ fn value_str(v: &Value) -> String {
             ),
         },
         other => format!("{other:?}"),
-    }
-}
-
-fn err_str(e: &mysql::Error) -> String {
-    match e {
-        mysql::Error::MySqlError(m) => format!("ERR {} ({}): {}", m.code, m.state, m.message),
-        other => format!("client error: {other}"),
     }
 }
 
@@ -442,7 +431,7 @@ fn leftovers(sc: &Scenario, target: Target, fresh_before: &[(String, String)]) -
     let (probe, mdl) = server_setup();
     let mut problems = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(3);
-    let mut r = root();
+    let mut r = mysql_direct("root", "");
     // Named locks and metadata locks: give the disconnects a moment.
     loop {
         let mut held = Vec::new();
@@ -568,7 +557,7 @@ fn check_one(sc: &Scenario, conns: &[usize]) -> Vec<String> {
         _shared = GLOBAL.read().unwrap_or_else(|e| e.into_inner());
     }
     server_setup();
-    let mut r = root();
+    let mut r = mysql_direct("root", "");
     root_sql(&mut r, &sc.fixture);
     root_sql(&mut r, &sc.reset);
     // What a fresh client sees before the run is what one must see after.
@@ -859,7 +848,7 @@ fn s04_temporary_tables_from_stored_routines_stay_with_their_client() {
     let mut scs = vec![proc_sc];
     // MariaDB may refuse CREATE TEMPORARY TABLE in a function; test it if
     // it does not.
-    let mut r = root();
+    let mut r = mysql_direct("root", "");
     let f = format!(
         "CREATE FUNCTION {t}_mkf() RETURNS INT BEGIN CREATE TEMPORARY TABLE {tf} (x INT); RETURN 1; END"
     );
@@ -1457,7 +1446,7 @@ fn s16_other_ways_to_change_the_session() {
     ]);
     let mut scs = vec![uvars, set_statement];
     // A trigger that changes a session variable, if MariaDB allows it.
-    let mut r = root();
+    let mut r = mysql_direct("root", "");
     let trg = format!("{t}_trg");
     let created = r
         .query_drop(format!(
@@ -1579,12 +1568,13 @@ struct RestorePsLimit(i64);
 
 impl Drop for RestorePsLimit {
     fn drop(&mut self) {
-        let _ = root().query_drop(format!("SET GLOBAL max_prepared_stmt_count = {}", self.0));
+        let _ = mysql_direct("root", "")
+            .query_drop(format!("SET GLOBAL max_prepared_stmt_count = {}", self.0));
     }
 }
 
 fn prepared_on_server() -> i64 {
-    let row: Option<(String, i64)> = root()
+    let row: Option<(String, i64)> = mysql_direct("root", "")
         .query_first("SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'")
         .unwrap();
     row.unwrap().1
@@ -1606,7 +1596,7 @@ fn prepare_many(port: u16, n: usize) -> Option<(usize, String)> {
 #[test]
 fn s15_prepared_statement_limit_is_reached_as_directly() {
     let _excl = GLOBAL.write().unwrap_or_else(|e| e.into_inner());
-    let limit: Option<i64> = root()
+    let limit: Option<i64> = mysql_direct("root", "")
         .query_first("SELECT @@global.max_prepared_stmt_count")
         .unwrap();
     let _restore = RestorePsLimit(limit.unwrap());
@@ -1626,7 +1616,7 @@ fn s15_prepared_statement_limit_is_reached_as_directly() {
     let mut failures = Vec::new();
     for (count, global) in [(20_000usize, None), (1100, Some(1000))] {
         if let Some(g) = global {
-            root()
+            mysql_direct("root", "")
                 .query_drop(format!("SET GLOBAL max_prepared_stmt_count = {g}"))
                 .unwrap();
         }

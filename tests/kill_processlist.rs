@@ -14,13 +14,9 @@ mod common;
 
 use common::{FunnelConfig, FunnelProcess, PASS_A, TEST_DB, USER_A};
 
-/// The tests of this binary run one at a time: a direct process list must
-/// not show the backend connections of another test's funnel.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+// The tests of this binary run one at a time (common::serial): a direct
+// process list must not show the backend connections of another test's
+// funnel.
 
 fn start_funnel(connections: usize) -> FunnelProcess {
     FunnelConfig::new()
@@ -178,7 +174,7 @@ fn run_script(port: u16, script: &str, caps: u32) -> Vec<String> {
 
 #[test]
 fn kill_inside_multi_statement_queries_is_answered_as_by_mysqld() {
-    let _serial = serial();
+    let _serial = common::serial();
     let db = common::mariadb();
     let funnels = [start_funnel(1), start_funnel(2)];
     let mut failures = Vec::new();
@@ -314,7 +310,7 @@ fn find_and_kill(port: u16) -> Vec<String> {
 
 #[test]
 fn show_processlist_lists_the_users_funnel_connections_to_find_and_kill() {
-    let _serial = serial();
+    let _serial = common::serial();
     let db = common::mariadb();
     let direct = find_and_kill(db.port);
     for n in [1, 2] {
@@ -326,7 +322,7 @@ fn show_processlist_lists_the_users_funnel_connections_to_find_and_kill() {
 
 #[test]
 fn show_processlist_columns_are_typed_as_by_mysqld() {
-    let _serial = serial();
+    let _serial = common::serial();
     let db = common::mariadb();
     let f = start_funnel(1);
     for caps in [0, raw::DEPRECATE_EOF] {
@@ -491,7 +487,7 @@ fn privileged_view(port: u16) -> (Vec<String>, Vec<u64>) {
 
 #[test]
 fn privileges_decide_whose_connections_are_listed_and_killed_as_on_mysqld() {
-    let _serial = serial();
+    let _serial = common::serial();
     let db = common::mariadb();
     let (direct, _) = privileged_view(db.port);
     for n in [1, 2] {
@@ -510,7 +506,7 @@ fn privileges_decide_whose_connections_are_listed_and_killed_as_on_mysqld() {
 #[test]
 fn information_schema_processlist_finds_the_connection_to_kill() {
     use mysql::prelude::Queryable;
-    let _serial = serial();
+    let _serial = common::serial();
     let db = common::mariadb();
     let run = |port: u16| -> Vec<String> {
         let user = || mysql::Conn::new(common::opts(common::USER_B, common::PASS_B, port)).unwrap();

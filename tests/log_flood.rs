@@ -47,10 +47,6 @@ fn garbage_connection(port: u16) {
     let _ = s.read_to_end(&mut sink);
 }
 
-fn admin_opts(port: u16, password: &str) -> mysql::OptsBuilder {
-    common::admin::admin_opts(port, "admin", password)
-}
-
 #[test]
 fn a_flood_of_failed_logins_and_garbage_leaves_a_bounded_log() {
     const THREADS: usize = 4;
@@ -94,7 +90,7 @@ fn a_flood_of_failed_logins_and_garbage_leaves_a_bounded_log() {
         .chain(std::iter::once(thread::spawn(move || {
             // The admin console's threads have limits of their own.
             for n in 0..ADMIN_FAILED_LOGINS {
-                match mysql::Conn::new(admin_opts(admin_port, "wrong")) {
+                match mysql::Conn::new(common::admin::admin_opts(admin_port, "admin", "wrong")) {
                     Err(mysql::Error::MySqlError(e)) => assert_eq!(e.code, 1045),
                     other => panic!("admin login {n}: expected ERR 1045, got {other:?}"),
                 }
@@ -155,7 +151,7 @@ fn a_flood_of_failed_logins_and_garbage_leaves_a_bounded_log() {
     );
 
     // The counters count every event.
-    let mut a = mysql::Conn::new(admin_opts(admin_port, "admin-pw")).unwrap();
+    let mut a = common::admin_console(admin_port, "admin", "admin-pw");
     let rows: Vec<mysql::Row> = a.query("SHOW STATS").unwrap();
     let total = rows
         .iter()

@@ -12,6 +12,8 @@
 
 mod common;
 
+use common::rng::{random_seed, Rng};
+use common::sql::err_str;
 use common::{FunnelConfig, FunnelProcess, PASS_A, TEST_DB, USER_A};
 use mysql::prelude::Queryable;
 use mysql::{ChangeUserOpts, Conn, OptsBuilder, Value};
@@ -122,13 +124,6 @@ fn value_str(v: &Value) -> String {
     }
 }
 
-fn err_str(e: &mysql::Error) -> String {
-    match e {
-        mysql::Error::MySqlError(m) => format!("ERR {} ({}): {}", m.code, m.state, m.message),
-        other => format!("client error: {other}"),
-    }
-}
-
 /// What a client does at one step.
 #[derive(Clone, Debug)]
 enum Op {
@@ -226,7 +221,7 @@ fn run_script(target: Target, with_schema: &[bool], steps: &[(usize, Op)]) -> Ve
 
 /// Root SQL on the shared server.
 fn root(sqls: &[&str]) {
-    let mut r = Conn::new(common::opts("root", "", common::mariadb().port)).unwrap();
+    let mut r = common::mysql_direct("root", "");
     for s in sqls {
         r.query_drop(s)
             .unwrap_or_else(|e| panic!("root `{s}` failed: {e}"));
@@ -442,27 +437,9 @@ print(" | ".join(out))
     assert!(f.schema_unsets() > 0);
 }
 
-/// A tiny deterministic PRNG (xorshift64*), so a failure names its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 #[test]
 fn random_mix_of_clients_with_and_without_schemas() {
-    let seed = std::env::var("FUNNEL_RANDOM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_0001_u64);
+    let seed = random_seed(0x5eed_0001_u64);
     eprintln!("[no_schema] random mix, FUNNEL_RANDOM_SEED={seed}");
     let mut rng = Rng(seed | 1);
     const CLIENTS: usize = 8;

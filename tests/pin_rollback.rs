@@ -31,25 +31,11 @@ struct Env {
     pw: String,
 }
 
-/// A mysqld account for one test's funnel.
-fn private_account(tag: &str) -> (String, String) {
-    let user = common::unique_name(&format!("pr_{tag}"));
-    let pw = format!("pw-{user}");
-    common::admin_sql(&format!(
-        "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED VIA mysql_native_password \
-           USING PASSWORD('{pw}')"
-    ));
-    common::admin_sql(&format!(
-        "GRANT ALL PRIVILEGES ON *.* TO '{user}'@'127.0.0.1'"
-    ));
-    (user, pw)
-}
-
 /// A funnel with `pool` as its `[pool]` section and an admin console;
 /// waits until its shared connections are up.
 fn start(tag: &str, pool: &str, connections: usize) -> Env {
     let db = common::mariadb();
-    let (user, pw) = private_account(tag);
+    let (user, pw) = common::private_account(&format!("pr_{tag}"));
     let admin_port = common::free_port();
     let f = FunnelConfig::empty()
         .pool(pool)
@@ -112,10 +98,7 @@ impl Env {
 
     /// mysqld thread ids of the funnel's backend connections.
     fn backend_threads(&self) -> Vec<u64> {
-        common::mariadb().admin_query(&format!(
-            "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '{}' ORDER BY ID",
-            self.user
-        ))
+        common::mariadb().threads_of(&self.user, None)
     }
 
     /// A new client whose commands run on backend connection `thread`:

@@ -23,6 +23,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::sql::error_code;
 use common::{stats, wait_until, FunnelConfig, FunnelProcess, PASS_A, USER_A};
 use mysql::prelude::Queryable;
 use mysql::{Conn, QueryResult, Text};
@@ -140,13 +141,7 @@ impl Env {
 
 /// Resident set size of a process in bytes (VmRSS).
 fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kib| kib.parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
+    common::rss_kib(pid).map_or(0, |kib| kib * 1024)
 }
 
 /// `rows` rows of (seq, ROW_BYTES letters that depend on seq): about
@@ -201,13 +196,6 @@ fn read_rest(result: QueryResult<'_, '_, '_, Text>, rows: u64) {
 
 fn select(c: &mut Conn, n: i64) -> Result<Option<i64>, mysql::Error> {
     c.query_first(format!("SELECT {n}"))
-}
-
-fn error_code(r: &Result<Option<i64>, mysql::Error>) -> Option<u16> {
-    match r {
-        Err(mysql::Error::MySqlError(e)) => Some(e.code),
-        _ => None,
-    }
 }
 
 // ---------------------------------------------------------------------------

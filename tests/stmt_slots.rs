@@ -19,25 +19,12 @@
 
 mod common;
 
-use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{FunnelConfig, FunnelProcess, PASS_A, USER_A};
+use common::{mysql_direct, FunnelConfig, FunnelProcess, PASS_A, USER_A};
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder};
-
-/// The server's statement count is global: one test at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn root() -> Conn {
-    let db = common::mariadb();
-    Conn::new(common::opts("root", "", db.port)).expect("root connection")
-}
 
 const ADMIN_PW: &str = "slots-admin";
 
@@ -79,7 +66,7 @@ fn count_seen_by(c: &mut Conn) -> i64 {
 }
 
 fn count_now() -> i64 {
-    count_seen_by(&mut root())
+    count_seen_by(&mut mysql_direct("root", ""))
 }
 
 /// Waits (up to 5 s) for the server's count to reach `want`; the count then.
@@ -112,14 +99,8 @@ struct RestoreLimit(i64);
 
 impl Drop for RestoreLimit {
     fn drop(&mut self) {
-        let _ = root().query_drop(format!("SET GLOBAL max_prepared_stmt_count = {}", self.0));
-    }
-}
-
-fn err_code(e: &mysql::Error) -> Option<u16> {
-    match e {
-        mysql::Error::MySqlError(m) => Some(m.code),
-        _ => None,
+        let _ = mysql_direct("root", "")
+            .query_drop(format!("SET GLOBAL max_prepared_stmt_count = {}", self.0));
     }
 }
 
@@ -151,7 +132,7 @@ fn cycles(port: u16, n: usize, distinct: bool) -> (Vec<i64>, Vec<i64>) {
 
 #[test]
 fn prepare_execute_close_cycles_leave_the_count_as_directly() {
-    let _s = serial();
+    let _s = common::serial();
     let base = settle_to(0);
     assert_eq!(base, 0, "statements left on the server before the test");
     for distinct in [false, true] {
@@ -177,7 +158,7 @@ fn prepare_execute_close_cycles_leave_the_count_as_directly() {
 
 #[test]
 fn a_statement_closed_while_another_client_holds_it_stays_usable() {
-    let _s = serial();
+    let _s = common::serial();
     assert_eq!(settle_to(0), 0);
     let f = start_funnel(2);
     let mut a = connect(f.port);
@@ -205,7 +186,7 @@ fn a_statement_closed_while_another_client_holds_it_stays_usable() {
 
 #[test]
 fn several_clients_over_few_backends_leave_no_statements() {
-    let _s = serial();
+    let _s = common::serial();
     assert_eq!(settle_to(0), 0);
     let run = |port: u16| {
         let workers: Vec<_> = (0..6)
@@ -250,7 +231,7 @@ fn several_clients_over_few_backends_leave_no_statements() {
 
 #[test]
 fn a_client_leaving_with_open_statements_leaves_none() {
-    let _s = serial();
+    let _s = common::serial();
     assert_eq!(settle_to(0), 0);
     let f = start_funnel(2);
     let mut stay = connect(f.port);
@@ -341,13 +322,13 @@ fn hold_and_execute(port: u16, per_client: usize, rounds: usize) -> Vec<String> 
 
 #[test]
 fn a_small_max_prepared_stmt_count_is_shared_by_the_backends_caches() {
-    let _s = serial();
+    let _s = common::serial();
     assert_eq!(settle_to(0), 0);
-    let global: Option<i64> = root()
+    let global: Option<i64> = mysql_direct("root", "")
         .query_first("SELECT @@global.max_prepared_stmt_count")
         .unwrap();
     let _restore = RestoreLimit(global.unwrap());
-    root()
+    mysql_direct("root", "")
         .query_drop("SET GLOBAL max_prepared_stmt_count = 10")
         .unwrap();
     // Directly: two clients holding 5 statements each fit in 10.
@@ -375,7 +356,7 @@ fn a_small_max_prepared_stmt_count_is_shared_by_the_backends_caches() {
         for i in 0..12 {
             match c.prep(format!("SELECT ? * {i}")) {
                 Ok(st) => held.push(st),
-                Err(e) => failed.push((i, err_code(&e))),
+                Err(e) => failed.push((i, common::sql::code_of(&e))),
             }
         }
         // What it holds still works.

@@ -43,24 +43,12 @@ fn conn_at(port: u16, user: &str, pw: &str, interactive: bool) -> Conn {
     Conn::new(o).unwrap_or_else(|e| panic!("connect to {port}: {e}"))
 }
 
-/// mysqld's thread ids of `user`'s connections, sorted.
-fn threads_of(db: &MariaDb, user: &str) -> Vec<u64> {
-    let mut v: Vec<u64> = db.admin_query(&format!(
-        "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '{user}'"
-    ));
-    v.sort_unstable();
-    v
-}
-
 fn two(c: &mut Conn, sql: &str) -> (u64, u64) {
-    c.query_first(sql)
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .unwrap_or_else(|| panic!("{sql}: no row"))
+    common::sql::one(c, sql)
 }
 
 fn one(c: &mut Conn, sql: &str) -> String {
-    let v: Option<String> = c.query_first(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    v.unwrap_or_else(|| panic!("{sql}: no row"))
+    common::sql::one(c, sql)
 }
 
 /// What a client that set `wait_timeout = 1` and then waited got: the
@@ -73,14 +61,15 @@ struct IdleEnd {
 }
 
 fn idle_until_closed(r: &mut raw::Raw) -> IdleEnd {
-    r.stream
+    r.wire
+        .stream
         .set_read_timeout(Some(Duration::from_secs(8)))
         .unwrap();
     let t0 = Instant::now();
     let mut bytes = Vec::new();
     let mut buf = [0u8; 4096];
     let how = loop {
-        match r.stream.read(&mut buf) {
+        match r.wire.stream.read(&mut buf) {
             Ok(0) => break "closed (FIN)",
             Ok(n) => bytes.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break "reset",
@@ -117,7 +106,7 @@ fn idle_client_is_closed_as_mysqld_closes_it_and_backends_stay() {
         a.query("SELECT 'warm'"),
         raw::Reply::Rows(vec![vec![Some("warm".into())]])
     );
-    let backends = threads_of(db, &user);
+    let backends = db.threads_of(&user, None);
     assert_eq!(backends.len(), 1, "{backends:?}");
     assert_eq!(a.query("SET wait_timeout = 1"), raw::Reply::Ok);
     // Another client with a large value set after, on the same backend.
@@ -138,7 +127,7 @@ fn idle_client_is_closed_as_mysqld_closes_it_and_backends_stay() {
     thread::sleep(Duration::from_millis(1500));
     assert_eq!(one(&mut others, "SELECT 'still here'"), "still here");
     assert_eq!(two(&mut large, "SELECT @@wait_timeout, 0"), (30, 0));
-    assert_eq!(threads_of(db, &user), backends);
+    assert_eq!(db.threads_of(&user, None), backends);
 
     // A client in a transaction (pinned to its own backend) is closed too,
     // and its transaction rolled back.
@@ -264,7 +253,6 @@ fn interactive_clients_get_interactive_timeout() {
 /// arrives on the socket.
 mod raw {
     use super::common::raw::{Answer, Login, ReadFault, Wire, CLIENT_INTERACTIVE};
-    use std::ops::{Deref, DerefMut};
     use std::time::Duration;
 
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,22 +263,9 @@ mod raw {
         Other(String),
     }
 
-    /// A logged-in client (its socket: `stream`).
+    /// A logged-in client.
     pub struct Raw {
-        wire: Wire,
-    }
-
-    impl Deref for Raw {
-        type Target = Wire;
-        fn deref(&self) -> &Wire {
-            &self.wire
-        }
-    }
-
-    impl DerefMut for Raw {
-        fn deref_mut(&mut self) -> &mut Wire {
-            &mut self.wire
-        }
+        pub wire: Wire,
     }
 
     impl Raw {

@@ -229,6 +229,16 @@ impl FunnelProcess {
         })
     }
 
+    /// [`conn`](Self::conn) after a first command through the funnel:
+    /// `USE funnel_test`.
+    pub fn conn_after_use(&self, user: &str, pw: &str) -> mysql::Conn {
+        use mysql::prelude::Queryable;
+        let mut c = self.conn(user, pw);
+        c.query_drop(format!("USE {}", super::TEST_DB))
+            .expect("USE");
+        c
+    }
+
     pub fn try_conn(&self, user: &str, pw: &str) -> Result<mysql::Conn, mysql::Error> {
         mysql::Conn::new(self.opts(user, pw))
     }

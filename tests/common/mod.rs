@@ -30,17 +30,19 @@ mod mariadb;
 mod node;
 mod process;
 pub mod raw;
+pub mod rng;
+pub mod sql;
 pub mod stats;
 
 pub use admin::admin_console;
 pub use config::FunnelConfig;
 pub use funnel::{funnel_bin, FunnelBuilder, FunnelProcess, DIR_PLACEHOLDER};
 pub use mariadb::{
-    admin_sql, mariadb, mariadb_client, mysql_direct, opts, root_url, url, MariaDb, PASS_A, PASS_B,
-    TEST_DB, USER_A, USER_B,
+    admin_sql, mariadb, mariadb_client, mysql_direct, opts, private_account, root_url, url,
+    MariaDb, PASS_A, PASS_B, TEST_DB, USER_A, USER_B,
 };
 pub use node::{node_modules, MARIADB_JS, MYSQL2};
-pub use process::{pid_alive, sweep_stale_dirs, wait_until, SCRATCH_PREFIX};
+pub use process::{pid_alive, rss_kib, sweep_stale_dirs, wait_until, SCRATCH_PREFIX};
 
 use std::net::TcpListener;
 
@@ -75,6 +77,13 @@ pub fn unique_name(prefix: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// The tests of this binary that take it run one at a time (for those
+/// that watch something server-wide).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Raises the soft open-files limit of this process (inherited by the
