@@ -962,20 +962,8 @@ impl Recorder {
 
 /// Copies `from` to `to` until EOF; returns the bytes copied.
 fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream) -> Vec<u8> {
-    use std::io::{Read, Write};
     let mut seen = Vec::new();
-    let mut buf = [0u8; 65536];
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if to.write_all(&buf[..n]).is_err() {
-            break;
-        }
-        seen.extend_from_slice(&buf[..n]);
-    }
-    let _ = to.shutdown(std::net::Shutdown::Write);
+    common::raw::pump(&mut from, &mut to, |b| seen.extend_from_slice(b));
     seen
 }
 

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -126,21 +125,11 @@ impl Drop for GatedProxy {
 }
 
 fn pump(mut from: TcpStream, mut to: TcpStream, counter: Option<Arc<AtomicUsize>>) {
-    let mut buf = [0u8; 16384];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-                if let Some(c) = &counter {
-                    c.fetch_add(n, Ordering::SeqCst);
-                }
-            }
+    common::raw::pump(&mut from, &mut to, |b| {
+        if let Some(c) = &counter {
+            c.fetch_add(b.len(), Ordering::SeqCst);
         }
-    }
-    let _ = to.shutdown(Shutdown::Write);
+    });
     let _ = from.shutdown(Shutdown::Read);
 }
 

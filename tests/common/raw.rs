@@ -176,6 +176,24 @@ pub fn split_packets(mut bytes: &[u8]) -> (Vec<(u8, Vec<u8>)>, &[u8]) {
     (out, bytes)
 }
 
+/// Copies `from` to `to` until `from` ends (or either fails), showing
+/// each piece to `seen` once written; then shuts `to` down for writing.
+/// One direction of a relay between a client and a server.
+pub fn pump(from: &mut TcpStream, to: &mut TcpStream, mut seen: impl FnMut(&[u8])) {
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        seen(&buf[..n]);
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
 /// Bytes as lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
