@@ -145,7 +145,7 @@ fn errors_in(packets: &[(u8, Vec<u8>)]) -> Vec<raw::ServerError> {
 
 mod raw {
     pub use super::common::raw::{frame, query_packet, ServerError};
-    use super::common::raw::{Answer, Greeting, Login, ReadFault, Wire};
+    use super::common::raw::{lossy_rows, Answer, Greeting, Login, ReadFault, Wire};
     pub use super::common::raw::{BASE_CAPS, CLIENT_SSL, UTF8MB4_GENERAL_CI};
     use std::io::{self, Write};
     use std::ops::{Deref, DerefMut};
@@ -265,15 +265,7 @@ mod raw {
             match self.wire.read_result() {
                 Ok(Answer::Ok { .. }) => Reply::Ok,
                 Ok(Answer::Err(p)) => Reply::Err(parse_err(&p)),
-                Ok(Answer::Rows { rows, .. }) => Reply::Rows(
-                    rows.into_iter()
-                        .map(|r| {
-                            r.into_iter()
-                                .map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned()))
-                                .collect()
-                        })
-                        .collect(),
-                ),
+                Ok(Answer::Rows { rows, .. }) => Reply::Rows(lossy_rows(rows)),
                 Err(ReadFault::Io(e)) => io_reply(e),
                 Err(ReadFault::Garbage(what)) => Reply::Garbage(what),
             }

@@ -1574,10 +1574,7 @@ impl Drop for RestorePsLimit {
 }
 
 fn prepared_on_server() -> i64 {
-    let row: Option<(String, i64)> = mysql_direct("root", "")
-        .query_first("SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'")
-        .unwrap();
-    row.unwrap().1
+    common::sql::global_status(&mut mysql_direct("root", ""), "Prepared_stmt_count")
 }
 
 /// Prepares `n` distinct statements on one client; returns the index and

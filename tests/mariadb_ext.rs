@@ -20,7 +20,6 @@ use std::process::Command;
 
 use common::clients::script;
 use common::{FunnelConfig, FunnelProcess, PASS_A, TEST_DB, USER_A};
-use mysql::prelude::Queryable;
 
 fn start_funnel() -> FunnelProcess {
     // Two backends: statements are prepared and bulk-executed on either.
@@ -32,10 +31,7 @@ fn start_funnel() -> FunnelProcess {
 fn stmt_executes() -> u64 {
     let mut c = mysql::Conn::new(mysql::Opts::from_url(&common::root_url()).expect("root url"))
         .expect("root connection");
-    let row: Option<(String, u64)> = c
-        .query_first("SHOW GLOBAL STATUS LIKE 'Com_stmt_execute'")
-        .expect("status");
-    row.expect("Com_stmt_execute").1
+    common::sql::global_status(&mut c, "Com_stmt_execute")
 }
 
 /// Runs `program args` with the port, user, password, database and table

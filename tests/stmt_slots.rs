@@ -59,10 +59,7 @@ fn connect(port: u16) -> Conn {
 
 /// `Prepared_stmt_count`, read by `c` (as the client libraries' tests do).
 fn count_seen_by(c: &mut Conn) -> i64 {
-    let row: Option<(String, i64)> = c
-        .query_first("SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'")
-        .expect("SHOW GLOBAL STATUS");
-    row.expect("Prepared_stmt_count row").1
+    common::sql::global_status(c, "Prepared_stmt_count")
 }
 
 fn count_now() -> i64 {

@@ -252,7 +252,7 @@ fn interactive_clients_get_interactive_timeout() {
 /// Just enough of the protocol by hand ([`common::raw`]) to see what
 /// arrives on the socket.
 mod raw {
-    use super::common::raw::{Answer, Login, ReadFault, Wire, CLIENT_INTERACTIVE};
+    use super::common::raw::{lossy_rows, Answer, Login, ReadFault, Wire, CLIENT_INTERACTIVE};
     use std::time::Duration;
 
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,15 +289,7 @@ mod raw {
                     u16::from_le_bytes([p[1], p[2]]),
                     String::from_utf8_lossy(&p[3..]).into_owned(),
                 ),
-                Ok(Answer::Rows { rows, .. }) => Reply::Rows(
-                    rows.into_iter()
-                        .map(|r| {
-                            r.into_iter()
-                                .map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned()))
-                                .collect()
-                        })
-                        .collect(),
-                ),
+                Ok(Answer::Rows { rows, .. }) => Reply::Rows(lossy_rows(rows)),
                 Err(ReadFault::Garbage(what)) => Reply::Other(what),
                 Err(ReadFault::Io(e)) => panic!("reply: {e}"),
             }

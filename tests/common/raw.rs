@@ -325,6 +325,17 @@ impl Answer {
     }
 }
 
+/// Result rows as (lossy) UTF-8 text, NULL as None.
+pub fn lossy_rows(rows: Vec<Vec<Option<Vec<u8>>>>) -> Vec<Vec<Option<String>>> {
+    rows.into_iter()
+        .map(|r| {
+            r.into_iter()
+                .map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned()))
+                .collect()
+        })
+        .collect()
+}
+
 /// Why [`Wire::read_result`] read no answer.
 #[derive(Debug)]
 pub enum ReadFault {

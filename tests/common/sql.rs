@@ -11,6 +11,14 @@ pub fn one<T: FromRow>(c: &mut Conn, sql: &str) -> T {
         .unwrap_or_else(|| panic!("{sql}: no row"))
 }
 
+/// A `SHOW GLOBAL STATUS` value (`Prepared_stmt_count`, ...) as `c` reads it.
+pub fn global_status<T: mysql::prelude::FromValue>(c: &mut Conn, name: &str) -> T {
+    let row: Option<(String, T)> = c
+        .query_first(format!("SHOW GLOBAL STATUS LIKE '{name}'"))
+        .unwrap_or_else(|e| panic!("SHOW GLOBAL STATUS LIKE '{name}': {e}"));
+    row.unwrap_or_else(|| panic!("no global status {name}")).1
+}
+
 /// The server error of a failed call: (code, SQLSTATE, message); panics
 /// on success or on a client-side error.
 pub fn server_error<T: std::fmt::Debug>(r: Result<T, mysql::Error>) -> (u16, String, String) {
