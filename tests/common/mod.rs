@@ -5,10 +5,17 @@
 //!   first use (one per test binary). [`MariaDb::new()`]: an owned server for
 //!   tests that kill/restart/freeze it ([`MariaDb::kill`], [`MariaDb::stop`],
 //!   [`MariaDb::start`], [`MariaDb::signal`]).
-//! * [`url`], [`opts`], [`mysql_direct`], [`admin_sql`], [`root_url`]: clients.
+//! * [`url`], [`opts`], [`mysql_direct`], [`admin_sql`], [`root_url`]: clients;
+//!   [`private_account`]: an account of a test's own.
 //! * [`FunnelProcess`]: runs the real `funnel` binary with a given config;
 //!   [`FunnelConfig`] builds one.
-//! * [`free_port`].
+//! * [`free_port`], [`unique_name`], [`serial`], [`wait_until`], [`rss_kib`].
+//!
+//! One module per concern, for what more than one test file needs:
+//! [`admin`] (the admin console), [`stats`] (the stats port), [`clients`]
+//! (Python, PHP and the `mariadb` CLI as clients), [`raw`] (the MySQL
+//! protocol by hand), [`sql`] (answers of the `mysql` crate), [`rng`].
+//! A helper one test file needs stays in that file.
 //!
 //! Nothing runs before a test asks for it. Servers and funnel processes are
 //! killed and their scratch directories deleted when the test binary exits,
