@@ -13,16 +13,17 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::FunnelProcess;
+use common::clients::have;
+use common::{FunnelConfig, FunnelProcess};
 use funnel::protocol::caching_sha2;
 use funnel::protocol::handshake::{HandshakeResponse, HandshakeV10};
-use funnel::protocol::packet::{next_frame, write_packet, HEADER_LEN};
+use funnel::protocol::packet::{next_frame, write_packet};
 use mysql::prelude::Queryable;
 
 const USER: &str = "sha_user";
@@ -86,17 +87,8 @@ fn python(driver: &str, port: u16, pw: &str) -> String {
 }
 
 fn cli(port: u16, pw: &str) -> String {
-    let out = Command::new(common::mariadb_client())
-        .args([
-            "--no-defaults",
-            "-h127.0.0.1",
-            &format!("-P{port}"),
-            &format!("-u{USER}"),
-            &format!("-p{pw}"),
-            "-N",
-            "-e",
-            "SELECT 1 + 1",
-        ])
+    let out = common::clients::mariadb_cli(port, USER, pw)
+        .args(["-N", "-e", "SELECT 1 + 1"])
         .output()
         .expect("mariadb client");
     if out.status.success() {
@@ -148,13 +140,6 @@ fn rust_as(port: u16, user: &str, pw: &str) -> String {
     }
 }
 
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd} >/dev/null")])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 #[test]
 fn clients_log_in_with_caching_sha2_password() {
     let f = start_funnel();
@@ -187,12 +172,7 @@ fn clients_log_in_with_caching_sha2_password() {
 
 /// One packet from a blocking stream: (seq, payload).
 fn read_packet(s: &mut std::net::TcpStream) -> (u8, Vec<u8>) {
-    let mut head = [0u8; HEADER_LEN];
-    s.read_exact(&mut head).expect("packet header");
-    let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
-    let mut payload = vec![0; len];
-    s.read_exact(&mut payload).expect("packet payload");
-    (head[3], payload)
+    common::raw::read_packet_from(s).expect("packet")
 }
 
 fn send(s: &mut std::net::TcpStream, seq: u8, payload: &[u8]) {
@@ -313,16 +293,14 @@ fn the_funnel_logs_in_to_a_mysql84_server_both_ways() {
         let backend = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::channel();
         fake_mysql84(listener, "backend pw", full, tx);
-        let port = common::free_port();
-        let cfg = format!(
-            "[funnel]\nlisten = 127.0.0.1:{port}\n\n\
-             [backend]\naddress = {backend}\nreconnect_backoff_min_ms = 5000\n\n\
-             [pool]\nconnections = 1\n\n\
-             [user app]\npassword = x\nbackend_password = \"backend pw\"\n"
-        );
         // The scripted server answers no query after the login: the login
         // is what is checked.
-        let _f = FunnelProcess::builder(&cfg).port(port).start();
+        let _f = FunnelConfig::empty()
+            .backend_port(backend.port())
+            .backend("reconnect_backoff_min_ms = 5000")
+            .pool("connections = 1")
+            .user("app", "x", &["backend_password = \"backend pw\""])
+            .start();
         let got = rx.recv_timeout(Duration::from_secs(20)).expect("a login");
         let want = if full {
             "full: response right: true, asked for the key: true, password right: true"

@@ -170,6 +170,22 @@ pub fn admin_sql(sql: &str) {
     mariadb().admin_sql(sql)
 }
 
+/// A MySQL account of a test's own on the shared server, named
+/// `<prefix>_<unique>` (ALL ON *.*, from 127.0.0.1, mysql_native_password),
+/// so that the test can tell its connections apart: (user, password).
+pub fn private_account(prefix: &str) -> (String, String) {
+    let user = super::unique_name(prefix);
+    let pw = format!("pw-{user}");
+    admin_sql(&format!(
+        "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED VIA mysql_native_password \
+           USING PASSWORD('{pw}')"
+    ));
+    admin_sql(&format!(
+        "GRANT ALL PRIVILEGES ON *.* TO '{user}'@'127.0.0.1'"
+    ));
+    (user, pw)
+}
+
 /// Path of the `mariadb` command-line client; panics with install hints.
 pub fn mariadb_client() -> PathBuf {
     find_program("FUNNEL_MARIADB_CLIENT", &["mariadb", "mysql"])
@@ -320,6 +336,20 @@ impl MariaDb {
             user.replace('\'', "''")
         ));
         n[0] as usize
+    }
+
+    /// Thread ids of `user`'s connections, in order (only those whose
+    /// statement starts with `info_prefix`, if given).
+    pub fn threads_of(&self, user: &str, info_prefix: Option<&str>) -> Vec<u64> {
+        let mut sql = format!(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '{}'",
+            user.replace('\'', "''")
+        );
+        if let Some(p) = info_prefix {
+            sql.push_str(&format!(" AND INFO LIKE '{p}%'"));
+        }
+        sql.push_str(" ORDER BY ID");
+        self.admin_query(&sql)
     }
 
     /// Polls until `user` has exactly `n` connections; panics with the count
