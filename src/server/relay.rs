@@ -85,6 +85,7 @@ pub fn relay_pool_user(config: &Config) -> UserConfig {
         max_pinned_backends: config.max_unlisted_connections,
         max_client_connections: 0,
         allowed_networks: Vec::new(),
+        require_tls: false,
     }
 }
 
