@@ -27,6 +27,7 @@ use super::handoff_io::{self, HandoffState, ListenerInfo};
 use super::io::{ReadOutcome, Stream};
 use super::log_limit::LogEvent;
 use super::notify;
+use super::tls_io::TlsConn;
 use super::Engine;
 use crate::config::{BackendAddr, Config};
 use crate::control::ControlHandle;
@@ -82,6 +83,8 @@ pub(super) enum Owner {
 pub(super) struct Conn {
     pub(super) stream: Stream,
     pub(super) owner: Owner,
+    /// TLS on it, once started (`tls_io.rs`): reads and writes go through.
+    pub(super) tls: Option<Box<TlsConn>>,
 }
 
 pub struct EventLoop {
@@ -419,7 +422,9 @@ impl EventLoop {
                 let Some(mut c) = self.conns.try_remove(conn.0) else {
                     return;
                 };
-                if !last_words.is_empty() {
+                if let Some(tls) = c.tls.as_mut() {
+                    tls.close(&mut c.stream, &last_words);
+                } else if !last_words.is_empty() {
                     // One attempt: a client that does not read its error
                     // is not waited for.
                     let _ = c.stream.write(&last_words);
@@ -437,6 +442,37 @@ impl EventLoop {
                 }
             }
             Action::HandOffClient { conn, image } => self.hand_off(conn, image),
+            Action::StartClientTls {
+                key,
+                serial,
+                received,
+                config,
+            } => {
+                if !self.engine.client_is(key, serial) {
+                    return;
+                }
+                let Some(conn) = self.engine.client_conn(key) else {
+                    return;
+                };
+                let Some(c) = self.conns.get_mut(conn.0) else {
+                    return;
+                };
+                match TlsConn::server(config, &received) {
+                    Ok(tls) => {
+                        c.tls = Some(Box::new(tls));
+                        // The client may have sent more of its handshake
+                        // than `received`, and its readiness was used up.
+                        self.read_client(key);
+                    }
+                    Err(e) => self.engine.client_read_done(key, Err(e)),
+                }
+            }
+            Action::StartBackendTls {
+                key,
+                serial,
+                config,
+                server_name,
+            } => self.start_backend_tls(key, serial, config, server_name),
             Action::Notify(state) => {
                 if let Some(n) = self.notifier.as_mut() {
                     n.send(&state);
@@ -451,6 +487,12 @@ impl EventLoop {
         };
         let before = wbuf.len();
         let result = match self.conns.get_mut(conn.0) {
+            // Records may be waiting even when the buffer is empty.
+            Some(Conn {
+                stream,
+                tls: Some(tls),
+                ..
+            }) => tls.write_from(stream, wbuf),
             Some(c) if before > 0 => wbuf.write_to(&mut c.stream),
             Some(_) => Ok(true),
             None => Err(stdio::Error::other("socket gone")),
@@ -472,7 +514,10 @@ impl EventLoop {
         let Some(rbuf) = self.engine.client_rbuf(key) else {
             return;
         };
-        let outcome = rbuf.read_from(&mut c.stream, READ_CAP_PER_EVENT, self.stop_on_short_read);
+        let outcome = match c.tls.as_mut() {
+            Some(tls) => tls.read_into(&mut c.stream, rbuf, READ_CAP_PER_EVENT),
+            None => rbuf.read_from(&mut c.stream, READ_CAP_PER_EVENT, self.stop_on_short_read),
+        };
         self.engine.client_read_done(key, outcome);
     }
 
@@ -485,6 +530,11 @@ impl EventLoop {
         };
         let before = wbuf.len();
         let result = match self.conns.get_mut(conn.0) {
+            Some(Conn {
+                stream,
+                tls: Some(tls),
+                ..
+            }) => tls.write_from(stream, wbuf),
             Some(c) => wbuf.write_to(&mut c.stream),
             None => Err(stdio::Error::other("socket gone")),
         };
@@ -505,9 +555,54 @@ impl EventLoop {
         let Some(rbuf) = self.engine.backend_rbuf(key) else {
             return;
         };
-        let outcome: stdio::Result<ReadOutcome> =
-            rbuf.read_from(&mut c.stream, READ_CAP_PER_EVENT, self.stop_on_short_read);
+        let mut tls_ready = false;
+        let outcome: stdio::Result<ReadOutcome> = match c.tls.as_mut() {
+            Some(tls) => {
+                let outcome = tls.read_into(&mut c.stream, rbuf, READ_CAP_PER_EVENT);
+                tls_ready = outcome.is_ok() && tls.handshake_news();
+                outcome
+            }
+            None => rbuf.read_from(&mut c.stream, READ_CAP_PER_EVENT, self.stop_on_short_read),
+        };
         self.engine.backend_read_done(key, outcome);
+        if tls_ready && self.engine.backend_conn(key) == Some(conn) {
+            self.engine.backend_tls_ready(key);
+        }
+    }
+
+    /// The backend's SSL request is in its output: write it as it is,
+    /// then speak TLS (rustls's ClientHello goes out at once).
+    fn start_backend_tls(
+        &mut self,
+        key: usize,
+        serial: u64,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        server_name: rustls::pki_types::ServerName<'static>,
+    ) {
+        if !self.engine.backend_is(key, serial) {
+            return;
+        }
+        let Some((conn, wbuf)) = self.engine.backend_output(key) else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(conn.0) else {
+            return;
+        };
+        let sent = match wbuf.write_to(&mut c.stream) {
+            Ok(true) => TlsConn::client(config, server_name),
+            Ok(false) => Err(stdio::Error::other(
+                "the SSL request did not fit in the socket",
+            )),
+            Err(e) => Err(e),
+        };
+        let started = sent.and_then(|mut tls| {
+            tls.flush(&mut c.stream)?;
+            Ok(tls)
+        });
+        match started {
+            Ok(tls) => c.tls = Some(Box::new(tls)),
+            Err(e) => self.engine.backend_read_done(key, Err(e)),
+        }
     }
 
     fn connect(&mut self, key: usize, serial: u64, addr: &BackendAddr) {
@@ -541,6 +636,7 @@ impl EventLoop {
         entry.insert(Conn {
             stream,
             owner: Owner::Backend { key, serial },
+            tls: None,
         });
         self.engine.backend_opened(key, serial, ConnId(id));
     }
@@ -595,6 +691,7 @@ impl EventLoop {
         entry.insert(Conn {
             stream,
             owner: Owner::Nobody,
+            tls: None,
         });
         if let Some((key, serial)) = self.engine.accept_client(ConnId(id), peer) {
             self.conns[id].owner = Owner::Client { key, serial };

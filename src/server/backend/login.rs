@@ -54,6 +54,16 @@ impl Engine {
         let b = &mut self.backends[key];
         b.thread_id = greeting.connection_id;
         b.scramble = greeting.scramble.clone();
+        if self.backends[key].relay.is_some() && self.config.backend.tls.mode.required() {
+            // A relayed login passes the client's packets with their
+            // sequence ids, which a TLS login to mysqld would shift.
+            let why = format!(
+                "relayed logins (unlisted_users = relay) do not use TLS, and [backend] tls = {} requires it",
+                self.config.backend.tls.mode.name()
+            );
+            self.backend_login_refused(key, why);
+            return;
+        }
         if self.relay_greeting(key, &greeting, payload) {
             return;
         }
@@ -116,9 +126,53 @@ impl Engine {
             set_response_mariadb_caps(&mut self.scratch, b.mariadb_caps);
         }
         b.state = BackendState::Authenticating;
-        let payload = std::mem::take(&mut self.scratch);
-        self.send_to_backend(key, 1, &payload);
+        let mut payload = std::mem::take(&mut self.scratch);
+        let tls = &self.config.backend.tls;
+        let offered = greeting.capabilities & CLIENT_SSL != 0;
+        let over_tcp = matches!(self.servers[server].address, BackendAddr::Tcp(_));
+        match (&tls.config, offered && over_tcp) {
+            (Some(config), true) => {
+                // The SSL request (the response's first 32 bytes, with
+                // CLIENT_SSL), then TLS; the response follows inside it.
+                let caps = (b.capabilities | CLIENT_SSL).to_le_bytes();
+                payload[..4].copy_from_slice(&caps);
+                let request = payload[..crate::protocol::handshake::SSL_REQUEST_LEN].to_vec();
+                b.tls = true;
+                b.login_after_tls = Some(payload.clone());
+                let (config, server_name) = (config.clone(), tls.server_name.clone());
+                let serial = b.serial;
+                self.send_to_backend(key, 1, &request);
+                self.actions.push(Action::StartBackendTls {
+                    key,
+                    serial,
+                    config,
+                    server_name,
+                });
+            }
+            _ if tls.mode.required() => {
+                let why = format!(
+                    "mysqld does not offer TLS, and [backend] tls = {} requires it",
+                    tls.mode.name()
+                );
+                self.scratch = payload;
+                self.backend_login_refused(key, why);
+                return;
+            }
+            _ => self.send_to_backend(key, 1, &payload),
+        }
         self.scratch = payload;
+    }
+
+    /// The I/O layer completed the TLS handshake with mysqld: the login
+    /// goes on inside TLS.
+    pub(crate) fn backend_tls_ready(&mut self, key: usize) {
+        let Some(b) = self.backends.get_mut(key) else {
+            return;
+        };
+        if let Some(response) = b.login_after_tls.take() {
+            debug!("backend {key}: TLS with mysqld established");
+            self.send_to_backend(key, 2, &response);
+        }
     }
 
     pub(super) fn backend_auth_reply(&mut self, key: usize, payload: &[u8], seq: u8) {
@@ -169,8 +223,8 @@ impl Engine {
     /// login or a `COM_CHANGE_USER`, as the account's plugin needs:
     /// mysql_native_password, client_ed25519, or caching_sha2_password
     /// (its fast path, or its full authentication: the password in clear
-    /// over a unix socket, as MySQL's clients send it there, else RSA-OAEP
-    /// encrypted with the server's public key). `Err`: what makes the
+    /// over a unix socket or TLS, as MySQL's clients send it there, else
+    /// RSA-OAEP encrypted with the server's public key). `Err`: what makes the
     /// login impossible.
     pub(super) fn answer_auth_request(
         &mut self,
@@ -188,7 +242,10 @@ impl Engine {
                 [caching_sha2::FAST_AUTH_SUCCESS] => return Ok(()), // an OK follows
                 [caching_sha2::PERFORM_FULL_AUTH] => {
                     let server = self.pools[pool].server;
-                    if matches!(self.servers[server].address, BackendAddr::Unix(_)) {
+                    // Over TLS too, as MySQL's clients send it there.
+                    if self.backends[key].tls
+                        || matches!(self.servers[server].address, BackendAddr::Unix(_))
+                    {
                         let mut clear = pw.to_vec();
                         clear.push(0);
                         clear
