@@ -25,6 +25,7 @@ mod funnel;
 mod mariadb;
 mod node;
 mod process;
+mod tls;
 
 pub use funnel::{funnel_bin, FunnelBuilder, FunnelProcess, DIR_PLACEHOLDER};
 pub use mariadb::{
@@ -33,6 +34,7 @@ pub use mariadb::{
 };
 pub use node::{node_modules, MARIADB_JS, MYSQL2};
 pub use process::{pid_alive, sweep_stale_dirs, wait_until, SCRATCH_PREFIX};
+pub use tls::{TestCa, TestCert};
 
 use std::net::TcpListener;
 
