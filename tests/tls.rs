@@ -675,3 +675,53 @@ fn a_require_ssl_account_and_a_require_tls_user_answer_alike() {
     let ok = cli(port, "tls_only", "tls_pw", Some(&path(&ca.cert)));
     assert!(ok.ends_with("\n2"), "{ok}\n{}", f.log());
 }
+
+#[test]
+fn big_commands_and_results_cross_tls_both_ways() {
+    // Client -> funnel -> mysqld all over TLS: a 6 MB query, a 5 MB value,
+    // 50,000 rows; several TLS records each way, written as fast as the
+    // sockets take them.
+    let ca = TestCa::new("test CA");
+    let cert = ca.localhost("both");
+    let db = mariadb_with_tls(&ca, &cert);
+    let port = common::free_port();
+    let ca_path = path(&ca.cert);
+    let cfg = format!(
+        "[funnel]\nlisten = 127.0.0.1:{port}\n{}\n\
+         [backend]\naddress = 127.0.0.1:{}\ntls = verify_identity\ntls_ca = {ca_path}\n\n\
+         [pool]\nconnections = 1\n\n\
+         [user {}]\npassword = {}\n",
+        tls_lines(&cert),
+        db.port,
+        common::USER_A,
+        common::PASS_A
+    );
+    let f = FunnelProcess::builder(&cfg).port(port).start();
+    let code = r#"
+import sys, hashlib, pymysql
+p, u, w, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+c = pymysql.connect(host='127.0.0.1', port=p, user=u, password=w, ssl_ca=ca,
+                    ssl_verify_identity=True, read_timeout=60, write_timeout=60,
+                    database='funnel_test')
+assert type(c._sock).__name__ == 'SSLSocket'
+cur = c.cursor()
+big = ''.join(chr(97 + i % 26) for i in range(3_000_000))
+cur.execute("SELECT LENGTH(%s), MD5(%s)", (big, big))
+n, md5 = cur.fetchone()
+assert (n, md5) == (3_000_000, hashlib.md5(big.encode()).hexdigest()), (n, md5)
+cur.execute("SHOW SESSION STATUS LIKE 'Ssl_version'")
+backend_tls = cur.fetchone()[1]
+cur.execute("SELECT REPEAT('x', 5000000)")
+v = cur.fetchone()[0]
+assert v == 'x' * 5_000_000, len(v)
+cur.execute("SELECT seq, REPEAT('z', 100) FROM seq_1_to_50000")
+rows = cur.fetchall()
+assert len(rows) == 50000 and rows[-1] == (50000, 'z' * 100), rows[-1]
+print('ok', backend_tls)
+"#;
+    let out = python(
+        code,
+        &[&port.to_string(), common::USER_A, common::PASS_A, &ca_path],
+    );
+    assert!(out.starts_with("ok TLSv1."), "{out}\n{}", f.log());
+}

@@ -24,7 +24,7 @@ use slab::Slab;
 
 use super::action::{Action, ConnId};
 use super::handoff_io::{self, HandoffState, ListenerInfo};
-use super::io::{ReadOutcome, Stream};
+use super::io::{BufPool, ReadOutcome, Stream};
 use super::log_limit::LogEvent;
 use super::notify;
 use super::tls_io::TlsConn;
@@ -52,6 +52,9 @@ fn token_parts(t: Token) -> (usize, usize) {
 
 /// Bytes read from one socket per readiness event before the loop moves on.
 pub(crate) const READ_CAP_PER_EVENT: usize = 256 * 1024;
+/// Largest TLS buffer kept for reuse (records of a 64 KiB chunk, or a
+/// read's worth of them).
+const TLS_BUF_KEEP: usize = 320 * 1024;
 /// How long to stop accepting after the process ran out of descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Rounds of "carry out the actions, run the engine's deferred work" per
@@ -106,6 +109,8 @@ pub struct EventLoop {
     stop_on_short_read: bool,
     /// Taking over from an older funnel, handing over to a newer one.
     pub(super) handoff: HandoffState,
+    /// Buffers lent to TLS connections while records are in transit.
+    tls_bufs: BufPool,
 }
 
 /// Run the funnel until it is told to stop. `admin`, when given, is started
@@ -150,6 +155,7 @@ impl EventLoop {
             notifier: None,
             stop_on_short_read: false,
             handoff: HandoffState::default(),
+            tls_bufs: BufPool::new(TLS_BUF_KEEP, 64),
         })
     }
 
@@ -423,7 +429,7 @@ impl EventLoop {
                     return;
                 };
                 if let Some(tls) = c.tls.as_mut() {
-                    tls.close(&mut c.stream, &last_words);
+                    tls.close(&mut c.stream, &last_words, &mut self.tls_bufs);
                 } else if !last_words.is_empty() {
                     // One attempt: a client that does not read its error
                     // is not waited for.
@@ -457,7 +463,12 @@ impl EventLoop {
                 let Some(c) = self.conns.get_mut(conn.0) else {
                     return;
                 };
-                match TlsConn::server(config, &received) {
+                let started =
+                    TlsConn::server(config, &received, &mut self.tls_bufs).and_then(|mut tls| {
+                        tls.flush(&mut c.stream, &mut self.tls_bufs)?;
+                        Ok(tls)
+                    });
+                match started {
                     Ok(tls) => {
                         c.tls = Some(Box::new(tls));
                         // The client may have sent more of its handshake
@@ -492,7 +503,7 @@ impl EventLoop {
                 stream,
                 tls: Some(tls),
                 ..
-            }) => tls.write_from(stream, wbuf),
+            }) => tls.write_from(stream, wbuf, &mut self.tls_bufs),
             Some(c) if before > 0 => wbuf.write_to(&mut c.stream),
             Some(_) => Ok(true),
             None => Err(stdio::Error::other("socket gone")),
@@ -515,7 +526,7 @@ impl EventLoop {
             return;
         };
         let outcome = match c.tls.as_mut() {
-            Some(tls) => tls.read_into(&mut c.stream, rbuf, READ_CAP_PER_EVENT),
+            Some(tls) => tls.read_into(&mut c.stream, rbuf, READ_CAP_PER_EVENT, &mut self.tls_bufs),
             None => rbuf.read_from(&mut c.stream, READ_CAP_PER_EVENT, self.stop_on_short_read),
         };
         self.engine.client_read_done(key, outcome);
@@ -534,7 +545,7 @@ impl EventLoop {
                 stream,
                 tls: Some(tls),
                 ..
-            }) => tls.write_from(stream, wbuf),
+            }) => tls.write_from(stream, wbuf, &mut self.tls_bufs),
             Some(c) => wbuf.write_to(&mut c.stream),
             None => Err(stdio::Error::other("socket gone")),
         };
@@ -558,7 +569,8 @@ impl EventLoop {
         let mut tls_ready = false;
         let outcome: stdio::Result<ReadOutcome> = match c.tls.as_mut() {
             Some(tls) => {
-                let outcome = tls.read_into(&mut c.stream, rbuf, READ_CAP_PER_EVENT);
+                let outcome =
+                    tls.read_into(&mut c.stream, rbuf, READ_CAP_PER_EVENT, &mut self.tls_bufs);
                 tls_ready = outcome.is_ok() && tls.handshake_news();
                 outcome
             }
@@ -589,14 +601,14 @@ impl EventLoop {
             return;
         };
         let sent = match wbuf.write_to(&mut c.stream) {
-            Ok(true) => TlsConn::client(config, server_name),
+            Ok(true) => TlsConn::client(config, server_name, &mut self.tls_bufs),
             Ok(false) => Err(stdio::Error::other(
                 "the SSL request did not fit in the socket",
             )),
             Err(e) => Err(e),
         };
         let started = sent.and_then(|mut tls| {
-            tls.flush(&mut c.stream)?;
+            tls.flush(&mut c.stream, &mut self.tls_bufs)?;
             Ok(tls)
         });
         match started {

@@ -5,6 +5,12 @@
 //! `StartClientTls` / `StartBackendTls` actions) and, for a backend, hears
 //! when the handshake completed.
 //!
+//! rustls's unbuffered API: the connection keeps its state and keys, and
+//! the bytes in transit are in this module's buffers, lent from the I/O
+//! layer's buffer pool while they hold anything. So an idle TLS client
+//! holds no buffer at all (rustls's buffered `ServerConnection` keeps a
+//! 4 KiB receive buffer per connection for good).
+//!
 //! Bounded like a socket: plaintext is taken from the engine's buffer only
 //! while the encrypted bytes before it have gone out, so a client that
 //! does not read holds at most one chunk of records here and the engine's
@@ -13,159 +19,362 @@
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::pki_types::ServerName;
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, UnbufferedConnectionCommon, UnbufferedStatus,
+};
 
-use super::io::{Buf, ReadOutcome};
+use super::io::{Buf, BufPool, ReadOutcome};
 use crate::tls::io_error;
 
 /// Plaintext encrypted in one go from the engine's buffer (four records).
 const WRITE_CHUNK: usize = 64 * 1024;
+/// Room for the records of one chunk beyond its plaintext (a TLS 1.2
+/// record adds 29 bytes, a TLS 1.3 one 22).
+const RECORD_OVERHEAD: usize = 64;
+
+enum Side {
+    Server(UnbufferedServerConnection),
+    Client(UnbufferedClientConnection),
+}
+
+/// `process_tls_records`, which rustls has for each side separately.
+trait Records<Data> {
+    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Data>;
+}
+
+impl Records<ServerConnectionData> for UnbufferedConnectionCommon<ServerConnectionData> {
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, ServerConnectionData> {
+        self.process_tls_records(incoming)
+    }
+}
+
+impl Records<ClientConnectionData> for UnbufferedConnectionCommon<ClientConnectionData> {
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, ClientConnectionData> {
+        self.process_tls_records(incoming)
+    }
+}
+
+/// What to do with the engine's output in one round of records.
+enum Plain<'a> {
+    /// Nothing to encrypt.
+    None,
+    /// Encrypt (a chunk of) this, consuming what was.
+    Encrypt(&'a mut Buf),
+    /// close_notify, after these last words if the handshake is done.
+    Close(&'a [u8]),
+}
+
+/// Where processing stopped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// More records from the peer are needed (handshake, or traffic).
+    NeedInput,
+    /// The engine's output was taken (all, or one chunk).
+    Encrypted,
+    /// Both sides said close_notify.
+    Closed,
+}
 
 pub struct TlsConn {
-    conn: rustls::Connection,
-    /// The handshake was seen complete (and said so, once).
-    handshake_done: bool,
+    side: Side,
+    /// Records received, not yet processed (a partial one, mostly).
+    incoming: Buf,
+    /// Records to send, not yet taken by the socket.
+    outgoing: Buf,
+    /// The handshake completed (application data may flow).
+    established: bool,
+    /// ... and the I/O layer was told so.
+    told: bool,
+    /// The peer sent close_notify.
+    peer_closed: bool,
 }
 
 impl TlsConn {
-    /// The funnel as the server of a client that asked for TLS;
-    /// `received` is what it sent after its SSL request.
-    pub fn server(config: Arc<rustls::ServerConfig>, received: &[u8]) -> io::Result<TlsConn> {
-        let conn = rustls::ServerConnection::new(config).map_err(io_error)?;
-        let mut tls = TlsConn {
-            conn: rustls::Connection::Server(conn),
-            handshake_done: false,
-        };
-        let mut rest = received;
-        while !rest.is_empty() {
-            if tls.conn.read_tls(&mut rest)? == 0 {
-                break;
-            }
-            tls.conn.process_new_packets().map_err(io_error)?;
+    fn new(side: Side) -> TlsConn {
+        TlsConn {
+            side,
+            incoming: Buf::new(),
+            outgoing: Buf::new(),
+            established: false,
+            told: false,
+            peer_closed: false,
         }
+    }
+
+    /// The funnel as the server of a client that asked for TLS;
+    /// `received` is what it sent after its SSL request (the start of its
+    /// handshake), processed at once: call `flush` next.
+    pub fn server(
+        config: Arc<rustls::ServerConfig>,
+        received: &[u8],
+        pool: &mut BufPool,
+    ) -> io::Result<TlsConn> {
+        let conn = UnbufferedServerConnection::new(config).map_err(io_error)?;
+        let mut tls = TlsConn::new(Side::Server(conn));
+        pool.ensure(&mut tls.incoming);
+        tls.incoming.extend_from_slice(received);
+        let mut ignored = Buf::new();
+        tls.records(&mut ignored, Plain::None, pool)?;
         Ok(tls)
     }
 
-    /// The funnel as the client of mysqld.
+    /// The funnel as the client of mysqld (its ClientHello is ready: call
+    /// `flush` next).
     pub fn client(
         config: Arc<rustls::ClientConfig>,
         name: ServerName<'static>,
+        pool: &mut BufPool,
     ) -> io::Result<TlsConn> {
-        let conn = rustls::ClientConnection::new(config, name).map_err(io_error)?;
-        Ok(TlsConn {
-            conn: rustls::Connection::Client(conn),
-            handshake_done: false,
-        })
+        let conn = UnbufferedClientConnection::new(config, name).map_err(io_error)?;
+        let mut tls = TlsConn::new(Side::Client(conn));
+        let mut ignored = Buf::new();
+        tls.records(&mut ignored, Plain::None, pool)?;
+        Ok(tls)
     }
 
     /// True once, when the handshake has just been seen complete.
     pub fn handshake_news(&mut self) -> bool {
-        if self.handshake_done || self.conn.is_handshaking() {
+        if self.told || !self.established {
             return false;
         }
-        self.handshake_done = true;
+        self.told = true;
         true
     }
 
-    /// Write the encrypted bytes waiting (handshake messages, records,
-    /// alerts). True when none is left.
-    pub fn flush<S: Write>(&mut self, sock: &mut S) -> io::Result<bool> {
-        while self.conn.wants_write() {
-            match self.conn.write_tls(sock) {
-                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket closed")),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(true)
+    /// Write the records waiting. True when none is left.
+    pub fn flush<S: Write>(&mut self, sock: &mut S, pool: &mut BufPool) -> io::Result<bool> {
+        let done = self.outgoing.write_to(sock);
+        pool.release(&mut self.outgoing);
+        done
     }
 
-    /// As `Buf::read_from`, the plaintext: read the socket until it would
-    /// block, the peer closes or `cap` plaintext bytes were read, decrypting
-    /// into `rbuf` (and answering the handshake meanwhile).
+    /// As `Buf::read_from` for the plaintext: read the socket (at most
+    /// `cap` bytes of records) and decrypt what came into `rbuf`,
+    /// answering the handshake meanwhile.
     pub fn read_into<S: Read + Write>(
         &mut self,
         sock: &mut S,
         rbuf: &mut Buf,
         cap: usize,
+        pool: &mut BufPool,
     ) -> io::Result<ReadOutcome> {
-        let mut total = 0;
-        let mut eof = false;
-        loop {
-            // What rustls has decrypted already (left by an earlier read
-            // stopped at its cap, or just now).
-            match rbuf.read_from(&mut self.conn.reader(), cap - total, false) {
-                Ok(ReadOutcome::Drained(n)) => total += n,
-                Ok(ReadOutcome::Capped(n)) => return Ok(ReadOutcome::Capped(total + n)),
-                // close_notify: the peer closed its side cleanly.
-                Ok(ReadOutcome::Closed(n)) => return Ok(ReadOutcome::Closed(total + n)),
-                // The socket closed without close_notify, as many clients
-                // close: the same to the engine.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    return Ok(ReadOutcome::Closed(total))
-                }
-                Err(e) => return Err(e),
-            }
-            if total >= cap {
-                return Ok(ReadOutcome::Capped(total));
-            }
-            if eof {
-                return Ok(ReadOutcome::Closed(total));
-            }
-            match self.conn.read_tls(sock) {
-                Ok(0) => eof = true,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.flush(sock)?;
-                    return Ok(ReadOutcome::Drained(total));
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-            if let Err(e) = self.conn.process_new_packets() {
-                // The alert saying why, if the socket takes it.
-                let _ = self.flush(sock);
-                return Err(io_error(e));
-            }
-            // Handshake answers are written at once.
-            self.flush(sock)?;
+        pool.ensure(&mut self.incoming);
+        let before = rbuf.len();
+        let read = self.incoming.read_from(sock, cap, false);
+        let processed = self.records(rbuf, Plain::None, pool);
+        pool.release(&mut self.incoming);
+        let plain = rbuf.len() - before;
+        let read = read?;
+        if let Err(e) = processed {
+            // The alert saying why, if the socket takes it.
+            let _ = self.flush(sock, pool);
+            return Err(e);
         }
+        // Handshake answers go out at once.
+        self.flush(sock, pool)?;
+        Ok(match read {
+            _ if self.peer_closed => ReadOutcome::Closed(plain),
+            ReadOutcome::Drained(_) => ReadOutcome::Drained(plain),
+            ReadOutcome::Capped(_) => ReadOutcome::Capped(plain),
+            ReadOutcome::Closed(_) => ReadOutcome::Closed(plain),
+        })
     }
 
     /// As `Buf::write_to`: encrypt and write the engine's pending output,
     /// consuming what was encrypted, as far as the socket takes it. True
     /// when everything (the buffer and the records) went out.
-    pub fn write_from<S: Write>(&mut self, sock: &mut S, wbuf: &mut Buf) -> io::Result<bool> {
+    pub fn write_from<S: Write>(
+        &mut self,
+        sock: &mut S,
+        wbuf: &mut Buf,
+        pool: &mut BufPool,
+    ) -> io::Result<bool> {
         loop {
-            if !self.flush(sock)? {
+            if !self.flush(sock, pool)? {
                 return Ok(false);
             }
             if wbuf.is_empty() {
                 return Ok(true);
             }
-            if self.conn.is_handshaking() {
-                // Nothing is written before the handshake is done (the
-                // engine does not), and rustls would buffer it unbounded.
-                return Ok(false);
+            let mut stash = Buf::new();
+            let stop = self.records(&mut stash, Plain::Encrypt(wbuf), pool)?;
+            if !stash.is_empty() {
+                // Records are processed as they are read, so none is
+                // complete and unread here.
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "TLS: unexpected application data",
+                ));
             }
-            let n = wbuf.len().min(WRITE_CHUNK);
-            let taken = self.conn.writer().write(&wbuf.as_slice()[..n])?;
-            wbuf.consume(taken);
-            if taken == 0 {
-                return Ok(false);
+            match stop {
+                Stop::Encrypted => {}
+                Stop::NeedInput => {
+                    // Not before the handshake is done (the engine does
+                    // not write before; a reply to the peer is flushed).
+                    self.flush(sock, pool)?;
+                    return Ok(false);
+                }
+                Stop::Closed => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "TLS connection closed",
+                    ))
+                }
             }
         }
     }
 
     /// Before a close: `last_words` (an error for the client, if any) and
     /// close_notify, in one attempt.
-    pub fn close<S: Write>(&mut self, sock: &mut S, last_words: &[u8]) {
-        if !last_words.is_empty() && !self.conn.is_handshaking() {
-            let _ = self.conn.writer().write_all(last_words);
+    pub fn close<S: Write>(&mut self, sock: &mut S, last_words: &[u8], pool: &mut BufPool) {
+        let mut stash = Buf::new();
+        let _ = self.records(&mut stash, Plain::Close(last_words), pool);
+        let _ = self.flush(sock, pool);
+    }
+
+    /// Run rustls over the records received until it needs more of them,
+    /// encrypting `plain` once it may: decrypted data goes to `rbuf`,
+    /// records to send to `outgoing`.
+    fn records(&mut self, rbuf: &mut Buf, plain: Plain, pool: &mut BufPool) -> io::Result<Stop> {
+        match &mut self.side {
+            Side::Server(c) => drive(
+                c,
+                &mut self.incoming,
+                &mut self.outgoing,
+                rbuf,
+                plain,
+                pool,
+                &mut self.established,
+                &mut self.peer_closed,
+            ),
+            Side::Client(c) => drive(
+                c,
+                &mut self.incoming,
+                &mut self.outgoing,
+                rbuf,
+                plain,
+                pool,
+                &mut self.established,
+                &mut self.peer_closed,
+            ),
         }
-        self.conn.send_close_notify();
-        let _ = self.flush(sock);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn drive<Data>(
+    conn: &mut UnbufferedConnectionCommon<Data>,
+    incoming: &mut Buf,
+    outgoing: &mut Buf,
+    rbuf: &mut Buf,
+    mut plain: Plain,
+    pool: &mut BufPool,
+    established: &mut bool,
+    peer_closed: &mut bool,
+) -> io::Result<Stop>
+where
+    UnbufferedConnectionCommon<Data>: Records<Data>,
+{
+    loop {
+        let UnbufferedStatus { mut discard, state } = conn.process(incoming.as_mut_slice());
+        let stop = match state.map_err(io_error)? {
+            ConnectionState::ReadTraffic(mut traffic) => {
+                while let Some(record) = traffic.next_record() {
+                    let record = record.map_err(io_error)?;
+                    discard += record.discard;
+                    rbuf.extend_from_slice(record.payload);
+                }
+                None
+            }
+            ConnectionState::EncodeTlsData(mut encode) => {
+                pool.ensure(outgoing);
+                let mut room = 512;
+                loop {
+                    match encode.encode(outgoing.spare(room)) {
+                        Ok(n) => {
+                            outgoing.filled(n);
+                            break;
+                        }
+                        Err(EncodeError::InsufficientSize(e)) => room = e.required_size,
+                        Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+                    }
+                }
+                None
+            }
+            // The records are in `outgoing`, which the caller writes.
+            ConnectionState::TransmitTlsData(transmit) => {
+                transmit.done();
+                None
+            }
+            ConnectionState::BlockedHandshake => Some(Stop::NeedInput),
+            ConnectionState::PeerClosed => {
+                *peer_closed = true;
+                None
+            }
+            ConnectionState::Closed => Some(Stop::Closed),
+            ConnectionState::WriteTraffic(mut traffic) => {
+                *established = true;
+                match std::mem::replace(&mut plain, Plain::None) {
+                    Plain::None => Some(Stop::NeedInput),
+                    Plain::Encrypt(wbuf) => {
+                        let n = wbuf.len().min(WRITE_CHUNK);
+                        pool.ensure(outgoing);
+                        let mut room = n + RECORD_OVERHEAD * (n / 16384 + 1);
+                        loop {
+                            match traffic.encrypt(&wbuf.as_slice()[..n], outgoing.spare(room)) {
+                                Ok(written) => {
+                                    outgoing.filled(written);
+                                    break;
+                                }
+                                Err(EncryptError::InsufficientSize(e)) => room = e.required_size,
+                                Err(e) => {
+                                    return Err(io::Error::new(io::ErrorKind::InvalidData, e))
+                                }
+                            }
+                        }
+                        wbuf.consume(n);
+                        Some(Stop::Encrypted)
+                    }
+                    Plain::Close(last_words) => {
+                        // Best effort, one try each: a record encrypted
+                        // into too small a room would be lost along with
+                        // its sequence number.
+                        pool.ensure(outgoing);
+                        let out = outgoing.spare(last_words.len() + 4 * RECORD_OVERHEAD);
+                        let n = if last_words.is_empty() {
+                            Ok(0)
+                        } else {
+                            traffic.encrypt(last_words, out)
+                        };
+                        if let Ok(n) = n {
+                            let m = traffic.queue_close_notify(&mut out[n..]).unwrap_or(0);
+                            outgoing.filled(n + m);
+                        }
+                        Some(Stop::Closed)
+                    }
+                }
+            }
+            // No early data is accepted (the server configuration allows
+            // none), and nothing else is known.
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "TLS: unexpected state",
+                ))
+            }
+        };
+        incoming.consume(discard);
+        if let Some(stop) = stop {
+            return Ok(stop);
+        }
     }
 }
