@@ -725,3 +725,55 @@ print('ok', backend_tls)
     );
     assert!(out.starts_with("ok TLSv1."), "{out}\n{}", f.log());
 }
+
+#[test]
+fn the_admin_console_offers_tls_with_the_same_certificate() {
+    let ca = TestCa::new("funnel test CA");
+    let cert = ca.localhost("funnel");
+    let admin_port = common::free_port();
+    let f = start_funnel(
+        &format!(
+            "{}\n[admin]\nlisten = 127.0.0.1:{admin_port}\npassword = admin_pw\n",
+            tls_lines(&cert)
+        ),
+        "",
+    );
+    let out = cli(admin_port, "admin", "admin_pw", Some(&path(&ca.cert)));
+    assert!(
+        cli_cipher(&out).is_some_and(|c| c.starts_with("TLS_")),
+        "admin console over TLS: {out}\n{}",
+        f.log()
+    );
+    // SHOW commands work inside TLS, and plain sessions as before.
+    let show = |ca: Option<&str>| {
+        let mut cmd = Command::new(common::mariadb_client());
+        cmd.args([
+            "--no-defaults",
+            "-h127.0.0.1",
+            &format!("-P{admin_port}"),
+            "-uadmin",
+            "-padmin_pw",
+            "-N",
+            "-e",
+            "SHOW VERSION",
+        ]);
+        match ca {
+            Some(ca) => cmd.args([
+                "--ssl",
+                &format!("--ssl-ca={ca}"),
+                "--ssl-verify-server-cert",
+            ]),
+            None => cmd.arg("--skip-ssl"),
+        };
+        output(&mut cmd)
+    };
+    let ca_path = path(&ca.cert);
+    assert!(
+        show(Some(&ca_path)).contains("funnel"),
+        "{}",
+        show(Some(&ca_path))
+    );
+    assert!(show(None).contains("funnel"), "{}", show(None));
+    let other = TestCa::new("another CA");
+    assert!(show(Some(&path(&other.cert))).contains("2026"));
+}

@@ -1044,4 +1044,65 @@ mod tests {
         let other = &config.users[1];
         assert_eq!((other.connections, other.max_pinned_backends), (4, 5));
     }
+
+    #[test]
+    fn backend_tls_settings() {
+        use crate::tls::BackendTlsMode;
+        let backend = |lines: &str| {
+            parse(&format!(
+                "[backend]\naddress = 127.0.0.1:3306\n{lines}\n[user app]\npassword = p\n"
+            ))
+            .backend
+            .tls
+        };
+        let off = backend("");
+        assert_eq!(off.mode, BackendTlsMode::Off);
+        assert!(off.config.is_none());
+        let prefer = backend("tls = prefer");
+        assert_eq!(prefer.mode, BackendTlsMode::Prefer);
+        assert!(prefer.config.is_some());
+        // The certificate's name: the host of address as written, else given.
+        assert_eq!(
+            format!("{:?}", prefer.server_name),
+            format!(
+                "{:?}",
+                rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap()
+            )
+        );
+        let named =
+            parse("[backend]\naddress = localhost:3306\ntls = require\n[user app]\npassword = p\n");
+        assert_eq!(
+            named.backend.tls.server_name,
+            rustls::pki_types::ServerName::try_from("localhost").unwrap()
+        );
+        let given = backend("tls = require\ntls_server_name = db1.example.com");
+        assert_eq!(
+            given.server_name,
+            rustls::pki_types::ServerName::try_from("db1.example.com").unwrap()
+        );
+        // describe() reads back the same settings.
+        let config =
+            parse("[backend]\naddress = 127.0.0.1:3306\ntls = require\n[user app]\npassword = p\n");
+        let reread = parse(&config.describe());
+        assert_eq!(reread.backend.tls, config.backend.tls);
+        assert!(config.describe().contains("tls = require\n"));
+        // Refusals, at the key.
+        let e =
+            fail("[backend]\naddress = /run/mysqld.sock\ntls = require\n[user a]\npassword = p\n");
+        assert_eq!(e.key.as_deref(), Some("[backend] tls"), "{e}");
+        assert!(e.message.contains("needs a host:port address"), "{e}");
+        // prefer over a unix socket is allowed (and means no TLS there).
+        parse("[backend]\naddress = /run/mysqld.sock\ntls = prefer\n[user a]\npassword = p\n");
+        let e =
+            fail("[backend]\naddress = 127.0.0.1:3306\ntls = verify_ca\n[user a]\npassword = p\n");
+        assert_eq!(e.key.as_deref(), Some("[backend] tls"), "{e}");
+        let e = fail(
+            "[backend]\naddress = 127.0.0.1:3306\ntls = require\ntls_server_name = \"not a name\"\n[user a]\npassword = p\n",
+        );
+        assert_eq!(e.key.as_deref(), Some("[backend] tls_server_name"), "{e}");
+        let e = fail(&with_funnel("require_tls = true"));
+        assert_eq!(e.key.as_deref(), Some("[funnel] require_tls"), "{e}");
+        let e = fail(&format!("{BASE}require_tls = true\n"));
+        assert_eq!(e.key.as_deref(), Some("[user app] require_tls"), "{e}");
+    }
 }

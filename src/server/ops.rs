@@ -536,6 +536,7 @@ impl Engine {
             stats: admin
                 .filter(|a| !a.stats_user.is_empty())
                 .map(|a| (a.stats_user.clone(), stage2(&a.stats_password))),
+            tls: self.config.tls.as_ref().map(|t| t.config.clone()),
         }
     }
 }
