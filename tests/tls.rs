@@ -777,3 +777,100 @@ fn the_admin_console_offers_tls_with_the_same_certificate() {
     let other = TestCa::new("another CA");
     assert!(show(Some(&path(&other.cert))).contains("2026"));
 }
+
+#[test]
+fn a_restart_hands_plain_clients_over_and_closes_tls_ones_between_commands() {
+    // A TLS session cannot move to another process: its client is closed
+    // between its commands (as without a successor), and connects again
+    // to the new funnel; plain clients go over with their sessions.
+    let ca = TestCa::new("funnel test CA");
+    let cert = ca.localhost("funnel");
+    let db = common::mariadb();
+    let dir = tempfile::Builder::new()
+        .prefix("funnel-tls-restart-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let port = common::free_port();
+    let cfg = format!(
+        "[funnel]\nlisten = 127.0.0.1:{port}\nunix_socket = {}/funnel.sock\nshutdown_timeout_ms = 15000\n{}\n\
+         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = 2\n\n\
+         [user {}]\npassword = {}\n",
+        dir.path().display(),
+        tls_lines(&cert),
+        db.port,
+        common::USER_A,
+        common::PASS_A
+    );
+    let mut a = FunnelProcess::start(&cfg, port);
+    let mut plain = a.conn(common::USER_A, common::PASS_A);
+    plain.query_drop("SET @marker = 'plain one'").unwrap();
+    let code = r#"
+import sys, pymysql
+p, u, w, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+c = pymysql.connect(host='127.0.0.1', port=p, user=u, password=w, ssl_ca=ca,
+                    ssl_verify_identity=True)
+print(type(c._sock).__name__, flush=True)
+for line in sys.stdin:
+    try:
+        cur = c.cursor(); cur.execute('SELECT ' + line.strip()); print(cur.fetchone()[0], flush=True)
+    except pymysql.err.OperationalError as e:
+        print('error', e.args[0], flush=True)
+        c = pymysql.connect(host='127.0.0.1', port=p, user=u, password=w, ssl_ca=ca,
+                            ssl_verify_identity=True)
+        print('again', type(c._sock).__name__, flush=True)
+"#;
+    let mut tls_client = Command::new("python3")
+        .args([
+            "-c",
+            code,
+            &port.to_string(),
+            common::USER_A,
+            common::PASS_A,
+            &path(&ca.cert),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut to_tls = tls_client.stdin.take().unwrap();
+    let mut from_tls = BufReader::new(tls_client.stdout.take().unwrap());
+    let mut line = String::new();
+    from_tls.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "SSLSocket");
+
+    let b = FunnelProcess::builder(&cfg).start();
+    assert!(
+        b.wait_for_log(
+            "stopped accepting: this one serves new clients",
+            Duration::from_secs(30)
+        ),
+        "{}",
+        b.log()
+    );
+    a.signal(libc::SIGTERM);
+    let status = a
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("the old funnel did not exit:\n{}", a.log()));
+    assert!(status.success(), "{}", a.log());
+    let log_a = a.log();
+    assert!(log_a.contains("closed between its commands"), "{log_a}");
+
+    // The plain client went over, session and all.
+    let marker: Option<String> = plain.query_first("SELECT @marker").unwrap();
+    assert_eq!(marker.as_deref(), Some("plain one"));
+    // The TLS client finds its connection closed, and is served by the
+    // new funnel over TLS when it connects again.
+    writeln!(to_tls, "1 + 1").unwrap();
+    line.clear();
+    from_tls.read_line(&mut line).unwrap();
+    assert!(line.starts_with("error 20"), "{line}");
+    line.clear();
+    from_tls.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "again SSLSocket");
+    writeln!(to_tls, "2 + 2").unwrap();
+    line.clear();
+    from_tls.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "4", "{}", b.log());
+    drop(to_tls);
+    let _ = tls_client.wait();
+}

@@ -521,16 +521,20 @@ impl Engine {
             c.host,
             if password_given { "YES" } else { "NO" }
         );
-        self.refuse_login(key, seq, ER_ACCESS_DENIED_ERROR, &msg, user);
-        let peer = self
-            .clients
-            .get(key)
-            .map_or(String::new(), |c| c.peer.description());
+        self.counters.clients_refused += 1;
+        let (id, peer) = (c.id, c.peer.description());
         log_limited!(
             self,
             LogEvent::ClientRefused,
-            "a client from {peer} as user '{user}' was refused without TLS: {why}"
+            "client {id} from {peer} refused as user '{user}' without TLS: {why}"
         );
+        let c = &mut self.clients[key];
+        c.state = ClientState::Idle;
+        self.client_error(key, seq, ER_ACCESS_DENIED_ERROR, &msg);
+        if let Some(c) = self.clients.get_mut(key) {
+            c.close_after_flush = true;
+        }
+        self.flush_client(key);
     }
 
     /// The pool that verifies logins as `user` (its `CLIENT_FOUND_ROWS`
