@@ -174,6 +174,45 @@ fn node_mysql2(port: u16, user: &str, pw: &str, ca: &str) -> String {
     )
 }
 
+/// Connector/J (Debian's libmariadb-java), TLS required, the certificate
+/// checked against `ca` and the host name: a funnel without TLS is refused
+/// by the driver itself ("ssl not enabled in the server").
+const JDBC_JAR: &str = "/usr/share/java/mariadb-java-client.jar";
+
+fn jdbc(port: u16, user: &str, pw: &str, ca: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("Tls.java");
+    std::fs::write(
+        &src,
+        r#"
+import java.sql.*;
+public class Tls {
+    public static void main(String[] a) {
+        String url = "jdbc:mariadb://127.0.0.1:" + a[0] + "/?user=" + a[1] + "&password=" + a[2]
+            + "&useSsl=true&serverSslCert=" + a[3] + "&connectTimeout=10000";
+        try (Connection c = DriverManager.getConnection(url);
+             ResultSet r = c.createStatement().executeQuery("SELECT 1 + 1")) {
+            r.next();
+            System.out.println("tls " + r.getInt(1));
+        } catch (SQLException e) {
+            System.out.println("error " + e.getErrorCode() + " " + e.getMessage());
+        }
+    }
+}
+"#,
+    )
+    .expect("write Tls.java");
+    output(Command::new("java").args([
+        "-cp",
+        JDBC_JAR,
+        &src.display().to_string(),
+        &port.to_string(),
+        user,
+        pw,
+        ca,
+    ]))
+}
+
 fn have(cmd: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {cmd} >/dev/null")])
@@ -226,6 +265,13 @@ fn clients_log_in_over_tls_and_check_the_certificate() {
             s.starts_with("TLSSocket TLSv1.") && s.ends_with(" 2")
         });
     }
+    if have("java") && std::path::Path::new(JDBC_JAR).exists() {
+        check("JDBC (Connector/J)", jdbc(port, user, pw, &ca_path), &|s| {
+            s == "tls 2"
+        });
+    } else {
+        eprintln!("JDBC not tried: no java or no {JDBC_JAR} (apt-get install default-jre-headless libmariadb-java)");
+    }
     // A wrong password over TLS is still ERR 1045.
     check(
         "PyMySQL, wrong password",
@@ -250,6 +296,13 @@ fn clients_log_in_over_tls_and_check_the_certificate() {
         python(PYMYSQL, &[&port.to_string(), user, pw, &other_path]),
         &|s| s.starts_with("error 2003") || s.contains("CERTIFICATE_VERIFY_FAILED"),
     );
+    if have("java") && std::path::Path::new(JDBC_JAR).exists() {
+        check(
+            "JDBC, another CA",
+            jdbc(port, user, pw, &other_path),
+            &|s| s.starts_with("error") && s.contains("PKIX path building failed"),
+        );
+    }
     assert!(failures.is_empty(), "{failures:#?}\n{}", f.log());
 }
 
@@ -274,6 +327,10 @@ fn without_a_certificate_tls_is_not_offered() {
     if have("php") {
         let out = php_mysqli(port, user, pw, &ca_path);
         assert!(out.starts_with("error"), "PHP mysqli: {out}");
+    }
+    if have("java") && std::path::Path::new(JDBC_JAR).exists() {
+        let out = jdbc(port, user, pw, &ca_path);
+        assert!(out.starts_with("error"), "JDBC: {out}");
     }
     // Plain clients as before.
     assert!(cli(port, user, pw, None).ends_with("\n2"));
