@@ -110,7 +110,7 @@ pub struct Config {
     /// The certificate and key clients may ask TLS with (`tls_cert`,
     /// `tls_key`); None: no TLS offered.
     pub tls: Option<crate::tls::ServerTls>,
-    /// TCP clients without TLS are refused (ERR 3159).
+    /// TCP clients without TLS are refused (ERR 1045, as MariaDB does).
     pub require_tls: bool,
     pub backend: BackendConfig,
     /// At least one; names are unique.

@@ -348,7 +348,7 @@ pub(super) static OPTIONS: [OptionSpec; 67] = [
     opt(S::Funnel, "tls_key", K::Text, D::Text(""), true,
         "PEM file of tls_cert's private key (PKCS#8, PKCS#1 or SEC1)"),
     opt(S::Funnel, "require_tls", K::Bool, D::Bool(false), true,
-        "Clients connecting over TCP without TLS are refused with ERR 3159, as by mysqld's require_secure_transport (unix socket clients are let in); needs tls_cert"),
+        "Clients connecting over TCP without TLS are refused with ERR 1045, as MariaDB refuses them under require_secure_transport (unix socket clients are let in); needs tls_cert"),
     // [backend]
     opt(S::Backend, "address", K::BackendAddr, D::Required, false,
         "mysqld to connect to: host:port (resolved at start-up) or a unix socket path starting with '/'"),

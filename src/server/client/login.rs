@@ -42,7 +42,15 @@ impl Engine {
                         config: tls.config.clone(),
                     });
                 }
-                _ => self.close_client_logged(
+                // A second SSL request, inside TLS, or one before the
+                // greeting was out: no client does that.
+                Some(_) => self.close_client_logged(
+                    key,
+                    LogEvent::BadClientInput,
+                    ER_HANDSHAKE_ERROR,
+                    "Bad handshake",
+                ),
+                None => self.close_client_logged(
                     key,
                     LogEvent::ClientRefused,
                     ER_HANDSHAKE_ERROR,
