@@ -931,3 +931,82 @@ for line in sys.stdin:
     drop(to_tls);
     let _ = tls_client.wait();
 }
+
+#[test]
+fn relayed_logins_use_tls_to_mysqld_exactly_when_the_client_does() {
+    // A relayed login passes packets with their sequence ids, and a TLS
+    // client's count one more (its SSL request): its login to mysqld is
+    // made over TLS too, a plain client's without.
+    let ca = TestCa::new("test CA");
+    let cert = ca.localhost("both");
+    let db = mariadb_with_tls(&ca, &cert);
+    db.admin_sql(
+        "CREATE USER 'unlisted'@'%' IDENTIFIED BY 'unlisted_pw'; \
+         GRANT SELECT ON *.* TO 'unlisted'@'%'",
+    );
+    let ca_path = path(&ca.cert);
+    let funnel = |backend_tls: &str| {
+        let port = common::free_port();
+        let cfg = format!(
+            "[funnel]\nlisten = 127.0.0.1:{port}\nunlisted_users = relay\n{}\n\
+             [backend]\naddress = 127.0.0.1:{}\n{backend_tls}\n\n\
+             [pool]\nconnections = 1\n\n\
+             [user {}]\npassword = {}\n",
+            tls_lines(&cert),
+            db.port,
+            common::USER_A,
+            common::PASS_A
+        );
+        FunnelProcess::builder(&cfg).port(port).start()
+    };
+    // What mysqld says of the relayed connection's TLS, as seen by a
+    // client with or without TLS.
+    let ssl_version = |port: u16, ca: Option<&str>| {
+        let mut cmd = Command::new(common::mariadb_client());
+        cmd.args([
+            "--no-defaults",
+            "-h127.0.0.1",
+            &format!("-P{port}"),
+            "-uunlisted",
+            "-punlisted_pw",
+            "-N",
+            "-e",
+            "SELECT CONCAT('[', VARIABLE_VALUE, ']') FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'SSL_VERSION'",
+        ]);
+        match ca {
+            Some(ca) => cmd.args([
+                "--ssl",
+                &format!("--ssl-ca={ca}"),
+                "--ssl-verify-server-cert",
+            ]),
+            None => cmd.arg("--skip-ssl"),
+        };
+        output(&mut cmd)
+    };
+    let f = funnel("tls = prefer");
+    let over_tls = ssl_version(f.port, Some(&ca_path));
+    assert!(
+        over_tls.starts_with("[TLSv1."),
+        "TLS client: {over_tls}\n{}",
+        f.log()
+    );
+    assert_eq!(ssl_version(f.port, None), "[]", "plain client");
+    drop(f);
+    // tls = require: a plain client's relayed login cannot be made.
+    let f = funnel("tls = require");
+    assert!(ssl_version(f.port, Some(&ca_path)).starts_with("[TLSv1."));
+    let plain = ssl_version(f.port, None);
+    assert!(
+        plain.contains("ERROR 1045") && plain.contains("[backend] tls = require requires"),
+        "{plain}"
+    );
+    drop(f);
+    // tls = off: a TLS client's relayed login cannot be made.
+    let f = funnel("");
+    assert_eq!(ssl_version(f.port, None), "[]");
+    let tls_client = ssl_version(f.port, Some(&ca_path));
+    assert!(
+        tls_client.contains("ERROR 1045") && tls_client.contains("[backend] tls is off"),
+        "{tls_client}"
+    );
+}

@@ -489,7 +489,7 @@ fn login(
         (true, None) => {
             conn.error(
                 err::ER_HANDSHAKE_ERROR,
-                "funnel admin: TLS is not offered (no [funnel] tls_cert); connect without TLS (--skip-ssl / --ssl-mode=DISABLED)",
+                "funnel admin: TLS is not supported without a certificate ([funnel] tls_cert); connect without TLS (--skip-ssl / --ssl-mode=DISABLED)",
             )?;
             return Ok(None);
         }

@@ -246,7 +246,9 @@ impl Engine {
         if b.mariadb_caps != 0 {
             crate::protocol::mariadb_ext::set_response_mariadb_caps(&mut payload, b.mariadb_caps);
         }
-        self.send_to_backend(key, 1, &payload);
+        // TLS to mysqld exactly when the client has it (`login_tls`).
+        let tls = self.login_tls(key, greeting.capabilities) == Ok(true);
+        self.send_login_response(key, &payload, tls);
         true
     }
 

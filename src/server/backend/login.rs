@@ -54,13 +54,7 @@ impl Engine {
         let b = &mut self.backends[key];
         b.thread_id = greeting.connection_id;
         b.scramble = greeting.scramble.clone();
-        if self.backends[key].relay.is_some() && self.config.backend.tls.mode.required() {
-            // A relayed login passes the client's packets with their
-            // sequence ids, which a TLS login to mysqld would shift.
-            let why = format!(
-                "relayed logins (unlisted_users = relay) do not use TLS, and [backend] tls = {} requires it",
-                self.config.backend.tls.mode.name()
-            );
+        if let Err(why) = self.login_tls(key, greeting.capabilities) {
             self.backend_login_refused(key, why);
             return;
         }
@@ -126,41 +120,91 @@ impl Engine {
             set_response_mariadb_caps(&mut self.scratch, b.mariadb_caps);
         }
         b.state = BackendState::Authenticating;
-        let mut payload = std::mem::take(&mut self.scratch);
-        let tls = &self.config.backend.tls;
-        let offered = greeting.capabilities & CLIENT_SSL != 0;
-        let over_tcp = matches!(self.servers[server].address, BackendAddr::Tcp(_));
-        match (&tls.config, offered && over_tcp) {
-            (Some(config), true) => {
-                // The SSL request (the response's first 32 bytes, with
-                // CLIENT_SSL), then TLS; the response follows inside it.
-                let caps = (b.capabilities | CLIENT_SSL).to_le_bytes();
-                payload[..4].copy_from_slice(&caps);
-                let request = payload[..crate::protocol::handshake::SSL_REQUEST_LEN].to_vec();
-                b.tls = true;
-                b.login_after_tls = Some(payload.clone());
-                let (config, server_name) = (config.clone(), tls.server_name.clone());
-                let serial = b.serial;
-                self.send_to_backend(key, 1, &request);
-                self.actions.push(Action::StartBackendTls {
-                    key,
-                    serial,
-                    config,
-                    server_name,
-                });
-            }
-            _ if tls.mode.required() => {
-                let why = format!(
-                    "mysqld does not offer TLS, and [backend] tls = {} requires it",
-                    tls.mode.name()
-                );
-                self.scratch = payload;
-                self.backend_login_refused(key, why);
-                return;
-            }
-            _ => self.send_to_backend(key, 1, &payload),
-        }
+        let payload = std::mem::take(&mut self.scratch);
+        let tls = self.login_tls(key, greeting.capabilities) == Ok(true);
+        self.send_login_response(key, &payload, tls);
         self.scratch = payload;
+    }
+
+    /// Whether the login to mysqld goes over TLS (`[backend] tls`, what
+    /// mysqld offers), or why it cannot be made. A relayed login passes
+    /// the client's packets with their sequence ids: TLS to mysqld exactly
+    /// when the client used TLS (its SSL request counts one packet).
+    pub(in crate::server) fn login_tls(
+        &self,
+        key: usize,
+        offered_caps: u32,
+    ) -> Result<bool, String> {
+        let tls = &self.config.backend.tls;
+        let over_tcp = matches!(
+            self.servers[self.server_of(key)].address,
+            BackendAddr::Tcp(_)
+        );
+        let possible = tls.config.is_some() && offered_caps & CLIENT_SSL != 0 && over_tcp;
+        let relay_client = self
+            .backends
+            .get(key)
+            .and_then(|b| b.relay.as_ref())
+            .map(|r| {
+                self.clients
+                    .get(r.owner.key)
+                    .is_some_and(|c| c.serial == r.owner.serial && c.tls)
+            });
+        match relay_client {
+            Some(true) if possible => Ok(true),
+            Some(true) => Err(format!(
+                "a relayed login of a TLS client needs TLS to mysqld, and {}",
+                if tls.config.is_none() {
+                    "[backend] tls is off"
+                } else {
+                    "mysqld does not offer it"
+                }
+            )),
+            Some(false) if tls.mode.required() => Err(format!(
+                "a relayed login without TLS cannot use TLS to mysqld, which [backend] tls = {} requires",
+                tls.mode.name()
+            )),
+            Some(false) => Ok(false),
+            None if possible => Ok(true),
+            None if tls.mode.required() => Err(format!(
+                "mysqld does not offer TLS, and [backend] tls = {} requires it",
+                tls.mode.name()
+            )),
+            None => Ok(false),
+        }
+    }
+
+    /// Send the login's handshake response: with `tls`, the SSL request
+    /// (the response's first 32 bytes, with CLIENT_SSL) and TLS, the
+    /// response following inside it (`backend_tls_ready`).
+    pub(in crate::server) fn send_login_response(&mut self, key: usize, payload: &[u8], tls: bool) {
+        let config = self.config.backend.tls.config.clone();
+        let (Some(config), true) = (config, tls) else {
+            self.send_to_backend(key, 1, payload);
+            return;
+        };
+        let Some(b) = self.backends.get_mut(key) else {
+            return;
+        };
+        let mut response = payload.to_vec();
+        let caps = match response.get(..4) {
+            Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]) | CLIENT_SSL,
+            _ => return,
+        };
+        response[..4].copy_from_slice(&caps.to_le_bytes());
+        let len = crate::protocol::handshake::SSL_REQUEST_LEN.min(response.len());
+        let request = response[..len].to_vec();
+        b.tls = true;
+        b.login_after_tls = Some(response);
+        let serial = b.serial;
+        let server_name = self.config.backend.tls.server_name.clone();
+        self.send_to_backend(key, 1, &request);
+        self.actions.push(Action::StartBackendTls {
+            key,
+            serial,
+            config,
+            server_name,
+        });
     }
 
     /// The I/O layer completed the TLS handshake with mysqld: the login

@@ -54,7 +54,7 @@ impl Engine {
                     key,
                     LogEvent::ClientRefused,
                     ER_HANDSHAKE_ERROR,
-                    "funnel: TLS is not offered (no [funnel] tls_cert); connect without TLS (e.g. --ssl-mode=DISABLED / --skip-ssl)",
+                    "funnel: TLS is not supported without a certificate ([funnel] tls_cert); connect without TLS (e.g. --ssl-mode=DISABLED / --skip-ssl)",
                 ),
             }
             return;
@@ -80,12 +80,21 @@ impl Engine {
                 self.refuse_without_tls(key, seq.wrapping_add(1), &resp.username, given, why);
                 return;
             }
-            if self.clients[key].tls {
-                // The relay passes packets with their sequence ids as
-                // they are, and a TLS client counts one more (its SSL
-                // request) than the funnel's plain login to mysqld.
+            // The relay passes packets with their sequence ids as they are,
+            // and a TLS client counts one more (its SSL request): its login
+            // to mysqld must use TLS too, and a plain one none.
+            let tls = &self.config.backend.tls;
+            let why = match (self.clients[key].tls, tls.config.is_some()) {
+                (true, false) => Some("the client uses TLS, and a relayed login then needs TLS to mysqld ([backend] tls is off)".to_string()),
+                (false, _) if tls.mode.required() => Some(format!(
+                    "a relayed login without TLS cannot use TLS to mysqld, which [backend] tls = {} requires; connect with TLS",
+                    tls.mode.name()
+                )),
+                _ => None,
+            };
+            if let Some(why) = why {
                 let msg = format!(
-                    "funnel: user '{}' is not in the funnel's configuration, and relayed logins (unlisted_users = relay) work without TLS only",
+                    "funnel: user '{}' is not in the funnel's configuration, and its relayed login cannot be made: {why}",
                     resp.username
                 );
                 self.refuse_login(
