@@ -378,3 +378,219 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::process::Command;
+
+    /// A socket in memory: reads what the peer sent (WouldBlock when
+    /// none), takes at most `room` bytes of writes (then WouldBlock).
+    #[derive(Default)]
+    struct Sock {
+        input: VecDeque<u8>,
+        output: Vec<u8>,
+        room: usize,
+    }
+
+    impl Read for Sock {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.input.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.input.len());
+            for (b, x) in buf.iter_mut().zip(self.input.drain(..n)) {
+                *b = x;
+            }
+            Ok(n)
+        }
+    }
+
+    impl Write for Sock {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.room);
+            self.output.extend_from_slice(&buf[..n]);
+            self.room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A CA and a certificate for 127.0.0.1 (openssl CLI), as rustls
+    /// configurations of both ends.
+    fn configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=s",
+            "-keyout",
+            "s.key",
+            "-out",
+            "s.csr",
+        ]);
+        std::fs::write(dir.path().join("ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "s.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            "1",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+            "-out",
+            "s.crt",
+        ]);
+        let p = |f: &str| dir.path().join(f).display().to_string();
+        let server = crate::tls::load_server(&p("s.crt"), &p("s.key")).unwrap();
+        let backend = crate::tls::load_backend(
+            crate::tls::BackendTlsMode::VerifyIdentity,
+            &p("ca.crt"),
+            "127.0.0.1",
+        )
+        .unwrap();
+        (server.config, backend.config.unwrap())
+    }
+
+    /// Move what `from` wrote into `to`'s input.
+    fn carry(from: &mut Sock, to: &mut Sock) {
+        to.input.extend(from.output.drain(..));
+    }
+
+    #[test]
+    fn handshake_from_received_bytes_then_bounded_writes_and_no_buffers_when_idle() {
+        let (server_config, client_config) = configs();
+        let mut pool = BufPool::new(1 << 20, 8);
+        // The funnel as the client of a funnel-as-server: both ends are
+        // this module's, over an in-memory socket pair.
+        let mut client = TlsConn::client(
+            client_config,
+            ServerName::try_from("127.0.0.1").unwrap(),
+            &mut pool,
+        )
+        .unwrap();
+        let (mut at_client, mut at_server) = (Sock::default(), Sock::default());
+        at_client.room = usize::MAX;
+        assert!(client.flush(&mut at_client, &mut pool).unwrap());
+        // The ClientHello arrived with the SSL request: `received`.
+        let hello = std::mem::take(&mut at_client.output);
+        let mut server = TlsConn::server(server_config, &hello, &mut pool).unwrap();
+        at_server.room = usize::MAX;
+        let (mut from_server, mut from_client) = (Buf::new(), Buf::new());
+        for _ in 0..10 {
+            server.flush(&mut at_server, &mut pool).unwrap();
+            carry(&mut at_server, &mut at_client);
+            client
+                .read_into(&mut at_client, &mut from_server, 1 << 20, &mut pool)
+                .unwrap();
+            carry(&mut at_client, &mut at_server);
+            server
+                .read_into(&mut at_server, &mut from_client, 1 << 20, &mut pool)
+                .unwrap();
+        }
+        assert!(client.handshake_news(), "the client's handshake completed");
+        assert!(!client.handshake_news(), "said once");
+
+        // 300 KB from the server through a socket that takes 10,000 bytes
+        // per turn: the plaintext is taken only as the records go out.
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut wbuf = Buf::new();
+        wbuf.extend_from_slice(&data);
+        let mut turns = 0;
+        while from_server.len() < data.len() {
+            turns += 1;
+            assert!(turns < 1000, "stuck at {} bytes", from_server.len());
+            at_server.room = 10_000;
+            let before = wbuf.len();
+            let done = server
+                .write_from(&mut at_server, &mut wbuf, &mut pool)
+                .unwrap();
+            // Never more than one chunk of records waits beyond the socket.
+            assert!(before - wbuf.len() <= WRITE_CHUNK);
+            assert!(server.outgoing.len() <= WRITE_CHUNK + 4 * RECORD_OVERHEAD);
+            assert_eq!(done, wbuf.is_empty() && server.outgoing.is_empty());
+            carry(&mut at_server, &mut at_client);
+            let got = client
+                .read_into(&mut at_client, &mut from_server, 1 << 20, &mut pool)
+                .unwrap();
+            assert!(matches!(got, ReadOutcome::Drained(_)), "{got:?}");
+        }
+        assert_eq!(from_server.as_slice(), &data[..]);
+        // And back, in one go.
+        let mut wbuf = Buf::new();
+        wbuf.extend_from_slice(b"the other way");
+        at_client.room = usize::MAX;
+        assert!(client
+            .write_from(&mut at_client, &mut wbuf, &mut pool)
+            .unwrap());
+        carry(&mut at_client, &mut at_server);
+        server
+            .read_into(&mut at_server, &mut from_client, 1 << 20, &mut pool)
+            .unwrap();
+        assert_eq!(from_client.as_slice(), b"the other way");
+        // Idle: no buffer held by either end.
+        for t in [&server, &client] {
+            assert_eq!((t.incoming.capacity(), t.outgoing.capacity()), (0, 0));
+        }
+
+        // close_notify: the other end reads a close.
+        at_client.room = usize::MAX;
+        client.close(&mut at_client, b"", &mut pool);
+        carry(&mut at_client, &mut at_server);
+        let got = server
+            .read_into(&mut at_server, &mut from_client, 1 << 20, &mut pool)
+            .unwrap();
+        assert_eq!(got, ReadOutcome::Closed(0));
+    }
+}
