@@ -245,6 +245,31 @@ fn clients_log_in_over_tls_and_check_the_certificate() {
         ),
         &|s| s.contains("cipher Some(\"TLS_") && s.ends_with("two: 2"),
     );
+    // TLS 1.2 too (older clients and servers).
+    let mut cmd = Command::new(common::mariadb_client());
+    cmd.args([
+        "--no-defaults",
+        "-h127.0.0.1",
+        &format!("-P{port}"),
+        &format!("-u{user}"),
+        &format!("-p{pw}"),
+        "--ssl",
+        &format!("--ssl-ca={ca_path}"),
+        "--ssl-verify-server-cert",
+        "--tls-version=TLSv1.2",
+        "-e",
+        "status; SELECT 1 + 1 AS two",
+    ]);
+    let out = output(&mut cmd);
+    let cipher = cli_cipher(&out).map(str::to_string);
+    check(
+        "mariadb --tls-version=TLSv1.2",
+        format!(
+            "cipher {cipher:?}, two: {}",
+            out.lines().last().unwrap_or("")
+        ),
+        &|s| s.contains("cipher Some(\"ECDHE-") && s.ends_with("two: 2"),
+    );
     for (name, code) in [("PyMySQL", PYMYSQL), ("mysql-connector-python", CONNECTOR)] {
         check(
             name,
@@ -623,6 +648,26 @@ fn funnel_logs_in_to_mysqld_over_tls() {
     assert!(backend_ssl_version(&f).is_ok_and(|v| v.starts_with("TLSv1.")));
     drop(f);
     drop(db);
+
+    // A mysqld that speaks TLS 1.2 only.
+    let db12 = MariaDb::with_args(&[
+        format!("--ssl-ca={}", path(&ca.cert)),
+        format!("--ssl-cert={}", path(&good.cert)),
+        format!("--ssl-key={}", path(&good.key)),
+        "--tls-version=TLSv1.2".to_string(),
+    ]);
+    let f = backend_funnel(
+        &db12,
+        &format!("tls = verify_identity\ntls_ca = {ca_path}\n"),
+    );
+    assert_eq!(
+        backend_ssl_version(&f),
+        Ok("TLSv1.2".to_string()),
+        "{}",
+        f.log()
+    );
+    drop(f);
+    drop(db12);
 
     // A certificate for another name: verify_identity refuses it,
     // verify_ca (the chain only) takes it.
