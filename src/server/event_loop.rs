@@ -526,7 +526,13 @@ impl EventLoop {
             return;
         };
         let outcome = match c.tls.as_mut() {
-            Some(tls) => tls.read_into(&mut c.stream, rbuf, READ_CAP_PER_EVENT, &mut self.tls_bufs),
+            Some(tls) => tls.read_into(
+                &mut c.stream,
+                rbuf,
+                READ_CAP_PER_EVENT,
+                self.stop_on_short_read,
+                &mut self.tls_bufs,
+            ),
             None => rbuf.read_from(&mut c.stream, READ_CAP_PER_EVENT, self.stop_on_short_read),
         };
         self.engine.client_read_done(key, outcome);
@@ -569,8 +575,13 @@ impl EventLoop {
         let mut tls_ready = false;
         let outcome: stdio::Result<ReadOutcome> = match c.tls.as_mut() {
             Some(tls) => {
-                let outcome =
-                    tls.read_into(&mut c.stream, rbuf, READ_CAP_PER_EVENT, &mut self.tls_bufs);
+                let outcome = tls.read_into(
+                    &mut c.stream,
+                    rbuf,
+                    READ_CAP_PER_EVENT,
+                    self.stop_on_short_read,
+                    &mut self.tls_bufs,
+                );
                 tls_ready = outcome.is_ok() && tls.handshake_news();
                 outcome
             }

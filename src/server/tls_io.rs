@@ -158,18 +158,19 @@ impl TlsConn {
     }
 
     /// As `Buf::read_from` for the plaintext: read the socket (at most
-    /// `cap` bytes of records) and decrypt what came into `rbuf`,
-    /// answering the handshake meanwhile.
+    /// `cap` bytes of records; `stop_on_short` as there) and decrypt what
+    /// came into `rbuf`, answering the handshake meanwhile.
     pub fn read_into<S: Read + Write>(
         &mut self,
         sock: &mut S,
         rbuf: &mut Buf,
         cap: usize,
+        stop_on_short: bool,
         pool: &mut BufPool,
     ) -> io::Result<ReadOutcome> {
         pool.ensure(&mut self.incoming);
         let before = rbuf.len();
-        let read = self.incoming.read_from(sock, cap, false);
+        let read = self.incoming.read_from(sock, cap, stop_on_short);
         let processed = self.records(rbuf, Plain::None, pool);
         pool.release(&mut self.incoming);
         let plain = rbuf.len() - before;
@@ -532,11 +533,11 @@ mod tests {
             server.flush(&mut at_server, &mut pool).unwrap();
             carry(&mut at_server, &mut at_client);
             client
-                .read_into(&mut at_client, &mut from_server, 1 << 20, &mut pool)
+                .read_into(&mut at_client, &mut from_server, 1 << 20, false, &mut pool)
                 .unwrap();
             carry(&mut at_client, &mut at_server);
             server
-                .read_into(&mut at_server, &mut from_client, 1 << 20, &mut pool)
+                .read_into(&mut at_server, &mut from_client, 1 << 20, false, &mut pool)
                 .unwrap();
         }
         assert!(client.handshake_news(), "the client's handshake completed");
@@ -562,7 +563,7 @@ mod tests {
             assert_eq!(done, wbuf.is_empty() && server.outgoing.is_empty());
             carry(&mut at_server, &mut at_client);
             let got = client
-                .read_into(&mut at_client, &mut from_server, 1 << 20, &mut pool)
+                .read_into(&mut at_client, &mut from_server, 1 << 20, false, &mut pool)
                 .unwrap();
             assert!(matches!(got, ReadOutcome::Drained(_)), "{got:?}");
         }
@@ -576,7 +577,7 @@ mod tests {
             .unwrap());
         carry(&mut at_client, &mut at_server);
         server
-            .read_into(&mut at_server, &mut from_client, 1 << 20, &mut pool)
+            .read_into(&mut at_server, &mut from_client, 1 << 20, false, &mut pool)
             .unwrap();
         assert_eq!(from_client.as_slice(), b"the other way");
         // Idle: no buffer held by either end.
@@ -589,7 +590,7 @@ mod tests {
         client.close(&mut at_client, b"", &mut pool);
         carry(&mut at_client, &mut at_server);
         let got = server
-            .read_into(&mut at_server, &mut from_client, 1 << 20, &mut pool)
+            .read_into(&mut at_server, &mut from_client, 1 << 20, false, &mut pool)
             .unwrap();
         assert_eq!(got, ReadOutcome::Closed(0));
     }
