@@ -424,6 +424,22 @@ fn require_tls_refuses_plain_clients_as_mysqld_does() {
         "SELECT 1 + 1",
     ]));
     assert_eq!(over_socket, "2", "unix socket client with require_tls");
+    // TLS over the unix socket works too (the certificate is for localhost).
+    let tls_socket = output(Command::new(common::mariadb_client()).args([
+        "--no-defaults",
+        &format!("--socket={}", socket.display()),
+        &format!("-u{}", common::USER_B),
+        &format!("-p{}", common::PASS_B),
+        "--ssl",
+        &format!("--ssl-ca={ca_path}"),
+        "--ssl-verify-server-cert",
+        "-e",
+        "status; SELECT 1 + 1 AS two",
+    ]));
+    assert!(
+        cli_cipher(&tls_socket).is_some() && tls_socket.ends_with("\n2"),
+        "TLS over the unix socket: {tls_socket}"
+    );
 }
 
 #[test]
