@@ -107,6 +107,11 @@ pub struct Config {
     pub relay_unlisted: bool,
     /// Relayed logins (backend connections of unlisted users) at once.
     pub max_unlisted_connections: usize,
+    /// The certificate and key clients may ask TLS with (`tls_cert`,
+    /// `tls_key`); None: no TLS offered.
+    pub tls: Option<crate::tls::ServerTls>,
+    /// TCP clients without TLS are refused (ERR 1045, as MariaDB does).
+    pub require_tls: bool,
     pub backend: BackendConfig,
     /// At least one; names are unique.
     pub users: Vec<UserConfig>,
@@ -171,6 +176,8 @@ pub struct BackendConfig {
     pub health_check_interval: Duration,
     pub reconnect_backoff_min: Duration,
     pub reconnect_backoff_max: Duration,
+    /// TLS to mysqld (`tls`, `tls_ca`, `tls_server_name`).
+    pub tls: crate::tls::BackendTls,
 }
 
 /// How the funnel verifies a client's password.
@@ -226,6 +233,8 @@ pub struct UserConfig {
     pub max_client_connections: usize,
     /// Networks its clients may connect from; empty = anywhere.
     pub allowed_networks: Vec<Network>,
+    /// Its clients must have connected with TLS (ERR 1045 otherwise).
+    pub require_tls: bool,
 }
 
 /// An IP network (`10.0.0.0/8`, `::1/128`; a bare address is a /32 or /128).
@@ -309,6 +318,7 @@ impl fmt::Debug for UserConfig {
             .field("max_pinned_backends", &self.max_pinned_backends)
             .field("max_client_connections", &self.max_client_connections)
             .field("allowed_networks", &self.allowed_networks)
+            .field("require_tls", &self.require_tls)
             .finish()
     }
 }
@@ -381,6 +391,15 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// A TLS server name as the file would give it.
+fn server_name_text(name: &rustls::pki_types::ServerName<'_>) -> String {
+    match name {
+        rustls::pki_types::ServerName::DnsName(n) => n.as_ref().to_string(),
+        rustls::pki_types::ServerName::IpAddress(ip) => IpAddr::from(*ip).to_string(),
+        _ => String::new(),
+    }
+}
 
 /// A section of `Config::effective`: header and (key, value) pairs.
 type EffectiveSection = (String, Vec<(&'static str, String)>);
@@ -658,6 +677,15 @@ impl Config {
                         "max_unlisted_connections",
                         self.max_unlisted_connections.to_string(),
                     ),
+                    (
+                        "tls_cert",
+                        quote(self.tls.as_ref().map_or("", |t| t.cert_path.as_str())),
+                    ),
+                    (
+                        "tls_key",
+                        quote(self.tls.as_ref().map_or("", |t| t.key_path.as_str())),
+                    ),
+                    ("require_tls", self.require_tls.to_string()),
                 ],
             ),
             (
@@ -676,6 +704,12 @@ impl Config {
                     (
                         "reconnect_backoff_max_ms",
                         ms(self.backend.reconnect_backoff_max),
+                    ),
+                    ("tls", self.backend.tls.mode.name().to_string()),
+                    ("tls_ca", quote(&self.backend.tls.ca_path)),
+                    (
+                        "tls_server_name",
+                        quote(&server_name_text(&self.backend.tls.server_name)),
                     ),
                 ],
             ),
@@ -732,6 +766,7 @@ impl Config {
                             .join(", "),
                     ),
                 ),
+                ("require_tls", user.require_tls.to_string()),
             ]);
             out.push((header_text(Section::User, Some(&user.name)), entries));
         }

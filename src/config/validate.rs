@@ -216,6 +216,28 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
         _ => return Err(funnel.err("unlisted_users", "must be refuse or relay")),
     };
     let max_unlisted_connections = funnel.required("max_unlisted_connections", Value::count)?;
+    let tls_cert = funnel.required("tls_cert", Value::text)?;
+    let tls_key = funnel.required("tls_key", Value::text)?;
+    let require_tls = funnel.required("require_tls", Value::boolean)?;
+    let tls = match (tls_cert.trim(), tls_key.trim()) {
+        ("", "") => None,
+        ("", _) => return Err(funnel.err("tls_cert", "is required with tls_key")),
+        (_, "") => return Err(funnel.err("tls_key", "is required with tls_cert")),
+        (cert, key) => Some(crate::tls::load_server(cert, key).map_err(|m| {
+            let which = if m.contains(&format!("{key:?}")) && !m.contains(&format!("{cert:?}")) {
+                "tls_key"
+            } else {
+                "tls_cert"
+            };
+            funnel.err(which, m)
+        })?),
+    };
+    if require_tls && tls.is_none() {
+        return Err(funnel.err(
+            "require_tls",
+            "needs tls_cert and tls_key: clients could not connect at all",
+        ));
+    }
 
     if listen.is_empty() && unix_socket.is_none() {
         return Err(funnel.err(
@@ -279,8 +301,53 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
 
     let backend =
         single(Section::Backend).unwrap_or_else(|| Lookup::absent(source, Section::Backend));
+    let address = backend.required("address", Value::backend)?;
+    let tls_mode = {
+        let text = backend.required("tls", Value::text)?;
+        crate::tls::BackendTlsMode::parse(text.trim()).ok_or_else(|| {
+            backend.err(
+                "tls",
+                format!(
+                    "must be {}, got {text:?}",
+                    crate::tls::BackendTlsMode::NAMES
+                ),
+            )
+        })?
+    };
+    let server_name = match backend.get("tls_server_name", Value::text)? {
+        Some(name) => name,
+        None => match backend.get("address", Value::backend_host)? {
+            Some(host) if !host.is_empty() => host,
+            _ => match &address {
+                BackendAddr::Tcp(a) => a.ip().to_string(),
+                BackendAddr::Unix(_) => "localhost".to_string(),
+            },
+        },
+    };
+    if tls_mode.required() && matches!(address, BackendAddr::Unix(_)) {
+        return Err(backend.err(
+            "tls",
+            format!(
+                "= {} needs a host:port address: TLS is not used over a unix socket (use off or prefer there)",
+                tls_mode.name()
+            ),
+        ));
+    }
+    let tls_ca = backend.required("tls_ca", Value::text)?;
+    let backend_tls = crate::tls::load_backend(tls_mode, tls_ca.trim(), server_name.trim())
+        .map_err(|m| {
+            let key = if m.contains("neither a DNS name") {
+                "tls_server_name"
+            } else if !m.starts_with("tls = ") && !tls_ca.trim().is_empty() {
+                "tls_ca"
+            } else {
+                "tls"
+            };
+            backend.err(key, m)
+        })?;
     let backend_config = BackendConfig {
-        address: backend.required("address", Value::backend)?,
+        address,
+        tls: backend_tls,
         connect_timeout: backend.required("connect_timeout_ms", Value::millis)?,
         health_check_interval: backend.required("health_check_interval_ms", Value::millis)?,
         reconnect_backoff_min: backend.required("reconnect_backoff_min_ms", Value::millis)?,
@@ -444,7 +511,14 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
             max_client_connections: user.required("max_client_connections", Value::count)?,
             allowed_networks: parse_networks(&user.required("allowed_networks", Value::text)?)
                 .map_err(|m| user.err("allowed_networks", m))?,
+            require_tls: user.required("require_tls", Value::boolean)?,
         });
+        if users.last().is_some_and(|u| u.require_tls) && tls.is_none() {
+            return Err(user.err(
+                "require_tls",
+                "needs [funnel] tls_cert and tls_key: this user's clients could not log in at all",
+            ));
+        }
     }
     if users.is_empty() {
         return Err(ConfigError {
@@ -568,6 +642,8 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
         max_replayed_user_vars,
         relay_unlisted,
         max_unlisted_connections,
+        tls,
+        require_tls,
         backend: backend_config,
         users,
         admin,
@@ -1043,5 +1119,66 @@ mod tests {
         assert_eq!(app.queue_timeout, Duration::from_millis(250));
         let other = &config.users[1];
         assert_eq!((other.connections, other.max_pinned_backends), (4, 5));
+    }
+
+    #[test]
+    fn backend_tls_settings() {
+        use crate::tls::BackendTlsMode;
+        let backend = |lines: &str| {
+            parse(&format!(
+                "[backend]\naddress = 127.0.0.1:3306\n{lines}\n[user app]\npassword = p\n"
+            ))
+            .backend
+            .tls
+        };
+        let off = backend("");
+        assert_eq!(off.mode, BackendTlsMode::Off);
+        assert!(off.config.is_none());
+        let prefer = backend("tls = prefer");
+        assert_eq!(prefer.mode, BackendTlsMode::Prefer);
+        assert!(prefer.config.is_some());
+        // The certificate's name: the host of address as written, else given.
+        assert_eq!(
+            format!("{:?}", prefer.server_name),
+            format!(
+                "{:?}",
+                rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap()
+            )
+        );
+        let named =
+            parse("[backend]\naddress = localhost:3306\ntls = require\n[user app]\npassword = p\n");
+        assert_eq!(
+            named.backend.tls.server_name,
+            rustls::pki_types::ServerName::try_from("localhost").unwrap()
+        );
+        let given = backend("tls = require\ntls_server_name = db1.example.com");
+        assert_eq!(
+            given.server_name,
+            rustls::pki_types::ServerName::try_from("db1.example.com").unwrap()
+        );
+        // describe() reads back the same settings.
+        let config =
+            parse("[backend]\naddress = 127.0.0.1:3306\ntls = require\n[user app]\npassword = p\n");
+        let reread = parse(&config.describe());
+        assert_eq!(reread.backend.tls, config.backend.tls);
+        assert!(config.describe().contains("tls = require\n"));
+        // Refusals, at the key.
+        let e =
+            fail("[backend]\naddress = /run/mysqld.sock\ntls = require\n[user a]\npassword = p\n");
+        assert_eq!(e.key.as_deref(), Some("[backend] tls"), "{e}");
+        assert!(e.message.contains("needs a host:port address"), "{e}");
+        // prefer over a unix socket is allowed (and means no TLS there).
+        parse("[backend]\naddress = /run/mysqld.sock\ntls = prefer\n[user a]\npassword = p\n");
+        let e =
+            fail("[backend]\naddress = 127.0.0.1:3306\ntls = verify_ca\n[user a]\npassword = p\n");
+        assert_eq!(e.key.as_deref(), Some("[backend] tls"), "{e}");
+        let e = fail(
+            "[backend]\naddress = 127.0.0.1:3306\ntls = require\ntls_server_name = \"not a name\"\n[user a]\npassword = p\n",
+        );
+        assert_eq!(e.key.as_deref(), Some("[backend] tls_server_name"), "{e}");
+        let e = fail(&with_funnel("require_tls = true"));
+        assert_eq!(e.key.as_deref(), Some("[funnel] require_tls"), "{e}");
+        let e = fail(&format!("{BASE}require_tls = true\n"));
+        assert_eq!(e.key.as_deref(), Some("[user app] require_tls"), "{e}");
     }
 }

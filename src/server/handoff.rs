@@ -637,7 +637,9 @@ impl Engine {
         let Some(c) = self.clients.get(key) else {
             return;
         };
-        if !past_deadline && !c.read_closed {
+        // A TLS client's session (its keys, its record counters) lives in
+        // this process: it is closed between its commands, never handed over.
+        if !past_deadline && !c.read_closed && !c.tls {
             match self.handoff.successor {
                 Successor::Pending { until } if self.now < until => return,
                 Successor::Ready => {

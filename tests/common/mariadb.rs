@@ -115,6 +115,8 @@ pub struct MariaDb {
     pub version: String,
     bins: &'static Bins,
     child: Mutex<Option<Child>>,
+    /// Extra `mariadbd` options of this server (see [`MariaDb::with_args`]).
+    extra_args: Vec<OsString>,
 }
 
 /// The shared server of this test binary, started on first use.
@@ -201,6 +203,17 @@ impl MariaDb {
 
     /// Starts a new private server.
     pub fn try_new() -> Result<MariaDb, String> {
+        Self::try_new_with(Vec::new())
+    }
+
+    /// Starts a new private server with extra `mariadbd` options (e.g.
+    /// `--ssl-cert=...`; kept across restarts). Panics on failure.
+    pub fn with_args(args: &[String]) -> MariaDb {
+        Self::try_new_with(args.iter().map(OsString::from).collect())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_new_with(extra_args: Vec<OsString>) -> Result<MariaDb, String> {
         static SWEEP: Once = Once::new();
         SWEEP.call_once(sweep_stale_dirs);
 
@@ -218,6 +231,7 @@ impl MariaDb {
             version: bins.version.clone(),
             bins,
             child: Mutex::new(None),
+            extra_args,
         };
         let prep = prepare_datadir(bins, &db.datadir)?;
         let t_prep = t0.elapsed();
@@ -510,6 +524,7 @@ impl MariaDb {
         ];
         args.extend(COMMON_ARGS.iter().map(OsString::from));
         args.extend(SERVER_ARGS.iter().map(OsString::from));
+        args.extend(self.extra_args.iter().cloned());
         if restart {
             // The port may linger for a moment after a kill; keep retrying the
             // bind instead of failing.

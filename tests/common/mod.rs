@@ -40,6 +40,7 @@ pub mod raw;
 pub mod rng;
 pub mod sql;
 pub mod stats;
+mod tls;
 
 pub use admin::admin_console;
 pub use config::FunnelConfig;
@@ -50,6 +51,7 @@ pub use mariadb::{
 };
 pub use node::{node_modules, MARIADB_JS, MYSQL2};
 pub use process::{pid_alive, rss_kib, sweep_stale_dirs, wait_until, SCRATCH_PREFIX};
+pub use tls::{TestCa, TestCert};
 
 use std::net::TcpListener;
 

@@ -313,6 +313,11 @@ pub struct Backend {
     /// A relayed login's connection (`unlisted_users = relay`): it belongs
     /// to that client alone for its life (`relay.rs`).
     pub relay: Option<Box<super::relay::Relay>>,
+    /// The connection is TLS (its SSL request was sent).
+    pub tls: bool,
+    /// The login's handshake response, sent once the TLS handshake
+    /// completed (`backend_tls_ready`).
+    pub login_after_tls: Option<Vec<u8>>,
 }
 
 /// Waits for a backend's statement closes to be done.
@@ -642,6 +647,8 @@ impl Engine {
             schema_unset_tried: false,
             schema_unset_at: self.now,
             relay: None,
+            tls: false,
+            login_after_tls: None,
         });
         if kill_query.is_some() {
             let at = self.now + self.config.backend.connect_timeout;
