@@ -310,3 +310,34 @@ fn the_funnel_logs_in_to_a_mysql84_server_both_ways() {
         assert_eq!(got, want);
     }
 }
+
+#[test]
+fn change_user_to_and_from_a_caching_sha2_user() {
+    let f = start_funnel();
+    let opts = |user: &str, pw: &str| {
+        mysql::ChangeUserOpts::default()
+            .with_user(Some(user.into()))
+            .with_pass(Some(pw.into()))
+    };
+    let mut c = mysql::Conn::new(
+        mysql::OptsBuilder::new()
+            .ip_or_hostname(Some("127.0.0.1"))
+            .tcp_port(f.port)
+            .user(Some(USER))
+            .pass(Some(PASS)),
+    )
+    .expect("login as the caching_sha2 user");
+    c.query_drop("SET @x = 1").unwrap();
+    // To the other caching_sha2 user (configured by hash), then back.
+    c.change_user(opts(HASH_USER, PASS))
+        .expect("change user to a caching_sha2_hash user");
+    let x: Option<Option<i64>> = c.query_first("SELECT @x").unwrap();
+    assert_eq!(x, Some(None), "the session was reset by the change");
+    c.change_user(opts(USER, PASS)).expect("and back");
+    assert_eq!(c.query_first::<i64, _>("SELECT 1 + 1").unwrap(), Some(2));
+    // A wrong password is refused as mysqld refuses it.
+    match c.change_user(opts(USER, "wrong")) {
+        Err(mysql::Error::MySqlError(e)) => assert_eq!(e.code, 1045),
+        other => panic!("expected ERR 1045, got {other:?}"),
+    }
+}
