@@ -139,6 +139,7 @@ fn main() {
         max_pinned_backends: 8,
         max_client_connections: 0,
         allowed_networks: Vec::new(),
+        require_tls: false,
     };
     let now = Instant::now();
     let mut pool = Pool::new(0, user, now);

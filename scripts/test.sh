@@ -90,6 +90,9 @@ install_deps() {
     have mariadb || have mysql || apt+=(mariadb-client)
     # Other clients the end-to-end tests drive.
     have php || apt+=(php-cli)
+    # Java's Connector/J (tests/tls.rs runs it with the JDK's single-file launcher).
+    [ -f /usr/share/java/mariadb-java-client.jar ] || apt+=(libmariadb-java)
+    have java || apt+=(default-jre-headless)
     if ! have php || ! php -m 2>/dev/null | grep -qix mysqli ||
         ! php -m 2>/dev/null | grep -qix pdo_mysql; then
         apt+=(php-mysql)

@@ -15,3 +15,4 @@ pub mod man;
 pub mod process;
 pub mod protocol;
 pub mod server;
+pub mod tls;

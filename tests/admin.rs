@@ -3,22 +3,21 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::admin::{query, Row};
 use common::{
-    funnel_bin, mariadb, wait_until, FunnelProcess, MariaDb, PASS_A, PASS_B, USER_A, USER_B,
+    funnel_bin, mariadb, wait_until, FunnelConfig, FunnelProcess, MariaDb, PASS_A, PASS_B, USER_A,
+    USER_B,
 };
 use mysql::prelude::Queryable;
 
 const ADMIN_USER: &str = "admin";
 const ADMIN_PW: &str = "admin-secret";
-
-type Row = HashMap<String, Option<String>>;
 
 struct Env {
     f: FunnelProcess,
@@ -29,16 +28,20 @@ struct Env {
 /// A funnel in front of `db_port` with an admin console and a stats port;
 /// `users` is the `[user ...]` sections. Waits until every pool is up.
 fn start_on(db_port: u16, users: &str, pools: &[&str]) -> Env {
-    let [port, admin_port, stats_port] = ports();
-    let config = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\nshutdown_timeout_ms = 2000\n\
-         [backend]\naddress = 127.0.0.1:{db_port}\nhealth_check_interval_ms = 300\n\
-         reconnect_backoff_min_ms = 100\nreconnect_backoff_max_ms = 500\n\
-         [pool]\nconnections = 2\n{users}\n\
-         [admin]\nlisten = 127.0.0.1:{admin_port}\nuser = {ADMIN_USER}\npassword = {ADMIN_PW}\n\
-         [stats]\nlisten = 127.0.0.1:{stats_port}\nhealth_backlog_ratio = 0.5\n"
-    );
-    let f = FunnelProcess::builder(&config).port(port).start();
+    let admin_port = common::free_port();
+    let stats_port = common::free_port();
+    let f = FunnelConfig::empty()
+        .backend_port(db_port)
+        .funnel("shutdown_timeout_ms = 2000")
+        .backend("health_check_interval_ms = 300")
+        .backend("reconnect_backoff_min_ms = 100\nreconnect_backoff_max_ms = 500")
+        .pool("connections = 2")
+        .section(users)
+        .admin(admin_port, ADMIN_PW)
+        .admin_line(&format!("user = {ADMIN_USER}"))
+        .stats(stats_port)
+        .stats_line("health_backlog_ratio = 0.5")
+        .start();
     let env = Env {
         f,
         admin_port,
@@ -84,12 +87,7 @@ fn user_b(extra: &str) -> String {
 }
 
 fn admin_opts(port: u16, user: &str, pw: &str) -> mysql::Opts {
-    mysql::OptsBuilder::new()
-        .ip_or_hostname(Some("127.0.0.1"))
-        .tcp_port(port)
-        .user(Some(user))
-        .pass(Some(pw))
-        .prefer_socket(false)
+    common::admin::admin_opts(port, user, pw)
         .tcp_connect_timeout(Some(Duration::from_secs(10)))
         .read_timeout(Some(Duration::from_secs(30)))
         .write_timeout(Some(Duration::from_secs(30)))
@@ -112,10 +110,7 @@ impl Env {
 
     /// The mariadb command-line client run on the console as the admin.
     fn mariadb_cli(&self, sql: &str) -> std::process::Output {
-        Command::new(common::mariadb_client())
-            .arg("--no-defaults")
-            .args(["-h127.0.0.1", &format!("-P{}", self.admin_port)])
-            .args([&format!("-u{ADMIN_USER}"), &format!("-p{ADMIN_PW}")])
+        common::clients::mariadb_cli(self.admin_port, ADMIN_USER, ADMIN_PW)
             .args(["-e", sql])
             .output()
             .unwrap()
@@ -126,23 +121,9 @@ impl Env {
     }
 }
 
+/// A request to the stats port, whose Content-Length must be right.
 fn http(port: u16, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the stats port");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: test\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8(raw).expect("UTF-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("response head");
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status code");
+    let common::stats::Response { status, head, body } = common::stats::request(port, method, path);
     let len: usize = head
         .lines()
         .find_map(|l| l.strip_prefix("Content-Length: "))
@@ -151,28 +132,7 @@ fn http(port: u16, method: &str, path: &str) -> (u16, String) {
     if method != "HEAD" {
         assert_eq!(body.len(), len, "Content-Length of {path}");
     }
-    (status, body.to_string())
-}
-
-fn cell(v: &mysql::Value) -> Option<String> {
-    match v {
-        mysql::Value::NULL => None,
-        mysql::Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        other => Some(other.as_sql(true).trim_matches('\'').to_string()),
-    }
-}
-
-fn query(c: &mut mysql::Conn, sql: &str) -> Vec<Row> {
-    let rows: Vec<mysql::Row> = c.query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    rows.iter()
-        .map(|r| {
-            r.columns_ref()
-                .iter()
-                .enumerate()
-                .map(|(i, col)| (col.name_str().into_owned(), r.as_ref(i).and_then(cell)))
-                .collect()
-        })
-        .collect()
+    (status, body)
 }
 
 fn s<'a>(r: &'a Row, col: &str) -> &'a str {
@@ -202,12 +162,10 @@ fn latency(c: &mut mysql::Conn, pool: &str, metric: &str, window: &str) -> Row {
         .unwrap_or_else(|| panic!("no latency row {pool}/{metric}/{window}"))
 }
 
-fn error_code<T>(r: Result<T, mysql::Error>) -> (u16, String) {
-    match r {
-        Err(mysql::Error::MySqlError(e)) => (e.code, e.message),
-        Err(e) => panic!("expected a server error, got {e:?}"),
-        Ok(_) => panic!("expected a server error, got success"),
-    }
+/// The server error of a failed call: (code, message).
+fn error_code<T: std::fmt::Debug>(r: Result<T, mysql::Error>) -> (u16, String) {
+    let (code, _, message) = common::sql::server_error(r);
+    (code, message)
 }
 
 fn json(env: &Env, path: &str) -> serde_json::Value {
@@ -225,8 +183,7 @@ fn metrics(env: &Env) -> prometheus_parse::Scrape {
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .count();
-    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
-        .expect("metrics parse");
+    let scrape = common::stats::parse_metrics(&body);
     let parsed: usize = scrape
         .samples
         .iter()
@@ -266,12 +223,7 @@ fn metric(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]
         .iter()
         .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
         .unwrap_or_else(|| panic!("no sample {name} {labels:?}"));
-    match &s.value {
-        prometheus_parse::Value::Counter(v)
-        | prometheus_parse::Value::Gauge(v)
-        | prometheus_parse::Value::Untyped(v) => *v,
-        other => panic!("{name}: not a single value: {other:?}"),
-    }
+    common::stats::sample_value(s)
 }
 
 fn histogram(
@@ -386,10 +338,8 @@ fn console_login_commands_and_config_masking() {
         "{stdout}"
     );
     assert!(stdout.contains("end_to_end"), "{stdout}");
-    let out = Command::new(common::mariadb_client())
-        .arg("--no-defaults")
-        .args(["-h127.0.0.1", &format!("-P{}", env.admin_port)])
-        .args([&format!("-u{ADMIN_USER}"), "-pnope", "-e", "SHOW POOLS"])
+    let out = common::clients::mariadb_cli(env.admin_port, ADMIN_USER, "nope")
+        .args(["-e", "SHOW POOLS"])
         .output()
         .unwrap();
     assert!(!out.status.success());

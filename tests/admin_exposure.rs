@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, FunnelProcess, PASS_A, USER_A};
+use common::{wait_until, FunnelConfig, FunnelProcess, PASS_A, USER_A};
 use mysql::prelude::Queryable;
 
 struct Env {
@@ -28,18 +28,15 @@ fn start_with(admin_extra: &str) -> Env {
 }
 
 fn start_full(admin_extra: &str, stats_extra: &str) -> Env {
-    let db = common::mariadb();
-    let port = common::free_port();
     let admin_port = common::free_port();
     let stats_port = common::free_port();
-    let config = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n[backend]\naddress = 127.0.0.1:{}\n\n\
-         [pool]\nconnections = 1\n\n[user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n\n\
-         [admin]\nlisten = 127.0.0.1:{admin_port}\npassword = admin-pw\n{admin_extra}\n\n\
-         [stats]\nlisten = 127.0.0.1:{stats_port}\n{stats_extra}\n",
-        db.port
-    );
-    let f = FunnelProcess::builder(&config).port(port).start();
+    let f = FunnelConfig::user_a()
+        .pool("connections = 1")
+        .admin(admin_port, "admin-pw")
+        .admin_line(admin_extra)
+        .stats(stats_port)
+        .stats_line(stats_extra)
+        .start();
     // A backend up, so that /health says 200.
     f.conn(USER_A, PASS_A).query_drop("SELECT 1").unwrap();
     Env {
@@ -74,12 +71,7 @@ fn admin_from(port: u16, from: &str) -> Result<mysql::Conn, mysql::Error> {
 }
 
 fn console_login(port: u16, from: &str, user: &str, pw: &str) -> Result<mysql::Conn, mysql::Error> {
-    let opts = mysql::OptsBuilder::new()
-        .ip_or_hostname(Some("127.0.0.1"))
-        .tcp_port(port)
-        .user(Some(user))
-        .pass(Some(pw))
-        .prefer_socket(false)
+    let opts = common::admin::admin_opts(port, user, pw)
         .bind_address(Some((from.parse::<std::net::IpAddr>().unwrap(), 0)))
         .read_timeout(Some(Duration::from_secs(10)));
     mysql::Conn::new(opts)

@@ -11,20 +11,15 @@ mod common;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{FunnelProcess, PASS_A, PASS_B, USER_A, USER_B};
-use mysql::prelude::Queryable;
+use common::{FunnelConfig, FunnelProcess, PASS_A, PASS_B, USER_A, USER_B};
 
 fn start(db_port: u16, funnel: &str) -> (FunnelProcess, u16) {
-    let port = common::free_port();
     let admin_port = common::free_port();
-    let config = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n{funnel}\n\n[backend]\naddress = 127.0.0.1:{db_port}\n\n\
-         [pool]\nconnections = 1\n\n[user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n\n\
-         [user \"{USER_B}\"]\npassword = \"{PASS_B}\"\n\n\
-         [admin]\nlisten = 127.0.0.1:{admin_port}\npassword = admin-pw\n"
-    );
-    let f = FunnelProcess::builder(&config)
-        .port(port)
+    let f = FunnelConfig::new()
+        .backend_port(db_port)
+        .funnel(funnel)
+        .pool("connections = 1")
+        .admin(admin_port, "admin-pw")
         .rust_log("warn")
         .start();
     (f, admin_port)
@@ -48,22 +43,8 @@ fn attempt(opts: mysql::Opts) -> (u16, Duration) {
 }
 
 fn total_counter(admin_port: u16, name: &str) -> u64 {
-    let opts = mysql::OptsBuilder::new()
-        .ip_or_hostname(Some("127.0.0.1"))
-        .tcp_port(admin_port)
-        .user(Some("admin"))
-        .pass(Some("admin-pw"))
-        .prefer_socket(false);
-    let mut a = mysql::Conn::new(opts).unwrap();
-    let rows: Vec<mysql::Row> = a.query("SHOW STATS").unwrap();
-    let total = rows
-        .iter()
-        .find(|r| r.get::<mysql::Value, _>("pool") == Some(mysql::Value::from("(total)")))
-        .unwrap_or_else(|| panic!("no (total) row in {rows:?}"));
-    let v = total.get::<mysql::Value, _>(name);
-    v.clone()
-        .and_then(|v| mysql::from_value_opt(v).ok())
-        .unwrap_or_else(|| panic!("{name}: {v:?}"))
+    let mut a = common::admin_console(admin_port, "admin", "admin-pw");
+    common::admin::pool_counter(&mut a, "SHOW STATS", "(total)", name)
 }
 
 /// The hold spaces the checks: it counts from the previous failure, which

@@ -13,19 +13,22 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::FunnelProcess;
+use common::clients::have;
+use common::{FunnelConfig, FunnelProcess};
 use funnel::protocol::caching_sha2;
 use funnel::protocol::handshake::{HandshakeResponse, HandshakeV10};
-use funnel::protocol::packet::{next_frame, write_packet, HEADER_LEN};
+use funnel::protocol::packet::{next_frame, write_packet};
 use mysql::prelude::Queryable;
 
 const USER: &str = "sha_user";
+/// The same password, configured only as its SHA256(SHA256()).
+const HASH_USER: &str = "sha_hash_user";
 // ASCII: PyMySQL sends a str password in latin-1, the others in UTF-8.
 const PASS: &str = "sha pw 2x";
 
@@ -37,8 +40,16 @@ fn start_funnel() -> FunnelProcess {
          [backend]\naddress = 127.0.0.1:{}\n\n\
          [pool]\nconnections = 1\n\n\
          [user {USER}]\npassword = \"{PASS}\"\nauth_plugin = caching_sha2_password\n\
+         backend_user = {}\nbackend_password = {}\n\n\
+         [user {HASH_USER}]\ncaching_sha2_hash = {}\nauth_plugin = caching_sha2_password\n\
          backend_user = {}\nbackend_password = {}\n",
         db.port,
+        common::USER_A,
+        common::PASS_A,
+        caching_sha2::stage2(PASS.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
         common::USER_A,
         common::PASS_A,
     );
@@ -76,17 +87,8 @@ fn python(driver: &str, port: u16, pw: &str) -> String {
 }
 
 fn cli(port: u16, pw: &str) -> String {
-    let out = Command::new(common::mariadb_client())
-        .args([
-            "--no-defaults",
-            "-h127.0.0.1",
-            &format!("-P{port}"),
-            &format!("-u{USER}"),
-            &format!("-p{pw}"),
-            "-N",
-            "-e",
-            "SELECT 1 + 1",
-        ])
+    let out = common::clients::mariadb_cli(port, USER, pw)
+        .args(["-N", "-e", "SELECT 1 + 1"])
         .output()
         .expect("mariadb client");
     if out.status.success() {
@@ -119,10 +121,14 @@ fn node_mysql2(port: u16, pw: &str) -> String {
 }
 
 fn rust(port: u16, pw: &str) -> String {
+    rust_as(port, USER, pw)
+}
+
+fn rust_as(port: u16, user: &str, pw: &str) -> String {
     let opts = mysql::OptsBuilder::new()
         .ip_or_hostname(Some("127.0.0.1"))
         .tcp_port(port)
-        .user(Some(USER))
+        .user(Some(user))
         .pass(Some(pw));
     match mysql::Conn::new(opts) {
         Ok(mut c) => c
@@ -132,13 +138,6 @@ fn rust(port: u16, pw: &str) -> String {
         Err(mysql::Error::MySqlError(e)) => format!("error {}", e.code),
         Err(e) => e.to_string(),
     }
-}
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd} >/dev/null")])
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 #[test]
@@ -152,6 +151,8 @@ fn clients_log_in_with_caching_sha2_password() {
         seen.push(format!("{name}: {ok} / {bad}"));
     };
     check("rust mysql", &|pw| rust(port, pw));
+    // A user configured with the hash only: verified all the same.
+    check("rust mysql, hash", &|pw| rust_as(port, HASH_USER, pw));
     for d in ["pymysql", "connector", "connector_sha2", "mysqlclient"] {
         check(d, &|pw| python(d, port, pw));
     }
@@ -171,12 +172,7 @@ fn clients_log_in_with_caching_sha2_password() {
 
 /// One packet from a blocking stream: (seq, payload).
 fn read_packet(s: &mut std::net::TcpStream) -> (u8, Vec<u8>) {
-    let mut head = [0u8; HEADER_LEN];
-    s.read_exact(&mut head).expect("packet header");
-    let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
-    let mut payload = vec![0; len];
-    s.read_exact(&mut payload).expect("packet payload");
-    (head[3], payload)
+    common::raw::read_packet_from(s).expect("packet")
 }
 
 fn send(s: &mut std::net::TcpStream, seq: u8, payload: &[u8]) {
@@ -297,16 +293,14 @@ fn the_funnel_logs_in_to_a_mysql84_server_both_ways() {
         let backend = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::channel();
         fake_mysql84(listener, "backend pw", full, tx);
-        let port = common::free_port();
-        let cfg = format!(
-            "[funnel]\nlisten = 127.0.0.1:{port}\n\n\
-             [backend]\naddress = {backend}\nreconnect_backoff_min_ms = 5000\n\n\
-             [pool]\nconnections = 1\n\n\
-             [user app]\npassword = x\nbackend_password = \"backend pw\"\n"
-        );
         // The scripted server answers no query after the login: the login
         // is what is checked.
-        let _f = FunnelProcess::builder(&cfg).port(port).start();
+        let _f = FunnelConfig::empty()
+            .backend_port(backend.port())
+            .backend("reconnect_backoff_min_ms = 5000")
+            .pool("connections = 1")
+            .user("app", "x", &["backend_password = \"backend pw\""])
+            .start();
         let got = rx.recv_timeout(Duration::from_secs(20)).expect("a login");
         let want = if full {
             "full: response right: true, asked for the key: true, password right: true"
@@ -314,5 +308,36 @@ fn the_funnel_logs_in_to_a_mysql84_server_both_ways() {
             "fast: response right: true"
         };
         assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn change_user_to_and_from_a_caching_sha2_user() {
+    let f = start_funnel();
+    let opts = |user: &str, pw: &str| {
+        mysql::ChangeUserOpts::default()
+            .with_user(Some(user.into()))
+            .with_pass(Some(pw.into()))
+    };
+    let mut c = mysql::Conn::new(
+        mysql::OptsBuilder::new()
+            .ip_or_hostname(Some("127.0.0.1"))
+            .tcp_port(f.port)
+            .user(Some(USER))
+            .pass(Some(PASS)),
+    )
+    .expect("login as the caching_sha2 user");
+    c.query_drop("SET @x = 1").unwrap();
+    // To the other caching_sha2 user (configured by hash), then back.
+    c.change_user(opts(HASH_USER, PASS))
+        .expect("change user to a caching_sha2_hash user");
+    let x: Option<Option<i64>> = c.query_first("SELECT @x").unwrap();
+    assert_eq!(x, Some(None), "the session was reset by the change");
+    c.change_user(opts(USER, PASS)).expect("and back");
+    assert_eq!(c.query_first::<i64, _>("SELECT 1 + 1").unwrap(), Some(2));
+    // A wrong password is refused as mysqld refuses it.
+    match c.change_user(opts(USER, "wrong")) {
+        Err(mysql::Error::MySqlError(e)) => assert_eq!(e.code, 1045),
+        other => panic!("expected ERR 1045, got {other:?}"),
     }
 }

@@ -5,25 +5,12 @@
 
 mod common;
 
-use common::{FunnelProcess, PASS_A, TEST_DB, USER_A};
+use common::{FunnelConfig, FunnelProcess, PASS_A, USER_A};
 use mysql::prelude::Queryable;
 use mysql::{Conn, Row};
 
 fn start(pool: &str) -> FunnelProcess {
-    let db = common::mariadb();
-    let port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n[backend]\naddress = 127.0.0.1:{}\n\n\
-         [pool]\n{pool}\n\n[user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n",
-        db.port
-    );
-    FunnelProcess::start(&cfg, port)
-}
-
-fn conn(f: &FunnelProcess) -> Conn {
-    let mut c = f.conn(USER_A, PASS_A);
-    c.query_drop(format!("USE {TEST_DB}")).expect("USE");
-    c
+    FunnelConfig::user_a().pool(pool).start()
 }
 
 fn warnings(c: &mut Conn) -> Vec<(String, u32, String)> {
@@ -37,8 +24,8 @@ fn warnings(c: &mut Conn) -> Vec<(String, u32, String)> {
 #[test]
 fn warnings_are_shown_to_their_client_only() {
     let f = start("connections = 1\nmax_pinned_backends = 4");
-    let mut a = conn(&f);
-    let mut b = conn(&f);
+    let mut a = f.conn_after_use(USER_A, PASS_A);
+    let mut b = f.conn_after_use(USER_A, PASS_A);
     a.query_drop("SELECT 1/0").expect("1/0");
     assert!(warnings(&mut b).is_empty(), "B saw A's warnings");
     b.query_drop("SELECT CAST('x' AS INT)").expect("cast");
@@ -51,7 +38,7 @@ fn warnings_are_shown_to_their_client_only() {
     // After a statement without warnings, the pin ends; another client's
     // SHOW WARNINGS on that backend still sees nothing of A's.
     a.query_drop("SELECT 1").expect("select 1");
-    let mut c = conn(&f);
+    let mut c = f.conn_after_use(USER_A, PASS_A);
     assert!(warnings(&mut c).is_empty(), "C saw someone's warnings");
     let count: Option<u32> = c.query_first("SELECT @@warning_count").expect("count");
     assert_eq!(count, Some(0));
@@ -61,17 +48,17 @@ fn warnings_are_shown_to_their_client_only() {
 fn warnings_give_way_to_a_transaction_when_pins_run_out() {
     let f = start("connections = 1\nmax_pinned_backends = 2");
     let t = common::unique_name("diag_tx");
-    let mut setup = conn(&f);
+    let mut setup = f.conn_after_use(USER_A, PASS_A);
     setup
         .query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
         .expect("create");
     // Two idle clients hold the whole allowance with their warnings.
-    let mut a = conn(&f);
-    let mut b = conn(&f);
+    let mut a = f.conn_after_use(USER_A, PASS_A);
+    let mut b = f.conn_after_use(USER_A, PASS_A);
     a.query_drop("SELECT 1/0").expect("a 1/0");
     b.query_drop("SELECT 1/0").expect("b 1/0");
     // A transaction still gets its backend and keeps it to the end.
-    let mut c = conn(&f);
+    let mut c = f.conn_after_use(USER_A, PASS_A);
     c.query_drop("BEGIN").expect("begin");
     c.query_drop(format!("INSERT INTO {t} VALUES (1)"))
         .expect("insert");
@@ -84,14 +71,14 @@ fn warnings_give_way_to_a_transaction_when_pins_run_out() {
     assert_eq!(n, Some(2));
     // A client whose statement has warnings while no pin is free gets its
     // answer, no error; its warnings may be gone, but never someone else's.
-    let mut d = conn(&f);
+    let mut d = f.conn_after_use(USER_A, PASS_A);
     d.query_drop("BEGIN").expect("d begin");
-    let mut e = conn(&f);
+    let mut e = f.conn_after_use(USER_A, PASS_A);
     e.query_drop("BEGIN").expect("e begin");
     e.query_drop(format!("SELECT * FROM {t} FOR UPDATE"))
         .expect("e lock");
     d.query_drop(format!("SELECT * FROM {t}")).expect("d read");
-    let mut g = conn(&f);
+    let mut g = f.conn_after_use(USER_A, PASS_A);
     g.query_drop("SELECT 1/0").expect("g 1/0 answered");
     let wg = warnings(&mut g);
     assert!(
@@ -111,10 +98,10 @@ fn warnings_give_way_to_a_transaction_when_pins_run_out() {
 fn a_statement_that_would_pin_is_refused_when_no_pin_is_free() {
     let f = start("connections = 1\nmax_pinned_backends = 1");
     let tmp = common::unique_name("pin_tmp");
-    let mut a = conn(&f);
+    let mut a = f.conn_after_use(USER_A, PASS_A);
     a.query_drop("BEGIN").expect("begin");
     a.query_drop("SELECT 1").expect("a holds the only pin");
-    let mut b = conn(&f);
+    let mut b = f.conn_after_use(USER_A, PASS_A);
     let err = b
         .query_drop(format!("CREATE TEMPORARY TABLE {tmp} (x INT)"))
         .expect_err("no pin is free");
@@ -166,8 +153,8 @@ fn warnings_of_an_earlier_statement_of_a_query_stay_with_their_client() {
     assert_eq!(wd[0].1, 1365, "direct: {wd:?}");
     for pins in [4, 0] {
         let f = start(&format!("connections = 1\nmax_pinned_backends = {pins}"));
-        let mut a = conn(&f);
-        let mut b = conn(&f);
+        let mut a = f.conn_after_use(USER_A, PASS_A);
+        let mut b = f.conn_after_use(USER_A, PASS_A);
         a.query_drop(QUERY).expect("a query");
         let wb = warnings(&mut b);
         assert!(
@@ -203,8 +190,8 @@ fn a_failed_prepare_shows_its_own_error_only() {
     assert_eq!(wd.len(), 1, "direct: {wd:?}");
     assert_eq!(wd[0].1, 1146, "direct: {wd:?}");
     let f = start("connections = 1\nmax_pinned_backends = 0");
-    let mut a = conn(&f);
-    let mut b = conn(&f);
+    let mut a = f.conn_after_use(USER_A, PASS_A);
+    let mut b = f.conn_after_use(USER_A, PASS_A);
     a.query_drop("SELECT 1/0").expect("a 1/0");
     b.prep(&sql).expect_err("no table");
     let wb = warnings(&mut b);

@@ -16,12 +16,13 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{FunnelProcess, PASS_A, PASS_B, TEST_DB, USER_A, USER_B};
+use common::clients::{have, script, skip};
+use common::sql::server_error;
+use common::{FunnelConfig, FunnelProcess, PASS_A, PASS_B, TEST_DB, USER_A, USER_B};
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder, Value};
 
@@ -31,50 +32,14 @@ use mysql::{Conn, OptsBuilder, Value};
 /// Starts a funnel for funnel_a and funnel_b (plus `extra_users`, given as
 /// (name, password)), with `pool` lines in [pool].
 fn start_funnel(pool: &[&str], extra_users: &[(&str, &str)]) -> FunnelProcess {
-    let db = common::mariadb();
-    let port = common::free_port();
-    let mut cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n[backend]\naddress = 127.0.0.1:{}\n\n[pool]\n",
-        db.port
-    );
+    let mut cfg = FunnelConfig::new();
     for l in pool {
-        cfg.push_str(l);
-        cfg.push('\n');
+        cfg = cfg.pool(l);
     }
-    let users = [(USER_A, PASS_A), (USER_B, PASS_B)];
-    for (name, pw) in users.iter().chain(extra_users) {
-        cfg.push_str(&format!("\n[user \"{name}\"]\npassword = \"{pw}\"\n"));
+    for (name, pw) in extra_users {
+        cfg = cfg.user(name, pw, &[]);
     }
-    FunnelProcess::start(&cfg, port)
-}
-
-fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/clients")
-        .join(name)
-}
-
-fn require_clients() -> bool {
-    std::env::var("FUNNEL_E2E_REQUIRE_CLIENTS").is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
-/// Reports a skipped test loudly (or fails it under FUNNEL_E2E_REQUIRE_CLIENTS).
-fn skip(test: &str, reason: &str) {
-    if require_clients() {
-        panic!("{test}: {reason} (FUNNEL_E2E_REQUIRE_CLIENTS is set)");
-    }
-    println!("SKIPPED {test}: {reason}");
-    eprintln!("SKIPPED {test}: {reason}");
-}
-
-/// True if `program --version` runs.
-fn have(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    cfg.start()
 }
 
 /// A client script run: the command and how to describe it.
@@ -187,17 +152,9 @@ fn judge(what: &str, out: Output, f: &FunnelProcess) -> Verdict {
             "{what} failed ({}).\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}\n\
              --- funnel log ---\n{}",
             out.status,
-            tail(&f.log(), 20_000)
+            f.log_tail(20_000)
         ),
     }
-}
-
-fn tail(s: &str, n: usize) -> &str {
-    let mut start = s.len().saturating_sub(n);
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    &s[start..]
 }
 
 /// Runs one client flow through its own funnel and asserts it passed.
@@ -372,15 +329,8 @@ struct Cli {
 
 impl Cli {
     fn cmd(&self, user: &str, pw: &str, db: Option<&str>) -> Command {
-        let mut cmd = Command::new(common::mariadb_client());
-        cmd.arg("--no-defaults")
-            .arg("--protocol=TCP")
-            .arg("--host=127.0.0.1")
-            .arg(format!("--port={}", self.port))
-            .arg(format!("--user={user}"))
-            .arg(format!("--password={pw}"))
-            .arg("--skip-ssl")
-            .arg("--connect-timeout=10");
+        let mut cmd = common::clients::mariadb_cli(self.port, user, pw);
+        cmd.arg("--skip-ssl").arg("--connect-timeout=10");
         if let Some(db) = db {
             cmd.arg(format!("--database={db}"));
         }
@@ -537,12 +487,8 @@ fn mariadb_cli() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.trim_end(), want);
         // The same command against mysqld directly says the same.
-        let direct = Command::new(common::mariadb_client())
-            .arg("--no-defaults")
-            .args(["--protocol=TCP", "--host=127.0.0.1", "--skip-ssl"])
-            .arg(format!("--port={}", db.port))
-            .arg(format!("--user={user}"))
-            .arg(format!("--password={pw}"))
+        let direct = common::clients::mariadb_cli(db.port, user, pw)
+            .arg("--skip-ssl")
             .args(schema.map(|s| format!("--database={s}")))
             .args(["-e", "SELECT 1"])
             .output()
@@ -587,30 +533,10 @@ fn mariadb_cli() {
 // ---------------------------------------------------------------------------
 // The Rust mysql crate with prepared statements.
 
-fn private_account(tag: &str) -> (String, String) {
-    let user = common::unique_name(&format!("e2e_{tag}"));
-    let pw = format!("pw-{user}");
-    common::admin_sql(&format!(
-        "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED VIA mysql_native_password \
-           USING PASSWORD('{pw}')"
-    ));
-    common::admin_sql(&format!(
-        "GRANT ALL PRIVILEGES ON *.* TO '{user}'@'127.0.0.1'"
-    ));
-    (user, pw)
-}
-
-fn server_code<T: std::fmt::Debug>(r: Result<T, mysql::Error>) -> u16 {
-    match r {
-        Err(mysql::Error::MySqlError(e)) => e.code,
-        other => panic!("expected a server error, got {other:?}"),
-    }
-}
-
 #[test]
 fn rust_mysql_crate_prepared_statements() {
     const CLIENTS: usize = 4;
-    let (user, pw) = private_account("prep");
+    let (user, pw) = common::private_account("e2e_prep");
     let f = start_funnel(
         &["connections = 1", "max_pinned_backends = 8"],
         &[(&user, &pw)],
@@ -717,9 +643,10 @@ fn rust_mysql_crate_prepared_statements() {
                 assert_eq!(sum, (0..100).map(|i| base + i).sum::<i64>());
 
                 // Errors: at prepare and at execute; the connection goes on.
-                assert_eq!(server_code(c.prep("SELEC ?")), 1064);
+                assert_eq!(server_error(c.prep("SELEC ?")).0, 1064);
                 assert_eq!(
-                    server_code(c.exec_drop(format!("INSERT INTO {t} (id) VALUES (?)"), (base,))),
+                    server_error(c.exec_drop(format!("INSERT INTO {t} (id) VALUES (?)"), (base,)))
+                        .0,
                     1062
                 );
                 // A prepared statement inside a transaction that is rolled back.
@@ -792,7 +719,7 @@ fn with_found_rows(opts: mysql::Opts, on: bool) -> mysql::Opts {
 /// COM_CHANGE_USER, and mysqld sees one connection per kind.
 #[test]
 fn rust_mysql_crate_found_rows_per_client() {
-    let (user, pw) = private_account("frows");
+    let (user, pw) = common::private_account("e2e_frows");
     let f = start_funnel(
         &["connections = 1", "max_pinned_backends = 4"],
         &[(&user, &pw)],
@@ -875,15 +802,10 @@ fn rust_mysql_crate_found_rows_per_client() {
 
 /// A funnel like `start_funnel`'s, with `allow_local_infile` set as given.
 fn start_funnel_infile(allow: bool) -> FunnelProcess {
-    let db = common::mariadb();
-    let port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\nallow_local_infile = {allow}\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = 1\n\n\
-         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n",
-        db.port
-    );
-    FunnelProcess::start(&cfg, port)
+    FunnelConfig::user_a()
+        .funnel(&format!("allow_local_infile = {allow}"))
+        .pool("connections = 1")
+        .start()
 }
 
 /// LOAD DATA LOCAL INFILE passes the client's file to mysqld when the
@@ -1040,34 +962,18 @@ impl Recorder {
 
 /// Copies `from` to `to` until EOF; returns the bytes copied.
 fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream) -> Vec<u8> {
-    use std::io::{Read, Write};
     let mut seen = Vec::new();
-    let mut buf = [0u8; 65536];
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if to.write_all(&buf[..n]).is_err() {
-            break;
-        }
-        seen.extend_from_slice(&buf[..n]);
-    }
-    let _ = to.shutdown(std::net::Shutdown::Write);
+    common::raw::pump(&mut from, &mut to, |b| seen.extend_from_slice(b));
     seen
 }
 
 /// A recorded stream as (sequence id, payload) packets.
-fn packets(mut stream: &[u8]) -> Vec<(u8, Vec<u8>)> {
-    let mut out = Vec::new();
-    while stream.len() >= 4 {
-        let len =
-            usize::from(stream[0]) | usize::from(stream[1]) << 8 | usize::from(stream[2]) << 16;
-        assert!(stream.len() >= 4 + len, "truncated packet in the recording");
-        out.push((stream[3], stream[4..4 + len].to_vec()));
-        stream = &stream[4 + len..];
-    }
-    assert!(stream.is_empty(), "trailing bytes in the recording");
+fn packets(stream: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let (out, rest) = common::raw::split_packets(stream);
+    assert!(
+        rest.is_empty(),
+        "truncated packet or trailing bytes in the recording"
+    );
     out
 }
 
@@ -1154,7 +1060,7 @@ fn capi_against_direct_offering(
         through,
         direct,
         "{library} reads something else through the funnel than from mysqld\n--- funnel log ---\n{}",
-        tail(&f.log(), 20_000)
+        f.log_tail(20_000)
     );
     Some((funnel_wire, direct_wire, through))
 }
@@ -1320,28 +1226,14 @@ const MARIADB_CLIENT_STMT_BULK_OPERATIONS: u32 = 1 << 2;
 // ---------------------------------------------------------------------------
 // Server-side cursors (COM_STMT_FETCH) through the funnel, with PHP mysqli.
 
-/// A column of an admin console row as text (None for NULL).
-fn admin_cell(row: &mysql::Row, column: &str) -> Option<String> {
-    let i = row
-        .columns_ref()
-        .iter()
-        .position(|c| c.name_str() == column)
-        .unwrap_or_else(|| panic!("no column {column}"));
-    match row.as_ref(i) {
-        None | Some(Value::NULL) => None,
-        Some(Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
-        Some(v) => Some(v.as_sql(true).trim_matches('\'').to_string()),
-    }
-}
-
 /// The pin cause SHOW CLIENTS gives for the client with this id.
 fn pin_cause(admin: &mut Conn, id: u32) -> Option<String> {
     let rows: Vec<mysql::Row> = admin.query("SHOW CLIENTS").expect("SHOW CLIENTS");
     let row = rows
         .iter()
-        .find(|r| admin_cell(r, "id") == Some(id.to_string()))
+        .find(|r| common::admin::column_text(r, "id") == Some(id.to_string()))
         .unwrap_or_else(|| panic!("client {id} not in SHOW CLIENTS"));
-    admin_cell(row, "pin_cause")
+    common::admin::column_text(row, "pin_cause")
 }
 
 /// A client reads multi-row results through cursors (COM_STMT_EXECUTE
@@ -1353,20 +1245,12 @@ fn pin_cause(admin: &mut Conn, id: u32) -> Option<String> {
 /// execute without cursor, or its leaving). The others' answers must be
 /// their own, and the pinned backend must come back once the client left.
 fn cursor_pins(test: &str, what: &str, mut cmd: Command, want: &[(&str, Option<&str>)]) {
-    let db = common::mariadb();
-    let port = common::free_port();
-    let mut admin_port = common::free_port();
-    while admin_port == port {
-        admin_port = common::free_port();
-    }
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n[backend]\naddress = 127.0.0.1:{}\n\n\
-         [pool]\nconnections = 1\nmax_pinned_backends = 2\n\n\
-         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n\n\
-         [admin]\nlisten = 127.0.0.1:{admin_port}\npassword = adm\n",
-        db.port
-    );
-    let f = FunnelProcess::start(&cfg, port);
+    let admin_port = common::free_port();
+    let f = FunnelConfig::user_a()
+        .pool("connections = 1\nmax_pinned_backends = 2")
+        .admin(admin_port, "adm")
+        .start();
+    let port = f.port;
     let mut admin = common::admin_console(admin_port, "admin", "adm");
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1439,15 +1323,15 @@ fn cursor_pins(test: &str, what: &str, mut cmd: Command, want: &[(&str, Option<&
         got,
         want,
         "pin causes at each step of {what}\n{transcript}\n--- funnel log ---\n{}",
-        tail(&f.log(), 20_000)
+        f.log_tail(20_000)
     );
     assert!(rounds.iter().all(|&n| n > 0), "{rounds:?}");
     // The backend pinned by the cursor left open is reset and returned.
     assert!(
         common::wait_until(Duration::from_secs(20), || {
             let row: mysql::Row = admin.query_first("SHOW POOLS").unwrap().unwrap();
-            admin_cell(&row, "backends_pinned").as_deref() == Some("0")
-                && admin_cell(&row, "clients_pinned").as_deref() == Some("0")
+            common::admin::column_text(&row, "backends_pinned").as_deref() == Some("0")
+                && common::admin::column_text(&row, "clients_pinned").as_deref() == Some("0")
         }),
         "{:?}",
         admin.query_first::<mysql::Row, _>("SHOW POOLS")

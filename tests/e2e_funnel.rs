@@ -6,7 +6,7 @@
 //!
 //! Every test starts its own funnel with a small pool so that clients really
 //! share backend connections. Tests that count backend connections log the
-//! pool in to mysqld with a private account (see [`private_account`]), so
+//! pool in to mysqld with a private account (see [`common::private_account`]), so
 //! that tests running in parallel cannot disturb the count.
 //!
 //! Nothing here sleeps to synchronise: conditions are polled (mysqld's
@@ -20,115 +20,13 @@ use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{FunnelProcess, PASS_A, PASS_B, TEST_DB, USER_A, USER_B};
+use common::sql::{one, server_error};
+use common::{FunnelConfig, FunnelProcess, PASS_A, PASS_B, TEST_DB, USER_A, USER_B};
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder, Value};
 
 // ---------------------------------------------------------------------------
 // Helpers.
-
-/// Builds a funnel config for the shared MariaDB and starts the funnel.
-struct Setup {
-    funnel: Vec<String>,
-    pool: Vec<String>,
-    users: Vec<(String, String, Vec<String>)>,
-    rust_log: Option<&'static str>,
-}
-
-impl Setup {
-    /// Users funnel_a and funnel_b with the harness passwords.
-    fn new() -> Setup {
-        Setup {
-            funnel: Vec::new(),
-            pool: Vec::new(),
-            users: vec![
-                (USER_A.into(), PASS_A.into(), Vec::new()),
-                (USER_B.into(), PASS_B.into(), Vec::new()),
-            ],
-            rust_log: None,
-        }
-    }
-
-    /// No users yet (add them with [`Setup::user`]).
-    fn empty() -> Setup {
-        Setup {
-            users: Vec::new(),
-            ..Setup::new()
-        }
-    }
-
-    fn funnel(mut self, line: &str) -> Setup {
-        self.funnel.push(line.into());
-        self
-    }
-
-    fn pool(mut self, line: &str) -> Setup {
-        self.pool.push(line.into());
-        self
-    }
-
-    fn user(mut self, name: &str, pw: &str, extra: &[&str]) -> Setup {
-        self.users.push((
-            name.into(),
-            pw.into(),
-            extra.iter().map(|s| s.to_string()).collect(),
-        ));
-        self
-    }
-
-    fn rust_log(mut self, filter: &'static str) -> Setup {
-        self.rust_log = Some(filter);
-        self
-    }
-
-    fn config(&self, port: u16) -> String {
-        let db = common::mariadb();
-        let mut s = format!("[funnel]\nlisten = 127.0.0.1:{port}\n");
-        for l in &self.funnel {
-            s.push_str(l);
-            s.push('\n');
-        }
-        s.push_str(&format!("\n[backend]\naddress = 127.0.0.1:{}\n", db.port));
-        s.push_str("\n[pool]\n");
-        for l in &self.pool {
-            s.push_str(l);
-            s.push('\n');
-        }
-        for (name, pw, extra) in &self.users {
-            s.push_str(&format!("\n[user \"{name}\"]\npassword = \"{pw}\"\n"));
-            for l in extra {
-                s.push_str(l);
-                s.push('\n');
-            }
-        }
-        s
-    }
-
-    fn start(self) -> FunnelProcess {
-        let port = common::free_port();
-        let cfg = self.config(port);
-        let mut b = FunnelProcess::builder(&cfg).port(port);
-        if let Some(f) = self.rust_log {
-            b = b.rust_log(f);
-        }
-        b.start()
-    }
-}
-
-/// A MySQL account of its own (ALL ON *.*, from 127.0.0.1), so that a test
-/// can count exactly the backend connections its funnel opened.
-fn private_account(tag: &str) -> (String, String) {
-    let user = common::unique_name(&format!("e2e_{tag}"));
-    let pw = format!("pw-{user}");
-    common::admin_sql(&format!(
-        "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED VIA mysql_native_password \
-           USING PASSWORD('{pw}')"
-    ));
-    common::admin_sql(&format!(
-        "GRANT ALL PRIVILEGES ON *.* TO '{user}'@'127.0.0.1'"
-    ));
-    (user, pw)
-}
 
 /// Connection options through the funnel; the client's own
 /// max_allowed_packet is given, so the crate does not ask the server.
@@ -147,21 +45,6 @@ fn connect(f: &FunnelProcess, user: &str, pw: &str) -> Conn {
 
 fn conn_a(f: &FunnelProcess) -> Conn {
     connect(f, USER_A, PASS_A)
-}
-
-/// The server error of a failed call: (code, SQLSTATE, message).
-fn server_error<T: std::fmt::Debug>(r: Result<T, mysql::Error>) -> (u16, String, String) {
-    match r {
-        Err(mysql::Error::MySqlError(e)) => (e.code, e.state, e.message),
-        Err(e) => panic!("expected a server error, got {e:?}"),
-        Ok(v) => panic!("expected a server error, got success: {v:?}"),
-    }
-}
-
-fn one<T: mysql::prelude::FromRow>(c: &mut Conn, sql: &str) -> T {
-    c.query_first(sql)
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .unwrap_or_else(|| panic!("{sql}: no row"))
 }
 
 /// Raw bytes of column `i` (None for NULL).
@@ -240,32 +123,16 @@ fn default_sql_mode() -> String {
     v[0].clone()
 }
 
-/// A minimal client speaking the MySQL protocol by hand, for what real
-/// client libraries will not do: drop the socket in the middle of a result,
-/// send commands without waiting for answers, or log in with any charset.
+/// A client speaking the MySQL protocol by hand ([`common::raw`]), for
+/// what real client libraries will not do: drop the socket in the middle
+/// of a result, send commands without waiting for answers, or log in with
+/// any charset.
 mod raw {
-    use sha1::{Digest, Sha1};
-    use std::io::{self, Read, Write};
-    use std::net::{Shutdown, TcpStream};
+    pub use super::common::raw::ServerError;
+    use super::common::raw::{Answer, Login, ReadFault, Wire, CLIENT_MULTI_STATEMENTS};
+    use std::io::{Read, Write};
+    use std::net::Shutdown;
     use std::time::Duration;
-
-    const CLIENT_LONG_PASSWORD: u32 = 1;
-    const CLIENT_LONG_FLAG: u32 = 4;
-    const CLIENT_CONNECT_WITH_DB: u32 = 8;
-    const CLIENT_PROTOCOL_41: u32 = 0x200;
-    const CLIENT_TRANSACTIONS: u32 = 0x2000;
-    const CLIENT_SECURE_CONNECTION: u32 = 0x8000;
-    const CLIENT_MULTI_STATEMENTS: u32 = 0x1_0000;
-    const CLIENT_MULTI_RESULTS: u32 = 0x2_0000;
-    const CLIENT_PLUGIN_AUTH: u32 = 0x8_0000;
-    const SERVER_MORE_RESULTS_EXISTS: u16 = 8;
-
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub struct ServerError {
-        pub code: u16,
-        pub state: String,
-        pub message: String,
-    }
 
     /// One statement's answer.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -295,64 +162,7 @@ mod raw {
     }
 
     pub struct RawClient {
-        pub stream: TcpStream,
-        seq: u8,
-    }
-
-    fn native_token(pw: &str, scramble: &[u8]) -> Vec<u8> {
-        if pw.is_empty() {
-            return Vec::new();
-        }
-        let s1 = Sha1::digest(pw.as_bytes());
-        let s2 = Sha1::digest(s1);
-        let mut h = Sha1::new();
-        h.update(scramble);
-        h.update(s2);
-        let s3 = h.finalize();
-        s1.iter().zip(s3.iter()).map(|(a, b)| a ^ b).collect()
-    }
-
-    fn lenenc(p: &[u8], pos: &mut usize) -> Option<u64> {
-        let b = p[*pos];
-        *pos += 1;
-        let (n, v) = match b {
-            0xfb => return None,
-            0xfc => (2, u16::from_le_bytes([p[*pos], p[*pos + 1]]) as u64),
-            0xfd => (
-                3,
-                u32::from_le_bytes([p[*pos], p[*pos + 1], p[*pos + 2], 0]) as u64,
-            ),
-            0xfe => (8, u64::from_le_bytes(p[*pos..*pos + 8].try_into().unwrap())),
-            x => (0, x as u64),
-        };
-        *pos += n;
-        Some(v)
-    }
-
-    fn parse_err(p: &[u8]) -> ServerError {
-        let code = u16::from_le_bytes([p[1], p[2]]);
-        let (state, msg) = if p.get(3) == Some(&b'#') {
-            (String::from_utf8_lossy(&p[4..9]).into_owned(), &p[9..])
-        } else {
-            (String::new(), &p[3..])
-        };
-        ServerError {
-            code,
-            state,
-            message: String::from_utf8_lossy(msg).into_owned(),
-        }
-    }
-
-    fn parse_ok(p: &[u8]) -> (u64, u16) {
-        let mut pos = 1;
-        let affected = lenenc(p, &mut pos).unwrap_or(0);
-        let _insert_id = lenenc(p, &mut pos);
-        let status = u16::from_le_bytes([p[pos], p[pos + 1]]);
-        (affected, status)
-    }
-
-    fn is_eof(p: &[u8]) -> bool {
-        p.first() == Some(&0xfe) && p.len() < 9
+        wire: Wire,
     }
 
     impl RawClient {
@@ -365,136 +175,22 @@ mod raw {
             db: Option<&str>,
             charset: u8,
         ) -> Result<RawClient, ServerError> {
-            Self::connect_caps(port, user, pw, db, charset, 0)
-        }
-
-        /// [`connect`](Self::connect) asking for extra capability flags.
-        pub fn connect_caps(
-            port: u16,
-            user: &str,
-            pw: &str,
-            db: Option<&str>,
-            charset: u8,
-            extra_caps: u32,
-        ) -> Result<RawClient, ServerError> {
-            let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to funnel");
-            stream
-                .set_read_timeout(Some(Duration::from_secs(60)))
-                .unwrap();
-            stream
-                .set_write_timeout(Some(Duration::from_secs(60)))
-                .unwrap();
-            stream.set_nodelay(true).unwrap();
-            let mut c = RawClient { stream, seq: 0 };
-            let greeting = c.read_packet().expect("read the greeting");
-            assert_eq!(greeting[0], 10, "protocol version");
-            let mut i = 1 + greeting[1..].iter().position(|&b| b == 0).unwrap() + 1;
-            i += 4; // connection id
-            let mut scramble = greeting[i..i + 8].to_vec();
-            i += 8 + 1; // + filler
-            i += 2 + 1 + 2 + 2; // caps low, charset, status, caps high
-            let auth_len = greeting[i] as usize;
-            i += 1 + 10;
-            let part2 = auth_len.saturating_sub(8).max(13) - 1;
-            scramble.extend_from_slice(&greeting[i..i + part2]);
-
-            let mut caps = CLIENT_LONG_PASSWORD
-                | CLIENT_LONG_FLAG
-                | CLIENT_PROTOCOL_41
-                | CLIENT_TRANSACTIONS
-                | CLIENT_SECURE_CONNECTION
-                | CLIENT_MULTI_STATEMENTS
-                | CLIENT_MULTI_RESULTS
-                | CLIENT_PLUGIN_AUTH
-                | extra_caps;
-            if db.is_some() {
-                caps |= CLIENT_CONNECT_WITH_DB;
-            }
-            let mut p = Vec::new();
-            p.extend_from_slice(&caps.to_le_bytes());
-            p.extend_from_slice(&(16u32 << 20).to_le_bytes());
-            p.push(charset);
-            p.extend_from_slice(&[0; 23]);
-            p.extend_from_slice(user.as_bytes());
-            p.push(0);
-            let token = native_token(pw, &scramble);
-            p.push(token.len() as u8);
-            p.extend_from_slice(&token);
-            if let Some(db) = db {
-                p.extend_from_slice(db.as_bytes());
-                p.push(0);
-            }
-            p.extend_from_slice(b"mysql_native_password\0");
-            c.write_packet(&p).expect("send the handshake response");
-            loop {
-                let reply = c.read_packet().expect("read the login reply");
-                match reply[0] {
-                    0x00 => return Ok(c),
-                    0xff => return Err(parse_err(&reply)),
-                    0xfe => {
-                        // Auth switch: plugin name, NUL, new scramble.
-                        let nul = reply[1..].iter().position(|&b| b == 0).unwrap() + 1;
-                        let data = &reply[nul + 1..];
-                        let data = data.strip_suffix(&[0]).unwrap_or(data);
-                        let token = native_token(pw, data);
-                        c.write_packet(&token).unwrap();
-                    }
-                    x => panic!("unexpected login reply 0x{x:02x}"),
-                }
-            }
-        }
-
-        pub fn read_packet(&mut self) -> io::Result<Vec<u8>> {
-            let mut out = Vec::new();
-            loop {
-                let mut h = [0u8; 4];
-                self.stream.read_exact(&mut h)?;
-                let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
-                self.seq = h[3].wrapping_add(1);
-                let start = out.len();
-                out.resize(start + len, 0);
-                self.stream.read_exact(&mut out[start..])?;
-                if len < 0xff_ffff {
-                    return Ok(out);
-                }
-            }
-        }
-
-        fn frame(&mut self, payload: &[u8], out: &mut Vec<u8>) {
-            let mut rest = payload;
-            loop {
-                let n = rest.len().min(0xff_ffff);
-                out.extend_from_slice(&(n as u32).to_le_bytes()[..3]);
-                out.push(self.seq);
-                self.seq = self.seq.wrapping_add(1);
-                out.extend_from_slice(&rest[..n]);
-                rest = &rest[n..];
-                if n < 0xff_ffff {
-                    return;
-                }
+            let d = Duration::from_secs(60);
+            let mut wire = Wire::connect(port, d, Some(d));
+            let greeting = wire.read_greeting().expect("read the greeting");
+            let login = Login::new(user, pw, db)
+                .charset(charset)
+                .caps(CLIENT_MULTI_STATEMENTS);
+            match wire.login(&greeting, &login).expect("read the login reply") {
+                Ok(_) => Ok(RawClient { wire }),
+                Err(reply) if reply.first() == Some(&0xff) => Err(ServerError::parse(&reply)),
+                Err(reply) => panic!("unexpected login reply {reply:02x?}"),
             }
         }
 
         /// Sends a command packet (sequence 0) without reading the answer.
         pub fn command(&mut self, payload: &[u8]) {
-            self.seq = 0;
-            self.write_packet(payload).expect("send command");
-        }
-
-        pub fn write_packet(&mut self, payload: &[u8]) -> io::Result<()> {
-            let mut out = Vec::new();
-            self.frame(payload, &mut out);
-            self.stream.write_all(&out)
-        }
-
-        /// Bytes of one COM_QUERY, framed (sequence 0).
-        pub fn query_bytes(&mut self, sql: &str) -> Vec<u8> {
-            self.seq = 0;
-            let mut payload = vec![0x03];
-            payload.extend_from_slice(sql.as_bytes());
-            let mut out = Vec::new();
-            self.frame(&payload, &mut out);
-            out
+            self.wire.command(payload).expect("send command");
         }
 
         /// Sends a COM_QUERY without reading the answer.
@@ -504,21 +200,17 @@ mod raw {
 
         /// Sends a COM_QUERY of any bytes (not necessarily UTF-8).
         pub fn send_query_bytes(&mut self, sql: &[u8]) {
-            self.seq = 0;
-            let mut payload = vec![0x03];
-            payload.extend_from_slice(sql);
-            let mut out = Vec::new();
-            self.frame(&payload, &mut out);
-            self.stream.write_all(&out).expect("send query");
+            self.wire.send_query(sql).expect("send query");
         }
 
         /// Sends several COM_QUERYs in one write (pipelined).
         pub fn send_pipelined(&mut self, sqls: &[&str]) {
             let mut all = Vec::new();
             for s in sqls {
-                all.extend(self.query_bytes(s));
+                self.wire.seq = 0;
+                all.extend(self.wire.frame(&[&[0x03][..], s.as_bytes()].concat()));
             }
-            self.stream.write_all(&all).expect("send queries");
+            self.wire.stream.write_all(&all).expect("send queries");
         }
 
         /// Reads the answer to one statement (the first result of a
@@ -537,57 +229,24 @@ mod raw {
         }
 
         fn read_one_result(&mut self) -> (Result<Reply, ServerError>, bool) {
-            let p = self.read_packet().expect("read reply");
-            match p[0] {
-                0x00 => {
-                    let (affected_rows, status) = parse_ok(&p);
-                    let more = status & SERVER_MORE_RESULTS_EXISTS != 0;
-                    (
-                        Ok(Reply::Ok {
-                            affected_rows,
-                            status,
-                        }),
-                        more,
-                    )
-                }
-                0xff => (Err(parse_err(&p)), false),
-                _ => {
-                    let mut pos = 0;
-                    let ncols = lenenc(&p, &mut pos).unwrap();
-                    for _ in 0..ncols {
-                        self.read_packet().expect("column definition");
-                    }
-                    let eof = self.read_packet().expect("EOF after columns");
-                    assert!(is_eof(&eof), "expected EOF after column definitions");
-                    let mut rows = Vec::new();
-                    loop {
-                        let p = self.read_packet().expect("row");
-                        if is_eof(&p) {
-                            let status = u16::from_le_bytes([p[3], p[4]]);
-                            return (
-                                Ok(Reply::Rows(rows)),
-                                status & SERVER_MORE_RESULTS_EXISTS != 0,
-                            );
-                        }
-                        if p[0] == 0xff {
-                            return (Err(parse_err(&p)), false);
-                        }
-                        let mut pos = 0;
-                        let mut row = Vec::new();
-                        for _ in 0..ncols {
-                            if p[pos] == 0xfb {
-                                pos += 1;
-                                row.push(None);
-                            } else {
-                                let n = lenenc(&p, &mut pos).unwrap() as usize;
-                                row.push(Some(p[pos..pos + n].to_vec()));
-                                pos += n;
-                            }
-                        }
-                        rows.push(row);
-                    }
-                }
-            }
+            let answer = match self.wire.read_result() {
+                Ok(a) => a,
+                Err(ReadFault::Io(e)) => panic!("read reply: {e}"),
+                Err(ReadFault::Garbage(what)) => panic!("read reply: {what}"),
+            };
+            let more = answer.more_results();
+            let reply = match answer {
+                Answer::Ok {
+                    affected_rows,
+                    status,
+                } => Ok(Reply::Ok {
+                    affected_rows,
+                    status,
+                }),
+                Answer::Rows { rows, .. } => Ok(Reply::Rows(rows)),
+                Answer::Err(p) => Err(ServerError::parse(&p)),
+            };
+            (reply, more)
         }
 
         /// Every result of a (multi-statement) query, up to the first error.
@@ -620,7 +279,7 @@ mod raw {
             let mut buf = vec![0u8; 64 * 1024];
             let mut got = 0;
             while got < n {
-                let k = self.stream.read(&mut buf).expect("read");
+                let k = self.wire.stream.read(&mut buf).expect("read");
                 assert!(k > 0, "connection closed after {got} bytes");
                 got += k;
             }
@@ -629,15 +288,14 @@ mod raw {
         /// Closes the socket at once (no COM_QUIT); unread input makes the
         /// kernel send a RST.
         pub fn abort(self) {
-            let _ = self.stream.shutdown(Shutdown::Both);
+            let _ = self.wire.stream.shutdown(Shutdown::Both);
         }
     }
 }
 
 use raw::RawClient;
 
-const UTF8MB4_GENERAL_CI: u8 = 45;
-const LATIN1_SWEDISH_CI: u8 = 8;
+use common::raw::{LATIN1_SWEDISH_CI, UTF8MB4_GENERAL_CI};
 
 fn raw_a(f: &FunnelProcess) -> RawClient {
     RawClient::connect(f.port, USER_A, PASS_A, Some(TEST_DB), UTF8MB4_GENERAL_CI)
@@ -649,7 +307,7 @@ fn raw_a(f: &FunnelProcess) -> RawClient {
 
 #[test]
 fn login_query_schema_and_errors() {
-    let f = Setup::new().pool("connections = 1").start();
+    let f = FunnelConfig::new().pool("connections = 1").start();
     let mut c = conn_a(&f);
     let mut other = conn_a(&f);
 
@@ -742,7 +400,7 @@ fn login_query_schema_and_errors() {
 
 #[test]
 fn login_refusals_look_like_mysqld() {
-    let f = Setup::new().pool("connections = 1").start();
+    let f = FunnelConfig::new().pool("connections = 1").start();
     let db = common::mariadb();
 
     // Each refusal: same code, SQLSTATE and message as mysqld's own.
@@ -834,7 +492,7 @@ const LARGE_QUERY: &str =
 
 #[test]
 fn large_result_arrives_complete_and_in_order() {
-    let f = Setup::new().pool("connections = 2").start();
+    let f = FunnelConfig::new().pool("connections = 2").start();
     let mut c = conn_a(&f);
     let mut bytes = 0usize;
     let mut n = 0u64;
@@ -872,7 +530,7 @@ fn large_result_arrives_complete_and_in_order() {
 #[test]
 fn rows_over_16_mib_round_trip() {
     use sha1::{Digest, Sha1};
-    let f = Setup::new()
+    let f = FunnelConfig::new()
         .pool("connections = 1")
         .funnel("max_allowed_packet = 64M")
         .start();
@@ -966,8 +624,8 @@ fn two_thousand_clients_on_four_backends() {
         limit >= CLIENTS as u64 + 200,
         "open files limit {limit} too low for {CLIENTS} clients"
     );
-    let (user, pw) = private_account("many");
-    let f = Setup::empty()
+    let (user, pw) = common::private_account("e2e_many");
+    let f = FunnelConfig::empty()
         .funnel("max_client_connections = 2500")
         .pool("connections = 4")
         .pool("backlog_size = 5000")
@@ -1066,8 +724,8 @@ fn two_thousand_pipelining_clients_at_once() {
     const THREADS: usize = 40;
     let limit = common::raise_nofile(CLIENTS as u64 * 2 + 500);
     assert!(limit >= CLIENTS as u64 + 200, "open files limit {limit}");
-    let (user, pw) = private_account("burst");
-    let f = Setup::empty()
+    let (user, pw) = common::private_account("e2e_burst");
+    let f = FunnelConfig::empty()
         .funnel("max_client_connections = 2500")
         .pool("connections = 4")
         .pool("backlog_size = 10000")
@@ -1153,7 +811,7 @@ fn assert_interrupted(r: Result<Vec<mysql::Row>, mysql::Error>) {
 
 #[test]
 fn backlog_full_is_refused_then_served() {
-    let f = Setup::new()
+    let f = FunnelConfig::new()
         .pool("connections = 1")
         .pool("backlog_size = 2")
         .pool("queue_timeout_ms = 60000")
@@ -1214,7 +872,7 @@ fn backlog_full_is_refused_then_served() {
 
 #[test]
 fn queue_timeout_then_served() {
-    let f = Setup::new()
+    let f = FunnelConfig::new()
         .pool("connections = 1")
         .pool("queue_timeout_ms = 400")
         .start();
@@ -1253,8 +911,8 @@ fn queue_timeout_then_served() {
 
 #[test]
 fn client_gone_mid_result_does_not_leak_its_backend() {
-    let (user, pw) = private_account("midres");
-    let f = Setup::empty()
+    let (user, pw) = common::private_account("e2e_midres");
+    let f = FunnelConfig::empty()
         .pool("connections = 1")
         .user(&user, &pw, &[])
         .start();
@@ -1358,7 +1016,7 @@ fn stop_readers(stop: Arc<AtomicBool>, handles: Vec<thread::JoinHandle<usize>>) 
 
 #[test]
 fn transactions_are_isolated_and_rolled_back() {
-    let f = Setup::new().pool("connections = 2").start();
+    let f = FunnelConfig::new().pool("connections = 2").start();
     let mut t_conn = conn_a(&f);
     let t = make_table(&mut t_conn, "e2e_tx", 10);
 
@@ -1441,7 +1099,7 @@ fn transactions_are_isolated_and_rolled_back() {
 
 #[test]
 fn disconnect_inside_transaction_leaves_no_row_and_no_lock() {
-    let f = Setup::new().pool("connections = 2").start();
+    let f = FunnelConfig::new().pool("connections = 2").start();
     let mut o = conn_a(&f);
     let t = make_table(&mut o, "e2e_txgone", 10);
     // Lock waits fail fast, so a lock left behind fails the test quickly
@@ -1539,7 +1197,7 @@ fn disconnect_inside_transaction_leaves_no_row_and_no_lock() {
 /// only" — a transaction must still work with max_pinned_backends = 0.
 #[test]
 fn transaction_with_max_pinned_backends_zero() {
-    let f = Setup::new()
+    let f = FunnelConfig::new()
         .pool("connections = 2")
         .pool("max_pinned_backends = 0")
         .start();
@@ -1609,8 +1267,8 @@ fn check_session(c: &mut Conn, e: &Expect, when: &str) {
 #[test]
 fn session_state_is_per_client_on_a_shared_backend() {
     const N: usize = 8;
-    let (user, pw) = private_account("session");
-    let f = Setup::empty()
+    let (user, pw) = common::private_account("e2e_session");
+    let f = FunnelConfig::empty()
         .pool("connections = 1")
         .user(&user, &pw, &[])
         .start();
@@ -1761,7 +1419,7 @@ fn session_state_is_per_client_on_a_shared_backend() {
 /// gets, whichever backend connection runs its commands.
 #[test]
 fn charset_given_at_connect_is_per_client() {
-    let f = Setup::new().pool("connections = 1").start();
+    let f = FunnelConfig::new().pool("connections = 1").start();
     let mut clients: Vec<(RawClient, &str, &[u8])> = Vec::new();
     for k in 0..6 {
         let (coll, cs, e_acute): (u8, &str, &[u8]) = if k % 2 == 0 {
@@ -1808,7 +1466,7 @@ fn charset_given_at_connect_is_per_client() {
 /// character_set_connection back).
 #[test]
 fn set_names_collate_survives_sharing() {
-    let f = Setup::new().pool("connections = 1").start();
+    let f = FunnelConfig::new().pool("connections = 1").start();
     let mut a = conn_a(&f);
     let mut b = conn_a(&f);
     let mut c = conn_a(&f);
@@ -1863,7 +1521,7 @@ fn set_names_collate_survives_sharing() {
 /// and the next command on that backend must still be answered.
 #[test]
 fn backend_is_not_left_paused_after_a_big_row() {
-    let f = Setup::new().pool("connections = 1").start();
+    let f = FunnelConfig::new().pool("connections = 1").start();
     let opts = opts_for(&f, USER_A, PASS_A).read_timeout(Some(Duration::from_secs(15)));
     let mut c = Conn::new(opts.clone()).unwrap();
     for n in [(16 << 20) + 100, (16 << 20) + 5000, 18 << 20] {
@@ -1882,7 +1540,7 @@ fn backend_is_not_left_paused_after_a_big_row() {
 
 #[test]
 fn autocommit_off_is_per_client() {
-    let f = Setup::new().pool("connections = 1").start();
+    let f = FunnelConfig::new().pool("connections = 1").start();
     let mut setup = conn_a(&f);
     let t = make_table(&mut setup, "e2e_ac", 0);
     let mut off = conn_a(&f);
@@ -1939,8 +1597,8 @@ fn autocommit_off_is_per_client() {
 #[test]
 fn user_variables_are_per_client() {
     const N: usize = 30;
-    let (user, pw) = private_account("uvars");
-    let f = Setup::empty()
+    let (user, pw) = common::private_account("e2e_uvars");
+    let f = FunnelConfig::empty()
         .pool("connections = 1")
         .pool("max_pinned_backends = 40")
         .user(&user, &pw, &[])
@@ -1998,8 +1656,8 @@ fn user_variables_are_per_client() {
 /// the next user of the connection) once its client leaves.
 #[test]
 fn unmovable_state_stays_with_its_client() {
-    let (user, pw) = private_account("unmovable");
-    let f = Setup::empty()
+    let (user, pw) = common::private_account("e2e_unmovable");
+    let f = FunnelConfig::empty()
         .pool("connections = 1")
         .user(&user, &pw, &[])
         .start();
@@ -2079,7 +1737,7 @@ fn unmovable_state_stays_with_its_client() {
 /// transaction) is discarded and the client told so at its next command.
 #[test]
 fn pinned_clients_over_the_cap_are_told() {
-    let f = Setup::new()
+    let f = FunnelConfig::new()
         .pool("connections = 1")
         .pool("max_pinned_backends = 2")
         .start();
@@ -2134,8 +1792,8 @@ fn pinned_clients_over_the_cap_are_told() {
 /// variables) must not cost the client a backend connection of its own.
 #[test]
 fn replayable_session_changes_do_not_pin() {
-    let (user, pw) = private_account("nopin");
-    let f = Setup::empty()
+    let (user, pw) = common::private_account("e2e_nopin");
+    let f = FunnelConfig::empty()
         .pool("connections = 1")
         .user(&user, &pw, &[])
         .start();
@@ -2179,8 +1837,8 @@ fn replayable_session_changes_do_not_pin() {
 fn connection_churn() {
     const THREADS: usize = 4;
     const CYCLES: usize = 50;
-    let (user, pw) = private_account("churn");
-    let f = Setup::empty()
+    let (user, pw) = common::private_account("e2e_churn");
+    let f = FunnelConfig::empty()
         .pool("connections = 2")
         .user(&user, &pw, &[])
         .start();
@@ -2234,8 +1892,8 @@ fn connection_churn() {
 /// given back, so mysqld sees the pool's own connections again.
 #[test]
 fn lock_pins_end_when_the_locks_are_released() {
-    let (user, pw) = private_account("unlock");
-    let f = Setup::empty()
+    let (user, pw) = common::private_account("e2e_unlock");
+    let f = FunnelConfig::empty()
         .pool("connections = 1")
         .user(&user, &pw, &[])
         .start();

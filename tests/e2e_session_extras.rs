@@ -8,7 +8,8 @@ mod common;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{FunnelProcess, PASS_A, PASS_B, TEST_DB, USER_A, USER_B};
+use common::sql::server_error;
+use common::{FunnelConfig, FunnelProcess, PASS_A, PASS_B, TEST_DB, USER_A, USER_B};
 use mysql::prelude::Queryable;
 use mysql::{ChangeUserOpts, Conn};
 
@@ -22,46 +23,27 @@ fn start_with_admin(pool: &str, admin_port: Option<u16>) -> FunnelProcess {
 
 /// A funnel with extra `[funnel]` lines, `[pool]` lines and maybe an admin port.
 fn start_full(funnel: &str, pool: &str, admin_port: Option<u16>) -> FunnelProcess {
-    let db = common::mariadb();
-    // free_port() may hand out the same port twice in a row.
-    let mut port = common::free_port();
-    while Some(port) == admin_port {
-        port = common::free_port();
-    }
-    let mut cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n{funnel}\n\n[backend]\naddress = 127.0.0.1:{}\n\n[pool]\n{pool}\n\n\
-         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n\n[user \"{USER_B}\"]\npassword = \"{PASS_B}\"\n",
-        db.port
-    );
+    let mut cfg = FunnelConfig::new().funnel(funnel).pool(pool);
     if let Some(p) = admin_port {
-        cfg.push_str(&format!(
-            "\n[admin]\nlisten = 127.0.0.1:{p}\npassword = adm\n"
-        ));
+        cfg = cfg.admin(p, "adm");
     }
-    FunnelProcess::start(&cfg, port)
+    cfg.start()
 }
 
 /// Poll `what` (up to 20 s) until it holds.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn conn(f: &FunnelProcess) -> Conn {
-    let mut c = f.conn(USER_A, PASS_A);
-    c.query_drop(format!("USE {TEST_DB}")).expect("USE");
-    c
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    assert!(
+        common::wait_until(Duration::from_secs(20), cond),
+        "timed out waiting for {what}"
+    );
 }
 
 #[test]
 fn last_insert_id_is_per_client_on_one_backend() {
     let f = start("connections = 1");
     let t = common::unique_name("e2e_lid");
-    let mut a = conn(&f);
-    let mut b = conn(&f);
+    let mut a = f.conn_after_use(USER_A, PASS_A);
+    let mut b = f.conn_after_use(USER_A, PASS_A);
     a.query_drop(format!(
         "CREATE TABLE {t} (id INT AUTO_INCREMENT PRIMARY KEY, who CHAR(1))"
     ))
@@ -107,7 +89,7 @@ fn last_insert_id_is_per_client_on_one_backend() {
 #[test]
 fn connection_id_is_the_handshake_id_for_the_whole_connection() {
     let f = start("connections = 2");
-    let mut clients: Vec<Conn> = (0..6).map(|_| conn(&f)).collect();
+    let mut clients: Vec<Conn> = (0..6).map(|_| f.conn_after_use(USER_A, PASS_A)).collect();
     for _ in 0..3 {
         for c in clients.iter_mut() {
             let id: u64 = c.query_first("SELECT CONNECTION_ID()").unwrap().unwrap();
@@ -123,7 +105,7 @@ fn connection_id_is_the_handshake_id_for_the_whole_connection() {
 #[test]
 fn change_user_reauthenticates_and_resets_the_session() {
     let f = start("connections = 1");
-    let mut c = conn(&f);
+    let mut c = f.conn_after_use(USER_A, PASS_A);
     c.query_drop("SET @x = 5, sql_mode = 'ANSI_QUOTES'")
         .unwrap();
     c.change_user(
@@ -167,9 +149,9 @@ fn kill_query_stops_a_running_statement_and_the_connection_stays_usable() {
         row.get::<i64, _>(i).unwrap()
     };
     // Every connection first: logins run queries, which would queue too.
-    let mut victim = conn(&f);
-    let mut queued = conn(&f);
-    let mut killer = conn(&f);
+    let mut victim = f.conn_after_use(USER_A, PASS_A);
+    let mut queued = f.conn_after_use(USER_A, PASS_A);
+    let mut killer = f.conn_after_use(USER_A, PASS_A);
     let victim_id = victim.connection_id();
     let sleeper = thread::spawn(move || {
         let started = Instant::now();
@@ -240,29 +222,12 @@ print("OK")
 "#,
         port = f.port
     );
-    let out = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::clients::python_ok(&script, &[]);
     if stdout.starts_with("SKIP") {
         eprintln!("skipped: {stdout}");
         return;
     }
     assert_eq!(stdout.trim(), "OK");
-}
-
-/// The MySQL error of a result, as (code, state, message).
-fn mysql_err<T: std::fmt::Debug>(r: Result<T, mysql::Error>) -> (u16, String, String) {
-    match r {
-        Err(mysql::Error::MySqlError(e)) => (e.code, e.state, e.message),
-        other => panic!("expected a MySQL error, got {other:?}"),
-    }
 }
 
 /// A client without the mysql crate's statement cache: every `prep` is a
@@ -282,17 +247,10 @@ fn admin_value(
     key: &str,
     col: &str,
 ) -> Option<String> {
-    let rows: Vec<mysql::Row> = admin.query(format!("SHOW {what}")).unwrap();
-    for row in rows {
-        let cols = row.columns();
-        let k = cols.iter().position(|c| c.name_str() == key_col)?;
-        let i = cols.iter().position(|c| c.name_str() == col)?;
-        let key_here: Option<String> = row.get(k).unwrap_or(None);
-        if key_here.as_deref() == Some(key) {
-            return row.get::<Option<String>, _>(i).unwrap_or(None);
-        }
-    }
-    None
+    common::admin::query(admin, &format!("SHOW {what}"))
+        .into_iter()
+        .find(|r| r.get(key_col).cloned().flatten().as_deref() == Some(key))
+        .and_then(|r| r.get(col).cloned().flatten())
 }
 
 fn pool_prepared(admin: &mut Conn) -> u64 {
@@ -318,7 +276,7 @@ fn prepared_statements_are_limited_per_client_and_in_total() {
                 .expect("prepare within the limit"),
         );
     }
-    let (code, state, msg) = mysql_err(a.prep("SELECT 'sixth'"));
+    let (code, state, msg) = server_error(a.prep("SELECT 'sixth'"));
     assert_eq!((code, state.as_str()), (1461, "42000"), "{msg}");
     assert!(
         msg.starts_with(
@@ -343,7 +301,7 @@ fn prepared_statements_are_limited_per_client_and_in_total() {
     for i in 0..3 {
         b_stmts.push(b.prep(format!("SELECT 'b{i}'")).unwrap());
     }
-    let (code, state, msg) = mysql_err(b.prep("SELECT 'b3'"));
+    let (code, state, msg) = server_error(b.prep("SELECT 'b3'"));
     assert_eq!((code, state.as_str()), (1461, "42000"));
     assert_eq!(
         msg,
@@ -385,13 +343,7 @@ fn prepared_statements_are_limited_per_client_and_in_total() {
 
 /// The funnel's resident set size in KiB.
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
+    common::rss_kib(pid).expect("VmRSS")
 }
 
 #[test]
@@ -512,7 +464,9 @@ fn user_variables_of_every_type_move_between_backends_exactly() {
         direct.query_drop(format!("SET @v = {v}")).unwrap();
         want.push(read_v(&mut direct));
     }
-    let mut clients: Vec<Conn> = (0..USER_VAR_VALUES.len()).map(|_| conn(&f)).collect();
+    let mut clients: Vec<Conn> = (0..USER_VAR_VALUES.len())
+        .map(|_| f.conn_after_use(USER_A, PASS_A))
+        .collect();
     for (c, v) in clients.iter_mut().zip(USER_VAR_VALUES) {
         c.query_drop(format!("SET @v = {v}"))
             .unwrap_or_else(|e| panic!("SET @v = {v}: {e}"));
@@ -553,7 +507,7 @@ fn a_client_with_too_many_user_variables_keeps_its_backend() {
         Some(admin_port),
     );
     let mut admin = common::admin_console(admin_port, "admin", "adm");
-    let mut many = conn(&f);
+    let mut many = f.conn_after_use(USER_A, PASS_A);
     let id = many.connection_id().to_string();
     let pin_cause = |admin: &mut Conn| admin_value(admin, "CLIENTS", "id", &id, "pin_cause");
     let set: Vec<String> = (1..=11).map(|i| format!("@m{i} = {i}")).collect();
@@ -567,7 +521,7 @@ fn a_client_with_too_many_user_variables_keeps_its_backend() {
     many.query_drop("DO 0").unwrap();
     assert_eq!(pin_cause(&mut admin).as_deref(), Some("user_vars"));
     // A neighbour runs meanwhile, on the shared backend.
-    let mut other = conn(&f);
+    let mut other = f.conn_after_use(USER_A, PASS_A);
     other.query_drop("SET @o = 'neighbour'").unwrap();
     assert_eq!(
         other
@@ -614,8 +568,8 @@ fn replayed_user_variables_are_counted() {
             .and_then(|v| v.parse().ok())
             .unwrap()
     };
-    let mut b = conn(&f);
-    let mut d = conn(&f);
+    let mut b = f.conn_after_use(USER_A, PASS_A);
+    let mut d = f.conn_after_use(USER_A, PASS_A);
     b.query_drop("SET @b1 = 1, @b2 = 'two'").unwrap();
     d.query_drop("SET @d1 = 1.5").unwrap();
     let before = replayed();
@@ -637,8 +591,8 @@ fn replayed_user_variables_are_counted() {
 #[test]
 fn user_variables_are_read_back_whatever_the_sql_select_limit() {
     let f = start("connections = 1");
-    let mut a = conn(&f);
-    let mut b = conn(&f);
+    let mut a = f.conn_after_use(USER_A, PASS_A);
+    let mut b = f.conn_after_use(USER_A, PASS_A);
     a.query_drop("SET sql_select_limit = 1").unwrap();
     a.query_drop("SET @x = 1, @y = 'two', @z = 3.5").unwrap();
     // The other client overwrites all three on the only shared backend.

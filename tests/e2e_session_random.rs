@@ -12,7 +12,8 @@
 
 mod common;
 
-use common::{FunnelProcess, PASS_A, TEST_DB, USER_A};
+use common::rng::{random_seed, Rng};
+use common::{FunnelConfig, PASS_A, TEST_DB, USER_A};
 use mysql::prelude::Queryable;
 use mysql::{Conn, Row, Value};
 
@@ -20,21 +21,6 @@ const CLIENTS: usize = 200;
 const STEPS: usize = 3000;
 /// Clients whose index is a multiple of this run the lock statements.
 const LOCKERS: usize = 8;
-
-/// A tiny deterministic PRNG (xorshift64*), so a failure names its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// A probe row as (column, value) pairs, so a failure names what differs.
 fn values(row: Option<Row>) -> Vec<(String, Value)> {
@@ -131,24 +117,15 @@ fn probe(side: char) -> String {
 #[test]
 fn random_session_mixes_answer_as_direct_connections_do() {
     let db = common::mariadb();
-    let port = common::free_port();
+    common::admin_sql(FIXTURE);
     // autocommit = 0 makes the next statement open a transaction, which
     // pins its client (as a direct connection holds it): allow all of them.
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\nmax_client_connections = 1000\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = 2\nmax_pinned_backends = 250\n\n\
-         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n",
-        db.port
-    );
-    common::admin_sql(FIXTURE);
-    let funnel = FunnelProcess::builder(&cfg)
-        .port(port)
+    let funnel = FunnelConfig::user_a()
+        .funnel("max_client_connections = 1000")
+        .pool("connections = 2\nmax_pinned_backends = 250")
         .rust_log("warn")
         .start();
-    let seed = std::env::var("FUNNEL_RANDOM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_f00d_u64);
+    let seed = random_seed(0x5eed_f00d_u64);
     let mut rng = Rng(seed | 1);
     let mut pairs: Vec<(Conn, Conn)> = (0..CLIENTS)
         .map(|_| {

@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, FunnelProcess, MariaDb, PASS_A, PASS_B, TEST_DB, USER_A, USER_B};
+use common::sql::error_code;
+use common::{rss_kib, wait_until, FunnelConfig, FunnelProcess, MariaDb, PASS_A, TEST_DB, USER_A};
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder};
 use raw::{Raw, Reply};
@@ -31,80 +32,12 @@ use raw::{Raw, Reply};
 /// A ~200 MB result (200,000 rows of 1000 bytes; MariaDB's sequence engine).
 const BIG_QUERY: &str = "SELECT REPEAT('x', 1000) FROM seq_1_to_200000";
 
-/// A funnel configuration in front of a backend port.
-struct Cfg {
-    backend_port: u16,
-    funnel: Vec<String>,
-    backend: Vec<String>,
-    pool: Vec<String>,
-    /// Whole sections added at the end (`[admin]`, `[stats]`).
-    sections: Vec<String>,
-    rust_log: &'static str,
-}
-
-impl Cfg {
-    fn new(backend_port: u16) -> Cfg {
-        Cfg {
-            backend_port,
-            funnel: Vec::new(),
-            backend: Vec::new(),
-            pool: Vec::new(),
-            sections: Vec::new(),
-            rust_log: "debug",
-        }
-    }
-    fn funnel(mut self, line: &str) -> Cfg {
-        self.funnel.push(line.into());
-        self
-    }
-    fn backend(mut self, line: &str) -> Cfg {
-        self.backend.push(line.into());
-        self
-    }
-    fn pool(mut self, line: &str) -> Cfg {
-        self.pool.push(line.into());
-        self
-    }
-    fn section(mut self, text: &str) -> Cfg {
-        self.sections.push(text.into());
-        self
-    }
-    fn rust_log(mut self, filter: &'static str) -> Cfg {
-        self.rust_log = filter;
-        self
-    }
-    /// The config text, listening on `port`.
-    fn text(&self, port: u16) -> String {
-        let mut s = format!("[funnel]\nlisten = 127.0.0.1:{port}\n");
-        for l in &self.funnel {
-            s.push_str(&format!("{l}\n"));
-        }
-        s.push_str(&format!(
-            "\n[backend]\naddress = 127.0.0.1:{}\n",
-            self.backend_port
-        ));
-        for l in &self.backend {
-            s.push_str(&format!("{l}\n"));
-        }
-        s.push_str("\n[pool]\n");
-        for l in &self.pool {
-            s.push_str(&format!("{l}\n"));
-        }
-        for (u, p) in [(USER_A, PASS_A), (USER_B, PASS_B)] {
-            s.push_str(&format!("\n[user {u}]\npassword = \"{p}\"\n"));
-        }
-        for section in &self.sections {
-            s.push_str(&format!("\n{section}\n"));
-        }
-        s
-    }
-    fn start(&self) -> FunnelProcess {
-        let port = common::free_port();
-        FunnelProcess::builder(&self.text(port))
-            .port(port)
-            .rust_log(self.rust_log)
-            .start()
-    }
+/// A funnel configuration in front of `backend_port`: users funnel_a and
+/// funnel_b, logging at debug.
+fn cfg(backend_port: u16) -> FunnelConfig {
+    FunnelConfig::new()
+        .backend_port(backend_port)
+        .rust_log("debug")
 }
 
 /// A `mysql` crate connection through the funnel (database funnel_test)
@@ -116,25 +49,9 @@ fn mconn(f: &FunnelProcess, read_timeout: Duration) -> Conn {
     Conn::new(opts).unwrap_or_else(|e| {
         panic!(
             "cannot connect through the funnel: {e}\n{}",
-            tail(&f.log(), 4000)
+            f.log_tail(4000)
         )
     })
-}
-
-fn tail(s: &str, n: usize) -> &str {
-    let mut start = s.len().saturating_sub(n);
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    &s[start..]
-}
-
-/// The MySQL error code of a failed call (None for a transport error).
-fn server_code<T>(r: &Result<T, mysql::Error>) -> Option<u16> {
-    match r {
-        Err(mysql::Error::MySqlError(e)) => Some(e.code),
-        _ => None,
-    }
 }
 
 /// `SELECT <n>` through a mysql-crate connection; panics unless it answers n.
@@ -143,13 +60,6 @@ fn select_n(c: &mut Conn, n: i64) {
         .query_first(format!("SELECT {n}"))
         .unwrap_or_else(|e| panic!("SELECT {n} failed: {e}"));
     assert_eq!(got, Some(n));
-}
-
-/// Resident set size of a process in KiB (VmRSS).
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// CPU time (user + system) a process has used so far.
@@ -169,30 +79,11 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 1000 / hz)
 }
 
-/// Thread ids of `user`'s connections on `db` (optionally only those whose
-/// statement starts with `info_prefix`).
-fn threads_of(db: &MariaDb, user: &str, info_prefix: Option<&str>) -> Vec<u64> {
-    let mut sql = format!("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '{user}'");
-    if let Some(p) = info_prefix {
-        sql.push_str(&format!(" AND INFO LIKE '{p}%'"));
-    }
-    db.admin_query(&sql)
-}
-
 /// A funnel_a counter of `SHOW STATS` on the admin console at `admin_port`
-/// (user admin, password adm: [`admin_section`]).
+/// (user admin, password adm).
 fn pool_stat(admin_port: u16, counter: &str) -> u64 {
     let mut a = common::admin_console(admin_port, "admin", "adm");
-    let rows: Vec<mysql::Row> = a.query("SHOW STATS").unwrap();
-    rows.iter()
-        .find(|r| r.get::<String, _>("pool").as_deref() == Some(USER_A))
-        .and_then(|r| r.get::<u64, _>(counter))
-        .unwrap_or_else(|| panic!("SHOW STATS has no {counter} for pool {USER_A}"))
-}
-
-/// An `[admin]` section for [`Cfg::section`], read by [`pool_stat`].
-fn admin_section(admin_port: u16) -> String {
-    format!("[admin]\nlisten = 127.0.0.1:{admin_port}\nuser = admin\npassword = adm")
+    common::admin::pool_counter(&mut a, "SHOW STATS", USER_A, counter)
 }
 
 /// A raw client logged in as funnel_a with database funnel_test; panics on failure.
@@ -237,17 +128,7 @@ fn read_until_closed(s: &mut TcpStream, timeout: Duration) -> Vec<u8> {
 /// The packets in `bytes` (payloads, in order; a trailing partial packet is
 /// ignored).
 fn split_packets(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos + 4 <= bytes.len() {
-        let len = u32::from_le_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], 0]) as usize;
-        if pos + 4 + len > bytes.len() {
-            break;
-        }
-        out.push((bytes[pos + 3], bytes[pos + 4..pos + 4 + len].to_vec()));
-        pos += 4 + len;
-    }
-    out
+    common::raw::split_packets(bytes).0
 }
 
 /// The ERR packets among `packets`, parsed (and checked to be well-formed).
@@ -263,35 +144,12 @@ fn errors_in(packets: &[(u8, Vec<u8>)]) -> Vec<raw::ServerError> {
 // A minimal client speaking the protocol by hand.
 
 mod raw {
-    use sha1::{Digest, Sha1};
-    use std::io::{self, Read, Write};
-    use std::net::TcpStream;
+    pub use super::common::raw::{frame, query_packet, ServerError};
+    use super::common::raw::{lossy_rows, Answer, Greeting, Login, ReadFault, Wire};
+    pub use super::common::raw::{BASE_CAPS, CLIENT_SSL, UTF8MB4_GENERAL_CI};
+    use std::io::{self, Write};
+    use std::ops::{Deref, DerefMut};
     use std::time::Duration;
-
-    pub const UTF8MB4_GENERAL_CI: u8 = 45;
-    pub const CLIENT_LONG_PASSWORD: u32 = 1;
-    pub const CLIENT_LONG_FLAG: u32 = 4;
-    pub const CLIENT_CONNECT_WITH_DB: u32 = 8;
-    pub const CLIENT_PROTOCOL_41: u32 = 0x200;
-    pub const CLIENT_SSL: u32 = 0x800;
-    pub const CLIENT_TRANSACTIONS: u32 = 0x2000;
-    pub const CLIENT_SECURE_CONNECTION: u32 = 0x8000;
-    pub const CLIENT_MULTI_RESULTS: u32 = 0x2_0000;
-    pub const CLIENT_PLUGIN_AUTH: u32 = 0x8_0000;
-    pub const BASE_CAPS: u32 = CLIENT_LONG_PASSWORD
-        | CLIENT_LONG_FLAG
-        | CLIENT_PROTOCOL_41
-        | CLIENT_TRANSACTIONS
-        | CLIENT_SECURE_CONNECTION
-        | CLIENT_MULTI_RESULTS
-        | CLIENT_PLUGIN_AUTH;
-
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub struct ServerError {
-        pub code: u16,
-        pub state: String,
-        pub message: String,
-    }
 
     /// What came back for one command.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -307,71 +165,29 @@ mod raw {
         Garbage(String),
     }
 
+    /// A client at the packet level ([`Wire`]: `stream`, `read_packet`,
+    /// `first_seq`, the sequence id of the first packet of the last reply).
     pub struct Raw {
-        pub stream: TcpStream,
-        seq: u8,
-        scramble: Vec<u8>,
-        /// Sequence id of the first packet of the last reply.
-        pub first_seq: u8,
+        wire: Wire,
+        greeting: Option<Greeting>,
+    }
+
+    impl Deref for Raw {
+        type Target = Wire;
+        fn deref(&self) -> &Wire {
+            &self.wire
+        }
+    }
+
+    impl DerefMut for Raw {
+        fn deref_mut(&mut self) -> &mut Wire {
+            &mut self.wire
+        }
     }
 
     /// An ERR payload (0xff, code, '#', state, message), checked to be well-formed.
     pub fn parse_err(p: &[u8]) -> ServerError {
-        assert!(p.len() >= 3 && p[0] == 0xff, "not an ERR packet: {p:?}");
-        let code = u16::from_le_bytes([p[1], p[2]]);
-        assert_eq!(p.get(3), Some(&b'#'), "ERR packet without SQL state: {p:?}");
-        assert!(p.len() >= 9, "ERR packet with a short SQL state: {p:?}");
-        ServerError {
-            code,
-            state: String::from_utf8_lossy(&p[4..9]).into_owned(),
-            message: String::from_utf8_lossy(&p[9..]).into_owned(),
-        }
-    }
-
-    pub fn native_token(pw: &str, scramble: &[u8]) -> Vec<u8> {
-        if pw.is_empty() {
-            return Vec::new();
-        }
-        let s1 = Sha1::digest(pw.as_bytes());
-        let s2 = Sha1::digest(s1);
-        let mut h = Sha1::new();
-        h.update(scramble);
-        h.update(s2);
-        let s3 = h.finalize();
-        s1.iter().zip(s3.iter()).map(|(a, b)| a ^ b).collect()
-    }
-
-    fn lenenc(p: &[u8], pos: &mut usize) -> Option<Option<u64>> {
-        let b = *p.get(*pos)?;
-        *pos += 1;
-        let n = match b {
-            0xfb => return Some(None),
-            0xfc => 2,
-            0xfd => 3,
-            0xfe => 8,
-            x => return Some(Some(x as u64)),
-        };
-        let bytes = p.get(*pos..*pos + n)?;
-        *pos += n;
-        let mut v = [0u8; 8];
-        v[..n].copy_from_slice(bytes);
-        Some(Some(u64::from_le_bytes(v)))
-    }
-
-    /// One framed packet.
-    pub fn frame(seq: u8, payload: &[u8]) -> Vec<u8> {
-        assert!(payload.len() < 0xff_ffff);
-        let mut out = (payload.len() as u32).to_le_bytes()[..3].to_vec();
-        out.push(seq);
-        out.extend_from_slice(payload);
-        out
-    }
-
-    /// A framed COM_QUERY (sequence 0).
-    pub fn query_packet(sql: &str) -> Vec<u8> {
-        let mut p = vec![0x03];
-        p.extend_from_slice(sql.as_bytes());
-        frame(0, &p)
+        ServerError::parse_checked(p)
     }
 
     fn io_reply(e: io::Error) -> Reply {
@@ -384,17 +200,9 @@ mod raw {
     impl Raw {
         /// A TCP connection to the funnel (nothing read yet).
         pub fn connect(port: u16, read_timeout: Duration) -> Raw {
-            let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the funnel");
-            stream.set_read_timeout(Some(read_timeout)).unwrap();
-            stream
-                .set_write_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            stream.set_nodelay(true).unwrap();
             Raw {
-                stream,
-                seq: 0,
-                scramble: Vec::new(),
-                first_seq: 0,
+                wire: Wire::connect(port, read_timeout, Some(Duration::from_secs(10))),
+                greeting: None,
             }
         }
 
@@ -412,77 +220,23 @@ mod raw {
             self.stream.set_read_timeout(Some(d)).unwrap();
         }
 
-        /// Reads one physical packet: (sequence id, payload).
-        pub fn read_packet(&mut self) -> io::Result<(u8, Vec<u8>)> {
-            let mut h = [0u8; 4];
-            self.stream.read_exact(&mut h)?;
-            let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
-            let mut p = vec![0u8; len];
-            self.stream.read_exact(&mut p)?;
-            self.seq = h[3].wrapping_add(1);
-            Ok((h[3], p))
-        }
-
         /// Reads the greeting and keeps its scramble.
         pub fn read_greeting(&mut self) -> io::Result<()> {
-            let (_, g) = self.read_packet()?;
-            if g.first() != Some(&10) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("not a greeting: {g:?}"),
-                ));
-            }
-            let mut i = 1 + g[1..].iter().position(|&b| b == 0).unwrap() + 1;
-            i += 4; // connection id
-            let mut scramble = g[i..i + 8].to_vec();
-            i += 8 + 1 + 2 + 1 + 2 + 2; // filler, caps, charset, status, caps
-            let auth_len = g[i] as usize;
-            i += 1 + 10;
-            let part2 = auth_len.saturating_sub(8).max(13) - 1;
-            scramble.extend_from_slice(&g[i..i + part2]);
-            self.scramble = scramble;
+            self.greeting = Some(self.wire.read_greeting()?);
             Ok(())
         }
 
         /// Sends the handshake response and reads the answer (handles an
         /// auth switch to mysql_native_password).
         pub fn login(&mut self, user: &str, pw: &str, db: Option<&str>) -> Result<(), Reply> {
-            let mut caps = BASE_CAPS;
-            if db.is_some() {
-                caps |= CLIENT_CONNECT_WITH_DB;
-            }
-            let mut p = Vec::new();
-            p.extend_from_slice(&caps.to_le_bytes());
-            p.extend_from_slice(&(16u32 << 20).to_le_bytes());
-            p.push(UTF8MB4_GENERAL_CI);
-            p.extend_from_slice(&[0; 23]);
-            p.extend_from_slice(user.as_bytes());
-            p.push(0);
-            let token = native_token(pw, &self.scramble);
-            p.push(token.len() as u8);
-            p.extend_from_slice(&token);
-            if let Some(db) = db {
-                p.extend_from_slice(db.as_bytes());
-                p.push(0);
-            }
-            p.extend_from_slice(b"mysql_native_password\0");
-            let seq = self.seq;
-            self.write(&frame(seq, &p)).map_err(io_reply)?;
-            loop {
-                let (_, reply) = self.read_packet().map_err(io_reply)?;
-                match reply.first() {
-                    Some(0x00) => return Ok(()),
-                    Some(0xff) => return Err(Reply::Err(parse_err(&reply))),
-                    Some(0xfe) => {
-                        let nul = reply[1..].iter().position(|&b| b == 0).unwrap() + 1;
-                        let data = &reply[nul + 1..];
-                        let data = data.strip_suffix(&[0]).unwrap_or(data);
-                        let token = native_token(pw, data);
-                        let seq = self.seq;
-                        self.write(&frame(seq, &token)).map_err(io_reply)?;
-                    }
-                    _ => return Err(Reply::Garbage(format!("login reply {reply:?}"))),
+            let greeting = self.greeting.clone().expect("read_greeting first");
+            match self.wire.login(&greeting, &Login::new(user, pw, db)) {
+                Err(e) => Err(io_reply(e)),
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(reply)) if reply.first() == Some(&0xff) => {
+                    Err(Reply::Err(parse_err(&reply)))
                 }
+                Ok(Err(reply)) => Err(Reply::Garbage(format!("login reply {reply:?}"))),
             }
         }
 
@@ -508,59 +262,12 @@ mod raw {
 
         /// Reads the complete answer to one command (a single result).
         pub fn read_reply(&mut self) -> Reply {
-            let (seq, p) = match self.read_packet() {
-                Ok(x) => x,
-                Err(e) => return io_reply(e),
-            };
-            self.first_seq = seq;
-            match p.first() {
-                Some(0x00) => return Reply::Ok,
-                Some(0xff) => return Reply::Err(parse_err(&p)),
-                None => return Reply::Garbage("empty packet".into()),
-                _ => {}
-            }
-            let mut pos = 0;
-            let Some(Some(ncols)) = lenenc(&p, &mut pos) else {
-                return Reply::Garbage(format!("bad column count {p:?}"));
-            };
-            for _ in 0..ncols {
-                if let Err(e) = self.read_packet() {
-                    return io_reply(e);
-                }
-            }
-            match self.read_packet() {
-                Ok((_, p)) if p.first() == Some(&0xfe) && p.len() < 9 => {}
-                Ok((_, p)) => return Reply::Garbage(format!("expected EOF, got {p:?}")),
-                Err(e) => return io_reply(e),
-            }
-            let mut rows = Vec::new();
-            loop {
-                let p = match self.read_packet() {
-                    Ok((_, p)) => p,
-                    Err(e) => return io_reply(e),
-                };
-                if p.first() == Some(&0xfe) && p.len() < 9 {
-                    return Reply::Rows(rows);
-                }
-                if p.first() == Some(&0xff) {
-                    return Reply::Err(parse_err(&p));
-                }
-                let mut pos = 0;
-                let mut row = Vec::new();
-                for _ in 0..ncols {
-                    match lenenc(&p, &mut pos) {
-                        Some(None) => row.push(None),
-                        Some(Some(n)) => {
-                            let Some(v) = p.get(pos..pos + n as usize) else {
-                                return Reply::Garbage(format!("bad row {p:?}"));
-                            };
-                            row.push(Some(String::from_utf8_lossy(v).into_owned()));
-                            pos += n as usize;
-                        }
-                        None => return Reply::Garbage(format!("bad row {p:?}")),
-                    }
-                }
-                rows.push(row);
+            match self.wire.read_result() {
+                Ok(Answer::Ok { .. }) => Reply::Ok,
+                Ok(Answer::Err(p)) => Reply::Err(parse_err(&p)),
+                Ok(Answer::Rows { rows, .. }) => Reply::Rows(lossy_rows(rows)),
+                Err(ReadFault::Io(e)) => io_reply(e),
+                Err(ReadFault::Garbage(what)) => Reply::Garbage(what),
             }
         }
     }
@@ -601,6 +308,7 @@ mod raw {
 /// ([`bad_greetings`](FakeMysql::bad_greetings)) or half a greeting and then
 /// nothing ([`stall_greetings`](FakeMysql::stall_greetings)).
 mod fake {
+    use super::common::raw::{frame, read_packet_from as read_packet};
     use std::io::{self, Read, Write};
     use std::net::{Shutdown, TcpListener, TcpStream};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -719,22 +427,6 @@ mod fake {
             });
             fake
         }
-    }
-
-    fn frame(seq: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = (payload.len() as u32).to_le_bytes()[..3].to_vec();
-        out.push(seq);
-        out.extend_from_slice(payload);
-        out
-    }
-
-    fn read_packet(s: &mut TcpStream) -> io::Result<(u8, Vec<u8>)> {
-        let mut h = [0u8; 4];
-        s.read_exact(&mut h)?;
-        let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
-        let mut p = vec![0u8; len];
-        s.read_exact(&mut p)?;
-        Ok((h[3], p))
     }
 
     fn greeting(id: u32) -> Vec<u8> {
@@ -972,7 +664,7 @@ fn mysqld_sigkill_under_load_then_restart() {
     const ANSWER_BOUND: Duration = Duration::from_secs(12);
 
     let db = MariaDb::new();
-    let f = Cfg::new(db.port)
+    let f = cfg(db.port)
         .pool(&format!("connections = {POOL}"))
         .pool(&format!("queue_timeout_ms = {QUEUE_TIMEOUT_MS}"))
         .backend("connect_timeout_ms = 2000")
@@ -1083,12 +775,9 @@ fn mysqld_sigkill_under_load_then_restart() {
     let mut sleeper = raw_a(&f);
     sleeper.send_query("SELECT SLEEP(30)").unwrap();
     assert!(
-        wait_until(Duration::from_secs(20), || !threads_of(
-            &db,
-            USER_A,
-            Some("SELECT SLEEP(30)")
-        )
-        .is_empty()),
+        wait_until(Duration::from_secs(20), || !db
+            .threads_of(USER_A, Some("SELECT SLEEP(30)"))
+            .is_empty()),
         "SELECT SLEEP(30) never ran"
     );
 
@@ -1147,7 +836,7 @@ fn mysqld_sigkill_under_load_then_restart() {
         "{} bad outcomes, e.g. {:?}\n{}",
         total.bad.len(),
         &total.bad[..total.bad.len().min(10)],
-        tail(&f.log(), 4000)
+        f.log_tail(4000)
     );
 
     assert!(
@@ -1175,13 +864,13 @@ fn mysqld_killed_under_blocked_statements() {
          INSERT INTO funnel_test.retry_t VALUES (1, 10)",
     );
     let admin_port = common::free_port();
-    let f = Cfg::new(db.port)
+    let f = cfg(db.port)
         .pool("connections = 6")
         .pool("queue_timeout_ms = 30000")
         .backend("connect_timeout_ms = 2000")
         .backend("reconnect_backoff_min_ms = 50")
         .backend("reconnect_backoff_max_ms = 300")
-        .section(&admin_section(admin_port))
+        .admin(admin_port, "adm")
         .rust_log("info")
         .start();
     let read = "SELECT v FROM retry_t WHERE id = 1";
@@ -1288,13 +977,13 @@ fn point_selects_survive_a_mysqld_restart() {
          INSERT INTO funnel_test.retry_load SELECT seq, seq * 7 FROM funnel_test.seq_1_to_{ROWS}"
     ));
     let admin_port = common::free_port();
-    let f = Cfg::new(db.port)
+    let f = cfg(db.port)
         .pool("connections = 4")
         .pool("queue_timeout_ms = 30000")
         .backend("connect_timeout_ms = 2000")
         .backend("reconnect_backoff_min_ms = 50")
         .backend("reconnect_backoff_max_ms = 300")
-        .section(&admin_section(admin_port))
+        .admin(admin_port, "adm")
         .rust_log("info")
         .start();
 
@@ -1399,7 +1088,7 @@ fn point_selects_survive_a_mysqld_restart() {
         "{} clients saw an error, e.g. {:?}\n{}",
         errors.len(),
         &errors[..errors.len().min(5)],
-        tail(&f.log(), 4000)
+        f.log_tail(4000)
     );
     assert!(
         lost >= 4,
@@ -1415,7 +1104,7 @@ fn point_selects_survive_a_mysqld_restart() {
 #[test]
 fn mysqld_killed_mid_result_closes_the_client() {
     let db = MariaDb::new();
-    let mut f = Cfg::new(db.port)
+    let mut f = cfg(db.port)
         .pool("connections = 1")
         .backend("reconnect_backoff_min_ms = 50")
         .backend("reconnect_backoff_max_ms = 300")
@@ -1423,12 +1112,9 @@ fn mysqld_killed_mid_result_closes_the_client() {
     let mut r = raw_a(&f);
     r.send_query(BIG_QUERY).unwrap();
     assert!(
-        wait_until(Duration::from_secs(10), || !threads_of(
-            &db,
-            USER_A,
-            Some("SELECT REPEAT")
-        )
-        .is_empty()),
+        wait_until(Duration::from_secs(10), || !db
+            .threads_of(USER_A, Some("SELECT REPEAT"))
+            .is_empty()),
         "the big statement never ran"
     );
     // Let the pipe fill up: the funnel pauses reading the backend.
@@ -1461,26 +1147,21 @@ fn mysqld_killed_mid_result_closes_the_client() {
 #[test]
 fn client_leaving_a_long_statement_frees_the_backend() {
     let db = common::mariadb();
-    let f = Cfg::new(db.port)
+    let f = cfg(db.port)
         .pool("connections = 1")
         .pool("queue_timeout_ms = 25000")
         .backend("connect_timeout_ms = 1000")
         .start();
-    let mut cli = std::process::Command::new("mariadb")
-        .args(["-h127.0.0.1", &format!("-P{}", f.port)])
-        .args([&format!("-u{USER_A}"), &format!("-p{PASS_A}")])
+    let mut cli = common::clients::mariadb_cli(f.port, USER_A, PASS_A)
         .args(["-e", "SELECT SLEEP(20) AS funnel_drain_probe"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("run mariadb");
     assert!(
-        wait_until(Duration::from_secs(10), || !threads_of(
-            db,
-            USER_A,
-            Some("SELECT SLEEP(20) AS funnel_drain_probe")
-        )
-        .is_empty()),
+        wait_until(Duration::from_secs(10), || !db
+            .threads_of(USER_A, Some("SELECT SLEEP(20) AS funnel_drain_probe"))
+            .is_empty()),
         "the long statement never ran"
     );
     cli.kill().expect("kill the client");
@@ -1502,7 +1183,7 @@ fn client_leaving_a_long_statement_frees_the_backend() {
 #[test]
 fn mysqld_down_longer_than_queue_timeout() {
     let db = MariaDb::new();
-    let mut f = Cfg::new(db.port)
+    let mut f = cfg(db.port)
         .pool("connections = 2")
         .pool("queue_timeout_ms = 1000")
         .backend("reconnect_backoff_min_ms = 50")
@@ -1616,19 +1297,19 @@ fn mysqld_down_longer_than_queue_timeout() {
 #[test]
 fn dba_kills_backend_connections() {
     let db = MariaDb::new();
-    let f = Cfg::new(db.port).pool("connections = 2").start();
+    let f = cfg(db.port).pool("connections = 2").start();
     let mut c1 = mconn(&f, Duration::from_secs(10));
     select_n(&mut c1, 1);
     db.wait_connections(USER_A, 2, Duration::from_secs(10));
 
     // Idle backends killed: the funnel notices and replaces them.
-    let killed = threads_of(&db, USER_A, None);
+    let killed = db.threads_of(USER_A, None);
     assert_eq!(killed.len(), 2);
     for id in &killed {
         db.admin_sql(&format!("KILL {id}"));
     }
     assert!(wait_until(Duration::from_secs(10), || {
-        let now = threads_of(&db, USER_A, None);
+        let now = db.threads_of(USER_A, None);
         killed.iter().all(|k| !now.contains(k))
     }));
     for n in 0..20 {
@@ -1637,7 +1318,7 @@ fn dba_kills_backend_connections() {
     let mut c2 = mconn(&f, Duration::from_secs(10));
     select_n(&mut c2, 2);
     assert!(wait_until(Duration::from_secs(10), || {
-        let now = threads_of(&db, USER_A, None);
+        let now = db.threads_of(USER_A, None);
         now.len() == 2 && now.iter().all(|t| !killed.contains(t))
     }));
 
@@ -1677,7 +1358,7 @@ fn dba_kills_backend_connections() {
     let mut target = Vec::new();
     assert!(
         wait_until(Duration::from_secs(10), || {
-            target = threads_of(&db, USER_A, Some("SELECT SLEEP(5)"));
+            target = db.threads_of(USER_A, Some("SELECT SLEEP(5)"));
             !target.is_empty()
         }),
         "SELECT SLEEP(5) never ran"
@@ -1691,7 +1372,7 @@ fn dba_kills_backend_connections() {
     let waited = at.saturating_duration_since(killed_at);
     eprintln!("[faults] DBA KILL during SLEEP(5): client got {result:?} after {waited:?}");
     assert!(
-        matches!(server_code(&result), Some(1927 | 2013)),
+        matches!(error_code(&result), Some(1927 | 2013)),
         "expected mysqld's 1927 or the funnel's 2013, got {result:?}"
     );
     assert!(waited < Duration::from_secs(2), "error after {waited:?}");
@@ -1727,10 +1408,9 @@ fn dba_kills_backend_connections() {
         db.admin_query("SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX");
     assert_eq!(trx.len(), 1, "{trx:?}");
     db.admin_sql(&format!("KILL {}", trx[0]));
-    assert!(wait_until(Duration::from_secs(10), || !threads_of(
-        &db, USER_A, None
-    )
-    .contains(&trx[0])));
+    assert!(wait_until(Duration::from_secs(10), || !db
+        .threads_of(USER_A, None)
+        .contains(&trx[0])));
     let r = p.query_drop("INSERT INTO faults_pinned VALUES (2)");
     match &r {
         Err(mysql::Error::MySqlError(e)) => {
@@ -1757,7 +1437,7 @@ fn stalled_reader_is_bounded_then_closed() {
     let db = common::mariadb();
 
     // Phase 1: memory stays bounded and other clients are served.
-    let f = Cfg::new(db.port).pool("connections = 2").start();
+    let f = cfg(db.port).pool("connections = 2").start();
     let pid = f.pid().unwrap();
     let rss_before = rss_kib(pid).unwrap();
     let mut stalled = raw_a(&f);
@@ -1794,7 +1474,7 @@ fn stalled_reader_is_bounded_then_closed() {
 
     // Phase 2: client_write_timeout_ms closes the stalled client; its only
     // backend is drained and reset, so the pool still serves.
-    let f = Cfg::new(db.port)
+    let f = cfg(db.port)
         .pool("connections = 1")
         .funnel("client_write_timeout_ms = 2000")
         .start();
@@ -1842,7 +1522,7 @@ fn flood_of_silent_connections_and_connection_limit() {
     let limit = common::raise_nofile(FLOOD as u64 * 2 + 1000);
     let flood = FLOOD.min((limit as usize).saturating_sub(500) / 2);
     let db = common::mariadb();
-    let f = Cfg::new(db.port)
+    let f = cfg(db.port)
         .funnel("handshake_timeout_ms = 1000")
         .pool("connections = 2")
         .rust_log("info")
@@ -1923,7 +1603,7 @@ fn flood_of_silent_connections_and_connection_limit() {
 
     // max_client_connections = N: the N+1th gets ERR 1040.
     const N: usize = 20;
-    let g = Cfg::new(db.port)
+    let g = cfg(db.port)
         .funnel(&format!("max_client_connections = {N}"))
         .pool("connections = 1")
         .start();
@@ -1958,7 +1638,7 @@ fn flood_of_silent_connections_and_connection_limit() {
 #[test]
 fn bad_input_closes_only_that_client() {
     let db = common::mariadb();
-    let mut f = Cfg::new(db.port)
+    let mut f = cfg(db.port)
         .funnel("max_allowed_packet = 1M")
         .pool("connections = 2")
         .start();
@@ -2080,7 +1760,7 @@ fn bad_input_closes_only_that_client() {
 #[test]
 fn pipelined_commands_are_answered_in_order() {
     let db = common::mariadb();
-    let f = Cfg::new(db.port).pool("connections = 1").start();
+    let f = cfg(db.port).pool("connections = 1").start();
     let mut r = raw_a(&f);
     let mut bytes = raw::query_packet("SELECT 1");
     bytes.extend(raw::query_packet("SELECT 2"));
@@ -2126,7 +1806,7 @@ fn pipelined_commands_are_answered_in_order() {
 #[test]
 fn set_option_is_answered_as_mysqld_answers_it() {
     let db = common::mariadb();
-    let f = Cfg::new(db.port).pool("connections = 1").start();
+    let f = cfg(db.port).pool("connections = 1").start();
     // The answer to the option, and what "SELECT 1; SELECT 2" gets then.
     let run = |port: u16, payload: &[u8]| -> (Vec<u8>, String) {
         let mut r = Raw::open(port, USER_A, PASS_A, Some(TEST_DB));
@@ -2171,7 +1851,7 @@ fn set_option_is_answered_as_mysqld_answers_it() {
 #[test]
 fn half_closed_client_gets_its_answers() {
     let db = common::mariadb();
-    let f = Cfg::new(db.port).pool("connections = 1").start();
+    let f = cfg(db.port).pool("connections = 1").start();
     let mut busy = mconn(&f, Duration::from_secs(10));
     for port in [db.port, f.port] {
         let mut r = Raw::open(port, USER_A, PASS_A, Some(TEST_DB));
@@ -2217,7 +1897,7 @@ fn half_closed_client_gets_its_answers() {
 #[test]
 fn sighup_resizes_pool_live_and_refuses_broken_config() {
     let db = MariaDb::new();
-    let cfg = Cfg::new(db.port).pool("connections = 2");
+    let cfg = cfg(db.port).pool("connections = 2");
     let f = cfg.start();
     let text = cfg.text(f.port);
     let mut clients: Vec<Conn> = (0..5).map(|_| mconn(&f, Duration::from_secs(10))).collect();
@@ -2255,7 +1935,7 @@ fn sighup_resizes_pool_live_and_refuses_broken_config() {
         .collect();
     let mut most = 0;
     let all_four = wait_until(Duration::from_secs(5), || {
-        most = most.max(threads_of(&db, USER_A, Some("SELECT SLEEP(1.5)")).len());
+        most = most.max(db.threads_of(USER_A, Some("SELECT SLEEP(1.5)")).len());
         most == 4
     });
     for s in sleepers {
@@ -2269,7 +1949,7 @@ fn sighup_resizes_pool_live_and_refuses_broken_config() {
     assert!(
         f.wait_for_log("reload refused", Duration::from_secs(5)),
         "{}",
-        tail(&f.log(), 2000)
+        f.log_tail(2000)
     );
     assert_eq!(db.connections_of(USER_A), 4);
     // (clients were re-ordered by the sleeper threads; compare as sets)
@@ -2303,7 +1983,7 @@ fn sighup_resizes_pool_live_and_refuses_broken_config() {
 #[test]
 fn sigterm_lets_running_query_finish_and_exits_zero() {
     let db = common::mariadb();
-    let mut f = Cfg::new(db.port)
+    let mut f = cfg(db.port)
         .funnel("shutdown_timeout_ms = 5000")
         .pool("connections = 2")
         .start();
@@ -2335,7 +2015,7 @@ fn sigterm_lets_running_query_finish_and_exits_zero() {
     eprintln!("[faults] SIGTERM during SLEEP(1): exit 0 after {took:?}");
 
     // A statement longer than shutdown_timeout_ms is cut off at the deadline.
-    let mut f = Cfg::new(db.port)
+    let mut f = cfg(db.port)
         .funnel("shutdown_timeout_ms = 1000")
         .pool("connections = 1")
         .start();
@@ -2363,7 +2043,7 @@ fn sigterm_lets_running_query_finish_and_exits_zero() {
     );
     let result = running.join().unwrap();
     assert!(
-        server_code(&result) == Some(1053) || matches!(result, Err(mysql::Error::IoError(_))),
+        error_code(&result) == Some(1053) || matches!(result, Err(mysql::Error::IoError(_))),
         "{result:?}"
     );
     // Do not leave the statement sleeping on the shared server.
@@ -2378,7 +2058,7 @@ fn sigterm_lets_running_query_finish_and_exits_zero() {
 #[test]
 fn misbehaving_backend_garbage_half_packets_and_stalls() {
     let fake = fake::FakeMysql::start();
-    let mut f = Cfg::new(fake.port)
+    let mut f = cfg(fake.port)
         .pool("connections = 1")
         .pool("queue_timeout_ms = 8000")
         .backend("connect_timeout_ms = 500")
@@ -2487,13 +2167,13 @@ fn misbehaving_backend_garbage_half_packets_and_stalls() {
 fn backend_dying_before_the_answer_repeats_only_safe_statements() {
     let fake = fake::FakeMysql::start();
     let admin_port = common::free_port();
-    let f = Cfg::new(fake.port)
+    let f = cfg(fake.port)
         .pool("connections = 1")
         .pool("queue_timeout_ms = 8000")
         .backend("connect_timeout_ms = 500")
         .backend("reconnect_backoff_min_ms = 20")
         .backend("reconnect_backoff_max_ms = 100")
-        .section(&admin_section(admin_port))
+        .admin(admin_port, "adm")
         .start();
     let retried = || pool_stat(admin_port, "retried");
     let mut r = Raw::open(f.port, USER_A, PASS_A, None);
@@ -2561,7 +2241,7 @@ fn backend_dying_before_the_answer_repeats_only_safe_statements() {
 #[test]
 fn backend_close_arriving_with_its_last_data_is_noticed() {
     let fake = fake::FakeMysql::start();
-    let f = Cfg::new(fake.port)
+    let f = cfg(fake.port)
         .pool("connections = 1")
         .pool("queue_timeout_ms = 3000")
         .start();
@@ -2593,7 +2273,7 @@ fn backend_close_arriving_with_its_last_data_is_noticed() {
 #[test]
 fn sigterm_stops_accepting_at_once() {
     let db = common::mariadb();
-    let mut f = Cfg::new(db.port)
+    let mut f = cfg(db.port)
         .funnel("shutdown_timeout_ms = 5000")
         .pool("connections = 1")
         .start();
@@ -2645,7 +2325,7 @@ fn sigterm_stops_accepting_at_once() {
 fn out_of_file_descriptors_pauses_and_resumes_accepting() {
     const SILENT: usize = 100;
     let db = common::mariadb();
-    let mut f = Cfg::new(db.port)
+    let mut f = cfg(db.port)
         .funnel("handshake_timeout_ms = 500")
         .pool("connections = 1")
         .start();
@@ -2718,7 +2398,7 @@ fn out_of_file_descriptors_pauses_and_resumes_accepting() {
 #[test]
 fn unanswered_health_check_is_replaced() {
     let fake = fake::FakeMysql::start();
-    let f = Cfg::new(fake.port)
+    let f = cfg(fake.port)
         .pool("connections = 1")
         .pool("queue_timeout_ms = 4000")
         .backend("health_check_interval_ms = 300")

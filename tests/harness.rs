@@ -10,12 +10,8 @@ use std::time::Duration;
 use common::{mariadb, pid_alive, wait_until, MariaDb, PASS_A, PASS_B, USER_A, USER_B};
 use mysql::prelude::Queryable;
 
-fn mysql_code(r: Result<impl Sized, mysql::Error>) -> u16 {
-    match r {
-        Err(mysql::Error::MySqlError(e)) => e.code,
-        Err(e) => panic!("expected a server error, got {e:?}"),
-        Ok(_) => panic!("expected a server error, got success"),
-    }
+fn mysql_code(r: Result<impl std::fmt::Debug, mysql::Error>) -> u16 {
+    common::sql::server_error(r).0
 }
 
 #[test]

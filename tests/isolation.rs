@@ -20,7 +20,8 @@ use std::sync::{OnceLock, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{FunnelProcess, PASS_A, TEST_DB, USER_A};
+use common::sql::err_str;
+use common::{mysql_direct, FunnelConfig, FunnelProcess, PASS_A, TEST_DB, USER_A};
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder, Value};
 
@@ -144,11 +145,6 @@ fn verbose() -> bool {
     std::env::var_os("FUNNEL_ISOTEST_VERBOSE").is_some()
 }
 
-fn root() -> Conn {
-    let db = common::mariadb();
-    Conn::new(common::opts("root", "", db.port)).expect("root connection")
-}
-
 /// Runs root statements one by one, panicking with the statement on error.
 fn root_sql(c: &mut Conn, sqls: &[String]) {
     for s in sqls {
@@ -162,7 +158,7 @@ fn root_sql(c: &mut Conn, sqls: &[String]) {
 fn server_setup() -> &'static (String, bool) {
     static SETUP: OnceLock<(String, bool)> = OnceLock::new();
     SETUP.get_or_init(|| {
-        let mut r = root();
+        let mut r = mysql_direct("root", "");
         let probe = common::unique_name("iso_probe");
         r.query_drop(format!(
             "CREATE TABLE {probe} (id INT AUTO_INCREMENT PRIMARY KEY, at VARCHAR(64))"
@@ -184,16 +180,10 @@ fn server_setup() -> &'static (String, bool) {
 }
 
 fn start_funnel(connections: usize, extra_pool: &str) -> FunnelProcess {
-    let db = common::mariadb();
-    let port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\nmax_client_connections = 1000\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = {connections}\n{extra_pool}\n\n\
-         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n",
-        db.port
-    );
-    FunnelProcess::builder(&cfg)
-        .port(port)
+    FunnelConfig::user_a()
+        .funnel("max_client_connections = 1000")
+        .pool(&format!("connections = {connections}"))
+        .pool(extra_pool)
         .rust_log("warn")
         .start()
 }
@@ -236,13 +226,6 @@ fn value_str(v: &Value) -> String {
             ),
         },
         other => format!("{other:?}"),
-    }
-}
-
-fn err_str(e: &mysql::Error) -> String {
-    match e {
-        mysql::Error::MySqlError(m) => format!("ERR {} ({}): {}", m.code, m.state, m.message),
-        other => format!("client error: {other}"),
     }
 }
 
@@ -448,7 +431,7 @@ fn leftovers(sc: &Scenario, target: Target, fresh_before: &[(String, String)]) -
     let (probe, mdl) = server_setup();
     let mut problems = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(3);
-    let mut r = root();
+    let mut r = mysql_direct("root", "");
     // Named locks and metadata locks: give the disconnects a moment.
     loop {
         let mut held = Vec::new();
@@ -574,7 +557,7 @@ fn check_one(sc: &Scenario, conns: &[usize]) -> Vec<String> {
         _shared = GLOBAL.read().unwrap_or_else(|e| e.into_inner());
     }
     server_setup();
-    let mut r = root();
+    let mut r = mysql_direct("root", "");
     root_sql(&mut r, &sc.fixture);
     root_sql(&mut r, &sc.reset);
     // What a fresh client sees before the run is what one must see after.
@@ -865,7 +848,7 @@ fn s04_temporary_tables_from_stored_routines_stay_with_their_client() {
     let mut scs = vec![proc_sc];
     // MariaDB may refuse CREATE TEMPORARY TABLE in a function; test it if
     // it does not.
-    let mut r = root();
+    let mut r = mysql_direct("root", "");
     let f = format!(
         "CREATE FUNCTION {t}_mkf() RETURNS INT BEGIN CREATE TEMPORARY TABLE {tf} (x INT); RETURN 1; END"
     );
@@ -1463,7 +1446,7 @@ fn s16_other_ways_to_change_the_session() {
     ]);
     let mut scs = vec![uvars, set_statement];
     // A trigger that changes a session variable, if MariaDB allows it.
-    let mut r = root();
+    let mut r = mysql_direct("root", "");
     let trg = format!("{t}_trg");
     let created = r
         .query_drop(format!(
@@ -1499,91 +1482,28 @@ fn s16_other_ways_to_change_the_session() {
 // 14. COM_SET_OPTION with an unknown option.
 
 mod raw {
-    use std::io::{Read, Write};
-    use std::net::TcpStream;
+    use super::common::raw::{Login, Wire, CLIENT_MULTI_STATEMENTS};
     use std::time::Duration;
 
     pub struct Raw {
-        s: TcpStream,
-        seq: u8,
-    }
-
-    /// mysql_native_password's answer, as the funnel computes it.
-    fn token(pw: &str, scramble: &[u8]) -> Vec<u8> {
-        funnel::protocol::auth::scramble_native(pw.as_bytes(), scramble)
+        wire: Wire,
     }
 
     impl Raw {
         pub fn connect(port: u16, user: &str, pw: &str, db: &str) -> Raw {
-            let s = TcpStream::connect(("127.0.0.1", port)).expect("raw connect");
-            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-            let mut c = Raw { s, seq: 0 };
-            let g = c.read();
-            assert_eq!(g[0], 10, "protocol version");
-            let mut i = 1 + g[1..].iter().position(|&b| b == 0).unwrap() + 1;
-            i += 4;
-            let mut scramble = g[i..i + 8].to_vec();
-            i += 9 + 2 + 1 + 2 + 2;
-            let auth_len = g[i] as usize;
-            i += 11;
-            let part2 = auth_len.saturating_sub(8).max(13) - 1;
-            scramble.extend_from_slice(&g[i..i + part2]);
-            // LONG_PASSWORD, LONG_FLAG, CONNECT_WITH_DB, PROTOCOL_41,
-            // TRANSACTIONS, SECURE_CONNECTION, MULTI_STATEMENTS,
-            // MULTI_RESULTS, PLUGIN_AUTH.
-            let caps: u32 = 1 | 4 | 8 | 0x200 | 0x2000 | 0x8000 | 0x1_0000 | 0x2_0000 | 0x8_0000;
-            let mut p = caps.to_le_bytes().to_vec();
-            p.extend_from_slice(&(16u32 << 20).to_le_bytes());
-            p.push(45);
-            p.extend_from_slice(&[0; 23]);
-            p.extend_from_slice(user.as_bytes());
-            p.push(0);
-            let t = token(pw, &scramble);
-            p.push(t.len() as u8);
-            p.extend_from_slice(&t);
-            p.extend_from_slice(db.as_bytes());
-            p.push(0);
-            p.extend_from_slice(b"mysql_native_password\0");
-            c.write(&p);
-            loop {
-                let r = c.read();
-                match r[0] {
-                    0x00 => return c,
-                    0xfe => {
-                        let nul = r[1..].iter().position(|&b| b == 0).unwrap() + 1;
-                        let data = &r[nul + 1..];
-                        let data = data.strip_suffix(&[0]).unwrap_or(data);
-                        let t = token(pw, data);
-                        c.write(&t);
-                    }
-                    _ => panic!("login failed: {}", describe(&r)),
-                }
+            let mut wire = Wire::connect(port, Duration::from_secs(30), None);
+            let g = wire.read_greeting().expect("greeting");
+            let login = Login::new(user, pw, Some(db)).caps(CLIENT_MULTI_STATEMENTS);
+            match wire.login(&g, &login).expect("login") {
+                Ok(_) => Raw { wire },
+                Err(r) => panic!("login failed: {}", describe(&r)),
             }
-        }
-
-        pub fn read(&mut self) -> Vec<u8> {
-            let mut h = [0u8; 4];
-            self.s.read_exact(&mut h).expect("read header");
-            let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
-            self.seq = h[3].wrapping_add(1);
-            let mut p = vec![0; len];
-            self.s.read_exact(&mut p).expect("read payload");
-            p
-        }
-
-        pub fn write(&mut self, p: &[u8]) {
-            let mut out = (p.len() as u32).to_le_bytes()[..3].to_vec();
-            out.push(self.seq);
-            self.seq = self.seq.wrapping_add(1);
-            out.extend_from_slice(p);
-            self.s.write_all(&out).expect("write");
         }
 
         /// Sends a command and describes the first packet of the answer.
         pub fn command(&mut self, p: &[u8]) -> String {
-            self.seq = 0;
-            self.write(p);
-            describe(&self.read())
+            self.wire.command(p).expect("write");
+            describe(&self.wire.read_packet().expect("read").1)
         }
     }
 
@@ -1648,15 +1568,13 @@ struct RestorePsLimit(i64);
 
 impl Drop for RestorePsLimit {
     fn drop(&mut self) {
-        let _ = root().query_drop(format!("SET GLOBAL max_prepared_stmt_count = {}", self.0));
+        let _ = mysql_direct("root", "")
+            .query_drop(format!("SET GLOBAL max_prepared_stmt_count = {}", self.0));
     }
 }
 
 fn prepared_on_server() -> i64 {
-    let row: Option<(String, i64)> = root()
-        .query_first("SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'")
-        .unwrap();
-    row.unwrap().1
+    common::sql::global_status(&mut mysql_direct("root", ""), "Prepared_stmt_count")
 }
 
 /// Prepares `n` distinct statements on one client; returns the index and
@@ -1675,7 +1593,7 @@ fn prepare_many(port: u16, n: usize) -> Option<(usize, String)> {
 #[test]
 fn s15_prepared_statement_limit_is_reached_as_directly() {
     let _excl = GLOBAL.write().unwrap_or_else(|e| e.into_inner());
-    let limit: Option<i64> = root()
+    let limit: Option<i64> = mysql_direct("root", "")
         .query_first("SELECT @@global.max_prepared_stmt_count")
         .unwrap();
     let _restore = RestorePsLimit(limit.unwrap());
@@ -1695,7 +1613,7 @@ fn s15_prepared_statement_limit_is_reached_as_directly() {
     let mut failures = Vec::new();
     for (count, global) in [(20_000usize, None), (1100, Some(1000))] {
         if let Some(g) = global {
-            root()
+            mysql_direct("root", "")
                 .query_drop(format!("SET GLOBAL max_prepared_stmt_count = {g}"))
                 .unwrap();
         }

@@ -12,128 +12,53 @@
 
 mod common;
 
-use common::{FunnelProcess, PASS_A, TEST_DB, USER_A};
+use common::{FunnelConfig, FunnelProcess, PASS_A, TEST_DB, USER_A};
 
-/// The tests of this binary run one at a time: a direct process list must
-/// not show the backend connections of another test's funnel.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+// The tests of this binary run one at a time (common::serial): a direct
+// process list must not show the backend connections of another test's
+// funnel.
 
 fn start_funnel(connections: usize) -> FunnelProcess {
-    let db = common::mariadb();
-    let port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = {connections}\n\n\
-         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n\n\
-         [user \"{}\"]\npassword = \"{}\"\n",
-        db.port,
-        common::USER_B,
-        common::PASS_B
-    );
-    FunnelProcess::builder(&cfg)
-        .port(port)
+    FunnelConfig::new()
+        .pool(&format!("connections = {connections}"))
         .rust_log("warn")
         .start()
 }
 
 mod raw {
-    use std::io::{Read, Write};
-    use std::net::TcpStream;
+    pub use super::common::raw::CLIENT_DEPRECATE_EOF as DEPRECATE_EOF;
+    use super::common::raw::{hex, ok_status, Login, Wire, CLIENT_MULTI_STATEMENTS};
     use std::time::Duration;
 
-    pub const DEPRECATE_EOF: u32 = 1 << 24;
-
     pub struct Raw {
-        s: TcpStream,
-        seq: u8,
+        wire: Wire,
         pub caps: u32,
         pub id: u32,
     }
 
     impl Raw {
         pub fn connect(port: u16, user: &str, pw: &str, db: &str, extra_caps: u32) -> Raw {
-            let s = TcpStream::connect(("127.0.0.1", port)).expect("raw connect");
-            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-            let mut c = Raw {
-                s,
-                seq: 0,
-                caps: 0,
-                id: 0,
-            };
-            let g = c.read().expect("greeting");
-            assert_eq!(g[0], 10, "protocol version");
-            let mut i = 1 + g[1..].iter().position(|&b| b == 0).unwrap() + 1;
-            c.id = u32::from_le_bytes([g[i], g[i + 1], g[i + 2], g[i + 3]]);
-            i += 4;
-            let mut scramble = g[i..i + 8].to_vec();
-            i += 9 + 2 + 1 + 2 + 2;
-            let auth_len = g[i] as usize;
-            i += 11;
-            let part2 = auth_len.saturating_sub(8).max(13) - 1;
-            scramble.extend_from_slice(&g[i..i + part2]);
-            // LONG_PASSWORD, LONG_FLAG, CONNECT_WITH_DB, PROTOCOL_41,
-            // TRANSACTIONS, SECURE_CONNECTION, MULTI_STATEMENTS,
-            // MULTI_RESULTS, PLUGIN_AUTH.
-            let caps: u32 =
-                (1 | 4 | 8 | 0x200 | 0x2000 | 0x8000 | 0x1_0000 | 0x2_0000 | 0x8_0000) | extra_caps;
-            c.caps = caps;
-            let mut p = caps.to_le_bytes().to_vec();
-            p.extend_from_slice(&(16u32 << 20).to_le_bytes());
-            p.push(45);
-            p.extend_from_slice(&[0; 23]);
-            p.extend_from_slice(user.as_bytes());
-            p.push(0);
-            let t = funnel::protocol::auth::scramble_native(pw.as_bytes(), &scramble);
-            p.push(t.len() as u8);
-            p.extend_from_slice(&t);
-            p.extend_from_slice(db.as_bytes());
-            p.push(0);
-            p.extend_from_slice(b"mysql_native_password\0");
-            c.write(&p);
-            loop {
-                let r = c.read().expect("login answer");
-                match r[0] {
-                    0x00 => return c,
-                    0xfe => {
-                        let nul = r[1..].iter().position(|&b| b == 0).unwrap() + 1;
-                        let data = &r[nul + 1..];
-                        let data = data.strip_suffix(&[0]).unwrap_or(data);
-                        let t = funnel::protocol::auth::scramble_native(pw.as_bytes(), data);
-                        c.write(&t);
-                    }
-                    _ => panic!("login failed: {r:02x?}"),
-                }
+            let mut wire = Wire::connect(port, Duration::from_secs(30), None);
+            let g = wire.read_greeting().expect("greeting");
+            let login = Login::new(user, pw, Some(db)).caps(CLIENT_MULTI_STATEMENTS | extra_caps);
+            match wire.login(&g, &login).expect("login answer") {
+                Ok(_) => Raw {
+                    wire,
+                    caps: login.sent_capabilities(),
+                    id: g.connection_id,
+                },
+                Err(r) => panic!("login failed: {r:02x?}"),
             }
         }
 
-        /// A packet, or `None` when the connection is closed.
-        pub fn read(&mut self) -> Option<Vec<u8>> {
-            let mut h = [0u8; 4];
-            self.s.read_exact(&mut h).ok()?;
-            let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
-            self.seq = h[3];
-            let mut p = vec![0; len];
-            self.s.read_exact(&mut p).ok()?;
-            Some(p)
-        }
-
-        pub fn write(&mut self, p: &[u8]) {
-            let mut out = (p.len() as u32).to_le_bytes()[..3].to_vec();
-            self.seq = self.seq.wrapping_add(1);
-            out.push(self.seq);
-            out.extend_from_slice(p);
-            self.s.write_all(&out).expect("write");
+        /// A packet and its sequence id, or `None` when the connection is
+        /// closed.
+        fn read(&mut self) -> Option<(u8, Vec<u8>)> {
+            self.wire.read_packet().ok()
         }
 
         fn command(&mut self, p: &[u8]) {
-            let mut out = (p.len() as u32).to_le_bytes()[..3].to_vec();
-            out.push(0);
-            out.extend_from_slice(p);
-            let _ = self.s.write_all(&out);
+            let _ = self.wire.command(p);
         }
 
         /// Every packet of the answer to `sql` (all its result sets), as
@@ -154,12 +79,16 @@ mod raw {
             let deprecate = self.caps & DEPRECATE_EOF != 0;
             let mut out = Vec::new();
             let mut next = |out: &mut Vec<String>| -> Option<Vec<u8>> {
-                let p = self.read();
-                match &p {
-                    Some(p) => out.push(format!("{}:{}", self.seq, hex(p))),
-                    None => out.push("closed".into()),
+                match self.read() {
+                    Some((seq, p)) => {
+                        out.push(format!("{seq}:{}", hex(&p)));
+                        Some(p)
+                    }
+                    None => {
+                        out.push("closed".into());
+                        None
+                    }
                 }
-                p
             };
             loop {
                 let Some(first) = next(&mut out) else {
@@ -200,26 +129,6 @@ mod raw {
                 }
             }
         }
-    }
-
-    fn lenenc_len(b: u8) -> usize {
-        match b {
-            0xfc => 3,
-            0xfd => 4,
-            0xfe => 9,
-            _ => 1,
-        }
-    }
-
-    fn ok_status(p: &[u8]) -> u16 {
-        let mut i = 1;
-        i += lenenc_len(p[i]);
-        i += lenenc_len(p[i]);
-        u16::from_le_bytes([p[i], p[i + 1]])
-    }
-
-    fn hex(p: &[u8]) -> String {
-        p.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -265,7 +174,7 @@ fn run_script(port: u16, script: &str, caps: u32) -> Vec<String> {
 
 #[test]
 fn kill_inside_multi_statement_queries_is_answered_as_by_mysqld() {
-    let _serial = serial();
+    let _serial = common::serial();
     let db = common::mariadb();
     let funnels = [start_funnel(1), start_funnel(2)];
     let mut failures = Vec::new();
@@ -401,7 +310,7 @@ fn find_and_kill(port: u16) -> Vec<String> {
 
 #[test]
 fn show_processlist_lists_the_users_funnel_connections_to_find_and_kill() {
-    let _serial = serial();
+    let _serial = common::serial();
     let db = common::mariadb();
     let direct = find_and_kill(db.port);
     for n in [1, 2] {
@@ -413,7 +322,7 @@ fn show_processlist_lists_the_users_funnel_connections_to_find_and_kill() {
 
 #[test]
 fn show_processlist_columns_are_typed_as_by_mysqld() {
-    let _serial = serial();
+    let _serial = common::serial();
     let db = common::mariadb();
     let f = start_funnel(1);
     for caps in [0, raw::DEPRECATE_EOF] {
@@ -578,7 +487,7 @@ fn privileged_view(port: u16) -> (Vec<String>, Vec<u64>) {
 
 #[test]
 fn privileges_decide_whose_connections_are_listed_and_killed_as_on_mysqld() {
-    let _serial = serial();
+    let _serial = common::serial();
     let db = common::mariadb();
     let (direct, _) = privileged_view(db.port);
     for n in [1, 2] {
@@ -597,7 +506,7 @@ fn privileges_decide_whose_connections_are_listed_and_killed_as_on_mysqld() {
 #[test]
 fn information_schema_processlist_finds_the_connection_to_kill() {
     use mysql::prelude::Queryable;
-    let _serial = serial();
+    let _serial = common::serial();
     let db = common::mariadb();
     let run = |port: u16| -> Vec<String> {
         let user = || mysql::Conn::new(common::opts(common::USER_B, common::PASS_B, port)).unwrap();

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{FunnelProcess, PASS_A, USER_A};
+use common::{FunnelConfig, PASS_A, USER_A};
 use mysql::prelude::Queryable;
 
 const RUN_FOR: Duration = Duration::from_secs(4);
@@ -22,14 +22,7 @@ const ER_QUERY_INTERRUPTED: u16 = 1317;
 
 #[test]
 fn kill_query_never_reaches_a_bystander() {
-    let db = common::mariadb();
-    let port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n[backend]\naddress = 127.0.0.1:{}\n\n\
-         [pool]\nconnections = 1\n\n[user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n",
-        db.port
-    );
-    let f = FunnelProcess::start(&cfg, port);
+    let f = FunnelConfig::user_a().pool("connections = 1").start();
     let mut a = f.conn(USER_A, PASS_A);
     let a_id: u64 = a
         .query_first("SELECT CONNECTION_ID()")

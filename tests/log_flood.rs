@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, FunnelProcess, PASS_A, USER_A};
+use common::{wait_until, FunnelConfig, USER_A};
 use mysql::prelude::Queryable;
 
 /// What `src/server/log_limit.rs` allows per kind of event and window.
@@ -47,38 +47,23 @@ fn garbage_connection(port: u16) {
     let _ = s.read_to_end(&mut sink);
 }
 
-fn admin_opts(port: u16, password: &str) -> mysql::OptsBuilder {
-    mysql::OptsBuilder::new()
-        .ip_or_hostname(Some("127.0.0.1"))
-        .tcp_port(port)
-        .user(Some("admin"))
-        .pass(Some(password))
-        .prefer_socket(false)
-}
-
 #[test]
 fn a_flood_of_failed_logins_and_garbage_leaves_a_bounded_log() {
     const THREADS: usize = 4;
     const FAILED_LOGINS: usize = 2000;
     const GARBAGE: usize = 300;
     const ADMIN_FAILED_LOGINS: usize = 300;
-    let db = common::mariadb();
-    let port = common::free_port();
     let admin_port = common::free_port();
-    let config = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\nauth_failure_delay_ms = 0\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n\
-         [pool]\nconnections = 1\n\n[user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n\n\
-         [admin]\nlisten = 127.0.0.1:{admin_port}\npassword = admin-pw\n",
-        db.port
-    );
     // Refused logins are logged at warn; bad handshakes at info. Logins
     // are not held after failures (auth_failure_delay_ms = 0): this floods
     // the log from one address, tests/auth_throttle.rs tests the holds.
-    let f = FunnelProcess::builder(&config)
-        .port(port)
+    let f = FunnelConfig::user_a()
+        .funnel("auth_failure_delay_ms = 0")
+        .pool("connections = 1")
+        .admin(admin_port, "admin-pw")
         .rust_log("info")
         .start();
+    let port = f.port;
     let lines_at_start = f.log().lines().count();
 
     let t0 = Instant::now();
@@ -105,7 +90,7 @@ fn a_flood_of_failed_logins_and_garbage_leaves_a_bounded_log() {
         .chain(std::iter::once(thread::spawn(move || {
             // The admin console's threads have limits of their own.
             for n in 0..ADMIN_FAILED_LOGINS {
-                match mysql::Conn::new(admin_opts(admin_port, "wrong")) {
+                match mysql::Conn::new(common::admin::admin_opts(admin_port, "admin", "wrong")) {
                     Err(mysql::Error::MySqlError(e)) => assert_eq!(e.code, 1045),
                     other => panic!("admin login {n}: expected ERR 1045, got {other:?}"),
                 }
@@ -166,7 +151,7 @@ fn a_flood_of_failed_logins_and_garbage_leaves_a_bounded_log() {
     );
 
     // The counters count every event.
-    let mut a = mysql::Conn::new(admin_opts(admin_port, "admin-pw")).unwrap();
+    let mut a = common::admin_console(admin_port, "admin", "admin-pw");
     let rows: Vec<mysql::Row> = a.query("SHOW STATS").unwrap();
     let total = rows
         .iter()

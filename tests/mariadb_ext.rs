@@ -18,25 +18,12 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{FunnelProcess, PASS_A, TEST_DB, USER_A};
-use mysql::prelude::Queryable;
-
-fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/clients")
-        .join(name)
-}
+use common::clients::script;
+use common::{FunnelConfig, FunnelProcess, PASS_A, TEST_DB, USER_A};
 
 fn start_funnel() -> FunnelProcess {
-    let db = common::mariadb();
-    let port = common::free_port();
     // Two backends: statements are prepared and bulk-executed on either.
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n[backend]\naddress = 127.0.0.1:{}\n\n\
-         [pool]\nconnections = 2\n\n[user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n",
-        db.port
-    );
-    FunnelProcess::start(&cfg, port)
+    FunnelConfig::user_a().pool("connections = 2").start()
 }
 
 /// mysqld's count of prepared-statement executions (a bulk execute counts
@@ -44,10 +31,7 @@ fn start_funnel() -> FunnelProcess {
 fn stmt_executes() -> u64 {
     let mut c = mysql::Conn::new(mysql::Opts::from_url(&common::root_url()).expect("root url"))
         .expect("root connection");
-    let row: Option<(String, u64)> = c
-        .query_first("SHOW GLOBAL STATUS LIKE 'Com_stmt_execute'")
-        .expect("status");
-    row.expect("Com_stmt_execute").1
+    common::sql::global_status(&mut c, "Com_stmt_execute")
 }
 
 /// Runs `program args` with the port, user, password, database and table

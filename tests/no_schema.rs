@@ -12,11 +12,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
-
-use common::{FunnelProcess, PASS_A, TEST_DB, USER_A};
+use common::rng::{random_seed, Rng};
+use common::sql::err_str;
+use common::{FunnelConfig, FunnelProcess, PASS_A, TEST_DB, USER_A};
 use mysql::prelude::Queryable;
 use mysql::{ChangeUserOpts, Conn, OptsBuilder, Value};
 
@@ -31,20 +29,14 @@ struct Funnel {
 }
 
 fn start_funnel(connections: usize) -> Funnel {
-    let db = common::mariadb();
-    let port = common::free_port();
     let admin_port = common::free_port();
     let stats_port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\nmax_client_connections = 1000\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = {connections}\n\n\
-         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n\
-         [admin]\nlisten = 127.0.0.1:{admin_port}\nuser = {ADMIN_USER}\npassword = {ADMIN_PW}\n\
-         [stats]\nlisten = 127.0.0.1:{stats_port}\n",
-        db.port
-    );
-    let f = FunnelProcess::builder(&cfg)
-        .port(port)
+    let f = FunnelConfig::user_a()
+        .funnel("max_client_connections = 1000")
+        .pool(&format!("connections = {connections}"))
+        .admin(admin_port, ADMIN_PW)
+        .admin_line(&format!("user = {ADMIN_USER}"))
+        .stats(stats_port)
         .rust_log("warn")
         .start();
     Funnel {
@@ -59,38 +51,11 @@ impl Funnel {
     /// A counter of this pool's `SHOW STATS` row.
     fn stat(&self, name: &str) -> u64 {
         let mut a = common::admin_console(self.admin_port, ADMIN_USER, ADMIN_PW);
-        let mut result = a.query_iter("SHOW STATS").unwrap();
-        let set = result.iter().unwrap();
-        let cols: Vec<String> = set
-            .columns()
-            .as_ref()
-            .iter()
-            .map(|c| c.name_str().to_string())
-            .collect();
-        let col = cols
-            .iter()
-            .position(|c| c == name)
-            .unwrap_or_else(|| panic!("SHOW STATS has no column {name}: {cols:?}"));
-        for row in set {
-            let row = row.unwrap();
-            let pool: String = row.get(0).unwrap();
-            if pool == USER_A {
-                let v: Value = row.as_ref(col).unwrap().clone();
-                return mysql::from_value::<u64>(v);
-            }
-        }
-        panic!("SHOW STATS has no row for pool {USER_A}");
+        common::admin::pool_counter(&mut a, "SHOW STATS", USER_A, name)
     }
 
     fn http_get(&self, path: &str) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.stats_port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).unwrap();
-        raw.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap()
+        common::stats::get(self.stats_port, path).1
     }
 
     /// The count of schema unsets, which SHOW STATS, /metrics and
@@ -156,13 +121,6 @@ fn value_str(v: &Value) -> String {
         Value::NULL => "NULL".into(),
         Value::Bytes(b) => format!("'{}'", String::from_utf8_lossy(b)),
         other => format!("{other:?}"),
-    }
-}
-
-fn err_str(e: &mysql::Error) -> String {
-    match e {
-        mysql::Error::MySqlError(m) => format!("ERR {} ({}): {}", m.code, m.state, m.message),
-        other => format!("client error: {other}"),
     }
 }
 
@@ -263,7 +221,7 @@ fn run_script(target: Target, with_schema: &[bool], steps: &[(usize, Op)]) -> Ve
 
 /// Root SQL on the shared server.
 fn root(sqls: &[&str]) {
-    let mut r = Conn::new(common::opts("root", "", common::mariadb().port)).unwrap();
+    let mut r = common::mysql_direct("root", "");
     for s in sqls {
         r.query_drop(s)
             .unwrap_or_else(|e| panic!("root `{s}` failed: {e}"));
@@ -442,10 +400,7 @@ fn change_user_and_reset_by_the_client() {
 /// `set_server_option` when Python has it.
 #[test]
 fn multi_statements_off_survives_the_schema_unset() {
-    let probe = std::process::Command::new("python3")
-        .args(["-c", "import MySQLdb"])
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
+    if !common::clients::python_has("MySQLdb") {
         eprintln!("[no_schema] python3 with MySQLdb not available: skipped");
         return;
     }
@@ -472,12 +427,7 @@ for i in range(3):
 print(" | ".join(out))
 "#;
     let run = |port: u16| {
-        let o = std::process::Command::new("python3")
-            .args(["-c", script, &port.to_string(), USER_A, PASS_A, TEST_DB])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        common::clients::python_ok(script, &[&port.to_string(), USER_A, PASS_A, TEST_DB])
     };
     let want = run(common::mariadb().port);
     assert!(want.contains("ERR 1064"), "{want}");
@@ -487,27 +437,9 @@ print(" | ".join(out))
     assert!(f.schema_unsets() > 0);
 }
 
-/// A tiny deterministic PRNG (xorshift64*), so a failure names its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 #[test]
 fn random_mix_of_clients_with_and_without_schemas() {
-    let seed = std::env::var("FUNNEL_RANDOM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_0001_u64);
+    let seed = random_seed(0x5eed_0001_u64);
     eprintln!("[no_schema] random mix, FUNNEL_RANDOM_SEED={seed}");
     let mut rng = Rng(seed | 1);
     const CLIENTS: usize = 8;

@@ -14,11 +14,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, FunnelProcess, TEST_DB};
+use common::{wait_until, FunnelConfig, FunnelProcess, TEST_DB};
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder};
 
@@ -32,35 +31,17 @@ struct Env {
     pw: String,
 }
 
-/// A mysqld account for one test's funnel.
-fn private_account(tag: &str) -> (String, String) {
-    let user = common::unique_name(&format!("pr_{tag}"));
-    let pw = format!("pw-{user}");
-    common::admin_sql(&format!(
-        "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED VIA mysql_native_password \
-           USING PASSWORD('{pw}')"
-    ));
-    common::admin_sql(&format!(
-        "GRANT ALL PRIVILEGES ON *.* TO '{user}'@'127.0.0.1'"
-    ));
-    (user, pw)
-}
-
 /// A funnel with `pool` as its `[pool]` section and an admin console;
 /// waits until its shared connections are up.
 fn start(tag: &str, pool: &str, connections: usize) -> Env {
     let db = common::mariadb();
-    let (user, pw) = private_account(tag);
-    let port = common::free_port();
+    let (user, pw) = common::private_account(&format!("pr_{tag}"));
     let admin_port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n[backend]\naddress = 127.0.0.1:{}\n\n\
-         [pool]\n{pool}\n\n[user \"{user}\"]\npassword = \"{pw}\"\n\n\
-         [admin]\nlisten = 127.0.0.1:{admin_port}\nuser = {ADMIN_USER}\npassword = {ADMIN_PW}\n",
-        db.port
-    );
-    let f = FunnelProcess::builder(&cfg)
-        .port(port)
+    let f = FunnelConfig::empty()
+        .pool(pool)
+        .user(&user, &pw, &[])
+        .admin(admin_port, ADMIN_PW)
+        .admin_line(&format!("user = {ADMIN_USER}"))
         .rust_log("info")
         .start();
     db.wait_connections(&user, connections, Duration::from_secs(10));
@@ -89,11 +70,7 @@ impl Env {
     /// A counter of this pool's `SHOW STATS` row.
     fn stat(&self, counter: &str) -> u64 {
         let mut a = common::admin_console(self.admin_port, ADMIN_USER, ADMIN_PW);
-        let rows: Vec<mysql::Row> = a.query("SHOW STATS").unwrap();
-        rows.iter()
-            .find(|r| r.get::<String, _>("pool").as_deref() == Some(self.user.as_str()))
-            .and_then(|r| r.get::<u64, _>(counter))
-            .unwrap_or_else(|| panic!("SHOW STATS has no {counter} for pool {}", self.user))
+        common::admin::pool_counter(&mut a, "SHOW STATS", &self.user, counter)
     }
 
     /// backend_resets, pin_rollbacks, backend_connects.
@@ -121,10 +98,7 @@ impl Env {
 
     /// mysqld thread ids of the funnel's backend connections.
     fn backend_threads(&self) -> Vec<u64> {
-        common::mariadb().admin_query(&format!(
-            "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '{}' ORDER BY ID",
-            self.user
-        ))
+        common::mariadb().threads_of(&self.user, None)
     }
 
     /// A new client whose commands run on backend connection `thread`:
@@ -258,17 +232,11 @@ fn dbapi_pages_end_with_a_rollback_on_kept_connections() {
 /// The same with PyMySQL, whose default is autocommit off.
 #[test]
 fn pymysql_pages_end_with_a_rollback() {
-    let have = Command::new("python3")
-        .args(["-c", "import pymysql"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have {
-        let why = "python3 with PyMySQL is not installed";
-        if std::env::var("FUNNEL_E2E_REQUIRE_CLIENTS").is_ok_and(|v| !v.is_empty() && v != "0") {
-            panic!("pymysql_pages_end_with_a_rollback: {why} (FUNNEL_E2E_REQUIRE_CLIENTS is set)");
-        }
-        println!("SKIPPED pymysql_pages_end_with_a_rollback: {why}");
-        eprintln!("SKIPPED pymysql_pages_end_with_a_rollback: {why}");
+    if !common::clients::python_has("pymysql") {
+        common::clients::skip(
+            "pymysql_pages_end_with_a_rollback",
+            "python3 with PyMySQL is not installed",
+        );
         return;
     }
     let env = start("pypages", "connections = 2\nmax_pinned_backends = 4", 2);
@@ -288,19 +256,8 @@ for k in range(pages):
     c.close()
 "#;
     let run = |pages: usize| {
-        let out = Command::new("python3")
-            .args(["-c", script])
-            .arg(env.f.port.to_string())
-            .args([&env.user, &env.pw, &t])
-            .arg(pages.to_string())
-            .output()
-            .expect("python3");
-        assert!(
-            out.status.success(),
-            "PyMySQL pages failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (port, pages) = (env.f.port.to_string(), pages.to_string());
+        common::clients::python_ok(script, &[&port, &env.user, &env.pw, &t, &pages]);
     };
     run(2);
     let (_, _, connects) = env.wait_ends(2);

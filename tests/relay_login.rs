@@ -10,11 +10,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Once;
 use std::time::Duration;
 
-use common::{FunnelProcess, PASS_A, USER_A};
+use common::{FunnelConfig, FunnelProcess, PASS_A, USER_A};
 use mysql::prelude::Queryable;
 
 /// MariaDB's ed25519 plugin on the shared test server, once.
@@ -42,16 +41,9 @@ fn account(name: &str, how: &str) {
 }
 
 fn start_funnel(funnel_extra: &str) -> FunnelProcess {
-    let db = common::mariadb();
-    let port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n{funnel_extra}\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = 1\n\n\
-         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n",
-        db.port
-    );
-    FunnelProcess::builder(&cfg)
-        .port(port)
+    FunnelConfig::user_a()
+        .funnel(funnel_extra)
+        .pool("connections = 1")
         .rust_log("debug")
         .start()
 }
@@ -74,21 +66,12 @@ c.close()
 /// PyMySQL logs in as `user`/`pw` on `port` and runs `queries`; what it saw,
 /// one line per query (or the login's error).
 fn pymysql(port: u16, user: &str, pw: &str, queries: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(PYMYSQL_SCRIPT)
-        .arg(port.to_string())
-        .arg(user)
-        .arg(pw)
-        .args(queries)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "pymysql failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let port = port.to_string();
+    let args: Vec<&str> = [port.as_str(), user, pw]
+        .into_iter()
+        .chain(queries.iter().copied())
+        .collect();
+    common::clients::python_ok(PYMYSQL_SCRIPT, &args)
 }
 
 const WHO: &[&str] = &["SELECT CURRENT_USER(), USER(), @@character_set_client"];
@@ -155,11 +138,8 @@ fn relayed_logins_native_and_ed25519() {
         ("three", "ERROR 1045"),
     ] {
         let cli = |port: u16| {
-            let out = Command::new(common::mariadb_client())
-                .args(["--no-defaults", "-h127.0.0.1", "-N", "-urelay_either"])
-                .arg(format!("-P{port}"))
-                .arg(format!("-p{pw}"))
-                .args(["-e", "SELECT CURRENT_USER()"])
+            let out = common::clients::mariadb_cli(port, "relay_either", pw)
+                .args(["-N", "-e", "SELECT CURRENT_USER()"])
                 .output()
                 .expect("mariadb CLI");
             format!(
@@ -296,18 +276,15 @@ fn ed25519_configured_users_both_ways() {
         "SELECT JSON_VALUE(Priv, '$.authentication_string') FROM mysql.global_priv \
          WHERE User = 'ed_both'",
     );
-    let port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = 1\n\n\
-         [user ed_back]\npassword = \"back pw\"\n\n\
-         [user ed_both]\npassword = \"both pw\"\nauth_plugin = client_ed25519\n\n\
-         [user ed_key]\ned25519_public_key = {}\nauth_plugin = client_ed25519\n\
-         backend_user = ed_both\nbackend_password = \"both pw\"\n",
-        db.port, both_key[0]
-    );
-    let f = FunnelProcess::builder(&cfg)
-        .port(port)
+    let f = FunnelConfig::empty()
+        .pool("connections = 1")
+        .user("ed_back", "back pw", &[])
+        .user("ed_both", "both pw", &["auth_plugin = client_ed25519"])
+        .section(&format!(
+            "[user ed_key]\ned25519_public_key = {}\nauth_plugin = client_ed25519\n\
+             backend_user = ed_both\nbackend_password = \"both pw\"",
+            both_key[0]
+        ))
         .rust_log("debug")
         .start();
     // Towards mysqld: the funnel answers its switch to client_ed25519
@@ -320,11 +297,8 @@ fn ed25519_configured_users_both_ways() {
     same_direct_and_funnel(&f, "ed_both", "both pw", "'ed_both@%'");
     same_direct_and_funnel(&f, "ed_both", "wrong", "ERR 1045");
     let cli = |pw: &str| {
-        let out = Command::new(common::mariadb_client())
-            .args(["--no-defaults", "-h127.0.0.1", "-N", "-ued_both"])
-            .arg(format!("-P{}", f.port))
-            .arg(format!("-p{pw}"))
-            .args(["-e", "SELECT CURRENT_USER()"])
+        let out = common::clients::mariadb_cli(f.port, "ed_both", pw)
+            .args(["-N", "-e", "SELECT CURRENT_USER()"])
             .output()
             .expect("mariadb CLI");
         format!(
@@ -357,17 +331,12 @@ fn ed25519_configured_users_both_ways() {
 fn relayed_client_kill_change_user_lost_backend_and_admin() {
     let db = common::mariadb();
     account("relay_k", "BY 'kpw'");
-    let port = common::free_port();
     let admin_port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\nunlisted_users = relay\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = 1\n\n\
-         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n\n\
-         [admin]\nlisten = 127.0.0.1:{admin_port}\nuser = adm\npassword = admpw\n",
-        db.port
-    );
-    let f = FunnelProcess::builder(&cfg)
-        .port(port)
+    let f = FunnelConfig::user_a()
+        .funnel("unlisted_users = relay")
+        .pool("connections = 1")
+        .admin(admin_port, "admpw")
+        .admin_line("user = adm")
         .rust_log("debug")
         .start();
     let mut a = relayed_conn(&f, "relay_k", "kpw").expect("relayed login");

@@ -12,7 +12,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{FunnelProcess, PASS_A, TEST_DB, USER_A};
+use common::{FunnelConfig, FunnelProcess, PASS_A, TEST_DB, USER_A};
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder};
 
@@ -22,14 +22,15 @@ fn shared_config(db_port: u16, dir: &std::path::Path, extra: &str) -> (String, u
     let port = common::free_port();
     let admin = common::free_port();
     let stats = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\nunix_socket = {}/funnel.sock\nshutdown_timeout_ms = 15000\n{extra}\n\
-         [backend]\naddress = 127.0.0.1:{db_port}\n\n[pool]\nconnections = 4\n\n\
-         [user {USER_A}]\npassword = {PASS_A}\n\n\
-         [admin]\nlisten = 127.0.0.1:{admin}\npassword = adm\n\n\
-         [stats]\nlisten = 127.0.0.1:{stats}\n",
-        dir.display()
-    );
+    let cfg = FunnelConfig::user_a()
+        .backend_port(db_port)
+        .funnel(&format!("unix_socket = {}/funnel.sock", dir.display()))
+        .funnel("shutdown_timeout_ms = 15000")
+        .funnel(extra)
+        .pool("connections = 4")
+        .admin(admin, "adm")
+        .stats(stats)
+        .text(port);
     (cfg, port, admin, stats)
 }
 

@@ -12,22 +12,17 @@
 
 mod common;
 
-use common::{FunnelProcess, PASS_A, TEST_DB, USER_A};
+use common::{FunnelConfig, FunnelProcess, PASS_A, TEST_DB, USER_A};
 
 mod raw {
-    use sha1::{Digest, Sha1};
-    use std::io::{Read, Write};
-    use std::net::TcpStream;
+    use super::common::raw::SERVER_MORE_RESULTS_EXISTS;
+    use super::common::raw::{lenenc_int, ok_status, Login, Wire};
+    use super::common::raw::{CLIENT_CONNECT_WITH_DB, CLIENT_MULTI_STATEMENTS};
+    pub use super::common::raw::{CLIENT_DEPRECATE_EOF, CLIENT_SESSION_TRACK};
     use std::time::Duration;
 
-    pub const CLIENT_SESSION_TRACK: u32 = 1 << 23;
-    pub const CLIENT_DEPRECATE_EOF: u32 = 1 << 24;
-    const BASE_CAPS: u32 = 1 | 4 | 0x200 | 0x2000 | 0x8000 | 0x1_0000 | 0x2_0000 | 0x8_0000;
-    const CLIENT_CONNECT_WITH_DB: u32 = 8;
-    const SERVER_MORE_RESULTS_EXISTS: u16 = 8;
-
     pub struct Client {
-        stream: TcpStream,
+        wire: Wire,
         caps: u32,
         /// The greeting's capabilities.
         pub server_caps: u32,
@@ -35,52 +30,19 @@ mod raw {
         pub login: Vec<u8>,
     }
 
-    fn native_token(pw: &str, scramble: &[u8]) -> Vec<u8> {
-        let s1 = Sha1::digest(pw.as_bytes());
-        let s2 = Sha1::digest(s1);
-        let mut h = Sha1::new();
-        h.update(scramble);
-        h.update(s2);
-        let s3 = h.finalize();
-        s1.iter().zip(s3.iter()).map(|(a, b)| a ^ b).collect()
-    }
-
-    pub fn lenenc(p: &[u8], pos: &mut usize) -> u64 {
-        let b = p[*pos];
-        *pos += 1;
-        let n = match b {
-            0xfc => 2,
-            0xfd => 3,
-            0xfe => 8,
-            x => return u64::from(x),
-        };
-        let mut v = [0u8; 8];
-        v[..n].copy_from_slice(&p[*pos..*pos + n]);
-        *pos += n;
-        u64::from_le_bytes(v)
-    }
-
-    /// Status flags of an OK packet.
-    pub fn ok_status(p: &[u8]) -> u16 {
-        let mut pos = 1;
-        lenenc(p, &mut pos);
-        lenenc(p, &mut pos);
-        u16::from_le_bytes([p[pos], p[pos + 1]])
-    }
-
     /// The session-state block of an OK packet (CLIENT_SESSION_TRACK).
     pub fn ok_state(p: &[u8]) -> Option<Vec<u8>> {
         let mut pos = 1;
-        lenenc(p, &mut pos);
-        lenenc(p, &mut pos);
+        lenenc_int(p, &mut pos);
+        lenenc_int(p, &mut pos);
         let status = u16::from_le_bytes([p[pos], p[pos + 1]]);
         pos += 4;
         if status & 0x4000 == 0 || pos >= p.len() {
             return None;
         }
-        let info = lenenc(p, &mut pos) as usize;
+        let info = lenenc_int(p, &mut pos) as usize;
         pos += info;
-        let n = lenenc(p, &mut pos) as usize;
+        let n = lenenc_int(p, &mut pos) as usize;
         Some(p[pos..pos + n].to_vec())
     }
 
@@ -88,84 +50,41 @@ mod raw {
     pub fn column_charset(p: &[u8]) -> u16 {
         let mut pos = 0;
         for _ in 0..6 {
-            let n = lenenc(p, &mut pos) as usize;
+            let n = lenenc_int(p, &mut pos) as usize;
             pos += n;
         }
-        lenenc(p, &mut pos);
+        lenenc_int(p, &mut pos);
         u16::from_le_bytes([p[pos], p[pos + 1]])
     }
 
     impl Client {
         pub fn connect(port: u16, charset: u8, extra_caps: u32, db: Option<&str>) -> Client {
-            let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-            stream
-                .set_read_timeout(Some(Duration::from_secs(60)))
-                .unwrap();
-            let mut c = Client {
-                stream,
-                caps: 0,
-                server_caps: 0,
-                login: Vec::new(),
+            let mut wire = Wire::connect(port, Duration::from_secs(60), None);
+            let g = wire.read_greeting().expect("greeting");
+            let login = Login::new(super::USER_A, super::PASS_A, db)
+                .charset(charset)
+                .caps(CLIENT_MULTI_STATEMENTS | extra_caps);
+            let ok = match wire.login(&g, &login).expect("login reply") {
+                Ok(ok) => ok,
+                Err(r) => panic!("login failed: {r:?}"),
             };
-            let (g, _) = c.read();
-            let mut i = 1 + g[1..].iter().position(|&b| b == 0).unwrap() + 1 + 4;
-            let mut scramble = g[i..i + 8].to_vec();
-            i += 9;
-            let low = u16::from_le_bytes([g[i], g[i + 1]]);
-            let high = u16::from_le_bytes([g[i + 5], g[i + 6]]);
-            c.server_caps = u32::from(low) | (u32::from(high) << 16);
-            i += 7;
-            let auth_len = g[i] as usize;
-            i += 11;
-            let part2 = auth_len.saturating_sub(8).max(13) - 1;
-            scramble.extend_from_slice(&g[i..i + part2]);
-            let mut caps = BASE_CAPS | extra_caps;
-            if db.is_some() {
-                caps |= CLIENT_CONNECT_WITH_DB;
+            Client {
+                wire,
+                caps: login.sent_capabilities() & (g.capabilities | CLIENT_CONNECT_WITH_DB),
+                server_caps: g.capabilities,
+                login: ok,
             }
-            c.caps = caps & (c.server_caps | CLIENT_CONNECT_WITH_DB);
-            let mut p = Vec::new();
-            p.extend_from_slice(&caps.to_le_bytes());
-            p.extend_from_slice(&(16u32 << 20).to_le_bytes());
-            p.push(charset);
-            p.extend_from_slice(&[0; 23]);
-            p.extend_from_slice(super::USER_A.as_bytes());
-            p.push(0);
-            let token = native_token(super::PASS_A, &scramble);
-            p.push(token.len() as u8);
-            p.extend_from_slice(&token);
-            if let Some(db) = db {
-                p.extend_from_slice(db.as_bytes());
-                p.push(0);
-            }
-            p.extend_from_slice(b"mysql_native_password\0");
-            c.write(1, &p);
-            let (login, _) = c.read();
-            assert_eq!(login[0], 0, "login failed: {login:?}");
-            c.login = login;
-            c
         }
 
         fn read(&mut self) -> (Vec<u8>, u8) {
-            let mut h = [0u8; 4];
-            self.stream.read_exact(&mut h).expect("read header");
-            let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
-            let mut p = vec![0; len];
-            self.stream.read_exact(&mut p).expect("read payload");
-            (p, h[3])
-        }
-
-        fn write(&mut self, seq: u8, p: &[u8]) {
-            let mut out = (p.len() as u32).to_le_bytes()[..3].to_vec();
-            out.push(seq);
-            out.extend_from_slice(p);
-            self.stream.write_all(&out).expect("write");
+            let (seq, p) = self.wire.read_packet().expect("read");
+            (p, seq)
         }
 
         /// Sends a command and returns every packet of its answer (with
         /// its sequence id as the first byte).
         pub fn command(&mut self, payload: &[u8]) -> Vec<Vec<u8>> {
-            self.write(0, payload);
+            self.wire.command(payload).expect("write");
             let deprecate = self.caps & CLIENT_DEPRECATE_EOF != 0;
             let mut out = Vec::new();
             let mut take = |c: &mut Client| {
@@ -188,7 +107,7 @@ mod raw {
                     _ => {}
                 }
                 let mut pos = 0;
-                let n = lenenc(&first, &mut pos);
+                let n = lenenc_int(&first, &mut pos);
                 for _ in 0..n {
                     take(self);
                 }
@@ -220,7 +139,7 @@ mod raw {
         pub fn execute(&mut self, sql: &str) -> Vec<Vec<u8>> {
             let mut p = vec![0x16u8];
             p.extend_from_slice(sql.as_bytes());
-            self.write(0, &p);
+            self.wire.command(&p).expect("write");
             let deprecate = self.caps & CLIENT_DEPRECATE_EOF != 0;
             let (mut ok, seq) = self.read();
             assert_eq!(ok[0], 0, "prepare {sql}: {ok:?}");
@@ -243,7 +162,7 @@ mod raw {
             out.extend(self.command(&e));
             let mut close = vec![0x19u8];
             close.extend_from_slice(&id);
-            self.write(0, &close);
+            self.wire.command(&close).expect("write");
             out
         }
 
@@ -378,16 +297,8 @@ fn run(port: u16) -> Vec<(String, Vec<Vec<u8>>)> {
 }
 
 fn start_funnel() -> FunnelProcess {
-    let db = common::mariadb();
-    let port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = 1\n\n\
-         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n",
-        db.port
-    );
-    FunnelProcess::builder(&cfg)
-        .port(port)
+    FunnelConfig::user_a()
+        .pool("connections = 1")
         .rust_log("warn")
         .start()
 }
@@ -395,7 +306,7 @@ fn start_funnel() -> FunnelProcess {
 fn hex(packets: &[Vec<u8>]) -> String {
     packets
         .iter()
-        .map(|p| p.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        .map(|p| common::raw::hex(p))
         .collect::<Vec<_>>()
         .join(" ")
 }

@@ -20,12 +20,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, FunnelProcess, PASS_A, USER_A};
+use common::sql::error_code;
+use common::{stats, wait_until, FunnelConfig, FunnelProcess, PASS_A, USER_A};
 use mysql::prelude::Queryable;
 use mysql::{Conn, QueryResult, Text};
 
@@ -40,33 +39,21 @@ struct Env {
     f: FunnelProcess,
     stats_port: u16,
     admin_port: u16,
-    /// Config text without the `[funnel]` lines the test chose (see `start`).
-    template: String,
-}
-
-/// The config text; `funnel_lines` go into `[funnel]`.
-fn config(template: &str, funnel_lines: &str) -> String {
-    template.replace("@FUNNEL@", funnel_lines)
+    /// The config without the `[funnel]` lines the test chose (see `start`).
+    template: FunnelConfig,
 }
 
 fn start(funnel_lines: &str, queue_timeout_ms: u64) -> Env {
-    let db = common::mariadb();
-    let port = common::free_port();
     let stats_port = common::free_port();
     let admin_port = common::free_port();
-    let template = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\nunix_socket = @DIR@/funnel.sock\n@FUNNEL@\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n\
-         [pool]\nconnections = 1\nqueue_timeout_ms = {queue_timeout_ms}\n\n\
-         [user {USER_A}]\npassword = \"{PASS_A}\"\n\n\
-         [stats]\nlisten = 127.0.0.1:{stats_port}\n\n\
-         [admin]\nlisten = 127.0.0.1:{admin_port}\npassword = \"{ADMIN_PW}\"\n",
-        db.port
-    );
-    let f = FunnelProcess::builder(&config(&template, funnel_lines))
-        .port(port)
-        .rust_log("info")
-        .start();
+    let template = FunnelConfig::user_a()
+        .funnel("unix_socket = @DIR@/funnel.sock")
+        .pool("connections = 1")
+        .pool(&format!("queue_timeout_ms = {queue_timeout_ms}"))
+        .stats(stats_port)
+        .admin(admin_port, ADMIN_PW)
+        .rust_log("info");
+    let f = template.clone().funnel(funnel_lines).start();
     Env {
         f,
         stats_port,
@@ -76,6 +63,11 @@ fn start(funnel_lines: &str, queue_timeout_ms: u64) -> Env {
 }
 
 impl Env {
+    /// The config text with these `[funnel]` lines.
+    fn config(&self, funnel_lines: &str) -> String {
+        self.template.clone().funnel(funnel_lines).text(self.f.port)
+    }
+
     fn socket(&self) -> PathBuf {
         self.f.dir.join("funnel.sock")
     }
@@ -95,25 +87,12 @@ impl Env {
 
     /// The value in `column` of the admin console's `show` row for the pool.
     fn admin_value(&self, show: &str, column: &str) -> u64 {
-        let opts = mysql::OptsBuilder::new()
-            .ip_or_hostname(Some("127.0.0.1"))
-            .tcp_port(self.admin_port)
-            .user(Some("admin"))
-            .pass(Some(ADMIN_PW))
-            .prefer_socket(false);
-        let mut admin = Conn::new(opts).expect("admin console login");
-        let rows: Vec<mysql::Row> = admin.query(show).expect(show);
-        let row = rows
-            .into_iter()
-            .find(|r| r.get::<String, _>("pool").as_deref() == Some(USER_A))
-            .unwrap_or_else(|| panic!("no row for {USER_A} in {show}"));
-        row.get::<u64, _>(column)
-            .unwrap_or_else(|| panic!("no column {column} in {show}"))
+        let mut admin = common::admin_console(self.admin_port, "admin", ADMIN_PW);
+        common::admin::pool_counter(&mut admin, show, USER_A, column)
     }
 
     fn stats_json(&self) -> serde_json::Value {
-        serde_json::from_str(&http_get(self.stats_port, "/stats.json?detail=0"))
-            .expect("/stats.json is JSON")
+        stats::json(self.stats_port, "/stats.json?detail=0")
     }
 
     fn pid(&self) -> u32 {
@@ -123,7 +102,7 @@ impl Env {
     /// Rewrites the config with other `[funnel]` lines and reloads.
     fn reload(&self, funnel_lines: &str) {
         let before = self.f.log().matches("configuration reloaded").count();
-        self.f.write_config(&config(&self.template, funnel_lines));
+        self.f.write_config(&self.config(funnel_lines));
         self.f.signal(libc::SIGHUP);
         assert!(
             wait_until(Duration::from_secs(10), || {
@@ -135,9 +114,7 @@ impl Env {
     }
 
     fn metrics(&self) -> prometheus_parse::Scrape {
-        let body = http_get(self.stats_port, "/metrics");
-        prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
-            .expect("/metrics parses")
+        stats::parse_metrics(&stats::get_ok(self.stats_port, "/metrics"))
     }
 
     /// A funnel-wide sample, or the pool's if the metric has a pool label.
@@ -148,12 +125,7 @@ impl Env {
             .iter()
             .find(|s| s.metric == name && s.labels.get("pool").is_none_or(|p| p == USER_A))
             .unwrap_or_else(|| panic!("no sample {name} in /metrics"));
-        match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            ref other => panic!("{name}: not a single value: {other:?}"),
-        }
+        stats::sample_value(s)
     }
 
     /// Waits until `name` reaches `want`; panics with what it was.
@@ -167,26 +139,9 @@ impl Env {
     }
 }
 
-fn http_get(port: u16, path: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the stats port");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_string()
-}
-
 /// Resident set size of a process in bytes (VmRSS).
 fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kib| kib.parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
+    common::rss_kib(pid).map_or(0, |kib| kib * 1024)
 }
 
 /// `rows` rows of (seq, ROW_BYTES letters that depend on seq): about
@@ -241,13 +196,6 @@ fn read_rest(result: QueryResult<'_, '_, '_, Text>, rows: u64) {
 
 fn select(c: &mut Conn, n: i64) -> Result<Option<i64>, mysql::Error> {
     c.query_first(format!("SELECT {n}"))
-}
-
-fn error_code(r: &Result<Option<i64>, mysql::Error>) -> Option<u16> {
-    match r {
-        Err(mysql::Error::MySqlError(e)) => Some(e.code),
-        _ => None,
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -568,7 +516,6 @@ fn shutdown_lets_a_buffered_reader_finish() {
 /// values stay.
 #[test]
 fn config_is_checked_and_reload_switches_mode() {
-    let db = common::mariadb();
     for (lines, message) in [
         (
             "max_buffered_result = 512K",
@@ -583,13 +530,10 @@ fn config_is_checked_and_reload_switches_mode() {
             "[funnel] max_buffered_total: expected a size in bytes",
         ),
     ] {
-        let cfg = format!(
-            "[funnel]\nlisten = 127.0.0.1:{}\n{lines}\n[backend]\naddress = 127.0.0.1:{}\n\
-             [user {USER_A}]\npassword = \"{PASS_A}\"\n",
-            common::free_port(),
-            db.port
-        );
-        let (status, log) = FunnelProcess::builder(&cfg).run_to_exit(Duration::from_secs(10));
+        let (status, log) = FunnelConfig::user_a()
+            .funnel(lines)
+            .builder()
+            .run_to_exit(Duration::from_secs(10));
         assert_eq!(status.and_then(|s| s.code()), Some(2), "{lines}: {log}");
         assert!(log.contains(message), "{lines}: {log}");
     }
@@ -613,7 +557,7 @@ fn config_is_checked_and_reload_switches_mode() {
 
     // A bad value is refused; the running ones stay.
     env.f
-        .write_config(&config(&env.template, "max_buffered_result = 512K"));
+        .write_config(&env.config("max_buffered_result = 512K"));
     env.f.signal(libc::SIGHUP);
     assert!(env
         .f

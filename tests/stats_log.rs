@@ -5,24 +5,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::FunnelProcess;
+use common::FunnelConfig;
 use mysql::prelude::Queryable;
 
 #[test]
 fn a_summary_line_is_logged_each_interval_and_clients_are_named_by_address() {
-    let db = common::mariadb();
-    let port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\nstats_log_interval_ms = 400\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n\
-         [pool]\nconnections = 1\n\n\
-         [user {}]\npassword = {}\n",
-        db.port,
-        common::USER_A,
-        common::PASS_A
-    );
-    let f = FunnelProcess::builder(&cfg)
-        .port(port)
+    let f = FunnelConfig::user_a()
+        .funnel("stats_log_interval_ms = 400")
+        .pool("connections = 1")
         .rust_log("info,funnel=debug")
         .start();
     let mut c = f.conn(common::USER_A, common::PASS_A);

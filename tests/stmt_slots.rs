@@ -19,48 +19,25 @@
 
 mod common;
 
-use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{FunnelProcess, PASS_A, USER_A};
+use common::{mysql_direct, FunnelConfig, FunnelProcess, PASS_A, USER_A};
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder};
-
-/// The server's statement count is global: one test at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn root() -> Conn {
-    let db = common::mariadb();
-    Conn::new(common::opts("root", "", db.port)).expect("root connection")
-}
 
 const ADMIN_PW: &str = "slots-admin";
 
 /// A funnel with `connections` shared backends and an admin console on
 /// `admin_port` (0: none).
 fn start_funnel_with_admin(connections: usize, admin_port: u16) -> FunnelProcess {
-    let db = common::mariadb();
-    let port = common::free_port();
-    let admin = if admin_port == 0 {
-        String::new()
-    } else {
-        format!("\n[admin]\nlisten = 127.0.0.1:{admin_port}\npassword = \"{ADMIN_PW}\"\n")
-    };
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = {connections}\n\n\
-         [user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n{admin}",
-        db.port
-    );
-    FunnelProcess::builder(&cfg)
-        .port(port)
-        .rust_log("warn")
-        .start()
+    let mut cfg = FunnelConfig::user_a()
+        .pool(&format!("connections = {connections}"))
+        .rust_log("warn");
+    if admin_port != 0 {
+        cfg = cfg.admin(admin_port, ADMIN_PW);
+    }
+    cfg.start()
 }
 
 fn start_funnel(connections: usize) -> FunnelProcess {
@@ -70,13 +47,7 @@ fn start_funnel(connections: usize) -> FunnelProcess {
 /// A column of the admin console's `SHOW STATS` row for the pool.
 fn stat(admin_port: u16, column: &str) -> u64 {
     let mut admin = common::admin_console(admin_port, "admin", ADMIN_PW);
-    let rows: Vec<mysql::Row> = admin.query("SHOW STATS").expect("SHOW STATS");
-    let row = rows
-        .into_iter()
-        .find(|r| r.get::<String, _>("pool").as_deref() == Some(USER_A))
-        .unwrap_or_else(|| panic!("no row for {USER_A} in SHOW STATS"));
-    row.get::<u64, _>(column)
-        .unwrap_or_else(|| panic!("no column {column} in SHOW STATS"))
+    common::admin::pool_counter(&mut admin, "SHOW STATS", USER_A, column)
 }
 
 fn connect(port: u16) -> Conn {
@@ -88,14 +59,11 @@ fn connect(port: u16) -> Conn {
 
 /// `Prepared_stmt_count`, read by `c` (as the client libraries' tests do).
 fn count_seen_by(c: &mut Conn) -> i64 {
-    let row: Option<(String, i64)> = c
-        .query_first("SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'")
-        .expect("SHOW GLOBAL STATUS");
-    row.expect("Prepared_stmt_count row").1
+    common::sql::global_status(c, "Prepared_stmt_count")
 }
 
 fn count_now() -> i64 {
-    count_seen_by(&mut root())
+    count_seen_by(&mut mysql_direct("root", ""))
 }
 
 /// Waits (up to 5 s) for the server's count to reach `want`; the count then.
@@ -128,14 +96,8 @@ struct RestoreLimit(i64);
 
 impl Drop for RestoreLimit {
     fn drop(&mut self) {
-        let _ = root().query_drop(format!("SET GLOBAL max_prepared_stmt_count = {}", self.0));
-    }
-}
-
-fn err_code(e: &mysql::Error) -> Option<u16> {
-    match e {
-        mysql::Error::MySqlError(m) => Some(m.code),
-        _ => None,
+        let _ = mysql_direct("root", "")
+            .query_drop(format!("SET GLOBAL max_prepared_stmt_count = {}", self.0));
     }
 }
 
@@ -167,7 +129,7 @@ fn cycles(port: u16, n: usize, distinct: bool) -> (Vec<i64>, Vec<i64>) {
 
 #[test]
 fn prepare_execute_close_cycles_leave_the_count_as_directly() {
-    let _s = serial();
+    let _s = common::serial();
     let base = settle_to(0);
     assert_eq!(base, 0, "statements left on the server before the test");
     for distinct in [false, true] {
@@ -193,7 +155,7 @@ fn prepare_execute_close_cycles_leave_the_count_as_directly() {
 
 #[test]
 fn a_statement_closed_while_another_client_holds_it_stays_usable() {
-    let _s = serial();
+    let _s = common::serial();
     assert_eq!(settle_to(0), 0);
     let f = start_funnel(2);
     let mut a = connect(f.port);
@@ -221,7 +183,7 @@ fn a_statement_closed_while_another_client_holds_it_stays_usable() {
 
 #[test]
 fn several_clients_over_few_backends_leave_no_statements() {
-    let _s = serial();
+    let _s = common::serial();
     assert_eq!(settle_to(0), 0);
     let run = |port: u16| {
         let workers: Vec<_> = (0..6)
@@ -266,7 +228,7 @@ fn several_clients_over_few_backends_leave_no_statements() {
 
 #[test]
 fn a_client_leaving_with_open_statements_leaves_none() {
-    let _s = serial();
+    let _s = common::serial();
     assert_eq!(settle_to(0), 0);
     let f = start_funnel(2);
     let mut stay = connect(f.port);
@@ -314,17 +276,8 @@ os._exit(0)
 "#,
         db = common::TEST_DB
     );
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("prepared"),
-        "python client: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::clients::python_ok(&script, &[]);
+    assert!(stdout.contains("prepared"), "python client: {stdout}");
 }
 
 /// Two clients, each holding `per_client` statements, execute them in turn
@@ -366,13 +319,13 @@ fn hold_and_execute(port: u16, per_client: usize, rounds: usize) -> Vec<String> 
 
 #[test]
 fn a_small_max_prepared_stmt_count_is_shared_by_the_backends_caches() {
-    let _s = serial();
+    let _s = common::serial();
     assert_eq!(settle_to(0), 0);
-    let global: Option<i64> = root()
+    let global: Option<i64> = mysql_direct("root", "")
         .query_first("SELECT @@global.max_prepared_stmt_count")
         .unwrap();
     let _restore = RestoreLimit(global.unwrap());
-    root()
+    mysql_direct("root", "")
         .query_drop("SET GLOBAL max_prepared_stmt_count = 10")
         .unwrap();
     // Directly: two clients holding 5 statements each fit in 10.
@@ -400,7 +353,7 @@ fn a_small_max_prepared_stmt_count_is_shared_by_the_backends_caches() {
         for i in 0..12 {
             match c.prep(format!("SELECT ? * {i}")) {
                 Ok(st) => held.push(st),
-                Err(e) => failed.push((i, err_code(&e))),
+                Err(e) => failed.push((i, common::sql::code_of(&e))),
             }
         }
         // What it holds still works.

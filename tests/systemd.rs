@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -18,7 +17,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{FunnelProcess, PASS_A, USER_A};
+use common::{FunnelConfig, FunnelProcess, PASS_A, USER_A};
 use mysql::prelude::Queryable;
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
@@ -126,30 +125,20 @@ impl Drop for GatedProxy {
 }
 
 fn pump(mut from: TcpStream, mut to: TcpStream, counter: Option<Arc<AtomicUsize>>) {
-    let mut buf = [0u8; 16384];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-                if let Some(c) = &counter {
-                    c.fetch_add(n, Ordering::SeqCst);
-                }
-            }
+    common::raw::pump(&mut from, &mut to, |b| {
+        if let Some(c) = &counter {
+            c.fetch_add(b.len(), Ordering::SeqCst);
         }
-    }
-    let _ = to.shutdown(Shutdown::Write);
+    });
     let _ = from.shutdown(Shutdown::Read);
 }
 
-fn config(port: u16, backend_port: u16) -> String {
-    format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n[backend]\naddress = 127.0.0.1:{backend_port}\n\
-         connect_timeout_ms = 1000\nreconnect_backoff_min_ms = 50\nreconnect_backoff_max_ms = 200\n\n\
-         [pool]\nconnections = 2\n\n[user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n"
-    )
+fn config(backend_port: u16) -> FunnelConfig {
+    FunnelConfig::user_a()
+        .backend_port(backend_port)
+        .backend("connect_timeout_ms = 1000\nreconnect_backoff_min_ms = 50\nreconnect_backoff_max_ms = 200")
+        .pool("connections = 2")
+        .rust_log("info")
 }
 
 #[test]
@@ -157,13 +146,12 @@ fn ready_after_listening_and_mysqld_answered_then_reload_and_stop() {
     let db = common::mariadb();
     let notify = NotifySocket::bind();
     let proxy = GatedProxy::new();
-    let port = common::free_port();
     // The builder returns once the client port accepts.
-    let mut f = FunnelProcess::builder(&config(port, proxy.port))
-        .port(port)
-        .rust_log("info")
+    let mut f = config(proxy.port)
+        .builder()
         .env("NOTIFY_SOCKET", &notify.path)
         .start();
+    let port = f.port;
 
     // Listening, but mysqld silent (connections to it accepted by the
     // kernel, never answered; connect_timeout_ms is 1 s): not ready.
@@ -217,12 +205,10 @@ fn ready_after_listening_and_mysqld_answered_then_reload_and_stop() {
 #[test]
 fn reload_before_ready_does_not_announce_readiness() {
     let notify = NotifySocket::bind();
-    let port = common::free_port();
     // A backend port that is reserved and never answers.
     let silent = GatedProxy::new();
-    let mut f = FunnelProcess::builder(&config(port, silent.port))
-        .port(port)
-        .rust_log("info")
+    let mut f = config(silent.port)
+        .builder()
         .env("NOTIFY_SOCKET", &notify.path)
         .start();
     f.signal(libc::SIGHUP);
@@ -244,7 +230,7 @@ fn run_failing_start(journal_stream: impl FnOnce(&std::fs::File) -> String) -> S
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let conf = dir.path().join("funnel.conf");
-    std::fs::write(&conf, config(port, common::free_port())).unwrap();
+    std::fs::write(&conf, config(common::free_port()).text(port)).unwrap();
     let log_path = dir.path().join("stderr");
     let log = std::fs::File::create(&log_path).unwrap();
     let stream = journal_stream(&log);

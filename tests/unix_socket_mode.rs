@@ -7,15 +7,14 @@ mod common;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
-use common::{FunnelProcess, PASS_A, USER_A};
+use common::{FunnelConfig, FunnelProcess, PASS_A, USER_A};
 use mysql::prelude::Queryable;
 
-fn config(port: u16, db_port: u16, extra: &str) -> String {
-    format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\nunix_socket = @DIR@/funnel.sock\n{extra}\n\n\
-         [backend]\naddress = 127.0.0.1:{db_port}\n\n\
-         [pool]\nconnections = 1\n\n[user \"{USER_A}\"]\npassword = \"{PASS_A}\"\n"
-    )
+fn config(extra: &str) -> FunnelConfig {
+    FunnelConfig::user_a()
+        .funnel("unix_socket = @DIR@/funnel.sock")
+        .funnel(extra)
+        .pool("connections = 1")
 }
 
 fn query_over_socket(f: &FunnelProcess) -> u8 {
@@ -30,10 +29,8 @@ fn query_over_socket(f: &FunnelProcess) -> u8 {
 
 #[test]
 fn the_socket_is_created_with_the_configured_mode_and_group() {
-    let db = common::mariadb();
     // Default: 0777, as mysqld's.
-    let port = common::free_port();
-    let f = FunnelProcess::start(&config(port, db.port, ""), port);
+    let f = config("").start();
     let meta = std::fs::metadata(f.dir.join("funnel.sock")).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o777);
     assert_eq!(query_over_socket(&f), 3);
@@ -47,15 +44,10 @@ fn the_socket_is_created_with_the_configured_mode_and_group() {
     } else {
         (own_gid.to_string(), own_gid)
     };
-    let port = common::free_port();
-    let f = FunnelProcess::start(
-        &config(
-            port,
-            db.port,
-            &format!("unix_socket_mode = 0660\nunix_socket_group = {group}"),
-        ),
-        port,
-    );
+    let f = config(&format!(
+        "unix_socket_mode = 0660\nunix_socket_group = {group}"
+    ))
+    .start();
     let meta = std::fs::metadata(f.dir.join("funnel.sock")).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
     assert_eq!(meta.gid(), gid);
@@ -65,7 +57,6 @@ fn the_socket_is_created_with_the_configured_mode_and_group() {
 
 #[test]
 fn a_bad_mode_or_group_stops_the_start() {
-    let db = common::mariadb();
     // A configuration error (exit 2), or a listener that cannot be set up
     // as configured (exit 1, as when the address is taken).
     for (extra, code, expect) in [
@@ -77,9 +68,7 @@ fn a_bad_mode_or_group_stops_the_start() {
             "no group named \"no-such-group-here\"",
         ),
     ] {
-        let port = common::free_port();
-        let (status, log) = FunnelProcess::builder(&config(port, db.port, extra))
-            .run_to_exit(Duration::from_secs(20));
+        let (status, log) = config(extra).builder().run_to_exit(Duration::from_secs(20));
         assert_eq!(status.and_then(|s| s.code()), Some(code), "{extra}: {log}");
         assert!(log.contains(expect), "{extra}: {log}");
     }

@@ -9,34 +9,24 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::FunnelProcess;
+use common::{FunnelConfig, FunnelProcess};
 use mysql::prelude::Queryable;
 use mysql::OptsBuilder;
 
-fn config(user: &str, user_lines: &str) -> (String, u16) {
-    let db = common::mariadb();
-    let port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n\
-         [backend]\naddress = 127.0.0.1:{}\nreconnect_backoff_min_ms = 100\nreconnect_backoff_max_ms = 400\n\n\
-         [pool]\nconnections = 2\nqueue_timeout_ms = 20000\n\n\
-         [user \"{user}\"]\n{user_lines}\n\
-         [admin]\nlisten = 127.0.0.1:{}\nuser = adm\npassword = adm_pw\n\
-         [stats]\nlisten = 127.0.0.1:{}\n",
-        db.port,
-        common::free_port(),
-        common::free_port()
-    );
-    (cfg, port)
+/// A funnel with one `[user NAME]` section (`user_lines` inside it).
+fn config(user: &str, user_lines: &str) -> FunnelConfig {
+    FunnelConfig::empty()
+        .backend("reconnect_backoff_min_ms = 100\nreconnect_backoff_max_ms = 400")
+        .pool("connections = 2\nqueue_timeout_ms = 20000")
+        .section(&format!("[user \"{user}\"]\n{user_lines}"))
+        .admin(common::free_port(), "adm_pw")
+        .admin_line("user = adm")
+        .stats(common::free_port())
+        .rust_log("info")
 }
 
-/// A funnel with one `[user NAME]` section (`user_lines` inside it).
 fn start_funnel(user: &str, user_lines: &str) -> FunnelProcess {
-    let (cfg, port) = config(user, user_lines);
-    FunnelProcess::builder(&cfg)
-        .port(port)
-        .rust_log("info")
-        .start()
+    config(user, user_lines).start()
 }
 
 /// Client options through the funnel, without a default schema.
@@ -140,11 +130,10 @@ fn passwords_by_reference_log_in() {
         "password_file = {}\nbackend_password_env = SEC_PWREF_BACKEND\n",
         file.display()
     );
-    let (cfg, port) = config(user, &lines);
-    let f = FunnelProcess::builder(&cfg)
-        .port(port)
+    let cfg = config(user, &lines);
+    let f = cfg
+        .builder()
         .env("SEC_PWREF_BACKEND", "backend_secret")
-        .rust_log("info")
         .start();
     let mut c = mysql::Conn::new(client_opts(&f, user, "client_secret"))
         .unwrap_or_else(|e| panic!("{e}\n{}", f.log()));
@@ -173,7 +162,8 @@ fn passwords_by_reference_log_in() {
 
     // A password file others may read: refused at start-up, exit code 2.
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (status, log) = FunnelProcess::builder(&cfg)
+    let (status, log) = cfg
+        .builder()
         .env("SEC_PWREF_BACKEND", "backend_secret")
         .run_to_exit(Duration::from_secs(20));
     assert_eq!(status.and_then(|s| s.code()), Some(2), "{log}");

@@ -10,7 +10,7 @@ use std::io::Read;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{FunnelProcess, MariaDb, TEST_DB};
+use common::{FunnelConfig, FunnelProcess, MariaDb, TEST_DB};
 use mysql::consts::CapabilityFlags;
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder};
@@ -28,13 +28,11 @@ fn own_user(db: &MariaDb, prefix: &str) -> (String, String) {
 }
 
 fn start_funnel(db: &MariaDb, user: &str, pw: &str, pool: &str) -> FunnelProcess {
-    let port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n[backend]\naddress = 127.0.0.1:{}\n\n[pool]\n{pool}\n\n\
-         [user \"{user}\"]\npassword = \"{pw}\"\n",
-        db.port
-    );
-    FunnelProcess::start(&cfg, port)
+    FunnelConfig::empty()
+        .backend_port(db.port)
+        .pool(pool)
+        .user(user, pw, &[])
+        .start()
 }
 
 fn conn_at(port: u16, user: &str, pw: &str, interactive: bool) -> Conn {
@@ -45,24 +43,12 @@ fn conn_at(port: u16, user: &str, pw: &str, interactive: bool) -> Conn {
     Conn::new(o).unwrap_or_else(|e| panic!("connect to {port}: {e}"))
 }
 
-/// mysqld's thread ids of `user`'s connections, sorted.
-fn threads_of(db: &MariaDb, user: &str) -> Vec<u64> {
-    let mut v: Vec<u64> = db.admin_query(&format!(
-        "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '{user}'"
-    ));
-    v.sort_unstable();
-    v
-}
-
 fn two(c: &mut Conn, sql: &str) -> (u64, u64) {
-    c.query_first(sql)
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .unwrap_or_else(|| panic!("{sql}: no row"))
+    common::sql::one(c, sql)
 }
 
 fn one(c: &mut Conn, sql: &str) -> String {
-    let v: Option<String> = c.query_first(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    v.unwrap_or_else(|| panic!("{sql}: no row"))
+    common::sql::one(c, sql)
 }
 
 /// What a client that set `wait_timeout = 1` and then waited got: the
@@ -75,14 +61,15 @@ struct IdleEnd {
 }
 
 fn idle_until_closed(r: &mut raw::Raw) -> IdleEnd {
-    r.stream
+    r.wire
+        .stream
         .set_read_timeout(Some(Duration::from_secs(8)))
         .unwrap();
     let t0 = Instant::now();
     let mut bytes = Vec::new();
     let mut buf = [0u8; 4096];
     let how = loop {
-        match r.stream.read(&mut buf) {
+        match r.wire.stream.read(&mut buf) {
             Ok(0) => break "closed (FIN)",
             Ok(n) => bytes.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break "reset",
@@ -119,7 +106,7 @@ fn idle_client_is_closed_as_mysqld_closes_it_and_backends_stay() {
         a.query("SELECT 'warm'"),
         raw::Reply::Rows(vec![vec![Some("warm".into())]])
     );
-    let backends = threads_of(db, &user);
+    let backends = db.threads_of(&user, None);
     assert_eq!(backends.len(), 1, "{backends:?}");
     assert_eq!(a.query("SET wait_timeout = 1"), raw::Reply::Ok);
     // Another client with a large value set after, on the same backend.
@@ -140,7 +127,7 @@ fn idle_client_is_closed_as_mysqld_closes_it_and_backends_stay() {
     thread::sleep(Duration::from_millis(1500));
     assert_eq!(one(&mut others, "SELECT 'still here'"), "still here");
     assert_eq!(two(&mut large, "SELECT @@wait_timeout, 0"), (30, 0));
-    assert_eq!(threads_of(db, &user), backends);
+    assert_eq!(db.threads_of(&user, None), backends);
 
     // A client in a transaction (pinned to its own backend) is closed too,
     // and its transaction rolled back.
@@ -262,21 +249,11 @@ fn interactive_clients_get_interactive_timeout() {
     assert_eq!(seen[0][4], (0, 1));
 }
 
-/// Just enough of the protocol by hand to see what arrives on the socket.
+/// Just enough of the protocol by hand ([`common::raw`]) to see what
+/// arrives on the socket.
 mod raw {
-    use sha1::{Digest, Sha1};
-    use std::io::{self, Read, Write};
-    use std::net::TcpStream;
+    use super::common::raw::{lossy_rows, Answer, Login, ReadFault, Wire, CLIENT_INTERACTIVE};
     use std::time::Duration;
-
-    const CLIENT_LONG_PASSWORD: u32 = 1;
-    const CLIENT_LONG_FLAG: u32 = 4;
-    const CLIENT_PROTOCOL_41: u32 = 0x200;
-    const CLIENT_INTERACTIVE: u32 = 0x400;
-    const CLIENT_TRANSACTIONS: u32 = 0x2000;
-    const CLIENT_SECURE_CONNECTION: u32 = 0x8000;
-    const CLIENT_MULTI_RESULTS: u32 = 0x2_0000;
-    const CLIENT_PLUGIN_AUTH: u32 = 0x8_0000;
 
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub enum Reply {
@@ -286,121 +263,35 @@ mod raw {
         Other(String),
     }
 
+    /// A logged-in client.
     pub struct Raw {
-        pub stream: TcpStream,
-        scramble: Vec<u8>,
-    }
-
-    fn native_token(pw: &str, scramble: &[u8]) -> Vec<u8> {
-        if pw.is_empty() {
-            return Vec::new();
-        }
-        let s1 = Sha1::digest(pw.as_bytes());
-        let s2 = Sha1::digest(s1);
-        let mut h = Sha1::new();
-        h.update(scramble);
-        h.update(s2);
-        let s3 = h.finalize();
-        s1.iter().zip(s3.iter()).map(|(a, b)| a ^ b).collect()
-    }
-
-    fn frame(seq: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = (payload.len() as u32).to_le_bytes()[..3].to_vec();
-        out.push(seq);
-        out.extend_from_slice(payload);
-        out
+        pub wire: Wire,
     }
 
     impl Raw {
         /// Connects to 127.0.0.1:`port` and logs in (database funnel_test);
         /// panics on failure.
         pub fn open(port: u16, user: &str, pw: &str, interactive: bool) -> Raw {
-            let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-            stream
-                .set_read_timeout(Some(Duration::from_secs(20)))
-                .unwrap();
-            let mut r = Raw {
-                stream,
-                scramble: Vec::new(),
-            };
-            let (_, g) = r.read_packet().expect("greeting");
-            assert_eq!(g.first(), Some(&10), "not a greeting: {g:?}");
-            let mut i = 1 + g[1..].iter().position(|&b| b == 0).unwrap() + 1;
-            i += 4;
-            r.scramble = g[i..i + 8].to_vec();
-            i += 8 + 1 + 2 + 1 + 2 + 2;
-            let auth_len = g[i] as usize;
-            i += 1 + 10;
-            let part2 = auth_len.saturating_sub(8).max(13) - 1;
-            r.scramble.extend_from_slice(&g[i..i + part2]);
-            let mut caps = CLIENT_LONG_PASSWORD
-                | CLIENT_LONG_FLAG
-                | CLIENT_PROTOCOL_41
-                | CLIENT_TRANSACTIONS
-                | CLIENT_SECURE_CONNECTION
-                | CLIENT_MULTI_RESULTS
-                | CLIENT_PLUGIN_AUTH
-                | 8; // CLIENT_CONNECT_WITH_DB
+            let mut login = Login::new(user, pw, Some(super::TEST_DB));
             if interactive {
-                caps |= CLIENT_INTERACTIVE;
+                login = login.caps(CLIENT_INTERACTIVE);
             }
-            let mut p = Vec::new();
-            p.extend_from_slice(&caps.to_le_bytes());
-            p.extend_from_slice(&(16u32 << 20).to_le_bytes());
-            p.push(45);
-            p.extend_from_slice(&[0; 23]);
-            p.extend_from_slice(user.as_bytes());
-            p.push(0);
-            let token = native_token(pw, &r.scramble);
-            p.push(token.len() as u8);
-            p.extend_from_slice(&token);
-            p.extend_from_slice(super::TEST_DB.as_bytes());
-            p.push(0);
-            p.extend_from_slice(b"mysql_native_password\0");
-            r.stream.write_all(&frame(1, &p)).unwrap();
-            let (_, reply) = r.read_packet().expect("login reply");
-            assert_eq!(reply.first(), Some(&0), "login failed: {reply:?}");
-            r
+            let (wire, _, _) = Wire::open(port, Duration::from_secs(20), &login);
+            Raw { wire }
         }
 
-        fn read_packet(&mut self) -> io::Result<(u8, Vec<u8>)> {
-            let mut h = [0u8; 4];
-            self.stream.read_exact(&mut h)?;
-            let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
-            let mut p = vec![0u8; len];
-            self.stream.read_exact(&mut p)?;
-            Ok((h[3], p))
-        }
-
-        /// Runs a query whose answer is an OK, an ERR or one-column rows.
+        /// Runs a query whose answer is an OK, an ERR or rows.
         pub fn query(&mut self, sql: &str) -> Reply {
-            let mut p = vec![0x03];
-            p.extend_from_slice(sql.as_bytes());
-            self.stream.write_all(&frame(0, &p)).unwrap();
-            let (_, first) = self.read_packet().expect("reply");
-            match first.first() {
-                Some(0x00) => return Reply::Ok,
-                Some(0xff) => {
-                    return Reply::Err(
-                        u16::from_le_bytes([first[1], first[2]]),
-                        String::from_utf8_lossy(&first[3..]).into_owned(),
-                    )
-                }
-                Some(1) => {}
-                _ => return Reply::Other(format!("{first:?}")),
-            }
-            self.read_packet().expect("column");
-            self.read_packet().expect("eof");
-            let mut rows = Vec::new();
-            loop {
-                let (_, p) = self.read_packet().expect("row");
-                if p.first() == Some(&0xfe) && p.len() < 9 {
-                    return Reply::Rows(rows);
-                }
-                let n = p[0] as usize;
-                rows.push(vec![Some(
-                    String::from_utf8_lossy(&p[1..1 + n]).into_owned(),
-                )]);
+            self.wire.send_query(sql.as_bytes()).unwrap();
+            match self.wire.read_result() {
+                Ok(Answer::Ok { .. }) => Reply::Ok,
+                Ok(Answer::Err(p)) => Reply::Err(
+                    u16::from_le_bytes([p[1], p[2]]),
+                    String::from_utf8_lossy(&p[3..]).into_owned(),
+                ),
+                Ok(Answer::Rows { rows, .. }) => Reply::Rows(lossy_rows(rows)),
+                Err(ReadFault::Garbage(what)) => Reply::Other(what),
+                Err(ReadFault::Io(e)) => panic!("reply: {e}"),
             }
         }
     }

@@ -45,8 +45,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const CHARSET_UTF8MB4: u16 = 45;
 const CHARSET_BINARY: u16 = 63;
 
-/// What the console offers clients: protocol 4.1 with plugin auth; no TLS,
-/// no compression, no multi-statements, no CLIENT_DEPRECATE_EOF.
+/// What the console offers clients: protocol 4.1 with plugin auth; TLS
+/// (`CLIENT_SSL`) when the funnel has a certificate; no compression, no
+/// multi-statements, no CLIENT_DEPRECATE_EOF.
 const CAPS: u32 = CLIENT_LONG_PASSWORD
     | CLIENT_LONG_FLAG
     | CLIENT_CONNECT_WITH_DB
@@ -68,6 +69,8 @@ pub struct Credentials {
     pub stage2: [u8; 20],
     /// The read-only account (`stats_user`): SHOW commands only.
     pub stats: Option<(String, [u8; 20])>,
+    /// The funnel's certificate, when it has one (`[funnel] tls_cert`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Credentials {
@@ -76,6 +79,7 @@ impl Credentials {
             user: user.to_string(),
             stage2: native_password_stage2(password.as_bytes()),
             stats: None,
+            tls: None,
         }
     }
 }
@@ -117,9 +121,65 @@ pub fn refuse_busy(mut stream: TcpStream) {
     let _ = stream.write_all(&out);
 }
 
+/// A console session's socket: TLS from the client's SSL request on.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.set_read_timeout(d),
+            Stream::Tls(t) => t.sock.set_read_timeout(d),
+        }
+    }
+
+    /// Start TLS as the server (the client's SSL request was read);
+    /// `received`: what the client sent after it, the start of its TLS
+    /// handshake.
+    fn start_tls(&mut self, config: Arc<rustls::ServerConfig>, received: &[u8]) -> io::Result<()> {
+        let Stream::Plain(sock) = self else {
+            return Err(io::Error::other("TLS asked twice"));
+        };
+        let sock = sock.try_clone()?;
+        let mut tls = rustls::ServerConnection::new(config).map_err(crate::tls::io_error)?;
+        let mut rest = received;
+        while !rest.is_empty() && tls.read_tls(&mut rest)? > 0 {
+            tls.process_new_packets().map_err(crate::tls::io_error)?;
+        }
+        *self = Stream::Tls(Box::new(rustls::StreamOwned::new(tls, sock)));
+        Ok(())
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(t) => t.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(t) => t.flush(),
+        }
+    }
+}
+
 /// A session's socket with its packet framing.
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     rbuf: Vec<u8>,
     out: Vec<u8>,
     /// Next sequence id to send.
@@ -186,7 +246,10 @@ impl Conn {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        let r = self.stream.write_all(&self.out);
+        let r = self
+            .stream
+            .write_all(&self.out)
+            .and_then(|_| self.stream.flush());
         self.out.clear();
         r
     }
@@ -303,7 +366,7 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let mut conn = Conn {
-        stream,
+        stream: Stream::Plain(stream),
         rbuf: Vec::new(),
         out: Vec::new(),
         seq: 0,
@@ -368,12 +431,27 @@ fn login(
     id: u32,
     shared: &Shared,
 ) -> io::Result<Option<(String, bool)>> {
+    // The credentials in force now (they are reloadable); the ones from
+    // start-up if the loop does not answer.
+    let creds = shared
+        .control
+        .call(|reply| Control::Credentials { reply }, SNAPSHOT_TIMEOUT)
+        .and_then(|c| {
+            let (user, stage2) = c.admin?;
+            Some(Credentials {
+                user,
+                stage2,
+                stats: c.stats,
+                tls: c.tls,
+            })
+        })
+        .unwrap_or_else(|| shared.initial.clone());
     let scramble = new_scramble();
     let greeting = HandshakeV10 {
         server_version: format!("{}-funnel-admin", env!("CARGO_PKG_VERSION")),
         connection_id: id,
         scramble: scramble.to_vec(),
-        capabilities: CAPS,
+        capabilities: CAPS | if creds.tls.is_some() { CLIENT_SSL } else { 0 },
         charset: CHARSET_UTF8MB4 as u8,
         status: SERVER_STATUS_AUTOCOMMIT,
         auth_plugin: MYSQL_NATIVE_PASSWORD.to_string(),
@@ -392,13 +470,30 @@ fn login(
         Err(ReadError::Closed) => return Ok(None),
         Err(ReadError::Io(e)) => return Err(e),
     };
-    if is_ssl_request(&payload) {
-        conn.error(
-            err::ER_HANDSHAKE_ERROR,
-            "funnel admin: TLS is not supported; connect without TLS (--skip-ssl / --ssl-mode=DISABLED)",
-        )?;
-        return Ok(None);
-    }
+    let payload = match (is_ssl_request(&payload), &creds.tls) {
+        (false, _) => payload,
+        (true, Some(tls)) => {
+            let received = std::mem::take(&mut conn.rbuf);
+            conn.stream.start_tls(tls.clone(), &received)?;
+            // The handshake response comes inside TLS.
+            match conn.read() {
+                Ok(p) => p,
+                Err(ReadError::Bad(code, msg)) => {
+                    conn.error(code, &msg)?;
+                    return Ok(None);
+                }
+                Err(ReadError::Closed) => return Ok(None),
+                Err(ReadError::Io(e)) => return Err(e),
+            }
+        }
+        (true, None) => {
+            conn.error(
+                err::ER_HANDSHAKE_ERROR,
+                "funnel admin: TLS is not supported without a certificate ([funnel] tls_cert); connect without TLS (--skip-ssl / --ssl-mode=DISABLED)",
+            )?;
+            return Ok(None);
+        }
+    };
     let resp = match HandshakeResponse::decode(&payload) {
         Ok(r) => r,
         Err(_) => {
@@ -437,20 +532,6 @@ fn login(
             Err(ReadError::Io(e)) => return Err(e),
         };
     }
-    // The credentials in force now (they are reloadable); the ones from
-    // start-up if the loop does not answer.
-    let creds = shared
-        .control
-        .call(|reply| Control::Credentials { reply }, SNAPSHOT_TIMEOUT)
-        .and_then(|c| {
-            let (user, stage2) = c.admin?;
-            Some(Credentials {
-                user,
-                stage2,
-                stats: c.stats,
-            })
-        })
-        .unwrap_or_else(|| shared.initial.clone());
     let admin = resp.username == creds.user && verify_native(Some(&creds.stage2), &scramble, &auth);
     let read_only = !admin
         && creds.stats.as_ref().is_some_and(|(user, stage2)| {

@@ -61,6 +61,7 @@ pub fn spawn(config: &Config, control: ControlHandle) -> Result<(), String> {
         Some(a) => {
             let l = bind(a.listen, "admin console")?;
             let mut creds = console::Credentials::new(&a.user, &a.password);
+            creds.tls = config.tls.as_ref().map(|t| t.config.clone());
             if !a.stats_user.is_empty() {
                 creds.stats = Some((
                     a.stats_user.clone(),

@@ -107,6 +107,11 @@ pub struct Config {
     pub relay_unlisted: bool,
     /// Relayed logins (backend connections of unlisted users) at once.
     pub max_unlisted_connections: usize,
+    /// The certificate and key clients may ask TLS with (`tls_cert`,
+    /// `tls_key`); None: no TLS offered.
+    pub tls: Option<crate::tls::ServerTls>,
+    /// TCP clients without TLS are refused (ERR 1045, as MariaDB does).
+    pub require_tls: bool,
     pub backend: BackendConfig,
     /// At least one; names are unique.
     pub users: Vec<UserConfig>,
@@ -171,6 +176,8 @@ pub struct BackendConfig {
     pub health_check_interval: Duration,
     pub reconnect_backoff_min: Duration,
     pub reconnect_backoff_max: Duration,
+    /// TLS to mysqld (`tls`, `tls_ca`, `tls_server_name`).
+    pub tls: crate::tls::BackendTls,
 }
 
 /// How the funnel verifies a client's password.
@@ -191,6 +198,9 @@ pub enum Credential {
     /// `caching_sha2_password` (`auth_plugin = caching_sha2_password`):
     /// clients are asked to switch to it unless they answered with it.
     CachingSha2(String),
+    /// SHA256(SHA256(password)) (`caching_sha2_hash`): verifies
+    /// caching_sha2_password's fast path, cannot log in to mysqld.
+    CachingSha2Hash([u8; 32]),
 }
 
 impl fmt::Debug for Credential {
@@ -202,6 +212,7 @@ impl fmt::Debug for Credential {
             Credential::Ed25519(_) => write!(f, "Ed25519({MASK})"),
             Credential::Ed25519Key(_) => write!(f, "Ed25519Key({MASK})"),
             Credential::CachingSha2(_) => write!(f, "CachingSha2({MASK})"),
+            Credential::CachingSha2Hash(_) => write!(f, "CachingSha2Hash({MASK})"),
         }
     }
 }
@@ -222,6 +233,8 @@ pub struct UserConfig {
     pub max_client_connections: usize,
     /// Networks its clients may connect from; empty = anywhere.
     pub allowed_networks: Vec<Network>,
+    /// Its clients must have connected with TLS (ERR 1045 otherwise).
+    pub require_tls: bool,
 }
 
 /// An IP network (`10.0.0.0/8`, `::1/128`; a bare address is a /32 or /128).
@@ -305,6 +318,7 @@ impl fmt::Debug for UserConfig {
             .field("max_pinned_backends", &self.max_pinned_backends)
             .field("max_client_connections", &self.max_client_connections)
             .field("allowed_networks", &self.allowed_networks)
+            .field("require_tls", &self.require_tls)
             .finish()
     }
 }
@@ -377,6 +391,15 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// A TLS server name as the file would give it.
+fn server_name_text(name: &rustls::pki_types::ServerName<'_>) -> String {
+    match name {
+        rustls::pki_types::ServerName::DnsName(n) => n.as_ref().to_string(),
+        rustls::pki_types::ServerName::IpAddress(ip) => IpAddr::from(*ip).to_string(),
+        _ => String::new(),
+    }
+}
 
 /// A section of `Config::effective`: header and (key, value) pairs.
 type EffectiveSection = (String, Vec<(&'static str, String)>);
@@ -654,6 +677,15 @@ impl Config {
                         "max_unlisted_connections",
                         self.max_unlisted_connections.to_string(),
                     ),
+                    (
+                        "tls_cert",
+                        quote(self.tls.as_ref().map_or("", |t| t.cert_path.as_str())),
+                    ),
+                    (
+                        "tls_key",
+                        quote(self.tls.as_ref().map_or("", |t| t.key_path.as_str())),
+                    ),
+                    ("require_tls", self.require_tls.to_string()),
                 ],
             ),
             (
@@ -672,6 +704,12 @@ impl Config {
                     (
                         "reconnect_backoff_max_ms",
                         ms(self.backend.reconnect_backoff_max),
+                    ),
+                    ("tls", self.backend.tls.mode.name().to_string()),
+                    ("tls_ca", quote(&self.backend.tls.ca_path)),
+                    (
+                        "tls_server_name",
+                        quote(&server_name_text(&self.backend.tls.server_name)),
                     ),
                 ],
             ),
@@ -694,6 +732,13 @@ impl Config {
                     ("password", secret(password)),
                     ("auth_plugin", "caching_sha2_password".to_string()),
                 ],
+                Credential::CachingSha2Hash(hash) => {
+                    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+                    vec![
+                        ("caching_sha2_hash", secret(&hex)),
+                        ("auth_plugin", "caching_sha2_password".to_string()),
+                    ]
+                }
                 Credential::Stage2(hash) => {
                     let hex: String = hash.iter().map(|b| format!("{b:02X}")).collect();
                     vec![("password_hash", secret(&format!("*{hex}")))]
@@ -721,6 +766,7 @@ impl Config {
                             .join(", "),
                     ),
                 ),
+                ("require_tls", user.require_tls.to_string()),
             ]);
             out.push((header_text(Section::User, Some(&user.name)), entries));
         }

@@ -287,7 +287,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-pub(super) static OPTIONS: [OptionSpec; 60] = [
+pub(super) static OPTIONS: [OptionSpec; 68] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -343,6 +343,12 @@ pub(super) static OPTIONS: [OptionSpec; 60] = [
         "Logins of users no [user] section lists: refuse (ERR 1045 from the funnel) or relay (mysqld authenticates them, any auth plugin, each client on a backend connection of its own, never shared; needs a host:port backend address)"),
     opt(S::Funnel, "max_unlisted_connections", ANY_COUNT_FROM_1, D::Count(DEFAULT_MAX_UNLISTED_CONNECTIONS), true,
         "Relayed logins (unlisted_users = relay) at once, each holding one backend connection; one more gets ERR 1040"),
+    opt(S::Funnel, "tls_cert", K::Text, D::Text(""), true,
+        "PEM file of the certificate (and its chain) the funnel presents to clients that ask for TLS; with tls_key, clients are offered TLS (CLIENT_SSL); a reload reads both files again for new connections; empty = no TLS"),
+    opt(S::Funnel, "tls_key", K::Text, D::Text(""), true,
+        "PEM file of tls_cert's private key (PKCS#8, PKCS#1 or SEC1)"),
+    opt(S::Funnel, "require_tls", K::Bool, D::Bool(false), true,
+        "Clients connecting over TCP without TLS are refused with ERR 1045, as MariaDB refuses them under require_secure_transport (unix socket clients are let in); needs tls_cert"),
     // [backend]
     opt(S::Backend, "address", K::BackendAddr, D::Required, false,
         "mysqld to connect to: host:port (resolved at start-up) or a unix socket path starting with '/'"),
@@ -354,6 +360,12 @@ pub(super) static OPTIONS: [OptionSpec; 60] = [
         "First delay before reconnecting after a failed backend connection"),
     opt(S::Backend, "reconnect_backoff_max_ms", K::Millis, D::Millis(DEFAULT_RECONNECT_BACKOFF_MAX_MS), true,
         "The reconnect delay doubles up to this"),
+    opt(S::Backend, "tls", K::Text, D::Text("off"), true,
+        "TLS to mysqld, as the MySQL clients' --ssl-mode: off; prefer (when mysqld offers it); require (refuse a mysqld that does not; its certificate unchecked); verify_ca (signed by tls_ca); verify_identity (also for tls_server_name); new backend connections follow a reload"),
+    opt(S::Backend, "tls_ca", K::Text, D::Text(""), true,
+        "PEM file of the CA certificate(s) mysqld's certificate must be signed by (tls = verify_ca, verify_identity)"),
+    opt(S::Backend, "tls_server_name", K::Text, D::Derived("the host of address, as written"), true,
+        "The DNS name or IP address mysqld's certificate must be for (tls = verify_identity)"),
     // [pool]
     opt(S::Pool, "connections", ANY_COUNT_FROM_1, D::Count(DEFAULT_POOL_CONNECTIONS), true,
         "Backend connections shared by each user's clients"),
@@ -374,6 +386,8 @@ pub(super) static OPTIONS: [OptionSpec; 60] = [
         "*HEX hash as in mysql.user / PASSWORD() to verify clients; then backend_password is required"),
     opt(S::User, "auth_plugin", K::Text, D::Text(DEFAULT_AUTH_PLUGIN), true,
         "How the funnel verifies this user's clients: mysql_native_password, caching_sha2_password (MySQL 8's; needs password) or client_ed25519 (MariaDB's ed25519; needs password or ed25519_public_key)"),
+    opt(S::User, "caching_sha2_hash", K::Secret, D::Unset, true,
+        "Instead of password, with auth_plugin = caching_sha2_password: SHA2(UNHEX(SHA2(password, 256)), 256) as 64 hex digits; then backend_password is required"),
     opt(S::User, "ed25519_public_key", K::Text, D::Unset, true,
         "Instead of password, with auth_plugin = client_ed25519: the account's key as mysql.global_priv shows it (base64); then backend_password is required"),
     opt(S::User, "backend_user", K::Text, D::Derived("the user's NAME"), true,
@@ -396,6 +410,8 @@ pub(super) static OPTIONS: [OptionSpec; 60] = [
         "Clients logged in as this user at once (mysqld's max_user_connections); one more gets ERR 1203; 0 = no limit"),
     opt(S::User, "allowed_networks", K::Text, D::Text(""), true,
         "Networks (comma separated, e.g. 10.0.0.0/8, 127.0.0.1/32, ::1/128) this user's clients may connect from, others get ERR 1130; unix socket clients count as 127.0.0.1; empty = anywhere"),
+    opt(S::User, "require_tls", K::Bool, D::Bool(false), true,
+        "This user's clients must connect with TLS (as an account with REQUIRE SSL); others get ERR 1045, as from mysqld; needs [funnel] tls_cert"),
     // [admin]
     opt(S::Admin, "listen", K::ListenAddr, D::Text(DEFAULT_ADMIN_LISTEN), false,
         "Address of the admin console (MySQL protocol)"),

@@ -216,6 +216,28 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
         _ => return Err(funnel.err("unlisted_users", "must be refuse or relay")),
     };
     let max_unlisted_connections = funnel.required("max_unlisted_connections", Value::count)?;
+    let tls_cert = funnel.required("tls_cert", Value::text)?;
+    let tls_key = funnel.required("tls_key", Value::text)?;
+    let require_tls = funnel.required("require_tls", Value::boolean)?;
+    let tls = match (tls_cert.trim(), tls_key.trim()) {
+        ("", "") => None,
+        ("", _) => return Err(funnel.err("tls_cert", "is required with tls_key")),
+        (_, "") => return Err(funnel.err("tls_key", "is required with tls_cert")),
+        (cert, key) => Some(crate::tls::load_server(cert, key).map_err(|m| {
+            let which = if m.contains(&format!("{key:?}")) && !m.contains(&format!("{cert:?}")) {
+                "tls_key"
+            } else {
+                "tls_cert"
+            };
+            funnel.err(which, m)
+        })?),
+    };
+    if require_tls && tls.is_none() {
+        return Err(funnel.err(
+            "require_tls",
+            "needs tls_cert and tls_key: clients could not connect at all",
+        ));
+    }
 
     if listen.is_empty() && unix_socket.is_none() {
         return Err(funnel.err(
@@ -279,8 +301,53 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
 
     let backend =
         single(Section::Backend).unwrap_or_else(|| Lookup::absent(source, Section::Backend));
+    let address = backend.required("address", Value::backend)?;
+    let tls_mode = {
+        let text = backend.required("tls", Value::text)?;
+        crate::tls::BackendTlsMode::parse(text.trim()).ok_or_else(|| {
+            backend.err(
+                "tls",
+                format!(
+                    "must be {}, got {text:?}",
+                    crate::tls::BackendTlsMode::NAMES
+                ),
+            )
+        })?
+    };
+    let server_name = match backend.get("tls_server_name", Value::text)? {
+        Some(name) => name,
+        None => match backend.get("address", Value::backend_host)? {
+            Some(host) if !host.is_empty() => host,
+            _ => match &address {
+                BackendAddr::Tcp(a) => a.ip().to_string(),
+                BackendAddr::Unix(_) => "localhost".to_string(),
+            },
+        },
+    };
+    if tls_mode.required() && matches!(address, BackendAddr::Unix(_)) {
+        return Err(backend.err(
+            "tls",
+            format!(
+                "= {} needs a host:port address: TLS is not used over a unix socket (use off or prefer there)",
+                tls_mode.name()
+            ),
+        ));
+    }
+    let tls_ca = backend.required("tls_ca", Value::text)?;
+    let backend_tls = crate::tls::load_backend(tls_mode, tls_ca.trim(), server_name.trim())
+        .map_err(|m| {
+            let key = if m.contains("neither a DNS name") {
+                "tls_server_name"
+            } else if !m.starts_with("tls = ") && !tls_ca.trim().is_empty() {
+                "tls_ca"
+            } else {
+                "tls"
+            };
+            backend.err(key, m)
+        })?;
     let backend_config = BackendConfig {
-        address: backend.required("address", Value::backend)?,
+        address,
+        tls: backend_tls,
         connect_timeout: backend.required("connect_timeout_ms", Value::millis)?,
         health_check_interval: backend.required("health_check_interval_ms", Value::millis)?,
         reconnect_backoff_min: backend.required("reconnect_backoff_min_ms", Value::millis)?,
@@ -307,7 +374,10 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
         let password = secret_ref(&user, "password")?;
         let password_hash = user.get("password_hash", Value::hash)?;
         let credential = match (&password, password_hash) {
-            (None, None) if user.entry("ed25519_public_key").is_some() => {
+            (None, None)
+                if user.entry("ed25519_public_key").is_some()
+                    || user.entry("caching_sha2_hash").is_some() =>
+            {
                 // Checked against auth_plugin below.
                 Credential::Stage2([0; 20])
             }
@@ -327,6 +397,15 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
             }
         };
         let ed25519_key = user.get("ed25519_public_key", Value::text)?;
+        let sha2_hash = user.get("caching_sha2_hash", Value::text)?;
+        if sha2_hash.is_some()
+            && user.get("auth_plugin", Value::text)?.as_deref() != Some("caching_sha2_password")
+        {
+            return Err(user.err(
+                "caching_sha2_hash",
+                "needs auth_plugin = caching_sha2_password",
+            ));
+        }
         let credential = match user.get("auth_plugin", Value::text)?.as_deref() {
             None | Some("mysql_native_password") if ed25519_key.is_some() => {
                 return Err(user.err(
@@ -359,18 +438,33 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
                     }
                 },
             },
-            Some("caching_sha2_password") => match (credential, ed25519_key) {
-                (Credential::Plain(pw), None) => Credential::CachingSha2(pw),
-                (_, Some(_)) => {
+            Some("caching_sha2_password") => match (credential, ed25519_key, sha2_hash) {
+                (_, Some(_), _) => {
                     return Err(user.err(
                         "ed25519_public_key",
                         "needs auth_plugin = client_ed25519",
                     ))
                 }
-                (_, None) => {
+                (Credential::Plain(pw), None, None) => Credential::CachingSha2(pw),
+                (Credential::Plain(_), None, Some(_)) => {
+                    return Err(user.err(
+                        "caching_sha2_hash",
+                        "give either password or caching_sha2_hash, not both",
+                    ))
+                }
+                (_, None, Some(hex)) => match parse_hex32(&hex) {
+                    Some(h) => Credential::CachingSha2Hash(h),
+                    None => {
+                        return Err(user.err(
+                            "caching_sha2_hash",
+                            "expected 64 hex digits: SHA2(UNHEX(SHA2(password, 256)), 256)",
+                        ))
+                    }
+                },
+                (_, None, None) => {
                     return Err(user.err(
                         "password_hash",
-                        "cannot verify caching_sha2_password (auth_plugin) with a mysql_native_password hash: give password",
+                        "cannot verify caching_sha2_password (auth_plugin) with a mysql_native_password hash: give password or caching_sha2_hash",
                     ))
                 }
             },
@@ -387,7 +481,7 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
             (None, None) => {
                 return Err(user.err(
                     "backend_password",
-                    "is required with password_hash: a hash cannot log in to mysqld",
+                    "is required with password_hash, caching_sha2_hash or ed25519_public_key: a hash or a key cannot log in to mysqld",
                 ))
             }
         };
@@ -417,7 +511,14 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
             max_client_connections: user.required("max_client_connections", Value::count)?,
             allowed_networks: parse_networks(&user.required("allowed_networks", Value::text)?)
                 .map_err(|m| user.err("allowed_networks", m))?,
+            require_tls: user.required("require_tls", Value::boolean)?,
         });
+        if users.last().is_some_and(|u| u.require_tls) && tls.is_none() {
+            return Err(user.err(
+                "require_tls",
+                "needs [funnel] tls_cert and tls_key: this user's clients could not log in at all",
+            ));
+        }
     }
     if users.is_empty() {
         return Err(ConfigError {
@@ -541,6 +642,8 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
         max_replayed_user_vars,
         relay_unlisted,
         max_unlisted_connections,
+        tls,
+        require_tls,
         backend: backend_config,
         users,
         admin,
@@ -612,6 +715,21 @@ fn is_own_address(own: SocketAddr, target: SocketAddr) -> bool {
 
 fn is_local(ip: IpAddr) -> bool {
     ip.is_loopback() || ip.is_unspecified()
+}
+
+/// 64 hex digits -> 32 bytes (`caching_sha2_hash`).
+fn parse_hex32(raw: &str) -> Option<[u8; 32]> {
+    let hex = raw.trim().as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -808,6 +926,40 @@ mod tests {
     }
 
     #[test]
+    fn caching_sha2_users() {
+        let base = "[backend]\naddress = 127.0.0.1:3306\n";
+        let c = Config::parse(
+            &format!("{base}[user s]\npassword = secret\nauth_plugin = caching_sha2_password\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            c.users[0].credential,
+            Credential::CachingSha2("secret".into())
+        );
+        let hash = crate::protocol::caching_sha2::stage2(b"secret");
+        let hex: String = hash.iter().map(|b| format!("{b:02X}")).collect();
+        let c = Config::parse(
+            &format!(
+                "{base}[user s]\ncaching_sha2_hash = {hex}\nauth_plugin = caching_sha2_password\nbackend_password = x\n"
+            ),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.users[0].credential, Credential::CachingSha2Hash(hash));
+        for (text, bad_key) in [
+            (format!("[user s]\ncaching_sha2_hash = {hex}\nbackend_password = x\n"), "caching_sha2_hash"),
+            (format!("[user s]\ncaching_sha2_hash = {hex}\nauth_plugin = caching_sha2_password\n"), "backend_password"),
+            (format!("[user s]\ncaching_sha2_hash = {}\nauth_plugin = caching_sha2_password\nbackend_password = x\n", &hex[1..]), "caching_sha2_hash"),
+            (format!("[user s]\npassword = x\ncaching_sha2_hash = {hex}\nauth_plugin = caching_sha2_password\n"), "caching_sha2_hash"),
+            ("[user s]\npassword_hash = *2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19\nauth_plugin = caching_sha2_password\nbackend_password = x\n".into(), "password_hash"),
+        ] {
+            let err = Config::parse(&format!("{base}{text}"), "t").unwrap_err().to_string();
+            assert!(err.contains(bad_key), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn each_bad_value_is_located() {
         // (snippet appended after BASE under its own header, key, message part)
         let cases: &[(&str, &str, &str)] = &[
@@ -967,5 +1119,66 @@ mod tests {
         assert_eq!(app.queue_timeout, Duration::from_millis(250));
         let other = &config.users[1];
         assert_eq!((other.connections, other.max_pinned_backends), (4, 5));
+    }
+
+    #[test]
+    fn backend_tls_settings() {
+        use crate::tls::BackendTlsMode;
+        let backend = |lines: &str| {
+            parse(&format!(
+                "[backend]\naddress = 127.0.0.1:3306\n{lines}\n[user app]\npassword = p\n"
+            ))
+            .backend
+            .tls
+        };
+        let off = backend("");
+        assert_eq!(off.mode, BackendTlsMode::Off);
+        assert!(off.config.is_none());
+        let prefer = backend("tls = prefer");
+        assert_eq!(prefer.mode, BackendTlsMode::Prefer);
+        assert!(prefer.config.is_some());
+        // The certificate's name: the host of address as written, else given.
+        assert_eq!(
+            format!("{:?}", prefer.server_name),
+            format!(
+                "{:?}",
+                rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap()
+            )
+        );
+        let named =
+            parse("[backend]\naddress = localhost:3306\ntls = require\n[user app]\npassword = p\n");
+        assert_eq!(
+            named.backend.tls.server_name,
+            rustls::pki_types::ServerName::try_from("localhost").unwrap()
+        );
+        let given = backend("tls = require\ntls_server_name = db1.example.com");
+        assert_eq!(
+            given.server_name,
+            rustls::pki_types::ServerName::try_from("db1.example.com").unwrap()
+        );
+        // describe() reads back the same settings.
+        let config =
+            parse("[backend]\naddress = 127.0.0.1:3306\ntls = require\n[user app]\npassword = p\n");
+        let reread = parse(&config.describe());
+        assert_eq!(reread.backend.tls, config.backend.tls);
+        assert!(config.describe().contains("tls = require\n"));
+        // Refusals, at the key.
+        let e =
+            fail("[backend]\naddress = /run/mysqld.sock\ntls = require\n[user a]\npassword = p\n");
+        assert_eq!(e.key.as_deref(), Some("[backend] tls"), "{e}");
+        assert!(e.message.contains("needs a host:port address"), "{e}");
+        // prefer over a unix socket is allowed (and means no TLS there).
+        parse("[backend]\naddress = /run/mysqld.sock\ntls = prefer\n[user a]\npassword = p\n");
+        let e =
+            fail("[backend]\naddress = 127.0.0.1:3306\ntls = verify_ca\n[user a]\npassword = p\n");
+        assert_eq!(e.key.as_deref(), Some("[backend] tls"), "{e}");
+        let e = fail(
+            "[backend]\naddress = 127.0.0.1:3306\ntls = require\ntls_server_name = \"not a name\"\n[user a]\npassword = p\n",
+        );
+        assert_eq!(e.key.as_deref(), Some("[backend] tls_server_name"), "{e}");
+        let e = fail(&with_funnel("require_tls = true"));
+        assert_eq!(e.key.as_deref(), Some("[funnel] require_tls"), "{e}");
+        let e = fail(&format!("{BASE}require_tls = true\n"));
+        assert_eq!(e.key.as_deref(), Some("[user app] require_tls"), "{e}");
     }
 }

@@ -25,7 +25,9 @@ pub(super) enum Value {
     Addrs(Vec<SocketAddr>),
     Addr(SocketAddr),
     Path(Option<PathBuf>),
-    Backend(BackendAddr),
+    /// The address, and its host as written (the name a TLS certificate
+    /// is checked against; empty for a unix socket).
+    Backend(BackendAddr, String),
 }
 
 // Extractors for `Lookup::get`; `None` means the table and the builder
@@ -93,7 +95,13 @@ impl Value {
     }
     pub(super) fn backend(self) -> Option<BackendAddr> {
         match self {
-            Value::Backend(b) => Some(b),
+            Value::Backend(b, _) => Some(b),
+            _ => None,
+        }
+    }
+    pub(super) fn backend_host(self) -> Option<String> {
+        match self {
+            Value::Backend(_, host) => Some(host),
             _ => None,
         }
     }
@@ -170,7 +178,15 @@ pub(super) fn parse_value(kind: OptionKind, raw: &str) -> Result<Value, String> 
                 check_unix_path(raw).map(|p| Value::Path(Some(p)))
             }
         }
-        OptionKind::BackendAddr => parse_backend_addr(raw).map(Value::Backend),
+        OptionKind::BackendAddr => {
+            let host = match raw.rsplit_once(':') {
+                Some((host, _)) if !raw.starts_with('/') => {
+                    host.trim_start_matches('[').trim_end_matches(']')
+                }
+                _ => "",
+            };
+            parse_backend_addr(raw).map(|a| Value::Backend(a, host.to_string()))
+        }
     }
 }
 

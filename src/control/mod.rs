@@ -241,6 +241,9 @@ pub struct AdminCredentials {
     pub admin: Option<(String, [u8; 20])>,
     /// The read-only account (`[admin] stats_user`), if any.
     pub stats: Option<(String, [u8; 20])>,
+    /// The funnel's certificate (`[funnel] tls_cert`): the console offers
+    /// TLS with it too.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 /// Counters kept by the loop (the stats issue turns these into the admin

@@ -61,4 +61,24 @@ pub enum Action {
     HandOffClient { conn: ConnId, image: Vec<u8> },
     /// Tell systemd (sd_notify), when it listens.
     Notify(String),
+    /// The client asked for TLS (its SSL request): from now on its
+    /// connection is TLS with `config` as the server, `received` (what it
+    /// sent after its request) being the start of the TLS handshake. The
+    /// engine reads and writes plaintext as before; a failed handshake is
+    /// a failed read.
+    StartClientTls {
+        key: usize,
+        serial: u64,
+        received: Vec<u8>,
+        config: std::sync::Arc<rustls::ServerConfig>,
+    },
+    /// The backend's SSL request is queued: write it, then start TLS as the
+    /// client of `server_name`; `Engine::backend_tls_ready` once the TLS
+    /// handshake completed (a failed one is a failed read).
+    StartBackendTls {
+        key: usize,
+        serial: u64,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        server_name: rustls::pki_types::ServerName<'static>,
+    },
 }

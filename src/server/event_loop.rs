@@ -24,9 +24,10 @@ use slab::Slab;
 
 use super::action::{Action, ConnId};
 use super::handoff_io::{self, HandoffState, ListenerInfo};
-use super::io::{ReadOutcome, Stream};
+use super::io::{BufPool, ReadOutcome, Stream};
 use super::log_limit::LogEvent;
 use super::notify;
+use super::tls_io::TlsConn;
 use super::Engine;
 use crate::config::{BackendAddr, Config};
 use crate::control::ControlHandle;
@@ -51,6 +52,9 @@ fn token_parts(t: Token) -> (usize, usize) {
 
 /// Bytes read from one socket per readiness event before the loop moves on.
 pub(crate) const READ_CAP_PER_EVENT: usize = 256 * 1024;
+/// Largest TLS buffer kept for reuse (records of a 64 KiB chunk, or a
+/// read's worth of them).
+const TLS_BUF_KEEP: usize = 320 * 1024;
 /// How long to stop accepting after the process ran out of descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Rounds of "carry out the actions, run the engine's deferred work" per
@@ -82,6 +86,8 @@ pub(super) enum Owner {
 pub(super) struct Conn {
     pub(super) stream: Stream,
     pub(super) owner: Owner,
+    /// TLS on it, once started (`tls_io.rs`): reads and writes go through.
+    pub(super) tls: Option<Box<TlsConn>>,
 }
 
 pub struct EventLoop {
@@ -103,6 +109,8 @@ pub struct EventLoop {
     stop_on_short_read: bool,
     /// Taking over from an older funnel, handing over to a newer one.
     pub(super) handoff: HandoffState,
+    /// Buffers lent to TLS connections while records are in transit.
+    tls_bufs: BufPool,
 }
 
 /// Run the funnel until it is told to stop. `admin`, when given, is started
@@ -147,6 +155,7 @@ impl EventLoop {
             notifier: None,
             stop_on_short_read: false,
             handoff: HandoffState::default(),
+            tls_bufs: BufPool::new(TLS_BUF_KEEP, 64),
         })
     }
 
@@ -419,7 +428,9 @@ impl EventLoop {
                 let Some(mut c) = self.conns.try_remove(conn.0) else {
                     return;
                 };
-                if !last_words.is_empty() {
+                if let Some(tls) = c.tls.as_mut() {
+                    tls.close(&mut c.stream, &last_words, &mut self.tls_bufs);
+                } else if !last_words.is_empty() {
                     // One attempt: a client that does not read its error
                     // is not waited for.
                     let _ = c.stream.write(&last_words);
@@ -437,6 +448,42 @@ impl EventLoop {
                 }
             }
             Action::HandOffClient { conn, image } => self.hand_off(conn, image),
+            Action::StartClientTls {
+                key,
+                serial,
+                received,
+                config,
+            } => {
+                if !self.engine.client_is(key, serial) {
+                    return;
+                }
+                let Some(conn) = self.engine.client_conn(key) else {
+                    return;
+                };
+                let Some(c) = self.conns.get_mut(conn.0) else {
+                    return;
+                };
+                let started =
+                    TlsConn::server(config, &received, &mut self.tls_bufs).and_then(|mut tls| {
+                        tls.flush(&mut c.stream, &mut self.tls_bufs)?;
+                        Ok(tls)
+                    });
+                match started {
+                    Ok(tls) => {
+                        c.tls = Some(Box::new(tls));
+                        // The client may have sent more of its handshake
+                        // than `received`, and its readiness was used up.
+                        self.read_client(key);
+                    }
+                    Err(e) => self.engine.client_read_done(key, Err(e)),
+                }
+            }
+            Action::StartBackendTls {
+                key,
+                serial,
+                config,
+                server_name,
+            } => self.start_backend_tls(key, serial, config, server_name),
             Action::Notify(state) => {
                 if let Some(n) = self.notifier.as_mut() {
                     n.send(&state);
@@ -451,6 +498,12 @@ impl EventLoop {
         };
         let before = wbuf.len();
         let result = match self.conns.get_mut(conn.0) {
+            // Records may be waiting even when the buffer is empty.
+            Some(Conn {
+                stream,
+                tls: Some(tls),
+                ..
+            }) => tls.write_from(stream, wbuf, &mut self.tls_bufs),
             Some(c) if before > 0 => wbuf.write_to(&mut c.stream),
             Some(_) => Ok(true),
             None => Err(stdio::Error::other("socket gone")),
@@ -472,7 +525,16 @@ impl EventLoop {
         let Some(rbuf) = self.engine.client_rbuf(key) else {
             return;
         };
-        let outcome = rbuf.read_from(&mut c.stream, READ_CAP_PER_EVENT, self.stop_on_short_read);
+        let outcome = match c.tls.as_mut() {
+            Some(tls) => tls.read_into(
+                &mut c.stream,
+                rbuf,
+                READ_CAP_PER_EVENT,
+                self.stop_on_short_read,
+                &mut self.tls_bufs,
+            ),
+            None => rbuf.read_from(&mut c.stream, READ_CAP_PER_EVENT, self.stop_on_short_read),
+        };
         self.engine.client_read_done(key, outcome);
     }
 
@@ -485,6 +547,11 @@ impl EventLoop {
         };
         let before = wbuf.len();
         let result = match self.conns.get_mut(conn.0) {
+            Some(Conn {
+                stream,
+                tls: Some(tls),
+                ..
+            }) => tls.write_from(stream, wbuf, &mut self.tls_bufs),
             Some(c) => wbuf.write_to(&mut c.stream),
             None => Err(stdio::Error::other("socket gone")),
         };
@@ -505,9 +572,60 @@ impl EventLoop {
         let Some(rbuf) = self.engine.backend_rbuf(key) else {
             return;
         };
-        let outcome: stdio::Result<ReadOutcome> =
-            rbuf.read_from(&mut c.stream, READ_CAP_PER_EVENT, self.stop_on_short_read);
+        let mut tls_ready = false;
+        let outcome: stdio::Result<ReadOutcome> = match c.tls.as_mut() {
+            Some(tls) => {
+                let outcome = tls.read_into(
+                    &mut c.stream,
+                    rbuf,
+                    READ_CAP_PER_EVENT,
+                    self.stop_on_short_read,
+                    &mut self.tls_bufs,
+                );
+                tls_ready = outcome.is_ok() && tls.handshake_news();
+                outcome
+            }
+            None => rbuf.read_from(&mut c.stream, READ_CAP_PER_EVENT, self.stop_on_short_read),
+        };
         self.engine.backend_read_done(key, outcome);
+        if tls_ready && self.engine.backend_conn(key) == Some(conn) {
+            self.engine.backend_tls_ready(key);
+        }
+    }
+
+    /// The backend's SSL request is in its output: write it as it is,
+    /// then speak TLS (rustls's ClientHello goes out at once).
+    fn start_backend_tls(
+        &mut self,
+        key: usize,
+        serial: u64,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        server_name: rustls::pki_types::ServerName<'static>,
+    ) {
+        if !self.engine.backend_is(key, serial) {
+            return;
+        }
+        let Some((conn, wbuf)) = self.engine.backend_output(key) else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(conn.0) else {
+            return;
+        };
+        let sent = match wbuf.write_to(&mut c.stream) {
+            Ok(true) => TlsConn::client(config, server_name, &mut self.tls_bufs),
+            Ok(false) => Err(stdio::Error::other(
+                "the SSL request did not fit in the socket",
+            )),
+            Err(e) => Err(e),
+        };
+        let started = sent.and_then(|mut tls| {
+            tls.flush(&mut c.stream, &mut self.tls_bufs)?;
+            Ok(tls)
+        });
+        match started {
+            Ok(tls) => c.tls = Some(Box::new(tls)),
+            Err(e) => self.engine.backend_read_done(key, Err(e)),
+        }
     }
 
     fn connect(&mut self, key: usize, serial: u64, addr: &BackendAddr) {
@@ -541,6 +659,7 @@ impl EventLoop {
         entry.insert(Conn {
             stream,
             owner: Owner::Backend { key, serial },
+            tls: None,
         });
         self.engine.backend_opened(key, serial, ConnId(id));
     }
@@ -595,6 +714,7 @@ impl EventLoop {
         entry.insert(Conn {
             stream,
             owner: Owner::Nobody,
+            tls: None,
         });
         if let Some((key, serial)) = self.engine.accept_client(ConnId(id), peer) {
             self.conns[id].owner = Owner::Client { key, serial };

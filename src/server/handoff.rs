@@ -40,9 +40,6 @@ use crate::protocol::consts::err;
 /// Version of the image encoding; an image of another version is refused
 /// (and `handoff_io::PROTOCOL_VERSION` includes it).
 pub(crate) const IMAGE_VERSION: u8 = 1;
-/// Client statement ids scanned to find a client's statements (ids run
-/// from 1 to its `next_stmt_id`); a client with more is not handed over.
-const MAX_STMT_ID_SCAN: u32 = 1 << 22;
 /// Largest encoded image handed over (statements' SQL and unread input
 /// make most of it); a client with a bigger one is not handed over (it is
 /// closed between its commands at the deadline).
@@ -534,31 +531,20 @@ impl Engine {
         if c.rbuf.len() + c.stmts.bytes() > MAX_IMAGE_BYTES / 2 {
             return None;
         }
-        let mut stmts = Vec::with_capacity(c.stmts.len());
-        if !c.stmts.is_empty() {
-            // Ids are handed out from 1 up (`next_stmt_id`).
-            if c.next_stmt_id > MAX_STMT_ID_SCAN {
-                return None;
-            }
-            for id in 1..=c.next_stmt_id {
-                if stmts.len() == c.stmts.len() {
-                    break;
-                }
-                if let Some(st) = c.stmts.get(&id) {
-                    stmts.push(StmtImage {
-                        id,
-                        sql: st.sql.to_vec(),
-                        schema: st.schema.clone(),
-                        num_params: st.num_params,
-                        types: st.types.clone(),
-                    });
-                }
-            }
-            if stmts.len() != c.stmts.len() {
-                // Ids wrapped around: not all found.
-                return None;
-            }
-        }
+        let mut stmts: Vec<StmtImage> = c
+            .stmts
+            .iter()
+            .map(|(id, st)| StmtImage {
+                id,
+                sql: st.sql.to_vec(),
+                schema: st.schema.clone(),
+                num_params: st.num_params,
+                types: st.types.clone(),
+            })
+            .collect();
+        // In the order the client prepared them (adoption gives a second
+        // prepare of the same SQL its own key, as the first one's does).
+        stmts.sort_unstable_by_key(|st| st.id);
         Some(ClientImage {
             id: c.id,
             user: c.user.clone(),
@@ -651,7 +637,9 @@ impl Engine {
         let Some(c) = self.clients.get(key) else {
             return;
         };
-        if !past_deadline && !c.read_closed {
+        // A TLS client's session (its keys, its record counters) lives in
+        // this process: it is closed between its commands, never handed over.
+        if !past_deadline && !c.read_closed && !c.tls {
             match self.handoff.successor {
                 Successor::Pending { until } if self.now < until => return,
                 Successor::Ready => {

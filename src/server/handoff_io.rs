@@ -1193,6 +1193,7 @@ impl EventLoop {
         entry.insert(Conn {
             stream,
             owner: Owner::Nobody,
+            tls: None,
         });
         match self.engine.adopt_client(ConnId(id), peer, image) {
             Ok((key, serial)) => self.conns[id].owner = Owner::Client { key, serial },
@@ -1278,6 +1279,11 @@ impl EventLoop {
             // Dropped: closed between its commands.
             return;
         };
+        if c.tls.is_some() {
+            // Its TLS session cannot move to another process (the engine
+            // hands over no TLS client): dropped, closed.
+            return;
+        }
         let fd = stream_into_fd(c.stream);
         self.handoff.links[k].queue(&Msg::Client { image }, vec![fd]);
         self.flush_link(k);

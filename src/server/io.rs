@@ -202,6 +202,18 @@ impl Buf {
         self.data.resize(want, 0);
     }
 
+    /// Room for at least `n` more bytes at the end, to be filled in place
+    /// and then counted with [`Buf::filled`].
+    pub fn spare(&mut self, n: usize) -> &mut [u8] {
+        self.reserve(n);
+        &mut self.data[self.end..]
+    }
+
+    /// `n` bytes of [`Buf::spare`] were filled.
+    pub fn filled(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.data.len());
+    }
+
     pub fn extend_from_slice(&mut self, bytes: &[u8]) {
         self.reserve(bytes.len());
         self.data[self.end..self.end + bytes.len()].copy_from_slice(bytes);

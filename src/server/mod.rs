@@ -39,6 +39,7 @@ pub mod statement;
 pub mod stats;
 pub mod stmt;
 mod timer;
+mod tls_io;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};

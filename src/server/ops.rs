@@ -215,6 +215,21 @@ impl Engine {
     fn apply_config(&mut self, new: Config) -> Vec<String> {
         // Every key that changed, old -> new (restart-only ones say so).
         let mut notes = self.config.changes(&new);
+        // The files were read again: new connections get what they hold
+        // (connected clients keep the TLS session they have).
+        match (&self.config.tls, &new.tls) {
+            (old, Some(tls)) if old.as_ref() != Some(tls) => notes.push(format!(
+                "TLS certificate reloaded: new connections get {} (SHA-256 {})",
+                tls.cert_path, tls.fingerprint
+            )),
+            (Some(_), None) => notes.push("TLS no longer offered to new connections".into()),
+            _ => {}
+        }
+        if self.config.backend.tls != new.backend.tls
+            && self.config.backend.tls.mode == new.backend.tls.mode
+        {
+            notes.push("[backend] TLS settings reloaded: new backend connections use them".into());
+        }
         // Pools: existing users are updated in place (both pools of a user
         // whose clients use CLIENT_FOUND_ROWS); new users get a pool; a user
         // removed earlier and listed again gets its old pool back (one pool
@@ -521,6 +536,7 @@ impl Engine {
             stats: admin
                 .filter(|a| !a.stats_user.is_empty())
                 .map(|a| (a.stats_user.clone(), stage2(&a.stats_password))),
+            tls: self.config.tls.as_ref().map(|t| t.config.clone()),
         }
     }
 }

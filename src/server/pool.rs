@@ -362,6 +362,7 @@ mod tests {
             max_pinned_backends: 1,
             max_client_connections: 0,
             allowed_networks: Vec::new(),
+            require_tls: false,
         }
     }
 

@@ -85,6 +85,7 @@ pub fn relay_pool_user(config: &Config) -> UserConfig {
         max_pinned_backends: config.max_unlisted_connections,
         max_client_connections: 0,
         allowed_networks: Vec::new(),
+        require_tls: false,
     }
 }
 
@@ -245,7 +246,9 @@ impl Engine {
         if b.mariadb_caps != 0 {
             crate::protocol::mariadb_ext::set_response_mariadb_caps(&mut payload, b.mariadb_caps);
         }
-        self.send_to_backend(key, 1, &payload);
+        // TLS to mysqld exactly when the client has it (`login_tls`).
+        let tls = self.login_tls(key, greeting.capabilities) == Ok(true);
+        self.send_login_response(key, &payload, tls);
         true
     }
 

@@ -239,6 +239,11 @@ impl ClientStmts {
         self.map.values()
     }
 
+    /// Every statement with the id the client knows it by.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &ClientStmt)> {
+        self.map.iter().map(|(&id, st)| (id, st))
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }

@@ -229,6 +229,16 @@ impl FunnelProcess {
         })
     }
 
+    /// [`conn`](Self::conn) after a first command through the funnel:
+    /// `USE funnel_test`.
+    pub fn conn_after_use(&self, user: &str, pw: &str) -> mysql::Conn {
+        use mysql::prelude::Queryable;
+        let mut c = self.conn(user, pw);
+        c.query_drop(format!("USE {}", super::TEST_DB))
+            .expect("USE");
+        c
+    }
+
     pub fn try_conn(&self, user: &str, pw: &str) -> Result<mysql::Conn, mysql::Error> {
         mysql::Conn::new(self.opts(user, pw))
     }
@@ -245,6 +255,16 @@ impl FunnelProcess {
     /// The whole log so far.
     pub fn log(&self) -> String {
         String::from_utf8_lossy(&fs::read(&self.log_path).unwrap_or_default()).into_owned()
+    }
+
+    /// The last `max_bytes` (or a little less) of the log.
+    pub fn log_tail(&self, max_bytes: usize) -> String {
+        let log = self.log();
+        let mut start = log.len().saturating_sub(max_bytes);
+        while !log.is_char_boundary(start) {
+            start += 1;
+        }
+        log[start..].to_string()
     }
 
     /// Waits until the log contains `needle`.

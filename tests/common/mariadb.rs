@@ -115,6 +115,8 @@ pub struct MariaDb {
     pub version: String,
     bins: &'static Bins,
     child: Mutex<Option<Child>>,
+    /// Extra `mariadbd` options of this server (see [`MariaDb::with_args`]).
+    extra_args: Vec<OsString>,
 }
 
 /// The shared server of this test binary, started on first use.
@@ -170,6 +172,22 @@ pub fn admin_sql(sql: &str) {
     mariadb().admin_sql(sql)
 }
 
+/// A MySQL account of a test's own on the shared server, named
+/// `<prefix>_<unique>` (ALL ON *.*, from 127.0.0.1, mysql_native_password),
+/// so that the test can tell its connections apart: (user, password).
+pub fn private_account(prefix: &str) -> (String, String) {
+    let user = super::unique_name(prefix);
+    let pw = format!("pw-{user}");
+    admin_sql(&format!(
+        "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED VIA mysql_native_password \
+           USING PASSWORD('{pw}')"
+    ));
+    admin_sql(&format!(
+        "GRANT ALL PRIVILEGES ON *.* TO '{user}'@'127.0.0.1'"
+    ));
+    (user, pw)
+}
+
 /// Path of the `mariadb` command-line client; panics with install hints.
 pub fn mariadb_client() -> PathBuf {
     find_program("FUNNEL_MARIADB_CLIENT", &["mariadb", "mysql"])
@@ -185,6 +203,17 @@ impl MariaDb {
 
     /// Starts a new private server.
     pub fn try_new() -> Result<MariaDb, String> {
+        Self::try_new_with(Vec::new())
+    }
+
+    /// Starts a new private server with extra `mariadbd` options (e.g.
+    /// `--ssl-cert=...`; kept across restarts). Panics on failure.
+    pub fn with_args(args: &[String]) -> MariaDb {
+        Self::try_new_with(args.iter().map(OsString::from).collect())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_new_with(extra_args: Vec<OsString>) -> Result<MariaDb, String> {
         static SWEEP: Once = Once::new();
         SWEEP.call_once(sweep_stale_dirs);
 
@@ -202,6 +231,7 @@ impl MariaDb {
             version: bins.version.clone(),
             bins,
             child: Mutex::new(None),
+            extra_args,
         };
         let prep = prepare_datadir(bins, &db.datadir)?;
         let t_prep = t0.elapsed();
@@ -320,6 +350,20 @@ impl MariaDb {
             user.replace('\'', "''")
         ));
         n[0] as usize
+    }
+
+    /// Thread ids of `user`'s connections, in order (only those whose
+    /// statement starts with `info_prefix`, if given).
+    pub fn threads_of(&self, user: &str, info_prefix: Option<&str>) -> Vec<u64> {
+        let mut sql = format!(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '{}'",
+            user.replace('\'', "''")
+        );
+        if let Some(p) = info_prefix {
+            sql.push_str(&format!(" AND INFO LIKE '{p}%'"));
+        }
+        sql.push_str(" ORDER BY ID");
+        self.admin_query(&sql)
     }
 
     /// Polls until `user` has exactly `n` connections; panics with the count
@@ -480,6 +524,7 @@ impl MariaDb {
         ];
         args.extend(COMMON_ARGS.iter().map(OsString::from));
         args.extend(SERVER_ARGS.iter().map(OsString::from));
+        args.extend(self.extra_args.iter().cloned());
         if restart {
             // The port may linger for a moment after a kill; keep retrying the
             // bind instead of failing.

@@ -5,9 +5,17 @@
 //!   first use (one per test binary). [`MariaDb::new()`]: an owned server for
 //!   tests that kill/restart/freeze it ([`MariaDb::kill`], [`MariaDb::stop`],
 //!   [`MariaDb::start`], [`MariaDb::signal`]).
-//! * [`url`], [`opts`], [`mysql_direct`], [`admin_sql`], [`root_url`]: clients.
-//! * [`FunnelProcess`]: runs the real `funnel` binary with a given config.
-//! * [`free_port`].
+//! * [`url`], [`opts`], [`mysql_direct`], [`admin_sql`], [`root_url`]: clients;
+//!   [`private_account`]: an account of a test's own.
+//! * [`FunnelProcess`]: runs the real `funnel` binary with a given config;
+//!   [`FunnelConfig`] builds one.
+//! * [`free_port`], [`unique_name`], [`serial`], [`wait_until`], [`rss_kib`].
+//!
+//! One module per concern, for what more than one test file needs:
+//! [`admin`] (the admin console), [`stats`] (the stats port), [`clients`]
+//! (Python, PHP and the `mariadb` CLI as clients), [`raw`] (the MySQL
+//! protocol by hand), [`sql`] (answers of the `mysql` crate), [`rng`].
+//! A helper one test file needs stays in that file.
 //!
 //! Nothing runs before a test asks for it. Servers and funnel processes are
 //! killed and their scratch directories deleted when the test binary exits,
@@ -21,37 +29,35 @@
 // Each test binary uses a different subset of the harness.
 #![allow(dead_code, unused_imports)]
 
+pub mod admin;
+pub mod clients;
+mod config;
 mod funnel;
 mod mariadb;
 mod node;
 mod process;
+pub mod raw;
+pub mod rng;
+pub mod sql;
+pub mod stats;
+mod tls;
 
+pub use admin::admin_console;
+pub use config::FunnelConfig;
 pub use funnel::{funnel_bin, FunnelBuilder, FunnelProcess, DIR_PLACEHOLDER};
 pub use mariadb::{
-    admin_sql, mariadb, mariadb_client, mysql_direct, opts, root_url, url, MariaDb, PASS_A, PASS_B,
-    TEST_DB, USER_A, USER_B,
+    admin_sql, mariadb, mariadb_client, mysql_direct, opts, private_account, root_url, url,
+    MariaDb, PASS_A, PASS_B, TEST_DB, USER_A, USER_B,
 };
 pub use node::{node_modules, MARIADB_JS, MYSQL2};
-pub use process::{pid_alive, sweep_stale_dirs, wait_until, SCRATCH_PREFIX};
+pub use process::{pid_alive, rss_kib, sweep_stale_dirs, wait_until, SCRATCH_PREFIX};
+pub use tls::{TestCa, TestCert};
 
 use std::net::TcpListener;
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it by
 /// binding port 0, so parallel tests and binaries get different ports; the
 /// MariaDB helper additionally retries if it loses a race for it).
-/// A connection to a funnel's admin console on 127.0.0.1:`port`.
-pub fn admin_console(port: u16, user: &str, password: &str) -> mysql::Conn {
-    mysql::Conn::new(
-        mysql::OptsBuilder::new()
-            .ip_or_hostname(Some("127.0.0.1"))
-            .tcp_port(port)
-            .prefer_socket(false)
-            .user(Some(user))
-            .pass(Some(password)),
-    )
-    .unwrap_or_else(|e| panic!("admin console on port {port}: {e}"))
-}
-
 pub fn free_port() -> u16 {
     use std::collections::HashSet;
     use std::sync::Mutex;
@@ -80,6 +86,13 @@ pub fn unique_name(prefix: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// The tests of this binary that take it run one at a time (for those
+/// that watch something server-wide).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Raises the soft open-files limit of this process (inherited by the

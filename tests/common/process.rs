@@ -215,6 +215,13 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Resident set size of a process in KiB (VmRSS), if it runs.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Last `max_bytes` of a file (lossy UTF-8), for error messages.
 pub fn file_tail(path: &Path, max_bytes: usize) -> String {
     match fs::read(path) {

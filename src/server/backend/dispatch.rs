@@ -81,6 +81,12 @@ impl Engine {
             self.close_backend(key);
             return;
         }
+        if b.dirty {
+            // An unproven statement ran on it and its client is gone: the
+            // backend is dirty until reset, whatever step brought it here.
+            self.reset_backend(key);
+            return;
+        }
         if !b.stmts.to_close.is_empty() {
             // Statements nobody holds any more go before the backend is
             // anyone's again, and it is idle once mysqld has closed them.

@@ -103,6 +103,13 @@ impl Engine {
             }
             return;
         };
+        // `ROLLBACK` answers with an OK only: any other answer (a result
+        // set, from a misbehaving server or a proxy in between) proves
+        // nothing about the transaction: reset.
+        if matches!(step, Internal::Rollback) && end != EndKind::Ok {
+            self.backends[key].dirty = true;
+        }
+        let b = &mut self.backends[key];
         // A step of the funnel's own that ended with an error or warnings
         // left them in the diagnostics area: nobody's to see but the
         // client it ran for (0: nobody's).

@@ -54,6 +54,10 @@ impl Engine {
         let b = &mut self.backends[key];
         b.thread_id = greeting.connection_id;
         b.scramble = greeting.scramble.clone();
+        if let Err(why) = self.login_tls(key, greeting.capabilities) {
+            self.backend_login_refused(key, why);
+            return;
+        }
         if self.relay_greeting(key, &greeting, payload) {
             return;
         }
@@ -117,8 +121,102 @@ impl Engine {
         }
         b.state = BackendState::Authenticating;
         let payload = std::mem::take(&mut self.scratch);
-        self.send_to_backend(key, 1, &payload);
+        let tls = self.login_tls(key, greeting.capabilities) == Ok(true);
+        self.send_login_response(key, &payload, tls);
         self.scratch = payload;
+    }
+
+    /// Whether the login to mysqld goes over TLS (`[backend] tls`, what
+    /// mysqld offers), or why it cannot be made. A relayed login passes
+    /// the client's packets with their sequence ids: TLS to mysqld exactly
+    /// when the client used TLS (its SSL request counts one packet).
+    pub(in crate::server) fn login_tls(
+        &self,
+        key: usize,
+        offered_caps: u32,
+    ) -> Result<bool, String> {
+        let tls = &self.config.backend.tls;
+        let over_tcp = matches!(
+            self.servers[self.server_of(key)].address,
+            BackendAddr::Tcp(_)
+        );
+        let possible = tls.config.is_some() && offered_caps & CLIENT_SSL != 0 && over_tcp;
+        let relay_client = self
+            .backends
+            .get(key)
+            .and_then(|b| b.relay.as_ref())
+            .map(|r| {
+                self.clients
+                    .get(r.owner.key)
+                    .is_some_and(|c| c.serial == r.owner.serial && c.tls)
+            });
+        match relay_client {
+            Some(true) if possible => Ok(true),
+            Some(true) => Err(format!(
+                "a relayed login of a TLS client needs TLS to mysqld, and {}",
+                if tls.config.is_none() {
+                    "[backend] tls is off"
+                } else {
+                    "mysqld does not offer it"
+                }
+            )),
+            Some(false) if tls.mode.required() => Err(format!(
+                "a relayed login without TLS cannot use TLS to mysqld, which [backend] tls = {} requires",
+                tls.mode.name()
+            )),
+            Some(false) => Ok(false),
+            None if possible => Ok(true),
+            None if tls.mode.required() => Err(format!(
+                "mysqld does not offer TLS, and [backend] tls = {} requires it",
+                tls.mode.name()
+            )),
+            None => Ok(false),
+        }
+    }
+
+    /// Send the login's handshake response: with `tls`, the SSL request
+    /// (the response's first 32 bytes, with CLIENT_SSL) and TLS, the
+    /// response following inside it (`backend_tls_ready`).
+    pub(in crate::server) fn send_login_response(&mut self, key: usize, payload: &[u8], tls: bool) {
+        let config = self.config.backend.tls.config.clone();
+        let (Some(config), true) = (config, tls) else {
+            self.send_to_backend(key, 1, payload);
+            return;
+        };
+        let Some(b) = self.backends.get_mut(key) else {
+            return;
+        };
+        let mut response = payload.to_vec();
+        let caps = match response.get(..4) {
+            Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]) | CLIENT_SSL,
+            _ => return,
+        };
+        response[..4].copy_from_slice(&caps.to_le_bytes());
+        let len = crate::protocol::handshake::SSL_REQUEST_LEN.min(response.len());
+        let request = response[..len].to_vec();
+        b.tls = true;
+        b.login_after_tls = Some(response);
+        let serial = b.serial;
+        let server_name = self.config.backend.tls.server_name.clone();
+        self.send_to_backend(key, 1, &request);
+        self.actions.push(Action::StartBackendTls {
+            key,
+            serial,
+            config,
+            server_name,
+        });
+    }
+
+    /// The I/O layer completed the TLS handshake with mysqld: the login
+    /// goes on inside TLS.
+    pub(crate) fn backend_tls_ready(&mut self, key: usize) {
+        let Some(b) = self.backends.get_mut(key) else {
+            return;
+        };
+        if let Some(response) = b.login_after_tls.take() {
+            debug!("backend {key}: TLS with mysqld established");
+            self.send_to_backend(key, 2, &response);
+        }
     }
 
     pub(super) fn backend_auth_reply(&mut self, key: usize, payload: &[u8], seq: u8) {
@@ -169,8 +267,8 @@ impl Engine {
     /// login or a `COM_CHANGE_USER`, as the account's plugin needs:
     /// mysql_native_password, client_ed25519, or caching_sha2_password
     /// (its fast path, or its full authentication: the password in clear
-    /// over a unix socket, as MySQL's clients send it there, else RSA-OAEP
-    /// encrypted with the server's public key). `Err`: what makes the
+    /// over a unix socket or TLS, as MySQL's clients send it there, else
+    /// RSA-OAEP encrypted with the server's public key). `Err`: what makes the
     /// login impossible.
     pub(super) fn answer_auth_request(
         &mut self,
@@ -188,7 +286,10 @@ impl Engine {
                 [caching_sha2::FAST_AUTH_SUCCESS] => return Ok(()), // an OK follows
                 [caching_sha2::PERFORM_FULL_AUTH] => {
                     let server = self.pools[pool].server;
-                    if matches!(self.servers[server].address, BackendAddr::Unix(_)) {
+                    // Over TLS too, as MySQL's clients send it there.
+                    if self.backends[key].tls
+                        || matches!(self.servers[server].address, BackendAddr::Unix(_))
+                    {
                         let mut clear = pw.to_vec();
                         clear.push(0);
                         clear

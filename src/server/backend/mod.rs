@@ -328,6 +328,11 @@ pub struct Backend {
     /// client takes the backend's session after its OK only (after an ERR
     /// nothing was set, and the client's own values stand).
     pub replay_skipped: bool,
+    /// The connection is TLS (its SSL request was sent).
+    pub tls: bool,
+    /// The login's handshake response, sent once the TLS handshake
+    /// completed (`backend_tls_ready`).
+    pub login_after_tls: Option<Vec<u8>>,
 }
 
 /// Waits for a backend's statement closes to be done.
@@ -670,6 +675,8 @@ impl Engine {
             names_learn: None,
             replay_skip: None,
             replay_skipped: false,
+            tls: false,
+            login_after_tls: None,
         });
         if kill_query.is_some() {
             let at = self.now + self.config.backend.connect_timeout;

@@ -536,7 +536,16 @@ impl Engine {
         let pool = self.clients[target].pool;
         self.bump(pool, |c| c.killed += 1);
         let tref = self.clients[target].cref(target);
-        match self.clients[target].state {
+        let c = &self.clients[target];
+        let cmd = c
+            .current
+            .and_then(|_| c.rbuf.as_slice().get(HEADER_LEN).copied());
+        match c.state {
+            // A command without an answer (COM_STMT_SEND_LONG_DATA,
+            // COM_STMT_CLOSE) is no statement a KILL QUERY could stop on
+            // mysqld: it runs. Failing it would hand its error to the
+            // client's next command, one the KILL never saw.
+            ClientState::Queued if cmd.is_some_and(|cmd| expect_for(cmd) == Expect::None) => {}
             ClientState::Queued => {
                 self.pools[pool].remove_client(tref);
                 self.fail_request(

@@ -26,12 +26,37 @@ impl Engine {
 
     pub(super) fn client_handshake_response(&mut self, key: usize, payload: &[u8], seq: u8) {
         if is_ssl_request(payload) {
-            self.close_client_logged(
-                key,
-                LogEvent::ClientRefused,
-                ER_HANDSHAKE_ERROR,
-                "funnel: TLS is not supported; connect without TLS (e.g. --ssl-mode=DISABLED / --skip-ssl)",
-            );
+            let c = &mut self.clients[key];
+            match &self.config.tls {
+                Some(tls) if !c.tls && c.wbuf.is_empty() => {
+                    // The TLS handshake follows at once: what the client
+                    // sent after its request is the start of it, for the
+                    // I/O layer, and its handshake response comes inside.
+                    c.tls = true;
+                    let received = c.rbuf.as_slice().to_vec();
+                    c.rbuf.clear();
+                    self.actions.push(Action::StartClientTls {
+                        key,
+                        serial: c.serial,
+                        received,
+                        config: tls.config.clone(),
+                    });
+                }
+                // A second SSL request, inside TLS, or one before the
+                // greeting was out: no client does that.
+                Some(_) => self.close_client_logged(
+                    key,
+                    LogEvent::BadClientInput,
+                    ER_HANDSHAKE_ERROR,
+                    "Bad handshake",
+                ),
+                None => self.close_client_logged(
+                    key,
+                    LogEvent::ClientRefused,
+                    ER_HANDSHAKE_ERROR,
+                    "funnel: TLS is not supported without a certificate ([funnel] tls_cert); connect without TLS (e.g. --ssl-mode=DISABLED / --skip-ssl)",
+                ),
+            }
             return;
         }
         let resp = match HandshakeResponse::decode(payload) {
@@ -50,6 +75,37 @@ impl Engine {
         // global interactive_timeout, at login only.
         self.clients[key].timeouts.interactive_login = resp.capabilities & CLIENT_INTERACTIVE != 0;
         if self.config.relay_unlisted && self.user_pool(&resp.username).is_none() {
+            if let Some(why) = self.tls_refusal(key, None) {
+                let given = !resp.auth_response.is_empty();
+                self.refuse_without_tls(key, seq.wrapping_add(1), &resp.username, given, why);
+                return;
+            }
+            // The relay passes packets with their sequence ids as they are,
+            // and a TLS client counts one more (its SSL request): its login
+            // to mysqld must use TLS too, and a plain one none.
+            let tls = &self.config.backend.tls;
+            let why = match (self.clients[key].tls, tls.config.is_some()) {
+                (true, false) => Some("the client uses TLS, and a relayed login then needs TLS to mysqld ([backend] tls is off)".to_string()),
+                (false, _) if tls.mode.required() => Some(format!(
+                    "a relayed login without TLS cannot use TLS to mysqld, which [backend] tls = {} requires; connect with TLS",
+                    tls.mode.name()
+                )),
+                _ => None,
+            };
+            if let Some(why) = why {
+                let msg = format!(
+                    "funnel: user '{}' is not in the funnel's configuration, and its relayed login cannot be made: {why}",
+                    resp.username
+                );
+                self.refuse_login(
+                    key,
+                    seq.wrapping_add(1),
+                    ER_ACCESS_DENIED_ERROR,
+                    &msg,
+                    &resp.username,
+                );
+                return;
+            }
             // What it negotiated of MariaDB's extensions with the funnel's
             // greeting (its column definitions are edited to it).
             self.clients[key].mariadb_caps =
@@ -120,7 +176,9 @@ impl Engine {
     pub(super) fn auth_plugin_of(&self, pool: Option<usize>) -> &'static str {
         match pool.map(|p| &self.pools[p].user.credential) {
             Some(Credential::Ed25519(_) | Credential::Ed25519Key(_)) => CLIENT_ED25519,
-            Some(Credential::CachingSha2(_)) => CACHING_SHA2_PASSWORD,
+            Some(Credential::CachingSha2(_) | Credential::CachingSha2Hash(_)) => {
+                CACHING_SHA2_PASSWORD
+            }
             _ => MYSQL_NATIVE_PASSWORD,
         }
     }
@@ -290,6 +348,10 @@ impl Engine {
                         .nonce
                         .is_some_and(|nonce| verify_ed25519(key, &nonce, response))
                 }
+                Credential::CachingSha2Hash(h) => {
+                    return auth.sha2
+                        && caching_sha2::verify(Some(h), &self.clients[key].scramble, response);
+                }
                 Credential::CachingSha2(pw) => {
                     let stage2 = (!pw.is_empty()).then(|| caching_sha2::stage2(pw.as_bytes()));
                     return auth.sha2
@@ -333,6 +395,10 @@ impl Engine {
                 c.close_after_flush = true;
             }
             self.flush_client(key);
+            return;
+        }
+        if let Some(why) = self.tls_refusal(key, auth.pool) {
+            self.refuse_without_tls(key, seq, &auth.user, !response.is_empty(), why);
             return;
         }
         let addr = self.clients[key].host.parse().ok().map(AddrKey::of);
@@ -441,6 +507,57 @@ impl Engine {
                 self.process_client_input(key);
             }
         }
+    }
+
+    /// Why a client without TLS may not log in to `pool`'s user: the
+    /// user's `require_tls`, or `[funnel] require_tls` for a TCP client
+    /// (a unix socket is as safe as mysqld's `require_secure_transport`
+    /// takes it to be). None when it may, or it has TLS.
+    pub(super) fn tls_refusal(&self, key: usize, pool: Option<usize>) -> Option<&'static str> {
+        let c = self.clients.get(key)?;
+        if c.tls {
+            return None;
+        }
+        if pool.is_some_and(|p| self.pools[p].user.require_tls) {
+            return Some("the user has require_tls and the client did not connect with TLS");
+        }
+        if self.config.require_tls && c.peer != Peer::Unix {
+            return Some("[funnel] require_tls and the client did not connect with TLS");
+        }
+        None
+    }
+
+    /// Refuse a login that needs TLS, as mysqld answers both an account
+    /// with REQUIRE SSL and `require_secure_transport`: access denied,
+    /// nothing more (the log says why).
+    pub(super) fn refuse_without_tls(
+        &mut self,
+        key: usize,
+        seq: u8,
+        user: &str,
+        password_given: bool,
+        why: &str,
+    ) {
+        let c = &self.clients[key];
+        let msg = format!(
+            "Access denied for user '{user}'@'{}' (using password: {})",
+            c.host,
+            if password_given { "YES" } else { "NO" }
+        );
+        self.counters.clients_refused += 1;
+        let (id, peer) = (c.id, c.peer.description());
+        log_limited!(
+            self,
+            LogEvent::ClientRefused,
+            "client {id} from {peer} refused as user '{user}' without TLS: {why}"
+        );
+        let c = &mut self.clients[key];
+        c.state = ClientState::Idle;
+        self.client_error(key, seq, ER_ACCESS_DENIED_ERROR, &msg);
+        if let Some(c) = self.clients.get_mut(key) {
+            c.close_after_flush = true;
+        }
+        self.flush_client(key);
     }
 
     /// The pool that verifies logins as `user` (its `CLIENT_FOUND_ROWS`

@@ -68,7 +68,8 @@ const MAX_HANDSHAKE_PACKET: usize = 64 * 1024;
 /// `CLIENT_SESSION_TRACK` is honoured per client: the backends track
 /// everything, and each client gets what its own `session_track_*` settings
 /// would report (`client_track`).
-/// No `CLIENT_SSL` (not yet), no `CLIENT_COMPRESS`.
+/// `CLIENT_SSL` is added to the greeting when a certificate is configured
+/// (`[funnel] tls_cert`). No `CLIENT_COMPRESS`.
 pub const SERVER_CAPS: u32 = CLIENT_LONG_PASSWORD
     | CLIENT_FOUND_ROWS
     | CLIENT_LONG_FLAG
@@ -156,6 +157,9 @@ pub struct Client {
     pub conn: ConnId,
     /// Who connected (read once, at accept).
     pub peer: Peer,
+    /// It asked for TLS: its connection is encrypted from its SSL request
+    /// on (by the I/O layer).
+    pub tls: bool,
     pub state: ClientState,
     pub pool: usize,
     pub rbuf: Buf,
@@ -421,6 +425,7 @@ impl Engine {
             id,
             conn,
             peer,
+            tls: false,
             state: ClientState::Handshake,
             pool: 0,
             rbuf: Buf::new(),
@@ -488,6 +493,11 @@ impl Engine {
                     CLIENT_LOCAL_FILES
                 } else {
                     0
+                }
+                | if self.config.tls.is_some() {
+                    CLIENT_SSL
+                } else {
+                    0
                 },
             charset: self.servers[0].charset.unwrap_or(45),
             status: SERVER_STATUS_AUTOCOMMIT,
@@ -526,6 +536,9 @@ impl Engine {
             id: image.id,
             conn,
             peer,
+            // TLS clients are never handed over (their TLS session stays in
+            // the process that made it).
+            tls: false,
             state: ClientState::Idle,
             pool,
             rbuf: Buf::new(),

@@ -484,6 +484,17 @@ impl FakeMysqld {
         } else {
             String::new()
         };
+        // An executed statement empties the diagnostics area as the same
+        // statement sent as a query does (a DML one: it uses a table).
+        let executed = if matches!(cmd, COM_STMT_EXECUTE | COM_STMT_BULK_EXECUTE) {
+            payload
+                .get(1..5)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .and_then(|id| self.conns[i].stmts.get(&id))
+                .map(|st| st.sql.to_ascii_uppercase())
+        } else {
+            None
+        };
         if cmd == COM_QUERY && answer != Answer::Stall {
             if self.queries.len() >= MAX_QUERIES_LOGGED {
                 self.queries.pop_front();
@@ -506,7 +517,7 @@ impl FakeMysqld {
             }
             // A statement that uses a table empties the area when it starts,
             // whatever its answer (rows, a big result, ...).
-            if empties_diagnostics(&sql) {
+            if empties_diagnostics(&sql) || executed.as_deref().is_some_and(empties_diagnostics) {
                 self.conns[i].warnings_owner = None;
             }
         }

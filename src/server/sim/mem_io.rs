@@ -310,6 +310,21 @@ impl MemIo {
             Action::HandOffClient { conn, .. } => {
                 self.conns.try_remove(conn.0);
             }
+            // The simulation's configurations have no TLS, so the engine
+            // never asks for it; if it did, TLS is refused here: the
+            // read fails, as a failed handshake does.
+            Action::StartClientTls { key, serial, .. } => {
+                if self.engine.client_is(key, serial) {
+                    let e = std::io::Error::other("no TLS in the simulation");
+                    self.engine.client_read_done(key, Err(e));
+                }
+            }
+            Action::StartBackendTls { key, serial, .. } => {
+                if self.engine.backend_is(key, serial) {
+                    let e = std::io::Error::other("no TLS in the simulation");
+                    self.engine.backend_read_done(key, Err(e));
+                }
+            }
             Action::Notify(state) => {
                 if self.notifications.len() >= MAX_NOTIFICATIONS {
                     self.notifications.pop_front();

@@ -1,0 +1,379 @@
+//! TLS settings: the funnel's certificate and key towards clients, and how
+//! it checks mysqld's certificate, read from the files the configuration
+//! names and turned into rustls configurations (ring as the crypto
+//! provider). Built when the configuration is read, so that a bad file is
+//! refused at start-up (exit code 2) or by a reload (which then keeps the
+//! running configuration), never found later by a client's handshake.
+//!
+//! No socket here: the connections themselves are the I/O layer's
+//! (`server::tls_io`).
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+/// The crypto provider of every TLS configuration of the funnel.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The funnel's identity towards clients (`[funnel] tls_cert`, `tls_key`).
+#[derive(Clone)]
+pub struct ServerTls {
+    pub cert_path: String,
+    pub key_path: String,
+    /// SHA-256 of the certificate chain and the key as read: tells a
+    /// reload whether the files changed.
+    digest: [u8; 32],
+    /// The leaf certificate's SHA-256 (for logs: which certificate is in use).
+    pub fingerprint: String,
+    pub config: Arc<rustls::ServerConfig>,
+}
+
+impl PartialEq for ServerTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.cert_path == other.cert_path
+            && self.key_path == other.key_path
+            && self.digest == other.digest
+    }
+}
+
+impl fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("cert_path", &self.cert_path)
+            .field("key_path", &self.key_path)
+            .field("fingerprint", &self.fingerprint)
+            .finish()
+    }
+}
+
+fn read_file(path: &str, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read the {what} {path:?}: {e}"))
+}
+
+/// The certificates of a PEM file, in order; at least one.
+fn certificates(pem: &[u8], path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{path:?} is not a valid PEM certificate file: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{path:?} holds no PEM certificate (BEGIN CERTIFICATE)"
+        ));
+    }
+    Ok(certs)
+}
+
+/// Read and check the certificate chain and key: both must parse, and the
+/// key must be the certificate's.
+pub fn load_server(cert_path: &str, key_path: &str) -> Result<ServerTls, String> {
+    let cert_pem = read_file(cert_path, "certificate file")?;
+    let key_pem = read_file(key_path, "key file")?;
+    let certs = certificates(&cert_pem, cert_path)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        format!("{key_path:?} holds no usable PEM private key (PKCS#8, PKCS#1 or SEC1): {e}")
+    })?;
+    let mut digest = Sha256::new();
+    for c in &certs {
+        digest.update(c.as_ref());
+    }
+    digest.update(key.secret_der());
+    let digest: [u8; 32] = digest.finalize().into();
+    let fingerprint = Sha256::digest(certs[0].as_ref())
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS set-up failed: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            format!("the key {key_path:?} does not go with the certificate {cert_path:?}: {e}")
+        })?;
+    // No session tickets and no session cache: clients of a database
+    // connect rarely and stay, and a ticket would be one more thing kept
+    // per connection.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(ServerTls {
+        cert_path: cert_path.to_string(),
+        key_path: key_path.to_string(),
+        digest,
+        fingerprint,
+        config: Arc::new(config),
+    })
+}
+
+/// `[backend] tls`: as the MySQL clients' `--ssl-mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendTlsMode {
+    /// Never.
+    Off,
+    /// When mysqld offers it, without checking its certificate.
+    Prefer,
+    /// Always (mysqld must offer it), without checking its certificate.
+    Require,
+    /// Always, with a certificate signed by `tls_ca`.
+    VerifyCa,
+    /// Always, with a certificate signed by `tls_ca` for the server's name.
+    VerifyIdentity,
+}
+
+impl BackendTlsMode {
+    pub const NAMES: &'static str = "off, prefer, require, verify_ca or verify_identity";
+
+    pub fn parse(text: &str) -> Option<BackendTlsMode> {
+        Some(match text {
+            "off" => BackendTlsMode::Off,
+            "prefer" => BackendTlsMode::Prefer,
+            "require" => BackendTlsMode::Require,
+            "verify_ca" => BackendTlsMode::VerifyCa,
+            "verify_identity" => BackendTlsMode::VerifyIdentity,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendTlsMode::Off => "off",
+            BackendTlsMode::Prefer => "prefer",
+            BackendTlsMode::Require => "require",
+            BackendTlsMode::VerifyCa => "verify_ca",
+            BackendTlsMode::VerifyIdentity => "verify_identity",
+        }
+    }
+
+    /// A connection without TLS is refused.
+    pub fn required(self) -> bool {
+        !matches!(self, BackendTlsMode::Off | BackendTlsMode::Prefer)
+    }
+
+    pub fn verifies(self) -> bool {
+        matches!(
+            self,
+            BackendTlsMode::VerifyCa | BackendTlsMode::VerifyIdentity
+        )
+    }
+}
+
+/// How the funnel speaks TLS to mysqld (`[backend] tls`, `tls_ca`,
+/// `tls_server_name`).
+#[derive(Clone)]
+pub struct BackendTls {
+    pub mode: BackendTlsMode,
+    pub ca_path: String,
+    /// The name the certificate must be for (verify_identity), and the SNI.
+    pub server_name: ServerName<'static>,
+    /// SHA-256 of the CA file as read (a reload that changes it counts).
+    digest: [u8; 32],
+    /// None with `off`.
+    pub config: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl PartialEq for BackendTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.mode == other.mode
+            && self.ca_path == other.ca_path
+            && self.server_name == other.server_name
+            && self.digest == other.digest
+    }
+}
+
+impl fmt::Debug for BackendTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackendTls")
+            .field("mode", &self.mode)
+            .field("ca_path", &self.ca_path)
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+impl BackendTls {
+    pub fn off() -> BackendTls {
+        BackendTls {
+            mode: BackendTlsMode::Off,
+            ca_path: String::new(),
+            server_name: ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()),
+            digest: [0; 32],
+            config: None,
+        }
+    }
+}
+
+/// Build the backend side: `ca_path` is needed (and read) by the verifying
+/// modes only; `server_name` is a DNS name or an IP address.
+pub fn load_backend(
+    mode: BackendTlsMode,
+    ca_path: &str,
+    server_name: &str,
+) -> Result<BackendTls, String> {
+    let name = ServerName::try_from(server_name.to_string())
+        .map_err(|_| format!("{server_name:?} is neither a DNS name nor an IP address"))?;
+    if mode == BackendTlsMode::Off {
+        return Ok(BackendTls {
+            server_name: name,
+            ca_path: ca_path.to_string(),
+            ..BackendTls::off()
+        });
+    }
+    let provider = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS set-up failed: {e}"))?;
+    let mut digest = [0; 32];
+    let verifier: Arc<dyn ServerCertVerifier> = if mode.verifies() {
+        if ca_path.is_empty() {
+            return Err(format!(
+                "tls = {} needs tls_ca, the CA certificate(s) mysqld's certificate is signed by",
+                mode.name()
+            ));
+        }
+        let pem = read_file(ca_path, "CA file")?;
+        digest = Sha256::digest(&pem).into();
+        let mut roots = RootCertStore::empty();
+        for cert in certificates(&pem, ca_path)? {
+            roots
+                .add(cert)
+                .map_err(|e| format!("{ca_path:?}: not a usable CA certificate: {e}"))?;
+        }
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| format!("{ca_path:?}: {e}"))?;
+        if mode == BackendTlsMode::VerifyIdentity {
+            webpki
+        } else {
+            Arc::new(IgnoreName(webpki))
+        }
+    } else {
+        Arc::new(Unverified(provider))
+    };
+    let mut config = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    // One connection per handshake, kept for long: nothing to resume.
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(BackendTls {
+        mode,
+        ca_path: ca_path.to_string(),
+        server_name: name,
+        digest,
+        config: Some(Arc::new(config)),
+    })
+}
+
+/// verify_ca: the chain must lead to the CA; the name is not checked (as
+/// MySQL's `--ssl-mode=VERIFY_CA`).
+#[derive(Debug)]
+struct IgnoreName(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for IgnoreName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// prefer, require: encrypted, the certificate not checked (as MySQL's
+/// `--ssl-mode=PREFERRED` and `REQUIRED`). The handshake's signatures are
+/// still checked against the certificate presented.
+#[derive(Debug)]
+struct Unverified(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A TLS failure as an I/O error whose message says it was TLS.
+pub fn io_error(e: Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}"))
+}
