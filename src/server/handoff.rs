@@ -623,7 +623,7 @@ impl Engine {
             && c.waits_for_command()
             && !c.read_back_pending
         {
-            c.pins.remove(PinCause::Diagnostics);
+            c.unpin(PinCause::Diagnostics);
             self.unpin_if_free(key);
         }
     }
@@ -729,6 +729,7 @@ impl Engine {
                 },
             );
         }
+        c.retally();
         if !image.pending_input.is_empty() {
             self.bufs.ensure(&mut c.rbuf);
             c.rbuf.extend_from_slice(&image.pending_input);
@@ -944,10 +945,10 @@ mod tests {
             .pins
             .insert(crate::server::session::PinCause::Transaction);
         assert!(e.client_image(key).is_none());
-        e.clients[key].pins.clear();
-        e.clients[key].state = ClientState::Queued;
+        e.clients[key].drop_pins();
+        e.clients[key].set_state(ClientState::Queued);
         assert!(e.client_image(key).is_none());
-        e.clients[key].state = ClientState::Idle;
+        e.clients[key].set_state(ClientState::Idle);
         e.clients[key].wbuf.extend_from_slice(b"x");
         assert!(e.client_image(key).is_none());
     }

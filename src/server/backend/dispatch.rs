@@ -44,14 +44,16 @@ impl Engine {
         // Connected now, and shared: a pinned connection whose client is
         // gone is given back (closed below when it is one too many).
         self.set_backend_role(key, false, false);
-        let b = &mut self.backends[key];
         if was_connecting {
-            b.ready_at = self.now;
+            self.backends[key].ready_at = self.now;
             let server = self.pools[pool].server;
             self.servers[server].reached = true;
         }
-        b.state = BackendState::Idle;
-        b.client = None;
+        // On the idle list from here; the steps below that keep it from
+        // serving (close, reset, statement closes) take it off again.
+        self.detach_backend_client(key);
+        self.set_backend_state(key, BackendState::Idle);
+        let b = &mut self.backends[key];
         let p = &mut self.pools[pool];
         if was_connecting {
             if !p.backoff.is_zero() {
@@ -93,8 +95,6 @@ impl Engine {
             self.start_close_stmts(key);
             return;
         }
-        b.idle_since = self.now;
-        p.idle.push(key);
         self.dispatch(pool);
     }
 
@@ -104,7 +104,7 @@ impl Engine {
             return;
         }
         loop {
-            if self.pools[pool].idle.is_empty() {
+            if self.pools[pool].idle().is_empty() {
                 return;
             }
             let Some(req) = self.pools[pool].pop() else {
@@ -120,7 +120,7 @@ impl Engine {
             let schema = c.session.schema.as_deref();
             let backends = &self.backends;
             let overwrites = command_overwrites(c);
-            let Some(b) = self.pools[pool].take_idle(|b| {
+            let Some(b) = self.pools[pool].pick_idle(|b| {
                 backends.get(b).map_or(0, |b| {
                     let score = session_score(&b.session, fingerprint, schema);
                     match &overwrites {
@@ -152,8 +152,8 @@ impl Engine {
     /// the backend's differs, then send the command.
     pub(in crate::server) fn start_request(&mut self, key: usize, client: ClientRef) {
         self.ensure_client_session(client.key);
+        self.attach_backend_client(key, client);
         let b = &mut self.backends[key];
-        b.client = Some(client);
         b.schema_unset_tried = false;
         b.prepare_retries = 0;
         // Nothing of this command has been forwarded yet.
@@ -176,7 +176,6 @@ impl Engine {
             .get(client.key)
             .filter(|c| c.serial == client.serial)
         else {
-            self.backends[key].client = None;
             self.release_orphan(key);
             return;
         };
@@ -404,7 +403,7 @@ impl Engine {
         };
         let Some(span) = c.current else {
             // Nothing to send (cannot happen: a running client has a command).
-            self.backends[key].client = None;
+            self.detach_backend_client(key);
             self.backend_ready(key);
             return;
         };
@@ -551,9 +550,9 @@ impl Engine {
         b.commands += 1;
         let expect = expect_for(cmd);
         b.tracker.start(expect);
-        b.state = BackendState::Running;
         c.command_sent_at = self.now;
         let serial = b.serial;
+        self.set_backend_state(key, BackendState::Running);
         self.flush_backend(key);
         // A failed write has lost the backend (and told its client).
         let alive = self.backends.get(key).is_some_and(|b| b.serial == serial);
@@ -618,7 +617,8 @@ impl Engine {
         b.paused = false;
         let pool = b.pool;
         let client = b.client;
-        b.state = BackendState::Idle;
+        self.set_backend_state(key, BackendState::Idle);
+        let b = &mut self.backends[key];
         let pins_now = client
             .filter(|_| !draining)
             .and_then(|cr| self.clients.get(cr.key).filter(|c| c.serial == cr.serial))
@@ -642,7 +642,7 @@ impl Engine {
                         // Warnings are worth a pin only while one is free;
                         // they stay marked as this client's on the backend.
                         if let Some(c) = self.clients.get_mut(cr.key) {
-                            c.pins.remove(PinCause::Diagnostics);
+                            c.unpin(PinCause::Diagnostics);
                         }
                         return self.release_after_response(key, draining);
                     }
@@ -667,7 +667,7 @@ impl Engine {
                             "pool {}: max_pinned_backends = {limit} reached; a client's session state was discarded",
                             p.name()
                         );
-                        b.client = None;
+                        self.detach_backend_client(key);
                         self.reset_backend(key);
                         self.client_ready(cr.key);
                         return;
@@ -693,7 +693,7 @@ impl Engine {
                     c.set_idle();
                     closing = c.close_after_flush;
                 }
-                b.client = None;
+                self.detach_backend_client(key);
                 self.backend_ready(key);
                 if closing {
                     self.flush_client(cr.key);
@@ -705,7 +705,7 @@ impl Engine {
                 // The client left during the response: whatever the command
                 // did to the session (a transaction, variables, locks) must
                 // not reach the next client.
-                b.client = None;
+                self.detach_backend_client(key);
                 self.end_pin(key);
                 let b = &mut self.backends[key];
                 if b.close_when_done {
@@ -729,9 +729,9 @@ impl Engine {
             .and_then(|cr| self.clients.get(cr.key).filter(|c| c.serial == cr.serial))
             .is_some_and(|c| c.pinned == Some(key));
         if pinned_here {
-            b.state = BackendState::Idle;
+            self.set_backend_state(key, BackendState::Idle);
         } else {
-            b.client = None;
+            self.detach_backend_client(key);
             self.backend_ready(key);
         }
         if let Some(cr) = client {
@@ -747,17 +747,16 @@ impl Engine {
             .clients
             .get(client.key)
             .is_some_and(|c| c.pinned == Some(key));
-        let b = &mut self.backends[key];
         if pinned_here {
-            b.state = BackendState::Idle;
+            self.set_backend_state(key, BackendState::Idle);
         } else {
-            b.client = None;
+            self.detach_backend_client(key);
             self.backend_ready(key);
         }
         if let Some(c) = self.clients.get_mut(client.key) {
             c.awaiting_privileges = false;
             // Not set_idle: the command's sequence ids stay as they were.
-            c.state = crate::server::client::ClientState::Idle;
+            c.set_state(crate::server::client::ClientState::Idle);
             self.handle_command(client.key);
         }
     }
@@ -767,8 +766,8 @@ impl Engine {
     /// and is reset; a shared one only had its tracked session replayed,
     /// which the backend's own view records, and goes back to the pool.
     pub(super) fn release_orphan(&mut self, key: usize) {
+        self.detach_backend_client(key);
         let b = &mut self.backends[key];
-        b.client = None;
         if b.pinned || b.dirty || b.own_timeouts {
             self.end_pin(key);
             self.reset_backend(key);
@@ -811,10 +810,10 @@ impl Engine {
             return;
         };
         if let Some(c) = self.clients.get_mut(client) {
-            c.pins.remove(PinCause::Diagnostics);
+            c.unpin(PinCause::Diagnostics);
             c.pinned = None;
         }
-        self.backends[backend].client = None;
+        self.detach_backend_client(backend);
         self.backend_ready(backend);
     }
 
@@ -831,9 +830,9 @@ impl Engine {
         let Some(b) = c.pinned.take() else {
             return;
         };
-        if let Some(bk) = self.backends.get_mut(b) {
-            bk.client = None;
-            if bk.state == BackendState::Idle {
+        if self.backends.contains(b) {
+            self.detach_backend_client(b);
+            if self.backends[b].state == BackendState::Idle {
                 self.backend_ready(b);
             }
         }
@@ -873,10 +872,11 @@ impl Engine {
     }
 
     pub(super) fn release_pinned_as(&mut self, key: usize, rollback: bool) {
-        let Some(b) = self.backends.get_mut(key) else {
+        if !self.backends.contains(key) {
             return;
-        };
-        b.client = None;
+        }
+        self.detach_backend_client(key);
+        let b = &mut self.backends[key];
         if b.state == BackendState::Idle && b.relay.is_some() {
             // A relayed login's connection is never anyone else's.
             b.relay = None;
@@ -893,7 +893,8 @@ impl Engine {
                 }
             }
             BackendState::Running => {
-                b.state = BackendState::Draining;
+                self.set_backend_state(key, BackendState::Draining);
+                let b = &mut self.backends[key];
                 b.drain_started = self.now;
             }
             // Draining or internal steps: finish_response / internal_done

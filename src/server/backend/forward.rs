@@ -158,6 +158,7 @@ impl Engine {
                                     types: Vec::new(),
                                 },
                             );
+                            c.retally();
                         }
                         // The client sees the funnel's id, not this backend's.
                         let at = pos + HEADER_LEN + 1;
@@ -452,14 +453,14 @@ impl Engine {
                         .get("autocommit")
                         .is_some_and(|v| v.eq_ignore_ascii_case("OFF"))
                     {
-                        c.pins.insert(PinCause::Transaction);
+                        c.pin(PinCause::Transaction);
                     }
                 } else if has_status {
                     c.last_status = status;
                     if status & SERVER_STATUS_IN_TRANS != 0 {
-                        c.pins.insert(PinCause::Transaction);
+                        c.pin(PinCause::Transaction);
                     } else {
-                        c.pins.remove(PinCause::Transaction);
+                        c.unpin(PinCause::Transaction);
                     }
                 }
                 if matches!(cmd, COM_QUERY | COM_STMT_EXECUTE | COM_STMT_BULK_EXECUTE) {
@@ -492,17 +493,17 @@ impl Engine {
                 match cmd {
                     // Long data lives in that backend's statement until the
                     // execute (or a reset) consumes it.
-                    COM_STMT_SEND_LONG_DATA => c.pins.insert(PinCause::PreparedStatement),
-                    COM_STMT_EXECUTE | COM_STMT_RESET => c.pins.remove(PinCause::PreparedStatement),
+                    COM_STMT_SEND_LONG_DATA => c.pin(PinCause::PreparedStatement),
+                    COM_STMT_EXECUTE | COM_STMT_RESET => c.unpin(PinCause::PreparedStatement),
                     _ => {}
                 }
                 if end != EndKind::Err {
                     c.unreported_held =
                         (c.unreported_held & !c.unreported_released) | c.unreported_taken;
                     if c.unreported_held != 0 {
-                        c.pins.insert(PinCause::Lock);
+                        c.pin(PinCause::Lock);
                     } else {
-                        c.pins.remove(PinCause::Lock);
+                        c.unpin(PinCause::Lock);
                     }
                 }
                 c.unreported_taken = 0;
@@ -546,11 +547,11 @@ impl Engine {
                                 c.id
                             );
                         }
-                        c.pins.insert(PinCause::Unproven);
+                        c.pin(PinCause::Unproven);
                         newly_dirty = !b.dirty;
                         b.dirty = true;
                     } else if b.saw_unreplayable {
-                        c.pins.insert(PinCause::SessionState);
+                        c.pin(PinCause::SessionState);
                     } else if unexplained
                         || (b.charset_changed && !names_known)
                         || facts.assigns_user_var
@@ -565,7 +566,7 @@ impl Engine {
                         if !matches!(cmd, COM_QUERY | COM_STMT_EXECUTE | COM_STMT_BULK_EXECUTE)
                             || (facts.opaque_state && unexplained)
                         {
-                            c.pins.insert(PinCause::SessionState);
+                            c.pin(PinCause::SessionState);
                         } else if holds_diagnostics {
                             c.read_back_pending = true;
                             c.read_back_insert_id |= facts.sets_insert_id;
@@ -577,10 +578,10 @@ impl Engine {
                         // SHOW WARNINGS / SHOW ERRORS may follow: they must
                         // run here, and nobody else may see these. They
                         // last until a statement that empties the area.
-                        c.pins.insert(PinCause::Diagnostics);
+                        c.pin(PinCause::Diagnostics);
                         b.diagnostics_of = Some(cr.serial);
                     } else if facts.clears_diagnostics {
-                        c.pins.remove(PinCause::Diagnostics);
+                        c.unpin(PinCause::Diagnostics);
                         b.diagnostics_of = None;
                         read_user_vars |= c.read_back_pending && dirty.is_none();
                     }
@@ -612,15 +613,18 @@ impl Engine {
         if b.garbage_after_answer {
             // As if lost while idle: the client's answer is complete; a
             // session it held is gone, and it hears so at its next command.
-            b.state = BackendState::Idle;
+            self.set_backend_state(key, BackendState::Idle);
             self.backend_lost(key, "server sent bytes after a complete answer".into());
             return;
         }
         if b.kills_pending > 0 {
-            b.state = BackendState::AwaitKill {
-                read_back: read_user_vars,
-                draining,
-            };
+            self.set_backend_state(
+                key,
+                BackendState::AwaitKill {
+                    read_back: read_user_vars,
+                    draining,
+                },
+            );
             return;
         }
         self.after_response(key, read_user_vars, draining);
@@ -676,7 +680,7 @@ impl Engine {
         if pending <= limit && others + pending <= self.config.max_buffered_total {
             b.slow_reader = SlowReader::Buffering;
             self.buffered_total = others + pending;
-            c.buffered = pending;
+            c.set_buffered(pending);
             return true;
         }
         b.slow_reader = SlowReader::FellBack;

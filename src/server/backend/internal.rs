@@ -7,9 +7,9 @@ use super::*;
 impl Engine {
     /// Send a command the funnel itself needs answered.
     pub(in crate::server) fn start_internal(&mut self, key: usize, step: Internal, sql: Vec<u8>) {
-        let Some(b) = self.backends.get_mut(key) else {
+        if !self.backends.contains(key) {
             return;
-        };
+        }
         let (cmd, expect) = match step {
             Internal::InitDb => (COM_INIT_DB, Expect::Simple),
             Internal::Reset => (COM_RESET_CONNECTION, Expect::Simple),
@@ -18,7 +18,8 @@ impl Engine {
             Internal::SetOption => (COM_SET_OPTION, Expect::Simple),
             _ => (COM_QUERY, Expect::Query),
         };
-        b.state = BackendState::Internal(step);
+        self.set_backend_state(key, BackendState::Internal(step));
+        let b = &mut self.backends[key];
         b.tracker.start(expect);
         b.rows.clear();
         b.rows_charset = None;
@@ -803,10 +804,10 @@ impl Engine {
             {
                 c.session.copy_from(&b.session);
                 if pin != Some(PinCause::UserVars) {
-                    c.pins.remove(PinCause::UserVars);
+                    c.unpin(PinCause::UserVars);
                 }
                 if let Some(pin) = pin {
-                    c.pins.insert(pin);
+                    c.pin(pin);
                 }
                 // Only the client's own `LAST_INSERT_ID(expr)` made this
                 // connection's value the client's.
@@ -835,9 +836,9 @@ impl Engine {
 
     /// Return a backend's session to a clean state before anyone else uses it.
     pub(in crate::server) fn reset_backend(&mut self, key: usize) {
+        self.detach_backend_client(key);
         let b = &mut self.backends[key];
         // The option survives COM_RESET_CONNECTION (it is a capability).
-        b.client = None;
         b.stmts.clear();
         b.prepare = None;
         b.last_insert_id = 0;

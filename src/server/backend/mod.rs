@@ -166,7 +166,10 @@ pub struct Backend {
     pub conn: ConnId,
     /// A `FlushBackend` action is queued.
     pub flush_queued: bool,
+    /// Changed only by `Engine::set_backend_state`.
     pub state: BackendState,
+    /// On its pool's idle list (kept by `Engine::sync_idle_listing`).
+    pub idle_listed: bool,
     pub rbuf: Buf,
     pub wbuf: Buf,
     pub tracker: ResponseTracker,
@@ -609,6 +612,7 @@ impl Engine {
             conn: ConnId::NONE,
             flush_queued: false,
             state: BackendState::Connecting,
+            idle_listed: false,
             rbuf: Buf::new(),
             wbuf: Buf::new(),
             tracker: ResponseTracker::new(BACKEND_CAPS),
@@ -743,7 +747,7 @@ impl Engine {
         if self.pools[pool].is_removed() && self.pools[pool].backlog_len() == 0 {
             // A removed user's pool keeps no idle backend (one can be left
             // over when the request it was opened for went elsewhere).
-            while let Some(b) = self.pools[pool].idle.pop() {
+            while let Some(&b) = self.pools[pool].idle().last() {
                 self.close_backend(b);
             }
         }
@@ -774,7 +778,7 @@ impl Engine {
             }
             let backends = &self.backends;
             let oldest = p
-                .idle
+                .idle()
                 .iter()
                 .filter_map(|&k| Some((k, backends.get(k)?.idle_since)))
                 .min_by_key(|&(_, since)| since);
@@ -822,7 +826,7 @@ impl Engine {
     pub(crate) fn backend_connected(&mut self, key: usize) {
         if let Some(b) = self.backends.get_mut(key) {
             if b.state == BackendState::Connecting {
-                b.state = BackendState::AwaitGreeting;
+                self.set_backend_state(key, BackendState::AwaitGreeting);
             }
         }
     }
@@ -1014,6 +1018,62 @@ impl Engine {
         }
         b.pinned = pinned;
         b.connecting = connecting;
+        self.sync_idle_listing(key);
+    }
+
+    /// Every change of a backend's state goes through here, so that the
+    /// pool's idle list cannot drift from it (see `sync_idle_listing`).
+    pub(super) fn set_backend_state(&mut self, key: usize, state: BackendState) {
+        if let Some(b) = self.backends.get_mut(key) {
+            b.state = state;
+            self.sync_idle_listing(key);
+        }
+    }
+
+    /// The backend now runs (or is held for) this client's command, or is
+    /// held by it pinned: the one place `Backend::client` is set.
+    pub(super) fn attach_backend_client(&mut self, key: usize, client: ClientRef) {
+        if let Some(b) = self.backends.get_mut(key) {
+            b.client = Some(client);
+            self.sync_idle_listing(key);
+        }
+    }
+
+    /// The backend serves no client any more: the one place
+    /// `Backend::client` is cleared.
+    pub(in crate::server) fn detach_backend_client(&mut self, key: usize) {
+        if let Some(b) = self.backends.get_mut(key) {
+            b.client = None;
+            self.sync_idle_listing(key);
+        }
+    }
+
+    /// A backend is on its pool's idle list exactly when it is idle, shared
+    /// and serves nobody; called after each change of those (state, role,
+    /// client), so the list follows them. Listed last: most recently used.
+    fn sync_idle_listing(&mut self, key: usize) {
+        let Some(b) = self.backends.get_mut(key) else {
+            return;
+        };
+        let free = b.kill_query.is_none()
+            && b.state == BackendState::Idle
+            && !b.pinned
+            && b.client.is_none();
+        let pool = &mut self.pools[b.pool];
+        if free != b.idle_listed {
+            b.idle_listed = free;
+            if free {
+                b.idle_since = self.now;
+                pool.list_idle(key);
+            } else {
+                pool.unlist_idle(key);
+            }
+        }
+        debug_assert_eq!(
+            pool.idle().contains(&key),
+            b.idle_listed,
+            "backend {key}'s idle listing drifted"
+        );
     }
 
     /// The backend connection broke or was found unusable.
@@ -1188,7 +1248,9 @@ impl Engine {
             return;
         }
         let p = &mut self.pools[b.pool];
-        p.remove_idle(key);
+        if b.idle_listed {
+            p.unlist_idle(key);
+        }
         p.count_backend(b.pinned, b.connecting, false);
         let mut rbuf = b.rbuf;
         let mut wbuf = b.wbuf;

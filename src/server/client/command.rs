@@ -124,6 +124,7 @@ impl Engine {
                 // be free.
                 let id = stmt_id_of(&data[HEADER_LEN..]);
                 let st = id.and_then(|id| c.stmts.remove(&id));
+                c.retally();
                 let cursor = id.filter(|id| c.open_cursors.contains(id));
                 let cref = c.cref(key);
                 self.discard_current(key);
@@ -581,7 +582,7 @@ impl Engine {
             enqueued: self.now,
         };
         if !matches!(c.state, ClientState::ConnectDb) {
-            c.state = ClientState::Queued;
+            c.set_state(ClientState::Queued);
         }
         match self.pools[pool].enqueue(req) {
             Ok(()) => {
@@ -618,7 +619,7 @@ impl Engine {
         }
         c.retries = c.retries.saturating_add(1);
         c.retried_at = Some(self.now);
-        c.state = ClientState::Queued;
+        c.set_state(ClientState::Queued);
         let pool = c.pool;
         let client = c.cref(key);
         let p = &mut self.pools[pool];

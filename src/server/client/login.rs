@@ -165,7 +165,7 @@ impl Engine {
             }
         };
         let c = &mut self.clients[key];
-        c.state = ClientState::AuthSwitch(Box::new(pending));
+        c.set_state(ClientState::AuthSwitch(Box::new(pending)));
         let mut out = Vec::new();
         switch.encode(&mut out);
         self.send_to_client(key, seq, &out);
@@ -249,7 +249,7 @@ impl Engine {
                         "funnel: Host '{}' is blocked because of many failed logins for this user or from this address; try again later",
                         c.host
                     );
-                    c.state = ClientState::Idle;
+                    c.set_state(ClientState::Idle);
                     self.client_error(key, seq, ER_HOST_IS_BLOCKED, &msg);
                     if let Some(c) = self.clients.get_mut(key) {
                         c.close_after_flush = true;
@@ -281,7 +281,7 @@ impl Engine {
             c.id
         );
         let c = &mut self.clients[key];
-        c.state = ClientState::Idle;
+        c.set_state(ClientState::Idle);
         self.client_error(key, seq, code, msg);
         if let Some(c) = self.clients.get_mut(key) {
             c.close_after_flush = true;
@@ -389,7 +389,7 @@ impl Engine {
                 c.id
             );
             let c = &mut self.clients[key];
-            c.state = ClientState::Idle;
+            c.set_state(ClientState::Idle);
             self.client_error(key, seq, ER_ACCESS_DENIED_ERROR, &msg);
             if let Some(c) = self.clients.get_mut(key) {
                 c.close_after_flush = true;
@@ -452,6 +452,7 @@ impl Engine {
         let server = self.pools[pool].server;
         let c = &mut self.clients[key];
         c.pool = pool;
+        c.retally();
         c.user = auth.user;
         c.capabilities = auth.capabilities & (SERVER_CAPS | CLIENT_LOCAL_FILES);
         c.mariadb_caps = auth.mariadb_caps;
@@ -466,7 +467,7 @@ impl Engine {
                 // need to wait in the backlog for it again.
                 let c = &mut self.clients[key];
                 c.session.set_schema(Some(db));
-                c.state = ClientState::Idle;
+                c.set_state(ClientState::Idle);
                 self.arm_idle_timer(key);
                 self.client_login_ok(key, seq);
                 self.process_client_input(key);
@@ -484,7 +485,7 @@ impl Engine {
                 c.rbuf.extend_from_slice(&framed);
                 c.rbuf.extend_from_slice(&rest);
                 c.seq_offset = seq.wrapping_sub(1);
-                c.state = ClientState::ConnectDb;
+                c.set_state(ClientState::ConnectDb);
                 // Counted as a request: it waits in the backlog and runs on
                 // a backend like one, so latency counts stay equal to it.
                 self.pools[pool].counters.requests += 1;
@@ -501,7 +502,7 @@ impl Engine {
                 self.enqueue_current(key);
             }
             None => {
-                c.state = ClientState::Idle;
+                c.set_state(ClientState::Idle);
                 self.arm_idle_timer(key);
                 self.client_ok(key, seq);
                 self.process_client_input(key);
@@ -552,7 +553,7 @@ impl Engine {
             "client {id} from {peer} refused as user '{user}' without TLS: {why}"
         );
         let c = &mut self.clients[key];
-        c.state = ClientState::Idle;
+        c.set_state(ClientState::Idle);
         self.client_error(key, seq, ER_ACCESS_DENIED_ERROR, &msg);
         if let Some(c) = self.clients.get_mut(key) {
             c.close_after_flush = true;
@@ -658,6 +659,7 @@ impl Engine {
         c.drop_pins();
         let trim = c.stmts.bytes() >= TRIM_AFTER_BYTES;
         c.stmts.clear();
+        c.retally();
         c.last_insert_id = 0;
         c.last_status = SERVER_STATUS_AUTOCOMMIT;
         // The global wait_timeout, even for an interactive client (as

@@ -26,6 +26,7 @@ use super::statement::{kill_split, query_facts, StatementFacts};
 use super::stmt::{
     execute_layout, execute_types, release_free_memory, ClientStmts, TRIM_AFTER_BYTES,
 };
+use super::tally::{Counted, TallyBook, TallyState};
 use super::timer::TimerKind;
 use super::{Engine, POOLED_BUF_MAX};
 use crate::config::Credential;
@@ -273,6 +274,16 @@ pub struct Client {
     pub accepted_at: Instant,
     /// A login held back after failed logins (`auth_throttle`).
     pub auth_hold: Option<Box<AuthHold>>,
+    /// The pools' client tallies, and what this client adds to them now
+    /// (`retally`; taken out when it is dropped).
+    tally: TallyBook,
+    counted: Option<Counted>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.tally.apply(self.counted.take(), None);
+    }
 }
 
 /// What is left of a multi-statement query with a `KILL` in it: the
@@ -311,7 +322,56 @@ impl Client {
             self.running_connect_db = Some(backend);
             return;
         }
-        self.state = ClientState::Running(backend);
+        self.set_state(ClientState::Running(backend));
+    }
+    /// The one place a client's state changes: its pool's tally follows.
+    pub fn set_state(&mut self, state: ClientState) {
+        self.state = state;
+        self.retally();
+    }
+    pub fn pin(&mut self, cause: PinCause) {
+        self.pins.insert(cause);
+        self.retally();
+    }
+    pub fn unpin(&mut self, cause: PinCause) {
+        self.pins.remove(cause);
+        self.retally();
+    }
+    /// Its output held for it as a slow reader (`buffered`) changed.
+    pub fn set_buffered(&mut self, bytes: usize) {
+        self.buffered = bytes;
+        self.retally();
+    }
+    /// What the client adds to its pool's tally, as it is now.
+    pub fn counted_as(&self) -> Counted {
+        let state = match self.state {
+            ClientState::Handshake
+            | ClientState::AuthSwitch(_)
+            | ClientState::Relay { login: true, .. } => TallyState::Handshaking,
+            ClientState::Relay { login: false, .. } => TallyState::Other,
+            ClientState::Idle => TallyState::Idle,
+            ClientState::Queued | ClientState::ConnectDb => TallyState::Queued,
+            ClientState::Running(_) => TallyState::Running,
+        };
+        Counted {
+            pool: self.pool,
+            state,
+            pin: self.pins.primary(),
+            buffered: self.buffered,
+            stmts: self.stmts.len(),
+        }
+    }
+    /// Move the client's share of the tallies to what it counts as now:
+    /// after each change of its state, pool, pins, buffered output or
+    /// statements (the simulation checks none is missed).
+    pub fn retally(&mut self) {
+        let now = Some(self.counted_as());
+        self.tally.apply(self.counted, now);
+        self.counted = now;
+    }
+    /// What it was last counted as (for the checks against a walk).
+    pub fn counted(&self) -> Option<Counted> {
+        self.counted
     }
     /// Waiting for its next command, as mysqld's `wait_timeout` counts:
     /// nothing queued or running, its answers all written.
@@ -320,9 +380,9 @@ impl Client {
     }
     pub fn set_idle(&mut self) {
         self.drop_sent();
-        self.state = ClientState::Idle;
         self.seq_offset = 0;
         self.running_connect_db = None;
+        self.set_state(ClientState::Idle);
     }
     /// The answer to the command sent has started (or it is over): its
     /// bytes are no longer needed.
@@ -339,6 +399,7 @@ impl Client {
         self.read_back_insert_id = false;
         self.unreported_held = 0;
         self.open_cursors.clear();
+        self.retally();
     }
 
     /// Track whether `stmt` has an open cursor; the cursor pin lasts while
@@ -349,9 +410,9 @@ impl Client {
             self.open_cursors.push(stmt);
         }
         if self.open_cursors.is_empty() {
-            self.pins.remove(PinCause::Cursor);
+            self.unpin(PinCause::Cursor);
         } else {
-            self.pins.insert(PinCause::Cursor);
+            self.pin(PinCause::Cursor);
         }
     }
 
@@ -416,11 +477,51 @@ impl Engine {
         let id = self.take_connection_id();
         let mut scramble = [0u8; 20];
         fill_scramble(&mut scramble);
-        let entry = self.clients.vacant_entry();
-        let key = entry.key();
         let host = peer.host();
+        let mut c = self.new_client(serial, id, conn, peer);
+        c.host = host;
+        c.scramble = scramble;
+        c.retally();
+        let key = self.clients.insert(c);
         self.client_ids.insert(id, key);
-        entry.insert(Client {
+        let greeting = HandshakeV10 {
+            server_version: self.announced_version(),
+            connection_id: id,
+            scramble: scramble.to_vec(),
+            capabilities: SERVER_CAPS
+                | if self.config.allow_local_infile {
+                    CLIENT_LOCAL_FILES
+                } else {
+                    0
+                }
+                | if self.config.tls.is_some() {
+                    CLIENT_SSL
+                } else {
+                    0
+                },
+            charset: self.servers[0].charset.unwrap_or(45),
+            status: SERVER_STATUS_AUTOCOMMIT,
+            auth_plugin: MYSQL_NATIVE_PASSWORD.to_string(),
+        };
+        self.scratch.clear();
+        greeting.encode(&mut self.scratch);
+        let offered = self.offered_mariadb_caps();
+        if offered != 0 {
+            // As MariaDB announces them: without CLIENT_MYSQL.
+            set_greeting_mariadb_caps(&mut self.scratch, offered);
+        }
+        let payload = std::mem::take(&mut self.scratch);
+        self.send_to_client(key, 0, &payload);
+        self.scratch = payload;
+        let at = self.now + self.config.handshake_timeout;
+        self.add_timer(at, TimerKind::ClientHandshake { key, serial });
+        Some((key, serial))
+    }
+
+    /// A new client as accepted: logging in, nothing of a session yet. Not
+    /// counted in the tallies until its first `retally`.
+    fn new_client(&self, serial: u64, id: u32, conn: ConnId, peer: Peer) -> Client {
+        Client {
             serial,
             id,
             conn,
@@ -433,9 +534,9 @@ impl Engine {
             capabilities: 0,
             mariadb_caps: 0,
             charset: 0,
-            scramble,
+            scramble: [0; 20],
             user: String::new(),
-            host,
+            host: String::new(),
             session: SessionVars::new(),
             session_ready: false,
             track: TrackSettings::default(),
@@ -483,39 +584,9 @@ impl Engine {
             idle_timer_at: None,
             accepted_at: self.now,
             auth_hold: None,
-        });
-        let greeting = HandshakeV10 {
-            server_version: self.announced_version(),
-            connection_id: id,
-            scramble: scramble.to_vec(),
-            capabilities: SERVER_CAPS
-                | if self.config.allow_local_infile {
-                    CLIENT_LOCAL_FILES
-                } else {
-                    0
-                }
-                | if self.config.tls.is_some() {
-                    CLIENT_SSL
-                } else {
-                    0
-                },
-            charset: self.servers[0].charset.unwrap_or(45),
-            status: SERVER_STATUS_AUTOCOMMIT,
-            auth_plugin: MYSQL_NATIVE_PASSWORD.to_string(),
-        };
-        self.scratch.clear();
-        greeting.encode(&mut self.scratch);
-        let offered = self.offered_mariadb_caps();
-        if offered != 0 {
-            // As MariaDB announces them: without CLIENT_MYSQL.
-            set_greeting_mariadb_caps(&mut self.scratch, offered);
+            tally: self.tallies.clone(),
+            counted: None,
         }
-        let payload = std::mem::take(&mut self.scratch);
-        self.send_to_client(key, 0, &payload);
-        self.scratch = payload;
-        let at = self.now + self.config.handshake_timeout;
-        self.add_timer(at, TimerKind::ClientHandshake { key, serial });
-        Some((key, serial))
     }
 
     /// A client another funnel process handed over (`handoff.rs`), as it
@@ -529,74 +600,28 @@ impl Engine {
         image: &super::handoff::ClientImage,
     ) -> (usize, u64) {
         let serial = self.next_serial();
-        let entry = self.clients.vacant_entry();
-        let key = entry.key();
-        entry.insert(Client {
-            serial,
-            id: image.id,
-            conn,
-            peer,
-            // TLS clients are never handed over (their TLS session stays in
-            // the process that made it).
-            tls: false,
-            state: ClientState::Idle,
-            pool,
-            rbuf: Buf::new(),
-            wbuf: Buf::new(),
-            capabilities: image.capabilities,
-            mariadb_caps: image.mariadb_caps,
-            charset: image.charset,
-            scramble: image.scramble,
-            user: image.user.clone(),
-            host: image.host.clone(),
-            session: image.session(),
-            session_ready: image.session_ready,
-            track: image.track.clone(),
-            pinned: None,
-            pins: PinSet::default(),
-            current: None,
-            sent: None,
-            retries: 0,
-            retries_reached: 0,
-            retried_at: None,
-            seq_offset: 0,
-            command_read_at: self.now,
-            command_sent_at: self.now,
-            last_insert_id: image.last_insert_id,
-            row_count: image.row_count,
-            last_status: image.last_status,
-            bytes_out: 0,
-            pending_error: None,
-            unreported_taken: 0,
-            unreported_released: 0,
-            unreported_held: 0,
-            multi_statements: image.multi_statements,
-            read_paused: false,
-            flush_queued: false,
-            close_after_flush: false,
-            read_closed: false,
-            running_connect_db: None,
-            multi_rest: None,
-            awaiting_privileges: false,
-            rewritten: false,
-            relay_privileges: None,
-            e2e_pending: false,
-            stmts: ClientStmts::new(self.prepared_stmts.clone(), self.stmt_holders.clone()),
-            closes_awaited: 0,
-            next_stmt_id: image.next_stmt_id,
-            current_stmt: None,
-            open_cursors: Vec::new(),
-            write_stalled_since: None,
-            buffered: 0,
-            facts: StatementFacts::default(),
-            read_back_pending: false,
-            read_back_insert_id: false,
-            timeouts: image.timeouts,
-            last_active: self.now,
-            idle_timer_at: None,
-            accepted_at: self.now,
-            auth_hold: None,
-        });
+        let mut c = self.new_client(serial, image.id, conn, peer);
+        // `tls` stays false: TLS clients are never handed over (their TLS
+        // session stays in the process that made it).
+        c.set_state(ClientState::Idle);
+        c.pool = pool;
+        c.capabilities = image.capabilities;
+        c.mariadb_caps = image.mariadb_caps;
+        c.charset = image.charset;
+        c.scramble = image.scramble;
+        c.user = image.user.clone();
+        c.host = image.host.clone();
+        c.session = image.session();
+        c.session_ready = image.session_ready;
+        c.track = image.track.clone();
+        c.last_insert_id = image.last_insert_id;
+        c.row_count = image.row_count;
+        c.last_status = image.last_status;
+        c.multi_statements = image.multi_statements;
+        c.next_stmt_id = image.next_stmt_id;
+        c.timeouts = image.timeouts;
+        c.retally();
+        let key = self.clients.insert(c);
         (key, serial)
     }
 

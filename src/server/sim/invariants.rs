@@ -18,7 +18,8 @@ impl Engine {
     pub(crate) fn check_invariants(&self) -> Result<(), String> {
         self.check_clients()?;
         self.check_backends()?;
-        self.check_pools()
+        self.check_pools()?;
+        self.check_tallies()
     }
 
     fn check_clients(&self) -> Result<(), String> {
@@ -218,7 +219,13 @@ impl Engine {
             if b.state == BackendState::Running && b.client.is_none() {
                 return Err(format!("backend {key} runs a command for nobody"));
             }
-            let in_idle = self.pools[b.pool].idle.contains(&key);
+            let in_idle = self.pools[b.pool].idle().contains(&key);
+            if in_idle != b.idle_listed {
+                return Err(format!(
+                    "backend {key}'s idle_listed ({}) disagrees with its pool's list",
+                    b.idle_listed
+                ));
+            }
             let should_be_idle = b.state == BackendState::Idle && !b.pinned;
             if in_idle != should_be_idle {
                 return Err(format!(
@@ -256,10 +263,10 @@ impl Engine {
                     pool.shared, pool.pinned, pool.connecting
                 ));
             }
-            let mut idle = pool.idle.clone();
+            let mut idle = pool.idle().to_vec();
             idle.sort_unstable();
             idle.dedup();
-            if idle.len() != pool.idle.len() {
+            if idle.len() != pool.idle().len() {
                 return Err(format!("pool {p} lists a backend twice as idle"));
             }
         }
@@ -313,7 +320,7 @@ impl Engine {
                     p.shared,
                     p.pinned,
                     p.connecting,
-                    p.idle,
+                    p.idle(),
                     p.backlog_len()
                 )
             })
