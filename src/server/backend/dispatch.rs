@@ -157,7 +157,7 @@ impl Engine {
         b.schema_unset_tried = false;
         b.prepare_retries = 0;
         // Nothing of this command has been forwarded yet.
-        b.response_bytes = 0;
+        b.response.bytes = 0;
         if let Some(c) = self.clients.get_mut(client.key) {
             c.set_running(key);
         }
@@ -538,15 +538,7 @@ impl Engine {
         b.seq_offset = c.seq_offset;
         b.eof = EofTranslator::new(c.capabilities);
         b.sent_at = self.now;
-        b.saw_state_change = false;
-        b.state_applied = 0;
-        b.saw_eof_state_change = false;
-        b.saw_unreplayable = false;
-        b.charset_changed = false;
-        b.saw_warnings = false;
-        b.parse_error_only = false;
-        b.response_bytes = 0;
-        b.slow_reader = SlowReader::Watermarks;
+        b.response = ResponseRead::default();
         b.commands += 1;
         let expect = expect_for(cmd);
         b.tracker.start(expect);

@@ -93,7 +93,7 @@ impl Engine {
                 if kind == PacketKind::Err
                     && b.command == COM_STMT_PREPARE
                     && pos == 0
-                    && b.response_bytes == 0
+                    && b.response.bytes == 0
                     && c.is_some()
                     && b.prepare.is_some()
                     && b.prepare_retries < PREPARE_RETRIES
@@ -209,8 +209,8 @@ impl Engine {
                     run_start = pos + total;
                 }
                 match kind {
-                    PacketKind::Err if pos == 0 && b.response_bytes == 0 => {
-                        b.parse_error_only = decode_err(payload).is_ok_and(|e| {
+                    PacketKind::Err if pos == 0 && b.response.bytes == 0 => {
+                        b.response.parse_error_only = decode_err(payload).is_ok_and(|e| {
                             e.code == crate::protocol::consts::err::ER_PARSE_ERROR.0
                         });
                     }
@@ -223,11 +223,11 @@ impl Engine {
                                     // Whatever was pending is reported now.
                                     b.tracker_pending = false;
                                     let changes = b.session.apply_tracked(block);
-                                    b.saw_unreplayable |= changes.unreplayable;
+                                    b.response.saw_unreplayable |= changes.unreplayable;
                                     b.discard_on_reset |= changes.survives_reset;
-                                    b.saw_state_change |= changes.state_changed;
-                                    b.state_applied += changes.applied;
-                                    b.charset_changed |= changes.charset_changed;
+                                    b.response.saw_state_change |= changes.state_changed;
+                                    b.response.state_applied += changes.applied;
+                                    b.response.charset_changed |= changes.charset_changed;
                                     if changes.wait_timeout.is_some()
                                         || changes.interactive_timeout.is_some()
                                     {
@@ -240,7 +240,7 @@ impl Engine {
                                         }
                                     }
                                 } else {
-                                    b.saw_state_change = true;
+                                    b.response.saw_state_change = true;
                                 }
                                 if let Some(c) = c.as_mut() {
                                     c.wbuf.extend_from_slice(&data[run_start..pos]);
@@ -288,7 +288,7 @@ impl Engine {
                                 }
                                 run_start = pos + total;
                             }
-                            b.saw_warnings |= ok.warnings > 0;
+                            b.response.saw_warnings |= ok.warnings > 0;
                             b.last_affected_rows = ok.affected_rows;
                             if ok.last_insert_id != 0 {
                                 b.last_insert_id = ok.last_insert_id;
@@ -301,11 +301,11 @@ impl Engine {
                     PacketKind::Eof | PacketKind::MetadataEof => {
                         if let Ok(eof) = crate::protocol::response::decode_eof(payload) {
                             if eof.status & SERVER_SESSION_STATE_CHANGED != 0 {
-                                b.saw_eof_state_change = true;
+                                b.response.saw_eof_state_change = true;
                                 b.tracker_pending = true;
                             }
                             if kind == PacketKind::Eof {
-                                b.saw_warnings |= eof.warnings > 0;
+                                b.response.saw_warnings |= eof.warnings > 0;
                             }
                         }
                     }
@@ -342,7 +342,7 @@ impl Engine {
                 StmtRoom::None => {
                     // As mysqld said it.
                     let b = &mut self.backends[key];
-                    b.response_bytes += frame.len() as u64;
+                    b.response.bytes += frame.len() as u64;
                     if let Some(cr) = b.client {
                         if let Some(c) = self.clients.get_mut(cr.key) {
                             self.bufs.ensure(&mut c.wbuf);
@@ -358,7 +358,7 @@ impl Engine {
             }
             return;
         }
-        b.response_bytes += pos as u64;
+        b.response.bytes += pos as u64;
         let pool = b.pool;
         self.counters.bytes_to_clients += pos as u64;
         self.pools[pool].counters.bytes_to_clients += pos as u64;
@@ -419,7 +419,7 @@ impl Engine {
         let draining = b.state == BackendState::Draining;
         let cmd = b.command;
         let buffered_whole =
-            b.slow_reader == SlowReader::Buffering && client.is_some() && !draining;
+            b.response.slow_reader == SlowReader::Buffering && client.is_some() && !draining;
         // COM_STMT_CLOSE / SEND_LONG_DATA have no answer, COM_STATISTICS no
         // status: neither says anything about the transaction.
         let has_status = end != EndKind::Other;
@@ -525,16 +525,16 @@ impl Engine {
                     // "State changed" that no schema or variable change
                     // explains (or that may hide a user variable beside
                     // them): user variables, temporary tables, ...
-                    let unexplained =
-                        b.saw_state_change && (b.state_applied == 0 || facts.mentions_user_var);
+                    let unexplained = b.response.saw_state_change
+                        && (b.response.state_applied == 0 || facts.mentions_user_var);
                     let dirty = facts
                         .unproven
-                        .filter(|_| !b.parse_error_only)
-                        .or((b.saw_eof_state_change && !facts.set_statement)
+                        .filter(|_| !b.response.parse_error_only)
+                        .or((b.response.saw_eof_state_change && !facts.set_statement)
                             .then_some("a stored program changed the session"))
-                        .or((b.saw_state_change && facts.may_fire_triggers)
+                        .or((b.response.saw_state_change && facts.may_fire_triggers)
                             .then_some("a trigger changed the session"));
-                    let clean_end = end != EndKind::Err && !b.saw_warnings;
+                    let clean_end = end != EndKind::Err && !b.response.saw_warnings;
                     // After this statement, the diagnostics area holds the
                     // client's warnings, which a read-back (it reads a
                     // table) would empty.
@@ -550,10 +550,10 @@ impl Engine {
                         c.pin(PinCause::Unproven);
                         newly_dirty = !b.dirty;
                         b.dirty = true;
-                    } else if b.saw_unreplayable {
+                    } else if b.response.saw_unreplayable {
                         c.pin(PinCause::SessionState);
                     } else if unexplained
-                        || (b.charset_changed && !names_known)
+                        || (b.response.charset_changed && !names_known)
                         || facts.assigns_user_var
                         || facts.sets_insert_id
                     {
@@ -663,7 +663,7 @@ impl Engine {
         let (Some(b), Some(c)) = (self.backends.get_mut(key), self.clients.get_mut(client)) else {
             return false;
         };
-        match (b.state, b.slow_reader) {
+        match (b.state, b.response.slow_reader) {
             (BackendState::Running, SlowReader::FellBack) => return false,
             // Memory first; and a pinned client would free nothing.
             (BackendState::Running, SlowReader::Watermarks) if limit == 0 || b.pinned => {
@@ -678,12 +678,12 @@ impl Engine {
         let pending = c.wbuf.len();
         let others = self.buffered_total - c.buffered;
         if pending <= limit && others + pending <= self.config.max_buffered_total {
-            b.slow_reader = SlowReader::Buffering;
+            b.response.slow_reader = SlowReader::Buffering;
             self.buffered_total = others + pending;
             c.set_buffered(pending);
             return true;
         }
-        b.slow_reader = SlowReader::FellBack;
+        b.response.slow_reader = SlowReader::FellBack;
         let pool = b.pool;
         self.bump(pool, |c| c.buffered_fallbacks += 1);
         false

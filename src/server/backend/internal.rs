@@ -603,7 +603,7 @@ impl Engine {
         };
         if end != EndKind::Ok
             || b.command != COM_QUERY
-            || !b.charset_changed
+            || !b.response.charset_changed
             || vars.get("character_set_client") != Some(cs)
             || vars.get("character_set_connection") != Some(cs)
             || NAMES_CHOOSERS.iter().any(|v| vars.contains_key(*v))

@@ -144,11 +144,40 @@ pub enum BackendState {
     },
 }
 
+/// What the response to a client's command said so far: one value,
+/// started afresh (`Default`) when the command is sent.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ResponseRead {
+    /// Session changes seen: mysqld said "state changed" (in an OK, with
+    /// `state_applied` schema and variable changes the funnel applied), or
+    /// said so in an EOF, whose details it sends only with a later OK.
+    pub saw_state_change: bool,
+    pub state_applied: usize,
+    pub saw_eof_state_change: bool,
+    pub saw_unreplayable: bool,
+    /// A statement of the response reported warnings. Not only the last:
+    /// mysqld counts each statement's own warnings in its OK or EOF, and a
+    /// later statement that reads no table (`SELECT 1/0; SELECT 1`)
+    /// reports none but leaves the earlier one's in the diagnostics area.
+    pub saw_warnings: bool,
+    /// The response is a parse error and nothing else: mysqld ran nothing
+    /// of the query (it stops at a statement it cannot parse, and any
+    /// earlier statement's result would have come first).
+    pub parse_error_only: bool,
+    /// A character-set variable changed: re-read collation_connection.
+    pub charset_changed: bool,
+    /// Bytes of it already forwarded to the client.
+    pub bytes: u64,
+    /// How it treats a slow client.
+    pub slow_reader: SlowReader,
+}
+
 /// How the running response treats a client that reads it more slowly
 /// than mysqld sends it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SlowReader {
     /// The watermarks decide: the client kept up so far, or memory first.
+    #[default]
     Watermarks,
     /// Connection first: read on past output_high_watermark, the client's
     /// output buffered, so the backend is freed when the response ends.
@@ -168,6 +197,8 @@ pub struct Backend {
     pub flush_queued: bool,
     /// Changed only by `Engine::set_backend_state`.
     pub state: BackendState,
+    /// What the response to the running client command said so far.
+    pub response: ResponseRead,
     /// On its pool's idle list (kept by `Engine::sync_idle_listing`).
     pub idle_listed: bool,
     pub rbuf: Buf,
@@ -189,8 +220,6 @@ pub struct Backend {
     pub pinned: bool,
     /// Stopped reading because the client's output is over its high watermark.
     pub paused: bool,
-    /// How the running response treats a slow client (reset per command).
-    pub slow_reader: SlowReader,
     /// Response to a command that came with `LOCAL INFILE`: the client's
     /// file packets are being forwarded.
     pub infile: bool,
@@ -212,28 +241,11 @@ pub struct Backend {
     pub command: u8,
     /// When the command (or internal step) was sent.
     pub sent_at: Instant,
-    /// Session changes seen during the current response: mysqld said
-    /// "state changed" (in an OK, with `state_applied` schema and variable
-    /// changes the funnel applied), or said so in an EOF, whose details it
-    /// sends only with a later OK.
-    pub saw_state_change: bool,
-    pub state_applied: usize,
-    pub saw_eof_state_change: bool,
-    pub saw_unreplayable: bool,
     /// The session holds something `COM_RESET_CONNECTION` does not undo
     /// (the profiling history): closed instead of reset.
     pub discard_on_reset: bool,
-    /// A statement of the current response reported warnings. Not only
-    /// the last: mysqld counts each statement's own warnings in its OK or
-    /// EOF, and a later statement that reads no table (`SELECT 1/0; SELECT
-    /// 1`) reports none but leaves the earlier one's in the diagnostics area.
-    pub saw_warnings: bool,
     /// Affected rows of the current response's last OK packet.
     pub last_affected_rows: u64,
-    /// The current response is a parse error and nothing else: mysqld ran
-    /// nothing of the query (it stops at a statement it cannot parse, and
-    /// any earlier statement's result would have come first).
-    pub parse_error_only: bool,
     /// The client (by serial) whose warnings or error this connection's
     /// diagnostics area may hold.
     pub diagnostics_of: Option<u64>,
@@ -247,8 +259,6 @@ pub struct Backend {
     /// mysqld sent more than the answer to the command: closed once the
     /// client's answer is settled.
     pub garbage_after_answer: bool,
-    /// A character-set variable changed: re-read collation_connection.
-    pub charset_changed: bool,
     /// Offset added to sequence ids forwarded to the client (non-zero only
     /// when the command is one the funnel issued in the client's handshake).
     pub seq_offset: u8,
@@ -260,8 +270,6 @@ pub struct Backend {
     pub query_shape: u32,
     /// What `LAST_INSERT_ID()` returns on this connection.
     pub last_insert_id: u64,
-    /// Bytes of the current response already forwarded to the client.
-    pub response_bytes: u64,
     /// Bytes of the running client command put in `wbuf` (last): while
     /// `wbuf` still holds that many, none of it was written.
     pub command_len: usize,
@@ -613,6 +621,7 @@ impl Engine {
             flush_queued: false,
             state: BackendState::Connecting,
             idle_listed: false,
+            response: ResponseRead::default(),
             rbuf: Buf::new(),
             wbuf: Buf::new(),
             tracker: ResponseTracker::new(BACKEND_CAPS),
@@ -625,7 +634,6 @@ impl Engine {
             client: None,
             pinned,
             paused: false,
-            slow_reader: SlowReader::Watermarks,
             infile: false,
             upload: UploadFramer::default(),
             drain_started: self.now,
@@ -635,26 +643,18 @@ impl Engine {
             tracker_pending: false,
             command: 0,
             sent_at: self.now,
-            saw_state_change: false,
-            state_applied: 0,
-            saw_eof_state_change: false,
-            saw_unreplayable: false,
             discard_on_reset: false,
-            saw_warnings: false,
             last_affected_rows: 0,
-            parse_error_only: false,
             diagnostics_of: None,
             kills_pending: 0,
             killing: 0,
             dirty: false,
             garbage_after_answer: false,
-            charset_changed: false,
             seq_offset: 0,
             close_when_done: false,
             connecting: true,
             query_shape: 0,
             last_insert_id: 0,
-            response_bytes: 0,
             command_len: 0,
             ready_at: self.now,
             kill_query,
@@ -1101,7 +1101,7 @@ impl Engine {
             return;
         }
         let thread_id = b.thread_id;
-        let forwarded = b.response_bytes > 0;
+        let forwarded = b.response.bytes > 0;
         // The running command was written, and none of it reached the
         // socket (an upload, which follows an answer, is never this).
         let unwritten =

@@ -338,7 +338,7 @@ fn a_client_leaving_mid_result_has_its_backend_drained_back_to_the_pool() {
     until(&mut sim, "the backend paused mid-result", |s| {
         backend_of(s, 0).is_some_and(|b| {
             let b = &s.funnel.engine.backends[b];
-            b.paused && b.response_bytes > 0
+            b.paused && b.response.bytes > 0
         })
     });
     let b = backend_of(&sim, 0).unwrap();

@@ -79,7 +79,7 @@ impl Engine {
                 };
                 let awaiting = on
                     .and_then(|b| self.backends.get(b))
-                    .is_some_and(|bk| bk.state == BackendState::Running && bk.response_bytes == 0);
+                    .is_some_and(|bk| bk.state == BackendState::Running && bk.response.bytes == 0);
                 if !awaiting || c.current.is_some() || c.rbuf.len() < sent.wire_len {
                     return Err(format!(
                         "client {key} ({:?}) keeps a sent command ({} bytes of {} in its input, current {:?}) whose answer is no longer awaited",
