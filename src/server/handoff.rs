@@ -506,7 +506,7 @@ impl Engine {
             return false;
         };
         c.waits_for_command()
-            && c.sent.is_none()
+            && c.sent().is_none()
             && c.pinned.is_none()
             && c.pins.is_empty()
             && c.unreported_held == 0
@@ -902,7 +902,7 @@ mod tests {
         assert_ne!(keys[0], keys[1]);
         assert_eq!(e.client_ids.get(&4242), Some(&key));
         // Its pending input is not a whole command: it waits for the rest.
-        assert!(e.clients[key].current.is_none());
+        assert!(e.clients[key].current().is_none());
         // Pending input and all, it can go on to the next process as it came.
         let back = e.client_image(key).unwrap();
         let mut want = img.clone();

@@ -401,7 +401,7 @@ impl Engine {
         let Some(c) = self.clients.get_mut(client.key) else {
             return;
         };
-        let Some(span) = c.current else {
+        let Some(span) = c.current() else {
             // Nothing to send (cannot happen: a running client has a command).
             self.detach_backend_client(key);
             self.backend_ready(key);
@@ -532,8 +532,7 @@ impl Engine {
         // The command stays in the client's input until its answer starts:
         // if this backend dies first, it may be sent again elsewhere.
         b.command_len = b.wbuf.len() - queued_before;
-        c.current = None;
-        c.sent = Some(span);
+        c.command = crate::server::client::CommandBytes::Sent(span);
         b.command = cmd;
         b.seq_offset = c.seq_offset;
         b.eof = EofTranslator::new(c.capabilities);
@@ -902,7 +901,7 @@ fn command_plain_set(c: &crate::server::client::Client) -> Option<PlainSet> {
     if !c.facts.set_only {
         return None;
     }
-    let span = c.current?;
+    let span = c.current()?;
     let buf = c.rbuf.as_slice();
     if span.packets != 1 || buf.get(HEADER_LEN) != Some(&COM_QUERY) {
         return None;

@@ -327,7 +327,7 @@ impl Engine {
             if let Some(c) = c.as_mut() {
                 c.wbuf.extend_from_slice(&data[run_start..pos]);
                 c.bytes_out += pos as u64;
-                if pos > 0 && c.sent.is_some() {
+                if pos > 0 && c.sent().is_some() {
                     // The answer has started: the command cannot be sent again.
                     c.drop_sent();
                     self.bufs.release(&mut c.rbuf);
@@ -436,7 +436,7 @@ impl Engine {
                 .get_mut(cr.key)
                 .filter(|c| c.serial == cr.serial)
             {
-                if c.sent.is_some() {
+                if c.sent().is_some() {
                     // A command without an answer (COM_STMT_SEND_LONG_DATA).
                     c.drop_sent();
                     self.bufs.release(&mut c.rbuf);

@@ -1150,10 +1150,10 @@ impl Engine {
                 let running = c.is_running();
                 // Still in the client's buffer: the funnel was replaying the
                 // session or preparing the statement; mysqld never saw it.
-                let unsent = running && c.current.is_some();
+                let unsent = running && c.current().is_some();
                 // Sent here (or being written), none of its answer forwarded.
                 let awaiting =
-                    running && c.sent.is_some() && state == BackendState::Running && !forwarded;
+                    running && c.sent().is_some() && state == BackendState::Running && !forwarded;
                 let never_reached = unsent || (awaiting && unwritten);
                 // It may have run, but running it again is running it once:
                 // a plain read, in autocommit mode, with nothing of the

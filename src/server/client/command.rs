@@ -7,7 +7,7 @@ impl Engine {
     /// Decide what to do with the client's next command.
     pub(in crate::server) fn handle_command(&mut self, key: usize) {
         let c = &mut self.clients[key];
-        let Some(span) = c.current else {
+        let Some(span) = c.current() else {
             return;
         };
         let data = c.rbuf.as_slice();
@@ -443,7 +443,7 @@ impl Engine {
         c.rbuf.clear();
         self.bufs.ensure(&mut c.rbuf);
         c.rbuf.extend_from_slice(&framed);
-        c.current = Some(span);
+        c.command = CommandBytes::Handling(span);
         c.seq_offset = seq.wrapping_sub(1);
     }
 
@@ -539,7 +539,7 @@ impl Engine {
         let tref = self.clients[target].cref(target);
         let c = &self.clients[target];
         let cmd = c
-            .current
+            .current()
             .and_then(|_| c.rbuf.as_slice().get(HEADER_LEN).copied());
         match c.state {
             // A command without an answer (COM_STMT_SEND_LONG_DATA,
@@ -613,9 +613,9 @@ impl Engine {
     /// in the order of its clocks.
     pub(in crate::server) fn retry_current(&mut self, key: usize) {
         let c = &mut self.clients[key];
-        if let Some(span) = c.sent.take() {
+        if let Some(span) = c.sent() {
             // Still the first message in the client's input.
-            c.current = Some(span);
+            c.command = CommandBytes::Handling(span);
         }
         c.retries = c.retries.saturating_add(1);
         c.retried_at = Some(self.now);
@@ -649,9 +649,9 @@ impl Engine {
         let connect_db = matches!(c.state, ClientState::ConnectDb);
         let seq = 1u8.wrapping_add(c.seq_offset);
         let cmd = c
-            .current
+            .current()
             .and_then(|_| c.rbuf.as_slice().get(HEADER_LEN).copied());
-        if let Some(span) = c.current.take() {
+        if let Some(span) = c.take_current() {
             c.rbuf.consume(span.wire_len);
         }
         c.drop_sent();
@@ -716,7 +716,7 @@ impl Engine {
     /// Drop the current command's bytes (it was answered by the funnel).
     pub(super) fn discard_current(&mut self, key: usize) {
         if let Some(c) = self.clients.get_mut(key) {
-            if let Some(span) = c.current.take() {
+            if let Some(span) = c.take_current() {
                 c.rbuf.consume(span.wire_len);
             }
         }

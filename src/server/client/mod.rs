@@ -142,6 +142,19 @@ pub enum ClientState {
     Running(usize),
 }
 
+/// Where a client's command's bytes are: the first message in its `rbuf`
+/// while the command is handled, and still after it was sent to a backend,
+/// until its answer starts, so that it can be sent again if that backend
+/// dies first (see `Engine::retry_current`). One value: a command is never
+/// both handled and sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CommandBytes {
+    #[default]
+    None,
+    Handling(MessageSpan),
+    Sent(MessageSpan),
+}
+
 /// A login held back by `auth_throttle` until its timer fires.
 #[derive(Debug)]
 pub struct AuthHold {
@@ -179,13 +192,8 @@ pub struct Client {
     /// The backend this client holds (pinned), if any.
     pub pinned: Option<usize>,
     pub pins: PinSet,
-    /// The command being handled: the first message in `rbuf`.
-    pub current: Option<MessageSpan>,
-    /// The command sent to a backend whose answer has not started: still
-    /// the first message in `rbuf`, so that it can be sent again if that
-    /// backend dies first (see `Server::retry_current`). Dropped when the
-    /// answer starts, or the client goes idle.
-    pub sent: Option<MessageSpan>,
+    /// Where its command's bytes are (`current`, `sent`).
+    pub command: CommandBytes,
     /// The current command's retries after its backend died: all of them,
     /// and those after it may have reached a mysqld that had not yet been
     /// tried (`retried_at`: when the last one was made).
@@ -304,6 +312,27 @@ pub struct MultiRest {
 }
 
 impl Client {
+    /// The command being handled (not yet sent to a backend).
+    pub fn current(&self) -> Option<MessageSpan> {
+        match self.command {
+            CommandBytes::Handling(span) => Some(span),
+            _ => None,
+        }
+    }
+    /// The command sent to a backend whose answer has not started.
+    pub fn sent(&self) -> Option<MessageSpan> {
+        match self.command {
+            CommandBytes::Sent(span) => Some(span),
+            _ => None,
+        }
+    }
+    /// The command being handled is done with (answered, or failed): its
+    /// span, whose bytes the caller consumes.
+    pub fn take_current(&mut self) -> Option<MessageSpan> {
+        let span = self.current()?;
+        self.command = CommandBytes::None;
+        Some(span)
+    }
     pub fn is_busy(&self) -> bool {
         matches!(
             self.state,
@@ -311,7 +340,8 @@ impl Client {
         )
     }
     pub fn is_queued(&self) -> bool {
-        matches!(self.state, ClientState::Queued | ClientState::ConnectDb) && self.current.is_some()
+        matches!(self.state, ClientState::Queued | ClientState::ConnectDb)
+            && self.current().is_some()
     }
     pub fn is_running(&self) -> bool {
         matches!(self.state, ClientState::Running(_))
@@ -376,7 +406,7 @@ impl Client {
     /// Waiting for its next command, as mysqld's `wait_timeout` counts:
     /// nothing queued or running, its answers all written.
     pub fn waits_for_command(&self) -> bool {
-        matches!(self.state, ClientState::Idle) && self.current.is_none() && self.wbuf.is_empty()
+        matches!(self.state, ClientState::Idle) && self.current().is_none() && self.wbuf.is_empty()
     }
     pub fn set_idle(&mut self) {
         self.drop_sent();
@@ -387,7 +417,8 @@ impl Client {
     /// The answer to the command sent has started (or it is over): its
     /// bytes are no longer needed.
     pub fn drop_sent(&mut self) {
-        if let Some(span) = self.sent.take() {
+        if let CommandBytes::Sent(span) = self.command {
+            self.command = CommandBytes::None;
             self.rbuf.consume(span.wire_len);
         }
     }
@@ -542,8 +573,7 @@ impl Engine {
             track: TrackSettings::default(),
             pinned: None,
             pins: PinSet::default(),
-            current: None,
-            sent: None,
+            command: CommandBytes::None,
             retries: 0,
             retries_reached: 0,
             retried_at: None,
@@ -758,7 +788,7 @@ impl Engine {
                     self.scratch = payload;
                 }
                 ClientState::Idle => {
-                    if c.current.is_some() || c.closes_awaited > 0 {
+                    if c.current().is_some() || c.closes_awaited > 0 {
                         break;
                     }
                     if let Some(m) = c.multi_rest.take() {
@@ -811,7 +841,7 @@ impl Engine {
                         );
                         return;
                     }
-                    c.current = Some(span);
+                    c.command = CommandBytes::Handling(span);
                     // A command from the client: its answer starts at 1
                     // (only parts of a query with a KILL number on).
                     c.seq_offset = 0;

@@ -62,14 +62,14 @@ impl Engine {
                         c.state, c.pool
                     ));
                 }
-                ClientState::Idle if c.current.is_some() && !c.close_after_flush => {
+                ClientState::Idle if c.current().is_some() && !c.close_after_flush => {
                     return Err(format!(
                         "client {key} is idle with a command nobody handles: it would wait forever"
                     ));
                 }
                 _ => {}
             }
-            if let Some(sent) = c.sent {
+            if let Some(sent) = c.sent() {
                 // Kept only while its backend may still die before the
                 // answer starts: it is then queued again from the buffer.
                 let on = match c.state {
@@ -80,13 +80,12 @@ impl Engine {
                 let awaiting = on
                     .and_then(|b| self.backends.get(b))
                     .is_some_and(|bk| bk.state == BackendState::Running && bk.response.bytes == 0);
-                if !awaiting || c.current.is_some() || c.rbuf.len() < sent.wire_len {
+                if !awaiting || c.rbuf.len() < sent.wire_len {
                     return Err(format!(
-                        "client {key} ({:?}) keeps a sent command ({} bytes of {} in its input, current {:?}) whose answer is no longer awaited",
+                        "client {key} ({:?}) keeps a sent command ({} bytes of {} in its input) whose answer is no longer awaited",
                         c.state,
                         sent.wire_len,
-                        c.rbuf.len(),
-                        c.current
+                        c.rbuf.len()
                     ));
                 }
             }
