@@ -179,7 +179,7 @@ impl Engine {
             self.release_orphan(key);
             return;
         };
-        if c.awaiting_privileges {
+        if c.awaiting_privileges() {
             // The command is the funnel's to answer once the user's
             // privileges are known: learn them here, then give it back.
             if !self.privileges_known(client.key) {
@@ -192,7 +192,7 @@ impl Engine {
         // A statement prepared without a default schema runs without one
         // (mysqld switches to the statement's schema for each execute,
         // NULL included): it is prepared here on a connection without one.
-        let stmt_needs_no_schema = match c.current_stmt.and_then(|id| c.stmts.get(&id)) {
+        let stmt_needs_no_schema = match c.current_stmt().and_then(|id| c.stmts.get(&id)) {
             Some(st) if st.schema.is_none() => self.backends[key]
                 .stmts
                 .get_mut(st.key, None, &st.sql)
@@ -213,7 +213,7 @@ impl Engine {
             self.unset_schema(key);
             return;
         }
-        if let Some(st) = c.current_stmt.and_then(|id| c.stmts.get(&id)) {
+        if let Some(st) = c.current_stmt().and_then(|id| c.stmts.get(&id)) {
             let cached = self.backends[key]
                 .stmts
                 .get_mut(st.key, st.schema.as_deref(), &st.sql)
@@ -428,7 +428,7 @@ impl Engine {
                 p.counters.stmts_closed += closed;
             }
         }
-        let stmt = c.current_stmt.and_then(|id| c.stmts.get(&id));
+        let stmt = c.current_stmt().and_then(|id| c.stmts.get(&id));
         b.init_db = None;
         if cmd == COM_INIT_DB {
             let end = span.wire_len.min(HEADER_LEN + span.payload_len);
@@ -532,7 +532,9 @@ impl Engine {
         // The command stays in the client's input until its answer starts:
         // if this backend dies first, it may be sent again elsewhere.
         b.command_len = b.wbuf.len() - queued_before;
-        c.command = crate::server::client::CommandBytes::Sent(span);
+        if let Some(f) = &mut c.in_flight {
+            f.bytes = crate::server::client::CommandBytes::Sent(span);
+        }
         b.command = cmd;
         b.seq_offset = c.seq_offset;
         b.eof = EofTranslator::new(c.capabilities);
@@ -541,7 +543,6 @@ impl Engine {
         b.commands += 1;
         let expect = expect_for(cmd);
         b.tracker.start(expect);
-        c.command_sent_at = self.now;
         let serial = b.serial;
         self.set_backend_state(key, BackendState::Running);
         self.flush_backend(key);
@@ -745,7 +746,9 @@ impl Engine {
             self.backend_ready(key);
         }
         if let Some(c) = self.clients.get_mut(client.key) {
-            c.awaiting_privileges = false;
+            if let Some(f) = &mut c.in_flight {
+                f.awaiting_privileges = false;
+            }
             // Not set_idle: the command's sequence ids stay as they were.
             c.set_state(crate::server::client::ClientState::Idle);
             self.handle_command(client.key);

@@ -478,7 +478,7 @@ impl Engine {
                 // execute without one (mysqld closes the cursor of a
                 // statement it runs again) or the statement's close. After
                 // an ERR it is left as it was.
-                if let Some(stmt) = c.current_stmt.filter(|_| end != EndKind::Err) {
+                if let Some(stmt) = c.current_stmt().filter(|_| end != EndKind::Err) {
                     match cmd {
                         COM_STMT_EXECUTE | COM_STMT_BULK_EXECUTE => {
                             c.set_cursor_open(stmt, b.tracker.cursor_opened())

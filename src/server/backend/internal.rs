@@ -318,7 +318,7 @@ impl Engine {
                 let st = b
                     .client
                     .and_then(|cr| self.clients.get(cr.key).filter(|c| c.serial == cr.serial))
-                    .and_then(|c| c.current_stmt.and_then(|id| c.stmts.get(&id)));
+                    .and_then(|c| c.current_stmt().and_then(|id| c.stmts.get(&id)));
                 match (prepared, st) {
                     (Some(ok), Some(st)) => {
                         b.stmts
@@ -448,7 +448,7 @@ impl Engine {
         if c.session.schema.as_deref() == Some(schema.as_str()) {
             return false;
         }
-        let Some(id) = c.current_stmt else {
+        let Some(id) = c.current_stmt() else {
             return false;
         };
         let Some(st) = c.stmts.get_mut(&id) else {

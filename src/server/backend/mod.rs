@@ -1175,9 +1175,13 @@ impl Engine {
                 // set up since its last try (a crash kills every connection
                 // at once: those that die with it tell nothing more), and
                 // MAX_RETRIES in all.
-                let reached = !never_reached && c.retried_at.is_none_or(|t| ready_at > t);
-                let within_bound = c.retries < MAX_RETRIES
-                    && (!reached || c.retries_reached < MAX_RETRIES_REACHED);
+                let (retries, retries_reached, retried_at) =
+                    c.in_flight.map_or((0, 0, None), |f| {
+                        (f.retries, f.retries_reached, f.retried_at)
+                    });
+                let reached = !never_reached && retried_at.is_none_or(|t| ready_at > t);
+                let within_bound =
+                    retries < MAX_RETRIES && (!reached || retries_reached < MAX_RETRIES_REACHED);
                 if c.running_connect_db == Some(key) || (in_command && forwarded && running) {
                     // Mid-answer (or mid-login): no ERR can be placed in
                     // sequence; close, as a direct connection would be.
@@ -1186,8 +1190,8 @@ impl Engine {
                     // Nothing ran (and nothing of the session was lost), or
                     // what ran may run again: another backend (or this
                     // mysqld, once back) can take the command.
-                    if reached {
-                        c.retries_reached += 1;
+                    if let Some(f) = c.in_flight.as_mut().filter(|_| reached) {
+                        f.retries_reached += 1;
                     }
                     debug!(
                         "client {}: command {} after its backend was lost; retry {}",
@@ -1197,7 +1201,7 @@ impl Engine {
                         } else {
                             "safe to repeat"
                         },
-                        c.retries + 1
+                        retries + 1
                     );
                     self.retry_current(cr.key);
                 } else if (in_command || unsent) && running {

@@ -58,7 +58,9 @@ impl Engine {
         let data = c.rbuf.as_slice();
         let pinned = c.pinned;
         // Set again below where the command waits for them.
-        c.awaiting_privileges = false;
+        if let Some(f) = &mut c.in_flight {
+            f.awaiting_privileges = false;
+        }
         // Set again below for the commands that may take or release locks.
         c.unreported_taken = 0;
         c.unreported_released = 0;
@@ -234,7 +236,9 @@ impl Engine {
                     self.client_ok(key, 1);
                     return;
                 }
-                c.current_stmt = Some(id);
+                if let Some(f) = &mut c.in_flight {
+                    f.stmt = Some(id);
+                }
                 self.forward_current(key);
             }
             COM_QUERY | COM_INIT_DB | COM_FIELD_LIST | COM_STATISTICS | COM_STMT_PREPARE
@@ -255,8 +259,10 @@ impl Engine {
                         // What the funnel answers (KILL, the process list)
                         // depends on the user's privileges: a backend is
                         // asked for them first, then the command comes back.
-                        c.awaiting_privileges = true;
-                        c.current_stmt = None;
+                        if let Some(f) = &mut c.in_flight {
+                            f.awaiting_privileges = true;
+                            f.stmt = None;
+                        }
                         self.forward_current(key);
                         return;
                     }
@@ -298,7 +304,11 @@ impl Engine {
                         self.query_with_kill(key, sql, seq);
                         return;
                     }
-                    if !std::mem::take(&mut c.rewritten) && facts.names_processlist {
+                    let rewritten = c
+                        .in_flight
+                        .as_mut()
+                        .is_some_and(|f| std::mem::take(&mut f.rewritten));
+                    if !rewritten && facts.names_processlist {
                         let bare = c
                             .session
                             .schema
@@ -314,7 +324,9 @@ impl Engine {
                                 let seq = 1u8.wrapping_add(self.clients[key].seq_offset);
                                 self.discard_current(key);
                                 self.push_query_part(key, &sql, seq);
-                                self.clients[key].rewritten = true;
+                                if let Some(f) = &mut self.clients[key].in_flight {
+                                    f.rewritten = true;
+                                }
                                 self.handle_command(key);
                                 return;
                             }
@@ -370,7 +382,9 @@ impl Engine {
                     c.unreported_released = facts.releases;
                     c.facts = facts;
                 }
-                self.clients[key].current_stmt = None;
+                if let Some(f) = &mut self.clients[key].in_flight {
+                    f.stmt = None;
+                }
                 self.forward_current(key);
             }
             _ => {
@@ -443,7 +457,7 @@ impl Engine {
         c.rbuf.clear();
         self.bufs.ensure(&mut c.rbuf);
         c.rbuf.extend_from_slice(&framed);
-        c.command = CommandBytes::Handling(span);
+        c.in_flight = Some(InFlight::new(span));
         c.seq_offset = seq.wrapping_sub(1);
     }
 
@@ -613,12 +627,15 @@ impl Engine {
     /// in the order of its clocks.
     pub(in crate::server) fn retry_current(&mut self, key: usize) {
         let c = &mut self.clients[key];
-        if let Some(span) = c.sent() {
-            // Still the first message in the client's input.
-            c.command = CommandBytes::Handling(span);
+        let now = self.now;
+        if let Some(f) = &mut c.in_flight {
+            if let CommandBytes::Sent(span) = f.bytes {
+                // Still the first message in the client's input.
+                f.bytes = CommandBytes::Handling(span);
+            }
+            f.retries = f.retries.saturating_add(1);
+            f.retried_at = Some(now);
         }
-        c.retries = c.retries.saturating_add(1);
-        c.retried_at = Some(self.now);
         c.set_state(ClientState::Queued);
         let pool = c.pool;
         let client = c.cref(key);

@@ -492,7 +492,7 @@ impl Engine {
                 self.counters.requests += 1;
                 let c = &mut self.clients[key];
                 match scan_message(c.rbuf.as_slice(), usize::MAX) {
-                    Ok(Some(span)) => c.command = CommandBytes::Handling(span),
+                    Ok(Some(span)) => c.in_flight = Some(InFlight::new(span)),
                     _ => {
                         self.close_client_with_error(key, ER_HANDSHAKE_ERROR, "Bad handshake");
                         return;

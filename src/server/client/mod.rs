@@ -142,17 +142,54 @@ pub enum ClientState {
     Running(usize),
 }
 
-/// Where a client's command's bytes are: the first message in its `rbuf`
+/// A client's command in flight: all that is per command, so that "no
+/// command" is one `None` (`Client::in_flight`) rather than a dozen fields
+/// to reset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    pub bytes: CommandBytes,
+    /// Its retries after its backend died: all of them, and those after it
+    /// may have reached a mysqld that had not yet been tried (`retried_at`:
+    /// when the last one was made).
+    pub retries: u8,
+    pub retries_reached: u8,
+    pub retried_at: Option<Instant>,
+    /// The prepared statement it is about.
+    pub stmt: Option<u32>,
+    /// The funnel answers it by the user's privileges, which a backend is
+    /// asked for first.
+    pub awaiting_privileges: bool,
+    /// A query whose process-list references the funnel replaced already
+    /// (not to be looked at again).
+    pub rewritten: bool,
+}
+
+impl InFlight {
+    /// A command just read (its bytes: `span`, first in `rbuf`).
+    pub fn new(span: MessageSpan) -> Self {
+        InFlight {
+            bytes: CommandBytes::Handling(span),
+            retries: 0,
+            retries_reached: 0,
+            retried_at: None,
+            stmt: None,
+            awaiting_privileges: false,
+            rewritten: false,
+        }
+    }
+}
+
+/// Where a command's bytes are: the first message in the client's `rbuf`
 /// while the command is handled, and still after it was sent to a backend,
 /// until its answer starts, so that it can be sent again if that backend
-/// dies first (see `Engine::retry_current`). One value: a command is never
-/// both handled and sent.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// dies first (see `Engine::retry_current`); then consumed. One value: a
+/// command is never both handled and sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommandBytes {
-    #[default]
-    None,
     Handling(MessageSpan),
     Sent(MessageSpan),
+    /// Its answer started: the bytes are gone.
+    Answering,
 }
 
 /// A login held back by `auth_throttle` until its timer fires.
@@ -192,18 +229,15 @@ pub struct Client {
     /// The backend this client holds (pinned), if any.
     pub pinned: Option<usize>,
     pub pins: PinSet,
-    /// Where its command's bytes are (`current`, `sent`).
-    pub command: CommandBytes,
-    /// The current command's retries after its backend died: all of them,
-    /// and those after it may have reached a mysqld that had not yet been
-    /// tried (`retried_at`: when the last one was made).
-    pub retries: u8,
-    pub retries_reached: u8,
-    pub retried_at: Option<Instant>,
-    /// Added to backend sequence ids (non-zero only for the connect-with-db check).
+    /// The command in flight, from the read of its bytes until its answer
+    /// is complete (or the funnel answered it): what is per command.
+    pub in_flight: Option<InFlight>,
+    /// Added to backend sequence ids (non-zero only for the connect-with-db
+    /// check and the parts of a query with a `KILL`).
     pub seq_offset: u8,
+    /// When its last command was read (the process list's Time counts
+    /// from it, also once the command is done).
     pub command_read_at: Instant,
-    pub command_sent_at: Instant,
     pub last_insert_id: u64,
     /// What `ROW_COUNT()` returns: the client's previous statement's
     /// affected rows, -1 after a result set or an error.
@@ -236,8 +270,6 @@ pub struct Client {
     /// The client's prepared statements, by the ids the funnel gave them.
     pub stmts: ClientStmts,
     pub next_stmt_id: u32,
-    /// The statement the current command is about.
-    pub current_stmt: Option<u32>,
     /// Backends closing statements this client let go of: its next command
     /// waits until they have (mysqld's `Prepared_stmt_count` is down then,
     /// as after a close on a direct connection).
@@ -269,12 +301,6 @@ pub struct Client {
     /// The rest of a multi-statement query that holds a `KILL`, run in
     /// parts (see [`MultiRest`]).
     pub multi_rest: Option<MultiRest>,
-    /// The current command is the funnel's to answer by the user's
-    /// privileges, which a backend is asked for first.
-    pub awaiting_privileges: bool,
-    /// The current command is a query whose process-list references the
-    /// funnel replaced already (not to be looked at again).
-    pub rewritten: bool,
     /// A relayed login's own privileges (its pool is shared by every
     /// unlisted user, so they cannot be the pool's).
     pub relay_privileges: Option<super::processlist::Privileges>,
@@ -314,24 +340,33 @@ pub struct MultiRest {
 impl Client {
     /// The command being handled (not yet sent to a backend).
     pub fn current(&self) -> Option<MessageSpan> {
-        match self.command {
+        match self.in_flight?.bytes {
             CommandBytes::Handling(span) => Some(span),
             _ => None,
         }
     }
     /// The command sent to a backend whose answer has not started.
     pub fn sent(&self) -> Option<MessageSpan> {
-        match self.command {
+        match self.in_flight?.bytes {
             CommandBytes::Sent(span) => Some(span),
             _ => None,
         }
     }
-    /// The command being handled is done with (answered, or failed): its
-    /// span, whose bytes the caller consumes.
+    /// The command being handled is done with (answered, or failed): no
+    /// command is in flight any more. Its span, whose bytes the caller
+    /// consumes.
     pub fn take_current(&mut self) -> Option<MessageSpan> {
         let span = self.current()?;
-        self.command = CommandBytes::None;
+        self.in_flight = None;
         Some(span)
+    }
+    /// The prepared statement the command in flight is about.
+    pub fn current_stmt(&self) -> Option<u32> {
+        self.in_flight?.stmt
+    }
+    /// The command in flight waits for the user's privileges.
+    pub fn awaiting_privileges(&self) -> bool {
+        self.in_flight.is_some_and(|f| f.awaiting_privileges)
     }
     pub fn is_busy(&self) -> bool {
         matches!(
@@ -410,6 +445,7 @@ impl Client {
     }
     pub fn set_idle(&mut self) {
         self.drop_sent();
+        self.in_flight = None;
         self.seq_offset = 0;
         self.running_connect_db = None;
         self.set_state(ClientState::Idle);
@@ -417,9 +453,11 @@ impl Client {
     /// The answer to the command sent has started (or it is over): its
     /// bytes are no longer needed.
     pub fn drop_sent(&mut self) {
-        if let CommandBytes::Sent(span) = self.command {
-            self.command = CommandBytes::None;
-            self.rbuf.consume(span.wire_len);
+        if let Some(f) = &mut self.in_flight {
+            if let CommandBytes::Sent(span) = f.bytes {
+                f.bytes = CommandBytes::Answering;
+                self.rbuf.consume(span.wire_len);
+            }
         }
     }
     /// The session state that held the client to its backend is gone (the
@@ -573,13 +611,9 @@ impl Engine {
             track: TrackSettings::default(),
             pinned: None,
             pins: PinSet::default(),
-            command: CommandBytes::None,
-            retries: 0,
-            retries_reached: 0,
-            retried_at: None,
+            in_flight: None,
             seq_offset: 0,
             command_read_at: self.now,
-            command_sent_at: self.now,
             last_insert_id: 0,
             row_count: 0,
             last_status: SERVER_STATUS_AUTOCOMMIT,
@@ -595,14 +629,11 @@ impl Engine {
             read_closed: false,
             running_connect_db: None,
             multi_rest: None,
-            awaiting_privileges: false,
-            rewritten: false,
             relay_privileges: None,
             e2e_pending: false,
             stmts: ClientStmts::new(self.prepared_stmts.clone(), self.stmt_holders.clone()),
             closes_awaited: 0,
             next_stmt_id: 0,
-            current_stmt: None,
             open_cursors: Vec::new(),
             write_stalled_since: None,
             buffered: 0,
@@ -841,15 +872,12 @@ impl Engine {
                         );
                         return;
                     }
-                    c.command = CommandBytes::Handling(span);
+                    c.in_flight = Some(InFlight::new(span));
                     // A command from the client: its answer starts at 1
                     // (only parts of a query with a KILL number on).
                     c.seq_offset = 0;
                     c.command_read_at = self.now;
                     c.last_active = self.now;
-                    c.retries = 0;
-                    c.retries_reached = 0;
-                    c.retried_at = None;
                     self.handle_command(key);
                 }
                 ClientState::Running(b) => {

@@ -62,6 +62,14 @@ impl Engine {
                         c.state, c.pool
                     ));
                 }
+                ClientState::Idle
+                    if c.in_flight.is_some() && c.current().is_none() && !c.close_after_flush =>
+                {
+                    return Err(format!(
+                        "client {key} is idle with a command still in flight ({:?}): it outlived its answer",
+                        c.in_flight
+                    ));
+                }
                 ClientState::Idle if c.current().is_some() && !c.close_after_flush => {
                     return Err(format!(
                         "client {key} is idle with a command nobody handles: it would wait forever"
