@@ -113,10 +113,10 @@ done
 echo /etc/funnel/funnel.conf >"$root/DEBIAN/conffiles"
 
 # Depends: dpkg-shlibdeps (dpkg-dev) finds the packages of the shared
-# libraries the binary links (libc6, libgcc-s1) with their minimum
-# versions; without dpkg-dev, libc6 alone, at least bookworm's: the binary
-# links nothing else when built here with rustls/aws-lc (no OpenSSL), but
-# is then not checked.
+# libraries the binary links (libc6, libgcc-s1 here: libc, libm, libgcc_s;
+# no OpenSSL, rustls/aws-lc is linked in) with their minimum versions.
+# Without dpkg-dev: those two packages, libc6 at bookworm's version, which
+# is then a statement, not a check.
 if command -v dpkg-shlibdeps >/dev/null; then
     mkdir -p "$stage/debian"
     printf 'Source: funnel\n\nPackage: funnel\nArchitecture: any\n' >"$stage/debian/control"
@@ -124,7 +124,7 @@ if command -v dpkg-shlibdeps >/dev/null; then
         sed -n 's/^shlibs:Depends=//p')
     [ -n "$shlibs" ] || die "dpkg-shlibdeps found no dependency"
 else
-    shlibs="libc6 (>= 2.36)"
+    shlibs="libc6 (>= 2.36), libgcc-s1"
 fi
 installed_size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
 cat >"$root/DEBIAN/control" <<EOF
