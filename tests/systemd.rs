@@ -574,9 +574,18 @@ fn machine_lock() -> std::fs::File {
     file
 }
 
-/// Purges a package a previous run of this test left installed; refuses
-/// to touch one it did not install.
+/// Purges a package a previous run of this test left installed, and kills
+/// the service it had started if that still runs (the test was killed);
+/// refuses to touch a package it did not install.
 fn purge_leftover_package() {
+    let marker = std::fs::read_to_string(INSTALLED_MARKER).unwrap_or_default();
+    if let Some(pid) = marker.lines().nth(1).and_then(|l| l.parse::<i32>().ok()) {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+        if exe.to_string_lossy().starts_with("/usr/bin/funnel") {
+            // SAFETY: kill(2) of the service a previous run started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
     if let Some(status) = package_status() {
         assert!(
             Path::new(INSTALLED_MARKER).exists(),
@@ -824,7 +833,7 @@ fn installed_package_serves_as_the_unit_runs_it() {
             "--init-groups",
         ])
         .args(["--no-new-privs", "--bounding-set=-all", "--inh-caps=-all"])
-        .args(["--pdeathsig", "KILL", "sh", "-c"])
+        .args(["sh", "-c"])
         .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
         .args(&argv)
         .env_clear()
@@ -844,6 +853,7 @@ fn installed_package_serves_as_the_unit_runs_it() {
     let child = cmd.spawn().expect("start the service");
     let pid = child.id();
     installed.service = Some(child);
+    std::fs::write(INSTALLED_MARKER, format!("{deb}\n{pid}\n")).unwrap();
 
     // READY=1, unless the service exits first.
     let ready_deadline = Instant::now() + Duration::from_secs(30);
