@@ -6,6 +6,7 @@
 # makes sure the tools the tests use are installed, installing the missing
 # ones when it can (root, or password-less sudo):
 #   Debian: mariadb-server mariadb-client php-cli php-mysql sysbench nodejs npm
+#           adduser systemd
 #           (+ pkg-config default-libmysqlclient-dev gcc python3-dev python3-pip
 #            only if the mysqlclient Python module must be built)
 #   pip:    PyMySQL mysql-connector-python mysqlclient PyNaCl
@@ -98,6 +99,11 @@ install_deps() {
         apt+=(php-mysql)
     fi
     have sysbench || apt+=(sysbench)
+    # tests/systemd.rs installs the Debian package (adduser for its postinst)
+    # and checks its unit with systemd-analyze (the systemd package, which
+    # brings deb-systemd-helper along).
+    have adduser || apt+=(adduser)
+    { have systemd-analyze && have deb-systemd-helper; } || apt+=(systemd)
     # Node's mysql2 and mariadb packages (tests/mariadb_ext.rs installs them
     # with npm into a cache directory).
     have npm || apt+=(nodejs npm)

@@ -394,3 +394,91 @@ fn relayed_client_kill_change_user_lost_backend_and_admin() {
     let who: String = c.query_first("SELECT CURRENT_USER()").unwrap().unwrap();
     assert_eq!(who, "relay_k@%");
 }
+
+/// mysqlclient (libmariadb, whose client_ed25519 plugin answers the
+/// switch) logs in as argv[2]/argv[3] (with argv[4] as the schema) and
+/// changes user to each following user, password and schema ("-": none),
+/// printing who it is after each change, or the refusal and who it is
+/// then.
+const CHANGE_USER_SCRIPT: &str = r#"
+import sys, MySQLdb
+port, user, pw, db = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+def show(c, label):
+    cur = c.cursor()
+    try:
+        cur.execute("SELECT CURRENT_USER(), DATABASE(), @x, @@sql_mode = @@global.sql_mode")
+        print(label, cur.fetchall())
+    except MySQLdb.Error as e:
+        print(label, "ERR", e.args)
+c = MySQLdb.connect(host="127.0.0.1", port=port, user=user, password=pw, database=db)
+show(c, "login")
+steps = sys.argv[5:]
+for i in range(0, len(steps), 3):
+    user, pw, db = steps[i], steps[i + 1], steps[i + 2]
+    c.cursor().execute("SET @x = %s, sql_mode = 'ANSI'", (i,))
+    try:
+        if db == "-":
+            c.change_user(user, pw)
+        else:
+            c.change_user(user, pw, db)
+        show(c, "changed to " + user)
+    except MySQLdb.Error as e:
+        print("change to", user, "refused:", e.args)
+        show(c, "still")
+"#;
+
+#[test]
+fn change_user_to_and_from_ed25519_users() {
+    if !common::clients::python_has("MySQLdb") {
+        common::clients::skip(
+            "change_user_to_and_from_ed25519_users",
+            "python3 has no MySQLdb (mysqlclient)",
+        );
+        return;
+    }
+    ed25519_plugin();
+    account("cu_nat", "BY 'nat pw'");
+    account("cu_ed_back", "VIA ed25519 USING PASSWORD('back pw')");
+    account("cu_ed_both", "VIA ed25519 USING PASSWORD('both pw')");
+    // cu_ed_back: mysql_native_password to the funnel, ed25519 to mysqld;
+    // cu_ed_both: client_ed25519 on both sides.
+    let f = FunnelConfig::empty()
+        .pool("connections = 1")
+        .user("cu_nat", "nat pw", &[])
+        .user("cu_ed_back", "back pw", &[])
+        .user("cu_ed_both", "both pw", &["auth_plugin = client_ed25519"])
+        .rust_log("debug")
+        .start();
+    let steps = [
+        ("cu_ed_both", "both pw", "-"),
+        ("cu_ed_back", "back pw", common::TEST_DB),
+        ("cu_ed_both", "both pw", common::TEST_DB),
+        // Refused: the client stays who it was, with its schema, its
+        // session reset.
+        ("cu_ed_back", "wrong", "-"),
+        ("cu_nat", "nat pw", "-"),
+        ("cu_ed_both", "wrong", common::TEST_DB),
+        ("cu_ed_both", "both pw", "-"),
+        ("cu_nat", "nat pw", common::TEST_DB),
+    ];
+    let run = |port: u16| {
+        let port = port.to_string();
+        let mut args = vec![port.as_str(), "cu_nat", "nat pw", common::TEST_DB];
+        for (user, pw, db) in &steps {
+            args.extend([*user, *pw, *db]);
+        }
+        common::clients::python_ok(CHANGE_USER_SCRIPT, &args)
+    };
+    let direct = run(common::mariadb().port);
+    for want in [
+        "changed to cu_ed_both (('cu_ed_both@%', None, None, 1),)",
+        "change to cu_ed_back refused: (1045,",
+        "still (('cu_ed_both@%', 'funnel_test', None, 1),)",
+        "change to cu_ed_both refused: (1045,",
+        "still (('cu_nat@%', None, None, 1),)",
+    ] {
+        assert!(direct.contains(want), "directly, {want:?} in:\n{direct}");
+    }
+    let through = run(f.port);
+    assert_eq!(through, direct, "through the funnel; log:\n{}", f.log());
+}

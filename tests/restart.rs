@@ -16,8 +16,17 @@ use common::{FunnelConfig, FunnelProcess, PASS_A, TEST_DB, USER_A};
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder};
 
-/// A configuration two funnels can share: its unix socket lives in a
-/// directory of the test's own (not a funnel's scratch directory).
+/// A directory of the test's own (not a funnel's scratch directory), for
+/// what two funnels share: the unix socket, the handoff socket.
+fn shared_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("funnel-restart-")
+        .tempdir_in("/tmp")
+        .unwrap()
+}
+
+/// A configuration two funnels can share: its unix socket lives in `dir`
+/// (from [`shared_dir`]).
 fn shared_config(db_port: u16, dir: &std::path::Path, extra: &str) -> (String, u16, u16, u16) {
     let port = common::free_port();
     let admin = common::free_port();
@@ -101,10 +110,7 @@ fn session(c: &mut Conn) -> Session {
 #[test]
 fn restart_hands_clients_over_with_their_sessions() {
     let db = common::mariadb();
-    let dir = tempfile::Builder::new()
-        .prefix("funnel-restart-")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = shared_dir();
     let (cfg, port, admin, stats) = shared_config(db.port, dir.path(), "");
     let mut a = FunnelProcess::start(&cfg, port);
     let other_schema = common::unique_name("restart_s");
@@ -283,10 +289,7 @@ fn restart_hands_clients_over_with_their_sessions() {
 #[test]
 fn sigterm_without_a_new_funnel_closes_idle_clients_between_commands() {
     let db = common::mariadb();
-    let dir = tempfile::Builder::new()
-        .prefix("funnel-restart-")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = shared_dir();
     let (cfg, port, _, _) = shared_config(db.port, dir.path(), "");
     let mut f = FunnelProcess::start(&cfg, port);
     let mut idle = conn(port);
@@ -318,10 +321,7 @@ fn sigterm_without_a_new_funnel_closes_idle_clients_between_commands() {
 #[test]
 fn another_funnel_on_the_same_port_is_refused() {
     let db = common::mariadb();
-    let dir = tempfile::Builder::new()
-        .prefix("funnel-restart-")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = shared_dir();
     let (cfg, port, _, _) = shared_config(db.port, dir.path(), "");
     let _a = FunnelProcess::start(&cfg, port);
     let other = cfg.replace(
@@ -343,10 +343,7 @@ fn another_funnel_on_the_same_port_is_refused() {
 #[test]
 fn a_differing_configuration_is_logged_at_takeover() {
     let db = common::mariadb();
-    let dir = tempfile::Builder::new()
-        .prefix("funnel-restart-")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = shared_dir();
     let handoff = dir.path().join("handoff.sock");
     let extra = format!("handoff_socket = {}", handoff.display());
     let (cfg, port, _, _) = shared_config(db.port, dir.path(), &extra);
@@ -388,10 +385,7 @@ fn restart_under_load_of_500_clients_has_no_errors() {
     const CLIENTS: usize = 500;
     common::raise_nofile(8192);
     let db = common::mariadb();
-    let dir = tempfile::Builder::new()
-        .prefix("funnel-restart-")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = shared_dir();
     let (cfg, port, _, _) = shared_config(db.port, dir.path(), "");
     let table = common::unique_name("restart_load");
     let mut setup = common::mysql_direct(USER_A, PASS_A);

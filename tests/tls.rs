@@ -21,7 +21,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{FunnelProcess, MariaDb, TestCa, TestCert};
+use common::{FunnelConfig, FunnelProcess, MariaDb, TestCa, TestCert};
 use mysql::prelude::Queryable;
 
 fn output(cmd: &mut Command) -> String {
@@ -44,21 +44,13 @@ fn path(p: &std::path::Path) -> String {
 /// A funnel on the shared MariaDB, with `funnel_extra` in `[funnel]` and
 /// `user_extra` in the `[user]` sections of users A and B.
 fn start_funnel(funnel_extra: &str, user_extra: &str) -> FunnelProcess {
-    let db = common::mariadb();
-    let port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\nunix_socket = @DIR@/funnel.sock\n{funnel_extra}\n\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n\
-         [pool]\nconnections = 1\n\n\
-         [user {}]\npassword = {}\n{user_extra}\n\n\
-         [user {}]\npassword = {}\n",
-        db.port,
-        common::USER_A,
-        common::PASS_A,
-        common::USER_B,
-        common::PASS_B,
-    );
-    FunnelProcess::builder(&cfg).port(port).start()
+    FunnelConfig::empty()
+        .funnel("unix_socket = @DIR@/funnel.sock")
+        .funnel(funnel_extra)
+        .pool("connections = 1")
+        .user(common::USER_A, common::PASS_A, &[user_extra])
+        .user(common::USER_B, common::PASS_B, &[])
+        .start()
 }
 
 fn tls_lines(cert: &TestCert) -> String {
@@ -69,33 +61,49 @@ fn tls_lines(cert: &TestCert) -> String {
     )
 }
 
-/// The `mariadb` CLI: with `ca`, TLS required and the certificate checked
-/// (`--ssl --ssl-verify-server-cert`); prints the status (its `SSL:` line
-/// is the client's own connection) and 1 + 1.
-fn cli(port: u16, user: &str, pw: &str, ca: Option<&str>) -> String {
+/// With `ca`: TLS required and the server's certificate checked against
+/// it (`--ssl --ssl-verify-server-cert`); without: no TLS.
+fn tls_args(cmd: &mut Command, ca: Option<&str>) {
+    match ca {
+        Some(ca) => cmd.args([
+            "--ssl",
+            &format!("--ssl-ca={ca}"),
+            "--ssl-verify-server-cert",
+        ]),
+        None => cmd.arg("--skip-ssl"),
+    };
+}
+
+/// The `mariadb` CLI over TCP, with or without TLS ([`tls_args`]).
+fn mariadb_cli(port: u16, user: &str, pw: &str, ca: Option<&str>) -> Command {
+    let mut cmd = common::clients::mariadb_cli(port, user, pw);
+    tls_args(&mut cmd, ca);
+    cmd
+}
+
+/// The `mariadb` CLI over the unix socket `socket` as user B.
+fn mariadb_cli_socket(socket: &std::path::Path, ca: Option<&str>) -> Command {
     let mut cmd = Command::new(common::mariadb_client());
     cmd.args([
         "--no-defaults",
-        "-h127.0.0.1",
-        &format!("-P{port}"),
-        &format!("-u{user}"),
-        &format!("-p{pw}"),
-        "--connect-timeout=10",
+        &format!("--socket={}", socket.display()),
+        &format!("-u{}", common::USER_B),
+        &format!("-p{}", common::PASS_B),
     ]);
-    match ca {
-        Some(ca) => {
-            cmd.args([
-                "--ssl",
-                &format!("--ssl-ca={ca}"),
-                "--ssl-verify-server-cert",
-            ]);
-        }
-        None => {
-            cmd.arg("--skip-ssl");
-        }
-    }
-    cmd.args(["-e", "status; SELECT 1 + 1 AS two"]);
-    output(&mut cmd)
+    tls_args(&mut cmd, ca);
+    cmd
+}
+
+/// Its status (the `SSL:` line is the client's own connection), then 1 + 1.
+const STATUS_AND_TWO: [&str; 2] = ["-e", "status; SELECT 1 + 1 AS two"];
+
+/// The `mariadb` CLI ([`mariadb_cli`]) prints [`STATUS_AND_TWO`].
+fn cli(port: u16, user: &str, pw: &str, ca: Option<&str>) -> String {
+    output(
+        mariadb_cli(port, user, pw, ca)
+            .arg("--connect-timeout=10")
+            .args(STATUS_AND_TWO),
+    )
 }
 
 /// The cipher line of the CLI's status, or what went wrong.
@@ -110,12 +118,75 @@ fn python(code: &str, args: &[&str]) -> String {
     output(Command::new("python3").arg("-c").arg(code).args(args))
 }
 
-const PYMYSQL: &str = r#"
-import sys, pymysql
+/// The start of the PyMySQL scripts (argv: port, user, password, CA
+/// file): `connect()` logs in over TLS, checking the certificate against
+/// the CA and the name; `fingerprint(c)` is the SHA-256 of the
+/// certificate the connection got.
+const PYMYSQL_TLS: &str = r#"
+import sys, hashlib, pymysql
 p, u, w, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+def connect(**kw):
+    return pymysql.connect(host='127.0.0.1', port=p, user=u, password=w, ssl_ca=ca,
+                           ssl_verify_cert=True, ssl_verify_identity=True, **kw)
+def fingerprint(c):
+    der = c._sock.getpeercert(binary_form=True)
+    return ':'.join('%02X' % b for b in hashlib.sha256(der).digest())
+"#;
+
+/// [`PYMYSQL_TLS`], then `body`.
+fn pymysql_tls(body: &str) -> String {
+    format!("{PYMYSQL_TLS}{body}")
+}
+
+/// A Python client that stays connected: it is given lines on its stdin
+/// and answers with lines on its stdout.
+struct LineClient {
+    child: std::process::Child,
+    to: Option<std::process::ChildStdin>,
+    from: BufReader<std::process::ChildStdout>,
+}
+
+impl LineClient {
+    fn spawn(code: &str, args: &[&str]) -> LineClient {
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(code)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let to = child.stdin.take();
+        let from = BufReader::new(child.stdout.take().expect("piped stdout"));
+        LineClient { child, to, from }
+    }
+
+    /// Its next line, trimmed.
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.from
+            .read_line(&mut line)
+            .expect("a line from the client");
+        line.trim().to_string()
+    }
+
+    fn send(&mut self, line: &str) {
+        writeln!(self.to.as_mut().expect("stdin"), "{line}").expect("to the client");
+    }
+}
+
+impl Drop for LineClient {
+    fn drop(&mut self) {
+        drop(self.to.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// PyMySQL over TLS: prints its socket's type, TLS version and 1 + 1, or
+/// the login's error.
+const PYMYSQL_BODY: &str = r#"
 try:
-    c = pymysql.connect(host='127.0.0.1', port=p, user=u, password=w, ssl_ca=ca,
-                        ssl_verify_cert=True, ssl_verify_identity=True, connect_timeout=10)
+    c = connect(connect_timeout=10)
 except pymysql.err.OperationalError as e:
     print('error', e.args[0], e.args[1] if len(e.args) > 1 else ''); sys.exit(0)
 cur = c.cursor(); cur.execute('SELECT 1 + 1')
@@ -246,21 +317,11 @@ fn clients_log_in_over_tls_and_check_the_certificate() {
         &|s| s.contains("cipher Some(\"TLS_") && s.ends_with("two: 2"),
     );
     // TLS 1.2 too (older clients and servers).
-    let mut cmd = Command::new(common::mariadb_client());
-    cmd.args([
-        "--no-defaults",
-        "-h127.0.0.1",
-        &format!("-P{port}"),
-        &format!("-u{user}"),
-        &format!("-p{pw}"),
-        "--ssl",
-        &format!("--ssl-ca={ca_path}"),
-        "--ssl-verify-server-cert",
-        "--tls-version=TLSv1.2",
-        "-e",
-        "status; SELECT 1 + 1 AS two",
-    ]);
-    let out = output(&mut cmd);
+    let out = output(
+        mariadb_cli(port, user, pw, Some(&ca_path))
+            .arg("--tls-version=TLSv1.2")
+            .args(STATUS_AND_TWO),
+    );
     let cipher = cli_cipher(&out).map(str::to_string);
     check(
         "mariadb --tls-version=TLSv1.2",
@@ -270,7 +331,11 @@ fn clients_log_in_over_tls_and_check_the_certificate() {
         ),
         &|s| s.contains("cipher Some(\"ECDHE-") && s.ends_with("two: 2"),
     );
-    for (name, code) in [("PyMySQL", PYMYSQL), ("mysql-connector-python", CONNECTOR)] {
+    let pymysql = pymysql_tls(PYMYSQL_BODY);
+    for (name, code) in [
+        ("PyMySQL", pymysql.as_str()),
+        ("mysql-connector-python", CONNECTOR),
+    ] {
         check(
             name,
             python(code, &[&port.to_string(), user, pw, &ca_path]),
@@ -300,7 +365,7 @@ fn clients_log_in_over_tls_and_check_the_certificate() {
     // A wrong password over TLS is still ERR 1045.
     check(
         "PyMySQL, wrong password",
-        python(PYMYSQL, &[&port.to_string(), user, "wrong", &ca_path]),
+        python(&pymysql, &[&port.to_string(), user, "wrong", &ca_path]),
         &|s| s.starts_with("error 1045 Access denied"),
     );
     // Plain clients still get in (TLS is offered, not required).
@@ -318,7 +383,7 @@ fn clients_log_in_over_tls_and_check_the_certificate() {
     );
     check(
         "PyMySQL, another CA",
-        python(PYMYSQL, &[&port.to_string(), user, pw, &other_path]),
+        python(&pymysql, &[&port.to_string(), user, pw, &other_path]),
         &|s| s.starts_with("error 2003") || s.contains("CERTIFICATE_VERIFY_FAILED"),
     );
     if have("java") && std::path::Path::new(JDBC_JAR).exists() {
@@ -344,7 +409,10 @@ fn without_a_certificate_tls_is_not_offered() {
         out.contains("[exit Some(1)]") && out.contains("2026"),
         "mariadb --ssl against a funnel without TLS: {out}"
     );
-    let out = python(PYMYSQL, &[&port.to_string(), user, pw, &ca_path]);
+    let out = python(
+        &pymysql_tls(PYMYSQL_BODY),
+        &[&port.to_string(), user, pw, &ca_path],
+    );
     assert!(
         out.starts_with("error"),
         "PyMySQL with ssl against a funnel without TLS: {out}"
@@ -399,6 +467,9 @@ fn require_tls_refuses_plain_clients_as_mysqld_does() {
         Err(mysql::Error::MySqlError(e)) => assert_eq!(e.code, 1045, "{e}"),
         other => panic!("change user to a require_tls user without TLS: {other:?}"),
     }
+    // Still logged in as before, as after a refused change on mysqld.
+    let who: String = b.query_first("SELECT CURRENT_USER()").unwrap().unwrap();
+    assert!(who.starts_with(common::USER_B), "{who}");
     assert!(f.log().contains("without TLS"), "{}", f.log());
     drop(f);
 
@@ -413,29 +484,10 @@ fn require_tls_refuses_plain_clients_as_mysqld_does() {
     let tls_b = cli(f.port, common::USER_B, common::PASS_B, Some(&ca_path));
     assert!(tls_b.ends_with("\n2"), "{tls_b}");
     let socket = f.dir.join("funnel.sock");
-    let over_socket = output(Command::new(common::mariadb_client()).args([
-        "--no-defaults",
-        &format!("--socket={}", socket.display()),
-        &format!("-u{}", common::USER_B),
-        &format!("-p{}", common::PASS_B),
-        "--skip-ssl",
-        "-N",
-        "-e",
-        "SELECT 1 + 1",
-    ]));
+    let over_socket = output(mariadb_cli_socket(&socket, None).args(["-N", "-e", "SELECT 1 + 1"]));
     assert_eq!(over_socket, "2", "unix socket client with require_tls");
     // TLS over the unix socket works too (the certificate is for localhost).
-    let tls_socket = output(Command::new(common::mariadb_client()).args([
-        "--no-defaults",
-        &format!("--socket={}", socket.display()),
-        &format!("-u{}", common::USER_B),
-        &format!("-p{}", common::PASS_B),
-        "--ssl",
-        &format!("--ssl-ca={ca_path}"),
-        "--ssl-verify-server-cert",
-        "-e",
-        "status; SELECT 1 + 1 AS two",
-    ]));
+    let tls_socket = output(mariadb_cli_socket(&socket, Some(&ca_path)).args(STATUS_AND_TWO));
     assert!(
         cli_cipher(&tls_socket).is_some() && tls_socket.ends_with("\n2"),
         "TLS over the unix socket: {tls_socket}"
@@ -460,39 +512,19 @@ fn sighup_replaces_the_certificate_for_new_clients_only() {
     let ca_path = path(&ca.cert);
     // A TLS client that stays connected over the reload: prints the
     // certificate it got, then runs a query for each line it reads.
-    let code = r#"
-import sys, hashlib, pymysql
-p, u, w, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-c = pymysql.connect(host='127.0.0.1', port=p, user=u, password=w, ssl_ca=ca,
-                    ssl_verify_cert=True, ssl_verify_identity=True)
-der = c._sock.getpeercert(binary_form=True)
-print(':'.join('%02X' % b for b in hashlib.sha256(der).digest()), flush=True)
+    let code = pymysql_tls(
+        r#"
+c = connect()
+print(fingerprint(c), flush=True)
 for line in sys.stdin:
     cur = c.cursor(); cur.execute('SELECT ' + line.strip()); print(cur.fetchone()[0], flush=True)
-"#;
+"#,
+    );
     let port = f.port.to_string();
-    let mut old = Command::new("python3")
-        .args(["-c", code, &port, common::USER_A, common::PASS_A, &ca_path])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut old_in = old.stdin.take().unwrap();
-    let mut old_out = BufReader::new(old.stdout.take().unwrap());
-    let mut line = String::new();
-    old_out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), first.fingerprint, "the first certificate");
-    let fingerprint_now = || {
-        let code = r#"
-import sys, hashlib, pymysql
-p, u, w, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-c = pymysql.connect(host='127.0.0.1', port=p, user=u, password=w, ssl_ca=ca,
-                    ssl_verify_cert=True, ssl_verify_identity=True)
-der = c._sock.getpeercert(binary_form=True)
-print(':'.join('%02X' % b for b in hashlib.sha256(der).digest()))
-"#;
-        python(code, &[&port, common::USER_A, common::PASS_A, &ca_path])
-    };
+    let args = [port.as_str(), common::USER_A, common::PASS_A, &ca_path];
+    let mut old = LineClient::spawn(&code, &args);
+    assert_eq!(old.line(), first.fingerprint, "the first certificate");
+    let fingerprint_now = || python(&pymysql_tls("print(fingerprint(connect()))\n"), &args);
 
     // A broken replacement: the reload is refused, the certificate kept.
     std::fs::write(&live.cert, "not a certificate\n").unwrap();
@@ -514,12 +546,8 @@ print(':'.join('%02X' % b for b in hashlib.sha256(der).digest()))
     );
     assert_eq!(fingerprint_now(), second.fingerprint, "a new client");
     // The client connected before goes on, on its TLS session.
-    writeln!(old_in, "20 + 22").unwrap();
-    line.clear();
-    old_out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "42", "{}", f.log());
-    drop(old_in);
-    let _ = old.wait();
+    old.send("20 + 22");
+    assert_eq!(old.line(), "42", "{}", f.log());
 }
 
 #[test]
@@ -527,18 +555,12 @@ fn bad_tls_files_stop_the_start_with_exit_code_2() {
     let ca = TestCa::new("funnel test CA");
     let cert = ca.localhost("funnel");
     let other = ca.localhost("other");
-    let db = common::mariadb();
     let run = |funnel_lines: &str, backend_lines: &str| {
-        let port = common::free_port();
-        let cfg = format!(
-            "[funnel]\nlisten = 127.0.0.1:{port}\n{funnel_lines}\n\
-             [backend]\naddress = 127.0.0.1:{}\n{backend_lines}\n\
-             [user {}]\npassword = {}\n",
-            db.port,
-            common::USER_A,
-            common::PASS_A
-        );
-        let (status, log) = FunnelProcess::builder(&cfg).run_to_exit(Duration::from_secs(20));
+        let (status, log) = FunnelConfig::user_a()
+            .funnel(funnel_lines)
+            .backend(backend_lines)
+            .builder()
+            .run_to_exit(Duration::from_secs(20));
         (status.and_then(|s| s.code()), log)
     };
     let missing = ca.dir.join("missing.crt");
@@ -615,17 +637,12 @@ fn mariadb_with_tls(ca: &TestCa, cert: &TestCert) -> MariaDb {
 }
 
 fn backend_funnel(db: &MariaDb, backend_lines: &str) -> FunnelProcess {
-    let port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n\
-         [backend]\naddress = 127.0.0.1:{}\nconnect_timeout_ms = 2000\nreconnect_backoff_max_ms = 500\n{backend_lines}\n\n\
-         [pool]\nconnections = 1\nqueue_timeout_ms = 3000\n\n\
-         [user {}]\npassword = {}\n",
-        db.port,
-        common::USER_A,
-        common::PASS_A
-    );
-    FunnelProcess::builder(&cfg).port(port).start()
+    FunnelConfig::user_a()
+        .backend_port(db.port)
+        .backend("connect_timeout_ms = 2000\nreconnect_backoff_max_ms = 500")
+        .backend(backend_lines)
+        .pool("connections = 1\nqueue_timeout_ms = 3000")
+        .start()
 }
 
 /// What mysqld says of the TLS of the backend connection a client's
@@ -735,18 +752,10 @@ fn funnel_logs_in_to_mysqld_over_tls() {
 #[test]
 fn require_against_a_mysqld_without_tls_fails_clearly() {
     // The shared server has no certificate.
-    let db = common::mariadb();
-    let port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n\n\
-         [backend]\naddress = 127.0.0.1:{}\ntls = require\n\n\
-         [pool]\nconnections = 1\nqueue_timeout_ms = 5000\n\n\
-         [user {}]\npassword = {}\n",
-        db.port,
-        common::USER_A,
-        common::PASS_A
-    );
-    let f = FunnelProcess::builder(&cfg).port(port).start();
+    let f = FunnelConfig::user_a()
+        .backend("tls = require")
+        .pool("connections = 1\nqueue_timeout_ms = 5000")
+        .start();
     let err = backend_ssl_version(&f).expect_err("no backend without TLS");
     assert!(
         err.contains("1045") && err.contains("mysqld does not offer TLS"),
@@ -769,16 +778,14 @@ fn a_require_ssl_account_and_a_require_tls_user_answer_alike() {
          GRANT ALL ON *.* TO 'tls_only'@'127.0.0.1'",
     );
     let direct = cli(db.port, "tls_only", "tls_pw", None);
-    let port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n{}\n\
-         [backend]\naddress = 127.0.0.1:{}\ntls = require\n\n\
-         [pool]\nconnections = 1\n\n\
-         [user tls_only]\npassword = tls_pw\nrequire_tls = true\n",
-        tls_lines(&cert),
-        db.port
-    );
-    let f = FunnelProcess::builder(&cfg).port(port).start();
+    let f = FunnelConfig::empty()
+        .backend_port(db.port)
+        .funnel(&tls_lines(&cert))
+        .backend("tls = require")
+        .pool("connections = 1")
+        .user("tls_only", "tls_pw", &["require_tls = true"])
+        .start();
+    let port = f.port;
     let through = cli(port, "tls_only", "tls_pw", None);
     let error_line = |s: &str| {
         s.lines()
@@ -802,25 +809,17 @@ fn big_commands_and_results_cross_tls_both_ways() {
     let ca = TestCa::new("test CA");
     let cert = ca.localhost("both");
     let db = mariadb_with_tls(&ca, &cert);
-    let port = common::free_port();
     let ca_path = path(&ca.cert);
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\n{}\n\
-         [backend]\naddress = 127.0.0.1:{}\ntls = verify_identity\ntls_ca = {ca_path}\n\n\
-         [pool]\nconnections = 1\n\n\
-         [user {}]\npassword = {}\n",
-        tls_lines(&cert),
-        db.port,
-        common::USER_A,
-        common::PASS_A
-    );
-    let f = FunnelProcess::builder(&cfg).port(port).start();
-    let code = r#"
-import sys, hashlib, pymysql
-p, u, w, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-c = pymysql.connect(host='127.0.0.1', port=p, user=u, password=w, ssl_ca=ca,
-                    ssl_verify_identity=True, read_timeout=60, write_timeout=60,
-                    database='funnel_test')
+    let f = FunnelConfig::user_a()
+        .backend_port(db.port)
+        .funnel(&tls_lines(&cert))
+        .backend(&format!("tls = verify_identity\ntls_ca = {ca_path}"))
+        .pool("connections = 1")
+        .start();
+    let port = f.port;
+    let code = pymysql_tls(
+        r#"
+c = connect(read_timeout=60, write_timeout=60, database='funnel_test')
 assert type(c._sock).__name__ == 'SSLSocket'
 cur = c.cursor()
 big = ''.join(chr(97 + i % 26) for i in range(3_000_000))
@@ -836,9 +835,10 @@ cur.execute("SELECT seq, REPEAT('z', 100) FROM seq_1_to_50000")
 rows = cur.fetchall()
 assert len(rows) == 50000 and rows[-1] == (50000, 'z' * 100), rows[-1]
 print('ok', backend_tls)
-"#;
+"#,
+    );
     let out = python(
-        code,
+        &code,
         &[&port.to_string(), common::USER_A, common::PASS_A, &ca_path],
     );
     assert!(out.starts_with("ok TLSv1."), "{out}\n{}", f.log());
@@ -864,26 +864,7 @@ fn the_admin_console_offers_tls_with_the_same_certificate() {
     );
     // SHOW commands work inside TLS, and plain sessions as before.
     let show = |ca: Option<&str>| {
-        let mut cmd = Command::new(common::mariadb_client());
-        cmd.args([
-            "--no-defaults",
-            "-h127.0.0.1",
-            &format!("-P{admin_port}"),
-            "-uadmin",
-            "-padmin_pw",
-            "-N",
-            "-e",
-            "SHOW VERSION",
-        ]);
-        match ca {
-            Some(ca) => cmd.args([
-                "--ssl",
-                &format!("--ssl-ca={ca}"),
-                "--ssl-verify-server-cert",
-            ]),
-            None => cmd.arg("--skip-ssl"),
-        };
-        output(&mut cmd)
+        output(mariadb_cli(admin_port, "admin", "admin_pw", ca).args(["-N", "-e", "SHOW VERSION"]))
     };
     let ca_path = path(&ca.cert);
     assert!(
@@ -903,58 +884,43 @@ fn a_restart_hands_plain_clients_over_and_closes_tls_ones_between_commands() {
     // to the new funnel; plain clients go over with their sessions.
     let ca = TestCa::new("funnel test CA");
     let cert = ca.localhost("funnel");
-    let db = common::mariadb();
     let dir = tempfile::Builder::new()
         .prefix("funnel-tls-restart-")
         .tempdir_in("/tmp")
         .unwrap();
     let port = common::free_port();
-    let cfg = format!(
-        "[funnel]\nlisten = 127.0.0.1:{port}\nunix_socket = {}/funnel.sock\nshutdown_timeout_ms = 15000\n{}\n\
-         [backend]\naddress = 127.0.0.1:{}\n\n[pool]\nconnections = 2\n\n\
-         [user {}]\npassword = {}\n",
-        dir.path().display(),
-        tls_lines(&cert),
-        db.port,
-        common::USER_A,
-        common::PASS_A
-    );
+    let cfg = FunnelConfig::user_a()
+        .funnel(&format!(
+            "unix_socket = {}/funnel.sock",
+            dir.path().display()
+        ))
+        .funnel("shutdown_timeout_ms = 15000")
+        .funnel(&tls_lines(&cert))
+        .pool("connections = 2")
+        .text(port);
     let mut a = FunnelProcess::start(&cfg, port);
     let mut plain = a.conn(common::USER_A, common::PASS_A);
     plain.query_drop("SET @marker = 'plain one'").unwrap();
-    let code = r#"
-import sys, pymysql
-p, u, w, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-c = pymysql.connect(host='127.0.0.1', port=p, user=u, password=w, ssl_ca=ca,
-                    ssl_verify_identity=True)
+    let code = pymysql_tls(
+        r#"
+c = connect()
 print(type(c._sock).__name__, flush=True)
 for line in sys.stdin:
     try:
         cur = c.cursor(); cur.execute('SELECT ' + line.strip()); print(cur.fetchone()[0], flush=True)
     except pymysql.err.OperationalError as e:
         print('error', e.args[0], flush=True)
-        c = pymysql.connect(host='127.0.0.1', port=p, user=u, password=w, ssl_ca=ca,
-                            ssl_verify_identity=True)
+        c = connect()
         print('again', type(c._sock).__name__, flush=True)
-"#;
-    let mut tls_client = Command::new("python3")
-        .args([
-            "-c",
-            code,
-            &port.to_string(),
-            common::USER_A,
-            common::PASS_A,
-            &path(&ca.cert),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut to_tls = tls_client.stdin.take().unwrap();
-    let mut from_tls = BufReader::new(tls_client.stdout.take().unwrap());
-    let mut line = String::new();
-    from_tls.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "SSLSocket");
+"#,
+    );
+    let port_arg = port.to_string();
+    let ca_path = path(&ca.cert);
+    let mut tls_client = LineClient::spawn(
+        &code,
+        &[&port_arg, common::USER_A, common::PASS_A, &ca_path],
+    );
+    assert_eq!(tls_client.line(), "SSLSocket");
 
     let b = FunnelProcess::builder(&cfg).start();
     assert!(
@@ -978,19 +944,12 @@ for line in sys.stdin:
     assert_eq!(marker.as_deref(), Some("plain one"));
     // The TLS client finds its connection closed, and is served by the
     // new funnel over TLS when it connects again.
-    writeln!(to_tls, "1 + 1").unwrap();
-    line.clear();
-    from_tls.read_line(&mut line).unwrap();
+    tls_client.send("1 + 1");
+    let line = tls_client.line();
     assert!(line.starts_with("error 20"), "{line}");
-    line.clear();
-    from_tls.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "again SSLSocket");
-    writeln!(to_tls, "2 + 2").unwrap();
-    line.clear();
-    from_tls.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "4", "{}", b.log());
-    drop(to_tls);
-    let _ = tls_client.wait();
+    assert_eq!(tls_client.line(), "again SSLSocket");
+    tls_client.send("2 + 2");
+    assert_eq!(tls_client.line(), "4", "{}", b.log());
 }
 
 #[test]
@@ -1007,42 +966,22 @@ fn relayed_logins_use_tls_to_mysqld_exactly_when_the_client_does() {
     );
     let ca_path = path(&ca.cert);
     let funnel = |backend_tls: &str| {
-        let port = common::free_port();
-        let cfg = format!(
-            "[funnel]\nlisten = 127.0.0.1:{port}\nunlisted_users = relay\n{}\n\
-             [backend]\naddress = 127.0.0.1:{}\n{backend_tls}\n\n\
-             [pool]\nconnections = 1\n\n\
-             [user {}]\npassword = {}\n",
-            tls_lines(&cert),
-            db.port,
-            common::USER_A,
-            common::PASS_A
-        );
-        FunnelProcess::builder(&cfg).port(port).start()
+        FunnelConfig::user_a()
+            .backend_port(db.port)
+            .funnel("unlisted_users = relay")
+            .funnel(&tls_lines(&cert))
+            .backend(backend_tls)
+            .pool("connections = 1")
+            .start()
     };
     // What mysqld says of the relayed connection's TLS, as seen by a
     // client with or without TLS.
     let ssl_version = |port: u16, ca: Option<&str>| {
-        let mut cmd = Command::new(common::mariadb_client());
-        cmd.args([
-            "--no-defaults",
-            "-h127.0.0.1",
-            &format!("-P{port}"),
-            "-uunlisted",
-            "-punlisted_pw",
+        output(mariadb_cli(port, "unlisted", "unlisted_pw", ca).args([
             "-N",
             "-e",
             "SELECT CONCAT('[', VARIABLE_VALUE, ']') FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'SSL_VERSION'",
-        ]);
-        match ca {
-            Some(ca) => cmd.args([
-                "--ssl",
-                &format!("--ssl-ca={ca}"),
-                "--ssl-verify-server-cert",
-            ]),
-            None => cmd.arg("--skip-ssl"),
-        };
-        output(&mut cmd)
+        ]))
     };
     let f = funnel("tls = prefer");
     let over_tls = ssl_version(f.port, Some(&ca_path));

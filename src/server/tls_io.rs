@@ -86,6 +86,11 @@ enum Stop {
 
 pub struct TlsConn {
     side: Side,
+    transit: Transit,
+}
+
+/// The records in transit, and what they said so far (whichever side).
+struct Transit {
     /// Records received, not yet processed (a partial one, mostly).
     incoming: Buf,
     /// Records to send, not yet taken by the socket.
@@ -102,11 +107,13 @@ impl TlsConn {
     fn new(side: Side) -> TlsConn {
         TlsConn {
             side,
-            incoming: Buf::new(),
-            outgoing: Buf::new(),
-            established: false,
-            told: false,
-            peer_closed: false,
+            transit: Transit {
+                incoming: Buf::new(),
+                outgoing: Buf::new(),
+                established: false,
+                told: false,
+                peer_closed: false,
+            },
         }
     }
 
@@ -120,8 +127,8 @@ impl TlsConn {
     ) -> io::Result<TlsConn> {
         let conn = UnbufferedServerConnection::new(config).map_err(io_error)?;
         let mut tls = TlsConn::new(Side::Server(conn));
-        pool.ensure(&mut tls.incoming);
-        tls.incoming.extend_from_slice(received);
+        pool.ensure(&mut tls.transit.incoming);
+        tls.transit.incoming.extend_from_slice(received);
         let mut ignored = Buf::new();
         tls.records(&mut ignored, Plain::None, pool)?;
         Ok(tls)
@@ -143,17 +150,17 @@ impl TlsConn {
 
     /// True once, when the handshake has just been seen complete.
     pub fn handshake_news(&mut self) -> bool {
-        if self.told || !self.established {
+        if self.transit.told || !self.transit.established {
             return false;
         }
-        self.told = true;
+        self.transit.told = true;
         true
     }
 
     /// Write the records waiting. True when none is left.
     pub fn flush<S: Write>(&mut self, sock: &mut S, pool: &mut BufPool) -> io::Result<bool> {
-        let done = self.outgoing.write_to(sock);
-        pool.release(&mut self.outgoing);
+        let done = self.transit.outgoing.write_to(sock);
+        pool.release(&mut self.transit.outgoing);
         done
     }
 
@@ -168,11 +175,11 @@ impl TlsConn {
         stop_on_short: bool,
         pool: &mut BufPool,
     ) -> io::Result<ReadOutcome> {
-        pool.ensure(&mut self.incoming);
+        pool.ensure(&mut self.transit.incoming);
         let before = rbuf.len();
-        let read = self.incoming.read_from(sock, cap, stop_on_short);
+        let read = self.transit.incoming.read_from(sock, cap, stop_on_short);
         let processed = self.records(rbuf, Plain::None, pool);
-        pool.release(&mut self.incoming);
+        pool.release(&mut self.transit.incoming);
         let plain = rbuf.len() - before;
         let read = read?;
         if let Err(e) = processed {
@@ -183,7 +190,7 @@ impl TlsConn {
         // Handshake answers go out at once.
         self.flush(sock, pool)?;
         Ok(match read {
-            _ if self.peer_closed => ReadOutcome::Closed(plain),
+            _ if self.transit.peer_closed => ReadOutcome::Closed(plain),
             ReadOutcome::Drained(_) => ReadOutcome::Drained(plain),
             ReadOutcome::Capped(_) => ReadOutcome::Capped(plain),
             ReadOutcome::Closed(_) => ReadOutcome::Closed(plain),
@@ -247,44 +254,29 @@ impl TlsConn {
     /// records to send to `outgoing`.
     fn records(&mut self, rbuf: &mut Buf, plain: Plain, pool: &mut BufPool) -> io::Result<Stop> {
         match &mut self.side {
-            Side::Server(c) => drive(
-                c,
-                &mut self.incoming,
-                &mut self.outgoing,
-                rbuf,
-                plain,
-                pool,
-                &mut self.established,
-                &mut self.peer_closed,
-            ),
-            Side::Client(c) => drive(
-                c,
-                &mut self.incoming,
-                &mut self.outgoing,
-                rbuf,
-                plain,
-                pool,
-                &mut self.established,
-                &mut self.peer_closed,
-            ),
+            Side::Server(c) => drive(c, &mut self.transit, rbuf, plain, pool),
+            Side::Client(c) => drive(c, &mut self.transit, rbuf, plain, pool),
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn drive<Data>(
     conn: &mut UnbufferedConnectionCommon<Data>,
-    incoming: &mut Buf,
-    outgoing: &mut Buf,
+    transit: &mut Transit,
     rbuf: &mut Buf,
     mut plain: Plain,
     pool: &mut BufPool,
-    established: &mut bool,
-    peer_closed: &mut bool,
 ) -> io::Result<Stop>
 where
     UnbufferedConnectionCommon<Data>: Records<Data>,
 {
+    let Transit {
+        incoming,
+        outgoing,
+        established,
+        peer_closed,
+        ..
+    } = transit;
     loop {
         let UnbufferedStatus { mut discard, state } = conn.process(incoming.as_mut_slice());
         let stop = match state.map_err(io_error)? {
@@ -559,8 +551,8 @@ mod tests {
                 .unwrap();
             // Never more than one chunk of records waits beyond the socket.
             assert!(before - wbuf.len() <= WRITE_CHUNK);
-            assert!(server.outgoing.len() <= WRITE_CHUNK + 4 * RECORD_OVERHEAD);
-            assert_eq!(done, wbuf.is_empty() && server.outgoing.is_empty());
+            assert!(server.transit.outgoing.len() <= WRITE_CHUNK + 4 * RECORD_OVERHEAD);
+            assert_eq!(done, wbuf.is_empty() && server.transit.outgoing.is_empty());
             carry(&mut at_server, &mut at_client);
             let got = client
                 .read_into(&mut at_client, &mut from_server, 1 << 20, false, &mut pool)
@@ -582,7 +574,10 @@ mod tests {
         assert_eq!(from_client.as_slice(), b"the other way");
         // Idle: no buffer held by either end.
         for t in [&server, &client] {
-            assert_eq!((t.incoming.capacity(), t.outgoing.capacity()), (0, 0));
+            assert_eq!(
+                (t.transit.incoming.capacity(), t.transit.outgoing.capacity()),
+                (0, 0)
+            );
         }
 
         // close_notify: the other end reads a close.

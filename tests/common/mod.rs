@@ -37,6 +37,7 @@ mod mariadb;
 mod node;
 mod process;
 pub mod raw;
+pub mod replication;
 pub mod rng;
 pub mod sql;
 pub mod stats;

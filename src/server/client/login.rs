@@ -244,17 +244,12 @@ impl Engine {
                         c.id,
                         auth.user
                     );
-                    let c = &mut self.clients[key];
+                    let c = &self.clients[key];
                     let msg = format!(
                         "funnel: Host '{}' is blocked because of many failed logins for this user or from this address; try again later",
                         c.host
                     );
-                    c.set_state(ClientState::Idle);
-                    self.client_error(key, seq, ER_HOST_IS_BLOCKED, &msg);
-                    if let Some(c) = self.clients.get_mut(key) {
-                        c.close_after_flush = true;
-                    }
-                    self.flush_client(key);
+                    self.answer_refusal(key, seq, ER_HOST_IS_BLOCKED, &msg);
                     return;
                 }
             }
@@ -280,11 +275,22 @@ impl Engine {
             "client {} from {peer} refused as user '{user}': {msg}",
             c.id
         );
+        self.answer_refusal(key, seq, code, msg);
+    }
+
+    /// The error that ends a refused login: its connection is closed. A
+    /// refused COM_CHANGE_USER leaves the client logged in as before (its
+    /// session reset), as mysqld does; a client that has logged in is one
+    /// with a user (its user and pool change only when a change succeeds).
+    fn answer_refusal(&mut self, key: usize, seq: u8, code: (u16, &'static str), msg: &str) {
         let c = &mut self.clients[key];
         c.set_state(ClientState::Idle);
+        let logged_in = !c.user.is_empty();
         self.client_error(key, seq, code, msg);
-        if let Some(c) = self.clients.get_mut(key) {
-            c.close_after_flush = true;
+        if !logged_in {
+            if let Some(c) = self.clients.get_mut(key) {
+                c.close_after_flush = true;
+            }
         }
         self.flush_client(key);
     }
@@ -388,13 +394,7 @@ impl Engine {
                 "client {} from {peer} refused: {msg} (consecutive failures: {by_addr} from this address, {by_user} for this user)",
                 c.id
             );
-            let c = &mut self.clients[key];
-            c.set_state(ClientState::Idle);
-            self.client_error(key, seq, ER_ACCESS_DENIED_ERROR, &msg);
-            if let Some(c) = self.clients.get_mut(key) {
-                c.close_after_flush = true;
-            }
-            self.flush_client(key);
+            self.answer_refusal(key, seq, ER_ACCESS_DENIED_ERROR, &msg);
             return;
         }
         if let Some(why) = self.tls_refusal(key, auth.pool) {
@@ -460,6 +460,8 @@ impl Engine {
         c.track.clone_from(&self.servers[server].track_defaults);
         c.multi_statements = auth.capabilities & CLIENT_MULTI_STATEMENTS != 0;
         c.last_active = self.now;
+        // (A COM_CHANGE_USER's client had its old schema until now.)
+        c.session.set_schema(None);
         debug!("{} authenticated as {}", c.label(), c.user);
         match auth.database {
             Some(db) if self.pools[pool].known_schemas.contains(&db) => {
@@ -552,13 +554,7 @@ impl Engine {
             LogEvent::ClientRefused,
             "client {id} from {peer} refused as user '{user}' without TLS: {why}"
         );
-        let c = &mut self.clients[key];
-        c.set_state(ClientState::Idle);
-        self.client_error(key, seq, ER_ACCESS_DENIED_ERROR, &msg);
-        if let Some(c) = self.clients.get_mut(key) {
-            c.close_after_flush = true;
-        }
-        self.flush_client(key);
+        self.answer_refusal(key, seq, ER_ACCESS_DENIED_ERROR, &msg);
     }
 
     /// The pool that verifies logins as `user` (its `CLIENT_FOUND_ROWS`
@@ -618,20 +614,28 @@ impl Engine {
     /// COM_CHANGE_USER: a fresh session, authenticated again against the
     /// funnel's users and moved to that user's pool.
     pub(super) fn change_user(&mut self, key: usize, cu: ChangeUser) {
+        let relayed = self.relayed_backend(key).is_some();
         self.relay_drop(key);
         self.reset_client_session(key);
         let pool = self.user_pool(&cu.username);
         let c = &mut self.clients[key];
-        c.session.set_schema(None);
-        if let Some(cs) = cu.charset.and_then(|cs| u8::try_from(cs).ok()) {
-            c.charset = cs;
+        if relayed {
+            // Its login to mysqld is gone with its connection: a refusal
+            // closes it, as a refused login.
+            c.user.clear();
         }
+        // Schema and character set change only if the change succeeds
+        // (mysqld keeps both when it refuses it).
+        let charset = cu
+            .charset
+            .and_then(|cs| u8::try_from(cs).ok())
+            .unwrap_or(c.charset);
         let pending = PendingAuth {
             pool,
             user: cu.username,
             database: cu.database,
             capabilities: c.capabilities,
-            charset: c.charset,
+            charset,
             mariadb_caps: c.mariadb_caps,
             nonce: None,
             sha2: false,
