@@ -41,6 +41,7 @@ pub mod stmt;
 mod tally;
 mod timer;
 mod tls_io;
+mod transfer;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};

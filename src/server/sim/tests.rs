@@ -193,20 +193,19 @@ fn the_idle_list_follows_state_role_and_client() {
     sim.finish().unwrap();
 }
 
-#[test]
-fn the_checker_sees_a_client_tally_left_behind() {
+/// A simulation with one client logged in, and its key.
+fn one_logged_in_client() -> (Sim, usize) {
     let mut sim = Sim::new().unwrap();
     sim.login(0, LOGIN_APP).unwrap();
     sim.steps(10).unwrap();
+    let key = sim.funnel.engine.clients.iter().map(|(k, _)| k).next();
+    (sim, key.expect("a client logged in"))
+}
+
+#[test]
+fn the_checker_sees_a_client_tally_left_behind() {
+    let (mut sim, key) = one_logged_in_client();
     sim.funnel.engine.check_invariants().unwrap();
-    let key = sim
-        .funnel
-        .engine
-        .clients
-        .iter()
-        .map(|(k, _)| k)
-        .next()
-        .unwrap();
     // A pin taken without `Client::pin`: the tallies did not follow.
     sim.funnel.engine.clients[key]
         .pins
@@ -217,17 +216,7 @@ fn the_checker_sees_a_client_tally_left_behind() {
 
 #[test]
 fn the_checker_sees_a_queued_client_missing_from_the_backlog() {
-    let mut sim = Sim::new().unwrap();
-    sim.login(0, LOGIN_APP).unwrap();
-    sim.steps(10).unwrap();
-    let key = sim
-        .funnel
-        .engine
-        .clients
-        .iter()
-        .map(|(k, _)| k)
-        .next()
-        .unwrap();
+    let (mut sim, key) = one_logged_in_client();
     sim.funnel.engine.clients[key].state = super::super::client::ClientState::Queued;
     let e = sim.funnel.engine.check_invariants().unwrap_err();
     assert!(e.contains("would wait forever"), "{e}");
