@@ -336,9 +336,10 @@ impl Engine {
     }
 
     pub(super) fn snapshot(&self, detail: bool) -> Snapshot {
-        #[cfg(debug_assertions)]
-        if let Err(e) = self.check_tallies() {
-            panic!("{e}");
+        if cfg!(debug_assertions) {
+            if let Err(e) = self.check_tallies() {
+                panic!("{e}");
+            }
         }
         let mut pools: Vec<PoolSnapshot> = self
             .pools
@@ -387,37 +388,39 @@ impl Engine {
         // The pools' figures come from the tallies: only the rows of SHOW
         // CLIENTS walk the clients.
         let mut clients = Vec::new();
-        for (_, c) in self.clients.iter().filter(|_| detail) {
-            let state = match c.state {
-                ClientState::Handshake
-                | ClientState::AuthSwitch(_)
-                | ClientState::Relay { login: true, .. } => "handshake",
-                ClientState::Relay { login: false, .. } => "connecting",
-                ClientState::ConnectDb => "connecting",
-                ClientState::Idle => "idle",
-                ClientState::Queued => "queued",
-                ClientState::Running(_) => "running",
-            };
-            clients.push(ClientRow {
-                id: c.id,
-                user: c.user.clone(),
-                host: c.host.clone(),
-                state,
-                schema: c.session.schema.clone(),
-                pinned_backend: c
-                    .pinned
-                    .and_then(|b| self.backends.get(b))
-                    .map(|b| b.thread_id),
-                pin_cause: c.pins.primary().map(|p| p.name()),
-                prepared_stmts: c.stmts.len(),
-                user_vars: c.session.user_vars.len(),
-                busy_for: if c.is_busy() {
-                    self.now.saturating_duration_since(c.command_read_at)
-                } else {
-                    Duration::ZERO
-                },
-                bytes_out: c.bytes_out,
-            });
+        if detail {
+            for (_, c) in &self.clients {
+                let state = match c.state {
+                    ClientState::Handshake
+                    | ClientState::AuthSwitch(_)
+                    | ClientState::Relay { login: true, .. } => "handshake",
+                    ClientState::Relay { login: false, .. } => "connecting",
+                    ClientState::ConnectDb => "connecting",
+                    ClientState::Idle => "idle",
+                    ClientState::Queued => "queued",
+                    ClientState::Running(_) => "running",
+                };
+                clients.push(ClientRow {
+                    id: c.id,
+                    user: c.user.clone(),
+                    host: c.host.clone(),
+                    state,
+                    schema: c.session.schema.clone(),
+                    pinned_backend: c
+                        .pinned
+                        .and_then(|b| self.backends.get(b))
+                        .map(|b| b.thread_id),
+                    pin_cause: c.pins.primary().map(|p| p.name()),
+                    prepared_stmts: c.stmts.len(),
+                    user_vars: c.session.user_vars.len(),
+                    busy_for: if c.is_busy() {
+                        self.now.saturating_duration_since(c.command_read_at)
+                    } else {
+                        Duration::ZERO
+                    },
+                    bytes_out: c.bytes_out,
+                });
+            }
         }
         let mut backends = Vec::new();
         for (_, b) in &self.backends {
