@@ -116,6 +116,9 @@ pub fn load_server(cert_path: &str, key_path: &str) -> Result<ServerTls, String>
     // per connection.
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
+    // After the handshake the records are the funnel's (`tls_record`),
+    // which needs the traffic keys.
+    config.enable_secret_extraction = true;
     Ok(ServerTls {
         cert_path: cert_path.to_string(),
         key_path: key_path.to_string(),
