@@ -16,3 +16,4 @@ pub mod process;
 pub mod protocol;
 pub mod server;
 pub mod tls;
+pub mod tls_record;

@@ -24,10 +24,9 @@ use sha2::{Digest, Sha256};
 
 /// The crypto provider of every TLS configuration of the funnel, with
 /// its cipher suites in its own order (AES-GCM first; the client's
-/// preference decides). ChaCha20-Poly1305 first would save no memory: an
-/// idle connection's two keys are two of aws-lc's `EVP_AEAD_CTX`, 592
-/// bytes each whatever the cipher (measured: docs/performance.md), and
-/// with AES instructions AES-GCM costs no more CPU.
+/// preference decides). ChaCha20-Poly1305 first would save no memory (an
+/// idle client keeps raw keys only, `tls_record`; aws-lc's AEAD context is
+/// as large for both), and with AES instructions AES-GCM costs no more CPU.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
@@ -116,6 +115,9 @@ pub fn load_server(cert_path: &str, key_path: &str) -> Result<ServerTls, String>
     // per connection.
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
+    // After the handshake the records are the funnel's (`tls_record`),
+    // which needs the traffic keys.
+    config.enable_secret_extraction = true;
     Ok(ServerTls {
         cert_path: cert_path.to_string(),
         key_path: key_path.to_string(),

@@ -9,7 +9,10 @@
 //! the bytes in transit are in this module's buffers, lent from the I/O
 //! layer's buffer pool while they hold anything. So an idle TLS client
 //! holds no buffer at all (rustls's buffered `ServerConnection` keeps a
-//! 4 KiB receive buffer per connection for good).
+//! 4 KiB receive buffer per connection for good). Once a client's
+//! handshake is done, rustls hands its keys over and is dropped: the
+//! records are then `tls_record`'s, which keeps raw keys only (as kTLS
+//! would). Backend connections (few) stay with rustls throughout.
 //!
 //! Bounded like a socket: plaintext is taken from the engine's buffer only
 //! while the encrypted bytes before it have gone out, so a client that
@@ -28,6 +31,7 @@ use rustls::unbuffered::{
 
 use super::io::{Buf, BufPool, ReadOutcome};
 use crate::tls::io_error;
+use crate::tls_record::{self, Alert, Session};
 
 /// Plaintext encrypted in one go from the engine's buffer (four records).
 const WRITE_CHUNK: usize = 64 * 1024;
@@ -35,17 +39,25 @@ const WRITE_CHUNK: usize = 64 * 1024;
 /// record adds 29 bytes, a TLS 1.3 one 22).
 const RECORD_OVERHEAD: usize = 64;
 
+/// Boxed while handshaking, so that what is kept after it is small.
 enum Side {
-    Server(UnbufferedServerConnection),
-    Client(UnbufferedClientConnection),
+    Server(Box<UnbufferedServerConnection>),
+    Client(Box<UnbufferedClientConnection>),
+    /// A client's connection after its handshake.
+    Records(Session),
+    /// Only while the keys are handed over.
+    HandingOver,
 }
 
 /// `process_tls_records`, which rustls has for each side separately.
 trait Records<Data> {
+    /// The handshake done, the records are to be ours (a client's).
+    const HAND_OVER: bool;
     fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Data>;
 }
 
 impl Records<ServerConnectionData> for UnbufferedConnectionCommon<ServerConnectionData> {
+    const HAND_OVER: bool = true;
     fn process<'c, 'i>(
         &'c mut self,
         incoming: &'i mut [u8],
@@ -55,6 +67,7 @@ impl Records<ServerConnectionData> for UnbufferedConnectionCommon<ServerConnecti
 }
 
 impl Records<ClientConnectionData> for UnbufferedConnectionCommon<ClientConnectionData> {
+    const HAND_OVER: bool = false;
     fn process<'c, 'i>(
         &'c mut self,
         incoming: &'i mut [u8],
@@ -82,6 +95,8 @@ enum Stop {
     Encrypted,
     /// Both sides said close_notify.
     Closed,
+    /// A client's handshake is done: its records are to be ours.
+    HandOver,
 }
 
 pub struct TlsConn {
@@ -126,7 +141,7 @@ impl TlsConn {
         pool: &mut BufPool,
     ) -> io::Result<TlsConn> {
         let conn = UnbufferedServerConnection::new(config).map_err(io_error)?;
-        let mut tls = TlsConn::new(Side::Server(conn));
+        let mut tls = TlsConn::new(Side::Server(Box::new(conn)));
         pool.ensure(&mut tls.transit.incoming);
         tls.transit.incoming.extend_from_slice(received);
         let mut ignored = Buf::new();
@@ -142,7 +157,7 @@ impl TlsConn {
         pool: &mut BufPool,
     ) -> io::Result<TlsConn> {
         let conn = UnbufferedClientConnection::new(config, name).map_err(io_error)?;
-        let mut tls = TlsConn::new(Side::Client(conn));
+        let mut tls = TlsConn::new(Side::Client(Box::new(conn)));
         let mut ignored = Buf::new();
         tls.records(&mut ignored, Plain::None, pool)?;
         Ok(tls)
@@ -231,7 +246,7 @@ impl TlsConn {
                     self.flush(sock, pool)?;
                     return Ok(false);
                 }
-                Stop::Closed => {
+                Stop::Closed | Stop::HandOver => {
                     return Err(io::Error::new(
                         io::ErrorKind::BrokenPipe,
                         "TLS connection closed",
@@ -252,19 +267,126 @@ impl TlsConn {
     /// Run rustls over the records received until it needs more of them,
     /// encrypting `plain` once it may: decrypted data goes to `rbuf`,
     /// records to send to `outgoing`.
-    fn records(&mut self, rbuf: &mut Buf, plain: Plain, pool: &mut BufPool) -> io::Result<Stop> {
-        match &mut self.side {
-            Side::Server(c) => drive(c, &mut self.transit, rbuf, plain, pool),
-            Side::Client(c) => drive(c, &mut self.transit, rbuf, plain, pool),
+    fn records(
+        &mut self,
+        rbuf: &mut Buf,
+        mut plain: Plain,
+        pool: &mut BufPool,
+    ) -> io::Result<Stop> {
+        loop {
+            let stop = match &mut self.side {
+                Side::Server(c) => drive(c, &mut self.transit, rbuf, &mut plain, pool)?,
+                Side::Client(c) => drive(c, &mut self.transit, rbuf, &mut plain, pool)?,
+                Side::Records(session) => {
+                    return own_records(session, &mut self.transit, rbuf, plain, pool)
+                }
+                Side::HandingOver => {
+                    return Err(io::Error::other("TLS: keys lost in the hand-over"))
+                }
+            };
+            if stop != Stop::HandOver {
+                return Ok(stop);
+            }
+            let Side::Server(conn) = std::mem::replace(&mut self.side, Side::HandingOver) else {
+                return Err(io::Error::other("TLS: hand-over of a backend connection"));
+            };
+            let session = Session::new(*conn).map_err(io::Error::other)?;
+            self.side = Side::Records(session);
         }
     }
+}
+
+/// A client's records after its handshake: open what came (with
+/// `Plain::None`), else seal the engine's output; a KeyUpdate owed to the
+/// client goes out either way. On an error, its alert is queued for the
+/// caller's flush.
+fn own_records(
+    session: &mut Session,
+    transit: &mut Transit,
+    rbuf: &mut Buf,
+    plain: Plain,
+    pool: &mut BufPool,
+) -> io::Result<Stop> {
+    let Transit {
+        incoming,
+        outgoing,
+        peer_closed,
+        ..
+    } = transit;
+    seal_and_open(session, incoming, outgoing, peer_closed, rbuf, plain, pool).map_err(|fatal| {
+        if let Some(alert) = fatal.alert {
+            pool.ensure(outgoing);
+            let n = session.seal_alert(alert, outgoing.spare(tls_record::ALERT_RECORD_LEN));
+            outgoing.filled(n);
+        }
+        io::Error::new(io::ErrorKind::InvalidData, fatal)
+    })
+}
+
+fn seal_and_open(
+    session: &mut Session,
+    incoming: &mut Buf,
+    outgoing: &mut Buf,
+    peer_closed: &mut bool,
+    rbuf: &mut Buf,
+    plain: Plain,
+    pool: &mut BufPool,
+) -> Result<Stop, tls_record::Fatal> {
+    match plain {
+        Plain::None => {
+            if !incoming.is_empty() && !*peer_closed {
+                let opened =
+                    session.open(incoming.as_mut_slice(), |data| rbuf.extend_from_slice(data))?;
+                incoming.consume(opened.consumed);
+                if opened.peer_closed {
+                    *peer_closed = true;
+                    incoming.clear();
+                }
+            }
+            if session.owes_key_update() {
+                seal(session, &[], outgoing, pool)?;
+            }
+            Ok(Stop::NeedInput)
+        }
+        Plain::Encrypt(wbuf) => {
+            let n = wbuf.len().min(WRITE_CHUNK);
+            seal(session, &wbuf.as_slice()[..n], outgoing, pool)?;
+            wbuf.consume(n);
+            Ok(Stop::Encrypted)
+        }
+        Plain::Close(last_words) => {
+            if !last_words.is_empty() {
+                seal(session, last_words, outgoing, pool)?;
+            }
+            pool.ensure(outgoing);
+            let n = session.seal_alert(
+                Alert::CloseNotify,
+                outgoing.spare(tls_record::ALERT_RECORD_LEN),
+            );
+            outgoing.filled(n);
+            Ok(Stop::Closed)
+        }
+    }
+}
+
+/// Seal `data` into `outgoing`.
+fn seal(
+    session: &mut Session,
+    data: &[u8],
+    outgoing: &mut Buf,
+    pool: &mut BufPool,
+) -> Result<(), tls_record::Fatal> {
+    pool.ensure(outgoing);
+    let n = session.seal(data, outgoing.spare(session.sealed_len(data.len())))?;
+    outgoing.filled(n);
+    Ok(())
 }
 
 fn drive<Data>(
     conn: &mut UnbufferedConnectionCommon<Data>,
     transit: &mut Transit,
     rbuf: &mut Buf,
-    mut plain: Plain,
+    plain: &mut Plain,
     pool: &mut BufPool,
 ) -> io::Result<Stop>
 where
@@ -314,9 +436,13 @@ where
                 None
             }
             ConnectionState::Closed => Some(Stop::Closed),
+            ConnectionState::WriteTraffic(_) if UnbufferedConnectionCommon::<Data>::HAND_OVER => {
+                *established = true;
+                Some(Stop::HandOver)
+            }
             ConnectionState::WriteTraffic(mut traffic) => {
                 *established = true;
-                match std::mem::replace(&mut plain, Plain::None) {
+                match std::mem::replace(plain, Plain::None) {
                     Plain::None => Some(Stop::NeedInput),
                     Plain::Encrypt(wbuf) => {
                         let n = wbuf.len().min(WRITE_CHUNK);
@@ -534,6 +660,8 @@ mod tests {
         }
         assert!(client.handshake_news(), "the client's handshake completed");
         assert!(!client.handshake_news(), "said once");
+        // The funnel-as-server's records are its own from here on.
+        assert!(matches!(server.side, Side::Records(_)));
 
         // 300 KB from the server through a socket that takes 10,000 bytes
         // per turn: the plaintext is taken only as the records go out.
