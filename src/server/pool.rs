@@ -271,7 +271,7 @@ impl Pool {
         &self.idle
     }
 
-    /// Only for `Engine::sync_idle_listing` (and benchmarks).
+    /// Only for `sync_idle_listing` (backend/mod.rs), and benchmarks.
     pub fn list_idle(&mut self, backend: usize) {
         debug_assert!(
             !self.idle.contains(&backend),
@@ -280,8 +280,8 @@ impl Pool {
         self.idle.push(backend);
     }
 
-    /// Only for `Engine::sync_idle_listing` (and benchmarks, and the
-    /// simulation's test of its own checker).
+    /// Only for `sync_idle_listing` (backend/mod.rs), benchmarks and the
+    /// simulation's test of its own checker.
     pub fn unlist_idle(&mut self, backend: usize) {
         if let Some(i) = self.idle.iter().position(|&b| b == backend) {
             self.idle.remove(i);

@@ -64,11 +64,18 @@ impl TallyBook {
             return;
         }
         let mut book = self.0.borrow_mut();
-        if let Some(o) = old {
-            tally_at(&mut book, o.pool).count(&o, false);
-        }
-        if let Some(n) = new {
-            tally_at(&mut book, n.pool).count(&n, true);
+        match (old, new) {
+            // The common move (a state or pin change in the same pool):
+            // only what differs.
+            (Some(o), Some(n)) if o.pool == n.pool => tally_at(&mut book, n.pool).shift(&o, &n),
+            _ => {
+                if let Some(o) = old {
+                    tally_at(&mut book, o.pool).count(&o, false);
+                }
+                if let Some(n) = new {
+                    tally_at(&mut book, n.pool).count(&n, true);
+                }
+            }
         }
     }
 
@@ -126,12 +133,53 @@ impl ClientTally {
             TallyState::Handshaking | TallyState::Other => {}
         }
         if let Some(cause) = c.pin {
-            if let Some(i) = PinCause::ALL.iter().position(|&p| p == cause) {
-                step(&mut self.pinned[i], 1);
-            }
+            // `ALL` is in declaration order: a cause's index is its value.
+            step(&mut self.pinned[cause as usize], 1);
         }
         step(&mut self.buffered_bytes, c.buffered);
         step(&mut self.prepared_stmts, c.stmts);
+    }
+
+    /// Move a client of this pool from `o` to `n`.
+    fn shift(&mut self, o: &Counted, n: &Counted) {
+        let handshaking = TallyState::Handshaking;
+        if (o.state == handshaking) != (n.state == handshaking) {
+            self.count(o, false);
+            self.count(n, true);
+            return;
+        }
+        if o.state == handshaking {
+            // Nothing else of a client logging in is counted.
+            return;
+        }
+        if o.state != n.state {
+            if let Some(s) = self.slot(o.state) {
+                *s = s.saturating_sub(1);
+            }
+            if let Some(s) = self.slot(n.state) {
+                *s += 1;
+            }
+        }
+        if o.pin != n.pin {
+            if let Some(cause) = o.pin {
+                let s = &mut self.pinned[cause as usize];
+                *s = s.saturating_sub(1);
+            }
+            if let Some(cause) = n.pin {
+                self.pinned[cause as usize] += 1;
+            }
+        }
+        self.buffered_bytes = (self.buffered_bytes + n.buffered).saturating_sub(o.buffered);
+        self.prepared_stmts = (self.prepared_stmts + n.stmts).saturating_sub(o.stmts);
+    }
+
+    fn slot(&mut self, state: TallyState) -> Option<&mut usize> {
+        match state {
+            TallyState::Idle => Some(&mut self.idle),
+            TallyState::Queued => Some(&mut self.queued),
+            TallyState::Running => Some(&mut self.running),
+            TallyState::Handshaking | TallyState::Other => None,
+        }
     }
 }
 
@@ -165,7 +213,11 @@ mod tests {
         assert_eq!(book.get(1).pinned[3], 1, "Lock is the fourth cause");
         assert_eq!(book.get(1).buffered_bytes, 20);
         assert_eq!(book.handshaking(), 0);
-        book.apply(Some(b), None);
+        let b2 = share(1, TallyState::Running, Some(PinCause::Transaction));
+        book.apply(Some(b), Some(b2));
+        let walked = TallyBook::walk([b2, share(1, TallyState::Queued, None)].into_iter());
+        assert_eq!(book.all(2), walked);
+        book.apply(Some(b2), None);
         assert_eq!(book.get(1).connected, 1);
         assert_eq!(book.get(7), ClientTally::default());
     }

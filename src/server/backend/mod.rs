@@ -199,7 +199,7 @@ pub struct Backend {
     pub state: BackendState,
     /// What the response to the running client command said so far.
     pub response: ResponseRead,
-    /// On its pool's idle list (kept by `Engine::sync_idle_listing`).
+    /// On its pool's idle list (kept by `sync_idle_listing`).
     pub idle_listed: bool,
     pub rbuf: Buf,
     pub wbuf: Buf,
@@ -1018,7 +1018,7 @@ impl Engine {
         }
         b.pinned = pinned;
         b.connecting = connecting;
-        self.sync_idle_listing(key);
+        sync_idle_listing(b, key, &mut self.pools, self.now);
     }
 
     /// Every change of a backend's state goes through here, so that the
@@ -1026,7 +1026,7 @@ impl Engine {
     pub(super) fn set_backend_state(&mut self, key: usize, state: BackendState) {
         if let Some(b) = self.backends.get_mut(key) {
             b.state = state;
-            self.sync_idle_listing(key);
+            sync_idle_listing(b, key, &mut self.pools, self.now);
         }
     }
 
@@ -1035,7 +1035,7 @@ impl Engine {
     pub(super) fn attach_backend_client(&mut self, key: usize, client: ClientRef) {
         if let Some(b) = self.backends.get_mut(key) {
             b.client = Some(client);
-            self.sync_idle_listing(key);
+            sync_idle_listing(b, key, &mut self.pools, self.now);
         }
     }
 
@@ -1044,36 +1044,8 @@ impl Engine {
     pub(in crate::server) fn detach_backend_client(&mut self, key: usize) {
         if let Some(b) = self.backends.get_mut(key) {
             b.client = None;
-            self.sync_idle_listing(key);
+            sync_idle_listing(b, key, &mut self.pools, self.now);
         }
-    }
-
-    /// A backend is on its pool's idle list exactly when it is idle, shared
-    /// and serves nobody; called after each change of those (state, role,
-    /// client), so the list follows them. Listed last: most recently used.
-    fn sync_idle_listing(&mut self, key: usize) {
-        let Some(b) = self.backends.get_mut(key) else {
-            return;
-        };
-        let free = b.kill_query.is_none()
-            && b.state == BackendState::Idle
-            && !b.pinned
-            && b.client.is_none();
-        let pool = &mut self.pools[b.pool];
-        if free != b.idle_listed {
-            b.idle_listed = free;
-            if free {
-                b.idle_since = self.now;
-                pool.list_idle(key);
-            } else {
-                pool.unlist_idle(key);
-            }
-        }
-        debug_assert_eq!(
-            pool.idle().contains(&key),
-            b.idle_listed,
-            "backend {key}'s idle listing drifted"
-        );
     }
 
     /// The backend connection broke or was found unusable.
@@ -1266,6 +1238,31 @@ impl Engine {
             self.relay_backend_closed(key, *relay);
         }
     }
+}
+
+/// A backend is on its pool's idle list exactly when it is idle, shared and
+/// serves nobody; called after each change of those (state, role, client:
+/// `Engine::set_backend_state`, `set_backend_role`, `attach_backend_client`,
+/// `detach_backend_client`), so the list follows them. Listed last: most
+/// recently used.
+fn sync_idle_listing(b: &mut Backend, key: usize, pools: &mut [super::pool::Pool], now: Instant) {
+    let free =
+        b.kill_query.is_none() && b.state == BackendState::Idle && !b.pinned && b.client.is_none();
+    let pool = &mut pools[b.pool];
+    if free != b.idle_listed {
+        b.idle_listed = free;
+        if free {
+            b.idle_since = now;
+            pool.list_idle(key);
+        } else {
+            pool.unlist_idle(key);
+        }
+    }
+    debug_assert_eq!(
+        pool.idle().contains(&key),
+        b.idle_listed,
+        "backend {key}'s idle listing drifted"
+    );
 }
 
 /// Whether a `ROLLBACK` leaves the backend a client `c` held pinned as a

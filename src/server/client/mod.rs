@@ -395,12 +395,16 @@ impl Client {
         self.retally();
     }
     pub fn pin(&mut self, cause: PinCause) {
-        self.pins.insert(cause);
-        self.retally();
+        if !self.pins.contains(cause) {
+            self.pins.insert(cause);
+            self.retally();
+        }
     }
     pub fn unpin(&mut self, cause: PinCause) {
-        self.pins.remove(cause);
-        self.retally();
+        if self.pins.contains(cause) {
+            self.pins.remove(cause);
+            self.retally();
+        }
     }
     /// Its output held for it as a slow reader (`buffered`) changed.
     pub fn set_buffered(&mut self, bytes: usize) {
