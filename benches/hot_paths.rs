@@ -157,11 +157,14 @@ fn main() {
             black_box(r);
         }
     });
-    pool.idle = (0..8).collect();
+    for b in 0..8 {
+        pool.list_idle(b);
+    }
     bench.run("idle backend choice among 8 (session match)", 1, || {
-        let b = pool.take_idle(|b| u32::from(b == 3));
+        let b = pool.pick_idle(|b| u32::from(b == 3));
         if let Some(b) = b {
-            pool.idle.push(b);
+            pool.unlist_idle(b);
+            pool.list_idle(b);
         }
     });
 

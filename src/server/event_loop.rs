@@ -24,10 +24,11 @@ use slab::Slab;
 
 use super::action::{Action, ConnId};
 use super::handoff_io::{self, HandoffState, ListenerInfo};
-use super::io::{BufPool, ReadOutcome, Stream};
+use super::io::{Buf, BufPool, ReadOutcome, Stream};
 use super::log_limit::LogEvent;
 use super::notify;
 use super::tls_io::TlsConn;
+use super::transfer::{Connections, Transport};
 use super::Engine;
 use crate::config::{BackendAddr, Config};
 use crate::control::ControlHandle;
@@ -67,21 +68,7 @@ pub(super) enum Listener {
     Unix(UnixListener, std::path::PathBuf),
 }
 
-/// Whose socket a connection is. The engine may have let go of it (and
-/// reused the key) before its close is carried out: the serial tells.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Owner {
-    Client {
-        key: usize,
-        serial: u64,
-    },
-    Backend {
-        key: usize,
-        serial: u64,
-    },
-    /// Accepted and refused, closing.
-    Nobody,
-}
+pub(super) use super::transfer::Owner;
 
 pub(super) struct Conn {
     pub(super) stream: Stream,
@@ -335,48 +322,9 @@ impl EventLoop {
     }
 
     fn conn_event(&mut self, id: usize, readable: bool, writable: bool) {
-        let Some(conn) = self.conns.get(id) else {
-            return;
-        };
-        match conn.owner {
-            Owner::Client { key, serial } => {
-                if !self.engine.client_is(key, serial) {
-                    return;
-                }
-                if writable {
-                    self.write_client(key);
-                }
-                if readable {
-                    self.read_client(key);
-                }
-            }
-            Owner::Backend { key, serial } => {
-                if !self.engine.backend_is(key, serial) {
-                    return;
-                }
-                if self.engine.backend_awaits_connect(key) {
-                    if !writable && !readable {
-                        return;
-                    }
-                    let stream = &self.conns[id].stream;
-                    match stream.take_error() {
-                        Ok(None) if stream.is_connected() => self.engine.backend_connected(key),
-                        Ok(None) => return, // spurious wake-up: still connecting
-                        Ok(Some(e)) | Err(e) => {
-                            self.engine.backend_open_failed(key, e);
-                            return;
-                        }
-                    }
-                }
-                if writable {
-                    self.write_backend(key);
-                }
-                if readable || writable {
-                    self.read_backend(key);
-                }
-            }
-            Owner::Nobody => {}
-        }
+        let stop = self.stop_on_short_read;
+        let (engine, mut sockets) = self.sockets();
+        engine.conn_event(ConnId(id), readable, writable, stop, &mut sockets);
     }
 
     /// Carry out the engine's actions and run its deferred work until
@@ -492,105 +440,34 @@ impl EventLoop {
         }
     }
 
+    fn sockets(&mut self) -> (&mut Engine, Sockets<'_>) {
+        let sockets = Sockets {
+            conns: &mut self.conns,
+            tls_bufs: &mut self.tls_bufs,
+        };
+        (&mut self.engine, sockets)
+    }
+
     fn write_client(&mut self, key: usize) {
-        let Some((conn, wbuf)) = self.engine.client_output(key) else {
-            return;
-        };
-        let before = wbuf.len();
-        let result = match self.conns.get_mut(conn.0) {
-            // Records may be waiting even when the buffer is empty.
-            Some(Conn {
-                stream,
-                tls: Some(tls),
-                ..
-            }) => tls.write_from(stream, wbuf, &mut self.tls_bufs),
-            Some(c) if before > 0 => wbuf.write_to(&mut c.stream),
-            Some(_) => Ok(true),
-            None => Err(stdio::Error::other("socket gone")),
-        };
-        let written = before - wbuf.len();
-        self.engine.client_written(key, result.map(|_| written));
+        let (engine, mut sockets) = self.sockets();
+        engine.write_client_out(key, &mut sockets);
     }
 
     fn read_client(&mut self, key: usize) {
-        if !self.engine.client_may_read(key) {
-            return;
-        }
-        let Some(conn) = self.engine.client_conn(key) else {
-            return;
-        };
-        let Some(c) = self.conns.get_mut(conn.0) else {
-            return;
-        };
-        let Some(rbuf) = self.engine.client_rbuf(key) else {
-            return;
-        };
-        let outcome = match c.tls.as_mut() {
-            Some(tls) => tls.read_into(
-                &mut c.stream,
-                rbuf,
-                READ_CAP_PER_EVENT,
-                self.stop_on_short_read,
-                &mut self.tls_bufs,
-            ),
-            None => rbuf.read_from(&mut c.stream, READ_CAP_PER_EVENT, self.stop_on_short_read),
-        };
-        self.engine.client_read_done(key, outcome);
+        let stop = self.stop_on_short_read;
+        let (engine, mut sockets) = self.sockets();
+        engine.read_client_in(key, stop, &mut sockets);
     }
 
     fn write_backend(&mut self, key: usize) {
-        if !self.engine.backend_may_write(key) {
-            return;
-        }
-        let Some((conn, wbuf)) = self.engine.backend_output(key) else {
-            return;
-        };
-        let before = wbuf.len();
-        let result = match self.conns.get_mut(conn.0) {
-            Some(Conn {
-                stream,
-                tls: Some(tls),
-                ..
-            }) => tls.write_from(stream, wbuf, &mut self.tls_bufs),
-            Some(c) => wbuf.write_to(&mut c.stream),
-            None => Err(stdio::Error::other("socket gone")),
-        };
-        let written = before - wbuf.len();
-        self.engine.backend_written(key, result.map(|_| written));
+        let (engine, mut sockets) = self.sockets();
+        engine.write_backend_out(key, &mut sockets);
     }
 
     fn read_backend(&mut self, key: usize) {
-        if !self.engine.backend_may_read(key) {
-            return;
-        }
-        let Some(conn) = self.engine.backend_conn(key) else {
-            return;
-        };
-        let Some(c) = self.conns.get_mut(conn.0) else {
-            return;
-        };
-        let Some(rbuf) = self.engine.backend_rbuf(key) else {
-            return;
-        };
-        let mut tls_ready = false;
-        let outcome: stdio::Result<ReadOutcome> = match c.tls.as_mut() {
-            Some(tls) => {
-                let outcome = tls.read_into(
-                    &mut c.stream,
-                    rbuf,
-                    READ_CAP_PER_EVENT,
-                    self.stop_on_short_read,
-                    &mut self.tls_bufs,
-                );
-                tls_ready = outcome.is_ok() && tls.handshake_news();
-                outcome
-            }
-            None => rbuf.read_from(&mut c.stream, READ_CAP_PER_EVENT, self.stop_on_short_read),
-        };
-        self.engine.backend_read_done(key, outcome);
-        if tls_ready && self.engine.backend_conn(key) == Some(conn) {
-            self.engine.backend_tls_ready(key);
-        }
+        let stop = self.stop_on_short_read;
+        let (engine, mut sockets) = self.sockets();
+        engine.read_backend_in(key, stop, &mut sockets);
     }
 
     /// The backend's SSL request is in its output: write it as it is,
@@ -776,6 +653,75 @@ impl EventLoop {
                 }
                 _ => self.engine.begin_shutdown(),
             }
+        }
+    }
+}
+
+/// The loop's sockets, as the engine's transfers reach them
+/// (`transfer.rs`).
+struct Sockets<'a> {
+    conns: &'a mut Slab<Conn>,
+    tls_bufs: &'a mut BufPool,
+}
+
+/// One socket, with the buffers its TLS may borrow.
+struct Socket<'a> {
+    conn: &'a mut Conn,
+    tls_bufs: &'a mut BufPool,
+}
+
+impl Connections for Sockets<'_> {
+    type Transport<'b>
+        = Socket<'b>
+    where
+        Self: 'b;
+    fn transport(&mut self, conn: ConnId) -> Option<Socket<'_>> {
+        Some(Socket {
+            conn: self.conns.get_mut(conn.0)?,
+            tls_bufs: self.tls_bufs,
+        })
+    }
+    fn owner(&self, conn: ConnId) -> Option<Owner> {
+        self.conns.get(conn.0).map(|c| c.owner)
+    }
+}
+
+impl Transport for Socket<'_> {
+    fn send(&mut self, wbuf: &mut Buf) -> stdio::Result<bool> {
+        match self.conn.tls.as_mut() {
+            // Records may be waiting even when the buffer is empty.
+            Some(tls) => tls.write_from(&mut self.conn.stream, wbuf, self.tls_bufs),
+            None => wbuf.write_to(&mut self.conn.stream),
+        }
+    }
+    fn receive(
+        &mut self,
+        rbuf: &mut Buf,
+        cap: usize,
+        stop_on_short: bool,
+    ) -> stdio::Result<ReadOutcome> {
+        match self.conn.tls.as_mut() {
+            Some(tls) => tls.read_into(
+                &mut self.conn.stream,
+                rbuf,
+                cap,
+                stop_on_short,
+                self.tls_bufs,
+            ),
+            None => rbuf.read_from(&mut self.conn.stream, cap, stop_on_short),
+        }
+    }
+    fn handshake_news(&mut self) -> bool {
+        self.conn
+            .tls
+            .as_mut()
+            .is_some_and(|tls| tls.handshake_news())
+    }
+    fn connect_done(&self) -> stdio::Result<bool> {
+        let stream = &self.conn.stream;
+        match stream.take_error() {
+            Ok(None) => Ok(stream.is_connected()),
+            Ok(Some(e)) | Err(e) => Err(e),
         }
     }
 }

@@ -506,7 +506,7 @@ impl Engine {
             return false;
         };
         c.waits_for_command()
-            && c.sent.is_none()
+            && c.sent().is_none()
             && c.pinned.is_none()
             && c.pins.is_empty()
             && c.unreported_held == 0
@@ -623,7 +623,7 @@ impl Engine {
             && c.waits_for_command()
             && !c.read_back_pending
         {
-            c.pins.remove(PinCause::Diagnostics);
+            c.unpin(PinCause::Diagnostics);
             self.unpin_if_free(key);
         }
     }
@@ -729,6 +729,7 @@ impl Engine {
                 },
             );
         }
+        c.retally();
         if !image.pending_input.is_empty() {
             self.bufs.ensure(&mut c.rbuf);
             c.rbuf.extend_from_slice(&image.pending_input);
@@ -901,7 +902,7 @@ mod tests {
         assert_ne!(keys[0], keys[1]);
         assert_eq!(e.client_ids.get(&4242), Some(&key));
         // Its pending input is not a whole command: it waits for the rest.
-        assert!(e.clients[key].current.is_none());
+        assert!(e.clients[key].current().is_none());
         // Pending input and all, it can go on to the next process as it came.
         let back = e.client_image(key).unwrap();
         let mut want = img.clone();
@@ -944,10 +945,10 @@ mod tests {
             .pins
             .insert(crate::server::session::PinCause::Transaction);
         assert!(e.client_image(key).is_none());
-        e.clients[key].pins.clear();
-        e.clients[key].state = ClientState::Queued;
+        e.clients[key].drop_pins();
+        e.clients[key].set_state(ClientState::Queued);
         assert!(e.client_image(key).is_none());
-        e.clients[key].state = ClientState::Idle;
+        e.clients[key].set_state(ClientState::Idle);
         e.clients[key].wbuf.extend_from_slice(b"x");
         assert!(e.client_image(key).is_none());
     }

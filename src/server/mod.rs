@@ -38,8 +38,10 @@ pub mod sim;
 pub mod statement;
 pub mod stats;
 pub mod stmt;
+mod tally;
 mod timer;
 mod tls_io;
+mod transfer;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -96,6 +98,9 @@ pub struct Engine {
     /// Prepared statements all clients hold (max_prepared_stmt_count),
     /// kept by each client's `ClientStmts`.
     prepared_stmts: std::rc::Rc<std::cell::Cell<usize>>,
+    /// Each pool's clients by state, pin cause, buffered bytes and
+    /// statements, kept by the clients themselves (`tally.rs`).
+    tallies: tally::TallyBook,
     /// Which backend cache keys clients' statements hold; the keys let go
     /// of are closed on the backends (`close_released_stmts`).
     stmt_holders: std::rc::Rc<std::cell::RefCell<stmt::StmtHolders>>,
@@ -160,6 +165,7 @@ impl Engine {
             counters: Counters::default(),
             buffered_total: 0,
             prepared_stmts: Default::default(),
+            tallies: Default::default(),
             stmt_holders: Default::default(),
             released_keys: Vec::new(),
             deferred: Vec::new(),
@@ -400,7 +406,7 @@ impl Engine {
         let interval = self.config.backend.health_check_interval;
         for p in 0..self.pools.len() {
             let due: Vec<usize> = self.pools[p]
-                .idle
+                .idle()
                 .iter()
                 .copied()
                 .filter(|&b| {
@@ -410,7 +416,6 @@ impl Engine {
                 })
                 .collect();
             for b in due {
-                self.pools[p].remove_idle(b);
                 self.ping_backend(b);
             }
         }

@@ -10,6 +10,7 @@ use super::client::ClientState;
 use super::log_limit::LogEvent;
 use super::pool::{Pool, REMOVED_PREFIX};
 use super::session::PinCause;
+use super::tally::TallyBook;
 use super::Engine;
 use crate::config::{Config, SetError, Setting};
 use crate::control::{
@@ -137,7 +138,7 @@ impl Engine {
         let (mut now, mut later) = (0, 0);
         for k in keys {
             let pool = self.backends[k].pool;
-            if self.pools[pool].idle.contains(&k) {
+            if self.pools[pool].idle().contains(&k) {
                 self.close_backend(k);
                 now += 1;
             } else {
@@ -321,12 +322,12 @@ impl Engine {
     /// Close idle shared backends beyond the configured count.
     fn shrink_pool(&mut self, pool: usize) {
         if self.pools[pool].is_removed() && self.pools[pool].backlog_len() == 0 {
-            while let Some(b) = self.pools[pool].idle.pop() {
+            while let Some(&b) = self.pools[pool].idle().last() {
                 self.close_backend(b);
             }
         }
         while self.pools[pool].shared > self.pools[pool].user.connections {
-            let Some(b) = self.pools[pool].idle.pop() else {
+            let Some(&b) = self.pools[pool].idle().last() else {
                 // Busy ones close when they come back (backend_ready).
                 return;
             };
@@ -335,10 +336,17 @@ impl Engine {
     }
 
     pub(super) fn snapshot(&self, detail: bool) -> Snapshot {
+        if cfg!(debug_assertions) {
+            if let Err(e) = self.check_tallies() {
+                panic!("{e}");
+            }
+        }
         let mut pools: Vec<PoolSnapshot> = self
             .pools
             .iter()
-            .map(|p| PoolSnapshot {
+            .enumerate()
+            .map(|(i, p)| (p, self.tallies.get(i)))
+            .map(|(p, tally)| PoolSnapshot {
                 name: p.name(),
                 paused: p.paused,
                 found_rows: p.found_rows,
@@ -348,8 +356,15 @@ impl Engine {
                 backlog_size: p.user.backlog_size,
                 queue_timeout: p.user.queue_timeout,
                 clients: ClientCounts {
-                    pinned: PinCause::ALL.iter().map(|c| (c.name(), 0)).collect(),
-                    ..ClientCounts::default()
+                    connected: tally.connected,
+                    idle: tally.idle,
+                    queued: tally.queued,
+                    running: tally.running,
+                    pinned: PinCause::ALL
+                        .iter()
+                        .zip(tally.pinned)
+                        .map(|(c, n)| (c.name(), n))
+                        .collect(),
                 },
                 backends: BackendCounts {
                     broken: p.missing_shared(),
@@ -366,52 +381,25 @@ impl Engine {
                     .oldest_enqueued()
                     .map(|t| self.now.saturating_duration_since(t))
                     .unwrap_or(Duration::ZERO),
-                buffered_bytes: 0,
-                prepared_stmts: 0,
+                buffered_bytes: tally.buffered_bytes,
+                prepared_stmts: tally.prepared_stmts,
             })
             .collect();
+        // The pools' figures come from the tallies: only the rows of SHOW
+        // CLIENTS walk the clients.
         let mut clients = Vec::new();
-        let mut handshaking = 0;
-        for (_, c) in &self.clients {
-            let authed = !matches!(
-                c.state,
-                ClientState::Handshake
+        if detail {
+            for (_, c) in &self.clients {
+                let state = match c.state {
+                    ClientState::Handshake
                     | ClientState::AuthSwitch(_)
-                    | ClientState::Relay { login: true, .. }
-            );
-            if !authed {
-                handshaking += 1;
-            }
-            let state = match c.state {
-                ClientState::Handshake
-                | ClientState::AuthSwitch(_)
-                | ClientState::Relay { login: true, .. } => "handshake",
-                ClientState::Relay { login: false, .. } => "connecting",
-                ClientState::ConnectDb => "connecting",
-                ClientState::Idle => "idle",
-                ClientState::Queued => "queued",
-                ClientState::Running(_) => "running",
-            };
-            if authed {
-                if let Some(p) = pools.get_mut(c.pool) {
-                    p.buffered_bytes += c.buffered;
-                    p.prepared_stmts += c.stmts.len();
-                    let cc = &mut p.clients;
-                    cc.connected += 1;
-                    match c.state {
-                        ClientState::Idle => cc.idle += 1,
-                        ClientState::Queued | ClientState::ConnectDb => cc.queued += 1,
-                        ClientState::Running(_) => cc.running += 1,
-                        _ => {}
-                    }
-                    if let Some(cause) = c.pins.primary() {
-                        if let Some(e) = cc.pinned.iter_mut().find(|(n, _)| *n == cause.name()) {
-                            e.1 += 1;
-                        }
-                    }
-                }
-            }
-            if detail {
+                    | ClientState::Relay { login: true, .. } => "handshake",
+                    ClientState::Relay { login: false, .. } => "connecting",
+                    ClientState::ConnectDb => "connecting",
+                    ClientState::Idle => "idle",
+                    ClientState::Queued => "queued",
+                    ClientState::Running(_) => "running",
+                };
                 clients.push(ClientRow {
                     id: c.id,
                     user: c.user.clone(),
@@ -498,7 +486,7 @@ impl Engine {
             shutting_down: self.shutting_down.is_some(),
             counters,
             clients_connected: self.clients.len(),
-            clients_handshaking: handshaking,
+            clients_handshaking: self.tallies.handshaking(),
             pools,
             clients,
             backends,
@@ -523,6 +511,32 @@ impl Engine {
                 Vec::new()
             },
         }
+    }
+
+    /// The pools' client tallies are what a walk over the clients finds
+    /// (the snapshot's figures in debug builds, and the simulation after
+    /// every step).
+    pub(super) fn check_tallies(&self) -> Result<(), String> {
+        let mut walked = TallyBook::walk(self.clients.iter().map(|(_, c)| c.counted_as()));
+        let kept = self.tallies.all(walked.len().max(self.pools.len()));
+        walked.resize(kept.len(), Default::default());
+        if let Some((key, _)) = self
+            .clients
+            .iter()
+            .find(|(_, c)| c.counted() != Some(c.counted_as()))
+        {
+            return Err(format!(
+                "client {key} is tallied as {:?} but is {:?}",
+                self.clients[key].counted(),
+                self.clients[key].counted_as()
+            ));
+        }
+        if kept != walked {
+            return Err(format!(
+                "the pools' client tallies {kept:?} differ from a walk {walked:?}"
+            ));
+        }
+        Ok(())
     }
 
     /// The admin accounts as configured now (reloadable): what a console

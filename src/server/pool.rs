@@ -46,8 +46,10 @@ pub struct Pool {
     /// backends; each of its backends belongs to one client for its life.
     pub relay: bool,
     backlog: VecDeque<Request>,
-    /// Idle shared backends, most recently used last.
-    pub idle: Vec<usize>,
+    /// Idle shared backends, most recently used last: kept by the engine's
+    /// `sync_idle_listing` alone (a backend is here exactly when it is idle,
+    /// shared and serves nobody), read through `idle()`.
+    idle: Vec<usize>,
     /// Shared backends that exist (connecting, idle or busy). These three
     /// counts change only through `count_backend` (from the engine's
     /// `open_backend_for`, `set_backend_role` and `close_backend`).
@@ -244,31 +246,45 @@ impl Pool {
             .map(|r| r.enqueued + self.user.queue_timeout)
     }
 
-    /// Take an idle backend, the best by `score` (higher is better; ties go
-    /// to the most recently used, whose caches are warm). None also when
-    /// `connections` shared backends are busy already: those kept beyond
-    /// it (`keeps_extra`) wait for pinned clients, they do not add to how
-    /// many commands run at once.
-    pub fn take_idle(&mut self, mut score: impl FnMut(usize) -> u32) -> Option<usize> {
+    /// The idle backend to take, the best by `score` (higher is better;
+    /// ties go to the most recently used, whose caches are warm). None
+    /// also when `connections` shared backends are busy already: those
+    /// kept beyond it (`keeps_extra`) wait for pinned clients, they do not
+    /// add to how many commands run at once. It leaves the list when the
+    /// engine gives it a client.
+    pub fn pick_idle(&self, mut score: impl FnMut(usize) -> u32) -> Option<usize> {
         if self.shared.saturating_sub(self.idle.len()) >= self.user.connections {
             return None;
         }
         let mut best: Option<(usize, u32)> = None;
-        for (i, &b) in self.idle.iter().enumerate().rev() {
+        for &b in self.idle.iter().rev() {
             let s = score(b);
             if best.is_none_or(|(_, bs)| s > bs) {
-                best = Some((i, s));
+                best = Some((b, s));
             }
         }
-        best.map(|(i, _)| self.idle.remove(i))
+        best.map(|(b, _)| b)
     }
 
-    pub fn remove_idle(&mut self, backend: usize) -> bool {
+    /// Idle shared backends, most recently used last.
+    pub fn idle(&self) -> &[usize] {
+        &self.idle
+    }
+
+    /// Only for `sync_idle_listing` (backend/mod.rs), and benchmarks.
+    pub fn list_idle(&mut self, backend: usize) {
+        debug_assert!(
+            !self.idle.contains(&backend),
+            "backend {backend} listed twice as idle"
+        );
+        self.idle.push(backend);
+    }
+
+    /// Only for `sync_idle_listing` (backend/mod.rs), benchmarks and the
+    /// simulation's test of its own checker.
+    pub fn unlist_idle(&mut self, backend: usize) {
         if let Some(i) = self.idle.iter().position(|&b| b == backend) {
             self.idle.remove(i);
-            true
-        } else {
-            false
         }
     }
 
@@ -408,10 +424,13 @@ mod tests {
     fn idle_choice_prefers_score_then_recency() {
         let mut p = Pool::new(0, user(10, 100), Instant::now());
         p.idle = vec![10, 11, 12];
-        assert_eq!(p.take_idle(|_| 0), Some(12));
-        assert_eq!(p.take_idle(|b| u32::from(b == 10)), Some(10));
-        assert_eq!(p.take_idle(|_| 0), Some(11));
-        assert_eq!(p.take_idle(|_| 0), None);
+        assert_eq!(p.pick_idle(|_| 0), Some(12));
+        assert_eq!(p.pick_idle(|b| u32::from(b == 10)), Some(10));
+        p.unlist_idle(12);
+        assert_eq!(p.pick_idle(|_| 0), Some(11));
+        p.unlist_idle(11);
+        p.unlist_idle(10);
+        assert_eq!(p.pick_idle(|_| 0), None);
     }
 
     #[test]
@@ -443,10 +462,11 @@ mod tests {
         // kept after their pinned clients left.
         p.shared = 4;
         p.idle = vec![10, 11];
-        assert_eq!(p.take_idle(|_| 0), None, "two commands run already");
+        assert_eq!(p.pick_idle(|_| 0), None, "two commands run already");
         p.idle = vec![10, 11, 12];
-        assert_eq!(p.take_idle(|_| 0), Some(12), "one of the two is done");
-        assert_eq!(p.take_idle(|_| 0), None);
+        assert_eq!(p.pick_idle(|_| 0), Some(12), "one of the two is done");
+        p.unlist_idle(12);
+        assert_eq!(p.pick_idle(|_| 0), None);
     }
 
     #[test]

@@ -216,7 +216,7 @@ impl Engine {
                     ("Query", std::time::Duration::ZERO, own_state, Some(sql))
                 } else if c.is_busy() {
                     let cmd = c
-                        .current
+                        .current()
                         .and_then(|_| c.rbuf.as_slice().get(4).copied())
                         .unwrap_or(COM_QUERY);
                     (command_label(cmd), since, "", None)

@@ -153,18 +153,18 @@ impl Engine {
         c.charset = resp.charset;
         c.multi_statements = resp.capabilities & CLIENT_MULTI_STATEMENTS != 0;
         c.pinned = Some(backend);
-        c.pins.insert(PinCause::UnlistedUser);
-        c.state = ClientState::Relay {
+        c.pin(PinCause::UnlistedUser);
+        c.set_state(ClientState::Relay {
             backend,
             login: true,
-        };
+        });
         debug!(
             "{}: relaying the login of unlisted user {} to backend {backend}",
             c.label(),
             c.user
         );
+        self.attach_backend_client(backend, owner);
         let b = &mut self.backends[backend];
-        b.client = Some(owner);
         b.relay = Some(Box::new(Relay {
             owner,
             login: Some(Box::new(RelayLogin {
@@ -187,7 +187,7 @@ impl Engine {
         encode_err(&mut payload, code.0, code.1, msg);
         self.send_to_client(key, seq, &payload);
         if let Some(c) = self.clients.get_mut(key) {
-            c.state = ClientState::Idle;
+            c.set_state(ClientState::Idle);
             c.close_after_flush = true;
         }
         self.flush_client(key);
@@ -240,7 +240,8 @@ impl Engine {
             auth_plugin: Some(RELAY_PLUGIN.to_string()),
             attrs,
         };
-        b.state = BackendState::Authenticating;
+        self.set_backend_state(key, BackendState::Authenticating);
+        let b = &mut self.backends[key];
         let mut payload = Vec::with_capacity(128);
         response.encode(&mut payload);
         if b.mariadb_caps != 0 {
@@ -272,7 +273,7 @@ impl Engine {
         {
             // The client left during its login.
             b.relay = None;
-            b.client = None;
+            self.detach_backend_client(key);
             self.close_backend(key);
             return true;
         }
@@ -282,7 +283,7 @@ impl Engine {
                 // (unix_socket and the like), without the client proving
                 // anything: that identity is the funnel's, not the client's.
                 b.relay = None;
-                b.client = None;
+                self.detach_backend_client(key);
                 self.close_backend(key);
                 let msg = format!(
                     "funnel: mysqld accepted user '{user}' without an authentication exchange; the funnel does not relay such logins"
@@ -300,7 +301,7 @@ impl Engine {
             Some(&ERR_HEADER) => {
                 // Refused: mysqld's own ERR is the client's answer.
                 b.relay = None;
-                b.client = None;
+                self.detach_backend_client(key);
                 self.close_backend(key);
                 let pool = self.clients[owner.key].pool;
                 self.bump(pool, |c| c.auth_failures += 1);
@@ -317,7 +318,7 @@ impl Engine {
                 self.send_to_client(owner.key, seq, payload);
                 if let Some(c) = self.clients.get_mut(owner.key) {
                     c.pinned = None;
-                    c.state = ClientState::Idle;
+                    c.set_state(ClientState::Idle);
                     c.close_after_flush = true;
                 }
                 self.flush_client(owner.key);
@@ -389,18 +390,19 @@ impl Engine {
         });
         if !alive {
             b.relay = None;
-            b.client = None;
+            self.detach_backend_client(key);
             self.close_backend(key);
             return true;
         }
-        b.state = BackendState::Idle;
-        b.client = Some(owner);
         b.idle_since = self.now;
+        self.attach_backend_client(key, owner);
+        self.set_backend_state(key, BackendState::Idle);
+        let b = &mut self.backends[key];
         let session = b.session.clone();
         let c = &mut self.clients[owner.key];
         c.session = session;
         c.session_ready = true;
-        c.pins.insert(PinCause::UnlistedUser);
+        c.pin(PinCause::UnlistedUser);
         if matches!(c.state, ClientState::Relay { .. }) {
             c.set_idle();
         }
@@ -424,14 +426,14 @@ impl Engine {
         c.session = SessionVars::new();
         c.session.set_schema(schema);
         c.drop_pins();
-        c.pins.insert(PinCause::UnlistedUser);
+        c.pin(PinCause::UnlistedUser);
         c.stmts.clear();
         c.last_insert_id = 0;
         c.last_status = SERVER_STATUS_AUTOCOMMIT;
-        c.state = ClientState::Relay {
+        c.set_state(ClientState::Relay {
             backend,
             login: false,
-        };
+        });
         let b = &mut self.backends[backend];
         b.stmts.clear();
         b.prepare = None;
@@ -466,10 +468,10 @@ impl Engine {
         };
         let c = &mut self.clients[key];
         c.pinned = None;
-        c.pins.remove(PinCause::UnlistedUser);
+        c.unpin(PinCause::UnlistedUser);
         let b = &mut self.backends[backend];
         b.relay = None;
-        b.client = None;
+        self.detach_backend_client(backend);
         self.close_backend(backend);
     }
 
@@ -493,7 +495,7 @@ impl Engine {
             let msg = "funnel: lost the backend connection during the relayed login";
             let mut payload = Vec::with_capacity(msg.len() + 16);
             encode_err(&mut payload, CR_SERVER_LOST.0, CR_SERVER_LOST.1, msg);
-            c.state = ClientState::Idle;
+            c.set_state(ClientState::Idle);
             self.send_to_client(owner.key, relay.client_seq, &payload);
         }
         if let Some(c) = self.clients.get_mut(owner.key) {

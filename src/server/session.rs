@@ -101,7 +101,8 @@ impl PinSet {
     }
     /// The first cause, for stats and messages.
     pub fn primary(self) -> Option<PinCause> {
-        PinCause::ALL.into_iter().find(|c| self.contains(*c))
+        // Bit i is `ALL[i]` (`bit`): the lowest set bit is the first cause.
+        PinCause::ALL.get(self.0.trailing_zeros() as usize).copied()
     }
 }
 

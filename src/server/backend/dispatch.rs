@@ -44,14 +44,16 @@ impl Engine {
         // Connected now, and shared: a pinned connection whose client is
         // gone is given back (closed below when it is one too many).
         self.set_backend_role(key, false, false);
-        let b = &mut self.backends[key];
         if was_connecting {
-            b.ready_at = self.now;
+            self.backends[key].ready_at = self.now;
             let server = self.pools[pool].server;
             self.servers[server].reached = true;
         }
-        b.state = BackendState::Idle;
-        b.client = None;
+        // On the idle list from here; the steps below that keep it from
+        // serving (close, reset, statement closes) take it off again.
+        self.detach_backend_client(key);
+        self.set_backend_state(key, BackendState::Idle);
+        let b = &mut self.backends[key];
         let p = &mut self.pools[pool];
         if was_connecting {
             if !p.backoff.is_zero() {
@@ -93,8 +95,6 @@ impl Engine {
             self.start_close_stmts(key);
             return;
         }
-        b.idle_since = self.now;
-        p.idle.push(key);
         self.dispatch(pool);
     }
 
@@ -104,7 +104,7 @@ impl Engine {
             return;
         }
         loop {
-            if self.pools[pool].idle.is_empty() {
+            if self.pools[pool].idle().is_empty() {
                 return;
             }
             let Some(req) = self.pools[pool].pop() else {
@@ -120,7 +120,7 @@ impl Engine {
             let schema = c.session.schema.as_deref();
             let backends = &self.backends;
             let overwrites = command_overwrites(c);
-            let Some(b) = self.pools[pool].take_idle(|b| {
+            let Some(b) = self.pools[pool].pick_idle(|b| {
                 backends.get(b).map_or(0, |b| {
                     let score = session_score(&b.session, fingerprint, schema);
                     match &overwrites {
@@ -152,12 +152,12 @@ impl Engine {
     /// the backend's differs, then send the command.
     pub(in crate::server) fn start_request(&mut self, key: usize, client: ClientRef) {
         self.ensure_client_session(client.key);
+        self.attach_backend_client(key, client);
         let b = &mut self.backends[key];
-        b.client = Some(client);
         b.schema_unset_tried = false;
         b.prepare_retries = 0;
         // Nothing of this command has been forwarded yet.
-        b.response_bytes = 0;
+        b.response.bytes = 0;
         if let Some(c) = self.clients.get_mut(client.key) {
             c.set_running(key);
         }
@@ -176,11 +176,10 @@ impl Engine {
             .get(client.key)
             .filter(|c| c.serial == client.serial)
         else {
-            self.backends[key].client = None;
             self.release_orphan(key);
             return;
         };
-        if c.awaiting_privileges {
+        if c.awaiting_privileges() {
             // The command is the funnel's to answer once the user's
             // privileges are known: learn them here, then give it back.
             if !self.privileges_known(client.key) {
@@ -193,7 +192,7 @@ impl Engine {
         // A statement prepared without a default schema runs without one
         // (mysqld switches to the statement's schema for each execute,
         // NULL included): it is prepared here on a connection without one.
-        let stmt_needs_no_schema = match c.current_stmt.and_then(|id| c.stmts.get(&id)) {
+        let stmt_needs_no_schema = match c.current_stmt().and_then(|id| c.stmts.get(&id)) {
             Some(st) if st.schema.is_none() => self.backends[key]
                 .stmts
                 .get_mut(st.key, None, &st.sql)
@@ -214,7 +213,7 @@ impl Engine {
             self.unset_schema(key);
             return;
         }
-        if let Some(st) = c.current_stmt.and_then(|id| c.stmts.get(&id)) {
+        if let Some(st) = c.current_stmt().and_then(|id| c.stmts.get(&id)) {
             let cached = self.backends[key]
                 .stmts
                 .get_mut(st.key, st.schema.as_deref(), &st.sql)
@@ -402,9 +401,9 @@ impl Engine {
         let Some(c) = self.clients.get_mut(client.key) else {
             return;
         };
-        let Some(span) = c.current else {
+        let Some(span) = c.current() else {
             // Nothing to send (cannot happen: a running client has a command).
-            self.backends[key].client = None;
+            self.detach_backend_client(key);
             self.backend_ready(key);
             return;
         };
@@ -429,7 +428,7 @@ impl Engine {
                 p.counters.stmts_closed += closed;
             }
         }
-        let stmt = c.current_stmt.and_then(|id| c.stmts.get(&id));
+        let stmt = c.current_stmt().and_then(|id| c.stmts.get(&id));
         b.init_db = None;
         if cmd == COM_INIT_DB {
             let end = span.wire_len.min(HEADER_LEN + span.payload_len);
@@ -533,27 +532,19 @@ impl Engine {
         // The command stays in the client's input until its answer starts:
         // if this backend dies first, it may be sent again elsewhere.
         b.command_len = b.wbuf.len() - queued_before;
-        c.current = None;
-        c.sent = Some(span);
+        if let Some(f) = &mut c.in_flight {
+            f.bytes = crate::server::client::CommandBytes::Sent(span);
+        }
         b.command = cmd;
         b.seq_offset = c.seq_offset;
         b.eof = EofTranslator::new(c.capabilities);
         b.sent_at = self.now;
-        b.saw_state_change = false;
-        b.state_applied = 0;
-        b.saw_eof_state_change = false;
-        b.saw_unreplayable = false;
-        b.charset_changed = false;
-        b.saw_warnings = false;
-        b.parse_error_only = false;
-        b.response_bytes = 0;
-        b.slow_reader = SlowReader::Watermarks;
+        b.response = ResponseRead::default();
         b.commands += 1;
         let expect = expect_for(cmd);
         b.tracker.start(expect);
-        b.state = BackendState::Running;
-        c.command_sent_at = self.now;
         let serial = b.serial;
+        self.set_backend_state(key, BackendState::Running);
         self.flush_backend(key);
         // A failed write has lost the backend (and told its client).
         let alive = self.backends.get(key).is_some_and(|b| b.serial == serial);
@@ -618,7 +609,8 @@ impl Engine {
         b.paused = false;
         let pool = b.pool;
         let client = b.client;
-        b.state = BackendState::Idle;
+        self.set_backend_state(key, BackendState::Idle);
+        let b = &mut self.backends[key];
         let pins_now = client
             .filter(|_| !draining)
             .and_then(|cr| self.clients.get(cr.key).filter(|c| c.serial == cr.serial))
@@ -642,7 +634,7 @@ impl Engine {
                         // Warnings are worth a pin only while one is free;
                         // they stay marked as this client's on the backend.
                         if let Some(c) = self.clients.get_mut(cr.key) {
-                            c.pins.remove(PinCause::Diagnostics);
+                            c.unpin(PinCause::Diagnostics);
                         }
                         return self.release_after_response(key, draining);
                     }
@@ -667,7 +659,7 @@ impl Engine {
                             "pool {}: max_pinned_backends = {limit} reached; a client's session state was discarded",
                             p.name()
                         );
-                        b.client = None;
+                        self.detach_backend_client(key);
                         self.reset_backend(key);
                         self.client_ready(cr.key);
                         return;
@@ -693,7 +685,7 @@ impl Engine {
                     c.set_idle();
                     closing = c.close_after_flush;
                 }
-                b.client = None;
+                self.detach_backend_client(key);
                 self.backend_ready(key);
                 if closing {
                     self.flush_client(cr.key);
@@ -705,7 +697,7 @@ impl Engine {
                 // The client left during the response: whatever the command
                 // did to the session (a transaction, variables, locks) must
                 // not reach the next client.
-                b.client = None;
+                self.detach_backend_client(key);
                 self.end_pin(key);
                 let b = &mut self.backends[key];
                 if b.close_when_done {
@@ -729,9 +721,9 @@ impl Engine {
             .and_then(|cr| self.clients.get(cr.key).filter(|c| c.serial == cr.serial))
             .is_some_and(|c| c.pinned == Some(key));
         if pinned_here {
-            b.state = BackendState::Idle;
+            self.set_backend_state(key, BackendState::Idle);
         } else {
-            b.client = None;
+            self.detach_backend_client(key);
             self.backend_ready(key);
         }
         if let Some(cr) = client {
@@ -747,17 +739,18 @@ impl Engine {
             .clients
             .get(client.key)
             .is_some_and(|c| c.pinned == Some(key));
-        let b = &mut self.backends[key];
         if pinned_here {
-            b.state = BackendState::Idle;
+            self.set_backend_state(key, BackendState::Idle);
         } else {
-            b.client = None;
+            self.detach_backend_client(key);
             self.backend_ready(key);
         }
         if let Some(c) = self.clients.get_mut(client.key) {
-            c.awaiting_privileges = false;
+            if let Some(f) = &mut c.in_flight {
+                f.awaiting_privileges = false;
+            }
             // Not set_idle: the command's sequence ids stay as they were.
-            c.state = crate::server::client::ClientState::Idle;
+            c.set_state(crate::server::client::ClientState::Idle);
             self.handle_command(client.key);
         }
     }
@@ -767,8 +760,8 @@ impl Engine {
     /// and is reset; a shared one only had its tracked session replayed,
     /// which the backend's own view records, and goes back to the pool.
     pub(super) fn release_orphan(&mut self, key: usize) {
+        self.detach_backend_client(key);
         let b = &mut self.backends[key];
-        b.client = None;
         if b.pinned || b.dirty || b.own_timeouts {
             self.end_pin(key);
             self.reset_backend(key);
@@ -811,10 +804,10 @@ impl Engine {
             return;
         };
         if let Some(c) = self.clients.get_mut(client) {
-            c.pins.remove(PinCause::Diagnostics);
+            c.unpin(PinCause::Diagnostics);
             c.pinned = None;
         }
-        self.backends[backend].client = None;
+        self.detach_backend_client(backend);
         self.backend_ready(backend);
     }
 
@@ -831,9 +824,9 @@ impl Engine {
         let Some(b) = c.pinned.take() else {
             return;
         };
-        if let Some(bk) = self.backends.get_mut(b) {
-            bk.client = None;
-            if bk.state == BackendState::Idle {
+        if self.backends.contains(b) {
+            self.detach_backend_client(b);
+            if self.backends[b].state == BackendState::Idle {
                 self.backend_ready(b);
             }
         }
@@ -873,10 +866,11 @@ impl Engine {
     }
 
     pub(super) fn release_pinned_as(&mut self, key: usize, rollback: bool) {
-        let Some(b) = self.backends.get_mut(key) else {
+        if !self.backends.contains(key) {
             return;
-        };
-        b.client = None;
+        }
+        self.detach_backend_client(key);
+        let b = &mut self.backends[key];
         if b.state == BackendState::Idle && b.relay.is_some() {
             // A relayed login's connection is never anyone else's.
             b.relay = None;
@@ -893,7 +887,8 @@ impl Engine {
                 }
             }
             BackendState::Running => {
-                b.state = BackendState::Draining;
+                self.set_backend_state(key, BackendState::Draining);
+                let b = &mut self.backends[key];
                 b.drain_started = self.now;
             }
             // Draining or internal steps: finish_response / internal_done
@@ -909,7 +904,7 @@ fn command_plain_set(c: &crate::server::client::Client) -> Option<PlainSet> {
     if !c.facts.set_only {
         return None;
     }
-    let span = c.current?;
+    let span = c.current()?;
     let buf = c.rbuf.as_slice();
     if span.packets != 1 || buf.get(HEADER_LEN) != Some(&COM_QUERY) {
         return None;

@@ -93,7 +93,7 @@ impl Engine {
                 if kind == PacketKind::Err
                     && b.command == COM_STMT_PREPARE
                     && pos == 0
-                    && b.response_bytes == 0
+                    && b.response.bytes == 0
                     && c.is_some()
                     && b.prepare.is_some()
                     && b.prepare_retries < PREPARE_RETRIES
@@ -158,6 +158,7 @@ impl Engine {
                                     types: Vec::new(),
                                 },
                             );
+                            c.retally();
                         }
                         // The client sees the funnel's id, not this backend's.
                         let at = pos + HEADER_LEN + 1;
@@ -208,8 +209,8 @@ impl Engine {
                     run_start = pos + total;
                 }
                 match kind {
-                    PacketKind::Err if pos == 0 && b.response_bytes == 0 => {
-                        b.parse_error_only = decode_err(payload).is_ok_and(|e| {
+                    PacketKind::Err if pos == 0 && b.response.bytes == 0 => {
+                        b.response.parse_error_only = decode_err(payload).is_ok_and(|e| {
                             e.code == crate::protocol::consts::err::ER_PARSE_ERROR.0
                         });
                     }
@@ -222,11 +223,11 @@ impl Engine {
                                     // Whatever was pending is reported now.
                                     b.tracker_pending = false;
                                     let changes = b.session.apply_tracked(block);
-                                    b.saw_unreplayable |= changes.unreplayable;
+                                    b.response.saw_unreplayable |= changes.unreplayable;
                                     b.discard_on_reset |= changes.survives_reset;
-                                    b.saw_state_change |= changes.state_changed;
-                                    b.state_applied += changes.applied;
-                                    b.charset_changed |= changes.charset_changed;
+                                    b.response.saw_state_change |= changes.state_changed;
+                                    b.response.state_applied += changes.applied;
+                                    b.response.charset_changed |= changes.charset_changed;
                                     if changes.wait_timeout.is_some()
                                         || changes.interactive_timeout.is_some()
                                     {
@@ -239,7 +240,7 @@ impl Engine {
                                         }
                                     }
                                 } else {
-                                    b.saw_state_change = true;
+                                    b.response.saw_state_change = true;
                                 }
                                 if let Some(c) = c.as_mut() {
                                     c.wbuf.extend_from_slice(&data[run_start..pos]);
@@ -287,7 +288,7 @@ impl Engine {
                                 }
                                 run_start = pos + total;
                             }
-                            b.saw_warnings |= ok.warnings > 0;
+                            b.response.saw_warnings |= ok.warnings > 0;
                             b.last_affected_rows = ok.affected_rows;
                             if ok.last_insert_id != 0 {
                                 b.last_insert_id = ok.last_insert_id;
@@ -300,11 +301,11 @@ impl Engine {
                     PacketKind::Eof | PacketKind::MetadataEof => {
                         if let Ok(eof) = crate::protocol::response::decode_eof(payload) {
                             if eof.status & SERVER_SESSION_STATE_CHANGED != 0 {
-                                b.saw_eof_state_change = true;
+                                b.response.saw_eof_state_change = true;
                                 b.tracker_pending = true;
                             }
                             if kind == PacketKind::Eof {
-                                b.saw_warnings |= eof.warnings > 0;
+                                b.response.saw_warnings |= eof.warnings > 0;
                             }
                         }
                     }
@@ -326,7 +327,7 @@ impl Engine {
             if let Some(c) = c.as_mut() {
                 c.wbuf.extend_from_slice(&data[run_start..pos]);
                 c.bytes_out += pos as u64;
-                if pos > 0 && c.sent.is_some() {
+                if pos > 0 && c.sent().is_some() {
                     // The answer has started: the command cannot be sent again.
                     c.drop_sent();
                     self.bufs.release(&mut c.rbuf);
@@ -341,7 +342,7 @@ impl Engine {
                 StmtRoom::None => {
                     // As mysqld said it.
                     let b = &mut self.backends[key];
-                    b.response_bytes += frame.len() as u64;
+                    b.response.bytes += frame.len() as u64;
                     if let Some(cr) = b.client {
                         if let Some(c) = self.clients.get_mut(cr.key) {
                             self.bufs.ensure(&mut c.wbuf);
@@ -357,7 +358,7 @@ impl Engine {
             }
             return;
         }
-        b.response_bytes += pos as u64;
+        b.response.bytes += pos as u64;
         let pool = b.pool;
         self.counters.bytes_to_clients += pos as u64;
         self.pools[pool].counters.bytes_to_clients += pos as u64;
@@ -418,7 +419,7 @@ impl Engine {
         let draining = b.state == BackendState::Draining;
         let cmd = b.command;
         let buffered_whole =
-            b.slow_reader == SlowReader::Buffering && client.is_some() && !draining;
+            b.response.slow_reader == SlowReader::Buffering && client.is_some() && !draining;
         // COM_STMT_CLOSE / SEND_LONG_DATA have no answer, COM_STATISTICS no
         // status: neither says anything about the transaction.
         let has_status = end != EndKind::Other;
@@ -435,7 +436,7 @@ impl Engine {
                 .get_mut(cr.key)
                 .filter(|c| c.serial == cr.serial)
             {
-                if c.sent.is_some() {
+                if c.sent().is_some() {
                     // A command without an answer (COM_STMT_SEND_LONG_DATA).
                     c.drop_sent();
                     self.bufs.release(&mut c.rbuf);
@@ -452,14 +453,14 @@ impl Engine {
                         .get("autocommit")
                         .is_some_and(|v| v.eq_ignore_ascii_case("OFF"))
                     {
-                        c.pins.insert(PinCause::Transaction);
+                        c.pin(PinCause::Transaction);
                     }
                 } else if has_status {
                     c.last_status = status;
                     if status & SERVER_STATUS_IN_TRANS != 0 {
-                        c.pins.insert(PinCause::Transaction);
+                        c.pin(PinCause::Transaction);
                     } else {
-                        c.pins.remove(PinCause::Transaction);
+                        c.unpin(PinCause::Transaction);
                     }
                 }
                 if matches!(cmd, COM_QUERY | COM_STMT_EXECUTE | COM_STMT_BULK_EXECUTE) {
@@ -477,7 +478,7 @@ impl Engine {
                 // execute without one (mysqld closes the cursor of a
                 // statement it runs again) or the statement's close. After
                 // an ERR it is left as it was.
-                if let Some(stmt) = c.current_stmt.filter(|_| end != EndKind::Err) {
+                if let Some(stmt) = c.current_stmt().filter(|_| end != EndKind::Err) {
                     match cmd {
                         COM_STMT_EXECUTE | COM_STMT_BULK_EXECUTE => {
                             c.set_cursor_open(stmt, b.tracker.cursor_opened())
@@ -492,17 +493,17 @@ impl Engine {
                 match cmd {
                     // Long data lives in that backend's statement until the
                     // execute (or a reset) consumes it.
-                    COM_STMT_SEND_LONG_DATA => c.pins.insert(PinCause::PreparedStatement),
-                    COM_STMT_EXECUTE | COM_STMT_RESET => c.pins.remove(PinCause::PreparedStatement),
+                    COM_STMT_SEND_LONG_DATA => c.pin(PinCause::PreparedStatement),
+                    COM_STMT_EXECUTE | COM_STMT_RESET => c.unpin(PinCause::PreparedStatement),
                     _ => {}
                 }
                 if end != EndKind::Err {
                     c.unreported_held =
                         (c.unreported_held & !c.unreported_released) | c.unreported_taken;
                     if c.unreported_held != 0 {
-                        c.pins.insert(PinCause::Lock);
+                        c.pin(PinCause::Lock);
                     } else {
-                        c.pins.remove(PinCause::Lock);
+                        c.unpin(PinCause::Lock);
                     }
                 }
                 c.unreported_taken = 0;
@@ -524,16 +525,16 @@ impl Engine {
                     // "State changed" that no schema or variable change
                     // explains (or that may hide a user variable beside
                     // them): user variables, temporary tables, ...
-                    let unexplained =
-                        b.saw_state_change && (b.state_applied == 0 || facts.mentions_user_var);
+                    let unexplained = b.response.saw_state_change
+                        && (b.response.state_applied == 0 || facts.mentions_user_var);
                     let dirty = facts
                         .unproven
-                        .filter(|_| !b.parse_error_only)
-                        .or((b.saw_eof_state_change && !facts.set_statement)
+                        .filter(|_| !b.response.parse_error_only)
+                        .or((b.response.saw_eof_state_change && !facts.set_statement)
                             .then_some("a stored program changed the session"))
-                        .or((b.saw_state_change && facts.may_fire_triggers)
+                        .or((b.response.saw_state_change && facts.may_fire_triggers)
                             .then_some("a trigger changed the session"));
-                    let clean_end = end != EndKind::Err && !b.saw_warnings;
+                    let clean_end = end != EndKind::Err && !b.response.saw_warnings;
                     // After this statement, the diagnostics area holds the
                     // client's warnings, which a read-back (it reads a
                     // table) would empty.
@@ -546,13 +547,13 @@ impl Engine {
                                 c.id
                             );
                         }
-                        c.pins.insert(PinCause::Unproven);
+                        c.pin(PinCause::Unproven);
                         newly_dirty = !b.dirty;
                         b.dirty = true;
-                    } else if b.saw_unreplayable {
-                        c.pins.insert(PinCause::SessionState);
+                    } else if b.response.saw_unreplayable {
+                        c.pin(PinCause::SessionState);
                     } else if unexplained
-                        || (b.charset_changed && !names_known)
+                        || (b.response.charset_changed && !names_known)
                         || facts.assigns_user_var
                         || facts.sets_insert_id
                     {
@@ -565,7 +566,7 @@ impl Engine {
                         if !matches!(cmd, COM_QUERY | COM_STMT_EXECUTE | COM_STMT_BULK_EXECUTE)
                             || (facts.opaque_state && unexplained)
                         {
-                            c.pins.insert(PinCause::SessionState);
+                            c.pin(PinCause::SessionState);
                         } else if holds_diagnostics {
                             c.read_back_pending = true;
                             c.read_back_insert_id |= facts.sets_insert_id;
@@ -577,10 +578,10 @@ impl Engine {
                         // SHOW WARNINGS / SHOW ERRORS may follow: they must
                         // run here, and nobody else may see these. They
                         // last until a statement that empties the area.
-                        c.pins.insert(PinCause::Diagnostics);
+                        c.pin(PinCause::Diagnostics);
                         b.diagnostics_of = Some(cr.serial);
                     } else if facts.clears_diagnostics {
-                        c.pins.remove(PinCause::Diagnostics);
+                        c.unpin(PinCause::Diagnostics);
                         b.diagnostics_of = None;
                         read_user_vars |= c.read_back_pending && dirty.is_none();
                     }
@@ -612,15 +613,18 @@ impl Engine {
         if b.garbage_after_answer {
             // As if lost while idle: the client's answer is complete; a
             // session it held is gone, and it hears so at its next command.
-            b.state = BackendState::Idle;
+            self.set_backend_state(key, BackendState::Idle);
             self.backend_lost(key, "server sent bytes after a complete answer".into());
             return;
         }
         if b.kills_pending > 0 {
-            b.state = BackendState::AwaitKill {
-                read_back: read_user_vars,
-                draining,
-            };
+            self.set_backend_state(
+                key,
+                BackendState::AwaitKill {
+                    read_back: read_user_vars,
+                    draining,
+                },
+            );
             return;
         }
         self.after_response(key, read_user_vars, draining);
@@ -659,7 +663,7 @@ impl Engine {
         let (Some(b), Some(c)) = (self.backends.get_mut(key), self.clients.get_mut(client)) else {
             return false;
         };
-        match (b.state, b.slow_reader) {
+        match (b.state, b.response.slow_reader) {
             (BackendState::Running, SlowReader::FellBack) => return false,
             // Memory first; and a pinned client would free nothing.
             (BackendState::Running, SlowReader::Watermarks) if limit == 0 || b.pinned => {
@@ -674,12 +678,12 @@ impl Engine {
         let pending = c.wbuf.len();
         let others = self.buffered_total - c.buffered;
         if pending <= limit && others + pending <= self.config.max_buffered_total {
-            b.slow_reader = SlowReader::Buffering;
+            b.response.slow_reader = SlowReader::Buffering;
             self.buffered_total = others + pending;
-            c.buffered = pending;
+            c.set_buffered(pending);
             return true;
         }
-        b.slow_reader = SlowReader::FellBack;
+        b.response.slow_reader = SlowReader::FellBack;
         let pool = b.pool;
         self.bump(pool, |c| c.buffered_fallbacks += 1);
         false

@@ -7,9 +7,9 @@ use super::*;
 impl Engine {
     /// Send a command the funnel itself needs answered.
     pub(in crate::server) fn start_internal(&mut self, key: usize, step: Internal, sql: Vec<u8>) {
-        let Some(b) = self.backends.get_mut(key) else {
+        if !self.backends.contains(key) {
             return;
-        };
+        }
         let (cmd, expect) = match step {
             Internal::InitDb => (COM_INIT_DB, Expect::Simple),
             Internal::Reset => (COM_RESET_CONNECTION, Expect::Simple),
@@ -18,7 +18,8 @@ impl Engine {
             Internal::SetOption => (COM_SET_OPTION, Expect::Simple),
             _ => (COM_QUERY, Expect::Query),
         };
-        b.state = BackendState::Internal(step);
+        self.set_backend_state(key, BackendState::Internal(step));
+        let b = &mut self.backends[key];
         b.tracker.start(expect);
         b.rows.clear();
         b.rows_charset = None;
@@ -317,7 +318,7 @@ impl Engine {
                 let st = b
                     .client
                     .and_then(|cr| self.clients.get(cr.key).filter(|c| c.serial == cr.serial))
-                    .and_then(|c| c.current_stmt.and_then(|id| c.stmts.get(&id)));
+                    .and_then(|c| c.current_stmt().and_then(|id| c.stmts.get(&id)));
                 match (prepared, st) {
                     (Some(ok), Some(st)) => {
                         b.stmts
@@ -447,7 +448,7 @@ impl Engine {
         if c.session.schema.as_deref() == Some(schema.as_str()) {
             return false;
         }
-        let Some(id) = c.current_stmt else {
+        let Some(id) = c.current_stmt() else {
             return false;
         };
         let Some(st) = c.stmts.get_mut(&id) else {
@@ -602,7 +603,7 @@ impl Engine {
         };
         if end != EndKind::Ok
             || b.command != COM_QUERY
-            || !b.charset_changed
+            || !b.response.charset_changed
             || vars.get("character_set_client") != Some(cs)
             || vars.get("character_set_connection") != Some(cs)
             || NAMES_CHOOSERS.iter().any(|v| vars.contains_key(*v))
@@ -803,10 +804,10 @@ impl Engine {
             {
                 c.session.copy_from(&b.session);
                 if pin != Some(PinCause::UserVars) {
-                    c.pins.remove(PinCause::UserVars);
+                    c.unpin(PinCause::UserVars);
                 }
                 if let Some(pin) = pin {
-                    c.pins.insert(pin);
+                    c.pin(pin);
                 }
                 // Only the client's own `LAST_INSERT_ID(expr)` made this
                 // connection's value the client's.
@@ -835,9 +836,9 @@ impl Engine {
 
     /// Return a backend's session to a clean state before anyone else uses it.
     pub(in crate::server) fn reset_backend(&mut self, key: usize) {
+        self.detach_backend_client(key);
         let b = &mut self.backends[key];
         // The option survives COM_RESET_CONNECTION (it is a capability).
-        b.client = None;
         b.stmts.clear();
         b.prepare = None;
         b.last_insert_id = 0;

@@ -119,7 +119,7 @@ impl Engine {
         if b.mariadb_caps != 0 {
             set_response_mariadb_caps(&mut self.scratch, b.mariadb_caps);
         }
-        b.state = BackendState::Authenticating;
+        self.set_backend_state(key, BackendState::Authenticating);
         let payload = std::mem::take(&mut self.scratch);
         let tls = self.login_tls(key, greeting.capabilities) == Ok(true);
         self.send_login_response(key, &payload, tls);
@@ -359,7 +359,8 @@ impl Engine {
         ];
         let mut payload = Vec::with_capacity(64 + cu.username.len());
         cu.encode(&mut payload, b.capabilities, &attrs);
-        b.state = BackendState::Internal(Internal::ChangeUser);
+        self.set_backend_state(key, BackendState::Internal(Internal::ChangeUser));
+        let b = &mut self.backends[key];
         b.rows.clear();
         b.sent_at = self.now;
         self.send_to_backend(key, 0, &payload);

@@ -144,11 +144,40 @@ pub enum BackendState {
     },
 }
 
+/// What the response to a client's command said so far: one value,
+/// started afresh (`Default`) when the command is sent.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ResponseRead {
+    /// Session changes seen: mysqld said "state changed" (in an OK, with
+    /// `state_applied` schema and variable changes the funnel applied), or
+    /// said so in an EOF, whose details it sends only with a later OK.
+    pub saw_state_change: bool,
+    pub state_applied: usize,
+    pub saw_eof_state_change: bool,
+    pub saw_unreplayable: bool,
+    /// A statement of the response reported warnings. Not only the last:
+    /// mysqld counts each statement's own warnings in its OK or EOF, and a
+    /// later statement that reads no table (`SELECT 1/0; SELECT 1`)
+    /// reports none but leaves the earlier one's in the diagnostics area.
+    pub saw_warnings: bool,
+    /// The response is a parse error and nothing else: mysqld ran nothing
+    /// of the query (it stops at a statement it cannot parse, and any
+    /// earlier statement's result would have come first).
+    pub parse_error_only: bool,
+    /// A character-set variable changed: re-read collation_connection.
+    pub charset_changed: bool,
+    /// Bytes of it already forwarded to the client.
+    pub bytes: u64,
+    /// How it treats a slow client.
+    pub slow_reader: SlowReader,
+}
+
 /// How the running response treats a client that reads it more slowly
 /// than mysqld sends it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SlowReader {
     /// The watermarks decide: the client kept up so far, or memory first.
+    #[default]
     Watermarks,
     /// Connection first: read on past output_high_watermark, the client's
     /// output buffered, so the backend is freed when the response ends.
@@ -166,7 +195,12 @@ pub struct Backend {
     pub conn: ConnId,
     /// A `FlushBackend` action is queued.
     pub flush_queued: bool,
+    /// Changed only by `Engine::set_backend_state`.
     pub state: BackendState,
+    /// What the response to the running client command said so far.
+    pub response: ResponseRead,
+    /// On its pool's idle list (kept by `sync_idle_listing`).
+    pub idle_listed: bool,
     pub rbuf: Buf,
     pub wbuf: Buf,
     pub tracker: ResponseTracker,
@@ -186,8 +220,6 @@ pub struct Backend {
     pub pinned: bool,
     /// Stopped reading because the client's output is over its high watermark.
     pub paused: bool,
-    /// How the running response treats a slow client (reset per command).
-    pub slow_reader: SlowReader,
     /// Response to a command that came with `LOCAL INFILE`: the client's
     /// file packets are being forwarded.
     pub infile: bool,
@@ -209,28 +241,11 @@ pub struct Backend {
     pub command: u8,
     /// When the command (or internal step) was sent.
     pub sent_at: Instant,
-    /// Session changes seen during the current response: mysqld said
-    /// "state changed" (in an OK, with `state_applied` schema and variable
-    /// changes the funnel applied), or said so in an EOF, whose details it
-    /// sends only with a later OK.
-    pub saw_state_change: bool,
-    pub state_applied: usize,
-    pub saw_eof_state_change: bool,
-    pub saw_unreplayable: bool,
     /// The session holds something `COM_RESET_CONNECTION` does not undo
     /// (the profiling history): closed instead of reset.
     pub discard_on_reset: bool,
-    /// A statement of the current response reported warnings. Not only
-    /// the last: mysqld counts each statement's own warnings in its OK or
-    /// EOF, and a later statement that reads no table (`SELECT 1/0; SELECT
-    /// 1`) reports none but leaves the earlier one's in the diagnostics area.
-    pub saw_warnings: bool,
     /// Affected rows of the current response's last OK packet.
     pub last_affected_rows: u64,
-    /// The current response is a parse error and nothing else: mysqld ran
-    /// nothing of the query (it stops at a statement it cannot parse, and
-    /// any earlier statement's result would have come first).
-    pub parse_error_only: bool,
     /// The client (by serial) whose warnings or error this connection's
     /// diagnostics area may hold.
     pub diagnostics_of: Option<u64>,
@@ -244,8 +259,6 @@ pub struct Backend {
     /// mysqld sent more than the answer to the command: closed once the
     /// client's answer is settled.
     pub garbage_after_answer: bool,
-    /// A character-set variable changed: re-read collation_connection.
-    pub charset_changed: bool,
     /// Offset added to sequence ids forwarded to the client (non-zero only
     /// when the command is one the funnel issued in the client's handshake).
     pub seq_offset: u8,
@@ -257,8 +270,6 @@ pub struct Backend {
     pub query_shape: u32,
     /// What `LAST_INSERT_ID()` returns on this connection.
     pub last_insert_id: u64,
-    /// Bytes of the current response already forwarded to the client.
-    pub response_bytes: u64,
     /// Bytes of the running client command put in `wbuf` (last): while
     /// `wbuf` still holds that many, none of it was written.
     pub command_len: usize,
@@ -609,6 +620,8 @@ impl Engine {
             conn: ConnId::NONE,
             flush_queued: false,
             state: BackendState::Connecting,
+            idle_listed: false,
+            response: ResponseRead::default(),
             rbuf: Buf::new(),
             wbuf: Buf::new(),
             tracker: ResponseTracker::new(BACKEND_CAPS),
@@ -621,7 +634,6 @@ impl Engine {
             client: None,
             pinned,
             paused: false,
-            slow_reader: SlowReader::Watermarks,
             infile: false,
             upload: UploadFramer::default(),
             drain_started: self.now,
@@ -631,26 +643,18 @@ impl Engine {
             tracker_pending: false,
             command: 0,
             sent_at: self.now,
-            saw_state_change: false,
-            state_applied: 0,
-            saw_eof_state_change: false,
-            saw_unreplayable: false,
             discard_on_reset: false,
-            saw_warnings: false,
             last_affected_rows: 0,
-            parse_error_only: false,
             diagnostics_of: None,
             kills_pending: 0,
             killing: 0,
             dirty: false,
             garbage_after_answer: false,
-            charset_changed: false,
             seq_offset: 0,
             close_when_done: false,
             connecting: true,
             query_shape: 0,
             last_insert_id: 0,
-            response_bytes: 0,
             command_len: 0,
             ready_at: self.now,
             kill_query,
@@ -743,7 +747,7 @@ impl Engine {
         if self.pools[pool].is_removed() && self.pools[pool].backlog_len() == 0 {
             // A removed user's pool keeps no idle backend (one can be left
             // over when the request it was opened for went elsewhere).
-            while let Some(b) = self.pools[pool].idle.pop() {
+            while let Some(&b) = self.pools[pool].idle().last() {
                 self.close_backend(b);
             }
         }
@@ -774,7 +778,7 @@ impl Engine {
             }
             let backends = &self.backends;
             let oldest = p
-                .idle
+                .idle()
                 .iter()
                 .filter_map(|&k| Some((k, backends.get(k)?.idle_since)))
                 .min_by_key(|&(_, since)| since);
@@ -822,7 +826,7 @@ impl Engine {
     pub(crate) fn backend_connected(&mut self, key: usize) {
         if let Some(b) = self.backends.get_mut(key) {
             if b.state == BackendState::Connecting {
-                b.state = BackendState::AwaitGreeting;
+                self.set_backend_state(key, BackendState::AwaitGreeting);
             }
         }
     }
@@ -1014,6 +1018,34 @@ impl Engine {
         }
         b.pinned = pinned;
         b.connecting = connecting;
+        sync_idle_listing(b, key, &mut self.pools, self.now);
+    }
+
+    /// Every change of a backend's state goes through here, so that the
+    /// pool's idle list cannot drift from it (see `sync_idle_listing`).
+    pub(super) fn set_backend_state(&mut self, key: usize, state: BackendState) {
+        if let Some(b) = self.backends.get_mut(key) {
+            b.state = state;
+            sync_idle_listing(b, key, &mut self.pools, self.now);
+        }
+    }
+
+    /// The backend now runs (or is held for) this client's command, or is
+    /// held by it pinned: the one place `Backend::client` is set.
+    pub(super) fn attach_backend_client(&mut self, key: usize, client: ClientRef) {
+        if let Some(b) = self.backends.get_mut(key) {
+            b.client = Some(client);
+            sync_idle_listing(b, key, &mut self.pools, self.now);
+        }
+    }
+
+    /// The backend serves no client any more: the one place
+    /// `Backend::client` is cleared.
+    pub(in crate::server) fn detach_backend_client(&mut self, key: usize) {
+        if let Some(b) = self.backends.get_mut(key) {
+            b.client = None;
+            sync_idle_listing(b, key, &mut self.pools, self.now);
+        }
     }
 
     /// The backend connection broke or was found unusable.
@@ -1041,7 +1073,7 @@ impl Engine {
             return;
         }
         let thread_id = b.thread_id;
-        let forwarded = b.response_bytes > 0;
+        let forwarded = b.response.bytes > 0;
         // The running command was written, and none of it reached the
         // socket (an upload, which follows an answer, is never this).
         let unwritten =
@@ -1090,10 +1122,10 @@ impl Engine {
                 let running = c.is_running();
                 // Still in the client's buffer: the funnel was replaying the
                 // session or preparing the statement; mysqld never saw it.
-                let unsent = running && c.current.is_some();
+                let unsent = running && c.current().is_some();
                 // Sent here (or being written), none of its answer forwarded.
                 let awaiting =
-                    running && c.sent.is_some() && state == BackendState::Running && !forwarded;
+                    running && c.sent().is_some() && state == BackendState::Running && !forwarded;
                 let never_reached = unsent || (awaiting && unwritten);
                 // It may have run, but running it again is running it once:
                 // a plain read, in autocommit mode, with nothing of the
@@ -1115,9 +1147,13 @@ impl Engine {
                 // set up since its last try (a crash kills every connection
                 // at once: those that die with it tell nothing more), and
                 // MAX_RETRIES in all.
-                let reached = !never_reached && c.retried_at.is_none_or(|t| ready_at > t);
-                let within_bound = c.retries < MAX_RETRIES
-                    && (!reached || c.retries_reached < MAX_RETRIES_REACHED);
+                let (retries, retries_reached, retried_at) =
+                    c.in_flight.map_or((0, 0, None), |f| {
+                        (f.retries, f.retries_reached, f.retried_at)
+                    });
+                let reached = !never_reached && retried_at.is_none_or(|t| ready_at > t);
+                let within_bound =
+                    retries < MAX_RETRIES && (!reached || retries_reached < MAX_RETRIES_REACHED);
                 if c.running_connect_db == Some(key) || (in_command && forwarded && running) {
                     // Mid-answer (or mid-login): no ERR can be placed in
                     // sequence; close, as a direct connection would be.
@@ -1126,8 +1162,8 @@ impl Engine {
                     // Nothing ran (and nothing of the session was lost), or
                     // what ran may run again: another backend (or this
                     // mysqld, once back) can take the command.
-                    if reached {
-                        c.retries_reached += 1;
+                    if let Some(f) = c.in_flight.as_mut().filter(|_| reached) {
+                        f.retries_reached += 1;
                     }
                     debug!(
                         "client {}: command {} after its backend was lost; retry {}",
@@ -1137,7 +1173,7 @@ impl Engine {
                         } else {
                             "safe to repeat"
                         },
-                        c.retries + 1
+                        retries + 1
                     );
                     self.retry_current(cr.key);
                 } else if (in_command || unsent) && running {
@@ -1188,7 +1224,9 @@ impl Engine {
             return;
         }
         let p = &mut self.pools[b.pool];
-        p.remove_idle(key);
+        if b.idle_listed {
+            p.unlist_idle(key);
+        }
         p.count_backend(b.pinned, b.connecting, false);
         let mut rbuf = b.rbuf;
         let mut wbuf = b.wbuf;
@@ -1200,6 +1238,31 @@ impl Engine {
             self.relay_backend_closed(key, *relay);
         }
     }
+}
+
+/// A backend is on its pool's idle list exactly when it is idle, shared and
+/// serves nobody; called after each change of those (state, role, client:
+/// `Engine::set_backend_state`, `set_backend_role`, `attach_backend_client`,
+/// `detach_backend_client`), so the list follows them. Listed last: most
+/// recently used.
+fn sync_idle_listing(b: &mut Backend, key: usize, pools: &mut [super::pool::Pool], now: Instant) {
+    let free =
+        b.kill_query.is_none() && b.state == BackendState::Idle && !b.pinned && b.client.is_none();
+    let pool = &mut pools[b.pool];
+    if free != b.idle_listed {
+        b.idle_listed = free;
+        if free {
+            b.idle_since = now;
+            pool.list_idle(key);
+        } else {
+            pool.unlist_idle(key);
+        }
+    }
+    debug_assert_eq!(
+        pool.idle().contains(&key),
+        b.idle_listed,
+        "backend {key}'s idle listing drifted"
+    );
 }
 
 /// Whether a `ROLLBACK` leaves the backend a client `c` held pinned as a

@@ -58,8 +58,7 @@ impl Engine {
             .find(|&(k, b)| k >= i && b.state == BackendState::Idle && !b.stmts.to_close.is_empty())
         {
             i = key + 1;
-            let pool = b.pool;
-            if self.pools[pool].remove_idle(key) {
+            if b.idle_listed {
                 self.start_close_stmts(key);
                 if let (Some(w), Some(b)) = (waiter, self.backends.get_mut(key)) {
                     if b.state == BackendState::Internal(Internal::CloseStmts) {
@@ -172,7 +171,8 @@ impl Engine {
         }
         let b = &mut self.backends[key];
         b.closes_awaited = waits;
-        b.state = BackendState::Internal(Internal::AwaitCloses);
+        self.set_backend_state(key, BackendState::Internal(Internal::AwaitCloses));
+        let b = &mut self.backends[key];
         b.sent_at = self.now;
         StmtRoom::Wait
     }
@@ -203,7 +203,7 @@ impl Engine {
         let Some(sql) = b.prepare.as_ref().map(|p| p.sql.clone()) else {
             // The funnel's own prepare for an execute: the next step is it
             // again, the statement not being on this backend yet.
-            b.state = BackendState::Running;
+            self.set_backend_state(key, BackendState::Running);
             self.continue_request(key);
             return;
         };
@@ -214,7 +214,8 @@ impl Engine {
             b.eof = EofTranslator::new(c.capabilities);
         }
         b.tracker.start(Expect::Prepare);
-        b.state = BackendState::Running;
+        self.set_backend_state(key, BackendState::Running);
+        let b = &mut self.backends[key];
         b.sent_at = self.now;
         self.send_to_backend(key, 0, &payload);
     }

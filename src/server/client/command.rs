@@ -7,7 +7,7 @@ impl Engine {
     /// Decide what to do with the client's next command.
     pub(in crate::server) fn handle_command(&mut self, key: usize) {
         let c = &mut self.clients[key];
-        let Some(span) = c.current else {
+        let Some(span) = c.current() else {
             return;
         };
         let data = c.rbuf.as_slice();
@@ -58,7 +58,9 @@ impl Engine {
         let data = c.rbuf.as_slice();
         let pinned = c.pinned;
         // Set again below where the command waits for them.
-        c.awaiting_privileges = false;
+        if let Some(f) = &mut c.in_flight {
+            f.awaiting_privileges = false;
+        }
         // Set again below for the commands that may take or release locks.
         c.unreported_taken = 0;
         c.unreported_released = 0;
@@ -124,6 +126,7 @@ impl Engine {
                 // be free.
                 let id = stmt_id_of(&data[HEADER_LEN..]);
                 let st = id.and_then(|id| c.stmts.remove(&id));
+                c.retally();
                 let cursor = id.filter(|id| c.open_cursors.contains(id));
                 let cref = c.cref(key);
                 self.discard_current(key);
@@ -233,7 +236,9 @@ impl Engine {
                     self.client_ok(key, 1);
                     return;
                 }
-                c.current_stmt = Some(id);
+                if let Some(f) = &mut c.in_flight {
+                    f.stmt = Some(id);
+                }
                 self.forward_current(key);
             }
             COM_QUERY | COM_INIT_DB | COM_FIELD_LIST | COM_STATISTICS | COM_STMT_PREPARE
@@ -254,8 +259,10 @@ impl Engine {
                         // What the funnel answers (KILL, the process list)
                         // depends on the user's privileges: a backend is
                         // asked for them first, then the command comes back.
-                        c.awaiting_privileges = true;
-                        c.current_stmt = None;
+                        if let Some(f) = &mut c.in_flight {
+                            f.awaiting_privileges = true;
+                            f.stmt = None;
+                        }
                         self.forward_current(key);
                         return;
                     }
@@ -297,7 +304,11 @@ impl Engine {
                         self.query_with_kill(key, sql, seq);
                         return;
                     }
-                    if !std::mem::take(&mut c.rewritten) && facts.names_processlist {
+                    let rewritten = c
+                        .in_flight
+                        .as_mut()
+                        .is_some_and(|f| std::mem::take(&mut f.rewritten));
+                    if !rewritten && facts.names_processlist {
                         let bare = c
                             .session
                             .schema
@@ -313,7 +324,9 @@ impl Engine {
                                 let seq = 1u8.wrapping_add(self.clients[key].seq_offset);
                                 self.discard_current(key);
                                 self.push_query_part(key, &sql, seq);
-                                self.clients[key].rewritten = true;
+                                if let Some(f) = &mut self.clients[key].in_flight {
+                                    f.rewritten = true;
+                                }
                                 self.handle_command(key);
                                 return;
                             }
@@ -369,7 +382,9 @@ impl Engine {
                     c.unreported_released = facts.releases;
                     c.facts = facts;
                 }
-                self.clients[key].current_stmt = None;
+                if let Some(f) = &mut self.clients[key].in_flight {
+                    f.stmt = None;
+                }
                 self.forward_current(key);
             }
             _ => {
@@ -442,7 +457,7 @@ impl Engine {
         c.rbuf.clear();
         self.bufs.ensure(&mut c.rbuf);
         c.rbuf.extend_from_slice(&framed);
-        c.current = Some(span);
+        c.in_flight = Some(InFlight::new(span));
         c.seq_offset = seq.wrapping_sub(1);
     }
 
@@ -538,7 +553,7 @@ impl Engine {
         let tref = self.clients[target].cref(target);
         let c = &self.clients[target];
         let cmd = c
-            .current
+            .current()
             .and_then(|_| c.rbuf.as_slice().get(HEADER_LEN).copied());
         match c.state {
             // A command without an answer (COM_STMT_SEND_LONG_DATA,
@@ -581,7 +596,7 @@ impl Engine {
             enqueued: self.now,
         };
         if !matches!(c.state, ClientState::ConnectDb) {
-            c.state = ClientState::Queued;
+            c.set_state(ClientState::Queued);
         }
         match self.pools[pool].enqueue(req) {
             Ok(()) => {
@@ -612,13 +627,16 @@ impl Engine {
     /// in the order of its clocks.
     pub(in crate::server) fn retry_current(&mut self, key: usize) {
         let c = &mut self.clients[key];
-        if let Some(span) = c.sent.take() {
-            // Still the first message in the client's input.
-            c.current = Some(span);
+        let now = self.now;
+        if let Some(f) = &mut c.in_flight {
+            if let CommandBytes::Sent(span) = f.bytes {
+                // Still the first message in the client's input.
+                f.bytes = CommandBytes::Handling(span);
+            }
+            f.retries = f.retries.saturating_add(1);
+            f.retried_at = Some(now);
         }
-        c.retries = c.retries.saturating_add(1);
-        c.retried_at = Some(self.now);
-        c.state = ClientState::Queued;
+        c.set_state(ClientState::Queued);
         let pool = c.pool;
         let client = c.cref(key);
         let p = &mut self.pools[pool];
@@ -648,9 +666,9 @@ impl Engine {
         let connect_db = matches!(c.state, ClientState::ConnectDb);
         let seq = 1u8.wrapping_add(c.seq_offset);
         let cmd = c
-            .current
+            .current()
             .and_then(|_| c.rbuf.as_slice().get(HEADER_LEN).copied());
-        if let Some(span) = c.current.take() {
+        if let Some(span) = c.take_current() {
             c.rbuf.consume(span.wire_len);
         }
         c.drop_sent();
@@ -715,7 +733,7 @@ impl Engine {
     /// Drop the current command's bytes (it was answered by the funnel).
     pub(super) fn discard_current(&mut self, key: usize) {
         if let Some(c) = self.clients.get_mut(key) {
-            if let Some(span) = c.current.take() {
+            if let Some(span) = c.take_current() {
                 c.rbuf.consume(span.wire_len);
             }
         }

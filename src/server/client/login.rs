@@ -165,7 +165,7 @@ impl Engine {
             }
         };
         let c = &mut self.clients[key];
-        c.state = ClientState::AuthSwitch(Box::new(pending));
+        c.set_state(ClientState::AuthSwitch(Box::new(pending)));
         let mut out = Vec::new();
         switch.encode(&mut out);
         self.send_to_client(key, seq, &out);
@@ -284,7 +284,7 @@ impl Engine {
     /// with a user (its user and pool change only when a change succeeds).
     fn answer_refusal(&mut self, key: usize, seq: u8, code: (u16, &'static str), msg: &str) {
         let c = &mut self.clients[key];
-        c.state = ClientState::Idle;
+        c.set_state(ClientState::Idle);
         let logged_in = !c.user.is_empty();
         self.client_error(key, seq, code, msg);
         if !logged_in {
@@ -452,6 +452,7 @@ impl Engine {
         let server = self.pools[pool].server;
         let c = &mut self.clients[key];
         c.pool = pool;
+        c.retally();
         c.user = auth.user;
         c.capabilities = auth.capabilities & (SERVER_CAPS | CLIENT_LOCAL_FILES);
         c.mariadb_caps = auth.mariadb_caps;
@@ -468,7 +469,7 @@ impl Engine {
                 // need to wait in the backlog for it again.
                 let c = &mut self.clients[key];
                 c.session.set_schema(Some(db));
-                c.state = ClientState::Idle;
+                c.set_state(ClientState::Idle);
                 self.arm_idle_timer(key);
                 self.client_login_ok(key, seq);
                 self.process_client_input(key);
@@ -486,14 +487,14 @@ impl Engine {
                 c.rbuf.extend_from_slice(&framed);
                 c.rbuf.extend_from_slice(&rest);
                 c.seq_offset = seq.wrapping_sub(1);
-                c.state = ClientState::ConnectDb;
+                c.set_state(ClientState::ConnectDb);
                 // Counted as a request: it waits in the backlog and runs on
                 // a backend like one, so latency counts stay equal to it.
                 self.pools[pool].counters.requests += 1;
                 self.counters.requests += 1;
                 let c = &mut self.clients[key];
                 match scan_message(c.rbuf.as_slice(), usize::MAX) {
-                    Ok(Some(span)) => c.current = Some(span),
+                    Ok(Some(span)) => c.in_flight = Some(InFlight::new(span)),
                     _ => {
                         self.close_client_with_error(key, ER_HANDSHAKE_ERROR, "Bad handshake");
                         return;
@@ -503,7 +504,7 @@ impl Engine {
                 self.enqueue_current(key);
             }
             None => {
-                c.state = ClientState::Idle;
+                c.set_state(ClientState::Idle);
                 self.arm_idle_timer(key);
                 self.client_ok(key, seq);
                 self.process_client_input(key);
@@ -662,6 +663,7 @@ impl Engine {
         c.drop_pins();
         let trim = c.stmts.bytes() >= TRIM_AFTER_BYTES;
         c.stmts.clear();
+        c.retally();
         c.last_insert_id = 0;
         c.last_status = SERVER_STATUS_AUTOCOMMIT;
         // The global wait_timeout, even for an interactive client (as

@@ -26,6 +26,7 @@ use super::statement::{kill_split, query_facts, StatementFacts};
 use super::stmt::{
     execute_layout, execute_types, release_free_memory, ClientStmts, TRIM_AFTER_BYTES,
 };
+use super::tally::{Counted, TallyBook, TallyState};
 use super::timer::TimerKind;
 use super::{Engine, POOLED_BUF_MAX};
 use crate::config::Credential;
@@ -141,6 +142,56 @@ pub enum ClientState {
     Running(usize),
 }
 
+/// A client's command in flight: all that is per command, so that "no
+/// command" is one `None` (`Client::in_flight`) rather than a dozen fields
+/// to reset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    pub bytes: CommandBytes,
+    /// Its retries after its backend died: all of them, and those after it
+    /// may have reached a mysqld that had not yet been tried (`retried_at`:
+    /// when the last one was made).
+    pub retries: u8,
+    pub retries_reached: u8,
+    pub retried_at: Option<Instant>,
+    /// The prepared statement it is about.
+    pub stmt: Option<u32>,
+    /// The funnel answers it by the user's privileges, which a backend is
+    /// asked for first.
+    pub awaiting_privileges: bool,
+    /// A query whose process-list references the funnel replaced already
+    /// (not to be looked at again).
+    pub rewritten: bool,
+}
+
+impl InFlight {
+    /// A command just read (its bytes: `span`, first in `rbuf`).
+    pub fn new(span: MessageSpan) -> Self {
+        InFlight {
+            bytes: CommandBytes::Handling(span),
+            retries: 0,
+            retries_reached: 0,
+            retried_at: None,
+            stmt: None,
+            awaiting_privileges: false,
+            rewritten: false,
+        }
+    }
+}
+
+/// Where a command's bytes are: the first message in the client's `rbuf`
+/// while the command is handled, and still after it was sent to a backend,
+/// until its answer starts, so that it can be sent again if that backend
+/// dies first (see `Engine::retry_current`); then consumed. One value: a
+/// command is never both handled and sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandBytes {
+    Handling(MessageSpan),
+    Sent(MessageSpan),
+    /// Its answer started: the bytes are gone.
+    Answering,
+}
+
 /// A login held back by `auth_throttle` until its timer fires.
 #[derive(Debug)]
 pub struct AuthHold {
@@ -178,23 +229,15 @@ pub struct Client {
     /// The backend this client holds (pinned), if any.
     pub pinned: Option<usize>,
     pub pins: PinSet,
-    /// The command being handled: the first message in `rbuf`.
-    pub current: Option<MessageSpan>,
-    /// The command sent to a backend whose answer has not started: still
-    /// the first message in `rbuf`, so that it can be sent again if that
-    /// backend dies first (see `Server::retry_current`). Dropped when the
-    /// answer starts, or the client goes idle.
-    pub sent: Option<MessageSpan>,
-    /// The current command's retries after its backend died: all of them,
-    /// and those after it may have reached a mysqld that had not yet been
-    /// tried (`retried_at`: when the last one was made).
-    pub retries: u8,
-    pub retries_reached: u8,
-    pub retried_at: Option<Instant>,
-    /// Added to backend sequence ids (non-zero only for the connect-with-db check).
+    /// The command in flight, from the read of its bytes until its answer
+    /// is complete (or the funnel answered it): what is per command.
+    pub in_flight: Option<InFlight>,
+    /// Added to backend sequence ids (non-zero only for the connect-with-db
+    /// check and the parts of a query with a `KILL`).
     pub seq_offset: u8,
+    /// When its last command was read (the process list's Time counts
+    /// from it, also once the command is done).
     pub command_read_at: Instant,
-    pub command_sent_at: Instant,
     pub last_insert_id: u64,
     /// What `ROW_COUNT()` returns: the client's previous statement's
     /// affected rows, -1 after a result set or an error.
@@ -227,8 +270,6 @@ pub struct Client {
     /// The client's prepared statements, by the ids the funnel gave them.
     pub stmts: ClientStmts,
     pub next_stmt_id: u32,
-    /// The statement the current command is about.
-    pub current_stmt: Option<u32>,
     /// Backends closing statements this client let go of: its next command
     /// waits until they have (mysqld's `Prepared_stmt_count` is down then,
     /// as after a close on a direct connection).
@@ -260,12 +301,6 @@ pub struct Client {
     /// The rest of a multi-statement query that holds a `KILL`, run in
     /// parts (see [`MultiRest`]).
     pub multi_rest: Option<MultiRest>,
-    /// The current command is the funnel's to answer by the user's
-    /// privileges, which a backend is asked for first.
-    pub awaiting_privileges: bool,
-    /// The current command is a query whose process-list references the
-    /// funnel replaced already (not to be looked at again).
-    pub rewritten: bool,
     /// A relayed login's own privileges (its pool is shared by every
     /// unlisted user, so they cannot be the pool's).
     pub relay_privileges: Option<super::processlist::Privileges>,
@@ -273,6 +308,16 @@ pub struct Client {
     pub accepted_at: Instant,
     /// A login held back after failed logins (`auth_throttle`).
     pub auth_hold: Option<Box<AuthHold>>,
+    /// The pools' client tallies, and what this client adds to them now
+    /// (`retally`; taken out when it is dropped).
+    tally: TallyBook,
+    counted: Option<Counted>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.tally.apply(self.counted.take(), None);
+    }
 }
 
 /// What is left of a multi-statement query with a `KILL` in it: the
@@ -293,6 +338,36 @@ pub struct MultiRest {
 }
 
 impl Client {
+    /// The command being handled (not yet sent to a backend).
+    pub fn current(&self) -> Option<MessageSpan> {
+        match self.in_flight?.bytes {
+            CommandBytes::Handling(span) => Some(span),
+            _ => None,
+        }
+    }
+    /// The command sent to a backend whose answer has not started.
+    pub fn sent(&self) -> Option<MessageSpan> {
+        match self.in_flight?.bytes {
+            CommandBytes::Sent(span) => Some(span),
+            _ => None,
+        }
+    }
+    /// The command being handled is done with (answered, or failed): no
+    /// command is in flight any more. Its span, whose bytes the caller
+    /// consumes.
+    pub fn take_current(&mut self) -> Option<MessageSpan> {
+        let span = self.current()?;
+        self.in_flight = None;
+        Some(span)
+    }
+    /// The prepared statement the command in flight is about.
+    pub fn current_stmt(&self) -> Option<u32> {
+        self.in_flight?.stmt
+    }
+    /// The command in flight waits for the user's privileges.
+    pub fn awaiting_privileges(&self) -> bool {
+        self.in_flight.is_some_and(|f| f.awaiting_privileges)
+    }
     pub fn is_busy(&self) -> bool {
         matches!(
             self.state,
@@ -300,7 +375,8 @@ impl Client {
         )
     }
     pub fn is_queued(&self) -> bool {
-        matches!(self.state, ClientState::Queued | ClientState::ConnectDb) && self.current.is_some()
+        matches!(self.state, ClientState::Queued | ClientState::ConnectDb)
+            && self.current().is_some()
     }
     pub fn is_running(&self) -> bool {
         matches!(self.state, ClientState::Running(_))
@@ -311,24 +387,81 @@ impl Client {
             self.running_connect_db = Some(backend);
             return;
         }
-        self.state = ClientState::Running(backend);
+        self.set_state(ClientState::Running(backend));
+    }
+    /// The one place a client's state changes: its pool's tally follows.
+    pub fn set_state(&mut self, state: ClientState) {
+        self.state = state;
+        self.retally();
+    }
+    pub fn pin(&mut self, cause: PinCause) {
+        if !self.pins.contains(cause) {
+            self.pins.insert(cause);
+            self.retally();
+        }
+    }
+    pub fn unpin(&mut self, cause: PinCause) {
+        if self.pins.contains(cause) {
+            self.pins.remove(cause);
+            self.retally();
+        }
+    }
+    /// Its output held for it as a slow reader (`buffered`) changed.
+    pub fn set_buffered(&mut self, bytes: usize) {
+        self.buffered = bytes;
+        self.retally();
+    }
+    /// What the client adds to its pool's tally, as it is now.
+    pub fn counted_as(&self) -> Counted {
+        let state = match self.state {
+            ClientState::Handshake
+            | ClientState::AuthSwitch(_)
+            | ClientState::Relay { login: true, .. } => TallyState::Handshaking,
+            ClientState::Relay { login: false, .. } => TallyState::Other,
+            ClientState::Idle => TallyState::Idle,
+            ClientState::Queued | ClientState::ConnectDb => TallyState::Queued,
+            ClientState::Running(_) => TallyState::Running,
+        };
+        Counted {
+            pool: self.pool,
+            state,
+            pin: self.pins.primary(),
+            buffered: self.buffered,
+            stmts: self.stmts.len(),
+        }
+    }
+    /// Move the client's share of the tallies to what it counts as now:
+    /// after each change of its state, pool, pins, buffered output or
+    /// statements (the simulation checks none is missed).
+    pub fn retally(&mut self) {
+        let now = Some(self.counted_as());
+        self.tally.apply(self.counted, now);
+        self.counted = now;
+    }
+    /// What it was last counted as (for the checks against a walk).
+    pub fn counted(&self) -> Option<Counted> {
+        self.counted
     }
     /// Waiting for its next command, as mysqld's `wait_timeout` counts:
     /// nothing queued or running, its answers all written.
     pub fn waits_for_command(&self) -> bool {
-        matches!(self.state, ClientState::Idle) && self.current.is_none() && self.wbuf.is_empty()
+        matches!(self.state, ClientState::Idle) && self.current().is_none() && self.wbuf.is_empty()
     }
     pub fn set_idle(&mut self) {
         self.drop_sent();
-        self.state = ClientState::Idle;
+        self.in_flight = None;
         self.seq_offset = 0;
         self.running_connect_db = None;
+        self.set_state(ClientState::Idle);
     }
     /// The answer to the command sent has started (or it is over): its
     /// bytes are no longer needed.
     pub fn drop_sent(&mut self) {
-        if let Some(span) = self.sent.take() {
-            self.rbuf.consume(span.wire_len);
+        if let Some(f) = &mut self.in_flight {
+            if let CommandBytes::Sent(span) = f.bytes {
+                f.bytes = CommandBytes::Answering;
+                self.rbuf.consume(span.wire_len);
+            }
         }
     }
     /// The session state that held the client to its backend is gone (the
@@ -339,6 +472,7 @@ impl Client {
         self.read_back_insert_id = false;
         self.unreported_held = 0;
         self.open_cursors.clear();
+        self.retally();
     }
 
     /// Track whether `stmt` has an open cursor; the cursor pin lasts while
@@ -349,9 +483,9 @@ impl Client {
             self.open_cursors.push(stmt);
         }
         if self.open_cursors.is_empty() {
-            self.pins.remove(PinCause::Cursor);
+            self.unpin(PinCause::Cursor);
         } else {
-            self.pins.insert(PinCause::Cursor);
+            self.pin(PinCause::Cursor);
         }
     }
 
@@ -416,74 +550,13 @@ impl Engine {
         let id = self.take_connection_id();
         let mut scramble = [0u8; 20];
         fill_scramble(&mut scramble);
-        let entry = self.clients.vacant_entry();
-        let key = entry.key();
         let host = peer.host();
+        let mut c = self.new_client(serial, id, conn, peer);
+        c.host = host;
+        c.scramble = scramble;
+        c.retally();
+        let key = self.clients.insert(c);
         self.client_ids.insert(id, key);
-        entry.insert(Client {
-            serial,
-            id,
-            conn,
-            peer,
-            tls: false,
-            state: ClientState::Handshake,
-            pool: 0,
-            rbuf: Buf::new(),
-            wbuf: Buf::new(),
-            capabilities: 0,
-            mariadb_caps: 0,
-            charset: 0,
-            scramble,
-            user: String::new(),
-            host,
-            session: SessionVars::new(),
-            session_ready: false,
-            track: TrackSettings::default(),
-            pinned: None,
-            pins: PinSet::default(),
-            current: None,
-            sent: None,
-            retries: 0,
-            retries_reached: 0,
-            retried_at: None,
-            seq_offset: 0,
-            command_read_at: self.now,
-            command_sent_at: self.now,
-            last_insert_id: 0,
-            row_count: 0,
-            last_status: SERVER_STATUS_AUTOCOMMIT,
-            bytes_out: 0,
-            pending_error: None,
-            unreported_taken: 0,
-            unreported_released: 0,
-            unreported_held: 0,
-            multi_statements: true,
-            read_paused: false,
-            flush_queued: false,
-            close_after_flush: false,
-            read_closed: false,
-            running_connect_db: None,
-            multi_rest: None,
-            awaiting_privileges: false,
-            rewritten: false,
-            relay_privileges: None,
-            e2e_pending: false,
-            stmts: ClientStmts::new(self.prepared_stmts.clone(), self.stmt_holders.clone()),
-            closes_awaited: 0,
-            next_stmt_id: 0,
-            current_stmt: None,
-            open_cursors: Vec::new(),
-            write_stalled_since: None,
-            buffered: 0,
-            facts: StatementFacts::default(),
-            read_back_pending: false,
-            read_back_insert_id: false,
-            timeouts: ClientTimeouts::default(),
-            last_active: self.now,
-            idle_timer_at: None,
-            accepted_at: self.now,
-            auth_hold: None,
-        });
         let greeting = HandshakeV10 {
             server_version: self.announced_version(),
             connection_id: id,
@@ -518,6 +591,69 @@ impl Engine {
         Some((key, serial))
     }
 
+    /// A new client as accepted: logging in, nothing of a session yet. Not
+    /// counted in the tallies until its first `retally`.
+    fn new_client(&self, serial: u64, id: u32, conn: ConnId, peer: Peer) -> Client {
+        Client {
+            serial,
+            id,
+            conn,
+            peer,
+            tls: false,
+            state: ClientState::Handshake,
+            pool: 0,
+            rbuf: Buf::new(),
+            wbuf: Buf::new(),
+            capabilities: 0,
+            mariadb_caps: 0,
+            charset: 0,
+            scramble: [0; 20],
+            user: String::new(),
+            host: String::new(),
+            session: SessionVars::new(),
+            session_ready: false,
+            track: TrackSettings::default(),
+            pinned: None,
+            pins: PinSet::default(),
+            in_flight: None,
+            seq_offset: 0,
+            command_read_at: self.now,
+            last_insert_id: 0,
+            row_count: 0,
+            last_status: SERVER_STATUS_AUTOCOMMIT,
+            bytes_out: 0,
+            pending_error: None,
+            unreported_taken: 0,
+            unreported_released: 0,
+            unreported_held: 0,
+            multi_statements: true,
+            read_paused: false,
+            flush_queued: false,
+            close_after_flush: false,
+            read_closed: false,
+            running_connect_db: None,
+            multi_rest: None,
+            relay_privileges: None,
+            e2e_pending: false,
+            stmts: ClientStmts::new(self.prepared_stmts.clone(), self.stmt_holders.clone()),
+            closes_awaited: 0,
+            next_stmt_id: 0,
+            open_cursors: Vec::new(),
+            write_stalled_since: None,
+            buffered: 0,
+            facts: StatementFacts::default(),
+            read_back_pending: false,
+            read_back_insert_id: false,
+            timeouts: ClientTimeouts::default(),
+            last_active: self.now,
+            idle_timer_at: None,
+            accepted_at: self.now,
+            auth_hold: None,
+            tally: self.tallies.clone(),
+            counted: None,
+        }
+    }
+
     /// A client another funnel process handed over (`handoff.rs`), as it
     /// was there: logged in to `pool`, idle, with the image's session. Its
     /// statements, pending error and input are the caller's to add.
@@ -529,74 +665,28 @@ impl Engine {
         image: &super::handoff::ClientImage,
     ) -> (usize, u64) {
         let serial = self.next_serial();
-        let entry = self.clients.vacant_entry();
-        let key = entry.key();
-        entry.insert(Client {
-            serial,
-            id: image.id,
-            conn,
-            peer,
-            // TLS clients are never handed over (their TLS session stays in
-            // the process that made it).
-            tls: false,
-            state: ClientState::Idle,
-            pool,
-            rbuf: Buf::new(),
-            wbuf: Buf::new(),
-            capabilities: image.capabilities,
-            mariadb_caps: image.mariadb_caps,
-            charset: image.charset,
-            scramble: image.scramble,
-            user: image.user.clone(),
-            host: image.host.clone(),
-            session: image.session(),
-            session_ready: image.session_ready,
-            track: image.track.clone(),
-            pinned: None,
-            pins: PinSet::default(),
-            current: None,
-            sent: None,
-            retries: 0,
-            retries_reached: 0,
-            retried_at: None,
-            seq_offset: 0,
-            command_read_at: self.now,
-            command_sent_at: self.now,
-            last_insert_id: image.last_insert_id,
-            row_count: image.row_count,
-            last_status: image.last_status,
-            bytes_out: 0,
-            pending_error: None,
-            unreported_taken: 0,
-            unreported_released: 0,
-            unreported_held: 0,
-            multi_statements: image.multi_statements,
-            read_paused: false,
-            flush_queued: false,
-            close_after_flush: false,
-            read_closed: false,
-            running_connect_db: None,
-            multi_rest: None,
-            awaiting_privileges: false,
-            rewritten: false,
-            relay_privileges: None,
-            e2e_pending: false,
-            stmts: ClientStmts::new(self.prepared_stmts.clone(), self.stmt_holders.clone()),
-            closes_awaited: 0,
-            next_stmt_id: image.next_stmt_id,
-            current_stmt: None,
-            open_cursors: Vec::new(),
-            write_stalled_since: None,
-            buffered: 0,
-            facts: StatementFacts::default(),
-            read_back_pending: false,
-            read_back_insert_id: false,
-            timeouts: image.timeouts,
-            last_active: self.now,
-            idle_timer_at: None,
-            accepted_at: self.now,
-            auth_hold: None,
-        });
+        let mut c = self.new_client(serial, image.id, conn, peer);
+        // `tls` stays false: TLS clients are never handed over (their TLS
+        // session stays in the process that made it).
+        c.set_state(ClientState::Idle);
+        c.pool = pool;
+        c.capabilities = image.capabilities;
+        c.mariadb_caps = image.mariadb_caps;
+        c.charset = image.charset;
+        c.scramble = image.scramble;
+        c.user = image.user.clone();
+        c.host = image.host.clone();
+        c.session = image.session();
+        c.session_ready = image.session_ready;
+        c.track = image.track.clone();
+        c.last_insert_id = image.last_insert_id;
+        c.row_count = image.row_count;
+        c.last_status = image.last_status;
+        c.multi_statements = image.multi_statements;
+        c.next_stmt_id = image.next_stmt_id;
+        c.timeouts = image.timeouts;
+        c.retally();
+        let key = self.clients.insert(c);
         (key, serial)
     }
 
@@ -733,7 +823,7 @@ impl Engine {
                     self.scratch = payload;
                 }
                 ClientState::Idle => {
-                    if c.current.is_some() || c.closes_awaited > 0 {
+                    if c.current().is_some() || c.closes_awaited > 0 {
                         break;
                     }
                     if let Some(m) = c.multi_rest.take() {
@@ -786,15 +876,12 @@ impl Engine {
                         );
                         return;
                     }
-                    c.current = Some(span);
+                    c.in_flight = Some(InFlight::new(span));
                     // A command from the client: its answer starts at 1
                     // (only parts of a query with a KILL number on).
                     c.seq_offset = 0;
                     c.command_read_at = self.now;
                     c.last_active = self.now;
-                    c.retries = 0;
-                    c.retries_reached = 0;
-                    c.retried_at = None;
                     self.handle_command(key);
                 }
                 ClientState::Running(b) => {

@@ -197,7 +197,7 @@ impl Engine {
             // buffer pool would keep).
             c.wbuf.shrink_to_pending(POOLED_BUF_MAX);
             self.buffered_total = self.buffered_total - c.buffered + pending;
-            c.buffered = pending;
+            c.set_buffered(pending);
         }
         if pending == 0 {
             self.bufs.release(&mut c.wbuf);
@@ -330,27 +330,30 @@ impl Engine {
                 self.close_backend(b);
                 self.maintain_pool(pool);
             }
-            if let Some(bk) = self.backends.get_mut(b) {
-                if bk.client.map(|r| r.serial) == Some(c.serial) {
-                    bk.client = None;
-                    if bk.state == crate::server::backend::BackendState::Running {
-                        bk.state = crate::server::backend::BackendState::Draining;
-                        bk.drain_started = self.now;
-                        bk.paused = false;
-                        self.actions.push(Action::ReadBackend {
-                            key: b,
-                            serial: bk.serial,
-                        });
-                    }
+            if self
+                .backends
+                .get(b)
+                .is_some_and(|bk| bk.client.map(|r| r.serial) == Some(c.serial))
+            {
+                self.detach_backend_client(b);
+                if self.backends[b].state == crate::server::backend::BackendState::Running {
+                    self.set_backend_state(b, crate::server::backend::BackendState::Draining);
+                    let bk = &mut self.backends[b];
+                    bk.drain_started = self.now;
+                    bk.paused = false;
+                    self.actions.push(Action::ReadBackend {
+                        key: b,
+                        serial: bk.serial,
+                    });
                 }
             }
         }
         if let Some(b) = c.pinned {
             if running != Some(b) {
                 self.release_pinned_by(b, &c);
-            } else if let Some(bk) = self.backends.get_mut(b) {
+            } else if self.backends.contains(b) {
                 // Drained first, then reset (finish_response sees `pinned`).
-                bk.client = None;
+                self.detach_backend_client(b);
             }
         }
         c.rbuf.clear();

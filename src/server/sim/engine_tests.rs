@@ -292,7 +292,7 @@ fn a_client_that_stops_reading_pauses_its_backend_until_it_reads_again() {
     assert_eq!(frames[13][0], EOF_HEADER);
     assert!(!sim.funnel.engine.backends[b].paused);
     sim.steps(4).unwrap();
-    assert!(sim.funnel.engine.pools[0].idle.contains(&b));
+    assert!(sim.funnel.engine.pools[0].idle().contains(&b));
     sim.finish().unwrap();
 }
 
@@ -338,7 +338,7 @@ fn a_client_leaving_mid_result_has_its_backend_drained_back_to_the_pool() {
     until(&mut sim, "the backend paused mid-result", |s| {
         backend_of(s, 0).is_some_and(|b| {
             let b = &s.funnel.engine.backends[b];
-            b.paused && b.response_bytes > 0
+            b.paused && b.response.bytes > 0
         })
     });
     let b = backend_of(&sim, 0).unwrap();
@@ -346,10 +346,10 @@ fn a_client_leaving_mid_result_has_its_backend_drained_back_to_the_pool() {
     sim.drop_client(0);
     // The rest of the result is read and dropped (drained).
     until(&mut sim, "the backend idle again", |s| {
-        s.funnel.engine.pools[0].idle.contains(&b)
+        s.funnel.engine.pools[0].idle().contains(&b)
     });
     // Back in the pool, not closed: the same connection to mysqld.
-    assert!(sim.funnel.engine.pools[0].idle.contains(&b));
+    assert!(sim.funnel.engine.pools[0].idle().contains(&b));
     let bk = &sim.funnel.engine.backends[b];
     assert_eq!(bk.thread_id, thread);
     assert_eq!(bk.state, BackendState::Idle);

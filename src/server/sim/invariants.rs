@@ -18,7 +18,8 @@ impl Engine {
     pub(crate) fn check_invariants(&self) -> Result<(), String> {
         self.check_clients()?;
         self.check_backends()?;
-        self.check_pools()
+        self.check_pools()?;
+        self.check_tallies()
     }
 
     fn check_clients(&self) -> Result<(), String> {
@@ -61,14 +62,22 @@ impl Engine {
                         c.state, c.pool
                     ));
                 }
-                ClientState::Idle if c.current.is_some() && !c.close_after_flush => {
+                ClientState::Idle
+                    if c.in_flight.is_some() && c.current().is_none() && !c.close_after_flush =>
+                {
+                    return Err(format!(
+                        "client {key} is idle with a command still in flight ({:?}): it outlived its answer",
+                        c.in_flight
+                    ));
+                }
+                ClientState::Idle if c.current().is_some() && !c.close_after_flush => {
                     return Err(format!(
                         "client {key} is idle with a command nobody handles: it would wait forever"
                     ));
                 }
                 _ => {}
             }
-            if let Some(sent) = c.sent {
+            if let Some(sent) = c.sent() {
                 // Kept only while its backend may still die before the
                 // answer starts: it is then queued again from the buffer.
                 let on = match c.state {
@@ -78,14 +87,13 @@ impl Engine {
                 };
                 let awaiting = on
                     .and_then(|b| self.backends.get(b))
-                    .is_some_and(|bk| bk.state == BackendState::Running && bk.response_bytes == 0);
-                if !awaiting || c.current.is_some() || c.rbuf.len() < sent.wire_len {
+                    .is_some_and(|bk| bk.state == BackendState::Running && bk.response.bytes == 0);
+                if !awaiting || c.rbuf.len() < sent.wire_len {
                     return Err(format!(
-                        "client {key} ({:?}) keeps a sent command ({} bytes of {} in its input, current {:?}) whose answer is no longer awaited",
+                        "client {key} ({:?}) keeps a sent command ({} bytes of {} in its input) whose answer is no longer awaited",
                         c.state,
                         sent.wire_len,
-                        c.rbuf.len(),
-                        c.current
+                        c.rbuf.len()
                     ));
                 }
             }
@@ -218,7 +226,13 @@ impl Engine {
             if b.state == BackendState::Running && b.client.is_none() {
                 return Err(format!("backend {key} runs a command for nobody"));
             }
-            let in_idle = self.pools[b.pool].idle.contains(&key);
+            let in_idle = self.pools[b.pool].idle().contains(&key);
+            if in_idle != b.idle_listed {
+                return Err(format!(
+                    "backend {key}'s idle_listed ({}) disagrees with its pool's list",
+                    b.idle_listed
+                ));
+            }
             let should_be_idle = b.state == BackendState::Idle && !b.pinned;
             if in_idle != should_be_idle {
                 return Err(format!(
@@ -256,10 +270,10 @@ impl Engine {
                     pool.shared, pool.pinned, pool.connecting
                 ));
             }
-            let mut idle = pool.idle.clone();
+            let mut idle = pool.idle().to_vec();
             idle.sort_unstable();
             idle.dedup();
-            if idle.len() != pool.idle.len() {
+            if idle.len() != pool.idle().len() {
                 return Err(format!("pool {p} lists a backend twice as idle"));
             }
         }
@@ -313,7 +327,7 @@ impl Engine {
                     p.shared,
                     p.pinned,
                     p.connecting,
-                    p.idle,
+                    p.idle(),
                     p.backlog_len()
                 )
             })

@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use super::super::action::{Action, ConnId};
-use super::super::event_loop::READ_CAP_PER_EVENT;
-use super::super::io::{Peer, ReadOutcome};
+use super::super::io::{Buf, Peer, ReadOutcome};
+use super::super::transfer::{Connections, Owner, Transport};
 use super::super::Engine;
 use super::fake_mysqld::FakeMysqld;
 use super::pipe::{pipe, PipeEnd};
@@ -48,21 +48,6 @@ const SETTLE_ROUNDS: usize = 64;
 
 /// Notifications for systemd kept (the latest).
 const MAX_NOTIFICATIONS: usize = 16;
-
-/// Whose pipe end a connection is (see `event_loop::Owner`).
-#[derive(Clone, Copy, Debug)]
-enum Owner {
-    Client {
-        key: usize,
-        serial: u64,
-    },
-    Backend {
-        key: usize,
-        serial: u64,
-    },
-    /// Accepted and refused, closing.
-    Nobody,
-}
 
 struct Conn {
     end: PipeEnd,
@@ -199,48 +184,10 @@ impl MemIo {
 
     /// As `EventLoop::conn_event`.
     fn conn_event(&mut self, id: usize, readable: bool, writable: bool) {
-        let Some(conn) = self.conns.get(id) else {
-            return;
-        };
-        match conn.owner {
-            Owner::Client { key, serial } => {
-                if !self.engine.client_is(key, serial) {
-                    return;
-                }
-                if writable {
-                    self.write_client(key);
-                }
-                if readable {
-                    self.read_client(key);
-                }
-            }
-            Owner::Backend { key, serial } => {
-                if !self.engine.backend_is(key, serial) {
-                    return;
-                }
-                if self.engine.backend_awaits_connect(key) {
-                    if !writable && !readable {
-                        return;
-                    }
-                    let end = &self.conns[id].end;
-                    if let Some(e) = end.take_error() {
-                        self.engine.backend_open_failed(key, e);
-                        return;
-                    }
-                    if !end.is_connected() {
-                        return; // spurious wake-up: still connecting
-                    }
-                    self.engine.backend_connected(key);
-                }
-                if writable {
-                    self.write_backend(key);
-                }
-                if readable || writable {
-                    self.read_backend(key);
-                }
-            }
-            Owner::Nobody => {}
-        }
+        let stop = self.stop_on_short_read;
+        let pipes = &mut Pipes(&mut self.conns);
+        self.engine
+            .conn_event(ConnId(id), readable, writable, stop, pipes);
     }
 
     /// Carry out the engine's actions and run its deferred work until
@@ -335,68 +282,25 @@ impl MemIo {
     }
 
     fn write_client(&mut self, key: usize) {
-        let Some((conn, wbuf)) = self.engine.client_output(key) else {
-            return;
-        };
-        let before = wbuf.len();
-        let result = match self.conns.get_mut(conn.0) {
-            Some(c) if before > 0 => wbuf.write_to(&mut c.end),
-            Some(_) => Ok(true),
-            None => Err(std::io::Error::other("connection gone")),
-        };
-        let written = before - wbuf.len();
-        self.engine.client_written(key, result.map(|_| written));
+        self.engine
+            .write_client_out(key, &mut Pipes(&mut self.conns));
     }
 
     fn read_client(&mut self, key: usize) {
-        if !self.engine.client_may_read(key) {
-            return;
-        }
-        let Some(conn) = self.engine.client_conn(key) else {
-            return;
-        };
-        let Some(c) = self.conns.get_mut(conn.0) else {
-            return;
-        };
-        let Some(rbuf) = self.engine.client_rbuf(key) else {
-            return;
-        };
-        let outcome = rbuf.read_from(&mut c.end, READ_CAP_PER_EVENT, self.stop_on_short_read);
-        self.engine.client_read_done(key, outcome);
+        let stop = self.stop_on_short_read;
+        self.engine
+            .read_client_in(key, stop, &mut Pipes(&mut self.conns));
     }
 
     fn write_backend(&mut self, key: usize) {
-        if !self.engine.backend_may_write(key) {
-            return;
-        }
-        let Some((conn, wbuf)) = self.engine.backend_output(key) else {
-            return;
-        };
-        let before = wbuf.len();
-        let result = match self.conns.get_mut(conn.0) {
-            Some(c) => wbuf.write_to(&mut c.end),
-            None => Err(std::io::Error::other("connection gone")),
-        };
-        let written = before - wbuf.len();
-        self.engine.backend_written(key, result.map(|_| written));
+        self.engine
+            .write_backend_out(key, &mut Pipes(&mut self.conns));
     }
 
     fn read_backend(&mut self, key: usize) {
-        if !self.engine.backend_may_read(key) {
-            return;
-        }
-        let Some(conn) = self.engine.backend_conn(key) else {
-            return;
-        };
-        let Some(c) = self.conns.get_mut(conn.0) else {
-            return;
-        };
-        let Some(rbuf) = self.engine.backend_rbuf(key) else {
-            return;
-        };
-        let outcome: std::io::Result<ReadOutcome> =
-            rbuf.read_from(&mut c.end, READ_CAP_PER_EVENT, self.stop_on_short_read);
-        self.engine.backend_read_done(key, outcome);
+        let stop = self.stop_on_short_read;
+        self.engine
+            .read_backend_in(key, stop, &mut Pipes(&mut self.conns));
     }
 
     fn connect(&mut self, key: usize, serial: u64, mysqld: &mut FakeMysqld) {
@@ -416,5 +320,42 @@ impl MemIo {
             owner: Owner::Backend { key, serial },
         });
         self.engine.backend_opened(key, serial, ConnId(id));
+    }
+}
+
+/// The simulation's pipe ends, as the engine's transfers reach them
+/// (`transfer.rs`).
+struct Pipes<'a>(&'a mut Slab<Conn>);
+
+impl Connections for Pipes<'_> {
+    type Transport<'b>
+        = &'b mut PipeEnd
+    where
+        Self: 'b;
+    fn transport(&mut self, conn: ConnId) -> Option<&mut PipeEnd> {
+        self.0.get_mut(conn.0).map(|c| &mut c.end)
+    }
+    fn owner(&self, conn: ConnId) -> Option<Owner> {
+        self.0.get(conn.0).map(|c| c.owner)
+    }
+}
+
+impl Transport for &mut PipeEnd {
+    fn send(&mut self, wbuf: &mut Buf) -> std::io::Result<bool> {
+        wbuf.write_to(*self)
+    }
+    fn receive(
+        &mut self,
+        rbuf: &mut Buf,
+        cap: usize,
+        stop_on_short: bool,
+    ) -> std::io::Result<ReadOutcome> {
+        rbuf.read_from(*self, cap, stop_on_short)
+    }
+    fn connect_done(&self) -> std::io::Result<bool> {
+        match self.take_error() {
+            Some(e) => Err(e),
+            None => Ok(self.is_connected()),
+        }
     }
 }

@@ -338,7 +338,7 @@ impl Sim {
             if b.kill_query.is_some() {
                 continue;
             }
-            let idle = self.funnel.engine.pools[b.pool].idle.contains(&key);
+            let idle = self.funnel.engine.pools[b.pool].idle().contains(&key);
             if idle && self.mysqld.in_transaction(b.thread_id) {
                 return Err(format!(
                     "idle backend {key} (thread {}) has a transaction open",

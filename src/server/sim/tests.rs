@@ -148,29 +148,75 @@ fn a_dying_backend_and_garbage_clients_run_clean() {
 fn the_checker_sees_a_lost_idle_backend() {
     let mut sim = Sim::new().unwrap();
     sim.funnel.engine.check_invariants().unwrap();
-    let Some(b) = sim.funnel.engine.pools[0].idle.pop() else {
+    let Some(&b) = sim.funnel.engine.pools[0].idle().last() else {
         panic!(
             "no idle backend after start: {}",
             sim.funnel.engine.describe_state()
         );
     };
+    sim.funnel.engine.pools[0].unlist_idle(b);
     let e = sim.funnel.engine.check_invariants().unwrap_err();
     assert!(e.contains(&format!("backend {b}")), "{e}");
 }
 
 #[test]
-fn the_checker_sees_a_queued_client_missing_from_the_backlog() {
+fn the_idle_list_follows_state_role_and_client() {
+    use super::super::backend::{BackendState, Internal};
+    let mut sim = Sim::new().unwrap();
+    sim.settle().unwrap();
+    let e = &mut sim.funnel.engine;
+    let idle = e.pools[0].idle().to_vec();
+    assert!(idle.len() >= 2, "{}", e.describe_state());
+    let b = idle[0];
+    // Busy with a step of its own: off the list.
+    e.set_backend_state(b, BackendState::Internal(Internal::Ping));
+    assert!(!e.pools[0].idle().contains(&b));
+    e.check_invariants().unwrap();
+    // Idle again: back on it, as the most recently used.
+    e.set_backend_state(b, BackendState::Idle);
+    assert_eq!(e.pools[0].idle().last(), Some(&b));
+    e.check_invariants().unwrap();
+    // Held by a client, or pinned: off the list while either lasts.
+    let nobody = super::super::pool::ClientRef {
+        key: usize::MAX,
+        serial: u64::MAX,
+    };
+    e.attach_backend_client(b, nobody);
+    assert!(!e.pools[0].idle().contains(&b));
+    e.detach_backend_client(b);
+    assert!(e.pools[0].idle().contains(&b));
+    e.set_backend_role(b, true, false);
+    assert!(!e.pools[0].idle().contains(&b));
+    e.set_backend_role(b, false, false);
+    assert!(e.pools[0].idle().contains(&b));
+    e.check_invariants().unwrap();
+    sim.finish().unwrap();
+}
+
+/// A simulation with one client logged in, and its key.
+fn one_logged_in_client() -> (Sim, usize) {
     let mut sim = Sim::new().unwrap();
     sim.login(0, LOGIN_APP).unwrap();
     sim.steps(10).unwrap();
-    let key = sim
-        .funnel
-        .engine
-        .clients
-        .iter()
-        .map(|(k, _)| k)
-        .next()
-        .unwrap();
+    let key = sim.funnel.engine.clients.iter().map(|(k, _)| k).next();
+    (sim, key.expect("a client logged in"))
+}
+
+#[test]
+fn the_checker_sees_a_client_tally_left_behind() {
+    let (mut sim, key) = one_logged_in_client();
+    sim.funnel.engine.check_invariants().unwrap();
+    // A pin taken without `Client::pin`: the tallies did not follow.
+    sim.funnel.engine.clients[key]
+        .pins
+        .insert(super::super::session::PinCause::Lock);
+    let e = sim.funnel.engine.check_invariants().unwrap_err();
+    assert!(e.contains("tallied"), "{e}");
+}
+
+#[test]
+fn the_checker_sees_a_queued_client_missing_from_the_backlog() {
+    let (mut sim, key) = one_logged_in_client();
     sim.funnel.engine.clients[key].state = super::super::client::ClientState::Queued;
     let e = sim.funnel.engine.check_invariants().unwrap_err();
     assert!(e.contains("would wait forever"), "{e}");
