@@ -115,7 +115,7 @@ impl PinSet {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionVars {
     pub schema: Option<String>,
-    pub vars: BTreeMap<String, String>,
+    pub vars: VarMap,
     /// User variables: name → SQL literal that recreates the value with its
     /// type (read back from `information_schema.USER_VARIABLES`). A variable
     /// set to NULL is the same as one never set, as `SELECT @x` sees it.
@@ -132,6 +132,94 @@ pub struct SessionVars {
     /// Hash of `schema` and `vars`, kept current so that the common case
     /// (client and backend already agree) costs one comparison.
     fingerprint: u64,
+}
+
+/// Session system variables by lowercase name, in name order: a sorted
+/// vector, not a `BTreeMap`. Every client that logs in holds its
+/// handshake's four character-set variables, and few hold many more: four
+/// entries here are one 192-B block where a `BTreeMap` leaf is 544 B.
+/// The part of the `BTreeMap` interface the funnel uses.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VarMap(Vec<(String, String)>);
+
+impl VarMap {
+    fn find(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(n, _)| n.as_str().cmp(name))
+    }
+
+    // Generic over the name, as `BTreeMap`'s are, so that callers pass
+    // what they hold (`&String`, `&&str`).
+    pub fn get<N: AsRef<str> + ?Sized>(&self, name: &N) -> Option<&String> {
+        self.find(name.as_ref()).ok().map(|i| &self.0[i].1)
+    }
+
+    pub fn contains_key<N: AsRef<str> + ?Sized>(&self, name: &N) -> bool {
+        self.find(name.as_ref()).is_ok()
+    }
+
+    /// The value it replaced, if any.
+    pub fn insert(&mut self, name: String, value: String) -> Option<String> {
+        match self.find(&name) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
+            Err(i) => {
+                self.0.insert(i, (name, value));
+                None
+            }
+        }
+    }
+
+    pub fn remove<N: AsRef<str> + ?Sized>(&mut self, name: &N) -> Option<String> {
+        self.find(name.as_ref()).ok().map(|i| self.0.remove(i).1)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter().map(|(n, v)| (n, v))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(n, _)| n)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for &'a VarMap {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (String, String)>,
+        fn(&'a (String, String)) -> (&'a String, &'a String),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(n, v)| (n, v))
+    }
+}
+
+impl std::ops::Index<&str> for VarMap {
+    type Output = String;
+
+    fn index(&self, name: &str) -> &String {
+        match self.get(name) {
+            Some(v) => v,
+            None => panic!("no variable {name}"),
+        }
+    }
+}
+
+impl FromIterator<(String, String)> for VarMap {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        let mut map = VarMap::default();
+        for (name, value) in iter {
+            map.insert(name, value);
+        }
+        map
+    }
 }
 
 /// Variables that a client must not change on a shared backend, because the
@@ -930,6 +1018,32 @@ mod user_var_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The sorted vector behaves as the map it replaced: name order,
+    /// one entry per name, insert and remove return what was there.
+    #[test]
+    fn var_map_is_a_sorted_map() {
+        let mut m = VarMap::default();
+        assert_eq!(m.insert("time_zone".into(), "+01:00".into()), None);
+        assert_eq!(m.insert("autocommit".into(), "OFF".into()), None);
+        assert_eq!(m.insert("sql_mode".into(), "ANSI".into()), None);
+        assert_eq!(
+            m.insert("autocommit".into(), "ON".into()).as_deref(),
+            Some("OFF")
+        );
+        let names: Vec<&String> = m.keys().collect();
+        assert_eq!(names, ["autocommit", "sql_mode", "time_zone"]);
+        assert_eq!(m.get("autocommit").map(String::as_str), Some("ON"));
+        assert!(m.contains_key("sql_mode") && !m.contains_key("sql"));
+        assert_eq!(m.remove("sql_mode").as_deref(), Some("ANSI"));
+        assert_eq!(m.remove("sql_mode"), None);
+        assert_eq!(m.len(), 2);
+        let same: VarMap = [("time_zone", "+01:00"), ("autocommit", "ON")]
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(m, same);
+    }
 
     #[test]
     fn replay_sets_differences_and_defaults_the_rest() {
