@@ -276,7 +276,7 @@ impl ClientImage {
             TrackedVars::List(names) => {
                 w.u8(1);
                 w.u32(names.len() as u32);
-                for n in names {
+                for n in names.iter() {
                     w.str(n);
                 }
             }
@@ -355,7 +355,7 @@ impl ClientImage {
                 for _ in 0..n {
                     names.push(r.string()?);
                 }
-                TrackedVars::List(names)
+                TrackedVars::List(names.into())
             }
             _ => return Err(WireError("bad tracked-variables tag")),
         };
@@ -577,7 +577,7 @@ impl Engine {
             pending_error: c
                 .pending_error
                 .as_ref()
-                .map(|((code, state), msg)| (*code, state.to_string(), msg.clone())),
+                .map(|e| (e.0 .0, e.0 .1.to_string(), e.1.clone())),
             idle: self.now.saturating_duration_since(c.last_active),
             next_stmt_id: c.next_stmt_id,
             stmts,
@@ -706,7 +706,7 @@ impl Engine {
         c.pending_error = image
             .pending_error
             .as_ref()
-            .map(|(code, state, msg)| ((*code, static_sqlstate(state)), msg.clone()));
+            .map(|(code, state, msg)| Box::new(((*code, static_sqlstate(state)), msg.clone())));
         c.last_active = self.now.checked_sub(image.idle).unwrap_or(self.now);
         // The process list's Time of an idle client counts from here.
         c.command_read_at = c.last_active;
@@ -784,7 +784,7 @@ mod tests {
             track: TrackSettings {
                 schema: true,
                 state_change: true,
-                vars: TrackedVars::List(vec!["autocommit".into(), "time_zone".into()]),
+                vars: TrackedVars::List(vec!["autocommit".into(), "time_zone".into()].into()),
                 transaction_info: TransactionInfo::Characteristics,
             },
             timeouts: ClientTimeouts {
