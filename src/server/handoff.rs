@@ -32,7 +32,7 @@ use super::action::{Action, ConnId};
 use super::client::ClientState;
 use super::client_track::{TrackSettings, TrackedVars, TransactionInfo};
 use super::io::Peer;
-use super::session::{ClientTimeouts, PinCause, PinSet, SessionVars};
+use super::session::{timeout_seconds, ClientTimeouts, PinCause, PinSet, SessionVars};
 use super::stmt::{own_stmt_key, stmt_key, ClientStmt};
 use super::Engine;
 use crate::protocol::consts::err;
@@ -286,8 +286,8 @@ impl ClientImage {
             TransactionInfo::State => 1,
             TransactionInfo::Characteristics => 2,
         });
-        w.opt_u64(self.timeouts.wait);
-        w.opt_u64(self.timeouts.interactive);
+        w.opt_u64(self.timeouts.wait.map(u64::from));
+        w.opt_u64(self.timeouts.interactive.map(u64::from));
         w.bool(self.timeouts.interactive_login);
         w.u64(self.last_insert_id);
         w.u64(self.row_count as u64);
@@ -366,8 +366,8 @@ impl ClientImage {
             _ => return Err(WireError("bad transaction-info tag")),
         };
         let timeouts = ClientTimeouts {
-            wait: r.opt_u64()?,
-            interactive: r.opt_u64()?,
+            wait: r.opt_u64()?.map(timeout_seconds),
+            interactive: r.opt_u64()?.map(timeout_seconds),
             interactive_login: r.bool()?,
         };
         let last_insert_id = r.u64()?;

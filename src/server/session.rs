@@ -275,8 +275,10 @@ pub struct TrackedChanges {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClientTimeouts {
     /// Set by the client (as mysqld's tracker reported it); None: the default.
-    pub wait: Option<u64>,
-    pub interactive: Option<u64>,
+    /// u32: mysqld's maximum is 31536000 (a year), and every idle client
+    /// holds these.
+    pub wait: Option<u32>,
+    pub interactive: Option<u32>,
     /// Logged in with `CLIENT_INTERACTIVE`: mysqld starts such a session
     /// with `wait_timeout` = the global `interactive_timeout` (and, checked
     /// on MariaDB 10.11, not again after `COM_RESET_CONNECTION` or
@@ -302,6 +304,12 @@ impl Default for ServerTimeouts {
     }
 }
 
+/// A timeout as [`ClientTimeouts`] holds it. Above mysqld's maximum
+/// cannot be reported; it would saturate.
+pub fn timeout_seconds(seconds: u64) -> u32 {
+    u32::try_from(seconds).unwrap_or(u32::MAX)
+}
+
 impl ClientTimeouts {
     /// The client's session values: (`wait_timeout`, `interactive_timeout`).
     pub fn effective(&self, server: ServerTimeouts) -> (u64, u64) {
@@ -311,18 +319,18 @@ impl ClientTimeouts {
             server.wait
         };
         (
-            self.wait.unwrap_or(default_wait),
-            self.interactive.unwrap_or(server.interactive),
+            self.wait.map_or(default_wait, u64::from),
+            self.interactive.map_or(server.interactive, u64::from),
         )
     }
 
     /// Take what a statement's OK reported.
     pub fn apply(&mut self, changes: &TrackedChanges) {
-        if changes.wait_timeout.is_some() {
-            self.wait = changes.wait_timeout;
+        if let Some(wait) = changes.wait_timeout {
+            self.wait = Some(timeout_seconds(wait));
         }
-        if changes.interactive_timeout.is_some() {
-            self.interactive = changes.interactive_timeout;
+        if let Some(interactive) = changes.interactive_timeout {
+            self.interactive = Some(timeout_seconds(interactive));
         }
     }
 }
@@ -1018,6 +1026,20 @@ mod user_var_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Timeouts are held as u32 seconds: a reported value keeps its
+    /// meaning, and one past u32 (mysqld never reports it) saturates.
+    #[test]
+    fn client_timeouts_take_reported_seconds() {
+        let mut t = ClientTimeouts::default();
+        t.apply(&TrackedChanges {
+            wait_timeout: Some(31_536_000),
+            interactive_timeout: Some(u64::MAX),
+            ..Default::default()
+        });
+        let server = ServerTimeouts::default();
+        assert_eq!(t.effective(server), (31_536_000, u64::from(u32::MAX)));
+    }
 
     /// The sorted vector behaves as the map it replaced: name order,
     /// one entry per name, insert and remove return what was there.
