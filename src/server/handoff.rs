@@ -558,7 +558,7 @@ impl Engine {
                 .session
                 .vars
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             user_vars: c
                 .session
