@@ -1049,7 +1049,7 @@ mod tests {
         let mut t = ClientTimeouts::default();
         t.apply(&TrackedChanges {
             wait_timeout: Some(31_536_000),
-            interactive_timeout: Some(u64::MAX),
+            interactive_timeout: Some((1 << 32) + 5),
             ..Default::default()
         });
         let server = ServerTimeouts::default();
