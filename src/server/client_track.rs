@@ -15,6 +15,7 @@
 
 use crate::protocol::session_track::{filter_session_state, session_state_changes, StateChange};
 use crate::protocol::Result;
+use std::sync::Arc;
 
 /// `session_track_transaction_info`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,8 +30,9 @@ pub enum TransactionInfo {
 pub enum TrackedVars {
     /// `*`
     All,
-    /// Lowercase names.
-    List(Vec<String>),
+    /// Lowercase names. Shared: every client starts with its server's
+    /// list and few ever change it (a change makes a new list).
+    List(Arc<[String]>),
 }
 
 /// One client's `session_track_*` settings.
@@ -74,7 +76,7 @@ fn parse_vars(v: &str) -> TrackedVars {
         }
         names.push(name.to_ascii_lowercase());
     }
-    TrackedVars::List(names)
+    TrackedVars::List(names.into())
 }
 
 fn parse_transaction_info(v: &str) -> Option<TransactionInfo> {
@@ -283,7 +285,7 @@ mod tests {
             "session_track_system_variables",
             " Time_Zone ,"
         )])));
-        assert_eq!(t.vars, TrackedVars::List(vec!["time_zone".into()]));
+        assert_eq!(t.vars, TrackedVars::List(vec!["time_zone".into()].into()));
         assert!(t.keeps(&var("TIME_ZONE", "+00:00")));
         assert!(!t.update(&block(&[var("time_zone", "+00:00")])));
         // A value that does not parse changes nothing.

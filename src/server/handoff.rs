@@ -32,7 +32,7 @@ use super::action::{Action, ConnId};
 use super::client::ClientState;
 use super::client_track::{TrackSettings, TrackedVars, TransactionInfo};
 use super::io::Peer;
-use super::session::{ClientTimeouts, PinCause, PinSet, SessionVars};
+use super::session::{timeout_seconds, ClientTimeouts, PinCause, PinSet, SessionVars};
 use super::stmt::{own_stmt_key, stmt_key, ClientStmt};
 use super::Engine;
 use crate::protocol::consts::err;
@@ -276,7 +276,7 @@ impl ClientImage {
             TrackedVars::List(names) => {
                 w.u8(1);
                 w.u32(names.len() as u32);
-                for n in names {
+                for n in names.iter() {
                     w.str(n);
                 }
             }
@@ -286,8 +286,8 @@ impl ClientImage {
             TransactionInfo::State => 1,
             TransactionInfo::Characteristics => 2,
         });
-        w.opt_u64(self.timeouts.wait);
-        w.opt_u64(self.timeouts.interactive);
+        w.opt_u64(self.timeouts.wait.map(u64::from));
+        w.opt_u64(self.timeouts.interactive.map(u64::from));
         w.bool(self.timeouts.interactive_login);
         w.u64(self.last_insert_id);
         w.u64(self.row_count as u64);
@@ -355,7 +355,7 @@ impl ClientImage {
                 for _ in 0..n {
                     names.push(r.string()?);
                 }
-                TrackedVars::List(names)
+                TrackedVars::List(names.into())
             }
             _ => return Err(WireError("bad tracked-variables tag")),
         };
@@ -366,8 +366,8 @@ impl ClientImage {
             _ => return Err(WireError("bad transaction-info tag")),
         };
         let timeouts = ClientTimeouts {
-            wait: r.opt_u64()?,
-            interactive: r.opt_u64()?,
+            wait: r.opt_u64()?.map(timeout_seconds),
+            interactive: r.opt_u64()?.map(timeout_seconds),
             interactive_login: r.bool()?,
         };
         let last_insert_id = r.u64()?;
@@ -558,7 +558,7 @@ impl Engine {
                 .session
                 .vars
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             user_vars: c
                 .session
@@ -577,7 +577,7 @@ impl Engine {
             pending_error: c
                 .pending_error
                 .as_ref()
-                .map(|((code, state), msg)| (*code, state.to_string(), msg.clone())),
+                .map(|e| (e.0 .0, e.0 .1.to_string(), e.1.clone())),
             idle: self.now.saturating_duration_since(c.last_active),
             next_stmt_id: c.next_stmt_id,
             stmts,
@@ -706,7 +706,7 @@ impl Engine {
         c.pending_error = image
             .pending_error
             .as_ref()
-            .map(|(code, state, msg)| ((*code, static_sqlstate(state)), msg.clone()));
+            .map(|(code, state, msg)| Box::new(((*code, static_sqlstate(state)), msg.clone())));
         c.last_active = self.now.checked_sub(image.idle).unwrap_or(self.now);
         // The process list's Time of an idle client counts from here.
         c.command_read_at = c.last_active;
@@ -784,7 +784,7 @@ mod tests {
             track: TrackSettings {
                 schema: true,
                 state_change: true,
-                vars: TrackedVars::List(vec!["autocommit".into(), "time_zone".into()]),
+                vars: TrackedVars::List(vec!["autocommit".into(), "time_zone".into()].into()),
                 transaction_info: TransactionInfo::Characteristics,
             },
             timeouts: ClientTimeouts {

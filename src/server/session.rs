@@ -7,6 +7,7 @@
 //! command changed. The funnel does not parse SQL to learn state, except for
 //! the few things the server does not report (see `statement.rs`).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
@@ -115,7 +116,7 @@ impl PinSet {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionVars {
     pub schema: Option<String>,
-    pub vars: BTreeMap<String, String>,
+    pub vars: VarMap,
     /// User variables: name → SQL literal that recreates the value with its
     /// type (read back from `information_schema.USER_VARIABLES`). A variable
     /// set to NULL is the same as one never set, as `SELECT @x` sees it.
@@ -132,6 +133,108 @@ pub struct SessionVars {
     /// Hash of `schema` and `vars`, kept current so that the common case
     /// (client and backend already agree) costs one comparison.
     fingerprint: u64,
+}
+
+/// Session system variables by lowercase name, in name order: a sorted
+/// vector, not a `BTreeMap`. Every client that logs in holds its
+/// handshake's four character-set variables, and few hold many more: four
+/// entries here are one 128-B block where a `BTreeMap` leaf is 544 B, and
+/// their names and usual values are `COMMON_VAR_TEXTS`, not allocated.
+/// The part of the `BTreeMap` interface the funnel uses.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VarMap(Vec<(VarText, VarText)>);
+
+/// A variable's name or value: borrowed from `COMMON_VAR_TEXTS` when it is
+/// one of them, else owned.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct VarText(Cow<'static, str>);
+
+/// What most sessions hold: the character-set variables a handshake sets
+/// and their usual values.
+const COMMON_VAR_TEXTS: &[&str] = &[
+    "character_set_client",
+    "character_set_connection",
+    "character_set_results",
+    "collation_connection",
+    "autocommit",
+    "sql_mode",
+    "time_zone",
+    "ON",
+    "OFF",
+    "binary",
+    "latin1",
+    "latin1_swedish_ci",
+    "utf8mb3",
+    "utf8mb3_general_ci",
+    "utf8mb4",
+    "utf8mb4_bin",
+    "utf8mb4_general_ci",
+    "utf8mb4_unicode_ci",
+    "utf8mb4_uca1400_ai_ci",
+];
+
+impl VarText {
+    fn new(text: &str) -> VarText {
+        VarText(match COMMON_VAR_TEXTS.iter().find(|c| **c == text) {
+            Some(common) => Cow::Borrowed(common),
+            None => Cow::Owned(text.to_string()),
+        })
+    }
+}
+
+impl VarMap {
+    fn find(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(n, _)| (*n.0).cmp(name))
+    }
+
+    // Generic over the name, as `BTreeMap`'s are, so that callers pass
+    // what they hold (`&String`, `&&str`).
+    pub fn get<N: AsRef<str> + ?Sized>(&self, name: &N) -> Option<&str> {
+        self.find(name.as_ref()).ok().map(|i| &*self.0[i].1 .0)
+    }
+
+    pub fn contains_key<N: AsRef<str> + ?Sized>(&self, name: &N) -> bool {
+        self.find(name.as_ref()).is_ok()
+    }
+
+    pub fn insert(&mut self, name: &str, value: &str) {
+        match self.find(name) {
+            Ok(i) => self.0[i].1 = VarText::new(value),
+            Err(i) => self.0.insert(i, (VarText::new(name), VarText::new(value))),
+        }
+    }
+
+    pub fn remove<N: AsRef<str> + ?Sized>(&mut self, name: &N) {
+        if let Ok(i) = self.find(name.as_ref()) {
+            self.0.remove(i);
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (&*n.0, &*v.0))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(n, _)| &*n.0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> FromIterator<(&'a str, &'a str)> for VarMap {
+    fn from_iter<I: IntoIterator<Item = (&'a str, &'a str)>>(iter: I) -> Self {
+        let mut map = VarMap::default();
+        for (name, value) in iter {
+            map.insert(name, value);
+        }
+        map
+    }
 }
 
 /// Variables that a client must not change on a shared backend, because the
@@ -187,8 +290,10 @@ pub struct TrackedChanges {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClientTimeouts {
     /// Set by the client (as mysqld's tracker reported it); None: the default.
-    pub wait: Option<u64>,
-    pub interactive: Option<u64>,
+    /// u32: mysqld's maximum is 31536000 (a year), and every idle client
+    /// holds these.
+    pub wait: Option<u32>,
+    pub interactive: Option<u32>,
     /// Logged in with `CLIENT_INTERACTIVE`: mysqld starts such a session
     /// with `wait_timeout` = the global `interactive_timeout` (and, checked
     /// on MariaDB 10.11, not again after `COM_RESET_CONNECTION` or
@@ -214,6 +319,12 @@ impl Default for ServerTimeouts {
     }
 }
 
+/// A timeout as [`ClientTimeouts`] holds it. Above mysqld's maximum
+/// cannot be reported; it would saturate.
+pub fn timeout_seconds(seconds: u64) -> u32 {
+    u32::try_from(seconds).unwrap_or(u32::MAX)
+}
+
 impl ClientTimeouts {
     /// The client's session values: (`wait_timeout`, `interactive_timeout`).
     pub fn effective(&self, server: ServerTimeouts) -> (u64, u64) {
@@ -223,18 +334,18 @@ impl ClientTimeouts {
             server.wait
         };
         (
-            self.wait.unwrap_or(default_wait),
-            self.interactive.unwrap_or(server.interactive),
+            self.wait.map_or(default_wait, u64::from),
+            self.interactive.map_or(server.interactive, u64::from),
         )
     }
 
     /// Take what a statement's OK reported.
     pub fn apply(&mut self, changes: &TrackedChanges) {
-        if changes.wait_timeout.is_some() {
-            self.wait = changes.wait_timeout;
+        if let Some(wait) = changes.wait_timeout {
+            self.wait = Some(timeout_seconds(wait));
         }
-        if changes.interactive_timeout.is_some() {
-            self.interactive = changes.interactive_timeout;
+        if let Some(interactive) = changes.interactive_timeout {
+            self.interactive = Some(timeout_seconds(interactive));
         }
     }
 }
@@ -266,8 +377,8 @@ impl SessionVars {
 
     pub fn set_var(&mut self, name: &str, value: &str) {
         let name = name.to_ascii_lowercase();
-        if self.vars.get(&name).map(String::as_str) != Some(value) {
-            self.vars.insert(name, value.to_string());
+        if self.vars.get(&name) != Some(value) {
+            self.vars.insert(&name, value);
             self.refresh_fingerprint();
         }
     }
@@ -335,7 +446,7 @@ impl SessionVars {
                         // Its collation is read back with the metadata.
                         self.results_collation = None;
                     }
-                    self.vars.insert(name, value);
+                    self.vars.insert(&name, &value);
                     out.applied += 1;
                 }
                 Ok(StateChange::StateChanged(changed)) => out.state_changed |= changed,
@@ -377,7 +488,7 @@ impl SessionVars {
             if backend.results_collation.as_deref() != Some(coll)
                 && is_plain_name(cs)
                 && is_plain_name(coll)
-                && !NOT_CLIENT_CHARSETS.contains(&cs.as_str())
+                && !NOT_CLIENT_CHARSETS.contains(&cs)
             {
                 sql.extend_from_slice(b"SET NAMES '");
                 sql.extend_from_slice(cs.as_bytes());
@@ -391,7 +502,7 @@ impl SessionVars {
             match names {
                 Some((cs, _)) if RESULTS_NAMES[..3].contains(&name) => Some(cs),
                 Some((_, coll)) if name == RESULTS_NAMES[3] => Some(coll),
-                _ => backend.vars.get(name).map(String::as_str),
+                _ => backend.vars.get(name),
             }
         };
         for (name, literal) in &self.user_vars {
@@ -404,13 +515,13 @@ impl SessionVars {
                 push_user_var(&mut sql, name, "NULL");
             }
         }
-        for (name, value) in &self.vars {
-            if backend_var(name) != Some(value.as_str()) {
+        for (name, value) in self.vars.iter() {
+            if backend_var(name) != Some(value) {
                 push_assignment(&mut sql, name, Some(value));
             }
         }
         let set_by_names = names.map_or(&[][..], |_| &RESULTS_NAMES[..]);
-        for name in backend.vars.keys().map(String::as_str).chain(
+        for name in backend.vars.keys().chain(
             set_by_names
                 .iter()
                 .copied()
@@ -462,7 +573,7 @@ impl SessionVars {
         for name in self.vars.keys().chain(backend.vars.keys()) {
             if self.overwritten(backend, o, name) {
                 match self.vars.get(name) {
-                    Some(v) => to.vars.insert(name.clone(), v.clone()),
+                    Some(v) => to.vars.insert(name, v),
                     None => to.vars.remove(name),
                 };
             }
@@ -488,7 +599,7 @@ impl SessionVars {
         for name in self.vars.keys().chain(backend.vars.keys()) {
             if self.overwritten(backend, o, name) {
                 match backend.vars.get(name) {
-                    Some(v) => after.vars.insert(name.clone(), v.clone()),
+                    Some(v) => after.vars.insert(name, v),
                     None => after.vars.remove(name),
                 };
             }
@@ -931,6 +1042,47 @@ mod user_var_tests {
 mod tests {
     use super::*;
 
+    /// Timeouts are held as u32 seconds: a reported value keeps its
+    /// meaning, and one past u32 (mysqld never reports it) saturates.
+    #[test]
+    fn client_timeouts_take_reported_seconds() {
+        let mut t = ClientTimeouts::default();
+        t.apply(&TrackedChanges {
+            wait_timeout: Some(31_536_000),
+            interactive_timeout: Some((1 << 32) + 5),
+            ..Default::default()
+        });
+        let server = ServerTimeouts::default();
+        assert_eq!(t.effective(server), (31_536_000, u64::from(u32::MAX)));
+    }
+
+    /// The sorted vector behaves as the map it replaced: name order, one
+    /// entry per name; common texts are borrowed, others owned.
+    #[test]
+    fn var_map_is_a_sorted_map() {
+        let mut m = VarMap::default();
+        m.insert("time_zone", "+01:00");
+        m.insert("autocommit", "OFF");
+        m.insert("sql_mode", "ANSI");
+        m.insert("autocommit", "ON");
+        assert_eq!(
+            m.keys().collect::<Vec<_>>(),
+            ["autocommit", "sql_mode", "time_zone"]
+        );
+        assert_eq!(m.get("autocommit"), Some("ON"));
+        assert!(m.contains_key("sql_mode") && !m.contains_key("sql"));
+        m.remove("sql_mode");
+        m.remove("sql_mode");
+        assert_eq!(m.len(), 2);
+        let same: VarMap = [("time_zone", "+01:00"), ("autocommit", "ON")]
+            .into_iter()
+            .collect();
+        assert_eq!(m, same);
+        let borrowed = |t: &VarText| matches!(t.0, Cow::Borrowed(_));
+        assert!(m.0.iter().all(|(n, _)| borrowed(n)));
+        assert_eq!(m.0.iter().filter(|(_, v)| borrowed(v)).count(), 1);
+    }
+
     #[test]
     fn replay_sets_differences_and_defaults_the_rest() {
         let mut client = SessionVars::new();
@@ -1033,7 +1185,7 @@ mod tests {
             b'b', b'4',
         ]);
         assert_eq!(client.results_collation, None);
-        assert_eq!(client.vars["character_set_results"], "utf8mb4");
+        assert_eq!(client.vars.get("character_set_results"), Some("utf8mb4"));
     }
 
     #[test]
@@ -1097,7 +1249,7 @@ mod tests {
         assert_eq!(changes.applied, 1);
         assert!(!s.vars.contains_key("wait_timeout"));
         assert!(!s.vars.contains_key("interactive_timeout"));
-        assert_eq!(s.vars.get("sql_mode").map(String::as_str), Some("ANSI"));
+        assert_eq!(s.vars.get("sql_mode"), Some("ANSI"));
 
         let server = ServerTimeouts {
             wait: 100,
@@ -1145,10 +1297,7 @@ mod tests {
             Some("SET SESSION `time_zone` = DEFAULT")
         );
         let after = client.replayed_except(&backend, &set);
-        assert_eq!(
-            after.vars.get("autocommit").map(String::as_str),
-            Some("OFF")
-        );
+        assert_eq!(after.vars.get("autocommit"), Some("OFF"));
         assert!(!after.vars.contains_key("time_zone"));
         assert_eq!(client.replay_vars_sql_except(&after, &set), None);
         assert!(!client.agrees_on(&after, &set));

@@ -644,13 +644,13 @@ impl Engine {
                         let limit = p.user.max_pinned_backends;
                         if let Some(c) = self.clients.get_mut(cr.key) {
                             c.drop_pins();
-                            c.pending_error = Some((
+                            c.pending_error = Some(Box::new((
                                 crate::protocol::consts::err::ER_CON_COUNT_ERROR,
                                 format!(
                                     "funnel: too many pinned clients in pool '{}' (max_pinned_backends = {limit}); your transaction or session state was discarded",
                                     p.name()
                                 ),
-                            ));
+                            )));
                             c.set_idle();
                         }
                         log_limited!(

@@ -614,7 +614,7 @@ impl Engine {
             SetNames::Charset(_) => match b.names_defaults.iter().find(|(c, _)| c == cs) {
                 Some((_, coll)) => coll.clone(),
                 None => {
-                    b.names_learn = Some(cs.clone());
+                    b.names_learn = Some(cs.to_string());
                     return false;
                 }
             },
@@ -696,7 +696,7 @@ impl Engine {
                     && s.vars.get("character_set_results") == Some(&cs)
                     && !b.names_defaults.iter().any(|(c, _)| *c == cs)
                 {
-                    let coll = coll.clone();
+                    let coll = coll.to_string();
                     b.names_defaults.push((cs.clone(), coll.clone()));
                     let server = self.pools[b.pool].server;
                     let srv = &mut self.servers[server];

@@ -1180,10 +1180,10 @@ impl Engine {
                     self.fail_request(cr, crate::protocol::consts::err::CR_SERVER_LOST, msg);
                 } else {
                     if had_state {
-                        c.pending_error = Some((
+                        c.pending_error = Some(Box::new((
                             crate::protocol::consts::err::CR_SERVER_LOST,
                             "funnel: lost connection to backend; the session's transaction and state are gone".into(),
-                        ));
+                        )));
                     }
                     if running {
                         c.set_idle();

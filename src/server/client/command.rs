@@ -28,7 +28,7 @@ impl Engine {
         // The error is the answer to the next command that has one
         // (COM_STMT_CLOSE and COM_STMT_SEND_LONG_DATA have none).
         if !matches!(cmd, COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA) {
-            if let Some((code, msg)) = c.pending_error.take() {
+            if let Some((code, msg)) = c.pending_error.take().map(|e| *e) {
                 let seq = 1u8.wrapping_add(c.seq_offset);
                 self.discard_current(key);
                 self.client_error(key, seq, code, &msg);
@@ -415,11 +415,11 @@ impl Engine {
             // The statements before the KILL, as a query of their own; the
             // KILL and what follows wait for its answer.
             let rest = sql[split.kill.0..].to_vec();
-            self.clients[key].multi_rest = Some(MultiRest {
+            self.clients[key].multi_rest = Some(Box::new(MultiRest {
                 sql: rest,
                 seq: 0,
                 ready: false,
-            });
+            }));
             self.push_query_part(key, &sql[..end], seq);
             self.handle_command(key);
             return;
@@ -429,11 +429,11 @@ impl Engine {
             Ok(Some(kill)) => {
                 if self.kill(key, kill, seq, more) && more {
                     if let Some(c) = self.clients.get_mut(key) {
-                        c.multi_rest = Some(MultiRest {
+                        c.multi_rest = Some(Box::new(MultiRest {
                             sql: sql[split.rest..].to_vec(),
                             seq: seq.wrapping_add(1),
                             ready: true,
-                        });
+                        }));
                     }
                 }
             }
@@ -680,7 +680,7 @@ impl Engine {
             // long-data error at the execute, the funnel at the next
             // command that has an answer.
             if c.pending_error.is_none() {
-                c.pending_error = Some((code, msg.to_string()));
+                c.pending_error = Some(Box::new((code, msg.to_string())));
             }
             self.client_ready(client.key);
             return;
