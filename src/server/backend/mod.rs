@@ -1245,9 +1245,8 @@ impl Engine {
 /// `Engine::set_backend_state`, `set_backend_role`, `attach_backend_client`,
 /// `detach_backend_client`), so the list follows them. Listed last: most
 /// recently used.
-// Inlined, and `matches!` rather than the derived `==` (a call, as
-// `BackendState` has a variant with data): it runs at every state, role and
-// client change, several times per query, and mostly finds nothing to do.
+// Inlined: it runs at every state, role and client change, several times
+// per query, and mostly finds nothing to do.
 #[inline]
 fn sync_idle_listing(b: &mut Backend, key: usize, pools: &mut [super::pool::Pool], now: Instant) {
     let free = b.kill_query.is_none()
