@@ -30,7 +30,8 @@ pub struct ClientTally {
     pub prepared_stmts: usize,
 }
 
-/// Where a client is counted in its pool's tally.
+/// Where a client is counted in its pool's tally (its value indexes
+/// [`Slots::by_state`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TallyState {
     Handshaking,
@@ -51,14 +52,26 @@ pub struct Counted {
     pub stmts: usize,
 }
 
+/// One pool's tally as the book keeps it: clients by state in one array,
+/// so that the common move (a state change) is a decrement and an
+/// increment, with no branch on which states.
+#[derive(Clone, Copy, Debug, Default)]
+struct Slots {
+    by_state: [usize; 5],
+    pinned: [usize; PinCause::ALL.len()],
+    buffered_bytes: usize,
+    prepared_stmts: usize,
+}
+
 /// Every pool's tally, by pool index: shared by the engine (which reads
 /// it) and its clients (which keep their share of it right).
 #[derive(Clone, Default)]
-pub struct TallyBook(Rc<RefCell<Vec<ClientTally>>>);
+pub struct TallyBook(Rc<RefCell<Vec<Slots>>>);
 
 impl TallyBook {
     /// Move a client's share from `old` to `new` (either may be none: a
     /// client arriving or leaving).
+    #[inline]
     pub fn apply(&self, old: Option<Counted>, new: Option<Counted>) {
         if old == new {
             return;
@@ -67,13 +80,13 @@ impl TallyBook {
         match (old, new) {
             // The common move (a state or pin change in the same pool):
             // only what differs.
-            (Some(o), Some(n)) if o.pool == n.pool => tally_at(&mut book, n.pool).shift(&o, &n),
+            (Some(o), Some(n)) if o.pool == n.pool => slots_at(&mut book, n.pool).shift(&o, &n),
             _ => {
                 if let Some(o) = old {
-                    tally_at(&mut book, o.pool).count(&o, false);
+                    slots_at(&mut book, o.pool).count(&o, false);
                 }
                 if let Some(n) = new {
-                    tally_at(&mut book, n.pool).count(&n, true);
+                    slots_at(&mut book, n.pool).count(&n, true);
                 }
             }
         }
@@ -81,21 +94,28 @@ impl TallyBook {
 
     /// Pool `pool`'s tally (all zero for one no client has counted in yet).
     pub fn get(&self, pool: usize) -> ClientTally {
-        self.0.borrow().get(pool).cloned().unwrap_or_default()
+        self.0
+            .borrow()
+            .get(pool)
+            .map_or_else(ClientTally::default, Slots::tally)
     }
 
     /// Clients still logging in, in every pool.
     pub fn handshaking(&self) -> usize {
-        self.0.borrow().iter().map(|t| t.handshaking).sum()
+        self.0
+            .borrow()
+            .iter()
+            .map(|t| t.by_state[TallyState::Handshaking as usize])
+            .sum()
     }
 
     /// The tallies a walk over `shares` gives, for checks against the book.
     pub fn walk(shares: impl Iterator<Item = Counted>) -> Vec<ClientTally> {
         let mut book = Vec::new();
         for c in shares {
-            tally_at(&mut book, c.pool).count(&c, true);
+            slots_at(&mut book, c.pool).count(&c, true);
         }
-        book
+        book.iter().map(Slots::tally).collect()
     }
 
     /// The book's tallies, up to `pools` pools (those past its end zero).
@@ -104,33 +124,46 @@ impl TallyBook {
     }
 }
 
-fn tally_at(book: &mut Vec<ClientTally>, pool: usize) -> &mut ClientTally {
+fn slots_at(book: &mut Vec<Slots>, pool: usize) -> &mut Slots {
     if book.len() <= pool {
-        book.resize(pool + 1, ClientTally::default());
+        book.resize(pool + 1, Slots::default());
     }
     &mut book[pool]
 }
 
-impl ClientTally {
+fn take(n: &mut usize, by: usize) {
+    debug_assert!(*n >= by, "a client tally went below zero");
+    *n = n.saturating_sub(by);
+}
+
+impl Slots {
+    fn tally(&self) -> ClientTally {
+        let s = &self.by_state;
+        let handshaking = s[TallyState::Handshaking as usize];
+        ClientTally {
+            connected: s.iter().sum::<usize>() - handshaking,
+            idle: s[TallyState::Idle as usize],
+            queued: s[TallyState::Queued as usize],
+            running: s[TallyState::Running as usize],
+            handshaking,
+            pinned: self.pinned,
+            buffered_bytes: self.buffered_bytes,
+            prepared_stmts: self.prepared_stmts,
+        }
+    }
+
     fn count(&mut self, c: &Counted, add: bool) {
         let step = |n: &mut usize, by: usize| {
             if add {
                 *n += by;
             } else {
-                debug_assert!(*n >= by, "a client tally went below zero");
-                *n = n.saturating_sub(by);
+                take(n, by);
             }
         };
+        step(&mut self.by_state[c.state as usize], 1);
         if c.state == TallyState::Handshaking {
-            step(&mut self.handshaking, 1);
+            // Nothing else of a client logging in is counted.
             return;
-        }
-        step(&mut self.connected, 1);
-        match c.state {
-            TallyState::Idle => step(&mut self.idle, 1),
-            TallyState::Queued => step(&mut self.queued, 1),
-            TallyState::Running => step(&mut self.running, 1),
-            TallyState::Handshaking | TallyState::Other => {}
         }
         if let Some(cause) = c.pin {
             // `ALL` is in declaration order: a cause's index is its value.
@@ -141,29 +174,19 @@ impl ClientTally {
     }
 
     /// Move a client of this pool from `o` to `n`.
+    #[inline]
     fn shift(&mut self, o: &Counted, n: &Counted) {
         let handshaking = TallyState::Handshaking;
-        if (o.state == handshaking) != (n.state == handshaking) {
+        if o.state == handshaking || n.state == handshaking {
             self.count(o, false);
             self.count(n, true);
             return;
         }
-        if o.state == handshaking {
-            // Nothing else of a client logging in is counted.
-            return;
-        }
-        if o.state != n.state {
-            if let Some(s) = self.slot(o.state) {
-                *s = s.saturating_sub(1);
-            }
-            if let Some(s) = self.slot(n.state) {
-                *s += 1;
-            }
-        }
+        take(&mut self.by_state[o.state as usize], 1);
+        self.by_state[n.state as usize] += 1;
         if o.pin != n.pin {
             if let Some(cause) = o.pin {
-                let s = &mut self.pinned[cause as usize];
-                *s = s.saturating_sub(1);
+                take(&mut self.pinned[cause as usize], 1);
             }
             if let Some(cause) = n.pin {
                 self.pinned[cause as usize] += 1;
@@ -171,15 +194,6 @@ impl ClientTally {
         }
         self.buffered_bytes = (self.buffered_bytes + n.buffered).saturating_sub(o.buffered);
         self.prepared_stmts = (self.prepared_stmts + n.stmts).saturating_sub(o.stmts);
-    }
-
-    fn slot(&mut self, state: TallyState) -> Option<&mut usize> {
-        match state {
-            TallyState::Idle => Some(&mut self.idle),
-            TallyState::Queued => Some(&mut self.queued),
-            TallyState::Running => Some(&mut self.running),
-            TallyState::Handshaking | TallyState::Other => None,
-        }
     }
 }
 

@@ -151,6 +151,9 @@ impl Engine {
         self.read_in(Side::Backend, key, stop_on_short, conns);
     }
 
+    // Inlined into each caller, where `side` is a constant: the branches on
+    // it fold away, as in a path written once per side.
+    #[inline(always)]
     fn write_out(&mut self, side: Side, key: usize, conns: &mut impl Connections) {
         if side == Side::Backend && !self.backend_may_write(key) {
             return;
@@ -174,6 +177,7 @@ impl Engine {
         }
     }
 
+    #[inline(always)]
     fn read_in(
         &mut self,
         side: Side,

@@ -325,7 +325,17 @@ impl Engine {
                 }
             }
             if let Some(c) = c.as_mut() {
-                c.wbuf.extend_from_slice(&data[run_start..pos]);
+                if run_start == 0 && pos == data.len() && c.wbuf.is_empty() {
+                    // All that was read goes to the client as it is (the
+                    // common case: one whole answer, its packets edited in
+                    // place if at all): hand over the buffer it was read
+                    // into, and the client's socket is written from it,
+                    // instead of copying it. The backend gets the client's
+                    // empty buffer, as if it had consumed it all.
+                    std::mem::swap(&mut c.wbuf, &mut b.rbuf);
+                } else {
+                    c.wbuf.extend_from_slice(&data[run_start..pos]);
+                }
                 c.bytes_out += pos as u64;
                 if pos > 0 && c.sent().is_some() {
                     // The answer has started: the command cannot be sent again.

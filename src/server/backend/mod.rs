@@ -1245,12 +1245,17 @@ impl Engine {
 /// `Engine::set_backend_state`, `set_backend_role`, `attach_backend_client`,
 /// `detach_backend_client`), so the list follows them. Listed last: most
 /// recently used.
+// Inlined: it runs at every state, role and client change, several times
+// per query, and mostly finds nothing to do.
+#[inline]
 fn sync_idle_listing(b: &mut Backend, key: usize, pools: &mut [super::pool::Pool], now: Instant) {
-    let free =
-        b.kill_query.is_none() && b.state == BackendState::Idle && !b.pinned && b.client.is_none();
-    let pool = &mut pools[b.pool];
+    let free = b.kill_query.is_none()
+        && matches!(b.state, BackendState::Idle)
+        && !b.pinned
+        && b.client.is_none();
     if free != b.idle_listed {
         b.idle_listed = free;
+        let pool = &mut pools[b.pool];
         if free {
             b.idle_since = now;
             pool.list_idle(key);
@@ -1259,7 +1264,7 @@ fn sync_idle_listing(b: &mut Backend, key: usize, pools: &mut [super::pool::Pool
         }
     }
     debug_assert_eq!(
-        pool.idle().contains(&key),
+        pools[b.pool].idle().contains(&key),
         b.idle_listed,
         "backend {key}'s idle listing drifted"
     );
