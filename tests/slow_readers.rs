@@ -373,6 +373,12 @@ fn result_over_the_limit_falls_back_to_backpressure() {
 #[test]
 fn total_bound_makes_further_results_fall_back() {
     const ROWS: u64 = 24_000;
+    // The second result is bigger: what the funnel stops reading of it
+    // must outgrow what loopback TCP can absorb on both of its sides (send
+    // and receive buffers grow to ~10 MiB per side), or mysqld finishes
+    // sending although the funnel held it back (seen in CI: 22.9 MiB left
+    // of a 24,000-row second result, absorbed by the kernel).
+    const ROWS_TWO: u64 = 64_000;
     const TOTAL: f64 = 32.0 * MIB;
     // The bound is checked before each read from the backend (about
     // 256 KiB), so the last read may pass it by that much.
@@ -393,7 +399,7 @@ fn total_bound_makes_further_results_fall_back() {
     assert!(held1 > 20.0 * MIB && held1 <= TOTAL, "held {held1}");
     assert_eq!(running("total_one"), 0);
 
-    let stalled2 = stall_on(&mut slow2, "total_two", ROWS);
+    let stalled2 = stall_on(&mut slow2, "total_two", ROWS_TWO);
     env.wait_metric(
         "funnel_buffered_fallbacks_total",
         1.0,
@@ -416,8 +422,15 @@ fn total_bound_makes_further_results_fall_back() {
     );
     let answer = select(&mut other, 2);
     assert_eq!(error_code(&answer), Some(1969), "{answer:?}");
+    // Still held back after the queue timeout: the funnel read no further.
+    let held_later = env.metric("funnel_buffered_bytes");
+    assert!(
+        held_later <= TOTAL + ONE_READ,
+        "held {held_later} of {TOTAL} after the fallback"
+    );
+    assert_eq!(running("total_two"), 1, "the second result went on");
 
-    read_rest(stalled2, ROWS);
+    read_rest(stalled2, ROWS_TWO);
     read_rest(stalled1, ROWS);
     assert_eq!(env.metric("funnel_buffered_results_total"), 1.0);
     assert_eq!(env.metric("funnel_buffered_fallbacks_total"), 1.0);
