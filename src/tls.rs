@@ -350,3 +350,76 @@ impl ServerCertVerifier for NameUnchecked {
 pub fn io_error(e: Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}"))
 }
+
+/// For tests: a CA (`ca.crt`, `ca.key`) and a certificate for 127.0.0.1
+/// signed by it (`s.crt`, `s.key`), made in `dir` with the openssl CLI.
+#[cfg(test)]
+pub(crate) fn test_pki(dir: &std::path::Path) {
+    use std::process::Command;
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        "/CN=s",
+        "-keyout",
+        "s.key",
+        "-out",
+        "s.csr",
+    ]);
+    std::fs::write(dir.join("ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "s.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-set_serial",
+        "1",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+        "-out",
+        "s.crt",
+    ]);
+}

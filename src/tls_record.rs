@@ -562,7 +562,6 @@ fn tls12_aad_of(seq: u64, typ: u8, len: usize) -> [u8; 13] {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-    use std::process::Command;
     use std::sync::{Arc, OnceLock};
 
     use rustls::crypto::aws_lc_rs::cipher_suite as suites;
@@ -571,33 +570,12 @@ mod tests {
     use rustls::unbuffered::{ConnectionState, UnbufferedStatus};
     use rustls::{ClientConnection, ServerConfig, SupportedProtocolVersion};
 
-    /// A self-signed certificate and its key (openssl CLI), made once.
+    /// A certificate and its key (`tls::test_pki`), made once.
     fn identity() -> &'static (Vec<u8>, Vec<u8>) {
         static IDENTITY: OnceLock<(Vec<u8>, Vec<u8>)> = OnceLock::new();
         IDENTITY.get_or_init(|| {
             let dir = tempfile::tempdir().unwrap();
-            let out = Command::new("openssl")
-                .args([
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "ec",
-                    "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1",
-                    "-nodes",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=s",
-                    "-keyout",
-                    "s.key",
-                    "-out",
-                    "s.crt",
-                ])
-                .current_dir(dir.path())
-                .output()
-                .expect("openssl");
-            assert!(out.status.success());
+            crate::tls::test_pki(dir.path());
             let read = |f: &str| std::fs::read(dir.path().join(f)).unwrap();
             (read("s.crt"), read("s.key"))
         })

@@ -502,7 +502,6 @@ where
 mod tests {
     use super::*;
     use std::collections::VecDeque;
-    use std::process::Command;
 
     /// A socket in memory: reads what the peer sent (WouldBlock when
     /// none), takes at most `room` bytes of writes (then WouldBlock).
@@ -541,76 +540,11 @@ mod tests {
         }
     }
 
-    /// A CA and a certificate for 127.0.0.1 (openssl CLI), as rustls
+    /// A CA and a certificate for 127.0.0.1 (`tls::test_pki`), as rustls
     /// configurations of both ends.
     fn configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
         let dir = tempfile::tempdir().unwrap();
-        let run = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(dir.path())
-                .output()
-                .expect("openssl");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=ca",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-        ]);
-        run(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            "/CN=s",
-            "-keyout",
-            "s.key",
-            "-out",
-            "s.csr",
-        ]);
-        std::fs::write(dir.path().join("ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            "s.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-set_serial",
-            "1",
-            "-days",
-            "2",
-            "-extfile",
-            "ext",
-            "-out",
-            "s.crt",
-        ]);
+        crate::tls::test_pki(dir.path());
         let p = |f: &str| dir.path().join(f).display().to_string();
         let server = crate::tls::load_server(&p("s.crt"), &p("s.key")).unwrap();
         let backend = crate::tls::load_backend(
