@@ -203,6 +203,20 @@ impl From<io::Error> for ReadError {
 }
 
 impl Conn {
+    /// Reads one packet of the login: None when the login is over (the
+    /// client left, or sent a bad packet and was told so).
+    fn read_login_packet(&mut self) -> io::Result<Option<Vec<u8>>> {
+        match self.read() {
+            Ok(p) => Ok(Some(p)),
+            Err(ReadError::Bad(code, msg)) => {
+                self.error(code, &msg)?;
+                Ok(None)
+            }
+            Err(ReadError::Closed) => Ok(None),
+            Err(ReadError::Io(e)) => Err(e),
+        }
+    }
+
     /// Reads one logical message; returns its payload and sets the next seq.
     fn read(&mut self) -> Result<Vec<u8>, ReadError> {
         loop {
@@ -461,14 +475,8 @@ fn login(
     conn.seq = 0;
     conn.queue(&p);
     conn.flush()?;
-    let payload = match conn.read() {
-        Ok(p) => p,
-        Err(ReadError::Bad(code, msg)) => {
-            conn.error(code, &msg)?;
-            return Ok(None);
-        }
-        Err(ReadError::Closed) => return Ok(None),
-        Err(ReadError::Io(e)) => return Err(e),
+    let Some(payload) = conn.read_login_packet()? else {
+        return Ok(None);
     };
     let payload = match (is_ssl_request(&payload), &creds.tls) {
         (false, _) => payload,
@@ -476,14 +484,9 @@ fn login(
             let received = std::mem::take(&mut conn.rbuf);
             conn.stream.start_tls(tls.clone(), &received)?;
             // The handshake response comes inside TLS.
-            match conn.read() {
-                Ok(p) => p,
-                Err(ReadError::Bad(code, msg)) => {
-                    conn.error(code, &msg)?;
-                    return Ok(None);
-                }
-                Err(ReadError::Closed) => return Ok(None),
-                Err(ReadError::Io(e)) => return Err(e),
+            match conn.read_login_packet()? {
+                Some(p) => p,
+                None => return Ok(None),
             }
         }
         (true, None) => {
@@ -522,14 +525,9 @@ fn login(
         .encode(&mut p);
         conn.queue(&p);
         conn.flush()?;
-        auth = match conn.read() {
-            Ok(p) => p,
-            Err(ReadError::Bad(code, msg)) => {
-                conn.error(code, &msg)?;
-                return Ok(None);
-            }
-            Err(ReadError::Closed) => return Ok(None),
-            Err(ReadError::Io(e)) => return Err(e),
+        auth = match conn.read_login_packet()? {
+            Some(p) => p,
+            None => return Ok(None),
         };
     }
     let admin = resp.username == creds.user && verify_native(Some(&creds.stage2), &scramble, &auth);
