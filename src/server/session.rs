@@ -570,19 +570,32 @@ impl SessionVars {
     /// is concerned.
     fn overwritten_by(&self, backend: &SessionVars, o: &Overwrites) -> SessionVars {
         let mut to = backend.clone();
+        self.copy_overwritten(backend, o, self, &mut to);
+        to.refresh_fingerprint();
+        to
+    }
+
+    /// Copy into `to`, from `from` (this session or `backend`), what the
+    /// plain `SET` `o` overwrites in a replay of this session over
+    /// `backend`'s.
+    fn copy_overwritten(
+        &self,
+        backend: &SessionVars,
+        o: &Overwrites,
+        from: &SessionVars,
+        to: &mut SessionVars,
+    ) {
         for name in self.vars.keys().chain(backend.vars.keys()) {
             if self.overwritten(backend, o, name) {
-                match self.vars.get(name) {
+                match from.vars.get(name) {
                     Some(v) => to.vars.insert(name, v),
                     None => to.vars.remove(name),
                 };
             }
         }
         if o.skips_names(self, backend) {
-            to.results_collation.clone_from(&self.results_collation);
+            to.results_collation.clone_from(&from.results_collation);
         }
-        to.refresh_fingerprint();
-        to
     }
 
     /// [`Self::replay_vars_sql`] for a command that is a plain `SET`: what
@@ -596,19 +609,7 @@ impl SessionVars {
     /// overwrites as the backend had it; the backend's schema.
     pub fn replayed_except(&self, backend: &SessionVars, o: &Overwrites) -> SessionVars {
         let mut after = self.clone();
-        for name in self.vars.keys().chain(backend.vars.keys()) {
-            if self.overwritten(backend, o, name) {
-                match backend.vars.get(name) {
-                    Some(v) => after.vars.insert(name, v),
-                    None => after.vars.remove(name),
-                };
-            }
-        }
-        if o.skips_names(self, backend) {
-            after
-                .results_collation
-                .clone_from(&backend.results_collation);
-        }
+        self.copy_overwritten(backend, o, backend, &mut after);
         after.schema.clone_from(&backend.schema);
         after.refresh_fingerprint();
         after
