@@ -140,6 +140,8 @@ fn main() {
         max_client_connections: 0,
         allowed_networks: Vec::new(),
         require_tls: false,
+        servers: vec!["backend".into()],
+        read_write_split: false,
     };
     let now = Instant::now();
     let mut pool = Pool::new(0, user, now);

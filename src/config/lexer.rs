@@ -146,24 +146,33 @@ pub(super) fn parse_header(line: &str) -> Result<(Section, Option<String>), Stri
             msg.push_str(&format!(" (did you mean [{close}]?)"));
         } else {
             msg.push_str(
-                "; sections are [funnel], [backend], [pool], [user NAME], [admin] and [stats]",
+                "; sections are [funnel], [backend], [server NAME], [pool], [user NAME], [admin] and [stats]",
             );
         }
         msg
     })?;
     match (section, name) {
-        (Section::User, None) => {
-            Err("[user] needs the MySQL user name clients log in with: [user NAME]".to_string())
+        (named, None) if named.takes_name() => Err(format!(
+            "[{0}] needs a name: [{0} NAME]{1}",
+            named.name(),
+            if named == Section::User {
+                " (the MySQL user name clients log in with)"
+            } else {
+                ""
+            }
+        )),
+        (named, Some(name)) if named.takes_name() && name.is_empty() => {
+            Err(format!("the {} name must not be empty", named.name()))
         }
-        (Section::User, Some(name)) if name.is_empty() => {
-            Err("the user name must not be empty".to_string())
+        (named, Some(name)) if named.takes_name() && name.chars().any(char::is_control) => {
+            Err(format!(
+                "control characters are not allowed in a {} name",
+                named.name()
+            ))
         }
-        (Section::User, Some(name)) if name.chars().any(char::is_control) => {
-            Err("control characters are not allowed in a user name".to_string())
-        }
-        (Section::User, Some(name)) => Ok((Section::User, Some(name))),
+        (named, Some(name)) if named.takes_name() => Ok((named, Some(name))),
         (other, Some(name)) => Err(format!(
-            "[{}] takes no name (got {name:?}); only [user NAME] does",
+            "[{}] takes no name (got {name:?}); only [user NAME] and [server NAME] do",
             other.name()
         )),
         (other, None) => Ok((other, None)),
@@ -246,7 +255,8 @@ pub(super) fn lex(text: &str, source: &str) -> Result<Vec<RawSection>, ConfigErr
             {
                 let message = match &name {
                     Some(name) => format!(
-                        "user {name:?} is defined twice (first at line {})",
+                        "{} {name:?} is defined twice (first at line {})",
+                        section.name(),
                         prev.line
                     ),
                     None => format!(

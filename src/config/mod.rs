@@ -113,6 +113,11 @@ pub struct Config {
     /// TCP clients without TLS are refused (ERR 1045, as MariaDB does).
     pub require_tls: bool,
     pub backend: BackendConfig,
+    /// The mysqld servers: the `[server NAME]` sections, or one from
+    /// `[backend] address` (named [`IMPLICIT_SERVER`], of no role, never
+    /// health-checked: the simple one-local-mysqld setup). At least one;
+    /// names are unique.
+    pub servers: Vec<ServerConfig>,
     /// At least one; names are unique.
     pub users: Vec<UserConfig>,
     pub admin: Option<AdminConfig>,
@@ -171,13 +176,55 @@ impl fmt::Display for BackendAddr {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendConfig {
+    /// `[backend] address`, or the first `[server]`'s.
     pub address: BackendAddr,
+    /// The account the servers' health checkers log in with, when given
+    /// (see [`Config::health_account`]).
+    pub health_user: Option<String>,
+    pub health_password: Option<String>,
     pub connect_timeout: Duration,
     pub health_check_interval: Duration,
     pub reconnect_backoff_min: Duration,
     pub reconnect_backoff_max: Duration,
     /// TLS to mysqld (`tls`, `tls_ca`, `tls_server_name`).
     pub tls: crate::tls::BackendTls,
+}
+
+/// The name of the server `[backend] address` gives.
+pub const IMPLICIT_SERVER: &str = "backend";
+
+/// What a server is for (`[server NAME] role`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerRole {
+    /// `[backend] address`: takes everything, checked for nothing.
+    Any,
+    /// Takes writes: out of rotation while read_only.
+    Primary,
+    /// Takes reads: out of rotation while its replication is stopped or
+    /// lags beyond its limit.
+    Replica,
+}
+
+impl ServerRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerRole::Any => "any",
+            ServerRole::Primary => "primary",
+            ServerRole::Replica => "replica",
+        }
+    }
+}
+
+/// One `[server NAME]` section.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerConfig {
+    pub name: String,
+    pub address: BackendAddr,
+    pub role: ServerRole,
+    /// 1 to 1000; relative to the other servers of its role.
+    pub weight: u32,
+    /// A replica lagging more is out of rotation; None: no limit.
+    pub max_replication_lag: Option<Duration>,
 }
 
 /// How the funnel verifies a client's password.
@@ -235,6 +282,11 @@ pub struct UserConfig {
     pub allowed_networks: Vec<Network>,
     /// Its clients must have connected with TLS (ERR 1045 otherwise).
     pub require_tls: bool,
+    /// The servers (names of `Config::servers`) its pool uses, in the
+    /// order given; never empty.
+    pub servers: Vec<String>,
+    /// Reads outside a transaction go to replicas, the rest to primaries.
+    pub read_write_split: bool,
 }
 
 /// An IP network (`10.0.0.0/8`, `::1/128`; a bare address is a /32 or /128).
@@ -319,6 +371,8 @@ impl fmt::Debug for UserConfig {
             .field("max_client_connections", &self.max_client_connections)
             .field("allowed_networks", &self.allowed_networks)
             .field("require_tls", &self.require_tls)
+            .field("servers", &self.servers)
+            .field("read_write_split", &self.read_write_split)
             .finish()
     }
 }
@@ -401,6 +455,12 @@ fn server_name_text(name: &rustls::pki_types::ServerName<'_>) -> String {
     }
 }
 
+/// The section of a `[user NAME]` or `[server NAME]` header.
+fn named_section(header: &str) -> Option<Section> {
+    let word = header.strip_prefix('[')?.split(' ').next()?;
+    Section::from_name(word).filter(|s| s.takes_name() && header.contains(' '))
+}
+
 /// A section of `Config::effective`: header and (key, value) pairs.
 type EffectiveSection = (String, Vec<(&'static str, String)>);
 
@@ -479,11 +539,11 @@ impl Config {
         for header in headers {
             let old = find(&old_sections, &header);
             let new = find(&new_sections, &header);
-            let section = if header.starts_with("[user ") {
+            let section = if let Some(named) = named_section(&header) {
                 if old.is_none() || new.is_none() {
                     continue;
                 }
-                Section::User
+                named
             } else {
                 let word = header.trim_matches(|c| c == '[' || c == ']');
                 match Section::from_name(word) {
@@ -529,14 +589,14 @@ impl Config {
         let mut changes = Vec::new();
         for ((header, old_plain), (_, old_masked)) in &old_sections {
             let Some(i) = find(&new_sections, header) else {
-                if !header.starts_with("[user ") {
+                if named_section(header) != Some(Section::User) {
                     changes.push(format!("{header} section removed"));
                 }
                 continue;
             };
             let ((_, new_plain), (_, new_masked)) = &new_sections[i];
-            let section = if header.starts_with("[user ") {
-                Some(Section::User)
+            let section = if let Some(named) = named_section(header) {
+                Some(named)
             } else {
                 Section::from_name(header.trim_matches(|c| c == '[' || c == ']'))
             };
@@ -575,7 +635,8 @@ impl Config {
             }
         }
         for ((header, _), _) in &new_sections {
-            if find(&old_sections, header).is_none() && !header.starts_with("[user ") {
+            if find(&old_sections, header).is_none() && named_section(header) != Some(Section::User)
+            {
                 changes.push(format!("{header} section added"));
             }
         }
@@ -591,6 +652,32 @@ impl Config {
             None => "off".to_string(),
             Some(h) => h.to_string(),
         }
+    }
+
+    /// The account health checkers log in with: `[backend] health_user`
+    /// and `health_password`, else the first user's backend account.
+    pub fn health_account(&self) -> (String, String) {
+        let first = self.users.first();
+        let user = self
+            .backend
+            .health_user
+            .clone()
+            .or_else(|| first.map(|u| u.backend_user.clone()))
+            .unwrap_or_default();
+        let password = match (&self.backend.health_user, &self.backend.health_password) {
+            (_, Some(p)) => p.clone(),
+            (Some(_), None) => String::new(),
+            (None, None) => first
+                .map(|u| u.backend_password.clone())
+                .unwrap_or_default(),
+        };
+        (user, password)
+    }
+
+    /// The one server `[backend] address` gives, if that is how the file
+    /// names it.
+    pub fn implicit_server(&self) -> Option<&ServerConfig> {
+        self.servers.first().filter(|s| s.role == ServerRole::Any)
     }
 
     /// Every section and key with its effective value as it would be
@@ -690,8 +777,21 @@ impl Config {
             ),
             (
                 "[backend]".to_string(),
-                vec![
-                    ("address", quote(&self.backend.address.to_string())),
+                [
+                    self.implicit_server()
+                        .map(|s| ("address", quote(&s.address.to_string()))),
+                    self.backend
+                        .health_user
+                        .as_ref()
+                        .map(|u| ("health_user", quote(u))),
+                    self.backend
+                        .health_password
+                        .as_ref()
+                        .map(|p| ("health_password", secret(p))),
+                ]
+                .into_iter()
+                .flatten()
+                .chain([
                     ("connect_timeout_ms", ms(self.backend.connect_timeout)),
                     (
                         "health_check_interval_ms",
@@ -711,9 +811,28 @@ impl Config {
                         "tls_server_name",
                         quote(&server_name_text(&self.backend.tls.server_name)),
                     ),
-                ],
+                ])
+                .collect(),
             ),
         ];
+        if self.implicit_server().is_none() {
+            for server in &self.servers {
+                out.push((
+                    header_text(Section::Server, Some(&server.name)),
+                    vec![
+                        ("address", quote(&server.address.to_string())),
+                        ("role", server.role.name().to_string()),
+                        ("weight", server.weight.to_string()),
+                        (
+                            "max_replication_lag_ms",
+                            server
+                                .max_replication_lag
+                                .map_or_else(|| "0".to_string(), ms),
+                        ),
+                    ],
+                ));
+            }
+        }
         for user in &self.users {
             let mut entries = match &user.credential {
                 Credential::Plain(password) => vec![("password", secret(password))],
@@ -767,6 +886,8 @@ impl Config {
                     ),
                 ),
                 ("require_tls", user.require_tls.to_string()),
+                ("servers", quote(&user.servers.join(", "))),
+                ("read_write_split", user.read_write_split.to_string()),
             ]);
             out.push((header_text(Section::User, Some(&user.name)), entries));
         }
@@ -993,6 +1114,77 @@ mod tests {
         assert_eq!(reread.server_version, "8.0.36 \"x\"");
         assert_eq!(reread.users[1].name, "we ird]");
         assert_eq!(reread.stats, plain.stats);
+    }
+
+    const SERVERS: &str = "[server db1]\naddress = 127.0.0.1:3306\n\
+         [server r1]\naddress = 127.0.0.1:3316\nrole = replica\nweight = 50\nmax_replication_lag_ms = 2000\n\
+         [server r2]\naddress = /run/r2.sock\nrole = replica\n";
+
+    #[test]
+    fn server_sections_name_the_servers_and_users_pick_them() {
+        let text = format!(
+            "{SERVERS}[user app]\npassword = secret\nread_write_split = true\n\
+             [user reader]\npassword = r\nservers = r2, r1\n"
+        );
+        let config = parse(&text);
+        let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["db1", "r1", "r2"]);
+        assert!(config.implicit_server().is_none());
+        assert_eq!(config.backend.address, config.servers[0].address);
+        let r1 = &config.servers[1];
+        assert_eq!(
+            (r1.role, r1.weight, r1.max_replication_lag),
+            (ServerRole::Replica, 50, Some(Duration::from_millis(2000)))
+        );
+        assert_eq!(config.servers[0].role, ServerRole::Primary);
+        assert_eq!(config.users[0].servers, ["db1", "r1", "r2"]);
+        assert!(config.users[0].read_write_split);
+        assert_eq!(config.users[1].servers, ["r2", "r1"]);
+        assert_eq!(
+            config.health_account(),
+            ("app".to_string(), "secret".to_string())
+        );
+        // The effective configuration reads back the same.
+        let reread = parse(&config.describe().replace("\"********\"", "secret"));
+        assert_eq!(reread.servers, config.servers);
+        assert_eq!(reread.users[1].servers, config.users[1].servers);
+
+        // [backend] address is one server of no role, not checked.
+        let plain = parse(BASE);
+        assert_eq!(plain.servers.len(), 1);
+        assert_eq!(
+            plain.implicit_server().map(|s| s.role),
+            Some(ServerRole::Any)
+        );
+        assert_eq!(plain.users[0].servers, [IMPLICIT_SERVER]);
+        assert!(
+            !plain.describe().contains("[server"),
+            "{}",
+            plain.describe()
+        );
+    }
+
+    #[test]
+    fn server_mistakes_are_named() {
+        for (text, key, words) in [
+            (format!("{SERVERS}[user a]\npassword = p\n"), "[user a] servers", "mixes primary and replica"),
+            (format!("{SERVERS}[user a]\npassword = p\nservers = r1, nope\n"), "[user a] servers", "names no [server nope]"),
+            (format!("{SERVERS}[user a]\npassword = p\nservers = r1, r1\n"), "[user a] servers", "twice"),
+            (format!("{SERVERS}[user a]\npassword = p\nservers = r1\nread_write_split = true\n"), "[user a] read_write_split", "role = primary"),
+            (format!("{SERVERS}[backend]\naddress = 127.0.0.1:3306\n[user a]\npassword = p\nservers = r1\n"), "[backend] address", "exclude each other"),
+            ("[server x]\naddress = 127.0.0.1:3306\nrole = leader\n[user a]\npassword = p\n".to_string(), "[server x] role", "primary or replica"),
+            ("[server x]\naddress = 127.0.0.1:3306\nmax_replication_lag_ms = 5\n[user a]\npassword = p\n".to_string(), "[server x] max_replication_lag_ms", "for replicas"),
+            ("[server x]\nrole = replica\n[user a]\npassword = p\n".to_string(), "[server x] address", "required"),
+            ("[user a]\npassword = p\n".to_string(), "[backend] address", "required"),
+        ] {
+            let e = Config::parse(&text, "t").unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+            assert!(e.message.contains(words), "{e}");
+        }
+        let e = Config::parse("[server]\naddress = 127.0.0.1:3306\n", "t").unwrap_err();
+        assert!(e.message.contains("[server NAME]"), "{e}");
+        let e = Config::parse(&format!("{SERVERS}[server r1]\n"), "t").unwrap_err();
+        assert!(e.message.contains("server \"r1\" is defined twice"), "{e}");
     }
 
     #[test]

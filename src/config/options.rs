@@ -92,11 +92,14 @@ pub enum Section {
     User,
     Admin,
     Stats,
+    /// `[server NAME]`, one per backend server when there are several.
+    Server,
 }
 
-pub(super) const SECTIONS: [Section; 6] = [
+pub(super) const SECTIONS: [Section; 7] = [
     Section::Funnel,
     Section::Backend,
+    Section::Server,
     Section::Pool,
     Section::User,
     Section::Admin,
@@ -113,7 +116,13 @@ impl Section {
             Section::User => "user",
             Section::Admin => "admin",
             Section::Stats => "stats",
+            Section::Server => "server",
         }
+    }
+
+    /// Its header names one of several: `[user NAME]`, `[server NAME]`.
+    pub fn takes_name(self) -> bool {
+        matches!(self, Section::User | Section::Server)
     }
 
     pub(super) fn from_name(word: &str) -> Option<Section> {
@@ -126,6 +135,7 @@ impl fmt::Display for Section {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Section::User => write!(f, "[user NAME]"),
+            Section::Server => write!(f, "[server NAME]"),
             other => write!(f, "[{}]", other.name()),
         }
     }
@@ -269,6 +279,7 @@ const ANY_COUNT_FROM_0: OptionKind = OptionKind::Count {
     min: 0,
     max: usize::MAX,
 };
+const SERVER_WEIGHT: OptionKind = OptionKind::Count { min: 1, max: 1000 };
 const ANY_COUNT_FROM_1: OptionKind = OptionKind::Count {
     min: 1,
     max: usize::MAX,
@@ -287,7 +298,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-pub(super) static OPTIONS: [OptionSpec; 68] = [
+pub(super) static OPTIONS: [OptionSpec; 76] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -350,8 +361,8 @@ pub(super) static OPTIONS: [OptionSpec; 68] = [
     opt(S::Funnel, "require_tls", K::Bool, D::Bool(false), true,
         "Clients connecting over TCP without TLS are refused with ERR 1045, as MariaDB refuses them under require_secure_transport (unix socket clients are let in); needs tls_cert"),
     // [backend]
-    opt(S::Backend, "address", K::BackendAddr, D::Required, false,
-        "mysqld to connect to: host:port (resolved at start-up) or a unix socket path starting with '/'"),
+    opt(S::Backend, "address", K::BackendAddr, D::Unset, false,
+        "mysqld to connect to: host:port (resolved at start-up) or a unix socket path starting with '/'; required unless [server NAME] sections name the servers"),
     opt(S::Backend, "connect_timeout_ms", K::Millis, D::Millis(DEFAULT_CONNECT_TIMEOUT_MS), true,
         "Time allowed to connect and log in to mysqld"),
     opt(S::Backend, "health_check_interval_ms", K::Millis, D::Millis(DEFAULT_HEALTH_CHECK_INTERVAL_MS), true,
@@ -366,6 +377,19 @@ pub(super) static OPTIONS: [OptionSpec; 68] = [
         "PEM file of the CA certificate(s) mysqld's certificate must be signed by (tls = verify_ca, verify_identity)"),
     opt(S::Backend, "tls_server_name", K::Text, D::Derived("the host of address, as written"), true,
         "The DNS name or IP address mysqld's certificate must be for (tls = verify_identity)"),
+    opt(S::Backend, "health_user", K::Text, D::Derived("the first [user]'s backend_user"), true,
+        "The account the health checker of each [server NAME] logs in with (needs SLAVE MONITOR, or REPLICATION CLIENT, for replicas' lag)"),
+    opt(S::Backend, "health_password", K::Secret, D::Derived("the first [user]'s backend_password"), true,
+        "health_user's password"),
+    // [server NAME]
+    opt(S::Server, "address", K::BackendAddr, D::Required, true,
+        "This server's mysqld: host:port (resolved when the file is read) or a unix socket path"),
+    opt(S::Server, "role", K::Text, D::Text("primary"), true,
+        "primary (takes writes: out of rotation while read_only) or replica (out of rotation while its replication is stopped or lags beyond max_replication_lag_ms)"),
+    opt(S::Server, "weight", SERVER_WEIGHT, D::Count(100), true,
+        "Its share of the commands among the servers of its role that have idle connections: the least loaded by in-flight commands per weight is chosen"),
+    opt(S::Server, "max_replication_lag_ms", ANY_COUNT_FROM_0, D::Count(0), true,
+        "A replica lagging more (Seconds_Behind_Master) is out of rotation until its lag is at most half of it; 0 = no limit"),
     // [pool]
     opt(S::Pool, "connections", ANY_COUNT_FROM_1, D::Count(DEFAULT_POOL_CONNECTIONS), true,
         "Backend connections shared by each user's clients"),
@@ -410,6 +434,10 @@ pub(super) static OPTIONS: [OptionSpec; 68] = [
         "Clients logged in as this user at once (mysqld's max_user_connections); one more gets ERR 1203; 0 = no limit"),
     opt(S::User, "allowed_networks", K::Text, D::Text(""), true,
         "Networks (comma separated, e.g. 10.0.0.0/8, 127.0.0.1/32, ::1/128) this user's clients may connect from, others get ERR 1130; unix socket clients count as 127.0.0.1; empty = anywhere"),
+    opt(S::User, "servers", K::Text, D::Text(""), true,
+        "Comma-separated [server NAME]s this user's pool uses, each with `connections` connections; empty = every server"),
+    opt(S::User, "read_write_split", K::Bool, D::Bool(false), true,
+        "Reads outside a transaction go to the pool's replicas, everything else to its primaries (see README, Replicas); off: every statement to any server of the pool, which must then be all of one role"),
     opt(S::User, "require_tls", K::Bool, D::Bool(false), true,
         "This user's clients must connect with TLS (as an account with REQUIRE SSL); others get ERR 1045, as from mysqld; needs [funnel] tls_cert"),
     // [admin]
@@ -637,6 +665,7 @@ mod tests {
         assert!(help.contains("  [user NAME]\n"));
         assert!(help.contains("    max_allowed_packet (default 64M)\n"));
         assert!(help.contains("    listen (default 127.0.0.1:3307; restart to change)\n"));
-        assert!(help.contains("    address (required; restart to change)\n"));
+        assert!(help.contains("    address (default unset; restart to change)\n"));
+        assert!(help.contains("  [server NAME]\n"));
     }
 }

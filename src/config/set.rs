@@ -74,15 +74,19 @@ impl Setting {
             ))
         })?;
         match (section, &user) {
-            (Section::User, None) => {
+            (named, None) if named.takes_name() => {
                 return Err(SetError::Unknown(format!(
-                    "[user NAME] keys are set per user: user.NAME.{key}"
+                    "[{0} NAME] keys are set per {0}: {0}.NAME.{key}",
+                    named.name()
                 )))
             }
-            (Section::User, Some(name)) if name.is_empty() => {
-                return Err(SetError::Unknown("the user name must not be empty".into()))
+            (named, Some(name)) if named.takes_name() && name.is_empty() => {
+                return Err(SetError::Unknown(format!(
+                    "the {} name must not be empty",
+                    named.name()
+                )))
             }
-            (Section::User, Some(_)) => {}
+            (named, Some(_)) if named.takes_name() => {}
             (other, Some(_)) => {
                 return Err(SetError::Unknown(format!(
                     "[{}] takes no name: {}.{key}",
@@ -104,7 +108,7 @@ impl Setting {
 
     /// A key without its section: the one non-user section that has it.
     fn bare(key: &str) -> Result<Setting, SetError> {
-        let sections = || OPTIONS.iter().filter(|s| s.section != Section::User);
+        let sections = || OPTIONS.iter().filter(|s| !s.section.takes_name());
         let found: Vec<&'static OptionSpec> = sections().filter(|s| s.name == key).collect();
         match found[..] {
             [spec] => Setting {
@@ -167,10 +171,10 @@ impl Config {
                 });
                 sections.len() - 1
             }
-            (None, Section::User) => {
+            (None, named) if named.takes_name() => {
                 return Err(SetError::Unknown(format!(
                     "no {} in the configuration",
-                    header_text(Section::User, setting.user.as_deref())
+                    header_text(named, setting.user.as_deref())
                 )))
             }
             (None, section) => {

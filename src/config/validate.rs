@@ -8,7 +8,7 @@ use super::options::{find_spec, Section};
 use super::value::{default_value, format_size, Value};
 use super::{
     parse_networks, AdminConfig, BackendAddr, BackendConfig, Config, ConfigError, Credential,
-    Given, HandoffSocket, StatsConfig, UserConfig,
+    Given, HandoffSocket, ServerConfig, ServerRole, StatsConfig, UserConfig, IMPLICIT_SERVER,
 };
 
 /// Typed access to one section's values, falling back to the table's
@@ -16,6 +16,8 @@ use super::{
 struct Lookup<'a> {
     source: &'a str,
     section: Section,
+    /// The NAME of `[user NAME]` and `[server NAME]`.
+    name: Option<&'a str>,
     header: String,
     line: Option<usize>,
     entries: &'a [Entry],
@@ -26,6 +28,7 @@ impl<'a> Lookup<'a> {
         Lookup {
             source,
             section: raw.section,
+            name: raw.name.as_deref(),
             header: header_text(raw.section, raw.name.as_deref()),
             line: Some(raw.line),
             entries: &raw.entries,
@@ -37,6 +40,7 @@ impl<'a> Lookup<'a> {
         Lookup {
             source,
             section,
+            name: None,
             header: header_text(section, None),
             line: None,
             entries: &[],
@@ -301,7 +305,62 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
 
     let backend =
         single(Section::Backend).unwrap_or_else(|| Lookup::absent(source, Section::Backend));
-    let address = backend.required("address", Value::backend)?;
+    let server_lookups: Vec<Lookup> = sections
+        .iter()
+        .filter(|s| s.section == Section::Server)
+        .map(|raw| Lookup::new(source, raw))
+        .collect();
+    let mut servers = Vec::new();
+    for server in &server_lookups {
+        // parse_header guarantees a non-empty name for [server].
+        let name = server.name.unwrap_or_default().to_string();
+        let role = match server.required("role", Value::text)?.trim() {
+            "primary" => ServerRole::Primary,
+            "replica" => ServerRole::Replica,
+            other => {
+                return Err(server.err("role", format!("must be primary or replica, got {other:?}")))
+            }
+        };
+        let lag_ms = server.required("max_replication_lag_ms", Value::count)?;
+        if lag_ms > 0 && role == ServerRole::Primary {
+            return Err(server.err(
+                "max_replication_lag_ms",
+                "is for replicas (role = replica): a primary does not replicate",
+            ));
+        }
+        servers.push(ServerConfig {
+            name,
+            address: server.required("address", Value::backend)?,
+            role,
+            weight: server.required("weight", Value::count)? as u32,
+            max_replication_lag: (lag_ms > 0).then(|| Duration::from_millis(lag_ms as u64)),
+        });
+    }
+    let address = match (backend.get("address", Value::backend)?, servers.first()) {
+        (Some(_), Some(_)) => {
+            return Err(backend.err(
+                "address",
+                "and [server NAME] sections exclude each other: with several servers, name each in a [server NAME] section",
+            ))
+        }
+        (Some(address), None) => {
+            servers.push(ServerConfig {
+                name: IMPLICIT_SERVER.to_string(),
+                address: address.clone(),
+                role: ServerRole::Any,
+                weight: 100,
+                max_replication_lag: None,
+            });
+            address
+        }
+        (None, Some(first)) => first.address.clone(),
+        (None, None) => {
+            return Err(backend.err(
+                "address",
+                "is required (mysqld to connect to: host:port or a unix socket path), unless [server NAME] sections name the servers",
+            ))
+        }
+    };
     let tls_mode = {
         let text = backend.required("tls", Value::text)?;
         crate::tls::BackendTlsMode::parse(text.trim()).ok_or_else(|| {
@@ -347,6 +406,8 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
         })?;
     let backend_config = BackendConfig {
         address,
+        health_user: backend.get("health_user", Value::text)?,
+        health_password: backend.get("health_password", Value::text)?,
         tls: backend_tls,
         connect_timeout: backend.required("connect_timeout_ms", Value::millis)?,
         health_check_interval: backend.required("health_check_interval_ms", Value::millis)?,
@@ -512,7 +573,12 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
             allowed_networks: parse_networks(&user.required("allowed_networks", Value::text)?)
                 .map_err(|m| user.err("allowed_networks", m))?,
             require_tls: user.required("require_tls", Value::boolean)?,
+            servers: user_servers(&user, &servers)?,
+            read_write_split: user.required("read_write_split", Value::boolean)?,
         });
+        if let Some(u) = users.last() {
+            check_server_roles(&user, u, &servers)?;
+        }
         if users.last().is_some_and(|u| u.require_tls) && tls.is_none() {
             return Err(user.err(
                 "require_tls",
@@ -589,19 +655,29 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
             ));
         }
     }
-    match &backend_config.address {
-        BackendAddr::Tcp(target) => {
-            if let Some((own, _)) = bound.iter().find(|(b, _)| is_own_address(*b, *target)) {
-                return Err(backend.err(
-                    "address",
-                    format!("{target} is the funnel's own listen address {own}, not a mysqld"),
-                ));
+    for (i, server) in servers.iter().enumerate() {
+        let lookup = server_lookups.get(i).unwrap_or(&backend);
+        match &server.address {
+            BackendAddr::Tcp(target) => {
+                if let Some((own, _)) = bound.iter().find(|(b, _)| is_own_address(*b, *target)) {
+                    return Err(lookup.err(
+                        "address",
+                        format!("{target} is the funnel's own listen address {own}, not a mysqld"),
+                    ));
+                }
+            }
+            BackendAddr::Unix(path) => {
+                if unix_socket.as_deref() == Some(path.as_path()) {
+                    return Err(
+                        lookup.err("address", "is the funnel's own unix_socket, not a mysqld")
+                    );
+                }
             }
         }
-        BackendAddr::Unix(path) => {
-            if unix_socket.as_deref() == Some(path.as_path()) {
-                return Err(backend.err("address", "is the funnel's own unix_socket, not a mysqld"));
-            }
+    }
+    match &backend_config.address {
+        BackendAddr::Tcp(_) => {}
+        BackendAddr::Unix(_) => {
             if relay_unlisted {
                 // Over a unix socket, mysqld's unix_socket plugin would take
                 // the funnel's own OS user for the relayed client's.
@@ -615,6 +691,7 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
 
     Ok(Config {
         source: source.to_string(),
+        servers,
         listen,
         unix_socket,
         unix_socket_mode,
@@ -730,6 +807,64 @@ fn parse_hex32(raw: &str) -> Option<[u8; 32]> {
         out[i] = (hi * 16 + lo) as u8;
     }
     Some(out)
+}
+
+/// `[user NAME] servers`: names of `[server NAME]` sections, each once;
+/// empty: every server.
+fn user_servers(user: &Lookup, servers: &[ServerConfig]) -> Result<Vec<String>, ConfigError> {
+    let text = user.required("servers", Value::text)?;
+    let mut names: Vec<String> = Vec::new();
+    for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if !servers.iter().any(|s| s.name == name) {
+            let known: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
+            return Err(user.err(
+                "servers",
+                format!(
+                    "names no [server {name}] section (the servers are: {})",
+                    known.join(", ")
+                ),
+            ));
+        }
+        if names.iter().any(|n| n == name) {
+            return Err(user.err("servers", format!("names {name} twice")));
+        }
+        names.push(name.to_string());
+    }
+    if names.is_empty() {
+        names = servers.iter().map(|s| s.name.clone()).collect();
+    }
+    Ok(names)
+}
+
+/// A pool without read/write split sends every statement to any of its
+/// servers: they must all be of one role (a write must not reach a replica
+/// by chance). With the split, it needs a primary for the writes.
+fn check_server_roles(
+    lookup: &Lookup,
+    user: &UserConfig,
+    servers: &[ServerConfig],
+) -> Result<(), ConfigError> {
+    let role_of = |name: &String| {
+        servers
+            .iter()
+            .find(|s| &s.name == name)
+            .map_or(ServerRole::Any, |s| s.role)
+    };
+    let has = |role| user.servers.iter().any(|n| role_of(n) == role);
+    if user.read_write_split {
+        if !has(ServerRole::Primary) {
+            return Err(lookup.err(
+                "read_write_split",
+                "needs a server with role = primary among the user's servers, for the writes",
+            ));
+        }
+    } else if has(ServerRole::Primary) && has(ServerRole::Replica) {
+        return Err(lookup.err(
+            "servers",
+            "mixes primary and replica servers: set read_write_split = on, or list the servers of one role with servers = ...",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -379,6 +379,8 @@ mod tests {
             max_client_connections: 0,
             allowed_networks: Vec::new(),
             require_tls: false,
+            servers: vec!["backend".into()],
+            read_write_split: false,
         }
     }
 

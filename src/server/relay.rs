@@ -86,6 +86,16 @@ pub fn relay_pool_user(config: &Config) -> UserConfig {
         max_client_connections: 0,
         allowed_networks: Vec::new(),
         require_tls: false,
+        // Relayed logins go where a plain `[backend] address` would: the
+        // first server (the first primary with [server] sections).
+        servers: config
+            .servers
+            .iter()
+            .find(|s| s.role != crate::config::ServerRole::Replica)
+            .or(config.servers.first())
+            .map(|s| vec![s.name.clone()])
+            .unwrap_or_default(),
+        read_write_split: false,
     }
 }
 
