@@ -144,7 +144,7 @@ fn main() {
         read_write_split: false,
     };
     let now = Instant::now();
-    let mut pool = Pool::new(0, user, now);
+    let mut pool = Pool::new(0, user, &[0], now);
     bench.run("backlog: enqueue + pop at depth 10,000", 10_000, || {
         for k in 0..10_000 {
             let _ = pool.enqueue(Request {
@@ -160,13 +160,13 @@ fn main() {
         }
     });
     for b in 0..8 {
-        pool.list_idle(b);
+        pool.list_idle(b, 0);
     }
     bench.run("idle backend choice among 8 (session match)", 1, || {
-        let b = pool.pick_idle(|b| u32::from(b == 3));
+        let b = pool.pick_idle(|b| Some((0, u64::from(b == 3))));
         if let Some(b) = b {
-            pool.unlist_idle(b);
-            pool.list_idle(b);
+            pool.unlist_idle(b, 0);
+            pool.list_idle(b, 0);
         }
     });
 

@@ -5,9 +5,11 @@
 
 use std::collections::HashMap;
 
+use std::time::{Duration, Instant};
+
 use super::client_track::TrackSettings;
 use super::session::ServerTimeouts;
-use crate::config::BackendAddr;
+use crate::config::{BackendAddr, ServerConfig, ServerRole};
 
 /// Collation id → (character set name, collation name), read from the
 /// server once so that a client's handshake charset can be replayed.
@@ -16,7 +18,21 @@ pub type CharsetTable = HashMap<u8, (String, String)>;
 /// One mysqld. Everything but the address is learnt from its connections
 /// and stays `None` (or mysqld's default) until one has said.
 pub struct BackendServer {
+    /// Its `[server NAME]` (or `backend` for `[backend] address`).
+    pub name: String,
     pub address: BackendAddr,
+    pub role: ServerRole,
+    pub weight: u32,
+    /// A reload removed it: no new connections, the open ones close as
+    /// they go idle; its index stays (backends and pools name it).
+    pub removed: bool,
+    /// Its backends that serve a client now (running a command, or held by
+    /// a pinned client), of all pools: its load. Kept by
+    /// `attach_backend_client`, `detach_backend_client` and `close_backend`.
+    pub in_use: usize,
+    /// What its health checker says (servers of no role are not checked:
+    /// always in rotation).
+    pub health: ServerHealth,
     /// The version its greeting announced (clients are greeted with it).
     pub version: Option<String>,
     /// Its default collation id, from its greeting.
@@ -47,10 +63,36 @@ pub struct BackendServer {
     pub long_query_time: Option<f64>,
 }
 
+/// A server's place in rotation and what its last check found.
+#[derive(Clone, Debug, Default)]
+pub struct ServerHealth {
+    /// Out of rotation, and why (None: in rotation).
+    pub out: Option<String>,
+    /// Its last check, and what it found.
+    pub checked_at: Option<Instant>,
+    pub check_time: Duration,
+    pub read_only: Option<bool>,
+    pub lag: Option<Duration>,
+    pub last_error: Option<String>,
+    /// Times it went out of rotation, and came back.
+    pub went_out: u64,
+    pub came_back: u64,
+    /// Replicas: the latest time at which the primary's GTID position,
+    /// read then, is known to be applied here (read-your-writes: a client
+    /// whose last write completed before it may read here).
+    pub fresh_as_of: Option<Instant>,
+}
+
 impl BackendServer {
-    pub fn new(address: BackendAddr) -> Self {
+    pub fn new(config: &ServerConfig) -> Self {
         BackendServer {
-            address,
+            name: config.name.clone(),
+            address: config.address.clone(),
+            role: config.role,
+            weight: config.weight.max(1),
+            removed: false,
+            in_use: 0,
+            health: ServerHealth::default(),
             version: None,
             charset: None,
             mariadb_caps: None,
@@ -63,6 +105,26 @@ impl BackendServer {
             names_defaults: HashMap::new(),
             long_query_time: None,
         }
+    }
+
+    /// It may be given commands: not removed, and in rotation.
+    pub fn in_rotation(&self) -> bool {
+        !self.removed && self.health.out.is_none()
+    }
+
+    /// Its load for balancing: backends in use per weight, counting the
+    /// one about to be given (scaled so that weights of 1 to 1000 compare
+    /// in whole numbers).
+    pub fn load(&self) -> u64 {
+        (self.in_use as u64 + 1) * 1_000_000 / u64::from(self.weight)
+    }
+
+    /// Take a reload's settings (address changes apply to new connections).
+    pub fn reconfigure(&mut self, config: &ServerConfig) {
+        self.address = config.address.clone();
+        self.role = config.role;
+        self.weight = config.weight.max(1);
+        self.removed = false;
     }
 
     /// `SET NAMES cs` gives cs's default collation whatever the session
@@ -91,7 +153,13 @@ mod tests {
 
     #[test]
     fn names_defaults_are_fixed_on_mariadb_before_11_2() {
-        let mut s = BackendServer::new(BackendAddr::Unix("/tmp/x.sock".into()));
+        let mut s = BackendServer::new(&ServerConfig {
+            name: "x".into(),
+            address: BackendAddr::Unix("/tmp/x.sock".into()),
+            role: ServerRole::Any,
+            weight: 100,
+            max_replication_lag: None,
+        });
         for (version, fixed) in [
             (None, false),
             (Some("5.5.5-10.11.14-MariaDB-0+deb12u2"), true),

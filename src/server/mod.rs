@@ -30,6 +30,8 @@ mod ops;
 pub mod pool;
 mod processlist;
 mod relay;
+mod routing;
+mod servers;
 pub mod session;
 /// The whole-funnel simulation (unit tests and the `funnel` fuzz target):
 /// only in tests and with the `fuzzing` feature.
@@ -112,7 +114,7 @@ pub struct Engine {
     /// Funnel connection id → client key, for KILL.
     client_ids: HashMap<u32, usize>,
     /// The mysqld servers, and what the funnel learnt of each; pools name
-    /// theirs. One, from `[backend] address`, for now.
+    /// theirs (`servers.rs`). Never shrinks: a removed server is marked.
     servers: Vec<backend_server::BackendServer>,
     /// A client's share of an OK's session-state block is built here.
     track_buf: Vec<u8>,
@@ -141,14 +143,12 @@ pub use event_loop::{run, AdminStarter};
 impl Engine {
     fn new(config: Config, now: Instant) -> Engine {
         let npools = config.users.len();
-        let servers = vec![backend_server::BackendServer::new(
-            config.backend.address.clone(),
-        )];
+        let servers = servers::from_config(&config);
         let pools = config
             .users
             .iter()
             .enumerate()
-            .map(|(i, u)| Pool::new(i, u.clone(), now))
+            .map(|(i, u)| Pool::new(i, u.clone(), &servers::indexes(&servers, &u.servers), now))
             .collect();
         Engine {
             config,
@@ -353,8 +353,10 @@ impl Engine {
             if let Some(at) = p.next_expiry() {
                 next = next.min(at);
             }
-            if p.missing_shared() > 0 {
-                next = next.min(p.next_connect_at.max(self.now));
+            for (slot, s) in p.servers.iter().enumerate() {
+                if p.missing_shared_on(slot) > 0 && self.servers[s.server].in_rotation() {
+                    next = next.min(s.next_connect_at.max(self.now));
+                }
             }
         }
         if !self.deferred.is_empty() || !self.actions.is_empty() {

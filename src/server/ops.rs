@@ -270,13 +270,15 @@ impl Engine {
             }
             if !known {
                 let index = self.pools.len();
-                self.add_pool(Pool::new(index, user.clone(), self.now));
+                let servers = super::servers::indexes(&self.servers, &user.servers);
+                self.add_pool(Pool::new(index, user.clone(), &servers, self.now));
                 notes.push(format!("pool {} added", user.name));
             }
         }
         for p in self.pools.iter_mut().filter(|p| p.relay) {
             p.user = super::relay::relay_pool_user(&new);
         }
+        self.reload_servers(&new, &mut notes);
         for p in &mut self.pools {
             if !p.relay && !p.is_removed() && !new.users.iter().any(|u| u.name == p.user.name) {
                 if !p.found_rows {
@@ -326,7 +328,7 @@ impl Engine {
                 self.close_backend(b);
             }
         }
-        while self.pools[pool].shared > self.pools[pool].user.connections {
+        while self.pools[pool].shared > self.pools[pool].capacity() {
             let Some(&b) = self.pools[pool].idle().last() else {
                 // Busy ones close when they come back (backend_ready).
                 return;
@@ -367,7 +369,7 @@ impl Engine {
                         .collect(),
                 },
                 backends: BackendCounts {
-                    broken: p.missing_shared(),
+                    broken: p.missing_shared(|s| self.servers[s].in_rotation()),
                     ..BackendCounts::default()
                 },
                 backlog_depth: p.backlog_len(),

@@ -31,12 +31,54 @@ pub struct BacklogFull {
     pub limit: usize,
 }
 
+/// A pool's connections to one of its servers.
+pub struct PoolServer {
+    /// The engine's index of the server.
+    pub server: usize,
+    /// The user's configuration no longer names it: its connections close
+    /// as they go idle and none is opened.
+    pub removed: bool,
+    /// Its shared backends (connecting, idle or busy), pinned ones, and
+    /// those being connected (in `shared` or `pinned`): this server's part
+    /// of the pool's counts, changed with them in `Pool::count_backend`.
+    pub shared: usize,
+    pub pinned: usize,
+    pub connecting: usize,
+    /// Its backends on the pool's idle list.
+    pub idle: usize,
+    /// Next time a connection to it may be attempted (reconnect backoff).
+    pub next_connect_at: Instant,
+    pub backoff: Duration,
+}
+
+impl PoolServer {
+    pub fn new(server: usize, now: Instant) -> Self {
+        PoolServer {
+            server,
+            removed: false,
+            shared: 0,
+            pinned: 0,
+            connecting: 0,
+            idle: 0,
+            next_connect_at: now,
+            backoff: Duration::ZERO,
+        }
+    }
+
+    /// Its shared backends that serve a command now.
+    fn busy(&self) -> usize {
+        self.shared.saturating_sub(self.idle)
+    }
+}
+
 pub struct Pool {
     pub index: usize,
     pub user: UserConfig,
-    /// The backend server its connections go to (an index of the engine's
-    /// servers): a pool is per (user, server).
-    pub server: usize,
+    /// The servers its connections go to, each with its part of the
+    /// counts. A backend names its entry (`Backend::slot`); entries are
+    /// never removed (a server the user no longer names is marked
+    /// `removed`), so that a slot stays valid for the pool's life.
+    pub servers: Vec<PoolServer>,
     /// Its backends log in with `CLIENT_FOUND_ROWS` (affected rows count the
     /// rows matched, not changed). The flag is fixed per connection at login
     /// and cannot be replayed, so clients that ask for it get a pool of their
@@ -58,9 +100,6 @@ pub struct Pool {
     pub pinned: usize,
     /// Backends being connected (included in `shared` or `pinned`).
     pub connecting: usize,
-    /// Next time a backend connection may be attempted (reconnect backoff).
-    pub next_connect_at: Instant,
-    pub backoff: Duration,
     /// Most recent backend connect or login failure, for clients' errors.
     pub last_backend_error: Option<String>,
     /// mysqld refused the pool's login (wrong password, unknown account,
@@ -102,11 +141,12 @@ const KNOWN_SCHEMAS_MAX: usize = 4096;
 pub const EXTRA_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Pool {
-    pub fn new(index: usize, user: UserConfig, now: Instant) -> Self {
+    /// A pool over the engine's servers `servers` (never empty).
+    pub fn new(index: usize, user: UserConfig, servers: &[usize], now: Instant) -> Self {
         Pool {
             index,
             user,
-            server: 0,
+            servers: servers.iter().map(|&s| PoolServer::new(s, now)).collect(),
             found_rows: false,
             relay: false,
             backlog: VecDeque::new(),
@@ -114,8 +154,6 @@ impl Pool {
             shared: 0,
             pinned: 0,
             connecting: 0,
-            next_connect_at: now,
-            backoff: Duration::ZERO,
             last_backend_error: None,
             login_refused: None,
             backlog_max: 0,
@@ -129,38 +167,69 @@ impl Pool {
         }
     }
 
-    /// Count a backend of the pool in (`add`) or out, by its role.
-    pub fn count_backend(&mut self, pinned: bool, connecting: bool, add: bool) {
-        let step = |n: &mut usize| {
-            if add {
-                *n += 1;
-            } else {
-                // The simulation's invariants hold these counts to the
-                // backends that exist; a release build must not die of it.
-                debug_assert!(*n > 0, "a pool count went below zero");
-                *n = n.saturating_sub(1);
-            }
-        };
-        step(if pinned {
-            &mut self.pinned
-        } else {
-            &mut self.shared
-        });
-        if connecting {
-            step(&mut self.connecting);
+    /// Use the servers `servers` (engine indexes) from now on: new ones get
+    /// an entry, those no longer named are marked removed (their entries
+    /// stay: backends name them).
+    pub fn use_servers(&mut self, servers: &[usize], now: Instant) {
+        for s in &mut self.servers {
+            s.removed = !servers.contains(&s.server);
         }
+        for &server in servers {
+            if !self.servers.iter().any(|s| s.server == server) {
+                self.servers.push(PoolServer::new(server, now));
+            }
+        }
+    }
+
+    /// The server whose defaults (character sets, timeouts, session
+    /// tracking) its clients start from: the first it names. The servers of
+    /// one pool are to be alike (a primary and its replicas).
+    pub fn home_server(&self) -> usize {
+        self.servers
+            .iter()
+            .find(|s| !s.removed)
+            .or(self.servers.first())
+            .map_or(0, |s| s.server)
+    }
+
+    /// Count a backend of the pool in (`add`) or out, by its role and its
+    /// server (`slot`, its entry in `servers`).
+    pub fn count_backend(&mut self, slot: usize, pinned: bool, connecting: bool, add: bool) {
+        if let Some(s) = self.servers.get_mut(slot) {
+            count(
+                &mut s.shared,
+                &mut s.pinned,
+                &mut s.connecting,
+                pinned,
+                connecting,
+                add,
+            );
+        }
+        count(
+            &mut self.shared,
+            &mut self.pinned,
+            &mut self.connecting,
+            pinned,
+            connecting,
+            add,
+        );
     }
 
     /// The pool of this pool's user for clients that negotiated
     /// `CLIENT_FOUND_ROWS`: same user, limits and confirmed schemas (the
     /// schemas are a matter of grants, which the flag does not change).
     pub fn found_rows_twin(&self, index: usize, now: Instant) -> Self {
-        Pool {
+        let servers: Vec<usize> = self.servers.iter().map(|s| s.server).collect();
+        let mut twin = Pool {
             found_rows: true,
             known_schemas: self.known_schemas.clone(),
             privileges: self.privileges,
-            ..Pool::new(index, self.user.clone(), now)
+            ..Pool::new(index, self.user.clone(), &servers, now)
+        };
+        for (t, s) in twin.servers.iter_mut().zip(&self.servers) {
+            t.removed = s.removed;
         }
+        twin
     }
 
     /// The name operators and clients see: the user's name, with
@@ -246,19 +315,28 @@ impl Pool {
             .map(|r| r.enqueued + self.user.queue_timeout)
     }
 
-    /// The idle backend to take, the best by `score` (higher is better;
-    /// ties go to the most recently used, whose caches are warm). None
-    /// also when `connections` shared backends are busy already: those
-    /// kept beyond it (`keeps_extra`) wait for pinned clients, they do not
-    /// add to how many commands run at once. It leaves the list when the
-    /// engine gives it a client.
-    pub fn pick_idle(&self, mut score: impl FnMut(usize) -> u32) -> Option<usize> {
-        if self.shared.saturating_sub(self.idle.len()) >= self.user.connections {
-            return None;
+    /// The idle backend to take, the best by `rank`: the backend's server
+    /// entry (`slot`) and score, higher is better, or None when it cannot
+    /// take the command; ties go to the most recently used, whose caches
+    /// are warm. A server with `connections` shared backends busy already
+    /// is passed over: those kept beyond it (`keeps_extra`) wait for pinned
+    /// clients, they do not add to how many commands run at once. It leaves
+    /// the list when the engine gives it a client.
+    pub fn pick_idle(&self, mut rank: impl FnMut(usize) -> Option<(usize, u64)>) -> Option<usize> {
+        let limit = self.user.connections;
+        if let [only] = &self.servers[..] {
+            if only.busy() >= limit {
+                return None;
+            }
         }
-        let mut best: Option<(usize, u32)> = None;
+        let mut best: Option<(usize, u64)> = None;
         for &b in self.idle.iter().rev() {
-            let s = score(b);
+            let Some((slot, s)) = rank(b) else {
+                continue;
+            };
+            if self.servers.len() > 1 && self.servers.get(slot).is_none_or(|e| e.busy() >= limit) {
+                continue;
+            }
             if best.is_none_or(|(_, bs)| s > bs) {
                 best = Some((b, s));
             }
@@ -272,42 +350,61 @@ impl Pool {
     }
 
     /// Only for `sync_idle_listing` (backend/mod.rs), and benchmarks.
-    pub fn list_idle(&mut self, backend: usize) {
+    pub fn list_idle(&mut self, backend: usize, slot: usize) {
         debug_assert!(
             !self.idle.contains(&backend),
             "backend {backend} listed twice as idle"
         );
         self.idle.push(backend);
+        if let Some(s) = self.servers.get_mut(slot) {
+            s.idle += 1;
+        }
     }
 
     /// Only for `sync_idle_listing` (backend/mod.rs), benchmarks and the
     /// simulation's test of its own checker.
-    pub fn unlist_idle(&mut self, backend: usize) {
+    pub fn unlist_idle(&mut self, backend: usize, slot: usize) {
         if let Some(i) = self.idle.iter().position(|&b| b == backend) {
             self.idle.remove(i);
+            if let Some(s) = self.servers.get_mut(slot) {
+                s.idle = s.idle.saturating_sub(1);
+            }
         }
     }
 
-    /// Shared backends missing from the configured count.
-    pub fn missing_shared(&self) -> usize {
+    /// Shared backends missing from the configured count, on all its
+    /// servers that are to have them (`wanted`: in rotation).
+    pub fn missing_shared(&self, mut wanted: impl FnMut(usize) -> bool) -> usize {
+        (0..self.servers.len())
+            .filter(|&slot| wanted(self.servers[slot].server))
+            .map(|slot| self.missing_shared_on(slot))
+            .sum()
+    }
+
+    /// Shared backends missing from the configured count on one server.
+    pub fn missing_shared_on(&self, slot: usize) -> usize {
+        let Some(s) = self.servers.get(slot) else {
+            return 0;
+        };
+        if s.removed {
+            return 0;
+        }
         if self.is_removed() {
             // Draining: no backends kept open for nobody (nor logins retried
             // against a mysqld that may refuse them now), only one for each
             // command still waiting, up to the configured count.
             let room = if self.user.max_pinned_backends == 0 {
-                self.user.connections.saturating_sub(self.pinned)
+                self.user.connections.saturating_sub(s.pinned)
             } else {
                 self.user.connections
             };
-            return self.backlog.len().min(room).saturating_sub(self.shared);
+            return self.backlog.len().min(room).saturating_sub(s.shared);
         }
         if self.user.max_pinned_backends == 0 {
             // No extra connections: pinned ones come out of the configured count.
-            self.user
-                .connections
-                .saturating_sub(self.shared + self.pinned)
+            self.user.connections.saturating_sub(s.shared + s.pinned)
         } else {
-            self.user.connections.saturating_sub(self.shared)
+            self.user.connections.saturating_sub(s.shared)
         }
     }
 
@@ -321,7 +418,14 @@ impl Pool {
         self.user.max_pinned_backends > 0
             && !self.relay
             && !self.is_removed()
-            && self.shared + self.pinned <= self.user.connections + self.user.max_pinned_backends
+            && self.shared + self.pinned <= self.capacity() + self.user.max_pinned_backends
+    }
+
+    /// Shared backends the pool is to have: `connections` on each of its
+    /// servers (not those it no longer uses).
+    pub fn capacity(&self) -> usize {
+        let servers = self.servers.iter().filter(|s| !s.removed).count();
+        self.user.connections * servers.max(1)
     }
 
     /// Called at every turn of the loop: how many of the shared backends
@@ -331,7 +435,7 @@ impl Pool {
     /// makes one fewer (it takes a shared backend), so under steady pins
     /// the pool keeps what their peak needs.
     pub fn surplus_extras(&mut self, now: Instant) -> usize {
-        let extra = self.shared.saturating_sub(self.user.connections);
+        let extra = self.shared.saturating_sub(self.capacity());
         self.extra_low = self.extra_low.min(extra);
         if now < self.extra_window_end {
             return 0;
@@ -346,7 +450,7 @@ impl Pool {
     pub fn pin_limit(&self) -> usize {
         if self.user.max_pinned_backends == 0 {
             // One connection always stays shared, so unpinned clients progress.
-            self.user.connections.saturating_sub(1)
+            self.capacity().saturating_sub(1)
         } else {
             self.user.max_pinned_backends
         }
@@ -358,6 +462,31 @@ impl Pool {
         let before = self.backlog.len();
         self.backlog.retain(|r| r.client != client);
         before != self.backlog.len()
+    }
+}
+
+/// One step of a role's counts (see `Pool::count_backend`).
+fn count(
+    shared: &mut usize,
+    pinned_count: &mut usize,
+    connecting_count: &mut usize,
+    pinned: bool,
+    connecting: bool,
+    add: bool,
+) {
+    let step = |n: &mut usize| {
+        if add {
+            *n += 1;
+        } else {
+            // The simulation's invariants hold these counts to the
+            // backends that exist; a release build must not die of it.
+            debug_assert!(*n > 0, "a pool count went below zero");
+            *n = n.saturating_sub(1);
+        }
+    };
+    step(if pinned { pinned_count } else { shared });
+    if connecting {
+        step(connecting_count);
     }
 }
 
@@ -384,6 +513,22 @@ mod tests {
         }
     }
 
+    /// The idle list and its count on the one server.
+    fn set_idle(p: &mut Pool, idle: Vec<usize>) {
+        p.servers[0].idle = idle.len();
+        p.idle = idle;
+    }
+
+    fn set_shared(p: &mut Pool, n: usize) {
+        p.shared = n;
+        p.servers[0].shared = n;
+    }
+
+    fn set_pinned(p: &mut Pool, n: usize) {
+        p.pinned = n;
+        p.servers[0].pinned = n;
+    }
+
     fn req(key: usize, at: Instant) -> Request {
         Request {
             client: ClientRef { key, serial: 1 },
@@ -394,7 +539,7 @@ mod tests {
     #[test]
     fn backlog_is_bounded_fifo() {
         let now = Instant::now();
-        let mut p = Pool::new(0, user(3, 1000), now);
+        let mut p = Pool::new(0, user(3, 1000), &[0], now);
         for k in 0..3 {
             p.enqueue(req(k, now)).unwrap();
         }
@@ -411,7 +556,7 @@ mod tests {
     #[test]
     fn expiry_takes_only_old_heads() {
         let t0 = Instant::now();
-        let mut p = Pool::new(0, user(10, 100), t0);
+        let mut p = Pool::new(0, user(10, 100), &[0], t0);
         p.enqueue(req(1, t0)).unwrap();
         p.enqueue(req(2, t0 + Duration::from_millis(50))).unwrap();
         assert!(p.pop_expired(t0 + Duration::from_millis(99)).is_none());
@@ -424,21 +569,21 @@ mod tests {
 
     #[test]
     fn idle_choice_prefers_score_then_recency() {
-        let mut p = Pool::new(0, user(10, 100), Instant::now());
-        p.idle = vec![10, 11, 12];
-        assert_eq!(p.pick_idle(|_| 0), Some(12));
-        assert_eq!(p.pick_idle(|b| u32::from(b == 10)), Some(10));
-        p.unlist_idle(12);
-        assert_eq!(p.pick_idle(|_| 0), Some(11));
-        p.unlist_idle(11);
-        p.unlist_idle(10);
-        assert_eq!(p.pick_idle(|_| 0), None);
+        let mut p = Pool::new(0, user(10, 100), &[0], Instant::now());
+        set_idle(&mut p, vec![10, 11, 12]);
+        assert_eq!(p.pick_idle(|_| Some((0, 0))), Some(12));
+        assert_eq!(p.pick_idle(|b| Some((0, u64::from(b == 10)))), Some(10));
+        p.unlist_idle(12, 0);
+        assert_eq!(p.pick_idle(|_| Some((0, 0))), Some(11));
+        p.unlist_idle(11, 0);
+        p.unlist_idle(10, 0);
+        assert_eq!(p.pick_idle(|_| Some((0, 0))), None);
     }
 
     #[test]
     fn found_rows_twin_shares_user_and_schemas_not_backlog() {
         let now = Instant::now();
-        let mut p = Pool::new(0, user(3, 1000), now);
+        let mut p = Pool::new(0, user(3, 1000), &[0], now);
         p.schema_confirmed("app");
         p.enqueue(req(1, now)).unwrap();
         let twin = p.found_rows_twin(5, now);
@@ -459,30 +604,38 @@ mod tests {
 
     #[test]
     fn extras_never_run_more_than_connections_commands() {
-        let mut p = Pool::new(0, user(10, 100), Instant::now());
+        let mut p = Pool::new(0, user(10, 100), &[0], Instant::now());
         // connections = 2: two busy shared backends and two idle extras
         // kept after their pinned clients left.
-        p.shared = 4;
-        p.idle = vec![10, 11];
-        assert_eq!(p.pick_idle(|_| 0), None, "two commands run already");
-        p.idle = vec![10, 11, 12];
-        assert_eq!(p.pick_idle(|_| 0), Some(12), "one of the two is done");
-        p.unlist_idle(12);
-        assert_eq!(p.pick_idle(|_| 0), None);
+        set_shared(&mut p, 4);
+        set_idle(&mut p, vec![10, 11]);
+        assert_eq!(
+            p.pick_idle(|_| Some((0, 0))),
+            None,
+            "two commands run already"
+        );
+        set_idle(&mut p, vec![10, 11, 12]);
+        assert_eq!(
+            p.pick_idle(|_| Some((0, 0))),
+            Some(12),
+            "one of the two is done"
+        );
+        p.unlist_idle(12, 0);
+        assert_eq!(p.pick_idle(|_| Some((0, 0))), None);
     }
 
     #[test]
     fn extras_are_kept_within_the_pinned_allowance_only() {
-        let mut p = Pool::new(0, user(10, 100), Instant::now());
+        let mut p = Pool::new(0, user(10, 100), &[0], Instant::now());
         // connections = 2, max_pinned_backends = 1.
-        p.shared = 3;
+        set_shared(&mut p, 3);
         assert!(p.keeps_extra(), "2 shared + 1 for the allowance");
-        p.pinned = 1;
+        set_pinned(&mut p, 1);
         assert!(!p.keeps_extra(), "the allowance is in use by a pin");
-        p.pinned = 0;
-        p.shared = 4;
+        set_pinned(&mut p, 0);
+        set_shared(&mut p, 4);
         assert!(!p.keeps_extra());
-        p.shared = 3;
+        set_shared(&mut p, 3);
         p.user.max_pinned_backends = 0;
         assert!(!p.keeps_extra(), "pins come out of the shared ones");
         p.user.max_pinned_backends = 1;
@@ -493,49 +646,53 @@ mod tests {
     #[test]
     fn extras_no_pin_needed_for_a_whole_window_are_surplus() {
         let t0 = Instant::now();
-        let mut p = Pool::new(0, user(10, 100), t0);
+        let mut p = Pool::new(0, user(10, 100), &[0], t0);
         p.user.max_pinned_backends = 4;
         let w = EXTRA_IDLE_TIMEOUT;
         let at = |k: u32| t0 + w * k / 4;
         // Three extras; pins keep taking up to two of them in the first
         // window: one was never needed.
-        p.shared = 5;
+        set_shared(&mut p, 5);
         assert_eq!(p.surplus_extras(at(1)), 0);
-        p.shared = 3;
+        set_shared(&mut p, 3);
         assert_eq!(p.surplus_extras(at(2)), 0);
-        p.shared = 5;
+        set_shared(&mut p, 5);
         assert_eq!(p.surplus_extras(at(4)), 1);
-        p.shared = 4;
+        set_shared(&mut p, 4);
         // A steady pin uses the one left over.
         for k in 5..8 {
-            p.shared = if k % 2 == 0 { 2 } else { 4 };
+            set_shared(&mut p, if k % 2 == 0 { 2 } else { 4 });
             assert_eq!(p.surplus_extras(at(k)), 0);
         }
-        p.shared = 4;
+        set_shared(&mut p, 4);
         assert_eq!(p.surplus_extras(at(8)), 0, "the window saw a pin take both");
         // No pin for a whole window: both go.
         for k in 9..12 {
             assert_eq!(p.surplus_extras(at(k)), 0);
         }
         assert_eq!(p.surplus_extras(at(12)), 2);
-        p.shared = 2;
+        set_shared(&mut p, 2);
         assert_eq!(p.surplus_extras(at(16)), 0);
     }
 
     #[test]
     fn removed_pool_wants_backends_only_for_waiting_commands() {
         let now = Instant::now();
-        let mut p = Pool::new(0, user(10, 1000), now);
-        assert_eq!(p.missing_shared(), 2);
+        let mut p = Pool::new(0, user(10, 1000), &[0], now);
+        assert_eq!(p.missing_shared(|_| true), 2);
         p.user.name = format!("{REMOVED_PREFIX}u");
-        assert_eq!(p.missing_shared(), 0);
+        assert_eq!(p.missing_shared(|_| true), 0);
         p.enqueue(req(1, now)).unwrap();
-        assert_eq!(p.missing_shared(), 1);
+        assert_eq!(p.missing_shared(|_| true), 1);
         for k in 2..6 {
             p.enqueue(req(k, now)).unwrap();
         }
-        assert_eq!(p.missing_shared(), 2, "never beyond the configured count");
-        p.shared = 1;
-        assert_eq!(p.missing_shared(), 1);
+        assert_eq!(
+            p.missing_shared(|_| true),
+            2,
+            "never beyond the configured count"
+        );
+        set_shared(&mut p, 1);
+        assert_eq!(p.missing_shared(|_| true), 1);
     }
 }

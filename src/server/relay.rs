@@ -106,7 +106,9 @@ impl Engine {
             return p;
         }
         let index = self.pools.len();
-        let mut pool = Pool::new(index, relay_pool_user(&self.config), self.now);
+        let user = relay_pool_user(&self.config);
+        let servers = super::servers::indexes(&self.servers, &user.servers);
+        let mut pool = Pool::new(index, user, &servers, self.now);
         pool.relay = true;
         self.add_pool(pool)
     }
@@ -142,7 +144,7 @@ impl Engine {
         }
         let backend = self.backends.vacant_key();
         let before = self.backends.len();
-        self.open_backend(pool, true);
+        self.open_backend(pool, 0, true);
         if self.backends.len() == before {
             let why = self.pools[pool]
                 .last_backend_error

@@ -19,6 +19,9 @@ use super::{FunnelBuilder, FunnelProcess, PASS_A, PASS_B, USER_A, USER_B};
 #[derive(Clone, Default)]
 pub struct FunnelConfig {
     backend_port: Option<u16>,
+    /// `[server NAME]` sections (name, port, lines): instead of `[backend]
+    /// address` when any is given.
+    servers: Vec<(String, u16, Vec<String>)>,
     funnel: Vec<String>,
     backend: Vec<String>,
     pool: Vec<String>,
@@ -53,6 +56,14 @@ impl FunnelConfig {
     /// mysqld on 127.0.0.1:`port` instead of the shared server.
     pub fn backend_port(mut self, port: u16) -> FunnelConfig {
         self.backend_port = Some(port);
+        self
+    }
+
+    /// A `[server NAME]` on 127.0.0.1:`port` with `lines` (role, weight,
+    /// ...); with any, `[backend]` has no address.
+    pub fn server(mut self, name: &str, port: u16, lines: &[&str]) -> FunnelConfig {
+        let lines = lines.iter().map(|l| l.to_string()).collect();
+        self.servers.push((name.into(), port, lines));
         self
     }
 
@@ -130,10 +141,18 @@ impl FunnelConfig {
         let backend_port = self.backend_port.unwrap_or_else(|| super::mariadb().port);
         let mut s = format!("[funnel]\nlisten = 127.0.0.1:{port}\n");
         push_lines(&mut s, &self.funnel);
-        s.push_str(&format!(
-            "\n[backend]\naddress = 127.0.0.1:{backend_port}\n"
-        ));
+        if self.servers.is_empty() {
+            s.push_str(&format!(
+                "\n[backend]\naddress = 127.0.0.1:{backend_port}\n"
+            ));
+        } else {
+            s.push_str("\n[backend]\n");
+        }
         push_lines(&mut s, &self.backend);
+        for (name, port, lines) in &self.servers {
+            s.push_str(&format!("\n[server {name}]\naddress = 127.0.0.1:{port}\n"));
+            push_lines(&mut s, lines);
+        }
         s.push_str("\n[pool]\n");
         push_lines(&mut s, &self.pool);
         for u in &self.users {

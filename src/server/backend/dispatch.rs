@@ -4,6 +4,12 @@
 
 use super::*;
 
+/// Requests of a pool of several servers looked past when the oldest
+/// cannot run on any idle connection (bounded: dispatch stays cheap).
+const DISPATCH_SCAN: usize = 16;
+/// A server's load in the low bits of a backend's rank (`Pool::pick_idle`).
+const LOAD_MAX: u64 = (1 << 40) - 1;
+
 impl Engine {
     /// The backend is set up (or freed): give it to the pinned client that
     /// waits for it, or back to its pool.
@@ -44,10 +50,11 @@ impl Engine {
         // Connected now, and shared: a pinned connection whose client is
         // gone is given back (closed below when it is one too many).
         self.set_backend_role(key, false, false);
+        let (slot, server) = (self.backends[key].slot, self.backends[key].server);
         if was_connecting {
             self.backends[key].ready_at = self.now;
-            let server = self.pools[pool].server;
             self.servers[server].reached = true;
+            self.servers[server].health.last_error = None;
         }
         // On the idle list from here; the steps below that keep it from
         // serving (close, reset, statement closes) take it off again.
@@ -56,23 +63,27 @@ impl Engine {
         let b = &mut self.backends[key];
         let p = &mut self.pools[pool];
         if was_connecting {
-            if !p.backoff.is_zero() {
+            if !p.servers[slot].backoff.is_zero() {
+                let srv = &self.servers[server];
                 log_limited!(
                     self,
                     LogEvent::BackendRestored,
-                    "pool {}: backend {} reachable again",
+                    "pool {}: backend {}{} reachable again",
                     p.name(),
-                    self.servers[p.server].address
+                    srv.address,
+                    server_label(srv)
                 );
             }
-            p.backoff = Duration::ZERO;
+            p.servers[slot].backoff = Duration::ZERO;
             p.last_backend_error = None;
             if p.login_refused.take().is_some() {
                 error!("pool {}: mysqld accepts the pool's login again", p.name());
             }
         }
         if b.close_when_done
-            || (p.shared > p.user.connections && (was_pinned || !p.keeps_extra()))
+            || (p.shared > p.capacity() && (was_pinned || !p.keeps_extra()))
+            || !self.servers[server].in_rotation()
+            || p.servers[slot].removed
             || (p.is_removed() && p.backlog_len() == 0)
         {
             // More shared backends than configured: this was a pinned
@@ -103,12 +114,14 @@ impl Engine {
         if self.paused || self.pools[pool].paused {
             return;
         }
+        // Requests passed over, in order, put back at the head after.
+        let mut skipped: Vec<crate::server::pool::Request> = Vec::new();
         loop {
             if self.pools[pool].idle().is_empty() {
-                return;
+                break;
             }
             let Some(req) = self.pools[pool].pop() else {
-                return;
+                break;
             };
             let Some(c) = self.clients.get(req.client.key) else {
                 continue;
@@ -119,32 +132,51 @@ impl Engine {
             let fingerprint = c.session.fingerprint();
             let schema = c.session.schema.as_deref();
             let backends = &self.backends;
+            let servers = &self.servers;
             let overwrites = command_overwrites(c);
+            let route = self.route(c, &self.pools[pool]);
             let Some(b) = self.pools[pool].pick_idle(|b| {
-                backends.get(b).map_or(0, |b| {
-                    let score = session_score(&b.session, fingerprint, schema);
-                    match &overwrites {
-                        // A plain SET that overwrites all the backend has
-                        // otherwise needs no replay there either; such a
-                        // backend comes before the same session, which
-                        // stays for commands that need it as it is (the SET
-                        // makes its backend's session something else).
-                        Some(o)
-                            if b.session.fingerprint() != fingerprint
-                                && c.session.equal_except(&b.session, o) =>
-                        {
-                            2 * (score + 2) + 1
-                        }
-                        _ => 2 * score,
+                let b = backends.get(b)?;
+                let server = &servers[b.server];
+                if !route.allows(server) {
+                    return None;
+                }
+                let score = session_score(&b.session, fingerprint, schema);
+                let score = match &overwrites {
+                    // A plain SET that overwrites all the backend has
+                    // otherwise needs no replay there either; such a
+                    // backend comes before the same session, which
+                    // stays for commands that need it as it is (the SET
+                    // makes its backend's session something else).
+                    Some(o)
+                        if b.session.fingerprint() != fingerprint
+                            && c.session.equal_except(&b.session, o) =>
+                    {
+                        2 * (score + 2) + 1
                     }
-                })
+                    _ => 2 * score,
+                };
+                // The session first (a replay costs a round trip), then the
+                // least loaded server.
+                let lightness = LOAD_MAX - server.load().min(LOAD_MAX);
+                Some((b.slot, (u64::from(score) << 40) | lightness))
             }) else {
+                if self.pools[pool].servers.len() > 1 && skipped.len() < DISPATCH_SCAN {
+                    // No server it may run on has an idle connection, but
+                    // one behind it may (a read waits for a replica, a
+                    // write behind it takes the idle primary).
+                    skipped.push(req);
+                    continue;
+                }
                 self.pools[pool].push_front(req);
-                return;
+                break;
             };
             let waited = self.now.saturating_duration_since(req.enqueued);
             self.stats_queue_wait(pool, waited);
             self.start_request(b, req.client);
+        }
+        for req in skipped.into_iter().rev() {
+            self.pools[pool].push_front(req);
         }
     }
 
@@ -289,7 +321,7 @@ impl Engine {
         if c.facts.mentions_timeouts && !b.own_timeouts {
             // The statement may read the client's timeouts: the backend
             // has the global ones (restored after the response).
-            let server = self.servers[self.pools[b.pool].server].timeouts;
+            let server = self.servers[b.server].timeouts;
             let (wait, interactive) = c.timeouts.effective(server);
             if (wait, interactive) != (server.wait, server.interactive) {
                 let sql = format!(
@@ -332,7 +364,7 @@ impl Engine {
         {
             return false;
         }
-        let srv = &self.servers[self.pools[c.pool].server];
+        let srv = &self.servers[self.pools[c.pool].home_server()];
         // mysqld flags an OK `SERVER_QUERY_WAS_SLOW` when the statement
         // took `long_query_time` or more: with one of a second or more, a
         // SET never does.
@@ -609,6 +641,9 @@ impl Engine {
         b.paused = false;
         let pool = b.pool;
         let client = b.client;
+        if !draining {
+            self.note_primary_command(key);
+        }
         self.set_backend_state(key, BackendState::Idle);
         let b = &mut self.backends[key];
         let pins_now = client

@@ -56,7 +56,7 @@ impl Engine {
             PacketKind::Ok => match decode_ok(payload, b.capabilities) {
                 Ok(ok) => {
                     if let (Some(block), Internal::LearnTrackOrder) = (ok.session_state, step) {
-                        let server = self.pools[b.pool].server;
+                        let server = b.server;
                         self.servers[server].track_order = session_state_changes(block)
                             .filter_map(|c| match c {
                                 Ok(StateChange::SystemVariable { name, .. }) => {
@@ -596,7 +596,7 @@ impl Engine {
         let Some(names) = b.set_names.take() else {
             return false;
         };
-        let server = self.pools[b.pool].server;
+        let server = b.server;
         let vars = &b.session.vars;
         let Some(cs) = vars.get("character_set_results") else {
             return false;
@@ -698,7 +698,7 @@ impl Engine {
                 {
                     let coll = coll.to_string();
                     b.names_defaults.push((cs.clone(), coll.clone()));
-                    let server = self.pools[b.pool].server;
+                    let server = b.server;
                     let srv = &mut self.servers[server];
                     if srv.names_default_fixed() {
                         srv.names_defaults.insert(cs, coll);

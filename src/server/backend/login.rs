@@ -285,7 +285,7 @@ impl Engine {
             match data {
                 [caching_sha2::FAST_AUTH_SUCCESS] => return Ok(()), // an OK follows
                 [caching_sha2::PERFORM_FULL_AUTH] => {
-                    let server = self.pools[pool].server;
+                    let server = self.backends[key].server;
                     // Over TLS too, as MySQL's clients send it there.
                     if self.backends[key].tls
                         || matches!(self.servers[server].address, BackendAddr::Unix(_))

@@ -190,6 +190,10 @@ pub enum SlowReader {
 pub struct Backend {
     pub serial: u64,
     pub pool: usize,
+    /// Its server: the pool's entry (`Pool::servers[slot]`) and the
+    /// engine's index (`Engine::servers[server]`).
+    pub slot: usize,
+    pub server: usize,
     /// Its socket in the I/O layer (`ConnId::NONE` until the connect
     /// has been carried out).
     pub conn: ConnId,
@@ -561,16 +565,14 @@ const CHARSET_VARS: [&str; 4] = [
 const NAMES_CHOOSERS: [&str; 2] = ["character_set_collations", "default_collation_for_utf8mb4"];
 
 impl Engine {
-    /// The server a backend connection is to (its pool's).
+    /// The server a backend connection is to.
     pub(super) fn server_of(&self, key: usize) -> usize {
-        self.backends
-            .get(key)
-            .map_or(0, |b| self.pools[b.pool].server)
+        self.backends.get(key).map_or(0, |b| b.server)
     }
 
-    /// Open one more backend connection for a pool.
-    pub(super) fn open_backend(&mut self, pool: usize, pinned: bool) {
-        self.open_backend_for(pool, pinned, None);
+    /// Open one more backend connection for a pool, to its server `slot`.
+    pub(super) fn open_backend(&mut self, pool: usize, slot: usize, pinned: bool) {
+        self.open_backend_for(pool, slot, pinned, None);
     }
 
     /// Open a connection that runs `KILL QUERY thread` and closes: mysqld
@@ -593,8 +595,9 @@ impl Engine {
             command: b.commands,
             thread: b.thread_id,
         };
+        let slot = b.slot;
         let before = self.backends.len();
-        self.open_backend_for(pool, false, Some(target));
+        self.open_backend_for(pool, slot, false, Some(target));
         if self.backends.len() > before {
             // Until this killer is gone, the target is handed to nobody,
             // so its KILL cannot land on someone else's statement.
@@ -604,11 +607,17 @@ impl Engine {
         }
     }
 
-    fn open_backend_for(&mut self, pool: usize, pinned: bool, kill_query: Option<KillTarget>) {
+    fn open_backend_for(
+        &mut self,
+        pool: usize,
+        slot: usize,
+        pinned: bool,
+        kill_query: Option<KillTarget>,
+    ) {
         let serial = self.next_serial();
         let entry = self.backends.vacant_entry();
         let key = entry.key();
-        let server = self.pools[pool].server;
+        let server = self.pools[pool].servers[slot].server;
         self.actions.push(Action::Connect {
             key,
             serial,
@@ -617,6 +626,8 @@ impl Engine {
         entry.insert(Backend {
             serial,
             pool,
+            slot,
+            server,
             conn: ConnId::NONE,
             flush_queued: false,
             state: BackendState::Connecting,
@@ -687,7 +698,7 @@ impl Engine {
             self.add_timer(at, TimerKind::BackendConnect { key, serial });
             return;
         }
-        self.pools[pool].count_backend(pinned, true, true);
+        self.pools[pool].count_backend(slot, pinned, true, true);
         self.bump(pool, |c| c.backend_connects += 1);
         let at = self.now + self.config.backend.connect_timeout;
         self.add_timer(at, TimerKind::BackendConnect { key, serial });
@@ -711,31 +722,38 @@ impl Engine {
             .backlog_depth(pool, self.pools[pool].backlog_len(), self.now);
     }
 
-    fn backend_connect_failed(&mut self, pool: usize, reason: String) {
+    fn backend_connect_failed(&mut self, pool: usize, slot: usize, reason: String) {
         self.bump(pool, |c| c.backend_connect_failures += 1);
         let min = self.config.backend.reconnect_backoff_min;
         let max = self.config.backend.reconnect_backoff_max;
         let p = &mut self.pools[pool];
-        p.backoff = if p.backoff.is_zero() {
+        let Some(ps) = p.servers.get_mut(slot) else {
+            return;
+        };
+        ps.backoff = if ps.backoff.is_zero() {
             min
         } else {
-            (p.backoff * 2).min(max)
+            (ps.backoff * 2).min(max)
         };
         // Jitter (up to a quarter of the delay) so that many funnels do not
         // hammer a restarting mysqld in lockstep.
-        let jitter = p.backoff.as_micros() as u64 / 4;
+        let jitter = ps.backoff.as_micros() as u64 / 4;
         let jitter = if jitter > 0 { random_u64() % jitter } else { 0 };
-        p.next_connect_at = self.now + p.backoff + Duration::from_micros(jitter);
+        ps.next_connect_at = self.now + ps.backoff + Duration::from_micros(jitter);
+        let (server, backoff) = (ps.server, ps.backoff);
         if p.last_backend_error.as_deref() != Some(reason.as_str()) {
+            let srv = &self.servers[server];
             log_limited!(
                 self,
                 LogEvent::BackendConnectFailed,
-                "pool {}: backend {} unavailable: {reason}; retrying in {} ms",
+                "pool {}: backend {}{} unavailable: {reason}; retrying in {} ms",
                 p.name(),
-                self.servers[p.server].address,
-                p.backoff.as_millis()
+                srv.address,
+                server_label(srv),
+                backoff.as_millis()
             );
         }
+        self.servers[server].health.last_error = Some(reason.clone());
         p.last_backend_error = Some(reason);
     }
 
@@ -752,16 +770,49 @@ impl Engine {
             }
         }
         self.close_idle_extras(pool);
+        self.close_idle_out_of_rotation(pool);
+        for slot in 0..self.pools[pool].servers.len() {
+            let ps = &self.pools[pool].servers[slot];
+            if !self.servers[ps.server].in_rotation() {
+                continue;
+            }
+            let missing = self.pools[pool].missing_shared_on(slot);
+            if missing == 0 || self.now < ps.next_connect_at {
+                continue;
+            }
+            // While mysqld is failing, probe with one connection at a time.
+            let n = if ps.backoff.is_zero() { missing } else { 1 };
+            let n = n.saturating_sub(if ps.backoff.is_zero() {
+                0
+            } else {
+                ps.connecting
+            });
+            for _ in 0..n {
+                self.open_backend(pool, slot, false);
+            }
+        }
+    }
+
+    /// Idle connections to a server out of rotation (down, lagging,
+    /// removed) or no longer the pool's are closed: none is handed a
+    /// command there, and a server that comes back gets fresh ones.
+    fn close_idle_out_of_rotation(&mut self, pool: usize) {
         let p = &self.pools[pool];
-        let missing = p.missing_shared();
-        if missing == 0 || self.now < p.next_connect_at {
+        if p.servers.len() == 1 && self.servers[p.servers[0].server].in_rotation() {
             return;
         }
-        // While mysqld is failing, probe with one connection at a time.
-        let n = if p.backoff.is_zero() { missing } else { 1 };
-        let n = n.saturating_sub(if p.backoff.is_zero() { 0 } else { p.connecting });
-        for _ in 0..n {
-            self.open_backend(pool, false);
+        let leaving: Vec<usize> = p
+            .idle()
+            .iter()
+            .copied()
+            .filter(|&k| {
+                self.backends.get(k).is_some_and(|b| {
+                    !self.servers[b.server].in_rotation() || p.servers[b.slot].removed
+                })
+            })
+            .collect();
+        for k in leaving {
+            self.close_backend(k);
         }
     }
 
@@ -773,7 +824,7 @@ impl Engine {
         let now = self.now;
         for _ in 0..self.pools[pool].surplus_extras(now) {
             let p = &self.pools[pool];
-            if p.shared <= p.user.connections {
+            if p.shared <= p.capacity() {
                 return;
             }
             let backends = &self.backends;
@@ -1013,8 +1064,8 @@ impl Engine {
         let b = &mut self.backends[key];
         if b.kill_query.is_none() {
             let p = &mut self.pools[b.pool];
-            p.count_backend(b.pinned, b.connecting, false);
-            p.count_backend(pinned, connecting, true);
+            p.count_backend(b.slot, b.pinned, b.connecting, false);
+            p.count_backend(b.slot, pinned, connecting, true);
         }
         b.pinned = pinned;
         b.connecting = connecting;
@@ -1034,6 +1085,9 @@ impl Engine {
     /// held by it pinned: the one place `Backend::client` is set.
     pub(super) fn attach_backend_client(&mut self, key: usize, client: ClientRef) {
         if let Some(b) = self.backends.get_mut(key) {
+            if b.client.is_none() {
+                self.servers[b.server].in_use += 1;
+            }
             b.client = Some(client);
             sync_idle_listing(b, key, &mut self.pools, self.now);
         }
@@ -1043,7 +1097,10 @@ impl Engine {
     /// `Backend::client` is cleared.
     pub(in crate::server) fn detach_backend_client(&mut self, key: usize) {
         if let Some(b) = self.backends.get_mut(key) {
-            b.client = None;
+            if b.client.take().is_some() {
+                let s = &mut self.servers[b.server];
+                s.in_use = s.in_use.saturating_sub(1);
+            }
             sync_idle_listing(b, key, &mut self.pools, self.now);
         }
     }
@@ -1068,8 +1125,9 @@ impl Engine {
         }
         let connecting = b.connecting;
         if connecting {
+            let slot = b.slot;
             self.close_backend(key);
-            self.backend_connect_failed(pool, reason);
+            self.backend_connect_failed(pool, slot, reason);
             return;
         }
         let thread_id = b.thread_id;
@@ -1225,9 +1283,13 @@ impl Engine {
         }
         let p = &mut self.pools[b.pool];
         if b.idle_listed {
-            p.unlist_idle(key);
+            p.unlist_idle(key, b.slot);
         }
-        p.count_backend(b.pinned, b.connecting, false);
+        p.count_backend(b.slot, b.pinned, b.connecting, false);
+        if b.client.is_some() {
+            let s = &mut self.servers[b.server];
+            s.in_use = s.in_use.saturating_sub(1);
+        }
         let mut rbuf = b.rbuf;
         let mut wbuf = b.wbuf;
         rbuf.clear();
@@ -1258,9 +1320,9 @@ fn sync_idle_listing(b: &mut Backend, key: usize, pools: &mut [super::pool::Pool
         let pool = &mut pools[b.pool];
         if free {
             b.idle_since = now;
-            pool.list_idle(key);
+            pool.list_idle(key, b.slot);
         } else {
-            pool.unlist_idle(key);
+            pool.unlist_idle(key, b.slot);
         }
     }
     debug_assert_eq!(
@@ -1341,6 +1403,18 @@ fn random_u64() -> u64 {
 
 pub(super) fn charset_vars() -> [&'static str; 4] {
     CHARSET_VARS
+}
+
+/// ` (server NAME)` after a server's address in log lines, when servers are
+/// named in the configuration.
+pub(in crate::server) fn server_label(
+    server: &crate::server::backend_server::BackendServer,
+) -> String {
+    if server.role == crate::config::ServerRole::Any {
+        String::new()
+    } else {
+        format!(" (server {})", server.name)
+    }
 }
 
 #[cfg(test)]

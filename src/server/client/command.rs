@@ -42,7 +42,7 @@ impl Engine {
             let (per_client, total) = (
                 self.config.max_prepared_stmts_per_client,
                 self.config.max_prepared_stmt_count.min(
-                    self.servers[self.pools[c.pool].server]
+                    self.servers[self.pools[c.pool].home_server()]
                         .max_prepared
                         .unwrap_or(usize::MAX),
                 ),

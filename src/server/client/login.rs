@@ -449,7 +449,7 @@ impl Engine {
             }
         }
         let pool = self.login_pool(auth.pool.unwrap_or(0), auth.capabilities);
-        let server = self.pools[pool].server;
+        let server = self.pools[pool].home_server();
         let c = &mut self.clients[key];
         c.pool = pool;
         c.retally();
@@ -653,7 +653,7 @@ impl Engine {
 
     /// Back to the session the client had right after its login.
     pub(super) fn reset_client_session(&mut self, key: usize) {
-        let server = self.pools[self.clients[key].pool].server;
+        let server = self.pools[self.clients[key].pool].home_server();
         let c = &mut self.clients[key];
         let schema = c.session.schema.clone();
         c.session = SessionVars::new();
@@ -689,7 +689,7 @@ impl Engine {
         if c.session_ready {
             return;
         }
-        let server = self.pools.get(c.pool).map_or(0, |p| p.server);
+        let server = self.pools.get(c.pool).map_or(0, |p| p.home_server());
         if let Some(table) = &self.servers[server].charsets {
             if let Some((cs, coll)) = table.get(&c.charset) {
                 let names = crate::server::backend::charset_vars();

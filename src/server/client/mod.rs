@@ -243,6 +243,10 @@ pub struct Client {
     /// affected rows, -1 after a result set or an error.
     pub row_count: i64,
     pub last_status: u16,
+    /// Its last command that may have written completed on a primary then
+    /// (`read_write_split`): its reads go to the primary until a replica
+    /// has caught up with that moment.
+    pub wrote_at: Option<std::time::Instant>,
     pub bytes_out: u64,
     /// An error to give as the answer to the next command.
     /// Boxed, as the other rarely held fields: an idle client's `Client`
@@ -623,6 +627,7 @@ impl Engine {
             last_insert_id: 0,
             row_count: 0,
             last_status: SERVER_STATUS_AUTOCOMMIT,
+            wrote_at: None,
             bytes_out: 0,
             pending_error: None,
             unreported_taken: 0,
@@ -699,7 +704,7 @@ impl Engine {
             .clients
             .get(key)
             .and_then(|c| self.pools.get(c.pool))
-            .map_or(0, |p| p.server);
+            .map_or(0, |p| p.home_server());
         &self.servers[server]
     }
 
@@ -1048,7 +1053,11 @@ impl Engine {
         let keys: Vec<usize> = self
             .clients
             .iter()
-            .filter(|(_, c)| self.pools.get(c.pool).is_some_and(|p| p.server == server))
+            .filter(|(_, c)| {
+                self.pools
+                    .get(c.pool)
+                    .is_some_and(|p| p.home_server() == server)
+            })
             .map(|(k, _)| k)
             .collect();
         for key in keys {
@@ -1090,8 +1099,9 @@ mod tests {
     use crate::server::session::PinCause;
 
     /// `size_of::<Client>()` was 976 B before the rarely held fields were
-    /// boxed (2026-12-07).
-    const CLIENT_SIZE_MAX: usize = 856;
+    /// boxed (2026-12-07), 856 B after; `wrote_at` (read-your-writes for
+    /// read_write_split) added 16 B.
+    const CLIENT_SIZE_MAX: usize = 872;
 
     #[test]
     fn scramble_is_printable_and_fresh() {

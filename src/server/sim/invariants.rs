@@ -284,10 +284,9 @@ impl Engine {
     /// (or gone) and the pools back at their configured size.
     pub(crate) fn is_settled(&self) -> bool {
         self.clients.is_empty()
-            && self
-                .pools
-                .iter()
-                .all(|p| p.backlog_len() == 0 && p.missing_shared() == 0)
+            && self.pools.iter().all(|p| {
+                p.backlog_len() == 0 && p.missing_shared(|s| self.servers[s].in_rotation()) == 0
+            })
             && self
                 .backends
                 .iter()

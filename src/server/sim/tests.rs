@@ -154,7 +154,7 @@ fn the_checker_sees_a_lost_idle_backend() {
             sim.funnel.engine.describe_state()
         );
     };
-    sim.funnel.engine.pools[0].unlist_idle(b);
+    sim.funnel.engine.pools[0].unlist_idle(b, 0);
     let e = sim.funnel.engine.check_invariants().unwrap_err();
     assert!(e.contains(&format!("backend {b}")), "{e}");
 }
