@@ -309,7 +309,19 @@ fn console_login_commands_and_config_masking() {
     }
     let (code, _) = error_code(c.query_drop(""));
     assert_eq!(code, 1065);
-    assert_eq!(query(&mut c, "HELP").len(), 19);
+    assert_eq!(query(&mut c, "HELP").len(), 20);
+
+    // SHOW SERVERS: the one server of `[backend] address`, not checked.
+    let servers = query(&mut c, "SHOW SERVERS");
+    assert_eq!(servers.len(), 1);
+    assert_eq!(
+        (
+            s(&servers[0], "server"),
+            s(&servers[0], "role"),
+            s(&servers[0], "state")
+        ),
+        ("backend", "any", "up")
+    );
 
     // SHOW CONFIG: the effective configuration with every secret masked.
     let config = query(&mut c, "SHOW CONFIG");

@@ -713,6 +713,7 @@ impl Session<'_> {
         match upper.as_str() {
             "SHOW STATS" => return self.with_snapshot(false, report::show_stats),
             "SHOW POOLS" => return self.with_snapshot(false, report::show_pools),
+            "SHOW SERVERS" => return self.with_snapshot(false, report::show_servers),
             "SHOW CLIENTS" => return self.with_snapshot(true, report::show_clients),
             "SHOW BACKENDS" => return self.with_snapshot(true, report::show_backends),
             "SHOW BACKLOG" => return self.with_snapshot(false, report::show_backlog),

@@ -3,9 +3,11 @@
 //! * `GET /metrics`: Prometheus text exposition;
 //! * `GET /stats.json`: everything, as JSON (`?detail=0` leaves out the
 //!   per-connection and per-query-shape lists);
-//! * `GET /health`: 200 while every pool has a backend connection up and
-//!   its backlog is below `health_backlog_ratio` of `backlog_size`, else
-//!   503; the body is one line saying why;
+//! * `GET /health`: 200 while every pool that counts (`health_pools`, else
+//!   those with clients) has a backend connection up and its backlog is
+//!   below `health_backlog_ratio` of `backlog_size`, else 503; the body is
+//!   one line saying why, naming pools and servers in trouble that do not
+//!   count; `?pool=USER` and `?server=NAME` ask about one of them;
 //! * `GET /`: a live page plotting backlog depth and latency percentiles.
 //!
 //! HEAD is accepted wherever GET is.
@@ -278,9 +280,16 @@ pub fn route(target: &str, control: &ControlHandle) -> Response {
             body: super::json::stats_json(&snapshot, detail),
             allow: false,
         },
-        _ => match super::health(&snapshot) {
-            Ok(msg) => text(200, msg),
-            Err(reason) => text(503, reason),
-        },
+        _ => {
+            let of = match (param("pool"), param("server")) {
+                (Some(pool), _) => super::HealthOf::Pool(pool),
+                (None, Some(server)) => super::HealthOf::Server(server),
+                (None, None) => super::HealthOf::Host,
+            };
+            match super::health_of(&snapshot, of) {
+                Ok(msg) => text(200, msg),
+                Err(reason) => text(503, reason),
+            }
+        }
     }
 }

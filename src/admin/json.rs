@@ -258,6 +258,31 @@ fn pool(s: &Snapshot, p: &PoolSnapshot) -> Json {
     ])
 }
 
+/// One backend server.
+fn server(v: &crate::control::ServerSnapshot) -> Json {
+    let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_millis() as u64);
+    Json::Obj(vec![
+        ("name", v.name.as_str().into()),
+        ("address", v.address.as_str().into()),
+        ("role", v.role.into()),
+        ("weight", u64::from(v.weight).into()),
+        ("in_rotation", (v.out.is_none() && !v.removed).into()),
+        ("state", v.state().as_str().into()),
+        ("out_reason", v.out.as_deref().into()),
+        ("checked", v.checked.into()),
+        ("connections", v.connections.into()),
+        ("in_use", v.in_use.into()),
+        ("lag_ms", ms(v.lag).into()),
+        ("read_only", v.read_only.into()),
+        ("last_check_ms_ago", ms(v.last_check_ago).into()),
+        ("check_time_us", (v.check_time.as_micros() as u64).into()),
+        ("went_out", v.went_out.into()),
+        ("came_back", v.came_back.into()),
+        ("last_error", v.last_error.as_deref().into()),
+        ("version", v.version.as_deref().into()),
+    ])
+}
+
 /// A pool's counters (`pool`: those only the funnel as a whole has are
 /// null) or the totals.
 fn counters(c: &crate::control::Counters, pool: bool) -> Json {
@@ -329,6 +354,7 @@ pub fn stats_json(s: &Snapshot, detail: bool) -> String {
             "pools",
             Json::Arr(s.pools.iter().map(|p| pool(s, p)).collect()),
         ),
+        ("servers", Json::Arr(s.servers.iter().map(server).collect())),
     ];
     if detail {
         let table = |t: report::Table| {

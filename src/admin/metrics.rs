@@ -163,6 +163,60 @@ pub fn render(s: &Snapshot) -> String {
     );
 
     o.family(
+        "funnel_server_up",
+        "gauge",
+        "1 while a backend server is in rotation (reachable and, for a checked server, healthy).",
+    );
+    for v in &s.servers {
+        o.sample(
+            "funnel_server_up",
+            &[("server", &v.name), ("role", v.role)],
+            b(v.out.is_none() && !v.removed),
+        );
+    }
+    o.family(
+        "funnel_server_connections",
+        "gauge",
+        "Backend connections to a server, all pools, and those serving a client.",
+    );
+    for v in &s.servers {
+        for (state, n) in [("open", v.connections), ("in_use", v.in_use)] {
+            o.sample(
+                "funnel_server_connections",
+                &[("server", &v.name), ("state", state)],
+                n as f64,
+            );
+        }
+    }
+    o.family(
+        "funnel_server_replication_lag_seconds",
+        "gauge",
+        "A replica's Seconds_Behind_Master at its last check (absent while unknown).",
+    );
+    for v in &s.servers {
+        if let Some(lag) = v.lag {
+            o.sample(
+                "funnel_server_replication_lag_seconds",
+                &[("server", &v.name)],
+                lag.as_secs_f64(),
+            );
+        }
+    }
+    o.family(
+        "funnel_server_rotation_changes_total",
+        "counter",
+        "Times a server went out of rotation, and came back.",
+    );
+    for v in &s.servers {
+        for (change, n) in [("out", v.went_out), ("back", v.came_back)] {
+            o.sample(
+                "funnel_server_rotation_changes_total",
+                &[("server", &v.name), ("change", change)],
+                n as f64,
+            );
+        }
+    }
+    o.family(
         "funnel_pool_clients",
         "gauge",
         "Authenticated clients of a pool by state.",

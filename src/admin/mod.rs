@@ -316,35 +316,119 @@ fn accept_loop(
     }
 }
 
-/// Health as `/health` reports it: Ok(summary) or Err(one-line reason).
+/// What `/health` asks about: the host (the pools that count), one pool
+/// (`?pool=NAME`: the user's pools) or one server (`?server=NAME`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthOf<'a> {
+    Host,
+    Pool(&'a str),
+    Server(&'a str),
+}
+
+/// Health as `/health` reports it for the host: Ok(summary) or Err(one-line
+/// reason).
 pub fn health(s: &Snapshot) -> Result<String, String> {
+    health_of(s, HealthOf::Host)
+}
+
+/// Why a pool cannot serve now, if it cannot.
+fn pool_trouble(s: &Snapshot, p: &crate::control::PoolSnapshot) -> Option<String> {
+    if !p.backend_up {
+        let why = p
+            .last_backend_error
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        return Some(format!(
+            "backend down: pool {} has no backend connection up{why}",
+            p.name
+        ));
+    }
+    let limit = (p.backlog_size as f64 * s.health_backlog_ratio).max(1.0);
+    if p.backlog_depth as f64 >= limit {
+        return Some(format!(
+            "backlog saturated: pool {} has {} of {} requests queued (health_backlog_ratio = {})",
+            p.name, p.backlog_depth, p.backlog_size, s.health_backlog_ratio
+        ));
+    }
+    None
+}
+
+/// The user a pool belongs to (`app/found_rows` is app's).
+fn pool_user(name: &str) -> &str {
+    name.split('/').next().unwrap_or(name)
+}
+
+/// Health of the host, one pool or one server. The host is healthy while
+/// the pools that count are (`[stats] health_pools`, else those with
+/// clients, else all): one user with a wrong backend password must not take
+/// the host out of a load balancer for every other user. Pools and servers
+/// in trouble that do not count are named in the OK line.
+pub fn health_of(s: &Snapshot, of: HealthOf) -> Result<String, String> {
     if s.shutting_down {
         return Err("draining for shutdown".into());
     }
     if s.paused {
         return Err("paused by the admin console (RESUME to continue)".into());
     }
-    let mut pools = 0;
-    for p in s.pools.iter().filter(|p| !p.is_removed()) {
-        pools += 1;
-        if !p.backend_up {
-            let why = p
-                .last_backend_error
-                .as_deref()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default();
-            return Err(format!(
-                "backend down: pool {} has no backend connection up{why}",
-                p.name
-            ));
+    let live = || s.pools.iter().filter(|p| !p.is_removed());
+    match of {
+        HealthOf::Server(name) => {
+            let Some(server) = s.servers.iter().find(|v| v.name == name) else {
+                return Err(format!("no server {name:?}"));
+            };
+            return match &server.out {
+                Some(why) => Err(format!("server {name} out of rotation: {why}")),
+                None if server.removed => Err(format!("server {name} removed by a reload")),
+                None => Ok(format!("OK: server {name} in rotation")),
+            };
         }
-        let limit = (p.backlog_size as f64 * s.health_backlog_ratio).max(1.0);
-        if p.backlog_depth as f64 >= limit {
-            return Err(format!(
-                "backlog saturated: pool {} has {} of {} requests queued (health_backlog_ratio = {})",
-                p.name, p.backlog_depth, p.backlog_size, s.health_backlog_ratio
-            ));
+        HealthOf::Pool(name) => {
+            let mut found = 0;
+            for p in live().filter(|p| p.name == name || pool_user(&p.name) == name) {
+                found += 1;
+                if let Some(why) = pool_trouble(s, p) {
+                    return Err(why);
+                }
+            }
+            return if found == 0 {
+                Err(format!("no pool {name:?}"))
+            } else {
+                Ok(format!("OK: pool {name} up, backlog below the limit"))
+            };
+        }
+        HealthOf::Host => {}
+    }
+    let with_clients = live().any(|p| p.clients.connected > 0);
+    let counts = |p: &crate::control::PoolSnapshot| {
+        if !s.health_pools.is_empty() {
+            s.health_pools.iter().any(|u| u == pool_user(&p.name))
+        } else {
+            !with_clients || p.clients.connected > 0
+        }
+    };
+    let mut pools = 0;
+    let mut aside = Vec::new();
+    for p in live() {
+        let trouble = pool_trouble(s, p);
+        if counts(p) {
+            pools += 1;
+            if let Some(why) = trouble {
+                return Err(why);
+            }
+        } else if let Some(why) = trouble {
+            aside.push(format!("{why} (not counted)"));
         }
     }
-    Ok(format!("OK: {pools} pool(s) up, backlog below the limit"))
+    for server in s.servers.iter().filter(|v| !v.removed) {
+        if let Some(why) = &server.out {
+            aside.push(format!("server {} out of rotation: {why}", server.name));
+        }
+    }
+    let mut line = format!("OK: {pools} pool(s) up, backlog below the limit");
+    if !aside.is_empty() {
+        line.push_str("; ");
+        line.push_str(&aside.join("; "));
+    }
+    Ok(line)
 }

@@ -132,6 +132,50 @@ pub fn pinned_total(p: &PoolSnapshot) -> usize {
     p.clients.pinned.iter().map(|(_, n)| n).sum()
 }
 
+pub fn show_servers(s: &Snapshot) -> Table {
+    let mut t = Table::new(&[
+        ("server", Str),
+        ("address", Str),
+        ("role", Str),
+        ("weight", Int),
+        ("state", Str),
+        ("connections", Int),
+        ("in_use", Int),
+        ("lag_ms", Int),
+        ("read_only", Str),
+        ("last_check_ms_ago", Int),
+        ("check_time_us", Int),
+        ("went_out", Int),
+        ("came_back", Int),
+        ("last_error", Str),
+        ("version", Str),
+    ]);
+    for v in &s.servers {
+        t.push(vec![
+            v.name.as_str().into(),
+            v.address.as_str().into(),
+            v.role.into(),
+            Cell::Int(u64::from(v.weight)),
+            v.state().into(),
+            v.connections.into(),
+            v.in_use.into(),
+            v.lag.map_or(Cell::Null, ms),
+            v.read_only.map_or(Cell::Null, yes_no),
+            v.last_check_ago.map_or(Cell::Null, ms),
+            if v.checked {
+                us(v.check_time)
+            } else {
+                Cell::Null
+            },
+            Cell::Int(v.went_out),
+            Cell::Int(v.came_back),
+            v.last_error.as_deref().into(),
+            v.version.as_deref().into(),
+        ]);
+    }
+    t
+}
+
 pub fn show_pools(s: &Snapshot) -> Table {
     let mut t = Table::new(&[
         ("pool", Str),
@@ -513,7 +557,7 @@ pub fn show_version(s: &Snapshot) -> Table {
 }
 
 /// The commands of the admin console and what they do.
-pub const COMMANDS: [(&str, &str); 19] = [
+pub const COMMANDS: [(&str, &str); 20] = [
     (
         "SHOW STATS",
         "request, error and byte counters per pool and in total",
@@ -521,6 +565,10 @@ pub const COMMANDS: [(&str, &str); 19] = [
     (
         "SHOW POOLS",
         "clients and backends per pool by state, backlog, backend health",
+    ),
+    (
+        "SHOW SERVERS",
+        "backend servers: role, rotation state and why, connections, replication lag, checks",
     ),
     (
         "SHOW CLIENTS",

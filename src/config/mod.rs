@@ -184,6 +184,8 @@ pub struct BackendConfig {
     pub health_password: Option<String>,
     pub connect_timeout: Duration,
     pub health_check_interval: Duration,
+    /// How often each `[server NAME]` is checked.
+    pub server_check_interval: Duration,
     pub reconnect_backoff_min: Duration,
     pub reconnect_backoff_max: Duration,
     /// TLS to mysqld (`tls`, `tls_ca`, `tls_server_name`).
@@ -403,6 +405,8 @@ impl fmt::Debug for AdminConfig {
 pub struct StatsConfig {
     pub listen: SocketAddr,
     pub health_backlog_ratio: f64,
+    /// Users whose pools `/health` counts; empty: those with clients.
+    pub health_pools: Vec<String>,
     /// Bearer token required for everything but `/health`; empty: none.
     pub stats_token: String,
 }
@@ -412,6 +416,7 @@ impl fmt::Debug for StatsConfig {
         f.debug_struct("StatsConfig")
             .field("listen", &self.listen)
             .field("health_backlog_ratio", &self.health_backlog_ratio)
+            .field("health_pools", &self.health_pools)
             .field("stats_token", &MASK)
             .finish()
     }
@@ -798,6 +803,10 @@ impl Config {
                         ms(self.backend.health_check_interval),
                     ),
                     (
+                        "server_check_interval_ms",
+                        ms(self.backend.server_check_interval),
+                    ),
+                    (
                         "reconnect_backoff_min_ms",
                         ms(self.backend.reconnect_backoff_min),
                     ),
@@ -919,6 +928,7 @@ impl Config {
                         "health_backlog_ratio",
                         stats.health_backlog_ratio.to_string(),
                     ),
+                    ("health_pools", quote(&stats.health_pools.join(", "))),
                     (
                         "stats_token",
                         if stats.stats_token.is_empty() {

@@ -15,6 +15,7 @@ use super::value::{format_size, level_name};
 /// Path tried by the `funnel` binary when no `-c/--config` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "funnel.conf";
 
+pub const DEFAULT_SERVER_CHECK_INTERVAL_MS: u64 = 1_000;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3307";
 /// As mysqld creates its socket: clients authenticate with a password.
 pub const DEFAULT_UNIX_SOCKET_MODE: &str = "0777";
@@ -298,7 +299,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-pub(super) static OPTIONS: [OptionSpec; 76] = [
+pub(super) static OPTIONS: [OptionSpec; 78] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -377,6 +378,8 @@ pub(super) static OPTIONS: [OptionSpec; 76] = [
         "PEM file of the CA certificate(s) mysqld's certificate must be signed by (tls = verify_ca, verify_identity)"),
     opt(S::Backend, "tls_server_name", K::Text, D::Derived("the host of address, as written"), true,
         "The DNS name or IP address mysqld's certificate must be for (tls = verify_identity)"),
+    opt(S::Backend, "server_check_interval_ms", K::Millis, D::Millis(DEFAULT_SERVER_CHECK_INTERVAL_MS), true,
+        "Each [server NAME]'s health checker runs this often (a server that fails one check is out of rotation at once, and back after two good ones)"),
     opt(S::Backend, "health_user", K::Text, D::Derived("the first [user]'s backend_user"), true,
         "The account the health checker of each [server NAME] logs in with (needs SLAVE MONITOR, or REPLICATION CLIENT, for replicas' lag)"),
     opt(S::Backend, "health_password", K::Secret, D::Derived("the first [user]'s backend_password"), true,
@@ -456,6 +459,8 @@ pub(super) static OPTIONS: [OptionSpec; 76] = [
         "Address of the HTTP statistics and health endpoint"),
     opt(S::Stats, "health_backlog_ratio", K::Ratio, D::Ratio(DEFAULT_HEALTH_BACKLOG_RATIO), true,
         "The health check fails while a pool's backlog is fuller than this fraction of backlog_size"),
+    opt(S::Stats, "health_pools", K::Text, D::Text(""), true,
+        "Comma-separated users whose pools /health counts (a pool of another user that is down is named, but keeps the host in rotation); empty = the pools that have clients, or every pool while none has"),
     opt(S::Stats, "stats_token", K::Secret, D::Text(""), false,
         "Bearer token (Authorization: Bearer TOKEN) required for /metrics, /stats.json and the live page; /health stays open but says only OK or unhealthy without it; empty = no token"),
 ];

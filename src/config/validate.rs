@@ -411,6 +411,7 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
         tls: backend_tls,
         connect_timeout: backend.required("connect_timeout_ms", Value::millis)?,
         health_check_interval: backend.required("health_check_interval_ms", Value::millis)?,
+        server_check_interval: backend.required("server_check_interval_ms", Value::millis)?,
         reconnect_backoff_min: backend.required("reconnect_backoff_min_ms", Value::millis)?,
         reconnect_backoff_max: backend.required("reconnect_backoff_max_ms", Value::millis)?,
     };
@@ -630,6 +631,13 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
         Some(stats) => Some(StatsConfig {
             listen: stats.required("listen", Value::addr)?,
             health_backlog_ratio: stats.required("health_backlog_ratio", Value::ratio)?,
+            health_pools: stats
+                .required("health_pools", Value::text)?
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect(),
             stats_token: stats.required("stats_token", Value::text)?,
         }),
     };

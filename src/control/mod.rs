@@ -199,6 +199,44 @@ pub struct BackendRow {
     pub busy_for: Duration,
 }
 
+/// One backend server, as SHOW SERVERS, `/metrics` and `/stats.json` show it.
+#[derive(Clone, Debug, Default)]
+pub struct ServerSnapshot {
+    pub name: String,
+    pub address: String,
+    /// any (`[backend] address`), primary or replica.
+    pub role: &'static str,
+    pub weight: u32,
+    /// Taken out by a reload; its connections drain.
+    pub removed: bool,
+    /// Out of rotation, and why (None: in rotation).
+    pub out: Option<String>,
+    /// Health-checked (a `[server NAME]` section).
+    pub checked: bool,
+    pub last_check_ago: Option<Duration>,
+    pub check_time: Duration,
+    pub read_only: Option<bool>,
+    pub lag: Option<Duration>,
+    pub last_error: Option<String>,
+    pub went_out: u64,
+    pub came_back: u64,
+    /// Its backend connections (all pools), and those serving a client.
+    pub connections: usize,
+    pub in_use: usize,
+    pub version: Option<String>,
+}
+
+impl ServerSnapshot {
+    /// The state word: up, out (why) or removed.
+    pub fn state(&self) -> String {
+        match (&self.out, self.removed) {
+            (_, true) => "removed".to_string(),
+            (Some(why), _) => format!("out: {why}"),
+            (None, _) => "up".to_string(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Snapshot {
     pub taken_at: SystemTime,
@@ -215,6 +253,7 @@ pub struct Snapshot {
     /// Connections still in the handshake (not yet authenticated).
     pub clients_handshaking: usize,
     pub pools: Vec<PoolSnapshot>,
+    pub servers: Vec<ServerSnapshot>,
     pub clients: Vec<ClientRow>,
     pub backends: Vec<BackendRow>,
     /// The effective configuration, passwords masked.
@@ -230,6 +269,9 @@ pub struct Snapshot {
     pub max_prepared_stmt_count: usize,
     /// Fill ratio of the backlog above which /health says "saturated".
     pub health_backlog_ratio: f64,
+    /// The pools `/health` counts (`[stats] health_pools`; empty: those
+    /// with clients, or all when none has).
+    pub health_pools: Vec<String>,
     /// The query-shape table, most total time first (only with `detail`).
     pub queries: Vec<QueryStat>,
 }

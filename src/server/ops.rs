@@ -15,7 +15,7 @@ use super::Engine;
 use crate::config::{Config, SetError, Setting};
 use crate::control::{
     AdminCredentials, BackendCounts, BackendRow, ClientCounts, ClientRow, Control, PoolSnapshot,
-    Snapshot,
+    ServerSnapshot, Snapshot,
 };
 
 impl Engine {
@@ -424,8 +424,37 @@ impl Engine {
                 });
             }
         }
+        let mut servers: Vec<ServerSnapshot> = self
+            .servers
+            .iter()
+            .map(|s| ServerSnapshot {
+                name: s.name.clone(),
+                address: s.address.to_string(),
+                role: s.role.name(),
+                weight: s.weight,
+                removed: s.removed,
+                out: s.health.out.clone(),
+                checked: s.role != crate::config::ServerRole::Any,
+                last_check_ago: s
+                    .health
+                    .checked_at
+                    .map(|t| self.now.saturating_duration_since(t)),
+                check_time: s.health.check_time,
+                read_only: s.health.read_only,
+                lag: s.health.lag,
+                last_error: s.health.last_error.clone(),
+                went_out: s.health.went_out,
+                came_back: s.health.came_back,
+                connections: 0,
+                in_use: s.in_use,
+                version: s.version.clone(),
+            })
+            .collect();
         let mut backends = Vec::new();
         for (_, b) in &self.backends {
+            if let Some(s) = servers.get_mut(b.server) {
+                s.connections += 1;
+            }
             let Some(p) = pools.get_mut(b.pool) else {
                 continue;
             };
@@ -469,6 +498,8 @@ impl Engine {
                 });
             }
         }
+        // A removed server is gone once its connections have closed.
+        servers.retain(|s| !s.removed || s.connections > 0);
         // A removed user's pool is gone once it has drained.
         pools.retain(|p| {
             let b = &p.backends;
@@ -490,6 +521,7 @@ impl Engine {
             clients_connected: self.clients.len(),
             clients_handshaking: self.tallies.handshaking(),
             pools,
+            servers,
             clients,
             backends,
             config_text: self.config.describe(),
@@ -507,6 +539,12 @@ impl Engine {
                 .stats
                 .as_ref()
                 .map_or(0.9, |s| s.health_backlog_ratio),
+            health_pools: self
+                .config
+                .stats
+                .as_ref()
+                .map(|s| s.health_pools.clone())
+                .unwrap_or_default(),
             queries: if detail {
                 self.stats.query_table()
             } else {
