@@ -705,6 +705,48 @@ fn health_follows_the_backend() {
 }
 
 #[test]
+fn health_counts_the_pools_clients_use() {
+    // funnel_b's backend password is wrong: its pool never gets a backend.
+    let env = start(
+        &format!(
+            "{}[user {USER_B}]\npassword = {PASS_B}\nbackend_password = wrong\n",
+            user_a("")
+        ),
+        &[USER_A],
+    );
+    // Nobody connected yet: every pool counts, and funnel_b's is down.
+    let (status, body) = env.get("/health");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("backend down: pool funnel_b"), "{body}");
+
+    // A client of funnel_a: only its pool counts; funnel_b's is named.
+    let _client = env.client(USER_A, PASS_A);
+    let (status, body) = env.get("/health");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.starts_with("OK: 1 pool(s) up")
+            && body.contains("pool funnel_b")
+            && body.contains("(not counted)"),
+        "{body}"
+    );
+    assert_eq!(env.get(&format!("/health?pool={USER_A}")).0, 200);
+    let (status, body) = env.get(&format!("/health?pool={USER_B}"));
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("Access denied"), "{body}");
+    assert_eq!(env.get("/health?pool=nobody").0, 503);
+    assert_eq!(env.get("/health?server=backend").0, 200);
+    assert_eq!(env.get("/health?server=nope").0, 503);
+
+    // health_pools names the pools that count, clients or not.
+    let mut a = env.admin();
+    a.query_drop(format!("SET stats.health_pools = '{USER_B}'"))
+        .unwrap();
+    let (status, body) = env.get("/health");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("backend down: pool funnel_b"), "{body}");
+}
+
+#[test]
 fn backlog_saturation_makes_health_fail() {
     // health_backlog_ratio = 0.5 of backlog_size 4: unhealthy from 2 queued.
     let env = start(&user_a("backlog_size = 4"), &[USER_A]);
