@@ -16,7 +16,7 @@ use common::{PASS_A, TEST_DB, USER_A};
 use funnel::config::BackendAddr;
 use funnel::health::{
     spawn_checkers, Checkers, GtidPosition, HealthReport, HealthTarget, OutReason, Rotation,
-    RotationState, ServerFacts, ServerRole, RISE,
+    RotationState, ServerFacts, ServerRole,
 };
 
 const MONITOR: &str = "funnel_monitor";
@@ -157,8 +157,8 @@ impl Watch {
             .count()
     }
 
-    /// The server has just come back into rotation, at its RISE-th good
-    /// report in a row and not before.
+    /// The server has just come back into rotation, at its second good
+    /// report in a row and not before (the rule: RISE = 2).
     fn assert_back_after_rise(&self, server: usize) {
         let h = &self.history[server];
         assert_eq!(h.last().map(|(_, s)| s), Some(&RotationState::InRotation));
@@ -169,7 +169,7 @@ impl Watch {
         );
         assert_eq!(
             self.fit_run(server, MAX_LAG),
-            RISE as usize,
+            2,
             "{:?}",
             &h[h.len() - 3..]
         );
