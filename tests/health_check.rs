@@ -167,12 +167,7 @@ impl Watch {
             "one good report is not enough to come back: {:?}",
             h[h.len() - 2]
         );
-        assert_eq!(
-            self.fit_run(server, MAX_LAG),
-            2,
-            "{:?}",
-            &h[h.len() - 3..]
-        );
+        assert_eq!(self.fit_run(server, MAX_LAG), 2, "{:?}", &h[h.len() - 3..]);
     }
 }
 
@@ -506,6 +501,7 @@ fn checks_report_at_once_say_why_they_fail_and_stop_without_waiting_an_interval(
         watch.reports.try_recv().is_err(),
         "a second check within the interval"
     );
+    let aborted_before = aborted_clients(db);
     let stopping = Instant::now();
     watch.checkers.take().unwrap().stop();
     assert!(
@@ -517,7 +513,17 @@ fn checks_report_at_once_say_why_they_fail_and_stop_without_waiting_an_interval(
         watch.reports.recv_timeout(Duration::from_secs(1)),
         Err(RecvTimeoutError::Disconnected)
     ));
+    // The checkers' connections ended with a goodbye (COM_QUIT): mysqld
+    // counts no aborted client for them.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(aborted_clients(db), aborted_before);
     drop(silent);
+}
+
+/// mysqld's count of connections that ended without a COM_QUIT.
+fn aborted_clients(db: &common::MariaDb) -> u64 {
+    let rows: Vec<(String, u64)> = db.admin_query("SHOW GLOBAL STATUS LIKE 'Aborted_clients'");
+    rows[0].1
 }
 
 #[test]

@@ -85,6 +85,8 @@ pub struct MiniClient {
     timeout: Duration,
     /// Bytes read and not yet taken as a message.
     input: Vec<u8>,
+    /// Logged in: a COM_QUIT is in order when dropped.
+    logged_in: bool,
 }
 
 impl MiniClient {
@@ -126,8 +128,10 @@ impl MiniClient {
             over_unix,
             timeout,
             input: Vec::new(),
+            logged_in: false,
         };
         client.login(user, password.as_bytes())?;
+        client.logged_in = true;
         Ok(client)
     }
 
@@ -322,6 +326,18 @@ impl MiniClient {
     }
 }
 
+/// Says goodbye (COM_QUIT) after a login, so that mysqld does not count
+/// and log an aborted connection each time a checker reconnects or stops.
+/// Best effort: five bytes into the socket buffer, bounded by the write
+/// timeout.
+impl Drop for MiniClient {
+    fn drop(&mut self) {
+        if self.logged_in {
+            let _ = self.send(0, &[COM_QUIT]);
+        }
+    }
+}
+
 /// "message (code)" of an ERR packet.
 fn err_text(payload: &[u8]) -> String {
     match decode_err(payload) {
@@ -408,6 +424,101 @@ mod tests {
         for cut in 0..row.len() {
             assert!(text_row(&row[..cut], 3).is_err());
         }
+    }
+
+    /// A server that greets (or not) and then sends random bytes, framed or
+    /// not, in the login and in a query's answer: the client gives errors,
+    /// never panics, and never waits past its timeout.
+    #[test]
+    fn garbage_from_the_server_gives_errors_not_panics() {
+        use crate::protocol::packet::write_packet;
+        use std::os::unix::net::UnixListener;
+
+        const ROUNDS: usize = 300;
+        let dir = std::env::temp_dir().join(format!("funnel-health-smoke-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("garbage.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let mut state = 0x9e37_79b9_7f4a_7c15u64;
+            let mut next = move || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state
+            };
+            let greeting = HandshakeV10 {
+                server_version: "5.5.5-10.11.0-MariaDB".into(),
+                connection_id: 7,
+                scramble: (1..=20).collect(),
+                capabilities: CLIENT_CAPS,
+                charset: 45,
+                status: SERVER_STATUS_AUTOCOMMIT,
+                auth_plugin: MYSQL_NATIVE_PASSWORD.into(),
+            };
+            for round in 0..ROUNDS {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut out = Vec::new();
+                let mut seq = 0;
+                if round % 3 > 0 {
+                    let mut payload = Vec::new();
+                    greeting.encode(&mut payload);
+                    write_packet(&mut out, 0, &payload);
+                    seq = 2;
+                }
+                if round % 3 == 2 {
+                    write_packet(&mut out, 2, &[OK_HEADER, 0, 0, 2, 0, 0, 0]);
+                    seq = 1;
+                }
+                let packets = next() % 6;
+                for p in 0..packets {
+                    let len = (next() % 40) as usize;
+                    let mut payload: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                    // Often a first byte the client acts on.
+                    let firsts = [
+                        OK_HEADER,
+                        ERR_HEADER,
+                        AUTH_SWITCH_HEADER,
+                        0x01,
+                        0x02,
+                        0xfb,
+                        0xfc,
+                    ];
+                    if let Some(b) = payload.first_mut() {
+                        *b = firsts[(next() % firsts.len() as u64) as usize];
+                    }
+                    if p == 0 && round % 2 == 0 && !payload.is_empty() {
+                        payload.truncate(1); // a column count
+                    }
+                    seq = write_packet(&mut out, seq, &payload);
+                }
+                if packets == 0 {
+                    out.extend((0..next() % 40).map(|_| next() as u8));
+                }
+                let _ = stream.write_all(&out);
+                // The client then reads the end of the stream, at once.
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+                let _ = stream.read_to_end(&mut Vec::new());
+            }
+        });
+        let address = BackendAddr::Unix(path);
+        let timeout = Duration::from_secs(5);
+        let (mut logins, mut answers) = (0, 0);
+        for _ in 0..ROUNDS {
+            let started = Instant::now();
+            if let Ok(mut client) = MiniClient::connect(&address, "u", "p", timeout) {
+                logins += 1;
+                if client.query("SELECT 1").is_ok() {
+                    answers += 1;
+                }
+            }
+            assert!(started.elapsed() < timeout, "waited for a closed stream");
+        }
+        server.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(logins > 0, "no round reached the query");
+        assert!(answers < ROUNDS);
     }
 
     #[test]
