@@ -12,9 +12,9 @@ use super::{GtidPosition, HealthReport, HealthTarget, ServerFacts, ServerRole};
 
 /// The variables every check reads.
 const VARIABLES_SQL: &str = "SELECT @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos";
-/// A replica's status, in the order tried: MariaDB's (every source), then
-/// MySQL 8.0.22's and older servers' names. A server that does not know
-/// one answers 1064 (syntax error) and the next is tried.
+/// A replica's status, in the order tried: every source's, then the other
+/// names of the one source's. A server that does not know one answers 1064
+/// (syntax error) and the next is tried.
 const REPLICA_STATUS_SQL: [&str; 3] = [
     "SHOW ALL SLAVES STATUS",
     "SHOW REPLICA STATUS",
@@ -69,6 +69,7 @@ impl Drop for Checkers {
 /// the checker threads, one call at a time, and must not block (hand the
 /// report over, for example on an unbounded channel, and wake the loop):
 /// stopping waits for a call under way.
+#[must_use = "dropping the returned Checkers stops the checks"]
 pub fn spawn_checkers(
     targets: Vec<HealthTarget>,
     sink: impl Fn(HealthReport) + Send + Sync + 'static,
@@ -269,14 +270,14 @@ fn parse_read_only(value: Option<&str>) -> Result<bool, String> {
 /// sources and the IO and SQL threads of each run; the lag is the largest
 /// `Seconds_Behind_Master`, None unless replicating and known for each.
 fn replication_status(answer: &ResultSet) -> Result<(bool, Option<Duration>), String> {
-    let column = |names: &[&str]| {
+    let column = |name: &str| {
         answer
-            .column(names)
-            .ok_or_else(|| format!("no column {}", names[0]))
+            .column(name)
+            .ok_or_else(|| format!("no column {name}"))
     };
-    let io = column(&["Slave_IO_Running", "Replica_IO_Running"])?;
-    let sql = column(&["Slave_SQL_Running", "Replica_SQL_Running"])?;
-    let behind = column(&["Seconds_Behind_Master", "Seconds_Behind_Source"])?;
+    let io = column("Slave_IO_Running")?;
+    let sql = column("Slave_SQL_Running")?;
+    let behind = column("Seconds_Behind_Master")?;
     let mut replicating = !answer.rows.is_empty();
     let mut lag = Some(Duration::ZERO);
     for row in &answer.rows {
@@ -368,17 +369,6 @@ mod tests {
         assert!(replication_status(&no_column)
             .unwrap_err()
             .contains("Seconds_Behind_Master"));
-        // MySQL 8's names.
-        let mut mysql = status(&[[yes, yes, Some("7")]]);
-        mysql.columns = [
-            "Replica_IO_State",
-            "Replica_IO_Running",
-            "Replica_SQL_Running",
-            "Seconds_Behind_Source",
-        ]
-        .map(String::from)
-        .to_vec();
-        assert_eq!(replication_status(&mysql), Ok((true, secs(7))));
     }
 
     #[test]

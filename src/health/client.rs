@@ -70,12 +70,11 @@ pub struct ResultSet {
 }
 
 impl ResultSet {
-    /// Index of the first column with one of these names (MariaDB's and
-    /// MySQL 8's names of the same thing), compared without case.
-    pub fn column(&self, names: &[&str]) -> Option<usize> {
+    /// Index of the column of this name, compared without case.
+    pub fn column(&self, name: &str) -> Option<usize> {
         self.columns
             .iter()
-            .position(|c| names.iter().any(|n| c.eq_ignore_ascii_case(n)))
+            .position(|c| c.eq_ignore_ascii_case(name))
     }
 }
 
@@ -522,16 +521,13 @@ mod tests {
     }
 
     #[test]
-    fn columns_are_found_by_any_of_their_names() {
+    fn columns_are_found_by_name_without_case() {
         let answer = ResultSet {
-            columns: vec!["Replica_IO_Running".into(), "seconds_behind_master".into()],
+            columns: vec!["Slave_IO_Running".into(), "seconds_behind_master".into()],
             rows: Vec::new(),
         };
-        assert_eq!(
-            answer.column(&["Slave_IO_Running", "Replica_IO_Running"]),
-            Some(0)
-        );
-        assert_eq!(answer.column(&["Seconds_Behind_Master"]), Some(1));
-        assert_eq!(answer.column(&["Slave_SQL_Running"]), None);
+        assert_eq!(answer.column("Slave_IO_Running"), Some(0));
+        assert_eq!(answer.column("Seconds_Behind_Master"), Some(1));
+        assert_eq!(answer.column("Slave_SQL_Running"), None);
     }
 }

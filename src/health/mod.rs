@@ -11,14 +11,17 @@
 //! - `SELECT @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos`;
 //! - for a replica, `SHOW ALL SLAVES STATUS` (MariaDB; on error 1064 it falls
 //!   back to `SHOW REPLICA STATUS`, then `SHOW SLAVE STATUS`), read by column
-//!   name: `Slave_IO_Running`, `Slave_SQL_Running`, `Seconds_Behind_Master`
-//!   (or MySQL 8's `Replica_*`, `Seconds_Behind_Source`). With several
-//!   replication sources, the replica replicates when every source does, and
-//!   its lag is the largest.
+//!   name: `Slave_IO_Running`, `Slave_SQL_Running`, `Seconds_Behind_Master`.
+//!   With several replication sources, the replica replicates when every
+//!   source does, and its lag is the largest.
 //!
-//! `connect_timeout` bounds the connect, the login, and each query's
-//! answer, so a hung server yields a `Down` report within about
-//! `connect_timeout` after the check started, never a stuck thread.
+//! MariaDB only: the positions are MariaDB GTIDs; a MySQL server answers
+//! the first query with "Unknown system variable 'gtid_binlog_pos' (1193)"
+//! and is reported down with that error.
+//!
+//! `connect_timeout` bounds the connect, then the login, then each query's
+//! answer: a hung server yields a `Down` report at most `connect_timeout`
+//! after its first unanswered request, never a stuck thread.
 //!
 //! # The monitor account
 //! It logs in with mysql_native_password, caching_sha2_password (fast
@@ -32,7 +35,7 @@
 //! ```
 //!
 //! (`REPLICA MONITOR` is the same privilege; before 10.5.9, `REPLICATION
-//! CLIENT`; on MySQL, `REPLICATION CLIENT`.) Without it, a replica's checks
+//! CLIENT`.) Without it, a replica's checks
 //! fail with the server's "Access denied; you need (at least one of) the
 //! SUPER, SLAVE MONITOR privilege(s)" and the replica is `Down`.
 //!
