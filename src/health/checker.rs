@@ -12,9 +12,9 @@ use super::{GtidPosition, HealthReport, HealthTarget, ServerFacts, ServerRole};
 
 /// The variables every check reads.
 const VARIABLES_SQL: &str = "SELECT @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos";
-/// A replica's status, in the order tried: every source's, then the other
-/// names of the one source's. A server that does not know one answers 1064
-/// (syntax error) and the next is tried.
+/// A replica's status, in the order tried: MariaDB's, one row per
+/// replication source; then the one-source forms. A server that does not
+/// know one answers 1064 (syntax error) and the next is tried.
 const REPLICA_STATUS_SQL: [&str; 3] = [
     "SHOW ALL SLAVES STATUS",
     "SHOW REPLICA STATUS",
@@ -23,8 +23,8 @@ const REPLICA_STATUS_SQL: [&str; 3] = [
 const ER_PARSE_ERROR: u16 = 1064;
 
 /// The running checkers. Dropping it stops them: no report is sent after
-/// the drop returns (a check under way finishes in its thread, bounded by
-/// its `connect_timeout`, and is not reported).
+/// the drop returns (a check under way finishes in its thread, each of its
+/// steps bounded by `connect_timeout`, and is not reported).
 pub struct Checkers {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
@@ -38,8 +38,9 @@ struct Shared {
 }
 
 impl Checkers {
-    /// Stops the checkers and waits for their threads (each at most its
-    /// check under way, bounded by its `connect_timeout`).
+    /// Stops the checkers and waits for their threads: at most the check
+    /// under way (connect, login, two queries: each step bounded by
+    /// `connect_timeout`).
     pub fn stop(mut self) {
         self.signal_stop();
         for thread in self.threads.drain(..) {
