@@ -11,6 +11,7 @@ pub mod log_limit;
 pub mod admin;
 pub mod config;
 pub mod control;
+pub mod health;
 pub mod man;
 pub mod process;
 pub mod protocol;

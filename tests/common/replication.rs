@@ -78,6 +78,44 @@ impl Replication {
         }
     }
 
+    /// An account created on the primary (and so, by replication, on every
+    /// replica), from 127.0.0.1, with mysql_native_password and `grants`
+    /// (e.g. "SLAVE MONITOR ON *.*"; empty: none but USAGE); returns once
+    /// every replica has it.
+    pub fn account(&self, user: &str, password: &str, grants: &str) {
+        self.primary.admin_sql(&format!(
+            "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED VIA mysql_native_password \
+               USING PASSWORD('{password}')"
+        ));
+        if !grants.is_empty() {
+            self.primary
+                .admin_sql(&format!("GRANT {grants} TO '{user}'@'127.0.0.1'"));
+        }
+        self.wait_caught_up(Duration::from_secs(30));
+    }
+
+    /// Stops replica i's replication (IO and SQL threads).
+    pub fn stop_replica(&self, i: usize) {
+        self.replicas[i].admin_sql("STOP SLAVE");
+    }
+
+    /// Starts replica i's replication again.
+    pub fn start_replica(&self, i: usize) {
+        self.replicas[i].admin_sql("START SLAVE");
+    }
+
+    /// Makes replica i apply each transaction `delay` after the primary
+    /// logged it (`MASTER_DELAY`, whole seconds; zero: no delay). Its
+    /// replication is stopped and started again to change it.
+    pub fn set_replica_delay(&self, i: usize, delay: Duration) {
+        self.replicas[i].admin_sql(&format!(
+            "STOP SLAVE;\n\
+             CHANGE MASTER TO MASTER_DELAY = {};\n\
+             START SLAVE",
+            delay.as_secs()
+        ));
+    }
+
     /// Replica i's `Slave_IO_Running`, `Slave_SQL_Running` and last errors.
     pub fn replica_state(&self, i: usize) -> Vec<(String, String)> {
         let mut conn = self.replicas[i].admin_conn();
