@@ -7,7 +7,10 @@
 
 mod common;
 
-use common::{FunnelConfig, MariaDb, PASS_A, USER_A};
+use std::time::{Duration, Instant};
+
+use common::replication::Replication;
+use common::{FunnelConfig, MariaDb, PASS_A, TEST_DB, USER_A};
 use mysql::prelude::Queryable;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier};
@@ -93,4 +96,199 @@ fn weights_share_the_commands() {
         heavy >= 2 * light && light > 0,
         "weights 300:100 gave {heavy}:{light}"
     );
+}
+
+/// A funnel in front of a primary and its replica, funnel_a splitting
+/// reads from writes, checks every 100 ms, and a stats port.
+fn split_funnel(set: &Replication, replica_lines: &[&str]) -> (common::FunnelProcess, u16) {
+    let stats_port = common::free_port();
+    let mut lines = vec!["role = replica"];
+    lines.extend_from_slice(replica_lines);
+    let funnel = FunnelConfig::empty()
+        .user(USER_A, PASS_A, &["read_write_split = true"])
+        .server("main", set.primary.port, &["role = primary"])
+        .server("copy", set.replicas[0].port, &lines)
+        .backend("server_check_interval_ms = 100\nconnect_timeout_ms = 1000")
+        .backend("reconnect_backoff_min_ms = 50\nreconnect_backoff_max_ms = 200")
+        .pool("connections = 2")
+        .stats(stats_port)
+        .rust_log("info")
+        .start();
+    (funnel, stats_port)
+}
+
+fn server_id(c: &mut mysql::Conn, sql: &str) -> u32 {
+    c.query_first(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .expect("one row")
+}
+
+/// Waits until `/health?server=NAME` answers `status`; its body.
+fn wait_server_health(stats_port: u16, name: &str, status: u16) -> String {
+    let mut last = (0, String::new());
+    let ok = common::wait_until(Duration::from_secs(30), || {
+        last = common::stats::get(stats_port, &format!("/health?server={name}"));
+        last.0 == status
+    });
+    assert!(ok, "server {name} never answered {status}: {last:?}");
+    last.1
+}
+
+#[test]
+fn read_write_split_routes_reads_to_the_replica_and_reads_follow_writes() {
+    let set = Replication::start(1);
+    set.primary.admin_sql(&format!(
+        "CREATE TABLE {TEST_DB}.rw_items (id INT PRIMARY KEY, v INT)"
+    ));
+    set.wait_caught_up(Duration::from_secs(30));
+    let (funnel, stats_port) = split_funnel(&set, &[]);
+    wait_server_health(stats_port, "copy", 200);
+
+    let mut reader = funnel.conn(USER_A, PASS_A);
+    let mut writer = funnel.conn(USER_A, PASS_A);
+    // Reads go to the replica (server id 2), everything else to the primary.
+    assert_eq!(server_id(&mut reader, "SELECT @@server_id"), 2);
+    reader.query_drop("BEGIN").unwrap();
+    assert_eq!(
+        server_id(&mut reader, "SELECT @@server_id"),
+        1,
+        "a read inside a transaction runs where the transaction does"
+    );
+    reader.query_drop("COMMIT").unwrap();
+    // A COMMIT may have written: reads stay on the primary until a check
+    // has seen the replica reach the primary's position after it.
+    assert!(common::wait_until(Duration::from_secs(5), || server_id(
+        &mut reader,
+        "SELECT @@server_id"
+    ) == 2));
+    // The client's session goes with its reads: a user variable set on
+    // the primary is there on the replica.
+    reader.query_drop("SET @x = 5").unwrap();
+    assert_eq!(server_id(&mut reader, "SELECT @@server_id + @x - 5"), 2);
+    assert_eq!(
+        server_id(&mut reader, "SELECT @@server_id FROM DUAL FOR UPDATE"),
+        1,
+        "a locking read is not a plain read"
+    );
+    assert_eq!(
+        server_id(&mut reader, "SELECT @@server_id + 0 * GET_LOCK('rw', 0)"),
+        1,
+        "a lock is not a plain read"
+    );
+    reader.query_drop("DO RELEASE_LOCK('rw')").unwrap();
+
+    // Read-your-writes with the replica 2 s behind: a client's reads after
+    // its own write never miss it.
+    set.set_replica_delay(0, Duration::from_secs(2));
+    writer.query_drop(format!("USE {TEST_DB}")).unwrap();
+    let mut rng = common::rng::Rng(common::rng::random_seed(15));
+    let mut expected = 0u64;
+    let started = Instant::now();
+    for id in 0..10_000 {
+        if id % 7 == 0 || rng.below(3) == 0 {
+            writer
+                .exec_drop("INSERT INTO rw_items VALUES (?, ?)", (id, id))
+                .unwrap();
+            expected += 1;
+        }
+        let seen: u64 = writer
+            .query_first("SELECT COUNT(*) FROM rw_items")
+            .unwrap()
+            .unwrap();
+        assert_eq!(seen, expected, "read {id} missed the client's own write");
+    }
+    eprintln!("10,000 reads after writes in {:?}", started.elapsed());
+    // Another client that wrote nothing still reads from the replica,
+    // stale as it is: that is what replicas are for.
+    let mut bystander = funnel.conn(USER_A, PASS_A);
+    assert_eq!(server_id(&mut bystander, "SELECT @@server_id"), 2);
+    let replica_count: u64 = bystander
+        .query_first(format!("SELECT COUNT(*) FROM {TEST_DB}.rw_items"))
+        .unwrap()
+        .unwrap();
+    assert!(
+        replica_count < expected,
+        "the replica was not behind: {replica_count}"
+    );
+
+    // Once the replica has caught up, the writer's reads go back to it.
+    set.set_replica_delay(0, Duration::ZERO);
+    set.wait_caught_up(Duration::from_secs(30));
+    let back = common::wait_until(Duration::from_secs(10), || {
+        server_id(&mut writer, "SELECT @@server_id") == 2
+    });
+    assert!(back, "the writer's reads stayed on the primary");
+}
+
+#[test]
+fn a_stopped_lagging_or_killed_replica_leaves_rotation_and_reads_go_on() {
+    let set = Replication::start(1);
+    set.primary.admin_sql(&format!(
+        "CREATE TABLE {TEST_DB}.lag_items (id INT PRIMARY KEY)"
+    ));
+    set.wait_caught_up(Duration::from_secs(30));
+    let (funnel, stats_port) = split_funnel(&set, &["max_replication_lag_ms = 1000"]);
+    wait_server_health(stats_port, "copy", 200);
+    let mut c = funnel.conn(USER_A, PASS_A);
+    assert_eq!(server_id(&mut c, "SELECT @@server_id"), 2);
+
+    // Replication stopped: out, reads on the primary; started: back.
+    set.stop_replica(0);
+    let why = wait_server_health(stats_port, "copy", 503);
+    assert!(why.contains("replication"), "{why}");
+    assert_eq!(server_id(&mut c, "SELECT @@server_id"), 1);
+    let (status, body) = common::stats::get(stats_port, "/health");
+    assert_eq!(status, 200, "the host stays healthy: {body}");
+    assert!(body.contains("server copy out of rotation"), "{body}");
+    set.start_replica(0);
+    wait_server_health(stats_port, "copy", 200);
+    assert_eq!(server_id(&mut c, "SELECT @@server_id"), 2);
+
+    // Lagging beyond 1 s: out until it is back under 0.5 s.
+    set.set_replica_delay(0, Duration::from_secs(4));
+    let writes = std::thread::spawn({
+        let mut w = set.primary.conn(USER_A, PASS_A);
+        move || {
+            for id in 0..40 {
+                w.query_drop(format!("INSERT INTO {TEST_DB}.lag_items VALUES ({id})"))
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    });
+    let why = wait_server_health(stats_port, "copy", 503);
+    assert!(why.contains("lag"), "{why}");
+    assert_eq!(server_id(&mut c, "SELECT @@server_id"), 1);
+    writes.join().unwrap();
+    set.set_replica_delay(0, Duration::ZERO);
+    wait_server_health(stats_port, "copy", 200);
+
+    // Killed under load: no client sees an error for its reads.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let mut r = funnel.conn(USER_A, PASS_A);
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let id: u32 = r
+                        .query_first("SELECT @@server_id")
+                        .unwrap_or_else(|e| panic!("read {n} failed: {e}"))
+                        .unwrap();
+                    assert!(id == 1 || id == 2);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    set.replicas[0].kill();
+    let why = wait_server_health(stats_port, "copy", 503);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads: u64 = readers.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(reads > 100, "only {reads} reads");
+    assert_eq!(server_id(&mut c, "SELECT @@server_id"), 1, "{why}");
 }

@@ -66,6 +66,8 @@ pub enum Control {
     Shutdown {
         reply: Sender<String>,
     },
+    /// A backend server's health check (from its checker thread).
+    Health(Box<crate::health::HealthReport>),
 }
 
 /// The admin side's end of the channel.

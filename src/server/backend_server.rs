@@ -33,6 +33,10 @@ pub struct BackendServer {
     /// What its health checker says (servers of no role are not checked:
     /// always in rotation).
     pub health: ServerHealth,
+    /// Its rotation with hysteresis, fed by its checker's reports (None:
+    /// not checked).
+    pub rotation: Option<crate::health::Rotation>,
+    pub max_lag: Option<Duration>,
     /// The version its greeting announced (clients are greeted with it).
     pub version: Option<String>,
     /// Its default collation id, from its greeting.
@@ -81,6 +85,22 @@ pub struct ServerHealth {
     /// read then, is known to be applied here (read-your-writes: a client
     /// whose last write completed before it may read here).
     pub fresh_as_of: Option<Instant>,
+    /// Its GTID position at its last good check (a primary's binlog
+    /// position, a replica's applied one).
+    pub gtid: Option<crate::health::GtidPosition>,
+}
+
+/// The rotation of a server its role has checked (not `[backend] address`).
+fn checked_rotation(config: &ServerConfig) -> Option<crate::health::Rotation> {
+    let role = match config.role {
+        ServerRole::Any => return None,
+        ServerRole::Primary => crate::health::ServerRole::Primary,
+        ServerRole::Replica => crate::health::ServerRole::Replica,
+    };
+    Some(crate::health::Rotation::new(
+        role,
+        config.max_replication_lag,
+    ))
 }
 
 impl BackendServer {
@@ -93,6 +113,8 @@ impl BackendServer {
             removed: false,
             in_use: 0,
             health: ServerHealth::default(),
+            rotation: checked_rotation(config),
+            max_lag: config.max_replication_lag,
             version: None,
             charset: None,
             mariadb_caps: None,
@@ -122,7 +144,12 @@ impl BackendServer {
     /// Take a reload's settings (address changes apply to new connections).
     pub fn reconfigure(&mut self, config: &ServerConfig) {
         self.address = config.address.clone();
+        if self.role != config.role || self.max_lag != config.max_replication_lag {
+            // Judged afresh by the new rules, from its next check on.
+            self.rotation = checked_rotation(config);
+        }
         self.role = config.role;
+        self.max_lag = config.max_replication_lag;
         self.weight = config.weight.max(1);
         self.removed = false;
     }

@@ -98,6 +98,12 @@ pub struct EventLoop {
     pub(super) handoff: HandoffState,
     /// Buffers lent to TLS connections while records are in transit.
     tls_bufs: BufPool,
+    /// The engine's channel and this loop's waker, made once (the admin
+    /// side and the health checkers hold copies).
+    control: Option<ControlHandle>,
+    /// The backend servers' health checker threads (`[server NAME]`);
+    /// dropping them stops them.
+    checkers: Option<crate::health::Checkers>,
 }
 
 /// Run the funnel until it is told to stop. `admin`, when given, is started
@@ -119,7 +125,10 @@ pub fn run(config: Config, admin: Option<AdminStarter>) -> Result<(), String> {
     el.bind_listeners()?;
     el.complete_takeover();
     el.start();
-    while !el.turn()? {}
+    el.restart_checkers()?;
+    while !el.turn()? {
+        el.restart_checkers()?;
+    }
     el.finish_handoff();
     Ok(())
 }
@@ -143,17 +152,43 @@ impl EventLoop {
             stop_on_short_read: false,
             handoff: HandoffState::default(),
             tls_bufs: BufPool::new(TLS_BUF_KEEP, 64),
+            control: None,
+            checkers: None,
         })
     }
 
     /// The admin side's handle: a channel to the engine and a waker for
     /// this loop.
     pub(crate) fn control_handle(&mut self) -> Result<ControlHandle, String> {
+        if let Some(handle) = &self.control {
+            return Ok(handle.clone());
+        }
         let waker = mio::Waker::new(self.poll.registry(), WAKER_TOKEN)
             .map_err(|e| format!("cannot create the admin waker: {e}"))?;
         let (tx, rx) = crossbeam_channel::unbounded();
         self.engine.control = Some(rx);
-        Ok(ControlHandle::new(tx, std::sync::Arc::new(waker)))
+        let handle = ControlHandle::new(tx, std::sync::Arc::new(waker));
+        self.control = Some(handle.clone());
+        Ok(handle)
+    }
+
+    /// Start the servers' health checkers anew when the engine's targets
+    /// changed (at start, after a reload). Their reports reach the engine
+    /// as control requests.
+    fn restart_checkers(&mut self) -> Result<(), String> {
+        let Some(targets) = self.engine.take_health_targets() else {
+            return Ok(());
+        };
+        // Dropping the old ones stops them without waiting.
+        self.checkers = None;
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let handle = self.control_handle()?;
+        self.checkers = Some(crate::health::spawn_checkers(targets, move |report| {
+            handle.send(crate::control::Control::Health(Box::new(report)));
+        }));
+        Ok(())
     }
 
     fn clock(&self) -> Instant {

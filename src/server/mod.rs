@@ -136,6 +136,8 @@ pub struct Engine {
     notified_ready: bool,
     /// Handing clients to a newer funnel process, or adopting them.
     handoff: handoff::Handoff,
+    /// The servers' checkers are to be (re)started (`take_health_targets`).
+    health_targets_stale: bool,
 }
 
 pub use event_loop::{run, AdminStarter};
@@ -184,6 +186,7 @@ impl Engine {
             started: now,
             notified_ready: false,
             handoff: handoff::Handoff::default(),
+            health_targets_stale: true,
         }
     }
 

@@ -60,6 +60,7 @@ impl Engine {
                 Control::ReconnectPool { pool, reply } => {
                     let _ = reply.send(self.admin_reconnect_pool(&pool));
                 }
+                Control::Health(report) => self.health_report(&report),
                 Control::Credentials { reply } => {
                     let _ = reply.send(self.admin_credentials());
                 }

@@ -10,7 +10,9 @@ use super::client::Client;
 use super::pool::Pool;
 use super::Engine;
 use crate::config::ServerRole;
-use crate::protocol::consts::SERVER_STATUS_IN_TRANS;
+use crate::protocol::consts::{
+    COM_QUERY, COM_STMT_BULK_EXECUTE, COM_STMT_EXECUTE, SERVER_STATUS_IN_TRANS,
+};
 
 /// The servers a command may run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,9 +98,10 @@ impl Engine {
         }
     }
 
-    /// A command of a split pool's client is over on a primary: unless it
-    /// only read, its reads stay on the primary until a replica has applied
-    /// the primary's state after now (read-your-writes).
+    /// A command of a split pool's client is over on a primary: when it
+    /// may have written (a statement that is not a plain read nor a plain
+    /// SET), the client's reads stay on the primary until a replica has
+    /// applied the primary's state after now (read-your-writes).
     pub(super) fn note_primary_command(&mut self, backend: usize) {
         let Some(b) = self.backends.get(backend) else {
             return;
@@ -111,13 +114,21 @@ impl Engine {
         let Some(cr) = b.client else {
             return;
         };
+        // Statements only: a SET, USE or ping changes no data a read could
+        // miss.
+        if !matches!(
+            b.command,
+            COM_QUERY | COM_STMT_EXECUTE | COM_STMT_BULK_EXECUTE
+        ) {
+            return;
+        }
         let now = self.now;
         if let Some(c) = self
             .clients
             .get_mut(cr.key)
             .filter(|c| c.serial == cr.serial)
         {
-            if !c.facts.safe_to_repeat {
+            if !c.facts.safe_to_repeat && !c.facts.set_only {
                 c.wrote_at = Some(now);
             }
         }

@@ -4,9 +4,12 @@
 
 use log::info;
 
+use std::time::Instant;
+
 use super::backend_server::BackendServer;
 use super::Engine;
-use crate::config::Config;
+use crate::config::{Config, ServerRole};
+use crate::health::{HealthReport, RotationState};
 
 /// The servers of a configuration, in its order.
 pub(super) fn from_config(config: &Config) -> Vec<BackendServer> {
@@ -67,15 +70,140 @@ impl Engine {
             let wanted = indexes(&self.servers, names);
             self.pools[p].use_servers(&wanted, self.now);
         }
+        self.health_targets_stale = true;
     }
 
     /// Log a server's change of rotation.
-    #[allow(dead_code)] // TEMP until health reports are wired
     pub(super) fn log_rotation(&self, server: usize, out: Option<&str>) {
         let s = &self.servers[server];
         match out {
             Some(why) => info!("server {} ({}) out of rotation: {why}", s.name, s.address),
             None => info!("server {} ({}) back in rotation", s.name, s.address),
+        }
+    }
+}
+
+impl Engine {
+    /// What the I/O layer's checker threads are to look at: every server
+    /// of a role (not `[backend] address`) that is not removed.
+    pub(crate) fn health_targets(&self) -> Vec<crate::health::HealthTarget> {
+        let (user, password) = self.config.health_account();
+        self.servers
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.removed && s.rotation.is_some())
+            .map(|(i, s)| crate::health::HealthTarget {
+                server: i,
+                name: s.name.clone(),
+                address: s.address.clone(),
+                role: if s.role == ServerRole::Replica {
+                    crate::health::ServerRole::Replica
+                } else {
+                    crate::health::ServerRole::Primary
+                },
+                user: user.clone(),
+                password: password.clone(),
+                interval: self.config.backend.server_check_interval,
+                connect_timeout: self.config.backend.connect_timeout,
+            })
+            .collect()
+    }
+
+    /// The checkers are to be started (anew) with `health_targets`: at
+    /// start and after a reload (None: nothing changed since asked).
+    pub(crate) fn take_health_targets(&mut self) -> Option<Vec<crate::health::HealthTarget>> {
+        if !std::mem::take(&mut self.health_targets_stale) {
+            return None;
+        }
+        Some(self.health_targets())
+    }
+
+    /// A server's check: its rotation follows (logged and counted), a
+    /// replica's freshness for read-your-writes is worked out, and the
+    /// pools open or close connections and hand out waiting commands.
+    pub(super) fn health_report(&mut self, report: &HealthReport) {
+        let now = self.now;
+        let Some(server) = self.servers.get_mut(report.server) else {
+            return;
+        };
+        if server.removed {
+            return;
+        }
+        let Some(rotation) = server.rotation.as_mut() else {
+            return;
+        };
+        let change = rotation.observe(report);
+        let in_rotation = rotation.in_rotation();
+        let reason = match rotation.state() {
+            RotationState::OutOfRotation(why) => Some(why.to_string()),
+            _ => None,
+        };
+        let h = &mut server.health;
+        // `checked_at` is of the checker's clock; the engine's may be a
+        // pass behind, never ahead by more.
+        h.checked_at = Some(report.checked_at.min(now));
+        h.check_time = report.rtt;
+        match &report.outcome {
+            Ok(facts) => {
+                h.read_only = Some(facts.read_only);
+                h.lag = facts.lag;
+                h.last_error = None;
+                h.gtid = Some(facts.gtid.clone());
+            }
+            Err(e) => {
+                h.last_error = Some(e.clone());
+                h.gtid = None;
+            }
+        }
+        let was_out = h.out.is_some();
+        h.out = if in_rotation { None } else { reason };
+        match (was_out, h.out.is_some()) {
+            (false, true) => h.went_out += 1,
+            (true, false) => h.came_back += 1,
+            _ => {}
+        }
+        if change.is_some() && was_out != h.out.is_some() {
+            let out = h.out.clone();
+            self.log_rotation(report.server, out.as_deref());
+        } else if let (Some(_), Some(out)) = (change, &h.out) {
+            // Still out, for another reason now.
+            let out = out.clone();
+            self.log_rotation(report.server, Some(&out));
+        }
+        self.update_freshness();
+        for p in 0..self.pools.len() {
+            self.maintain_pool(p);
+            self.dispatch(p);
+        }
+    }
+
+    /// Read-your-writes: a replica whose applied position covers the
+    /// primary's position read at time T has every write that completed
+    /// before T (the position is read after T: `checked_at` is when the
+    /// check's queries were sent). A replica's `fresh_as_of` is the latest
+    /// such T, over every primary's last good check.
+    fn update_freshness(&mut self) {
+        let primaries: Vec<(Instant, crate::health::GtidPosition)> = self
+            .servers
+            .iter()
+            .filter(|s| s.role == ServerRole::Primary && !s.removed)
+            .filter_map(|s| Some((s.health.checked_at?, s.health.gtid.clone()?)))
+            .collect();
+        let Some(as_of) = primaries.iter().map(|(t, _)| *t).min() else {
+            return;
+        };
+        for s in &mut self.servers {
+            if s.role != ServerRole::Replica || s.removed {
+                continue;
+            }
+            let caught_up = s
+                .health
+                .gtid
+                .as_ref()
+                .is_some_and(|applied| primaries.iter().all(|(_, pos)| applied.covers(pos)));
+            if caught_up && s.health.fresh_as_of.is_none_or(|f| f < as_of) {
+                s.health.fresh_as_of = Some(as_of);
+            }
         }
     }
 }

@@ -237,12 +237,17 @@ impl<'a> FromIterator<(&'a str, &'a str)> for VarMap {
     }
 }
 
-/// Variables that a client must not change on a shared backend, because the
-/// funnel's own view of the session depends on them.
 /// Variables that a client must not change on a shared backend: the
 /// funnel's own view of the session depends on them (tracking), replaying
 /// them would hand one client's value to others' statements (`profiling`
 /// records their texts), or they describe one connection's statements.
+/// Read-only variables mysqld reports as changed that describe the backend
+/// connection, not the client's session: nothing to replay (and `SET` of
+/// them fails with 1238). `last_gtid`: the GTID of the connection's last
+/// binlogged transaction, reported after every write on a server with a
+/// binlog.
+const CONNECTION_FACTS_VARS: &[&str] = &["last_gtid"];
+
 const UNREPLAYABLE_VARS: &[&str] = &[
     "session_track_schema",
     "session_track_system_variables",
@@ -432,6 +437,9 @@ impl SessionVars {
                             Some(v) => *slot = Some(v),
                             None => out.unreplayable = true,
                         }
+                        continue;
+                    }
+                    if CONNECTION_FACTS_VARS.contains(&name.as_str()) {
                         continue;
                     }
                     if UNREPLAYABLE_VARS.contains(&name.as_str()) {
@@ -1229,6 +1237,27 @@ mod tests {
         for s in ["", "-", "+01:00", "1.", ".5", "1e5", "ON", "1.2.3"] {
             assert!(!is_numeric_literal(s), "{s}");
         }
+    }
+
+    #[test]
+    fn last_gtid_is_the_connections_not_replayed() {
+        use crate::protocol::session_track::encode_state_change;
+        let mut block = Vec::new();
+        for (name, value) in [(&b"last_gtid"[..], &b"0-1-42"[..]), (b"sql_mode", b"ANSI")] {
+            encode_state_change(&mut block, &StateChange::SystemVariable { name, value });
+        }
+        let mut s = SessionVars::new();
+        let changes = s.apply_tracked(&block);
+        assert!(
+            !changes.unreplayable,
+            "a write on a binlogged server does not pin"
+        );
+        assert_eq!(changes.applied, 1);
+        assert!(!s.vars.contains_key("last_gtid"));
+        assert!(s.replay_vars_sql(&SessionVars::new()).is_some_and(|sql| {
+            let sql = String::from_utf8_lossy(&sql).to_string();
+            sql.contains("sql_mode") && !sql.contains("last_gtid")
+        }));
     }
 
     #[test]
