@@ -541,8 +541,8 @@ impl Engine {
                 self.finish_user_vars(key, UserVarsOutcome::Failed, None);
             }
             _ => {
-                let b = &mut self.backends[key];
-                if let Some(client) = b.client.take() {
+                if let Some(client) = self.backends[key].client {
+                    self.detach_backend_client(key);
                     // The backend goes: a client that held it pinned holds
                     // nothing any more (its state went with it).
                     if let Some(c) = self

@@ -270,6 +270,35 @@ impl Engine {
                     pool.shared, pool.pinned, pool.connecting
                 ));
             }
+            for (slot, ps) in pool.servers.iter().enumerate() {
+                let on = || mine().filter(move |(_, b)| b.slot == slot);
+                let shared = on().filter(|(_, b)| !b.pinned).count();
+                let pinned = on().filter(|(_, b)| b.pinned).count();
+                let connecting = on().filter(|(_, b)| b.connecting).count();
+                let idle = on().filter(|(_, b)| b.idle_listed).count();
+                let counted = (ps.shared, ps.pinned, ps.connecting, ps.idle);
+                if (shared, pinned, connecting, idle) != counted {
+                    return Err(format!(
+                        "pool {p} server slot {slot} counts shared/pinned/connecting/idle {counted:?} but has {shared}/{pinned}/{connecting}/{idle}"
+                    ));
+                }
+                if let Some((key, _)) = on().find(|(_, b)| b.server != ps.server) {
+                    return Err(format!(
+                        "backend {key} of pool {p} slot {slot} names server {} instead of {}",
+                        self.backends[key].server, ps.server
+                    ));
+                }
+            }
+            let in_use = self.backends.iter().filter(|(_, b)| b.client.is_some());
+            for (i, server) in self.servers.iter().enumerate() {
+                let n = in_use.clone().filter(|(_, b)| b.server == i).count();
+                if n != server.in_use {
+                    return Err(format!(
+                        "server {i} counts {} backends in use but has {n}",
+                        server.in_use
+                    ));
+                }
+            }
             let mut idle = pool.idle().to_vec();
             idle.sort_unstable();
             idle.dedup();

@@ -92,7 +92,7 @@ impl MemIo {
         }
     }
 
-    fn clock(&self) -> Instant {
+    pub fn clock(&self) -> Instant {
         self.start + self.clock_offset
     }
 

@@ -237,6 +237,25 @@ fn config_text(dir: &std::path::Path, variant: u8) -> String {
     };
     // Connection first (see max_buffered_result) in half the variants.
     let buffered = if variant & 8 != 0 { 1 << 20 } else { 0 };
+    // Two servers (the same fake mysqld behind both addresses) in some:
+    // two primaries, or a primary and a replica with app's reads split.
+    let d = dir.display();
+    let (servers, split) = match variant % 5 {
+        3 => (
+            format!("[server a]\naddress = {d}/backend.sock\n[server b]\naddress = {d}/backend-b.sock\n"),
+            "",
+        ),
+        4 => (
+            format!("[server a]\naddress = {d}/backend.sock\n[server b]\naddress = {d}/backend-b.sock\nrole = replica\n"),
+            "read_write_split = true\n",
+        ),
+        _ => (String::new(), ""),
+    };
+    let address = if servers.is_empty() {
+        format!("address = {d}/backend.sock")
+    } else {
+        String::new()
+    };
     format!(
         "[funnel]
 listen =
@@ -256,7 +275,7 @@ shutdown_timeout_ms = 1000
 allow_local_infile = true
 
 [backend]
-address = {dir}/backend.sock
+{address}
 connect_timeout_ms = 1000
 health_check_interval_ms = 2000
 reconnect_backoff_min_ms = 10
@@ -268,9 +287,10 @@ backlog_size = {backlog}
 queue_timeout_ms = 1500
 max_pinned_backends = {pinned}
 {broken}
+{servers}
 [user app]
 password = app_pw
-
+{split}
 [user other]
 password = other_pw
 ",
@@ -962,6 +982,11 @@ impl Sim {
         let (tx, _rx) = crossbeam_channel::bounded(1);
         let (tx_s, _rx_s) = crossbeam_channel::bounded(1);
         let (tx_r, _rx_r) = crossbeam_channel::bounded(1);
+        if what >= 0xe0 {
+            // A server's health check: bit 0 good or failed, bit 1 which.
+            self.health_report(usize::from(what >> 1 & 1), what & 1 == 0);
+            return;
+        }
         let req = match what % 4 {
             0 => Control::Snapshot {
                 detail: what & 4 != 0,
@@ -972,6 +997,30 @@ impl Sim {
             _ => Control::Reload { reply: tx_r },
         };
         let _ = self.control.send(req);
+        self.funnel.engine.handle_control();
+    }
+
+    /// What a checker would report of server `server` (when it is one the
+    /// checkers look at): up and replicating, or unreachable.
+    fn health_report(&mut self, server: usize, good: bool) {
+        let now = self.funnel.clock();
+        let outcome = if good {
+            Ok(crate::health::ServerFacts {
+                read_only: false,
+                lag: Some(Duration::ZERO),
+                replicating: true,
+                gtid: crate::health::GtidPosition::default(),
+            })
+        } else {
+            Err("sim: connect refused".to_string())
+        };
+        let report = crate::health::HealthReport {
+            server,
+            checked_at: now,
+            rtt: Duration::from_micros(100),
+            outcome,
+        };
+        let _ = self.control.send(Control::Health(Box::new(report)));
         self.funnel.engine.handle_control();
     }
 
