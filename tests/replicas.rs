@@ -70,12 +70,99 @@ fn commands_are_balanced_over_servers_and_a_dead_one_is_left_out() {
         );
     }
 
+    // Clients in transactions, one of them on server b.
+    let mut in_tx: Vec<(mysql::Conn, u16)> = Vec::new();
+    while !in_tx.iter().any(|(_, port)| *port == b.port) {
+        assert!(in_tx.len() < 8, "no transaction landed on server b");
+        let mut c = funnel.conn(USER_A, PASS_A);
+        c.query_drop("BEGIN").unwrap();
+        let port: u16 = c.query_first("SELECT @@port").unwrap().unwrap();
+        in_tx.push((c, port));
+    }
+
     // Server b dies: reads keep working, on a only, without an error
     // (a read whose connection died before its answer is run again).
     b.kill();
     let by_port = ports_serving(&funnel, 8, 10);
     assert_eq!(by_port.keys().copied().collect::<Vec<_>>(), [a.port]);
     assert_eq!(by_port.values().sum::<usize>(), 80);
+
+    // The transaction on b is gone, and its client is told which server
+    // went; those on a go on.
+    for (mut c, port) in in_tx {
+        let r = c.query_first::<u16, _>("SELECT @@port");
+        if port == b.port {
+            match r {
+                Err(mysql::Error::MySqlError(e)) => {
+                    assert_eq!(e.code, 2013, "{e:?}");
+                    assert!(
+                        e.message.contains("(server b: ")
+                            && e.message.contains("transaction and state are gone"),
+                        "{}",
+                        e.message
+                    );
+                }
+                other => panic!("a transaction on the dead server went on: {other:?}"),
+            }
+        } else {
+            assert_eq!(r.unwrap(), Some(a.port));
+            c.query_drop("COMMIT").unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_reload_adds_drains_and_removes_servers_without_dropping_clients() {
+    let a = MariaDb::new();
+    let b = MariaDb::new();
+    let config = |servers: &[(&str, u16)]| {
+        let mut f = FunnelConfig::new().pool("connections = 2").rust_log("info");
+        for (name, port) in servers {
+            f = f.server(name, *port, &[]);
+        }
+        f
+    };
+    let funnel = config(&[("a", a.port)]).start();
+    let mut clients: Vec<mysql::Conn> = (0..6).map(|_| funnel.conn(USER_A, PASS_A)).collect();
+    let ports = |clients: &mut Vec<mysql::Conn>| {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..10 {
+            for c in clients.iter_mut() {
+                let port: u16 = c.query_first("SELECT @@port").unwrap().unwrap();
+                seen.insert(port);
+            }
+        }
+        seen.into_iter().collect::<Vec<_>>()
+    };
+    assert_eq!(ports(&mut clients), [a.port]);
+
+    let reload = |f: FunnelConfig, note: &str| {
+        funnel.write_config(&f.text(funnel.port));
+        funnel.signal(libc::SIGHUP);
+        assert!(
+            funnel.wait_for_log(note, Duration::from_secs(10)),
+            "{}",
+            funnel.log()
+        );
+    };
+    // Server b added: it takes commands too.
+    reload(config(&[("a", a.port), ("b", b.port)]), "server b added");
+    assert!(common::wait_until(Duration::from_secs(10), || b
+        .connections_of(USER_A)
+        >= 2));
+    let both = common::wait_until(Duration::from_secs(10), || {
+        ports(&mut clients) == [a.port.min(b.port), a.port.max(b.port)]
+    });
+    assert!(both, "server b took no command after the reload");
+
+    // Server a removed: its connections close, every command goes to b,
+    // and no client notices.
+    reload(config(&[("b", b.port)]), "server a removed");
+    a.wait_connections(USER_A, 0, Duration::from_secs(10));
+    assert_eq!(ports(&mut clients), [b.port]);
+    let mut fresh = funnel.conn(USER_A, PASS_A);
+    let port: u16 = fresh.query_first("SELECT @@port").unwrap().unwrap();
+    assert_eq!(port, b.port);
 }
 
 #[test]
@@ -125,12 +212,20 @@ fn server_id(c: &mut mysql::Conn, sql: &str) -> u32 {
 
 /// Waits until `/health?server=NAME` answers `status`; its body.
 fn wait_server_health(stats_port: u16, name: &str, status: u16) -> String {
+    wait_server_health_saying(stats_port, name, status, "")
+}
+
+/// ... with a body that contains `words`.
+fn wait_server_health_saying(stats_port: u16, name: &str, status: u16, words: &str) -> String {
     let mut last = (0, String::new());
     let ok = common::wait_until(Duration::from_secs(30), || {
         last = common::stats::get(stats_port, &format!("/health?server={name}"));
-        last.0 == status
+        last.0 == status && last.1.contains(words)
     });
-    assert!(ok, "server {name} never answered {status}: {last:?}");
+    assert!(
+        ok,
+        "server {name} never answered {status} with {words:?}: {last:?}"
+    );
     last.1
 }
 
@@ -251,13 +346,13 @@ fn a_stopped_lagging_or_killed_replica_leaves_rotation_and_reads_go_on() {
         move || {
             for id in 0..40 {
                 w.query_drop(format!("INSERT INTO {TEST_DB}.lag_items VALUES ({id})"))
-                    .unwrap();
+                    .unwrap_or_else(|e| panic!("insert {id} on the primary: {e}"));
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
     });
-    let why = wait_server_health(stats_port, "copy", 503);
-    assert!(why.contains("lag"), "{why}");
+    // (Changing the delay restarts replication: out for that first.)
+    wait_server_health_saying(stats_port, "copy", 503, "lag");
     assert_eq!(server_id(&mut c, "SELECT @@server_id"), 1);
     writes.join().unwrap();
     set.set_replica_delay(0, Duration::ZERO);

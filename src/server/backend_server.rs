@@ -30,6 +30,8 @@ pub struct BackendServer {
     /// a pinned client), of all pools: its load. Kept by
     /// `attach_backend_client`, `detach_backend_client` and `close_backend`.
     pub in_use: usize,
+    /// `Engine::commands_given` when it was last given a command.
+    pub last_given: u64,
     /// What its health checker says (servers of no role are not checked:
     /// always in rotation).
     pub health: ServerHealth,
@@ -112,6 +114,7 @@ impl BackendServer {
             weight: config.weight.max(1),
             removed: false,
             in_use: 0,
+            last_given: 0,
             health: ServerHealth::default(),
             rotation: checked_rotation(config),
             max_lag: config.max_replication_lag,

@@ -7,8 +7,14 @@ use super::*;
 /// Requests of a pool of several servers looked past when the oldest
 /// cannot run on any idle connection (bounded: dispatch stays cheap).
 const DISPATCH_SCAN: usize = 16;
-/// A server's load in the low bits of a backend's rank (`Pool::pick_idle`).
-const LOAD_MAX: u64 = (1 << 40) - 1;
+/// A backend's rank (`Pool::pick_idle`), highest first: the server first
+/// (the most lightly loaded, then the one given a command longest ago, so
+/// that servers equally loaded take turns and a server added by a reload
+/// gets work at once), then the backend of that server whose session needs
+/// the least replay. With one server, only the session counts.
+const LOAD_MAX: u64 = (1 << 39) - 1;
+const WAIT_MAX: u64 = (1 << 17) - 1;
+const SCORE_MAX: u64 = (1 << 8) - 1;
 
 impl Engine {
     /// The backend is set up (or freed): give it to the pinned client that
@@ -135,6 +141,7 @@ impl Engine {
             let servers = &self.servers;
             let overwrites = command_overwrites(c);
             let route = self.route(c, &self.pools[pool]);
+            let given = self.commands_given;
             let Some(b) = self.pools[pool].pick_idle(|b| {
                 let b = backends.get(b)?;
                 let server = &servers[b.server];
@@ -159,7 +166,9 @@ impl Engine {
                 // The session first (a replay costs a round trip), then the
                 // least loaded server.
                 let lightness = LOAD_MAX - server.load().min(LOAD_MAX);
-                Some((b.slot, (u64::from(score) << 40) | lightness))
+                let waited = given.wrapping_sub(server.last_given).min(WAIT_MAX);
+                let score = u64::from(score).min(SCORE_MAX);
+                Some((b.slot, (lightness << 25) | (waited << 8) | score))
             }) else {
                 if self.pools[pool].servers.len() > 1 && skipped.len() < DISPATCH_SCAN {
                     // No server it may run on has an idle connection, but
@@ -171,6 +180,9 @@ impl Engine {
                 self.pools[pool].push_front(req);
                 break;
             };
+            self.commands_given += 1;
+            let server = self.backends[b].server;
+            self.servers[server].last_given = self.commands_given;
             let waited = self.now.saturating_duration_since(req.enqueued);
             self.stats_queue_wait(pool, waited);
             self.start_request(b, req.client);

@@ -1146,6 +1146,13 @@ impl Engine {
             "pool {}: lost backend connection (thread {thread_id}): {reason}",
             self.pools[pool].name()
         );
+        // With named servers, which one went, and why.
+        let srv = &self.servers[self.backends[key].server];
+        let cause = if srv.role == crate::config::ServerRole::Any {
+            String::new()
+        } else {
+            format!(" (server {}: {reason})", srv.name)
+        };
         if let Some(cr) = client {
             // Still before or inside the client's command (not the funnel's
             // own read-back after it, when the answer is already complete).
@@ -1173,10 +1180,11 @@ impl Engine {
                 c.drop_pins();
                 c.pinned = None;
                 let msg = if had_state {
-                    "funnel: lost connection to backend during query; the session's transaction and state are gone"
+                    format!("funnel: lost connection to backend{cause} during query; the session's transaction and state are gone")
                 } else {
-                    "funnel: lost connection to backend during query"
+                    format!("funnel: lost connection to backend{cause} during query")
                 };
+                let msg = msg.as_str();
                 let running = c.is_running();
                 // Still in the client's buffer: the funnel was replaying the
                 // session or preparing the statement; mysqld never saw it.
@@ -1240,7 +1248,7 @@ impl Engine {
                     if had_state {
                         c.pending_error = Some(Box::new((
                             crate::protocol::consts::err::CR_SERVER_LOST,
-                            "funnel: lost connection to backend; the session's transaction and state are gone".into(),
+                            format!("funnel: lost connection to backend{cause}; the session's transaction and state are gone"),
                         )));
                     }
                     if running {
