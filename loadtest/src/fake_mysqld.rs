@@ -109,7 +109,7 @@ fn run_loop(mut listener: TcpListener, stop: &AtomicBool, conn_ids: &AtomicU32) 
         }
         for ev in events.iter() {
             if ev.token() == LISTENER {
-                accept_all(&listener, &poll, &mut conns, conn_ids)?;
+                accept_all(&listener, &poll, &mut conns, conn_ids);
                 continue;
             }
             let key = ev.token().0;
@@ -133,33 +133,36 @@ fn run_loop(mut listener: TcpListener, stop: &AtomicBool, conn_ids: &AtomicU32) 
     Ok(())
 }
 
-fn accept_all(
-    listener: &TcpListener,
-    poll: &Poll,
-    conns: &mut Slab<Conn>,
-    conn_ids: &AtomicU32,
-) -> io::Result<()> {
+/// Accepts what is waiting. A failure (out of file descriptors, a
+/// connection reset before accept) loses that connection only.
+fn accept_all(listener: &TcpListener, poll: &Poll, conns: &mut Slab<Conn>, conn_ids: &AtomicU32) {
     loop {
         let (mut stream, _) = match listener.accept() {
             Ok(s) => s,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            // Out of file descriptors, a connection reset before accept:
-            // that one is lost, the server goes on.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) => {
                 eprintln!("fake server: accept: {e}");
-                return Ok(());
+                return;
             }
         };
         let _ = stream.set_nodelay(true);
         let entry = conns.vacant_entry();
-        poll.registry().register(
-            &mut stream,
-            Token(entry.key()),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = poll
+            .registry()
+            .register(&mut stream, Token(entry.key()), interest)
+        {
+            eprintln!("fake server: cannot poll a new connection: {e}");
+            continue;
+        }
         let id = conn_ids.fetch_add(1, Ordering::Relaxed);
+        let key = entry.key();
         let c = entry.insert(Conn::new(stream, id));
         c.greet();
+        if !c.flush() {
+            let mut c = conns.remove(key);
+            let _ = poll.registry().deregister(&mut c.stream);
+        }
     }
 }
 
