@@ -29,7 +29,14 @@ TAG=${THREADS:+-threads$THREADS}
 HZ=$(getconf CLK_TCK)
 [ -n "${THREADS:-}" ] && export FUNNEL_LINES="threads = $THREADS"
 
-requests() { stats_json | python3 -c 'import json,sys; print(json.load(sys.stdin)["counters"]["requests"])'; }
+# The funnel-wide request count (the first "requests" of /stats.json). No
+# python here: on a loaded machine its start-up alone takes long enough to
+# widen a counting window noticeably.
+requests() { stats_json | grep -o '"requests": *[0-9]*' | head -1 | grep -o '[0-9]*$'; }
+now() { date +%s.%N; }
+# in_window DELTA_REQUESTS T0 T1: requests in SECS s at the rate counted
+# between T0 and T1 (a tracer's attach and detach lengthen that interval).
+in_window() { awk -v q="$1" -v a="$2" -v b="$3" -v s="$SECS" 'BEGIN{printf "%.0f", q * s / (b - a)}'; }
 
 "$LT" --fake-server "$FAKE" --fake-threads "$FAKE_THREADS" >"$OUT/fake-server.log" 2>&1 &
 FAKE_PID=$!
@@ -56,10 +63,10 @@ run() {
     sleep 3.5
     local f0 k0 s0 f1 k1 s1
     [ "$label" = funnel ] && q0=$(requests)
-    f0=$(cpu_ticks "$FUNNEL_PID"); k0=$(cpu_ticks "$FAKE_PID"); s0=$(date +%s.%N)
+    f0=$(cpu_ticks "$FUNNEL_PID"); k0=$(cpu_ticks "$FAKE_PID"); s0=$(now)
     sleep $((SECS - 2))
     [ "$label" = funnel ] && q1=$(requests)
-    f1=$(cpu_ticks "$FUNNEL_PID"); k1=$(cpu_ticks "$FAKE_PID"); s1=$(date +%s.%N)
+    f1=$(cpu_ticks "$FUNNEL_PID"); k1=$(cpu_ticks "$FAKE_PID"); s1=$(now)
     wait "$lt" || { tail -5 "$OUT/fake-$label$TAG-$round.txt" >&2; return 1; }
     local qps gen
     qps=$(python3 -c 'import json,sys; print("%.0f" % json.load(open(sys.argv[1]))["results"][0]["qps"])' "$json")
@@ -86,11 +93,11 @@ command -v strace >/dev/null || { log "installing strace"; apt-get install -y -q
 LTPID=$!
 sleep 3.5
 STRACE=$OUT/fake-strace$TAG.txt
-q0=$(requests)
+q0=$(requests); t0=$(now)
 timeout -s INT "$SECS" strace -c -f -q -p "$FUNNEL_PID" -o "$STRACE" || true
-q1=$(requests)
+q1=$(requests); t1=$(now)
 wait "$LTPID" || true
-Q=$((q1 - q0))
+Q=$(in_window $((q1 - q0)) "$t0" "$t1")
 # strace -c columns: % time, seconds, usecs/call, calls, [errors,] syscall
 total=$(awk '$NF=="total"{print $4}' "$STRACE")
 
@@ -101,12 +108,17 @@ if perf stat -e raw_syscalls:sys_enter -p "$FUNNEL_PID" -- sleep 0.1 >/dev/null 
     LTPID=$!
     sleep 3.5
     PERF=$OUT/fake-perf$TAG.txt
-    p0=$(requests)
-    perf stat -x, -e raw_syscalls:sys_enter -p "$FUNNEL_PID" -o "$PERF" -- sleep "$SECS" 2>/dev/null
-    p1=$(requests)
+    p0=$(requests); t0=$(now)
+    kinds=raw_syscalls:sys_enter
+    for k in recvfrom sendto epoll_wait read write readv writev epoll_ctl; do kinds+=,syscalls:sys_enter_$k; done
+    perf stat -x, -e "$kinds" -p "$FUNNEL_PID" -o "$PERF" -- sleep "$SECS" 2>/dev/null
+    p1=$(requests); t1=$(now)
     wait "$LTPID" || true
-    PERF_LINE=$(awk -F, -v q="$((p1 - p0))" -v secs="$SECS" '$3=="raw_syscalls:sys_enter"{
-        printf "perf stat    %d syscalls in %s s for %d requests (%.0f q/s): %.2f per forwarded query", $1, secs, q, q/secs, $1/q}' "$PERF")
+    PERF_LINE=$(awk -F, -v q="$(in_window $((p1 - p0)) "$t0" "$t1")" -v secs="$SECS" '
+        $3=="raw_syscalls:sys_enter" {
+            printf "perf stat    %d syscalls in %s s for %d requests (%.0f q/s): %.2f per forwarded query\n", $1, secs, q, q/secs, $1/q}
+        $3 ~ /^syscalls:sys_enter_/ && $1 ~ /^[0-9]+$/ && $1 > 0 {
+            k = $3; sub(/.*sys_enter_/, "", k); printf "  %-16s %6.3f per query\n", k, $1/q}' "$PERF")
 fi
 
 {
