@@ -2,13 +2,15 @@
 //! that whatever sits in front of it (the funnel) is the bottleneck, not the
 //! database. Any login is accepted; `SELECT` gets one row, every other
 //! statement an OK (see [`answer_query`]). One mio event loop per thread
-//! (`--fake-threads`), no thread per connection; buffers are per
-//! connection and reused, so a query costs no allocation.
+//! (`--fake-threads`, each with its own SO_REUSEPORT listening socket), no
+//! thread per connection; buffers are per connection and reused, so a
+//! query costs no allocation.
 //!
 //! Commands read in one go (pipelined) are all answered, in one write.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use std::time::Duration;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
+use socket2::{Domain, Socket, Type};
 
 use funnel::protocol::consts::*;
 use funnel::protocol::handshake::{is_ssl_request, HandshakeResponse, HandshakeV10};
@@ -67,30 +70,50 @@ const LISTENER: Token = Token(usize::MAX);
 /// How often a loop looks at the stop flag.
 const STOP_CHECK: Duration = Duration::from_millis(100);
 
-/// Serves on `listener` with `threads` event loops until `stop` is set.
-pub fn serve(
-    listener: std::net::TcpListener,
-    threads: usize,
-    stop: Arc<AtomicBool>,
-) -> io::Result<()> {
-    listener.set_nonblocking(true)?;
-    let conn_ids = Arc::new(AtomicU32::new(1));
-    let mut handles = Vec::new();
-    // Each loop polls its own copy of the listening socket: whichever
-    // wakes first accepts, the others find nothing (WouldBlock).
-    for _ in 1..threads.max(1) {
-        let l = TcpListener::from_std(listener.try_clone()?);
-        let (stop, ids) = (stop.clone(), conn_ids.clone());
-        handles.push(std::thread::spawn(move || run_loop(l, &stop, &ids)));
+/// Listening sockets for `threads` event loops on `addr`, all bound with
+/// SO_REUSEPORT so that the kernel spreads connections over them (port 0:
+/// the first one's port for all).
+pub fn bind(addr: SocketAddr, threads: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut addr = addr;
+    let mut listeners = Vec::new();
+    for _ in 0..threads.max(1) {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        let l: std::net::TcpListener = s.into();
+        addr = l.local_addr()?;
+        listeners.push(l);
     }
-    let first = run_loop(TcpListener::from_std(listener), &stop, &conn_ids);
+    Ok(listeners)
+}
+
+/// Serves with one event loop per listener (from [`bind`]) until `stop`
+/// is set.
+pub fn serve(listeners: Vec<std::net::TcpListener>, stop: Arc<AtomicBool>) -> io::Result<()> {
+    let conn_ids = Arc::new(AtomicU32::new(1));
+    let mut listeners = listeners.into_iter().map(TcpListener::from_std);
+    let Some(first) = listeners.next() else {
+        return Ok(());
+    };
+    let handles: Vec<_> = listeners
+        .map(|l| {
+            let (stop, ids) = (stop.clone(), conn_ids.clone());
+            std::thread::spawn(move || run_loop(l, &stop, &ids))
+        })
+        .collect();
+    let result = run_loop(first, &stop, &conn_ids);
+    // Ended by an error: the other loops end too.
+    stop.store(true, Ordering::Relaxed);
     for h in handles {
         match h.join() {
             Ok(r) => r?,
             Err(_) => return Err(io::Error::other("a fake server thread panicked")),
         }
     }
-    first
+    result
 }
 
 fn run_loop(mut listener: TcpListener, stop: &AtomicBool, conn_ids: &AtomicU32) -> io::Result<()> {
@@ -1106,14 +1129,14 @@ mod tests {
     }
 
     fn start() -> Running {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
+        let listeners = bind("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+        let port = listeners[0].local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         Running {
             port,
             stop,
-            thread: Some(std::thread::spawn(move || serve(l, 1, s))),
+            thread: Some(std::thread::spawn(move || serve(listeners, s))),
         }
     }
 

@@ -242,14 +242,13 @@ fn run_fake_server(m: &Matches) -> Result<ExitCode, String> {
     }
     // As many connections as allowed (the hard limit, if lower).
     let _ = raise_nofile(65536);
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|e| format!("--fake-server {addr}: {e}"))?;
+    let listeners =
+        fake_mysqld::bind(addr, threads).map_err(|e| format!("--fake-server {addr}: {e}"))?;
     eprintln!(
         "fake server ({}) on {addr}, {threads} thread(s)",
         fake_mysqld::SERVER_VERSION
     );
-    fake_mysqld::serve(listener, threads, stop)
-        .map_err(|e| format!("fake server on {addr}: {e}"))?;
+    fake_mysqld::serve(listeners, stop).map_err(|e| format!("fake server on {addr}: {e}"))?;
     Ok(ExitCode::SUCCESS)
 }
 

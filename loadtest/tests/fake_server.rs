@@ -187,6 +187,32 @@ fn a_client_library_runs_every_command_kind_on_the_fake_server() {
 }
 
 #[test]
+fn the_fake_server_exits_0_on_sigterm_and_sigint() {
+    let dir = scratch_dir("fake-signals");
+    for sig in ["-TERM", "-INT"] {
+        let (mut fake, port) = start_fake(&dir);
+        // With a client connected: the loop does not wait for it.
+        let _c = connect(port, "x");
+        let st = Command::new("kill")
+            .arg(sig)
+            .arg(fake.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(st.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(st) = fake.child.try_wait().expect("try_wait") {
+                break st;
+            }
+            assert!(Instant::now() < deadline, "still running after kill {sig}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(0), "after kill {sig}: {}", fake.log());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn the_funnel_serves_clients_from_the_fake_server() {
     let dir = scratch_dir("fake-funnel");
     let (_fake, fake_port) = start_fake(&dir);
