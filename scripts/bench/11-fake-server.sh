@@ -13,15 +13,20 @@
 #     window (strace slows the funnel: its q/s are not used); and, when
 #     perf works, the same count by perf stat (raw_syscalls:sys_enter, as
 #     05-cpu.sh counts them), which slows it much less.
+#  C) instructions per forwarded query (callgrind; repeatable whatever the
+#     load): the funnel under valgrind, CLIENTS clients, instructions between
+#     callgrind_control -z and -d over CG_SECS s / the requests counted
+#     between them. SKIP_CALLGRIND=1 skips it.
 # THREADS=N adds `threads = N` to [funnel] (the key of the multi-core
 # engine); unset, the funnel runs as it is. FAKE_THREADS: the fake's loops.
 # Output: $OUT/fake-server.tsv (one line per run), $OUT/fake-summary.txt,
-# $OUT/fake-strace-*.txt
+# $OUT/fake-strace-*.txt, $OUT/fake-perf*.txt, $OUT/fake-callgrind.out*
 . "$(dirname "$0")/common.sh"
 CLIENTS=${CLIENTS:-64}
 SECS=${SECS:-10}
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-8}
+CG_SECS=${CG_SECS:-10}
 FAKE_THREADS=${FAKE_THREADS:-1}
 FAKEPORT=${FAKEPORT:-3424}
 FAKE=127.0.0.1:$FAKEPORT
@@ -121,6 +126,29 @@ if perf stat -e raw_syscalls:sys_enter -p "$FUNNEL_PID" -- sleep 0.1 >/dev/null 
             k = $3; sub(/.*sys_enter_/, "", k); printf "  %-16s %6.3f per query\n", k, $1/q}' "$PERF")
 fi
 
+CG_LINE="callgrind    skipped"
+if [ -z "${SKIP_CALLGRIND:-}" ] && command -v valgrind >/dev/null; then
+    stop_funnel
+    rm -f "$OUT"/fake-callgrind.out*
+    FUNNEL_WRAPPER="valgrind --tool=callgrind --callgrind-out-file=$OUT/fake-callgrind.out --dump-instr=no" \
+        start_funnel "$CONNS" "$FAKE"
+    "$LT" -t "$VIA" -u app -p app_pw -D app -c "$CLIENTS" -d $((CG_SECS + 10)) --warmup 2 --mix point=100 \
+        >"$OUT/fake-callgrind-lt$TAG.txt" 2>&1 &
+    LTPID=$!
+    sleep 6
+    callgrind_control -z "$FUNNEL_PID" >/dev/null
+    q0=$(requests)
+    sleep "$CG_SECS"
+    q1=$(requests)
+    callgrind_control -d "$FUNNEL_PID" >/dev/null
+    wait "$LTPID" || true
+    stop_funnel
+    # The -d dump holds the costs since -z; the one at exit what came after.
+    IR=$(grep -h '^summary:' "$OUT"/fake-callgrind.out.*[0-9] 2>/dev/null | awk '{print $2}' | sort -n | tail -1)
+    CG_LINE=$(awk -v ir="$IR" -v q="$((q1 - q0))" 'BEGIN{
+        printf "callgrind    %d instructions for %d requests: %.0f per forwarded query", ir, q, ir / q}')
+fi
+
 {
     echo "== fake backend, $CLIENTS persistent clients, point selects, ${THREADS:+threads = $THREADS, }pool connections = $CONNS"
     python3 - "$TSV" <<'PY'
@@ -142,4 +170,5 @@ PY
     awk -v q="$Q" '$NF != "total" && $4 ~ /^[0-9]+$/ && $4 > 0 {printf "  %-16s %6.3f per query\n", $NF, $4/q}' "$STRACE" |
         sort -k2 -rn
     echo "$PERF_LINE"
+    echo "$CG_LINE"
 } | tee "$OUT/fake-summary$TAG.txt"
