@@ -12,9 +12,8 @@ use funnel::protocol::auth::{native_password_stage2, verify_native};
 use funnel::protocol::consts::*;
 use funnel::protocol::handshake::{AuthSwitchRequest, HandshakeResponse, HandshakeV10};
 use funnel::protocol::packet::{next_frame, write_packet};
-use funnel::protocol::response::{
-    column_type, encode_column_def, encode_eof, encode_err, encode_ok, encode_text_row, OkPacket,
-};
+
+use crate::fake_mysqld::Reply;
 
 #[derive(Clone, Debug)]
 pub struct FakeConfig {
@@ -86,79 +85,19 @@ impl Conn {
         }
     }
 
-    fn send(&mut self, seq: u8, payloads: &[Vec<u8>]) -> Option<()> {
-        let mut out = Vec::new();
-        let mut seq = seq;
-        for p in payloads {
-            seq = write_packet(&mut out, seq, p);
-        }
+    /// One response, written by `answer` into a [`Reply`] numbered from
+    /// `seq` with the capabilities agreed (`caps`).
+    fn send(&mut self, seq: u8, caps: u32, answer: impl FnOnce(&mut Reply<'_>)) -> Option<()> {
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        answer(&mut Reply::start(&mut out, &mut scratch, seq, caps));
         self.s.write_all(&out).ok()
     }
 }
 
-fn ok() -> Vec<u8> {
-    let mut p = Vec::new();
-    encode_ok(
-        &mut p,
-        &OkPacket {
-            header: OK_HEADER,
-            affected_rows: 1,
-            last_insert_id: 0,
-            status: SERVER_STATUS_AUTOCOMMIT,
-            warnings: 0,
-            info: b"",
-            session_state: None,
-        },
-        CLIENT_PROTOCOL_41,
-    );
-    p
-}
-
-fn err(code: u16, msg: &str) -> Vec<u8> {
-    let mut p = Vec::new();
-    encode_err(&mut p, code, "HY000", msg);
-    p
-}
-
 /// A one-column text result set with `rows` rows.
-fn result_set(rows: usize, value: &[u8], deprecate_eof: bool) -> Vec<Vec<u8>> {
-    let mut v = vec![vec![1u8]];
-    let mut col = Vec::new();
-    encode_column_def(&mut col, "c", column_type::MYSQL_TYPE_STRING, 33, 120, 0, 0);
-    v.push(col);
-    let eof = || {
-        let mut e = Vec::new();
-        encode_eof(&mut e, 0, SERVER_STATUS_AUTOCOMMIT);
-        e
-    };
-    if !deprecate_eof {
-        v.push(eof());
-    }
-    for _ in 0..rows {
-        let mut r = Vec::new();
-        encode_text_row(&mut r, &[Some(value)]);
-        v.push(r);
-    }
-    if deprecate_eof {
-        let mut p = Vec::new();
-        encode_ok(
-            &mut p,
-            &OkPacket {
-                header: EOF_HEADER,
-                affected_rows: 0,
-                last_insert_id: 0,
-                status: SERVER_STATUS_AUTOCOMMIT,
-                warnings: 0,
-                info: b"",
-                session_state: None,
-            },
-            CLIENT_PROTOCOL_41,
-        );
-        v.push(p);
-    } else {
-        v.push(eof());
-    }
-    v
+fn result_set(reply: &mut Reply<'_>, rows: usize, value: &[u8]) {
+    let row: &[Option<&[u8]>] = &[Some(value)];
+    reply.rows(&["c"], &vec![row; rows]);
 }
 
 fn serve(
@@ -196,31 +135,36 @@ fn serve(
     };
     let mut p = Vec::new();
     hs.encode(&mut p);
-    c.send(0, &[p])?;
+    let mut out = Vec::new();
+    write_packet(&mut out, 0, &p);
+    c.s.write_all(&out).ok()?;
     let (seq, payload) = c.read()?;
     let resp = HandshakeResponse::decode(&payload).ok()?;
     let stage2 = native_password_stage2(cfg.password.as_bytes());
     let (seq, auth, used_scramble) = if cfg.auth_switch {
         let new: Vec<u8> = scramble.iter().map(|b| b ^ 0x55 | 1).collect();
-        let mut p = Vec::new();
-        AuthSwitchRequest {
-            plugin: MYSQL_NATIVE_PASSWORD.into(),
-            data: [&new[..], &[0]].concat(),
-        }
-        .encode(&mut p);
-        c.send(seq.wrapping_add(1), &[p])?;
+        c.send(seq.wrapping_add(1), 0, |r| {
+            AuthSwitchRequest {
+                plugin: MYSQL_NATIVE_PASSWORD.into(),
+                data: [&new[..], &[0]].concat(),
+            }
+            .encode(r.scratch);
+            r.send();
+        })?;
         let (seq, auth) = c.read()?;
         (seq, auth, new)
     } else {
         (seq, resp.auth_response.clone(), scramble)
     };
     if !verify_native(Some(&stage2), &used_scramble, &auth) {
-        c.send(seq.wrapping_add(1), &[err(1045, "Access denied for user")])?;
+        c.send(seq.wrapping_add(1), 0, |r| {
+            r.err(1045, "28000", "Access denied for user")
+        })?;
         return None;
     }
-    c.send(seq.wrapping_add(1), &[ok()])?;
+    let caps = resp.capabilities & caps;
+    c.send(seq.wrapping_add(1), caps, |r| r.ok(1, None))?;
     logins.fetch_add(1, Ordering::Relaxed);
-    let deprecate_eof = resp.capabilities & CLIENT_DEPRECATE_EOF != 0;
     let mut n = 0u64;
     loop {
         let (_, cmd) = c.read()?;
@@ -228,7 +172,7 @@ fn serve(
             Some(&COM_QUIT) => return None,
             Some(&COM_QUERY) => {}
             _ => {
-                c.send(1, &[err(1047, "Unknown command")])?;
+                c.send(1, caps, |r| r.err(1047, "08S01", "Unknown command"))?;
                 continue;
             }
         }
@@ -238,19 +182,25 @@ fn serve(
         }
         queries.fetch_add(1, Ordering::Relaxed);
         let sql = String::from_utf8_lossy(&cmd[1..]).into_owned();
-        let answer = if let Some(rest) = sql.strip_prefix("SELECT SLEEP(") {
+        let sleep = sql.strip_prefix("SELECT SLEEP(").map(|rest| {
             let secs: f64 = rest.trim_end_matches(')').parse().unwrap_or(0.0);
-            std::thread::sleep(Duration::from_secs_f64(secs));
-            result_set(1, b"0", deprecate_eof)
-        } else if sql.contains("FROM bad") || sql.contains("UPDATE bad") {
-            vec![err(1146, "Table 'app.bad' doesn't exist")]
-        } else if sql.contains("BETWEEN") {
-            result_set(10, &[b'7'; 119], deprecate_eof)
-        } else if sql.starts_with("SELECT c FROM") {
-            result_set(1, &[b'7'; 119], deprecate_eof)
-        } else {
-            vec![ok()]
-        };
-        c.send(1, &answer)?;
+            Duration::from_secs_f64(secs)
+        });
+        if let Some(d) = sleep {
+            std::thread::sleep(d);
+        }
+        c.send(1, caps, |r| {
+            if sleep.is_some() {
+                result_set(r, 1, b"0")
+            } else if sql.contains("FROM bad") || sql.contains("UPDATE bad") {
+                r.err(1146, "42S02", "Table 'app.bad' doesn't exist")
+            } else if sql.contains("BETWEEN") {
+                result_set(r, 10, &[b'7'; 119])
+            } else if sql.starts_with("SELECT c FROM") {
+                result_set(r, 1, &[b'7'; 119])
+            } else {
+                r.ok(1, None)
+            }
+        })?;
     }
 }

@@ -4,6 +4,7 @@
 
 mod config;
 mod engine;
+mod fake_mysqld;
 #[cfg(test)]
 mod fakeserver;
 mod plot;
@@ -207,8 +208,48 @@ fn options() -> Options {
         "verbose",
         "compare: also print each target's full summary",
     );
+    o.optopt(
+        "",
+        "fake-server",
+        "serve a minimal fake mysqld on ADDR (any login; SELECT: one row; others: OK) until killed",
+        "ADDR",
+    );
+    o.optopt(
+        "",
+        "fake-threads",
+        "fake server: event loops (default 1)",
+        "N",
+    );
     o.optflag("h", "help", "this help");
     o
+}
+
+/// `--fake-server ADDR`: serves until SIGINT or SIGTERM, then exits 0.
+fn run_fake_server(m: &Matches) -> Result<ExitCode, String> {
+    let addr = m.opt_str("fake-server").unwrap_or_default();
+    let addr: std::net::SocketAddr = addr
+        .trim()
+        .parse()
+        .map_err(|_| format!("--fake-server: {addr:?} is not an IP:port address"))?;
+    let threads = num(m, "fake-threads", 1usize)?;
+    if threads == 0 || threads > 256 {
+        return Err("--fake-threads must be between 1 and 256".into());
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| format!("signal handler: {e}"))?;
+    }
+    // As many connections as allowed (the hard limit, if lower).
+    let _ = raise_nofile(65536);
+    let listeners =
+        fake_mysqld::bind(addr, threads).map_err(|e| format!("--fake-server {addr}: {e}"))?;
+    eprintln!(
+        "fake server ({}) on {addr}, {threads} thread(s)",
+        fake_mysqld::SERVER_VERSION
+    );
+    fake_mysqld::serve(listeners, stop).map_err(|e| format!("fake server on {addr}: {e}"))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn num<T: std::str::FromStr>(m: &Matches, name: &str, default: T) -> Result<T, String> {
@@ -463,10 +504,17 @@ fn real_main() -> Result<ExitCode, String> {
             opts.usage(
                 "Usage: loadtest [options] --target ADDR\n       \
                  loadtest [options] --compare ADDR_A ADDR_B\n       \
-                 loadtest --prepare --target ADDR [--table-size N]"
+                 loadtest --prepare --target ADDR [--table-size N]\n       \
+                 loadtest --fake-server IP:PORT [--fake-threads N]"
             )
         );
         return Ok(ExitCode::SUCCESS);
+    }
+    if m.opt_present("fake-server") {
+        return run_fake_server(&m);
+    }
+    if m.opt_present("fake-threads") {
+        return Err("--fake-threads needs --fake-server".into());
     }
     let mut cli = parse_cli(&m)?;
 

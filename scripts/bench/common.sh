@@ -41,6 +41,8 @@ start_funnel() {
     {
         printf '[funnel]\nlisten = 127.0.0.1:%s\nmax_client_connections = 20000\nlog_level = warn\n' "$FPORT"
         printf 'handshake_timeout_ms = 30000\n'
+        # FUNNEL_LINES: extra [funnel] lines (e.g. "threads = 2"), one per line.
+        [ -z "${FUNNEL_LINES:-}" ] || printf '%s\n' "$FUNNEL_LINES"
         printf '[backend]\naddress = %s\n' "$backend"
         printf '[pool]\nconnections = %s\nbacklog_size = 20000\nqueue_timeout_ms = 30000\n' "$conns"
         local l
