@@ -387,3 +387,64 @@ fn a_stopped_lagging_or_killed_replica_leaves_rotation_and_reads_go_on() {
     assert!(reads > 100, "only {reads} reads");
     assert_eq!(server_id(&mut c, "SELECT @@server_id"), 1, "{why}");
 }
+
+/// The `[server]` example of the README's "Replicas" section, as written
+/// there but for its addresses.
+fn readme_example() -> String {
+    let readme = include_str!("../README.md");
+    let section = &readme[readme
+        .find("### Replicas")
+        .expect("README has ### Replicas")..];
+    let start = section.find("```ini\n").expect("an ini block") + "```ini\n".len();
+    let end = start + section[start..].find("```").expect("its end");
+    section[start..end].to_string()
+}
+
+#[test]
+fn the_readme_replicas_example_routes_as_documented() {
+    let set = Replication::start(2);
+    set.account("funnel_health", "health-pw", "SLAVE MONITOR ON *.*");
+    set.account("app", "app-pw", &format!("ALL ON {TEST_DB}.*"));
+    set.account("reports", "reports-pw", &format!("SELECT ON {TEST_DB}.*"));
+    let port = common::free_port();
+    let stats_port = common::free_port();
+    let text = format!(
+        "[funnel]\nlisten = 127.0.0.1:{port}\n\n[stats]\nlisten = 127.0.0.1:{stats_port}\n\n{}",
+        readme_example()
+    )
+    .replace("10.0.0.11:3306", &format!("127.0.0.1:{}", set.primary.port))
+    .replace(
+        "10.0.0.12:3306",
+        &format!("127.0.0.1:{}", set.replicas[0].port),
+    )
+    .replace(
+        "10.0.0.13:3306",
+        &format!("127.0.0.1:{}", set.replicas[1].port),
+    );
+    let funnel = common::FunnelProcess::start(&text, port);
+
+    let mut app = funnel.conn("app", "app-pw");
+    app.query_drop(format!("CREATE TABLE {TEST_DB}.readme_t (id INT)"))
+        .unwrap();
+    // A write goes to db1 (the replicas are read_only for app: 1290).
+    app.query_drop(format!("INSERT INTO {TEST_DB}.readme_t VALUES (1)"))
+        .unwrap();
+    // Reads go to the replicas once they have the app's write.
+    set.wait_caught_up(Duration::from_secs(30));
+    let mut seen = std::collections::BTreeSet::new();
+    let spread = common::wait_until(Duration::from_secs(10), || {
+        seen.insert(server_id(&mut app, "SELECT @@server_id"));
+        seen.contains(&2) && seen.contains(&3)
+    });
+    assert!(
+        spread,
+        "app's reads ran on {seen:?}: {}",
+        common::stats::get(stats_port, "/stats.json").1
+    );
+    // reports uses the replicas only, for everything.
+    let mut reports = funnel.conn("reports", "reports-pw");
+    for _ in 0..10 {
+        let id = server_id(&mut reports, "SELECT @@server_id");
+        assert!(id == 2 || id == 3, "reports ran on server {id}");
+    }
+}

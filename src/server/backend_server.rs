@@ -30,8 +30,10 @@ pub struct BackendServer {
     /// a pinned client), of all pools: its load. Kept by
     /// `attach_backend_client`, `detach_backend_client` and `close_backend`.
     pub in_use: usize,
-    /// `Engine::commands_given` when it was last given a command.
-    pub last_given: u64,
+    /// Its place in the weighted turns (stride scheduling): each command
+    /// given adds `STRIDE / weight`; among servers equally loaded, the one
+    /// furthest behind goes next (see `Engine::turns`).
+    pub pass: u64,
     /// What its health checker says (servers of no role are not checked:
     /// always in rotation).
     pub health: ServerHealth,
@@ -114,7 +116,7 @@ impl BackendServer {
             weight: config.weight.max(1),
             removed: false,
             in_use: 0,
-            last_given: 0,
+            pass: 0,
             health: ServerHealth::default(),
             rotation: checked_rotation(config),
             max_lag: config.max_replication_lag,
@@ -137,11 +139,20 @@ impl BackendServer {
         !self.removed && self.health.out.is_none()
     }
 
-    /// Its load for balancing: backends in use per weight, counting the
-    /// one about to be given (scaled so that weights of 1 to 1000 compare
-    /// in whole numbers).
+    /// Its load for balancing: backends in use per weight (scaled so that
+    /// weights of 1 to 1000 compare in whole numbers).
     pub fn load(&self) -> u64 {
-        (self.in_use as u64 + 1) * 1_000_000 / u64::from(self.weight)
+        self.in_use as u64 * 1_000_000 / u64::from(self.weight)
+    }
+
+    /// It was given a command at `turns` (the pass of the latest server
+    /// given one): its next turn comes `STRIDE / weight` later, so that
+    /// servers equally loaded share the commands by weight. A server behind
+    /// (new, or back in rotation) starts from now, not from its old pass.
+    pub fn take_turn(&mut self, turns: &mut u64) {
+        const STRIDE: u64 = 1_000_000;
+        *turns = (*turns).max(self.pass);
+        self.pass = self.pass.max(*turns) + STRIDE / u64::from(self.weight);
     }
 
     /// Take a reload's settings (address changes apply to new connections).
@@ -180,6 +191,36 @@ impl BackendServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn server(weight: u32) -> BackendServer {
+        BackendServer::new(&ServerConfig {
+            name: format!("w{weight}"),
+            address: BackendAddr::Unix("/tmp/x.sock".into()),
+            role: ServerRole::Primary,
+            weight,
+            max_replication_lag: None,
+        })
+    }
+
+    #[test]
+    fn turns_share_commands_by_weight_and_a_newcomer_starts_now() {
+        let mut servers = [server(100), server(200), server(1000)];
+        let mut turns = 0;
+        let mut given = [0; 3];
+        for _ in 0..1300 {
+            // As dispatch does when all are equally loaded: the furthest behind.
+            let next = (0..3).min_by_key(|&i| servers[i].pass).unwrap();
+            servers[next].take_turn(&mut turns);
+            given[next] += 1;
+        }
+        assert_eq!(given, [100, 200, 1000]);
+        // A server added now takes a turn at once, then its share: it is
+        // not owed the turns it missed.
+        let mut newcomer = server(100);
+        assert!(newcomer.pass < turns);
+        newcomer.take_turn(&mut turns);
+        assert!(newcomer.pass > turns && newcomer.pass - turns == 10_000);
+    }
 
     #[test]
     fn names_defaults_are_fixed_on_mariadb_before_11_2() {

@@ -310,6 +310,9 @@ impl EventLoop {
     /// dispatch, then the periodic work. True once a shutdown has completed.
     fn turn(&mut self) -> Result<bool, String> {
         let mut timeout = self.engine.poll_timeout();
+        if self.handoff.heir_retry_until.is_some() {
+            timeout = timeout.min(super::handoff_io::HEIR_RETRY_EVERY);
+        }
         if let Some(at) = self.accept_paused_until {
             timeout = timeout.min(at.saturating_duration_since(self.engine.now()));
         }

@@ -66,6 +66,11 @@ const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an old funnel that shuts down waits for the new one's welcome
 /// before it closes its clients instead.
 const HEIR_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a funnel whose listeners were taken over keeps trying to reach
+/// its successor's handoff socket at SIGTERM (bound right after the takeover).
+const HEIR_BIND_WAIT: Duration = Duration::from_secs(2);
+/// Its poll timeout meanwhile: the next try.
+pub(super) const HEIR_RETRY_EVERY: Duration = Duration::from_millis(10);
 /// How long an exiting funnel may take to send what it queued for the new one.
 const FLUSH_AT_EXIT: Duration = Duration::from_secs(10);
 
@@ -713,6 +718,9 @@ pub(crate) struct HandoffState {
     pub unix_file_id: Option<(u64, u64)>,
     /// The shutdown's attempt to reach a successor was made.
     pub heir_tried: bool,
+    /// A successor took over but its handoff socket did not answer yet
+    /// (it binds it right after the takeover): tried again until then.
+    pub heir_retry_until: Option<Instant>,
 }
 
 impl HandoffState {
@@ -1229,11 +1237,30 @@ impl EventLoop {
             });
         let (stream, pid) = match connected {
             Ok(c) => c,
+            Err(e) if self.handoff.listeners_given_away => {
+                // The funnel that took over binds its handoff socket just
+                // after: a SIGTERM in between must not close the clients.
+                let now = self.engine.now();
+                let until = *self
+                    .handoff
+                    .heir_retry_until
+                    .get_or_insert(now + HEIR_BIND_WAIT);
+                if now < until {
+                    self.handoff.heir_tried = false;
+                    self.engine.successor_pending(until);
+                    return;
+                }
+                self.handoff.heir_retry_until = None;
+                self.engine.successor_gone();
+                info!("the funnel that took over does not answer on handoff socket {addr} ({e}): clients are closed between their commands");
+                return;
+            }
             Err(e) => {
                 info!("no newer funnel answers on handoff socket {addr} ({e}): clients are closed between their commands");
                 return;
             }
         };
+        self.handoff.heir_retry_until = None;
         let mut stream = mio::net::UnixStream::from_std(stream);
         let entry = self.handoff.links.vacant_entry();
         let k = entry.key();

@@ -138,9 +138,8 @@ pub struct Engine {
     handoff: handoff::Handoff,
     /// The servers' checkers are to be (re)started (`take_health_targets`).
     health_targets_stale: bool,
-    /// Commands handed to backends from the backlog, so far: servers note
-    /// when they were last given one (`BackendServer::last_given`).
-    commands_given: u64,
+    /// The pass of the server last given a command (`BackendServer::pass`).
+    turns: u64,
 }
 
 pub use event_loop::{run, AdminStarter};
@@ -190,7 +189,7 @@ impl Engine {
             notified_ready: false,
             handoff: handoff::Handoff::default(),
             health_targets_stale: true,
-            commands_given: 0,
+            turns: 0,
         }
     }
 

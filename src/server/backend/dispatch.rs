@@ -8,12 +8,13 @@ use super::*;
 /// cannot run on any idle connection (bounded: dispatch stays cheap).
 const DISPATCH_SCAN: usize = 16;
 /// A backend's rank (`Pool::pick_idle`), highest first: the server first
-/// (the most lightly loaded, then the one given a command longest ago, so
-/// that servers equally loaded take turns and a server added by a reload
-/// gets work at once), then the backend of that server whose session needs
-/// the least replay. With one server, only the session counts.
+/// (the most lightly loaded per weight, then the one furthest behind in the
+/// weighted turns, so that servers equally loaded share the commands by
+/// weight and a server added by a reload gets work at once), then the
+/// backend of that server whose session needs the least replay. With one
+/// server, only the session counts.
 const LOAD_MAX: u64 = (1 << 39) - 1;
-const WAIT_MAX: u64 = (1 << 17) - 1;
+const BEHIND_MAX: u64 = (1 << 17) - 1;
 const SCORE_MAX: u64 = (1 << 8) - 1;
 
 impl Engine {
@@ -141,7 +142,7 @@ impl Engine {
             let servers = &self.servers;
             let overwrites = command_overwrites(c);
             let route = self.route(c, &self.pools[pool]);
-            let given = self.commands_given;
+            let turns = self.turns;
             let Some(b) = self.pools[pool].pick_idle(|b| {
                 let b = backends.get(b)?;
                 let server = &servers[b.server];
@@ -166,7 +167,9 @@ impl Engine {
                 // The session first (a replay costs a round trip), then the
                 // least loaded server.
                 let lightness = LOAD_MAX - server.load().min(LOAD_MAX);
-                let waited = given.wrapping_sub(server.last_given).min(WAIT_MAX);
+                // In units of a weight-1000 server's turn.
+                let ahead = server.pass.saturating_sub(turns) / 1000;
+                let waited = BEHIND_MAX - ahead.min(BEHIND_MAX);
                 let score = u64::from(score).min(SCORE_MAX);
                 Some((b.slot, (lightness << 25) | (waited << 8) | score))
             }) else {
@@ -180,9 +183,8 @@ impl Engine {
                 self.pools[pool].push_front(req);
                 break;
             };
-            self.commands_given += 1;
             let server = self.backends[b].server;
-            self.servers[server].last_given = self.commands_given;
+            self.servers[server].take_turn(&mut self.turns);
             let waited = self.now.saturating_duration_since(req.enqueued);
             self.stats_queue_wait(pool, waited);
             self.start_request(b, req.client);
