@@ -243,6 +243,19 @@ fn read_write_split_routes_reads_to_the_replica_and_reads_follow_writes() {
     let mut writer = funnel.conn(USER_A, PASS_A);
     // Reads go to the replica (server id 2), everything else to the primary.
     assert_eq!(server_id(&mut reader, "SELECT @@server_id"), 2);
+    // Each server's figures: in rotation, its commands' service time.
+    let metrics = common::stats::get(stats_port, "/metrics").1;
+    for line in [
+        "funnel_server_up{server=\"copy\",role=\"replica\"} 1",
+        "funnel_server_up{server=\"main\",role=\"primary\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+    let served = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("funnel_server_service_seconds_count{server=\"copy\"} "))
+        .and_then(|n| n.parse::<f64>().ok());
+    assert!(served.is_some_and(|n| n >= 1.0), "{served:?}");
     reader.query_drop("BEGIN").unwrap();
     assert_eq!(
         server_id(&mut reader, "SELECT @@server_id"),

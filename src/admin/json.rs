@@ -278,6 +278,17 @@ fn server(v: &crate::control::ServerSnapshot) -> Json {
         ("check_time_us", (v.check_time.as_micros() as u64).into()),
         ("went_out", v.went_out.into()),
         ("came_back", v.came_back.into()),
+        ("connect_failures", v.connect_failures.into()),
+        ("lost", v.lost.into()),
+        (
+            "service",
+            Json::Obj(vec![
+                ("count", v.service.total.count.into()),
+                ("p50_us", v.service.total.quantile(0.5).into()),
+                ("p99_us", v.service.total.quantile(0.99).into()),
+                ("last_10s_p99_us", v.service.last(10).quantile(0.99).into()),
+            ]),
+        ),
         ("last_error", v.last_error.as_deref().into()),
         ("version", v.version.as_deref().into()),
     ])

@@ -71,26 +71,24 @@ impl Out {
         }
     }
 
-    fn histogram(&mut self, name: &str, pool: &str, h: &Hist) {
+    /// A histogram of one pool or server: `of` is its label (`pool` or
+    /// `server`) and value.
+    fn histogram(&mut self, name: &str, of: (&str, &str), h: &Hist) {
         for le in BUCKETS_US {
             let le_s = num(le as f64 / 1e6);
             self.sample(
                 &format!("{name}_bucket"),
-                &[("pool", pool), ("le", &le_s)],
+                &[of, ("le", &le_s)],
                 h.count_le(le) as f64,
             );
         }
         self.sample(
             &format!("{name}_bucket"),
-            &[("pool", pool), ("le", "+Inf")],
+            &[of, ("le", "+Inf")],
             h.count as f64,
         );
-        self.sample(
-            &format!("{name}_sum"),
-            &[("pool", pool)],
-            h.sum_us as f64 / 1e6,
-        );
-        self.sample(&format!("{name}_count"), &[("pool", pool)], h.count as f64);
+        self.sample(&format!("{name}_sum"), &[of], h.sum_us as f64 / 1e6);
+        self.sample(&format!("{name}_count"), &[of], h.count as f64);
     }
 }
 
@@ -184,6 +182,32 @@ pub fn render(s: &Snapshot) -> String {
             o.sample(
                 "funnel_server_connections",
                 &[("server", &v.name), ("state", state)],
+                n as f64,
+            );
+        }
+    }
+    o.family(
+        "funnel_server_service_seconds",
+        "histogram",
+        "Service time on a server (all pools): command sent to it until its answer is complete, since start.",
+    );
+    for v in &s.servers {
+        o.histogram(
+            "funnel_server_service_seconds",
+            ("server", &v.name),
+            &v.service.total,
+        );
+    }
+    o.family(
+        "funnel_server_connection_errors_total",
+        "counter",
+        "Connections to a server that failed to open or log in, and that broke.",
+    );
+    for v in &s.servers {
+        for (kind, n) in [("connect", v.connect_failures), ("lost", v.lost)] {
+            o.sample(
+                "funnel_server_connection_errors_total",
+                &[("server", &v.name), ("kind", kind)],
                 n as f64,
             );
         }
@@ -594,7 +618,7 @@ pub fn render(s: &Snapshot) -> String {
     for (i, (_, name, help)) in names.iter().enumerate() {
         o.family(name, "histogram", help);
         for p in &s.pools {
-            o.histogram(name, &p.name, &measures(&p.latency)[i].1.total);
+            o.histogram(name, ("pool", &p.name), &measures(&p.latency)[i].1.total);
         }
     }
     o.family(

@@ -147,6 +147,11 @@ pub fn show_servers(s: &Snapshot) -> Table {
         ("check_time_us", Int),
         ("went_out", Int),
         ("came_back", Int),
+        ("connect_failures", Int),
+        ("lost", Int),
+        ("commands", Int),
+        ("service_p50_us", Int),
+        ("service_p99_us", Int),
         ("last_error", Str),
         ("version", Str),
     ]);
@@ -169,6 +174,11 @@ pub fn show_servers(s: &Snapshot) -> Table {
             },
             Cell::Int(v.went_out),
             Cell::Int(v.came_back),
+            Cell::Int(v.connect_failures),
+            Cell::Int(v.lost),
+            Cell::Int(v.service.total.count),
+            Cell::Int(v.service.total.quantile(0.5)),
+            Cell::Int(v.service.total.quantile(0.99)),
             v.last_error.as_deref().into(),
             v.version.as_deref().into(),
         ]);

@@ -222,6 +222,11 @@ pub struct ServerSnapshot {
     pub last_error: Option<String>,
     pub went_out: u64,
     pub came_back: u64,
+    /// Connections to it that failed to open or log in, and that broke.
+    pub connect_failures: u64,
+    pub lost: u64,
+    /// Service time of the commands it ran (all pools).
+    pub service: LatencyStat,
     /// Its backend connections (all pools), and those serving a client.
     pub connections: usize,
     pub in_use: usize,

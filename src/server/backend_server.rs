@@ -85,6 +85,9 @@ pub struct ServerHealth {
     /// Times it went out of rotation, and came back.
     pub went_out: u64,
     pub came_back: u64,
+    /// Connections to it that failed to open or log in, and that broke.
+    pub connect_failures: u64,
+    pub lost: u64,
     /// Replicas: the latest time at which the primary's GTID position,
     /// read then, is known to be applied here (read-your-writes: a client
     /// whose last write completed before it may read here).

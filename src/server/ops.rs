@@ -428,7 +428,9 @@ impl Engine {
         let mut servers: Vec<ServerSnapshot> = self
             .servers
             .iter()
-            .map(|s| ServerSnapshot {
+            .enumerate()
+            .map(|(i, s)| ServerSnapshot {
+                service: self.stats.server_latency(i),
                 name: s.name.clone(),
                 address: s.address.to_string(),
                 role: s.role.name(),
@@ -446,6 +448,8 @@ impl Engine {
                 last_error: s.health.last_error.clone(),
                 went_out: s.health.went_out,
                 came_back: s.health.came_back,
+                connect_failures: s.health.connect_failures,
+                lost: s.health.lost,
                 connections: 0,
                 in_use: s.in_use,
                 version: s.version.clone(),

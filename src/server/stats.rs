@@ -172,6 +172,8 @@ impl PoolStats {
 
 pub struct Stats {
     pools: Vec<PoolStats>,
+    /// Service time per backend server (engine index), grown on demand.
+    servers: Vec<Recorder>,
     shapes: ShapeTable,
     /// When the second in progress ends (set by the first tick).
     next_second: Option<Instant>,
@@ -183,6 +185,7 @@ impl Stats {
     pub fn new(pools: usize) -> Self {
         Stats {
             pools: (0..pools).map(|_| PoolStats::default()).collect(),
+            servers: Vec::new(),
             shapes: ShapeTable::new(),
             next_second: None,
             empty: Arc::new(Hist::default()),
@@ -204,6 +207,22 @@ impl Stats {
         if let Some(p) = self.pools.get_mut(pool) {
             p.service.record(micros(d));
         }
+    }
+
+    /// A command's service time on backend server `server`.
+    pub fn server_service(&mut self, server: usize, d: Duration) {
+        if self.servers.len() <= server {
+            self.servers.resize_with(server + 1, Recorder::default);
+        }
+        self.servers[server].record(micros(d));
+    }
+
+    /// Service time on one server (empty before its first command).
+    pub fn server_latency(&self, server: usize) -> LatencyStat {
+        self.servers
+            .get(server)
+            .map(Recorder::view)
+            .unwrap_or_else(|| Recorder::default().view())
     }
 
     pub fn end_to_end(&mut self, pool: usize, d: Duration, _now: Instant) {
@@ -267,6 +286,9 @@ impl Stats {
         while now >= next && rotations <= HISTORY_SECONDS {
             for p in &mut self.pools {
                 p.rotate(&self.empty);
+            }
+            for r in &mut self.servers {
+                r.rotate(&self.empty);
             }
             next += SECOND;
             rotations += 1;

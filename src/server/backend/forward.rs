@@ -608,6 +608,8 @@ impl Engine {
             self.bump(pool, |c| c.dirty_backends += 1);
         }
         self.stats_service_time(pool, service);
+        let server = self.backends[key].server;
+        self.stats.server_service(server, service);
         let b = &mut self.backends[key];
         if b.query_shape != 0 {
             self.stats

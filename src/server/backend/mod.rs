@@ -753,7 +753,9 @@ impl Engine {
                 backoff.as_millis()
             );
         }
-        self.servers[server].health.last_error = Some(reason.clone());
+        let h = &mut self.servers[server].health;
+        h.last_error = Some(reason.clone());
+        h.connect_failures += 1;
         p.last_backend_error = Some(reason);
     }
 
@@ -1140,6 +1142,8 @@ impl Engine {
         let kill_asked = b.killing == b.commands && b.commands > 0;
         let ready_at = b.ready_at;
         self.bump(pool, |c| c.backend_lost += 1);
+        let server = self.backends[key].server;
+        self.servers[server].health.lost += 1;
         log_limited!(
             self,
             LogEvent::BackendLost,
