@@ -351,6 +351,20 @@ fn a_stopped_lagging_or_killed_replica_leaves_rotation_and_reads_go_on() {
     set.start_replica(0);
     wait_server_health(stats_port, "copy", 200);
     assert_eq!(server_id(&mut c, "SELECT @@server_id"), 2);
+    // Both changes are logged, and counted.
+    let log = funnel.log();
+    assert!(
+        log.contains("server copy (") && log.contains("out of rotation: replication stopped"),
+        "{log}"
+    );
+    assert!(log.contains("back in rotation"), "{log}");
+    let metrics = common::stats::get(stats_port, "/metrics").1;
+    for change in ["out", "back"] {
+        let line = format!(
+            "funnel_server_rotation_changes_total{{server=\"copy\",change=\"{change}\"}} 1"
+        );
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
 
     // Lagging beyond 1 s: out until it is back under 0.5 s.
     set.set_replica_delay(0, Duration::from_secs(4));
