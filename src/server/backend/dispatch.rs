@@ -143,6 +143,7 @@ impl Engine {
             let overwrites = command_overwrites(c);
             let route = self.route(c, &self.pools[pool]);
             let turns = self.turns;
+            let several = self.pools[pool].servers.len() > 1;
             let Some(b) = self.pools[pool].pick_idle(|b| {
                 let b = backends.get(b)?;
                 let server = &servers[b.server];
@@ -164,16 +165,17 @@ impl Engine {
                     }
                     _ => 2 * score,
                 };
-                // The session first (a replay costs a round trip), then the
-                // least loaded server.
+                let score = u64::from(score).min(SCORE_MAX);
+                if !several {
+                    return Some((b.slot, score));
+                }
                 let lightness = LOAD_MAX - server.load().min(LOAD_MAX);
                 // In units of a weight-1000 server's turn.
                 let ahead = server.pass.saturating_sub(turns) / 1000;
                 let waited = BEHIND_MAX - ahead.min(BEHIND_MAX);
-                let score = u64::from(score).min(SCORE_MAX);
                 Some((b.slot, (lightness << 25) | (waited << 8) | score))
             }) else {
-                if self.pools[pool].servers.len() > 1 && skipped.len() < DISPATCH_SCAN {
+                if several && skipped.len() < DISPATCH_SCAN {
                     // No server it may run on has an idle connection, but
                     // one behind it may (a read waits for a replica, a
                     // write behind it takes the idle primary).
@@ -183,8 +185,10 @@ impl Engine {
                 self.pools[pool].push_front(req);
                 break;
             };
-            let server = self.backends[b].server;
-            self.servers[server].take_turn(&mut self.turns);
+            if several {
+                let server = self.backends[b].server;
+                self.servers[server].take_turn(&mut self.turns);
+            }
             let waited = self.now.saturating_duration_since(req.enqueued);
             self.stats_queue_wait(pool, waited);
             self.start_request(b, req.client);
