@@ -609,7 +609,10 @@ impl Engine {
         }
         self.stats_service_time(pool, service);
         let server = self.backends[key].server;
-        self.stats.server_service(server, service);
+        if self.servers[server].role != crate::config::ServerRole::Any {
+            // With `[backend] address` the pools' figures are the server's.
+            self.stats.server_service(server, service);
+        }
         let b = &mut self.backends[key];
         if b.query_shape != 0 {
             self.stats
