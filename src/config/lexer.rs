@@ -146,7 +146,7 @@ pub(super) fn parse_header(line: &str) -> Result<(Section, Option<String>), Stri
             msg.push_str(&format!(" (did you mean [{close}]?)"));
         } else {
             msg.push_str(
-                "; sections are [funnel], [backend], [pool], [user NAME], [admin] and [stats]",
+                "; sections are [funnel], [backend], [pool], [user NAME], [admin], [stats] and [rule NAME]",
             );
         }
         msg
@@ -162,8 +162,9 @@ pub(super) fn parse_header(line: &str) -> Result<(Section, Option<String>), Stri
             Err("control characters are not allowed in a user name".to_string())
         }
         (Section::User, Some(name)) => Ok((Section::User, Some(name))),
+        (Section::Rule, name) => super::rules::check_name(name).map(|n| (Section::Rule, Some(n))),
         (other, Some(name)) => Err(format!(
-            "[{}] takes no name (got {name:?}); only [user NAME] does",
+            "[{}] takes no name (got {name:?}); only [user NAME] and [rule NAME] do",
             other.name()
         )),
         (other, None) => Ok((other, None)),
@@ -246,7 +247,8 @@ pub(super) fn lex(text: &str, source: &str) -> Result<Vec<RawSection>, ConfigErr
             {
                 let message = match &name {
                     Some(name) => format!(
-                        "user {name:?} is defined twice (first at line {})",
+                        "{} {name:?} is defined twice (first at line {})",
+                        section.name(),
                         prev.line
                     ),
                     None => format!(

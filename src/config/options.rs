@@ -63,6 +63,9 @@ pub const DEFAULT_MAX_PINNED_BACKENDS: usize = 32;
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:6033";
 pub const DEFAULT_ADMIN_USER: &str = "admin";
 
+pub const DEFAULT_CACHE_SIZE: usize = 64 << 20;
+pub const DEFAULT_CACHE_MAX_RESULT_SIZE: usize = 1 << 20;
+
 pub const DEFAULT_STATS_LISTEN: &str = "127.0.0.1:9033";
 pub const DEFAULT_HEALTH_BACKLOG_RATIO: f64 = 0.9;
 
@@ -92,15 +95,18 @@ pub enum Section {
     User,
     Admin,
     Stats,
+    /// `[rule NAME]`, query rules in file order (`rules.rs`).
+    Rule,
 }
 
-pub(super) const SECTIONS: [Section; 6] = [
+pub(super) const SECTIONS: [Section; 7] = [
     Section::Funnel,
     Section::Backend,
     Section::Pool,
     Section::User,
     Section::Admin,
     Section::Stats,
+    Section::Rule,
 ];
 
 impl Section {
@@ -113,6 +119,7 @@ impl Section {
             Section::User => "user",
             Section::Admin => "admin",
             Section::Stats => "stats",
+            Section::Rule => "rule",
         }
     }
 
@@ -126,6 +133,7 @@ impl fmt::Display for Section {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Section::User => write!(f, "[user NAME]"),
+            Section::Rule => write!(f, "[rule NAME]"),
             other => write!(f, "[{}]", other.name()),
         }
     }
@@ -287,7 +295,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-pub(super) static OPTIONS: [OptionSpec; 68] = [
+pub(super) static OPTIONS: [OptionSpec; 76] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -430,6 +438,24 @@ pub(super) static OPTIONS: [OptionSpec; 68] = [
         "The health check fails while a pool's backlog is fuller than this fraction of backlog_size"),
     opt(S::Stats, "stats_token", K::Secret, D::Text(""), false,
         "Bearer token (Authorization: Bearer TOKEN) required for /metrics, /stats.json and the live page; /health stays open but says only OK or unhealthy without it; empty = no token"),
+    // [funnel], the result cache of [rule] cache_ttl_ms
+    opt(S::Funnel, "cache_size", BUFFERED_RESULT_SIZE, D::Size(DEFAULT_CACHE_SIZE), true,
+        "Memory for cached results (rules with cache_ttl_ms); the least recently used entries make room; 0 = no result cache"),
+    opt(S::Funnel, "cache_max_result_size", BUFFERED_RESULT_SIZE, D::Size(DEFAULT_CACHE_MAX_RESULT_SIZE), true,
+        "A result larger than this (bytes as the client gets them) is not cached"),
+    // [rule NAME]
+    opt(S::Rule, "user", K::Text, D::Unset, true,
+        "Matches statements of clients logged in as this user; unset = any user"),
+    opt(S::Rule, "schema", K::Text, D::Unset, true,
+        "Matches statements run with this default schema; unset = any"),
+    opt(S::Rule, "digest", K::Text, D::Unset, true,
+        "Matches statements of this shape, as SHOW QUERIES shows it (literals as ?); unset = any"),
+    opt(S::Rule, "pattern", K::Text, D::Unset, true,
+        "Matches statements whose text this regular expression (Rust regex syntax) finds a match in; (?i) for any case; unset = any"),
+    opt(S::Rule, "cache_ttl_ms", K::Millis, D::Unset, true,
+        "Action: answer matching reads from the result cache for this long after mysqld's answer"),
+    opt(S::Rule, "block", K::Text, D::Unset, true,
+        "Action: refuse matching statements with ERR 1290 (HY000) and this message"),
 ];
 
 /// Every option, in documentation order.
