@@ -30,6 +30,8 @@ mod ops;
 pub mod pool;
 mod processlist;
 mod relay;
+pub mod result_cache;
+mod rules;
 pub mod session;
 /// The whole-funnel simulation (unit tests and the `funnel` fuzz target):
 /// only in tests and with the `fuzzing` feature.
@@ -134,6 +136,8 @@ pub struct Engine {
     notified_ready: bool,
     /// Handing clients to a newer funnel process, or adopting them.
     handoff: handoff::Handoff,
+    /// `[rule]` sections and the result cache.
+    rules: rules::RuleBook,
 }
 
 pub use event_loop::{run, AdminStarter};
@@ -150,7 +154,9 @@ impl Engine {
             .enumerate()
             .map(|(i, u)| Pool::new(i, u.clone(), now))
             .collect();
+        let rules = rules::RuleBook::new(&config.rules);
         Engine {
+            rules,
             config,
             clients: Slab::with_capacity(1024),
             backends: Slab::with_capacity(64),

@@ -294,6 +294,13 @@ impl Engine {
         let keep_listen = self.config.listen.clone();
         let keep_socket = self.config.unix_socket.clone();
         let keep_backend = self.config.backend.address.clone();
+        if self.config.rules != new.rules {
+            self.rules.reload(&new.rules);
+            notes.push(format!(
+                "query rules replaced ({} rules; hit counts start again, the result cache is emptied)",
+                new.rules.rules.len()
+            ));
+        }
         self.config = new;
         // What needs a restart keeps its running value.
         self.config.listen = keep_listen;
@@ -510,6 +517,8 @@ impl Engine {
             } else {
                 Vec::new()
             },
+            rules: self.rules.rows(),
+            cache: self.rules.cache_stats(),
         }
     }
 

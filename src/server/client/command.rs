@@ -25,6 +25,8 @@ impl Engine {
             self.close_client(key, "quit");
             return;
         }
+        // Whatever the previous command's answer was captured for.
+        self.rules.cache.forget_fill(key);
         // The error is the answer to the next command that has one
         // (COM_STMT_CLOSE and COM_STMT_SEND_LONG_DATA have none).
         if !matches!(cmd, COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA) {
@@ -345,6 +347,10 @@ impl Engine {
                         );
                         return;
                     }
+                    if self.apply_query_rules(key, &facts) {
+                        return;
+                    }
+                    let c = &mut self.clients[key];
                     let (pool, unpinned) = (c.pool, c.pinned.is_none());
                     if facts.will_pin() && unpinned && !self.pin_available(pool) {
                         // Refused before it runs, rather than run and its
@@ -731,7 +737,7 @@ impl Engine {
     }
 
     /// Drop the current command's bytes (it was answered by the funnel).
-    pub(super) fn discard_current(&mut self, key: usize) {
+    pub(in crate::server) fn discard_current(&mut self, key: usize) {
         if let Some(c) = self.clients.get_mut(key) {
             if let Some(span) = c.take_current() {
                 c.rbuf.consume(span.wire_len);

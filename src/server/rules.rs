@@ -1,0 +1,244 @@
+//! Query rules in the engine: the first `[rule]` that matches a client's
+//! query decides (block it, or answer it from the result cache), with a hit
+//! count per rule. The cache itself is `result_cache.rs`; the hooks are in
+//! `client/command.rs` (a query arrives) and `backend/forward.rs` (its
+//! answer goes to the client, and is complete).
+
+use std::time::Duration;
+
+use crate::config::{QueryRules, RuleAction, RuleConfig};
+use crate::control::RuleRow;
+use crate::protocol::consts::err::ER_OPTION_PREVENTS_STATEMENT;
+use crate::protocol::consts::{COM_QUERY, SERVER_STATUS_IN_TRANS};
+use crate::protocol::packet::HEADER_LEN;
+use crate::protocol::tracker::EndKind;
+
+use super::result_cache::{renumber_frames, shaping_capabilities, CacheKey, ResultCache};
+use super::statement::StatementFacts;
+use super::stats::{normalize_query, shape_hash};
+use super::Engine;
+
+/// One rule, ready to match.
+struct Rule {
+    config: RuleConfig,
+    /// The shape hash of `digest` (as `StatementFacts::shape`).
+    digest: Option<u64>,
+    hits: u64,
+    /// Of its hits, those answered from the cache.
+    cached: u64,
+}
+
+/// The rules in force and the result cache.
+pub struct RuleBook {
+    rules: Vec<Rule>,
+    pub cache: ResultCache,
+}
+
+impl RuleBook {
+    pub fn new(config: &QueryRules) -> RuleBook {
+        RuleBook {
+            rules: compile(config),
+            cache: ResultCache::new(config.cache_size, config.cache_max_result_size),
+        }
+    }
+
+    /// A reload: the new rules replace the old (hit counts start again
+    /// from zero) and the cache is emptied, since the rules that filled
+    /// it may be gone or have a shorter TTL. Its counters go on.
+    pub fn reload(&mut self, config: &QueryRules) {
+        self.rules = compile(config);
+        self.cache
+            .reset(config.cache_size, config.cache_max_result_size);
+    }
+
+    /// The first rule that matches, by index.
+    fn decide(
+        &mut self,
+        user: &str,
+        schema: Option<&str>,
+        shape: Option<u64>,
+        sql: &[u8],
+    ) -> Option<usize> {
+        let index = self.rules.iter().position(|r| {
+            let c = &r.config;
+            c.user.as_deref().is_none_or(|u| u == user)
+                && c.schema.as_deref().is_none_or(|s| Some(s) == schema)
+                && r.digest.is_none_or(|d| Some(d) == shape)
+                && c.pattern.as_ref().is_none_or(|p| p.0.is_match(sql))
+        })?;
+        self.rules[index].hits += 1;
+        Some(index)
+    }
+
+    /// `SHOW RULES`, `/metrics`, `/stats.json`.
+    pub fn rows(&self) -> Vec<RuleRow> {
+        self.rules
+            .iter()
+            .map(|r| {
+                let c = &r.config;
+                let mut conditions = Vec::new();
+                for (what, value) in [
+                    ("user", c.user.as_deref()),
+                    ("schema", c.schema.as_deref()),
+                    ("digest", c.digest.as_deref()),
+                    ("pattern", c.pattern.as_ref().map(|p| p.0.as_str())),
+                ] {
+                    if let Some(value) = value {
+                        conditions.push(format!("{what} = {value:?}"));
+                    }
+                }
+                RuleRow {
+                    name: c.name.clone(),
+                    conditions: conditions.join(", "),
+                    action: match &c.action {
+                        RuleAction::Cache { ttl } => format!("cache_ttl_ms = {}", ttl.as_millis()),
+                        RuleAction::Block { message } => format!("block = {message:?}"),
+                    },
+                    hits: r.hits,
+                    cached: r.cached,
+                }
+            })
+            .collect()
+    }
+}
+
+fn compile(config: &QueryRules) -> Vec<Rule> {
+    let mut text = Vec::new();
+    config
+        .rules
+        .iter()
+        .map(|c| Rule {
+            digest: c.digest.as_ref().map(|d| {
+                text.clear();
+                normalize_query(d.as_bytes(), &mut text);
+                shape_hash(&text)
+            }),
+            config: c.clone(),
+            hits: 0,
+            cached: 0,
+        })
+        .collect()
+}
+
+impl Engine {
+    /// A client's query (`COM_QUERY`, in one packet or not) before it is
+    /// queued: the first matching rule blocks it or answers it from the
+    /// cache (true: answered), or has its answer captured for the cache.
+    pub(super) fn apply_query_rules(&mut self, key: usize, facts: &StatementFacts) -> bool {
+        if self.rules.rules.is_empty() {
+            return false;
+        }
+        let c = &self.clients[key];
+        let Some(span) = c.current() else {
+            return false;
+        };
+        let data = c.rbuf.as_slice();
+        let end = (HEADER_LEN + span.payload_len).min(data.len());
+        let sql = &data[HEADER_LEN + 1..end];
+        let schema = c.session.schema.as_deref();
+        let Some(index) = self.rules.decide(&c.user, schema, facts.shape, sql) else {
+            return false;
+        };
+        let seq = 1u8.wrapping_add(c.seq_offset);
+        let ttl: Duration = match &self.rules.rules[index].config.action {
+            RuleAction::Block { message } => {
+                let message = message.clone();
+                self.discard_current(key);
+                self.client_error(key, seq, ER_OPTION_PREVENTS_STATEMENT, &message);
+                return true;
+            }
+            RuleAction::Cache { ttl } => *ttl,
+        };
+        // Only what runs alone on any shared backend, outside a
+        // transaction (autocommit off: a read would open one), in one
+        // packet (the answer's ids follow the command's).
+        let autocommit_off = c
+            .session
+            .vars
+            .get("autocommit")
+            .is_some_and(|v| v.eq_ignore_ascii_case("OFF"));
+        if !self.rules.cache.enabled()
+            || !facts.cacheable()
+            || span.packets != 1
+            || c.pinned.is_some()
+            || !c.pins.is_empty()
+            || c.multi_rest.is_some()
+            || autocommit_off
+            || c.last_status & SERVER_STATUS_IN_TRANS != 0
+        {
+            return false;
+        }
+        let cache_key = CacheKey {
+            pool: c.pool,
+            user: c.user.as_str().into(),
+            schema: schema.map(Into::into),
+            session: c.session.fingerprint(),
+            capabilities: shaping_capabilities(c.capabilities, c.mariadb_caps, c.multi_statements),
+            sql: sql.into(),
+        };
+        let serial = c.serial;
+        let Some(hit) = self.rules.cache.lookup(&cache_key, self.now) else {
+            self.rules.cache.start_fill(key, serial, cache_key, ttl);
+            return false;
+        };
+        let (status, row_count) = (hit.status, hit.row_count);
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        renumber_frames(&hit.frames, seq, &mut out);
+        self.rules.rules[index].cached += 1;
+        self.discard_current(key);
+        let c = &mut self.clients[key];
+        // As after the same answer from mysqld (`finish_response`).
+        c.row_count = row_count;
+        c.last_status = status;
+        c.bytes_out += out.len() as u64;
+        self.bufs.ensure(&mut c.wbuf);
+        c.wbuf.extend_from_slice(&out);
+        self.scratch = out;
+        self.flush_client(key);
+        true
+    }
+
+    /// A backend's answer is complete: a capture for the cache of its
+    /// client's query is stored if the answer is a clean result.
+    pub(super) fn cache_answer_done(&mut self, backend: usize, status: u16, end: EndKind) {
+        let b = &self.backends[backend];
+        let Some(cr) = b.client else {
+            return;
+        };
+        let r = &b.response;
+        let clean = b.command == COM_QUERY
+            && end != EndKind::Err
+            && !r.saw_warnings
+            && !r.saw_state_change
+            && !r.saw_eof_state_change
+            && status & SERVER_STATUS_IN_TRANS == 0;
+        let row_count = match end {
+            EndKind::Ok => i64::try_from(b.last_affected_rows).unwrap_or(i64::MAX),
+            _ => -1,
+        };
+        self.rules.cache.finish_fill(
+            cr.key,
+            cr.serial,
+            clean.then_some((status, row_count)),
+            self.now,
+        );
+    }
+}
+
+impl RuleBook {
+    pub fn cache_stats(&self) -> crate::control::CacheStats {
+        let c = &self.cache.counters;
+        crate::control::CacheStats {
+            entries: self.cache.entries(),
+            bytes: self.cache.bytes(),
+            limit: self.cache.limit(),
+            hits: c.hits,
+            misses: c.misses,
+            stores: c.stores,
+            evictions: c.evictions,
+            expired: c.expired,
+            too_big: c.too_big,
+        }
+    }
+}
