@@ -242,3 +242,71 @@ impl RuleBook {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::server::statement::query_facts;
+
+    fn book(rules: &str) -> RuleBook {
+        let text =
+            format!("[backend]\naddress = 127.0.0.1:3306\n[user app]\npassword = x\n{rules}");
+        RuleBook::new(&Config::parse(&text, "t").unwrap().rules)
+    }
+
+    fn first(book: &mut RuleBook, user: &str, schema: Option<&str>, sql: &str) -> Option<String> {
+        let facts = query_facts(sql.as_bytes(), &mut Vec::new());
+        book.decide(user, schema, facts.shape, sql.as_bytes())
+            .map(|i| book.rules[i].config.name.clone())
+    }
+
+    #[test]
+    fn the_first_rule_whose_conditions_all_hold_decides() {
+        let mut b = book(
+            "[rule by_shape]\ndigest = \"SELECT v FROM t WHERE id = ?\"\nblock = a\n\
+             [rule by_user_and_schema]\nuser = app\nschema = shop\ncache_ttl_ms = 5\n\
+             [rule by_pattern]\npattern = \"(?i)from\\\\s+products\"\ncache_ttl_ms = 5\n",
+        );
+        // The shape as SHOW QUERIES shows it, whatever the literal and spacing.
+        assert_eq!(
+            first(&mut b, "x", None, "SELECT v  FROM t WHERE id = 77").as_deref(),
+            Some("by_shape")
+        );
+        assert_eq!(
+            first(&mut b, "x", None, "SELECT v FROM t WHERE id = 'a'").as_deref(),
+            Some("by_shape")
+        );
+        assert_eq!(
+            first(&mut b, "x", None, "SELECT w FROM t WHERE id = 1"),
+            None
+        );
+        assert_eq!(
+            first(&mut b, "app", Some("shop"), "SELECT 1").as_deref(),
+            Some("by_user_and_schema")
+        );
+        assert_eq!(first(&mut b, "app", Some("other"), "SELECT 1"), None);
+        assert_eq!(
+            first(&mut b, "app", Some("other"), "select * FROM  products").as_deref(),
+            Some("by_pattern")
+        );
+        let rows = b.rows();
+        assert_eq!(
+            rows.iter().map(|r| r.hits).collect::<Vec<_>>(),
+            vec![2, 1, 1]
+        );
+        assert_eq!(rows[2].conditions, "pattern = \"(?i)from\\\\s+products\"");
+        // A reload starts the counts again.
+        b.reload(&Config::parse(
+            "[backend]\naddress = 127.0.0.1:3306\n[user app]\npassword = x\n[rule only]\nblock = b\n",
+            "t",
+        )
+        .unwrap()
+        .rules);
+        assert_eq!(
+            first(&mut b, "x", None, "SELECT 1").as_deref(),
+            Some("only")
+        );
+        assert_eq!(b.rows().len(), 1);
+    }
+}

@@ -254,6 +254,8 @@ max_prepared_stmts_per_client = 4
 max_prepared_stmt_count = 6
 shutdown_timeout_ms = 1000
 allow_local_infile = true
+cache_size = 4K
+cache_max_result_size = 512
 
 [backend]
 address = {dir}/backend.sock
@@ -273,6 +275,12 @@ password = app_pw
 
 [user other]
 password = other_pw
+
+# The result cache, small enough to evict, on a read the random scripts
+# repeat (the targeted tests' SELECT 1 must reach mysqld).
+[rule sim_cache]
+pattern = \"^SELECT 1; SELECT 2\"
+cache_ttl_ms = 2000
 ",
         dir = dir.display()
     )
