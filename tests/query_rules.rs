@@ -342,3 +342,38 @@ fn a_bad_rule_stops_the_start_up() {
         assert!(log.contains(want), "{log}");
     }
 }
+
+/// The README's "Query rules" example, with the test's user and schema.
+#[test]
+fn the_readme_example_works() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme.find("## Query rules").expect("README section")..];
+    let at = section.find("```ini\n").unwrap() + "```ini\n".len();
+    let ini = &section[at..at + section[at..].find("```").unwrap()];
+    // Its [rule] sections (the [funnel] keys are the defaults).
+    let rules = &ini[ini.find("[rule ").unwrap()..];
+    let rules = rules
+        .replace("user = app\n", &format!("user = {USER_A}\n"))
+        .replace("schema = shop\n", &format!("schema = {TEST_DB}\n"));
+    common::admin_sql(&format!(
+        "DROP TABLE IF EXISTS {TEST_DB}.products; \
+         CREATE TABLE {TEST_DB}.products (id INT PRIMARY KEY, name VARCHAR(20)); \
+         INSERT INTO {TEST_DB}.products VALUES (1, 'pen')"
+    ));
+    let f = start(&rules);
+    let mut c = f.f.conn(USER_A, PASS_A);
+    let (code, _, message) = common::sql::server_error(c.query_drop("  DROP TABLE products"));
+    assert_eq!(
+        (code, message.as_str()),
+        (1290, "funnel: DDL is not allowed for app")
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            value(&mut c, "SELECT name FROM products WHERE id = 1"),
+            "pen"
+        );
+    }
+    assert_eq!(f.rule("no_ddl_for_app"), (1, 0));
+    assert_eq!(f.rule("product_reads"), (3, 2));
+}
