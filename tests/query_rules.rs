@@ -377,3 +377,63 @@ fn the_readme_example_works() {
     assert_eq!(f.rule("no_ddl_for_app"), (1, 0));
     assert_eq!(f.rule("product_reads"), (3, 2));
 }
+
+/// A thundering herd: many clients send the same slow cacheable read at
+/// once; mysqld runs it once (the funnel's shape table counts what it sent
+/// to mysqld) and every client gets mysqld's answer.
+#[test]
+fn a_thundering_herd_runs_once_on_mysqld() {
+    const CLIENTS: usize = 40;
+    common::admin_sql(&format!(
+        "DROP TABLE IF EXISTS {TEST_DB}.qr_herd; \
+         CREATE TABLE {TEST_DB}.qr_herd (id INT PRIMARY KEY); \
+         INSERT INTO {TEST_DB}.qr_herd WITH RECURSIVE s(n) AS \
+         (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 300) SELECT n FROM s"
+    ));
+    // Slow (a join of 27 million rows), deterministic, and a plain read.
+    let sql = "SELECT CONCAT(COUNT(*), ' ', SUM(a.id + b.id - c.id)) FROM qr_herd a, qr_herd b, qr_herd c";
+    let f = start("[rule herd]\npattern = \"qr_herd\"\ncache_ttl_ms = 1\n");
+    let began = Instant::now();
+    let want = value(&mut common::mysql_direct(USER_A, PASS_A), sql);
+    let alone = began.elapsed();
+    assert!(
+        alone > Duration::from_millis(200),
+        "too fast to make a herd: {alone:?}"
+    );
+    let conns: Vec<Conn> = (0..CLIENTS).map(|_| f.f.conn(USER_A, PASS_A)).collect();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS));
+    let threads: Vec<_> = conns
+        .into_iter()
+        .map(|mut c| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                value(&mut c, sql)
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), want);
+    }
+    let mut a = common::admin_console(f.admin_port, "admin", ADMIN_PW);
+    let runs: u64 = common::admin::query(&mut a, "SHOW QUERIES")
+        .iter()
+        .filter(|r| {
+            r.get("shape")
+                .cloned()
+                .flatten()
+                .unwrap_or_default()
+                .contains("qr_herd")
+        })
+        .map(|r| {
+            r.get("count")
+                .cloned()
+                .flatten()
+                .unwrap_or_default()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(runs, 1, "mysqld ran the herd's read {runs} times");
+    assert_eq!(f.rule("herd"), (CLIENTS as u64, CLIENTS as u64 - 1));
+}

@@ -354,6 +354,7 @@ pub fn stats_json(s: &Snapshot, detail: bool) -> String {
                 ("evictions", s.cache.evictions.into()),
                 ("expired", s.cache.expired.into()),
                 ("too_big", s.cache.too_big.into()),
+                ("coalesced", s.cache.coalesced.into()),
             ]),
         ),
         (

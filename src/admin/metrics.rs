@@ -646,6 +646,11 @@ fn rules(o: &mut Out, s: &Snapshot) {
             "Answers larger than cache_max_result_size, not stored.",
             c.too_big,
         ),
+        (
+            "funnel_result_cache_coalesced_total",
+            "Reads that waited for the same read of another client instead of running.",
+            c.coalesced,
+        ),
     ] {
         o.family(name, "counter", help);
         o.sample(name, &[], value as f64);

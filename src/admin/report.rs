@@ -490,8 +490,8 @@ pub fn show_rules(s: &Snapshot) -> Table {
         )
         .into(),
         format!(
-            "misses {}, stores {}, evictions {}, expired {}, too big {}",
-            c.misses, c.stores, c.evictions, c.expired, c.too_big
+            "misses {}, stores {}, evictions {}, expired {}, too big {}, coalesced {}",
+            c.misses, c.stores, c.evictions, c.expired, c.too_big, c.coalesced
         )
         .into(),
         (c.hits + c.misses).into(),

@@ -264,6 +264,8 @@ pub struct CacheStats {
     pub evictions: u64,
     pub expired: u64,
     pub too_big: u64,
+    /// Reads that waited for the same read of another client.
+    pub coalesced: u64,
 }
 
 /// The admin accounts as configured now (reloadable), so the admin thread

@@ -276,6 +276,7 @@ impl Engine {
         self.stats.tick(self.now);
         self.fire_timers();
         self.expire_backlogs();
+        self.release_stranded_waiters();
         let every = self.config.stats_log_interval;
         if !every.is_zero() && self.now.saturating_duration_since(self.last_stats_log) >= every {
             self.log_stats_summary();

@@ -294,14 +294,17 @@ impl Engine {
         let keep_listen = self.config.listen.clone();
         let keep_socket = self.config.unix_socket.clone();
         let keep_backend = self.config.backend.address.clone();
-        if self.config.rules != new.rules {
-            self.rules.reload(&new.rules);
+        let rules_changed = self.config.rules != new.rules;
+        if rules_changed {
             notes.push(format!(
                 "query rules replaced ({} rules; hit counts start again, the result cache is emptied)",
                 new.rules.rules.len()
             ));
         }
         self.config = new;
+        if rules_changed {
+            self.reload_rules();
+        }
         // What needs a restart keeps its running value.
         self.config.listen = keep_listen;
         self.config.unix_socket = keep_socket;

@@ -70,6 +70,15 @@ struct Fill {
     too_big: bool,
 }
 
+/// A client whose read waits for the same read of another client
+/// (coalescing): its command, as when it was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Waiter {
+    pub client: usize,
+    pub serial: u64,
+    pub read_at: Instant,
+}
+
 /// Hit, miss, store and eviction counts (since start; a reload keeps them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheCounters {
@@ -82,6 +91,10 @@ pub struct CacheCounters {
     pub expired: u64,
     /// Answers larger than `cache_max_result_size`, not stored.
     pub too_big: u64,
+    /// Reads that waited for the same read of another client instead of
+    /// running (each answered from its answer, or run after all when that
+    /// answer could not be cached).
+    pub coalesced: u64,
 }
 
 /// Bytes an entry costs beyond its frames and key text (map and LRU slots).
@@ -97,6 +110,13 @@ pub struct ResultCache {
     max_result: usize,
     /// By client key.
     fills: HashMap<usize, Fill>,
+    /// The client whose fill is capturing the answer to a key (its
+    /// client key and serial), and who waits for that answer.
+    leaders: HashMap<CacheKey, (usize, u64)>,
+    waiters: HashMap<CacheKey, Vec<Waiter>>,
+    /// Waiters whose leader left, to run their own read at the next
+    /// periodic pass (not inside the closing of a client).
+    orphans: Vec<Waiter>,
     pub counters: CacheCounters,
 }
 
@@ -110,18 +130,26 @@ impl ResultCache {
             limit,
             max_result,
             fills: HashMap::new(),
+            leaders: HashMap::new(),
+            waiters: HashMap::new(),
+            orphans: Vec::new(),
             counters: CacheCounters::default(),
         }
     }
 
-    /// New bounds (a reload): the entries go, as the rules that made them may have.
-    pub fn reset(&mut self, limit: usize, max_result: usize) {
+    /// New bounds (a reload): the entries go, as the rules that made them
+    /// may have; returns the clients that waited for an answer, to be run.
+    pub fn reset(&mut self, limit: usize, max_result: usize) -> Vec<Waiter> {
         self.entries.clear();
         self.lru.clear();
         self.fills.clear();
+        self.leaders.clear();
+        let mut waiting: Vec<Waiter> = self.waiters.drain().flat_map(|(_, w)| w).collect();
+        waiting.append(&mut self.orphans);
         self.bytes = 0;
         self.limit = limit;
         self.max_result = max_result;
+        waiting
     }
 
     pub fn enabled(&self) -> bool {
@@ -165,6 +193,7 @@ impl ResultCache {
 
     /// The client's next answer is to be captured for `key`.
     pub fn start_fill(&mut self, client: usize, serial: u64, key: CacheKey, ttl: Duration) {
+        self.leaders.insert(key.clone(), (client, serial));
         self.fills.insert(
             client,
             Fill {
@@ -178,11 +207,78 @@ impl ResultCache {
     }
 
     /// Whatever the client's previous command was capturing is not its
-    /// answer (a new command, the client left).
-    pub fn forget_fill(&mut self, client: usize) {
-        if !self.fills.is_empty() {
-            self.fills.remove(&client);
+    /// answer (a new command, the client left); returns who waited for it.
+    pub fn forget_fill(&mut self, client: usize) -> Vec<Waiter> {
+        if self.fills.is_empty() {
+            return Vec::new();
         }
+        match self.fills.remove(&client) {
+            Some(fill) => self.end_lead(&fill.key, client, fill.serial),
+            None => Vec::new(),
+        }
+    }
+
+    /// The client left: its capture goes, who waited for it is released at
+    /// the next [`stranded`](Self::stranded).
+    pub fn client_left(&mut self, client: usize) {
+        let mut waiting = self.forget_fill(client);
+        self.orphans.append(&mut waiting);
+    }
+
+    /// The answer to `key` is being captured for another client's same
+    /// read: `waiter` is to get it (true), instead of running its own.
+    pub fn wait_for(&mut self, key: &CacheKey, waiter: Waiter) -> bool {
+        let Some(&(client, serial)) = self.leaders.get(key) else {
+            return false;
+        };
+        if waiter.client == client
+            || !self
+                .fills
+                .get(&client)
+                .is_some_and(|f| f.serial == serial && f.key == *key)
+        {
+            return false;
+        }
+        self.counters.coalesced += 1;
+        self.waiters.entry(key.clone()).or_default().push(waiter);
+        true
+    }
+
+    /// Whether the client's command waits for another's answer.
+    pub fn is_waiting(&self, client: usize, serial: u64) -> bool {
+        let it = |w: &Waiter| w.client == client && w.serial == serial;
+        self.orphans.iter().any(it) || self.waiters.values().any(|w| w.iter().any(it))
+    }
+
+    /// Leaders whose command is over (`busy` says it is not) without their
+    /// answer completing here: their fills go, and who waited is returned.
+    pub fn stranded(&mut self, busy: impl Fn(usize, u64) -> bool) -> Vec<Waiter> {
+        if self.waiters.is_empty() {
+            return std::mem::take(&mut self.orphans);
+        }
+        let gone: Vec<(CacheKey, usize, u64)> = self
+            .leaders
+            .iter()
+            .filter(|(k, (c, s))| self.waiters.contains_key(*k) && !busy(*c, *s))
+            .map(|(k, (c, s))| (k.clone(), *c, *s))
+            .collect();
+        let mut out = std::mem::take(&mut self.orphans);
+        for (key, client, serial) in gone {
+            if self.fills.get(&client).is_some_and(|f| f.serial == serial) {
+                self.fills.remove(&client);
+            }
+            out.extend(self.end_lead(&key, client, serial));
+        }
+        out
+    }
+
+    /// `client` no longer captures the answer to `key`: who waited for it.
+    fn end_lead(&mut self, key: &CacheKey, client: usize, serial: u64) -> Vec<Waiter> {
+        if self.leaders.get(key) == Some(&(client, serial)) {
+            self.leaders.remove(key);
+            return self.waiters.remove(key).unwrap_or_default();
+        }
+        Vec::new()
     }
 
     /// Bytes of the answer went to the client.
@@ -203,29 +299,31 @@ impl ResultCache {
 
     /// The client's answer is complete; `clean` (its last status and
     /// `ROW_COUNT()`) when it may be cached: a result, no warnings, no
-    /// session change, no transaction.
+    /// session change, no transaction. Returns who waited for it, and the
+    /// key if it is now in the cache (else they must run their own).
     pub fn finish_fill(
         &mut self,
         client: usize,
         serial: u64,
         clean: Option<(u16, i64)>,
         now: Instant,
-    ) {
+    ) -> (Vec<Waiter>, Option<CacheKey>) {
         let Some(fill) = self.fills.remove(&client) else {
-            return;
+            return (Vec::new(), None);
         };
+        let waiting = self.end_lead(&fill.key, client, fill.serial);
         if fill.serial != serial {
-            return;
+            return (waiting, None);
         }
         if fill.too_big {
             self.counters.too_big += 1;
-            return;
+            return (waiting, None);
         }
         let Some((status, row_count)) = clean else {
-            return;
+            return (waiting, None);
         };
         if fill.frames.is_empty() || !self.enabled() {
-            return;
+            return (waiting, None);
         }
         let size = fill.frames.len()
             + fill.key.sql.len()
@@ -234,7 +332,7 @@ impl ResultCache {
             + ENTRY_OVERHEAD;
         if size > self.limit {
             self.counters.too_big += 1;
-            return;
+            return (waiting, None);
         }
         self.remove(&fill.key);
         while self.bytes + size > self.limit {
@@ -252,7 +350,7 @@ impl ResultCache {
         self.bytes += size;
         self.counters.stores += 1;
         self.entries.insert(
-            fill.key,
+            fill.key.clone(),
             CachedAnswer {
                 frames: fill.frames.into_boxed_slice(),
                 status,
@@ -262,6 +360,7 @@ impl ResultCache {
                 size,
             },
         );
+        (waiting, Some(fill.key))
     }
 
     fn remove(&mut self, key: &CacheKey) {
@@ -436,6 +535,49 @@ mod tests {
         ] {
             assert!(cache.lookup(&other, t0).is_none(), "{other:?}");
         }
+    }
+
+    #[test]
+    fn identical_reads_in_flight_wait_for_the_first() {
+        let t0 = Instant::now();
+        let mut cache = ResultCache::new(1 << 20, 1 << 16);
+        let k = key("SELECT a FROM t");
+        let w = |client: usize| Waiter {
+            client,
+            serial: client as u64,
+            read_at: t0,
+        };
+        // Nobody runs it yet: no waiting.
+        assert!(!cache.wait_for(&k, w(2)));
+        cache.start_fill(1, 1, k.clone(), Duration::from_secs(1));
+        assert!(!cache.wait_for(&k, w(1)), "the leader waits for nobody");
+        assert!(cache.wait_for(&k, w(2)));
+        assert!(cache.wait_for(&k, w(3)));
+        assert!(!cache.wait_for(&key("SELECT b FROM t"), w(4)));
+        assert!(cache.is_waiting(2, 2) && !cache.is_waiting(2, 9));
+        cache.capture(1, 1, &result(1, true));
+        let (waiting, stored) = cache.finish_fill(1, 1, Some((0, -1)), t0);
+        assert_eq!(waiting, vec![w(2), w(3)]);
+        assert_eq!(stored.as_ref(), Some(&k));
+        assert!(!cache.is_waiting(2, 2));
+        assert_eq!(cache.counters.coalesced, 2);
+        // An answer that cannot be cached: the waiters run their own.
+        let k2 = key("SELECT b FROM t");
+        cache.start_fill(1, 1, k2.clone(), Duration::from_secs(1));
+        assert!(cache.wait_for(&k2, w(2)));
+        assert_eq!(cache.finish_fill(1, 1, None, t0), (vec![w(2)], None));
+        // The leader's command ends otherwise (an error, it left).
+        cache.start_fill(1, 1, k2.clone(), Duration::from_secs(1));
+        assert!(cache.wait_for(&k2, w(2)));
+        assert!(cache.stranded(|_, _| true).is_empty());
+        assert_eq!(cache.stranded(|_, _| false), vec![w(2)]);
+        assert!(!cache.wait_for(&k2, w(3)), "no leader any more");
+        cache.start_fill(1, 1, k2.clone(), Duration::from_secs(1));
+        assert!(cache.wait_for(&k2, w(2)));
+        cache.client_left(1);
+        assert!(cache.is_waiting(2, 2), "until the next periodic pass");
+        assert_eq!(cache.stranded(|_, _| true), vec![w(2)]);
+        assert!(!cache.is_waiting(2, 2));
     }
 
     #[test]

@@ -13,7 +13,9 @@ use crate::protocol::consts::{COM_QUERY, SERVER_STATUS_IN_TRANS};
 use crate::protocol::packet::HEADER_LEN;
 use crate::protocol::tracker::EndKind;
 
-use super::result_cache::{renumber_frames, shaping_capabilities, CacheKey, ResultCache};
+use super::client::ClientState;
+use super::pool::ClientRef;
+use super::result_cache::{renumber_frames, shaping_capabilities, CacheKey, ResultCache, Waiter};
 use super::statement::StatementFacts;
 use super::stats::{normalize_query, shape_hash};
 use super::Engine;
@@ -45,10 +47,10 @@ impl RuleBook {
     /// A reload: the new rules replace the old (hit counts start again
     /// from zero) and the cache is emptied, since the rules that filled
     /// it may be gone or have a shorter TTL. Its counters go on.
-    pub fn reload(&mut self, config: &QueryRules) {
+    pub fn reload(&mut self, config: &QueryRules) -> Vec<Waiter> {
         self.rules = compile(config);
         self.cache
-            .reset(config.cache_size, config.cache_max_result_size);
+            .reset(config.cache_size, config.cache_max_result_size)
     }
 
     /// The first rule that matches, by index.
@@ -177,16 +179,38 @@ impl Engine {
             sql: sql.into(),
         };
         let serial = c.serial;
-        let Some(hit) = self.rules.cache.lookup(&cache_key, self.now) else {
+        if self.rules.cache.lookup(&cache_key, self.now).is_none() {
+            let waiter = Waiter {
+                client: key,
+                serial,
+                read_at: c.command_read_at,
+            };
+            if self.rules.cache.wait_for(&cache_key, waiter) {
+                // The same read of another client is running: its answer
+                // is this one's too (coalescing). Counted as queued.
+                self.rules.rules[index].cached += 1;
+                self.clients[key].set_state(ClientState::Queued);
+                return true;
+            }
             self.rules.cache.start_fill(key, serial, cache_key, ttl);
             return false;
+        }
+        self.rules.rules[index].cached += 1;
+        self.discard_current(key);
+        self.answer_from_cache(key, &cache_key, seq);
+        true
+    }
+
+    /// Write the cached answer to `cache_key` (which must be live) as the
+    /// answer to the client's command (already taken off its input).
+    fn answer_from_cache(&mut self, key: usize, cache_key: &CacheKey, seq: u8) {
+        let Some(hit) = self.rules.cache.lookup(cache_key, self.now) else {
+            return;
         };
         let (status, row_count) = (hit.status, hit.row_count);
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
         renumber_frames(&hit.frames, seq, &mut out);
-        self.rules.rules[index].cached += 1;
-        self.discard_current(key);
         let c = &mut self.clients[key];
         // As after the same answer from mysqld (`finish_response`).
         c.row_count = row_count;
@@ -196,7 +220,67 @@ impl Engine {
         c.wbuf.extend_from_slice(&out);
         self.scratch = out;
         self.flush_client(key);
-        true
+    }
+
+    /// A waiter whose command is still the one that waits.
+    fn waiter_valid(&self, w: &Waiter) -> bool {
+        self.clients.get(w.client).is_some_and(|c| {
+            c.serial == w.serial
+                && matches!(c.state, ClientState::Queued)
+                && c.command_read_at == w.read_at
+                && c.current().is_some()
+                && !self.pools[c.pool].is_waiting(ClientRef {
+                    key: w.client,
+                    serial: w.serial,
+                })
+        })
+    }
+
+    /// The answer the waiters waited for is in the cache (`Some`): each
+    /// gets it; else each runs its own read, as if it had not waited.
+    fn release_waiters(&mut self, waiters: Vec<Waiter>, cached: Option<&CacheKey>) {
+        for w in waiters {
+            if !self.waiter_valid(&w) {
+                continue;
+            }
+            let Some(cache_key) = cached else {
+                self.forward_current(w.client);
+                continue;
+            };
+            let c = &mut self.clients[w.client];
+            let seq = 1u8.wrapping_add(c.seq_offset);
+            if let Some(span) = c.take_current() {
+                c.rbuf.consume(span.wire_len);
+            }
+            c.set_idle();
+            self.answer_from_cache(w.client, cache_key, seq);
+            self.client_ready(w.client);
+        }
+    }
+
+    /// The client's previous command's capture for the cache is over (a
+    /// new command, the client left); who waited for it runs its own read.
+    pub(super) fn drop_cache_fill(&mut self, key: usize) {
+        let waiters = self.rules.cache.forget_fill(key);
+        self.release_waiters(waiters, None);
+    }
+
+    /// Periodic: reads that wait for a command that ended without an
+    /// answer here (an error, a timeout, a KILL) run their own.
+    pub(super) fn release_stranded_waiters(&mut self) {
+        let clients = &self.clients;
+        let waiters = self.rules.cache.stranded(|key, serial| {
+            clients
+                .get(key)
+                .is_some_and(|c| c.serial == serial && c.is_busy())
+        });
+        self.release_waiters(waiters, None);
+    }
+
+    /// A reload: new rules, an empty cache; waiting reads run their own.
+    pub(super) fn reload_rules(&mut self) {
+        let waiters = self.rules.reload(&self.config.rules);
+        self.release_waiters(waiters, None);
     }
 
     /// A backend's answer is complete: a capture for the cache of its
@@ -217,12 +301,15 @@ impl Engine {
             EndKind::Ok => i64::try_from(b.last_affected_rows).unwrap_or(i64::MAX),
             _ => -1,
         };
-        self.rules.cache.finish_fill(
+        let (waiters, cached) = self.rules.cache.finish_fill(
             cr.key,
             cr.serial,
             clean.then_some((status, row_count)),
             self.now,
         );
+        if !waiters.is_empty() {
+            self.release_waiters(waiters, cached.as_ref());
+        }
     }
 }
 
@@ -239,6 +326,7 @@ impl RuleBook {
             evictions: c.evictions,
             expired: c.expired,
             too_big: c.too_big,
+            coalesced: c.coalesced,
         }
     }
 }

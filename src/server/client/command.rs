@@ -6,6 +6,8 @@ use super::*;
 impl Engine {
     /// Decide what to do with the client's next command.
     pub(in crate::server) fn handle_command(&mut self, key: usize) {
+        // Whatever the previous command's answer was captured for.
+        self.drop_cache_fill(key);
         let c = &mut self.clients[key];
         let Some(span) = c.current() else {
             return;
@@ -25,8 +27,6 @@ impl Engine {
             self.close_client(key, "quit");
             return;
         }
-        // Whatever the previous command's answer was captured for.
-        self.rules.cache.forget_fill(key);
         // The error is the answer to the next command that has one
         // (COM_STMT_CLOSE and COM_STMT_SEND_LONG_DATA have none).
         if !matches!(cmd, COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA) {
@@ -581,7 +581,7 @@ impl Engine {
     }
 
     /// Send the current command to the client's pinned backend, or queue it.
-    pub(super) fn forward_current(&mut self, key: usize) {
+    pub(in crate::server) fn forward_current(&mut self, key: usize) {
         let c = &self.clients[key];
         let pool = c.pool;
         let cref = c.cref(key);
