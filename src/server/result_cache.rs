@@ -283,6 +283,9 @@ impl ResultCache {
 
     /// Bytes of the answer went to the client.
     pub fn capture(&mut self, client: usize, serial: u64, bytes: &[u8]) {
+        if self.fills.is_empty() {
+            return;
+        }
         let Some(fill) = self.fills.get_mut(&client) else {
             return;
         };
@@ -308,6 +311,9 @@ impl ResultCache {
         clean: Option<(u16, i64)>,
         now: Instant,
     ) -> (Vec<Waiter>, Option<CacheKey>) {
+        if self.fills.is_empty() {
+            return (Vec::new(), None);
+        }
         let Some(fill) = self.fills.remove(&client) else {
             return (Vec::new(), None);
         };
