@@ -24,9 +24,14 @@ struct Funnel {
 }
 
 fn start(rules: &str) -> Funnel {
+    start_with("", rules)
+}
+
+fn start_with(pool: &str, rules: &str) -> Funnel {
     let admin_port = common::free_port();
     let config = FunnelConfig::user_a()
         .pool("connections = 2")
+        .pool(pool)
         .admin(admin_port, ADMIN_PW)
         .rust_log("warn")
         .section(rules);
@@ -436,4 +441,78 @@ fn a_thundering_herd_runs_once_on_mysqld() {
         .sum();
     assert_eq!(runs, 1, "mysqld ran the herd's read {runs} times");
     assert_eq!(f.rule("herd"), (CLIENTS as u64, CLIENTS as u64 - 1));
+}
+
+/// `max_concurrency`: a rule's statements run one at a time (the others
+/// wait, queued), statements it does not match are not held, and a held
+/// statement past the pool's queue_timeout_ms gets ERR 1969 unrun.
+#[test]
+fn max_concurrency_holds_the_rules_statements_only() {
+    const SLOW: &str = "SELECT SLEEP(0.4), 'qr_limit'";
+    let f = start_with(
+        "queue_timeout_ms = 3000",
+        "[rule one_at_a_time]\npattern = \"qr_limit\"\nmax_concurrency = 1\n",
+    );
+    let conns: Vec<Conn> = (0..4).map(|_| f.f.conn(USER_A, PASS_A)).collect();
+    let mut other = f.f.conn(USER_A, PASS_A);
+    let began = Instant::now();
+    let threads: Vec<_> = conns
+        .into_iter()
+        .map(|mut c| std::thread::spawn(move || c.query_drop(SLOW).map(|_| Instant::now())))
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    // Two backends: without the rule the four would take two rounds of
+    // 0.4 s; held to one at a time, four. Others are not held meanwhile.
+    let t = Instant::now();
+    assert_eq!(value(&mut other, "SELECT 'free'"), "free");
+    assert!(
+        t.elapsed() < Duration::from_millis(350),
+        "{:?}",
+        t.elapsed()
+    );
+    let mut ends: Vec<Instant> = threads
+        .into_iter()
+        .map(|t| t.join().unwrap().unwrap())
+        .collect();
+    ends.sort();
+    let took = ends[3] - began;
+    assert!(
+        took >= Duration::from_millis(1550),
+        "four one at a time took {took:?}"
+    );
+    for pair in ends.windows(2) {
+        assert!(pair[1] - pair[0] >= Duration::from_millis(350), "{ends:?}");
+    }
+    assert_eq!(f.rule("one_at_a_time").0, 4);
+    let mut a = common::admin_console(f.admin_port, "admin", ADMIN_PW);
+    let rows = common::admin::query(&mut a, "SHOW RULES");
+    assert_eq!(
+        rows[0].get("delayed").cloned().flatten().as_deref(),
+        Some("3"),
+        "{rows:?}"
+    );
+
+    // Past queue_timeout_ms while held: ERR 1969, not run.
+    let g = start_with(
+        "queue_timeout_ms = 600",
+        "[rule one]\npattern = \"qr_limit\"\nmax_concurrency = 1\n",
+    );
+    let mut first = g.f.conn(USER_A, PASS_A);
+    let long = std::thread::spawn(move || first.query_drop("SELECT SLEEP(1.5), 'qr_limit'"));
+    std::thread::sleep(Duration::from_millis(150));
+    let mut second = g.f.conn(USER_A, PASS_A);
+    let t = Instant::now();
+    let (code, _, message) = common::sql::server_error(second.query_drop("SELECT 'qr_limit', 2"));
+    assert_eq!(code, 1969, "{message}");
+    assert!(message.contains("max_concurrency"), "{message}");
+    assert!(
+        t.elapsed() < Duration::from_millis(1300),
+        "{:?}",
+        t.elapsed()
+    );
+    long.join().unwrap().unwrap();
+    assert_eq!(
+        value(&mut second, "SELECT CONCAT('qr_limit', 3)"),
+        "qr_limit3"
+    );
 }

@@ -337,6 +337,7 @@ pub fn stats_json(s: &Snapshot, detail: bool) -> String {
                             ("action", r.action.as_str().into()),
                             ("hits", r.hits.into()),
                             ("cached", r.cached.into()),
+                            ("delayed", r.delayed.into()),
                         ])
                     })
                     .collect(),

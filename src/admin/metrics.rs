@@ -614,6 +614,18 @@ fn rules(o: &mut Out, s: &Snapshot) {
             r.cached as f64,
         );
     }
+    o.family(
+        "funnel_rule_delayed_total",
+        "counter",
+        "Of a rule's hits, those that waited for room under its max_concurrency.",
+    );
+    for r in &s.rules {
+        o.sample(
+            "funnel_rule_delayed_total",
+            &[("rule", &r.name)],
+            r.delayed as f64,
+        );
+    }
     let c = &s.cache;
     for (name, help, value) in [
         (

@@ -461,9 +461,10 @@ pub fn show_queries(s: &Snapshot) -> Table {
     t
 }
 
-/// The query rules in order with their hits, and a last row (rule `*`)
-/// for the result cache: entries and bytes, hits, misses, stores,
-/// evictions.
+/// The query rules in order with their hits (answered from the cache,
+/// held by `max_concurrency`), and a last row (rule `*`) for the result
+/// cache: entries and bytes, lookups, hits, coalesced reads, misses,
+/// stores, evictions.
 pub fn show_rules(s: &Snapshot) -> Table {
     let mut t = Table::new(&[
         ("rule", Str),
@@ -471,6 +472,7 @@ pub fn show_rules(s: &Snapshot) -> Table {
         ("action", Str),
         ("hits", Int),
         ("cached", Int),
+        ("delayed", Int),
     ]);
     for r in &s.rules {
         t.push(vec![
@@ -479,6 +481,7 @@ pub fn show_rules(s: &Snapshot) -> Table {
             r.action.as_str().into(),
             r.hits.into(),
             r.cached.into(),
+            r.delayed.into(),
         ]);
     }
     let c = &s.cache;
@@ -496,6 +499,7 @@ pub fn show_rules(s: &Snapshot) -> Table {
         .into(),
         (c.hits + c.misses).into(),
         c.hits.into(),
+        c.coalesced.into(),
     ]);
     t
 }

@@ -295,7 +295,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-pub(super) static OPTIONS: [OptionSpec; 76] = [
+pub(super) static OPTIONS: [OptionSpec; 77] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -456,6 +456,8 @@ pub(super) static OPTIONS: [OptionSpec; 76] = [
         "Action: answer matching reads from the result cache for this long after mysqld's answer"),
     opt(S::Rule, "block", K::Text, D::Unset, true,
         "Action: refuse matching statements with ERR 1290 (HY000) and this message"),
+    opt(S::Rule, "max_concurrency", ANY_COUNT_FROM_1, D::Unset, true,
+        "Matching statements running on mysqld at once, at most; more wait (queued) for one to finish, up to the pool's queue_timeout_ms"),
 ];
 
 /// Every option, in documentation order.

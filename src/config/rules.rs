@@ -8,6 +8,7 @@
 //! digest = "SELECT * FROM products WHERE id = ?"
 //! pattern = "(?i)^select .* from products"
 //! cache_ttl_ms = 2000             # the action: one of cache_ttl_ms, block
+//! max_concurrency = 4             # and/or a limit (not with block)
 //! ```
 //!
 //! The engine's side (matching, counters, the cache) is
@@ -41,6 +42,8 @@ pub struct RuleConfig {
     pub digest: Option<String>,
     pub pattern: Option<Pattern>,
     pub action: RuleAction,
+    /// Matching statements running on mysqld at once, at most; more wait.
+    pub max_concurrency: Option<usize>,
 }
 
 /// What a matching rule does.
@@ -50,6 +53,8 @@ pub enum RuleAction {
     Cache { ttl: Duration },
     /// The statement is refused with this message.
     Block { message: String },
+    /// It runs as usual (the rule only limits, `max_concurrency`).
+    Run,
 }
 
 /// A compiled regular expression on the statement's bytes (a statement
@@ -137,8 +142,20 @@ pub(super) fn build(
             .find(|e| e.spec.name == "cache_ttl_ms")
             .and_then(|e| e.value.clone().millis());
         let block = text("block");
+        let max_concurrency = raw
+            .entries
+            .iter()
+            .find(|e| e.spec.name == "max_concurrency")
+            .and_then(|e| e.value.clone().count());
         let action = match (ttl, block) {
             (Some(ttl), None) => RuleAction::Cache { ttl },
+            (None, Some(_)) if max_concurrency.is_some() => {
+                return Err(err(
+                    Some("max_concurrency"),
+                    "a rule that blocks has nothing to limit: max_concurrency goes without block"
+                        .into(),
+                ))
+            }
             (None, Some(message)) => RuleAction::Block { message },
             (Some(_), Some(_)) => {
                 return Err(err(
@@ -146,10 +163,11 @@ pub(super) fn build(
                     "a rule has one action: cache_ttl_ms or block, not both".into(),
                 ))
             }
+            (None, None) if max_concurrency.is_some() => RuleAction::Run,
             (None, None) => {
                 return Err(err(
                     None,
-                    format!("{header} has no action: give cache_ttl_ms or block"),
+                    format!("{header} has no action: give cache_ttl_ms, block or max_concurrency"),
                 ))
             }
         };
@@ -160,6 +178,7 @@ pub(super) fn build(
             digest,
             pattern,
             action,
+            max_concurrency,
         });
     }
     Ok(QueryRules {
@@ -190,6 +209,10 @@ impl RuleConfig {
                 entries.push(("cache_ttl_ms", ttl.as_millis().to_string()))
             }
             RuleAction::Block { message } => entries.push(("block", quote(message))),
+            RuleAction::Run => {}
+        }
+        if let Some(n) = self.max_concurrency {
+            entries.push(("max_concurrency", n.to_string()));
         }
         (header_text(Section::Rule, Some(&self.name)), entries)
     }
@@ -248,6 +271,11 @@ mod tests {
             ("[rule a]\nuser = app\n", "has no action"),
             ("[rule a]\ncache_ttl_ms = 5\nblock = x\n", "not both"),
             (
+                "[rule a]\nmax_concurrency = 2\nblock = x\n",
+                "goes without block",
+            ),
+            ("[rule a]\nmax_concurrency = 0\n", "whole number >= 1"),
+            (
                 "[rule a]\npattern = \"(unclosed\"\nblock = x\n",
                 "not a regular expression",
             ),
@@ -273,7 +301,10 @@ mod tests {
     #[test]
     fn rules_show_in_the_effective_config() {
         let c = Config::parse(
-            &format!("{BASE}[rule r1]\nschema = shop\ncache_ttl_ms = 250\n"),
+            &format!(
+                "{BASE}[rule r1]\nschema = shop\ncache_ttl_ms = 250\n\
+                 [rule r2]\nuser = u\nmax_concurrency = 3\n"
+            ),
             "t",
         )
         .unwrap();
@@ -282,6 +313,11 @@ mod tests {
             text.contains("[rule r1]\nschema = \"shop\"\ncache_ttl_ms = 250\n"),
             "{text}"
         );
+        assert!(
+            text.contains("[rule r2]\nuser = \"u\"\nmax_concurrency = 3\n"),
+            "{text}"
+        );
+        assert_eq!(c.rules.rules[1].action, RuleAction::Run);
         // And read back the same.
         let again = Config::parse(&text.replace("********", "x"), "t").unwrap();
         assert_eq!(again.rules.rules, c.rules.rules);

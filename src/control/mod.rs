@@ -249,6 +249,8 @@ pub struct RuleRow {
     pub hits: u64,
     /// Of those, answered from the result cache.
     pub cached: u64,
+    /// Of those, held by its `max_concurrency` before they ran.
+    pub delayed: u64,
 }
 
 /// The result cache: its size now and its counts since start.

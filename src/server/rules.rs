@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::config::{QueryRules, RuleAction, RuleConfig};
 use crate::control::RuleRow;
-use crate::protocol::consts::err::ER_OPTION_PREVENTS_STATEMENT;
+use crate::protocol::consts::err::{ER_OPTION_PREVENTS_STATEMENT, ER_STATEMENT_TIMEOUT};
 use crate::protocol::consts::{COM_QUERY, SERVER_STATUS_IN_TRANS};
 use crate::protocol::packet::HEADER_LEN;
 use crate::protocol::tracker::EndKind;
@@ -28,6 +28,11 @@ struct Rule {
     hits: u64,
     /// Of its hits, those answered from the cache.
     cached: u64,
+    /// Of its hits, those that waited under `max_concurrency`.
+    delayed: u64,
+    /// Its statements on mysqld now, and those waiting for room.
+    running: Vec<Waiter>,
+    held: std::collections::VecDeque<Waiter>,
 }
 
 /// The rules in force and the result cache.
@@ -48,9 +53,29 @@ impl RuleBook {
     /// from zero) and the cache is emptied, since the rules that filled
     /// it may be gone or have a shorter TTL. Its counters go on.
     pub fn reload(&mut self, config: &QueryRules) -> Vec<Waiter> {
+        let held: Vec<Waiter> = self
+            .rules
+            .iter_mut()
+            .flat_map(|r| r.held.drain(..))
+            .collect();
         self.rules = compile(config);
-        self.cache
-            .reset(config.cache_size, config.cache_max_result_size)
+        let mut waiting = self
+            .cache
+            .reset(config.cache_size, config.cache_max_result_size);
+        waiting.extend(held);
+        waiting
+    }
+
+    /// The client's command waits for another's answer or for room under
+    /// a rule's `max_concurrency` (it is queued outside the backlog).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn is_waiting(&self, client: usize, serial: u64) -> bool {
+        self.cache.is_waiting(client, serial)
+            || self.rules.iter().any(|r| {
+                r.held
+                    .iter()
+                    .any(|w| w.client == client && w.serial == serial)
+            })
     }
 
     /// The first rule that matches, by index.
@@ -95,9 +120,13 @@ impl RuleBook {
                     action: match &c.action {
                         RuleAction::Cache { ttl } => format!("cache_ttl_ms = {}", ttl.as_millis()),
                         RuleAction::Block { message } => format!("block = {message:?}"),
-                    },
+                        RuleAction::Run => String::new(),
+                    } + &c
+                        .max_concurrency
+                        .map_or(String::new(), |n| format!(" max_concurrency = {n}")),
                     hits: r.hits,
                     cached: r.cached,
+                    delayed: r.delayed,
                 }
             })
             .collect()
@@ -118,6 +147,9 @@ fn compile(config: &QueryRules) -> Vec<Rule> {
             config: c.clone(),
             hits: 0,
             cached: 0,
+            delayed: 0,
+            running: Vec::new(),
+            held: Default::default(),
         })
         .collect()
 }
@@ -150,7 +182,31 @@ impl Engine {
                 return true;
             }
             RuleAction::Cache { ttl } => *ttl,
+            RuleAction::Run => return self.limit_concurrency(key, index),
         };
+        let answered = self.answer_or_fill(key, index, facts, ttl, seq);
+        answered || self.limit_concurrency(key, index)
+    }
+
+    /// The query matched a rule with `cache_ttl_ms`: answered from the
+    /// cache or by the same read in flight (true), else its answer is to
+    /// be captured (if it may be cached) and it runs.
+    fn answer_or_fill(
+        &mut self,
+        key: usize,
+        index: usize,
+        facts: &StatementFacts,
+        ttl: Duration,
+        seq: u8,
+    ) -> bool {
+        let c = &self.clients[key];
+        let Some(span) = c.current() else {
+            return false;
+        };
+        let data = c.rbuf.as_slice();
+        let end = (HEADER_LEN + span.payload_len).min(data.len());
+        let sql = &data[HEADER_LEN + 1..end];
+        let schema = c.session.schema.as_deref();
         // Only what runs alone on any shared backend, outside a
         // transaction (autocommit off: a read would open one), in one
         // packet (the answer's ids follow the command's).
@@ -199,6 +255,98 @@ impl Engine {
         self.discard_current(key);
         self.answer_from_cache(key, &cache_key, seq);
         true
+    }
+
+    /// A rule's `max_concurrency`: the query runs now (false; counted as
+    /// running until its command is over) or waits, queued, for one of
+    /// the rule's statements to finish (true). A pinned client's query is
+    /// never held (it may hold locks others wait for) but counts.
+    fn limit_concurrency(&mut self, key: usize, index: usize) -> bool {
+        let Some(limit) = self.rules.rules[index].config.max_concurrency else {
+            return false;
+        };
+        self.prune_running(index);
+        let c = &self.clients[key];
+        let me = Waiter {
+            client: key,
+            serial: c.serial,
+            read_at: c.command_read_at,
+        };
+        let pinned = c.pinned.is_some();
+        let rule = &mut self.rules.rules[index];
+        if pinned || (rule.running.len() < limit && rule.held.is_empty()) {
+            rule.running.push(me);
+            return false;
+        }
+        rule.held.push_back(me);
+        rule.delayed += 1;
+        self.clients[key].set_state(ClientState::Queued);
+        true
+    }
+
+    /// The rule's running statements whose command is over go.
+    fn prune_running(&mut self, index: usize) {
+        let clients = &self.clients;
+        self.rules.rules[index].running.retain(|w| {
+            clients.get(w.client).is_some_and(|c| {
+                c.serial == w.serial && c.command_read_at == w.read_at && c.is_busy()
+            })
+        });
+    }
+
+    /// Periodic: statements held by `max_concurrency` run as room frees
+    /// up, or get ERR 1969 past their pool's queue_timeout_ms.
+    fn release_held(&mut self) {
+        for index in 0..self.rules.rules.len() {
+            if self.rules.rules[index].held.is_empty() {
+                continue;
+            }
+            self.prune_running(index);
+            let limit = self.rules.rules[index]
+                .config
+                .max_concurrency
+                .unwrap_or(usize::MAX);
+            let mut expired = Vec::new();
+            let mut runnable = Vec::new();
+            let rule = &mut self.rules.rules[index];
+            let mut room = limit.saturating_sub(rule.running.len());
+            let held = std::mem::take(&mut rule.held);
+            for w in held {
+                if !self.waiter_valid(&w) {
+                    continue;
+                }
+                let pool = &self.pools[self.clients[w.client].pool];
+                let rule = &mut self.rules.rules[index];
+                if room > 0 {
+                    room -= 1;
+                    rule.running.push(w);
+                    runnable.push(w);
+                } else if self.now.saturating_duration_since(w.read_at) >= pool.user.queue_timeout {
+                    expired.push((w, pool.name(), pool.user.queue_timeout));
+                } else {
+                    rule.held.push_back(w);
+                }
+            }
+            for w in runnable {
+                self.forward_current(w.client);
+            }
+            for (w, pool, timeout) in expired {
+                let name = self.rules.rules[index].config.name.clone();
+                let msg = format!(
+                    "funnel: the command waited {} ms for rule '{name}' (max_concurrency) in pool '{pool}' (queue_timeout_ms = {}); it was not run",
+                    self.now.saturating_duration_since(w.read_at).as_millis(),
+                    timeout.as_millis()
+                );
+                self.fail_request(
+                    ClientRef {
+                        key: w.client,
+                        serial: w.serial,
+                    },
+                    ER_STATEMENT_TIMEOUT,
+                    &msg,
+                );
+            }
+        }
     }
 
     /// Write the cached answer to `cache_key` (which must be live) as the
@@ -267,6 +415,7 @@ impl Engine {
 
     /// Periodic: reads that wait for a command that ended without an
     /// answer here (an error, a timeout, a KILL) run their own.
+    /// Also: statements held by `max_concurrency` run as room frees up.
     pub(super) fn release_stranded_waiters(&mut self) {
         let clients = &self.clients;
         let waiters = self.rules.cache.stranded(|key, serial| {
@@ -275,6 +424,7 @@ impl Engine {
                 .is_some_and(|c| c.serial == serial && c.is_busy())
         });
         self.release_waiters(waiters, None);
+        self.release_held();
     }
 
     /// A reload: new rules, an empty cache; waiting reads run their own.

@@ -56,7 +56,7 @@ impl Engine {
                 }
                 ClientState::Queued | ClientState::ConnectDb
                     if !self.pools[c.pool].is_waiting(me)
-                        && !self.rules.cache.is_waiting(key, c.serial) =>
+                        && !self.rules.is_waiting(key, c.serial) =>
                 {
                     return Err(format!(
                         "client {key} is {:?} but not in pool {}'s backlog: it would wait forever",
