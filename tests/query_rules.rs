@@ -516,3 +516,44 @@ fn max_concurrency_holds_the_rules_statements_only() {
         "qr_limit3"
     );
 }
+
+/// `rate_limit` with `rate_burst`: a burst starts at once, the rest at the
+/// rate; statements the rule does not match are not held.
+#[test]
+fn rate_limit_spaces_the_rules_statements() {
+    let f = start("[rule paced]\npattern = \"qr_rate\"\nrate_limit = 5\nrate_burst = 2\n");
+    let mut c = f.f.conn(USER_A, PASS_A);
+    let mut other = f.f.conn(USER_A, PASS_A);
+    let began = Instant::now();
+    let mut at = Vec::new();
+    for i in 0..12 {
+        assert_eq!(
+            value(&mut c, &format!("SELECT CONCAT('qr_rate', {i})")),
+            format!("qr_rate{i}")
+        );
+        at.push(began.elapsed());
+        if i == 6 {
+            let t = Instant::now();
+            assert_eq!(value(&mut other, "SELECT 'free'"), "free");
+            assert!(
+                t.elapsed() < Duration::from_millis(150),
+                "{:?}",
+                t.elapsed()
+            );
+        }
+    }
+    // Two at once, then ten at 5/s: about 2 s.
+    assert!(at[1] < Duration::from_millis(150), "{at:?}");
+    assert!(at[11] >= Duration::from_millis(1800), "{at:?}");
+    assert!(at[11] < Duration::from_millis(3500), "{at:?}");
+    let mut a = common::admin_console(f.admin_port, "admin", ADMIN_PW);
+    let rows = common::admin::query(&mut a, "SHOW RULES");
+    let delayed: u64 = rows[0]
+        .get("delayed")
+        .cloned()
+        .flatten()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(delayed >= 9, "{rows:?}");
+}

@@ -295,7 +295,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-pub(super) static OPTIONS: [OptionSpec; 77] = [
+pub(super) static OPTIONS: [OptionSpec; 79] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -458,6 +458,10 @@ pub(super) static OPTIONS: [OptionSpec; 77] = [
         "Action: refuse matching statements with ERR 1290 (HY000) and this message"),
     opt(S::Rule, "max_concurrency", ANY_COUNT_FROM_1, D::Unset, true,
         "Matching statements running on mysqld at once, at most; more wait (queued) for one to finish, up to the pool's queue_timeout_ms"),
+    opt(S::Rule, "rate_limit", ANY_COUNT_FROM_1, D::Unset, true,
+        "Matching statements started per second, at most; more wait (queued) for their turn, up to the pool's queue_timeout_ms"),
+    opt(S::Rule, "rate_burst", ANY_COUNT_FROM_1, D::Derived("rate_limit"), true,
+        "Matching statements that may start at once after a quiet time (the token bucket's size)"),
 ];
 
 /// Every option, in documentation order.

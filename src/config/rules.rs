@@ -8,7 +8,8 @@
 //! digest = "SELECT * FROM products WHERE id = ?"
 //! pattern = "(?i)^select .* from products"
 //! cache_ttl_ms = 2000             # the action: one of cache_ttl_ms, block
-//! max_concurrency = 4             # and/or a limit (not with block)
+//! max_concurrency = 4             # and/or limits (not with block)
+//! rate_limit = 100                # per second, bursts of rate_burst
 //! ```
 //!
 //! The engine's side (matching, counters, the cache) is
@@ -44,6 +45,9 @@ pub struct RuleConfig {
     pub action: RuleAction,
     /// Matching statements running on mysqld at once, at most; more wait.
     pub max_concurrency: Option<usize>,
+    /// Matching statements started per second at most, and how many may
+    /// start at once after a quiet time: (rate_limit, rate_burst).
+    pub rate: Option<(usize, usize)>,
 }
 
 /// What a matching rule does.
@@ -147,12 +151,33 @@ pub(super) fn build(
             .iter()
             .find(|e| e.spec.name == "max_concurrency")
             .and_then(|e| e.value.clone().count());
+        let count = |key: &str| {
+            raw.entries
+                .iter()
+                .find(|e| e.spec.name == key)
+                .and_then(|e| e.value.clone().count())
+        };
+        let rate = match (count("rate_limit"), count("rate_burst")) {
+            (Some(limit), burst) => Some((limit, burst.unwrap_or(limit))),
+            (None, Some(_)) => {
+                return Err(err(
+                    Some("rate_burst"),
+                    "needs rate_limit (the rate it bursts above)".into(),
+                ))
+            }
+            (None, None) => None,
+        };
+        let limits = max_concurrency.is_some() || rate.is_some();
         let action = match (ttl, block) {
             (Some(ttl), None) => RuleAction::Cache { ttl },
-            (None, Some(_)) if max_concurrency.is_some() => {
+            (None, Some(_)) if limits => {
                 return Err(err(
-                    Some("max_concurrency"),
-                    "a rule that blocks has nothing to limit: max_concurrency goes without block"
+                    Some(if rate.is_some() {
+                        "rate_limit"
+                    } else {
+                        "max_concurrency"
+                    }),
+                    "a rule that blocks has nothing to limit: max_concurrency and rate_limit go without block"
                         .into(),
                 ))
             }
@@ -163,11 +188,13 @@ pub(super) fn build(
                     "a rule has one action: cache_ttl_ms or block, not both".into(),
                 ))
             }
-            (None, None) if max_concurrency.is_some() => RuleAction::Run,
+            (None, None) if limits => RuleAction::Run,
             (None, None) => {
                 return Err(err(
                     None,
-                    format!("{header} has no action: give cache_ttl_ms, block or max_concurrency"),
+                    format!(
+                        "{header} has no action: give cache_ttl_ms, block, max_concurrency or rate_limit"
+                    ),
                 ))
             }
         };
@@ -179,6 +206,7 @@ pub(super) fn build(
             pattern,
             action,
             max_concurrency,
+            rate,
         });
     }
     Ok(QueryRules {
@@ -213,6 +241,10 @@ impl RuleConfig {
         }
         if let Some(n) = self.max_concurrency {
             entries.push(("max_concurrency", n.to_string()));
+        }
+        if let Some((limit, burst)) = self.rate {
+            entries.push(("rate_limit", limit.to_string()));
+            entries.push(("rate_burst", burst.to_string()));
         }
         (header_text(Section::Rule, Some(&self.name)), entries)
     }
@@ -272,9 +304,11 @@ mod tests {
             ("[rule a]\ncache_ttl_ms = 5\nblock = x\n", "not both"),
             (
                 "[rule a]\nmax_concurrency = 2\nblock = x\n",
-                "goes without block",
+                "go without block",
             ),
             ("[rule a]\nmax_concurrency = 0\n", "whole number >= 1"),
+            ("[rule a]\nrate_burst = 5\n", "needs rate_limit"),
+            ("[rule a]\nrate_limit = 5\nblock = x\n", "go without block"),
             (
                 "[rule a]\npattern = \"(unclosed\"\nblock = x\n",
                 "not a regular expression",
@@ -303,7 +337,8 @@ mod tests {
         let c = Config::parse(
             &format!(
                 "{BASE}[rule r1]\nschema = shop\ncache_ttl_ms = 250\n\
-                 [rule r2]\nuser = u\nmax_concurrency = 3\n"
+                 [rule r2]\nuser = u\nmax_concurrency = 3\n\
+                 [rule r3]\nrate_limit = 10\n"
             ),
             "t",
         )
@@ -318,6 +353,12 @@ mod tests {
             "{text}"
         );
         assert_eq!(c.rules.rules[1].action, RuleAction::Run);
+        // rate_burst defaults to one second's worth.
+        assert_eq!(c.rules.rules[2].rate, Some((10, 10)));
+        assert!(
+            text.contains("[rule r3]\nrate_limit = 10\nrate_burst = 10\n"),
+            "{text}"
+        );
         // And read back the same.
         let again = Config::parse(&text.replace("********", "x"), "t").unwrap();
         assert_eq!(again.rules.rules, c.rules.rules);

@@ -356,6 +356,9 @@ impl Engine {
         if let Some(Reverse(t)) = self.timers.peek() {
             next = next.min(t.at);
         }
+        if let Some(at) = self.rules.next_deadline() {
+            next = next.min(at.max(self.now));
+        }
         for p in &self.pools {
             if let Some(at) = p.next_expiry() {
                 next = next.min(at);

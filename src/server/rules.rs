@@ -4,7 +4,7 @@
 //! `client/command.rs` (a query arrives) and `backend/forward.rs` (its
 //! answer goes to the client, and is complete).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::{QueryRules, RuleAction, RuleConfig};
 use crate::control::RuleRow;
@@ -30,9 +30,57 @@ struct Rule {
     cached: u64,
     /// Of its hits, those that waited under `max_concurrency`.
     delayed: u64,
-    /// Its statements on mysqld now, and those waiting for room.
+    /// Its statements on mysqld now, and those waiting for room or turn.
     running: Vec<Waiter>,
-    held: std::collections::VecDeque<Waiter>,
+    held: std::collections::VecDeque<Held>,
+    /// `rate_limit`.
+    bucket: Option<Bucket>,
+}
+
+/// A statement held by a rule's limits, and when it times out.
+struct Held {
+    waiter: Waiter,
+    deadline: Instant,
+}
+
+/// `rate_limit`, `rate_burst`: a token bucket.
+struct Bucket {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    /// When `tokens` was counted; None: full.
+    at: Option<Instant>,
+}
+
+impl Bucket {
+    fn refill(&mut self, now: Instant) {
+        self.tokens = match self.at {
+            None => self.burst,
+            Some(at) => (self.tokens
+                + now.saturating_duration_since(at).as_secs_f64() * self.per_second)
+                .min(self.burst),
+        };
+        self.at = Some(now);
+    }
+
+    /// A token, if one is there (a statement may start).
+    fn take(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        // A deadline computed for the next token may land a hair early.
+        if self.tokens >= 1.0 - 1e-6 {
+            self.tokens = (self.tokens - 1.0).max(0.0);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// When the next token is there.
+    fn next_token(&self) -> Option<Instant> {
+        let at = self.at?;
+        let missing = (1.0 - self.tokens).max(0.0);
+        Some(at + Duration::from_secs_f64(missing / self.per_second))
+    }
 }
 
 /// The rules in force and the result cache.
@@ -56,7 +104,7 @@ impl RuleBook {
         let held: Vec<Waiter> = self
             .rules
             .iter_mut()
-            .flat_map(|r| r.held.drain(..))
+            .flat_map(|r| r.held.drain(..).map(|h| h.waiter))
             .collect();
         self.rules = compile(config);
         let mut waiting = self
@@ -64,6 +112,20 @@ impl RuleBook {
             .reset(config.cache_size, config.cache_max_result_size);
         waiting.extend(held);
         waiting
+    }
+
+    /// The next moment a held statement may run or time out (the loop
+    /// polls no longer than that).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.rules
+            .iter()
+            .filter(|r| !r.held.is_empty())
+            .flat_map(|r| {
+                let timeout = r.held.iter().map(|h| h.deadline).min();
+                let token = r.bucket.as_ref().and_then(Bucket::next_token);
+                timeout.into_iter().chain(token)
+            })
+            .min()
     }
 
     /// The client's command waits for another's answer or for room under
@@ -74,7 +136,7 @@ impl RuleBook {
             || self.rules.iter().any(|r| {
                 r.held
                     .iter()
-                    .any(|w| w.client == client && w.serial == serial)
+                    .any(|h| h.waiter.client == client && h.waiter.serial == serial)
             })
     }
 
@@ -123,7 +185,10 @@ impl RuleBook {
                         RuleAction::Run => String::new(),
                     } + &c
                         .max_concurrency
-                        .map_or(String::new(), |n| format!(" max_concurrency = {n}")),
+                        .map_or(String::new(), |n| format!(" max_concurrency = {n}"))
+                        + &c.rate.map_or(String::new(), |(limit, burst)| {
+                            format!(" rate_limit = {limit} rate_burst = {burst}")
+                        }),
                     hits: r.hits,
                     cached: r.cached,
                     delayed: r.delayed,
@@ -150,6 +215,12 @@ fn compile(config: &QueryRules) -> Vec<Rule> {
             delayed: 0,
             running: Vec::new(),
             held: Default::default(),
+            bucket: c.rate.map(|(limit, burst)| Bucket {
+                per_second: limit as f64,
+                burst: burst as f64,
+                tokens: burst as f64,
+                at: None,
+            }),
         })
         .collect()
 }
@@ -257,15 +328,17 @@ impl Engine {
         true
     }
 
-    /// A rule's `max_concurrency`: the query runs now (false; counted as
-    /// running until its command is over) or waits, queued, for one of
-    /// the rule's statements to finish (true). A pinned client's query is
+    /// A rule's limits (`max_concurrency`, `rate_limit`): the query runs
+    /// now (false; counted as running until its command is over) or waits,
+    /// queued, for room or its turn (true). A pinned client's query is
     /// never held (it may hold locks others wait for) but counts.
     fn limit_concurrency(&mut self, key: usize, index: usize) -> bool {
-        let Some(limit) = self.rules.rules[index].config.max_concurrency else {
+        let config = &self.rules.rules[index].config;
+        if config.max_concurrency.is_none() && config.rate.is_none() {
             return false;
-        };
+        }
         self.prune_running(index);
+        let now = self.now;
         let c = &self.clients[key];
         let me = Waiter {
             client: key,
@@ -273,12 +346,24 @@ impl Engine {
             read_at: c.command_read_at,
         };
         let pinned = c.pinned.is_some();
+        let deadline = c.command_read_at + self.pools[c.pool].user.queue_timeout;
         let rule = &mut self.rules.rules[index];
-        if pinned || (rule.running.len() < limit && rule.held.is_empty()) {
-            rule.running.push(me);
+        let room = rule
+            .config
+            .max_concurrency
+            .is_none_or(|n| rule.running.len() < n);
+        let runs = pinned
+            || (rule.held.is_empty() && room && rule.bucket.as_mut().is_none_or(|b| b.take(now)));
+        if runs {
+            if rule.config.max_concurrency.is_some() {
+                rule.running.push(me);
+            }
             return false;
         }
-        rule.held.push_back(me);
+        rule.held.push_back(Held {
+            waiter: me,
+            deadline,
+        });
         rule.delayed += 1;
         self.clients[key].set_state(ClientState::Queued);
         true
@@ -294,48 +379,51 @@ impl Engine {
         });
     }
 
-    /// Periodic: statements held by `max_concurrency` run as room frees
-    /// up, or get ERR 1969 past their pool's queue_timeout_ms.
+    /// Periodic: statements held by a rule's limits run, oldest first, as
+    /// room frees up and their turn comes, or get ERR 1969 past their
+    /// pool's queue_timeout_ms.
     fn release_held(&mut self) {
+        let now = self.now;
         for index in 0..self.rules.rules.len() {
             if self.rules.rules[index].held.is_empty() {
                 continue;
             }
             self.prune_running(index);
-            let limit = self.rules.rules[index]
-                .config
-                .max_concurrency
-                .unwrap_or(usize::MAX);
             let mut expired = Vec::new();
             let mut runnable = Vec::new();
-            let rule = &mut self.rules.rules[index];
-            let mut room = limit.saturating_sub(rule.running.len());
-            let held = std::mem::take(&mut rule.held);
-            for w in held {
-                if !self.waiter_valid(&w) {
+            let held = std::mem::take(&mut self.rules.rules[index].held);
+            for h in held {
+                if !self.waiter_valid(&h.waiter) {
                     continue;
                 }
-                let pool = &self.pools[self.clients[w.client].pool];
                 let rule = &mut self.rules.rules[index];
-                if room > 0 {
-                    room -= 1;
-                    rule.running.push(w);
-                    runnable.push(w);
-                } else if self.now.saturating_duration_since(w.read_at) >= pool.user.queue_timeout {
-                    expired.push((w, pool.name(), pool.user.queue_timeout));
+                let room = rule
+                    .config
+                    .max_concurrency
+                    .is_none_or(|n| rule.running.len() < n);
+                if rule.held.is_empty() && room && rule.bucket.as_mut().is_none_or(|b| b.take(now))
+                {
+                    if rule.config.max_concurrency.is_some() {
+                        rule.running.push(h.waiter);
+                    }
+                    runnable.push(h.waiter);
+                } else if now >= h.deadline {
+                    expired.push(h.waiter);
                 } else {
-                    rule.held.push_back(w);
+                    rule.held.push_back(h);
                 }
             }
             for w in runnable {
                 self.forward_current(w.client);
             }
-            for (w, pool, timeout) in expired {
+            for w in expired {
                 let name = self.rules.rules[index].config.name.clone();
+                let pool = &self.pools[self.clients[w.client].pool];
                 let msg = format!(
-                    "funnel: the command waited {} ms for rule '{name}' (max_concurrency) in pool '{pool}' (queue_timeout_ms = {}); it was not run",
-                    self.now.saturating_duration_since(w.read_at).as_millis(),
-                    timeout.as_millis()
+                    "funnel: the command waited {} ms for rule '{name}' (max_concurrency, rate_limit) in pool '{}' (queue_timeout_ms = {}); it was not run",
+                    now.saturating_duration_since(w.read_at).as_millis(),
+                    pool.name(),
+                    pool.user.queue_timeout.as_millis()
                 );
                 self.fail_request(
                     ClientRef {
