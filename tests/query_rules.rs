@@ -557,3 +557,39 @@ fn rate_limit_spaces_the_rules_statements() {
         .unwrap();
     assert!(delayed >= 9, "{rows:?}");
 }
+
+/// `timeout_ms`: a matching statement still running past it is killed on
+/// mysqld, as by a `KILL QUERY` (MariaDB's `SLEEP()` then returns 1, or
+/// the statement gets ERR 1317 if it was not yet sleeping); others run to
+/// their end; the connection goes on.
+#[test]
+fn timeout_ms_kills_the_rules_statements_on_mysqld() {
+    let f = start("[rule short]\npattern = \"qr_timeout\"\ntimeout_ms = 300\n");
+    let mut c = f.f.conn(USER_A, PASS_A);
+    // Backends up and privileges known: the kill finds it running.
+    assert_eq!(value(&mut c, "SELECT 'warm'"), "warm");
+    let t = Instant::now();
+    match c.query_first::<String, _>("SELECT CONCAT(SLEEP(3), 'qr_timeout')") {
+        Ok(v) => assert_eq!(v.as_deref(), Some("1qr_timeout")),
+        Err(e) => assert_eq!(common::sql::code_of(&e), Some(1317), "{e}"),
+    }
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(280) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+    // Not matched: not killed.
+    let t = Instant::now();
+    assert_eq!(value(&mut c, "SELECT SLEEP(0.6)"), "0");
+    assert!(
+        t.elapsed() >= Duration::from_millis(590),
+        "{:?}",
+        t.elapsed()
+    );
+    // Matched but quicker than the timeout: its own answer.
+    assert_eq!(
+        value(&mut c, "SELECT CONCAT(SLEEP(0.1), 'qr_timeout')"),
+        "0qr_timeout"
+    );
+    assert_eq!(f.rule("short").0, 2);
+}

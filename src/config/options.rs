@@ -295,7 +295,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-pub(super) static OPTIONS: [OptionSpec; 79] = [
+pub(super) static OPTIONS: [OptionSpec; 80] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -462,6 +462,8 @@ pub(super) static OPTIONS: [OptionSpec; 79] = [
         "Matching statements started per second, at most; more wait (queued) for their turn, up to the pool's queue_timeout_ms"),
     opt(S::Rule, "rate_burst", ANY_COUNT_FROM_1, D::Derived("rate_limit"), true,
         "Matching statements that may start at once after a quiet time (the token bucket's size)"),
+    opt(S::Rule, "timeout_ms", K::Millis, D::Unset, true,
+        "A matching statement still running this long after it was sent to mysqld is killed there (KILL QUERY; the client gets mysqld's answer, ERR 1317)"),
 ];
 
 /// Every option, in documentation order.

@@ -10,6 +10,7 @@
 //! cache_ttl_ms = 2000             # the action: one of cache_ttl_ms, block
 //! max_concurrency = 4             # and/or limits (not with block)
 //! rate_limit = 100                # per second, bursts of rate_burst
+//! timeout_ms = 5000               # KILL QUERY past it
 //! ```
 //!
 //! The engine's side (matching, counters, the cache) is
@@ -48,6 +49,9 @@ pub struct RuleConfig {
     /// Matching statements started per second at most, and how many may
     /// start at once after a quiet time: (rate_limit, rate_burst).
     pub rate: Option<(usize, usize)>,
+    /// A matching statement still running this long after it was sent is
+    /// killed on mysqld (`KILL QUERY`).
+    pub timeout: Option<Duration>,
 }
 
 /// What a matching rule does.
@@ -167,17 +171,24 @@ pub(super) fn build(
             }
             (None, None) => None,
         };
-        let limits = max_concurrency.is_some() || rate.is_some();
+        let timeout = raw
+            .entries
+            .iter()
+            .find(|e| e.spec.name == "timeout_ms")
+            .and_then(|e| e.value.clone().millis());
+        let limits = max_concurrency.is_some() || rate.is_some() || timeout.is_some();
         let action = match (ttl, block) {
             (Some(ttl), None) => RuleAction::Cache { ttl },
             (None, Some(_)) if limits => {
                 return Err(err(
-                    Some(if rate.is_some() {
+                    Some(if timeout.is_some() {
+                        "timeout_ms"
+                    } else if rate.is_some() {
                         "rate_limit"
                     } else {
                         "max_concurrency"
                     }),
-                    "a rule that blocks has nothing to limit: max_concurrency and rate_limit go without block"
+                    "a rule that blocks has nothing to limit: max_concurrency, rate_limit and timeout_ms go without block"
                         .into(),
                 ))
             }
@@ -193,7 +204,7 @@ pub(super) fn build(
                 return Err(err(
                     None,
                     format!(
-                        "{header} has no action: give cache_ttl_ms, block, max_concurrency or rate_limit"
+                        "{header} has no action: give cache_ttl_ms, block, max_concurrency, rate_limit or timeout_ms"
                     ),
                 ))
             }
@@ -207,6 +218,7 @@ pub(super) fn build(
             action,
             max_concurrency,
             rate,
+            timeout,
         });
     }
     Ok(QueryRules {
@@ -245,6 +257,9 @@ impl RuleConfig {
         if let Some((limit, burst)) = self.rate {
             entries.push(("rate_limit", limit.to_string()));
             entries.push(("rate_burst", burst.to_string()));
+        }
+        if let Some(t) = self.timeout {
+            entries.push(("timeout_ms", t.as_millis().to_string()));
         }
         (header_text(Section::Rule, Some(&self.name)), entries)
     }
@@ -309,6 +324,7 @@ mod tests {
             ("[rule a]\nmax_concurrency = 0\n", "whole number >= 1"),
             ("[rule a]\nrate_burst = 5\n", "needs rate_limit"),
             ("[rule a]\nrate_limit = 5\nblock = x\n", "go without block"),
+            ("[rule a]\ntimeout_ms = 5\nblock = x\n", "go without block"),
             (
                 "[rule a]\npattern = \"(unclosed\"\nblock = x\n",
                 "not a regular expression",

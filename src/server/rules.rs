@@ -35,6 +35,8 @@ struct Rule {
     held: std::collections::VecDeque<Held>,
     /// `rate_limit`.
     bucket: Option<Bucket>,
+    /// `timeout_ms`: its statements let go to mysqld, and when.
+    timed: Vec<(Waiter, Instant)>,
 }
 
 /// A statement held by a rule's limits, and when it times out.
@@ -117,15 +119,21 @@ impl RuleBook {
     /// The next moment a held statement may run or time out (the loop
     /// polls no longer than that).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.rules
+        let held = self
+            .rules
             .iter()
             .filter(|r| !r.held.is_empty())
             .flat_map(|r| {
                 let timeout = r.held.iter().map(|h| h.deadline).min();
                 let token = r.bucket.as_ref().and_then(Bucket::next_token);
                 timeout.into_iter().chain(token)
-            })
-            .min()
+            });
+        let kills = self.rules.iter().flat_map(|r| {
+            r.config
+                .timeout
+                .and_then(|t| r.timed.iter().map(|(_, since)| *since + t).min())
+        });
+        held.chain(kills).min()
     }
 
     /// The client's command waits for another's answer or for room under
@@ -188,6 +196,9 @@ impl RuleBook {
                         .map_or(String::new(), |n| format!(" max_concurrency = {n}"))
                         + &c.rate.map_or(String::new(), |(limit, burst)| {
                             format!(" rate_limit = {limit} rate_burst = {burst}")
+                        })
+                        + &c.timeout.map_or(String::new(), |t| {
+                            format!(" timeout_ms = {}", t.as_millis())
                         }),
                     hits: r.hits,
                     cached: r.cached,
@@ -221,6 +232,7 @@ fn compile(config: &QueryRules) -> Vec<Rule> {
                 tokens: burst as f64,
                 at: None,
             }),
+            timed: Vec::new(),
         })
         .collect()
 }
@@ -334,7 +346,7 @@ impl Engine {
     /// never held (it may hold locks others wait for) but counts.
     fn limit_concurrency(&mut self, key: usize, index: usize) -> bool {
         let config = &self.rules.rules[index].config;
-        if config.max_concurrency.is_none() && config.rate.is_none() {
+        if config.max_concurrency.is_none() && config.rate.is_none() && config.timeout.is_none() {
             return false;
         }
         self.prune_running(index);
@@ -358,6 +370,9 @@ impl Engine {
             if rule.config.max_concurrency.is_some() {
                 rule.running.push(me);
             }
+            if rule.config.timeout.is_some() {
+                rule.timed.push((me, now));
+            }
             return false;
         }
         rule.held.push_back(Held {
@@ -377,6 +392,33 @@ impl Engine {
                 c.serial == w.serial && c.command_read_at == w.read_at && c.is_busy()
             })
         });
+    }
+
+    /// Periodic: a rule's statements running past its `timeout_ms` are
+    /// interrupted as a `KILL QUERY` would (on mysqld, or out of the
+    /// backlog); those whose command is over are forgotten.
+    fn enforce_timeouts(&mut self) {
+        let now = self.now;
+        let mut due = Vec::new();
+        for rule in &mut self.rules.rules {
+            let Some(timeout) = rule.config.timeout else {
+                continue;
+            };
+            let clients = &self.clients;
+            rule.timed.retain(|(w, since)| {
+                let same = clients.get(w.client).is_some_and(|c| {
+                    c.serial == w.serial && c.command_read_at == w.read_at && c.is_busy()
+                });
+                if same && now >= *since + timeout {
+                    due.push(w.client);
+                    return false;
+                }
+                same
+            });
+        }
+        for client in due {
+            self.interrupt_client(client);
+        }
     }
 
     /// Periodic: statements held by a rule's limits run, oldest first, as
@@ -405,6 +447,9 @@ impl Engine {
                 {
                     if rule.config.max_concurrency.is_some() {
                         rule.running.push(h.waiter);
+                    }
+                    if rule.config.timeout.is_some() {
+                        rule.timed.push((h.waiter, now));
                     }
                     runnable.push(h.waiter);
                 } else if now >= h.deadline {
@@ -513,6 +558,7 @@ impl Engine {
         });
         self.release_waiters(waiters, None);
         self.release_held();
+        self.enforce_timeouts();
     }
 
     /// A reload: new rules, an empty cache; waiting reads run their own.
