@@ -21,6 +21,7 @@ struct Funnel {
     f: FunnelProcess,
     config: FunnelConfig,
     admin_port: u16,
+    stats_port: u16,
 }
 
 fn start(rules: &str) -> Funnel {
@@ -29,10 +30,12 @@ fn start(rules: &str) -> Funnel {
 
 fn start_with(pool: &str, rules: &str) -> Funnel {
     let admin_port = common::free_port();
+    let stats_port = common::free_port();
     let config = FunnelConfig::user_a()
         .pool("connections = 2")
         .pool(pool)
         .admin(admin_port, ADMIN_PW)
+        .stats(stats_port)
         .rust_log("warn")
         .section(rules);
     let f = config.clone().start();
@@ -40,6 +43,7 @@ fn start_with(pool: &str, rules: &str) -> Funnel {
         f,
         config,
         admin_port,
+        stats_port,
     }
 }
 
@@ -231,6 +235,24 @@ fn cached_answers_are_mysqlds_for_the_mysql_crate() {
     assert_eq!(second, direct);
     assert_eq!(other_client, direct);
     assert_eq!(f.rule("exact"), (3, 2));
+    // The same counts on the stats port, for Prometheus and as JSON.
+    let scrape = common::stats::parse_metrics(&common::stats::get_ok(f.stats_port, "/metrics"));
+    let sample = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && s.labels.get("rule").is_none_or(|r| r == "exact"))
+            .map(common::stats::sample_value)
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    assert_eq!(sample("funnel_rule_hits_total"), 3.0);
+    assert_eq!(sample("funnel_rule_cached_total"), 2.0);
+    assert_eq!(sample("funnel_result_cache_hits_total"), 2.0);
+    assert_eq!(sample("funnel_result_cache_entries"), 1.0);
+    let json = common::stats::json(f.stats_port, "/stats.json");
+    assert_eq!(json["rules"][0]["name"], "exact");
+    assert_eq!(json["rules"][0]["cached"], 2);
+    assert_eq!(json["result_cache"]["stores"], 1);
     // The session goes on as after mysqld's answer.
     assert_eq!(value(&mut c, "SELECT ROW_COUNT()"), "-1");
     assert_eq!(value(&mut c, "SELECT 'next'"), "next");

@@ -191,6 +191,12 @@ impl ResultCache {
         Some(entry)
     }
 
+    /// The live answer for `key`, if any, without counting a lookup (it
+    /// was counted when the client's read was decided).
+    pub fn get(&self, key: &CacheKey, now: Instant) -> Option<&CachedAnswer> {
+        self.entries.get(key).filter(|e| e.expires > now)
+    }
+
     /// The client's next answer is to be captured for `key`.
     pub fn start_fill(&mut self, client: usize, serial: u64, key: CacheKey, ttl: Duration) {
         self.leaders.insert(key.clone(), (client, serial));

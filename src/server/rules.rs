@@ -485,7 +485,7 @@ impl Engine {
     /// Write the cached answer to `cache_key` (which must be live) as the
     /// answer to the client's command (already taken off its input).
     fn answer_from_cache(&mut self, key: usize, cache_key: &CacheKey, seq: u8) {
-        let Some(hit) = self.rules.cache.lookup(cache_key, self.now) else {
+        let Some(hit) = self.rules.cache.get(cache_key, self.now) else {
             return;
         };
         let (status, row_count) = (hit.status, hit.row_count);
