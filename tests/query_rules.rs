@@ -615,3 +615,49 @@ fn timeout_ms_kills_the_rules_statements_on_mysqld() {
     );
     assert_eq!(f.rule("short").0, 2);
 }
+
+/// Prepared statements (binary protocol): an execute is matched on its
+/// statement's text and cached by its parameters; the cached answer is
+/// mysqld's (rows in the binary format, column metadata); another
+/// parameter is another entry.
+#[test]
+fn prepared_executes_are_cached_by_their_parameters() {
+    table("qr_ps");
+    let f = start("[rule ps]\npattern = \"qr_ps\"\ncache_ttl_ms = 60000\n");
+    let sql = "SELECT id, v, d, u, b, t FROM qr_ps WHERE id = ? OR v = ?";
+    let exec = |c: &mut Conn, id: i64, v: &str| -> String {
+        let st = c.prep(sql).unwrap();
+        let mut r = c.exec_iter(&st, (id, v)).unwrap();
+        let mut out = String::new();
+        for col in r.columns().as_ref() {
+            out.push_str(&format!(
+                "{} {:?} {:?} {} {}|",
+                col.name_str(),
+                col.column_type(),
+                col.flags(),
+                col.character_set(),
+                col.decimals()
+            ));
+        }
+        for row in r.by_ref() {
+            out.push_str(&format!("\n{:?}", row.unwrap().unwrap()));
+        }
+        out
+    };
+    let mut direct = common::mysql_direct(USER_A, PASS_A);
+    let want1 = exec(&mut direct, 1, "");
+    let mut c = f.f.conn(USER_A, PASS_A);
+    assert_eq!(exec(&mut c, 1, ""), want1);
+    assert_eq!(exec(&mut c, 1, ""), want1);
+    assert_eq!(f.rule("ps"), (2, 1));
+    // Cached: a write is not seen within the TTL...
+    direct
+        .query_drop("UPDATE qr_ps SET v = 'changed' WHERE id = 1")
+        .unwrap();
+    assert_eq!(exec(&mut f.f.conn(USER_A, PASS_A), 1, ""), want1);
+    // ... but other parameters are another statement.
+    let want2 = exec(&mut direct, 2, "changed");
+    assert_ne!(want2, want1);
+    assert_eq!(exec(&mut c, 2, "changed"), want2);
+    assert_eq!(f.rule("ps"), (4, 2));
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::config::{QueryRules, RuleAction, RuleConfig};
 use crate::control::RuleRow;
 use crate::protocol::consts::err::{ER_OPTION_PREVENTS_STATEMENT, ER_STATEMENT_TIMEOUT};
-use crate::protocol::consts::{COM_QUERY, SERVER_STATUS_IN_TRANS};
+use crate::protocol::consts::{COM_QUERY, COM_STMT_EXECUTE, SERVER_STATUS_IN_TRANS};
 use crate::protocol::packet::HEADER_LEN;
 use crate::protocol::tracker::EndKind;
 
@@ -256,7 +256,66 @@ impl Engine {
         let Some(index) = self.rules.decide(&c.user, schema, facts.shape, sql) else {
             return false;
         };
-        let seq = 1u8.wrapping_add(c.seq_offset);
+        self.apply_rule(key, index, facts, None)
+    }
+
+    /// A client's execute of a prepared statement (`COM_STMT_EXECUTE` of
+    /// statement `id`): matched on the statement's text (`digest` never
+    /// matches: the shape is made for queries), acted on as a query; its
+    /// cache key is the statement, its parameter types and the execute's
+    /// parameters as sent. An execute that opens a cursor is not cached.
+    pub(super) fn apply_execute_rules(&mut self, key: usize, id: u32) -> bool {
+        if self.rules.rules.is_empty() {
+            return false;
+        }
+        let c = &self.clients[key];
+        let (Some(span), Some(st)) = (c.current(), c.stmts.get(&id)) else {
+            return false;
+        };
+        let schema = c.session.schema.as_deref();
+        let Some(index) = self.rules.decide(&c.user, schema, None, &st.sql) else {
+            return false;
+        };
+        let data = c.rbuf.as_slice();
+        let end = (HEADER_LEN + span.payload_len).min(data.len());
+        // Command byte, statement id (4), flags (1), iteration count (4),
+        // then the parameters.
+        let payload = &data[HEADER_LEN..end];
+        let cursor = payload.get(5).is_none_or(|&flags| flags != 0);
+        let statement = (!cursor).then(|| {
+            let mut k = Vec::with_capacity(st.sql.len() + st.types.len() + payload.len() + 8);
+            k.push(COM_STMT_EXECUTE);
+            k.extend_from_slice(st.schema.as_deref().unwrap_or("").as_bytes());
+            k.push(0);
+            k.extend_from_slice(&st.sql);
+            k.push(0);
+            k.extend_from_slice(&st.types);
+            k.push(0);
+            k.extend_from_slice(payload.get(5..).unwrap_or_default());
+            k.into_boxed_slice()
+        });
+        let facts = st.facts;
+        if cursor {
+            let mut facts = facts;
+            // Never from the cache; the rule's other actions apply.
+            facts.safe_to_repeat = false;
+            return self.apply_rule(key, index, &facts, None);
+        }
+        self.apply_rule(key, index, &facts, statement)
+    }
+
+    /// The first matching rule (`index`) acts on the client's current
+    /// command: true when it was answered (refused, from the cache) or
+    /// waits (coalesced, held by a limit). `statement`: the cache key's
+    /// statement part, if not the query's text.
+    fn apply_rule(
+        &mut self,
+        key: usize,
+        index: usize,
+        facts: &StatementFacts,
+        statement: Option<Box<[u8]>>,
+    ) -> bool {
+        let seq = 1u8.wrapping_add(self.clients[key].seq_offset);
         let ttl: Duration = match &self.rules.rules[index].config.action {
             RuleAction::Block { message } => {
                 let message = message.clone();
@@ -267,7 +326,7 @@ impl Engine {
             RuleAction::Cache { ttl } => *ttl,
             RuleAction::Run => return self.limit_concurrency(key, index),
         };
-        let answered = self.answer_or_fill(key, index, facts, ttl, seq);
+        let answered = self.answer_or_fill(key, index, facts, ttl, seq, statement);
         answered || self.limit_concurrency(key, index)
     }
 
@@ -281,6 +340,7 @@ impl Engine {
         facts: &StatementFacts,
         ttl: Duration,
         seq: u8,
+        statement: Option<Box<[u8]>>,
     ) -> bool {
         let c = &self.clients[key];
         let Some(span) = c.current() else {
@@ -315,7 +375,7 @@ impl Engine {
             schema: schema.map(Into::into),
             session: c.session.fingerprint(),
             capabilities: shaping_capabilities(c.capabilities, c.mariadb_caps, c.multi_statements),
-            sql: sql.into(),
+            sql: statement.unwrap_or_else(|| sql.into()),
         };
         let serial = c.serial;
         if self.rules.cache.lookup(&cache_key, self.now).is_none() {
@@ -575,7 +635,7 @@ impl Engine {
             return;
         };
         let r = &b.response;
-        let clean = b.command == COM_QUERY
+        let clean = matches!(b.command, COM_QUERY | COM_STMT_EXECUTE)
             && end != EndKind::Err
             && !r.saw_warnings
             && !r.saw_state_change

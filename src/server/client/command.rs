@@ -241,6 +241,9 @@ impl Engine {
                 if let Some(f) = &mut c.in_flight {
                     f.stmt = Some(id);
                 }
+                if cmd == COM_STMT_EXECUTE && self.apply_execute_rules(key, id) {
+                    return;
+                }
                 self.forward_current(key);
             }
             COM_QUERY | COM_INIT_DB | COM_FIELD_LIST | COM_STATISTICS | COM_STMT_PREPARE
