@@ -276,11 +276,25 @@ password = app_pw
 [user other]
 password = other_pw
 
-# The result cache, small enough to evict, on a read the random scripts
-# repeat (the targeted tests' SELECT 1 must reach mysqld).
+# The result cache, small enough to evict, on reads the random scripts
+# repeat (the targeted tests' SELECT 1, as app, must reach mysqld).
 [rule sim_cache]
 pattern = \"^SELECT 1; SELECT 2\"
 cache_ttl_ms = 2000
+
+[rule sim_cache_other]
+user = other
+pattern = \"^SELECT 1$\"
+cache_ttl_ms = 500
+
+# Limits on the random scripts' sleeps: held clients, queued outside
+# the backlog, under the invariants (no timeout_ms: the scripts check
+# that nothing is interrupted without a KILL).
+[rule sim_limit]
+pattern = \"^SELECT SLEEP\\\\((3|24)\\\\)\"
+max_concurrency = 1
+rate_limit = 20
+rate_burst = 2
 ",
         dir = dir.display()
     )
