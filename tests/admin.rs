@@ -309,7 +309,7 @@ fn console_login_commands_and_config_masking() {
     }
     let (code, _) = error_code(c.query_drop(""));
     assert_eq!(code, 1065);
-    assert_eq!(query(&mut c, "HELP").len(), 20);
+    assert_eq!(query(&mut c, "HELP").len(), 21);
 
     // SHOW SERVERS: the one server of `[backend] address`, not checked.
     let servers = query(&mut c, "SHOW SERVERS");

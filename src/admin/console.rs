@@ -719,6 +719,7 @@ impl Session<'_> {
             "SHOW BACKLOG" => return self.with_snapshot(false, report::show_backlog),
             "SHOW LATENCY" => return self.with_snapshot(false, report::show_latency),
             "SHOW QUERIES" => return self.with_snapshot(true, report::show_queries),
+            "SHOW RULES" => return self.with_snapshot(false, report::show_rules),
             "SHOW CONFIG" => return self.with_snapshot(false, report::show_config),
             "SHOW VERSION" => return self.with_snapshot(false, report::show_version),
             "HELP" | "SHOW HELP" | "SHOW COMMANDS" => return Answer::Table(report::show_help()),

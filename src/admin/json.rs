@@ -362,6 +362,39 @@ pub fn stats_json(s: &Snapshot, detail: bool) -> String {
         ),
         ("counters", counters(&s.counters, false)),
         (
+            "rules",
+            Json::Arr(
+                s.rules
+                    .iter()
+                    .map(|r| {
+                        Json::Obj(vec![
+                            ("name", r.name.as_str().into()),
+                            ("conditions", r.conditions.as_str().into()),
+                            ("action", r.action.as_str().into()),
+                            ("hits", r.hits.into()),
+                            ("cached", r.cached.into()),
+                            ("delayed", r.delayed.into()),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "result_cache",
+            Json::Obj(vec![
+                ("entries", s.cache.entries.into()),
+                ("bytes", s.cache.bytes.into()),
+                ("cache_size", s.cache.limit.into()),
+                ("hits", s.cache.hits.into()),
+                ("misses", s.cache.misses.into()),
+                ("stores", s.cache.stores.into()),
+                ("evictions", s.cache.evictions.into()),
+                ("expired", s.cache.expired.into()),
+                ("too_big", s.cache.too_big.into()),
+                ("coalesced", s.cache.coalesced.into()),
+            ]),
+        ),
+        (
             "pools",
             Json::Arr(s.pools.iter().map(|p| pool(s, p)).collect()),
         ),

@@ -661,8 +661,106 @@ pub fn render(s: &Snapshot) -> String {
             }
         }
     }
+    rules(&mut o, s);
     process(&mut o, &crate::process::read());
     o.0
+}
+
+/// Query rules' hits and the result cache.
+fn rules(o: &mut Out, s: &Snapshot) {
+    o.family(
+        "funnel_rule_hits_total",
+        "counter",
+        "Statements a query rule was the first match for, since it was loaded (a reload starts again).",
+    );
+    for r in &s.rules {
+        o.sample(
+            "funnel_rule_hits_total",
+            &[("rule", &r.name)],
+            r.hits as f64,
+        );
+    }
+    o.family(
+        "funnel_rule_cached_total",
+        "counter",
+        "Of a rule's hits, those answered from the result cache.",
+    );
+    for r in &s.rules {
+        o.sample(
+            "funnel_rule_cached_total",
+            &[("rule", &r.name)],
+            r.cached as f64,
+        );
+    }
+    o.family(
+        "funnel_rule_delayed_total",
+        "counter",
+        "Of a rule's hits, those that waited for room under its max_concurrency.",
+    );
+    for r in &s.rules {
+        o.sample(
+            "funnel_rule_delayed_total",
+            &[("rule", &r.name)],
+            r.delayed as f64,
+        );
+    }
+    let c = &s.cache;
+    for (name, help, value) in [
+        (
+            "funnel_result_cache_hits_total",
+            "Queries answered from the result cache.",
+            c.hits,
+        ),
+        (
+            "funnel_result_cache_misses_total",
+            "Cacheable queries the result cache had no live answer for.",
+            c.misses,
+        ),
+        (
+            "funnel_result_cache_stores_total",
+            "Answers stored in the result cache.",
+            c.stores,
+        ),
+        (
+            "funnel_result_cache_evictions_total",
+            "Entries dropped to make room (least recently used first).",
+            c.evictions,
+        ),
+        (
+            "funnel_result_cache_expired_total",
+            "Entries found past their rule's TTL.",
+            c.expired,
+        ),
+        (
+            "funnel_result_cache_too_big_total",
+            "Answers larger than cache_max_result_size, not stored.",
+            c.too_big,
+        ),
+        (
+            "funnel_result_cache_coalesced_total",
+            "Reads that waited for the same read of another client instead of running.",
+            c.coalesced,
+        ),
+    ] {
+        o.family(name, "counter", help);
+        o.sample(name, &[], value as f64);
+    }
+    for (name, help, value) in [
+        (
+            "funnel_result_cache_entries",
+            "Answers in the result cache.",
+            c.entries,
+        ),
+        (
+            "funnel_result_cache_bytes",
+            "Memory the result cache counts against cache_size.",
+            c.bytes,
+        ),
+        ("funnel_result_cache_bytes_max", "cache_size.", c.limit),
+    ] {
+        o.family(name, "gauge", help);
+        o.sample(name, &[], value as f64);
+    }
 }
 
 /// The process figures, named as the Prometheus client libraries name them

@@ -515,6 +515,49 @@ pub fn show_queries(s: &Snapshot) -> Table {
     t
 }
 
+/// The query rules in order with their hits (answered from the cache,
+/// held by `max_concurrency`), and a last row (rule `*`) for the result
+/// cache: entries and bytes, lookups, hits, coalesced reads, misses,
+/// stores, evictions.
+pub fn show_rules(s: &Snapshot) -> Table {
+    let mut t = Table::new(&[
+        ("rule", Str),
+        ("conditions", Str),
+        ("action", Str),
+        ("hits", Int),
+        ("cached", Int),
+        ("delayed", Int),
+    ]);
+    for r in &s.rules {
+        t.push(vec![
+            r.name.as_str().into(),
+            r.conditions.as_str().into(),
+            r.action.as_str().into(),
+            r.hits.into(),
+            r.cached.into(),
+            r.delayed.into(),
+        ]);
+    }
+    let c = &s.cache;
+    t.push(vec![
+        "*".into(),
+        format!(
+            "result cache: {} entries, {} of {} bytes",
+            c.entries, c.bytes, c.limit
+        )
+        .into(),
+        format!(
+            "misses {}, stores {}, evictions {}, expired {}, too big {}, coalesced {}",
+            c.misses, c.stores, c.evictions, c.expired, c.too_big, c.coalesced
+        )
+        .into(),
+        (c.hits + c.misses).into(),
+        c.hits.into(),
+        c.coalesced.into(),
+    ]);
+    t
+}
+
 /// The effective configuration (passwords masked by the loop) as
 /// (section, name, value) rows.
 pub fn show_config(s: &Snapshot) -> Table {
@@ -567,7 +610,7 @@ pub fn show_version(s: &Snapshot) -> Table {
 }
 
 /// The commands of the admin console and what they do.
-pub const COMMANDS: [(&str, &str); 20] = [
+pub const COMMANDS: [(&str, &str); 21] = [
     (
         "SHOW STATS",
         "request, error and byte counters per pool and in total",
@@ -599,6 +642,10 @@ pub const COMMANDS: [(&str, &str); 20] = [
     (
         "SHOW QUERIES",
         "query shapes (literals replaced) by total backend time",
+    ),
+    (
+        "SHOW RULES",
+        "query rules in order with their hits since loaded, then the result cache's counters",
     ),
     (
         "SHOW CONFIG",

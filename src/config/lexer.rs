@@ -146,12 +146,13 @@ pub(super) fn parse_header(line: &str) -> Result<(Section, Option<String>), Stri
             msg.push_str(&format!(" (did you mean [{close}]?)"));
         } else {
             msg.push_str(
-                "; sections are [funnel], [backend], [server NAME], [pool], [user NAME], [admin] and [stats]",
+                "; sections are [funnel], [backend], [server NAME], [pool], [user NAME], [admin], [stats] and [rule NAME]",
             );
         }
         msg
     })?;
     match (section, name) {
+        (Section::Rule, name) => super::rules::check_name(name).map(|n| (Section::Rule, Some(n))),
         (named, None) if named.takes_name() => Err(format!(
             "[{0}] needs a name: [{0} NAME]{1}",
             named.name(),
@@ -172,7 +173,7 @@ pub(super) fn parse_header(line: &str) -> Result<(Section, Option<String>), Stri
         }
         (named, Some(name)) if named.takes_name() => Ok((named, Some(name))),
         (other, Some(name)) => Err(format!(
-            "[{}] takes no name (got {name:?}); only [user NAME] and [server NAME] do",
+            "[{}] takes no name (got {name:?}); only [user NAME], [server NAME] and [rule NAME] do",
             other.name()
         )),
         (other, None) => Ok((other, None)),

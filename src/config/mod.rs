@@ -26,6 +26,7 @@
 
 mod lexer;
 mod options;
+mod rules;
 mod set;
 mod validate;
 mod value;
@@ -43,6 +44,7 @@ use validate::build;
 use value::{format_size, level_name};
 
 pub use options::*;
+pub use rules::{Pattern, QueryRules, RuleAction, RuleConfig};
 pub use set::{SetError, Setting};
 
 /// How secrets are shown by [`Config::describe`] and `Debug`.
@@ -122,6 +124,8 @@ pub struct Config {
     pub users: Vec<UserConfig>,
     pub admin: Option<AdminConfig>,
     pub stats: Option<StatsConfig>,
+    /// `[rule NAME]` sections and the result cache's bounds.
+    pub rules: QueryRules,
     /// The settings as the file gave them, with the admin console's SETs
     /// since it was read: what [`Config::set`] changes one key of.
     given: Given,
@@ -940,6 +944,15 @@ impl Config {
                 ],
             ));
         }
+        // The result cache's bounds ([funnel]) and the query rules.
+        out[0].1.extend([
+            ("cache_size", format_size(self.rules.cache_size)),
+            (
+                "cache_max_result_size",
+                format_size(self.rules.cache_max_result_size),
+            ),
+        ]);
+        out.extend(self.rules.rules.iter().map(RuleConfig::effective));
         out
     }
 }

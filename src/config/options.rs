@@ -64,6 +64,9 @@ pub const DEFAULT_MAX_PINNED_BACKENDS: usize = 32;
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:6033";
 pub const DEFAULT_ADMIN_USER: &str = "admin";
 
+pub const DEFAULT_CACHE_SIZE: usize = 64 << 20;
+pub const DEFAULT_CACHE_MAX_RESULT_SIZE: usize = 1 << 20;
+
 pub const DEFAULT_STATS_LISTEN: &str = "127.0.0.1:9033";
 pub const DEFAULT_HEALTH_BACKLOG_RATIO: f64 = 0.9;
 
@@ -95,9 +98,11 @@ pub enum Section {
     Stats,
     /// `[server NAME]`, one per backend server when there are several.
     Server,
+    /// `[rule NAME]`, query rules in file order (`rules.rs`).
+    Rule,
 }
 
-pub(super) const SECTIONS: [Section; 7] = [
+pub(super) const SECTIONS: [Section; 8] = [
     Section::Funnel,
     Section::Backend,
     Section::Server,
@@ -105,6 +110,7 @@ pub(super) const SECTIONS: [Section; 7] = [
     Section::User,
     Section::Admin,
     Section::Stats,
+    Section::Rule,
 ];
 
 impl Section {
@@ -118,6 +124,7 @@ impl Section {
             Section::Admin => "admin",
             Section::Stats => "stats",
             Section::Server => "server",
+            Section::Rule => "rule",
         }
     }
 
@@ -137,6 +144,7 @@ impl fmt::Display for Section {
         match self {
             Section::User => write!(f, "[user NAME]"),
             Section::Server => write!(f, "[server NAME]"),
+            Section::Rule => write!(f, "[rule NAME]"),
             other => write!(f, "[{}]", other.name()),
         }
     }
@@ -299,7 +307,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-pub(super) static OPTIONS: [OptionSpec; 78] = [
+pub(super) static OPTIONS: [OptionSpec; 90] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -463,6 +471,32 @@ pub(super) static OPTIONS: [OptionSpec; 78] = [
         "Comma-separated users whose pools /health counts (a pool of another user that is down is named, but keeps the host in rotation); empty = the pools that have clients, or every pool while none has"),
     opt(S::Stats, "stats_token", K::Secret, D::Text(""), false,
         "Bearer token (Authorization: Bearer TOKEN) required for /metrics, /stats.json and the live page; /health stays open but says only OK or unhealthy without it; empty = no token"),
+    // [funnel], the result cache of [rule] cache_ttl_ms
+    opt(S::Funnel, "cache_size", BUFFERED_RESULT_SIZE, D::Size(DEFAULT_CACHE_SIZE), true,
+        "Memory for cached results (rules with cache_ttl_ms); the least recently used entries make room; 0 = no result cache"),
+    opt(S::Funnel, "cache_max_result_size", BUFFERED_RESULT_SIZE, D::Size(DEFAULT_CACHE_MAX_RESULT_SIZE), true,
+        "A result larger than this (bytes as the client gets them) is not cached"),
+    // [rule NAME]
+    opt(S::Rule, "user", K::Text, D::Unset, true,
+        "Matches statements of clients logged in as this user; unset = any user"),
+    opt(S::Rule, "schema", K::Text, D::Unset, true,
+        "Matches statements run with this default schema; unset = any"),
+    opt(S::Rule, "digest", K::Text, D::Unset, true,
+        "Matches statements of this shape, as SHOW QUERIES shows it (literals as ?); unset = any"),
+    opt(S::Rule, "pattern", K::Text, D::Unset, true,
+        "Matches statements whose text this regular expression (Rust regex syntax) finds a match in; (?i) for any case; unset = any"),
+    opt(S::Rule, "cache_ttl_ms", K::Millis, D::Unset, true,
+        "Action: answer matching reads from the result cache for this long after mysqld's answer"),
+    opt(S::Rule, "block", K::Text, D::Unset, true,
+        "Action: refuse matching statements with ERR 1290 (HY000) and this message"),
+    opt(S::Rule, "max_concurrency", ANY_COUNT_FROM_1, D::Unset, true,
+        "Matching statements running on mysqld at once, at most; more wait (queued) for one to finish, up to the pool's queue_timeout_ms"),
+    opt(S::Rule, "rate_limit", ANY_COUNT_FROM_1, D::Unset, true,
+        "Matching statements started per second, at most; more wait (queued) for their turn, up to the pool's queue_timeout_ms"),
+    opt(S::Rule, "rate_burst", ANY_COUNT_FROM_1, D::Derived("rate_limit"), true,
+        "Matching statements that may start at once after a quiet time (the token bucket's size)"),
+    opt(S::Rule, "timeout_ms", K::Millis, D::Unset, true,
+        "A matching statement still running this long after it was sent to mysqld is killed there (KILL QUERY; the client gets mysqld's answer, ERR 1317)"),
 ];
 
 /// Every option, in documentation order.

@@ -697,6 +697,13 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
         }
     }
 
+    let rules = super::rules::build(
+        sections,
+        source,
+        funnel.required("cache_size", Value::count)?,
+        funnel.required("cache_max_result_size", Value::count)?,
+    )?;
+
     Ok(Config {
         source: source.to_string(),
         servers,
@@ -733,6 +740,7 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
         users,
         admin,
         stats,
+        rules,
         given: Given(sections.to_vec()),
     })
 }

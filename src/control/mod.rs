@@ -281,6 +281,42 @@ pub struct Snapshot {
     pub health_pools: Vec<String>,
     /// The query-shape table, most total time first (only with `detail`).
     pub queries: Vec<QueryStat>,
+    /// The query rules in force, in order, and the result cache.
+    pub rules: Vec<RuleRow>,
+    pub cache: CacheStats,
+}
+
+/// A `[rule]` and its hits since it was loaded (a reload starts again).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuleRow {
+    pub name: String,
+    /// `user = "app", pattern = "..."`; empty: every statement.
+    pub conditions: String,
+    /// `cache_ttl_ms = 2000` or `block = "..."`.
+    pub action: String,
+    /// Statements it was the first match for.
+    pub hits: u64,
+    /// Of those, answered from the result cache.
+    pub cached: u64,
+    /// Of those, held by its `max_concurrency` before they ran.
+    pub delayed: u64,
+}
+
+/// The result cache: its size now and its counts since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub entries: usize,
+    pub bytes: usize,
+    /// `cache_size`.
+    pub limit: usize,
+    pub hits: u64,
+    pub misses: u64,
+    pub stores: u64,
+    pub evictions: u64,
+    pub expired: u64,
+    pub too_big: u64,
+    /// Reads that waited for the same read of another client.
+    pub coalesced: u64,
 }
 
 /// The admin accounts as configured now (reloadable), so the admin thread

@@ -115,6 +115,9 @@ pub mod err {
     /// yet": mysqld's answer to COM_STMT_BULK_EXECUTE from a client that did
     /// not negotiate MARIADB_CLIENT_STMT_BULK_OPERATIONS.
     pub const ER_UNSUPPORTED_PS: (u16, &str) = (1295, "HY000");
+    /// mysqld's refusal of a statement its settings forbid (`read_only`):
+    /// the answer to a statement a `[rule] block` refuses.
+    pub const ER_OPTION_PREVENTS_STATEMENT: (u16, &str) = (1290, "HY000");
     /// Client-side "Lost connection to MySQL server during query"; sent by the
     /// funnel as an ERR when the backend running a client's command is lost.
     pub const CR_SERVER_LOST: (u16, &str) = (2013, "HY000");

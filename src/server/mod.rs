@@ -30,7 +30,9 @@ mod ops;
 pub mod pool;
 mod processlist;
 mod relay;
+pub mod result_cache;
 mod routing;
+mod rules;
 mod servers;
 pub mod session;
 /// The whole-funnel simulation (unit tests and the `funnel` fuzz target):
@@ -140,6 +142,8 @@ pub struct Engine {
     health_targets_stale: bool,
     /// The pass of the server last given a command (`BackendServer::pass`).
     turns: u64,
+    /// `[rule]` sections and the result cache.
+    rules: rules::RuleBook,
 }
 
 pub use event_loop::{run, AdminStarter};
@@ -154,7 +158,9 @@ impl Engine {
             .enumerate()
             .map(|(i, u)| Pool::new(i, u.clone(), &servers::indexes(&servers, &u.servers), now))
             .collect();
+        let rules = rules::RuleBook::new(&config.rules);
         Engine {
+            rules,
             config,
             clients: Slab::with_capacity(1024),
             backends: Slab::with_capacity(64),
@@ -276,6 +282,7 @@ impl Engine {
         self.stats.tick(self.now);
         self.fire_timers();
         self.expire_backlogs();
+        self.release_stranded_waiters();
         let every = self.config.stats_log_interval;
         if !every.is_zero() && self.now.saturating_duration_since(self.last_stats_log) >= every {
             self.log_stats_summary();
@@ -354,6 +361,9 @@ impl Engine {
         let mut next = self.now + MAX_POLL_TIMEOUT;
         if let Some(Reverse(t)) = self.timers.peek() {
             next = next.min(t.at);
+        }
+        if let Some(at) = self.rules.next_deadline() {
+            next = next.min(at.max(self.now));
         }
         for p in &self.pools {
             if let Some(at) = p.next_expiry() {

@@ -297,7 +297,17 @@ impl Engine {
         let keep_listen = self.config.listen.clone();
         let keep_socket = self.config.unix_socket.clone();
         let keep_backend = self.config.backend.address.clone();
+        let rules_changed = self.config.rules != new.rules;
+        if rules_changed {
+            notes.push(format!(
+                "query rules replaced ({} rules; hit counts start again, the result cache is emptied)",
+                new.rules.rules.len()
+            ));
+        }
         self.config = new;
+        if rules_changed {
+            self.reload_rules();
+        }
         // What needs a restart keeps its running value.
         self.config.listen = keep_listen;
         self.config.unix_socket = keep_socket;
@@ -555,6 +565,8 @@ impl Engine {
             } else {
                 Vec::new()
             },
+            rules: self.rules.rows(),
+            cache: self.rules.cache_stats(),
         }
     }
 

@@ -120,6 +120,12 @@ pub struct StatementFacts {
     /// [`funnel_answered_span`]): which, and the span of the column name
     /// mysqld would give.
     pub answered: Option<(FunnelAnswered, (usize, usize))>,
+    /// Its answer may differ between two runs with the same data and
+    /// session: it calls a function of the clock, chance or the connection
+    /// (`NOW()`, `CURRENT_TIMESTAMP`, `RAND()`, `UUID()`, `CONNECTION_ID()`,
+    /// `USER()`, ...) or reads a system variable (`@@x`). Such a read is
+    /// never answered from the result cache.
+    pub nondeterministic: bool,
     /// The hash of the query's shape for the stats (see
     /// [`ShapeWriter`]); `None` when not computed ([`statement_facts`]).
     pub shape: Option<u64>,
@@ -129,6 +135,23 @@ impl StatementFacts {
     /// Running it surely leaves its client pinned.
     pub fn will_pin(&self) -> bool {
         self.unproven.is_some() || self.opaque_state || self.takes != 0 || self.begins_transaction
+    }
+
+    /// Its answer may be served from the result cache: a plain read
+    /// ([`safe_to_repeat`](Self::safe_to_repeat)) of no user variable,
+    /// system variable or non-deterministic function, and nothing the
+    /// funnel answers or rewrites itself (the process list, `SELECT
+    /// CONNECTION_ID()`, ...). The caller checks the client's side (no
+    /// transaction, no pin).
+    pub fn cacheable(&self) -> bool {
+        self.safe_to_repeat
+            && !self.nondeterministic
+            && !self.mentions_user_var
+            && !self.mentions_timeouts
+            && !self.reads_insert_id
+            && !self.names_processlist
+            && self.show_processlist.is_none()
+            && self.answered.is_none()
     }
 
     /// What the funnel answers depends on the user's privileges: a `KILL`
@@ -158,6 +181,7 @@ impl StatementFacts {
         self.begins_transaction |= o.begins_transaction;
         self.mentions_timeouts |= o.mentions_timeouts;
         self.names_processlist |= o.names_processlist;
+        self.nondeterministic |= o.nondeterministic;
         // Only what both readings agree on.
         self.clears_diagnostics &= o.clears_diagnostics;
         self.safe_to_repeat &= o.safe_to_repeat;
@@ -858,6 +882,12 @@ keywords! {
     SQL_CALC_FOUND_ROWS TEMPORARY VALUE WSREP_SYNC_WAIT_UPTO_GTID
     // System variables (`@@name`).
     ERROR_COUNT IDENTITY WARNING_COUNT
+    // Functions whose answer differs from run to run (`nondeterministic`).
+    CURDATE CURRENT_DATE CURRENT_ROLE CURRENT_TIME CURRENT_TIMESTAMP
+    CURRENT_USER CURTIME IS_FREE_LOCK IS_USED_LOCK LASTVAL LOCALTIME
+    LOCALTIMESTAMP NOW RAND RANDOM_BYTES SESSION_USER SYSDATE SYSTEM_USER
+    SYS_GUID UNIX_TIMESTAMP USER UTC_DATE UTC_TIME UTC_TIMESTAMP UUID
+    UUID_SHORT
 }
 
 impl Kw {
@@ -918,6 +948,49 @@ impl Kw {
             self,
             DESC | DESCRIBE | EXPLAIN | HELP | SELECT | SHOW | TABLE | VALUES | WITH
         )
+    }
+
+    /// Functions whose answer differs from run to run or between
+    /// connections, when called (`f(`); the first group also without
+    /// parentheses (`CURRENT_TIMESTAMP`, as SQL allows).
+    fn nondeterministic(self, called: bool) -> bool {
+        use Kw::*;
+        matches!(
+            self,
+            CURRENT_DATE
+                | CURRENT_ROLE
+                | CURRENT_TIME
+                | CURRENT_TIMESTAMP
+                | CURRENT_USER
+                | LOCALTIME
+                | LOCALTIMESTAMP
+                | UTC_DATE
+                | UTC_TIME
+                | UTC_TIMESTAMP
+        ) || (called
+            && matches!(
+                self,
+                CONNECTION_ID
+                    | CURDATE
+                    | CURTIME
+                    | FOUND_ROWS
+                    | IS_FREE_LOCK
+                    | IS_USED_LOCK
+                    | LASTVAL
+                    | LAST_INSERT_ID
+                    | NOW
+                    | RAND
+                    | RANDOM_BYTES
+                    | ROW_COUNT
+                    | SESSION_USER
+                    | SYSDATE
+                    | SYSTEM_USER
+                    | SYS_GUID
+                    | UNIX_TIMESTAMP
+                    | USER
+                    | UUID
+                    | UUID_SHORT
+            ))
     }
 
     /// Words that, anywhere in a read, may make running it twice differ
@@ -1789,6 +1862,7 @@ fn scan(
                 if reads_only && kw.repeat_unsafe() {
                     reads_only = false;
                 }
+                f.nondeterministic |= kw.nondeterministic(false);
                 match kw {
                     Kw::GET_LOCK => f.takes |= unreported::USER_LOCKS,
                     Kw::RELEASE_ALL_LOCKS => f.releases |= unreported::USER_LOCKS,
@@ -1806,13 +1880,18 @@ fn scan(
                     _ => {}
                 }
             }
-            Tok::SysVar => match kw {
-                Kw::WARNING_COUNT | Kw::ERROR_COUNT => f.reads_diagnostics = true,
-                Kw::LAST_INSERT_ID | Kw::IDENTITY => f.reads_insert_id = true,
-                _ => {}
-            },
+            Tok::SysVar => {
+                // Session and global settings: not part of a cache key.
+                f.nondeterministic = true;
+                match kw {
+                    Kw::WARNING_COUNT | Kw::ERROR_COUNT => f.reads_diagnostics = true,
+                    Kw::LAST_INSERT_ID | Kw::IDENTITY => f.reads_insert_id = true,
+                    _ => {}
+                }
+            }
             Tok::UserVar => f.mentions_user_var = true,
             Tok::Punct(b'(') => {
+                f.nondeterministic |= prev_word.nondeterministic(true);
                 // A built-in function's name needs no more look.
                 if !KW_BUILTIN[prev_word as usize] {
                     // Newest first.
@@ -2321,6 +2400,57 @@ mod tests {
     }
 
     #[test]
+    fn only_deterministic_plain_reads_are_cacheable() {
+        let cacheable = |sql: &str| statement_facts(sql.as_bytes()).cacheable();
+        for sql in [
+            "SELECT * FROM t WHERE id = 1",
+            "select name, price from products where id in (1, 2)",
+            "SELECT user, host FROM mysql.user",
+            "SELECT now FROM t",
+            "SELECT COUNT(*) FROM t; SELECT 1",
+            "SHOW TABLES",
+            "SELECT 'NOW()' FROM t",
+            "SELECT * FROM t /* RAND() */",
+        ] {
+            assert!(cacheable(sql), "{sql}");
+        }
+        for sql in [
+            "SELECT NOW()",
+            "SELECT now ( )",
+            "SELECT CURRENT_TIMESTAMP",
+            "SELECT current_date FROM t",
+            "SELECT LOCALTIME",
+            "SELECT SYSDATE()",
+            "SELECT UNIX_TIMESTAMP()",
+            "SELECT RAND()",
+            "SELECT * FROM t ORDER BY RAND() LIMIT 1",
+            "SELECT UUID()",
+            "SELECT UUID_SHORT()",
+            "SELECT CONNECTION_ID()",
+            "SELECT id, CONNECTION_ID() FROM t",
+            "SELECT LAST_INSERT_ID()",
+            "SELECT ROW_COUNT(), 1",
+            "SELECT FOUND_ROWS()",
+            "SELECT USER()",
+            "SELECT CURRENT_USER",
+            "SELECT @x",
+            "SELECT @@sql_mode",
+            "SELECT * FROM t FOR UPDATE",
+            "SELECT * FROM t LOCK IN SHARE MODE",
+            "SELECT * FROM t INTO @a",
+            "SELECT f(1) FROM t",
+            "SHOW PROCESSLIST",
+            "SELECT * FROM information_schema.PROCESSLIST",
+            "INSERT INTO t VALUES (1)",
+            "SELECT 1; DELETE FROM t",
+            "SELECT /*!50000 NOW() */ 1",
+            "SELECT SLEEP(1)",
+        ] {
+            assert!(!cacheable(sql), "{sql}");
+        }
+    }
+
+    #[test]
     fn only_plain_reads_are_safe_to_repeat() {
         let safe = |sql: &str| statement_facts(sql.as_bytes()).safe_to_repeat;
         for sql in [
@@ -2427,6 +2557,7 @@ mod one_pass_tests {
             set_only: false,
             answered: None,
             shape: None,
+            nondeterministic: false,
             ..*f
         }
     }

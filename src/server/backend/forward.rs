@@ -24,6 +24,8 @@ impl Engine {
         if let Some(c) = c.as_mut() {
             self.bufs.ensure(&mut c.wbuf);
         }
+        // Where this call's output starts (for the result cache's capture).
+        let out_start = c.as_ref().map_or(0, |c| c.wbuf.len());
         let mut pos = 0; // bytes of rbuf handled
         let mut run_start = 0; // start of frames not yet copied to the client
         let mut finished: Option<(u16, EndKind)> = None;
@@ -337,6 +339,12 @@ impl Engine {
                     c.wbuf.extend_from_slice(&data[run_start..pos]);
                 }
                 c.bytes_out += pos as u64;
+                if let Some(cr) = client {
+                    let out = c.wbuf.as_slice();
+                    self.rules
+                        .cache
+                        .capture(cr.key, cr.serial, &out[out_start.min(out.len())..]);
+                }
                 if pos > 0 && c.sent().is_some() {
                     // The answer has started: the command cannot be sent again.
                     c.drop_sent();
@@ -413,6 +421,9 @@ impl Engine {
             // it could be sent there and take them for its own.
             let b = &mut self.backends[key];
             b.garbage_after_answer = !b.rbuf.is_empty();
+            if !draining {
+                self.cache_answer_done(key, status, end);
+            }
             self.finish_response(key, status, end);
         }
     }

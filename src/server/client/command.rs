@@ -6,6 +6,8 @@ use super::*;
 impl Engine {
     /// Decide what to do with the client's next command.
     pub(in crate::server) fn handle_command(&mut self, key: usize) {
+        // Whatever the previous command's answer was captured for.
+        self.drop_cache_fill(key);
         let c = &mut self.clients[key];
         let Some(span) = c.current() else {
             return;
@@ -239,6 +241,9 @@ impl Engine {
                 if let Some(f) = &mut c.in_flight {
                     f.stmt = Some(id);
                 }
+                if cmd == COM_STMT_EXECUTE && self.apply_execute_rules(key, id) {
+                    return;
+                }
                 self.forward_current(key);
             }
             COM_QUERY | COM_INIT_DB | COM_FIELD_LIST | COM_STATISTICS | COM_STMT_PREPARE
@@ -345,6 +350,10 @@ impl Engine {
                         );
                         return;
                     }
+                    if self.apply_query_rules(key, &facts) {
+                        return;
+                    }
+                    let c = &mut self.clients[key];
                     let (pool, unpinned) = (c.pool, c.pinned.is_none());
                     if facts.will_pin() && unpinned && !self.pin_available(pool) {
                         // Refused before it runs, rather than run and its
@@ -575,7 +584,7 @@ impl Engine {
     }
 
     /// Send the current command to the client's pinned backend, or queue it.
-    pub(super) fn forward_current(&mut self, key: usize) {
+    pub(in crate::server) fn forward_current(&mut self, key: usize) {
         let c = &self.clients[key];
         let pool = c.pool;
         let cref = c.cref(key);
@@ -731,7 +740,7 @@ impl Engine {
     }
 
     /// Drop the current command's bytes (it was answered by the funnel).
-    pub(super) fn discard_current(&mut self, key: usize) {
+    pub(in crate::server) fn discard_current(&mut self, key: usize) {
         if let Some(c) = self.clients.get_mut(key) {
             if let Some(span) = c.take_current() {
                 c.rbuf.consume(span.wire_len);

@@ -297,6 +297,7 @@ impl Engine {
         }
         let mut c = self.clients.remove(key);
         self.client_ids.remove(&c.id);
+        self.rules.cache.client_left(key);
         self.buffered_total -= c.buffered;
         debug!("{} closed: {reason}", c.label());
         // An error queued for the client (close_after_flush) is written

@@ -55,7 +55,8 @@ impl Engine {
                     on_backend(c.running_connect_db.unwrap_or_default())?
                 }
                 ClientState::Queued | ClientState::ConnectDb
-                    if !self.pools[c.pool].is_waiting(me) =>
+                    if !self.pools[c.pool].is_waiting(me)
+                        && !self.rules.is_waiting(key, c.serial) =>
                 {
                     return Err(format!(
                         "client {key} is {:?} but not in pool {}'s backlog: it would wait forever",

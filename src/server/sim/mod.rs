@@ -273,6 +273,8 @@ max_prepared_stmts_per_client = 4
 max_prepared_stmt_count = 6
 shutdown_timeout_ms = 1000
 allow_local_infile = true
+cache_size = 4K
+cache_max_result_size = 512
 
 [backend]
 {address}
@@ -293,6 +295,26 @@ password = app_pw
 {split}
 [user other]
 password = other_pw
+
+# The result cache, small enough to evict, on reads the random scripts
+# repeat (the targeted tests' SELECT 1, as app, must reach mysqld).
+[rule sim_cache]
+pattern = \"^SELECT 1; SELECT 2\"
+cache_ttl_ms = 2000
+
+[rule sim_cache_other]
+user = other
+pattern = \"^SELECT 1$\"
+cache_ttl_ms = 500
+
+# Limits on the random scripts' sleeps: held clients, queued outside
+# the backlog, under the invariants (no timeout_ms: the scripts check
+# that nothing is interrupted without a KILL).
+[rule sim_limit]
+pattern = \"^SELECT SLEEP\\\\((3|24)\\\\)\"
+max_concurrency = 1
+rate_limit = 20
+rate_burst = 2
 ",
         dir = dir.display()
     )

@@ -1,0 +1,744 @@
+//! Query rules in the engine: the first `[rule]` that matches a client's
+//! query decides (block it, or answer it from the result cache), with a hit
+//! count per rule. The cache itself is `result_cache.rs`; the hooks are in
+//! `client/command.rs` (a query arrives) and `backend/forward.rs` (its
+//! answer goes to the client, and is complete).
+
+use std::time::{Duration, Instant};
+
+use crate::config::{QueryRules, RuleAction, RuleConfig};
+use crate::control::RuleRow;
+use crate::protocol::consts::err::{ER_OPTION_PREVENTS_STATEMENT, ER_STATEMENT_TIMEOUT};
+use crate::protocol::consts::{COM_QUERY, COM_STMT_EXECUTE, SERVER_STATUS_IN_TRANS};
+use crate::protocol::packet::HEADER_LEN;
+use crate::protocol::tracker::EndKind;
+
+use super::client::ClientState;
+use super::pool::ClientRef;
+use super::result_cache::{renumber_frames, shaping_capabilities, CacheKey, ResultCache, Waiter};
+use super::statement::StatementFacts;
+use super::stats::{normalize_query, shape_hash};
+use super::Engine;
+
+/// One rule, ready to match.
+struct Rule {
+    config: RuleConfig,
+    /// The shape hash of `digest` (as `StatementFacts::shape`).
+    digest: Option<u64>,
+    hits: u64,
+    /// Of its hits, those answered from the cache.
+    cached: u64,
+    /// Of its hits, those that waited under `max_concurrency`.
+    delayed: u64,
+    /// Its statements on mysqld now, and those waiting for room or turn.
+    running: Vec<Waiter>,
+    held: std::collections::VecDeque<Held>,
+    /// `rate_limit`.
+    bucket: Option<Bucket>,
+    /// `timeout_ms`: its statements let go to mysqld, and when.
+    timed: Vec<(Waiter, Instant)>,
+}
+
+/// A statement held by a rule's limits, and when it times out.
+struct Held {
+    waiter: Waiter,
+    deadline: Instant,
+}
+
+/// `rate_limit`, `rate_burst`: a token bucket.
+struct Bucket {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    /// When `tokens` was counted; None: full.
+    at: Option<Instant>,
+}
+
+impl Bucket {
+    fn refill(&mut self, now: Instant) {
+        self.tokens = match self.at {
+            None => self.burst,
+            Some(at) => (self.tokens
+                + now.saturating_duration_since(at).as_secs_f64() * self.per_second)
+                .min(self.burst),
+        };
+        self.at = Some(now);
+    }
+
+    /// A token, if one is there (a statement may start).
+    fn take(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        // A deadline computed for the next token may land a hair early.
+        if self.tokens >= 1.0 - 1e-6 {
+            self.tokens = (self.tokens - 1.0).max(0.0);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// When the next token is there.
+    fn next_token(&self) -> Option<Instant> {
+        let at = self.at?;
+        let missing = (1.0 - self.tokens).max(0.0);
+        Some(at + Duration::from_secs_f64(missing / self.per_second))
+    }
+}
+
+/// The rules in force and the result cache.
+pub struct RuleBook {
+    rules: Vec<Rule>,
+    pub cache: ResultCache,
+}
+
+impl RuleBook {
+    pub fn new(config: &QueryRules) -> RuleBook {
+        RuleBook {
+            rules: compile(config),
+            cache: ResultCache::new(config.cache_size, config.cache_max_result_size),
+        }
+    }
+
+    /// A reload: the new rules replace the old (hit counts start again
+    /// from zero) and the cache is emptied, since the rules that filled
+    /// it may be gone or have a shorter TTL. Its counters go on.
+    pub fn reload(&mut self, config: &QueryRules) -> Vec<Waiter> {
+        let held: Vec<Waiter> = self
+            .rules
+            .iter_mut()
+            .flat_map(|r| r.held.drain(..).map(|h| h.waiter))
+            .collect();
+        self.rules = compile(config);
+        let mut waiting = self
+            .cache
+            .reset(config.cache_size, config.cache_max_result_size);
+        waiting.extend(held);
+        waiting
+    }
+
+    /// The next moment a held statement may run or time out (the loop
+    /// polls no longer than that).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let held = self
+            .rules
+            .iter()
+            .filter(|r| !r.held.is_empty())
+            .flat_map(|r| {
+                let timeout = r.held.iter().map(|h| h.deadline).min();
+                let token = r.bucket.as_ref().and_then(Bucket::next_token);
+                timeout.into_iter().chain(token)
+            });
+        let kills = self.rules.iter().flat_map(|r| {
+            r.config
+                .timeout
+                .and_then(|t| r.timed.iter().map(|(_, since)| *since + t).min())
+        });
+        held.chain(kills).min()
+    }
+
+    /// The client's command waits for another's answer or for room under
+    /// a rule's `max_concurrency` (it is queued outside the backlog).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn is_waiting(&self, client: usize, serial: u64) -> bool {
+        self.cache.is_waiting(client, serial)
+            || self.rules.iter().any(|r| {
+                r.held
+                    .iter()
+                    .any(|h| h.waiter.client == client && h.waiter.serial == serial)
+            })
+    }
+
+    /// The first rule that matches, by index.
+    fn decide(
+        &mut self,
+        user: &str,
+        schema: Option<&str>,
+        shape: Option<u64>,
+        sql: &[u8],
+    ) -> Option<usize> {
+        let index = self.rules.iter().position(|r| {
+            let c = &r.config;
+            c.user.as_deref().is_none_or(|u| u == user)
+                && c.schema.as_deref().is_none_or(|s| Some(s) == schema)
+                && r.digest.is_none_or(|d| Some(d) == shape)
+                && c.pattern.as_ref().is_none_or(|p| p.0.is_match(sql))
+        })?;
+        self.rules[index].hits += 1;
+        Some(index)
+    }
+
+    /// `SHOW RULES`, `/metrics`, `/stats.json`.
+    pub fn rows(&self) -> Vec<RuleRow> {
+        self.rules
+            .iter()
+            .map(|r| {
+                let c = &r.config;
+                let mut conditions = Vec::new();
+                for (what, value) in [
+                    ("user", c.user.as_deref()),
+                    ("schema", c.schema.as_deref()),
+                    ("digest", c.digest.as_deref()),
+                    ("pattern", c.pattern.as_ref().map(|p| p.0.as_str())),
+                ] {
+                    if let Some(value) = value {
+                        conditions.push(format!("{what} = {value:?}"));
+                    }
+                }
+                RuleRow {
+                    name: c.name.clone(),
+                    conditions: conditions.join(", "),
+                    action: match &c.action {
+                        RuleAction::Cache { ttl } => format!("cache_ttl_ms = {}", ttl.as_millis()),
+                        RuleAction::Block { message } => format!("block = {message:?}"),
+                        RuleAction::Run => String::new(),
+                    } + &c
+                        .max_concurrency
+                        .map_or(String::new(), |n| format!(" max_concurrency = {n}"))
+                        + &c.rate.map_or(String::new(), |(limit, burst)| {
+                            format!(" rate_limit = {limit} rate_burst = {burst}")
+                        })
+                        + &c.timeout.map_or(String::new(), |t| {
+                            format!(" timeout_ms = {}", t.as_millis())
+                        }),
+                    hits: r.hits,
+                    cached: r.cached,
+                    delayed: r.delayed,
+                }
+            })
+            .collect()
+    }
+}
+
+fn compile(config: &QueryRules) -> Vec<Rule> {
+    let mut text = Vec::new();
+    config
+        .rules
+        .iter()
+        .map(|c| Rule {
+            digest: c.digest.as_ref().map(|d| {
+                text.clear();
+                normalize_query(d.as_bytes(), &mut text);
+                shape_hash(&text)
+            }),
+            config: c.clone(),
+            hits: 0,
+            cached: 0,
+            delayed: 0,
+            running: Vec::new(),
+            held: Default::default(),
+            bucket: c.rate.map(|(limit, burst)| Bucket {
+                per_second: limit as f64,
+                burst: burst as f64,
+                tokens: burst as f64,
+                at: None,
+            }),
+            timed: Vec::new(),
+        })
+        .collect()
+}
+
+impl Engine {
+    /// A client's query (`COM_QUERY`, in one packet or not) before it is
+    /// queued: the first matching rule blocks it or answers it from the
+    /// cache (true: answered), or has its answer captured for the cache.
+    pub(super) fn apply_query_rules(&mut self, key: usize, facts: &StatementFacts) -> bool {
+        if self.rules.rules.is_empty() {
+            return false;
+        }
+        let c = &self.clients[key];
+        let Some(span) = c.current() else {
+            return false;
+        };
+        let data = c.rbuf.as_slice();
+        let end = (HEADER_LEN + span.payload_len).min(data.len());
+        let sql = &data[HEADER_LEN + 1..end];
+        let schema = c.session.schema.as_deref();
+        let Some(index) = self.rules.decide(&c.user, schema, facts.shape, sql) else {
+            return false;
+        };
+        self.apply_rule(key, index, facts, None)
+    }
+
+    /// A client's execute of a prepared statement (`COM_STMT_EXECUTE` of
+    /// statement `id`): matched on the statement's text (`digest` never
+    /// matches: the shape is made for queries), acted on as a query; its
+    /// cache key is the statement, its parameter types and the execute's
+    /// parameters as sent. An execute that opens a cursor is not cached.
+    pub(super) fn apply_execute_rules(&mut self, key: usize, id: u32) -> bool {
+        if self.rules.rules.is_empty() {
+            return false;
+        }
+        let c = &self.clients[key];
+        let (Some(span), Some(st)) = (c.current(), c.stmts.get(&id)) else {
+            return false;
+        };
+        let schema = c.session.schema.as_deref();
+        let Some(index) = self.rules.decide(&c.user, schema, None, &st.sql) else {
+            return false;
+        };
+        let data = c.rbuf.as_slice();
+        let end = (HEADER_LEN + span.payload_len).min(data.len());
+        // Command byte, statement id (4), flags (1), iteration count (4),
+        // then the parameters.
+        let payload = &data[HEADER_LEN..end];
+        let cursor = payload.get(5).is_none_or(|&flags| flags != 0);
+        let statement = (!cursor).then(|| {
+            let mut k = Vec::with_capacity(st.sql.len() + st.types.len() + payload.len() + 8);
+            k.push(COM_STMT_EXECUTE);
+            k.extend_from_slice(st.schema.as_deref().unwrap_or("").as_bytes());
+            k.push(0);
+            k.extend_from_slice(&st.sql);
+            k.push(0);
+            k.extend_from_slice(&st.types);
+            k.push(0);
+            k.extend_from_slice(payload.get(5..).unwrap_or_default());
+            k.into_boxed_slice()
+        });
+        let facts = st.facts;
+        if cursor {
+            let mut facts = facts;
+            // Never from the cache; the rule's other actions apply.
+            facts.safe_to_repeat = false;
+            return self.apply_rule(key, index, &facts, None);
+        }
+        self.apply_rule(key, index, &facts, statement)
+    }
+
+    /// The first matching rule (`index`) acts on the client's current
+    /// command: true when it was answered (refused, from the cache) or
+    /// waits (coalesced, held by a limit). `statement`: the cache key's
+    /// statement part, if not the query's text.
+    fn apply_rule(
+        &mut self,
+        key: usize,
+        index: usize,
+        facts: &StatementFacts,
+        statement: Option<Box<[u8]>>,
+    ) -> bool {
+        let seq = 1u8.wrapping_add(self.clients[key].seq_offset);
+        let ttl: Duration = match &self.rules.rules[index].config.action {
+            RuleAction::Block { message } => {
+                let message = message.clone();
+                self.discard_current(key);
+                self.client_error(key, seq, ER_OPTION_PREVENTS_STATEMENT, &message);
+                return true;
+            }
+            RuleAction::Cache { ttl } => *ttl,
+            RuleAction::Run => return self.limit_concurrency(key, index),
+        };
+        let answered = self.answer_or_fill(key, index, facts, ttl, seq, statement);
+        answered || self.limit_concurrency(key, index)
+    }
+
+    /// The query matched a rule with `cache_ttl_ms`: answered from the
+    /// cache or by the same read in flight (true), else its answer is to
+    /// be captured (if it may be cached) and it runs.
+    fn answer_or_fill(
+        &mut self,
+        key: usize,
+        index: usize,
+        facts: &StatementFacts,
+        ttl: Duration,
+        seq: u8,
+        statement: Option<Box<[u8]>>,
+    ) -> bool {
+        let c = &self.clients[key];
+        let Some(span) = c.current() else {
+            return false;
+        };
+        let data = c.rbuf.as_slice();
+        let end = (HEADER_LEN + span.payload_len).min(data.len());
+        let sql = &data[HEADER_LEN + 1..end];
+        let schema = c.session.schema.as_deref();
+        // Only what runs alone on any shared backend, outside a
+        // transaction (autocommit off: a read would open one), in one
+        // packet (the answer's ids follow the command's).
+        let autocommit_off = c
+            .session
+            .vars
+            .get("autocommit")
+            .is_some_and(|v| v.eq_ignore_ascii_case("OFF"));
+        if !self.rules.cache.enabled()
+            || !facts.cacheable()
+            || span.packets != 1
+            || c.pinned.is_some()
+            || !c.pins.is_empty()
+            || c.multi_rest.is_some()
+            || autocommit_off
+            || c.last_status & SERVER_STATUS_IN_TRANS != 0
+        {
+            return false;
+        }
+        let cache_key = CacheKey {
+            pool: c.pool,
+            user: c.user.as_str().into(),
+            schema: schema.map(Into::into),
+            session: c.session.fingerprint(),
+            capabilities: shaping_capabilities(c.capabilities, c.mariadb_caps, c.multi_statements),
+            sql: statement.unwrap_or_else(|| sql.into()),
+        };
+        let serial = c.serial;
+        if self.rules.cache.lookup(&cache_key, self.now).is_none() {
+            let waiter = Waiter {
+                client: key,
+                serial,
+                read_at: c.command_read_at,
+            };
+            if self.rules.cache.wait_for(&cache_key, waiter) {
+                // The same read of another client is running: its answer
+                // is this one's too (coalescing). Counted as queued.
+                self.rules.rules[index].cached += 1;
+                self.clients[key].set_state(ClientState::Queued);
+                return true;
+            }
+            self.rules.cache.start_fill(key, serial, cache_key, ttl);
+            return false;
+        }
+        self.rules.rules[index].cached += 1;
+        self.discard_current(key);
+        self.answer_from_cache(key, &cache_key, seq);
+        true
+    }
+
+    /// A rule's limits (`max_concurrency`, `rate_limit`): the query runs
+    /// now (false; counted as running until its command is over) or waits,
+    /// queued, for room or its turn (true). A pinned client's query is
+    /// never held (it may hold locks others wait for) but counts.
+    fn limit_concurrency(&mut self, key: usize, index: usize) -> bool {
+        let config = &self.rules.rules[index].config;
+        if config.max_concurrency.is_none() && config.rate.is_none() && config.timeout.is_none() {
+            return false;
+        }
+        self.prune_running(index);
+        let now = self.now;
+        let c = &self.clients[key];
+        let me = Waiter {
+            client: key,
+            serial: c.serial,
+            read_at: c.command_read_at,
+        };
+        let pinned = c.pinned.is_some();
+        let deadline = c.command_read_at + self.pools[c.pool].user.queue_timeout;
+        let rule = &mut self.rules.rules[index];
+        let room = rule
+            .config
+            .max_concurrency
+            .is_none_or(|n| rule.running.len() < n);
+        let runs = pinned
+            || (rule.held.is_empty() && room && rule.bucket.as_mut().is_none_or(|b| b.take(now)));
+        if runs {
+            if rule.config.max_concurrency.is_some() {
+                rule.running.push(me);
+            }
+            if rule.config.timeout.is_some() {
+                rule.timed.push((me, now));
+            }
+            return false;
+        }
+        rule.held.push_back(Held {
+            waiter: me,
+            deadline,
+        });
+        rule.delayed += 1;
+        self.clients[key].set_state(ClientState::Queued);
+        true
+    }
+
+    /// The rule's running statements whose command is over go.
+    fn prune_running(&mut self, index: usize) {
+        let clients = &self.clients;
+        self.rules.rules[index].running.retain(|w| {
+            clients.get(w.client).is_some_and(|c| {
+                c.serial == w.serial && c.command_read_at == w.read_at && c.is_busy()
+            })
+        });
+    }
+
+    /// Periodic: a rule's statements running past its `timeout_ms` are
+    /// interrupted as a `KILL QUERY` would (on mysqld, or out of the
+    /// backlog); those whose command is over are forgotten.
+    fn enforce_timeouts(&mut self) {
+        let now = self.now;
+        let mut due = Vec::new();
+        for rule in &mut self.rules.rules {
+            let Some(timeout) = rule.config.timeout else {
+                continue;
+            };
+            let clients = &self.clients;
+            rule.timed.retain(|(w, since)| {
+                let same = clients.get(w.client).is_some_and(|c| {
+                    c.serial == w.serial && c.command_read_at == w.read_at && c.is_busy()
+                });
+                if same && now >= *since + timeout {
+                    due.push(w.client);
+                    return false;
+                }
+                same
+            });
+        }
+        for client in due {
+            self.interrupt_client(client);
+        }
+    }
+
+    /// Periodic: statements held by a rule's limits run, oldest first, as
+    /// room frees up and their turn comes, or get ERR 1969 past their
+    /// pool's queue_timeout_ms.
+    fn release_held(&mut self) {
+        let now = self.now;
+        for index in 0..self.rules.rules.len() {
+            if self.rules.rules[index].held.is_empty() {
+                continue;
+            }
+            self.prune_running(index);
+            let mut expired = Vec::new();
+            let mut runnable = Vec::new();
+            let held = std::mem::take(&mut self.rules.rules[index].held);
+            for h in held {
+                if !self.waiter_valid(&h.waiter) {
+                    continue;
+                }
+                let rule = &mut self.rules.rules[index];
+                let room = rule
+                    .config
+                    .max_concurrency
+                    .is_none_or(|n| rule.running.len() < n);
+                if rule.held.is_empty() && room && rule.bucket.as_mut().is_none_or(|b| b.take(now))
+                {
+                    if rule.config.max_concurrency.is_some() {
+                        rule.running.push(h.waiter);
+                    }
+                    if rule.config.timeout.is_some() {
+                        rule.timed.push((h.waiter, now));
+                    }
+                    runnable.push(h.waiter);
+                } else if now >= h.deadline {
+                    expired.push(h.waiter);
+                } else {
+                    rule.held.push_back(h);
+                }
+            }
+            for w in runnable {
+                self.forward_current(w.client);
+            }
+            for w in expired {
+                let name = self.rules.rules[index].config.name.clone();
+                let pool = &self.pools[self.clients[w.client].pool];
+                let msg = format!(
+                    "funnel: the command waited {} ms for rule '{name}' (max_concurrency, rate_limit) in pool '{}' (queue_timeout_ms = {}); it was not run",
+                    now.saturating_duration_since(w.read_at).as_millis(),
+                    pool.name(),
+                    pool.user.queue_timeout.as_millis()
+                );
+                self.fail_request(
+                    ClientRef {
+                        key: w.client,
+                        serial: w.serial,
+                    },
+                    ER_STATEMENT_TIMEOUT,
+                    &msg,
+                );
+            }
+        }
+    }
+
+    /// Write the cached answer to `cache_key` (which must be live) as the
+    /// answer to the client's command (already taken off its input).
+    fn answer_from_cache(&mut self, key: usize, cache_key: &CacheKey, seq: u8) {
+        let Some(hit) = self.rules.cache.get(cache_key, self.now) else {
+            return;
+        };
+        let (status, row_count) = (hit.status, hit.row_count);
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        renumber_frames(&hit.frames, seq, &mut out);
+        let c = &mut self.clients[key];
+        // As after the same answer from mysqld (`finish_response`).
+        c.row_count = row_count;
+        c.last_status = status;
+        c.bytes_out += out.len() as u64;
+        self.bufs.ensure(&mut c.wbuf);
+        c.wbuf.extend_from_slice(&out);
+        self.scratch = out;
+        self.flush_client(key);
+    }
+
+    /// A waiter whose command is still the one that waits.
+    fn waiter_valid(&self, w: &Waiter) -> bool {
+        self.clients.get(w.client).is_some_and(|c| {
+            c.serial == w.serial
+                && matches!(c.state, ClientState::Queued)
+                && c.command_read_at == w.read_at
+                && c.current().is_some()
+                && !self.pools[c.pool].is_waiting(ClientRef {
+                    key: w.client,
+                    serial: w.serial,
+                })
+        })
+    }
+
+    /// The answer the waiters waited for is in the cache (`Some`): each
+    /// gets it; else each runs its own read, as if it had not waited.
+    fn release_waiters(&mut self, waiters: Vec<Waiter>, cached: Option<&CacheKey>) {
+        for w in waiters {
+            if !self.waiter_valid(&w) {
+                continue;
+            }
+            let Some(cache_key) = cached else {
+                self.forward_current(w.client);
+                continue;
+            };
+            let c = &mut self.clients[w.client];
+            let seq = 1u8.wrapping_add(c.seq_offset);
+            if let Some(span) = c.take_current() {
+                c.rbuf.consume(span.wire_len);
+            }
+            c.set_idle();
+            self.answer_from_cache(w.client, cache_key, seq);
+            self.client_ready(w.client);
+        }
+    }
+
+    /// The client's previous command's capture for the cache is over (a
+    /// new command, the client left); who waited for it runs its own read.
+    pub(super) fn drop_cache_fill(&mut self, key: usize) {
+        let waiters = self.rules.cache.forget_fill(key);
+        self.release_waiters(waiters, None);
+    }
+
+    /// Periodic: reads that wait for a command that ended without an
+    /// answer here (an error, a timeout, a KILL) run their own.
+    /// Also: statements held by `max_concurrency` run as room frees up.
+    pub(super) fn release_stranded_waiters(&mut self) {
+        let clients = &self.clients;
+        let waiters = self.rules.cache.stranded(|key, serial| {
+            clients
+                .get(key)
+                .is_some_and(|c| c.serial == serial && c.is_busy())
+        });
+        self.release_waiters(waiters, None);
+        self.release_held();
+        self.enforce_timeouts();
+    }
+
+    /// A reload: new rules, an empty cache; waiting reads run their own.
+    pub(super) fn reload_rules(&mut self) {
+        let waiters = self.rules.reload(&self.config.rules);
+        self.release_waiters(waiters, None);
+    }
+
+    /// A backend's answer is complete: a capture for the cache of its
+    /// client's query is stored if the answer is a clean result.
+    pub(super) fn cache_answer_done(&mut self, backend: usize, status: u16, end: EndKind) {
+        let b = &self.backends[backend];
+        let Some(cr) = b.client else {
+            return;
+        };
+        let r = &b.response;
+        let clean = matches!(b.command, COM_QUERY | COM_STMT_EXECUTE)
+            && end != EndKind::Err
+            && !r.saw_warnings
+            && !r.saw_state_change
+            && !r.saw_eof_state_change
+            && status & SERVER_STATUS_IN_TRANS == 0;
+        let row_count = match end {
+            EndKind::Ok => i64::try_from(b.last_affected_rows).unwrap_or(i64::MAX),
+            _ => -1,
+        };
+        let (waiters, cached) = self.rules.cache.finish_fill(
+            cr.key,
+            cr.serial,
+            clean.then_some((status, row_count)),
+            self.now,
+        );
+        if !waiters.is_empty() {
+            self.release_waiters(waiters, cached.as_ref());
+        }
+    }
+}
+
+impl RuleBook {
+    pub fn cache_stats(&self) -> crate::control::CacheStats {
+        let c = &self.cache.counters;
+        crate::control::CacheStats {
+            entries: self.cache.entries(),
+            bytes: self.cache.bytes(),
+            limit: self.cache.limit(),
+            hits: c.hits,
+            misses: c.misses,
+            stores: c.stores,
+            evictions: c.evictions,
+            expired: c.expired,
+            too_big: c.too_big,
+            coalesced: c.coalesced,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::server::statement::query_facts;
+
+    fn book(rules: &str) -> RuleBook {
+        let text =
+            format!("[backend]\naddress = 127.0.0.1:3306\n[user app]\npassword = x\n{rules}");
+        RuleBook::new(&Config::parse(&text, "t").unwrap().rules)
+    }
+
+    fn first(book: &mut RuleBook, user: &str, schema: Option<&str>, sql: &str) -> Option<String> {
+        let facts = query_facts(sql.as_bytes(), &mut Vec::new());
+        book.decide(user, schema, facts.shape, sql.as_bytes())
+            .map(|i| book.rules[i].config.name.clone())
+    }
+
+    #[test]
+    fn the_first_rule_whose_conditions_all_hold_decides() {
+        let mut b = book(
+            "[rule by_shape]\ndigest = \"SELECT v FROM t WHERE id = ?\"\nblock = a\n\
+             [rule by_user_and_schema]\nuser = app\nschema = shop\ncache_ttl_ms = 5\n\
+             [rule by_pattern]\npattern = \"(?i)from\\\\s+products\"\ncache_ttl_ms = 5\n",
+        );
+        // The shape as SHOW QUERIES shows it, whatever the literal and spacing.
+        assert_eq!(
+            first(&mut b, "x", None, "SELECT v  FROM t WHERE id = 77").as_deref(),
+            Some("by_shape")
+        );
+        assert_eq!(
+            first(&mut b, "x", None, "SELECT v FROM t WHERE id = 'a'").as_deref(),
+            Some("by_shape")
+        );
+        assert_eq!(
+            first(&mut b, "x", None, "SELECT w FROM t WHERE id = 1"),
+            None
+        );
+        assert_eq!(
+            first(&mut b, "app", Some("shop"), "SELECT 1").as_deref(),
+            Some("by_user_and_schema")
+        );
+        assert_eq!(first(&mut b, "app", Some("other"), "SELECT 1"), None);
+        assert_eq!(
+            first(&mut b, "app", Some("other"), "select * FROM  products").as_deref(),
+            Some("by_pattern")
+        );
+        let rows = b.rows();
+        assert_eq!(
+            rows.iter().map(|r| r.hits).collect::<Vec<_>>(),
+            vec![2, 1, 1]
+        );
+        assert_eq!(rows[2].conditions, "pattern = \"(?i)from\\\\s+products\"");
+        // A reload starts the counts again.
+        b.reload(&Config::parse(
+            "[backend]\naddress = 127.0.0.1:3306\n[user app]\npassword = x\n[rule only]\nblock = b\n",
+            "t",
+        )
+        .unwrap()
+        .rules);
+        assert_eq!(
+            first(&mut b, "x", None, "SELECT 1").as_deref(),
+            Some("only")
+        );
+        assert_eq!(b.rows().len(), 1);
+    }
+}
