@@ -602,6 +602,10 @@ impl Engine {
     /// The client's previous command's capture for the cache is over (a
     /// new command, the client left); who waited for it runs its own read.
     pub(super) fn drop_cache_fill(&mut self, key: usize) {
+        // No rules, no fills (a reload that removes them releases all).
+        if self.rules.rules.is_empty() {
+            return;
+        }
         let waiters = self.rules.cache.forget_fill(key);
         self.release_waiters(waiters, None);
     }
@@ -610,6 +614,9 @@ impl Engine {
     /// answer here (an error, a timeout, a KILL) run their own.
     /// Also: statements held by `max_concurrency` run as room frees up.
     pub(super) fn release_stranded_waiters(&mut self) {
+        if self.rules.rules.is_empty() {
+            return;
+        }
         let clients = &self.clients;
         let waiters = self.rules.cache.stranded(|key, serial| {
             clients
@@ -630,6 +637,9 @@ impl Engine {
     /// A backend's answer is complete: a capture for the cache of its
     /// client's query is stored if the answer is a clean result.
     pub(super) fn cache_answer_done(&mut self, backend: usize, status: u16, end: EndKind) {
+        if self.rules.rules.is_empty() {
+            return;
+        }
         let b = &self.backends[backend];
         let Some(cr) = b.client else {
             return;
