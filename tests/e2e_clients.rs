@@ -21,6 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::clients::{have, script, skip};
+use common::recorder::{packets, Recorder, Recording};
 use common::sql::server_error;
 use common::{FunnelConfig, FunnelProcess, PASS_A, PASS_B, TEST_DB, USER_A, USER_B};
 use mysql::prelude::Queryable;
@@ -893,89 +894,6 @@ fn load_data_local_from_a_client_without_local_files_is_refused_as_by_mysqld() {
 // mysqld: libmysqlclient negotiates CLIENT_DEPRECATE_EOF, Connector/C does
 // not. Both must read through the funnel exactly what they read from mysqld;
 // libmysqlclient must moreover receive the same packets.
-
-/// Relays one TCP connection to 127.0.0.1:`target` and records both
-/// directions.
-struct Recorder {
-    port: u16,
-    done: thread::JoinHandle<Recording>,
-}
-
-/// Both directions of a relayed connection.
-struct Recording {
-    /// What the client sent.
-    sent: Vec<u8>,
-    /// What the client received.
-    received: Vec<u8>,
-}
-
-impl Recorder {
-    fn start(target: u16) -> Recorder {
-        Recorder::start_offering(target, None)
-    }
-
-    /// With `mariadb_caps`: the server's greeting reaches the client
-    /// announcing only these of MariaDB's extended capabilities (what the
-    /// funnel offers), so that a direct connection negotiates what one
-    /// through the funnel can.
-    fn start_offering(target: u16, mariadb_caps: Option<u32>) -> Recorder {
-        use funnel::protocol::mariadb_ext::{greeting_mariadb_caps, set_greeting_mariadb_caps};
-        use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind relay");
-        let port = listener.local_addr().unwrap().port();
-        let done = thread::spawn(move || {
-            let (client, _) = listener.accept().expect("relay accept");
-            let server =
-                std::net::TcpStream::connect(("127.0.0.1", target)).expect("relay connect");
-            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-            let mut greeting = Vec::new();
-            if let Some(mask) = mariadb_caps {
-                let (mut server, mut client) = (&server, &client);
-                let mut header = [0u8; 4];
-                server.read_exact(&mut header).expect("relay: greeting");
-                let len = usize::from(header[0])
-                    | usize::from(header[1]) << 8
-                    | usize::from(header[2]) << 16;
-                let mut payload = vec![0u8; len];
-                server.read_exact(&mut payload).expect("relay: greeting");
-                let offered = greeting_mariadb_caps(&payload);
-                assert!(set_greeting_mariadb_caps(&mut payload, offered & mask));
-                greeting.extend_from_slice(&header);
-                greeting.extend_from_slice(&payload);
-                client.write_all(&greeting).expect("relay: greeting");
-            }
-            let up = thread::spawn(move || pump(c2, s2));
-            greeting.extend(pump(server, client));
-            Recording {
-                sent: up.join().unwrap(),
-                received: greeting,
-            }
-        });
-        Recorder { port, done }
-    }
-
-    /// The recording, once both sides closed.
-    fn finish(self) -> Recording {
-        self.done.join().expect("relay thread")
-    }
-}
-
-/// Copies `from` to `to` until EOF; returns the bytes copied.
-fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream) -> Vec<u8> {
-    let mut seen = Vec::new();
-    common::raw::pump(&mut from, &mut to, |b| seen.extend_from_slice(b));
-    seen
-}
-
-/// A recorded stream as (sequence id, payload) packets.
-fn packets(stream: &[u8]) -> Vec<(u8, Vec<u8>)> {
-    let (out, rest) = common::raw::split_packets(stream);
-    assert!(
-        rest.is_empty(),
-        "truncated packet or trailing bytes in the recording"
-    );
-    out
-}
 
 /// Capability flags of the client's handshake response.
 fn client_capabilities(sent: &[u8]) -> u32 {

@@ -37,6 +37,7 @@ mod mariadb;
 mod node;
 mod process;
 pub mod raw;
+pub mod recorder;
 pub mod replication;
 pub mod rng;
 pub mod sql;
