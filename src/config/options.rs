@@ -307,7 +307,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-pub(super) static OPTIONS: [OptionSpec; 90] = [
+pub(super) static OPTIONS: [OptionSpec; 91] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -497,6 +497,8 @@ pub(super) static OPTIONS: [OptionSpec; 90] = [
         "Matching statements that may start at once after a quiet time (the token bucket's size)"),
     opt(S::Rule, "timeout_ms", K::Millis, D::Unset, true,
         "A matching statement still running this long after it was sent to mysqld is killed there (KILL QUERY; the client gets mysqld's answer, ERR 1317)"),
+    opt(S::Rule, "route", K::Text, D::Unset, true,
+        "primary or replica: the servers matching statements go to, for users with read_write_split; replica is honoured only for plain reads outside a transaction (anything else goes to the primary); no effect in a pool of one role"),
 ];
 
 /// Every option, in documentation order.

@@ -199,7 +199,9 @@ impl RuleBook {
                         })
                         + &c.timeout.map_or(String::new(), |t| {
                             format!(" timeout_ms = {}", t.as_millis())
-                        }),
+                        })
+                        + &c.route
+                            .map_or(String::new(), |r| format!(" route = {}", r.name())),
                     hits: r.hits,
                     cached: r.cached,
                     delayed: r.delayed,
@@ -315,6 +317,10 @@ impl Engine {
         facts: &StatementFacts,
         statement: Option<Box<[u8]>>,
     ) -> bool {
+        let route = self.rules.rules[index].config.route;
+        if let Some(f) = &mut self.clients[key].in_flight {
+            f.route = route;
+        }
         let seq = 1u8.wrapping_add(self.clients[key].seq_offset);
         let ttl: Duration = match &self.rules.rules[index].config.action {
             RuleAction::Block { message } => {
