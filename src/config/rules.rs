@@ -32,6 +32,10 @@ pub struct QueryRules {
     pub cache_size: usize,
     /// `[funnel] cache_max_result_size`: a larger result is not cached.
     pub cache_max_result_size: usize,
+    /// The users' own limits (`[pool]`/`[user]` `max_concurrency`,
+    /// `rate_limit`), as rules named after the user that match all its
+    /// statements, besides any `[rule]` that matches them too.
+    pub user_limits: Vec<RuleConfig>,
 }
 
 /// One `[rule NAME]`.
@@ -249,6 +253,23 @@ pub(super) fn build(
         rules,
         cache_size,
         cache_max_result_size,
+        user_limits: Vec::new(),
+    })
+}
+
+/// A user's own limits as a rule matching its statements, if it has any.
+pub(super) fn user_limit(user: &super::UserConfig) -> Option<RuleConfig> {
+    (user.max_concurrency.is_some() || user.rate.is_some()).then(|| RuleConfig {
+        name: user.name.clone(),
+        user: Some(user.name.clone()),
+        schema: None,
+        digest: None,
+        pattern: None,
+        action: RuleAction::Run,
+        max_concurrency: user.max_concurrency,
+        rate: user.rate,
+        timeout: None,
+        route: None,
     })
 }
 
