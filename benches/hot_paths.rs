@@ -142,6 +142,8 @@ fn main() {
         require_tls: false,
         servers: vec!["backend".into()],
         read_write_split: false,
+        max_concurrency: None,
+        rate: None,
     };
     let now = Instant::now();
     let mut pool = Pool::new(0, user, &[0], now);

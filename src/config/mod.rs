@@ -282,6 +282,12 @@ pub struct UserConfig {
     pub backlog_size: usize,
     pub queue_timeout: Duration,
     pub max_pinned_backends: usize,
+    /// Its clients' statements running on mysqld at once, at most
+    /// (`max_concurrency`; the rules' limit, for every statement).
+    pub max_concurrency: Option<usize>,
+    /// Its clients' statements started per second, at most, and how many
+    /// may start at once after a quiet time: (rate_limit, rate_burst).
+    pub rate: Option<(usize, usize)>,
     /// Clients logged in as this user at once; 0 = no limit.
     pub max_client_connections: usize,
     /// Networks its clients may connect from; empty = anywhere.
@@ -374,6 +380,8 @@ impl fmt::Debug for UserConfig {
             .field("backlog_size", &self.backlog_size)
             .field("queue_timeout", &self.queue_timeout)
             .field("max_pinned_backends", &self.max_pinned_backends)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("rate", &self.rate)
             .field("max_client_connections", &self.max_client_connections)
             .field("allowed_networks", &self.allowed_networks)
             .field("require_tls", &self.require_tls)
@@ -883,6 +891,19 @@ impl Config {
                 ("backlog_size", user.backlog_size.to_string()),
                 ("queue_timeout_ms", ms(user.queue_timeout)),
                 ("max_pinned_backends", user.max_pinned_backends.to_string()),
+                (
+                    "max_concurrency",
+                    user.max_concurrency.unwrap_or(0).to_string(),
+                ),
+                (
+                    "rate_limit",
+                    user.rate.map_or(0, |(limit, _)| limit).to_string(),
+                ),
+            ]);
+            if let Some((_, burst)) = user.rate {
+                entries.push(("rate_burst", burst.to_string()));
+            }
+            entries.extend([
                 (
                     "max_client_connections",
                     user.max_client_connections.to_string(),

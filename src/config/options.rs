@@ -307,7 +307,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-pub(super) static OPTIONS: [OptionSpec; 90] = [
+pub(super) static OPTIONS: [OptionSpec; 97] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -410,6 +410,12 @@ pub(super) static OPTIONS: [OptionSpec; 90] = [
         "A command that waits longer than this for a backend connection fails with an error"),
     opt(S::Pool, "max_pinned_backends", ANY_COUNT_FROM_0, D::Count(DEFAULT_MAX_PINNED_BACKENDS), true,
         "Extra backend connections a pool may open for clients pinned by transactions, locks, etc."),
+    opt(S::Pool, "max_concurrency", ANY_COUNT_FROM_0, D::Count(0), true,
+        "Statements of each user's clients running on mysqld at once, at most; more wait (queued) for one to finish, up to queue_timeout_ms; 0 = no limit"),
+    opt(S::Pool, "rate_limit", ANY_COUNT_FROM_0, D::Count(0), true,
+        "Statements of each user's clients started per second, at most; more wait (queued) for their turn, up to queue_timeout_ms; 0 = no limit"),
+    opt(S::Pool, "rate_burst", ANY_COUNT_FROM_1, D::Derived("rate_limit"), true,
+        "Statements of a user's clients that may start at once after a quiet time (the token bucket's size)"),
     // [user NAME]
     opt(S::User, "password", K::Secret, D::Unset, true,
         "Plaintext password: verifies clients and logs in to mysqld (give this or password_hash)"),
@@ -441,6 +447,12 @@ pub(super) static OPTIONS: [OptionSpec; 90] = [
         "Overrides [pool] queue_timeout_ms for this user"),
     opt(S::User, "max_pinned_backends", ANY_COUNT_FROM_0, D::Derived("[pool] max_pinned_backends"), true,
         "Overrides [pool] max_pinned_backends for this user"),
+    opt(S::User, "max_concurrency", ANY_COUNT_FROM_0, D::Derived("[pool] max_concurrency"), true,
+        "Overrides [pool] max_concurrency for this user (0 = no limit)"),
+    opt(S::User, "rate_limit", ANY_COUNT_FROM_0, D::Derived("[pool] rate_limit"), true,
+        "Overrides [pool] rate_limit for this user (0 = no limit)"),
+    opt(S::User, "rate_burst", ANY_COUNT_FROM_1, D::Derived("[pool] rate_burst, or this user's rate_limit"), true,
+        "Overrides [pool] rate_burst for this user"),
     opt(S::User, "max_client_connections", ANY_COUNT_FROM_0, D::Count(0), true,
         "Clients logged in as this user at once (mysqld's max_user_connections); one more gets ERR 1203; 0 = no limit"),
     opt(S::User, "allowed_networks", K::Text, D::Text(""), true,
@@ -497,6 +509,8 @@ pub(super) static OPTIONS: [OptionSpec; 90] = [
         "Matching statements that may start at once after a quiet time (the token bucket's size)"),
     opt(S::Rule, "timeout_ms", K::Millis, D::Unset, true,
         "A matching statement still running this long after it was sent to mysqld is killed there (KILL QUERY; the client gets mysqld's answer, ERR 1317)"),
+    opt(S::Rule, "route", K::Text, D::Unset, true,
+        "primary or replica: the servers matching statements go to, for users with read_write_split; replica is honoured only for plain reads outside a transaction (anything else goes to the primary); no effect in a pool of one role"),
 ];
 
 /// Every option, in documentation order.

@@ -11,6 +11,7 @@
 //! max_concurrency = 4             # and/or limits (not with block)
 //! rate_limit = 100                # per second, bursts of rate_burst
 //! timeout_ms = 5000               # KILL QUERY past it
+//! route = primary                 # or replica (read_write_split users)
 //! ```
 //!
 //! The engine's side (matching, counters, the cache) is
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use super::lexer::{header_text, RawSection};
 use super::options::Section;
-use super::ConfigError;
+use super::{ConfigError, ServerRole};
 
 /// The rules, in file order, and the result cache's bounds.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -31,6 +32,10 @@ pub struct QueryRules {
     pub cache_size: usize,
     /// `[funnel] cache_max_result_size`: a larger result is not cached.
     pub cache_max_result_size: usize,
+    /// The users' own limits (`[pool]`/`[user]` `max_concurrency`,
+    /// `rate_limit`), as rules named after the user that match all its
+    /// statements, besides any `[rule]` that matches them too.
+    pub user_limits: Vec<RuleConfig>,
 }
 
 /// One `[rule NAME]`.
@@ -52,6 +57,9 @@ pub struct RuleConfig {
     /// A matching statement still running this long after it was sent is
     /// killed on mysqld (`KILL QUERY`).
     pub timeout: Option<Duration>,
+    /// `route`: the role of the servers a matching statement goes to in a
+    /// `read_write_split` pool (a replica: plain reads only).
+    pub route: Option<ServerRole>,
 }
 
 /// What a matching rule does.
@@ -61,7 +69,7 @@ pub enum RuleAction {
     Cache { ttl: Duration },
     /// The statement is refused with this message.
     Block { message: String },
-    /// It runs as usual (the rule only limits, `max_concurrency`).
+    /// It runs as usual (the rule only limits or routes).
     Run,
 }
 
@@ -176,9 +184,28 @@ pub(super) fn build(
             .iter()
             .find(|e| e.spec.name == "timeout_ms")
             .and_then(|e| e.value.clone().millis());
+        let route = match non_empty("route")? {
+            None => None,
+            Some(r) => match r.trim() {
+                "primary" => Some(ServerRole::Primary),
+                "replica" => Some(ServerRole::Replica),
+                other => {
+                    return Err(err(
+                        Some("route"),
+                        format!("must be primary or replica, got {other:?}"),
+                    ))
+                }
+            },
+        };
         let limits = max_concurrency.is_some() || rate.is_some() || timeout.is_some();
         let action = match (ttl, block) {
             (Some(ttl), None) => RuleAction::Cache { ttl },
+            (None, Some(_)) if route.is_some() => {
+                return Err(err(
+                    Some("route"),
+                    "a rule that blocks has nowhere to route: route goes without block".into(),
+                ))
+            }
             (None, Some(_)) if limits => {
                 return Err(err(
                     Some(if timeout.is_some() {
@@ -199,12 +226,12 @@ pub(super) fn build(
                     "a rule has one action: cache_ttl_ms or block, not both".into(),
                 ))
             }
-            (None, None) if limits => RuleAction::Run,
+            (None, None) if limits || route.is_some() => RuleAction::Run,
             (None, None) => {
                 return Err(err(
                     None,
                     format!(
-                        "{header} has no action: give cache_ttl_ms, block, max_concurrency, rate_limit or timeout_ms"
+                        "{header} has no action: give cache_ttl_ms, block, max_concurrency, rate_limit, timeout_ms or route"
                     ),
                 ))
             }
@@ -219,12 +246,30 @@ pub(super) fn build(
             max_concurrency,
             rate,
             timeout,
+            route,
         });
     }
     Ok(QueryRules {
         rules,
         cache_size,
         cache_max_result_size,
+        user_limits: Vec::new(),
+    })
+}
+
+/// A user's own limits as a rule matching its statements, if it has any.
+pub(super) fn user_limit(user: &super::UserConfig) -> Option<RuleConfig> {
+    (user.max_concurrency.is_some() || user.rate.is_some()).then(|| RuleConfig {
+        name: user.name.clone(),
+        user: Some(user.name.clone()),
+        schema: None,
+        digest: None,
+        pattern: None,
+        action: RuleAction::Run,
+        max_concurrency: user.max_concurrency,
+        rate: user.rate,
+        timeout: None,
+        route: None,
     })
 }
 
@@ -260,6 +305,9 @@ impl RuleConfig {
         }
         if let Some(t) = self.timeout {
             entries.push(("timeout_ms", t.as_millis().to_string()));
+        }
+        if let Some(role) = self.route {
+            entries.push(("route", role.name().to_string()));
         }
         (header_text(Section::Rule, Some(&self.name)), entries)
     }
@@ -336,6 +384,11 @@ mod tests {
                 "rule \"a\" is defined twice",
             ),
             ("[rule a]\nttl = 5\n", "unknown key"),
+            ("[rule a]\nroute = any\n", "must be primary or replica"),
+            (
+                "[rule a]\nroute = primary\nblock = x\n",
+                "route goes without block",
+            ),
         ];
         for (text, want) in cases {
             let e = rules(text).unwrap_err();
@@ -354,7 +407,8 @@ mod tests {
             &format!(
                 "{BASE}[rule r1]\nschema = shop\ncache_ttl_ms = 250\n\
                  [rule r2]\nuser = u\nmax_concurrency = 3\n\
-                 [rule r3]\nrate_limit = 10\n"
+                 [rule r3]\nrate_limit = 10\n\
+                 [rule r4]\npattern = report\nroute = primary\n"
             ),
             "t",
         )
@@ -373,6 +427,12 @@ mod tests {
         assert_eq!(c.rules.rules[2].rate, Some((10, 10)));
         assert!(
             text.contains("[rule r3]\nrate_limit = 10\nrate_burst = 10\n"),
+            "{text}"
+        );
+        assert_eq!(c.rules.rules[3].route, Some(ServerRole::Primary));
+        assert_eq!(c.rules.rules[3].action, RuleAction::Run);
+        assert!(
+            text.contains("[rule r4]\npattern = \"report\"\nroute = primary\n"),
             "{text}"
         );
         // And read back the same.

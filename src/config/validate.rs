@@ -427,6 +427,12 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
     let pool_backlog_size = pool.required("backlog_size", Value::count)?;
     let pool_queue_timeout = pool.required("queue_timeout_ms", Value::millis)?;
     let pool_max_pinned = pool.required("max_pinned_backends", Value::count)?;
+    let pool_max_concurrency = pool.required("max_concurrency", Value::count)?;
+    let pool_rate_limit = pool.required("rate_limit", Value::count)?;
+    let pool_rate_burst = pool.get("rate_burst", Value::count)?;
+    if pool_rate_burst.is_some() && pool_rate_limit == 0 {
+        return Err(pool.err("rate_burst", "needs rate_limit (the rate it bursts above)"));
+    }
 
     let mut users = Vec::new();
     for raw in sections.iter().filter(|s| s.section == Section::User) {
@@ -553,6 +559,28 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
         if backend_user.is_empty() {
             return Err(user.err("backend_user", "must not be empty"));
         }
+        let max_concurrency = user
+            .get("max_concurrency", Value::count)?
+            .unwrap_or(pool_max_concurrency);
+        let rate = match (
+            user.get("rate_limit", Value::count)?,
+            user.get("rate_burst", Value::count)?,
+        ) {
+            (Some(0), _) => None,
+            // The user's own rate: its own burst, else one second's worth.
+            (Some(limit), burst) => Some((limit, burst.unwrap_or(limit))),
+            (None, burst) if pool_rate_limit > 0 => Some((
+                pool_rate_limit,
+                burst.or(pool_rate_burst).unwrap_or(pool_rate_limit),
+            )),
+            (None, Some(_)) => {
+                return Err(user.err(
+                    "rate_burst",
+                    "needs rate_limit (here or in [pool]: the rate it bursts above)",
+                ))
+            }
+            (None, None) => None,
+        };
         users.push(UserConfig {
             name,
             credential,
@@ -570,6 +598,8 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
             max_pinned_backends: user
                 .get("max_pinned_backends", Value::count)?
                 .unwrap_or(pool_max_pinned),
+            max_concurrency: (max_concurrency > 0).then_some(max_concurrency),
+            rate,
             max_client_connections: user.required("max_client_connections", Value::count)?,
             allowed_networks: parse_networks(&user.required("allowed_networks", Value::text)?)
                 .map_err(|m| user.err("allowed_networks", m))?,
@@ -697,12 +727,13 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
         }
     }
 
-    let rules = super::rules::build(
+    let mut rules = super::rules::build(
         sections,
         source,
         funnel.required("cache_size", Value::count)?,
         funnel.required("cache_max_result_size", Value::count)?,
     )?;
+    rules.user_limits = users.iter().filter_map(super::rules::user_limit).collect();
 
     Ok(Config {
         source: source.to_string(),
@@ -1270,6 +1301,36 @@ mod tests {
         assert_eq!(app.queue_timeout, Duration::from_millis(250));
         let other = &config.users[1];
         assert_eq!((other.connections, other.max_pinned_backends), (4, 5));
+    }
+
+    #[test]
+    fn users_limits_default_to_the_pools() {
+        let config = parse(&format!(
+            "[pool]\nmax_concurrency = 3\nrate_limit = 50\n\
+             {BASE}\n[user own]\npassword = p\nmax_concurrency = 0\nrate_limit = 10\n\
+             [user burst]\npassword = p\nrate_burst = 80\n[user none]\npassword = p\nrate_limit = 0\n"
+        ));
+        let limits: Vec<_> = config
+            .users
+            .iter()
+            .map(|u| (u.max_concurrency, u.rate))
+            .collect();
+        assert_eq!(
+            limits,
+            [
+                (Some(3), Some((50, 50))),
+                // Its own rate: a second's worth of burst, not the pool's.
+                (None, Some((10, 10))),
+                (Some(3), Some((50, 80))),
+                (Some(3), None),
+            ]
+        );
+        // A user limit is a rule of that user's, besides the [rule]s.
+        assert_eq!(config.rules.user_limits.len(), 4);
+        assert_eq!(config.rules.user_limits[0].user.as_deref(), Some("app"));
+        let no_limits = parse(&format!("{BASE}\n"));
+        assert!(no_limits.rules.user_limits.is_empty());
+        assert!(no_limits.users[0].max_concurrency.is_none() && no_limits.users[0].rate.is_none());
     }
 
     #[test]

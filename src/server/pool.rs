@@ -510,6 +510,8 @@ mod tests {
             require_tls: false,
             servers: vec!["backend".into()],
             read_write_split: false,
+            max_concurrency: None,
+            rate: None,
         }
     }
 

@@ -96,6 +96,8 @@ pub fn relay_pool_user(config: &Config) -> UserConfig {
             .map(|s| vec![s.name.clone()])
             .unwrap_or_default(),
         read_write_split: false,
+        max_concurrency: None,
+        rate: None,
     }
 }
 

@@ -1,7 +1,9 @@
 //! Which of a pool's servers may run a command: all of them, unless the
 //! user has `read_write_split`, where reads outside a transaction go to
 //! replicas and everything else to primaries, and a client's reads follow
-//! its writes to the primary until a replica has caught up with them.
+//! its writes to the primary until a replica has caught up with them. A
+//! matching `[rule] route` overrides the split's choice: `primary` always,
+//! `replica` for plain reads only.
 
 use std::time::Instant;
 
@@ -76,7 +78,8 @@ impl Engine {
         if !pool.user.read_write_split {
             return Route::ANY;
         }
-        if !is_read(c) {
+        let rule_route = c.in_flight.and_then(|f| f.route);
+        if rule_route == Some(ServerRole::Primary) || !is_read(c) {
             return Route::PRIMARY;
         }
         let read = Route {

@@ -43,6 +43,16 @@ struct Rule {
 struct Held {
     waiter: Waiter,
     deadline: Instant,
+    /// Held by its user's limits: the matching rule, whose limits it
+    /// passes next.
+    then: Option<usize>,
+}
+
+/// Whose limits: a `[rule]`'s (by index) or a user's own (`users`).
+#[derive(Clone, Copy, Debug)]
+enum Limiter {
+    Rule(usize),
+    User(usize),
 }
 
 /// `rate_limit`, `rate_burst`: a token bucket.
@@ -88,15 +98,37 @@ impl Bucket {
 /// The rules in force and the result cache.
 pub struct RuleBook {
     rules: Vec<Rule>,
+    /// The users' own limits (`QueryRules::user_limits`), and by user name.
+    users: Vec<Rule>,
+    user_index: std::collections::HashMap<String, usize>,
     pub cache: ResultCache,
 }
 
 impl RuleBook {
     pub fn new(config: &QueryRules) -> RuleBook {
+        let users = compile(&config.user_limits);
         RuleBook {
-            rules: compile(config),
+            rules: compile(&config.rules),
+            user_index: users
+                .iter()
+                .enumerate()
+                .map(|(i, u)| (u.config.name.clone(), i))
+                .collect(),
+            users,
             cache: ResultCache::new(config.cache_size, config.cache_max_result_size),
         }
+    }
+
+    fn limiter(&mut self, l: Limiter) -> &mut Rule {
+        match l {
+            Limiter::Rule(i) => &mut self.rules[i],
+            Limiter::User(i) => &mut self.users[i],
+        }
+    }
+
+    /// Nothing to match nor limit: statements go on untouched.
+    fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.users.is_empty()
     }
 
     /// A reload: the new rules replace the old (hit counts start again
@@ -106,9 +138,13 @@ impl RuleBook {
         let held: Vec<Waiter> = self
             .rules
             .iter_mut()
+            .chain(self.users.iter_mut())
             .flat_map(|r| r.held.drain(..).map(|h| h.waiter))
             .collect();
-        self.rules = compile(config);
+        *self = RuleBook {
+            cache: std::mem::replace(&mut self.cache, ResultCache::new(0, 0)),
+            ..RuleBook::new(config)
+        };
         let mut waiting = self
             .cache
             .reset(config.cache_size, config.cache_max_result_size);
@@ -122,6 +158,7 @@ impl RuleBook {
         let held = self
             .rules
             .iter()
+            .chain(&self.users)
             .filter(|r| !r.held.is_empty())
             .flat_map(|r| {
                 let timeout = r.held.iter().map(|h| h.deadline).min();
@@ -141,7 +178,7 @@ impl RuleBook {
     #[cfg(any(test, feature = "fuzzing"))]
     pub fn is_waiting(&self, client: usize, serial: u64) -> bool {
         self.cache.is_waiting(client, serial)
-            || self.rules.iter().any(|r| {
+            || self.rules.iter().chain(&self.users).any(|r| {
                 r.held
                     .iter()
                     .any(|h| h.waiter.client == client && h.waiter.serial == serial)
@@ -199,7 +236,9 @@ impl RuleBook {
                         })
                         + &c.timeout.map_or(String::new(), |t| {
                             format!(" timeout_ms = {}", t.as_millis())
-                        }),
+                        })
+                        + &c.route
+                            .map_or(String::new(), |r| format!(" route = {}", r.name())),
                     hits: r.hits,
                     cached: r.cached,
                     delayed: r.delayed,
@@ -209,10 +248,9 @@ impl RuleBook {
     }
 }
 
-fn compile(config: &QueryRules) -> Vec<Rule> {
+fn compile(rules: &[RuleConfig]) -> Vec<Rule> {
     let mut text = Vec::new();
-    config
-        .rules
+    rules
         .iter()
         .map(|c| Rule {
             digest: c.digest.as_ref().map(|d| {
@@ -242,7 +280,7 @@ impl Engine {
     /// queued: the first matching rule blocks it or answers it from the
     /// cache (true: answered), or has its answer captured for the cache.
     pub(super) fn apply_query_rules(&mut self, key: usize, facts: &StatementFacts) -> bool {
-        if self.rules.rules.is_empty() {
+        if self.rules.is_empty() {
             return false;
         }
         let c = &self.clients[key];
@@ -254,7 +292,7 @@ impl Engine {
         let sql = &data[HEADER_LEN + 1..end];
         let schema = c.session.schema.as_deref();
         let Some(index) = self.rules.decide(&c.user, schema, facts.shape, sql) else {
-            return false;
+            return self.limit_statement(key, None);
         };
         self.apply_rule(key, index, facts, None)
     }
@@ -265,7 +303,7 @@ impl Engine {
     /// cache key is the statement, its parameter types and the execute's
     /// parameters as sent. An execute that opens a cursor is not cached.
     pub(super) fn apply_execute_rules(&mut self, key: usize, id: u32) -> bool {
-        if self.rules.rules.is_empty() {
+        if self.rules.is_empty() {
             return false;
         }
         let c = &self.clients[key];
@@ -274,7 +312,7 @@ impl Engine {
         };
         let schema = c.session.schema.as_deref();
         let Some(index) = self.rules.decide(&c.user, schema, None, &st.sql) else {
-            return false;
+            return self.limit_statement(key, None);
         };
         let data = c.rbuf.as_slice();
         let end = (HEADER_LEN + span.payload_len).min(data.len());
@@ -315,6 +353,10 @@ impl Engine {
         facts: &StatementFacts,
         statement: Option<Box<[u8]>>,
     ) -> bool {
+        let route = self.rules.rules[index].config.route;
+        if let Some(f) = &mut self.clients[key].in_flight {
+            f.route = route;
+        }
         let seq = 1u8.wrapping_add(self.clients[key].seq_offset);
         let ttl: Duration = match &self.rules.rules[index].config.action {
             RuleAction::Block { message } => {
@@ -324,10 +366,21 @@ impl Engine {
                 return true;
             }
             RuleAction::Cache { ttl } => *ttl,
-            RuleAction::Run => return self.limit_concurrency(key, index),
+            RuleAction::Run => return self.limit_statement(key, Some(index)),
         };
         let answered = self.answer_or_fill(key, index, facts, ttl, seq, statement);
-        answered || self.limit_concurrency(key, index)
+        answered || self.limit_statement(key, Some(index))
+    }
+
+    /// The limits on a statement that goes to mysqld: its user's own, then
+    /// those of its matching rule (`rule`). True: it waits, queued.
+    fn limit_statement(&mut self, key: usize, rule: Option<usize>) -> bool {
+        if let Some(&user) = self.rules.user_index.get(&self.clients[key].user) {
+            if self.limit_concurrency(key, Limiter::User(user), rule) {
+                return true;
+            }
+        }
+        rule.is_some_and(|index| self.limit_concurrency(key, Limiter::Rule(index), None))
     }
 
     /// The query matched a rule with `cache_ttl_ms`: answered from the
@@ -403,13 +456,14 @@ impl Engine {
     /// A rule's limits (`max_concurrency`, `rate_limit`): the query runs
     /// now (false; counted as running until its command is over) or waits,
     /// queued, for room or its turn (true). A pinned client's query is
-    /// never held (it may hold locks others wait for) but counts.
-    fn limit_concurrency(&mut self, key: usize, index: usize) -> bool {
-        let config = &self.rules.rules[index].config;
+    /// never held (it may hold locks others wait for) but counts. `then`:
+    /// the rule whose limits it passes after these (a user's).
+    fn limit_concurrency(&mut self, key: usize, limiter: Limiter, then: Option<usize>) -> bool {
+        let config = &self.rules.limiter(limiter).config;
         if config.max_concurrency.is_none() && config.rate.is_none() && config.timeout.is_none() {
             return false;
         }
-        self.prune_running(index);
+        self.prune_running(limiter);
         let now = self.now;
         let c = &self.clients[key];
         let me = Waiter {
@@ -419,7 +473,7 @@ impl Engine {
         };
         let pinned = c.pinned.is_some();
         let deadline = c.command_read_at + self.pools[c.pool].user.queue_timeout;
-        let rule = &mut self.rules.rules[index];
+        let rule = self.rules.limiter(limiter);
         let room = rule
             .config
             .max_concurrency
@@ -438,6 +492,7 @@ impl Engine {
         rule.held.push_back(Held {
             waiter: me,
             deadline,
+            then,
         });
         rule.delayed += 1;
         self.clients[key].set_state(ClientState::Queued);
@@ -445,9 +500,13 @@ impl Engine {
     }
 
     /// The rule's running statements whose command is over go.
-    fn prune_running(&mut self, index: usize) {
+    fn prune_running(&mut self, limiter: Limiter) {
         let clients = &self.clients;
-        self.rules.rules[index].running.retain(|w| {
+        let rule = match limiter {
+            Limiter::Rule(i) => &mut self.rules.rules[i],
+            Limiter::User(i) => &mut self.rules.users[i],
+        };
+        rule.running.retain(|w| {
             clients.get(w.client).is_some_and(|c| {
                 c.serial == w.serial && c.command_read_at == w.read_at && c.is_busy()
             })
@@ -485,60 +544,76 @@ impl Engine {
     /// room frees up and their turn comes, or get ERR 1969 past their
     /// pool's queue_timeout_ms.
     fn release_held(&mut self) {
+        let limiters = (0..self.rules.users.len())
+            .map(Limiter::User)
+            .chain((0..self.rules.rules.len()).map(Limiter::Rule));
+        for limiter in limiters.collect::<Vec<_>>() {
+            self.release_held_by(limiter);
+        }
+    }
+
+    fn release_held_by(&mut self, limiter: Limiter) {
         let now = self.now;
-        for index in 0..self.rules.rules.len() {
-            if self.rules.rules[index].held.is_empty() {
+        if self.rules.limiter(limiter).held.is_empty() {
+            return;
+        }
+        self.prune_running(limiter);
+        let mut expired = Vec::new();
+        let mut runnable = Vec::new();
+        let held = std::mem::take(&mut self.rules.limiter(limiter).held);
+        for h in held {
+            if !self.waiter_valid(&h.waiter) {
                 continue;
             }
-            self.prune_running(index);
-            let mut expired = Vec::new();
-            let mut runnable = Vec::new();
-            let held = std::mem::take(&mut self.rules.rules[index].held);
-            for h in held {
-                if !self.waiter_valid(&h.waiter) {
-                    continue;
+            let rule = self.rules.limiter(limiter);
+            let room = rule
+                .config
+                .max_concurrency
+                .is_none_or(|n| rule.running.len() < n);
+            if rule.held.is_empty() && room && rule.bucket.as_mut().is_none_or(|b| b.take(now)) {
+                if rule.config.max_concurrency.is_some() {
+                    rule.running.push(h.waiter);
                 }
-                let rule = &mut self.rules.rules[index];
-                let room = rule
-                    .config
-                    .max_concurrency
-                    .is_none_or(|n| rule.running.len() < n);
-                if rule.held.is_empty() && room && rule.bucket.as_mut().is_none_or(|b| b.take(now))
-                {
-                    if rule.config.max_concurrency.is_some() {
-                        rule.running.push(h.waiter);
-                    }
-                    if rule.config.timeout.is_some() {
-                        rule.timed.push((h.waiter, now));
-                    }
-                    runnable.push(h.waiter);
-                } else if now >= h.deadline {
-                    expired.push(h.waiter);
-                } else {
-                    rule.held.push_back(h);
+                if rule.config.timeout.is_some() {
+                    rule.timed.push((h.waiter, now));
                 }
+                runnable.push((h.waiter, h.then));
+            } else if now >= h.deadline {
+                expired.push(h.waiter);
+            } else {
+                rule.held.push_back(h);
             }
-            for w in runnable {
-                self.forward_current(w.client);
+        }
+        for (w, then) in runnable {
+            // Past its user's limits, its rule's may still hold it.
+            if then
+                .is_some_and(|index| self.limit_concurrency(w.client, Limiter::Rule(index), None))
+            {
+                continue;
             }
-            for w in expired {
-                let name = self.rules.rules[index].config.name.clone();
-                let pool = &self.pools[self.clients[w.client].pool];
-                let msg = format!(
-                    "funnel: the command waited {} ms for rule '{name}' (max_concurrency, rate_limit) in pool '{}' (queue_timeout_ms = {}); it was not run",
+            self.forward_current(w.client);
+        }
+        for w in expired {
+            let whose = match limiter {
+                Limiter::Rule(_) => "rule",
+                Limiter::User(_) => "user",
+            };
+            let name = self.rules.limiter(limiter).config.name.clone();
+            let pool = &self.pools[self.clients[w.client].pool];
+            let msg = format!(
+                    "funnel: the command waited {} ms for {whose} '{name}' (max_concurrency, rate_limit) in pool '{}' (queue_timeout_ms = {}); it was not run",
                     now.saturating_duration_since(w.read_at).as_millis(),
                     pool.name(),
                     pool.user.queue_timeout.as_millis()
                 );
-                self.fail_request(
-                    ClientRef {
-                        key: w.client,
-                        serial: w.serial,
-                    },
-                    ER_STATEMENT_TIMEOUT,
-                    &msg,
-                );
-            }
+            self.fail_request(
+                ClientRef {
+                    key: w.client,
+                    serial: w.serial,
+                },
+                ER_STATEMENT_TIMEOUT,
+                &msg,
+            );
         }
     }
 
@@ -603,7 +678,7 @@ impl Engine {
     /// new command, the client left); who waited for it runs its own read.
     pub(super) fn drop_cache_fill(&mut self, key: usize) {
         // No rules, no fills (a reload that removes them releases all).
-        if self.rules.rules.is_empty() {
+        if self.rules.is_empty() {
             return;
         }
         let waiters = self.rules.cache.forget_fill(key);
@@ -614,7 +689,7 @@ impl Engine {
     /// answer here (an error, a timeout, a KILL) run their own.
     /// Also: statements held by `max_concurrency` run as room frees up.
     pub(super) fn release_stranded_waiters(&mut self) {
-        if self.rules.rules.is_empty() {
+        if self.rules.is_empty() {
             return;
         }
         let clients = &self.clients;
@@ -637,7 +712,7 @@ impl Engine {
     /// A backend's answer is complete: a capture for the cache of its
     /// client's query is stored if the answer is a clean result.
     pub(super) fn cache_answer_done(&mut self, backend: usize, status: u16, end: EndKind) {
-        if self.rules.rules.is_empty() {
+        if self.rules.is_empty() {
             return;
         }
         let b = &self.backends[backend];

@@ -29,7 +29,7 @@ use super::stmt::{
 use super::tally::{Counted, TallyBook, TallyState};
 use super::timer::TimerKind;
 use super::{Engine, POOLED_BUF_MAX};
-use crate::config::Credential;
+use crate::config::{Credential, ServerRole};
 use crate::protocol::auth::{
     ed25519_public_key, native_password_stage2, verify_ed25519, verify_native, CLIENT_ED25519,
     ED25519_NONCE_LEN,
@@ -162,6 +162,8 @@ pub struct InFlight {
     /// A query whose process-list references the funnel replaced already
     /// (not to be looked at again).
     pub rewritten: bool,
+    /// The role its matching rule routes it to (`[rule] route`).
+    pub route: Option<ServerRole>,
 }
 
 impl InFlight {
@@ -175,6 +177,7 @@ impl InFlight {
             stmt: None,
             awaiting_privileges: false,
             rewritten: false,
+            route: None,
         }
     }
 }
