@@ -791,6 +791,7 @@ fn stats_port_pages_and_errors() {
     let (status, page) = env.get("/");
     assert_eq!(status, 200);
     assert!(page.contains("<canvas") && page.contains("/stats.json"));
+    assert!(page.contains("id=\"servers\"") && page.contains("id=\"rules\""));
     assert!(!page.contains("http://") && !page.contains("https://") && !page.contains("src="));
     assert_eq!(env.get("/nope").0, 404);
     assert_eq!(http(env.stats_port, "POST", "/metrics").0, 405);

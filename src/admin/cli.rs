@@ -126,14 +126,15 @@ pub fn main(args: &[String]) -> u8 {
             let stats = c.query("SHOW STATS")?;
             let pools = c.query("SHOW POOLS")?;
             let latency = c.query("SHOW LATENCY")?;
-            Ok::<_, String>((version, stats, pools, latency))
+            let servers = c.query("SHOW SERVERS")?;
+            Ok::<_, String>((version, stats, pools, latency, servers))
         })();
         let mut out = String::new();
         if clear {
             out.push_str("\x1b[H\x1b[2J");
         }
         match frame {
-            Ok((version, stats, pools, latency)) => {
+            Ok((version, stats, pools, latency, servers)) => {
                 let now = Instant::now();
                 let counters = counters(&stats);
                 let rates = prev.as_ref().map(|(t, old)| {
@@ -147,6 +148,7 @@ pub fn main(args: &[String]) -> u8 {
                     &counters,
                     rates.as_ref(),
                 ));
+                out.push_str(&render_servers(&servers));
                 prev = Some((now, counters));
                 last_ok = true;
             }
@@ -376,4 +378,122 @@ fn render(
         }
     }
     out
+}
+
+/// The backend servers, when the configuration names them (`[server
+/// NAME]`; the one server of `[backend] address` is the pools' already).
+fn render_servers(servers: &Rows) -> String {
+    if !servers
+        .rows
+        .iter()
+        .any(|row| servers.get(row, "role") != "any")
+    {
+        return String::new();
+    }
+    let mut out = format!(
+        "{:<16} {:<8} {:<28} {:>6} {:>6} {:>8}  {:>8} {:>8}  {:>8}\n",
+        "SERVER", "ROLE", "STATE", "CONNS", "IN USE", "LAG", "SVC p50", "SVC p99", "OUT/BACK"
+    );
+    for row in &servers.rows {
+        let state: String = servers.get(row, "state").chars().take(28).collect();
+        let lag = match servers.get(row, "lag_ms") {
+            "" => "-".to_string(),
+            _ => dur(servers.num(row, "lag_ms") * 1000),
+        };
+        out.push_str(&format!(
+            "{:<16} {:<8} {:<28} {:>6} {:>6} {:>8}  {:>8} {:>8}  {:>8}\n",
+            servers
+                .get(row, "server")
+                .chars()
+                .take(16)
+                .collect::<String>(),
+            servers.get(row, "role"),
+            state,
+            servers.num(row, "connections"),
+            servers.num(row, "in_use"),
+            lag,
+            dur(servers.num(row, "service_p50_us")),
+            dur(servers.num(row, "service_p99_us")),
+            format!(
+                "{}/{}",
+                servers.num(row, "went_out"),
+                servers.num(row, "came_back")
+            ),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(columns: &[&str], rows: &[&[&str]]) -> Rows {
+        Rows {
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            rows: rows
+                .iter()
+                .map(|r| {
+                    r.iter()
+                        .map(|v| (!v.is_empty()).then(|| v.to_string()))
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
+    const COLUMNS: [&str; 10] = [
+        "server",
+        "role",
+        "state",
+        "connections",
+        "in_use",
+        "lag_ms",
+        "service_p50_us",
+        "service_p99_us",
+        "went_out",
+        "came_back",
+    ];
+
+    #[test]
+    fn servers_are_shown_only_when_named() {
+        let plain = rows(
+            &COLUMNS,
+            &[&["backend", "any", "up", "8", "1", "", "250", "900", "0", "0"]],
+        );
+        assert_eq!(render_servers(&plain), "");
+        let named = rows(
+            &COLUMNS,
+            &[
+                &[
+                    "db1", "primary", "up", "8", "2", "", "250", "1200", "0", "0",
+                ],
+                &[
+                    "db2",
+                    "replica",
+                    "out: replication stopped",
+                    "0",
+                    "0",
+                    "1500",
+                    "",
+                    "",
+                    "1",
+                    "0",
+                ],
+            ],
+        );
+        let out = render_servers(&named);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(lines[0].starts_with("SERVER") && lines[0].contains("OUT/BACK"));
+        assert!(
+            lines[1].starts_with("db1") && lines[1].contains("primary"),
+            "{out}"
+        );
+        assert!(
+            lines[2].contains("out: replication stopped") && lines[2].contains("1/0"),
+            "{out}"
+        );
+        assert!(lines[2].contains(&dur(1_500_000)), "lag in {out}");
+    }
 }
