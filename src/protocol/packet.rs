@@ -124,6 +124,17 @@ pub struct MessageSpan {
     pub packets: usize,
 }
 
+impl MessageSpan {
+    /// The message's payload where it starts in `buf` (the message's
+    /// first bytes): the whole payload when it is one packet; of a longer
+    /// message, `payload_len` bytes from there (headers of the packets
+    /// after the first included), never beyond `buf`.
+    pub fn payload_in<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        let end = (HEADER_LEN + self.payload_len).min(buf.len());
+        buf.get(HEADER_LEN..end).unwrap_or_default()
+    }
+}
+
 /// Finds the complete logical message at the start of `buf` without copying.
 ///
 /// - `Ok(None)`: more bytes are needed.
@@ -227,6 +238,17 @@ pub fn set_seq(frame: &mut [u8], seq: u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payload_in_takes_what_the_span_says_and_never_more_than_the_buffer() {
+        let mut buf = Vec::new();
+        write_packet(&mut buf, 0, b"\x03SELECT 1");
+        let span = scan_message(&buf, 1 << 20).unwrap().unwrap();
+        assert_eq!(span.payload_in(&buf), b"\x03SELECT 1");
+        assert_eq!(span.payload_in(&buf[..7]), b"\x03SE");
+        assert_eq!(span.payload_in(&buf[..2]), b"");
+        assert_eq!(span.payload_in(&[]), b"");
+    }
 
     // COM_QUIT as framed in
     // https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_basic_packets.html

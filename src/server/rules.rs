@@ -10,7 +10,6 @@ use crate::config::{QueryRules, RuleAction, RuleConfig};
 use crate::control::RuleRow;
 use crate::protocol::consts::err::{ER_OPTION_PREVENTS_STATEMENT, ER_STATEMENT_TIMEOUT};
 use crate::protocol::consts::{COM_QUERY, COM_STMT_EXECUTE, SERVER_STATUS_IN_TRANS};
-use crate::protocol::packet::HEADER_LEN;
 use crate::protocol::tracker::EndKind;
 
 use super::client::ClientState;
@@ -287,9 +286,10 @@ impl Engine {
         let Some(span) = c.current() else {
             return false;
         };
-        let data = c.rbuf.as_slice();
-        let end = (HEADER_LEN + span.payload_len).min(data.len());
-        let sql = &data[HEADER_LEN + 1..end];
+        let sql = span
+            .payload_in(c.rbuf.as_slice())
+            .get(1..)
+            .unwrap_or_default();
         let schema = c.session.schema.as_deref();
         let Some(index) = self.rules.decide(&c.user, schema, facts.shape, sql) else {
             return self.limit_statement(key, None);
@@ -314,11 +314,9 @@ impl Engine {
         let Some(index) = self.rules.decide(&c.user, schema, None, &st.sql) else {
             return self.limit_statement(key, None);
         };
-        let data = c.rbuf.as_slice();
-        let end = (HEADER_LEN + span.payload_len).min(data.len());
         // Command byte, statement id (4), flags (1), iteration count (4),
         // then the parameters.
-        let payload = &data[HEADER_LEN..end];
+        let payload = span.payload_in(c.rbuf.as_slice());
         let cursor = payload.get(5).is_none_or(|&flags| flags != 0);
         let statement = (!cursor).then(|| {
             let mut k = Vec::with_capacity(st.sql.len() + st.types.len() + payload.len() + 8);
@@ -399,9 +397,10 @@ impl Engine {
         let Some(span) = c.current() else {
             return false;
         };
-        let data = c.rbuf.as_slice();
-        let end = (HEADER_LEN + span.payload_len).min(data.len());
-        let sql = &data[HEADER_LEN + 1..end];
+        let sql = span
+            .payload_in(c.rbuf.as_slice())
+            .get(1..)
+            .unwrap_or_default();
         let schema = c.session.schema.as_deref();
         // Only what runs alone on any shared backend, outside a
         // transaction (autocommit off: a read would open one), in one

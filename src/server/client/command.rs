@@ -73,8 +73,7 @@ impl Engine {
             }
             COM_SET_OPTION => {
                 // Per client: the backend keeps multi-statements on.
-                let end = (HEADER_LEN + span.payload_len).min(data.len());
-                let option = set_option_value(&data[HEADER_LEN..end]);
+                let option = set_option_value(span.payload_in(data));
                 let known = matches!(
                     option,
                     MYSQL_OPTION_MULTI_STATEMENTS_ON | MYSQL_OPTION_MULTI_STATEMENTS_OFF
@@ -91,9 +90,8 @@ impl Engine {
                 }
             }
             COM_CHANGE_USER => {
-                let end = (HEADER_LEN + span.payload_len).min(data.len());
                 let parsed = if span.packets == 1 {
-                    decode_change_user(&data[HEADER_LEN..end], c.capabilities).ok()
+                    decode_change_user(span.payload_in(data), c.capabilities).ok()
                 } else {
                     None
                 };
@@ -160,8 +158,7 @@ impl Engine {
             | COM_STMT_SEND_LONG_DATA
             | COM_STMT_RESET
             | COM_STMT_FETCH => {
-                let end = (HEADER_LEN + span.payload_len).min(data.len());
-                let payload = &data[HEADER_LEN..end];
+                let payload = span.payload_in(data);
                 let Some(id) = stmt_id_of(payload) else {
                     self.close_client_logged(
                         key,
@@ -254,8 +251,7 @@ impl Engine {
                     c.facts.unproven = Some("COM_REFRESH");
                 }
                 if cmd == COM_QUERY {
-                    let end = (HEADER_LEN + span.payload_len).min(data.len());
-                    let sql = &data[HEADER_LEN + 1..end];
+                    let sql = span.payload_in(data).get(1..).unwrap_or_default();
                     let facts = query_facts(sql, self.stats.shape_buf());
                     let set = (facts.set_only && span.packets == 1)
                         .then(|| crate::server::statement::plain_set(sql))
