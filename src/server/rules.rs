@@ -283,13 +283,9 @@ impl Engine {
             return false;
         }
         let c = &self.clients[key];
-        let Some(span) = c.current() else {
+        let Some(sql) = c.current_sql() else {
             return false;
         };
-        let sql = span
-            .payload_in(c.rbuf.as_slice())
-            .get(1..)
-            .unwrap_or_default();
         let schema = c.session.schema.as_deref();
         let Some(index) = self.rules.decide(&c.user, schema, facts.shape, sql) else {
             return self.limit_statement(key, None);
@@ -394,13 +390,9 @@ impl Engine {
         statement: Option<Box<[u8]>>,
     ) -> bool {
         let c = &self.clients[key];
-        let Some(span) = c.current() else {
+        let (Some(span), Some(sql)) = (c.current(), c.current_sql()) else {
             return false;
         };
-        let sql = span
-            .payload_in(c.rbuf.as_slice())
-            .get(1..)
-            .unwrap_or_default();
         let schema = c.session.schema.as_deref();
         // Only what runs alone on any shared backend, outside a
         // transaction (autocommit off: a read would open one), in one

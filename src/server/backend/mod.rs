@@ -800,7 +800,12 @@ impl Engine {
     /// command there, and a server that comes back gets fresh ones.
     fn close_idle_out_of_rotation(&mut self, pool: usize) {
         let p = &self.pools[pool];
-        if p.servers.len() == 1 && self.servers[p.servers[0].server].in_rotation() {
+        // Runs on every pass: nothing to look for (nor allocate) while all
+        // the pool's servers take commands.
+        if p.servers
+            .iter()
+            .all(|s| !s.removed && self.servers[s.server].in_rotation())
+        {
             return;
         }
         let leaving: Vec<usize> = p

@@ -354,6 +354,16 @@ impl Client {
             _ => None,
         }
     }
+    /// The text of the query being handled (a `COM_QUERY`'s payload after
+    /// its command byte).
+    pub fn current_sql(&self) -> Option<&[u8]> {
+        let span = self.current()?;
+        Some(
+            span.payload_in(self.rbuf.as_slice())
+                .get(1..)
+                .unwrap_or_default(),
+        )
+    }
     /// The command sent to a backend whose answer has not started.
     pub fn sent(&self) -> Option<MessageSpan> {
         match self.in_flight?.bytes {
