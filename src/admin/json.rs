@@ -272,6 +272,13 @@ fn server(v: &crate::control::ServerSnapshot) -> Json {
         ("checked", v.checked.into()),
         ("connections", v.connections.into()),
         ("in_use", v.in_use.into()),
+        ("running", v.running.into()),
+        (
+            "max_concurrency",
+            v.max_concurrency.map(|n| n as u64).into(),
+        ),
+        ("waiting_users", v.waiting_users.into()),
+        ("turn_waits", v.turn_waits.into()),
         ("lag_ms", ms(v.lag).into()),
         ("read_only", v.read_only.into()),
         ("last_check_ms_ago", ms(v.last_check_ago).into()),

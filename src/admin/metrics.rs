@@ -187,6 +187,56 @@ pub fn render(s: &Snapshot) -> String {
         }
     }
     o.family(
+        "funnel_server_running",
+        "gauge",
+        "Commands running on a server now, all pools (its max_concurrency bounds those of shared connections).",
+    );
+    for v in &s.servers {
+        o.sample(
+            "funnel_server_running",
+            &[("server", &v.name)],
+            v.running as f64,
+        );
+    }
+    o.family(
+        "funnel_server_max_concurrency",
+        "gauge",
+        "A server's max_concurrency (servers with one only).",
+    );
+    for v in &s.servers {
+        if let Some(n) = v.max_concurrency {
+            o.sample(
+                "funnel_server_max_concurrency",
+                &[("server", &v.name)],
+                n as f64,
+            );
+        }
+    }
+    o.family(
+        "funnel_server_waiting_users",
+        "gauge",
+        "Users (pools) whose commands wait for a turn on a server at its max_concurrency.",
+    );
+    for v in &s.servers {
+        o.sample(
+            "funnel_server_waiting_users",
+            &[("server", &v.name)],
+            v.waiting_users as f64,
+        );
+    }
+    o.family(
+        "funnel_server_turn_waits_total",
+        "counter",
+        "Times a user's command had to wait for a turn on a server at its max_concurrency.",
+    );
+    for v in &s.servers {
+        o.sample(
+            "funnel_server_turn_waits_total",
+            &[("server", &v.name)],
+            v.turn_waits as f64,
+        );
+    }
+    o.family(
         "funnel_server_service_seconds",
         "histogram",
         "Service time on a server (all pools): command sent to it until its answer is complete, since start.",

@@ -192,6 +192,9 @@ pub struct BackendConfig {
     pub server_check_interval: Duration,
     pub reconnect_backoff_min: Duration,
     pub reconnect_backoff_max: Duration,
+    /// `[backend] max_concurrency`: each server's unless its section says
+    /// otherwise (0: no limit); the effective limit is the server's.
+    pub max_concurrency: usize,
     /// TLS to mysqld (`tls`, `tls_ca`, `tls_server_name`).
     pub tls: crate::tls::BackendTls,
 }
@@ -231,6 +234,8 @@ pub struct ServerConfig {
     pub weight: u32,
     /// A replica lagging more is out of rotation; None: no limit.
     pub max_replication_lag: Option<Duration>,
+    /// Commands running at once on it, all pools together; None: no limit.
+    pub max_concurrency: Option<usize>,
 }
 
 /// How the funnel verifies a client's password.
@@ -826,6 +831,7 @@ impl Config {
                         "reconnect_backoff_max_ms",
                         ms(self.backend.reconnect_backoff_max),
                     ),
+                    ("max_concurrency", self.backend.max_concurrency.to_string()),
                     ("tls", self.backend.tls.mode.name().to_string()),
                     ("tls_ca", quote(&self.backend.tls.ca_path)),
                     (
@@ -849,6 +855,10 @@ impl Config {
                             server
                                 .max_replication_lag
                                 .map_or_else(|| "0".to_string(), ms),
+                        ),
+                        (
+                            "max_concurrency",
+                            server.max_concurrency.unwrap_or(0).to_string(),
                         ),
                     ],
                 ));

@@ -307,7 +307,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-pub(super) static OPTIONS: [OptionSpec; 97] = [
+pub(super) static OPTIONS: [OptionSpec; 99] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -392,6 +392,8 @@ pub(super) static OPTIONS: [OptionSpec; 97] = [
         "The account the health checker of each [server NAME] logs in with (needs SLAVE MONITOR, or REPLICATION CLIENT, for replicas' lag)"),
     opt(S::Backend, "health_password", K::Secret, D::Derived("the first [user]'s backend_password"), true,
         "health_user's password"),
+    opt(S::Backend, "max_concurrency", ANY_COUNT_FROM_0, D::Count(0), true,
+        "Commands running at once on each server, all users' together (the [server NAME] key overrides it); when reached, the users with commands waiting take turns, one command each, so one user's flood cannot starve another; a client's command inside its transaction (pinned) always runs; 0 = no limit"),
     // [server NAME]
     opt(S::Server, "address", K::BackendAddr, D::Required, true,
         "This server's mysqld: host:port (resolved when the file is read) or a unix socket path"),
@@ -401,6 +403,8 @@ pub(super) static OPTIONS: [OptionSpec; 97] = [
         "Its share of the commands among the servers of its role that have idle connections: the least loaded by in-flight commands per weight is chosen"),
     opt(S::Server, "max_replication_lag_ms", ANY_COUNT_FROM_0, D::Count(0), true,
         "A replica lagging more (Seconds_Behind_Master) is out of rotation until its lag is at most half of it; 0 = no limit"),
+    opt(S::Server, "max_concurrency", ANY_COUNT_FROM_0, D::Derived("[backend] max_concurrency"), true,
+        "Overrides [backend] max_concurrency for this server (0 = no limit)"),
     // [pool]
     opt(S::Pool, "connections", ANY_COUNT_FROM_1, D::Count(DEFAULT_POOL_CONNECTIONS), true,
         "Backend connections shared by each user's clients"),

@@ -310,6 +310,7 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
         .filter(|s| s.section == Section::Server)
         .map(|raw| Lookup::new(source, raw))
         .collect();
+    let max_concurrency_default = backend.required("max_concurrency", Value::count)?;
     let mut servers = Vec::new();
     for server in &server_lookups {
         // parse_header guarantees a non-empty name for [server].
@@ -334,6 +335,12 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
             role,
             weight: server.required("weight", Value::count)? as u32,
             max_replication_lag: (lag_ms > 0).then(|| Duration::from_millis(lag_ms as u64)),
+            max_concurrency: Some(
+                server
+                    .get("max_concurrency", Value::count)?
+                    .unwrap_or(max_concurrency_default),
+            )
+            .filter(|&n| n > 0),
         });
     }
     let address = match (backend.get("address", Value::backend)?, servers.first()) {
@@ -350,6 +357,7 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
                 role: ServerRole::Any,
                 weight: 100,
                 max_replication_lag: None,
+                max_concurrency: Some(max_concurrency_default).filter(|&n| n > 0),
             });
             address
         }
@@ -414,6 +422,7 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
         server_check_interval: backend.required("server_check_interval_ms", Value::millis)?,
         reconnect_backoff_min: backend.required("reconnect_backoff_min_ms", Value::millis)?,
         reconnect_backoff_max: backend.required("reconnect_backoff_max_ms", Value::millis)?,
+        max_concurrency: max_concurrency_default,
     };
     if backend_config.reconnect_backoff_min > backend_config.reconnect_backoff_max {
         return Err(backend.err(

@@ -230,6 +230,12 @@ pub struct ServerSnapshot {
     /// Its backend connections (all pools), and those serving a client.
     pub connections: usize,
     pub in_use: usize,
+    /// Its backends running a command now, its `max_concurrency` (None: no
+    /// limit), the users waiting for a turn, and how often one had to.
+    pub running: usize,
+    pub max_concurrency: Option<usize>,
+    pub waiting_users: usize,
+    pub turn_waits: u64,
     pub version: Option<String>,
 }
 

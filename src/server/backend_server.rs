@@ -3,7 +3,7 @@
 //! defaults). Pools are per (user, server): each pool names its server, so
 //! that several servers per user (replicas) are an addition, not a rewrite.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,9 @@ pub struct BackendServer {
     /// a pinned client), of all pools: its load. Kept by
     /// `attach_backend_client`, `detach_backend_client` and `close_backend`.
     pub in_use: usize,
+    /// Its `max_concurrency`: commands running on it, and the users whose
+    /// commands wait for room, in turn.
+    pub admission: Admission,
     /// Its place in the weighted turns (stride scheduling): each command
     /// given adds `STRIDE / weight`; among servers equally loaded, the one
     /// furthest behind goes next (see `Engine::turns`).
@@ -69,6 +72,96 @@ pub struct BackendServer {
     /// baseline: mysqld flags an answer `SERVER_QUERY_WAS_SLOW` when its
     /// statement took that long, so a short one flags even a `SET`'s.
     pub long_query_time: Option<f64>,
+}
+
+/// A server's `max_concurrency`, and fair queuing across the users (pools)
+/// that share it: while it is reached, a pool with a command that could
+/// run here but for the limit waits for a turn, and as room frees up the
+/// waiting pools start one command each, in the order they began to wait
+/// (round robin). A pool that has just had its turn goes to the back, so a
+/// user with a deep backlog cannot take every freed place from a user with
+/// one command. Commands of pinned clients are never held (they may hold
+/// locks the running ones wait for) but count.
+#[derive(Debug, Default)]
+pub struct Admission {
+    /// None: no limit (and no turns).
+    pub limit: Option<usize>,
+    /// Its backends running a client's command (or a step of the funnel's
+    /// own before one): kept by `sync_running` (backend/mod.rs).
+    pub running: usize,
+    /// Pools waiting for a turn, oldest first; each at most once.
+    waiting: VecDeque<usize>,
+    /// The pool whose turn it is while its dispatch runs (`next_turn`):
+    /// it alone may take the room.
+    turn: Option<usize>,
+    /// A pass of turns is deferred (`Deferred::ServerTurns`).
+    pub turns_due: bool,
+    /// Times a pool had to wait for a turn (a command held by the limit).
+    pub waits: u64,
+}
+
+impl Admission {
+    pub fn new(limit: Option<usize>) -> Self {
+        Admission {
+            limit,
+            ..Default::default()
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.limit.is_none_or(|n| self.running < n)
+    }
+
+    /// Whether `pool` may start a command here now: there is room, and no
+    /// other pool waits for it (or it is `pool`'s turn).
+    pub fn admits(&self, pool: usize) -> bool {
+        self.limit.is_none()
+            || (self.has_room()
+                && match self.turn {
+                    Some(p) => p == pool,
+                    None => self.waiting.is_empty(),
+                })
+    }
+
+    /// `pool` has a command `admits` refused: it waits for a turn.
+    pub fn wait_turn(&mut self, pool: usize) {
+        if self.turn != Some(pool) && !self.waiting.contains(&pool) {
+            self.waiting.push_back(pool);
+            self.waits += 1;
+        }
+    }
+
+    /// `pool` started a command here: its turn (if it had one) is used.
+    pub fn started(&mut self, pool: usize) {
+        if self.turn == Some(pool) {
+            self.turn = None;
+        }
+    }
+
+    /// Room is free and a pool waits: it is that pool's turn (until it
+    /// starts a command or `end_turn`).
+    pub fn next_turn(&mut self) -> Option<usize> {
+        if self.limit.is_none() || !self.has_room() {
+            return None;
+        }
+        let p = self.waiting.pop_front()?;
+        self.turn = Some(p);
+        Some(p)
+    }
+
+    /// The pool given the turn had nothing to start here.
+    pub fn end_turn(&mut self) {
+        self.turn = None;
+    }
+
+    /// A pass of turns should run (room, and a pool waits).
+    pub fn turns_wanted(&self) -> bool {
+        self.limit.is_some() && self.has_room() && !self.waiting.is_empty()
+    }
+
+    pub fn waiting_pools(&self) -> usize {
+        self.waiting.len()
+    }
 }
 
 /// A server's place in rotation and what its last check found.
@@ -119,6 +212,7 @@ impl BackendServer {
             weight: config.weight.max(1),
             removed: false,
             in_use: 0,
+            admission: Admission::new(config.max_concurrency),
             pass: 0,
             health: ServerHealth::default(),
             rotation: checked_rotation(config),
@@ -168,6 +262,7 @@ impl BackendServer {
         self.role = config.role;
         self.max_lag = config.max_replication_lag;
         self.weight = config.weight.max(1);
+        self.admission.limit = config.max_concurrency;
         self.removed = false;
     }
 
@@ -202,7 +297,48 @@ mod tests {
             role: ServerRole::Primary,
             weight,
             max_replication_lag: None,
+            max_concurrency: None,
         })
+    }
+
+    #[test]
+    fn admission_gives_freed_room_to_waiting_pools_in_turn() {
+        let mut a = Admission::new(Some(2));
+        assert!(a.admits(0));
+        a.running = 2;
+        // Pool 0 floods, pool 1 has one command: both wait.
+        assert!(!a.admits(0));
+        a.wait_turn(0);
+        a.wait_turn(0);
+        assert!(!a.admits(1));
+        a.wait_turn(1);
+        assert_eq!((a.waiting_pools(), a.waits), (2, 2));
+        // One of pool 0's commands ends: its own next command may not take
+        // the room ahead of the pools waiting; pool 0 waited first.
+        a.running = 1;
+        assert!(!a.admits(1) && !a.admits(0));
+        assert!(a.turns_wanted());
+        assert_eq!(a.next_turn(), Some(0));
+        assert!(a.admits(0) && !a.admits(1));
+        a.running = 2;
+        a.started(0);
+        a.wait_turn(0); // more of pool 0's: to the back
+        a.running = 1;
+        assert_eq!(a.next_turn(), Some(1));
+        assert!(a.admits(1) && !a.admits(0));
+        a.started(1);
+        a.running = 2;
+        assert_eq!(a.next_turn(), None);
+        a.running = 1;
+        assert_eq!(a.next_turn(), Some(0));
+        // Pool 0 had nothing left to start: its turn ends, room stays free
+        // for whoever comes.
+        a.end_turn();
+        assert!(!a.turns_wanted());
+        assert!(a.admits(1) && a.admits(0));
+        // Without a limit everything is admitted and nobody waits.
+        let free = Admission::new(None);
+        assert!(free.admits(3) && !free.turns_wanted());
     }
 
     #[test]
@@ -233,6 +369,7 @@ mod tests {
             role: ServerRole::Any,
             weight: 100,
             max_replication_lag: None,
+            max_concurrency: None,
         });
         for (version, fixed) in [
             (None, false),

@@ -79,6 +79,8 @@ pub(crate) enum Deferred {
     ClientInput(usize, u64),
     /// The last `KILL QUERY` against a backend is over.
     ResumeAfterKill(usize, u64),
+    /// Room is free on a server (`max_concurrency`) that pools wait for.
+    ServerTurns(usize),
 }
 
 /// The funnel's state and decisions, without sockets (see the module
@@ -333,6 +335,7 @@ impl Engine {
                             self.resume_after_kill(key);
                         }
                     }
+                    Deferred::ServerTurns(server) => self.serve_turns(server),
                 }
             }
         }
@@ -421,6 +424,13 @@ impl Engine {
         self.log_limit
             .take_ended(self.now, log_limit::log_suppressed);
         self.auth_throttle.sweep(self.now);
+        // Turns owed by a server whose room came from elsewhere (a reload
+        // raised its max_concurrency).
+        for server in 0..self.servers.len() {
+            if self.servers[server].admission.turns_wanted() {
+                self.serve_turns(server);
+            }
+        }
         let interval = self.config.backend.health_check_interval;
         for p in 0..self.pools.len() {
             let due: Vec<usize> = self.pools[p]

@@ -462,6 +462,10 @@ impl Engine {
                 lost: s.health.lost,
                 connections: 0,
                 in_use: s.in_use,
+                running: s.admission.running,
+                max_concurrency: s.admission.limit,
+                waiting_users: s.admission.waiting_pools(),
+                turn_waits: s.admission.waits,
                 version: s.version.clone(),
             })
             .collect();

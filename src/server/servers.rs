@@ -7,7 +7,7 @@ use log::info;
 use std::time::Instant;
 
 use super::backend_server::BackendServer;
-use super::Engine;
+use super::{Deferred, Engine};
 use crate::config::{Config, ServerRole};
 use crate::health::{HealthReport, RotationState};
 
@@ -69,6 +69,15 @@ impl Engine {
             let names = &self.pools[p].user.servers;
             let wanted = indexes(&self.servers, names);
             self.pools[p].use_servers(&wanted, self.now);
+        }
+        for (i, server) in self.servers.iter_mut().enumerate() {
+            // A raised (or lifted) max_concurrency makes room for the
+            // pools waiting.
+            let a = &mut server.admission;
+            if !a.turns_due && a.turns_wanted() {
+                a.turns_due = true;
+                self.deferred.push(Deferred::ServerTurns(i));
+            }
         }
         self.health_targets_stale = true;
     }

@@ -144,10 +144,19 @@ impl Engine {
             let route = self.route(c, &self.pools[pool]);
             let turns = self.turns;
             let several = self.pools[pool].servers.len() > 1;
-            let Some(b) = self.pools[pool].pick_idle(|b| {
+            // Servers whose max_concurrency (or other users' turns) kept
+            // this command off an idle connection.
+            let mut held_by: Vec<usize> = Vec::new();
+            let picked = self.pools[pool].pick_idle(|b| {
                 let b = backends.get(b)?;
                 let server = &servers[b.server];
                 if !route.allows(server) {
+                    return None;
+                }
+                if !server.admission.admits(pool) {
+                    if !held_by.contains(&b.server) {
+                        held_by.push(b.server);
+                    }
                     return None;
                 }
                 let score = session_score(&b.session, fingerprint, schema);
@@ -174,7 +183,13 @@ impl Engine {
                 let ahead = server.pass.saturating_sub(turns) / 1000;
                 let waited = BEHIND_MAX - ahead.min(BEHIND_MAX);
                 Some((b.slot, (lightness << 25) | (waited << 8) | score))
-            }) else {
+            });
+            if picked.is_none() {
+                for server in held_by {
+                    self.wait_turn(server, pool);
+                }
+            }
+            let Some(b) = picked else {
                 if several && skipped.len() < DISPATCH_SCAN {
                     // No server it may run on has an idle connection, but
                     // one behind it may (a read waits for a replica, a
@@ -185,8 +200,9 @@ impl Engine {
                 self.pools[pool].push_front(req);
                 break;
             };
+            let server = self.backends[b].server;
+            self.servers[server].admission.started(pool);
             if several {
-                let server = self.backends[b].server;
                 self.servers[server].take_turn(&mut self.turns);
             }
             let waited = self.now.saturating_duration_since(req.enqueued);
@@ -195,6 +211,30 @@ impl Engine {
         }
         for req in skipped.into_iter().rev() {
             self.pools[pool].push_front(req);
+        }
+    }
+
+    /// A command of `pool` could run on `server` but for its
+    /// max_concurrency: the pool waits for a turn there.
+    fn wait_turn(&mut self, server: usize, pool: usize) {
+        let a = &mut self.servers[server].admission;
+        a.wait_turn(pool);
+        if !a.turns_due && a.turns_wanted() {
+            a.turns_due = true;
+            self.deferred.push(Deferred::ServerTurns(server));
+        }
+    }
+
+    /// Room is free on `server`: the pools waiting for it start a command
+    /// each, in turn, while room lasts (`Admission`).
+    pub(in crate::server) fn serve_turns(&mut self, server: usize) {
+        let Some(s) = self.servers.get_mut(server) else {
+            return;
+        };
+        s.admission.turns_due = false;
+        while let Some(pool) = self.servers[server].admission.next_turn() {
+            self.dispatch(pool);
+            self.servers[server].admission.end_turn();
         }
     }
 

@@ -205,6 +205,8 @@ pub struct Backend {
     pub response: ResponseRead,
     /// On its pool's idle list (kept by `sync_idle_listing`).
     pub idle_listed: bool,
+    /// Counted in its server's `admission.running` (kept by `sync_running`).
+    pub running_counted: bool,
     pub rbuf: Buf,
     pub wbuf: Buf,
     pub tracker: ResponseTracker,
@@ -632,6 +634,7 @@ impl Engine {
             flush_queued: false,
             state: BackendState::Connecting,
             idle_listed: false,
+            running_counted: false,
             response: ResponseRead::default(),
             rbuf: Buf::new(),
             wbuf: Buf::new(),
@@ -1085,6 +1088,7 @@ impl Engine {
         if let Some(b) = self.backends.get_mut(key) {
             b.state = state;
             sync_idle_listing(b, key, &mut self.pools, self.now);
+            sync_running(b, &mut self.servers, &mut self.deferred);
         }
     }
 
@@ -1097,6 +1101,7 @@ impl Engine {
             }
             b.client = Some(client);
             sync_idle_listing(b, key, &mut self.pools, self.now);
+            sync_running(b, &mut self.servers, &mut self.deferred);
         }
     }
 
@@ -1109,6 +1114,7 @@ impl Engine {
                 s.in_use = s.in_use.saturating_sub(1);
             }
             sync_idle_listing(b, key, &mut self.pools, self.now);
+            sync_running(b, &mut self.servers, &mut self.deferred);
         }
     }
 
@@ -1307,6 +1313,8 @@ impl Engine {
             let s = &mut self.servers[b.server];
             s.in_use = s.in_use.saturating_sub(1);
         }
+        b.client = None;
+        sync_running(&mut b, &mut self.servers, &mut self.deferred);
         let mut rbuf = b.rbuf;
         let mut wbuf = b.wbuf;
         rbuf.clear();
@@ -1347,6 +1355,36 @@ fn sync_idle_listing(b: &mut Backend, key: usize, pools: &mut [super::pool::Pool
         b.idle_listed,
         "backend {key}'s idle listing drifted"
     );
+}
+
+/// Keep the server's count of running backends (`Admission::running`) in
+/// step with the backend: it runs while it serves a client and is not idle
+/// (a pinned client's backend between its commands does not run). When
+/// room frees up on a server some pool waits for, a pass of turns is
+/// deferred (`Engine::serve_turns`): never run from inside a handler.
+fn sync_running(
+    b: &mut Backend,
+    servers: &mut [super::backend_server::BackendServer],
+    deferred: &mut Vec<Deferred>,
+) {
+    let runs = b.kill_query.is_none() && b.client.is_some() && b.state != BackendState::Idle;
+    if runs == b.running_counted {
+        return;
+    }
+    b.running_counted = runs;
+    let Some(server) = servers.get_mut(b.server) else {
+        return;
+    };
+    let a = &mut server.admission;
+    if runs {
+        a.running += 1;
+    } else {
+        a.running = a.running.saturating_sub(1);
+        if !a.turns_due && a.turns_wanted() {
+            a.turns_due = true;
+            deferred.push(Deferred::ServerTurns(b.server));
+        }
+    }
 }
 
 /// Whether a `ROLLBACK` leaves the backend a client `c` held pinned as a

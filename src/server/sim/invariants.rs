@@ -299,6 +299,27 @@ impl Engine {
                         server.in_use
                     ));
                 }
+                let running = self
+                    .backends
+                    .iter()
+                    .filter(|(_, b)| {
+                        b.server == i
+                            && b.kill_query.is_none()
+                            && b.client.is_some()
+                            && b.state != BackendState::Idle
+                    })
+                    .count();
+                if running != server.admission.running {
+                    return Err(format!(
+                        "server {i} counts {} backends running but has {running}",
+                        server.admission.running
+                    ));
+                }
+                if server.admission.turns_wanted() && !server.admission.turns_due {
+                    return Err(format!(
+                        "server {i} has room and pools waiting for it, and no turns are due"
+                    ));
+                }
             }
             let mut idle = pool.idle().to_vec();
             idle.sort_unstable();

@@ -256,6 +256,13 @@ fn config_text(dir: &std::path::Path, variant: u8) -> String {
     } else {
         String::new()
     };
+    // Users taking turns on each server (max_concurrency) in most, the
+    // first configuration included.
+    let server_limit = match (variant / 16 + 1) % 3 {
+        1 => "max_concurrency = 1",
+        2 => "max_concurrency = 2",
+        _ => "",
+    };
     format!(
         "[funnel]
 listen =
@@ -282,6 +289,7 @@ connect_timeout_ms = 1000
 health_check_interval_ms = 2000
 reconnect_backoff_min_ms = 10
 reconnect_backoff_max_ms = 200
+{server_limit}
 
 [pool]
 connections = {connections}
