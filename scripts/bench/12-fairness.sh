@@ -4,8 +4,10 @@
 # (B_CLIENTS clients, B_RATE q/s in all); user flood runs range selects
 # closed loop (A_CLIENTS clients, think 0). Two funnels on the same mysqld,
 # the same but for flood's [user] max_concurrency (A_LIMIT on funnel L, none
-# on funnel U). Each round measures app's latency alone, with flood through
-# U, and with flood through L, in an order that alternates between rounds.
+# on funnel U), and a third whose server has [backend] max_concurrency =
+# S_LIMIT, shared by both users in turns (funnel T). Each round measures
+# app's latency alone, with flood through U, through L and through T, in
+# an order that alternates between rounds.
 # Needs the MariaDB of 00-setup.sh (app.sbtest1) or any with
 # `loadtest --prepare`; creates the account flood/flood_pw.
 # Output: $OUT/fair12-*.json (loadtest), $OUT/fairness12.tsv, a summary.
@@ -19,6 +21,8 @@ A_LIMIT=${A_LIMIT:-2}
 CONNS=${CONNS:-8}
 L_PORTS=(${L_PORTS:-3761 3762 3763})
 U_PORTS=(${U_PORTS:-3764 3765 3766})
+T_PORTS=(${T_PORTS:-3767 3768 3769})
+S_LIMIT=${S_LIMIT:-2}
 
 myroot -e "CREATE USER IF NOT EXISTS 'flood'@'127.0.0.1' IDENTIFIED VIA mysql_native_password USING PASSWORD('flood_pw');
 GRANT SELECT ON app.* TO 'flood'@'127.0.0.1'"
@@ -33,7 +37,9 @@ start_pair_funnel "${L_PORTS[@]}" "max_concurrency = $A_LIMIT"
 PID_L=$FUNNEL_PID
 start_pair_funnel "${U_PORTS[@]}"
 PID_U=$FUNNEL_PID
-trap 'stop_funnel "$PID_L"; stop_funnel "$PID_U"' EXIT
+BACKEND_LINES="max_concurrency = $S_LIMIT" start_pair_funnel "${T_PORTS[@]}"
+PID_T=$FUNNEL_PID
+trap 'stop_funnel "$PID_L"; stop_funnel "$PID_U"; stop_funnel "$PID_T"' EXIT
 
 # measure NAME PORT FLOOD(0/1): app's point selects (and flood's ranges).
 measure() {
@@ -70,7 +76,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
         measure alone "${L_PORTS[0]}" 0
         measure unlimited "${U_PORTS[0]}" 1
         measure limited "${L_PORTS[0]}" 1
+        measure turns "${T_PORTS[0]}" 1
     else
+        measure turns "${T_PORTS[0]}" 1
         measure limited "${L_PORTS[0]}" 1
         measure unlimited "${U_PORTS[0]}" 1
         measure alone "${L_PORTS[0]}" 0
@@ -87,13 +95,14 @@ for row in rows:
 # rounds are the figure to read.
 import statistics
 med = {ph: statistics.median(p[ph] for p in by.values() if ph in p)
-       for ph in ("alone", "unlimited", "limited")}
+       for ph in ("alone", "unlimited", "limited", "turns")}
 print(f'median p99 over {len(by)} rounds: alone {med["alone"]:.2f} ms, '
       f'flood unlimited {med["unlimited"]:.2f} ms ({med["unlimited"]/med["alone"]:.2f}x), '
-      f'flood with max_concurrency {med["limited"]:.2f} ms ({med["limited"]/med["alone"]:.2f}x)')
+      f'flood with its user max_concurrency {med["limited"]:.2f} ms ({med["limited"]/med["alone"]:.2f}x), '
+      f'flood with the server max_concurrency in turns {med["turns"]:.2f} ms ({med["turns"]/med["alone"]:.2f}x)')
 for rnd, p in sorted(by.items()):
     a = p.get("alone")
     if a:
         print(f'round {rnd}: p99 alone {a:.2f} ms; flood unlimited {p.get("unlimited", 0)/a:.2f}x, '
-              f'flood with max_concurrency {p.get("limited", 0)/a:.2f}x')
+              f'user limit {p.get("limited", 0)/a:.2f}x, server turns {p.get("turns", 0)/a:.2f}x')
 PY
