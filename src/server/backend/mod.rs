@@ -1362,15 +1362,26 @@ fn sync_idle_listing(b: &mut Backend, key: usize, pools: &mut [super::pool::Pool
 /// (a pinned client's backend between its commands does not run). When
 /// room frees up on a server some pool waits for, a pass of turns is
 /// deferred (`Engine::serve_turns`): never run from inside a handler.
+#[inline]
 fn sync_running(
     b: &mut Backend,
     servers: &mut [super::backend_server::BackendServer],
     deferred: &mut Vec<Deferred>,
 ) {
-    let runs = b.kill_query.is_none() && b.client.is_some() && b.state != BackendState::Idle;
-    if runs == b.running_counted {
-        return;
+    let runs =
+        b.client.is_some() && !matches!(b.state, BackendState::Idle) && b.kill_query.is_none();
+    if runs != b.running_counted {
+        count_running(b, runs, servers, deferred);
     }
+}
+
+/// The change of [`sync_running`], out of its (inlined) check.
+fn count_running(
+    b: &mut Backend,
+    runs: bool,
+    servers: &mut [super::backend_server::BackendServer],
+    deferred: &mut Vec<Deferred>,
+) {
     b.running_counted = runs;
     let Some(server) = servers.get_mut(b.server) else {
         return;
