@@ -1086,9 +1086,12 @@ impl Engine {
     /// pool's idle list cannot drift from it (see `sync_idle_listing`).
     pub(super) fn set_backend_state(&mut self, key: usize, state: BackendState) {
         if let Some(b) = self.backends.get_mut(key) {
+            let was_idle = matches!(b.state, BackendState::Idle);
             b.state = state;
             sync_idle_listing(b, key, &mut self.pools, self.now);
-            sync_running(b, &mut self.servers, &mut self.deferred);
+            if was_idle != matches!(b.state, BackendState::Idle) && b.client.is_some() {
+                sync_running(b, &mut self.servers, &mut self.deferred);
+            }
         }
     }
 
@@ -1096,12 +1099,15 @@ impl Engine {
     /// held by it pinned: the one place `Backend::client` is set.
     pub(super) fn attach_backend_client(&mut self, key: usize, client: ClientRef) {
         if let Some(b) = self.backends.get_mut(key) {
-            if b.client.is_none() {
+            let had_none = b.client.is_none();
+            if had_none {
                 self.servers[b.server].in_use += 1;
             }
             b.client = Some(client);
             sync_idle_listing(b, key, &mut self.pools, self.now);
-            sync_running(b, &mut self.servers, &mut self.deferred);
+            if had_none && !matches!(b.state, BackendState::Idle) {
+                sync_running(b, &mut self.servers, &mut self.deferred);
+            }
         }
     }
 
@@ -1109,12 +1115,15 @@ impl Engine {
     /// `Backend::client` is cleared.
     pub(in crate::server) fn detach_backend_client(&mut self, key: usize) {
         if let Some(b) = self.backends.get_mut(key) {
-            if b.client.take().is_some() {
+            let had_one = b.client.take().is_some();
+            if had_one {
                 let s = &mut self.servers[b.server];
                 s.in_use = s.in_use.saturating_sub(1);
             }
             sync_idle_listing(b, key, &mut self.pools, self.now);
-            sync_running(b, &mut self.servers, &mut self.deferred);
+            if had_one && !matches!(b.state, BackendState::Idle) {
+                sync_running(b, &mut self.servers, &mut self.deferred);
+            }
         }
     }
 
@@ -1359,7 +1368,9 @@ fn sync_idle_listing(b: &mut Backend, key: usize, pools: &mut [super::pool::Pool
 
 /// Keep the server's count of running backends (`Admission::running`) in
 /// step with the backend: it runs while it serves a client and is not idle
-/// (a pinned client's backend between its commands does not run). When
+/// (a pinned client's backend between its commands does not run). Its
+/// callers call it only when one of the two changed (it showed in the
+/// instructions per query otherwise). When
 /// room frees up on a server some pool waits for, a pass of turns is
 /// deferred (`Engine::serve_turns`): never run from inside a handler.
 #[inline]
