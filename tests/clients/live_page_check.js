@@ -31,16 +31,17 @@ function check(what, got, want) {
 const cells = (id, i) => els[id].tBodies[0].rows[i].children.map((c) => c.textContent);
 renderServersAndRules({
   servers: [
-    { name: "db1", role: "primary", weight: 100, state: "up", in_rotation: true, connections: 4, in_use: 2, lag_ms: null,
+    { name: "db1", role: "primary", weight: 100, state: "up", in_rotation: true, connections: 4, in_use: 2,
+      running: 2, max_concurrency: 2, waiting_users: 1, lag_ms: null,
       read_only: false, service: { count: 1234, p50_us: 250, p99_us: 1200 }, went_out: 0, came_back: 0, last_error: null },
     { name: "db2", role: "replica", weight: 200, state: "out: replication stopped", in_rotation: false, connections: 0, in_use: 0,
-      lag_ms: 1500, read_only: true, service: { count: 0, p50_us: 0, p99_us: 0 }, went_out: 1, came_back: 0, last_error: "x" },
+      running: 0, max_concurrency: null, waiting_users: 0, lag_ms: 1500, read_only: true, service: { count: 0, p50_us: 0, p99_us: 0 }, went_out: 1, came_back: 0, last_error: "x" },
   ],
   rules: [{ name: "hot", conditions: "pattern = \"ids\"", action: "cache_ttl_ms = 500", hits: 7, cached: 5, delayed: 1 }],
   result_cache: { entries: 1, bytes: 100, cache_size: 1000, hits: 5, misses: 2, coalesced: 1, evictions: 0 },
 });
-check("db1 row", cells("servers", 0), ["db1", "primary", "100", "up", "4 / 2", "—", "no", "1,234", "250 µs", "1.20 ms", "0 / 0", ""]);
-check("db2 state", cells("servers", 1).slice(0, 7), ["db2", "replica", "200", "out: replication stopped", "0 / 0", "1.50 s", "yes"]);
+check("db1 row", cells("servers", 0), ["db1", "primary", "100", "up", "4 / 2", "2 / 2 (1 waiting)", "—", "no", "1,234", "250 µs", "1.20 ms", "0 / 0", ""]);
+check("db2 state", cells("servers", 1).slice(0, 8), ["db2", "replica", "200", "out: replication stopped", "0 / 0", "0", "1.50 s", "yes"]);
 check("db2 is red", els["servers"].tBodies[0].rows[1].children[3].className, "err");
 check("rule row", cells("rules", 0), ["hot", "pattern = \"ids\"", "cache_ttl_ms = 500", "7", "5", "1"]);
 check("cache line", els["cache-line"].textContent,
