@@ -29,9 +29,13 @@ fn start(rules: &str) -> Funnel {
 }
 
 fn start_with(pool: &str, rules: &str) -> Funnel {
+    start_config(FunnelConfig::user_a(), pool, rules)
+}
+
+fn start_config(config: FunnelConfig, pool: &str, rules: &str) -> Funnel {
     let admin_port = common::free_port();
     let stats_port = common::free_port();
-    let config = FunnelConfig::user_a()
+    let config = config
         .pool("connections = 2")
         .pool(pool)
         .admin(admin_port, ADMIN_PW)
@@ -660,4 +664,180 @@ fn prepared_executes_are_cached_by_their_parameters() {
     assert_ne!(want2, want1);
     assert_eq!(exec(&mut c, 2, "changed"), want2);
     assert_eq!(f.rule("ps"), (4, 2));
+}
+
+/// Reads cached with a long TTL from the funnel, next to a connection
+/// straight to mysqld that changes what they read behind the funnel's back
+/// (so a read that still gives the old value was answered from the cache).
+struct Invalidation {
+    /// The table read (its row 1's `v`).
+    table: &'static str,
+    f: Funnel,
+    reader: Conn,
+    writer: Conn,
+    direct: Conn,
+}
+
+impl Invalidation {
+    fn start(invalidation: bool, table: &'static str) -> Invalidation {
+        common::admin_sql(&format!(
+            "DROP TABLE IF EXISTS {TEST_DB}.{table}; \
+             CREATE TABLE {TEST_DB}.{table} (id INT PRIMARY KEY, v VARCHAR(20)); \
+             INSERT INTO {TEST_DB}.{table} VALUES (1, 'a'), (2, 'x')"
+        ));
+        let f = start_config(
+            FunnelConfig::user_a().funnel(&format!("cache_invalidation = {invalidation}")),
+            "",
+            &format!("[rule qi]\npattern = \"{table}\"\ncache_ttl_ms = 60000\n"),
+        );
+        Invalidation {
+            table,
+            reader: f.f.conn(USER_A, PASS_A),
+            writer: f.f.conn(USER_A, PASS_A),
+            direct: common::mysql_direct(USER_A, PASS_A),
+            f,
+        }
+    }
+
+    /// Sets the row behind the funnel's back.
+    fn behind(&mut self, v: &str) {
+        self.direct
+            .query_drop(format!("UPDATE {} SET v = '{v}' WHERE id = 1", self.table))
+            .unwrap();
+    }
+
+    /// `QI_READ` through the funnel: (its answer, whether from the cache).
+    fn read(&mut self) -> (String, bool) {
+        let before = self.f.rule("qi").1;
+        let sql = self.sql();
+        let v = value(&mut self.reader, &sql);
+        (v, self.f.rule("qi").1 > before)
+    }
+
+    fn sql(&self) -> String {
+        format!("SELECT v FROM {} WHERE id = 1", self.table)
+    }
+
+    /// What mysqld has now.
+    fn now(&mut self) -> String {
+        let sql = self.sql();
+        value(&mut self.direct, &sql)
+    }
+
+    fn write(&mut self, sql: &str) {
+        self.writer
+            .query_drop(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// A count of the `*` row of SHOW RULES (the cache's): `invalidations`.
+    fn cache_count(&self, name: &str) -> u64 {
+        let mut a = common::admin_console(self.f.admin_port, "admin", ADMIN_PW);
+        let rows = common::admin::query(&mut a, "SHOW RULES");
+        let row = rows.last().expect("the cache's row");
+        let text = row.get("action").cloned().flatten().unwrap_or_default();
+        text.split(", ")
+            .find_map(|part| part.strip_prefix(&format!("{name} ")))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+}
+
+/// Issue 18's invalidation: a write that passes through the funnel (text,
+/// prepared, in a multi-statement query, qualified from another schema, a
+/// procedure, in a transaction) makes cached reads of its table stale,
+/// while a write to another table (or to a table of the same name in
+/// another schema) leaves them cached.
+#[test]
+fn writes_through_the_funnel_make_cached_reads_of_their_tables_stale() {
+    common::admin_sql(&format!(
+        "DROP TABLE IF EXISTS {TEST_DB}.qi_u; \
+         CREATE TABLE {TEST_DB}.qi_u (id INT PRIMARY KEY); \
+         CREATE DATABASE IF NOT EXISTS qi_other; \
+         DROP TABLE IF EXISTS qi_other.qi_t; \
+         CREATE TABLE qi_other.qi_t (id INT PRIMARY KEY, v VARCHAR(20)); \
+         INSERT INTO qi_other.qi_t VALUES (1, 'other'); \
+         DROP PROCEDURE IF EXISTS {TEST_DB}.qi_p; \
+         CREATE PROCEDURE {TEST_DB}.qi_p(x VARCHAR(20)) UPDATE {TEST_DB}.qi_t SET v = x WHERE id = 1"
+    ));
+    let mut t = Invalidation::start(true, "qi_t");
+    assert_eq!(t.read(), ("a".into(), false));
+    assert_eq!(t.read(), ("a".into(), true));
+    // Unseen by the funnel: only the TTL would end it.
+    t.behind("hidden");
+    assert_eq!(t.read(), ("a".into(), true));
+    type Step<'a> = (&'a str, &'a dyn Fn(&mut Invalidation));
+    let steps: [Step; 7] = [
+        ("UPDATE", &|t| {
+            t.write("UPDATE qi_t SET v = 'b' WHERE id = 1")
+        }),
+        ("INSERT", &|t| {
+            t.write("INSERT INTO qi_t VALUES (3, 'c') ON DUPLICATE KEY UPDATE v = 'c'")
+        }),
+        ("DELETE", &|t| t.write("DELETE FROM qi_t WHERE id = 3")),
+        ("qualified, from another schema", &|t| {
+            t.write("USE qi_other");
+            t.write(&format!("UPDATE {TEST_DB}.qi_t SET v = 'd' WHERE id = 1"));
+            t.write(&format!("USE {TEST_DB}"));
+        }),
+        ("prepared", &|t| {
+            t.writer
+                .exec_drop("UPDATE qi_t SET v = ? WHERE id = 1", ("e",))
+                .unwrap()
+        }),
+        ("multi-statement", &|t| {
+            t.write("SELECT 1; UPDATE qi_t SET v = 'f' WHERE id = 1")
+        }),
+        ("CALL", &|t| t.write("CALL qi_p('g')")),
+    ];
+    for (i, (what, step)) in steps.into_iter().enumerate() {
+        // The change that shows is the one behind the funnel's back: the
+        // write through the funnel only has to make the entry stale.
+        step(&mut t);
+        let want = t.now();
+        assert_eq!(t.read(), (want.clone(), false), "after {what}");
+        assert_eq!(t.read(), (want.clone(), true), "after {what}, cached again");
+        t.behind(&format!("hidden{i}"));
+        assert_eq!(t.read(), (want, true), "after {what}, hidden");
+    }
+    let cached = t.read().0;
+    // Another table, and a table of the same name in another schema.
+    t.write("INSERT INTO qi_u VALUES (1)");
+    t.write("USE qi_other");
+    t.write("UPDATE qi_t SET v = 'other2' WHERE id = 1");
+    t.write(&format!("USE {TEST_DB}"));
+    assert_eq!(t.read(), (cached, true), "unrelated writes");
+    // In a transaction: reads of its table are not cached until it ends,
+    // nor served from an entry stored before it.
+    t.write("BEGIN");
+    t.write("UPDATE qi_t SET v = 'in_tx' WHERE id = 1");
+    let committed = t.now();
+    assert_eq!(t.read(), (committed.clone(), false));
+    assert_eq!(t.read(), (committed, false), "not stored meanwhile");
+    t.write("COMMIT");
+    assert_eq!(t.read(), ("in_tx".into(), false));
+    assert_eq!(t.read(), ("in_tx".into(), true));
+    // Nine writes (`USE` and `BEGIN` are none), the last two unrelated.
+    assert_eq!(t.cache_count("invalidations"), 10);
+    assert!(t.cache_count("invalidated") >= 9);
+    let metrics = common::stats::get_ok(t.f.stats_port, "/metrics");
+    let scrape = common::stats::parse_metrics(&metrics);
+    let invalidations = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "funnel_result_cache_invalidations_total")
+        .map(common::stats::sample_value)
+        .unwrap_or(0.0);
+    assert_eq!(invalidations, 10.0, "{metrics}");
+}
+
+/// `cache_invalidation = false`: a write through the funnel leaves cached
+/// reads of its table as they were (the TTL is the only bound).
+#[test]
+fn without_invalidation_only_the_ttl_bounds_staleness() {
+    let mut t = Invalidation::start(false, "qi_n");
+    assert_eq!(t.read(), ("a".into(), false));
+    t.write("UPDATE qi_n SET v = 'b' WHERE id = 1");
+    assert_eq!(t.read(), ("a".into(), true));
+    assert_eq!(t.cache_count("invalidations"), 0);
 }

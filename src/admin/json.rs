@@ -392,6 +392,8 @@ pub fn stats_json(s: &Snapshot, detail: bool) -> String {
                 ("expired", s.cache.expired.into()),
                 ("too_big", s.cache.too_big.into()),
                 ("coalesced", s.cache.coalesced.into()),
+                ("invalidations", s.cache.invalidations.into()),
+                ("invalidated", s.cache.invalidated.into()),
             ]),
         ),
         (

@@ -741,6 +741,16 @@ fn rules(o: &mut Out, s: &Snapshot) {
             "Reads that waited for the same read of another client instead of running.",
             c.coalesced,
         ),
+        (
+            "funnel_result_cache_invalidations_total",
+            "Writes through the funnel that made cached reads of their tables stale (of all tables when theirs cannot be told).",
+            c.invalidations,
+        ),
+        (
+            "funnel_result_cache_invalidated_total",
+            "Entries dropped, and answers not stored, because a write through the funnel made them stale.",
+            c.invalidated,
+        ),
     ] {
         o.family(name, "counter", help);
         o.sample(name, &[], value as f64);

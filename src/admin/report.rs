@@ -518,7 +518,7 @@ pub fn show_queries(s: &Snapshot) -> Table {
 /// The query rules in order with their hits (answered from the cache,
 /// held by `max_concurrency`), and a last row (rule `*`) for the result
 /// cache: entries and bytes, lookups, hits, coalesced reads, misses,
-/// stores, evictions.
+/// stores, evictions, invalidations by writes.
 pub fn show_rules(s: &Snapshot) -> Table {
     let mut t = Table::new(&[
         ("rule", Str),
@@ -547,8 +547,8 @@ pub fn show_rules(s: &Snapshot) -> Table {
         )
         .into(),
         format!(
-            "misses {}, stores {}, evictions {}, expired {}, too big {}, coalesced {}",
-            c.misses, c.stores, c.evictions, c.expired, c.too_big, c.coalesced
+            "misses {}, stores {}, evictions {}, expired {}, too big {}, coalesced {}, invalidations {}, invalidated {}",
+            c.misses, c.stores, c.evictions, c.expired, c.too_big, c.coalesced, c.invalidations, c.invalidated
         )
         .into(),
         (c.hits + c.misses).into(),

@@ -317,6 +317,10 @@ pub struct CacheStats {
     pub too_big: u64,
     /// Reads that waited for the same read of another client.
     pub coalesced: u64,
+    /// Writes through the funnel that made cached reads stale, and the
+    /// entries or answers dropped for it.
+    pub invalidations: u64,
+    pub invalidated: u64,
 }
 
 /// The admin accounts as configured now (reloadable), so the admin thread
