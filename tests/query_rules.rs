@@ -841,3 +841,124 @@ fn without_invalidation_only_the_ttl_bounds_staleness() {
     assert_eq!(t.read(), ("a".into(), true));
     assert_eq!(t.cache_count("invalidations"), 0);
 }
+
+/// `digest` matches an execute of a prepared statement whose text has that
+/// shape (the `mysql` crate's `exec` prepares on the server), as it
+/// matches a query; another shape does not match.
+#[test]
+fn digest_matches_prepared_statements() {
+    table("qr_dg");
+    let f =
+        start("[rule dg]\ndigest = \"SELECT v FROM qr_dg WHERE id = ?\"\ncache_ttl_ms = 60000\n");
+    let mut c = f.f.conn(USER_A, PASS_A);
+    let exec = |c: &mut Conn, sql: &str, id: i64| -> String {
+        c.exec_first::<String, _, _>(sql, (id,))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .unwrap_or_default()
+    };
+    let sql = "SELECT v FROM qr_dg WHERE id = ?";
+    assert_eq!(exec(&mut c, sql, 1), "v0");
+    assert_eq!(exec(&mut c, sql, 1), "v0");
+    assert_eq!(f.rule("dg"), (2, 1), "the second execute from the cache");
+    // Spacing as SHOW QUERIES normalizes it.
+    assert_eq!(exec(&mut c, "SELECT v  FROM qr_dg\nWHERE id = ?", 2), "w");
+    assert_eq!(f.rule("dg").0, 3);
+    // The query of the same shape.
+    assert_eq!(value(&mut c, "SELECT v FROM qr_dg WHERE id = 2"), "w");
+    assert_eq!(f.rule("dg").0, 4);
+    assert_eq!(
+        exec(&mut c, "SELECT v FROM qr_dg WHERE id = ? OR id = 0", 1),
+        "v0"
+    );
+    assert_eq!(f.rule("dg").0, 4, "another shape");
+}
+
+/// A table whose three-way join is a slow, deterministic, cacheable read
+/// (mysqld takes at least `at_least` for it, checked).
+fn slow_read(name: &str, at_least: Duration) -> String {
+    common::admin_sql(&format!(
+        "DROP TABLE IF EXISTS {TEST_DB}.{name}; \
+         CREATE TABLE {TEST_DB}.{name} (id INT PRIMARY KEY); \
+         INSERT INTO {TEST_DB}.{name} WITH RECURSIVE s(n) AS \
+         (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 250) SELECT n FROM s"
+    ));
+    let sql = format!(
+        "SELECT CONCAT(COUNT(*), ' ', SUM(a.id + b.id - c.id)) FROM {name} a, {name} b, {name} c"
+    );
+    let began = Instant::now();
+    value(&mut common::mysql_direct(USER_A, PASS_A), &sql);
+    let took = began.elapsed();
+    assert!(took > at_least, "too fast to wait for: {took:?}");
+    sql
+}
+
+/// A read that waits for the same read of another client (coalescing)
+/// gets ERR 1969 after its pool's queue_timeout_ms, like a queued command,
+/// while the other client gets its answer; then the answer is cached.
+#[test]
+fn a_coalesced_read_gives_up_after_queue_timeout_ms() {
+    let sql = slow_read("qr_slow", Duration::from_millis(500));
+    let f = start_with(
+        "queue_timeout_ms = 200",
+        "[rule slow]\npattern = \"qr_slow\"\ncache_ttl_ms = 60000\n",
+    );
+    let mut leader = f.f.conn(USER_A, PASS_A);
+    let mut waiter = f.f.conn(USER_A, PASS_A);
+    let began = Instant::now();
+    let leading = {
+        let sql = sql.clone();
+        std::thread::spawn(move || (value(&mut leader, &sql), began.elapsed()))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let asked = Instant::now();
+    let r = waiter.query_first::<String, _>(&sql);
+    let waited = asked.elapsed();
+    let (code, state, message) = common::sql::server_error(r);
+    assert_eq!((code, state.as_str()), (1969, "70100"), "{message}");
+    assert!(
+        message.contains("same read of another client")
+            && message.contains("queue_timeout_ms = 200"),
+        "{message}"
+    );
+    let (answer, leader_took) = leading.join().unwrap();
+    assert!(
+        waited >= Duration::from_millis(180) && waited + Duration::from_millis(100) < leader_took,
+        "waited {waited:?}, the read took {leader_took:?}"
+    );
+    assert_eq!(f.rule("slow"), (2, 1), "the waiter was coalesced");
+    // The connection goes on, and the answer is cached.
+    assert_eq!(value(&mut waiter, &sql), answer);
+    assert_eq!(f.rule("slow"), (3, 2));
+}
+
+/// The read waited for ends without an answer (`KILL QUERY` of its
+/// client): the waiting read runs on its own and gets mysqld's answer.
+#[test]
+fn a_coalesced_read_runs_when_the_read_it_waits_for_is_killed() {
+    let sql = slow_read("qr_slow_kill", Duration::from_millis(500));
+    let f = start_with(
+        "queue_timeout_ms = 20000",
+        "[rule slow]\npattern = \"qr_slow_kill\"\ncache_ttl_ms = 60000\n",
+    );
+    let want = value(&mut common::mysql_direct(USER_A, PASS_A), &sql);
+    let mut leader = f.f.conn(USER_A, PASS_A);
+    let leader_id = leader.connection_id();
+    let mut waiter = f.f.conn(USER_A, PASS_A);
+    let leading = {
+        let sql = sql.clone();
+        std::thread::spawn(move || leader.query_first::<String, _>(&sql))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let waiting = {
+        let sql = sql.clone();
+        std::thread::spawn(move || value(&mut waiter, &sql))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    f.f.conn(USER_A, PASS_A)
+        .query_drop(format!("KILL QUERY {leader_id}"))
+        .unwrap();
+    let (code, _, _) = common::sql::server_error(leading.join().unwrap());
+    assert_eq!(code, 1317);
+    assert_eq!(waiting.join().unwrap(), want);
+    assert_eq!(f.rule("slow"), (2, 1), "the waiter was coalesced");
+}

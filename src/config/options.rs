@@ -496,7 +496,7 @@ pub(super) static OPTIONS: [OptionSpec; 98] = [
     opt(S::Rule, "schema", K::Text, D::Unset, true,
         "Matches statements run with this default schema; unset = any"),
     opt(S::Rule, "digest", K::Text, D::Unset, true,
-        "Matches statements of this shape, as SHOW QUERIES shows it (literals as ?); unset = any"),
+        "Matches statements of this shape, as SHOW QUERIES shows it (literals as ?), and executes of prepared statements whose text has it; unset = any"),
     opt(S::Rule, "pattern", K::Text, D::Unset, true,
         "Matches statements whose text this regular expression (Rust regex syntax) finds a match in; (?i) for any case; unset = any"),
     opt(S::Rule, "cache_ttl_ms", K::Millis, D::Unset, true,

@@ -335,8 +335,8 @@ impl Engine {
     }
 
     /// A client's execute of a prepared statement (`COM_STMT_EXECUTE` of
-    /// statement `id`): matched on the statement's text (`digest` never
-    /// matches: the shape is made for queries), acted on as a query; its
+    /// statement `id`): matched on the statement's text (`digest` on the
+    /// shape of that text, its `?` as they are), acted on as a query; its
     /// cache key is the statement, its parameter types and the execute's
     /// parameters as sent. An execute that opens a cursor is not cached.
     pub(super) fn apply_execute_rules(&mut self, key: usize, id: u32) -> bool {
