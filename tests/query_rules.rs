@@ -817,9 +817,22 @@ fn writes_through_the_funnel_make_cached_reads_of_their_tables_stale() {
     t.write("COMMIT");
     assert_eq!(t.read(), ("in_tx".into(), false));
     assert_eq!(t.read(), ("in_tx".into(), true));
-    // Nine writes (`USE` and `BEGIN` are none), the last two unrelated.
+    // Ten writes (`USE`, `BEGIN`, `COMMIT` are none), two unrelated.
     assert_eq!(t.cache_count("invalidations"), 10);
     assert!(t.cache_count("invalidated") >= 9);
+    // The rule's own count: an entry found stale after each of the 7 steps
+    // and after the transaction.
+    let mut a = common::admin_console(t.f.admin_port, "admin", ADMIN_PW);
+    let rows = common::admin::query(&mut a, "SHOW RULES");
+    let qi = rows
+        .iter()
+        .find(|r| r.get("rule").cloned().flatten().as_deref() == Some("qi"))
+        .expect("rule qi");
+    assert_eq!(
+        qi.get("invalidated").cloned().flatten().as_deref(),
+        Some("8"),
+        "{qi:?}"
+    );
     let metrics = common::stats::get_ok(t.f.stats_port, "/metrics");
     let scrape = common::stats::parse_metrics(&metrics);
     let invalidations = scrape

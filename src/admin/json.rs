@@ -374,6 +374,7 @@ pub fn stats_json(s: &Snapshot, detail: bool) -> String {
                             ("hits", r.hits.into()),
                             ("cached", r.cached.into()),
                             ("delayed", r.delayed.into()),
+                            ("invalidated", r.invalidated.into()),
                         ])
                     })
                     .collect(),

@@ -704,6 +704,18 @@ fn rules(o: &mut Out, s: &Snapshot) {
             r.delayed as f64,
         );
     }
+    o.family(
+        "funnel_rule_invalidated_total",
+        "counter",
+        "A rule's cached answers found stale after a write through the funnel (cache_invalidation).",
+    );
+    for r in &s.rules {
+        o.sample(
+            "funnel_rule_invalidated_total",
+            &[("rule", &r.name)],
+            r.invalidated as f64,
+        );
+    }
     let c = &s.cache;
     for (name, help, value) in [
         (

@@ -516,9 +516,10 @@ pub fn show_queries(s: &Snapshot) -> Table {
 }
 
 /// The query rules in order with their hits (answered from the cache,
-/// held by `max_concurrency`), and a last row (rule `*`) for the result
-/// cache: entries and bytes, lookups, hits, coalesced reads, misses,
-/// stores, evictions, invalidations by writes.
+/// held by `max_concurrency`, cached answers found stale after a write),
+/// and a last row (rule `*`) for the result cache: entries and bytes,
+/// lookups, hits, coalesced reads, entries dropped or answers not stored
+/// after a write; misses, stores, evictions, ..., invalidations by writes.
 pub fn show_rules(s: &Snapshot) -> Table {
     let mut t = Table::new(&[
         ("rule", Str),
@@ -527,6 +528,7 @@ pub fn show_rules(s: &Snapshot) -> Table {
         ("hits", Int),
         ("cached", Int),
         ("delayed", Int),
+        ("invalidated", Int),
     ]);
     for r in &s.rules {
         t.push(vec![
@@ -536,6 +538,7 @@ pub fn show_rules(s: &Snapshot) -> Table {
             r.hits.into(),
             r.cached.into(),
             r.delayed.into(),
+            r.invalidated.into(),
         ]);
     }
     let c = &s.cache;
@@ -554,6 +557,7 @@ pub fn show_rules(s: &Snapshot) -> Table {
         (c.hits + c.misses).into(),
         c.hits.into(),
         c.coalesced.into(),
+        c.invalidated.into(),
     ]);
     t
 }

@@ -300,6 +300,8 @@ pub struct RuleRow {
     pub cached: u64,
     /// Of those, held by its `max_concurrency` before they ran.
     pub delayed: u64,
+    /// Its cached answers found stale after a write through the funnel.
+    pub invalidated: u64,
 }
 
 /// The result cache: its size now and its counts since start.

@@ -6,10 +6,10 @@
 //! recently used entries evicted first. No I/O: the engine captures what it
 //! forwards (`capture`) and writes hits into the client's output.
 //!
-//! Writes that pass through the funnel make entries stale (`Writes`): each
+//! Writes that pass through the funnel make entries stale: each
 //! entry and each answer being captured remembers the tables its statement
 //! mentions and when its read began; a write to one of them since then (or
-//! one whose tables are unknown) makes it stale. See [`Writes`] for when.
+//! one whose tables are unknown) makes it stale. See [`WriteLog`] for when.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -145,7 +145,7 @@ pub fn table_hash(schema: &[u8], name: &[u8]) -> u64 {
 /// makes the same tables stale in all pools (the same server may serve
 /// several; more stale, never less).
 #[derive(Default)]
-struct Writes {
+struct WriteLog {
     /// Bumped by each write's start and end.
     epoch: u64,
     /// A table's last write start or end (its epoch then).
@@ -174,7 +174,7 @@ struct PendingWrites {
 /// forgotten by making everything older stale.
 const MAX_WRITTEN_TABLES: usize = 100_000;
 
-impl Writes {
+impl WriteLog {
     /// Whether a read of `tables` that began at epoch `began` may miss a
     /// write that passed through the funnel.
     fn stale(&self, tables: &[u64], began: u64) -> bool {
@@ -253,7 +253,7 @@ pub struct ResultCache {
     /// Waiters whose leader left, to run their own read at the next
     /// periodic pass (not inside the closing of a client).
     orphans: Vec<Waiter>,
-    writes: Writes,
+    writes: WriteLog,
     pub counters: CacheCounters,
 }
 
@@ -288,9 +288,9 @@ impl ResultCache {
             waiters: HashMap::new(),
             orphans: Vec::new(),
             // Epoch 0 is "never written".
-            writes: Writes {
+            writes: WriteLog {
                 epoch: 1,
-                ..Writes::default()
+                ..WriteLog::default()
             },
             counters: CacheCounters::default(),
         }

@@ -32,6 +32,8 @@ struct Rule {
     cached: u64,
     /// Of its hits, those that waited under `max_concurrency`.
     delayed: u64,
+    /// Its cached answers found stale after a write (`cache_invalidation`).
+    invalidated: u64,
     /// Its statements on mysqld now, and those waiting for room or turn.
     running: Vec<Waiter>,
     held: std::collections::VecDeque<Held>,
@@ -255,6 +257,7 @@ impl RuleBook {
                     hits: r.hits,
                     cached: r.cached,
                     delayed: r.delayed,
+                    invalidated: r.invalidated,
                 }
             })
             .collect()
@@ -275,6 +278,7 @@ fn compile(rules: &[RuleConfig]) -> Vec<Rule> {
             hits: 0,
             cached: 0,
             delayed: 0,
+            invalidated: 0,
             running: Vec::new(),
             held: Default::default(),
             bucket: c.rate.map(|(limit, burst)| Bucket {
@@ -304,10 +308,13 @@ impl Engine {
         if self.rules.tracks_writes {
             // A query in several packets is not all in `sql`: unseen.
             let one_packet = c.current().is_some_and(|s| s.packets == 1);
-            let writes = if one_packet {
-                statement_writes(sql)
-            } else {
+            let writes = if !one_packet {
                 Writes::Unknown
+            } else if facts.safe_to_repeat {
+                // Plain reads only (the common case): no second scan.
+                Writes::Nothing
+            } else {
+                statement_writes(sql)
             };
             note_writes(&mut self.rules.cache, key, writes, [schema, None]);
         }
@@ -326,6 +333,7 @@ impl Engine {
         }
         let c = &self.clients[key];
         let writes = match c.stmts.get(&id) {
+            Some(st) if st.facts.safe_to_repeat => return,
             Some(st) => statement_writes(&st.sql),
             None => return,
         };
@@ -470,7 +478,12 @@ impl Engine {
             sql: statement.unwrap_or_else(|| sql.into()),
         };
         let serial = c.serial;
-        if self.rules.cache.lookup(&cache_key, self.now).is_none() {
+        let stale_before = self.rules.cache.counters.invalidated;
+        let hit = self.rules.cache.lookup(&cache_key, self.now).is_some();
+        if self.rules.cache.counters.invalidated > stale_before {
+            self.rules.rules[index].invalidated += 1;
+        }
+        if !hit {
             let waiter = Waiter {
                 client: key,
                 serial,

@@ -3477,8 +3477,14 @@ mod table_tests {
         }
     }
 
+    /// Its writes; and a statement that writes is never a plain read (the
+    /// engine looks no further for those).
     fn tables(sql: &str) -> Writes {
-        statement_writes(sql.as_bytes())
+        let writes = statement_writes(sql.as_bytes());
+        if writes != Writes::Nothing {
+            assert!(!statement_facts(sql.as_bytes()).safe_to_repeat, "{sql}");
+        }
+        writes
     }
 
     #[test]
