@@ -818,7 +818,10 @@ impl Engine {
         }
         for client in self.rules.cache.writing_clients() {
             let over = self.clients.get(client).is_none_or(|c| {
-                !c.is_busy() && c.last_status & SERVER_STATUS_IN_TRANS == 0 && !autocommit_off(c)
+                !c.is_busy()
+                    && c.in_flight.is_none()
+                    && c.last_status & SERVER_STATUS_IN_TRANS == 0
+                    && !autocommit_off(c)
             });
             if over {
                 self.rules.cache.writes_end(client);
