@@ -1064,3 +1064,38 @@ fn concurrent_writes_through_the_funnel_are_never_hidden_by_the_cache() {
         "{cached} of {hits} from the cache"
     );
 }
+
+/// A write whose client leaves while mysqld still runs it (PyMySQL's read
+/// timeout) is over only when mysqld is done with it: reads meanwhile are
+/// not stored, so the value it commits shows once it is done. (Today the
+/// funnel notices such a departure when the answer comes; the write is
+/// over for the cache no sooner either way.)
+#[test]
+fn a_write_whose_client_left_mid_statement_still_makes_reads_stale() {
+    let mut t = Invalidation::start(true, "qi_l");
+    assert_eq!(t.read(), ("a".into(), false));
+    assert_eq!(t.read(), ("a".into(), true));
+    let script = format!(
+        r#"
+import pymysql
+c = pymysql.connect(host="127.0.0.1", port={port}, user="{USER_A}", password="{PASS_A}",
+                    database="{TEST_DB}", read_timeout=0.3, autocommit=True)
+try:
+    c.cursor().execute("UPDATE qi_l SET v = IF(SLEEP(1.5), 'x', 'b') WHERE id = 1")
+    print("FINISHED")
+except pymysql.err.OperationalError as e:
+    print("LEFT", e.args[0])
+"#,
+        port = t.f.f.port
+    );
+    let out = common::clients::python_ok(&script, &[]);
+    assert!(out.contains("LEFT"), "{out}");
+    let left = Instant::now();
+    let mut during = Vec::new();
+    while left.elapsed() < Duration::from_millis(2000) {
+        during.push(t.read());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(t.now(), "b", "mysqld ran the statement to its end");
+    assert_eq!(t.read().0, "b", "reads during it: {during:?}");
+}

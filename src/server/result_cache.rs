@@ -158,10 +158,11 @@ struct WriteLog {
     writing_everything: u32,
     /// By client key: the writes it began and whose end is not seen yet.
     pending: HashMap<usize, PendingWrites>,
-    /// Those of clients that left mid-command: they end once no backend
-    /// is reading the rest of a left client's answer (the statement may
-    /// still run on mysqld until then).
-    left: Vec<PendingWrites>,
+    /// Those of clients that left (mid-command: the statement may still
+    /// run on mysqld), and from when (stamped at the next periodic pass):
+    /// they end once no backend that began reading the rest of a left
+    /// client's answer by then still does.
+    left: Vec<(Option<Instant>, PendingWrites)>,
 }
 
 #[derive(Default)]
@@ -416,7 +417,7 @@ impl ResultCache {
         let mut waiting = self.forget_fill(client);
         self.orphans.append(&mut waiting);
         if let Some(p) = self.writes.pending.remove(&client) {
-            self.writes.left.push(p);
+            self.writes.left.push((None, p));
         }
     }
 
@@ -442,15 +443,27 @@ impl ResultCache {
         }
     }
 
+    /// Writes of clients that left, not ended yet.
+    pub fn has_left_writes(&self) -> bool {
+        !self.writes.left.is_empty()
+    }
+
     /// Clients with writes whose end is not seen yet.
     pub fn writing_clients(&self) -> Vec<usize> {
         self.writes.pending.keys().copied().collect()
     }
 
-    /// No backend reads a left client's answer any more: its writes end.
-    pub fn left_writes_end(&mut self) {
-        for p in std::mem::take(&mut self.writes.left) {
-            self.writes.end(p);
+    /// Periodic: the writes of clients that left end, unless a backend
+    /// that was reading the rest of a left client's answer when they were
+    /// stamped (`draining_since(stamp)`) still is.
+    pub fn left_writes_end(&mut self, now: Instant, draining_since: impl Fn(Instant) -> bool) {
+        for (stamp, p) in std::mem::take(&mut self.writes.left) {
+            let stamp = stamp.unwrap_or(now);
+            if draining_since(stamp) {
+                self.writes.left.push((Some(stamp), p));
+            } else {
+                self.writes.end(p);
+            }
         }
     }
 
@@ -988,11 +1001,14 @@ mod tests {
         cache.client_left(8);
         fill(&mut cache, 3, &kt, "t");
         assert!(matches!(done(&mut cache, 3), Some(Shared::Unkept(_))));
-        cache.left_writes_end();
+        cache.left_writes_end(t0, |_| true);
+        fill(&mut cache, 3, &kt, "t");
+        assert!(matches!(done(&mut cache, 3), Some(Shared::Unkept(_))));
+        cache.left_writes_end(t0, |stamp| stamp < t0);
         fill(&mut cache, 3, &kt, "t");
         assert!(matches!(done(&mut cache, 3), Some(Shared::Stored(_))));
         let c = cache.counters;
-        assert_eq!((c.invalidations, c.invalidated), (3, 7));
+        assert_eq!((c.invalidations, c.invalidated), (3, 8));
         assert!(!cache.has_pending_writes());
     }
 

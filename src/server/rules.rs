@@ -827,15 +827,20 @@ impl Engine {
                 self.rules.cache.writes_end(client);
             }
         }
-        let draining = self.backends.iter().any(|(_, b)| {
-            matches!(
-                b.state,
-                BackendState::Draining | BackendState::AwaitKill { draining: true, .. }
-            )
-        });
-        if !draining {
-            self.rules.cache.left_writes_end();
+        if !self.rules.cache.has_left_writes() {
+            return;
         }
+        // A draining backend reads the rest of the answer to a client that
+        // left: its statement (a write, maybe) is not over.
+        let drains: Vec<Instant> = self
+            .backends
+            .iter()
+            .filter(|(_, b)| b.state == BackendState::Draining)
+            .map(|(_, b)| b.drain_started)
+            .collect();
+        self.rules
+            .cache
+            .left_writes_end(self.now, |stamp| drains.iter().any(|&d| d <= stamp));
     }
 
     /// A reload: new rules, an empty cache; waiting reads run their own.
