@@ -141,6 +141,11 @@ pub fn table_hash(schema: &[u8], name: &[u8]) -> u64 {
 ///   write's commit) nor waited for by a new reader;
 /// - a read that began after the write ended is fresh.
 ///
+/// The end's bump alone would keep stale answers from being served; not
+/// storing meanwhile also closes the moment between the commit on mysqld
+/// and the funnel seeing the write's end, when a client that saw the write
+/// elsewhere could still get an answer from before it.
+///
 /// Epochs are counted per funnel, not per server: a write through one pool
 /// makes the same tables stale in all pools (the same server may serve
 /// several; more stale, never less).
