@@ -2,7 +2,10 @@
 //! query decides (block it, or answer it from the result cache), with a hit
 //! count per rule. The cache itself is `result_cache.rs`; the hooks are in
 //! `client/command.rs` (a query arrives) and `backend/forward.rs` (its
-//! answer goes to the client, and is complete).
+//! answer goes to the client, and is complete). With `cache_invalidation`,
+//! a statement that may write is noted as it arrives (`note_writes`) and
+//! ends with its answer, or its transaction (`cache_answer_done`), or at a
+//! periodic pass when no answer said so (`end_unseen_writes`).
 
 use std::time::{Duration, Instant};
 
