@@ -381,6 +381,7 @@ pub fn stats_json(s: &Snapshot, detail: bool) -> String {
                             ("hits", r.hits.into()),
                             ("cached", r.cached.into()),
                             ("delayed", r.delayed.into()),
+                            ("invalidated", r.invalidated.into()),
                         ])
                     })
                     .collect(),
@@ -399,6 +400,8 @@ pub fn stats_json(s: &Snapshot, detail: bool) -> String {
                 ("expired", s.cache.expired.into()),
                 ("too_big", s.cache.too_big.into()),
                 ("coalesced", s.cache.coalesced.into()),
+                ("invalidations", s.cache.invalidations.into()),
+                ("invalidated", s.cache.invalidated.into()),
             ]),
         ),
         (

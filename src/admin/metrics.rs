@@ -754,6 +754,18 @@ fn rules(o: &mut Out, s: &Snapshot) {
             r.delayed as f64,
         );
     }
+    o.family(
+        "funnel_rule_invalidated_total",
+        "counter",
+        "A rule's cached answers found stale after a write through the funnel (cache_invalidation).",
+    );
+    for r in &s.rules {
+        o.sample(
+            "funnel_rule_invalidated_total",
+            &[("rule", &r.name)],
+            r.invalidated as f64,
+        );
+    }
     let c = &s.cache;
     for (name, help, value) in [
         (
@@ -790,6 +802,16 @@ fn rules(o: &mut Out, s: &Snapshot) {
             "funnel_result_cache_coalesced_total",
             "Reads that waited for the same read of another client instead of running.",
             c.coalesced,
+        ),
+        (
+            "funnel_result_cache_invalidations_total",
+            "Writes through the funnel that made cached reads of their tables stale (of all tables when theirs cannot be told).",
+            c.invalidations,
+        ),
+        (
+            "funnel_result_cache_invalidated_total",
+            "Entries dropped, and answers not stored, because a write through the funnel made them stale.",
+            c.invalidated,
         ),
     ] {
         o.family(name, "counter", help);

@@ -524,9 +524,10 @@ pub fn show_queries(s: &Snapshot) -> Table {
 }
 
 /// The query rules in order with their hits (answered from the cache,
-/// held by `max_concurrency`), and a last row (rule `*`) for the result
-/// cache: entries and bytes, lookups, hits, coalesced reads, misses,
-/// stores, evictions.
+/// held by `max_concurrency`, cached answers found stale after a write),
+/// and a last row (rule `*`) for the result cache: entries and bytes,
+/// lookups, hits, coalesced reads, entries dropped or answers not stored
+/// after a write; misses, stores, evictions, ..., invalidations by writes.
 pub fn show_rules(s: &Snapshot) -> Table {
     let mut t = Table::new(&[
         ("rule", Str),
@@ -535,6 +536,7 @@ pub fn show_rules(s: &Snapshot) -> Table {
         ("hits", Int),
         ("cached", Int),
         ("delayed", Int),
+        ("invalidated", Int),
     ]);
     for r in &s.rules {
         t.push(vec![
@@ -544,6 +546,7 @@ pub fn show_rules(s: &Snapshot) -> Table {
             r.hits.into(),
             r.cached.into(),
             r.delayed.into(),
+            r.invalidated.into(),
         ]);
     }
     let c = &s.cache;
@@ -555,13 +558,14 @@ pub fn show_rules(s: &Snapshot) -> Table {
         )
         .into(),
         format!(
-            "misses {}, stores {}, evictions {}, expired {}, too big {}, coalesced {}",
-            c.misses, c.stores, c.evictions, c.expired, c.too_big, c.coalesced
+            "misses {}, stores {}, evictions {}, expired {}, too big {}, coalesced {}, invalidations {}, invalidated {}",
+            c.misses, c.stores, c.evictions, c.expired, c.too_big, c.coalesced, c.invalidations, c.invalidated
         )
         .into(),
         (c.hits + c.misses).into(),
         c.hits.into(),
         c.coalesced.into(),
+        c.invalidated.into(),
     ]);
     t
 }

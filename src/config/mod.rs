@@ -982,6 +982,10 @@ impl Config {
                 "cache_max_result_size",
                 format_size(self.rules.cache_max_result_size),
             ),
+            (
+                "cache_invalidation",
+                self.rules.invalidate_on_write.to_string(),
+            ),
         ]);
         out.extend(self.rules.rules.iter().map(RuleConfig::effective));
         out

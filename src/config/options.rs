@@ -307,7 +307,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-pub(super) static OPTIONS: [OptionSpec; 99] = [
+pub(super) static OPTIONS: [OptionSpec; 100] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -492,13 +492,15 @@ pub(super) static OPTIONS: [OptionSpec; 99] = [
         "Memory for cached results (rules with cache_ttl_ms); the least recently used entries make room; 0 = no result cache"),
     opt(S::Funnel, "cache_max_result_size", BUFFERED_RESULT_SIZE, D::Size(DEFAULT_CACHE_MAX_RESULT_SIZE), true,
         "A result larger than this (bytes as the client gets them) is not cached"),
+    opt(S::Funnel, "cache_invalidation", K::Bool, D::Bool(true), true,
+        "A write through the funnel (INSERT, UPDATE, DELETE, ..., CALL, DDL) makes cached reads of its tables stale (of every table when its tables cannot be told); false = only the TTL bounds staleness"),
     // [rule NAME]
     opt(S::Rule, "user", K::Text, D::Unset, true,
         "Matches statements of clients logged in as this user; unset = any user"),
     opt(S::Rule, "schema", K::Text, D::Unset, true,
         "Matches statements run with this default schema; unset = any"),
     opt(S::Rule, "digest", K::Text, D::Unset, true,
-        "Matches statements of this shape, as SHOW QUERIES shows it (literals as ?); unset = any"),
+        "Matches statements of this shape, as SHOW QUERIES shows it (literals as ?), and executes of prepared statements whose text has it; unset = any"),
     opt(S::Rule, "pattern", K::Text, D::Unset, true,
         "Matches statements whose text this regular expression (Rust regex syntax) finds a match in; (?i) for any case; unset = any"),
     opt(S::Rule, "cache_ttl_ms", K::Millis, D::Unset, true,

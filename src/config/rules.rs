@@ -32,6 +32,9 @@ pub struct QueryRules {
     pub cache_size: usize,
     /// `[funnel] cache_max_result_size`: a larger result is not cached.
     pub cache_max_result_size: usize,
+    /// `[funnel] cache_invalidation`: writes through the funnel make
+    /// cached reads of their tables stale.
+    pub invalidate_on_write: bool,
     /// The users' own limits (`[pool]`/`[user]` `max_concurrency`,
     /// `rate_limit`), as rules named after the user that match all its
     /// statements, besides any `[rule]` that matches them too.
@@ -253,6 +256,7 @@ pub(super) fn build(
         rules,
         cache_size,
         cache_max_result_size,
+        invalidate_on_write: true,
         user_limits: Vec::new(),
     })
 }

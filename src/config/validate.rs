@@ -742,6 +742,7 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
         funnel.required("cache_size", Value::count)?,
         funnel.required("cache_max_result_size", Value::count)?,
     )?;
+    rules.invalidate_on_write = funnel.required("cache_invalidation", Value::boolean)?;
     rules.user_limits = users.iter().filter_map(super::rules::user_limit).collect();
 
     Ok(Config {

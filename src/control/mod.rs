@@ -306,6 +306,8 @@ pub struct RuleRow {
     pub cached: u64,
     /// Of those, held by its `max_concurrency` before they ran.
     pub delayed: u64,
+    /// Its cached answers found stale after a write through the funnel.
+    pub invalidated: u64,
 }
 
 /// The result cache: its size now and its counts since start.
@@ -323,6 +325,10 @@ pub struct CacheStats {
     pub too_big: u64,
     /// Reads that waited for the same read of another client.
     pub coalesced: u64,
+    /// Writes through the funnel that made cached reads stale, and the
+    /// entries or answers dropped for it.
+    pub invalidations: u64,
+    pub invalidated: u64,
 }
 
 /// The admin accounts as configured now (reloadable), so the admin thread

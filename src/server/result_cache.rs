@@ -5,8 +5,13 @@
 //! and statement text), with their own sequence ids. Bounded memory, least
 //! recently used entries evicted first. No I/O: the engine captures what it
 //! forwards (`capture`) and writes hits into the client's output.
+//!
+//! Writes that pass through the funnel make entries stale: each
+//! entry and each answer being captured remembers the tables its statement
+//! mentions and when its read began; a write to one of them since then (or
+//! one whose tables are unknown) makes it stale. See [`WriteLog`] for when.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::protocol::consts::*;
@@ -55,6 +60,10 @@ pub struct CachedAnswer {
     pub status: u16,
     pub row_count: i64,
     expires: Instant,
+    /// The tables its statement mentions ([`table_hash`]), and the write
+    /// epoch its read began at (or was last found fresh at).
+    tables: Box<[u64]>,
+    fresh_at: u64,
     /// Position in the LRU order.
     used: u64,
     /// Bytes it counts against `cache_size`.
@@ -66,6 +75,9 @@ struct Fill {
     serial: u64,
     key: CacheKey,
     ttl: Duration,
+    tables: Box<[u64]>,
+    /// The write epoch when its command was read.
+    began: u64,
     frames: Vec<u8>,
     too_big: bool,
 }
@@ -95,6 +107,135 @@ pub struct CacheCounters {
     /// running (each answered from its answer, or run after all when that
     /// answer could not be cached).
     pub coalesced: u64,
+    /// Writes through the funnel that made cached reads of their tables
+    /// stale (those of unknown tables: all of them).
+    pub invalidations: u64,
+    /// Entries dropped, and answers not stored, because of such a write.
+    pub invalidated: u64,
+}
+
+/// A table as the invalidation knows it: a hash of its schema and name
+/// (lower-case). Two tables with the same hash are one: more is made
+/// stale, never less.
+pub fn table_hash(schema: &[u8], name: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    schema.hash(&mut h);
+    name.hash(&mut h);
+    h.finish()
+}
+
+/// The writes that passed through the funnel, for staleness.
+///
+/// A write takes effect on mysqld at some moment between the funnel
+/// reading it (its *start*) and the end of its command, or of its
+/// transaction (its *end*); a read's answer reflects some moment between
+/// its own start and end. So an answer may miss the write unless it began
+/// after the write ended. Hence:
+/// - at a write's start and end its tables' epochs are bumped: an entry or
+///   capture whose read began before either is stale (entries stored
+///   before the write are not served from its start on: a client that saw
+///   the write's effect directly must not read an older answer here);
+/// - while a write is in progress (or its transaction open), an answer
+///   reading its tables is not stored (it may have read before the
+///   write's commit) nor waited for by a new reader;
+/// - a read that began after the write ended is fresh.
+///
+/// The end's bump alone would keep stale answers from being served; not
+/// storing meanwhile also closes the moment between the commit on mysqld
+/// and the funnel seeing the write's end, when a client that saw the write
+/// elsewhere could still get an answer from before it.
+///
+/// Epochs are counted per funnel, not per server: a write through one pool
+/// makes the same tables stale in all pools (the same server may serve
+/// several; more stale, never less).
+#[derive(Default)]
+struct WriteLog {
+    /// Bumped by each write's start and end.
+    epoch: u64,
+    /// A table's last write start or end (its epoch then).
+    written: HashMap<u64, u64>,
+    /// The last start or end of a write of unknown tables.
+    everything: u64,
+    /// Tables being written now, by how many clients; writes of unknown
+    /// tables now.
+    writing: HashMap<u64, u32>,
+    writing_everything: u32,
+    /// By client key: the writes it began and whose end is not seen yet.
+    pending: HashMap<usize, PendingWrites>,
+    /// Those of clients that left (mid-command: the statement may still
+    /// run on mysqld), and from when (stamped at the next periodic pass):
+    /// they end once no backend that began reading the rest of a left
+    /// client's answer by then still does.
+    left: Vec<(Option<Instant>, PendingWrites)>,
+}
+
+#[derive(Default)]
+struct PendingWrites {
+    tables: HashSet<u64>,
+    everything: bool,
+}
+
+/// Tables remembered at most: past that, the record of old writes is
+/// forgotten by making everything older stale.
+const MAX_WRITTEN_TABLES: usize = 100_000;
+
+impl WriteLog {
+    /// Whether a read of `tables` that began at epoch `began` may miss a
+    /// write that passed through the funnel.
+    fn stale(&self, tables: &[u64], began: u64) -> bool {
+        self.writing_everything > 0
+            || self.everything >= began
+            || tables.iter().any(|t| {
+                self.writing.contains_key(t) || self.written.get(t).is_some_and(|&e| e >= began)
+            })
+    }
+
+    fn begin(&mut self, client: usize, tables: Option<&[u64]>) {
+        let epoch = self.epoch;
+        self.epoch += 1;
+        let p = self.pending.entry(client).or_default();
+        match tables {
+            None => {
+                self.everything = epoch;
+                if !p.everything {
+                    p.everything = true;
+                    self.writing_everything += 1;
+                }
+            }
+            Some(tables) => {
+                for &t in tables {
+                    self.written.insert(t, epoch);
+                    if p.tables.insert(t) {
+                        *self.writing.entry(t).or_default() += 1;
+                    }
+                }
+            }
+        }
+        if self.written.len() > MAX_WRITTEN_TABLES {
+            // Everything read before now is stale: the record can go.
+            self.written.clear();
+            self.everything = epoch;
+        }
+    }
+
+    fn end(&mut self, p: PendingWrites) {
+        let epoch = self.epoch;
+        self.epoch += 1;
+        if p.everything {
+            self.everything = epoch;
+            self.writing_everything -= 1;
+        }
+        for t in p.tables {
+            self.written.insert(t, epoch);
+            if let Some(n) = self.writing.get_mut(&t) {
+                *n -= 1;
+                if *n == 0 {
+                    self.writing.remove(&t);
+                }
+            }
+        }
+    }
 }
 
 /// Bytes an entry costs beyond its frames and key text (map and LRU slots).
@@ -113,11 +254,30 @@ pub struct ResultCache {
     /// The client whose fill is capturing the answer to a key (its
     /// client key and serial), and who waits for that answer.
     leaders: HashMap<CacheKey, (usize, u64)>,
-    waiters: HashMap<CacheKey, Vec<Waiter>>,
+    /// Each with when it gives up (its pool's `queue_timeout_ms`).
+    waiters: HashMap<CacheKey, Vec<(Waiter, Instant)>>,
     /// Waiters whose leader left, to run their own read at the next
     /// periodic pass (not inside the closing of a client).
     orphans: Vec<Waiter>,
+    writes: WriteLog,
     pub counters: CacheCounters,
+}
+
+/// An answer complete and clean but not stored (stale, or larger than the
+/// whole cache): the clients that waited for it get it all the same.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Unkept {
+    pub frames: Box<[u8]>,
+    pub status: u16,
+    pub row_count: i64,
+}
+
+/// What the clients that waited for an answer get.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Shared {
+    /// The entry now in the cache.
+    Stored(CacheKey),
+    Unkept(Unkept),
 }
 
 impl ResultCache {
@@ -133,6 +293,11 @@ impl ResultCache {
             leaders: HashMap::new(),
             waiters: HashMap::new(),
             orphans: Vec::new(),
+            // Epoch 0 is "never written".
+            writes: WriteLog {
+                epoch: 1,
+                ..WriteLog::default()
+            },
             counters: CacheCounters::default(),
         }
     }
@@ -144,7 +309,11 @@ impl ResultCache {
         self.lru.clear();
         self.fills.clear();
         self.leaders.clear();
-        let mut waiting: Vec<Waiter> = self.waiters.drain().flat_map(|(_, w)| w).collect();
+        let mut waiting: Vec<Waiter> = self
+            .waiters
+            .drain()
+            .flat_map(|(_, w)| w.into_iter().map(|(w, _)| w))
+            .collect();
         waiting.append(&mut self.orphans);
         self.bytes = 0;
         self.limit = limit;
@@ -180,6 +349,19 @@ impl ResultCache {
             self.remove(key);
             return None;
         }
+        if entry.fresh_at < self.writes.epoch {
+            // A write since it was last found fresh: of its tables?
+            if self.writes.stale(&entry.tables, entry.fresh_at) {
+                self.counters.invalidated += 1;
+                self.counters.misses += 1;
+                self.remove(key);
+                return None;
+            }
+            let epoch = self.writes.epoch;
+            if let Some(e) = self.entries.get_mut(key) {
+                e.fresh_at = epoch;
+            }
+        }
         self.counters.hits += 1;
         let used = self.next_use;
         self.next_use += 1;
@@ -197,8 +379,16 @@ impl ResultCache {
         self.entries.get(key).filter(|e| e.expires > now)
     }
 
-    /// The client's next answer is to be captured for `key`.
-    pub fn start_fill(&mut self, client: usize, serial: u64, key: CacheKey, ttl: Duration) {
+    /// The client's next answer is to be captured for `key`; its statement
+    /// mentions `tables` ([`table_hash`]).
+    pub fn start_fill(
+        &mut self,
+        client: usize,
+        serial: u64,
+        key: CacheKey,
+        ttl: Duration,
+        tables: Box<[u64]>,
+    ) {
         self.leaders.insert(key.clone(), (client, serial));
         self.fills.insert(
             client,
@@ -206,6 +396,8 @@ impl ResultCache {
                 serial,
                 key,
                 ttl,
+                tables,
+                began: self.writes.epoch,
                 frames: Vec::new(),
                 too_big: false,
             },
@@ -229,31 +421,105 @@ impl ResultCache {
     pub fn client_left(&mut self, client: usize) {
         let mut waiting = self.forget_fill(client);
         self.orphans.append(&mut waiting);
+        if let Some(p) = self.writes.pending.remove(&client) {
+            self.writes.left.push((None, p));
+        }
+    }
+
+    /// Whether writes are being tracked (some client began one).
+    pub fn has_pending_writes(&self) -> bool {
+        !self.writes.pending.is_empty() || !self.writes.left.is_empty()
+    }
+
+    /// A client's statement that may write `tables` ([`table_hash`]; None:
+    /// unknown tables) was read: cached reads of them are stale from now
+    /// until [`writes_end`](Self::writes_end) and answers being captured
+    /// are not stored.
+    pub fn write_begins(&mut self, client: usize, tables: Option<&[u64]>) {
+        self.counters.invalidations += 1;
+        self.writes.begin(client, tables);
+    }
+
+    /// The client's writes are over (its command, and any transaction it
+    /// was in, ended): reads that began before are stale.
+    pub fn writes_end(&mut self, client: usize) {
+        if let Some(p) = self.writes.pending.remove(&client) {
+            self.writes.end(p);
+        }
+    }
+
+    /// Writes of clients that left, not ended yet.
+    pub fn has_left_writes(&self) -> bool {
+        !self.writes.left.is_empty()
+    }
+
+    /// Clients with writes whose end is not seen yet.
+    pub fn writing_clients(&self) -> Vec<usize> {
+        self.writes.pending.keys().copied().collect()
+    }
+
+    /// Periodic: the writes of clients that left end, unless a backend
+    /// that was reading the rest of a left client's answer when they were
+    /// stamped (`draining_since(stamp)`) still is.
+    pub fn left_writes_end(&mut self, now: Instant, draining_since: impl Fn(Instant) -> bool) {
+        for (stamp, p) in std::mem::take(&mut self.writes.left) {
+            let stamp = stamp.unwrap_or(now);
+            if draining_since(stamp) {
+                self.writes.left.push((Some(stamp), p));
+            } else {
+                self.writes.end(p);
+            }
+        }
     }
 
     /// The answer to `key` is being captured for another client's same
     /// read: `waiter` is to get it (true), instead of running its own.
-    pub fn wait_for(&mut self, key: &CacheKey, waiter: Waiter) -> bool {
+    /// Not when a write may have changed its tables since the other read
+    /// began: that answer may be older than this client's own write.
+    /// `deadline`: when it gives up waiting ([`expired`](Self::expired)).
+    pub fn wait_for(&mut self, key: &CacheKey, waiter: Waiter, deadline: Instant) -> bool {
         let Some(&(client, serial)) = self.leaders.get(key) else {
             return false;
         };
         if waiter.client == client
-            || !self
-                .fills
-                .get(&client)
-                .is_some_and(|f| f.serial == serial && f.key == *key)
+            || !self.fills.get(&client).is_some_and(|f| {
+                f.serial == serial && f.key == *key && !self.writes.stale(&f.tables, f.began)
+            })
         {
             return false;
         }
         self.counters.coalesced += 1;
-        self.waiters.entry(key.clone()).or_default().push(waiter);
+        self.waiters
+            .entry(key.clone())
+            .or_default()
+            .push((waiter, deadline));
         true
+    }
+
+    /// Waiters past their deadline, no longer waiting.
+    pub fn expired(&mut self, now: Instant) -> Vec<Waiter> {
+        let mut out = Vec::new();
+        for list in self.waiters.values_mut() {
+            list.retain(|&(w, deadline)| {
+                let keep = deadline > now;
+                if !keep {
+                    out.push(w);
+                }
+                keep
+            });
+        }
+        out
+    }
+
+    /// The earliest deadline of a waiter.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.waiters.values().flatten().map(|&(_, d)| d).min()
     }
 
     /// Whether the client's command waits for another's answer.
     pub fn is_waiting(&self, client: usize, serial: u64) -> bool {
         let it = |w: &Waiter| w.client == client && w.serial == serial;
-        self.orphans.iter().any(it) || self.waiters.values().any(|w| w.iter().any(it))
+        self.orphans.iter().any(it) || self.waiters.values().flatten().any(|(w, _)| it(w))
     }
 
     /// Leaders whose command is over (`busy` says it is not) without their
@@ -282,7 +548,11 @@ impl ResultCache {
     fn end_lead(&mut self, key: &CacheKey, client: usize, serial: u64) -> Vec<Waiter> {
         if self.leaders.get(key) == Some(&(client, serial)) {
             self.leaders.remove(key);
-            return self.waiters.remove(key).unwrap_or_default();
+            return self
+                .waiters
+                .remove(key)
+                .map(|w| w.into_iter().map(|(w, _)| w).collect())
+                .unwrap_or_default();
         }
         Vec::new()
     }
@@ -308,15 +578,15 @@ impl ResultCache {
 
     /// The client's answer is complete; `clean` (its last status and
     /// `ROW_COUNT()`) when it may be cached: a result, no warnings, no
-    /// session change, no transaction. Returns who waited for it, and the
-    /// key if it is now in the cache (else they must run their own).
+    /// session change, no transaction. Returns who waited for it, and what
+    /// they get (else they must run their own).
     pub fn finish_fill(
         &mut self,
         client: usize,
         serial: u64,
         clean: Option<(u16, i64)>,
         now: Instant,
-    ) -> (Vec<Waiter>, Option<CacheKey>) {
+    ) -> (Vec<Waiter>, Option<Shared>) {
         if self.fills.is_empty() {
             return (Vec::new(), None);
         }
@@ -334,17 +604,28 @@ impl ResultCache {
         let Some((status, row_count)) = clean else {
             return (waiting, None);
         };
-        if fill.frames.is_empty() || !self.enabled() {
+        if fill.frames.is_empty() {
             return (waiting, None);
         }
         let size = fill.frames.len()
             + fill.key.sql.len()
             + fill.key.user.len()
             + fill.key.schema.as_ref().map_or(0, |s| s.len())
+            + fill.tables.len() * 8
             + ENTRY_OVERHEAD;
-        if size > self.limit {
-            self.counters.too_big += 1;
-            return (waiting, None);
+        let stale = self.writes.stale(&fill.tables, fill.began);
+        if stale || size > self.limit || !self.enabled() {
+            if stale {
+                self.counters.invalidated += 1;
+            } else if self.enabled() {
+                self.counters.too_big += 1;
+            }
+            let unkept = Unkept {
+                frames: fill.frames.into_boxed_slice(),
+                status,
+                row_count,
+            };
+            return (waiting, Some(Shared::Unkept(unkept)));
         }
         self.remove(&fill.key);
         while self.bytes + size > self.limit {
@@ -368,11 +649,13 @@ impl ResultCache {
                 status,
                 row_count,
                 expires: now + fill.ttl,
+                tables: fill.tables,
+                fresh_at: fill.began,
                 used,
                 size,
             },
         );
-        (waiting, Some(fill.key))
+        (waiting, Some(Shared::Stored(fill.key)))
     }
 
     fn remove(&mut self, key: &CacheKey) {
@@ -418,6 +701,13 @@ mod tests {
             capabilities: shaping_capabilities(CLIENT_PROTOCOL_41, 0, false),
             sql: sql.as_bytes().into(),
         }
+    }
+
+    fn tables(names: &[&str]) -> Box<[u64]> {
+        names
+            .iter()
+            .map(|n| table_hash(b"shop", n.as_bytes()))
+            .collect()
     }
 
     fn frame(out: &mut Vec<u8>, seq: u8, payload: &[u8]) {
@@ -501,7 +791,13 @@ mod tests {
     }
 
     fn store(cache: &mut ResultCache, k: &CacheKey, frames: &[u8], ttl_ms: u64, now: Instant) {
-        cache.start_fill(1, 9, k.clone(), Duration::from_millis(ttl_ms));
+        cache.start_fill(
+            1,
+            9,
+            k.clone(),
+            Duration::from_millis(ttl_ms),
+            tables(&["t"]),
+        );
         cache.capture(1, 9, frames);
         cache.finish_fill(1, 9, Some((SERVER_STATUS_AUTOCOMMIT, -1)), now);
     }
@@ -552,6 +848,7 @@ mod tests {
     #[test]
     fn identical_reads_in_flight_wait_for_the_first() {
         let t0 = Instant::now();
+        let far = t0 + Duration::from_secs(60);
         let mut cache = ResultCache::new(1 << 20, 1 << 16);
         let k = key("SELECT a FROM t");
         let w = |client: usize| Waiter {
@@ -560,32 +857,35 @@ mod tests {
             read_at: t0,
         };
         // Nobody runs it yet: no waiting.
-        assert!(!cache.wait_for(&k, w(2)));
-        cache.start_fill(1, 1, k.clone(), Duration::from_secs(1));
-        assert!(!cache.wait_for(&k, w(1)), "the leader waits for nobody");
-        assert!(cache.wait_for(&k, w(2)));
-        assert!(cache.wait_for(&k, w(3)));
-        assert!(!cache.wait_for(&key("SELECT b FROM t"), w(4)));
+        assert!(!cache.wait_for(&k, w(2), far));
+        cache.start_fill(1, 1, k.clone(), Duration::from_secs(1), tables(&["t"]));
+        assert!(
+            !cache.wait_for(&k, w(1), far),
+            "the leader waits for nobody"
+        );
+        assert!(cache.wait_for(&k, w(2), far));
+        assert!(cache.wait_for(&k, w(3), far));
+        assert!(!cache.wait_for(&key("SELECT b FROM t"), w(4), far));
         assert!(cache.is_waiting(2, 2) && !cache.is_waiting(2, 9));
         cache.capture(1, 1, &result(1, true));
         let (waiting, stored) = cache.finish_fill(1, 1, Some((0, -1)), t0);
         assert_eq!(waiting, vec![w(2), w(3)]);
-        assert_eq!(stored.as_ref(), Some(&k));
+        assert_eq!(stored, Some(Shared::Stored(k.clone())));
         assert!(!cache.is_waiting(2, 2));
         assert_eq!(cache.counters.coalesced, 2);
         // An answer that cannot be cached: the waiters run their own.
         let k2 = key("SELECT b FROM t");
-        cache.start_fill(1, 1, k2.clone(), Duration::from_secs(1));
-        assert!(cache.wait_for(&k2, w(2)));
+        cache.start_fill(1, 1, k2.clone(), Duration::from_secs(1), tables(&["t"]));
+        assert!(cache.wait_for(&k2, w(2), far));
         assert_eq!(cache.finish_fill(1, 1, None, t0), (vec![w(2)], None));
         // The leader's command ends otherwise (an error, it left).
-        cache.start_fill(1, 1, k2.clone(), Duration::from_secs(1));
-        assert!(cache.wait_for(&k2, w(2)));
+        cache.start_fill(1, 1, k2.clone(), Duration::from_secs(1), tables(&["t"]));
+        assert!(cache.wait_for(&k2, w(2), far));
         assert!(cache.stranded(|_, _| true).is_empty());
         assert_eq!(cache.stranded(|_, _| false), vec![w(2)]);
-        assert!(!cache.wait_for(&k2, w(3)), "no leader any more");
-        cache.start_fill(1, 1, k2.clone(), Duration::from_secs(1));
-        assert!(cache.wait_for(&k2, w(2)));
+        assert!(!cache.wait_for(&k2, w(3), far), "no leader any more");
+        cache.start_fill(1, 1, k2.clone(), Duration::from_secs(1), tables(&["t"]));
+        assert!(cache.wait_for(&k2, w(2), far));
         cache.client_left(1);
         assert!(cache.is_waiting(2, 2), "until the next periodic pass");
         assert_eq!(cache.stranded(|_, _| true), vec![w(2)]);
@@ -596,7 +896,7 @@ mod tests {
     fn bounded_with_lru_eviction_and_a_size_limit() {
         let t0 = Instant::now();
         let frames = result(1, true);
-        let one = frames.len() + "SELECT 0".len() + 3 + 4 + ENTRY_OVERHEAD;
+        let one = frames.len() + "SELECT 0".len() + 3 + 4 + 8 + ENTRY_OVERHEAD;
         let mut cache = ResultCache::new(3 * one, 1 << 16);
         for i in 0..3 {
             store(&mut cache, &key(&format!("SELECT {i}")), &frames, 1000, t0);
@@ -612,19 +912,130 @@ mod tests {
         assert_eq!(cache.counters.evictions, 1);
         // Larger than cache_max_result_size: never stored, in any piece.
         let mut small = ResultCache::new(1 << 20, frames.len() - 1);
-        small.start_fill(1, 9, key("SELECT x"), Duration::from_secs(1));
+        small.start_fill(
+            1,
+            9,
+            key("SELECT x"),
+            Duration::from_secs(1),
+            tables(&["t"]),
+        );
         small.capture(1, 9, &frames[..10]);
         small.capture(1, 9, &frames[10..]);
         small.finish_fill(1, 9, Some((0, -1)), t0);
         assert_eq!((small.entries(), small.counters.too_big), (0, 1));
         // Another command's bytes, or an unclean end, store nothing.
-        small.start_fill(1, 9, key("SELECT y"), Duration::from_secs(1));
+        small.start_fill(
+            1,
+            9,
+            key("SELECT y"),
+            Duration::from_secs(1),
+            tables(&["t"]),
+        );
         small.forget_fill(1);
         small.capture(1, 9, b"x");
         small.finish_fill(1, 9, Some((0, -1)), t0);
-        small.start_fill(1, 9, key("SELECT y"), Duration::from_secs(1));
+        small.start_fill(
+            1,
+            9,
+            key("SELECT y"),
+            Duration::from_secs(1),
+            tables(&["t"]),
+        );
         small.capture(1, 10, b"x");
         small.finish_fill(1, 9, None, t0);
         assert_eq!(small.entries(), 0);
+    }
+
+    #[test]
+    fn writes_make_reads_of_their_tables_stale() {
+        let t0 = Instant::now();
+        let far = t0 + Duration::from_secs(60);
+        let mut cache = ResultCache::new(1 << 20, 1 << 16);
+        let (kt, ku) = (key("SELECT a FROM t"), key("SELECT a FROM u"));
+        let fill = |cache: &mut ResultCache, client: usize, k: &CacheKey, t: &str| {
+            cache.start_fill(client, 9, k.clone(), Duration::from_secs(60), tables(&[t]));
+        };
+        let done = |cache: &mut ResultCache, client: usize| {
+            cache.capture(client, 9, &result(1, false));
+            cache.finish_fill(client, 9, Some((0, -1)), t0).1
+        };
+        fill(&mut cache, 1, &kt, "t");
+        done(&mut cache, 1);
+        fill(&mut cache, 1, &ku, "u");
+        done(&mut cache, 1);
+        // A read of t in progress when a write of t begins.
+        fill(&mut cache, 2, &key("SELECT b FROM t"), "t");
+        cache.write_begins(7, Some(&tables(&["t"])));
+        assert!(
+            cache.lookup(&kt, t0).is_none(),
+            "stale from the write's start"
+        );
+        assert!(cache.lookup(&ku, t0).is_some(), "another table");
+        // Reads of t that begin during the write are not stored, nor
+        // waited for; their answer goes to who waited before.
+        fill(&mut cache, 3, &kt, "t");
+        assert!(!cache.wait_for(
+            &kt,
+            Waiter {
+                client: 4,
+                serial: 1,
+                read_at: t0
+            },
+            far
+        ));
+        assert!(matches!(done(&mut cache, 3), Some(Shared::Unkept(_))));
+        assert!(matches!(done(&mut cache, 2), Some(Shared::Unkept(_))));
+        cache.writes_end(7);
+        assert!(cache.lookup(&kt, t0).is_none());
+        // A read that begins after the write's end is fresh.
+        fill(&mut cache, 3, &kt, "t");
+        assert!(matches!(done(&mut cache, 3), Some(Shared::Stored(_))));
+        assert!(cache.lookup(&kt, t0).is_some());
+        // Begun before a write's end, ended after: stale.
+        fill(&mut cache, 3, &kt, "t");
+        cache.write_begins(7, Some(&tables(&["t"])));
+        cache.writes_end(7);
+        assert!(matches!(done(&mut cache, 3), Some(Shared::Unkept(_))));
+        // A write of unknown tables: everything; until it ends, nothing is
+        // stored; a client that leaves ends its writes once its answer
+        // is no longer read.
+        fill(&mut cache, 3, &kt, "t");
+        done(&mut cache, 3);
+        cache.write_begins(8, None);
+        assert!(cache.lookup(&ku, t0).is_none() && cache.lookup(&kt, t0).is_none());
+        cache.client_left(8);
+        fill(&mut cache, 3, &kt, "t");
+        assert!(matches!(done(&mut cache, 3), Some(Shared::Unkept(_))));
+        cache.left_writes_end(t0, |_| true);
+        fill(&mut cache, 3, &kt, "t");
+        assert!(matches!(done(&mut cache, 3), Some(Shared::Unkept(_))));
+        cache.left_writes_end(t0, |stamp| stamp < t0);
+        fill(&mut cache, 3, &kt, "t");
+        assert!(matches!(done(&mut cache, 3), Some(Shared::Stored(_))));
+        let c = cache.counters;
+        assert_eq!((c.invalidations, c.invalidated), (3, 8));
+        assert!(!cache.has_pending_writes());
+    }
+
+    #[test]
+    fn a_waiter_gives_up_at_its_deadline() {
+        let t0 = Instant::now();
+        let mut cache = ResultCache::new(1 << 20, 1 << 16);
+        let k = key("SELECT a FROM t");
+        let w = |client: usize| Waiter {
+            client,
+            serial: 1,
+            read_at: t0,
+        };
+        cache.start_fill(1, 1, k.clone(), Duration::from_secs(1), tables(&["t"]));
+        let soon = t0 + Duration::from_millis(100);
+        assert!(cache.wait_for(&k, w(2), soon));
+        assert!(cache.wait_for(&k, w(3), soon + Duration::from_secs(1)));
+        assert_eq!(cache.next_deadline(), Some(soon));
+        assert!(cache.expired(soon - Duration::from_millis(1)).is_empty());
+        assert_eq!(cache.expired(soon), vec![w(2)]);
+        assert!(!cache.is_waiting(2, 1) && cache.is_waiting(3, 1));
+        cache.capture(1, 1, &result(1, true));
+        assert_eq!(cache.finish_fill(1, 1, Some((0, -1)), t0).0, vec![w(3)]);
     }
 }

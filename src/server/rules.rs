@@ -2,7 +2,10 @@
 //! query decides (block it, or answer it from the result cache), with a hit
 //! count per rule. The cache itself is `result_cache.rs`; the hooks are in
 //! `client/command.rs` (a query arrives) and `backend/forward.rs` (its
-//! answer goes to the client, and is complete).
+//! answer goes to the client, and is complete). With `cache_invalidation`,
+//! a statement that may write is noted as it arrives (`note_writes`) and
+//! ends with its answer, or its transaction (`cache_answer_done`), or at a
+//! periodic pass when no answer said so (`end_unseen_writes`).
 
 use std::time::{Duration, Instant};
 
@@ -12,10 +15,13 @@ use crate::protocol::consts::err::{ER_OPTION_PREVENTS_STATEMENT, ER_STATEMENT_TI
 use crate::protocol::consts::{COM_QUERY, COM_STMT_EXECUTE, SERVER_STATUS_IN_TRANS};
 use crate::protocol::tracker::EndKind;
 
+use super::backend::BackendState;
 use super::client::ClientState;
 use super::pool::ClientRef;
-use super::result_cache::{renumber_frames, shaping_capabilities, CacheKey, ResultCache, Waiter};
-use super::statement::StatementFacts;
+use super::result_cache::{
+    renumber_frames, shaping_capabilities, table_hash, CacheKey, ResultCache, Shared, Waiter,
+};
+use super::statement::{mentioned_tables, statement_writes, StatementFacts, TableName, Writes};
 use super::stats::{normalize_query, shape_hash};
 use super::Engine;
 
@@ -29,6 +35,8 @@ struct Rule {
     cached: u64,
     /// Of its hits, those that waited under `max_concurrency`.
     delayed: u64,
+    /// Its cached answers found stale after a write (`cache_invalidation`).
+    invalidated: u64,
     /// Its statements on mysqld now, and those waiting for room or turn.
     running: Vec<Waiter>,
     held: std::collections::VecDeque<Held>,
@@ -100,13 +108,24 @@ pub struct RuleBook {
     /// The users' own limits (`QueryRules::user_limits`), and by user name.
     users: Vec<Rule>,
     user_index: std::collections::HashMap<String, usize>,
+    /// Writes through the funnel make cached reads stale: some rule
+    /// caches, the cache is on and `cache_invalidation` too.
+    tracks_writes: bool,
+    /// Some rule has a `digest` (executes need their statement's shape).
+    has_digest: bool,
     pub cache: ResultCache,
 }
 
 impl RuleBook {
     pub fn new(config: &QueryRules) -> RuleBook {
         let users = compile(&config.user_limits);
+        let caches = config
+            .rules
+            .iter()
+            .any(|r| matches!(r.action, RuleAction::Cache { .. }));
         RuleBook {
+            tracks_writes: caches && config.invalidate_on_write && config.cache_size > 0,
+            has_digest: config.rules.iter().any(|r| r.digest.is_some()),
             rules: compile(&config.rules),
             user_index: users
                 .iter()
@@ -169,7 +188,7 @@ impl RuleBook {
                 .timeout
                 .and_then(|t| r.timed.iter().map(|(_, since)| *since + t).min())
         });
-        held.chain(kills).min()
+        held.chain(kills).chain(self.cache.next_deadline()).min()
     }
 
     /// The client's command waits for another's answer or for room under
@@ -241,6 +260,7 @@ impl RuleBook {
                     hits: r.hits,
                     cached: r.cached,
                     delayed: r.delayed,
+                    invalidated: r.invalidated,
                 }
             })
             .collect()
@@ -261,6 +281,7 @@ fn compile(rules: &[RuleConfig]) -> Vec<Rule> {
             hits: 0,
             cached: 0,
             delayed: 0,
+            invalidated: 0,
             running: Vec::new(),
             held: Default::default(),
             bucket: c.rate.map(|(limit, burst)| Bucket {
@@ -287,27 +308,66 @@ impl Engine {
             return false;
         };
         let schema = c.session.schema.as_deref();
+        if self.rules.tracks_writes {
+            // A query in several packets is not all in `sql`: unseen.
+            let one_packet = c.current().is_some_and(|s| s.packets == 1);
+            let writes = if !one_packet {
+                Writes::Unknown
+            } else if facts.safe_to_repeat {
+                // Plain reads only (the common case): no second scan.
+                Writes::Nothing
+            } else {
+                statement_writes(sql)
+            };
+            note_writes(&mut self.rules.cache, key, writes, [schema, None]);
+        }
         let Some(index) = self.rules.decide(&c.user, schema, facts.shape, sql) else {
             return self.limit_statement(key, None);
         };
-        self.apply_rule(key, index, facts, None)
+        self.apply_rule(key, index, facts, None, None)
+    }
+
+    /// An execute of prepared statement `id` (`COM_STMT_EXECUTE`, or
+    /// `COM_STMT_BULK_EXECUTE`) may write: cached reads of its tables
+    /// (named in the statement's schema or the client's now) go stale.
+    pub(super) fn note_execute_writes(&mut self, key: usize, id: u32) {
+        if !self.rules.tracks_writes {
+            return;
+        }
+        let c = &self.clients[key];
+        let writes = match c.stmts.get(&id) {
+            Some(st) if st.facts.safe_to_repeat => return,
+            Some(st) => statement_writes(&st.sql),
+            None => return,
+        };
+        let st_schema = c.stmts.get(&id).and_then(|st| st.schema.as_deref());
+        let schemas = [st_schema, c.session.schema.as_deref()];
+        note_writes(&mut self.rules.cache, key, writes, schemas);
     }
 
     /// A client's execute of a prepared statement (`COM_STMT_EXECUTE` of
-    /// statement `id`): matched on the statement's text (`digest` never
-    /// matches: the shape is made for queries), acted on as a query; its
+    /// statement `id`): matched on the statement's text (`digest` on the
+    /// shape of that text, its `?` as they are), acted on as a query; its
     /// cache key is the statement, its parameter types and the execute's
     /// parameters as sent. An execute that opens a cursor is not cached.
     pub(super) fn apply_execute_rules(&mut self, key: usize, id: u32) -> bool {
         if self.rules.is_empty() {
             return false;
         }
+        self.note_execute_writes(key, id);
         let c = &self.clients[key];
         let (Some(span), Some(st)) = (c.current(), c.stmts.get(&id)) else {
             return false;
         };
         let schema = c.session.schema.as_deref();
-        let Some(index) = self.rules.decide(&c.user, schema, None, &st.sql) else {
+        // The shape SHOW QUERIES gives the statement's text (its `?` stay).
+        let shape = self.rules.has_digest.then(|| {
+            let buf = self.stats.shape_buf();
+            buf.clear();
+            normalize_query(&st.sql, buf);
+            shape_hash(buf)
+        });
+        let Some(index) = self.rules.decide(&c.user, schema, shape, &st.sql) else {
             return self.limit_statement(key, None);
         };
         // Command byte, statement id (4), flags (1), iteration count (4),
@@ -331,21 +391,23 @@ impl Engine {
             let mut facts = facts;
             // Never from the cache; the rule's other actions apply.
             facts.safe_to_repeat = false;
-            return self.apply_rule(key, index, &facts, None);
+            return self.apply_rule(key, index, &facts, None, Some(id));
         }
-        self.apply_rule(key, index, &facts, statement)
+        self.apply_rule(key, index, &facts, statement, Some(id))
     }
 
     /// The first matching rule (`index`) acts on the client's current
     /// command: true when it was answered (refused, from the cache) or
     /// waits (coalesced, held by a limit). `statement`: the cache key's
-    /// statement part, if not the query's text.
+    /// statement part, if not the query's text; `stmt`: the prepared
+    /// statement executed, if any.
     fn apply_rule(
         &mut self,
         key: usize,
         index: usize,
         facts: &StatementFacts,
         statement: Option<Box<[u8]>>,
+        stmt: Option<u32>,
     ) -> bool {
         let route = self.rules.rules[index].config.route;
         if let Some(f) = &mut self.clients[key].in_flight {
@@ -362,7 +424,7 @@ impl Engine {
             RuleAction::Cache { ttl } => *ttl,
             RuleAction::Run => return self.limit_statement(key, Some(index)),
         };
-        let answered = self.answer_or_fill(key, index, facts, ttl, seq, statement);
+        let answered = self.answer_or_fill(key, index, facts, ttl, seq, statement, stmt);
         answered || self.limit_statement(key, Some(index))
     }
 
@@ -380,6 +442,7 @@ impl Engine {
     /// The query matched a rule with `cache_ttl_ms`: answered from the
     /// cache or by the same read in flight (true), else its answer is to
     /// be captured (if it may be cached) and it runs.
+    #[allow(clippy::too_many_arguments)]
     fn answer_or_fill(
         &mut self,
         key: usize,
@@ -388,6 +451,7 @@ impl Engine {
         ttl: Duration,
         seq: u8,
         statement: Option<Box<[u8]>>,
+        stmt: Option<u32>,
     ) -> bool {
         let c = &self.clients[key];
         let (Some(span), Some(sql)) = (c.current(), c.current_sql()) else {
@@ -397,18 +461,13 @@ impl Engine {
         // Only what runs alone on any shared backend, outside a
         // transaction (autocommit off: a read would open one), in one
         // packet (the answer's ids follow the command's).
-        let autocommit_off = c
-            .session
-            .vars
-            .get("autocommit")
-            .is_some_and(|v| v.eq_ignore_ascii_case("OFF"));
         if !self.rules.cache.enabled()
             || !facts.cacheable()
             || span.packets != 1
             || c.pinned.is_some()
             || !c.pins.is_empty()
             || c.multi_rest.is_some()
-            || autocommit_off
+            || autocommit_off(c)
             || c.last_status & SERVER_STATUS_IN_TRANS != 0
         {
             return false;
@@ -422,20 +481,35 @@ impl Engine {
             sql: statement.unwrap_or_else(|| sql.into()),
         };
         let serial = c.serial;
-        if self.rules.cache.lookup(&cache_key, self.now).is_none() {
+        let stale_before = self.rules.cache.counters.invalidated;
+        let hit = self.rules.cache.lookup(&cache_key, self.now).is_some();
+        if self.rules.cache.counters.invalidated > stale_before {
+            self.rules.rules[index].invalidated += 1;
+        }
+        if !hit {
             let waiter = Waiter {
                 client: key,
                 serial,
                 read_at: c.command_read_at,
             };
-            if self.rules.cache.wait_for(&cache_key, waiter) {
+            let deadline = c.command_read_at + self.pools[c.pool].user.queue_timeout;
+            if self.rules.cache.wait_for(&cache_key, waiter, deadline) {
                 // The same read of another client is running: its answer
                 // is this one's too (coalescing). Counted as queued.
                 self.rules.rules[index].cached += 1;
                 self.clients[key].set_state(ClientState::Queued);
                 return true;
             }
-            self.rules.cache.start_fill(key, serial, cache_key, ttl);
+            // The tables its answer depends on: a prepared statement's
+            // names may be of the schema it was prepared in.
+            let (text, schemas) = match stmt.and_then(|id| c.stmts.get(&id)) {
+                Some(st) => (&st.sql[..], [schema, st.schema.as_deref()]),
+                None => (sql, [schema, None]),
+            };
+            let tables = resolve(&mentioned_tables(text), schemas);
+            self.rules
+                .cache
+                .start_fill(key, serial, cache_key, ttl, tables.into_boxed_slice());
             return false;
         }
         self.rules.rules[index].cached += 1;
@@ -618,6 +692,12 @@ impl Engine {
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
         renumber_frames(&hit.frames, seq, &mut out);
+        self.answer_with(key, out, status, row_count);
+    }
+
+    /// Write `out` (an answer, renumbered for the client) as the answer to
+    /// the client's command; `out` becomes the scratch buffer again.
+    fn answer_with(&mut self, key: usize, out: Vec<u8>, status: u16, row_count: i64) {
         let c = &mut self.clients[key];
         // As after the same answer from mysqld (`finish_response`).
         c.row_count = row_count;
@@ -643,14 +723,15 @@ impl Engine {
         })
     }
 
-    /// The answer the waiters waited for is in the cache (`Some`): each
-    /// gets it; else each runs its own read, as if it had not waited.
-    fn release_waiters(&mut self, waiters: Vec<Waiter>, cached: Option<&CacheKey>) {
+    /// The answer the waiters waited for (`Some`: in the cache, or kept
+    /// for them only): each gets it; else each runs its own read, as if it
+    /// had not waited.
+    fn release_waiters(&mut self, waiters: Vec<Waiter>, shared: Option<&Shared>) {
         for w in waiters {
             if !self.waiter_valid(&w) {
                 continue;
             }
-            let Some(cache_key) = cached else {
+            let Some(shared) = shared else {
                 self.forward_current(w.client);
                 continue;
             };
@@ -660,7 +741,15 @@ impl Engine {
                 c.rbuf.consume(span.wire_len);
             }
             c.set_idle();
-            self.answer_from_cache(w.client, cache_key, seq);
+            match shared {
+                Shared::Stored(cache_key) => self.answer_from_cache(w.client, cache_key, seq),
+                Shared::Unkept(answer) => {
+                    let mut out = std::mem::take(&mut self.scratch);
+                    out.clear();
+                    renumber_frames(&answer.frames, seq, &mut out);
+                    self.answer_with(w.client, out, answer.status, answer.row_count);
+                }
+            }
             self.client_ready(w.client);
         }
     }
@@ -690,14 +779,90 @@ impl Engine {
                 .is_some_and(|c| c.serial == serial && c.is_busy())
         });
         self.release_waiters(waiters, None);
+        self.expire_waiters();
         self.release_held();
         self.enforce_timeouts();
+        self.end_unseen_writes();
+    }
+
+    /// Periodic: reads waiting for the same read of another client get
+    /// ERR 1969 past their pool's `queue_timeout_ms`, as in the backlog.
+    fn expire_waiters(&mut self) {
+        let expired = self.rules.cache.expired(self.now);
+        for w in expired {
+            if !self.waiter_valid(&w) {
+                continue;
+            }
+            let pool = &self.pools[self.clients[w.client].pool];
+            let msg = format!(
+                "funnel: the command waited {} ms for the same read of another client (result cache coalescing) in pool '{}' (queue_timeout_ms = {}); it was not run",
+                self.now.saturating_duration_since(w.read_at).as_millis(),
+                pool.name(),
+                pool.user.queue_timeout.as_millis()
+            );
+            self.fail_request(
+                ClientRef {
+                    key: w.client,
+                    serial: w.serial,
+                },
+                ER_STATEMENT_TIMEOUT,
+                &msg,
+            );
+        }
+    }
+
+    /// Periodic: writes whose end was not seen as an answer (refused,
+    /// failed without one, the backend lost) end once their client is idle
+    /// outside a transaction; those of clients that left, once no backend
+    /// reads the rest of a left client's answer.
+    fn end_unseen_writes(&mut self) {
+        if !self.rules.cache.has_pending_writes() {
+            return;
+        }
+        for client in self.rules.cache.writing_clients() {
+            let over = self.clients.get(client).is_none_or(|c| {
+                !c.is_busy()
+                    && c.in_flight.is_none()
+                    && c.last_status & SERVER_STATUS_IN_TRANS == 0
+                    && !autocommit_off(c)
+            });
+            if over {
+                self.rules.cache.writes_end(client);
+            }
+        }
+        if !self.rules.cache.has_left_writes() {
+            return;
+        }
+        // A draining backend reads the rest of the answer to a client that
+        // left: its statement (a write, maybe) is not over.
+        let drains: Vec<Instant> = self
+            .backends
+            .iter()
+            .filter(|(_, b)| b.state == BackendState::Draining)
+            .map(|(_, b)| b.drain_started)
+            .collect();
+        self.rules
+            .cache
+            .left_writes_end(self.now, |stamp| drains.iter().any(|&d| d <= stamp));
     }
 
     /// A reload: new rules, an empty cache; waiting reads run their own.
     pub(super) fn reload_rules(&mut self) {
         let waiters = self.rules.reload(&self.config.rules);
         self.release_waiters(waiters, None);
+        if self.rules.tracks_writes {
+            // Writes may be running that were not tracked (no rule cached
+            // before): whatever runs now may write anything.
+            let busy: Vec<usize> = self
+                .clients
+                .iter()
+                .filter(|(_, c)| c.is_busy() || c.last_status & SERVER_STATUS_IN_TRANS != 0)
+                .map(|(k, _)| k)
+                .collect();
+            for key in busy {
+                self.rules.cache.write_begins(key, None);
+            }
+        }
     }
 
     /// A backend's answer is complete: a capture for the cache of its
@@ -721,15 +886,69 @@ impl Engine {
             EndKind::Ok => i64::try_from(b.last_affected_rows).unwrap_or(i64::MAX),
             _ => -1,
         };
-        let (waiters, cached) = self.rules.cache.finish_fill(
+        let (waiters, shared) = self.rules.cache.finish_fill(
             cr.key,
             cr.serial,
             clean.then_some((status, row_count)),
             self.now,
         );
         if !waiters.is_empty() {
-            self.release_waiters(waiters, cached.as_ref());
+            self.release_waiters(waiters, shared.as_ref());
         }
+        if self.rules.cache.has_pending_writes() && end != EndKind::Other {
+            // The client's writes end with its command, unless it is (or,
+            // after an error, may be) in a transaction: then with it.
+            let in_transaction = self.clients.get(cr.key).is_none_or(|c| match end {
+                EndKind::Err => c.last_status & SERVER_STATUS_IN_TRANS != 0 || autocommit_off(c),
+                _ => status & SERVER_STATUS_IN_TRANS != 0,
+            });
+            if !in_transaction {
+                self.rules.cache.writes_end(cr.key);
+            }
+        }
+    }
+}
+
+/// The client has autocommit off: a write opens a transaction.
+fn autocommit_off(c: &super::client::Client) -> bool {
+    c.session
+        .vars
+        .get("autocommit")
+        .is_some_and(|v| v.eq_ignore_ascii_case("OFF"))
+}
+
+/// Table names as hashes ([`table_hash`]): a qualified one as written, an
+/// unqualified one in each of `schemas` (none: the empty schema).
+fn resolve(names: &[TableName], schemas: [Option<&str>; 2]) -> Vec<u64> {
+    let mut out = Vec::with_capacity(names.len());
+    let mut lower = Vec::new();
+    for n in names {
+        match &n.schema {
+            Some(s) => out.push(table_hash(s, &n.name)),
+            None => {
+                for (i, schema) in schemas.iter().enumerate() {
+                    if i > 0 && (schema.is_none() || *schema == schemas[0]) {
+                        continue;
+                    }
+                    lower.clear();
+                    lower.extend_from_slice(schema.unwrap_or("").as_bytes());
+                    lower.make_ascii_lowercase();
+                    out.push(table_hash(&lower, &n.name));
+                }
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// A client's statement that may write begins (see `result_cache.rs`).
+fn note_writes(cache: &mut ResultCache, client: usize, writes: Writes, schemas: [Option<&str>; 2]) {
+    match writes {
+        Writes::Nothing => {}
+        Writes::Unknown => cache.write_begins(client, None),
+        Writes::Tables(names) => cache.write_begins(client, Some(&resolve(&names, schemas))),
     }
 }
 
@@ -747,6 +966,8 @@ impl RuleBook {
             expired: c.expired,
             too_big: c.too_big,
             coalesced: c.coalesced,
+            invalidations: c.invalidations,
+            invalidated: c.invalidated,
         }
     }
 }

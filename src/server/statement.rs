@@ -3223,3 +3223,386 @@ mod one_pass_tests {
         assert!(!KW_BUILTIN[Kw::Other as usize]);
     }
 }
+
+// Tables a statement writes or mentions, for the result cache's
+// invalidation (`result_cache.rs`). Conservative both ways: a write names
+// at least every table it may change (or `Writes::Unknown`); a read names
+// every identifier it has, so that it surely includes its tables.
+
+/// A table as a statement names it: lower-case ASCII, unquoted; `schema`
+/// when qualified (`db.t`), else the client's default schema applies.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TableName {
+    pub schema: Option<Vec<u8>>,
+    pub name: Vec<u8>,
+}
+
+/// What a client's query may write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Writes {
+    /// Nothing: reads, session and transaction statements.
+    Nothing,
+    /// At most these tables (`INSERT`, `REPLACE`, `UPDATE`, `DELETE`,
+    /// `LOAD DATA`, `TRUNCATE`; for a multi-table `UPDATE`/`DELETE`, every
+    /// name in its table references).
+    Tables(Vec<TableName>),
+    /// Anything: `CALL`, `EXECUTE`, a stored function, DDL, `GRANT`, a
+    /// statement the scan does not know.
+    Unknown,
+}
+
+/// What `sql` (a `COM_QUERY`'s text or a prepared statement's, any number
+/// of statements) may write, in either reading of `\`.
+pub fn statement_writes(sql: &[u8]) -> Writes {
+    let mut lexer = Lexer::new(sql, true);
+    let tokens: Vec<(Tok, usize, usize)> = lexer.by_ref().collect();
+    let mut writes = writes_of(sql, &tokens);
+    if lexer.escapes_seen && writes != Writes::Unknown {
+        let other: Vec<(Tok, usize, usize)> = Lexer::new(sql, false).collect();
+        writes = union_writes(writes, writes_of(sql, &other));
+    }
+    writes
+}
+
+/// Every name `sql` mentions, in either reading of `\`: bare, and the
+/// pairs `a.b` also qualified (a read's tables are among them).
+pub fn mentioned_tables(sql: &[u8]) -> Vec<TableName> {
+    let mut lexer = Lexer::new(sql, true);
+    let tokens: Vec<(Tok, usize, usize)> = lexer.by_ref().collect();
+    let mut names = Vec::new();
+    collect_names(sql, &tokens, &mut names);
+    if lexer.escapes_seen {
+        let other: Vec<(Tok, usize, usize)> = Lexer::new(sql, false).collect();
+        collect_names(sql, &other, &mut names);
+    }
+    names.sort_unstable_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+    names.dedup();
+    names
+}
+
+fn union_writes(a: Writes, b: Writes) -> Writes {
+    match (a, b) {
+        (Writes::Unknown, _) | (_, Writes::Unknown) => Writes::Unknown,
+        (Writes::Nothing, w) | (w, Writes::Nothing) => w,
+        (Writes::Tables(mut x), Writes::Tables(y)) => {
+            x.extend(y);
+            Writes::Tables(x)
+        }
+    }
+}
+
+/// All statements of a query (split at `;`).
+fn writes_of(sql: &[u8], tokens: &[(Tok, usize, usize)]) -> Writes {
+    let mut writes = Writes::Nothing;
+    for statement in tokens.split(|t| t.0 == Tok::Punct(b';')) {
+        writes = union_writes(writes, statement_writes_one(sql, statement));
+        if writes == Writes::Unknown {
+            break;
+        }
+    }
+    writes
+}
+
+/// The token is a name (a bare word that is not a number, a backquoted
+/// name, or a double-quoted string, a name under ANSI_QUOTES): its text,
+/// unquoted and lower-case.
+fn name_of(sql: &[u8], (kind, s, e): (Tok, usize, usize)) -> Option<Vec<u8>> {
+    let text = &sql[s..e];
+    let mut name = match kind {
+        Tok::Word if text.iter().all(u8::is_ascii_digit) => return None,
+        Tok::Word => text.to_vec(),
+        Tok::QuotedName | Tok::Str if text.len() >= 2 && matches!(text[0], b'`' | b'"') => {
+            let q = text[0];
+            let inner = &text[1..text.len() - 1];
+            let mut out = Vec::with_capacity(inner.len());
+            let mut i = 0;
+            while i < inner.len() {
+                out.push(inner[i]);
+                // A doubled quote is one.
+                i += if inner[i] == q && inner.get(i + 1) == Some(&q) {
+                    2
+                } else {
+                    1
+                };
+            }
+            out
+        }
+        _ => return None,
+    };
+    name.make_ascii_lowercase();
+    Some(name)
+}
+
+/// The table name at `tokens[at..]` (`t` or `db.t`) and the index after it.
+fn table_at(sql: &[u8], tokens: &[(Tok, usize, usize)], at: usize) -> Option<(TableName, usize)> {
+    let first = name_of(sql, *tokens.get(at)?)?;
+    if tokens.get(at + 1).map(|t| t.0) == Some(Tok::Punct(b'.')) {
+        let name = name_of(sql, *tokens.get(at + 2)?)?;
+        return Some((
+            TableName {
+                schema: Some(first),
+                name,
+            },
+            at + 3,
+        ));
+    }
+    Some((
+        TableName {
+            schema: None,
+            name: first,
+        },
+        at + 1,
+    ))
+}
+
+/// Every name of `tokens`: bare (resolved later against the default
+/// schema) and, for `a.b`, also as qualified.
+fn collect_names(sql: &[u8], tokens: &[(Tok, usize, usize)], out: &mut Vec<TableName>) {
+    for (i, &t) in tokens.iter().enumerate() {
+        let Some(name) = name_of(sql, t) else {
+            continue;
+        };
+        if tokens.get(i + 1).map(|t| t.0) == Some(Tok::Punct(b'.')) {
+            if let Some(next) = tokens.get(i + 2).and_then(|&t| name_of(sql, t)) {
+                out.push(TableName {
+                    schema: Some(name.clone()),
+                    name: next,
+                });
+            }
+        }
+        out.push(TableName { schema: None, name });
+    }
+}
+
+fn is_word(sql: &[u8], t: Option<&(Tok, usize, usize)>, words: &[&str]) -> bool {
+    t.is_some_and(|&(kind, s, e)| kind == Tok::Word && word_in(&sql[s..e], words))
+}
+
+/// One statement's writes.
+fn statement_writes_one(sql: &[u8], t: &[(Tok, usize, usize)]) -> Writes {
+    let mut at = 0;
+    while t.get(at).map(|t| t.0) == Some(Tok::Punct(b'(')) {
+        at += 1;
+    }
+    let Some(&(first_kind, s, e)) = t.get(at) else {
+        return Writes::Nothing;
+    };
+    if first_kind != Tok::Word {
+        return Writes::Unknown;
+    }
+    // A stored function may write anything, in any statement.
+    let calls_stored = (0..t.len()).any(|i| {
+        t[i].0 == Tok::Punct(b'(') && {
+            let prev: [Option<(Tok, usize, usize)>; 4] =
+                std::array::from_fn(|k| i.checked_sub(k + 1).map(|j| t[j]));
+            call_check(sql, &prev).is_some()
+        }
+    });
+    if calls_stored {
+        return Writes::Unknown;
+    }
+    let first = sql[s..e].to_ascii_uppercase();
+    let second = t.get(at + 1);
+    let names_until = |from: usize, stops: &[&str]| {
+        let mut depth = 0i32;
+        let end = (from..t.len())
+            .find(|&i| {
+                match t[i].0 {
+                    Tok::Punct(b'(') => depth += 1,
+                    Tok::Punct(b')') => depth -= 1,
+                    _ => {}
+                }
+                depth == 0 && is_word(sql, t.get(i), stops)
+            })
+            .unwrap_or(t.len());
+        let mut names = Vec::new();
+        collect_names(sql, &t[from..end], &mut names);
+        Writes::Tables(names)
+    };
+    let one_after = |mut i: usize, skip: &[&str]| {
+        while is_word(sql, t.get(i), skip) {
+            i += 1;
+        }
+        table_at(sql, t, i).map_or(Writes::Unknown, |(name, _)| Writes::Tables(vec![name]))
+    };
+    match &first[..] {
+        b"SELECT" | b"VALUES" | b"TABLE" | b"DO" | b"SHOW" | b"DESC" | b"DESCRIBE" | b"EXPLAIN"
+        | b"HELP" | b"USE" | b"COMMIT" | b"ROLLBACK" | b"SAVEPOINT" | b"RELEASE" | b"KILL"
+        | b"LOCK" | b"UNLOCK" | b"CHECK" | b"CHECKSUM" | b"GET" | b"PREPARE" | b"DEALLOCATE" => {
+            Writes::Nothing
+        }
+        // `SET STATEMENT ... FOR stmt`: whatever stmt writes.
+        b"SET" if is_word(sql, second, &["STATEMENT"]) => Writes::Unknown,
+        b"SET" => Writes::Nothing,
+        // `BEGIN NOT ATOMIC ...`: a compound statement runs anything.
+        b"BEGIN" if is_word(sql, second, &["NOT"]) => Writes::Unknown,
+        b"BEGIN" => Writes::Nothing,
+        b"START" if is_word(sql, second, &["TRANSACTION"]) => Writes::Nothing,
+        b"ANALYZE" if is_word(sql, second, &["TABLE"]) => Writes::Nothing,
+        // A CTE before a write (`WITH c AS (...) UPDATE ...`).
+        b"WITH"
+            if t.iter()
+                .any(|x| is_word(sql, Some(x), &["INSERT", "UPDATE", "DELETE", "REPLACE"])) =>
+        {
+            Writes::Unknown
+        }
+        b"WITH" => Writes::Nothing,
+        b"INSERT" | b"REPLACE" => one_after(
+            at + 1,
+            &["LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "IGNORE", "INTO"],
+        ),
+        b"TRUNCATE" => one_after(at + 1, &["TABLE"]),
+        // Every name of its table references (joins, aliases, columns).
+        b"UPDATE" => names_until(at + 1, &["SET"]),
+        b"DELETE" => names_until(at + 1, &["WHERE", "ORDER", "LIMIT", "RETURNING"]),
+        b"LOAD" if is_word(sql, second, &["INDEX"]) => Writes::Nothing,
+        b"LOAD" => match (at..t.len())
+            .find(|&i| is_word(sql, t.get(i), &["INTO"]) && is_word(sql, t.get(i + 1), &["TABLE"]))
+        {
+            Some(i) => one_after(i + 2, &[]),
+            None => Writes::Unknown,
+        },
+        _ => Writes::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::*;
+
+    fn t(schema: Option<&str>, name: &str) -> TableName {
+        TableName {
+            schema: schema.map(|s| s.as_bytes().to_vec()),
+            name: name.as_bytes().to_vec(),
+        }
+    }
+
+    /// Its writes; and a statement that writes is never a plain read (the
+    /// engine looks no further for those).
+    fn tables(sql: &str) -> Writes {
+        let writes = statement_writes(sql.as_bytes());
+        if writes != Writes::Nothing {
+            assert!(!statement_facts(sql.as_bytes()).safe_to_repeat, "{sql}");
+        }
+        writes
+    }
+
+    #[test]
+    fn writes_name_their_tables() {
+        use Writes::*;
+        for (sql, want) in [
+            ("INSERT INTO t (a) VALUES (1)", vec![t(None, "t")]),
+            (
+                "insert ignore into Shop.`T``x` values (1)",
+                vec![t(Some("shop"), "t`x")],
+            ),
+            ("INSERT t SELECT * FROM u", vec![t(None, "t")]),
+            (
+                "REPLACE LOW_PRIORITY INTO \"q\" VALUES (1)",
+                vec![t(None, "q")],
+            ),
+            ("TRUNCATE TABLE db.t", vec![t(Some("db"), "t")]),
+            ("TRUNCATE t", vec![t(None, "t")]),
+            (
+                "LOAD DATA LOCAL INFILE '/x' INTO TABLE t FIELDS TERMINATED BY ','",
+                vec![t(None, "t")],
+            ),
+            ("UPDATE t SET v = 1 WHERE id = 2", vec![t(None, "t")]),
+            (
+                "DELETE FROM d.t WHERE id IN (SELECT id FROM u)",
+                vec![
+                    t(None, "from"),
+                    t(Some("d"), "t"),
+                    t(None, "d"),
+                    t(None, "t"),
+                ],
+            ),
+        ] {
+            let Tables(mut got) = tables(sql) else {
+                panic!("{sql}: {:?}", tables(sql));
+            };
+            for w in &want {
+                assert!(got.contains(w), "{sql}: {w:?} not in {got:?}");
+            }
+            got.retain(|g| !want.contains(g));
+            // Only keywords besides.
+            assert!(got.iter().all(|g| g.schema.is_none()), "{sql}: {got:?}");
+        }
+        // Multi-table: every table of the references.
+        let Tables(got) = tables("UPDATE a JOIN b.c ON a.id = c.id SET a.v = c.v") else {
+            panic!()
+        };
+        for w in [t(None, "a"), t(Some("b"), "c")] {
+            assert!(got.contains(&w), "{w:?} {got:?}");
+        }
+        let Tables(got) = tables("DELETE x, y FROM x JOIN y USING (id) WHERE x.v = 1") else {
+            panic!()
+        };
+        assert!(got.contains(&t(None, "x")) && got.contains(&t(None, "y")));
+        // Every statement of a multi-statement query.
+        let Tables(got) = tables("SELECT 1; UPDATE t SET v = 2; INSERT INTO u VALUES (1)") else {
+            panic!()
+        };
+        assert!(got.contains(&t(None, "t")) && got.contains(&t(None, "u")));
+        for sql in [
+            "SELECT * FROM t",
+            "SELECT v FROM t WHERE id IN (1, 2) FOR UPDATE",
+            "SET NAMES utf8mb4",
+            "BEGIN",
+            "START TRANSACTION",
+            "COMMIT",
+            "SHOW TABLES",
+            "EXPLAIN UPDATE t SET v = 1",
+            "(SELECT 1) UNION (SELECT 2)",
+            "WITH c AS (SELECT 1) SELECT * FROM c",
+            "PREPARE s FROM 'UPDATE t SET v = 1'",
+            "",
+            "  ;  ",
+        ] {
+            assert_eq!(tables(sql), Nothing, "{sql}");
+        }
+        for sql in [
+            "CALL p()",
+            "EXECUTE s",
+            "SELECT my_func(1)",
+            "SELECT * FROM t WHERE v = db.f(2)",
+            "INSERT INTO t VALUES (audit())",
+            "ALTER TABLE t ADD c INT",
+            "DROP TABLE t",
+            "RENAME TABLE a TO b",
+            "CREATE TABLE t (a INT)",
+            "GRANT SELECT ON *.* TO u",
+            "SET STATEMENT max_statement_time = 1 FOR UPDATE t SET v = 1",
+            "BEGIN NOT ATOMIC UPDATE t SET v = 1; END",
+            "WITH c AS (SELECT 1) UPDATE t JOIN c SET v = 1",
+            "XA COMMIT 'x'",
+            "HANDLER t READ FIRST",
+            "ANALYZE UPDATE t SET v = 1",
+            "SELECT 1; CALL p()",
+            "INSERT INTO",
+            "frobnicate t",
+        ] {
+            assert_eq!(tables(sql), Unknown, "{sql}");
+        }
+        // The other reading of `\`: `'\'' ; CALL p() -- '` hides a CALL
+        // from one reading only.
+        assert_eq!(tables(r"SELECT '\'; CALL p() -- '"), Unknown);
+    }
+
+    #[test]
+    fn reads_mention_every_name() {
+        let got =
+            mentioned_tables(b"SELECT x.v FROM Shop.t AS x JOIN `u` ON u.id = x.id WHERE w = 'n'");
+        for w in [
+            t(Some("shop"), "t"),
+            t(None, "t"),
+            t(None, "u"),
+            t(None, "shop"),
+            t(None, "w"),
+        ] {
+            assert!(got.contains(&w), "{w:?} {got:?}");
+        }
+        assert!(!got.contains(&t(None, "n")), "strings are no names");
+        assert!(!got.iter().any(|g| g.name.iter().all(u8::is_ascii_digit)));
+    }
+}

@@ -37,15 +37,15 @@ renderServersAndRules({
     { name: "db2", role: "replica", weight: 200, state: "out: replication stopped", in_rotation: false, connections: 0, in_use: 0,
       running: 0, max_concurrency: null, waiting_users: 0, lag_ms: 1500, read_only: true, service: { count: 0, p50_us: 0, p99_us: 0 }, went_out: 1, came_back: 0, last_error: "x" },
   ],
-  rules: [{ name: "hot", conditions: "pattern = \"ids\"", action: "cache_ttl_ms = 500", hits: 7, cached: 5, delayed: 1 }],
-  result_cache: { entries: 1, bytes: 100, cache_size: 1000, hits: 5, misses: 2, coalesced: 1, evictions: 0 },
+  rules: [{ name: "hot", conditions: "pattern = \"ids\"", action: "cache_ttl_ms = 500", hits: 7, cached: 5, delayed: 1, invalidated: 2 }],
+  result_cache: { entries: 1, bytes: 100, cache_size: 1000, hits: 5, misses: 2, coalesced: 1, evictions: 0, invalidated: 3 },
 });
 check("db1 row", cells("servers", 0), ["db1", "primary", "100", "up", "4 / 2", "2 / 2 (1 waiting)", "—", "no", "1,234", "250 µs", "1.20 ms", "0 / 0", ""]);
 check("db2 state", cells("servers", 1).slice(0, 8), ["db2", "replica", "200", "out: replication stopped", "0 / 0", "0", "1.50 s", "yes"]);
 check("db2 is red", els["servers"].tBodies[0].rows[1].children[3].className, "err");
-check("rule row", cells("rules", 0), ["hot", "pattern = \"ids\"", "cache_ttl_ms = 500", "7", "5", "1"]);
+check("rule row", cells("rules", 0), ["hot", "pattern = \"ids\"", "cache_ttl_ms = 500", "7", "5", "1", "2"]);
 check("cache line", els["cache-line"].textContent,
-  "result cache: 1 entries, 100 of 1,000 bytes; hits 5, misses 2, coalesced 1, evictions 0");
+  "result cache: 1 entries, 100 of 1,000 bytes; hits 5, misses 2, coalesced 1, evictions 0, invalidated 3");
 renderServersAndRules({ servers: [], rules: [], result_cache: null });
 check("no rules: the card is hidden", els["rules-card"].style.display, "none");
 console.log("OK live page tables");

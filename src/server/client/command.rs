@@ -241,6 +241,9 @@ impl Engine {
                 if cmd == COM_STMT_EXECUTE && self.apply_execute_rules(key, id) {
                     return;
                 }
+                if cmd == COM_STMT_BULK_EXECUTE {
+                    self.note_execute_writes(key, id);
+                }
                 self.forward_current(key);
             }
             COM_QUERY | COM_INIT_DB | COM_FIELD_LIST | COM_STATISTICS | COM_STMT_PREPARE
