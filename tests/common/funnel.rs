@@ -198,7 +198,7 @@ impl FunnelProcess {
     /// For more options (args, env, RUST_LOG, not waiting for a port).
     pub fn builder(config: &str) -> FunnelBuilder {
         FunnelBuilder {
-            config: config.to_string(),
+            config: with_test_backend_lines(config),
             port: None,
             args: Vec::new(),
             envs: Vec::new(),
@@ -357,5 +357,22 @@ impl Drop for FunnelProcess {
             );
         }
         remove_scratch_dir(&self.dir);
+    }
+}
+
+/// `FUNNEL_TEST_BACKEND`: lines added to the `[backend]` section of every
+/// funnel the harness starts (e.g. `pipeline_depth = 4`), to run the whole
+/// suite with a feature on (see README, "Tests").
+fn with_test_backend_lines(config: &str) -> String {
+    let Ok(lines) = std::env::var("FUNNEL_TEST_BACKEND") else {
+        return config.to_string();
+    };
+    let lines = lines.replace("\\n", "\n");
+    match config.find("[backend]\n") {
+        Some(at) if at == 0 || config.as_bytes()[at - 1] == b'\n' => {
+            let after = at + "[backend]\n".len();
+            format!("{}{lines}\n{}", &config[..after], &config[after..])
+        }
+        _ => format!("{config}\n[backend]\n{lines}\n"),
     }
 }
