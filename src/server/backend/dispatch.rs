@@ -196,6 +196,9 @@ impl Engine {
         for req in skipped.into_iter().rev() {
             self.pools[pool].push_front(req);
         }
+        if self.config.backend.pipeline_depth > 1 {
+            self.dispatch_pipelined(pool);
+        }
     }
 
     /// Give a backend to a client's command: replay its session first where
@@ -448,6 +451,11 @@ impl Engine {
 
     /// Copy the client's command from its input buffer to the backend.
     pub(super) fn send_client_command(&mut self, key: usize, client: ClientRef) {
+        let stateless = self.config.backend.pipeline_depth > 1
+            && self
+                .clients
+                .get(client.key)
+                .is_some_and(|c| self.stateless_command(client.key, c));
         let Some(c) = self.clients.get_mut(client.key) else {
             return;
         };
@@ -586,6 +594,8 @@ impl Engine {
             f.bytes = crate::server::client::CommandBytes::Sent(span);
         }
         b.command = cmd;
+        b.head_stateless = stateless;
+        b.head_kill_deferred = false;
         b.seq_offset = c.seq_offset;
         b.eof = EofTranslator::new(c.capabilities);
         b.sent_at = self.now;
