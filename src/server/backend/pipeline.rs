@@ -117,6 +117,8 @@ impl Engine {
             let Some(req) = self.pools[pool].pop() else {
                 return;
             };
+            // Its session as it will run (the character set of its login).
+            self.ensure_client_session(req.client.key);
             let Some(c) = self.clients.get(req.client.key) else {
                 continue;
             };

@@ -971,6 +971,8 @@ impl Sim {
             ),
             // Warnings from a statement before the last of a query.
             20 => (COM_QUERY, format!("SELECT 1/0 AS w{tag}; SELECT 1")),
+            // A slow plain read: what is pipelined behind it waits.
+            21 => (COM_QUERY, format!("SELECT * FROM sim_slow{tag}")),
             _ => return None,
         };
         let mut p = vec![cmd];

@@ -232,6 +232,7 @@ const SHOW_WARNINGS: u8 = ISOLATION_CANNED + 8;
 const SHOW_ERRORS: u8 = ISOLATION_CANNED + 9;
 const PROBE_OWNER: u8 = ISOLATION_CANNED + 10;
 const PREPARE_CALL: u8 = ISOLATION_CANNED + 16;
+const SLOW_READ: u8 = ISOLATION_CANNED + 21;
 const WARN_EARLIER: u8 = ISOLATION_CANNED + 20;
 const PREPARE_MISSING: u8 = 24 + 10;
 const EXECUTE_1: u8 = 24 + 11;
@@ -1265,4 +1266,65 @@ fn an_executed_dml_statement_empties_the_diagnostics_area() {
         222, 16, 4, 61, 68, 52, 67, 68, 59, 5, 6, 11, 175, 9, 112, 4, 55, 67, 52, 20, 105,
     ];
     run_case(input).unwrap();
+}
+
+/// Pipelined backends (`pipeline_depth = 3` in variant 36, one
+/// connection): four clients' reads at once share the connection, each
+/// gets its own answer (its own warnings, its own error), and a client's
+/// `SHOW WARNINGS` after a pipelined statement never shows another's.
+#[test]
+fn pipelined_reads_get_their_own_answers() {
+    let input = case(&[
+        &reload(36),
+        &turns(16),
+        &login(0, LOGIN_APP),
+        &login(1, LOGIN_APP),
+        &login(2, LOGIN_APP),
+        &login(3, LOGIN_APP),
+        &turns(16),
+        &canned(0, SLOW_READ),
+        &turns(1),
+        &canned(1, SLOW_READ),
+        &canned(2, WARN),
+        &canned(3, SLOW_READ),
+        &turns(2),
+        &canned(0, MISSING_TABLE),
+        &turns(32),
+        &canned(0, SLOW_READ),
+        &turns(1),
+        &canned(1, WARN),
+        &canned(2, SLOW_READ),
+        &canned(3, SLOW_READ),
+        &turns(40),
+        &canned(0, SHOW_WARNINGS),
+        &canned(1, SHOW_WARNINGS),
+        &canned(2, SHOW_WARNINGS),
+        &canned(3, SHOW_ERRORS),
+        &turns(32),
+    ]);
+    let mut sim = Sim::new().unwrap();
+    sim.run(&input).unwrap();
+    let pipelined: u64 = sim
+        .funnel
+        .engine
+        .pools
+        .iter()
+        .map(|p| p.counters.pipelined)
+        .sum();
+    assert!(pipelined >= 4, "only {pipelined} commands were pipelined");
+    for (i, c) in sim.clients.iter().enumerate() {
+        let c = c.as_ref().unwrap();
+        assert!(c.clean && c.awaiting.is_empty(), "client {i}");
+        for f in &c.frames {
+            let owner = owner_named(f);
+            assert!(
+                owner.is_none() || owner == Some(c.tag),
+                "client {i} (tag {}) sees tag {owner:?}'s",
+                c.tag
+            );
+        }
+        // Its slow reads' answers: each names it.
+        assert!(frames_name(&c.frames, c.tag), "client {i}: {:?}", c.frames);
+    }
+    sim.finish().unwrap();
 }
