@@ -312,6 +312,8 @@ impl Engine {
             c.serial == next.client.serial && matches!(c.state, ClientState::Running(k) if k == key)
         });
         if alive {
+            // Running again, after a head whose client had left.
+            self.set_backend_state(key, BackendState::Running);
             self.attach_backend_client(key, next.client);
             if next.kill_deferred && alone {
                 self.open_killer(pool, key);

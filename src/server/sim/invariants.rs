@@ -229,6 +229,12 @@ impl Engine {
             if b.state == BackendState::Running && b.client.is_none() {
                 return Err(format!("backend {key} runs a command for nobody"));
             }
+            if b.state == BackendState::Draining && b.client.is_some() {
+                return Err(format!(
+                    "backend {key} drains an answer its client {:?} is waiting for",
+                    b.client
+                ));
+            }
             if !b.pipeline.is_empty() {
                 // Commands behind the head: only behind a stateless one,
                 // on a shared connection, within the depth.
