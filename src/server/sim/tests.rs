@@ -605,6 +605,12 @@ fn random_bytes(next: &mut impl FnMut() -> u64) -> Vec<u8> {
 /// trouble and clients leaving.
 fn random_session(next: &mut impl FnMut() -> u64) -> Vec<u8> {
     let mut input = Vec::new();
+    // Half the sessions in a random configuration with pipelined backends.
+    let variant = next() as u8;
+    if variant & 32 != 0 {
+        input.extend_from_slice(&reload(variant));
+        input.extend_from_slice(&turns(16));
+    }
     for who in 0..4 {
         // Sometimes the other user, DEPRECATE_EOF or FOUND_ROWS.
         let r = next();
@@ -1289,18 +1295,32 @@ fn pipelined_reads_get_their_own_answers() {
         &canned(3, SLOW_READ),
         &turns(2),
         &canned(0, MISSING_TABLE),
-        &turns(32),
+        &turns(15),
+        &turns(15),
         &canned(0, SLOW_READ),
         &turns(1),
         &canned(1, WARN),
         &canned(2, SLOW_READ),
         &canned(3, SLOW_READ),
-        &turns(40),
+        &turns(15),
+        &turns(15),
         &canned(0, SHOW_WARNINGS),
         &canned(1, SHOW_WARNINGS),
         &canned(2, SHOW_WARNINGS),
         &canned(3, SHOW_ERRORS),
-        &turns(32),
+        &turns(15),
+        &turns(15),
+        // A client leaves with its read in flight among others' (the
+        // funnel notices when it writes the answer): the others are
+        // answered.
+        &canned(0, SLOW_READ),
+        &turns(0),
+        &canned(1, SLOW_READ),
+        &canned(2, SLOW_READ),
+        &turns(0),
+        &close(1),
+        &turns(15),
+        &turns(15),
     ]);
     let mut sim = Sim::new().unwrap();
     sim.run(&input).unwrap();
@@ -1313,7 +1333,10 @@ fn pipelined_reads_get_their_own_answers() {
         .sum();
     assert!(pipelined >= 4, "only {pipelined} commands were pipelined");
     for (i, c) in sim.clients.iter().enumerate() {
-        let c = c.as_ref().unwrap();
+        let Some(c) = c.as_ref() else {
+            assert_eq!(i, 1, "client {i} is gone");
+            continue;
+        };
         assert!(c.clean && c.awaiting.is_empty(), "client {i}");
         for f in &c.frames {
             let owner = owner_named(f);
