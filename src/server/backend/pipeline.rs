@@ -140,6 +140,10 @@ impl Engine {
                 .filter(|(_, b)| {
                     b.pool == pool
                         && route.allows(&servers[b.server])
+                        // As for an idle connection: none on a server out of
+                        // rotation or taken out of the pool.
+                        && servers[b.server].in_rotation()
+                        && !self.pools[pool].servers.get(b.slot).is_none_or(|s| s.removed)
                         && self.takes_pipelined(b, fingerprint, multi)
                 })
                 .min_by_key(|(_, b)| b.pipeline.len())
