@@ -761,6 +761,8 @@ fn fuzz_seeds() -> Vec<Vec<u8>> {
             SHOW_WARNINGS,
         ));
     }
+    // Pipelined reads, warnings and errors among them, a client leaving.
+    seeds.push(pipelined_reads());
     // mysqld refuses a reconnect, or leaves it pending (then goes down,
     // or comes back, or never answers), while a client waits.
     for (fate, then) in [(0xf0, 17), (0xf1, 13), (0xf1, 17), (0xf1, 5)] {
@@ -1274,13 +1276,11 @@ fn an_executed_dml_statement_empties_the_diagnostics_area() {
     run_case(input).unwrap();
 }
 
-/// Pipelined backends (`pipeline_depth = 3` in variant 36, one
-/// connection): four clients' reads at once share the connection, each
-/// gets its own answer (its own warnings, its own error), and a client's
-/// `SHOW WARNINGS` after a pipelined statement never shows another's.
-#[test]
-fn pipelined_reads_get_their_own_answers() {
-    let input = case(&[
+/// Four clients' slow reads and others at once on one pipelined connection
+/// (`pipeline_depth = 3` in variant 36), then `SHOW WARNINGS`, then a client
+/// leaving with its read in flight.
+fn pipelined_reads() -> Vec<u8> {
+    case(&[
         &reload(36),
         &turns(16),
         &login(0, LOGIN_APP),
@@ -1321,7 +1321,15 @@ fn pipelined_reads_get_their_own_answers() {
         &close(1),
         &turns(15),
         &turns(15),
-    ]);
+    ])
+}
+
+/// Pipelined backends: each client gets its own answers (its own
+/// warnings, its own error), and a client's `SHOW WARNINGS` after a
+/// pipelined statement never shows another's.
+#[test]
+fn pipelined_reads_get_their_own_answers() {
+    let input = pipelined_reads();
     let mut sim = Sim::new().unwrap();
     sim.run(&input).unwrap();
     let pipelined: u64 = sim
