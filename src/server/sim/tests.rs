@@ -1319,6 +1319,11 @@ fn pipelined_reads() -> Vec<u8> {
         &canned(2, SLOW_READ),
         &turns(0),
         &close(1),
+        &turns(0),
+        // Past connect_timeout_ms: the funnel takes the half-closed client
+        // for gone while its read waits behind client 0's.
+        &[op(0, 6), 110],
+        &turns(0),
         &turns(15),
         &turns(15),
     ])
