@@ -44,7 +44,7 @@ start_funnel() {
         # FUNNEL_LINES: extra [funnel] lines (e.g. "threads = 2"), one per line.
         [ -z "${FUNNEL_LINES:-}" ] || printf '%s\n' "$FUNNEL_LINES"
         printf '[backend]\naddress = %s\n' "$backend"
-        # BACKEND_LINES: extra [backend] lines (e.g. "max_concurrency = 2").
+        # BACKEND_LINES: extra [backend] lines (e.g. "max_concurrency = 2", "pipeline_depth = 4").
         [ -z "${BACKEND_LINES:-}" ] || printf '%s\n' "$BACKEND_LINES"
         printf '[pool]\nconnections = %s\nbacklog_size = 20000\nqueue_timeout_ms = 30000\n' "$conns"
         local l

@@ -569,6 +569,13 @@ pub fn render(s: &Snapshot) -> String {
     );
     o.per_pool(
         s,
+        "funnel_pipelined_total",
+        "counter",
+        "Commands sent behind other commands in flight on a backend connection (pipeline_depth).",
+        |p| p.counters.pipelined as f64,
+    );
+    o.per_pool(
+        s,
         "funnel_schema_unsets_total",
         "counter",
         "Backend connections brought back to no default schema (COM_CHANGE_USER) for a client without one.",

@@ -187,6 +187,8 @@ pub struct BackendConfig {
     pub health_user: Option<String>,
     pub health_password: Option<String>,
     pub connect_timeout: Duration,
+    /// `pipeline_depth`: commands one backend may have in flight (1: off).
+    pub pipeline_depth: usize,
     pub health_check_interval: Duration,
     /// How often each `[server NAME]` is checked.
     pub server_check_interval: Duration,
@@ -815,6 +817,7 @@ impl Config {
                 .flatten()
                 .chain([
                     ("connect_timeout_ms", ms(self.backend.connect_timeout)),
+                    ("pipeline_depth", self.backend.pipeline_depth.to_string()),
                     (
                         "health_check_interval_ms",
                         ms(self.backend.health_check_interval),

@@ -289,6 +289,7 @@ const ANY_COUNT_FROM_0: OptionKind = OptionKind::Count {
     max: usize::MAX,
 };
 const SERVER_WEIGHT: OptionKind = OptionKind::Count { min: 1, max: 1000 };
+const PIPELINE_DEPTH: OptionKind = OptionKind::Count { min: 1, max: 64 };
 const ANY_COUNT_FROM_1: OptionKind = OptionKind::Count {
     min: 1,
     max: usize::MAX,
@@ -307,7 +308,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-pub(super) static OPTIONS: [OptionSpec; 100] = [
+pub(super) static OPTIONS: [OptionSpec; 101] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -374,6 +375,8 @@ pub(super) static OPTIONS: [OptionSpec; 100] = [
         "mysqld to connect to: host:port (resolved at start-up) or a unix socket path starting with '/'; required unless [server NAME] sections name the servers"),
     opt(S::Backend, "connect_timeout_ms", K::Millis, D::Millis(DEFAULT_CONNECT_TIMEOUT_MS), true,
         "Time allowed to connect and log in to mysqld"),
+    opt(S::Backend, "pipeline_depth", PIPELINE_DEPTH, D::Count(1), true,
+        "Commands one backend connection may have in flight at once: above 1, a provably stateless read (see the README's Pipelining) may be sent behind other such reads when no connection is idle; 1 = one command at a time"),
     opt(S::Backend, "health_check_interval_ms", K::Millis, D::Millis(DEFAULT_HEALTH_CHECK_INTERVAL_MS), true,
         "Idle backend connections are pinged this often"),
     opt(S::Backend, "reconnect_backoff_min_ms", K::Millis, D::Millis(DEFAULT_RECONNECT_BACKOFF_MIN_MS), true,

@@ -418,6 +418,7 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
         health_password: backend.get("health_password", Value::text)?,
         tls: backend_tls,
         connect_timeout: backend.required("connect_timeout_ms", Value::millis)?,
+        pipeline_depth: backend.required("pipeline_depth", Value::count)?,
         health_check_interval: backend.required("health_check_interval_ms", Value::millis)?,
         server_check_interval: backend.required("server_check_interval_ms", Value::millis)?,
         reconnect_backoff_min: backend.required("reconnect_backoff_min_ms", Value::millis)?,

@@ -362,6 +362,8 @@ pub struct Counters {
     pub dirty_backends: u64,
     /// Diagnostics areas emptied before a client's `SHOW WARNINGS`.
     pub diagnostics_cleared: u64,
+    /// Commands sent behind others in flight on a backend (`pipeline_depth`).
+    pub pipelined: u64,
     /// Backend connections brought back to "no default schema" (a
     /// `COM_CHANGE_USER`) for a client without one.
     pub schema_unsets: u64,
@@ -413,6 +415,7 @@ impl Counters {
         self.pin_rollbacks += o.pin_rollbacks;
         self.dirty_backends += o.dirty_backends;
         self.diagnostics_cleared += o.diagnostics_cleared;
+        self.pipelined += o.pipelined;
         self.schema_unsets += o.schema_unsets;
         self.retried += o.retried;
         self.clients_refused += o.clients_refused;

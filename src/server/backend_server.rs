@@ -159,6 +159,13 @@ impl Admission {
         self.limit.is_some() && self.has_room() && !self.waiting.is_empty()
     }
 
+    /// A pool other than `pool` waits for a turn here: `pool` must not
+    /// load the server beyond its turns (commands pipelined behind its
+    /// running ones would keep the others waiting longer).
+    pub fn others_wait(&self, pool: usize) -> bool {
+        self.waiting.iter().any(|&p| p != pool)
+    }
+
     pub fn waiting_pools(&self) -> usize {
         self.waiting.len()
     }
@@ -313,6 +320,8 @@ mod tests {
         assert!(!a.admits(1));
         a.wait_turn(1);
         assert_eq!((a.waiting_pools(), a.waits), (2, 2));
+        // Neither may pipeline more onto the server: the other waits.
+        assert!(a.others_wait(0) && a.others_wait(1) && a.others_wait(2));
         // One of pool 0's commands ends: its own next command may not take
         // the room ahead of the pools waiting; pool 0 waited first.
         a.running = 1;

@@ -203,6 +203,16 @@ impl RuleBook {
             })
     }
 
+    /// A rule's `timeout_ms` watches the client's command: it may be
+    /// interrupted by time (such a command is not pipelined).
+    pub fn times(&self, client: usize, serial: u64) -> bool {
+        self.rules.iter().any(|r| {
+            r.timed
+                .iter()
+                .any(|(w, _)| w.client == client && w.serial == serial)
+        })
+    }
+
     /// The first rule that matches, by index.
     fn decide(
         &mut self,

@@ -212,6 +212,9 @@ impl Engine {
         for req in skipped.into_iter().rev() {
             self.pools[pool].push_front(req);
         }
+        if self.config.backend.pipeline_depth > 1 {
+            self.dispatch_pipelined(pool);
+        }
     }
 
     /// A command of `pool` could run on `server` but for its
@@ -488,6 +491,11 @@ impl Engine {
 
     /// Copy the client's command from its input buffer to the backend.
     pub(super) fn send_client_command(&mut self, key: usize, client: ClientRef) {
+        let stateless = self.config.backend.pipeline_depth > 1
+            && self
+                .clients
+                .get(client.key)
+                .is_some_and(|c| self.stateless_command(client.key, c));
         let Some(c) = self.clients.get_mut(client.key) else {
             return;
         };
@@ -626,6 +634,8 @@ impl Engine {
             f.bytes = crate::server::client::CommandBytes::Sent(span);
         }
         b.command = cmd;
+        b.head_stateless = stateless;
+        b.head_kill_deferred = false;
         b.seq_offset = c.seq_offset;
         b.eof = EofTranslator::new(c.capabilities);
         b.sent_at = self.now;

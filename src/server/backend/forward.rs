@@ -420,7 +420,7 @@ impl Engine {
             // client's answer is settled, before a command pipelined behind
             // it could be sent there and take them for its own.
             let b = &mut self.backends[key];
-            b.garbage_after_answer = !b.rbuf.is_empty();
+            b.garbage_after_answer = !b.rbuf.is_empty() && b.pipeline.is_empty();
             if !draining {
                 self.cache_answer_done(key, status, end);
             }
@@ -636,6 +636,10 @@ impl Engine {
             self.bump(pool, |c| c.buffered_results += 1);
         }
         let b = &mut self.backends[key];
+        if !b.pipeline.is_empty() {
+            self.pipelined_head_done(key, draining, read_user_vars);
+            return;
+        }
         if b.garbage_after_answer {
             // As if lost while idle: the client's answer is complete; a
             // session it held is gone, and it hears so at its next command.

@@ -9,7 +9,10 @@ mod dispatch;
 mod forward;
 mod internal;
 mod login;
+mod pipeline;
 mod stmts;
+
+pub use pipeline::Pipelined;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -345,6 +348,18 @@ pub struct Backend {
     /// client takes the backend's session after its OK only (after an ERR
     /// nothing was set, and the client's own values stand).
     pub replay_skipped: bool,
+    /// The running command is a stateless read (`Engine::pipelines`):
+    /// others such may be sent behind it (`pipeline_depth` above 1).
+    pub head_stateless: bool,
+    /// A `KILL QUERY` for the running command waits until nothing is in
+    /// flight behind it (`Engine::kill_running`).
+    pub head_kill_deferred: bool,
+    /// Commands sent behind the running one, oldest first: their answers
+    /// follow its answer, in this order.
+    pub pipeline: std::collections::VecDeque<Pipelined>,
+    /// The head changed while its answer was being read: bytes already
+    /// read may hold the next one's (`process_backend_input`).
+    pub answer_switched: bool,
     /// The connection is TLS (its SSL request was sent).
     pub tls: bool,
     /// The login's handshake response, sent once the TLS handshake
@@ -693,6 +708,10 @@ impl Engine {
             names_learn: None,
             replay_skip: None,
             replay_skipped: false,
+            head_stateless: false,
+            head_kill_deferred: false,
+            pipeline: std::collections::VecDeque::new(),
+            answer_switched: false,
             tls: false,
             login_after_tls: None,
         });
@@ -998,9 +1017,12 @@ impl Engine {
                     // complete answer are not the next one's. Left to the
                     // next command, they would be taken for its answer;
                     // handled now, an idle backend that speaks unasked is
-                    // closed.
-                    let leftover = self.backends.get(key).is_some_and(|b| {
-                        !matches!(b.state, BackendState::Running | BackendState::Draining)
+                    // closed. With commands pipelined, they are the answer
+                    // of the next command in flight, now the head.
+                    let leftover = self.backends.get_mut(key).is_some_and(|b| {
+                        let switched = std::mem::take(&mut b.answer_switched);
+                        (switched
+                            || !matches!(b.state, BackendState::Running | BackendState::Draining))
                             && !b.rbuf.is_empty()
                     });
                     if leftover {
@@ -1155,12 +1177,19 @@ impl Engine {
         let thread_id = b.thread_id;
         let forwarded = b.response.bytes > 0;
         // The running command was written, and none of it reached the
-        // socket (an upload, which follows an answer, is never this).
-        let unwritten =
-            state == BackendState::Running && !b.infile && b.wbuf.len() >= b.command_len;
+        // socket (an upload, which follows an answer, is never this). With
+        // commands pipelined behind it, the buffer's length says nothing
+        // of its own bytes: taken as written.
+        let unwritten = state == BackendState::Running
+            && !b.infile
+            && b.pipeline.is_empty()
+            && b.wbuf.len() >= b.command_len;
         // A KILL QUERY was asked for the running command: not run again.
         let kill_asked = b.killing == b.commands && b.commands > 0;
         let ready_at = b.ready_at;
+        // Nothing more is sent behind its commands (a retry below
+        // dispatches).
+        self.backends[key].head_stateless = false;
         self.bump(pool, |c| c.backend_lost += 1);
         let server = self.backends[key].server;
         self.servers[server].health.lost += 1;
@@ -1292,6 +1321,7 @@ impl Engine {
             return;
         }
         let mut b = self.backends.remove(key);
+        let behind = std::mem::take(&mut b.pipeline);
         if b.conn != ConnId::NONE {
             self.actions.push(Action::CloseBackend { conn: b.conn });
         }
@@ -1332,6 +1362,9 @@ impl Engine {
         self.bufs.release(&mut wbuf);
         if let Some(relay) = b.relay.take() {
             self.relay_backend_closed(key, *relay);
+        }
+        if !behind.is_empty() {
+            self.requeue_pipelined(behind, b.ready_at, key);
         }
     }
 }

@@ -577,7 +577,7 @@ impl Engine {
                     "Query execution was interrupted",
                 );
             }
-            ClientState::Running(b) => self.open_killer(pool, b),
+            ClientState::Running(b) => self.kill_running(pool, b, tref),
             _ => {}
         }
     }

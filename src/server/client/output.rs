@@ -215,6 +215,14 @@ impl Engine {
             ClientState::Running(b) => Some(b),
             _ => c.running_connect_db,
         };
+        let serial = c.serial;
+        // A command pipelined behind another's is fed nothing yet: the
+        // watermarks are the head's (`Backend::pipeline`).
+        let feeding = feeding.filter(|&b| {
+            self.backends
+                .get(b)
+                .is_none_or(|bk| bk.client.is_some_and(|r| r.serial == serial))
+        });
         if let Some(b) = feeding {
             if pending > self.config.output_high_watermark {
                 if !self.keep_reading_for_slow_reader(b, key) {

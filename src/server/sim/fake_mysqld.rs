@@ -41,6 +41,10 @@
 //! it ran (as MariaDB's SLEEP does). A KILL QUERY finding nothing running
 //! does nothing: only the statement running when it arrives is stopped.
 //!
+//! `SELECT * FROM sim_slow<t>` (a plain read the funnel may pipeline)
+//! runs for 4 pumps and answers a row naming `<t>` (or ERR 1317 if a KILL
+//! QUERY reached it), so that commands sent behind it wait for it.
+//!
 //! Its connections are in-memory pipes ([`super::pipe`]): the
 //! simulation's I/O layer opens one for each connect the funnel makes
 //! ([`FakeMysqld::connect`]), which the script may refuse at once or
@@ -158,6 +162,8 @@ struct Sleeping {
     left: u32,
     /// A KILL QUERY reached it.
     interrupted: bool,
+    /// A `SELECT * FROM sim_slow<t>`: its tag (a `SLEEP` otherwise).
+    slow_read: Option<u32>,
 }
 
 struct Conn {
@@ -413,8 +419,17 @@ impl FakeMysqld {
             if s.interrupted || s.left == 0 {
                 let value: &[u8] = if s.interrupted { b"1" } else { b"0" };
                 let seq = s.seq;
+                let (slow_read, interrupted) = (s.slow_read, s.interrupted);
                 c.sleeping = None;
-                Reply::new(c, seq).text_result(&["SLEEP"], &[&[Some(value)]], 0);
+                match slow_read {
+                    Some(_) if interrupted => {
+                        Reply::new(c, seq).err(1317, "70100", "Query execution was interrupted")
+                    }
+                    Some(tag) => {
+                        Reply::new(c, seq).text_result(&["slow"], &[&[Some(&owner_value(tag))]], 0)
+                    }
+                    None => Reply::new(c, seq).text_result(&["SLEEP"], &[&[Some(value)]], 0),
+                }
             } else {
                 s.left -= 1;
             }
@@ -531,6 +546,16 @@ impl FakeMysqld {
                     seq: seq.wrapping_add(1),
                     left: n.min(MAX_SLEEP),
                     interrupted: false,
+                    slow_read: None,
+                });
+                return;
+            }
+            if let Some(tag) = digits_after(&sql, "SELECT * FROM SIM_SLOW") {
+                self.conns[i].sleeping = Some(Sleeping {
+                    seq: seq.wrapping_add(1),
+                    left: 4,
+                    interrupted: false,
+                    slow_read: Some(tag),
                 });
                 return;
             }

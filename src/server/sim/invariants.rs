@@ -42,6 +42,7 @@ impl Engine {
             let on_backend = |b: usize| -> Result<(), String> {
                 match self.backends.get(b) {
                     Some(bk) if bk.client == Some(me) => Ok(()),
+                    Some(bk) if bk.pipeline.iter().any(|p| p.client == me) => Ok(()),
                     Some(bk) => Err(format!(
                         "client {key} runs on backend {b}, which serves {:?} ({:?})",
                         bk.client, bk.state
@@ -86,9 +87,10 @@ impl Engine {
                     ClientState::ConnectDb => c.running_connect_db,
                     _ => None,
                 };
-                let awaiting = on
-                    .and_then(|b| self.backends.get(b))
-                    .is_some_and(|bk| bk.state == BackendState::Running && bk.response.bytes == 0);
+                let awaiting = on.and_then(|b| self.backends.get(b)).is_some_and(|bk| {
+                    (bk.state == BackendState::Running && bk.response.bytes == 0)
+                        || bk.pipeline.iter().any(|p| p.client == me)
+                });
                 if !awaiting || c.rbuf.len() < sent.wire_len {
                     return Err(format!(
                         "client {key} ({:?}) keeps a sent command ({} bytes of {} in its input) whose answer is no longer awaited",
@@ -226,6 +228,48 @@ impl Engine {
             }
             if b.state == BackendState::Running && b.client.is_none() {
                 return Err(format!("backend {key} runs a command for nobody"));
+            }
+            if b.state == BackendState::Draining && b.client.is_some() {
+                return Err(format!(
+                    "backend {key} drains an answer its client {:?} is waiting for",
+                    b.client
+                ));
+            }
+            if !b.pipeline.is_empty() {
+                // Commands behind the head: only behind a stateless one,
+                // on a shared connection, within the depth.
+                if !matches!(b.state, BackendState::Running | BackendState::Draining)
+                    || b.pinned
+                    || b.dirty
+                    || b.pipeline.len() + 1 > self.config.backend.pipeline_depth
+                {
+                    return Err(format!(
+                        "backend {key} ({:?}, pinned {}, dirty {}) has {} commands pipelined (depth {})",
+                        b.state,
+                        b.pinned,
+                        b.dirty,
+                        b.pipeline.len(),
+                        self.config.backend.pipeline_depth
+                    ));
+                }
+                for p in &b.pipeline {
+                    let Some(c) = self
+                        .clients
+                        .get(p.client.key)
+                        .filter(|c| c.serial == p.client.serial)
+                    else {
+                        continue; // left: its answer is read and discarded
+                    };
+                    if !matches!(c.state, ClientState::Running(k) if k == key) || c.sent().is_none()
+                    {
+                        return Err(format!(
+                            "client {} pipelined on backend {key} is {:?} (sent: {})",
+                            p.client.key,
+                            c.state,
+                            c.sent().is_some()
+                        ));
+                    }
+                }
             }
             let in_idle = self.pools[b.pool].idle().contains(&key);
             if in_idle != b.idle_listed {

@@ -237,6 +237,8 @@ fn config_text(dir: &std::path::Path, variant: u8) -> String {
     };
     // Connection first (see max_buffered_result) in half the variants.
     let buffered = if variant & 8 != 0 { 1 << 20 } else { 0 };
+    // Pipelined backends in half the variants.
+    let pipeline_depth = if variant & 32 != 0 { 3 } else { 1 };
     // Two servers (the same fake mysqld behind both addresses) in some:
     // two primaries, or a primary and a replica with app's reads split.
     let d = dir.display();
@@ -286,6 +288,7 @@ cache_max_result_size = 512
 [backend]
 {address}
 connect_timeout_ms = 1000
+pipeline_depth = {pipeline_depth}
 health_check_interval_ms = 2000
 reconnect_backoff_min_ms = 10
 reconnect_backoff_max_ms = 200
@@ -976,6 +979,8 @@ impl Sim {
             ),
             // Warnings from a statement before the last of a query.
             20 => (COM_QUERY, format!("SELECT 1/0 AS w{tag}; SELECT 1")),
+            // A slow plain read: what is pipelined behind it waits.
+            21 => (COM_QUERY, format!("SELECT * FROM sim_slow{tag}")),
             _ => return None,
         };
         let mut p = vec![cmd];

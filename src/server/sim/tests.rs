@@ -232,6 +232,7 @@ const SHOW_WARNINGS: u8 = ISOLATION_CANNED + 8;
 const SHOW_ERRORS: u8 = ISOLATION_CANNED + 9;
 const PROBE_OWNER: u8 = ISOLATION_CANNED + 10;
 const PREPARE_CALL: u8 = ISOLATION_CANNED + 16;
+const SLOW_READ: u8 = ISOLATION_CANNED + 21;
 const WARN_EARLIER: u8 = ISOLATION_CANNED + 20;
 const PREPARE_MISSING: u8 = 24 + 10;
 const EXECUTE_1: u8 = 24 + 11;
@@ -604,6 +605,12 @@ fn random_bytes(next: &mut impl FnMut() -> u64) -> Vec<u8> {
 /// trouble and clients leaving.
 fn random_session(next: &mut impl FnMut() -> u64) -> Vec<u8> {
     let mut input = Vec::new();
+    // Half the sessions in a random configuration with pipelined backends.
+    let variant = next() as u8;
+    if variant & 32 != 0 {
+        input.extend_from_slice(&reload(variant));
+        input.extend_from_slice(&turns(16));
+    }
     for who in 0..4 {
         // Sometimes the other user, DEPRECATE_EOF or FOUND_ROWS.
         let r = next();
@@ -754,6 +761,8 @@ fn fuzz_seeds() -> Vec<Vec<u8>> {
             SHOW_WARNINGS,
         ));
     }
+    // Pipelined reads, warnings and errors among them, a client leaving.
+    seeds.push(pipelined_reads());
     // mysqld refuses a reconnect, or leaves it pending (then goes down,
     // or comes back, or never answers), while a client waits.
     for (fate, then) in [(0xf0, 17), (0xf1, 13), (0xf1, 17), (0xf1, 5)] {
@@ -1265,4 +1274,93 @@ fn an_executed_dml_statement_empties_the_diagnostics_area() {
         222, 16, 4, 61, 68, 52, 67, 68, 59, 5, 6, 11, 175, 9, 112, 4, 55, 67, 52, 20, 105,
     ];
     run_case(input).unwrap();
+}
+
+/// Four clients' slow reads and others at once on one pipelined connection
+/// (`pipeline_depth = 3` in variant 36), then `SHOW WARNINGS`, then a client
+/// leaving with its read in flight.
+fn pipelined_reads() -> Vec<u8> {
+    case(&[
+        &reload(36),
+        &turns(16),
+        &login(0, LOGIN_APP),
+        &login(1, LOGIN_APP),
+        &login(2, LOGIN_APP),
+        &login(3, LOGIN_APP),
+        &turns(16),
+        &canned(0, SLOW_READ),
+        &turns(1),
+        &canned(1, SLOW_READ),
+        &canned(2, WARN),
+        &canned(3, SLOW_READ),
+        &turns(2),
+        &canned(0, MISSING_TABLE),
+        &turns(15),
+        &turns(15),
+        &canned(0, SLOW_READ),
+        &turns(1),
+        &canned(1, WARN),
+        &canned(2, SLOW_READ),
+        &canned(3, SLOW_READ),
+        &turns(15),
+        &turns(15),
+        &canned(0, SHOW_WARNINGS),
+        &canned(1, SHOW_WARNINGS),
+        &canned(2, SHOW_WARNINGS),
+        &canned(3, SHOW_ERRORS),
+        &turns(15),
+        &turns(15),
+        // A client leaves with its read in flight among others' (the
+        // funnel notices when it writes the answer): the others are
+        // answered.
+        &canned(0, SLOW_READ),
+        &turns(0),
+        &canned(1, SLOW_READ),
+        &canned(2, SLOW_READ),
+        &turns(0),
+        &close(1),
+        &turns(0),
+        // Past connect_timeout_ms: the funnel takes the half-closed client
+        // for gone while its read waits behind client 0's.
+        &[op(0, 6), 110],
+        &turns(0),
+        &turns(15),
+        &turns(15),
+    ])
+}
+
+/// Pipelined backends: each client gets its own answers (its own
+/// warnings, its own error), and a client's `SHOW WARNINGS` after a
+/// pipelined statement never shows another's.
+#[test]
+fn pipelined_reads_get_their_own_answers() {
+    let input = pipelined_reads();
+    let mut sim = Sim::new().unwrap();
+    sim.run(&input).unwrap();
+    let pipelined: u64 = sim
+        .funnel
+        .engine
+        .pools
+        .iter()
+        .map(|p| p.counters.pipelined)
+        .sum();
+    assert!(pipelined >= 4, "only {pipelined} commands were pipelined");
+    for (i, c) in sim.clients.iter().enumerate() {
+        let Some(c) = c.as_ref() else {
+            assert_eq!(i, 1, "client {i} is gone");
+            continue;
+        };
+        assert!(c.clean && c.awaiting.is_empty(), "client {i}");
+        for f in &c.frames {
+            let owner = owner_named(f);
+            assert!(
+                owner.is_none() || owner == Some(c.tag),
+                "client {i} (tag {}) sees tag {owner:?}'s",
+                c.tag
+            );
+        }
+        // Its slow reads' answers: each names it.
+        assert!(frames_name(&c.frames, c.tag), "client {i}: {:?}", c.frames);
+    }
+    sim.finish().unwrap();
 }
