@@ -44,9 +44,18 @@ struct Env {
 }
 
 fn start(funnel_lines: &str, queue_timeout_ms: u64) -> Env {
+    start_with(funnel_lines, &[], queue_timeout_ms)
+}
+
+/// `start`, with these `[backend]` lines too.
+fn start_with(funnel_lines: &str, backend_lines: &[&str], queue_timeout_ms: u64) -> Env {
     let stats_port = common::free_port();
     let admin_port = common::free_port();
-    let template = FunnelConfig::user_a()
+    let mut template = FunnelConfig::user_a();
+    for line in backend_lines {
+        template = template.backend(line);
+    }
+    let template = template
         .funnel("unix_socket = @DIR@/funnel.sock")
         .pool("connections = 1")
         .pool(&format!("queue_timeout_ms = {queue_timeout_ms}"))
@@ -307,6 +316,55 @@ fn memory_first_slow_reader_holds_the_backend() {
     read_rest(stalled, ROWS);
     assert_eq!(select(&mut other, 3).unwrap(), Some(3));
     assert_eq!(select(&mut slow, 4).unwrap(), Some(4));
+}
+
+/// Pipelining on, the same scenario: the other client's read is sent
+/// behind the slow reader's on the only connection (it was running, not
+/// yet paused), where the backlog's queue timeout cannot reach it. Past its
+/// queue_timeout_ms it gets ERR 1969 all the same, not a wait as long as
+/// the slow reader's; its answer, when it comes, is nobody's, and both
+/// clients' next reads get their own answers.
+#[test]
+fn a_read_pipelined_behind_a_slow_reader_times_out_as_in_the_backlog() {
+    const ROWS: u64 = 30_000;
+    let env = start_with("", &["pipeline_depth = 4"], 2000);
+    let mut slow = env.slow_conn();
+    let mut other = env.conn();
+    assert_eq!(select(&mut other, 1).unwrap(), Some(1));
+
+    // The other client's read comes while the slow reader's statement
+    // runs and has sent nothing yet (its scalar subquery, a join of 9
+    // million rows, comes first): it is pipelined behind it.
+    let other = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        let asked = Instant::now();
+        let answer = select(&mut other, 2);
+        (answer, asked.elapsed(), other)
+    });
+    let sql = format!(
+        "SELECT seq AS pl_holds, REPEAT(CHAR(65 + seq % 26), {ROW_BYTES}) FROM seq_1_to_{ROWS} \
+         WHERE seq > (SELECT COUNT(*) FROM seq_1_to_3000 a, seq_1_to_3000 b) - 9000000"
+    );
+    let mut stalled = slow.query_iter(sql).expect("the big query");
+    let first = stalled.next().expect("a first row").expect("the first row");
+    check_row(first, 1);
+    let (answer, waited, mut other) = other.join().expect("the other client");
+    assert_eq!(
+        error_code(&answer),
+        Some(1969),
+        "expected the queue timeout behind the slow reader: {answer:?}"
+    );
+    assert!(waited < Duration::from_secs(10), "waited {waited:?}");
+    assert_eq!(
+        env.admin_value("SHOW STATS", "pipelined"),
+        1,
+        "the read was not pipelined: the test proves nothing"
+    );
+    read_rest(stalled, ROWS);
+    for n in 3..8 {
+        assert_eq!(select(&mut other, n).unwrap(), Some(n));
+        assert_eq!(select(&mut slow, 100 + n).unwrap(), Some(100 + n));
+    }
 }
 
 /// A result bigger than max_buffered_result: buffered up to the limit,

@@ -549,6 +549,9 @@ impl Engine {
                 self.queue_timeout(req);
             }
         }
+        if self.config.backend.pipeline_depth > 1 {
+            self.expire_pipelined();
+        }
     }
 
     /// One message to systemd, if it listens.

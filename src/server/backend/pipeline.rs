@@ -355,6 +355,55 @@ impl Engine {
         }
     }
 
+    /// Commands sent behind others that have waited longer than their
+    /// pool's `queue_timeout_ms` (a head whose client reads slowly, or a
+    /// long read, holds them up): their clients get ERR 1969, as when
+    /// waiting in the backlog, and their answers, when they come, are
+    /// read and discarded (the entry names no client any more). Checked
+    /// at each pass of the loop (at least once a second).
+    pub(in crate::server) fn expire_pipelined(&mut self) {
+        let now = self.now;
+        let mut expired = Vec::new();
+        for (key, b) in self.backends.iter_mut() {
+            if b.pipeline.is_empty() {
+                continue;
+            }
+            let timeout = self.pools[b.pool].user.queue_timeout;
+            for p in b.pipeline.iter_mut() {
+                let Some(c) = self
+                    .clients
+                    .get(p.client.key)
+                    .filter(|c| c.serial == p.client.serial)
+                else {
+                    continue;
+                };
+                let waited = now.saturating_duration_since(c.command_read_at);
+                if matches!(c.state, ClientState::Running(k) if k == key) && waited > timeout {
+                    expired.push((p.client, b.pool, waited));
+                    p.client = ClientRef {
+                        key: usize::MAX,
+                        serial: 0,
+                    };
+                }
+            }
+        }
+        for (client, pool, waited) in expired {
+            let p = &self.pools[pool];
+            let msg = format!(
+                "funnel: the command waited {} ms on a backend connection of pool '{}' behind another client's answer (pipeline_depth; queue_timeout_ms = {}); it was not answered",
+                waited.as_millis(),
+                p.name(),
+                p.user.queue_timeout.as_millis()
+            );
+            self.bump(pool, |c| c.queue_timeouts += 1);
+            self.fail_request(
+                client,
+                crate::protocol::consts::err::ER_STATEMENT_TIMEOUT,
+                &msg,
+            );
+        }
+    }
+
     /// The backend is gone with commands in flight behind its head (the
     /// head's client was dealt with by `backend_lost`): none of their
     /// answers had started, and each is a plain read, so each runs again
