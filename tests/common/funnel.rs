@@ -362,17 +362,37 @@ impl Drop for FunnelProcess {
 
 /// `FUNNEL_TEST_BACKEND`: lines added to the `[backend]` section of every
 /// funnel the harness starts (e.g. `pipeline_depth = 4`), to run the whole
-/// suite with a feature on (see README, "Tests").
+/// suite with a feature on (see README, "Tests"); a key the test's own
+/// `[backend]` sets is left to the test.
 fn with_test_backend_lines(config: &str) -> String {
     let Ok(lines) = std::env::var("FUNNEL_TEST_BACKEND") else {
         return config.to_string();
     };
-    let lines = lines.replace("\\n", "\n");
-    match config.find("[backend]\n") {
-        Some(at) if at == 0 || config.as_bytes()[at - 1] == b'\n' => {
+    let header = match config.find("[backend]\n") {
+        Some(at) if at == 0 || config.as_bytes()[at - 1] == b'\n' => Some(at),
+        _ => None,
+    };
+    let section = header.map_or("", |at| {
+        let body = &config[at + "[backend]\n".len()..];
+        &body[..body.find("\n[").unwrap_or(body.len())]
+    });
+    let own_key = |line: &str| {
+        let key = line.split('=').next().unwrap_or("").trim();
+        section
+            .lines()
+            .any(|l| l.split('=').next().unwrap_or("").trim() == key)
+    };
+    let lines: Vec<&str> = lines
+        .split("\\n")
+        .flat_map(|l| l.split('\n'))
+        .filter(|l| !l.trim().is_empty() && !own_key(l))
+        .collect();
+    let lines = lines.join("\n");
+    match header {
+        Some(at) => {
             let after = at + "[backend]\n".len();
             format!("{}{lines}\n{}", &config[..after], &config[after..])
         }
-        _ => format!("{config}\n[backend]\n{lines}\n"),
+        None => format!("{config}\n[backend]\n{lines}\n"),
     }
 }
