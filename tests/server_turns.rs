@@ -13,35 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::sql::{running_like as running, watch_peak};
 use common::{FunnelConfig, MariaDb, PASS_A, PASS_B, USER_A, USER_B};
 use mysql::prelude::Queryable;
-
-/// Statements mysqld runs now whose text contains `marker` (the probe's
-/// own text does not).
-fn running(root: &mut mysql::Conn, marker: &str) -> u64 {
-    root.exec_first(
-        "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
-         WHERE INFO LIKE CONCAT('%', ?, '%') AND ID <> CONNECTION_ID()",
-        (marker,),
-    )
-    .expect("process list")
-    .unwrap_or(0)
-}
-
-/// Watches the process list until `done`; returns the most statements
-/// containing `marker` mysqld ran at once.
-fn watch_peak(db: &MariaDb, marker: &str, done: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
-    let mut root = db.admin_conn();
-    let marker = marker.to_string();
-    std::thread::spawn(move || {
-        let mut peak = 0;
-        while !done.load(Ordering::Relaxed) {
-            peak = peak.max(running(&mut root, &marker));
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        peak
-    })
-}
 
 #[test]
 fn a_flooding_user_cannot_take_every_turn_on_a_shared_server() {
@@ -60,7 +34,7 @@ fn a_flooding_user_cannot_take_every_turn_on_a_shared_server() {
     // funnel_a floods: 8 clients, 8 statements of 0.2 s each, two at a
     // time: 6.4 s at least. Its backlog is never empty meanwhile.
     let done = Arc::new(AtomicBool::new(false));
-    let watcher = watch_peak(&db, "srvturn_", done.clone());
+    let watcher = watch_peak(db.admin_conn(), "srvturn_", done.clone());
     let began = Instant::now();
     let flood: Vec<_> = (0..8)
         .map(|_| {

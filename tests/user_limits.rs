@@ -12,20 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::sql::watch_peak;
 use common::{FunnelConfig, MariaDb, PASS_A, PASS_B, USER_A, USER_B};
 use mysql::prelude::Queryable;
-
-/// Statements mysqld runs now whose text contains `marker` (the probe's
-/// own text does not).
-fn running(root: &mut mysql::Conn, marker: &str) -> u64 {
-    root.exec_first(
-        "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
-         WHERE INFO LIKE CONCAT('%', ?, '%') AND ID <> CONNECTION_ID()",
-        (marker,),
-    )
-    .expect("process list")
-    .unwrap_or(0)
-}
 
 /// `clients` clients of funnel_a each run `rounds` times `sql`; returns
 /// the most statements containing `marker` mysqld ran at once meanwhile.
@@ -48,19 +37,7 @@ fn flood_peak(
             })
         })
         .collect();
-    let watcher = {
-        let done = done.clone();
-        let mut root = db.admin_conn();
-        let marker = marker.to_string();
-        std::thread::spawn(move || {
-            let mut peak = 0;
-            while !done.load(Ordering::Relaxed) {
-                peak = peak.max(running(&mut root, &marker));
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            peak
-        })
-    };
+    let watcher = watch_peak(db.admin_conn(), marker, done.clone());
     for t in threads {
         t.join().expect("flooding client");
     }

@@ -65,11 +65,7 @@ pub(super) fn is_read(c: &Client) -> bool {
         && c.pinned.is_none()
         && c.pins.is_empty()
         && c.last_status & SERVER_STATUS_IN_TRANS == 0
-        && !c
-            .session
-            .vars
-            .get("autocommit")
-            .is_some_and(|v| v.eq_ignore_ascii_case("OFF"))
+        && !c.session.autocommit_off()
 }
 
 impl Engine {

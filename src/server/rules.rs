@@ -477,7 +477,7 @@ impl Engine {
             || c.pinned.is_some()
             || !c.pins.is_empty()
             || c.multi_rest.is_some()
-            || autocommit_off(c)
+            || c.session.autocommit_off()
             || c.last_status & SERVER_STATUS_IN_TRANS != 0
         {
             return false;
@@ -834,7 +834,7 @@ impl Engine {
                 !c.is_busy()
                     && c.in_flight.is_none()
                     && c.last_status & SERVER_STATUS_IN_TRANS == 0
-                    && !autocommit_off(c)
+                    && !c.session.autocommit_off()
             });
             if over {
                 self.rules.cache.writes_end(client);
@@ -909,7 +909,9 @@ impl Engine {
             // The client's writes end with its command, unless it is (or,
             // after an error, may be) in a transaction: then with it.
             let in_transaction = self.clients.get(cr.key).is_none_or(|c| match end {
-                EndKind::Err => c.last_status & SERVER_STATUS_IN_TRANS != 0 || autocommit_off(c),
+                EndKind::Err => {
+                    c.last_status & SERVER_STATUS_IN_TRANS != 0 || c.session.autocommit_off()
+                }
                 _ => status & SERVER_STATUS_IN_TRANS != 0,
             });
             if !in_transaction {
@@ -917,14 +919,6 @@ impl Engine {
             }
         }
     }
-}
-
-/// The client has autocommit off: a write opens a transaction.
-fn autocommit_off(c: &super::client::Client) -> bool {
-    c.session
-        .vars
-        .get("autocommit")
-        .is_some_and(|v| v.eq_ignore_ascii_case("OFF"))
 }
 
 /// Table names as hashes ([`table_hash`]): a qualified one as written, an

@@ -356,6 +356,13 @@ impl ClientTimeouts {
 }
 
 impl SessionVars {
+    /// The session has autocommit off: a statement may open a transaction.
+    pub fn autocommit_off(&self) -> bool {
+        self.vars
+            .get("autocommit")
+            .is_some_and(|v| v.eq_ignore_ascii_case("OFF"))
+    }
+
     pub fn new() -> Self {
         let mut s = SessionVars::default();
         s.refresh_fingerprint();

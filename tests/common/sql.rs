@@ -50,3 +50,34 @@ pub fn err_str(e: &mysql::Error) -> String {
         other => format!("client error: {other}"),
     }
 }
+
+/// Statements mysqld runs now whose text contains `marker`, as `root`
+/// (an account that sees every process) reads its process list (the
+/// probe's own statement does not count).
+pub fn running_like(root: &mut Conn, marker: &str) -> u64 {
+    root.exec_first(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+         WHERE INFO LIKE CONCAT('%', ?, '%') AND ID <> CONNECTION_ID()",
+        (marker,),
+    )
+    .expect("process list")
+    .unwrap_or(0)
+}
+
+/// Watches the process list on `root` until `done`; the thread returns
+/// the most statements containing `marker` mysqld ran at once.
+pub fn watch_peak(
+    mut root: Conn,
+    marker: &str,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    let marker = marker.to_string();
+    std::thread::spawn(move || {
+        let mut peak = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            peak = peak.max(running_like(&mut root, &marker));
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        peak
+    })
+}

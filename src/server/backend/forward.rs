@@ -469,11 +469,7 @@ impl Engine {
                     // An ERR carries no status flags. A transaction that was
                     // open stays open; with autocommit off, the failed
                     // statement may have opened one.
-                    if c.session
-                        .vars
-                        .get("autocommit")
-                        .is_some_and(|v| v.eq_ignore_ascii_case("OFF"))
-                    {
+                    if c.session.autocommit_off() {
                         c.pin(PinCause::Transaction);
                     }
                 } else if has_status {

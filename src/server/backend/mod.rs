@@ -1255,11 +1255,7 @@ impl Engine {
                     && !was_pinned
                     && !kill_asked
                     && c.last_status & SERVER_STATUS_IN_TRANS == 0
-                    && !c
-                        .session
-                        .vars
-                        .get("autocommit")
-                        .is_some_and(|v| v.eq_ignore_ascii_case("OFF"));
+                    && !c.session.autocommit_off();
                 // Bounded: at most MAX_RETRIES_REACHED retries of a command
                 // that may have reached a mysqld (a statement that crashes
                 // mysqld must not crash it forever), counting only backends

@@ -71,11 +71,7 @@ impl Engine {
             && c.current_stmt().is_none()
             && !c.awaiting_privileges()
             && c.last_status & SERVER_STATUS_IN_TRANS == 0
-            && !c
-                .session
-                .vars
-                .get("autocommit")
-                .is_some_and(|v| v.eq_ignore_ascii_case("OFF"))
+            && !c.session.autocommit_off()
             && !self.rules.times(key, c.serial)
     }
 
