@@ -169,15 +169,25 @@ fi
 
 command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust: https://rustup.rs)"
 
+whole_suite=0
 if [ "$#" -gt 0 ]; then
     set -- test "$@"
 else
+    whole_suite=1
     set -- test --workspace --all-targets
 fi
 log "cargo $*"
 # Not exec: the EXIT trap must still be able to run.
 status=0
 cargo "$@" || status=$?
+if [ "$status" -eq 0 ] && [ "$whole_suite" = 1 ]; then
+    # The transparency tests again with pipelined backends (README,
+    # "Pipelining"): every answer compared with a direct connection's.
+    log "the transparency tests with FUNNEL_TEST_BACKEND=\"pipeline_depth = 4\""
+    FUNNEL_TEST_BACKEND="pipeline_depth = 4" cargo test --test isolation \
+        --test e2e_session_random --test e2e_session_extras --test e2e_clients \
+        --test pages || status=$?
+fi
 if [ "$status" -ne 0 ]; then
     log "cargo test FAILED (exit $status)"
 fi
