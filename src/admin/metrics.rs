@@ -71,6 +71,24 @@ impl Out {
         }
     }
 
+    /// One family with one sample per server (none for a server `f` has
+    /// no value of).
+    fn per_server(
+        &mut self,
+        s: &Snapshot,
+        name: &str,
+        kind: &str,
+        help: &str,
+        f: impl Fn(&crate::control::ServerSnapshot) -> Option<f64>,
+    ) {
+        self.family(name, kind, help);
+        for v in &s.servers {
+            if let Some(x) = f(v) {
+                self.sample(name, &[("server", &v.name)], x);
+            }
+        }
+    }
+
     /// A histogram of one pool or server: `of` is its label (`pool` or
     /// `server`) and value.
     fn histogram(&mut self, name: &str, of: (&str, &str), h: &Hist) {
@@ -186,56 +204,34 @@ pub fn render(s: &Snapshot) -> String {
             );
         }
     }
-    o.family(
+    o.per_server(
+        s,
         "funnel_server_running",
         "gauge",
         "Commands running on a server now, all pools (its max_concurrency bounds those of shared connections).",
+        |v| Some(v.running as f64),
     );
-    for v in &s.servers {
-        o.sample(
-            "funnel_server_running",
-            &[("server", &v.name)],
-            v.running as f64,
-        );
-    }
-    o.family(
+    o.per_server(
+        s,
         "funnel_server_max_concurrency",
         "gauge",
         "A server's max_concurrency (servers with one only).",
+        |v| v.max_concurrency.map(|n| n as f64),
     );
-    for v in &s.servers {
-        if let Some(n) = v.max_concurrency {
-            o.sample(
-                "funnel_server_max_concurrency",
-                &[("server", &v.name)],
-                n as f64,
-            );
-        }
-    }
-    o.family(
+    o.per_server(
+        s,
         "funnel_server_waiting_users",
         "gauge",
         "Users (pools) whose commands wait for a turn on a server at its max_concurrency.",
+        |v| Some(v.waiting_users as f64),
     );
-    for v in &s.servers {
-        o.sample(
-            "funnel_server_waiting_users",
-            &[("server", &v.name)],
-            v.waiting_users as f64,
-        );
-    }
-    o.family(
+    o.per_server(
+        s,
         "funnel_server_turn_waits_total",
         "counter",
         "Times a user's command had to wait for a turn on a server at its max_concurrency.",
+        |v| Some(v.turn_waits as f64),
     );
-    for v in &s.servers {
-        o.sample(
-            "funnel_server_turn_waits_total",
-            &[("server", &v.name)],
-            v.turn_waits as f64,
-        );
-    }
     o.family(
         "funnel_server_service_seconds",
         "histogram",
@@ -262,20 +258,13 @@ pub fn render(s: &Snapshot) -> String {
             );
         }
     }
-    o.family(
+    o.per_server(
+        s,
         "funnel_server_replication_lag_seconds",
         "gauge",
         "A replica's Seconds_Behind_Master at its last check (absent while unknown).",
+        |v| v.lag.map(|lag| lag.as_secs_f64()),
     );
-    for v in &s.servers {
-        if let Some(lag) = v.lag {
-            o.sample(
-                "funnel_server_replication_lag_seconds",
-                &[("server", &v.name)],
-                lag.as_secs_f64(),
-            );
-        }
-    }
     o.family(
         "funnel_server_rotation_changes_total",
         "counter",

@@ -159,6 +159,14 @@ impl Admission {
         self.limit.is_some() && self.has_room() && !self.waiting.is_empty()
     }
 
+    /// A pass of turns should run and none is deferred yet: the caller
+    /// defers one (`Deferred::ServerTurns`), now marked as due.
+    pub fn defer_turns(&mut self) -> bool {
+        let due = !self.turns_due && self.turns_wanted();
+        self.turns_due |= due;
+        due
+    }
+
     /// A pool other than `pool` waits for a turn here: `pool` must not
     /// load the server beyond its turns (commands pipelined behind its
     /// running ones would keep the others waiting longer).

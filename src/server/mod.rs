@@ -424,13 +424,6 @@ impl Engine {
         self.log_limit
             .take_ended(self.now, log_limit::log_suppressed);
         self.auth_throttle.sweep(self.now);
-        // Turns owed by a server whose room came from elsewhere (a reload
-        // raised its max_concurrency).
-        for server in 0..self.servers.len() {
-            if self.servers[server].admission.turns_wanted() {
-                self.serve_turns(server);
-            }
-        }
         let interval = self.config.backend.health_check_interval;
         for p in 0..self.pools.len() {
             let due: Vec<usize> = self.pools[p]

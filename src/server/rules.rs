@@ -673,23 +673,31 @@ impl Engine {
                 Limiter::Rule(_) => "rule",
                 Limiter::User(_) => "user",
             };
-            let name = self.rules.limiter(limiter).config.name.clone();
-            let pool = &self.pools[self.clients[w.client].pool];
-            let msg = format!(
-                    "funnel: the command waited {} ms for {whose} '{name}' (max_concurrency, rate_limit) in pool '{}' (queue_timeout_ms = {}); it was not run",
-                    now.saturating_duration_since(w.read_at).as_millis(),
-                    pool.name(),
-                    pool.user.queue_timeout.as_millis()
-                );
-            self.fail_request(
-                ClientRef {
-                    key: w.client,
-                    serial: w.serial,
-                },
-                ER_STATEMENT_TIMEOUT,
-                &msg,
-            );
+            let name = &self.rules.limiter(limiter).config.name;
+            let what = format!("for {whose} '{name}' (max_concurrency, rate_limit)");
+            self.fail_waited(&w, &what);
         }
+    }
+
+    /// ERR 1969 for a statement that waited past its pool's
+    /// `queue_timeout_ms` outside the backlog (held by a limit, or for
+    /// another client's identical read): `what` says for what.
+    fn fail_waited(&mut self, w: &Waiter, what: &str) {
+        let pool = &self.pools[self.clients[w.client].pool];
+        let msg = format!(
+            "funnel: the command waited {} ms {what} in pool '{}' (queue_timeout_ms = {}); it was not run",
+            self.now.saturating_duration_since(w.read_at).as_millis(),
+            pool.name(),
+            pool.user.queue_timeout.as_millis()
+        );
+        self.fail_request(
+            ClientRef {
+                key: w.client,
+                serial: w.serial,
+            },
+            ER_STATEMENT_TIMEOUT,
+            &msg,
+        );
     }
 
     /// Write the cached answer to `cache_key` (which must be live) as the
@@ -803,20 +811,9 @@ impl Engine {
             if !self.waiter_valid(&w) {
                 continue;
             }
-            let pool = &self.pools[self.clients[w.client].pool];
-            let msg = format!(
-                "funnel: the command waited {} ms for the same read of another client (result cache coalescing) in pool '{}' (queue_timeout_ms = {}); it was not run",
-                self.now.saturating_duration_since(w.read_at).as_millis(),
-                pool.name(),
-                pool.user.queue_timeout.as_millis()
-            );
-            self.fail_request(
-                ClientRef {
-                    key: w.client,
-                    serial: w.serial,
-                },
-                ER_STATEMENT_TIMEOUT,
-                &msg,
+            self.fail_waited(
+                &w,
+                "for the same read of another client (result cache coalescing)",
             );
         }
     }

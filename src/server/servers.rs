@@ -73,9 +73,7 @@ impl Engine {
         for (i, server) in self.servers.iter_mut().enumerate() {
             // A raised (or lifted) max_concurrency makes room for the
             // pools waiting.
-            let a = &mut server.admission;
-            if !a.turns_due && a.turns_wanted() {
-                a.turns_due = true;
+            if server.admission.defer_turns() {
                 self.deferred.push(Deferred::ServerTurns(i));
             }
         }

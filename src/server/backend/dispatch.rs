@@ -222,8 +222,7 @@ impl Engine {
     fn wait_turn(&mut self, server: usize, pool: usize) {
         let a = &mut self.servers[server].admission;
         a.wait_turn(pool);
-        if !a.turns_due && a.turns_wanted() {
-            a.turns_due = true;
+        if a.defer_turns() {
             self.deferred.push(Deferred::ServerTurns(server));
         }
     }

@@ -1431,8 +1431,7 @@ fn count_running(
         a.running += 1;
     } else {
         a.running = a.running.saturating_sub(1);
-        if !a.turns_due && a.turns_wanted() {
-            a.turns_due = true;
+        if a.defer_turns() {
             deferred.push(Deferred::ServerTurns(b.server));
         }
     }
