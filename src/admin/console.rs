@@ -610,8 +610,10 @@ impl Session<'_> {
                             self.user, self.peer
                         );
                         conn.ok("shutting down")?;
-                        let (reply, _) = crossbeam_channel::bounded(1);
-                        if !self.shared.control.send(Control::Shutdown { reply }) {
+                        let (reply, _) = crossbeam_channel::unbounded();
+                        if !self.shared.control.broadcast(|| Control::Shutdown {
+                            reply: reply.clone(),
+                        }) {
                             warn!("admin console: SHUTDOWN: the event loop is already gone");
                         }
                     }
@@ -665,10 +667,10 @@ impl Session<'_> {
         }
     }
 
-    fn control<T: Send + 'static>(
+    fn control<T: crate::control::Reply>(
         &self,
         what: &str,
-        make: impl FnOnce(crossbeam_channel::Sender<T>) -> Control,
+        make: impl Fn(crossbeam_channel::Sender<T>) -> Control,
     ) -> Result<T, Answer> {
         info!(
             "admin console: {} from {} asks: {what}",
@@ -772,7 +774,10 @@ impl Session<'_> {
         }
         if let Some(pool) = strip_word(&text, "RECONNECT").filter(|p| !p.is_empty()) {
             let pool = pool.trim_matches('`').to_string();
-            return match self.control("RECONNECT", |reply| Control::ReconnectPool { pool, reply }) {
+            return match self.control("RECONNECT", |reply| Control::ReconnectPool {
+                pool: pool.clone(),
+                reply,
+            }) {
                 Ok(Ok(msg)) => Answer::Ok(msg),
                 Ok(Err(msg)) => Answer::Err(err::ER_UNKNOWN_ERROR, msg),
                 Err(a) => a,
@@ -781,7 +786,11 @@ impl Session<'_> {
         for (word, pause) in [("PAUSE", true), ("RESUME", false)] {
             if let Some(pool) = strip_word(&text, word).filter(|p| !p.is_empty()) {
                 let pool = pool.trim_matches('`').to_string();
-                return match self.control(word, |reply| Control::PausePool { pool, pause, reply }) {
+                return match self.control(word, |reply| Control::PausePool {
+                    pool: pool.clone(),
+                    pause,
+                    reply,
+                }) {
                     Ok(Ok(msg)) => Answer::Ok(msg),
                     Ok(Err(msg)) => Answer::Err(err::ER_UNKNOWN_ERROR, msg),
                     Err(a) => a,
@@ -839,8 +848,8 @@ impl Session<'_> {
         // The value stays out of the log: it may be a password.
         let what = format!("SET {setting}");
         match self.control(&what, |reply| Control::Set {
-            setting,
-            value,
+            setting: setting.clone(),
+            value: value.clone(),
             reply,
         }) {
             Ok(Ok(msg)) => Answer::Ok(msg),

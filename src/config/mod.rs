@@ -28,6 +28,7 @@ mod lexer;
 mod options;
 mod rules;
 mod set;
+mod share;
 mod validate;
 mod value;
 
@@ -46,6 +47,7 @@ use value::{format_size, level_name};
 pub use options::*;
 pub use rules::{Pattern, QueryRules, RuleAction, RuleConfig};
 pub use set::{SetError, Setting};
+pub use share::LoopShare;
 
 /// How secrets are shown by [`Config::describe`] and `Debug`.
 const MASK: &str = "********";
@@ -67,6 +69,8 @@ pub struct Config {
     /// process's own.
     pub unix_socket_group: Option<String>,
     pub max_client_connections: usize,
+    /// Event loops (`threads`; 0: one per CPU). Restart only.
+    pub threads: usize,
     pub handshake_timeout: Duration,
     pub max_allowed_packet: usize,
     /// Bytes of pipelined, not yet processed input one client may hold
@@ -734,6 +738,7 @@ impl Config {
                         "max_client_connections",
                         self.max_client_connections.to_string(),
                     ),
+                    ("threads", self.threads.to_string()),
                     ("handshake_timeout_ms", ms(self.handshake_timeout)),
                     ("max_allowed_packet", format_size(self.max_allowed_packet)),
                     (

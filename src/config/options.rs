@@ -290,6 +290,7 @@ const ANY_COUNT_FROM_0: OptionKind = OptionKind::Count {
 };
 const SERVER_WEIGHT: OptionKind = OptionKind::Count { min: 1, max: 1000 };
 const PIPELINE_DEPTH: OptionKind = OptionKind::Count { min: 1, max: 64 };
+const THREADS: OptionKind = OptionKind::Count { min: 0, max: 256 };
 const ANY_COUNT_FROM_1: OptionKind = OptionKind::Count {
     min: 1,
     max: usize::MAX,
@@ -308,7 +309,7 @@ use OptionKind as K;
 use Section as S;
 
 #[rustfmt::skip]
-pub(super) static OPTIONS: [OptionSpec; 101] = [
+pub(super) static OPTIONS: [OptionSpec; 102] = [
     // [funnel]
     opt(S::Funnel, "listen", K::ListenList, D::Text(DEFAULT_LISTEN), false,
         "TCP addresses (IP:port, comma separated) to accept clients on; may be empty if unix_socket is set"),
@@ -320,6 +321,8 @@ pub(super) static OPTIONS: [OptionSpec; 101] = [
         "Group (name or number) to give the unix socket file; empty = the funnel's own group"),
     opt(S::Funnel, "max_client_connections", ANY_COUNT_FROM_1, D::Count(DEFAULT_MAX_CLIENT_CONNECTIONS), true,
         "Client connections accepted at once; further ones are refused with ERR 1040"),
+    opt(S::Funnel, "threads", THREADS, D::Count(1), false,
+        "Event loops, each on its own thread with its own clients and its share of every pool's connections (the total stays as configured); 0 = one per CPU (at most 64)"),
     opt(S::Funnel, "handshake_timeout_ms", K::Millis, D::Millis(DEFAULT_HANDSHAKE_TIMEOUT_MS), true,
         "Clients that have not completed the login within this time are disconnected"),
     opt(S::Funnel, "max_allowed_packet", K::Size { min: MIN_PACKET_LIMIT, max: MAX_PACKET_LIMIT }, D::Size(DEFAULT_MAX_ALLOWED_PACKET), true,

@@ -191,6 +191,7 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
     let unix_socket_group =
         Some(funnel.required("unix_socket_group", Value::text)?).filter(|g| !g.trim().is_empty());
     let max_client_connections = funnel.required("max_client_connections", Value::count)?;
+    let threads = funnel.required("threads", Value::count)?;
     let handshake_timeout = funnel.required("handshake_timeout_ms", Value::millis)?;
     let max_allowed_packet = funnel.required("max_allowed_packet", Value::count)?;
     let max_client_pending_input = funnel.required("max_client_pending_input", Value::count)?;
@@ -754,6 +755,7 @@ pub(super) fn build(sections: &[RawSection], source: &str) -> Result<Config, Con
         unix_socket_mode,
         unix_socket_group,
         max_client_connections,
+        threads,
         handshake_timeout,
         max_allowed_packet,
         max_client_pending_input,

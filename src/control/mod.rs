@@ -6,6 +6,7 @@
 //! a copy.
 
 pub mod latency;
+pub mod merge;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -70,39 +71,117 @@ pub enum Control {
     Health(Box<crate::health::HealthReport>),
 }
 
-/// The admin side's end of the channel.
+/// The admin side's end of the channels: one per event loop
+/// (`[funnel] threads`), each with the waker of its loop.
 #[derive(Clone)]
 pub struct ControlHandle {
-    tx: Sender<Control>,
-    waker: Arc<mio::Waker>,
+    loops: Arc<Vec<(Sender<Control>, Arc<mio::Waker>)>>,
 }
 
 impl ControlHandle {
     pub(super) fn new(tx: Sender<Control>, waker: Arc<mio::Waker>) -> Self {
-        ControlHandle { tx, waker }
+        ControlHandle {
+            loops: Arc::new(vec![(tx, waker)]),
+        }
     }
 
-    /// Send a request and wake the loop. False if the loop is gone.
+    /// One handle for the loops of several (in loop order).
+    pub fn join(handles: &[ControlHandle]) -> Self {
+        ControlHandle {
+            loops: Arc::new(
+                handles
+                    .iter()
+                    .flat_map(|h| h.loops.iter().cloned())
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Send a request to the first loop and wake it. False if it is gone.
     pub fn send(&self, c: Control) -> bool {
-        self.tx.send(c).is_ok() && self.waker.wake().is_ok()
+        self.loops
+            .first()
+            .is_some_and(|(tx, waker)| tx.send(c).is_ok() && waker.wake().is_ok())
     }
 
-    /// Ask for a snapshot and wait for it (at most `timeout`).
+    /// Send a request made by `make` to every loop. False if one is gone.
+    pub fn broadcast(&self, make: impl Fn() -> Control) -> bool {
+        let mut all = true;
+        for (tx, waker) in self.loops.iter() {
+            all &= tx.send(make()).is_ok() && waker.wake().is_ok();
+        }
+        all
+    }
+
+    /// Ask every loop for a snapshot and wait for them (at most `timeout`
+    /// in all): one snapshot of the whole funnel.
     pub fn snapshot(&self, detail: bool, timeout: Duration) -> Option<Box<Snapshot>> {
-        let (reply, rx) = crossbeam_channel::bounded(1);
-        if !self.send(Control::Snapshot { detail, reply }) {
-            return None;
-        }
-        rx.recv_timeout(timeout).ok()
+        self.call(|reply| Control::Snapshot { detail, reply }, timeout)
     }
 
-    /// Send a request built around a reply channel and wait for the answer.
-    pub fn call<T>(&self, make: impl FnOnce(Sender<T>) -> Control, timeout: Duration) -> Option<T> {
-        let (reply, rx) = crossbeam_channel::bounded(1);
-        if !self.send(make(reply)) {
-            return None;
+    /// Send a request built around a reply channel to every loop and wait
+    /// for their answers (at most `timeout` in all), merged into one
+    /// (`Reply`). None when a loop did not answer in time.
+    pub fn call<T: Reply>(
+        &self,
+        make: impl Fn(Sender<T>) -> Control,
+        timeout: Duration,
+    ) -> Option<T> {
+        let deadline = std::time::Instant::now() + timeout;
+        let (reply, rx) = crossbeam_channel::bounded(self.loops.len());
+        for (tx, waker) in self.loops.iter() {
+            if tx.send(make(reply.clone())).is_err() || waker.wake().is_err() {
+                return None;
+            }
         }
-        rx.recv_timeout(timeout).ok()
+        let mut answers = Vec::with_capacity(self.loops.len());
+        while answers.len() < self.loops.len() {
+            answers.push(rx.recv_deadline(deadline).ok()?);
+        }
+        T::merge(answers)
+    }
+}
+
+/// An answer of each loop, made into the funnel's answer.
+pub trait Reply: Sized + Send + 'static {
+    /// `answers` has one per loop, in no particular order; None if empty.
+    fn merge(answers: Vec<Self>) -> Option<Self>;
+}
+
+impl Reply for String {
+    /// Every loop did the same; their words are the same.
+    fn merge(answers: Vec<Self>) -> Option<Self> {
+        answers.into_iter().next()
+    }
+}
+
+impl<E: Send + 'static> Reply for Result<String, E> {
+    /// Done if one loop did it (a `KILL` of a client only one loop has);
+    /// else the first loop's refusal.
+    fn merge(answers: Vec<Self>) -> Option<Self> {
+        let mut first_err = None;
+        for a in answers {
+            match a {
+                Ok(done) => return Some(Ok(done)),
+                Err(e) => {
+                    first_err.get_or_insert(Err(e));
+                }
+            }
+        }
+        first_err
+    }
+}
+
+impl Reply for AdminCredentials {
+    /// Every loop has the same configuration.
+    fn merge(answers: Vec<Self>) -> Option<Self> {
+        answers.into_iter().next()
+    }
+}
+
+impl Reply for Box<Snapshot> {
+    fn merge(answers: Vec<Self>) -> Option<Self> {
+        merge::merge_snapshots(answers)
     }
 }
 

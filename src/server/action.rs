@@ -59,6 +59,25 @@ pub enum Action {
     /// with its encoded image; without one, just close it (the client is
     /// between commands).
     HandOffClient { conn: ConnId, image: Vec<u8> },
+    /// Move a client in its login to loop `to`, which serves its pool
+    /// (`loops.rs`): its socket goes with what its login said so far.
+    MoveClient {
+        conn: ConnId,
+        to: usize,
+        login: Box<super::loops::MovedLogin>,
+    },
+    /// Move a client between its commands to loop `to`, which adopts it
+    /// from its encoded image (`loops.rs`).
+    MoveIdleClient {
+        conn: ConnId,
+        to: usize,
+        image: Vec<u8>,
+    },
+    /// Hand `msg` to loop `to` (`loops.rs`).
+    ToLoop {
+        to: usize,
+        msg: Box<super::loops::LoopMsg>,
+    },
     /// Tell systemd (sd_notify), when it listens.
     Notify(String),
     /// The client asked for TLS (its SSL request): from now on its

@@ -76,7 +76,7 @@ impl AddrKey {
     }
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct AuthThrottle {
     by_addr: HashMap<AddrKey, Entry>,
     by_user: HashMap<String, Entry>,

@@ -26,11 +26,12 @@ use super::action::{Action, ConnId};
 use super::handoff_io::{self, HandoffState, ListenerInfo};
 use super::io::{Buf, BufPool, ReadOutcome, Stream};
 use super::log_limit::LogEvent;
+use super::loops::{LoopMsg, LoopPeer, MovedClient, Shared};
 use super::notify;
 use super::tls_io::TlsConn;
 use super::transfer::{Connections, Transport};
 use super::Engine;
-use crate::config::{BackendAddr, Config};
+use crate::config::{BackendAddr, Config, LoopShare};
 use crate::control::ControlHandle;
 
 /// Token space: the low two bits say what a token is for.
@@ -104,6 +105,20 @@ pub struct EventLoop {
     /// The backend servers' health checker threads (`[server NAME]`);
     /// dropping them stops them.
     checkers: Option<crate::health::Checkers>,
+    /// What the loops share, and this loop's inbox (`loops.rs`).
+    pub(super) shared: std::sync::Arc<Shared>,
+    inbox: Option<crossbeam_channel::Receiver<LoopMsg>>,
+    /// The waker of this loop's poll (one per poll: the admin side and the
+    /// other loops wake it).
+    waker: Option<std::sync::Arc<mio::Waker>>,
+    /// The first loop's view of the others: their control handles (to pass
+    /// on signals) and threads; and the handle to all loops (checkers).
+    workers: Vec<(ControlHandle, std::thread::JoinHandle<()>)>,
+    /// What the first loop last told the others of a successor.
+    successor_told: Option<super::handoff::Successor>,
+    all_loops: Option<ControlHandle>,
+    /// The loop the next accepted socket goes to.
+    next_accept_loop: usize,
 }
 
 /// Run the funnel until it is told to stop. `admin`, when given, is started
@@ -111,25 +126,38 @@ pub struct EventLoop {
 /// listeners are bound (the caller wires the admin side in: the server does
 /// not depend on it).
 pub fn run(config: Config, admin: Option<AdminStarter>) -> Result<(), String> {
-    let mut el = EventLoop::new(config)?;
+    let count = config.loop_count();
+    let shared = std::sync::Arc::new(Shared::default());
+    let mut el = EventLoop::in_loop(
+        config.clone(),
+        LoopShare { index: 0, count },
+        shared.clone(),
+    )?;
     el.notifier = notify::Notifier::from_env();
     el.install_signal_handlers()?;
     // A funnel already running with this configuration gives us its
     // listeners (`handoff_io.rs`); any other on our ports is refused.
     el.greet_predecessor()?;
     el.check_ports()?;
+    el.start_workers(&config, count)?;
     if let Some(start_admin) = admin {
-        let handle = el.control_handle()?;
+        let handle = el.all_loops_handle()?;
         start_admin(handle)?;
     }
     el.bind_listeners()?;
     el.complete_takeover();
     el.start();
     el.restart_checkers()?;
-    while !el.turn()? {
+    // The first loop goes on until the others are done too: it passes
+    // their clients on to a newer funnel.
+    while !(el.turn()? && el.workers_ended()) {
         el.restart_checkers()?;
     }
     el.finish_handoff();
+    el.join_workers();
+    if count > 1 {
+        el.engine.log_handoff_total(el.shared.handed_off());
+    }
     Ok(())
 }
 
@@ -137,13 +165,18 @@ pub fn run(config: Config, admin: Option<AdminStarter>) -> Result<(), String> {
 pub type AdminStarter = Box<dyn FnOnce(ControlHandle) -> Result<(), String>>;
 
 impl EventLoop {
-    pub(crate) fn new(config: Config) -> Result<EventLoop, String> {
+    /// Loop `share.index` of `share.count` (`loops.rs`).
+    fn in_loop(
+        config: Config,
+        share: LoopShare,
+        shared: std::sync::Arc<Shared>,
+    ) -> Result<EventLoop, String> {
         let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
         Ok(EventLoop {
             poll,
             listeners: Vec::new(),
             conns: Slab::with_capacity(1024),
-            engine: Engine::new(config, Instant::now()),
+            engine: Engine::in_loop(config, Instant::now(), share, shared.clone()),
             signals: None,
             events: Events::with_capacity(1024),
             actions: Vec::new(),
@@ -154,7 +187,231 @@ impl EventLoop {
             tls_bufs: BufPool::new(TLS_BUF_KEEP, 64),
             control: None,
             checkers: None,
+            shared,
+            inbox: None,
+            waker: None,
+            workers: Vec::new(),
+            all_loops: None,
+            next_accept_loop: 0,
+            successor_told: None,
         })
+    }
+
+    /// The waker of this loop's poll, made once.
+    fn waker(&mut self) -> Result<std::sync::Arc<mio::Waker>, String> {
+        if let Some(w) = &self.waker {
+            return Ok(w.clone());
+        }
+        let waker = mio::Waker::new(self.poll.registry(), WAKER_TOKEN)
+            .map_err(|e| format!("cannot create the loop's waker: {e}"))?;
+        let waker = std::sync::Arc::new(waker);
+        self.waker = Some(waker.clone());
+        Ok(waker)
+    }
+
+    /// This loop's inbox, for the other loops.
+    fn loop_peer(&mut self) -> Result<LoopPeer, String> {
+        let waker = self.waker()?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.inbox = Some(rx);
+        Ok(LoopPeer { tx, waker })
+    }
+
+    /// Start loops 1.. (`threads`), each on its own thread, and wait until
+    /// each is up (its engine made, its inbox and control channel open).
+    fn start_workers(&mut self, config: &Config, count: usize) -> Result<(), String> {
+        let mut peers = vec![self.loop_peer()?];
+        let mut handles = vec![self.control_handle()?];
+        if count > 1 {
+            info!("{count} event loops (threads = {})", config.threads);
+        }
+        let (up_tx, up_rx) = std::sync::mpsc::channel();
+        let mut threads = Vec::new();
+        for index in 1..count {
+            let config = config.clone();
+            let shared = self.shared.clone();
+            let up = up_tx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("funnel-loop-{index}"))
+                .spawn(move || {
+                    let share = LoopShare { index, count };
+                    let made = EventLoop::in_loop(config, share, shared).and_then(|mut el| {
+                        let peer = el.loop_peer()?;
+                        let handle = el.control_handle()?;
+                        Ok((el, peer, handle))
+                    });
+                    let mut el = match made {
+                        Ok((el, peer, handle)) => {
+                            let _ = up.send(Ok((index, peer, handle)));
+                            el
+                        }
+                        Err(e) => {
+                            let _ = up.send(Err(e));
+                            return;
+                        }
+                    };
+                    drop(up);
+                    el.start();
+                    loop {
+                        match el.turn() {
+                            Ok(false) => {}
+                            Ok(true) => break,
+                            Err(e) => {
+                                log::error!("event loop {index}: {e}");
+                                break;
+                            }
+                        }
+                    }
+                    // Its clients are gone (handed over or closed).
+                    let _ = el.shared.send(0, LoopMsg::Ended);
+                })
+                .map_err(|e| format!("cannot start event loop {index}: {e}"))?;
+            threads.push(thread);
+        }
+        drop(up_tx);
+        let mut up: Vec<(usize, LoopPeer, ControlHandle)> = Vec::new();
+        for _ in 1..count {
+            match up_rx.recv() {
+                Ok(Ok(loop_up)) => up.push(loop_up),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err("an event loop failed to start".into()),
+            }
+        }
+        up.sort_by_key(|(index, _, _)| *index);
+        for ((_, peer, handle), thread) in up.into_iter().zip(threads) {
+            peers.push(peer);
+            handles.push(handle.clone());
+            self.workers.push((handle, thread));
+        }
+        self.shared.set_peers(peers);
+        self.all_loops = Some(ControlHandle::join(&handles));
+        Ok(())
+    }
+
+    /// The handle to every loop (the admin side's).
+    fn all_loops_handle(&mut self) -> Result<ControlHandle, String> {
+        match &self.all_loops {
+            Some(h) => Ok(h.clone()),
+            None => self.control_handle(),
+        }
+    }
+
+    /// Whether every other loop has ended.
+    fn workers_ended(&self) -> bool {
+        self.workers.iter().all(|(_, t)| t.is_finished())
+    }
+
+    /// At a shutdown, the first loop tells the others what it learnt of
+    /// a newer funnel to hand clients to (they wait for its word).
+    fn tell_successor(&mut self) {
+        if self.workers.is_empty() || !self.engine.is_shutting_down() {
+            return;
+        }
+        let now = self.engine.successor();
+        if self.successor_told == Some(now) {
+            return;
+        }
+        self.successor_told = Some(now);
+        for index in 1..self.engine.share.count {
+            let _ = self.shared.send(index, LoopMsg::Successor(now));
+        }
+    }
+
+    /// After the first loop is done (shut down): wait for the others.
+    fn join_workers(&mut self) {
+        for (_, thread) in self.workers.drain(..) {
+            let _ = thread.join();
+        }
+    }
+
+    /// Pass a signal's request on to the other loops.
+    fn tell_workers(&self, make: impl Fn() -> crate::control::Control) {
+        for (handle, _) in &self.workers {
+            handle.send(make());
+        }
+    }
+
+    /// Sockets and clients the other loops handed to this one.
+    fn drain_inbox(&mut self) {
+        let Some(inbox) = self.inbox.clone() else {
+            return;
+        };
+        for msg in inbox.try_iter() {
+            match msg {
+                LoopMsg::Accepted(stream) => self.new_client(stream),
+                LoopMsg::Client(moved) => self.adopt_moved(*moved),
+                LoopMsg::Ask {
+                    from,
+                    key,
+                    serial,
+                    ask,
+                } => self.engine.answer_loop(from, key, serial, ask),
+                LoopMsg::Answer {
+                    key,
+                    serial,
+                    answer,
+                } => self.engine.loop_answer(key, serial, answer),
+                LoopMsg::Successor(successor) => self.engine.set_successor(successor),
+                LoopMsg::HandOff { stream, image } => self.hand_off_stream(stream, image),
+                LoopMsg::Adopt { stream, tls, image } => self.adopt_stream(stream, tls, &image, 0),
+                // The first loop's turn notices (`workers_ended`).
+                LoopMsg::Ended => {}
+            }
+        }
+    }
+
+    /// A client another loop moved here in its login.
+    fn adopt_moved(&mut self, moved: MovedClient) {
+        let MovedClient {
+            mut stream,
+            tls,
+            peer,
+            login,
+        } = moved;
+        let entry = self.conns.vacant_entry();
+        let id = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            token(KIND_CONN, id),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            debug!("cannot register a moved client's socket: {e}");
+            self.shared.client_gone();
+            return;
+        }
+        entry.insert(Conn {
+            stream,
+            owner: Owner::Nobody,
+            tls,
+        });
+        let (key, serial) = self.engine.adopt_login(ConnId(id), peer, login);
+        if let Some(c) = self.conns.get_mut(id) {
+            c.owner = Owner::Client { key, serial };
+        }
+    }
+
+    /// Send a client in its login to loop `to` (`Action::MoveClient`).
+    fn move_client(&mut self, conn: ConnId, to: usize, login: super::loops::MovedLogin) {
+        let Some(mut c) = self.conns.try_remove(conn.0) else {
+            self.shared.client_gone();
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        let peer = c.stream.peer();
+        let moved = MovedClient {
+            stream: c.stream,
+            tls: c.tls,
+            peer,
+            login,
+        };
+        if self
+            .shared
+            .send(to, LoopMsg::Client(Box::new(moved)))
+            .is_err()
+        {
+            // That loop is gone (shutting down): the socket closes.
+            self.shared.client_gone();
+        }
     }
 
     /// The admin side's handle: a channel to the engine and a waker for
@@ -163,11 +420,10 @@ impl EventLoop {
         if let Some(handle) = &self.control {
             return Ok(handle.clone());
         }
-        let waker = mio::Waker::new(self.poll.registry(), WAKER_TOKEN)
-            .map_err(|e| format!("cannot create the admin waker: {e}"))?;
+        let waker = self.waker()?;
         let (tx, rx) = crossbeam_channel::unbounded();
         self.engine.control = Some(rx);
-        let handle = ControlHandle::new(tx, std::sync::Arc::new(waker));
+        let handle = ControlHandle::new(tx, waker);
         self.control = Some(handle.clone());
         Ok(handle)
     }
@@ -184,9 +440,13 @@ impl EventLoop {
         if targets.is_empty() {
             return Ok(());
         }
-        let handle = self.control_handle()?;
+        if self.engine.share.index != 0 {
+            // The first loop's checkers report to every loop.
+            return Ok(());
+        }
+        let handle = self.all_loops_handle()?;
         self.checkers = Some(crate::health::spawn_checkers(targets, move |report| {
-            handle.send(crate::control::Control::Health(Box::new(report)));
+            handle.broadcast(|| crate::control::Control::Health(Box::new(report.clone())));
         }));
         Ok(())
     }
@@ -333,6 +593,7 @@ impl EventLoop {
                 let done = self.engine.after_events();
                 self.settle();
                 self.after_engine();
+                self.tell_successor();
                 Ok(done)
             }
         };
@@ -351,7 +612,10 @@ impl EventLoop {
                 KIND_CONN => self.conn_event(key, event.is_readable(), event.is_writable()),
                 KIND_LISTENER => self.accept(key),
                 KIND_HANDOFF => self.handoff_event(key),
-                _ if event.token() == WAKER_TOKEN => self.engine.handle_control(),
+                _ if event.token() == WAKER_TOKEN => {
+                    self.drain_inbox();
+                    self.engine.handle_control();
+                }
                 _ => self.handle_signals(),
             }
         }
@@ -434,6 +698,38 @@ impl EventLoop {
                 }
             }
             Action::HandOffClient { conn, image } => self.hand_off(conn, image),
+            Action::MoveClient { conn, to, login } => self.move_client(conn, to, *login),
+            Action::MoveIdleClient { conn, to, image } => {
+                let Some(mut c) = self.conns.try_remove(conn.0) else {
+                    return;
+                };
+                let _ = self.poll.registry().deregister(&mut c.stream);
+                let msg = LoopMsg::Adopt {
+                    stream: c.stream,
+                    tls: c.tls,
+                    image,
+                };
+                // That loop gone (shutting down): the socket closes.
+                let _ = self.shared.send(to, msg);
+            }
+            Action::ToLoop { to, msg } => {
+                // That loop is gone (shutting down): nothing of it to kill
+                // or list.
+                if let Err(LoopMsg::Ask {
+                    key, serial, ask, ..
+                }) = self.shared.send(to, *msg)
+                {
+                    let answer = match ask {
+                        super::loops::LoopAsk::Kill { .. } => {
+                            super::loops::LoopAnswer::Kill(super::loops::KillOutcome::NotHere)
+                        }
+                        super::loops::LoopAsk::Processlist { .. } => {
+                            super::loops::LoopAnswer::Rows(Vec::new())
+                        }
+                    };
+                    self.engine.loop_answer(key, serial, answer);
+                }
+            }
             Action::StartClientTls {
                 key,
                 serial,
@@ -595,7 +891,7 @@ impl EventLoop {
                 None => return,
             };
             match accepted {
-                Ok(stream) => self.new_client(stream),
+                Ok(stream) => self.accepted(stream),
                 Err(e) if e.kind() == stdio::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == stdio::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -612,6 +908,24 @@ impl EventLoop {
                 }
             }
         }
+    }
+
+    /// A socket accepted: for this loop or the next in turn (`threads`).
+    fn accepted(&mut self, stream: Stream) {
+        let count = self.engine.share.count;
+        if count > 1 {
+            let to = self.next_accept_loop;
+            self.next_accept_loop = (to + 1) % count;
+            if to != self.engine.share.index {
+                match self.shared.send(to, LoopMsg::Accepted(stream)) {
+                    Ok(()) => return,
+                    // That loop is gone: this one greets it.
+                    Err(LoopMsg::Accepted(stream)) => return self.new_client(stream),
+                    Err(_) => return,
+                }
+            }
+        }
+        self.new_client(stream);
     }
 
     fn new_client(&mut self, mut stream: Stream) {
@@ -685,11 +999,19 @@ impl EventLoop {
                         self.perform(Action::Notify(notify::reloading_message()));
                     }
                     let _ = self.engine.reload("SIGHUP");
+                    self.tell_workers(|| crate::control::Control::Reload {
+                        reply: crossbeam_channel::bounded(1).0,
+                    });
                     if notify {
                         self.perform(Action::Notify("READY=1\nSTATUS=serving".into()));
                     }
                 }
-                _ => self.engine.begin_shutdown(),
+                _ => {
+                    self.engine.begin_shutdown();
+                    self.tell_workers(|| crate::control::Control::Shutdown {
+                        reply: crossbeam_channel::bounded(1).0,
+                    });
+                }
             }
         }
     }

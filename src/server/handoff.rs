@@ -57,7 +57,7 @@ pub(crate) struct Handoff {
 /// Whether this funnel has a successor to hand its clients to (during a
 /// shutdown).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) enum Successor {
+pub enum Successor {
     /// None: clients are closed between their commands.
     #[default]
     None,
@@ -457,8 +457,7 @@ impl Engine {
     /// wrap, long-lived clients).
     pub(super) fn take_connection_id(&mut self) -> u32 {
         loop {
-            let id = self.next_connection_id;
-            self.next_connection_id = self.next_connection_id.wrapping_add(1).max(1);
+            let id = self.shared.take_connection_id();
             if !self.client_ids.contains_key(&id) {
                 return id;
             }
@@ -472,21 +471,30 @@ impl Engine {
     /// The id the next client would get (told to a successor, which
     /// continues from it).
     pub(crate) fn next_connection_id(&self) -> u32 {
-        self.next_connection_id
+        self.shared.next_connection_id()
     }
 
     /// Continue the connection ids of a predecessor whose listeners this
     /// funnel took over (it accepts nobody after that): ids from `next` on.
     pub(crate) fn continue_connection_ids(&mut self, next: u32) {
-        if next > self.next_connection_id {
-            self.next_connection_id = next;
-        }
+        self.shared.continue_connection_ids(next);
     }
 
     /// During a shutdown: a successor is being reached (idle clients wait
     /// for the answer, until `until` at most).
     pub(crate) fn successor_pending(&mut self, until: Instant) {
         self.handoff.successor = Successor::Pending { until };
+    }
+
+    /// This funnel's successor as the engine knows it (the first loop
+    /// tells the others, `loops.rs`).
+    pub(crate) fn successor(&self) -> Successor {
+        self.handoff.successor
+    }
+
+    /// Take the first loop's word on the successor.
+    pub(crate) fn set_successor(&mut self, successor: Successor) {
+        self.handoff.successor = successor;
     }
 
     /// The successor answered: clients are handed over between commands.
@@ -599,12 +607,14 @@ impl Engine {
         }
         let mut c = self.clients.remove(key);
         self.client_ids.remove(&c.id);
+        self.shared.client_gone();
         debug!("client {} ({}) handed over", c.id, c.peer.description());
         self.actions.push(Action::HandOffClient {
             conn: c.conn,
             image,
         });
         self.handoff.handed_off += 1;
+        self.shared.count_handed_off();
         c.rbuf.clear();
         self.bufs.release(&mut c.rbuf);
         self.bufs.release(&mut c.wbuf);
@@ -615,7 +625,7 @@ impl Engine {
     /// backend (until its next statement) would otherwise wait for the
     /// deadline: it lets its warnings go (its next `SHOW WARNINGS`, on the
     /// new funnel, shows none), as when the pinned allowance is full.
-    fn drop_warnings_pin(&mut self, key: usize) {
+    pub(super) fn drop_warnings_pin(&mut self, key: usize) {
         let Some(c) = self.clients.get_mut(key) else {
             return;
         };
@@ -748,9 +758,25 @@ impl Engine {
         Ok((key, serial))
     }
 
+    /// A client adopted from another loop of this process kept its TLS
+    /// session (`loops.rs`).
+    pub(crate) fn set_client_tls(&mut self, key: usize) {
+        if let Some(c) = self.clients.get_mut(key) {
+            c.tls = true;
+        }
+    }
+
     /// Say what a handoff did, once the shutdown is complete.
     pub(super) fn log_handoff_summary(&self) {
-        let n = self.handoff.handed_off;
+        if self.share.count > 1 {
+            // Said once for all loops, when all are done (`event_loop.rs`).
+            return;
+        }
+        self.log_handoff_total(self.handoff.handed_off);
+    }
+
+    /// Say how many clients went to the new funnel (all loops').
+    pub(crate) fn log_handoff_total(&self, n: u64) {
         if n > 0 {
             info!("{n} client(s) handed over to the new funnel");
         } else if self.handoff.successor == Successor::Ready {
@@ -910,7 +936,7 @@ mod tests {
         assert!(back.idle >= Duration::from_millis(1500));
         assert_eq!(back, want);
         // New clients never get its id.
-        e.next_connection_id = 4242;
+        e.continue_connection_ids(4242);
         assert_eq!(e.take_connection_id(), 4243);
         // Its id is taken: a second copy is refused.
         assert!(e
@@ -960,7 +986,7 @@ mod tests {
         assert_eq!(e.take_connection_id(), 1000);
         e.continue_connection_ids(10);
         assert_eq!(e.take_connection_id(), 1001);
-        e.next_connection_id = u32::MAX;
+        e.continue_connection_ids(u32::MAX);
         assert_eq!(e.take_connection_id(), u32::MAX);
         assert_eq!(e.take_connection_id(), 1);
     }

@@ -811,7 +811,7 @@ impl EventLoop {
             "another funnel (pid {}, {}) answers on handoff socket {addr}: taking over its listeners; send it SIGTERM (kill -TERM {}) to hand its clients over to this one",
             p.pid, p.config, p.pid
         );
-        let ours = &self.engine.config;
+        let ours = &self.engine.full_config;
         let diff = config_differences(&p.described, &ours.describe());
         if !diff.is_empty() {
             warn!(
@@ -1117,7 +1117,7 @@ impl EventLoop {
             version: PROTOCOL_VERSION,
             pid: std::process::id(),
             config: self.engine.config.source.clone(),
-            described: self.engine.config.describe(),
+            described: self.engine.full_config.describe(),
             next_id: self.engine.next_connection_id(),
             listeners,
         }
@@ -1180,13 +1180,42 @@ impl EventLoop {
     /// Register a client's socket received from the predecessor and have
     /// the engine adopt it.
     fn adopt(&mut self, fd: OwnedFd, image: &[u8], pid: u32) {
-        let mut stream = match stream_from_fd(fd) {
+        let stream = match stream_from_fd(fd) {
             Ok(s) => s,
             Err(e) => {
                 warn!("a client from funnel pid {pid}: unusable socket ({e})");
                 return;
             }
         };
+        let to = self.engine.adoption_loop(image);
+        if to != self.engine.share.index {
+            // Its pool is served there, or it is that loop's turn.
+            let msg = super::loops::LoopMsg::Adopt {
+                stream,
+                tls: None,
+                image: image.to_vec(),
+            };
+            match self.shared.send(to, msg) {
+                Ok(()) => return,
+                Err(super::loops::LoopMsg::Adopt { stream, image, .. }) => {
+                    return self.adopt_stream(stream, None, &image, pid)
+                }
+                Err(_) => return,
+            }
+        }
+        self.adopt_stream(stream, None, image, pid);
+    }
+
+    /// Adopt a client handed over by a predecessor (`pid`), or moved here
+    /// by another loop (`pid` 0), with its TLS session if it has one.
+    pub(crate) fn adopt_stream(
+        &mut self,
+        mut stream: Stream,
+        tls: Option<Box<super::tls_io::TlsConn>>,
+        image: &[u8],
+        pid: u32,
+    ) {
+        let has_tls = tls.is_some();
         let peer = stream.peer();
         let entry = self.conns.vacant_entry();
         let id = entry.key();
@@ -1201,10 +1230,15 @@ impl EventLoop {
         entry.insert(Conn {
             stream,
             owner: Owner::Nobody,
-            tls: None,
+            tls,
         });
         match self.engine.adopt_client(ConnId(id), peer, image) {
-            Ok((key, serial)) => self.conns[id].owner = Owner::Client { key, serial },
+            Ok((key, serial)) => {
+                self.conns[id].owner = Owner::Client { key, serial };
+                if has_tls {
+                    self.engine.set_client_tls(key);
+                }
+            }
             Err(e) => {
                 warn!(
                     "a client from funnel pid {pid} ({}) cannot be taken over: {e}; its connection is closed",
@@ -1296,6 +1330,28 @@ impl EventLoop {
             return;
         };
         let _ = self.poll.registry().deregister(&mut c.stream);
+        if c.tls.is_some() {
+            // Its TLS session cannot move to another process (the engine
+            // hands over no TLS client): dropped, closed.
+            return;
+        }
+        if self.engine.share.index > 0 {
+            // The first loop holds the link to the successor.
+            let _ = self.shared.send(
+                0,
+                super::loops::LoopMsg::HandOff {
+                    stream: c.stream,
+                    image,
+                },
+            );
+            return;
+        }
+        self.hand_off_stream(c.stream, image);
+    }
+
+    /// Send a client's socket and image to the successor (this loop's or
+    /// another loop's client).
+    pub(crate) fn hand_off_stream(&mut self, stream: Stream, image: Vec<u8>) {
         let heir = self
             .handoff
             .links
@@ -1306,12 +1362,7 @@ impl EventLoop {
             // Dropped: closed between its commands.
             return;
         };
-        if c.tls.is_some() {
-            // Its TLS session cannot move to another process (the engine
-            // hands over no TLS client): dropped, closed.
-            return;
-        }
-        let fd = stream_into_fd(c.stream);
+        let fd = stream_into_fd(stream);
         self.handoff.links[k].queue(&Msg::Client { image }, vec![fd]);
         self.flush_link(k);
     }

@@ -25,6 +25,7 @@ pub mod event_loop;
 mod handoff;
 mod handoff_io;
 pub mod io;
+mod loops;
 pub mod notify;
 mod ops;
 pub mod pool;
@@ -54,7 +55,7 @@ use std::time::{Duration, Instant};
 use log::info;
 use slab::Slab;
 
-use crate::config::Config;
+use crate::config::{Config, LoopShare};
 use crate::protocol::consts::err;
 use action::{Action, ConnId};
 use backend::Backend;
@@ -86,7 +87,16 @@ pub(crate) enum Deferred {
 /// The funnel's state and decisions, without sockets (see the module
 /// documentation).
 pub struct Engine {
+    /// This loop's share of the configuration (`config::LoopShare`): what
+    /// its engine runs with.
     config: Config,
+    /// The configuration as the file (and admin SETs) say, for reloads,
+    /// SETs and the admin's view.
+    full_config: Config,
+    /// Which loop this engine runs in, of how many.
+    share: LoopShare,
+    /// What the loops share (connection ids, the client count).
+    shared: std::sync::Arc<loops::Shared>,
     clients: Slab<Client>,
     backends: Slab<Backend>,
     pools: Vec<Pool>,
@@ -95,7 +105,6 @@ pub struct Engine {
     /// Scratch space for packets the funnel builds itself.
     scratch: Vec<u8>,
     serial: u64,
-    next_connection_id: u32,
     shutting_down: Option<Instant>,
     now: Instant,
     pub counters: Counters,
@@ -103,7 +112,7 @@ pub struct Engine {
     buffered_total: usize,
     /// Prepared statements all clients hold (max_prepared_stmt_count),
     /// kept by each client's `ClientStmts`.
-    prepared_stmts: std::rc::Rc<std::cell::Cell<usize>>,
+    prepared_stmts: stmt::StmtTotal,
     /// Each pool's clients by state, pin cause, buffered bytes and
     /// statements, kept by the clients themselves (`tally.rs`).
     tallies: tally::TallyBook,
@@ -126,8 +135,6 @@ pub struct Engine {
     paused: bool,
     /// Rate limit of the log lines remote parties and failures cause.
     log_limit: log_limit::LogLimiter,
-    /// Failed logins per client address and per user.
-    auth_throttle: auth_throttle::AuthThrottle,
     last_janitor: Instant,
     /// When the last periodic summary line was logged, and the request
     /// count then (`stats_log_interval_ms`).
@@ -151,7 +158,21 @@ pub struct Engine {
 pub use event_loop::{run, AdminStarter};
 
 impl Engine {
+    /// The engine of the only loop (the simulation's, unit tests').
+    #[cfg(any(test, feature = "fuzzing"))]
     fn new(config: Config, now: Instant) -> Engine {
+        Engine::in_loop(config, now, LoopShare::ALONE, Default::default())
+    }
+
+    /// The engine of loop `share.index` (see `loops.rs`).
+    fn in_loop(
+        full_config: Config,
+        now: Instant,
+        share: LoopShare,
+        shared: std::sync::Arc<loops::Shared>,
+    ) -> Engine {
+        let config = full_config.for_loop(share);
+        let prepared_stmts = shared.prepared_stmts.clone();
         let npools = config.users.len();
         let servers = servers::from_config(&config);
         let pools = config
@@ -164,6 +185,9 @@ impl Engine {
         Engine {
             rules,
             config,
+            full_config,
+            share,
+            shared,
             clients: Slab::with_capacity(1024),
             backends: Slab::with_capacity(64),
             pools,
@@ -171,12 +195,11 @@ impl Engine {
             bufs: BufPool::new(POOLED_BUF_MAX, 1024),
             scratch: Vec::with_capacity(4096),
             serial: 0,
-            next_connection_id: 1,
             shutting_down: None,
             now,
             counters: Counters::default(),
             buffered_total: 0,
-            prepared_stmts: Default::default(),
+            prepared_stmts,
             tallies: Default::default(),
             stmt_holders: Default::default(),
             released_keys: Vec::new(),
@@ -187,7 +210,6 @@ impl Engine {
             track_buf: Vec::with_capacity(256),
             paused: false,
             log_limit: log_limit::LogLimiter::default(),
-            auth_throttle: auth_throttle::AuthThrottle::default(),
             last_janitor: now,
             last_stats_log: now,
             requests_at_stats_log: 0,
@@ -423,7 +445,7 @@ impl Engine {
         // Said even when no event of the kind follows.
         self.log_limit
             .take_ended(self.now, log_limit::log_suppressed);
-        self.auth_throttle.sweep(self.now);
+        self.auth_throttle().sweep(self.now);
         let interval = self.config.backend.health_check_interval;
         for p in 0..self.pools.len() {
             let due: Vec<usize> = self.pools[p]
@@ -560,6 +582,15 @@ impl Engine {
     fn notify_ready_when_up(&mut self) {
         let no_pools = self.config.users.is_empty();
         let reached = self.servers.iter().any(|s| s.reached);
+        if self.share.index > 0 {
+            // The first loop says it, for all (`loops.rs`).
+            if reached {
+                self.shared.mysqld_answered();
+                self.notified_ready = true;
+            }
+            return;
+        }
+        let reached = reached || self.shared.mysqld_answered_anywhere();
         if self.shutting_down.is_some() || !(reached || no_pools) {
             return;
         }
@@ -579,6 +610,12 @@ impl Engine {
             self.config.shutdown_timeout.as_millis()
         );
         self.shutting_down = Some(self.now + self.config.shutdown_timeout);
+        if self.share.index > 0 && self.handoff.successor == handoff::Successor::None {
+            // Whether there is a newer funnel to hand the clients to is the
+            // first loop's to find out (`loops.rs`): idle clients wait for
+            // its word, a few seconds at most.
+            self.successor_pending(self.now + loops::SUCCESSOR_WORD_WAIT);
+        }
         self.notify("STOPPING=1\nSTATUS=shutting down");
     }
 

@@ -189,7 +189,7 @@ impl Engine {
     /// setting changed, applied as a reload applies the file's; the next
     /// reload from the file undoes it.
     fn admin_set(&mut self, setting: &Setting, value: Option<&str>) -> Result<String, SetError> {
-        let new = self.config.set(setting, value)?;
+        let new = self.full_config.set(setting, value)?;
         let mut notes = self.apply_config(new);
         // A SET never changes a restart-only key; such lines are a reloaded
         // file's changes still waiting for the restart.
@@ -214,9 +214,22 @@ impl Engine {
     /// Put a new configuration in place of the running one and apply what
     /// can change live; what needs a restart keeps its running value.
     /// Returns what changed, for the log and the admin's answer.
-    fn apply_config(&mut self, new: Config) -> Vec<String> {
-        // Every key that changed, old -> new (restart-only ones say so).
-        let mut notes = self.config.changes(&new);
+    fn apply_config(&mut self, new_full: Config) -> Vec<String> {
+        // Every key that changed, old -> new (restart-only ones say so), as
+        // the file has them; this loop runs its share of them.
+        let mut notes = self.full_config.changes(&new_full);
+        let new = new_full.for_loop(self.share);
+        let old_full = std::mem::replace(&mut self.full_config, new_full);
+        // A pool's connections as configured (this loop has a share).
+        let configured = |c: &Config, name: &str| {
+            c.users
+                .iter()
+                .find(|u| u.name == name)
+                .map_or(0, |u| u.connections)
+        };
+        self.full_config.listen = self.config.listen.clone();
+        self.full_config.unix_socket = self.config.unix_socket.clone();
+        self.full_config.backend.address = self.config.backend.address.clone();
         // The files were read again: new connections get what they hold
         // (connected clients keep the TLS session they have).
         match (&self.config.tls, &new.tls) {
@@ -253,13 +266,14 @@ impl Engine {
                     if !p.found_rows {
                         notes.push(format!("user {} added again: its pool is back", user.name));
                     }
-                } else if p.user.connections != user.connections {
-                    notes.push(format!(
-                        "pool {}: connections {} -> {}",
-                        p.name(),
-                        p.user.connections,
-                        user.connections
-                    ));
+                } else {
+                    let (old, new) = (
+                        configured(&old_full, &user.name),
+                        configured(&self.full_config, &user.name),
+                    );
+                    if old != new {
+                        notes.push(format!("pool {}: connections {old} -> {new}", p.name()));
+                    }
                 }
                 // The backend user or its grants may have changed: ask
                 // mysqld again (a new backend user's are unknown until then).
@@ -528,6 +542,11 @@ impl Engine {
                 && b.connecting + b.idle + b.busy + b.pinned + b.internal == 0)
         });
         let counters = self.counters.clone();
+        // This loop's clients' statements (the count the limit checks is
+        // all loops'; the admin side adds the loops' snapshots up).
+        let prepared_stmts = (0..self.pools.len())
+            .map(|i| self.tallies.get(i).prepared_stmts)
+            .sum();
         Snapshot {
             taken_at: std::time::SystemTime::now(),
             uptime: self.now.saturating_duration_since(self.started),
@@ -543,12 +562,12 @@ impl Engine {
             servers,
             clients,
             backends,
-            config_text: self.config.describe(),
-            max_client_connections: self.config.max_client_connections,
+            config_text: self.full_config.describe(),
+            max_client_connections: self.full_config.max_client_connections,
             buffered_bytes: self.buffered_total,
             max_buffered_result: self.config.max_buffered_result,
             max_buffered_total: self.config.max_buffered_total,
-            prepared_stmts: self.prepared_stmts.get(),
+            prepared_stmts,
             max_prepared_stmt_count: self
                 .config
                 .max_prepared_stmt_count

@@ -110,6 +110,18 @@ fn command_label(cmd: u8) -> &'static str {
 }
 
 /// One client as the process list shows it.
+/// A process-list row of another loop's client (`loops.rs`): as `Row`,
+/// without the statement text (only the asking client's is shown).
+#[derive(Clone, Debug)]
+pub struct PeerRow {
+    pub id: u32,
+    pub user: String,
+    pub host: String,
+    pub db: Option<String>,
+    pub command: &'static str,
+    pub since: std::time::Duration,
+}
+
 pub(super) struct Row<'a> {
     pub id: u32,
     pub user: &'a str,
@@ -190,41 +202,32 @@ impl Engine {
     }
 
     /// The process list client `key` sees, by id: its user's clients (all
-    /// with PROCESS) past their login; `own_state` is the asking client's
-    /// state and `sql` its statement.
+    /// with PROCESS) past their login, with those of the other loops
+    /// (`peers`); `own_state` is the asking client's state and `sql` its
+    /// statement.
     pub(super) fn processlist_rows<'a>(
         &'a self,
         key: usize,
         own_state: &'static str,
         sql: &'a [u8],
+        peers: &'a [PeerRow],
     ) -> Vec<Row<'a>> {
-        let mut keys: Vec<(u32, usize)> = self
+        let mut rows: Vec<Row<'a>> = self
             .clients
             .iter()
             .filter(|&(k, c)| {
                 !matches!(c.state, ClientState::Handshake | ClientState::AuthSwitch(_))
                     && self.may_see(key, k)
             })
-            .map(|(k, c)| (c.id, k))
-            .collect();
-        keys.sort_unstable();
-        keys.into_iter()
-            .map(|(id, k)| {
-                let c = &self.clients[k];
-                let since = self.now.saturating_duration_since(c.command_read_at);
+            .map(|(k, c)| {
+                let (command, since) = self.process_command(c);
                 let (command, since, state, info) = if k == key {
                     ("Query", std::time::Duration::ZERO, own_state, Some(sql))
-                } else if c.is_busy() {
-                    let cmd = c
-                        .current()
-                        .and_then(|_| c.rbuf.as_slice().get(4).copied())
-                        .unwrap_or(COM_QUERY);
-                    (command_label(cmd), since, "", None)
                 } else {
-                    ("Sleep", since, "", None)
+                    (command, since, "", None)
                 };
                 Row {
-                    id,
+                    id: c.id,
                     user: &c.user,
                     host: c.peer.processlist_host(),
                     db: c.session.schema.as_deref(),
@@ -232,6 +235,55 @@ impl Engine {
                     since,
                     state,
                     info,
+                }
+            })
+            .collect();
+        rows.extend(peers.iter().map(|p| Row {
+            id: p.id,
+            user: &p.user,
+            host: p.host.clone(),
+            db: p.db.as_deref(),
+            command: p.command,
+            since: p.since,
+            state: "",
+            info: None,
+        }));
+        rows.sort_unstable_by_key(|r| r.id);
+        rows
+    }
+
+    /// What a client other than the asking one is doing, and since when.
+    fn process_command(&self, c: &super::client::Client) -> (&'static str, std::time::Duration) {
+        let since = self.now.saturating_duration_since(c.command_read_at);
+        if c.is_busy() {
+            let cmd = c
+                .current()
+                .and_then(|_| c.rbuf.as_slice().get(4).copied())
+                .unwrap_or(COM_QUERY);
+            (command_label(cmd), since)
+        } else {
+            ("Sleep", since)
+        }
+    }
+
+    /// This loop's process-list rows a client of `user` on another loop
+    /// sees (`process`: every user's).
+    pub(super) fn processlist_for_loop(&self, user: &str, process: bool) -> Vec<PeerRow> {
+        self.clients
+            .iter()
+            .filter(|(_, c)| {
+                !matches!(c.state, ClientState::Handshake | ClientState::AuthSwitch(_))
+                    && (process || c.user == user)
+            })
+            .map(|(_, c)| {
+                let (command, since) = self.process_command(c);
+                PeerRow {
+                    id: c.id,
+                    user: c.user.clone(),
+                    host: c.peer.processlist_host(),
+                    db: c.session.schema.clone(),
+                    command,
+                    since,
                 }
             })
             .collect()
@@ -242,9 +294,14 @@ impl Engine {
     /// the funnel's clients, with MariaDB 10.11's column names and types.
     /// Per-thread figures the funnel does not have (stages, memory,
     /// examined rows, query and OS thread ids) are 0.
-    pub(super) fn processlist_derived_table(&self, key: usize, sql: &[u8]) -> String {
+    pub(super) fn processlist_derived_table(
+        &self,
+        key: usize,
+        sql: &[u8],
+        peers: &[PeerRow],
+    ) -> String {
         use std::fmt::Write;
-        let rows = self.processlist_rows(key, "Filling schema table", sql);
+        let rows = self.processlist_rows(key, "Filling schema table", sql, peers);
         let mut out = String::with_capacity(64 + rows.len() * 640);
         out.push('(');
         for (i, r) in rows.iter().enumerate() {
@@ -306,8 +363,9 @@ impl Engine {
         key: usize,
         sql: &[u8],
         refs: &[super::statement::ProcesslistRef],
+        peers: &[PeerRow],
     ) -> Vec<u8> {
-        let table = self.processlist_derived_table(key, sql);
+        let table = self.processlist_derived_table(key, sql, peers);
         let mut out = Vec::with_capacity(sql.len() + table.len() * refs.len() + 16);
         let mut at = 0;
         for r in refs {
@@ -330,7 +388,14 @@ impl Engine {
     }
 
     /// Answer `SHOW [FULL] PROCESSLIST` (the query `sql`) for client `key`.
-    pub(super) fn answer_processlist(&mut self, key: usize, seq: u8, full: bool, sql: &[u8]) {
+    pub(super) fn answer_processlist(
+        &mut self,
+        key: usize,
+        seq: u8,
+        full: bool,
+        sql: &[u8],
+        peers: &[PeerRow],
+    ) {
         let Some(me) = self.clients.get(key) else {
             return;
         };
@@ -388,7 +453,7 @@ impl Engine {
             encode_eof(&mut payload, 0, status);
             seq = write_packet(&mut out, seq, &payload);
         }
-        for row in self.processlist_rows(key, "starting", sql) {
+        for row in self.processlist_rows(key, "starting", sql, peers) {
             let id = row.id.to_string();
             let time = row.since.as_secs();
             let info = row.info.map(|s| {

@@ -8,7 +8,7 @@
 //! first when that backend has not seen the SQL, and gets its statement id
 //! (and, where needed, its parameter types) rewritten.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
@@ -99,6 +99,36 @@ impl StmtHolders {
 /// seed is needed against collisions, and its 16 B per client are saved.
 type StmtMap = HashMap<u32, ClientStmt, BuildHasherDefault<DefaultHasher>>;
 
+/// The funnel-wide count of prepared statements and reserved slots
+/// (`max_prepared_stmt_count`), shared by every loop's clients.
+#[derive(Clone, Debug, Default)]
+pub struct StmtTotal(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl StmtTotal {
+    pub fn get(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn add(&self, n: usize) {
+        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn sub(&self, n: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = self
+            .0
+            .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n)));
+    }
+
+    /// One more, unless `max` are taken (another loop may take the last).
+    fn take_below(&self, max: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.0
+            .fetch_update(Relaxed, Relaxed, |v| (v < max).then_some(v + 1))
+            .is_ok()
+    }
+}
+
 /// A client's prepared statements, by the ids the funnel gave them, counted
 /// in a funnel-wide total (`max_prepared_stmt_count`) and in the holders of
 /// their backend cache keys: every insert, removal, clear and the drop of
@@ -107,7 +137,7 @@ type StmtMap = HashMap<u32, ClientStmt, BuildHasherDefault<DefaultHasher>>;
 pub struct ClientStmts {
     map: StmtMap,
     /// Statements of all clients, plus reserved slots.
-    total: Rc<Cell<usize>>,
+    total: StmtTotal,
     holders: Rc<RefCell<StmtHolders>>,
     /// A slot taken in `total` for a prepare on its way to mysqld: turned
     /// into the statement by `insert`, or given back by `release` (the next
@@ -139,7 +169,7 @@ impl PrepareLimit {
 }
 
 impl ClientStmts {
-    pub fn new(total: Rc<Cell<usize>>, holders: Rc<RefCell<StmtHolders>>) -> Self {
+    pub fn new(total: StmtTotal, holders: Rc<RefCell<StmtHolders>>) -> Self {
         ClientStmts {
             map: StmtMap::default(),
             total,
@@ -159,7 +189,9 @@ impl ClientStmts {
         if self.map.len() >= per_client {
             return Err(PrepareLimit::PerClient(per_client));
         }
-        self.total.set(self.total.get() + 1);
+        if !self.total.take_below(max_total) {
+            return Err(PrepareLimit::Total(max_total));
+        }
         self.reserved = true;
         Ok(())
     }
@@ -168,7 +200,7 @@ impl ClientStmts {
     pub fn release(&mut self) {
         if self.reserved {
             self.reserved = false;
-            self.total.set(self.total.get().saturating_sub(1));
+            self.total.sub(1);
         }
     }
 
@@ -176,7 +208,7 @@ impl ClientStmts {
         if self.reserved {
             self.reserved = false;
         } else {
-            self.total.set(self.total.get() + 1);
+            self.total.add(1);
         }
         self.bytes += st.sql.len();
         self.holders.borrow_mut().hold(st.key);
@@ -201,15 +233,14 @@ impl ClientStmts {
     }
 
     fn forget(&mut self, st: &ClientStmt) {
-        self.total.set(self.total.get().saturating_sub(1));
+        self.total.sub(1);
         self.bytes = self.bytes.saturating_sub(st.sql.len());
         self.holders.borrow_mut().let_go(st.key);
     }
 
     /// Forget every statement and free the table itself.
     pub fn clear(&mut self) {
-        self.total
-            .set(self.total.get().saturating_sub(self.map.len()));
+        self.total.sub(self.map.len());
         {
             let mut holders = self.holders.borrow_mut();
             for st in self.map.values() {
@@ -509,7 +540,7 @@ mod tests {
 
     #[test]
     fn client_stmts_count_in_the_total_and_refuse_past_limits() {
-        let total = Rc::new(Cell::new(0));
+        let total = StmtTotal::default();
         let holders = Rc::new(RefCell::new(StmtHolders::default()));
         let mut a = ClientStmts::new(total.clone(), holders.clone());
         let mut b = ClientStmts::new(total.clone(), holders.clone());
@@ -534,7 +565,7 @@ mod tests {
         assert!(a.remove(&1).is_some());
         assert!(a.remove(&1).is_none());
         // A table most of whose statements were closed shrinks.
-        let mut big = ClientStmts::new(Rc::new(Cell::new(0)), holders.clone());
+        let mut big = ClientStmts::new(StmtTotal::default(), holders.clone());
         for i in 0..1000 {
             big.insert(i, stmt("s"));
         }
@@ -568,7 +599,7 @@ mod tests {
 
     #[test]
     fn a_key_is_released_when_its_last_holder_lets_go() {
-        let total = Rc::new(Cell::new(0));
+        let total = StmtTotal::default();
         let holders = Rc::new(RefCell::new(StmtHolders::default()));
         let mut a = ClientStmts::new(total.clone(), holders.clone());
         let mut b = ClientStmts::new(total.clone(), holders.clone());

@@ -198,7 +198,7 @@ impl FunnelProcess {
     /// For more options (args, env, RUST_LOG, not waiting for a port).
     pub fn builder(config: &str) -> FunnelBuilder {
         FunnelBuilder {
-            config: with_test_backend_lines(config),
+            config: with_test_lines(config),
             port: None,
             args: Vec::new(),
             envs: Vec::new(),
@@ -360,20 +360,27 @@ impl Drop for FunnelProcess {
     }
 }
 
-/// `FUNNEL_TEST_BACKEND`: lines added to the `[backend]` section of every
-/// funnel the harness starts (e.g. `pipeline_depth = 4`), to run the whole
-/// suite with a feature on (see README, "Tests"); a key the test's own
-/// `[backend]` sets is left to the test.
-fn with_test_backend_lines(config: &str) -> String {
-    let Ok(lines) = std::env::var("FUNNEL_TEST_BACKEND") else {
+/// `FUNNEL_TEST_BACKEND` and `FUNNEL_TEST_FUNNEL`: lines added to the
+/// `[backend]` and `[funnel]` sections of every funnel the harness starts
+/// (e.g. `pipeline_depth = 4`, `threads = 2`), to run the whole suite with
+/// a feature on (see README, "Tests"); a key the test's own section sets is
+/// left to the test.
+fn with_test_lines(config: &str) -> String {
+    let config = with_section_lines(config, "backend", "FUNNEL_TEST_BACKEND");
+    with_section_lines(&config, "funnel", "FUNNEL_TEST_FUNNEL")
+}
+
+fn with_section_lines(config: &str, section_name: &str, var: &str) -> String {
+    let Ok(lines) = std::env::var(var) else {
         return config.to_string();
     };
-    let header = match config.find("[backend]\n") {
+    let head = format!("[{section_name}]\n");
+    let header = match config.find(&head) {
         Some(at) if at == 0 || config.as_bytes()[at - 1] == b'\n' => Some(at),
         _ => None,
     };
     let section = header.map_or("", |at| {
-        let body = &config[at + "[backend]\n".len()..];
+        let body = &config[at + head.len()..];
         &body[..body.find("\n[").unwrap_or(body.len())]
     });
     let own_key = |line: &str| {
@@ -390,9 +397,12 @@ fn with_test_backend_lines(config: &str) -> String {
     let lines = lines.join("\n");
     match header {
         Some(at) => {
-            let after = at + "[backend]\n".len();
+            let after = at + head.len();
             format!("{}{lines}\n{}", &config[..after], &config[after..])
         }
-        None => format!("{config}\n[backend]\n{lines}\n"),
+        // `[funnel]` comes first in a file: a section added at the end
+        // would follow a user's keys.
+        None if section_name == "funnel" => format!("[funnel]\n{lines}\n{config}"),
+        None => format!("{config}\n[{section_name}]\n{lines}\n"),
     }
 }

@@ -2,6 +2,7 @@
 //! what goes to the backlog and a backend (`KILL`, retries, queue timeouts).
 
 use super::*;
+use crate::server::loops::{AfterLoops, KillOutcome};
 
 impl Engine {
     /// Decide what to do with the client's next command.
@@ -95,6 +96,16 @@ impl Engine {
                 } else {
                     None
                 };
+                if let Some(to) = parsed
+                    .as_ref()
+                    .and_then(|cu| self.login_elsewhere(&cu.username))
+                {
+                    // The new user's pool is served by another loop: the
+                    // client goes there, and its command with it.
+                    if self.move_between_commands(key, to) {
+                        return;
+                    }
+                }
                 self.discard_current(key);
                 match parsed {
                     Some(cu) => self.change_user(key, cu),
@@ -276,7 +287,14 @@ impl Engine {
                         let sql = sql.to_vec();
                         let seq = 1u8.wrapping_add(c.seq_offset);
                         self.discard_current(key);
-                        self.answer_processlist(key, seq, full, &sql);
+                        if self.share.count > 1 {
+                            // With the other loops' clients (`loops.rs`).
+                            let ask = self.processlist_ask(key);
+                            let then = AfterLoops::ShowProcesslist { seq, full, sql };
+                            self.ask_loops(key, ask, then);
+                            return;
+                        }
+                        self.answer_processlist(key, seq, full, &sql, &[]);
                         return;
                     }
                     if let Some((which, (start, end))) = facts.answered {
@@ -324,9 +342,16 @@ impl Engine {
                                 // the client gets the funnel's clients, for
                                 // mysqld to evaluate the query over.
                                 let sql = sql.to_vec();
-                                let sql = self.rewrite_processlist(key, &sql, &refs);
                                 let seq = 1u8.wrapping_add(self.clients[key].seq_offset);
                                 self.discard_current(key);
+                                if self.share.count > 1 {
+                                    // With the other loops' clients.
+                                    let ask = self.processlist_ask(key);
+                                    let then = AfterLoops::RewriteProcesslist { seq, sql, refs };
+                                    self.ask_loops(key, ask, then);
+                                    return;
+                                }
+                                let sql = self.rewrite_processlist(key, &sql, &refs, &[]);
                                 self.push_query_part(key, &sql, seq);
                                 if let Some(f) = &mut self.clients[key].in_flight {
                                     f.rewritten = true;
@@ -435,7 +460,8 @@ impl Engine {
         let more = split.more_after(&sql);
         match parse_kill(&sql[split.kill.0..split.kill.1]) {
             Ok(Some(kill)) => {
-                if self.kill(key, kill, seq, more) && more {
+                let rest = sql.get(split.rest..).unwrap_or_default();
+                if self.kill(key, kill, seq, more, rest) && more {
                     if let Some(c) = self.clients.get_mut(key) {
                         c.multi_rest = Some(Box::new(MultiRest {
                             sql: sql[split.rest..].to_vec(),
@@ -451,7 +477,7 @@ impl Engine {
 
     /// Make `sql` the client's current command, a `COM_QUERY` whose answer
     /// starts with sequence id `seq`, ahead of anything it sent after.
-    pub(super) fn push_query_part(&mut self, key: usize, sql: &[u8], seq: u8) {
+    pub(in crate::server) fn push_query_part(&mut self, key: usize, sql: &[u8], seq: u8) {
         let c = &mut self.clients[key];
         let mut payload = Vec::with_capacity(sql.len() + 1);
         payload.push(COM_QUERY);
@@ -478,41 +504,44 @@ impl Engine {
     /// `KILL [QUERY] id` from client `key`, for a funnel connection id,
     /// answered with sequence id `seq`; `more`: statements follow in the
     /// same query. `true` when the client got an OK and its query goes on.
-    pub(super) fn kill(&mut self, key: usize, kill: Kill, seq: u8, more: bool) -> bool {
-        const ER_KILL_DENIED: (u16, &str) = (1095, "HY000");
-        let target = u32::try_from(kill.id)
-            .ok()
+    pub(super) fn kill(
+        &mut self,
+        key: usize,
+        kill: Kill,
+        seq: u8,
+        more: bool,
+        rest: &[u8],
+    ) -> bool {
+        let id = u32::try_from(kill.id).ok();
+        let target = id
             .and_then(|id| self.client_ids.get(&id).copied())
-            .filter(|&t| {
-                self.clients.get(t).is_some_and(|c| {
-                    !matches!(
-                        c.state,
-                        ClientState::Handshake
-                            | ClientState::AuthSwitch(_)
-                            | ClientState::Relay { login: true, .. }
-                    )
-                })
-            });
+            .filter(|&t| self.clients.get(t).is_some_and(|c| c.logged_in()));
         let Some(target) = target else {
-            self.client_error(
-                key,
-                seq,
-                ER_NO_SUCH_THREAD,
-                &format!("Unknown thread id: {}", kill.id),
-            );
-            return false;
+            if let Some(id) = id.filter(|_| self.share.count > 1) {
+                // Maybe another loop's client (`loops.rs`): the answer
+                // waits for theirs.
+                let ask = crate::server::loops::LoopAsk::Kill {
+                    id,
+                    query_only: kill.query_only,
+                    user: self.clients[key].user.clone(),
+                    kill_any: self.privileges_of(key).kill_any,
+                };
+                let then = crate::server::loops::AfterLoops::Kill {
+                    id: kill.id,
+                    seq,
+                    more,
+                    rest: rest.to_vec(),
+                };
+                self.ask_loops(key, ask, then);
+                return false;
+            }
+            return self.answer_kill(key, kill.id, KillOutcome::NotHere, seq, more);
         };
         // As mysqld decides: its own user's connections, any with SUPER or
         // CONNECTION ADMIN.
         if self.clients[target].user != self.clients[key].user && !self.privileges_of(key).kill_any
         {
-            self.client_error(
-                key,
-                seq,
-                ER_KILL_DENIED,
-                &format!("You are not owner of thread {}", kill.id),
-            );
-            return false;
+            return self.answer_kill(key, kill.id, KillOutcome::Denied, seq, more);
         }
         if kill.query_only && target == key {
             // The statement being killed is the KILL itself, as on mysqld.
@@ -528,15 +557,7 @@ impl Engine {
             && self.clients[target].is_running()
             && self.relayed_backend(target).is_some()
         {
-            // Stopping it takes a second connection as that user, which
-            // only mysqld could authenticate.
-            self.client_error(
-                key,
-                seq,
-                ER_UNKNOWN_COM_ERROR,
-                "funnel: KILL QUERY of a relayed login's statement is not supported; KILL CONNECTION is",
-            );
-            return false;
+            return self.answer_kill(key, kill.id, KillOutcome::Relayed, seq, more);
         }
         self.interrupt_client(target);
         if !kill.query_only {
@@ -548,9 +569,48 @@ impl Engine {
             }
             self.close_client(target, "killed");
         }
-        let more = if more { SERVER_MORE_RESULTS_EXISTS } else { 0 };
-        self.client_ok_with(key, seq, more);
-        true
+        self.answer_kill(key, kill.id, KillOutcome::Done, seq, more)
+    }
+
+    /// Answer client `key`'s `KILL id` as it went: an OK (true: its query
+    /// goes on) or mysqld's error.
+    pub(in crate::server) fn answer_kill(
+        &mut self,
+        key: usize,
+        id: u64,
+        outcome: KillOutcome,
+        seq: u8,
+        more: bool,
+    ) -> bool {
+        const ER_KILL_DENIED: (u16, &str) = (1095, "HY000");
+        match outcome {
+            KillOutcome::Done => {
+                let more = if more { SERVER_MORE_RESULTS_EXISTS } else { 0 };
+                self.client_ok_with(key, seq, more);
+                return true;
+            }
+            KillOutcome::NotHere => self.client_error(
+                key,
+                seq,
+                ER_NO_SUCH_THREAD,
+                &format!("Unknown thread id: {id}"),
+            ),
+            KillOutcome::Denied => self.client_error(
+                key,
+                seq,
+                ER_KILL_DENIED,
+                &format!("You are not owner of thread {id}"),
+            ),
+            // Stopping it takes a second connection as that user, which
+            // only mysqld could authenticate.
+            KillOutcome::Relayed => self.client_error(
+                key,
+                seq,
+                ER_UNKNOWN_COM_ERROR,
+                "funnel: KILL QUERY of a relayed login's statement is not supported; KILL CONNECTION is",
+            ),
+        }
+        false
     }
 
     /// What `KILL` does to its target's current command: taken out of the

@@ -71,6 +71,11 @@ impl Engine {
                 return;
             }
         };
+        if let Some(to) = self.login_elsewhere(&resp.username) {
+            // Its pool is served by another loop (`loops.rs`).
+            self.move_login(key, payload, seq, to);
+            return;
+        }
         // mysqld gives an interactive client's session wait_timeout the
         // global interactive_timeout, at login only.
         self.clients[key].timeouts.interactive_login = resp.capabilities & CLIENT_INTERACTIVE != 0;
@@ -216,10 +221,10 @@ impl Engine {
             let addr = c.host.parse().ok().map(AddrKey::of);
             let deadline = c.accepted_at + self.config.handshake_timeout;
             let user = Self::throttle_user(&auth);
-            match self
-                .auth_throttle
-                .admit(addr, user, self.now, deadline, &limits)
-            {
+            let admit = self
+                .auth_throttle()
+                .admit(addr, user, self.now, deadline, &limits);
+            match admit {
                 Admit::Now => {}
                 Admit::HoldUntil(at) => {
                     self.counters.auth_held += 1;
@@ -376,11 +381,14 @@ impl Engine {
                 None => self.counters.auth_failures += 1,
             }
             let limits = self.auth_limits();
-            let c = &mut self.clients[key];
-            let addr = c.host.parse().ok().map(AddrKey::of);
+            let addr = self.clients[key].host.parse().ok().map(AddrKey::of);
             let user = Self::throttle_user(&auth);
-            self.auth_throttle.failed(addr, user, self.now, &limits);
-            let (by_addr, by_user) = self.auth_throttle.failures(addr, user);
+            let (by_addr, by_user) = {
+                let mut throttle = self.auth_throttle();
+                throttle.failed(addr, user, self.now, &limits);
+                throttle.failures(addr, user)
+            };
+            let c = &self.clients[key];
             let msg = format!(
                 "Access denied for user '{}'@'{}' (using password: {})",
                 auth.user,
@@ -402,7 +410,7 @@ impl Engine {
             return;
         }
         let addr = self.clients[key].host.parse().ok().map(AddrKey::of);
-        self.auth_throttle
+        self.auth_throttle()
             .succeeded(addr, Self::throttle_user(&auth), self.now);
         let mut seq = seq;
         if auth.sha2 {

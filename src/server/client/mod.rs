@@ -317,6 +317,8 @@ pub struct Client {
     pub accepted_at: Instant,
     /// A login held back after failed logins (`auth_throttle`).
     pub auth_hold: Option<Box<AuthHold>>,
+    /// Waiting for the other loops' answers (`loops.rs`).
+    pub(crate) loop_wait: Option<Box<crate::server::loops::LoopWait>>,
     /// The pools' client tallies, and what this client adds to them now
     /// (`retally`; taken out when it is dropped).
     tally: TallyBook,
@@ -397,6 +399,15 @@ impl Client {
         matches!(self.state, ClientState::Queued | ClientState::ConnectDb)
             && self.current().is_some()
     }
+    /// Past its login (a `KILL` or the process list may name it).
+    pub fn logged_in(&self) -> bool {
+        !matches!(
+            self.state,
+            ClientState::Handshake
+                | ClientState::AuthSwitch(_)
+                | ClientState::Relay { login: true, .. }
+        )
+    }
     pub fn is_running(&self) -> bool {
         matches!(self.state, ClientState::Running(_))
     }
@@ -464,7 +475,10 @@ impl Client {
     /// Waiting for its next command, as mysqld's `wait_timeout` counts:
     /// nothing queued or running, its answers all written.
     pub fn waits_for_command(&self) -> bool {
-        matches!(self.state, ClientState::Idle) && self.current().is_none() && self.wbuf.is_empty()
+        matches!(self.state, ClientState::Idle)
+            && self.current().is_none()
+            && self.wbuf.is_empty()
+            && self.loop_wait.is_none()
     }
     pub fn set_idle(&mut self) {
         self.drop_sent();
@@ -539,7 +553,11 @@ impl Engine {
     /// of the new client, or None when refused.
     pub(crate) fn accept_client(&mut self, conn: ConnId, peer: Peer) -> Option<(usize, u64)> {
         self.counters.clients_accepted += 1;
-        if self.clients.len() >= self.config.max_client_connections {
+        // All loops' clients count (`loops.rs`).
+        if !self
+            .shared
+            .admit_client(self.full_config.max_client_connections)
+        {
             self.counters.clients_refused += 1;
             let mut payload = Vec::new();
             encode_err(
@@ -560,7 +578,7 @@ impl Engine {
                 LogEvent::ClientRefused,
                 "refusing a client from {}: max_client_connections = {} reached ({} refused so far)",
                 peer.description(),
-                self.config.max_client_connections,
+                self.full_config.max_client_connections,
                 self.counters.clients_refused
             );
             return None;
@@ -612,7 +630,13 @@ impl Engine {
 
     /// A new client as accepted: logging in, nothing of a session yet. Not
     /// counted in the tallies until its first `retally`.
-    fn new_client(&self, serial: u64, id: u32, conn: ConnId, peer: Peer) -> Client {
+    pub(in crate::server) fn new_client(
+        &self,
+        serial: u64,
+        id: u32,
+        conn: ConnId,
+        peer: Peer,
+    ) -> Client {
         Client {
             serial,
             id,
@@ -669,6 +693,7 @@ impl Engine {
             idle_timer_at: None,
             accepted_at: self.now,
             auth_hold: None,
+            loop_wait: None,
             tally: self.tallies.clone(),
             counted: None,
         }
@@ -707,6 +732,7 @@ impl Engine {
         c.timeouts = image.timeouts;
         c.retally();
         let key = self.clients.insert(c);
+        self.shared.count_client();
         (key, serial)
     }
 
@@ -843,7 +869,7 @@ impl Engine {
                     self.scratch = payload;
                 }
                 ClientState::Idle => {
-                    if c.current().is_some() || c.closes_awaited > 0 {
+                    if c.current().is_some() || c.closes_awaited > 0 || c.loop_wait.is_some() {
                         break;
                     }
                     if let Some(m) = c.multi_rest.take() {
@@ -1113,8 +1139,9 @@ mod tests {
 
     /// `size_of::<Client>()` was 976 B before the rarely held fields were
     /// boxed (2026-12-07), 856 B after; `wrote_at` (read-your-writes for
-    /// read_write_split) added 16 B.
-    const CLIENT_SIZE_MAX: usize = 872;
+    /// read_write_split) added 16 B, `loop_wait` (a `KILL` or the process
+    /// list waiting for the other event loops, boxed) 8 B.
+    const CLIENT_SIZE_MAX: usize = 880;
 
     #[test]
     fn scramble_is_printable_and_fresh() {

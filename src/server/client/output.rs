@@ -305,6 +305,7 @@ impl Engine {
         }
         let mut c = self.clients.remove(key);
         self.client_ids.remove(&c.id);
+        self.shared.client_gone();
         self.rules.cache.client_left(key);
         self.buffered_total -= c.buffered;
         debug!("{} closed: {reason}", c.label());

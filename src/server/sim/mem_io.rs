@@ -257,6 +257,15 @@ impl MemIo {
             Action::HandOffClient { conn, .. } => {
                 self.conns.try_remove(conn.0);
             }
+            // One loop only: no client is moved to another, no other loop
+            // is asked anything.
+            Action::MoveClient { conn, .. } => {
+                self.conns.try_remove(conn.0);
+            }
+            Action::ToLoop { .. } => {}
+            Action::MoveIdleClient { conn, .. } => {
+                self.conns.try_remove(conn.0);
+            }
             // The simulation's configurations have no TLS, so the engine
             // never asks for it; if it did, TLS is refused here: the
             // read fails, as a failed handshake does.
