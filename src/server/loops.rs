@@ -35,6 +35,10 @@ pub(crate) struct Shared {
     placement: AtomicUsize,
     /// Each loop's inbox, once every loop is up.
     peers: OnceLock<Vec<LoopPeer>>,
+    /// What the first server's greeting said (version, character set,
+    /// MariaDB capabilities), as the first loop to hear it saw it: every
+    /// loop greets clients alike, whether or not it has a backend yet.
+    greeting: std::sync::Mutex<Option<(String, u8, u32)>>,
     /// Clients handed over to a newer funnel, all loops'.
     handed_off: std::sync::atomic::AtomicU64,
     /// A backend of some loop has logged in (systemd's READY=1).
@@ -57,6 +61,7 @@ impl Default for Shared {
             prepared_stmts: Default::default(),
             answered: Default::default(),
             handed_off: Default::default(),
+            greeting: Default::default(),
         }
     }
 }
@@ -185,6 +190,19 @@ impl Shared {
         self.clients.fetch_sub(1, Ordering::AcqRel);
     }
 
+    /// The first server's greeting, heard by a loop (the first wins).
+    pub(crate) fn publish_greeting(&self, version: &str, charset: u8, mariadb_caps: u32) {
+        let mut g = self.greeting.lock().unwrap_or_else(|e| e.into_inner());
+        g.get_or_insert_with(|| (version.to_string(), charset, mariadb_caps));
+    }
+
+    pub(crate) fn greeting(&self) -> Option<(String, u8, u32)> {
+        self.greeting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub(crate) fn count_handed_off(&self) {
         self.handed_off.fetch_add(1, Ordering::Relaxed);
     }
@@ -238,6 +256,21 @@ impl super::Engine {
             .auth_throttle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Before greeting a client (or taking one greeted by another loop):
+    /// what another loop's backends heard of the first server, if this
+    /// loop's have not answered yet.
+    pub(super) fn learn_shared_greeting(&mut self) {
+        if self.servers[0].mariadb_caps.is_some() || self.share.count <= 1 {
+            return;
+        }
+        if let Some((version, charset, caps)) = self.shared.greeting() {
+            let s = &mut self.servers[0];
+            s.version.get_or_insert(version);
+            s.charset.get_or_insert(charset);
+            s.mariadb_caps = Some(caps);
+        }
     }
 
     /// The loop a client logging in as `user` is to move to: None when
@@ -342,6 +375,7 @@ impl super::Engine {
         peer: Peer,
         login: MovedLogin,
     ) -> (usize, u64) {
+        self.learn_shared_greeting();
         let serial = self.next_serial();
         let mut c = self.new_client(serial, login.id, conn, peer);
         c.host = login.host;

@@ -548,8 +548,18 @@ impl Engine {
             .collect();
         let e2e = crate::control::Hist::merge(latency.iter());
         let ms = |us: u64| us as f64 / 1000.0;
+        // Each loop says its own part (`threads`): the admin side has the sum.
+        let part = if self.share.count > 1 {
+            format!(
+                " (event loop {} of {})",
+                self.share.index + 1,
+                self.share.count
+            )
+        } else {
+            String::new()
+        };
         info!(
-            "stats: {} clients ({queued} queued, {running} running, {pinned} pinned), backlog {backlog}, {:.0} queries/s, end to end p50 {:.2} ms p99 {:.2} ms over the last {} s",
+            "stats{part}: {} clients ({queued} queued, {running} running, {pinned} pinned), backlog {backlog}, {:.0} queries/s, end to end p50 {:.2} ms p99 {:.2} ms over the last {} s",
             self.clients.len(),
             requests as f64 / elapsed.as_secs_f64().max(0.001),
             ms(e2e.quantile(0.5)),

@@ -86,6 +86,14 @@ impl Engine {
         b.thread_id = greeting.connection_id;
         b.charset = greeting.charset;
         self.servers[server].charset.get_or_insert(greeting.charset);
+        if server == 0 && self.share.count > 1 {
+            // What clients are greeted with, in every loop (`loops.rs`).
+            self.shared.publish_greeting(
+                &greeting.server_version,
+                greeting.charset,
+                b.mariadb_caps,
+            );
+        }
         b.scramble = greeting.scramble.clone();
         // MySQL 8's default is answered in its own terms (saves the switch).
         let (plugin, auth_response) = if greeting.auth_plugin == CACHING_SHA2_PASSWORD {

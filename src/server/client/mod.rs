@@ -583,6 +583,7 @@ impl Engine {
             );
             return None;
         }
+        self.learn_shared_greeting();
         let serial = self.next_serial();
         let id = self.take_connection_id();
         let mut scramble = [0u8; 20];
