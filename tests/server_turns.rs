@@ -26,6 +26,9 @@ fn a_flooding_user_cannot_take_every_turn_on_a_shared_server() {
         .user(USER_B, PASS_B, &[])
         .backend_port(db.port)
         .backend("max_concurrency = 2")
+        // One event loop: with several, each holds its share of the
+        // server's limit and its own turns (README, "Several event loops").
+        .funnel("threads = 1")
         .pool("connections = 6\nqueue_timeout_ms = 30000")
         .admin(admin_port, "adminpw")
         .rust_log("warn")

@@ -335,7 +335,14 @@ fn a_small_max_prepared_stmt_count_is_shared_by_the_backends_caches() {
     // Through 4 backends, each of which would cache its own copy of the
     // statements it runs (up to 40): the caches make room.
     let admin_port = common::free_port();
-    let f = start_funnel_with_admin(4, admin_port);
+    // One event loop: a loop makes room among its own backends' cached
+    // statements only (README, "Several event loops").
+    let f = FunnelConfig::user_a()
+        .pool("connections = 4")
+        .funnel("threads = 1")
+        .admin(admin_port, ADMIN_PW)
+        .rust_log("warn")
+        .start();
     let got = hold_and_execute(f.port, 5, 30);
     assert!(got.is_empty(), "through the funnel: {got:?}");
     assert!(

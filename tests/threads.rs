@@ -392,3 +392,33 @@ fn kill_and_the_process_list_reach_every_loop() {
     // (funnel_a may have CONNECTION ADMIN on the test server; then it is
     // killed, as mysqld would.)
 }
+
+#[test]
+fn a_reload_that_takes_a_pool_from_a_loop_moves_its_clients() {
+    let (user, pw) = private_account("thr_shrink");
+    let config = |connections: u32| {
+        FunnelConfig::empty()
+            .user(&user, &pw, &[])
+            .funnel("threads = 2")
+            .pool(&format!(
+                "connections = {connections}\nqueue_timeout_ms = 3000"
+            ))
+            .rust_log("warn")
+    };
+    let f = config(4).start();
+    // Both loops serve the pool (2 connections each); clients on both.
+    let mut clients: Vec<mysql::Conn> = (0..6).map(|_| f.conn(&user, &pw)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.query_drop(format!("SET @n = {i}")).unwrap();
+    }
+    assert_eq!(settle_backends(&user, 4), 4);
+    // Two connections: one loop serves the pool now. The other loop's
+    // clients move with their next command, session and all.
+    f.write_config(&config(2).text(f.port));
+    f.signal(libc::SIGHUP);
+    assert_eq!(settle_backends(&user, 2), 2, "connections after the reload");
+    for (i, c) in clients.iter_mut().enumerate() {
+        let n: u64 = one(c, "SELECT @n");
+        assert_eq!(n, i as u64, "client {i} after the reload");
+    }
+}

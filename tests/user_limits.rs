@@ -54,6 +54,9 @@ fn a_users_limits_hold_its_statements_and_not_another_users() {
         .backend_port(db.port)
         .pool("connections = 6\nqueue_timeout_ms = 20000")
         .section("[rule one_report]\npattern = \"ul_report\"\nmax_concurrency = 1\n")
+        // One event loop: with several, each holds its share of a limit,
+        // one at least (README, "Several event loops").
+        .funnel("threads = 1")
         .rust_log("warn")
         .start();
 

@@ -135,8 +135,11 @@ impl Config {
                 u.max_client_connections = limit_share(u.max_client_connections, pos, loops);
             } else {
                 // Not one of its loops: its clients are moved away at login
-                // and never run a command here.
+                // (or at their next command after a reload) and never run a
+                // command here; none of its limits is this loop's.
                 u.connections = 0;
+                u.backlog_size = 0;
+                u.max_pinned_backends = 0;
             }
         }
         c.backend.max_concurrency = limit_share(c.backend.max_concurrency, i, n);

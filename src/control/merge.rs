@@ -126,7 +126,7 @@ impl<'a, T> Groups<'a, T> {
 /// of its pools (for `QueryStat::pool`).
 fn merge_pools(parts: &[&Snapshot]) -> (Vec<PoolSnapshot>, Vec<Vec<usize>>) {
     let mut groups = Groups::new();
-    let maps = parts
+    let maps: Vec<Vec<usize>> = parts
         .iter()
         .map(|s| {
             s.pools
@@ -135,7 +135,36 @@ fn merge_pools(parts: &[&Snapshot]) -> (Vec<PoolSnapshot>, Vec<Vec<usize>>) {
                 .collect()
         })
         .collect();
-    let pools = groups.groups.iter().filter_map(|g| merge_pool(g)).collect();
+    let pools: Vec<PoolSnapshot> = groups.groups.iter().filter_map(|g| merge_pool(g)).collect();
+    // Listed in the order of the loop that lists the most (the first such):
+    // a loop leaves out a removed user's pool once its own part has
+    // drained, and that pool must not move behind the others.
+    let fullest = parts
+        .iter()
+        .enumerate()
+        .max_by_key(|(i, s)| (s.pools.len(), std::cmp::Reverse(*i)))
+        .map(|(_, s)| *s);
+    let rank = |name: &str| {
+        fullest
+            .and_then(|s| s.pools.iter().position(|p| p.name == name))
+            .unwrap_or(usize::MAX)
+    };
+    let mut order: Vec<usize> = (0..pools.len()).collect();
+    order.sort_by_key(|&g| (rank(&pools[g].name), g));
+    let mut new_index = vec![0; pools.len()];
+    for (at, &g) in order.iter().enumerate() {
+        new_index[g] = at;
+    }
+    let mut slots: Vec<Option<PoolSnapshot>> = pools.into_iter().map(Some).collect();
+    let pools = order.iter().filter_map(|&g| slots[g].take()).collect();
+    let maps = maps
+        .into_iter()
+        .map(|m| {
+            m.into_iter()
+                .map(|g| new_index.get(g).copied().unwrap_or(g))
+                .collect()
+        })
+        .collect();
     (pools, maps)
 }
 
@@ -680,10 +709,11 @@ mod tests {
 
         let merged = merge(vec![
             snapshot(vec![a_app, a_report]),
-            snapshot(vec![b_report, b_twin, b_app]),
+            snapshot(vec![b_report, b_app, b_twin]),
         ]);
+        // In the order of the loop that lists the most pools.
         let names: Vec<&str> = merged.pools.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["app", "report", "app/found_rows"]);
+        assert_eq!(names, ["report", "app", "app/found_rows"]);
 
         let app = pool_named(&merged, "app");
         assert_eq!(app.configured_connections, 10);

@@ -331,6 +331,29 @@ impl super::Engine {
         self.bufs.release(&mut c.wbuf);
     }
 
+    /// Client `key`, between commands, is in a pool this loop no longer
+    /// serves (a reload changed which loops serve it): moved to one that
+    /// does, with what it sent. True when it went.
+    pub(super) fn loop_lost_pool(&mut self, key: usize) -> bool {
+        if self.share.count <= 1 {
+            return false;
+        }
+        let Some(c) = self.clients.get(key) else {
+            return false;
+        };
+        let p = &self.pools[c.pool];
+        // A COM_CHANGE_USER picks its loop by the user it changes to.
+        let change_user =
+            c.rbuf.as_slice().get(4) == Some(&crate::protocol::consts::COM_CHANGE_USER);
+        if p.relay || p.user.connections > 0 || c.rbuf.is_empty() || change_user {
+            return false;
+        }
+        let Some(to) = self.login_elsewhere(&c.user) else {
+            return false;
+        };
+        self.move_between_commands(key, to)
+    }
+
     /// Move client `key`, whose current command (still unread in its input)
     /// is a `COM_CHANGE_USER` to a user served by loop `to`, there: it is
     /// adopted with its image, as a newer funnel would adopt it, and reads

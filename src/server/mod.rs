@@ -551,7 +551,7 @@ impl Engine {
         // Each loop says its own part (`threads`): the admin side has the sum.
         let part = if self.share.count > 1 {
             format!(
-                " (event loop {} of {})",
+                ", event loop {} of {}",
                 self.share.index + 1,
                 self.share.count
             )
@@ -559,7 +559,7 @@ impl Engine {
             String::new()
         };
         info!(
-            "stats{part}: {} clients ({queued} queued, {running} running, {pinned} pinned), backlog {backlog}, {:.0} queries/s, end to end p50 {:.2} ms p99 {:.2} ms over the last {} s",
+            "stats: {} clients ({queued} queued, {running} running, {pinned} pinned), backlog {backlog}, {:.0} queries/s, end to end p50 {:.2} ms p99 {:.2} ms over the last {} s{part}",
             self.clients.len(),
             requests as f64 / elapsed.as_secs_f64().max(0.001),
             ms(e2e.quantile(0.5)),

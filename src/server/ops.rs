@@ -326,8 +326,11 @@ impl Engine {
         self.config.listen = keep_listen;
         self.config.unix_socket = keep_socket;
         self.config.backend.address = keep_backend;
-        // More clients or backends may now need more descriptors.
-        crate::process::check_fd_limit(&self.config);
+        // More clients or backends may now need more descriptors (the
+        // process's: the first loop checks, with the whole configuration).
+        if self.share.index == 0 {
+            crate::process::check_fd_limit(&self.full_config);
+        }
         for p in 0..self.pools.len() {
             self.shrink_pool(p);
             self.maintain_pool(p);

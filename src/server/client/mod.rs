@@ -880,6 +880,14 @@ impl Engine {
                         }
                         continue;
                     }
+                    if self.loop_lost_pool(key) {
+                        // A reload gave its pool to other loops: it goes
+                        // to one with its next command (`loops.rs`).
+                        return;
+                    }
+                    let Some(c) = self.clients.get_mut(key) else {
+                        return;
+                    };
                     let span = match scan_message(c.rbuf.as_slice(), self.config.max_allowed_packet)
                     {
                         Ok(Some(span)) => span,
