@@ -429,3 +429,89 @@ fn kill_query_never_stops_another_clients_pipelined_read() {
     assert!(slow.as_ref().is_err_and(|e| e.contains("1317")), "{slow:?}");
     assert!(t0.elapsed() < Duration::from_secs(3));
 }
+
+/// Backend connections of the pools in `state` (`idle`, `busy`, `pinned`,
+/// ...), from the stats port.
+fn backends_in(stats_port: u16, state: &str) -> u64 {
+    let r = common::stats::request(stats_port, "GET", "/metrics");
+    let label = format!("state=\"{state}\"");
+    r.body
+        .lines()
+        .filter(|l| l.starts_with("funnel_pool_backends{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// The stall `tests/isolation.rs` met with pipelining on: a read that
+/// fails behind a slow one keeps its connection for its error (a pin) as
+/// its answer ends, while the connection a client with a temporary table
+/// left is idle beyond `connections`. The command that waited for the
+/// slow read must run then, not wait out its queue timeout.
+#[test]
+fn a_command_waiting_behind_a_pipelined_read_runs_when_that_read_pins() {
+    fixture();
+    let db = common::mariadb();
+    let stats_port = common::free_port();
+    let funnel = FunnelConfig::user_a()
+        .backend("pipeline_depth = 4")
+        .pool("connections = 1\nmax_pinned_backends = 64\nqueue_timeout_ms = 6000")
+        .stats(stats_port)
+        .rust_log(&std::env::var("PIPE_LOG").unwrap_or("warn".into()))
+        .start();
+    let mut holder = funnel.conn(USER_A, PASS_A);
+    let mut slow_client = funnel.conn(USER_A, PASS_A);
+    let mut failing = funnel.conn(USER_A, PASS_A);
+    let mut waiting = funnel.conn(USER_A, PASS_A);
+    // The holder keeps the connection; the pool opens another.
+    holder
+        .query_drop("CREATE TEMPORARY TABLE funnel_test.pipe_held (x INT)")
+        .unwrap();
+    let slow = thread::spawn(move || {
+        slow_client
+            .query_first::<u64, _>(PIN_SLOW_READ)
+            .map_err(|e| e.to_string())
+    });
+    assert!(
+        common::wait_until(Duration::from_secs(10), || !db
+            .threads_of(USER_A, Some("SELECT COUNT(*) FROM funnel_test.seq_1"))
+            .is_empty()),
+        "the slow read does not run"
+    );
+    let before = pipelined(stats_port);
+    let failed = thread::spawn(move || {
+        let r = answer(&mut failing, "SELECT * FROM funnel_test.pipe_missing_0");
+        (failing, r)
+    });
+    assert!(
+        common::wait_until(Duration::from_secs(5), || pipelined(stats_port) > before),
+        "the failing read was not pipelined behind the slow one"
+    );
+    // The holder leaves: its connection, reset, stays open (idle) for the
+    // next pin, beyond `connections`.
+    drop(holder);
+    assert!(
+        common::wait_until(Duration::from_secs(5), || backends_in(stats_port, "idle")
+            == 1),
+        "the holder's connection did not come back idle"
+    );
+    // Waits for the slow read (one connection serves commands at once).
+    let t0 = Instant::now();
+    let got = waiting
+        .query_first::<String, _>("SELECT 'waited'")
+        .map_err(|e| e.to_string());
+    let waited = t0.elapsed();
+    let slow = slow.join().unwrap();
+    let (_failing, failed) = failed.join().unwrap();
+    eprintln!("[pipeline] slow read {slow:?}, failing read {failed:?}, waiting read {got:?} after {waited:?}");
+    assert_eq!(slow, Ok(Some(PIN_SLOW_COUNT)));
+    assert_eq!(failed, Err("ERR 1146".into()));
+    assert_eq!(
+        got,
+        Ok(Some("waited".into())),
+        "the waiting read did not run when the failing read's pin left room"
+    );
+}
+
+/// A plain read of about a second (pipelinable).
+const PIN_SLOW_READ: &str = "SELECT COUNT(*) FROM funnel_test.seq_1_to_30000000 WHERE seq % 7 = 3";
+const PIN_SLOW_COUNT: u64 = 4285714;

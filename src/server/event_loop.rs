@@ -296,9 +296,12 @@ impl EventLoop {
         }
     }
 
-    /// Whether every other loop has ended.
+    /// Whether every other loop has ended and all they sent this one
+    /// (clients for the newer funnel) has been taken: once they are all
+    /// finished nothing more comes, so an empty inbox is the last word.
     fn workers_ended(&self) -> bool {
         self.workers.iter().all(|(_, t)| t.is_finished())
+            && self.inbox.as_ref().is_none_or(|inbox| inbox.is_empty())
     }
 
     /// At a shutdown, the first loop tells the others what it learnt of

@@ -145,6 +145,8 @@ pub struct Engine {
     started: Instant,
     /// READY=1 announced (`Action::Notify`).
     notified_ready: bool,
+    /// "shutdown complete" logged.
+    shutdown_said: bool,
     /// Handing clients to a newer funnel process, or adopting them.
     handoff: handoff::Handoff,
     /// The servers' checkers are to be (re)started (`take_health_targets`).
@@ -217,6 +219,7 @@ impl Engine {
             control: None,
             started: now,
             notified_ready: false,
+            shutdown_said: false,
             handoff: handoff::Handoff::default(),
             health_targets_stale: true,
             turns: 0,
@@ -306,6 +309,7 @@ impl Engine {
         self.stats.tick(self.now);
         self.fire_timers();
         self.expire_backlogs();
+        self.dispatch_waiting();
         self.release_stranded_waiters();
         let every = self.config.stats_log_interval;
         if !every.is_zero() && self.now.saturating_duration_since(self.last_stats_log) >= every {
@@ -321,8 +325,12 @@ impl Engine {
         // Includes closing the statements let go of meanwhile.
         self.run_deferred();
         if self.shutdown_complete() {
-            self.log_limit.take_all(log_limit::log_suppressed);
-            info!("shutdown complete");
+            if !self.shutdown_said {
+                // (The first loop turns on until the others are done.)
+                self.shutdown_said = true;
+                self.log_limit.take_all(log_limit::log_suppressed);
+                info!("shutdown complete");
+            }
             return true;
         }
         false
@@ -566,6 +574,21 @@ impl Engine {
             ms(e2e.quantile(0.99)),
             elapsed.as_secs()
         );
+    }
+
+    /// Once a pass: a pool whose backlog waits while one of its
+    /// connections is idle (or, pipelining, busy) dispatches. Every way
+    /// room appears should dispatch at once; one that does not (a shared
+    /// connection pinned at the end of an answer did not) costs a pass,
+    /// not a queue timeout.
+    fn dispatch_waiting(&mut self) {
+        let pipelining = self.config.backend.pipeline_depth > 1;
+        for p in 0..self.pools.len() {
+            let pool = &self.pools[p];
+            if pool.backlog_len() > 0 && (pipelining || !pool.idle().is_empty()) {
+                self.dispatch(p);
+            }
+        }
     }
 
     fn expire_backlogs(&mut self) {

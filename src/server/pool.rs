@@ -268,6 +268,11 @@ impl Pool {
         self.backlog.len()
     }
 
+    /// The requests waiting, oldest first.
+    pub fn waiting(&self) -> impl Iterator<Item = &Request> {
+        self.backlog.iter()
+    }
+
     /// The client has a request in the backlog.
     pub fn is_waiting(&self, client: ClientRef) -> bool {
         self.backlog.iter().any(|r| r.client == client)

@@ -6,7 +6,7 @@ use super::*;
 
 /// Requests of a pool of several servers looked past when the oldest
 /// cannot run on any idle connection (bounded: dispatch stays cheap).
-const DISPATCH_SCAN: usize = 16;
+pub(in crate::server) const DISPATCH_SCAN: usize = 16;
 /// A backend's rank (`Pool::pick_idle`), highest first: the server first
 /// (the most lightly loaded per weight, then the one furthest behind in the
 /// weighted turns, so that servers equally loaded share the commands by
@@ -136,54 +136,11 @@ impl Engine {
             if c.serial != req.client.serial || !c.is_queued() {
                 continue;
             }
-            let fingerprint = c.session.fingerprint();
-            let schema = c.session.schema.as_deref();
-            let backends = &self.backends;
-            let servers = &self.servers;
-            let overwrites = command_overwrites(c);
-            let route = self.route(c, &self.pools[pool]);
-            let turns = self.turns;
-            let several = self.pools[pool].servers.len() > 1;
             // Servers whose max_concurrency (or other users' turns) kept
             // this command off an idle connection.
             let mut held_by: Vec<usize> = Vec::new();
-            let picked = self.pools[pool].pick_idle(|b| {
-                let b = backends.get(b)?;
-                let server = &servers[b.server];
-                if !route.allows(server) {
-                    return None;
-                }
-                if !server.admission.admits(pool) {
-                    if !held_by.contains(&b.server) {
-                        held_by.push(b.server);
-                    }
-                    return None;
-                }
-                let score = session_score(&b.session, fingerprint, schema);
-                let score = match &overwrites {
-                    // A plain SET that overwrites all the backend has
-                    // otherwise needs no replay there either; such a
-                    // backend comes before the same session, which
-                    // stays for commands that need it as it is (the SET
-                    // makes its backend's session something else).
-                    Some(o)
-                        if b.session.fingerprint() != fingerprint
-                            && c.session.equal_except(&b.session, o) =>
-                    {
-                        2 * (score + 2) + 1
-                    }
-                    _ => 2 * score,
-                };
-                let score = u64::from(score).min(SCORE_MAX);
-                if !several {
-                    return Some((b.slot, score));
-                }
-                let lightness = LOAD_MAX - server.load().min(LOAD_MAX);
-                // In units of a weight-1000 server's turn.
-                let ahead = server.pass.saturating_sub(turns) / 1000;
-                let waited = BEHIND_MAX - ahead.min(BEHIND_MAX);
-                Some((b.slot, (lightness << 25) | (waited << 8) | score))
-            });
+            let picked = self.pick_idle_for(pool, c, &mut held_by);
+            let several = self.pools[pool].servers.len() > 1;
             if picked.is_none() {
                 for server in held_by {
                     self.wait_turn(server, pool);
@@ -215,6 +172,62 @@ impl Engine {
         if self.config.backend.pipeline_depth > 1 {
             self.dispatch_pipelined(pool);
         }
+    }
+
+    /// The idle backend of `pool` the client's queued command would run on
+    /// now, if any; servers whose max_concurrency (or other users' turns)
+    /// kept it off an idle connection are added to `held_by`.
+    pub(in crate::server) fn pick_idle_for(
+        &self,
+        pool: usize,
+        c: &crate::server::client::Client,
+        held_by: &mut Vec<usize>,
+    ) -> Option<usize> {
+        let fingerprint = c.session.fingerprint();
+        let schema = c.session.schema.as_deref();
+        let backends = &self.backends;
+        let servers = &self.servers;
+        let overwrites = command_overwrites(c);
+        let route = self.route(c, &self.pools[pool]);
+        let turns = self.turns;
+        let several = self.pools[pool].servers.len() > 1;
+        self.pools[pool].pick_idle(|b| {
+            let b = backends.get(b)?;
+            let server = &servers[b.server];
+            if !route.allows(server) {
+                return None;
+            }
+            if !server.admission.admits(pool) {
+                if !held_by.contains(&b.server) {
+                    held_by.push(b.server);
+                }
+                return None;
+            }
+            let score = session_score(&b.session, fingerprint, schema);
+            let score = match &overwrites {
+                // A plain SET that overwrites all the backend has
+                // otherwise needs no replay there either; such a
+                // backend comes before the same session, which
+                // stays for commands that need it as it is (the SET
+                // makes its backend's session something else).
+                Some(o)
+                    if b.session.fingerprint() != fingerprint
+                        && c.session.equal_except(&b.session, o) =>
+                {
+                    2 * (score + 2) + 1
+                }
+                _ => 2 * score,
+            };
+            let score = u64::from(score).min(SCORE_MAX);
+            if !several {
+                return Some((b.slot, score));
+            }
+            let lightness = LOAD_MAX - server.load().min(LOAD_MAX);
+            // In units of a weight-1000 server's turn.
+            let ahead = server.pass.saturating_sub(turns) / 1000;
+            let waited = BEHIND_MAX - ahead.min(BEHIND_MAX);
+            Some((b.slot, (lightness << 25) | (waited << 8) | score))
+        })
     }
 
     /// A command of `pool` could run on `server` but for its
@@ -730,7 +743,8 @@ impl Engine {
         match (client, pins_now) {
             (Some(cr), Some(pins)) if !pins.is_empty() => {
                 // The client keeps this backend.
-                if !b.pinned {
+                let newly_pinned = !b.pinned;
+                if newly_pinned {
                     let p = &mut self.pools[pool];
                     if p.pinned >= p.pin_limit() && pins == PinSet::only(PinCause::Diagnostics) {
                         // Warnings are worth a pin only while one is free;
@@ -778,6 +792,13 @@ impl Engine {
                 self.write_stmt_closes_now(key);
                 self.client_ready(cr.key);
                 self.maintain_pool(pool);
+                if newly_pinned {
+                    // A shared connection that served a command is the
+                    // client's now: a command waiting for room under
+                    // `connections` (`Pool::pick_idle`) may run on an idle
+                    // one.
+                    self.dispatch(pool);
+                }
             }
             (Some(cr), Some(_)) => {
                 // Nothing holds the client to this backend any more.

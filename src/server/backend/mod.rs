@@ -12,6 +12,8 @@ mod login;
 mod pipeline;
 mod stmts;
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(in crate::server) use dispatch::DISPATCH_SCAN;
 pub use pipeline::Pipelined;
 
 use std::collections::BTreeMap;

@@ -126,26 +126,7 @@ impl Engine {
                 self.pools[pool].push_front(req);
                 return;
             }
-            let fingerprint = c.session.fingerprint();
-            let multi = c.multi_statements;
-            let route = self.route(c, &self.pools[pool]);
-            let servers = &self.servers;
-            let best = self
-                .backends
-                .iter()
-                .filter(|(_, b)| {
-                    b.pool == pool
-                        && route.allows(&servers[b.server])
-                        && !servers[b.server].admission.others_wait(pool)
-                        // As for an idle connection: none on a server out of
-                        // rotation or taken out of the pool.
-                        && servers[b.server].in_rotation()
-                        && !self.pools[pool].servers.get(b.slot).is_none_or(|s| s.removed)
-                        && self.takes_pipelined(b, fingerprint, multi)
-                })
-                .min_by_key(|(_, b)| b.pipeline.len())
-                .map(|(k, _)| k);
-            let Some(key) = best else {
+            let Some(key) = self.pipeline_target(pool, c) else {
                 self.pools[pool].push_front(req);
                 return;
             };
@@ -157,6 +138,33 @@ impl Engine {
             self.stats_queue_wait(pool, waited);
             self.append_pipelined(key, req.client);
         }
+    }
+
+    /// The busy backend of `pool` the client's stateless command would be
+    /// sent behind now, if any: the one with the fewest in flight.
+    pub(in crate::server) fn pipeline_target(
+        &self,
+        pool: usize,
+        c: &crate::server::client::Client,
+    ) -> Option<usize> {
+        let fingerprint = c.session.fingerprint();
+        let multi = c.multi_statements;
+        let route = self.route(c, &self.pools[pool]);
+        let servers = &self.servers;
+        self.backends
+            .iter()
+            .filter(|(_, b)| {
+                b.pool == pool
+                    && route.allows(&servers[b.server])
+                    && !servers[b.server].admission.others_wait(pool)
+                    // As for an idle connection: none on a server out of
+                    // rotation or taken out of the pool.
+                    && servers[b.server].in_rotation()
+                    && !self.pools[pool].servers.get(b.slot).is_none_or(|s| s.removed)
+                    && self.takes_pipelined(b, fingerprint, multi)
+            })
+            .min_by_key(|(_, b)| b.pipeline.len())
+            .map(|(k, _)| k)
     }
 
     /// Copy the client's command behind those in flight on the backend.

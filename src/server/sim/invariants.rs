@@ -3,7 +3,7 @@
 //! backend that knows it, every backend is accounted for in its pool, no
 //! idle backend is lost, and buffers stay within their configured bounds.
 
-use super::super::backend::BackendState;
+use super::super::backend::{BackendState, DISPATCH_SCAN};
 use super::super::client::ClientState;
 use super::super::event_loop::READ_CAP_PER_EVENT;
 use super::super::pool::ClientRef;
@@ -19,6 +19,7 @@ impl Engine {
         self.check_clients()?;
         self.check_backends()?;
         self.check_pools()?;
+        self.check_dispatched()?;
         self.check_tallies()
     }
 
@@ -370,6 +371,52 @@ impl Engine {
             idle.dedup();
             if idle.len() != pool.idle().len() {
                 return Err(format!("pool {p} lists a backend twice as idle"));
+            }
+        }
+        Ok(())
+    }
+
+    /// No command waits in a backlog while a backend could take it now:
+    /// every way a backend comes free, or room appears, dispatches (as
+    /// `dispatch` would: an idle connection for any of the commands it
+    /// looks at, else a busy one for the oldest, if stateless).
+    fn check_dispatched(&self) -> Result<(), String> {
+        if self.paused {
+            return Ok(());
+        }
+        for (p, pool) in self.pools.iter().enumerate() {
+            if pool.paused {
+                continue;
+            }
+            let queued = pool.waiting().filter_map(|req| {
+                let c = self.clients.get(req.client.key)?;
+                (c.serial == req.client.serial && c.is_queued()).then_some((req.client.key, c))
+            });
+            // With several servers, dispatch looks past commands none of
+            // their servers can take now.
+            let looked_at = if pool.servers.len() > 1 {
+                DISPATCH_SCAN + 1
+            } else {
+                1
+            };
+            for (i, (key, c)) in queued.take(looked_at).enumerate() {
+                if let Some(b) = self.pick_idle_for(p, c, &mut Vec::new()) {
+                    return Err(format!(
+                        "client {key} waits in pool {p}'s backlog while idle backend {b} could run its command"
+                    ));
+                }
+                let pipelined = (i == 0
+                    && self.config.backend.pipeline_depth > 1
+                    && pool.idle().is_empty()
+                    && matches!(c.state, ClientState::Queued)
+                    && self.stateless_command(key, c))
+                .then(|| self.pipeline_target(p, c))
+                .flatten();
+                if let Some(b) = pipelined {
+                    return Err(format!(
+                        "client {key}'s stateless command waits in pool {p}'s backlog while backend {b} could take it pipelined"
+                    ));
+                }
             }
         }
         Ok(())

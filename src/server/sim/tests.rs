@@ -763,6 +763,9 @@ fn fuzz_seeds() -> Vec<Vec<u8>> {
     }
     // Pipelined reads, warnings and errors among them, a client leaving.
     seeds.push(pipelined_reads());
+    // A pin taken at the end of a pipelined read leaves room under
+    // `connections` while a command waits.
+    seeds.push(a_pin_leaves_room_while_a_command_waits());
     // mysqld refuses a reconnect, or leaves it pending (then goes down,
     // or comes back, or never answers), while a client waits.
     for (fate, then) in [(0xf0, 17), (0xf1, 13), (0xf1, 17), (0xf1, 5)] {
@@ -1363,4 +1366,38 @@ fn pipelined_reads_get_their_own_answers() {
         assert!(frames_name(&c.frames, c.tag), "client {i}: {:?}", c.frames);
     }
     sim.finish().unwrap();
+}
+
+/// The stall `tests/isolation.rs` met with `pipeline_depth = 4` (a fresh
+/// client's read waited out its queue timeout after two clients with
+/// temporary tables had left): a pinned client leaves, its reset backend
+/// stays open beyond `connections` for the next pin; a read that fails
+/// behind a slow one on the other backend pins that backend for its
+/// diagnostics. The room the pin leaves under `connections` must go to
+/// the command waiting meanwhile (`check_dispatched` says so after every
+/// turn), not wait for some other event.
+fn a_pin_leaves_room_while_a_command_waits() -> Vec<u8> {
+    case(&[
+        // One connection, one pin to spare, pipeline_depth = 3, one server.
+        &reload(45),
+        &turns(16),
+        &login(0, LOGIN_APP),
+        &login(1, LOGIN_APP),
+        &login(2, LOGIN_APP),
+        &login(3, LOGIN_APP),
+        &turns(16),
+        // Client 0's transaction pins the backend; another one opens.
+        &canned(0, 3),
+        &turns(16),
+        // Client 1's slow read runs there, client 2's failing read is
+        // pipelined behind it (no connection is idle).
+        &canned(1, SLOW_READ),
+        &canned(2, MISSING_TABLE),
+        // Client 0 leaves: its backend, rolled back, stays as an extra.
+        &close(0),
+        // Client 3's read waits: one backend serves commands already.
+        &canned(3, 0),
+        &turns(15),
+        &turns(15),
+    ])
 }
