@@ -366,31 +366,45 @@ impl EventLoop {
     /// A client another loop moved here in its login.
     fn adopt_moved(&mut self, moved: MovedClient) {
         let MovedClient {
-            mut stream,
+            stream,
             tls,
             peer,
             login,
         } = moved;
+        let id = match self.register_client_conn(stream, tls) {
+            Ok(id) => id,
+            Err(e) => {
+                debug!("cannot register a moved client's socket: {e}");
+                self.shared.client_gone();
+                return;
+            }
+        };
+        let (key, serial) = self.engine.adopt_login(ConnId(id), peer, login);
+        if let Some(c) = self.conns.get_mut(id) {
+            c.owner = Owner::Client { key, serial };
+        }
+    }
+
+    /// Register a client's socket (with its TLS session, if any) in this
+    /// loop; its key in `conns`, owned by nobody until the engine says.
+    pub(super) fn register_client_conn(
+        &mut self,
+        mut stream: Stream,
+        tls: Option<Box<TlsConn>>,
+    ) -> stdio::Result<usize> {
         let entry = self.conns.vacant_entry();
         let id = entry.key();
-        if let Err(e) = self.poll.registry().register(
+        self.poll.registry().register(
             &mut stream,
             token(KIND_CONN, id),
             Interest::READABLE | Interest::WRITABLE,
-        ) {
-            debug!("cannot register a moved client's socket: {e}");
-            self.shared.client_gone();
-            return;
-        }
+        )?;
         entry.insert(Conn {
             stream,
             owner: Owner::Nobody,
             tls,
         });
-        let (key, serial) = self.engine.adopt_login(ConnId(id), peer, login);
-        if let Some(c) = self.conns.get_mut(id) {
-            c.owner = Owner::Client { key, serial };
-        }
+        Ok(id)
     }
 
     /// Send a client in its login to loop `to` (`Action::MoveClient`).
@@ -616,8 +630,10 @@ impl EventLoop {
                 KIND_LISTENER => self.accept(key),
                 KIND_HANDOFF => self.handoff_event(key),
                 _ if event.token() == WAKER_TOKEN => {
-                    self.drain_inbox();
+                    // Requests first: a shutdown before the first loop's
+                    // word on a successor, which it sent after.
                     self.engine.handle_control();
+                    self.drain_inbox();
                 }
                 _ => self.handle_signals(),
             }
@@ -931,23 +947,15 @@ impl EventLoop {
         self.new_client(stream);
     }
 
-    fn new_client(&mut self, mut stream: Stream) {
+    fn new_client(&mut self, stream: Stream) {
         let peer = stream.peer();
-        let entry = self.conns.vacant_entry();
-        let id = entry.key();
-        if let Err(e) = self.poll.registry().register(
-            &mut stream,
-            token(KIND_CONN, id),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            debug!("cannot register client socket: {e}");
-            return;
-        }
-        entry.insert(Conn {
-            stream,
-            owner: Owner::Nobody,
-            tls: None,
-        });
+        let id = match self.register_client_conn(stream, None) {
+            Ok(id) => id,
+            Err(e) => {
+                debug!("cannot register client socket: {e}");
+                return;
+            }
+        };
         if let Some((key, serial)) = self.engine.accept_client(ConnId(id), peer) {
             self.conns[id].owner = Owner::Client { key, serial };
         }

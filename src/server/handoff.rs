@@ -49,6 +49,8 @@ pub(crate) const MAX_IMAGE_BYTES: usize = 128 << 20;
 #[derive(Debug, Default)]
 pub(crate) struct Handoff {
     pub successor: Successor,
+    /// The first loop's word on the successor has come (`loops.rs`).
+    pub successor_told: bool,
     /// Clients handed over to a successor, and adopted from a predecessor.
     pub handed_off: u64,
     pub adopted: u64,
@@ -495,6 +497,7 @@ impl Engine {
     /// Take the first loop's word on the successor.
     pub(crate) fn set_successor(&mut self, successor: Successor) {
         self.handoff.successor = successor;
+        self.handoff.successor_told = true;
     }
 
     /// The successor answered: clients are handed over between commands.

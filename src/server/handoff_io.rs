@@ -46,7 +46,7 @@ use mio::Interest;
 use slab::Slab;
 
 use super::action::ConnId;
-use super::event_loop::{token, Conn, EventLoop, Listener, Owner, KIND_HANDOFF};
+use super::event_loop::{token, EventLoop, Listener, Owner, KIND_HANDOFF};
 use super::handoff::{Reader, WireError, Writer, IMAGE_VERSION, MAX_IMAGE_BYTES};
 use super::io::Stream;
 use crate::config::HandoffSocket;
@@ -1210,28 +1210,20 @@ impl EventLoop {
     /// by another loop (`pid` 0), with its TLS session if it has one.
     pub(crate) fn adopt_stream(
         &mut self,
-        mut stream: Stream,
+        stream: Stream,
         tls: Option<Box<super::tls_io::TlsConn>>,
         image: &[u8],
         pid: u32,
     ) {
         let has_tls = tls.is_some();
         let peer = stream.peer();
-        let entry = self.conns.vacant_entry();
-        let id = entry.key();
-        if let Err(e) = self.poll.registry().register(
-            &mut stream,
-            token(super::event_loop::KIND_CONN, id),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            warn!("a client from funnel pid {pid}: cannot register its socket: {e}");
-            return;
-        }
-        entry.insert(Conn {
-            stream,
-            owner: Owner::Nobody,
-            tls,
-        });
+        let id = match self.register_client_conn(stream, tls) {
+            Ok(id) => id,
+            Err(e) => {
+                warn!("a client from funnel pid {pid}: cannot register its socket: {e}");
+                return;
+            }
+        };
         match self.engine.adopt_client(ConnId(id), peer, image) {
             Ok((key, serial)) => {
                 self.conns[id].owner = Owner::Client { key, serial };

@@ -643,7 +643,7 @@ impl Engine {
             self.config.shutdown_timeout.as_millis()
         );
         self.shutting_down = Some(self.now + self.config.shutdown_timeout);
-        if self.share.index > 0 && self.handoff.successor == handoff::Successor::None {
+        if self.share.index > 0 && !self.handoff.successor_told {
             // Whether there is a newer funnel to hand the clients to is the
             // first loop's to find out (`loops.rs`): idle clients wait for
             // its word, a few seconds at most.
