@@ -69,12 +69,21 @@ fn wait_port(p: &mut Proc, port: u16) {
 }
 
 fn start_fake(dir: &Path) -> (Proc, u16) {
-    let port = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_loadtest"));
-    cmd.arg("--fake-server").arg(format!("127.0.0.1:{port}"));
-    let mut p = spawn(cmd, dir, "fake");
-    wait_port(&mut p, port);
-    (p, port)
+    // A port free a moment ago may be taken by another test's process
+    // meanwhile (the probe then reaches that one): the fake server has
+    // exited on its failed bind by the time we look again; try another.
+    for _ in 0..5 {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_loadtest"));
+        cmd.arg("--fake-server").arg(format!("127.0.0.1:{port}"));
+        let mut p = spawn(cmd, dir, "fake");
+        wait_port(&mut p, port);
+        std::thread::sleep(Duration::from_millis(100));
+        if matches!(p.child.try_wait(), Ok(None)) {
+            return (p, port);
+        }
+    }
+    panic!("the fake server kept losing its port to other processes");
 }
 
 /// The funnel binary of this workspace, built if need be (cargo builds only
