@@ -58,11 +58,6 @@ impl LoopShare {
         let n = self.pool_loop_count(connections);
         (0..n).map(|pos| (first + pos) % self.count).collect()
     }
-
-    /// Whether this loop serves the user's pool.
-    pub fn serves(&self, user: &str, connections: usize) -> bool {
-        self.position(user) < self.pool_loop_count(connections)
-    }
 }
 
 /// The fewest connections of a pool a loop serving it gets (unless the
@@ -204,7 +199,10 @@ mod tests {
                     let loops = LoopShare { index: 0, count }.pool_loops(user, connections);
                     assert_eq!(loops.len(), (connections / 2).clamp(1, count));
                     let serving: Vec<usize> = (0..count)
-                        .filter(|&index| LoopShare { index, count }.serves(user, connections))
+                        .filter(|&index| {
+                            let s = LoopShare { index, count };
+                            s.position(user) < s.pool_loop_count(connections)
+                        })
                         .collect();
                     let mut sorted = loops.clone();
                     sorted.sort_unstable();
@@ -212,7 +210,7 @@ mod tests {
                     let total: usize = (0..count)
                         .map(|index| {
                             let s = LoopShare { index, count };
-                            if s.serves(user, connections) {
+                            if s.position(user) < s.pool_loop_count(connections) {
                                 let share = exact_share(connections, s.position(user), loops.len());
                                 assert!(share >= 2.min(connections));
                                 share

@@ -280,26 +280,27 @@ impl super::Engine {
         if self.share.count <= 1 {
             return None;
         }
-        let u = self.full_config.users.iter().find(|u| u.name == user)?;
-        if self.share.serves(&u.name, u.connections) {
+        let loops = self.pool_loops_of(user)?;
+        if loops.contains(&self.share.index) {
             return None;
         }
-        self.shared
-            .pick(&self.share.pool_loops(&u.name, u.connections))
+        self.shared.pick(&loops)
     }
 
     /// The loop a client handed over by a predecessor (its `image`) is to
     /// be adopted by: one that serves its user's pool, in turn.
     pub(crate) fn adoption_loop(&self, image: &[u8]) -> usize {
-        let user = super::handoff::ClientImage::decode(image)
+        let loops = super::handoff::ClientImage::decode(image)
             .ok()
-            .map(|i| i.user);
-        let loops =
-            match user.and_then(|name| self.full_config.users.iter().find(|u| u.name == name)) {
-                Some(u) => self.share.pool_loops(&u.name, u.connections),
-                None => Vec::new(),
-            };
+            .and_then(|i| self.pool_loops_of(&i.user))
+            .unwrap_or_default();
         self.shared.pick(&loops).unwrap_or(self.share.index)
+    }
+
+    /// The loops that serve a configured user's pool (None: not one).
+    fn pool_loops_of(&self, user: &str) -> Option<Vec<usize>> {
+        let u = self.full_config.users.iter().find(|u| u.name == user)?;
+        Some(self.share.pool_loops(&u.name, u.connections))
     }
 
     /// Move client `key`, whose handshake response `payload` (sequence id
@@ -545,7 +546,7 @@ impl super::Engine {
                 query_only,
                 user,
                 kill_any,
-            } => LoopAnswer::Kill(self.kill_for_loop(id, query_only, &user, kill_any)),
+            } => LoopAnswer::Kill(self.kill_here(id, query_only, &user, kill_any)),
             LoopAsk::Processlist { user, process } => {
                 LoopAnswer::Rows(self.processlist_for_loop(&user, process))
             }
@@ -558,37 +559,6 @@ impl super::Engine {
                 answer,
             }),
         });
-    }
-
-    /// A `KILL` from a client of another loop, of connection `id` if this
-    /// loop has it (as `kill` decides for its own clients).
-    fn kill_for_loop(
-        &mut self,
-        id: u32,
-        query_only: bool,
-        user: &str,
-        kill_any: bool,
-    ) -> KillOutcome {
-        let Some(target) = self
-            .client_ids
-            .get(&id)
-            .copied()
-            .filter(|&t| self.clients.get(t).is_some_and(|c| c.logged_in()))
-        else {
-            return KillOutcome::NotHere;
-        };
-        if self.clients[target].user != user && !kill_any {
-            return KillOutcome::Denied;
-        }
-        if query_only && self.clients[target].is_running() && self.relayed_backend(target).is_some()
-        {
-            return KillOutcome::Relayed;
-        }
-        self.interrupt_client(target);
-        if !query_only {
-            self.close_client(target, "killed");
-        }
-        KillOutcome::Done
     }
 
     /// An answer from another loop for client `key`; once all have come,

@@ -513,63 +513,82 @@ impl Engine {
         rest: &[u8],
     ) -> bool {
         let id = u32::try_from(kill.id).ok();
-        let target = id
-            .and_then(|id| self.client_ids.get(&id).copied())
-            .filter(|&t| self.clients.get(t).is_some_and(|c| c.logged_in()));
-        let Some(target) = target else {
-            if let Some(id) = id.filter(|_| self.share.count > 1) {
-                // Maybe another loop's client (`loops.rs`): the answer
-                // waits for theirs.
-                let ask = crate::server::loops::LoopAsk::Kill {
-                    id,
-                    query_only: kill.query_only,
-                    user: self.clients[key].user.clone(),
-                    kill_any: self.privileges_of(key).kill_any,
-                };
-                let then = crate::server::loops::AfterLoops::Kill {
-                    id: kill.id,
+        if id == Some(self.clients[key].id) {
+            if kill.query_only {
+                // The statement being killed is the KILL itself, as on mysqld.
+                self.client_error(
+                    key,
                     seq,
-                    more,
-                    rest: rest.to_vec(),
-                };
-                self.ask_loops(key, ask, then);
-                return false;
+                    ER_QUERY_INTERRUPTED,
+                    "Query execution was interrupted",
+                );
+            } else {
+                // mysqld answers a self-kill with an error and closes.
+                self.interrupt_client(key);
+                self.clients[key].seq_offset = seq.wrapping_sub(1);
+                self.close_client_with_error(key, (1927, "70100"), "Connection was killed");
             }
+            return false;
+        }
+        let Some(id) = id else {
             return self.answer_kill(key, kill.id, KillOutcome::NotHere, seq, more);
+        };
+        let user = self.clients[key].user.clone();
+        let kill_any = self.privileges_of(key).kill_any;
+        let outcome = self.kill_here(id, kill.query_only, &user, kill_any);
+        if outcome == KillOutcome::NotHere && self.share.count > 1 {
+            // Maybe another loop's client (`loops.rs`): the answer waits
+            // for theirs.
+            let ask = crate::server::loops::LoopAsk::Kill {
+                id,
+                query_only: kill.query_only,
+                user,
+                kill_any,
+            };
+            let then = AfterLoops::Kill {
+                id: kill.id,
+                seq,
+                more,
+                rest: rest.to_vec(),
+            };
+            self.ask_loops(key, ask, then);
+            return false;
+        }
+        self.answer_kill(key, kill.id, outcome, seq, more)
+    }
+
+    /// `KILL [QUERY] id` of another client of this loop, by a client of
+    /// `user` (`kill_any`: SUPER or CONNECTION ADMIN), from this loop or
+    /// another: done, or why not.
+    pub(in crate::server) fn kill_here(
+        &mut self,
+        id: u32,
+        query_only: bool,
+        user: &str,
+        kill_any: bool,
+    ) -> KillOutcome {
+        let Some(target) = self
+            .client_ids
+            .get(&id)
+            .copied()
+            .filter(|&t| self.clients.get(t).is_some_and(|c| c.logged_in()))
+        else {
+            return KillOutcome::NotHere;
         };
         // As mysqld decides: its own user's connections, any with SUPER or
         // CONNECTION ADMIN.
-        if self.clients[target].user != self.clients[key].user && !self.privileges_of(key).kill_any
-        {
-            return self.answer_kill(key, kill.id, KillOutcome::Denied, seq, more);
+        if self.clients[target].user != user && !kill_any {
+            return KillOutcome::Denied;
         }
-        if kill.query_only && target == key {
-            // The statement being killed is the KILL itself, as on mysqld.
-            self.client_error(
-                key,
-                seq,
-                ER_QUERY_INTERRUPTED,
-                "Query execution was interrupted",
-            );
-            return false;
-        }
-        if kill.query_only
-            && self.clients[target].is_running()
-            && self.relayed_backend(target).is_some()
+        if query_only && self.clients[target].is_running() && self.relayed_backend(target).is_some()
         {
-            return self.answer_kill(key, kill.id, KillOutcome::Relayed, seq, more);
+            return KillOutcome::Relayed;
         }
         self.interrupt_client(target);
-        if !kill.query_only {
-            if target == key {
-                // mysqld answers a self-kill with an error and closes.
-                self.clients[key].seq_offset = seq.wrapping_sub(1);
-                self.close_client_with_error(key, (1927, "70100"), "Connection was killed");
-                return false;
-            }
+        if !query_only {
             self.close_client(target, "killed");
         }
-        self.answer_kill(key, kill.id, KillOutcome::Done, seq, more)
+        KillOutcome::Done
     }
 
     /// Answer client `key`'s `KILL id` as it went: an OK (true: its query
