@@ -157,18 +157,34 @@ impl Reply for String {
 
 impl<E: Send + 'static> Reply for Result<String, E> {
     /// Done if one loop did it (a `KILL` of a client only one loop has);
-    /// else the first loop's refusal.
+    /// else the first loop's refusal. Loops that all did it may say more
+    /// or less (a reload's notes on a pool only some loops have): their
+    /// notes, `; `-separated, are joined without repeats.
     fn merge(answers: Vec<Self>) -> Option<Self> {
+        let mut done = Vec::new();
         let mut first_err = None;
         for a in answers {
             match a {
-                Ok(done) => return Some(Ok(done)),
+                Ok(words) => done.push(words),
                 Err(e) => {
                     first_err.get_or_insert(Err(e));
                 }
             }
         }
-        first_err
+        if done.is_empty() {
+            return first_err;
+        }
+        // The fullest answer first, then what the others add.
+        done.sort_by_key(|words| std::cmp::Reverse(words.split("; ").count()));
+        let mut notes: Vec<&str> = Vec::new();
+        for words in &done {
+            for note in words.split("; ") {
+                if !notes.contains(&note) {
+                    notes.push(note);
+                }
+            }
+        }
+        Some(Ok(notes.join("; ")))
     }
 }
 
@@ -516,5 +532,32 @@ impl Counters {
         self.buffered_fallbacks += o.buffered_fallbacks;
         self.stmts_closed += o.stmts_closed;
         self.prepare_retries += o.prepare_retries;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reply;
+
+    #[test]
+    fn loops_answers_are_joined_without_repeats() {
+        let answers: Vec<Result<String, String>> = vec![
+            Ok("configuration reloaded: a -> b".into()),
+            Ok("configuration reloaded: a -> b; pool x/found_rows: connections 2 -> 3".into()),
+        ];
+        assert_eq!(
+            Reply::merge(answers),
+            Some(Ok(
+                "configuration reloaded: a -> b; pool x/found_rows: connections 2 -> 3".to_string()
+            ))
+        );
+        let kill: Vec<Result<String, String>> = vec![
+            Err("Unknown thread id: 7".into()),
+            Ok("client 7 killed".into()),
+        ];
+        assert_eq!(Reply::merge(kill), Some(Ok("client 7 killed".to_string())));
+        let none: Vec<Result<String, String>> =
+            vec![Err("no such pool".into()), Err("other".into())];
+        assert_eq!(Reply::merge(none), Some(Err("no such pool".to_string())));
     }
 }
