@@ -176,12 +176,15 @@ impl Engine {
         } else {
             format!("configuration reloaded: {}", notes.join("; "))
         };
-        log_limited!(
-            self,
-            LogEvent::ReloadDone,
-            "{summary} ({trigger}, {})",
-            self.config.source
-        );
+        if self.share.index == 0 {
+            // Said once, by the first loop (the others apply it alike).
+            log_limited!(
+                self,
+                LogEvent::ReloadDone,
+                "{summary} ({trigger}, {})",
+                self.config.source
+            );
+        }
         Ok(summary)
     }
 
