@@ -155,6 +155,7 @@ fn main() {
                     serial: k as u64,
                 },
                 enqueued: now,
+                moved: false,
             });
         }
         while let Some(r) = pool.pop() {

@@ -7,7 +7,8 @@
 //! clients too, with their TLS session); `max_client_connections` holds
 //! across loops; the admin side sees and acts on every loop (SHOW CLIENTS,
 //! SHOW POOLS, KILL CLIENT, PAUSE/RESUME, RELOAD), and SIGTERM stops them
-//! all.
+//! all; a command waiting on a loop whose connections are all busy runs on
+//! another loop's idle one (one first-come first-served order).
 //!
 //! The rest of the suite runs with `threads = 2` too in CI
 //! (`FUNNEL_TEST_FUNNEL`, scripts/test.sh).
@@ -420,5 +421,60 @@ fn a_reload_that_takes_a_pool_from_a_loop_moves_its_clients() {
     for (i, c) in clients.iter_mut().enumerate() {
         let n: u64 = one(c, "SELECT @n");
         assert_eq!(n, i as u64, "client {i} after the reload");
+    }
+}
+
+/// One first-come first-served order across loops (`balance.rs`): a
+/// loop whose connections all run long queries hands its waiting command
+/// to the other loop, whose connections are idle, instead of letting it
+/// wait for the long ones.
+#[test]
+fn a_command_waiting_behind_long_queries_runs_on_the_other_loops_idle_connection() {
+    let (user, pw) = private_account("thr_balance");
+    let admin_port = free_port();
+    let f = FunnelConfig::empty()
+        .user(&user, &pw, &[])
+        .funnel("threads = 2")
+        // Two connections per loop.
+        .pool("connections = 4")
+        .admin(admin_port, "adminpw")
+        .rust_log("warn")
+        .start();
+    assert_eq!(settle_backends(&user, 4), 4, "backend connections");
+    // Accepted in turn: clients 0, 2 and 4 are on one loop, 1 and 3 on the
+    // other (the counter below shows that a move happened).
+    let mut clients: Vec<mysql::Conn> = (0..5).map(|_| f.conn(&user, &pw)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.query_drop(format!("SET @mine = {i}")).unwrap();
+    }
+    let mut waiter = clients.pop().expect("client 4");
+    let _idle_loop_clients = (clients.remove(1), clients.remove(2));
+    let sleepers: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            std::thread::spawn(move || {
+                let slept: i64 = one(&mut c, "SELECT SLEEP(4)");
+                assert_eq!(slept, 0);
+            })
+        })
+        .collect();
+    // Both of that loop's connections are taken by the sleeps.
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let (mine, one_more): (u64, u64) = waiter.query_first("SELECT @mine, 1 + 1").unwrap().unwrap();
+    let waited = started.elapsed();
+    assert_eq!((mine, one_more), (4, 2), "the moved client's session");
+    assert!(
+        waited < Duration::from_millis(2500),
+        "the command waited {waited:?} for its own loop's connections (the sleeps end after about 3.5 s) while the other loop's were idle"
+    );
+    let mut admin = admin_console(admin_port, "admin", "adminpw");
+    let moved = common::admin::pool_counter(&mut admin, "SHOW STATS", &user, "rebalanced");
+    assert!(moved >= 1, "SHOW STATS counts no rebalanced command");
+    // It stays on its new loop, its session with it.
+    let again: u64 = one(&mut waiter, "SELECT @mine");
+    assert_eq!(again, 4);
+    for t in sleepers {
+        t.join().expect("sleeper");
     }
 }

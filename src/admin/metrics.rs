@@ -565,6 +565,13 @@ pub fn render(s: &Snapshot) -> String {
     );
     o.per_pool(
         s,
+        "funnel_rebalanced_commands_total",
+        "counter",
+        "Waiting commands handed to another event loop whose oldest waiting command waited clearly less (threads above 1: one first-come first-served order per pool across loops).",
+        |p| p.counters.rebalanced as f64,
+    );
+    o.per_pool(
+        s,
         "funnel_schema_unsets_total",
         "counter",
         "Backend connections brought back to no default schema (COM_CHANGE_USER) for a client without one.",

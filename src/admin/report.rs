@@ -267,7 +267,7 @@ pub fn backlog_max_1m(p: &PoolSnapshot) -> usize {
 }
 
 /// Every counter, by name, in a fixed order.
-pub fn counter_list(c: &Counters) -> [(&'static str, u64); 29] {
+pub fn counter_list(c: &Counters) -> [(&'static str, u64); 30] {
     [
         ("requests", c.requests),
         ("backend_errors", c.backend_errors),
@@ -286,6 +286,7 @@ pub fn counter_list(c: &Counters) -> [(&'static str, u64); 29] {
         ("dirty_backends", c.dirty_backends),
         ("diagnostics_cleared", c.diagnostics_cleared),
         ("pipelined", c.pipelined),
+        ("rebalanced", c.rebalanced),
         ("schema_unsets", c.schema_unsets),
         ("replays", c.replays),
         ("replay_us", c.replay_micros),

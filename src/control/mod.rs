@@ -466,6 +466,10 @@ pub struct Counters {
     /// any of their answer reached the client (never sent to mysqld, or
     /// safe to repeat).
     pub retried: u64,
+    /// Waiting commands handed to another event loop whose oldest waited
+    /// clearly less (`threads`: one first-come first-served order across
+    /// loops). Counted by the loop they left.
+    pub rebalanced: u64,
     pub clients_refused: u64,
     pub auth_failures: u64,
     /// Login attempts held back after failed logins (`auth_failure_*`).
@@ -511,6 +515,7 @@ impl Counters {
         self.dirty_backends += o.dirty_backends;
         self.diagnostics_cleared += o.diagnostics_cleared;
         self.pipelined += o.pipelined;
+        self.rebalanced += o.rebalanced;
         self.schema_unsets += o.schema_unsets;
         self.retried += o.retried;
         self.clients_refused += o.clients_refused;

@@ -72,6 +72,9 @@ pub enum Action {
         conn: ConnId,
         to: usize,
         image: Vec<u8>,
+        /// Its command waited in this loop's backlog since then
+        /// (`balance.rs`).
+        queued_at: Option<std::time::Instant>,
     },
     /// Hand `msg` to loop `to` (`loops.rs`).
     ToLoop {

@@ -356,7 +356,13 @@ impl EventLoop {
                 } => self.engine.loop_answer(key, serial, answer),
                 LoopMsg::Successor(successor) => self.engine.set_successor(successor),
                 LoopMsg::HandOff { stream, image } => self.hand_off_stream(stream, image),
-                LoopMsg::Adopt { stream, tls, image } => self.adopt_stream(stream, tls, &image, 0),
+                LoopMsg::Adopt {
+                    stream,
+                    tls,
+                    image,
+                    queued_at,
+                } => self.adopt_stream(stream, tls, &image, 0, queued_at),
+
                 // The first loop's turn notices (`workers_ended`).
                 LoopMsg::Ended => {}
             }
@@ -718,7 +724,12 @@ impl EventLoop {
             }
             Action::HandOffClient { conn, image } => self.hand_off(conn, image),
             Action::MoveClient { conn, to, login } => self.move_client(conn, to, *login),
-            Action::MoveIdleClient { conn, to, image } => {
+            Action::MoveIdleClient {
+                conn,
+                to,
+                image,
+                queued_at,
+            } => {
                 let Some(mut c) = self.conns.try_remove(conn.0) else {
                     return;
                 };
@@ -727,6 +738,7 @@ impl EventLoop {
                     stream: c.stream,
                     tls: c.tls,
                     image,
+                    queued_at,
                 };
                 // That loop gone (shutting down): the socket closes.
                 let _ = self.shared.send(to, msg);

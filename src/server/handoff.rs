@@ -694,6 +694,7 @@ impl Engine {
         conn: ConnId,
         peer: Peer,
         image: &[u8],
+        queued_at: Option<Instant>,
     ) -> Result<(usize, u64), String> {
         let image = ClientImage::decode(image).map_err(|e| format!("bad client image: {}", e.0))?;
         if image.id == 0 || self.client_ids.contains_key(&image.id) {
@@ -752,7 +753,10 @@ impl Engine {
         self.arm_idle_timer(key);
         // What it sent meanwhile is in its socket (or already here).
         self.actions.push(Action::ReadClient { key, serial });
+        self.queued_elsewhere = queued_at.map(|at| (key, at));
         self.process_client_input(key);
+        // Its command went to the backlog (or was answered here).
+        self.queued_elsewhere = None;
         if let Some(c) = self.clients.get(key) {
             if c.rbuf.is_empty() {
                 self.bufs.release(&mut self.clients[key].rbuf);
@@ -918,7 +922,7 @@ mod tests {
         let mut e = engine();
         let img = image();
         let (key, serial) = e
-            .adopt_client(ConnId(5), Peer::Tcp(None), &img.encode())
+            .adopt_client(ConnId(5), Peer::Tcp(None), &img.encode(), None)
             .unwrap();
         assert!(e.client_is(key, serial));
         let c = &e.clients[key];
@@ -943,7 +947,7 @@ mod tests {
         assert_eq!(e.take_connection_id(), 4243);
         // Its id is taken: a second copy is refused.
         assert!(e
-            .adopt_client(ConnId(6), Peer::Tcp(None), &img.encode())
+            .adopt_client(ConnId(6), Peer::Tcp(None), &img.encode(), None)
             .is_err());
     }
 
@@ -953,11 +957,11 @@ mod tests {
         let mut img = image();
         img.user = "nobody".into();
         let err = e
-            .adopt_client(ConnId(1), Peer::Unix, &img.encode())
+            .adopt_client(ConnId(1), Peer::Unix, &img.encode(), None)
             .unwrap_err();
         assert!(err.contains("not in this funnel's configuration"), "{err}");
         assert!(e
-            .adopt_client(ConnId(1), Peer::Unix, b"\x01garbage")
+            .adopt_client(ConnId(1), Peer::Unix, b"\x01garbage", None)
             .is_err());
         assert!(e.clients.is_empty() && e.client_ids.is_empty());
         assert_eq!(e.prepared_stmts.get(), 0);
@@ -967,7 +971,7 @@ mod tests {
     fn pinned_or_busy_clients_are_not_imaged() {
         let mut e = engine();
         let (key, _) = e
-            .adopt_client(ConnId(1), Peer::Unix, &image().encode())
+            .adopt_client(ConnId(1), Peer::Unix, &image().encode(), None)
             .unwrap();
         assert!(e.client_image(key).is_some());
         e.clients[key]

@@ -1194,16 +1194,17 @@ impl EventLoop {
                 stream,
                 tls: None,
                 image: image.to_vec(),
+                queued_at: None,
             };
             match self.shared.send(to, msg) {
                 Ok(()) => return,
                 Err(super::loops::LoopMsg::Adopt { stream, image, .. }) => {
-                    return self.adopt_stream(stream, None, &image, pid)
+                    return self.adopt_stream(stream, None, &image, pid, None)
                 }
                 Err(_) => return,
             }
         }
-        self.adopt_stream(stream, None, image, pid);
+        self.adopt_stream(stream, None, image, pid, None);
     }
 
     /// Adopt a client handed over by a predecessor (`pid`), or moved here
@@ -1214,6 +1215,7 @@ impl EventLoop {
         tls: Option<Box<super::tls_io::TlsConn>>,
         image: &[u8],
         pid: u32,
+        queued_at: Option<std::time::Instant>,
     ) {
         let has_tls = tls.is_some();
         let peer = stream.peer();
@@ -1224,7 +1226,7 @@ impl EventLoop {
                 return;
             }
         };
-        match self.engine.adopt_client(ConnId(id), peer, image) {
+        match self.engine.adopt_client(ConnId(id), peer, image, queued_at) {
             Ok((key, serial)) => {
                 self.conns[id].owner = Owner::Client { key, serial };
                 if has_tls {

@@ -11,12 +11,14 @@
 //! does not serve (a pool with fewer connections than loops) is moved, in
 //! its login, to a loop that does, with its socket and TLS session.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
+use super::balance::PoolHeads;
 use super::io::{Peer, Stream};
 use super::tls_io::TlsConn;
 
@@ -48,6 +50,11 @@ pub(crate) struct Shared {
     /// Failed logins per client address and per user, all loops' (a
     /// login is rare next to a query: one lock each).
     auth_throttle: std::sync::Mutex<super::auth_throttle::AuthThrottle>,
+    /// Each pool's loops' oldest waiting commands, by user and
+    /// `found_rows` (`balance.rs`): looked up when a loop creates a pool.
+    pool_heads: std::sync::Mutex<HashMap<(String, bool), Arc<PoolHeads>>>,
+    /// What those heads' times count from.
+    epoch: Instant,
 }
 
 impl Default for Shared {
@@ -62,6 +69,8 @@ impl Default for Shared {
             answered: Default::default(),
             handed_off: Default::default(),
             greeting: Default::default(),
+            pool_heads: Default::default(),
+            epoch: Instant::now(),
         }
     }
 }
@@ -99,11 +108,14 @@ pub enum LoopMsg {
     HandOff { stream: Stream, image: Vec<u8> },
     /// A client to adopt as its image says (`handoff.rs`): one a
     /// predecessor handed over to the first loop, or one moved between its
-    /// commands (a `COM_CHANGE_USER` to a user served here), TLS and all.
+    /// commands (a `COM_CHANGE_USER` to a user served here, or a command
+    /// of it taken from the other loop's backlog, queued at `queued_at`:
+    /// `balance.rs`), TLS and all.
     Adopt {
         stream: Stream,
         tls: Option<Box<TlsConn>>,
         image: Vec<u8>,
+        queued_at: Option<Instant>,
     },
     /// To the first loop: a loop has ended.
     Ended,
@@ -218,6 +230,16 @@ impl Shared {
 
     pub(crate) fn mysqld_answered_anywhere(&self) -> bool {
         self.answered.load(Ordering::Relaxed)
+    }
+
+    /// The loops' heads of a pool (by its user and `found_rows`), shared
+    /// by the `loops` loops.
+    pub(crate) fn pool_heads(&self, user: &str, found_rows: bool, loops: usize) -> Arc<PoolHeads> {
+        let mut heads = self.pool_heads.lock().unwrap_or_else(|e| e.into_inner());
+        heads
+            .entry((user.to_string(), found_rows))
+            .or_insert_with(|| Arc::new(PoolHeads::new(self.epoch, loops)))
+            .clone()
     }
 
     /// Set once every loop is up.
@@ -366,23 +388,39 @@ impl super::Engine {
         };
         let current = c.in_flight.take();
         self.drop_warnings_pin(key);
+        if self.move_to_loop(key, to, None) {
+            return true;
+        }
+        if let Some(c) = self.clients.get_mut(key) {
+            c.in_flight = current;
+        }
+        false
+    }
+
+    /// Move client `key`, between its commands (what it sent since, unread,
+    /// in its input), to loop `to`, which adopts it from its image; with
+    /// `queued_at` when its command waited in this loop's backlog since
+    /// then (`balance.rs`). False when it cannot move now: it stays.
+    pub(super) fn move_to_loop(
+        &mut self,
+        key: usize,
+        to: usize,
+        queued_at: Option<Instant>,
+    ) -> bool {
         let image = self.client_image(key).map(|i| i.encode());
         let Some(image) = image.filter(|i| i.len() <= super::handoff::MAX_IMAGE_BYTES) else {
-            self.clients[key].in_flight = current;
             return false;
         };
         let mut c = self.clients.remove(key);
         self.client_ids.remove(&c.id);
         // Counted again where it is adopted.
         self.shared.client_gone();
-        log::debug!(
-            "{} moved to loop {to}, which serves its new user",
-            c.label()
-        );
+        log::debug!("{} moved to loop {to}", c.label());
         self.actions.push(super::action::Action::MoveIdleClient {
             conn: c.conn,
             to,
             image,
+            queued_at,
         });
         c.rbuf.clear();
         self.bufs.release(&mut c.rbuf);

@@ -19,6 +19,7 @@ pub mod action;
 mod auth_throttle;
 mod backend;
 pub mod backend_server;
+mod balance;
 mod client;
 mod client_track;
 pub mod event_loop;
@@ -155,6 +156,10 @@ pub struct Engine {
     turns: u64,
     /// `[rule]` sections and the result cache.
     rules: rules::RuleBook,
+    /// A client being adopted whose command, unread again in its input,
+    /// waited in another loop's backlog since then (`balance.rs`): it keeps
+    /// its place here, and was counted there. Only while it is handled.
+    queued_elsewhere: Option<(usize, Instant)>,
 }
 
 pub use event_loop::{run, AdminStarter};
@@ -223,6 +228,7 @@ impl Engine {
             handoff: handoff::Handoff::default(),
             health_targets_stale: true,
             turns: 0,
+            queued_elsewhere: None,
         }
     }
 
@@ -244,6 +250,7 @@ impl Engine {
     pub(crate) fn start(&mut self, now: Instant) {
         self.now = now;
         for p in 0..self.pools.len() {
+            self.attach_pool_head(p);
             self.maintain_pool(p);
         }
     }
@@ -310,6 +317,7 @@ impl Engine {
         self.fire_timers();
         self.expire_backlogs();
         self.dispatch_waiting();
+        self.balance_backlogs();
         self.release_stranded_waiters();
         let every = self.config.stats_log_interval;
         if !every.is_zero() && self.now.saturating_duration_since(self.last_stats_log) >= every {
@@ -396,6 +404,9 @@ impl Engine {
             next = next.min(t.at);
         }
         if let Some(at) = self.rules.next_deadline() {
+            next = next.min(at.max(self.now));
+        }
+        if let Some(at) = self.next_balance() {
             next = next.min(at.max(self.now));
         }
         for p in &self.pools {
@@ -643,6 +654,7 @@ impl Engine {
             self.config.shutdown_timeout.as_millis()
         );
         self.shutting_down = Some(self.now + self.config.shutdown_timeout);
+        self.leave_balance();
         if self.share.index > 0 && !self.handoff.successor_told {
             // Whether there is a newer funnel to hand the clients to is the
             // first loop's to find out (`loops.rs`): idle clients wait for

@@ -285,6 +285,8 @@ impl Engine {
                 }
                 p.privileges_stale = true;
                 p.user = user.clone();
+                // Its connections here may be none now, or some again.
+                p.publish_head();
             }
             if !known {
                 let index = self.pools.len();
@@ -348,6 +350,7 @@ impl Engine {
         debug_assert_eq!(pool.index, index);
         self.pools.push(pool);
         self.stats.add_pool();
+        self.attach_pool_head(index);
         self.maintain_pool(index);
         index
     }

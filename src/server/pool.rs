@@ -24,6 +24,8 @@ pub struct ClientRef {
 pub struct Request {
     pub client: ClientRef,
     pub enqueued: Instant,
+    /// Taken from another loop's backlog (`balance.rs`): it stays here.
+    pub moved: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -127,6 +129,12 @@ pub struct Pool {
     /// `surplus_extras`).
     extra_low: usize,
     extra_window_end: Instant,
+    /// Where this loop tells the others when its oldest waiting request
+    /// was queued (`threads` above 1: `balance.rs`).
+    pub head: Option<super::balance::HeadSlot>,
+    /// When this loop next compares its oldest waiting request with the
+    /// other loops' (`balance.rs`).
+    pub balance_at: Option<Instant>,
 }
 
 /// Before the user name of a removed pool: a name no client can send.
@@ -164,6 +172,8 @@ impl Pool {
             paused: false,
             extra_low: usize::MAX,
             extra_window_end: now + EXTRA_IDLE_TIMEOUT,
+            head: None,
+            balance_at: None,
         }
     }
 
@@ -213,6 +223,10 @@ impl Pool {
             connecting,
             add,
         );
+        if self.backlog.is_empty() {
+            // The room the other loops see (`balance.rs`).
+            self.publish_head();
+        }
     }
 
     /// The pool of this pool's user for clients that negotiated
@@ -287,25 +301,61 @@ impl Pool {
         }
         self.backlog.push_back(req);
         self.backlog_max = self.backlog_max.max(self.backlog.len());
+        if self.backlog.len() == 1 {
+            self.publish_head();
+        }
         Ok(())
     }
 
+    /// Add a request taken from another loop's backlog (`balance.rs`) where
+    /// its clock puts it: the backlog stays in the order of its clocks.
+    /// Not refused when full: it was let in once.
+    pub fn enqueue_in_order(&mut self, req: Request) {
+        let at = self.backlog.partition_point(|r| r.enqueued <= req.enqueued);
+        self.backlog.insert(at, req);
+        self.backlog_max = self.backlog_max.max(self.backlog.len());
+        if at == 0 {
+            self.publish_head();
+        }
+    }
+
     pub fn pop(&mut self) -> Option<Request> {
-        self.backlog.pop_front()
+        let req = self.backlog.pop_front();
+        if req.is_some() {
+            self.publish_head();
+        }
+        req
     }
 
     /// Put a request back at the head (its backend could not take it).
     pub fn push_front(&mut self, req: Request) {
         self.backlog.push_front(req);
+        self.publish_head();
     }
 
     /// Remove and return the oldest request if it has waited its limit.
     pub fn pop_expired(&mut self, now: Instant) -> Option<Request> {
         let head = self.backlog.front()?;
         if now.duration_since(head.enqueued) >= self.user.queue_timeout {
-            self.backlog.pop_front()
+            self.pop()
         } else {
             None
+        }
+    }
+
+    /// Tell the other loops when the oldest waiting request was queued, or
+    /// that none waits and how many connections will take the next ones
+    /// (or that this loop does not serve the pool).
+    pub fn publish_head(&self) {
+        if let Some(slot) = &self.head {
+            let head = match self.backlog.front() {
+                Some(r) => super::balance::Head::Since(r.enqueued),
+                None if self.user.connections == 0 || self.is_removed() => {
+                    super::balance::Head::NotServed
+                }
+                None => super::balance::Head::Empty { room: self.shared },
+            };
+            slot.publish(head);
         }
     }
 
@@ -461,12 +511,34 @@ impl Pool {
         }
     }
 
+    /// Drop the requests of `clients`, all among the first `within` (the
+    /// oldest): a pass over those only, not the whole backlog.
+    pub fn remove_oldest_of(&mut self, clients: &[ClientRef], within: usize) {
+        let within = within.min(self.backlog.len());
+        let mut kept: Vec<Request> = Vec::with_capacity(within);
+        for _ in 0..within {
+            if let Some(r) = self.backlog.pop_front() {
+                if !clients.contains(&r.client) {
+                    kept.push(r);
+                }
+            }
+        }
+        for r in kept.into_iter().rev() {
+            self.backlog.push_front(r);
+        }
+        self.publish_head();
+    }
+
     /// Requests of clients that left are skipped by the caller; this drops
     /// every request of one client (used when a client is killed).
     pub fn remove_client(&mut self, client: ClientRef) -> bool {
         let before = self.backlog.len();
         self.backlog.retain(|r| r.client != client);
-        before != self.backlog.len()
+        let removed = before != self.backlog.len();
+        if removed {
+            self.publish_head();
+        }
+        removed
     }
 }
 
@@ -540,6 +612,7 @@ mod tests {
         Request {
             client: ClientRef { key, serial: 1 },
             enqueued: at,
+            moved: false,
         }
     }
 

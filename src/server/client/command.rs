@@ -667,7 +667,9 @@ impl Engine {
         let pool = c.pool;
         let cref = c.cref(key);
         let pinned = c.pinned;
-        self.bump(pool, |c| c.requests += 1);
+        if self.queued_elsewhere.is_none_or(|(k, _)| k != key) {
+            self.bump(pool, |c| c.requests += 1);
+        }
         match pinned {
             Some(b) => self.start_request(b, cref),
             None => self.enqueue_current(key),
@@ -676,16 +678,29 @@ impl Engine {
 
     /// Put the client's current command in its pool's backlog.
     pub(in crate::server) fn enqueue_current(&mut self, key: usize) {
+        let queued_elsewhere = self
+            .queued_elsewhere
+            .take_if(|(k, _)| *k == key)
+            .map(|(_, at)| at);
         let c = &mut self.clients[key];
         let pool = c.pool;
         let req = Request {
             client: c.cref(key),
-            enqueued: self.now,
+            enqueued: queued_elsewhere.unwrap_or(self.now),
+            moved: queued_elsewhere.is_some(),
         };
         if !matches!(c.state, ClientState::ConnectDb) {
             c.set_state(ClientState::Queued);
         }
-        match self.pools[pool].enqueue(req) {
+        let queued = match queued_elsewhere {
+            // Taken from another loop's backlog: where its clock puts it.
+            Some(_) => {
+                self.pools[pool].enqueue_in_order(req);
+                Ok(())
+            }
+            None => self.pools[pool].enqueue(req),
+        };
+        match queued {
             Ok(()) => {
                 self.stats
                     .backlog_depth(pool, self.pools[pool].backlog_len(), self.now);
@@ -729,7 +744,11 @@ impl Engine {
         let p = &mut self.pools[pool];
         let enqueued = p.oldest_enqueued().map_or(self.now, |t| t.min(self.now));
         // Not refused when the backlog is full: the command was let in once.
-        p.push_front(Request { client, enqueued });
+        p.push_front(Request {
+            client,
+            enqueued,
+            moved: false,
+        });
         self.bump(pool, |c| c.retried += 1);
         self.stats
             .backlog_depth(pool, self.pools[pool].backlog_len(), self.now);
