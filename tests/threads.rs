@@ -448,6 +448,8 @@ fn a_command_waiting_behind_long_queries_runs_on_the_other_loops_idle_connection
         c.query_drop(format!("SET @mine = {i}")).unwrap();
     }
     let mut waiter = clients.pop().expect("client 4");
+    // Its prepared statement goes with it, as at a restart's handoff.
+    let stmt = waiter.prep("SELECT @mine + ?").unwrap();
     let _idle_loop_clients = (clients.remove(1), clients.remove(2));
     let sleepers: Vec<_> = clients
         .into_iter()
@@ -461,9 +463,9 @@ fn a_command_waiting_behind_long_queries_runs_on_the_other_loops_idle_connection
     // Both of that loop's connections are taken by the sleeps.
     std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
-    let (mine, one_more): (u64, u64) = waiter.query_first("SELECT @mine, 1 + 1").unwrap().unwrap();
+    let mine: u64 = waiter.exec_first(&stmt, (10,)).unwrap().unwrap();
     let waited = started.elapsed();
-    assert_eq!((mine, one_more), (4, 2), "the moved client's session");
+    assert_eq!(mine, 14, "the moved client's session and statement");
     assert!(
         waited < Duration::from_millis(2500),
         "the command waited {waited:?} for its own loop's connections (the sleeps end after about 3.5 s) while the other loop's were idle"
@@ -471,9 +473,11 @@ fn a_command_waiting_behind_long_queries_runs_on_the_other_loops_idle_connection
     let mut admin = admin_console(admin_port, "admin", "adminpw");
     let moved = common::admin::pool_counter(&mut admin, "SHOW STATS", &user, "rebalanced");
     assert!(moved >= 1, "SHOW STATS counts no rebalanced command");
-    // It stays on its new loop, its session with it.
+    // It stays on its new loop, its session and statement with it.
     let again: u64 = one(&mut waiter, "SELECT @mine");
     assert_eq!(again, 4);
+    let again: u64 = waiter.exec_first(&stmt, (20,)).unwrap().unwrap();
+    assert_eq!(again, 24);
     for t in sleepers {
         t.join().expect("sleeper");
     }
