@@ -430,19 +430,54 @@ fn a_reload_that_takes_a_pool_from_a_loop_moves_its_clients() {
 /// wait for the long ones.
 #[test]
 fn a_command_waiting_behind_long_queries_runs_on_the_other_loops_idle_connection() {
-    let (user, pw) = private_account("thr_balance");
+    let (waited, moved) = behind_long_queries("thr_balance", None);
+    assert!(
+        waited < Duration::from_millis(2500),
+        "the command waited {waited:?} for its own loop's connections (the sleeps end after about 3.5 s) while the other loop's were idle"
+    );
+    assert!(moved >= 1, "SHOW STATS counts no rebalanced command");
+}
+
+/// Query rules configured: a command no rule matches moves as without
+/// rules (the other loop decides it alike); one a rule matched stays, its
+/// rule's decision (here a concurrency slot) being its loop's.
+#[test]
+fn with_rules_only_commands_no_rule_matched_move() {
+    let unmatched = "[rule elsewhere]\npattern = \"never_matches_this\"\nblock = \"no\"\n";
+    let (waited, moved) = behind_long_queries("thr_bal_rule", Some(unmatched));
+    assert!(
+        waited < Duration::from_millis(2500) && moved >= 1,
+        "no rule matched it, yet it waited {waited:?} for its own loop ({moved} moved)"
+    );
+    let matched = "[rule mine]\npattern = \"@mine\"\nmax_concurrency = 100\n";
+    let (waited, moved) = behind_long_queries("thr_bal_ruled", Some(matched));
+    assert_eq!(moved, 0, "a command a rule decided on was moved");
+    assert!(
+        waited > Duration::from_millis(2500),
+        "it stayed, so it waited for its own loop's connections: {waited:?}"
+    );
+}
+
+/// Two clients of one loop run `SLEEP(4)` on both of its connections; a
+/// third client of that loop then executes a prepared statement. How long
+/// that took, and the pool's `rebalanced` count.
+fn behind_long_queries(name: &str, rules: Option<&str>) -> (Duration, u64) {
+    let (user, pw) = private_account(name);
     let admin_port = free_port();
-    let f = FunnelConfig::empty()
+    let mut config = FunnelConfig::empty()
         .user(&user, &pw, &[])
         .funnel("threads = 2")
         // Two connections per loop.
         .pool("connections = 4")
         .admin(admin_port, "adminpw")
-        .rust_log("warn")
-        .start();
+        .rust_log("warn");
+    if let Some(rules) = rules {
+        config = config.section(rules);
+    }
+    let f = config.start();
     assert_eq!(settle_backends(&user, 4), 4, "backend connections");
     // Accepted in turn: clients 0, 2 and 4 are on one loop, 1 and 3 on the
-    // other (the counter below shows that a move happened).
+    // other (the counter shows whether a move happened).
     let mut clients: Vec<mysql::Conn> = (0..5).map(|_| f.conn(&user, &pw)).collect();
     for (i, c) in clients.iter_mut().enumerate() {
         c.query_drop(format!("SET @mine = {i}")).unwrap();
@@ -465,15 +500,10 @@ fn a_command_waiting_behind_long_queries_runs_on_the_other_loops_idle_connection
     let started = Instant::now();
     let mine: u64 = waiter.exec_first(&stmt, (10,)).unwrap().unwrap();
     let waited = started.elapsed();
-    assert_eq!(mine, 14, "the moved client's session and statement");
-    assert!(
-        waited < Duration::from_millis(2500),
-        "the command waited {waited:?} for its own loop's connections (the sleeps end after about 3.5 s) while the other loop's were idle"
-    );
+    assert_eq!(mine, 14, "the client's session and statement");
     let mut admin = admin_console(admin_port, "admin", "adminpw");
     let moved = common::admin::pool_counter(&mut admin, "SHOW STATS", &user, "rebalanced");
-    assert!(moved >= 1, "SHOW STATS counts no rebalanced command");
-    // It stays on its new loop, its session and statement with it.
+    // Wherever it is now, its session and statement are with it.
     let again: u64 = one(&mut waiter, "SELECT @mine");
     assert_eq!(again, 4);
     let again: u64 = waiter.exec_first(&stmt, (20,)).unwrap().unwrap();
@@ -481,4 +511,5 @@ fn a_command_waiting_behind_long_queries_runs_on_the_other_loops_idle_connection
     for t in sleepers {
         t.join().expect("sleeper");
     }
+    (waited, moved)
 }

@@ -30,10 +30,12 @@
 //! clients move to the connections that serve sooner, and stay. A move
 //! costs the client's image and a message, only when loops drift apart.
 //!
-//! Not moved: a command a query rule or a user's limit has decided on
-//! (the rule's concurrency slot, rate and cache fill belong to the loop that
-//! decided), nor one of a client that cannot move between commands now
-//! (`Engine::client_image`: pinned, holding statements on a backend, ...).
+//! Not moved: a command a query rule matched or a user's limit applies to
+//! (`InFlight::ruled`: the rule's concurrency slot, rate and cache fill
+//! belong to the loop that decided; one no rule matched is decided alike
+//! anywhere, and the other loop reads it afresh), nor one of a client that
+//! cannot move between commands now (`Engine::client_image`: pinned,
+//! holding statements on a backend, ...).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -218,7 +220,7 @@ impl super::Engine {
     /// Each pass: pools whose commands wait compare them with the other
     /// loops' every `BALANCE_INTERVAL`, and hand the overdue ones over.
     pub(super) fn balance_backlogs(&mut self) {
-        if self.share.count <= 1 || self.paused || !self.rules.is_empty() {
+        if self.share.count <= 1 || self.paused {
             return;
         }
         for pool in 0..self.pools.len() {
@@ -282,14 +284,15 @@ impl super::Engine {
         let Some(c) = self.clients.get_mut(key) else {
             return false;
         };
-        // Not a command put back after its backend died (it may have run
-        // once), nor one waiting for the user's privileges or naming the
-        // process list (this loop's answers to come).
+        // Not a command a rule or a user limit decided on, nor one put back
+        // after its backend died (it may have run once), nor one waiting
+        // for the user's privileges or naming the process list (this
+        // loop's answers to come).
         if c.serial != req.client.serial
             || !matches!(c.state, ClientState::Queued)
             || c.facts.names_processlist
             || c.in_flight
-                .is_none_or(|f| f.retries > 0 || f.awaiting_privileges)
+                .is_none_or(|f| f.ruled || f.retries > 0 || f.awaiting_privileges)
         {
             return false;
         }

@@ -441,7 +441,11 @@ impl Engine {
     /// The limits on a statement that goes to mysqld: its user's own, then
     /// those of its matching rule (`rule`). True: it waits, queued.
     fn limit_statement(&mut self, key: usize, rule: Option<usize>) -> bool {
-        if let Some(&user) = self.rules.user_index.get(&self.clients[key].user) {
+        let user_limit = self.rules.user_index.get(&self.clients[key].user).copied();
+        if let Some(f) = &mut self.clients[key].in_flight {
+            f.ruled = rule.is_some() || user_limit.is_some();
+        }
+        if let Some(user) = user_limit {
             if self.limit_concurrency(key, Limiter::User(user), rule) {
                 return true;
             }

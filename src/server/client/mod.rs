@@ -164,6 +164,10 @@ pub struct InFlight {
     pub rewritten: bool,
     /// The role its matching rule routes it to (`[rule] route`).
     pub route: Option<ServerRole>,
+    /// A rule matched it or its user's limit applies: what they decided
+    /// (a concurrency slot, a rate, a cache fill) belongs to this loop,
+    /// and it is not handed to another (`balance.rs`).
+    pub ruled: bool,
 }
 
 impl InFlight {
@@ -178,6 +182,7 @@ impl InFlight {
             awaiting_privileges: false,
             rewritten: false,
             route: None,
+            ruled: false,
         }
     }
 }
