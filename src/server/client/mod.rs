@@ -940,7 +940,12 @@ impl Engine {
                     // A command from the client: its answer starts at 1
                     // (only parts of a query with a KILL number on).
                     c.seq_offset = 0;
-                    c.command_read_at = self.now;
+                    // One another loop read and queued (`balance.rs`):
+                    // its latency counts from there.
+                    c.command_read_at = match self.queued_elsewhere {
+                        Some((k, at)) if k == key => at,
+                        _ => self.now,
+                    };
                     c.last_active = self.now;
                     self.handle_command(key);
                 }
