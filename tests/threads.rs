@@ -460,7 +460,8 @@ fn with_rules_only_commands_no_rule_matched_move() {
 
 /// Two clients of one loop run `SLEEP(4)` on both of its connections; a
 /// third client of that loop then executes a prepared statement. How long
-/// that took, and the pool's `rebalanced` count.
+/// that took, and the pool's `rebalanced` count (SHOW CLIENTS shows the
+/// client on the other loop exactly when it moved).
 fn behind_long_queries(name: &str, rules: Option<&str>) -> (Duration, u64) {
     let (user, pw) = private_account(name);
     let admin_port = free_port();
@@ -476,17 +477,46 @@ fn behind_long_queries(name: &str, rules: Option<&str>) -> (Duration, u64) {
     }
     let f = config.start();
     assert_eq!(settle_backends(&user, 4), 4, "backend connections");
-    // Accepted in turn: clients 0, 2 and 4 are on one loop, 1 and 3 on the
-    // other (the counter shows whether a move happened).
-    let mut clients: Vec<mysql::Conn> = (0..5).map(|_| f.conn(&user, &pw)).collect();
-    for (i, c) in clients.iter_mut().enumerate() {
+    let mut admin = admin_console(admin_port, "admin", "adminpw");
+    // Three clients of one loop (SHOW CLIENTS says which loop each is on).
+    let mut clients: Vec<(u64, mysql::Conn)> = (0..6)
+        .map(|_| {
+            let mut c = f.conn(&user, &pw);
+            (one(&mut c, "SELECT CONNECTION_ID()"), c)
+        })
+        .collect();
+    let loop_of = |admin: &mut mysql::Conn, id: u64| -> String {
+        query(admin, "SHOW CLIENTS")
+            .into_iter()
+            .find(|r| r.get("id").cloned().flatten() == Some(id.to_string()))
+            .and_then(|r| r.get("event_loop").cloned().flatten())
+            .unwrap_or_else(|| panic!("SHOW CLIENTS has no client {id}"))
+    };
+    let first_loop = loop_of(&mut admin, clients[0].0);
+    let mut same: Vec<mysql::Conn> = Vec::new();
+    let mut _others: Vec<mysql::Conn> = Vec::new();
+    for (id, c) in clients.drain(..) {
+        if loop_of(&mut admin, id) == first_loop {
+            same.push(c);
+        } else {
+            _others.push(c);
+        }
+    }
+    assert!(
+        same.len() >= 3,
+        "the loops' clients: {} and {}",
+        same.len(),
+        _others.len()
+    );
+    for (i, c) in same.iter_mut().enumerate() {
         c.query_drop(format!("SET @mine = {i}")).unwrap();
     }
-    let mut waiter = clients.pop().expect("client 4");
+    let mut waiter = same.remove(2);
+    let sleepers = [same.remove(0), same.remove(0)];
     // Its prepared statement goes with it, as at a restart's handoff.
     let stmt = waiter.prep("SELECT @mine + ?").unwrap();
-    let _idle_loop_clients = (clients.remove(1), clients.remove(2));
-    let sleepers: Vec<_> = clients
+    let waiter_id: u64 = one(&mut waiter, "SELECT CONNECTION_ID()");
+    let sleepers: Vec<_> = sleepers
         .into_iter()
         .map(|mut c| {
             std::thread::spawn(move || {
@@ -500,14 +530,20 @@ fn behind_long_queries(name: &str, rules: Option<&str>) -> (Duration, u64) {
     let started = Instant::now();
     let mine: u64 = waiter.exec_first(&stmt, (10,)).unwrap().unwrap();
     let waited = started.elapsed();
-    assert_eq!(mine, 14, "the client's session and statement");
-    let mut admin = admin_console(admin_port, "admin", "adminpw");
+    assert_eq!(mine, 12, "the client's session and statement");
     let moved = common::admin::pool_counter(&mut admin, "SHOW STATS", &user, "rebalanced");
+    // SHOW CLIENTS says where it is now.
+    let now_on = loop_of(&mut admin, waiter_id);
+    assert_eq!(
+        now_on != first_loop,
+        moved > 0,
+        "rebalanced {moved}, and the client is on loop {now_on} (was {first_loop})"
+    );
     // Wherever it is now, its session and statement are with it.
     let again: u64 = one(&mut waiter, "SELECT @mine");
-    assert_eq!(again, 4);
+    assert_eq!(again, 2);
     let again: u64 = waiter.exec_first(&stmt, (20,)).unwrap().unwrap();
-    assert_eq!(again, 24);
+    assert_eq!(again, 22);
     for t in sleepers {
         t.join().expect("sleeper");
     }

@@ -345,6 +345,7 @@ pub fn show_clients(s: &Snapshot) -> Table {
         ("bytes_out", Int),
         ("prepared_stmts", Int),
         ("user_vars", Int),
+        ("event_loop", Int),
     ]);
     for c in &s.clients {
         t.push(vec![
@@ -359,6 +360,7 @@ pub fn show_clients(s: &Snapshot) -> Table {
             c.bytes_out.into(),
             c.prepared_stmts.into(),
             c.user_vars.into(),
+            c.event_loop.into(),
         ]);
     }
     t
@@ -373,6 +375,7 @@ pub fn show_backends(s: &Snapshot) -> Table {
         ("client_id", Int),
         ("schema", Str),
         ("busy_us", Int),
+        ("event_loop", Int),
     ]);
     for b in &s.backends {
         t.push(vec![
@@ -383,6 +386,7 @@ pub fn show_backends(s: &Snapshot) -> Table {
             b.client_id.into(),
             b.schema.as_deref().into(),
             us(b.busy_for),
+            b.event_loop.into(),
         ]);
     }
     t

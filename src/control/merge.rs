@@ -618,6 +618,7 @@ mod tests {
             user_vars: 0,
             busy_for: Duration::ZERO,
             bytes_out: 0,
+            event_loop: 1,
         }
     }
 
@@ -771,6 +772,7 @@ mod tests {
             client_id: None,
             schema: None,
             busy_for: Duration::ZERO,
+            event_loop: 1,
         }];
         a.config_text = "first".to_string();
         let mut b = snapshot(Vec::new());

@@ -281,6 +281,8 @@ pub struct ClientRow {
     /// Time in the current state's command (queued or running), if any.
     pub busy_for: Duration,
     pub bytes_out: u64,
+    /// The event loop it is on now (1 to `threads`).
+    pub event_loop: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -294,6 +296,8 @@ pub struct BackendRow {
     pub client_id: Option<u32>,
     pub schema: Option<String>,
     pub busy_for: Duration,
+    /// The event loop it belongs to (1 to `threads`).
+    pub event_loop: usize,
 }
 
 /// One backend server, as SHOW SERVERS, `/metrics` and `/stats.json` show it.

@@ -455,6 +455,7 @@ impl Engine {
                         Duration::ZERO
                     },
                     bytes_out: c.bytes_out,
+                    event_loop: self.share.index + 1,
                 });
             }
         }
@@ -537,6 +538,7 @@ impl Engine {
                     } else {
                         self.now.saturating_duration_since(b.sent_at)
                     },
+                    event_loop: self.share.index + 1,
                 });
             }
         }
