@@ -243,6 +243,15 @@ impl super::Engine {
         }
     }
 
+    /// When another loop queued the command of client `key` now being
+    /// handled here: it was moved with it (`adopt_client`), keeps its place
+    /// by that time, and was counted there.
+    pub(super) fn queued_elsewhere(&self, key: usize) -> Option<Instant> {
+        self.queued_elsewhere
+            .filter(|&(k, _)| k == key)
+            .map(|(_, at)| at)
+    }
+
     /// When the next comparison is due, if any (`poll_timeout`).
     pub(super) fn next_balance(&self) -> Option<Instant> {
         if self.share.count <= 1 {

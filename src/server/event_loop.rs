@@ -362,7 +362,6 @@ impl EventLoop {
                     image,
                     queued_at,
                 } => self.adopt_stream(stream, tls, &image, 0, queued_at),
-
                 // The first loop's turn notices (`workers_ended`).
                 LoopMsg::Ended => {}
             }

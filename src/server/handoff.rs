@@ -755,7 +755,8 @@ impl Engine {
         self.actions.push(Action::ReadClient { key, serial });
         self.queued_elsewhere = queued_at.map(|at| (key, at));
         self.process_client_input(key);
-        // Its command went to the backlog (or was answered here).
+        // Cleared once its first command was handled; here too, should its
+        // input hold no whole command yet.
         self.queued_elsewhere = None;
         if let Some(c) = self.clients.get(key) {
             if c.rbuf.is_empty() {

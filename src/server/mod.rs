@@ -156,9 +156,9 @@ pub struct Engine {
     turns: u64,
     /// `[rule]` sections and the result cache.
     rules: rules::RuleBook,
-    /// A client being adopted whose command, unread again in its input,
-    /// waited in another loop's backlog since then (`balance.rs`): it keeps
-    /// its place here, and was counted there. Only while it is handled.
+    /// A client being adopted whose first command, unread again in its
+    /// input, waited in another loop's backlog since then (`balance.rs`):
+    /// set by `adopt_client`, cleared once that command is handled.
     queued_elsewhere: Option<(usize, Instant)>,
 }
 

@@ -145,7 +145,7 @@ impl RuleBook {
     }
 
     /// Nothing to match nor limit: statements go on untouched.
-    pub(super) fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.rules.is_empty() && self.users.is_empty()
     }
 

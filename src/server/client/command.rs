@@ -667,7 +667,7 @@ impl Engine {
         let pool = c.pool;
         let cref = c.cref(key);
         let pinned = c.pinned;
-        if self.queued_elsewhere.is_none_or(|(k, _)| k != key) {
+        if self.queued_elsewhere(key).is_none() {
             self.bump(pool, |c| c.requests += 1);
         }
         match pinned {
@@ -678,10 +678,7 @@ impl Engine {
 
     /// Put the client's current command in its pool's backlog.
     pub(in crate::server) fn enqueue_current(&mut self, key: usize) {
-        let queued_elsewhere = self
-            .queued_elsewhere
-            .take_if(|(k, _)| *k == key)
-            .map(|(_, at)| at);
+        let queued_elsewhere = self.queued_elsewhere(key);
         let c = &mut self.clients[key];
         let pool = c.pool;
         let req = Request {

@@ -890,6 +890,9 @@ impl Engine {
                         // to one with its next command (`loops.rs`).
                         return;
                     }
+                    // One another loop read and queued (`balance.rs`): its
+                    // latency counts from there.
+                    let queued_elsewhere = self.queued_elsewhere(key);
                     let Some(c) = self.clients.get_mut(key) else {
                         return;
                     };
@@ -940,14 +943,13 @@ impl Engine {
                     // A command from the client: its answer starts at 1
                     // (only parts of a query with a KILL number on).
                     c.seq_offset = 0;
-                    // One another loop read and queued (`balance.rs`):
-                    // its latency counts from there.
-                    c.command_read_at = match self.queued_elsewhere {
-                        Some((k, at)) if k == key => at,
-                        _ => self.now,
-                    };
+                    c.command_read_at = queued_elsewhere.unwrap_or(self.now);
                     c.last_active = self.now;
                     self.handle_command(key);
+                    if queued_elsewhere.is_some() {
+                        // That was its first command only.
+                        self.queued_elsewhere = None;
+                    }
                 }
                 ClientState::Running(b) => {
                     if self.backends.get(b).is_some_and(|b| b.infile) {
