@@ -198,3 +198,116 @@ fn a_failed_prepare_shows_its_own_error_only() {
     assert_eq!(wb.len(), 1, "{wb:?}");
     assert_eq!(wb[0].1, 1146, "B's own error only: {wb:?}");
 }
+
+/// A statement's rows as text, or its error (code, SQLSTATE, message).
+type Answer = Result<Vec<Vec<Option<String>>>, (u16, String, String)>;
+
+fn answer(c: &mut Conn, sql: &str) -> Answer {
+    match c.query::<Row, _>(sql) {
+        Ok(rows) => Ok(rows
+            .into_iter()
+            .map(|r| {
+                r.unwrap()
+                    .into_iter()
+                    .map(|v| match v {
+                        mysql::Value::NULL => None,
+                        mysql::Value::Bytes(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+                        other => Some(format!("{other:?}")),
+                    })
+                    .collect()
+            })
+            .collect()),
+        Err(mysql::Error::MySqlError(e)) => Err((e.code, e.state, e.message)),
+        Err(e) => panic!("{sql}: {e}"),
+    }
+}
+
+/// Errors the funnel answers itself (here a `KILL` of no connection, of
+/// the client's own statement, and a refusing rule) stay in the
+/// diagnostics area as mysqld's errors do: `SHOW WARNINGS`, the counts,
+/// `GET DIAGNOSTICS` and `ROW_COUNT()` read them until a statement that
+/// uses a table, and no other client sees them.
+#[test]
+fn the_funnels_own_errors_are_in_the_diagnostics_area_as_mysqlds_are() {
+    let db = common::mariadb();
+    let f = FunnelConfig::user_a()
+        .pool("connections = 1\nmax_pinned_backends = 4")
+        .section("[rule no_drops]\npattern = \"(?i)^\\\\s*drop\\\\b\"\nblock = \"funnel: DROP is not allowed here\"\n")
+        .start();
+    let mut a = f.conn_after_use(USER_A, PASS_A);
+    let mut b = f.conn_after_use(USER_A, PASS_A);
+    let mut direct = db.conn(USER_A, PASS_A);
+    let script = [
+        "KILL QUERY 987654321",
+        "SHOW WARNINGS",
+        "SELECT @@warning_count, @@error_count",
+        "SELECT 1",
+        "SET @x = 1",
+        "SHOW ERRORS",
+        "GET DIAGNOSTICS CONDITION 1 @s = RETURNED_SQLSTATE, @n = MYSQL_ERRNO, @m = MESSAGE_TEXT",
+        "SELECT @s, @n, @m, ROW_COUNT()",
+        "KILL QUERY {self}",
+        "SHOW COUNT(*) ERRORS",
+        "SHOW WARNINGS",
+        "SELECT COUNT(*) >= 0 FROM information_schema.ENGINES",
+        "SHOW WARNINGS",
+        "SELECT @@warning_count",
+    ];
+    for (step, sql) in script.iter().enumerate() {
+        let on_a = sql.replace("{self}", &a.connection_id().to_string());
+        let on_direct = sql.replace("{self}", &direct.connection_id().to_string());
+        let got = answer(&mut a, &on_a);
+        assert_eq!(
+            got,
+            answer(&mut direct, &on_direct),
+            "step {step}: {sql}: through the funnel and directly"
+        );
+        if step == 1 {
+            assert!(!got.unwrap().is_empty(), "the script shows an error");
+            // A's error is on the backend now: B (with nothing of its
+            // own) still sees nothing.
+            assert_eq!(
+                answer(&mut b, "SHOW WARNINGS"),
+                Ok(Vec::new()),
+                "B saw A's error"
+            );
+            assert_eq!(
+                answer(&mut b, "SELECT @@warning_count"),
+                Ok(vec![vec![Some("0".into())]])
+            );
+        }
+    }
+    // An error no mysqld would give: the rule's refusal.
+    let refused = answer(&mut a, "DROP TABLE IF EXISTS no_such_table");
+    assert_eq!(
+        refused,
+        Err((
+            1290,
+            "HY000".into(),
+            "funnel: DROP is not allowed here".into()
+        ))
+    );
+    let row = |level: &str, code: &str, message: &str| {
+        vec![
+            Some(level.to_string()),
+            Some(code.to_string()),
+            Some(message.to_string()),
+        ]
+    };
+    assert_eq!(
+        answer(&mut b, "SELECT 1 FROM DUAL").map(|r| r.len()),
+        Ok(1),
+        "B runs in between"
+    );
+    assert_eq!(
+        answer(&mut a, "SHOW WARNINGS"),
+        Ok(vec![row(
+            "Error",
+            "1290",
+            "funnel: DROP is not allowed here"
+        )])
+    );
+    // A reset empties it, as on mysqld.
+    a.reset().expect("reset");
+    assert_eq!(answer(&mut a, "SHOW WARNINGS"), Ok(Vec::new()));
+}

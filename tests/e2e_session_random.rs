@@ -59,7 +59,8 @@ const FIXTURE: &str = "
 ";
 
 /// The statements a step may run; `{n}` is a random number, `{d}` a digit
-/// (1-9), `{lock}` one of three lock names of the client's side.
+/// (1-9), `{lock}` one of three lock names of the client's side, `{self}`
+/// the connection's own id.
 const CHANGES: &[&str] = &[
     "SET @v = {n}",
     "SET @s = CONCAT('client-', {n})",
@@ -98,12 +99,18 @@ const CHANGES: &[&str] = &[
     "SELECT RELEASE_LOCK('{lock}')",
     "SELECT RELEASE_ALL_LOCKS()",
     "SELECT ROW_COUNT()",
+    "SELECT COUNT(*) >= 0 FROM funnel_test.rnd_trg",
+    "GET DIAGNOSTICS CONDITION 1 @gm = MESSAGE_TEXT",
+    // Errors the funnel answers itself (ERR 1317 and 1094): the
+    // diagnostics area must hold them as mysqld's would.
+    "KILL QUERY {self}",
+    "KILL QUERY 987654321",
 ];
 
 /// `{side}` is `f` (funnel) or `d` (direct twin). `@@warning_count` is that
 /// of the client's previous statement. (`ROW_COUNT()` is not probed: it is
 /// compared where the mix runs `SELECT ROW_COUNT()`.)
-const PROBE: &str = "SELECT @@warning_count, @v, @s, @d, @a, @x, @fv, @trig, @ei, \
+const PROBE: &str = "SELECT @@warning_count, @gm, @v, @s, @d, @a, @x, @fv, @trig, @ei, \
     @@sql_mode, @@time_zone, \
     @@character_set_client, @@character_set_connection, @@character_set_results, \
     @@collation_connection, @@autocommit, @@group_concat_max_len, @@sql_select_limit, \
@@ -150,9 +157,13 @@ fn random_session_mixes_answer_as_direct_connections_do() {
         let sql = template
             .replace("{n}", &n.to_string())
             .replace("{d}", &(n % 9 + 1).to_string());
-        let sql_f = sql.replace("{lock}", &format!("rnd_f_{lock}"));
-        let sql_d = sql.replace("{lock}", &format!("rnd_d_{lock}"));
         let (f, d) = &mut pairs[i];
+        let sql_f = sql
+            .replace("{lock}", &format!("rnd_f_{lock}"))
+            .replace("{self}", &f.connection_id().to_string());
+        let sql_d = sql
+            .replace("{lock}", &format!("rnd_d_{lock}"))
+            .replace("{self}", &d.connection_id().to_string());
         let rf = answer(f, &sql_f);
         let rd = answer(d, &sql_d);
         assert_eq!(

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use super::action::{Action, ConnId};
-use super::client::ClientState;
+use super::client::{ClientState, OwnError};
 use super::client_track::{TrackSettings, TrackedVars, TransactionInfo};
 use super::io::Peer;
 use super::session::{timeout_seconds, ClientTimeouts, PinCause, PinSet, SessionVars};
@@ -67,6 +67,15 @@ pub enum Successor {
     Pending { until: Instant },
     /// It answered: idle, unpinned clients are handed over.
     Ready,
+}
+
+/// The funnel's own error a client has (`client::OwnError`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnErrorImage {
+    pub code: u16,
+    pub sqlstate: String,
+    pub message: String,
+    pub due: bool,
 }
 
 /// One prepared statement of a client, as its image carries it.
@@ -109,8 +118,9 @@ pub struct ClientImage {
     pub row_count: i64,
     pub last_status: u16,
     pub multi_statements: bool,
-    /// An error for its next command: code, SQL state, message.
-    pub pending_error: Option<(u16, String, String)>,
+    /// The funnel's own error: due for its next command, or in its
+    /// diagnostics area (`client::OwnError`).
+    pub own_error: Option<OwnErrorImage>,
     /// How long it has waited for a command (its `wait_timeout` goes on).
     pub idle: Duration,
     pub next_stmt_id: u32,
@@ -295,13 +305,14 @@ impl ClientImage {
         w.u64(self.row_count as u64);
         w.u16(self.last_status);
         w.bool(self.multi_statements);
-        match &self.pending_error {
+        match &self.own_error {
             None => w.u8(0),
-            Some((code, state, msg)) => {
-                w.u8(1);
-                w.u16(*code);
-                w.str(state);
-                w.str(msg);
+            Some(e) => {
+                // 1: due (what earlier versions wrote), 2: given.
+                w.u8(if e.due { 1 } else { 2 });
+                w.u16(e.code);
+                w.str(&e.sqlstate);
+                w.str(&e.message);
             }
         }
         w.u64(u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX));
@@ -376,10 +387,15 @@ impl ClientImage {
         let row_count = r.u64()? as i64;
         let last_status = r.u16()?;
         let multi_statements = r.bool()?;
-        let pending_error = match r.u8()? {
+        let own_error = match r.u8()? {
             0 => None,
-            1 => Some((r.u16()?, r.string()?, r.string()?)),
-            _ => return Err(WireError("bad pending-error tag")),
+            tag @ (1 | 2) => Some(OwnErrorImage {
+                code: r.u16()?,
+                sqlstate: r.string()?,
+                message: r.string()?,
+                due: tag == 1,
+            }),
+            _ => return Err(WireError("bad own-error tag")),
         };
         let idle = Duration::from_millis(r.u64()?);
         let next_stmt_id = r.u32()?;
@@ -425,7 +441,7 @@ impl ClientImage {
             row_count,
             last_status,
             multi_statements,
-            pending_error,
+            own_error,
             idle,
             next_stmt_id,
             stmts,
@@ -585,10 +601,12 @@ impl Engine {
             row_count: c.row_count,
             last_status: c.last_status,
             multi_statements: c.multi_statements,
-            pending_error: c
-                .pending_error
-                .as_ref()
-                .map(|e| (e.0 .0, e.0 .1.to_string(), e.1.clone())),
+            own_error: c.own_error.as_ref().map(|e| OwnErrorImage {
+                code: e.code.0,
+                sqlstate: e.code.1.to_string(),
+                message: e.message.clone(),
+                due: e.due,
+            }),
             idle: self.now.saturating_duration_since(c.last_active),
             next_stmt_id: c.next_stmt_id,
             stmts,
@@ -717,10 +735,13 @@ impl Engine {
         let pool = self.login_pool(user_pool, image.capabilities);
         let (key, serial) = self.insert_adopted_client(conn, peer, pool, &image);
         let c = &mut self.clients[key];
-        c.pending_error = image
-            .pending_error
-            .as_ref()
-            .map(|(code, state, msg)| Box::new(((*code, static_sqlstate(state)), msg.clone())));
+        c.own_error = image.own_error.as_ref().map(|e| {
+            Box::new(OwnError {
+                code: (e.code, static_sqlstate(&e.sqlstate)),
+                message: e.message.clone(),
+                due: e.due,
+            })
+        });
         c.last_active = self.now.checked_sub(image.idle).unwrap_or(self.now);
         // The process list's Time of an idle client counts from here.
         c.command_read_at = c.last_active;
@@ -830,7 +851,12 @@ mod tests {
             row_count: -1,
             last_status: 2,
             multi_statements: false,
-            pending_error: Some((2013, "HY000".into(), "funnel: gone".into())),
+            own_error: Some(OwnErrorImage {
+                code: 2013,
+                sqlstate: "HY000".into(),
+                message: "funnel: gone".into(),
+                due: true,
+            }),
             idle: Duration::from_millis(1500),
             next_stmt_id: 7,
             stmts: vec![
@@ -858,9 +884,15 @@ mod tests {
         let img = image();
         let bytes = img.encode();
         assert_eq!(ClientImage::decode(&bytes), Ok(img.clone()));
+        // An error already given (in the diagnostics area) stays given.
+        let mut given = img.clone();
+        if let Some(e) = given.own_error.as_mut() {
+            e.due = false;
+        }
+        assert_eq!(ClientImage::decode(&given.encode()), Ok(given));
         let mut plain = img;
         plain.schema = None;
-        plain.pending_error = None;
+        plain.own_error = None;
         plain.stmts.clear();
         plain.next_stmt_id = 0;
         plain.track.vars = TrackedVars::All;

@@ -497,8 +497,9 @@ impl Engine {
             m.ready = true;
             m.seq = next;
         }
-        // As after any result set.
+        // As after any result set; a `SHOW` empties the diagnostics area.
         c.row_count = -1;
+        c.diagnostics_replaced();
         self.bufs.ensure(&mut c.wbuf);
         c.wbuf.extend_from_slice(&out);
         self.flush_client(key);

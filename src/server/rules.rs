@@ -724,6 +724,9 @@ impl Engine {
         // As after the same answer from mysqld (`finish_response`).
         c.row_count = row_count;
         c.last_status = status;
+        if c.facts.clears_diagnostics {
+            c.diagnostics_replaced();
+        }
         c.bytes_out += out.len() as u64;
         self.bufs.ensure(&mut c.wbuf);
         c.wbuf.extend_from_slice(&out);

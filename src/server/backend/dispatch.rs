@@ -370,6 +370,13 @@ impl Engine {
                 return;
             }
         }
+        if let Some(e) = c.own_error_given().filter(|_| c.facts.reads_diagnostics) {
+            // mysqld would hold this error: the funnel made it.
+            let sql = e.raise_sql();
+            self.bump(b.pool, |c| c.replays += 1);
+            self.start_internal(key, Internal::RaiseOwnError, sql);
+            return;
+        }
         if c.facts.reads_diagnostics && b.diagnostics_of.is_some_and(|s| s != client.serial) {
             // Another client's warnings are in this connection's
             // diagnostics area: empty it first.
@@ -760,13 +767,13 @@ impl Engine {
                         let limit = p.user.max_pinned_backends;
                         if let Some(c) = self.clients.get_mut(cr.key) {
                             c.drop_pins();
-                            c.pending_error = Some(Box::new((
+                            c.own_error = Some(OwnError::due(
                                 crate::protocol::consts::err::ER_CON_COUNT_ERROR,
                                 format!(
                                     "funnel: too many pinned clients in pool '{}' (max_pinned_backends = {limit}); your transaction or session state was discarded",
                                     p.name()
                                 ),
-                            )));
+                            ));
                             c.set_idle();
                         }
                         log_limited!(

@@ -596,8 +596,10 @@ impl Engine {
                         // run here, and nobody else may see these. They
                         // last until a statement that empties the area.
                         c.pin(PinCause::Diagnostics);
+                        c.diagnostics_replaced();
                         b.diagnostics_of = Some(cr.serial);
                     } else if facts.clears_diagnostics {
+                        c.diagnostics_replaced();
                         c.unpin(PinCause::Diagnostics);
                         b.diagnostics_of = None;
                         read_user_vars |= c.read_back_pending && dirty.is_none();

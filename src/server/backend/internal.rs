@@ -128,11 +128,26 @@ impl Engine {
                 | Internal::ReadUserVarValues
                 | Internal::SetTimeouts
                 | Internal::RestoreTimeouts
+                | Internal::RaiseOwnError
         ) {
             // What multiplexing costs a client, beyond its own commands.
             let b = &self.backends[key];
             let spent = self.now.saturating_duration_since(b.sent_at).as_micros() as u64;
             self.bump(b.pool, |c| c.replay_micros += spent);
+        }
+        if step == Internal::RaiseOwnError {
+            // The error is the backend's now, as if mysqld had said it
+            // here: the client keeps the backend while it lasts, as for
+            // an error of mysqld's (`forward.rs`).
+            if let Some(cr) = self.backends[key].client {
+                if let Some(c) = self.clients.get_mut(cr.key) {
+                    c.own_error = None;
+                    c.pin(PinCause::Diagnostics);
+                }
+                self.backends[key].diagnostics_of = Some(cr.serial);
+            }
+            self.continue_request(key);
+            return;
         }
         if step == Internal::LearnTrackOrder {
             // Refused or not: tracking is set up next.
@@ -350,6 +365,8 @@ impl Engine {
                 self.backends[key].diagnostics_of = None;
                 self.continue_request(key);
             }
+            // Handled as its answer arrives, whatever it is.
+            Internal::RaiseOwnError => self.continue_request(key),
             Internal::SetTimeouts => {
                 if self.backends[key].client.is_some() {
                     self.continue_request(key);

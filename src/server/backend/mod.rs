@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info};
 
 use super::action::{Action, ConnId};
+use super::client::OwnError;
 use super::io::{Buf, ReadOutcome};
 use super::log_limit::LogEvent;
 use super::pool::ClientRef;
@@ -98,6 +99,10 @@ pub enum Internal {
     /// Empty the diagnostics area another client's statement left, before
     /// a client's `SHOW WARNINGS` (or the like) runs here.
     ClearDiagnostics,
+    /// Put the funnel's own error the client was given in the diagnostics
+    /// area (`OwnError::raise_sql`), before its `SHOW WARNINGS` (or the
+    /// like) runs here. Ends with that error.
+    RaiseOwnError,
     /// `COM_CHANGE_USER` to the pool's own backend account without a
     /// schema: the only way to bring a connection back to "no default
     /// schema" (MariaDB has no `USE NULL`), for a client that has none. It
@@ -1297,10 +1302,10 @@ impl Engine {
                     self.fail_request(cr, crate::protocol::consts::err::CR_SERVER_LOST, msg);
                 } else {
                     if had_state {
-                        c.pending_error = Some(Box::new((
+                        c.own_error = Some(OwnError::due(
                             crate::protocol::consts::err::CR_SERVER_LOST,
                             format!("funnel: lost connection to backend{cause}; the session's transaction and state are gone"),
-                        )));
+                        ));
                     }
                     if running {
                         c.set_idle();

@@ -9,7 +9,7 @@
 //! head when the answer before it is complete (`promote_pipelined`).
 
 use super::*;
-use crate::server::client::{ClientState, CommandBytes};
+use crate::server::client::{ClientState, CommandBytes, OwnError};
 
 /// A command sent behind the running one on the same connection.
 #[derive(Clone, Copy, Debug)]
@@ -65,7 +65,7 @@ impl Engine {
             && c.pinned.is_none()
             && c.pins.is_empty()
             && !c.read_back_pending
-            && c.pending_error.is_none()
+            && !c.own_error.as_ref().is_some_and(|e| e.due)
             && c.multi_rest.is_none()
             && c.running_connect_db.is_none()
             && c.current_stmt().is_none()
@@ -247,10 +247,10 @@ impl Engine {
                 }
                 if !c.pins.is_empty() || c.read_back_pending {
                     c.drop_pins();
-                    c.pending_error = Some(Box::new((
+                    c.own_error = Some(OwnError::due(
                         crate::protocol::consts::err::CR_SERVER_LOST,
                         "funnel: a pipelined statement changed the session; the session's state is gone".to_string(),
-                    )));
+                    ));
                     session_known = false;
                 }
                 c.pinned = None;

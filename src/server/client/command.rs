@@ -31,10 +31,10 @@ impl Engine {
         // The error is the answer to the next command that has one
         // (COM_STMT_CLOSE and COM_STMT_SEND_LONG_DATA have none).
         if !matches!(cmd, COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA) {
-            if let Some((code, msg)) = c.pending_error.take().map(|e| *e) {
+            if let Some(e) = c.own_error.take_if(|e| e.due) {
                 let seq = 1u8.wrapping_add(c.seq_offset);
                 self.discard_current(key);
-                self.client_error(key, seq, code, &msg);
+                self.client_error(key, seq, e.code, &e.message);
                 return;
             }
         }
@@ -782,8 +782,8 @@ impl Engine {
             // (an ERR now would answer the next command); mysqld reports a
             // long-data error at the execute, the funnel at the next
             // command that has an answer.
-            if c.pending_error.is_none() {
-                c.pending_error = Some(Box::new((code, msg.to_string())));
+            if !c.own_error.as_ref().is_some_and(|e| e.due) {
+                c.own_error = Some(OwnError::due(code, msg.to_string()));
             }
             self.client_ready(client.key);
             return;

@@ -669,6 +669,7 @@ impl Engine {
         c.session_ready = false;
         c.track.clone_from(&self.servers[server].track_defaults);
         c.drop_pins();
+        c.own_error = None;
         let trim = c.stmts.bytes() >= TRIM_AFTER_BYTES;
         c.stmts.clear();
         c.retally();

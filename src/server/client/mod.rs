@@ -256,10 +256,12 @@ pub struct Client {
     /// has caught up with that moment.
     pub wrote_at: Option<std::time::Instant>,
     pub bytes_out: u64,
-    /// An error to give as the answer to the next command.
+    /// An error the funnel made itself: due as the answer to the next
+    /// command, or given and still in what mysqld would keep as the
+    /// session's diagnostics area ([`OwnError`]).
     /// Boxed, as the other rarely held fields: an idle client's `Client`
     /// is most of its memory (`client_size_stays_small`).
-    pub pending_error: Option<Box<((u16, &'static str), String)>>,
+    pub own_error: Option<Box<OwnError>>,
     /// What the running statement may take and release of the session
     /// state mysqld does not report (`session::unreported` bits).
     pub unreported_taken: u8,
@@ -340,6 +342,59 @@ impl Drop for Client {
 /// funnel runs such a query in parts (the statements before the `KILL` on a
 /// backend, the `KILL` itself, the rest after), and the client gets one
 /// answer stream, as from mysqld.
+/// An error no mysqld said: the funnel's own (a limit, a refused rule, a
+/// `KILL` it answers, a lost session). On mysqld an error stays in the
+/// diagnostics area until a statement that uses a table, or one with
+/// warnings or an error of its own, replaces it, and `SHOW WARNINGS`,
+/// `@@warning_count` and `GET DIAGNOSTICS` read it in the meantime. The
+/// funnel keeps it here, and `SIGNAL`s it on the backend before a
+/// statement that reads the diagnostics (`Internal::RaiseOwnError`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnError {
+    pub code: (u16, &'static str),
+    pub message: String,
+    /// Not yet given: the answer to the next command that has one
+    /// (COM_STMT_CLOSE and COM_STMT_SEND_LONG_DATA have none).
+    pub due: bool,
+}
+
+impl OwnError {
+    /// An error to answer the client's next command with.
+    pub fn due(code: (u16, &'static str), message: String) -> Box<OwnError> {
+        Box::new(OwnError {
+            code,
+            message,
+            due: true,
+        })
+    }
+
+    /// The statement that puts this error in a backend's diagnostics area
+    /// as mysqld would have it: `SHOW WARNINGS`, `@@warning_count`,
+    /// `@@error_count`, `GET DIAGNOSTICS` and `ROW_COUNT()` read it as
+    /// they read a mysqld error (checked on MariaDB 10.11). The message is
+    /// a hex literal, whatever the client's `sql_mode` and character set;
+    /// mysqld takes at most 512 characters of it. SQLSTATE class `00` is
+    /// not an error to SIGNAL: none of the funnel's errors has it.
+    pub fn raise_sql(&self) -> Vec<u8> {
+        use std::fmt::Write;
+        let mut end = self.message.len();
+        if let Some((i, _)) = self.message.char_indices().nth(512) {
+            end = i;
+        }
+        let mut sql = String::with_capacity(96 + 2 * end);
+        let _ = write!(
+            sql,
+            "SIGNAL SQLSTATE '{}' SET MYSQL_ERRNO = {}, MESSAGE_TEXT = _utf8mb4 X'",
+            self.code.1, self.code.0
+        );
+        for b in &self.message.as_bytes()[..end] {
+            let _ = write!(sql, "{b:02x}");
+        }
+        sql.push('\'');
+        sql.into_bytes()
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct MultiRest {
     /// The query text left to run.
@@ -484,6 +539,39 @@ impl Client {
             && self.current().is_none()
             && self.wbuf.is_empty()
             && self.loop_wait.is_none()
+    }
+    /// The funnel answered the client's command with an error of its own:
+    /// the diagnostics area holds it now, and `ROW_COUNT()` is -1, as
+    /// after any error.
+    pub fn answered_own_error(&mut self, code: (u16, &'static str), message: &str) {
+        self.row_count = -1;
+        match &mut self.own_error {
+            Some(e) => {
+                e.code = code;
+                e.message.clear();
+                e.message.push_str(message);
+                e.due = false;
+            }
+            None => {
+                self.own_error = Some(Box::new(OwnError {
+                    code,
+                    message: message.to_string(),
+                    due: false,
+                }))
+            }
+        }
+    }
+    /// A statement replaced the diagnostics area (it ended with warnings
+    /// or an error, or used a table): the funnel's error given before is
+    /// gone from it. One still due stays.
+    pub fn diagnostics_replaced(&mut self) {
+        if self.own_error.as_ref().is_some_and(|e| !e.due) {
+            self.own_error = None;
+        }
+    }
+    /// The funnel's error given before, which the diagnostics area holds.
+    pub fn own_error_given(&self) -> Option<&OwnError> {
+        self.own_error.as_deref().filter(|e| !e.due)
     }
     pub fn set_idle(&mut self) {
         self.drop_sent();
@@ -672,7 +760,7 @@ impl Engine {
             last_status: SERVER_STATUS_AUTOCOMMIT,
             wrote_at: None,
             bytes_out: 0,
-            pending_error: None,
+            own_error: None,
             unreported_taken: 0,
             unreported_released: 0,
             unreported_held: 0,
@@ -1157,6 +1245,28 @@ fn stmt_id_of(payload: &[u8]) -> Option<u32> {
 mod tests {
     use super::*;
     use crate::server::session::PinCause;
+
+    #[test]
+    fn an_own_error_is_raised_with_its_code_state_and_message_in_hex() {
+        let e = OwnError {
+            code: (1094, "HY000"),
+            message: "it's \\ ☃".into(),
+            due: false,
+        };
+        assert_eq!(
+            String::from_utf8(e.raise_sql()).unwrap(),
+            "SIGNAL SQLSTATE 'HY000' SET MYSQL_ERRNO = 1094, MESSAGE_TEXT = _utf8mb4 X'69742773205c20e29883'"
+        );
+        // At most 512 characters, cut at a character's boundary.
+        let long = OwnError {
+            message: "☃".repeat(600),
+            ..e
+        };
+        let sql = String::from_utf8(long.raise_sql()).unwrap();
+        let hex = &sql[sql.find("X'").unwrap() + 2..sql.len() - 1];
+        assert_eq!(hex.len(), 512 * 6);
+        assert!(hex.ends_with("e29883"));
+    }
 
     /// `size_of::<Client>()` was 976 B before the rarely held fields were
     /// boxed (2026-12-07), 856 B after; `wrote_at` (read-your-writes for

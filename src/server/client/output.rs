@@ -147,6 +147,9 @@ impl Engine {
         let mut payload = Vec::with_capacity(msg.len() + 16);
         encode_err(&mut payload, code.0, code.1, msg);
         self.send_to_client(key, seq, &payload);
+        if let Some(c) = self.clients.get_mut(key) {
+            c.answered_own_error(code, msg);
+        }
     }
 
     /// Have what is queued for the client written (by the I/O layer, at

@@ -29,7 +29,9 @@
 //!   `SHOW` other than of diagnostics, the funnel's `DO (SELECT 1 FROM
 //!   information_schema.ENGINES LIMIT 0)`, any error (a failed prepare, an
 //!   unknown statement id, a scripted error: naming its statement's tag, if
-//!   any) and COM_RESET_CONNECTION replace or clear them.
+//!   any) and COM_RESET_CONNECTION replace or clear them. `SIGNAL SQLSTATE
+//!   ...` (the funnel putting back an error of its own) answers that
+//!   error, and leaves them nobody's.
 //!
 //! A reset or that `DO` still runs when the script gives it an odd answer
 //! (anything but an error): the funnel may take such an answer for done.
@@ -1077,6 +1079,16 @@ impl<'a> Reply<'a> {
         } else if text.starts_with("LOAD DATA LOCAL") && self.conn.caps & CLIENT_LOCAL_FILES != 0 {
             self.conn.infile_seq = Some(self.seq.wrapping_add(1));
             self.packet(b"\xfb/tmp/sim-infile");
+        } else if text.starts_with("SIGNAL SQLSTATE") {
+            // The funnel's own error, put back in the diagnostics area
+            // (nobody's tag: its message is the funnel's).
+            let code = text
+                .find("MYSQL_ERRNO = ")
+                .and_then(|at| digits_after(&text[at..], "MYSQL_ERRNO = "))
+                .and_then(|c| u16::try_from(c).ok())
+                .unwrap_or(1644);
+            self.err(code, "HY000", "signalled");
+            self.conn.warnings_owner = None;
         } else if text.starts_with("SELECT") || text.starts_with("SHOW") {
             self.text_result(&["1"], &[&[Some(b"1")]], 0);
         } else {
