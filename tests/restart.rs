@@ -512,3 +512,39 @@ fn restart_under_load_of_500_clients_has_no_errors() {
     drop(b);
     setup.query_drop(format!("DROP TABLE {table}")).unwrap();
 }
+
+/// Every loop accepts on the listening sockets (`threads`): after a
+/// takeover none of the old funnel's loops may accept any more, or the
+/// clients they took would wait for its SIGTERM to be handed over (and
+/// take connection ids the new funnel gives too).
+#[test]
+fn after_a_takeover_no_loop_of_the_old_funnel_accepts() {
+    let db = common::mariadb();
+    let dir = shared_dir();
+    let (cfg, port, _, _) = shared_config(db.port, dir.path(), "threads = 2");
+    let mut a = FunnelProcess::start(&cfg, port);
+    let mut b = start_second(&cfg);
+    // Each loop of both processes waits in its poll: with the old one's
+    // copies still open, about half of these would go to it.
+    let mut clients: Vec<Conn> = (0..40)
+        .map(|_| {
+            let mut c = conn(port);
+            session(&mut c);
+            c
+        })
+        .collect();
+    let mut unix = unix_conn(dir.path());
+    session(&mut unix);
+    a.signal(libc::SIGTERM);
+    a.wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("the old funnel did not exit:\n{}", a.log()));
+    let log_a = a.log();
+    assert!(
+        !log_a.contains("handed over to the new funnel"),
+        "the old funnel accepted clients after the takeover:\n{log_a}"
+    );
+    for c in clients.iter_mut().chain(std::iter::once(&mut unix)) {
+        session(c);
+    }
+    b.terminate(Duration::from_secs(20));
+}

@@ -8,8 +8,8 @@
 #     per query and its CPU share (cores busy), the fake's and the
 #     generator's CPU shares.
 #  B) connection churn (PAGE_CLIENTS clients, each page: connect, 3 point
-#     selects, quit): pages/s. Accepted sockets are handed to the loops in
-#     turn by the first loop.
+#     selects, quit): pages/s. Every loop accepts on the listeners (a socket
+#     goes to another loop only when that one has clearly fewer clients).
 # On a 2-core machine the fake server and the generator take about one
 # core themselves: the ceiling for the funnel is what is left.
 # Output: $OUT/threads.tsv, $OUT/threads-summary.txt

@@ -64,9 +64,82 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// starve the poll.
 const SETTLE_ROUNDS: usize = 64;
 
-pub(super) enum Listener {
+pub enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener, std::path::PathBuf),
+}
+
+impl Listener {
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l, _) => l.as_raw_fd(),
+        }
+    }
+
+    /// Another descriptor of the same listening socket, for another loop.
+    fn try_clone(&self) -> stdio::Result<Listener> {
+        use std::os::fd::AsFd;
+        Ok(match self {
+            Listener::Tcp(l) => Listener::Tcp(TcpListener::from_std(
+                l.as_fd().try_clone_to_owned()?.into(),
+            )),
+            Listener::Unix(l, path) => Listener::Unix(
+                UnixListener::from_std(l.as_fd().try_clone_to_owned()?.into()),
+                path.clone(),
+            ),
+        })
+    }
+
+    /// Watch it in `poll` as listener `index`. Every loop watches the same
+    /// sockets: `EPOLLEXCLUSIVE` wakes one waiting loop per connection,
+    /// not all (Linux 4.5; without it, all, and the others find nothing to
+    /// accept). Edge-triggered, as mio registers: a loop accepts until
+    /// none is left. Not through mio, which has no such flag.
+    fn register(&self, poll: &Poll, index: usize) -> stdio::Result<()> {
+        use std::os::fd::AsRawFd;
+        let ctl = |flags: libc::c_int| {
+            let mut event = libc::epoll_event {
+                events: (libc::EPOLLIN | libc::EPOLLET | flags) as u32,
+                u64: token(KIND_LISTENER, index).0 as u64,
+            };
+            // SAFETY: a valid epoll descriptor and socket, and an event
+            // that lives through the call.
+            let r = unsafe {
+                libc::epoll_ctl(
+                    poll.as_raw_fd(),
+                    libc::EPOLL_CTL_ADD,
+                    self.raw_fd(),
+                    &mut event,
+                )
+            };
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(stdio::Error::last_os_error())
+            }
+        };
+        match ctl(libc::EPOLLEXCLUSIVE) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => ctl(0),
+            r => r,
+        }
+    }
+
+    /// Stop watching it in `poll` (registered by `register`, so mio, which
+    /// checks its own registrations in debug builds, is not asked).
+    pub(super) fn unregister(&self, poll: &Poll) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: as in `register`; a null event is allowed for DEL.
+        unsafe {
+            libc::epoll_ctl(
+                poll.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                self.raw_fd(),
+                std::ptr::null_mut(),
+            );
+        }
+    }
 }
 
 pub(super) use super::transfer::Owner;
@@ -117,8 +190,6 @@ pub struct EventLoop {
     /// What the first loop last told the others of a successor.
     successor_told: Option<super::handoff::Successor>,
     all_loops: Option<ControlHandle>,
-    /// The loop the next accepted socket goes to.
-    next_accept_loop: usize,
 }
 
 /// Run the funnel until it is told to stop. `admin`, when given, is started
@@ -145,6 +216,7 @@ pub fn run(config: Config, admin: Option<AdminStarter>) -> Result<(), String> {
         start_admin(handle)?;
     }
     el.bind_listeners()?;
+    el.share_listeners()?;
     el.complete_takeover();
     el.start();
     el.restart_checkers()?;
@@ -192,7 +264,6 @@ impl EventLoop {
             waker: None,
             workers: Vec::new(),
             all_loops: None,
-            next_accept_loop: 0,
             successor_told: None,
         })
     }
@@ -214,7 +285,11 @@ impl EventLoop {
         let waker = self.waker()?;
         let (tx, rx) = crossbeam_channel::unbounded();
         self.inbox = Some(rx);
-        Ok(LoopPeer { tx, waker })
+        Ok(LoopPeer {
+            tx,
+            waker,
+            load: Default::default(),
+        })
     }
 
     /// Start loops 1.. (`threads`), each on its own thread, and wait until
@@ -341,7 +416,15 @@ impl EventLoop {
         };
         for msg in inbox.try_iter() {
             match msg {
-                LoopMsg::Accepted(stream) => self.new_client(stream),
+                LoopMsg::Accepted(stream) => {
+                    self.new_client(stream);
+                    let index = self.engine.share.index;
+                    self.shared
+                        .publish_clients(index, self.engine.clients_len());
+                    self.shared.took_accepted(index);
+                }
+                LoopMsg::Listen(listeners) => self.listen_too(listeners),
+                LoopMsg::StopAccepting => self.close_listeners(),
                 LoopMsg::Client(moved) => self.adopt_moved(*moved),
                 LoopMsg::Ask {
                     from,
@@ -561,16 +644,44 @@ impl EventLoop {
             listeners.push(Listener::Tcp(l));
         }
         listeners.extend(unix);
-        for (i, l) in listeners.iter_mut().enumerate() {
-            let t = token(KIND_LISTENER, i);
-            let r = match l {
-                Listener::Tcp(l) => poll.registry().register(l, t, Interest::READABLE),
-                Listener::Unix(l, _) => poll.registry().register(l, t, Interest::READABLE),
-            };
-            r.map_err(|e| format!("cannot register listener: {e}"))?;
+        for (i, l) in listeners.iter().enumerate() {
+            l.register(poll, i)
+                .map_err(|e| format!("cannot register listener: {e}"))?;
         }
         self.listeners = listeners;
         Ok(())
+    }
+
+    /// Give every other loop copies of the listeners: each loop accepts
+    /// for itself (see `accepted`).
+    fn share_listeners(&mut self) -> Result<(), String> {
+        for to in 1..self.engine.share.count {
+            let copies = self
+                .listeners
+                .iter()
+                .map(Listener::try_clone)
+                .collect::<stdio::Result<Vec<_>>>()
+                .map_err(|e| format!("cannot share the listeners with loop {to}: {e}"))?;
+            let _ = self.shared.send(to, LoopMsg::Listen(copies));
+        }
+        Ok(())
+    }
+
+    /// The first loop's copies of the listeners, to accept on here too.
+    fn listen_too(&mut self, listeners: Vec<Listener>) {
+        if self.engine.is_shutting_down() {
+            return;
+        }
+        for l in listeners {
+            let index = self.listeners.len();
+            match l.register(&self.poll, index) {
+                Ok(()) => self.listeners.push(l),
+                Err(e) => log::error!(
+                    "event loop {}: cannot register listener: {e}",
+                    self.engine.share.index + 1
+                ),
+            }
+        }
     }
 
     fn install_signal_handlers(&mut self) -> Result<(), String> {
@@ -616,6 +727,10 @@ impl EventLoop {
                 self.settle();
                 self.after_engine();
                 self.tell_successor();
+                if self.engine.share.count > 1 {
+                    self.shared
+                        .publish_clients(self.engine.share.index, self.engine.clients_len());
+                }
                 Ok(done)
             }
         };
@@ -940,17 +1055,19 @@ impl EventLoop {
         }
     }
 
-    /// A socket accepted: for this loop or the next in turn (`threads`).
+    /// A socket accepted: greeted here, unless another loop has clearly
+    /// fewer clients (`threads`): then it goes there.
     fn accepted(&mut self, stream: Stream) {
-        let count = self.engine.share.count;
-        if count > 1 {
-            let to = self.next_accept_loop;
-            self.next_accept_loop = (to + 1) % count;
-            if to != self.engine.share.index {
+        let me = self.engine.share.index;
+        if self.engine.share.count > 1 {
+            if let Some(to) = self.shared.accept_elsewhere(me, self.engine.clients_len()) {
                 match self.shared.send(to, LoopMsg::Accepted(stream)) {
                     Ok(()) => return,
                     // That loop is gone: this one greets it.
-                    Err(LoopMsg::Accepted(stream)) => return self.new_client(stream),
+                    Err(LoopMsg::Accepted(stream)) => {
+                        self.shared.took_accepted(to);
+                        return self.new_client(stream);
+                    }
                     Err(_) => return,
                 }
             }
@@ -990,16 +1107,13 @@ impl EventLoop {
     }
 
     fn close_listeners(&mut self) {
-        for l in &mut self.listeners {
-            let _ = match l {
-                Listener::Tcp(l) => self.poll.registry().deregister(l),
-                Listener::Unix(l, path) => {
-                    // Only while the file is ours: a newer funnel may have
-                    // put its own socket there.
-                    handoff_io::remove_if_ours(path, self.handoff.unix_file_id);
-                    self.poll.registry().deregister(l)
-                }
-            };
+        for l in &self.listeners {
+            l.unregister(&self.poll);
+            if let Listener::Unix(_, path) = l {
+                // Only while the file is ours (the first loop's): a newer
+                // funnel may have put its own socket there.
+                handoff_io::remove_if_ours(path, self.handoff.unix_file_id);
+            }
         }
         // Close them too: a deregistered listener still completes
         // handshakes in the kernel, and those clients would hang.

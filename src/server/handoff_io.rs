@@ -1159,13 +1159,13 @@ impl EventLoop {
     /// our listeners go on, so no waiting connection is lost) and let it
     /// have the handoff socket.
     fn give_listeners_away(&mut self, pid: u32) {
-        for l in &mut self.listeners {
-            let _ = match l {
-                Listener::Tcp(l) => self.poll.registry().deregister(l),
-                Listener::Unix(l, _) => self.poll.registry().deregister(l),
-            };
+        for l in &self.listeners {
+            l.unregister(&self.poll);
         }
         self.listeners.clear();
+        for to in 1..self.engine.share.count {
+            let _ = self.shared.send(to, super::loops::LoopMsg::StopAccepting);
+        }
         self.handoff.listeners_given_away = true;
         if let Some(mut l) = self.handoff.listener.take() {
             let _ = self.poll.registry().deregister(&mut l.listener);

@@ -4,8 +4,10 @@
 //! Each loop is an `EventLoop` with its own engine, on its own thread: it
 //! owns its clients and its share of every pool's backend connections
 //! (`config::LoopShare`), and decides alone. The first loop also owns the
-//! listeners, the signals, the handoff socket and the health checkers; it
-//! hands each accepted socket to the loops in turn. What holds across loops
+//! signals, the handoff socket and the health checkers, and binds the
+//! listeners; every loop accepts on copies of them, and keeps what it
+//! accepts unless another loop has clearly fewer clients (`LoopLoad`):
+//! then it hands the socket there. What holds across loops
 //! is small and lock-free: connection ids and the client count
 //! (`max_client_connections`), in atomics. A client whose pool this loop
 //! does not serve (a pool with fewer connections than loops) is moved, in
@@ -80,7 +82,29 @@ impl Default for Shared {
 pub(crate) struct LoopPeer {
     pub(crate) tx: Sender<LoopMsg>,
     pub(crate) waker: Arc<mio::Waker>,
+    pub(crate) load: LoopLoad,
 }
+
+/// How many clients a loop has, for the accepting loops' choice: each
+/// loop writes its own count (once per pass), and the sockets handed to
+/// it that it has not taken yet are counted apart. In its own cache line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub(crate) struct LoopLoad {
+    clients: AtomicUsize,
+    incoming: AtomicUsize,
+}
+
+impl LoopLoad {
+    fn now(&self) -> usize {
+        self.clients.load(Ordering::Relaxed) + self.incoming.load(Ordering::Relaxed)
+    }
+}
+
+/// A loop that accepts a client keeps it unless it holds this many more
+/// than the loop with fewest (and an eighth more): most accepted sockets
+/// then need no handover, and the loops' shares stay even.
+const ACCEPT_SLACK: usize = 2;
 
 /// What one loop hands another.
 pub enum LoopMsg {
@@ -119,6 +143,12 @@ pub enum LoopMsg {
     },
     /// To the first loop: a loop has ended.
     Ended,
+    /// From the first loop: copies of the client listeners, for this loop
+    /// to accept on too (`event_loop.rs`, "Accepting").
+    Listen(Vec<super::event_loop::Listener>),
+    /// From the first loop: a newer funnel has the listeners; stop
+    /// accepting (close the copies).
+    StopAccepting,
 }
 
 impl std::fmt::Debug for LoopMsg {
@@ -132,6 +162,8 @@ impl std::fmt::Debug for LoopMsg {
             LoopMsg::HandOff { .. } => f.write_str("HandOff"),
             LoopMsg::Adopt { .. } => f.write_str("Adopt"),
             LoopMsg::Ended => f.write_str("Ended"),
+            LoopMsg::Listen(l) => write!(f, "Listen({})", l.len()),
+            LoopMsg::StopAccepting => f.write_str("StopAccepting"),
         }
     }
 }
@@ -254,6 +286,43 @@ impl Shared {
         }
         let n = self.placement.fetch_add(1, Ordering::Relaxed);
         Some(loops[n % loops.len()])
+    }
+
+    /// Loop `index` has `clients` clients now.
+    pub(crate) fn publish_clients(&self, index: usize, clients: usize) {
+        if let Some(peer) = self.peers.get().and_then(|p| p.get(index)) {
+            if peer.load.clients.load(Ordering::Relaxed) != clients {
+                peer.load.clients.store(clients, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Loop `me`, with `mine` clients, accepted one: the loop to hand it
+    /// to, when another has clearly fewer (`ACCEPT_SLACK`). That loop
+    /// counts it as incoming until it takes it (`took_accepted`).
+    pub(crate) fn accept_elsewhere(&self, me: usize, mine: usize) -> Option<usize> {
+        let peers = self.peers.get()?;
+        let (to, least) = peers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != me)
+            .map(|(i, p)| (i, p.load.now()))
+            .min_by_key(|(_, n)| *n)?;
+        if mine < least + ACCEPT_SLACK + least / 8 {
+            return None;
+        }
+        peers[to].load.incoming.fetch_add(1, Ordering::Relaxed);
+        Some(to)
+    }
+
+    /// Loop `index` took (or will never take) a socket handed to it.
+    pub(crate) fn took_accepted(&self, index: usize) {
+        if let Some(peer) = self.peers.get().and_then(|p| p.get(index)) {
+            let _ = peer
+                .load
+                .incoming
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
     }
 
     /// Hand `msg` to loop `index` and wake it. Gives the message back when
