@@ -311,3 +311,57 @@ fn the_funnels_own_errors_are_in_the_diagnostics_area_as_mysqlds_are() {
     a.reset().expect("reset");
     assert_eq!(answer(&mut a, "SHOW WARNINGS"), Ok(Vec::new()));
 }
+
+/// `FOUND_ROWS()` and `ROW_COUNT()` say what the client's own previous
+/// statement left, as on a direct connection, though another client's
+/// statements ran on the one shared backend in between (and the funnel's
+/// own steps): as standalone `SELECT`s the funnel answers, and inside
+/// expressions, after `SQL_CALC_FOUND_ROWS`, under `sql_select_limit`
+/// and beside warnings.
+#[test]
+fn found_rows_and_row_count_are_the_clients_own() {
+    let db = common::mariadb();
+    let f = start("connections = 1\nmax_pinned_backends = 4");
+    let mut a = f.conn_after_use(USER_A, PASS_A);
+    let mut other = f.conn_after_use(USER_A, PASS_A);
+    let mut direct = db.conn(USER_A, PASS_A);
+    direct
+        .query_drop(format!("USE {}", common::TEST_DB))
+        .expect("direct USE");
+    let script = [
+        "SELECT 1 UNION SELECT 2 UNION SELECT 3",
+        "SELECT FOUND_ROWS()",
+        "SELECT 1 UNION SELECT 2 UNION SELECT 3",
+        "SELECT FOUND_ROWS() + 0, ROW_COUNT() + 0",
+        "SELECT SQL_CALC_FOUND_ROWS * FROM (VALUES (1), (2), (3), (4)) t LIMIT 1",
+        "SELECT FOUND_ROWS() + 0",
+        "SELECT SQL_CALC_FOUND_ROWS * FROM (VALUES (1), (2), (3), (4), (5)) t LIMIT 2",
+        "SELECT FOUND_ROWS()",
+        "DO 1",
+        "SELECT ROW_COUNT() + 0",
+        "SET sql_select_limit = 2",
+        "SELECT 1 UNION SELECT 2 UNION SELECT 3",
+        "SELECT FOUND_ROWS() + 0",
+        "SET sql_select_limit = DEFAULT",
+        "SELECT 1/0",
+        "SELECT 1 UNION SELECT 2",
+        "SELECT @@warning_count, FOUND_ROWS()",
+        "SELECT 5 INTO @x",
+        "SELECT FOUND_ROWS() + 0",
+        // An affected-rows count is exact standalone; inside an expression
+        // only on the backend that left it (README).
+        "SELECT 5 INTO @x",
+        "SELECT ROW_COUNT()",
+    ];
+    for (step, sql) in script.iter().enumerate() {
+        let got = answer(&mut a, sql);
+        assert_eq!(
+            got,
+            answer(&mut direct, sql),
+            "step {step}: {sql}: through the funnel and directly"
+        );
+        // The other client leaves counts of its own on the backend.
+        let _ = answer(&mut other, "SELECT 1 UNION SELECT 2 UNION SELECT 3 UNION SELECT 4 UNION SELECT 5 UNION SELECT 6 UNION SELECT 7");
+        let _ = answer(&mut other, "DO 1");
+    }
+}

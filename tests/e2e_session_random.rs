@@ -43,7 +43,9 @@ fn answer(c: &mut Conn, sql: &str) -> Result<Vec<Vec<Value>>, String> {
         })
 }
 
-/// Stored functions and a trigger the statement mix uses.
+/// Stored functions and a trigger the statement mix uses. Both sides
+/// insert into the trigger's table: it has no AUTO_INCREMENT, whose ids
+/// (and so LAST_INSERT_ID()) would differ between them.
 const FIXTURE: &str = "
     CREATE OR REPLACE FUNCTION funnel_test.rnd_set_limit(n INT) RETURNS INT
       BEGIN SET SESSION sql_select_limit = n; RETURN n; END;
@@ -53,7 +55,7 @@ const FIXTURE: &str = "
       BEGIN SET @fv = n; RETURN n; END;
     CREATE OR REPLACE FUNCTION funnel_test.rnd_take(name VARCHAR(64)) RETURNS INT
       RETURN GET_LOCK(name, 0);
-    CREATE OR REPLACE TABLE funnel_test.rnd_trg (id INT AUTO_INCREMENT PRIMARY KEY, c INT);
+    CREATE OR REPLACE TABLE funnel_test.rnd_trg (c INT);
     CREATE TRIGGER funnel_test.rnd_trg_ai AFTER INSERT ON funnel_test.rnd_trg
       FOR EACH ROW SET @trig = NEW.c;
 ";
@@ -105,13 +107,39 @@ const CHANGES: &[&str] = &[
     // diagnostics area must hold them as mysqld's would.
     "KILL QUERY {self}",
     "KILL QUERY 987654321",
+    // Session objects: a temporary table (its AUTO_INCREMENT ids are the
+    // session's own: LAST_INSERT_ID() compares), SQL prepared statements,
+    // found rows, the isolation level, a transaction, SET STATEMENT. (Not
+    // MAX(id) of it: an index lookup finding no row leaves FOUND_ROWS() as
+    // it was on mysqld, which the funnel does not follow: README.)
+    "CREATE TEMPORARY TABLE IF NOT EXISTS rnd_tmp (id INT AUTO_INCREMENT PRIMARY KEY, a INT)",
+    "INSERT INTO rnd_tmp (a) VALUES ({n})",
+    "SELECT COUNT(*), SUM(id) FROM rnd_tmp",
+    "DROP TEMPORARY TABLE IF EXISTS rnd_tmp",
+    "SELECT LAST_INSERT_ID()",
+    "SELECT LAST_INSERT_ID({n})",
+    "PREPARE rnd_ps FROM 'SELECT ? + {d}, @v'",
+    "EXECUTE rnd_ps USING {n}",
+    "DEALLOCATE PREPARE rnd_ps",
+    "SELECT ROW_COUNT() + 0, {d}",
+    "SELECT SQL_CALC_FOUND_ROWS a FROM rnd_tmp LIMIT 1",
+    "SELECT FOUND_ROWS()",
+    "SELECT FOUND_ROWS() + {d}, ROW_COUNT() - {d}",
+    "SELECT {d} UNION SELECT {n} UNION SELECT 0",
+    "DO {d}",
+    "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+    "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+    "BEGIN",
+    "ROLLBACK",
+    "SET STATEMENT sql_select_limit = 1 FOR SELECT {d} UNION SELECT {n}",
 ];
 
-/// `{side}` is `f` (funnel) or `d` (direct twin). `@@warning_count` is that
-/// of the client's previous statement. (`ROW_COUNT()` is not probed: it is
-/// compared where the mix runs `SELECT ROW_COUNT()`.)
-const PROBE: &str = "SELECT @@warning_count, @gm, @v, @s, @d, @a, @x, @fv, @trig, @ei, \
-    @@sql_mode, @@time_zone, \
+/// `{side}` is `f` (funnel) or `d` (direct twin). `@@warning_count` and
+/// `FOUND_ROWS()` are those of the client's previous statement. (`ROW_COUNT()`
+/// is not probed: after an `INSERT` only the backend that ran it has it; it
+/// is compared where the mix runs it.)
+const PROBE: &str = "SELECT @@warning_count, FOUND_ROWS(), @gm, @v, @s, @d, @a, @x, @fv, @trig, @ei, \
+    @@sql_mode, @@time_zone, @@tx_isolation, \
     @@character_set_client, @@character_set_connection, @@character_set_results, \
     @@collation_connection, @@autocommit, @@group_concat_max_len, @@sql_select_limit, \
     DATABASE(), @@in_transaction, IS_USED_LOCK('rnd_{side}_0') IS NOT NULL AS lock0, \
@@ -143,6 +171,9 @@ fn random_session_mixes_answer_as_direct_connections_do() {
             (f, d)
         })
         .collect();
+    // Each client's statements so far (the probes between them left out),
+    // for a failure's message.
+    let mut history: Vec<Vec<String>> = vec![Vec::new(); CLIENTS];
     for step in 0..STEPS {
         let mut i = rng.below(CLIENTS);
         let n = rng.below(1000);
@@ -167,9 +198,12 @@ fn random_session_mixes_answer_as_direct_connections_do() {
         let rf = answer(f, &sql_f);
         let rd = answer(d, &sql_d);
         assert_eq!(
-            rf, rd,
-            "seed {seed} step {step} client {i}: {sql_f}: funnel answer differs from direct"
+            rf,
+            rd,
+            "seed {seed} step {step} client {i}: {sql_f}: funnel answer differs from direct (its statements before: {:?})",
+            &history[i]
         );
+        history[i].push(sql_f.clone());
         // Every few steps, and always after a statement, probe the session
         // of this client and of another one chosen at random.
         for j in [i, rng.below(CLIENTS)] {
@@ -177,8 +211,10 @@ fn random_session_mixes_answer_as_direct_connections_do() {
             let pf = values(f.query_first(probe('f')).expect("funnel probe"));
             let pd = values(d.query_first(probe('d')).expect("direct probe"));
             assert_eq!(
-                pf, pd,
-                "seed {seed} step {step}: client {j} after client {i} ran {sql}: funnel session differs from direct"
+                pf,
+                pd,
+                "seed {seed} step {step}: client {j} after client {i} ran {sql}: funnel session differs from direct (its statements: {:?})",
+                &history[j]
             );
         }
     }

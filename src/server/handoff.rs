@@ -40,6 +40,9 @@ use crate::protocol::consts::err;
 /// Version of the image encoding; an image of another version is refused
 /// (and `handoff_io::PROTOCOL_VERSION` includes it).
 pub(crate) const IMAGE_VERSION: u8 = 1;
+/// A field after the pending input, tagged: what this version adds to
+/// version 1's image without refusing the images of funnels before it.
+const EXT_FOUND_ROWS: u8 = 1;
 /// Largest encoded image handed over (statements' SQL and unread input
 /// make most of it); a client with a bigger one is not handed over (it is
 /// closed between its commands at the deadline).
@@ -116,6 +119,10 @@ pub struct ClientImage {
     pub timeouts: ClientTimeouts,
     pub last_insert_id: u64,
     pub row_count: i64,
+    /// `Client::found_rows`. Written after everything else, and only when
+    /// not 0 (`EXT_FOUND_ROWS`): an image of a funnel that did not know it
+    /// is read as 0.
+    pub found_rows: u64,
     pub last_status: u16,
     pub multi_statements: bool,
     /// The funnel's own error: due for its next command, or in its
@@ -326,6 +333,10 @@ impl ClientImage {
             w.bytes(&s.types);
         }
         w.bytes(&self.pending_input);
+        if self.found_rows != 0 {
+            w.u8(EXT_FOUND_ROWS);
+            w.u64(self.found_rows);
+        }
         w.0
     }
 
@@ -411,8 +422,12 @@ impl ClientImage {
             });
         }
         let pending_input = r.bytes()?.to_vec();
-        if !r.is_empty() {
-            return Err(WireError("trailing bytes"));
+        let mut found_rows = 0;
+        while !r.is_empty() {
+            match r.u8()? {
+                EXT_FOUND_ROWS => found_rows = r.u64()?,
+                _ => return Err(WireError("trailing bytes")),
+            }
         }
         if stmts.iter().any(|s| s.id == 0 || s.id > next_stmt_id) {
             return Err(WireError("statement id out of range"));
@@ -439,6 +454,7 @@ impl ClientImage {
             timeouts,
             last_insert_id,
             row_count,
+            found_rows,
             last_status,
             multi_statements,
             own_error,
@@ -599,6 +615,7 @@ impl Engine {
             timeouts: c.timeouts,
             last_insert_id: c.last_insert_id,
             row_count: c.row_count,
+            found_rows: c.found_rows,
             last_status: c.last_status,
             multi_statements: c.multi_statements,
             own_error: c.own_error.as_ref().map(|e| OwnErrorImage {
@@ -849,6 +866,7 @@ mod tests {
             },
             last_insert_id: 99,
             row_count: -1,
+            found_rows: 12,
             last_status: 2,
             multi_statements: false,
             own_error: Some(OwnErrorImage {
@@ -904,9 +922,20 @@ mod tests {
     fn garbage_is_refused_without_panic() {
         let bytes = image().encode();
         // Every truncation, and every byte flipped, either decodes to
-        // something or is refused; none panics.
+        // something or is refused; none panics. Without its tagged fields
+        // an image is whole (as a funnel before them wrote it).
+        let base = bytes.len() - 9;
         for n in 0..bytes.len() {
-            assert!(ClientImage::decode(&bytes[..n]).is_err(), "prefix {n}");
+            let decoded = ClientImage::decode(&bytes[..n]);
+            if n == base {
+                assert_eq!(
+                    decoded.map(|i| i.found_rows),
+                    Ok(0),
+                    "without the tagged fields"
+                );
+            } else {
+                assert!(decoded.is_err(), "prefix {n}");
+            }
         }
         for i in 0..bytes.len() {
             for flip in [0x01u8, 0x80, 0xff] {

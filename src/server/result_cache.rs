@@ -51,14 +51,21 @@ pub fn shaping_capabilities(capabilities: u32, mariadb_caps: u32, multi_statemen
         | u64::from(multi_statements) << 63
 }
 
+/// What an answer leaves the client with: the status of its last OK/EOF,
+/// and what `ROW_COUNT()` and `FOUND_ROWS()` say after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnswerEnd {
+    pub status: u16,
+    pub row_count: i64,
+    pub found_rows: u64,
+}
+
 /// A cached answer.
 #[derive(Debug)]
 pub struct CachedAnswer {
     /// The frames as the first client got them.
     pub frames: Box<[u8]>,
-    /// The status of its last OK/EOF, and what `ROW_COUNT()` says after it.
-    pub status: u16,
-    pub row_count: i64,
+    pub end: AnswerEnd,
     expires: Instant,
     /// The tables its statement mentions ([`table_hash`]), and the write
     /// epoch its read began at (or was last found fresh at).
@@ -268,8 +275,7 @@ pub struct ResultCache {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Unkept {
     pub frames: Box<[u8]>,
-    pub status: u16,
-    pub row_count: i64,
+    pub end: AnswerEnd,
 }
 
 /// What the clients that waited for an answer get.
@@ -584,7 +590,7 @@ impl ResultCache {
         &mut self,
         client: usize,
         serial: u64,
-        clean: Option<(u16, i64)>,
+        clean: Option<AnswerEnd>,
         now: Instant,
     ) -> (Vec<Waiter>, Option<Shared>) {
         if self.fills.is_empty() {
@@ -601,7 +607,7 @@ impl ResultCache {
             self.counters.too_big += 1;
             return (waiting, None);
         }
-        let Some((status, row_count)) = clean else {
+        let Some(end) = clean else {
             return (waiting, None);
         };
         if fill.frames.is_empty() {
@@ -622,8 +628,7 @@ impl ResultCache {
             }
             let unkept = Unkept {
                 frames: fill.frames.into_boxed_slice(),
-                status,
-                row_count,
+                end,
             };
             return (waiting, Some(Shared::Unkept(unkept)));
         }
@@ -646,8 +651,7 @@ impl ResultCache {
             fill.key.clone(),
             CachedAnswer {
                 frames: fill.frames.into_boxed_slice(),
-                status,
-                row_count,
+                end,
                 expires: now + fill.ttl,
                 tables: fill.tables,
                 fresh_at: fill.began,
@@ -689,6 +693,15 @@ pub fn renumber_frames(frames: &[u8], first_seq: u8, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The end of a one-row result.
+    fn end(status: u16) -> AnswerEnd {
+        AnswerEnd {
+            status,
+            row_count: -1,
+            found_rows: 1,
+        }
+    }
     use crate::protocol::deprecate_eof::encode_end_of_rows;
     use crate::protocol::response::{encode_column_def, encode_text_row};
 
@@ -799,7 +812,7 @@ mod tests {
             tables(&["t"]),
         );
         cache.capture(1, 9, frames);
-        cache.finish_fill(1, 9, Some((SERVER_STATUS_AUTOCOMMIT, -1)), now);
+        cache.finish_fill(1, 9, Some(end(SERVER_STATUS_AUTOCOMMIT)), now);
     }
 
     #[test]
@@ -811,7 +824,7 @@ mod tests {
         store(&mut cache, &k, &result(1, false), 100, t0);
         let hit = cache.lookup(&k, t0 + Duration::from_millis(99)).unwrap();
         assert_eq!(&*hit.frames, &result(1, false)[..]);
-        assert_eq!(hit.row_count, -1);
+        assert_eq!(hit.end.row_count, -1);
         assert!(cache.lookup(&k, t0 + Duration::from_millis(100)).is_none());
         assert_eq!(cache.entries(), 0);
         assert_eq!(cache.bytes(), 0);
@@ -868,7 +881,7 @@ mod tests {
         assert!(!cache.wait_for(&key("SELECT b FROM t"), w(4), far));
         assert!(cache.is_waiting(2, 2) && !cache.is_waiting(2, 9));
         cache.capture(1, 1, &result(1, true));
-        let (waiting, stored) = cache.finish_fill(1, 1, Some((0, -1)), t0);
+        let (waiting, stored) = cache.finish_fill(1, 1, Some(end(0)), t0);
         assert_eq!(waiting, vec![w(2), w(3)]);
         assert_eq!(stored, Some(Shared::Stored(k.clone())));
         assert!(!cache.is_waiting(2, 2));
@@ -921,7 +934,7 @@ mod tests {
         );
         small.capture(1, 9, &frames[..10]);
         small.capture(1, 9, &frames[10..]);
-        small.finish_fill(1, 9, Some((0, -1)), t0);
+        small.finish_fill(1, 9, Some(end(0)), t0);
         assert_eq!((small.entries(), small.counters.too_big), (0, 1));
         // Another command's bytes, or an unclean end, store nothing.
         small.start_fill(
@@ -933,7 +946,7 @@ mod tests {
         );
         small.forget_fill(1);
         small.capture(1, 9, b"x");
-        small.finish_fill(1, 9, Some((0, -1)), t0);
+        small.finish_fill(1, 9, Some(end(0)), t0);
         small.start_fill(
             1,
             9,
@@ -957,7 +970,7 @@ mod tests {
         };
         let done = |cache: &mut ResultCache, client: usize| {
             cache.capture(client, 9, &result(1, false));
-            cache.finish_fill(client, 9, Some((0, -1)), t0).1
+            cache.finish_fill(client, 9, Some(end(0)), t0).1
         };
         fill(&mut cache, 1, &kt, "t");
         done(&mut cache, 1);
@@ -1036,6 +1049,6 @@ mod tests {
         assert_eq!(cache.expired(soon), vec![w(2)]);
         assert!(!cache.is_waiting(2, 1) && cache.is_waiting(3, 1));
         cache.capture(1, 1, &result(1, true));
-        assert_eq!(cache.finish_fill(1, 1, Some((0, -1)), t0).0, vec![w(3)]);
+        assert_eq!(cache.finish_fill(1, 1, Some(end(0)), t0).0, vec![w(3)]);
     }
 }

@@ -19,7 +19,8 @@ use super::backend::BackendState;
 use super::client::ClientState;
 use super::pool::ClientRef;
 use super::result_cache::{
-    renumber_frames, shaping_capabilities, table_hash, CacheKey, ResultCache, Shared, Waiter,
+    renumber_frames, shaping_capabilities, table_hash, AnswerEnd, CacheKey, ResultCache, Shared,
+    Waiter,
 };
 use super::statement::{mentioned_tables, statement_writes, StatementFacts, TableName, Writes};
 use super::stats::{normalize_query, shape_hash};
@@ -710,20 +711,23 @@ impl Engine {
         let Some(hit) = self.rules.cache.get(cache_key, self.now) else {
             return;
         };
-        let (status, row_count) = (hit.status, hit.row_count);
+        let end = hit.end;
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
         renumber_frames(&hit.frames, seq, &mut out);
-        self.answer_with(key, out, status, row_count);
+        self.answer_with(key, out, end);
     }
 
     /// Write `out` (an answer, renumbered for the client) as the answer to
     /// the client's command; `out` becomes the scratch buffer again.
-    fn answer_with(&mut self, key: usize, out: Vec<u8>, status: u16, row_count: i64) {
+    fn answer_with(&mut self, key: usize, out: Vec<u8>, end: AnswerEnd) {
         let c = &mut self.clients[key];
         // As after the same answer from mysqld (`finish_response`).
-        c.row_count = row_count;
-        c.last_status = status;
+        c.row_count = end.row_count;
+        if c.facts.selects {
+            c.found_rows = end.found_rows;
+        }
+        c.last_status = end.status;
         if c.facts.clears_diagnostics {
             c.diagnostics_replaced();
         }
@@ -772,7 +776,7 @@ impl Engine {
                     let mut out = std::mem::take(&mut self.scratch);
                     out.clear();
                     renumber_frames(&answer.frames, seq, &mut out);
-                    self.answer_with(w.client, out, answer.status, answer.row_count);
+                    self.answer_with(w.client, out, answer.end);
                 }
             }
             self.client_ready(w.client);
@@ -903,7 +907,12 @@ impl Engine {
         let (waiters, shared) = self.rules.cache.finish_fill(
             cr.key,
             cr.serial,
-            clean.then_some((status, row_count)),
+            clean.then_some(AnswerEnd {
+                status,
+                row_count,
+                // For a SELECT (`answer_with`).
+                found_rows: r.rows,
+            }),
             self.now,
         );
         if !waiters.is_empty() {

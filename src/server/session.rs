@@ -1384,10 +1384,13 @@ pub enum FunnelAnswered {
     /// `ROW_COUNT()`: what the client's own previous statement changed,
     /// whatever ran on the backend since.
     RowCount,
+    /// `FOUND_ROWS()`: the rows of the client's own last `SELECT` (unless
+    /// it used `SQL_CALC_FOUND_ROWS`: then its backend answers).
+    FoundRows,
 }
 
-/// Recognise exactly `SELECT LAST_INSERT_ID()`, `SELECT CONNECTION_ID()` or
-/// `SELECT ROW_COUNT()`,
+/// Recognise exactly `SELECT LAST_INSERT_ID()`, `SELECT CONNECTION_ID()`,
+/// `SELECT ROW_COUNT()` or `SELECT FOUND_ROWS()`,
 /// with an optional alias (`AS x`, `x`, quoted) and trailing `;`. Returns the
 /// column name mysqld would give (the alias, or the expression as typed),
 /// as the statement scan finds it (`StatementFacts::answered`).
@@ -1419,6 +1422,8 @@ pub fn funnel_answered_span(sql: &[u8]) -> Option<(FunnelAnswered, (usize, usize
             (FunnelAnswered::ConnectionId, 13)
         } else if rest.len() >= 9 && rest[..9].eq_ignore_ascii_case(b"ROW_COUNT") {
             (FunnelAnswered::RowCount, 9)
+        } else if rest.len() >= 10 && rest[..10].eq_ignore_ascii_case(b"FOUND_ROWS") {
+            (FunnelAnswered::FoundRows, 10)
         } else {
             return None;
         };

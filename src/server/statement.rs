@@ -34,7 +34,8 @@ pub mod unreported {
     pub const TABLE_LOCKS: u8 = 1;
     /// `GET_LOCK()`, until `RELEASE_ALL_LOCKS()`.
     pub const USER_LOCKS: u8 = 2;
-    /// `SQL_CALC_FOUND_ROWS` / `FOUND_ROWS()`.
+    /// `SQL_CALC_FOUND_ROWS`: the count it leaves for `FOUND_ROWS()` is
+    /// not the rows sent.
     pub const FOUND_ROWS: u8 = 4;
 }
 
@@ -56,6 +57,16 @@ pub struct StatementFacts {
     pub sets_insert_id: bool,
     /// It reads what the previous statement left: `ROW_COUNT()`.
     pub reads_row_count: bool,
+    /// ... or `FOUND_ROWS()`: the rows the client's last `SELECT` found.
+    pub reads_found_rows: bool,
+    /// A statement of it is a `SELECT` (`WITH`, `VALUES`, `TABLE`, `SHOW
+    /// COUNT(*) WARNINGS`): it sets what `FOUND_ROWS()` says next, to the
+    /// rows of its result (0 for `SELECT ... INTO`).
+    pub selects: bool,
+    /// It names `sql_select_limit` (`SET STATEMENT sql_select_limit = n
+    /// FOR SELECT ...`): rows the limit holds back still count for
+    /// `FOUND_ROWS()`, and the funnel does not see them.
+    pub mentions_select_limit: bool,
     /// It reads the diagnostics area of the previous statement (`SHOW
     /// WARNINGS`, `SHOW ERRORS`, `GET DIAGNOSTICS`, `@@warning_count`, ...).
     pub reads_diagnostics: bool,
@@ -170,6 +181,9 @@ impl StatementFacts {
         self.reads_insert_id |= o.reads_insert_id;
         self.sets_insert_id |= o.sets_insert_id;
         self.reads_row_count |= o.reads_row_count;
+        self.reads_found_rows |= o.reads_found_rows;
+        self.selects |= o.selects;
+        self.mentions_select_limit |= o.mentions_select_limit;
         self.reads_diagnostics |= o.reads_diagnostics;
         self.mentions_user_var |= o.mentions_user_var;
         self.assigns_user_var |= o.assigns_user_var;
@@ -1656,12 +1670,18 @@ fn first_word_rule(first: Kw, second: Kw, f: &mut StatementFacts) {
         START => f.begins_transaction = true,
         GET if matches!(second, DIAGNOSTICS | CURRENT | STACKED) => f.reads_diagnostics = true,
         GET => f.unproven = f.unproven.or(Some("GET statement")),
-        SHOW if matches!(second, WARNINGS | ERRORS | COUNT) => f.reads_diagnostics = true,
+        // `SHOW COUNT(*) WARNINGS` is a SELECT of the count (FOUND_ROWS() 1).
+        SHOW if second == COUNT => {
+            f.reads_diagnostics = true;
+            f.selects = true;
+        }
+        SHOW if matches!(second, WARNINGS | ERRORS) => f.reads_diagnostics = true,
         SHOW => f.clears_diagnostics = true,
         INSERT | UPDATE | DELETE | REPLACE | LOAD => {
             f.may_fire_triggers = true;
             f.clears_diagnostics = true;
         }
+        SELECT | WITH | VALUES | TABLE => f.selects = true,
         _ => {}
     }
 }
@@ -1778,7 +1798,10 @@ fn scan(
             } else {
                 answer_candidate
                     && word
-                    && matches!(kw, Kw::LAST_INSERT_ID | Kw::CONNECTION_ID | Kw::ROW_COUNT)
+                    && matches!(
+                        kw,
+                        Kw::LAST_INSERT_ID | Kw::CONNECTION_ID | Kw::ROW_COUNT | Kw::FOUND_ROWS
+                    )
             };
             tokens += 1;
             if answer_candidate && tokens == 2 {
@@ -1844,6 +1867,13 @@ fn scan(
         {
             f.mentions_timeouts = true;
         }
+        if !f.mentions_select_limit
+            && matches!(kind, Tok::Word | Tok::QuotedName | Tok::SysVar)
+            && e - s >= 16
+            && contains_ignore_case(&sql[s..e], b"sql_select_limit")
+        {
+            f.mentions_select_limit = true;
+        }
         if in_load && kind == Tok::Word {
             if kw == Kw::LOCAL {
                 f.load_local = true;
@@ -1866,7 +1896,8 @@ fn scan(
                 match kw {
                     Kw::GET_LOCK => f.takes |= unreported::USER_LOCKS,
                     Kw::RELEASE_ALL_LOCKS => f.releases |= unreported::USER_LOCKS,
-                    Kw::SQL_CALC_FOUND_ROWS | Kw::FOUND_ROWS => f.takes |= unreported::FOUND_ROWS,
+                    Kw::SQL_CALC_FOUND_ROWS => f.takes |= unreported::FOUND_ROWS,
+                    Kw::FOUND_ROWS => f.reads_found_rows = true,
                     Kw::LAST_INSERT_ID => f.reads_insert_id = true,
                     Kw::ROW_COUNT => f.reads_row_count = true,
                     Kw::TEMPORARY => f.opaque_state = true,
@@ -1934,6 +1965,7 @@ fn scan(
         && !f.later_kill
         && !f.reads_diagnostics
         && !f.reads_row_count
+        && !f.reads_found_rows
         && !f.set_statement;
     f.set_only = first_is_set && statement_index + usize::from(started) == 1;
     f.show_processlist = match (only_words, words, first_words) {
@@ -2041,7 +2073,21 @@ mod tests {
         assert_eq!(t(b"DO RELEASE_ALL_LOCKS()"), (0, USER_LOCKS));
         // One of maybe several: still held.
         assert_eq!(t(b"DO RELEASE_LOCK('a')"), (0, 0));
-        assert_eq!(t(b"SELECT FOUND_ROWS()"), (FOUND_ROWS, 0));
+        assert_eq!(t(b"SELECT SQL_CALC_FOUND_ROWS a FROM t"), (FOUND_ROWS, 0));
+        // Read, not held: the funnel knows the count (`Client::found_rows`).
+        assert_eq!(t(b"SELECT FOUND_ROWS()"), (0, 0));
+        assert!(statement_facts(b"SELECT FOUND_ROWS() + 1").reads_found_rows);
+        for (sql, selects) in [
+            ("SELECT 1", true),
+            ("with c as (select 1) select * from c", true),
+            ("VALUES (1)", true),
+            ("TABLE t", true),
+            ("SHOW TABLES", false),
+            ("SET @a = (SELECT 1)", false),
+            ("DO 1; SELECT 2", true),
+        ] {
+            assert_eq!(statement_facts(sql.as_bytes()).selects, selects, "{sql}");
+        }
         assert_eq!(
             t(b"SELECT RELEASE_ALL_LOCKS(), GET_LOCK('b', 0)"),
             (USER_LOCKS, USER_LOCKS)
@@ -2552,6 +2598,7 @@ mod one_pass_tests {
     /// The fields the old scan knew.
     fn old_fields(f: &StatementFacts) -> StatementFacts {
         StatementFacts {
+            mentions_select_limit: false,
             show_processlist: None,
             names_processlist: false,
             set_only: false,
@@ -2610,9 +2657,14 @@ mod one_pass_tests {
                 .next()
                 .is_some_and(|w| w.eq_ignore_ascii_case(b"SELECT"))
                 && words.next().is_some_and(|w| {
-                    [&b"LAST_INSERT_ID"[..], b"CONNECTION_ID", b"ROW_COUNT"]
-                        .iter()
-                        .any(|n| w.eq_ignore_ascii_case(n))
+                    [
+                        &b"LAST_INSERT_ID"[..],
+                        b"CONNECTION_ID",
+                        b"ROW_COUNT",
+                        b"FOUND_ROWS",
+                    ]
+                    .iter()
+                    .any(|n| w.eq_ignore_ascii_case(n))
                 });
             assert!(
                 sql.len() > 64 * 1024 || answerable,

@@ -14,6 +14,8 @@ fn merge(f: &mut StatementFacts, o: &StatementFacts) {
     f.reads_insert_id |= o.reads_insert_id;
     f.sets_insert_id |= o.sets_insert_id;
     f.reads_row_count |= o.reads_row_count;
+    f.reads_found_rows |= o.reads_found_rows;
+    f.selects |= o.selects;
     f.reads_diagnostics |= o.reads_diagnostics;
     f.mentions_user_var |= o.mentions_user_var;
     f.assigns_user_var |= o.assigns_user_var;
@@ -371,7 +373,10 @@ fn first_word_rule(first: &[u8], second: &[u8], f: &mut StatementFacts) {
             f.unproven = f.unproven.or(Some("GET statement"));
         }
     } else if is(first, "SHOW") {
-        if is(second, "WARNINGS") || is(second, "ERRORS") || is(second, "COUNT") {
+        if is(second, "COUNT") {
+            f.reads_diagnostics = true;
+            f.selects = true;
+        } else if is(second, "WARNINGS") || is(second, "ERRORS") {
             f.reads_diagnostics = true;
         } else {
             f.clears_diagnostics = true;
@@ -379,6 +384,8 @@ fn first_word_rule(first: &[u8], second: &[u8], f: &mut StatementFacts) {
     } else if word_in(first, &["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD"]) {
         f.may_fire_triggers = true;
         f.clears_diagnostics = true;
+    } else if word_in(first, &["SELECT", "WITH", "VALUES", "TABLE"]) {
+        f.selects = true;
     }
 }
 
@@ -526,10 +533,10 @@ fn scan(sql: &[u8], backslash_escapes: bool) -> StatementFacts {
                         f.takes |= unreported::USER_LOCKS;
                     } else if w.eq_ignore_ascii_case(b"RELEASE_ALL_LOCKS") {
                         f.releases |= unreported::USER_LOCKS;
-                    } else if w.eq_ignore_ascii_case(b"SQL_CALC_FOUND_ROWS")
-                        || w.eq_ignore_ascii_case(b"FOUND_ROWS")
-                    {
+                    } else if w.eq_ignore_ascii_case(b"SQL_CALC_FOUND_ROWS") {
                         f.takes |= unreported::FOUND_ROWS;
+                    } else if w.eq_ignore_ascii_case(b"FOUND_ROWS") {
+                        f.reads_found_rows = true;
                     } else if w.eq_ignore_ascii_case(b"LAST_INSERT_ID") {
                         f.reads_insert_id = true;
                     } else if w.eq_ignore_ascii_case(b"ROW_COUNT") {
@@ -600,6 +607,7 @@ fn scan(sql: &[u8], backslash_escapes: bool) -> StatementFacts {
         && !f.later_kill
         && !f.reads_diagnostics
         && !f.reads_row_count
+        && !f.reads_found_rows
         && !f.set_statement;
     f
 }

@@ -377,7 +377,24 @@ impl Engine {
             self.start_internal(key, Internal::RaiseOwnError, sql);
             return;
         }
-        if c.facts.reads_diagnostics && b.diagnostics_of.is_some_and(|s| s != client.serial) {
+        let clears =
+            c.facts.reads_diagnostics && b.diagnostics_of.is_some_and(|s| s != client.serial);
+        let sets_insert_id = c.facts.reads_insert_id
+            && !c.read_back_insert_id
+            && c.last_insert_id != b.last_insert_id;
+        if (clears || sets_insert_id)
+            && c.found_rows == crate::server::client::FOUND_ROWS_ON_BACKEND
+        {
+            // Either step below changes what FOUND_ROWS() says, and only
+            // this backend knows the client's count: learn it first.
+            self.start_internal(
+                key,
+                Internal::ReadFoundRows,
+                b"SELECT FOUND_ROWS()".to_vec(),
+            );
+            return;
+        }
+        if clears {
             // Another client's warnings are in this connection's
             // diagnostics area: empty it first.
             self.bump(b.pool, |c| c.diagnostics_cleared += 1);
@@ -388,7 +405,8 @@ impl Engine {
             );
             return;
         }
-        if c.facts.reads_insert_id && c.last_insert_id != b.last_insert_id {
+        // (Not while the client's own is this backend's, to be read back.)
+        if sets_insert_id {
             let sql = format!("SELECT LAST_INSERT_ID({})", c.last_insert_id);
             self.bump(b.pool, |c| c.replays += 1);
             self.start_internal(key, Internal::SetInsertId, sql.into_bytes());
@@ -411,6 +429,14 @@ impl Engine {
                 self.start_internal(key, Internal::SetTimeouts, sql.into_bytes());
                 return;
             }
+        }
+        // Last: every step above is a statement of its own, which changes
+        // what ROW_COUNT() and FOUND_ROWS() say.
+        let c = &self.clients[client.key];
+        if let Some(sql) = previous_counts_sql(c, &mut self.backends[key].counts_replayed) {
+            self.bump(self.backends[key].pool, |c| c.replays += 1);
+            self.start_internal(key, Internal::SetPreviousCounts, sql);
+            return;
         }
         self.send_client_command(key, client);
     }
@@ -510,6 +536,7 @@ impl Engine {
 
     /// Copy the client's command from its input buffer to the backend.
     pub(super) fn send_client_command(&mut self, key: usize, client: ClientRef) {
+        self.backends[key].counts_replayed = 0;
         let stateless = self.config.backend.pipeline_depth > 1
             && self
                 .clients
@@ -684,6 +711,20 @@ impl Engine {
                 key,
                 Internal::RestoreTimeouts,
                 RESTORE_TIMEOUTS_SQL.to_vec(),
+            );
+            return;
+        }
+        let found_rows_unknown = b
+            .client
+            .and_then(|cr| self.clients.get(cr.key).filter(|c| c.serial == cr.serial))
+            .is_some_and(|c| c.found_rows == crate::server::client::FOUND_ROWS_ON_BACKEND);
+        if !read_back && !draining && found_rows_unknown {
+            // Learnt at once: the backend may serve others, or steps of
+            // the funnel's may run on it, before the client reads it.
+            self.start_internal(
+                key,
+                Internal::LearnFoundRows,
+                b"SELECT FOUND_ROWS()".to_vec(),
             );
             return;
         }

@@ -211,6 +211,11 @@ impl Engine {
                     run_start = pos + total;
                 }
                 match kind {
+                    PacketKind::Row => b.response.rows += 1,
+                    PacketKind::ColumnCount => {
+                        b.response.rows = 0;
+                        b.response.result_set = true;
+                    }
                     PacketKind::Err if pos == 0 && b.response.bytes == 0 => {
                         b.response.parse_error_only = decode_err(payload).is_ok_and(|e| {
                             e.code == crate::protocol::consts::err::ER_PARSE_ERROR.0
@@ -480,11 +485,20 @@ impl Engine {
                         c.unpin(PinCause::Transaction);
                     }
                 }
-                if matches!(cmd, COM_QUERY | COM_STMT_EXECUTE | COM_STMT_BULK_EXECUTE) {
+                // `GET DIAGNOSTICS` (no result, not a SELECT) leaves it as
+                // it was (MariaDB 10.11).
+                let get_diagnostics = c.facts.reads_diagnostics
+                    && !c.facts.selects
+                    && !b.response.result_set
+                    && end != EndKind::Err;
+                if matches!(cmd, COM_QUERY | COM_STMT_EXECUTE | COM_STMT_BULK_EXECUTE)
+                    && !get_diagnostics
+                {
                     c.row_count = match end {
                         EndKind::Ok => i64::try_from(b.last_affected_rows).unwrap_or(i64::MAX),
                         _ => -1,
                     };
+                    note_found_rows(c, b, end);
                 }
                 if c.running_connect_db.is_some() && end == EndKind::Err {
                     // The schema given at login does not exist: the login fails.
@@ -715,5 +729,53 @@ impl Engine {
         let pool = b.pool;
         self.bump(pool, |c| c.buffered_fallbacks += 1);
         false
+    }
+}
+
+/// What `FOUND_ROWS()` says after the client's statement that just ended
+/// on `b` (`Client::found_rows`). A failed statement leaves it as it was.
+/// After a `SELECT`: the rows of its last result (0 for `SELECT ... INTO`).
+/// Only the backend knows it (which the client then keeps, `takes`, until
+/// the funnel learns it: `Internal::ReadFoundRows`, the user-variable
+/// read-back, or its next `SELECT`) after `SQL_CALC_FOUND_ROWS`; after a
+/// `SELECT` whose rows `sql_select_limit` may have held back (they count);
+/// and on a dirty backend (a stored program may have set that limit
+/// unseen). Other statements with a result: `SHOW WARNINGS` and `SHOW
+/// ERRORS` leave it; most others (`SHOW TABLES`, `SHOW VARIABLES`,
+/// `DESCRIBE`, ...) set it to their rows, as taken here, though a few
+/// (`SHOW CREATE ...`, `HELP`) leave it and `EXPLAIN` sets 0 (MariaDB
+/// 10.11).
+fn note_found_rows(c: &mut crate::server::client::Client, b: &Backend, end: EndKind) {
+    use crate::server::client::FOUND_ROWS_ON_BACKEND;
+    use crate::server::statement::unreported::FOUND_ROWS;
+    let f = &c.facts;
+    if end == EndKind::Err {
+        return;
+    }
+    if f.takes & FOUND_ROWS != 0 {
+        c.found_rows = FOUND_ROWS_ON_BACKEND;
+        return;
+    }
+    // `SET STATEMENT ... FOR SELECT ...` too.
+    let selects = f.selects || (f.set_statement && b.response.result_set);
+    if !selects && (!b.response.result_set || f.reads_diagnostics) {
+        return;
+    }
+    let limit = c
+        .session
+        .vars
+        .get("sql_select_limit")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(u64::MAX);
+    let rows = b.response.rows;
+    let statement_limit = f.set_statement && f.mentions_select_limit;
+    if rows >= limit || (statement_limit && rows > 0) || b.dirty {
+        c.unreported_taken |= FOUND_ROWS;
+        c.found_rows = FOUND_ROWS_ON_BACKEND;
+    } else {
+        // Known again: the backend's count no longer matters (nor keeps
+        // the client there).
+        c.found_rows = rows;
+        c.unreported_released |= FOUND_ROWS;
     }
 }

@@ -129,22 +129,40 @@ impl Engine {
                 | Internal::SetTimeouts
                 | Internal::RestoreTimeouts
                 | Internal::RaiseOwnError
+                | Internal::SetPreviousCounts
         ) {
             // What multiplexing costs a client, beyond its own commands.
             let b = &self.backends[key];
             let spent = self.now.saturating_duration_since(b.sent_at).as_micros() as u64;
             self.bump(b.pool, |c| c.replay_micros += spent);
         }
+        if step == Internal::SetPreviousCounts {
+            // Whatever the answer (a client's own limits may refuse the
+            // expression): the statement runs next.
+            self.backends[key].rows.clear();
+            self.continue_request(key);
+            return;
+        }
         if step == Internal::RaiseOwnError {
             // The error is the backend's now, as if mysqld had said it
             // here: the client keeps the backend while it lasts, as for
-            // an error of mysqld's (`forward.rs`).
+            // an error of mysqld's (`forward.rs`). Any other answer says
+            // nothing of what the area holds (someone else's warnings,
+            // maybe): nobody's, so that it is emptied before the client's
+            // statement reads it (which shows no error then).
+            let raised = end == EndKind::Err;
             if let Some(cr) = self.backends[key].client {
-                if let Some(c) = self.clients.get_mut(cr.key) {
+                if let Some(c) = self
+                    .clients
+                    .get_mut(cr.key)
+                    .filter(|c| c.serial == cr.serial)
+                {
                     c.own_error = None;
-                    c.pin(PinCause::Diagnostics);
+                    if raised {
+                        c.pin(PinCause::Diagnostics);
+                    }
                 }
-                self.backends[key].diagnostics_of = Some(cr.serial);
+                self.backends[key].diagnostics_of = Some(if raised { cr.serial } else { 0 });
             }
             self.continue_request(key);
             return;
@@ -366,7 +384,15 @@ impl Engine {
                 self.continue_request(key);
             }
             // Handled as its answer arrives, whatever it is.
-            Internal::RaiseOwnError => self.continue_request(key),
+            Internal::RaiseOwnError | Internal::SetPreviousCounts => self.continue_request(key),
+            Internal::ReadFoundRows => {
+                self.found_rows_read(key);
+                self.continue_request(key);
+            }
+            Internal::LearnFoundRows => {
+                self.found_rows_read(key);
+                self.after_response(key, false, false);
+            }
             Internal::SetTimeouts => {
                 if self.backends[key].client.is_some() {
                     self.continue_request(key);
@@ -548,6 +574,14 @@ impl Engine {
                 debug!("backend {key}: {step:?} failed: {msg}; resetting");
                 self.reset_backend(key);
             }
+            Internal::LearnFoundRows => {
+                // The client has its answer already (as for the read-back
+                // below): the count stays the backend's, which the client
+                // keeps.
+                debug!("backend {key}: reading FOUND_ROWS() failed: {msg}");
+                self.backends[key].rows.clear();
+                self.release_after_response(key, false);
+            }
             Internal::ReadUserVars | Internal::ReadUserVarValues => {
                 // The client has its answer already: an ERR now would be
                 // taken as the answer to its next command. What could not
@@ -555,7 +589,7 @@ impl Engine {
                 debug!("backend {key}: reading user variables failed: {msg}");
                 let b = &mut self.backends[key];
                 b.user_vars_pending = None;
-                self.finish_user_vars(key, UserVarsOutcome::Failed, None);
+                self.finish_user_vars(key, UserVarsOutcome::Failed, None, None);
             }
             _ => {
                 if let Some(client) = self.backends[key].client {
@@ -682,6 +716,10 @@ impl Engine {
                 read.insert_id = value.as_deref().and_then(|v| v.parse::<u64>().ok());
                 continue;
             }
+            if name == FOUND_ROWS_ROW {
+                read.found_rows = value.as_deref().and_then(|v| v.parse::<u64>().ok());
+                continue;
+            }
             if name.contains(char::REPLACEMENT_CHARACTER) {
                 // Not UTF-8 as read (the client's character_set_results):
                 // a replay could not name it.
@@ -725,12 +763,16 @@ impl Engine {
         }
         let b = &mut self.backends[key];
         if count > limit {
-            self.finish_user_vars(key, UserVarsOutcome::TooMany, read.insert_id);
+            self.finish_user_vars(
+                key,
+                UserVarsOutcome::TooMany,
+                read.insert_id,
+                read.found_rows,
+            );
             return;
         }
         if read.strings.is_empty() {
-            let insert_id = read.insert_id;
-            self.finish_user_vars(key, UserVarsOutcome::Read(read.vars, read.exact), insert_id);
+            self.finish_read(key, read);
             return;
         }
         let names: Vec<&str> = read.strings.iter().map(String::as_str).collect();
@@ -749,7 +791,7 @@ impl Engine {
     pub(super) fn user_var_values_read(&mut self, key: usize) {
         let b = &mut self.backends[key];
         let Some(mut read) = b.user_vars_pending.take() else {
-            self.finish_user_vars(key, UserVarsOutcome::Failed, None);
+            self.finish_user_vars(key, UserVarsOutcome::Failed, None, None);
             return;
         };
         if b.rows.len() != read.strings.len() {
@@ -778,8 +820,18 @@ impl Engine {
                 None => read.exact = false,
             }
         }
-        let insert_id = read.insert_id;
-        self.finish_user_vars(key, UserVarsOutcome::Read(read.vars, read.exact), insert_id);
+        self.finish_read(key, read);
+    }
+
+    /// A read-back complete: what it found.
+    fn finish_read(&mut self, key: usize, read: UserVarsRead) {
+        let (insert_id, found_rows) = (read.insert_id, read.found_rows);
+        self.finish_user_vars(
+            key,
+            UserVarsOutcome::Read(read.vars, read.exact),
+            insert_id,
+            found_rows,
+        );
     }
 
     /// Record what the read-back found, for the backend and its client, and
@@ -789,6 +841,7 @@ impl Engine {
         key: usize,
         outcome: UserVarsOutcome,
         insert_id: Option<u64>,
+        found_rows: Option<u64>,
     ) {
         let b = &mut self.backends[key];
         let outcome = match outcome {
@@ -836,9 +889,47 @@ impl Engine {
                 }
                 c.read_back_pending = false;
                 c.read_back_insert_id = false;
+                // A `SQL_CALC_FOUND_ROWS` count the backend held: known
+                // now, and no longer a reason to keep the backend.
+                if let Some(n) = found_rows
+                    .filter(|_| c.found_rows == crate::server::client::FOUND_ROWS_ON_BACKEND)
+                {
+                    c.found_rows = n;
+                    c.unreported_held &= !crate::server::statement::unreported::FOUND_ROWS;
+                    if c.unreported_held == 0 {
+                        c.unpin(PinCause::Lock);
+                    }
+                }
             }
         }
         self.release_after_response(key, false);
+    }
+
+    /// The answer to `SELECT FOUND_ROWS()`: the client's count, known now
+    /// (0 if unreadable, so that it is not asked again), and no longer a
+    /// reason to keep the backend.
+    fn found_rows_read(&mut self, key: usize) {
+        let b = &mut self.backends[key];
+        let n = b
+            .rows
+            .first()
+            .and_then(|r| r.first()?.as_deref()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        b.rows.clear();
+        let Some(cr) = b.client else {
+            return;
+        };
+        if let Some(c) = self
+            .clients
+            .get_mut(cr.key)
+            .filter(|c| c.serial == cr.serial)
+        {
+            c.found_rows = n;
+            c.unreported_held &= !crate::server::statement::unreported::FOUND_ROWS;
+            if c.unreported_held == 0 {
+                c.unpin(PinCause::Lock);
+            }
+        }
     }
 
     /// `ROLLBACK` the transaction a departed client left on its backend.

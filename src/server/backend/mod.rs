@@ -103,6 +103,16 @@ pub enum Internal {
     /// area (`OwnError::raise_sql`), before its `SHOW WARNINGS` (or the
     /// like) runs here. Ends with that error.
     RaiseOwnError,
+    /// `SELECT FOUND_ROWS()`: the client's count, which only this backend
+    /// had, before a step of the funnel's replaces it.
+    ReadFoundRows,
+    /// The same right after the client's statement that left it
+    /// (`note_found_rows`), unless the user-variable read-back, which
+    /// reads it too, follows.
+    LearnFoundRows,
+    /// Leave what `FOUND_ROWS()` and `ROW_COUNT()` say for the client here
+    /// (`previous_counts_sql`), before its statement that reads them.
+    SetPreviousCounts,
     /// `COM_CHANGE_USER` to the pool's own backend account without a
     /// schema: the only way to bring a connection back to "no default
     /// schema" (MariaDB has no `USE NULL`), for a client that has none. It
@@ -176,6 +186,10 @@ pub struct ResponseRead {
     pub parse_error_only: bool,
     /// A character-set variable changed: re-read collation_connection.
     pub charset_changed: bool,
+    /// Rows of its last result set so far (what `FOUND_ROWS()` says after
+    /// a `SELECT`), and whether it had one.
+    pub rows: u64,
+    pub result_set: bool,
     /// Bytes of it already forwarded to the client.
     pub bytes: u64,
     /// How it treats a slow client.
@@ -265,6 +279,9 @@ pub struct Backend {
     /// The client (by serial) whose warnings or error this connection's
     /// diagnostics area may hold.
     pub diagnostics_of: Option<u64>,
+    /// Which of the client's counts its current command found replayed
+    /// here (`previous_counts_sql`): cleared as the command is sent.
+    pub counts_replayed: u8,
     /// `KILL QUERY` connections opened against this one, not yet closed,
     /// and the command (by `commands` count) the last one was opened for.
     pub kills_pending: u32,
@@ -429,6 +446,9 @@ pub struct UserVarsRead {
     pub strings: Vec<String>,
     /// `LAST_INSERT_ID()` on the backend after the statement.
     pub insert_id: Option<u64>,
+    /// `FOUND_ROWS()` there after it (the read-back, a `SELECT`, replaces
+    /// it: a `SQL_CALC_FOUND_ROWS` count is learnt before it is lost).
+    pub found_rows: Option<u64>,
 }
 
 /// What reading a client's user variables back found.
@@ -555,6 +575,85 @@ const BASELINE_TRACK: [(usize, &str); 4] = [
 /// Sets a variable to its own value: reported (with whatever is pending),
 /// no effect; leaves the diagnostics area alone.
 const CLEAR_TRACKER_SQL: &[u8] = b"SET SESSION sql_select_limit = @@session.sql_select_limit";
+/// The next step that makes this backend say what the client's own
+/// previous statement left, for a statement of the client's that reads it
+/// (not the funnel-answered `SELECT ROW_COUNT()` or `SELECT FOUND_ROWS()`):
+/// `FOUND_ROWS()` (the client's count of its last `SELECT`'s rows, when
+/// the funnel knows it) and `ROW_COUNT()` (-1 or 0; an affected-rows
+/// count is left by nothing without a table, so that one is exact only
+/// when nothing else ran on the client's backend since its statement).
+/// `done` tells which of the two have been left already.
+///
+/// `FOUND_ROWS() = n`: a `SELECT SQL_CALC_FOUND_ROWS ... LIMIT 0` of
+/// `DUAL` for 0 and 1; `n` times `SELECT 1` joined by `UNION ALL` up to
+/// [`FOUND_ROWS_UNION_MAX`] (its rows come back; a `LIMIT` of its own
+/// keeps the client's `sql_select_limit` out); beyond, a `SELECT
+/// SQL_CALC_FOUND_ROWS` over a recursive common table expression of `n`
+/// rows with `LIMIT 0`. No table, no schema needed; each leaves
+/// `ROW_COUNT()` -1. The last empties the diagnostics area, so not for a
+/// statement that reads that too while the client has warnings or an
+/// error there (checked on MariaDB 10.11).
+/// `ROW_COUNT() = 0`:
+/// `DO 0`; `= -1`: a `SELECT` of no row, which keeps the diagnostics area
+/// (checked on MariaDB 10.11), but sets `FOUND_ROWS()` to 0.
+/// The most rows [`previous_counts_sql`] sends back to set `FOUND_ROWS()`.
+const FOUND_ROWS_UNION_MAX: u64 = 1000;
+
+pub(super) fn previous_counts_sql(
+    c: &crate::server::client::Client,
+    done: &mut u8,
+) -> Option<Vec<u8>> {
+    const FOUND: u8 = 1;
+    const ROWS: u8 = 2;
+    let f = &c.facts;
+    let found_known = c.found_rows != crate::server::client::FOUND_ROWS_ON_BACKEND;
+    let keeps_diagnostics = f.reads_diagnostics
+        && (c
+            .pins
+            .contains(crate::server::session::PinCause::Diagnostics)
+            || c.own_error.is_some());
+    let n = c.found_rows;
+    if f.reads_found_rows
+        && found_known
+        && (n <= FOUND_ROWS_UNION_MAX || !keeps_diagnostics)
+        && *done & FOUND == 0
+    {
+        *done |= FOUND | (ROWS * u8::from(c.row_count == -1));
+        return Some(match n {
+            0 => b"SELECT SQL_CALC_FOUND_ROWS 1 FROM DUAL WHERE 0 LIMIT 0".to_vec(),
+            1 => b"SELECT SQL_CALC_FOUND_ROWS 1 FROM DUAL LIMIT 0".to_vec(),
+            2..=FOUND_ROWS_UNION_MAX => {
+                let mut sql = b"SELECT 1".to_vec();
+                for _ in 1..n {
+                    sql.extend_from_slice(b" UNION ALL SELECT 1");
+                }
+                // Its own LIMIT: a client's sql_select_limit would cut the
+                // count too (`SET STATEMENT` would leave the tracker a
+                // change to report, cleared by a `SET` that sets ROW_COUNT()).
+                sql.extend_from_slice(format!(" LIMIT {n}").as_bytes());
+                sql
+            }
+            _ => format!(
+                "WITH RECURSIVE funnel_rows(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM funnel_rows WHERE n < {n}) SELECT SQL_CALC_FOUND_ROWS n FROM funnel_rows LIMIT 0"
+            )
+            .into_bytes(),
+        });
+    }
+    if f.reads_row_count && *done & ROWS == 0 {
+        *done |= ROWS;
+        match c.row_count {
+            0 => return Some(b"DO 0".to_vec()),
+            // Not over a count of FOUND_ROWS() left just before, nor one
+            // only the backend has.
+            -1 if *done & FOUND == 0 && found_known => {
+                return Some(b"SELECT 1 FROM DUAL WHERE 0".to_vec())
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Empties the diagnostics area: a statement that uses a table does (a
 /// `SET` or `DO 0` does not).
 const CLEAR_DIAGNOSTICS_SQL: &[u8] = b"DO (SELECT 1 FROM information_schema.ENGINES LIMIT 0)";
@@ -572,11 +671,15 @@ const COLLATIONS_SQL: &[u8] = b"SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FR
 /// tracker, which costs an `Internal::ClearTracker` before the next command.
 const USER_VARS_LIFT: &[u8] =
     b"SET STATEMENT max_statement_time = 0, max_join_size = DEFAULT, sql_select_limit = DEFAULT FOR ";
-const USER_VARS_SQL: &[u8] = b"SELECT VARIABLE_NAME, VARIABLE_VALUE, VARIABLE_TYPE, CHARACTER_SET_NAME FROM information_schema.USER_VARIABLES \
+/// `FOUND_ROWS()` comes first: in a later part of a `UNION` it counts the
+/// rows of the parts before it (MariaDB 10.11).
+const USER_VARS_SQL: &[u8] = b"SELECT ' funnel:found_rows', FOUND_ROWS(), 'SYSVAR', NULL \
+UNION ALL SELECT VARIABLE_NAME, VARIABLE_VALUE, VARIABLE_TYPE, CHARACTER_SET_NAME FROM information_schema.USER_VARIABLES \
 UNION ALL SELECT ' funnel:collation_connection', @@collation_connection, 'SYSVAR', NULL \
 UNION ALL SELECT ' funnel:last_insert_id', LAST_INSERT_ID(), 'SYSVAR', NULL";
 const COLLATION_ROW: &str = " funnel:collation_connection";
 const INSERT_ID_ROW: &str = " funnel:last_insert_id";
+const FOUND_ROWS_ROW: &str = " funnel:found_rows";
 const CHARSET_VARS: [&str; 4] = [
     "character_set_client",
     "character_set_connection",
@@ -682,6 +785,7 @@ impl Engine {
             discard_on_reset: false,
             last_affected_rows: 0,
             diagnostics_of: None,
+            counts_replayed: 0,
             kills_pending: 0,
             killing: 0,
             dirty: false,

@@ -32,7 +32,9 @@ impl Engine {
     /// nothing of the connection (`StatementFacts::cacheable`: no user
     /// variable, no session function, no warnings or row count read, no
     /// locking read, nothing non-deterministic), that changes nothing
-    /// (no `SET STATEMENT`, no `LOAD DATA`), of a client in autocommit mode
+    /// (no `SET STATEMENT`, no `LOAD DATA`), under no `sql_select_limit`
+    /// (the rows it holds back count for `FOUND_ROWS()`), of a client in
+    /// autocommit mode
     /// outside a transaction that holds nothing (no pin, no read-back, no
     /// pending error, no rest of a query with a `KILL`), with no rule
     /// `timeout_ms` watching it. The session fingerprint is checked
@@ -60,6 +62,14 @@ impl Engine {
             && !f.begins_transaction
             && !f.reads_diagnostics
             && !f.reads_row_count
+            && !f.reads_found_rows
+            // What FOUND_ROWS() says after it must be known from its rows
+            // (`note_found_rows`): no sql_select_limit may cut them.
+            && c
+                .session
+                .vars
+                .get("sql_select_limit")
+                .is_none_or(|v| v.parse::<u64>() == Ok(u64::MAX))
             && !f.needs_privileges()
             && c.session_ready
             && c.pinned.is_none()

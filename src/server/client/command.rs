@@ -297,7 +297,19 @@ impl Engine {
                         self.answer_processlist(key, seq, full, &sql, &[]);
                         return;
                     }
-                    if let Some((which, (start, end))) = facts.answered {
+                    // After `SQL_CALC_FOUND_ROWS` the count is the backend's;
+                    // so is a `LAST_INSERT_ID(n)` whose read-back waits for
+                    // the client's warnings to go (`read_back_insert_id`),
+                    // or that a dirty backend, which reads nothing back,
+                    // keeps (`PinCause::Unproven`).
+                    let answered = facts.answered.filter(|(which, _)| match which {
+                        FunnelAnswered::FoundRows => c.found_rows != FOUND_ROWS_ON_BACKEND,
+                        FunnelAnswered::LastInsertId => {
+                            !c.read_back_insert_id && !c.pins.contains(PinCause::Unproven)
+                        }
+                        _ => true,
+                    });
+                    if let Some((which, (start, end))) = answered {
                         let name = sql[start..end].to_vec();
                         // Typed as MariaDB types them: (type, length, flags).
                         const UNSIGNED: u16 = 0x0001 | 0x0020 | 0x0080;
@@ -311,9 +323,13 @@ impl Engine {
                             FunnelAnswered::RowCount => {
                                 (c.row_count.to_string(), (0x08, 21, 0x0001 | 0x0080))
                             }
+                            FunnelAnswered::FoundRows => {
+                                (c.found_rows.to_string(), (0x08, 21, 0x0001 | 0x0080))
+                            }
                         };
-                        // As after any SELECT.
+                        // As after any SELECT of one row.
                         c.row_count = -1;
+                        c.found_rows = 1;
                         let seq = 1u8.wrapping_add(c.seq_offset);
                         self.discard_current(key);
                         self.client_single_value(key, seq, &name, &value, column);

@@ -250,6 +250,9 @@ pub struct Client {
     /// What `ROW_COUNT()` returns: the client's previous statement's
     /// affected rows, -1 after a result set or an error.
     pub row_count: i64,
+    /// What `FOUND_ROWS()` says now: the rows of its last `SELECT`'s
+    /// result, or [`FOUND_ROWS_ON_BACKEND`].
+    pub found_rows: u64,
     pub last_status: u16,
     /// Its last command that may have written completed on a primary then
     /// (`read_write_split`): its reads go to the primary until a replica
@@ -342,6 +345,11 @@ impl Drop for Client {
 /// funnel runs such a query in parts (the statements before the `KILL` on a
 /// backend, the `KILL` itself, the rest after), and the client gets one
 /// answer stream, as from mysqld.
+/// `Client::found_rows` after a `SELECT SQL_CALC_FOUND_ROWS`: the count
+/// is on the backend that ran it (which the client keeps: `takes`), not
+/// known to the funnel.
+pub const FOUND_ROWS_ON_BACKEND: u64 = u64::MAX;
+
 /// An error no mysqld said: the funnel's own (a limit, a refused rule, a
 /// `KILL` it answers, a lost session). On mysqld an error stays in the
 /// diagnostics area until a statement that uses a table, or one with
@@ -757,6 +765,7 @@ impl Engine {
             command_read_at: self.now,
             last_insert_id: 0,
             row_count: 0,
+            found_rows: 0,
             last_status: SERVER_STATUS_AUTOCOMMIT,
             wrote_at: None,
             bytes_out: 0,
@@ -820,6 +829,7 @@ impl Engine {
         c.track = image.track.clone();
         c.last_insert_id = image.last_insert_id;
         c.row_count = image.row_count;
+        c.found_rows = image.found_rows;
         c.last_status = image.last_status;
         c.multi_statements = image.multi_statements;
         c.next_stmt_id = image.next_stmt_id;
@@ -1271,8 +1281,10 @@ mod tests {
     /// `size_of::<Client>()` was 976 B before the rarely held fields were
     /// boxed (2026-12-07), 856 B after; `wrote_at` (read-your-writes for
     /// read_write_split) added 16 B, `loop_wait` (a `KILL` or the process
-    /// list waiting for the other event loops, boxed) 8 B.
-    const CLIENT_SIZE_MAX: usize = 880;
+    /// list waiting for the other event loops, boxed) 8 B, `found_rows`
+    /// and the statement facts it needs (`FOUND_ROWS()` answered as mysqld
+    /// would, 2026-12-08) 16 B.
+    const CLIENT_SIZE_MAX: usize = 896;
 
     #[test]
     fn scramble_is_printable_and_fresh() {
