@@ -108,7 +108,8 @@ const ACCEPT_SLACK: usize = 2;
 
 /// What one loop hands another.
 pub enum LoopMsg {
-    /// A socket the first loop accepted, for this one to greet.
+    /// A socket another loop accepted, for this one (with fewer clients)
+    /// to greet (`Shared::accept_elsewhere`).
     Accepted(Stream),
     /// A client in its login whose pool this loop serves.
     Client(Box<MovedClient>),

@@ -369,6 +369,15 @@ impl SessionVars {
         s
     }
 
+    /// Its `sql_select_limit`: unlimited (mysqld's default) when it has
+    /// none; 0 for a value that is not a number (mysqld reports numbers),
+    /// so that no row count is trusted under it.
+    pub fn select_limit(&self) -> u64 {
+        self.vars
+            .get("sql_select_limit")
+            .map_or(u64::MAX, |v| v.parse().unwrap_or(0))
+    }
+
     pub fn fingerprint(&self) -> u64 {
         self.fingerprint
     }

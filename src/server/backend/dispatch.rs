@@ -387,11 +387,7 @@ impl Engine {
         {
             // Either step below changes what FOUND_ROWS() says, and only
             // this backend knows the client's count: learn it first.
-            self.start_internal(
-                key,
-                Internal::ReadFoundRows,
-                b"SELECT FOUND_ROWS()".to_vec(),
-            );
+            self.start_internal(key, Internal::ReadFoundRows, FOUND_ROWS_SQL.to_vec());
             return;
         }
         if clears {
@@ -721,11 +717,7 @@ impl Engine {
         if !read_back && !draining && found_rows_unknown {
             // Learnt at once: the backend may serve others, or steps of
             // the funnel's may run on it, before the client reads it.
-            self.start_internal(
-                key,
-                Internal::LearnFoundRows,
-                b"SELECT FOUND_ROWS()".to_vec(),
-            );
+            self.start_internal(key, Internal::LearnFoundRows, FOUND_ROWS_SQL.to_vec());
             return;
         }
         if read_back {

@@ -761,12 +761,7 @@ fn note_found_rows(c: &mut crate::server::client::Client, b: &Backend, end: EndK
     if !selects && (!b.response.result_set || f.reads_diagnostics) {
         return;
     }
-    let limit = c
-        .session
-        .vars
-        .get("sql_select_limit")
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(u64::MAX);
+    let limit = c.session.select_limit();
     let rows = b.response.rows;
     let statement_limit = f.set_statement && f.mentions_select_limit;
     if rows >= limit || (statement_limit && rows > 0) || b.dirty {

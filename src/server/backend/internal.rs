@@ -383,8 +383,6 @@ impl Engine {
                 self.backends[key].diagnostics_of = None;
                 self.continue_request(key);
             }
-            // Handled as its answer arrives, whatever it is.
-            Internal::RaiseOwnError | Internal::SetPreviousCounts => self.continue_request(key),
             Internal::ReadFoundRows => {
                 self.found_rows_read(key);
                 self.continue_request(key);
@@ -407,8 +405,8 @@ impl Engine {
                 self.after_response(key, read_back, false);
             }
             Internal::ClearTracker => self.continue_request(key),
-            // Handled as its answer arrives.
-            Internal::LearnTrackOrder => {}
+            // Handled as its answer arrives (whatever it is).
+            Internal::LearnTrackOrder | Internal::RaiseOwnError | Internal::SetPreviousCounts => {}
             Internal::ReadUserVars => self.user_vars_read(key),
             Internal::ReadUserVarValues => self.user_var_values_read(key),
             Internal::Privileges => {
@@ -889,25 +887,19 @@ impl Engine {
                 }
                 c.read_back_pending = false;
                 c.read_back_insert_id = false;
-                // A `SQL_CALC_FOUND_ROWS` count the backend held: known
-                // now, and no longer a reason to keep the backend.
+                // A count the backend held (`SQL_CALC_FOUND_ROWS`).
                 if let Some(n) = found_rows
                     .filter(|_| c.found_rows == crate::server::client::FOUND_ROWS_ON_BACKEND)
                 {
-                    c.found_rows = n;
-                    c.unreported_held &= !crate::server::statement::unreported::FOUND_ROWS;
-                    if c.unreported_held == 0 {
-                        c.unpin(PinCause::Lock);
-                    }
+                    c.found_rows_learnt(n);
                 }
             }
         }
         self.release_after_response(key, false);
     }
 
-    /// The answer to `SELECT FOUND_ROWS()`: the client's count, known now
-    /// (0 if unreadable, so that it is not asked again), and no longer a
-    /// reason to keep the backend.
+    /// The answer to `SELECT FOUND_ROWS()`: the client's count (0 if
+    /// unreadable, so that it is not asked again).
     fn found_rows_read(&mut self, key: usize) {
         let b = &mut self.backends[key];
         let n = b
@@ -924,11 +916,7 @@ impl Engine {
             .get_mut(cr.key)
             .filter(|c| c.serial == cr.serial)
         {
-            c.found_rows = n;
-            c.unreported_held &= !crate::server::statement::unreported::FOUND_ROWS;
-            if c.unreported_held == 0 {
-                c.unpin(PinCause::Lock);
-            }
+            c.found_rows_learnt(n);
         }
     }
 

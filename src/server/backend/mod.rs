@@ -575,6 +575,10 @@ const BASELINE_TRACK: [(usize, &str); 4] = [
 /// Sets a variable to its own value: reported (with whatever is pending),
 /// no effect; leaves the diagnostics area alone.
 const CLEAR_TRACKER_SQL: &[u8] = b"SET SESSION sql_select_limit = @@session.sql_select_limit";
+/// Reads a client's count the backend holds (`ReadFoundRows`, `LearnFoundRows`).
+const FOUND_ROWS_SQL: &[u8] = b"SELECT FOUND_ROWS()";
+/// The most rows [`previous_counts_sql`] sends back to set `FOUND_ROWS()`.
+const FOUND_ROWS_UNION_MAX: u64 = 1000;
 /// The next step that makes this backend say what the client's own
 /// previous statement left, for a statement of the client's that reads it
 /// (not the funnel-answered `SELECT ROW_COUNT()` or `SELECT FOUND_ROWS()`):
@@ -596,9 +600,6 @@ const CLEAR_TRACKER_SQL: &[u8] = b"SET SESSION sql_select_limit = @@session.sql_
 /// `ROW_COUNT() = 0`:
 /// `DO 0`; `= -1`: a `SELECT` of no row, which keeps the diagnostics area
 /// (checked on MariaDB 10.11), but sets `FOUND_ROWS()` to 0.
-/// The most rows [`previous_counts_sql`] sends back to set `FOUND_ROWS()`.
-const FOUND_ROWS_UNION_MAX: u64 = 1000;
-
 pub(super) fn previous_counts_sql(
     c: &crate::server::client::Client,
     done: &mut u8,

@@ -65,17 +65,13 @@ impl Engine {
             && !f.reads_found_rows
             // What FOUND_ROWS() says after it must be known from its rows
             // (`note_found_rows`): no sql_select_limit may cut them.
-            && c
-                .session
-                .vars
-                .get("sql_select_limit")
-                .is_none_or(|v| v.parse::<u64>() == Ok(u64::MAX))
+            && c.session.select_limit() == u64::MAX
             && !f.needs_privileges()
             && c.session_ready
             && c.pinned.is_none()
             && c.pins.is_empty()
             && !c.read_back_pending
-            && !c.own_error.as_ref().is_some_and(|e| e.due)
+            && !c.own_error_due()
             && c.multi_rest.is_none()
             && c.running_connect_db.is_none()
             && c.current_stmt().is_none()

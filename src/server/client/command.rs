@@ -798,7 +798,7 @@ impl Engine {
             // (an ERR now would answer the next command); mysqld reports a
             // long-data error at the execute, the funnel at the next
             // command that has an answer.
-            if !c.own_error.as_ref().is_some_and(|e| e.due) {
+            if !c.own_error_due() {
                 c.own_error = Some(OwnError::due(code, msg.to_string()));
             }
             self.client_ready(client.key);

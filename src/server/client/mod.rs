@@ -581,6 +581,19 @@ impl Client {
     pub fn own_error_given(&self) -> Option<&OwnError> {
         self.own_error.as_deref().filter(|e| !e.due)
     }
+    /// An error of the funnel's is due as the answer to its next command.
+    pub fn own_error_due(&self) -> bool {
+        self.own_error.as_ref().is_some_and(|e| e.due)
+    }
+    /// The funnel learnt the count `FOUND_ROWS()` says, which only the
+    /// backend had: no longer a reason to keep that backend.
+    pub fn found_rows_learnt(&mut self, n: u64) {
+        self.found_rows = n;
+        self.unreported_held &= !super::statement::unreported::FOUND_ROWS;
+        if self.unreported_held == 0 {
+            self.unpin(PinCause::Lock);
+        }
+    }
     pub fn set_idle(&mut self) {
         self.drop_sent();
         self.in_flight = None;
