@@ -87,6 +87,19 @@ fn clients_are_spread_over_the_loops_and_the_pool_keeps_its_connections() {
         .collect();
     assert_eq!(ids.len(), 40, "connection ids repeat across loops");
     assert_eq!(settle_backends(&user, 4), 4, "backend connections");
+    // Each loop accepts, and hands a client over only when the other
+    // has clearly fewer (two, and an eighth): the shares stay even. (Read
+    // before the queries below, whose waits may move clients between the
+    // loops: `balance.rs`.)
+    let mut admin = admin_console(admin_port, "admin", "adminpw");
+    let on_first = query(&mut admin, "SHOW CLIENTS")
+        .iter()
+        .filter(|r| r.get("event_loop").cloned().flatten().as_deref() == Some("1"))
+        .count();
+    assert!(
+        (14..=26).contains(&on_first),
+        "{on_first} of 40 clients on the first loop"
+    );
 
     let before = thread_cpu(pid, "funnel-loop-1").expect("the second loop's thread");
     let workers: Vec<_> = clients
@@ -115,19 +128,8 @@ fn clients_are_spread_over_the_loops_and_the_pool_keeps_its_connections() {
 
     // The admin side sees both loops: every client, the pool's whole
     // count of connections.
-    let mut admin = admin_console(admin_port, "admin", "adminpw");
     let rows = query(&mut admin, "SHOW CLIENTS");
     assert_eq!(rows.len(), 40, "SHOW CLIENTS lists every loop's clients");
-    // Each loop accepts, and hands a client over only when the other
-    // has clearly fewer (two, and an eighth): the shares stay even.
-    let on_first = rows
-        .iter()
-        .filter(|r| r.get("event_loop").cloned().flatten().as_deref() == Some("1"))
-        .count();
-    assert!(
-        (14..=26).contains(&on_first),
-        "{on_first} of 40 clients on the first loop"
-    );
     let configured = common::admin::pool_counter(&mut admin, "SHOW POOLS", &user, "backends");
     assert_eq!(
         configured, 4,
